@@ -1,0 +1,175 @@
+// spawn (asyncio.create_task), JoinHandle, and run (asyncio.run).
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <source_location>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "async/loop.hpp"
+#include "async/task.hpp"
+
+namespace jq::async {
+
+/// A spawned task's shared state: its context, its frame (kept after it finished, holding the
+/// result until taken), and who waits for it. Owned jointly by the loop (while it runs) and by
+/// every JoinHandle; freed when the last one lets go. If it ended with an exception that nobody
+/// retrieved, that is reported then (asyncio's "Task exception was never retrieved").
+struct SpawnStateBase : FramePooled {
+  TaskContext ctx;
+  std::coroutine_handle<> frame;
+  PromiseBase* promise = nullptr;
+  WaitList joiners;
+  std::uint32_t refs = 1;  // the running task's own reference
+  bool done = false;
+  bool retrieved = false;
+  bool shutdown_cancelled = false;
+  /// Called once on the loop thread when the task finishes, before joiners run (TaskGroup uses
+  /// it). Must not throw and must not resume anything inline.
+  void (*on_done)(void* arg, SpawnStateBase& s) noexcept = nullptr;
+  void* on_done_arg = nullptr;
+  std::size_t group_index = 0;  // position in its TaskGroup
+  SpawnStateBase* live_prev = nullptr;
+  SpawnStateBase* live_next = nullptr;
+
+  void ref() noexcept { ++refs; }
+  void unref() noexcept {
+    if (--refs == 0) destroy();
+  }
+  /// True when it ended by an exception other than Cancelled.
+  bool failed() const noexcept;
+  void destroy() noexcept;
+};
+
+/// Handle to a spawned task: await it for its result (once), wait() for it to end, or cancel it.
+/// Copyable; dropping every handle detaches the task, which goes on running, owned by the loop.
+/// Awaiting a handle does not propagate the awaiter's own cancellation into the task: to stop the
+/// task, call cancel().
+template <class T>
+class JoinHandle {
+ public:
+  JoinHandle() = default;
+  explicit JoinHandle(SpawnStateBase* s) noexcept : s_(s) {}  // adopts one reference
+  JoinHandle(const JoinHandle& o) noexcept : s_(o.s_) {
+    if (s_) s_->ref();
+  }
+  JoinHandle(JoinHandle&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+  JoinHandle& operator=(JoinHandle o) noexcept {
+    std::swap(s_, o.s_);
+    return *this;
+  }
+  ~JoinHandle() {
+    if (s_) s_->unref();
+  }
+
+  bool valid() const noexcept { return s_ != nullptr; }
+  bool done() const noexcept { return s_->done; }
+  const std::string& name() const noexcept { return s_->ctx.name; }
+  SpawnStateBase& state() const noexcept { return *s_; }
+
+  /// Requests cancellation: the task sees Cancelled at its current or next suspension point.
+  /// No effect on a finished task.
+  void cancel() noexcept {
+    if (!s_->done) s_->ctx.cancel(true);
+  }
+
+  /// The outcome of a finished task, taken (once) as a Result.
+  Result<T> take_result() {
+    if (!s_->done) throw std::logic_error("take_result on a task that has not finished");
+    return take();
+  }
+
+  /// Waits for the end without taking the result (and without throwing the task's error).
+  struct WaitAwaiter : Waiter {
+    SpawnStateBase* s;
+    bool await_ready() const noexcept { return s->done; }
+    template <HasContext P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+      if (!h.promise().ctx->park(*this, h)) return false;
+      on_cancel = [](Waiter& w) noexcept {
+        static_cast<WaitAwaiter&>(w).s->joiners.remove(w);
+        return true;
+      };
+      s->joiners.push_back(*this);
+      return true;
+    }
+    void await_resume() const {
+      if (cancelled) throw Cancelled{};
+    }
+    ~WaitAwaiter() {
+      if (linked) s->joiners.remove(*this);
+    }
+  };
+  WaitAwaiter wait() const noexcept { return WaitAwaiter{{}, s_}; }
+
+  /// `co_await handle`: the task's value, or its exception rethrown.
+  struct JoinAwaiter : WaitAwaiter {
+    JoinHandle* owner;
+    T await_resume() {
+      WaitAwaiter::await_resume();
+      return owner->take_value();
+    }
+  };
+  JoinAwaiter operator co_await() noexcept { return JoinAwaiter{{{}, s_}, this}; }
+
+ private:
+  T take_value() {
+    mark_taken();
+    if (!s_->promise) throw Cancelled{};
+    return static_cast<Promise<T>*>(s_->promise)->take();
+  }
+  void mark_taken() {
+    if (s_->retrieved) {
+      throw std::logic_error("the result of task '" + s_->ctx.name + "' was already taken");
+    }
+    s_->retrieved = true;
+  }
+  Result<T> take() {
+    mark_taken();
+    if (!s_->promise) return Result<T>::of_error(std::make_exception_ptr(Cancelled{}));
+    return static_cast<Promise<T>*>(s_->promise)->take_result();
+  }
+  SpawnStateBase* s_ = nullptr;
+};
+
+namespace detail {
+SpawnStateBase* start_spawn(Loop& loop, std::coroutine_handle<> frame, PromiseBase& promise,
+                            std::string&& name, const std::source_location& where);
+/// Last resort at shutdown for a task that did not end after being cancelled: destroys its frame
+/// without running it further; waiters see Cancelled.
+void abandon(SpawnStateBase& s) noexcept;
+}  // namespace detail
+
+/// asyncio.create_task: runs `task` concurrently as a task of its own, owned by the loop. Its
+/// result or exception is kept for the handle; an exception nobody retrieves is reported.
+template <class T>
+JoinHandle<T> spawn(Task<T> task, std::string&& name = {},
+                    std::source_location where = std::source_location::current()) {
+  auto h = task.release();
+  return JoinHandle<T>(
+      detail::start_spawn(Loop::current(), h, h.promise(), std::move(name), where));
+}
+
+/// asyncio.run: runs `main` to completion on `loop`, then cancels whatever it left running and
+/// lets that finish its cleanup. Returns main's value or rethrows its exception.
+template <class T>
+T run(Loop& loop, Task<T> main) {
+  JoinHandle<T> h = spawn(std::move(main), "main");
+  loop.run_until([&] { return h.done(); });
+  if (!h.done()) {
+    // stop() was called: cancel main as well and let it clean up.
+    h.cancel();
+    loop.run_until([&] { return h.done(); });
+  }
+  loop.shutdown();
+  if constexpr (std::is_void_v<T>) {
+    h.take_result().value();
+  } else {
+    return std::move(h.take_result().value());
+  }
+}
+
+}  // namespace jq::async
