@@ -2,8 +2,11 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 
 namespace {
 
@@ -29,6 +32,9 @@ CATCH_REGISTER_LISTENER(Summary)
 int main(int argc, char** argv) {
   // Tests write to pipes and sockets whose peer may be gone: fail the call, not the process.
   std::signal(SIGPIPE, SIG_IGN);
+  // The daemon's own log lines would drown the report; JOBQD_TEST_LOG=debug shows them.
+  const char* level = std::getenv("JOBQD_TEST_LOG");
+  spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::off);
   int rc = Catch::Session().run(argc, argv);
   std::fflush(stdout);
   std::printf("%d passed, %d failed\n", passed, failed);

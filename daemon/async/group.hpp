@@ -180,7 +180,8 @@ Generator<Completed<T>> as_completed(std::vector<Task<T>> tasks) {
   for (auto& t : tasks) hs.push_back(g.spawn(std::move(t), "as_completed"));
   for (std::size_t n = 0; n < hs.size(); ++n) {
     std::size_t i = co_await g.wait_next();
-    co_yield Completed<T>{i, hs[i].take_result()};
+    Completed<T> done{i, hs[i].take_result()};  // named: see docs/runtime.md on GCC 12
+    co_yield std::move(done);
   }
 }
 

@@ -142,6 +142,14 @@ ThreadPool& Loop::pool() {
   return *pool_;
 }
 
+void Loop::unschedule(TaskContext* ctx) noexcept {
+  std::size_t n = ready_.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    Ready r = ready_.pop_front();
+    if (r.ctx != ctx) ready_.push_back(r);
+  }
+}
+
 void Loop::adopt(SpawnStateBase& s) noexcept {
   s.live_prev = nullptr;
   s.live_next = live_head_;
@@ -181,7 +189,7 @@ void Loop::shutdown(Duration deadline) {
     run_once();
   }
   limit.stop();
-  while (live_head_) detail::abandon(*live_head_);
+  while (live_head_) detail::abandon(*live_head_, /*report=*/true);
   ready_.clear();
 }
 

@@ -63,6 +63,9 @@ class Loop {
     while (!stop_ && !done()) run_once();
   }
 
+  /// Drops every ready-queue entry of `ctx` (a task being destroyed where it stands).
+  void unschedule(TaskContext* ctx) noexcept;
+
   /// Makes the current run_until return after this iteration (safe from any callback).
   void stop() noexcept;
 

@@ -56,11 +56,15 @@ SpawnStateBase* start_spawn(Loop& loop, std::coroutine_handle<> frame, PromiseBa
   return s;
 }
 
-void abandon(SpawnStateBase& s) noexcept {
-  s.ctx.loop->report("task '" + s.ctx.name + "' (" + s.ctx.where.file_name() + ":" +
-                     std::to_string(s.ctx.where.line()) +
-                     ") did not finish after cancellation; destroyed without further cleanup");
+void abandon(SpawnStateBase& s, bool report) noexcept {
+  if (report) {
+    s.ctx.loop->report("task '" + s.ctx.name + "' (" + s.ctx.where.file_name() + ":" +
+                       std::to_string(s.ctx.where.line()) +
+                       ") did not finish after cancellation; destroyed without further cleanup");
+  }
   s.ctx.loop->forget(s);
+  s.ctx.loop->unschedule(&s.ctx);  // no ready-queue entry may point into the frame
+  s.ctx.parked = nullptr;
   s.done = true;
   s.retrieved = true;
   s.frame.destroy();

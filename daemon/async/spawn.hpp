@@ -44,6 +44,15 @@ struct SpawnStateBase : FramePooled {
   void destroy() noexcept;
 };
 
+namespace detail {
+SpawnStateBase* start_spawn(Loop& loop, std::coroutine_handle<> frame, PromiseBase& promise,
+                            std::string&& name, const std::source_location& where);
+/// Destroys a task's frame where it is suspended, without running it further; waiters see
+/// Cancelled. Shutdown's last resort for a task that ignored cancellation (reported), and
+/// JoinHandle::abort (silent).
+void abandon(SpawnStateBase& s, bool report) noexcept;
+}  // namespace detail
+
 /// Handle to a spawned task: await it for its result (once), wait() for it to end, or cancel it.
 /// Copyable; dropping every handle detaches the task, which goes on running, owned by the loop.
 /// Awaiting a handle does not propagate the awaiter's own cancellation into the task: to stop the
@@ -74,6 +83,15 @@ class JoinHandle {
   /// No effect on a finished task.
   void cancel() noexcept {
     if (!s_->done) s_->ctx.cancel(true);
+  }
+
+  /// Stops the task now, from outside: its frame is destroyed where it is suspended (the
+  /// destructors of its locals run, which unlink every wait; none of its code runs further).
+  /// For an owner whose background task refers back to it, in the owner's destructor, where an
+  /// asynchronous cancel would let the task wake up inside a dead object. Never call it from
+  /// inside the task itself. Waiters of the task see Cancelled.
+  void abort() noexcept {
+    if (!s_->done) detail::abandon(*s_, /*report=*/false);
   }
 
   /// The outcome of a finished task, taken (once) as a Result.
@@ -134,14 +152,6 @@ class JoinHandle {
   }
   SpawnStateBase* s_ = nullptr;
 };
-
-namespace detail {
-SpawnStateBase* start_spawn(Loop& loop, std::coroutine_handle<> frame, PromiseBase& promise,
-                            std::string&& name, const std::source_location& where);
-/// Last resort at shutdown for a task that did not end after being cancelled: destroys its frame
-/// without running it further; waiters see Cancelled.
-void abandon(SpawnStateBase& s) noexcept;
-}  // namespace detail
 
 /// asyncio.create_task: runs `task` concurrently as a task of its own, owned by the loop. Its
 /// result or exception is kept for the handle; an exception nobody retrieves is reported.

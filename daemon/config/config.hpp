@@ -1,0 +1,133 @@
+// The daemon's configuration: one YAML file, validated as a whole before anything uses it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "config/units.hpp"
+
+namespace jq::config {
+
+using namespace std::chrono_literals;
+
+/// A configuration error. what() reads `file:line:column: message` (line and column from 1)
+/// when the error has a place in the file, `file: message` otherwise.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct DaemonSection {
+  std::string state_dir = "/var/lib/jobqd";
+  Millis lease = 30s;           // how long a dead daemon's jobs stay leased before others take them
+  Millis shutdown_grace = 25s;  // SIGTERM: how long running jobs may finish
+  std::string log_level = "info";
+  std::string name;  // this daemon's name in worker ids and logs; default: the host name
+};
+
+struct RedisSection {
+  std::string url = "redis://127.0.0.1:6379/0";  // or unix:///path, or `embedded`
+  std::string key_prefix = "jobq";
+  Millis connect_timeout = 5s;
+  Millis command_timeout = 10s;                // a reply slower than this marks the connection dead
+  std::string server_binary = "redis-server";  // for `embedded`
+};
+
+struct MetricsSection {
+  std::string listen = "127.0.0.1:9464";
+};
+
+enum class HandlerType { builtin, exec, http };
+
+struct ExecLimits {
+  std::optional<Millis> cpu;                   // RLIMIT_CPU
+  std::optional<std::uint64_t> address_space;  // RLIMIT_AS, bytes
+  std::optional<std::uint64_t> open_files;     // RLIMIT_NOFILE
+};
+
+struct HandlerConfig {
+  std::string name;
+  HandlerType type = HandlerType::builtin;
+  std::optional<Millis> timeout;  // the default timeout of queues using this handler
+  // builtin
+  std::string builtin;  // noop, echo, sleep, fail
+  // exec
+  std::vector<std::string> command;
+  std::map<std::string, std::string> env;
+  std::string cwd;
+  std::string user;
+  std::string group;
+  Millis kill_grace = 5s;
+  std::uint64_t max_output = 1024 * 1024;  // head of stdout kept as the result
+  std::uint64_t max_stderr = 64 * 1024;    // tail of stderr kept for the error
+  std::vector<int> no_retry_exit_codes;
+  ExecLimits limits;
+  // http
+  std::string url;
+  std::map<std::string, std::string> headers;            // literal values
+  std::map<std::string, std::string> headers_from_env;   // header -> environment variable
+  std::map<std::string, std::string> headers_from_file;  // header -> file holding the value
+  std::string body = "payload";                          // payload | job
+  Millis connect_timeout = 5s;
+  std::string ca_file;
+  bool verify_tls = true;
+  std::uint64_t max_response = 1024 * 1024;
+  std::uint64_t pool_size = 8;  // keep-alive connections per host
+};
+
+struct SourceConfig {
+  enum class Kind { redis, spool } kind = Kind::redis;
+  std::string dir;  // spool
+  std::string pattern = "*";
+};
+
+struct QueueConfig {
+  std::string name;
+  std::string handler;
+  std::uint64_t concurrency = 10;
+  std::uint64_t buffer = 100;
+  std::uint64_t fetch_batch = 100;  // jobs leased per Redis round trip at most
+  std::uint64_t max_attempts = 5;   // default and cap of a job's max_attempts
+  Millis timeout = 30s;             // default of a job's timeout (else the handler's, else 30s)
+  Millis max_timeout = 0ms;         // cap of a job's timeout_ms; 0: the queue's timeout
+  Millis retry_base = 1s;           // first retry delay; doubles per attempt, with jitter
+  Millis retry_max = 10min;
+  Millis result_ttl = 24h;         // how long succeeded jobs' state is kept
+  std::uint64_t dead_max = 10000;  // dead jobs kept per queue (oldest dropped first)
+  Millis dead_ttl = 7 * 24h;       // and for at most this long
+  std::uint64_t max_job_bytes = 1024 * 1024;
+  Millis delayed_poll = 500ms;  // how often due delayed jobs are looked for
+  std::vector<SourceConfig> sources;
+  bool timeout_set = false;  // set explicitly (else inherited from the handler)
+};
+
+struct Config {
+  std::string path;  // the file it came from
+  DaemonSection daemon;
+  RedisSection redis;
+  MetricsSection metrics;
+  std::map<std::string, HandlerConfig> handlers;
+  std::vector<QueueConfig> queues;
+
+  const QueueConfig* queue(const std::string& name) const;
+};
+
+/// Reads and validates a config file. Throws ConfigError. Relative paths in it (state_dir,
+/// spool dirs, exec cwd, files) are resolved against the file's directory.
+Config load_file(const std::string& path);
+
+/// Same, from text (`origin` names it in errors; `base_dir` resolves relative paths).
+Config parse(const std::string& text, const std::string& origin, const std::string& base_dir);
+
+/// Names of every key the schema knows, as `section.key` (docs and tests use it).
+std::vector<std::string> schema_keys();
+
+/// `[A-Za-z0-9_.-]{1,64}`: queue names (they appear inside Redis keys) and handler names.
+bool valid_name(const std::string& s);
+
+}  // namespace jq::config

@@ -1,0 +1,171 @@
+// One Redis connection on hiredis' async API and its libevent adapter, awaitable from coroutines.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "async/async.hpp"
+#include "redis/reply.hpp"
+#include "redis/url.hpp"
+
+struct redisAsyncContext;
+
+namespace jq::redis {
+
+using Millis = std::chrono::milliseconds;
+using namespace std::chrono_literals;
+
+struct ConnectOptions {
+  Url url;
+  Millis connect_timeout = 5s;
+  Millis command_timeout = 10s;
+};
+
+namespace detail {
+/// Where a reply lands. Owned jointly by hiredis (until the reply callback ran: `in_flight`) and
+/// by the PendingReply handle (`owned`); freed when both let go. So a cancelled or abandoned
+/// awaiter never leaves hiredis a pointer into a dead coroutine frame.
+struct ReplySlot {
+  Reply reply;
+  std::string error;
+  bool done = false;
+  bool failed = false;
+  bool in_flight = false;
+  bool owned = true;
+  async::Waiter* waiter = nullptr;
+  async::Clock::time_point deadline;
+  ReplySlot* next = nullptr;  // the connection's FIFO of commands awaiting replies
+};
+}  // namespace detail
+
+/// A reply on its way: `Reply r = co_await pending;`. Throws ConnectionError if the connection
+/// failed or the reply did not come within the command timeout; error replies are returned
+/// (call check()). Move-only; dropping it discards the reply when it arrives.
+class [[nodiscard]] PendingReply {
+ public:
+  PendingReply() = default;
+  explicit PendingReply(detail::ReplySlot* s) noexcept : s_(s) {}
+  PendingReply(PendingReply&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+  PendingReply& operator=(PendingReply&& o) noexcept {
+    if (this != &o) {
+      release();
+      s_ = std::exchange(o.s_, nullptr);
+    }
+    return *this;
+  }
+  ~PendingReply() { release(); }
+
+  bool ready() const noexcept { return s_->done; }
+
+  class Awaiter : async::Waiter {
+   public:
+    explicit Awaiter(detail::ReplySlot* s) noexcept : s_(s) {}
+    ~Awaiter() {
+      if (s_->waiter == this) s_->waiter = nullptr;
+    }
+    bool await_ready() const noexcept { return s_->done; }
+    template <async::HasContext P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+      if (!h.promise().ctx->park(*this, h)) return false;
+      on_cancel = [](async::Waiter& w) noexcept {
+        auto& self = static_cast<Awaiter&>(w);
+        self.s_->waiter = nullptr;
+        return true;
+      };
+      s_->waiter = this;
+      return true;
+    }
+    Reply await_resume() {
+      if (s_->waiter == this) s_->waiter = nullptr;
+      if (!s_->done && cancelled) throw async::Cancelled{};
+      if (s_->failed) throw ConnectionError(s_->error);
+      return std::move(s_->reply);
+    }
+
+   private:
+    friend class Connection;
+    detail::ReplySlot* s_;
+  };
+  Awaiter operator co_await() noexcept { return Awaiter(s_); }
+
+ private:
+  void release() noexcept;
+  detail::ReplySlot* s_ = nullptr;
+};
+
+/// One connection. hiredis owns the redisAsyncContext: it frees it after a failed connect and
+/// after the disconnect callback, so this object only borrows it and forgets it then. Many
+/// commands may be in flight at once (pipelining): hiredis writes them together at the next
+/// loop turn and replies come back in order.
+class Connection {
+ public:
+  /// Connects (host names are resolved off the loop), authenticates and selects the database.
+  /// Throws ConnectionError saying which server and why.
+  static async::Task<std::unique_ptr<Connection>> open(ConnectOptions options);
+
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  /// Closes at once: commands still in flight fail with ConnectionError.
+  ~Connection();
+
+  bool alive() const noexcept { return ac_ != nullptr && connected_; }
+  /// Why the connection died (empty while alive).
+  const std::string& error() const noexcept { return error_; }
+  const Url& url() const noexcept { return options_.url; }
+  std::size_t in_flight() const noexcept { return in_flight_; }
+
+  /// Sends a command now. `extra` lengthens its timeout (a blocking command's own timeout).
+  PendingReply send(std::span<const std::string_view> argv, Millis extra = 0ms);
+  /// `command("SET", key, value)`: the variadic form. (An initializer list would need its array
+  /// kept across the caller's co_await, which GCC 12's coroutine lowering gets wrong.)
+  template <class... A>
+  PendingReply command(const A&... args) {
+    const std::string_view argv[] = {std::string_view(args)...};
+    return send(std::span<const std::string_view>(argv, sizeof...(A)));
+  }
+  /// A blocking command (BLMOVE...): its timeout is the command timeout plus `block`.
+  template <class... A>
+  PendingReply blocking_command(Millis block, const A&... args) {
+    const std::string_view argv[] = {std::string_view(args)...};
+    return send(std::span<const std::string_view>(argv, sizeof...(A)), block);
+  }
+
+  /// Set once the connection is gone (failed, closed by the server, or timed out).
+  async::Event& closed() noexcept { return closed_; }
+
+  /// Drops the connection (as on a timeout): in-flight commands fail with `reason`.
+  void fail(const std::string& reason) noexcept;
+
+ private:
+  explicit Connection(ConnectOptions options);
+  void push(detail::ReplySlot* s) noexcept;
+  void pop(detail::ReplySlot* s) noexcept;
+  void check_deadlines() noexcept;
+  void mark_closed(const std::string& reason) noexcept;
+  std::string describe(const char* what) const;
+
+  // hiredis callbacks (C, on the loop thread, inside hiredis): they only record and wake.
+  static void on_connect(const redisAsyncContext* ac, int status) noexcept;
+  static void on_disconnect(const redisAsyncContext* ac, int status) noexcept;
+  static void on_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
+
+  ConnectOptions options_;
+  redisAsyncContext* ac_ = nullptr;  // borrowed, see the class comment
+  bool connected_ = false;
+  bool destroying_ = false;
+  std::string error_;
+  async::Event connect_done_;
+  async::Event closed_;
+  detail::ReplySlot* head_ = nullptr;
+  detail::ReplySlot* tail_ = nullptr;
+  std::size_t in_flight_ = 0;
+  async::Timer deadline_timer_;
+};
+
+}  // namespace jq::redis

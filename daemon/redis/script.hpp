@@ -1,0 +1,36 @@
+// Lua scripts run by EVALSHA, falling back to EVAL when Redis does not have them cached.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "async/async.hpp"
+#include "redis/client.hpp"
+
+namespace jq::redis {
+
+class Script {
+ public:
+  Script(std::string name, std::string source);
+
+  const std::string& name() const noexcept { return name_; }
+  const std::string& sha() const noexcept { return sha_; }
+  const std::string& source() const noexcept { return source_; }
+
+  /// Runs the script. A script error comes back as ReplyError naming the script; connection
+  /// failures as ConnectionError.
+  async::Task<Reply> run(Client& client, std::vector<std::string> keys,
+                         std::vector<std::string> args, Millis extra = 0ms) const;
+
+ private:
+  std::string name_;
+  std::string source_;
+  std::string sha_;
+};
+
+/// Hex SHA-1 of `data` (what Redis names scripts by).
+std::string sha1_hex(std::string_view data);
+
+}  // namespace jq::redis

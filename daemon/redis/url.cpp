@@ -1,0 +1,111 @@
+// Redis URL parsing, with percent-decoding of the user and password.
+#include "redis/url.hpp"
+
+#include <charconv>
+#include <stdexcept>
+
+namespace jq::redis {
+namespace {
+
+int to_int(std::string_view s, int min, int max, const char* what, std::string_view url) {
+  int v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v < min || v > max) {
+    throw std::invalid_argument("redis URL '" + std::string(url) + "': bad " + what + " '" +
+                                std::string(s) + "'");
+  }
+  return v;
+}
+
+std::string percent_decode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      int v = 0;
+      auto [end, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
+      if (ec == std::errc() && end == s.data() + i + 3) {
+        out += static_cast<char>(v);
+        i += 2;
+        continue;
+      }
+    }
+    out += s[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string Url::display() const {
+  std::string auth = user.empty() && password.empty() ? "" : (user.empty() ? "" : user) + ":***@";
+  if (kind == Kind::unix_socket) {
+    return "unix://" + path + (db ? "?db=" + std::to_string(db) : "");
+  }
+  return "redis://" + auth + host + ":" + std::to_string(port) + "/" + std::to_string(db);
+}
+
+Url parse_url(std::string_view text) {
+  Url u;
+  if (text.rfind("unix://", 0) == 0) {
+    u.kind = Url::Kind::unix_socket;
+    std::string_view rest = text.substr(7);
+    if (auto q = rest.find('?'); q != std::string_view::npos) {
+      std::string_view query = rest.substr(q + 1);
+      rest = rest.substr(0, q);
+      if (query.rfind("db=", 0) != 0) {
+        throw std::invalid_argument("redis URL '" + std::string(text) +
+                                    "': the only query parameter is db=N");
+      }
+      u.db = to_int(query.substr(3), 0, 1 << 20, "db", text);
+    }
+    if (rest.empty() || rest[0] != '/') {
+      throw std::invalid_argument(
+          "redis URL '" + std::string(text) +
+          "': a unix socket needs an absolute path (unix:///run/redis.sock)");
+    }
+    u.path = std::string(rest);
+    return u;
+  }
+  if (text.rfind("redis://", 0) != 0) {
+    throw std::invalid_argument("redis URL '" + std::string(text) +
+                                "': must start with redis:// or unix://");
+  }
+  std::string_view rest = text.substr(8);
+  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view auth = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    if (auto colon = auth.find(':'); colon != std::string_view::npos) {
+      u.user = percent_decode(auth.substr(0, colon));
+      u.password = percent_decode(auth.substr(colon + 1));
+    } else {
+      u.password = percent_decode(auth);  // redis://secret@host: a password alone
+    }
+  }
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    std::string_view db = rest.substr(slash + 1);
+    rest = rest.substr(0, slash);
+    if (!db.empty()) u.db = to_int(db, 0, 1 << 20, "db", text);
+  }
+  if (!rest.empty() && rest[0] == '[') {  // [::1]:6379
+    auto close = rest.find(']');
+    if (close == std::string_view::npos) {
+      throw std::invalid_argument("redis URL '" + std::string(text) + "': unclosed [ in host");
+    }
+    u.host = std::string(rest.substr(1, close - 1));
+    rest = rest.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest[0] != ':')
+        throw std::invalid_argument("redis URL '" + std::string(text) + "': bad host");
+      u.port = to_int(rest.substr(1), 1, 65535, "port", text);
+    }
+  } else if (auto colon = rest.rfind(':'); colon != std::string_view::npos) {
+    u.host = std::string(rest.substr(0, colon));
+    u.port = to_int(rest.substr(colon + 1), 1, 65535, "port", text);
+  } else if (!rest.empty()) {
+    u.host = std::string(rest);
+  }
+  if (u.host.empty()) throw std::invalid_argument("redis URL '" + std::string(text) + "': no host");
+  return u;
+}
+
+}  // namespace jq::redis

@@ -1,0 +1,185 @@
+// Config: a full valid file, defaults and inheritance, and errors that say what and where.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include "config/config.hpp"
+#include "tests/support/paths.hpp"
+
+using namespace jq::config;
+using namespace std::chrono_literals;
+
+namespace {
+
+Config load(const std::string& yaml) {
+  return parse(yaml, "test.yaml", "/etc/jobqd");
+}
+
+// The error message for `yaml`, or "" if it parsed.
+std::string error_of(const std::string& yaml) {
+  try {
+    load(yaml);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+const char* kMinimal = R"(
+handlers:
+  nothing: {type: builtin, name: noop}
+queues:
+  default:
+    handler: nothing
+)";
+
+}  // namespace
+
+TEST_CASE("the contract's example config parses with the documented meanings", "[config]") {
+  auto cfg = load(R"(
+redis:
+  url: redis://127.0.0.1:6379/0
+  key_prefix: jobq
+metrics:
+  listen: 127.0.0.1:9464
+handlers:
+  thumbs: {type: exec, command: ["/usr/bin/make-thumb", "{file}"], timeout: 30s}
+  notify: {type: http, url: "https://hooks.example/jobs", timeout: 5s}
+  nothing: {type: builtin, name: noop}
+queues:
+  default:
+    handler: nothing
+    concurrency: 10
+    buffer: 100
+    max_attempts: 5
+    sources:
+      - redis: {}
+      - spool: {dir: /var/spool/jobqd/default, pattern: "*"}
+)");
+  CHECK(cfg.redis.url == "redis://127.0.0.1:6379/0");
+  CHECK(cfg.metrics.listen == "127.0.0.1:9464");
+  REQUIRE(cfg.handlers.size() == 3);
+  CHECK(cfg.handlers.at("thumbs").type == HandlerType::exec);
+  CHECK(cfg.handlers.at("thumbs").command ==
+        std::vector<std::string>{"/usr/bin/make-thumb", "{file}"});
+  CHECK(cfg.handlers.at("notify").timeout == Millis(5000));
+  REQUIRE(cfg.queues.size() == 1);
+  const auto& q = cfg.queues[0];
+  CHECK(q.concurrency == 10);
+  CHECK(q.buffer == 100);
+  CHECK(q.max_attempts == 5);
+  REQUIRE(q.sources.size() == 2);
+  CHECK(q.sources[1].kind == SourceConfig::Kind::spool);
+  CHECK(q.sources[1].dir == "/var/spool/jobqd/default");
+}
+
+TEST_CASE("defaults: a queue without sources takes from Redis; timeouts inherit", "[config]") {
+  auto cfg = load(R"(
+handlers:
+  slow: {type: builtin, name: sleep, timeout: 2m}
+queues:
+  a: {handler: slow}
+  b: {handler: slow, timeout: 5s, max_timeout: 1m}
+)");
+  const auto* a = cfg.queue("a");
+  REQUIRE(a);
+  REQUIRE(a->sources.size() == 1);
+  CHECK(a->sources[0].kind == SourceConfig::Kind::redis);
+  CHECK(a->timeout == Millis(120000));  // from the handler
+  CHECK(a->max_timeout == a->timeout);
+  CHECK(cfg.queue("b")->timeout == Millis(5000));
+  CHECK(cfg.queue("b")->max_timeout == Millis(60000));
+  CHECK(cfg.daemon.lease == Millis(30000));
+  CHECK(cfg.redis.key_prefix == "jobq");
+  CHECK_FALSE(cfg.daemon.name.empty());
+}
+
+TEST_CASE("relative paths resolve against the config file's directory", "[config]") {
+  auto cfg = load(R"(
+daemon: {state_dir: ../var/jobqd}
+handlers:
+  h: {type: builtin, name: noop}
+queues:
+  q:
+    handler: h
+    sources: [{spool: {dir: spool/q}}]
+)");
+  CHECK(cfg.daemon.state_dir == "/etc/var/jobqd");
+  CHECK(cfg.queue("q")->sources[0].dir == "/etc/jobqd/spool/q");
+}
+
+TEST_CASE("durations and sizes", "[config]") {
+  CHECK(parse_duration("250ms") == Millis(250));
+  CHECK(parse_duration("30s") == Millis(30000));
+  CHECK(parse_duration("1.5s") == Millis(1500));
+  CHECK(parse_duration("5m") == Millis(300000));
+  CHECK(parse_duration("1h") == Millis(3600000));
+  CHECK_FALSE(parse_duration("30"));
+  CHECK_FALSE(parse_duration("s"));
+  CHECK_FALSE(parse_duration("-1s"));
+  CHECK_FALSE(parse_duration("10 s"));
+  CHECK(parse_size("1024") == 1024u);
+  CHECK(parse_size("64KiB") == 65536u);
+  CHECK(parse_size("1MB") == 1000000u);
+  CHECK_FALSE(parse_size("1.5"));
+  CHECK_FALSE(parse_size("12XB"));
+  CHECK(format_duration(Millis(250)) == "250ms");
+  CHECK(format_duration(Millis(5400000)) == "1h30m");
+}
+
+TEST_CASE("errors name the file, line and column, and what is wrong", "[config]") {
+  CHECK(error_of(std::string(kMinimal) + "    concurency: 4\n") ==
+        "test.yaml:7:5: unknown key 'concurency' in queues.default (did you mean 'concurrency'?)");
+  CHECK(error_of(std::string(kMinimal) + "    timeout: 30\n") ==
+        "test.yaml:7:14: timeout: '30' is not a duration (write it like 250ms, 30s, 5m or 1h)");
+  CHECK(error_of(std::string(kMinimal) + "    concurrency: 0\n") ==
+        "test.yaml:7:18: concurrency: 0 is out of range (1 to 100000)");
+  CHECK(error_of(R"(
+handlers:
+  h: {type: builtin, name: noop}
+queues:
+  q: {handler: nope}
+)") == "test.yaml:5:16: queues.q: handler 'nope' is not defined (defined: h)");
+  CHECK(error_of(R"(
+handlers:
+  h: {type: builtin, name: noop, command: ["/bin/true"]}
+queues:
+  q: {handler: h}
+)") == "test.yaml:3:34: handlers.h: 'command' does not apply to a handler of type builtin");
+  CHECK(error_of("handlers:\n  h: {type: exec, command: [true]}\nqueues:\n  q: {handler: h}\n") ==
+        "test.yaml:2:28: command: the program must be an absolute path, got 'true'");
+  CHECK(error_of("queues: {\"bad name\": {handler: h}}\n") ==
+        "test.yaml:1:10: queue name 'bad name': use 1-64 characters of A-Z a-z 0-9 _ . -");
+  CHECK(error_of("redis: {url: http://x}\nqueues: {q: {handler: h}}\n") ==
+        "test.yaml:1:14: redis.url: 'http://x' is not redis://[user:password@]host:port/db, "
+        "unix:///path or embedded");
+  CHECK(error_of("handlers: {}\n") ==
+        "test.yaml:1:1: no queues configured: add a 'queues' section with at least one queue");
+  CHECK(error_of("queus: {}\n") ==
+        "test.yaml:1:1: unknown section 'queus' (did you mean 'queues'?)");
+  CHECK(error_of("queues: [a\n").rfind("test.yaml:2:1: not valid YAML", 0) == 0);
+}
+
+TEST_CASE("load_file reports a missing file by name", "[config]") {
+  try {
+    load_file("/nonexistent/jobqd.yaml");
+    FAIL("no error");
+  } catch (const ConfigError& e) {
+    CHECK(std::string(e.what()) ==
+          "/nonexistent/jobqd.yaml: cannot read the config file: No such file or directory");
+  }
+}
+
+TEST_CASE("every config key is documented in docs/config.md", "[config][docs]") {
+  std::ifstream in(jq::test::repo_root() / "docs/config.md");
+  REQUIRE(in);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string doc = ss.str();
+  for (const auto& key : schema_keys()) {
+    std::string leaf = key.substr(key.rfind('.') + 1);
+    INFO("key " << key);
+    CHECK(doc.find("`" + leaf + "`") != std::string::npos);
+  }
+}

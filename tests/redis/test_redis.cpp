@@ -1,0 +1,306 @@
+// The Redis client against a real redis-server: pipelining, auth, timeouts, failure, reconnect.
+#include <catch2/catch.hpp>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "redis/client.hpp"
+#include "redis/script.hpp"
+#include "redis/url.hpp"
+#include "tests/support/redis_server.hpp"
+#include "tests/support/run.hpp"
+
+using namespace jq;
+using namespace jq::redis;
+using namespace std::chrono_literals;
+using jq::test::ms_since;
+using jq::test::run_test;
+
+namespace {
+
+ConnectOptions options_for(const std::string& url, Millis command_timeout = 2s) {
+  ConnectOptions o;
+  o.url = parse_url(url);
+  o.connect_timeout = 2s;
+  o.command_timeout = command_timeout;
+  return o;
+}
+
+// A TCP listener that completes handshakes (the kernel does) but never answers.
+struct SilentServer {
+  int fd = -1;
+  int port = 0;
+  SilentServer() {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::listen(fd, 16);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+  ~SilentServer() { ::close(fd); }
+};
+
+}  // namespace
+
+TEST_CASE("redis URLs", "[redis][url]") {
+  auto u = parse_url("redis://alice:s%40cret@cache.local:6380/3");
+  CHECK(u.kind == Url::Kind::tcp);
+  CHECK(u.user == "alice");
+  CHECK(u.password == "s@cret");
+  CHECK(u.host == "cache.local");
+  CHECK(u.port == 6380);
+  CHECK(u.db == 3);
+  CHECK(u.display() == "redis://alice:***@cache.local:6380/3");
+  auto p = parse_url("redis://:pw@[::1]:7000");
+  CHECK(p.user.empty());
+  CHECK(p.password == "pw");
+  CHECK(p.host == "::1");
+  CHECK(p.port == 7000);
+  auto s = parse_url("unix:///run/redis/redis.sock?db=2");
+  CHECK(s.kind == Url::Kind::unix_socket);
+  CHECK(s.path == "/run/redis/redis.sock");
+  CHECK(s.db == 2);
+  CHECK(parse_url("redis://localhost").port == 6379);
+  CHECK_THROWS_WITH(parse_url("redis://h:99999/0"),
+                    "redis URL 'redis://h:99999/0': bad port '99999'");
+  CHECK_THROWS_WITH(parse_url("unix://relative.sock"), Catch::Contains("needs an absolute path"));
+  CHECK_THROWS_WITH(parse_url("http://x"), Catch::Contains("must start with redis:// or unix://"));
+}
+
+TEST_CASE("commands, pipelining and replies copied into values", "[redis]") {
+  test::RedisServer server;
+  auto body = [&]() -> async::Task<void> {
+    auto conn = co_await Connection::open(options_for(server.url()));
+    Reply ok = co_await conn->command("SET", "k", "v");
+    CHECK(ok.as_string() == "OK");
+    Reply v = co_await conn->command("GET", "k");
+    CHECK(v.as_string() == "v");
+    Reply nil = co_await conn->command("GET", "missing");
+    CHECK(nil.is_nil());
+    Reply err = co_await conn->command("INCR", "k");
+    CHECK(err.is_error());
+    CHECK_THROWS_AS(err.check(), ReplyError);
+
+    // 2,000 commands in flight at once on one connection; replies in order.
+    std::vector<PendingReply> pending;
+    for (int i = 0; i < 2000; ++i) {
+      std::string n = std::to_string(i);
+      pending.push_back(conn->command("RPUSH", "list", n));
+    }
+    CHECK(conn->in_flight() > 0);
+    long long last = 0;
+    for (auto& p : pending) {
+      Reply r = co_await p;
+      CHECK(r.as_int() == last + 1);
+      last = r.as_int();
+    }
+    Reply arr = co_await conn->command("LRANGE", "list", "0", "2");
+    REQUIRE(arr.is_array());
+    CHECK(arr.elements.size() == 3);
+    CHECK(arr.elements[2].as_string() == "2");
+    // Binary-safe arguments and replies.
+    std::string bin("a\0b\r\n", 5);
+    Reply set = co_await conn->command("SET", "bin", bin);
+    set.check();
+    Reply got = co_await conn->command("GET", "bin");
+    CHECK(got.as_string() == bin);
+  };
+  run_test(body());
+}
+
+TEST_CASE("unix sockets, AUTH with a password or an ACL user, SELECT", "[redis]") {
+  test::RedisServer server;
+  auto sync = server.client();
+  sync.cmd({"ACL", "SETUSER", "alice", "on", ">alicepw", "~*", "&*", "+@all"});
+  sync.cmd({"SELECT", "4"});
+  sync.cmd({"SET", "where", "db4"});
+  auto body = [&]() -> async::Task<void> {
+    auto over_unix =
+        co_await Connection::open(options_for("unix://" + server.socket_path() + "?db=4"));
+    Reply r = co_await over_unix->command("GET", "where");
+    CHECK(r.as_string() == "db4");
+
+    auto as_alice = co_await Connection::open(
+        options_for("redis://alice:alicepw@127.0.0.1:" + std::to_string(server.port()) + "/4"));
+    Reply who = co_await as_alice->command("ACL", "WHOAMI");
+    CHECK(who.as_string() == "alice");
+
+    std::string error;
+    try {
+      co_await Connection::open(
+          options_for("redis://alice:wrong@127.0.0.1:" + std::to_string(server.port()) + "/0"));
+    } catch (const ConnectionError& e) {
+      error = e.what();
+    }
+    CHECK(error.find("AUTH failed") != std::string::npos);
+    CHECK(error.find("redis://alice:***@127.0.0.1") != std::string::npos);  // no password in it
+  };
+  run_test(body());
+}
+
+TEST_CASE("a refused connection fails at once, naming the server", "[redis]") {
+  int port = test::free_port();
+  auto body = [&]() -> async::Task<void> {
+    auto t0 = async::Clock::now();
+    std::string error;
+    try {
+      co_await Connection::open(options_for("redis://127.0.0.1:" + std::to_string(port) + "/0"));
+    } catch (const ConnectionError& e) {
+      error = e.what();
+    }
+    CHECK(error.find("127.0.0.1:" + std::to_string(port)) != std::string::npos);
+    CHECK(error.find("refused") != std::string::npos);
+    CHECK(ms_since(t0) < 1000);
+  };
+  run_test(body());
+}
+
+TEST_CASE("a server that never answers: the command times out and the connection is dropped",
+          "[redis]") {
+  SilentServer silent;
+  auto body = [&]() -> async::Task<void> {
+    auto conn = co_await Connection::open(
+        options_for("redis://127.0.0.1:" + std::to_string(silent.port) + "/0", 200ms));
+    auto t0 = async::Clock::now();
+    std::string error;
+    try {
+      co_await conn->command("PING");
+    } catch (const ConnectionError& e) {
+      error = e.what();
+    }
+    auto took = ms_since(t0);
+    CHECK(error.find("no reply within 200 ms") != std::string::npos);
+    CHECK(took >= 190);
+    CHECK(took < 600);
+    CHECK_FALSE(conn->alive());
+    CHECK(conn->closed().is_set());
+    Reply after;
+    CHECK_THROWS_AS(after = co_await conn->command("PING"), ConnectionError);
+  };
+  run_test(body());
+}
+
+TEST_CASE("commands in flight fail when the server dies; the client reconnects",
+          "[redis][reconnect]") {
+  test::RedisServer server(/*aof=*/true);
+  auto body = [&]() -> async::Task<void> {
+    Client::Options o;
+    o.connect = options_for(server.url());
+    o.backoff_min = 20ms;
+    o.backoff_max = 100ms;
+    Client client(o);
+    client.start();
+    co_await client.wait_connected();
+    CHECK(client.generation() == 1);
+    Reply set = co_await client.command("SET", "survives", "yes");
+    set.check();
+
+    // A blocking command is in flight when the server goes away.
+    auto blocked = client.blocking_command(5s, "BLPOP", "nothing", "5");
+    server.kill();
+    std::string error;
+    try {
+      co_await blocked;
+    } catch (const ConnectionError& e) {
+      error = e.what();
+    }
+    CHECK_FALSE(error.empty());
+    bool failed_fast = false;
+    try {
+      co_await client.command("PING");
+    } catch (const ConnectionError&) {
+      failed_fast = true;
+    }
+    CHECK(failed_fast);  // while down: fail at once, do not hang
+
+    server.start();
+    co_await client.wait_connected();
+    CHECK(client.generation() == 2);
+    Reply got = co_await client.command("GET", "survives");
+    CHECK(got.as_string() == "yes");  // AOF kept it
+    co_await client.stop();
+  };
+  run_test(body());
+}
+
+TEST_CASE("a client started while Redis is down connects when it comes up", "[redis][reconnect]") {
+  int port = test::free_port();
+  auto body = [&]() -> async::Task<void> {
+    Client::Options o;
+    o.connect = options_for("redis://127.0.0.1:" + std::to_string(port) + "/0");
+    o.backoff_min = 20ms;
+    o.backoff_max = 50ms;
+    Client client(o);
+    client.start();
+    co_await async::sleep(100ms);
+    CHECK_FALSE(client.connected());
+    CHECK(client.last_error().find("refused") != std::string::npos);
+    // Start a server on exactly that port now.
+    test::TempDir dir;
+    test::Child proc({"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1",
+                      "--dir", dir.str(), "--save", "", "--daemonize", "no", "--logfile",
+                      (dir.path() / "log").string()});
+    co_await async::wait_for(client.wait_connected(), 5s);
+    Reply pong = co_await client.command("PING");
+    CHECK(pong.as_string() == "PONG");
+    co_await client.stop();
+  };
+  run_test(body());
+}
+
+TEST_CASE("scripts run by EVALSHA and survive SCRIPT FLUSH", "[redis][script]") {
+  test::RedisServer server;
+  auto body = [&]() -> async::Task<void> {
+    Client::Options o;
+    o.connect = options_for(server.url());
+    Client client(o);
+    client.start();
+    co_await client.wait_connected();
+    Script add("add", "return redis.call('INCRBY', KEYS[1], ARGV[1])");
+    CHECK(add.sha() == sha1_hex("return redis.call('INCRBY', KEYS[1], ARGV[1])"));
+    std::vector<std::string> keys{"n"}, five{"5"}, two{"2"};
+    Reply a = co_await add.run(client, keys, five);
+    CHECK(a.as_int() == 5);
+    server.client().cmd({"SCRIPT", "FLUSH"});
+    Reply b = co_await add.run(client, keys, two);
+    CHECK(b.as_int() == 7);
+    Script broken("broken", "return redis.call('NOPE')");
+    std::string error;
+    try {
+      co_await broken.run(client, std::vector<std::string>(), std::vector<std::string>());
+    } catch (const ReplyError& e) {
+      error = e.what();
+    }
+    CHECK(error.rfind("script broken:", 0) == 0);
+    co_await client.stop();
+  };
+  run_test(body());
+}
+
+TEST_CASE("a cancelled waiter's reply is discarded when it arrives", "[redis][cancel]") {
+  test::RedisServer server;
+  auto body = [&]() -> async::Task<void> {
+    auto conn = co_await Connection::open(options_for(server.url()));
+    auto waiter = [&]() -> async::Task<void> {
+      Reply r = co_await conn->blocking_command(2s, "BLPOP", "q", "2");
+      (void)r;
+    };
+    auto h = async::spawn(waiter());
+    co_await async::sleep(20ms);
+    h.cancel();
+    co_await h.wait();
+    CHECK_THROWS_AS(h.take_result().value(), async::Cancelled);
+    server.client().cmd({"RPUSH", "q", "x"});  // now the BLPOP reply arrives for nobody
+    Reply ping = co_await conn->command("PING");
+    CHECK(ping.as_string() == "PONG");
+    // Abandoning a handle without awaiting is fine too.
+    { auto dropped = conn->command("SET", "a", "1"); }
+    Reply a = co_await conn->command("GET", "a");
+    CHECK(a.as_string() == "1");
+  };
+  run_test(body());
+}

@@ -1,0 +1,162 @@
+// A real redis-server for tests: a free port and a temp dir of its own; restartable (AOF kept).
+#pragma once
+
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "redis/reply.hpp"
+#include "tests/support/process.hpp"
+
+namespace jq::test {
+
+/// A free TCP port on 127.0.0.1 (bound and released: another process could take it in between,
+/// which on a test machine does not happen in practice).
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+/// A temporary directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "jobqd-test-XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  TempDir(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  std::string str() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// A blocking hiredis connection for tests to set up and inspect state.
+class SyncRedis {
+ public:
+  explicit SyncRedis(int port) {
+    timeval tv{5, 0};
+    c_.reset(redisConnectWithTimeout("127.0.0.1", port, tv));
+    if (!c_ || c_->err) {
+      throw std::runtime_error("cannot connect to the test redis on port " + std::to_string(port));
+    }
+    redisSetTimeout(c_.get(), tv);
+  }
+  redis::Reply cmd(const std::vector<std::string>& args) {
+    std::vector<const char*> ptrs;
+    std::vector<size_t> lens;
+    for (const auto& a : args) {
+      ptrs.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    auto* r = static_cast<redisReply*>(
+        redisCommandArgv(c_.get(), static_cast<int>(args.size()), ptrs.data(), lens.data()));
+    if (!r) throw std::runtime_error(std::string("test redis: ") + c_->errstr);
+    redis::Reply out = redis::Reply::copy(*r);
+    freeReplyObject(r);
+    return out;
+  }
+  long long integer(const std::vector<std::string>& args) { return cmd(args).as_int(); }
+  std::string str(const std::vector<std::string>& args) {
+    auto r = cmd(args);
+    return r.is_nil() ? std::string() : r.as_string();
+  }
+
+ private:
+  struct Free {
+    void operator()(redisContext* c) const { redisFree(c); }
+  };
+  std::unique_ptr<redisContext, Free> c_;
+};
+
+class RedisServer {
+ public:
+  explicit RedisServer(bool aof = false) : aof_(aof), port_(free_port()) { start(); }
+  ~RedisServer() { kill(); }
+
+  int port() const { return port_; }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_) + "/0"; }
+  std::string socket_path() const { return (dir_.path() / "redis.sock").string(); }
+  const TempDir& dir() const { return dir_; }
+  SyncRedis client() const { return SyncRedis(port_); }
+
+  void start() {
+    std::vector<std::string> argv = {"redis-server",
+                                     "--port",
+                                     std::to_string(port_),
+                                     "--bind",
+                                     "127.0.0.1",
+                                     "--dir",
+                                     dir_.str(),
+                                     "--save",
+                                     "",
+                                     "--appendonly",
+                                     aof_ ? "yes" : "no",
+                                     "--appendfsync",
+                                     "always",
+                                     "--unixsocket",
+                                     socket_path(),
+                                     "--daemonize",
+                                     "no",
+                                     "--logfile",
+                                     (dir_.path() / "redis.log").string()};
+    proc_ = Child(argv);
+    bool up = eventually(
+        [&] {
+          redisContext* c = redisConnect("127.0.0.1", port_);
+          bool ok = c && !c->err;
+          if (ok) {
+            auto* r = static_cast<redisReply*>(redisCommand(c, "PING"));
+            ok = r && r->type == REDIS_REPLY_STATUS;
+            if (r) freeReplyObject(r);
+          }
+          if (c) redisFree(c);
+          return ok;
+        },
+        std::chrono::seconds(10));
+    if (!up)
+      throw std::runtime_error("test redis-server did not start on port " + std::to_string(port_));
+  }
+  /// SIGTERM and wait (an AOF server has flushed everything by then).
+  void stop() {
+    proc_.signal(SIGTERM);
+    proc_.wait(std::chrono::seconds(10));
+  }
+  void kill() {
+    proc_.signal(SIGKILL);
+    proc_.wait(std::chrono::seconds(10));
+  }
+  void restart() {
+    stop();
+    start();
+  }
+
+ private:
+  TempDir dir_;
+  bool aof_;
+  int port_;
+  Child proc_;
+};
+
+}  // namespace jq::test
