@@ -30,7 +30,9 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 OPT ?= -O2
 CXXFLAGS ?= $(OPT) -g
-override CXXFLAGS += -std=c++20 -Wall -Wextra -Werror -MMD -MP -Idaemon -I. $(PKG_CFLAGS)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+override CXXFLAGS += -std=c++20 -Wall -Wextra -Werror -MMD -MP -Idaemon -I. $(PKG_CFLAGS) \
+  -DJOBQD_VERSION='"$(VERSION)"'
 LDLIBS = $(PKG_LIBS) -pthread
 ifneq ($(SANITIZE),)
 # GCC 12's -Wmaybe-uninitialized misfires on sanitizer-instrumented libstdc++ (<regex> in Catch's
@@ -117,7 +119,8 @@ $(BUILD)/%: $(BUILD)/obj/bench/%.o $(LIB)
 # Two GCC 12 coroutine miscompilations we keep out of the tree (docs/runtime.md):
 # - a co_await inside Catch's CHECK/REQUIRE runs twice (the macro repeats its expression in a dead
 #   branch and the coroutine lowering still suspends there);
-# - a braced temporary (`Type{...}`) inside a co_await/co_yield expression is destroyed twice.
+# - a braced temporary (`Type{...}`) inside a co_await/co_yield expression is destroyed twice;
+# - a ternary yielding a class object inside a co_await/co_yield expression is copied bitwise.
 SOURCES = $(shell find daemon tests bench -name '*.cpp' -o -name '*.hpp' | sort)
 lint:
 	@if grep -nE '\b(CHECK|REQUIRE)(_FALSE)?\s*\(.*co_await' $(TEST_SRC); then \
@@ -126,6 +129,10 @@ lint:
 	@if grep -nE '(co_await|co_yield)[^;]*[A-Za-z0-9_>]\{' $(SOURCES) | grep -v 'operator co_await'; then \
 	  echo "lint: a braced temporary in a co_await/co_yield expression is destroyed twice by GCC 12;" \
 	       "build it in a named local first" >&2; \
+	  exit 1; fi
+	@if grep -nE '(co_await|co_yield)[^;]*\s\?\s' $(SOURCES); then \
+	  echo "lint: a ?: expression inside a co_await/co_yield is miscompiled by GCC 12 (the object" \
+	       "is copied bitwise); compute it into a named local first" >&2; \
 	  exit 1; fi
 
 # The test binary finds jobqd, jobqctl and redis-server itself; it prints `N passed, M failed` last.

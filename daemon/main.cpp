@@ -1,48 +1,140 @@
-// jobqd entry point. Until the engine lands this runs a short demo of the coroutine runtime.
+// jobqd: parse arguments, load the config, run the engine until SIGTERM/SIGINT.
+#include <signal.h>
+
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
 #include <cstdio>
-#include <string>
-#include <vector>
+#include <iostream>
+#include <optional>
 
 #include "async/async.hpp"
-
-using namespace jq::async;
-using namespace std::chrono_literals;
+#include "config/config.hpp"
+#include "engine/engine.hpp"
+#include "ops/embedded_redis.hpp"
+#include "ops/log.hpp"
+#include "ops/systemd.hpp"
 
 namespace {
 
-Task<int> job(Queue<int>& q, Semaphore& sem, int id) {
-  auto permit = co_await sem.acquire();
-  co_await sleep(std::chrono::milliseconds(20 + id * 5));
-  co_await q.put(int(id));
-  co_return id* id;
-}
+using namespace jq;
 
-Task<void> demo() {
-  Queue<int> done(4);
-  Semaphore sem(3);
-  std::vector<Task<int>> jobs;
-  for (int i = 0; i < 8; ++i) jobs.push_back(job(done, sem, i));
-  auto print_done = [](Queue<int>& q) -> Task<void> {
-    while (auto id = co_await q.get()) std::printf("job %d finished\n", *id);
-  };
-  auto printer = spawn(print_done(done));
-  auto results = co_await gather(std::move(jobs));
-  done.close();
-  co_await printer;
-  std::printf("gather -> [");
-  for (int r : results) std::printf(" %d", r);
-  std::printf(" ]\n");
-  try {
-    co_await wait_for(sleep(10s), 100ms);
-  } catch (const TimeoutError& e) {
-    std::printf("wait_for: %s\n", e.what());
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitConfig = 78;
+
+async::Task<int> serve(const config::Config& cfg) {
+  async::SignalSet signals(async::Loop::current(), {SIGTERM, SIGINT, SIGHUP});
+
+  std::optional<ops::EmbeddedRedis> embedded;
+  std::string url = cfg.redis.url;
+  if (url == "embedded") {
+    embedded.emplace(cfg.redis.server_binary, cfg.daemon.state_dir);
+    std::string failed;
+    try {
+      co_await embedded->start();
+    } catch (const std::exception& e) {
+      failed = e.what();
+    }
+    if (!failed.empty()) {
+      spdlog::critical("{}", failed);
+      co_return kExitFailure;
+    }
+    url = embedded->url();
   }
+
+  std::optional<engine::Engine> engine;
+  std::string error;
+  try {
+    engine.emplace(cfg, url);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (!error.empty()) {
+    spdlog::critical("{}", error);
+    if (embedded) co_await embedded->stop();
+    co_return kExitFailure;
+  }
+  engine->start();
+  auto watchdog = async::spawn(ops::watchdog(), "systemd watchdog");
+  std::string queues;
+  for (const auto& q : cfg.queues) queues += (queues.empty() ? "" : ", ") + q.name;
+  spdlog::info("jobqd serving queue(s) {} from {} as worker {}", queues,
+               url == cfg.redis.url ? redis::parse_url(url).display() : "embedded redis",
+               engine->worker_id());
+  ops::notify("READY=1\nSTATUS=serving " + std::to_string(cfg.queues.size()) + " queue(s)");
+
+  int sig = 0;
+  for (;;) {
+    sig = co_await signals.next();
+    if (sig != SIGHUP) break;
+    spdlog::warn(
+        "SIGHUP: reloading the config is not supported yet; restart jobqd to apply "
+        "changes");
+  }
+  spdlog::info("{}: stopping (running jobs may finish within {}; a second signal stops them now)",
+               sig == SIGINT ? "SIGINT" : "SIGTERM",
+               config::format_duration(cfg.daemon.shutdown_grace));
+  ops::notify("STOPPING=1");
+  auto hurry = [](async::SignalSet& s, engine::Engine& e) -> async::Task<void> {
+    for (;;) {
+      int again = co_await s.next();
+      if (again == SIGHUP) continue;
+      spdlog::warn("second stop signal: stopping running jobs now (they go back to pending)");
+      e.hurry();
+    }
+  };
+  auto hurrier = async::spawn(hurry(signals, *engine), "second signal");
+  co_await engine->stop();
+  hurrier.cancel();
+  watchdog.cancel();
+  engine.reset();
+  if (embedded) co_await embedded->stop();
+  spdlog::info("jobqd stopped");
+  co_return kExitOk;
 }
 
 }  // namespace
 
-int main() {
-  Loop loop;
-  run(loop, demo());
-  return 0;
+int main(int argc, char** argv) {
+  CLI::App app{"jobqd: an asynchronous job-processing daemon"};
+  std::string config_path = "/etc/jobqd/jobqd.yaml";
+  bool check_only = false;
+  app.add_option("-c,--config", config_path, "config file")->capture_default_str();
+  app.add_flag("--check-config", check_only,
+               "validate the config file and exit: 0 if valid, 78 with file:line:column if not");
+  app.set_version_flag("--version", std::string("jobqd ") + JOBQD_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "jobqd: " << e.what() << "\n" << app.help();
+    return kExitUsage;
+  }
+
+  config::Config cfg;
+  try {
+    cfg = config::load_file(config_path);
+  } catch (const config::ConfigError& e) {
+    std::cerr << e.what() << "\n";
+    return kExitConfig;
+  }
+  if (check_only) {
+    std::cout << config_path << ": valid (" << cfg.queues.size() << " queue(s), "
+              << cfg.handlers.size() << " handler(s))\n";
+    return kExitOk;
+  }
+
+  ops::setup_logging(cfg.daemon.log_level);
+  // A peer closing a pipe or socket must fail the write, not kill the daemon.
+  ::signal(SIGPIPE, SIG_IGN);
+  try {
+    async::Loop loop;
+    return async::run(loop, serve(cfg));
+  } catch (const std::exception& e) {
+    spdlog::critical("jobqd failed: {}", e.what());
+    return kExitFailure;
+  }
 }

@@ -2,10 +2,12 @@
 #pragma once
 
 #include "async/event.hpp"
+#include "async/future.hpp"
 #include "async/generator.hpp"
 #include "async/group.hpp"
 #include "async/io.hpp"
 #include "async/loop.hpp"
+#include "async/process.hpp"
 #include "async/queue.hpp"
 #include "async/semaphore.hpp"
 #include "async/spawn.hpp"

@@ -5,6 +5,7 @@
 #include <optional>
 #include <stdexcept>
 #include <utility>
+#include <vector>
 
 #include "async/loop.hpp"
 #include "async/ring.hpp"
@@ -148,6 +149,41 @@ class Queue {
   /// The next item, or nullopt once the queue is closed and empty.
   GetAwaiter get() noexcept { return GetAwaiter(*this); }
 
+  /// `co_await wait_room()`: suspends until the queue has room (or is closed), so a producer can
+  /// size its next batch by room() instead of over-fetching and blocking in put().
+  class [[nodiscard]] RoomAwaiter : Waiter {
+   public:
+    explicit RoomAwaiter(Queue& q) noexcept : q_(q) {}
+    ~RoomAwaiter() {
+      if (linked) q_.room_waiters_.remove(*this);
+    }
+    bool await_ready() const noexcept { return q_.closed_ || !q_.full(); }
+    template <HasContext P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+      if (!h.promise().ctx->park(*this, h)) return false;
+      on_cancel = [](Waiter& w) noexcept {
+        static_cast<RoomAwaiter&>(w).q_.room_waiters_.remove(w);
+        return true;
+      };
+      q_.room_waiters_.push_back(*this);
+      return true;
+    }
+    void await_resume() const {
+      if (cancelled) throw Cancelled{};
+    }
+
+   private:
+    Queue& q_;
+  };
+  RoomAwaiter wait_room() noexcept { return RoomAwaiter(*this); }
+
+  /// Takes every queued item out at once (a stop returning what was buffered).
+  std::vector<T> drain() {
+    std::vector<T> out;
+    while (!items_.empty()) out.push_back(take());
+    return out;
+  }
+
   /// Wakes every waiter: getters get what is left, then nullopt; putters get QueueClosed.
   /// Items already queued stay available to get().
   void close() noexcept {
@@ -158,6 +194,7 @@ class Queue {
       w->ctx->wake(*w);
     }
     while (Waiter* w = putters_.pop_front()) w->ctx->wake(*w);
+    while (Waiter* w = room_waiters_.pop_front()) w->ctx->wake(*w);
   }
 
  private:
@@ -173,7 +210,8 @@ class Queue {
     items_.push_back(std::move(item));
   }
 
-  // Takes the head item; a waiting putter's item moves into the freed slot.
+  // Takes the head item; a waiting putter's item moves into the freed slot, else producers
+  // waiting for room hear of it.
   T take() {
     T v = items_.pop_front();
     if (Waiter* w = putters_.pop_front()) {
@@ -181,6 +219,8 @@ class Queue {
       items_.push_back(std::move(p->item_));
       p->done_ = true;
       w->ctx->wake(*w);
+    } else {
+      while (Waiter* r = room_waiters_.pop_front()) r->ctx->wake(*r);
     }
     return v;
   }
@@ -189,6 +229,7 @@ class Queue {
   Ring<T> items_;
   WaitList getters_;
   WaitList putters_;
+  WaitList room_waiters_;
   std::size_t getters_count_ = 0;
   bool closed_ = false;
 };

@@ -22,8 +22,8 @@ std::string sha1_hex(std::string_view data) {
 Script::Script(std::string name, std::string source)
     : name_(std::move(name)), source_(std::move(source)), sha_(sha1_hex(source_)) {}
 
-async::Task<Reply> Script::run(Client& client, std::vector<std::string> keys,
-                               std::vector<std::string> args, Millis extra) const {
+async::Task<Reply> Script::run(Client& client, const std::vector<std::string>& keys,
+                               const std::vector<std::string>& args, Millis extra) const {
   std::string nkeys = std::to_string(keys.size());
   std::vector<std::string_view> argv;
   argv.reserve(3 + keys.size() + args.size());

@@ -20,9 +20,9 @@ class Script {
   const std::string& source() const noexcept { return source_; }
 
   /// Runs the script. A script error comes back as ReplyError naming the script; connection
-  /// failures as ConnectionError.
-  async::Task<Reply> run(Client& client, std::vector<std::string> keys,
-                         std::vector<std::string> args, Millis extra = 0ms) const;
+  /// failures as ConnectionError. `keys` and `args` must outlive the await (pass named locals).
+  async::Task<Reply> run(Client& client, const std::vector<std::string>& keys,
+                         const std::vector<std::string>& args, Millis extra = 0ms) const;
 
  private:
   std::string name_;

@@ -271,7 +271,8 @@ TEST_CASE("scripts run by EVALSHA and survive SCRIPT FLUSH", "[redis][script]") 
     Script broken("broken", "return redis.call('NOPE')");
     std::string error;
     try {
-      co_await broken.run(client, std::vector<std::string>(), std::vector<std::string>());
+      std::vector<std::string> none;
+      co_await broken.run(client, none, none);
     } catch (const ReplyError& e) {
       error = e.what();
     }

@@ -77,6 +77,39 @@ class SyncRedis {
     freeReplyObject(r);
     return out;
   }
+  /// Sends every command at once, then reads every reply (one round trip for thousands).
+  std::vector<redis::Reply> pipeline(const std::vector<std::vector<std::string>>& cmds) {
+    for (const auto& args : cmds) {
+      std::vector<const char*> ptrs;
+      std::vector<size_t> lens;
+      for (const auto& a : args) {
+        ptrs.push_back(a.data());
+        lens.push_back(a.size());
+      }
+      redisAppendCommandArgv(c_.get(), static_cast<int>(args.size()), ptrs.data(), lens.data());
+    }
+    std::vector<redis::Reply> out;
+    out.reserve(cmds.size());
+    for (std::size_t i = 0; i < cmds.size(); ++i) {
+      void* r = nullptr;
+      if (redisGetReply(c_.get(), &r) != REDIS_OK || !r) {
+        throw std::runtime_error(std::string("test redis: ") + c_->errstr);
+      }
+      out.push_back(redis::Reply::copy(*static_cast<redisReply*>(r)));
+      freeReplyObject(r);
+    }
+    return out;
+  }
+  /// Reads the next reply without sending anything (a subscriber's messages).
+  redis::Reply next_reply() {
+    void* r = nullptr;
+    if (redisGetReply(c_.get(), &r) != REDIS_OK || !r) {
+      throw std::runtime_error(std::string("test redis: ") + c_->errstr);
+    }
+    redis::Reply out = redis::Reply::copy(*static_cast<redisReply*>(r));
+    freeReplyObject(r);
+    return out;
+  }
   long long integer(const std::vector<std::string>& args) { return cmd(args).as_int(); }
   std::string str(const std::vector<std::string>& args) {
     auto r = cmd(args);

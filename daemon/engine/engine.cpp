@@ -1,0 +1,101 @@
+// Engine wiring and the checks run on every new Redis connection.
+#include "engine/engine.hpp"
+
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+#include <sstream>
+
+#include "handlers/handler.hpp"
+
+namespace jq::engine {
+namespace {
+
+std::string make_worker_id(const std::string& name) {
+  std::random_device rd;
+  char suffix[8];
+  std::snprintf(suffix, sizeof suffix, "%04x", static_cast<unsigned>(rd() & 0xffff));
+  return name + "." + std::to_string(::getpid()) + "." + suffix;
+}
+
+}  // namespace
+
+async::Task<void> check_server(redis::Connection& conn) {
+  redis::Reply info = co_await conn.command("INFO", "server");
+  std::string version;
+  if (!info.is_error()) {
+    std::istringstream in(info.str);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("redis_version:", 0) == 0) version = line.substr(14);
+    }
+  }
+  while (!version.empty() && (version.back() == '\r' || version.back() == '\n')) version.pop_back();
+  int major = 0, minor = 0;
+  std::sscanf(version.c_str(), "%d.%d", &major, &minor);
+  if (!version.empty() && (major < 6 || (major == 6 && minor < 2))) {
+    throw redis::ConnectionError("redis " + conn.url().display() + " is version " + version +
+                                 ": jobqd needs 6.2 or newer (RPOP with a count, BLMOVE)");
+  }
+  redis::Reply policy = co_await conn.command("CONFIG", "GET", "maxmemory-policy");
+  if (policy.is_array() && policy.elements.size() == 2 && policy.elements[1].str != "noeviction") {
+    spdlog::warn(
+        "redis {} has maxmemory-policy {}: under memory pressure it deletes keys, queued jobs "
+        "and job state among them; set it to noeviction",
+        conn.url().display(), policy.elements[1].str);
+  }
+  // CONFIG may be disabled (managed Redis): then we cannot tell, and say nothing.
+}
+
+Engine::Engine(const config::Config& cfg, const std::string& redis_url) : cfg_(cfg) {
+  connect_.url = redis::parse_url(redis_url);
+  connect_.connect_timeout = cfg.redis.connect_timeout;
+  connect_.command_timeout = cfg.redis.command_timeout;
+  worker_ = make_worker_id(cfg.daemon.name);
+  for (const auto& [name, hc] : cfg.handlers) {
+    handlers_[name] = handlers::make(hc);
+    handler_names_.insert(name);
+  }
+  main_ = std::make_unique<redis::Client>(client_options("redis"));
+  main_->on_connect = [](redis::Connection& c) { return check_server(c); };
+  for (const auto& q : cfg.queues) {
+    blocking_.push_back(std::make_unique<redis::Client>(client_options("redis (wait " + q.name + ")")));
+    QueueRunner::Wiring w{*main_, *blocking_.back(), handlers_, handler_names_,
+                          cfg.redis.key_prefix, worker_};
+    runners_.push_back(std::make_unique<QueueRunner>(q, cfg.daemon, w));
+  }
+}
+
+Engine::~Engine() {
+  runners_.clear();  // before the clients they use
+}
+
+redis::Client::Options Engine::client_options(const std::string& name) const {
+  redis::Client::Options o;
+  o.connect = connect_;
+  o.name = name;
+  return o;
+}
+
+void Engine::start() {
+  main_->start();
+  for (auto& b : blocking_) b->start();
+  for (auto& r : runners_) r->start();
+}
+
+async::Task<void> Engine::stop() {
+  std::vector<async::Task<void>> stops;
+  for (auto& r : runners_) stops.push_back(r->stop(cfg_.daemon.shutdown_grace));
+  co_await async::gather(async::collect, std::move(stops));
+  for (auto& b : blocking_) co_await b->stop();
+  co_await main_->stop();
+}
+
+void Engine::hurry() {
+  hurried_ = true;
+  for (auto& r : runners_) r->hurry();
+}
+
+}  // namespace jq::engine

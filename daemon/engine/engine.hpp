@@ -1,0 +1,51 @@
+// The engine: Redis clients, handlers and one runner per configured queue.
+#pragma once
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "async/async.hpp"
+#include "config/config.hpp"
+#include "engine/queue_runner.hpp"
+#include "redis/client.hpp"
+
+namespace jq::engine {
+
+class Engine {
+ public:
+  /// `redis_url` is the one to use (the embedded server's socket when redis.url is embedded).
+  /// Throws std::runtime_error when a handler cannot be built.
+  Engine(const config::Config& cfg, const std::string& redis_url);
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+  ~Engine();
+
+  const std::string& worker_id() const noexcept { return worker_; }
+
+  void start();
+  /// Graceful stop of every queue at once (each within daemon.shutdown_grace), then the clients.
+  async::Task<void> stop();
+  /// A second stop request: running jobs are stopped now.
+  void hurry();
+
+ private:
+  redis::Client::Options client_options(const std::string& name) const;
+
+  const config::Config& cfg_;
+  redis::ConnectOptions connect_;
+  std::string worker_;
+  std::unique_ptr<redis::Client> main_;
+  std::vector<std::unique_ptr<redis::Client>> blocking_;
+  HandlerMap handlers_;
+  std::set<std::string> handler_names_;
+  std::vector<std::unique_ptr<QueueRunner>> runners_;
+  bool hurried_ = false;
+};
+
+/// Checks a new connection: Redis 6.2 or newer (RPOP with a count, BLMOVE), and warns when
+/// maxmemory-policy is not noeviction (an evicting Redis silently deletes queue state).
+async::Task<void> check_server(redis::Connection& conn);
+
+}  // namespace jq::engine

@@ -1,0 +1,396 @@
+// The queue runner: lease upkeep, recovery, delayed promotion, dispatch, and each job's life.
+#include "engine/queue_runner.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+
+#include "config/units.hpp"
+#include "job/id.hpp"
+
+namespace jq::engine {
+namespace {
+
+using namespace std::chrono_literals;
+
+store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSection& d,
+                            const QueueRunner::Wiring& w) {
+  store::Settings s;
+  s.prefix = w.prefix;
+  s.queue = q.name;
+  s.worker = w.worker;
+  s.max_job_bytes = q.max_job_bytes;
+  s.lease = d.lease;
+  s.result_ttl = q.result_ttl;
+  s.dead_max = q.dead_max;
+  s.dead_ttl = q.dead_ttl;
+  s.max_attempts = q.max_attempts;
+  return s;
+}
+
+double jitter() {
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0.0, 0.25)(rng);
+}
+
+}  // namespace
+
+QueueRunner::QueueRunner(const config::QueueConfig& cfg, const config::DaemonSection& daemon,
+                         Wiring w)
+    : cfg_(cfg),
+      lease_(daemon.lease),
+      w_(std::move(w)),
+      store_(w_.main, w_.blocking, settings_of(cfg_, daemon, w_)),
+      writer_(w_.main, store_.keys(), store_.settings()),
+      buffer_(cfg_.buffer),
+      slots_(cfg_.concurrency),
+      source_(store_, buffer_, w_.main, w_.blocking, lease_ok_, cfg_.fetch_batch,
+              [this](store::Leased l) { writer_.put_back(l.token, "", false); }) {
+  rules_.default_handler = cfg_.handler;
+  rules_.handlers = &w_.handler_names;
+  rules_.max_bytes = cfg_.max_job_bytes;
+  idle_.set();
+}
+
+QueueRunner::~QueueRunner() {
+  // Tasks refer to this object: stop them where they stand (stop() is the graceful way).
+  auto running = std::move(running_);
+  running_.clear();
+  for (auto& [serial, h] : running) h.abort();
+  for (auto* t : {&dispatch_task_, &source_task_, &promote_task_, &recover_task_, &lease_task_}) {
+    if (t->valid()) t->abort();
+  }
+}
+
+void QueueRunner::start() {
+  writer_.start();
+  lease_task_ = async::spawn(lease_keeper(), "lease " + cfg_.name);
+  recover_task_ = async::spawn(recoverer(), "recover " + cfg_.name);
+  promote_task_ = async::spawn(promoter(), "promote " + cfg_.name);
+  source_task_ = async::spawn(source_.run(), "redis source " + cfg_.name);
+  dispatch_task_ = async::spawn(dispatcher(), "dispatch " + cfg_.name);
+}
+
+async::Task<void> QueueRunner::lease_keeper() {
+  auto register_lease = [this]() -> async::Task<void> {
+    for (;;) {
+      bool done = false;
+      try {
+        co_await store_.register_lease();
+        done = true;
+      } catch (const redis::ConnectionError&) {
+      } catch (const redis::ReplyError& e) {
+        spdlog::error("queue {}: cannot take a lease: {}", cfg_.name, e.what());
+      }
+      if (done) co_return;
+      co_await w_.main.wait_connected();
+      co_await async::sleep(100ms);
+    }
+  };
+  co_await register_lease();
+  lease_ok_.set();
+  // Renew at a third of the lease: two renewals can fail before it runs out.
+  const auto every = std::max<Millis>(lease_ / 3, 50ms);
+  for (;;) {
+    co_await async::sleep(every);
+    bool reached = true;
+    bool renewed = false;
+    try {
+      renewed = co_await store_.renew_lease();
+    } catch (const redis::ConnectionError&) {
+      reached = false;
+    } catch (const redis::ReplyError& e) {
+      spdlog::error("queue {}: cannot renew the lease: {}", cfg_.name, e.what());
+      continue;
+    }
+    if (!reached) {
+      co_await w_.main.wait_connected();
+      try {
+        renewed = co_await store_.renew_lease();
+        reached = true;
+      } catch (const std::exception&) {
+        continue;
+      }
+    }
+    if (!renewed) {
+      co_await on_lease_lost();
+      co_await register_lease();
+      lease_lost_ = false;
+      lease_ok_.set();
+    }
+  }
+}
+
+async::Task<void> QueueRunner::on_lease_lost() {
+  lease_ok_.clear();
+  lease_lost_ = true;
+  std::size_t n = running_.size() + buffer_.size();
+  spdlog::error(
+      "queue {}: this daemon's lease expired (Redis unreachable, or the loop stalled, for longer "
+      "than {}) and another daemon has taken back its {} job(s); stopping them here so that no "
+      "job runs twice",
+      cfg_.name, config::format_duration(lease_), n);
+  (void)buffer_.drain();  // recovered already: nothing to put back
+  cancel_running();
+  co_await idle_.wait();
+}
+
+async::Task<void> QueueRunner::recoverer() {
+  const auto every = std::clamp<Millis>(lease_ / 2, 50ms, 30s);
+  for (;;) {
+    bool down = false;
+    try {
+      auto r = co_await store_.recover();
+      if (r.returned || r.dead) {
+        std::string who;
+        for (const auto& w : r.workers) who += (who.empty() ? "" : ", ") + w;
+        spdlog::warn(
+            "queue {}: lease of {} expired; returned {} job(s) to pending, {} on their last "
+            "attempt are dead (error_kind lost)",
+            cfg_.name, who, r.returned, r.dead);
+      }
+    } catch (const redis::ConnectionError&) {
+      down = true;
+    } catch (const redis::ReplyError& e) {
+      spdlog::error("queue {}: lease recovery failed: {}", cfg_.name, e.what());
+    }
+    if (down) {
+      co_await w_.main.wait_connected();
+      continue;
+    }
+    co_await async::sleep(every);
+  }
+}
+
+async::Task<void> QueueRunner::promoter() {
+  for (;;) {
+    store::Promoted p;
+    bool down = false;
+    try {
+      p = co_await store_.promote();
+    } catch (const redis::ConnectionError&) {
+      down = true;
+    } catch (const redis::ReplyError& e) {
+      spdlog::error("queue {}: moving due delayed jobs failed: {}", cfg_.name, e.what());
+    }
+    if (down) {
+      co_await w_.main.wait_connected();
+      continue;
+    }
+    auto now = store::unix_ms();
+    Millis wait = cfg_.delayed_poll;
+    if (p.moved >= 1000) {
+      wait = 0ms;  // more are due
+    } else if (p.next_due) {
+      wait = std::clamp<Millis>(Millis(*p.next_due - now), 0ms, cfg_.delayed_poll);
+    }
+    promoter_due_ = now + wait.count();
+    wake_promoter_.clear();
+    try {
+      co_await async::wait_for(wake_promoter_.wait(), wait);
+    } catch (const async::TimeoutError&) {
+    }
+  }
+}
+
+async::Task<void> QueueRunner::dispatcher() {
+  for (;;) {
+    auto permit = co_await slots_.acquire();
+    auto leased = co_await buffer_.get();
+    if (!leased) co_return;
+    std::uint64_t serial = next_serial_++;
+    idle_.clear();
+    running_.emplace(serial, async::spawn(run_job(std::move(*leased), std::move(permit), serial),
+                                          "job " + cfg_.name));
+  }
+}
+
+async::Task<handlers::Outcome> QueueRunner::attempt(const job::Job& job, long long n,
+                                                    Millis timeout) {
+  auto& handler = *w_.handlers.at(job.handler);
+  handlers::Run run{job, cfg_.name, n, ""};
+  handlers::Outcome out;
+  try {
+    out = co_await async::wait_for(handler.run(run), timeout);
+  } catch (const async::TimeoutError&) {
+    out = handlers::Outcome::failure("timeout",
+                                     "timed out after " + std::to_string(timeout.count()) + " ms");
+  } catch (const std::exception& e) {
+    out = handlers::Outcome::failure("exception", e.what());
+  } catch (const async::Cancelled&) {
+    throw;
+  } catch (...) {
+    out = handlers::Outcome::failure("exception", "unknown exception (not a std::exception)");
+  }
+  co_return out;
+}
+
+async::Task<void> QueueRunner::run_job(store::Leased l, async::Permit permit,
+                                       std::uint64_t serial) {
+  // Whatever way this ends, the job leaves the running set (and the slot frees with the permit).
+  struct Leave {
+    QueueRunner* self;
+    std::uint64_t serial;
+    ~Leave() {
+      self->running_.erase(serial);
+      if (self->running_.empty()) self->idle_.set();
+    }
+  } leave{this, serial};
+
+  if (l.oversized) {
+    ++stats_.invalid;
+    std::string id = job::new_id();
+    std::string error = "job is " + std::to_string(l.oversized) + " bytes, over max_job_bytes (" +
+                        std::to_string(cfg_.max_job_bytes) + ")";
+    spdlog::warn("queue {}: invalid job {} is dead: {}", cfg_.name, id, error);
+    writer_.dead(l.token, id, std::move(error), "invalid_job", cfg_.handler);
+    co_return;
+  }
+  auto parsed = job::parse(l.raw, rules_);
+  if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
+    ++stats_.invalid;
+    std::string id = bad->id.empty() ? job::new_id() : bad->id;
+    spdlog::warn("queue {}: invalid job {} is dead: {}", cfg_.name, id, bad->error);
+    writer_.dead(l.token, id, std::move(bad->error), "invalid_job", cfg_.handler);
+    co_return;
+  }
+  job::Job& job = std::get<job::Job>(parsed);
+  const long long max = static_cast<long long>(
+      std::min<std::uint64_t>(job.max_attempts.value_or(cfg_.max_attempts), cfg_.max_attempts));
+  const Millis timeout = std::min(job.timeout_ms ? Millis(*job.timeout_ms) : cfg_.timeout,
+                                  cfg_.max_timeout);
+
+  bool cancelled = false;
+  long long n = -1;
+  handlers::Outcome out;
+  std::int64_t started = store::unix_ms();
+  // Named, not a ternary inside the co_await: GCC 12 relocates such a temporary bitwise.
+  std::string normalized = job.id_assigned ? job.raw : std::string();
+  try {
+    n = co_await writer_.start_job(l.token, job.id, job.handler, std::move(normalized),
+                                   l.fetched_at);
+    if (n > 0 && n <= max) out = co_await attempt(job, n, timeout);
+  } catch (const async::Cancelled&) {
+    cancelled = true;
+  }
+  permit.release();  // the slot is free as soon as the attempt is over
+  if (cancelled) {
+    // A stop (or a lost lease): the job goes back as it was, unless another daemon has it now.
+    if (!lease_lost_) {
+      writer_.put_back(l.token, job.id, /*started=*/true);
+      ++stats_.returned;
+    }
+    throw async::Cancelled{};
+  }
+  if (n < 0) co_return;  // no longer held: another daemon recovered it
+  if (n > max) {
+    // Only reachable if a previous attempt's worker died and nobody marked it: fail it now.
+    out = handlers::Outcome::failure(
+        "lost", "attempt " + std::to_string(n) + " exceeds max_attempts " + std::to_string(max) +
+                    " (an earlier attempt's worker died)",
+        false);
+  }
+  record(l, job, n, max, std::move(out), started);
+}
+
+void QueueRunner::record(const store::Leased& l, const job::Job& job, long long attempt,
+                         long long max, handlers::Outcome out, std::int64_t started) {
+  auto took = store::unix_ms() - started;
+  if (out.ok) {
+    ++stats_.succeeded;
+    spdlog::debug("queue {}: job {} succeeded in {} ms (attempt {})", cfg_.name, job.id, took,
+                  attempt);
+    writer_.succeeded(l.token, job.id, std::move(out.result));
+    return;
+  }
+  if (out.retry && attempt < max) {
+    Millis delay = backoff(attempt);
+    if (out.retry_after) delay = std::max(delay, std::min(*out.retry_after, cfg_.retry_max));
+    std::int64_t run_at = store::unix_ms() + delay.count();
+    ++stats_.retried;
+    spdlog::debug("queue {}: job {} failed (attempt {} of {}): {}; retrying in {} ms", cfg_.name,
+                  job.id, attempt, max, out.error, delay.count());
+    writer_.retry(l.token, job.id, run_at, std::move(out.error), out.kind);
+    if (run_at < promoter_due_) {
+      promoter_due_ = run_at;
+      wake_promoter_.set();
+    }
+    return;
+  }
+  ++stats_.dead;
+  spdlog::info("queue {}: job {} failed for good (attempt {} of {}): {}", cfg_.name, job.id,
+               attempt, max, out.error);
+  writer_.dead(l.token, job.id, std::move(out.error), out.kind, job.handler);
+}
+
+Millis QueueRunner::backoff(long long attempt) const {
+  // retry_base doubled per attempt, capped, plus up to 25% jitter so retries of a burst spread.
+  double base = static_cast<double>(cfg_.retry_base.count());
+  double d = base * std::pow(2.0, static_cast<double>(std::min<long long>(attempt - 1, 40)));
+  d = std::min(d, static_cast<double>(cfg_.retry_max.count()));
+  return Millis(static_cast<long long>(d * (1.0 + jitter())));
+}
+
+void QueueRunner::cancel_running() {
+  for (auto& [serial, h] : running_) h.cancel();
+}
+
+void QueueRunner::return_buffered() {
+  auto held = buffer_.drain();  // oldest first
+  // Back to the consuming end newest first, so the oldest is again the next one taken.
+  for (auto it = held.rbegin(); it != held.rend(); ++it) {
+    writer_.put_back(it->token, "", false);
+    ++stats_.returned;
+  }
+}
+
+void QueueRunner::hurry() {
+  if (stopping_) cancel_running();
+}
+
+async::Task<void> QueueRunner::stop(Millis grace) {
+  stopping_ = true;
+  for (auto* t : {&source_task_, &promote_task_, &recover_task_, &dispatch_task_}) {
+    if (t->valid()) t->cancel();
+  }
+  for (auto* t : {&source_task_, &promote_task_, &recover_task_, &dispatch_task_}) {
+    if (t->valid()) co_await t->wait();
+  }
+  return_buffered();
+  if (!running_.empty()) {
+    spdlog::info("queue {}: waiting up to {} for {} running job(s)", cfg_.name,
+                 config::format_duration(grace), running_.size());
+    bool finished = true;
+    try {
+      co_await async::wait_for(idle_.wait(), grace);
+    } catch (const async::TimeoutError&) {
+      finished = false;
+    }
+    if (!finished) {
+      spdlog::warn("queue {}: stopping {} job(s) still running after {}; they go back to pending",
+                   cfg_.name, running_.size(), config::format_duration(grace));
+      cancel_running();
+      co_await idle_.wait();
+    }
+  }
+  bool written = co_await writer_.flush(10s);
+  if (!written) {
+    spdlog::error("queue {}: could not write {} job state change(s) to Redis before exiting; "
+                  "the jobs stay leased and another daemon takes them back after {}",
+                  cfg_.name, writer_.backlog(), config::format_duration(lease_));
+  } else {
+    bool released = false;
+    try {
+      released = co_await async::wait_for(store_.release_lease(), 2s);
+    } catch (const std::exception&) {
+    }
+    if (!released) spdlog::debug("queue {}: lease left to expire", cfg_.name);
+  }
+  if (lease_task_.valid()) {
+    lease_task_.cancel();
+    co_await lease_task_.wait();
+  }
+  co_await writer_.stop();
+}
+
+}  // namespace jq::engine

@@ -1,0 +1,62 @@
+// The handler interface: how a job is run, and its outcome as data.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "async/async.hpp"
+#include "config/config.hpp"
+#include "job/job.hpp"
+
+namespace jq::handlers {
+
+using Millis = std::chrono::milliseconds;
+
+/// What a handler may know about the run it is asked for.
+struct Run {
+  const job::Job& job;
+  const std::string& queue;
+  long long attempt;  // 1 for the first
+  std::string file;   // for a job from a spool file: its path (`{file}`)
+};
+
+/// The end of one attempt. Failures a handler understands are returned, not thrown.
+struct Outcome {
+  bool ok = false;
+  std::string result;       // on success: what to keep (bounded by the handler)
+  std::string error;        // on failure: what happened, for an operator
+  const char* kind = "";    // error_kind (contract): exit_status, signal, http_status, connection...
+  bool retry = true;        // false: fail the job now, whatever attempts are left
+  std::optional<Millis> retry_after;  // the other side asked for this delay (HTTP Retry-After)
+
+  static Outcome success(std::string result) {
+    Outcome o;
+    o.ok = true;
+    o.result = std::move(result);
+    return o;
+  }
+  static Outcome failure(const char* kind, std::string error, bool retry = true) {
+    Outcome o;
+    o.kind = kind;
+    o.error = std::move(error);
+    o.retry = retry;
+    return o;
+  }
+};
+
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  /// Runs one attempt. Anything thrown becomes error_kind `exception` with its message. A
+  /// timeout or a stop arrives as Cancelled at a suspension point: the handler must stop its
+  /// work (kill the process, drop the request) before letting it propagate.
+  virtual async::Task<Outcome> run(const Run& run) = 0;
+};
+
+/// Builds the handler a config entry describes. Throws std::runtime_error if it cannot (a
+/// missing program, an unreadable secret file): the daemon refuses to start with it.
+std::unique_ptr<Handler> make(const config::HandlerConfig& cfg);
+
+}  // namespace jq::handlers

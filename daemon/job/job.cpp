@@ -1,0 +1,143 @@
+// Job parsing: nlohmann-json for the syntax, then each contract field with a precise message.
+#include "job/job.hpp"
+
+#include "job/id.hpp"
+
+namespace jq::job {
+namespace {
+
+const char* type_name(const nlohmann::json& v) {
+  switch (v.type()) {
+    case nlohmann::json::value_t::null:
+      return "null";
+    case nlohmann::json::value_t::boolean:
+      return "a boolean";
+    case nlohmann::json::value_t::number_integer:
+    case nlohmann::json::value_t::number_unsigned:
+      return "an integer";
+    case nlohmann::json::value_t::number_float:
+      return "a number";
+    case nlohmann::json::value_t::string:
+      return "a string";
+    case nlohmann::json::value_t::array:
+      return "an array";
+    case nlohmann::json::value_t::object:
+      return "an object";
+    default:
+      return "a value";
+  }
+}
+
+// A positive integer field, or an error naming the field.
+std::optional<std::string> positive(const nlohmann::json& obj, const char* field,
+                                    std::optional<std::uint64_t>& out) {
+  auto it = obj.find(field);
+  if (it == obj.end() || it->is_null()) return std::nullopt;
+  if (it->is_number_unsigned() || (it->is_number_integer() && it->get<std::int64_t>() > 0)) {
+    std::uint64_t v = it->get<std::uint64_t>();
+    if (v == 0) return std::string("field ") + field + " must be a positive integer, got 0";
+    out = v;
+    return std::nullopt;
+  }
+  if (it->is_number_integer()) {
+    return std::string("field ") + field + " must be a positive integer, got " + it->dump();
+  }
+  return std::string("field ") + field + " must be a positive integer, got " + type_name(*it);
+}
+
+std::string clip(std::string_view s, std::size_t n = 40) {
+  return s.size() <= n ? std::string(s) : std::string(s.substr(0, n)) + "...";
+}
+
+}  // namespace
+
+std::string with_id(std::string_view raw, const std::string& id) {
+  std::size_t brace = raw.find('{');
+  std::string out;
+  out.reserve(raw.size() + id.size() + 10);
+  out.append(raw.substr(0, brace + 1));
+  out.append("\"id\":\"").append(id).append("\",");
+  out.append(raw.substr(brace + 1));
+  return out;
+}
+
+std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules) {
+  if (raw.size() > rules.max_bytes) {
+    return Invalid{"job is " + std::to_string(raw.size()) + " bytes, over max_job_bytes (" +
+                       std::to_string(rules.max_bytes) + ")",
+                   ""};
+  }
+  nlohmann::json doc;
+  try {
+    doc = nlohmann::json::parse(raw);
+  } catch (const nlohmann::json::parse_error& e) {
+    // e.byte is where the parser stopped; what() carries nlohmann's own explanation.
+    std::string why = e.what();
+    if (auto p = why.find("syntax error"); p != std::string::npos) why = why.substr(p);
+    return Invalid{"not JSON: " + why + " (at byte " + std::to_string(e.byte) + " of " +
+                       std::to_string(raw.size()) + ")",
+                   ""};
+  }
+  if (!doc.is_object()) {
+    return Invalid{std::string("a job must be a JSON object with a payload field, got ") +
+                       type_name(doc),
+                   ""};
+  }
+  Invalid bad{"", ""};
+  auto id_it = doc.find("id");
+  if (id_it != doc.end() && !id_it->is_null()) {
+    if (!id_it->is_string()) {
+      return Invalid{std::string("field id must be a string, got ") + type_name(*id_it), ""};
+    }
+    const auto& s = id_it->get_ref<const std::string&>();
+    if (!valid_id(s)) {
+      return Invalid{"field id '" + clip(s) + "' must be 1-128 characters of [A-Za-z0-9_.:-]",
+                     ""};
+    }
+    bad.id = s;
+  }
+  if (doc.find("payload") == doc.end()) {
+    bad.error = "missing field payload (a job is {\"payload\": ...} plus optional id, handler, "
+                "timeout_ms, max_attempts)";
+    return bad;
+  }
+  Job job;
+  auto h = doc.find("handler");
+  if (h != doc.end() && !h->is_null()) {
+    if (!h->is_string()) {
+      bad.error = std::string("field handler must be a string, got ") + type_name(*h);
+      return bad;
+    }
+    job.handler = h->get<std::string>();
+    if (!rules.handlers || !rules.handlers->count(job.handler)) {
+      std::string names;
+      if (rules.handlers) {
+        for (const auto& n : *rules.handlers) names += (names.empty() ? "" : ", ") + n;
+      }
+      bad.error = "unknown handler '" + clip(job.handler) + "' (configured: " + names + ")";
+      return bad;
+    }
+  } else {
+    job.handler = rules.default_handler;
+  }
+  if (auto e = positive(doc, "timeout_ms", job.timeout_ms)) {
+    bad.error = *e;
+    return bad;
+  }
+  if (auto e = positive(doc, "max_attempts", job.max_attempts)) {
+    bad.error = *e;
+    return bad;
+  }
+  job.payload = std::move(doc["payload"]);
+  if (bad.id.empty()) {
+    job.id = new_id();
+    job.id_assigned = true;
+    job.raw = with_id(raw, job.id);
+  } else {
+    job.id = std::move(bad.id);
+    job.raw = std::string(raw);
+  }
+  return job;
+}
+
+}  // namespace jq::job

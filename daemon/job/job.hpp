@@ -1,0 +1,46 @@
+// A job as the contract defines it: parsed from its JSON, validated, with a clear error if not.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include <nlohmann/json.hpp>
+
+namespace jq::job {
+
+/// What a job may name and how large it may be, from the queue's config.
+struct Rules {
+  std::string default_handler;
+  const std::set<std::string>* handlers = nullptr;  // configured handler names
+  std::uint64_t max_bytes = 1024 * 1024;
+};
+
+struct Job {
+  std::string id;
+  bool id_assigned = false;  // the submitter gave none: jobqd made it up
+  std::string handler;
+  std::optional<std::uint64_t> timeout_ms;
+  std::optional<std::uint64_t> max_attempts;
+  nlohmann::json payload;
+  /// The job's JSON exactly as submitted; with an assigned id, the same text with `"id":"..."`
+  /// put first, so that every later copy (a retry, a recovered job) carries the id.
+  std::string raw;
+};
+
+/// Why a job is invalid, for its dead entry: what is wrong and where.
+struct Invalid {
+  std::string error;
+  std::string id;  // the job's own id when it had a valid one, else empty
+};
+
+/// Parses and validates. Never throws for bad input: every problem becomes an Invalid.
+std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules);
+
+/// Inserts `"id":"<id>",` right after the opening brace of an object's text.
+std::string with_id(std::string_view raw, const std::string& id);
+
+}  // namespace jq::job

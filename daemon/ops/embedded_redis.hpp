@@ -1,0 +1,45 @@
+// `redis.url: embedded`: jobqd runs and supervises its own redis-server on a unix socket.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "async/async.hpp"
+
+namespace jq::ops {
+
+/// A redis-server for single-machine use with nothing else installed: a unix socket and AOF
+/// (appendfsync everysec) in the state directory, no TCP port, maxmemory-policy noeviction. If
+/// it dies, it is restarted (with backoff) and the log says why; stop() shuts it down cleanly.
+class EmbeddedRedis {
+ public:
+  EmbeddedRedis(std::string binary, std::string state_dir);
+  EmbeddedRedis(const EmbeddedRedis&) = delete;
+  EmbeddedRedis& operator=(const EmbeddedRedis&) = delete;
+  ~EmbeddedRedis();
+
+  /// Starts it and waits until it answers. Throws std::runtime_error saying why it did not.
+  async::Task<void> start();
+  /// SIGTERM (it finishes writing the AOF), SIGKILL if it has not exited after 10 s.
+  async::Task<void> stop();
+
+  /// unix:///.../redis.sock
+  std::string url() const { return "unix://" + socket_; }
+  const std::string& socket_path() const { return socket_; }
+
+ private:
+  async::Process launch();
+  async::Task<void> wait_ready(async::Process& proc);
+  async::Task<void> supervise();
+  std::string log_tail() const;
+
+  std::string binary_;
+  std::string dir_;
+  std::string socket_;
+  std::string log_;
+  std::optional<async::Process> proc_;
+  async::JoinHandle<void> supervisor_;
+  bool stopping_ = false;
+};
+
+}  // namespace jq::ops

@@ -1,0 +1,14 @@
+// Logging setup: spdlog to stderr, with journald priorities when stderr is the journal.
+#pragma once
+
+#include <string>
+
+namespace jq::ops {
+
+/// Routes the default spdlog logger to stderr. Under systemd (stderr connected to the journal,
+/// per $JOURNAL_STREAM) each line starts with its syslog priority (`<6>`) and no timestamp, the
+/// journal adds its own; elsewhere lines read `2026-11-21T10:00:00.123 info message`.
+/// `level`: trace, debug, info, warn or error.
+void setup_logging(const std::string& level);
+
+}  // namespace jq::ops

@@ -1,0 +1,413 @@
+// The engine as users see it: the real jobqd binary, a real redis-server, jobs pushed with LPUSH.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "tests/support/daemon.hpp"
+
+using namespace jq::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::vector<std::string> ids(const std::string& prefix, int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) out.push_back(prefix + std::to_string(i));
+  return out;
+}
+
+std::vector<std::string> jobs_for(const std::vector<std::string>& ids, const std::string& payload) {
+  std::vector<std::string> out;
+  for (const auto& id : ids) out.push_back(R"({"id":")" + id + R"(","payload":)" + payload + "}");
+  return out;
+}
+
+long long num(const std::string& s) { return s.empty() ? -1 : std::stoll(s); }
+
+const char* kNoop = R"(
+handlers:
+  nothing: {type: builtin, name: noop}
+queues:
+  q: {handler: nothing, concurrency: 50, buffer: 500, fetch_batch: 200}
+)";
+
+const char* kSleep = R"(
+handlers:
+  sleep: {type: builtin, name: sleep}
+queues:
+  q: {handler: sleep, concurrency: 50, buffer: 100}
+)";
+
+}  // namespace
+
+TEST_CASE("10,000 noop jobs pushed with plain LPUSH all succeed, each run once",
+          "[integration]") {
+  RedisServer redis;
+  Daemon d(redis, kNoop);
+  auto r = redis.client();
+  auto all = ids("n", 10000);
+  push(r, "q", jobs_for(all, "{}"));
+  d.start();
+  bool done = eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 60s,
+                         50ms);
+  INFO(d.log().substr(0, 4000));
+  REQUIRE(done);
+  auto states = job_states(r, "q", all, {"attempts"});
+  CHECK(std::all_of(states.begin(), states.end(), [](auto& s) { return s["attempts"] == "1"; }));
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 0);
+  CHECK(d.stop() == 0);
+  CHECK(r.integer({"ZCARD", "jobq:{q}:leases"}) == 0);  // a clean stop gives the lease up
+}
+
+TEST_CASE("kill -9 during 2,000 sleep jobs: after a restart all succeed; only in-flight ones "
+          "ran twice",
+          "[integration][crash]") {
+  RedisServer redis;
+  auto r = redis.client();
+  auto all = ids("s", 2000);
+  push(r, "q", jobs_for(all, R"({"ms":50})"));
+  std::set<std::string> in_flight;
+  {
+    Daemon first(redis, kSleep);
+    first.start();
+    REQUIRE(eventually([&] { return count_status(r, "q", all, "succeeded") >= 300; }, 30s));
+    // What the daemon holds (leased: running or buffered) at the moment it dies.
+    first.kill9();
+    auto workers = r.cmd({"ZRANGE", "jobq:{q}:leases", "0", "-1"});
+    REQUIRE(workers.elements.size() == 1);
+    auto held = r.cmd({"HGETALL", "jobq:{q}:inflight:" + workers.elements[0].str});
+    for (std::size_t i = 0; i + 1 < held.elements.size(); i += 2) {
+      const auto& field = held.elements[i].str;
+      if (field.find(':') != std::string::npos) continue;
+      const auto& raw = held.elements[i + 1].str;
+      auto start = raw.find("\"id\":\"") + 6;
+      in_flight.insert(raw.substr(start, raw.find('"', start) - start));
+    }
+    CHECK(!in_flight.empty());
+  }
+  Daemon second(redis, kSleep);
+  second.start();
+  bool done = eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 60s,
+                         50ms);
+  INFO(second.log().substr(0, 4000));
+  REQUIRE(done);
+  auto states = job_states(r, "q", all, {"attempts"});
+  std::size_t twice = 0;
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    long long attempts = num(states[i]["attempts"]);
+    INFO("job " << all[i] << " attempts " << attempts);
+    CHECK(attempts >= 1);
+    CHECK(attempts <= 2);
+    if (attempts == 2) {
+      ++twice;
+      CHECK(in_flight.count(all[i]) == 1);  // only a job held at the kill may run again
+    }
+  }
+  CHECK(twice > 0);  // the kill did hit running jobs
+  CHECK(twice <= in_flight.size());
+  CHECK(second.log().find("lease of") != std::string::npos);  // recovery says so
+}
+
+TEST_CASE("two jobqd processes on one queue: no job runs on both", "[integration]") {
+  RedisServer redis;
+  auto r = redis.client();
+  const char* yaml = R"(
+handlers:
+  sleep: {type: builtin, name: sleep}
+queues:
+  q: {handler: sleep, concurrency: 20, buffer: 20, fetch_batch: 10}
+)";
+  auto all = ids("t", 1000);
+  Daemon a(redis, yaml), b(redis, yaml);
+  a.start_and_wait(redis);
+  b.start_and_wait(redis);
+  push(r, "q", jobs_for(all, R"({"ms":5})"));
+  bool done = eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 60s,
+                         50ms);
+  REQUIRE(done);
+  auto states = job_states(r, "q", all, {"attempts", "worker"});
+  std::map<std::string, int> per_worker;
+  for (auto& s : states) {
+    CHECK(s["attempts"] == "1");
+    ++per_worker[s["worker"]];
+  }
+  CHECK(per_worker.size() == 2);  // both took a share
+  CHECK(a.stop() == 0);
+  CHECK(b.stop() == 0);
+}
+
+TEST_CASE("redis-server restarted mid-run (AOF on): jobqd reconnects and every job completes",
+          "[integration][reconnect]") {
+  RedisServer redis(/*aof=*/true);
+  auto all = ids("a", 1000);
+  {
+    auto r = redis.client();
+    push(r, "q", jobs_for(all, R"({"ms":10})"));
+  }
+  Daemon d(redis, kSleep);
+  d.start();
+  {
+    auto r = redis.client();
+    REQUIRE(eventually([&] { return count_status(r, "q", all, "succeeded") >= 100; }, 30s));
+  }
+  redis.restart();
+  auto r = redis.client();
+  bool done = eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 60s,
+                         50ms);
+  INFO(d.log().substr(0, 6000));
+  REQUIRE(done);
+  CHECK(d.log().find("reconnect") != std::string::npos);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("a job over its timeout fails as timeout in time, and its slot is free at once",
+          "[integration][timeout]") {
+  RedisServer redis;
+  auto r = redis.client();
+  const char* yaml = R"(
+handlers:
+  sleep: {type: builtin, name: sleep}
+  nothing: {type: builtin, name: noop}
+queues:
+  q: {handler: sleep, concurrency: 1, max_attempts: 1}
+)";
+  Daemon d(redis, yaml);
+  d.start_and_wait(redis);
+  push(r, "q", {R"({"id":"slow","payload":{"ms":5000},"timeout_ms":300})",
+                R"({"id":"next","handler":"nothing","payload":{}})"});
+  REQUIRE(eventually([&] { return count_status(r, "q", {"next"}, "succeeded") == 1; }, 10s));
+  auto s = job_states(r, "q", {"slow", "next"});
+  CHECK(s[0]["status"] == "failed");
+  CHECK(s[0]["error_kind"] == "timeout");
+  CHECK(s[0]["error"] == "timed out after 300 ms");
+  long long took = num(s[0]["finished_at"]) - num(s[0]["started_at"]);
+  CHECK(took >= 295);
+  CHECK(took < 400);  // timeout + 100 ms
+  // Concurrency 1: "next" could only start once the slot was given back.
+  CHECK(num(s[1]["started_at"]) - num(s[0]["finished_at"]) < 50);
+}
+
+TEST_CASE("a fail job with max_attempts 3 runs 3 times with growing delays, then is dead",
+          "[integration][retry]") {
+  RedisServer redis;
+  const char* yaml = R"(
+handlers:
+  fail: {type: builtin, name: fail}
+queues:
+  q: {handler: fail, max_attempts: 3, retry_base: 200ms, delayed_poll: 20ms}
+)";
+  Daemon d(redis, yaml);
+  d.start_and_wait(redis);
+  // Events, as `jobqctl --wait` would hear them.
+  std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>> events;
+  std::thread listener([&] {
+    auto sub = redis.client();
+    sub.cmd({"SUBSCRIBE", "jobq:{q}:events"});
+    for (int i = 0; i < 3; ++i) {
+      auto m = sub.next_reply();
+      events.emplace_back(m.elements[2].str, std::chrono::steady_clock::now());
+    }
+  });
+  std::this_thread::sleep_for(50ms);  // let the subscription register
+  auto r = redis.client();
+  push(r, "q", {R"({"id":"f","payload":{"message":"it broke"}})"});
+  listener.join();
+  REQUIRE(events.size() == 3);
+  CHECK(events[0].first == R"({"id":"f","queue":"q","status":"retrying"})");
+  CHECK(events[1].first == R"({"id":"f","queue":"q","status":"retrying"})");
+  CHECK(events[2].first == R"({"id":"f","queue":"q","status":"failed"})");
+  auto first_gap = events[1].second - events[0].second;
+  auto second_gap = events[2].second - events[1].second;
+  CHECK(first_gap >= 190ms);    // retry_base
+  CHECK(second_gap >= 390ms);   // doubled
+  CHECK(second_gap > first_gap);
+  auto s = job_states(r, "q", {"f"}, {"status", "attempts", "error", "error_kind"});
+  CHECK(s[0]["status"] == "failed");
+  CHECK(s[0]["attempts"] == "3");
+  CHECK(s[0]["error"] == "it broke");
+  CHECK(s[0]["error_kind"] == "exception");
+  CHECK(r.integer({"ZCARD", "jobq:{q}:dead"}) == 1);
+}
+
+TEST_CASE("malformed jobs each end dead as invalid_job; the daemon serves the next valid job",
+          "[integration][invalid]") {
+  RedisServer redis;
+  const char* yaml = R"(
+handlers:
+  echo: {type: builtin, name: echo}
+queues:
+  q: {handler: echo, max_job_bytes: 1MiB}
+)";
+  Daemon d(redis, yaml);
+  d.start_and_wait(redis);
+  auto r = redis.client();
+  std::string big = R"({"id":"big","payload":")" + std::string(10 * 1024 * 1024, 'x') + R"("})";
+  push(r, "q",
+       {"this is not json", R"([1,2,3])", R"({"id":"types","payload":1,"timeout_ms":"soon"})",
+        big, R"({"id":"who","payload":{},"handler":"rm -rf /"})", R"({"id":"nopayload"})",
+        R"({"id":"ok","payload":{"still":"served"}})"});
+  REQUIRE(eventually([&] { return count_status(r, "q", {"ok"}, "succeeded") == 1; }, 20s));
+  REQUIRE(eventually([&] { return r.integer({"ZCARD", "jobq:{q}:dead"}) == 6; }, 10s));
+  CHECK(job_states(r, "q", {"ok"}, {"result"})[0]["result"] == R"({"still":"served"})");
+  auto dead = r.cmd({"ZRANGE", "jobq:{q}:dead", "0", "-1"});
+  std::map<std::string, std::string> error_of_body;
+  for (const auto& id : dead.elements) {
+    auto s = r.cmd({"HMGET", "jobq:{q}:job:" + id.str, "error_kind", "error", "body", "status"});
+    CHECK(s.elements[0].str == "invalid_job");
+    CHECK(s.elements[3].str == "failed");
+    error_of_body[s.elements[2].str.substr(0, 20)] = s.elements[1].str;
+  }
+  CHECK(error_of_body["this is not json"].rfind("not JSON: syntax error", 0) == 0);
+  CHECK(error_of_body["[1,2,3]"] ==
+        "a job must be a JSON object with a payload field, got an array");
+  CHECK(error_of_body[R"({"id":"types","paylo)"] ==
+        "field timeout_ms must be a positive integer, got a string");
+  CHECK(error_of_body[big.substr(0, 20)] ==
+        "job is " + std::to_string(big.size()) + " bytes, over max_job_bytes (1048576)");
+  CHECK(error_of_body[R"({"id":"who","payload)"] == "unknown handler 'rm -rf /' (configured: echo)");
+  CHECK(error_of_body[R"({"id":"nopayload"})"].rfind("missing field payload", 0) == 0);
+  CHECK(d.running());
+}
+
+TEST_CASE("SIGTERM with jobs in flight: finished ones succeeded, the rest back in pending",
+          "[integration][shutdown]") {
+  RedisServer redis;
+  auto r = redis.client();
+  const char* yaml = R"(
+handlers:
+  sleep: {type: builtin, name: sleep}
+queues:
+  q: {handler: sleep, concurrency: 4, buffer: 10}
+)";
+  // Grace 300 ms: the two short jobs finish within it, the two long ones do not.
+  Daemon d(redis, yaml, "  shutdown_grace: 300ms\n");
+  d.start_and_wait(redis);
+  push(r, "q", jobs_for({"short1", "short2"}, R"({"ms":100})"));
+  push(r, "q", jobs_for({"long1", "long2"}, R"({"ms":10000})"));
+  auto waiting = ids("w", 6);
+  push(r, "q", jobs_for(waiting, R"({"ms":10000})"));
+  std::vector<std::string> running{"short1", "short2", "long1", "long2"};
+  REQUIRE(eventually([&] { return count_status(r, "q", running, "active") == 4; }, 10s));
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(d.stop() == 0);
+  auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(took < 3s);
+  INFO(d.log());
+  auto s = job_states(r, "q", {"short1", "short2", "long1", "long2"});
+  CHECK(s[0]["status"] == "succeeded");
+  CHECK(s[1]["status"] == "succeeded");
+  CHECK(s[2]["status"] == "queued");
+  CHECK(s[2]["attempts"] == "0");  // returned untouched: the stopped attempt does not count
+  CHECK(s[3]["status"] == "queued");
+  // Everything not finished is back in pending, in order: the interrupted ones first.
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 8);
+  auto next = r.str({"LINDEX", "jobq:{q}:pending", "-1"});
+  CHECK((next.find("long1") != std::string::npos || next.find("long2") != std::string::npos));
+  CHECK(r.integer({"ZCARD", "jobq:{q}:leases"}) == 0);
+  CHECK(r.integer({"ZCARD", "jobq:{q}:dead"}) == 0);
+}
+
+TEST_CASE("a job pushed to an idle daemon starts within milliseconds", "[integration][latency]") {
+  RedisServer redis;
+  Daemon d(redis, kNoop);
+  d.start_and_wait(redis);
+  auto r = redis.client();
+  std::this_thread::sleep_for(100ms);  // idle: blocked in BLMOVE
+  std::vector<long long> delays;
+  for (int i = 0; i < 20; ++i) {
+    std::string id = "lat" + std::to_string(i);
+    auto pushed = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+    push(r, "q", jobs_for({id}, "{}"));
+    REQUIRE(eventually([&] { return count_status(r, "q", {id}, "succeeded") == 1; }, 5s, 1ms));
+    delays.push_back(num(job_states(r, "q", {id}, {"started_at"})[0]["started_at"]) - pushed);
+  }
+  std::sort(delays.begin(), delays.end());
+  INFO("median start delay " << delays[10] << " ms, worst " << delays.back() << " ms");
+  CHECK(delays[10] <= 5);  // a couple of milliseconds: no poll interval in the way
+  CHECK(delays.back() < 100);
+}
+
+TEST_CASE("delayed jobs run when due; per-job overrides are capped by the queue",
+          "[integration][delayed]") {
+  RedisServer redis;
+  const char* yaml = R"(
+handlers:
+  sleep: {type: builtin, name: sleep}
+queues:
+  q: {handler: sleep, timeout: 200ms, max_timeout: 500ms, max_attempts: 2, retry_base: 50ms,
+      delayed_poll: 50ms}
+)";
+  Daemon d(redis, yaml);
+  d.start_and_wait(redis);
+  auto r = redis.client();
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+                 .count();
+  r.cmd({"ZADD", "jobq:{q}:delayed", std::to_string(now + 400), R"({"id":"later","payload":{"ms":1}})"});
+  // timeout_ms 10000 is capped at max_timeout 500ms; max_attempts 9 at 2.
+  push(r, "q", {R"({"id":"capped","payload":{"ms":2000},"timeout_ms":10000,"max_attempts":9})"});
+  REQUIRE(eventually([&] { return count_status(r, "q", {"later"}, "succeeded") == 1; }, 10s));
+  CHECK(num(job_states(r, "q", {"later"})[0]["started_at"]) >= now + 400);
+  REQUIRE(eventually([&] { return count_status(r, "q", {"capped"}, "failed") == 1; }, 10s));
+  auto s = job_states(r, "q", {"capped"});
+  CHECK(s[0]["attempts"] == "2");
+  CHECK(s[0]["error"] == "timed out after 500 ms");
+}
+
+TEST_CASE("Redis down at start: jobqd says so, keeps retrying, and serves once it is up",
+          "[integration][reconnect]") {
+  int port = free_port();
+  Daemon d("redis://127.0.0.1:" + std::to_string(port) + "/0", kNoop);
+  d.start();
+  REQUIRE(eventually([&] { return d.log().find("refused") != std::string::npos; }, 10s));
+  CHECK(d.running());
+  TempDir dir;
+  Child server({"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1", "--dir",
+                dir.str(), "--save", "", "--daemonize", "no", "--maxmemory-policy",
+                "allkeys-lru"});
+  SyncRedis* r = nullptr;
+  std::optional<SyncRedis> client;
+  REQUIRE(eventually(
+      [&] {
+        try {
+          client.emplace(port);
+          return true;
+        } catch (...) {
+          return false;
+        }
+      },
+      10s));
+  r = &*client;
+  push(*r, "q", jobs_for({"late"}, "{}"));
+  REQUIRE(eventually([&] { return count_status(*r, "q", {"late"}, "succeeded") == 1; }, 15s));
+  CHECK(d.log().find("connected after") != std::string::npos);
+  CHECK(d.log().find("maxmemory-policy allkeys-lru") != std::string::npos);  // warned
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("jobqd exit codes: usage 2, configuration 78 with file:line:column",
+          "[integration][cli]") {
+  TempDir dir;
+  auto bad = (dir.path() / "bad.yaml").string();
+  {
+    std::ofstream out(bad);
+    out << "queues:\n  q: {handler: missing}\n";
+  }
+  std::string jobqd = (build_dir() / "jobqd").string();
+  auto log = (dir.path() / "out.log").string();
+  Child check({jobqd, "--check-config", "-c", bad}, log);
+  CHECK(check.wait(10s) >= 0);
+  CHECK(check.exit_code() == 78);
+  std::ifstream in(log);
+  std::string line;
+  std::getline(in, line);
+  CHECK(line == bad + ":2:16: queues.q: handler 'missing' is not defined (no handlers are)");
+  Child usage({jobqd, "--no-such-flag"});
+  CHECK(usage.wait(10s) >= 0);
+  CHECK(usage.exit_code() == 2);
+}

@@ -1,0 +1,118 @@
+// The real jobqd binary under test: a config written to a temp dir, started, stopped, killed.
+#pragma once
+
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/support/paths.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/redis_server.hpp"
+
+namespace jq::test {
+
+/// A jobqd process. `yaml` holds the handlers and queues sections; daemon and redis sections
+/// are added (state in a temp dir, the given Redis, a short lease so recovery tests are quick).
+class Daemon {
+ public:
+  Daemon(const RedisServer& redis, const std::string& yaml, const std::string& daemon_extra = "")
+      : Daemon(redis.url(), yaml, daemon_extra) {}
+  Daemon(const std::string& redis_url, const std::string& yaml,
+         const std::string& daemon_extra = "") {
+    config_ = (dir_.path() / "jobqd.yaml").string();
+    log_ = (dir_.path() / "jobqd.log").string();
+    std::ofstream out(config_);
+    out << "daemon:\n  state_dir: " << (dir_.path() / "state").string()
+        << "\n  lease: 1s\n  shutdown_grace: 5s\n  log_level: debug\n"
+        << daemon_extra << "redis:\n  url: " << redis_url << "\n  command_timeout: 2s\n"
+        << yaml;
+  }
+  ~Daemon() { kill9(); }
+
+  void start() { proc_ = Child({(build_dir() / "jobqd").string(), "-c", config_}, log_); }
+  /// Starts and waits until it holds a lease on `queue` (it is fetching).
+  void start_and_wait(const RedisServer& redis, const std::string& queue = "q") {
+    start();
+    auto r = redis.client();
+    bool up = eventually(
+        [&] { return r.integer({"ZCARD", "jobq:{" + queue + "}:leases"}) > 0 || !running(); },
+        std::chrono::seconds(10));
+    if (!up || !running()) throw std::runtime_error("jobqd did not come up:\n" + log());
+  }
+  bool running() { return proc_.running(); }
+  void signal(int sig) { proc_.signal(sig); }
+  /// SIGTERM; returns the exit code (or -1 if it did not exit within `timeout`).
+  int stop(std::chrono::milliseconds timeout = std::chrono::seconds(15)) {
+    proc_.signal(SIGTERM);
+    if (proc_.wait(timeout) < 0) return -1;
+    return proc_.exit_code();
+  }
+  void kill9() {
+    proc_.signal(SIGKILL);
+    proc_.wait(std::chrono::seconds(5));
+  }
+  int wait_exit(std::chrono::milliseconds timeout) {
+    if (proc_.wait(timeout) < 0) return -1;
+    return proc_.exit_code();
+  }
+  pid_t pid() const { return proc_.pid(); }
+  std::string log() const {
+    std::ifstream in(log_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  const std::string& config_path() const { return config_; }
+  const TempDir& dir() const { return dir_; }
+
+ private:
+  TempDir dir_;
+  std::string config_;
+  std::string log_;
+  Child proc_;
+};
+
+/// Pushes jobs with LPUSH in one round trip (what any submitter does).
+inline void push(SyncRedis& r, const std::string& queue, const std::vector<std::string>& jobs) {
+  std::vector<std::vector<std::string>> cmds;
+  cmds.reserve(jobs.size());
+  for (const auto& j : jobs) cmds.push_back({"LPUSH", "jobq:{" + queue + "}:pending", j});
+  r.pipeline(cmds);
+}
+
+/// Reads `fields` of the job hashes of `ids`, in one round trip.
+inline std::vector<std::map<std::string, std::string>> job_states(
+    SyncRedis& r, const std::string& queue, const std::vector<std::string>& ids,
+    const std::vector<std::string>& fields = {"status", "attempts", "error_kind", "error",
+                                              "started_at", "finished_at", "worker", "result"}) {
+  std::vector<std::vector<std::string>> cmds;
+  for (const auto& id : ids) {
+    std::vector<std::string> c{"HMGET", "jobq:{" + queue + "}:job:" + id};
+    c.insert(c.end(), fields.begin(), fields.end());
+    cmds.push_back(std::move(c));
+  }
+  std::vector<std::map<std::string, std::string>> out;
+  for (auto& reply : r.pipeline(cmds)) {
+    std::map<std::string, std::string> m;
+    for (std::size_t i = 0; i < fields.size() && i < reply.elements.size(); ++i) {
+      m[fields[i]] = reply.elements[i].str;
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+/// How many of `ids` have status `status`.
+inline std::size_t count_status(SyncRedis& r, const std::string& queue,
+                                const std::vector<std::string>& ids, const std::string& status) {
+  std::size_t n = 0;
+  for (auto& s : job_states(r, queue, ids, {"status"})) n += s["status"] == status;
+  return n;
+}
+
+}  // namespace jq::test
