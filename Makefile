@@ -77,7 +77,7 @@ BENCHES := $(patsubst bench/%.cpp,$(BUILD)/%,$(BENCH_SRC))
 
 .PHONY: all deps lint test run bench install format format-check clean
 
-all: $(JOBQD) $(if $(CLI_SRC),$(JOBQCTL))
+all: $(JOBQD) $(JOBQCTL)
 
 deps:
 	$(call install_missing,$(PACKAGES))
@@ -136,18 +136,20 @@ lint:
 	  exit 1; fi
 
 # The test binary finds jobqd, jobqctl and redis-server itself; it prints `N passed, M failed` last.
-test: lint $(TESTS) $(JOBQD) $(if $(CLI_SRC),$(JOBQCTL))
+test: lint $(TESTS) $(JOBQD) $(JOBQCTL)
 	@$(TESTS) $(TEST_ARGS)
 
-run: $(JOBQD)
+run: $(JOBQD) $(JOBQCTL)
 	$(JOBQD) -c $(CONFIG)
 
 bench: $(BENCHES)
 	@bench/run $(BUILD)
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 $(JOBQD) $(wildcard $(JOBQCTL)) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/jobqd $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 755 $(JOBQD) $(JOBQCTL) $(DESTDIR)$(PREFIX)/bin/
+	[ -e $(DESTDIR)/etc/jobqd/jobqd.yaml ] || install -m 644 config/jobqd.yaml $(DESTDIR)/etc/jobqd/
+	sed 's|/usr/local|$(PREFIX)|g' systemd/jobqd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/jobqd.service
 
 FORMAT_FILES = $(shell git ls-files '*.cpp' '*.hpp' 2>/dev/null)
 format:

@@ -34,7 +34,8 @@ std::string signal_name(int sig) {
 // clears the flag on the copy) and the parent's end is made non-blocking.
 void make_pipe(Fd& parent, Fd& child, bool parent_reads) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + strerror(errno));
+  if (::pipe2(fds, O_CLOEXEC) != 0)
+    throw std::runtime_error(std::string("pipe: ") + strerror(errno));
   Fd r(fds[0]), w(fds[1]);
   if (parent_reads) {
     parent = std::move(r);
@@ -178,12 +179,24 @@ Process Process::spawn(const SpawnOptions& o) {
       std::string why = strerror(e[1]);
       std::string what;
       switch (e[0]) {
-        case 1: what = "redirecting stdio: " + why; break;
-        case 2: what = "setting resource limits: " + why; break;
-        case 3: what = "cannot change directory to " + o.cwd + ": " + why; break;
-        case 4: what = "cannot switch to group " + std::to_string(o.gid.value_or(0)) + ": " + why; break;
-        case 5: what = "cannot switch to user " + std::to_string(o.uid.value_or(0)) + ": " + why; break;
-        default: what = why; break;
+        case 1:
+          what = "redirecting stdio: " + why;
+          break;
+        case 2:
+          what = "setting resource limits: " + why;
+          break;
+        case 3:
+          what = "cannot change directory to " + o.cwd + ": " + why;
+          break;
+        case 4:
+          what = "cannot switch to group " + std::to_string(o.gid.value_or(0)) + ": " + why;
+          break;
+        case 5:
+          what = "cannot switch to user " + std::to_string(o.uid.value_or(0)) + ": " + why;
+          break;
+        default:
+          what = why;
+          break;
       }
       fail(prog, what);
     }

@@ -41,8 +41,8 @@ class Fd {
 
 /// How a child ended.
 struct ExitStatus {
-  int code = -1;    // exit status, when it exited
-  int signal = 0;   // the signal that killed it, when it was killed
+  int code = -1;   // exit status, when it exited
+  int signal = 0;  // the signal that killed it, when it was killed
   bool core = false;
   bool exited() const noexcept { return signal == 0 && code >= 0; }
   /// "exit status 3", "killed by SIGKILL", "killed by SIGSEGV (core dumped)".

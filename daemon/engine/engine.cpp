@@ -61,9 +61,10 @@ Engine::Engine(const config::Config& cfg, const std::string& redis_url) : cfg_(c
   main_ = std::make_unique<redis::Client>(client_options("redis"));
   main_->on_connect = [](redis::Connection& c) { return check_server(c); };
   for (const auto& q : cfg.queues) {
-    blocking_.push_back(std::make_unique<redis::Client>(client_options("redis (wait " + q.name + ")")));
-    QueueRunner::Wiring w{*main_, *blocking_.back(), handlers_, handler_names_,
-                          cfg.redis.key_prefix, worker_};
+    blocking_.push_back(
+        std::make_unique<redis::Client>(client_options("redis (wait " + q.name + ")")));
+    QueueRunner::Wiring w{*main_,         *blocking_.back(),    handlers_,
+                          handler_names_, cfg.redis.key_prefix, worker_};
     runners_.push_back(std::make_unique<QueueRunner>(q, cfg.daemon, w));
   }
 }

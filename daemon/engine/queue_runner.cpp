@@ -257,8 +257,8 @@ async::Task<void> QueueRunner::run_job(store::Leased l, async::Permit permit,
   job::Job& job = std::get<job::Job>(parsed);
   const long long max = static_cast<long long>(
       std::min<std::uint64_t>(job.max_attempts.value_or(cfg_.max_attempts), cfg_.max_attempts));
-  const Millis timeout = std::min(job.timeout_ms ? Millis(*job.timeout_ms) : cfg_.timeout,
-                                  cfg_.max_timeout);
+  const Millis timeout =
+      std::min(job.timeout_ms ? Millis(*job.timeout_ms) : cfg_.timeout, cfg_.max_timeout);
 
   bool cancelled = false;
   long long n = -1;
@@ -285,10 +285,11 @@ async::Task<void> QueueRunner::run_job(store::Leased l, async::Permit permit,
   if (n < 0) co_return;  // no longer held: another daemon recovered it
   if (n > max) {
     // Only reachable if a previous attempt's worker died and nobody marked it: fail it now.
-    out = handlers::Outcome::failure(
-        "lost", "attempt " + std::to_string(n) + " exceeds max_attempts " + std::to_string(max) +
-                    " (an earlier attempt's worker died)",
-        false);
+    out =
+        handlers::Outcome::failure("lost",
+                                   "attempt " + std::to_string(n) + " exceeds max_attempts " +
+                                       std::to_string(max) + " (an earlier attempt's worker died)",
+                                   false);
   }
   record(l, job, n, max, std::move(out), started);
 }
@@ -375,9 +376,10 @@ async::Task<void> QueueRunner::stop(Millis grace) {
   }
   bool written = co_await writer_.flush(10s);
   if (!written) {
-    spdlog::error("queue {}: could not write {} job state change(s) to Redis before exiting; "
-                  "the jobs stay leased and another daemon takes them back after {}",
-                  cfg_.name, writer_.backlog(), config::format_duration(lease_));
+    spdlog::error(
+        "queue {}: could not write {} job state change(s) to Redis before exiting; "
+        "the jobs stay leased and another daemon takes them back after {}",
+        cfg_.name, writer_.backlog(), config::format_duration(lease_));
   } else {
     bool released = false;
     try {

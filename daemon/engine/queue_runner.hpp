@@ -89,7 +89,7 @@ class QueueRunner {
   sources::RedisSource source_;
   job::Rules rules_;
   async::Event lease_ok_;
-  async::Event idle_;       // set while no job runs
+  async::Event idle_;  // set while no job runs
   async::Event wake_promoter_;
   std::int64_t promoter_due_ = 0;
   std::unordered_map<std::uint64_t, async::JoinHandle<void>> running_;
@@ -97,8 +97,7 @@ class QueueRunner {
   bool stopping_ = false;
   bool lease_lost_ = false;
   QueueStats stats_;
-  async::JoinHandle<void> lease_task_, recover_task_, promote_task_, source_task_,
-      dispatch_task_;
+  async::JoinHandle<void> lease_task_, recover_task_, promote_task_, source_task_, dispatch_task_;
 };
 
 }  // namespace jq::engine

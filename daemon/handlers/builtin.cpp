@@ -13,7 +13,9 @@ class Noop final : public Handler {
 
 class Echo final : public Handler {
  public:
-  async::Task<Outcome> run(const Run& r) override { co_return Outcome::success(r.job.payload.dump()); }
+  async::Task<Outcome> run(const Run& r) override {
+    co_return Outcome::success(r.job.payload.dump());
+  }
 };
 
 class Sleep final : public Handler {

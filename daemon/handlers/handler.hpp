@@ -25,10 +25,10 @@ struct Run {
 /// The end of one attempt. Failures a handler understands are returned, not thrown.
 struct Outcome {
   bool ok = false;
-  std::string result;       // on success: what to keep (bounded by the handler)
-  std::string error;        // on failure: what happened, for an operator
-  const char* kind = "";    // error_kind (contract): exit_status, signal, http_status, connection...
-  bool retry = true;        // false: fail the job now, whatever attempts are left
+  std::string result;     // on success: what to keep (bounded by the handler)
+  std::string error;      // on failure: what happened, for an operator
+  const char* kind = "";  // error_kind (contract): exit_status, signal, http_status, connection...
+  bool retry = true;      // false: fail the job now, whatever attempts are left
   std::optional<Millis> retry_after;  // the other side asked for this delay (HTTP Retry-After)
 
   static Outcome success(std::string result) {

@@ -79,9 +79,8 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules) {
                    ""};
   }
   if (!doc.is_object()) {
-    return Invalid{std::string("a job must be a JSON object with a payload field, got ") +
-                       type_name(doc),
-                   ""};
+    return Invalid{
+        std::string("a job must be a JSON object with a payload field, got ") + type_name(doc), ""};
   }
   Invalid bad{"", ""};
   auto id_it = doc.find("id");
@@ -91,14 +90,14 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules) {
     }
     const auto& s = id_it->get_ref<const std::string&>();
     if (!valid_id(s)) {
-      return Invalid{"field id '" + clip(s) + "' must be 1-128 characters of [A-Za-z0-9_.:-]",
-                     ""};
+      return Invalid{"field id '" + clip(s) + "' must be 1-128 characters of [A-Za-z0-9_.:-]", ""};
     }
     bad.id = s;
   }
   if (doc.find("payload") == doc.end()) {
-    bad.error = "missing field payload (a job is {\"payload\": ...} plus optional id, handler, "
-                "timeout_ms, max_attempts)";
+    bad.error =
+        "missing field payload (a job is {\"payload\": ...} plus optional id, handler, "
+        "timeout_ms, max_attempts)";
     return bad;
   }
   Job job;

@@ -27,8 +27,9 @@ std::string find_binary(const std::string& name) {
     fs::path p = fs::path(dir) / name;
     if (::access(p.c_str(), X_OK) == 0) return p.string();
   }
-  throw std::runtime_error("embedded redis: '" + name +
-                           "' not found in PATH (install redis-server, or set redis.server_binary)");
+  throw std::runtime_error(
+      "embedded redis: '" + name +
+      "' not found in PATH (install redis-server, or set redis.server_binary)");
 }
 
 }  // namespace
@@ -47,16 +48,26 @@ EmbeddedRedis::~EmbeddedRedis() {
 async::Process EmbeddedRedis::launch() {
   async::SpawnOptions o;
   o.argv = {find_binary(binary_),
-            "--port", "0",
-            "--unixsocket", socket_,
-            "--unixsocketperm", "700",
-            "--dir", dir_,
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            "--daemonize", "no",
-            "--logfile", log_};
+            "--port",
+            "0",
+            "--unixsocket",
+            socket_,
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            dir_,
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+            "--daemonize",
+            "no",
+            "--logfile",
+            log_};
   o.out = async::SpawnOptions::Stdio::null;
   o.err = async::SpawnOptions::Stdio::null;
   return async::Process::spawn(o);

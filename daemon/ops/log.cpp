@@ -58,8 +58,8 @@ bool stderr_is_journal() {
 }  // namespace
 
 void setup_logging(const std::string& level) {
-  auto logger = std::make_shared<spdlog::logger>("jobqd",
-                                                 std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto logger =
+      std::make_shared<spdlog::logger>("jobqd", std::make_shared<spdlog::sinks::stderr_sink_mt>());
   auto formatter = std::make_unique<spdlog::pattern_formatter>();
   if (stderr_is_journal()) {
     formatter->add_flag<SyslogPriority>('*').set_pattern("%*%v");

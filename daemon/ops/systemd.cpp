@@ -5,7 +5,9 @@
 
 namespace jq::ops {
 
-void notify(const std::string& state) { sd_notify(0, state.c_str()); }
+void notify(const std::string& state) {
+  sd_notify(0, state.c_str());
+}
 
 async::Task<void> watchdog() {
   std::uint64_t usec = 0;

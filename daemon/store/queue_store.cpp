@@ -11,7 +11,9 @@ namespace {
 constexpr std::size_t kMaxOpsPerBatch = 1000;
 constexpr auto kErrorLogEvery = std::chrono::seconds(30);
 
-std::string ms_str(std::int64_t v) { return std::to_string(v); }
+std::string ms_str(std::int64_t v) {
+  return std::to_string(v);
+}
 
 }  // namespace
 
@@ -225,9 +227,10 @@ async::Task<void> Writer::run() {
       auto t = async::Clock::now();
       if (t - last_error_log >= kErrorLogEvery) {
         last_error_log = t;
-        spdlog::error("queue {}: cannot write {} job state change(s) to Redis ({}); keeping them "
-                      "and retrying",
-                      s_.queue, batch.size(), error);
+        spdlog::error(
+            "queue {}: cannot write {} job state change(s) to Redis ({}); keeping them "
+            "and retrying",
+            s_.queue, batch.size(), error);
       }
       if (lost_connection) {
         co_await client_.wait_connected();

@@ -183,3 +183,11 @@ TEST_CASE("every config key is documented in docs/config.md", "[config][docs]") 
     CHECK(doc.find("`" + leaf + "`") != std::string::npos);
   }
 }
+
+TEST_CASE("the shipped configs are valid", "[config]") {
+  for (const char* name : {"config/jobqd.yaml", "config/dev.yaml"}) {
+    INFO(name);
+    auto cfg = load_file((jq::test::repo_root() / name).string());
+    CHECK_FALSE(cfg.queues.empty());
+  }
+}

@@ -25,7 +25,9 @@ std::vector<std::string> jobs_for(const std::vector<std::string>& ids, const std
   return out;
 }
 
-long long num(const std::string& s) { return s.empty() ? -1 : std::stoll(s); }
+long long num(const std::string& s) {
+  return s.empty() ? -1 : std::stoll(s);
+}
 
 const char* kNoop = R"(
 handlers:
@@ -43,16 +45,15 @@ queues:
 
 }  // namespace
 
-TEST_CASE("10,000 noop jobs pushed with plain LPUSH all succeed, each run once",
-          "[integration]") {
+TEST_CASE("10,000 noop jobs pushed with plain LPUSH all succeed, each run once", "[integration]") {
   RedisServer redis;
   Daemon d(redis, kNoop);
   auto r = redis.client();
   auto all = ids("n", 10000);
   push(r, "q", jobs_for(all, "{}"));
   d.start();
-  bool done = eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 60s,
-                         50ms);
+  bool done =
+      eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 60s, 50ms);
   INFO(d.log().substr(0, 4000));
   REQUIRE(done);
   auto states = job_states(r, "q", all, {"attempts"});
@@ -62,9 +63,10 @@ TEST_CASE("10,000 noop jobs pushed with plain LPUSH all succeed, each run once",
   CHECK(r.integer({"ZCARD", "jobq:{q}:leases"}) == 0);  // a clean stop gives the lease up
 }
 
-TEST_CASE("kill -9 during 2,000 sleep jobs: after a restart all succeed; only in-flight ones "
-          "ran twice",
-          "[integration][crash]") {
+TEST_CASE(
+    "kill -9 during 2,000 sleep jobs: after a restart all succeed; only in-flight ones "
+    "ran twice",
+    "[integration][crash]") {
   RedisServer redis;
   auto r = redis.client();
   auto all = ids("s", 2000);
@@ -90,8 +92,8 @@ TEST_CASE("kill -9 during 2,000 sleep jobs: after a restart all succeed; only in
   }
   Daemon second(redis, kSleep);
   second.start();
-  bool done = eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 60s,
-                         50ms);
+  bool done =
+      eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 60s, 50ms);
   INFO(second.log().substr(0, 4000));
   REQUIRE(done);
   auto states = job_states(r, "q", all, {"attempts"});
@@ -125,8 +127,8 @@ queues:
   a.start_and_wait(redis);
   b.start_and_wait(redis);
   push(r, "q", jobs_for(all, R"({"ms":5})"));
-  bool done = eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 60s,
-                         50ms);
+  bool done =
+      eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 60s, 50ms);
   REQUIRE(done);
   auto states = job_states(r, "q", all, {"attempts", "worker"});
   std::map<std::string, int> per_worker;
@@ -155,8 +157,8 @@ TEST_CASE("redis-server restarted mid-run (AOF on): jobqd reconnects and every j
   }
   redis.restart();
   auto r = redis.client();
-  bool done = eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 60s,
-                         50ms);
+  bool done =
+      eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 60s, 50ms);
   INFO(d.log().substr(0, 6000));
   REQUIRE(done);
   CHECK(d.log().find("reconnect") != std::string::npos);
@@ -176,8 +178,9 @@ queues:
 )";
   Daemon d(redis, yaml);
   d.start_and_wait(redis);
-  push(r, "q", {R"({"id":"slow","payload":{"ms":5000},"timeout_ms":300})",
-                R"({"id":"next","handler":"nothing","payload":{}})"});
+  push(r, "q",
+       {R"({"id":"slow","payload":{"ms":5000},"timeout_ms":300})",
+        R"({"id":"next","handler":"nothing","payload":{}})"});
   REQUIRE(eventually([&] { return count_status(r, "q", {"next"}, "succeeded") == 1; }, 10s));
   auto s = job_states(r, "q", {"slow", "next"});
   CHECK(s[0]["status"] == "failed");
@@ -221,8 +224,8 @@ queues:
   CHECK(events[2].first == R"({"id":"f","queue":"q","status":"failed"})");
   auto first_gap = events[1].second - events[0].second;
   auto second_gap = events[2].second - events[1].second;
-  CHECK(first_gap >= 190ms);    // retry_base
-  CHECK(second_gap >= 390ms);   // doubled
+  CHECK(first_gap >= 190ms);   // retry_base
+  CHECK(second_gap >= 390ms);  // doubled
   CHECK(second_gap > first_gap);
   auto s = job_states(r, "q", {"f"}, {"status", "attempts", "error", "error_kind"});
   CHECK(s[0]["status"] == "failed");
@@ -246,8 +249,8 @@ queues:
   auto r = redis.client();
   std::string big = R"({"id":"big","payload":")" + std::string(10 * 1024 * 1024, 'x') + R"("})";
   push(r, "q",
-       {"this is not json", R"([1,2,3])", R"({"id":"types","payload":1,"timeout_ms":"soon"})",
-        big, R"({"id":"who","payload":{},"handler":"rm -rf /"})", R"({"id":"nopayload"})",
+       {"this is not json", R"([1,2,3])", R"({"id":"types","payload":1,"timeout_ms":"soon"})", big,
+        R"({"id":"who","payload":{},"handler":"rm -rf /"})", R"({"id":"nopayload"})",
         R"({"id":"ok","payload":{"still":"served"}})"});
   REQUIRE(eventually([&] { return count_status(r, "q", {"ok"}, "succeeded") == 1; }, 20s));
   REQUIRE(eventually([&] { return r.integer({"ZCARD", "jobq:{q}:dead"}) == 6; }, 10s));
@@ -267,7 +270,8 @@ queues:
         "field timeout_ms must be a positive integer, got a string");
   CHECK(error_of_body[big.substr(0, 20)] ==
         "job is " + std::to_string(big.size()) + " bytes, over max_job_bytes (1048576)");
-  CHECK(error_of_body[R"({"id":"who","payload)"] == "unknown handler 'rm -rf /' (configured: echo)");
+  CHECK(error_of_body[R"({"id":"who","payload)"] ==
+        "unknown handler 'rm -rf /' (configured: echo)");
   CHECK(error_of_body[R"({"id":"nopayload"})"].rfind("missing field payload", 0) == 0);
   CHECK(d.running());
 }
@@ -348,7 +352,8 @@ queues:
   auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
                  std::chrono::system_clock::now().time_since_epoch())
                  .count();
-  r.cmd({"ZADD", "jobq:{q}:delayed", std::to_string(now + 400), R"({"id":"later","payload":{"ms":1}})"});
+  r.cmd({"ZADD", "jobq:{q}:delayed", std::to_string(now + 400),
+         R"({"id":"later","payload":{"ms":1}})"});
   // timeout_ms 10000 is capped at max_timeout 500ms; max_attempts 9 at 2.
   push(r, "q", {R"({"id":"capped","payload":{"ms":2000},"timeout_ms":10000,"max_attempts":9})"});
   REQUIRE(eventually([&] { return count_status(r, "q", {"later"}, "succeeded") == 1; }, 10s));
@@ -368,8 +373,7 @@ TEST_CASE("Redis down at start: jobqd says so, keeps retrying, and serves once i
   CHECK(d.running());
   TempDir dir;
   Child server({"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1", "--dir",
-                dir.str(), "--save", "", "--daemonize", "no", "--maxmemory-policy",
-                "allkeys-lru"});
+                dir.str(), "--save", "", "--daemonize", "no", "--maxmemory-policy", "allkeys-lru"});
   SyncRedis* r = nullptr;
   std::optional<SyncRedis> client;
   REQUIRE(eventually(

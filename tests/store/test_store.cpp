@@ -48,7 +48,9 @@ struct Fixture {
   std::optional<store::Writer> writer;
 };
 
-std::string job(const std::string& id) { return R"({"id":")" + id + R"(","payload":{"n":1}})"; }
+std::string job(const std::string& id) {
+  return R"({"id":")" + id + R"(","payload":{"n":1}})";
+}
 
 }  // namespace
 
@@ -215,8 +217,7 @@ TEST_CASE("dead jobs keep their body, publish, and are trimmed to dead_max", "[s
   CHECK(r.str({"HGET", "jobq:{q}:job:d4", "attempts"}) == "0");
 }
 
-TEST_CASE("put_back returns held jobs to the consuming end, in their order, untouched",
-          "[store]") {
+TEST_CASE("put_back returns held jobs to the consuming end, in their order, untouched", "[store]") {
   test::RedisServer server;
   auto r = server.client();
   for (int i = 1; i <= 3; ++i) r.cmd({"LPUSH", "jobq:{q}:pending", job("p" + std::to_string(i))});
@@ -320,8 +321,7 @@ TEST_CASE("renew fails once the lease was recovered; fetch refuses until re-regi
   run_test(body());
 }
 
-TEST_CASE("the blocking wait returns at once when a job is pushed, and moves nothing",
-          "[store]") {
+TEST_CASE("the blocking wait returns at once when a job is pushed, and moves nothing", "[store]") {
   test::RedisServer server;
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);

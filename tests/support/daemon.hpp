@@ -40,7 +40,9 @@ class Daemon {
     start();
     auto r = redis.client();
     bool up = eventually(
-        [&] { return r.integer({"ZCARD", "jobq:{" + queue + "}:leases"}) > 0 || !running(); },
+        [&] {
+          return r.integer({"ZCARD", "jobq:{" + queue + "}:leases"}) > 0 || !running();
+        },
         std::chrono::seconds(10));
     if (!up || !running()) throw std::runtime_error("jobqd did not come up:\n" + log());
   }
