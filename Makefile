@@ -2,7 +2,6 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
-.SECONDARY:
 MAKEFLAGS += --no-builtin-rules --output-sync=target
 ifeq ($(filter -j%,$(MAKEFLAGS)),)
 MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)
@@ -74,6 +73,8 @@ JOBQD := $(BUILD)/jobqd
 JOBQCTL := $(BUILD)/jobqctl
 TESTS := $(BUILD)/jobqd_tests
 BENCHES := $(patsubst bench/%.cpp,$(BUILD)/%,$(BENCH_SRC))
+# Bench objects come through a pattern chain: keep them (not intermediate files to delete).
+.SECONDARY: $(call obj,$(BENCH_SRC))
 
 .PHONY: all deps lint test run bench install format format-check clean
 

@@ -227,24 +227,26 @@ bool Process::kill(int sig, bool group) noexcept {
   return ::kill(pid_, sig) == 0;
 }
 
-Task<ExitStatus> Process::wait() {
+Task<ExitStatus> Process::wait(bool kill_group) {
   while (!reaped_) {
     siginfo_t info{};
-    int rc = ::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | WNOHANG);
-    if (rc == 0 && info.si_pid != 0) {
-      reaped_ = true;
-      if (info.si_code == CLD_EXITED) {
-        status_.code = info.si_status;
-      } else {
-        status_.signal = info.si_status;
-        status_.core = info.si_code == CLD_DUMPED;
-      }
-      break;
+    // WNOWAIT: look without reaping, so the pid (and group id) stay ours until we are done.
+    int rc = ::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | WNOHANG | WNOWAIT);
+    if (rc != 0 && errno == EINTR) continue;
+    if (rc != 0) throw std::runtime_error(std::string("waitid: ") + strerror(errno));
+    if (info.si_pid == 0) {
+      co_await readable(pidfd_.get());
+      continue;
     }
-    if (rc != 0 && errno != EINTR) {
-      throw std::runtime_error(std::string("waitid: ") + strerror(errno));
+    if (kill_group && group_) ::kill(-pid_, SIGKILL);
+    ::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED);
+    reaped_ = true;
+    if (info.si_code == CLD_EXITED) {
+      status_.code = info.si_status;
+    } else {
+      status_.signal = info.si_status;
+      status_.core = info.si_code == CLD_DUMPED;
     }
-    co_await readable(pidfd_.get());
   }
   co_return status_;
 }

@@ -111,9 +111,11 @@ class Process {
   /// Sends `sig` to the process group (or to the child alone). False if it is already reaped.
   bool kill(int sig, bool group = true) noexcept;
 
-  /// Waits for the exit and reaps. Cancellable (the child keeps running; wait again or let the
-  /// destructor kill it).
-  Task<ExitStatus> wait();
+  /// Waits for the exit and reaps. With `kill_group`, whatever is left of the child's process
+  /// group (grandchildren it started) is SIGKILLed first, while the exited child still holds its
+  /// pid, so the group id cannot have been reused by then. Cancellable (the child keeps running;
+  /// wait again or let the destructor kill it).
+  Task<ExitStatus> wait(bool kill_group = false);
   bool reaped() const noexcept { return reaped_; }
 
  private:

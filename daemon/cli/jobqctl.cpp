@@ -61,9 +61,10 @@ Target resolve(const Globals& g) {
   if (t.cfg) {
     t.prefix = t.cfg->redis.key_prefix;
     if (url.empty()) {
-      url = t.cfg->redis.url == "embedded"
-                ? "unix://" + (std::filesystem::path(t.cfg->daemon.state_dir) / "redis.sock").string()
-                : t.cfg->redis.url;
+      url =
+          t.cfg->redis.url == "embedded"
+              ? "unix://" + (std::filesystem::path(t.cfg->daemon.state_dir) / "redis.sock").string()
+              : t.cfg->redis.url;
     }
   }
   try {
@@ -85,8 +86,8 @@ Conn connect(const redis::Url& u) {
              ? redisConnectUnixWithTimeout(u.path.c_str(), tv)
              : redisConnectWithTimeout(u.host.c_str(), u.port, tv));
   if (!c || c->err) {
-    throw Exit{kFailure, "cannot connect to redis " + u.display() + ": " +
-                             (c ? c->errstr : "out of memory")};
+    throw Exit{kFailure,
+               "cannot connect to redis " + u.display() + ": " + (c ? c->errstr : "out of memory")};
   }
   redisSetTimeout(c.get(), tv);
   return c;
@@ -99,8 +100,8 @@ redis::Reply call(redisContext* c, const std::vector<std::string>& args) {
     p.push_back(a.data());
     l.push_back(a.size());
   }
-  auto* r = static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(args.size()), p.data(),
-                                                      l.data()));
+  auto* r = static_cast<redisReply*>(
+      redisCommandArgv(c, static_cast<int>(args.size()), p.data(), l.data()));
   if (!r) throw Exit{kFailure, std::string("redis: ") + c->errstr};
   auto out = redis::Reply::copy(*r);
   freeReplyObject(r);
@@ -121,7 +122,9 @@ Conn open(const Target& t) {
   return c;
 }
 
-std::string base(const Target& t, const std::string& queue) { return t.prefix + ":{" + queue + "}"; }
+std::string base(const Target& t, const std::string& queue) {
+  return t.prefix + ":{" + queue + "}";
+}
 
 long long now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -131,13 +134,14 @@ long long now_ms() {
 
 config::Millis duration_arg(const std::string& s, const char* what) {
   auto d = config::parse_duration(s);
-  if (!d) throw Exit{kUsage, std::string(what) + ": '" + s + "' is not a duration (250ms, 30s, 5m, 1h)"};
+  if (!d)
+    throw Exit{kUsage, std::string(what) + ": '" + s + "' is not a duration (250ms, 30s, 5m, 1h)"};
   return *d;
 }
 
-const char* kFields[] = {"status",      "queue",    "handler", "attempts", "submitted_at",
-                         "started_at",  "finished_at", "worker", "result",  "error",
-                         "error_kind"};
+const char* kFields[] = {"status",       "queue",      "handler",     "attempts",
+                         "submitted_at", "started_at", "finished_at", "worker",
+                         "result",       "error",      "error_kind"};
 
 // The job hash as field -> value (empty map if there is none).
 std::map<std::string, std::string> job_hash(redisContext* c, const std::string& key) {
@@ -179,8 +183,7 @@ void print_job(const std::string& id, const std::map<std::string, std::string>& 
 // Waits for a final state of job `id` (subscribing first, so no event can slip by), prints the
 // result or the error, and returns the exit code.
 int wait_for_job(const Target& t, const std::string& queue, const std::string& id,
-                 std::optional<config::Millis> timeout, bool as_json, Conn sub,
-                 redisContext* c) {
+                 std::optional<config::Millis> timeout, bool as_json, Conn sub, redisContext* c) {
   const bool bounded = timeout.has_value();
   const auto deadline = std::chrono::steady_clock::now() + timeout.value_or(config::Millis(0));
   auto finish = [&](const std::map<std::string, std::string>& h) {
@@ -233,7 +236,8 @@ int cmd_submit(const Globals& g, const std::string& queue, const std::string& pa
                const std::string& id_arg, const std::string& handler, const std::string& timeout,
                unsigned max_attempts, const std::string& delay, bool wait,
                const std::string& wait_timeout) {
-  if (!config::valid_name(queue)) throw Exit{kUsage, "queue name '" + queue + "': use [A-Za-z0-9_.-]{1,64}"};
+  if (!config::valid_name(queue))
+    throw Exit{kUsage, "queue name '" + queue + "': use [A-Za-z0-9_.-]{1,64}"};
   Target t = resolve(g);
   if (t.cfg && !t.cfg->queue(queue)) {
     std::cerr << "jobqctl: warning: queue " << queue << " is not in " << g.config_path
@@ -255,7 +259,8 @@ int cmd_submit(const Globals& g, const std::string& queue, const std::string& pa
     }
   }
   std::string id = id_arg.empty() ? job::new_id() : id_arg;
-  if (!job::valid_id(id)) throw Exit{kUsage, "--id '" + id + "': use 1-128 characters of [A-Za-z0-9_.:-]"};
+  if (!job::valid_id(id))
+    throw Exit{kUsage, "--id '" + id + "': use 1-128 characters of [A-Za-z0-9_.:-]"};
   json job = {{"id", id}, {"payload", payload}};
   if (!handler.empty()) job["handler"] = handler;
   if (!timeout.empty()) job["timeout_ms"] = duration_arg(timeout, "--timeout").count();
@@ -274,10 +279,11 @@ int cmd_submit(const Globals& g, const std::string& queue, const std::string& pa
   std::string key = base(t, queue) + ":job:" + id;
   std::string now = std::to_string(now_ms());
   call(c.get(), {"MULTI"});
-  call(c.get(), {"HSET", key, "status", "queued", "queue", queue, "submitted_at", now, "attempts", "0"});
+  call(c.get(),
+       {"HSET", key, "status", "queued", "queue", queue, "submitted_at", now, "attempts", "0"});
   if (delay_ms) {
-    call(c.get(), {"ZADD", base(t, queue) + ":delayed", std::to_string(now_ms() + delay_ms->count()),
-                   job.dump()});
+    call(c.get(), {"ZADD", base(t, queue) + ":delayed",
+                   std::to_string(now_ms() + delay_ms->count()), job.dump()});
   } else {
     call(c.get(), {"LPUSH", base(t, queue) + ":pending", job.dump()});
   }
@@ -342,7 +348,8 @@ return n
 
 int cmd_dead(const Globals& g, const std::string& action, const std::string& queue,
              const std::string& id, bool all) {
-  if (!config::valid_name(queue)) throw Exit{kUsage, "queue name '" + queue + "': use [A-Za-z0-9_.-]{1,64}"};
+  if (!config::valid_name(queue))
+    throw Exit{kUsage, "queue name '" + queue + "': use [A-Za-z0-9_.-]{1,64}"};
   Target t = resolve(g);
   Conn c = open(t);
   const std::string dead = base(t, queue) + ":dead";
@@ -404,13 +411,15 @@ int main(int argc, char** argv) {
   std::string queue, payload, id, handler, timeout, delay, wait_timeout;
   unsigned max_attempts = 0;
   bool wait = false;
-  auto* submit = app.add_subcommand("submit", "submit a job; prints its id (or, with --wait, its result)");
+  auto* submit =
+      app.add_subcommand("submit", "submit a job; prints its id (or, with --wait, its result)");
   submit->add_option("QUEUE", queue, "queue name")->required();
   submit->add_option("PAYLOAD", payload, "the payload as JSON, or - to read it from stdin");
   submit->add_option("--id", id, "the job's id (default: a new time-ordered one)");
   submit->add_option("--handler", handler, "a configured handler (default: the queue's)");
   submit->add_option("--timeout", timeout, "job timeout, like 30s (capped by the queue)");
-  submit->add_option("--max-attempts", max_attempts, "attempts before it is dead (capped by the queue)");
+  submit->add_option("--max-attempts", max_attempts,
+                     "attempts before it is dead (capped by the queue)");
   submit->add_option("--delay", delay, "run it this much later, like 5m");
   submit->add_flag("--wait", wait, "wait for the end: print the result, exit 1 if it failed");
   submit->add_option("--wait-timeout", wait_timeout, "give up waiting after this long (exit 124)");
@@ -418,7 +427,8 @@ int main(int argc, char** argv) {
   std::string status_id, status_queue;
   auto* status = app.add_subcommand("status", "show a job's state");
   status->add_option("ID", status_id, "job id")->required();
-  status->add_option("-q,--queue", status_queue, "its queue (default: look in every configured queue)");
+  status->add_option("-q,--queue", status_queue,
+                     "its queue (default: look in every configured queue)");
 
   std::string wait_id, wait_queue, wait_limit;
   auto* waitcmd = app.add_subcommand("wait", "wait until a job succeeded or failed");

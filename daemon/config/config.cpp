@@ -1,6 +1,8 @@
 // Config schema (one key table per section: name, type, reloadable, parser) and validation.
 #include "config/config.hpp"
 
+#include "config/command.hpp"
+
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -283,6 +285,16 @@ const Key<HandlerConfig> kHandlerKeys[] = {
        if (h.command.empty()) fail(c, n, "command: must name a program");
        if (h.command[0].empty() || h.command[0][0] != '/') {
          fail(c, n, "command: the program must be an absolute path, got '" + h.command[0] + "'");
+       }
+       for (std::size_t i = 0; i < h.command.size(); ++i) {
+         auto parsed = parse_arg(h.command[i]);
+         if (auto* error = std::get_if<std::string>(&parsed)) {
+           fail(c, n[i], "command[" + std::to_string(i) + "]: " + *error);
+         }
+       }
+       if (parse_arg(h.command[0]).index() == 0 &&
+           std::get<ArgTemplate>(parse_arg(h.command[0])).size() != 1) {
+         fail(c, n[0], "command: the program itself cannot contain placeholders");
        }
      }},
     {"env", "map", true,

@@ -208,13 +208,15 @@ async::Task<void> QueueRunner::dispatcher() {
 async::Task<handlers::Outcome> QueueRunner::attempt(const job::Job& job, long long n,
                                                     Millis timeout) {
   auto& handler = *w_.handlers.at(job.handler);
-  handlers::Run run{job, cfg_.name, n, ""};
+  handlers::Run run{job, cfg_.name, n, timeout, "", ""};
   handlers::Outcome out;
   try {
     out = co_await async::wait_for(handler.run(run), timeout);
   } catch (const async::TimeoutError&) {
-    out = handlers::Outcome::failure("timeout",
-                                     "timed out after " + std::to_string(timeout.count()) + " ms");
+    out = handlers::Outcome::failure(
+        "timeout", run.stopped.empty()
+                       ? "timed out after " + std::to_string(timeout.count()) + " ms"
+                       : run.stopped);
   } catch (const std::exception& e) {
     out = handlers::Outcome::failure("exception", e.what());
   } catch (const async::Cancelled&) {

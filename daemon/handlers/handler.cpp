@@ -2,6 +2,8 @@
 #include "handlers/handler.hpp"
 
 #include "handlers/builtin.hpp"
+#include "handlers/exec.hpp"
+#include "handlers/http.hpp"
 
 namespace jq::handlers {
 
@@ -10,10 +12,11 @@ std::unique_ptr<Handler> make(const config::HandlerConfig& cfg) {
     case config::HandlerType::builtin:
       return make_builtin(cfg.builtin);
     case config::HandlerType::exec:
+      return make_exec(cfg);
     case config::HandlerType::http:
-      break;
+      return make_http(cfg);
   }
-  throw std::runtime_error("handler '" + cfg.name + "': exec and http handlers are not built yet");
+  throw std::runtime_error("handler '" + cfg.name + "': unknown type");
 }
 
 }  // namespace jq::handlers

@@ -19,7 +19,11 @@ struct Run {
   const job::Job& job;
   const std::string& queue;
   long long attempt;  // 1 for the first
+  Millis timeout;     // this attempt's timeout (the engine enforces it; for messages)
   std::string file;   // for a job from a spool file: its path (`{file}`)
+  /// A handler stopped by its timeout says here how it stopped the work ("killed by SIGKILL
+  /// after 5000 ms timeout"); the engine uses it as the error instead of a bare "timed out".
+  mutable std::string stopped;
 };
 
 /// The end of one attempt. Failures a handler understands are returned, not thrown.

@@ -49,8 +49,8 @@ TEST_CASE("jobqctl submit --wait prints the result, or fails with the job's erro
   auto ok = jobqctl(redis, {"submit", "q", R"({"a":[1,2]})", "--wait", "--wait-timeout", "10s"});
   CHECK(ok.code == 0);
   CHECK(ok.out == "{\"a\":[1,2]}\n");
-  auto bad = jobqctl(redis, {"submit", "q", R"({"message":"kaput"})", "--handler", "fail",
-                             "--wait", "--wait-timeout", "10s"});
+  auto bad = jobqctl(redis, {"submit", "q", R"({"message":"kaput"})", "--handler", "fail", "--wait",
+                             "--wait-timeout", "10s"});
   CHECK(bad.code == 1);
   CHECK(bad.out.find("failed (exception): kaput") != std::string::npos);
   auto slow = jobqctl(redis, {"submit", "q", R"({"ms":5000})", "--handler", "sleep", "--wait",
@@ -108,8 +108,9 @@ queues:
   Daemon d(redis, yaml);
   d.start_and_wait(redis);
   auto r = redis.client();
-  push(r, "q", {R"({"id":"d1","payload":{"message":"first"}})", R"({"id":"d2","payload":{}})",
-                R"({"id":"d3","payload":{}})"});
+  push(r, "q",
+       {R"({"id":"d1","payload":{"message":"first"}})", R"({"id":"d2","payload":{}})",
+        R"({"id":"d3","payload":{}})"});
   REQUIRE(eventually([&] { return r.integer({"ZCARD", "jobq:{q}:dead"}) == 3; }, 10s));
   auto list = jobqctl(redis, {"dead", "list", "q"});
   CHECK(list.code == 0);

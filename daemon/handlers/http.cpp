@@ -1,0 +1,469 @@
+// The http handler: POST to a configured URL with libevent's HTTP client over OpenSSL bufferevents.
+#include "handlers/http.hpp"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "config/units.hpp"
+
+namespace jq::handlers {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::size_t kErrorBody = 200;  // bytes of a failed response's body in the error
+
+struct SslCtxFree {
+  void operator()(SSL_CTX* c) const noexcept { SSL_CTX_free(c); }
+};
+struct EvConnFree {
+  void operator()(evhttp_connection* c) const noexcept { evhttp_connection_free(c); }
+};
+using EvConnPtr = std::unique_ptr<evhttp_connection, EvConnFree>;
+
+struct Target {
+  bool tls = false;
+  std::string host;
+  int port = 80;
+  std::string path = "/";
+  std::string authority;  // Host header
+};
+
+Target parse_target(const std::string& name, const std::string& url) {
+  Target t;
+  std::string rest;
+  if (url.rfind("https://", 0) == 0) {
+    t.tls = true;
+    t.port = 443;
+    rest = url.substr(8);
+  } else if (url.rfind("http://", 0) == 0) {
+    rest = url.substr(7);
+  } else {
+    throw std::runtime_error("handler " + name + ": url must start with http:// or https://");
+  }
+  auto slash = rest.find('/');
+  std::string hostport = rest.substr(0, slash);
+  if (slash != std::string::npos) t.path = rest.substr(slash);
+  t.authority = hostport;
+  if (!hostport.empty() && hostport[0] == '[') {
+    auto close = hostport.find(']');
+    if (close == std::string::npos) throw std::runtime_error("handler " + name + ": bad url " + url);
+    t.host = hostport.substr(1, close - 1);
+    if (close + 1 < hostport.size() && hostport[close + 1] == ':') {
+      t.port = std::stoi(hostport.substr(close + 2));
+    }
+  } else if (auto colon = hostport.rfind(':'); colon != std::string::npos) {
+    t.host = hostport.substr(0, colon);
+    t.port = std::stoi(hostport.substr(colon + 1));
+  } else {
+    t.host = hostport;
+  }
+  if (t.host.empty()) throw std::runtime_error("handler " + name + ": no host in url " + url);
+  return t;
+}
+
+std::string read_secret(const std::string& handler, const std::string& header,
+                        const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    throw std::runtime_error("handler " + handler + ": cannot read the value of header " + header +
+                             " from " + path + ": " + std::strerror(errno));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string v = ss.str();
+  while (!v.empty() && (v.back() == '\n' || v.back() == '\r' || v.back() == ' ')) v.pop_back();
+  return v;
+}
+
+bool is_ip_literal(const std::string& host) {
+  unsigned char buf[sizeof(in6_addr)];
+  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+std::string resolve(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
+  if (rc != 0) throw std::runtime_error("cannot resolve " + host + ": " + gai_strerror(rc));
+  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(res, &freeaddrinfo);
+  char buf[INET6_ADDRSTRLEN] = {};
+  const void* addr =
+      res->ai_family == AF_INET
+          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr)
+          : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(res->ai_addr)->sin6_addr);
+  inet_ntop(res->ai_family, addr, buf, sizeof buf);
+  return buf;
+}
+
+// Retry-After: delta-seconds, or an HTTP-date.
+std::optional<Millis> parse_retry_after(const char* v) {
+  if (!v) return std::nullopt;
+  char* end = nullptr;
+  long secs = std::strtol(v, &end, 10);
+  if (end != v && *end == '\0' && secs >= 0) return Millis(secs * 1000);
+  std::tm tm{};
+  if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm)) {
+    auto at = std::chrono::system_clock::from_time_t(timegm(&tm));
+    auto d = std::chrono::duration_cast<Millis>(at - std::chrono::system_clock::now());
+    return std::max(d, Millis(0));
+  }
+  return std::nullopt;
+}
+
+std::string clip(const std::string& s, std::size_t n) {
+  return s.size() <= n ? s : s.substr(0, n) + "...";
+}
+
+// What one request comes back with. Owned by the coroutine that sent the request: if it stops
+// waiting, it unhooks the callbacks and cancels the request before freeing this, so libevent
+// never calls into a freed exchange.
+struct Exchange {
+  int status = 0;
+  std::string body;
+  std::size_t cap = 0;
+  std::optional<Millis> retry_after;
+  std::string location;
+  int error = -1;  // evhttp_request_error, or -1
+  bool done = false;
+  async::Waiter* waiter = nullptr;
+  evhttp_request* req = nullptr;  // until libevent is done with it (it frees it then)
+
+  void finish() noexcept {
+    if (done) return;
+    done = true;
+    req = nullptr;
+    if (async::Waiter* w = std::exchange(waiter, nullptr)) w->ctx->wake(*w);
+  }
+
+  ~Exchange() { abandon(); }
+
+  // Stops a request still under way; afterwards libevent calls none of our callbacks for it.
+  void abandon() noexcept {
+    if (done || !req) return;
+    evhttp_request_set_error_cb(req, nullptr);
+    evhttp_cancel_request(req);  // frees the request without calling the completion callback
+    req = nullptr;
+  }
+
+  // Body bytes as they arrive: keep the head, drop the rest (memory stays bounded).
+  static void on_chunk(evhttp_request* req, void* arg) noexcept {
+    auto* x = static_cast<Exchange*>(arg);
+    evbuffer* in = evhttp_request_get_input_buffer(req);
+    std::size_t n = evbuffer_get_length(in);
+    if (x->body.size() < x->cap) {
+      std::size_t take = std::min(n, x->cap - x->body.size());
+      std::size_t old = x->body.size();
+      x->body.resize(old + take);
+      evbuffer_copyout(in, x->body.data() + old, take);
+    }
+    evbuffer_drain(in, n);
+  }
+  // The response is complete (req non-null with a code) or failed (null / code 0).
+  static void on_done(evhttp_request* req, void* arg) noexcept {
+    auto* x = static_cast<Exchange*>(arg);
+    if (req && evhttp_request_get_response_code(req) > 0) {
+      x->status = evhttp_request_get_response_code(req);
+      evkeyvalq* headers = evhttp_request_get_input_headers(req);
+      x->retry_after = parse_retry_after(evhttp_find_header(headers, "Retry-After"));
+      if (const char* loc = evhttp_find_header(headers, "Location")) x->location = loc;
+      // Whatever the chunk callback has not seen yet.
+      on_chunk(req, arg);
+    }
+    x->finish();
+  }
+  // Called before on_done when a request fails (on_done then gets a request without a code).
+  static void on_error(evhttp_request_error e, void* arg) noexcept {
+    static_cast<Exchange*>(arg)->error = e;
+  }
+};
+
+const char* describe_error(int e) {
+  switch (e) {
+    case EVREQ_HTTP_TIMEOUT:
+      return "timed out";
+    case EVREQ_HTTP_EOF:
+      return "connection closed before a complete response";
+    case EVREQ_HTTP_INVALID_HEADER:
+      return "invalid response headers";
+    case EVREQ_HTTP_BUFFER_ERROR:
+      return "connection failed";
+    case EVREQ_HTTP_REQUEST_CANCEL:
+      return "cancelled";
+    case EVREQ_HTTP_DATA_TOO_LONG:
+      return "response too large";
+    default:
+      return "request failed";
+  }
+}
+
+class Http final : public Handler {
+ public:
+  explicit Http(const config::HandlerConfig& cfg)
+      : cfg_(cfg), target_(parse_target(cfg.name, cfg.url)), slots_(cfg.pool_size) {
+    headers_ = cfg.headers;
+    for (const auto& [header, var] : cfg.headers_from_env) {
+      const char* v = std::getenv(var.c_str());
+      if (!v) {
+        throw std::runtime_error("handler " + cfg.name + ": header " + header +
+                                 " comes from environment variable " + var + ", which is not set");
+      }
+      headers_[header] = v;
+    }
+    for (const auto& [header, path] : cfg.headers_from_file) {
+      headers_[header] = read_secret(cfg.name, header, path);
+    }
+    if (target_.tls) {
+      ctx_.reset(SSL_CTX_new(TLS_client_method()));
+      if (!ctx_) throw std::runtime_error("handler " + cfg.name + ": cannot create a TLS context");
+      SSL_CTX_set_min_proto_version(ctx_.get(), TLS1_2_VERSION);
+      if (cfg.verify_tls) {
+        SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
+        int ok = cfg.ca_file.empty()
+                     ? SSL_CTX_set_default_verify_paths(ctx_.get())
+                     : SSL_CTX_load_verify_locations(ctx_.get(), cfg.ca_file.c_str(), nullptr);
+        if (ok != 1) {
+          throw std::runtime_error("handler " + cfg.name + ": cannot load CA certificates" +
+                                   (cfg.ca_file.empty() ? "" : " from " + cfg.ca_file) + ": " +
+                                   ERR_error_string(ERR_get_error(), nullptr));
+        }
+      } else {
+        SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_NONE, nullptr);
+      }
+    }
+  }
+
+  async::Task<Outcome> run(const Run& r) override {
+    auto permit = co_await slots_.acquire();
+    std::unique_ptr<Conn> conn = take_idle();
+    if (!conn) {
+      std::string ip = target_.host;
+      std::string failure;
+      if (!is_ip_literal(ip)) {
+        std::string host = target_.host;
+        try {
+          ip = co_await async::to_thread([host] { return resolve(host); });
+        } catch (const std::runtime_error& e) {
+          failure = e.what();
+        }
+      }
+      if (!failure.empty()) co_return Outcome::failure("connection", where() + ": " + failure);
+      conn = open(ip);
+      if (!conn) {
+        co_return Outcome::failure("connection", where() + ": cannot set up the connection");
+      }
+    }
+
+    auto exchange = std::make_unique<Exchange>();
+    Exchange* x = exchange.get();
+    x->cap = cfg_.max_response;
+    evhttp_request* req = evhttp_request_new(&Exchange::on_done, x);
+    evhttp_request_set_chunked_cb(req, &Exchange::on_chunk);
+    evhttp_request_set_error_cb(req, &Exchange::on_error);
+    x->req = req;
+    evkeyvalq* out = evhttp_request_get_output_headers(req);
+    evhttp_add_header(out, "Host", target_.authority.c_str());
+    evhttp_add_header(out, "Content-Type", "application/json");
+    evhttp_add_header(out, "User-Agent", "jobqd");
+    evhttp_add_header(out, "X-Jobq-Id", r.job.id.c_str());
+    evhttp_add_header(out, "X-Jobq-Queue", r.queue.c_str());
+    std::string attempt = std::to_string(r.attempt);
+    evhttp_add_header(out, "X-Jobq-Attempt", attempt.c_str());
+    for (const auto& [k, v] : headers_) evhttp_add_header(out, k.c_str(), v.c_str());
+    std::string body = cfg_.body == "job" ? r.job.raw : r.job.payload.dump();
+    evbuffer_add(evhttp_request_get_output_buffer(req), body.data(), body.size());
+    // evhttp's own timeout must not cut a slow reply short: the job timeout bounds the request
+    // (and cancels it). The connect timeout is checked below.
+    timeval tv = async::to_timeval(r.timeout + 1s);
+    evhttp_connection_set_timeout_tv(conn->evcon.get(), &tv);
+    if (evhttp_make_request(conn->evcon.get(), req, EVHTTP_REQ_POST, target_.path.c_str()) != 0) {
+      // libevent freed the request on failure
+      co_return Outcome::failure("connection", where() + ": cannot send the request");
+    }
+
+    ExchangeAwait await{x};
+    bool cancelled = false;
+    bool connect_late = false;
+    try {
+      bool settled = false;
+      try {
+        co_await async::wait_for(await.wait(), cfg_.connect_timeout);
+        settled = true;
+      } catch (const async::TimeoutError&) {
+      }
+      if (!settled) {
+        if (!connected(*conn)) {
+          connect_late = true;
+        } else {
+          co_await await.wait();
+        }
+      }
+    } catch (const async::Cancelled&) {
+      cancelled = true;
+    }
+    if (cancelled || connect_late) {
+      x->abandon();  // the connection is reset by that: it is not reused
+      if (cancelled) throw async::Cancelled{};
+      co_return Outcome::failure("connection", where() + ": no connection within " +
+                                                   config::format_duration(cfg_.connect_timeout));
+    }
+    Outcome outcome = judge(*x, *conn);
+    if (x->status > 0 && x->error < 0) give_back(std::move(conn));  // keep-alive
+    co_return outcome;
+  }
+
+ private:
+  struct Conn {
+    EvConnPtr evcon;
+    SSL* ssl = nullptr;  // owned by the bufferevent, which the connection owns
+    bool closed = false;
+  };
+
+  // Waits for an Exchange (cancellable; the exchange is then orphaned by the caller).
+  struct ExchangeAwait {
+    Exchange* x;
+    struct Awaiter : async::Waiter {
+      Exchange* x;
+      bool await_ready() const noexcept { return x->done; }
+      template <async::HasContext P>
+      bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        if (!h.promise().ctx->park(*this, h)) return false;
+        on_cancel = [](async::Waiter& w) noexcept {
+          static_cast<Awaiter&>(w).x->waiter = nullptr;
+          return true;
+        };
+        x->waiter = this;
+        return true;
+      }
+      void await_resume() {
+        if (x->waiter == this) x->waiter = nullptr;
+        if (!x->done && cancelled) throw async::Cancelled{};
+      }
+      ~Awaiter() {
+        if (x->waiter == this) x->waiter = nullptr;
+      }
+    };
+    Awaiter wait() const noexcept {
+      Awaiter a;
+      a.x = x;
+      return a;
+    }
+  };
+
+  std::string where() const { return "POST " + cfg_.url; }
+
+  Outcome judge(const Exchange& x, Conn& conn) {
+    if (x.status == 0) {
+      std::string why = describe_error(x.error);
+      if (conn.ssl) {
+        long verify = SSL_get_verify_result(conn.ssl);
+        unsigned long err = bufferevent_get_openssl_error(evhttp_connection_get_bufferevent(conn.evcon.get()));
+        if (verify != X509_V_OK) {
+          why = std::string("TLS certificate rejected: ") + X509_verify_cert_error_string(verify);
+        } else if (err) {
+          why = std::string("TLS error: ") + ERR_reason_error_string(err);
+        }
+      }
+      return Outcome::failure("connection", where() + ": " + why);
+    }
+    if (x.status >= 200 && x.status < 300) return Outcome::success(x.body);
+    std::string error = "HTTP " + std::to_string(x.status) + " from " + where();
+    if (!x.location.empty()) error += " (Location: " + x.location + ")";
+    if (!x.body.empty()) error += ": " + clip(x.body, kErrorBody);
+    bool retry = x.status == 429 || x.status >= 500;
+    Outcome o = Outcome::failure("http_status", std::move(error), retry);
+    if (retry) o.retry_after = x.retry_after;
+    return o;
+  }
+
+  // True once the socket (and, for https, the TLS handshake) is up.
+  static bool connected(const Conn& c) {
+    bufferevent* bev = evhttp_connection_get_bufferevent(c.evcon.get());
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0) return false;
+    sockaddr_storage peer{};
+    socklen_t len = sizeof peer;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return false;
+    return !c.ssl || SSL_is_init_finished(c.ssl);
+  }
+
+  std::unique_ptr<Conn> open(const std::string& ip) {
+    auto c = std::make_unique<Conn>();
+    event_base* base = async::Loop::current().base();
+    bufferevent* bev = nullptr;
+    if (target_.tls) {
+      SSL* ssl = SSL_new(ctx_.get());
+      if (!ssl) return nullptr;
+      SSL_set_tlsext_host_name(ssl, target_.host.c_str());
+      if (cfg_.verify_tls) {
+        if (is_ip_literal(target_.host)) {
+          X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), target_.host.c_str());
+        } else {
+          SSL_set1_host(ssl, target_.host.c_str());
+        }
+      }
+      bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                           BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+      if (!bev) {
+        SSL_free(ssl);
+        return nullptr;
+      }
+      bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+      c->ssl = ssl;
+    }
+    c->evcon.reset(evhttp_connection_base_bufferevent_new(base, nullptr, bev, ip.c_str(),
+                                                          static_cast<unsigned short>(target_.port)));
+    if (!c->evcon) return nullptr;
+    evhttp_connection_set_retries(c->evcon.get(), 0);
+    evhttp_connection_set_closecb(
+        c->evcon.get(), [](evhttp_connection*, void* arg) { static_cast<Conn*>(arg)->closed = true; },
+        c.get());
+    return c;
+  }
+
+  // A keep-alive connection to reuse. A TLS connection the server closed is never reused:
+  // libevent would reconnect it with the spent TLS session.
+  std::unique_ptr<Conn> take_idle() {
+    while (!idle_.empty()) {
+      auto c = std::move(idle_.back());
+      idle_.pop_back();
+      if (!(c->closed && c->ssl)) return c;
+    }
+    return nullptr;
+  }
+  void give_back(std::unique_ptr<Conn> c) {
+    if (idle_.size() < cfg_.pool_size) idle_.push_back(std::move(c));
+  }
+
+  config::HandlerConfig cfg_;
+  Target target_;
+  std::map<std::string, std::string> headers_;
+  std::unique_ptr<SSL_CTX, SslCtxFree> ctx_;
+  async::Semaphore slots_;
+  std::vector<std::unique_ptr<Conn>> idle_;
+};
+
+}  // namespace
+
+std::unique_ptr<Handler> make_http(const config::HandlerConfig& cfg) {
+  return std::make_unique<Http>(cfg);
+}
+
+}  // namespace jq::handlers

@@ -1,0 +1,233 @@
+// The exec handler with real programs: results, failures, timeouts that kill the whole group.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "handlers/exec.hpp"
+#include "tests/support/fixtures.hpp"
+#include "tests/support/redis_server.hpp"
+#include "tests/support/run.hpp"
+
+using namespace jq;
+using namespace std::chrono_literals;
+using jq::test::fixture;
+using jq::test::ms_since;
+using jq::test::run_test;
+
+namespace {
+
+config::HandlerConfig exec_config(std::vector<std::string> command) {
+  config::HandlerConfig h;
+  h.name = "test";
+  h.type = config::HandlerType::exec;
+  h.command = std::move(command);
+  return h;
+}
+
+job::Job make_job(const std::string& payload_json, const std::string& id = "job-1") {
+  job::Job j;
+  j.id = id;
+  j.handler = "test";
+  j.payload = nlohmann::json::parse(payload_json);
+  j.raw = R"({"id":")" + id + R"(","payload":)" + payload_json + "}";
+  return j;
+}
+
+// Runs one attempt of `h` on `job`, with a timeout as the engine applies it.
+async::Task<handlers::Outcome> attempt(handlers::Handler& h, const job::Job& job,
+                                       std::string* stopped = nullptr,
+                                       std::chrono::milliseconds timeout = 10s) {
+  const std::string queue = "q";
+  handlers::Run run{job, queue, 2, timeout, "", ""};
+  handlers::Outcome out;
+  bool timed_out = false;
+  try {
+    out = co_await async::wait_for(h.run(run), timeout);
+  } catch (const async::TimeoutError&) {
+    timed_out = true;
+  }
+  if (timed_out) {
+    out = handlers::Outcome::failure("timeout", run.stopped);
+    if (stopped) *stopped = run.stopped;
+  }
+  co_return out;
+}
+
+bool process_gone(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return true;
+  std::string line;
+  std::getline(stat, line);
+  auto close = line.rfind(')');
+  return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
+}
+
+}  // namespace
+
+TEST_CASE("exec: exit 0 succeeds with stdout as the result; the job JSON is on stdin",
+          "[exec]") {
+  auto h = handlers::make_exec(exec_config({fixture("cat_stdin")}));
+  auto body = [&]() -> async::Task<void> {
+    auto job = make_job(R"({"n":1})");
+    auto out = co_await attempt(*h, job);
+    CHECK(out.ok);
+    CHECK(out.result == job.raw);
+  };
+  run_test(body());
+}
+
+TEST_CASE("exec: a non-zero exit fails with its status and the last lines of stderr",
+          "[exec]") {
+  auto cfg = exec_config({fixture("fail_with"), "{payload.code}"});
+  cfg.no_retry_exit_codes = {4};
+  auto h = handlers::make_exec(cfg);
+  auto body = [&]() -> async::Task<void> {
+    auto job3 = make_job(R"({"code":3})");
+    auto three = co_await attempt(*h, job3);
+    CHECK_FALSE(three.ok);
+    CHECK(std::string(three.kind) == "exit_status");
+    CHECK(three.error == "exit status 3; stderr: line one\nabout to fail with 3");
+    CHECK(three.retry);
+    auto job4 = make_job(R"({"code":4})");
+    auto four = co_await attempt(*h, job4);
+    CHECK_FALSE(four.retry);  // a configured "do not retry" code
+  };
+  run_test(body());
+}
+
+TEST_CASE("exec: death by a signal is error_kind signal", "[exec]") {
+  auto h = handlers::make_exec(exec_config({fixture("kill_self")}));
+  auto body = [&]() -> async::Task<void> {
+    auto job = make_job("{}");
+    auto out = co_await attempt(*h, job);
+    CHECK(std::string(out.kind) == "signal");
+    CHECK(out.error == "killed by SIGKILL; stderr: going down");
+  };
+  run_test(body());
+}
+
+TEST_CASE("exec: at timeout a child ignoring SIGTERM is killed with its grandchildren",
+          "[exec][timeout]") {
+  test::TempDir dir;
+  auto pids_file = (dir.path() / "pids").string();
+  auto cfg = exec_config({fixture("stubborn"), pids_file});
+  cfg.kill_grace = 200ms;
+  auto h = handlers::make_exec(cfg);
+  auto body = [&]() -> async::Task<void> {
+    auto job = make_job("{}");
+    std::string stopped;
+    auto t0 = async::Clock::now();
+    auto out = co_await attempt(*h, job, &stopped, 300ms);
+    auto took = ms_since(t0);
+    CHECK(std::string(out.kind) == "timeout");
+    CHECK(stopped == "killed by SIGKILL after 300 ms timeout (it ignored SIGTERM for 200ms)");
+    CHECK(took >= 490);  // the timeout plus the kill grace
+    CHECK(took < 1000);
+  };
+  run_test(body());
+  std::ifstream in(pids_file);
+  pid_t a = 0, b = 0;
+  in >> a >> b;
+  REQUIRE(a > 0);
+  REQUIRE(b > 0);
+  CHECK(test::eventually([&] { return process_gone(a) && process_gone(b); }, 2s));
+}
+
+TEST_CASE("exec: what the program leaves running in its group is killed when it exits",
+          "[exec]") {
+  test::TempDir dir;
+  auto pid_file = (dir.path() / "pid").string();
+  auto h = handlers::make_exec(exec_config({fixture("leave_behind"), pid_file}));
+  auto body = [&]() -> async::Task<void> {
+    auto job = make_job("{}");
+    auto t0 = async::Clock::now();
+    auto out = co_await attempt(*h, job);
+    CHECK(out.ok);
+    CHECK(out.result == "finished\n");
+    CHECK(ms_since(t0) < 2000);  // not waiting for the leftover's stdout
+  };
+  run_test(body());
+  std::ifstream in(pid_file);
+  pid_t left = 0;
+  in >> left;
+  REQUIRE(left > 0);
+  CHECK(test::eventually([&] { return process_gone(left); }, 2s));
+}
+
+TEST_CASE("exec: 10 MB of output is capped, 5 MB of stdin is delivered, an unread stdin is "
+          "fine",
+          "[exec]") {
+  auto big = exec_config({fixture("big_output")});
+  big.max_output = 1000;
+  auto h_big = handlers::make_exec(big);
+  auto h_count = handlers::make_exec(exec_config({fixture("count_stdin")}));
+  auto h_ignore = handlers::make_exec(exec_config({fixture("no_stdin")}));
+  auto body = [&]() -> async::Task<void> {
+    auto job = make_job("{}");
+    auto out = co_await attempt(*h_big, job);
+    CHECK(out.ok);
+    CHECK(out.result == std::string(1000, 'x'));
+    std::string five_mb = "\"" + std::string(5 * 1024 * 1024, 'y') + "\"";
+    auto large = make_job(five_mb);
+    auto counted = co_await attempt(*h_count, large);
+    CHECK(counted.ok);
+    CHECK(counted.result == std::to_string(large.raw.size()));
+    auto ignored = co_await attempt(*h_ignore, large);
+    CHECK(ignored.ok);
+    CHECK(ignored.result == "done\n");
+  };
+  run_test(body());
+}
+
+TEST_CASE("exec: hostile payload strings become exactly one argument each, never a shell",
+          "[exec][security]") {
+  auto h = handlers::make_exec(exec_config(
+      {fixture("print_args"), "{payload.a}", "x-{payload.b}-y", "{id}", "{queue}", "{attempt}",
+       "{{literal}}", "{payload.nested.deep}", "{payload.num}"}));
+  auto body = [&]() -> async::Task<void> {
+    nlohmann::json payload = {{"a", "; rm -rf / #"},
+                              {"b", "$(touch /tmp/pwned) `id` \"q\"\nnewline"},
+                              {"nested", {{"deep", "*"}}},
+                              {"num", 42}};
+    auto job = make_job(payload.dump(), "id-7");
+    auto out = co_await attempt(*h, job);
+    REQUIRE(out.ok);
+    std::vector<std::string> args;
+    std::stringstream ss(out.result);
+    std::string a;
+    while (std::getline(ss, a, '\0')) args.push_back(a);
+    CHECK(args == std::vector<std::string>{"; rm -rf / #",
+                                           "x-$(touch /tmp/pwned) `id` \"q\"\nnewline-y", "id-7",
+                                           "q", "2", "{literal}", "*", "42"});
+    auto missing = make_job(R"({"b":1})");
+    auto bad = co_await attempt(*h, missing);
+    CHECK_FALSE(bad.ok);
+    CHECK(bad.error == "command[1]: the payload has no field 'a'");
+    CHECK_FALSE(bad.retry);
+  };
+  run_test(body());
+  CHECK_FALSE(std::ifstream("/tmp/pwned"));
+}
+
+TEST_CASE("exec: environment, working directory, and start-up errors", "[exec]") {
+  test::TempDir dir;
+  auto cfg = exec_config({fixture("print_env")});
+  cfg.env = {{"GREETING", "hello"}};
+  cfg.cwd = dir.str();
+  auto h = handlers::make_exec(cfg);
+  auto body = [&]() -> async::Task<void> {
+    auto job = make_job("{}", "env-1");
+    auto out = co_await attempt(*h, job);
+    REQUIRE(out.ok);
+    CHECK(out.result.find("JOBQ_ATTEMPT=2\nJOBQ_ID=env-1\nJOBQ_QUEUE=q\n") == 0);
+    CHECK(out.result.find("GREETING=hello\n") != std::string::npos);
+    CHECK(out.result.find("HOME=unset\n") != std::string::npos);  // nothing leaks from jobqd
+    CHECK(out.result.find("PWD=" + dir.str() + "\n") != std::string::npos);
+  };
+  run_test(body());
+  CHECK_THROWS_WITH(handlers::make_exec(exec_config({"/nonexistent/prog"})),
+                    "handler test: cannot run /nonexistent/prog: No such file or directory");
+}

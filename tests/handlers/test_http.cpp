@@ -1,0 +1,266 @@
+// The http handler against real HTTP and HTTPS servers on loopback.
+#include <catch2/catch.hpp>
+
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include <fstream>
+
+#include "handlers/http.hpp"
+#include "tests/support/http_server.hpp"
+#include "tests/support/redis_server.hpp"
+#include "tests/support/run.hpp"
+
+using namespace jq;
+using namespace std::chrono_literals;
+using jq::test::HttpRequest;
+using jq::test::HttpResponse;
+using jq::test::HttpServer;
+using jq::test::ms_since;
+using jq::test::run_test;
+
+namespace {
+
+config::HandlerConfig http_config(const std::string& url) {
+  config::HandlerConfig h;
+  h.name = "hook";
+  h.type = config::HandlerType::http;
+  h.url = url;
+  h.connect_timeout = 1s;
+  return h;
+}
+
+job::Job make_job(const std::string& payload_json, const std::string& id = "job-1") {
+  job::Job j;
+  j.id = id;
+  j.handler = "hook";
+  j.payload = nlohmann::json::parse(payload_json);
+  j.raw = R"({"id":")" + id + R"(","payload":)" + payload_json + "}";
+  return j;
+}
+
+async::Task<handlers::Outcome> attempt(handlers::Handler& h, const job::Job& job,
+                                       std::chrono::milliseconds timeout = 5s) {
+  const std::string queue = "q";
+  handlers::Run run{job, queue, 1, timeout, "", ""};
+  co_return co_await async::wait_for(h.run(run), timeout);
+}
+
+// A listener that accepts TCP connections (the kernel completes the handshake) and never speaks.
+struct MuteServer {
+  int fd = -1;
+  int port = 0;
+  MuteServer() {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::listen(fd, 16);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+  ~MuteServer() { ::close(fd); }
+};
+
+}  // namespace
+
+TEST_CASE("http: 200 succeeds with the body; the request carries the payload and headers",
+          "[http]") {
+  HttpServer server;
+  server.on_request([](const HttpRequest&, std::size_t) { return HttpResponse{200, "thanks"}; });
+  test::TempDir dir;
+  auto secret_file = (dir.path() / "token").string();
+  std::ofstream(secret_file) << "from-a-file\n";
+  ::setenv("JOBQD_TEST_SECRET", "from-the-env", 1);
+  auto cfg = http_config(server.url("/hooks/jobs?src=jobqd"));
+  cfg.headers = {{"X-Static", "literal"}};
+  cfg.headers_from_env = {{"Authorization", "JOBQD_TEST_SECRET"}};
+  cfg.headers_from_file = {{"X-Token", secret_file}};
+  auto body = [&]() -> async::Task<void> {
+    // Built inside the loop: its pooled connections belong to the loop's event_base.
+    auto h = handlers::make_http(cfg);
+    auto job = make_job(R"({"user":"ann","n":[1,2]})", "j-200");
+    auto out = co_await attempt(*h, job);
+    CHECK(out.ok);
+    CHECK(out.result == "thanks");
+  };
+  run_test(body());
+  auto reqs = server.requests();
+  REQUIRE(reqs.size() == 1);
+  CHECK(reqs[0].method == "POST");
+  CHECK(reqs[0].path == "/hooks/jobs?src=jobqd");
+  CHECK(reqs[0].body == R"({"n":[1,2],"user":"ann"})");
+  CHECK(reqs[0].headers["content-type"] == "application/json");
+  CHECK(reqs[0].headers["x-jobq-id"] == "j-200");
+  CHECK(reqs[0].headers["x-jobq-queue"] == "q");
+  CHECK(reqs[0].headers["x-jobq-attempt"] == "1");
+  CHECK(reqs[0].headers["x-static"] == "literal");
+  CHECK(reqs[0].headers["authorization"] == "from-the-env");
+  CHECK(reqs[0].headers["x-token"] == "from-a-file");
+}
+
+TEST_CASE("http: 5xx and 429 are retried (429 with its Retry-After); other 4xx are not",
+          "[http]") {
+  HttpServer server;
+  server.on_request([](const HttpRequest& r, std::size_t) {
+    if (r.path == "/500") return HttpResponse{500, "database is down"};
+    if (r.path == "/404") return HttpResponse{404, "no such hook"};
+    if (r.path == "/429") return HttpResponse{429, "slow down", {{"Retry-After", "7"}}};
+    return HttpResponse{302, "", {{"Location", "/elsewhere"}}};
+  });
+  auto body = [&]() -> async::Task<void> {
+    // Built inside the loop: its pooled connections belong to the loop's event_base.
+    auto h500 = handlers::make_http(http_config(server.url("/500")));
+    auto h404 = handlers::make_http(http_config(server.url("/404")));
+    auto h429 = handlers::make_http(http_config(server.url("/429")));
+    auto h302 = handlers::make_http(http_config(server.url("/302")));
+    auto job = make_job("{}");
+    auto e500 = co_await attempt(*h500, job);
+    CHECK(std::string(e500.kind) == "http_status");
+    CHECK(e500.error == "HTTP 500 from POST " + server.url("/500") + ": database is down");
+    CHECK(e500.retry);
+    auto e404 = co_await attempt(*h404, job);
+    CHECK_FALSE(e404.retry);
+    CHECK(e404.error == "HTTP 404 from POST " + server.url("/404") + ": no such hook");
+    auto e429 = co_await attempt(*h429, job);
+    CHECK(e429.retry);
+    REQUIRE(e429.retry_after.has_value());
+    CHECK(*e429.retry_after == 7000ms);
+    auto e302 = co_await attempt(*h302, job);
+    CHECK_FALSE(e302.retry);
+    CHECK(e302.error == "HTTP 302 from POST " + server.url("/302") + " (Location: /elsewhere)");
+  };
+  run_test(body());
+}
+
+TEST_CASE("http: a slow server is cut off by the job timeout; the request is abandoned",
+          "[http][timeout]") {
+  HttpServer server;
+  server.on_request([](const HttpRequest&, std::size_t) {
+    HttpResponse r{200, "late"};
+    r.delay = 3s;
+    return r;
+  });
+  auto body = [&]() -> async::Task<void> {
+    // Built inside the loop: its pooled connections belong to the loop's event_base.
+    auto h = handlers::make_http(http_config(server.url("/slow")));
+    auto job = make_job("{}");
+    auto t0 = async::Clock::now();
+    bool timed_out = false;
+    try {
+      co_await attempt(*h, job, 300ms);
+    } catch (const async::TimeoutError&) {
+      timed_out = true;
+    }
+    CHECK(timed_out);
+    CHECK(ms_since(t0) < 600);
+    // The handler still works afterwards (the abandoned connection is not reused).
+    server.on_request([](const HttpRequest&, std::size_t) { return HttpResponse{200, "fine"}; });
+    auto out = co_await attempt(*h, job);
+    CHECK(out.result == "fine");
+  };
+  run_test(body());
+}
+
+TEST_CASE("http: a refused connection is a retried connection error", "[http]") {
+  int port = test::free_port();
+  auto body = [&]() -> async::Task<void> {
+    // Built inside the loop: its pooled connections belong to the loop's event_base.
+    auto h = handlers::make_http(http_config("http://127.0.0.1:" + std::to_string(port) + "/x"));
+    auto job = make_job("{}");
+    auto out = co_await attempt(*h, job);
+    CHECK(std::string(out.kind) == "connection");
+    CHECK(out.retry);
+    CHECK(out.error.rfind("POST http://127.0.0.1:" + std::to_string(port) + "/x: ", 0) == 0);
+  };
+  run_test(body());
+}
+
+TEST_CASE("http: a TLS server that never answers the handshake hits the connect timeout",
+          "[http][tls]") {
+  MuteServer mute;
+  auto cfg = http_config("https://127.0.0.1:" + std::to_string(mute.port) + "/");
+  cfg.connect_timeout = 200ms;
+  auto body = [&]() -> async::Task<void> {
+    // Built inside the loop: its pooled connections belong to the loop's event_base.
+    auto h = handlers::make_http(cfg);
+    auto job = make_job("{}");
+    auto t0 = async::Clock::now();
+    auto out = co_await attempt(*h, job);
+    CHECK(std::string(out.kind) == "connection");
+    CHECK(out.error.find("no connection within 200ms") != std::string::npos);
+    CHECK(ms_since(t0) < 1000);
+  };
+  run_test(body());
+}
+
+TEST_CASE("https: a self-signed certificate is rejected unless its CA is configured",
+          "[http][tls]") {
+  test::TempDir dir;
+  auto [cert, key] = test::make_self_signed_cert(dir.path());
+  HttpServer server(cert, key);
+  server.on_request([](const HttpRequest&, std::size_t) { return HttpResponse{200, "secure"}; });
+  auto with_ca_cfg = http_config(server.url("/tls"));
+  with_ca_cfg.ca_file = cert;
+  auto body = [&]() -> async::Task<void> {
+    // Built inside the loop: its pooled connections belong to the loop's event_base.
+    auto strict = handlers::make_http(http_config(server.url("/tls")));
+    auto with_ca = handlers::make_http(with_ca_cfg);
+    auto job = make_job("{}");
+    auto rejected = co_await attempt(*strict, job);
+    CHECK_FALSE(rejected.ok);
+    CHECK(std::string(rejected.kind) == "connection");
+    CHECK(rejected.error.find("TLS certificate rejected: self-signed certificate") !=
+          std::string::npos);
+    auto accepted = co_await attempt(*with_ca, job);
+    CHECK(accepted.ok);
+    CHECK(accepted.result == "secure");
+    auto again = co_await attempt(*with_ca, job);  // a kept-alive TLS connection
+    CHECK(again.result == "secure");
+  };
+  run_test(body());
+  CHECK(server.connections_accepted() == 2);  // the rejected one, then one kept alive
+}
+
+TEST_CASE("http: keep-alive connections are pooled and bounded; large bodies are capped",
+          "[http]") {
+  HttpServer server;
+  server.on_request([](const HttpRequest&, std::size_t) {
+    HttpResponse r{200, std::string(100000, 'z')};
+    r.delay = 20ms;
+    return r;
+  });
+  auto cfg = http_config(server.url("/pool"));
+  cfg.pool_size = 4;
+  cfg.max_response = 10;
+  cfg.body = "job";
+  auto body = [&]() -> async::Task<void> {
+    // Built inside the loop: its pooled connections belong to the loop's event_base.
+    auto h = handlers::make_http(cfg);
+    auto job = make_job(R"({"k":1})", "pooled");
+    for (int i = 0; i < 5; ++i) {
+      auto out = co_await attempt(*h, job);
+      CHECK(out.result == std::string(10, 'z'));
+    }
+    std::vector<async::Task<handlers::Outcome>> many;
+    for (int i = 0; i < 20; ++i) many.push_back(attempt(*h, job));
+    auto outs = co_await async::gather(std::move(many));
+    for (auto& o : outs) CHECK(o.ok);
+  };
+  run_test(body());
+  CHECK(server.request_count() == 25);
+  CHECK(server.connections_accepted() <= 4);
+  CHECK(server.requests()[0].body == R"({"id":"pooled","payload":{"k":1}})");
+}
+
+TEST_CASE("http: a missing secret stops the handler from being built, naming it", "[http]") {
+  auto cfg = http_config("http://127.0.0.1:1/");
+  cfg.headers_from_env = {{"Authorization", "JOBQD_TEST_NOT_SET"}};
+  ::unsetenv("JOBQD_TEST_NOT_SET");
+  CHECK_THROWS_WITH(handlers::make_http(cfg),
+                    "handler hook: header Authorization comes from environment variable "
+                    "JOBQD_TEST_NOT_SET, which is not set");
+}
