@@ -12,7 +12,7 @@ std::variant<ArgTemplate, std::string> parse_arg(std::string_view arg) {
   };
   for (std::size_t i = 0; i < arg.size(); ++i) {
     char c = arg[i];
-    if (c == '}' ) {
+    if (c == '}') {
       if (i + 1 < arg.size() && arg[i + 1] == '}') {
         literal += '}';
         ++i;

@@ -117,7 +117,8 @@ std::optional<std::string> payload_field(const nlohmann::json& payload, const st
   std::size_t start = 0;
   while (start <= path.size()) {
     auto dot = path.find('.', start);
-    std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    std::string key =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (!v->is_object()) return std::nullopt;
     auto it = v->find(key);
     if (it == v->end()) return std::nullopt;
@@ -148,7 +149,8 @@ uid_t resolve_user(const std::string& handler, const std::string& user, gid_t* p
 
 gid_t resolve_group(const std::string& handler, const std::string& group) {
   std::string buf(16384, '\0');
-  struct group gr{}, *res = nullptr;
+  struct group gr {
+  }, *res = nullptr;
   if (getgrnam_r(group.c_str(), &gr, buf.data(), buf.size(), &res) == 0 && res) return gr.gr_gid;
   char* end = nullptr;
   unsigned long id = std::strtoul(group.c_str(), &end, 10);
@@ -215,11 +217,11 @@ class Exec final : public Handler {
             break;
           case config::ArgPiece::Kind::file:
             if (r.file.empty()) {
-              co_return Outcome::failure(
-                  "exception",
-                  "command[" + std::to_string(i) + "] uses {file}, but this job did not come "
-                  "from a spool directory",
-                  false);
+              co_return Outcome::failure("exception",
+                                         "command[" + std::to_string(i) +
+                                             "] uses {file}, but this job did not come "
+                                             "from a spool directory",
+                                         false);
             }
             arg += r.file;
             break;
@@ -227,8 +229,10 @@ class Exec final : public Handler {
             auto v = payload_field(r.job.payload, piece.text);
             if (!v) {
               co_return Outcome::failure("exception",
-                                         "command[" + std::to_string(i) + "]: the payload has no "
-                                         "field '" + piece.text + "'",
+                                         "command[" + std::to_string(i) +
+                                             "]: the payload has no "
+                                             "field '" +
+                                             piece.text + "'",
                                          false);
             }
             arg += *v;

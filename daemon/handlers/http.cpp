@@ -62,7 +62,8 @@ Target parse_target(const std::string& name, const std::string& url) {
   t.authority = hostport;
   if (!hostport.empty() && hostport[0] == '[') {
     auto close = hostport.find(']');
-    if (close == std::string::npos) throw std::runtime_error("handler " + name + ": bad url " + url);
+    if (close == std::string::npos)
+      throw std::runtime_error("handler " + name + ": bad url " + url);
     t.host = hostport.substr(1, close - 1);
     if (close + 1 < hostport.size() && hostport[close + 1] == ':') {
       t.port = std::stoi(hostport.substr(close + 2));
@@ -374,7 +375,8 @@ class Http final : public Handler {
       std::string why = describe_error(x.error);
       if (conn.ssl) {
         long verify = SSL_get_verify_result(conn.ssl);
-        unsigned long err = bufferevent_get_openssl_error(evhttp_connection_get_bufferevent(conn.evcon.get()));
+        unsigned long err =
+            bufferevent_get_openssl_error(evhttp_connection_get_bufferevent(conn.evcon.get()));
         if (verify != X509_V_OK) {
           why = std::string("TLS certificate rejected: ") + X509_verify_cert_error_string(verify);
         } else if (err) {
@@ -428,13 +430,13 @@ class Http final : public Handler {
       bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
       c->ssl = ssl;
     }
-    c->evcon.reset(evhttp_connection_base_bufferevent_new(base, nullptr, bev, ip.c_str(),
-                                                          static_cast<unsigned short>(target_.port)));
+    c->evcon.reset(evhttp_connection_base_bufferevent_new(
+        base, nullptr, bev, ip.c_str(), static_cast<unsigned short>(target_.port)));
     if (!c->evcon) return nullptr;
     evhttp_connection_set_retries(c->evcon.get(), 0);
     evhttp_connection_set_closecb(
-        c->evcon.get(), [](evhttp_connection*, void* arg) { static_cast<Conn*>(arg)->closed = true; },
-        c.get());
+        c->evcon.get(),
+        [](evhttp_connection*, void* arg) { static_cast<Conn*>(arg)->closed = true; }, c.get());
     return c;
   }
 

@@ -67,8 +67,7 @@ bool process_gone(pid_t pid) {
 
 }  // namespace
 
-TEST_CASE("exec: exit 0 succeeds with stdout as the result; the job JSON is on stdin",
-          "[exec]") {
+TEST_CASE("exec: exit 0 succeeds with stdout as the result; the job JSON is on stdin", "[exec]") {
   auto h = handlers::make_exec(exec_config({fixture("cat_stdin")}));
   auto body = [&]() -> async::Task<void> {
     auto job = make_job(R"({"n":1})");
@@ -79,8 +78,7 @@ TEST_CASE("exec: exit 0 succeeds with stdout as the result; the job JSON is on s
   run_test(body());
 }
 
-TEST_CASE("exec: a non-zero exit fails with its status and the last lines of stderr",
-          "[exec]") {
+TEST_CASE("exec: a non-zero exit fails with its status and the last lines of stderr", "[exec]") {
   auto cfg = exec_config({fixture("fail_with"), "{payload.code}"});
   cfg.no_retry_exit_codes = {4};
   auto h = handlers::make_exec(cfg);
@@ -136,8 +134,7 @@ TEST_CASE("exec: at timeout a child ignoring SIGTERM is killed with its grandchi
   CHECK(test::eventually([&] { return process_gone(a) && process_gone(b); }, 2s));
 }
 
-TEST_CASE("exec: what the program leaves running in its group is killed when it exits",
-          "[exec]") {
+TEST_CASE("exec: what the program leaves running in its group is killed when it exits", "[exec]") {
   test::TempDir dir;
   auto pid_file = (dir.path() / "pid").string();
   auto h = handlers::make_exec(exec_config({fixture("leave_behind"), pid_file}));
@@ -157,9 +154,10 @@ TEST_CASE("exec: what the program leaves running in its group is killed when it 
   CHECK(test::eventually([&] { return process_gone(left); }, 2s));
 }
 
-TEST_CASE("exec: 10 MB of output is capped, 5 MB of stdin is delivered, an unread stdin is "
-          "fine",
-          "[exec]") {
+TEST_CASE(
+    "exec: 10 MB of output is capped, 5 MB of stdin is delivered, an unread stdin is "
+    "fine",
+    "[exec]") {
   auto big = exec_config({fixture("big_output")});
   big.max_output = 1000;
   auto h_big = handlers::make_exec(big);
@@ -184,9 +182,9 @@ TEST_CASE("exec: 10 MB of output is capped, 5 MB of stdin is delivered, an unrea
 
 TEST_CASE("exec: hostile payload strings become exactly one argument each, never a shell",
           "[exec][security]") {
-  auto h = handlers::make_exec(exec_config(
-      {fixture("print_args"), "{payload.a}", "x-{payload.b}-y", "{id}", "{queue}", "{attempt}",
-       "{{literal}}", "{payload.nested.deep}", "{payload.num}"}));
+  auto h = handlers::make_exec(
+      exec_config({fixture("print_args"), "{payload.a}", "x-{payload.b}-y", "{id}", "{queue}",
+                   "{attempt}", "{{literal}}", "{payload.nested.deep}", "{payload.num}"}));
   auto body = [&]() -> async::Task<void> {
     nlohmann::json payload = {{"a", "; rm -rf / #"},
                               {"b", "$(touch /tmp/pwned) `id` \"q\"\nnewline"},

@@ -102,8 +102,7 @@ TEST_CASE("http: 200 succeeds with the body; the request carries the payload and
   CHECK(reqs[0].headers["x-token"] == "from-a-file");
 }
 
-TEST_CASE("http: 5xx and 429 are retried (429 with its Retry-After); other 4xx are not",
-          "[http]") {
+TEST_CASE("http: 5xx and 429 are retried (429 with its Retry-After); other 4xx are not", "[http]") {
   HttpServer server;
   server.on_request([](const HttpRequest& r, std::size_t) {
     if (r.path == "/500") return HttpResponse{500, "database is down"};

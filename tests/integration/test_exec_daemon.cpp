@@ -50,7 +50,8 @@ TEST_CASE("1,000 exec jobs at concurrency 16 leave no zombie and no extra fd in 
   RedisServer redis;
   std::string yaml = R"(
 handlers:
-  cat: {type: exec, command: [")" + fixture("cat_stdin") + R"("]}
+  cat: {type: exec, command: [")" +
+                     fixture("cat_stdin") + R"("]}
 queues:
   q: {handler: cat, concurrency: 16, buffer: 64}
 )";
@@ -69,8 +70,8 @@ queues:
   REQUIRE(eventually([&] { return count_status(r, "q", warm, "succeeded") == warm.size(); }, 20s));
   std::size_t fds_before = open_fds(d.pid());
   push(r, "q", as_jobs(ids));
-  bool done = eventually([&] { return count_status(r, "q", ids, "succeeded") == ids.size(); }, 60s,
-                         20ms);
+  bool done =
+      eventually([&] { return count_status(r, "q", ids, "succeeded") == ids.size(); }, 60s, 20ms);
   INFO(d.log().substr(0, 3000));
   REQUIRE(done);
   auto states = job_states(r, "q", {"e0", "e999"}, {"result"});
@@ -87,8 +88,9 @@ TEST_CASE("an exec job over its timeout is killed and its error says how", "[int
   TempDir dir;
   std::string yaml = R"(
 handlers:
-  stubborn: {type: exec, command: [")" + fixture("stubborn") + R"(", ")" +
-                     (dir.path() / "pids").string() + R"("], kill_grace: 200ms}
+  stubborn: {type: exec, command: [")" +
+                     fixture("stubborn") + R"(", ")" + (dir.path() / "pids").string() +
+                     R"("], kill_grace: 200ms}
 queues:
   q: {handler: stubborn, concurrency: 1, max_attempts: 1, timeout: 300ms}
 )";

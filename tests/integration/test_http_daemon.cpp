@@ -7,9 +7,10 @@
 using namespace jq::test;
 using namespace std::chrono_literals;
 
-TEST_CASE("webhooks: 500 then 200 is retried to success; 404 is not retried; 429 waits for "
-          "Retry-After",
-          "[integration][http]") {
+TEST_CASE(
+    "webhooks: 500 then 200 is retried to success; 404 is not retried; 429 waits for "
+    "Retry-After",
+    "[integration][http]") {
   RedisServer redis;
   HttpServer server;
   std::map<std::string, int> seen;
@@ -17,24 +18,29 @@ TEST_CASE("webhooks: 500 then 200 is retried to success; 404 is not retried; 429
   server.on_request([&](const HttpRequest& r, std::size_t) {
     std::lock_guard lock(mu);
     int n = seen[r.headers.at("x-jobq-id")]++;
-    if (r.path == "/flaky") return n == 0 ? HttpResponse{500, "try again"} : HttpResponse{200, "ok"};
+    if (r.path == "/flaky")
+      return n == 0 ? HttpResponse{500, "try again"} : HttpResponse{200, "ok"};
     if (r.path == "/gone") return HttpResponse{404, "no such hook"};
     if (n == 0) return HttpResponse{429, "busy", {{"Retry-After", "1"}}};
     return HttpResponse{200, "after the wait"};
   });
   std::string yaml = R"(
 handlers:
-  flaky: {type: http, url: ")" + server.url("/flaky") + R"("}
-  gone: {type: http, url: ")" + server.url("/gone") + R"("}
-  busy: {type: http, url: ")" + server.url("/busy") + R"("}
+  flaky: {type: http, url: ")" +
+                     server.url("/flaky") + R"("}
+  gone: {type: http, url: ")" +
+                     server.url("/gone") + R"("}
+  busy: {type: http, url: ")" +
+                     server.url("/busy") + R"("}
 queues:
   q: {handler: flaky, max_attempts: 3, retry_base: 50ms, delayed_poll: 20ms}
 )";
   Daemon d(redis, yaml);
   d.start_and_wait(redis);
   auto r = redis.client();
-  push(r, "q", {R"({"id":"f","payload":{}})", R"({"id":"g","handler":"gone","payload":{}})",
-                R"({"id":"b","handler":"busy","payload":{}})"});
+  push(r, "q",
+       {R"({"id":"f","payload":{}})", R"({"id":"g","handler":"gone","payload":{}})",
+        R"({"id":"b","handler":"busy","payload":{}})"});
   REQUIRE(eventually([&] { return count_status(r, "q", {"f", "b"}, "succeeded") == 2; }, 10s));
   REQUIRE(eventually([&] { return count_status(r, "q", {"g"}, "failed") == 1; }, 10s));
   auto s = job_states(r, "q", {"f", "g", "b"});
