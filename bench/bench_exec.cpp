@@ -12,19 +12,23 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 double run_jobqd(int jobs, int concurrency) {
   RedisServer redis;
-  std::string yaml = "handlers:\n  t: {type: exec, command: [\"/bin/true\"]}\nqueues:\n  q: {handler: t, "
-                     "concurrency: " +
-                     std::to_string(concurrency) + ", buffer: 256}\n";
+  std::string yaml =
+      "handlers:\n  t: {type: exec, command: [\"/bin/true\"]}\nqueues:\n  q: {handler: t, "
+      "concurrency: " +
+      std::to_string(concurrency) + ", buffer: 256}\n";
   Daemon d(redis, yaml, "  log_level: warn\n");
   d.start_and_wait(redis);
   auto sub = redis.client();
   sub.cmd({"SUBSCRIBE", "jobq:{q}:events"});
   std::vector<std::string> batch;
-  for (int i = 0; i < jobs; ++i) batch.push_back(R"({"id":"b)" + std::to_string(i) + R"(","payload":{}})");
+  for (int i = 0; i < jobs; ++i)
+    batch.push_back(R"({"id":"b)" + std::to_string(i) + R"(","payload":{}})");
   auto r = redis.client();
   auto t0 = Clock::now();
   push(r, "q", batch);
@@ -39,8 +43,8 @@ double run_jobqd(int jobs, int concurrency) {
 
 double run_xargs(int jobs, int concurrency) {
   TempDir dir;
-  std::string script = "seq " + std::to_string(jobs) + " | xargs -P " + std::to_string(concurrency) +
-                       " -n 1 /bin/true";
+  std::string script = "seq " + std::to_string(jobs) + " | xargs -P " +
+                       std::to_string(concurrency) + " -n 1 /bin/true";
   auto t0 = Clock::now();
   Child c({"/bin/sh", "-c", script});
   c.wait(std::chrono::minutes(10));

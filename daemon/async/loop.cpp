@@ -65,6 +65,10 @@ Loop& Loop::current() noexcept {
   return *current_loop;
 }
 
+Loop* Loop::current_or_null() noexcept {
+  return current_loop;
+}
+
 void Loop::run_once() {
   event_base_loop(base_.get(), EVLOOP_ONCE);
 }

@@ -44,6 +44,8 @@ class Loop {
 
   /// The loop that owns the calling thread (asyncio.get_running_loop). Aborts if there is none.
   static Loop& current() noexcept;
+  /// The same, or nullptr when the thread has no loop.
+  static Loop* current_or_null() noexcept;
 
   event_base* base() const noexcept { return base_.get(); }
 

@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "async/io.hpp"
+#include "async/spawn.hpp"
 
 extern char** environ;
 
@@ -214,10 +215,36 @@ Process Process::spawn(const SpawnOptions& o) {
   return p;
 }
 
+namespace {
+
+// Reaps a killed child whose exit has not come yet (a process in uninterruptible sleep, on a
+// hung mount, dies only when the kernel lets it), so that nobody blocks the loop waiting.
+Task<void> reap_later(Fd pidfd) {
+  for (;;) {
+    siginfo_t info{};
+    if (::waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &info, WEXITED | WNOHANG) != 0 &&
+        errno != EINTR) {
+      co_return;
+    }
+    if (info.si_pid != 0) co_return;
+    co_await readable(pidfd.get());
+  }
+}
+
+}  // namespace
+
 Process::~Process() {
-  if (pid_ > 0 && !reaped_) {
-    kill(SIGKILL);
-    ::waitpid(pid_, nullptr, 0);  // SIGKILL cannot be caught: this returns at once
+  if (pid_ <= 0 || reaped_) return;
+  kill(SIGKILL);
+  siginfo_t info{};
+  if (::waitid(P_PIDFD, static_cast<id_t>(pidfd_.get()), &info, WEXITED | WNOHANG) == 0 &&
+      info.si_pid != 0) {
+    return;  // gone already
+  }
+  if (Loop::current_or_null()) {
+    (void)async::spawn(reap_later(std::move(pidfd_)), "reaper");
+  } else {
+    ::waitpid(pid_, nullptr, 0);  // no loop to wait in (tests, exit paths)
   }
 }
 

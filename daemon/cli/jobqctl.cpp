@@ -47,6 +47,11 @@ struct Target {
   std::optional<config::Config> cfg;
 };
 
+// A result from an exec job may be any bytes: invalid UTF-8 is replaced, not an error.
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 Target resolve(const Globals& g) {
   Target t;
   std::string url = g.redis_url;
@@ -170,7 +175,7 @@ void print_job(const std::string& id, const std::map<std::string, std::string>& 
   if (as_json) {
     json j = {{"id", id}};
     for (const auto& [k, v] : h) j[k] = v;
-    std::cout << j.dump() << "\n";
+    std::cout << dump(j) << "\n";
     return;
   }
   std::cout << "id: " << id << "\n";
@@ -367,7 +372,7 @@ int cmd_dead(const Globals& g, const std::string& action, const std::string& que
                   << h["error"] << "\n";
       }
     }
-    if (g.json_out) std::cout << out.dump() << "\n";
+    if (g.json_out) std::cout << dump(out) << "\n";
     return kOk;
   }
   if (id.empty() == !all) throw Exit{kUsage, "dead " + action + ": give one ID or --all"};

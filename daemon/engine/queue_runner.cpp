@@ -41,7 +41,8 @@ QueueRunner::QueueRunner(const config::QueueConfig& cfg, const config::DaemonSec
       lease_(daemon.lease),
       w_(std::move(w)),
       store_(w_.main, w_.blocking, settings_of(cfg_, daemon, w_)),
-      writer_(w_.main, store_.keys(), store_.settings()),
+      writer_(w_.main, store_.keys(), store_.settings(),
+              [this](const std::string& token) { store_.released(token); }),
       buffer_(cfg_.buffer),
       slots_(cfg_.concurrency),
       source_(store_, buffer_, w_.main, w_.blocking, lease_ok_, cfg_.fetch_batch,
@@ -71,68 +72,101 @@ void QueueRunner::start() {
   dispatch_task_ = async::spawn(dispatcher(), "dispatch " + cfg_.name);
 }
 
-async::Task<void> QueueRunner::lease_keeper() {
-  auto register_lease = [this]() -> async::Task<void> {
-    for (;;) {
-      bool done = false;
-      try {
-        co_await store_.register_lease();
-        done = true;
-      } catch (const redis::ConnectionError&) {
-      } catch (const redis::ReplyError& e) {
-        spdlog::error("queue {}: cannot take a lease: {}", cfg_.name, e.what());
-      }
-      if (done) co_return;
-      co_await w_.main.wait_connected();
-      co_await async::sleep(100ms);
+async::Task<void> QueueRunner::take_lease() {
+  auto last_log = async::Clock::now() - 30s;
+  for (;;) {
+    std::string error;
+    try {
+      co_await store_.register_lease();
+      co_return;
+    } catch (const redis::ConnectionError&) {
+    } catch (const redis::ReplyError& e) {
+      error = e.what();
     }
-  };
-  co_await register_lease();
+    if (!error.empty() && async::Clock::now() - last_log >= 30s) {
+      last_log = async::Clock::now();
+      spdlog::error("queue {}: cannot take a lease: {}", cfg_.name, error);
+    }
+    co_await w_.main.wait_connected();
+    co_await async::sleep(200ms);
+  }
+}
+
+async::Task<void> QueueRunner::lease_keeper() {
+  co_await take_lease();
   lease_ok_.set();
+  auto renewed_at = async::Clock::now();
   // Renew at a third of the lease: two renewals can fail before it runs out.
   const auto every = std::max<Millis>(lease_ / 3, 50ms);
   for (;;) {
     co_await async::sleep(every);
-    bool reached = true;
+    bool reached = false;
     bool renewed = false;
     try {
       renewed = co_await store_.renew_lease();
+      reached = true;
     } catch (const redis::ConnectionError&) {
-      reached = false;
     } catch (const redis::ReplyError& e) {
       spdlog::error("queue {}: cannot renew the lease: {}", cfg_.name, e.what());
+    }
+    if (reached && renewed) {
+      renewed_at = async::Clock::now();
+      lease_ok_.set();
+      co_await reconcile();
       continue;
     }
-    if (!reached) {
-      co_await w_.main.wait_connected();
-      try {
-        renewed = co_await store_.renew_lease();
-        reached = true;
-      } catch (const std::exception&) {
-        continue;
-      }
-    }
-    if (!renewed) {
-      co_await on_lease_lost();
-      co_await register_lease();
-      lease_lost_ = false;
+    if (reached) {
+      // Expired (by Redis' clock) or recovered already: whatever we run may be running
+      // elsewhere now.
+      co_await fence(
+          "the lease expired before it could be renewed (the loop stalled, or Redis "
+          "was out of reach, for longer than " +
+          config::format_duration(lease_) + ")");
+      co_await take_lease();
+      renewed_at = async::Clock::now();
       lease_ok_.set();
+      co_await reconcile();
+      continue;
+    }
+    // Redis out of reach. Once the lease may run out before the next renewal could land, stop
+    // running jobs: another daemon is allowed to take them after the lease, and a job must not
+    // run twice at once. They stay held in Redis and go back to pending when we return.
+    if (lease_ok_.is_set() && async::Clock::now() - renewed_at >= lease_ - every) {
+      co_await fence("Redis has been out of reach for " +
+                     config::format_duration(
+                         std::chrono::duration_cast<Millis>(async::Clock::now() - renewed_at)) +
+                     ", close to the " + config::format_duration(lease_) + " lease");
     }
   }
 }
 
-async::Task<void> QueueRunner::on_lease_lost() {
+async::Task<void> QueueRunner::fence(const std::string& why) {
   lease_ok_.clear();
   lease_lost_ = true;
   std::size_t n = running_.size() + buffer_.size();
   spdlog::error(
-      "queue {}: this daemon's lease expired (Redis unreachable, or the loop stalled, for longer "
-      "than {}) and another daemon has taken back its {} job(s); stopping them here so that no "
-      "job runs twice",
-      cfg_.name, config::format_duration(lease_), n);
-  (void)buffer_.drain();  // recovered already: nothing to put back
+      "queue {}: {}; stopping this daemon's {} job(s) so that none runs twice (they "
+      "go back to pending, here or through another daemon)",
+      cfg_.name, why, n);
+  for (auto& l : buffer_.drain()) store_.released(l.token);
   cancel_running();
   co_await idle_.wait();
+  lease_lost_ = false;
+}
+
+async::Task<void> QueueRunner::reconcile() {
+  try {
+    auto r = co_await store_.reconcile();
+    if (r.returned || r.dead) {
+      spdlog::warn(
+          "queue {}: {} job(s) held in Redis under this daemon were unknown to it (a "
+          "fetch reply lost with the connection, or writes Redis forgot in a restart); "
+          "returned them to pending ({} dead on their last attempt)",
+          cfg_.name, r.returned + r.dead, r.dead);
+    }
+  } catch (const std::exception& e) {
+    spdlog::debug("queue {}: reconcile skipped: {}", cfg_.name, e.what());
+  }
 }
 
 async::Task<void> QueueRunner::recoverer() {
@@ -177,14 +211,13 @@ async::Task<void> QueueRunner::promoter() {
       co_await w_.main.wait_connected();
       continue;
     }
-    auto now = store::unix_ms();
     Millis wait = cfg_.delayed_poll;
     if (p.moved >= 1000) {
       wait = 0ms;  // more are due
-    } else if (p.next_due) {
-      wait = std::clamp<Millis>(Millis(*p.next_due - now), 0ms, cfg_.delayed_poll);
+    } else if (p.next_in) {
+      wait = std::clamp<Millis>(*p.next_in, 0ms, cfg_.delayed_poll);
     }
-    promoter_due_ = now + wait.count();
+    promoter_due_ = store::unix_ms() + wait.count();
     wake_promoter_.clear();
     try {
       co_await async::wait_for(wake_promoter_.wait(), wait);
@@ -241,7 +274,7 @@ async::Task<void> QueueRunner::run_job(store::Leased l, async::Permit permit,
 
   if (l.oversized) {
     ++stats_.invalid;
-    std::string id = job::new_id();
+    std::string id = job::valid_id(l.oversized_id) ? l.oversized_id : job::new_id();
     std::string error = "job is " + std::to_string(l.oversized) + " bytes, over max_job_bytes (" +
                         std::to_string(cfg_.max_job_bytes) + ")";
     spdlog::warn("queue {}: invalid job {} is dead: {}", cfg_.name, id, error);
@@ -277,8 +310,12 @@ async::Task<void> QueueRunner::run_job(store::Leased l, async::Permit permit,
   }
   permit.release();  // the slot is free as soon as the attempt is over
   if (cancelled) {
-    // A stop (or a lost lease): the job goes back as it was, unless another daemon has it now.
-    if (!lease_lost_) {
+    if (lease_lost_) {
+      // Fenced: the job stays held in Redis and goes back to pending by recovery (another
+      // daemon) or by our reconcile, once the lease situation is clear.
+      store_.released(l.token);
+    } else {
+      // A stop: the job goes back as it was.
       writer_.put_back(l.token, job.id, /*started=*/true);
       ++stats_.returned;
     }
@@ -313,7 +350,7 @@ void QueueRunner::record(const store::Leased& l, const job::Job& job, long long 
     ++stats_.retried;
     spdlog::debug("queue {}: job {} failed (attempt {} of {}): {}; retrying in {} ms", cfg_.name,
                   job.id, attempt, max, out.error, delay.count());
-    writer_.retry(l.token, job.id, run_at, std::move(out.error), out.kind);
+    writer_.retry(l.token, job.id, delay, std::move(out.error), out.kind);
     if (run_at < promoter_due_) {
       promoter_due_ = run_at;
       wake_promoter_.set();
@@ -376,6 +413,10 @@ async::Task<void> QueueRunner::stop(Millis grace) {
       co_await idle_.wait();
     }
   }
+  if (lease_task_.valid()) {
+    lease_task_.cancel();
+    co_await lease_task_.wait();
+  }
   bool written = co_await writer_.flush(10s);
   if (!written) {
     spdlog::error(
@@ -389,10 +430,6 @@ async::Task<void> QueueRunner::stop(Millis grace) {
     } catch (const std::exception&) {
     }
     if (!released) spdlog::debug("queue {}: lease left to expire", cfg_.name);
-  }
-  if (lease_task_.valid()) {
-    lease_task_.cancel();
-    co_await lease_task_.wait();
   }
   co_await writer_.stop();
 }

@@ -66,7 +66,10 @@ class QueueRunner {
   void hurry();
 
  private:
+  async::Task<void> take_lease();
   async::Task<void> lease_keeper();
+  async::Task<void> fence(const std::string& why);
+  async::Task<void> reconcile();
   async::Task<void> recoverer();
   async::Task<void> promoter();
   async::Task<void> dispatcher();
@@ -74,7 +77,6 @@ class QueueRunner {
   async::Task<handlers::Outcome> attempt(const job::Job& job, long long attempt, Millis timeout);
   void record(const store::Leased& l, const job::Job& job, long long attempt, long long max,
               handlers::Outcome out, std::int64_t started);
-  async::Task<void> on_lease_lost();
   void return_buffered();
   void cancel_running();
   Millis backoff(long long attempt) const;

@@ -260,6 +260,14 @@ class Exec final : public Handler {
     auto writer = async::spawn(feed(proc.stdin_fd(), r.job.raw), "exec stdin");
     auto reader = async::spawn(drain(proc.stdout_fd().get(), out), "exec stdout");
     auto errors = async::spawn(drain(proc.stderr_fd().get(), err), "exec stderr");
+    // The I/O tasks use this frame's buffers and the process's fds: however this coroutine ends
+    // (even a second cancellation in the middle of the cleanup below), they end with it.
+    struct EndIo {
+      async::JoinHandle<void>* tasks[3];
+      ~EndIo() {
+        for (auto* t : tasks) t->abort();
+      }
+    } end_io{{&writer, &reader, &errors}};
 
     async::ExitStatus status;
     bool stopped = false;
@@ -290,9 +298,6 @@ class Exec final : public Handler {
         r.stopped = "stopped by SIGTERM after " + std::to_string(r.timeout.count()) +
                     " ms timeout (it exited " + std::to_string(took.count()) + " ms later)";
       }
-      writer.abort();
-      reader.abort();
-      errors.abort();
       throw async::Cancelled{};
     }
     // The group is gone, so the pipes close; a process that escaped it could hold them open.

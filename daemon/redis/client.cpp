@@ -61,7 +61,9 @@ async::Task<void> Client::supervise() {
   auto down_since = async::Clock::now();
   auto last_log = down_since - kRepeatLogEvery;
   bool ever_up = false;
-  const std::string who = options_.name + " (" + options_.connect.url.display() + ")";
+  // Connection errors already name the server ("redis URL: ..."); info lines add it.
+  const std::string& who = options_.name;
+  const std::string where = options_.connect.url.display();
   for (;;) {
     std::string error;
     try {
@@ -73,12 +75,12 @@ async::Task<void> Client::supervise() {
       auto down_for =
           std::chrono::duration_cast<std::chrono::seconds>(async::Clock::now() - down_since);
       if (failures > 0) {
-        spdlog::info("{}: connected after {} failed attempts ({}s without Redis)", who, failures,
-                     down_for.count());
+        spdlog::info("{}: connected to {} after {} failed attempts ({}s without Redis)", who, where,
+                     failures, down_for.count());
       } else if (ever_up) {
-        spdlog::info("{}: reconnected", who);
+        spdlog::info("{}: reconnected to {}", who, where);
       } else {
-        spdlog::debug("{}: connected", who);
+        spdlog::debug("{}: connected to {}", who, where);
       }
       ever_up = true;
       failures = 0;

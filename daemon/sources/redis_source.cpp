@@ -13,34 +13,47 @@ constexpr auto kBlock = std::chrono::seconds(2);
 }  // namespace
 
 async::Task<void> RedisSource::run() {
+  auto last_log = async::Clock::now() - std::chrono::seconds(30);
   for (;;) {
     co_await lease_ok_.wait();
     co_await buffer_.wait_room();
     std::size_t n = std::min(buffer_.room(), batch_);
+    if (n == 0) continue;  // closed
     std::optional<std::vector<store::Leased>> got;
+    std::string error;
     bool down = false;
     bool stopped = false;
     // The fetch runs as a task of its own: if this source is cancelled while the reply is on
     // its way, the jobs it leased still arrive, and go back to pending instead of being held
     // by nobody until the lease expires.
-    auto fetch = async::spawn(store_.fetch(n), "fetch " + store_.settings().queue);
+    fetch_ = async::spawn(store_.fetch(n), "fetch " + store_.settings().queue);
     try {
-      got = co_await fetch;
+      got = co_await fetch_;
     } catch (const async::Cancelled&) {
       stopped = true;
     } catch (const redis::ConnectionError&) {
       down = true;
     } catch (const redis::ReplyError& e) {
-      spdlog::error("queue {}: fetching jobs failed: {}", store_.settings().queue, e.what());
-      down = true;
+      error = e.what();
     }
     if (stopped) {
-      co_await fetch.wait();  // cancellation is delivered once: this wait is not interrupted
-      auto late = fetch.take_result();
+      co_await fetch_.wait();  // cancellation is delivered once: this wait is not interrupted
+      auto late = fetch_.take_result();
       if (late.ok() && late.value()) {
-        for (auto& job : *late.value()) put_back_(std::move(job));
+        auto& jobs = *late.value();
+        // Newest first onto the consuming end: the oldest is again the next one taken.
+        for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) put_back_(std::move(*it));
       }
       throw async::Cancelled{};
+    }
+    if (!error.empty()) {
+      auto now = async::Clock::now();
+      if (now - last_log >= std::chrono::seconds(30)) {
+        last_log = now;
+        spdlog::error("queue {}: fetching jobs failed: {}", store_.settings().queue, error);
+      }
+      co_await async::sleep(std::chrono::seconds(1));
+      continue;
     }
     if (down) {
       co_await main_.wait_connected();
@@ -48,7 +61,7 @@ async::Task<void> RedisSource::run() {
       continue;
     }
     if (!got) {
-      // The lease is gone: the lease keeper re-registers and sets lease_ok again.
+      // The lease is gone or expired: the lease keeper takes a new one and sets lease_ok.
       lease_ok_.clear();
       continue;
     }

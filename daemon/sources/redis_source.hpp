@@ -28,6 +28,12 @@ class RedisSource {
         lease_ok_(lease_ok),
         batch_(batch),
         put_back_(std::move(put_back)) {}
+  RedisSource(const RedisSource&) = delete;
+  RedisSource& operator=(const RedisSource&) = delete;
+  /// A fetch task still under way refers to the store: it goes with the source.
+  ~RedisSource() {
+    if (fetch_.valid()) fetch_.abort();
+  }
 
   /// Runs until cancelled. Redis being away is waited out, never an error.
   async::Task<void> run();
@@ -42,6 +48,7 @@ class RedisSource {
   async::Event& lease_ok_;
   std::size_t batch_;
   PutBack put_back_;
+  async::JoinHandle<std::optional<std::vector<store::Leased>>> fetch_;
 };
 
 }  // namespace jq::sources

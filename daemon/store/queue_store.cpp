@@ -1,7 +1,11 @@
-// The queue store: script calls with their arguments, and the batching write loop.
+// The queue store: script calls with their arguments, reconciliation, and the batching writer.
 #include "store/queue_store.hpp"
 
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
 
 #include "store/scripts.hpp"
 
@@ -9,10 +13,29 @@ namespace jq::store {
 namespace {
 
 constexpr std::size_t kMaxOpsPerBatch = 1000;
+// Well under Redis' 1 GB query buffer, and small enough not to hold Redis for long.
+constexpr std::size_t kMaxBatchBytes = 16 * 1024 * 1024;
 constexpr auto kErrorLogEvery = std::chrono::seconds(30);
 
-std::string ms_str(std::int64_t v) {
+std::string num(std::int64_t v) {
   return std::to_string(v);
+}
+
+std::optional<std::uint64_t> token_of(const std::string& s) {
+  std::uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+Recovered counts(const redis::Reply& r) {
+  Recovered out;
+  if (r.is_array() && r.elements.size() >= 2) {
+    out.returned = r.elements[0].as_int();
+    out.dead = r.elements[1].as_int();
+    for (std::size_t i = 2; i < r.elements.size(); ++i) out.workers.push_back(r.elements[i].str);
+  }
+  return out;
 }
 
 }  // namespace
@@ -27,14 +50,15 @@ QueueStore::QueueStore(redis::Client& main, redis::Client& blocking, Settings se
     : main_(main), blocking_(blocking), s_(std::move(settings)), keys_(s_.prefix, s_.queue) {}
 
 async::Task<void> QueueStore::register_lease() {
-  std::string expiry = ms_str(unix_ms() + s_.lease.count());
-  redis::Reply r = co_await main_.command("ZADD", keys_.leases, expiry, s_.worker);
-  r.check();
+  std::vector<std::string> keys{keys_.leases};
+  std::vector<std::string> args{s_.worker, num(s_.lease.count())};
+  redis::Reply r = co_await scripts::acquire().run(main_, keys, args);
+  (void)r;
 }
 
 async::Task<bool> QueueStore::renew_lease() {
   std::vector<std::string> keys{keys_.leases};
-  std::vector<std::string> args{s_.worker, ms_str(unix_ms() + s_.lease.count())};
+  std::vector<std::string> args{s_.worker, num(s_.lease.count())};
   redis::Reply r = co_await scripts::renew().run(main_, keys, args);
   co_return r.as_int() == 1;
 }
@@ -47,32 +71,52 @@ async::Task<bool> QueueStore::release_lease() {
 }
 
 async::Task<std::optional<std::vector<Leased>>> QueueStore::fetch(std::size_t n) {
+  // The tokens are ours from now on, whatever becomes of the reply: a fetch sent again after a
+  // lost reply must never reuse them (it would overwrite the jobs the first one leased).
+  const std::uint64_t first = next_token_;
+  next_token_ += n;
+  fetching_from_ = first;
+  fetching_to_ = first + n;
   std::vector<std::string> keys{keys_.pending, keys_.leases, keys_.inflight(s_.worker)};
-  std::vector<std::string> args{s_.worker, std::to_string(n), std::to_string(next_token_),
+  std::vector<std::string> args{s_.worker, std::to_string(n), std::to_string(first),
                                 std::to_string(s_.max_job_bytes)};
-  redis::Reply r = co_await scripts::fetch().run(main_, keys, args);
+  redis::Reply r;
+  try {
+    r = co_await scripts::fetch().run(main_, keys, args);
+  } catch (...) {
+    fetching_from_ = fetching_to_ = 0;  // lost or refused: reconcile may take these tokens back
+    throw;
+  }
+  fetching_from_ = fetching_to_ = 0;
   if (r.is_nil()) co_return std::nullopt;
   if (!r.is_array()) throw redis::ReplyError("script fetch: unexpected reply " + r.describe());
   std::int64_t now = unix_ms();
   std::vector<Leased> out;
   out.reserve(r.elements.size());
-  for (auto& e : r.elements) {
+  for (std::size_t i = 0; i < r.elements.size(); ++i) {
     Leased l;
-    l.token = std::to_string(next_token_++);
+    l.token = std::to_string(first + i);
     l.fetched_at = now;
-    std::string& raw = e.str;
+    std::string& raw = r.elements[i].str;
     if (raw.size() > 5 && raw.compare(0, 5, std::string_view("\0big:", 5)) == 0) {
-      l.oversized = std::stoull(raw.substr(5));
+      // "\0big:<size>:<id>"
+      auto colon = raw.find(':', 5);
+      l.oversized = std::stoull(raw.substr(5, colon - 5));
+      if (colon != std::string::npos) l.oversized_id = raw.substr(colon + 1);
     } else {
       l.raw = std::move(raw);
     }
+    held_.insert(first + i);
     out.push_back(std::move(l));
   }
   co_return out;
 }
 
+void QueueStore::released(const std::string& token) {
+  if (auto t = token_of(token)) held_.erase(*t);
+}
+
 async::Task<bool> QueueStore::wait_for_pending(Millis block) {
-  // BLMOVE takes whole seconds before Redis 6.0 and decimals since; we need 6.2+ anyway.
   std::string secs = std::to_string(block.count() / 1000.0);
   redis::Reply r = co_await blocking_.blocking_command(block, "BLMOVE", keys_.pending,
                                                        keys_.pending, "RIGHT", "RIGHT", secs);
@@ -82,28 +126,50 @@ async::Task<bool> QueueStore::wait_for_pending(Millis block) {
 
 async::Task<Recovered> QueueStore::recover(std::size_t max_workers) {
   std::vector<std::string> keys{keys_.leases, keys_.pending, keys_.dead};
-  std::vector<std::string> args{ms_str(unix_ms()), keys_.base, s_.queue,
-                                std::to_string(max_workers), std::to_string(s_.max_attempts)};
+  std::vector<std::string> args{keys_.base,
+                                s_.queue,
+                                std::to_string(max_workers),
+                                std::to_string(s_.max_attempts),
+                                s_.worker,
+                                std::to_string(s_.dead_max),
+                                num(s_.dead_ttl.count())};
   redis::Reply r = co_await scripts::recover().run(main_, keys, args);
-  Recovered out;
-  if (r.is_array() && r.elements.size() >= 2) {
-    out.returned = r.elements[0].as_int();
-    out.dead = r.elements[1].as_int();
-    for (std::size_t i = 2; i < r.elements.size(); ++i) out.workers.push_back(r.elements[i].str);
+  co_return counts(r);
+}
+
+async::Task<Recovered> QueueStore::reconcile() {
+  redis::Reply fields = co_await main_.command("HKEYS", keys_.inflight(s_.worker));
+  fields.check();
+  std::vector<std::uint64_t> unknown;
+  for (const auto& f : fields.elements) {
+    auto t = token_of(f.str);  // `<token>:a` companions are not tokens
+    if (!t || held_.count(*t)) continue;
+    if (*t >= fetching_from_ && *t < fetching_to_) continue;  // its fetch reply is on its way
+    unknown.push_back(*t);
   }
-  co_return out;
+  if (unknown.empty()) co_return Recovered{};
+  // Newest first onto the consuming end, so the oldest is taken first again.
+  std::sort(unknown.rbegin(), unknown.rend());
+  std::vector<std::string> keys{keys_.inflight(s_.worker), keys_.pending, keys_.dead};
+  std::vector<std::string> args{keys_.base, s_.queue, std::to_string(s_.max_attempts)};
+  for (auto t : unknown) args.push_back(std::to_string(t));
+  redis::Reply r = co_await scripts::reclaim().run(main_, keys, args);
+  co_return counts(r);
 }
 
 async::Task<Promoted> QueueStore::promote(std::size_t limit) {
   std::vector<std::string> keys{keys_.delayed, keys_.pending};
-  std::vector<std::string> args{ms_str(unix_ms()), std::to_string(limit), keys_.base};
+  std::vector<std::string> args{std::to_string(limit), keys_.base};
   redis::Reply r = co_await scripts::promote().run(main_, keys, args);
   Promoted out;
-  if (r.is_array() && r.elements.size() == 2) {
+  if (r.is_array() && r.elements.size() == 3) {
     out.moved = r.elements[0].as_int();
     if (!r.elements[1].is_nil()) {
-      // Scores come back as strings ("1700000000000" or "1.7e12" for odd inputs).
-      out.next_due = static_cast<std::int64_t>(std::stod(r.elements[1].str));
+      // Scores are whatever a submitter wrote (even "+inf"): clamp while still a double.
+      double due = std::strtod(r.elements[1].str.c_str(), nullptr);
+      double now = std::strtod(r.elements[2].str.c_str(), nullptr);
+      double in = std::isfinite(due) ? std::clamp(due - now, 0.0, 1e12) : 1e12;
+      out.next_in = Millis(static_cast<std::int64_t>(in));
     }
   }
   co_return out;
@@ -111,8 +177,8 @@ async::Task<Promoted> QueueStore::promote(std::size_t limit) {
 
 // ---- Writer ----
 
-Writer::Writer(redis::Client& client, const Keys& keys, const Settings& settings)
-    : client_(client), keys_(keys), s_(settings) {}
+Writer::Writer(redis::Client& client, const Keys& keys, const Settings& settings, Released released)
+    : client_(client), keys_(keys), s_(settings), released_(std::move(released)) {}
 
 Writer::~Writer() {
   if (task_.valid()) task_.abort();
@@ -138,7 +204,7 @@ void Writer::push(Op op) {
 async::Future<long long> Writer::start_job(const std::string& token, const std::string& id,
                                            const std::string& handler, std::string normalized,
                                            std::int64_t fetched_at) {
-  Op op{{"start", token, id, handler, std::move(normalized), ms_str(fetched_at), ""}, {}};
+  Op op{{"start", token, id, handler, std::move(normalized), num(fetched_at)}, {}};
   op.result.emplace();
   async::Future<long long> f = *op.result;
   push(std::move(op));
@@ -146,21 +212,21 @@ async::Future<long long> Writer::start_job(const std::string& token, const std::
 }
 
 void Writer::succeeded(const std::string& token, const std::string& id, std::string result) {
-  push(Op{{"ok", token, id, std::move(result), "", "", ""}, {}});
+  push(Op{{"ok", token, id, std::move(result), "", ""}, {}});
 }
 
-void Writer::retry(const std::string& token, const std::string& id, std::int64_t run_at,
-                   std::string error, const char* kind) {
-  push(Op{{"retry", token, id, ms_str(run_at), std::move(error), kind, ""}, {}});
+void Writer::retry(const std::string& token, const std::string& id, Millis delay, std::string error,
+                   const char* kind) {
+  push(Op{{"retry", token, id, num(delay.count()), std::move(error), kind}, {}});
 }
 
 void Writer::dead(const std::string& token, const std::string& id, std::string error,
                   const char* kind, const std::string& handler) {
-  push(Op{{"dead", token, id, std::move(error), kind, handler, ""}, {}});
+  push(Op{{"dead", token, id, std::move(error), kind, handler}, {}});
 }
 
 void Writer::put_back(const std::string& token, const std::string& id, bool started) {
-  push(Op{{"return", token, id, started ? "1" : "0", "", "", ""}, {}});
+  push(Op{{"return", token, id, started ? "1" : "0", "", ""}, {}});
 }
 
 async::Task<bool> Writer::flush(Millis timeout) {
@@ -182,34 +248,40 @@ async::Task<bool> Writer::flush(Millis timeout) {
 
 async::Task<void> Writer::run() {
   const std::vector<std::string> keys{keys_.inflight(s_.worker), keys_.delayed, keys_.dead,
-                                      keys_.pending};
+                                      keys_.pending, keys_.leases};
   auto last_error_log = async::Clock::now() - kErrorLogEvery;
+  auto last_op_error_log = last_error_log;
   for (;;) {
     if (queued_.empty()) {
       work_.clear();
       co_await work_.wait();
       continue;
     }
-    std::vector<Op> batch;
-    if (queued_.size() <= kMaxOpsPerBatch) {
-      batch.swap(queued_);
-    } else {
-      batch.assign(std::make_move_iterator(queued_.begin()),
-                   std::make_move_iterator(queued_.begin() + kMaxOpsPerBatch));
-      queued_.erase(queued_.begin(), queued_.begin() + kMaxOpsPerBatch);
+    // A batch: every queued op, up to a count and a size.
+    std::size_t take = 0, bytes = 0;
+    while (take < queued_.size() && take < kMaxOpsPerBatch) {
+      std::size_t b = 0;
+      for (const auto& f : queued_[take].f) b += f.size();
+      if (take > 0 && bytes + b > kMaxBatchBytes) break;
+      bytes += b;
+      ++take;
     }
-    std::int64_t now = unix_ms();
+    std::vector<Op> batch(std::make_move_iterator(queued_.begin()),
+                          std::make_move_iterator(queued_.begin() + take));
+    queued_.erase(queued_.begin(), queued_.begin() + take);
     std::vector<std::string> args;
-    args.reserve(7 + 7 * batch.size());
-    args.push_back(ms_str(now));
+    args.reserve(6 + 6 * batch.size());
     args.push_back(keys_.base);
     args.push_back(s_.queue);
     args.push_back(s_.worker);
     args.push_back(std::to_string(std::max<long long>(1, s_.result_ttl.count() / 1000)));
     args.push_back(std::to_string(s_.dead_max));
-    args.push_back(ms_str(now - s_.dead_ttl.count()));
+    args.push_back(num(s_.dead_ttl.count()));
     for (auto& op : batch) {
-      for (auto& field : op.f) args.push_back(std::move(field));
+      for (std::size_t i = 0; i < op.f.size(); ++i) {
+        // The op name, token and id are needed again below; the payload-sized fields are not.
+        args.push_back(i < 3 ? op.f[i] : std::move(op.f[i]));
+      }
     }
     redis::Reply reply;
     for (;;) {
@@ -239,10 +311,20 @@ async::Task<void> Writer::run() {
       }
     }
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (!batch[i].result) continue;
-      long long v = -1;
-      if (reply.is_array() && i < reply.elements.size()) v = reply.elements[i].integer;
-      batch[i].result->set_value(v);
+      auto& op = batch[i];
+      const redis::Reply* r =
+          reply.is_array() && i < reply.elements.size() ? &reply.elements[i] : nullptr;
+      bool refused = !r || r->type != redis::Reply::Type::integer;
+      if (refused) {
+        auto t = async::Clock::now();
+        if (t - last_op_error_log >= kErrorLogEvery) {
+          last_op_error_log = t;
+          spdlog::error("queue {}: Redis refused to record '{}' for job {}: {}", s_.queue, op.f[0],
+                        op.f[2], r ? r->str : "no reply for it");
+        }
+      }
+      if (op.result) op.result->set_value(refused ? -1 : r->integer);
+      if (op.f[0] != "start" && released_) released_(op.f[1]);
     }
     written_ += batch.size();
     progress_.set();

@@ -229,3 +229,26 @@ TEST_CASE("exec: environment, working directory, and start-up errors", "[exec]")
   CHECK_THROWS_WITH(handlers::make_exec(exec_config({"/nonexistent/prog"})),
                     "handler test: cannot run /nonexistent/prog: No such file or directory");
 }
+
+TEST_CASE("exec: user, group and resource limits apply to the program", "[exec]") {
+  if (::geteuid() != 0) {
+    WARN("not root: user switching cannot be tested here");
+    return;
+  }
+  auto cfg = exec_config({fixture("print_ids")});
+  cfg.user = "nobody";
+  cfg.group = "nogroup";
+  cfg.limits.open_files = 17;
+  cfg.limits.cpu = 5s;
+  auto h = handlers::make_exec(cfg);
+  auto body = [&]() -> async::Task<void> {
+    auto job = make_job("{}");
+    auto out = co_await attempt(*h, job);
+    REQUIRE(out.ok);
+    CHECK(out.result == "uid=65534 gid=65534 nofile=17 cpu=5\n");
+  };
+  run_test(body());
+  auto bad = exec_config({fixture("print_ids")});
+  bad.user = "no-such-user-here";
+  CHECK_THROWS_WITH(handlers::make_exec(bad), "handler test: no user named 'no-such-user-here'");
+}

@@ -33,7 +33,8 @@ struct Fixture {
     co_await main.wait_connected();
     co_await blocking.wait_connected();
     store.emplace(main, blocking, settings);
-    writer.emplace(main, store->keys(), store->settings());
+    writer.emplace(main, store->keys(), store->settings(),
+                   [this](const std::string& t) { store->released(t); });
     writer->start();
   }
   async::Task<void> down() {
@@ -69,10 +70,10 @@ TEST_CASE("fetch leases the oldest jobs first and records them as held", "[store
     REQUIRE(got->size() == 3);
     CHECK((*got)[0].raw == job("j1"));
     CHECK((*got)[2].raw == job("j3"));
-    CHECK((*got)[0].token == "1");
+    CHECK((*got)[0].token == "4");  // the refused fetch used up 1-3: tokens are never reused
     auto more = co_await f.store->fetch(10);
     REQUIRE(more->size() == 2);
-    CHECK((*more)[0].token == "4");
+    CHECK((*more)[0].token == "7");
     auto empty = co_await f.store->fetch(10);
     CHECK(empty->empty());
     co_await f.down();
@@ -80,7 +81,7 @@ TEST_CASE("fetch leases the oldest jobs first and records them as held", "[store
   run_test(body());
   CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 0);
   CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 5);
-  CHECK(r.str({"HGET", "jobq:{q}:inflight:w1", "2"}) == job("j2"));
+  CHECK(r.str({"HGET", "jobq:{q}:inflight:w1", "5"}) == job("j2"));
 }
 
 TEST_CASE("an oversized job is not transferred: only its size comes back", "[store]") {
@@ -153,7 +154,7 @@ TEST_CASE("an assigned id is written into the held copy so later copies carry it
     auto got = co_await f.store->fetch(1);
     const auto& l = (*got)[0];
     co_await f.writer->start_job(l.token, "X1", "h", R"({"id":"X1","payload":1})", l.fetched_at);
-    f.writer->retry(l.token, "X1", store::unix_ms() + 60000, "boom", "exception");
+    f.writer->retry(l.token, "X1", 60000ms, "boom", "exception");
     bool ok3 = co_await f.writer->flush(5s);
     CHECK(ok3);
     co_await f.down();
@@ -180,8 +181,9 @@ TEST_CASE("promote moves due jobs to the back of pending and marks retries queue
     co_await f.up();
     auto p = co_await f.store->promote();
     CHECK(p.moved == 1);
-    REQUIRE(p.next_due.has_value());
-    CHECK(*p.next_due == now + 60000);
+    REQUIRE(p.next_in.has_value());
+    CHECK(*p.next_in > 59000ms);  // due in a minute, by Redis' clock
+    CHECK(*p.next_in <= 60000ms);
     co_await f.down();
   };
   run_test(body());
@@ -283,7 +285,7 @@ TEST_CASE("a dead worker's jobs are recovered in order; running ones marked lost
   CHECK(list.elements[2].str == job("r1"));  // consumed next, as before the crash
   CHECK(list.elements[1].str == job("r3"));
   CHECK(list.elements[0].str == job("r4"));
-  CHECK(r.str({"HGET", "jobq:{q}:job:r1", "status"}) == "retrying");
+  CHECK(r.str({"HGET", "jobq:{q}:job:r1", "status"}) == "queued");  // back in pending
   CHECK(r.str({"HGET", "jobq:{q}:job:r1", "error_kind"}) == "lost");
   CHECK(r.str({"HGET", "jobq:{q}:job:r2", "status"}) == "failed");
   CHECK(r.str({"HGET", "jobq:{q}:job:r2", "error_kind"}) == "lost");
@@ -349,4 +351,84 @@ TEST_CASE("the blocking wait returns at once when a job is pushed, and moves not
   auto list = r.cmd({"LRANGE", "jobq:{q}:pending", "0", "-1"});
   REQUIRE(list.elements.size() >= 1);
   CHECK(list.elements.back().str == job("first"));  // still the next to be consumed
+}
+
+TEST_CASE("reconcile returns jobs held in Redis that the worker does not know of", "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  for (int i = 1; i <= 4; ++i) r.cmd({"LPUSH", "jobq:{q}:pending", job("k" + std::to_string(i))});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    co_await f.up();
+    co_await f.store->register_lease();
+    auto mine = co_await f.store->fetch(1);  // k1: known
+    REQUIRE(mine->size() == 1);
+    // A fetch whose reply was lost with the connection: it ran in Redis (k2, k3 now held under
+    // tokens this process never saw), but nobody here knows.
+    auto lost = server.client();
+    lost.cmd({"EVAL",
+              "local a = redis.call('RPOP', KEYS[1], 2) "
+              "redis.call('HSET', KEYS[2], '100', a[1], '101', a[2]) return 1",
+              "2", "jobq:{q}:pending", "jobq:{q}:inflight:w1"});
+    auto rec = co_await f.store->reconcile();
+    CHECK(rec.returned == 2);
+    auto again = co_await f.store->reconcile();
+    CHECK(again.returned == 0);  // nothing unknown any more; k1 stays held
+    co_await f.down();
+  };
+  run_test(body());
+  auto list = r.cmd({"LRANGE", "jobq:{q}:pending", "0", "-1"});
+  REQUIRE(list.elements.size() == 3);
+  CHECK(list.elements[2].str == job("k2"));  // the oldest is the next one taken, as before
+  CHECK(list.elements[1].str == job("k3"));
+  CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 1);
+}
+
+TEST_CASE("an op Redis refuses is reported and does not block the others", "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"SET", "jobq:{q}:job:clash", "a string, not a hash"});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job("clash")});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job("fine")});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    co_await f.up();
+    co_await f.store->register_lease();
+    auto got = co_await f.store->fetch(2);
+    const auto& a = (*got)[0];
+    const auto& b = (*got)[1];
+    auto fa = f.writer->start_job(a.token, "clash", "h", "", a.fetched_at);
+    auto fb = f.writer->start_job(b.token, "fine", "h", "", b.fetched_at);
+    long long na = co_await fa;
+    long long nb = co_await fb;
+    CHECK(na == -1);  // refused (WRONGTYPE): not run
+    CHECK(nb == 1);
+    f.writer->succeeded(b.token, "fine", "ok");
+    bool flushed = co_await f.writer->flush(5s);
+    CHECK(flushed);
+    co_await f.down();
+  };
+  run_test(body());
+  CHECK(r.str({"HGET", "jobq:{q}:job:fine", "status"}) == "succeeded");
+}
+
+TEST_CASE("an expired lease refuses to start jobs, by Redis' clock", "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"LPUSH", "jobq:{q}:pending", job("late")});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    co_await f.up();
+    co_await f.store->register_lease();
+    auto got = co_await f.store->fetch(1);
+    const auto& l = (*got)[0];
+    server.client().cmd({"ZADD", "jobq:{q}:leases", "1", "w1"});  // expired long ago
+    long long n = co_await f.writer->start_job(l.token, "late", "h", "", l.fetched_at);
+    CHECK(n == -1);
+    bool renewed = co_await f.store->renew_lease();
+    CHECK_FALSE(renewed);
+    co_await f.down();
+  };
+  run_test(body());
+  CHECK(r.integer({"EXISTS", "jobq:{q}:job:late"}) == 0);
 }
