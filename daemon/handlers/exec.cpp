@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 #include <set>
 #include <stdexcept>
@@ -50,13 +51,16 @@ struct Tail {
   std::string last() const { return data.size() > cap ? data.substr(data.size() - cap) : data; }
 };
 
+// One read buffer for every pipe: a read is copied into its sink before anything suspends, and
+// only the loop thread drains (no 64 KiB allocated and zeroed per pipe per job).
+thread_local std::array<char, kIoChunk> read_buf;
+
 template <class Sink>
 async::Task<void> drain(int fd, Sink& sink) {
-  std::string buf(kIoChunk, '\0');
   for (;;) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
+    ssize_t n = ::read(fd, read_buf.data(), read_buf.size());
     if (n > 0) {
-      sink.add(buf.data(), static_cast<std::size_t>(n));
+      sink.add(read_buf.data(), static_cast<std::size_t>(n));
       continue;
     }
     if (n == 0) co_return;

@@ -1,13 +1,11 @@
 // The http handler: POST to a configured URL with libevent's HTTP client over OpenSSL bufferevents.
 #include "handlers/http.hpp"
 
-#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -19,6 +17,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "async/resolve.hpp"
 #include "config/units.hpp"
 
 namespace jq::handlers {
@@ -90,28 +89,6 @@ std::string read_secret(const std::string& handler, const std::string& header,
   std::string v = ss.str();
   while (!v.empty() && (v.back() == '\n' || v.back() == '\r' || v.back() == ' ')) v.pop_back();
   return v;
-}
-
-bool is_ip_literal(const std::string& host) {
-  unsigned char buf[sizeof(in6_addr)];
-  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
-}
-
-std::string resolve(const std::string& host) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
-  if (rc != 0) throw std::runtime_error("cannot resolve " + host + ": " + gai_strerror(rc));
-  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(res, &freeaddrinfo);
-  char buf[INET6_ADDRSTRLEN] = {};
-  const void* addr =
-      res->ai_family == AF_INET
-          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr)
-          : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(res->ai_addr)->sin6_addr);
-  inet_ntop(res->ai_family, addr, buf, sizeof buf);
-  return buf;
 }
 
 // Retry-After: delta-seconds, or an HTTP-date.
@@ -255,15 +232,12 @@ class Http final : public Handler {
     auto permit = co_await slots_.acquire();
     std::unique_ptr<Conn> conn = take_idle();
     if (!conn) {
-      std::string ip = target_.host;
+      std::string ip;
       std::string failure;
-      if (!is_ip_literal(ip)) {
-        std::string host = target_.host;
-        try {
-          ip = co_await async::to_thread([host] { return resolve(host); });
-        } catch (const std::runtime_error& e) {
-          failure = e.what();
-        }
+      try {
+        ip = co_await async::resolve_host(target_.host);
+      } catch (const std::runtime_error& e) {
+        failure = e.what();
       }
       if (!failure.empty()) co_return Outcome::failure("connection", where() + ": " + failure);
       conn = open(ip);
@@ -415,7 +389,7 @@ class Http final : public Handler {
       if (!ssl) return nullptr;
       SSL_set_tlsext_host_name(ssl, target_.host.c_str());
       if (cfg_.verify_tls) {
-        if (is_ip_literal(target_.host)) {
+        if (async::is_ip_literal(target_.host)) {
           X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), target_.host.c_str());
         } else {
           SSL_set1_host(ssl, target_.host.c_str());

@@ -14,7 +14,7 @@ namespace jq::redis {
 /// Keeps one connection up. While Redis is down, send() fails at once with ConnectionError (the
 /// caller decides whether to wait_connected() and retry); the supervisor keeps reconnecting with
 /// capped exponential backoff and jitter, and says so in the log without flooding it.
-class Client {
+class Client : public CommandHelpers<Client> {
  public:
   struct Options {
     ConnectOptions connect;
@@ -40,20 +40,6 @@ class Client {
   const Url& url() const noexcept { return options_.connect.url; }
 
   PendingReply send(std::span<const std::string_view> argv, Millis extra = 0ms);
-  /// `command("SET", key, value)`: the variadic form. (An initializer list would need its array
-  /// kept across the caller's co_await, which GCC 12's coroutine lowering gets wrong.)
-  template <class... A>
-  PendingReply command(const A&... args) {
-    const std::string_view argv[] = {std::string_view(args)...};
-    return send(std::span<const std::string_view>(argv, sizeof...(A)));
-  }
-  /// A blocking command (BLMOVE...): its timeout is the command timeout plus `block`.
-  template <class... A>
-  PendingReply blocking_command(Millis block, const A&... args) {
-    const std::string_view argv[] = {std::string_view(args)...};
-    return send(std::span<const std::string_view>(argv, sizeof...(A)), block);
-  }
-
   /// Suspends until a connection is up (and alive: a connection that just died does not count,
   /// even before the supervisor has noticed).
   async::Task<void> wait_connected();

@@ -1,48 +1,16 @@
 // One hiredis async connection: connect with a timeout, commands with deadlines, clean failure.
 #include "redis/connection.hpp"
 
-#include <arpa/inet.h>
+#include "async/resolve.hpp"
+
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <netdb.h>
-#include <sys/socket.h>
 
 #include <cstring>
 
 namespace jq::redis {
 namespace {
-
-bool is_ip_literal(const std::string& host) {
-  unsigned char buf[sizeof(in6_addr)];
-  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
-}
-
-// getaddrinfo blocks: it runs on the thread pool, never on the loop.
-std::string resolve(const std::string& host) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
-  if (rc != 0) throw ConnectionError("cannot resolve '" + host + "': " + gai_strerror(rc));
-  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(res, &freeaddrinfo);
-  // Prefer IPv4 (a Redis bound to 127.0.0.1 answers "localhost" there).
-  const addrinfo* pick = res;
-  for (const addrinfo* a = res; a; a = a->ai_next) {
-    if (a->ai_family == AF_INET) {
-      pick = a;
-      break;
-    }
-  }
-  char buf[INET6_ADDRSTRLEN] = {};
-  const void* addr =
-      pick->ai_family == AF_INET
-          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(pick->ai_addr)->sin_addr)
-          : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(pick->ai_addr)->sin6_addr);
-  inet_ntop(pick->ai_family, addr, buf, sizeof buf);
-  return buf;
-}
 
 async::Duration check_interval(Millis command_timeout) {
   auto quarter = command_timeout / 4;
@@ -78,14 +46,16 @@ std::string Connection::describe(const char* what) const {
 async::Task<std::unique_ptr<Connection>> Connection::open(ConnectOptions options) {
   const Url& url = options.url;
   std::string ip;
+  std::string unresolved;
   if (url.kind == Url::Kind::tcp) {
-    ip = url.host;
-    if (!is_ip_literal(ip)) {
-      std::string host = url.host;
-      ip = co_await async::to_thread([host] { return resolve(host); });
+    try {
+      ip = co_await async::resolve_host(url.host);
+    } catch (const std::runtime_error& e) {
+      unresolved = e.what();
     }
   }
   std::unique_ptr<Connection> conn(new Connection(std::move(options)));
+  if (!unresolved.empty()) throw ConnectionError(conn->describe(unresolved.c_str()));
   redisAsyncContext* ac = conn->options_.url.kind == Url::Kind::tcp
                               ? redisAsyncConnect(ip.c_str(), conn->options_.url.port)
                               : redisAsyncConnectUnix(conn->options_.url.path.c_str());

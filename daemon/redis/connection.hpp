@@ -99,11 +99,33 @@ class [[nodiscard]] PendingReply {
   detail::ReplySlot* s_ = nullptr;
 };
 
+/// `command("SET", key, value)` for any type with send(argv, extra): the variadic form. (An
+/// initializer list would need its array kept across the caller's co_await, which GCC 12's
+/// coroutine lowering gets wrong.)
+template <class Self>
+class CommandHelpers {
+ public:
+  template <class... A>
+  PendingReply command(const A&... args) {
+    const std::string_view argv[] = {std::string_view(args)...};
+    return self().send(std::span<const std::string_view>(argv, sizeof...(A)));
+  }
+  /// A blocking command (BLMOVE...): its timeout is the command timeout plus `block`.
+  template <class... A>
+  PendingReply blocking_command(Millis block, const A&... args) {
+    const std::string_view argv[] = {std::string_view(args)...};
+    return self().send(std::span<const std::string_view>(argv, sizeof...(A)), block);
+  }
+
+ private:
+  Self& self() { return static_cast<Self&>(*this); }
+};
+
 /// One connection. hiredis owns the redisAsyncContext: it frees it after a failed connect and
 /// after the disconnect callback, so this object only borrows it and forgets it then. Many
 /// commands may be in flight at once (pipelining): hiredis writes them together at the next
 /// loop turn and replies come back in order.
-class Connection {
+class Connection : public CommandHelpers<Connection> {
  public:
   /// Connects (host names are resolved off the loop), authenticates and selects the database.
   /// Throws ConnectionError saying which server and why.
@@ -122,20 +144,6 @@ class Connection {
 
   /// Sends a command now. `extra` lengthens its timeout (a blocking command's own timeout).
   PendingReply send(std::span<const std::string_view> argv, Millis extra = 0ms);
-  /// `command("SET", key, value)`: the variadic form. (An initializer list would need its array
-  /// kept across the caller's co_await, which GCC 12's coroutine lowering gets wrong.)
-  template <class... A>
-  PendingReply command(const A&... args) {
-    const std::string_view argv[] = {std::string_view(args)...};
-    return send(std::span<const std::string_view>(argv, sizeof...(A)));
-  }
-  /// A blocking command (BLMOVE...): its timeout is the command timeout plus `block`.
-  template <class... A>
-  PendingReply blocking_command(Millis block, const A&... args) {
-    const std::string_view argv[] = {std::string_view(args)...};
-    return send(std::span<const std::string_view>(argv, sizeof...(A)), block);
-  }
-
   /// Set once the connection is gone (failed, closed by the server, or timed out).
   async::Event& closed() noexcept { return closed_; }
 

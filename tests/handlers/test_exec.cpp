@@ -8,12 +8,14 @@
 
 #include "handlers/exec.hpp"
 #include "tests/support/fixtures.hpp"
+#include "tests/support/jobs.hpp"
 #include "tests/support/redis_server.hpp"
 #include "tests/support/run.hpp"
 
 using namespace jq;
 using namespace std::chrono_literals;
 using jq::test::fixture;
+using jq::test::make_job;
 using jq::test::ms_since;
 using jq::test::run_test;
 
@@ -25,15 +27,6 @@ config::HandlerConfig exec_config(std::vector<std::string> command) {
   h.type = config::HandlerType::exec;
   h.command = std::move(command);
   return h;
-}
-
-job::Job make_job(const std::string& payload_json, const std::string& id = "job-1") {
-  job::Job j;
-  j.id = id;
-  j.handler = "test";
-  j.payload = nlohmann::json::parse(payload_json);
-  j.raw = R"({"id":")" + id + R"(","payload":)" + payload_json + "}";
-  return j;
 }
 
 // Runs one attempt of `h` on `job`, with a timeout as the engine applies it.
@@ -70,7 +63,7 @@ bool process_gone(pid_t pid) {
 TEST_CASE("exec: exit 0 succeeds with stdout as the result; the job JSON is on stdin", "[exec]") {
   auto h = handlers::make_exec(exec_config({fixture("cat_stdin")}));
   auto body = [&]() -> async::Task<void> {
-    auto job = make_job(R"({"n":1})");
+    auto job = make_job("test", R"({"n":1})");
     auto out = co_await attempt(*h, job);
     CHECK(out.ok);
     CHECK(out.result == job.raw);
@@ -83,13 +76,13 @@ TEST_CASE("exec: a non-zero exit fails with its status and the last lines of std
   cfg.no_retry_exit_codes = {4};
   auto h = handlers::make_exec(cfg);
   auto body = [&]() -> async::Task<void> {
-    auto job3 = make_job(R"({"code":3})");
+    auto job3 = make_job("test", R"({"code":3})");
     auto three = co_await attempt(*h, job3);
     CHECK_FALSE(three.ok);
     CHECK(std::string(three.kind) == "exit_status");
     CHECK(three.error == "exit status 3; stderr: line one\nabout to fail with 3");
     CHECK(three.retry);
-    auto job4 = make_job(R"({"code":4})");
+    auto job4 = make_job("test", R"({"code":4})");
     auto four = co_await attempt(*h, job4);
     CHECK_FALSE(four.retry);  // a configured "do not retry" code
   };
@@ -99,7 +92,7 @@ TEST_CASE("exec: a non-zero exit fails with its status and the last lines of std
 TEST_CASE("exec: death by a signal is error_kind signal", "[exec]") {
   auto h = handlers::make_exec(exec_config({fixture("kill_self")}));
   auto body = [&]() -> async::Task<void> {
-    auto job = make_job("{}");
+    auto job = make_job("test", "{}");
     auto out = co_await attempt(*h, job);
     CHECK(std::string(out.kind) == "signal");
     CHECK(out.error == "killed by SIGKILL; stderr: going down");
@@ -115,7 +108,7 @@ TEST_CASE("exec: at timeout a child ignoring SIGTERM is killed with its grandchi
   cfg.kill_grace = 200ms;
   auto h = handlers::make_exec(cfg);
   auto body = [&]() -> async::Task<void> {
-    auto job = make_job("{}");
+    auto job = make_job("test", "{}");
     std::string stopped;
     auto t0 = async::Clock::now();
     auto out = co_await attempt(*h, job, &stopped, 300ms);
@@ -139,7 +132,7 @@ TEST_CASE("exec: what the program leaves running in its group is killed when it 
   auto pid_file = (dir.path() / "pid").string();
   auto h = handlers::make_exec(exec_config({fixture("leave_behind"), pid_file}));
   auto body = [&]() -> async::Task<void> {
-    auto job = make_job("{}");
+    auto job = make_job("test", "{}");
     auto t0 = async::Clock::now();
     auto out = co_await attempt(*h, job);
     CHECK(out.ok);
@@ -164,12 +157,12 @@ TEST_CASE(
   auto h_count = handlers::make_exec(exec_config({fixture("count_stdin")}));
   auto h_ignore = handlers::make_exec(exec_config({fixture("no_stdin")}));
   auto body = [&]() -> async::Task<void> {
-    auto job = make_job("{}");
+    auto job = make_job("test", "{}");
     auto out = co_await attempt(*h_big, job);
     CHECK(out.ok);
     CHECK(out.result == std::string(1000, 'x'));
     std::string five_mb = "\"" + std::string(5 * 1024 * 1024, 'y') + "\"";
-    auto large = make_job(five_mb);
+    auto large = make_job("test", five_mb);
     auto counted = co_await attempt(*h_count, large);
     CHECK(counted.ok);
     CHECK(counted.result == std::to_string(large.raw.size()));
@@ -190,7 +183,7 @@ TEST_CASE("exec: hostile payload strings become exactly one argument each, never
                               {"b", "$(touch /tmp/pwned) `id` \"q\"\nnewline"},
                               {"nested", {{"deep", "*"}}},
                               {"num", 42}};
-    auto job = make_job(payload.dump(), "id-7");
+    auto job = make_job("test", payload.dump(), "id-7");
     auto out = co_await attempt(*h, job);
     REQUIRE(out.ok);
     std::vector<std::string> args;
@@ -200,7 +193,7 @@ TEST_CASE("exec: hostile payload strings become exactly one argument each, never
     CHECK(args == std::vector<std::string>{"; rm -rf / #",
                                            "x-$(touch /tmp/pwned) `id` \"q\"\nnewline-y", "id-7",
                                            "q", "2", "{literal}", "*", "42"});
-    auto missing = make_job(R"({"b":1})");
+    auto missing = make_job("test", R"({"b":1})");
     auto bad = co_await attempt(*h, missing);
     CHECK_FALSE(bad.ok);
     CHECK(bad.error == "command[1]: the payload has no field 'a'");
@@ -217,7 +210,7 @@ TEST_CASE("exec: environment, working directory, and start-up errors", "[exec]")
   cfg.cwd = dir.str();
   auto h = handlers::make_exec(cfg);
   auto body = [&]() -> async::Task<void> {
-    auto job = make_job("{}", "env-1");
+    auto job = make_job("test", "{}", "env-1");
     auto out = co_await attempt(*h, job);
     REQUIRE(out.ok);
     CHECK(out.result.find("JOBQ_ATTEMPT=2\nJOBQ_ID=env-1\nJOBQ_QUEUE=q\n") == 0);
@@ -242,7 +235,7 @@ TEST_CASE("exec: user, group and resource limits apply to the program", "[exec]"
   cfg.limits.cpu = 5s;
   auto h = handlers::make_exec(cfg);
   auto body = [&]() -> async::Task<void> {
-    auto job = make_job("{}");
+    auto job = make_job("test", "{}");
     auto out = co_await attempt(*h, job);
     REQUIRE(out.ok);
     CHECK(out.result == "uid=65534 gid=65534 nofile=17 cpu=5\n");

@@ -1,14 +1,14 @@
 // The http handler against real HTTP and HTTPS servers on loopback.
 #include <catch2/catch.hpp>
 
-#include <netinet/in.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 
 #include <fstream>
 
 #include "handlers/http.hpp"
 #include "tests/support/http_server.hpp"
+#include "tests/support/jobs.hpp"
+#include "tests/support/mute_server.hpp"
 #include "tests/support/redis_server.hpp"
 #include "tests/support/run.hpp"
 
@@ -17,6 +17,7 @@ using namespace std::chrono_literals;
 using jq::test::HttpRequest;
 using jq::test::HttpResponse;
 using jq::test::HttpServer;
+using jq::test::make_job;
 using jq::test::ms_since;
 using jq::test::run_test;
 
@@ -31,39 +32,12 @@ config::HandlerConfig http_config(const std::string& url) {
   return h;
 }
 
-job::Job make_job(const std::string& payload_json, const std::string& id = "job-1") {
-  job::Job j;
-  j.id = id;
-  j.handler = "hook";
-  j.payload = nlohmann::json::parse(payload_json);
-  j.raw = R"({"id":")" + id + R"(","payload":)" + payload_json + "}";
-  return j;
-}
-
 async::Task<handlers::Outcome> attempt(handlers::Handler& h, const job::Job& job,
                                        std::chrono::milliseconds timeout = 5s) {
   const std::string queue = "q";
   handlers::Run run{job, queue, 1, timeout, "", ""};
   co_return co_await async::wait_for(h.run(run), timeout);
 }
-
-// A listener that accepts TCP connections (the kernel completes the handshake) and never speaks.
-struct MuteServer {
-  int fd = -1;
-  int port = 0;
-  MuteServer() {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::listen(fd, 16);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-  }
-  ~MuteServer() { ::close(fd); }
-};
 
 }  // namespace
 
@@ -82,7 +56,7 @@ TEST_CASE("http: 200 succeeds with the body; the request carries the payload and
   auto body = [&]() -> async::Task<void> {
     // Built inside the loop: its pooled connections belong to the loop's event_base.
     auto h = handlers::make_http(cfg);
-    auto job = make_job(R"({"user":"ann","n":[1,2]})", "j-200");
+    auto job = make_job("hook", R"({"user":"ann","n":[1,2]})", "j-200");
     auto out = co_await attempt(*h, job);
     CHECK(out.ok);
     CHECK(out.result == "thanks");
@@ -116,7 +90,7 @@ TEST_CASE("http: 5xx and 429 are retried (429 with its Retry-After); other 4xx a
     auto h404 = handlers::make_http(http_config(server.url("/404")));
     auto h429 = handlers::make_http(http_config(server.url("/429")));
     auto h302 = handlers::make_http(http_config(server.url("/302")));
-    auto job = make_job("{}");
+    auto job = make_job("hook", "{}");
     auto e500 = co_await attempt(*h500, job);
     CHECK(std::string(e500.kind) == "http_status");
     CHECK(e500.error == "HTTP 500 from POST " + server.url("/500") + ": database is down");
@@ -146,7 +120,7 @@ TEST_CASE("http: a slow server is cut off by the job timeout; the request is aba
   auto body = [&]() -> async::Task<void> {
     // Built inside the loop: its pooled connections belong to the loop's event_base.
     auto h = handlers::make_http(http_config(server.url("/slow")));
-    auto job = make_job("{}");
+    auto job = make_job("hook", "{}");
     auto t0 = async::Clock::now();
     bool timed_out = false;
     try {
@@ -169,7 +143,7 @@ TEST_CASE("http: a refused connection is a retried connection error", "[http]") 
   auto body = [&]() -> async::Task<void> {
     // Built inside the loop: its pooled connections belong to the loop's event_base.
     auto h = handlers::make_http(http_config("http://127.0.0.1:" + std::to_string(port) + "/x"));
-    auto job = make_job("{}");
+    auto job = make_job("hook", "{}");
     auto out = co_await attempt(*h, job);
     CHECK(std::string(out.kind) == "connection");
     CHECK(out.retry);
@@ -180,13 +154,13 @@ TEST_CASE("http: a refused connection is a retried connection error", "[http]") 
 
 TEST_CASE("http: a TLS server that never answers the handshake hits the connect timeout",
           "[http][tls]") {
-  MuteServer mute;
+  jq::test::MuteServer mute;
   auto cfg = http_config("https://127.0.0.1:" + std::to_string(mute.port) + "/");
   cfg.connect_timeout = 200ms;
   auto body = [&]() -> async::Task<void> {
     // Built inside the loop: its pooled connections belong to the loop's event_base.
     auto h = handlers::make_http(cfg);
-    auto job = make_job("{}");
+    auto job = make_job("hook", "{}");
     auto t0 = async::Clock::now();
     auto out = co_await attempt(*h, job);
     CHECK(std::string(out.kind) == "connection");
@@ -208,7 +182,7 @@ TEST_CASE("https: a self-signed certificate is rejected unless its CA is configu
     // Built inside the loop: its pooled connections belong to the loop's event_base.
     auto strict = handlers::make_http(http_config(server.url("/tls")));
     auto with_ca = handlers::make_http(with_ca_cfg);
-    auto job = make_job("{}");
+    auto job = make_job("hook", "{}");
     auto rejected = co_await attempt(*strict, job);
     CHECK_FALSE(rejected.ok);
     CHECK(std::string(rejected.kind) == "connection");
@@ -239,7 +213,7 @@ TEST_CASE("http: keep-alive connections are pooled and bounded; large bodies are
   auto body = [&]() -> async::Task<void> {
     // Built inside the loop: its pooled connections belong to the loop's event_base.
     auto h = handlers::make_http(cfg);
-    auto job = make_job(R"({"k":1})", "pooled");
+    auto job = make_job("hook", R"({"k":1})", "pooled");
     for (int i = 0; i < 5; ++i) {
       auto out = co_await attempt(*h, job);
       CHECK(out.result == std::string(10, 'z'));

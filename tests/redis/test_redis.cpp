@@ -1,12 +1,10 @@
 // The Redis client against a real redis-server: pipelining, auth, timeouts, failure, reconnect.
 #include <catch2/catch.hpp>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include "redis/client.hpp"
 #include "redis/script.hpp"
 #include "redis/url.hpp"
+#include "tests/support/mute_server.hpp"
 #include "tests/support/redis_server.hpp"
 #include "tests/support/run.hpp"
 
@@ -25,24 +23,6 @@ ConnectOptions options_for(const std::string& url, Millis command_timeout = 2s) 
   o.command_timeout = command_timeout;
   return o;
 }
-
-// A TCP listener that completes handshakes (the kernel does) but never answers.
-struct SilentServer {
-  int fd = -1;
-  int port = 0;
-  SilentServer() {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::listen(fd, 16);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-  }
-  ~SilentServer() { ::close(fd); }
-};
 
 }  // namespace
 
@@ -161,7 +141,7 @@ TEST_CASE("a refused connection fails at once, naming the server", "[redis]") {
 
 TEST_CASE("a server that never answers: the command times out and the connection is dropped",
           "[redis]") {
-  SilentServer silent;
+  jq::test::MuteServer silent;
   auto body = [&]() -> async::Task<void> {
     auto conn = co_await Connection::open(
         options_for("redis://127.0.0.1:" + std::to_string(silent.port) + "/0", 200ms));
