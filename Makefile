@@ -121,7 +121,9 @@ $(BUILD)/%: $(BUILD)/obj/bench/%.o $(LIB)
 # - a co_await inside Catch's CHECK/REQUIRE runs twice (the macro repeats its expression in a dead
 #   branch and the coroutine lowering still suspends there);
 # - a braced temporary (`Type{...}`) inside a co_await/co_yield expression is destroyed twice;
-# - a ternary yielding a class object inside a co_await/co_yield expression is copied bitwise.
+# - a ternary yielding a class object inside a co_await/co_yield expression is copied bitwise;
+# - a lambda with by-value captures written inside a co_await/co_yield expression is destroyed
+#   twice (a double free as soon as it captures a std::string).
 SOURCES = $(shell find daemon tests bench -name '*.cpp' -o -name '*.hpp' | sort)
 lint:
 	@if grep -nE '\b(CHECK|REQUIRE)(_FALSE)?\s*\(.*co_await' $(TEST_SRC); then \
@@ -134,6 +136,11 @@ lint:
 	@if grep -nE '(co_await|co_yield)[^;]*\s\?\s' $(SOURCES); then \
 	  echo "lint: a ?: expression inside a co_await/co_yield is miscompiled by GCC 12 (the object" \
 	       "is copied bitwise); compute it into a named local first" >&2; \
+	  exit 1; fi
+	@if grep -nE '(co_await|co_yield)[^;]*\[[^]]+\]\s*(\(|\{|mutable|->)' $(SOURCES) \
+	    | grep -vE '\[(&|this|&, *this)\]\s*(\(|\{|mutable|->)'; then \
+	  echo "lint: a lambda with by-value captures inside a co_await/co_yield expression is" \
+	       "destroyed twice by GCC 12; name it first and pass std::move(it)" >&2; \
 	  exit 1; fi
 
 # The test binary finds jobqd, jobqctl and redis-server itself; it prints `N passed, M failed` last.

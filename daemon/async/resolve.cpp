@@ -46,7 +46,11 @@ bool is_ip_literal(const std::string& host) {
 
 Task<std::string> resolve_host(std::string host) {
   if (is_ip_literal(host)) co_return host;
-  co_return co_await to_thread([host] { return resolve_blocking(host); });
+  // The lambda is named: a capturing lambda written inside the co_await is destroyed twice by
+  // GCC 12 (docs/runtime.md).
+  auto work = [host] { return resolve_blocking(host); };
+  std::string ip = co_await to_thread(std::move(work));
+  co_return ip;
 }
 
 }  // namespace jq::async

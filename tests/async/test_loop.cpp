@@ -110,12 +110,13 @@ TEST_CASE("to_thread runs blocking work off the loop and resumes on it", "[async
     };
     auto t = spawn(ticker());
     auto job = [&](int v) -> Task<int> {
-      co_return co_await to_thread([&, v] {
+      auto work = [&, v] {
         std::this_thread::sleep_for(50ms);
         worker = std::this_thread::get_id();
         ++ran;
         return v * 10;
-      });
+      };
+      co_return co_await to_thread(std::move(work));
     };
     std::vector<Task<int>> jobs;
     for (int i = 0; i < 4; ++i) jobs.push_back(job(i));

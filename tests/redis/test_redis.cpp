@@ -139,6 +139,24 @@ TEST_CASE("a refused connection fails at once, naming the server", "[redis]") {
   run_test(body());
 }
 
+TEST_CASE("host names are resolved off the loop; an unknown one fails naming it", "[redis]") {
+  test::RedisServer server;
+  auto body = [&]() -> async::Task<void> {
+    auto conn = co_await Connection::open(
+        options_for("redis://localhost:" + std::to_string(server.port())));
+    Reply pong = co_await conn->command("PING");
+    CHECK(pong.as_string() == "PONG");
+    std::string error;
+    try {
+      co_await Connection::open(options_for("redis://no-such-host.invalid:6379/0"));
+    } catch (const ConnectionError& e) {
+      error = e.what();
+    }
+    CHECK_THAT(error, Catch::Contains("cannot resolve no-such-host.invalid"));
+  };
+  run_test(body());
+}
+
 TEST_CASE("a server that never answers: the command times out and the connection is dropped",
           "[redis]") {
   jq::test::MuteServer silent;
