@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/pidfd.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -86,7 +87,7 @@ Process Process::spawn(const SpawnOptions& o) {
   if (o.out == SpawnOptions::Stdio::pipe) make_pipe(p.out_, child_out, true);
   if (o.err == SpawnOptions::Stdio::pipe) make_pipe(p.err_, child_err, true);
   CArgs args = c_args(o);
-  const bool needs_fork = o.uid || o.gid || !o.limits.empty();
+  const bool needs_fork = o.uid || o.gid || !o.limits.empty() || o.parent_death_signal;
 
   if (!needs_fork) {
     posix_spawn_file_actions_t fa;
@@ -120,7 +121,13 @@ Process Process::spawn(const SpawnOptions& o) {
     int rc = posix_spawn(&p.pid_, prog.c_str(), &fa, &attr, args.argv.data(), args.env());
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
-    if (rc != 0) fail(prog, strerror(rc));
+    if (rc != 0) {
+      // posix_spawn says ENOENT for a missing working directory as for a missing program.
+      if (!o.cwd.empty() && ::access(o.cwd.c_str(), X_OK) != 0) {
+        fail(prog, "cannot change directory to " + o.cwd + ": " + strerror(errno));
+      }
+      fail(prog, strerror(rc));
+    }
   } else {
     // Everything the child needs is prepared here: between fork and exec only async-signal-safe
     // calls are allowed (the daemon has other threads).
@@ -131,6 +138,7 @@ Process Process::spawn(const SpawnOptions& o) {
     Fd null_guard(null_fd);
     std::vector<gid_t> groups;
     if (o.gid) groups.push_back(*o.gid);
+    const pid_t parent = ::getpid();
     pid_t pid = ::fork();
     if (pid < 0) fail(prog, std::string("fork: ") + strerror(errno));
     if (pid == 0) {
@@ -143,6 +151,10 @@ Process Process::spawn(const SpawnOptions& o) {
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
       for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
+      if (o.parent_death_signal) {
+        if (::prctl(PR_SET_PDEATHSIG, o.parent_death_signal) != 0) die(7);
+        if (::getppid() != parent) ::_exit(127);  // the parent died before prctl took effect
+      }
       if (o.new_process_group) ::setpgid(0, 0);
       auto stdio = [&](SpawnOptions::Stdio how, const Fd& child, int target) {
         if (how == SpawnOptions::Stdio::pipe && ::dup2(child.get(), target) < 0) die(1);
@@ -152,7 +164,9 @@ Process Process::spawn(const SpawnOptions& o) {
       stdio(o.out, child_out, 1);
       stdio(o.err, child_err, 2);
       for (const auto& [res, value] : o.limits) {
-        rlimit rl{value, value};
+        // CPU: the soft limit sends SIGXCPU (which names the cause), the hard one a second
+        // later SIGKILL.
+        rlimit rl{value, res == RLIMIT_CPU ? value + 1 : value};
         if (::setrlimit(res, &rl) != 0) die(2);
       }
       if (!o.cwd.empty() && ::chdir(o.cwd.c_str()) != 0) die(3);
@@ -194,6 +208,9 @@ Process Process::spawn(const SpawnOptions& o) {
           break;
         case 5:
           what = "cannot switch to user " + std::to_string(o.uid.value_or(0)) + ": " + why;
+          break;
+        case 7:
+          what = "prctl(PR_SET_PDEATHSIG): " + why;
           break;
         default:
           what = why;

@@ -58,6 +58,9 @@ struct SpawnOptions {
   Stdio in = Stdio::null;
   Stdio out = Stdio::inherit;
   Stdio err = Stdio::inherit;
+  /// The child gets this signal when jobqd dies, however it dies (kill -9 included), so that a
+  /// helper server is never left running on its own. 0: none. Needs a fork, not posix_spawn.
+  int parent_death_signal = 0;
   // Needs root, and a fork instead of posix_spawn:
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;

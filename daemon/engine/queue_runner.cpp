@@ -72,15 +72,17 @@ void QueueRunner::start() {
   dispatch_task_ = async::spawn(dispatcher(), "dispatch " + cfg_.name);
 }
 
-async::Task<void> QueueRunner::take_lease() {
+async::Task<async::Clock::time_point> QueueRunner::take_lease() {
   auto last_log = async::Clock::now() - 30s;
   for (;;) {
     std::string error;
+    // The lease runs from when Redis ran the script, which is no earlier than this.
+    const auto sent = async::Clock::now();
     try {
       co_await store_.register_lease();
-      co_return;
+      co_return sent;
     } catch (const redis::ConnectionError&) {
-    } catch (const redis::ReplyError& e) {
+    } catch (const std::exception& e) {
       error = e.what();
     }
     if (!error.empty() && async::Clock::now() - last_log >= 30s) {
@@ -93,48 +95,55 @@ async::Task<void> QueueRunner::take_lease() {
 }
 
 async::Task<void> QueueRunner::lease_keeper() {
-  co_await take_lease();
+  auto valid_from = co_await take_lease();
   lease_ok_.set();
-  auto renewed_at = async::Clock::now();
   // Renew at a third of the lease: two renewals can fail before it runs out.
   const auto every = std::max<Millis>(lease_ / 3, 50ms);
   for (;;) {
     co_await async::sleep(every);
-    bool reached = false;
-    bool renewed = false;
-    try {
-      renewed = co_await store_.renew_lease();
-      reached = true;
-    } catch (const redis::ConnectionError&) {
-    } catch (const redis::ReplyError& e) {
-      spdlog::error("queue {}: cannot renew the lease: {}", cfg_.name, e.what());
+    // Jobs stop once the lease could run out before another renewal lands: by this daemon's
+    // clock, whatever the renewal in flight is doing (a hung connection waits up to the command
+    // timeout, which may be longer than that).
+    const auto fence_at = valid_from + lease_ - every;
+    const auto sent = async::Clock::now();
+    enum class Renewal { renewed, expired, unanswered } renewal = Renewal::unanswered;
+    const auto left = lease_ok_.is_set() ? fence_at - sent : async::Duration(every);
+    if (left > async::Duration::zero()) {
+      try {
+        bool ok = co_await async::wait_for(store_.renew_lease(), left);
+        renewal = ok ? Renewal::renewed : Renewal::expired;
+      } catch (const redis::ConnectionError&) {
+      } catch (const async::TimeoutError&) {
+      } catch (const std::exception& e) {
+        spdlog::error("queue {}: cannot renew the lease: {}", cfg_.name, e.what());
+      }
     }
-    if (reached && renewed) {
-      renewed_at = async::Clock::now();
+    if (renewal == Renewal::renewed) {
+      valid_from = sent;
       lease_ok_.set();
-      co_await reconcile();
+      co_await reconcile(every);
       continue;
     }
-    if (reached) {
+    if (renewal == Renewal::expired) {
       // Expired (by Redis' clock) or recovered already: whatever we run may be running
       // elsewhere now.
       co_await fence(
           "the lease expired before it could be renewed (the loop stalled, or Redis "
           "was out of reach, for longer than " +
           config::format_duration(lease_) + ")");
-      co_await take_lease();
-      renewed_at = async::Clock::now();
+      valid_from = co_await take_lease();
       lease_ok_.set();
-      co_await reconcile();
+      co_await reconcile(every);
       continue;
     }
-    // Redis out of reach. Once the lease may run out before the next renewal could land, stop
-    // running jobs: another daemon is allowed to take them after the lease, and a job must not
-    // run twice at once. They stay held in Redis and go back to pending when we return.
-    if (lease_ok_.is_set() && async::Clock::now() - renewed_at >= lease_ - every) {
-      co_await fence("Redis has been out of reach for " +
+    // Redis out of reach or not answering. Once the lease may run out before the next renewal
+    // could land, stop running jobs: another daemon is allowed to take them after the lease,
+    // and a job must not run twice at once. They stay held in Redis and go back to pending when
+    // we return.
+    if (lease_ok_.is_set() && async::Clock::now() >= fence_at) {
+      co_await fence("Redis has not confirmed the lease for " +
                      config::format_duration(
-                         std::chrono::duration_cast<Millis>(async::Clock::now() - renewed_at)) +
+                         std::chrono::duration_cast<Millis>(async::Clock::now() - valid_from)) +
                      ", close to the " + config::format_duration(lease_) + " lease");
     }
   }
@@ -154,9 +163,9 @@ async::Task<void> QueueRunner::fence(const std::string& why) {
   lease_lost_ = false;
 }
 
-async::Task<void> QueueRunner::reconcile() {
+async::Task<void> QueueRunner::reconcile(Millis limit) {
   try {
-    auto r = co_await store_.reconcile();
+    auto r = co_await async::wait_for(store_.reconcile(), limit);
     if (r.returned || r.dead) {
       spdlog::warn(
           "queue {}: {} job(s) held in Redis under this daemon were unknown to it (a "
@@ -173,6 +182,7 @@ async::Task<void> QueueRunner::recoverer() {
   const auto every = std::clamp<Millis>(lease_ / 2, 50ms, 30s);
   for (;;) {
     bool down = false;
+    Millis wait = every;
     try {
       auto r = co_await store_.recover();
       if (r.returned || r.dead) {
@@ -183,16 +193,19 @@ async::Task<void> QueueRunner::recoverer() {
             "attempt are dead (error_kind lost)",
             cfg_.name, who, r.returned, r.dead);
       }
+      // Look again as soon as the next lease runs out, so that a dead worker's jobs run again
+      // within the lease, not up to half a lease later.
+      if (r.next_expiry_in) wait = std::clamp<Millis>(*r.next_expiry_in, 10ms, every);
     } catch (const redis::ConnectionError&) {
       down = true;
-    } catch (const redis::ReplyError& e) {
+    } catch (const std::exception& e) {
       spdlog::error("queue {}: lease recovery failed: {}", cfg_.name, e.what());
     }
     if (down) {
       co_await w_.main.wait_connected();
       continue;
     }
-    co_await async::sleep(every);
+    co_await async::sleep(wait);
   }
 }
 
@@ -204,7 +217,7 @@ async::Task<void> QueueRunner::promoter() {
       p = co_await store_.promote();
     } catch (const redis::ConnectionError&) {
       down = true;
-    } catch (const redis::ReplyError& e) {
+    } catch (const std::exception& e) {
       spdlog::error("queue {}: moving due delayed jobs failed: {}", cfg_.name, e.what());
     }
     if (down) {
@@ -292,8 +305,11 @@ async::Task<void> QueueRunner::run_job(store::Leased l, async::Permit permit,
   job::Job& job = std::get<job::Job>(parsed);
   const long long max = static_cast<long long>(
       std::min<std::uint64_t>(job.max_attempts.value_or(cfg_.max_attempts), cfg_.max_attempts));
+  // Capped while still unsigned: a huge timeout_ms must not wrap into a negative duration.
   const Millis timeout =
-      std::min(job.timeout_ms ? Millis(*job.timeout_ms) : cfg_.timeout, cfg_.max_timeout);
+      job.timeout_ms ? Millis(static_cast<Millis::rep>(std::min<std::uint64_t>(
+                           *job.timeout_ms, static_cast<std::uint64_t>(cfg_.max_timeout.count()))))
+                     : std::min(cfg_.timeout, cfg_.max_timeout);
 
   bool cancelled = false;
   long long n = -1;
@@ -321,7 +337,13 @@ async::Task<void> QueueRunner::run_job(store::Leased l, async::Permit permit,
     }
     throw async::Cancelled{};
   }
-  if (n < 0) co_return;  // no longer held: another daemon recovered it
+  if (n < 0) {
+    // Not started: the lease had run out, another daemon recovered the job, or Redis refused the
+    // write. Forget the token: if Redis still has the job under this worker, reconcile returns
+    // it to pending once the lease is sorted out; otherwise it is no longer ours.
+    store_.released(l.token);
+    co_return;
+  }
   if (n > max) {
     // Only reachable if a previous attempt's worker died and nobody marked it: fail it now.
     out =

@@ -66,10 +66,10 @@ class QueueRunner {
   void hurry();
 
  private:
-  async::Task<void> take_lease();
+  async::Task<async::Clock::time_point> take_lease();
   async::Task<void> lease_keeper();
   async::Task<void> fence(const std::string& why);
-  async::Task<void> reconcile();
+  async::Task<void> reconcile(Millis limit);
   async::Task<void> recoverer();
   async::Task<void> promoter();
   async::Task<void> dispatcher();

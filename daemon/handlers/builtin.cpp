@@ -1,6 +1,8 @@
 // The four built-in handlers.
 #include "handlers/builtin.hpp"
 
+#include <algorithm>
+
 #include <stdexcept>
 
 namespace jq::handlers {
@@ -32,7 +34,11 @@ class Sleep final : public Handler {
                                  "builtin sleep needs payload.ms, a number of milliseconds",
                                  /*retry=*/false);
     }
-    co_await async::sleep(Millis(static_cast<long long>(ms->get<double>())));
+    // Clamped as a double: casting 1e300 to an integer is undefined. A year is beyond any
+    // timeout, which ends the sleep anyway.
+    const double wanted = std::min(ms->get<double>(), 365.0 * 24 * 3600 * 1000);
+    const Millis how_long(static_cast<long long>(wanted));
+    co_await async::sleep(how_long);
     co_return Outcome::success("");
   }
 };

@@ -3,6 +3,8 @@
 
 #include "job/id.hpp"
 
+#include <cctype>
+
 namespace jq::job {
 namespace {
 
@@ -52,17 +54,39 @@ std::string clip(std::string_view s, std::size_t n = 40) {
 }  // namespace
 
 std::string with_id(std::string_view raw, const std::string& id) {
-  std::size_t brace = raw.find('{');
+  std::size_t open = raw.find('{');
+  std::size_t close = raw.rfind('}');
+  bool empty = raw.find_first_not_of(" \t\r\n", open + 1) == close;
   std::string out;
   out.reserve(raw.size() + id.size() + 10);
-  out.append(raw.substr(0, brace + 1));
-  out.append("\"id\":\"").append(id).append("\",");
-  out.append(raw.substr(brace + 1));
+  out.append(raw.substr(0, close));
+  out.append(empty ? "\"id\":\"" : ",\"id\":\"").append(id).append("\"");
+  out.append(raw.substr(close));
   return out;
 }
 
+std::size_t assigned_id_bytes(std::string_view raw) {
+  constexpr std::string_view head = ",\"id\":\"";
+  constexpr std::size_t kUlid = 26;
+  constexpr std::size_t n = head.size() + kUlid + 2;  // ,"id":"<ULID>"}
+  while (!raw.empty() &&
+         (raw.back() == ' ' || raw.back() == '\n' || raw.back() == '\r' || raw.back() == '\t')) {
+    raw.remove_suffix(1);
+  }
+  if (raw.size() < n || raw.substr(raw.size() - n, head.size()) != head) return 0;
+  if (raw.substr(raw.size() - 2) != "\"}") return 0;
+  std::string_view id = raw.substr(raw.size() - n + head.size(), kUlid);
+  for (char c : id) {
+    if (!std::isdigit(static_cast<unsigned char>(c)) &&
+        !std::isupper(static_cast<unsigned char>(c)))
+      return 0;
+  }
+  return n - 1;  // the closing brace was the submitter's
+}
+
 std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules) {
-  if (raw.size() > rules.max_bytes) {
+  // The limit is on the job as submitted: an id jobqd added to a job (a retry) does not count.
+  if (raw.size() > rules.max_bytes && raw.size() - assigned_id_bytes(raw) > rules.max_bytes) {
     return Invalid{"job is " + std::to_string(raw.size()) + " bytes, over max_job_bytes (" +
                        std::to_string(rules.max_bytes) + ")",
                    ""};

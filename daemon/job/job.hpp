@@ -26,8 +26,9 @@ struct Job {
   std::optional<std::uint64_t> timeout_ms;
   std::optional<std::uint64_t> max_attempts;
   nlohmann::json payload;
-  /// The job's JSON exactly as submitted; with an assigned id, the same text with `"id":"..."`
-  /// put first, so that every later copy (a retry, a recovered job) carries the id.
+  /// The job's JSON exactly as submitted; with an assigned id, the same text with `,"id":"..."`
+  /// added last (so that it wins over an `"id": null` before it, for nlohmann and Lua's cjson
+  /// alike), and every later copy (a retry, a recovered job) carries the id.
   std::string raw;
 };
 
@@ -40,7 +41,15 @@ struct Invalid {
 /// Parses and validates. Never throws for bad input: every problem becomes an Invalid.
 std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules);
 
-/// Inserts `"id":"<id>",` right after the opening brace of an object's text.
+/// Appends `,"id":"<id>"` just before the closing brace of an object's text.
 std::string with_id(std::string_view raw, const std::string& id);
+
+/// How many bytes with_id added to `raw` (0 if it does not end like that): what the size limit
+/// does not count.
+std::size_t assigned_id_bytes(std::string_view raw);
+
+/// How much larger than max_job_bytes a job may be when fetched (the id with_id adds); the exact
+/// limit is parse()'s.
+inline constexpr std::size_t kAssignedIdAllowance = 40;
 
 }  // namespace jq::job

@@ -1,10 +1,15 @@
 // The embedded redis-server: launch, readiness, restart on death, clean stop.
 #include "ops/embedded_redis.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <filesystem>
 #include <fstream>
@@ -68,6 +73,8 @@ async::Process EmbeddedRedis::launch() {
             "no",
             "--logfile",
             log_};
+  // SIGTERM: it still writes out its AOF, then exits.
+  o.parent_death_signal = SIGTERM;
   o.out = async::SpawnOptions::Stdio::null;
   o.err = async::SpawnOptions::Stdio::null;
   return async::Process::spawn(o);
@@ -105,11 +112,74 @@ async::Task<void> EmbeddedRedis::wait_ready(async::Process& proc) {
   }
 }
 
+void EmbeddedRedis::lock_state_dir() {
+  std::string path = (fs::path(dir_) / "jobqd.lock").string();
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+  async::Fd lock(fd);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {};
+    ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    std::string holder = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "?";
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    throw std::runtime_error("state_dir " + dir_ + " is in use by another jobqd (pid " + holder +
+                             "): one embedded redis-server per state directory");
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    spdlog::debug("cannot write the pid into {}: {}", path, std::strerror(errno));
+  }
+  lock_ = std::move(lock);
+}
+
+async::Task<void> EmbeddedRedis::stop_leftover() {
+  // A server still answering on our socket while we hold the lock outlived a jobqd that could
+  // not stop it (one from before the parent-death signal, or started by hand). Starting a
+  // second one on the same AOF would corrupt it: shut the old one down first (it saves).
+  if (!fs::exists(socket_)) co_return;
+  redis::ConnectOptions o;
+  o.url.kind = redis::Url::Kind::unix_socket;
+  o.url.path = socket_;
+  o.connect_timeout = 1s;
+  o.command_timeout = 10s;
+  std::unique_ptr<redis::Connection> conn;
+  try {
+    conn = co_await redis::Connection::open(o);
+  } catch (const std::exception&) {
+    co_return;  // a stale socket file: redis-server replaces it
+  }
+  spdlog::warn("a redis-server is still running on {} (left by an earlier jobqd); shutting it down",
+               socket_);
+  try {
+    redis::Reply r = co_await conn->command("SHUTDOWN");
+    (void)r;
+  } catch (const std::exception&) {
+    // The connection closing is the expected answer to SHUTDOWN.
+  }
+  auto deadline = async::Clock::now() + 15s;
+  for (;;) {
+    bool answering = true;
+    try {
+      auto probe = co_await redis::Connection::open(o);
+    } catch (const std::exception&) {
+      answering = false;
+    }
+    if (!answering) co_return;
+    if (async::Clock::now() > deadline) {
+      throw std::runtime_error("a redis-server left running on " + socket_ +
+                               " does not shut down; stop it, then start jobqd again");
+    }
+    co_await async::sleep(50ms);
+  }
+}
+
 async::Task<void> EmbeddedRedis::start() {
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) throw std::runtime_error("cannot create state_dir " + dir_ + ": " + ec.message());
   ::chmod(dir_.c_str(), 0700);
+  lock_state_dir();
+  co_await stop_leftover();
   proc_.emplace(launch());
   // A child that exits at once (bad option, port in use) is noticed while we wait.
   auto watch = async::spawn(

@@ -11,6 +11,8 @@ namespace jq::ops {
 /// A redis-server for single-machine use with nothing else installed: a unix socket and AOF
 /// (appendfsync everysec) in the state directory, no TCP port, maxmemory-policy noeviction. If
 /// it dies, it is restarted (with backoff) and the log says why; stop() shuts it down cleanly.
+/// It dies with jobqd (parent-death signal, even after kill -9), and one state directory serves
+/// one jobqd at a time (a lock file), so two servers never write one AOF.
 class EmbeddedRedis {
  public:
   EmbeddedRedis(std::string binary, std::string state_dir);
@@ -32,11 +34,14 @@ class EmbeddedRedis {
   async::Task<void> wait_ready(async::Process& proc);
   async::Task<void> supervise();
   std::string log_tail() const;
+  void lock_state_dir();
+  async::Task<void> stop_leftover();
 
   std::string binary_;
   std::string dir_;
   std::string socket_;
   std::string log_;
+  async::Fd lock_;
   std::optional<async::Process> proc_;
   async::JoinHandle<void> supervisor_;
   bool stopping_ = false;

@@ -33,7 +33,9 @@ async::Task<void> RedisSource::run() {
       stopped = true;
     } catch (const redis::ConnectionError&) {
       down = true;
-    } catch (const redis::ReplyError& e) {
+    } catch (const std::exception& e) {
+      // A reply error, or a reply of an unexpected shape: the source keeps going (a queue that
+      // silently stops fetching is the worst failure there is).
       error = e.what();
     }
     if (stopped) {
@@ -70,12 +72,24 @@ async::Task<void> RedisSource::run() {
     }
     if (got->size() < n) {
       bool blocked_ok = true;
+      std::string why;
       try {
         co_await store_.wait_for_pending(kBlock);
       } catch (const redis::ConnectionError&) {
         blocked_ok = false;
+      } catch (const std::exception& e) {
+        // CLIENT UNBLOCK ... ERROR, a failover (-UNBLOCKED), a wrong type: fetch again shortly.
+        why = e.what();
       }
       if (!blocked_ok) co_await blocking_.wait_connected();
+      if (!why.empty()) {
+        auto now = async::Clock::now();
+        if (now - last_log >= std::chrono::seconds(30)) {
+          last_log = now;
+          spdlog::warn("queue {}: waiting for jobs failed: {}", store_.settings().queue, why);
+        }
+        co_await async::sleep(std::chrono::milliseconds(100));
+      }
     }
   }
 }

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cmath>
 
+#include "job/job.hpp"
 #include "store/scripts.hpp"
 
 namespace jq::store {
@@ -30,11 +31,13 @@ std::optional<std::uint64_t> token_of(const std::string& s) {
 
 Recovered counts(const redis::Reply& r) {
   Recovered out;
-  if (r.is_array() && r.elements.size() >= 2) {
-    out.returned = r.elements[0].as_int();
-    out.dead = r.elements[1].as_int();
-    for (std::size_t i = 2; i < r.elements.size(); ++i) out.workers.push_back(r.elements[i].str);
+  if (!r.is_array() || r.elements.size() < 3) {
+    throw redis::ReplyError("lease recovery: unexpected reply " + r.describe());
   }
+  out.returned = r.elements[0].as_int();
+  out.dead = r.elements[1].as_int();
+  if (auto in = r.elements[2].as_int(); in >= 0) out.next_expiry_in = Millis(in);
+  for (std::size_t i = 3; i < r.elements.size(); ++i) out.workers.push_back(r.elements[i].str);
   return out;
 }
 
@@ -78,8 +81,10 @@ async::Task<std::optional<std::vector<Leased>>> QueueStore::fetch(std::size_t n)
   fetching_from_ = first;
   fetching_to_ = first + n;
   std::vector<std::string> keys{keys_.pending, keys_.leases, keys_.inflight(s_.worker)};
+  // Jobs a little over the limit still come: parse() has the exact rule (an id jobqd added to
+  // a job does not count against it).
   std::vector<std::string> args{s_.worker, std::to_string(n), std::to_string(first),
-                                std::to_string(s_.max_job_bytes)};
+                                std::to_string(s_.max_job_bytes + job::kAssignedIdAllowance)};
   redis::Reply r;
   try {
     r = co_await scripts::fetch().run(main_, keys, args);
@@ -89,24 +94,28 @@ async::Task<std::optional<std::vector<Leased>>> QueueStore::fetch(std::size_t n)
   }
   fetching_from_ = fetching_to_ = 0;
   if (r.is_nil()) co_return std::nullopt;
-  if (!r.is_array()) throw redis::ReplyError("script fetch: unexpected reply " + r.describe());
-  std::int64_t now = unix_ms();
+  // {Redis' clock, job...}; a job too large to transfer is {size, id or ""}.
+  if (!r.is_array() || r.elements.empty()) {
+    throw redis::ReplyError("script fetch: unexpected reply " + r.describe());
+  }
+  const std::int64_t now = r.elements[0].as_int();
   std::vector<Leased> out;
-  out.reserve(r.elements.size());
-  for (std::size_t i = 0; i < r.elements.size(); ++i) {
+  out.reserve(r.elements.size() - 1);
+  for (std::size_t i = 1; i < r.elements.size(); ++i) {
+    // Every token is held from here, whatever the element looks like: a job is never dropped.
+    const std::uint64_t token = first + i - 1;
+    held_.insert(token);
     Leased l;
-    l.token = std::to_string(first + i);
+    l.token = std::to_string(token);
     l.fetched_at = now;
-    std::string& raw = r.elements[i].str;
-    if (raw.size() > 5 && raw.compare(0, 5, std::string_view("\0big:", 5)) == 0) {
-      // "\0big:<size>:<id>"
-      auto colon = raw.find(':', 5);
-      l.oversized = std::stoull(raw.substr(5, colon - 5));
-      if (colon != std::string::npos) l.oversized_id = raw.substr(colon + 1);
+    auto& e = r.elements[i];
+    if (e.is_array()) {
+      const bool sized = !e.elements.empty() && e.elements[0].type == redis::Reply::Type::integer;
+      l.oversized = sized ? static_cast<std::uint64_t>(std::max(1LL, e.elements[0].integer)) : 1;
+      if (e.elements.size() > 1) l.oversized_id = e.elements[1].str;
     } else {
-      l.raw = std::move(raw);
+      l.raw = std::move(e.str);
     }
-    held_.insert(first + i);
     out.push_back(std::move(l));
   }
   co_return out;

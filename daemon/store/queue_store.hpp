@@ -40,13 +40,14 @@ struct Leased {
   std::string token;
   std::string raw;              // the job's JSON; empty when oversized
   std::uint64_t oversized = 0;  // its size when over max_job_bytes (the body stayed in Redis)
-  std::string oversized_id;     // the id it claims, if one could be read from its start
-  std::int64_t fetched_at = 0;
+  std::string oversized_id;     // its id, when that is its first key
+  std::int64_t fetched_at = 0;  // Redis' clock
 };
 
 struct Recovered {
-  long long returned = 0;  // jobs put back in pending
-  long long dead = 0;      // jobs that were on their last attempt
+  long long returned = 0;                // jobs put back in pending
+  long long dead = 0;                    // jobs that were on their last attempt
+  std::optional<Millis> next_expiry_in;  // when another worker's lease runs out next, if any
   std::vector<std::string> workers;
 };
 

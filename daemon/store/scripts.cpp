@@ -32,35 +32,56 @@ local function trim_dead(dead, base, dead_max, cutoff)
     redis.call('ZREM', dead, v)
   end
 end
--- Puts back a job whose worker can no longer finish it (its lease expired, or the worker lost
--- track of it). A job that was running loses that attempt (error_kind lost): it goes back to
--- pending as queued, or, if that was its last attempt, it is dead. Returns true if dead.
-local function take_back(raw, base, queue, pending, dead, qmax, now, why)
-  local ok, job = pcall(cjson.decode, raw)
-  if ok and type(job) == 'table' and type(job.id) == 'string' then
-    local key = base .. ':job:' .. job.id
-    if redis.call('HGET', key, 'status') == 'active' then
-      local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0') or 0
-      local max = qmax
-      if type(job.max_attempts) == 'number' and job.max_attempts >= 1 and job.max_attempts < max then
-        max = math.floor(job.max_attempts)
-      end
-      if attempts >= max then
-        redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error_kind', 'lost',
-                   'error', why .. '; that was attempt ' .. attempts .. ' of ' .. max,
-                   'result', '', 'body', raw)
-        redis.call('ZADD', dead, now, job.id)
-        event(base, queue, job.id, 'failed')
-        return true
-      end
-      -- The attempt ended (retrying, announced as such); the job is back in pending (queued).
-      redis.call('HSET', key, 'status', 'queued', 'finished_at', now, 'error_kind', 'lost',
-                 'error', why)
-      event(base, queue, job.id, 'retrying')
-    end
+-- The job's state key is jobqd's (the contract says so): anything else found there (a stray SET)
+-- is replaced, and Redis' log says so, rather than letting every write to it fail for ever.
+local function own(key)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= 'hash' then
+    redis.log(redis.LOG_WARNING, 'jobqd: replacing ' .. key .. ' (a ' .. t ..
+              ', expected a job state hash)')
+    redis.call('DEL', key)
   end
-  redis.call('RPUSH', pending, raw)
+end
+-- Marks a job whose worker can no longer finish it as having lost that attempt (error_kind
+-- lost). Returns true if that was its last attempt: it is dead (its body kept on its hash).
+local function mark_lost(raw, base, queue, dead, qmax, now, why)
+  local ok, job = pcall(cjson.decode, raw)
+  if not (ok and type(job) == 'table' and type(job.id) == 'string') then return false end
+  local key = base .. ':job:' .. job.id
+  own(key)
+  if redis.call('HGET', key, 'status') ~= 'active' then return false end
+  local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0') or 0
+  local max = qmax
+  if type(job.max_attempts) == 'number' and job.max_attempts >= 1 and job.max_attempts < max then
+    max = math.floor(job.max_attempts)
+  end
+  if attempts >= max then
+    redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error_kind', 'lost',
+               'error', why .. '; that was attempt ' .. attempts .. ' of ' .. max,
+               'result', '', 'body', raw)
+    redis.call('ZADD', dead, now, job.id)
+    event(base, queue, job.id, 'failed')
+    return true
+  end
+  -- The attempt ended (retrying, announced as such); the job is back in pending (queued).
+  redis.call('HSET', key, 'status', 'queued', 'finished_at', now, 'error_kind', 'lost',
+             'error', why)
+  event(base, queue, job.id, 'retrying')
   return false
+end
+-- Puts back a job whose worker can no longer finish it (its lease expired, or the worker lost
+-- track of it) and drops it from that worker's inflight hash, one job at a time: a failure on
+-- one job's state (pcall) still returns the job, and never returns it twice. Returns true if
+-- it is dead instead.
+local function take_back(inflight, token, raw, base, queue, pending, dead, qmax, now, why)
+  local ok, is_dead = pcall(mark_lost, raw, base, queue, dead, qmax, now, why)
+  if not ok then
+    redis.log(redis.LOG_WARNING, 'jobqd: returning a job without its state: ' .. tostring(is_dead))
+    is_dead = false
+  end
+  if not is_dead then redis.call('RPUSH', pending, raw) end
+  redis.call('HDEL', inflight, token, token .. ':a')
+  return is_dead
 end
 -- True while `worker` holds an unexpired lease.
 local function lease_valid(leases, worker, now)
@@ -78,25 +99,30 @@ std::string with_prelude(const char* body) {
 // Pops up to N jobs and leases them to this worker in one step: nothing is ever popped without
 // being recorded as held. Refuses (nil) when the worker's lease is gone or expired.
 // KEYS: pending, leases, inflight   ARGV: worker, n, first token, max_bytes
-// Returns the jobs' JSON in pop order (oldest first); an oversized job comes back as
-// "\0big:<bytes>:<id or empty>" (its body stays in Redis and goes to the dead jobs from there).
+// Returns {Redis' clock (ms), job...} in pop order (oldest first); a job over max_bytes comes
+// back as {its size, its id or ''} instead (its body stays in Redis and goes to the dead jobs
+// from there). The id is only read where it is surely the job's own: as the object's first key.
 const redis::Script& fetch() {
   static const redis::Script s("fetch", with_prelude(R"lua(
-if not lease_valid(KEYS[2], ARGV[1], now_ms()) then return false end
+local now = now_ms()
+if not lease_valid(KEYS[2], ARGV[1], now) then return false end
 local items = redis.call('RPOP', KEYS[1], tonumber(ARGV[2]))
-if not items then return {} end
+if not items then return {tostring(now)} end
 local token, max = tonumber(ARGV[3]), tonumber(ARGV[4])
 local held = {}
+local out = {tostring(now)}
 for i, raw in ipairs(items) do
   held[#held + 1] = tostring(token + i - 1)
   held[#held + 1] = raw
   if #raw > max then
-    local id = string.match(string.sub(raw, 1, 1024), '"id"%s*:%s*"([A-Za-z0-9_.:-]+)"') or ''
-    items[i] = '\0big:' .. #raw .. ':' .. id
+    local id = string.match(string.sub(raw, 1, 200), '^%s*{%s*"id"%s*:%s*"([A-Za-z0-9_.:-]+)"')
+    out[#out + 1] = {#raw, id or ''}
+  else
+    out[#out + 1] = raw
   end
 end
 redis.call('HSET', KEYS[3], unpack(held))
-return items
+return out
 )lua"));
   return s;
 }
@@ -128,6 +154,7 @@ local function apply_op(op, token, id, a, b, c)
     if seen then return tonumber(seen) end
     if not leased or redis.call('HEXISTS', inflight, token) == 0 then return -1 end
     if b ~= '' then redis.call('HSET', inflight, token, b) end
+    own(key)
     redis.call('HSETNX', key, 'submitted_at', c)
     redis.call('HSET', key, 'status', 'active', 'queue', queue, 'handler', a,
                'started_at', now, 'worker', worker, 'finished_at', '')
@@ -140,16 +167,17 @@ local function apply_op(op, token, id, a, b, c)
   end
   local raw = redis.call('HGET', inflight, token)
   if not raw then return 0 end
-  redis.call('HDEL', inflight, token, token .. ':a')
+  -- The job leaves inflight last: an op that fails half way leaves it held, never lost.
+  own(key)
   if op == 'ok' then
     redis.call('HSET', key, 'status', 'succeeded', 'queue', queue, 'finished_at', now,
                'result', a, 'error', '', 'error_kind', '')
     redis.call('EXPIRE', key, ttl)
     event(base, queue, id, 'succeeded')
   elseif op == 'retry' then
-    redis.call('ZADD', delayed, now + tonumber(a), raw)
     redis.call('HSET', key, 'status', 'retrying', 'queue', queue, 'finished_at', now,
                'error', b, 'error_kind', c)
+    redis.call('ZADD', delayed, now + tonumber(a), raw)
     event(base, queue, id, 'retrying')
   elseif op == 'dead' then
     redis.call('HSETNX', key, 'submitted_at', now)
@@ -162,12 +190,14 @@ local function apply_op(op, token, id, a, b, c)
     any_dead = true
     event(base, queue, id, 'failed')
   elseif op == 'return' then
-    redis.call('RPUSH', pending, raw)
-    if a == '1' then
+    -- Only an attempt that really started (its marker is there) is taken back.
+    if a == '1' and redis.call('HEXISTS', inflight, token .. ':a') == 1 then
       redis.call('HSET', key, 'status', 'queued')
       redis.call('HINCRBY', key, 'attempts', -1)
     end
+    redis.call('RPUSH', pending, raw)
   end
+  redis.call('HDEL', inflight, token, token .. ':a')
   return 1
 end
 for i = 7, #ARGV, 6 do
@@ -228,7 +258,8 @@ return 1
 // dead jobs, so that dead_ttl holds even when no job dies for a while.
 // KEYS: leases, pending, dead
 // ARGV: base, queue, max workers per call, queue's max_attempts, this worker, dead_max, dead_ttl
-// Returns {jobs returned, jobs dead, worker ids...}.
+// Returns {jobs returned, jobs dead, ms until the next lease of another worker expires (-1 if
+// none), worker ids...}.
 const redis::Script& recover() {
   static const redis::Script s("recover", with_prelude(R"lua(
 local base, queue, qmax, self = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[5]
@@ -243,7 +274,7 @@ for _, w in ipairs(expired) do
     local held = {}
     for i = 1, #flat, 2 do
       if not string.find(flat[i], ':', 1, true) then
-        held[#held + 1] = {tonumber(flat[i]), flat[i + 1]}
+        held[#held + 1] = {tonumber(flat[i]), flat[i], flat[i + 1]}
       end
     end
     -- Newest first onto the right end: the oldest ends up rightmost and is consumed first.
@@ -251,7 +282,7 @@ for _, w in ipairs(expired) do
     local why = 'lease expired: worker ' .. w ..
       ' stopped renewing it (it died or lost Redis) while the job ran'
     for _, h in ipairs(held) do
-      if take_back(h[2], base, queue, KEYS[2], KEYS[3], qmax, now, why) then
+      if take_back(inflight, h[2], h[3], base, queue, KEYS[2], KEYS[3], qmax, now, why) then
         died = died + 1
       else
         returned = returned + 1
@@ -263,7 +294,15 @@ for _, w in ipairs(expired) do
   end
 end
 trim_dead(KEYS[3], base, tonumber(ARGV[6]), now - tonumber(ARGV[7]))
-local out = {returned, died}
+local next_in = -1
+local first = redis.call('ZRANGE', KEYS[1], 0, 1, 'WITHSCORES')
+for i = 1, #first, 2 do
+  if first[i] ~= self then
+    next_in = math.max(0, tonumber(first[i + 1]) - now + 1)
+    break
+  end
+end
+local out = {returned, died, next_in}
 for _, w in ipairs(workers) do out[#out + 1] = w end
 return out
 )lua"));
@@ -273,7 +312,7 @@ return out
 // Returns jobs this worker holds in Redis but no longer knows of (a fetch whose reply was lost
 // with the connection, or state Redis forgot in a restart) to pending, as recovery would.
 // KEYS: inflight, pending, dead   ARGV: base, queue, queue's max_attempts, tokens...
-// Returns {jobs returned, jobs dead}.
+// Returns {jobs returned, jobs dead, -1}.
 const redis::Script& reclaim() {
   static const redis::Script s("reclaim", with_prelude(R"lua(
 local base, queue, qmax = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -284,15 +323,14 @@ local why = 'this daemon lost track of the job (a reply lost with its Redis conn
 for i = 4, #ARGV do
   local raw = redis.call('HGET', KEYS[1], ARGV[i])
   if raw then
-    redis.call('HDEL', KEYS[1], ARGV[i], ARGV[i] .. ':a')
-    if take_back(raw, base, queue, KEYS[2], KEYS[3], qmax, now, why) then
+    if take_back(KEYS[1], ARGV[i], raw, base, queue, KEYS[2], KEYS[3], qmax, now, why) then
       died = died + 1
     else
       returned = returned + 1
     end
   end
 end
-return {returned, died}
+return {returned, died, -1}
 )lua"));
   return s;
 }

@@ -84,11 +84,20 @@ TEST_CASE("fetch leases the oldest jobs first and records them as held", "[store
   CHECK(r.str({"HGET", "jobq:{q}:inflight:w1", "5"}) == job("j2"));
 }
 
-TEST_CASE("an oversized job is not transferred: only its size comes back", "[store]") {
+TEST_CASE(
+    "an oversized job is not transferred: only its size comes back, and its id when that "
+    "is its first key",
+    "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  std::string big = R"({"payload":")" + std::string(5000, 'x') + R"("})";
-  r.cmd({"LPUSH", "jobq:{q}:pending", big});
+  const std::string pad(5000, 'x');
+  const std::string big = R"({"payload":")" + pad + R"("})";
+  const std::string first_key = R"( { "id" : "mine", "payload":")" + pad + R"("})";
+  const std::string nested = R"({"payload":{"user":{"id":"victim"},"p":")" + pad + R"("}})";
+  const std::string marker_like = std::string("\0big:x", 6);  // what a marker once looked like
+  for (const auto& j : {big, first_key, nested, marker_like}) {
+    r.cmd({"LPUSH", "jobq:{q}:pending", j});
+  }
   store::Settings s;
   s.max_job_bytes = 1000;
   auto body = [&]() -> async::Task<void> {
@@ -96,9 +105,15 @@ TEST_CASE("an oversized job is not transferred: only its size comes back", "[sto
     co_await f.up();
     co_await f.store->register_lease();
     auto got = co_await f.store->fetch(10);
-    REQUIRE(got->size() == 1);
+    REQUIRE(got->size() == 4);
     CHECK((*got)[0].raw.empty());
     CHECK((*got)[0].oversized == big.size());
+    CHECK((*got)[1].oversized == first_key.size());
+    CHECK((*got)[1].oversized_id == "mine");
+    CHECK((*got)[2].oversized == nested.size());
+    CHECK((*got)[2].oversized_id.empty());  // "victim" is the payload's, not the job's
+    CHECK((*got)[3].oversized == 0);
+    CHECK((*got)[3].raw == marker_like);  // an ordinary (invalid) job, not a marker
     // Dead from the held copy in Redis: the body is kept in full.
     f.writer->dead((*got)[0].token, "big1", "too big", "invalid_job", "h");
     bool ok1 = co_await f.writer->flush(5s);
@@ -266,17 +281,24 @@ TEST_CASE("a dead worker's jobs are recovered in order; running ones marked lost
     co_await dying.writer->start_job(l1.token, "r1", "h", "", l1.fetched_at);
     co_await dying.writer->start_job(l2.token, "r2", "h", "", l2.fetched_at);
     co_await dying.down();  // it "dies": stops renewing
+    // Someone wrote over r3's state key: recovery still returns r3, once.
+    server.client().cmd({"SET", "jobq:{q}:job:r3", "not a hash"});
 
     Fixture alive(server, "alive", s);
     co_await alive.up();
     auto early = co_await alive.store->recover();
-    CHECK(early.returned == 0);  // the lease has not expired yet
+    CHECK(early.returned == 0);                 // the lease has not expired yet
+    REQUIRE(early.next_expiry_in.has_value());  // when to look again
+    CHECK(early.next_expiry_in->count() <= 1001);
     co_await async::sleep(1100ms);
     auto rec = co_await alive.store->recover();
     CHECK(rec.returned == 2);  // r1 and r3; r2 was on its last attempt
     CHECK(rec.dead == 1);
     REQUIRE(rec.workers.size() == 1);
     CHECK(rec.workers[0] == "dying");
+    CHECK_FALSE(rec.next_expiry_in.has_value());
+    auto again = co_await alive.store->recover();
+    CHECK(again.returned + again.dead == 0);
     co_await alive.down();
   };
   run_test(body());
@@ -349,7 +371,7 @@ TEST_CASE("the blocking wait returns at once when a job is pushed, and moves not
   run_test(body());
   auto r = server.client();
   auto list = r.cmd({"LRANGE", "jobq:{q}:pending", "0", "-1"});
-  REQUIRE(list.elements.size() >= 1);
+  REQUIRE(list.elements.size() == 2);
   CHECK(list.elements.back().str == job("first"));  // still the next to be consumed
 }
 
@@ -384,12 +406,13 @@ TEST_CASE("reconcile returns jobs held in Redis that the worker does not know of
   CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 1);
 }
 
-TEST_CASE("an op Redis refuses is reported and does not block the others", "[store]") {
+TEST_CASE("an op Redis refuses does not block the others and loses nothing", "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  r.cmd({"SET", "jobq:{q}:job:clash", "a string, not a hash"});
-  r.cmd({"LPUSH", "jobq:{q}:pending", job("clash")});
+  r.cmd({"SET", "jobq:{q}:delayed", "a string, not a sorted set"});  // retries cannot be written
+  r.cmd({"LPUSH", "jobq:{q}:pending", job("stuck")});
   r.cmd({"LPUSH", "jobq:{q}:pending", job("fine")});
+  std::string stuck_token;
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
     co_await f.up();
@@ -397,12 +420,14 @@ TEST_CASE("an op Redis refuses is reported and does not block the others", "[sto
     auto got = co_await f.store->fetch(2);
     const auto& a = (*got)[0];
     const auto& b = (*got)[1];
-    auto fa = f.writer->start_job(a.token, "clash", "h", "", a.fetched_at);
+    stuck_token = a.token;
+    auto fa = f.writer->start_job(a.token, "stuck", "h", "", a.fetched_at);
     auto fb = f.writer->start_job(b.token, "fine", "h", "", b.fetched_at);
     long long na = co_await fa;
     long long nb = co_await fb;
-    CHECK(na == -1);  // refused (WRONGTYPE): not run
+    CHECK(na == 1);
     CHECK(nb == 1);
+    f.writer->retry(a.token, "stuck", 10ms, "boom", "exception");  // refused: WRONGTYPE
     f.writer->succeeded(b.token, "fine", "ok");
     bool flushed = co_await f.writer->flush(5s);
     CHECK(flushed);
@@ -410,25 +435,67 @@ TEST_CASE("an op Redis refuses is reported and does not block the others", "[sto
   };
   run_test(body());
   CHECK(r.str({"HGET", "jobq:{q}:job:fine", "status"}) == "succeeded");
+  // The refused op left its job held (not lost): it goes back to pending by reconcile/recovery.
+  CHECK(r.integer({"HEXISTS", "jobq:{q}:inflight:w1", stuck_token}) == 1);
 }
 
-TEST_CASE("an expired lease refuses to start jobs, by Redis' clock", "[store]") {
+TEST_CASE("a foreign value at a job's state key is replaced, not left to fail every write",
+          "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  r.cmd({"LPUSH", "jobq:{q}:pending", job("late")});
+  r.cmd({"SET", "jobq:{q}:job:clash", "a string, not a hash"});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job("clash")});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
     co_await f.up();
     co_await f.store->register_lease();
     auto got = co_await f.store->fetch(1);
+    const auto& a = (*got)[0];
+    long long n = co_await f.writer->start_job(a.token, "clash", "h", "", a.fetched_at);
+    CHECK(n == 1);
+    f.writer->succeeded(a.token, "clash", "ok");
+    bool flushed = co_await f.writer->flush(5s);
+    CHECK(flushed);
+    co_await f.down();
+  };
+  run_test(body());
+  CHECK(r.str({"HGET", "jobq:{q}:job:clash", "status"}) == "succeeded");
+}
+
+TEST_CASE("an expired lease refuses to start jobs, by Redis' clock; they go back untouched",
+          "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"LPUSH", "jobq:{q}:pending", job("late")});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job("late2")});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    co_await f.up();
+    co_await f.store->register_lease();
+    auto got = co_await f.store->fetch(2);
     const auto& l = (*got)[0];
+    const auto& l2 = (*got)[1];
     server.client().cmd({"ZADD", "jobq:{q}:leases", "1", "w1"});  // expired long ago
     long long n = co_await f.writer->start_job(l.token, "late", "h", "", l.fetched_at);
     CHECK(n == -1);
+    long long n2 = co_await f.writer->start_job(l2.token, "late2", "h", "", l2.fetched_at);
+    CHECK(n2 == -1);
     bool renewed = co_await f.store->renew_lease();
     CHECK_FALSE(renewed);
+    // The engine forgets a job whose start was refused; once it holds a lease again, reconcile
+    // returns it. A stop returns it directly, as "started" (the attempt count is not touched).
+    f.store->released(l.token);
+    co_await f.store->register_lease();
+    auto rec = co_await f.store->reconcile();
+    CHECK(rec.returned == 1);
+    f.writer->put_back(l2.token, "late2", /*started=*/true);
+    bool flushed = co_await f.writer->flush(5s);
+    CHECK(flushed);
     co_await f.down();
   };
   run_test(body());
   CHECK(r.integer({"EXISTS", "jobq:{q}:job:late"}) == 0);
+  CHECK(r.integer({"EXISTS", "jobq:{q}:job:late2"}) == 0);  // no attempts -1, no status
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 2);
+  CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 0);
 }

@@ -63,6 +63,13 @@ class SyncRedis {
     }
     redisSetTimeout(c_.get(), tv);
   }
+  /// On a unix socket (the embedded server's).
+  explicit SyncRedis(const std::string& socket_path) {
+    timeval tv{5, 0};
+    c_.reset(redisConnectUnixWithTimeout(socket_path.c_str(), tv));
+    if (!c_ || c_->err) throw std::runtime_error("cannot connect to redis at " + socket_path);
+    redisSetTimeout(c_.get(), tv);
+  }
   redis::Reply cmd(const std::vector<std::string>& args) {
     std::vector<const char*> ptrs;
     std::vector<size_t> lens;

@@ -1,0 +1,98 @@
+// Job parsing and validation: every contract rule, with the message an operator reads.
+#include <catch2/catch.hpp>
+
+#include "job/id.hpp"
+#include "job/job.hpp"
+
+using namespace jq;
+
+namespace {
+
+const std::set<std::string> kHandlers{"noop", "echo"};
+
+job::Rules rules(std::uint64_t max_bytes = 1000) {
+  job::Rules r;
+  r.default_handler = "noop";
+  r.handlers = &kHandlers;
+  r.max_bytes = max_bytes;
+  return r;
+}
+
+std::string error_of(const std::string& raw, std::uint64_t max_bytes = 1000) {
+  auto v = job::parse(raw, rules(max_bytes));
+  auto* bad = std::get_if<job::Invalid>(&v);
+  return bad ? bad->error : std::string("(valid)");
+}
+
+}  // namespace
+
+TEST_CASE("a job needs only a payload; the rest defaults or is kept", "[job]") {
+  auto v = job::parse(R"({"payload":{"a":1},"extra":[1,2]})", rules());
+  REQUIRE(std::holds_alternative<job::Job>(v));
+  const auto& j = std::get<job::Job>(v);
+  CHECK(j.handler == "noop");
+  CHECK(j.id_assigned);
+  CHECK(job::valid_id(j.id));
+  CHECK(j.payload == nlohmann::json{{"a", 1}});
+  // The assigned id travels with the job's text, which keeps every other field.
+  auto again = job::parse(j.raw, rules());
+  REQUIRE(std::holds_alternative<job::Job>(again));
+  CHECK(std::get<job::Job>(again).id == j.id);
+  CHECK_FALSE(std::get<job::Job>(again).id_assigned);
+  CHECK(nlohmann::json::parse(j.raw).at("extra") == nlohmann::json{1, 2});
+}
+
+TEST_CASE("invalid jobs say what is wrong", "[job]") {
+  CHECK_THAT(error_of("not json"), Catch::Contains("not JSON") && Catch::Contains("at byte"));
+  CHECK_THAT(error_of("[1,2]"), Catch::Contains("got an array"));
+  CHECK_THAT(error_of("42"), Catch::Contains("got an integer"));
+  CHECK_THAT(error_of("null"), Catch::Contains("got null"));
+  CHECK_THAT(error_of(R"("text")"), Catch::Contains("got a string"));
+  CHECK_THAT(error_of(R"({"id":"x"})"), Catch::Contains("missing field payload"));
+  CHECK_THAT(error_of(R"({"id":7,"payload":1})"), Catch::Contains("field id must be a string"));
+  CHECK_THAT(error_of(R"({"id":"a b","payload":1})"), Catch::Contains("[A-Za-z0-9_.:-]"));
+  CHECK_THAT(error_of(R"({"handler":3,"payload":1})"), Catch::Contains("handler must be a string"));
+  CHECK_THAT(error_of(R"({"handler":"rm","payload":1})"),
+             Catch::Contains("unknown handler 'rm'") && Catch::Contains("echo, noop"));
+  CHECK_THAT(error_of(R"({"max_attempts":"3","payload":1})"),
+             Catch::Contains("max_attempts must be a positive integer, got a string"));
+  CHECK_THAT(error_of(R"({"max_attempts":0,"payload":1})"), Catch::Contains("got 0"));
+  CHECK_THAT(error_of(R"({"timeout_ms":-5,"payload":1})"), Catch::Contains("got -5"));
+  CHECK_THAT(error_of(R"({"timeout_ms":1.5,"payload":1})"), Catch::Contains("got a number"));
+  CHECK_THAT(error_of(R"({"payload":")" + std::string(2000, 'x') + R"("})"),
+             Catch::Contains("over max_job_bytes (1000)"));
+}
+
+TEST_CASE("an invalid job keeps its own id when it had a valid one", "[job]") {
+  auto v = job::parse(R"({"id":"mine","handler":"nope","payload":1})", rules());
+  REQUIRE(std::holds_alternative<job::Invalid>(v));
+  CHECK(std::get<job::Invalid>(v).id == "mine");
+}
+
+TEST_CASE("a null id is no id: the assigned one wins in every later copy", "[job]") {
+  for (std::string raw : {R"({"id":null,"payload":1})", R"({"payload":1,"id":null})",
+                          R"({ "payload" : 1 , "id" : null } )"}) {
+    auto v = job::parse(raw, rules());
+    REQUIRE(std::holds_alternative<job::Job>(v));
+    const auto& j = std::get<job::Job>(v);
+    CHECK(j.id_assigned);
+    auto again = job::parse(j.raw, rules());  // a retry: the same id, not a new one
+    REQUIRE(std::holds_alternative<job::Job>(again));
+    CHECK(std::get<job::Job>(again).id == j.id);
+  }
+}
+
+TEST_CASE("the size limit is on the job as submitted, not on the id jobqd added", "[job]") {
+  std::string raw = R"({"payload":")" + std::string(980, 'x') + R"("})";  // 995 bytes
+  REQUIRE(raw.size() <= 1000);
+  auto v = job::parse(raw, rules(1000));
+  REQUIRE(std::holds_alternative<job::Job>(v));
+  const auto& j = std::get<job::Job>(v);
+  REQUIRE(j.raw.size() > 1000);
+  CHECK(job::assigned_id_bytes(j.raw) == j.raw.size() - raw.size());
+  CHECK(std::holds_alternative<job::Job>(job::parse(j.raw, rules(1000))));
+  // A job over the limit is still over it with an id-like ending of its own.
+  std::string over =
+      R"({"payload":")" + std::string(1010, 'x') + R"(","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV"})";
+  CHECK_THAT(error_of(over, 1000), Catch::Contains("over max_job_bytes"));
+}
