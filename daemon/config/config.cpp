@@ -2,11 +2,13 @@
 #include "config/config.hpp"
 
 #include "config/command.hpp"
+#include "config/http_url.hpp"
 
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -337,13 +339,26 @@ const Key<HandlerConfig> kHandlerKeys[] = {
     {"url", "string", true,
      [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
        h.url = as_string(n, c, "url");
-       if (h.url.rfind("http://", 0) != 0 && h.url.rfind("https://", 0) != 0) {
-         fail(c, n, "url: '" + h.url + "' must start with http:// or https://");
+       auto parsed = parse_http_url(h.url);
+       if (auto* why = std::get_if<std::string>(&parsed)) {
+         // Not echoed when it holds credentials: config errors end up in logs.
+         std::string shown = h.url.find('@') == std::string::npos ? "'" + h.url + "' " : "";
+         fail(c, n, "url " + shown + *why);
        }
      }},
     {"headers", "map", true,
      [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
        h.headers = as_string_map(n, c, "headers");
+       for (const auto& [k, v] : h.headers) {
+         std::string lower;
+         for (char ch : k) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+         if (lower == "authorization" || lower == "proxy-authorization" || lower == "cookie") {
+           fail(c, n,
+                "headers: " + k +
+                    " carries a secret: give it with headers_from_env or headers_from_file, so "
+                    "that it stays out of the config file");
+         }
+       }
      }},
     {"headers_from_env", "map", true,
      [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {

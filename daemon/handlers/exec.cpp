@@ -12,6 +12,8 @@
 #include <set>
 #include <stdexcept>
 
+#include <spdlog/spdlog.h>
+
 #include "config/command.hpp"
 #include "config/units.hpp"
 
@@ -239,6 +241,14 @@ class Exec final : public Handler {
                                              piece.text + "'",
                                          false);
             }
+            if (v->find('\0') != std::string::npos) {
+              // execve would end the argument there: refuse rather than pass something else.
+              co_return Outcome::failure("exception",
+                                         "command[" + std::to_string(i) + "]: payload field '" +
+                                             piece.text +
+                                             "' contains a NUL byte, which no argument can carry",
+                                         false);
+            }
             arg += *v;
             break;
           }
@@ -304,15 +314,35 @@ class Exec final : public Handler {
       }
       throw async::Cancelled{};
     }
-    // The group is gone, so the pipes close; a process that escaped it could hold them open.
+    // The group is gone, so the pipes close; a process that escaped it (setsid) could hold them
+    // open: the rest of the output gets one bounded wait, all pipes under one deadline. The
+    // child's status is known now, so a cancellation here (the job's timeout firing while the
+    // output drains) does not turn its outcome into a timeout: the output is just cut.
+    const auto drain_until = async::Clock::now() + kDrainLimit;
+    bool cut = false;
+    bool interrupted = false;
     for (auto* io : {&reader, &errors, &writer}) {
-      bool drained = true;
-      try {
-        co_await async::wait_for(io->wait(), kDrainLimit);
-      } catch (const async::TimeoutError&) {
-        drained = false;
+      const auto left = drain_until - async::Clock::now();
+      bool drained = false;
+      if (!interrupted && left > async::Duration::zero()) {
+        try {
+          co_await async::wait_for(io->wait(), left);
+          drained = true;
+        } catch (const async::TimeoutError&) {
+        } catch (const async::Cancelled&) {
+          interrupted = true;
+        }
       }
-      if (!drained) io->abort();
+      if (!drained) {
+        io->abort();
+        if (io != &writer) cut = true;
+      }
+    }
+    if (cut) {
+      spdlog::warn(
+          "handler {}: job {} ended ({}), but a process it left behind still holds its "
+          "output open; output cut",
+          cfg_.name, r.job.id, status.describe());
     }
     if (status.exited() && status.code == 0) co_return Outcome::success(std::move(out.data));
     std::string error = status.describe();

@@ -18,6 +18,7 @@
 #include <stdexcept>
 
 #include "async/resolve.hpp"
+#include "config/http_url.hpp"
 #include "config/units.hpp"
 
 namespace jq::handlers {
@@ -26,6 +27,7 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr std::size_t kErrorBody = 200;  // bytes of a failed response's body in the error
+constexpr ev_ssize_t kMaxResponseHeaders = 64 * 1024;
 
 struct SslCtxFree {
   void operator()(SSL_CTX* c) const noexcept { SSL_CTX_free(c); }
@@ -35,46 +37,14 @@ struct EvConnFree {
 };
 using EvConnPtr = std::unique_ptr<evhttp_connection, EvConnFree>;
 
-struct Target {
-  bool tls = false;
-  std::string host;
-  int port = 80;
-  std::string path = "/";
-  std::string authority;  // Host header
-};
+using Target = config::HttpUrl;
 
 Target parse_target(const std::string& name, const std::string& url) {
-  Target t;
-  std::string rest;
-  if (url.rfind("https://", 0) == 0) {
-    t.tls = true;
-    t.port = 443;
-    rest = url.substr(8);
-  } else if (url.rfind("http://", 0) == 0) {
-    rest = url.substr(7);
-  } else {
-    throw std::runtime_error("handler " + name + ": url must start with http:// or https://");
+  auto parsed = config::parse_http_url(url);
+  if (auto* why = std::get_if<std::string>(&parsed)) {
+    throw std::runtime_error("handler " + name + ": url " + *why);
   }
-  auto slash = rest.find('/');
-  std::string hostport = rest.substr(0, slash);
-  if (slash != std::string::npos) t.path = rest.substr(slash);
-  t.authority = hostport;
-  if (!hostport.empty() && hostport[0] == '[') {
-    auto close = hostport.find(']');
-    if (close == std::string::npos)
-      throw std::runtime_error("handler " + name + ": bad url " + url);
-    t.host = hostport.substr(1, close - 1);
-    if (close + 1 < hostport.size() && hostport[close + 1] == ':') {
-      t.port = std::stoi(hostport.substr(close + 2));
-    }
-  } else if (auto colon = hostport.rfind(':'); colon != std::string::npos) {
-    t.host = hostport.substr(0, colon);
-    t.port = std::stoi(hostport.substr(colon + 1));
-  } else {
-    t.host = hostport;
-  }
-  if (t.host.empty()) throw std::runtime_error("handler " + name + ": no host in url " + url);
-  return t;
+  return std::get<Target>(parsed);
 }
 
 std::string read_secret(const std::string& handler, const std::string& header,
@@ -92,19 +62,33 @@ std::string read_secret(const std::string& handler, const std::string& header,
 }
 
 // Retry-After: delta-seconds, or an HTTP-date.
+}  // namespace
+
 std::optional<Millis> parse_retry_after(const char* v) {
   if (!v) return std::nullopt;
   char* end = nullptr;
-  long secs = std::strtol(v, &end, 10);
-  if (end != v && *end == '\0' && secs >= 0) return Millis(secs * 1000);
-  std::tm tm{};
-  if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm)) {
-    auto at = std::chrono::system_clock::from_time_t(timegm(&tm));
-    auto d = std::chrono::duration_cast<Millis>(at - std::chrono::system_clock::now());
-    return std::max(d, Millis(0));
+  errno = 0;
+  long long secs = std::strtoll(v, &end, 10);
+  if (end != v && *end == '\0' && secs >= 0) {
+    // Clamped before scaling: a huge value must not overflow (the engine caps it at retry_max).
+    constexpr long long kMaxSecs = 10LL * 365 * 24 * 3600;
+    return Millis(std::min(secs, kMaxSecs) * 1000);
+  }
+  // The three date forms RFC 9110 asks a recipient to accept: IMF-fixdate, RFC 850, asctime.
+  for (const char* form :
+       {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
+    std::tm tm{};
+    const char* rest = strptime(v, form, &tm);
+    if (rest && *rest == '\0') {
+      auto at = std::chrono::system_clock::from_time_t(timegm(&tm));
+      auto d = std::chrono::duration_cast<Millis>(at - std::chrono::system_clock::now());
+      return std::max(d, Millis(0));
+    }
   }
   return std::nullopt;
 }
+
+namespace {
 
 std::string clip(const std::string& s, std::size_t n) {
   return s.size() <= n ? s : s.substr(0, n) + "...";
@@ -208,6 +192,14 @@ class Http final : public Handler {
     for (const auto& [header, path] : cfg.headers_from_file) {
       headers_[header] = read_secret(cfg.name, header, path);
     }
+    for (const auto& [header, value] : headers_) {
+      // evhttp would drop such a header silently: say so at start instead.
+      if (value.find_first_of("\r\n") != std::string::npos ||
+          value.find('\0') != std::string::npos) {
+        throw std::runtime_error("handler " + cfg.name + ": the value of header " + header +
+                                 " contains a line break or NUL byte");
+      }
+    }
     if (target_.tls) {
       ctx_.reset(SSL_CTX_new(TLS_client_method()));
       if (!ctx_) throw std::runtime_error("handler " + cfg.name + ": cannot create a TLS context");
@@ -230,50 +222,87 @@ class Http final : public Handler {
 
   async::Task<Outcome> run(const Run& r) override {
     auto permit = co_await slots_.acquire();
-    std::unique_ptr<Conn> conn = take_idle();
-    if (!conn) {
-      std::string ip;
-      std::string failure;
-      try {
-        ip = co_await async::resolve_host(target_.host);
-      } catch (const std::runtime_error& e) {
-        failure = e.what();
-      }
-      if (!failure.empty()) co_return Outcome::failure("connection", where() + ": " + failure);
-      conn = open(ip);
+    const std::string body = cfg_.body == "job" ? r.job.raw : r.job.payload.dump();
+    // A kept-alive connection the server closed as we reused it fails before any response
+    // byte: that one is tried again, once, on a new connection.
+    for (int round = 0;; ++round) {
+      std::unique_ptr<Conn> conn = round == 0 ? take_idle() : nullptr;
+      const bool reused = conn != nullptr;
       if (!conn) {
-        co_return Outcome::failure("connection", where() + ": cannot set up the connection");
+        std::string ip;
+        std::string failure;
+        try {
+          ip = co_await async::resolve_host(target_.host);
+        } catch (const std::runtime_error& e) {
+          failure = e.what();
+        }
+        if (!failure.empty()) co_return Outcome::failure("connection", where() + ": " + failure);
+        conn = open(ip);
+        if (!conn) {
+          co_return Outcome::failure("connection", where() + ": cannot set up the connection");
+        }
       }
+      auto exchange = std::make_unique<Exchange>();
+      Exchange& x = *exchange;
+      co_await send(r, body, *conn, x);
+      if (x.status == 0 && reused && round == 0 && x.body.empty() &&
+          (x.error == EVREQ_HTTP_EOF || x.error == EVREQ_HTTP_BUFFER_ERROR || x.error == -1)) {
+        continue;
+      }
+      if (x.status == 0 && x.error == kConnectTimedOut) {
+        co_return Outcome::failure("connection", where() + ": no connection within " +
+                                                     config::format_duration(cfg_.connect_timeout));
+      }
+      Outcome outcome = judge(x, *conn);
+      if (x.status > 0 && x.error < 0) give_back(std::move(conn));  // keep-alive
+      co_return outcome;
     }
+  }
 
-    auto exchange = std::make_unique<Exchange>();
-    Exchange* x = exchange.get();
-    x->cap = cfg_.max_response;
-    evhttp_request* req = evhttp_request_new(&Exchange::on_done, x);
+ private:
+  struct Conn {
+    EvConnPtr evcon;
+    SSL* ssl = nullptr;  // owned by the bufferevent, which the connection owns
+    bool closed = false;
+  };
+
+  // Exchange::error when the connection was not up within connect_timeout.
+  static constexpr int kConnectTimedOut = -2;
+
+  // One request on `conn`, until its response or failure is in `x`. On cancellation the
+  // request is abandoned (the connection is then not reused) and Cancelled propagates.
+  async::Task<void> send(const Run& r, const std::string& body, Conn& conn, Exchange& x) {
+    x.cap = cfg_.max_response;
+    evhttp_request* req = evhttp_request_new(&Exchange::on_done, &x);
+    if (!req) {
+      x.done = true;
+      co_return;
+    }
     evhttp_request_set_chunked_cb(req, &Exchange::on_chunk);
     evhttp_request_set_error_cb(req, &Exchange::on_error);
-    x->req = req;
     evkeyvalq* out = evhttp_request_get_output_headers(req);
-    evhttp_add_header(out, "Host", target_.authority.c_str());
-    evhttp_add_header(out, "Content-Type", "application/json");
+    // The config may set its own Host or Content-Type; they are not sent twice.
+    if (!configured("Host")) evhttp_add_header(out, "Host", target_.authority.c_str());
+    if (!configured("Content-Type")) evhttp_add_header(out, "Content-Type", "application/json");
     evhttp_add_header(out, "User-Agent", "jobqd");
     evhttp_add_header(out, "X-Jobq-Id", r.job.id.c_str());
     evhttp_add_header(out, "X-Jobq-Queue", r.queue.c_str());
     std::string attempt = std::to_string(r.attempt);
     evhttp_add_header(out, "X-Jobq-Attempt", attempt.c_str());
     for (const auto& [k, v] : headers_) evhttp_add_header(out, k.c_str(), v.c_str());
-    std::string body = cfg_.body == "job" ? r.job.raw : r.job.payload.dump();
     evbuffer_add(evhttp_request_get_output_buffer(req), body.data(), body.size());
     // evhttp's own timeout must not cut a slow reply short: the job timeout bounds the request
     // (and cancels it). The connect timeout is checked below.
     timeval tv = async::to_timeval(r.timeout + 1s);
-    evhttp_connection_set_timeout_tv(conn->evcon.get(), &tv);
-    if (evhttp_make_request(conn->evcon.get(), req, EVHTTP_REQ_POST, target_.path.c_str()) != 0) {
-      // libevent freed the request on failure
-      co_return Outcome::failure("connection", where() + ": cannot send the request");
+    evhttp_connection_set_timeout_tv(conn.evcon.get(), &tv);
+    if (evhttp_make_request(conn.evcon.get(), req, EVHTTP_REQ_POST, target_.path.c_str()) != 0) {
+      // libevent freed the request: nothing to abandon later.
+      x.done = true;
+      co_return;
     }
+    x.req = req;
 
-    ExchangeAwait await{x};
+    ExchangeAwait await{&x};
     bool cancelled = false;
     bool connect_late = false;
     try {
@@ -284,7 +313,7 @@ class Http final : public Handler {
       } catch (const async::TimeoutError&) {
       }
       if (!settled) {
-        if (!connected(*conn)) {
+        if (!connected(conn)) {
           connect_late = true;
         } else {
           co_await await.wait();
@@ -294,22 +323,11 @@ class Http final : public Handler {
       cancelled = true;
     }
     if (cancelled || connect_late) {
-      x->abandon();  // the connection is reset by that: it is not reused
+      x.abandon();  // the connection is reset by that: it is not reused
       if (cancelled) throw async::Cancelled{};
-      co_return Outcome::failure("connection", where() + ": no connection within " +
-                                                   config::format_duration(cfg_.connect_timeout));
+      x.error = kConnectTimedOut;
     }
-    Outcome outcome = judge(*x, *conn);
-    if (x->status > 0 && x->error < 0) give_back(std::move(conn));  // keep-alive
-    co_return outcome;
   }
-
- private:
-  struct Conn {
-    EvConnPtr evcon;
-    SSL* ssl = nullptr;  // owned by the bufferevent, which the connection owns
-    bool closed = false;
-  };
 
   // Waits for an Exchange (cancellable; the exchange is then orphaned by the caller).
   struct ExchangeAwait {
@@ -344,9 +362,27 @@ class Http final : public Handler {
 
   std::string where() const { return "POST " + cfg_.url; }
 
+  bool configured(std::string_view header) const {
+    for (const auto& [k, v] : headers_) {
+      if (k.size() == header.size() &&
+          std::equal(k.begin(), k.end(), header.begin(), [](char a, char b) {
+            return std::tolower(static_cast<unsigned char>(a)) ==
+                   std::tolower(static_cast<unsigned char>(b));
+          })) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   Outcome judge(const Exchange& x, Conn& conn) {
     if (x.status == 0) {
       std::string why = describe_error(x.error);
+      if (x.error == -1) {
+        // libevent reports a failed connect without an error code, and its cleanup has
+        // overwritten errno by then: the address is what can be said.
+        why = "cannot connect to " + target_.authority + " (refused, unreachable or reset)";
+      }
       if (conn.ssl) {
         long verify = SSL_get_verify_result(conn.ssl);
         unsigned long err =
@@ -401,13 +437,16 @@ class Http final : public Handler {
         SSL_free(ssl);
         return nullptr;
       }
-      bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+      // A TLS stream cut without close_notify is an error, not an end: a truncated response
+      // must not pass for a complete one.
+      bufferevent_openssl_set_allow_dirty_shutdown(bev, 0);
       c->ssl = ssl;
     }
     c->evcon.reset(evhttp_connection_base_bufferevent_new(
         base, nullptr, bev, ip.c_str(), static_cast<unsigned short>(target_.port)));
     if (!c->evcon) return nullptr;
     evhttp_connection_set_retries(c->evcon.get(), 0);
+    evhttp_connection_set_max_headers_size(c->evcon.get(), kMaxResponseHeaders);
     evhttp_connection_set_closecb(
         c->evcon.get(),
         [](evhttp_connection*, void* arg) { static_cast<Conn*>(arg)->closed = true; }, c.get());

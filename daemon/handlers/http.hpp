@@ -1,7 +1,9 @@
 // The http handler: POSTs each job's payload (or the whole job) to a configured URL.
 #pragma once
 
+#include <chrono>
 #include <memory>
+#include <optional>
 
 #include "handlers/handler.hpp"
 
@@ -16,5 +18,9 @@ namespace jq::handlers {
 /// CA file cannot be read. Its pooled connections belong to the running loop's event_base: build
 /// it on the loop, and destroy it before the loop.
 std::unique_ptr<Handler> make_http(const config::HandlerConfig& cfg);
+
+/// A Retry-After header's wait: delta-seconds (capped at ten years), or an HTTP date in any of
+/// RFC 9110's three forms (0 when past). nullopt when absent or unreadable.
+std::optional<std::chrono::milliseconds> parse_retry_after(const char* value);
 
 }  // namespace jq::handlers

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "config/config.hpp"
+#include "config/http_url.hpp"
 #include "tests/support/paths.hpp"
 
 using namespace jq::config;
@@ -159,6 +160,42 @@ queues:
   CHECK(error_of("queus: {}\n") ==
         "test.yaml:1:1: unknown section 'queus' (did you mean 'queues'?)");
   CHECK(error_of("queues: [a\n").rfind("test.yaml:2:1: not valid YAML", 0) == 0);
+}
+
+TEST_CASE("webhook URLs are checked when the config is read", "[config]") {
+  auto url_error = [](const std::string& url) {
+    return error_of("handlers:\n  h: {type: http, url: \"" + url +
+                    "\"}\nqueues:\n  q: {handler: h}\n");
+  };
+  CHECK(url_error("https://hooks.example:8443/x?token=1#frag").empty());
+  CHECK(url_error("http://[::1]:8080/").empty());
+  CHECK(url_error("ftp://x/") ==
+        "test.yaml:2:24: url 'ftp://x/' must start with http:// or https://");
+  CHECK(url_error("http://h:abc/") ==
+        "test.yaml:2:24: url 'http://h:abc/' has port 'abc', not a number from 1 to 65535");
+  CHECK(url_error("http://h:70000/") ==
+        "test.yaml:2:24: url 'http://h:70000/' has port '70000', not a number from 1 to 65535");
+  CHECK(url_error("http:///x") == "test.yaml:2:24: url 'http:///x' has no host");
+  // Credentials are refused, and not repeated in the message (it may end up in a log).
+  CHECK(url_error("https://bob:s3cret@hooks.example/") ==
+        "test.yaml:2:24: url has credentials in it (user@ or user:password@): put them in a "
+        "header from headers_from_env or headers_from_file instead");
+  CHECK(error_of("handlers:\n  h: {type: http, url: \"http://h/\", headers: {authorization: "
+                 "\"Bearer x\"}}\nqueues:\n  q: {handler: h}\n") ==
+        "test.yaml:2:46: headers: authorization carries a secret: give it with headers_from_env "
+        "or headers_from_file, so that it stays out of the config file");
+  auto ok = parse_http_url("https://hooks.example:8443/x?token=1#frag");
+  REQUIRE(std::holds_alternative<HttpUrl>(ok));
+  const auto& u = std::get<HttpUrl>(ok);
+  CHECK(u.tls);
+  CHECK(u.host == "hooks.example");
+  CHECK(u.port == 8443);
+  CHECK(u.path == "/x?token=1");
+  CHECK(u.authority == "hooks.example:8443");
+  auto bare = parse_http_url("http://h?q=1");
+  REQUIRE(std::holds_alternative<HttpUrl>(bare));
+  CHECK(std::get<HttpUrl>(bare).path == "/?q=1");
+  CHECK(std::get<HttpUrl>(bare).port == 80);
 }
 
 TEST_CASE("load_file reports a missing file by name", "[config]") {

@@ -148,6 +148,36 @@ TEST_CASE("exec: what the program leaves running in its group is killed when it 
 }
 
 TEST_CASE(
+    "exec: a process that escaped the group and holds stdout does not turn success into "
+    "a timeout",
+    "[exec]") {
+  auto h = handlers::make_exec(exec_config({fixture("escape_group")}));
+  auto body = [&]() -> async::Task<void> {
+    auto job = make_job("test", "{}");
+    auto t0 = async::Clock::now();
+    std::string stopped;
+    auto out = co_await attempt(*h, job, &stopped, 1s);
+    INFO(out.error << stopped);
+    CHECK(out.ok);  // it exited 0: the job's own timeout firing while output drains changes nothing
+    CHECK(out.result == "out\n");
+    CHECK(ms_since(t0) < 2500);
+  };
+  run_test(body());
+}
+
+TEST_CASE("exec: a payload field with a NUL byte is refused, not cut short", "[exec]") {
+  auto h = handlers::make_exec(exec_config({fixture("print_args"), "{payload.a}"}));
+  auto body = [&]() -> async::Task<void> {
+    auto job = make_job("test", R"({"a":"x\u0000--evil"})");
+    auto out = co_await attempt(*h, job);
+    CHECK_FALSE(out.ok);
+    CHECK_FALSE(out.retry);
+    CHECK_THAT(out.error, Catch::Contains("NUL byte"));
+  };
+  run_test(body());
+}
+
+TEST_CASE(
     "exec: 10 MB of output is capped, 5 MB of stdin is delivered, an unread stdin is "
     "fine",
     "[exec]") {
@@ -221,6 +251,44 @@ TEST_CASE("exec: environment, working directory, and start-up errors", "[exec]")
   run_test(body());
   CHECK_THROWS_WITH(handlers::make_exec(exec_config({"/nonexistent/prog"})),
                     "handler test: cannot run /nonexistent/prog: No such file or directory");
+  // A working directory that went away is named as such, not as a missing program.
+  auto gone = exec_config({fixture("print_env")});
+  gone.cwd = (dir.path() / "gone").string();
+  auto h_gone = handlers::make_exec(gone);
+  auto gone_body = [&]() -> async::Task<void> {
+    auto job = make_job("test", "{}");
+    std::string error;
+    try {
+      auto out = co_await attempt(*h_gone, job);
+    } catch (const std::runtime_error& e) {
+      error = e.what();
+    }
+    CHECK_THAT(error, Catch::Contains("cannot change directory to " + gone.cwd));
+  };
+  run_test(gone_body());
+}
+
+TEST_CASE("exec: resource limits apply; the CPU limit ends a spinning program with SIGXCPU",
+          "[exec]") {
+  auto cfg = exec_config({fixture("print_ids")});
+  cfg.limits.open_files = 17;
+  cfg.limits.cpu = 5s;
+  cfg.limits.address_space = 512ull * 1024 * 1024;
+  auto spin = exec_config({"/bin/sh", "-c", "while :; do :; done"});
+  spin.limits.cpu = 1s;
+  auto h = handlers::make_exec(cfg);
+  auto h_spin = handlers::make_exec(spin);
+  auto body = [&]() -> async::Task<void> {
+    auto job = make_job("test", "{}");
+    auto out = co_await attempt(*h, job);
+    REQUIRE(out.ok);
+    CHECK_THAT(out.result, Catch::Contains("nofile=17 cpu=5"));
+    auto spun = co_await attempt(*h_spin, job);
+    CHECK_FALSE(spun.ok);
+    CHECK(std::string(spun.kind) == "signal");
+    CHECK_THAT(spun.error, Catch::Contains("SIGXCPU"));
+  };
+  run_test(body());
 }
 
 TEST_CASE("exec: user, group and resource limits apply to the program", "[exec]") {

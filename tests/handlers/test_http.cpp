@@ -147,7 +147,30 @@ TEST_CASE("http: a refused connection is a retried connection error", "[http]") 
     auto out = co_await attempt(*h, job);
     CHECK(std::string(out.kind) == "connection");
     CHECK(out.retry);
-    CHECK(out.error.rfind("POST http://127.0.0.1:" + std::to_string(port) + "/x: ", 0) == 0);
+    const std::string at = "127.0.0.1:" + std::to_string(port);
+    CHECK(out.error ==
+          "POST http://" + at + "/x: cannot connect to " + at + " (refused, unreachable or reset)");
+  };
+  run_test(body());
+}
+
+TEST_CASE("http: host names are resolved off the loop; an unknown one is a connection error",
+          "[http]") {
+  HttpServer server;
+  server.on_request([](const HttpRequest&, std::size_t) { return HttpResponse{200, "by name"}; });
+  auto body = [&]() -> async::Task<void> {
+    auto h = handlers::make_http(
+        http_config("http://localhost:" + std::to_string(server.port()) + "/named"));
+    auto unknown = handlers::make_http(http_config("http://no-such-host.invalid/x"));
+    auto job = make_job("hook", "{}");
+    auto out = co_await attempt(*h, job);
+    CHECK(out.ok);
+    CHECK(out.result == "by name");
+    auto bad = co_await attempt(*unknown, job);
+    CHECK_FALSE(bad.ok);
+    CHECK(std::string(bad.kind) == "connection");
+    CHECK(bad.retry);
+    CHECK_THAT(bad.error, Catch::Contains("cannot resolve no-such-host.invalid"));
   };
   run_test(body());
 }
@@ -196,6 +219,74 @@ TEST_CASE("https: a self-signed certificate is rejected unless its CA is configu
   };
   run_test(body());
   CHECK(server.connections_accepted() == 2);  // the rejected one, then one kept alive
+}
+
+TEST_CASE("https: a certificate for another name is rejected even from a trusted CA",
+          "[http][tls]") {
+  test::TempDir dir;
+  auto [cert, key] = test::make_self_signed_cert(dir.path(), "DNS:other.example");
+  HttpServer server(cert, key);
+  server.on_request([](const HttpRequest&, std::size_t) { return HttpResponse{200, "wrong"}; });
+  auto by_ip = http_config(server.url("/tls"));
+  by_ip.ca_file = cert;
+  auto by_name = http_config("https://localhost:" + std::to_string(server.port()) + "/tls");
+  by_name.ca_file = cert;
+  auto body = [&]() -> async::Task<void> {
+    auto job = make_job("hook", "{}");
+    for (const auto* cfg : {&by_ip, &by_name}) {
+      auto h = handlers::make_http(*cfg);
+      auto out = co_await attempt(*h, job);
+      INFO(cfg->url);
+      CHECK_FALSE(out.ok);
+      CHECK_THAT(out.error,
+                 Catch::Contains("TLS certificate rejected") && Catch::Contains("mismatch"));
+    }
+  };
+  run_test(body());
+}
+
+TEST_CASE("http: Retry-After as seconds or any of the three HTTP date forms; huge is capped",
+          "[http]") {
+  using handlers::parse_retry_after;
+  auto secs = parse_retry_after("120");
+  REQUIRE(secs);
+  CHECK(secs->count() == 120000);
+  const auto ten_years = std::chrono::milliseconds(10LL * 365 * 24 * 3600 * 1000);
+  for (const char* huge : {"99999999999999999", "99999999999999999999"}) {
+    auto v = parse_retry_after(huge);  // no overflow into a negative or tiny wait
+    REQUIRE(v);
+    CHECK(*v == ten_years);
+  }
+  CHECK_FALSE(parse_retry_after("-5").has_value());
+  CHECK_FALSE(parse_retry_after("soon").has_value());
+  CHECK_FALSE(parse_retry_after(nullptr).has_value());
+  // Dates in the past mean "now"; each form is understood (a wrong one would be nullopt).
+  for (const char* d : {"Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT",
+                        "Sun Nov  6 08:49:37 1994"}) {
+    auto v = parse_retry_after(d);
+    INFO(d);
+    REQUIRE(v);
+    CHECK(v->count() == 0);
+  }
+  auto future = parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT");
+  REQUIRE(future);
+  CHECK(*future > std::chrono::hours(24 * 365));
+}
+
+TEST_CASE("http: header values with line breaks are refused when the handler is built", "[http]") {
+  auto cfg = http_config("http://127.0.0.1:1/");
+  cfg.headers["X-Evil"] = "a\r\nInjected: yes";
+  auto body = [&]() -> async::Task<void> {
+    std::string error;
+    try {
+      auto h = handlers::make_http(cfg);
+    } catch (const std::runtime_error& e) {
+      error = e.what();
+    }
+    CHECK_THAT(error, Catch::Contains("X-Evil") && Catch::Contains("line break"));
+    co_return;
+  };
+  run_test(body());
 }
 
 TEST_CASE("http: keep-alive connections are pooled and bounded; large bodies are capped",

@@ -370,17 +370,14 @@ std::size_t HttpServer::connections_accepted() const {
   return impl_->connections;
 }
 
-std::pair<std::string, std::string> make_self_signed_cert(const std::filesystem::path& dir) {
+std::pair<std::string, std::string> make_self_signed_cert(const std::filesystem::path& dir,
+                                                          const std::string& names) {
   std::string cert = (dir / "cert.pem").string();
   std::string key = (dir / "key.pem").string();
-  std::vector<std::string> argv = {"openssl",  "req",
-                                   "-x509",    "-newkey",
-                                   "rsa:2048", "-nodes",
-                                   "-days",    "2",
-                                   "-subj",    "/CN=localhost",
-                                   "-addext",  "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                                   "-keyout",  key,
-                                   "-out",     cert};
+  const std::string san = "subjectAltName=" + names;
+  std::vector<std::string> argv = {
+      "openssl", "req",           "-x509",   "-newkey", "rsa:2048", "-nodes", "-days", "2",
+      "-subj",   "/CN=localhost", "-addext", san,       "-keyout",  key,      "-out",  cert};
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);

@@ -62,9 +62,11 @@ class HttpServer {
   std::unique_ptr<Impl> impl_;
 };
 
-/// Makes a self-signed certificate for 127.0.0.1 (IP SAN) and localhost (DNS SAN) with the
-/// openssl command-line tool, as dir/cert.pem and dir/key.pem. Returns {cert_path, key_path};
+/// Makes a self-signed certificate for `names` (subjectAltName; by default 127.0.0.1 and
+/// localhost) with the openssl command-line tool, as dir/cert.pem and dir/key.pem. Returns
+/// {cert_path, key_path};
 /// throws std::runtime_error with openssl's output if it fails.
-std::pair<std::string, std::string> make_self_signed_cert(const std::filesystem::path& dir);
+std::pair<std::string, std::string> make_self_signed_cert(
+    const std::filesystem::path& dir, const std::string& names = "IP:127.0.0.1,DNS:localhost");
 
 }  // namespace jq::test
