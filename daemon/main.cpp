@@ -121,6 +121,17 @@ int main(int argc, char** argv) {
     std::cerr << e.what() << "\n";
     return kExitConfig;
   }
+  // The schema knows spool sources (the contract's), the engine does not run them yet: better
+  // refused than a watched directory nobody watches.
+  for (const auto& q : cfg.queues) {
+    for (const auto& src : q.sources) {
+      if (src.kind == config::SourceConfig::Kind::spool) {
+        std::cerr << config_path << ": queues." << q.name << ": spool sources (dir " << src.dir
+                  << ") are not available in this version of jobqd yet; take jobs from Redis\n";
+        return kExitConfig;
+      }
+    }
+  }
   if (check_only) {
     std::cout << config_path << ": valid (" << cfg.queues.size() << " queue(s), "
               << cfg.handlers.size() << " handler(s))\n";
