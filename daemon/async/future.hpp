@@ -49,11 +49,15 @@ class Future {
     finish();
   }
 
+  /// Holds a reference of its own: the Future it came from may be gone (erased from a map of
+  /// pending requests by whoever set it) before the waiter runs.
   class [[nodiscard]] Awaiter : Waiter {
    public:
-    explicit Awaiter(State* s) noexcept : s_(s) {}
+    explicit Awaiter(State* s) noexcept : s_(s) { ++s_->refs; }
+    Awaiter(Awaiter&& o) noexcept : Waiter(o), s_(o.s_) { ++s_->refs; }
     ~Awaiter() {
       if (linked) s_->waiters.remove(*this);
+      if (--s_->refs == 0) delete s_;
     }
     bool await_ready() const noexcept { return s_->done; }
     template <HasContext P>
@@ -67,7 +71,8 @@ class Future {
       return true;
     }
     T await_resume() {
-      if (!s_->done && cancelled) throw Cancelled{};
+      // A cancellation wins even over a value that came meanwhile (it stays in the Future).
+      if (cancelled) throw Cancelled{};
       if (s_->error) std::rethrow_exception(s_->error);
       return *s_->value;
     }

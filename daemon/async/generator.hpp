@@ -3,6 +3,7 @@
 
 #include <coroutine>
 #include <optional>
+#include <stdexcept>
 #include <utility>
 
 #include "async/task.hpp"
@@ -18,6 +19,7 @@ class [[nodiscard]] Generator {
  public:
   struct promise_type : PromiseBase {
     std::optional<T> current;
+    bool running = false;  // a next() is under way (asyncio refuses a second one too)
 
     Generator get_return_object() noexcept {
       return Generator(std::coroutine_handle<promise_type>::from_promise(*this));
@@ -54,17 +56,24 @@ class [[nodiscard]] Generator {
 
   struct NextAwaiter {
     Handle h;
-    bool await_ready() const noexcept { return h.done(); }
+    bool busy = false;
+    bool await_ready() noexcept {
+      busy = !h.done() && h.promise().running;
+      return busy || h.done();
+    }
     template <HasContext P>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<P> caller) noexcept {
       auto& p = h.promise();
       p.ctx = caller.promise().ctx;
       p.continuation = caller;
       p.current.reset();
+      p.running = true;
       return h;
     }
     std::optional<T> await_resume() {
+      if (busy) throw std::logic_error("Generator: next() while another next() is under way");
       auto& p = h.promise();
+      p.running = false;
       if (p.error) std::rethrow_exception(std::exchange(p.error, nullptr));
       if (h.done()) return std::nullopt;
       return std::move(p.current);
@@ -72,7 +81,7 @@ class [[nodiscard]] Generator {
   };
 
   /// The next yielded value, or nullopt at the end.
-  NextAwaiter next() noexcept { return NextAwaiter{h_}; }
+  NextAwaiter next() noexcept { return NextAwaiter{h_, false}; }
 
  private:
   explicit Generator(Handle h) noexcept : h_(h) {}

@@ -2,11 +2,35 @@
 #include "async/group.hpp"
 
 namespace jq::async {
+namespace {
+
+bool is_cancelled(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const Cancelled&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+}  // namespace
 
 TaskGroup::~TaskGroup() {
+  // Only a group whose owner is destroyed early still has live children: an as_completed dropped
+  // before its end (they are cancelled and finish their cleanup on their own), or an owner task
+  // that is being abandoned (aborted, or given up at shutdown): then its children, which refer to
+  // its frame, are abandoned with it rather than left running against freed memory.
+  const bool abandoning = detail::abandoning_frames();
   for (SpawnStateBase* s : children_) {
     s->on_done = nullptr;
-    if (!s->done && !children_cancelled_) s->ctx.cancel(true);
+    if (!s->done) {
+      if (abandoning) {
+        detail::abandon(*s, /*report=*/false);
+      } else if (!children_cancelled_) {
+        s->ctx.cancel(true);
+      }
+    }
     s->unref();
   }
 }
@@ -72,7 +96,14 @@ bool TaskGroup::WaitAwaiter::cancel(Waiter& w) noexcept {
 
 std::size_t TaskGroup::WaitAwaiter::await_resume() {
   if (g_.waiter_ == this) g_.waiter_ = nullptr;
-  if (cancelled) throw Cancelled{};
+  if (cancelled) {
+    // A child's failure that fail-fast took over would be lost under the Cancelled: say it.
+    if (g_.mode_ == Mode::fail_fast && g_.first_error_ && !is_cancelled(g_.first_error_)) {
+      ctx->loop->report("gather was cancelled while a child had failed: " +
+                        describe(g_.first_error_));
+    }
+    throw Cancelled{};
+  }
   if (next_) return g_.finished_.empty() ? g_.children_.size() : g_.finished_.pop_front();
   if (g_.mode_ == Mode::fail_fast && g_.first_error_) std::rethrow_exception(g_.first_error_);
   return g_.children_.size();

@@ -81,8 +81,9 @@ class SignalSet {
       return true;
     }
     int await_resume() {
-      if (!s_.received_.empty()) return s_.received_.pop_front();
+      // A cancellation wins; a signal that came meanwhile stays queued for the next next().
       if (cancelled) throw Cancelled{};
+      if (!s_.received_.empty()) return s_.received_.pop_front();
       return 0;
     }
 

@@ -113,6 +113,9 @@ class Queue {
         q_.getters_.remove(*this);
         --q_.getters_count_;
       }
+      // Handed an item, then destroyed before it resumed (its task was aborted): the item goes
+      // back to the head of the queue, not into the void.
+      if (value_ && !resumed_) q_.give_back(std::move(*value_));
     }
     bool await_ready() {
       if (!q_.items_.empty()) {
@@ -135,6 +138,7 @@ class Queue {
       return true;
     }
     std::optional<T> await_resume() {
+      resumed_ = true;
       if (value_) return std::move(value_);
       if (cancelled) throw Cancelled{};
       return std::nullopt;  // closed and drained
@@ -144,6 +148,7 @@ class Queue {
     friend class Queue;
     Queue& q_;
     std::optional<T> value_;
+    bool resumed_ = false;
   };
 
   /// The next item, or nullopt once the queue is closed and empty.
@@ -208,6 +213,18 @@ class Queue {
       return;
     }
     items_.push_back(std::move(item));
+  }
+
+  // An item handed to a getter that never took it: first in line again (to the next waiting
+  // getter, or the head of the queue, even past maxsize: it was already counted in).
+  void give_back(T&& item) {
+    if (Waiter* w = getters_.pop_front()) {
+      --getters_count_;
+      static_cast<GetAwaiter*>(w)->value_.emplace(std::move(item));
+      w->ctx->wake(*w);
+      return;
+    }
+    items_.push_front(std::move(item));
   }
 
   // Takes the head item; a waiting putter's item moves into the freed slot, else producers

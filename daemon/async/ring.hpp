@@ -31,6 +31,12 @@ class Ring {
     ++size_;
   }
   void push_back(T v) { emplace_back(std::move(v)); }
+  void push_front(T v) {
+    if (size_ == cap_) grow();
+    head_ = (head_ + cap_ - 1) & (cap_ - 1);
+    std::construct_at(&data_[head_], std::move(v));
+    ++size_;
+  }
 
   T pop_front() noexcept {
     T v = std::move(data_[head_]);

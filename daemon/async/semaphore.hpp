@@ -62,6 +62,8 @@ class Semaphore {
     explicit AcquireAwaiter(Semaphore& s) noexcept : s_(s) {}
     ~AcquireAwaiter() {
       if (linked) s_.waiters_.remove(*this);
+      // Handed a permit, then destroyed before it resumed (its task was aborted): give it back.
+      if (granted_ && !resumed_) s_.release_one();
     }
     bool await_ready() noexcept {
       if (s_.available_ > 0 && s_.waiters_.empty()) {
@@ -82,6 +84,7 @@ class Semaphore {
       return true;
     }
     Permit await_resume() {
+      resumed_ = true;
       if (granted_) return Permit(&s_);
       if (cancelled) throw Cancelled{};
       return Permit(&s_);  // fast path
@@ -91,13 +94,18 @@ class Semaphore {
     friend class Semaphore;
     Semaphore& s_;
     bool granted_ = false;
+    bool resumed_ = false;
   };
 
   AcquireAwaiter acquire() noexcept { return AcquireAwaiter(*this); }
 
   void set_limit(std::size_t limit) noexcept {
     if (limit > limit_) {
-      available_ += limit - limit_;
+      // Permits still owed from an earlier cut are forgiven first.
+      std::size_t more = limit - limit_;
+      std::size_t forgiven = std::min(more, owed_);
+      owed_ -= forgiven;
+      available_ += more - forgiven;
     } else {
       std::size_t cut = limit_ - limit;
       std::size_t now = std::min(cut, available_);

@@ -56,6 +56,15 @@ SpawnStateBase* start_spawn(Loop& loop, std::coroutine_handle<> frame, PromiseBa
   return s;
 }
 
+namespace {
+// How many frames are being destroyed by abandon() right now (it nests through child groups).
+thread_local int abandoning = 0;
+}  // namespace
+
+bool abandoning_frames() noexcept {
+  return abandoning > 0;
+}
+
 void abandon(SpawnStateBase& s, bool report) noexcept {
   if (report) {
     s.ctx.loop->report("task '" + s.ctx.name + "' (" + s.ctx.where.file_name() + ":" +
@@ -67,7 +76,9 @@ void abandon(SpawnStateBase& s, bool report) noexcept {
   s.ctx.parked = nullptr;
   s.done = true;
   s.retrieved = true;
+  ++abandoning;
   s.frame.destroy();
+  --abandoning;
   s.frame = {};
   s.promise = nullptr;
   while (Waiter* w = s.joiners.pop_front()) {

@@ -51,6 +51,9 @@ SpawnStateBase* start_spawn(Loop& loop, std::coroutine_handle<> frame, PromiseBa
 /// Cancelled. Shutdown's last resort for a task that ignored cancellation (reported), and
 /// JoinHandle::abort (silent).
 void abandon(SpawnStateBase& s, bool report) noexcept;
+/// True while abandon() is destroying a frame: whatever that frame owned (a gather's children,
+/// which refer to its locals) must go with it, synchronously.
+bool abandoning_frames() noexcept;
 }  // namespace detail
 
 /// Handle to a spawned task: await it for its result (once), wait() for it to end, or cancel it.
@@ -100,9 +103,14 @@ class JoinHandle {
     return take();
   }
 
-  /// Waits for the end without taking the result (and without throwing the task's error).
+  /// Waits for the end without taking the result (and without throwing the task's error). Holds
+  /// a reference of its own: the handle it came from may move (a vector growing) or go away
+  /// while it waits.
   struct WaitAwaiter : Waiter {
     SpawnStateBase* s;
+    explicit WaitAwaiter(SpawnStateBase* state) noexcept : s(state) { s->ref(); }
+    WaitAwaiter(const WaitAwaiter& o) noexcept : Waiter(o), s(o.s) { s->ref(); }
+    WaitAwaiter& operator=(const WaitAwaiter&) = delete;
     bool await_ready() const noexcept { return s->done; }
     template <HasContext P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
@@ -119,34 +127,35 @@ class JoinHandle {
     }
     ~WaitAwaiter() {
       if (linked) s->joiners.remove(*this);
+      s->unref();
     }
   };
-  WaitAwaiter wait() const noexcept { return WaitAwaiter{{}, s_}; }
+  WaitAwaiter wait() const noexcept { return WaitAwaiter(s_); }
 
   /// `co_await handle`: the task's value, or its exception rethrown.
   struct JoinAwaiter : WaitAwaiter {
-    JoinHandle* owner;
+    using WaitAwaiter::WaitAwaiter;
     T await_resume() {
       WaitAwaiter::await_resume();
-      return owner->take_value();
+      return take_value(*this->s);
     }
   };
-  JoinAwaiter operator co_await() noexcept { return JoinAwaiter{{{}, s_}, this}; }
+  JoinAwaiter operator co_await() noexcept { return JoinAwaiter(s_); }
 
  private:
-  T take_value() {
-    mark_taken();
-    if (!s_->promise) throw Cancelled{};
-    return static_cast<Promise<T>*>(s_->promise)->take();
+  static T take_value(SpawnStateBase& s) {
+    mark_taken(s);
+    if (!s.promise) throw Cancelled{};
+    return static_cast<Promise<T>*>(s.promise)->take();
   }
-  void mark_taken() {
-    if (s_->retrieved) {
-      throw std::logic_error("the result of task '" + s_->ctx.name + "' was already taken");
+  static void mark_taken(SpawnStateBase& s) {
+    if (s.retrieved) {
+      throw std::logic_error("the result of task '" + s.ctx.name + "' was already taken");
     }
-    s_->retrieved = true;
+    s.retrieved = true;
   }
   Result<T> take() {
-    mark_taken();
+    mark_taken(*s_);
     if (!s_->promise) return Result<T>::of_error(std::make_exception_ptr(Cancelled{}));
     return static_cast<Promise<T>*>(s_->promise)->take_result();
   }

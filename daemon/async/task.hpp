@@ -5,6 +5,7 @@
 #include <coroutine>
 #include <exception>
 #include <optional>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -167,17 +168,28 @@ class [[nodiscard]] Task {
 
   struct Awaiter {
     Handle h;
-    bool await_ready() const noexcept { return false; }
+    bool again = false;
+    // A task awaited a second time (or a moved-from one) must not resume a finished frame; a
+    // lazy task is never done before its first await.
+    bool await_ready() noexcept {
+      again = !h || h.done();
+      return again;
+    }
     template <HasContext P>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<P> caller) noexcept {
       h.promise().ctx = caller.promise().ctx;
       h.promise().continuation = caller;
       return h;
     }
-    T await_resume() { return h.promise().take(); }
+    T await_resume() {
+      if (again) {
+        throw std::logic_error("a Task is awaited once (this one is empty or was awaited before)");
+      }
+      return h.promise().take();
+    }
   };
-  Awaiter operator co_await() & noexcept { return Awaiter{h_}; }
-  Awaiter operator co_await() && noexcept { return Awaiter{h_}; }
+  Awaiter operator co_await() & noexcept { return Awaiter{h_, false}; }
+  Awaiter operator co_await() && noexcept { return Awaiter{h_, false}; }
 
  private:
   void reset() noexcept {

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -99,6 +100,10 @@ class [[nodiscard]] ToThread : Waiter {
   template <HasContext P>
   bool await_suspend(std::coroutine_handle<P> h) {
     TaskContext* c = h.promise().ctx;
+    // What can throw (the allocation, starting the pool's threads) happens before the task is
+    // parked: an exception here leaves no parked waiter behind.
+    auto slot = std::make_unique<Slot>(std::move(fn_));
+    ThreadPool& pool = c->loop->pool();
     if (!c->park(*this, h)) return false;
     on_cancel = [](Waiter& w) noexcept {
       auto& self = static_cast<ToThread&>(w);
@@ -106,9 +111,9 @@ class [[nodiscard]] ToThread : Waiter {
       self.slot_ = nullptr;
       return true;
     };
-    slot_ = new Slot(std::move(fn_));
+    slot_ = slot.release();
     slot_->waiter = this;
-    c->loop->pool().submit(slot_);
+    pool.submit(slot_);
     return true;
   }
   R await_resume() {

@@ -2,8 +2,13 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "async/async.hpp"
 
@@ -30,8 +35,40 @@ async::Task<T> with_watchdog(async::Task<T> task, Duration watchdog) {
 
 /// Runs `task` on a fresh loop under a watchdog. A soft watchdog (wait_for) turns a hang into a
 /// TimeoutError that fails the test; if cancellation itself is broken, a hard one stops the loop.
+/// The last line of defence: if even the loop's shutdown hangs (a task that ignores
+/// cancellation inside a gather), the process exits with a message instead of hanging the suite.
+class ProcessWatchdog {
+ public:
+  explicit ProcessWatchdog(Duration limit)
+      : thread_([this, limit] {
+          std::unique_lock lock(m_);
+          if (!cv_.wait_for(lock, limit, [this] { return done_; })) {
+            std::fprintf(stderr, "\nprocess watchdog: a loop-driven test hung past %lld ms even "
+                                 "after cancellation; exiting\n",
+                         static_cast<long long>(
+                             std::chrono::duration_cast<std::chrono::milliseconds>(limit).count()));
+            std::_Exit(3);
+          }
+        }) {}
+  ~ProcessWatchdog() {
+    {
+      std::lock_guard lock(m_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
 template <class T>
 T run_test(async::Task<T> task, Duration watchdog = 10s) {
+  ProcessWatchdog last_resort(watchdog + 20s);
   async::Loop loop;
   struct Hard {
     async::Loop* loop;
