@@ -78,8 +78,7 @@ TEST_CASE("a cancellation wins over a Future's value that arrives before the wai
   run_test(body());
 }
 
-TEST_CASE("an aborted waiter gives back the permit or item it was just handed",
-          "[async][edges]") {
+TEST_CASE("an aborted waiter gives back the permit or item it was just handed", "[async][edges]") {
   auto body = []() -> Task<void> {
     Semaphore sem(1);
     auto held = sem.try_acquire();

@@ -9,6 +9,7 @@
 #include "handlers/exec.hpp"
 #include "tests/support/fixtures.hpp"
 #include "tests/support/jobs.hpp"
+#include "tests/support/process.hpp"
 #include "tests/support/redis_server.hpp"
 #include "tests/support/run.hpp"
 
@@ -17,6 +18,7 @@ using namespace std::chrono_literals;
 using jq::test::fixture;
 using jq::test::make_job;
 using jq::test::ms_since;
+using jq::test::process_gone;
 using jq::test::run_test;
 
 namespace {
@@ -47,15 +49,6 @@ async::Task<handlers::Outcome> attempt(handlers::Handler& h, const job::Job& job
     if (stopped) *stopped = run.stopped;
   }
   co_return out;
-}
-
-bool process_gone(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return true;
-  std::string line;
-  std::getline(stat, line);
-  auto close = line.rfind(')');
-  return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
 }
 
 }  // namespace

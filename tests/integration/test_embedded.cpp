@@ -1,8 +1,6 @@
 // `redis.url: embedded`: jobqd's own redis-server lives and dies with it, one per state dir.
 #include <catch2/catch.hpp>
 
-#include <signal.h>
-
 #include <fstream>
 #include <optional>
 
@@ -19,10 +17,6 @@ handlers:
 queues:
   q: {handler: echo}
 )";
-
-bool alive(pid_t pid) {
-  return ::kill(pid, 0) == 0;
-}
 
 }  // namespace
 
@@ -56,7 +50,7 @@ TEST_CASE("embedded redis serves jobs, dies with a killed jobqd, and keeps its d
   auto at = info.find("process_id:");
   REQUIRE(at != std::string::npos);
   const pid_t server = static_cast<pid_t>(std::stol(info.substr(at + 11)));
-  REQUIRE(alive(server));
+  REQUIRE_FALSE(process_gone(server));
 
   // A second jobqd on the same state directory is refused: two servers must never share an AOF.
   Daemon twin("embedded", kYaml);
@@ -72,7 +66,7 @@ TEST_CASE("embedded redis serves jobs, dies with a killed jobqd, and keeps its d
   r.reset();
   d.kill9();
   // The server goes with it (parent-death signal), after writing its AOF.
-  CHECK(eventually([&] { return !alive(server); }, 10s));
+  CHECK(eventually([&] { return process_gone(server); }, 10s));
 
   d.start();
   REQUIRE(serving());

@@ -37,6 +37,14 @@ struct Fixture {
                    [this](const std::string& t) { store->released(t); });
     writer->start();
   }
+  /// up(), a lease, and the first `n` pending jobs fetched.
+  async::Task<std::vector<store::Leased>> up_and_fetch(std::size_t n) {
+    co_await up();
+    co_await store->register_lease();
+    auto got = co_await store->fetch(n);
+    if (!got) throw std::runtime_error("fetch refused right after taking a lease");
+    co_return std::move(*got);
+  }
   async::Task<void> down() {
     co_await writer->stop();
     co_await main.stop();
@@ -102,20 +110,18 @@ TEST_CASE(
   s.max_job_bytes = 1000;
   auto body = [&]() -> async::Task<void> {
     Fixture f(server, "w1", s);
-    co_await f.up();
-    co_await f.store->register_lease();
-    auto got = co_await f.store->fetch(10);
-    REQUIRE(got->size() == 4);
-    CHECK((*got)[0].raw.empty());
-    CHECK((*got)[0].oversized == big.size());
-    CHECK((*got)[1].oversized == first_key.size());
-    CHECK((*got)[1].oversized_id == "mine");
-    CHECK((*got)[2].oversized == nested.size());
-    CHECK((*got)[2].oversized_id.empty());  // "victim" is the payload's, not the job's
-    CHECK((*got)[3].oversized == 0);
-    CHECK((*got)[3].raw == marker_like);  // an ordinary (invalid) job, not a marker
+    auto got = co_await f.up_and_fetch(10);
+    REQUIRE(got.size() == 4);
+    CHECK(got[0].raw.empty());
+    CHECK(got[0].oversized == big.size());
+    CHECK(got[1].oversized == first_key.size());
+    CHECK(got[1].oversized_id == "mine");
+    CHECK(got[2].oversized == nested.size());
+    CHECK(got[2].oversized_id.empty());  // "victim" is the payload's, not the job's
+    CHECK(got[3].oversized == 0);
+    CHECK(got[3].raw == marker_like);  // an ordinary (invalid) job, not a marker
     // Dead from the held copy in Redis: the body is kept in full.
-    f.writer->dead((*got)[0].token, "big1", "too big", "invalid_job", "h");
+    f.writer->dead(got[0].token, "big1", "too big", "invalid_job", "h");
     bool ok1 = co_await f.writer->flush(5s);
     CHECK(ok1);
     co_await f.down();
@@ -132,10 +138,8 @@ TEST_CASE("start counts attempts once even when a batch is replayed; ok writes t
   r.cmd({"LPUSH", "jobq:{q}:pending", job("a")});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    co_await f.up();
-    co_await f.store->register_lease();
-    auto got = co_await f.store->fetch(1);
-    const auto& l = (*got)[0];
+    auto got = co_await f.up_and_fetch(1);
+    const auto& l = got[0];
     long long first = co_await f.writer->start_job(l.token, "a", "h", "", l.fetched_at);
     CHECK(first == 1);
     // The same start again (a batch resent after a lost reply) does not count twice.
@@ -164,10 +168,8 @@ TEST_CASE("an assigned id is written into the held copy so later copies carry it
   r.cmd({"LPUSH", "jobq:{q}:pending", R"({"payload":1})"});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    co_await f.up();
-    co_await f.store->register_lease();
-    auto got = co_await f.store->fetch(1);
-    const auto& l = (*got)[0];
+    auto got = co_await f.up_and_fetch(1);
+    const auto& l = got[0];
     co_await f.writer->start_job(l.token, "X1", "h", R"({"id":"X1","payload":1})", l.fetched_at);
     f.writer->retry(l.token, "X1", 60000ms, "boom", "exception");
     bool ok3 = co_await f.writer->flush(5s);
@@ -216,11 +218,9 @@ TEST_CASE("dead jobs keep their body, publish, and are trimmed to dead_max", "[s
   s.dead_max = 3;
   auto body = [&]() -> async::Task<void> {
     Fixture f(server, "w1", s);
-    co_await f.up();
-    co_await f.store->register_lease();
-    auto got = co_await f.store->fetch(5);
-    for (std::size_t i = 0; i < got->size(); ++i) {
-      f.writer->dead((*got)[i].token, "d" + std::to_string(i), "bad", "exception", "h");
+    auto got = co_await f.up_and_fetch(5);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      f.writer->dead(got[i].token, "d" + std::to_string(i), "bad", "exception", "h");
       bool ok4 = co_await f.writer->flush(5s);
       CHECK(ok4);  // one by one: distinct death times
       co_await async::sleep(2ms);
@@ -240,13 +240,11 @@ TEST_CASE("put_back returns held jobs to the consuming end, in their order, unto
   for (int i = 1; i <= 3; ++i) r.cmd({"LPUSH", "jobq:{q}:pending", job("p" + std::to_string(i))});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    co_await f.up();
-    co_await f.store->register_lease();
-    auto got = co_await f.store->fetch(2);  // p1, p2
-    const auto& a = (*got)[0];
+    auto got = co_await f.up_and_fetch(2);  // p1, p2
+    const auto& a = got[0];
     co_await f.writer->start_job(a.token, "p1", "h", "", a.fetched_at);
     // Returned newest first, so that p1 is again the next to be consumed.
-    f.writer->put_back((*got)[1].token, "p2", false);
+    f.writer->put_back(got[1].token, "p2", false);
     f.writer->put_back(a.token, "p1", true);
     bool ok5 = co_await f.writer->flush(5s);
     CHECK(ok5);
@@ -273,11 +271,9 @@ TEST_CASE("a dead worker's jobs are recovered in order; running ones marked lost
   s.lease = 1000ms;
   auto body = [&]() -> async::Task<void> {
     Fixture dying(server, "dying", s);
-    co_await dying.up();
-    co_await dying.store->register_lease();
-    auto got = co_await dying.store->fetch(3);  // r1, r2, r3
-    const auto& l1 = (*got)[0];
-    const auto& l2 = (*got)[1];
+    auto got = co_await dying.up_and_fetch(3);  // r1, r2, r3
+    const auto& l1 = got[0];
+    const auto& l2 = got[1];
     co_await dying.writer->start_job(l1.token, "r1", "h", "", l1.fetched_at);
     co_await dying.writer->start_job(l2.token, "r2", "h", "", l2.fetched_at);
     co_await dying.down();  // it "dies": stops renewing
@@ -415,11 +411,9 @@ TEST_CASE("an op Redis refuses does not block the others and loses nothing", "[s
   std::string stuck_token;
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    co_await f.up();
-    co_await f.store->register_lease();
-    auto got = co_await f.store->fetch(2);
-    const auto& a = (*got)[0];
-    const auto& b = (*got)[1];
+    auto got = co_await f.up_and_fetch(2);
+    const auto& a = got[0];
+    const auto& b = got[1];
     stuck_token = a.token;
     auto fa = f.writer->start_job(a.token, "stuck", "h", "", a.fetched_at);
     auto fb = f.writer->start_job(b.token, "fine", "h", "", b.fetched_at);
@@ -447,10 +441,8 @@ TEST_CASE("a foreign value at a job's state key is replaced, not left to fail ev
   r.cmd({"LPUSH", "jobq:{q}:pending", job("clash")});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    co_await f.up();
-    co_await f.store->register_lease();
-    auto got = co_await f.store->fetch(1);
-    const auto& a = (*got)[0];
+    auto got = co_await f.up_and_fetch(1);
+    const auto& a = got[0];
     long long n = co_await f.writer->start_job(a.token, "clash", "h", "", a.fetched_at);
     CHECK(n == 1);
     f.writer->succeeded(a.token, "clash", "ok");
@@ -470,11 +462,9 @@ TEST_CASE("an expired lease refuses to start jobs, by Redis' clock; they go back
   r.cmd({"LPUSH", "jobq:{q}:pending", job("late2")});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    co_await f.up();
-    co_await f.store->register_lease();
-    auto got = co_await f.store->fetch(2);
-    const auto& l = (*got)[0];
-    const auto& l2 = (*got)[1];
+    auto got = co_await f.up_and_fetch(2);
+    const auto& l = got[0];
+    const auto& l2 = got[1];
     server.client().cmd({"ZADD", "jobq:{q}:leases", "1", "w1"});  // expired long ago
     long long n = co_await f.writer->start_job(l.token, "late", "h", "", l.fetched_at);
     CHECK(n == -1);

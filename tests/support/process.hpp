@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -100,6 +101,17 @@ bool eventually(Pred pred, std::chrono::milliseconds timeout,
     if (std::chrono::steady_clock::now() > until) return false;
     std::this_thread::sleep_for(every);
   }
+}
+
+/// True once `pid` has exited: gone, or a zombie nobody reaped yet (an orphan whose new parent
+/// is slow to reap, or a container's PID 1 that never does).
+inline bool process_gone(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return true;
+  std::string line;
+  std::getline(stat, line);
+  auto close = line.rfind(')');
+  return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
 }
 
 }  // namespace jq::test

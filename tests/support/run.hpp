@@ -43,8 +43,9 @@ class ProcessWatchdog {
       : thread_([this, limit] {
           std::unique_lock lock(m_);
           if (!cv_.wait_for(lock, limit, [this] { return done_; })) {
-            std::fprintf(stderr, "\nprocess watchdog: a loop-driven test hung past %lld ms even "
-                                 "after cancellation; exiting\n",
+            std::fprintf(stderr,
+                         "\nprocess watchdog: a loop-driven test hung past %lld ms even "
+                         "after cancellation; exiting\n",
                          static_cast<long long>(
                              std::chrono::duration_cast<std::chrono::milliseconds>(limit).count()));
             std::_Exit(3);
