@@ -147,8 +147,10 @@ lint:
 test: lint $(TESTS) $(JOBQD) $(JOBQCTL)
 	@$(TESTS) $(TEST_ARGS)
 
+# `+` keeps this line out of --output-sync: jobqd's log reaches the terminal as it is written,
+# not when jobqd exits.
 run: $(JOBQD) $(JOBQCTL)
-	$(JOBQD) -c $(CONFIG)
+	+$(JOBQD) -c $(CONFIG)
 
 bench: $(BENCHES)
 	@bench/run $(BUILD)

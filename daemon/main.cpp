@@ -13,6 +13,7 @@
 #include "engine/engine.hpp"
 #include "ops/embedded_redis.hpp"
 #include "ops/log.hpp"
+#include "ops/preflight.hpp"
 #include "ops/systemd.hpp"
 
 namespace {
@@ -121,16 +122,11 @@ int main(int argc, char** argv) {
     std::cerr << e.what() << "\n";
     return kExitConfig;
   }
-  // The schema knows spool sources (the contract's), the engine does not run them yet: better
-  // refused than a watched directory nobody watches.
-  for (const auto& q : cfg.queues) {
-    for (const auto& src : q.sources) {
-      if (src.kind == config::SourceConfig::Kind::spool) {
-        std::cerr << config_path << ": queues." << q.name << ": spool sources (dir " << src.dir
-                  << ") are not available in this version of jobqd yet; take jobs from Redis\n";
-        return kExitConfig;
-      }
-    }
+  // Everything the daemon would refuse at start is refused here, --check-config or not.
+  auto problems = ops::preflight(cfg);
+  if (!problems.empty()) {
+    for (const auto& p : problems) std::cerr << p << "\n";
+    return kExitConfig;
   }
   if (check_only) {
     std::cout << config_path << ": valid (" << cfg.queues.size() << " queue(s), "
@@ -138,6 +134,13 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
 
+  // Before any thread exists: the keeper is a fork of this process.
+  try {
+    async::kill_groups_on_exit();
+  } catch (const std::exception& e) {
+    std::cerr << "jobqd: " << e.what() << "\n";
+    return kExitFailure;
+  }
   ops::setup_logging(cfg.daemon.log_level);
   // A peer closing a pipe or socket must fail the write, not kill the daemon.
   ::signal(SIGPIPE, SIG_IGN);

@@ -67,6 +67,15 @@ struct SpawnOptions {
   std::vector<std::pair<int, rlim_t>> limits;  // RLIMIT_* -> soft and hard limit
 };
 
+/// Makes the process groups of this process's children die with it, however it dies (kill -9,
+/// a crash, the OOM killer): a keeper process, forked here, reads a pipe on which spawn() and
+/// the reaping wait() announce each child's group; when the pipe closes (this process is gone)
+/// it SIGKILLs every group still announced, then exits. Without it a job's program, or the
+/// children of a shell script, would run on beside the copy another daemon starts when it
+/// recovers the job. A program that leaves its group (setsid) is out of reach. Call once, early,
+/// before any thread starts. Throws std::runtime_error if the keeper cannot be started.
+void kill_groups_on_exit();
+
 /// A running (or finished, not yet reaped) child. The parent's end of each pipe is non-blocking
 /// and close-on-exec; the child gets exactly fds 0-2 (everything else is closed in it). Its exit
 /// is observed through a pidfd in the loop, so there is no SIGCHLD handler and no polling, and

@@ -18,6 +18,7 @@
 #include "config/config.hpp"
 #include "config/units.hpp"
 #include "job/id.hpp"
+#include "job/text.hpp"
 #include "redis/reply.hpp"
 #include "redis/url.hpp"
 
@@ -256,12 +257,11 @@ int cmd_submit(const Globals& g, const std::string& queue, const std::string& pa
   if (text.empty()) {
     payload = json::object();
   } else {
-    try {
-      payload = json::parse(text);
-    } catch (const json::parse_error& e) {
-      throw Exit{kUsage, std::string("PAYLOAD is not JSON: ") + e.what() +
-                             " (quote a string as '\"text\"')"};
+    auto parsed = job::parse_json(text);
+    if (auto* why = std::get_if<std::string>(&parsed)) {
+      throw Exit{kUsage, "PAYLOAD is " + *why + " (quote a string as '\"text\"')"};
     }
+    payload = std::move(std::get<json>(parsed));
   }
   std::string id = id_arg.empty() ? job::new_id() : id_arg;
   if (!job::valid_id(id))

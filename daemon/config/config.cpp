@@ -56,6 +56,23 @@ std::string scalar(const YAML::Node& n, const Ctx& c, const std::string& what) {
   return n.Scalar();
 }
 
+// yaml-cpp keeps both entries of a key written twice and lookups see the first, so a repeated
+// key would silently mean something: it is an error, naming both places.
+void check_unique(const YAML::Node& map, const Ctx& c, const std::string& where) {
+  if (!map.IsMap()) return;
+  std::map<std::string, YAML::Mark> seen;
+  for (const auto& kv : map) {
+    if (!kv.first.IsScalar()) continue;
+    auto [it, fresh] = seen.emplace(kv.first.Scalar(), kv.first.Mark());
+    if (!fresh) {
+      fail(c, kv.first,
+           "duplicate key '" + kv.first.Scalar() + "' in " + where + " (first at line " +
+               std::to_string(it->second.line + 1) + ", column " +
+               std::to_string(it->second.column + 1) + ")");
+    }
+  }
+}
+
 Millis as_duration(const YAML::Node& n, const Ctx& c, const std::string& key, Millis min = 0ms) {
   std::string s = scalar(n, c, key);
   auto d = parse_duration(s);
@@ -67,16 +84,19 @@ Millis as_duration(const YAML::Node& n, const Ctx& c, const std::string& key, Mi
 std::uint64_t as_count(const YAML::Node& n, const Ctx& c, const std::string& key, std::uint64_t min,
                        std::uint64_t max) {
   std::string s = scalar(n, c, key);
+  const std::string allowed =
+      "a whole number from " + std::to_string(min) + " to " + std::to_string(max);
   std::uint64_t v = 0;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  const bool digits =
+      !s.empty() && s.find_first_not_of("0123456789", s[0] == '-') == s.npos && s != "-";
+  if (digits && (s[0] == '-' || ec == std::errc::result_out_of_range)) {
+    fail(c, n, key + ": " + s + " is out of range (" + allowed + ")");
+  }
   if (ec != std::errc() || end != s.data() + s.size()) {
-    fail(c, n, key + ": '" + s + "' is not a whole number");
+    fail(c, n, key + ": '" + s + "' is not " + allowed);
   }
-  if (v < min || v > max) {
-    fail(c, n,
-         key + ": " + s + " is out of range (" + std::to_string(min) + " to " +
-             std::to_string(max) + ")");
-  }
+  if (v < min || v > max) fail(c, n, key + ": " + s + " is out of range (" + allowed + ")");
   return v;
 }
 
@@ -119,6 +139,7 @@ std::vector<std::string> as_string_list(const YAML::Node& n, const Ctx& c, const
 std::map<std::string, std::string> as_string_map(const YAML::Node& n, const Ctx& c,
                                                  const std::string& key) {
   if (!n.IsMap()) fail(c, n, key + ": must be a map of names to values");
+  check_unique(n, c, key);
   std::map<std::string, std::string> out;
   for (const auto& kv : n) {
     out[scalar(kv.first, c, key + " names")] = scalar(kv.second, c, key + " values");
@@ -141,6 +162,7 @@ void apply(S& s, const YAML::Node& n, const Ctx& c, const Key<S> (&table)[N],
            const std::string& where) {
   if (n.IsNull()) return;
   if (!n.IsMap()) fail(c, n, where + " must be a map of settings");
+  check_unique(n, c, where);
   for (const auto& kv : n) {
     std::string name = scalar(kv.first, c, "a key in " + where);
     const Key<S>* found = nullptr;
@@ -600,6 +622,7 @@ Config parse(const std::string& text, const std::string& origin, const std::stri
   if (!root.IsMap())
     fail(c, root, "the config must be a map with sections (redis, handlers, queues)");
 
+  check_unique(root, c, "the config");
   Config cfg;
   cfg.path = origin;
   YAML::Node handlers, queues;
@@ -632,12 +655,15 @@ Config parse(const std::string& text, const std::string& origin, const std::stri
 
   if (handlers.IsDefined() && !handlers.IsNull()) {
     if (!handlers.IsMap()) fail(c, handlers, "handlers must be a map of names to definitions");
+    check_unique(handlers, c, "handlers");
     for (const auto& kv : handlers) {
       std::string name = scalar(kv.first, c, "a handler name");
       if (!valid_name(name)) {
         fail(c, kv.first, "handler name '" + name + "': use 1-64 characters of A-Z a-z 0-9 _ . -");
       }
-      cfg.handlers[name] = parse_handler(name, kv.second, c);
+      HandlerConfig& h = cfg.handlers[name] = parse_handler(name, kv.second, c);
+      const auto& m = kv.first.Mark();
+      h.origin = c.origin + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
     }
   }
 
@@ -645,6 +671,7 @@ Config parse(const std::string& text, const std::string& origin, const std::stri
     fail(c, root, "no queues configured: add a 'queues' section with at least one queue");
   }
   if (!queues.IsMap()) fail(c, queues, "queues must be a map of queue names to settings");
+  check_unique(queues, c, "queues");
   for (const auto& kv : queues) {
     std::string name = scalar(kv.first, c, "a queue name");
     if (!valid_name(name)) {
@@ -706,6 +733,10 @@ Config parse(const std::string& text, const std::string& origin, const std::stri
 }
 
 Config load_file(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    throw ConfigError(path + ": is a directory, not a config file (give the YAML file itself)");
+  }
   std::ifstream in(path);
   if (!in) throw ConfigError(path + ": cannot read the config file: " + std::strerror(errno));
   std::stringstream ss;

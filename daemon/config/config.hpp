@@ -52,6 +52,7 @@ struct ExecLimits {
 
 struct HandlerConfig {
   std::string name;
+  std::string origin;  // `file:line:column` of its definition, for errors found after parsing
   HandlerType type = HandlerType::builtin;
   std::optional<Millis> timeout;  // the default timeout of queues using this handler
   // builtin

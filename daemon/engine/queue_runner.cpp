@@ -7,6 +7,7 @@
 
 #include "config/units.hpp"
 #include "job/id.hpp"
+#include "job/text.hpp"
 
 namespace jq::engine {
 namespace {
@@ -358,6 +359,10 @@ async::Task<void> QueueRunner::run_job(store::Leased l, async::Permit permit,
 void QueueRunner::record(const store::Leased& l, const job::Job& job, long long attempt,
                          long long max, handlers::Outcome out, std::int64_t started) {
   auto took = store::unix_ms() - started;
+  // A program's output or a server's body may be any bytes: everything jobqd writes (and logs)
+  // is valid UTF-8, so clients that decode it never break on a job's state.
+  out.result = job::to_utf8(std::move(out.result));
+  out.error = job::to_utf8(std::move(out.error));
   if (out.ok) {
     ++stats_.succeeded;
     spdlog::debug("queue {}: job {} succeeded in {} ms (attempt {})", cfg_.name, job.id, took,

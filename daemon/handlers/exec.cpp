@@ -205,68 +205,13 @@ class Exec final : public Handler {
 
   async::Task<Outcome> run(const Run& r) override {
     SpawnOptions o;
-    for (std::size_t i = 0; i < argv_.size(); ++i) {
-      std::string arg;
-      for (const auto& piece : argv_[i]) {
-        switch (piece.kind) {
-          case config::ArgPiece::Kind::literal:
-            arg += piece.text;
-            break;
-          case config::ArgPiece::Kind::id:
-            arg += r.job.id;
-            break;
-          case config::ArgPiece::Kind::queue:
-            arg += r.queue;
-            break;
-          case config::ArgPiece::Kind::attempt:
-            arg += std::to_string(r.attempt);
-            break;
-          case config::ArgPiece::Kind::file:
-            if (r.file.empty()) {
-              co_return Outcome::failure("exception",
-                                         "command[" + std::to_string(i) +
-                                             "] uses {file}, but this job did not come "
-                                             "from a spool directory",
-                                         false);
-            }
-            arg += r.file;
-            break;
-          case config::ArgPiece::Kind::payload: {
-            auto v = payload_field(r.job.payload, piece.text);
-            if (!v) {
-              co_return Outcome::failure("exception",
-                                         "command[" + std::to_string(i) +
-                                             "]: the payload has no "
-                                             "field '" +
-                                             piece.text + "'",
-                                         false);
-            }
-            if (v->find('\0') != std::string::npos) {
-              // execve would end the argument there: refuse rather than pass something else.
-              co_return Outcome::failure("exception",
-                                         "command[" + std::to_string(i) + "]: payload field '" +
-                                             piece.text +
-                                             "' contains a NUL byte, which no argument can carry",
-                                         false);
-            }
-            arg += *v;
-            break;
-          }
-        }
-      }
-      o.argv.push_back(std::move(arg));
-    }
-    std::vector<std::string> env = env_;
-    env.push_back("JOBQ_ID=" + r.job.id);
-    env.push_back("JOBQ_QUEUE=" + r.queue);
-    env.push_back("JOBQ_ATTEMPT=" + std::to_string(r.attempt));
-    if (!r.file.empty()) env.push_back("JOBQ_FILE=" + r.file);
-    o.env = std::move(env);
+    if (auto refused = build_argv(r, o.argv)) co_return std::move(*refused);
+    o.env = env_for(r);
     o.cwd = cfg_.cwd;
     o.in = o.out = o.err = SpawnOptions::Stdio::pipe;
     if (uid_) o.uid = uid_;
     if (gid_) o.gid = gid_;
-    o.limits = limits_;
+    o.limits = limits_;  // the program's group dies with jobqd: async::kill_groups_on_exit()
 
     async::Process proc = async::Process::spawn(o);  // throws "cannot run X: why"
     Head out{cfg_.max_output, {}};
@@ -291,33 +236,112 @@ class Exec final : public Handler {
       stopped = true;
     }
     if (stopped) {
-      // A timeout or a stop: the whole group gets SIGTERM, then SIGKILL after kill_grace.
-      // Cancellation was delivered once, so these awaits run undisturbed.
-      auto t0 = async::Clock::now();
-      proc.kill(SIGTERM);
-      bool ended = true;
-      try {
-        co_await async::wait_for(proc.wait(/*kill_group=*/true), cfg_.kill_grace);
-      } catch (const async::TimeoutError&) {
-        ended = false;
-      }
-      if (!ended) {
-        proc.kill(SIGKILL);
-        co_await proc.wait();
-        r.stopped = "killed by SIGKILL after " + std::to_string(r.timeout.count()) +
-                    " ms timeout (it ignored SIGTERM for " +
-                    config::format_duration(cfg_.kill_grace) + ")";
-      } else {
-        auto took = std::chrono::duration_cast<std::chrono::milliseconds>(async::Clock::now() - t0);
-        r.stopped = "stopped by SIGTERM after " + std::to_string(r.timeout.count()) +
-                    " ms timeout (it exited " + std::to_string(took.count()) + " ms later)";
-      }
+      co_await stop(proc, r);
       throw async::Cancelled{};
     }
-    // The group is gone, so the pipes close; a process that escaped it (setsid) could hold them
-    // open: the rest of the output gets one bounded wait, all pipes under one deadline. The
-    // child's status is known now, so a cancellation here (the job's timeout firing while the
-    // output drains) does not turn its outcome into a timeout: the output is just cut.
+    if (co_await output_cut(reader, errors, writer)) {
+      spdlog::warn(
+          "handler {}: job {} ended ({}), but a process it left behind still holds its "
+          "output open; output cut",
+          cfg_.name, r.job.id, status.describe());
+    }
+    if (status.exited() && status.code == 0) co_return Outcome::success(std::move(out.data));
+    std::string error = status.describe();
+    std::string tail = excerpt(err.last());
+    if (!tail.empty()) error += "; stderr: " + tail;
+    bool retry = !(status.exited() && no_retry_.count(status.code));
+    co_return Outcome::failure(status.exited() ? "exit_status" : "signal", std::move(error), retry);
+  }
+
+ private:
+  // The argv for this job: the templates with {id}, {payload.x}... filled in; or the reason this
+  // job cannot be run (an outcome that does not retry: the same job would fail the same way).
+  std::optional<Outcome> build_argv(const Run& r, std::vector<std::string>& argv) const {
+    auto refuse = [](std::size_t i, const std::string& why) {
+      return Outcome::failure("exception", "command[" + std::to_string(i) + "]" + why, false);
+    };
+    for (std::size_t i = 0; i < argv_.size(); ++i) {
+      std::string arg;
+      for (const auto& piece : argv_[i]) {
+        switch (piece.kind) {
+          case config::ArgPiece::Kind::literal:
+            arg += piece.text;
+            break;
+          case config::ArgPiece::Kind::id:
+            arg += r.job.id;
+            break;
+          case config::ArgPiece::Kind::queue:
+            arg += r.queue;
+            break;
+          case config::ArgPiece::Kind::attempt:
+            arg += std::to_string(r.attempt);
+            break;
+          case config::ArgPiece::Kind::file:
+            if (r.file.empty()) {
+              return refuse(i, " uses {file}, but this job did not come from a spool directory");
+            }
+            arg += r.file;
+            break;
+          case config::ArgPiece::Kind::payload: {
+            auto v = payload_field(r.job.payload, piece.text);
+            if (!v) return refuse(i, ": the payload has no field '" + piece.text + "'");
+            if (v->find('\0') != std::string::npos) {
+              // execve would end the argument there: refuse rather than pass something else.
+              return refuse(i, ": payload field '" + piece.text +
+                                   "' contains a NUL byte, which no argument can carry");
+            }
+            arg += *v;
+            break;
+          }
+        }
+      }
+      argv.push_back(std::move(arg));
+    }
+    return std::nullopt;
+  }
+
+  std::vector<std::string> env_for(const Run& r) const {
+    std::vector<std::string> env = env_;
+    env.push_back("JOBQ_ID=" + r.job.id);
+    env.push_back("JOBQ_QUEUE=" + r.queue);
+    env.push_back("JOBQ_ATTEMPT=" + std::to_string(r.attempt));
+    if (!r.file.empty()) env.push_back("JOBQ_FILE=" + r.file);
+    return env;
+  }
+
+  // A timeout or a stop: the whole group gets SIGTERM, then SIGKILL after kill_grace, and
+  // r.stopped says which ended it. Cancellation was delivered once, so these awaits run
+  // undisturbed.
+  async::Task<void> stop(async::Process& proc, const Run& r) const {
+    auto t0 = async::Clock::now();
+    proc.kill(SIGTERM);
+    bool ended = true;
+    try {
+      co_await async::wait_for(proc.wait(/*kill_group=*/true), cfg_.kill_grace);
+    } catch (const async::TimeoutError&) {
+      ended = false;
+    }
+    if (!ended) {
+      proc.kill(SIGKILL);
+      co_await proc.wait();
+      r.stopped = "killed by SIGKILL after " + std::to_string(r.timeout.count()) +
+                  " ms timeout (it ignored SIGTERM for " +
+                  config::format_duration(cfg_.kill_grace) + ")";
+    } else {
+      auto took = std::chrono::duration_cast<std::chrono::milliseconds>(async::Clock::now() - t0);
+      r.stopped = "stopped by SIGTERM after " + std::to_string(r.timeout.count()) +
+                  " ms timeout (it exited " + std::to_string(took.count()) + " ms later)";
+    }
+  }
+
+  // The group is gone, so the pipes close; a process that escaped it (setsid) could hold them
+  // open: the rest of the output gets one bounded wait, all pipes under one deadline. The
+  // child's status is known by now, so a cancellation here (the job's timeout firing while the
+  // output drains) does not turn its outcome into a timeout: the output is just cut. True if
+  // any output was cut.
+  static async::Task<bool> output_cut(async::JoinHandle<void>& reader,
+                                      async::JoinHandle<void>& errors,
+                                      async::JoinHandle<void>& writer) {
     const auto drain_until = async::Clock::now() + kDrainLimit;
     bool cut = false;
     bool interrupted = false;
@@ -338,21 +362,9 @@ class Exec final : public Handler {
         if (io != &writer) cut = true;
       }
     }
-    if (cut) {
-      spdlog::warn(
-          "handler {}: job {} ended ({}), but a process it left behind still holds its "
-          "output open; output cut",
-          cfg_.name, r.job.id, status.describe());
-    }
-    if (status.exited() && status.code == 0) co_return Outcome::success(std::move(out.data));
-    std::string error = status.describe();
-    std::string tail = excerpt(err.last());
-    if (!tail.empty()) error += "; stderr: " + tail;
-    bool retry = !(status.exited() && no_retry_.count(status.code));
-    co_return Outcome::failure(status.exited() ? "exit_status" : "signal", std::move(error), retry);
+    co_return cut;
   }
 
- private:
   config::HandlerConfig cfg_;
   std::vector<config::ArgTemplate> argv_;
   std::vector<std::string> env_;

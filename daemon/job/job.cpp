@@ -2,6 +2,7 @@
 #include "job/job.hpp"
 
 #include "job/id.hpp"
+#include "job/text.hpp"
 
 #include <cctype>
 
@@ -47,11 +48,35 @@ std::optional<std::string> positive(const nlohmann::json& obj, const char* field
   return std::string("field ") + field + " must be a positive integer, got " + type_name(*it);
 }
 
+// A submitter's string quoted in an error: short, and valid UTF-8 whatever it held.
 std::string clip(std::string_view s, std::size_t n = 40) {
-  return s.size() <= n ? std::string(s) : std::string(s.substr(0, n)) + "...";
+  return to_utf8(clip_utf8(s, n));
 }
 
 }  // namespace
+
+std::string leading_id(std::string_view raw) {
+  // Only the object's first key is surely the job's own "id" without parsing: a later one could
+  // sit inside the payload of a job that does not parse.
+  std::size_t i = 0;
+  auto skip_space = [&] {
+    while (i < raw.size() &&
+           (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r')) {
+      ++i;
+    }
+  };
+  auto expect = [&](std::string_view s) {
+    skip_space();
+    if (raw.substr(i, s.size()) != s) return false;
+    i += s.size();
+    return true;
+  };
+  if (!expect("{") || !expect("\"id\"") || !expect(":") || !expect("\"")) return "";
+  std::size_t end = raw.find('"', i);
+  if (end == std::string_view::npos) return "";
+  std::string_view id = raw.substr(i, end - i);
+  return valid_id(id) ? std::string(id) : "";
+}
 
 std::string with_id(std::string_view raw, const std::string& id) {
   std::size_t open = raw.find('{');
@@ -91,17 +116,10 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules) {
                        std::to_string(rules.max_bytes) + ")",
                    ""};
   }
-  nlohmann::json doc;
-  try {
-    doc = nlohmann::json::parse(raw);
-  } catch (const nlohmann::json::parse_error& e) {
-    // e.byte is where the parser stopped; what() carries nlohmann's own explanation.
-    std::string why = e.what();
-    if (auto p = why.find("syntax error"); p != std::string::npos) why = why.substr(p);
-    return Invalid{"not JSON: " + why + " (at byte " + std::to_string(e.byte) + " of " +
-                       std::to_string(raw.size()) + ")",
-                   ""};
-  }
+  auto parsed = parse_json(raw);
+  if (auto* why = std::get_if<std::string>(&parsed))
+    return Invalid{std::move(*why), leading_id(raw)};
+  nlohmann::json& doc = std::get<nlohmann::json>(parsed);
   if (!doc.is_object()) {
     return Invalid{
         std::string("a job must be a JSON object with a payload field, got ") + type_name(doc), ""};

@@ -41,6 +41,10 @@ struct Invalid {
 /// Parses and validates. Never throws for bad input: every problem becomes an Invalid.
 std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules);
 
+/// The id of a job whose text may not parse, when it is the object's first key (only there is
+/// it surely the job's own, not a payload's); "" otherwise or when it is not a valid id.
+std::string leading_id(std::string_view raw);
+
 /// Appends `,"id":"<id>"` just before the closing brace of an object's text.
 std::string with_id(std::string_view raw, const std::string& id);
 

@@ -23,7 +23,9 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-std::string find_binary(const std::string& name) {
+}  // namespace
+
+std::string find_redis_server(const std::string& name) {
   if (name.find('/') != std::string::npos) return name;
   const char* path = std::getenv("PATH");
   std::stringstream ss(path ? path : "/usr/local/bin:/usr/bin:/bin");
@@ -36,8 +38,6 @@ std::string find_binary(const std::string& name) {
       "embedded redis: '" + name +
       "' not found in PATH (install redis-server, or set redis.server_binary)");
 }
-
-}  // namespace
 
 EmbeddedRedis::EmbeddedRedis(std::string binary, std::string state_dir)
     : binary_(std::move(binary)), dir_(std::move(state_dir)) {
@@ -52,7 +52,7 @@ EmbeddedRedis::~EmbeddedRedis() {
 
 async::Process EmbeddedRedis::launch() {
   async::SpawnOptions o;
-  o.argv = {find_binary(binary_),
+  o.argv = {find_redis_server(binary_),
             "--port",
             "0",
             "--unixsocket",

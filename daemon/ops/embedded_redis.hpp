@@ -8,6 +8,10 @@
 
 namespace jq::ops {
 
+/// The redis-server program `name` names (a path, or looked up in PATH). Throws
+/// std::runtime_error saying what to install or set when there is none.
+std::string find_redis_server(const std::string& name);
+
 /// A redis-server for single-machine use with nothing else installed: a unix socket and AOF
 /// (appendfsync everysec) in the state directory, no TCP port, maxmemory-policy noeviction. If
 /// it dies, it is restarted (with backoff) and the log says why; stop() shuts it down cleanly.

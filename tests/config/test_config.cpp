@@ -135,7 +135,14 @@ TEST_CASE("errors name the file, line and column, and what is wrong", "[config]"
   CHECK(error_of(std::string(kMinimal) + "    timeout: 30\n") ==
         "test.yaml:7:14: timeout: '30' is not a duration (write it like 250ms, 30s, 5m or 1h)");
   CHECK(error_of(std::string(kMinimal) + "    concurrency: 0\n") ==
-        "test.yaml:7:18: concurrency: 0 is out of range (1 to 100000)");
+        "test.yaml:7:18: concurrency: 0 is out of range (a whole number from 1 to 100000)");
+  CHECK(error_of(std::string(kMinimal) + "    concurrency: -5\n") ==
+        "test.yaml:7:18: concurrency: -5 is out of range (a whole number from 1 to 100000)");
+  CHECK(error_of(std::string(kMinimal) + "    concurrency: 99999999999999999999\n") ==
+        "test.yaml:7:18: concurrency: 99999999999999999999 is out of range (a whole number from 1 "
+        "to 100000)");
+  CHECK(error_of(std::string(kMinimal) + "    concurrency: ten\n") ==
+        "test.yaml:7:18: concurrency: 'ten' is not a whole number from 1 to 100000");
   CHECK(error_of(R"(
 handlers:
   h: {type: builtin, name: noop}
@@ -160,6 +167,21 @@ queues:
   CHECK(error_of("queus: {}\n") ==
         "test.yaml:1:1: unknown section 'queus' (did you mean 'queues'?)");
   CHECK(error_of("queues: [a\n").rfind("test.yaml:2:1: not valid YAML", 0) == 0);
+}
+
+TEST_CASE("a key written twice is an error naming both places", "[config]") {
+  CHECK(error_of(std::string(kMinimal) + "    handler: nothing\n") ==
+        "test.yaml:7:5: duplicate key 'handler' in queues.default (first at line 6, column 5)");
+  CHECK(error_of(std::string(kMinimal) + "  default: {handler: nothing}\n") ==
+        "test.yaml:7:3: duplicate key 'default' in queues (first at line 5, column 3)");
+  CHECK(error_of(std::string(kMinimal) + "handlers: {}\n") ==
+        "test.yaml:7:1: duplicate key 'handlers' in the config (first at line 2, column 1)");
+  CHECK(error_of("handlers:\n  n: {type: builtin, name: noop, name: echo}\nqueues: {q: {handler: "
+                 "n}}\n") ==
+        "test.yaml:2:34: duplicate key 'name' in handlers.n (first at line 2, column 22)");
+  CHECK(error_of("handlers:\n  e: {type: exec, command: [/bin/true], env: {A: 1, A: 2}}\n"
+                 "queues: {q: {handler: e}}\n") ==
+        "test.yaml:2:53: duplicate key 'A' in env (first at line 2, column 47)");
 }
 
 TEST_CASE("webhook URLs are checked when the config is read", "[config]") {

@@ -35,6 +35,8 @@ std::vector<std::string> children_of(pid_t pid) {
     if (close == std::string::npos) continue;
     char state = 0;
     long ppid = 0;
+    // The keeper of process groups (async::kill_groups_on_exit) is jobqd's own, not a job's.
+    if (line.find("(jobqd-keeper)") != std::string::npos) continue;
     if (std::sscanf(line.c_str() + close + 2, "%c %ld", &state, &ppid) == 2 && ppid == pid) {
       out.push_back(std::string(e->d_name) + " state " + state);
     }

@@ -3,6 +3,7 @@
 
 #include "job/id.hpp"
 #include "job/job.hpp"
+#include "job/text.hpp"
 
 using namespace jq;
 
@@ -95,4 +96,47 @@ TEST_CASE("the size limit is on the job as submitted, not on the id jobqd added"
   std::string over =
       R"({"payload":")" + std::string(1010, 'x') + R"(","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV"})";
   CHECK_THAT(error_of(over, 1000), Catch::Contains("over max_job_bytes"));
+}
+
+TEST_CASE("JSON nesting is bounded before anything is built", "[job][text]") {
+  auto nested = [](std::size_t n) { return std::string(n, '[') + std::string(n, ']'); };
+  CHECK_FALSE(job::nesting_over(nested(128)).has_value());
+  CHECK(job::nesting_over(nested(129)) == std::optional<std::size_t>(128));
+  // Brackets inside strings, escaped quotes included, are text.
+  CHECK_FALSE(job::nesting_over(R"(["[[[[", "\"[[[[", {"a":"}}}{{{"}])", 2).has_value());
+  CHECK(job::nesting_over(R"({"a":{"b":{}}})", 2).has_value());
+  // 100,000 levels, 200 KB, under max_job_bytes: refused with the place, nothing built.
+  std::string raw = R"({"id":"deep","payload":)" + nested(100000) + "}";
+  auto v = job::parse(raw, rules(1024 * 1024));
+  REQUIRE(std::holds_alternative<job::Invalid>(v));
+  CHECK_THAT(std::get<job::Invalid>(v).error,
+             Catch::Contains("nested deeper than 128 levels (at byte 150 of 200024)"));
+  // A job at the limit still parses, and its payload serialises.
+  std::string ok = R"({"payload":)" + nested(127) + "}";
+  auto fine = job::parse(ok, rules(1024 * 1024));
+  REQUIRE(std::holds_alternative<job::Job>(fine));
+  CHECK(std::get<job::Job>(fine).payload.dump() == nested(127));
+}
+
+TEST_CASE("errors about bad input are valid UTF-8", "[job][text]") {
+  CHECK(job::is_utf8("plain"));
+  CHECK(job::is_utf8("caf\xc3\xa9 \xf0\x9f\x98\x80"));
+  CHECK_FALSE(job::is_utf8("\xff"));
+  CHECK_FALSE(job::is_utf8("\xc0\xaf"));          // overlong '/'
+  CHECK_FALSE(job::is_utf8("\xed\xa0\x80"));      // a surrogate
+  CHECK_FALSE(job::is_utf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+  CHECK_FALSE(job::is_utf8("\xe2\x82"));          // cut short
+  CHECK(job::to_utf8("a\xff"
+                     "b") ==
+        "a\xef\xbf\xbd"
+        "b");
+  CHECK(job::clip_utf8("\xc3\xa9\xc3\xa9", 3) == "\xc3\xa9...");  // never half a character
+  for (std::string raw : {std::string("{\"payload\":\xff}"), std::string("\xfe\xff"),
+                          std::string("{\"id\":\"\xc3\",\"payload\":1}"),
+                          std::string("{\"handler\":\"\xe2\x82\",\"payload\":1}")}) {
+    auto v = job::parse(raw, rules());
+    REQUIRE(std::holds_alternative<job::Invalid>(v));
+    INFO(std::get<job::Invalid>(v).error);
+    CHECK(job::is_utf8(std::get<job::Invalid>(v).error));
+  }
 }

@@ -27,10 +27,19 @@ class Daemon {
     config_ = (dir_.path() / "jobqd.yaml").string();
     log_ = (dir_.path() / "jobqd.log").string();
     std::ofstream out(config_);
-    out << "daemon:\n  state_dir: " << (dir_.path() / "state").string()
-        << "\n  lease: 1s\n  shutdown_grace: 5s\n  log_level: debug\n"
-        << daemon_extra << "redis:\n  url: " << redis_url << "\n  command_timeout: 2s\n"
-        << yaml;
+    // The test defaults, unless daemon_extra sets the same key (a key twice is a config error).
+    out << "daemon:\n";
+    const std::pair<const char*, std::string> defaults[] = {
+        {"state_dir", (dir_.path() / "state").string()},
+        {"lease", "1s"},
+        {"shutdown_grace", "5s"},
+        {"log_level", "debug"}};
+    for (const auto& [key, value] : defaults) {
+      if (daemon_extra.find(std::string("  ") + key + ":") == std::string::npos) {
+        out << "  " << key << ": " << value << "\n";
+      }
+    }
+    out << daemon_extra << "redis:\n  url: " << redis_url << "\n  command_timeout: 2s\n" << yaml;
   }
   ~Daemon() { kill9(); }
 
