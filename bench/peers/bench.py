@@ -1,0 +1,917 @@
+#!/usr/bin/env python3
+"""jobqd beside its peers (bee-queue, BullMQ, RQ) on one private redis-server: bench/run's last
+section. Usage: bench.py BUILD_DIR [SCALE]. What each figure is and how it is measured:
+bench/README.md.
+
+Environment:
+  BENCH_RUNS=3              runs per figure (median of them; latency pools their samples)
+  BENCH_PEERS=throughput,rq,rss,latency,ceiling   the sections to run (all by default)
+  BENCH_JOBQD_VARIANT=auto  also measure "jobqd (succeeded: 0)", whose queues get
+                            BENCH_JOBQD_VARIANT_KEYS (default `retain: {succeeded: 0}`): `auto`
+                            (the default) does whenever build/jobqd accepts those keys
+                            (--check-config), 1 says why not when it does not, 0 never does
+  BENCH_VERBOSE=1           per-run figures and each system's commands by name on stderr
+"""
+import collections
+import json
+import math
+import os
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE = shutil.which("node") or "node"
+VERBOSE = os.environ.get("BENCH_VERBOSE") == "1"
+POLL = 0.01  # seconds between completion polls
+WARMUP = 10  # latency samples dropped at the start of every probe run
+
+
+class RunFailed(Exception):
+    pass
+
+
+def log(msg):
+    print(f"[peers] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- processes -------------------------------------------------------------------------------
+# Every child runs in a session of its own, so stopping it stops whatever it started; all are
+# stopped at exit, however the harness ends.
+LIVE = []
+
+
+def spawn(argv, **kw):
+    p = subprocess.Popen(argv, start_new_session=True, **kw)
+    LIVE.append(p)
+    return p
+
+
+def stop(p, grace=10.0, sig=signal.SIGTERM):
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=10)
+    else:
+        # Anything the child left behind in its session.
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if p in LIVE:
+        LIVE.remove(p)
+
+
+def stop_all():
+    for p in list(LIVE):
+        try:
+            stop(p, grace=2.0)
+        except Exception:
+            pass
+
+
+def on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def descendants(pid):
+    children = collections.defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children[ppid].append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def vm_hwm_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return
+        if time.monotonic() > deadline:
+            raise RunFailed(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(POLL)
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+# ---- the private redis-server ----------------------------------------------------------------
+class RedisServer:
+    """One redis-server for every system: same binary, same config, flushed between runs."""
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "redis")
+        os.makedirs(self.dir)
+        for attempt in range(5):
+            self.port = free_port()
+            self.proc = spawn(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--dir", self.dir, "--save", "", "--appendonly", "no",
+                 "--daemonize", "no", "--logfile", os.path.join(self.dir, "redis.log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.ctl = redis.Redis(port=self.port, decode_responses=True)
+            try:
+                wait_for(self._up, 10, "redis-server")
+                break
+            except RunFailed:
+                stop(self.proc)
+                if attempt == 4:
+                    raise RunFailed("redis-server did not start:\n" +
+                                    tail(os.path.join(self.dir, "redis.log")))
+        self.version = self.ctl.info("server")["redis_version"]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            raise RunFailed("redis-server exited")
+        try:
+            return self.ctl.ping()
+        except redis.exceptions.ConnectionError:
+            return False
+
+    def reset(self):
+        self.ctl.flushall(asynchronous=False)
+        self.ctl.script_flush()
+
+    def commandstats(self):
+        stats = {}
+        for key, value in self.ctl.info("commandstats").items():
+            if key.startswith("cmdstat_"):
+                stats[key[len("cmdstat_"):]] = int(value["calls"])
+        return stats
+
+
+class Poller:
+    """The completion poll: its own connection, every command it sends counted by name, so
+    they can be taken out of Redis' commandstats."""
+
+    def __init__(self, port):
+        self.r = redis.Redis(port=port, decode_responses=True, single_connection_client=True)
+        self.r.ping()  # connects before the stats are reset
+        self.counts = collections.Counter()
+
+    def call(self, *args):
+        self.counts[args[0].lower()] += 1
+        return self.r.execute_command(*args)
+
+    def close(self):
+        self.r.close()
+
+
+# ---- the systems -----------------------------------------------------------------------------
+class System:
+    name = "?"
+    exits_when_done = False  # RQ's burst workers exit once the queue is empty
+    pending_key = "?"  # the list pre-filled jobs wait in
+
+    def pending(self, queue="q"):
+        return self.env.redis.ctl.llen(self.pending_key.format(q=queue))
+
+    def __init__(self, env):
+        self.env = env
+
+    def logfile(self, tag):
+        self.env.runs += 1
+        return os.path.join(self.env.tmp, f"{self.env.runs:03d}-{tag}.log")
+
+    def ready(self, workers, logs):
+        return all(tail(path).find("ready") >= 0 for path in logs)
+
+    def check(self, queue, n):
+        """After a run: a non-empty string if the run went wrong."""
+        return ""
+
+
+class Jobqd(System):
+    name = "jobqd"
+    pending_key = "jobq:{{{q}}}:pending"
+
+    def __init__(self, env, label="jobqd", extra_queue_keys=""):
+        super().__init__(env)
+        self.name = label
+        self.extra = extra_queue_keys
+
+    def yaml(self, state_dir, queues):
+        """The one place the benchmark's jobqd config is written. `queues`: [(name, concurrency)];
+        buffer is max(100, 2 x concurrency); the variant's keys (`retain: ...`) go to every
+        queue."""
+        lines = [
+            f"daemon: {{state_dir: {state_dir}, log_level: warn}}",
+            f"redis: {{url: {self.env.redis.url}}}",
+            f"metrics: {{listen: 127.0.0.1:{free_port()}}}",
+            "handlers: {nothing: {type: builtin, name: noop}}",
+            "queues:",
+        ]
+        for name, concurrency in queues:
+            keys = f"handler: nothing, concurrency: {concurrency}, buffer: {max(100, 2 * concurrency)}"
+            if self.extra:
+                keys += f", {self.extra}"
+            lines.append(f"  {name}: {{{keys}}}")
+        return "\n".join(lines) + "\n"
+
+    def write_config(self, queues):
+        self.env.runs += 1
+        base = os.path.join(self.env.tmp, f"{self.env.runs:03d}-jobqd")
+        path = base + ".yaml"
+        with open(path, "w") as f:
+            f.write(self.yaml(base + "-state", queues))
+        return path
+
+    def config_accepted(self):
+        path = self.write_config([("q", 10)])
+        r = subprocess.run([self.env.jobqd, "--check-config", "-c", path],
+                           capture_output=True, text=True, timeout=30)
+        return r.returncode == 0, (r.stdout + r.stderr).strip()
+
+    def fill(self, n, queue="q"):
+        r = self.env.redis.ctl
+        key = f"jobq:{{{queue}}}:pending"
+        pipe = r.pipeline(transaction=False)
+        for start in range(0, n, 1000):
+            pipe.lpush(key, *(json.dumps({"id": f"b{i}", "payload": {}}, separators=(",", ":"))
+                              for i in range(start, min(n, start + 1000))))
+            if len(pipe) >= 20:
+                pipe.execute()
+        pipe.execute()
+
+    def start(self, queues, events=False):
+        del events  # jobqd always publishes its events
+        config = self.write_config(queues)
+        logpath = config[:-5] + ".log"
+        with open(logpath, "w") as out:
+            p = spawn([self.env.jobqd, "-c", config], stdout=out, stderr=subprocess.STDOUT)
+        return [p], [logpath]
+
+    def ready(self, workers, logs):
+        r = self.env.redis.ctl
+        return all(r.zcard(f"jobq:{{{q}}}:leases") > 0 for q in self.started_queues)
+
+    def remaining(self, poll, queue="q"):
+        left = poll.call("LLEN", f"jobq:{{{queue}}}:pending")
+        if left:
+            return left
+        for worker in poll.call("ZRANGE", f"jobq:{{{queue}}}:leases", 0, -1):
+            left += poll.call("HLEN", f"jobq:{{{queue}}}:inflight:{worker}")
+        return left
+
+    def check(self, queue, n):
+        """Nothing left anywhere (the worker has stopped: a job it still held would be back in
+        pending), nothing dead, and every job's state says succeeded where states are kept."""
+        r = self.env.redis.ctl
+        k = f"jobq:{{{queue}}}"
+        left = (r.llen(f"{k}:pending"), r.zcard(f"{k}:delayed"), r.zcard(f"{k}:dead"))
+        if any(left):
+            return "left in pending, delayed, dead: %d, %d, %d" % left
+        if self.extra:
+            return ""
+        bad = 0
+        for start in range(0, n, 10000):
+            pipe = r.pipeline(transaction=False)
+            for i in range(start, min(n, start + 10000)):
+                pipe.hget(f"{k}:job:b{i}", "status")
+            bad += sum(status != "succeeded" for status in pipe.execute())
+        return f"{bad} of {n} jobs not succeeded" if bad else ""
+
+    def probe_argv(self, queue, samples):
+        return [NODE, os.path.join(HERE, "jobqd.js"), "probe", str(self.env.redis.port), queue,
+                str(samples)]
+
+
+class NodePeer(System):
+    script = "?"
+    keys = ()  # the lists whose lengths add up to the jobs not finished yet
+    failed = None
+
+    def fill(self, n, queue="q"):
+        path = self.logfile(f"{self.script}-fill")
+        with open(path, "w") as out:
+            p = spawn([NODE, os.path.join(HERE, self.script), "fill", str(self.env.redis.port),
+                       queue, str(n)], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            rc = p.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            rc = None
+        stop(p)
+        if rc != 0:
+            raise RunFailed(f"{self.name} fill failed ({rc}):\n{tail(path)}")
+
+    def worker_argv(self, queues, events):
+        raise NotImplementedError
+
+    def start(self, queues, events=False):
+        path = self.logfile(f"{self.script}-work")
+        with open(path, "w") as out:
+            p = spawn(self.worker_argv(queues, events), stdout=out, stderr=subprocess.STDOUT)
+        return [p], [path]
+
+    def remaining(self, poll, queue="q"):
+        left = 0
+        for k in self.keys:
+            left += poll.call("LLEN", k.format(q=queue))
+            if left:
+                return left
+        return left
+
+    def check(self, queue, n):
+        r = self.env.redis.ctl
+        key = self.failed.format(q=queue)
+        failed = r.zcard(key) if r.type(key) == "zset" else r.scard(key)
+        return f"{failed} failed jobs" if failed else ""
+
+    def probe_argv(self, queue, samples):
+        return [NODE, os.path.join(HERE, self.script), "probe", str(self.env.redis.port), queue,
+                str(samples)]
+
+
+class Bee(NodePeer):
+    name = "bee-queue"
+    script = "bee.js"
+    keys = ("bq:{q}:waiting", "bq:{q}:active")
+    pending_key = keys[0]
+    failed = "bq:{q}:failed"
+
+    def worker_argv(self, queues, events):
+        return ([NODE, os.path.join(HERE, self.script), "work", str(self.env.redis.port)] +
+                (["--events"] if events else []) + [f"{q}:{c}" for q, c in queues])
+
+    def check(self, queue, n):
+        left = self.env.redis.ctl.hlen(f"bq:{queue}:jobs")  # removeOnSuccess deletes each
+        return super().check(queue, n) or (f"{left} jobs not removed" if left else "")
+
+
+class Bull(NodePeer):
+    name = "BullMQ"
+    script = "bull.js"
+    keys = ("bull:{q}:wait", "bull:{q}:active")
+    pending_key = keys[0]
+    failed = "bull:{q}:failed"
+
+    def worker_argv(self, queues, events):
+        del events  # BullMQ always writes its events stream
+        return ([NODE, os.path.join(HERE, self.script), "work", str(self.env.redis.port)] +
+                [f"{q}:{c}" for q, c in queues])
+
+
+class RQ(System):
+    """RQ from Debian: `rq worker --burst` processes (rq 1.13 has no worker pool), each taking
+    one job at a time; jobs enqueued with result_ttl=0 (nothing kept after success). SimpleWorker
+    runs jobs in the worker process (RQ's documented non-forking worker class, its fastest);
+    the default Worker forks a work horse per job."""
+
+    exits_when_done = True
+    pending_key = "rq:queue:{q}"
+
+    def __init__(self, env, worker_class=None):
+        super().__init__(env)
+        self.worker_class = worker_class
+        self.name = "RQ (SimpleWorker)" if worker_class else "RQ (Worker, fork)"
+
+    def fill(self, n, queue="q"):
+        from rq import Queue
+
+        q = Queue(queue, connection=redis.Redis(port=self.env.redis.port))
+        for start in range(0, n, 1000):
+            q.enqueue_many([Queue.prepare_data("rq_noop.noop", result_ttl=0, description="noop")
+                            for _ in range(start, min(n, start + 1000))])
+
+    def start(self, queues, events=False):
+        (queue, processes), = queues
+        rq = shutil.which("rq")
+        if not rq:
+            raise RunFailed("no rq command (python3-rq)")
+        procs, logs = [], []
+        for i in range(processes):
+            path = self.logfile(f"rq-{i}")
+            argv = [rq, "worker", "--burst", "--quiet", "--path", HERE, "--url", self.env.redis.url,
+                    "--name", f"bench-{self.env.runs}-{i}"]
+            if self.worker_class:
+                argv += ["--worker-class", self.worker_class]
+            with open(path, "w") as out:
+                procs.append(spawn(argv + [queue], stdout=out, stderr=subprocess.STDOUT, cwd=HERE))
+            logs.append(path)
+        return procs, logs
+
+    def remaining(self, poll, queue="q"):
+        raise NotImplementedError  # done when every burst worker has exited
+
+    def check(self, queue, n):
+        r = self.env.redis.ctl
+        left = r.llen(f"rq:queue:{queue}") + r.zcard(f"rq:wip:{queue}")
+        failed = r.zcard(f"rq:failed:{queue}")
+        return f"{left} jobs left, {failed} failed" if left or failed else ""
+
+
+# ---- measurements ----------------------------------------------------------------------------
+class Env:
+    def __init__(self, tmp, jobqd, redis_server):
+        self.tmp, self.jobqd, self.redis = tmp, jobqd, redis_server
+        self.runs = 0
+
+
+def drain(env, system, n, concurrency, processes=1, rss=False):
+    """Pre-fill n jobs, start the worker(s), time from the start until all n are finished.
+    Returns {rate, cmds (per job), rss (KiB, VmHWM summed over the worker's processes)}."""
+    env.redis.reset()
+    system.fill(n)
+    if system.pending() != n:
+        raise RunFailed(f"{system.name}: {system.pending()} jobs pending after filling {n}")
+    poll = Poller(env.redis.port)
+    env.redis.ctl.config_resetstat()
+    queues = [("q", processes)] if isinstance(system, RQ) else [("q", concurrency)]
+    if isinstance(system, Jobqd):
+        system.started_queues = ["q"]
+    timeout = 120 + n / 200
+    t0 = time.perf_counter()
+    procs, logs = system.start(queues)
+    try:
+        deadline = t0 + timeout
+        while True:
+            if system.exits_when_done:
+                if all(p.poll() is not None for p in procs):
+                    break
+            else:
+                if system.remaining(poll) == 0:
+                    break
+                dead = [p for p in procs if p.poll() is not None]
+                if dead:
+                    raise RunFailed(f"{system.name} worker exited ({dead[0].returncode}):\n"
+                                    + tail(logs[procs.index(dead[0])]))
+            if time.perf_counter() > deadline:
+                raise RunFailed(f"{system.name}: not drained within {timeout:.0f} s")
+            time.sleep(POLL)
+        elapsed = time.perf_counter() - t0
+        hwm = sum(vm_hwm_kib(descendants(p.pid)) for p in procs) if rss else None
+        stats = env.redis.commandstats()
+    finally:
+        for p in procs:
+            stop(p, grace=15.0)
+        poll.close()
+    stats["config|resetstat"] = stats.get("config|resetstat", 0) - 1
+    for cmd, count in poll.counts.items():
+        stats[cmd] = stats.get(cmd, 0) - count
+    if any(v < 0 for v in stats.values()):
+        raise RunFailed(f"commandstats do not add up: {stats}")
+    problem = system.check("q", n)
+    if problem:
+        raise RunFailed(f"{system.name}: {problem}")
+    stats = {k: v for k, v in stats.items() if v}
+    if VERBOSE:
+        top = ", ".join(f"{k} {v / n:.2f}" for k, v in
+                        sorted(stats.items(), key=lambda kv: -kv[1])[:12])
+        log(f"  {system.name} c={concurrency}: {n / elapsed:,.0f} jobs/s; per job: {top}")
+    return {"rate": n / elapsed, "cmds": sum(stats.values()) / n, "rss": hwm}
+
+
+class Lines:
+    """Reads lines from a child's stdout with deadlines."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(stream, selectors.EVENT_READ)
+        self.buf = b""
+        self.eof = False
+
+    def read(self, timeout):
+        """Everything available within timeout (at least one chunk unless EOF)."""
+        if self.eof:
+            return
+        for _ in self.sel.select(timeout):
+            chunk = os.read(self.stream.fileno(), 65536)
+            if not chunk:
+                self.eof = True
+            self.buf += chunk
+
+    def has(self, line):
+        return (b"\n" + self.buf).find(b"\n" + line + b"\n") >= 0
+
+    def wait_line(self, line, timeout):
+        deadline = time.monotonic() + timeout
+        while not self.has(line):
+            if self.eof or time.monotonic() > deadline:
+                raise RunFailed(f"no {line!r} from the probe; it printed {self.buf[-500:]!r}")
+            self.read(max(0.0, min(0.1, deadline - time.monotonic())))
+
+
+def latency_run(env, system, samples, load_n=0):
+    """Submit-to-finish latency samples (ms) of queue q, one job at a time: idle, or while queue
+    `load` (concurrency 100, same worker process) drains load_n pre-filled jobs. Returns
+    (samples, jobs/s of `load` while the probe ran)."""
+    env.redis.reset()
+    queues = [("q", 10)]
+    if load_n:
+        system.fill(load_n, "load")
+        queues.append(("load", 100))
+    if isinstance(system, Jobqd):
+        system.started_queues = [q for q, _ in queues]
+    probe_log = system.logfile("probe")
+    with open(probe_log, "w") as err:
+        probe = spawn(system.probe_argv("q", samples + WARMUP), stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, stderr=err)
+    procs = []
+    try:
+        lines = Lines(probe.stdout)
+        lines.wait_line(b"ready", 30)
+        procs, logs = system.start(queues, events=True)
+        wait_for(lambda: system.ready(procs, logs) or any(p.poll() is not None for p in procs),
+                 30, f"{system.name} to be ready")
+        if any(p.poll() is not None for p in procs):
+            raise RunFailed(f"{system.name} exited:\n{tail(logs[0])}")
+        probe.stdin.write(b"go\n")
+        probe.stdin.flush()
+        end, load_rate = math.inf, None
+        if load_n:
+            poll = Poller(env.redis.port)
+            t0 = time.monotonic()
+            deadline = t0 + 120 + load_n / 200
+            while True:
+                left = system.remaining(poll, "load")
+                if not left or lines.has(b"done"):
+                    break
+                if time.monotonic() > deadline:
+                    raise RunFailed(f"{system.name}: load not drained in time")
+                lines.read(POLL)
+            end = time.time() * 1000
+            load_rate = (load_n - left) / (time.monotonic() - t0)
+            poll.close()
+            if not lines.has(b"done"):
+                probe.stdin.write(b"stop\n")
+                probe.stdin.flush()
+        lines.wait_line(b"done", 60 + samples * 0.1)
+    except RunFailed as e:
+        raise RunFailed(f"{e}\n{tail(probe_log)}")
+    finally:
+        for p in procs:
+            stop(p, grace=15.0)
+        stop(probe, grace=5.0)
+    out = []
+    for line in lines.buf.decode().splitlines():
+        if "\t" in line:
+            submitted, ms = line.split("\t")
+            if float(submitted) < end:
+                out.append(float(ms))
+    return out[WARMUP:], load_rate
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return math.nan
+    return sorted_values[max(0, math.ceil(p * len(sorted_values)) - 1)]
+
+
+def redis_benchmark(env, args, n):
+    r = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(env.redis.port),
+                        "-P", "16", "-n", str(n), "--csv"] + args,
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RunFailed(f"redis-benchmark failed: {r.stderr}")
+    rows = [line for line in r.stdout.splitlines() if line.startswith('"') and "rps" not in line]
+    return float(rows[-1].split(",")[1].strip('"'))
+
+
+# ---- output, in the style of bench/run's side_by_side ----------------------------------------
+def human_rate(v):
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= div:
+            return f"{v / div:.2f}{unit}"
+    return f"{v:.0f}"
+
+
+def fmt_ms(v):
+    return f"{v:.2f}ms" if v < 100 else f"{v:.0f}ms"
+
+
+def fmt_mib(v):
+    return f"{v / 1024:.1f}MiB"
+
+
+def fmt_cmds(v):
+    return f"{v:.2f}"
+
+
+def table(title, rows, peers, higher_better, fmt, base_label="best peer"):
+    """rows: [(figure, jobqd value, {peer: value})]. The baseline is the best peer of the row
+    (fastest, or least when lower is better); ratio says how many times better jobqd is than it
+    (jobqd / baseline for rates, baseline / jobqd for lower-is-better figures)."""
+    def cell(v):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt(v)
+
+    w = max([34] + [len(r[0]) + 2 for r in rows])
+    cols = max([12] + [len(p) + 2 for p in peers])
+    print(f"\n{title}")
+    print(f"  {'figure':<{w}}{'jobqd':>12}{base_label:>12}{'ratio':>9}"
+          + "".join(f"{p:>{cols}}" for p in peers))
+    for figure, ours, theirs in rows:
+        present = {p: v for p, v in theirs.items() if v is not None and not math.isnan(v)}
+        base = (max if higher_better else min)(present.values()) if present else None
+        ratio = "-"
+        if base and ours and not math.isnan(ours):
+            r = ours / base if higher_better else base / ours
+            ratio = f"{r:.0f}x" if r >= 10 else f"{r:.2f}x"
+        print(f"  {figure:<{w}}{cell(ours):>12}{cell(base):>12}{ratio:>9}"
+              + "".join(f"{cell(theirs.get(p)):>{cols}}" for p in peers))
+    sys.stdout.flush()
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else math.nan
+
+
+# ---- main ------------------------------------------------------------------------------------
+def stable_binary(path, dest, timeout=900):
+    """build/jobqd may be briefly missing or half-written while it is being rebuilt: wait until
+    it exists, has not changed for 5 s and answers --version, then use a copy of it so every run
+    uses the same binary."""
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        try:
+            st = os.stat(path)
+            if time.time() - st.st_mtime > 5 and os.access(path, os.X_OK):
+                shutil.copy2(path, dest)
+                if os.stat(path).st_mtime == st.st_mtime and subprocess.run(
+                        [dest, "--version"], capture_output=True, timeout=30).returncode == 0:
+                    return
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        if time.monotonic() > deadline:
+            raise RunFailed(f"{path} did not become usable within {timeout} s")
+        if not announced:
+            log(f"waiting for {path} (being rebuilt?)")
+            announced = True
+        time.sleep(1)
+
+
+def versions():
+    out = {}
+    for pkg in ("bee-queue", "bullmq", "ioredis"):
+        try:
+            with open(os.path.join(HERE, "node_modules", pkg, "package.json")) as f:
+                out[pkg] = json.load(f)["version"]
+        except OSError:
+            out[pkg] = "?"
+    try:
+        import rq
+
+        out["rq"] = rq.__version__
+    except ImportError:
+        out["rq"] = "?"
+    out["node"] = subprocess.run([NODE, "--version"], capture_output=True, text=True).stdout.strip()
+    return out
+
+
+def main():
+    build = sys.argv[1] if len(sys.argv) > 1 else "build"
+    scale = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
+    runs = max(1, int(os.environ.get("BENCH_RUNS", "3")))
+    sections = os.environ.get("BENCH_PEERS", "throughput,rq,rss,latency,ceiling").split(",")
+    n = max(1000, int(100000 * scale))
+    rq_n = max(1000, n // 10)
+    samples = max(200, int(2000 * scale))
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    tmp = tempfile.mkdtemp(prefix="jobqd-peers-")
+    started = time.monotonic()
+    try:
+        jobqd = os.path.join(tmp, "jobqd")
+        stable_binary(os.path.join(build, "jobqd"), jobqd)
+        server = RedisServer(tmp)
+        env = Env(tmp, jobqd, server)
+        v = versions()
+        ours = subprocess.run([jobqd, "--version"], capture_output=True, text=True).stdout.strip()
+        print(f"\n== {ours or 'jobqd'} vs bee-queue {v['bee-queue']}, BullMQ {v['bullmq']} (ioredis "
+              f"{v['ioredis']}, node {v['node']}), RQ {v['rq']}; one redis-server "
+              f"{server.version} (--save \"\" --appendonly no), median of {runs}")
+        print("  ratio: how many times better jobqd does than the baseline: jobqd / baseline for "
+              "jobs/s, baseline / jobqd\n  for ms, MiB and commands per job; under 1x the "
+              "baseline does better")
+        jq, bee, bull = Jobqd(env), Bee(env), Bull(env)
+        systems = [jq, bee, bull]
+        switch = os.environ.get("BENCH_JOBQD_VARIANT", "auto")
+        if switch != "0":
+            keys = os.environ.get("BENCH_JOBQD_VARIANT_KEYS", "retain: {succeeded: 0}")
+            variant = Jobqd(env, "jobqd (succeeded: 0)" if keys == "retain: {succeeded: 0}"
+                            else f"jobqd ({keys})", keys)
+            ok, why = variant.config_accepted()
+            if ok:
+                systems.insert(1, variant)
+            elif switch == "1":
+                print(f"  ({variant.name} skipped: this jobqd refuses `{keys}`: {why})")
+            else:
+                print(f"  (no {variant.name} rows: this jobqd does not know `{keys}` yet)")
+        jobqds = [s for s in systems if isinstance(s, Jobqd)]
+        peers = [bee, bull]
+        peer_names = [p.name for p in peers]
+        results = collections.defaultdict(list)  # (section, system name, concurrency) -> runs
+
+        def attempt(key, f, *args, **kw):
+            try:
+                results[key].append(f(*args, **kw))
+            except RunFailed as e:
+                log(f"{key[1]} {key[0]} c={key[2]}: FAILED: {e}")
+
+        def fig(section, name, c, field):
+            return median([r[field] for r in results[(section, name, c)]])
+
+        concs = (1, 10, 100)
+        if "throughput" in sections:
+            for c in concs:
+                for i in range(runs):
+                    for s in systems:
+                        attempt(("tp", s.name, c), drain, env, s, n, c)
+                    log(f"throughput c={c} run {i + 1}/{runs}: " + ", ".join(
+                        f"{s.name} {human_rate(results[('tp', s.name, c)][-1]['rate'])}/s"
+                        for s in systems if results[("tp", s.name, c)]))
+            rows = []
+            for s in jobqds:
+                suffix = "" if s is jq else f", {s.name}"
+                rows += [(f"concurrency {c}{suffix}", fig("tp", s.name, c, "rate"),
+                          {p.name: fig("tp", p.name, c, "rate") for p in peers}) for c in concs]
+            table(f"throughput, jobs/s: {n:,} pre-filled no-op jobs, one worker process, from its "
+                  "start until all are finished", rows, peer_names, True, human_rate)
+            rows = []
+            for s in jobqds:
+                suffix = "" if s is jq else f", {s.name}"
+                rows += [(f"concurrency {c}{suffix}", fig("tp", s.name, c, "cmds"),
+                          {p.name: fig("tp", p.name, c, "cmds") for p in peers}) for c in concs]
+            table("Redis commands per job (commandstats calls, scripts' inner commands included, "
+                  "the harness's polls taken out; lower is better)", rows, peer_names, False,
+                  fmt_cmds, base_label="fewest")
+
+        if "rq" in sections:
+            rq_simple, rq_fork = RQ(env, "rq.worker.SimpleWorker"), RQ(env)
+            for i in range(runs):
+                attempt(("rq", jq.name, 10), drain, env, jq, rq_n, 10)
+                attempt(("rq", rq_simple.name, 10), drain, env, rq_simple, rq_n, 10, processes=10)
+                attempt(("rq", rq_fork.name, 10), drain, env, rq_fork, rq_n, 10, processes=10)
+                log(f"rq run {i + 1}/{runs}: " + ", ".join(
+                    f"{s.name} {human_rate(results[('rq', s.name, 10)][-1]['rate'])}/s"
+                    for s in (jq, rq_simple, rq_fork) if results[("rq", s.name, 10)]))
+            rq_names = [rq_simple.name, rq_fork.name]
+            table(f"RQ {v['rq']}: {rq_n:,} no-op jobs at concurrency 10 (jobqd: one process; RQ: "
+                  "10 `rq worker --burst` processes, done when all have exited)",
+                  [("throughput, jobs/s", fig("rq", jq.name, 10, "rate"),
+                    {s: fig("rq", s, 10, "rate") for s in rq_names})],
+                  rq_names, True, human_rate, base_label="faster")
+            table("RQ: Redis commands per job (lower is better)",
+                  [("commands per job", fig("rq", jq.name, 10, "cmds"),
+                    {s: fig("rq", s, 10, "cmds") for s in rq_names})],
+                  rq_names, False, fmt_cmds, base_label="fewest")
+
+        if "rss" in sections:
+            for i in range(runs):
+                for s in systems:
+                    attempt(("rss", s.name, 1000), drain, env, s, n, 1000, rss=True)
+                log(f"rss run {i + 1}/{runs}: " + ", ".join(
+                    f"{s.name} {fmt_mib(results[('rss', s.name, 1000)][-1]['rss'])}"
+                    for s in systems if results[("rss", s.name, 1000)]))
+            rows = [(f"peak RSS{'' if s is jq else ', ' + s.name}", fig("rss", s.name, 1000, "rss"),
+                     {p.name: fig("rss", p.name, 1000, "rss") for p in peers}) for s in jobqds]
+            table(f"worker memory, VmHWM summed over the worker's processes, draining {n:,} "
+                  "pending at concurrency 1000 (lower is better)", rows, peer_names, False, fmt_mib,
+                  base_label="least")
+            rows = [(f"concurrency 1000{'' if s is jq else ', ' + s.name}",
+                     fig("rss", s.name, 1000, "rate"),
+                     {p.name: fig("rss", p.name, 1000, "rate") for p in peers}) for s in jobqds]
+            table("throughput of those runs, jobs/s", rows, peer_names, True, human_rate)
+
+        if "latency" in sections:
+            lat = collections.defaultdict(list)
+            load_rates = collections.defaultdict(list)
+            lat_systems = [jq, bee, bull]
+            for load_n in (0, n):
+                for i in range(runs):
+                    for s in lat_systems:
+                        try:
+                            got, rate = latency_run(env, s, samples, load_n)
+                            lat[(s.name, load_n)] += got
+                            if rate:
+                                load_rates[s.name].append(rate)
+                        except RunFailed as e:
+                            log(f"{s.name} latency{' under load' if load_n else ''}: FAILED: {e}")
+                    log(f"latency{' under load' if load_n else ''} run {i + 1}/{runs}: " + ", ".join(
+                        f"{s.name} {len(lat[(s.name, load_n)])} samples" for s in lat_systems))
+            rows = []
+            for load_n, label in ((0, "idle"), (n, "under load")):
+                data = {s.name: sorted(lat[(s.name, load_n)]) for s in lat_systems}
+                for p, pname in ((0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")):
+                    rows.append((f"{label} {pname}", percentile(data[jq.name], p),
+                                 {s.name: percentile(data[s.name], p) for s in peers}))
+                rows.append((f"{label} samples", len(data[jq.name]),
+                             {s.name: len(data[s.name]) for s in peers}))
+            print(f"\n(latency: {samples:,} samples per run, first {WARMUP} dropped, {runs} runs "
+                  f"pooled; under load: queue `load`, concurrency 100, draining {n:,} jobs in the "
+                  "same worker process; only samples submitted before it was drained count)")
+            table("submit-to-finish latency of one job at a time on queue q, ms (lower is better)",
+                  [r for r in rows if not r[0].endswith("samples")], peer_names, False, fmt_ms,
+                  base_label="best peer")
+            print("  samples: " + "; ".join(
+                f"{r[0][:-8]}: jobqd {r[1]}, " + ", ".join(f"{k} {v}" for k, v in r[2].items())
+                for r in rows if r[0].endswith("samples")))
+            print("  queue `load` drained at, while the probe ran (median of the runs): " + ", ".join(
+                f"{s.name} {human_rate(median(load_rates[s.name]))} jobs/s" for s in lat_systems))
+
+        if "ceiling" in sections:
+            hset_n = max(50000, int(300000 * scale))
+            rpop_n = max(10000, int(100000 * scale))
+            job = json.dumps({"id": "b12345", "payload": {}}, separators=(",", ":"))
+            hsets, rpops, ran_out = [], [], False
+            for i in range(runs):
+                server.reset()
+                hsets.append(redis_benchmark(env, ["-r", "1000000", "HSET",
+                                                   "ceil:{q}:job:__rand_int__", "status",
+                                                   "succeeded"], hset_n))
+                server.reset()
+                # Enough for every request to pop a full 100, with room to spare.
+                server.ctl.eval("local b = {} for i = 1, 1000 do b[i] = ARGV[1] end for i = 1, "
+                                "tonumber(ARGV[2]) do redis.call('LPUSH', KEYS[1], unpack(b)) end",
+                                1, "ceil:{q}:pending", job, rpop_n // 10 + 100)
+                rpops.append(redis_benchmark(env, ["RPOP", "ceil:{q}:pending", "100"], rpop_n))
+                ran_out = ran_out or server.ctl.llen("ceil:{q}:pending") == 0
+                log(f"ceiling run {i + 1}/{runs}: HSET {human_rate(hsets[-1])}/s, "
+                    f"RPOP 100 {human_rate(rpops[-1])}/s")
+            server.reset()
+            hset, rpop = median(hsets), median(rpops)
+            ceiling = 1 / (1 / hset + 1 / (100 * rpop))
+            ours = fig("tp", jq.name, 100, "rate") if "throughput" in sections else math.nan
+            table("the redis-benchmark ceiling of the least work one job needs, a pipelined batch "
+                  "pop plus one state write:\n  jobs/s = 1 / (1/HSET rate + 1/(100 x `RPOP key "
+                  "100` rate)), redis-benchmark -P 16, 50 clients, median of the runs",
+                  [("jobqd concurrency 100 vs ceiling", ours, {"ceiling": ceiling})],
+                  [], True, human_rate, base_label="ceiling")
+            print(f"  HSET on random keys ({hset_n:,} requests, -r 1000000): {human_rate(hset)}/s; "
+                  f"RPOP key 100 on a pre-filled list ({rpop_n:,} requests): {human_rate(rpop)}/s, "
+                  f"{human_rate(100 * rpop)} jobs/s popped"
+                  + ("  (WARNING: the list ran out)" if ran_out else ""))
+            if not math.isnan(ours):
+                print(f"  jobqd at concurrency 100 runs at {100 * ours / ceiling:.1f}% of the "
+                      "ceiling")
+        print(f"\n(peers section: {time.monotonic() - started:.0f} s)")
+    except RunFailed as e:
+        print(f"peers benchmark failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
