@@ -19,8 +19,13 @@
 #include "config/units.hpp"
 #include "job/id.hpp"
 #include "job/text.hpp"
+#include "ops/embedded_redis.hpp"
 #include "redis/reply.hpp"
+#include "redis/script.hpp"
 #include "redis/url.hpp"
+#include "store/keys.hpp"
+#include "store/marker.hpp"
+#include "store/scripts.hpp"
 
 namespace {
 
@@ -67,10 +72,9 @@ Target resolve(const Globals& g) {
   if (t.cfg) {
     t.prefix = t.cfg->redis.key_prefix;
     if (url.empty()) {
-      url =
-          t.cfg->redis.url == "embedded"
-              ? "unix://" + (std::filesystem::path(t.cfg->daemon.state_dir) / "redis.sock").string()
-              : t.cfg->redis.url;
+      url = t.cfg->redis.url == "embedded"
+                ? "unix://" + ops::EmbeddedRedis::socket_in(t.cfg->daemon.state_dir)
+                : t.cfg->redis.url;
     }
   }
   try {
@@ -97,6 +101,40 @@ Conn connect(const redis::Url& u) {
   }
   redisSetTimeout(c.get(), tv);
   return c;
+}
+
+// A command's reply, error replies included.
+redis::Reply call_raw(redisContext* c, const std::vector<std::string>& args) {
+  std::vector<const char*> p;
+  std::vector<size_t> l;
+  for (const auto& a : args) {
+    p.push_back(a.data());
+    l.push_back(a.size());
+  }
+  auto* r = static_cast<redisReply*>(
+      redisCommandArgv(c, static_cast<int>(args.size()), p.data(), l.data()));
+  if (!r) throw Exit{kFailure, std::string("redis: ") + c->errstr};
+  auto out = redis::Reply::copy(*r);
+  freeReplyObject(r);
+  return out;
+}
+
+// Runs one of the protocol's scripts (the daemon's own, from store/scripts): EVALSHA, and EVAL
+// when Redis does not have it yet.
+redis::Reply run_script(redisContext* c, const redis::Script& script,
+                        const std::vector<std::string>& keys,
+                        const std::vector<std::string>& args) {
+  std::vector<std::string> argv{"EVALSHA", script.sha(), std::to_string(keys.size())};
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = call_raw(c, argv);
+  if (r.is_error() && r.str.rfind("NOSCRIPT", 0) == 0) {
+    argv[0] = "EVAL";
+    argv[1] = script.source();
+    r = call_raw(c, argv);
+  }
+  if (r.is_error()) throw Exit{kFailure, "redis: " + r.str};
+  return r;
 }
 
 redis::Reply call(redisContext* c, const std::vector<std::string>& args) {
@@ -128,8 +166,8 @@ Conn open(const Target& t) {
   return c;
 }
 
-std::string base(const Target& t, const std::string& queue) {
-  return t.prefix + ":{" + queue + "}";
+store::Keys keys(const Target& t, const std::string& queue) {
+  return store::Keys(t.prefix, queue);
 }
 
 long long now_ms() {
@@ -167,7 +205,7 @@ std::string find_queue(redisContext* c, const Target& t, const std::string& id,
   if (!queue.empty()) return queue;
   if (!t.cfg) throw Exit{kUsage, "no config to list the queues: give -q QUEUE"};
   for (const auto& q : t.cfg->queues) {
-    if (call(c, {"EXISTS", base(t, q.name) + ":job:" + id}).as_int() == 1) return q.name;
+    if (call(c, {"EXISTS", keys(t, q.name).job(id)}).as_int() == 1) return q.name;
   }
   throw Exit{kFailure, "no job " + id + " in any configured queue"};
 }
@@ -186,29 +224,36 @@ void print_job(const std::string& id, const std::map<std::string, std::string>& 
   }
 }
 
-// Waits for a final state of job `id` (subscribing first, so no event can slip by), prints the
-// result or the error, and returns the exit code.
+bool final_status(const std::string& s) {
+  return s == "succeeded" || s == "failed" || s == "cancelled";
+}
+
+// Waits for a final state of job `id` (subscribed first, so no event can slip by), prints the
+// result or the error, and returns the exit code. With `retain: {succeeded: 0}` a succeeded job
+// has no state left to read: its event is the answer, and there is no result to print.
 int wait_for_job(const Target& t, const std::string& queue, const std::string& id,
                  std::optional<config::Millis> timeout, bool as_json, Conn sub, redisContext* c) {
   const bool bounded = timeout.has_value();
   const auto deadline = std::chrono::steady_clock::now() + timeout.value_or(config::Millis(0));
-  auto finish = [&](const std::map<std::string, std::string>& h) {
-    const std::string& status = h.at("status");
+  const auto k = keys(t, queue);
+  auto finish = [&](std::map<std::string, std::string> h) {
+    const std::string status = h["status"];
     if (as_json) {
       print_job(id, h, true);
     } else if (status == "succeeded") {
-      auto it = h.find("result");
-      std::cout << (it == h.end() ? "" : it->second) << "\n";
+      std::cout << h["result"] << "\n";
     } else {
-      std::cerr << "job " << id << " failed (" << h.at("error_kind") << "): " << h.at("error")
+      std::cerr << "job " << id << " " << status << " (" << h["error_kind"] << "): " << h["error"]
                 << "\n";
     }
     return status == "succeeded" ? kOk : kFailure;
   };
+  std::string announced;  // a final status an event told of, for a job whose state is gone
   for (;;) {
-    auto h = job_hash(c, base(t, queue) + ":job:" + id);
+    auto h = job_hash(c, k.job(id));
     auto st = h.find("status");
-    if (st != h.end() && (st->second == "succeeded" || st->second == "failed")) return finish(h);
+    if (st != h.end() && final_status(st->second)) return finish(h);
+    if (h.empty() && !announced.empty()) return finish({{"status", announced}});
     // Block for the next event, at most until the deadline (or 1 s, to re-check the hash).
     auto slice = std::chrono::milliseconds(1000);
     if (bounded) {
@@ -228,13 +273,21 @@ int wait_for_job(const Target& t, const std::string& queue, const std::string& i
     if (redisGetReply(sub.get(), &r) != REDIS_OK) {
       if (sub->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         // Timed out: hiredis marks the context failed; subscribe again on a new one.
-        sub = connect(t.url);
-        call(sub.get(), {"SUBSCRIBE", base(t, queue) + ":events"});
+        sub = open(t);
+        call(sub.get(), {"SUBSCRIBE", k.events});
         continue;
       }
       throw Exit{kFailure, std::string("redis: ") + sub->errstr};
     }
-    freeReplyObject(r);  // any event: re-read the hash above
+    auto msg = redis::Reply::copy(*static_cast<redisReply*>(r));
+    freeReplyObject(r);
+    if (msg.is_array() && msg.elements.size() == 3 && msg.elements[0].str == "message") {
+      auto event = job::parse_json(msg.elements[2].str);
+      if (auto* j = std::get_if<json>(&event); j && j->is_object() && j->value("id", "") == id) {
+        std::string status = j->value("status", "");
+        if (final_status(status)) announced = status;
+      }
+    }
   }
 }
 
@@ -279,20 +332,18 @@ int cmd_submit(const Globals& g, const std::string& queue, const std::string& pa
   Conn sub;
   if (wait) {
     sub = open(t);
-    call(sub.get(), {"SUBSCRIBE", base(t, queue) + ":events"});
+    call(sub.get(), {"SUBSCRIBE", keys(t, queue).events});
   }
-  std::string key = base(t, queue) + ":job:" + id;
-  std::string now = std::to_string(now_ms());
-  call(c.get(), {"MULTI"});
-  call(c.get(),
-       {"HSET", key, "status", "queued", "queue", queue, "submitted_at", now, "attempts", "0"});
-  if (delay_ms) {
-    call(c.get(), {"ZADD", base(t, queue) + ":delayed",
-                   std::to_string(now_ms() + delay_ms->count()), job.dump()});
-  } else {
-    call(c.get(), {"LPUSH", base(t, queue) + ":pending", job.dump()});
+  const auto k = keys(t, queue);
+  const long long now = now_ms();
+  std::string run_at = delay_ms ? std::to_string(now + delay_ms->count()) : std::string();
+  std::vector<std::string> skeys{k.job(id), k.live, k.pending, k.delayed};
+  std::vector<std::string> sargs{store::marked_submission(job.dump(), id, now), id, queue,
+                                 std::to_string(now), run_at};
+  if (run_script(c.get(), store::scripts::submit(), skeys, sargs).as_int() == 0) {
+    std::cerr << "jobqctl: job " << id
+              << " is not over yet; this submission runs after it ends, as a new job\n";
   }
-  call(c.get(), {"EXEC"});
   if (!wait) {
     std::cout << (g.json_out ? json({{"id", id}, {"queue", queue}}).dump() : id) << "\n";
     return kOk;
@@ -304,7 +355,7 @@ int cmd_status(const Globals& g, const std::string& id, const std::string& queue
   Target t = resolve(g);
   Conn c = open(t);
   std::string q = find_queue(c.get(), t, id, queue);
-  auto h = job_hash(c.get(), base(t, q) + ":job:" + id);
+  auto h = job_hash(c.get(), keys(t, q).job(id));
   if (h.empty()) throw Exit{kFailure, "no job " + id + " in queue " + q};
   print_job(id, h, g.json_out);
   return kOk;
@@ -316,40 +367,11 @@ int cmd_wait(const Globals& g, const std::string& id, const std::string& queue,
   Conn c = open(t);
   std::string q = find_queue(c.get(), t, id, queue);
   Conn sub = open(t);
-  call(sub.get(), {"SUBSCRIBE", base(t, q) + ":events"});
+  call(sub.get(), {"SUBSCRIBE", keys(t, q).events});
   std::optional<config::Millis> limit;
   if (!wait_timeout.empty()) limit = duration_arg(wait_timeout, "--wait-timeout");
   return wait_for_job(t, q, id, limit, g.json_out, std::move(sub), c.get());
 }
-
-// Requeues dead jobs: each goes back to pending (its kept body), leaves the dead set, and starts
-// afresh (status queued, attempts 0). Atomic per call. KEYS: dead, pending; ARGV: base, ids...
-const char* kRequeue = R"lua(
-local n = 0
-for i = 2, #ARGV do
-  local key = ARGV[1] .. ':job:' .. ARGV[i]
-  local body = redis.call('HGET', key, 'body')
-  if body and redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    redis.call('LPUSH', KEYS[2], body)
-    redis.call('HDEL', key, 'body', 'result', 'started_at', 'finished_at', 'worker')
-    redis.call('HSET', key, 'status', 'queued', 'attempts', '0', 'error', '', 'error_kind', '')
-    n = n + 1
-  end
-end
-return n
-)lua";
-
-// Deletes dead jobs and their state. KEYS: dead; ARGV: base, ids...
-const char* kPurge = R"lua(
-local n = 0
-for i = 2, #ARGV do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    redis.call('DEL', ARGV[1] .. ':job:' .. ARGV[i])
-    n = n + 1
-  end
-end
-return n
-)lua";
 
 int cmd_dead(const Globals& g, const std::string& action, const std::string& queue,
              const std::string& id, bool all) {
@@ -357,15 +379,16 @@ int cmd_dead(const Globals& g, const std::string& action, const std::string& que
     throw Exit{kUsage, "queue name '" + queue + "': use [A-Za-z0-9_.-]{1,64}"};
   Target t = resolve(g);
   Conn c = open(t);
-  const std::string dead = base(t, queue) + ":dead";
+  const auto k = keys(t, queue);
   if (action == "list") {
-    auto ids = call(c.get(), {"ZRANGE", dead, "0", "-1"});
+    auto ids = call(c.get(), {"ZRANGE", k.dead, "0", "-1"});
     json out = json::array();
     for (const auto& e : ids.elements) {
-      auto h = job_hash(c.get(), base(t, queue) + ":job:" + e.str);
+      auto h = job_hash(c.get(), k.job(e.str));
+      if (h["status"] != "failed") continue;  // a newer job of that id has its state now
       if (g.json_out) {
         json j = {{"id", e.str}};
-        for (const auto& [k, v] : h) j[k] = v;
+        for (const auto& [f, v] : h) j[f] = v;
         out.push_back(j);
       } else {
         std::cout << e.str << "  " << h["finished_at"] << "  " << h["error_kind"] << "  "
@@ -378,19 +401,22 @@ int cmd_dead(const Globals& g, const std::string& action, const std::string& que
   if (id.empty() == !all) throw Exit{kUsage, "dead " + action + ": give one ID or --all"};
   std::vector<std::string> ids;
   if (all) {
-    for (auto& e : call(c.get(), {"ZRANGE", dead, "0", "-1"}).elements) ids.push_back(e.str);
+    for (auto& e : call(c.get(), {"ZRANGE", k.dead, "0", "-1"}).elements) ids.push_back(e.str);
   } else {
     ids.push_back(id);
   }
   long long n = 0;
   // In slices, so that --all on a large dead set does not hold Redis in one long script.
   for (std::size_t i = 0; i < ids.size(); i += 500) {
-    std::vector<std::string> args{"EVAL", action == "retry" ? kRequeue : kPurge,
-                                  action == "retry" ? "2" : "1", dead};
-    if (action == "retry") args.push_back(base(t, queue) + ":pending");
-    args.push_back(base(t, queue));
+    std::vector<std::string> args{k.base};
     for (std::size_t j = i; j < std::min(ids.size(), i + 500); ++j) args.push_back(ids[j]);
-    n += call(c.get(), args).as_int();
+    if (action == "retry") {
+      std::vector<std::string> rkeys{k.dead, k.pending, k.dead_bodies, k.live};
+      n += run_script(c.get(), store::scripts::requeue_dead(), rkeys, args).as_int();
+    } else {
+      std::vector<std::string> pkeys{k.dead, k.dead_bodies};
+      n += run_script(c.get(), store::scripts::purge_dead(), pkeys, args).as_int();
+    }
   }
   if (!all && n == 0) throw Exit{kFailure, "no dead job " + id + " in queue " + queue};
   if (g.json_out) {

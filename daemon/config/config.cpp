@@ -509,6 +509,20 @@ SourceConfig parse_source(const YAML::Node& n, const Ctx& c, const std::string& 
   return s;
 }
 
+const Key<Retain> kRetainKeys[] = {
+    {"succeeded", "duration", true,
+     [](Retain& r, const YAML::Node& n, const Ctx& c) {
+       r.succeeded = as_duration(n, c, "retain.succeeded");
+       if (r.succeeded != 0ms && r.succeeded < 1s) {
+         fail(c, n, "retain.succeeded: must be 0 (delete at once) or at least 1s");
+       }
+     }},
+    {"failed", "duration", true,
+     [](Retain& r, const YAML::Node& n, const Ctx& c) {
+       r.failed = as_duration(n, c, "retain.failed", 1s);
+     }},
+};
+
 const Key<QueueConfig> kQueueKeys[] = {
     {"handler", "handler name", true,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
@@ -547,17 +561,13 @@ const Key<QueueConfig> kQueueKeys[] = {
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
        q.retry_max = as_duration(n, c, "retry_max");
      }},
-    {"result_ttl", "duration", true,
+    {"retain", "map", true,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.result_ttl = as_duration(n, c, "result_ttl", 1s);
+       apply(q.retain, n, c, kRetainKeys, "retain");
      }},
     {"dead_max", "count", true,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
        q.dead_max = as_count(n, c, "dead_max", 1, 100000000);
-     }},
-    {"dead_ttl", "duration", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.dead_ttl = as_duration(n, c, "dead_ttl", 1s);
      }},
     {"max_job_bytes", "size", true,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
@@ -607,6 +617,7 @@ std::vector<std::string> schema_keys() {
   add_keys(out, "handlers.*", kHandlerKeys);
   add_keys(out, "handlers.*.limits", kLimitKeys);
   add_keys(out, "queues.*", kQueueKeys);
+  add_keys(out, "queues.*.retain", kRetainKeys);
   add_keys(out, "queues.*.sources.spool", kSpoolKeys);
   return out;
 }

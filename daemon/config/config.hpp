@@ -81,6 +81,12 @@ struct HandlerConfig {
   std::uint64_t pool_size = 8;  // keep-alive connections per host
 };
 
+/// How long finished jobs' state is kept (`retain:` in a queue).
+struct Retain {
+  Millis succeeded = 24h;   // 0: deleted at once, as the job succeeds
+  Millis failed = 7 * 24h;  // dead jobs, with their JSON for `jobqctl dead retry`
+};
+
 struct SourceConfig {
   enum class Kind { redis, spool } kind = Kind::redis;
   std::string dir;  // spool
@@ -98,9 +104,8 @@ struct QueueConfig {
   Millis max_timeout = 0ms;         // cap of a job's timeout_ms; 0: the queue's timeout
   Millis retry_base = 1s;           // first retry delay; doubles per attempt, with jitter
   Millis retry_max = 10min;
-  Millis result_ttl = 24h;         // how long succeeded jobs' state is kept
+  Retain retain;
   std::uint64_t dead_max = 10000;  // dead jobs kept per queue (oldest dropped first)
-  Millis dead_ttl = 7 * 24h;       // and for at most this long
   std::uint64_t max_job_bytes = 1024 * 1024;
   Millis delayed_poll = 500ms;  // how often due delayed jobs are looked for
   std::vector<SourceConfig> sources;

@@ -24,6 +24,7 @@ bool split(std::string_view text, double& number, std::string_view& unit) {
 }  // namespace
 
 std::optional<Millis> parse_duration(std::string_view text) {
+  if (text == "0") return Millis(0);  // zero needs no unit
   double n;
   std::string_view unit;
   if (!split(text, n, unit)) return std::nullopt;
@@ -36,6 +37,8 @@ std::optional<Millis> parse_duration(std::string_view text) {
     ms = n * 60'000;
   } else if (unit == "h") {
     ms = n * 3'600'000;
+  } else if (unit == "d") {
+    ms = n * 86'400'000;
   } else {
     return std::nullopt;
   }

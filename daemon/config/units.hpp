@@ -11,8 +11,9 @@ namespace jq::config {
 
 using Millis = std::chrono::milliseconds;
 
-/// Parses a duration written as a number and a unit: ms, s, m or h ("250ms", "1.5s", "5m").
-/// Returns nullopt for anything else (a bare number is refused: its unit would be a guess).
+/// Parses a duration written as a number and a unit: ms, s, m, h or d ("250ms", "1.5s", "5m",
+/// "7d"), or a bare 0. Returns nullopt for anything else (another bare number is refused: its
+/// unit would be a guess).
 std::optional<Millis> parse_duration(std::string_view text);
 
 /// Parses a size: a plain number of bytes, or a number with B, KB, MB, GB (powers of 1000) or

@@ -1,18 +1,27 @@
-// The queue runner: lease upkeep, recovery, delayed promotion, dispatch, and each job's life.
+// The queue runner: admission, dispatch, each job's attempt and end, and the graceful stop.
 #include "engine/queue_runner.hpp"
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <random>
 
 #include "config/units.hpp"
 #include "job/id.hpp"
 #include "job/text.hpp"
+#include "sources/redis_source.hpp"
 
 namespace jq::engine {
 namespace {
 
 using namespace std::chrono_literals;
+using Phase = JobRun::Phase;
+
+// Jobs whose end waits to be written, at most (beyond the concurrency): enough to keep Redis
+// busy with large batches, little enough to hold in memory.
+constexpr std::size_t kMinUnrecorded = 1000;
+// How long writing out what is left may take at a stop, after the grace.
+constexpr auto kFlushLimit = 10s;
 
 store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSection& d,
                             const QueueRunner::Wiring& w) {
@@ -20,11 +29,12 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
   s.prefix = w.prefix;
   s.queue = q.name;
   s.worker = w.worker;
+  s.default_handler = q.handler;
   s.max_job_bytes = q.max_job_bytes;
   s.lease = d.lease;
-  s.result_ttl = q.result_ttl;
+  s.keep_succeeded = q.retain.succeeded;
   s.dead_max = q.dead_max;
-  s.dead_ttl = q.dead_ttl;
+  s.dead_ttl = q.retain.failed;
   s.max_attempts = q.max_attempts;
   return s;
 }
@@ -39,355 +49,264 @@ double jitter() {
 QueueRunner::QueueRunner(const config::QueueConfig& cfg, const config::DaemonSection& daemon,
                          Wiring w)
     : cfg_(cfg),
-      lease_(daemon.lease),
       w_(std::move(w)),
-      store_(w_.main, w_.blocking, settings_of(cfg_, daemon, w_)),
-      writer_(w_.main, store_.keys(), store_.settings(),
-              [this](const std::string& token) { store_.released(token); }),
       buffer_(cfg_.buffer),
       slots_(cfg_.concurrency),
-      source_(store_, buffer_, w_.main, w_.blocking, lease_ok_, cfg_.fetch_batch,
-              [this](store::Leased l) { writer_.put_back(l.token, "", false); }) {
+      unrecorded_(std::max<std::size_t>(kMinUnrecorded, 2 * cfg_.concurrency)) {
   rules_.default_handler = cfg_.handler;
   rules_.handlers = &w_.handler_names;
   rules_.max_bytes = cfg_.max_job_bytes;
   idle_.set();
+  for (const auto& src : cfg_.sources) {
+    if (src.kind != config::SourceConfig::Kind::redis) continue;  // refused at start (preflight)
+    sources::RedisSource::Options o;
+    o.fetch_batch = cfg_.fetch_batch;
+    o.delayed_poll = cfg_.delayed_poll;
+    sources_.push_back(std::make_unique<sources::RedisSource>(
+        w_.main, w_.blocking, settings_of(cfg_, daemon, w_), *this, o));
+  }
 }
 
 QueueRunner::~QueueRunner() {
   // Tasks refer to this object: stop them where they stand (stop() is the graceful way).
-  auto running = std::move(running_);
-  running_.clear();
-  for (auto& [serial, h] : running) h.abort();
-  for (auto* t : {&dispatch_task_, &source_task_, &promote_task_, &recover_task_, &lease_task_}) {
-    if (t->valid()) t->abort();
+  if (dispatch_task_.valid()) dispatch_task_.abort();
+  for (auto& [id, run] : runs_) {
+    if (run->task.valid()) run->task.abort();
   }
+  sources_.clear();  // their tasks, before the runs they would tell
+  runs_.clear();
 }
 
 void QueueRunner::start() {
-  writer_.start();
-  lease_task_ = async::spawn(lease_keeper(), "lease " + cfg_.name);
-  recover_task_ = async::spawn(recoverer(), "recover " + cfg_.name);
-  promote_task_ = async::spawn(promoter(), "promote " + cfg_.name);
-  source_task_ = async::spawn(source_.run(), "redis source " + cfg_.name);
+  for (auto& s : sources_) s->start();
   dispatch_task_ = async::spawn(dispatcher(), "dispatch " + cfg_.name);
 }
 
-async::Task<async::Clock::time_point> QueueRunner::take_lease() {
-  auto last_log = async::Clock::now() - 30s;
+// ---- arrival ----
+
+async::Task<void> QueueRunner::wait_room(std::size_t at_least) {
+  const std::size_t want =
+      std::max<std::size_t>(1, std::min(at_least, std::max<std::size_t>(1, cfg_.buffer / 2)));
+  while (!stopping_ && buffer_.room() < want) {
+    room_.clear();
+    co_await room_.wait();
+  }
+}
+
+bool QueueRunner::offer(sources::Arrival& a) {
+  // A job the source could not read is invalid, so it never needs room: only check for others.
+  if (a.attempt > 0 && a.invalid.empty() && (stopping_ || buffer_.full())) return false;
+  JobRun* run = admit(std::move(a));
+  if (run && !buffer_.try_put(run)) {
+    // Cannot happen (room was checked, and only the dispatcher takes): never lose it anyway.
+    spdlog::error("queue {}: job {} found the buffer full after all; giving it back", cfg_.name,
+                  run->id());
+    run->set_phase(Phase::recording);
+    run->delivery().give_back(run->from().ticket, run->id(), run);
+    (void)async::spawn(until_settled(*run, async::Permit()), "give back " + cfg_.name);
+  }
+  return true;
+}
+
+async::Task<void> QueueRunner::accept(sources::Arrival a) {
   for (;;) {
-    std::string error;
-    // The lease runs from when Redis ran the script, which is no earlier than this.
-    const auto sent = async::Clock::now();
+    if (offer(a)) co_return;
+    if (stopping_) {
+      // Arrived too late to run: back to where it came from, untouched.
+      a.from->give_back(a.ticket, a.id, nullptr);
+      co_return;
+    }
+    co_await buffer_.wait_room();
+  }
+}
+
+// Parses the job and takes it in: a valid one is returned (for the buffer); an invalid one is
+// recorded dead at once, and nullptr returned.
+JobRun* QueueRunner::admit(sources::Arrival a) {
+  std::unique_ptr<JobRun> run;
+  if (a.invalid.empty()) {
+    std::variant<job::Job, job::Invalid> parsed;
     try {
-      co_await store_.register_lease();
-      co_return sent;
-    } catch (const redis::ConnectionError&) {
+      parsed = job::parse(a.raw, rules_);
     } catch (const std::exception& e) {
-      error = e.what();
+      // parse() returns what it finds wrong; anything it throws is a bug, which must cost this
+      // job (dead, with the reason), never the source that handed it over.
+      parsed = job::Invalid{std::string("jobqd could not read this job: ") + e.what(), ""};
     }
-    if (!error.empty() && async::Clock::now() - last_log >= 30s) {
-      last_log = async::Clock::now();
-      spdlog::error("queue {}: cannot take a lease: {}", cfg_.name, error);
+    if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
+      std::string id = a.id.empty() ? bad->id : a.id;
+      run = std::make_unique<JobRun>(cfg_.name, std::move(a), std::move(id), std::move(bad->error));
+    } else {
+      run =
+          std::make_unique<JobRun>(cfg_.name, std::move(a), std::get<job::Job>(std::move(parsed)));
     }
-    co_await w_.main.wait_connected();
-    co_await async::sleep(200ms);
+  } else {
+    std::string error = a.invalid;
+    std::string id = a.id;
+    run = std::make_unique<JobRun>(cfg_.name, std::move(a), std::move(id), std::move(error));
   }
+  if (run->id().empty() || runs_.count(run->id())) {
+    if (run->valid() && !run->id().empty()) {
+      // The source lets one job of an id be in flight at a time: two here means it lost track
+      // (Redis forgot writes in a restart). Leave it to the source's own recovery.
+      spdlog::error(
+          "queue {}: job {} arrived while another job with that id is in flight here; leaving "
+          "it to be returned to pending by reconciliation",
+          cfg_.name, run->id());
+      run->delivery().forget(run->from().ticket);
+      return nullptr;
+    }
+    // An invalid job whose id (or none) is in use: it is recorded under a fresh one.
+    sources::Arrival from = run->from();
+    std::string error = run->invalid_reason();
+    run = std::make_unique<JobRun>(cfg_.name, std::move(from), job::new_id(), std::move(error));
+  }
+  JobRun& r = *run;
+  runs_.emplace(r.id(), std::move(run));
+  if (r.valid()) {
+    const auto& job = r.job();
+    r.handler = w_.handlers.at(job.handler);
+    r.max_attempts = static_cast<long long>(
+        std::min<std::uint64_t>(job.max_attempts.value_or(cfg_.max_attempts), cfg_.max_attempts));
+    // Capped while still unsigned: a huge timeout_ms must not wrap into a negative duration.
+    r.timeout = job.timeout_ms
+                    ? Millis(static_cast<Millis::rep>(std::min<std::uint64_t>(
+                          *job.timeout_ms, static_cast<std::uint64_t>(cfg_.max_timeout.count()))))
+                    : std::min(cfg_.timeout, cfg_.max_timeout);
+    r.set_phase(Phase::buffered);
+    return &r;
+  }
+  ++stats_.invalid;
+  spdlog::warn("queue {}: invalid job {} is dead: {}", cfg_.name, r.id(), r.invalid_reason());
+  r.set_phase(Phase::recording);
+  r.delivery().dead(r.from().ticket, r.id(), r.attempt() > 0, r.invalid_reason(),
+                    job::ErrorKind::invalid_job, &r);
+  (void)async::spawn(until_settled(r, async::Permit()), "invalid job " + cfg_.name);
+  return nullptr;
 }
 
-async::Task<void> QueueRunner::lease_keeper() {
-  auto valid_from = co_await take_lease();
-  lease_ok_.set();
-  // Renew at a third of the lease: two renewals can fail before it runs out.
-  const auto every = std::max<Millis>(lease_ / 3, 50ms);
-  for (;;) {
-    co_await async::sleep(every);
-    // Jobs stop once the lease could run out before another renewal lands: by this daemon's
-    // clock, whatever the renewal in flight is doing (a hung connection waits up to the command
-    // timeout, which may be longer than that).
-    const auto fence_at = valid_from + lease_ - every;
-    const auto sent = async::Clock::now();
-    enum class Renewal { renewed, expired, unanswered } renewal = Renewal::unanswered;
-    const auto left = lease_ok_.is_set() ? fence_at - sent : async::Duration(every);
-    if (left > async::Duration::zero()) {
-      try {
-        bool ok = co_await async::wait_for(store_.renew_lease(), left);
-        renewal = ok ? Renewal::renewed : Renewal::expired;
-      } catch (const redis::ConnectionError&) {
-      } catch (const async::TimeoutError&) {
-      } catch (const std::exception& e) {
-        spdlog::error("queue {}: cannot renew the lease: {}", cfg_.name, e.what());
-      }
-    }
-    if (renewal == Renewal::renewed) {
-      valid_from = sent;
-      lease_ok_.set();
-      co_await reconcile(every);
-      continue;
-    }
-    if (renewal == Renewal::expired) {
-      // Expired (by Redis' clock) or recovered already: whatever we run may be running
-      // elsewhere now.
-      co_await fence(
-          "the lease expired before it could be renewed (the loop stalled, or Redis "
-          "was out of reach, for longer than " +
-          config::format_duration(lease_) + ")");
-      valid_from = co_await take_lease();
-      lease_ok_.set();
-      co_await reconcile(every);
-      continue;
-    }
-    // Redis out of reach or not answering. Once the lease may run out before the next renewal
-    // could land, stop running jobs: another daemon is allowed to take them after the lease,
-    // and a job must not run twice at once. They stay held in Redis and go back to pending when
-    // we return.
-    if (lease_ok_.is_set() && async::Clock::now() >= fence_at) {
-      co_await fence("Redis has not confirmed the lease for " +
-                     config::format_duration(
-                         std::chrono::duration_cast<Millis>(async::Clock::now() - valid_from)) +
-                     ", close to the " + config::format_duration(lease_) + " lease");
-    }
-  }
-}
-
-async::Task<void> QueueRunner::fence(const std::string& why) {
-  lease_ok_.clear();
-  lease_lost_ = true;
-  std::size_t n = running_.size() + buffer_.size();
-  spdlog::error(
-      "queue {}: {}; stopping this daemon's {} job(s) so that none runs twice (they "
-      "go back to pending, here or through another daemon)",
-      cfg_.name, why, n);
-  for (auto& l : buffer_.drain()) store_.released(l.token);
-  cancel_running();
-  co_await idle_.wait();
-  lease_lost_ = false;
-}
-
-async::Task<void> QueueRunner::reconcile(Millis limit) {
-  try {
-    auto r = co_await async::wait_for(store_.reconcile(), limit);
-    if (r.returned || r.dead) {
-      spdlog::warn(
-          "queue {}: {} job(s) held in Redis under this daemon were unknown to it (a "
-          "fetch reply lost with the connection, or writes Redis forgot in a restart); "
-          "returned them to pending ({} dead on their last attempt)",
-          cfg_.name, r.returned + r.dead, r.dead);
-    }
-  } catch (const std::exception& e) {
-    spdlog::debug("queue {}: reconcile skipped: {}", cfg_.name, e.what());
-  }
-}
-
-async::Task<void> QueueRunner::recoverer() {
-  const auto every = std::clamp<Millis>(lease_ / 2, 50ms, 30s);
-  for (;;) {
-    bool down = false;
-    Millis wait = every;
-    try {
-      auto r = co_await store_.recover();
-      if (r.returned || r.dead) {
-        std::string who;
-        for (const auto& w : r.workers) who += (who.empty() ? "" : ", ") + w;
-        spdlog::warn(
-            "queue {}: lease of {} expired; returned {} job(s) to pending, {} on their last "
-            "attempt are dead (error_kind lost)",
-            cfg_.name, who, r.returned, r.dead);
-      }
-      // Look again as soon as the next lease runs out, so that a dead worker's jobs run again
-      // within the lease, not up to half a lease later.
-      if (r.next_expiry_in) wait = std::clamp<Millis>(*r.next_expiry_in, 10ms, every);
-    } catch (const redis::ConnectionError&) {
-      down = true;
-    } catch (const std::exception& e) {
-      spdlog::error("queue {}: lease recovery failed: {}", cfg_.name, e.what());
-    }
-    if (down) {
-      co_await w_.main.wait_connected();
-      continue;
-    }
-    co_await async::sleep(wait);
-  }
-}
-
-async::Task<void> QueueRunner::promoter() {
-  for (;;) {
-    store::Promoted p;
-    bool down = false;
-    try {
-      p = co_await store_.promote();
-    } catch (const redis::ConnectionError&) {
-      down = true;
-    } catch (const std::exception& e) {
-      spdlog::error("queue {}: moving due delayed jobs failed: {}", cfg_.name, e.what());
-    }
-    if (down) {
-      co_await w_.main.wait_connected();
-      continue;
-    }
-    Millis wait = cfg_.delayed_poll;
-    if (p.moved >= 1000) {
-      wait = 0ms;  // more are due
-    } else if (p.next_in) {
-      wait = std::clamp<Millis>(*p.next_in, 0ms, cfg_.delayed_poll);
-    }
-    promoter_due_ = store::unix_ms() + wait.count();
-    wake_promoter_.clear();
-    try {
-      co_await async::wait_for(wake_promoter_.wait(), wait);
-    } catch (const async::TimeoutError&) {
-    }
-  }
-}
+// ---- dispatch and attempts ----
 
 async::Task<void> QueueRunner::dispatcher() {
   for (;;) {
-    auto permit = co_await slots_.acquire();
-    auto leased = co_await buffer_.get();
-    if (!leased) co_return;
-    std::uint64_t serial = next_serial_++;
+    auto unrecorded = co_await unrecorded_.acquire();
+    auto slot = co_await slots_.acquire();
+    auto item = co_await buffer_.get();
+    if (!item) co_return;
+    room_.set();
+    JobRun& run = **item;
+    run.set_phase(Phase::running);
+    ++running_;
     idle_.clear();
-    running_.emplace(serial, async::spawn(run_job(std::move(*leased), std::move(permit), serial),
-                                          "job " + cfg_.name));
+    run.task =
+        async::spawn(run_job(run, std::move(slot), std::move(unrecorded)), "job " + cfg_.name);
   }
 }
 
-async::Task<handlers::Outcome> QueueRunner::attempt(const job::Job& job, long long n,
-                                                    Millis timeout) {
-  auto& handler = *w_.handlers.at(job.handler);
-  handlers::Run run{job, cfg_.name, n, timeout, "", ""};
+async::Task<handlers::Outcome> QueueRunner::attempt(JobRun& run) {
+  handlers::Run r{run.job(), cfg_.name, run.attempt(), run.timeout, "", ""};
   handlers::Outcome out;
   try {
-    out = co_await async::wait_for(handler.run(run), timeout);
+    out = co_await async::wait_for(run.handler->run(r), run.timeout);
   } catch (const async::TimeoutError&) {
     out = handlers::Outcome::failure(
-        "timeout", run.stopped.empty()
-                       ? "timed out after " + std::to_string(timeout.count()) + " ms"
-                       : run.stopped);
+        job::ErrorKind::timeout,
+        r.stopped.empty() ? "timed out after " + std::to_string(run.timeout.count()) + " ms"
+                          : r.stopped);
   } catch (const std::exception& e) {
-    out = handlers::Outcome::failure("exception", e.what());
+    out = handlers::Outcome::failure(job::ErrorKind::exception, e.what());
   } catch (const async::Cancelled&) {
     throw;
   } catch (...) {
-    out = handlers::Outcome::failure("exception", "unknown exception (not a std::exception)");
+    out = handlers::Outcome::failure(job::ErrorKind::exception,
+                                     "unknown exception (not a std::exception)");
   }
   co_return out;
 }
 
-async::Task<void> QueueRunner::run_job(store::Leased l, async::Permit permit,
-                                       std::uint64_t serial) {
-  // Whatever way this ends, the job leaves the running set (and the slot frees with the permit).
-  struct Leave {
-    QueueRunner* self;
-    std::uint64_t serial;
-    ~Leave() {
-      self->running_.erase(serial);
-      if (self->running_.empty()) self->idle_.set();
-    }
-  } leave{this, serial};
-
-  if (l.oversized) {
-    ++stats_.invalid;
-    std::string id = job::valid_id(l.oversized_id) ? l.oversized_id : job::new_id();
-    std::string error = "job is " + std::to_string(l.oversized) + " bytes, over max_job_bytes (" +
-                        std::to_string(cfg_.max_job_bytes) + ")";
-    spdlog::warn("queue {}: invalid job {} is dead: {}", cfg_.name, id, error);
-    writer_.dead(l.token, id, std::move(error), "invalid_job", cfg_.handler);
-    co_return;
-  }
-  auto parsed = job::parse(l.raw, rules_);
-  if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
-    ++stats_.invalid;
-    std::string id = bad->id.empty() ? job::new_id() : bad->id;
-    spdlog::warn("queue {}: invalid job {} is dead: {}", cfg_.name, id, bad->error);
-    writer_.dead(l.token, id, std::move(bad->error), "invalid_job", cfg_.handler);
-    co_return;
-  }
-  job::Job& job = std::get<job::Job>(parsed);
-  const long long max = static_cast<long long>(
-      std::min<std::uint64_t>(job.max_attempts.value_or(cfg_.max_attempts), cfg_.max_attempts));
-  // Capped while still unsigned: a huge timeout_ms must not wrap into a negative duration.
-  const Millis timeout =
-      job.timeout_ms ? Millis(static_cast<Millis::rep>(std::min<std::uint64_t>(
-                           *job.timeout_ms, static_cast<std::uint64_t>(cfg_.max_timeout.count()))))
-                     : std::min(cfg_.timeout, cfg_.max_timeout);
-
-  bool cancelled = false;
-  long long n = -1;
+async::Task<void> QueueRunner::run_job(JobRun& run, async::Permit slot, async::Permit unrecorded) {
+  run.started_ms = store::unix_ms();
   handlers::Outcome out;
-  std::int64_t started = store::unix_ms();
-  // Named, not a ternary inside the co_await: GCC 12 relocates such a temporary bitwise.
-  std::string normalized = job.id_assigned ? job.raw : std::string();
-  try {
-    n = co_await writer_.start_job(l.token, job.id, job.handler, std::move(normalized),
-                                   l.fetched_at);
-    if (n > 0 && n <= max) out = co_await attempt(job, n, timeout);
-  } catch (const async::Cancelled&) {
-    cancelled = true;
-  }
-  permit.release();  // the slot is free as soon as the attempt is over
-  if (cancelled) {
-    if (lease_lost_) {
-      // Fenced: the job stays held in Redis and goes back to pending by recovery (another
-      // daemon) or by our reconcile, once the lease situation is clear.
-      store_.released(l.token);
-    } else {
-      // A stop: the job goes back as it was.
-      writer_.put_back(l.token, job.id, /*started=*/true);
-      ++stats_.returned;
-    }
-    throw async::Cancelled{};
-  }
-  if (n < 0) {
-    // Not started: the lease had run out, another daemon recovered the job, or Redis refused the
-    // write. Forget the token: if Redis still has the job under this worker, reconcile returns
-    // it to pending once the lease is sorted out; otherwise it is no longer ours.
-    store_.released(l.token);
-    co_return;
-  }
-  if (n > max) {
+  bool stopped = false;
+  if (run.attempt() > run.max_attempts) {
     // Only reachable if a previous attempt's worker died and nobody marked it: fail it now.
-    out =
-        handlers::Outcome::failure("lost",
-                                   "attempt " + std::to_string(n) + " exceeds max_attempts " +
-                                       std::to_string(max) + " (an earlier attempt's worker died)",
-                                   false);
+    out = handlers::Outcome::failure(
+        job::ErrorKind::lost,
+        "attempt " + std::to_string(run.attempt()) + " exceeds max_attempts " +
+            std::to_string(run.max_attempts) + " (an earlier attempt's worker died)",
+        false);
+  } else {
+    try {
+      out = co_await attempt(run);
+    } catch (const async::Cancelled&) {
+      stopped = true;
+    }
   }
-  record(l, job, n, max, std::move(out), started);
+  slot.release();  // the next job may start while this one's end is written
+  --running_;
+  if (running_ == 0) idle_.set();
+  run_ended_.set();
+  run_ended_.clear();
+  if (!stopped) {
+    settle(run, std::move(out));
+  } else if (run.stop == JobRun::Stop::revoked) {
+    // The source lost its hold on the job (its lease): it is someone else's now.
+    run.delivery().forget(run.from().ticket);
+    run.set_phase(Phase::done);
+    runs_.erase(run.id());
+    co_return;
+  } else {
+    // A stop: back to where it came from, as it was.
+    ++stats_.returned;
+    run.set_phase(Phase::recording);
+    run.delivery().give_back(run.from().ticket, run.id(), &run);
+  }
+  co_await until_settled(run, std::move(unrecorded));
 }
 
-void QueueRunner::record(const store::Leased& l, const job::Job& job, long long attempt,
-                         long long max, handlers::Outcome out, std::int64_t started) {
-  auto took = store::unix_ms() - started;
-  // A program's output or a server's body may be any bytes: everything jobqd writes (and logs)
-  // is valid UTF-8, so clients that decode it never break on a job's state.
-  out.result = job::to_utf8(std::move(out.result));
-  out.error = job::to_utf8(std::move(out.error));
+void QueueRunner::settle(JobRun& run, handlers::Outcome out) {
+  const auto took = store::unix_ms() - run.started_ms;
+  const auto& id = run.id();
+  auto& to = run.delivery();
+  const auto ticket = run.from().ticket;
+  run.set_phase(Phase::recording);
   if (out.ok) {
     ++stats_.succeeded;
-    spdlog::debug("queue {}: job {} succeeded in {} ms (attempt {})", cfg_.name, job.id, took,
-                  attempt);
-    writer_.succeeded(l.token, job.id, std::move(out.result));
+    spdlog::debug("queue {}: job {} succeeded in {} ms (attempt {})", cfg_.name, id, took,
+                  run.attempt());
+    // A program's output or a server's body may be any bytes: everything jobqd writes (and
+    // logs) is valid UTF-8, so clients that decode it never break on a job's state.
+    to.succeed(ticket, id, run.attempt(), job::to_utf8(std::move(out.result)), &run);
     return;
   }
-  if (out.retry && attempt < max) {
-    Millis delay = backoff(attempt);
+  out.error = job::to_utf8(std::move(out.error));
+  const auto kind = job::to_string(out.kind);
+  if (out.retry && run.attempt() < run.max_attempts) {
+    Millis delay = backoff(run.attempt());
     if (out.retry_after) delay = std::max(delay, std::min(*out.retry_after, cfg_.retry_max));
-    std::int64_t run_at = store::unix_ms() + delay.count();
     ++stats_.retried;
-    spdlog::debug("queue {}: job {} failed (attempt {} of {}): {}; retrying in {} ms", cfg_.name,
-                  job.id, attempt, max, out.error, delay.count());
-    writer_.retry(l.token, job.id, delay, std::move(out.error), out.kind);
-    if (run_at < promoter_due_) {
-      promoter_due_ = run_at;
-      wake_promoter_.set();
-    }
+    spdlog::debug("queue {}: job {} failed (attempt {} of {}, {}): {}; retrying in {} ms",
+                  cfg_.name, id, run.attempt(), run.max_attempts, kind, out.error, delay.count());
+    to.retry(ticket, id, delay, std::move(out.error), out.kind, &run);
     return;
   }
   ++stats_.dead;
-  spdlog::info("queue {}: job {} failed for good (attempt {} of {}): {}", cfg_.name, job.id,
-               attempt, max, out.error);
-  writer_.dead(l.token, job.id, std::move(out.error), out.kind, job.handler);
+  spdlog::warn("queue {}: job {} failed for good (attempt {} of {}, {}): {}", cfg_.name, id,
+               run.attempt(), run.max_attempts, kind, out.error);
+  to.dead(ticket, id, true, std::move(out.error), out.kind, &run);
+}
+
+async::Task<void> QueueRunner::until_settled(JobRun& run, async::Permit unrecorded) {
+  co_await run.settled().wait();
+  if (run.written() == store::Written::renamed) {
+    spdlog::warn(
+        "queue {}: invalid job {} is recorded under a fresh id: {} belongs to a job "
+        "that is not over",
+        cfg_.name, run.id(), run.id());
+  }
+  run.set_phase(Phase::done);
+  runs_.erase(run.id());  // `run` is gone from here
+  unrecorded.release();
 }
 
 Millis QueueRunner::backoff(long long attempt) const {
@@ -398,35 +317,67 @@ Millis QueueRunner::backoff(long long attempt) const {
   return Millis(static_cast<long long>(d * (1.0 + jitter())));
 }
 
-void QueueRunner::cancel_running() {
-  for (auto& [serial, h] : running_) h.cancel();
-}
+// ---- stopping ----
 
-void QueueRunner::return_buffered() {
-  auto held = buffer_.drain();  // oldest first
-  // Back to the consuming end newest first, so the oldest is again the next one taken.
-  for (auto it = held.rbegin(); it != held.rend(); ++it) {
-    writer_.put_back(it->token, "", false);
-    ++stats_.returned;
+void QueueRunner::stop_running(JobRun::Stop why, const sources::Delivery* only) {
+  for (auto& [id, run] : runs_) {
+    if (run->phase() != Phase::running) continue;
+    if (only && &run->delivery() != only) continue;
+    run->stop = why;
+    run->task.cancel();
   }
 }
 
+async::Task<void> QueueRunner::revoke(sources::Delivery& from) {
+  // Buffered: out of the buffer and forgotten. The others go back in, in their order.
+  std::size_t n = 0;
+  for (JobRun* run : buffer_.drain()) {
+    if (&run->delivery() != &from) {
+      if (!buffer_.try_put(run)) spdlog::error("queue {}: buffer refill failed", cfg_.name);
+      continue;
+    }
+    from.forget(run->from().ticket);
+    run->set_phase(Phase::done);
+    runs_.erase(run->id());
+    ++n;
+  }
+  room_.set();
+  // Running: stopped, then forgotten by run_job.
+  stop_running(JobRun::Stop::revoked, &from);
+  auto still_running = [&] {
+    for (auto& [id, run] : runs_) {
+      if (run->phase() == Phase::running && &run->delivery() == &from) return true;
+    }
+    return false;
+  };
+  while (still_running()) co_await run_ended_.wait();
+  spdlog::debug("queue {}: revoked {} buffered job(s)", cfg_.name, n);
+}
+
 void QueueRunner::hurry() {
-  if (stopping_) cancel_running();
+  if (stopping_) stop_running(JobRun::Stop::shutdown);
 }
 
 async::Task<void> QueueRunner::stop(Millis grace) {
   stopping_ = true;
-  for (auto* t : {&source_task_, &promote_task_, &recover_task_, &dispatch_task_}) {
-    if (t->valid()) t->cancel();
+  room_.set();
+  for (auto& s : sources_) co_await s->stop_taking();
+  if (dispatch_task_.valid()) {
+    dispatch_task_.cancel();
+    co_await dispatch_task_.wait();
   }
-  for (auto* t : {&source_task_, &promote_task_, &recover_task_, &dispatch_task_}) {
-    if (t->valid()) co_await t->wait();
+  // Buffered jobs go back newest first, so the oldest is again the next one taken.
+  auto held = buffer_.drain();
+  for (auto it = held.rbegin(); it != held.rend(); ++it) {
+    JobRun& run = **it;
+    ++stats_.returned;
+    run.set_phase(Phase::recording);
+    run.delivery().give_back(run.from().ticket, run.id(), &run);
+    (void)async::spawn(until_settled(run, async::Permit()), "give back " + cfg_.name);
   }
-  return_buffered();
-  if (!running_.empty()) {
+  if (running_ > 0) {
     spdlog::info("queue {}: waiting up to {} for {} running job(s)", cfg_.name,
-                 config::format_duration(grace), running_.size());
+                 config::format_duration(grace), running_);
     bool finished = true;
     try {
       co_await async::wait_for(idle_.wait(), grace);
@@ -435,30 +386,12 @@ async::Task<void> QueueRunner::stop(Millis grace) {
     }
     if (!finished) {
       spdlog::warn("queue {}: stopping {} job(s) still running after {}; they go back to pending",
-                   cfg_.name, running_.size(), config::format_duration(grace));
-      cancel_running();
+                   cfg_.name, running_, config::format_duration(grace));
+      stop_running(JobRun::Stop::shutdown);
       co_await idle_.wait();
     }
   }
-  if (lease_task_.valid()) {
-    lease_task_.cancel();
-    co_await lease_task_.wait();
-  }
-  bool written = co_await writer_.flush(10s);
-  if (!written) {
-    spdlog::error(
-        "queue {}: could not write {} job state change(s) to Redis before exiting; "
-        "the jobs stay leased and another daemon takes them back after {}",
-        cfg_.name, writer_.backlog(), config::format_duration(lease_));
-  } else {
-    bool released = false;
-    try {
-      released = co_await async::wait_for(store_.release_lease(), 2s);
-    } catch (const std::exception&) {
-    }
-    if (!released) spdlog::debug("queue {}: lease left to expire", cfg_.name);
-  }
-  co_await writer_.stop();
+  for (auto& s : sources_) co_await s->finish(kFlushLimit);
 }
 
 }  // namespace jq::engine

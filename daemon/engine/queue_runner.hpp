@@ -1,4 +1,4 @@
-// One queue at work: its sources feed a bounded buffer, a semaphore bounds the jobs it runs.
+// One queue at work: sources fill a bounded buffer, a semaphore bounds the jobs that run.
 #pragma once
 
 #include <chrono>
@@ -8,19 +8,24 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "async/async.hpp"
 #include "config/config.hpp"
+#include "engine/job_run.hpp"
 #include "handlers/handler.hpp"
 #include "redis/client.hpp"
-#include "sources/redis_source.hpp"
-#include "store/queue_store.hpp"
+#include "sources/delivery.hpp"
+
+namespace jq::sources {
+class RedisSource;
+}
 
 namespace jq::engine {
 
 using Millis = std::chrono::milliseconds;
 
-using HandlerMap = std::map<std::string, std::unique_ptr<handlers::Handler>>;
+using HandlerMap = std::map<std::string, std::shared_ptr<handlers::Handler>>;
 
 /// Counters for logs and, later, metrics.
 struct QueueStats {
@@ -28,13 +33,19 @@ struct QueueStats {
   std::uint64_t retried = 0;
   std::uint64_t dead = 0;
   std::uint64_t invalid = 0;
-  std::uint64_t returned = 0;  // put back at a stop
+  std::uint64_t returned = 0;  // given back at a stop
 };
 
-/// The consumers are a dispatcher loop: take a permit, take a job, run it in a task of its own.
-/// Each job runs as wait_for(handler, timeout); every way it can end becomes data on the job
-/// (attempt counted, result, error and error_kind), and the daemon goes on whatever the job did.
-class QueueRunner {
+/// The walk of every job: source -> buffer -> permit -> handler -> delivery. Sources offer jobs
+/// into the buffer (Sink); the dispatcher takes a permit, then a job, and runs it in a task of
+/// its own as wait_for(handler, timeout); every way an attempt can end becomes data (attempt
+/// counted, result, error and error_kind) handed to the job's Delivery, and the daemon goes on
+/// whatever the job did. The permit covers the handler only: the next job starts while the end
+/// of the last is being written, and the job stays recoverable at its source until then. Jobs
+/// whose end is not written yet are bounded too.
+///
+/// Every job in flight, whatever its phase, is in one place: runs_, by id.
+class QueueRunner final : public sources::Sink {
  public:
   struct Wiring {
     redis::Client& main;
@@ -52,54 +63,53 @@ class QueueRunner {
 
   const std::string& name() const noexcept { return cfg_.name; }
   const QueueStats& stats() const noexcept { return stats_; }
-  std::size_t running() const noexcept { return running_.size(); }
+  std::size_t running() const noexcept { return running_; }
   std::size_t buffered() const noexcept { return buffer_.size(); }
+  std::size_t in_flight() const noexcept { return runs_.size(); }
 
   void start();
 
-  /// Graceful stop: stop fetching, return buffered jobs to pending, let running jobs finish
-  /// within `grace`, then stop them and return them too, write everything out, give up the
-  /// lease. Returns when done.
+  /// Graceful stop: stop taking jobs, give buffered ones back, let running jobs finish within
+  /// `grace`, then stop them and give them back too, write everything out, let go of the
+  /// sources. Returns when done.
   async::Task<void> stop(Millis grace);
 
-  /// A second stop request: running jobs are stopped now (and returned), not after the grace.
+  /// A second stop request: running jobs are stopped now (and given back), not after the grace.
   void hurry();
 
+  // sources::Sink
+  std::size_t room() const noexcept override { return stopping_ ? 0 : buffer_.room(); }
+  async::Task<void> wait_room(std::size_t at_least) override;
+  bool offer(sources::Arrival& a) override;
+  async::Task<void> accept(sources::Arrival a) override;
+  async::Task<void> revoke(sources::Delivery& from) override;
+
  private:
-  async::Task<async::Clock::time_point> take_lease();
-  async::Task<void> lease_keeper();
-  async::Task<void> fence(const std::string& why);
-  async::Task<void> reconcile(Millis limit);
-  async::Task<void> recoverer();
-  async::Task<void> promoter();
+  JobRun* admit(sources::Arrival a);
   async::Task<void> dispatcher();
-  async::Task<void> run_job(store::Leased leased, async::Permit permit, std::uint64_t serial);
-  async::Task<handlers::Outcome> attempt(const job::Job& job, long long attempt, Millis timeout);
-  void record(const store::Leased& l, const job::Job& job, long long attempt, long long max,
-              handlers::Outcome out, std::int64_t started);
-  void return_buffered();
-  void cancel_running();
+  async::Task<void> run_job(JobRun& run, async::Permit slot, async::Permit unrecorded);
+  async::Task<handlers::Outcome> attempt(JobRun& run);
+  void settle(JobRun& run, handlers::Outcome out);
+  /// Waits until the run's end is written, then it leaves runs_ (and is destroyed).
+  async::Task<void> until_settled(JobRun& run, async::Permit unrecorded);
+  void stop_running(JobRun::Stop why, const sources::Delivery* only = nullptr);
   Millis backoff(long long attempt) const;
 
   config::QueueConfig cfg_;
-  Millis lease_;
   Wiring w_;
-  store::QueueStore store_;
-  store::Writer writer_;
-  async::Queue<store::Leased> buffer_;
-  async::Semaphore slots_;
-  sources::RedisSource source_;
   job::Rules rules_;
-  async::Event lease_ok_;
-  async::Event idle_;  // set while no job runs
-  async::Event wake_promoter_;
-  std::int64_t promoter_due_ = 0;
-  std::unordered_map<std::uint64_t, async::JoinHandle<void>> running_;
-  std::uint64_t next_serial_ = 0;
+  std::unordered_map<std::string, std::unique_ptr<JobRun>> runs_;
+  async::Queue<JobRun*> buffer_;
+  async::Event room_;            // set whenever the buffer gains room
+  async::Semaphore slots_;       // handlers running at once: the queue's concurrency
+  async::Semaphore unrecorded_;  // jobs dispatched whose end is not written yet
+  async::Event idle_;            // set while no handler runs
+  async::Event run_ended_;       // set whenever a run leaves the running phase
+  std::size_t running_ = 0;
+  std::vector<std::unique_ptr<sources::Source>> sources_;
   bool stopping_ = false;
-  bool lease_lost_ = false;
   QueueStats stats_;
-  async::JoinHandle<void> lease_task_, recover_task_, promote_task_, source_task_, dispatch_task_;
+  async::JoinHandle<void> dispatch_task_;
 };
 
 }  // namespace jq::engine

@@ -30,7 +30,7 @@ class Sleep final : public Handler {
       if (it != p.end() && it->is_number()) ms = &*it;
     }
     if (!ms || ms->get<double>() < 0) {
-      co_return Outcome::failure("exception",
+      co_return Outcome::failure(job::ErrorKind::exception,
                                  "builtin sleep needs payload.ms, a number of milliseconds",
                                  /*retry=*/false);
     }

@@ -250,7 +250,9 @@ class Exec final : public Handler {
     std::string tail = excerpt(err.last());
     if (!tail.empty()) error += "; stderr: " + tail;
     bool retry = !(status.exited() && no_retry_.count(status.code));
-    co_return Outcome::failure(status.exited() ? "exit_status" : "signal", std::move(error), retry);
+    co_return Outcome::failure(
+        status.exited() ? job::ErrorKind::exit_status : job::ErrorKind::signal, std::move(error),
+        retry);
   }
 
  private:
@@ -258,7 +260,8 @@ class Exec final : public Handler {
   // job cannot be run (an outcome that does not retry: the same job would fail the same way).
   std::optional<Outcome> build_argv(const Run& r, std::vector<std::string>& argv) const {
     auto refuse = [](std::size_t i, const std::string& why) {
-      return Outcome::failure("exception", "command[" + std::to_string(i) + "]" + why, false);
+      return Outcome::failure(job::ErrorKind::exception, "command[" + std::to_string(i) + "]" + why,
+                              false);
     };
     for (std::size_t i = 0; i < argv_.size(); ++i) {
       std::string arg;

@@ -8,6 +8,7 @@
 
 #include "async/async.hpp"
 #include "config/config.hpp"
+#include "job/error_kind.hpp"
 #include "job/job.hpp"
 
 namespace jq::handlers {
@@ -29,10 +30,10 @@ struct Run {
 /// The end of one attempt. Failures a handler understands are returned, not thrown.
 struct Outcome {
   bool ok = false;
-  std::string result;     // on success: what to keep (bounded by the handler)
-  std::string error;      // on failure: what happened, for an operator
-  const char* kind = "";  // error_kind (contract): exit_status, signal, http_status, connection...
-  bool retry = true;      // false: fail the job now, whatever attempts are left
+  std::string result;                          // on success: what to keep (bounded by the handler)
+  std::string error;                           // on failure: what happened, for an operator
+  job::ErrorKind kind = job::ErrorKind::none;  // on failure: exit_status, signal, http_status...
+  bool retry = true;                  // false: fail the job now, whatever attempts are left
   std::optional<Millis> retry_after;  // the other side asked for this delay (HTTP Retry-After)
 
   static Outcome success(std::string result) {
@@ -41,7 +42,7 @@ struct Outcome {
     o.result = std::move(result);
     return o;
   }
-  static Outcome failure(const char* kind, std::string error, bool retry = true) {
+  static Outcome failure(job::ErrorKind kind, std::string error, bool retry = true) {
     Outcome o;
     o.kind = kind;
     o.error = std::move(error);

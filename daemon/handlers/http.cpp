@@ -11,6 +11,7 @@
 #include <openssl/x509v3.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -66,23 +67,25 @@ std::string read_secret(const std::string& handler, const std::string& header,
 
 std::optional<Millis> parse_retry_after(const char* v) {
   if (!v) return std::nullopt;
+  // Clamped before scaling: a huge value must not overflow (the engine caps it at retry_max).
+  constexpr long long kMaxSecs = 10LL * 365 * 24 * 3600;
   char* end = nullptr;
   errno = 0;
   long long secs = std::strtoll(v, &end, 10);
-  if (end != v && *end == '\0' && secs >= 0) {
-    // Clamped before scaling: a huge value must not overflow (the engine caps it at retry_max).
-    constexpr long long kMaxSecs = 10LL * 365 * 24 * 3600;
-    return Millis(std::min(secs, kMaxSecs) * 1000);
-  }
+  if (end != v && *end == '\0' && secs >= 0) return Millis(std::min(secs, kMaxSecs) * 1000);
   // The three date forms RFC 9110 asks a recipient to accept: IMF-fixdate, RFC 850, asctime.
   for (const char* form :
        {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
     std::tm tm{};
     const char* rest = strptime(v, form, &tm);
     if (rest && *rest == '\0') {
-      auto at = std::chrono::system_clock::from_time_t(timegm(&tm));
-      auto d = std::chrono::duration_cast<Millis>(at - std::chrono::system_clock::now());
-      return std::max(d, Millis(0));
+      // Clamped in seconds before scaling, then capped like a delta: a date past 2262 ("Wed,
+      // 21 Oct 8197 ...") does not fit system_clock's nanoseconds.
+      const long long now =
+          std::chrono::duration_cast<Millis>(std::chrono::system_clock::now().time_since_epoch())
+              .count();
+      const long long at = std::clamp<long long>(timegm(&tm), 0, now / 1000 + kMaxSecs + 1);
+      return Millis(std::clamp(at * 1000 - now, 0LL, kMaxSecs * 1000));
     }
   }
   return std::nullopt;
@@ -236,10 +239,12 @@ class Http final : public Handler {
         } catch (const std::runtime_error& e) {
           failure = e.what();
         }
-        if (!failure.empty()) co_return Outcome::failure("connection", where() + ": " + failure);
+        if (!failure.empty())
+          co_return Outcome::failure(job::ErrorKind::connection, where() + ": " + failure);
         conn = open(ip);
         if (!conn) {
-          co_return Outcome::failure("connection", where() + ": cannot set up the connection");
+          co_return Outcome::failure(job::ErrorKind::connection,
+                                     where() + ": cannot set up the connection");
         }
       }
       auto exchange = std::make_unique<Exchange>();
@@ -250,8 +255,9 @@ class Http final : public Handler {
         continue;
       }
       if (x.status == 0 && x.error == kConnectTimedOut) {
-        co_return Outcome::failure("connection", where() + ": no connection within " +
-                                                     config::format_duration(cfg_.connect_timeout));
+        co_return Outcome::failure(
+            job::ErrorKind::connection,
+            where() + ": no connection within " + config::format_duration(cfg_.connect_timeout));
       }
       Outcome outcome = judge(x, *conn);
       if (x.status > 0 && x.error < 0) give_back(std::move(conn));  // keep-alive
@@ -393,14 +399,14 @@ class Http final : public Handler {
           why = std::string("TLS error: ") + ERR_reason_error_string(err);
         }
       }
-      return Outcome::failure("connection", where() + ": " + why);
+      return Outcome::failure(job::ErrorKind::connection, where() + ": " + why);
     }
     if (x.status >= 200 && x.status < 300) return Outcome::success(x.body);
     std::string error = "HTTP " + std::to_string(x.status) + " from " + where();
     if (!x.location.empty()) error += " (Location: " + x.location + ")";
     if (!x.body.empty()) error += ": " + clip(x.body, kErrorBody);
     bool retry = x.status == 429 || x.status >= 500;
-    Outcome o = Outcome::failure("http_status", std::move(error), retry);
+    Outcome o = Outcome::failure(job::ErrorKind::http_status, std::move(error), retry);
     if (retry) o.retry_after = x.retry_after;
     return o;
   }

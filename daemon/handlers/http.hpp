@@ -19,8 +19,8 @@ namespace jq::handlers {
 /// it on the loop, and destroy it before the loop.
 std::unique_ptr<Handler> make_http(const config::HandlerConfig& cfg);
 
-/// A Retry-After header's wait: delta-seconds (capped at ten years), or an HTTP date in any of
-/// RFC 9110's three forms (0 when past). nullopt when absent or unreadable.
+/// A Retry-After header's wait: delta-seconds, or an HTTP date in any of RFC 9110's three forms
+/// (0 when past); either capped at ten years. nullopt when absent or unreadable.
 std::optional<std::chrono::milliseconds> parse_retry_after(const char* value);
 
 }  // namespace jq::handlers

@@ -75,6 +75,11 @@ std::variant<nlohmann::json, std::string> parse_json(std::string_view text, std:
     if (auto p = why.find("syntax error"); p != std::string::npos) why = why.substr(p);
     return "not JSON: " + to_utf8(clip_utf8(why, 300)) + " (at byte " + std::to_string(e.byte) +
            " of " + std::to_string(text.size()) + ")";
+  } catch (const nlohmann::json::exception& e) {
+    // Not a syntax error but as fatal: a number too large for any type (1e400).
+    std::string why = e.what();
+    if (auto p = why.find("] "); p != std::string::npos) why = why.substr(p + 2);
+    return "not usable JSON: " + to_utf8(clip_utf8(why, 300));
   }
 }
 

@@ -39,9 +39,13 @@ std::string find_redis_server(const std::string& name) {
       "' not found in PATH (install redis-server, or set redis.server_binary)");
 }
 
+std::string EmbeddedRedis::socket_in(const std::string& state_dir) {
+  return (fs::path(state_dir) / "redis.sock").string();
+}
+
 EmbeddedRedis::EmbeddedRedis(std::string binary, std::string state_dir)
     : binary_(std::move(binary)), dir_(std::move(state_dir)) {
-  socket_ = (fs::path(dir_) / "redis.sock").string();
+  socket_ = socket_in(dir_);
   log_ = (fs::path(dir_) / "redis.log").string();
 }
 

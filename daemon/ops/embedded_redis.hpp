@@ -29,6 +29,9 @@ class EmbeddedRedis {
   /// SIGTERM (it finishes writing the AOF), SIGKILL if it has not exited after 10 s.
   async::Task<void> stop();
 
+  /// Where the server of a state directory listens (jobqctl finds it there too).
+  static std::string socket_in(const std::string& state_dir);
+
   /// unix:///.../redis.sock
   std::string url() const { return "unix://" + socket_; }
   const std::string& socket_path() const { return socket_; }

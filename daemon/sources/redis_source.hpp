@@ -1,54 +1,82 @@
-// The Redis source: leases jobs from P:{Q}:pending into the queue's buffer, never beyond its room.
+// The Redis source: leases jobs from P:{Q}:pending into a queue's buffer, keeps the lease, and
+// writes each job's end back (the Redis implementation of Delivery).
 #pragma once
 
 #include <cstddef>
-#include <functional>
+#include <cstdint>
 
 #include "async/async.hpp"
 #include "redis/client.hpp"
+#include "sources/delivery.hpp"
 #include "store/queue_store.hpp"
 
 namespace jq::sources {
 
-/// Fetches in batches of at most `batch` and at most the buffer's free room (backpressure: a
-/// full buffer pauses fetching). When pending is empty it blocks on Redis (BLMOVE on its own
-/// connection) rather than polling, so a job pushed to an idle daemon starts within
-/// milliseconds. `lease_ok` is set while this worker's lease is valid; without it, nothing is
-/// fetched. Jobs leased by a fetch that was under way when the source was stopped are handed to
-/// `put_back` (never stranded until their lease expires).
-class RedisSource {
+/// Everything about one queue's jobs in Redis, in one room:
+/// - fetching: batches of at most `fetch_batch` and of the sink's room (backpressure: a full
+///   buffer pauses fetching); when pending is empty it blocks on Redis (BLMOVE on its own
+///   connection) rather than polling, so a job pushed to an idle daemon starts within
+///   milliseconds;
+/// - the lease: renewed every third of its length; when it cannot be renewed in time the jobs
+///   it covers are revoked from the sink (another daemon may take them after the lease), then
+///   a new one is taken;
+/// - recovery of dead workers' jobs, promotion of due delayed jobs, reconciliation;
+/// - Delivery: outcomes are batched by a store::Writer, one script call per round trip.
+class RedisSource final : public Source, public Delivery {
  public:
-  using PutBack = std::function<void(store::Leased)>;
-  RedisSource(store::QueueStore& store, async::Queue<store::Leased>& buffer, redis::Client& main,
-              redis::Client& blocking, async::Event& lease_ok, std::size_t batch, PutBack put_back)
-      : store_(store),
-        buffer_(buffer),
-        main_(main),
-        blocking_(blocking),
-        lease_ok_(lease_ok),
-        batch_(batch),
-        put_back_(std::move(put_back)) {}
+  struct Options {
+    std::size_t fetch_batch = 100;
+    Millis delayed_poll{500};
+  };
+  RedisSource(redis::Client& main, redis::Client& blocking, store::Settings settings, Sink& sink,
+              Options options);
   RedisSource(const RedisSource&) = delete;
   RedisSource& operator=(const RedisSource&) = delete;
-  /// A fetch task still under way refers to the store: it goes with the source.
-  ~RedisSource() {
-    if (fetch_.valid()) fetch_.abort();
-  }
+  ~RedisSource() override;
 
-  /// Runs until cancelled. Redis being away is waited out, never an error.
-  async::Task<void> run();
+  const store::QueueStore& store() const noexcept { return store_; }
 
-  void set_batch(std::size_t batch) noexcept { batch_ = batch; }
+  // Source
+  void start() override;
+  async::Task<void> stop_taking() override;
+  async::Task<void> finish(Millis limit) override;
+  std::uint64_t backlog() const noexcept override { return writer_.backlog(); }
+
+  // Delivery
+  void succeed(std::uint64_t ticket, const std::string& id, long long attempt, std::string result,
+               store::Recorded* done) override;
+  void retry(std::uint64_t ticket, const std::string& id, Millis delay, std::string error,
+             job::ErrorKind kind, store::Recorded* done) override;
+  void dead(std::uint64_t ticket, const std::string& id, bool started, std::string error,
+            job::ErrorKind kind, store::Recorded* done) override;
+  void give_back(std::uint64_t ticket, const std::string& id, store::Recorded* done) override;
+  void forget(std::uint64_t ticket) noexcept override { store_.released(ticket); }
 
  private:
-  store::QueueStore& store_;
-  async::Queue<store::Leased>& buffer_;
+  async::Task<void> keep(const char* what, async::Task<void> (RedisSource::*loop)());
+  async::Task<void> fetcher();
+  async::Task<void> hand_over(store::FetchBatch batch);
+  async::Task<async::Clock::time_point> take_lease();
+  async::Task<void> lease_keeper();
+  async::Task<void> fence(const std::string& why);
+  async::Task<void> reconcile(Millis limit);
+  async::Task<void> recoverer();
+  async::Task<void> promoter();
+  async::Task<void> repair_if_wrong_type(const std::string& error);
+
   redis::Client& main_;
   redis::Client& blocking_;
-  async::Event& lease_ok_;
-  std::size_t batch_;
-  PutBack put_back_;
-  async::JoinHandle<std::optional<std::vector<store::Leased>>> fetch_;
+  store::QueueStore store_;
+  store::Writer writer_;
+  Sink& sink_;
+  Options options_;
+  Millis lease_;
+  async::Event lease_ok_;
+  async::Event wake_promoter_;
+  std::int64_t promoter_due_ = 0;
+  bool taking_ = true;
+  async::JoinHandle<std::optional<store::FetchBatch>> fetch_;
+  async::JoinHandle<void> fetch_task_, lease_task_, recover_task_, promote_task_;
 };
 
 }  // namespace jq::sources

@@ -1,4 +1,5 @@
-// The Redis key layout of one queue (docs/redis-keys.md). Every key carries the {Q} hash tag.
+// The Redis key layout of one queue (docs/redis-keys.md), for jobqd and jobqctl alike. Every key
+// carries the {Q} hash tag, so a queue lives in one Redis Cluster slot.
 #pragma once
 
 #include <string>
@@ -11,18 +12,22 @@ struct Keys {
         pending(base + ":pending"),
         delayed(base + ":delayed"),
         leases(base + ":leases"),
+        live(base + ":live"),
         dead(base + ":dead"),
+        dead_bodies(base + ":dead:bodies"),
         events(base + ":events") {}
 
-  std::string base;     // P:{Q}
-  std::string pending;  // list (contract): submitted jobs, consumed from the right
-  std::string delayed;  // zset (contract): jobs to run later, and retries
-  std::string leases;   // zset: worker id -> lease expiry (unix ms)
-  std::string dead;     // zset: dead job id -> when it died (unix ms)
-  std::string events;   // pub/sub channel (contract)
+  std::string base;         // P:{Q}
+  std::string pending;      // list (contract): submitted jobs, consumed from the right
+  std::string delayed;      // zset (contract): jobs to run later, retries, waiting duplicates
+  std::string leases;       // zset: worker id -> lease expiry (unix ms, Redis' clock)
+  std::string live;         // hash: job id -> the instance that owns it until it is final
+  std::string dead;         // zset: dead job id -> when it died (unix ms)
+  std::string dead_bodies;  // hash: dead job id -> its JSON, for `jobqctl dead retry`
+  std::string events;       // pub/sub channel (contract)
 
   std::string job(const std::string& id) const { return base + ":job:" + id; }
-  /// hash: fetch token -> the job's JSON, for jobs this worker holds; `<token>:a` -> attempts
+  /// hash: fetch token -> the job's JSON, for every job that worker holds
   std::string inflight(const std::string& worker) const { return base + ":inflight:" + worker; }
 };
 

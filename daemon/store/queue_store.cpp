@@ -1,4 +1,5 @@
-// The queue store: script calls with their arguments, reconciliation, and the batching writer.
+// The queue store: script calls with their arguments, reply decoding, reconciliation, and the
+// batching writer.
 #include "store/queue_store.hpp"
 
 #include <spdlog/spdlog.h>
@@ -7,6 +8,7 @@
 #include <charconv>
 #include <cmath>
 
+#include "job/id.hpp"
 #include "job/job.hpp"
 #include "store/scripts.hpp"
 
@@ -29,16 +31,26 @@ std::optional<std::uint64_t> token_of(const std::string& s) {
   return v;
 }
 
-Recovered counts(const redis::Reply& r) {
-  Recovered out;
-  if (!r.is_array() || r.elements.size() < 3) {
-    throw redis::ReplyError("lease recovery: unexpected reply " + r.describe());
+[[noreturn]] void bad_reply(const char* script, const redis::Reply& r) {
+  throw redis::ReplyError(std::string("script ") + script + ": unexpected reply " + r.describe());
+}
+
+const char* op_name(Settlement::Op op) {
+  switch (op) {
+    case Settlement::Op::ok:
+      return "ok";
+    case Settlement::Op::retry:
+      return "retry";
+    case Settlement::Op::dead:
+      return "dead";
+    case Settlement::Op::back:
+      return "back";
   }
-  out.returned = r.elements[0].as_int();
-  out.dead = r.elements[1].as_int();
-  if (auto in = r.elements[2].as_int(); in >= 0) out.next_expiry_in = Millis(in);
-  for (std::size_t i = 3; i < r.elements.size(); ++i) out.workers.push_back(r.elements[i].str);
-  return out;
+  return "?";
+}
+
+bool wrong_type(const std::string& error) {
+  return error.find("WRONGTYPE") != std::string::npos;
 }
 
 }  // namespace
@@ -47,6 +59,68 @@ std::int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+FetchBatch decode_fetch(redis::Reply r, std::uint64_t first, std::size_t n) {
+  // {Redis' clock, waiting, then (index, attempt, id, text) per held job}.
+  if (!r.is_array() || r.elements.size() < 2 || (r.elements.size() - 2) % 4 != 0) {
+    bad_reply("fetch", r);
+  }
+  FetchBatch out;
+  out.now = r.elements[0].as_int();
+  out.waiting = r.elements[1].as_int();
+  out.jobs.reserve((r.elements.size() - 2) / 4);
+  for (std::size_t i = 2; i + 3 < r.elements.size(); i += 4) {
+    const auto& idx = r.elements[i];
+    const auto& attempt = r.elements[i + 1];
+    auto& id = r.elements[i + 2];
+    auto& text = r.elements[i + 3];
+    if (idx.type != redis::Reply::Type::integer || idx.integer < 1 ||
+        static_cast<std::uint64_t>(idx.integer) > n ||
+        attempt.type != redis::Reply::Type::integer || id.type != redis::Reply::Type::string ||
+        text.type != redis::Reply::Type::string ||
+        (attempt.integer > 0 && !job::valid_id(id.str))) {
+      bad_reply("fetch", r);
+    }
+    Fetched f;
+    f.token = first + static_cast<std::uint64_t>(idx.integer) - 1;
+    f.id = job::valid_id(id.str) ? std::move(id.str) : std::string();
+    if (attempt.integer < 0) {
+      // -size; written so that no value overflows while negating.
+      f.oversized = static_cast<std::uint64_t>(-(attempt.integer + 1)) + 1;
+    } else {
+      f.attempt = attempt.integer;
+      f.raw = std::move(text.str);
+    }
+    out.jobs.push_back(std::move(f));
+  }
+  return out;
+}
+
+Recovered decode_recovered(const redis::Reply& r) {
+  if (!r.is_array() || r.elements.size() < 3) bad_reply("recover", r);
+  Recovered out;
+  out.returned = r.elements[0].as_int();
+  out.dead = r.elements[1].as_int();
+  if (auto in = r.elements[2].as_int(); in >= 0) out.next_expiry_in = Millis(in);
+  for (std::size_t i = 3; i < r.elements.size(); ++i) out.workers.push_back(r.elements[i].str);
+  return out;
+}
+
+Promoted decode_promoted(const redis::Reply& r) {
+  Promoted out;
+  if (r.is_array() && r.elements.size() == 3) {
+    out.moved = r.elements[0].as_int();
+    if (!r.elements[1].is_nil()) {
+      // Scores are whatever a submitter wrote (even "+inf"): clamp while still a double.
+      double due = std::strtod(r.elements[1].str.c_str(), nullptr);
+      double now = std::strtod(r.elements[2].str.c_str(), nullptr);
+      double in =
+          std::isfinite(due) && std::isfinite(now) ? std::clamp(due - now, 0.0, 1e12) : 1e12;
+      out.next_in = Millis(static_cast<std::int64_t>(in));
+    }
+  }
+  return out;
 }
 
 QueueStore::QueueStore(redis::Client& main, redis::Client& blocking, Settings settings)
@@ -73,18 +147,30 @@ async::Task<bool> QueueStore::release_lease() {
   co_return r.as_int() == 1;
 }
 
-async::Task<std::optional<std::vector<Leased>>> QueueStore::fetch(std::size_t n) {
+async::Task<std::optional<FetchBatch>> QueueStore::fetch(std::size_t n) {
   // The tokens are ours from now on, whatever becomes of the reply: a fetch sent again after a
   // lost reply must never reuse them (it would overwrite the jobs the first one leased).
   const std::uint64_t first = next_token_;
   next_token_ += n;
   fetching_from_ = first;
   fetching_to_ = first + n;
-  std::vector<std::string> keys{keys_.pending, keys_.leases, keys_.inflight(s_.worker)};
+  std::vector<std::string> keys{keys_.pending, keys_.leases, keys_.inflight(s_.worker), keys_.live,
+                                keys_.delayed};
   // Jobs a little over the limit still come: parse() has the exact rule (an id jobqd added to
   // a job does not count against it).
-  std::vector<std::string> args{s_.worker, std::to_string(n), std::to_string(first),
-                                std::to_string(s_.max_job_bytes + job::kAssignedIdAllowance)};
+  std::vector<std::string> args;
+  args.reserve(8 + n);
+  args.push_back(s_.worker);
+  args.push_back(std::to_string(n));
+  args.push_back(std::to_string(first));
+  args.push_back(std::to_string(s_.max_job_bytes + job::kAssignedIdAllowance));
+  args.push_back(keys_.base);
+  args.push_back(s_.queue);
+  args.push_back(s_.default_handler);
+  args.push_back(std::to_string(s_.max_attempts));
+  // Ids for the jobs that bring none (the script takes them as it needs: time-ordered, made
+  // here because Redis cannot make a ULID without formatting in Lua).
+  for (std::size_t i = 0; i < n; ++i) args.push_back(job::new_id());
   redis::Reply r;
   try {
     r = co_await scripts::fetch().run(main_, keys, args);
@@ -94,35 +180,10 @@ async::Task<std::optional<std::vector<Leased>>> QueueStore::fetch(std::size_t n)
   }
   fetching_from_ = fetching_to_ = 0;
   if (r.is_nil()) co_return std::nullopt;
-  // {Redis' clock, job...}; a job too large to transfer is {size, id or ""}.
-  if (!r.is_array() || r.elements.empty()) {
-    throw redis::ReplyError("script fetch: unexpected reply " + r.describe());
-  }
-  const std::int64_t now = r.elements[0].as_int();
-  std::vector<Leased> out;
-  out.reserve(r.elements.size() - 1);
-  for (std::size_t i = 1; i < r.elements.size(); ++i) {
-    // Every token is held from here, whatever the element looks like: a job is never dropped.
-    const std::uint64_t token = first + i - 1;
-    held_.insert(token);
-    Leased l;
-    l.token = std::to_string(token);
-    l.fetched_at = now;
-    auto& e = r.elements[i];
-    if (e.is_array()) {
-      const bool sized = !e.elements.empty() && e.elements[0].type == redis::Reply::Type::integer;
-      l.oversized = sized ? static_cast<std::uint64_t>(std::max(1LL, e.elements[0].integer)) : 1;
-      if (e.elements.size() > 1) l.oversized_id = e.elements[1].str;
-    } else {
-      l.raw = std::move(e.str);
-    }
-    out.push_back(std::move(l));
-  }
-  co_return out;
-}
-
-void QueueStore::released(const std::string& token) {
-  if (auto t = token_of(token)) held_.erase(*t);
+  FetchBatch batch = decode_fetch(std::move(r), first, n);
+  // Every token handed over is held from here: a job is never dropped.
+  for (const auto& f : batch.jobs) held_.insert(f.token);
+  co_return batch;
 }
 
 async::Task<bool> QueueStore::wait_for_pending(Millis block) {
@@ -134,67 +195,80 @@ async::Task<bool> QueueStore::wait_for_pending(Millis block) {
 }
 
 async::Task<Recovered> QueueStore::recover(std::size_t max_workers) {
-  std::vector<std::string> keys{keys_.leases, keys_.pending, keys_.dead};
+  std::vector<std::string> keys{keys_.leases, keys_.pending, keys_.dead, keys_.live,
+                                keys_.dead_bodies};
   std::vector<std::string> args{keys_.base,
                                 s_.queue,
                                 std::to_string(max_workers),
-                                std::to_string(s_.max_attempts),
                                 s_.worker,
                                 std::to_string(s_.dead_max),
                                 num(s_.dead_ttl.count())};
   redis::Reply r = co_await scripts::recover().run(main_, keys, args);
-  co_return counts(r);
+  co_return decode_recovered(r);
 }
 
 async::Task<Recovered> QueueStore::reconcile() {
   redis::Reply fields = co_await main_.command("HKEYS", keys_.inflight(s_.worker));
   fields.check();
-  std::vector<std::uint64_t> unknown;
-  for (const auto& f : fields.elements) {
-    auto t = token_of(f.str);  // `<token>:a` companions are not tokens
-    if (!t || held_.count(*t)) continue;
-    if (*t >= fetching_from_ && *t < fetching_to_) continue;  // its fetch reply is on its way
-    unknown.push_back(*t);
+  // Tokens Redis holds for us that we do not know of, and fields that are no token at all
+  // (garbage: reclaim returns whatever they hold to pending).
+  std::vector<std::pair<std::uint64_t, std::string>> unknown;
+  for (auto& f : fields.elements) {
+    auto t = token_of(f.str);
+    if (t && held_.count(*t)) continue;
+    if (t && *t >= fetching_from_ && *t < fetching_to_) continue;  // its fetch reply is coming
+    unknown.emplace_back(t.value_or(0), std::move(f.str));
   }
   if (unknown.empty()) co_return Recovered{};
   // Newest first onto the consuming end, so the oldest is taken first again.
   std::sort(unknown.rbegin(), unknown.rend());
-  std::vector<std::string> keys{keys_.inflight(s_.worker), keys_.pending, keys_.dead};
-  std::vector<std::string> args{keys_.base, s_.queue, std::to_string(s_.max_attempts)};
-  for (auto t : unknown) args.push_back(std::to_string(t));
+  std::vector<std::string> keys{keys_.inflight(s_.worker), keys_.pending, keys_.dead, keys_.live,
+                                keys_.dead_bodies};
+  std::vector<std::string> args{keys_.base, s_.queue};
+  for (auto& [t, field] : unknown) args.push_back(std::move(field));
   redis::Reply r = co_await scripts::reclaim().run(main_, keys, args);
-  co_return counts(r);
+  co_return decode_recovered(r);
 }
 
 async::Task<Promoted> QueueStore::promote(std::size_t limit) {
   std::vector<std::string> keys{keys_.delayed, keys_.pending};
   std::vector<std::string> args{std::to_string(limit), keys_.base};
   redis::Reply r = co_await scripts::promote().run(main_, keys, args);
-  Promoted out;
-  if (r.is_array() && r.elements.size() == 3) {
-    out.moved = r.elements[0].as_int();
-    if (!r.elements[1].is_nil()) {
-      // Scores are whatever a submitter wrote (even "+inf"): clamp while still a double.
-      double due = std::strtod(r.elements[1].str.c_str(), nullptr);
-      double now = std::strtod(r.elements[2].str.c_str(), nullptr);
-      double in = std::isfinite(due) ? std::clamp(due - now, 0.0, 1e12) : 1e12;
-      out.next_in = Millis(static_cast<std::int64_t>(in));
-    }
+  co_return decode_promoted(r);
+}
+
+async::Task<std::vector<Repaired>> QueueStore::repair() {
+  std::vector<std::string> keys{keys_.pending,
+                                keys_.delayed,
+                                keys_.leases,
+                                keys_.live,
+                                keys_.dead,
+                                keys_.dead_bodies,
+                                keys_.inflight(s_.worker)};
+  std::vector<std::string> types{"list", "zset", "zset", "hash", "zset", "hash", "hash"};
+  redis::Reply r = co_await scripts::repair().run(main_, keys, types);
+  std::vector<Repaired> out;
+  for (std::size_t i = 0; r.is_array() && i + 2 < r.elements.size(); i += 3) {
+    Repaired x{r.elements[i].str, r.elements[i + 1].str, r.elements[i + 2].str};
+    spdlog::error(
+        "queue {}: {} held a {}, which is not what jobqd keeps there (garbage written by hand?); "
+        "moved it aside to {} so that the queue goes on: look at it, then delete it",
+        s_.queue, x.key, x.type, x.moved_to);
+    out.push_back(std::move(x));
   }
   co_return out;
 }
 
 // ---- Writer ----
 
-Writer::Writer(redis::Client& client, const Keys& keys, const Settings& settings, Released released)
-    : client_(client), keys_(keys), s_(settings), released_(std::move(released)) {}
+Writer::Writer(redis::Client& client, QueueStore& store) : client_(client), store_(store) {}
 
 Writer::~Writer() {
   if (task_.valid()) task_.abort();
 }
 
 void Writer::start() {
-  if (!task_.valid()) task_ = async::spawn(run(), "writer " + s_.queue);
+  if (!task_.valid()) task_ = async::spawn(run(), "writer " + store_.settings().queue);
 }
 
 async::Task<void> Writer::stop() {
@@ -204,38 +278,10 @@ async::Task<void> Writer::stop() {
   }
 }
 
-void Writer::push(Op op) {
-  queued_.push_back(std::move(op));
+void Writer::push(Settlement s) {
+  queued_.push_back(std::move(s));
   ++enqueued_;
   work_.set();
-}
-
-async::Future<long long> Writer::start_job(const std::string& token, const std::string& id,
-                                           const std::string& handler, std::string normalized,
-                                           std::int64_t fetched_at) {
-  Op op{{"start", token, id, handler, std::move(normalized), num(fetched_at)}, {}};
-  op.result.emplace();
-  async::Future<long long> f = *op.result;
-  push(std::move(op));
-  return f;
-}
-
-void Writer::succeeded(const std::string& token, const std::string& id, std::string result) {
-  push(Op{{"ok", token, id, std::move(result), "", ""}, {}});
-}
-
-void Writer::retry(const std::string& token, const std::string& id, Millis delay, std::string error,
-                   const char* kind) {
-  push(Op{{"retry", token, id, num(delay.count()), std::move(error), kind}, {}});
-}
-
-void Writer::dead(const std::string& token, const std::string& id, std::string error,
-                  const char* kind, const std::string& handler) {
-  push(Op{{"dead", token, id, std::move(error), kind, handler}, {}});
-}
-
-void Writer::put_back(const std::string& token, const std::string& id, bool started) {
-  push(Op{{"return", token, id, started ? "1" : "0", "", ""}, {}});
 }
 
 async::Task<bool> Writer::flush(Millis timeout) {
@@ -255,85 +301,125 @@ async::Task<bool> Writer::flush(Millis timeout) {
   co_return true;
 }
 
-async::Task<void> Writer::run() {
-  const std::vector<std::string> keys{keys_.inflight(s_.worker), keys_.delayed, keys_.dead,
-                                      keys_.pending, keys_.leases};
+// Sends one batch until Redis has answered it: a lost connection is waited out, a foreign value at
+// one of the queue's keys is moved aside, anything else (Redis out of memory) retried after a
+// pause. Every settlement is idempotent, so sending a batch twice changes nothing twice.
+async::Task<redis::Reply> Writer::send(const std::vector<std::string>& args, std::size_t count) {
+  const auto& k = store_.keys();
+  const std::vector<std::string> keys{
+      k.inflight(store_.settings().worker), k.delayed, k.dead, k.pending, k.live, k.dead_bodies};
   auto last_error_log = async::Clock::now() - kErrorLogEvery;
-  auto last_op_error_log = last_error_log;
+  for (;;) {
+    std::string error;
+    bool lost_connection = false;
+    try {
+      co_return co_await scripts::settle().run(client_, keys, args);
+    } catch (const redis::ConnectionError& e) {
+      error = e.what();
+      lost_connection = true;
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    auto t = async::Clock::now();
+    if (t - last_error_log >= kErrorLogEvery) {
+      last_error_log = t;
+      spdlog::error(
+          "queue {}: cannot write {} job outcome(s) to Redis ({}); keeping them and retrying",
+          store_.settings().queue, count, error);
+    }
+    bool repaired = false;
+    if (lost_connection) {
+      co_await client_.wait_connected();
+    } else if (wrong_type(error)) {
+      try {
+        repaired = !(co_await store_.repair()).empty();
+      } catch (const std::exception&) {
+      }
+    }
+    if (!lost_connection && !repaired) co_await async::sleep(1s);  // e.g. out of memory
+  }
+}
+
+async::Task<void> Writer::run() {
+  const Settings& s = store_.settings();
+  auto last_op_error_log = async::Clock::now() - kErrorLogEvery;
   for (;;) {
     if (queued_.empty()) {
       work_.clear();
       co_await work_.wait();
       continue;
     }
-    // A batch: every queued op, up to a count and a size.
+    // A batch: every queued settlement, up to a count and a size.
     std::size_t take = 0, bytes = 0;
     while (take < queued_.size() && take < kMaxOpsPerBatch) {
-      std::size_t b = 0;
-      for (const auto& f : queued_[take].f) b += f.size();
+      std::size_t b = queued_[take].text.size() + queued_[take].id.size() + 64;
       if (take > 0 && bytes + b > kMaxBatchBytes) break;
       bytes += b;
       ++take;
     }
-    std::vector<Op> batch(std::make_move_iterator(queued_.begin()),
-                          std::make_move_iterator(queued_.begin() + take));
+    std::vector<Settlement> batch(std::make_move_iterator(queued_.begin()),
+                                  std::make_move_iterator(queued_.begin() + take));
     queued_.erase(queued_.begin(), queued_.begin() + take);
     std::vector<std::string> args;
-    args.reserve(6 + 6 * batch.size());
-    args.push_back(keys_.base);
-    args.push_back(s_.queue);
-    args.push_back(s_.worker);
-    args.push_back(std::to_string(std::max<long long>(1, s_.result_ttl.count() / 1000)));
-    args.push_back(std::to_string(s_.dead_max));
-    args.push_back(num(s_.dead_ttl.count()));
+    args.reserve(7 + 6 * batch.size());
+    args.push_back(store_.keys().base);
+    args.push_back(s.queue);
+    args.push_back(s.worker);
+    args.push_back(num(s.keep_succeeded.count() == 0
+                           ? 0
+                           : std::max<long long>(1, s.keep_succeeded.count() / 1000)));
+    args.push_back(std::to_string(s.dead_max));
+    args.push_back(num(s.dead_ttl.count()));
+    args.push_back(s.default_handler);
     for (auto& op : batch) {
-      for (std::size_t i = 0; i < op.f.size(); ++i) {
-        // The op name, token and id are needed again below; the payload-sized fields are not.
-        args.push_back(i < 3 ? op.f[i] : std::move(op.f[i]));
+      args.push_back(op_name(op.op));
+      args.push_back(std::to_string(op.token));
+      args.push_back(op.id);
+      switch (op.op) {
+        case Settlement::Op::ok:
+          args.push_back(std::to_string(op.attempt));
+          args.push_back(std::move(op.text));
+          args.emplace_back();
+          break;
+        case Settlement::Op::retry:
+          args.push_back(num(op.delay.count()));
+          args.push_back(std::move(op.text));
+          args.emplace_back(job::to_string(op.kind));
+          break;
+        case Settlement::Op::dead:
+          args.push_back(std::move(op.text));
+          args.emplace_back(job::to_string(op.kind));
+          args.push_back(op.fresh_id);
+          break;
+        case Settlement::Op::back:
+          args.emplace_back();
+          args.emplace_back();
+          args.emplace_back();
+          break;
       }
     }
-    redis::Reply reply;
-    for (;;) {
-      std::string error;
-      bool lost_connection = false;
-      try {
-        reply = co_await scripts::apply().run(client_, keys, args);
-        break;
-      } catch (const redis::ConnectionError& e) {
-        error = e.what();
-        lost_connection = true;
-      } catch (const std::exception& e) {
-        error = e.what();
-      }
-      auto t = async::Clock::now();
-      if (t - last_error_log >= kErrorLogEvery) {
-        last_error_log = t;
-        spdlog::error(
-            "queue {}: cannot write {} job state change(s) to Redis ({}); keeping them "
-            "and retrying",
-            s_.queue, batch.size(), error);
-      }
-      if (lost_connection) {
-        co_await client_.wait_connected();
-      } else {
-        co_await async::sleep(1s);  // e.g. Redis out of memory: give it time
-      }
-    }
+    redis::Reply reply = co_await send(args, batch.size());
     for (std::size_t i = 0; i < batch.size(); ++i) {
       auto& op = batch[i];
       const redis::Reply* r =
           reply.is_array() && i < reply.elements.size() ? &reply.elements[i] : nullptr;
-      bool refused = !r || r->type != redis::Reply::Type::integer;
-      if (refused) {
+      Written how = Written::written;
+      if (!r || r->type != redis::Reply::Type::integer) {
+        how = Written::refused;
         auto t = async::Clock::now();
         if (t - last_op_error_log >= kErrorLogEvery) {
           last_op_error_log = t;
-          spdlog::error("queue {}: Redis refused to record '{}' for job {}: {}", s_.queue, op.f[0],
-                        op.f[2], r ? r->str : "no reply for it");
+          spdlog::error("queue {}: Redis refused to record '{}' for job {}: {}", s.queue,
+                        op_name(op.op), op.id, r ? r->str : "no reply for it");
         }
+      } else if (r->integer == 0) {
+        how = Written::not_held;
+      } else if (r->integer == 2) {
+        how = Written::renamed;
       }
-      if (op.result) op.result->set_value(refused ? -1 : r->integer);
-      if (op.f[0] != "start" && released_) released_(op.f[1]);
+      // A refused one stays held in Redis: reconcile returns it to pending.
+      store_.released(op.token);
+      if (op.notify) op.notify->recorded(how);
     }
     written_ += batch.size();
     progress_.set();

@@ -1,7 +1,6 @@
-// One queue's Redis protocol: leasing jobs, renewing and recovering leases, batched state writes.
+// One queue's Redis protocol: leasing jobs, renewing and recovering leases, batched outcomes.
 #pragma once
 
-#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "async/async.hpp"
+#include "job/error_kind.hpp"
 #include "redis/client.hpp"
 #include "store/keys.hpp"
 
@@ -27,22 +27,38 @@ struct Settings {
   std::string prefix = "jobq";
   std::string queue;
   std::string worker;  // this daemon's id: unique per process
+  std::string default_handler;
   std::uint64_t max_job_bytes = 1024 * 1024;
   Millis lease = 30s;
-  Millis result_ttl = 24h;
+  Millis keep_succeeded = 24h;  // 0: a succeeded job's state is deleted at once
   std::uint64_t dead_max = 10000;
   Millis dead_ttl = 168h;
   std::uint64_t max_attempts = 5;
 };
 
-/// A job this worker holds: leased in Redis, not yet finished.
-struct Leased {
-  std::string token;
-  std::string raw;              // the job's JSON; empty when oversized
+/// A job a fetch handed over: held by this worker (leased in Redis) until its outcome is written.
+struct Fetched {
+  std::uint64_t token = 0;
+  /// Which attempt this is (1 for the first): Redis recorded it as active already. 0 when Redis
+  /// could not read the job (not JSON, not an object, a bad id): it is invalid, never started.
+  long long attempt = 0;
+  /// The id its state is kept under (the one Redis assigned when it brought none); for a job
+  /// Redis could not read, empty; for an oversized one, its id when that is its first key.
+  std::string id;
+  std::string raw;              // its JSON (without jobqd's marker); empty when oversized
   std::uint64_t oversized = 0;  // its size when over max_job_bytes (the body stayed in Redis)
-  std::string oversized_id;     // its id, when that is its first key
-  std::int64_t fetched_at = 0;  // Redis' clock
 };
+
+struct FetchBatch {
+  std::int64_t now = 0;   // Redis' clock
+  long long waiting = 0;  // jobs whose id another job owns: back in delayed for a second
+  std::vector<Fetched> jobs;
+};
+
+/// Decodes a fetch reply (docs on scripts::fetch) for a batch whose first token is `first` and
+/// that asked for `n` jobs. Pure, for tests and the fuzzer. Throws redis::ReplyError for a reply
+/// of any other shape.
+FetchBatch decode_fetch(redis::Reply r, std::uint64_t first, std::size_t n);
 
 struct Recovered {
   long long returned = 0;                // jobs put back in pending
@@ -50,18 +66,27 @@ struct Recovered {
   std::optional<Millis> next_expiry_in;  // when another worker's lease runs out next, if any
   std::vector<std::string> workers;
 };
+/// Decodes a recover or reclaim reply. Throws redis::ReplyError for any other shape.
+Recovered decode_recovered(const redis::Reply& r);
 
 struct Promoted {
   long long moved = 0;
   std::optional<Millis> next_in;  // how long until the next delayed job is due, if any
 };
+/// Decodes a promote reply (a score may be anything a submitter wrote, "+inf" included).
+Promoted decode_promoted(const redis::Reply& r);
+
+/// A foreign value found at one of the queue's keys and moved aside.
+struct Repaired {
+  std::string key, type, moved_to;
+};
 
 /// Reads and leases. Every call may throw redis::ConnectionError (Redis down); callers wait for
 /// the connection and try again: each operation is safe to repeat.
 ///
-/// It also keeps the set of tokens this worker holds (fetched, and not yet confirmed finished
-/// by the Writer), so that reconcile() can find jobs Redis says we hold but we do not know of:
-/// the jobs of a fetch whose reply was lost with the connection, or state Redis forgot in a
+/// It also keeps the set of tokens this worker holds (fetched, and not yet confirmed settled by
+/// the Writer), so that reconcile() can find jobs Redis says we hold but we do not know of: the
+/// jobs of a fetch whose reply was lost with the connection, or state Redis forgot in a
 /// restart. Those go back to pending instead of staying leased until the daemon stops.
 class QueueStore {
  public:
@@ -69,6 +94,7 @@ class QueueStore {
 
   const Keys& keys() const noexcept { return keys_; }
   const Settings& settings() const noexcept { return s_; }
+  Settings& settings() noexcept { return s_; }
 
   /// Takes (or renews) this worker's lease.
   async::Task<void> register_lease();
@@ -78,20 +104,23 @@ class QueueStore {
   /// Drops the lease if no job is held any more (a clean stop); false otherwise.
   async::Task<bool> release_lease();
 
-  /// Leases up to `n` jobs, oldest first. nullopt: the lease is lost (register again).
-  async::Task<std::optional<std::vector<Leased>>> fetch(std::size_t n);
+  /// Leases up to `n` jobs, oldest first, each recorded as active. nullopt: the lease is lost
+  /// (register again).
+  async::Task<std::optional<FetchBatch>> fetch(std::size_t n);
   /// Blocks (on the blocking connection) until pending is not empty, for at most `block`.
   /// True if a job is there now. Moves nothing (BLMOVE from the list onto its own tail).
   async::Task<bool> wait_for_pending(Millis block);
 
   async::Task<Recovered> recover(std::size_t max_workers = 10);
   async::Task<Promoted> promote(std::size_t limit = 1000);
-
   /// Returns to pending every job Redis holds for this worker that it does not know of.
   async::Task<Recovered> reconcile();
+  /// Moves foreign values at the queue's keys aside (after Redis said WRONGTYPE). Each one moved
+  /// is logged at error level here, with where it went and what to do.
+  async::Task<std::vector<Repaired>> repair();
 
-  /// A job's final state change was written: the token is no longer held.
-  void released(const std::string& token);
+  /// A job's outcome was written (or it is someone else's now): the token is no longer held.
+  void released(std::uint64_t token) { held_.erase(token); }
   /// Forgets every held job (the lease was lost: those jobs are someone else's now).
   void forget_all() noexcept { held_.clear(); }
   std::size_t held() const noexcept { return held_.size(); }
@@ -107,15 +136,46 @@ class QueueStore {
   std::uint64_t fetching_from_ = 0, fetching_to_ = 0;
 };
 
-/// Batches every state change of held jobs into one `apply` script call per round trip: while a
-/// batch is in flight, new operations gather for the next. A batch that meets a lost connection
-/// is sent again once Redis is back (every operation is idempotent), so nothing is dropped while
-/// Redis is away. An operation Redis refuses (a key of the wrong type) is logged with its job and
-/// does not hold up the others.
+/// What became of a settlement.
+enum class Written {
+  written,   // durable in Redis
+  not_held,  // the job was no longer held (recovered by another daemon): nothing written
+  refused,   // Redis refused this one (logged); the job stays held, reconcile returns it
+  renamed,   // (dead) the job's own id belongs to another job: recorded under the fresh one
+};
+
+/// Told once when a settlement has been sent and answered. Runs on the loop, inside the
+/// writer's task: it must not throw, and must not destroy the Writer.
+class Recorded {
+ public:
+  virtual void recorded(Written how) noexcept = 0;
+
+ protected:
+  ~Recorded() = default;
+};
+
+/// The end of one attempt, as the settle script takes it.
+struct Settlement {
+  enum class Op : std::uint8_t { ok, retry, dead, back };
+  Op op = Op::ok;
+  std::uint64_t token = 0;
+  std::string id;
+  std::string text;                            // ok: the result; retry, dead: the error
+  job::ErrorKind kind = job::ErrorKind::none;  // retry, dead
+  Millis delay{0};                             // retry: due this long from now (Redis' clock)
+  long long attempt = 1;                       // ok: which attempt succeeded
+  std::string fresh_id;                        // dead, for a job that never started
+  Recorded* notify = nullptr;                  // may be null
+};
+
+/// Batches settlements into one `settle` script call per round trip: while a batch is in flight,
+/// new ones gather for the next. A batch that meets a lost connection is sent again once Redis is
+/// back (every settlement is idempotent), so nothing is dropped while Redis is away. One that
+/// Redis refuses is logged with its job and does not hold up the others; a foreign value at one
+/// of the queue's keys (WRONGTYPE) is moved aside and the batch sent again.
 class Writer {
  public:
-  using Released = std::function<void(const std::string& token)>;
-  Writer(redis::Client& client, const Keys& keys, const Settings& settings, Released released);
+  Writer(redis::Client& client, QueueStore& store);
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
   ~Writer();
@@ -124,38 +184,20 @@ class Writer {
   /// Stops the writing task (what is queued stays unwritten: flush first).
   async::Task<void> stop();
 
-  /// Marks the job active and counts the attempt; resolves to the attempt number, or -1 if the
-  /// job is no longer held (recovered by another daemon: do not run it).
-  async::Future<long long> start_job(const std::string& token, const std::string& id,
-                                     const std::string& handler, std::string normalized,
-                                     std::int64_t fetched_at);
-  void succeeded(const std::string& token, const std::string& id, std::string result);
-  /// Back to the delayed set, due `delay` from now (by Redis' clock).
-  void retry(const std::string& token, const std::string& id, Millis delay, std::string error,
-             const char* kind);
-  void dead(const std::string& token, const std::string& id, std::string error, const char* kind,
-            const std::string& handler);
-  /// Puts the job back at the consuming end of pending, as it was (graceful stop).
-  void put_back(const std::string& token, const std::string& id, bool started);
+  void push(Settlement s);
 
   /// Waits until everything queued so far is written; false if `timeout` passed first.
   async::Task<bool> flush(Millis timeout);
-  /// Operations queued or in flight.
+  /// Settlements queued or in flight.
   std::uint64_t backlog() const noexcept { return enqueued_ - written_; }
 
  private:
-  struct Op {
-    std::array<std::string, 6> f;  // op, token, id, a, b, c
-    std::optional<async::Future<long long>> result;
-  };
-  void push(Op op);
   async::Task<void> run();
+  async::Task<redis::Reply> send(const std::vector<std::string>& args, std::size_t count);
 
   redis::Client& client_;
-  const Keys& keys_;
-  const Settings& s_;
-  Released released_;
-  std::vector<Op> queued_;
+  QueueStore& store_;
+  std::vector<Settlement> queued_;
   async::Event work_;
   async::Event progress_;
   std::uint64_t enqueued_ = 0;

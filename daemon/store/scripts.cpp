@@ -1,4 +1,10 @@
-// The Lua scripts of the reliable-fetch protocol. Each is atomic in Redis; see docs/redis-keys.md.
+// The Lua scripts of the protocol. Each is atomic in Redis; see docs/redis-keys.md for the whole.
+//
+// Work per job inside Redis is what bounds throughput (Redis runs a script's commands one by one
+// on one core), so the hot scripts (fetch, settle) do per job only the state write the contract
+// needs and batch everything else into one command per call: one RPOP, one HSET of the inflight
+// copies, one HMGET and one HSET of the live ids, one HDEL... Nothing per job is read back: the
+// copy jobqd holds carries what it needs to know (the marker below).
 #include "store/scripts.hpp"
 
 #include <string>
@@ -6,82 +12,147 @@
 namespace jq::store::scripts {
 namespace {
 
-// Shared by the scripts below. Times come from Redis' own clock (TIME), never from the daemons':
-// lease expiries written by one host and checked by another must agree even when host clocks
-// do not.
+// Shared by the scripts below.
+//
+// The marker: every copy of a job that jobqd writes (held in inflight, back in pending, waiting
+// in delayed, kept with a dead job) ends with one more field,
+//   ,"_jobq":"<attempts>|<max attempts>|<submitted_at>|<instance>|<id>"}
+// attempts counted so far, the effective max, when it was first seen, the instance that owns
+// the id, and the id. A job without it (as submitted) is a new one. Times come from Redis' own
+// clock (TIME), never from the daemons': lease expiries written by one host and checked by
+// another must agree even when the hosts' clocks do not.
 const char* kPrelude = R"lua(
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local function valid_id(id)
+  return type(id) == 'string' and #id >= 1 and #id <= 128 and
+         not string.find(id, '[^A-Za-z0-9_.:-]')
+end
+-- A job whose state says it is not over: another submission of its id must wait for it.
+local busy = {active = true, queued = true, retrying = true}
+-- The marker's fields and the job without it, or just the job when it carries none. Only the
+-- last 600 bytes are searched: the marker is always last.
+local function marker(raw)
+  local from, at = math.max(1, #raw - 600), nil
+  while true do
+    local j = string.find(raw, ',"_jobq":"', from, true)
+    if not j then break end
+    at, from = j, j + 1
+  end
+  if not at then return raw end
+  local a, m, s, n, id = string.match(raw,
+    '^,"_jobq":"(%d+)|(%d+)|(%d*)|([^|"]*)|([^|"]*)"}%s*$', at)
+  if not a then return raw end
+  return string.sub(raw, 1, at - 1) .. '}', tonumber(a), tonumber(m), s, n, id
+end
+-- `raw` (an object's text) with `field` added last; nil if it does not end like an object.
+local function append_field(raw, field)
+  local e = #raw
+  while e > 0 do
+    local b = string.byte(raw, e)
+    if b == 125 then break end
+    if b ~= 32 and b ~= 9 and b ~= 10 and b ~= 13 then return nil end
+    e = e - 1
+  end
+  if e == 0 then return nil end
+  local p = e - 1
+  while p > 0 do
+    local b = string.byte(raw, p)
+    if b ~= 32 and b ~= 9 and b ~= 10 and b ~= 13 then break end
+    p = p - 1
+  end
+  local sep = ','
+  if p > 0 and string.byte(raw, p) == 123 then sep = '' end
+  return string.sub(raw, 1, e - 1) .. sep .. field .. '}'
+end
+local function with_marker(body, a, m, s, n, id)
+  -- The common case in one concatenation: an object that ends with its brace and is not empty.
+  if string.byte(body, -1) == 125 and string.byte(body, -2) ~= 123 then
+    return string.sub(body, 1, -2) .. ',"_jobq":"' .. a .. '|' .. m .. '|' .. s .. '|' .. n ..
+           '|' .. id .. '"}'
+  end
+  return append_field(body, '"_jobq":"' .. a .. '|' .. m .. '|' .. s .. '|' .. n .. '|' .. id .. '"')
+end
+-- What fetch needs of a job: its id (nil if it has none), handler and max_attempts, or nil and
+-- a reason when it is not an object. Decoding costs; it is skipped when the text cannot hold
+-- those fields except where they are sure (the id as the object's first key): what is not
+-- valid JSON then is found by the daemon's own parser, under that same id.
+local function fields_of(body)
+  if string.byte(body, -1) == 125 and not string.find(body, '"handler"', 1, true) and
+     not string.find(body, '"max_attempts"', 1, true) then
+    local id = string.match(body, '^{"id":"([A-Za-z0-9_.:-]+)",')
+    if id then return {id = id} end
+    if not string.find(body, '"id"', 1, true) and string.byte(body, 1) == 123 then
+      return {}
+    end
+  end
+  local ok, job = pcall(cjson.decode, body)
+  if ok and type(job) == 'table' and string.byte(body, 1) ~= 91 then return job end
+  return nil
+end
+-- The job's state key is jobqd's (the contract says so): anything else found there (a stray
+-- SET) is replaced, and Redis' log says so, rather than letting every write to it fail for ever.
+local function hset(key, fields)
+  local r = redis.pcall('HSET', key, unpack(fields))
+  if type(r) == 'table' and r.err then
+    redis.log(redis.LOG_WARNING, 'jobqd: replacing ' .. key .. ', which is not a job state ' ..
+              'hash (' .. r.err .. ')')
+    redis.call('DEL', key)
+    r = redis.call('HSET', key, unpack(fields))
+  end
+  return r
+end
 local function event(base, queue, id, status)
   redis.call('PUBLISH', base .. ':events',
     '{"id":"' .. id .. '","queue":"' .. queue .. '","status":"' .. status .. '"}')
 end
--- Drops the oldest dead jobs past dead_max and those older than dead_ttl, with their state.
-local function trim_dead(dead, base, dead_max, cutoff)
+local function listened(base)
+  return redis.call('PUBSUB', 'NUMSUB', base .. ':events')[2] > 0
+end
+-- Drops the oldest dead jobs past dead_max and those that died before `cutoff`, with their
+-- state, unless a newer job of the same id owns that state now.
+local function trim_dead(dead, bodies, base, dead_max, cutoff)
+  local victims = {}
   local n = redis.call('ZCARD', dead)
   if n > dead_max then
-    local victims = redis.call('ZRANGE', dead, 0, n - dead_max - 1)
-    for _, v in ipairs(victims) do redis.call('DEL', base .. ':job:' .. v) end
-    redis.call('ZREMRANGEBYRANK', dead, 0, n - dead_max - 1)
+    victims = redis.call('ZRANGE', dead, 0, n - dead_max - 1)
   end
   local old = redis.call('ZRANGEBYSCORE', dead, '-inf', cutoff, 'LIMIT', 0, 100)
-  for _, v in ipairs(old) do
-    redis.call('DEL', base .. ':job:' .. v)
-    redis.call('ZREM', dead, v)
+  for _, v in ipairs(old) do victims[#victims + 1] = v end
+  if #victims == 0 then return end
+  for _, v in ipairs(victims) do
+    local key = base .. ':job:' .. v
+    if redis.pcall('HGET', key, 'status') == 'failed' then redis.call('DEL', key) end
   end
+  redis.call('ZREM', dead, unpack(victims))
+  redis.call('HDEL', bodies, unpack(victims))
 end
--- The job's state key is jobqd's (the contract says so): anything else found there (a stray SET)
--- is replaced, and Redis' log says so, rather than letting every write to it fail for ever.
-local function own(key)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= 'hash' then
-    redis.log(redis.LOG_WARNING, 'jobqd: replacing ' .. key .. ' (a ' .. t ..
-              ', expected a job state hash)')
-    redis.call('DEL', key)
+-- Takes back a job whose worker can no longer finish it (its lease expired, or the worker lost
+-- track of it): that attempt is lost (error_kind lost); the job goes back to the consuming end of
+-- pending with its attempts counted, or is dead if that was its last. A copy without a marker
+-- (a job that never started: malformed, oversized) goes back as it is. True if it is dead.
+local function take_back(raw, base, queue, pending, dead, bodies, live, now, why)
+  local body, a, m, s, n, id = marker(raw)
+  if not a or not valid_id(id) then
+    redis.call('RPUSH', pending, raw)
+    return false
   end
-end
--- Marks a job whose worker can no longer finish it as having lost that attempt (error_kind
--- lost). Returns true if that was its last attempt: it is dead (its body kept on its hash).
-local function mark_lost(raw, base, queue, dead, qmax, now, why)
-  local ok, job = pcall(cjson.decode, raw)
-  if not (ok and type(job) == 'table' and type(job.id) == 'string') then return false end
-  local key = base .. ':job:' .. job.id
-  own(key)
-  if redis.call('HGET', key, 'status') ~= 'active' then return false end
-  local attempts = tonumber(redis.call('HGET', key, 'attempts') or '0') or 0
-  local max = qmax
-  if type(job.max_attempts) == 'number' and job.max_attempts >= 1 and job.max_attempts < max then
-    max = math.floor(job.max_attempts)
-  end
-  if attempts >= max then
-    redis.call('HSET', key, 'status', 'failed', 'finished_at', now, 'error_kind', 'lost',
-               'error', why .. '; that was attempt ' .. attempts .. ' of ' .. max,
-               'result', '', 'body', raw)
-    redis.call('ZADD', dead, now, job.id)
-    event(base, queue, job.id, 'failed')
+  local key = base .. ':job:' .. id
+  if a >= m then
+    hset(key, {'status', 'failed', 'finished_at', now, 'error_kind', 'lost',
+               'error', why .. '; that was attempt ' .. a .. ' of ' .. m, 'result', ''})
+    redis.call('ZADD', dead, now, id)
+    redis.call('HSET', bodies, id, body)
+    redis.call('HDEL', live, id)
+    event(base, queue, id, 'failed')
     return true
   end
-  -- The attempt ended (retrying, announced as such); the job is back in pending (queued).
-  redis.call('HSET', key, 'status', 'queued', 'finished_at', now, 'error_kind', 'lost',
-             'error', why)
-  event(base, queue, job.id, 'retrying')
+  hset(key, {'status', 'queued', 'finished_at', now, 'error_kind', 'lost', 'error', why})
+  redis.call('RPUSH', pending, raw)
+  event(base, queue, id, 'retrying')
   return false
-end
--- Puts back a job whose worker can no longer finish it (its lease expired, or the worker lost
--- track of it) and drops it from that worker's inflight hash, one job at a time: a failure on
--- one job's state (pcall) still returns the job, and never returns it twice. Returns true if
--- it is dead instead.
-local function take_back(inflight, token, raw, base, queue, pending, dead, qmax, now, why)
-  local ok, is_dead = pcall(mark_lost, raw, base, queue, dead, qmax, now, why)
-  if not ok then
-    redis.log(redis.LOG_WARNING, 'jobqd: returning a job without its state: ' .. tostring(is_dead))
-    is_dead = false
-  end
-  if not is_dead then redis.call('RPUSH', pending, raw) end
-  redis.call('HDEL', inflight, token, token .. ':a')
-  return is_dead
 end
 -- True while `worker` holds an unexpired lease.
 local function lease_valid(leases, worker, now)
@@ -96,120 +167,260 @@ std::string with_prelude(const char* body) {
 
 }  // namespace
 
-// Pops up to N jobs and leases them to this worker in one step: nothing is ever popped without
-// being recorded as held. Refuses (nil) when the worker's lease is gone or expired.
-// KEYS: pending, leases, inflight   ARGV: worker, n, first token, max_bytes
-// Returns {Redis' clock (ms), job...} in pop order (oldest first); a job over max_bytes comes
-// back as {its size, its id or ''} instead (its body stays in Redis and goes to the dead jobs
-// from there). The id is only read where it is surely the job's own: as the object's first key.
+// Pops up to N jobs, records each as active and leases it to this worker, in one step: nothing is
+// ever popped without being held, and no job runs before its state says so.
+// KEYS: pending, leases, inflight, live, delayed
+// ARGV: worker, n, first token, max_bytes, base, queue, default handler, queue's max_attempts,
+//       then n fresh ids (for jobs that bring none)
+// Refuses (nil) when the worker's lease is gone or expired. Returns
+//   {Redis' clock (ms), jobs that must wait, then per job held: its index in the batch (from 1:
+//    its token is first + index - 1), its attempt, its id, its text}
+// where the attempt is 0 for a job that could not be read here (no id; its text as it came: the
+// caller says why it is invalid) and -size for one over max_bytes (its id when that is its first
+// key, else ''; no text). A job whose id another job owns (running, or waiting for a retry) is
+// not held: it waits in delayed, and its state is not touched.
 const redis::Script& fetch() {
   static const redis::Script s("fetch", with_prelude(R"lua(
 local now = now_ms()
 if not lease_valid(KEYS[2], ARGV[1], now) then return false end
 local items = redis.call('RPOP', KEYS[1], tonumber(ARGV[2]))
-if not items then return {tostring(now)} end
-local token, max = tonumber(ARGV[3]), tonumber(ARGV[4])
-local held = {}
-local out = {tostring(now)}
-for i, raw in ipairs(items) do
-  held[#held + 1] = tostring(token + i - 1)
-  held[#held + 1] = raw
-  if #raw > max then
-    local id = string.match(string.sub(raw, 1, 200), '^%s*{%s*"id"%s*:%s*"([A-Za-z0-9_.:-]+)"')
-    out[#out + 1] = {#raw, id or ''}
-  else
-    out[#out + 1] = raw
+local nows = tostring(now)
+if not items then return {nows, 0} end
+-- Whatever fails from here (a foreign value at one of the keys written below), every job popped
+-- that is not safe elsewhere yet goes back where it was: nothing popped is ever lost.
+local safe = {}
+local function take(items)
+  local worker, first, max = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+  local base, queue, handler, qmax = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+  local jobs, ids = {}, {}
+  for i, raw in ipairs(items) do
+    local e = {raw = raw, i = i}
+    jobs[i] = e
+    local body, a, m, s, n = marker(raw)
+    if #body > max then
+      e.size = #body
+    else
+      local job = fields_of(body)
+      if job then
+        local id = job.id
+        if id == nil or id == cjson.null then
+          id = ARGV[8 + i]
+          body = append_field(body, '"id":"' .. id .. '"')
+        end
+        -- A copy must be able to carry the marker (end like an object), or it is not held as
+        -- a job: the daemon's parser says what is wrong with it.
+        if body and valid_id(id) and with_marker(body, 0, 0, '', '', id) then
+          e.id, e.body, e.a, e.s, e.n = id, body, a or 0, s or '', n or ''
+          -- Only a name can be a configured handler: anything else is the daemon's to refuse,
+        -- and never copied into the state (which must stay text).
+        e.handler = handler
+        if type(job.handler) == 'string' and #job.handler <= 64 and
+           not string.find(job.handler, '[^A-Za-z0-9_.-]') then
+          e.handler = job.handler
+        end
+          e.max = qmax
+          local jm = job.max_attempts
+          if type(jm) == 'number' and jm >= 1 and jm < qmax then e.max = math.floor(jm) end
+          ids[#ids + 1] = id
+        end
+      end
+    end
   end
+  local owners = {}
+  if #ids > 0 then
+    local held = redis.call('HMGET', KEYS[4], unpack(ids))
+    for k, id in ipairs(ids) do owners[id] = held[k] end
+  end
+  local out = {nows, 0}
+  local inflight, claims, later, waiting = {}, {}, {}, 0
+  for _, e in ipairs(jobs) do
+    local tok = tostring(first + e.i - 1)
+    if e.id then
+      local key = base .. ':job:' .. e.id
+      local nonce = e.n
+      if nonce == '' then nonce = worker .. ':' .. tok end
+      local owner = owners[e.id]
+      if owner and owner ~= nonce and not busy[redis.pcall('HGET', key, 'status')] then
+        owner = false  -- a stale claim: the job it named is over
+      end
+      local s = e.s
+      if s == '' then s = nows end
+      if owner and owner ~= nonce then
+        later[#later + 1] = now + 1000
+        later[#later + 1] = with_marker(e.body, 0, e.max, s, nonce, e.id)
+        e.waits = true
+        waiting = waiting + 1
+      else
+        if owner ~= nonce then
+          claims[#claims + 1] = e.id
+          claims[#claims + 1] = nonce
+          owners[e.id] = nonce
+        end
+        local a = e.a + 1
+        if e.a == 0 then
+          -- A new job. Where an earlier job of this id left its state, every field afresh.
+          local fresh = hset(key, {'status', 'active', 'queue', queue, 'handler', e.handler,
+            'attempts', a, 'submitted_at', s, 'started_at', nows, 'worker', worker})
+          if fresh < 7 then
+            redis.call('HDEL', key, 'finished_at', 'result', 'error', 'error_kind')
+            redis.call('PERSIST', key)
+          end
+        else
+          hset(key, {'status', 'active', 'attempts', a, 'started_at', nows, 'finished_at', '',
+            'worker', worker})
+        end
+        inflight[#inflight + 1] = tok
+        inflight[#inflight + 1] = with_marker(e.body, a, e.max, s, nonce, e.id)
+        out[#out + 1] = e.i
+        out[#out + 1] = a
+        out[#out + 1] = e.id
+        out[#out + 1] = e.body
+      end
+    else
+      inflight[#inflight + 1] = tok
+      inflight[#inflight + 1] = e.raw
+      out[#out + 1] = e.i
+      if e.size then
+        out[#out + 1] = -e.size
+        out[#out + 1] = string.match(string.sub(e.raw, 1, 200),
+                                     '^%s*{%s*"id"%s*:%s*"([A-Za-z0-9_.:-]+)"') or ''
+        out[#out + 1] = ''
+      else
+        out[#out + 1] = 0
+        out[#out + 1] = ''
+        out[#out + 1] = e.raw
+      end
+    end
+  end
+  -- In this order: jobs that wait are safe once in delayed, held ones once in inflight.
+  if #later > 0 then
+    redis.call('ZADD', KEYS[5], unpack(later))
+    for _, e in ipairs(jobs) do if e.waits then safe[e.i] = true end end
+  end
+  if #inflight > 0 then redis.call('HSET', KEYS[3], unpack(inflight)) end
+  for i = 1, #items do safe[i] = true end
+  if #claims > 0 then redis.call('HSET', KEYS[4], unpack(claims)) end
+  out[2] = waiting
+  return out
 end
-redis.call('HSET', KEYS[3], unpack(held))
-return out
+local ok, out = pcall(take, items)
+if ok then return out end
+local back = {}
+for i = #items, 1, -1 do
+  if not safe[i] then back[#back + 1] = items[i] end
+end
+if #back > 0 then redis.call('RPUSH', KEYS[1], unpack(back)) end
+if type(out) == 'table' then out = out.err end
+return redis.error_reply(tostring(out))
 )lua"));
   return s;
 }
 
-// Every state change of jobs this worker holds, in order, in one round trip. Each op is guarded
-// by the job's token still being held, so a batch resent after a lost connection changes nothing
-// twice, and a job recovered by another daemon is left alone. Each op runs on its own (pcall): a
-// failing one (a key of the wrong type) reports its error without blocking the others.
-// KEYS: inflight, delayed, dead, pending, leases
-// ARGV: base, queue, worker, result_ttl (s), dead_max, dead_ttl (ms), then 6 per op:
-//   start:  token, id, handler, normalized body or '', fetched_at  -> attempts, or -1
-//   ok:     token, id, result, -, -                                -> 1, or 0 if not held
-//   retry:  token, id, delay (ms), error, error_kind               -> 1 / 0
-//   dead:   token, id, error, error_kind, handler                  -> 1 / 0
-//   return: token, id, started ('1' or '0'), -, -                  -> 1 / 0
-// A failed op returns its error message (a string) instead.
-const redis::Script& apply() {
-  static const redis::Script s("apply", with_prelude(R"lua(
+// The outcomes of held jobs, in order, in one round trip. Each is guarded by its token still being
+// held (one HMGET for the batch), so a batch resent after a lost connection changes nothing
+// twice, and a job recovered by another daemon meanwhile is left alone. The job leaves inflight
+// last: a call that fails half way leaves it held, never lost, and is simply sent again.
+// KEYS: inflight, delayed, dead, pending, live, dead_bodies
+// ARGV: base, queue, worker, keep succeeded (s; 0: delete the state at once), dead_max,
+//       dead_ttl (ms), default handler, then 6 per op: code, token, id, a, b, c
+//   ok:    attempt, result          -> 1, or 0 if not held
+//   retry: delay (ms), error, kind
+//   dead:  error, kind, fresh id     a job that never started (malformed, oversized) has no state
+//                                    yet; its id, if another job owns it, is replaced by the
+//                                    fresh one (-> 2)
+//   back:  -                         to the consuming end of pending, the attempt not counted
+// An op that fails returns its error message (a string) instead.
+const redis::Script& settle() {
+  static const redis::Script s("settle", with_prelude(R"lua(
 local base, queue, worker = ARGV[1], ARGV[2], ARGV[3]
-local ttl, dead_max, dead_ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local inflight, delayed, dead, pending, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local keep, dead_max, dead_ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local handler = ARGV[7]
+local inflight, delayed, dead, pending, live, bodies =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now = now_ms()
-local leased = lease_valid(leases, worker, now)
-local out, any_dead = {}, false
-local function apply_op(op, token, id, a, b, c)
+local nows = tostring(now)
+local tokens = {}
+for i = 8, #ARGV, 6 do tokens[#tokens + 1] = ARGV[i + 1] end
+local copies = redis.call('HMGET', inflight, unpack(tokens))
+local loud = listened(base)
+local out, done, finals, retries, backs, deaths, kept = {}, {}, {}, {}, {}, {}, {}
+local function settle_op(code, copy, id, a, b, c)
   local key = base .. ':job:' .. id
-  if op == 'start' then
-    local seen = redis.call('HGET', inflight, token .. ':a')
-    if seen then return tonumber(seen) end
-    if not leased or redis.call('HEXISTS', inflight, token) == 0 then return -1 end
-    if b ~= '' then redis.call('HSET', inflight, token, b) end
-    own(key)
-    redis.call('HSETNX', key, 'submitted_at', c)
-    redis.call('HSET', key, 'status', 'active', 'queue', queue, 'handler', a,
-               'started_at', now, 'worker', worker, 'finished_at', '')
-    redis.call('HDEL', key, 'body')
-    redis.call('PERSIST', key)
-    redis.call('ZREM', dead, id)  -- an id resubmitted after it died is alive again
-    local n = redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('HSET', inflight, token .. ':a', n)
-    return n
-  end
-  local raw = redis.call('HGET', inflight, token)
-  if not raw then return 0 end
-  -- The job leaves inflight last: an op that fails half way leaves it held, never lost.
-  own(key)
-  if op == 'ok' then
-    redis.call('HSET', key, 'status', 'succeeded', 'queue', queue, 'finished_at', now,
-               'result', a, 'error', '', 'error_kind', '')
-    redis.call('EXPIRE', key, ttl)
-    event(base, queue, id, 'succeeded')
-  elseif op == 'retry' then
-    redis.call('HSET', key, 'status', 'retrying', 'queue', queue, 'finished_at', now,
-               'error', b, 'error_kind', c)
-    redis.call('ZADD', delayed, now + tonumber(a), raw)
-    event(base, queue, id, 'retrying')
-  elseif op == 'dead' then
-    redis.call('HSETNX', key, 'submitted_at', now)
-    redis.call('HSETNX', key, 'attempts', '0')
-    redis.call('HSETNX', key, 'handler', c)
-    redis.call('HSET', key, 'status', 'failed', 'queue', queue, 'finished_at', now,
-               'error', a, 'error_kind', b, 'result', '', 'body', raw)
-    redis.call('PERSIST', key)
-    redis.call('ZADD', dead, now, id)
-    any_dead = true
-    event(base, queue, id, 'failed')
-  elseif op == 'return' then
-    -- Only an attempt that really started (its marker is there) is taken back.
-    if a == '1' and redis.call('HEXISTS', inflight, token .. ':a') == 1 then
-      redis.call('HSET', key, 'status', 'queued')
-      redis.call('HINCRBY', key, 'attempts', -1)
+  if code == 'ok' then
+    if keep == 0 then
+      redis.call('DEL', key)
+    else
+      if a == '1' then
+        hset(key, {'status', 'succeeded', 'finished_at', nows, 'result', b})
+      else  -- an earlier attempt's error goes
+        hset(key, {'status', 'succeeded', 'finished_at', nows, 'result', b, 'error', '',
+                   'error_kind', ''})
+      end
+      redis.call('EXPIRE', key, keep)
     end
-    redis.call('RPUSH', pending, raw)
+    finals[#finals + 1] = id
+    if loud then event(base, queue, id, 'succeeded') end
+  elseif code == 'retry' then
+    hset(key, {'status', 'retrying', 'finished_at', nows, 'error', b, 'error_kind', c})
+    retries[#retries + 1] = now + tonumber(a)
+    retries[#retries + 1] = copy
+    if loud then event(base, queue, id, 'retrying') end
+  elseif code == 'dead' then
+    local r = 1
+    if c ~= '' then
+      -- Never started, so no state yet; and never over another job's state.
+      if redis.call('HEXISTS', live, id) == 1 then
+        id, key, r = c, base .. ':job:' .. c, 2
+      end
+      redis.call('DEL', key)
+      hset(key, {'status', 'failed', 'queue', queue, 'handler', handler, 'attempts', '0',
+                 'submitted_at', nows, 'started_at', '', 'finished_at', nows, 'worker', worker,
+                 'result', '', 'error', a, 'error_kind', b})
+    else
+      hset(key, {'status', 'failed', 'finished_at', nows, 'error', a, 'error_kind', b,
+                 'result', ''})
+      finals[#finals + 1] = id
+    end
+    deaths[#deaths + 1] = now
+    deaths[#deaths + 1] = id
+    kept[#kept + 1] = id
+    kept[#kept + 1] = (marker(copy))  -- kept as the job was, without jobqd's marker
+    if loud then event(base, queue, id, 'failed') end
+    return r
+  elseif code == 'back' then
+    local body, n, m, s, nonce, jid = marker(copy)
+    if n then
+      copy = with_marker(body, n - 1, m, s, nonce, jid)
+      hset(key, {'status', 'queued', 'attempts', n - 1})
+    end
+    backs[#backs + 1] = copy
   end
-  redis.call('HDEL', inflight, token, token .. ':a')
   return 1
 end
-for i = 7, #ARGV, 6 do
-  local ok, r = pcall(apply_op, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
-                      ARGV[i + 5])
-  if ok then
-    out[#out + 1] = r
+for i = 8, #ARGV, 6 do
+  local copy = copies[#out + 1]
+  if not copy then
+    out[#out + 1] = 0
   else
-    out[#out + 1] = tostring(r)
+    local ok, r = pcall(settle_op, ARGV[i], copy, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
+                        ARGV[i + 5])
+    if ok then
+      out[#out + 1] = r
+      done[#done + 1] = ARGV[i + 1]
+    else
+      out[#out + 1] = tostring(r)
+    end
   end
 end
-if any_dead then trim_dead(dead, base, dead_max, now - dead_ttl) end
+if #retries > 0 then redis.call('ZADD', delayed, unpack(retries)) end
+if #backs > 0 then redis.call('RPUSH', pending, unpack(backs)) end
+if #deaths > 0 then
+  redis.call('ZADD', dead, unpack(deaths))
+  redis.call('HSET', bodies, unpack(kept))
+  trim_dead(dead, bodies, base, dead_max, now - dead_ttl)
+end
+if #finals > 0 then redis.call('HDEL', live, unpack(finals)) end
+if #done > 0 then redis.call('HDEL', inflight, unpack(done)) end
 return out
 )lua"));
   return s;
@@ -243,10 +454,7 @@ return 1
 // KEYS: leases, inflight   ARGV: worker
 const redis::Script& release() {
   static const redis::Script s("release", R"lua(
-for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do
-  if not string.find(f, ':', 1, true) then return 0 end
-end
-redis.call('DEL', KEYS[2])
+if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 )lua");
@@ -255,14 +463,15 @@ return 1
 
 // Returns the jobs of other workers whose lease expired (they died, or lost Redis for longer
 // than the lease) to the consuming end of pending, oldest first (see take_back). Also trims the
-// dead jobs, so that dead_ttl holds even when no job dies for a while.
-// KEYS: leases, pending, dead
-// ARGV: base, queue, max workers per call, queue's max_attempts, this worker, dead_max, dead_ttl
+// dead jobs, so that dead_ttl holds even when no job dies for a while. An inflight key that is
+// not a hash (garbage written there) is moved aside to `<key>:foreign:<ms>`, and the log says so.
+// KEYS: leases, pending, dead, live, dead_bodies
+// ARGV: base, queue, max workers per call, this worker, dead_max, dead_ttl
 // Returns {jobs returned, jobs dead, ms until the next lease of another worker expires (-1 if
 // none), worker ids...}.
 const redis::Script& recover() {
   static const redis::Script s("recover", with_prelude(R"lua(
-local base, queue, qmax, self = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[5]
+local base, queue, self = ARGV[1], ARGV[2], ARGV[4]
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - 1, 'LIMIT', 0,
                            tonumber(ARGV[3]) + 1)
@@ -270,30 +479,38 @@ local returned, died, workers = 0, 0, {}
 for _, w in ipairs(expired) do
   if w ~= self then
     local inflight = base .. ':inflight:' .. w
-    local flat = redis.call('HGETALL', inflight)
+    local flat = redis.pcall('HGETALL', inflight)
+    if flat.err then
+      local aside = inflight .. ':foreign:' .. now
+      redis.log(redis.LOG_WARNING, 'jobqd: ' .. inflight .. ' is not a hash (' .. flat.err ..
+                '); moved it aside to ' .. aside)
+      redis.call('RENAME', inflight, aside)
+      flat = {}
+    end
     local held = {}
     for i = 1, #flat, 2 do
-      if not string.find(flat[i], ':', 1, true) then
-        held[#held + 1] = {tonumber(flat[i]), flat[i], flat[i + 1]}
-      end
+      held[#held + 1] = {tonumber(flat[i]) or 0, flat[i], flat[i + 1]}
     end
     -- Newest first onto the right end: the oldest ends up rightmost and is consumed first.
     table.sort(held, function(x, y) return x[1] > y[1] end)
     local why = 'lease expired: worker ' .. w ..
       ' stopped renewing it (it died or lost Redis) while the job ran'
     for _, h in ipairs(held) do
-      if take_back(inflight, h[2], h[3], base, queue, KEYS[2], KEYS[3], qmax, now, why) then
+      -- One at a time, each dropped from inflight as it goes back: a failure half way never
+      -- returns a job twice.
+      if take_back(h[3], base, queue, KEYS[2], KEYS[3], KEYS[5], KEYS[4], now, why) then
         died = died + 1
       else
         returned = returned + 1
       end
+      redis.call('HDEL', inflight, h[2])
     end
     redis.call('DEL', inflight)
     redis.call('ZREM', KEYS[1], w)
     workers[#workers + 1] = w
   end
 end
-trim_dead(KEYS[3], base, tonumber(ARGV[6]), now - tonumber(ARGV[7]))
+trim_dead(KEYS[3], KEYS[5], base, tonumber(ARGV[5]), now - tonumber(ARGV[6]))
 local next_in = -1
 local first = redis.call('ZRANGE', KEYS[1], 0, 1, 'WITHSCORES')
 for i = 1, #first, 2 do
@@ -310,24 +527,26 @@ return out
 }
 
 // Returns jobs this worker holds in Redis but no longer knows of (a fetch whose reply was lost
-// with the connection, or state Redis forgot in a restart) to pending, as recovery would.
-// KEYS: inflight, pending, dead   ARGV: base, queue, queue's max_attempts, tokens...
+// with the connection, jobs stopped by the fence, state Redis forgot in a restart) to pending,
+// as recovery would.
+// KEYS: inflight, pending, dead, live, dead_bodies   ARGV: base, queue, tokens...
 // Returns {jobs returned, jobs dead, -1}.
 const redis::Script& reclaim() {
   static const redis::Script s("reclaim", with_prelude(R"lua(
-local base, queue, qmax = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local base, queue = ARGV[1], ARGV[2]
 local now = now_ms()
 local returned, died = 0, 0
 local why = 'this daemon lost track of the job (a reply lost with its Redis connection, or ' ..
   'writes Redis forgot in a restart)'
-for i = 4, #ARGV do
+for i = 3, #ARGV do
   local raw = redis.call('HGET', KEYS[1], ARGV[i])
   if raw then
-    if take_back(KEYS[1], ARGV[i], raw, base, queue, KEYS[2], KEYS[3], qmax, now, why) then
+    if take_back(raw, base, queue, KEYS[2], KEYS[3], KEYS[5], KEYS[4], now, why) then
       died = died + 1
     else
       returned = returned + 1
     end
+    redis.call('HDEL', KEYS[1], ARGV[i])
   end
 end
 return {returned, died, -1}
@@ -335,28 +554,124 @@ return {returned, died, -1}
   return s;
 }
 
-// Moves due jobs from delayed to the back of pending, atomically (a crash in between is not
-// possible: it is one script). Retries that were waiting go back to status queued.
+// Moves due jobs from delayed to the back of pending, atomically. Retries that were waiting (their
+// marker counts an attempt) go back to status queued; a job submitted with a delay, or one that
+// waits for its id, has no state of its own to change.
 // KEYS: delayed, pending   ARGV: max jobs, base
 // Returns {jobs moved, score of the next due job or false, Redis' clock (ms)}.
 const redis::Script& promote() {
   static const redis::Script s("promote", with_prelude(R"lua(
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-for _, raw in ipairs(due) do
-  redis.call('ZREM', KEYS[1], raw)
-  redis.call('LPUSH', KEYS[2], raw)
-  local ok, job = pcall(cjson.decode, raw)
-  if ok and type(job) == 'table' and type(job.id) == 'string' then
-    local key = ARGV[2] .. ':job:' .. job.id
-    if redis.call('HGET', key, 'status') == 'retrying' then
-      redis.call('HSET', key, 'status', 'queued')
+if #due > 0 then
+  redis.call('ZREM', KEYS[1], unpack(due))
+  redis.call('LPUSH', KEYS[2], unpack(due))
+  for _, raw in ipairs(due) do
+    local _, a, _, _, _, id = marker(raw)
+    if a and a > 0 and valid_id(id) then
+      local key = ARGV[2] .. ':job:' .. id
+      if redis.pcall('HGET', key, 'status') == 'retrying' then
+        redis.call('HSET', key, 'status', 'queued')
+      end
     end
   end
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {#due, nxt[2] or false, tostring(now)}
 )lua"));
+  return s;
+}
+
+// Moves a foreign value found at one of a queue's own keys (a string where a list, sorted set or
+// hash belongs: garbage written there by hand) aside to `<key>:foreign:<ms>`, so the queue can
+// go on; what was there is kept for an operator to look at.
+// KEYS: the keys, ARGV: the type each must have, in the same order
+// Returns {key, type found, where it went, ...} for each one moved.
+const redis::Script& repair() {
+  static const redis::Script s("repair", with_prelude(R"lua(
+local now = now_ms()
+local moved = {}
+for i, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k)['ok']
+  if t ~= 'none' and t ~= ARGV[i] then
+    local aside = k .. ':foreign:' .. now
+    redis.call('RENAME', k, aside)
+    moved[#moved + 1] = k
+    moved[#moved + 1] = t
+    moved[#moved + 1] = aside
+  end
+end
+return moved
+)lua"));
+  return s;
+}
+
+// jobqctl submit: records the job as queued and pushes it, atomically; or, when another job of
+// that id is not over yet, pushes it without touching that job's state (it waits its turn).
+// KEYS: the job's state, live, pending, delayed
+// ARGV: the job's JSON (with a marker of 0 attempts), its id, queue, submitted_at, run_at ('' =
+//       now)
+// Returns 1 when queued, 0 when it waits for the job before it.
+const redis::Script& submit() {
+  static const redis::Script s("submit", with_prelude(R"lua(
+local waits = redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 and
+              busy[redis.pcall('HGET', KEYS[1], 'status')]
+if not waits then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'queue', ARGV[3], 'submitted_at', ARGV[4],
+             'attempts', '0')
+end
+if ARGV[5] == '' then
+  redis.call('LPUSH', KEYS[3], ARGV[1])
+else
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+end
+if waits then return 0 end
+return 1
+)lua"));
+  return s;
+}
+
+// jobqctl dead retry: each dead job goes back to pending as a new job (fresh attempts), leaves
+// the dead set, and its state says queued (unless a newer job of its id owns that state now).
+// KEYS: dead, pending, dead_bodies, live   ARGV: base, ids...   Returns how many were requeued.
+const redis::Script& requeue_dead() {
+  static const redis::Script s("requeue_dead", with_prelude(R"lua(
+local n = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local copy = redis.call('HGET', KEYS[3], id)
+  if copy and redis.call('ZREM', KEYS[1], id) == 1 then
+    redis.call('LPUSH', KEYS[2], copy)  -- without a marker: a new job
+    redis.call('HDEL', KEYS[3], id)
+    local key = ARGV[1] .. ':job:' .. id
+    if redis.call('HEXISTS', KEYS[4], id) == 0 then
+      redis.call('HDEL', key, 'result', 'started_at', 'finished_at', 'worker')
+      hset(key, {'status', 'queued', 'attempts', '0', 'error', '', 'error_kind', ''})
+    end
+    n = n + 1
+  end
+end
+return n
+)lua"));
+  return s;
+}
+
+// jobqctl dead purge: deletes dead jobs and their state (not a newer job's).
+// KEYS: dead, dead_bodies   ARGV: base, ids...   Returns how many were purged.
+const redis::Script& purge_dead() {
+  static const redis::Script s("purge_dead", R"lua(
+local n = 0
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    local key = ARGV[1] .. ':job:' .. ARGV[i]
+    if redis.pcall('HGET', key, 'status') == 'failed' then redis.call('DEL', key) end
+    n = n + 1
+  end
+end
+return n
+)lua");
   return s;
 }
 

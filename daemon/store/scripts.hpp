@@ -1,17 +1,24 @@
-// The Lua scripts of the reliable-fetch protocol (each documented where it is defined).
+// The Lua scripts of the protocol, shared by jobqd and jobqctl (each documented where defined).
 #pragma once
 
 #include "redis/script.hpp"
 
 namespace jq::store::scripts {
 
+// The daemon's.
 const redis::Script& fetch();
-const redis::Script& apply();
+const redis::Script& settle();
 const redis::Script& acquire();
 const redis::Script& renew();
 const redis::Script& release();
 const redis::Script& recover();
 const redis::Script& reclaim();
 const redis::Script& promote();
+const redis::Script& repair();
+
+// jobqctl's.
+const redis::Script& submit();
+const redis::Script& requeue_dead();
+const redis::Script& purge_dead();
 
 }  // namespace jq::store::scripts

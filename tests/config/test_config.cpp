@@ -169,6 +169,19 @@ queues:
   CHECK(error_of("queues: [a\n").rfind("test.yaml:2:1: not valid YAML", 0) == 0);
 }
 
+TEST_CASE("retention: durations, 0 to delete at once, days", "[config]") {
+  auto cfg = load(std::string(kMinimal) + "    retain: {succeeded: 0, failed: 7d}\n");
+  CHECK(cfg.queues[0].retain.succeeded == 0ms);
+  CHECK(cfg.queues[0].retain.failed == 7 * 24h);
+  auto defaults = load(kMinimal);
+  CHECK(defaults.queues[0].retain.succeeded == 24h);
+  CHECK(defaults.queues[0].retain.failed == 7 * 24h);
+  CHECK(error_of(std::string(kMinimal) + "    retain: {succeeded: 10ms}\n") ==
+        "test.yaml:7:25: retain.succeeded: must be 0 (delete at once) or at least 1s");
+  CHECK(error_of(std::string(kMinimal) + "    retain: {succeded: 1h}\n") ==
+        "test.yaml:7:14: unknown key 'succeded' in retain (did you mean 'succeeded'?)");
+}
+
 TEST_CASE("a key written twice is an error naming both places", "[config]") {
   CHECK(error_of(std::string(kMinimal) + "    handler: nothing\n") ==
         "test.yaml:7:5: duplicate key 'handler' in queues.default (first at line 6, column 5)");

@@ -45,7 +45,7 @@ async::Task<handlers::Outcome> attempt(handlers::Handler& h, const job::Job& job
     timed_out = true;
   }
   if (timed_out) {
-    out = handlers::Outcome::failure("timeout", run.stopped);
+    out = handlers::Outcome::failure(job::ErrorKind::timeout, run.stopped);
     if (stopped) *stopped = run.stopped;
   }
   co_return out;
@@ -72,7 +72,7 @@ TEST_CASE("exec: a non-zero exit fails with its status and the last lines of std
     auto job3 = make_job("test", R"({"code":3})");
     auto three = co_await attempt(*h, job3);
     CHECK_FALSE(three.ok);
-    CHECK(std::string(three.kind) == "exit_status");
+    CHECK(std::string(jq::job::to_string(three.kind)) == "exit_status");
     CHECK(three.error == "exit status 3; stderr: line one\nabout to fail with 3");
     CHECK(three.retry);
     auto job4 = make_job("test", R"({"code":4})");
@@ -87,7 +87,7 @@ TEST_CASE("exec: death by a signal is error_kind signal", "[exec]") {
   auto body = [&]() -> async::Task<void> {
     auto job = make_job("test", "{}");
     auto out = co_await attempt(*h, job);
-    CHECK(std::string(out.kind) == "signal");
+    CHECK(std::string(jq::job::to_string(out.kind)) == "signal");
     CHECK(out.error == "killed by SIGKILL; stderr: going down");
   };
   run_test(body());
@@ -106,7 +106,7 @@ TEST_CASE("exec: at timeout a child ignoring SIGTERM is killed with its grandchi
     auto t0 = async::Clock::now();
     auto out = co_await attempt(*h, job, &stopped, 300ms);
     auto took = ms_since(t0);
-    CHECK(std::string(out.kind) == "timeout");
+    CHECK(std::string(jq::job::to_string(out.kind)) == "timeout");
     CHECK(stopped == "killed by SIGKILL after 300 ms timeout (it ignored SIGTERM for 200ms)");
     CHECK(took >= 490);  // the timeout plus the kill grace
     CHECK(took < 1000);
@@ -278,7 +278,7 @@ TEST_CASE("exec: resource limits apply; the CPU limit ends a spinning program wi
     CHECK_THAT(out.result, Catch::Contains("nofile=17 cpu=5"));
     auto spun = co_await attempt(*h_spin, job);
     CHECK_FALSE(spun.ok);
-    CHECK(std::string(spun.kind) == "signal");
+    CHECK(std::string(jq::job::to_string(spun.kind)) == "signal");
     CHECK_THAT(spun.error, Catch::Contains("SIGXCPU"));
   };
   run_test(body());

@@ -92,7 +92,7 @@ TEST_CASE("http: 5xx and 429 are retried (429 with its Retry-After); other 4xx a
     auto h302 = handlers::make_http(http_config(server.url("/302")));
     auto job = make_job("hook", "{}");
     auto e500 = co_await attempt(*h500, job);
-    CHECK(std::string(e500.kind) == "http_status");
+    CHECK(std::string(jq::job::to_string(e500.kind)) == "http_status");
     CHECK(e500.error == "HTTP 500 from POST " + server.url("/500") + ": database is down");
     CHECK(e500.retry);
     auto e404 = co_await attempt(*h404, job);
@@ -145,7 +145,7 @@ TEST_CASE("http: a refused connection is a retried connection error", "[http]") 
     auto h = handlers::make_http(http_config("http://127.0.0.1:" + std::to_string(port) + "/x"));
     auto job = make_job("hook", "{}");
     auto out = co_await attempt(*h, job);
-    CHECK(std::string(out.kind) == "connection");
+    CHECK(std::string(jq::job::to_string(out.kind)) == "connection");
     CHECK(out.retry);
     const std::string at = "127.0.0.1:" + std::to_string(port);
     CHECK(out.error ==
@@ -168,7 +168,7 @@ TEST_CASE("http: host names are resolved off the loop; an unknown one is a conne
     CHECK(out.result == "by name");
     auto bad = co_await attempt(*unknown, job);
     CHECK_FALSE(bad.ok);
-    CHECK(std::string(bad.kind) == "connection");
+    CHECK(std::string(jq::job::to_string(bad.kind)) == "connection");
     CHECK(bad.retry);
     CHECK_THAT(bad.error, Catch::Contains("cannot resolve no-such-host.invalid"));
   };
@@ -186,7 +186,7 @@ TEST_CASE("http: a TLS server that never answers the handshake hits the connect 
     auto job = make_job("hook", "{}");
     auto t0 = async::Clock::now();
     auto out = co_await attempt(*h, job);
-    CHECK(std::string(out.kind) == "connection");
+    CHECK(std::string(jq::job::to_string(out.kind)) == "connection");
     CHECK(out.error.find("no connection within 200ms") != std::string::npos);
     CHECK(ms_since(t0) < 1000);
   };
@@ -208,7 +208,7 @@ TEST_CASE("https: a self-signed certificate is rejected unless its CA is configu
     auto job = make_job("hook", "{}");
     auto rejected = co_await attempt(*strict, job);
     CHECK_FALSE(rejected.ok);
-    CHECK(std::string(rejected.kind) == "connection");
+    CHECK(std::string(jq::job::to_string(rejected.kind)) == "connection");
     CHECK(rejected.error.find("TLS certificate rejected: self-signed certificate") !=
           std::string::npos);
     auto accepted = co_await attempt(*with_ca, job);

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "job/text.hpp"
@@ -193,4 +194,207 @@ TEST_CASE("make run shows jobqd's log while jobqd runs", "[integration][hardenin
   make.signal(SIGTERM);  // make passes it on to jobqd
   CHECK(make.wait(20s) >= 0);
   CHECK(eventually([&] { return r.integer({"ZCARD", "jobq:{q}:leases"}) == 0; }, 20s));
+}
+
+TEST_CASE("an id names one job at a time: pushes of a running id wait, reuse starts afresh",
+          "[integration][hardening][ids]") {
+  RedisServer redis;
+  TempDir dir;
+  std::string lock = (dir.path() / "same").string();
+  std::string yaml = R"(
+handlers:
+  x: {type: exec, command: [")" +
+                     fixture("exclusive") + R"(", ")" + lock + R"(", "{payload.n}"]}
+queues:
+  q: {handler: x, concurrency: 8, max_attempts: 2}
+)";
+  Daemon d(redis, yaml);
+  d.start_and_wait(redis);
+  auto r = redis.client();
+  auto job_n = [](int n) { return R"({"id":"same","payload":{"n":)" + std::to_string(n) + "}}"; };
+  auto log = [&] {
+    std::ifstream in(lock + ".log");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  // Three at once (one fetch batch), then a fourth while the first runs.
+  push(r, "q", {job_n(1), job_n(2), job_n(3)});
+  REQUIRE(eventually([&] { return log() == "1\n"; }, 10s));
+  push(r, "q", {job_n(4)});
+  bool all = eventually([&] { return log().size() == 8; }, 30s, 20ms);
+  INFO(log() << d.log().substr(0, 3000));
+  REQUIRE(all);
+  REQUIRE(eventually([&] { return count_status(r, "q", {"same"}, "succeeded") == 1; }, 10s));
+  CHECK(log().find("overlap") == std::string::npos);
+  auto s = job_states(r, "q", {"same"});
+  CHECK(s[0]["attempts"] == "1");  // each one a new job: no attempts carried over
+  // Three more, each after the last ended (more than max_attempts): each runs, once.
+  for (int n = 5; n <= 7; ++n) {
+    push(r, "q", {job_n(n)});
+    REQUIRE(eventually([&] { return log().find(std::to_string(n)) != std::string::npos; }, 10s));
+    REQUIRE(eventually([&] { return count_status(r, "q", {"same"}, "succeeded") == 1; }, 10s));
+    CHECK(job_states(r, "q", {"same"})[0]["attempts"] == "1");
+  }
+  CHECK(r.integer({"ZCARD", "jobq:{q}:dead"}) == 0);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("garbage at a queue's own keys: moved aside, logged, the queue and others go on",
+          "[integration][hardening]") {
+  RedisServer redis;
+  auto r = redis.client();
+  const char* yaml = R"(
+handlers:
+  echo: {type: builtin, name: echo}
+queues:
+  q: {handler: echo}
+  other: {handler: echo}
+)";
+  Daemon d(redis, yaml);
+  d.start_and_wait(redis);
+  d.start_and_wait(redis, "other");
+  r.cmd({"SET", "jobq:{q}:live", "garbage"});
+  r.cmd({"SET", "jobq:{q}:dead", "garbage"});
+  push(r, "q", {R"({"id":"a","payload":1})", R"({"id":"bad","payload":1,"handler":"nope"})"});
+  push(r, "other", {R"({"id":"b","payload":2})"});
+  REQUIRE(eventually([&] { return count_status(r, "other", {"b"}, "succeeded") == 1; }, 10s));
+  bool served = eventually([&] { return count_status(r, "q", {"a"}, "succeeded") == 1; }, 20s);
+  INFO(d.log().substr(0, 4000));
+  CHECK(served);
+  CHECK(eventually([&] { return count_status(r, "q", {"bad"}, "failed") == 1; }, 10s));
+  CHECK(d.log().find("jobq:{q}:live held a string") != std::string::npos);
+  CHECK(d.log().find("moved it aside to jobq:{q}:live:foreign:") != std::string::npos);
+  CHECK(r.cmd({"KEYS", "jobq:{q}:dead:foreign:*"}).elements.size() == 1);
+  // A corrupt state at a job's key is replaced, and the job runs.
+  r.cmd({"HSET", "jobq:{q}:job:x", "attempts", "abc", "status", "weird"});
+  push(r, "q", {R"({"id":"x","payload":3})"});
+  REQUIRE(eventually([&] { return count_status(r, "q", {"x"}, "succeeded") == 1; }, 10s));
+  CHECK(job_states(r, "q", {"x"})[0]["attempts"] == "1");
+  CHECK(d.stop() == 0);
+}
+
+namespace {
+
+long rss_kb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+// A malformed job of some kind (seeded): broken syntax, wrong types, bad ids, deep nesting,
+// bytes that are not text, huge values. About one in ten is valid after all.
+std::string malformed(std::mt19937& rng, int i) {
+  const std::string id = "m" + std::to_string(i);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  auto bytes = [&](int n) {
+    std::string s;
+    for (int k = 0; k < n; ++k) s += static_cast<char>(rng() % 256);
+    return s;
+  };
+  switch (pick(14)) {
+    case 0:
+      return bytes(1 + pick(200));
+    case 1:
+      return R"({"id":")" + id + R"(","payload":)" + std::string(200 + pick(5000), '[');
+    case 2:
+      return R"({"id":")" + id + R"(","payload":)" + std::string(130 + pick(300), '[') +
+             std::string(130 + pick(300), ']') + "}";
+    case 3:
+      return R"({"id":")" + id + R"(","payload":"\xff)" + bytes(pick(50)) + "\"}";
+    case 4:
+      return R"({"id":)" + std::to_string(pick(1000)) + R"(,"payload":1})";
+    case 5:
+      return R"({"id":")" + std::string(129 + pick(100), 'x') + R"(","payload":1})";
+    case 6:
+      return R"({"id":")" + id + R"(","payload":1,"timeout_ms":)" +
+             std::vector<std::string>{"-1", "0", "1e400", "\"x\"", "[]", "null"}[pick(6)] + "}";
+    case 7:
+      return R"({"id":")" + id + R"(","payload":1,"max_attempts":)" +
+             std::vector<std::string>{
+                 "-3", "0", "2.5", "{}", "true", "99999999999999999999"}[pick(6)] +
+             "}";
+    case 8:
+      return R"({"id":")" + id + R"(","handler":")" + bytes(pick(20)) + R"(","payload":1})";
+    case 9:
+      return R"({"id":")" + id + R"("})";
+    case 10:
+      return std::vector<std::string>{"[]", "{}", "null", "42", "\"s\"", "true", ""}[pick(7)];
+    case 11:
+      return R"({"id":")" + id + R"(","payload":{"a":")" + std::string(pick(2) ? 3000 : 30, 'z') +
+             R"("},"_jobq":"1|5|x|y|)" + id + R"("})";
+    case 12:
+      return R"({"id":")" + id + R"(","payload":1)" + std::string(pick(3), '}');
+    default:
+      return R"({"id":")" + id + R"(","payload":{"ok":)" + std::to_string(i) + "}}";
+  }
+}
+
+}  // namespace
+
+TEST_CASE("1,000 random malformed jobs: the daemon stays up, each ends, text stays text",
+          "[integration][hardening][fuzz]") {
+  RedisServer redis;
+  const char* yaml = R"(
+handlers:
+  echo: {type: builtin, name: echo}
+queues:
+  q: {handler: echo, max_job_bytes: 64KiB, max_attempts: 1}
+)";
+  Daemon d(redis, yaml, "  log_level: warn\n");
+  d.start_and_wait(redis);
+  auto r = redis.client();
+  std::mt19937 rng(20261202);
+  std::vector<std::string> warm;
+  for (int i = 0; i < 200; ++i)
+    warm.push_back(R"({"id":"w)" + std::to_string(i) + R"(","payload":1})");
+  push(r, "q", warm);
+  REQUIRE(eventually([&] { return r.integer({"LLEN", "jobq:{q}:pending"}) == 0; }, 10s));
+  const long rss_before = rss_kb(d.pid());
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 1000; ++i) jobs.push_back(malformed(rng, i));
+  push(r, "q", jobs);
+  // Every job ends: the state keys (warm-up included) are all final, and there are as many as
+  // jobs pushed (each invalid one without a usable id is recorded under a fresh one).
+  auto final_count = [&] {
+    auto keys = r.cmd({"KEYS", "jobq:{q}:job:*"});
+    std::size_t n = 0;
+    for (auto& k : keys.elements) {
+      auto st = r.str({"HGET", k.str, "status"});
+      n += st == "succeeded" || st == "failed";
+    }
+    return n;
+  };
+  bool ended = eventually([&] { return final_count() >= 1200; }, 60s, 100ms);
+  std::string errors;  // what went wrong, without the expected warnings about invalid jobs
+  {
+    std::istringstream lines(d.log());
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find(" error ") != std::string::npos || line.find("critical") != std::string::npos) {
+        errors += line.substr(0, 400) + "\n";
+      }
+    }
+  }
+  INFO(errors);
+  CHECK(ended);
+  CHECK(d.running());
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 0);
+  CHECK(r.integer({"ZCARD", "jobq:{q}:delayed"}) == 0);
+  for (auto& k : r.cmd({"KEYS", "jobq:{q}:job:*"}).elements) {
+    auto h = r.cmd({"HGETALL", k.str});
+    for (auto& e : h.elements) {
+      if (!jq::job::is_utf8(e.str)) {
+        std::string all;
+        for (auto& f : h.elements) all += jq::job::to_utf8(f.str.substr(0, 80)) + " | ";
+        FAIL_CHECK(k.str << " holds bytes that are not UTF-8: " << all);
+      }
+    }
+  }
+  const long rss_after = rss_kb(d.pid());
+  INFO("RSS " << rss_before << " kB before, " << rss_after << " kB after");
+  CHECK(rss_after < rss_before + 20 * 1024);
+  CHECK(d.stop() == 0);
 }

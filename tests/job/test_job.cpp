@@ -60,6 +60,9 @@ TEST_CASE("invalid jobs say what is wrong", "[job]") {
   CHECK_THAT(error_of(R"({"max_attempts":0,"payload":1})"), Catch::Contains("got 0"));
   CHECK_THAT(error_of(R"({"timeout_ms":-5,"payload":1})"), Catch::Contains("got -5"));
   CHECK_THAT(error_of(R"({"timeout_ms":1.5,"payload":1})"), Catch::Contains("got a number"));
+  // nlohmann throws out_of_range, not parse_error, for this: it must not escape either.
+  CHECK_THAT(error_of(R"({"timeout_ms":1e400,"payload":1})"),
+             Catch::Contains("not usable JSON: number overflow parsing '1e400'"));
   CHECK_THAT(error_of(R"({"payload":")" + std::string(2000, 'x') + R"("})"),
              Catch::Contains("over max_job_bytes (1000)"));
 }

@@ -1,5 +1,8 @@
-// The reliable-fetch protocol against a real Redis: leasing, state writes, recovery, promotion.
+// The Redis protocol against a real Redis: fetch and settle, ids, recovery, promotion, repair.
 #include <catch2/catch.hpp>
+
+#include <limits>
+#include <map>
 
 #include "store/queue_store.hpp"
 #include "tests/support/redis_server.hpp"
@@ -12,6 +15,12 @@ using jq::test::run_test;
 
 namespace {
 
+// Remembers what became of a settlement.
+struct Note final : store::Recorded {
+  std::optional<store::Written> how;
+  void recorded(store::Written w) noexcept override { how = w; }
+};
+
 // A store for queue "q" on `server`, with its own clients, started and connected.
 struct Fixture {
   explicit Fixture(const test::RedisServer& server, std::string worker = "w1",
@@ -19,6 +28,7 @@ struct Fixture {
       : main(options(server)), blocking(options(server)) {
     base.queue = "q";
     base.worker = std::move(worker);
+    base.default_handler = "h";
     settings = base;
   }
   static redis::Client::Options options(const test::RedisServer& server) {
@@ -33,17 +43,38 @@ struct Fixture {
     co_await main.wait_connected();
     co_await blocking.wait_connected();
     store.emplace(main, blocking, settings);
-    writer.emplace(main, store->keys(), store->settings(),
-                   [this](const std::string& t) { store->released(t); });
+    writer.emplace(main, *store);
     writer->start();
   }
   /// up(), a lease, and the first `n` pending jobs fetched.
-  async::Task<std::vector<store::Leased>> up_and_fetch(std::size_t n) {
+  async::Task<store::FetchBatch> up_and_fetch(std::size_t n) {
     co_await up();
     co_await store->register_lease();
+    co_return co_await fetch(n);
+  }
+  async::Task<store::FetchBatch> fetch(std::size_t n) {
     auto got = co_await store->fetch(n);
-    if (!got) throw std::runtime_error("fetch refused right after taking a lease");
+    if (!got) throw std::runtime_error("fetch refused: no lease");
     co_return std::move(*got);
+  }
+  /// Pushes a settlement and waits until it is written; what became of it.
+  async::Task<store::Written> settle(store::Settlement s) {
+    Note note;
+    s.notify = &note;
+    writer->push(std::move(s));
+    bool flushed = co_await writer->flush(5s);
+    if (!flushed || !note.how) throw std::runtime_error("settlement not written");
+    co_return *note.how;
+  }
+  async::Task<store::Written> ok(const store::Fetched& f, const std::string& id,
+                                 std::string result = "done") {
+    store::Settlement s;
+    s.op = store::Settlement::Op::ok;
+    s.token = f.token;
+    s.id = id;
+    s.attempt = f.attempt;
+    s.text = std::move(result);
+    co_return co_await settle(std::move(s));
   }
   async::Task<void> down() {
     co_await writer->stop();
@@ -57,285 +88,295 @@ struct Fixture {
   std::optional<store::Writer> writer;
 };
 
-std::string job(const std::string& id) {
-  return R"({"id":")" + id + R"(","payload":{"n":1}})";
+std::string job_text(const std::string& id, const std::string& payload = R"({"n":1})") {
+  return R"({"id":")" + id + R"(","payload":)" + payload + "}";
+}
+
+std::map<std::string, std::string> state(test::SyncRedis& r, const std::string& id) {
+  auto h = r.cmd({"HGETALL", "jobq:{q}:job:" + id});
+  std::map<std::string, std::string> out;
+  for (std::size_t i = 0; i + 1 < h.elements.size(); i += 2) {
+    out[h.elements[i].str] = h.elements[i + 1].str;
+  }
+  return out;
 }
 
 }  // namespace
 
-TEST_CASE("fetch leases the oldest jobs first and records them as held", "[store]") {
-  test::RedisServer server;
-  auto r = server.client();
-  for (int i = 1; i <= 5; ++i) r.cmd({"LPUSH", "jobq:{q}:pending", job("j" + std::to_string(i))});
-  auto body = [&]() -> async::Task<void> {
-    Fixture f(server);
-    co_await f.up();
-    auto none = co_await f.store->fetch(3);
-    CHECK_FALSE(none.has_value());  // no lease yet: refuses to take jobs
-    co_await f.store->register_lease();
-    auto got = co_await f.store->fetch(3);
-    REQUIRE(got.has_value());
-    REQUIRE(got->size() == 3);
-    CHECK((*got)[0].raw == job("j1"));
-    CHECK((*got)[2].raw == job("j3"));
-    CHECK((*got)[0].token == "4");  // the refused fetch used up 1-3: tokens are never reused
-    auto more = co_await f.store->fetch(10);
-    REQUIRE(more->size() == 2);
-    CHECK((*more)[0].token == "7");
-    auto empty = co_await f.store->fetch(10);
-    CHECK(empty->empty());
-    co_await f.down();
-  };
-  run_test(body());
-  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 0);
-  CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 5);
-  CHECK(r.str({"HGET", "jobq:{q}:inflight:w1", "5"}) == job("j2"));
-}
-
-TEST_CASE(
-    "an oversized job is not transferred: only its size comes back, and its id when that "
-    "is its first key",
-    "[store]") {
-  test::RedisServer server;
-  auto r = server.client();
-  const std::string pad(5000, 'x');
-  const std::string big = R"({"payload":")" + pad + R"("})";
-  const std::string first_key = R"( { "id" : "mine", "payload":")" + pad + R"("})";
-  const std::string nested = R"({"payload":{"user":{"id":"victim"},"p":")" + pad + R"("}})";
-  const std::string marker_like = std::string("\0big:x", 6);  // what a marker once looked like
-  for (const auto& j : {big, first_key, nested, marker_like}) {
-    r.cmd({"LPUSH", "jobq:{q}:pending", j});
-  }
-  store::Settings s;
-  s.max_job_bytes = 1000;
-  auto body = [&]() -> async::Task<void> {
-    Fixture f(server, "w1", s);
-    auto got = co_await f.up_and_fetch(10);
-    REQUIRE(got.size() == 4);
-    CHECK(got[0].raw.empty());
-    CHECK(got[0].oversized == big.size());
-    CHECK(got[1].oversized == first_key.size());
-    CHECK(got[1].oversized_id == "mine");
-    CHECK(got[2].oversized == nested.size());
-    CHECK(got[2].oversized_id.empty());  // "victim" is the payload's, not the job's
-    CHECK(got[3].oversized == 0);
-    CHECK(got[3].raw == marker_like);  // an ordinary (invalid) job, not a marker
-    // Dead from the held copy in Redis: the body is kept in full.
-    f.writer->dead(got[0].token, "big1", "too big", "invalid_job", "h");
-    bool ok1 = co_await f.writer->flush(5s);
-    CHECK(ok1);
-    co_await f.down();
-  };
-  run_test(body());
-  CHECK(r.str({"HGET", "jobq:{q}:job:big1", "body"}) == big);
-  CHECK(r.str({"HGET", "jobq:{q}:job:big1", "status"}) == "failed");
-}
-
-TEST_CASE("start counts attempts once even when a batch is replayed; ok writes the result",
+TEST_CASE("fetch leases the oldest jobs first and records them active in the same step",
           "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  r.cmd({"LPUSH", "jobq:{q}:pending", job("a")});
+  for (auto id : {"a", "b", "c"}) r.cmd({"LPUSH", "jobq:{q}:pending", job_text(id)});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    auto got = co_await f.up_and_fetch(1);
-    const auto& l = got[0];
-    long long first = co_await f.writer->start_job(l.token, "a", "h", "", l.fetched_at);
-    CHECK(first == 1);
-    // The same start again (a batch resent after a lost reply) does not count twice.
-    long long again = co_await f.writer->start_job(l.token, "a", "h", "", l.fetched_at);
-    CHECK(again == 1);
-    f.writer->succeeded(l.token, "a", "the result");
-    f.writer->succeeded(l.token, "a", "ignored: no longer held");
-    bool ok2 = co_await f.writer->flush(5s);
-    CHECK(ok2);
-    long long gone = co_await f.writer->start_job(l.token, "a", "h", "", l.fetched_at);
-    CHECK(gone == -1);  // not held any more: must not run
+    auto got = co_await f.up_and_fetch(2);
+    REQUIRE(got.jobs.size() == 2);
+    CHECK(got.jobs[0].raw == job_text("a"));
+    CHECK(got.jobs[0].id == "a");
+    CHECK(got.jobs[0].attempt == 1);
+    CHECK(got.jobs[1].raw == job_text("b"));
+    CHECK(got.jobs[1].token == got.jobs[0].token + 1);
+    CHECK(f.store->held() == 2);
     co_await f.down();
   };
   run_test(body());
-  CHECK(r.str({"HGET", "jobq:{q}:job:a", "status"}) == "succeeded");
-  CHECK(r.str({"HGET", "jobq:{q}:job:a", "result"}) == "the result");
-  CHECK(r.str({"HGET", "jobq:{q}:job:a", "attempts"}) == "1");
-  CHECK(r.str({"HGET", "jobq:{q}:job:a", "worker"}) == "w1");
-  CHECK(r.integer({"TTL", "jobq:{q}:job:a"}) > 80000);  // result_ttl 24h
-  CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 0);
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 1);
+  CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 2);
+  auto a = state(r, "a");
+  CHECK(a["status"] == "active");
+  CHECK(a["attempts"] == "1");
+  CHECK(a["queue"] == "q");
+  CHECK(a["handler"] == "h");
+  CHECK(a["worker"] == "w1");
+  CHECK(a["started_at"] == a["submitted_at"]);
+  CHECK(r.cmd({"HGET", "jobq:{q}:live", "a"}).str.rfind("w1:", 0) == 0);
+  // The held copy carries jobqd's marker: attempts, max, submitted_at, instance, id.
+  auto copy = r.cmd({"HGET", "jobq:{q}:inflight:w1", "1"}).str;
+  CHECK(copy.rfind(R"({"id":"a","payload":{"n":1},"_jobq":"1|5|)", 0) == 0);
+  CHECK(copy.size() > job_text("a").size());
 }
 
-TEST_CASE("an assigned id is written into the held copy so later copies carry it", "[store]") {
+TEST_CASE("a job without an id gets one at fetch, which every later copy carries", "[store]") {
   test::RedisServer server;
   auto r = server.client();
   r.cmd({"LPUSH", "jobq:{q}:pending", R"({"payload":1})"});
+  r.cmd({"LPUSH", "jobq:{q}:pending", R"({"payload":2,"id":null})"});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    auto got = co_await f.up_and_fetch(10);
+    REQUIRE(got.jobs.size() == 2);
+    for (const auto& j : got.jobs) {
+      CHECK(j.id.size() == 26);
+      CHECK(j.raw.find(",\"id\":\"" + j.id + "\"}") != std::string::npos);
+      CHECK(j.attempt == 1);
+    }
+    CHECK(got.jobs[0].id != got.jobs[1].id);
+    CHECK(state(r, got.jobs[0].id)["status"] == "active");
+    co_await f.down();
+  };
+  run_test(body());
+}
+
+TEST_CASE("ok writes the result once: a batch sent again changes nothing", "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
     auto got = co_await f.up_and_fetch(1);
-    const auto& l = got[0];
-    co_await f.writer->start_job(l.token, "X1", "h", R"({"id":"X1","payload":1})", l.fetched_at);
-    f.writer->retry(l.token, "X1", 60000ms, "boom", "exception");
-    bool ok3 = co_await f.writer->flush(5s);
-    CHECK(ok3);
+    auto first = co_await f.ok(got.jobs[0], "a", "result 1");
+    CHECK(first == store::Written::written);
+    auto again = co_await f.ok(got.jobs[0], "a", "result 2");
+    CHECK(again == store::Written::not_held);
+    CHECK(f.store->held() == 0);
     co_await f.down();
   };
   run_test(body());
-  auto delayed = r.cmd({"ZRANGE", "jobq:{q}:delayed", "0", "-1"});
-  REQUIRE(delayed.elements.size() == 1);
-  CHECK(delayed.elements[0].str == R"({"id":"X1","payload":1})");
-  CHECK(r.str({"HGET", "jobq:{q}:job:X1", "status"}) == "retrying");
-  CHECK(r.str({"HGET", "jobq:{q}:job:X1", "error"}) == "boom");
-  CHECK(r.str({"HGET", "jobq:{q}:job:X1", "error_kind"}) == "exception");
+  auto a = state(r, "a");
+  CHECK(a["status"] == "succeeded");
+  CHECK(a["result"] == "result 1");
+  CHECK(r.integer({"TTL", "jobq:{q}:job:a"}) > 86000);
+  CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 0);
+  CHECK(r.integer({"HLEN", "jobq:{q}:live"}) == 0);
 }
 
-TEST_CASE("promote moves due jobs to the back of pending and marks retries queued", "[store]") {
+TEST_CASE("retain succeeded 0 deletes the state at success", "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  auto now = store::unix_ms();
-  r.cmd({"LPUSH", "jobq:{q}:pending", job("older")});
-  r.cmd({"ZADD", "jobq:{q}:delayed", std::to_string(now - 10), job("due")});
-  r.cmd({"ZADD", "jobq:{q}:delayed", std::to_string(now + 60000), job("later")});
-  r.cmd({"HSET", "jobq:{q}:job:due", "status", "retrying"});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
+  auto body = [&]() -> async::Task<void> {
+    store::Settings s;
+    s.keep_succeeded = 0ms;
+    Fixture f(server, "w1", s);
+    auto got = co_await f.up_and_fetch(1);
+    auto w1 = co_await f.ok(got.jobs[0], "a");
+    CHECK(w1 == store::Written::written);
+    co_await f.down();
+  };
+  run_test(body());
+  CHECK(r.integer({"EXISTS", "jobq:{q}:job:a"}) == 0);
+  CHECK(r.integer({"HLEN", "jobq:{q}:live"}) == 0);
+}
+
+TEST_CASE("a retry waits in delayed, comes back queued, and runs as its next attempt", "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    co_await f.up();
+    auto got = co_await f.up_and_fetch(1);
+    store::Settlement s;
+    s.op = store::Settlement::Op::retry;
+    s.token = got.jobs[0].token;
+    s.id = "a";
+    s.delay = 50ms;
+    s.text = "boom";
+    s.kind = job::ErrorKind::exit_status;
+    auto w2 = co_await f.settle(std::move(s));
+    CHECK(w2 == store::Written::written);
+    auto a = state(r, "a");
+    CHECK(a["status"] == "retrying");
+    CHECK(a["error"] == "boom");
+    CHECK(a["error_kind"] == "exit_status");
+    CHECK(r.integer({"ZCARD", "jobq:{q}:delayed"}) == 1);
+    auto early = co_await f.store->promote();
+    CHECK(early.moved == 0);
+    REQUIRE(early.next_in);
+    co_await async::sleep(80ms);
     auto p = co_await f.store->promote();
     CHECK(p.moved == 1);
-    REQUIRE(p.next_in.has_value());
-    CHECK(*p.next_in > 59000ms);  // due in a minute, by Redis' clock
-    CHECK(*p.next_in <= 60000ms);
+    CHECK(state(r, "a")["status"] == "queued");
+    auto again = co_await f.fetch(1);
+    REQUIRE(again.jobs.size() == 1);
+    CHECK(again.jobs[0].attempt == 2);
+    CHECK(again.jobs[0].raw == job_text("a"));  // the handler sees the job, not the marker
+    a = state(r, "a");
+    CHECK(a["status"] == "active");
+    CHECK(a["attempts"] == "2");
+    auto w3 = co_await f.ok(again.jobs[0], "a");
+    CHECK(w3 == store::Written::written);
+    a = state(r, "a");
+    CHECK(a["error"].empty());  // the earlier attempt's error is gone with success
     co_await f.down();
   };
   run_test(body());
-  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 2);
-  CHECK(r.str({"LINDEX", "jobq:{q}:pending", "0"}) == job("due"));  // joined the back (left)
-  CHECK(r.str({"HGET", "jobq:{q}:job:due", "status"}) == "queued");
-  CHECK(r.integer({"ZCARD", "jobq:{q}:delayed"}) == 1);
 }
 
-TEST_CASE("dead jobs keep their body, publish, and are trimmed to dead_max", "[store]") {
+TEST_CASE("dead jobs keep their JSON beside the state, announce it, and are trimmed", "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  for (int i = 0; i < 5; ++i) r.cmd({"LPUSH", "jobq:{q}:pending", job("d" + std::to_string(i))});
-  store::Settings s;
-  s.dead_max = 3;
+  for (auto id : {"a", "b", "c"}) r.cmd({"LPUSH", "jobq:{q}:pending", job_text(id)});
+  auto sub = server.client();
+  sub.cmd({"SUBSCRIBE", "jobq:{q}:events"});
   auto body = [&]() -> async::Task<void> {
+    store::Settings s;
+    s.dead_max = 2;
     Fixture f(server, "w1", s);
-    auto got = co_await f.up_and_fetch(5);
-    for (std::size_t i = 0; i < got.size(); ++i) {
-      f.writer->dead(got[i].token, "d" + std::to_string(i), "bad", "exception", "h");
-      bool ok4 = co_await f.writer->flush(5s);
-      CHECK(ok4);  // one by one: distinct death times
-      co_await async::sleep(2ms);
+    auto got = co_await f.up_and_fetch(3);
+    for (std::size_t i = 0; i < 3; ++i) {
+      store::Settlement d;
+      d.op = store::Settlement::Op::dead;
+      d.token = got.jobs[i].token;
+      d.id = got.jobs[i].id;
+      d.text = "bad";
+      d.kind = job::ErrorKind::exception;
+      auto w4 = co_await f.settle(std::move(d));
+      CHECK(w4 == store::Written::written);
     }
     co_await f.down();
   };
   run_test(body());
-  CHECK(r.integer({"ZCARD", "jobq:{q}:dead"}) == 3);
-  CHECK(r.integer({"EXISTS", "jobq:{q}:job:d0"}) == 0);  // the oldest went, with its state
-  CHECK(r.str({"HGET", "jobq:{q}:job:d4", "body"}) == job("d4"));
-  CHECK(r.str({"HGET", "jobq:{q}:job:d4", "attempts"}) == "0");
+  auto m = sub.next_reply();
+  REQUIRE(m.elements.size() == 3);
+  CHECK(m.elements[2].str == R"({"id":"a","queue":"q","status":"failed"})");
+  auto dead = r.cmd({"ZRANGE", "jobq:{q}:dead", "0", "-1"});
+  REQUIRE(dead.elements.size() == 2);  // the oldest went first
+  CHECK(dead.elements[0].str == "b");
+  CHECK(r.integer({"EXISTS", "jobq:{q}:job:a"}) == 0);
+  CHECK(r.integer({"HEXISTS", "jobq:{q}:dead:bodies", "a"}) == 0);
+  auto b = state(r, "b");
+  CHECK(b["status"] == "failed");
+  CHECK(b.count("body") == 0);  // the JSON is kept apart: the state is text for any client
+  CHECK(r.cmd({"HGET", "jobq:{q}:dead:bodies", "b"}).str.rfind(job_text("b").substr(0, 20), 0) ==
+        0);
+  CHECK(r.integer({"HLEN", "jobq:{q}:live"}) == 0);
 }
 
-TEST_CASE("put_back returns held jobs to the consuming end, in their order, untouched", "[store]") {
+TEST_CASE("give back returns jobs to the consuming end in order, the attempt not counted",
+          "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  for (int i = 1; i <= 3; ++i) r.cmd({"LPUSH", "jobq:{q}:pending", job("p" + std::to_string(i))});
+  for (auto id : {"a", "b", "c"}) r.cmd({"LPUSH", "jobq:{q}:pending", job_text(id)});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    auto got = co_await f.up_and_fetch(2);  // p1, p2
-    const auto& a = got[0];
-    co_await f.writer->start_job(a.token, "p1", "h", "", a.fetched_at);
-    // Returned newest first, so that p1 is again the next to be consumed.
-    f.writer->put_back(got[1].token, "p2", false);
-    f.writer->put_back(a.token, "p1", true);
-    bool ok5 = co_await f.writer->flush(5s);
-    CHECK(ok5);
-    bool ok6 = co_await f.store->release_lease();
-    CHECK(ok6);
+    auto got = co_await f.up_and_fetch(2);
+    // Newest first, as the engine does, so that the oldest is next again.
+    for (int i = 1; i >= 0; --i) {
+      store::Settlement s;
+      s.op = store::Settlement::Op::back;
+      s.token = got.jobs[i].token;
+      s.id = got.jobs[i].id;
+      f.writer->push(std::move(s));
+    }
+    auto w10 = co_await f.writer->flush(5s);
+    CHECK(w10);
+    auto a = state(r, "a");
+    CHECK(a["status"] == "queued");
+    CHECK(a["attempts"] == "0");
+    auto again = co_await f.fetch(3);
+    REQUIRE(again.jobs.size() == 3);
+    CHECK(again.jobs[0].id == "a");
+    CHECK(again.jobs[1].id == "b");
+    CHECK(again.jobs[2].id == "c");
+    CHECK(again.jobs[0].attempt == 1);
     co_await f.down();
   };
   run_test(body());
-  auto list = r.cmd({"LRANGE", "jobq:{q}:pending", "0", "-1"});
-  REQUIRE(list.elements.size() == 3);
-  CHECK(list.elements[2].str == job("p1"));  // rightmost: consumed first
-  CHECK(list.elements[1].str == job("p2"));
-  CHECK(r.str({"HGET", "jobq:{q}:job:p1", "status"}) == "queued");
-  CHECK(r.str({"HGET", "jobq:{q}:job:p1", "attempts"}) == "0");
-  CHECK(r.integer({"ZCARD", "jobq:{q}:leases"}) == 0);  // released: nothing held
 }
 
-TEST_CASE("a dead worker's jobs are recovered in order; running ones marked lost", "[store]") {
+TEST_CASE("a dead worker's jobs are recovered in order; a last attempt is dead as lost",
+          "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  for (int i = 1; i <= 4; ++i) r.cmd({"LPUSH", "jobq:{q}:pending", job("r" + std::to_string(i))});
-  r.cmd({"HSET", "jobq:{q}:job:r2", "attempts", "4"});  // r2 will run its 5th, last attempt
-  store::Settings s;
-  s.lease = 1000ms;
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
+  r.cmd({"LPUSH", "jobq:{q}:pending", R"({"id":"last","payload":1,"max_attempts":1})"});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("b")});
   auto body = [&]() -> async::Task<void> {
+    store::Settings s;
+    s.lease = 100ms;
     Fixture dying(server, "dying", s);
-    auto got = co_await dying.up_and_fetch(3);  // r1, r2, r3
-    const auto& l1 = got[0];
-    const auto& l2 = got[1];
-    co_await dying.writer->start_job(l1.token, "r1", "h", "", l1.fetched_at);
-    co_await dying.writer->start_job(l2.token, "r2", "h", "", l2.fetched_at);
-    co_await dying.down();  // it "dies": stops renewing
-    // Someone wrote over r3's state key: recovery still returns r3, once.
-    server.client().cmd({"SET", "jobq:{q}:job:r3", "not a hash"});
-
-    Fixture alive(server, "alive", s);
-    co_await alive.up();
-    auto early = co_await alive.store->recover();
-    CHECK(early.returned == 0);                 // the lease has not expired yet
-    REQUIRE(early.next_expiry_in.has_value());  // when to look again
-    CHECK(early.next_expiry_in->count() <= 1001);
-    co_await async::sleep(1100ms);
-    auto rec = co_await alive.store->recover();
-    CHECK(rec.returned == 2);  // r1 and r3; r2 was on its last attempt
+    auto got = co_await dying.up_and_fetch(3);
+    REQUIRE(got.jobs.size() == 3);
+    co_await dying.down();
+    co_await async::sleep(150ms);
+    Fixture live(server, "live", s);
+    co_await live.up();
+    auto rec = co_await live.store->recover();
+    CHECK(rec.returned == 2);
     CHECK(rec.dead == 1);
     REQUIRE(rec.workers.size() == 1);
     CHECK(rec.workers[0] == "dying");
-    CHECK_FALSE(rec.next_expiry_in.has_value());
-    auto again = co_await alive.store->recover();
-    CHECK(again.returned + again.dead == 0);
-    co_await alive.down();
+    co_await live.store->register_lease();
+    auto again = co_await live.fetch(3);
+    REQUIRE(again.jobs.size() == 2);
+    CHECK(again.jobs[0].id == "a");
+    CHECK(again.jobs[0].attempt == 2);  // the lost attempt counts
+    CHECK(again.jobs[1].id == "b");
+    co_await live.down();
   };
   run_test(body());
-  auto list = r.cmd({"LRANGE", "jobq:{q}:pending", "0", "-1"});
-  REQUIRE(list.elements.size() == 3);
-  CHECK(list.elements[2].str == job("r1"));  // consumed next, as before the crash
-  CHECK(list.elements[1].str == job("r3"));
-  CHECK(list.elements[0].str == job("r4"));
-  CHECK(r.str({"HGET", "jobq:{q}:job:r1", "status"}) == "queued");  // back in pending
-  CHECK(r.str({"HGET", "jobq:{q}:job:r1", "error_kind"}) == "lost");
-  CHECK(r.str({"HGET", "jobq:{q}:job:r2", "status"}) == "failed");
-  CHECK(r.str({"HGET", "jobq:{q}:job:r2", "error_kind"}) == "lost");
-  CHECK(r.integer({"ZSCORE", "jobq:{q}:dead", "r2"}) > 0);
+  auto last = state(r, "last");
+  CHECK(last["status"] == "failed");
+  CHECK(last["error_kind"] == "lost");
+  CHECK(last["error"].find("that was attempt 1 of 1") != std::string::npos);
+  CHECK(r.integer({"ZSCORE", "jobq:{q}:dead", "last"}) > 0);
   CHECK(r.integer({"EXISTS", "jobq:{q}:inflight:dying"}) == 0);
-  CHECK(r.integer({"ZCARD", "jobq:{q}:leases"}) == 0);
+  CHECK(r.integer({"HEXISTS", "jobq:{q}:live", "last"}) == 0);
 }
 
 TEST_CASE("renew fails once the lease was recovered; fetch refuses until re-registered",
           "[store]") {
   test::RedisServer server;
-  store::Settings s;
-  s.lease = 1000ms;
+  auto r = server.client();
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
   auto body = [&]() -> async::Task<void> {
+    store::Settings s;
+    s.lease = 100ms;
     Fixture f(server, "w1", s);
     co_await f.up();
     co_await f.store->register_lease();
-    bool ok7 = co_await f.store->renew_lease();
-    CHECK(ok7);
-    server.client().cmd({"ZADD", "jobq:{q}:leases", "1", "w1"});  // make it expired
-    Fixture other(server, "w2", s);
-    co_await other.up();
-    auto rec = co_await other.store->recover();
-    CHECK(rec.workers.size() == 1);
-    bool ok8 = co_await f.store->renew_lease();
-    CHECK_FALSE(ok8);
+    auto w11 = co_await f.store->renew_lease();
+    CHECK(w11);
+    co_await async::sleep(150ms);
+    auto w12 = co_await f.store->renew_lease();
+    CHECK_FALSE(w12);
     auto refused = co_await f.store->fetch(1);
     CHECK_FALSE(refused.has_value());
+    CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 1);  // nothing taken
     co_await f.store->register_lease();
-    bool ok9 = co_await f.store->renew_lease();
-    CHECK(ok9);
-    co_await other.down();
+    auto got = co_await f.fetch(1);
+    CHECK(got.jobs.size() == 1);
     co_await f.down();
   };
   run_test(body());
@@ -353,8 +394,8 @@ TEST_CASE("the blocking wait returns at once when a job is pushed, and moves not
     auto pusher = [&]() -> async::Task<void> {
       co_await async::sleep(50ms);
       auto r = server.client();
-      r.cmd({"LPUSH", "jobq:{q}:pending", job("first")});
-      r.cmd({"LPUSH", "jobq:{q}:pending", job("second")});
+      r.cmd({"LPUSH", "jobq:{q}:pending", job_text("first")});
+      r.cmd({"LPUSH", "jobq:{q}:pending", job_text("second")});
     };
     auto h = async::spawn(pusher());
     t0 = async::Clock::now();
@@ -368,124 +409,276 @@ TEST_CASE("the blocking wait returns at once when a job is pushed, and moves not
   auto r = server.client();
   auto list = r.cmd({"LRANGE", "jobq:{q}:pending", "0", "-1"});
   REQUIRE(list.elements.size() == 2);
-  CHECK(list.elements.back().str == job("first"));  // still the next to be consumed
+  CHECK(list.elements.back().str == job_text("first"));  // still the next to be consumed
 }
 
 TEST_CASE("reconcile returns jobs held in Redis that the worker does not know of", "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  for (int i = 1; i <= 4; ++i) r.cmd({"LPUSH", "jobq:{q}:pending", job("k" + std::to_string(i))});
+  for (auto id : {"a", "b"}) r.cmd({"LPUSH", "jobq:{q}:pending", job_text(id)});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    co_await f.up();
-    co_await f.store->register_lease();
-    auto mine = co_await f.store->fetch(1);  // k1: known
-    REQUIRE(mine->size() == 1);
-    // A fetch whose reply was lost with the connection: it ran in Redis (k2, k3 now held under
-    // tokens this process never saw), but nobody here knows.
-    auto lost = server.client();
-    lost.cmd({"EVAL",
-              "local a = redis.call('RPOP', KEYS[1], 2) "
-              "redis.call('HSET', KEYS[2], '100', a[1], '101', a[2]) return 1",
-              "2", "jobq:{q}:pending", "jobq:{q}:inflight:w1"});
+    auto got = co_await f.up_and_fetch(2);
+    f.store->released(got.jobs[1].token);  // as if its fetch reply had been lost
+    r.cmd({"HSET", "jobq:{q}:inflight:w1", "garbage", "not a job"});
     auto rec = co_await f.store->reconcile();
     CHECK(rec.returned == 2);
-    auto again = co_await f.store->reconcile();
-    CHECK(again.returned == 0);  // nothing unknown any more; k1 stays held
+    CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 1);
+    CHECK(state(r, "b")["status"] == "queued");
+    CHECK(state(r, "b")["error_kind"] == "lost");
     co_await f.down();
   };
   run_test(body());
   auto list = r.cmd({"LRANGE", "jobq:{q}:pending", "0", "-1"});
-  REQUIRE(list.elements.size() == 3);
-  CHECK(list.elements[2].str == job("k2"));  // the oldest is the next one taken, as before
-  CHECK(list.elements[1].str == job("k3"));
-  CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 1);
+  REQUIRE(list.elements.size() == 2);
 }
 
-TEST_CASE("an op Redis refuses does not block the others and loses nothing", "[store]") {
+TEST_CASE("an id names one job at a time: a second submission waits for the first", "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  r.cmd({"SET", "jobq:{q}:delayed", "a string, not a sorted set"});  // retries cannot be written
-  r.cmd({"LPUSH", "jobq:{q}:pending", job("stuck")});
-  r.cmd({"LPUSH", "jobq:{q}:pending", job("fine")});
-  std::string stuck_token;
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("same", "1")});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("same", "2")});  // in the same batch
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    auto got = co_await f.up_and_fetch(2);
-    const auto& a = got[0];
-    const auto& b = got[1];
-    stuck_token = a.token;
-    auto fa = f.writer->start_job(a.token, "stuck", "h", "", a.fetched_at);
-    auto fb = f.writer->start_job(b.token, "fine", "h", "", b.fetched_at);
-    long long na = co_await fa;
-    long long nb = co_await fb;
-    CHECK(na == 1);
-    CHECK(nb == 1);
-    f.writer->retry(a.token, "stuck", 10ms, "boom", "exception");  // refused: WRONGTYPE
-    f.writer->succeeded(b.token, "fine", "ok");
-    bool flushed = co_await f.writer->flush(5s);
-    CHECK(flushed);
+    auto got = co_await f.up_and_fetch(10);
+    REQUIRE(got.jobs.size() == 1);
+    CHECK(got.waiting == 1);
+    CHECK(got.jobs[0].raw == job_text("same", "1"));
+    // While the first runs, the second waits in delayed; its state stays the first's.
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("same", "3")});
+    auto none = co_await f.fetch(10);
+    CHECK(none.jobs.empty());
+    CHECK(none.waiting == 1);
+    CHECK(state(r, "same")["attempts"] == "1");
+    CHECK(r.integer({"ZCARD", "jobq:{q}:delayed"}) == 2);
+    auto w5 = co_await f.ok(got.jobs[0], "same", "first");
+    CHECK(w5 == store::Written::written);
+    co_await async::sleep(1100ms);
+    auto p = co_await f.store->promote();
+    CHECK(p.moved == 2);
+    // The next one runs as a new job (fresh attempts); the third still waits for it.
+    auto next = co_await f.fetch(10);
+    REQUIRE(next.jobs.size() == 1);
+    CHECK(next.waiting == 1);
+    CHECK(next.jobs[0].attempt == 1);
+    auto st = state(r, "same");
+    CHECK(st["status"] == "active");
+    CHECK(st["attempts"] == "1");
+    CHECK(st.count("result") == 0);                        // nothing of the first job's end is left
+    CHECK(r.integer({"TTL", "jobq:{q}:job:same"}) == -1);  // nor its expiry
     co_await f.down();
   };
   run_test(body());
-  CHECK(r.str({"HGET", "jobq:{q}:job:fine", "status"}) == "succeeded");
-  // The refused op left its job held (not lost): it goes back to pending by reconcile/recovery.
-  CHECK(r.integer({"HEXISTS", "jobq:{q}:inflight:w1", stuck_token}) == 1);
 }
 
-TEST_CASE("a foreign value at a job's state key is replaced, not left to fail every write",
-          "[store]") {
+TEST_CASE("a reused id whose job is over starts afresh, however often", "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  r.cmd({"SET", "jobq:{q}:job:clash", "a string, not a hash"});
-  r.cmd({"LPUSH", "jobq:{q}:pending", job("clash")});
   auto body = [&]() -> async::Task<void> {
-    Fixture f(server);
-    auto got = co_await f.up_and_fetch(1);
-    const auto& a = got[0];
-    long long n = co_await f.writer->start_job(a.token, "clash", "h", "", a.fetched_at);
-    CHECK(n == 1);
-    f.writer->succeeded(a.token, "clash", "ok");
-    bool flushed = co_await f.writer->flush(5s);
-    CHECK(flushed);
-    co_await f.down();
-  };
-  run_test(body());
-  CHECK(r.str({"HGET", "jobq:{q}:job:clash", "status"}) == "succeeded");
-}
-
-TEST_CASE("an expired lease refuses to start jobs, by Redis' clock; they go back untouched",
-          "[store]") {
-  test::RedisServer server;
-  auto r = server.client();
-  r.cmd({"LPUSH", "jobq:{q}:pending", job("late")});
-  r.cmd({"LPUSH", "jobq:{q}:pending", job("late2")});
-  auto body = [&]() -> async::Task<void> {
-    Fixture f(server);
-    auto got = co_await f.up_and_fetch(2);
-    const auto& l = got[0];
-    const auto& l2 = got[1];
-    server.client().cmd({"ZADD", "jobq:{q}:leases", "1", "w1"});  // expired long ago
-    long long n = co_await f.writer->start_job(l.token, "late", "h", "", l.fetched_at);
-    CHECK(n == -1);
-    long long n2 = co_await f.writer->start_job(l2.token, "late2", "h", "", l2.fetched_at);
-    CHECK(n2 == -1);
-    bool renewed = co_await f.store->renew_lease();
-    CHECK_FALSE(renewed);
-    // The engine forgets a job whose start was refused; once it holds a lease again, reconcile
-    // returns it. A stop returns it directly, as "started" (the attempt count is not touched).
-    f.store->released(l.token);
+    store::Settings s;
+    s.max_attempts = 2;
+    Fixture f(server, "w1", s);
+    co_await f.up();
     co_await f.store->register_lease();
-    auto rec = co_await f.store->reconcile();
-    CHECK(rec.returned == 1);
-    f.writer->put_back(l2.token, "late2", /*started=*/true);
-    bool flushed = co_await f.writer->flush(5s);
-    CHECK(flushed);
+    for (int round = 0; round < 4; ++round) {
+      r.cmd({"LPUSH", "jobq:{q}:pending", job_text("same")});
+      auto got = co_await f.fetch(1);
+      REQUIRE(got.jobs.size() == 1);
+      CHECK(got.jobs[0].attempt == 1);
+      auto w6 = co_await f.ok(got.jobs[0], "same");
+      CHECK(w6 == store::Written::written);
+    }
     co_await f.down();
   };
   run_test(body());
-  CHECK(r.integer({"EXISTS", "jobq:{q}:job:late"}) == 0);
-  CHECK(r.integer({"EXISTS", "jobq:{q}:job:late2"}) == 0);  // no attempts -1, no status
-  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 2);
-  CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 0);
+}
+
+TEST_CASE("corrupt or foreign state at a job's key is replaced and the job runs", "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"HSET", "jobq:{q}:job:x", "attempts", "abc", "status", "weird"});
+  r.cmd({"SET", "jobq:{q}:job:y", "a string"});
+  r.cmd({"HSET", "jobq:{q}:live", "z", "someone:1"});  // a stale claim: z's job is over
+  r.cmd({"HSET", "jobq:{q}:job:z", "status", "succeeded"});
+  for (auto id : {"x", "y", "z"}) r.cmd({"LPUSH", "jobq:{q}:pending", job_text(id)});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    auto got = co_await f.up_and_fetch(10);
+    REQUIRE(got.jobs.size() == 3);
+    for (auto& j : got.jobs) {
+      CHECK(j.attempt == 1);
+      auto w7 = co_await f.ok(j, j.id);
+      CHECK(w7 == store::Written::written);
+    }
+    co_await f.down();
+  };
+  run_test(body());
+  for (auto id : {"x", "y", "z"}) {
+    auto st = state(r, id);
+    INFO(id);
+    CHECK(st["status"] == "succeeded");
+    CHECK(st["attempts"] == "1");
+  }
+}
+
+TEST_CASE("a foreign value at one of the queue's keys is moved aside and the queue goes on",
+          "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
+  r.cmd({"SET", "jobq:{q}:live", "garbage"});
+  r.cmd({"SET", "jobq:{q}:dead", "garbage"});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    co_await f.up();
+    co_await f.store->register_lease();
+    std::string error;
+    try {
+      (void)co_await f.store->fetch(1);
+    } catch (const redis::ReplyError& e) {
+      error = e.what();
+    }
+    CHECK(error.find("WRONGTYPE") != std::string::npos);
+    CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 1);  // nothing popped and lost
+    auto moved = co_await f.store->repair();
+    REQUIRE(moved.size() == 2);
+    CHECK(moved[0].key == "jobq:{q}:live");
+    CHECK(moved[0].type == "string");
+    CHECK(moved[0].moved_to.rfind("jobq:{q}:live:foreign:", 0) == 0);
+    auto got = co_await f.fetch(1);
+    REQUIRE(got.jobs.size() == 1);
+    auto w8 = co_await f.ok(got.jobs[0], "a");
+    CHECK(w8 == store::Written::written);
+    co_await f.down();
+  };
+  run_test(body());
+  auto aside = r.cmd({"KEYS", "jobq:{q}:live:foreign:*"});
+  REQUIRE(aside.elements.size() == 1);
+  CHECK(r.cmd({"GET", aside.elements[0].str}).str == "garbage");  // kept for an operator
+}
+
+TEST_CASE("jobs Redis cannot read, and oversized ones, are held as they came", "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"LPUSH", "jobq:{q}:pending", "not json"});
+  r.cmd(
+      {"LPUSH", "jobq:{q}:pending", R"({"id":"big","payload":")" + std::string(300, 'x') + "\"}"});
+  r.cmd({"LPUSH", "jobq:{q}:pending", R"({"id":"a b","payload":1})"});
+  auto body = [&]() -> async::Task<void> {
+    store::Settings s;
+    s.max_job_bytes = 200;
+    Fixture f(server, "w1", s);
+    auto got = co_await f.up_and_fetch(10);
+    REQUIRE(got.jobs.size() == 3);
+    CHECK(got.jobs[0].attempt == 0);
+    CHECK(got.jobs[0].raw == "not json");
+    CHECK(got.jobs[1].oversized > 300);
+    CHECK(got.jobs[1].id == "big");
+    CHECK(got.jobs[1].raw.empty());
+    CHECK(got.jobs[2].attempt == 0);
+    // Dead under its own id when no other job has it, else under the fresh one.
+    r.cmd({"HSET", "jobq:{q}:live", "big", "other:1"});
+    store::Settlement d;
+    d.op = store::Settlement::Op::dead;
+    d.token = got.jobs[1].token;
+    d.id = "big";
+    d.fresh_id = "fresh1";
+    d.text = "too big";
+    d.kind = job::ErrorKind::invalid_job;
+    auto w9 = co_await f.settle(std::move(d));
+    CHECK(w9 == store::Written::renamed);
+    co_await f.down();
+  };
+  run_test(body());
+  CHECK(state(r, "big").empty());
+  auto fresh = state(r, "fresh1");
+  CHECK(fresh["status"] == "failed");
+  CHECK(fresh["error_kind"] == "invalid_job");
+  CHECK(fresh["attempts"] == "0");
+}
+
+TEST_CASE("a fetch reply of any other shape is an error, not a crash", "[store]") {
+  auto arr = [](std::vector<redis::Reply> e) {
+    redis::Reply r;
+    r.type = redis::Reply::Type::array;
+    r.elements = std::move(e);
+    return r;
+  };
+  auto num = [](long long v) {
+    redis::Reply r;
+    r.type = redis::Reply::Type::integer;
+    r.integer = v;
+    return r;
+  };
+  auto str = [](std::string s) {
+    redis::Reply r;
+    r.type = redis::Reply::Type::string;
+    r.str = std::move(s);
+    return r;
+  };
+  CHECK_THROWS_AS(store::decode_fetch(redis::Reply{}, 1, 10), redis::ReplyError);
+  CHECK_THROWS_AS(store::decode_fetch(arr({num(1)}), 1, 10), redis::ReplyError);
+  CHECK_THROWS_AS(
+      store::decode_fetch(arr({num(1), num(0), num(11), num(1), str("a"), str("{}")}), 1, 10),
+      redis::ReplyError);  // an index past the batch
+  CHECK_THROWS_AS(
+      store::decode_fetch(arr({num(1), num(0), num(1), num(1), str(""), str("{}")}), 1, 10),
+      redis::ReplyError);  // a started job without an id
+  auto ok = store::decode_fetch(arr({str("5"), num(0), num(2), num(1), str("a"), str("{}"), num(3),
+                                     num(std::numeric_limits<long long>::min()), str(""), str("")}),
+                                100, 10);
+  REQUIRE(ok.jobs.size() == 2);
+  CHECK(ok.jobs[0].token == 101);
+  CHECK(ok.jobs[1].oversized > 0);
+}
+
+TEST_CASE("a no-op job costs few Redis commands, scripts' inner commands included",
+          "[store][commands]") {
+  test::RedisServer server;
+  auto r = server.client();
+  const int n = 200;
+  for (int i = 0; i < n; ++i)
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("j" + std::to_string(i))});
+  auto count = [&] {
+    auto info = r.cmd({"INFO", "commandstats"}).str;
+    long long calls = 0;
+    std::size_t at = 0;
+    while ((at = info.find("calls=", at)) != std::string::npos) {
+      calls += std::stoll(info.substr(at + 6));
+      at += 6;
+    }
+    return calls;
+  };
+  auto drain = [&](store::Settings s) {
+    auto body = [&]() -> async::Task<void> {
+      Fixture f(server, "w1", s);
+      co_await f.up();
+      co_await f.store->register_lease();
+      r.cmd({"CONFIG", "RESETSTAT"});
+      auto got = co_await f.fetch(n);
+      for (auto& j : got.jobs) {
+        store::Settlement o;
+        o.op = store::Settlement::Op::ok;
+        o.token = j.token;
+        o.id = j.id;
+        o.attempt = j.attempt;
+        f.writer->push(std::move(o));
+      }
+      auto w13 = co_await f.writer->flush(5s);
+      CHECK(w13);
+      co_await f.down();
+    };
+    run_test(body());
+    // INFO and RESETSTAT themselves are not the job's.
+    return static_cast<double>(count() - 2) / n;
+  };
+  double kept = drain({});
+  for (int i = 0; i < n; ++i)
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("k" + std::to_string(i))});
+  store::Settings gone;
+  gone.keep_succeeded = 0ms;
+  double deleted = drain(gone);
+  INFO("commands per job: " << kept << " kept, " << deleted << " with succeeded: 0");
+  CHECK(kept <= 3.2);
+  CHECK(deleted <= 2.2);
 }
