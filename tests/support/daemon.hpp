@@ -44,15 +44,19 @@ class Daemon {
   ~Daemon() { kill9(); }
 
   void start() { proc_ = Child({(build_dir() / "jobqd").string(), "-c", config_}, log_); }
-  /// Starts and waits until it holds a lease on `queue` (it is fetching).
+  /// Starts and waits until this daemon (not another one on the same Redis) holds a lease on
+  /// `queue`: it is fetching. Worker ids are `<name>.<pid>.<suffix>`.
   void start_and_wait(const RedisServer& redis, const std::string& queue = "q") {
     start();
     auto r = redis.client();
-    bool up = eventually(
-        [&] {
-          return r.integer({"ZCARD", "jobq:{" + queue + "}:leases"}) > 0 || !running();
-        },
-        std::chrono::seconds(10));
+    const std::string mine = "." + std::to_string(pid()) + ".";
+    auto holds_lease = [&] {
+      for (auto& m : r.cmd({"ZRANGE", "jobq:{" + queue + "}:leases", "0", "-1"}).elements) {
+        if (m.str.find(mine) != std::string::npos) return true;
+      }
+      return false;
+    };
+    bool up = eventually([&] { return holds_lease() || !running(); }, std::chrono::seconds(10));
     if (!up || !running()) throw std::runtime_error("jobqd did not come up:\n" + log());
   }
   bool running() { return proc_.running(); }
