@@ -100,6 +100,7 @@ Conn connect(const redis::Url& u) {
                "cannot connect to redis " + u.display() + ": " + (c ? c->errstr : "out of memory")};
   }
   redisSetTimeout(c.get(), tv);
+  redis::cap_reader(c->reader);
   return c;
 }
 
@@ -113,7 +114,7 @@ redis::Reply call_raw(redisContext* c, const std::vector<std::string>& args) {
   }
   auto* r = static_cast<redisReply*>(
       redisCommandArgv(c, static_cast<int>(args.size()), p.data(), l.data()));
-  if (!r) throw Exit{kFailure, std::string("redis: ") + c->errstr};
+  if (!r) throw Exit{kFailure, "redis: " + redis::reader_error(c->errstr)};
   auto out = redis::Reply::copy(*r);
   freeReplyObject(r);
   return out;
@@ -146,7 +147,7 @@ redis::Reply call(redisContext* c, const std::vector<std::string>& args) {
   }
   auto* r = static_cast<redisReply*>(
       redisCommandArgv(c, static_cast<int>(args.size()), p.data(), l.data()));
-  if (!r) throw Exit{kFailure, std::string("redis: ") + c->errstr};
+  if (!r) throw Exit{kFailure, "redis: " + redis::reader_error(c->errstr)};
   auto out = redis::Reply::copy(*r);
   freeReplyObject(r);
   if (out.is_error()) throw Exit{kFailure, "redis: " + out.str};
@@ -277,7 +278,7 @@ int wait_for_job(const Target& t, const std::string& queue, const std::string& i
         call(sub.get(), {"SUBSCRIBE", k.events});
         continue;
       }
-      throw Exit{kFailure, std::string("redis: ") + sub->errstr};
+      throw Exit{kFailure, "redis: " + redis::reader_error(sub->errstr)};
     }
     auto msg = redis::Reply::copy(*static_cast<redisReply*>(r));
     freeReplyObject(r);

@@ -66,6 +66,13 @@ std::variant<nlohmann::json, std::string> parse_json(std::string_view text, std:
     return "nested deeper than " + std::to_string(max) + " levels (at byte " + std::to_string(*at) +
            " of " + std::to_string(text.size()) + ")";
   }
+  // No JSON text holds a raw NUL (inside strings it must be escaped), and nlohmann would stop
+  // reading at one and ignore the rest: a job whose id or payload sits past it would change on
+  // every parse (fuzz/regress/job/id_after_nul.json).
+  if (auto nul = text.find('\0'); nul != std::string_view::npos) {
+    return "not JSON: a NUL byte (at byte " + std::to_string(nul) + " of " +
+           std::to_string(text.size()) + ")";
+  }
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {

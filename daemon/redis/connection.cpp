@@ -65,6 +65,7 @@ async::Task<std::unique_ptr<Connection>> Connection::open(ConnectOptions options
     redisAsyncFree(ac);
     throw ConnectionError(conn->describe(("cannot connect: " + why).c_str()));
   }
+  cap_reader(ac->c.reader);
   ac->data = conn.get();
   conn->ac_ = ac;
   redisLibeventAttach(ac, async::Loop::current().base());
@@ -224,7 +225,7 @@ void Connection::on_disconnect(const redisAsyncContext* ac, int status) noexcept
   // hiredis frees the context when this returns.
   self->mark_closed(status == REDIS_OK
                         ? self->describe("connection closed")
-                        : self->describe((std::string("connection lost: ") + ac->errstr).c_str()));
+                        : self->describe(("connection lost: " + reader_error(ac->errstr)).c_str()));
 }
 
 void Connection::on_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept {
@@ -244,7 +245,7 @@ void Connection::on_reply(redisAsyncContext* ac, void* reply, void* privdata) no
     if (self && !self->error_.empty()) {
       s->error = self->error_;
     } else if (ac->err) {
-      s->error = std::string("redis: connection lost: ") + ac->errstr;
+      s->error = "redis: connection lost: " + reader_error(ac->errstr);
     } else {
       s->error = "redis: connection closed before the reply came";
     }

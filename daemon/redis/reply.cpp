@@ -2,10 +2,65 @@
 #include "redis/reply.hpp"
 
 #include <hiredis/hiredis.h>
+#include <hiredis/read.h>
 
 #include <charconv>
+#include <utility>
 
 namespace jq::redis {
+
+namespace {
+
+thread_local long long refused = 0;
+
+// hiredis's own functions, and ours: the same but for createArray. Every reader starts with the
+// same default table, so one copy of it serves all.
+struct CappedFunctions {
+  redisReplyObjectFunctions original{};
+  redisReplyObjectFunctions capped{};
+  CappedFunctions() {
+    if (redisReader* r = redisReaderCreate()) {
+      original = *r->fn;
+      redisReaderFree(r);
+    }
+    capped = original;
+    capped.createArray = &create_array;
+  }
+  static void* create_array(const redisReadTask* task, int elements);
+};
+
+// Not const: hiredis's reader points at a mutable table (it never writes through it).
+CappedFunctions& functions() {
+  static CappedFunctions f;
+  return f;
+}
+
+void* CappedFunctions::create_array(const redisReadTask* task, int elements) {
+  if (elements > kMaxReplyElements) {
+    refused = elements;
+    return nullptr;  // hiredis: out of memory, the reader and its connection fail
+  }
+  return functions().original.createArray(task, elements);
+}
+
+}  // namespace
+
+void cap_reader(redisReader* reader) noexcept {
+  auto& f = functions();
+  if (reader && reader->fn && f.original.createArray) reader->fn = &f.capped;
+}
+
+long long refused_array() noexcept {
+  return std::exchange(refused, 0);
+}
+
+std::string reader_error(const char* errstr) {
+  if (long long n = refused_array()) {
+    return "a reply declared an array of " + std::to_string(n) + " elements, over the limit of " +
+           std::to_string(kMaxReplyElements) + " (not a Redis server, or a broken one)";
+  }
+  return errstr ? errstr : "unknown error";
+}
 
 Reply Reply::copy(const redisReply& r) {
   Reply out;

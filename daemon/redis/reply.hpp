@@ -7,6 +7,7 @@
 #include <vector>
 
 struct redisReply;
+struct redisReader;
 
 namespace jq::redis {
 
@@ -45,5 +46,22 @@ struct Reply {
   /// A one-line rendering for logs and error messages.
   std::string describe() const;
 };
+
+/// The most elements one array of a reply may declare: far above any reply jobqd asks for (a
+/// fetch is at most a few thousand), far below what would hurt.
+inline constexpr long long kMaxReplyElements = 1 << 20;
+
+/// hiredis 0.14 allocates 8 bytes per element as soon as it reads an array's header, whatever
+/// the count, and has no limit of its own: whatever answers in a server's place could make this
+/// process allocate gigabytes with one `*937203708` line (fuzz/README.md). Installs object
+/// functions on `reader` that refuse arrays over kMaxReplyElements; hiredis then fails the
+/// connection as out of memory, and refused_array() tells why.
+void cap_reader(redisReader* reader) noexcept;
+/// The element count of the last array cap_reader's functions refused on this thread, and
+/// forgets it; 0 if none.
+long long refused_array() noexcept;
+/// What to say of a connection that failed with hiredis's `errstr`: the refused array if that was
+/// the cause, else errstr itself.
+std::string reader_error(const char* errstr);
 
 }  // namespace jq::redis

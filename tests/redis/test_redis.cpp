@@ -182,6 +182,42 @@ TEST_CASE("a server that never answers: the command times out and the connection
   run_test(body());
 }
 
+TEST_CASE("a reply declaring a huge array drops the connection instead of allocating it",
+          "[redis][fuzz]") {
+  // fuzz/regress/redis_reply/huge_array_header: hiredis 0.14 would allocate 8 bytes for each
+  // of the 937,203,708 declared elements (7.5 GB) and then wait for them.
+  jq::test::ScriptedServer liar("*937203708\r\n");
+  auto body = [&]() -> async::Task<void> {
+    auto conn = co_await Connection::open(
+        options_for("redis://127.0.0.1:" + std::to_string(liar.port()) + "/0", 2s));
+    auto t0 = async::Clock::now();
+    std::string error;
+    try {
+      co_await conn->command("PING");
+    } catch (const ConnectionError& e) {
+      error = e.what();
+    }
+    INFO(error);
+    CHECK(error.find("a reply declared an array of 937203708 elements, over the limit of "
+                     "1048576") != std::string::npos);
+    CHECK(ms_since(t0) < 1000);  // refused at once, not timed out
+    CHECK_FALSE(conn->alive());
+    CHECK(redis::refused_array() == 0);  // the message took it
+  };
+  run_test(body());
+  // An array at the limit is read as usual.
+  std::string big = "*" + std::to_string(kMaxReplyElements) + "\r\n";
+  for (long long i = 0; i < kMaxReplyElements; ++i) big += ":1\r\n";
+  jq::test::ScriptedServer honest(big);
+  auto at_limit = [&]() -> async::Task<void> {
+    auto conn = co_await Connection::open(
+        options_for("redis://127.0.0.1:" + std::to_string(honest.port()) + "/0", 5s));
+    Reply r = co_await conn->command("PING");
+    CHECK(r.elements.size() == static_cast<std::size_t>(kMaxReplyElements));
+  };
+  run_test(at_limit());
+}
+
 TEST_CASE("commands in flight fail when the server dies; the client reconnects",
           "[redis][reconnect]") {
   test::RedisServer server(/*aof=*/true);

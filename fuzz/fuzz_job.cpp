@@ -1,0 +1,88 @@
+// Fuzzes the job format (job::parse) and the text helpers it relies on (parse_json, to_utf8).
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "fuzz/finding.hpp"
+#include "job/id.hpp"
+#include "job/job.hpp"
+#include "job/text.hpp"
+
+using jq::fuzz::finding;
+namespace job = jq::job;
+
+namespace {
+
+const std::set<std::string> kHandlers = {"default", "hook"};
+
+void check_parse(std::string_view text) {
+  const job::Rules rules{"default", &kHandlers, 1024 * 1024};
+  auto parsed = job::parse(text, rules);
+  if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
+    // The error goes into Redis and into JSON events: never empty, always valid UTF-8.
+    if (bad->error.empty()) finding("parse: an Invalid without an error");
+    if (!job::is_utf8(bad->error)) finding("parse: an error that is not UTF-8", bad->error);
+    if (!bad->id.empty() && !job::valid_id(bad->id)) finding("parse: an invalid id", bad->id);
+    return;
+  }
+  const job::Job& j = std::get<job::Job>(parsed);
+  if (!job::valid_id(j.id)) finding("parse: a job with an invalid id", j.id);
+  if (j.handler != "default" && !kHandlers.count(j.handler)) finding("parse: handler", j.handler);
+  std::string payload = j.payload.dump();  // throws on invalid UTF-8: caught below as a finding
+  // Every later copy (a retry, a recovered job) is parsed again from raw: it must be the same
+  // job with the same id, and never get another id.
+  auto again = job::parse(j.raw, rules);
+  if (auto* bad = std::get_if<job::Invalid>(&again)) {
+    finding("parse: job.raw does not parse again", bad->error + "\nraw: " + j.raw);
+  }
+  const job::Job& k = std::get<job::Job>(again);
+  if (k.id != j.id) finding("parse: job.raw parses to another id", j.id + " vs " + k.id);
+  if (k.id_assigned) finding("parse: job.raw has no id of its own", j.raw);
+  if (k.raw != j.raw) finding("parse: raw changed on a re-parse", j.raw + "\nvs " + k.raw);
+  if (k.handler != j.handler || k.timeout_ms != j.timeout_ms || k.max_attempts != j.max_attempts ||
+      k.payload.dump() != payload) {
+    finding("parse: job.raw parses to a different job", j.raw);
+  }
+}
+
+void check_text(std::string_view text) {
+  auto parsed = job::parse_json(text);
+  if (auto* why = std::get_if<std::string>(&parsed)) {
+    if (!job::is_utf8(*why)) finding("parse_json: an error that is not UTF-8", *why);
+  } else {
+    if (job::nesting_over(text)) finding("parse_json: accepted a document nested too deep");
+    const auto& doc = std::get<nlohmann::json>(parsed);
+    std::string out = doc.dump();
+    auto back = job::parse_json(out);
+    if (!std::holds_alternative<nlohmann::json>(back) || std::get<nlohmann::json>(back) != doc) {
+      finding("parse_json: dump() does not parse back to the same document", out);
+    }
+  }
+
+  std::string fixed = job::to_utf8(std::string(text));
+  if (!job::is_utf8(fixed)) finding("to_utf8: the result is not UTF-8", fixed);
+  if (job::is_utf8(text) && fixed != text) finding("to_utf8: changed valid UTF-8");
+
+  const std::size_t n = text.empty() ? 0 : static_cast<unsigned char>(text[0]);
+  std::string clipped = job::clip_utf8(text, n);
+  if (clipped.size() > n + 3) finding("clip_utf8: longer than asked", clipped);
+  if (job::is_utf8(text) && !job::is_utf8(clipped)) finding("clip_utf8: split a character");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  std::string_view text(reinterpret_cast<const char*>(data), size);
+  for (auto check : {check_parse, check_text}) {
+    try {
+      check(text);
+    } catch (const std::exception& e) {
+      finding("an exception escaped (parse and parse_json never throw)", e.what());
+    }
+  }
+  return 0;
+}
