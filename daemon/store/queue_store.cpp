@@ -159,7 +159,7 @@ async::Task<std::optional<FetchBatch>> QueueStore::fetch(std::size_t n) {
   // Jobs a little over the limit still come: parse() has the exact rule (an id jobqd added to
   // a job does not count against it).
   std::vector<std::string> args;
-  args.reserve(8 + n);
+  args.reserve(8 + 2 * n);
   args.push_back(s_.worker);
   args.push_back(std::to_string(n));
   args.push_back(std::to_string(first));
@@ -171,6 +171,8 @@ async::Task<std::optional<FetchBatch>> QueueStore::fetch(std::size_t n) {
   // Ids for the jobs that bring none (the script takes them as it needs: time-ordered, made
   // here because Redis cannot make a ULID without formatting in Lua).
   for (std::size_t i = 0; i < n; ++i) args.push_back(job::new_id());
+  // The tokens as text, which Lua would format as doubles (a printf each).
+  for (std::size_t i = 0; i < n; ++i) args.push_back(std::to_string(first + i));
   redis::Reply r;
   try {
     r = co_await scripts::fetch().run(main_, keys, args);

@@ -75,6 +75,11 @@ local function with_marker(body, a, m, s, n, id)
   end
   return append_field(body, '"_jobq":"' .. a .. '|' .. m .. '|' .. s .. '|' .. n .. '|' .. id .. '"')
 end
+-- True if `body` can carry a field added last (it ends like an object).
+local function ends_object(body)
+  if string.byte(body, -1) == 125 and string.byte(body, -2) ~= 123 then return true end
+  return append_field(body, '"_"') ~= nil
+end
 -- What fetch needs of a job: its id (nil if it has none), handler and max_attempts, or nil and
 -- a reason when it is not an object. Decoding costs; it is skipped when the text cannot hold
 -- those fields except where they are sure (the id as the object's first key): what is not
@@ -94,13 +99,14 @@ local function fields_of(body)
 end
 -- The job's state key is jobqd's (the contract says so): anything else found there (a stray
 -- SET) is replaced, and Redis' log says so, rather than letting every write to it fail for ever.
-local function hset(key, fields)
-  local r = redis.pcall('HSET', key, unpack(fields))
+-- Variadic, not a table of fields: one table per job is a measurable share of a fetch.
+local function hset(key, ...)
+  local r = redis.pcall('HSET', key, ...)
   if type(r) == 'table' and r.err then
     redis.log(redis.LOG_WARNING, 'jobqd: replacing ' .. key .. ', which is not a job state ' ..
               'hash (' .. r.err .. ')')
     redis.call('DEL', key)
-    r = redis.call('HSET', key, unpack(fields))
+    r = redis.call('HSET', key, ...)
   end
   return r
 end
@@ -141,15 +147,15 @@ local function take_back(raw, base, queue, pending, dead, bodies, live, now, why
   end
   local key = base .. ':job:' .. id
   if a >= m then
-    hset(key, {'status', 'failed', 'finished_at', now, 'error_kind', 'lost',
-               'error', why .. '; that was attempt ' .. a .. ' of ' .. m, 'result', ''})
+    hset(key, 'status', 'failed', 'finished_at', now, 'error_kind', 'lost',
+               'error', why .. '; that was attempt ' .. a .. ' of ' .. m, 'result', '')
     redis.call('ZADD', dead, now, id)
     redis.call('HSET', bodies, id, body)
     redis.call('HDEL', live, id)
     event(base, queue, id, 'failed')
     return true
   end
-  hset(key, {'status', 'queued', 'finished_at', now, 'error_kind', 'lost', 'error', why})
+  hset(key, 'status', 'queued', 'finished_at', now, 'error_kind', 'lost', 'error', why)
   redis.call('RPUSH', pending, raw)
   event(base, queue, id, 'retrying')
   return false
@@ -171,7 +177,7 @@ std::string with_prelude(const char* body) {
 // ever popped without being held, and no job runs before its state says so.
 // KEYS: pending, leases, inflight, live, delayed
 // ARGV: worker, n, first token, max_bytes, base, queue, default handler, queue's max_attempts,
-//       then n fresh ids (for jobs that bring none)
+//       then n fresh ids (for jobs that bring none), then the n tokens as text (first, first+1...)
 // Refuses (nil) when the worker's lease is gone or expired. Returns
 //   {Redis' clock (ms), jobs that must wait, then per job held: its index in the batch (from 1:
 //    its token is first + index - 1), its attempt, its id, its text}
@@ -190,13 +196,16 @@ if not items then return {nows, 0} end
 -- that is not safe elsewhere yet goes back where it was: nothing popped is ever lost.
 local safe = {}
 local function take(items)
-  local worker, first, max = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
-  local base, queue, handler, qmax = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+  local worker, asked, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
+  local base, queue, handler, qmax_s = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+  local qmax = tonumber(qmax_s)
   local jobs, ids = {}, {}
   for i, raw in ipairs(items) do
-    local e = {raw = raw, i = i}
+    -- Every field named at once: a table that grows field by field is rehashed four times.
+    local e = {raw = raw, i = i, id = false, body = false, a = 0, s = '', n = '',
+               handler = handler, max = qmax_s, size = false, waits = false}
     jobs[i] = e
-    local body, a, m, s, n = marker(raw)
+    local body, a, _, s, n = marker(raw)
     if #body > max then
       e.size = #body
     else
@@ -209,18 +218,18 @@ local function take(items)
         end
         -- A copy must be able to carry the marker (end like an object), or it is not held as
         -- a job: the daemon's parser says what is wrong with it.
-        if body and valid_id(id) and with_marker(body, 0, 0, '', '', id) then
+        if body and valid_id(id) and ends_object(body) then
           e.id, e.body, e.a, e.s, e.n = id, body, a or 0, s or '', n or ''
           -- Only a name can be a configured handler: anything else is the daemon's to refuse,
-        -- and never copied into the state (which must stay text).
-        e.handler = handler
-        if type(job.handler) == 'string' and #job.handler <= 64 and
-           not string.find(job.handler, '[^A-Za-z0-9_.-]') then
-          e.handler = job.handler
-        end
-          e.max = qmax
+          -- and never copied into the state (which must stay text).
+          local h = job.handler
+          if type(h) == 'string' and #h <= 64 and not string.find(h, '[^A-Za-z0-9_.-]') then
+            e.handler = h
+          end
           local jm = job.max_attempts
-          if type(jm) == 'number' and jm >= 1 and jm < qmax then e.max = math.floor(jm) end
+          if type(jm) == 'number' and jm >= 1 and jm < qmax then
+            e.max = tostring(math.floor(jm))
+          end
           ids[#ids + 1] = id
         end
       end
@@ -231,10 +240,12 @@ local function take(items)
     local held = redis.call('HMGET', KEYS[4], unpack(ids))
     for k, id in ipairs(ids) do owners[id] = held[k] end
   end
-  local out = {nows, 0}
-  local inflight, claims, later, waiting = {}, {}, {}, 0
+  -- Counters instead of #t + 1: the length operator searches for the table's border.
+  local out, o = {nows, 0}, 2
+  local inflight, f, claims, later, waiting = {}, 0, {}, {}, 0
   for _, e in ipairs(jobs) do
-    local tok = tostring(first + e.i - 1)
+    -- Tokens come as text (ARGV): formatting a Lua number costs a printf of a double.
+    local tok = ARGV[8 + asked + e.i]
     if e.id then
       local key = base .. ':job:' .. e.id
       local nonce = e.n
@@ -247,7 +258,7 @@ local function take(items)
       if s == '' then s = nows end
       if owner and owner ~= nonce then
         later[#later + 1] = now + 1000
-        later[#later + 1] = with_marker(e.body, 0, e.max, s, nonce, e.id)
+        later[#later + 1] = with_marker(e.body, '0', e.max, s, nonce, e.id)
         e.waits = true
         waiting = waiting + 1
       else
@@ -256,39 +267,31 @@ local function take(items)
           claims[#claims + 1] = nonce
           owners[e.id] = nonce
         end
-        local a = e.a + 1
+        local a
         if e.a == 0 then
           -- A new job. Where an earlier job of this id left its state, every field afresh.
-          local fresh = hset(key, {'status', 'active', 'queue', queue, 'handler', e.handler,
-            'attempts', a, 'submitted_at', s, 'started_at', nows, 'worker', worker})
+          a = '1'
+          local fresh = hset(key, 'status', 'active', 'queue', queue, 'handler', e.handler,
+            'attempts', a, 'submitted_at', s, 'started_at', nows, 'worker', worker)
           if fresh < 7 then
             redis.call('HDEL', key, 'finished_at', 'result', 'error', 'error_kind')
             redis.call('PERSIST', key)
           end
         else
-          hset(key, {'status', 'active', 'attempts', a, 'started_at', nows, 'finished_at', '',
-            'worker', worker})
+          a = tostring(e.a + 1)
+          hset(key, 'status', 'active', 'attempts', a, 'started_at', nows, 'finished_at', '',
+            'worker', worker)
         end
-        inflight[#inflight + 1] = tok
-        inflight[#inflight + 1] = with_marker(e.body, a, e.max, s, nonce, e.id)
-        out[#out + 1] = e.i
-        out[#out + 1] = a
-        out[#out + 1] = e.id
-        out[#out + 1] = e.body
+        inflight[f + 1], inflight[f + 2], f = tok, with_marker(e.body, a, e.max, s, nonce, e.id), f + 2
+        out[o + 1], out[o + 2], out[o + 3], out[o + 4], o = e.i, tonumber(a), e.id, e.body, o + 4
       end
     else
-      inflight[#inflight + 1] = tok
-      inflight[#inflight + 1] = e.raw
-      out[#out + 1] = e.i
+      inflight[f + 1], inflight[f + 2], f = tok, e.raw, f + 2
       if e.size then
-        out[#out + 1] = -e.size
-        out[#out + 1] = string.match(string.sub(e.raw, 1, 200),
-                                     '^%s*{%s*"id"%s*:%s*"([A-Za-z0-9_.:-]+)"') or ''
-        out[#out + 1] = ''
+        local id = string.match(string.sub(e.raw, 1, 200), '^%s*{%s*"id"%s*:%s*"([A-Za-z0-9_.:-]+)"')
+        out[o + 1], out[o + 2], out[o + 3], out[o + 4], o = e.i, -e.size, id or '', '', o + 4
       else
-        out[#out + 1] = 0
-        out[#out + 1] = ''
-        out[#out + 1] = e.raw
+        out[o + 1], out[o + 2], out[o + 3], out[o + 4], o = e.i, 0, '', e.raw, o + 4
       end
     end
   end
@@ -333,7 +336,8 @@ return redis.error_reply(tostring(out))
 const redis::Script& settle() {
   static const redis::Script s("settle", with_prelude(R"lua(
 local base, queue, worker = ARGV[1], ARGV[2], ARGV[3]
-local keep, dead_max, dead_ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local keep_s, dead_max, dead_ttl = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local keep = tonumber(keep_s)
 local handler = ARGV[7]
 local inflight, delayed, dead, pending, live, bodies =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -351,17 +355,17 @@ local function settle_op(code, copy, id, a, b, c)
       redis.call('DEL', key)
     else
       if a == '1' then
-        hset(key, {'status', 'succeeded', 'finished_at', nows, 'result', b})
+        hset(key, 'status', 'succeeded', 'finished_at', nows, 'result', b)
       else  -- an earlier attempt's error goes
-        hset(key, {'status', 'succeeded', 'finished_at', nows, 'result', b, 'error', '',
-                   'error_kind', ''})
+        hset(key, 'status', 'succeeded', 'finished_at', nows, 'result', b, 'error', '',
+                   'error_kind', '')
       end
-      redis.call('EXPIRE', key, keep)
+      redis.call('EXPIRE', key, keep_s)  -- as text: a Lua number costs a printf to pass
     end
     finals[#finals + 1] = id
     if loud then event(base, queue, id, 'succeeded') end
   elseif code == 'retry' then
-    hset(key, {'status', 'retrying', 'finished_at', nows, 'error', b, 'error_kind', c})
+    hset(key, 'status', 'retrying', 'finished_at', nows, 'error', b, 'error_kind', c)
     retries[#retries + 1] = now + tonumber(a)
     retries[#retries + 1] = copy
     if loud then event(base, queue, id, 'retrying') end
@@ -373,12 +377,12 @@ local function settle_op(code, copy, id, a, b, c)
         id, key, r = c, base .. ':job:' .. c, 2
       end
       redis.call('DEL', key)
-      hset(key, {'status', 'failed', 'queue', queue, 'handler', handler, 'attempts', '0',
+      hset(key, 'status', 'failed', 'queue', queue, 'handler', handler, 'attempts', '0',
                  'submitted_at', nows, 'started_at', '', 'finished_at', nows, 'worker', worker,
-                 'result', '', 'error', a, 'error_kind', b})
+                 'result', '', 'error', a, 'error_kind', b)
     else
-      hset(key, {'status', 'failed', 'finished_at', nows, 'error', a, 'error_kind', b,
-                 'result', ''})
+      hset(key, 'status', 'failed', 'finished_at', nows, 'error', a, 'error_kind', b,
+                 'result', '')
       finals[#finals + 1] = id
     end
     deaths[#deaths + 1] = now
@@ -391,24 +395,27 @@ local function settle_op(code, copy, id, a, b, c)
     local body, n, m, s, nonce, jid = marker(copy)
     if n then
       copy = with_marker(body, n - 1, m, s, nonce, jid)
-      hset(key, {'status', 'queued', 'attempts', n - 1})
+      hset(key, 'status', 'queued', 'attempts', n - 1)
     end
     backs[#backs + 1] = copy
   end
   return 1
 end
+local o, d = 0, 0
 for i = 8, #ARGV, 6 do
-  local copy = copies[#out + 1]
+  o = o + 1
+  local copy = copies[o]
   if not copy then
-    out[#out + 1] = 0
+    out[o] = 0
   else
     local ok, r = pcall(settle_op, ARGV[i], copy, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
                         ARGV[i + 5])
     if ok then
-      out[#out + 1] = r
-      done[#done + 1] = ARGV[i + 1]
+      out[o] = r
+      d = d + 1
+      done[d] = ARGV[i + 1]
     else
-      out[#out + 1] = tostring(r)
+      out[o] = tostring(r)
     end
   end
 end
@@ -647,7 +654,7 @@ for i = 2, #ARGV do
     local key = ARGV[1] .. ':job:' .. id
     if redis.call('HEXISTS', KEYS[4], id) == 0 then
       redis.call('HDEL', key, 'result', 'started_at', 'finished_at', 'worker')
-      hset(key, {'status', 'queued', 'attempts', '0', 'error', '', 'error_kind', ''})
+      hset(key, 'status', 'queued', 'attempts', '0', 'error', '', 'error_kind', '')
     end
     n = n + 1
   end
