@@ -22,7 +22,7 @@ std::string make_worker_id(const std::string& name) {
 
 }  // namespace
 
-async::Task<void> check_server(redis::Connection& conn) {
+async::Task<void> check_server(redis::Connection& conn, bool warn) {
   redis::Reply info = co_await conn.command("INFO", "server");
   std::string version;
   if (!info.is_error()) {
@@ -39,6 +39,7 @@ async::Task<void> check_server(redis::Connection& conn) {
     throw redis::ConnectionError("redis " + conn.url().display() + " is version " + version +
                                  ": jobqd needs 6.2 or newer (RPOP with a count, BLMOVE)");
   }
+  if (!warn) co_return;
   redis::Reply policy = co_await conn.command("CONFIG", "GET", "maxmemory-policy");
   if (policy.is_array() && policy.elements.size() == 2 && policy.elements[1].str != "noeviction") {
     spdlog::warn(
@@ -58,12 +59,14 @@ Engine::Engine(const config::Config& cfg, const std::string& redis_url) : cfg_(c
     handlers_[name] = handlers::make(hc);
     handler_names_.insert(name);
   }
-  main_ = std::make_unique<redis::Client>(client_options("redis"));
-  main_->on_connect = [](redis::Connection& c) { return check_server(c); };
   for (const auto& q : cfg.queues) {
+    mains_.push_back(std::make_unique<redis::Client>(client_options("redis (" + q.name + ")")));
+    // Every connection checks the version; only the first queue's warns about the policy.
+    const bool warn = mains_.size() == 1;
+    mains_.back()->on_connect = [warn](redis::Connection& c) { return check_server(c, warn); };
     blocking_.push_back(
         std::make_unique<redis::Client>(client_options("redis (wait " + q.name + ")")));
-    QueueRunner::Wiring w{*main_,         *blocking_.back(),    handlers_,
+    QueueRunner::Wiring w{*mains_.back(), *blocking_.back(),    handlers_,
                           handler_names_, cfg.redis.key_prefix, worker_};
     runners_.push_back(std::make_unique<QueueRunner>(q, cfg.daemon, w));
   }
@@ -81,7 +84,7 @@ redis::Client::Options Engine::client_options(const std::string& name) const {
 }
 
 void Engine::start() {
-  main_->start();
+  for (auto& m : mains_) m->start();
   for (auto& b : blocking_) b->start();
   for (auto& r : runners_) r->start();
 }
@@ -91,7 +94,7 @@ async::Task<void> Engine::stop() {
   for (auto& r : runners_) stops.push_back(r->stop(cfg_.daemon.shutdown_grace));
   co_await async::gather(async::collect, std::move(stops));
   for (auto& b : blocking_) co_await b->stop();
-  co_await main_->stop();
+  for (auto& m : mains_) co_await m->stop();
 }
 
 void Engine::hurry() {

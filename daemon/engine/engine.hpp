@@ -36,7 +36,10 @@ class Engine {
   const config::Config& cfg_;
   redis::ConnectOptions connect_;
   std::string worker_;
-  std::unique_ptr<redis::Client> main_;
+  // Two connections per queue: one for its commands and scripts, one for its blocking wait.
+  // A queue of its own, so that one queue's jobs never wait in the pipeline behind another's
+  // batches (a fetch of 100 jobs holds Redis for milliseconds).
+  std::vector<std::unique_ptr<redis::Client>> mains_;
   std::vector<std::unique_ptr<redis::Client>> blocking_;
   HandlerMap handlers_;
   std::set<std::string> handler_names_;
@@ -44,8 +47,8 @@ class Engine {
   bool hurried_ = false;
 };
 
-/// Checks a new connection: Redis 6.2 or newer (RPOP with a count, BLMOVE), and warns when
-/// maxmemory-policy is not noeviction (an evicting Redis silently deletes queue state).
-async::Task<void> check_server(redis::Connection& conn);
+/// Checks a new connection: Redis 6.2 or newer (RPOP with a count, BLMOVE), and, with `warn`,
+/// warns when maxmemory-policy is not noeviction (an evicting Redis silently deletes queue state).
+async::Task<void> check_server(redis::Connection& conn, bool warn = true);
 
 }  // namespace jq::engine
