@@ -24,6 +24,16 @@ ConnectOptions options_for(const std::string& url, Millis command_timeout = 2s) 
   return o;
 }
 
+// What a PING on `conn` fails with: the ConnectionError's message, or "" if it succeeded.
+async::Task<std::string> ping_error(Connection& conn) {
+  try {
+    co_await conn.command("PING");
+  } catch (const ConnectionError& e) {
+    co_return e.what();
+  }
+  co_return "";
+}
+
 }  // namespace
 
 TEST_CASE("redis URLs", "[redis][url]") {
@@ -164,12 +174,7 @@ TEST_CASE("a server that never answers: the command times out and the connection
     auto conn = co_await Connection::open(
         options_for("redis://127.0.0.1:" + std::to_string(silent.port) + "/0", 200ms));
     auto t0 = async::Clock::now();
-    std::string error;
-    try {
-      co_await conn->command("PING");
-    } catch (const ConnectionError& e) {
-      error = e.what();
-    }
+    std::string error = co_await ping_error(*conn);
     auto took = ms_since(t0);
     CHECK(error.find("no reply within 200 ms") != std::string::npos);
     CHECK(took >= 190);
@@ -191,12 +196,7 @@ TEST_CASE("a reply declaring a huge array drops the connection instead of alloca
     auto conn = co_await Connection::open(
         options_for("redis://127.0.0.1:" + std::to_string(liar.port()) + "/0", 2s));
     auto t0 = async::Clock::now();
-    std::string error;
-    try {
-      co_await conn->command("PING");
-    } catch (const ConnectionError& e) {
-      error = e.what();
-    }
+    std::string error = co_await ping_error(*conn);
     INFO(error);
     CHECK(error.find("a reply declared an array of 937203708 elements, over the limit of "
                      "1048576") != std::string::npos);
