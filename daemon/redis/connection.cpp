@@ -221,11 +221,15 @@ void Connection::on_connect(const redisAsyncContext* ac, int status) noexcept {
 
 void Connection::on_disconnect(const redisAsyncContext* ac, int status) noexcept {
   auto* self = static_cast<Connection*>(ac->data);
-  if (!self || self->destroying_) return;
+  if (!self || self->destroying_) {
+    (void)refused_array();
+    return;
+  }
   // hiredis frees the context when this returns.
   self->mark_closed(status == REDIS_OK
                         ? self->describe("connection closed")
                         : self->describe(("connection lost: " + reader_error(ac->errstr)).c_str()));
+  (void)refused_array();  // said: the next connection's errors are its own
 }
 
 void Connection::on_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept {

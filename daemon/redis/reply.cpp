@@ -55,7 +55,7 @@ long long refused_array() noexcept {
 }
 
 std::string reader_error(const char* errstr) {
-  if (long long n = refused_array()) {
+  if (long long n = refused) {
     return "a reply declared an array of " + std::to_string(n) + " elements, over the limit of " +
            std::to_string(kMaxReplyElements) + " (not a Redis server, or a broken one)";
   }

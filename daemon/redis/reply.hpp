@@ -61,7 +61,9 @@ void cap_reader(redisReader* reader) noexcept;
 /// forgets it; 0 if none.
 long long refused_array() noexcept;
 /// What to say of a connection that failed with hiredis's `errstr`: the refused array if that was
-/// the cause, else errstr itself.
+/// the cause, else errstr itself. Does not forget the refusal: hiredis fails every pending reply
+/// before it reports the disconnect, and each should say why; the disconnect then calls
+/// refused_array().
 std::string reader_error(const char* errstr);
 
 }  // namespace jq::redis

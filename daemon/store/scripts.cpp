@@ -148,7 +148,7 @@ local function take_back(raw, base, queue, pending, dead, bodies, live, now, why
   local key = base .. ':job:' .. id
   if a >= m then
     hset(key, 'status', 'failed', 'finished_at', now, 'error_kind', 'lost',
-               'error', why .. '; that was attempt ' .. a .. ' of ' .. m, 'result', '')
+         'error', why .. '; that was attempt ' .. a .. ' of ' .. m, 'result', '')
     redis.call('ZADD', dead, now, id)
     redis.call('HSET', bodies, id, body)
     redis.call('HDEL', live, id)
@@ -240,7 +240,8 @@ local function take(items)
     local held = redis.call('HMGET', KEYS[4], unpack(ids))
     for k, id in ipairs(ids) do owners[id] = held[k] end
   end
-  -- Counters instead of #t + 1: the length operator searches for the table's border.
+  -- Counters for the per-job arrays instead of #t + 1 (the length operator searches for the
+  -- table's border each time).
   local out, o = {nows, 0}, 2
   local inflight, f, claims, later, waiting = {}, 0, {}, {}, 0
   for _, e in ipairs(jobs) do
@@ -282,13 +283,15 @@ local function take(items)
           hset(key, 'status', 'active', 'attempts', a, 'started_at', nows, 'finished_at', '',
             'worker', worker)
         end
-        inflight[f + 1], inflight[f + 2], f = tok, with_marker(e.body, a, e.max, s, nonce, e.id), f + 2
+        local copy = with_marker(e.body, a, e.max, s, nonce, e.id)
+        inflight[f + 1], inflight[f + 2], f = tok, copy, f + 2
         out[o + 1], out[o + 2], out[o + 3], out[o + 4], o = e.i, tonumber(a), e.id, e.body, o + 4
       end
     else
       inflight[f + 1], inflight[f + 2], f = tok, e.raw, f + 2
       if e.size then
-        local id = string.match(string.sub(e.raw, 1, 200), '^%s*{%s*"id"%s*:%s*"([A-Za-z0-9_.:-]+)"')
+        local id = string.match(string.sub(e.raw, 1, 200),
+                                '^%s*{%s*"id"%s*:%s*"([A-Za-z0-9_.:-]+)"')
         out[o + 1], out[o + 2], out[o + 3], out[o + 4], o = e.i, -e.size, id or '', '', o + 4
       else
         out[o + 1], out[o + 2], out[o + 3], out[o + 4], o = e.i, 0, '', e.raw, o + 4
@@ -358,7 +361,7 @@ local function settle_op(code, copy, id, a, b, c)
         hset(key, 'status', 'succeeded', 'finished_at', nows, 'result', b)
       else  -- an earlier attempt's error goes
         hset(key, 'status', 'succeeded', 'finished_at', nows, 'result', b, 'error', '',
-                   'error_kind', '')
+             'error_kind', '')
       end
       redis.call('EXPIRE', key, keep_s)  -- as text: a Lua number costs a printf to pass
     end
@@ -378,11 +381,11 @@ local function settle_op(code, copy, id, a, b, c)
       end
       redis.call('DEL', key)
       hset(key, 'status', 'failed', 'queue', queue, 'handler', handler, 'attempts', '0',
-                 'submitted_at', nows, 'started_at', '', 'finished_at', nows, 'worker', worker,
-                 'result', '', 'error', a, 'error_kind', b)
+           'submitted_at', nows, 'started_at', '', 'finished_at', nows, 'worker', worker,
+           'result', '', 'error', a, 'error_kind', b)
     else
       hset(key, 'status', 'failed', 'finished_at', nows, 'error', a, 'error_kind', b,
-                 'result', '')
+           'result', '')
       finals[#finals + 1] = id
     end
     deaths[#deaths + 1] = now

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <string>
 #include <thread>
 
@@ -60,6 +61,16 @@ struct ScriptedServer {
     }
     return false;
   }
+  // A blocking write may still be cut short (a signal): the rest follows.
+  bool write_all(int c) {
+    for (std::size_t at = 0; at < reply.size();) {
+      ssize_t n = ::write(c, reply.data() + at, reply.size() - at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      at += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
   void serve() {
     while (readable(listener.fd)) {
       int c = ::accept4(listener.fd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -69,7 +80,7 @@ struct ScriptedServer {
       while (readable(c)) {
         ssize_t n = ::read(c, buf, sizeof buf);
         if (n <= 0) break;
-        if (!answered) answered = ::write(c, reply.data(), reply.size()) >= 0;
+        if (!answered) answered = write_all(c);
       }
       ::close(c);
     }
