@@ -485,6 +485,22 @@ const Key<SourceConfig> kSpoolKeys[] = {
      [](SourceConfig& s, const YAML::Node& n, const Ctx& c) {
        s.pattern = as_string(n, c, "spool.pattern");
      }},
+    {"ignore", "list of globs", true,
+     [](SourceConfig& s, const YAML::Node& n, const Ctx& c) {
+       s.ignore = as_string_list(n, c, "spool.ignore");
+     }},
+    {"on_success", "delete | move", true,
+     [](SourceConfig& s, const YAML::Node& n, const Ctx& c) {
+       std::string v = as_string(n, c, "spool.on_success");
+       if (v != "delete" && v != "move") {
+         fail(c, n, "spool.on_success: '" + v + "' is not delete or move (to done/)");
+       }
+       s.keep_done = v == "move";
+     }},
+    {"quiet", "duration", true,
+     [](SourceConfig& s, const YAML::Node& n, const Ctx& c) {
+       s.quiet = as_duration(n, c, "spool.quiet", 0ms);
+     }},
 };
 
 SourceConfig parse_source(const YAML::Node& n, const Ctx& c, const std::string& where) {

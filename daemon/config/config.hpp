@@ -89,8 +89,16 @@ struct Retain {
 
 struct SourceConfig {
   enum class Kind { redis, spool } kind = Kind::redis;
-  std::string dir;  // spool
-  std::string pattern = "*";
+  // spool
+  std::string dir;
+  std::string pattern = "*";  // glob on the file name
+  // Names of files still being written (never taken), besides dotfiles, which always are.
+  std::vector<std::string> ignore = {"*.tmp", "*.part", "*.partial", "*.crdownload", "*.swp", "*~"};
+  bool keep_done = false;  // on_success: move (to done/) or delete (the default)
+  // A file a scan finds (at start, after the kernel's event queue overflowed) rather than an
+  // event is taken once it has not changed for this long: a scan cannot see whether a writer
+  // still has it open, an event (closed after writing, renamed in) can.
+  Millis quiet = 1s;
 };
 
 struct QueueConfig {

@@ -10,6 +10,7 @@
 #include "job/id.hpp"
 #include "job/text.hpp"
 #include "sources/redis_source.hpp"
+#include "sources/spool_source.hpp"
 
 namespace jq::engine {
 namespace {
@@ -58,7 +59,19 @@ QueueRunner::QueueRunner(const config::QueueConfig& cfg, const config::DaemonSec
   rules_.max_bytes = cfg_.max_job_bytes;
   idle_.set();
   for (const auto& src : cfg_.sources) {
-    if (src.kind != config::SourceConfig::Kind::redis) continue;  // refused at start (preflight)
+    if (src.kind == config::SourceConfig::Kind::spool) {
+      sources::SpoolSource::Options o;
+      o.dir.dir = src.dir;
+      o.dir.owner = w_.worker;
+      o.dir.pattern = src.pattern;
+      o.dir.ignore = src.ignore;
+      o.dir.keep_done = src.keep_done;
+      o.dir.max_job_bytes = cfg_.max_job_bytes;
+      o.quiet = src.quiet;
+      sources_.push_back(std::make_unique<sources::SpoolSource>(
+          w_.main, settings_of(cfg_, daemon, w_), rules_, *this, std::move(o)));
+      continue;
+    }
     sources::RedisSource::Options o;
     o.fetch_batch = cfg_.fetch_batch;
     o.delayed_poll = cfg_.delayed_poll;
@@ -204,7 +217,7 @@ async::Task<void> QueueRunner::dispatcher() {
 }
 
 async::Task<handlers::Outcome> QueueRunner::attempt(JobRun& run) {
-  handlers::Run r{run.job(), cfg_.name, run.attempt(), run.timeout, "", ""};
+  handlers::Run r{run.job(), cfg_.name, run.attempt(), run.timeout, run.from().file, ""};
   handlers::Outcome out;
   try {
     out = co_await async::wait_for(run.handler->run(r), run.timeout);

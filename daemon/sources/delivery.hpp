@@ -27,6 +27,7 @@ struct Arrival {
   std::string id;
   std::string raw;      // the job's JSON
   std::string invalid;  // set when the source knows already that the job is invalid (too big)
+  std::string file;     // a spool file's path, for the handler (`{file}`)
 };
 
 /// How a job's end becomes durable at its source: the Redis lease now, a spool file next. Each

@@ -616,6 +616,82 @@ return moved
   return s;
 }
 
+// The state of spool jobs (the directory is their store; Redis holds only what status and wait
+// read), several changes per call. A spool job owns its id in live under `spool:<jid>` (the
+// claim's own id, the same whoever runs the file), so that no Redis job of that id runs beside it.
+// KEYS: live
+// ARGV: base, queue, worker, keep succeeded (s; 0: delete at once), keep failed (s), then 5 per
+//       change: code, id, nonce, a, b
+//   start: attempt, handler      -> 1, or 0 when another job owns the id (the file waits)
+//   ok:    result
+//   retry: error, kind
+//   dead:  error, kind           (also for a file that never started: all its fields afresh)
+//   back:  attempts so far       status queued
+// A change that fails returns its error message (a string) instead.
+const redis::Script& spool_state() {
+  static const redis::Script s("spool_state", with_prelude(R"lua(
+local base, queue, worker, keep_s, dead_s = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local live = KEYS[1]
+local nows = tostring(now_ms())
+local loud = listened(base)
+local function change(code, id, nonce, a, b)
+  local key = base .. ':job:' .. id
+  if code == 'start' then
+    local owner = redis.call('HGET', live, id)
+    if owner and owner ~= nonce and busy[redis.pcall('HGET', key, 'status')] then return 0 end
+    if owner ~= nonce then redis.call('HSET', live, id, nonce) end
+    if a == '1' then
+      local fresh = hset(key, 'status', 'active', 'queue', queue, 'handler', b, 'attempts', a,
+        'submitted_at', nows, 'started_at', nows, 'worker', worker)
+      if fresh < 7 then
+        redis.call('HDEL', key, 'finished_at', 'result', 'error', 'error_kind')
+        redis.call('PERSIST', key)
+      end
+    else
+      hset(key, 'status', 'active', 'queue', queue, 'handler', b, 'attempts', a,
+        'started_at', nows, 'finished_at', '', 'worker', worker)
+      redis.call('PERSIST', key)
+    end
+    return 1
+  end
+  if code == 'ok' then
+    if keep_s == '0' then
+      redis.call('DEL', key)
+    else
+      hset(key, 'status', 'succeeded', 'finished_at', nows, 'result', a, 'error', '',
+           'error_kind', '')
+      redis.call('EXPIRE', key, keep_s)
+    end
+    if loud then event(base, queue, id, 'succeeded') end
+  elseif code == 'retry' then
+    hset(key, 'status', 'retrying', 'finished_at', nows, 'error', a, 'error_kind', b)
+    if loud then event(base, queue, id, 'retrying') end
+    return 1
+  elseif code == 'dead' then
+    if redis.call('EXISTS', key) == 0 then
+      hset(key, 'status', 'failed', 'queue', queue, 'attempts', '0', 'submitted_at', nows,
+           'started_at', '', 'worker', worker)
+    end
+    hset(key, 'status', 'failed', 'finished_at', nows, 'error', a, 'error_kind', b, 'result', '')
+    redis.call('EXPIRE', key, dead_s)
+    if loud then event(base, queue, id, 'failed') end
+  elseif code == 'back' then
+    hset(key, 'status', 'queued', 'attempts', a)
+    return 1
+  end
+  if redis.call('HGET', live, id) == nonce then redis.call('HDEL', live, id) end
+  return 1
+end
+local out = {}
+for i = 6, #ARGV, 5 do
+  local ok, r = pcall(change, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+  if ok then out[#out + 1] = r else out[#out + 1] = tostring(r) end
+end
+return out
+)lua"));
+  return s;
+}
+
 // jobqctl submit: records the job as queued and pushes it, atomically; or, when another job of
 // that id is not over yet, pushes it without touching that job's state (it waits its turn).
 // KEYS: the job's state, live, pending, delayed

@@ -15,6 +15,7 @@ const redis::Script& recover();
 const redis::Script& reclaim();
 const redis::Script& promote();
 const redis::Script& repair();
+const redis::Script& spool_state();
 
 // jobqctl's.
 const redis::Script& submit();

@@ -1,0 +1,375 @@
+// A spool directory on disk: the blocking half of the spool source (claims, moves, recovery).
+#include "sources/spool_dir.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <stdexcept>
+
+namespace jq::sources {
+namespace {
+
+constexpr const char* kWork = ".jobqd";
+
+std::string err(int e) {
+  return std::strerror(e);
+}
+
+struct DirCloser {
+  void operator()(DIR* d) const noexcept { closedir(d); }
+};
+using DirPtr = std::unique_ptr<DIR, DirCloser>;
+
+// The entries of a directory but . and ..; empty if it cannot be read.
+std::vector<std::string> entries(const std::string& dir) {
+  std::vector<std::string> out;
+  DirPtr d(opendir(dir.c_str()));
+  if (!d) return out;
+  while (dirent* e = readdir(d.get())) {
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    out.emplace_back(e->d_name);
+  }
+  return out;
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// `<jid>.<n>` -> jid, n; false for any other name.
+bool parse_job_dir(const std::string& name, std::string& jid, long long& n) {
+  auto dot = name.rfind('.');
+  if (dot == 0 || dot == std::string::npos || dot + 1 == name.size()) return false;
+  n = 0;
+  for (std::size_t i = dot + 1; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || n > 1'000'000'000) return false;
+    n = n * 10 + (name[i] - '0');
+  }
+  jid = name.substr(0, dot);
+  return true;
+}
+
+int rename_noreplace(const std::string& from, const std::string& to) {
+  return renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE);
+}
+
+// Why a file that is not a regular one cannot be a job.
+std::string not_regular(mode_t m) {
+  if (S_ISLNK(m)) return "a symbolic link, not a regular file (jobqd does not follow links)";
+  if (S_ISFIFO(m)) return "a named pipe, not a regular file";
+  if (S_ISSOCK(m)) return "a socket, not a regular file";
+  if (S_ISCHR(m) || S_ISBLK(m)) return "a device, not a regular file";
+  return "not a regular file";
+}
+
+std::int64_t now_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+}  // namespace
+
+bool is_job_file(const std::string& name) {
+  return ends_with(name, ".json");
+}
+
+SpoolDir::SpoolDir(Options o) : o_(std::move(o)), work_(o_.dir + "/" + kWork) {}
+
+SpoolDir::~SpoolDir() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+std::string SpoolDir::owner_dir() const {
+  return work_ + "/" + o_.owner;
+}
+
+std::string SpoolDir::job_dir(const Claim& c) const {
+  return owner_dir() + "/" + c.jid + "." + std::to_string(c.attempt);
+}
+
+std::string SpoolDir::path_of(const Claim& c) const {
+  return job_dir(c) + "/" + c.name;
+}
+
+void SpoolDir::open() {
+  auto need_dir = [](const std::string& p) {
+    if (mkdir(p.c_str(), 0750) != 0 && errno != EEXIST) {
+      throw std::runtime_error("cannot create " + p + ": " + err(errno));
+    }
+  };
+  need_dir(work_);
+  // The lock first, then the folder: a daemon that finds the folder finds its lock held.
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+  const std::string lock = work_ + "/" + o_.owner + ".lock";
+  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+  if (lock_fd_ < 0) throw std::runtime_error("cannot create " + lock + ": " + err(errno));
+  if (flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    throw std::runtime_error("cannot lock " + lock + ": " + err(errno));
+  }
+  need_dir(owner_dir());
+}
+
+void SpoolDir::close() noexcept {
+  if (lock_fd_ < 0) return;
+  // Only an empty folder goes (rmdir refuses others): files left in it are recovered by the next
+  // daemon to look, once the lock is free.
+  if (rmdir(owner_dir().c_str()) == 0) unlink((work_ + "/" + o_.owner + ".lock").c_str());
+  ::close(lock_fd_);
+  lock_fd_ = -1;
+}
+
+bool SpoolDir::wanted(const std::string& name) const {
+  if (name.empty() || name[0] == '.') return false;
+  if (fnmatch(o_.pattern.c_str(), name.c_str(), FNM_PERIOD) != 0) return false;
+  for (const auto& g : o_.ignore) {
+    if (fnmatch(g.c_str(), name.c_str(), FNM_PERIOD) == 0) return false;
+  }
+  return true;
+}
+
+SpoolDir::Scan SpoolDir::scan(std::size_t limit, std::int64_t quiet_ms) const {
+  Scan out;
+  DirPtr d(opendir(o_.dir.c_str()));
+  if (!d) {
+    out.error = "cannot read " + o_.dir + ": " + err(errno);
+    return out;
+  }
+  const std::int64_t now = now_ms();
+  while (dirent* e = readdir(d.get())) {
+    std::string name = e->d_name;
+    if (e->d_type == DT_DIR || !wanted(name)) continue;
+    struct stat st {};
+    if (fstatat(dirfd(d.get()), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone
+    if (S_ISDIR(st.st_mode)) continue;
+    const std::int64_t changed =
+        static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
+    if (quiet_ms > 0 && now - changed < quiet_ms) {
+      out.more = true;  // may still be being written
+      continue;
+    }
+    if (out.names.size() >= limit) {
+      out.more = true;
+      break;
+    }
+    out.names.push_back(std::move(name));
+  }
+  return out;
+}
+
+SpoolDir::ClaimResult SpoolDir::claim(const std::string& name, const std::string& jid) const {
+  ClaimResult r;
+  const std::string from = o_.dir + "/" + name;
+  struct stat st {};
+  if (lstat(from.c_str(), &st) != 0) return r;  // gone: taken by another daemon, or removed
+  if (S_ISDIR(st.st_mode)) {
+    r.how = Taken::not_file;
+    return r;
+  }
+  r.claim.jid = jid;
+  r.claim.attempt = 1;
+  r.claim.name = name;
+  const std::string dir = job_dir(r.claim);
+  if (mkdir(dir.c_str(), 0750) != 0) {
+    r.how = Taken::failed;
+    r.error = "cannot create " + dir + ": " + err(errno);
+    return r;
+  }
+  const std::string to = dir + "/" + name;
+  // The rename decides: of two daemons after one file, one gets it, the other ENOENT.
+  if (rename(from.c_str(), to.c_str()) != 0) {
+    const int e = errno;
+    rmdir(dir.c_str());
+    if (e == ENOENT) return r;
+    r.how = Taken::failed;
+    r.error = "cannot move " + from + " into " + dir + ": " + err(e);
+    return r;
+  }
+  if (lstat(to.c_str(), &st) != 0) {
+    r.how = Taken::failed;
+    r.error = "claimed " + from + ", then could not find it in " + dir + ": " + err(errno);
+    return r;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    // Replaced by a directory between the look and the rename: back where it was.
+    if (rename_noreplace(to, from) == 0) rmdir(dir.c_str());
+    r.how = Taken::not_file;
+    return r;
+  }
+  r.how = Taken::claimed;
+  r.claim.size = static_cast<std::uint64_t>(st.st_size);
+  if (!S_ISREG(st.st_mode)) r.claim.invalid = not_regular(st.st_mode);
+  return r;
+}
+
+void SpoolDir::read_job(Claim& c) const {
+  if (!c.invalid.empty()) return;
+  const std::string path = path_of(c);
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    c.invalid = "cannot read the job file: " + err(errno);
+    return;
+  }
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    c.invalid = not_regular(st.st_mode);
+  } else if (static_cast<std::uint64_t>(st.st_size) > o_.max_job_bytes) {
+    c.invalid = "the job file is " + std::to_string(st.st_size) + " bytes, over max_job_bytes (" +
+                std::to_string(o_.max_job_bytes) + ")";
+  } else {
+    std::string text;
+    text.resize(static_cast<std::size_t>(st.st_size));
+    std::size_t got = 0;
+    for (;;) {
+      if (got == text.size()) text.resize(text.size() + 4096);  // it grew since the fstat
+      ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        c.invalid = "cannot read the job file: " + err(errno);
+        break;
+      }
+      if (n == 0) break;
+      got += static_cast<std::size_t>(n);
+      if (got > o_.max_job_bytes) {
+        c.invalid = "the job file is over max_job_bytes (" + std::to_string(o_.max_job_bytes) + ")";
+        break;
+      }
+    }
+    text.resize(got);
+    if (c.invalid.empty()) c.json = std::move(text);
+  }
+  ::close(fd);
+}
+
+std::vector<SpoolDir::Claim> SpoolDir::recover(bool own) const {
+  std::vector<Claim> out;
+  const std::string mine = owner_dir();
+  auto take_folder = [&](const std::string& folder, bool own) {
+    for (const auto& sub : entries(folder)) {
+      Claim c;
+      if (!parse_job_dir(sub, c.jid, c.attempt)) continue;
+      const std::string from = folder + "/" + sub;
+      auto files = entries(from);
+      std::erase_if(files, [](const std::string& f) { return f[0] == '.'; });
+      if (files.empty()) {
+        unlink((from + "/.error.json").c_str());
+        rmdir(from.c_str());  // a claim that a crash stopped half way
+        continue;
+      }
+      c.name = files.front();
+      if (!own && rename_noreplace(from, mine + "/" + sub) != 0) continue;  // someone else's now
+      struct stat st {};
+      if (lstat(path_of(c).c_str(), &st) == 0) {
+        c.size = static_cast<std::uint64_t>(st.st_size);
+        if (!S_ISREG(st.st_mode)) c.invalid = not_regular(st.st_mode);
+      }
+      out.push_back(std::move(c));
+    }
+  };
+  if (own) take_folder(mine, true);
+  for (const auto& name : entries(work_)) {
+    if (name == o_.owner || ends_with(name, ".lock")) continue;
+    const std::string folder = work_ + "/" + name;
+    struct stat st {};
+    if (lstat(folder.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+    const std::string lock = folder + ".lock";
+    int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0) continue;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      // Its daemon is gone (the kernel let go of its lock): its files are this daemon's now.
+      take_folder(folder, false);
+      if (rmdir(folder.c_str()) == 0) unlink(lock.c_str());
+    }
+    ::close(fd);
+  }
+  return out;
+}
+
+std::string SpoolDir::renumber(Claim& c, long long to) const {
+  const std::string from = job_dir(c);
+  const long long was = c.attempt;
+  c.attempt = to;
+  if (rename(from.c_str(), job_dir(c).c_str()) != 0) {
+    const int e = errno;
+    c.attempt = was;
+    return "cannot rename " + from + ": " + err(e);
+  }
+  return "";
+}
+
+// DIR/sub/name, or DIR/sub/name.<n> when that is taken; sub made if missing. "" on failure.
+std::string SpoolDir::place_in(const std::string& sub, const std::string& name) const {
+  const std::string dir = o_.dir + "/" + sub;
+  if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) return "";
+  return dir + "/" + name;
+}
+
+std::string SpoolDir::finish_done(const Claim& c) const {
+  const std::string path = path_of(c);
+  if (!o_.keep_done) {
+    if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return "cannot delete " + path + ": " + err(errno);
+    }
+  } else {
+    std::string to = place_in("done", c.name);
+    if (to.empty()) return "cannot create " + o_.dir + "/done: " + err(errno);
+    int rc = rename_noreplace(path, to);
+    if (rc != 0 && errno == EEXIST) {  // an earlier file of that name: this one beside it
+      to += "." + c.jid;
+      rc = rename_noreplace(path, to);
+    }
+    if (rc != 0 && errno != ENOENT) return "cannot move " + path + " to " + to + ": " + err(errno);
+  }
+  rmdir(job_dir(c).c_str());
+  return "";
+}
+
+std::string SpoolDir::finish_failed(const Claim& c, const std::string& error_json) const {
+  const std::string path = path_of(c);
+  std::string to = place_in("failed", c.name);
+  if (to.empty()) return "cannot create " + o_.dir + "/failed: " + err(errno);
+  struct stat st {};
+  if (lstat(to.c_str(), &st) == 0) to += "." + c.jid;  // an earlier file of that name failed
+  // The reason first (written whole, then renamed in), the file after: a crash between the two
+  // leaves the file claimed, to be run again, never a failed file without its reason.
+  const std::string why = to + ".error.json";
+  const std::string tmp = job_dir(c) + "/.error.json";
+  {
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0) return "cannot write " + tmp + ": " + err(errno);
+    std::size_t off = 0;
+    while (off < error_json.size()) {
+      ssize_t n = ::write(fd, error_json.data() + off, error_json.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int e = errno;
+        ::close(fd);
+        unlink(tmp.c_str());
+        return "cannot write " + tmp + ": " + err(e);
+      }
+      off += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+  }
+  if (rename(tmp.c_str(), why.c_str()) != 0) {
+    const int e = errno;
+    unlink(tmp.c_str());
+    return "cannot move the reason to " + why + ": " + err(e);
+  }
+  if (rename_noreplace(path, to) != 0 && errno != ENOENT) {
+    return "cannot move " + path + " to " + to + ": " + err(errno);
+  }
+  rmdir(job_dir(c).c_str());
+  return "";
+}
+
+}  // namespace jq::sources
