@@ -483,47 +483,36 @@ void SpoolSource::push(Change c) {
   work_.set();
 }
 
-void SpoolSource::succeed(std::uint64_t ticket, const std::string&, long long, std::string result,
-                          store::Recorded* done) {
+void SpoolSource::push(Change::Code code, std::uint64_t ticket, std::string text,
+                       job::ErrorKind kind, store::Recorded* done, Millis delay) {
   Change c;
-  c.code = Change::Code::ok;
+  c.code = code;
   c.ticket = ticket;
-  c.a = std::move(result);
-  c.notify = done;
-  push(std::move(c));
-}
-
-void SpoolSource::retry(std::uint64_t ticket, const std::string&, Millis delay, std::string error,
-                        job::ErrorKind kind, store::Recorded* done) {
-  Change c;
-  c.code = Change::Code::retry;
-  c.ticket = ticket;
-  c.a = std::move(error);
-  c.b = job::to_string(kind);
+  c.a = std::move(text);
+  if (kind != job::ErrorKind::none) c.b = job::to_string(kind);
   c.kind = kind;
   c.delay = delay;
   c.notify = done;
   push(std::move(c));
 }
 
+void SpoolSource::succeed(std::uint64_t ticket, const std::string&, long long, std::string result,
+                          store::Recorded* done) {
+  push(Change::Code::ok, ticket, std::move(result), job::ErrorKind::none, done);
+}
+
+void SpoolSource::retry(std::uint64_t ticket, const std::string&, Millis delay, std::string error,
+                        job::ErrorKind kind, store::Recorded* done) {
+  push(Change::Code::retry, ticket, std::move(error), kind, done, delay);
+}
+
 void SpoolSource::dead(std::uint64_t ticket, const std::string&, bool, std::string error,
                        job::ErrorKind kind, store::Recorded* done) {
-  Change c;
-  c.code = Change::Code::dead;
-  c.ticket = ticket;
-  c.a = std::move(error);
-  c.b = job::to_string(kind);
-  c.kind = kind;
-  c.notify = done;
-  push(std::move(c));
+  push(Change::Code::dead, ticket, std::move(error), kind, done);
 }
 
 void SpoolSource::give_back(std::uint64_t ticket, const std::string&, store::Recorded* done) {
-  Change c;
-  c.code = Change::Code::back;
-  c.ticket = ticket;
-  c.notify = done;
-  push(std::move(c));
+  push(Change::Code::back, ticket, "", job::ErrorKind::none, done);
 }
 
 void SpoolSource::forget(std::uint64_t ticket) noexcept {
@@ -613,17 +602,16 @@ async::Task<void> SpoolSource::writer() {
     for (std::size_t i = 0; i < batch.size(); ++i) {
       auto& c = batch[i];
       auto it = files_.find(c.ticket);
-      std::string id = it != files_.end() ? it->second.id : "";
-      std::string nonce = it != files_.end() ? "spool:" + it->second.claim.jid : "";
-      args.emplace_back(code_name(static_cast<std::uint8_t>(c.code)));
-      args.push_back(id);
-      args.push_back(nonce);
       if (it == files_.end()) {
-        args.emplace_back();
-        args.emplace_back();
+        // Its file already ended (a change pushed twice at a stop): nothing to write, but the
+        // slot keeps the replies in step with the batch.
+        args.insert(args.end(), {"skip", "", "", "", ""});
         continue;
       }
       File& f = it->second;
+      args.emplace_back(code_name(static_cast<std::uint8_t>(c.code)));
+      args.push_back(f.id);
+      args.push_back("spool:" + f.claim.jid);
       switch (c.code) {
         case Change::Code::start:
         case Change::Code::retry:

@@ -95,6 +95,8 @@ class SpoolSource final : public Source, public Delivery {
   async::Task<redis::Reply> send(const std::vector<std::string>& args);
   void adopt(SpoolDir::Claim claim);
   void push(Change c);
+  void push(Change::Code code, std::uint64_t ticket, std::string text, job::ErrorKind kind,
+            store::Recorded* done, Millis delay = Millis(0));
   void add_name(std::string name);
   std::size_t avail() const noexcept;
   void wake() { wake_.set(); }

@@ -627,6 +627,7 @@ return moved
 //   retry: error, kind
 //   dead:  error, kind           (also for a file that never started: all its fields afresh)
 //   back:  attempts so far       status queued
+//   skip:  -                     nothing (keeps the replies in step with the changes)
 // A change that fails returns its error message (a string) instead.
 const redis::Script& spool_state() {
   static const redis::Script s("spool_state", with_prelude(R"lua(
@@ -635,6 +636,7 @@ local live = KEYS[1]
 local nows = tostring(now_ms())
 local loud = listened(base)
 local function change(code, id, nonce, a, b)
+  if code == 'skip' then return 1 end
   local key = base .. ':job:' .. id
   if code == 'start' then
     local owner = redis.call('HGET', live, id)
