@@ -144,6 +144,9 @@ int main(int argc, char** argv) {
   ops::setup_logging(cfg.daemon.log_level);
   // A peer closing a pipe or socket must fail the write, not kill the daemon.
   ::signal(SIGPIPE, SIG_IGN);
+  // A spool scan takes a read lease for an instant (sources/spool_dir.cpp); a writer opening the
+  // file then raises SIGIO, whose default would end the daemon.
+  ::signal(SIGIO, SIG_IGN);
   try {
     async::Loop loop;
     return async::run(loop, serve(cfg));

@@ -32,6 +32,8 @@ CATCH_REGISTER_LISTENER(Summary)
 int main(int argc, char** argv) {
   // Tests write to pipes and sockets whose peer may be gone: fail the call, not the process.
   std::signal(SIGPIPE, SIG_IGN);
+  // As in jobqd: the spool scan's instant read lease may raise SIGIO (sources/spool_dir.cpp).
+  std::signal(SIGIO, SIG_IGN);
   // The daemon's own log lines would drown the report; JOBQD_TEST_LOG=debug shows them.
   const char* level = std::getenv("JOBQD_TEST_LOG");
   spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::off);
