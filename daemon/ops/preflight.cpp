@@ -35,9 +35,8 @@ std::vector<std::string> preflight(const config::Config& cfg) {
       problems.push_back(cfg.path + ": redis.url: " + e.what());
     }
   }
-  // The engine has the spool source (sources/spool_source.cpp), but it has not been through its
-  // tests yet: refused rather than run untested on someone's files. The checks it will need at
-  // start are here already.
+  // A spool directory must be there at start (a typo is an error, not a silent skip) and be
+  // one this user may list, rename in and out of, and create the work folder in.
   for (const auto& q : cfg.queues) {
     for (const auto& src : q.sources) {
       if (src.kind != config::SourceConfig::Kind::spool) continue;
@@ -47,10 +46,10 @@ std::vector<std::string> preflight(const config::Config& cfg) {
         problems.push_back(where + ": " + std::strerror(errno));
       } else if (!S_ISDIR(st.st_mode)) {
         problems.push_back(where + ": not a directory");
+      } else if (access(src.dir.c_str(), R_OK | W_OK | X_OK) != 0) {
+        problems.push_back(where + ": " + std::strerror(errno) +
+                           " (jobqd needs to read it, and to rename files in it)");
       }
-      problems.push_back(cfg.path + ": queues." + q.name + ": spool sources (dir " + src.dir +
-                         ") are not available in this version of jobqd yet; take jobs from "
-                         "Redis");
     }
   }
   return problems;

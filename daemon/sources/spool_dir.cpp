@@ -173,11 +173,12 @@ SpoolDir::Scan SpoolDir::scan(std::size_t limit, std::int64_t quiet_ms) const {
         static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
     // A time ahead of the clock (a copied file, a skewed NFS server) is not "fresh" for ever.
     const std::int64_t age = now - changed;
-    if ((quiet_ms > 0 && age >= 0 && age < quiet_ms) ||
-        (S_ISREG(st.st_mode) && open_for_writing(dirfd(d.get()), e->d_name))) {
-      out.more = true;  // may still be being written
+    if (quiet_ms > 0 && age >= 0 && age < quiet_ms) {
+      out.more = true;  // may still be being written, or its close was an event lost: look again
       continue;
     }
+    // Its writer's close will be an event: no need to scan again for it.
+    if (S_ISREG(st.st_mode) && open_for_writing(dirfd(d.get()), e->d_name)) continue;
     if (out.names.size() >= limit) {
       out.more = true;
       break;
@@ -185,6 +186,14 @@ SpoolDir::Scan SpoolDir::scan(std::size_t limit, std::int64_t quiet_ms) const {
     out.names.push_back(std::move(name));
   }
   return out;
+}
+
+bool SpoolDir::settled(const std::string& name) const {
+  const std::string path = o_.dir + "/" + name;
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0 || S_ISDIR(st.st_mode)) return false;
+  if (!S_ISREG(st.st_mode)) return true;
+  return st.st_size > 0 && !open_for_writing(AT_FDCWD, path.c_str());
 }
 
 SpoolDir::ClaimResult SpoolDir::claim(const std::string& name, const std::string& jid) const {

@@ -63,8 +63,13 @@ class SpoolDir {
   /// Whether a name is one to take (pattern, not hidden, not ignored).
   bool wanted(const std::string& name) const;
   /// Files waiting, at most `limit`; files changed less than `quiet_ms` ago are left for a later
-  /// scan (`more` set).
+  /// scan (`more` set), files still open for writing for the event their close makes.
   Scan scan(std::size_t limit, std::int64_t quiet_ms) const;
+
+  /// Whether a file known only from its creation may be taken now: not a regular file (a link,
+  /// a pipe: claimed to be marked invalid), or one with content that no writer holds open (a
+  /// hard link). An empty regular file is left: it may be created and not open for writing yet.
+  bool settled(const std::string& name) const;
 
   enum class Taken { claimed, gone, not_file, failed };
   struct ClaimResult {

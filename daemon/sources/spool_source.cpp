@@ -33,8 +33,15 @@ constexpr auto kHousekeeping = 10s;
 // How long a file waits when another job owns its id, before it asks again.
 constexpr auto kIdWait = 1s;
 constexpr auto kLogEvery = 30s;
-constexpr std::uint32_t kEvents =
-    IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK;
+// IN_DELETE for the work folder only: while its lock is open the directory cannot go away for
+// good (an open file pins the directories above it), so its IN_DELETE_SELF comes only once the
+// lock is let go; the removal of .jobqd is the sign to let go (`rm -rf DIR` removes it first).
+// IN_CREATE for what makes no close: hard links (Maildir-style writers), symlinks, fifos.
+constexpr std::uint32_t kEvents = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE |
+                                  IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK;
+// After the work folder was removed: how long to wait before making it again, so that whoever
+// removes the whole directory is not stopped by a new folder inside it.
+constexpr auto kWorkGoneWait = 1s;
 
 const char* code_name(std::uint8_t c) {
   static const char* names[] = {"start", "ok", "retry", "dead", "back"};
@@ -78,13 +85,13 @@ void SpoolSource::start() {
 
 // ---- watching ----
 
-void SpoolSource::add_name(std::string name) {
+void SpoolSource::add_name(std::string name, bool created) {
   if (!dir_->wanted(name)) return;
   if (names_.size() >= kMaxNames) {
     scan_wanted_ = true;  // found again by the scan once there is room
     return;
   }
-  if (named_.insert(name).second) names_.push_back(std::move(name));
+  if (named_.insert(name).second) names_.push_back({std::move(name), created});
   wake();
 }
 
@@ -144,8 +151,20 @@ async::Task<void> SpoolSource::watcher() {
         lost_dir_ = true;
         continue;
       }
-      if (ev->mask & IN_ISDIR || ev->len == 0) continue;
-      add_name(std::string(ev->name));
+      if (ev->len == 0) continue;
+      if (ev->mask & IN_DELETE) {
+        if ((ev->mask & IN_ISDIR) && std::strcmp(ev->name, ".jobqd") == 0) {
+          spdlog::warn(
+              "queue {}: the work folder {}/.jobqd was removed (claimed files in it are lost "
+              "with it); making it again unless the directory goes too",
+              s_.queue, dir);
+          work_lost_ = true;
+          wake();
+        }
+        continue;
+      }
+      if (ev->mask & IN_ISDIR) continue;
+      add_name(std::string(ev->name), (ev->mask & IN_CREATE) != 0);
     }
   }
 }
@@ -189,8 +208,23 @@ async::Task<void> SpoolSource::producer() {
     watch_task_ = async::spawn(watcher(), "spool watch " + s_.queue);
   }
   co_await recover(true);
+  spdlog::info("queue {}: taking files matching '{}' from spool dir {} (on success: {})", s_.queue,
+               o_.dir.pattern, dir, o_.dir.keep_done ? "moved to done/" : "deleted");
   housekeeping_at_ = async::Clock::now() + kHousekeeping;
   while (taking_) {
+    if (work_lost_) {
+      work_lost_ = false;
+      auto d = dir_;
+      auto let_go = [d] { d->close(); };
+      co_await async::to_thread(std::move(let_go));
+      co_await async::sleep(kWorkGoneWait);
+      if (!lost_dir_) {
+        reopen_ = true;
+        scan_wanted_ = true;
+        scan_at_ = {};
+      }
+      continue;
+    }
     auto now = async::Clock::now();
     if (reopen_) {
       reopen_ = false;
@@ -264,7 +298,7 @@ async::Task<void> SpoolSource::rescan() {
     co_return;
   }
   for (auto& n : got.names) {
-    if (named_.insert(n).second) names_.push_back(std::move(n));
+    if (named_.insert(n).second) names_.push_back({std::move(n), false});
   }
   if (got.more) {
     // The limit (scan again once these are claimed) or files too fresh to take yet.
@@ -274,18 +308,25 @@ async::Task<void> SpoolSource::rescan() {
 }
 
 async::Task<void> SpoolSource::claim_batch(std::size_t n) {
-  std::vector<std::pair<std::string, std::string>> todo;  // name, jid
+  struct Todo {
+    Name name;
+    std::string jid;
+  };
+  std::vector<Todo> todo;
   todo.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
-    named_.erase(names_.front());
-    todo.emplace_back(std::move(names_.front()), job::new_id());
+    named_.erase(names_.front().name);
+    todo.push_back({std::move(names_.front()), job::new_id()});
     names_.pop_front();
   }
   auto d = dir_;
   auto claim = [d, todo = std::move(todo)] {
     std::vector<SpoolDir::ClaimResult> out;
     out.reserve(todo.size());
-    for (const auto& [name, jid] : todo) {
+    for (const auto& [what, jid] : todo) {
+      const std::string& name = what.name;
+      // Still being written: its close is an event of its own.
+      if (what.created && !d->settled(name)) continue;
       out.push_back(d->claim(name, jid));
       if (out.back().how == SpoolDir::Taken::claimed && is_job_file(name)) {
         d->read_job(out.back().claim);

@@ -97,7 +97,9 @@ class SpoolSource final : public Source, public Delivery {
   void push(Change c);
   void push(Change::Code code, std::uint64_t ticket, std::string text, job::ErrorKind kind,
             store::Recorded* done, Millis delay = Millis(0));
-  void add_name(std::string name);
+  /// `created`: known only from IN_CREATE (a hard link, a symlink, or a file still being
+  /// written): taken only if SpoolDir::settled says so.
+  void add_name(std::string name, bool created = false);
   std::size_t avail() const noexcept;
   void wake() { wake_.set(); }
   std::string error_json(const File& f, const std::string& error, job::ErrorKind kind) const;
@@ -111,12 +113,17 @@ class SpoolSource final : public Source, public Delivery {
   std::shared_ptr<SpoolDir> dir_;  // shared with work on the thread pool
   int inotify_ = -1;
   int wd_ = -1;
-  bool lost_dir_ = false;  // the directory is gone: the watcher waits for it
-  bool reopen_ = false;    // it came back: make the work folder again
+  bool lost_dir_ = false;   // the directory is gone: the watcher waits for it
+  bool reopen_ = false;     // it came back: make the work folder again
+  bool work_lost_ = false;  // the work folder was removed: let go of the lock, then see
 
   std::uint64_t next_ticket_ = 1;
   std::unordered_map<std::uint64_t, File> files_;
-  std::deque<std::string> names_;
+  struct Name {
+    std::string name;
+    bool created = false;
+  };
+  std::deque<Name> names_;
   std::unordered_set<std::string> named_;
   bool scan_wanted_ = true;
   async::Clock::time_point scan_at_{};

@@ -473,12 +473,14 @@ TEST_CASE("jobqd exit codes: usage 2, configuration 78 with file:line:column",
   Child usage({jobqd, "--no-such-flag"});
   CHECK(usage.wait(10s) >= 0);
   CHECK(usage.exit_code() == 2);
-  // A spool source is refused, not silently left unwatched.
+  // A spool dir that is not there is named, not silently left unwatched.
   auto spool = (dir.path() / "spool.yaml").string();
+  const auto missing = (dir.path() / "no-such-dir").string();
   {
     std::ofstream out(spool);
     out << "handlers: {h: {type: builtin, name: noop}}\n"
-           "queues:\n  q: {handler: h, sources: [{spool: {dir: /tmp}}]}\n";
+           "queues:\n  q: {handler: h, sources: [{spool: {dir: "
+        << missing << "}}]}\n";
   }
   auto spool_log = (dir.path() / "spool.log").string();
   Child refused({jobqd, "--check-config", "-c", spool}, spool_log);
@@ -486,9 +488,7 @@ TEST_CASE("jobqd exit codes: usage 2, configuration 78 with file:line:column",
   CHECK(refused.exit_code() == 78);
   std::ifstream spool_in(spool_log);
   std::getline(spool_in, line);
-  CHECK(line == spool +
-                    ": queues.q: spool sources (dir /tmp) are not available in this version "
-                    "of jobqd yet; take jobs from Redis");
+  CHECK(line == spool + ": queues.q: spool dir " + missing + ": No such file or directory");
 }
 
 TEST_CASE("Redis gone for longer than the lease: jobs are stopped, then run again; none lost",

@@ -14,11 +14,14 @@
 #include <thread>
 
 #include "sources/spool_dir.hpp"
+#include "tests/support/files.hpp"
 #include "tests/support/redis_server.hpp"
 
 using namespace jq;
 using jq::sources::SpoolDir;
 namespace fs = std::filesystem;
+using jq::test::read_file;
+using jq::test::write_file;
 
 namespace {
 
@@ -28,18 +31,6 @@ SpoolDir::Options opts(const jq::test::TempDir& d, const std::string& owner) {
   o.owner = owner;
   o.ignore = {"*.tmp", "*.part"};
   return o;
-}
-
-void write_file(const fs::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary);
-  out << text;
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 // Files under `dir`, relative, sorted ("" entries for none).
@@ -111,10 +102,25 @@ TEST_CASE("SpoolDir: a scan lists what waits, bounded, and not what is still wri
   age(open_path);
   auto during = s.scan(100, 0);
   CHECK(std::find(during.names.begin(), during.names.end(), "open") == during.names.end());
-  CHECK(during.more);
+  CHECK_FALSE(during.more);  // its close is an event
   ::close(fd);
   auto after = s.scan(100, 0);
   CHECK(std::find(after.names.begin(), after.names.end(), "open") != after.names.end());
+  // Known only from its creation: taken when it is not a regular file, or has content and no
+  // writer; left when empty (it may be just created) or open for writing.
+  fd = ::open((d.path() / "created").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+  REQUIRE(fd >= 0);
+  CHECK_FALSE(s.settled("created"));
+  REQUIRE(::write(fd, "abc", 3) == 3);
+  CHECK_FALSE(s.settled("created"));
+  ::close(fd);
+  CHECK(s.settled("created"));
+  write_file(d.path() / "empty", "");
+  CHECK_FALSE(s.settled("empty"));
+  fs::create_symlink("/etc/passwd", d.path() / "sym");
+  CHECK(s.settled("sym"));
+  CHECK_FALSE(s.settled("sub"));
+  CHECK_FALSE(s.settled("missing"));
   // A file dated ahead of the clock is taken (not fresh for ever).
   write_file(d.path() / "future", "x");
   fs::last_write_time(d.path() / "future",

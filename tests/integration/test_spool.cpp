@@ -1,0 +1,408 @@
+// Spool sources in the real daemon: files dropped in a watched directory run once each, through
+// inotify overflow, kill -9, a second daemon, slow writers, a removed directory and bad files.
+#include <catch2/catch.hpp>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "tests/support/daemon.hpp"
+#include "tests/support/files.hpp"
+
+using namespace jq::test;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The queues section for one spool queue on `dir`, with the noop handler unless told.
+std::string spool_yaml(const std::string& dir, const std::string& extra = "",
+                       const std::string& handlers = "  h: {type: builtin, name: noop}\n") {
+  return "handlers:\n" + handlers + "queues:\n  q:\n    handler: h\n    concurrency: 8\n" + extra +
+         "    sources:\n      - spool: {dir: " + dir + ", on_success: move}\n";
+}
+
+// Starts `d` and waits until its spool source watches (the first scan comes right after).
+void start_watching(Daemon& d) {
+  d.start();
+  bool up = eventually(
+      [&] { return d.log().find("taking files matching") != std::string::npos || !d.running(); },
+      15s, 10ms);
+  if (!up || !d.running()) throw std::runtime_error("jobqd did not come up:\n" + d.log());
+}
+
+// Entries of a directory that are not directories.
+std::size_t count_files(const fs::path& dir) {
+  std::size_t n = 0;
+  DIR* d = opendir(dir.c_str());
+  if (!d) return 0;
+  while (dirent* e = readdir(d)) n += e->d_type != DT_DIR;
+  closedir(d);
+  return n;
+}
+
+std::vector<std::string> names_in(const fs::path& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(dir, ec)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Files left in the work folder (claimed, not finished).
+std::size_t claimed_files(const fs::path& dir) {
+  std::size_t n = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir / ".jobqd", ec);
+       it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_directory() && it->path().extension() != ".lock") ++n;
+  }
+  return n;
+}
+
+// Whether job `id` of queue q reaches `succeeded` within `timeout`.
+bool succeeds(SyncRedis& r, const std::string& id, std::chrono::milliseconds timeout) {
+  return eventually(
+      [&] { return job_states(r, "q", {id}, {"status"})[0]["status"] == "succeeded"; }, timeout);
+}
+
+std::string job_file(const std::string& id) {
+  return R"({"id":")" + id + R"(","payload":{}})";
+}
+
+// Drops job files `<prefix><i>.json` (id `<prefix><i>`) written in place, as fast as possible.
+std::vector<std::string> drop_jobs(const fs::path& dir, const std::string& prefix, std::size_t n) {
+  std::vector<std::string> ids;
+  ids.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    ids.push_back(prefix + std::to_string(i));
+    const std::string text = job_file(ids.back());
+    int fd = ::open((dir / (ids.back() + ".json")).c_str(), O_WRONLY | O_CREAT | O_EXCL, 0640);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+    ::close(fd);
+  }
+  return ids;
+}
+
+long read_proc_long(const char* path, long fallback) {
+  std::ifstream in(path);
+  long v = fallback;
+  in >> v;
+  return in ? v : fallback;
+}
+
+}  // namespace
+
+TEST_CASE("Spool: more files at once than the inotify queue holds each run exactly once",
+          "[integration][spool]") {
+  RedisServer redis;
+  TempDir spool;
+  Daemon d(redis, spool_yaml(spool.str(), "    buffer: 512\n"));
+  start_watching(d);
+  // Stopped while the files land, the daemon cannot read the events: the kernel's queue
+  // overflows for certain, and only the rescan can find the rest.
+  const long queue_max = read_proc_long("/proc/sys/fs/inotify/max_queued_events", 16384);
+  const std::size_t n = static_cast<std::size_t>(std::clamp(queue_max + 3616, 20000L, 100000L));
+  d.signal(SIGSTOP);
+  auto ids = drop_jobs(spool.path(), "o", n);
+  d.signal(SIGCONT);
+  const auto done = spool.path() / "done";
+  bool all = eventually([&] { return count_files(done) >= n; }, 120s, 100ms);
+  INFO("done " << count_files(done) << " of " << n << "\n" << d.log().substr(0, 4000));
+  REQUIRE(all);
+  CHECK(d.log().find("the kernel dropped file events") != std::string::npos);
+  auto r = redis.client();
+  auto states = job_states(r, "q", ids, {"status", "attempts"});
+  std::size_t ok = 0;
+  for (auto& s : states) ok += s["status"] == "succeeded" && s["attempts"] == "1";
+  CHECK(ok == n);
+  CHECK(count_files(done) == n);  // none twice (a second file of a name gets a suffix)
+  CHECK(count_files(spool.path()) == 0);
+  CHECK(claimed_files(spool.path()) == 0);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("Spool: kill -9 again and again mid-run, then a restart: none lost, none doubled",
+          "[integration][spool][crash]") {
+  RedisServer redis(/*aof=*/true);
+  TempDir spool;
+  const std::string yaml = spool_yaml(spool.str(), "    buffer: 64\n");
+  const std::size_t n = 6000;
+  auto ids = drop_jobs(spool.path(), "k", n);
+  const auto done = spool.path() / "done";
+  std::size_t kills = 0;
+  for (int round = 0; round < 3; ++round) {
+    Daemon d(redis, yaml);
+    start_watching(d);
+    const std::size_t before = count_files(done);
+    // Killed once it has made some progress, in the middle of the files.
+    eventually([&] { return count_files(done) >= before + 400; }, 20s, 2ms);
+    d.kill9();
+    ++kills;
+  }
+  INFO("after " << kills << " kills: " << count_files(done) << " done");
+  CHECK(count_files(done) < n);  // the kills did land mid-run
+  Daemon last(redis, yaml);
+  start_watching(last);
+  bool all = eventually([&] { return count_files(done) >= n; }, 60s, 50ms);
+  INFO(last.log().substr(0, 4000));
+  REQUIRE(all);
+  CHECK(last.log().find("left claimed") != std::string::npos);
+  auto r = redis.client();
+  auto states = job_states(r, "q", ids, {"status", "attempts"});
+  std::size_t ok = 0, again = 0;
+  for (auto& s : states) {
+    ok += s["status"] == "succeeded";
+    again += s["attempts"] != "1";
+  }
+  CHECK(ok == n);
+  // At least once: a file whose run a kill cut off runs again; few do.
+  CHECK(again <= kills * 400);  // at most what one daemon holds claimed
+  CHECK(count_files(done) == n);
+  for (const auto& name : names_in(done)) CHECK(name.size() - name.rfind(".json") == 5);
+  CHECK(claimed_files(spool.path()) == 0);
+  CHECK(last.stop() == 0);
+}
+
+TEST_CASE("Spool: two daemons on one directory never run a file twice", "[integration][spool]") {
+  RedisServer redis;
+  TempDir spool;
+  const std::string yaml = spool_yaml(spool.str());
+  Daemon a(redis, yaml), b(redis, yaml);
+  start_watching(a);
+  start_watching(b);
+  const std::size_t n = 3000;
+  auto ids = drop_jobs(spool.path(), "t", n);
+  const auto done = spool.path() / "done";
+  bool all = eventually([&] { return count_files(done) >= n; }, 60s, 50ms);
+  INFO(a.log().substr(0, 3000) << "\n---\n" << b.log().substr(0, 3000));
+  REQUIRE(all);
+  auto r = redis.client();
+  auto states = job_states(r, "q", ids, {"status", "attempts", "worker"});
+  std::set<std::string> workers;
+  std::size_t once = 0;
+  for (auto& s : states) {
+    once += s["status"] == "succeeded" && s["attempts"] == "1";
+    workers.insert(s["worker"]);
+  }
+  CHECK(once == n);
+  CHECK(count_files(done) == n);
+  CHECK(workers.size() == 2);  // both took a share
+  CHECK(a.stop() == 0);
+  CHECK(b.stop() == 0);
+}
+
+TEST_CASE("Spool: a file is taken once closed or renamed in; hidden and *.tmp files are not",
+          "[integration][spool]") {
+  RedisServer redis;
+  TempDir spool;
+  // Written in place and still open at the start, however old it looks: left alone.
+  const auto slow = spool.path() / "slow.json";
+  // O_CLOEXEC: the daemon started below must not hold it open too.
+  int fd = ::open(slow.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+  REQUIRE(fd >= 0);
+  const std::string head = R"({"id":"slow",)";
+  REQUIRE(::write(fd, head.data(), head.size()) == static_cast<ssize_t>(head.size()));
+  const timespec old[2] = {{std::time(nullptr) - 60, 0}, {std::time(nullptr) - 60, 0}};
+  REQUIRE(::futimens(fd, old) == 0);
+  write_file(spool.path() / ".hidden.json", job_file("hidden"));
+  write_file(spool.path() / "partial.json.tmp", job_file("tmp"));
+  Daemon d(redis, spool_yaml(spool.str()));
+  start_watching(d);
+  auto r = redis.client();
+  // Renamed in from a hidden name (how careful writers publish a file).
+  write_file(spool.path() / ".incoming", job_file("renamed"));
+  fs::rename(spool.path() / ".incoming", spool.path() / "renamed.json");
+  REQUIRE(succeeds(r, "renamed", 10s));
+  // Linked in (as Maildir writers do), the first name then removed: no close event either.
+  write_file(spool.path() / ".linked-tmp", job_file("linked"));
+  REQUIRE(::link((spool.path() / ".linked-tmp").c_str(), (spool.path() / "linked.json").c_str()) ==
+          0);
+  fs::remove(spool.path() / ".linked-tmp");
+  REQUIRE(succeeds(r, "linked", 4s));
+  // Written in pieces with pauses longer than the quiet time, while the daemon watches.
+  const auto pieces = spool.path() / "pieces.json";
+  {
+    int p = ::open(pieces.c_str(), O_WRONLY | O_CREAT, 0640);
+    REQUIRE(p >= 0);
+    for (const std::string part : {R"({"id":)", R"("pieces",)", R"("payload":{}})"}) {
+      REQUIRE(::write(p, part.data(), part.size()) == static_cast<ssize_t>(part.size()));
+      std::this_thread::sleep_for(600ms);
+    }
+    ::close(p);
+  }
+  REQUIRE(succeeds(r, "pieces", 10s));
+  // The slow file is still where it was, whole, and nothing failed.
+  CHECK(fs::exists(slow));
+  CHECK_FALSE(fs::exists(spool.path() / "failed"));
+  const std::string tail = R"("payload":{"n":1}})";
+  REQUIRE(::write(fd, tail.data(), tail.size()) == static_cast<ssize_t>(tail.size()));
+  ::close(fd);
+  REQUIRE(succeeds(r, "slow", 10s));
+  CHECK(read_file(spool.path() / "done" / "slow.json") == head + tail);
+  CHECK(fs::exists(spool.path() / ".hidden.json"));
+  CHECK(fs::exists(spool.path() / "partial.json.tmp"));
+  auto never = job_states(r, "q", {"hidden", "tmp"});
+  CHECK(never[0]["status"].empty());
+  CHECK(never[1]["status"].empty());
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("Spool: bad files go to failed/ with the reason; failures retry, then fail for good",
+          "[integration][spool]") {
+  RedisServer redis;
+  TempDir spool, outside;
+  const std::string handlers =
+      "  h: {type: builtin, name: noop}\n"
+      "  boom: {type: builtin, name: fail}\n";
+  Daemon d(redis, spool_yaml(spool.str(), "    max_attempts: 2\n    retry_base: 50ms\n", handlers));
+  start_watching(d);
+  write_file(spool.path() / "bad.json", R"({"id":"bad","payload":)");
+  write_file(spool.path() / "who.json", R"({"id":"who","handler":"nope","payload":{}})");
+  write_file(spool.path() / "fails.json", R"({"id":"fails","handler":"boom","payload":{}})");
+  write_file(outside.path() / "secret", "secret");
+  fs::create_symlink(outside.path() / "secret", spool.path() / "link.json");
+  const auto failed = spool.path() / "failed";
+  // The link makes no close event, only its creation: taken at once all the same (well before
+  // the 10 s rescan).
+  REQUIRE(eventually([&] { return count_files(failed) == 8; }, 4s, 20ms));
+  auto why = [&](const std::string& name) {
+    return nlohmann::json::parse(read_file(failed / (name + ".error.json")));
+  };
+  auto bad = why("bad.json");
+  CHECK(bad["error_kind"] == "invalid_job");
+  CHECK(bad["file"] == "bad.json");
+  CHECK(bad["attempts"] == 0);
+  CHECK(bad["error"].get<std::string>().find("bad.json") != std::string::npos);
+  CHECK(why("who.json")["error"].get<std::string>().find("nope") != std::string::npos);
+  auto fails = why("fails.json");
+  CHECK(fails["error_kind"] == "exception");
+  CHECK(fails["attempts"] == 2);
+  CHECK(fails["id"] == "fails");
+  CHECK(fails["failed_at"].get<long long>() >= fails["claimed_at"].get<long long>());
+  CHECK(why("link.json")["error"].get<std::string>().find("symbolic link") != std::string::npos);
+  CHECK(read_file(outside.path() / "secret") == "secret");
+  CHECK(fs::is_symlink(failed / "link.json"));
+  // A file that is no job has no id of its own: the one given at the claim is in the reason.
+  auto r = redis.client();
+  const std::string bad_id = bad["id"];
+  CHECK(bad_id != "bad");
+  auto s = job_states(r, "q", {bad_id, "fails"}, {"status", "error_kind", "attempts"});
+  CHECK(s[0]["status"] == "failed");
+  CHECK(s[0]["error_kind"] == "invalid_job");
+  CHECK(s[1]["status"] == "failed");
+  CHECK(s[1]["attempts"] == "2");
+  CHECK(claimed_files(spool.path()) == 0);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("Spool: other files reach the handler by path; vanishing files cost nothing",
+          "[integration][spool]") {
+  RedisServer redis;
+  TempDir spool, out;
+  const std::string handlers =
+      "  h: {type: exec, command: [/bin/cp, \"{file}\", \"" + out.str() + "/\"]}\n";
+  Daemon d(redis, spool_yaml(spool.str(), "", handlers));
+  start_watching(d);
+  // Files that vanish between their event and their claim, among ones that stay.
+  for (int i = 0; i < 200; ++i) {
+    write_file(spool.path() / ("gone" + std::to_string(i)), "x");
+    fs::remove(spool.path() / ("gone" + std::to_string(i)));
+    if (i % 20 == 0) write_file(spool.path() / ("stay" + std::to_string(i) + ".txt"), "s");
+  }
+  const std::string odd = "odd name \xff\n.bin";
+  write_file(spool.path() / odd, "payload bytes");
+  // (A file may also be claimed before it is removed: then it runs like any other.)
+  std::vector<std::string> stay{odd};
+  for (int i = 0; i < 200; i += 20) stay.push_back("stay" + std::to_string(i) + ".txt");
+  auto all_in = [&](const fs::path& where) {
+    return std::all_of(stay.begin(), stay.end(),
+                       [&](const std::string& n) { return fs::exists(where / n); });
+  };
+  REQUIRE(
+      eventually([&] { return all_in(out.path()) && all_in(spool.path() / "done"); }, 15s, 20ms));
+  CHECK(read_file(out.path() / odd) == "payload bytes");
+  CHECK(read_file(out.path() / "stay0.txt") == "s");
+  CHECK(eventually(
+      [&] { return count_files(spool.path()) == 0 && claimed_files(spool.path()) == 0; }, 5s));
+  CHECK(d.log().find(" error ") == std::string::npos);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("Spool: the watched directory removed and made again is watched again",
+          "[integration][spool]") {
+  RedisServer redis;
+  TempDir parent;
+  const auto dir = parent.path() / "in";
+  fs::create_directory(dir);
+  Daemon d(redis, spool_yaml(dir.string()));
+  start_watching(d);
+  auto r = redis.client();
+  write_file(dir / "a.json", job_file("a"));
+  REQUIRE(succeeds(r, "a", 10s));
+  fs::remove_all(dir);
+  REQUIRE(eventually([&] { return d.log().find("is gone") != std::string::npos; }, 5s));
+  fs::create_directory(dir);
+  // Dropped before the watch is back: found by the scan that follows it.
+  write_file(dir / "b.json", job_file("b"));
+  REQUIRE(eventually([&] { return d.log().find("is back") != std::string::npos; }, 5s));
+  REQUIRE(succeeds(r, "b", 10s));
+  write_file(dir / "c.json", job_file("c"));
+  REQUIRE(succeeds(r, "c", 10s));
+  // Only the work folder removed: made again, and files still run.
+  fs::remove_all(dir / ".jobqd");
+  REQUIRE(eventually([&] { return d.log().find("was removed") != std::string::npos; }, 5s));
+  write_file(dir / "e.json", job_file("e"));
+  REQUIRE(succeeds(r, "e", 10s));
+  REQUIRE(eventually([&] { return fs::exists(dir / ".jobqd"); }, 5s));
+  CHECK(d.running());
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("Spool: a graceful stop gives back what did not run and finishes what did",
+          "[integration][spool]") {
+  RedisServer redis;
+  TempDir spool;
+  const std::string handlers = "  h: {type: builtin, name: sleep}\n";
+  Daemon d(redis, spool_yaml(spool.str(), "", handlers), "  shutdown_grace: 10s\n");
+  start_watching(d);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    ids.push_back("g" + std::to_string(i));
+    write_file(spool.path() / (ids.back() + ".json"),
+               R"({"id":")" + ids.back() + R"(","payload":{"ms":700}})");
+  }
+  auto r = redis.client();
+  REQUIRE(eventually([&] { return count_status(r, "q", ids, "active") >= 8; }, 10s));
+  CHECK(d.stop() == 0);
+  auto states = job_states(r, "q", ids, {"status", "attempts"});
+  std::size_t ran = 0, back = 0;
+  for (auto& s : states) {
+    ran += s["status"] == "succeeded";
+    back += s["status"] != "succeeded";
+  }
+  CHECK(ran >= 8);
+  CHECK(ran + back == ids.size());
+  // What did not run waits where a restart finds it, its attempt not counted.
+  CHECK(count_files(spool.path() / "done") == ran);
+  CHECK(claimed_files(spool.path()) == back);
+  Daemon again(redis, spool_yaml(spool.str(), "", handlers));
+  start_watching(again);
+  REQUIRE(eventually([&] { return count_files(spool.path() / "done") == ids.size(); }, 15s));
+  states = job_states(r, "q", ids, {"status", "attempts"});
+  for (auto& s : states) {
+    CHECK(s["status"] == "succeeded");
+    CHECK(s["attempts"] == "1");
+  }
+  CHECK(again.stop() == 0);
+}
