@@ -13,8 +13,9 @@ namespace jq::sources {
 /// The layout inside a watched directory DIR (docs/spool.md):
 ///   DIR/<name>                          a file waiting
 ///   DIR/.jobqd/<owner>.lock             held (flock) while that daemon lives
-///   DIR/.jobqd/<owner>/<jid>.<n>/<name> a file claimed by that daemon, at attempt n (0: none
-///                                       ran, given back at a stop)
+///   DIR/.jobqd/<owner>/<jid>.<n>.<name> a file claimed by that daemon, at attempt n (0: none
+///                                       ran, given back at a stop); a name too long for that
+///                                       is kept in a folder: <owner>/<jid>.<n>/<name>
 ///   DIR/done/<name>                     succeeded (on_success: move)
 ///   DIR/failed/<name>, <name>.error.json failed for good, and why
 /// `jid` is a fresh job id made at the claim: a claimed file keeps it through retries and crashes,
@@ -33,8 +34,9 @@ class SpoolDir {
   /// A claimed file.
   struct Claim {
     std::string jid;
-    long long attempt = 0;  // of its folder's name
+    long long attempt = 0;  // in its name in the work folder
     std::string name;       // as it was in DIR
+    bool nested = false;    // in a folder of its own (a long name)
     /// Its JSON for a `*.json` file (read at the claim); empty otherwise, or when unreadable.
     std::string json;
     std::string invalid;  // why it cannot be a job (not a regular file, unreadable, too big)
@@ -91,7 +93,7 @@ class SpoolDir {
   std::string path_of(const Claim& c) const;
 
   // The moves of a claimed file. Each returns an error message, empty on success.
-  /// To attempt `to` (its folder renamed): counted before the attempt runs.
+  /// To attempt `to` (its entry in the work folder renamed): counted before the attempt runs.
   std::string renumber(Claim& c, long long to) const;
   /// Succeeded: deleted, or moved to done/.
   std::string finish_done(const Claim& c) const;
@@ -103,7 +105,8 @@ class SpoolDir {
 
  private:
   std::string owner_dir() const;
-  std::string job_dir(const Claim& c) const;
+  std::string entry_of(const Claim& c) const;    // what is renamed from attempt to attempt
+  std::string reason_tmp(const Claim& c) const;  // a failure's reason, before it is moved out
   std::string place_in(const std::string& sub, const std::string& name) const;
 
   Options o_;

@@ -91,7 +91,12 @@ void SpoolSource::add_name(std::string name, bool created) {
     scan_wanted_ = true;  // found again by the scan once there is room
     return;
   }
-  if (named_.insert(name).second) names_.push_back({std::move(name), created});
+  auto [it, fresh] = named_.try_emplace(name, created);
+  if (fresh) {
+    names_.push_back(std::move(name));
+  } else if (!created) {
+    it->second = false;
+  }
   wake();
 }
 
@@ -298,7 +303,12 @@ async::Task<void> SpoolSource::rescan() {
     co_return;
   }
   for (auto& n : got.names) {
-    if (named_.insert(n).second) names_.push_back({std::move(n), false});
+    auto [it, fresh] = named_.try_emplace(n, false);
+    if (fresh) {
+      names_.push_back(std::move(n));
+    } else {
+      it->second = false;
+    }
   }
   if (got.more) {
     // The limit (scan again once these are claimed) or files too fresh to take yet.
@@ -309,24 +319,26 @@ async::Task<void> SpoolSource::rescan() {
 
 async::Task<void> SpoolSource::claim_batch(std::size_t n) {
   struct Todo {
-    Name name;
+    std::string name;
+    bool created;
     std::string jid;
   };
   std::vector<Todo> todo;
   todo.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
-    named_.erase(names_.front().name);
-    todo.push_back({std::move(names_.front()), job::new_id()});
+    auto it = named_.find(names_.front());
+    const bool created = it != named_.end() && it->second;
+    if (it != named_.end()) named_.erase(it);
+    todo.push_back({std::move(names_.front()), created, job::new_id()});
     names_.pop_front();
   }
   auto d = dir_;
   auto claim = [d, todo = std::move(todo)] {
     std::vector<SpoolDir::ClaimResult> out;
     out.reserve(todo.size());
-    for (const auto& [what, jid] : todo) {
-      const std::string& name = what.name;
+    for (const auto& [name, created, jid] : todo) {
       // Still being written: its close is an event of its own.
-      if (what.created && !d->settled(name)) continue;
+      if (created && !d->settled(name)) continue;
       out.push_back(d->claim(name, jid));
       if (out.back().how == SpoolDir::Taken::claimed && is_job_file(name)) {
         d->read_job(out.back().claim);

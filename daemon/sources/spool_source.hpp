@@ -119,12 +119,10 @@ class SpoolSource final : public Source, public Delivery {
 
   std::uint64_t next_ticket_ = 1;
   std::unordered_map<std::uint64_t, File> files_;
-  struct Name {
-    std::string name;
-    bool created = false;
-  };
-  std::deque<Name> names_;
-  std::unordered_set<std::string> named_;
+  std::deque<std::string> names_;
+  /// The names in names_, each with whether only its IN_CREATE is known (a close or a rename
+  /// after it, or a scan, says it is whole).
+  std::unordered_map<std::string, bool> named_;
   bool scan_wanted_ = true;
   async::Clock::time_point scan_at_{};
   async::Clock::time_point housekeeping_at_{};

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -325,14 +326,25 @@ TEST_CASE("Spool: other files reach the handler by path; vanishing files cost no
   // (A file may also be claimed before it is removed: then it runs like any other.)
   std::vector<std::string> stay{odd};
   for (int i = 0; i < 200; i += 20) stay.push_back("stay" + std::to_string(i) + ".txt");
-  auto all_in = [&](const fs::path& where) {
-    return std::all_of(stay.begin(), stay.end(),
-                       [&](const std::string& n) { return fs::exists(where / n); });
+  // The handler's {file} is the claimed file: `<id>.<attempt>.<name>`, its extension kept.
+  auto copied = [&](const std::string& name) -> std::optional<fs::path> {
+    for (const auto& n : names_in(out.path())) {
+      if (n.size() > name.size() &&
+          n.compare(n.size() - name.size() - 1, std::string::npos, "." + name) == 0) {
+        return out.path() / n;
+      }
+    }
+    return std::nullopt;
   };
-  REQUIRE(
-      eventually([&] { return all_in(out.path()) && all_in(spool.path() / "done"); }, 15s, 20ms));
-  CHECK(read_file(out.path() / odd) == "payload bytes");
-  CHECK(read_file(out.path() / "stay0.txt") == "s");
+  auto all_in = [&] {
+    return std::all_of(stay.begin(), stay.end(), [&](const std::string& n) {
+      return copied(n) && fs::exists(spool.path() / "done" / n);
+    });
+  };
+  REQUIRE(eventually(all_in, 15s, 20ms));
+  CHECK(read_file(*copied(odd)) == "payload bytes");
+  CHECK(read_file(*copied("stay0.txt")) == "s");
+  CHECK(copied("stay0.txt")->filename().string().find(".1.stay0.txt") != std::string::npos);
   CHECK(eventually(
       [&] { return count_files(spool.path()) == 0 && claimed_files(spool.path()) == 0; }, 5s));
   CHECK(d.log().find(" error ") == std::string::npos);

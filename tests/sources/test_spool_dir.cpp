@@ -161,14 +161,14 @@ TEST_CASE("SpoolDir: of two daemons claiming one file, one gets it", "[spool][di
   auto files = tree(d.path());
   CHECK(files.size() == 202);  // 200 claims and two locks
   for (const auto& f : files) CHECK(f.rfind(".jobqd/", 0) == 0);
-  // A claim is its own folder: <owner>/<jid>.1/<name>.
+  // A claim is one name: <owner>/<jid>.1.<name>.
   auto r = a.claim("nothing-here", "Z");
   CHECK(r.how == SpoolDir::Taken::gone);
   write_file(d.path() / "one", "1");
   r = a.claim("one", "J1");
   REQUIRE(r.how == SpoolDir::Taken::claimed);
   CHECK(r.claim.attempt == 1);
-  CHECK(a.path_of(r.claim) == d.str() + "/.jobqd/a.1.x/J1.1/one");
+  CHECK(a.path_of(r.claim) == d.str() + "/.jobqd/a.1.x/J1.1.one");
   CHECK(read_file(a.path_of(r.claim)) == "1");
 }
 
@@ -188,7 +188,7 @@ TEST_CASE("SpoolDir: a second daemon of one worker id is refused; close removes 
   write_file(d.path() / "x", "x");
   REQUIRE(b.claim("x", "J").how == SpoolDir::Taken::claimed);
   b.close();
-  CHECK(fs::exists(d.path() / ".jobqd" / "w2" / "J.1" / "x"));
+  CHECK(fs::exists(d.path() / ".jobqd" / "w2" / "J.1.x"));
 }
 
 TEST_CASE("SpoolDir: a dead daemon's claims are taken over; a live one's are not", "[spool][dir]") {
@@ -201,13 +201,15 @@ TEST_CASE("SpoolDir: a dead daemon's claims are taken over; a live one's are not
     write_file(d.path() / "held", "h");
     REQUIRE(live.claim("held", "H").how == SpoolDir::Taken::claimed);
     CHECK(me.recover(false).empty());  // its lock is held
-    CHECK(fs::exists(d.path() / ".jobqd" / "live" / "H.1" / "held"));
+    CHECK(fs::exists(d.path() / ".jobqd" / "live" / "H.1.held"));
     // It dies without closing: the kernel lets go of its lock when the descriptor closes.
   }
-  // A claim half made (the folder, no file yet) and a stop's give-back at attempt 0.
+  // A long name's claim half made (the folder, no file yet), a long name given back at a stop
+  // (attempt 0), and a failure's reason half written.
   fs::create_directories(d.path() / ".jobqd" / "live" / "EMPTY.1");
   fs::create_directories(d.path() / ".jobqd" / "live" / "B.0");
   write_file(d.path() / ".jobqd" / "live" / "B.0" / "back", "b");
+  write_file(d.path() / ".jobqd" / "live" / ".H.error.json", "{");
   auto got = me.recover(false);
   REQUIRE(got.size() == 2);
   std::sort(got.begin(), got.end(), [](auto& x, auto& y) { return x.jid < y.jid; });
@@ -227,8 +229,12 @@ TEST_CASE("SpoolDir: a dead daemon's claims are taken over; a live one's are not
   auto c = got[1];
   CHECK(me.renumber(c, 2).empty());
   CHECK(c.attempt == 2);
-  CHECK(fs::exists(d.path() / ".jobqd" / "me" / "H.2" / "held"));
-  CHECK_FALSE(fs::exists(d.path() / ".jobqd" / "me" / "H.1"));
+  CHECK(fs::exists(d.path() / ".jobqd" / "me" / "H.2.held"));
+  CHECK_FALSE(fs::exists(d.path() / ".jobqd" / "me" / "H.1.held"));
+  auto b = got[0];
+  CHECK(b.nested);
+  CHECK(me.renumber(b, 1).empty());
+  CHECK(read_file(d.path() / ".jobqd" / "me" / "B.1" / "back") == "b");
   auto stale = got[1];  // still says attempt 1: its folder is gone
   CHECK(me.renumber(stale, 3).find("cannot rename") != std::string::npos);
   CHECK(stale.attempt == 1);
@@ -251,7 +257,16 @@ TEST_CASE("SpoolDir: success deletes or moves to done/; failure moves to failed/
   CHECK(s.finish_done(claim("a", "J2")).empty());  // the same name again: beside it
   CHECK(read_file(d.path() / "done" / "a") == "a");
   CHECK(fs::exists(d.path() / "done" / "a.J2"));
-  CHECK_FALSE(fs::exists(d.path() / ".jobqd" / "w" / "J1.1"));
+  CHECK_FALSE(fs::exists(d.path() / ".jobqd" / "w" / "J1.1.a"));
+  // A name too long to carry the id and attempt has a folder of its own, gone at the end.
+  const std::string long_name(250, 'n');
+  auto lc = claim(long_name, "J9");
+  CHECK(lc.nested);
+  CHECK(s.path_of(lc) == d.str() + "/.jobqd/w/J9.1/" + long_name);
+  CHECK(fs::exists(s.path_of(lc)));
+  CHECK(s.finish_done(lc).empty());
+  CHECK(fs::exists(d.path() / "done" / long_name));
+  CHECK_FALSE(fs::exists(d.path() / ".jobqd" / "w" / "J9.1"));
   const std::string why = R"({"error":"boom"})";
   CHECK(s.finish_failed(claim("b", "J3"), why).empty());
   CHECK(s.finish_failed(claim("b", "J4"), why).empty());
@@ -305,7 +320,7 @@ TEST_CASE("SpoolDir: links, pipes, directories and vanished files", "[spool][dir
   // A directory is not a claim: it stays.
   CHECK(s.claim("adir", "D").how == SpoolDir::Taken::not_file);
   CHECK(fs::is_directory(d.path() / "adir"));
-  CHECK_FALSE(fs::exists(d.path() / ".jobqd" / "w" / "D.1"));
+  CHECK_FALSE(fs::exists(d.path() / ".jobqd" / "w" / "D.1.adir"));
   // Vanished between the event and the claim.
   CHECK(s.claim("never", "N").how == SpoolDir::Taken::gone);
   // Odd names are names like any other.
