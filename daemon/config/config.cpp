@@ -501,6 +501,10 @@ const Key<SourceConfig> kSpoolKeys[] = {
      [](SourceConfig& s, const YAML::Node& n, const Ctx& c) {
        s.quiet = as_duration(n, c, "spool.quiet", 0ms);
      }},
+    {"recursive", "bool", true,
+     [](SourceConfig& s, const YAML::Node& n, const Ctx& c) {
+       s.recursive = as_bool(n, c, "spool.recursive");
+     }},
 };
 
 SourceConfig parse_source(const YAML::Node& n, const Ctx& c, const std::string& where) {

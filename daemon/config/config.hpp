@@ -96,9 +96,12 @@ struct SourceConfig {
   std::vector<std::string> ignore = {"*.tmp", "*.part", "*.partial", "*.crdownload", "*.swp", "*~"};
   bool keep_done = false;  // on_success: move (to done/) or delete (the default)
   // A file a scan finds (at start, after the kernel's event queue overflowed) rather than an
-  // event is taken once it has not changed for this long: a scan cannot see whether a writer
-  // still has it open, an event (closed after writing, renamed in) can.
+  // event is taken once it has not changed for this long (besides not being open for writing,
+  // which a scan checks where the kernel lets it).
   Millis quiet = 1s;
+  // Subdirectories too (not hidden ones, nor DIR's own done/ and failed/), each watched as it
+  // appears and scanned right after its watch is added.
+  bool recursive = false;
 };
 
 struct QueueConfig {

@@ -66,6 +66,7 @@ QueueRunner::QueueRunner(const config::QueueConfig& cfg, const config::DaemonSec
       o.dir.pattern = src.pattern;
       o.dir.ignore = src.ignore;
       o.dir.keep_done = src.keep_done;
+      o.dir.recursive = src.recursive;
       o.dir.max_job_bytes = cfg_.max_job_bytes;
       o.quiet = src.quiet;
       sources_.push_back(std::make_unique<sources::SpoolSource>(

@@ -5,9 +5,11 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -100,6 +102,59 @@ std::int64_t now_ms() {
   return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
 }
 
+// A relative path as one file name: '%' and '/' escaped (`sub/a%b` -> `sub%2Fa%25b`).
+std::string encode(const std::string& rel) {
+  std::string out;
+  out.reserve(rel.size());
+  for (char ch : rel) {
+    if (ch == '%') {
+      out += "%25";
+    } else if (ch == '/') {
+      out += "%2F";
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+std::string decode(const std::string& name) {
+  std::string out;
+  out.reserve(name.size());
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    if (name[i] == '%' && name.compare(i, 3, "%25") == 0) {
+      out += '%';
+      i += 2;
+    } else if (name[i] == '%' && name.compare(i, 3, "%2F") == 0) {
+      out += '/';
+      i += 2;
+    } else {
+      out += name[i];
+    }
+  }
+  return out;
+}
+
+// Makes the folders of `path` (not its last part) below `base`, which exists. False on failure
+// (errno set).
+bool make_parents(const std::string& base, const std::string& rel) {
+  for (auto slash = rel.find('/'); slash != std::string::npos; slash = rel.find('/', slash + 1)) {
+    const std::string dir = base + "/" + rel.substr(0, slash);
+    struct stat st {};
+    if (stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) continue;
+    if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) return false;
+  }
+  return true;
+}
+
+std::string base_name(const std::string& rel) {
+  auto slash = rel.rfind('/');
+  return slash == std::string::npos ? rel : rel.substr(slash + 1);
+}
+
+// Folders a recursive walk goes no deeper than (a hostile tree costs bounded work).
+constexpr int kMaxDepth = 32;
+
 }  // namespace
 
 bool is_job_file(const std::string& name) {
@@ -118,7 +173,7 @@ std::string SpoolDir::owner_dir() const {
 
 std::string SpoolDir::entry_of(const Claim& c) const {
   std::string e = owner_dir() + "/" + c.jid + "." + std::to_string(c.attempt);
-  if (!c.nested) e += "." + c.name;
+  if (!c.nested) e += "." + encode(c.name);
   return e;
 }
 
@@ -157,8 +212,9 @@ void SpoolDir::close() noexcept {
   lock_fd_ = -1;
 }
 
-bool SpoolDir::wanted(const std::string& name) const {
-  if (name.empty() || name[0] == '.') return false;
+bool SpoolDir::wanted(const std::string& rel) const {
+  const std::string name = base_name(rel);
+  if (name.empty() || name[0] == '.' || rel.find("/.") != std::string::npos) return false;
   if (fnmatch(o_.pattern.c_str(), name.c_str(), FNM_PERIOD) != 0) return false;
   for (const auto& g : o_.ignore) {
     if (fnmatch(g.c_str(), name.c_str(), FNM_PERIOD) == 0) return false;
@@ -166,35 +222,70 @@ bool SpoolDir::wanted(const std::string& name) const {
   return true;
 }
 
-SpoolDir::Scan SpoolDir::scan(std::size_t limit, std::int64_t quiet_ms) const {
+bool SpoolDir::wanted_dir(const std::string& rel) const {
+  if (!o_.recursive || rel.empty()) return false;
+  if (rel[0] == '.' || rel.find("/.") != std::string::npos) return false;  // hidden, .jobqd
+  if (rel == "done" || rel == "failed") return false;                      // jobqd's own
+  return static_cast<int>(std::count(rel.begin(), rel.end(), '/')) < kMaxDepth;
+}
+
+SpoolDir::Scan SpoolDir::scan(std::size_t limit, std::int64_t quiet_ms, const std::string& sub,
+                              int watch_fd, std::uint32_t mask) const {
   Scan out;
-  DirPtr d(opendir(o_.dir.c_str()));
-  if (!d) {
-    out.error = "cannot read " + o_.dir + ": " + err(errno);
-    return out;
-  }
   const std::int64_t now = now_ms();
-  while (dirent* e = readdir(d.get())) {
-    std::string name = e->d_name;
-    if (e->d_type == DT_DIR || !wanted(name)) continue;
-    struct stat st {};
-    if (fstatat(dirfd(d.get()), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone
-    if (S_ISDIR(st.st_mode)) continue;
-    const std::int64_t changed =
-        static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
-    // A time ahead of the clock (a copied file, a skewed NFS server) is not "fresh" for ever.
-    const std::int64_t age = now - changed;
-    if (quiet_ms > 0 && age >= 0 && age < quiet_ms) {
-      out.more = true;  // may still be being written, or its close was an event lost: look again
+  std::vector<std::string> todo{sub};  // folders to read, relative ("" is DIR)
+  while (!todo.empty()) {
+    const std::string rel = std::move(todo.back());
+    todo.pop_back();
+    const std::string path = rel.empty() ? o_.dir : o_.dir + "/" + rel;
+    if (watch_fd >= 0 && !rel.empty()) {
+      const int wd = inotify_add_watch(watch_fd, path.c_str(), mask);
+      if (wd >= 0) {
+        out.watched.emplace_back(wd, rel);
+      } else if (errno != ENOENT && !out.watch_error) {
+        out.watch_error = "cannot watch " + path + ": " + err(errno) +
+                          (errno == ENOSPC ? " (fs.inotify.max_user_watches)" : "");
+      }
+    }
+    DirPtr d(opendir(path.c_str()));
+    if (!d) {
+      // DIR itself is an error; a subfolder gone since it was seen is not.
+      if (rel == sub && sub.empty()) out.error = "cannot read " + path + ": " + err(errno);
       continue;
     }
-    // Its writer's close will be an event: no need to scan again for it.
-    if (S_ISREG(st.st_mode) && open_for_writing(dirfd(d.get()), e->d_name)) continue;
-    if (out.names.size() >= limit) {
-      out.more = true;
-      break;
+    const std::string prefix = rel.empty() ? "" : rel + "/";
+    while (dirent* e = readdir(d.get())) {
+      if (e->d_name[0] == '.' && (e->d_name[1] == 0 || (e->d_name[1] == '.' && !e->d_name[2]))) {
+        continue;
+      }
+      std::string name = prefix + e->d_name;
+      struct stat st {};
+      if (e->d_type == DT_DIR || e->d_type == DT_UNKNOWN) {
+        if (fstatat(dirfd(d.get()), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (S_ISDIR(st.st_mode)) {
+          if (wanted_dir(name)) todo.push_back(std::move(name));
+          continue;
+        }
+      }
+      if (!wanted(name)) continue;
+      if (fstatat(dirfd(d.get()), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone
+      if (S_ISDIR(st.st_mode)) continue;
+      const std::int64_t changed =
+          static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
+      // A time ahead of the clock (a copied file, a skewed NFS server) is not "fresh" for ever.
+      const std::int64_t age = now - changed;
+      if (quiet_ms > 0 && age >= 0 && age < quiet_ms) {
+        out.more = true;  // may still be written, or its close was an event lost: look again
+        continue;
+      }
+      // Its writer's close will be an event: no need to scan again for it.
+      if (S_ISREG(st.st_mode) && open_for_writing(dirfd(d.get()), e->d_name)) continue;
+      if (out.names.size() >= limit) {
+        out.more = true;
+        return out;
+      }
+      out.names.push_back(std::move(name));
     }
-    out.names.push_back(std::move(name));
   }
   return out;
 }
@@ -222,20 +313,21 @@ SpoolDir::ClaimResult SpoolDir::claim(const std::string& name, const std::string
   // One rename, no folder to make and remove (a mkdir and an rmdir per file cost more than the
   // rest of a claim): the name itself carries the job id and the attempt, unless it is too long
   // to (room kept for any attempt's digits).
-  r.claim.nested = jid.size() + name.size() + 13 > NAME_MAX;
+  r.claim.nested = jid.size() + encode(name).size() + 13 > NAME_MAX;
   const std::string to = path_of(r.claim);
   if (r.claim.nested) {
     const std::string dir = entry_of(r.claim);
-    if (mkdir(dir.c_str(), 0750) != 0) {
+    if (mkdir(dir.c_str(), 0750) != 0 || !make_parents(dir, name)) {
       r.how = Taken::failed;
       r.error = "cannot create " + dir + ": " + err(errno);
+      remove_nested(dir);
       return r;
     }
   }
   // The rename decides: of two daemons after one file, one gets it, the other ENOENT.
   if (rename_noreplace(from, to) != 0) {
     const int e = errno;
-    if (r.claim.nested) rmdir(entry_of(r.claim).c_str());
+    if (r.claim.nested) remove_nested(entry_of(r.claim));
     if (e == ENOENT) return r;
     r.how = Taken::failed;
     r.error = "cannot move " + from + " into " + owner_dir() + ": " + err(e);
@@ -248,7 +340,7 @@ SpoolDir::ClaimResult SpoolDir::claim(const std::string& name, const std::string
   }
   if (S_ISDIR(st.st_mode)) {
     // Replaced by a directory between the look and the rename: back where it was.
-    if (rename_noreplace(to, from) == 0 && r.claim.nested) rmdir(entry_of(r.claim).c_str());
+    if (rename_noreplace(to, from) == 0 && r.claim.nested) remove_nested(entry_of(r.claim));
     r.how = Taken::not_file;
     return r;
   }
@@ -297,6 +389,37 @@ void SpoolDir::read_job(Claim& c) const {
   ::close(fd);
 }
 
+// The one file in a claim's folder (below subfolders for a file from a subfolder), relative;
+// empty if there is none.
+std::string SpoolDir::find_file(const std::string& folder) {
+  std::string rel;
+  for (int depth = 0; depth <= kMaxDepth + 1; ++depth) {
+    const std::string here = rel.empty() ? folder : folder + "/" + rel;
+    std::string dir_seen;
+    for (const auto& e : entries(here)) {
+      if (e[0] == '.') continue;
+      struct stat st {};
+      if (lstat((here + "/" + e).c_str(), &st) != 0) continue;
+      if (!S_ISDIR(st.st_mode)) return rel.empty() ? e : rel + "/" + e;
+      if (dir_seen.empty()) dir_seen = e;
+    }
+    if (dir_seen.empty()) return "";
+    rel = rel.empty() ? dir_seen : rel + "/" + dir_seen;
+  }
+  return "";
+}
+
+// Removes a claim's folder once its file is gone: the folders below it, a half-written reason.
+void SpoolDir::remove_nested(const std::string& folder) {
+  unlink((folder + "/.error.json").c_str());
+  for (const auto& e : entries(folder)) {
+    struct stat st {};
+    const std::string p = folder + "/" + e;
+    if (lstat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) remove_nested(p);
+  }
+  rmdir(folder.c_str());
+}
+
 std::vector<SpoolDir::Claim> SpoolDir::recover(bool own) const {
   std::vector<Claim> out;
   const std::string mine = owner_dir();
@@ -313,14 +436,13 @@ std::vector<SpoolDir::Claim> SpoolDir::recover(bool own) const {
       if (!parse_entry(sub, c.jid, c.attempt, c.name)) continue;
       c.nested = c.name.empty();
       if (c.nested) {
-        auto files = entries(from);
-        std::erase_if(files, [](const std::string& f) { return f[0] == '.'; });
-        if (files.empty()) {
-          unlink((from + "/.error.json").c_str());
-          rmdir(from.c_str());  // a claim that a crash stopped half way
+        c.name = find_file(from);
+        if (c.name.empty()) {
+          remove_nested(from);  // a claim that a crash stopped half way
           continue;
         }
-        c.name = files.front();
+      } else {
+        c.name = decode(c.name);
       }
       if (!own && rename_noreplace(from, mine + "/" + sub) != 0) continue;  // someone else's now
       struct stat st {};
@@ -368,8 +490,10 @@ std::string SpoolDir::place_in(const std::string& sub, const std::string& name) 
   // A look first: mkdir takes the directory's lock even when the folder is there, and that lock
   // is the one writers dropping files need (a tenth of the time per file went there).
   struct stat st {};
-  if (stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return dir + "/" + name;
-  if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) return "";
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) return "";
+  }
+  if (!make_parents(dir, name)) return "";  // a file from a subfolder keeps its place below
   return dir + "/" + name;
 }
 
@@ -389,7 +513,7 @@ std::string SpoolDir::finish_done(const Claim& c) const {
     }
     if (rc != 0 && errno != ENOENT) return "cannot move " + path + " to " + to + ": " + err(errno);
   }
-  if (c.nested) rmdir(entry_of(c).c_str());
+  if (c.nested) remove_nested(entry_of(c));
   return "";
 }
 
@@ -428,7 +552,7 @@ std::string SpoolDir::finish_failed(const Claim& c, const std::string& error_jso
   if (rename_noreplace(path, to) != 0 && errno != ENOENT) {
     return "cannot move " + path + " to " + to + ": " + err(errno);
   }
-  if (c.nested) rmdir(entry_of(c).c_str());
+  if (c.nested) remove_nested(entry_of(c));
   return "";
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace jq::sources {
@@ -28,6 +29,7 @@ class SpoolDir {
     std::string pattern = "*";
     std::vector<std::string> ignore;
     bool keep_done = false;
+    bool recursive = false;  // subfolders too (not hidden ones, not done/ and failed/)
     std::uint64_t max_job_bytes = 1024 * 1024;
   };
 
@@ -35,7 +37,7 @@ class SpoolDir {
   struct Claim {
     std::string jid;
     long long attempt = 0;  // in its name in the work folder
-    std::string name;       // as it was in DIR
+    std::string name;       // as it was in DIR (relative: `sub/name` from a subfolder)
     bool nested = false;    // in a folder of its own (a long name)
     /// Its JSON for a `*.json` file (read at the claim); empty otherwise, or when unreadable.
     std::string json;
@@ -45,7 +47,9 @@ class SpoolDir {
 
   struct Scan {
     std::vector<std::string> names;  // that may be taken now, at most the limit asked for
-    bool more = false;               // the limit was reached, or some were too fresh: scan again
+    std::vector<std::pair<int, std::string>> watched;  // watches added: wd, folder (relative)
+    std::optional<std::string> watch_error;            // a watch that could not be added
+    bool more = false;  // the limit was reached, or some were too fresh: scan again
     std::optional<std::string> error;
   };
 
@@ -62,11 +66,18 @@ class SpoolDir {
   /// Lets go of the lock, removing this daemon's folder if nothing is left in it.
   void close() noexcept;
 
-  /// Whether a name is one to take (pattern, not hidden, not ignored).
+  /// Whether a name (relative to DIR) is one to take (pattern, not hidden, not ignored).
   bool wanted(const std::string& name) const;
+  /// Whether a subfolder (relative) is one to watch and scan: recursive, not hidden, not
+  /// done/ or failed/ of DIR, not deeper than 32 levels.
+  bool wanted_dir(const std::string& rel) const;
   /// Files waiting, at most `limit`; files changed less than `quiet_ms` ago are left for a later
   /// scan (`more` set), files still open for writing for the event their close makes.
-  Scan scan(std::size_t limit, std::int64_t quiet_ms) const;
+  /// With `recursive`, subfolders too; `sub` (relative) scans that subfolder's tree only.
+  /// `watch_fd` (an inotify descriptor, or -1): each subfolder is watched with `mask` before it
+  /// is read, so that a file made in it is in the read or an event.
+  Scan scan(std::size_t limit, std::int64_t quiet_ms, const std::string& sub = "",
+            int watch_fd = -1, std::uint32_t mask = 0) const;
 
   /// Whether a file known only from its creation may be taken now: not a regular file (a link,
   /// a pipe: claimed to be marked invalid), or one with content that no writer holds open (a
@@ -108,6 +119,8 @@ class SpoolDir {
   std::string entry_of(const Claim& c) const;    // what is renamed from attempt to attempt
   std::string reason_tmp(const Claim& c) const;  // a failure's reason, before it is moved out
   std::string place_in(const std::string& sub, const std::string& name) const;
+  static std::string find_file(const std::string& folder);
+  static void remove_nested(const std::string& folder);
 
   Options o_;
   std::string work_;  // DIR/.jobqd

@@ -111,12 +111,17 @@ async::Task<void> SpoolSource::watcher() {
           "come back",
           s_.queue, dir);
       if (wd_ >= 0) inotify_rm_watch(inotify_, wd_);
+      for (const auto& [wd, rel] : wds_) {
+        if (wd != wd_) inotify_rm_watch(inotify_, wd);
+      }
+      wds_.clear();
       wd_ = -1;
       for (;;) {
         co_await async::sleep(1s);
         wd_ = inotify_add_watch(inotify_, dir.c_str(), kEvents);
         if (wd_ >= 0) break;
       }
+      wds_[wd_] = "";
       spdlog::info("queue {}: spool dir {} is back; watching it again", s_.queue, dir);
       lost_dir_ = false;
       reopen_ = true;
@@ -151,26 +156,81 @@ async::Task<void> SpoolSource::watcher() {
         wake();
         continue;
       }
-      if (ev->wd != wd_) continue;  // a watch given up
-      if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
-        lost_dir_ = true;
-        continue;
-      }
-      if (ev->len == 0) continue;
-      if (ev->mask & IN_DELETE) {
-        if ((ev->mask & IN_ISDIR) && std::strcmp(ev->name, ".jobqd") == 0) {
-          spdlog::warn(
-              "queue {}: the work folder {}/.jobqd was removed (claimed files in it are lost "
-              "with it); making it again unless the directory goes too",
-              s_.queue, dir);
-          work_lost_ = true;
-          wake();
-        }
-        continue;
-      }
-      if (ev->mask & IN_ISDIR) continue;
-      add_name(std::string(ev->name), (ev->mask & IN_CREATE) != 0);
+      on_event(*ev);
     }
+  }
+}
+
+void SpoolSource::on_event(const inotify_event& ev) {
+  if (ev.wd == wd_) {
+    if (ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
+      lost_dir_ = true;
+      return;
+    }
+  } else if (ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
+    // A subfolder removed or moved: its watch (and those below, now at other paths) go; a
+    // scan watches what is there now, wherever a moved folder went.
+    forget_watch(ev.wd);
+    if (ev.mask & IN_MOVE_SELF) {
+      scan_wanted_ = true;
+      wake();
+    }
+    return;
+  }
+  auto where = wds_.find(ev.wd);
+  if (where == wds_.end()) {
+    // A watch a scan added whose path the loop does not know yet (or one given up): a scan
+    // looks at what the event was about.
+    if (ev.len > 0 && ev.wd != wd_) {
+      scan_wanted_ = true;
+      wake();
+    }
+    return;
+  }
+  if (ev.len == 0) return;
+  const std::string rel = where->second.empty() ? ev.name : where->second + "/" + ev.name;
+  if (ev.mask & IN_DELETE) {
+    if (ev.wd == wd_ && (ev.mask & IN_ISDIR) && std::strcmp(ev.name, ".jobqd") == 0) {
+      spdlog::warn(
+          "queue {}: the work folder {}/.jobqd was removed (claimed files in it are lost with "
+          "it); making it again unless the directory goes too",
+          s_.queue, o_.dir.dir);
+      work_lost_ = true;
+      wake();
+    }
+    return;
+  }
+  if (ev.mask & IN_ISDIR) {
+    // A new subfolder (made, or moved in with its files): watched, then scanned, so that files
+    // made in it before the watch existed are found.
+    if ((ev.mask & (IN_CREATE | IN_MOVED_TO)) && dir_->wanted_dir(rel)) {
+      subscans_.push_back(rel);
+      wake();
+    }
+    return;
+  }
+  add_name(rel, (ev.mask & IN_CREATE) != 0);
+}
+
+void SpoolSource::forget_watch(int wd) {
+  auto it = wds_.find(wd);
+  if (it == wds_.end()) return;
+  const std::string below = it->second + "/";
+  inotify_rm_watch(inotify_, wd);
+  wds_.erase(it);
+  for (auto w = wds_.begin(); w != wds_.end();) {
+    if (w->second.compare(0, below.size(), below) == 0) {
+      inotify_rm_watch(inotify_, w->first);
+      w = wds_.erase(w);
+    } else {
+      ++w;
+    }
+  }
+}
+
+void SpoolSource::record_watches(const std::vector<std::pair<int, std::string>>& watched) {
+  for (const auto& [wd, rel] : watched) {
+    if (wd != wd_) wds_[wd] = rel;  // the same folder again (moved): its new path
   }
 }
 
@@ -209,6 +269,8 @@ async::Task<void> SpoolSource::producer() {
     if (wd_ < 0) {
       spdlog::error("queue {}: cannot watch {}: {}", s_.queue, dir, std::strerror(errno));
       lost_dir_ = true;
+    } else {
+      wds_[wd_] = "";
     }
     watch_task_ = async::spawn(watcher(), "spool watch " + s_.queue);
   }
@@ -259,8 +321,14 @@ async::Task<void> SpoolSource::producer() {
       co_await run_due();
       continue;
     }
+    if (!subscans_.empty() && !lost_dir_) {
+      std::string sub = std::move(subscans_.front());
+      subscans_.pop_front();
+      co_await rescan(std::move(sub));
+      continue;
+    }
     if (names_.empty() && scan_wanted_ && now >= scan_at_ && !lost_dir_) {
-      co_await rescan();
+      co_await rescan("");
       if (!names_.empty()) continue;
     }
     if (!names_.empty()) {
@@ -290,26 +358,32 @@ async::Task<void> SpoolSource::producer() {
   }
 }
 
-async::Task<void> SpoolSource::rescan() {
-  scan_wanted_ = false;
+async::Task<void> SpoolSource::rescan(std::string sub) {
+  const bool whole = sub.empty();
+  if (whole) scan_wanted_ = false;
   auto d = dir_;
   const auto quiet = o_.quiet.count();
-  auto scan = [d, quiet] { return d->scan(kScanLimit, quiet); };
+  // With `recursive`, the scan watches each subfolder before it reads it: a file made after
+  // the read is an event, one made before is in the read.
+  const int watch_fd = o_.dir.recursive ? inotify_ : -1;
+  auto scan = [d, quiet, sub = std::move(sub), watch_fd] {
+    return d->scan(kScanLimit, quiet, sub, watch_fd, kEvents);
+  };
   SpoolDir::Scan got = co_await async::to_thread(std::move(scan));
+  record_watches(got.watched);
+  if (got.watch_error && async::Clock::now() - last_watch_log_ >= kLogEvery) {
+    last_watch_log_ = async::Clock::now();
+    spdlog::error("queue {}: {}; files there are found by the scan every {} s instead", s_.queue,
+                  *got.watch_error,
+                  std::chrono::duration_cast<std::chrono::seconds>(kHousekeeping).count());
+  }
   if (got.error) {
     spdlog::error("queue {}: {}", s_.queue, *got.error);
     scan_wanted_ = true;
     scan_at_ = async::Clock::now() + 1s;
     co_return;
   }
-  for (auto& n : got.names) {
-    auto [it, fresh] = named_.try_emplace(n, false);
-    if (fresh) {
-      names_.push_back(std::move(n));
-    } else {
-      it->second = false;
-    }
-  }
+  for (auto& n : got.names) add_name(std::move(n), false);
   if (got.more) {
     // The limit (scan again once these are claimed) or files too fresh to take yet.
     scan_wanted_ = true;

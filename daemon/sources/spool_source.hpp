@@ -10,6 +10,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "async/async.hpp"
@@ -18,6 +19,8 @@
 #include "sources/delivery.hpp"
 #include "sources/spool_dir.hpp"
 #include "store/queue_store.hpp"
+
+struct inotify_event;
 
 namespace jq::sources {
 
@@ -89,7 +92,11 @@ class SpoolSource final : public Source, public Delivery {
   async::Task<void> feeder();
   async::Task<void> writer();
   async::Task<void> claim_batch(std::size_t n);
-  async::Task<void> rescan();
+  /// The whole directory (""), or the subfolder `sub` (relative) and what is below it.
+  async::Task<void> rescan(std::string sub);
+  void on_event(const inotify_event& ev);
+  void forget_watch(int wd);
+  void record_watches(const std::vector<std::pair<int, std::string>>& watched);
   async::Task<void> recover(bool own);
   async::Task<void> run_due();
   async::Task<redis::Reply> send(const std::vector<std::string>& args);
@@ -112,7 +119,10 @@ class SpoolSource final : public Source, public Delivery {
   Options o_;
   std::shared_ptr<SpoolDir> dir_;  // shared with work on the thread pool
   int inotify_ = -1;
-  int wd_ = -1;
+  int wd_ = -1;                               // the directory's own watch
+  std::unordered_map<int, std::string> wds_;  // every watch: its folder, relative ("" DIR)
+  std::deque<std::string> subscans_;          // new subfolders to scan (recursive)
+  async::Clock::time_point last_watch_log_{};
   bool lost_dir_ = false;   // the directory is gone: the watcher waits for it
   bool reopen_ = false;     // it came back: make the work folder again
   bool work_lost_ = false;  // the work folder was removed: let go of the lock, then see

@@ -108,6 +108,14 @@ queues:
 )");
   CHECK(cfg.daemon.state_dir == "/etc/var/jobqd");
   CHECK(cfg.queue("q")->sources[0].dir == "/etc/jobqd/spool/q");
+  CHECK_FALSE(cfg.queue("q")->sources[0].recursive);
+  auto rec = load(R"(
+handlers: {h: {type: builtin, name: noop}}
+queues:
+  q: {handler: h, sources: [{spool: {dir: /s, recursive: true, on_success: move}}]}
+)");
+  CHECK(rec.queue("q")->sources[0].recursive);
+  CHECK(rec.queue("q")->sources[0].keep_done);
 }
 
 TEST_CASE("durations and sizes", "[config]") {

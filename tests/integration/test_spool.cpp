@@ -218,6 +218,8 @@ TEST_CASE("Spool: a file is taken once closed or renamed in; hidden and *.tmp fi
   REQUIRE(::futimens(fd, old) == 0);
   write_file(spool.path() / ".hidden.json", job_file("hidden"));
   write_file(spool.path() / "partial.json.tmp", job_file("tmp"));
+  fs::create_directory(spool.path() / "sub");  // not recursive: left alone
+  write_file(spool.path() / "sub" / "nested.json", job_file("nested"));
   Daemon d(redis, spool_yaml(spool.str()));
   start_watching(d);
   auto r = redis.client();
@@ -253,9 +255,9 @@ TEST_CASE("Spool: a file is taken once closed or renamed in; hidden and *.tmp fi
   CHECK(read_file(spool.path() / "done" / "slow.json") == head + tail);
   CHECK(fs::exists(spool.path() / ".hidden.json"));
   CHECK(fs::exists(spool.path() / "partial.json.tmp"));
-  auto never = job_states(r, "q", {"hidden", "tmp"});
-  CHECK(never[0]["status"].empty());
-  CHECK(never[1]["status"].empty());
+  auto never = job_states(r, "q", {"hidden", "tmp", "nested"});
+  for (auto& n : never) CHECK(n["status"].empty());
+  CHECK(fs::exists(spool.path() / "sub" / "nested.json"));
   CHECK(d.stop() == 0);
 }
 
@@ -417,4 +419,55 @@ TEST_CASE("Spool: a graceful stop gives back what did not run and finishes what 
     CHECK(s["attempts"] == "1");
   }
   CHECK(again.stop() == 0);
+}
+
+TEST_CASE("Spool: recursive: subfolders are watched as they appear; files keep their place",
+          "[integration][spool]") {
+  RedisServer redis;
+  TempDir spool, outside;
+  fs::create_directories(spool.path() / "a");
+  write_file(spool.path() / "a" / "one.json", job_file("one"));
+  std::string yaml = spool_yaml(spool.str());
+  yaml.replace(yaml.find("on_success: move}"), 17, "on_success: move, recursive: true}");
+  Daemon d(redis, yaml);
+  start_watching(d);
+  auto r = redis.client();
+  REQUIRE(succeeds(r, "one", 10s));  // waiting in a subfolder at start
+  // A new folder with a file made at once, before a watch on it can exist.
+  fs::create_directory(spool.path() / "b");
+  write_file(spool.path() / "b" / "two.json", job_file("two"));
+  REQUIRE(succeeds(r, "two", 5s));
+  fs::create_directories(spool.path() / "c" / "d" / "e");
+  write_file(spool.path() / "c" / "d" / "e" / "three.json", job_file("three"));
+  REQUIRE(succeeds(r, "three", 5s));
+  // A tree moved in with its files.
+  fs::create_directories(outside.path() / "t" / "u");
+  write_file(outside.path() / "t" / "u" / "four.json", job_file("four"));
+  fs::rename(outside.path() / "t", spool.path() / "t");
+  REQUIRE(succeeds(r, "four", 5s));
+  // Watched after a move inside the directory, at its new place; and later files there.
+  write_file(spool.path() / "t" / "u" / "five.json", job_file("five"));
+  REQUIRE(succeeds(r, "five", 5s));
+  fs::rename(spool.path() / "t", spool.path() / "moved");
+  write_file(spool.path() / "moved" / "u" / "six.json", job_file("six"));
+  REQUIRE(succeeds(r, "six", 5s));
+  // Hidden folders and done/ are not looked into.
+  fs::create_directories(spool.path() / ".git");
+  write_file(spool.path() / ".git" / "seven.json", job_file("seven"));
+  write_file(spool.path() / "done" / "eight.json", job_file("eight"));
+  write_file(spool.path() / "b" / "nine.json", job_file("nine"));
+  REQUIRE(succeeds(r, "nine", 5s));
+  const auto done = spool.path() / "done";
+  for (auto p : {"a/one.json", "b/two.json", "c/d/e/three.json", "t/u/four.json", "t/u/five.json",
+                 "moved/u/six.json", "b/nine.json"}) {
+    INFO(p);
+    CHECK(fs::exists(done / p));
+  }
+  CHECK(fs::exists(spool.path() / ".git" / "seven.json"));
+  CHECK(fs::exists(done / "eight.json"));
+  auto never = job_states(r, "q", {"seven", "eight"}, {"status"});
+  CHECK(never[0]["status"].empty());
+  CHECK(never[1]["status"].empty());
+  CHECK(claimed_files(spool.path()) == 0);
+  CHECK(d.stop() == 0);
 }

@@ -355,3 +355,71 @@ TEST_CASE("SpoolDir: job files are read whole, within max_job_bytes", "[spool][d
   s.read_job(ok.claim);
   CHECK(ok.claim.invalid.find("cannot read the job file") != std::string::npos);
 }
+
+TEST_CASE("SpoolDir: recursive: files in subfolders keep their place, through a crash",
+          "[spool][dir]") {
+  jq::test::TempDir d;
+  auto o = opts(d, "w");
+  o.recursive = true;
+  o.keep_done = true;
+  {
+    SpoolDir s(o);
+    s.open();
+    fs::create_directories(d.path() / "a" / "b");
+    fs::create_directories(d.path() / ".hidden");
+    fs::create_directories(d.path() / "done" / "old");
+    write_file(d.path() / "a" / "b" / "x.json", "x");
+    write_file(d.path() / "a" / "50%.txt", "p");
+    write_file(d.path() / ".hidden" / "h", "h");
+    write_file(d.path() / "done" / "old" / "d", "d");
+    write_file(d.path() / "top", "t");
+    for (auto p : {"a/b/x.json", "a/50%.txt", "top"}) age(d.path() / p);
+    auto got = s.scan(100, 1000);
+    std::sort(got.names.begin(), got.names.end());
+    CHECK(got.names == std::vector<std::string>{"a/50%.txt", "a/b/x.json", "top"});
+    CHECK(s.scan(100, 1000, "a/b").names == std::vector<std::string>{"a/b/x.json"});
+    CHECK(s.wanted_dir("a/b"));
+    CHECK_FALSE(s.wanted_dir("done"));
+    CHECK_FALSE(s.wanted_dir("failed"));
+    CHECK_FALSE(s.wanted_dir(".jobqd"));
+    CHECK_FALSE(s.wanted_dir("a/.git"));
+    CHECK_FALSE(s.wanted("a/.x"));
+    auto x = s.claim("a/b/x.json", "J1");
+    REQUIRE(x.how == SpoolDir::Taken::claimed);
+    CHECK(s.path_of(x.claim) == d.str() + "/.jobqd/w/J1.1.a%2Fb%2Fx.json");
+    auto p = s.claim("a/50%.txt", "J2");
+    REQUIRE(p.how == SpoolDir::Taken::claimed);
+    CHECK(s.path_of(p.claim) == d.str() + "/.jobqd/w/J2.1.a%2F50%25.txt");
+    CHECK(s.finish_done(x.claim).empty());
+    CHECK(read_file(d.path() / "done" / "a" / "b" / "x.json") == "x");
+    // Dies with a2 claimed: another daemon finds its name as it was.
+  }
+  SpoolDir other(opts(d, "v"));
+  other.open();
+  auto back = other.recover(false);
+  REQUIRE(back.size() == 1);
+  CHECK(back[0].name == "a/50%.txt");
+  CHECK(read_file(other.path_of(back[0])) == "p");
+  CHECK(other.finish_failed(back[0], "{}").empty());
+  CHECK(read_file(d.path() / "failed" / "a" / "50%.txt") == "p");
+  CHECK(fs::exists(d.path() / "failed" / "a" / "50%.txt.error.json"));
+  // A long name from a subfolder: a folder of its own, found again after a crash.
+  auto o2 = opts(d, "u");
+  o2.recursive = true;
+  const std::string long_rel = "a/" + std::string(250, 'l');
+  write_file(d.path() / long_rel, "long");
+  {
+    SpoolDir s(o2);
+    s.open();
+    auto l = s.claim(long_rel, "J3");
+    REQUIRE(l.how == SpoolDir::Taken::claimed);
+    CHECK(l.claim.nested);
+    CHECK(read_file(s.path_of(l.claim)) == "long");
+  }
+  auto again = other.recover(false);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].name == long_rel);
+  CHECK(again[0].nested);
+  CHECK(other.finish_done(again[0]).empty());
+  CHECK_FALSE(fs::exists(d.path() / ".jobqd" / "v" / "J3.1"));
+}
