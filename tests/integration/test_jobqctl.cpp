@@ -1,34 +1,12 @@
 // jobqctl against a running jobqd: submit, --wait outcomes and exit codes, status, delay.
 #include <catch2/catch.hpp>
 
-#include <fstream>
-#include <sstream>
-
 #include "tests/support/daemon.hpp"
 
 using namespace jq::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-struct Ran {
-  int code;
-  std::string out;
-};
-
-// Runs jobqctl with `args`, returns its exit code and what it printed (stdout and stderr).
-Ran jobqctl(const RedisServer& redis, std::vector<std::string> args) {
-  TempDir dir;
-  auto log = (dir.path() / "out").string();
-  std::vector<std::string> argv{(build_dir() / "jobqctl").string(), "--redis", redis.url()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  Child c(argv, log);
-  int st = c.wait(30s);
-  std::ifstream in(log);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return {st < 0 ? -1 : c.exit_code(), ss.str()};
-}
 
 const char* kYaml = R"(
 handlers:

@@ -227,6 +227,11 @@ TEST_CASE("Spool: a file is taken once closed or renamed in; hidden and *.tmp fi
   write_file(spool.path() / ".incoming", job_file("renamed"));
   fs::rename(spool.path() / ".incoming", spool.path() / "renamed.json");
   REQUIRE(succeeds(r, "renamed", 10s));
+  // A spool job's state is there for jobqctl, as a Redis job's.
+  auto st = jobqctl(redis, {"--json", "status", "renamed", "-q", "q"});
+  CHECK(st.code == 0);
+  CHECK(nlohmann::json::parse(st.out)["status"] == "succeeded");
+  CHECK(jobqctl(redis, {"wait", "renamed", "-q", "q", "--wait-timeout", "5s"}).code == 0);
   // Linked in (as Maildir writers do), the first name then removed: no close event either.
   write_file(spool.path() / ".linked-tmp", job_file("linked"));
   REQUIRE(::link((spool.path() / ".linked-tmp").c_str(), (spool.path() / "linked.json").c_str()) ==

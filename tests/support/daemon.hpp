@@ -92,6 +92,26 @@ class Daemon {
   Child proc_;
 };
 
+struct Ran {
+  int code;
+  std::string out;
+};
+
+/// Runs jobqctl with `args` against `redis`; returns its exit code and what it printed (stdout
+/// and stderr).
+inline Ran jobqctl(const RedisServer& redis, std::vector<std::string> args) {
+  TempDir dir;
+  auto log = (dir.path() / "out").string();
+  std::vector<std::string> argv{(build_dir() / "jobqctl").string(), "--redis", redis.url()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Child c(argv, log);
+  int st = c.wait(std::chrono::seconds(30));
+  std::ifstream in(log);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return {st < 0 ? -1 : c.exit_code(), ss.str()};
+}
+
 /// Pushes jobs with LPUSH in one round trip (what any submitter does).
 inline void push(SyncRedis& r, const std::string& queue, const std::vector<std::string>& jobs) {
   std::vector<std::vector<std::string>> cmds;
