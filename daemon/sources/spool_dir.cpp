@@ -141,7 +141,11 @@ bool make_parents(const std::string& base, const std::string& rel) {
   for (auto slash = rel.find('/'); slash != std::string::npos; slash = rel.find('/', slash + 1)) {
     const std::string dir = base + "/" + rel.substr(0, slash);
     struct stat st {};
-    if (stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) continue;
+    if (lstat(dir.c_str(), &st) == 0) {
+      if (S_ISDIR(st.st_mode)) continue;
+      errno = ENOTDIR;  // a link is never followed
+      return false;
+    }
     if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) return false;
   }
   return true;
@@ -189,6 +193,12 @@ void SpoolDir::open() {
   auto need_dir = [](const std::string& p) {
     if (mkdir(p.c_str(), 0750) != 0 && errno != EEXIST) {
       throw std::runtime_error("cannot create " + p + ": " + err(errno));
+    }
+    // Never a link: files would be moved wherever it points.
+    struct stat st {};
+    if (lstat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      throw std::runtime_error(p + " is not a directory (a symbolic link or a file is in its " +
+                               "place; jobqd does not follow links there)");
     }
   };
   need_dir(work_);
@@ -490,8 +500,11 @@ std::string SpoolDir::place_in(const std::string& sub, const std::string& name) 
   // A look first: mkdir takes the directory's lock even when the folder is there, and that lock
   // is the one writers dropping files need (a tenth of the time per file went there).
   struct stat st {};
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+  if (lstat(dir.c_str(), &st) != 0) {
     if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) return "";
+  } else if (!S_ISDIR(st.st_mode)) {
+    errno = ENOTDIR;  // a file, or a link: never followed (files would go wherever it points)
+    return "";
   }
   if (!make_parents(dir, name)) return "";  // a file from a subfolder keeps its place below
   return dir + "/" + name;

@@ -296,6 +296,24 @@ TEST_CASE("SpoolDir: success deletes or moves to done/; failure moves to failed/
   auto err = f.finish_failed(rx.claim, why);
   CHECK(err.find(e.str() + "/failed") != std::string::npos);
   CHECK(fs::exists(f.path_of(rx.claim)));
+  // done/ a link to elsewhere: never followed.
+  jq::test::TempDir elsewhere;
+  fs::create_directory_symlink(elsewhere.path(), e.path() / "done");
+  auto of = opts(e, "w2");
+  of.keep_done = true;
+  SpoolDir g(of);
+  g.open();
+  write_file(e.path() / "y", "y");
+  auto ry = g.claim("y", "J7");
+  REQUIRE(ry.how == SpoolDir::Taken::claimed);
+  CHECK(g.finish_done(ry.claim).find("Not a directory") != std::string::npos);
+  CHECK(fs::is_empty(elsewhere.path()));
+  // .jobqd a link: refused at open.
+  jq::test::TempDir h;
+  fs::create_directory_symlink(elsewhere.path(), h.path() / ".jobqd");
+  SpoolDir linked(opts(h, "w"));
+  CHECK_THROWS_WITH(linked.open(), Catch::Contains("is not a directory"));
+  CHECK(fs::is_empty(elsewhere.path()));
 }
 
 TEST_CASE("SpoolDir: links, pipes, directories and vanished files", "[spool][dir]") {
