@@ -45,7 +45,7 @@ endif
 # Exactly what building, testing and running need (Debian 12 package names).
 PACKAGES := g++ make pkg-config libevent-dev libhiredis-dev libyaml-cpp-dev libssl-dev \
   nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev libcli11-dev catch2 \
-  redis-server python3 openssl ca-certificates procps
+  redis-server python3 openssl ca-certificates procps systemd
 DEV_PACKAGES := clang-format
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -205,11 +205,25 @@ fuzz-$(1): $(FUZZ_BINS)
 endef
 $(foreach t,$(FUZZ_TARGETS),$(eval $(call fuzz_target,$(t))))
 
+# DESTDIR-aware. Without DESTDIR (a real install) the jobqd user and its directories are made at
+# once with systemd-sysusers and systemd-tmpfiles, as a package's post-install would.
+SYSTEMD_DIR := $(PREFIX)/lib/systemd/system
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/jobqd $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/jobqd $(DESTDIR)$(SYSTEMD_DIR) \
+	  $(DESTDIR)$(PREFIX)/lib/sysusers.d $(DESTDIR)$(PREFIX)/lib/tmpfiles.d \
+	  $(DESTDIR)$(PREFIX)/share/doc/jobqd
 	install -m 755 $(JOBQD) $(JOBQCTL) $(DESTDIR)$(PREFIX)/bin/
-	[ -e $(DESTDIR)/etc/jobqd/jobqd.yaml ] || install -m 644 config/jobqd.yaml $(DESTDIR)/etc/jobqd/
-	sed 's|/usr/local|$(PREFIX)|g' systemd/jobqd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/jobqd.service
+	[ -e $(DESTDIR)/etc/jobqd/jobqd.yaml ] || install -m 640 config/jobqd.yaml $(DESTDIR)/etc/jobqd/
+	sed 's|/usr/local|$(PREFIX)|g' systemd/jobqd.service > $(DESTDIR)$(SYSTEMD_DIR)/jobqd.service
+	install -m 644 systemd/jobqd.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/jobqd.conf
+	install -m 644 systemd/jobqd.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/jobqd.conf
+	install -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/jobqd/
+	cp -r docs $(DESTDIR)$(PREFIX)/share/doc/jobqd/
+	@if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then \
+	  systemd-sysusers $(PREFIX)/lib/sysusers.d/jobqd.conf && \
+	  systemd-tmpfiles --create $(PREFIX)/lib/tmpfiles.d/jobqd.conf && \
+	  chgrp jobqd /etc/jobqd/jobqd.yaml; \
+	fi
 
 FORMAT_FILES = $(shell git ls-files '*.cpp' '*.hpp' 2>/dev/null)
 format:

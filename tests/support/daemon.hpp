@@ -97,19 +97,24 @@ struct Ran {
   std::string out;
 };
 
-/// Runs jobqctl with `args` against `redis`; returns its exit code and what it printed (stdout
+/// Runs a program; returns its exit code (-1 if it ran past 30 s) and what it printed (stdout
 /// and stderr).
-inline Ran jobqctl(const RedisServer& redis, std::vector<std::string> args) {
+inline Ran run_program(const std::vector<std::string>& argv) {
   TempDir dir;
   auto log = (dir.path() / "out").string();
-  std::vector<std::string> argv{(build_dir() / "jobqctl").string(), "--redis", redis.url()};
-  argv.insert(argv.end(), args.begin(), args.end());
   Child c(argv, log);
   int st = c.wait(std::chrono::seconds(30));
   std::ifstream in(log);
   std::stringstream ss;
   ss << in.rdbuf();
   return {st < 0 ? -1 : c.exit_code(), ss.str()};
+}
+
+/// Runs jobqctl with `args` against `redis`.
+inline Ran jobqctl(const RedisServer& redis, std::vector<std::string> args) {
+  std::vector<std::string> argv{(build_dir() / "jobqctl").string(), "--redis", redis.url()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_program(argv);
 }
 
 /// Pushes jobs with LPUSH in one round trip (what any submitter does).
