@@ -59,12 +59,22 @@ async::Task<int> serve(const config::Config& cfg) {
   }
   engine->start();
   auto watchdog = async::spawn(ops::watchdog(), "systemd watchdog");
-  std::string queues;
-  for (const auto& q : cfg.queues) queues += (queues.empty() ? "" : ", ") + q.name;
-  spdlog::info("jobqd serving queue(s) {} from {} as worker {}", queues,
-               url == cfg.redis.url ? redis::parse_url(url).display() : "embedded redis",
-               engine->worker_id());
-  ops::notify("READY=1\nSTATUS=serving " + std::to_string(cfg.queues.size()) + " queue(s)");
+  // READY and "serving" once Redis answers on every connection, not before: a unit ordered
+  // after jobqd, or an operator reading the log, must be able to trust them. Signals are served
+  // meanwhile (a stop while Redis is away still stops).
+  auto announce = [](const config::Config& cfg, engine::Engine& e,
+                     std::string where) -> async::Task<void> {
+    ops::notify("STATUS=waiting for Redis at " + where);
+    co_await e.wait_ready(std::chrono::seconds(5));
+    std::string queues;
+    for (const auto& q : cfg.queues) queues += (queues.empty() ? "" : ", ") + q.name;
+    spdlog::info("jobqd serving queue(s) {} from {} as worker {}", queues, where, e.worker_id());
+    ops::notify("READY=1\nSTATUS=serving " + std::to_string(cfg.queues.size()) + " queue(s)");
+  };
+  auto ready = async::spawn(
+      announce(cfg, *engine,
+               url == cfg.redis.url ? redis::parse_url(url).display() : "embedded redis"),
+      "ready");
 
   int sig = 0;
   for (;;) {
@@ -87,6 +97,7 @@ async::Task<int> serve(const config::Config& cfg) {
     }
   };
   auto hurrier = async::spawn(hurry(signals, *engine), "second signal");
+  if (ready.valid()) ready.cancel();
   co_await engine->stop();
   hurrier.cancel();
   watchdog.cancel();

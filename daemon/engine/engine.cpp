@@ -89,6 +89,25 @@ void Engine::start() {
   for (auto& r : runners_) r->start();
 }
 
+async::Task<void> Engine::wait_ready(Millis every) {
+  for (auto* clients : {&mains_, &blocking_}) {
+    for (auto& c : *clients) {
+      while (!c->connected()) {
+        bool late = false;
+        try {
+          co_await async::wait_for(c->wait_connected(), every);
+        } catch (const async::TimeoutError&) {
+          late = true;
+        }
+        if (late) {
+          spdlog::warn("not serving yet: waiting for Redis ({})",
+                       c->last_error().empty() ? "no answer" : c->last_error());
+        }
+      }
+    }
+  }
+}
+
 async::Task<void> Engine::stop() {
   std::vector<async::Task<void>> stops;
   for (auto& r : runners_) stops.push_back(r->stop(cfg_.daemon.shutdown_grace));

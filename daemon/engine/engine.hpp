@@ -25,6 +25,9 @@ class Engine {
   const std::string& worker_id() const noexcept { return worker_; }
 
   void start();
+  /// Returns once every queue's connection has reached Redis (and passed check_server); until
+  /// then it logs every `every` what it waits for.
+  async::Task<void> wait_ready(Millis every);
   /// Graceful stop of every queue at once (each within daemon.shutdown_grace), then the clients.
   async::Task<void> stop();
   /// A second stop request: running jobs are stopped now.

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "tests/support/daemon.hpp"
+#include "tests/support/notify_socket.hpp"
 
 using namespace jq::test;
 using namespace std::chrono_literals;
@@ -546,4 +547,27 @@ queues:
       CHECK((a == "1" || a == "2"));
   }
   CHECK(d.stop() == 0);
+}
+
+TEST_CASE("READY and 'serving' only once Redis answers; STOPPING at the stop",
+          "[integration][systemd]") {
+  RedisServer redis;
+  redis.kill();  // its port stays this test's: the daemon starts before Redis does
+  NotifySocket notify;
+  Daemon d(redis, "handlers: {h: {type: builtin, name: noop}}\nqueues:\n  q: {handler: h}\n");
+  d.start();
+  notify.unset();
+  CHECK(notify.wait_for("STATUS=waiting for Redis", 5s));
+  // Not ready while Redis is away, however long.
+  CHECK_FALSE(notify.wait_for("READY=1", 1500ms));
+  CHECK(d.log().find("serving") == std::string::npos);
+  CHECK(d.running());
+  redis.start();
+  REQUIRE(notify.wait_for("READY=1", 10s));
+  CHECK(eventually([&] { return d.log().find("jobqd serving queue(s) q") != std::string::npos; },
+                   2s));
+  CHECK(notify.has("STATUS=serving 1 queue(s)"));
+  CHECK_FALSE(notify.has("STOPPING=1"));
+  CHECK(d.stop() == 0);
+  CHECK(notify.wait_for("STOPPING=1", 2s));
 }
