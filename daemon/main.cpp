@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 
@@ -15,6 +16,7 @@
 #include "ops/log.hpp"
 #include "ops/preflight.hpp"
 #include "ops/systemd.hpp"
+#include "redis/url.hpp"
 
 namespace {
 
@@ -25,8 +27,31 @@ constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitConfig = 78;
 
+// The start-up banner: what this jobqd is and what it will serve, before anything happens.
+void banner(const config::Config& cfg) {
+  const std::string redis = cfg.redis.url == "embedded"
+                                ? "embedded redis in " + cfg.daemon.state_dir
+                                : redis::parse_url(cfg.redis.url).display();
+  std::error_code ec;
+  const auto path = std::filesystem::absolute(cfg.path, ec);
+  spdlog::info("jobqd {} starting: config {}, redis {}, state {}", JOBQD_VERSION,
+               ec ? cfg.path : path.string(), redis, cfg.daemon.state_dir);
+  for (const auto& q : cfg.queues) {
+    std::string from;
+    for (const auto& src : q.sources) {
+      if (!from.empty()) from += " + ";
+      from += src.kind == config::SourceConfig::Kind::redis
+                  ? std::string("redis")
+                  : "spool " + src.dir + (src.recursive ? " (recursive)" : "");
+    }
+    spdlog::info("queue {}: handler {}, concurrency {}, buffer {}, from {}", q.name, q.handler,
+                 q.concurrency, q.buffer, from);
+  }
+}
+
 async::Task<int> serve(const config::Config& cfg) {
   async::SignalSet signals(async::Loop::current(), {SIGTERM, SIGINT, SIGHUP});
+  banner(cfg);
 
   std::optional<ops::EmbeddedRedis> embedded;
   std::string url = cfg.redis.url;

@@ -251,16 +251,6 @@ const Key<RedisSection> kRedisKeys[] = {
      }},
 };
 
-const Key<MetricsSection> kMetricsKeys[] = {
-    {"listen", "host:port", false,
-     [](MetricsSection& s, const YAML::Node& n, const Ctx& c) {
-       s.listen = as_string(n, c, "metrics.listen");
-       if (s.listen.rfind(':') == std::string::npos) {
-         fail(c, n, "metrics.listen: '" + s.listen + "' is not host:port");
-       }
-     }},
-};
-
 const Key<ExecLimits> kLimitKeys[] = {
     {"cpu", "duration", true,
      [](ExecLimits& s, const YAML::Node& n, const Ctx& c) {
@@ -633,7 +623,6 @@ std::vector<std::string> schema_keys() {
   std::vector<std::string> out;
   add_keys(out, "daemon", kDaemonKeys);
   add_keys(out, "redis", kRedisKeys);
-  add_keys(out, "metrics", kMetricsKeys);
   add_keys(out, "handlers.*", kHandlerKeys);
   add_keys(out, "handlers.*.limits", kLimitKeys);
   add_keys(out, "queues.*", kQueueKeys);
@@ -664,22 +653,27 @@ Config parse(const std::string& text, const std::string& origin, const std::stri
       apply(cfg.daemon, kv.second, c, kDaemonKeys, "daemon");
     } else if (section == "redis") {
       apply(cfg.redis, kv.second, c, kRedisKeys, "redis");
-    } else if (section == "metrics") {
-      apply(cfg.metrics, kv.second, c, kMetricsKeys, "metrics");
+    } else if (section == "http" || section == "metrics") {
+      // Refused, not accepted and left unserved: an operator must not believe /metrics or
+      // /healthz is there.
+      fail(c, kv.first,
+           section + ": serving HTTP (/metrics, /healthz) is not in this version of jobqd yet" +
+               (section == "metrics" ? " (the contract names this section http)" : "") +
+               "; remove the section");
     } else if (section == "handlers") {
       handlers = kv.second;
     } else if (section == "queues") {
       queues = kv.second;
       have_queues = true;
     } else {
-      static const char* known[] = {"daemon", "redis", "metrics", "handlers", "queues"};
+      static const char* known[] = {"daemon", "redis", "handlers", "queues"};
       std::string best;
       for (const char* k : known) {
         if (distance(section, k) <= 2) best = k;
       }
       fail(c, kv.first,
            "unknown section '" + section + "'" +
-               (best.empty() ? " (sections: daemon, redis, metrics, handlers, queues)"
+               (best.empty() ? " (sections: daemon, redis, handlers, queues)"
                              : " (did you mean '" + best + "'?)"));
     }
   }

@@ -38,10 +38,6 @@ struct RedisSection {
   std::string server_binary = "redis-server";  // for `embedded`
 };
 
-struct MetricsSection {
-  std::string listen = "127.0.0.1:9464";
-};
-
 enum class HandlerType { builtin, exec, http };
 
 struct ExecLimits {
@@ -129,7 +125,6 @@ struct Config {
   std::string path;  // the file it came from
   DaemonSection daemon;
   RedisSection redis;
-  MetricsSection metrics;
   std::map<std::string, HandlerConfig> handlers;
   std::vector<QueueConfig> queues;
 

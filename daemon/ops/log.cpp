@@ -64,7 +64,8 @@ void setup_logging(const std::string& level) {
   if (stderr_is_journal()) {
     formatter->add_flag<SyslogPriority>('*').set_pattern("%*%v");
   } else {
-    formatter->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
+    // Local time with its offset (+00:00 in a container without TZ): never a bare time.
+    formatter->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
   }
   logger->set_formatter(std::move(formatter));
   logger->set_level(spdlog::level::from_str(level));

@@ -42,8 +42,6 @@ TEST_CASE("the contract's example config parses with the documented meanings", "
 redis:
   url: redis://127.0.0.1:6379/0
   key_prefix: jobq
-metrics:
-  listen: 127.0.0.1:9464
 handlers:
   thumbs: {type: exec, command: ["/usr/bin/make-thumb", "{file}"], timeout: 30s}
   notify: {type: http, url: "https://hooks.example/jobs", timeout: 5s}
@@ -59,7 +57,6 @@ queues:
       - spool: {dir: /var/spool/jobqd/default, pattern: "*"}
 )");
   CHECK(cfg.redis.url == "redis://127.0.0.1:6379/0");
-  CHECK(cfg.metrics.listen == "127.0.0.1:9464");
   REQUIRE(cfg.handlers.size() == 3);
   CHECK(cfg.handlers.at("thumbs").type == HandlerType::exec);
   CHECK(cfg.handlers.at("thumbs").command ==
@@ -175,6 +172,13 @@ queues:
   CHECK(error_of("queus: {}\n") ==
         "test.yaml:1:1: unknown section 'queus' (did you mean 'queues'?)");
   CHECK(error_of("queues: [a\n").rfind("test.yaml:2:1: not valid YAML", 0) == 0);
+  // Not served yet: refused, never accepted and ignored.
+  CHECK(error_of("http: {listen: 127.0.0.1:9464}\nqueues: {q: {handler: h}}\n") ==
+        "test.yaml:1:1: http: serving HTTP (/metrics, /healthz) is not in this version of jobqd "
+        "yet; remove the section");
+  CHECK(error_of("queues: {q: {handler: h}}\nmetrics: {listen: 127.0.0.1:9464}\n") ==
+        "test.yaml:2:1: metrics: serving HTTP (/metrics, /healthz) is not in this version of "
+        "jobqd yet (the contract names this section http); remove the section");
 }
 
 TEST_CASE("retention: durations, 0 to delete at once, days", "[config]") {

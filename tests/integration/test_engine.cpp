@@ -1,6 +1,8 @@
 // The engine as users see it: the real jobqd binary, a real redis-server, jobs pushed with LPUSH.
 #include <catch2/catch.hpp>
 
+#include <regex>
+
 #include <algorithm>
 #include <optional>
 #include <set>
@@ -567,6 +569,15 @@ TEST_CASE("READY and 'serving' only once Redis answers; STOPPING at the stop",
   CHECK(eventually([&] { return d.log().find("jobqd serving queue(s) q") != std::string::npos; },
                    2s));
   CHECK(notify.has("STATUS=serving 1 queue(s)"));
+  // The banner came first: version, config, Redis, and each queue with what it takes from.
+  const auto log = d.log();
+  CHECK(log.find(" starting: config " + d.config_path() + ", redis " + redis.url()) <
+        log.find("jobqd serving"));
+  CHECK(log.find("queue q: handler h, concurrency 10, buffer 100, from redis") !=
+        std::string::npos);
+  // Times carry their offset.
+  CHECK(std::regex_search(
+      log, std::regex(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d info )")));
   CHECK_FALSE(notify.has("STOPPING=1"));
   CHECK(d.stop() == 0);
   CHECK(notify.wait_for("STOPPING=1", 2s));
