@@ -49,6 +49,33 @@ void banner(const config::Config& cfg) {
   }
 }
 
+// Every `every`: one info line per queue with what it did since the last one (a quiet log still
+// shows life), and the systemd STATUS line.
+async::Task<void> summaries(const engine::Engine& e, config::Millis every) {
+  std::vector<engine::QueueStats> last(e.queues().size());
+  for (;;) {
+    co_await async::sleep(every);
+    std::uint64_t done = 0, running = 0;
+    for (std::size_t i = 0; i < e.queues().size(); ++i) {
+      const auto& q = *e.queues()[i];
+      const auto& now = q.stats();
+      const auto& was = last[i];
+      spdlog::info(
+          "queue {}: in the last {}: {} succeeded, {} retried, {} failed, {} invalid; {} running, "
+          "{} buffered",
+          q.name(), config::format_duration(every), now.succeeded - was.succeeded,
+          now.retried - was.retried, now.dead - was.dead, now.invalid - was.invalid, q.running(),
+          q.buffered());
+      done += now.succeeded + now.dead + now.invalid - was.succeeded - was.dead - was.invalid;
+      running += q.running();
+      last[i] = now;
+    }
+    ops::notify("STATUS=serving " + std::to_string(e.queues().size()) + " queue(s), " +
+                std::to_string(running) + " running, " + std::to_string(done) +
+                " done in the last " + config::format_duration(every));
+  }
+}
+
 async::Task<int> serve(const config::Config& cfg) {
   async::SignalSet signals(async::Loop::current(), {SIGTERM, SIGINT, SIGHUP});
   banner(cfg);
@@ -96,6 +123,10 @@ async::Task<int> serve(const config::Config& cfg) {
     spdlog::info("jobqd serving queue(s) {} from {} as worker {}", queues, where, e.worker_id());
     ops::notify("READY=1\nSTATUS=serving " + std::to_string(cfg.queues.size()) + " queue(s)");
   };
+  async::JoinHandle<void> reports;
+  if (cfg.daemon.log_summary.count() > 0) {
+    reports = async::spawn(summaries(*engine, cfg.daemon.log_summary), "summaries");
+  }
   auto ready = async::spawn(
       announce(cfg, *engine,
                url == cfg.redis.url ? redis::parse_url(url).display() : "embedded redis"),
@@ -123,6 +154,7 @@ async::Task<int> serve(const config::Config& cfg) {
   };
   auto hurrier = async::spawn(hurry(signals, *engine), "second signal");
   if (ready.valid()) ready.cancel();
+  if (reports.valid()) reports.cancel();
   co_await engine->stop();
   hurrier.cancel();
   watchdog.cancel();

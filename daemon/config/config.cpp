@@ -200,6 +200,10 @@ const Key<DaemonSection> kDaemonKeys[] = {
      [](DaemonSection& s, const YAML::Node& n, const Ctx& c) {
        s.shutdown_grace = as_duration(n, c, "daemon.shutdown_grace");
      }},
+    {"log_summary", "duration", true,
+     [](DaemonSection& s, const YAML::Node& n, const Ctx& c) {
+       s.log_summary = as_duration(n, c, "daemon.log_summary", 0ms);
+     }},
     {"log_level", "string", true,
      [](DaemonSection& s, const YAML::Node& n, const Ctx& c) {
        s.log_level = as_string(n, c, "daemon.log_level");

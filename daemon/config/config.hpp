@@ -27,7 +27,8 @@ struct DaemonSection {
   Millis lease = 30s;           // how long a dead daemon's jobs stay leased before others take them
   Millis shutdown_grace = 25s;  // SIGTERM: how long running jobs may finish
   std::string log_level = "info";
-  std::string name;  // this daemon's name in worker ids and logs; default: the host name
+  std::string name;           // this daemon's name in worker ids and logs; default: the host name
+  Millis log_summary = 1min;  // each queue's counts logged this often (0: never)
 };
 
 struct RedisSection {

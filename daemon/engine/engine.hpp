@@ -23,6 +23,8 @@ class Engine {
   ~Engine();
 
   const std::string& worker_id() const noexcept { return worker_; }
+  /// The queues, for reports (counts, running, buffered).
+  const std::vector<std::unique_ptr<QueueRunner>>& queues() const noexcept { return runners_; }
 
   void start();
   /// Returns once every queue's connection has reached Redis (and passed check_server); until

@@ -1,6 +1,7 @@
 // The engine as users see it: the real jobqd binary, a real redis-server, jobs pushed with LPUSH.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <regex>
 
 #include <algorithm>
@@ -581,4 +582,36 @@ TEST_CASE("READY and 'serving' only once Redis answers; STOPPING at the stop",
   CHECK_FALSE(notify.has("STOPPING=1"));
   CHECK(d.stop() == 0);
   CHECK(notify.wait_for("STOPPING=1", 2s));
+}
+
+TEST_CASE("A summary line per queue every log_summary: the counts add up to what ran",
+          "[integration][logs]") {
+  RedisServer redis;
+  Daemon d(redis, "handlers: {h: {type: builtin, name: noop}}\nqueues:\n  q: {handler: h}\n",
+           "  log_summary: 200ms\n");
+  d.start_and_wait(redis);
+  {
+    auto r = redis.client();
+    push(r, "q", jobs_for(ids("s", 5), "{}"));
+    push(r, "q", {"not json"});
+  }
+  const std::regex line(
+      R"(queue q: in the last 200ms: (\d+) succeeded, (\d+) retried, (\d+) failed, (\d+) invalid; )"
+      R"((\d+) running, (\d+) buffered)");
+  auto totals = [&] {
+    std::array<long, 4> sum{};
+    std::string log = d.log();
+    long lines = 0;
+    for (std::sregex_iterator it(log.begin(), log.end(), line), end; it != end; ++it, ++lines) {
+      for (int i = 0; i < 4; ++i) sum[static_cast<std::size_t>(i)] += std::stol((*it)[i + 1]);
+    }
+    return std::make_pair(sum, lines);
+  };
+  REQUIRE(eventually([&] { return totals().first[0] == 5 && totals().first[3] == 1; }, 10s, 20ms));
+  // And on, while nothing happens.
+  const long seen = totals().second;
+  CHECK(eventually([&] { return totals().second >= seen + 2; }, 3s, 20ms));
+  CHECK(totals().first[0] == 5);
+  CHECK(totals().first[2] == 0);
+  CHECK(d.stop() == 0);
 }
