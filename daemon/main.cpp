@@ -15,6 +15,7 @@
 #include "ops/embedded_redis.hpp"
 #include "ops/log.hpp"
 #include "ops/preflight.hpp"
+#include "ops/status_http.hpp"
 #include "ops/systemd.hpp"
 #include "redis/url.hpp"
 
@@ -109,18 +110,38 @@ async::Task<int> serve(const config::Config& cfg) {
     if (embedded) co_await embedded->stop();
     co_return kExitFailure;
   }
+  std::optional<ops::StatusHttp> http;
+  if (!cfg.http.listen.empty()) {
+    try {
+      std::string token =
+          cfg.http.token_file.empty() ? std::string() : ops::read_token(cfg.http.token_file);
+      http.emplace(cfg.http.listen, std::move(token), *engine);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (!error.empty()) {
+      spdlog::critical("{}", error);
+      engine.reset();
+      if (embedded) co_await embedded->stop();
+      co_return kExitFailure;
+    }
+    http->start();
+    spdlog::info("http: /metrics and /healthz on {}{}", http->address(),
+                 cfg.http.token_file.empty() ? "" : " (a bearer token needed but for /healthz)");
+  }
   engine->start();
   auto watchdog = async::spawn(ops::watchdog(), "systemd watchdog");
   // READY and "serving" once Redis answers on every connection, not before: a unit ordered
   // after jobqd, or an operator reading the log, must be able to trust them. Signals are served
   // meanwhile (a stop while Redis is away still stops).
-  auto announce = [](const config::Config& cfg, engine::Engine& e,
-                     std::string where) -> async::Task<void> {
+  auto announce = [](const config::Config& cfg, engine::Engine& e, std::string where,
+                     ops::StatusHttp* web) -> async::Task<void> {
     ops::notify("STATUS=waiting for Redis at " + where);
     co_await e.wait_ready(std::chrono::seconds(5));
     std::string queues;
     for (const auto& q : cfg.queues) queues += (queues.empty() ? "" : ", ") + q.name;
     spdlog::info("jobqd serving queue(s) {} from {} as worker {}", queues, where, e.worker_id());
+    if (web) web->set_serving(true);
     ops::notify("READY=1\nSTATUS=serving " + std::to_string(cfg.queues.size()) + " queue(s)");
   };
   async::JoinHandle<void> reports;
@@ -129,7 +150,8 @@ async::Task<int> serve(const config::Config& cfg) {
   }
   auto ready = async::spawn(
       announce(cfg, *engine,
-               url == cfg.redis.url ? redis::parse_url(url).display() : "embedded redis"),
+               url == cfg.redis.url ? redis::parse_url(url).display() : "embedded redis",
+               http ? &*http : nullptr),
       "ready");
 
   int sig = 0;
@@ -155,7 +177,9 @@ async::Task<int> serve(const config::Config& cfg) {
   auto hurrier = async::spawn(hurry(signals, *engine), "second signal");
   if (ready.valid()) ready.cancel();
   if (reports.valid()) reports.cancel();
+  if (http) http->set_serving(false);
   co_await engine->stop();
+  if (http) co_await http->stop();
   hurrier.cancel();
   watchdog.cancel();
   engine.reset();

@@ -223,6 +223,41 @@ const Key<DaemonSection> kDaemonKeys[] = {
      }},
 };
 
+const Key<HttpSection> kHttpKeys[] = {
+    {"listen", "host:port | off", false,
+     [](HttpSection& s, const YAML::Node& n, const Ctx& c) {
+       s.listen = as_string(n, c, "http.listen");
+       if (s.listen == "off") {
+         s.listen.clear();
+         return;
+       }
+       const auto colon = s.listen.rfind(':');
+       const std::string port = colon == std::string::npos ? "" : s.listen.substr(colon + 1);
+       if (colon == std::string::npos || colon == 0 || port.empty() || port.size() > 5 ||
+           port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535) {
+         fail(c, n, "http.listen: '" + s.listen + "' is not host:port (or off)");
+       }
+     }},
+    {"token_file", "path", false,
+     [](HttpSection& s, const YAML::Node& n, const Ctx& c) {
+       s.token_file = as_path(n, c, "http.token_file");
+     }},
+    {"dashboard", "bool", false,
+     [](HttpSection&, const YAML::Node& n, const Ctx& c) {
+       if (as_bool(n, c, "http.dashboard")) {
+         fail(c, n, "http.dashboard: the dashboard is not in this version of jobqd yet; set false");
+       }
+     }},
+    {"read_only", "bool", false,
+     [](HttpSection&, const YAML::Node& n, const Ctx& c) {
+       if (as_bool(n, c, "http.read_only")) {
+         fail(c, n,
+              "http.read_only: there is no dashboard to make read-only in this version; "
+              "set false");
+       }
+     }},
+};
+
 const Key<RedisSection> kRedisKeys[] = {
     {"url", "string", false,
      [](RedisSection& s, const YAML::Node& n, const Ctx& c) {
@@ -627,6 +662,7 @@ std::vector<std::string> schema_keys() {
   std::vector<std::string> out;
   add_keys(out, "daemon", kDaemonKeys);
   add_keys(out, "redis", kRedisKeys);
+  add_keys(out, "http", kHttpKeys);
   add_keys(out, "handlers.*", kHandlerKeys);
   add_keys(out, "handlers.*.limits", kLimitKeys);
   add_keys(out, "queues.*", kQueueKeys);
@@ -657,27 +693,33 @@ Config parse(const std::string& text, const std::string& origin, const std::stri
       apply(cfg.daemon, kv.second, c, kDaemonKeys, "daemon");
     } else if (section == "redis") {
       apply(cfg.redis, kv.second, c, kRedisKeys, "redis");
-    } else if (section == "http" || section == "metrics") {
-      // Refused, not accepted and left unserved: an operator must not believe /metrics or
-      // /healthz is there.
-      fail(c, kv.first,
-           section + ": serving HTTP (/metrics, /healthz) is not in this version of jobqd yet" +
-               (section == "metrics" ? " (the contract names this section http)" : "") +
-               "; remove the section");
+    } else if (section == "http") {
+      apply(cfg.http, kv.second, c, kHttpKeys, "http");
+      const std::string host = cfg.http.listen.substr(0, cfg.http.listen.rfind(':'));
+      const bool loopback =
+          host == "localhost" || host == "[::1]" || host == "::1" || host.rfind("127.", 0) == 0;
+      if (!cfg.http.listen.empty() && !loopback && cfg.http.token_file.empty()) {
+        fail(c, kv.second["listen"].IsDefined() ? kv.second["listen"] : kv.first,
+             "http.listen: " + cfg.http.listen +
+                 " is not loopback: set http.token_file (requests then need "
+                 "'Authorization: Bearer <token>'), or listen on 127.0.0.1");
+      }
+    } else if (section == "metrics") {
+      fail(c, kv.first, "metrics: the section is called http now (http.listen)");
     } else if (section == "handlers") {
       handlers = kv.second;
     } else if (section == "queues") {
       queues = kv.second;
       have_queues = true;
     } else {
-      static const char* known[] = {"daemon", "redis", "handlers", "queues"};
+      static const char* known[] = {"daemon", "redis", "http", "handlers", "queues"};
       std::string best;
       for (const char* k : known) {
         if (distance(section, k) <= 2) best = k;
       }
       fail(c, kv.first,
            "unknown section '" + section + "'" +
-               (best.empty() ? " (sections: daemon, redis, handlers, queues)"
+               (best.empty() ? " (sections: daemon, redis, http, handlers, queues)"
                              : " (did you mean '" + best + "'?)"));
     }
   }

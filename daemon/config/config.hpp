@@ -39,6 +39,11 @@ struct RedisSection {
   std::string server_binary = "redis-server";  // for `embedded`
 };
 
+struct HttpSection {
+  std::string listen = "127.0.0.1:9464";  // host:port, or empty (`off`): no HTTP
+  std::string token_file;                 // required off loopback: `Authorization: Bearer`
+};
+
 enum class HandlerType { builtin, exec, http };
 
 struct ExecLimits {
@@ -126,6 +131,7 @@ struct Config {
   std::string path;  // the file it came from
   DaemonSection daemon;
   RedisSection redis;
+  HttpSection http;
   std::map<std::string, HandlerConfig> handlers;
   std::vector<QueueConfig> queues;
 

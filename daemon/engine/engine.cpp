@@ -89,6 +89,21 @@ void Engine::start() {
   for (auto& r : runners_) r->start();
 }
 
+Engine::RedisState Engine::redis_state() const {
+  RedisState st;
+  for (const auto* clients : {&mains_, &blocking_}) {
+    for (const auto& c : *clients) {
+      ++st.connections;
+      st.reconnects += c->generation() > 1 ? c->generation() - 1 : 0;
+      if (!c->connected()) {
+        st.up = false;
+        if (st.why.empty()) st.why = c->last_error().empty() ? "connecting" : c->last_error();
+      }
+    }
+  }
+  return st;
+}
+
 async::Task<void> Engine::wait_ready(Millis every) {
   for (auto* clients : {&mains_, &blocking_}) {
     for (auto& c : *clients) {

@@ -23,6 +23,15 @@ class Engine {
   ~Engine();
 
   const std::string& worker_id() const noexcept { return worker_; }
+  /// Redis as this daemon sees it: every connection up, and connections made since the start
+  /// (past one per connection: reconnects); `why` gets the last error of one that is down.
+  struct RedisState {
+    bool up = true;
+    std::uint64_t connections = 0;
+    std::uint64_t reconnects = 0;
+    std::string why;
+  };
+  RedisState redis_state() const;
   /// The queues, for reports (counts, running, buffered).
   const std::vector<std::unique_ptr<QueueRunner>>& queues() const noexcept { return runners_; }
 

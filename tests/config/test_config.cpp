@@ -172,13 +172,16 @@ queues:
   CHECK(error_of("queus: {}\n") ==
         "test.yaml:1:1: unknown section 'queus' (did you mean 'queues'?)");
   CHECK(error_of("queues: [a\n").rfind("test.yaml:2:1: not valid YAML", 0) == 0);
-  // Not served yet: refused, never accepted and ignored.
-  CHECK(error_of("http: {listen: 127.0.0.1:9464}\nqueues: {q: {handler: h}}\n") ==
-        "test.yaml:1:1: http: serving HTTP (/metrics, /healthz) is not in this version of jobqd "
-        "yet; remove the section");
+  CHECK(error_of("http: {listen: 0.0.0.0:9464}\nqueues: {q: {handler: h}}\n") ==
+        "test.yaml:1:16: http.listen: 0.0.0.0:9464 is not loopback: set http.token_file "
+        "(requests then need 'Authorization: Bearer <token>'), or listen on 127.0.0.1");
+  CHECK(error_of("http: {listen: 9464}\nqueues: {q: {handler: h}}\n") ==
+        "test.yaml:1:16: http.listen: '9464' is not host:port (or off)");
+  CHECK(error_of("http: {dashboard: true}\nqueues: {q: {handler: h}}\n") ==
+        "test.yaml:1:19: http.dashboard: the dashboard is not in this version of jobqd yet; set "
+        "false");
   CHECK(error_of("queues: {q: {handler: h}}\nmetrics: {listen: 127.0.0.1:9464}\n") ==
-        "test.yaml:2:1: metrics: serving HTTP (/metrics, /healthz) is not in this version of "
-        "jobqd yet (the contract names this section http); remove the section");
+        "test.yaml:2:1: metrics: the section is called http now (http.listen)");
 }
 
 TEST_CASE("retention: durations, 0 to delete at once, days", "[config]") {

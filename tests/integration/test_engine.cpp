@@ -17,18 +17,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::vector<std::string> ids(const std::string& prefix, int n) {
-  std::vector<std::string> out;
-  for (int i = 0; i < n; ++i) out.push_back(prefix + std::to_string(i));
-  return out;
-}
-
-std::vector<std::string> jobs_for(const std::vector<std::string>& ids, const std::string& payload) {
-  std::vector<std::string> out;
-  for (const auto& id : ids) out.push_back(R"({"id":")" + id + R"(","payload":)" + payload + "}");
-  return out;
-}
-
 long long num(const std::string& s) {
   return s.empty() ? -1 : std::stoll(s);
 }

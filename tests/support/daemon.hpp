@@ -40,6 +40,10 @@ class Daemon {
       }
     }
     out << daemon_extra << "redis:\n  url: " << redis_url << "\n  command_timeout: 2s\n" << yaml;
+    // No HTTP unless the test asks: daemons of one test would share the default port.
+    if (yaml.rfind("http:", 0) != 0 && yaml.find("\nhttp:") == std::string::npos) {
+      out << "http: {listen: off}\n";
+    }
   }
   ~Daemon() { kill9(); }
 
@@ -115,6 +119,21 @@ inline Ran jobqctl(const RedisServer& redis, std::vector<std::string> args) {
   std::vector<std::string> argv{(build_dir() / "jobqctl").string(), "--redis", redis.url()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_program(argv);
+}
+
+/// `<prefix>0` ... `<prefix><n-1>`.
+inline std::vector<std::string> ids(const std::string& prefix, int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) out.push_back(prefix + std::to_string(i));
+  return out;
+}
+
+/// A job per id, each with `payload` (JSON text).
+inline std::vector<std::string> jobs_for(const std::vector<std::string>& ids,
+                                         const std::string& payload) {
+  std::vector<std::string> out;
+  for (const auto& id : ids) out.push_back(R"({"id":")" + id + R"(","payload":)" + payload + "}");
+  return out;
 }
 
 /// Pushes jobs with LPUSH in one round trip (what any submitter does).

@@ -1,0 +1,260 @@
+// The HTTP server for /metrics and /healthz: accept on the loop, read one bounded request under
+// a deadline, answer it, close.
+#include "ops/http_server.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace jq::ops {
+namespace {
+
+const char* reason(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Error";
+  }
+}
+
+HttpResponse plain(int status, std::string body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+// host:port -> its address (numeric or a name of this host), for bind.
+addrinfo* resolve(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  std::string host = listen.substr(0, colon);
+  const std::string port = listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* out = nullptr;
+  const int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &out);
+  if (rc != 0) {
+    throw std::runtime_error("http.listen " + listen + ": " + gai_strerror(rc));
+  }
+  return out;
+}
+
+std::string name_of(const sockaddr_storage& a) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (a.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
+    inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host);
+    port = ntohs(v4->sin_port);
+    return std::string(host) + ":" + std::to_string(port);
+  }
+  const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
+  inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof host);
+  port = ntohs(v6->sin6_port);
+  return "[" + std::string(host) + "]:" + std::to_string(port);
+}
+
+// The value of header `name` (lower case) in a request head, or "".
+std::string header(const std::string& head, const std::string& name) {
+  std::size_t at = head.find("\r\n");
+  while (at != std::string::npos && at + 2 < head.size()) {
+    const std::size_t start = at + 2;
+    const std::size_t end = head.find("\r\n", start);
+    const std::string line = head.substr(start, end == std::string::npos ? end : end - start);
+    const auto colon = line.find(':');
+    if (colon == name.size()) {
+      bool same = true;
+      for (std::size_t i = 0; i < colon && same; ++i) {
+        same = std::tolower(static_cast<unsigned char>(line[i])) == name[i];
+      }
+      if (same) {
+        std::size_t v = colon + 1;
+        while (v < line.size() && (line[v] == ' ' || line[v] == '\t')) ++v;
+        std::size_t e = line.size();
+        while (e > v && (line[e - 1] == ' ' || line[e - 1] == '\t')) --e;
+        return line.substr(v, e - v);
+      }
+    }
+    at = end;
+  }
+  return "";
+}
+
+}  // namespace
+
+HttpServer::HttpServer(const std::string& listen, Handler handler, Limits limits)
+    : handler_(std::move(handler)), limits_(limits) {
+  addrinfo* ai = resolve(listen);
+  std::string error = "no address";
+  for (addrinfo* a = ai; a; a = a->ai_next) {
+    async::Fd fd(::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd) {
+      error = std::strerror(errno);
+      continue;
+    }
+    const int one = 1;
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd.get(), 64) != 0) {
+      error = std::strerror(errno);
+      continue;
+    }
+    listen_fd_ = std::move(fd);
+    break;
+  }
+  freeaddrinfo(ai);
+  if (!listen_fd_) throw std::runtime_error("http.listen " + listen + ": " + error);
+  sockaddr_storage bound{};
+  socklen_t len = sizeof bound;
+  getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&bound), &len);
+  address_ = name_of(bound);
+}
+
+HttpServer::~HttpServer() {
+  if (accept_task_.valid()) accept_task_.abort();
+  for (auto& c : conns_) {
+    if (c.valid() && !c.done()) c.abort();
+  }
+}
+
+void HttpServer::start() {
+  accept_task_ = async::spawn(acceptor(), "http accept");
+}
+
+async::Task<void> HttpServer::stop() {
+  if (accept_task_.valid()) {
+    accept_task_.cancel();
+    co_await accept_task_.wait();
+  }
+  listen_fd_.reset();
+  for (auto& c : conns_) c.cancel();
+  for (auto& c : conns_) co_await c.wait();
+  conns_.clear();
+}
+
+async::Task<void> HttpServer::acceptor() {
+  for (;;) {
+    co_await async::readable(listen_fd_.get());
+    for (;;) {
+      async::Fd fd(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      if (!fd) {
+        if (errno == EMFILE || errno == ENFILE) {
+          // Out of descriptors: the pending connection stays queued; look again shortly.
+          spdlog::warn("http: cannot accept: {}", std::strerror(errno));
+          co_await async::sleep(std::chrono::milliseconds(100));
+        }
+        break;  // EAGAIN, or a connection that went away
+      }
+      conns_.remove_if([](const async::JoinHandle<void>& c) { return c.done(); });
+      if (open_ >= limits_.max_connections) continue;  // closed at once: the cap holds
+      ++open_;
+      conns_.push_back(async::spawn(serve(std::move(fd)), "http connection"));
+    }
+  }
+}
+
+HttpResponse HttpServer::respond(const std::string& head) const {
+  const auto line_end = head.find("\r\n");
+  const std::string line = head.substr(0, line_end);
+  const auto sp1 = line.find(' ');
+  const auto sp2 = sp1 == std::string::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string::npos || line.compare(sp2 + 1, 5, "HTTP/") != 0) {
+    return plain(400, "a request line is METHOD PATH HTTP/1.x\n");
+  }
+  HttpRequest req;
+  req.method = line.substr(0, sp1);
+  req.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  if (auto q = req.path.find('?'); q != std::string::npos) req.path.resize(q);
+  if (req.method != "GET" && req.method != "HEAD") return plain(405, "GET or HEAD only\n");
+  req.authorization = header(head, "authorization");
+  return handler_(req);
+}
+
+async::Task<void> HttpServer::serve(async::Fd fd) {
+  struct Open {
+    std::size_t& n;
+    ~Open() { --n; }
+  } open{open_};
+  const auto deadline = async::Clock::now() + limits_.request_deadline;
+  std::string head;
+  HttpResponse res;
+  bool answered = false;
+  char buf[2048];
+  for (;;) {
+    const auto left = deadline - async::Clock::now();
+    bool ready = false;
+    if (left > async::Duration::zero()) ready = co_await async::readable(fd.get(), left);
+    if (!ready) {
+      res = plain(408, "the request took too long\n");
+      break;
+    }
+    const ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n <= 0) co_return;  // gone before it asked anything
+    head.append(buf, static_cast<std::size_t>(n));
+    const auto end = head.find("\r\n\r\n");
+    if (end != std::string::npos && end + 4 <= limits_.max_request_bytes) {
+      head.resize(end + 2);
+      res = respond(head);
+      answered = true;
+      break;
+    }
+    if (end != std::string::npos || head.size() > limits_.max_request_bytes) {
+      res = plain(431, "the request head is over " + std::to_string(limits_.max_request_bytes) +
+                           " bytes\n");
+      break;
+    }
+  }
+  const bool head_only = answered && head.rfind("HEAD ", 0) == 0;
+  std::string out = "HTTP/1.1 " + std::to_string(res.status) + " " + reason(res.status) +
+                    "\r\nContent-Type: " + res.content_type +
+                    "\r\nContent-Length: " + std::to_string(res.body.size()) +
+                    "\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n";
+  if (!head_only) out += res.body;
+  const auto write_until = async::Clock::now() + limits_.write_deadline;
+  std::size_t off = 0;
+  while (off < out.size()) {
+    const ssize_t n = ::send(fd.get(), out.data() + off, out.size() - off, MSG_NOSIGNAL);
+    if (n > 0) {
+      off += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EINTR) co_return;
+    const auto left = write_until - async::Clock::now();
+    bool ready = false;
+    if (left > async::Duration::zero()) ready = co_await async::writable(fd.get(), left);
+    if (!ready) co_return;
+  }
+  ::shutdown(fd.get(), SHUT_WR);
+}
+
+}  // namespace jq::ops

@@ -1,0 +1,69 @@
+// A small HTTP/1.1 server on the loop for /metrics and /healthz: GET and HEAD only, one request
+// per connection, bounded in every way a client could stretch it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <list>
+#include <string>
+
+#include "async/async.hpp"
+#include "async/process.hpp"
+
+namespace jq::ops {
+
+struct HttpRequest {
+  std::string method;  // GET or HEAD (others are answered 405 before the handler)
+  std::string path;    // without the query
+  std::string authorization;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+/// Why not libevent's evhttp: in 2.1 it has neither a connection cap nor a deadline for a whole
+/// request (its timeout is per read, so a client sending a byte a second keeps a connection for
+/// ever), and serving two GET paths needs nothing more than the request line and one header.
+class HttpServer {
+ public:
+  struct Limits {
+    std::size_t max_connections = 64;                  // more are closed at once
+    std::size_t max_request_bytes = 8192;              // request line and headers: past it, 431
+    std::chrono::milliseconds request_deadline{5000};  // to send the whole request
+    std::chrono::milliseconds write_deadline{10000};   // to take the whole response
+  };
+  /// Runs on the loop for each request; must not block (it builds the response from memory).
+  using Handler = std::function<HttpResponse(const HttpRequest&)>;
+
+  /// Binds `listen` (host:port; port 0 picks one). Throws std::runtime_error naming the address
+  /// and why (in use, not an address of this host).
+  HttpServer(const std::string& listen, Handler handler, Limits limits);
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+  ~HttpServer();
+
+  /// The address bound, as host:port (the real port when 0 was asked).
+  const std::string& address() const noexcept { return address_; }
+  void start();
+  /// Stops accepting and ends every connection.
+  async::Task<void> stop();
+
+ private:
+  async::Task<void> acceptor();
+  async::Task<void> serve(async::Fd fd);
+  HttpResponse respond(const std::string& head) const;
+
+  Handler handler_;
+  Limits limits_;
+  async::Fd listen_fd_;
+  std::string address_;
+  std::size_t open_ = 0;
+  async::JoinHandle<void> accept_task_;
+  std::list<async::JoinHandle<void>> conns_;
+};
+
+}  // namespace jq::ops

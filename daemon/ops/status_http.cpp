@@ -1,0 +1,196 @@
+// /healthz and /metrics: the engine's counters in Prometheus text format, Redis as the
+// connections see it, the loop's lag, the process's memory and descriptors.
+#include "ops/status_http.hpp"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace jq::ops {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kLagEvery = 100ms;
+
+// A label value as the text format wants it: backslash, quote and newline escaped.
+std::string label(const std::string& v) {
+  std::string out;
+  for (char ch : v) {
+    if (ch == '\\' || ch == '"') out += '\\';
+    if (ch == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += ch;
+  }
+  return out;
+}
+
+long long rss_bytes() {
+  std::ifstream in("/proc/self/statm");
+  long long pages_total = 0, pages_rss = 0;
+  in >> pages_total >> pages_rss;
+  return pages_rss * sysconf(_SC_PAGESIZE);
+}
+
+long long open_fds() {
+  long long n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+    closedir(d);
+    --n;  // the one opendir holds
+  }
+  return n;
+}
+
+// Constant time in the length of the expected token: no early exit on the first difference.
+bool same(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ b[i]);
+  }
+  return diff == 0;
+}
+
+}  // namespace
+
+std::string read_token(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    throw std::runtime_error("http.token_file " + path + ": cannot read it");
+  }
+  const auto b = line.find_first_not_of(" \t\r");
+  const auto e = line.find_last_not_of(" \t\r");
+  if (b == std::string::npos) throw std::runtime_error("http.token_file " + path + ": empty");
+  return line.substr(b, e - b + 1);
+}
+
+StatusHttp::StatusHttp(const std::string& listen, std::string token, const engine::Engine& engine)
+    : engine_(engine),
+      token_(std::move(token)),
+      server_(
+          listen, [this](const HttpRequest& r) { return handle(r); }, HttpServer::Limits{}) {}
+
+void StatusHttp::start() {
+  server_.start();
+  lag_task_ = async::spawn(measure_lag(), "loop lag");
+}
+
+async::Task<void> StatusHttp::stop() {
+  if (lag_task_.valid()) lag_task_.cancel();
+  co_await server_.stop();
+}
+
+// How late a timer fires is how long the loop was busy elsewhere: the worst of each second.
+async::Task<void> StatusHttp::measure_lag() {
+  double worst = 0;
+  auto window = async::Clock::now();
+  for (;;) {
+    const auto before = async::Clock::now();
+    co_await async::sleep(kLagEvery);
+    const double late =
+        std::chrono::duration<double>(async::Clock::now() - before - kLagEvery).count();
+    worst = std::max(worst, late > 0 ? late : 0.0);
+    if (async::Clock::now() - window >= 1s) {
+      lag_s_ = worst;
+      worst = 0;
+      window = async::Clock::now();
+    }
+  }
+}
+
+HttpResponse StatusHttp::handle(const HttpRequest& req) const {
+  if (req.path == "/healthz") return healthz();
+  if (!token_.empty() && !same(req.authorization, "Bearer " + token_)) {
+    HttpResponse r;
+    r.status = 401;
+    r.body = "Authorization: Bearer <token> needed (http.token_file)\n";
+    return r;
+  }
+  if (req.path == "/metrics") {
+    HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics();
+    return r;
+  }
+  HttpResponse r;
+  r.status = 404;
+  r.body = "not found: " + req.path + " (this jobqd serves /metrics and /healthz)\n";
+  return r;
+}
+
+HttpResponse StatusHttp::healthz() const {
+  HttpResponse r;
+  const auto redis = engine_.redis_state();
+  if (!serving_) {
+    r.status = 503;
+    r.body = redis.up ? "not serving (starting or stopping)\n"
+                      : "starting: waiting for Redis (" + redis.why + ")\n";
+  } else if (!redis.up) {
+    r.status = 503;
+    r.body = "Redis unreachable: " + redis.why + "\n";
+  } else {
+    r.body = "serving\n";
+  }
+  return r;
+}
+
+std::string StatusHttp::metrics() const {
+  std::ostringstream o;
+  auto family = [&](const char* name, const char* type, const char* help) {
+    o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
+  };
+  family("jobqd_build_info", "gauge", "Always 1; the version in a label.");
+  o << "jobqd_build_info{version=\"" << label(JOBQD_VERSION) << "\"} 1\n";
+  family("jobqd_serving", "gauge", "1 once every queue serves and Redis answers.");
+  const auto redis = engine_.redis_state();
+  o << "jobqd_serving " << (serving_ && redis.up ? 1 : 0) << '\n';
+  family("jobqd_jobs_total", "counter",
+         "Ends of attempts by queue and outcome (succeeded, retried, failed, invalid, returned).");
+  for (const auto& q : engine_.queues()) {
+    const auto& s = q->stats();
+    const std::string n = label(q->name());
+    const std::pair<const char*, std::uint64_t> rows[] = {{"succeeded", s.succeeded},
+                                                          {"retried", s.retried},
+                                                          {"failed", s.dead},
+                                                          {"invalid", s.invalid},
+                                                          {"returned", s.returned}};
+    for (const auto& [outcome, v] : rows) {
+      o << "jobqd_jobs_total{queue=\"" << n << "\",outcome=\"" << outcome << "\"} " << v << '\n';
+    }
+  }
+  family("jobqd_jobs_running", "gauge", "Handlers running now, by queue.");
+  for (const auto& q : engine_.queues()) {
+    o << "jobqd_jobs_running{queue=\"" << label(q->name()) << "\"} " << q->running() << '\n';
+  }
+  family("jobqd_jobs_buffered", "gauge", "Jobs fetched and waiting for a permit, by queue.");
+  for (const auto& q : engine_.queues()) {
+    o << "jobqd_jobs_buffered{queue=\"" << label(q->name()) << "\"} " << q->buffered() << '\n';
+  }
+  family("jobqd_redis_up", "gauge", "1 while every Redis connection is up.");
+  o << "jobqd_redis_up " << (redis.up ? 1 : 0) << '\n';
+  family("jobqd_redis_reconnects_total", "counter",
+         "Redis connections made again after one was lost.");
+  o << "jobqd_redis_reconnects_total " << redis.reconnects << '\n';
+  family("jobqd_loop_lag_seconds", "gauge",
+         "The worst delay of the event loop in the last second.");
+  o << "jobqd_loop_lag_seconds " << lag_s_ << '\n';
+  family("process_resident_memory_bytes", "gauge", "Resident memory.");
+  o << "process_resident_memory_bytes " << rss_bytes() << '\n';
+  family("process_open_fds", "gauge", "Open file descriptors.");
+  o << "process_open_fds " << open_fds() << '\n';
+  family("jobqd_uptime_seconds", "gauge", "Seconds since this jobqd started.");
+  o << "jobqd_uptime_seconds "
+    << std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
+           .count()
+    << '\n';
+  return o.str();
+}
+
+}  // namespace jq::ops

@@ -1,0 +1,47 @@
+// What jobqd serves over HTTP: /healthz and /metrics (Prometheus text format), built from the
+// engine's own counters on the loop, without a Redis round trip per scrape.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "async/async.hpp"
+#include "config/config.hpp"
+#include "engine/engine.hpp"
+#include "ops/http_server.hpp"
+
+namespace jq::ops {
+
+/// The HTTP side of a running daemon. `token`: when not empty, every request but /healthz needs
+/// `Authorization: Bearer <token>`.
+class StatusHttp {
+ public:
+  /// Binds `listen`; throws std::runtime_error naming it (in use, bad address).
+  StatusHttp(const std::string& listen, std::string token, const engine::Engine& engine);
+  const std::string& address() const noexcept { return server_.address(); }
+  void start();
+  async::Task<void> stop();
+  /// Once every queue serves (READY): /healthz may say 200 from then on; false at the stop.
+  void set_serving(bool on) noexcept { serving_ = on; }
+
+ private:
+  HttpResponse handle(const HttpRequest& req) const;
+  HttpResponse healthz() const;
+  std::string metrics() const;
+  async::Task<void> measure_lag();
+
+  const engine::Engine& engine_;
+  std::string token_;
+  bool serving_ = false;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  double lag_s_ = 0;  // the worst loop lag of the last second
+  HttpServer server_;
+  async::JoinHandle<void> lag_task_;
+};
+
+/// The token in `path` (its first line, surrounding blanks removed). Throws std::runtime_error
+/// naming the file when it cannot be read or is empty.
+std::string read_token(const std::string& path);
+
+}  // namespace jq::ops

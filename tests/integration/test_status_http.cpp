@@ -1,0 +1,223 @@
+// jobqd's HTTP side: /healthz through a Redis outage, /metrics counting what ran, the bearer
+// token, and clients that send slowly, too much, or too many at once.
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <regex>
+#include <thread>
+
+#include "tests/support/daemon.hpp"
+#include "tests/support/files.hpp"
+
+using namespace jq::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A connected socket to host:port (IPv4), or -1.
+int dial(const std::string& addr) {
+  const auto colon = addr.rfind(':');
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(std::stoi(addr.substr(colon + 1))));
+  inet_pton(AF_INET, addr.substr(0, colon).c_str(), &a.sin_addr);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Everything the server sends until it closes, or until `timeout`.
+std::string read_all(int fd, std::chrono::milliseconds timeout) {
+  std::string out;
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
+    char buf[4096];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+struct Reply {
+  int status = 0;
+  std::string body;
+};
+
+Reply request(const std::string& addr, const std::string& raw) {
+  int fd = dial(addr);
+  if (fd < 0) return {};
+  (void)!::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL);
+  std::string all = read_all(fd, 5s);
+  ::close(fd);
+  Reply r;
+  if (all.rfind("HTTP/1.1 ", 0) == 0) r.status = std::stoi(all.substr(9, 3));
+  auto body = all.find("\r\n\r\n");
+  if (body != std::string::npos) r.body = all.substr(body + 4);
+  return r;
+}
+
+Reply get(const std::string& addr, const std::string& path, const std::string& extra = "") {
+  return request(addr, "GET " + path + " HTTP/1.1\r\nHost: x\r\n" + extra + "\r\n");
+}
+
+// The address jobqd said it serves HTTP on.
+std::string http_address(Daemon& d) {
+  std::smatch m;
+  std::string log;
+  bool found = eventually(
+      [&] {
+        log = d.log();
+        return std::regex_search(log, m, std::regex(R"(http: /metrics and /healthz on (\S+))"));
+      },
+      10s);
+  if (!found) throw std::runtime_error("no http address in the log:\n" + log);
+  return m[1].str();
+}
+
+// The value of one sample in a metrics text, or -1.
+double sample(const std::string& text, const std::string& name) {
+  for (std::size_t at = 0; (at = text.find(name + " ", at)) != std::string::npos; ++at) {
+    if (at == 0 || text[at - 1] == '\n') return std::stod(text.substr(at + name.size() + 1));
+  }
+  return -1;
+}
+
+// Starts `d`, waits until its /healthz says 200, returns its HTTP address.
+std::string start_serving(Daemon& d, const RedisServer& redis) {
+  d.start_and_wait(redis);
+  const auto addr = http_address(d);
+  if (!eventually([&] { return get(addr, "/healthz").status == 200; }, 10s)) {
+    throw std::runtime_error("/healthz never said 200:\n" + d.log());
+  }
+  return addr;
+}
+
+const char* kYaml = R"(
+http: {listen: 127.0.0.1:0}
+handlers:
+  h: {type: builtin, name: noop}
+queues:
+  q: {handler: h}
+)";
+
+}  // namespace
+
+TEST_CASE("/healthz says whether jobqd serves, through a Redis outage; /metrics counts jobs",
+          "[integration][http]") {
+  RedisServer redis;
+  Daemon d(redis, kYaml);
+  const auto addr = start_serving(d, redis);
+  CHECK(get(addr, "/healthz").body == "serving\n");
+  {
+    auto r = redis.client();
+    push(r, "q", jobs_for(ids("m", 5), "{}"));
+    push(r, "q", {"[not a job"});
+  }
+  REQUIRE(eventually(
+      [&] {
+        return sample(get(addr, "/metrics").body,
+                      R"(jobqd_jobs_total{queue="q",outcome="succeeded"})") == 5;
+      },
+      10s));
+  const auto m = get(addr, "/metrics");
+  CHECK(m.status == 200);
+  CHECK(sample(m.body, R"(jobqd_jobs_total{queue="q",outcome="invalid"})") == 1);
+  CHECK(sample(m.body, R"(jobqd_jobs_total{queue="q",outcome="failed"})") == 0);
+  CHECK(sample(m.body, R"(jobqd_jobs_running{queue="q"})") == 0);
+  CHECK(sample(m.body, "jobqd_serving") == 1);
+  CHECK(sample(m.body, "jobqd_redis_up") == 1);
+  CHECK(sample(m.body, "process_resident_memory_bytes") > 1e6);
+  CHECK(sample(m.body, "process_open_fds") > 3);
+  CHECK(sample(m.body, "jobqd_loop_lag_seconds") >= 0);
+  CHECK(m.body.find("# TYPE jobqd_jobs_total counter") != std::string::npos);
+  redis.kill();
+  REQUIRE(eventually([&] { return get(addr, "/healthz").status == 503; }, 10s));
+  CHECK(get(addr, "/healthz").body.rfind("Redis unreachable: ", 0) == 0);
+  CHECK(sample(get(addr, "/metrics").body, "jobqd_redis_up") == 0);
+  redis.start();
+  REQUIRE(eventually([&] { return get(addr, "/healthz").status == 200; }, 15s));
+  CHECK(sample(get(addr, "/metrics").body, "jobqd_redis_reconnects_total") >= 1);
+  // Only GET and HEAD, only the two paths.
+  CHECK(request(addr, "POST /metrics HTTP/1.1\r\n\r\n").status == 405);
+  CHECK(get(addr, "/nothing").status == 404);
+  auto head = request(addr, "HEAD /healthz HTTP/1.1\r\n\r\n");
+  CHECK(head.status == 200);
+  CHECK(head.body.empty());
+  CHECK(request(addr, "garbage\r\n\r\n").status == 400);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("HTTP: slow, oversized and too many clients are cut off; the daemon goes on",
+          "[integration][http]") {
+  RedisServer redis;
+  Daemon d(redis, kYaml);
+  const auto addr = start_serving(d, redis);
+  // One byte a second: cut off at the request deadline (5 s), not kept for ever.
+  const auto t0 = std::chrono::steady_clock::now();
+  int slow = dial(addr);
+  REQUIRE(slow >= 0);
+  std::string got;
+  const std::string req = "GET /metrics HTTP/1.1\r\n";
+  for (std::size_t i = 0; i < req.size(); ++i) {
+    if (::send(slow, &req[i], 1, MSG_NOSIGNAL) != 1) break;
+    got = read_all(slow, 1s);
+    if (!got.empty()) break;
+  }
+  ::close(slow);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(got.rfind("HTTP/1.1 408", 0) == 0);
+  CHECK(took < 8s);
+  // A head over 8 KiB: refused, not read on.
+  CHECK(get(addr, "/metrics", "X-Big: " + std::string(9000, 'a') + "\r\n").status == 431);
+  // Past 64 connections at once, more are closed at once; the first ones still get answers.
+  std::vector<int> idle;
+  for (int i = 0; i < 64; ++i) idle.push_back(dial(addr));
+  std::this_thread::sleep_for(200ms);
+  int extra = dial(addr);
+  REQUIRE(extra >= 0);
+  CHECK(read_all(extra, 2s).empty());  // closed without an answer
+  ::close(extra);
+  for (int fd : idle) {
+    const std::string r = "GET /healthz HTTP/1.1\r\n\r\n";
+    (void)!::send(fd, r.data(), r.size(), MSG_NOSIGNAL);
+  }
+  CHECK(read_all(idle.front(), 3s).rfind("HTTP/1.1 200", 0) == 0);
+  for (int fd : idle) ::close(fd);
+  // Jobs ran all along.
+  {
+    auto r = redis.client();
+    push(r, "q", jobs_for(ids("h", 10), "{}"));
+    CHECK(eventually([&] { return count_status(r, "q", ids("h", 10), "succeeded") == 10; }, 10s));
+  }
+  CHECK(eventually([&] { return get(addr, "/healthz").status == 200; }, 5s));
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("HTTP with a token: /metrics needs it, /healthz does not", "[integration][http]") {
+  RedisServer redis;
+  TempDir dir;
+  const auto token = (dir.path() / "token").string();
+  write_file(token, "s3cret-token\n");
+  std::string yaml = kYaml;
+  yaml.replace(yaml.find("127.0.0.1:0}"), 12, "127.0.0.1:0, token_file: " + token + "}");
+  Daemon d(redis, yaml);
+  const auto addr = start_serving(d, redis);
+  CHECK(get(addr, "/metrics").status == 401);
+  CHECK(get(addr, "/metrics", "Authorization: Bearer wrong\r\n").status == 401);
+  CHECK(get(addr, "/metrics", "authorization:   Bearer s3cret-token  \r\n").status == 200);
+  CHECK(d.stop() == 0);
+}
