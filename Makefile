@@ -150,6 +150,7 @@ test: lint $(TESTS) $(JOBQD) $(JOBQCTL)
 # `+` keeps this line out of --output-sync: jobqd's log reaches the terminal as it is written,
 # not when jobqd exits.
 run: $(JOBQD) $(JOBQCTL)
+	@mkdir -p var/spool/files
 	+$(JOBQD) -c $(CONFIG)
 
 bench: $(BENCHES)

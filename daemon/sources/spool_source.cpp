@@ -477,6 +477,8 @@ void SpoolSource::adopt(SpoolDir::Claim claim) {
     }
   }
   if (!claim.invalid.empty()) f.raw.clear();
+  spdlog::debug("queue {}: spool file {} is job {} (attempt {})", s_.queue,
+                job::to_utf8(claim.name), f.id, claim.attempt);
   f.claim = std::move(claim);
   const bool invalid = !f.claim.invalid.empty();
   const std::string handler = f.handler;
