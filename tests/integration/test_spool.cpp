@@ -533,3 +533,37 @@ TEST_CASE("Spool: Redis restarted mid-run: files wait, then all run; none lost",
   CHECK(claimed_files(spool.path()) == 0);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE(
+    "Spool: a claim's rename that fails (disk full, permissions) leaves the file; it runs later",
+    "[integration][spool]") {
+  RedisServer redis;
+  TempDir spool;
+  Daemon d(redis, spool_yaml(spool.str()));
+  start_watching(d);
+  // The daemon's own folder made immutable: every rename into it fails (as on a full disk, the
+  // same path through the code), even for root.
+  std::string owner;
+  for (const auto& e : fs::directory_iterator(spool.path() / ".jobqd")) {
+    if (e.is_directory()) owner = e.path().string();
+  }
+  REQUIRE_FALSE(owner.empty());
+  auto lock = run_program({"/usr/bin/chattr", "+i", owner});
+  if (lock.code != 0) {
+    WARN("chattr +i is not available here (" << lock.out << "): the failing rename is not tried");
+    return;
+  }
+  write_file(spool.path() / "stuck.json", job_file("stuck"));
+  const bool logged = eventually(
+      [&] {
+        return d.log().find("cannot move " + spool.str() + "/stuck.json") != std::string::npos;
+      },
+      5s);
+  auto unlock = run_program({"/usr/bin/chattr", "-i", owner});
+  REQUIRE(unlock.code == 0);
+  CHECK(logged);
+  auto r = redis.client();
+  REQUIRE(succeeds(r, "stuck", 10s));  // tried again a second later, and taken
+  CHECK(fs::exists(spool.path() / "done" / "stuck.json"));
+  CHECK(d.stop() == 0);
+}
