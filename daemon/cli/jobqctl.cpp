@@ -82,6 +82,16 @@ Target resolve(const Globals& g) {
   } catch (const std::invalid_argument& e) {
     throw Exit{kUsage, e.what()};
   }
+  // The config's password (from its file or variable) for the config's own Redis.
+  if (t.cfg && g.redis_url.empty() && t.cfg->redis.url != "embedded") {
+    try {
+      if (auto password = config::redis_password(t.cfg->redis); !password.empty()) {
+        t.url.password = std::move(password);
+      }
+    } catch (const std::runtime_error& e) {
+      throw Exit{kConfig, e.what()};
+    }
+  }
   return t;
 }
 

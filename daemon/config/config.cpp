@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -287,6 +288,20 @@ const Key<RedisSection> kRedisKeys[] = {
     {"server_binary", "string", false,
      [](RedisSection& s, const YAML::Node& n, const Ctx& c) {
        s.server_binary = as_string(n, c, "redis.server_binary");
+     }},
+    {"password_file", "path", false,
+     [](RedisSection& s, const YAML::Node& n, const Ctx& c) {
+       s.password_file = as_path(n, c, "redis.password_file");
+     }},
+    {"password_env", "string", false,
+     [](RedisSection& s, const YAML::Node& n, const Ctx& c) {
+       s.password_env = as_string(n, c, "redis.password_env");
+       if (s.password_env.empty() ||
+           s.password_env.find_first_not_of(
+               "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+               std::string::npos) {
+         fail(c, n, "redis.password_env: '" + s.password_env + "' is not a variable name");
+       }
      }},
 };
 
@@ -658,6 +673,26 @@ const QueueConfig* Config::queue(const std::string& name) const {
   return nullptr;
 }
 
+std::string redis_password(const RedisSection& r) {
+  std::string v;
+  if (!r.password_file.empty()) {
+    std::ifstream in(r.password_file);
+    if (!in || !std::getline(in, v)) {
+      throw std::runtime_error("redis.password_file " + r.password_file + ": cannot read it");
+    }
+    while (!v.empty() && (v.back() == '\r' || v.back() == ' ' || v.back() == '\t')) v.pop_back();
+    if (v.empty()) throw std::runtime_error("redis.password_file " + r.password_file + ": empty");
+  } else if (!r.password_env.empty()) {
+    const char* e = std::getenv(r.password_env.c_str());
+    if (!e || !*e) {
+      throw std::runtime_error("redis.password_env: the variable " + r.password_env +
+                               " is not set (or empty)");
+    }
+    v = e;
+  }
+  return v;
+}
+
 std::vector<std::string> schema_keys() {
   std::vector<std::string> out;
   add_keys(out, "daemon", kDaemonKeys);
@@ -693,6 +728,14 @@ Config parse(const std::string& text, const std::string& origin, const std::stri
       apply(cfg.daemon, kv.second, c, kDaemonKeys, "daemon");
     } else if (section == "redis") {
       apply(cfg.redis, kv.second, c, kRedisKeys, "redis");
+      const auto& r = cfg.redis;
+      const bool inline_password = r.url.rfind("redis://", 0) == 0 &&
+                                   r.url.find('@') != std::string::npos &&
+                                   r.url.find(':', 8) < r.url.find('@');
+      if (!r.password_file.empty() + !r.password_env.empty() + inline_password > 1) {
+        fail(c, kv.first,
+             "redis: give the password one way: password_file, password_env or in the url");
+      }
     } else if (section == "http") {
       apply(cfg.http, kv.second, c, kHttpKeys, "http");
       const std::string host = cfg.http.listen.substr(0, cfg.http.listen.rfind(':'));

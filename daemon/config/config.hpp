@@ -37,7 +37,15 @@ struct RedisSection {
   Millis connect_timeout = 5s;
   Millis command_timeout = 10s;                // a reply slower than this marks the connection dead
   std::string server_binary = "redis-server";  // for `embedded`
+  // The password kept out of the URL (and out of the config file): the first line of a file, or
+  // an environment variable. redis_password() reads it.
+  std::string password_file;
+  std::string password_env;
 };
+
+/// The Redis password from password_file or password_env, or "" when neither is set. Throws
+/// std::runtime_error naming the file or variable when it cannot be read or is empty.
+std::string redis_password(const RedisSection& r);
 
 struct HttpSection {
   std::string listen = "127.0.0.1:9464";  // host:port, or empty (`off`): no HTTP

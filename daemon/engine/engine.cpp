@@ -52,6 +52,12 @@ async::Task<void> check_server(redis::Connection& conn, bool warn) {
 
 Engine::Engine(const config::Config& cfg, const std::string& redis_url) : cfg_(cfg) {
   connect_.url = redis::parse_url(redis_url);
+  // Kept out of the URL (and the file): read now, so that a missing secret stops the start.
+  if (cfg.redis.url != "embedded") {
+    if (auto password = config::redis_password(cfg.redis); !password.empty()) {
+      connect_.url.password = std::move(password);
+    }
+  }
   connect_.connect_timeout = cfg.redis.connect_timeout;
   connect_.command_timeout = cfg.redis.command_timeout;
   worker_ = make_worker_id(cfg.daemon.name);

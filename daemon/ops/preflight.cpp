@@ -34,6 +34,11 @@ std::vector<std::string> preflight(const config::Config& cfg) {
     } catch (const std::exception& e) {
       problems.push_back(cfg.path + ": redis.url: " + e.what());
     }
+    try {
+      (void)config::redis_password(cfg.redis);
+    } catch (const std::exception& e) {
+      problems.push_back(cfg.path + ": " + e.what());
+    }
   }
   // A spool directory must be there at start (a typo is an error, not a silent skip) and be
   // one this user may list, rename in and out of, and create the work folder in.

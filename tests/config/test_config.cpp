@@ -180,6 +180,12 @@ queues:
   CHECK(error_of("http: {dashboard: true}\nqueues: {q: {handler: h}}\n") ==
         "test.yaml:1:19: http.dashboard: the dashboard is not in this version of jobqd yet; set "
         "false");
+  CHECK(error_of(
+            "redis: {url: \"redis://:pw@h:1/0\", password_env: PW}\nqueues: {q: {handler: h}}\n") ==
+        "test.yaml:1:1: redis: give the password one way: password_file, password_env or in the "
+        "url");
+  CHECK(error_of("redis: {password_env: \"A-B\"}\nqueues: {q: {handler: h}}\n") ==
+        "test.yaml:1:23: redis.password_env: 'A-B' is not a variable name");
   CHECK(error_of("queues: {q: {handler: h}}\nmetrics: {listen: 127.0.0.1:9464}\n") ==
         "test.yaml:2:1: metrics: the section is called http now (http.listen)");
 }

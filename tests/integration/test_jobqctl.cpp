@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include "tests/support/daemon.hpp"
+#include "tests/support/files.hpp"
 
 using namespace jq::test;
 using namespace std::chrono_literals;
@@ -108,4 +109,44 @@ queues:
   CHECK(r.integer({"EXISTS", "jobq:{q}:job:d2"}) == 0);
   CHECK(jobqctl(redis, {"dead", "retry", "q"}).code == 2);  // neither ID nor --all
   CHECK(jobqctl(redis, {"dead", "retry", "q", "gone"}).code == 1);
+}
+
+TEST_CASE("The Redis password from a file or a variable, for jobqd and jobqctl alike",
+          "[integration][jobqctl][secrets]") {
+  RedisServer redis;
+  auto admin = redis.client();
+  admin.cmd({"CONFIG", "SET", "requirepass", "pw-1"});  // this connection stays signed in
+  TempDir dir;
+  const auto file = (dir.path() / "redis.pw").string();
+  jq::test::write_file(file, "pw-1\n");
+  const char* yaml = "handlers: {e: {type: builtin, name: echo}}\nqueues:\n  q: {handler: e}\n";
+  // (start_and_wait's own connection would need the password: the serving line says it.)
+  auto serving = [](Daemon& d) {
+    d.start();
+    return eventually([&] { return d.log().find("jobqd serving") != std::string::npos; }, 10s);
+  };
+  {
+    Daemon d(redis, yaml, "", "  password_file: " + file + "\n");
+    REQUIRE(serving(d));
+    auto ok = run_program({(build_dir() / "jobqctl").string(), "-c", d.config_path(), "submit", "q",
+                           "7", "--wait", "--wait-timeout", "10s"});
+    INFO(ok.out);
+    CHECK(ok.code == 0);
+    CHECK(d.log().find("pw-1") == std::string::npos);  // never in a log line
+    CHECK(d.stop() == 0);
+  }
+  ::setenv("JOBQ_TEST_REDIS_PW", "pw-1", 1);
+  {
+    Daemon d(redis, yaml, "", "  password_env: JOBQ_TEST_REDIS_PW\n");
+    REQUIRE(serving(d));
+    CHECK(d.stop() == 0);
+  }
+  ::unsetenv("JOBQ_TEST_REDIS_PW");
+  Daemon missing(redis, yaml, "", "  password_env: JOBQ_TEST_REDIS_PW\n");
+  auto check = run_program(
+      {(build_dir() / "jobqd").string(), "--check-config", "-c", missing.config_path()});
+  CHECK(check.code == 78);
+  CHECK(check.out.find("redis.password_env: the variable JOBQ_TEST_REDIS_PW is not set") !=
+        std::string::npos);
+  admin.cmd({"CONFIG", "SET", "requirepass", ""});
 }

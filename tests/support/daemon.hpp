@@ -20,10 +20,11 @@ namespace jq::test {
 /// are added (state in a temp dir, the given Redis, a short lease so recovery tests are quick).
 class Daemon {
  public:
-  Daemon(const RedisServer& redis, const std::string& yaml, const std::string& daemon_extra = "")
-      : Daemon(redis.url(), yaml, daemon_extra) {}
+  Daemon(const RedisServer& redis, const std::string& yaml, const std::string& daemon_extra = "",
+         const std::string& redis_extra = "")
+      : Daemon(redis.url(), yaml, daemon_extra, redis_extra) {}
   Daemon(const std::string& redis_url, const std::string& yaml,
-         const std::string& daemon_extra = "") {
+         const std::string& daemon_extra = "", const std::string& redis_extra = "") {
     config_ = (dir_.path() / "jobqd.yaml").string();
     log_ = (dir_.path() / "jobqd.log").string();
     std::ofstream out(config_);
@@ -39,7 +40,8 @@ class Daemon {
         out << "  " << key << ": " << value << "\n";
       }
     }
-    out << daemon_extra << "redis:\n  url: " << redis_url << "\n  command_timeout: 2s\n" << yaml;
+    out << daemon_extra << "redis:\n  url: " << redis_url << "\n  command_timeout: 2s\n"
+        << redis_extra << yaml;
     // No HTTP unless the test asks: daemons of one test would share the default port.
     if (yaml.rfind("http:", 0) != 0 && yaml.find("\nhttp:") == std::string::npos) {
       out << "http: {listen: off}\n";
