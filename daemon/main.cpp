@@ -233,7 +233,7 @@ int main(int argc, char** argv) {
     std::cerr << "jobqd: " << e.what() << "\n";
     return kExitFailure;
   }
-  ops::setup_logging(cfg.daemon.log_level);
+  ops::setup_logging(cfg.daemon.log_level, cfg.logging.json);
   // A peer closing a pipe or socket must fail the write, not kill the daemon.
   ::signal(SIGPIPE, SIG_IGN);
   // A spool scan takes a read lease for an instant (sources/spool_dir.cpp); a writer opening the

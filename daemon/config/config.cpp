@@ -224,6 +224,17 @@ const Key<DaemonSection> kDaemonKeys[] = {
      }},
 };
 
+const Key<LoggingSection> kLoggingKeys[] = {
+    {"format", "text | json", false,
+     [](LoggingSection& s, const YAML::Node& n, const Ctx& c) {
+       const std::string v = as_string(n, c, "logging.format");
+       if (v != "text" && v != "json") {
+         fail(c, n, "logging.format: '" + v + "' is not text or json");
+       }
+       s.json = v == "json";
+     }},
+};
+
 const Key<HttpSection> kHttpKeys[] = {
     {"listen", "host:port | off", false,
      [](HttpSection& s, const YAML::Node& n, const Ctx& c) {
@@ -698,6 +709,7 @@ std::vector<std::string> schema_keys() {
   add_keys(out, "daemon", kDaemonKeys);
   add_keys(out, "redis", kRedisKeys);
   add_keys(out, "http", kHttpKeys);
+  add_keys(out, "logging", kLoggingKeys);
   add_keys(out, "handlers.*", kHandlerKeys);
   add_keys(out, "handlers.*.limits", kLimitKeys);
   add_keys(out, "queues.*", kQueueKeys);
@@ -747,6 +759,8 @@ Config parse(const std::string& text, const std::string& origin, const std::stri
                  " is not loopback: set http.token_file (requests then need "
                  "'Authorization: Bearer <token>'), or listen on 127.0.0.1");
       }
+    } else if (section == "logging") {
+      apply(cfg.logging, kv.second, c, kLoggingKeys, "logging");
     } else if (section == "metrics") {
       fail(c, kv.first, "metrics: the section is called http now (http.listen)");
     } else if (section == "handlers") {
@@ -755,14 +769,14 @@ Config parse(const std::string& text, const std::string& origin, const std::stri
       queues = kv.second;
       have_queues = true;
     } else {
-      static const char* known[] = {"daemon", "redis", "http", "handlers", "queues"};
+      static const char* known[] = {"daemon", "redis", "http", "logging", "handlers", "queues"};
       std::string best;
       for (const char* k : known) {
         if (distance(section, k) <= 2) best = k;
       }
       fail(c, kv.first,
            "unknown section '" + section + "'" +
-               (best.empty() ? " (sections: daemon, redis, http, handlers, queues)"
+               (best.empty() ? " (sections: daemon, redis, http, logging, handlers, queues)"
                              : " (did you mean '" + best + "'?)"));
     }
   }

@@ -47,6 +47,10 @@ struct RedisSection {
 /// std::runtime_error naming the file or variable when it cannot be read or is empty.
 std::string redis_password(const RedisSection& r);
 
+struct LoggingSection {
+  bool json = false;  // format: json (one JSON object a line) or text
+};
+
 struct HttpSection {
   std::string listen = "127.0.0.1:9464";  // host:port, or empty (`off`): no HTTP
   std::string token_file;                 // required off loopback: `Authorization: Bearer`
@@ -140,6 +144,7 @@ struct Config {
   DaemonSection daemon;
   RedisSection redis;
   HttpSection http;
+  LoggingSection logging;
   std::map<std::string, HandlerConfig> handlers;
   std::vector<QueueConfig> queues;
 

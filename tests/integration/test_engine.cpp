@@ -2,7 +2,9 @@
 #include <catch2/catch.hpp>
 
 #include <array>
+#include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 
 #include <algorithm>
 #include <optional>
@@ -602,4 +604,35 @@ TEST_CASE("A summary line per queue every log_summary: the counts add up to what
   CHECK(totals().first[0] == 5);
   CHECK(totals().first[2] == 0);
   CHECK(d.stop() == 0);
+}
+
+TEST_CASE("logging.format json: every line one JSON object with its time, level and message",
+          "[integration][logs]") {
+  RedisServer redis;
+  Daemon d(redis,
+           "logging: {format: json}\nhandlers: {h: {type: builtin, name: noop}}\n"
+           "queues:\n  q: {handler: h}\n");
+  d.start_and_wait(redis);
+  {
+    auto r = redis.client();
+    push(r, "q", {"not json \xff\xfe"});  // its error (with bytes that are not UTF-8) is logged
+  }
+  REQUIRE(eventually([&] { return d.log().find("invalid job") != std::string::npos; }, 10s));
+  CHECK(d.stop() == 0);
+  std::istringstream lines(d.log());
+  std::string line;
+  std::size_t n = 0;
+  bool warned = false;
+  while (std::getline(lines, line)) {
+    INFO(line);
+    auto j = nlohmann::json::parse(line);  // throws, failing the test, on a line that is not
+    CHECK(std::regex_match(j["time"].get<std::string>(),
+                           std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d)")));
+    CHECK(!j["level"].get<std::string>().empty());
+    warned |= j["level"] == "warning" &&
+              j["msg"].get<std::string>().rfind("queue q: invalid job", 0) == 0;
+    ++n;
+  }
+  CHECK(n > 5);
+  CHECK(warned);
 }
