@@ -343,7 +343,7 @@ const Key<HandlerConfig> kHandlerKeys[] = {
        } else if (t == "http") {
          h.type = HandlerType::http;
        } else {
-         fail(c, n, "type: '" + t + "' is not builtin, exec or http");
+         fail(c, n, "handlers." + h.name + ".type: '" + t + "' is not builtin, exec or http");
        }
      }},
     {"timeout", "duration", true,
@@ -420,7 +420,7 @@ const Key<HandlerConfig> kHandlerKeys[] = {
        if (auto* why = std::get_if<std::string>(&parsed)) {
          // Not echoed when it holds credentials: config errors end up in logs.
          std::string shown = h.url.find('@') == std::string::npos ? "'" + h.url + "' " : "";
-         fail(c, n, "url " + shown + *why);
+         fail(c, n, "handlers." + h.name + ".url " + shown + *why);
        }
      }},
     {"headers", "map", true,
@@ -655,10 +655,12 @@ const Key<QueueConfig> kQueueKeys[] = {
     {"sources", "list", false,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
        if (!n.IsSequence())
-         fail(c, n, "sources: must be a list (- redis: {} / - spool: {dir: ...})");
+         fail(c, n,
+              "queues." + q.name + ".sources: must be a list (- redis: {} / - spool: {dir: ...})");
        q.sources.clear();
        for (std::size_t i = 0; i < n.size(); ++i) {
-         q.sources.push_back(parse_source(n[i], c, "sources[" + std::to_string(i) + "]"));
+         q.sources.push_back(
+             parse_source(n[i], c, "queues." + q.name + ".sources[" + std::to_string(i) + "]"));
        }
      }},
 };

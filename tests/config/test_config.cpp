@@ -190,6 +190,46 @@ queues:
         "test.yaml:2:1: metrics: the section is called http now (http.listen)");
 }
 
+TEST_CASE("bad configs, a table: each refused with its position and what is wrong", "[config]") {
+  const std::string h = "handlers: {h: {type: builtin, name: noop}}\n";
+  const std::string q = "queues: {q: {handler: h}}\n";
+  const std::pair<std::string, std::string> cases[] = {
+      {"daemon: {log_level: loud}\n" + h + q,
+       "1:21: daemon.log_level: 'loud' is not one of trace, debug, info, warn, error"},
+      {"logging: {format: xml}\n" + h + q, "1:19: logging.format: 'xml' is not text or json"},
+      {h + "queues: {q: {handler: h, sources: [{spool: {}}]}}\n",
+       "2:44: queues.q.sources[0]: a spool source needs 'dir'"},
+      {h + "queues: {q: {handler: h, sources: [{ftp: {}}]}}\n",
+       "2:37: queues.q.sources[0]: unknown source 'ftp' (redis or spool)"},
+      {h + "queues: {q: {handler: h, sources: [{spool: {dir: /tmp, on_success: keep}}]}}\n",
+       "2:68: spool.on_success: 'keep' is not delete or move (to done/)"},
+      {h + "queues:\n  a: {handler: h, sources: [{spool: {dir: /tmp}}]}\n"
+           "  b: {handler: h, sources: [{spool: {dir: /tmp}}]}\n",
+       "4:6: queues.b: spool dir /tmp is already the source of queue a"},
+      {"daemon: {lease: 5ms}\n" + h + q, "1:17: daemon.lease: must be at least 1s"},
+      {"http: {listen: \"127.0.0.1:70000\"}\n" + h + q,
+       "1:16: http.listen: '127.0.0.1:70000' is not host:port (or off)"},
+      {h + "queues: {q: {handler: h, buffer: 0}}\n",
+       "2:34: buffer: 0 is out of range (a whole number from 1 to 1000000)"},
+      {"handlers: {h: {type: magic}}\n" + q,
+       "1:22: handlers.h.type: 'magic' is not builtin, exec or http"},
+      {h + "queues: {q: {handler: h, sources: [{spool: {dir: /tmp, recursive: maybe}}]}}\n",
+       "2:67: spool.recursive: 'maybe' is not true or false"},
+      {h + "queues: {q: {handler: h, max_attempts: 0}}\n",
+       "2:40: max_attempts: 0 is out of range (a whole number from 1 to 1000)"},
+      {h + "queues: {q: {handler: h, retain: {failed: forever}}}\n",
+       "2:43: retain.failed: 'forever' is not a duration (write it like 250ms, 30s, 5m or 1h)"},
+      {"handlers: {h: {type: http, url: \"ftp://x\"}}\n" + q,
+       "1:33: handlers.h.url 'ftp://x' must start with http:// or https://"},
+      {h + "queues: {q: {handler: h, sources: {redis: {}}}}\n",
+       "2:35: queues.q.sources: must be a list (- redis: {} / - spool: {dir: ...})"},
+  };
+  for (const auto& [yaml, want] : cases) {
+    INFO(yaml);
+    CHECK(error_of(yaml) == "test.yaml:" + want);
+  }
+}
+
 TEST_CASE("retention: durations, 0 to delete at once, days", "[config]") {
   auto cfg = load(std::string(kMinimal) + "    retain: {succeeded: 0, failed: 7d}\n");
   CHECK(cfg.queues[0].retain.succeeded == 0ms);
@@ -226,15 +266,18 @@ TEST_CASE("webhook URLs are checked when the config is read", "[config]") {
   CHECK(url_error("https://hooks.example:8443/x?token=1#frag").empty());
   CHECK(url_error("http://[::1]:8080/").empty());
   CHECK(url_error("ftp://x/") ==
-        "test.yaml:2:24: url 'ftp://x/' must start with http:// or https://");
+        "test.yaml:2:24: handlers.h.url 'ftp://x/' must start with http:// or https://");
   CHECK(url_error("http://h:abc/") ==
-        "test.yaml:2:24: url 'http://h:abc/' has port 'abc', not a number from 1 to 65535");
+        "test.yaml:2:24: handlers.h.url 'http://h:abc/' has port 'abc', not a number from 1 to "
+        "65535");
   CHECK(url_error("http://h:70000/") ==
-        "test.yaml:2:24: url 'http://h:70000/' has port '70000', not a number from 1 to 65535");
-  CHECK(url_error("http:///x") == "test.yaml:2:24: url 'http:///x' has no host");
+        "test.yaml:2:24: handlers.h.url 'http://h:70000/' has port '70000', not a number from 1 to "
+        "65535");
+  CHECK(url_error("http:///x") == "test.yaml:2:24: handlers.h.url 'http:///x' has no host");
   // Credentials are refused, and not repeated in the message (it may end up in a log).
   CHECK(url_error("https://bob:s3cret@hooks.example/") ==
-        "test.yaml:2:24: url has credentials in it (user@ or user:password@): put them in a "
+        "test.yaml:2:24: handlers.h.url has credentials in it (user@ or user:password@): put them "
+        "in a "
         "header from headers_from_env or headers_from_file instead");
   CHECK(error_of("handlers:\n  h: {type: http, url: \"http://h/\", headers: {authorization: "
                  "\"Bearer x\"}}\nqueues:\n  q: {handler: h}\n") ==
