@@ -198,6 +198,33 @@ int main(int argc, char** argv) {
   app.add_flag("--check-config", check_only,
                "validate the config file and exit: 0 if valid, 78 with file:line:column if not");
   app.set_version_flag("--version", std::string("jobqd ") + JOBQD_VERSION);
+  app.footer(R"(
+Takes jobs from Redis (LPUSH to P:{QUEUE}:pending) and from watched spool directories, runs
+each through its queue's handler (a program, a webhook, a builtin) under a timeout, with
+retries and dead letters. Runs in the foreground; logs to stderr.
+
+SIGNALS
+  SIGTERM, SIGINT  stop taking jobs, let running ones finish within daemon.shutdown_grace,
+                   give the rest back; a second one stops running jobs at once
+  SIGHUP           logged: reloading the config is not in this version (restart to apply)
+
+EXIT STATUS
+  0 stopped cleanly, 1 failed at run time, 2 bad arguments, 78 configuration error
+  (file:line:column: message on stderr)
+
+HTTP (http.listen, default 127.0.0.1:9464)
+  GET /healthz     200 once serving, 503 with the reason
+  GET /metrics     Prometheus text format
+
+SYSTEMD
+  Type=notify: READY=1 once Redis answers, STATUS, STOPPING=1, WATCHDOG=1 from the loop
+
+FILES
+  /etc/jobqd/jobqd.yaml   the config (every key: share/doc/jobqd/docs/config.md)
+  /var/lib/jobqd          daemon.state_dir (the embedded Redis lives there)
+
+SEE ALSO
+  jobqctl --help; docs/CONTRACT.md (the external interface), docs/spool.md)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {

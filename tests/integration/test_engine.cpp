@@ -464,6 +464,14 @@ TEST_CASE("jobqd exit codes: usage 2, configuration 78 with file:line:column",
   std::string line;
   std::getline(in, line);
   CHECK(line == bad + ":2:16: queues.q: handler 'missing' is not defined (no handlers are)");
+  // --help serves as the manual: signals, exit codes, HTTP, files.
+  auto help = run_program({jobqd, "--help"});
+  CHECK(help.code == 0);
+  for (const char* part : {"SIGTERM", "SIGHUP", "EXIT STATUS", "78 configuration error",
+                           "GET /healthz", "/etc/jobqd/jobqd.yaml"}) {
+    INFO(part);
+    CHECK(help.out.find(part) != std::string::npos);
+  }
   Child usage({jobqd, "--no-such-flag"});
   CHECK(usage.wait(10s) >= 0);
   CHECK(usage.exit_code() == 2);
