@@ -164,7 +164,7 @@ FUZZ_BUILD := build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_CXX ?= clang++-14
 FUZZ_PACKAGES := clang-14 libclang-rt-14-dev llvm-14
-FUZZ_TARGETS := job config redis_reply http_response
+FUZZ_TARGETS := job config redis_reply http_response http_request
 # -fno-sanitize=function: clang 14 cannot emit that check's prologue data for coroutines' split
 # functions (the assembler stops with "Cannot represent a difference across sections").
 # fuzz/compat/source_location.hpp supplies std::source_location, which libstdc++ 12 leaves out
@@ -179,6 +179,7 @@ FUZZ_SRC_redis_reply := $(wildcard daemon/redis/*.cpp daemon/store/*.cpp daemon/
   $(FUZZ_SRC_job)
 FUZZ_SRC_http_response := $(wildcard daemon/async/*.cpp daemon/handlers/*.cpp) \
   $(FUZZ_SRC_config) $(FUZZ_SRC_job)
+FUZZ_SRC_http_request := daemon/ops/http_request.cpp
 fuzz_obj = $(patsubst %.cpp,$(FUZZ_BUILD)/obj/%.o,$(1))
 FUZZ_BINS := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_TARGETS))
 

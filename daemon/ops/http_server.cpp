@@ -11,7 +11,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -82,32 +81,6 @@ std::string name_of(const sockaddr_storage& a) {
   inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof host);
   port = ntohs(v6->sin6_port);
   return "[" + std::string(host) + "]:" + std::to_string(port);
-}
-
-// The value of header `name` (lower case) in a request head, or "".
-std::string header(const std::string& head, const std::string& name) {
-  std::size_t at = head.find("\r\n");
-  while (at != std::string::npos && at + 2 < head.size()) {
-    const std::size_t start = at + 2;
-    const std::size_t end = head.find("\r\n", start);
-    const std::string line = head.substr(start, end == std::string::npos ? end : end - start);
-    const auto colon = line.find(':');
-    if (colon == name.size()) {
-      bool same = true;
-      for (std::size_t i = 0; i < colon && same; ++i) {
-        same = std::tolower(static_cast<unsigned char>(line[i])) == name[i];
-      }
-      if (same) {
-        std::size_t v = colon + 1;
-        while (v < line.size() && (line[v] == ' ' || line[v] == '\t')) ++v;
-        std::size_t e = line.size();
-        while (e > v && (line[e - 1] == ' ' || line[e - 1] == '\t')) --e;
-        return line.substr(v, e - v);
-      }
-    }
-    at = end;
-  }
-  return "";
 }
 
 }  // namespace
@@ -183,20 +156,15 @@ async::Task<void> HttpServer::acceptor() {
 }
 
 HttpResponse HttpServer::respond(const std::string& head) const {
-  const auto line_end = head.find("\r\n");
-  const std::string line = head.substr(0, line_end);
-  const auto sp1 = line.find(' ');
-  const auto sp2 = sp1 == std::string::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp2 == std::string::npos || line.compare(sp2 + 1, 5, "HTTP/") != 0) {
-    return plain(400, "a request line is METHOD PATH HTTP/1.x\n");
-  }
   HttpRequest req;
-  req.method = line.substr(0, sp1);
-  req.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  if (auto q = req.path.find('?'); q != std::string::npos) req.path.resize(q);
-  if (req.method != "GET" && req.method != "HEAD") return plain(405, "GET or HEAD only\n");
-  req.authorization = header(head, "authorization");
-  return handler_(req);
+  switch (parse_request(head, req)) {
+    case 0:
+      return handler_(req);
+    case 405:
+      return plain(405, "GET or HEAD only\n");
+    default:
+      return plain(400, "a request line is GET PATH HTTP/1.1\n");
+  }
 }
 
 async::Task<void> HttpServer::serve(async::Fd fd) {

@@ -10,20 +10,9 @@
 
 #include "async/async.hpp"
 #include "async/process.hpp"
+#include "ops/http_request.hpp"
 
 namespace jq::ops {
-
-struct HttpRequest {
-  std::string method;  // GET or HEAD (others are answered 405 before the handler)
-  std::string path;    // without the query
-  std::string authorization;
-};
-
-struct HttpResponse {
-  int status = 200;
-  std::string content_type = "text/plain; charset=utf-8";
-  std::string body;
-};
 
 /// Why not libevent's evhttp: in 2.1 it has neither a connection cap nor a deadline for a whole
 /// request (its timeout is per read, so a client sending a byte a second keeps a connection for

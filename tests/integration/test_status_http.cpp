@@ -158,6 +158,8 @@ TEST_CASE("/healthz says whether jobqd serves, through a Redis outage; /metrics 
   CHECK(head.status == 200);
   CHECK(head.body.empty());
   CHECK(request(addr, "garbage\r\n\r\n").status == 400);
+  CHECK(request(addr, "GET /met\rrics HTTP/1.1\r\n\r\n").status == 400);  // fuzz finding
+  CHECK(request(addr, "get /metrics HTTP/1.1\r\n\r\n").status == 400);
   CHECK(d.stop() == 0);
 }
 
