@@ -257,7 +257,8 @@ TEST_CASE("Spool: a file is taken once closed or renamed in; hidden and *.tmp fi
   REQUIRE(::write(fd, tail.data(), tail.size()) == static_cast<ssize_t>(tail.size()));
   ::close(fd);
   REQUIRE(succeeds(r, "slow", 10s));
-  CHECK(read_file(spool.path() / "done" / "slow.json") == head + tail);
+  CHECK(eventually([&] { return read_file(spool.path() / "done" / "slow.json") == head + tail; },
+                   5s));
   CHECK(fs::exists(spool.path() / ".hidden.json"));
   CHECK(fs::exists(spool.path() / "partial.json.tmp"));
   auto never = job_states(r, "q", {"hidden", "tmp", "nested"});
@@ -466,7 +467,7 @@ TEST_CASE("Spool: recursive: subfolders are watched as they appear; files keep t
   for (auto p : {"a/one.json", "b/two.json", "c/d/e/three.json", "t/u/four.json", "t/u/five.json",
                  "moved/u/six.json", "b/nine.json"}) {
     INFO(p);
-    CHECK(fs::exists(done / p));
+    CHECK(eventually([&] { return fs::exists(done / p); }, 5s));  // moved after the state
   }
   CHECK(fs::exists(spool.path() / ".git" / "seven.json"));
   CHECK(fs::exists(done / "eight.json"));
@@ -564,6 +565,7 @@ TEST_CASE(
   CHECK(logged);
   auto r = redis.client();
   REQUIRE(succeeds(r, "stuck", 10s));  // tried again a second later, and taken
-  CHECK(fs::exists(spool.path() / "done" / "stuck.json"));
+  // (The state is written before the file moves.)
+  CHECK(eventually([&] { return fs::exists(spool.path() / "done" / "stuck.json"); }, 5s));
   CHECK(d.stop() == 0);
 }
