@@ -108,6 +108,7 @@ class Jobqd:
         cfg = os.path.join(self.tmp, "jobqd.yaml")
         with open(cfg, "w") as f:
             f.write(f"""daemon: {{state_dir: {self.tmp}/state, log_level: info}}
+http: {{listen: "off"}}
 redis: {{url: "redis://127.0.0.1:{self.redis.port}/0"}}
 handlers: {{h: {{type: builtin, name: noop}}}}
 queues:

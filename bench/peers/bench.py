@@ -253,7 +253,7 @@ class Jobqd(System):
         lines = [
             f"daemon: {{state_dir: {state_dir}, log_level: warn}}",
             f"redis: {{url: {self.env.redis.url}}}",
-            f"metrics: {{listen: 127.0.0.1:{free_port()}}}",
+            f"http: {{listen: 127.0.0.1:{free_port()}}}",
             "handlers: {nothing: {type: builtin, name: noop}}",
             "queues:",
         ]
