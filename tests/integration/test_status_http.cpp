@@ -129,8 +129,9 @@ TEST_CASE("/healthz says whether jobqd serves, through a Redis outage; /metrics 
   }
   REQUIRE(eventually(
       [&] {
-        return sample(get(addr, "/metrics").body,
-                      R"(jobqd_jobs_total{queue="q",outcome="succeeded"})") == 5;
+        const auto body = get(addr, "/metrics").body;
+        return sample(body, R"(jobqd_jobs_total{queue="q",outcome="succeeded"})") == 5 &&
+               sample(body, R"(jobqd_jobs_total{queue="q",outcome="invalid"})") == 1;
       },
       10s));
   const auto m = get(addr, "/metrics");
