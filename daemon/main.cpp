@@ -113,8 +113,9 @@ async::Task<int> serve(const config::Config& cfg) {
   std::optional<ops::StatusHttp> http;
   if (!cfg.http.listen.empty()) {
     try {
-      std::string token =
-          cfg.http.token_file.empty() ? std::string() : ops::read_token(cfg.http.token_file);
+      std::string token = cfg.http.token_file.empty()
+                              ? std::string()
+                              : config::read_secret(cfg.http.token_file, "http.token_file");
       http.emplace(cfg.http.listen, std::move(token), *engine);
     } catch (const std::exception& e) {
       error = e.what();

@@ -686,24 +686,27 @@ const QueueConfig* Config::queue(const std::string& name) const {
   return nullptr;
 }
 
-std::string redis_password(const RedisSection& r) {
+std::string read_secret(const std::string& path, const std::string& key) {
+  std::ifstream in(path);
   std::string v;
-  if (!r.password_file.empty()) {
-    std::ifstream in(r.password_file);
-    if (!in || !std::getline(in, v)) {
-      throw std::runtime_error("redis.password_file " + r.password_file + ": cannot read it");
-    }
-    while (!v.empty() && (v.back() == '\r' || v.back() == ' ' || v.back() == '\t')) v.pop_back();
-    if (v.empty()) throw std::runtime_error("redis.password_file " + r.password_file + ": empty");
-  } else if (!r.password_env.empty()) {
-    const char* e = std::getenv(r.password_env.c_str());
-    if (!e || !*e) {
-      throw std::runtime_error("redis.password_env: the variable " + r.password_env +
-                               " is not set (or empty)");
-    }
-    v = e;
+  if (!in) throw std::runtime_error(key + " " + path + ": cannot read it: " + std::strerror(errno));
+  std::getline(in, v);
+  const auto b = v.find_first_not_of(" \t\r");
+  if (b == std::string::npos) {
+    throw std::runtime_error(key + " " + path + ": its first line is empty");
   }
-  return v;
+  return v.substr(b, v.find_last_not_of(" \t\r") - b + 1);
+}
+
+std::string redis_password(const RedisSection& r) {
+  if (!r.password_file.empty()) return read_secret(r.password_file, "redis.password_file");
+  if (r.password_env.empty()) return "";
+  const char* e = std::getenv(r.password_env.c_str());
+  if (!e || !*e) {
+    throw std::runtime_error("redis.password_env: the variable " + r.password_env +
+                             " is not set (or empty)");
+  }
+  return e;
 }
 
 std::vector<std::string> schema_keys() {

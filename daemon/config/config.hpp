@@ -47,6 +47,10 @@ struct RedisSection {
 /// std::runtime_error naming the file or variable when it cannot be read or is empty.
 std::string redis_password(const RedisSection& r);
 
+/// A secret kept in a file: its first line, blanks around it removed. Throws std::runtime_error
+/// naming `key` and the file (and why) when it cannot be read or the line is empty.
+std::string read_secret(const std::string& path, const std::string& key);
+
 struct LoggingSection {
   bool json = false;  // format: json (one JSON object a line) or text
 };

@@ -40,6 +40,13 @@ std::vector<std::string> preflight(const config::Config& cfg) {
       problems.push_back(cfg.path + ": " + e.what());
     }
   }
+  if (!cfg.http.listen.empty() && !cfg.http.token_file.empty()) {
+    try {
+      (void)config::read_secret(cfg.http.token_file, "http.token_file");
+    } catch (const std::exception& e) {
+      problems.push_back(cfg.path + ": " + e.what());
+    }
+  }
   // A spool directory must be there at start (a typo is an error, not a silent skip) and be
   // one this user may list, rename in and out of, and create the work folder in.
   for (const auto& q : cfg.queues) {

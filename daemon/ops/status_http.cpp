@@ -59,18 +59,6 @@ bool same(const std::string& a, const std::string& b) {
 
 }  // namespace
 
-std::string read_token(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  if (!in || !std::getline(in, line)) {
-    throw std::runtime_error("http.token_file " + path + ": cannot read it");
-  }
-  const auto b = line.find_first_not_of(" \t\r");
-  const auto e = line.find_last_not_of(" \t\r");
-  if (b == std::string::npos) throw std::runtime_error("http.token_file " + path + ": empty");
-  return line.substr(b, e - b + 1);
-}
-
 StatusHttp::StatusHttp(const std::string& listen, std::string token, const engine::Engine& engine)
     : engine_(engine),
       token_(std::move(token)),

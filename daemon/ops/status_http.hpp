@@ -40,8 +40,4 @@ class StatusHttp {
   async::JoinHandle<void> lag_task_;
 };
 
-/// The token in `path` (its first line, surrounding blanks removed). Throws std::runtime_error
-/// naming the file when it cannot be read or is empty.
-std::string read_token(const std::string& path);
-
 }  // namespace jq::ops

@@ -477,8 +477,10 @@ void SpoolSource::adopt(SpoolDir::Claim claim) {
     }
   }
   if (!claim.invalid.empty()) f.raw.clear();
-  spdlog::debug("queue {}: spool file {} is job {} (attempt {})", s_.queue,
-                job::to_utf8(claim.name), f.id, claim.attempt);
+  if (spdlog::should_log(spdlog::level::debug)) {  // no per-file copy of the name otherwise
+    spdlog::debug("queue {}: spool file {} is job {} (attempt {})", s_.queue,
+                  job::to_utf8(claim.name), f.id, claim.attempt);
+  }
   f.claim = std::move(claim);
   const bool invalid = !f.claim.invalid.empty();
   const std::string handler = f.handler;

@@ -223,4 +223,13 @@ TEST_CASE("HTTP with a token: /metrics needs it, /healthz does not", "[integrati
   CHECK(get(addr, "/metrics", "Authorization: Bearer wrong\r\n").status == 401);
   CHECK(get(addr, "/metrics", "authorization:   Bearer s3cret-token  \r\n").status == 200);
   CHECK(d.stop() == 0);
+  // A token file that is not there: refused before start, naming the key, the file and why.
+  std::string gone = kYaml;
+  gone.replace(gone.find("127.0.0.1:0}"), 12, "127.0.0.1:0, token_file: " + token + ".gone}");
+  Daemon without(redis, gone);
+  auto check = run_program(
+      {(build_dir() / "jobqd").string(), "--check-config", "-c", without.config_path()});
+  CHECK(check.code == 78);
+  CHECK(check.out.find("http.token_file " + token + ".gone: cannot read it: No such file") !=
+        std::string::npos);
 }
