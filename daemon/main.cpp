@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <optional>
 
 #include "async/async.hpp"
@@ -53,28 +54,85 @@ void banner(const config::Config& cfg) {
 // Every `every`: one info line per queue with what it did since the last one (a quiet log still
 // shows life), and the systemd STATUS line.
 async::Task<void> summaries(const engine::Engine& e, config::Millis every) {
-  std::vector<engine::QueueStats> last(e.queues().size());
+  // By name: a reload adds and removes queues.
+  std::map<std::string, engine::QueueStats> last;
   for (;;) {
     co_await async::sleep(every);
     std::uint64_t done = 0, running = 0;
-    for (std::size_t i = 0; i < e.queues().size(); ++i) {
-      const auto& q = *e.queues()[i];
-      const auto& now = q.stats();
-      const auto& was = last[i];
+    std::map<std::string, engine::QueueStats> now_all;
+    for (const auto* q : e.queues()) {
+      const auto& now = q->stats();
+      auto was = last[q->name()];
+      // Removed and added back by reloads since the last line: counting from zero again.
+      if (now.succeeded < was.succeeded || now.dead < was.dead || now.retried < was.retried ||
+          now.invalid < was.invalid) {
+        was = {};
+      }
       spdlog::info(
           "queue {}: in the last {}: {} succeeded, {} retried, {} failed, {} invalid; {} running, "
           "{} buffered",
-          q.name(), config::format_duration(every), now.succeeded - was.succeeded,
-          now.retried - was.retried, now.dead - was.dead, now.invalid - was.invalid, q.running(),
-          q.buffered());
+          q->name(), config::format_duration(every), now.succeeded - was.succeeded,
+          now.retried - was.retried, now.dead - was.dead, now.invalid - was.invalid, q->running(),
+          q->buffered());
       done += now.succeeded + now.dead + now.invalid - was.succeeded - was.dead - was.invalid;
-      running += q.running();
-      last[i] = now;
+      running += q->running();
+      now_all[q->name()] = now;
     }
+    last = std::move(now_all);
     ops::notify("STATUS=serving " + std::to_string(e.queues().size()) + " queue(s), " +
                 std::to_string(running) + " running, " + std::to_string(done) +
                 " done in the last " + config::format_duration(every));
   }
+}
+
+std::string monotonic_usec() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::to_string(static_cast<long long>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000);
+}
+
+// SIGHUP: the file read and checked again as at start; a valid one applied by the engine, an
+// invalid one logged with its errors while the running config stays. True if applied.
+bool reload(const std::string& path, engine::Engine& e) {
+  ops::notify("RELOADING=1\nMONOTONIC_USEC=" + monotonic_usec());
+  spdlog::info("SIGHUP: reloading {}", path);
+  std::vector<std::string> problems;
+  config::Config next;
+  try {
+    next = config::load_file(path);
+    problems = ops::preflight(next);
+  } catch (const config::ConfigError& err) {
+    problems.push_back(err.what());
+  }
+  std::vector<std::string> restart;
+  if (problems.empty()) {
+    try {
+      restart = e.reload(next);
+    } catch (const std::exception& err) {
+      problems.push_back(path + ": " + err.what());
+    }
+  }
+  auto& stats = e.reload_stats();
+  if (!problems.empty()) {
+    for (const auto& p : problems) spdlog::error("reload refused: {}", p);
+    spdlog::error("reload refused: the running config stays (fix {} and send SIGHUP again)", path);
+    ++stats.failed;
+    stats.last_ok = false;
+  } else {
+    for (const auto& k : restart) {
+      spdlog::warn("reload: {} changed in {}, but it needs a restart: the running value stays", k,
+                   path);
+    }
+    ++stats.ok;
+    stats.last_ok = true;
+    stats.restart_needed = restart;
+    spdlog::set_level(spdlog::level::from_str(e.config().daemon.log_level));
+    spdlog::info("reload done: {} queue(s), {} handler(s)", e.config().queues.size(),
+                 e.config().handlers.size());
+  }
+  ops::notify("READY=1\nSTATUS=serving " + std::to_string(e.queues().size()) + " queue(s)" +
+              (problems.empty() ? "" : "; the last reload was refused (see the log)"));
+  return problems.empty();
 }
 
 async::Task<int> serve(const config::Config& cfg) {
@@ -146,9 +204,12 @@ async::Task<int> serve(const config::Config& cfg) {
     ops::notify("READY=1\nSTATUS=serving " + std::to_string(cfg.queues.size()) + " queue(s)");
   };
   async::JoinHandle<void> reports;
-  if (cfg.daemon.log_summary.count() > 0) {
-    reports = async::spawn(summaries(*engine, cfg.daemon.log_summary), "summaries");
-  }
+  auto report_every = [&](config::Millis every) {
+    if (reports.valid()) reports.cancel();
+    reports = {};
+    if (every.count() > 0) reports = async::spawn(summaries(*engine, every), "summaries");
+  };
+  report_every(cfg.daemon.log_summary);
   auto ready = async::spawn(
       announce(cfg, *engine,
                url == cfg.redis.url ? redis::parse_url(url).display() : "embedded redis",
@@ -159,13 +220,14 @@ async::Task<int> serve(const config::Config& cfg) {
   for (;;) {
     sig = co_await signals.next();
     if (sig != SIGHUP) break;
-    spdlog::warn(
-        "SIGHUP: reloading the config is not supported yet; restart jobqd to apply "
-        "changes");
+    const auto every = engine->config().daemon.log_summary;
+    if (reload(cfg.path, *engine) && engine->config().daemon.log_summary != every) {
+      report_every(engine->config().daemon.log_summary);
+    }
   }
   spdlog::info("{}: stopping (running jobs may finish within {}; a second signal stops them now)",
                sig == SIGINT ? "SIGINT" : "SIGTERM",
-               config::format_duration(cfg.daemon.shutdown_grace));
+               config::format_duration(engine->config().daemon.shutdown_grace));
   ops::notify("STOPPING=1");
   auto hurry = [](async::SignalSet& s, engine::Engine& e) -> async::Task<void> {
     for (;;) {
@@ -195,9 +257,12 @@ int main(int argc, char** argv) {
   CLI::App app{"jobqd: an asynchronous job-processing daemon"};
   std::string config_path = "/etc/jobqd/jobqd.yaml";
   bool check_only = false;
+  bool print_only = false;
   app.add_option("-c,--config", config_path, "config file")->capture_default_str();
   app.add_flag("--check-config", check_only,
                "validate the config file and exit: 0 if valid, 78 with file:line:column if not");
+  app.add_flag("--print-config", print_only,
+               "print the effective config (every default filled in, secrets masked) and exit");
   app.set_version_flag("--version", std::string("jobqd ") + JOBQD_VERSION);
   app.footer(R"(
 Takes jobs from Redis (LPUSH to P:{QUEUE}:pending) and from watched spool directories, runs
@@ -207,7 +272,10 @@ retries and dead letters. Runs in the foreground; logs to stderr.
 SIGNALS
   SIGTERM, SIGINT  stop taking jobs, let running ones finish within daemon.shutdown_grace,
                    give the rest back; a second one stops running jobs at once
-  SIGHUP           logged: reloading the config is not in this version (restart to apply)
+  SIGHUP           reload the config: a valid file is applied without losing, repeating or
+                   restarting a job (queues added, removed, resized; handlers changed);
+                   keys that need a restart are named in the log and keep their value; an
+                   invalid file is logged with its errors and the running config stays
 
 EXIT STATUS
   0 stopped cleanly, 1 failed at run time, 2 bad arguments, 78 configuration error
@@ -218,7 +286,8 @@ HTTP (http.listen, default 127.0.0.1:9464)
   GET /metrics     Prometheus text format
 
 SYSTEMD
-  Type=notify: READY=1 once Redis answers, STATUS, STOPPING=1, WATCHDOG=1 from the loop
+  Type=notify: READY=1 once Redis answers, STATUS, STOPPING=1, WATCHDOG=1 from the loop,
+  RELOADING=1 then READY=1 around a reload (ExecReload=kill -HUP $MAINPID)
 
 FILES
   /etc/jobqd/jobqd.yaml   the config (every key: share/doc/jobqd/docs/config.md)
@@ -241,6 +310,10 @@ SEE ALSO
   } catch (const config::ConfigError& e) {
     std::cerr << e.what() << "\n";
     return kExitConfig;
+  }
+  if (print_only) {
+    std::cout << config::print(cfg);
+    return kExitOk;
   }
   // Everything the daemon would refuse at start is refused here, --check-config or not.
   auto problems = ops::preflight(cfg);

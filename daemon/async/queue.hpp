@@ -182,6 +182,28 @@ class Queue {
   };
   RoomAwaiter wait_room() noexcept { return RoomAwaiter(*this); }
 
+  /// Changes maxsize (0: unbounded). Items past a smaller maxsize stay queued (nothing is
+  /// dropped); puts wait until the queue is below it. A larger one lets waiting putters in and
+  /// wakes producers waiting for room.
+  void set_maxsize(std::size_t maxsize) noexcept {
+    maxsize_ = maxsize;
+    while (!full()) {
+      Waiter* w = putters_.pop_front();
+      if (!w) break;
+      auto* p = static_cast<PutAwaiter*>(w);
+      deliver(p->item_);
+      p->done_ = true;
+      w->ctx->wake(*w);
+    }
+    if (!full()) {
+      while (Waiter* r = room_waiters_.pop_front()) r->ctx->wake(*r);
+    }
+  }
+
+  /// Puts back an item drain() took out, at the tail: past maxsize if need be (it was counted in
+  /// already, and a smaller maxsize may have come since).
+  void restore(T item) { deliver(item); }
+
   /// Takes every queued item out at once (a stop returning what was buffered).
   std::vector<T> drain() {
     std::vector<T> out;

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -148,14 +149,125 @@ std::map<std::string, std::string> as_string_map(const YAML::Node& n, const Ctx&
   return out;
 }
 
-// One entry of a section's key table.
+// Whether a SIGHUP may change a key on a running daemon, or it needs a restart.
+enum class Reload { live, restart };
+constexpr Reload live = Reload::live;
+constexpr Reload restart = Reload::restart;
+
+// One row of a section's key table (pgbouncer's bouncer_params): the key's name, its type, the
+// member it sets (inside `parse`, with its range), whether a reload may change it, and `show`,
+// which writes the member back as YAML (--print-config, and finding what a reload changed). The
+// default is the member's initializer in config.hpp, nowhere else.
 template <class S>
 struct Key {
   const char* name;
   const char* type;
-  bool reloadable;  // a SIGHUP may change it on a running daemon
-  void (*parse)(S&, const YAML::Node&, const Ctx&);
+  Reload reload;
+  std::function<void(S&, const YAML::Node&, const Ctx&, const std::string& key)> parse;
+  std::function<YAML::Node(const S&)> show;
 };
+
+YAML::Node shown(Millis d) {
+  return YAML::Node(format_duration(d));
+}
+YAML::Node shown(const std::string& s) {
+  return YAML::Node(s);
+}
+YAML::Node shown(std::uint64_t v) {
+  return YAML::Node(v);
+}
+YAML::Node shown(bool v) {
+  return YAML::Node(v);
+}
+YAML::Node shown(const std::vector<std::string>& v) {
+  YAML::Node n(YAML::NodeType::Sequence);
+  for (const auto& s : v) n.push_back(s);
+  n.SetStyle(YAML::EmitterStyle::Flow);
+  return n;
+}
+YAML::Node shown(const std::map<std::string, std::string>& m) {
+  YAML::Node n(YAML::NodeType::Map);
+  for (const auto& [k, v] : m) n[k] = v;
+  if (m.empty()) n.SetStyle(YAML::EmitterStyle::Flow);
+  return n;
+}
+
+// Rows for the common types: one line each, the range beside the member.
+template <class S>
+Key<S> duration_key(const char* name, Millis S::*m, Millis min, Reload r) {
+  return {name, "duration", r,
+          [m, min](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+            s.*m = as_duration(n, c, k, min);
+          },
+          [m](const S& s) { return shown(s.*m); }};
+}
+template <class S>
+Key<S> count_key(const char* name, std::uint64_t S::*m, std::uint64_t min, std::uint64_t max,
+                 Reload r) {
+  return {name, "count", r,
+          [m, min, max](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+            s.*m = as_count(n, c, k, min, max);
+          },
+          [m](const S& s) { return shown(s.*m); }};
+}
+template <class S>
+Key<S> size_key(const char* name, std::uint64_t S::*m, std::uint64_t min, Reload r) {
+  return {name, "size", r,
+          [m, min](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+            s.*m = as_size(n, c, k, min);
+          },
+          [m](const S& s) { return shown(format_size(s.*m)); }};
+}
+template <class S>
+Key<S> bool_key(const char* name, bool S::*m, Reload r) {
+  return {name, "bool", r,
+          [m](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+            s.*m = as_bool(n, c, k);
+          },
+          [m](const S& s) { return shown(s.*m); }};
+}
+template <class S>
+Key<S> string_key(const char* name, std::string S::*m, Reload r) {
+  return {name, "string", r,
+          [m](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+            s.*m = as_string(n, c, k);
+          },
+          [m](const S& s) { return shown(s.*m); }};
+}
+template <class S>
+Key<S> path_key(const char* name, std::string S::*m, Reload r) {
+  return {name, "path", r,
+          [m](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+            s.*m = as_path(n, c, k);
+          },
+          [m](const S& s) { return shown(s.*m); }};
+}
+template <class S>
+Key<S> map_key(const char* name, std::map<std::string, std::string> S::*m, Reload r) {
+  return {name, "map", r,
+          [m](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+            s.*m = as_string_map(n, c, k);
+          },
+          [m](const S& s) { return shown(s.*m); }};
+}
+// One of a few words.
+template <class S>
+Key<S> choice_key(const char* name, const char* type, std::string S::*m,
+                  std::vector<std::string> words, Reload r) {
+  return {name, type, r,
+          [m, words](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+            const std::string v = as_string(n, c, k);
+            if (std::find(words.begin(), words.end(), v) == words.end()) {
+              std::string list = words.size() > 2 ? "one of " : "";
+              for (std::size_t i = 0; i < words.size(); ++i) {
+                list += (i == 0 ? "" : words.size() > 2 ? ", " : " or ") + words[i];
+              }
+              fail(c, n, k + ": '" + v + "' is not " + list);
+            }
+            s.*m = v;
+          },
+          [m](const S& s) { return shown(s.*m); }};
+}
 
 // Applies `table` to the map `n`: every key must be known; unknown ones get a suggestion.
 template <class S, std::size_t N>
@@ -184,61 +296,77 @@ void apply(S& s, const YAML::Node& n, const Ctx& c, const Key<S> (&table)[N],
            "unknown key '" + name + "' in " + where +
                (best.empty() ? "" : " (did you mean '" + best + "'?)"));
     }
-    found->parse(s, kv.second, c);
+    found->parse(s, kv.second, c, where + "." + name);
+  }
+}
+
+// The table as YAML: every key, set or defaulted (`only` narrows it to some keys).
+template <class S, std::size_t N>
+YAML::Node show_all(const S& s, const Key<S> (&table)[N],
+                    const std::set<std::string>* only = nullptr) {
+  YAML::Node out(YAML::NodeType::Map);
+  for (const auto& k : table) {
+    if (only && !only->count(k.name)) continue;
+    // Unset, with no default (a password file, a handler's own timeout): left out, so that the
+    // output reads back as a config.
+    YAML::Node v = k.show(s);
+    if (v.IsNull() || (v.IsScalar() && v.Scalar().empty())) continue;
+    out[k.name] = v;
+  }
+  if (out.size() == 0) out.SetStyle(YAML::EmitterStyle::Flow);
+  return out;
+}
+
+// Keys that need a restart whose value differs between `a` and `b`, as `where.key`.
+template <class S, std::size_t N>
+void restart_keys(const S& a, const S& b, const Key<S> (&table)[N], const std::string& where,
+                  std::vector<std::string>& out) {
+  for (const auto& k : table) {
+    if (k.reload == restart && YAML::Dump(k.show(a)) != YAML::Dump(k.show(b))) {
+      out.push_back(where + "." + k.name);
+    }
   }
 }
 
 const Key<DaemonSection> kDaemonKeys[] = {
-    {"state_dir", "path", false,
-     [](DaemonSection& s, const YAML::Node& n, const Ctx& c) {
-       s.state_dir = as_path(n, c, "daemon.state_dir");
-     }},
-    {"lease", "duration", false,
-     [](DaemonSection& s, const YAML::Node& n, const Ctx& c) {
-       s.lease = as_duration(n, c, "daemon.lease", 1s);
-     }},
-    {"shutdown_grace", "duration", true,
-     [](DaemonSection& s, const YAML::Node& n, const Ctx& c) {
-       s.shutdown_grace = as_duration(n, c, "daemon.shutdown_grace");
-     }},
-    {"log_summary", "duration", true,
-     [](DaemonSection& s, const YAML::Node& n, const Ctx& c) {
-       s.log_summary = as_duration(n, c, "daemon.log_summary", 0ms);
-     }},
-    {"log_level", "string", true,
-     [](DaemonSection& s, const YAML::Node& n, const Ctx& c) {
-       s.log_level = as_string(n, c, "daemon.log_level");
-       static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
-       if (!levels.count(s.log_level)) {
-         fail(c, n,
-              "daemon.log_level: '" + s.log_level +
-                  "' is not one of trace, debug, info, warn, error");
-       }
-     }},
-    {"name", "string", false,
-     [](DaemonSection& s, const YAML::Node& n, const Ctx& c) {
-       s.name = as_string(n, c, "daemon.name");
-       if (!valid_name(s.name)) {
-         fail(c, n, "daemon.name: use 1-64 characters of A-Z a-z 0-9 _ . -");
-       }
-     }},
+    path_key("state_dir", &DaemonSection::state_dir, restart),
+    duration_key("lease", &DaemonSection::lease, 1s, restart),
+    duration_key("shutdown_grace", &DaemonSection::shutdown_grace, 0ms, live),
+    duration_key("log_summary", &DaemonSection::log_summary, 0ms, live),
+    choice_key("log_level", "string", &DaemonSection::log_level,
+               {"trace", "debug", "info", "warn", "error"}, live),
+    {"name", "string", restart,
+     [](DaemonSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       s.name = as_string(n, c, k);
+       if (!valid_name(s.name)) fail(c, n, k + ": use 1-64 characters of A-Z a-z 0-9 _ . -");
+     },
+     [](const DaemonSection& s) { return shown(s.name); }},
 };
 
 const Key<LoggingSection> kLoggingKeys[] = {
-    {"format", "text | json", false,
-     [](LoggingSection& s, const YAML::Node& n, const Ctx& c) {
-       const std::string v = as_string(n, c, "logging.format");
-       if (v != "text" && v != "json") {
-         fail(c, n, "logging.format: '" + v + "' is not text or json");
-       }
+    {"format", "text | json", restart,
+     [](LoggingSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       const std::string v = as_string(n, c, k);
+       if (v != "text" && v != "json") fail(c, n, k + ": '" + v + "' is not text or json");
        s.json = v == "json";
-     }},
+     },
+     [](const LoggingSection& s) { return shown(std::string(s.json ? "json" : "text")); }},
 };
 
+// A feature of a later version: only `false` is accepted.
+template <class S>
+Key<S> not_yet_key(const char* name, const char* why) {
+  return {name, "bool", restart,
+          [why](S&, const YAML::Node& n, const Ctx& c, const std::string& k) {
+            if (as_bool(n, c, k)) fail(c, n, k + ": " + why + "; set false");
+          },
+          [](const S&) { return shown(false); }};
+}
+
 const Key<HttpSection> kHttpKeys[] = {
-    {"listen", "host:port | off", false,
-     [](HttpSection& s, const YAML::Node& n, const Ctx& c) {
-       s.listen = as_string(n, c, "http.listen");
+    {"listen", "host:port | off", restart,
+     [](HttpSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       s.listen = as_string(n, c, k);
        if (s.listen == "off") {
          s.listen.clear();
          return;
@@ -247,246 +375,86 @@ const Key<HttpSection> kHttpKeys[] = {
        const std::string port = colon == std::string::npos ? "" : s.listen.substr(colon + 1);
        if (colon == std::string::npos || colon == 0 || port.empty() || port.size() > 5 ||
            port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535) {
-         fail(c, n, "http.listen: '" + s.listen + "' is not host:port (or off)");
+         fail(c, n, k + ": '" + s.listen + "' is not host:port (or off)");
        }
-     }},
-    {"token_file", "path", false,
-     [](HttpSection& s, const YAML::Node& n, const Ctx& c) {
-       s.token_file = as_path(n, c, "http.token_file");
-     }},
-    {"dashboard", "bool", false,
-     [](HttpSection&, const YAML::Node& n, const Ctx& c) {
-       if (as_bool(n, c, "http.dashboard")) {
-         fail(c, n, "http.dashboard: the dashboard is not in this version of jobqd yet; set false");
-       }
-     }},
-    {"read_only", "bool", false,
-     [](HttpSection&, const YAML::Node& n, const Ctx& c) {
-       if (as_bool(n, c, "http.read_only")) {
-         fail(c, n,
-              "http.read_only: there is no dashboard to make read-only in this version; "
-              "set false");
-       }
-     }},
+     },
+     [](const HttpSection& s) { return shown(s.listen.empty() ? "off" : s.listen); }},
+    path_key("token_file", &HttpSection::token_file, restart),
+    not_yet_key<HttpSection>("dashboard", "the dashboard is not in this version of jobqd yet"),
+    not_yet_key<HttpSection>("read_only",
+                             "there is no dashboard to make read-only in this version"),
 };
 
+// A URL with its password replaced by ***, for --print-config and logs.
+std::string masked_url(const std::string& url) {
+  const auto at = url.find('@');
+  const auto scheme = url.find("://");
+  if (at == std::string::npos || scheme == std::string::npos) return url;
+  const auto colon = url.find(':', scheme + 3);
+  if (colon == std::string::npos || colon > at) return url;
+  return url.substr(0, colon + 1) + "***" + url.substr(at);
+}
+
 const Key<RedisSection> kRedisKeys[] = {
-    {"url", "string", false,
-     [](RedisSection& s, const YAML::Node& n, const Ctx& c) {
-       s.url = as_string(n, c, "redis.url");
+    {"url", "string", restart,
+     [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       s.url = as_string(n, c, k);
        if (s.url != "embedded" && s.url.rfind("redis://", 0) != 0 &&
            s.url.rfind("unix://", 0) != 0) {
          fail(c, n,
-              "redis.url: '" + s.url +
+              k + ": '" + masked_url(s.url) +
                   "' is not redis://[user:password@]host:port/db, unix:///path or embedded");
        }
-     }},
-    {"key_prefix", "string", false,
-     [](RedisSection& s, const YAML::Node& n, const Ctx& c) {
-       s.key_prefix = as_string(n, c, "redis.key_prefix");
+     },
+     [](const RedisSection& s) { return shown(masked_url(s.url)); }},
+    {"key_prefix", "string", restart,
+     [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       s.key_prefix = as_string(n, c, k);
        if (s.key_prefix.find_first_of("{}: \t") != std::string::npos) {
-         fail(c, n, "redis.key_prefix: must not contain braces, colons or spaces");
+         fail(c, n, k + ": must not contain braces, colons or spaces");
        }
-     }},
-    {"connect_timeout", "duration", false,
-     [](RedisSection& s, const YAML::Node& n, const Ctx& c) {
-       s.connect_timeout = as_duration(n, c, "redis.connect_timeout", 10ms);
-     }},
-    {"command_timeout", "duration", false,
-     [](RedisSection& s, const YAML::Node& n, const Ctx& c) {
-       s.command_timeout = as_duration(n, c, "redis.command_timeout", 100ms);
-     }},
-    {"server_binary", "string", false,
-     [](RedisSection& s, const YAML::Node& n, const Ctx& c) {
-       s.server_binary = as_string(n, c, "redis.server_binary");
-     }},
-    {"password_file", "path", false,
-     [](RedisSection& s, const YAML::Node& n, const Ctx& c) {
-       s.password_file = as_path(n, c, "redis.password_file");
-     }},
-    {"password_env", "string", false,
-     [](RedisSection& s, const YAML::Node& n, const Ctx& c) {
-       s.password_env = as_string(n, c, "redis.password_env");
-       if (s.password_env.empty() ||
-           s.password_env.find_first_not_of(
+     },
+     [](const RedisSection& s) { return shown(s.key_prefix); }},
+    duration_key("connect_timeout", &RedisSection::connect_timeout, 10ms, restart),
+    duration_key("command_timeout", &RedisSection::command_timeout, 100ms, restart),
+    string_key("server_binary", &RedisSection::server_binary, restart),
+    path_key("password_file", &RedisSection::password_file, restart),
+    {"password_env", "string", restart,
+     [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       s.password_env = as_string(n, c, k);
+       if (s.password_env.find_first_not_of(
                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
-               std::string::npos) {
-         fail(c, n, "redis.password_env: '" + s.password_env + "' is not a variable name");
+           std::string::npos) {
+         fail(c, n, k + ": '" + s.password_env + "' is not a variable name");
        }
-     }},
+     },
+     [](const RedisSection& s) { return shown(s.password_env); }},
 };
+
+// An optional member: shown as null when unset.
+template <class S, class T>
+YAML::Node shown_opt(const std::optional<T>& v) {
+  return v ? shown(*v) : YAML::Node(YAML::NodeType::Null);
+}
 
 const Key<ExecLimits> kLimitKeys[] = {
-    {"cpu", "duration", true,
-     [](ExecLimits& s, const YAML::Node& n, const Ctx& c) {
-       s.cpu = as_duration(n, c, "limits.cpu", 1s);
+    {"cpu", "duration", live,
+     [](ExecLimits& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       s.cpu = as_duration(n, c, k, 1s);
+     },
+     [](const ExecLimits& s) { return shown_opt<ExecLimits>(s.cpu); }},
+    {"address_space", "size", live,
+     [](ExecLimits& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       s.address_space = as_size(n, c, k, 1024 * 1024);
+     },
+     [](const ExecLimits& s) {
+       return s.address_space ? shown(format_size(*s.address_space)) : YAML::Node();
      }},
-    {"address_space", "size", true,
-     [](ExecLimits& s, const YAML::Node& n, const Ctx& c) {
-       s.address_space = as_size(n, c, "limits.address_space", 1024 * 1024);
-     }},
-    {"open_files", "count", true,
-     [](ExecLimits& s, const YAML::Node& n, const Ctx& c) {
-       s.open_files = as_count(n, c, "limits.open_files", 3, 1 << 20);
-     }},
-};
-
-// Handler keys; which apply to which type is checked after the table ran.
-const Key<HandlerConfig> kHandlerKeys[] = {
-    {"type", "builtin|exec|http", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       std::string t = as_string(n, c, "type");
-       if (t == "builtin") {
-         h.type = HandlerType::builtin;
-       } else if (t == "exec") {
-         h.type = HandlerType::exec;
-       } else if (t == "http") {
-         h.type = HandlerType::http;
-       } else {
-         fail(c, n, "handlers." + h.name + ".type: '" + t + "' is not builtin, exec or http");
-       }
-     }},
-    {"timeout", "duration", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.timeout = as_duration(n, c, "timeout", 1ms);
-     }},
-    {"name", "noop|echo|sleep|fail", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.builtin = as_string(n, c, "name");
-       if (h.builtin != "noop" && h.builtin != "echo" && h.builtin != "sleep" &&
-           h.builtin != "fail") {
-         fail(c, n, "name: '" + h.builtin + "' is not a builtin (noop, echo, sleep, fail)");
-       }
-     }},
-    {"command", "list", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.command = as_string_list(n, c, "command");
-       if (h.command.empty()) fail(c, n, "command: must name a program");
-       if (h.command[0].empty() || h.command[0][0] != '/') {
-         fail(c, n, "command: the program must be an absolute path, got '" + h.command[0] + "'");
-       }
-       for (std::size_t i = 0; i < h.command.size(); ++i) {
-         auto parsed = parse_arg(h.command[i]);
-         if (auto* error = std::get_if<std::string>(&parsed)) {
-           fail(c, n[i], "command[" + std::to_string(i) + "]: " + *error);
-         }
-       }
-       if (parse_arg(h.command[0]).index() == 0 &&
-           std::get<ArgTemplate>(parse_arg(h.command[0])).size() != 1) {
-         fail(c, n[0], "command: the program itself cannot contain placeholders");
-       }
-     }},
-    {"env", "map", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.env = as_string_map(n, c, "env");
-     }},
-    {"cwd", "path", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) { h.cwd = as_path(n, c, "cwd"); }},
-    {"user", "string", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) { h.user = as_string(n, c, "user"); }},
-    {"group", "string", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.group = as_string(n, c, "group");
-     }},
-    {"kill_grace", "duration", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.kill_grace = as_duration(n, c, "kill_grace");
-     }},
-    {"max_output", "size", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.max_output = as_size(n, c, "max_output");
-     }},
-    {"max_stderr", "size", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.max_stderr = as_size(n, c, "max_stderr");
-     }},
-    {"no_retry_exit_codes", "list", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       if (!n.IsSequence()) fail(c, n, "no_retry_exit_codes: must be a list of exit codes");
-       h.no_retry_exit_codes.clear();
-       for (const auto& item : n) {
-         h.no_retry_exit_codes.push_back(
-             static_cast<int>(as_count(item, c, "no_retry_exit_codes", 1, 255)));
-       }
-     }},
-    {"limits", "map", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       apply(h.limits, n, c, kLimitKeys, "limits");
-     }},
-    {"url", "string", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.url = as_string(n, c, "url");
-       auto parsed = parse_http_url(h.url);
-       if (auto* why = std::get_if<std::string>(&parsed)) {
-         // Not echoed when it holds credentials: config errors end up in logs.
-         std::string shown = h.url.find('@') == std::string::npos ? "'" + h.url + "' " : "";
-         fail(c, n, "handlers." + h.name + ".url " + shown + *why);
-       }
-     }},
-    {"headers", "map", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.headers = as_string_map(n, c, "headers");
-       for (const auto& [k, v] : h.headers) {
-         std::string lower;
-         for (char ch : k) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-         if (lower == "authorization" || lower == "proxy-authorization" || lower == "cookie") {
-           fail(c, n,
-                "headers: " + k +
-                    " carries a secret: give it with headers_from_env or headers_from_file, so "
-                    "that it stays out of the config file");
-         }
-       }
-     }},
-    {"headers_from_env", "map", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.headers_from_env = as_string_map(n, c, "headers_from_env");
-     }},
-    {"headers_from_file", "map", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.headers_from_file = as_string_map(n, c, "headers_from_file");
-       for (auto& [k, v] : h.headers_from_file) {
-         fs::path p = v;
-         if (p.is_relative()) v = (fs::path(c.base_dir) / p).lexically_normal().string();
-       }
-     }},
-    {"body", "payload|job", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.body = as_string(n, c, "body");
-       if (h.body != "payload" && h.body != "job") {
-         fail(c, n, "body: '" + h.body + "' is not payload or job");
-       }
-     }},
-    {"connect_timeout", "duration", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.connect_timeout = as_duration(n, c, "connect_timeout", 1ms);
-     }},
-    {"ca_file", "path", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.ca_file = as_path(n, c, "ca_file");
-     }},
-    {"verify_tls", "bool", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.verify_tls = as_bool(n, c, "verify_tls");
-     }},
-    {"max_response", "size", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.max_response = as_size(n, c, "max_response");
-     }},
-    {"pool_size", "count", true,
-     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c) {
-       h.pool_size = as_count(n, c, "pool_size", 1, 1024);
-     }},
-};
-
-// Which keys belong to which handler type (type and timeout apply to all).
-const std::map<HandlerType, std::set<std::string>> kKeysOfType = {
-    {HandlerType::builtin, {"name"}},
-    {HandlerType::exec,
-     {"command", "env", "cwd", "user", "group", "kill_grace", "max_output", "max_stderr",
-      "no_retry_exit_codes", "limits"}},
-    {HandlerType::http,
-     {"url", "headers", "headers_from_env", "headers_from_file", "body", "connect_timeout",
-      "ca_file", "verify_tls", "max_response", "pool_size"}},
+    {"open_files", "count", live,
+     [](ExecLimits& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       s.open_files = as_count(n, c, k, 3, 1 << 20);
+     },
+     [](const ExecLimits& s) { return shown_opt<ExecLimits>(s.open_files); }},
 };
 
 const char* type_name(HandlerType t) {
@@ -500,6 +468,152 @@ const char* type_name(HandlerType t) {
   }
   return "?";
 }
+
+// An exec handler's environment, its secrets masked: a value whose name says it is one.
+YAML::Node shown_env(const std::map<std::string, std::string>& env) {
+  YAML::Node n(YAML::NodeType::Map);
+  for (const auto& [k, v] : env) {
+    std::string upper;
+    for (char ch : k) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    bool secret = false;
+    for (const char* word : {"PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"}) {
+      secret = secret || upper.find(word) != std::string::npos;
+    }
+    n[k] = secret ? std::string("***") : v;
+  }
+  if (env.empty()) n.SetStyle(YAML::EmitterStyle::Flow);
+  return n;
+}
+
+// Handler keys (every one reloadable: a reload builds the handler anew); which apply to which
+// type is checked after the table ran.
+const Key<HandlerConfig> kHandlerKeys[] = {
+    {"type", "builtin|exec|http", live,
+     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       std::string t = as_string(n, c, k);
+       if (t == "builtin") {
+         h.type = HandlerType::builtin;
+       } else if (t == "exec") {
+         h.type = HandlerType::exec;
+       } else if (t == "http") {
+         h.type = HandlerType::http;
+       } else {
+         fail(c, n, k + ": '" + t + "' is not builtin, exec or http");
+       }
+     },
+     [](const HandlerConfig& h) { return shown(std::string(type_name(h.type))); }},
+    {"timeout", "duration", live,
+     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       h.timeout = as_duration(n, c, k, 1ms);
+     },
+     [](const HandlerConfig& h) { return shown_opt<HandlerConfig>(h.timeout); }},
+    choice_key("name", "noop|echo|sleep|fail", &HandlerConfig::builtin,
+               {"noop", "echo", "sleep", "fail"}, live),
+    {"command", "list", live,
+     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       h.command = as_string_list(n, c, k);
+       if (h.command.empty()) fail(c, n, k + ": must name a program");
+       if (h.command[0].empty() || h.command[0][0] != '/') {
+         fail(c, n, k + ": the program must be an absolute path, got '" + h.command[0] + "'");
+       }
+       for (std::size_t i = 0; i < h.command.size(); ++i) {
+         auto parsed = parse_arg(h.command[i]);
+         if (auto* error = std::get_if<std::string>(&parsed)) {
+           fail(c, n[i], k + "[" + std::to_string(i) + "]: " + *error);
+         }
+       }
+       if (parse_arg(h.command[0]).index() == 0 &&
+           std::get<ArgTemplate>(parse_arg(h.command[0])).size() != 1) {
+         fail(c, n[0], k + ": the program itself cannot contain placeholders");
+       }
+     },
+     [](const HandlerConfig& h) { return shown(h.command); }},
+    {"env", "map", live,
+     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       h.env = as_string_map(n, c, k);
+     },
+     [](const HandlerConfig& h) { return shown_env(h.env); }},
+    path_key("cwd", &HandlerConfig::cwd, live),
+    string_key("user", &HandlerConfig::user, live),
+    string_key("group", &HandlerConfig::group, live),
+    duration_key("kill_grace", &HandlerConfig::kill_grace, 0ms, live),
+    size_key("max_output", &HandlerConfig::max_output, 1, live),
+    size_key("max_stderr", &HandlerConfig::max_stderr, 1, live),
+    {"no_retry_exit_codes", "list", live,
+     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       if (!n.IsSequence()) fail(c, n, k + ": must be a list of exit codes");
+       h.no_retry_exit_codes.clear();
+       for (const auto& item : n) {
+         h.no_retry_exit_codes.push_back(static_cast<int>(as_count(item, c, k, 1, 255)));
+       }
+     },
+     [](const HandlerConfig& h) {
+       YAML::Node n(YAML::NodeType::Sequence);
+       for (int code : h.no_retry_exit_codes) n.push_back(code);
+       n.SetStyle(YAML::EmitterStyle::Flow);
+       return n;
+     }},
+    {"limits", "map", live,
+     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       apply(h.limits, n, c, kLimitKeys, k);
+     },
+     [](const HandlerConfig& h) { return show_all(h.limits, kLimitKeys); }},
+    {"url", "string", live,
+     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       h.url = as_string(n, c, k);
+       auto parsed = parse_http_url(h.url);
+       if (auto* why = std::get_if<std::string>(&parsed)) {
+         // Not echoed when it holds credentials: config errors end up in logs.
+         std::string shown = h.url.find('@') == std::string::npos ? "'" + h.url + "' " : "";
+         fail(c, n, k + " " + shown + *why);
+       }
+     },
+     [](const HandlerConfig& h) { return shown(masked_url(h.url)); }},
+    {"headers", "map", live,
+     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       h.headers = as_string_map(n, c, k);
+       for (const auto& [name, v] : h.headers) {
+         std::string lower;
+         for (char ch : name) {
+           lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+         }
+         if (lower == "authorization" || lower == "proxy-authorization" || lower == "cookie") {
+           fail(c, n,
+                k + ": " + name +
+                    " carries a secret: give it with headers_from_env or headers_from_file, so "
+                    "that it stays out of the config file");
+         }
+       }
+     },
+     [](const HandlerConfig& h) { return shown(h.headers); }},
+    map_key("headers_from_env", &HandlerConfig::headers_from_env, live),
+    {"headers_from_file", "map", live,
+     [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       h.headers_from_file = as_string_map(n, c, k);
+       for (auto& [name, v] : h.headers_from_file) {
+         fs::path p = v;
+         if (p.is_relative()) v = (fs::path(c.base_dir) / p).lexically_normal().string();
+       }
+     },
+     [](const HandlerConfig& h) { return shown(h.headers_from_file); }},
+    choice_key("body", "payload|job", &HandlerConfig::body, {"payload", "job"}, live),
+    duration_key("connect_timeout", &HandlerConfig::connect_timeout, 1ms, live),
+    path_key("ca_file", &HandlerConfig::ca_file, live),
+    bool_key("verify_tls", &HandlerConfig::verify_tls, live),
+    size_key("max_response", &HandlerConfig::max_response, 1, live),
+    count_key("pool_size", &HandlerConfig::pool_size, 1, 1024, live),
+};
+
+// Which keys belong to which handler type (type and timeout apply to all).
+const std::map<HandlerType, std::set<std::string>> kKeysOfType = {
+    {HandlerType::builtin, {"name"}},
+    {HandlerType::exec,
+     {"command", "env", "cwd", "user", "group", "kill_grace", "max_output", "max_stderr",
+      "no_retry_exit_codes", "limits"}},
+    {HandlerType::http,
+     {"url", "headers", "headers_from_env", "headers_from_file", "body", "connect_timeout",
+      "ca_file", "verify_tls", "max_response", "pool_size"}},
+};
 
 HandlerConfig parse_handler(const std::string& name, const YAML::Node& n, const Ctx& c) {
   std::string where = "handlers." + name;
@@ -531,35 +645,34 @@ HandlerConfig parse_handler(const std::string& name, const YAML::Node& n, const 
   return h;
 }
 
+// A handler's keys: those of its type, and type and timeout.
+YAML::Node show_handler(const HandlerConfig& h) {
+  std::set<std::string> keys = kKeysOfType.at(h.type);
+  keys.insert("type");
+  keys.insert("timeout");
+  return show_all(h, kHandlerKeys, &keys);
+}
+
+// Spool source keys. A reload that changes any of them replaces the source (docs/config.md).
 const Key<SourceConfig> kSpoolKeys[] = {
-    {"dir", "path", false,
-     [](SourceConfig& s, const YAML::Node& n, const Ctx& c) {
-       s.dir = as_path(n, c, "spool.dir");
-     }},
-    {"pattern", "glob", true,
-     [](SourceConfig& s, const YAML::Node& n, const Ctx& c) {
-       s.pattern = as_string(n, c, "spool.pattern");
-     }},
-    {"ignore", "list of globs", true,
-     [](SourceConfig& s, const YAML::Node& n, const Ctx& c) {
-       s.ignore = as_string_list(n, c, "spool.ignore");
-     }},
-    {"on_success", "delete | move", true,
-     [](SourceConfig& s, const YAML::Node& n, const Ctx& c) {
-       std::string v = as_string(n, c, "spool.on_success");
+    path_key("dir", &SourceConfig::dir, live),
+    string_key("pattern", &SourceConfig::pattern, live),
+    {"ignore", "list of globs", live,
+     [](SourceConfig& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       s.ignore = as_string_list(n, c, k);
+     },
+     [](const SourceConfig& s) { return shown(s.ignore); }},
+    {"on_success", "delete | move", live,
+     [](SourceConfig& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       std::string v = as_string(n, c, k);
        if (v != "delete" && v != "move") {
-         fail(c, n, "spool.on_success: '" + v + "' is not delete or move (to done/)");
+         fail(c, n, k + ": '" + v + "' is not delete or move (to done/)");
        }
        s.keep_done = v == "move";
-     }},
-    {"quiet", "duration", true,
-     [](SourceConfig& s, const YAML::Node& n, const Ctx& c) {
-       s.quiet = as_duration(n, c, "spool.quiet", 0ms);
-     }},
-    {"recursive", "bool", true,
-     [](SourceConfig& s, const YAML::Node& n, const Ctx& c) {
-       s.recursive = as_bool(n, c, "spool.recursive");
-     }},
+     },
+     [](const SourceConfig& s) { return shown(std::string(s.keep_done ? "move" : "delete")); }},
+    duration_key("quiet", &SourceConfig::quiet, 0ms, live),
+    bool_key("recursive", &SourceConfig::recursive, live),
 };
 
 SourceConfig parse_source(const YAML::Node& n, const Ctx& c, const std::string& where) {
@@ -585,89 +698,78 @@ SourceConfig parse_source(const YAML::Node& n, const Ctx& c, const std::string& 
 }
 
 const Key<Retain> kRetainKeys[] = {
-    {"succeeded", "duration", true,
-     [](Retain& r, const YAML::Node& n, const Ctx& c) {
-       r.succeeded = as_duration(n, c, "retain.succeeded");
+    {"succeeded", "duration", live,
+     [](Retain& r, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       r.succeeded = as_duration(n, c, k);
        if (r.succeeded != 0ms && r.succeeded < 1s) {
-         fail(c, n, "retain.succeeded: must be 0 (delete at once) or at least 1s");
+         fail(c, n, k + ": must be 0 (delete at once) or at least 1s");
        }
-     }},
-    {"failed", "duration", true,
-     [](Retain& r, const YAML::Node& n, const Ctx& c) {
-       r.failed = as_duration(n, c, "retain.failed", 1s);
-     }},
+     },
+     [](const Retain& r) { return shown(r.succeeded); }},
+    duration_key("failed", &Retain::failed, 1s, live),
 };
 
 const Key<QueueConfig> kQueueKeys[] = {
-    {"handler", "handler name", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.handler = as_string(n, c, "handler");
-     }},
-    {"concurrency", "count", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.concurrency = as_count(n, c, "concurrency", 1, 100000);
-     }},
-    {"buffer", "count", false,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.buffer = as_count(n, c, "buffer", 1, 1000000);
-     }},
-    {"fetch_batch", "count", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.fetch_batch = as_count(n, c, "fetch_batch", 1, 1000);
-     }},
-    {"max_attempts", "count", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.max_attempts = as_count(n, c, "max_attempts", 1, 1000);
-     }},
-    {"timeout", "duration", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.timeout = as_duration(n, c, "timeout", 1ms);
+    string_key("handler", &QueueConfig::handler, live),
+    count_key("concurrency", &QueueConfig::concurrency, 1, 100000, live),
+    count_key("buffer", &QueueConfig::buffer, 1, 1000000, live),
+    count_key("fetch_batch", &QueueConfig::fetch_batch, 1, 1000, live),
+    count_key("max_attempts", &QueueConfig::max_attempts, 1, 1000, live),
+    {"timeout", "duration", live,
+     [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       q.timeout = as_duration(n, c, k, 1ms);
        q.timeout_set = true;
-     }},
-    {"max_timeout", "duration", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.max_timeout = as_duration(n, c, "max_timeout", 1ms);
-     }},
-    {"retry_base", "duration", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.retry_base = as_duration(n, c, "retry_base");
-     }},
-    {"retry_max", "duration", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.retry_max = as_duration(n, c, "retry_max");
-     }},
-    {"retain", "map", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       apply(q.retain, n, c, kRetainKeys, "retain");
-     }},
-    {"dead_max", "count", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.dead_max = as_count(n, c, "dead_max", 1, 100000000);
-     }},
-    {"max_job_bytes", "size", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.max_job_bytes = as_size(n, c, "max_job_bytes", 64);
-     }},
-    {"delayed_poll", "duration", true,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       q.delayed_poll = as_duration(n, c, "delayed_poll", 10ms);
-     }},
-    {"sources", "list", false,
-     [](QueueConfig& q, const YAML::Node& n, const Ctx& c) {
-       if (!n.IsSequence())
-         fail(c, n,
-              "queues." + q.name + ".sources: must be a list (- redis: {} / - spool: {dir: ...})");
+     },
+     [](const QueueConfig& q) { return shown(q.timeout); }},
+    duration_key("max_timeout", &QueueConfig::max_timeout, 1ms, live),
+    duration_key("retry_base", &QueueConfig::retry_base, 0ms, live),
+    duration_key("retry_max", &QueueConfig::retry_max, 0ms, live),
+    {"retain", "map", live,
+     [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       apply(q.retain, n, c, kRetainKeys, k);
+     },
+     [](const QueueConfig& q) { return show_all(q.retain, kRetainKeys); }},
+    count_key("dead_max", &QueueConfig::dead_max, 1, 100000000, live),
+    size_key("max_job_bytes", &QueueConfig::max_job_bytes, 64, live),
+    duration_key("delayed_poll", &QueueConfig::delayed_poll, 10ms, live),
+    {"sources", "list", live,
+     [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       if (!n.IsSequence()) fail(c, n, k + ": must be a list (- redis: {} / - spool: {dir: ...})");
        q.sources.clear();
        for (std::size_t i = 0; i < n.size(); ++i) {
-         q.sources.push_back(
-             parse_source(n[i], c, "queues." + q.name + ".sources[" + std::to_string(i) + "]"));
+         q.sources.push_back(parse_source(n[i], c, k + "[" + std::to_string(i) + "]"));
        }
+     },
+     [](const QueueConfig& q) {
+       YAML::Node list(YAML::NodeType::Sequence);
+       bool only_redis = true;
+       for (const auto& s : q.sources) {
+         YAML::Node one(YAML::NodeType::Map);
+         if (s.kind == SourceConfig::Kind::redis) {
+           YAML::Node none(YAML::NodeType::Map);
+           none.SetStyle(YAML::EmitterStyle::Flow);
+           one["redis"] = none;
+         } else {
+           one["spool"] = show_all(s, kSpoolKeys);
+           only_redis = false;
+         }
+         list.push_back(one);
+       }
+       if (only_redis) list.SetStyle(YAML::EmitterStyle::Flow);
+       return list;
      }},
 };
 
 template <class S, std::size_t N>
-void add_keys(std::vector<std::string>& out, const std::string& section, const Key<S> (&table)[N]) {
-  for (const auto& k : table) out.push_back(section + "." + k.name);
+void add_keys(std::vector<KeyInfo>& out, const std::string& section, const Key<S> (&table)[N],
+              const S& defaults = S{}) {
+  for (const auto& k : table) {
+    const YAML::Node v = k.show(defaults);
+    out.push_back({section + "." + k.name, k.type, k.reload == live,
+                   v.IsScalar() ? v.Scalar()
+                   : v.IsNull() ? ""
+                                : YAML::Dump(v)});
+  }
 }
 
 }  // namespace
@@ -709,18 +811,72 @@ std::string redis_password(const RedisSection& r) {
   return e;
 }
 
-std::vector<std::string> schema_keys() {
-  std::vector<std::string> out;
-  add_keys(out, "daemon", kDaemonKeys);
-  add_keys(out, "redis", kRedisKeys);
-  add_keys(out, "http", kHttpKeys);
-  add_keys(out, "logging", kLoggingKeys);
+std::vector<KeyInfo> schema() {
+  // Defaults as a config that sets nothing gets them: some are filled in by parse() (a queue's
+  // sources and max_timeout), not by the members' initializers.
+  const Config minimal = parse(
+      "handlers: {h: {type: builtin, name: noop}}\nqueues: {q: {handler: h}}\n", "defaults", "/");
+  std::vector<KeyInfo> out;
+  DaemonSection daemon = minimal.daemon;
+  daemon.name.clear();  // the host name
+  add_keys(out, "daemon", kDaemonKeys, daemon);
+  add_keys(out, "redis", kRedisKeys, minimal.redis);
+  add_keys(out, "http", kHttpKeys, minimal.http);
+  add_keys(out, "logging", kLoggingKeys, minimal.logging);
   add_keys(out, "handlers.*", kHandlerKeys);
   add_keys(out, "handlers.*.limits", kLimitKeys);
-  add_keys(out, "queues.*", kQueueKeys);
-  add_keys(out, "queues.*.retain", kRetainKeys);
+  add_keys(out, "queues.*", kQueueKeys, minimal.queues[0]);
+  add_keys(out, "queues.*.retain", kRetainKeys, minimal.queues[0].retain);
   add_keys(out, "queues.*.sources.spool", kSpoolKeys);
   return out;
+}
+
+std::vector<std::string> schema_keys() {
+  std::vector<std::string> out;
+  for (const auto& k : schema()) out.push_back(k.key);
+  return out;
+}
+
+std::string print(const Config& cfg) {
+  YAML::Node root(YAML::NodeType::Map);
+  root["daemon"] = show_all(cfg.daemon, kDaemonKeys);
+  root["redis"] = show_all(cfg.redis, kRedisKeys);
+  root["http"] = show_all(cfg.http, kHttpKeys);
+  root["logging"] = show_all(cfg.logging, kLoggingKeys);
+  YAML::Node handlers(YAML::NodeType::Map);
+  for (const auto& [name, h] : cfg.handlers) handlers[name] = show_handler(h);
+  root["handlers"] = handlers;
+  YAML::Node queues(YAML::NodeType::Map);
+  for (const auto& q : cfg.queues) queues[q.name] = show_all(q, kQueueKeys);
+  root["queues"] = queues;
+  YAML::Emitter out;
+  out << root;
+  return "# " + cfg.path + ": the effective config, every default filled in, secrets masked\n" +
+         out.c_str() + "\n";
+}
+
+std::vector<std::string> restart_changes(const Config& a, const Config& b) {
+  std::vector<std::string> out;
+  restart_keys(a.daemon, b.daemon, kDaemonKeys, "daemon", out);
+  restart_keys(a.redis, b.redis, kRedisKeys, "redis", out);
+  // Shown masked: a new password in the URL would look the same.
+  if (a.redis.url != b.redis.url && std::find(out.begin(), out.end(), "redis.url") == out.end()) {
+    out.push_back("redis.url");
+  }
+  restart_keys(a.http, b.http, kHttpKeys, "http", out);
+  restart_keys(a.logging, b.logging, kLoggingKeys, "logging", out);
+  // The password itself, where it comes from a file or the environment, is read at start only.
+  return out;
+}
+
+bool same(const HandlerConfig& a, const HandlerConfig& b) {
+  return YAML::Dump(show_handler(a)) == YAML::Dump(show_handler(b)) && a.env == b.env &&
+         a.url == b.url;
+}
+
+bool same(const SourceConfig& a, const SourceConfig& b) {
+  return a.kind == b.kind &&
+         YAML::Dump(show_all(a, kSpoolKeys)) == YAML::Dump(show_all(b, kSpoolKeys));
 }
 
 Config parse(const std::string& text, const std::string& origin, const std::string& base_dir) {

@@ -162,8 +162,30 @@ Config load_file(const std::string& path);
 /// Same, from text (`origin` names it in errors; `base_dir` resolves relative paths).
 Config parse(const std::string& text, const std::string& origin, const std::string& base_dir);
 
+/// One row of the schema, for docs and tests: `section.key` (`handlers.*.url`), its type, whether
+/// a reload may change it, and its default as --print-config writes it ("" when it has none).
+struct KeyInfo {
+  std::string key;
+  std::string type;
+  bool reloadable = false;
+  std::string default_value;
+};
+std::vector<KeyInfo> schema();
+
 /// Names of every key the schema knows, as `section.key` (docs and tests use it).
 std::vector<std::string> schema_keys();
+
+/// The effective config as YAML: every key, set or defaulted; passwords in URLs and exec
+/// environment values named like secrets (`*TOKEN*`, `*PASSWORD*`...) shown as ***.
+std::string print(const Config& cfg);
+
+/// Keys that a reload cannot change on a running daemon and that differ from `a` to `b`, as
+/// `section.key` (docs/config.md, "Reloading").
+std::vector<std::string> restart_changes(const Config& a, const Config& b);
+
+/// Whether a reload leaves a handler or a spool source as it is (else it is built anew).
+bool same(const HandlerConfig& a, const HandlerConfig& b);
+bool same(const SourceConfig& a, const SourceConfig& b);
 
 /// `[A-Za-z0-9_.-]{1,64}`: queue names (they appear inside Redis keys) and handler names.
 bool valid_name(const std::string& s);

@@ -79,6 +79,7 @@ std::string format_duration(Millis d) {
   if (ms % 1000 != 0) return std::to_string(ms) + "ms";
   auto s = ms / 1000;
   std::string out;
+  if (s >= 2 * 86400 && s % 86400 == 0) return std::to_string(s / 86400) + "d";
   if (s >= 3600) {
     out += std::to_string(s / 3600) + "h";
     s %= 3600;
@@ -89,6 +90,16 @@ std::string format_duration(Millis d) {
   }
   if (s > 0) out += std::to_string(s) + "s";
   return out;
+}
+
+std::string format_size(std::uint64_t bytes) {
+  const char* units[] = {"GiB", "MiB", "KiB"};
+  std::uint64_t scale = 1024ull * 1024 * 1024;
+  for (const char* u : units) {
+    if (bytes >= scale && bytes % scale == 0) return std::to_string(bytes / scale) + u;
+    scale /= 1024;
+  }
+  return std::to_string(bytes);
 }
 
 }  // namespace jq::config

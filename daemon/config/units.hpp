@@ -23,4 +23,7 @@ std::optional<std::uint64_t> parse_size(std::string_view text);
 /// "250ms", "30s", "5m", "1h", "1h30m": the shortest exact form, for messages and docs.
 std::string format_duration(Millis d);
 
+/// "64KiB", "10MiB", or a plain number of bytes: the shortest exact form.
+std::string format_size(std::uint64_t bytes);
+
 }  // namespace jq::config

@@ -61,25 +61,42 @@ Engine::Engine(const config::Config& cfg, const std::string& redis_url) : cfg_(c
   connect_.connect_timeout = cfg.redis.connect_timeout;
   connect_.command_timeout = cfg.redis.command_timeout;
   worker_ = make_worker_id(cfg.daemon.name);
-  for (const auto& [name, hc] : cfg.handlers) {
+  for (const auto& [name, hc] : cfg_.handlers) {
     handlers_[name] = handlers::make(hc);
     handler_names_.insert(name);
   }
-  for (const auto& q : cfg.queues) {
-    mains_.push_back(std::make_unique<redis::Client>(client_options("redis (" + q.name + ")")));
-    // Every connection checks the version; only the first queue's warns about the policy.
-    const bool warn = mains_.size() == 1;
-    mains_.back()->on_connect = [warn](redis::Connection& c) { return check_server(c, warn); };
-    blocking_.push_back(
-        std::make_unique<redis::Client>(client_options("redis (wait " + q.name + ")")));
-    QueueRunner::Wiring w{*mains_.back(), *blocking_.back(),    handlers_,
-                          handler_names_, cfg.redis.key_prefix, worker_};
-    runners_.push_back(std::make_unique<QueueRunner>(q, cfg.daemon, w));
-  }
+  for (const auto& q : cfg_.queues) lanes_.push_back(make_lane(q));
 }
 
 Engine::~Engine() {
-  runners_.clear();  // before the clients they use
+  // Runners before the clients they use; tasks before the lanes they refer to.
+  for (auto& r : retired_) {
+    if (r.task.valid()) r.task.abort();
+  }
+  retired_.clear();
+  for (auto& l : lanes_) {
+    if (l->starter.valid()) l->starter.abort();
+    l->runner.reset();
+  }
+}
+
+std::unique_ptr<Engine::Lane> Engine::make_lane(const config::QueueConfig& q) {
+  auto lane = std::make_unique<Lane>();
+  lane->main = std::make_unique<redis::Client>(client_options("redis (" + q.name + ")"));
+  // Every connection checks the version; only the first queue's warns about the policy.
+  const bool warn = lanes_.empty();
+  lane->main->on_connect = [warn](redis::Connection& c) { return check_server(c, warn); };
+  lane->blocking = std::make_unique<redis::Client>(client_options("redis (wait " + q.name + ")"));
+  QueueRunner::Wiring w{*lane->main,    *lane->blocking,       handlers_,
+                        handler_names_, cfg_.redis.key_prefix, worker_};
+  lane->runner = std::make_unique<QueueRunner>(q, cfg_.daemon, w);
+  return lane;
+}
+
+std::vector<const QueueRunner*> Engine::queues() const {
+  std::vector<const QueueRunner*> out;
+  for (const auto& l : lanes_) out.push_back(l->runner.get());
+  return out;
 }
 
 redis::Client::Options Engine::client_options(const std::string& name) const {
@@ -89,19 +106,24 @@ redis::Client::Options Engine::client_options(const std::string& name) const {
   return o;
 }
 
+void Engine::start_lane(Lane& lane) {
+  lane.main->start();
+  lane.blocking->start();
+  lane.runner->start();
+  lane.started = true;
+}
+
 void Engine::start() {
-  for (auto& m : mains_) m->start();
-  for (auto& b : blocking_) b->start();
-  for (auto& r : runners_) r->start();
+  for (auto& l : lanes_) start_lane(*l);
 }
 
 Engine::RedisState Engine::redis_state() const {
   RedisState st;
-  for (const auto* clients : {&mains_, &blocking_}) {
-    for (const auto& c : *clients) {
+  for (const auto& l : lanes_) {
+    for (const auto* c : {l->main.get(), l->blocking.get()}) {
       ++st.connections;
       st.reconnects += c->generation() > 1 ? c->generation() - 1 : 0;
-      if (!c->connected()) {
+      if (l->started && !c->connected()) {
         st.up = false;
         if (st.why.empty()) st.why = c->last_error().empty() ? "connecting" : c->last_error();
       }
@@ -111,35 +133,156 @@ Engine::RedisState Engine::redis_state() const {
 }
 
 async::Task<void> Engine::wait_ready(Millis every) {
-  for (auto* clients : {&mains_, &blocking_}) {
-    for (auto& c : *clients) {
-      while (!c->connected()) {
+  for (std::size_t i = 0; i < lanes_.size(); ++i) {
+    for (int which = 0; which < 2; ++which) {
+      // Looked up again after each wait: a reload may have changed the lanes meanwhile.
+      while (i < lanes_.size()) {
+        redis::Client& c = which == 0 ? *lanes_[i]->main : *lanes_[i]->blocking;
+        if (c.connected() || !lanes_[i]->started) break;
         bool late = false;
         try {
-          co_await async::wait_for(c->wait_connected(), every);
+          co_await async::wait_for(c.wait_connected(), every);
         } catch (const async::TimeoutError&) {
           late = true;
         }
         if (late) {
           spdlog::warn("not serving yet: waiting for Redis ({})",
-                       c->last_error().empty() ? "no answer" : c->last_error());
+                       c.last_error().empty() ? "no answer" : c.last_error());
         }
       }
     }
   }
 }
 
+// ---- reload ----
+
+std::vector<std::string> Engine::reload(const config::Config& given) {
+  config::Config next = given;
+  auto restart = config::restart_changes(cfg_, next);
+  // What needs a restart keeps its running value.
+  next.redis = cfg_.redis;
+  next.http = cfg_.http;
+  next.logging = cfg_.logging;
+  next.daemon.state_dir = cfg_.daemon.state_dir;
+  next.daemon.lease = cfg_.daemon.lease;
+  next.daemon.name = cfg_.daemon.name;
+
+  // Handlers first, all of them, so that one that cannot be built changes nothing.
+  HandlerMap built;
+  for (const auto& [name, hc] : next.handlers) {
+    auto was = cfg_.handlers.find(name);
+    if (was != cfg_.handlers.end() && config::same(was->second, hc)) {
+      built[name] = handlers_.at(name);
+    } else {
+      built[name] = handlers::make(hc);
+      spdlog::info("handler {}: {}", name, was == cfg_.handlers.end() ? "added" : "changed");
+    }
+  }
+  for (const auto& [name, hc] : cfg_.handlers) {
+    if (!next.handlers.count(name)) spdlog::info("handler {}: removed", name);
+  }
+  handlers_ = std::move(built);
+  handler_names_.clear();
+  for (const auto& [name, h] : handlers_) handler_names_.insert(name);
+  cfg_ = std::move(next);
+
+  // Queues: removed ones drain in the background; the others are reconfigured or added.
+  std::erase_if(retired_, [](const Retired& r) { return r.done.is_set(); });
+  std::vector<std::unique_ptr<Lane>> lanes;
+  for (auto& l : lanes_) {
+    const auto& name = l->runner->name();
+    if (const auto* q = cfg_.queue(name)) {
+      l->runner->reconfigure(*q, cfg_.daemon);
+      lanes.push_back(std::move(l));
+      continue;
+    }
+    if (!l->started) {
+      // Never started (it waited for its former self): nothing was taken, nothing to give back.
+      spdlog::info("queue {}: removed", name);
+      l->starter.abort();
+      l->runner.reset();
+      continue;
+    }
+    spdlog::info("queue {}: removed; it takes no more jobs, and its {} running job(s) finish", name,
+                 l->runner->running());
+    auto& r = retired_.emplace_back();
+    r.name = name;
+    r.lane = std::move(*l);
+    r.task = async::spawn(drain(r), "drain " + name);
+  }
+  for (const auto& q : cfg_.queues) {
+    bool have = false;
+    for (const auto& l : lanes) have = have || l->runner->name() == q.name;
+    if (have) continue;
+    lanes.push_back(make_lane(q));
+    Lane& lane = *lanes.back();
+    Retired* before = nullptr;
+    for (auto& r : retired_) {
+      if (r.name == q.name && !r.done.is_set()) before = &r;
+    }
+    spdlog::info("queue {}: added: handler {}, concurrency {}{}", q.name, q.handler, q.concurrency,
+                 before ? " (it starts once its former self has drained)" : "");
+    if (before) {
+      lane.starter = async::spawn(start_after(lane, *before), "start " + q.name);
+    } else {
+      start_lane(lane);
+    }
+  }
+  lanes_ = std::move(lanes);
+  return restart;
+}
+
+async::Task<void> Engine::start_after(Lane& lane, Retired& before) {
+  co_await before.done.wait();
+  start_lane(lane);
+}
+
+async::Task<void> Engine::drain(Retired& r) {
+  // No job runs past its timeout (and then its handler's kill grace): they all end on their own
+  // well within this; a stop of the daemon meanwhile cuts it to shutdown_grace (stop_retired).
+  const Millis grace = r.lane.runner->config().max_timeout + std::chrono::minutes(1);
+  co_await r.lane.runner->stop(grace);
+  r.lane.runner.reset();
+  co_await r.lane.blocking->stop();
+  co_await r.lane.main->stop();
+  spdlog::info("queue {}: drained and let go", r.name);
+  r.done.set();
+}
+
+async::Task<void> Engine::stop_retired(Retired& r) {
+  if (r.done.is_set()) co_return;
+  bool late = false;
+  try {
+    co_await async::wait_for(r.done.wait(), cfg_.daemon.shutdown_grace);
+  } catch (const async::TimeoutError&) {
+    late = true;
+  }
+  if (late && r.lane.runner) r.lane.runner->hurry();
+  co_await r.done.wait();
+}
+
 async::Task<void> Engine::stop() {
+  stopping_ = true;
   std::vector<async::Task<void>> stops;
-  for (auto& r : runners_) stops.push_back(r->stop(cfg_.daemon.shutdown_grace));
+  for (auto& l : lanes_) {
+    if (l->starter.valid() && !l->starter.done()) l->starter.abort();
+    if (l->started) stops.push_back(l->runner->stop(cfg_.daemon.shutdown_grace));
+  }
+  for (auto& r : retired_) stops.push_back(stop_retired(r));
   co_await async::gather(async::collect, std::move(stops));
-  for (auto& b : blocking_) co_await b->stop();
-  for (auto& m : mains_) co_await m->stop();
+  for (auto& l : lanes_) {
+    if (!l->started) continue;
+    co_await l->blocking->stop();
+    co_await l->main->stop();
+  }
 }
 
 void Engine::hurry() {
   hurried_ = true;
-  for (auto& r : runners_) r->hurry();
+  for (auto& l : lanes_) l->runner->hurry();
+  for (auto& r : retired_) {
+    if (r.lane.runner) r.lane.runner->hurry();
+  }
 }
 
 }  // namespace jq::engine

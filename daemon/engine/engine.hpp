@@ -1,6 +1,7 @@
 // The engine: Redis clients, handlers and one runner per configured queue.
 #pragma once
 
+#include <list>
 #include <memory>
 #include <set>
 #include <string>
@@ -32,8 +33,25 @@ class Engine {
     std::string why;
   };
   RedisState redis_state() const;
-  /// The queues, for reports (counts, running, buffered).
-  const std::vector<std::unique_ptr<QueueRunner>>& queues() const noexcept { return runners_; }
+  /// The queues, for reports (counts, running, buffered). A reload changes the list.
+  std::vector<const QueueRunner*> queues() const;
+  const config::Config& config() const noexcept { return cfg_; }
+
+  /// SIGHUP (docs/config.md, "Reloading"): applies `next`, already validated, from now on.
+  /// Handlers whose config changed are built anew (running jobs keep the one they started
+  /// with); queues are added, reconfigured in place, or removed (a removed queue stops taking
+  /// jobs, gives back its buffered ones and lets the running ones finish, in the background).
+  /// Keys that need a restart keep their running value and are returned, named. Throws
+  /// std::runtime_error, changing nothing, when a new handler cannot be built.
+  std::vector<std::string> reload(const config::Config& next);
+  /// Reloads so far, for /metrics (main counts refused ones, reload() those applied).
+  struct ReloadStats {
+    std::uint64_t ok = 0, failed = 0;
+    bool last_ok = true;
+    std::vector<std::string> restart_needed;  // keys changed by the last reload but not applied
+  };
+  ReloadStats& reload_stats() noexcept { return reload_stats_; }
+  const ReloadStats& reload_stats() const noexcept { return reload_stats_; }
 
   void start();
   /// Returns once every queue's connection has reached Redis (and passed check_server); until
@@ -45,20 +63,42 @@ class Engine {
   void hurry();
 
  private:
-  redis::Client::Options client_options(const std::string& name) const;
+  /// One queue with its two connections: one for its commands and scripts, one for its blocking
+  /// wait. Connections of its own, so that one queue's jobs never wait in the pipeline behind
+  /// another's batches (a fetch of 100 jobs holds Redis for milliseconds).
+  struct Lane {
+    std::unique_ptr<redis::Client> main, blocking;
+    std::unique_ptr<QueueRunner> runner;
+    bool started = false;
+    // A queue a reload adds back while its former self still drains starts after it: the two
+    // would share this worker's lease and reconcile each other's jobs away.
+    async::JoinHandle<void> starter;
+  };
+  /// A lane a reload removed, draining in the background.
+  struct Retired {
+    std::string name;
+    Lane lane;
+    async::Event done;
+    async::JoinHandle<void> task;
+  };
 
-  const config::Config& cfg_;
+  redis::Client::Options client_options(const std::string& name) const;
+  std::unique_ptr<Lane> make_lane(const config::QueueConfig& q);
+  void start_lane(Lane& lane);
+  async::Task<void> start_after(Lane& lane, Retired& before);
+  async::Task<void> drain(Retired& r);
+  async::Task<void> stop_retired(Retired& r);
+
+  config::Config cfg_;
   redis::ConnectOptions connect_;
   std::string worker_;
-  // Two connections per queue: one for its commands and scripts, one for its blocking wait.
-  // A queue of its own, so that one queue's jobs never wait in the pipeline behind another's
-  // batches (a fetch of 100 jobs holds Redis for milliseconds).
-  std::vector<std::unique_ptr<redis::Client>> mains_;
-  std::vector<std::unique_ptr<redis::Client>> blocking_;
   HandlerMap handlers_;
   std::set<std::string> handler_names_;
-  std::vector<std::unique_ptr<QueueRunner>> runners_;
+  std::vector<std::unique_ptr<Lane>> lanes_;
+  std::list<Retired> retired_;
+  ReloadStats reload_stats_;
   bool hurried_ = false;
+  bool stopping_ = false;
 };
 
 /// Checks a new connection: Redis 6.2 or newer (RPOP with a count, BLMOVE), and, with `warn`,

@@ -50,6 +50,7 @@ double jitter() {
 QueueRunner::QueueRunner(const config::QueueConfig& cfg, const config::DaemonSection& daemon,
                          Wiring w)
     : cfg_(cfg),
+      daemon_(daemon),
       w_(std::move(w)),
       buffer_(cfg_.buffer),
       slots_(cfg_.concurrency),
@@ -58,32 +59,46 @@ QueueRunner::QueueRunner(const config::QueueConfig& cfg, const config::DaemonSec
   rules_.handlers = &w_.handler_names;
   rules_.max_bytes = cfg_.max_job_bytes;
   idle_.set();
-  for (const auto& src : cfg_.sources) {
-    if (src.kind == config::SourceConfig::Kind::spool) {
-      sources::SpoolSource::Options o;
-      o.dir.dir = src.dir;
-      o.dir.owner = w_.worker;
-      o.dir.pattern = src.pattern;
-      o.dir.ignore = src.ignore;
-      o.dir.keep_done = src.keep_done;
-      o.dir.recursive = src.recursive;
-      o.dir.max_job_bytes = cfg_.max_job_bytes;
-      o.quiet = src.quiet;
-      sources_.push_back(std::make_unique<sources::SpoolSource>(
-          w_.main, settings_of(cfg_, daemon, w_), rules_, *this, std::move(o)));
-      continue;
-    }
-    sources::RedisSource::Options o;
-    o.fetch_batch = cfg_.fetch_batch;
-    o.delayed_poll = cfg_.delayed_poll;
-    sources_.push_back(std::make_unique<sources::RedisSource>(
-        w_.main, w_.blocking, settings_of(cfg_, daemon, w_), *this, o));
+  for (const auto& src : cfg_.sources) sources_.push_back(make_source(src));
+}
+
+QueueRunner::SourceSlot QueueRunner::make_source(const config::SourceConfig& src) {
+  SourceSlot slot;
+  slot.cfg = src;
+  if (src.kind == config::SourceConfig::Kind::spool) {
+    sources::SpoolSource::Options o;
+    o.dir.dir = src.dir;
+    // Its own work folder and lock: one made by a reload may run beside the one it replaces.
+    o.dir.owner = spool_made_ == 0 ? w_.worker : w_.worker + "-" + std::to_string(spool_made_);
+    o.dir.pattern = src.pattern;
+    o.dir.ignore = src.ignore;
+    o.dir.keep_done = src.keep_done;
+    o.dir.recursive = src.recursive;
+    o.dir.max_job_bytes = cfg_.max_job_bytes;
+    o.quiet = src.quiet;
+    auto spool = std::make_unique<sources::SpoolSource>(w_.main, settings_of(cfg_, daemon_, w_),
+                                                        rules_, *this, std::move(o));
+    slot.delivery = spool.get();
+    slot.source = std::move(spool);
+    return slot;
   }
+  sources::RedisSource::Options o;
+  o.fetch_batch = cfg_.fetch_batch;
+  o.delayed_poll = cfg_.delayed_poll;
+  auto redis = std::make_unique<sources::RedisSource>(w_.main, w_.blocking,
+                                                      settings_of(cfg_, daemon_, w_), *this, o);
+  redis_ = redis.get();
+  slot.delivery = redis.get();
+  slot.source = std::move(redis);
+  return slot;
 }
 
 QueueRunner::~QueueRunner() {
   // Tasks refer to this object: stop them where they stand (stop() is the graceful way).
   if (dispatch_task_.valid()) dispatch_task_.abort();
+  for (auto& t : retiring_) {
+    if (t.valid()) t.abort();
+  }
   for (auto& [id, run] : runs_) {
     if (run->task.valid()) run->task.abort();
   }
@@ -92,8 +107,109 @@ QueueRunner::~QueueRunner() {
 }
 
 void QueueRunner::start() {
-  for (auto& s : sources_) s->start();
+  started_ = true;
+  for (auto& s : sources_) s.source->start();
   dispatch_task_ = async::spawn(dispatcher(), "dispatch " + cfg_.name);
+}
+
+void QueueRunner::forget_run(const std::string& id) {
+  runs_.erase(id);
+  run_gone_.set();
+  run_gone_.clear();
+}
+
+// ---- reload ----
+
+void QueueRunner::reconfigure(const config::QueueConfig& next,
+                              const config::DaemonSection& daemon) {
+  const config::QueueConfig was = cfg_;
+  cfg_ = next;
+  daemon_ = daemon;
+  rules_.default_handler = cfg_.handler;
+  rules_.max_bytes = cfg_.max_job_bytes;
+  slots_.set_limit(cfg_.concurrency);
+  unrecorded_.set_limit(std::max<std::size_t>(kMinUnrecorded, 2 * cfg_.concurrency));
+  buffer_.set_maxsize(cfg_.buffer);
+  room_.set();
+  if (was.concurrency != cfg_.concurrency || was.buffer != cfg_.buffer) {
+    spdlog::info("queue {}: concurrency {} (was {}), buffer {} (was {})", cfg_.name,
+                 cfg_.concurrency, was.concurrency, cfg_.buffer, was.buffer);
+  }
+  if (was.handler != cfg_.handler) {
+    spdlog::info("queue {}: jobs without a handler of their own now run on {} (was {})", cfg_.name,
+                 cfg_.handler, was.handler);
+  }
+
+  // Sources. A spool source stays if nothing it was made from changed (it reads max_job_bytes
+  // on the thread pool: a new value means a new source).
+  using Kind = config::SourceConfig::Kind;
+  auto listed = [&](const SourceSlot& slot) {
+    for (const auto& src : cfg_.sources) {
+      if (src.kind == Kind::spool && config::same(src, slot.cfg)) return true;
+    }
+    return false;
+  };
+  std::vector<SourceSlot> kept;
+  for (auto& slot : sources_) {
+    if (slot.cfg.kind == Kind::redis || (listed(slot) && was.max_job_bytes == cfg_.max_job_bytes)) {
+      kept.push_back(std::move(slot));
+      continue;
+    }
+    spdlog::info("queue {}: spool dir {}: letting go (its running jobs finish first)", cfg_.name,
+                 slot.cfg.dir);
+    retiring_.push_back(async::spawn(retire(std::move(slot)), "retire source " + cfg_.name));
+  }
+  sources_ = std::move(kept);
+  bool want_redis = false;
+  for (const auto& src : cfg_.sources) {
+    bool have = false;
+    for (const auto& slot : sources_) {
+      have = have || (src.kind == Kind::redis
+                          ? slot.cfg.kind == Kind::redis
+                          : slot.cfg.kind == Kind::spool && config::same(slot.cfg, src));
+    }
+    want_redis = want_redis || src.kind == Kind::redis;
+    if (have) continue;
+    if (src.kind == Kind::spool) ++spool_made_;
+    sources_.push_back(make_source(src));
+    if (started_) sources_.back().source->start();
+    if (src.kind == Kind::spool) {
+      spdlog::info("queue {}: spool dir {}: taking files", cfg_.name, src.dir);
+    }
+  }
+  const auto settings = settings_of(cfg_, daemon_, w_);
+  for (auto& slot : sources_) slot.source->retune(settings);
+  if (redis_) {
+    redis_->set_options({cfg_.fetch_batch, cfg_.delayed_poll});
+    redis_->set_fetching(want_redis);
+  }
+  // Done retirements leave their handles here; drop those.
+  std::erase_if(retiring_, [](const async::JoinHandle<void>& t) { return t.done(); });
+}
+
+async::Task<void> QueueRunner::retire(SourceSlot slot) {
+  co_await slot.source->stop_taking();
+  // Its buffered jobs go back newest first; the others keep their place.
+  std::vector<JobRun*> mine;
+  for (JobRun* run : buffer_.drain()) {
+    if (&run->delivery() == slot.delivery) {
+      mine.push_back(run);
+    } else {
+      buffer_.restore(run);
+    }
+  }
+  give_back(mine);
+  room_.set();
+  // Its running jobs finish (each within its timeout), and their ends are written.
+  auto any_left = [&] {
+    for (const auto& [id, run] : runs_) {
+      if (&run->delivery() == slot.delivery) return true;
+    }
+    return false;
+  };
+  while (any_left()) co_await run_gone_.wait();
+  co_await slot.source->finish(kFlushLimit);
+  spdlog::info("queue {}: spool dir {}: let go", cfg_.name, slot.cfg.dir);
 }
 
 // ---- arrival ----
@@ -209,6 +325,11 @@ async::Task<void> QueueRunner::dispatcher() {
     if (!item) co_return;
     room_.set();
     JobRun& run = **item;
+    // The handler its name has now (a reload may have replaced it while the job was buffered);
+    // one a reload removed: the one it was taken in with.
+    if (auto h = w_.handlers.find(run.job().handler); h != w_.handlers.end()) {
+      run.handler = h->second;
+    }
     run.set_phase(Phase::running);
     ++running_;
     idle_.clear();
@@ -267,7 +388,7 @@ async::Task<void> QueueRunner::run_job(JobRun& run, async::Permit slot, async::P
     // The source lost its hold on the job (its lease): it is someone else's now.
     run.delivery().forget(run.from().ticket);
     run.set_phase(Phase::done);
-    runs_.erase(run.id());
+    forget_run(run.id());
     co_return;
   } else {
     // A stop: back to where it came from, as it was.
@@ -319,7 +440,7 @@ async::Task<void> QueueRunner::until_settled(JobRun& run, async::Permit unrecord
         cfg_.name, run.id(), run.id());
   }
   run.set_phase(Phase::done);
-  runs_.erase(run.id());  // `run` is gone from here
+  forget_run(run.id());  // `run` is gone from here
   unrecorded.release();
 }
 
@@ -332,6 +453,17 @@ Millis QueueRunner::backoff(long long attempt) const {
 }
 
 // ---- stopping ----
+
+void QueueRunner::give_back(const std::vector<JobRun*>& buffered) {
+  // Newest first, so that the oldest is again the next one taken.
+  for (auto it = buffered.rbegin(); it != buffered.rend(); ++it) {
+    JobRun& run = **it;
+    ++stats_.returned;
+    run.set_phase(Phase::recording);
+    run.delivery().give_back(run.from().ticket, run.id(), &run);
+    (void)async::spawn(until_settled(run, async::Permit()), "give back " + cfg_.name);
+  }
+}
 
 void QueueRunner::stop_running(JobRun::Stop why, const sources::Delivery* only) {
   for (auto& [id, run] : runs_) {
@@ -347,12 +479,12 @@ async::Task<void> QueueRunner::revoke(sources::Delivery& from) {
   std::size_t n = 0;
   for (JobRun* run : buffer_.drain()) {
     if (&run->delivery() != &from) {
-      if (!buffer_.try_put(run)) spdlog::error("queue {}: buffer refill failed", cfg_.name);
+      buffer_.restore(run);
       continue;
     }
     from.forget(run->from().ticket);
     run->set_phase(Phase::done);
-    runs_.erase(run->id());
+    forget_run(run->id());
     ++n;
   }
   room_.set();
@@ -375,20 +507,12 @@ void QueueRunner::hurry() {
 async::Task<void> QueueRunner::stop(Millis grace) {
   stopping_ = true;
   room_.set();
-  for (auto& s : sources_) co_await s->stop_taking();
+  for (auto& s : sources_) co_await s.source->stop_taking();
   if (dispatch_task_.valid()) {
     dispatch_task_.cancel();
     co_await dispatch_task_.wait();
   }
-  // Buffered jobs go back newest first, so the oldest is again the next one taken.
-  auto held = buffer_.drain();
-  for (auto it = held.rbegin(); it != held.rend(); ++it) {
-    JobRun& run = **it;
-    ++stats_.returned;
-    run.set_phase(Phase::recording);
-    run.delivery().give_back(run.from().ticket, run.id(), &run);
-    (void)async::spawn(until_settled(run, async::Permit()), "give back " + cfg_.name);
-  }
+  give_back(buffer_.drain());
   if (running_ > 0) {
     spdlog::info("queue {}: waiting up to {} for {} running job(s)", cfg_.name,
                  config::format_duration(grace), running_);
@@ -405,7 +529,11 @@ async::Task<void> QueueRunner::stop(Millis grace) {
       co_await idle_.wait();
     }
   }
-  for (auto& s : sources_) co_await s->finish(kFlushLimit);
+  for (auto& s : sources_) co_await s.source->finish(kFlushLimit);
+  // Sources a reload dropped: their jobs have ended too (or were stopped above).
+  for (auto& t : retiring_) {
+    if (t.valid()) co_await t.wait();
+  }
 }
 
 }  // namespace jq::engine

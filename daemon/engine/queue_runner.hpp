@@ -62,12 +62,23 @@ class QueueRunner final : public sources::Sink {
   ~QueueRunner();
 
   const std::string& name() const noexcept { return cfg_.name; }
+  const config::QueueConfig& config() const noexcept { return cfg_; }
   const QueueStats& stats() const noexcept { return stats_; }
   std::size_t running() const noexcept { return running_; }
   std::size_t buffered() const noexcept { return buffer_.size(); }
   std::size_t in_flight() const noexcept { return runs_.size(); }
 
   void start();
+
+  /// A config reload (docs/config.md, "Reloading"): the queue takes `next` from the next job on.
+  /// Concurrency and buffer are resized in place (a cut takes permits back as running jobs end;
+  /// nothing buffered is dropped); a job already running keeps its handler, timeout and
+  /// attempts; a buffered one runs on the handler its name has when it starts. A spool source
+  /// whose settings changed is replaced: the old one stops taking files, gives back what is
+  /// buffered, lets its running jobs finish and write their end, then lets go of its work folder,
+  /// while the new one (under an owner name of its own) already takes new files. The Redis source
+  /// stays: dropped from the list, it only stops fetching.
+  void reconfigure(const config::QueueConfig& next, const config::DaemonSection& daemon);
 
   /// Graceful stop: stop taking jobs, give buffered ones back, let running jobs finish within
   /// `grace`, then stop them and give them back too, write everything out, let go of the
@@ -93,9 +104,25 @@ class QueueRunner final : public sources::Sink {
   /// Waits until the run's end is written, then it leaves runs_ (and is destroyed).
   async::Task<void> until_settled(JobRun& run, async::Permit unrecorded);
   void stop_running(JobRun::Stop why, const sources::Delivery* only = nullptr);
+  /// Buffered jobs (taken out of the buffer) back to where they came from, untouched.
+  void give_back(const std::vector<JobRun*>& buffered);
   Millis backoff(long long attempt) const;
+  /// A run leaves runs_ (its end written, or forgotten): it is destroyed.
+  void forget_run(const std::string& id);
+
+  /// A source, with the config it was made from (a reload compares it) and its Delivery (the
+  /// runs it handed over point at it).
+  struct SourceSlot {
+    config::SourceConfig cfg;
+    std::unique_ptr<sources::Source> source;
+    const sources::Delivery* delivery = nullptr;
+  };
+  SourceSlot make_source(const config::SourceConfig& src);
+  /// A source dropped by a reload, taken out of service without losing or repeating a job.
+  async::Task<void> retire(SourceSlot slot);
 
   config::QueueConfig cfg_;
+  config::DaemonSection daemon_;
   Wiring w_;
   job::Rules rules_;
   std::unordered_map<std::string, std::unique_ptr<JobRun>> runs_;
@@ -106,7 +133,12 @@ class QueueRunner final : public sources::Sink {
   async::Event idle_;            // set while no handler runs
   async::Event run_ended_;       // set whenever a run leaves the running phase
   std::size_t running_ = 0;
-  std::vector<std::unique_ptr<sources::Source>> sources_;
+  async::Event run_gone_;  // set whenever a run leaves runs_
+  std::vector<SourceSlot> sources_;
+  sources::RedisSource* redis_ = nullptr;  // in sources_, if the queue ever had one
+  std::vector<async::JoinHandle<void>> retiring_;
+  std::size_t spool_made_ = 0;  // spool sources made since the start: each one's owner name
+  bool started_ = false;
   bool stopping_ = false;
   QueueStats stats_;
   async::JoinHandle<void> dispatch_task_;

@@ -169,6 +169,16 @@ std::string StatusHttp::metrics() const {
   family("jobqd_loop_lag_seconds", "gauge",
          "The worst delay of the event loop in the last second.");
   o << "jobqd_loop_lag_seconds " << lag_s_ << '\n';
+  const auto& reloads = engine_.reload_stats();
+  family("jobqd_config_reloads_total", "counter", "SIGHUP reloads, applied or refused.");
+  o << "jobqd_config_reloads_total{result=\"applied\"} " << reloads.ok << '\n';
+  o << "jobqd_config_reloads_total{result=\"refused\"} " << reloads.failed << '\n';
+  family("jobqd_config_last_reload_successful", "gauge",
+         "0 when the last reload was refused (the config file is not what runs).");
+  o << "jobqd_config_last_reload_successful " << (reloads.last_ok ? 1 : 0) << '\n';
+  family("jobqd_config_restart_needed", "gauge",
+         "1 when the last reload changed keys that only a restart applies.");
+  o << "jobqd_config_restart_needed " << (reloads.restart_needed.empty() ? 0 : 1) << '\n';
   family("process_resident_memory_bytes", "gauge", "Resident memory.");
   o << "process_resident_memory_bytes " << rss_bytes() << '\n';
   family("process_open_fds", "gauge", "Open file descriptors.");

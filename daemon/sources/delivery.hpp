@@ -88,6 +88,9 @@ class Source {
   virtual async::Task<void> finish(Millis limit) = 0;
   /// Settlements queued or being written.
   virtual std::uint64_t backlog() const noexcept = 0;
+  /// A config reload: the queue's settings that may change live (default handler, sizes,
+  /// retention, attempts; never the prefix, queue, worker or lease) apply from the next job on.
+  virtual void retune(const store::Settings& s) = 0;
 };
 
 }  // namespace jq::sources

@@ -33,7 +33,9 @@ RedisSource::RedisSource(redis::Client& main, redis::Client& blocking, store::Se
       writer_(main, store_),
       sink_(sink),
       options_(options),
-      lease_(store_.settings().lease) {}
+      lease_(store_.settings().lease) {
+  fetching_.set();
+}
 
 RedisSource::~RedisSource() {
   // Tasks refer to this object: stop them where they stand (stop_taking/finish are the graceful
@@ -61,6 +63,7 @@ async::Task<void> RedisSource::fetcher() {
   auto last_log = async::Clock::now() - kLogEvery;
   for (;;) {
     co_await lease_ok_.wait();
+    co_await fetching_.wait();
     // Fetch in batches, not a job at a time as room frees.
     co_await sink_.wait_room(options_.fetch_batch);
     if (!taking_) co_return;
@@ -201,6 +204,26 @@ async::Task<void> RedisSource::repair_if_wrong_type(const std::string& error) {
     spdlog::error("queue {}: cannot move foreign values off the queue's keys: {}",
                   store_.settings().queue, e.what());
   }
+}
+
+void RedisSource::retune(const store::Settings& s) {
+  store_.settings().retune(s);
+}
+
+void RedisSource::set_options(Options o) noexcept {
+  options_ = o;
+  wake_promoter_.set();  // a shorter poll applies now, not after the longer one ran out
+}
+
+void RedisSource::set_fetching(bool on) {
+  if (on == fetching_.is_set()) return;
+  if (on) {
+    fetching_.set();
+  } else {
+    fetching_.clear();
+  }
+  spdlog::info("queue {}: {} jobs from Redis", store_.settings().queue,
+               on ? "taking" : "no longer taking");
 }
 
 async::Task<void> RedisSource::stop_taking() {

@@ -41,6 +41,15 @@ class RedisSource final : public Source, public Delivery {
   async::Task<void> stop_taking() override;
   async::Task<void> finish(Millis limit) override;
   std::uint64_t backlog() const noexcept override { return writer_.backlog(); }
+  void retune(const store::Settings& s) override;
+
+  /// A reload: batch size and delayed polling from the next round on.
+  void set_options(Options o) noexcept;
+  /// Whether it takes jobs from pending (true at start). Off, nothing new is fetched; the lease,
+  /// recovery, promotion and the outcomes of jobs already taken go on. For a queue whose config
+  /// no longer lists the redis source (and, later, a paused queue).
+  void set_fetching(bool on);
+  bool fetching() const noexcept { return fetching_.is_set(); }
 
   // Delivery
   void succeed(std::uint64_t ticket, const std::string& id, long long attempt, std::string result,
@@ -72,6 +81,7 @@ class RedisSource final : public Source, public Delivery {
   Options options_;
   Millis lease_;
   async::Event lease_ok_;
+  async::Event fetching_;
   async::Event wake_promoter_;
   std::int64_t promoter_due_ = 0;
   bool taking_ = true;

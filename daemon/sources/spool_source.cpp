@@ -71,6 +71,10 @@ SpoolSource::~SpoolSource() {
   if (inotify_ >= 0) ::close(inotify_);
 }
 
+void SpoolSource::retune(const store::Settings& s) {
+  s_.retune(s);
+}
+
 void SpoolSource::start() {
   inotify_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (inotify_ < 0) {

@@ -52,6 +52,7 @@ class SpoolSource final : public Source, public Delivery {
   async::Task<void> stop_taking() override;
   async::Task<void> finish(Millis limit) override;
   std::uint64_t backlog() const noexcept override { return changes_.size() + sending_; }
+  void retune(const store::Settings& s) override;
 
   // Delivery
   void succeed(std::uint64_t ticket, const std::string& id, long long attempt, std::string result,

@@ -34,6 +34,17 @@ struct Settings {
   std::uint64_t dead_max = 10000;
   Millis dead_ttl = 168h;
   std::uint64_t max_attempts = 5;
+
+  /// A config reload: takes what may change on a running queue from `next` (never the prefix,
+  /// queue, worker or lease).
+  void retune(const Settings& next) {
+    default_handler = next.default_handler;
+    max_job_bytes = next.max_job_bytes;
+    keep_succeeded = next.keep_succeeded;
+    dead_max = next.dead_max;
+    dead_ttl = next.dead_ttl;
+    max_attempts = next.max_attempts;
+  }
 };
 
 /// A job a fetch handed over: held by this worker (leased in Redis) until its outcome is written.

@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <map>
+#include <regex>
 #include <sstream>
 
 #include "config/config.hpp"
@@ -138,16 +140,20 @@ TEST_CASE("errors name the file, line and column, and what is wrong", "[config]"
   CHECK(error_of(std::string(kMinimal) + "    concurency: 4\n") ==
         "test.yaml:7:5: unknown key 'concurency' in queues.default (did you mean 'concurrency'?)");
   CHECK(error_of(std::string(kMinimal) + "    timeout: 30\n") ==
-        "test.yaml:7:14: timeout: '30' is not a duration (write it like 250ms, 30s, 5m or 1h)");
+        "test.yaml:7:14: queues.default.timeout: '30' is not a duration (write it like 250ms, 30s, "
+        "5m or 1h)");
   CHECK(error_of(std::string(kMinimal) + "    concurrency: 0\n") ==
-        "test.yaml:7:18: concurrency: 0 is out of range (a whole number from 1 to 100000)");
+        "test.yaml:7:18: queues.default.concurrency: 0 is out of range (a whole number from 1 to "
+        "100000)");
   CHECK(error_of(std::string(kMinimal) + "    concurrency: -5\n") ==
-        "test.yaml:7:18: concurrency: -5 is out of range (a whole number from 1 to 100000)");
+        "test.yaml:7:18: queues.default.concurrency: -5 is out of range (a whole number from 1 to "
+        "100000)");
   CHECK(error_of(std::string(kMinimal) + "    concurrency: 99999999999999999999\n") ==
-        "test.yaml:7:18: concurrency: 99999999999999999999 is out of range (a whole number from 1 "
+        "test.yaml:7:18: queues.default.concurrency: 99999999999999999999 is out of range (a whole "
+        "number from 1 "
         "to 100000)");
   CHECK(error_of(std::string(kMinimal) + "    concurrency: ten\n") ==
-        "test.yaml:7:18: concurrency: 'ten' is not a whole number from 1 to 100000");
+        "test.yaml:7:18: queues.default.concurrency: 'ten' is not a whole number from 1 to 100000");
   CHECK(error_of(R"(
 handlers:
   h: {type: builtin, name: noop}
@@ -161,7 +167,7 @@ queues:
   q: {handler: h}
 )") == "test.yaml:3:34: handlers.h: 'command' does not apply to a handler of type builtin");
   CHECK(error_of("handlers:\n  h: {type: exec, command: [true]}\nqueues:\n  q: {handler: h}\n") ==
-        "test.yaml:2:28: command: the program must be an absolute path, got 'true'");
+        "test.yaml:2:28: handlers.h.command: the program must be an absolute path, got 'true'");
   CHECK(error_of("queues: {\"bad name\": {handler: h}}\n") ==
         "test.yaml:1:10: queue name 'bad name': use 1-64 characters of A-Z a-z 0-9 _ . -");
   CHECK(error_of("redis: {url: http://x}\nqueues: {q: {handler: h}}\n") ==
@@ -202,7 +208,7 @@ TEST_CASE("bad configs, a table: each refused with its position and what is wron
       {h + "queues: {q: {handler: h, sources: [{ftp: {}}]}}\n",
        "2:37: queues.q.sources[0]: unknown source 'ftp' (redis or spool)"},
       {h + "queues: {q: {handler: h, sources: [{spool: {dir: /tmp, on_success: keep}}]}}\n",
-       "2:68: spool.on_success: 'keep' is not delete or move (to done/)"},
+       "2:68: queues.q.sources[0].spool.on_success: 'keep' is not delete or move (to done/)"},
       {h + "queues:\n  a: {handler: h, sources: [{spool: {dir: /tmp}}]}\n"
            "  b: {handler: h, sources: [{spool: {dir: /tmp}}]}\n",
        "4:6: queues.b: spool dir /tmp is already the source of queue a"},
@@ -210,15 +216,16 @@ TEST_CASE("bad configs, a table: each refused with its position and what is wron
       {"http: {listen: \"127.0.0.1:70000\"}\n" + h + q,
        "1:16: http.listen: '127.0.0.1:70000' is not host:port (or off)"},
       {h + "queues: {q: {handler: h, buffer: 0}}\n",
-       "2:34: buffer: 0 is out of range (a whole number from 1 to 1000000)"},
+       "2:34: queues.q.buffer: 0 is out of range (a whole number from 1 to 1000000)"},
       {"handlers: {h: {type: magic}}\n" + q,
        "1:22: handlers.h.type: 'magic' is not builtin, exec or http"},
       {h + "queues: {q: {handler: h, sources: [{spool: {dir: /tmp, recursive: maybe}}]}}\n",
-       "2:67: spool.recursive: 'maybe' is not true or false"},
+       "2:67: queues.q.sources[0].spool.recursive: 'maybe' is not true or false"},
       {h + "queues: {q: {handler: h, max_attempts: 0}}\n",
-       "2:40: max_attempts: 0 is out of range (a whole number from 1 to 1000)"},
+       "2:40: queues.q.max_attempts: 0 is out of range (a whole number from 1 to 1000)"},
       {h + "queues: {q: {handler: h, retain: {failed: forever}}}\n",
-       "2:43: retain.failed: 'forever' is not a duration (write it like 250ms, 30s, 5m or 1h)"},
+       "2:43: queues.q.retain.failed: 'forever' is not a duration (write it like 250ms, 30s, 5m or "
+       "1h)"},
       {"handlers: {h: {type: http, url: \"ftp://x\"}}\n" + q,
        "1:33: handlers.h.url 'ftp://x' must start with http:// or https://"},
       {h + "queues: {q: {handler: h, sources: {redis: {}}}}\n",
@@ -237,10 +244,12 @@ TEST_CASE("retention: durations, 0 to delete at once, days", "[config]") {
   auto defaults = load(kMinimal);
   CHECK(defaults.queues[0].retain.succeeded == 24h);
   CHECK(defaults.queues[0].retain.failed == 7 * 24h);
-  CHECK(error_of(std::string(kMinimal) + "    retain: {succeeded: 10ms}\n") ==
-        "test.yaml:7:25: retain.succeeded: must be 0 (delete at once) or at least 1s");
+  CHECK(
+      error_of(std::string(kMinimal) + "    retain: {succeeded: 10ms}\n") ==
+      "test.yaml:7:25: queues.default.retain.succeeded: must be 0 (delete at once) or at least 1s");
   CHECK(error_of(std::string(kMinimal) + "    retain: {succeded: 1h}\n") ==
-        "test.yaml:7:14: unknown key 'succeded' in retain (did you mean 'succeeded'?)");
+        "test.yaml:7:14: unknown key 'succeded' in queues.default.retain (did you mean "
+        "'succeeded'?)");
 }
 
 TEST_CASE("a key written twice is an error naming both places", "[config]") {
@@ -255,7 +264,7 @@ TEST_CASE("a key written twice is an error naming both places", "[config]") {
         "test.yaml:2:34: duplicate key 'name' in handlers.n (first at line 2, column 22)");
   CHECK(error_of("handlers:\n  e: {type: exec, command: [/bin/true], env: {A: 1, A: 2}}\n"
                  "queues: {q: {handler: e}}\n") ==
-        "test.yaml:2:53: duplicate key 'A' in env (first at line 2, column 47)");
+        "test.yaml:2:53: duplicate key 'A' in handlers.e.env (first at line 2, column 47)");
 }
 
 TEST_CASE("webhook URLs are checked when the config is read", "[config]") {
@@ -281,7 +290,8 @@ TEST_CASE("webhook URLs are checked when the config is read", "[config]") {
         "header from headers_from_env or headers_from_file instead");
   CHECK(error_of("handlers:\n  h: {type: http, url: \"http://h/\", headers: {authorization: "
                  "\"Bearer x\"}}\nqueues:\n  q: {handler: h}\n") ==
-        "test.yaml:2:46: headers: authorization carries a secret: give it with headers_from_env "
+        "test.yaml:2:46: handlers.h.headers: authorization carries a secret: give it with "
+        "headers_from_env "
         "or headers_from_file, so that it stays out of the config file");
   auto ok = parse_http_url("https://hooks.example:8443/x?token=1#frag");
   REQUIRE(std::holds_alternative<HttpUrl>(ok));
@@ -318,6 +328,80 @@ TEST_CASE("every config key is documented in docs/config.md", "[config][docs]") 
     INFO("key " << key);
     CHECK(doc.find("`" + leaf + "`") != std::string::npos);
   }
+}
+
+TEST_CASE("docs/config.md gives each key the schema's default and reloadability",
+          "[config][docs]") {
+  std::ifstream in(jq::test::repo_root() / "docs/config.md");
+  REQUIRE(in);
+  std::map<std::string, KeyInfo> keys;
+  for (auto& k : schema()) keys[k.key] = k;
+  // Rows `| `key` | type | default | reloadable | ... |` (and `| `retain`: `failed` | ...`) under
+  // `## `section``; the handlers table has `applies to` where the others have `type`.
+  std::string line, section;
+  std::size_t checked = 0;
+  const std::regex heading(R"(^## `(\w+)`)");
+  const std::regex row(R"(^\| `(\w+)`(?:: `(\w+)`)? \| ([^|]*) \| ([^|]*) \| ([^|]*) \|)");
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (std::regex_search(line, m, heading)) {
+      section = m[1];
+      continue;
+    }
+    if (!std::regex_search(line, m, row)) continue;
+    std::string key = section == "queues" || section == "handlers" ? section + ".*" : section;
+    key += "." + m[1].str() + (m[2].matched ? "." + m[2].str() : "");
+    auto it = keys.find(key);
+    if (it == keys.end()) continue;
+    INFO(key << ": " << line);
+    const bool handlers = section == "handlers";
+    const std::string def = handlers ? m[5].str() : m[4].str();
+    // A default written as one code span is the schema's, exactly.
+    std::smatch code;
+    if (std::regex_match(def, code, std::regex("`([^`]*)`")) && !it->second.default_value.empty()) {
+      CHECK(code[1].str() == it->second.default_value);
+    }
+    if (!handlers) {
+      const std::string reload = m[5].str();
+      CHECK(reload == (it->second.reloadable ? "yes" : "no"));
+    } else {
+      CHECK(it->second.reloadable);  // "Every key of a handler is reloadable"
+    }
+    ++checked;
+  }
+  CHECK(checked >= 50);
+}
+
+TEST_CASE("--print-config's output reads back as the same config, with secrets masked",
+          "[config]") {
+  const std::string text = R"(
+redis: {url: "redis://app:s3cret@db.example:6380/2"}
+handlers:
+  h: {type: exec, command: ["/bin/cat"], env: {API_TOKEN: abc, MODE: fast}, limits: {cpu: 5s}}
+  w: {type: http, url: "https://example.com/hook", headers_from_env: {Authorization: HOOK_AUTH}}
+queues:
+  q: {handler: h, concurrency: 3, retain: {succeeded: 0}, sources: [{redis: {}}, {spool: {dir: /tmp, recursive: true}}]}
+)";
+  const auto cfg = parse(text, "test.yaml", "/etc/jobqd");
+  const std::string out = print(cfg);
+  INFO(out);
+  CHECK(out.find("s3cret") == std::string::npos);
+  CHECK(out.find("redis://app:***@db.example:6380/2") != std::string::npos);
+  CHECK(out.find("API_TOKEN: \"***\"") != std::string::npos);
+  CHECK(out.find("MODE: fast") != std::string::npos);
+  CHECK(out.find("concurrency: 3") != std::string::npos);
+  CHECK(out.find("fetch_batch: 50") != std::string::npos);  // a default, filled in
+  CHECK(out.find("max_output: 1MiB") != std::string::npos);
+  // Read back: the same effective config (but for the masked values).
+  const auto again = parse(out, "printed.yaml", "/etc/jobqd");
+  CHECK(print(again).substr(print(again).find('\n')) == out.substr(out.find('\n')));
+  REQUIRE(again.queues.size() == 1);
+  CHECK(again.queues[0].sources.size() == 2);
+  CHECK(again.queues[0].sources[1].recursive);
+  CHECK(again.queues[0].retain.succeeded == 0ms);
+  CHECK(again.handlers.at("h").limits.cpu == std::optional<Millis>(5s));
+  CHECK(restart_changes(cfg, again) == std::vector<std::string>{"redis.url"});
+  CHECK(restart_changes(cfg, cfg).empty());
 }
 
 TEST_CASE("the shipped configs are valid", "[config]") {

@@ -24,28 +24,55 @@ class Daemon {
          const std::string& redis_extra = "")
       : Daemon(redis.url(), yaml, daemon_extra, redis_extra) {}
   Daemon(const std::string& redis_url, const std::string& yaml,
-         const std::string& daemon_extra = "", const std::string& redis_extra = "") {
+         const std::string& daemon_extra = "", const std::string& redis_extra = "")
+      : redis_url_(redis_url) {
     config_ = (dir_.path() / "jobqd.yaml").string();
     log_ = (dir_.path() / "jobqd.log").string();
-    std::ofstream out(config_);
-    // The test defaults, unless daemon_extra sets the same key (a key twice is a config error).
-    out << "daemon:\n";
-    const std::pair<const char*, std::string> defaults[] = {
-        {"state_dir", (dir_.path() / "state").string()},
-        {"lease", "1s"},
-        {"shutdown_grace", "5s"},
-        {"log_level", "debug"}};
-    for (const auto& [key, value] : defaults) {
-      if (daemon_extra.find(std::string("  ") + key + ":") == std::string::npos) {
-        out << "  " << key << ": " << value << "\n";
+    write_config(yaml, daemon_extra, redis_extra);
+  }
+  /// Writes the config file anew (the same test defaults around it): for reload tests.
+  void write_config(const std::string& yaml, const std::string& daemon_extra = "",
+                    const std::string& redis_extra = "") {
+    // Written beside, then renamed in: a reload never reads half a file.
+    const std::string tmp = config_ + ".new";
+    {
+      std::ofstream out(tmp);
+      // The test defaults, unless daemon_extra sets the same key (a key twice is an error).
+      out << "daemon:\n";
+      const std::pair<const char*, std::string> defaults[] = {
+          {"state_dir", (dir_.path() / "state").string()},
+          {"lease", "1s"},
+          {"shutdown_grace", "5s"},
+          {"log_level", "debug"}};
+      for (const auto& [key, value] : defaults) {
+        if (daemon_extra.find(std::string("  ") + key + ":") == std::string::npos) {
+          out << "  " << key << ": " << value << "\n";
+        }
+      }
+      out << daemon_extra << "redis:\n  url: " << redis_url_ << "\n  command_timeout: 2s\n"
+          << redis_extra << yaml;
+      // No HTTP unless the test asks: daemons of one test would share the default port.
+      if (yaml.rfind("http:", 0) != 0 && yaml.find("\nhttp:") == std::string::npos) {
+        out << "http: {listen: off}\n";
       }
     }
-    out << daemon_extra << "redis:\n  url: " << redis_url << "\n  command_timeout: 2s\n"
-        << redis_extra << yaml;
-    // No HTTP unless the test asks: daemons of one test would share the default port.
-    if (yaml.rfind("http:", 0) != 0 && yaml.find("\nhttp:") == std::string::npos) {
-      out << "http: {listen: off}\n";
-    }
+    std::rename(tmp.c_str(), config_.c_str());
+  }
+  /// SIGHUP, then waits until the log says this reload was applied or refused. True if applied.
+  bool reload(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    const auto count = [&](const std::string& what) {
+      const std::string l = log();
+      std::size_t n = 0;
+      for (auto at = l.find(what); at != std::string::npos; at = l.find(what, at + 1)) ++n;
+      return n;
+    };
+    const char* applied = "reload done:";
+    const char* refused = "reload refused: the running config stays";
+    const std::size_t done_before = count(applied), refused_before = count(refused);
+    proc_.signal(SIGHUP);
+    eventually([&] { return count(applied) + count(refused) > done_before + refused_before; },
+               timeout);
+    return count(applied) > done_before;
   }
   ~Daemon() { kill9(); }
 
@@ -93,6 +120,7 @@ class Daemon {
 
  private:
   TempDir dir_;
+  std::string redis_url_;
   std::string config_;
   std::string log_;
   Child proc_;
