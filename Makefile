@@ -42,10 +42,12 @@ override LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 # ---- packages --------------------------------------------------------------------------------
-# Exactly what building, testing and running need (Debian 12 package names).
-PACKAGES := g++ make pkg-config libevent-dev libhiredis-dev libyaml-cpp-dev libssl-dev \
-  nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev libcli11-dev catch2 \
-  redis-server python3 openssl ca-certificates procps systemd
+# Exactly what building, testing and running need (Debian 12 package names). The Dockerfile's
+# build stage installs BUILD_PACKAGES (tests/integration/test_packaging.cpp compares them).
+BUILD_PACKAGES := g++ make pkg-config libevent-dev libhiredis-dev libyaml-cpp-dev libssl-dev \
+  nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev libcli11-dev
+TEST_PACKAGES := catch2 redis-server python3 openssl ca-certificates procps systemd
+PACKAGES := $(BUILD_PACKAGES) $(TEST_PACKAGES)
 DEV_PACKAGES := clang-format
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -76,12 +78,15 @@ BENCHES := $(patsubst bench/%.cpp,$(BUILD)/%,$(BENCH_SRC))
 # Bench objects come through a pattern chain: keep them (not intermediate files to delete).
 .SECONDARY: $(call obj,$(BENCH_SRC))
 
-.PHONY: all deps lint test run bench install format format-check clean
+.PHONY: test-tools all deps lint test run bench install format format-check clean
 
 all: $(JOBQD) $(JOBQCTL)
 
+# NO_DEPS=1: the packages are there already (the Dockerfile's build stage, without the test ones).
 deps:
+ifeq ($(NO_DEPS),)
 	$(call install_missing,$(PACKAGES))
+endif
 
 # `make V=1` shows the full commands.
 ifeq ($(V),1)
@@ -144,8 +149,12 @@ lint:
 	  exit 1; fi
 
 # The test binary finds jobqd, jobqctl and redis-server itself; it prints `N passed, M failed` last.
-test: lint $(TESTS) $(JOBQD) $(JOBQCTL)
+test: lint $(TESTS) $(JOBQD) $(JOBQCTL) test-tools
 	@$(TESTS) $(TEST_ARGS)
+
+# npm packages the tests run (a Dockerfile linter), into tests/tools/node_modules.
+test-tools:
+	@tests/tools/npm-ci tests/tools
 
 # `+` keeps this line out of --output-sync: jobqd's log reaches the terminal as it is written,
 # not when jobqd exits.

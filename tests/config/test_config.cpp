@@ -405,7 +405,7 @@ queues:
 }
 
 TEST_CASE("the shipped configs are valid", "[config]") {
-  for (const char* name : {"config/jobqd.yaml", "config/dev.yaml"}) {
+  for (const char* name : {"config/jobqd.yaml", "config/dev.yaml", "config/docker.yaml"}) {
     INFO(name);
     auto cfg = load_file((jq::test::repo_root() / name).string());
     CHECK_FALSE(cfg.queues.empty());

@@ -6,11 +6,14 @@
 
 #include <filesystem>
 #include <regex>
+#include <set>
+#include <sstream>
 
 #include "tests/support/daemon.hpp"
 #include "tests/support/files.hpp"
 
 using namespace jq::test;
+using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
@@ -79,4 +82,126 @@ TEST_CASE("sysusers.d and tmpfiles.d make the unit's user and directories",
   REQUIRE(::stat((root.path() / "etc/jobqd").c_str(), &st) == 0);
   CHECK(st.st_uid == 0);
   CHECK((st.st_mode & 07777) == 0750);
+}
+
+namespace {
+
+// Words of the `apt-get install` in the Dockerfile stage that starts with `from`.
+std::set<std::string> apt_packages(const std::string& dockerfile, const std::string& from) {
+  const auto stage = dockerfile.find("\nFROM " + from);
+  REQUIRE(stage != std::string::npos);
+  const auto install = dockerfile.find("--no-install-recommends", stage);
+  const auto end = dockerfile.find("&&", install);
+  REQUIRE((install != std::string::npos && end != std::string::npos));
+  std::istringstream in(dockerfile.substr(install + 23, end - install - 23));
+  std::set<std::string> out;
+  for (std::string w; in >> w;) {
+    if (w != "\\") out.insert(w);
+  }
+  return out;
+}
+
+// A make variable's words (`NAME := a b \` continued on the next lines).
+std::set<std::string> make_list(const std::string& makefile, const std::string& name) {
+  std::smatch m;
+  REQUIRE(
+      std::regex_search(makefile, m, std::regex("\n" + name + R"( := ((?:[^\n]*\\\n)*[^\n]*))")));
+  std::istringstream in(m[1].str());
+  std::set<std::string> out;
+  for (std::string w; in >> w;) {
+    if (w != "\\") out.insert(w);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "Dockerfile: a Dockerfile linter finds nothing; multi-stage, non-root, exec form, "
+    "HEALTHCHECK, the config and a volume",
+    "[integration][packaging][docker]") {
+  const auto lint =
+      run_program({(repo_root() / "tests/tools/node_modules/.bin/dockerfile-utils").string(),
+                   "lint", (repo_root() / "Dockerfile").string()});
+  INFO(lint.out);
+  CHECK(lint.code == 0);
+  CHECK(lint.out.empty());
+  // The linter itself finds what it should (it is not a no-op).
+  TempDir dir;
+  write_file(dir.path() / "Dockerfile", "FROM debian:12\nHEALTHCHECK --intervl=5s CMD true\n");
+  const auto bad =
+      run_program({(repo_root() / "tests/tools/node_modules/.bin/dockerfile-utils").string(),
+                   "lint", (dir.path() / "Dockerfile").string()});
+  CHECK(bad.code != 0);
+  CHECK(bad.out.find("Unknown flag: intervl") != std::string::npos);
+
+  const std::string text = read_file(repo_root() / "Dockerfile");
+  for (const char* line :
+       {"FROM debian:12 AS build\n", "\nFROM debian:12-slim\n", "COPY --from=build ",
+        "\nUSER jobqd\n", "\nVOLUME [\"/var/lib/jobqd\"]\n",
+        "COPY config/docker.yaml /etc/jobqd/jobqd.yaml\n",
+        "\nENTRYPOINT [\"/usr/bin/tini\", \"--\", \"/usr/local/bin/jobqd\"]\n",
+        "\nCMD [\"-c\", \"/etc/jobqd/jobqd.yaml\"]\n", "\nHEALTHCHECK "}) {
+    INFO(line);
+    CHECK(text.find(line) != std::string::npos);
+  }
+}
+
+TEST_CASE(
+    "Dockerfile: the build stage installs the Makefile's BUILD_PACKAGES, the run stage "
+    "what the binaries link against",
+    "[integration][packaging][docker]") {
+  const std::string docker = read_file(repo_root() / "Dockerfile");
+  const std::string make = read_file(repo_root() / "Makefile");
+  CHECK(apt_packages(docker, "debian:12 AS build") == make_list(make, "BUILD_PACKAGES"));
+  // Each library jobqd and jobqctl need, by the package that has it (libc6 and libgcc-s1 are in
+  // every Debian image); then the embedded Redis, tini as PID 1, and CA certificates.
+  std::set<std::string> want{"redis-server", "tini", "ca-certificates"};
+  for (const char* bin : {"jobqd", "jobqctl"}) {
+    const auto elf = run_program({"readelf", "-d", (build_dir() / bin).string()});
+    REQUIRE(elf.code == 0);
+    const std::regex needed(R"(\(NEEDED\)\s+Shared library: \[([^\]]+)\])");
+    for (std::sregex_iterator it(elf.out.begin(), elf.out.end(), needed), end; it != end; ++it) {
+      const auto owner = run_program({"dpkg", "-S", "*/" + (*it)[1].str()});
+      REQUIRE(owner.code == 0);
+      std::string pkg;
+      std::istringstream lines(owner.out);
+      for (std::string l; std::getline(lines, l);) {
+        // The native one, not a 32-bit copy (libc6-i386: /usr/lib32/libc.so.6).
+        const bool native = l.find("i386") == std::string::npos &&
+                            l.find("/lib32/") == std::string::npos &&
+                            l.find("/libx32/") == std::string::npos;
+        if (native && pkg.empty()) pkg = l.substr(0, l.find(':'));
+      }
+      INFO((*it)[1].str() << " -> " << pkg);
+      if (pkg != "libc6" && pkg != "libgcc-s1") want.insert(pkg);
+    }
+  }
+  CHECK(apt_packages(docker, "debian:12-slim") == want);
+}
+
+TEST_CASE("Dockerfile: its HEALTHCHECK command says 0 while jobqd serves, not while Redis is away",
+          "[integration][packaging][docker]") {
+  const std::string docker = read_file(repo_root() / "Dockerfile");
+  std::smatch m;
+  REQUIRE(std::regex_search(docker, m, std::regex(R"re(CMD \["/bin/bash", "-c", "(.*)"\]\n*$)re")));
+  // The JSON string unescaped, and pointed at this test's port.
+  std::string cmd = m[1].str();
+  for (auto [from, to] : {std::pair<std::string, std::string>{"\\\\", "\\"}, {"\\\"", "\""}}) {
+    for (std::size_t at = 0; (at = cmd.find(from, at)) != std::string::npos; at += to.size()) {
+      cmd.replace(at, from.size(), to);
+    }
+  }
+  const int port = free_port();
+  cmd.replace(cmd.find("9464"), 4, std::to_string(port));
+  const auto check = [&] { return run_program({"/bin/bash", "-c", cmd}).code; };
+  CHECK(check() != 0);  // nothing listening
+  RedisServer redis;
+  Daemon d(redis, "http: {listen: 127.0.0.1:" + std::to_string(port) +
+                      "}\nhandlers: {h: {type: builtin, name: noop}}\nqueues: {q: {handler: h}}\n");
+  d.start_and_wait(redis);
+  CHECK(eventually([&] { return check() == 0; }, 5s));
+  redis.kill();
+  CHECK(eventually([&] { return check() != 0; }, 10s));
+  CHECK(d.stop() == 0);
 }
