@@ -106,6 +106,10 @@ redis::Client::Options Engine::client_options(const std::string& name) const {
   return o;
 }
 
+std::unique_ptr<redis::Client> Engine::make_client(const std::string& name) const {
+  return std::make_unique<redis::Client>(client_options(name));
+}
+
 void Engine::start_lane(Lane& lane) {
   lane.main->start();
   lane.blocking->start();

@@ -36,6 +36,8 @@ class Engine {
   /// The queues, for reports (counts, running, buffered). A reload changes the list.
   std::vector<const QueueRunner*> queues() const;
   const config::Config& config() const noexcept { return cfg_; }
+  /// A client to this daemon's Redis (not started), for reads of its own (/metrics' depths).
+  std::unique_ptr<redis::Client> make_client(const std::string& name) const;
 
   /// SIGHUP (docs/config.md, "Reloading"): applies `next`, already validated, from now on.
   /// Handlers whose config changed are built anew (running jobs keep the one they started

@@ -79,6 +79,7 @@ QueueRunner::SourceSlot QueueRunner::make_source(const config::SourceConfig& src
     auto spool = std::make_unique<sources::SpoolSource>(w_.main, settings_of(cfg_, daemon_, w_),
                                                         rules_, *this, std::move(o));
     slot.delivery = spool.get();
+    slot.spool = spool.get();
     slot.source = std::move(spool);
     return slot;
   }
@@ -110,6 +111,15 @@ void QueueRunner::start() {
   started_ = true;
   for (auto& s : sources_) s.source->start();
   dispatch_task_ = async::spawn(dispatcher(), "dispatch " + cfg_.name);
+}
+
+std::vector<QueueRunner::SpoolView> QueueRunner::spools() const {
+  std::vector<SpoolView> out;
+  for (const auto& slot : sources_) {
+    if (slot.spool)
+      out.push_back({slot.spool->dir(), slot.spool->waiting(), slot.spool->claimed()});
+  }
+  return out;
 }
 
 void QueueRunner::forget_run(const std::string& id) {
@@ -401,6 +411,7 @@ async::Task<void> QueueRunner::run_job(JobRun& run, async::Permit slot, async::P
 
 void QueueRunner::settle(JobRun& run, handlers::Outcome out) {
   const auto took = store::unix_ms() - run.started_ms;
+  durations_.observe(static_cast<double>(took) / 1000.0);
   const auto& id = run.id();
   auto& to = run.delivery();
   const auto ticket = run.from().ticket;

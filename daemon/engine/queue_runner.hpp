@@ -19,7 +19,8 @@
 
 namespace jq::sources {
 class RedisSource;
-}
+class SpoolSource;
+}  // namespace jq::sources
 
 namespace jq::engine {
 
@@ -67,6 +68,16 @@ class QueueRunner final : public sources::Sink {
   std::size_t running() const noexcept { return running_; }
   std::size_t buffered() const noexcept { return buffer_.size(); }
   std::size_t in_flight() const noexcept { return runs_.size(); }
+  /// How long attempts ran (every end: success, retry, failure).
+  const store::DurationHistogram& durations() const noexcept { return durations_; }
+  /// The Redis source, if the queue has had one (fetch sizes; its store's keys).
+  const sources::RedisSource* redis_source() const noexcept { return redis_; }
+  /// Each spool source: its directory, files waiting to be claimed, files claimed.
+  struct SpoolView {
+    std::string dir;
+    std::size_t waiting = 0, claimed = 0;
+  };
+  std::vector<SpoolView> spools() const;
 
   void start();
 
@@ -116,6 +127,7 @@ class QueueRunner final : public sources::Sink {
     config::SourceConfig cfg;
     std::unique_ptr<sources::Source> source;
     const sources::Delivery* delivery = nullptr;
+    const sources::SpoolSource* spool = nullptr;
   };
   SourceSlot make_source(const config::SourceConfig& src);
   /// A source dropped by a reload, taken out of service without losing or repeating a job.
@@ -141,6 +153,7 @@ class QueueRunner final : public sources::Sink {
   bool started_ = false;
   bool stopping_ = false;
   QueueStats stats_;
+  store::DurationHistogram durations_ = store::duration_histogram();
   async::JoinHandle<void> dispatch_task_;
 };
 

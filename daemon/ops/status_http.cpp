@@ -10,6 +10,10 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "sources/redis_source.hpp"
+#include "sources/spool_source.hpp"
+#include "store/queue_store.hpp"
+
 namespace jq::ops {
 namespace {
 
@@ -57,6 +61,24 @@ bool same(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
+// A histogram's series for one queue, its buckets cumulative as Prometheus wants them.
+template <std::size_t N>
+void histogram(std::ostream& o, const char* name, const std::string& queue,
+               const store::Histogram<N>& h) {
+  const std::string q = "queue=\"" + label(queue) + "\"";
+  std::uint64_t below = 0;
+  for (std::size_t i = 0; i < N; ++i) {
+    below += h.in_bucket(i);
+    o << name << "_bucket{" << q << ",le=\"" << h.bounds()[i] << "\"} " << below << '\n';
+  }
+  o << name << "_bucket{" << q << ",le=\"+Inf\"} " << h.count() << '\n';
+  o << name << "_sum{" << q << "} " << h.sum() << '\n';
+  o << name << "_count{" << q << "} " << h.count() << '\n';
+}
+
+// How often the queues' depths are read from Redis (3 keys per queue, one script call).
+constexpr auto kDepthsEvery = 5s;
+
 }  // namespace
 
 StatusHttp::StatusHttp(const std::string& listen, std::string token, const engine::Engine& engine)
@@ -68,11 +90,47 @@ StatusHttp::StatusHttp(const std::string& listen, std::string token, const engin
 void StatusHttp::start() {
   server_.start();
   lag_task_ = async::spawn(measure_lag(), "loop lag");
+  depth_client_ = engine_.make_client("redis (metrics)");
+  depth_client_->start();
+  depth_task_ = async::spawn(refresh_depths(), "queue depths");
 }
 
 async::Task<void> StatusHttp::stop() {
-  if (lag_task_.valid()) lag_task_.cancel();
+  for (auto* t : {&lag_task_, &depth_task_}) {
+    if (t->valid()) t->cancel();
+  }
+  if (depth_task_.valid()) co_await depth_task_.wait();
+  if (depth_client_) co_await depth_client_->stop();
   co_await server_.stop();
+}
+
+async::Task<void> StatusHttp::refresh_depths() {
+  for (;;) {
+    // Names and keys copied first: a reload may change the queues while a read is out.
+    std::vector<std::pair<std::string, store::Keys>> queues;
+    for (const auto* q : engine_.queues()) {
+      if (q->redis_source()) queues.emplace_back(q->name(), q->redis_source()->store().keys());
+    }
+    std::map<std::string, store::Depths> got;
+    for (const auto& [name, keys] : queues) {
+      bool ok = false;
+      store::Depths d;
+      try {
+        d = co_await async::wait_for(store::read_depths(*depth_client_, keys), kDepthsEvery);
+        ok = true;
+      } catch (const async::TimeoutError&) {
+      } catch (const std::exception&) {
+        // Redis away (redis_up says so) or a foreign value: the last figures stay.
+      }
+      if (ok) {
+        got[name] = d;
+      } else if (auto was = depths_.find(name); was != depths_.end()) {
+        got[name] = was->second;
+      }
+    }
+    depths_ = std::move(got);
+    co_await async::sleep(kDepthsEvery);
+  }
 }
 
 // How late a timer fires is how long the loop was busy elsewhere: the worst of each second.
@@ -160,6 +218,44 @@ std::string StatusHttp::metrics() const {
   family("jobqd_jobs_buffered", "gauge", "Jobs fetched and waiting for a permit, by queue.");
   for (const auto& q : engine_.queues()) {
     o << "jobqd_jobs_buffered{queue=\"" << label(q->name()) << "\"} " << q->buffered() << '\n';
+  }
+  family("jobqd_queue_jobs", "gauge",
+         "Jobs in Redis by queue and state (pending, delayed, dead), read every 5s.");
+  for (const auto& [name, d] : depths_) {
+    const std::pair<const char*, long long> rows[] = {
+        {"pending", d.pending}, {"delayed", d.delayed}, {"dead", d.dead}};
+    for (const auto& [state, v] : rows) {
+      if (v >= 0) {
+        o << "jobqd_queue_jobs{queue=\"" << label(name) << "\",state=\"" << state << "\"} " << v
+          << '\n';
+      }
+    }
+  }
+  family("jobqd_job_duration_seconds", "histogram",
+         "How long attempts ran (succeeded, retried or failed), by queue.");
+  for (const auto* q : engine_.queues())
+    histogram(o, "jobqd_job_duration_seconds", q->name(), q->durations());
+  family("jobqd_fetch_batch_jobs", "histogram", "Jobs taken from Redis per fetch, by queue.");
+  for (const auto* q : engine_.queues()) {
+    if (q->redis_source()) {
+      histogram(o, "jobqd_fetch_batch_jobs", q->name(), q->redis_source()->fetch_sizes());
+    }
+  }
+  family("jobqd_spool_files_waiting", "gauge",
+         "Files seen in a spool directory and not claimed yet, by queue and directory.");
+  for (const auto* q : engine_.queues()) {
+    for (const auto& sp : q->spools()) {
+      o << "jobqd_spool_files_waiting{queue=\"" << label(q->name()) << "\",dir=\"" << label(sp.dir)
+        << "\"} " << sp.waiting << '\n';
+    }
+  }
+  family("jobqd_spool_files_claimed", "gauge",
+         "Files claimed from a spool directory and not finished, by queue and directory.");
+  for (const auto* q : engine_.queues()) {
+    for (const auto& sp : q->spools()) {
+      o << "jobqd_spool_files_claimed{queue=\"" << label(q->name()) << "\",dir=\"" << label(sp.dir)
+        << "\"} " << sp.claimed << '\n';
+    }
   }
   family("jobqd_redis_up", "gauge", "1 while every Redis connection is up.");
   o << "jobqd_redis_up " << (redis.up ? 1 : 0) << '\n';

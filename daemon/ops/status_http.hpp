@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -10,6 +11,8 @@
 #include "config/config.hpp"
 #include "engine/engine.hpp"
 #include "ops/http_server.hpp"
+#include "redis/client.hpp"
+#include "store/stats.hpp"
 
 namespace jq::ops {
 
@@ -30,14 +33,19 @@ class StatusHttp {
   HttpResponse healthz() const;
   std::string metrics() const;
   async::Task<void> measure_lag();
+  /// Every few seconds, each queue's depths in Redis, on a connection of its own: a scrape
+  /// reads them from here, never waits for Redis, and scrapes cannot make a burst of commands.
+  async::Task<void> refresh_depths();
 
   const engine::Engine& engine_;
   std::string token_;
   bool serving_ = false;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   double lag_s_ = 0;  // the worst loop lag of the last second
+  std::unique_ptr<redis::Client> depth_client_;
+  std::map<std::string, store::Depths> depths_;  // by queue, from the last refresh that worked
   HttpServer server_;
-  async::JoinHandle<void> lag_task_;
+  async::JoinHandle<void> lag_task_, depth_task_;
 };
 
 }  // namespace jq::ops

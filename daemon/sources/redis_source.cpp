@@ -119,6 +119,7 @@ async::Task<void> RedisSource::fetcher() {
       continue;
     }
     const std::size_t taken = got->jobs.size() + static_cast<std::size_t>(got->waiting);
+    if (!got->jobs.empty()) fetch_sizes_.observe(static_cast<double>(got->jobs.size()));
     co_await hand_over(std::move(*got));
     if (taken < n) {
       std::string why;

@@ -35,6 +35,8 @@ class RedisSource final : public Source, public Delivery {
   ~RedisSource() override;
 
   const store::QueueStore& store() const noexcept { return store_; }
+  /// Jobs per fetch so far (for /metrics).
+  const store::BatchHistogram& fetch_sizes() const noexcept { return fetch_sizes_; }
 
   // Source
   void start() override;
@@ -82,6 +84,7 @@ class RedisSource final : public Source, public Delivery {
   Millis lease_;
   async::Event lease_ok_;
   async::Event fetching_;
+  store::BatchHistogram fetch_sizes_ = store::batch_histogram();
   async::Event wake_promoter_;
   std::int64_t promoter_due_ = 0;
   bool taking_ = true;

@@ -66,6 +66,9 @@ class SpoolSource final : public Source, public Delivery {
 
   /// Files claimed and not finished (for tests and metrics).
   std::size_t claimed() const noexcept { return files_.size(); }
+  /// Files seen in the directory and not claimed yet (those a scan has still to find aside).
+  std::size_t waiting() const noexcept { return names_.size(); }
+  const std::string& dir() const noexcept { return o_.dir.dir; }
 
  private:
   /// A claimed file, from its claim to its end.

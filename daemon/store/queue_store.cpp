@@ -211,6 +211,21 @@ async::Task<Recovered> QueueStore::recover(std::size_t max_workers) {
   co_return decode_recovered(r);
 }
 
+async::Task<Depths> read_depths(redis::Client& client, const Keys& keys) {
+  const std::vector<std::string> k{keys.pending, keys.delayed, keys.dead};
+  const std::vector<std::string> none;
+  redis::Reply r = co_await scripts::depths().run(client, k, none);
+  r.check();
+  if (!r.is_array() || r.elements.size() != 3) {
+    throw redis::ReplyError("depths: expected 3 numbers, got " + r.describe());
+  }
+  Depths d;
+  d.pending = r.elements[0].integer;
+  d.delayed = r.elements[1].integer;
+  d.dead = r.elements[2].integer;
+  co_return d;
+}
+
 async::Task<Recovered> QueueStore::reconcile() {
   redis::Reply fields = co_await main_.command("HKEYS", keys_.inflight(s_.worker));
   fields.check();

@@ -13,6 +13,7 @@
 #include "job/error_kind.hpp"
 #include "redis/client.hpp"
 #include "store/keys.hpp"
+#include "store/stats.hpp"
 
 namespace jq::store {
 
@@ -86,6 +87,10 @@ struct Promoted {
 };
 /// Decodes a promote reply (a score may be anything a submitter wrote, "+inf" included).
 Promoted decode_promoted(const redis::Reply& r);
+
+/// A queue's depths (scripts::depths) read on any client: for /metrics and jobqctl. Throws
+/// redis::ConnectionError, or redis::ReplyError for a reply of another shape.
+async::Task<Depths> read_depths(redis::Client& client, const Keys& keys);
 
 /// A foreign value found at one of the queue's keys and moved aside.
 struct Repaired {

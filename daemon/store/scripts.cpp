@@ -564,6 +564,23 @@ return {returned, died, -1}
   return s;
 }
 
+// A queue's depths for /metrics and jobqctl: read-only, O(1) per key.
+// KEYS: pending, delayed, dead
+// Returns {pending, delayed, dead}: each key's length, 0 when it does not exist, -1 when it
+// holds a value of another type (garbage written there: the fetch path repairs it).
+const redis::Script& depths() {
+  static const redis::Script s("depths", R"lua(
+local function size(key, kind, cmd)
+  local t = redis.call('TYPE', key).ok
+  if t == 'none' then return 0 end
+  if t ~= kind then return -1 end
+  return redis.call(cmd, key)
+end
+return {size(KEYS[1], 'list', 'LLEN'), size(KEYS[2], 'zset', 'ZCARD'), size(KEYS[3], 'zset', 'ZCARD')}
+)lua");
+  return s;
+}
+
 // Moves due jobs from delayed to the back of pending, atomically. Retries that were waiting (their
 // marker counts an attempt) go back to status queued; a job submitted with a delay, or one that
 // waits for its id, has no state of its own to change.

@@ -17,6 +17,9 @@ const redis::Script& promote();
 const redis::Script& repair();
 const redis::Script& spool_state();
 
+// Both's.
+const redis::Script& depths();
+
 // jobqctl's.
 const redis::Script& submit();
 const redis::Script& requeue_dead();

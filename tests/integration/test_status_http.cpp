@@ -233,3 +233,78 @@ TEST_CASE("HTTP with a token: /metrics needs it, /healthz does not", "[integrati
   CHECK(check.out.find("http.token_file " + token + ".gone: cannot read it: No such file") !=
         std::string::npos);
 }
+
+TEST_CASE(
+    "/metrics: depths in Redis per queue (cached), attempt durations, fetch sizes, spool "
+    "files waiting",
+    "[integration][http]") {
+  RedisServer redis;
+  TempDir spool;
+  Daemon d(redis, R"(
+http: {listen: 127.0.0.1:0}
+handlers:
+  h: {type: builtin, name: noop}
+  nap: {type: builtin, name: sleep}
+queues:
+  q: {handler: h}
+  held: {handler: nap, concurrency: 1, buffer: 1}
+  files: {handler: nap, concurrency: 1, buffer: 1, sources: [{spool: {dir: )" +
+                      spool.str() +
+                      R"(, quiet: 0s}}]}
+)");
+  const auto addr = start_serving(d, redis);
+  auto r = redis.client();
+  // held: one running (30 s), one buffered, eight pending; one delayed far ahead; q: one dead.
+  push(r, "held", jobs_for(ids("h", 10), R"({"ms": 30000})"));
+  r.cmd({"ZADD", "jobq:{held}:delayed", "99999999999999", R"({"id":"later","payload":1})"});
+  push(r, "q", jobs_for(ids("n", 7), "{}"));
+  push(r, "q", {"[not a job"});
+  // files: one running, one buffered, two waiting to be claimed (the buffer is full).
+  for (const char* f : {"a.json", "b.json", "c.json", "d.json"}) {
+    write_file(spool.path() / f, R"({"payload": {"ms": 30000}})");
+  }
+  std::string body;
+  const bool seen = eventually(
+      [&] {
+        body = get(addr, "/metrics").body;
+        return sample(body, R"(jobqd_queue_jobs{queue="held",state="pending"})") == 8 &&
+               sample(body, R"(jobqd_queue_jobs{queue="held",state="delayed"})") == 1 &&
+               sample(body, R"(jobqd_queue_jobs{queue="q",state="dead"})") == 1 &&
+               sample(body, R"(jobqd_job_duration_seconds_count{queue="q"})") == 7;
+      },
+      15s);
+  INFO(body);
+  REQUIRE(seen);
+  CHECK(sample(body, R"(jobqd_queue_jobs{queue="q",state="pending"})") == 0);
+  CHECK(sample(body, R"(jobqd_job_duration_seconds_bucket{queue="q",le="+Inf"})") == 7);
+  // A noop takes well under 5 ms: all seven in the first bucket.
+  CHECK(sample(body, R"(jobqd_job_duration_seconds_bucket{queue="q",le="0.005"})") == 7);
+  CHECK(sample(body, R"(jobqd_job_duration_seconds_count{queue="held"})") == 0);
+  // Fetches: q took its 8 in one or a few; held one at a time (its buffer is 1).
+  const double fetched = sample(body, R"(jobqd_fetch_batch_jobs_sum{queue="q"})");
+  CHECK(fetched == 8);
+  CHECK(sample(body, R"(jobqd_fetch_batch_jobs_bucket{queue="held",le="1"})") ==
+        sample(body, R"(jobqd_fetch_batch_jobs_count{queue="held"})"));
+  // No fetch histogram for a spool-only queue; its directory's files instead.
+  CHECK(sample(body, R"(jobqd_fetch_batch_jobs_count{queue="files"})") == -1);
+  const std::string dir = "queue=\"files\",dir=\"" + spool.str() + "\"";
+  CHECK(eventually(
+      [&] {
+        body = get(addr, "/metrics").body;
+        return sample(body, "jobqd_spool_files_claimed{" + dir + "}") == 2 &&
+               sample(body, "jobqd_spool_files_waiting{" + dir + "}") == 2;
+      },
+      5s));
+  // Depths are read every 5 s, not per scrape: 50 scrapes make no commands of their own.
+  const auto calls = [&] {
+    auto info = r.cmd({"INFO", "commandstats"}).str;
+    std::smatch m;
+    return std::regex_search(info, m, std::regex(R"(cmdstat_evalsha:calls=(\d+))"))
+               ? std::stoll(m[1])
+               : 0;
+  };
+  const auto before = calls();
+  for (int i = 0; i < 50; ++i) (void)get(addr, "/metrics");
+  CHECK(calls() - before < 30);  // the daemon's own renewals and refreshes; per scrape: 150
+  d.kill9();
+}
