@@ -54,7 +54,7 @@ std::size_t distance(const std::string& a, const std::string& b) {
 }
 
 std::string scalar(const YAML::Node& n, const Ctx& c, const std::string& what) {
-  if (!n.IsScalar()) fail(c, n, what + " must be a single value, not a list or map");
+  if (!n.IsScalar()) fail(c, n, what + ": must be a single value, not a list or map");
   return n.Scalar();
 }
 
@@ -144,7 +144,8 @@ std::map<std::string, std::string> as_string_map(const YAML::Node& n, const Ctx&
   check_unique(n, c, key);
   std::map<std::string, std::string> out;
   for (const auto& kv : n) {
-    out[scalar(kv.first, c, key + " names")] = scalar(kv.second, c, key + " values");
+    const std::string name = scalar(kv.first, c, key + " names");
+    out[name] = scalar(kv.second, c, key + "." + name);
   }
   return out;
 }
@@ -987,7 +988,9 @@ Config parse(const std::string& text, const std::string& origin, const std::stri
                format_duration(q.timeout) + ")");
     }
     if (q.retry_max < q.retry_base) {
-      fail(c, kv.second, where + ": retry_max is below retry_base");
+      fail(c, kv.second,
+           where + ": retry_max (" + format_duration(q.retry_max) + ") is below retry_base (" +
+               format_duration(q.retry_base) + ")");
     }
     if (q.sources.empty()) q.sources.push_back(SourceConfig{});
     std::set<std::string> dirs;
