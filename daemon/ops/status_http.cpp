@@ -76,6 +76,13 @@ void histogram(std::ostream& o, const char* name, const std::string& queue,
   o << name << "_count{" << q << "} " << h.count() << '\n';
 }
 
+// A loop that did not turn for this long is reported by /healthz.
+constexpr double kStuck = 1.0;
+
+double seconds_since(async::Clock::time_point t) {
+  return std::chrono::duration<double>(async::Clock::now() - t).count();
+}
+
 // How often the queues' depths are read from Redis (3 keys per queue, one script call).
 constexpr auto kDepthsEvery = 5s;
 
@@ -139,6 +146,7 @@ async::Task<void> StatusHttp::measure_lag() {
   auto window = async::Clock::now();
   for (;;) {
     const auto before = async::Clock::now();
+    last_tick_ = before;
     co_await async::sleep(kLagEvery);
     const double late =
         std::chrono::duration<double>(async::Clock::now() - before - kLagEvery).count();
@@ -181,6 +189,14 @@ HttpResponse StatusHttp::healthz() const {
   } else if (!redis.up) {
     r.status = 503;
     r.body = "Redis unreachable: " + redis.why + "\n";
+  } else if (const double stuck =
+                 std::max(lag_s_, seconds_since(last_tick_) -
+                                      std::chrono::duration<double>(kLagEvery).count());
+             stuck >= kStuck) {
+    // The loop did not turn for that long (a handler or a bug blocking it): jobs and leases
+    // wait meanwhile. Said until a second has passed without it.
+    r.status = 503;
+    r.body = "the event loop was stuck for " + std::to_string(stuck).substr(0, 4) + " s\n";
   } else {
     r.body = "serving\n";
   }

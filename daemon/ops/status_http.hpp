@@ -42,6 +42,7 @@ class StatusHttp {
   bool serving_ = false;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   double lag_s_ = 0;  // the worst loop lag of the last second
+  async::Clock::time_point last_tick_ = async::Clock::now();  // the lag timer's last turn
   std::unique_ptr<redis::Client> depth_client_;
   std::map<std::string, store::Depths> depths_;  // by queue, from the last refresh that worked
   HttpServer server_;

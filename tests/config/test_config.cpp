@@ -454,6 +454,42 @@ queues:
   CHECK(restart_changes(cfg, cfg).empty());
 }
 
+TEST_CASE("config/jobqd.yaml: its commented-out examples are valid keys once uncommented",
+          "[config]") {
+  std::ifstream in(jq::test::repo_root() / "config/jobqd.yaml");
+  REQUIRE(in);
+  std::string out, line;
+  std::size_t uncommented = 0;
+  // `  # name:` starts an example handler, `  #   key:` its keys; `      # - spool:` and
+  // `      #     key:` an example source; `  # key:` a key of a section.
+  const std::regex example(R"(^( *)# ((?:[a-z_]+:|- spool:).*)$)");
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (std::regex_match(line, m, example)) {
+      const std::string rest = m[2];
+      const std::string indent = m[1];
+      const std::size_t extra = rest.find_first_not_of(' ');
+      // The two ways to give the Redis password are alternatives: one is enough.
+      if (rest.rfind("password_env:", 0) == 0) continue;
+      out += indent + rest.substr(extra) + "\n";
+      ++uncommented;
+    } else if (line.find("  #   ") == 0 || line.find("      #     ") == 0) {
+      const auto hash = line.find('#');
+      out += line.substr(0, hash) + line.substr(hash + 2) + "\n";
+      ++uncommented;
+    } else {
+      out += line + "\n";
+    }
+  }
+  INFO(out);
+  const auto cfg = parse(out, "jobqd.yaml (uncommented)", "/etc/jobqd");
+  CHECK(uncommented >= 30);
+  CHECK(cfg.handlers.size() == 3);
+  CHECK(cfg.queues.at(0).sources.size() == 2);
+  CHECK(cfg.handlers.at("notify").headers_from_file.size() == 1);
+  CHECK(cfg.redis.password_file == "/etc/jobqd/redis-password");
+}
+
 TEST_CASE("the shipped configs are valid", "[config]") {
   for (const char* name : {"config/jobqd.yaml", "config/dev.yaml", "config/docker.yaml"}) {
     INFO(name);

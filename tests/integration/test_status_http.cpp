@@ -308,3 +308,25 @@ queues:
   CHECK(calls() - before < 30);  // the daemon's own renewals and refreshes; per scrape: 150
   d.kill9();
 }
+
+TEST_CASE("/healthz says 503 right after the event loop was stuck, then 200 again",
+          "[integration][http]") {
+  RedisServer redis;
+  Daemon d(redis, kYaml);
+  const auto addr = start_serving(d, redis);
+  d.signal(SIGSTOP);
+  std::this_thread::sleep_for(1500ms);  // the stall itself is what is measured
+  // Sent while it is stopped: the first thing its loop sees when it turns again.
+  int fd = dial(addr);
+  REQUIRE(fd >= 0);
+  const std::string raw = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  (void)!::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL);
+  d.signal(SIGCONT);
+  const std::string got = read_all(fd, 5s);
+  ::close(fd);
+  INFO(got);
+  CHECK(got.rfind("HTTP/1.1 503", 0) == 0);
+  CHECK(got.find("the event loop was stuck for 1.") != std::string::npos);
+  CHECK(eventually([&] { return get(addr, "/healthz").status == 200; }, 5s));
+  CHECK(d.stop() == 0);
+}
