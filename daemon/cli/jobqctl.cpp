@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -302,17 +304,113 @@ int wait_for_job(const Target& t, const std::string& queue, const std::string& i
   }
 }
 
+// Why no jobqd would run a job of `queue`, or nullopt if one would: the queue is in the config,
+// in the registry of queues daemons have served, or a daemon holds a live lease on it now.
+std::optional<std::string> unserved(redisContext* c, const Target& t, const std::string& queue) {
+  if (t.cfg && t.cfg->queue(queue)) return std::nullopt;
+  if (call(c, {"SISMEMBER", store::Keys::registry(t.prefix), queue}).as_int() == 1) {
+    return std::nullopt;
+  }
+  if (call(c, {"ZCARD", keys(t, queue).leases}).as_int() > 0) return std::nullopt;
+  return "queue " + queue + " is served by no jobqd (" +
+         (t.cfg ? "not in " + t.cfg->path + ", " : std::string()) +
+         "and no daemon has served it on this Redis)";
+}
+
+// Every queue jobqctl knows of: the config's, then those daemons have served (the registry).
+std::vector<std::string> known_queues(redisContext* c, const Target& t) {
+  std::vector<std::string> out;
+  if (t.cfg) {
+    for (const auto& q : t.cfg->queues) out.push_back(q.name);
+  }
+  auto more = call(c, {"SMEMBERS", store::Keys::registry(t.prefix)});
+  std::vector<std::string> extra;
+  for (const auto& e : more.elements) {
+    if (config::valid_name(e.str) && std::find(out.begin(), out.end(), e.str) == out.end()) {
+      extra.push_back(e.str);
+    }
+  }
+  std::sort(extra.begin(), extra.end());
+  out.insert(out.end(), extra.begin(), extra.end());
+  return out;
+}
+
+int cmd_queues(const Globals& g) {
+  Target t = resolve(g);
+  Conn c = open(t);
+  json out = json::array();
+  const auto names = known_queues(c.get(), t);
+  if (!g.json_out) {
+    if (names.empty()) {
+      std::cout << "no queues: none in the config, and no jobqd has served one on "
+                << t.url.display() << "\n";
+      return kOk;
+    }
+    std::printf("%-24s %10s %10s %10s %10s  %s\n", "QUEUE", "PENDING", "DELAYED", "RUNNING", "DEAD",
+                "STATE");
+  }
+  for (const auto& name : names) {
+    const auto k = keys(t, name);
+    auto d = run_script(c.get(), store::scripts::depths(), {k.pending, k.delayed, k.dead}, {});
+    long long active = 0;
+    for (const auto& w : call(c.get(), {"ZRANGE", k.leases, "0", "-1"}).elements) {
+      auto n = call_raw(c.get(), {"HLEN", k.inflight(w.str)});
+      if (n.type == redis::Reply::Type::integer) active += n.integer;
+    }
+    const bool paused = call(c.get(), {"EXISTS", k.paused}).as_int() == 1;
+    const long long pending = d.elements.at(0).integer, delayed = d.elements.at(1).integer,
+                    dead = d.elements.at(2).integer;
+    if (g.json_out) {
+      out.push_back({{"name", name},
+                     {"pending", pending},
+                     {"delayed", delayed},
+                     {"running", active},
+                     {"dead", dead},
+                     {"paused", paused}});
+    } else {
+      std::printf("%-24s %10lld %10lld %10lld %10lld  %s\n", name.c_str(), pending, delayed, active,
+                  dead, paused ? "paused" : "serving");
+    }
+  }
+  if (g.json_out) std::cout << dump(out) << "\n";
+  return kOk;
+}
+
+int cmd_pause(const Globals& g, const std::string& queue, bool pause) {
+  if (!config::valid_name(queue)) {
+    throw Exit{kUsage, "queue name '" + queue + "': use [A-Za-z0-9_.-]{1,64}"};
+  }
+  Target t = resolve(g);
+  Conn c = open(t);
+  const auto k = keys(t, queue);
+  bool changed = false;
+  if (pause) {
+    changed = !call(c.get(), {"SET", k.paused, std::to_string(now_ms()), "NX"}).is_nil();
+  } else {
+    changed = call(c.get(), {"DEL", k.paused}).as_int() == 1;
+  }
+  if (g.json_out) {
+    std::cout << json({{"queue", queue}, {"paused", pause}, {"changed", changed}}).dump() << "\n";
+  } else if (pause) {
+    std::cout << "queue " << queue
+              << (changed ? " paused: every jobqd stops taking its jobs within a second "
+                            "(running ones finish)\n"
+                          : " was paused already\n");
+  } else {
+    std::cout << "queue " << queue
+              << (changed ? " resumed: every jobqd takes its jobs again within a second\n"
+                          : " was not paused\n");
+  }
+  return kOk;
+}
+
 int cmd_submit(const Globals& g, const std::string& queue, const std::string& payload_arg,
                const std::string& id_arg, const std::string& handler, const std::string& timeout,
                unsigned max_attempts, const std::string& delay, bool wait,
-               const std::string& wait_timeout) {
+               const std::string& wait_timeout, bool force) {
   if (!config::valid_name(queue))
     throw Exit{kUsage, "queue name '" + queue + "': use [A-Za-z0-9_.-]{1,64}"};
   Target t = resolve(g);
-  if (t.cfg && !t.cfg->queue(queue)) {
-    std::cerr << "jobqctl: warning: queue " << queue << " is not in " << g.config_path
-              << "; no daemon using that config will run it\n";
-  }
   std::string text = payload_arg;
   if (payload_arg == "-") {
     text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
@@ -340,6 +438,13 @@ int cmd_submit(const Globals& g, const std::string& queue, const std::string& pa
   if (!wait_timeout.empty()) wait_for = duration_arg(wait_timeout, "--wait-timeout");
 
   Conn c = open(t);
+  if (!force) {
+    if (auto why = unserved(c.get(), t, queue)) {
+      throw Exit{kUsage, *why +
+                             "; --force pushes it anyway (it waits in pending until a jobqd "
+                             "serves the queue)"};
+    }
+  }
   Conn sub;
   if (wait) {
     sub = open(t);
@@ -438,11 +543,79 @@ int cmd_dead(const Globals& g, const std::string& action, const std::string& que
   return kOk;
 }
 
+// The word after the options that should name a command, when it names none: CLI11 would only
+// say "A subcommand is required".
+std::optional<std::string> unknown_command(const CLI::App& app, int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-c" || a == "--config" || a == "--redis") {
+      ++i;  // its value
+      continue;
+    }
+    if (!a.empty() && a[0] == '-') continue;
+    for (const auto* sub : app.get_subcommands({})) {
+      if (sub->get_name() == a) return std::nullopt;
+    }
+    std::string names;
+    for (const auto* sub : app.get_subcommands({}))
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    return "unknown command '" + a + "' (commands: " + names + ")";
+  }
+  return std::nullopt;
+}
+
+const CLI::App* parsed_command(const CLI::App& app) {
+  for (const auto* sub : app.get_subcommands({})) {
+    if (sub->parsed()) return sub;
+  }
+  return nullptr;
+}
+
+// `usage: jobqctl submit QUEUE [PAYLOAD] [OPTIONS]` for a command, or the general one.
+std::string usage_line(const CLI::App& app, const CLI::App* cmd) {
+  if (!cmd) {
+    return "usage: jobqctl [-c CONFIG | --redis URL] [--json] COMMAND ... (jobqctl --help; "
+           "jobqctl COMMAND --help)\n";
+  }
+  std::string line = "usage: jobqctl " + cmd->get_name();
+  for (const auto* o : cmd->get_options()) {
+    if (!o->get_positional()) continue;
+    line += o->get_required() ? " " + o->get_name() : " [" + o->get_name() + "]";
+  }
+  (void)app;
+  return line + " [OPTIONS] (jobqctl " + cmd->get_name() + " --help)\n";
+}
+
+// CLI11's messages in jobqctl's words: which command, which argument, what is allowed.
+std::string explain(const CLI::App& app, const CLI::ParseError& e) {
+  const auto* cmd = parsed_command(app);
+  const std::string where = cmd ? cmd->get_name() + ": " : std::string();
+  std::string msg = e.what();
+  const std::string required = " is required";
+  if (auto at = msg.find(required);
+      at != std::string::npos && msg.find("subcommand") == std::string::npos) {
+    return where + "missing " + msg.substr(0, at);
+  }
+  if (msg.find("A subcommand is required") != std::string::npos) return "a command is needed";
+  return where + msg;
+}
+
+unsigned attempts_arg(const std::string& s) {
+  if (s.empty()) return 0;
+  unsigned v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v < 1 || v > 1000) {
+    throw Exit{kUsage, "submit: --max-attempts '" + s + "' is not a whole number from 1 to 1000"};
+  }
+  return v;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"jobqctl: submit jobs to jobqd and follow them"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("jobqctl ") + JOBQD_VERSION);
   Globals g;
   app.add_option("-c,--config", g.config_path, "jobqd config (for the Redis URL and queues)")
       ->capture_default_str()
@@ -451,7 +624,7 @@ int main(int argc, char** argv) {
   app.add_flag("--json", g.json_out, "machine-readable output");
 
   std::string queue, payload, id, handler, timeout, delay, wait_timeout;
-  unsigned max_attempts = 0;
+  std::string max_attempts_arg;
   bool wait = false;
   auto* submit =
       app.add_subcommand("submit", "submit a job; prints its id (or, with --wait, its result)");
@@ -460,11 +633,18 @@ int main(int argc, char** argv) {
   submit->add_option("--id", id, "the job's id (default: a new time-ordered one)");
   submit->add_option("--handler", handler, "a configured handler (default: the queue's)");
   submit->add_option("--timeout", timeout, "job timeout, like 30s (capped by the queue)");
-  submit->add_option("--max-attempts", max_attempts,
-                     "attempts before it is dead (capped by the queue)");
+  submit->add_option("--max-attempts", max_attempts_arg,
+                     "attempts before it is dead, 1 to 1000 (capped by the queue)");
   submit->add_option("--delay", delay, "run it this much later, like 5m");
   submit->add_flag("--wait", wait, "wait for the end: print the result, exit 1 if it failed");
   submit->add_option("--wait-timeout", wait_timeout, "give up waiting after this long (exit 124)");
+  bool force = false;
+  submit->add_flag("--force", force, "push even if no jobqd serves the queue");
+  submit->footer(R"(
+EXAMPLES
+  jobqctl submit default '{"n": 1}'
+  jobqctl submit default '{"n": 1}' --wait --wait-timeout 30s
+  echo '{"to": "a@example.com"}' | jobqctl submit mail - --id mail-42 --delay 5m)");
 
   std::string status_id, status_queue;
   auto* status = app.add_subcommand("status", "show a job's state");
@@ -488,24 +668,51 @@ int main(int argc, char** argv) {
   deadcmd->add_option("ID", dead_id, "one dead job (retry, purge)");
   deadcmd->add_flag("--all", dead_all, "every dead job of the queue (retry, purge)");
 
+  auto* queues =
+      app.add_subcommand("queues", "list the queues: pending, delayed, running, dead, paused");
+  queues->footer("\nEXAMPLE\n  jobqctl queues --json");
+
+  std::string pause_queue, resume_queue;
+  auto* pausecmd =
+      app.add_subcommand("pause", "stop every jobqd taking QUEUE's jobs (within a second)");
+  pausecmd->add_option("QUEUE", pause_queue, "queue name")->required();
+  pausecmd->footer(
+      "\nRunning jobs finish; the pause lasts (across daemon restarts) until resume.\n"
+      "EXAMPLE\n  jobqctl pause mail");
+  auto* resumecmd = app.add_subcommand("resume", "let every jobqd take QUEUE's jobs again");
+  resumecmd->add_option("QUEUE", resume_queue, "queue name")->required();
+  resumecmd->footer("\nEXAMPLE\n  jobqctl resume mail");
+  status->footer("\nEXAMPLE\n  jobqctl status 01M8XP9BS323B05SQ176K6X2ME --json");
+  waitcmd->footer("\nEXAMPLE\n  jobqctl wait mail-42 -q mail --wait-timeout 1m");
+  deadcmd->footer("\nEXAMPLES\n  jobqctl dead list mail\n  jobqctl dead retry mail --all");
+
+  if (auto bad = unknown_command(app, argc, argv)) {
+    std::cerr << "jobqctl: " << *bad << "\n" << usage_line(app, nullptr);
+    return kUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "jobqctl: " << e.what() << "\n";
+    std::cerr << "jobqctl: " << explain(app, e) << "\n" << usage_line(app, parsed_command(app));
     return kUsage;
   }
   try {
     if (submit->parsed()) {
+      const unsigned max_attempts = attempts_arg(max_attempts_arg);
       return cmd_submit(g, queue, payload, id, handler, timeout, max_attempts, delay, wait,
-                        wait_timeout);
+                        wait_timeout, force);
     }
     if (status->parsed()) return cmd_status(g, status_id, status_queue);
     if (waitcmd->parsed()) return cmd_wait(g, wait_id, wait_queue, wait_limit);
     if (deadcmd->parsed()) return cmd_dead(g, dead_action, dead_queue, dead_id, dead_all);
+    if (queues->parsed()) return cmd_queues(g);
+    if (pausecmd->parsed()) return cmd_pause(g, pause_queue, true);
+    if (resumecmd->parsed()) return cmd_pause(g, resume_queue, false);
   } catch (const Exit& e) {
     std::cerr << "jobqctl: " << e.message << "\n";
+    if (e.code == kUsage) std::cerr << usage_line(app, parsed_command(app));
     return e.code;
   } catch (const std::exception& e) {
     std::cerr << "jobqctl: " << e.what() << "\n";

@@ -23,6 +23,8 @@ using Phase = JobRun::Phase;
 constexpr std::size_t kMinUnrecorded = 1000;
 // How long writing out what is left may take at a stop, after the grace.
 constexpr auto kFlushLimit = 10s;
+// How often the pause flag is read: `jobqctl pause` takes effect within this.
+constexpr auto kPausePoll = 1s;
 
 store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSection& d,
                             const QueueRunner::Wiring& w) {
@@ -97,6 +99,7 @@ QueueRunner::SourceSlot QueueRunner::make_source(const config::SourceConfig& src
 QueueRunner::~QueueRunner() {
   // Tasks refer to this object: stop them where they stand (stop() is the graceful way).
   if (dispatch_task_.valid()) dispatch_task_.abort();
+  if (pause_task_.valid()) pause_task_.abort();
   for (auto& t : retiring_) {
     if (t.valid()) t.abort();
   }
@@ -109,8 +112,50 @@ QueueRunner::~QueueRunner() {
 
 void QueueRunner::start() {
   started_ = true;
+  pause_task_ = async::spawn(watch_pause(), "pause flag " + cfg_.name);
   for (auto& s : sources_) s.source->start();
   dispatch_task_ = async::spawn(dispatcher(), "dispatch " + cfg_.name);
+}
+
+async::Task<void> QueueRunner::watch_pause() {
+  const store::Keys keys(w_.prefix, cfg_.name);
+  const std::string registry = store::Keys::registry(w_.prefix);
+  bool known = false;
+  auto last_error_log = async::Clock::now() - 1min;
+  for (;;) {
+    std::optional<bool> now;
+    std::string error;
+    try {
+      if (!known) {
+        // Once per start: the queue is in the registry jobqctl lists queues from.
+        redis::Reply added = co_await w_.main.command("SADD", registry, cfg_.name);
+        added.check();
+      }
+      redis::Reply r = co_await w_.main.command("EXISTS", keys.paused);
+      r.check();
+      now = r.integer > 0;
+    } catch (const redis::ConnectionError&) {
+      // Redis away: the flag stays as it was (nothing is fetched meanwhile anyway).
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (!error.empty() && async::Clock::now() - last_error_log >= 1min) {
+      last_error_log = async::Clock::now();
+      spdlog::error("queue {}: cannot read the pause flag {}: {}", cfg_.name, keys.paused, error);
+    }
+    if (now && (*now != paused_ || !known)) {
+      if (*now) {
+        spdlog::info("queue {}: paused (jobqctl resume {} to go on); running jobs finish",
+                     cfg_.name, cfg_.name);
+      } else if (known) {
+        spdlog::info("queue {}: resumed", cfg_.name);
+      }
+      paused_ = *now;
+      known = true;
+      room_.set();
+    }
+    co_await async::sleep(kPausePoll);
+  }
 }
 
 std::vector<QueueRunner::SpoolView> QueueRunner::spools() const {
@@ -227,7 +272,7 @@ async::Task<void> QueueRunner::retire(SourceSlot slot) {
 async::Task<void> QueueRunner::wait_room(std::size_t at_least) {
   const std::size_t want =
       std::max<std::size_t>(1, std::min(at_least, std::max<std::size_t>(1, cfg_.buffer / 2)));
-  while (!stopping_ && buffer_.room() < want) {
+  while (!stopping_ && (paused_ || buffer_.room() < want)) {
     room_.clear();
     co_await room_.wait();
   }
@@ -518,6 +563,7 @@ void QueueRunner::hurry() {
 async::Task<void> QueueRunner::stop(Millis grace) {
   stopping_ = true;
   room_.set();
+  if (pause_task_.valid()) pause_task_.cancel();
   for (auto& s : sources_) co_await s.source->stop_taking();
   if (dispatch_task_.valid()) {
     dispatch_task_.cancel();

@@ -99,8 +99,11 @@ class QueueRunner final : public sources::Sink {
   /// A second stop request: running jobs are stopped now (and given back), not after the grace.
   void hurry();
 
+  /// Paused by `jobqctl pause` (P:{Q}:paused, read every second): no source takes jobs.
+  bool paused() const noexcept { return paused_; }
+
   // sources::Sink
-  std::size_t room() const noexcept override { return stopping_ ? 0 : buffer_.room(); }
+  std::size_t room() const noexcept override { return stopping_ || paused_ ? 0 : buffer_.room(); }
   async::Task<void> wait_room(std::size_t at_least) override;
   bool offer(sources::Arrival& a) override;
   async::Task<void> accept(sources::Arrival a) override;
@@ -109,6 +112,9 @@ class QueueRunner final : public sources::Sink {
  private:
   JobRun* admit(sources::Arrival a);
   async::Task<void> dispatcher();
+  /// Reads the queue's pause flag every second; until the first answer, it counts as paused
+  /// (a paused queue must not fetch in the first second after a restart).
+  async::Task<void> watch_pause();
   async::Task<void> run_job(JobRun& run, async::Permit slot, async::Permit unrecorded);
   async::Task<handlers::Outcome> attempt(JobRun& run);
   void settle(JobRun& run, handlers::Outcome out);
@@ -152,6 +158,8 @@ class QueueRunner final : public sources::Sink {
   std::size_t spool_made_ = 0;  // spool sources made since the start: each one's owner name
   bool started_ = false;
   bool stopping_ = false;
+  bool paused_ = true;
+  async::JoinHandle<void> pause_task_;
   QueueStats stats_;
   store::DurationHistogram durations_ = store::duration_histogram();
   async::JoinHandle<void> dispatch_task_;

@@ -15,7 +15,8 @@ struct Keys {
         live(base + ":live"),
         dead(base + ":dead"),
         dead_bodies(base + ":dead:bodies"),
-        events(base + ":events") {}
+        events(base + ":events"),
+        paused(base + ":paused") {}
 
   std::string base;         // P:{Q}
   std::string pending;      // list (contract): submitted jobs, consumed from the right
@@ -25,8 +26,12 @@ struct Keys {
   std::string dead;         // zset: dead job id -> when it died (unix ms)
   std::string dead_bodies;  // hash: dead job id -> its JSON, for `jobqctl dead retry`
   std::string events;       // pub/sub channel (contract)
+  std::string paused;       // string: set while the queue is paused (jobqctl pause), to when
 
   std::string job(const std::string& id) const { return base + ":job:" + id; }
+  /// set (not of one queue: no hash tag): the names of the queues daemons have served, for
+  /// `jobqctl queues` and the check that a queue is served before a submission.
+  static std::string registry(const std::string& prefix) { return prefix + ":queues"; }
   /// hash: fetch token -> the job's JSON, for every job that worker holds
   std::string inflight(const std::string& worker) const { return base + ":inflight:" + worker; }
 };

@@ -1,6 +1,11 @@
 // jobqctl against a running jobqd: submit, --wait outcomes and exit codes, status, delay.
 #include <catch2/catch.hpp>
 
+#include <nlohmann/json.hpp>
+
+#include <regex>
+#include <thread>
+
 #include "tests/support/daemon.hpp"
 #include "tests/support/files.hpp"
 
@@ -149,4 +154,117 @@ TEST_CASE("The Redis password from a file or a variable, for jobqd and jobqctl a
   CHECK(check.out.find("redis.password_env: the variable JOBQ_TEST_REDIS_PW is not set") !=
         std::string::npos);
   admin.cmd({"CONFIG", "SET", "requirepass", ""});
+}
+
+TEST_CASE(
+    "jobqctl pause: every jobqd stops taking the queue's jobs within a second; resume; the "
+    "pause outlives a restart",
+    "[integration][cli]") {
+  RedisServer redis;
+  Daemon d1(redis, kYaml), d2(redis, kYaml);
+  d1.start_and_wait(redis);
+  d2.start_and_wait(redis);
+  auto r = redis.client();
+  const auto paused = jobqctl(redis, {"pause", "q"});
+  CHECK(paused.code == 0);
+  CHECK(paused.out ==
+        "queue q paused: every jobqd stops taking its jobs within a second "
+        "(running ones finish)\n");
+  CHECK(jobqctl(redis, {"pause", "q"}).out == "queue q was paused already\n");
+  for (auto* d : {&d1, &d2}) {
+    CHECK(eventually([&] { return d->log().find("queue q: paused") != std::string::npos; }, 2s));
+  }
+  const auto first = ids("p", 5);
+  push(r, "q", jobs_for(first, "1"));
+  std::this_thread::sleep_for(1500ms);  // the absence of any fetch is what is measured
+  CHECK(r.cmd({"LLEN", "jobq:{q}:pending"}).integer == 5);
+  CHECK(jobqctl(redis, {"resume", "q"}).code == 0);
+  CHECK(eventually([&] { return count_status(r, "q", first, "succeeded") == first.size(); }, 3s));
+  for (auto* d : {&d1, &d2}) {
+    CHECK(eventually([&] { return d->log().find("queue q: resumed") != std::string::npos; }, 2s));
+  }
+  CHECK(jobqctl(redis, {"resume", "q"}).out == "queue q was not paused\n");
+
+  // Paused while no daemon runs: a daemon started later takes nothing until resume.
+  CHECK(jobqctl(redis, {"pause", "q"}).code == 0);
+  d1.kill9();
+  d2.kill9();
+  const auto second = ids("s", 3);
+  push(r, "q", jobs_for(second, "1"));
+  Daemon d3(redis, kYaml);
+  d3.start_and_wait(redis);
+  CHECK(eventually([&] { return d3.log().find("queue q: paused") != std::string::npos; }, 3s));
+  std::this_thread::sleep_for(1s);  // again, nothing must happen
+  CHECK(r.cmd({"LLEN", "jobq:{q}:pending"}).integer == 3);
+  CHECK(jobqctl(redis, {"resume", "q"}).code == 0);
+  CHECK(eventually([&] { return count_status(r, "q", second, "succeeded") == second.size(); }, 3s));
+}
+
+TEST_CASE("jobqctl queues: each queue with pending, delayed, running, dead and paused (--json too)",
+          "[integration][cli]") {
+  RedisServer redis;
+  Daemon d(redis, std::string(kYaml) + "  p: {handler: echo}\n");
+  d.start_and_wait(redis);
+  auto r = redis.client();
+  REQUIRE(jobqctl(redis, {"pause", "q"}).code == 0);
+  REQUIRE(eventually([&] { return d.log().find("queue q: paused") != std::string::npos; }, 2s));
+  push(r, "q", jobs_for(ids("w", 3), "1"));
+  REQUIRE(jobqctl(redis, {"submit", "q", "1", "--delay", "1h"}).code == 0);
+  push(r, "p", {"not json"});
+  REQUIRE(eventually([&] { return r.cmd({"ZCARD", "jobq:{p}:dead"}).integer == 1; }, 5s));
+  const auto out = jobqctl(redis, {"--json", "queues"});
+  REQUIRE(out.code == 0);
+  const auto list = nlohmann::json::parse(out.out);
+  REQUIRE(list.is_array());
+  std::map<std::string, nlohmann::json> by;
+  for (const auto& q : list) by[q["name"]] = q;
+  REQUIRE(by.count("q"));
+  REQUIRE(by.count("p"));
+  CHECK(by["q"]["pending"] == 3);
+  CHECK(by["q"]["delayed"] == 1);
+  CHECK(by["q"]["paused"] == true);
+  CHECK(by["q"]["running"] == 0);
+  CHECK(by["p"]["dead"] == 1);
+  CHECK(by["p"]["paused"] == false);
+  const auto human = jobqctl(redis, {"queues"});
+  CHECK(human.out.rfind("QUEUE ", 0) == 0);
+  CHECK(std::regex_search(human.out, std::regex(R"(\nq +3 +1 +0 +0  paused\n)")));
+  CHECK(std::regex_search(human.out, std::regex(R"(\np +0 +0 +0 +1  serving\n)")));
+  // Nothing known: it says so.
+  RedisServer empty;
+  CHECK(jobqctl(empty, {"queues"}).out.find("no queues:") == 0);
+}
+
+TEST_CASE(
+    "jobqctl: a queue no jobqd serves is refused (exit 2) unless --force; bad arguments "
+    "name the word and show the usage line; --version",
+    "[integration][cli]") {
+  RedisServer redis;
+  const auto refused = jobqctl(redis, {"submit", "nope", "{}"});
+  CHECK(refused.code == 2);
+  CHECK(refused.out.find("queue nope is served by no jobqd") != std::string::npos);
+  CHECK(refused.out.find("usage: jobqctl submit QUEUE [PAYLOAD]") != std::string::npos);
+  auto r = redis.client();
+  CHECK(r.cmd({"EXISTS", "jobq:{nope}:pending"}).integer == 0);
+  CHECK(jobqctl(redis, {"submit", "nope", "{}", "--force"}).code == 0);
+  CHECK(r.cmd({"LLEN", "jobq:{nope}:pending"}).integer == 1);
+
+  const std::pair<std::vector<std::string>, std::vector<std::string>> cases[] = {
+      {{"foo"}, {"jobqctl: unknown command 'foo' (commands: submit, ", "usage: jobqctl ["}},
+      {{"status"}, {"jobqctl: status: missing ID\n", "usage: jobqctl status ID [OPTIONS]"}},
+      {{"dead", "list"}, {"jobqctl: dead: missing QUEUE\n", "usage: jobqctl dead ACTION QUEUE"}},
+      {{"submit", "q", "--max-attempts", "-1"},
+       {"submit: --max-attempts '-1' is not a whole number from 1 to 1000",
+        "usage: jobqctl submit"}},
+      {{}, {"jobqctl: a command is needed\n", "usage: jobqctl ["}},
+  };
+  for (const auto& [args, wants] : cases) {
+    const auto got = jobqctl(redis, args);
+    INFO(got.out);
+    CHECK(got.code == 2);
+    for (const auto& w : wants) CHECK(got.out.find(w) != std::string::npos);
+  }
+  const auto version = run_program({(build_dir() / "jobqctl").string(), "--version"});
+  CHECK(version.code == 0);
+  CHECK(version.out.rfind("jobqctl ", 0) == 0);
 }
