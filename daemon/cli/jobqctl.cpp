@@ -6,20 +6,25 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "config/config.hpp"
 #include "config/units.hpp"
 #include "job/id.hpp"
+#include "job/job.hpp"
 #include "job/text.hpp"
 #include "ops/embedded_redis.hpp"
 #include "redis/reply.hpp"
@@ -467,6 +472,141 @@ int cmd_submit(const Globals& g, const std::string& queue, const std::string& pa
   return wait_for_job(t, queue, id, wait_for, g.json_out, std::move(sub), c.get());
 }
 
+// submit --from: one job per line (a job object as LPUSH takes it; the submit options fill in
+// what a line leaves out), checked as the daemon would, pushed by the submit script in
+// pipelined chunks. Bad lines are reported by number and skipped; exit 1 if there were any.
+int cmd_submit_from(const Globals& g, const std::string& queue, const std::string& from,
+                    const std::string& handler, const std::string& timeout, unsigned max_attempts,
+                    const std::string& delay, bool force) {
+  if (!config::valid_name(queue))
+    throw Exit{kUsage, "queue name '" + queue + "': use [A-Za-z0-9_.-]{1,64}"};
+  std::ifstream file;
+  if (from != "-") {
+    file.open(from);
+    if (!file) throw Exit{kFailure, "--from " + from + ": " + std::strerror(errno)};
+  }
+  std::istream& in = from == "-" ? std::cin : file;
+  Target t = resolve(g);
+  Conn c = open(t);
+  if (!force) {
+    if (auto why = unserved(c.get(), t, queue)) {
+      throw Exit{kUsage, *why + "; --force pushes them anyway"};
+    }
+  }
+  // The rules of the queue's config when there is one: its handlers and size limit.
+  job::Rules rules;
+  std::set<std::string> handler_names;
+  if (t.cfg) {
+    for (const auto& [name, h] : t.cfg->handlers) handler_names.insert(name);
+    if (const auto* q = t.cfg->queue(queue)) {
+      rules.default_handler = q->handler;
+      rules.handlers = &handler_names;
+      rules.max_bytes = q->max_job_bytes;
+    }
+  }
+  std::optional<long long> timeout_ms;
+  if (!timeout.empty()) timeout_ms = duration_arg(timeout, "--timeout").count();
+  std::optional<config::Millis> delay_ms;
+  if (!delay.empty()) delay_ms = duration_arg(delay, "--delay");
+  const auto k = keys(t, queue);
+  const auto& script = store::scripts::submit();
+  call(c.get(), {"SCRIPT", "LOAD", script.source()});
+
+  struct Bad {
+    std::size_t line;
+    std::string why;
+  };
+  std::vector<Bad> bad;
+  std::size_t submitted = 0, waiting = 0, lines = 0;
+  const bool progress = !g.json_out && isatty(STDERR_FILENO);
+  std::vector<std::vector<std::string>> chunk;
+  auto flush = [&] {
+    for (const auto& argv : chunk) {
+      std::vector<const char*> p;
+      std::vector<size_t> l;
+      for (const auto& a : argv) {
+        p.push_back(a.data());
+        l.push_back(a.size());
+      }
+      redisAppendCommandArgv(c.get(), static_cast<int>(argv.size()), p.data(), l.data());
+    }
+    for (std::size_t i = 0; i < chunk.size(); ++i) {
+      void* r = nullptr;
+      if (redisGetReply(c.get(), &r) != REDIS_OK) {
+        throw Exit{kFailure, "redis: " + redis::reader_error(c->errstr) + " after " +
+                                 std::to_string(submitted) + " job(s) were submitted"};
+      }
+      auto reply = redis::Reply::copy(*static_cast<redisReply*>(r));
+      freeReplyObject(r);
+      if (reply.is_error()) throw Exit{kFailure, "redis: " + reply.str};
+      ++submitted;
+      waiting += reply.integer == 0;
+    }
+    chunk.clear();
+    if (progress)
+      std::cerr << "\rsubmitted " << submitted << ", rejected " << bad.size() << std::flush;
+  };
+  std::string line;
+  while (std::getline(in, line)) {
+    ++lines;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto parsed = job::parse_json(line);
+    if (auto* why = std::get_if<std::string>(&parsed)) {
+      bad.push_back({lines, *why});
+      continue;
+    }
+    json j = std::move(std::get<json>(parsed));
+    if (!j.is_object()) {
+      bad.push_back({lines, "not a job: a job is an object, {\"payload\": ...}"});
+      continue;
+    }
+    if (!handler.empty() && !j.contains("handler")) j["handler"] = handler;
+    if (timeout_ms && !j.contains("timeout_ms")) j["timeout_ms"] = *timeout_ms;
+    if (max_attempts && !j.contains("max_attempts")) j["max_attempts"] = max_attempts;
+    if (!j.contains("id") || j["id"].is_null()) j["id"] = job::new_id();
+    const std::string text = dump(j);
+    auto checked = job::parse(text, rules);
+    if (auto* why = std::get_if<job::Invalid>(&checked)) {
+      bad.push_back({lines, why->error});
+      continue;
+    }
+    const std::string id = std::get<job::Job>(checked).id;
+    const long long now = now_ms();
+    const std::string run_at = delay_ms ? std::to_string(now + delay_ms->count()) : std::string();
+    chunk.push_back({"EVALSHA", script.sha(), "4", k.job(id), k.live, k.pending, k.delayed,
+                     store::marked_submission(text, id, now), id, queue, std::to_string(now),
+                     run_at});
+    if (chunk.size() == 1000) flush();
+  }
+  flush();
+  if (progress) std::cerr << "\n";
+  if (g.json_out) {
+    json rejected = json::array();
+    for (const auto& b : bad) rejected.push_back({{"line", b.line}, {"error", b.why}});
+    std::cout << dump({{"queue", queue},
+                       {"submitted", submitted},
+                       {"waiting", waiting},
+                       {"rejected", rejected}})
+              << "\n";
+  } else {
+    std::cout << "submitted " << submitted << " job(s) to " << queue << ", rejected " << bad.size()
+              << (waiting ? ", " + std::to_string(waiting) +
+                                " wait for an earlier job of their id to end"
+                          : std::string())
+              << "\n";
+    std::size_t shown = 0;
+    for (const auto& b : bad) {
+      if (++shown > 100) {
+        std::cerr << "... and " << bad.size() - 100 << " more\n";
+        break;
+      }
+      std::cerr << (from == "-" ? std::string("stdin") : from) << ":" << b.line << ": " << b.why
+                << "\n";
+    }
+  }
+  return bad.empty() ? kOk : kFailure;
+}
+
 int cmd_status(const Globals& g, const std::string& id, const std::string& queue) {
   Target t = resolve(g);
   Conn c = open(t);
@@ -640,11 +780,15 @@ int main(int argc, char** argv) {
   submit->add_option("--wait-timeout", wait_timeout, "give up waiting after this long (exit 124)");
   bool force = false;
   submit->add_flag("--force", force, "push even if no jobqd serves the queue");
+  std::string from;
+  submit->add_option("--from", from,
+                     "submit a job per line of this JSON-lines file (- for stdin), pipelined");
   submit->footer(R"(
 EXAMPLES
   jobqctl submit default '{"n": 1}'
   jobqctl submit default '{"n": 1}' --wait --wait-timeout 30s
-  echo '{"to": "a@example.com"}' | jobqctl submit mail - --id mail-42 --delay 5m)");
+  echo '{"to": "a@example.com"}' | jobqctl submit mail - --id mail-42 --delay 5m
+  jobqctl submit mail --from jobs.jsonl     # a line is a job: {"payload": ..., "id": ...})");
 
   std::string status_id, status_queue;
   auto* status = app.add_subcommand("status", "show a job's state");
@@ -701,6 +845,13 @@ EXAMPLES
   try {
     if (submit->parsed()) {
       const unsigned max_attempts = attempts_arg(max_attempts_arg);
+      if (!from.empty()) {
+        if (!payload.empty() || !id.empty() || wait) {
+          throw Exit{kUsage,
+                     "submit: --from takes the jobs from its lines: no PAYLOAD, --id or --wait"};
+        }
+        return cmd_submit_from(g, queue, from, handler, timeout, max_attempts, delay, force);
+      }
       return cmd_submit(g, queue, payload, id, handler, timeout, max_attempts, delay, wait,
                         wait_timeout, force);
     }

@@ -268,3 +268,48 @@ TEST_CASE(
   CHECK(version.code == 0);
   CHECK(version.out.rfind("jobqctl ", 0) == 0);
 }
+
+TEST_CASE(
+    "jobqctl submit --from: 10,000 lines pipelined, 3 bad ones reported by line; every good "
+    "one runs",
+    "[integration][cli]") {
+  RedisServer redis;
+  Daemon d(redis, kYaml);
+  d.start_and_wait(redis);
+  TempDir dir;
+  std::string lines;
+  std::vector<std::string> good;
+  for (int i = 0; i < 10000; ++i) {
+    if (i == 17) lines += "{\"payload\": 1,\n";  // broken JSON
+    if (i == 5000) lines += "[1, 2]\n";          // not an object
+    if (i == 9000) lines += "{\"id\": \"no spaces please\", \"payload\": 1}\n";
+    if (i == 100) lines += "\n";  // blank lines are skipped
+    good.push_back("bulk-" + std::to_string(i));
+    lines += "{\"id\": \"" + good.back() + "\", \"payload\": " + std::to_string(i) + "}\n";
+  }
+  const auto file = (dir.path() / "jobs.jsonl").string();
+  write_file(file, lines);
+  const auto start = std::chrono::steady_clock::now();
+  const auto got = jobqctl(redis, {"submit", "q", "--from", file});
+  const auto took = std::chrono::steady_clock::now() - start;
+  INFO(got.out);
+  CHECK(got.code == 1);  // some lines were rejected
+  CHECK(got.out.find("submitted 10000 job(s) to q, rejected 3\n") != std::string::npos);
+  CHECK(got.out.find(file + ":18: ") != std::string::npos);
+  CHECK(got.out.find(file + ":5003: not a job") != std::string::npos);
+  CHECK(got.out.find(file + ":9004: field id 'no spaces please'") != std::string::npos);
+  CHECK(took < 10s);
+  auto r = redis.client();
+  CHECK(eventually([&] { return count_status(r, "q", good, "succeeded") == good.size(); }, 30s));
+  // --json: the same summary as data; stdin works too.
+  TempDir dir2;
+  write_file(dir2.path() / "two.jsonl", "{\"payload\": 1}\nnope\n");
+  const auto j =
+      run_program({"/bin/sh", "-c",
+                   (build_dir() / "jobqctl").string() + " --redis " + redis.url() +
+                       " --json submit q --from - < " + (dir2.path() / "two.jsonl").string()});
+  const auto summary = nlohmann::json::parse(j.out);
+  CHECK(summary["submitted"] == 1);
+  CHECK(summary["rejected"].size() == 1);
+  CHECK(summary["rejected"][0]["line"] == 2);
+}
