@@ -9,16 +9,21 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "config/config.hpp"
@@ -379,6 +384,235 @@ int cmd_queues(const Globals& g) {
   }
   if (g.json_out) std::cout << dump(out) << "\n";
   return kOk;
+}
+
+// A live daemon's heartbeat (store::scripts::heartbeat), as jobqctl reads it.
+struct Worker {
+  json report;
+  long long seen_ago_ms = 0;
+};
+constexpr long long kLiveWithinMs = 30000;  // six missed heartbeats: gone
+
+long long redis_now_ms(redisContext* c) {
+  auto t = call(c, {"TIME"});
+  if (t.elements.size() != 2) throw Exit{kFailure, "redis: TIME gave " + t.describe()};
+  return std::stoll(t.elements[0].str) * 1000 + std::stoll(t.elements[1].str) / 1000;
+}
+
+// Live workers, oldest first; `gone` counts entries older than kLiveWithinMs or unreadable.
+std::vector<Worker> live_workers(redisContext* c, const Target& t, std::size_t* gone) {
+  const long long now = redis_now_ms(c);
+  auto all = call(c, {"HGETALL", store::Keys::workers(t.prefix)});
+  std::vector<Worker> out;
+  *gone = 0;
+  for (std::size_t i = 0; i + 1 < all.elements.size(); i += 2) {
+    auto parsed = job::parse_json(all.elements[i + 1].str);
+    auto* j = std::get_if<json>(&parsed);
+    if (!j || !j->is_object() || !j->contains("seen_at") || !(*j)["seen_at"].is_number() ||
+        !j->contains("queues") || !(*j)["queues"].is_object()) {
+      ++*gone;
+      continue;
+    }
+    const long long ago_ms = now - (*j)["seen_at"].get<long long>();
+    if (ago_ms > kLiveWithinMs) {
+      ++*gone;
+      continue;
+    }
+    out.push_back({std::move(*j), ago_ms});
+  }
+  std::sort(out.begin(), out.end(), [](const Worker& a, const Worker& b) {
+    return a.report.value("started_at", 0LL) < b.report.value("started_at", 0LL);
+  });
+  return out;
+}
+
+std::string ago(long long ms) {
+  if (ms < 1000) return "now";
+  return config::format_duration(config::Millis(ms / 1000 * 1000)) + " ago";
+}
+
+int cmd_workers(const Globals& g) {
+  Target t = resolve(g);
+  Conn c = open(t);
+  std::size_t gone = 0;
+  const auto workers = live_workers(c.get(), t, &gone);
+  const long long now = redis_now_ms(c.get());
+  json out = json::array();
+  if (!g.json_out) {
+    if (workers.empty()) {
+      std::cout << "no live jobqd on " << t.url.display() << "\n";
+    } else {
+      std::printf("%-32s %-16s %8s %-14s %10s %6s  %-10s %s\n", "WORKER", "HOST", "PID", "VERSION",
+                  "UP", "RUN", "SEEN", "QUEUES");
+    }
+  }
+  for (const auto& w : workers) {
+    const auto& r = w.report;
+    long long running = 0;
+    std::string queues;
+    json names = json::array();
+    for (const auto& [name, q] : r["queues"].items()) {
+      running += q.value("running", 0LL);
+      queues += (queues.empty() ? "" : ",") + name;
+      names.push_back(name);
+    }
+    const long long up_ms = now - r.value("started_at", now);
+    if (g.json_out) {
+      out.push_back({{"worker", r.value("worker", "")},
+                     {"host", r.value("host", "")},
+                     {"pid", r.value("pid", 0)},
+                     {"version", r.value("version", "")},
+                     {"started_at", r.value("started_at", 0LL)},
+                     {"uptime_s", up_ms / 1000},
+                     {"queues", names},
+                     {"running", running},
+                     {"last_heartbeat_s", w.seen_ago_ms / 1000}});
+    } else {
+      std::printf("%-32s %-16s %8d %-14s %10s %6lld  %-10s %s\n", r.value("worker", "?").c_str(),
+                  r.value("host", "?").c_str(), r.value("pid", 0), r.value("version", "?").c_str(),
+                  config::format_duration(config::Millis(up_ms / 1000 * 1000)).c_str(), running,
+                  ago(w.seen_ago_ms).c_str(), queues.c_str());
+    }
+  }
+  if (g.json_out) {
+    std::cout << dump(out) << "\n";
+  } else if (gone) {
+    std::cout << "(" << gone << " more not heard from for over 30s: stopped or cut off)\n";
+  }
+  return kOk;
+}
+
+// The run time below which a share `q` of the last minute's attempts ended (a bucket's upper
+// bound; infinity past the last), or nullopt when there were none.
+std::optional<double> quantile(const std::vector<double>& le, const std::vector<std::uint64_t>& n,
+                               double q) {
+  std::uint64_t total = 0;
+  for (auto v : n) total += v;
+  if (total == 0) return std::nullopt;
+  std::uint64_t seen = 0;
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    seen += n[i];
+    if (static_cast<double>(seen) >= q * static_cast<double>(total)) {
+      return i < le.size() ? le[i] : std::numeric_limits<double>::infinity();
+    }
+  }
+  return std::nullopt;
+}
+
+std::string seconds_text(std::optional<double> s) {
+  if (!s) return "-";
+  if (std::isinf(*s)) return ">5m";
+  char buf[32];
+  if (*s < 1) {
+    std::snprintf(buf, sizeof buf, "<%gms", *s * 1000);
+  } else {
+    std::snprintf(buf, sizeof buf, "<%gs", *s);
+  }
+  return buf;
+}
+
+// One screen of stats: each queue's depths (Redis) and what the live workers say of the last
+// minute.
+json stats_of(redisContext* c, const Target& t) {
+  std::size_t gone = 0;
+  const auto workers = live_workers(c, t, &gone);
+  auto names = known_queues(c, t);
+  for (const auto& w : workers) {
+    for (const auto& [name, q] : w.report["queues"].items()) {
+      if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    }
+  }
+  json out = json::array();
+  for (const auto& name : names) {
+    const auto k = keys(t, name);
+    auto d = run_script(c, store::scripts::depths(), {k.pending, k.delayed, k.dead}, {});
+    long long running = 0, ok = 0, failed = 0, retried = 0;
+    std::vector<double> le;
+    std::vector<std::uint64_t> counts;
+    for (const auto& w : workers) {
+      const auto& qs = w.report["queues"];
+      if (!qs.contains(name) || !qs[name].is_object()) continue;
+      const auto& q = qs[name];
+      running += q.value("running", 0LL);
+      ok += q.value("succeeded_1m", 0LL);
+      failed += q.value("failed_1m", 0LL);
+      retried += q.value("retried_1m", 0LL);
+      if (!q.contains("durations_1m")) continue;
+      const auto& h = q["durations_1m"];
+      if (h.is_object() && h.contains("le") && h.contains("counts") && h["le"].is_array() &&
+          h["counts"].is_array()) {
+        try {
+          if (le.empty()) le = h["le"].get<std::vector<double>>();
+          const auto n = h["counts"].get<std::vector<std::uint64_t>>();
+          if (counts.size() < n.size()) counts.resize(n.size());
+          for (std::size_t i = 0; i < n.size(); ++i) counts[i] += n[i];
+        } catch (const json::exception&) {
+          // A report of another shape (another version): its run times are left out.
+        }
+      }
+    }
+    auto p50 = quantile(le, counts, 0.5), p99 = quantile(le, counts, 0.99);
+    auto num = [](std::optional<double> v) { return v && !std::isinf(*v) ? json(*v) : json(); };
+    out.push_back({{"name", name},
+                   {"pending", d.elements.at(0).integer},
+                   {"delayed", d.elements.at(1).integer},
+                   {"running", running},
+                   {"dead", d.elements.at(2).integer},
+                   {"succeeded_per_min", ok},
+                   {"failed_per_min", failed},
+                   {"retried_per_min", retried},
+                   {"p50_s", num(p50)},
+                   {"p99_s", num(p99)},
+                   {"p50", seconds_text(p50)},
+                   {"p99", seconds_text(p99)}});
+  }
+  return out;
+}
+
+void print_stats(const json& rows, std::ostream& o) {
+  if (rows.empty()) {
+    o << "no queues: none in the config, and no jobqd has served one\n";
+    return;
+  }
+  char line[256];
+  std::snprintf(line, sizeof line, "%-20s %9s %9s %8s %8s %8s %8s %9s %9s\n", "QUEUE", "PENDING",
+                "DELAYED", "RUNNING", "DEAD", "OK/MIN", "FAIL/MIN", "P50", "P99");
+  o << line;
+  for (const auto& r : rows) {
+    std::snprintf(line, sizeof line, "%-20s %9lld %9lld %8lld %8lld %8lld %8lld %9s %9s\n",
+                  r["name"].get<std::string>().c_str(), r["pending"].get<long long>(),
+                  r["delayed"].get<long long>(), r["running"].get<long long>(),
+                  r["dead"].get<long long>(), r["succeeded_per_min"].get<long long>(),
+                  r["failed_per_min"].get<long long>(), r["p50"].get<std::string>().c_str(),
+                  r["p99"].get<std::string>().c_str());
+    o << line;
+  }
+}
+
+int cmd_stats(const Globals& g, bool watch, const std::string& every_arg) {
+  Target t = resolve(g);
+  Conn c = open(t);
+  const auto every = every_arg.empty() ? config::Millis(2000) : duration_arg(every_arg, "--every");
+  for (;;) {
+    const json rows = stats_of(c.get(), t);
+    if (g.json_out) {
+      std::cout << dump(rows) << std::endl;
+    } else if (watch) {
+      // Like top: the screen redrawn in place, with when and where.
+      std::ostringstream screen;
+      const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+      char when[32];
+      std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%SZ", std::gmtime(&now));
+      screen << "\x1b[H\x1b[2Jjobqctl stats: " << t.url.display() << "  " << when << "  (every "
+             << config::format_duration(every) << "; Ctrl-C to stop)\n\n";
+      print_stats(rows, screen);
+      std::cout << screen.str() << std::flush;
+    } else {
+      print_stats(rows, std::cout);
+    }
+    if (!watch) return kOk;
+    std::this_thread::sleep_for(every);
+  }
 }
 
 int cmd_pause(const Globals& g, const std::string& queue, bool pause) {
@@ -812,6 +1046,18 @@ EXAMPLES
   deadcmd->add_option("ID", dead_id, "one dead job (retry, purge)");
   deadcmd->add_flag("--all", dead_all, "every dead job of the queue (retry, purge)");
 
+  auto* workers = app.add_subcommand("workers", "list the live jobqd daemons");
+  workers->footer(
+      "\nEach: worker id, host, pid, version, uptime, running jobs, last heartbeat (every 5s),\n"
+      "queues. EXAMPLE\n  jobqctl workers --json");
+  bool watch = false;
+  std::string every;
+  auto* stats = app.add_subcommand("stats", "a table per queue: depths, rates, run times");
+  stats->add_flag("--watch", watch, "redraw it in place, like top, until Ctrl-C");
+  stats->add_option("--every", every, "with --watch: how often (default 2s)");
+  stats->footer(
+      "\nPENDING, DELAYED, DEAD from Redis; RUNNING, OK/MIN, FAIL/MIN and the run times P50/P99\n"
+      "over the last minute from the live daemons' heartbeats.\nEXAMPLE\n  jobqctl stats --watch");
   auto* queues =
       app.add_subcommand("queues", "list the queues: pending, delayed, running, dead, paused");
   queues->footer("\nEXAMPLE\n  jobqctl queues --json");
@@ -859,6 +1105,8 @@ EXAMPLES
     if (waitcmd->parsed()) return cmd_wait(g, wait_id, wait_queue, wait_limit);
     if (deadcmd->parsed()) return cmd_dead(g, dead_action, dead_queue, dead_id, dead_all);
     if (queues->parsed()) return cmd_queues(g);
+    if (workers->parsed()) return cmd_workers(g);
+    if (stats->parsed()) return cmd_stats(g, watch, every);
     if (pausecmd->parsed()) return cmd_pause(g, pause_queue, true);
     if (resumecmd->parsed()) return cmd_pause(g, resume_queue, false);
   } catch (const Exit& e) {

@@ -5,10 +5,16 @@
 
 #include <spdlog/spdlog.h>
 
+#include <nlohmann/json.hpp>
+
 #include <random>
 #include <sstream>
 
 #include "handlers/handler.hpp"
+#include "sources/redis_source.hpp"
+#include "store/keys.hpp"
+#include "store/queue_store.hpp"
+#include "store/scripts.hpp"
 
 namespace jq::engine {
 namespace {
@@ -66,9 +72,12 @@ Engine::Engine(const config::Config& cfg, const std::string& redis_url) : cfg_(c
     handler_names_.insert(name);
   }
   for (const auto& q : cfg_.queues) lanes_.push_back(make_lane(q));
+  control_ = std::make_unique<redis::Client>(client_options("redis (heartbeat)"));
+  started_ms_ = store::unix_ms();
 }
 
 Engine::~Engine() {
+  if (heartbeat_task_.valid()) heartbeat_task_.abort();
   // Runners before the clients they use; tasks before the lanes they refer to.
   for (auto& r : retired_) {
     if (r.task.valid()) r.task.abort();
@@ -119,6 +128,83 @@ void Engine::start_lane(Lane& lane) {
 
 void Engine::start() {
   for (auto& l : lanes_) start_lane(*l);
+  control_->start();
+  heartbeat_task_ = async::spawn(heartbeat(), "heartbeat");
+}
+
+namespace {
+constexpr auto kHeartbeatEvery = std::chrono::seconds(5);
+constexpr std::size_t kMinuteOfBeats = 12;
+}  // namespace
+
+std::string Engine::report() const {
+  using json = nlohmann::json;
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "?");
+  json queues = json::object();
+  for (const auto& l : lanes_) {
+    const auto& r = *l->runner;
+    const auto& st = r.stats();
+    const Snapshot* minute_ago = nullptr;
+    if (!history_.empty()) {
+      auto it = history_.front().find(r.name());
+      if (it != history_.front().end()) minute_ago = &it->second;
+    }
+    const auto& h = r.durations();
+    json buckets = json::array(), bounds = json::array();
+    for (std::size_t i = 0; i <= h.bounds().size(); ++i) {
+      const std::uint64_t before = minute_ago ? minute_ago->durations[i] : 0;
+      buckets.push_back(h.in_bucket(i) >= before ? h.in_bucket(i) - before : h.in_bucket(i));
+      if (i < h.bounds().size()) bounds.push_back(h.bounds()[i]);
+    }
+    auto delta = [&](std::uint64_t now, std::uint64_t QueueStats::*m) {
+      const std::uint64_t was = minute_ago ? minute_ago->stats.*m : 0;
+      return now >= was ? now - was : now;
+    };
+    queues[r.name()] = {
+        {"running", r.running()},
+        {"buffered", r.buffered()},
+        {"paused", r.paused()},
+        {"succeeded", st.succeeded},
+        {"retried", st.retried},
+        {"failed", st.dead},
+        {"invalid", st.invalid},
+        {"succeeded_1m", delta(st.succeeded, &QueueStats::succeeded)},
+        {"retried_1m", delta(st.retried, &QueueStats::retried)},
+        {"failed_1m", delta(st.dead, &QueueStats::dead) + delta(st.invalid, &QueueStats::invalid)},
+        {"durations_1m", {{"le", bounds}, {"counts", buckets}}}};
+  }
+  json j = {{"worker", worker_}, {"name", cfg_.daemon.name}, {"host", host},
+            {"pid", ::getpid()}, {"version", JOBQD_VERSION}, {"started_at", started_ms_},
+            {"queues", queues}};
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+async::Task<void> Engine::heartbeat() {
+  const std::vector<std::string> keys{store::Keys::workers(cfg_.redis.key_prefix)};
+  for (;;) {
+    std::map<std::string, Snapshot> now;
+    for (const auto& l : lanes_) {
+      Snapshot s;
+      s.stats = l->runner->stats();
+      for (std::size_t i = 0; i < s.durations.size(); ++i) {
+        s.durations[i] = l->runner->durations().in_bucket(i);
+      }
+      now[l->runner->name()] = s;
+    }
+    std::string text = report();
+    text.pop_back();  // the closing brace: the script adds seen_at, then closes it
+    const std::vector<std::string> args{worker_, text};
+    try {
+      co_await async::wait_for(store::scripts::heartbeat().run(*control_, keys, args),
+                               kHeartbeatEvery);
+    } catch (const std::exception&) {
+      // Redis away: the next beat tries again (the daemon's health says why elsewhere).
+    }
+    history_.push_back(std::move(now));
+    while (history_.size() > kMinuteOfBeats) history_.pop_front();
+    co_await async::sleep(kHeartbeatEvery);
+  }
 }
 
 Engine::RedisState Engine::redis_state() const {
@@ -267,6 +353,10 @@ async::Task<void> Engine::stop_retired(Retired& r) {
 
 async::Task<void> Engine::stop() {
   stopping_ = true;
+  if (heartbeat_task_.valid()) {
+    heartbeat_task_.cancel();
+    co_await heartbeat_task_.wait();
+  }
   std::vector<async::Task<void>> stops;
   for (auto& l : lanes_) {
     if (l->starter.valid() && !l->starter.done()) l->starter.abort();
@@ -279,6 +369,15 @@ async::Task<void> Engine::stop() {
     co_await l->blocking->stop();
     co_await l->main->stop();
   }
+  // Gone from jobqctl workers at once, not only once its last heartbeat is old.
+  try {
+    // While Redis is away this fails at once; a Redis that hangs, within command_timeout.
+    redis::Reply r =
+        co_await control_->command("HDEL", store::Keys::workers(cfg_.redis.key_prefix), worker_);
+    (void)r;
+  } catch (const std::exception&) {
+  }
+  co_await control_->stop();
 }
 
 void Engine::hurry() {

@@ -1,7 +1,10 @@
 // The engine: Redis clients, handlers and one runner per configured queue.
 #pragma once
 
+#include <chrono>
+#include <deque>
 #include <list>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -46,6 +49,10 @@ class Engine {
   /// Keys that need a restart keep their running value and are returned, named. Throws
   /// std::runtime_error, changing nothing, when a new handler cannot be built.
   std::vector<std::string> reload(const config::Config& next);
+  /// The heartbeat's report (store::Keys::workers): host, pid, version, uptime and each queue's
+  /// counts, totals and over the last minute, as a JSON object. For jobqctl workers and stats.
+  std::string report() const;
+
   /// Reloads so far, for /metrics (main counts refused ones, reload() those applied).
   struct ReloadStats {
     std::uint64_t ok = 0, failed = 0;
@@ -90,6 +97,8 @@ class Engine {
   async::Task<void> start_after(Lane& lane, Retired& before);
   async::Task<void> drain(Retired& r);
   async::Task<void> stop_retired(Retired& r);
+  /// Every 5 s, report() into the workers hash (one script call); at the stop, the entry goes.
+  async::Task<void> heartbeat();
 
   config::Config cfg_;
   redis::ConnectOptions connect_;
@@ -99,6 +108,16 @@ class Engine {
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::list<Retired> retired_;
   ReloadStats reload_stats_;
+  // The heartbeat's own connection (and, later, the control channel's).
+  std::unique_ptr<redis::Client> control_;
+  async::JoinHandle<void> heartbeat_task_;
+  std::int64_t started_ms_ = 0;
+  // Each queue's counts as of each of the last 12 heartbeats: the last minute's deltas.
+  struct Snapshot {
+    QueueStats stats;
+    std::array<std::uint64_t, 15> durations{};
+  };
+  std::deque<std::map<std::string, Snapshot>> history_;
   bool hurried_ = false;
   bool stopping_ = false;
 };

@@ -32,6 +32,9 @@ struct Keys {
   /// set (not of one queue: no hash tag): the names of the queues daemons have served, for
   /// `jobqctl queues` and the check that a queue is served before a submission.
   static std::string registry(const std::string& prefix) { return prefix + ":queues"; }
+  /// hash (no hash tag either): worker id -> its last heartbeat, a JSON report (host, pid,
+  /// version, queues with counts), for `jobqctl workers` and `stats`.
+  static std::string workers(const std::string& prefix) { return prefix + ":workers"; }
   /// hash: fetch token -> the job's JSON, for every job that worker holds
   std::string inflight(const std::string& worker) const { return base + ":inflight:" + worker; }
 };

@@ -564,6 +564,18 @@ return {returned, died, -1}
   return s;
 }
 
+// A daemon's heartbeat for jobqctl workers and stats: its report, stamped with Redis' clock
+// (so that hosts' clocks need not agree on how old it is).
+// KEYS: the workers hash (Keys::workers)
+// ARGV: worker id, its report as a JSON object's text without the closing brace
+const redis::Script& heartbeat() {
+  static const redis::Script s("heartbeat", with_prelude(R"lua(
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ',"seen_at":' .. now_ms() .. '}')
+return 1
+)lua"));
+  return s;
+}
+
 // A queue's depths for /metrics and jobqctl: read-only, O(1) per key.
 // KEYS: pending, delayed, dead
 // Returns {pending, delayed, dead}: each key's length, 0 when it does not exist, -1 when it

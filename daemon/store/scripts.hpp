@@ -19,6 +19,7 @@ const redis::Script& spool_state();
 
 // Both's.
 const redis::Script& depths();
+const redis::Script& heartbeat();
 
 // jobqctl's.
 const redis::Script& submit();

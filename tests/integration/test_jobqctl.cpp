@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "tests/support/daemon.hpp"
@@ -312,4 +313,104 @@ TEST_CASE(
   CHECK(summary["submitted"] == 1);
   CHECK(summary["rejected"].size() == 1);
   CHECK(summary["rejected"][0]["line"] == 2);
+}
+
+TEST_CASE("jobqctl workers: each live jobqd with host, pid, version, uptime, queues and heartbeat",
+          "[integration][cli]") {
+  RedisServer redis;
+  Daemon d1(redis, kYaml), d2(redis, kYaml);
+  d1.start_and_wait(redis);
+  d2.start_and_wait(redis);
+  nlohmann::json list;
+  REQUIRE(eventually(
+      [&] {
+        const auto got = jobqctl(redis, {"--json", "workers"});
+        list = nlohmann::json::parse(got.out, nullptr, false);
+        return list.is_array() && list.size() == 2;
+      },
+      10s));
+  std::set<long long> pids;
+  for (const auto& w : list) {
+    pids.insert(w["pid"].get<long long>());
+    CHECK(w["queues"] == nlohmann::json::array({"q"}));
+    CHECK(w["version"].get<std::string>().size() > 0);
+    CHECK(w["last_heartbeat_s"].get<long long>() <= 6);
+    CHECK(w["worker"].get<std::string>().find("." + std::to_string(w["pid"].get<long long>()) +
+                                              ".") != std::string::npos);
+  }
+  CHECK(pids == std::set<long long>{d1.pid(), d2.pid()});
+  const auto human = jobqctl(redis, {"workers"});
+  CHECK(human.out.rfind("WORKER ", 0) == 0);
+  CHECK(human.out.find(std::to_string(d1.pid())) != std::string::npos);
+  // A clean stop leaves the list at once.
+  CHECK(d1.stop() == 0);
+  const auto after = nlohmann::json::parse(jobqctl(redis, {"--json", "workers"}).out);
+  REQUIRE(after.size() == 1);
+  CHECK(after[0]["pid"] == d2.pid());
+  CHECK(d2.stop() == 0);
+  CHECK(jobqctl(redis, {"workers"}).out.find("no live jobqd on ") == 0);
+}
+
+TEST_CASE(
+    "jobqctl stats: depths, the last minute's rates and run times; --watch redraws in a "
+    "terminal",
+    "[integration][cli]") {
+  RedisServer redis;
+  Daemon d(redis, kYaml);
+  d.start_and_wait(redis);
+  auto r = redis.client();
+  const auto jobs = ids("st", 20);
+  push(r, "q", jobs_for(jobs, "1"));
+  push(r, "q", {R"({"id":"bad","payload":1,"handler":"fail"})"});
+  REQUIRE(eventually([&] { return count_status(r, "q", jobs, "succeeded") == jobs.size(); }, 10s));
+  nlohmann::json row;
+  // The next heartbeat (every 5 s) carries them.
+  REQUIRE(eventually(
+      [&] {
+        const auto rows = nlohmann::json::parse(jobqctl(redis, {"--json", "stats"}).out);
+        for (const auto& x : rows) {
+          if (x["name"] == "q") row = x;
+        }
+        return row.is_object() && row["succeeded_per_min"] == 20 && row["failed_per_min"] == 1;
+      },
+      15s));
+  CHECK(row["pending"] == 0);
+  CHECK(row["p50_s"].is_number());
+  CHECK(row["p50_s"].get<double>() <= 0.005);  // echo jobs: the first bucket
+  const auto human = jobqctl(redis, {"stats"});
+  CHECK(human.out.rfind("QUEUE ", 0) == 0);
+  CHECK(std::regex_search(human.out, std::regex(R"(\nq +0 +0 +0 +1 +20 +1 +<5ms +<5ms\n)")));
+
+  // --watch in a pseudo-terminal: the screen is cleared and drawn again every --every.
+  const std::string script = R"(
+import os, pty, select, signal, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+out, end = b'', time.time() + 3
+while time.time() < end:
+    if select.select([fd], [], [], 0.1)[0]:
+        try:
+            out += os.read(fd, 65536)
+        except OSError:
+            break
+os.kill(pid, signal.SIGINT)
+os.waitpid(pid, 0)
+sys.stdout.write(out.decode('utf-8', 'replace'))
+)";
+  auto screen = run_program({"python3", "-c", script, (build_dir() / "jobqctl").string(), "--redis",
+                             redis.url(), "stats", "--watch", "--every", "500ms"});
+  std::erase(screen.out, '\r');  // the terminal's line discipline writes \r\n
+  std::size_t draws = 0;
+  for (auto at = screen.out.find("\x1b[H\x1b[2J"); at != std::string::npos;
+       at = screen.out.find("\x1b[H\x1b[2J", at + 1)) {
+    ++draws;
+  }
+  INFO(screen.out);
+  CHECK(draws >= 3);
+  const auto last = screen.out.substr(screen.out.rfind("\x1b[H\x1b[2J"));
+  CHECK(last.find("jobqctl stats: " + redis.url()) != std::string::npos);
+  CHECK(last.find("Ctrl-C to stop") != std::string::npos);
+  CHECK(std::regex_search(last, std::regex(R"(\nq +0 +0 +0 +1 +20 +1 )")));
+  CHECK(d.stop() == 0);
 }
