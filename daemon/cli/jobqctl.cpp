@@ -615,6 +615,106 @@ int cmd_stats(const Globals& g, bool watch, const std::string& every_arg) {
   }
 }
 
+// `jobs QUEUE --state S`: the jobs in one place of the queue, oldest first, each with its id (a
+// job pushed without one has none until a daemon fetches it) and a preview of its payload.
+int cmd_jobs(const Globals& g, const std::string& queue, const std::string& state,
+             std::size_t limit) {
+  if (!config::valid_name(queue))
+    throw Exit{kUsage, "queue name '" + queue + "': use [A-Za-z0-9_.-]{1,64}"};
+  Target t = resolve(g);
+  Conn c = open(t);
+  const auto k = keys(t, queue);
+  struct Row {
+    std::string id, where, when, preview;
+  };
+  std::vector<Row> rows;
+  std::size_t total = 0;
+  auto describe = [](const std::string& raw, Row& row) {
+    auto parsed = job::parse_json(raw);
+    auto* j = std::get_if<json>(&parsed);
+    if (!j || !j->is_object()) {
+      row.preview = "(not a job: " + raw.substr(0, 40) + ")";
+      return;
+    }
+    if (j->contains("id") && (*j)["id"].is_string()) row.id = (*j)["id"].get<std::string>();
+    std::string p = j->contains("payload") ? dump((*j)["payload"]) : "(no payload)";
+    row.preview = p.size() > 60 ? p.substr(0, 57) + "..." : p;
+  };
+  const std::string n = std::to_string(limit);
+  if (state == "pending") {
+    total = static_cast<std::size_t>(call(c.get(), {"LLEN", k.pending}).as_int());
+    // Taken from the right: the oldest is the last element.
+    auto items = call(c.get(), {"LRANGE", k.pending, "-" + n, "-1"});
+    for (auto it = items.elements.rbegin(); it != items.elements.rend(); ++it) {
+      Row row;
+      describe(it->str, row);
+      rows.push_back(row);
+    }
+  } else if (state == "delayed") {
+    total = static_cast<std::size_t>(call(c.get(), {"ZCARD", k.delayed}).as_int());
+    auto items = call(c.get(), {"ZRANGE", k.delayed, "0", std::to_string(limit - 1), "WITHSCORES"});
+    for (std::size_t i = 0; i + 1 < items.elements.size(); i += 2) {
+      Row row;
+      describe(items.elements[i].str, row);
+      row.when = items.elements[i + 1].str;
+      rows.push_back(row);
+    }
+  } else if (state == "running") {
+    for (const auto& w : call(c.get(), {"ZRANGE", k.leases, "0", "-1"}).elements) {
+      auto held = call_raw(c.get(), {"HVALS", k.inflight(w.str)});
+      if (!held.is_array()) continue;
+      for (const auto& e : held.elements) {
+        ++total;
+        if (rows.size() >= limit) continue;
+        Row row;
+        describe(e.str, row);
+        row.where = w.str;
+        rows.push_back(row);
+      }
+    }
+  } else {  // dead
+    total = static_cast<std::size_t>(call(c.get(), {"ZCARD", k.dead}).as_int());
+    auto items = call(c.get(), {"ZRANGE", k.dead, "0", std::to_string(limit - 1), "WITHSCORES"});
+    for (std::size_t i = 0; i + 1 < items.elements.size(); i += 2) {
+      Row row;
+      row.id = items.elements[i].str;
+      row.when = items.elements[i + 1].str;
+      auto h = job_hash(c.get(), k.job(row.id));
+      row.preview = h["error_kind"] + ": " + h["error"].substr(0, 60);
+      rows.push_back(row);
+    }
+  }
+  if (g.json_out) {
+    json out = json::array();
+    for (const auto& r : rows) {
+      json j = {{"id", r.id.empty() ? json() : json(r.id)}, {"payload", r.preview}};
+      if (!r.where.empty()) j["worker"] = r.where;
+      if (!r.when.empty()) j[state == "dead" ? "died_at" : "run_at"] = std::stoll(r.when);
+      out.push_back(j);
+    }
+    std::cout << dump({{"queue", queue}, {"state", state}, {"total", total}, {"jobs", out}})
+              << "\n";
+    return kOk;
+  }
+  if (rows.empty()) {
+    std::cout << "no " << state << " jobs in queue " << queue << "\n";
+    return kOk;
+  }
+  std::printf("%-30s %-26s %s\n", "ID",
+              state == "running"   ? "WORKER"
+              : state == "pending" ? ""
+                                   : "AT (unix ms)",
+              state == "dead" ? "ERROR" : "PAYLOAD");
+  for (const auto& r : rows) {
+    std::printf("%-30s %-26s %s\n", r.id.empty() ? "(none yet)" : r.id.c_str(),
+                (r.where.empty() ? r.when : r.where).c_str(), r.preview.c_str());
+  }
+  if (total > rows.size()) {
+    std::cout << "(" << rows.size() << " of " << total << "; --limit N for more)\n";
+  }
+  return kOk;
+}
+
 int cmd_pause(const Globals& g, const std::string& queue, bool pause) {
   if (!config::valid_name(queue)) {
     throw Exit{kUsage, "queue name '" + queue + "': use [A-Za-z0-9_.-]{1,64}"};
@@ -1046,6 +1146,17 @@ EXAMPLES
   deadcmd->add_option("ID", dead_id, "one dead job (retry, purge)");
   deadcmd->add_flag("--all", dead_all, "every dead job of the queue (retry, purge)");
 
+  std::string jobs_queue, jobs_state = "pending";
+  std::size_t jobs_limit = 100;
+  auto* jobscmd = app.add_subcommand("jobs", "list a queue's jobs in one state, oldest first");
+  jobscmd->add_option("QUEUE", jobs_queue, "queue name")->required();
+  jobscmd->add_option("--state", jobs_state, "pending (default), delayed, running or dead")
+      ->check(CLI::IsMember({"pending", "delayed", "running", "dead"}));
+  jobscmd->add_option("--limit", jobs_limit, "at most this many (default 100)")
+      ->check(CLI::Range(1, 100000));
+  jobscmd->footer(
+      "\nA job pushed without an id shows (none yet): it gets one when a daemon fetches it.\n"
+      "EXAMPLES\n  jobqctl jobs mail\n  jobqctl jobs mail --state running --json");
   auto* workers = app.add_subcommand("workers", "list the live jobqd daemons");
   workers->footer(
       "\nEach: worker id, host, pid, version, uptime, running jobs, last heartbeat (every 5s),\n"
@@ -1106,6 +1217,7 @@ EXAMPLES
     if (deadcmd->parsed()) return cmd_dead(g, dead_action, dead_queue, dead_id, dead_all);
     if (queues->parsed()) return cmd_queues(g);
     if (workers->parsed()) return cmd_workers(g);
+    if (jobscmd->parsed()) return cmd_jobs(g, jobs_queue, jobs_state, jobs_limit);
     if (stats->parsed()) return cmd_stats(g, watch, every);
     if (pausecmd->parsed()) return cmd_pause(g, pause_queue, true);
     if (resumecmd->parsed()) return cmd_pause(g, resume_queue, false);

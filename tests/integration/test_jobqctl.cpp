@@ -414,3 +414,52 @@ sys.stdout.write(out.decode('utf-8', 'replace'))
   CHECK(std::regex_search(last, std::regex(R"(\nq +0 +0 +0 +1 +20 +1 )")));
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("jobqctl jobs QUEUE --state: pending (one pushed without an id), delayed, running, dead",
+          "[integration][cli]") {
+  RedisServer redis;
+  Daemon d(redis, std::string(kYaml) + "  p: {handler: sleep, concurrency: 1}\n");
+  d.start_and_wait(redis);
+  auto r = redis.client();
+  REQUIRE(jobqctl(redis, {"pause", "q"}).code == 0);
+  REQUIRE(eventually([&] { return d.log().find("queue q: paused") != std::string::npos; }, 2s));
+  push(r, "q",
+       {R"({"id":"first","payload":{"n":1}})", R"({"payload":"no id"})",
+        R"({"id":"third","payload":3})"});
+  REQUIRE(jobqctl(redis, {"submit", "q", "1", "--id", "later", "--delay", "1h"}).code == 0);
+  push(r, "p", {R"({"id":"napping","payload":{"ms":20000}})", "not json"});
+  REQUIRE(eventually([&] { return r.cmd({"ZCARD", "jobq:{p}:dead"}).integer == 1; }, 5s));
+
+  const auto pending = jobqctl(redis, {"jobs", "q"});
+  INFO(pending.out);
+  const auto a = pending.out.find("first"), b = pending.out.find("(none yet)"),
+             c = pending.out.find("third");
+  CHECK((a != std::string::npos && b != std::string::npos && c != std::string::npos));
+  CHECK((a < b && b < c));  // oldest first
+  CHECK(pending.out.find("\"no id\"") != std::string::npos);
+
+  const auto delayed =
+      nlohmann::json::parse(jobqctl(redis, {"--json", "jobs", "q", "--state", "delayed"}).out);
+  CHECK(delayed["total"] == 1);
+  CHECK(delayed["jobs"][0]["id"] == "later");
+  CHECK(delayed["jobs"][0]["run_at"].get<long long>() > 0);
+
+  nlohmann::json running;
+  REQUIRE(eventually(
+      [&] {
+        running = nlohmann::json::parse(
+            jobqctl(redis, {"--json", "jobs", "p", "--state", "running"}).out);
+        return running["total"] == 1;
+      },
+      5s));
+  CHECK(running["jobs"][0]["id"] == "napping");
+  CHECK(running["jobs"][0]["worker"].get<std::string>().find("." + std::to_string(d.pid()) + ".") !=
+        std::string::npos);
+  const auto dead = jobqctl(redis, {"jobs", "p", "--state", "dead"});
+  CHECK(dead.out.find("invalid_job: ") != std::string::npos);
+  CHECK(jobqctl(redis, {"jobs", "p", "--state", "delayed"}).out == "no delayed jobs in queue p\n");
+  const auto limited = jobqctl(redis, {"jobs", "q", "--limit", "2"});
+  CHECK(limited.out.find("(2 of 3; --limit N for more)") != std::string::npos);
+  CHECK(jobqctl(redis, {"jobs", "q", "--state", "bogus"}).code == 2);
+  d.kill9();
+}
