@@ -46,7 +46,8 @@ endif
 # build stage installs BUILD_PACKAGES (tests/integration/test_packaging.cpp compares them).
 BUILD_PACKAGES := g++ make pkg-config libevent-dev libhiredis-dev libyaml-cpp-dev libssl-dev \
   nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev libcli11-dev
-TEST_PACKAGES := catch2 redis-server python3 openssl ca-certificates procps systemd
+TEST_PACKAGES := catch2 redis-server redis-tools python3 python3-redis openssl ca-certificates \
+  procps systemd
 PACKAGES := $(BUILD_PACKAGES) $(TEST_PACKAGES)
 DEV_PACKAGES := clang-format
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
