@@ -318,7 +318,8 @@ int wait_for_job(const Target& t, const std::string& queue, const std::string& i
 // in the registry of queues daemons have served, or a daemon holds a live lease on it now.
 std::optional<std::string> unserved(redisContext* c, const Target& t, const std::string& queue) {
   if (t.cfg && t.cfg->queue(queue)) return std::nullopt;
-  if (call(c, {"SISMEMBER", store::Keys::registry(t.prefix), queue}).as_int() == 1) {
+  if (auto in = call_raw(c, {"SISMEMBER", store::Keys::registry(t.prefix), queue});
+      !in.is_error() && in.integer == 1) {
     return std::nullopt;
   }
   if (call(c, {"ZCARD", keys(t, queue).leases}).as_int() > 0) return std::nullopt;
@@ -333,7 +334,13 @@ std::vector<std::string> known_queues(redisContext* c, const Target& t) {
   if (t.cfg) {
     for (const auto& q : t.cfg->queues) out.push_back(q.name);
   }
-  auto more = call(c, {"SMEMBERS", store::Keys::registry(t.prefix)});
+  const std::string registry = store::Keys::registry(t.prefix);
+  auto more = call_raw(c, {"SMEMBERS", registry});
+  if (more.is_error()) {
+    std::cerr << "jobqctl: warning: " << registry << " is not the set of queues jobqd keeps ("
+              << more.str << "): only the config's queues are known\n";
+    more = redis::Reply{};
+  }
   std::vector<std::string> extra;
   for (const auto& e : more.elements) {
     if (config::valid_name(e.str) && std::find(out.begin(), out.end(), e.str) == out.end()) {
@@ -402,7 +409,12 @@ long long redis_now_ms(redisContext* c) {
 // Live workers, oldest first; `gone` counts entries older than kLiveWithinMs or unreadable.
 std::vector<Worker> live_workers(redisContext* c, const Target& t, std::size_t* gone) {
   const long long now = redis_now_ms(c);
-  auto all = call(c, {"HGETALL", store::Keys::workers(t.prefix)});
+  const std::string key = store::Keys::workers(t.prefix);
+  auto all = call_raw(c, {"HGETALL", key});
+  if (all.is_error()) {
+    throw Exit{kFailure, key + " is not the hash of workers jobqd keeps (" + all.str +
+                             "): delete it, and the daemons write it again within 5 s"};
+  }
   std::vector<Worker> out;
   *gone = 0;
   for (std::size_t i = 0; i + 1 < all.elements.size(); i += 2) {

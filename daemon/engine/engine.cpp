@@ -182,6 +182,7 @@ std::string Engine::report() const {
 
 async::Task<void> Engine::heartbeat() {
   const std::vector<std::string> keys{store::Keys::workers(cfg_.redis.key_prefix)};
+  auto last_error_log = async::Clock::now() - std::chrono::minutes(1);
   for (;;) {
     std::map<std::string, Snapshot> now;
     for (const auto& l : lanes_) {
@@ -195,11 +196,18 @@ async::Task<void> Engine::heartbeat() {
     std::string text = report();
     text.pop_back();  // the closing brace: the script adds seen_at, then closes it
     const std::vector<std::string> args{worker_, text};
+    std::string error;
     try {
       co_await async::wait_for(store::scripts::heartbeat().run(*control_, keys, args),
                                kHeartbeatEvery);
+    } catch (const redis::ReplyError& e) {
+      error = e.what();  // garbage at the key: say so (jobqctl workers cannot see this daemon)
     } catch (const std::exception&) {
       // Redis away: the next beat tries again (the daemon's health says why elsewhere).
+    }
+    if (!error.empty() && async::Clock::now() - last_error_log >= std::chrono::minutes(1)) {
+      last_error_log = async::Clock::now();
+      spdlog::error("heartbeat into {} failed: {}", keys[0], error);
     }
     history_.push_back(std::move(now));
     while (history_.size() > kMinuteOfBeats) history_.pop_front();

@@ -120,17 +120,26 @@ void QueueRunner::start() {
 async::Task<void> QueueRunner::watch_pause() {
   const store::Keys keys(w_.prefix, cfg_.name);
   const std::string registry = store::Keys::registry(w_.prefix);
-  bool known = false;
+  bool known = false, registered = false;
   auto last_error_log = async::Clock::now() - 1min;
   for (;;) {
     std::optional<bool> now;
     std::string error;
-    try {
-      if (!known) {
-        // Once per start: the queue is in the registry jobqctl lists queues from.
+    if (!registered) {
+      // Once per start: the queue is in the registry jobqctl lists queues from. Apart from the
+      // flag: garbage at the registry's key must not keep the queue paused.
+      try {
         redis::Reply added = co_await w_.main.command("SADD", registry, cfg_.name);
-        added.check();
+        registered = true;
+        if (added.is_error()) {
+          spdlog::error("queue {}: cannot add it to {} (jobqctl queues lists queues from it): {}",
+                        cfg_.name, registry, added.str);
+        }
+      } catch (const std::exception&) {
+        // Redis away: again next time.
       }
+    }
+    try {
       redis::Reply r = co_await w_.main.command("EXISTS", keys.paused);
       r.check();
       now = r.integer > 0;

@@ -463,3 +463,30 @@ TEST_CASE("jobqctl jobs QUEUE --state: pending (one pushed without an id), delay
   CHECK(jobqctl(redis, {"jobs", "q", "--state", "bogus"}).code == 2);
   d.kill9();
 }
+
+TEST_CASE("Garbage at the registry, workers and pause keys: jobqd serves on, both say which key",
+          "[integration][cli][hostile]") {
+  RedisServer redis;
+  auto r = redis.client();
+  r.cmd({"SET", "jobq:queues", "garbage"});
+  r.cmd({"SET", "jobq:workers", "garbage"});
+  r.cmd({"HSET", "jobq:{q}:paused", "a", "b"});  // any value pauses, whatever its type
+  Daemon d(redis, kYaml);
+  d.start_and_wait(redis);
+  CHECK(eventually([&] { return d.log().find("queue q: paused") != std::string::npos; }, 3s));
+  r.cmd({"DEL", "jobq:{q}:paused"});
+  const auto jobs = ids("g", 5);
+  push(r, "q", jobs_for(jobs, "1"));
+  CHECK(eventually([&] { return count_status(r, "q", jobs, "succeeded") == jobs.size(); }, 5s));
+  CHECK(eventually(
+      [&] { return d.log().find("heartbeat into jobq:workers failed") != std::string::npos; }, 8s));
+  CHECK(d.log().find("cannot add it to jobq:queues") != std::string::npos);
+  const auto workers = jobqctl(redis, {"workers"});
+  CHECK(workers.code == 1);
+  CHECK(workers.out.find("jobq:workers is not the hash of workers jobqd keeps") !=
+        std::string::npos);
+  const auto queues = jobqctl(redis, {"queues"});
+  CHECK(queues.code == 0);
+  CHECK(queues.out.find("warning: jobq:queues is not the set of queues") != std::string::npos);
+  d.kill9();
+}
