@@ -370,7 +370,14 @@ TEST_CASE("Spool: the watched directory removed and made again is watched again"
   auto r = redis.client();
   write_file(dir / "a.json", job_file("a"));
   REQUIRE(succeeds(r, "a", 10s));
-  fs::remove_all(dir);
+  // As `rm -rf` again: the daemon may write in it (its work folder) while it is being removed.
+  REQUIRE(eventually(
+      [&] {
+        std::error_code ec;
+        fs::remove_all(dir, ec);
+        return !ec && !fs::exists(dir);
+      },
+      5s));
   REQUIRE(eventually([&] { return d.log().find("is gone") != std::string::npos; }, 5s));
   fs::create_directory(dir);
   // Dropped before the watch is back: found by the scan that follows it.
