@@ -139,14 +139,23 @@ async::Task<void> QueueRunner::watch_pause() {
         // Redis away: again next time.
       }
     }
+    bool down = false;
     try {
       redis::Reply r = co_await w_.main.command("EXISTS", keys.paused);
       r.check();
       now = r.integer > 0;
     } catch (const redis::ConnectionError&) {
       // Redis away: the flag stays as it was (nothing is fetched meanwhile anyway).
+      down = true;
     } catch (const std::exception& e) {
       error = e.what();
+    }
+    if (down) {
+      // Read again as soon as it is back, not a second later: at the start the queue counts as
+      // paused until this read, and a job pushed meanwhile would wait for it.
+      co_await w_.main.wait_connected();
+      co_await async::sleep(10ms);  // never a busy loop, whatever the connection does
+      continue;
     }
     if (!error.empty() && async::Clock::now() - last_error_log >= 1min) {
       last_error_log = async::Clock::now();

@@ -355,6 +355,9 @@ TEST_CASE("a job pushed to an idle daemon starts within milliseconds", "[integra
     REQUIRE(eventually([&] { return count_status(r, "q", {id}, "succeeded") == 1; }, 5s, 1ms));
     delays.push_back(num(job_states(r, "q", {id}, {"started_at"})[0]["started_at"]) - pushed);
   }
+  std::string order;
+  for (auto x : delays) order += std::to_string(x) + " ";
+  INFO("in order: " << order);
   std::sort(delays.begin(), delays.end());
   INFO("median start delay " << delays[10] << " ms, worst " << delays.back() << " ms");
   CHECK(delays[10] <= 5);  // a couple of milliseconds: no poll interval in the way
