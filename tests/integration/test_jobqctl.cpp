@@ -408,7 +408,11 @@ sys.stdout.write(out.decode('utf-8', 'replace'))
   }
   INFO(screen.out);
   CHECK(draws >= 3);
-  const auto last = screen.out.substr(screen.out.rfind("\x1b[H\x1b[2J"));
+  // The last whole screen: the one before the last clear (Ctrl-C may cut the last one short).
+  const auto final_clear = screen.out.rfind("\x1b[H\x1b[2J");
+  const auto before = screen.out.rfind("\x1b[H\x1b[2J", final_clear - 1);
+  REQUIRE(before != std::string::npos);
+  const auto last = screen.out.substr(before, final_clear - before);
   CHECK(last.find("jobqctl stats: " + redis.url()) != std::string::npos);
   CHECK(last.find("Ctrl-C to stop") != std::string::npos);
   CHECK(std::regex_search(last, std::regex(R"(\nq +0 +0 +0 +1 +20 +1 )")));
