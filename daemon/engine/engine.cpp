@@ -96,8 +96,8 @@ std::unique_ptr<Engine::Lane> Engine::make_lane(const config::QueueConfig& q) {
   const bool warn = lanes_.empty();
   lane->main->on_connect = [warn](redis::Connection& c) { return check_server(c, warn); };
   lane->blocking = std::make_unique<redis::Client>(client_options("redis (wait " + q.name + ")"));
-  QueueRunner::Wiring w{*lane->main,    *lane->blocking,       handlers_,
-                        handler_names_, cfg_.redis.key_prefix, worker_};
+  QueueRunner::Wiring w{*lane->main,          *lane->blocking,       handlers_, handler_names_,
+                        handlers_generation_, cfg_.redis.key_prefix, worker_};
   lane->runner = std::make_unique<QueueRunner>(q, cfg_.daemon, w);
   return lane;
 }
@@ -282,6 +282,7 @@ std::vector<std::string> Engine::reload(const config::Config& given) {
   handlers_ = std::move(built);
   handler_names_.clear();
   for (const auto& [name, h] : handlers_) handler_names_.insert(name);
+  ++handlers_generation_;
   cfg_ = std::move(next);
 
   // Queues: removed ones drain in the background; the others are reconfigured or added.

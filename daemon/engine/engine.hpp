@@ -105,6 +105,7 @@ class Engine {
   std::string worker_;
   HandlerMap handlers_;
   std::set<std::string> handler_names_;
+  std::uint64_t handlers_generation_ = 0;  // reloads that replaced handlers_
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::list<Retired> retired_;
   ReloadStats reload_stats_;

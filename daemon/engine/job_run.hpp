@@ -46,6 +46,7 @@ class JobRun final : public store::Recorded {
   /// The handler this attempt runs, owned for the attempt: a config reload can replace the
   /// queue's handlers while it runs.
   std::shared_ptr<handlers::Handler> handler;
+  std::uint64_t handlers_generation = 0;  // of the handlers `handler` was taken from
   Millis timeout{0};
   long long max_attempts = 1;
   std::int64_t started_ms = 0;  // this host's clock, for the log's durations

@@ -369,6 +369,7 @@ JobRun* QueueRunner::admit(sources::Arrival a) {
   if (r.valid()) {
     const auto& job = r.job();
     r.handler = w_.handlers.at(job.handler);
+    r.handlers_generation = w_.handlers_generation;
     r.max_attempts = static_cast<long long>(
         std::min<std::uint64_t>(job.max_attempts.value_or(cfg_.max_attempts), cfg_.max_attempts));
     // Capped while still unsigned: a huge timeout_ms must not wrap into a negative duration.
@@ -398,10 +399,12 @@ async::Task<void> QueueRunner::dispatcher() {
     if (!item) co_return;
     room_.set();
     JobRun& run = **item;
-    // The handler its name has now (a reload may have replaced it while the job was buffered);
-    // one a reload removed: the one it was taken in with.
-    if (auto h = w_.handlers.find(run.job().handler); h != w_.handlers.end()) {
-      run.handler = h->second;
+    // The handler its name has now, if a reload replaced the handlers while the job was
+    // buffered (one a reload removed: the one it was taken in with).
+    if (run.handlers_generation != w_.handlers_generation) {
+      if (auto h = w_.handlers.find(run.job().handler); h != w_.handlers.end()) {
+        run.handler = h->second;
+      }
     }
     run.set_phase(Phase::running);
     ++running_;

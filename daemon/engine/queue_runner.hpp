@@ -53,6 +53,9 @@ class QueueRunner final : public sources::Sink {
     redis::Client& blocking;
     const HandlerMap& handlers;
     const std::set<std::string>& handler_names;
+    /// Goes up whenever a reload replaces the handlers: a buffered job looks its handler up
+    /// again at dispatch only then, not per job.
+    const std::uint64_t& handlers_generation;
     std::string prefix;
     std::string worker;
   };
