@@ -369,7 +369,8 @@ TEST_CASE(
   CHECK(job_states(r, "q", {"first"}, {"attempts"})[0]["attempts"] == "1");
   // The old dir is no longer watched: its new file stays where it was dropped.
   CHECK(std::filesystem::exists(a + "/stray.json"));
-  CHECK(std::filesystem::exists(a + "/done/first.json"));
-  CHECK(std::filesystem::exists(b + "/done/second.json"));
+  // The state is written before the file moves (a crash between runs it again): poll for both.
+  CHECK(eventually([&] { return std::filesystem::exists(a + "/done/first.json"); }, 5s));
+  CHECK(eventually([&] { return std::filesystem::exists(b + "/done/second.json"); }, 5s));
   CHECK(d.stop() == 0);
 }
