@@ -222,15 +222,27 @@ std::map<std::string, std::string> job_hash(redisContext* c, const std::string& 
   return out;
 }
 
-// Finds which queue holds job `id`: the one given, else each configured queue.
+std::vector<std::string> known_queues(redisContext* c, const Target& t);
+
+// Finds which queue holds job `id`: the one given, else each queue jobqctl knows of (the
+// config's, then those daemons have served).
 std::string find_queue(redisContext* c, const Target& t, const std::string& id,
                        const std::string& queue) {
-  if (!queue.empty()) return queue;
-  if (!t.cfg) throw Exit{kUsage, "no config to list the queues: give -q QUEUE"};
-  for (const auto& q : t.cfg->queues) {
-    if (call(c, {"EXISTS", keys(t, q.name).job(id)}).as_int() == 1) return q.name;
+  if (!queue.empty()) {
+    if (!config::valid_name(queue))
+      throw Exit{kUsage, "queue name '" + queue + "': use [A-Za-z0-9_.-]{1,64}"};
+    return queue;
   }
-  throw Exit{kFailure, "no job " + id + " in any configured queue"};
+  if (!job::valid_id(id))
+    throw Exit{kUsage, "job id '" + id + "': use 1-128 characters of [A-Za-z0-9_.:-]"};
+  const auto names = known_queues(c, t);
+  for (const auto& q : names) {
+    if (call(c, {"EXISTS", keys(t, q).job(id)}).as_int() == 1) return q;
+  }
+  throw Exit{kFailure,
+             "no job " + id + " in any known queue (" +
+                 (names.empty() ? std::string("none known") : std::to_string(names.size())) +
+                 "; give -q QUEUE for a job that has no state yet)"};
 }
 
 void print_job(const std::string& id, const std::map<std::string, std::string>& h, bool as_json) {
@@ -975,6 +987,150 @@ int cmd_wait(const Globals& g, const std::string& id, const std::string& queue,
   return wait_for_job(t, q, id, limit, g.json_out, std::move(sub), c.get());
 }
 
+// A copy of job `id` waiting in pending or delayed, found by cancel.
+struct Copy {
+  std::string where;  // pending, delayed
+  std::string body;
+};
+
+// Every copy of job `id` in the queue's pending list and delayed set, in the order cancel tries
+// them: the one the state describes first (a retry waiting in delayed, else the oldest in
+// pending), then the rest. Read in slices, so that a long list never holds Redis in one reply.
+std::vector<Copy> copies_of(redisContext* c, const store::Keys& k, const std::string& id,
+                            const std::string& status) {
+  constexpr long long kSlice = 1000;
+  const std::string quoted = "\"" + id + "\"";
+  auto is_it = [&](const std::string& raw) {
+    if (raw.find(quoted) == std::string::npos) return false;
+    auto parsed = job::parse_json(raw);
+    auto* j = std::get_if<json>(&parsed);
+    return j && j->is_object() && j->contains("id") && (*j)["id"].is_string() &&
+           (*j)["id"].get<std::string>() == id;
+  };
+  std::vector<Copy> pending, retries, delayed;
+  const long long n = call(c, {"LLEN", k.pending}).as_int();
+  for (long long from = 0; from < n; from += kSlice) {
+    auto items =
+        call(c, {"LRANGE", k.pending, std::to_string(from), std::to_string(from + kSlice - 1)});
+    for (auto& e : items.elements) {
+      if (is_it(e.str)) pending.push_back({"pending", std::move(e.str)});
+    }
+  }
+  std::reverse(pending.begin(), pending.end());  // consumed from the right: the oldest first
+  const long long m = call(c, {"ZCARD", k.delayed}).as_int();
+  for (long long from = 0; from < m; from += kSlice) {
+    auto items =
+        call(c, {"ZRANGE", k.delayed, std::to_string(from), std::to_string(from + kSlice - 1)});
+    for (auto& e : items.elements) {
+      if (!is_it(e.str)) continue;
+      auto& to = status == "retrying" && store::marker_attempts(e.str) > 0 ? retries : delayed;
+      to.push_back({"delayed", std::move(e.str)});
+    }
+  }
+  std::vector<Copy> out = std::move(retries);
+  for (auto* v : {&pending, &delayed}) {
+    out.insert(out.end(), std::make_move_iterator(v->begin()), std::make_move_iterator(v->end()));
+  }
+  return out;
+}
+
+// `cancel ID`: a job waiting in pending or delayed is taken out and marked cancelled here; one a
+// daemon holds (running, or in its buffer) gets a request that every jobqd reads within a
+// second, and the one holding it stops it as at a timeout. Waits (on the events channel) until
+// the job is over, at most `limit`.
+int cmd_cancel(const Globals& g, const std::string& id, const std::string& queue,
+               const std::string& limit_arg) {
+  if (!job::valid_id(id))
+    throw Exit{kUsage, "cancel: job id '" + id + "': use 1-128 characters of [A-Za-z0-9_.:-]"};
+  const config::Millis limit =
+      limit_arg.empty() ? config::Millis(30000) : duration_arg(limit_arg, "--wait-timeout");
+  Target t = resolve(g);
+  Conn c = open(t);
+  const std::string q = find_queue(c.get(), t, id, queue);
+  const auto k = keys(t, q);
+  const config::QueueConfig* qc = t.cfg ? t.cfg->queue(q) : nullptr;
+  const std::string keep =
+      std::to_string(qc ? qc->retain.failed.count() : config::QueueConfig{}.retain.failed.count());
+  Conn sub = open(t);
+  call(sub.get(), {"SUBSCRIBE", k.events});
+  const std::vector<std::string> script_keys{k.job(id), k.pending, k.delayed, k.live, k.cancels};
+  auto report = [&](const std::string& status, const std::string& was) {
+    if (g.json_out) {
+      std::cout << dump({{"id", id}, {"queue", q}, {"status", status}, {"was", was}}) << "\n";
+    } else if (status == "cancelled") {
+      std::cout << "job " << id << " cancelled (it was " << was << ")\n";
+    } else {
+      std::cout << "job " << id << " " << status
+                << (was == "over" ? " already: nothing to cancel\n"
+                                  : " before it could be stopped\n");
+    }
+    return status == "cancelled" ? kOk : kFailure;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  std::string was;  // what the job was doing when it was asked to stop
+  for (;;) {
+    const auto h = job_hash(c.get(), k.job(id));
+    const auto st = h.find("status");
+    const std::string status = st == h.end() ? "" : st->second;
+    if (!was.empty() && final_status(status)) return report(status, was);
+    bool request = status == "active";
+    bool raced = false;
+    if (!request) {
+      for (const auto& copy : copies_of(c.get(), k, id, status)) {
+        const std::string why = copy.where == "pending" ? "queued" : "waiting in delayed";
+        auto r = run_script(c.get(), store::scripts::cancel(), script_keys,
+                            {k.base, q, id, copy.where, copy.body, keep,
+                             "cancelled by jobqctl cancel while " + why});
+        const std::string what = r.is_array() && !r.elements.empty() ? r.elements[0].str : "";
+        if (what == "cancelled") return report("cancelled", why);
+        if (what == "gone") {
+          raced = true;  // a daemon took it meanwhile: look again
+          break;
+        }
+      }
+      if (!raced) {
+        if (final_status(status)) return report(status, "over");
+        if (status.empty()) throw Exit{kFailure, "no job " + id + " in queue " + q};
+        request = true;  // queued or retrying, yet in neither place: a daemon holds it
+      }
+    }
+    if (request) {
+      auto r = run_script(c.get(), store::scripts::cancel(), script_keys,
+                          {k.base, q, id, "request", "", keep, ""});
+      if (r.is_array() && !r.elements.empty() && r.elements[0].str == "requested" && was.empty()) {
+        was = status == "active" ? "running" : "held by a daemon";
+        if (!g.json_out) {
+          std::cerr << "job " << id << " is " << (status == "active" ? "running" : status)
+                    << ": asked the jobqd that holds it to stop it\n";
+        }
+      }
+    }
+    if (raced) continue;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left <= std::chrono::milliseconds(0)) {
+      std::cerr << "jobqctl: job " << id << " still " << (status.empty() ? "unknown" : status)
+                << " after " << config::format_duration(limit)
+                << "; the request stands: the jobqd holding it stops it as soon as it reads it\n";
+      return kTimedOut;
+    }
+    // The next event of the queue, or 200 ms: then the state is read again.
+    auto slice = std::min(left, std::chrono::milliseconds(200));
+    timeval tv{0, static_cast<suseconds_t>(slice.count() * 1000)};
+    redisSetTimeout(sub.get(), tv);
+    void* reply = nullptr;
+    if (redisGetReply(sub.get(), &reply) != REDIS_OK) {
+      if (sub->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        sub = open(t);  // timed out: hiredis marks the context failed
+        call(sub.get(), {"SUBSCRIBE", k.events});
+        continue;
+      }
+      throw Exit{kFailure, "redis: " + redis::reader_error(sub->errstr)};
+    }
+    freeReplyObject(reply);
+  }
+}
+
 int cmd_dead(const Globals& g, const std::string& action, const std::string& queue,
              const std::string& id, bool all) {
   if (!config::valid_name(queue))
@@ -1148,6 +1304,21 @@ EXAMPLES
   waitcmd->add_option("-q,--queue", wait_queue, "its queue");
   waitcmd->add_option("--wait-timeout", wait_limit, "give up after this long (exit 124)");
 
+  std::string cancel_id, cancel_queue, cancel_limit;
+  auto* cancelcmd =
+      app.add_subcommand("cancel", "cancel a job: remove it, or stop it where it runs");
+  cancelcmd->add_option("ID", cancel_id, "job id")->required();
+  cancelcmd->add_option("-q,--queue", cancel_queue,
+                        "its queue (default: look in every known queue)");
+  cancelcmd->add_option("--wait-timeout", cancel_limit,
+                        "how long to wait for a running job to stop (default 30s; exit 124)");
+  cancelcmd->footer(
+      "\nA queued or delayed job is taken out at once. A running one is stopped by the jobqd\n"
+      "running it within a second, as at a timeout (an exec job's process group gets SIGTERM,\n"
+      "then SIGKILL). Either way it ends with status and error_kind cancelled; exit 0 once it\n"
+      "did, 1 if it ended otherwise first (or was over already).\n"
+      "EXAMPLE\n  jobqctl cancel mail-42 -q mail");
+
   std::string dead_action, dead_queue, dead_id;
   bool dead_all = false;
   auto* deadcmd = app.add_subcommand("dead", "list, requeue (retry) or delete (purge) dead jobs");
@@ -1226,6 +1397,7 @@ EXAMPLES
     }
     if (status->parsed()) return cmd_status(g, status_id, status_queue);
     if (waitcmd->parsed()) return cmd_wait(g, wait_id, wait_queue, wait_limit);
+    if (cancelcmd->parsed()) return cmd_cancel(g, cancel_id, cancel_queue, cancel_limit);
     if (deadcmd->parsed()) return cmd_dead(g, dead_action, dead_queue, dead_id, dead_all);
     if (queues->parsed()) return cmd_queues(g);
     if (workers->parsed()) return cmd_workers(g);

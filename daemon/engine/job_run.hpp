@@ -24,7 +24,7 @@ class JobRun final : public store::Recorded {
  public:
   enum class Phase { arrived, buffered, running, recording, done };
   /// Why a running job was stopped (a timeout is not a stop: the attempt failed).
-  enum class Stop { none, shutdown, revoked };
+  enum class Stop { none, shutdown, revoked, cancelled };
 
   JobRun(const std::string& queue, sources::Arrival from, job::Job job);
   /// An invalid job: it never runs; it goes straight to recording its death.

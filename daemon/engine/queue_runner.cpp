@@ -11,6 +11,7 @@
 #include "job/text.hpp"
 #include "sources/redis_source.hpp"
 #include "sources/spool_source.hpp"
+#include "store/scripts.hpp"
 
 namespace jq::engine {
 namespace {
@@ -112,14 +113,15 @@ QueueRunner::~QueueRunner() {
 
 void QueueRunner::start() {
   started_ = true;
-  pause_task_ = async::spawn(watch_pause(), "pause flag " + cfg_.name);
+  pause_task_ = async::spawn(watch_control(), "control " + cfg_.name);
   for (auto& s : sources_) s.source->start();
   dispatch_task_ = async::spawn(dispatcher(), "dispatch " + cfg_.name);
 }
 
-async::Task<void> QueueRunner::watch_pause() {
+async::Task<void> QueueRunner::watch_control() {
   const store::Keys keys(w_.prefix, cfg_.name);
   const std::string registry = store::Keys::registry(w_.prefix);
+  const std::vector<std::string> control_keys{keys.paused, keys.cancels}, control_args{keys.base};
   bool known = false, registered = false;
   auto last_error_log = async::Clock::now() - 1min;
   for (;;) {
@@ -140,10 +142,13 @@ async::Task<void> QueueRunner::watch_pause() {
       }
     }
     bool down = false;
+    std::vector<std::string> cancels;
     try {
-      redis::Reply r = co_await w_.main.command("EXISTS", keys.paused);
+      redis::Reply r = co_await store::scripts::control().run(w_.main, control_keys, control_args);
       r.check();
-      now = r.integer > 0;
+      if (!r.is_array() || r.elements.empty()) throw redis::ReplyError("control: " + r.describe());
+      now = r.elements[0].integer > 0;
+      for (std::size_t i = 1; i < r.elements.size(); ++i) cancels.push_back(r.elements[i].str);
     } catch (const redis::ConnectionError&) {
       // Redis away: the flag stays as it was (nothing is fetched meanwhile anyway).
       down = true;
@@ -159,8 +164,10 @@ async::Task<void> QueueRunner::watch_pause() {
     }
     if (!error.empty() && async::Clock::now() - last_error_log >= 1min) {
       last_error_log = async::Clock::now();
-      spdlog::error("queue {}: cannot read the pause flag {}: {}", cfg_.name, keys.paused, error);
+      spdlog::error("queue {}: cannot read the pause flag {} and cancel requests {}: {}", cfg_.name,
+                    keys.paused, keys.cancels, error);
     }
+    if (!cancels.empty()) cancel_held(cancels);
     if (now && (*now != paused_ || !known)) {
       if (*now) {
         spdlog::info("queue {}: paused (jobqctl resume {} to go on); running jobs finish",
@@ -173,6 +180,38 @@ async::Task<void> QueueRunner::watch_pause() {
       room_.set();
     }
     co_await async::sleep(kPausePoll);
+  }
+}
+
+void QueueRunner::cancel_held(const std::vector<std::string>& ids) {
+  std::vector<JobRun*> buffered;
+  for (const auto& id : ids) {
+    auto it = runs_.find(id);
+    if (it == runs_.end()) continue;
+    JobRun& run = *it->second;
+    if (run.phase() == Phase::buffered) {
+      buffered.push_back(&run);
+    } else if (run.phase() == Phase::running && run.stop == JobRun::Stop::none) {
+      spdlog::info("queue {}: job {}: cancelled while running; stopping it", cfg_.name, id);
+      run.stop = JobRun::Stop::cancelled;
+      run.task.cancel();  // run_job records it as cancelled once its handler has stopped
+    }
+  }
+  if (buffered.empty()) return;
+  // Out of the buffer; the others keep their place.
+  for (JobRun* run : buffer_.drain()) {
+    if (std::find(buffered.begin(), buffered.end(), run) == buffered.end()) buffer_.restore(run);
+  }
+  room_.set();
+  for (JobRun* run : buffered) {
+    spdlog::info("queue {}: job {}: cancelled before it ran", cfg_.name, run->id());
+    ++stats_.cancelled;
+    run->set_phase(Phase::recording);
+    run->delivery().cancel(run->from().ticket, run->id(),
+                           "cancelled by jobqctl cancel before it ran (attempt " +
+                               std::to_string(run->attempt()) + ")",
+                           run);
+    (void)async::spawn(until_settled(*run, async::Permit()), "cancel " + cfg_.name);
   }
 }
 
@@ -460,6 +499,18 @@ async::Task<void> QueueRunner::run_job(JobRun& run, async::Permit slot, async::P
   run_ended_.clear();
   if (!stopped) {
     settle(run, std::move(out));
+  } else if (run.stop == JobRun::Stop::cancelled) {
+    ++stats_.cancelled;
+    const auto took = store::unix_ms() - run.started_ms;
+    durations_.observe(static_cast<double>(took) / 1000.0);
+    spdlog::info("queue {}: job {} cancelled after {} ms (attempt {})", cfg_.name, run.id(), took,
+                 run.attempt());
+    run.set_phase(Phase::recording);
+    run.delivery().cancel(run.from().ticket, run.id(),
+                          "cancelled by jobqctl cancel while running (attempt " +
+                              std::to_string(run.attempt()) + ", stopped after " +
+                              std::to_string(took) + " ms)",
+                          &run);
   } else if (run.stop == JobRun::Stop::revoked) {
     // The source lost its hold on the job (its lease): it is someone else's now.
     run.delivery().forget(run.from().ticket);
@@ -546,6 +597,8 @@ void QueueRunner::stop_running(JobRun::Stop why, const sources::Delivery* only) 
   for (auto& [id, run] : runs_) {
     if (run->phase() != Phase::running) continue;
     if (only && &run->delivery() != only) continue;
+    // Being cancelled already: it ends as cancelled, unless its source lost it meanwhile.
+    if (run->stop == JobRun::Stop::cancelled && why != JobRun::Stop::revoked) continue;
     run->stop = why;
     run->task.cancel();
   }

@@ -35,6 +35,7 @@ struct QueueStats {
   std::uint64_t dead = 0;
   std::uint64_t invalid = 0;
   std::uint64_t returned = 0;  // given back at a stop
+  std::uint64_t cancelled = 0;
 };
 
 /// The walk of every job: source -> buffer -> permit -> handler -> delivery. Sources offer jobs
@@ -103,6 +104,7 @@ class QueueRunner final : public sources::Sink {
   void hurry();
 
   /// Paused by `jobqctl pause` (P:{Q}:paused, read every second): no source takes jobs.
+  /// Requests of `jobqctl cancel` (P:{Q}:cancel) are read in the same call.
   bool paused() const noexcept { return paused_; }
 
   // sources::Sink
@@ -115,9 +117,12 @@ class QueueRunner final : public sources::Sink {
  private:
   JobRun* admit(sources::Arrival a);
   async::Task<void> dispatcher();
-  /// Reads the queue's pause flag every second; until the first answer, it counts as paused
-  /// (a paused queue must not fetch in the first second after a restart).
-  async::Task<void> watch_pause();
+  /// Reads the queue's pause flag and cancel requests every second; until the first answer, it
+  /// counts as paused (a paused queue must not fetch in the first second after a restart).
+  async::Task<void> watch_control();
+  /// Jobs `jobqctl cancel` asked to stop: each one held here, buffered or running, ends as
+  /// cancelled (a running one stopped as at a timeout); the others are not this daemon's.
+  void cancel_held(const std::vector<std::string>& ids);
   async::Task<void> run_job(JobRun& run, async::Permit slot, async::Permit unrecorded);
   async::Task<handlers::Outcome> attempt(JobRun& run);
   void settle(JobRun& run, handlers::Outcome out);

@@ -214,15 +214,14 @@ std::string StatusHttp::metrics() const {
   const auto redis = engine_.redis_state();
   o << "jobqd_serving " << (serving_ && redis.up ? 1 : 0) << '\n';
   family("jobqd_jobs_total", "counter",
-         "Ends of attempts by queue and outcome (succeeded, retried, failed, invalid, returned).");
+         "Ends of attempts by queue and outcome (succeeded, retried, failed, invalid, returned, "
+         "cancelled).");
   for (const auto& q : engine_.queues()) {
     const auto& s = q->stats();
     const std::string n = label(q->name());
-    const std::pair<const char*, std::uint64_t> rows[] = {{"succeeded", s.succeeded},
-                                                          {"retried", s.retried},
-                                                          {"failed", s.dead},
-                                                          {"invalid", s.invalid},
-                                                          {"returned", s.returned}};
+    const std::pair<const char*, std::uint64_t> rows[] = {
+        {"succeeded", s.succeeded}, {"retried", s.retried},   {"failed", s.dead},
+        {"invalid", s.invalid},     {"returned", s.returned}, {"cancelled", s.cancelled}};
     for (const auto& [outcome, v] : rows) {
       o << "jobqd_jobs_total{queue=\"" << n << "\",outcome=\"" << outcome << "\"} " << v << '\n';
     }

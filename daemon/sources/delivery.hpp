@@ -45,6 +45,10 @@ class Delivery {
   /// (invalid as it came): it has no state of its own yet.
   virtual void dead(std::uint64_t ticket, const std::string& id, bool started, std::string error,
                     job::ErrorKind kind, store::Recorded* done) = 0;
+  /// Stopped on request (jobqctl cancel): final, with status and error_kind `cancelled`; not a
+  /// dead job.
+  virtual void cancel(std::uint64_t ticket, const std::string& id, std::string error,
+                      store::Recorded* done) = 0;
   /// Back to where it came from as it was, the attempt not counted (a graceful stop).
   virtual void give_back(std::uint64_t ticket, const std::string& id, store::Recorded* done) = 0;
   /// Nothing is written: the source's own recovery owns the job now (its lease was lost).

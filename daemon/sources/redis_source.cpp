@@ -306,6 +306,18 @@ void RedisSource::dead(std::uint64_t ticket, const std::string& id, bool started
   writer_.push(std::move(s));
 }
 
+void RedisSource::cancel(std::uint64_t ticket, const std::string& id, std::string error,
+                         store::Recorded* done) {
+  store::Settlement s;
+  s.op = store::Settlement::Op::cancel;
+  s.token = ticket;
+  s.id = id;
+  s.text = std::move(error);
+  s.kind = job::ErrorKind::cancelled;
+  s.notify = done;
+  writer_.push(std::move(s));
+}
+
 void RedisSource::give_back(std::uint64_t ticket, const std::string& id, store::Recorded* done) {
   store::Settlement s;
   s.op = store::Settlement::Op::back;

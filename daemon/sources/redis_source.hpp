@@ -60,6 +60,8 @@ class RedisSource final : public Source, public Delivery {
              job::ErrorKind kind, store::Recorded* done) override;
   void dead(std::uint64_t ticket, const std::string& id, bool started, std::string error,
             job::ErrorKind kind, store::Recorded* done) override;
+  void cancel(std::uint64_t ticket, const std::string& id, std::string error,
+              store::Recorded* done) override;
   void give_back(std::uint64_t ticket, const std::string& id, store::Recorded* done) override;
   void forget(std::uint64_t ticket) noexcept override { store_.released(ticket); }
 

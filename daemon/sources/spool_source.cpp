@@ -44,7 +44,7 @@ constexpr std::uint32_t kEvents = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_
 constexpr auto kWorkGoneWait = 1s;
 
 const char* code_name(std::uint8_t c) {
-  static const char* names[] = {"start", "ok", "retry", "dead", "back"};
+  static const char* names[] = {"start", "ok", "retry", "dead", "back", "cancel"};
   return names[c];
 }
 
@@ -646,6 +646,12 @@ void SpoolSource::dead(std::uint64_t ticket, const std::string&, bool, std::stri
   push(Change::Code::dead, ticket, std::move(error), kind, done);
 }
 
+void SpoolSource::cancel(std::uint64_t ticket, const std::string&, std::string error,
+                         store::Recorded* done) {
+  // Its file goes to failed/, its error beside it saying it was cancelled.
+  push(Change::Code::cancel, ticket, std::move(error), job::ErrorKind::cancelled, done);
+}
+
 void SpoolSource::give_back(std::uint64_t ticket, const std::string&, store::Recorded* done) {
   push(Change::Code::back, ticket, "", job::ErrorKind::none, done);
 }
@@ -759,6 +765,7 @@ async::Task<void> SpoolSource::writer() {
           moves.push_back({i, f.claim, "", ""});
           break;
         case Change::Code::dead:
+        case Change::Code::cancel:
           args.push_back(c.a);
           args.push_back(c.b);
           moves.push_back({i, f.claim, error_json(f, c.a, c.kind), ""});
@@ -784,6 +791,7 @@ async::Task<void> SpoolSource::writer() {
               m.result = d->finish_done(m.claim);
               break;
             case Change::Code::dead:
+            case Change::Code::cancel:
               m.result = d->finish_failed(m.claim, m.error_json);
               break;
             default:
@@ -843,6 +851,7 @@ async::Task<void> SpoolSource::writer() {
         case Change::Code::ok:
         case Change::Code::dead:
         case Change::Code::back:
+        case Change::Code::cancel:
           files_.erase(it);
           break;
       }

@@ -61,6 +61,8 @@ class SpoolSource final : public Source, public Delivery {
              job::ErrorKind kind, store::Recorded* done) override;
   void dead(std::uint64_t ticket, const std::string& id, bool started, std::string error,
             job::ErrorKind kind, store::Recorded* done) override;
+  void cancel(std::uint64_t ticket, const std::string& id, std::string error,
+              store::Recorded* done) override;
   void give_back(std::uint64_t ticket, const std::string& id, store::Recorded* done) override;
   void forget(std::uint64_t ticket) noexcept override;
 
@@ -82,10 +84,10 @@ class SpoolSource final : public Source, public Delivery {
   };
   /// A change of state: written to Redis, then (for an end) made on disk.
   struct Change {
-    enum class Code : std::uint8_t { start, ok, retry, dead, back } code = Code::start;
+    enum class Code : std::uint8_t { start, ok, retry, dead, back, cancel } code = Code::start;
     std::uint64_t ticket = 0;
     std::string a, b;
-    job::ErrorKind kind = job::ErrorKind::none;  // retry, dead
+    job::ErrorKind kind = job::ErrorKind::none;  // retry, dead, cancel
     Millis delay{0};                             // retry
     store::Recorded* notify = nullptr;
   };

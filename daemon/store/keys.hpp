@@ -16,7 +16,8 @@ struct Keys {
         dead(base + ":dead"),
         dead_bodies(base + ":dead:bodies"),
         events(base + ":events"),
-        paused(base + ":paused") {}
+        paused(base + ":paused"),
+        cancels(base + ":cancel") {}
 
   std::string base;         // P:{Q}
   std::string pending;      // list (contract): submitted jobs, consumed from the right
@@ -27,6 +28,7 @@ struct Keys {
   std::string dead_bodies;  // hash: dead job id -> its JSON, for `jobqctl dead retry`
   std::string events;       // pub/sub channel (contract)
   std::string paused;       // string: set while the queue is paused (jobqctl pause), to when
+  std::string cancels;      // hash: job id -> its submitted_at, for a job to stop (jobqctl cancel)
 
   std::string job(const std::string& id) const { return base + ":job:" + id; }
   /// set (not of one queue: no hash tag): the names of the queues daemons have served, for

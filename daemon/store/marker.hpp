@@ -17,4 +17,17 @@ inline std::string marked_submission(std::string_view object, const std::string&
   return out;
 }
 
+/// The attempts a copy's marker counts (0 for a job as submitted, or one without a marker).
+inline long long marker_attempts(std::string_view raw) {
+  const std::string_view tag = ",\"_jobq\":\"";
+  auto at = raw.rfind(tag);
+  if (at == std::string_view::npos) return 0;
+  long long a = 0;
+  for (std::size_t i = at + tag.size(); i < raw.size() && raw[i] >= '0' && raw[i] <= '9'; ++i) {
+    if (a > 1'000'000'000) break;
+    a = a * 10 + (raw[i] - '0');
+  }
+  return a;
+}
+
 }  // namespace jq::store

@@ -47,6 +47,8 @@ const char* op_name(Settlement::Op op) {
       return "dead";
     case Settlement::Op::back:
       return "back";
+    case Settlement::Op::cancel:
+      return "cancel";
   }
   return "?";
 }
@@ -412,6 +414,11 @@ async::Task<void> Writer::run() {
           break;
         case Settlement::Op::back:
           args.emplace_back();
+          args.emplace_back();
+          args.emplace_back();
+          break;
+        case Settlement::Op::cancel:
+          args.push_back(std::move(op.text));
           args.emplace_back();
           args.emplace_back();
           break;

@@ -172,11 +172,11 @@ class Recorded {
 
 /// The end of one attempt, as the settle script takes it.
 struct Settlement {
-  enum class Op : std::uint8_t { ok, retry, dead, back };
+  enum class Op : std::uint8_t { ok, retry, dead, back, cancel };
   Op op = Op::ok;
   std::uint64_t token = 0;
   std::string id;
-  std::string text;                            // ok: the result; retry, dead: the error
+  std::string text;                            // ok: the result; retry, dead, cancel: the error
   job::ErrorKind kind = job::ErrorKind::none;  // retry, dead
   Millis delay{0};                             // retry: due this long from now (Redis' clock)
   long long attempt = 1;                       // ok: which attempt succeeded

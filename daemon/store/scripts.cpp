@@ -335,6 +335,8 @@ return redis.error_reply(tostring(out))
 //                                    yet; its id, if another job owns it, is replaced by the
 //                                    fresh one (-> 2)
 //   back:  -                         to the consuming end of pending, the attempt not counted
+//   cancel: error                    stopped on request (jobqctl cancel): final, status
+//                                    cancelled, kept for dead_ttl; not a dead job
 // An op that fails returns its error message (a string) instead.
 const redis::Script& settle() {
   static const redis::Script s("settle", with_prelude(R"lua(
@@ -401,6 +403,12 @@ local function settle_op(code, copy, id, a, b, c)
       hset(key, 'status', 'queued', 'attempts', n - 1)
     end
     backs[#backs + 1] = copy
+  elseif code == 'cancel' then
+    hset(key, 'status', 'cancelled', 'finished_at', nows, 'error', a, 'error_kind', 'cancelled',
+         'result', '')
+    redis.call('PEXPIRE', key, ARGV[6])
+    finals[#finals + 1] = id
+    if loud then event(base, queue, id, 'cancelled') end
   end
   return 1
 end
@@ -655,6 +663,7 @@ return moved
 //   ok:    result
 //   retry: error, kind
 //   dead:  error, kind           (also for a file that never started: all its fields afresh)
+//   cancel: error                stopped on request: status cancelled
 //   back:  attempts so far       status queued
 //   skip:  -                     nothing (keeps the replies in step with the changes)
 // A change that fails returns its error message (a string) instead.
@@ -698,14 +707,16 @@ local function change(code, id, nonce, a, b)
     hset(key, 'status', 'retrying', 'finished_at', nows, 'error', a, 'error_kind', b)
     if loud then event(base, queue, id, 'retrying') end
     return 1
-  elseif code == 'dead' then
+  elseif code == 'dead' or code == 'cancel' then
+    local status, kind = 'failed', b
+    if code == 'cancel' then status, kind = 'cancelled', 'cancelled' end
     if redis.call('EXISTS', key) == 0 then
-      hset(key, 'status', 'failed', 'queue', queue, 'attempts', '0', 'submitted_at', nows,
+      hset(key, 'status', status, 'queue', queue, 'attempts', '0', 'submitted_at', nows,
            'started_at', '', 'worker', worker)
     end
-    hset(key, 'status', 'failed', 'finished_at', nows, 'error', a, 'error_kind', b, 'result', '')
+    hset(key, 'status', status, 'finished_at', nows, 'error', a, 'error_kind', kind, 'result', '')
     redis.call('EXPIRE', key, dead_s)
-    if loud then event(base, queue, id, 'failed') end
+    if loud then event(base, queue, id, status) end
   elseif code == 'back' then
     hset(key, 'status', 'queued', 'attempts', a)
     return 1
@@ -718,6 +729,38 @@ for i = 6, #ARGV, 5 do
   local ok, r = pcall(change, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
   if ok then out[#out + 1] = r else out[#out + 1] = tostring(r) end
 end
+return out
+)lua"));
+  return s;
+}
+
+// What every daemon reads of a queue each second: its pause flag and the jobs to stop. A request
+// (jobqctl cancel) names a job by its id and submitted_at, so a later job of that id is never
+// stopped by it; one whose job is over (or whose state is gone) is dropped here.
+// KEYS: paused, cancel   ARGV: base
+// Returns {1 if paused else 0, ids of the jobs to stop...}.
+const redis::Script& control() {
+  static const redis::Script s("control", with_prelude(R"lua(
+local out = {redis.call('EXISTS', KEYS[1])}
+local flat = redis.pcall('HGETALL', KEYS[2])
+if flat.err then
+  local aside = KEYS[2] .. ':foreign:' .. now_ms()
+  redis.log(redis.LOG_WARNING, 'jobqd: ' .. KEYS[2] .. ' is not a hash (' .. flat.err ..
+            '); moved it aside to ' .. aside)
+  redis.call('RENAME', KEYS[2], aside)
+  return out
+end
+local gone = {}
+for i = 1, #flat, 2 do
+  local id = flat[i]
+  local st = redis.pcall('HMGET', ARGV[1] .. ':job:' .. id, 'status', 'submitted_at')
+  if type(st) == 'table' and not st.err and busy[st[1]] and (st[2] or '') == flat[i + 1] then
+    out[#out + 1] = id
+  else
+    gone[#gone + 1] = id
+  end
+end
+if #gone > 0 then redis.call('HDEL', KEYS[2], unpack(gone)) end
 return out
 )lua"));
   return s;
@@ -789,6 +832,60 @@ for i = 2, #ARGV do
 end
 return n
 )lua");
+  return s;
+}
+
+// jobqctl cancel, in one of two ways:
+//   'pending' | 'delayed': `copy`, found there by the caller, is taken out and the job is
+//     cancelled (its state written as such, or afresh when the state is an earlier job's) ->
+//     {'cancelled'}; {'waits'} (nothing done) when it is a submission waiting for another job
+//     of its id; {'gone'} when it is no longer there (a daemon took it).
+//   'request': the job is held by a daemon (running, or buffered): a request that every daemon
+//     reads within a second, and the one holding it stops it as at a timeout -> {'requested'},
+//     or {'final', status} when the job is over already.
+// KEYS: the job's state, pending, delayed, live, cancel
+// ARGV: base, queue, id, how, copy, keep failed (ms), error
+const redis::Script& cancel() {
+  static const redis::Script s("cancel", with_prelude(R"lua(
+local key, live, cancel = KEYS[1], KEYS[4], KEYS[5]
+local queue, id, how, copy, keep, why = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local st = redis.pcall('HMGET', key, 'status', 'submitted_at')
+if type(st) ~= 'table' or st.err then st = {false, false} end
+if how == 'request' then
+  if not busy[st[1]] then return {'final', st[1] or ''} end
+  redis.call('HSET', cancel, id, st[2] or '')
+  return {'requested'}
+end
+local _, a, _, s, nonce = marker(copy)
+local owner = redis.call('HGET', live, id)
+-- Another job owns the id: this copy is a later submission waiting for it, not the job the
+-- state describes. Left where it is.
+if owner and owner ~= nonce and busy[st[1]] then return {'waits'} end
+local n
+if how == 'pending' then
+  n = redis.call('LREM', KEYS[2], 1, copy)
+else
+  n = redis.call('ZREM', KEYS[3], copy)
+end
+if n == 0 then return {'gone'} end
+local now = tostring(now_ms())
+if owner and owner == nonce then redis.call('HDEL', live, id) end
+if a and a > 0 and busy[st[1]] then
+  hset(key, 'status', 'cancelled', 'finished_at', now, 'error', why, 'error_kind', 'cancelled',
+       'result', '')
+else
+  local submitted = now
+  if s and s ~= '' then submitted = s end
+  if busy[st[1]] and st[2] then submitted = st[2] end
+  redis.call('DEL', key)
+  hset(key, 'status', 'cancelled', 'queue', queue, 'attempts', tostring(a or 0),
+       'submitted_at', submitted, 'finished_at', now, 'error', why, 'error_kind', 'cancelled')
+end
+redis.call('PEXPIRE', key, keep)
+redis.call('HDEL', cancel, id)
+event(ARGV[1], queue, id, 'cancelled')
+return {'cancelled'}
+)lua"));
   return s;
 }
 

@@ -16,6 +16,7 @@ const redis::Script& reclaim();
 const redis::Script& promote();
 const redis::Script& repair();
 const redis::Script& spool_state();
+const redis::Script& control();
 
 // Both's.
 const redis::Script& depths();
@@ -25,5 +26,6 @@ const redis::Script& heartbeat();
 const redis::Script& submit();
 const redis::Script& requeue_dead();
 const redis::Script& purge_dead();
+const redis::Script& cancel();
 
 }  // namespace jq::store::scripts
