@@ -47,7 +47,7 @@ endif
 BUILD_PACKAGES := g++ make pkg-config libevent-dev libhiredis-dev libyaml-cpp-dev libssl-dev \
   nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev libcli11-dev
 TEST_PACKAGES := catch2 redis-server redis-tools python3 python3-redis openssl ca-certificates \
-  procps systemd
+  procps systemd zsh
 PACKAGES := $(BUILD_PACKAGES) $(TEST_PACKAGES)
 DEV_PACKAGES := clang-format
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -223,8 +223,11 @@ SYSTEMD_DIR := $(PREFIX)/lib/systemd/system
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/jobqd $(DESTDIR)$(SYSTEMD_DIR) \
 	  $(DESTDIR)$(PREFIX)/lib/sysusers.d $(DESTDIR)$(PREFIX)/lib/tmpfiles.d \
-	  $(DESTDIR)$(PREFIX)/share/doc/jobqd
+	  $(DESTDIR)$(PREFIX)/share/doc/jobqd $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+	  $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 	install -m 755 $(JOBQD) $(JOBQCTL) $(DESTDIR)$(PREFIX)/bin/
+	$(JOBQCTL) --completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/jobqctl
+	$(JOBQCTL) --completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_jobqctl
 	[ -e $(DESTDIR)/etc/jobqd/jobqd.yaml ] || install -m 640 config/jobqd.yaml $(DESTDIR)/etc/jobqd/
 	sed 's|/usr/local|$(PREFIX)|g' systemd/jobqd.service > $(DESTDIR)$(SYSTEMD_DIR)/jobqd.service
 	install -m 644 systemd/jobqd.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/jobqd.conf

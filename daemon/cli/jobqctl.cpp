@@ -245,17 +245,78 @@ std::string find_queue(redisContext* c, const Target& t, const std::string& id,
                  "; give -q QUEUE for a job that has no state yet)"};
 }
 
-void print_job(const std::string& id, const std::map<std::string, std::string>& h, bool as_json) {
+std::optional<long long> whole_number(const std::string& s) {
+  long long v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+// `2026-12-02 06:09:12Z`, a unix ms time as people read it (UTC, as in jobqd's log).
+std::string clock_text(long long ms) {
+  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  if (!gmtime_r(&secs, &tm)) return std::to_string(ms);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
+  return buf;
+}
+
+// How long ago (or, for a time still to come, in how long): `3s ago`, `in 5m`, `now`.
+std::string relative(long long ms, long long now) {
+  const long long d = now - ms;
+  const long long a = d < 0 ? -d : d;
+  if (a < 1000) return "now";
+  std::string span =
+      a < 60'000      ? std::to_string(a / 1000) + "s"
+      : a < 3'600'000 ? std::to_string(a / 60'000) + "m"
+      : a < 86'400'000
+          ? std::to_string(a / 3'600'000) + "h" + std::to_string(a / 60'000 % 60) + "m"
+          : std::to_string(a / 86'400'000) + "d" + std::to_string(a / 3'600'000 % 24) + "h";
+  return d < 0 ? "in " + span : span + " ago";
+}
+
+// `2026-12-02 06:09:12Z (3s ago)`; the text itself when it is not a time.
+std::string when(const std::string& ms, long long now) {
+  auto v = whole_number(ms);
+  if (!v || *v <= 0) return ms;
+  return clock_text(*v) + " (" + relative(*v, now) + ")";
+}
+
+bool time_field(const std::string& f) {
+  return f.size() > 3 && f.compare(f.size() - 3, 3, "_at") == 0;
+}
+
+// A job's state as JSON data: times and attempts as numbers (null when not set), a result that
+// is JSON as JSON, the rest as text.
+json job_json(const std::string& id, const std::map<std::string, std::string>& h) {
+  json j = {{"id", id}};
+  for (const auto& [k, v] : h) {
+    if (k == "attempts" || time_field(k)) {
+      auto n = whole_number(v);
+      j[k] = n ? json(*n) : json();
+    } else if (k == "result" && !v.empty()) {
+      auto parsed = job::parse_json(v);
+      auto* value = std::get_if<json>(&parsed);
+      j[k] = value ? *value : json(v);
+    } else {
+      j[k] = v;
+    }
+  }
+  return j;
+}
+
+void print_job(const std::string& id, const std::map<std::string, std::string>& h, bool as_json,
+               long long now) {
   if (as_json) {
-    json j = {{"id", id}};
-    for (const auto& [k, v] : h) j[k] = v;
-    std::cout << dump(j) << "\n";
+    std::cout << dump(job_json(id, h)) << "\n";
     return;
   }
   std::cout << "id: " << id << "\n";
   for (const char* f : kFields) {
     auto it = h.find(f);
-    if (it != h.end() && !it->second.empty()) std::cout << f << ": " << it->second << "\n";
+    if (it == h.end() || it->second.empty()) continue;
+    std::cout << f << ": " << (time_field(f) ? when(it->second, now) : it->second) << "\n";
   }
 }
 
@@ -274,7 +335,7 @@ int wait_for_job(const Target& t, const std::string& queue, const std::string& i
   auto finish = [&](std::map<std::string, std::string> h) {
     const std::string status = h["status"];
     if (as_json) {
-      print_job(id, h, true);
+      print_job(id, h, true, 0);
     } else if (status == "succeeded") {
       std::cout << h["result"] << "\n";
     } else {
@@ -295,9 +356,8 @@ int wait_for_job(const Target& t, const std::string& queue, const std::string& i
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       if (left <= std::chrono::milliseconds(0)) {
-        std::cerr << "job " << id << ": still " << (st == h.end() ? "unknown" : st->second)
-                  << " after " << config::format_duration(*timeout) << "\n";
-        return kTimedOut;
+        throw Exit{kTimedOut, "job " + id + ": still " + (st == h.end() ? "unknown" : st->second) +
+                                  " after " + config::format_duration(*timeout)};
       }
       slice = std::min(slice, left);
     }
@@ -713,7 +773,10 @@ int cmd_jobs(const Globals& g, const std::string& queue, const std::string& stat
     for (const auto& r : rows) {
       json j = {{"id", r.id.empty() ? json() : json(r.id)}, {"payload", r.preview}};
       if (!r.where.empty()) j["worker"] = r.where;
-      if (!r.when.empty()) j[state == "dead" ? "died_at" : "run_at"] = std::stoll(r.when);
+      if (!r.when.empty()) {
+        auto at = whole_number(r.when);
+        j[state == "dead" ? "died_at" : "run_at"] = at ? json(*at) : json(r.when);
+      }
       out.push_back(j);
     }
     std::cout << dump({{"queue", queue}, {"state", state}, {"total", total}, {"jobs", out}})
@@ -724,14 +787,16 @@ int cmd_jobs(const Globals& g, const std::string& queue, const std::string& stat
     std::cout << "no " << state << " jobs in queue " << queue << "\n";
     return kOk;
   }
-  std::printf("%-30s %-26s %s\n", "ID",
+  const long long now = redis_now_ms(c.get());
+  std::printf("%-30s %-32s %s\n", "ID",
               state == "running"   ? "WORKER"
               : state == "pending" ? ""
-                                   : "AT (unix ms)",
+              : state == "dead"    ? "DIED"
+                                   : "RUNS AT",
               state == "dead" ? "ERROR" : "PAYLOAD");
   for (const auto& r : rows) {
-    std::printf("%-30s %-26s %s\n", r.id.empty() ? "(none yet)" : r.id.c_str(),
-                (r.where.empty() ? r.when : r.where).c_str(), r.preview.c_str());
+    std::printf("%-30s %-32s %s\n", r.id.empty() ? "(none yet)" : r.id.c_str(),
+                (r.where.empty() ? when(r.when, now) : r.where).c_str(), r.preview.c_str());
   }
   if (total > rows.size()) {
     std::cout << "(" << rows.size() << " of " << total << "; --limit N for more)\n";
@@ -971,7 +1036,7 @@ int cmd_status(const Globals& g, const std::string& id, const std::string& queue
   std::string q = find_queue(c.get(), t, id, queue);
   auto h = job_hash(c.get(), keys(t, q).job(id));
   if (h.empty()) throw Exit{kFailure, "no job " + id + " in queue " + q};
-  print_job(id, h, g.json_out);
+  print_job(id, h, g.json_out, redis_now_ms(c.get()));
   return kOk;
 }
 
@@ -1109,10 +1174,10 @@ int cmd_cancel(const Globals& g, const std::string& id, const std::string& queue
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left <= std::chrono::milliseconds(0)) {
-      std::cerr << "jobqctl: job " << id << " still " << (status.empty() ? "unknown" : status)
-                << " after " << config::format_duration(limit)
-                << "; the request stands: the jobqd holding it stops it as soon as it reads it\n";
-      return kTimedOut;
+      throw Exit{kTimedOut, "job " + id + " still " + (status.empty() ? "unknown" : status) +
+                                " after " + config::format_duration(limit) +
+                                "; the request stands: the jobqd holding it stops it as soon as "
+                                "it reads it"};
     }
     // The next event of the queue, or 200 ms: then the state is read again.
     auto slice = std::min(left, std::chrono::milliseconds(200));
@@ -1140,20 +1205,25 @@ int cmd_dead(const Globals& g, const std::string& action, const std::string& que
   const auto k = keys(t, queue);
   if (action == "list") {
     auto ids = call(c.get(), {"ZRANGE", k.dead, "0", "-1"});
+    const long long now = redis_now_ms(c.get());
     json out = json::array();
+    std::size_t shown = 0;
     for (const auto& e : ids.elements) {
       auto h = job_hash(c.get(), k.job(e.str));
       if (h["status"] != "failed") continue;  // a newer job of that id has its state now
       if (g.json_out) {
-        json j = {{"id", e.str}};
-        for (const auto& [f, v] : h) j[f] = v;
-        out.push_back(j);
-      } else {
-        std::cout << e.str << "  " << h["finished_at"] << "  " << h["error_kind"] << "  "
-                  << h["error"] << "\n";
+        out.push_back(job_json(e.str, h));
+        continue;
       }
+      if (shown++ == 0) std::cout << "ID  DIED  ERROR_KIND  ERROR\n";
+      std::cout << e.str << "  " << when(h["finished_at"], now) << "  " << h["error_kind"] << "  "
+                << h["error"] << "\n";
     }
-    if (g.json_out) std::cout << dump(out) << "\n";
+    if (g.json_out) {
+      std::cout << dump(out) << "\n";
+    } else if (shown == 0) {
+      std::cout << "no dead jobs in queue " << queue << "\n";
+    }
     return kOk;
   }
   if (id.empty() == !all) throw Exit{kUsage, "dead " + action + ": give one ID or --all"};
@@ -1242,6 +1312,124 @@ std::string explain(const CLI::App& app, const CLI::ParseError& e) {
   return where + msg;
 }
 
+// The values some arguments take, for their checks and for the shell completion alike.
+const std::vector<std::string> kStates{"pending", "delayed", "running", "dead"};
+const std::vector<std::string> kDeadActions{"list", "retry", "purge"};
+
+std::string words(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& w : v) out += (out.empty() ? "" : " ") + w;
+  return out;
+}
+
+// An option's names: `-q --queue`.
+std::vector<std::string> names_of(const CLI::Option& o) {
+  std::vector<std::string> out;
+  for (const auto& s : o.get_snames()) out.push_back("-" + s);
+  for (const auto& l : o.get_lnames()) out.push_back("--" + l);
+  return out;
+}
+
+// What the completion offers for a positional argument of a command: queue names (read from
+// Redis through jobqctl itself, within 2 s), a fixed list, or nothing (ids, payloads).
+std::string positional_rule(const std::string& name) {
+  if (name == "QUEUE") return "_jobqctl_queues";
+  if (name == "ACTION") return "_jobqctl_words '" + words(kDeadActions) + "'";
+  return "";
+}
+
+// The shell completion, generated from the commands and options defined in main(), so that it
+// cannot drift from them: `jobqctl --completion bash|zsh`, installed by make install. zsh runs
+// the bash one through bashcompinit.
+std::string completion_script(const CLI::App& app, const std::string& shell) {
+  std::ostringstream o;
+  if (shell == "zsh") o << "#compdef jobqctl\nautoload -U +X bashcompinit && bashcompinit\n";
+  o << "# jobqctl completion (generated by: jobqctl --completion " << shell << ")\n";
+  o << R"sh(_jobqctl_words() { COMPREPLY=($(compgen -W "$1" -- "$cur")); }
+_jobqctl_queues() {
+  local q
+  q=$(timeout 2 "${COMP_WORDS[0]}" "${conn[@]}" --json queues 2>/dev/null |
+      grep -o '"name":"[^"]*"' | cut -d'"' -f4)
+  COMPREPLY=($(compgen -W "$q" -- "$cur"))
+}
+_jobqctl() {
+  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
+  local cmd= n=0 i w
+  local -a conn=()
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    w=${COMP_WORDS[i]}
+    case $w in
+      -c|--config|--redis) conn+=("$w" "${COMP_WORDS[i+1]}"); ((i++)) ;;
+)sh";
+  // Options that take a value, of every command: their value is not a positional.
+  std::set<std::string> valued, file_valued{"-c", "--config", "--from"};
+  std::vector<const CLI::App*> cmds = app.get_subcommands({});
+  auto collect = [&](const CLI::App& a) {
+    for (const auto* opt : a.get_options()) {
+      // A flag (--json, --wait) expects no value.
+      if (opt->get_positional() || opt->get_expected_max() == 0) continue;
+      for (const auto& n : names_of(*opt)) valued.insert(n);
+    }
+  };
+  collect(app);
+  for (const auto* c : cmds) collect(*c);
+  std::string skip;
+  for (const auto& v : valued) {
+    if (v != "-c" && v != "--config" && v != "--redis") skip += (skip.empty() ? "" : "|") + v;
+  }
+  o << "      " << skip << ") ((i++)) ;;\n";
+  o << R"sh(      -*) ;;
+      *) if [[ -z $cmd ]]; then cmd=$w; else ((n++)); fi ;;
+    esac
+  done
+  case $prev in
+)sh";
+  std::string files, others;
+  for (const auto& v : valued) {
+    if (file_valued.count(v)) {
+      files += (files.empty() ? "" : "|") + v;
+    } else if (v != "--state" && v != "-q" && v != "--queue") {
+      others += (others.empty() ? "" : "|") + v;
+    }
+  }
+  o << "    " << files << ") COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n";
+  o << "    --state) _jobqctl_words '" << words(kStates) << "'; return ;;\n";
+  o << "    -q|--queue) _jobqctl_queues; return ;;\n";
+  o << "    " << others << ") return ;;\n  esac\n";
+  std::string globals;  // without -h/--help: every command has its own
+  for (const auto* opt : app.get_options()) {
+    for (const auto& n : names_of(*opt)) {
+      if (n != "-h" && n != "--help") globals += " " + n;
+    }
+  }
+  std::string names;
+  for (const auto* c : cmds) names += (names.empty() ? "" : " ") + c->get_name();
+  o << "  if [[ -z $cmd ]]; then _jobqctl_words '" << names << " -h --help" << globals
+    << "'; return; fi\n";
+  o << "  if [[ $cur == -* ]]; then\n    case $cmd in\n";
+  for (const auto* c : cmds) {
+    std::string opts;
+    for (const auto* opt : c->get_options()) {
+      if (opt->get_positional()) continue;
+      for (const auto& n : names_of(*opt)) opts += " " + n;
+    }
+    o << "      " << c->get_name() << ") _jobqctl_words '" << opts.substr(opts.empty() ? 0 : 1)
+      << globals << "' ;;\n";
+  }
+  o << "    esac\n    return\n  fi\n  case $cmd:$n in\n";
+  for (const auto* c : cmds) {
+    int i = 0;
+    for (const auto* opt : c->get_options()) {
+      if (!opt->get_positional()) continue;
+      const std::string rule = positional_rule(opt->get_name());
+      if (!rule.empty()) o << "    " << c->get_name() << ":" << i << ") " << rule << " ;;\n";
+      ++i;
+    }
+  }
+  o << "  esac\n}\ncomplete -F _jobqctl jobqctl\n";
+  return o.str();
+}
+
 unsigned attempts_arg(const std::string& s) {
   if (s.empty()) return 0;
   unsigned v = 0;
@@ -1257,6 +1445,7 @@ unsigned attempts_arg(const std::string& s) {
 int main(int argc, char** argv) {
   CLI::App app{"jobqctl: submit jobs to jobqd and follow them"};
   app.require_subcommand(1);
+  app.fallthrough();  // the global options after the command too: `jobqctl status ID --json`
   app.set_version_flag("--version", std::string("jobqctl ") + JOBQD_VERSION);
   Globals g;
   app.add_option("-c,--config", g.config_path, "jobqd config (for the Redis URL and queues)")
@@ -1324,7 +1513,7 @@ EXAMPLES
   auto* deadcmd = app.add_subcommand("dead", "list, requeue (retry) or delete (purge) dead jobs");
   deadcmd->add_option("ACTION", dead_action, "list, retry or purge")
       ->required()
-      ->check(CLI::IsMember({"list", "retry", "purge"}));
+      ->check(CLI::IsMember(kDeadActions));
   deadcmd->add_option("QUEUE", dead_queue, "queue name")->required();
   deadcmd->add_option("ID", dead_id, "one dead job (retry, purge)");
   deadcmd->add_flag("--all", dead_all, "every dead job of the queue (retry, purge)");
@@ -1334,7 +1523,7 @@ EXAMPLES
   auto* jobscmd = app.add_subcommand("jobs", "list a queue's jobs in one state, oldest first");
   jobscmd->add_option("QUEUE", jobs_queue, "queue name")->required();
   jobscmd->add_option("--state", jobs_state, "pending (default), delayed, running or dead")
-      ->check(CLI::IsMember({"pending", "delayed", "running", "dead"}));
+      ->check(CLI::IsMember(kStates));
   jobscmd->add_option("--limit", jobs_limit, "at most this many (default 100)")
       ->check(CLI::Range(1, 100000));
   jobscmd->footer(
@@ -1370,17 +1559,35 @@ EXAMPLES
   waitcmd->footer("\nEXAMPLE\n  jobqctl wait mail-42 -q mail --wait-timeout 1m");
   deadcmd->footer("\nEXAMPLES\n  jobqctl dead list mail\n  jobqctl dead retry mail --all");
 
+  // Every error on stderr: one line and, for a usage error, the usage line; with --json, one
+  // JSON object {"error", "exit", "usage"} instead, for scripts that parse what they get.
+  const bool json_errors = std::any_of(
+      argv + 1, argv + argc, [](const char* a) { return std::string_view(a) == "--json"; });
+  auto fail = [&](int code, const std::string& message, const std::string& usage) {
+    if (json_errors) {
+      json j = {{"error", message}, {"exit", code}};
+      if (!usage.empty()) j["usage"] = usage.substr(0, usage.find_last_not_of('\n') + 1);
+      std::cerr << dump(j) << "\n";
+    } else {
+      std::cerr << "jobqctl: " << message << "\n" << usage;
+    }
+    return code;
+  };
+  if (argc == 3 && std::string_view(argv[1]) == "--completion") {
+    const std::string shell = argv[2];
+    if (shell != "bash" && shell != "zsh") return fail(kUsage, "--completion: bash or zsh", "");
+    std::cout << completion_script(app, shell);
+    return kOk;
+  }
   if (auto bad = unknown_command(app, argc, argv)) {
-    std::cerr << "jobqctl: " << *bad << "\n" << usage_line(app, nullptr);
-    return kUsage;
+    return fail(kUsage, *bad, usage_line(app, nullptr));
   }
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "jobqctl: " << explain(app, e) << "\n" << usage_line(app, parsed_command(app));
-    return kUsage;
+    return fail(kUsage, explain(app, e), usage_line(app, parsed_command(app)));
   }
   try {
     if (submit->parsed()) {
@@ -1406,12 +1613,9 @@ EXAMPLES
     if (pausecmd->parsed()) return cmd_pause(g, pause_queue, true);
     if (resumecmd->parsed()) return cmd_pause(g, resume_queue, false);
   } catch (const Exit& e) {
-    std::cerr << "jobqctl: " << e.message << "\n";
-    if (e.code == kUsage) std::cerr << usage_line(app, parsed_command(app));
-    return e.code;
+    return fail(e.code, e.message, e.code == kUsage ? usage_line(app, parsed_command(app)) : "");
   } catch (const std::exception& e) {
-    std::cerr << "jobqctl: " << e.what() << "\n";
-    return kFailure;
+    return fail(kFailure, e.what(), "");
   }
   return kUsage;
 }
