@@ -503,7 +503,8 @@ std::string complete_in_bash(const std::vector<std::string>& words) {
   std::string line = "COMP_WORDS=(" + jobqctl;
   for (const auto& w : words) line += " '" + w + "'";
   line += "); COMP_CWORD=" + std::to_string(words.size()) +
-          "; _jobqctl; (( ${#COMPREPLY[@]} )) && printf '%s\\n' \"${COMPREPLY[@]}\" | sort | tr '\\n' ' '";
+          "; _jobqctl; (( ${#COMPREPLY[@]} )) && printf '%s\\n' \"${COMPREPLY[@]}\" | sort | tr "
+          "'\\n' ' '";
   return run_program({"/bin/bash", "-c", "source <(" + jobqctl + " --completion bash); " + line})
       .out;
 }
@@ -599,4 +600,35 @@ TEST_CASE(
   // dead list: a header and readable times; an empty list says so.
   auto none = jobqctl(redis, {"dead", "list", "q"});
   CHECK(none.out == "no dead jobs in queue q\n");
+
+  // Every other command that prints data, parsed.
+  auto parsed = [&](const std::vector<std::string>& args) {
+    const auto got = jobqctl(redis, args);
+    INFO(got.out);
+    CHECK(got.code == 0);
+    return nlohmann::json::parse(got.out);
+  };
+  auto sub = parsed({"--json", "submit", "q", "5", "--id", "j2"});
+  CHECK(sub == nlohmann::json({{"id", "j2"}, {"queue", "q"}}));
+  auto waited = parsed({"--json", "wait", "j2", "-q", "q", "--wait-timeout", "10s"});
+  CHECK(waited["result"] == 5);
+  auto both = parsed({"--json", "submit", "q", "{}", "--id", "j3", "--wait"});
+  CHECK(both["status"] == "succeeded");
+  CHECK(parsed({"--json", "pause", "q"})["paused"] == true);
+  CHECK(parsed({"--json", "resume", "q"})["changed"] == true);
+  REQUIRE(jobqctl(redis, {"submit", "q", R"({"message": "no"})", "--id", "bad", "--handler", "fail",
+                          "--max-attempts", "1"})
+              .code == 0);
+  auto r = redis.client();
+  REQUIRE(eventually([&] { return r.integer({"ZCARD", "jobq:{q}:dead"}) == 1; }, 10s));
+  auto human_dead = jobqctl(redis, {"dead", "list", "q"});
+  CHECK(human_dead.out.rfind("ID  DIED  ERROR_KIND  ERROR\nbad  20", 0) == 0);
+  auto dead = parsed({"--json", "dead", "list", "q"});
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0]["id"] == "bad");
+  CHECK(dead[0]["attempts"] == 1);
+  CHECK(dead[0]["error_kind"] == "exception");
+  CHECK(parsed({"--json", "dead", "retry", "q", "bad"})["requeued"] == 1);
+  REQUIRE(eventually([&] { return r.integer({"ZCARD", "jobq:{q}:dead"}) == 1; }, 10s));
+  CHECK(parsed({"--json", "dead", "purge", "q", "--all"})["purged"] == 1);
 }
