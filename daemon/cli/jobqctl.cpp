@@ -324,6 +324,27 @@ bool final_status(const std::string& s) {
   return s == "succeeded" || s == "failed" || s == "cancelled";
 }
 
+// The next message on `sub` (subscribed to the queue's events), or nullopt when none came within
+// `slice`: a timed-out read leaves hiredis' context failed, so `sub` is then a new subscription.
+std::optional<redis::Reply> next_event(const Target& t, const store::Keys& k, Conn& sub,
+                                       std::chrono::milliseconds slice) {
+  timeval tv{static_cast<time_t>(slice.count() / 1000),
+             static_cast<suseconds_t>(slice.count() % 1000 * 1000)};
+  redisSetTimeout(sub.get(), tv);
+  void* r = nullptr;
+  if (redisGetReply(sub.get(), &r) != REDIS_OK) {
+    if (sub->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      sub = open(t);
+      call(sub.get(), {"SUBSCRIBE", k.events});
+      return std::nullopt;
+    }
+    throw Exit{kFailure, "redis: " + redis::reader_error(sub->errstr)};
+  }
+  auto msg = redis::Reply::copy(*static_cast<redisReply*>(r));
+  freeReplyObject(r);
+  return msg;
+}
+
 // Waits for a final state of job `id` (subscribed first, so no event can slip by), prints the
 // result or the error, and returns the exit code. With `retain: {succeeded: 0}` a succeeded job
 // has no state left to read: its event is the answer, and there is no result to print.
@@ -361,21 +382,9 @@ int wait_for_job(const Target& t, const std::string& queue, const std::string& i
       }
       slice = std::min(slice, left);
     }
-    timeval tv{static_cast<time_t>(slice.count() / 1000),
-               static_cast<suseconds_t>(slice.count() % 1000 * 1000)};
-    redisSetTimeout(sub.get(), tv);
-    void* r = nullptr;
-    if (redisGetReply(sub.get(), &r) != REDIS_OK) {
-      if (sub->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        // Timed out: hiredis marks the context failed; subscribe again on a new one.
-        sub = open(t);
-        call(sub.get(), {"SUBSCRIBE", k.events});
-        continue;
-      }
-      throw Exit{kFailure, "redis: " + redis::reader_error(sub->errstr)};
-    }
-    auto msg = redis::Reply::copy(*static_cast<redisReply*>(r));
-    freeReplyObject(r);
+    auto next = next_event(t, k, sub, slice);
+    if (!next) continue;
+    const redis::Reply& msg = *next;
     if (msg.is_array() && msg.elements.size() == 3 && msg.elements[0].str == "message") {
       auto event = job::parse_json(msg.elements[2].str);
       if (auto* j = std::get_if<json>(&event); j && j->is_object() && j->value("id", "") == id) {
@@ -1181,18 +1190,7 @@ int cmd_cancel(const Globals& g, const std::string& id, const std::string& queue
     }
     // The next event of the queue, or 200 ms: then the state is read again.
     auto slice = std::min(left, std::chrono::milliseconds(200));
-    timeval tv{0, static_cast<suseconds_t>(slice.count() * 1000)};
-    redisSetTimeout(sub.get(), tv);
-    void* reply = nullptr;
-    if (redisGetReply(sub.get(), &reply) != REDIS_OK) {
-      if (sub->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        sub = open(t);  // timed out: hiredis marks the context failed
-        call(sub.get(), {"SUBSCRIBE", k.events});
-        continue;
-      }
-      throw Exit{kFailure, "redis: " + redis::reader_error(sub->errstr)};
-    }
-    freeReplyObject(reply);
+    (void)next_event(t, k, sub, slice);
   }
 }
 
