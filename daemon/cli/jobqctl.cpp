@@ -1141,7 +1141,8 @@ int cmd_cancel(const Globals& g, const std::string& id, const std::string& queue
     return status == "cancelled" ? kOk : kFailure;
   };
   const auto deadline = std::chrono::steady_clock::now() + limit;
-  std::string was;  // what the job was doing when it was asked to stop
+  std::string was;        // what the job was doing when it was asked to stop
+  std::string looked_at;  // the status pending and delayed were last read for
   for (;;) {
     const auto h = job_hash(c.get(), k.job(id));
     const auto st = h.find("status");
@@ -1149,7 +1150,12 @@ int cmd_cancel(const Globals& g, const std::string& id, const std::string& queue
     if (!was.empty() && final_status(status)) return report(status, was);
     bool request = status == "active";
     bool raced = false;
-    if (!request) {
+    // Once a request stands, pending and delayed are read again only when the state moved (a
+    // job given back or recovered there): not every 200 ms of a long list.
+    const bool look = !request && (was.empty() || status != looked_at);
+    looked_at = status;
+    if (!look && !request && !final_status(status)) request = true;
+    if (look) {
       for (const auto& copy : copies_of(c.get(), k, id, status)) {
         const std::string why = copy.where == "pending" ? "queued" : "waiting in delayed";
         auto r = run_script(c.get(), store::scripts::cancel(), script_keys,

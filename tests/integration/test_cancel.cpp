@@ -53,7 +53,7 @@ TEST_CASE(
   REQUIRE(jobqctl(redis, {"submit", "q", R"({"ms": 1})", "--id", "buffered"}).code == 0);
   REQUIRE(eventually([&] { return running(r, "buffered"); }, 5s));  // fetched: held, not run
   REQUIRE(jobqctl(redis, {"pause", "q"}).code == 0);
-  std::this_thread::sleep_for(1500ms);  // every daemon has read the flag
+  REQUIRE(eventually([&] { return d.log().find("queue q: paused") != std::string::npos; }, 3s));
   REQUIRE(jobqctl(redis, {"submit", "q", R"({"ms": 1})", "--id", "queued"}).code == 0);
   REQUIRE(jobqctl(redis, {"submit", "q", R"({"ms": 1})", "--id", "later", "--delay", "1h"}).code ==
           0);
