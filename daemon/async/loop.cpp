@@ -88,11 +88,13 @@ void Loop::on_drain(evutil_socket_t, short, void* arg) noexcept {
 }
 
 void Loop::drain() noexcept {
-  armed_ = true;  // wake-ups during the drain just append
+  armed_ = true;                         // wake-ups during the drain just append
+  if (!flushes_.empty()) run_flushes();  // asked for outside a drain
   for (std::size_t budget = kStepBudget; budget > 0 && !ready_.empty(); --budget) {
     Ready r = ready_.pop_front();
     if (!debug_) {
       r.handle.resume();
+      if (!flushes_.empty()) run_flushes();
       continue;
     }
     // The step may finish the task and free its context: take the name first (debug mode only).
@@ -103,6 +105,7 @@ void Loop::drain() noexcept {
     if (took > slow_) {
       report("slow step: " + std::to_string(to_ms(took)) + " ms in task '" + name + "'");
     }
+    if (!flushes_.empty()) run_flushes();
   }
   if (ready_.empty()) {
     armed_ = false;
@@ -112,6 +115,40 @@ void Loop::drain() noexcept {
     timeval zero{0, 0};
     event_add(drain_ev_.get(), &zero);
   }
+}
+
+void Loop::flush_after_step(Flusher& f) noexcept {
+  if (f.flush_queued_) return;
+  try {
+    flushes_.push_back(&f);
+  } catch (...) {
+    return;  // out of memory: the write still happens at the next poll, only later
+  }
+  f.flush_queued_ = true;
+  if (!armed_) arm();
+}
+
+void Loop::cancel_flush(Flusher& f) noexcept {
+  if (!f.flush_queued_) return;
+  f.flush_queued_ = false;
+  for (auto* list : {&flushes_, &flushing_}) {
+    for (auto& p : *list) {
+      if (p == &f) p = nullptr;
+    }
+  }
+}
+
+void Loop::run_flushes() noexcept {
+  // Swapped out first: a flush may ask again (or cancel another) while the batch runs.
+  flushing_.swap(flushes_);
+  for (std::size_t i = 0; i < flushing_.size(); ++i) {
+    Flusher* f = flushing_[i];
+    if (!f) continue;
+    f->flush_queued_ = false;
+    flushing_[i] = nullptr;
+    f->flush();
+  }
+  flushing_.clear();
 }
 
 void Loop::on_probe(evutil_socket_t, short, void* arg) noexcept {

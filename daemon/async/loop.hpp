@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "async/context.hpp"
 #include "async/ring.hpp"
@@ -30,6 +31,27 @@ struct EventFree {
 using EventPtr = std::unique_ptr<event, EventFree>;
 
 timeval to_timeval(Duration d) noexcept;
+
+/// Something holding output that should leave before the loop next polls: a Redis connection's
+/// pipelined commands. hiredis only writes at the loop's next turn, and a drain may run
+/// kStepBudget steps of other tasks first (a whole batch of jobs), while Redis sits idle waiting
+/// for the command. Contract: flush() runs on the loop thread between two ready-queue steps (never
+/// inside one, never inside a libevent callback of the flusher's own), once per request however
+/// many requests came during a step; it must not throw and must not resume coroutines inline
+/// (waking them, which only schedules, is fine). An object that goes away with a flush pending
+/// calls Loop::cancel_flush first.
+class Flusher {
+ public:
+  virtual void flush() noexcept = 0;
+
+ protected:
+  Flusher() = default;
+  ~Flusher() = default;
+
+ private:
+  friend class Loop;
+  bool flush_queued_ = false;
+};
 
 /// asyncio's event loop. One per thread; everything in daemon/async runs on the thread that owns
 /// it. Wake-ups never resume a coroutine inline: they append it to the ready queue, which one
@@ -64,6 +86,12 @@ class Loop {
     stop_ = false;
     while (!stop_ && !done()) run_once();
   }
+
+  /// Runs `f.flush()` after the step now running (or at the next drain, when called outside one):
+  /// so what a step sends goes out together, and before the next step's work.
+  void flush_after_step(Flusher& f) noexcept;
+  /// Forgets a flush asked for and not run yet (`f` is going away).
+  void cancel_flush(Flusher& f) noexcept;
 
   /// Drops every ready-queue entry of `ctx` (a task being destroyed where it stands).
   void unschedule(TaskContext* ctx) noexcept;
@@ -121,6 +149,7 @@ class Loop {
 
   void arm() noexcept;
   void drain() noexcept;
+  void run_flushes() noexcept;
   void probe_lag() noexcept;
   static void on_drain(evutil_socket_t, short, void* arg) noexcept;
   static void on_probe(evutil_socket_t, short, void* arg) noexcept;
@@ -130,6 +159,8 @@ class Loop {
   EventPtr drain_ev_;
   EventPtr probe_ev_;
   Ring<Ready> ready_;
+  std::vector<Flusher*> flushes_;
+  std::vector<Flusher*> flushing_;  // the batch run_flushes is working through
   bool armed_ = false;
   bool stop_ = false;
   bool debug_ = false;

@@ -31,6 +31,7 @@ Connection::Connection(ConnectOptions options) : options_(std::move(options)) {}
 
 Connection::~Connection() {
   destroying_ = true;
+  if (auto* loop = async::Loop::current_or_null()) loop->cancel_flush(*this);
   deadline_timer_.stop();
   if (ac_) {
     if (error_.empty()) error_ = describe("connection closed");
@@ -146,7 +147,16 @@ PendingReply Connection::send(std::span<const std::string_view> argv, Millis ext
   }
   s->deadline = async::Clock::now() + options_.command_timeout + extra;
   push(s);
+  async::Loop::current().flush_after_step(*this);
   return handle;
+}
+
+// Writes what hiredis has buffered now, as its libevent adapter would at the next poll; what the
+// socket does not take at once is left to that adapter's write event, as before. A write error
+// closes the connection through on_disconnect, as from the adapter. Not before the connection is
+// up: hiredis' write handler would take over the connect.
+void Connection::flush() noexcept {
+  if (ac_ && connected_) redisAsyncHandleWrite(ac_);
 }
 
 void Connection::push(detail::ReplySlot* s) noexcept {

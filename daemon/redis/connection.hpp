@@ -123,9 +123,9 @@ class CommandHelpers {
 
 /// One connection. hiredis owns the redisAsyncContext: it frees it after a failed connect and
 /// after the disconnect callback, so this object only borrows it and forgets it then. Many
-/// commands may be in flight at once (pipelining): hiredis writes them together at the next
-/// loop turn and replies come back in order.
-class Connection : public CommandHelpers<Connection> {
+/// commands may be in flight at once (pipelining): those sent during one step of the loop go out
+/// together right after it (async::Flusher), and replies come back in order.
+class Connection : public CommandHelpers<Connection>, async::Flusher {
  public:
   /// Connects (host names are resolved off the loop), authenticates and selects the database.
   /// Throws ConnectionError saying which server and why.
@@ -155,6 +155,7 @@ class Connection : public CommandHelpers<Connection> {
   void push(detail::ReplySlot* s) noexcept;
   void pop(detail::ReplySlot* s) noexcept;
   void check_deadlines() noexcept;
+  void flush() noexcept override;
   void mark_closed(const std::string& reason) noexcept;
   std::string describe(const char* what) const;
 

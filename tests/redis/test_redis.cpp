@@ -34,6 +34,17 @@ async::Task<std::string> ping_error(Connection& conn) {
   co_return "";
 }
 
+// asyncio.sleep(0): back to the end of the ready queue, without a poll of libevent in between
+// unless the drain's budget is spent.
+struct NextStep {
+  bool await_ready() const noexcept { return false; }
+  template <async::HasContext P>
+  void await_suspend(std::coroutine_handle<P> h) noexcept {
+    async::Loop::current().schedule(h, h.promise().ctx);
+  }
+  void await_resume() const noexcept {}
+};
+
 }  // namespace
 
 TEST_CASE("redis URLs", "[redis][url]") {
@@ -98,6 +109,31 @@ TEST_CASE("commands, pipelining and replies copied into values", "[redis]") {
     set.check();
     Reply got = co_await conn->command("GET", "bin");
     CHECK(got.as_string() == bin);
+  };
+  run_test(body());
+}
+
+TEST_CASE("a command goes out when the step that sent it ends, not after the rest of the drain",
+          "[redis][flush]") {
+  test::RedisServer server;
+  auto watcher = server.client();
+  auto body = [&]() -> async::Task<void> {
+    auto conn = co_await Connection::open(options_for(server.url()));
+    co_await conn->command("PING");  // a fresh drain starts with the reply
+    PendingReply set = conn->command("SET", "early", "1");
+    // The steps below stay within one drain (fewer than its budget), so libevent does not poll
+    // for writes meanwhile: Redis can only see the SET if it was written when its step ended.
+    // Each check is a blocking round trip of another client, time enough for Redis to run it.
+    int seen_at = -1;
+    NextStep next;
+    for (int step = 0; step < 40 && seen_at < 0; ++step) {
+      co_await next;
+      if (watcher.cmd({"EXISTS", "early"}).as_int() == 1) seen_at = step;
+    }
+    CHECK(seen_at >= 0);
+    CHECK(seen_at < 5);
+    Reply r = co_await set;
+    CHECK(r.as_string() == "OK");
   };
   run_test(body());
 }
