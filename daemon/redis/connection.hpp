@@ -125,7 +125,7 @@ class CommandHelpers {
 /// after the disconnect callback, so this object only borrows it and forgets it then. Many
 /// commands may be in flight at once (pipelining): those sent during one step of the loop go out
 /// together right after it (async::Flusher), and replies come back in order.
-class Connection : public CommandHelpers<Connection>, async::Flusher {
+class Connection final : public CommandHelpers<Connection>, async::Flusher {
  public:
   /// Connects (host names are resolved off the loop), authenticates and selects the database.
   /// Throws ConnectionError saying which server and why.
