@@ -22,21 +22,43 @@ std::string sha1_hex(std::string_view data) {
 Script::Script(std::string name, std::string source)
     : name_(std::move(name)), source_(std::move(source)), sha_(sha1_hex(source_)) {}
 
-async::Task<Reply> Script::run(Client& client, const std::vector<std::string>& keys,
-                               const std::vector<std::string>& args, Millis extra) const {
-  std::string nkeys = std::to_string(keys.size());
+namespace {
+
+std::vector<std::string_view> script_argv(std::string_view how, std::string_view script,
+                                          const std::string& nkeys,
+                                          const std::vector<std::string>& keys,
+                                          const std::vector<std::string>& args) {
   std::vector<std::string_view> argv;
   argv.reserve(3 + keys.size() + args.size());
-  argv.push_back("EVALSHA");
-  argv.push_back(sha_);
+  argv.push_back(how);
+  argv.push_back(script);
   argv.push_back(nkeys);
   for (const auto& k : keys) argv.push_back(k);
   for (const auto& a : args) argv.push_back(a);
-  Reply r = co_await client.send(argv, extra);
-  if (r.is_error() && r.str.rfind("NOSCRIPT", 0) == 0) {
-    argv[0] = "EVAL";
-    argv[1] = source_;
-    r = co_await client.send(argv, extra);
+  return argv;
+}
+
+}  // namespace
+
+bool Script::not_cached(const Reply& r) noexcept {
+  return r.is_error() && r.str.rfind("NOSCRIPT", 0) == 0;
+}
+
+PendingReply Script::send(Client& client, const std::vector<std::string>& keys,
+                          const std::vector<std::string>& args, Millis extra) const {
+  const std::string nkeys = std::to_string(keys.size());
+  return client.send(script_argv("EVALSHA", sha_, nkeys, keys, args), extra);
+}
+
+async::Task<Reply> Script::run(Client& client, const std::vector<std::string>& keys,
+                               const std::vector<std::string>& args, Millis extra) const {
+  PendingReply sent = send(client, keys, args, extra);
+  Reply r = co_await sent;
+  if (not_cached(r)) {
+    const std::string nkeys = std::to_string(keys.size());
+    const auto argv = script_argv("EVAL", source_, nkeys, keys, args);
+    PendingReply again = client.send(argv, extra);
+    r = co_await again;
   }
   if (r.is_error()) throw ReplyError("script " + name_ + ": " + r.str);
   co_return r;

@@ -23,6 +23,13 @@ class Script {
   /// failures as ConnectionError. `keys` and `args` must outlive the await (pass named locals).
   async::Task<Reply> run(Client& client, const std::vector<std::string>& keys,
                          const std::vector<std::string>& args, Millis extra = 0ms) const;
+  /// Sends the script by EVALSHA and does not wait: for a caller that pipelines it behind
+  /// another command. A NOSCRIPT error reply means it did not run (Redis lost its cache): run()
+  /// it then. The arguments are copied into the command at once.
+  PendingReply send(Client& client, const std::vector<std::string>& keys,
+                    const std::vector<std::string>& args, Millis extra = 0ms) const;
+  /// True for the reply of a send() that did not run because Redis does not have the script.
+  static bool not_cached(const Reply& r) noexcept;
 
  private:
   std::string name_;

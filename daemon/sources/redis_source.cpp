@@ -61,6 +61,9 @@ void RedisSource::start() {
 async::Task<void> RedisSource::fetcher() {
   const std::string& q = store_.settings().queue;
   auto last_log = async::Clock::now() - kLogEvery;
+  // Set when the last fetch found fewer jobs than it asked for: the next one waits for pending
+  // first, on the blocking connection.
+  bool wait_first = false;
   for (;;) {
     co_await lease_ok_.wait();
     co_await fetching_.wait();
@@ -69,14 +72,15 @@ async::Task<void> RedisSource::fetcher() {
     if (!taking_) co_return;
     std::size_t n = std::min(sink_.room(), options_.fetch_batch);
     if (n == 0) continue;
-    std::optional<store::FetchBatch> got;
+    const bool waits = wait_first;
+    store::QueueStore::Waited got;
     std::string error;
     bool down = false;
     bool stopped = false;
     // The fetch runs as a task of its own: if this source is stopped while the reply is on its
     // way, the jobs it leased still arrive, and go back to pending instead of being held by
     // nobody until the lease expires.
-    fetch_ = async::spawn(store_.fetch(n), "fetch " + q);
+    fetch_ = async::spawn(fetch_next(n, waits), "fetch " + q);
     try {
       got = co_await fetch_;
     } catch (const async::Cancelled&) {
@@ -89,12 +93,15 @@ async::Task<void> RedisSource::fetcher() {
       error = e.what();
     }
     if (stopped) {
+      // A fetch waiting for jobs runs as soon as the wait ends: end it now, not in kBlock.
+      if (store_.waiting()) co_await store_.unblock();
       co_await fetch_.wait();  // cancellation is delivered once: this wait is not interrupted
       auto late = fetch_.take_result();
-      if (late.ok() && late.value()) {
-        auto& jobs = late.value()->jobs;
+      if (late.ok() && late.value().got) {
+        auto& jobs = late.value().got->jobs;
         // Newest first onto the consuming end: the oldest is again the next one taken.
-        for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) give_back(it->token, "", nullptr);
+        for (auto it = jobs.rbegin(); it != jobs.rend(); ++it)
+          give_back(it->token, it->id, nullptr);
       }
       throw async::Cancelled{};
     }
@@ -109,41 +116,62 @@ async::Task<void> RedisSource::fetcher() {
       continue;
     }
     if (down) {
-      co_await main_.wait_connected();
+      if (waits) {
+        co_await blocking_.wait_connected();
+      } else {
+        co_await main_.wait_connected();
+      }
       co_await async::sleep(50ms);
       continue;
     }
-    if (!got) {
+    if (!got.got) {
       // The lease is gone or expired: the lease keeper takes a new one and sets lease_ok.
       lease_ok_.clear();
       continue;
     }
-    const std::size_t taken = got->jobs.size() + static_cast<std::size_t>(got->waiting);
-    if (!got->jobs.empty()) fetch_sizes_.observe(static_cast<double>(got->jobs.size()));
-    co_await hand_over(std::move(*got));
-    if (taken < n) {
-      std::string why;
-      bool blocked_ok = true;
-      try {
-        co_await store_.wait_for_pending(kBlock);
-      } catch (const redis::ConnectionError&) {
-        blocked_ok = false;
-      } catch (const std::exception& e) {
-        // CLIENT UNBLOCK ... ERROR, a failover (-UNBLOCKED), a wrong type: fetch again shortly.
-        why = e.what();
+    store::FetchBatch& batch = *got.got;
+    if (batch.paused) {
+      // Paused in Redis, and the queue has not read it yet (it does within kPausePoll): look
+      // again shortly, not in a loop.
+      wait_first = false;
+      co_await async::sleep(100ms);
+      continue;
+    }
+    const std::size_t taken = batch.jobs.size() + static_cast<std::size_t>(batch.waiting);
+    wait_first = taken < n;
+    if (waits && (sink_.room() == 0 || !fetching_.is_set())) {
+      // The fetch ran when its wait ended, and the queue stopped wanting jobs meanwhile (paused,
+      // full, or no longer fed from Redis): they go back untouched, newest first.
+      for (auto it = batch.jobs.rbegin(); it != batch.jobs.rend(); ++it) {
+        give_back(it->token, it->id, nullptr);
       }
-      if (!blocked_ok) co_await blocking_.wait_connected();
-      if (!why.empty()) {
-        auto now = async::Clock::now();
-        if (now - last_log >= kLogEvery) {
-          last_log = now;
-          spdlog::warn("queue {}: waiting for jobs failed: {}", q, why);
-        }
-        co_await repair_if_wrong_type(why);
-        co_await async::sleep(100ms);
+      continue;
+    }
+    if (!batch.jobs.empty()) fetch_sizes_.observe(static_cast<double>(batch.jobs.size()));
+    co_await hand_over(std::move(batch));
+    if (!got.wait_error.empty()) {
+      // CLIENT UNBLOCK ... ERROR, a failover (-UNBLOCKED), a wrong type: wait again shortly.
+      auto now = async::Clock::now();
+      if (now - last_log >= kLogEvery) {
+        last_log = now;
+        spdlog::warn("queue {}: waiting for jobs failed: {}", q, got.wait_error);
       }
+      co_await repair_if_wrong_type(got.wait_error);
+      co_await async::sleep(100ms);
     }
   }
+}
+
+async::Task<store::QueueStore::Waited> RedisSource::fetch_next(std::size_t n, bool wait) {
+  // Not a coroutine itself: store_.waiting() is true from here on, for a stop right after.
+  if (wait) return store_.fetch_when_pending(n, kBlock);
+  return plain_fetch(n);
+}
+
+async::Task<store::QueueStore::Waited> RedisSource::plain_fetch(std::size_t n) {
+  store::QueueStore::Waited w;
+  w.got = co_await store_.fetch(n);
+  co_return w;
 }
 
 async::Task<void> RedisSource::hand_over(store::FetchBatch batch) {

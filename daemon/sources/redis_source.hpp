@@ -68,6 +68,8 @@ class RedisSource final : public Source, public Delivery {
  private:
   async::Task<void> keep(const char* what, async::Task<void> (RedisSource::*loop)());
   async::Task<void> fetcher();
+  async::Task<store::QueueStore::Waited> fetch_next(std::size_t n, bool wait);
+  async::Task<store::QueueStore::Waited> plain_fetch(std::size_t n);
   async::Task<void> hand_over(store::FetchBatch batch);
   async::Task<async::Clock::time_point> take_lease();
   async::Task<void> lease_keeper();
@@ -90,7 +92,7 @@ class RedisSource final : public Source, public Delivery {
   async::Event wake_promoter_;
   std::int64_t promoter_due_ = 0;
   bool taking_ = true;
-  async::JoinHandle<std::optional<store::FetchBatch>> fetch_;
+  async::JoinHandle<store::QueueStore::Waited> fetch_;
   async::JoinHandle<void> fetch_task_, lease_task_, recover_task_, promote_task_;
 };
 

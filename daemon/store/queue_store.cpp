@@ -73,6 +73,12 @@ FetchBatch decode_fetch(redis::Reply r, std::uint64_t first, std::size_t n) {
   FetchBatch out;
   out.now = r.elements[0].as_int();
   out.waiting = r.elements[1].as_int();
+  if (out.waiting == -1 && r.elements.size() == 2) {
+    out.paused = true;
+    out.waiting = 0;
+  } else if (out.waiting < 0) {
+    bad_reply("fetch", r);
+  }
   out.jobs.reserve((r.elements.size() - 2) / 4);
   for (std::size_t i = 2; i + 3 < r.elements.size(); i += 4) {
     const auto& idx = r.elements[i];
@@ -151,22 +157,24 @@ async::Task<bool> QueueStore::release_lease() {
   co_return r.as_int() == 1;
 }
 
-async::Task<std::optional<FetchBatch>> QueueStore::fetch(std::size_t n) {
+QueueStore::FetchCall QueueStore::begin_fetch(std::size_t n) {
   // The tokens are ours from now on, whatever becomes of the reply: a fetch sent again after a
   // lost reply must never reuse them (it would overwrite the jobs the first one leased).
-  const std::uint64_t first = next_token_;
+  FetchCall c;
+  c.first = next_token_;
+  c.n = n;
   next_token_ += n;
-  fetching_from_ = first;
-  fetching_to_ = first + n;
-  std::vector<std::string> keys{keys_.pending, keys_.leases, keys_.inflight(s_.worker), keys_.live,
-                                keys_.delayed};
+  fetching_from_ = c.first;
+  fetching_to_ = c.first + n;
+  c.keys = {keys_.pending, keys_.leases,  keys_.inflight(s_.worker),
+            keys_.live,    keys_.delayed, keys_.paused};
   // Jobs a little over the limit still come: parse() has the exact rule (an id jobqd added to
   // a job does not count against it).
-  std::vector<std::string> args;
+  auto& args = c.args;
   args.reserve(8 + 2 * n);
   args.push_back(s_.worker);
   args.push_back(std::to_string(n));
-  args.push_back(std::to_string(first));
+  args.push_back(std::to_string(c.first));
   args.push_back(std::to_string(s_.max_job_bytes + job::kAssignedIdAllowance));
   args.push_back(keys_.base);
   args.push_back(s_.queue);
@@ -176,28 +184,100 @@ async::Task<std::optional<FetchBatch>> QueueStore::fetch(std::size_t n) {
   // here because Redis cannot make a ULID without formatting in Lua).
   for (std::size_t i = 0; i < n; ++i) args.push_back(job::new_id());
   // The tokens as text, which Lua would format as doubles (a printf each).
-  for (std::size_t i = 0; i < n; ++i) args.push_back(std::to_string(first + i));
+  for (std::size_t i = 0; i < n; ++i) args.push_back(std::to_string(c.first + i));
+  return c;
+}
+
+std::optional<FetchBatch> QueueStore::end_fetch(const FetchCall& call, redis::Reply r) {
+  fetching_from_ = fetching_to_ = 0;
+  if (r.is_nil()) return std::nullopt;
+  FetchBatch batch = decode_fetch(std::move(r), call.first, call.n);
+  // Every token handed over is held from here: a job is never dropped.
+  for (const auto& f : batch.jobs) held_.insert(f.token);
+  return batch;
+}
+
+async::Task<std::optional<FetchBatch>> QueueStore::fetch(std::size_t n) {
+  const FetchCall call = begin_fetch(n);
   redis::Reply r;
   try {
-    r = co_await scripts::fetch().run(main_, keys, args);
+    r = co_await scripts::fetch().run(main_, call.keys, call.args);
   } catch (...) {
     fetching_from_ = fetching_to_ = 0;  // lost or refused: reconcile may take these tokens back
     throw;
   }
-  fetching_from_ = fetching_to_ = 0;
-  if (r.is_nil()) co_return std::nullopt;
-  FetchBatch batch = decode_fetch(std::move(r), first, n);
-  // Every token handed over is held from here: a job is never dropped.
-  for (const auto& f : batch.jobs) held_.insert(f.token);
-  co_return batch;
+  co_return end_fetch(call, std::move(r));
 }
 
-async::Task<bool> QueueStore::wait_for_pending(Millis block) {
-  std::string secs = std::to_string(block.count() / 1000.0);
-  redis::Reply r = co_await blocking_.blocking_command(block, "BLMOVE", keys_.pending,
-                                                       keys_.pending, "RIGHT", "RIGHT", secs);
-  r.check();
-  co_return !r.is_nil();
+async::Task<QueueStore::Waited> QueueStore::fetch_when_pending(std::size_t n, Millis block) {
+  // From the call on, not from when the task first runs: unblock() right after must know.
+  waiting_ = true;
+  return wait_and_fetch(n, block);
+}
+
+async::Task<QueueStore::Waited> QueueStore::wait_and_fetch(std::size_t n, Millis block) {
+  const FetchCall call = begin_fetch(n);
+  const std::string secs = std::to_string(block.count() / 1000.0);
+  // The connection's id, for unblock(): asked once per connection, in the same write.
+  const bool ask_id = blocking_generation_ != blocking_.generation() || blocking_id_.empty();
+  const std::uint64_t generation = blocking_.generation();
+  std::optional<redis::PendingReply> id;
+  if (ask_id) id.emplace(blocking_.command("CLIENT", "ID"));
+  redis::PendingReply wait = blocking_.blocking_command(block, "BLMOVE", keys_.pending,
+                                                        keys_.pending, "RIGHT", "RIGHT", secs);
+  // Its reply comes after the wait's: the same allowance.
+  redis::PendingReply fetched = scripts::fetch().send(blocking_, call.keys, call.args, block);
+  Waited out;
+  redis::Reply r;
+  try {
+    if (id) {
+      redis::Reply got_id = co_await *id;
+      if (got_id.type == redis::Reply::Type::integer) {
+        blocking_id_ = std::to_string(got_id.integer);
+        blocking_generation_ = generation;
+      }
+    }
+    redis::Reply waited = co_await wait;
+    if (waited.is_error()) out.wait_error = waited.str;
+    r = co_await fetched;
+    waiting_ = false;
+    if (redis::Script::not_cached(r)) {
+      // Redis lost its script cache (a restart, SCRIPT FLUSH): this one did not run.
+      r = co_await scripts::fetch().run(blocking_, call.keys, call.args);
+    } else if (r.is_error()) {
+      throw redis::ReplyError("script fetch: " + r.str);
+    }
+  } catch (...) {
+    waiting_ = false;
+    fetching_from_ = fetching_to_ = 0;  // lost or refused: reconcile may take these tokens back
+    throw;
+  }
+  out.got = end_fetch(call, std::move(r));
+  co_return out;
+}
+
+async::Task<void> QueueStore::unblock() {
+  // The UNBLOCK may reach Redis before the BLMOVE it is meant for (they travel on different
+  // connections): then it finds nothing blocked, and is sent again shortly.
+  for (int tries = 0; tries < 20 && waiting_; ++tries) {
+    if (blocking_id_.empty() || blocking_generation_ != blocking_.generation()) {
+      co_await async::sleep(5ms);
+      continue;
+    }
+    long long unblocked = 0;
+    try {
+      redis::Reply r = co_await main_.command("CLIENT", "UNBLOCK", blocking_id_);
+      if (r.is_error()) {
+        spdlog::debug("queue {}: cannot end the wait for jobs early: {}", s_.queue, r.str);
+        co_return;
+      }
+      unblocked = r.integer;
+    } catch (const std::exception&) {
+      co_return;  // Redis away: the wait fails with the connection, or ends by its timeout
+    }
+    if (unblocked == 1) co_return;
+    co_await async::sleep(5ms);
+  }
 }
 
 async::Task<Recovered> QueueStore::recover(std::size_t max_workers) {

@@ -64,6 +64,7 @@ struct Fetched {
 struct FetchBatch {
   std::int64_t now = 0;   // Redis' clock
   long long waiting = 0;  // jobs whose id another job owns: back in delayed for a second
+  bool paused = false;    // the queue is paused: nothing taken
   std::vector<Fetched> jobs;
 };
 
@@ -123,9 +124,25 @@ class QueueStore {
   /// Leases up to `n` jobs, oldest first, each recorded as active. nullopt: the lease is lost
   /// (register again).
   async::Task<std::optional<FetchBatch>> fetch(std::size_t n);
-  /// Blocks (on the blocking connection) until pending is not empty, for at most `block`.
-  /// True if a job is there now. Moves nothing (BLMOVE from the list onto its own tail).
-  async::Task<bool> wait_for_pending(Millis block);
+  /// What fetch_when_pending() brought.
+  struct Waited {
+    std::optional<FetchBatch> got;  // as fetch(): nullopt when the lease is lost
+    /// Why the wait ended in an error (CLIENT UNBLOCK ... ERROR, a failover's -UNBLOCKED, a
+    /// wrong type): the fetch behind it ran all the same, and `got` is what it leased.
+    std::string wait_error;
+  };
+  /// Waits (on the blocking connection) until pending is not empty, for at most `block`, then
+  /// leases up to `n` jobs as fetch() does, in the same round trip: the fetch goes out pipelined
+  /// behind a BLMOVE (from the list onto its own tail: it moves nothing), so Redis runs it the
+  /// moment the wait ends, with no hop through this daemon in between. The fetch runs however
+  /// the wait ends (a job, the timeout, unblock(), an error), and what it leased comes back.
+  async::Task<Waited> fetch_when_pending(std::size_t n, Millis block);
+  /// Ends a fetch_when_pending() wait now (CLIENT UNBLOCK on the main connection), so that its
+  /// fetch runs and its reply comes back at once: for a stop or a pause. Never throws; when
+  /// Redis refuses (an ACL without CLIENT) the wait ends by its own timeout.
+  async::Task<void> unblock();
+  /// True while a fetch_when_pending() is out.
+  bool waiting() const noexcept { return waiting_; }
 
   async::Task<Recovered> recover(std::size_t max_workers = 10);
   async::Task<Promoted> promote(std::size_t limit = 1000);
@@ -148,8 +165,21 @@ class QueueStore {
   Keys keys_;
   std::uint64_t next_token_ = 1;
   std::unordered_set<std::uint64_t> held_;
+  struct FetchCall {
+    std::uint64_t first = 0;
+    std::size_t n = 0;
+    std::vector<std::string> keys, args;
+  };
+  FetchCall begin_fetch(std::size_t n);
+  async::Task<Waited> wait_and_fetch(std::size_t n, Millis block);
+  std::optional<FetchBatch> end_fetch(const FetchCall& call, redis::Reply r);
+
   // Tokens of a fetch whose reply has not come back yet: reconcile leaves them alone.
   std::uint64_t fetching_from_ = 0, fetching_to_ = 0;
+  // The blocking connection's CLIENT ID, for unblock(), and the connection it belongs to.
+  std::string blocking_id_;
+  std::uint64_t blocking_generation_ = 0;
+  bool waiting_ = false;
 };
 
 /// What became of a settlement.

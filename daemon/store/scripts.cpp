@@ -175,10 +175,13 @@ std::string with_prelude(const char* body) {
 
 // Pops up to N jobs, records each as active and leases it to this worker, in one step: nothing is
 // ever popped without being held, and no job runs before its state says so.
-// KEYS: pending, leases, inflight, live, delayed
+// KEYS: pending, leases, inflight, live, delayed, paused
 // ARGV: worker, n, first token, max_bytes, base, queue, default handler, queue's max_attempts,
 //       then n fresh ids (for jobs that bring none), then the n tokens as text (first, first+1...)
-// Refuses (nil) when the worker's lease is gone or expired. Returns
+// Refuses (nil) when the worker's lease is gone or expired. Takes nothing while the queue is
+// paused (jobqctl pause): {Redis' clock, -1}; a fetch can run long after it was sent (behind a
+// blocking wait), and the pause holds from the moment it is set, not from when the daemon reads
+// it. Otherwise returns
 //   {Redis' clock (ms), jobs that must wait, then per job held: its index in the batch (from 1:
 //    its token is first + index - 1), its attempt, its id, its text}
 // where the attempt is 0 for a job that could not be read here (no id; its text as it came: the
@@ -189,8 +192,9 @@ const redis::Script& fetch() {
   static const redis::Script s("fetch", with_prelude(R"lua(
 local now = now_ms()
 if not lease_valid(KEYS[2], ARGV[1], now) then return false end
-local items = redis.call('RPOP', KEYS[1], tonumber(ARGV[2]))
 local nows = tostring(now)
+if redis.call('EXISTS', KEYS[6]) == 1 then return {nows, -1} end
+local items = redis.call('RPOP', KEYS[1], tonumber(ARGV[2]))
 if not items then return {nows, 0} end
 -- Whatever fails from here (a foreign value at one of the keys written below), every job popped
 -- that is not safe elsewhere yet goes back where it was: nothing popped is ever lost.
@@ -398,9 +402,11 @@ local function settle_op(code, copy, id, a, b, c)
     return r
   elseif code == 'back' then
     local body, n, m, s, nonce, jid = marker(copy)
-    if n then
+    if n and valid_id(jid) then
+      -- The state is the marker's job's (a caller giving back a batch it never read may not
+      -- know the id).
       copy = with_marker(body, n - 1, m, s, nonce, jid)
-      hset(key, 'status', 'queued', 'attempts', n - 1)
+      hset(base .. ':job:' .. jid, 'status', 'queued', 'attempts', n - 1)
     end
     backs[#backs + 1] = copy
   elseif code == 'cancel' then

@@ -364,6 +364,27 @@ TEST_CASE("a job pushed to an idle daemon starts within milliseconds", "[integra
   CHECK(delays.back() < 100);
 }
 
+TEST_CASE("a daemon waiting for jobs stops at once, holding nothing", "[integration][latency]") {
+  RedisServer redis;
+  Daemon d(redis, kNoop);
+  d.start_and_wait(redis);
+  auto r = redis.client();
+  // A job done, so that the daemon has just begun a fresh wait (its fetch waits for pending on
+  // the blocking connection, up to 2 s at a time, and runs when the wait ends).
+  push(r, "q", jobs_for({"one"}, "{}"));
+  REQUIRE(eventually([&] { return count_status(r, "q", {"one"}, "succeeded") == 1; }, 5s, 1ms));
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(d.stop() == 0);
+  const auto took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  INFO("stopped in " << took << " ms");
+  CHECK(took < 1000);  // the wait ended at once, not when it ran out
+  CHECK(r.integer({"ZCARD", "jobq:{q}:leases"}) == 0);  // nothing held: the lease let go
+  push(r, "q", jobs_for({"after"}, "{}"));
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 1);
+}
+
 TEST_CASE("Redis breaking off the blocking wait with an error does not stop fetching",
           "[integration][latency]") {
   RedisServer redis;

@@ -296,14 +296,18 @@ TEST_CASE("give back returns jobs to the consuming end in order, the attempt not
       store::Settlement s;
       s.op = store::Settlement::Op::back;
       s.token = got.jobs[i].token;
-      s.id = got.jobs[i].id;
+      // b as a stopping fetcher gives back a batch it never read: without its id.
+      s.id = i == 1 ? "" : got.jobs[i].id;
       f.writer->push(std::move(s));
     }
     auto w10 = co_await f.writer->flush(5s);
     CHECK(w10);
-    auto a = state(r, "a");
-    CHECK(a["status"] == "queued");
-    CHECK(a["attempts"] == "0");
+    for (auto id : {"a", "b"}) {
+      auto st = state(r, id);
+      CHECK(st["status"] == "queued");
+      CHECK(st["attempts"] == "0");
+    }
+    CHECK(r.integer({"EXISTS", "jobq:{q}:job:"}) == 0);  // no state under an empty id
     auto again = co_await f.fetch(3);
     REQUIRE(again.jobs.size() == 3);
     CHECK(again.jobs[0].id == "a");
@@ -382,14 +386,19 @@ TEST_CASE("renew fails once the lease was recovered; fetch refuses until re-regi
   run_test(body());
 }
 
-TEST_CASE("the blocking wait returns at once when a job is pushed, and moves nothing", "[store]") {
+TEST_CASE("a fetch that waits for jobs leases the first one pushed at once, oldest first",
+          "[store][wait]") {
   test::RedisServer server;
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
     co_await f.up();
+    co_await f.store->register_lease();
+    // Nothing comes: the wait ends by its timeout, and the fetch behind it finds nothing.
     auto t0 = async::Clock::now();
-    bool any = co_await f.store->wait_for_pending(200ms);
-    CHECK_FALSE(any);
+    auto none = co_await f.store->fetch_when_pending(5, 200ms);
+    REQUIRE(none.got.has_value());
+    CHECK(none.got->jobs.empty());
+    CHECK(none.wait_error.empty());
     CHECK(ms_since(t0) >= 190);
     auto pusher = [&]() -> async::Task<void> {
       co_await async::sleep(50ms);
@@ -399,17 +408,54 @@ TEST_CASE("the blocking wait returns at once when a job is pushed, and moves not
     };
     auto h = async::spawn(pusher());
     t0 = async::Clock::now();
-    bool woke = co_await f.store->wait_for_pending(5s);
-    CHECK(woke);
+    auto woke = co_await f.store->fetch_when_pending(1, 5s);
     CHECK(ms_since(t0) < 1000);
+    REQUIRE(woke.got.has_value());
+    REQUIRE(woke.got->jobs.size() == 1);
+    CHECK(woke.got->jobs[0].id == "first");
+    CHECK(woke.got->jobs[0].attempt == 1);
+    CHECK(f.store->held() == 1);
+    CHECK_FALSE(f.store->waiting());
     co_await h;
     co_await f.down();
   };
   run_test(body());
   auto r = server.client();
+  CHECK(r.cmd({"HGET", "jobq:{q}:job:first", "status"}).str == "active");
   auto list = r.cmd({"LRANGE", "jobq:{q}:pending", "0", "-1"});
-  REQUIRE(list.elements.size() == 2);
-  CHECK(list.elements.back().str == job_text("first"));  // still the next to be consumed
+  REQUIRE(list.elements.size() == 1);
+  CHECK(list.elements.back().str == job_text("second"));
+}
+
+TEST_CASE("unblock ends a fetch's wait at once; a lost lease still refuses it", "[store][wait]") {
+  test::RedisServer server;
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    co_await f.up();
+    co_await f.store->register_lease();
+    auto waiting = async::spawn(f.store->fetch_when_pending(5, 10s));
+    CHECK(f.store->waiting());
+    // Right away, while the BLMOVE may not have reached Redis yet: unblock tries again.
+    auto t0 = async::Clock::now();
+    co_await f.store->unblock();
+    auto got = co_await waiting;
+    CHECK(ms_since(t0) < 2000);
+    REQUIRE(got.got.has_value());
+    CHECK(got.got->jobs.empty());
+    // The lease gone while it waited: the fetch behind the wait refuses, as fetch() does.
+    auto r = server.client();
+    auto again = async::spawn(f.store->fetch_when_pending(5, 10s));
+    co_await async::sleep(50ms);
+    r.cmd({"DEL", "jobq:{q}:leases"});
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("late")});
+    auto refused = co_await again;
+    CHECK_FALSE(refused.got.has_value());
+    CHECK(f.store->held() == 0);
+    co_await f.down();
+  };
+  run_test(body());
+  auto r = server.client();
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 1);  // "late" untouched
 }
 
 TEST_CASE("reconcile returns jobs held in Redis that the worker does not know of", "[store]") {
@@ -630,6 +676,41 @@ TEST_CASE("a fetch reply of any other shape is an error, not a crash", "[store]"
   REQUIRE(ok.jobs.size() == 2);
   CHECK(ok.jobs[0].token == 101);
   CHECK(ok.jobs[1].oversized > 0);
+  auto paused = store::decode_fetch(arr({str("5"), num(-1)}), 1, 10);
+  CHECK(paused.paused);
+  CHECK(paused.jobs.empty());
+  CHECK_THROWS_AS(store::decode_fetch(arr({str("5"), num(-2)}), 1, 10), redis::ReplyError);
+}
+
+TEST_CASE("a fetch takes nothing while the queue is paused in Redis", "[store][pause]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
+  r.cmd({"SET", "jobq:{q}:paused", "1"});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    co_await f.up();
+    co_await f.store->register_lease();
+    auto held = co_await f.fetch(5);
+    CHECK(held.paused);
+    CHECK(held.jobs.empty());
+    // A fetch sent behind a wait runs when a job comes, long after it was sent: the pause set
+    // meanwhile holds for it too.
+    r.cmd({"DEL", "jobq:{q}:paused"});
+    r.cmd({"RPOP", "jobq:{q}:pending"});
+    auto waiting = async::spawn(f.store->fetch_when_pending(5, 5s));
+    co_await async::sleep(50ms);
+    r.cmd({"SET", "jobq:{q}:paused", "1"});
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("b")});
+    auto got = co_await waiting;
+    REQUIRE(got.got.has_value());
+    CHECK(got.got->paused);
+    CHECK(got.got->jobs.empty());
+    co_await f.down();
+  };
+  run_test(body());
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 1);
+  CHECK(r.integer({"EXISTS", "jobq:{q}:job:b"}) == 0);
 }
 
 TEST_CASE("a no-op job costs few Redis commands, scripts' inner commands included",
