@@ -80,22 +80,25 @@ local function ends_object(body)
   if string.byte(body, -1) == 125 and string.byte(body, -2) ~= 123 then return true end
   return append_field(body, '"_"') ~= nil
 end
--- What fetch needs of a job: its id (nil if it has none), handler and max_attempts, or nil and
--- a reason when it is not an object. Decoding costs; it is skipped when the text cannot hold
+-- What fetch needs of a job: true, then its id, handler and max_attempts (each nil when absent),
+-- or false when it is not an object. Decoding costs; it is skipped when the text cannot hold
 -- those fields except where they are sure (the id as the object's first key): what is not
--- valid JSON then is found by the daemon's own parser, under that same id.
+-- valid JSON then is found by the daemon's own parser, under that same id. Values, not a table:
+-- a table per job is a measurable share of a fetch.
 local function fields_of(body)
   if string.byte(body, -1) == 125 and not string.find(body, '"handler"', 1, true) and
      not string.find(body, '"max_attempts"', 1, true) then
     local id = string.match(body, '^{"id":"([A-Za-z0-9_.:-]+)",')
-    if id then return {id = id} end
+    if id then return true, id end
     if not string.find(body, '"id"', 1, true) and string.byte(body, 1) == 123 then
-      return {}
+      return true
     end
   end
   local ok, job = pcall(cjson.decode, body)
-  if ok and type(job) == 'table' and string.byte(body, 1) ~= 91 then return job end
-  return nil
+  if ok and type(job) == 'table' and string.byte(body, 1) ~= 91 then
+    return true, job.id, job.handler, job.max_attempts
+  end
+  return false
 end
 -- The job's state key is jobqd's (the contract says so): anything else found there (a stray
 -- SET) is replaced, and Redis' log says so, rather than letting every write to it fail for ever.
@@ -203,19 +206,19 @@ local function take(items)
   local worker, asked, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
   local base, queue, handler, qmax_s = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
   local qmax = tonumber(qmax_s)
-  local jobs, ids = {}, {}
+  -- Per job, arrays indexed by its place in the batch (a table per job costs more than what it
+  -- holds): its id (false: not held as a job), its text, attempts so far, submitted_at, the
+  -- instance, the handler for the state, the effective max attempts; its size if over max.
+  local J_id, J_body, J_a, J_s, J_n, J_h, J_m, J_size = {}, {}, {}, {}, {}, {}, {}, {}
+  local ids, nids = {}, 0
   for i, raw in ipairs(items) do
-    -- Every field named at once: a table that grows field by field is rehashed four times.
-    local e = {raw = raw, i = i, id = false, body = false, a = 0, s = '', n = '',
-               handler = handler, max = qmax_s, size = false, waits = false}
-    jobs[i] = e
+    J_id[i] = false
     local body, a, _, s, n = marker(raw)
     if #body > max then
-      e.size = #body
+      J_size[i] = #body
     else
-      local job = fields_of(body)
-      if job then
-        local id = job.id
+      local ok, id, h, jm = fields_of(body)
+      if ok then
         if id == nil or id == cjson.null then
           id = ARGV[8 + i]
           body = append_field(body, '"id":"' .. id .. '"')
@@ -223,89 +226,95 @@ local function take(items)
         -- A copy must be able to carry the marker (end like an object), or it is not held as
         -- a job: the daemon's parser says what is wrong with it.
         if body and valid_id(id) and ends_object(body) then
-          e.id, e.body, e.a, e.s, e.n = id, body, a or 0, s or '', n or ''
+          J_id[i], J_body[i], J_a[i], J_s[i], J_n[i] = id, body, a or 0, s or '', n or ''
           -- Only a name can be a configured handler: anything else is the daemon's to refuse,
           -- and never copied into the state (which must stay text).
-          local h = job.handler
           if type(h) == 'string' and #h <= 64 and not string.find(h, '[^A-Za-z0-9_.-]') then
-            e.handler = h
+            J_h[i] = h
+          else
+            J_h[i] = handler
           end
-          local jm = job.max_attempts
           if type(jm) == 'number' and jm >= 1 and jm < qmax then
-            e.max = tostring(math.floor(jm))
+            J_m[i] = tostring(math.floor(jm))
+          else
+            J_m[i] = qmax_s
           end
-          ids[#ids + 1] = id
+          nids = nids + 1
+          ids[nids] = id
         end
       end
     end
   end
   local owners = {}
-  if #ids > 0 then
+  if nids > 0 then
     local held = redis.call('HMGET', KEYS[4], unpack(ids))
-    for k, id in ipairs(ids) do owners[id] = held[k] end
+    for k = 1, nids do owners[ids[k]] = held[k] end
   end
   -- Counters for the per-job arrays instead of #t + 1 (the length operator searches for the
   -- table's border each time).
   local out, o = {nows, 0}, 2
-  local inflight, f, claims, later, waiting = {}, 0, {}, {}, 0
-  for _, e in ipairs(jobs) do
+  local inflight, f, claims, c, later, waiting = {}, 0, {}, 0, {}, 0
+  local waits = {}
+  for i = 1, #items do
     -- Tokens come as text (ARGV): formatting a Lua number costs a printf of a double.
-    local tok = ARGV[8 + asked + e.i]
-    if e.id then
-      local key = base .. ':job:' .. e.id
-      local nonce = e.n
+    local tok = ARGV[8 + asked + i]
+    local id = J_id[i]
+    if id then
+      local key = base .. ':job:' .. id
+      local nonce = J_n[i]
       if nonce == '' then nonce = worker .. ':' .. tok end
-      local owner = owners[e.id]
+      local owner = owners[id]
       if owner and owner ~= nonce and not busy[redis.pcall('HGET', key, 'status')] then
         owner = false  -- a stale claim: the job it named is over
       end
-      local s = e.s
+      local s = J_s[i]
       if s == '' then s = nows end
       if owner and owner ~= nonce then
         later[#later + 1] = now + 1000
-        later[#later + 1] = with_marker(e.body, '0', e.max, s, nonce, e.id)
-        e.waits = true
+        later[#later + 1] = with_marker(J_body[i], '0', J_m[i], s, nonce, id)
+        waits[#waits + 1] = i
         waiting = waiting + 1
       else
         if owner ~= nonce then
-          claims[#claims + 1] = e.id
-          claims[#claims + 1] = nonce
-          owners[e.id] = nonce
+          claims[c + 1], claims[c + 2], c = id, nonce, c + 2
+          owners[id] = nonce
         end
         local a
-        if e.a == 0 then
+        if J_a[i] == 0 then
           -- A new job. Where an earlier job of this id left its state, every field afresh.
           a = '1'
-          local fresh = hset(key, 'status', 'active', 'queue', queue, 'handler', e.handler,
+          local fresh = hset(key, 'status', 'active', 'queue', queue, 'handler', J_h[i],
             'attempts', a, 'submitted_at', s, 'started_at', nows, 'worker', worker)
           if fresh < 7 then
             redis.call('HDEL', key, 'finished_at', 'result', 'error', 'error_kind')
             redis.call('PERSIST', key)
           end
         else
-          a = tostring(e.a + 1)
+          a = tostring(J_a[i] + 1)
           hset(key, 'status', 'active', 'attempts', a, 'started_at', nows, 'finished_at', '',
             'worker', worker)
         end
-        local copy = with_marker(e.body, a, e.max, s, nonce, e.id)
-        inflight[f + 1], inflight[f + 2], f = tok, copy, f + 2
-        out[o + 1], out[o + 2], out[o + 3], out[o + 4], o = e.i, tonumber(a), e.id, e.body, o + 4
+        local body = J_body[i]
+        inflight[f + 1], inflight[f + 2], f = tok, with_marker(body, a, J_m[i], s, nonce, id), f + 2
+        out[o + 1], out[o + 2], out[o + 3], out[o + 4], o = i, tonumber(a), id, body, o + 4
       end
     else
-      inflight[f + 1], inflight[f + 2], f = tok, e.raw, f + 2
-      if e.size then
-        local id = string.match(string.sub(e.raw, 1, 200),
-                                '^%s*{%s*"id"%s*:%s*"([A-Za-z0-9_.:-]+)"')
-        out[o + 1], out[o + 2], out[o + 3], out[o + 4], o = e.i, -e.size, id or '', '', o + 4
+      local raw = items[i]
+      inflight[f + 1], inflight[f + 2], f = tok, raw, f + 2
+      local size = J_size[i]
+      if size then
+        local sid = string.match(string.sub(raw, 1, 200),
+                                 '^%s*{%s*"id"%s*:%s*"([A-Za-z0-9_.:-]+)"')
+        out[o + 1], out[o + 2], out[o + 3], out[o + 4], o = i, -size, sid or '', '', o + 4
       else
-        out[o + 1], out[o + 2], out[o + 3], out[o + 4], o = e.i, 0, '', e.raw, o + 4
+        out[o + 1], out[o + 2], out[o + 3], out[o + 4], o = i, 0, '', raw, o + 4
       end
     end
   end
   -- In this order: jobs that wait are safe once in delayed, held ones once in inflight.
   if #later > 0 then
     redis.call('ZADD', KEYS[5], unpack(later))
-    for _, e in ipairs(jobs) do if e.waits then safe[e.i] = true end end
+    for _, i in ipairs(waits) do safe[i] = true end
   end
   if #inflight > 0 then redis.call('HSET', KEYS[3], unpack(inflight)) end
   for i = 1, #items do safe[i] = true end
