@@ -129,7 +129,7 @@ struct QueueConfig {
   std::uint64_t buffer = 100;
   // Jobs leased per Redis round trip at most. Each costs Redis ~25 us of a script no other
   // client's command can interleave with: 50 keeps a fetch near a millisecond (bench/README.md).
-  std::uint64_t fetch_batch = 50;
+  std::uint64_t fetch_batch = 25;
   std::uint64_t max_attempts = 5;  // default and cap of a job's max_attempts
   Millis timeout = 30s;            // default of a job's timeout (else the handler's, else 30s)
   Millis max_timeout = 0ms;        // cap of a job's timeout_ms; 0: the queue's timeout

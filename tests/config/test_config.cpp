@@ -440,7 +440,7 @@ queues:
   CHECK(out.find("API_TOKEN: \"***\"") != std::string::npos);
   CHECK(out.find("MODE: fast") != std::string::npos);
   CHECK(out.find("concurrency: 3") != std::string::npos);
-  CHECK(out.find("fetch_batch: 50") != std::string::npos);  // a default, filled in
+  CHECK(out.find("fetch_batch: 25") != std::string::npos);  // a default, filled in
   CHECK(out.find("max_output: 1MiB") != std::string::npos);
   // Read back: the same effective config (but for the masked values).
   const auto again = parse(out, "printed.yaml", "/etc/jobqd");
