@@ -427,6 +427,30 @@ TEST_CASE("a fetch that waits for jobs leases the first one pushed at once, olde
   CHECK(list.elements.back().str == job_text("second"));
 }
 
+TEST_CASE("a fetch waiting for jobs survives SCRIPT FLUSH meanwhile", "[store][wait]") {
+  test::RedisServer server;
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    co_await f.up();
+    co_await f.store->register_lease();
+    auto first = co_await f.fetch(5);  // the script is in Redis' cache now
+    CHECK(first.jobs.empty());
+    auto waiting = async::spawn(f.store->fetch_when_pending(5, 5s));
+    co_await async::sleep(50ms);
+    // The EVALSHA waiting behind the BLMOVE finds no script when it runs: it runs again by EVAL.
+    auto r = server.client();
+    r.cmd({"SCRIPT", "FLUSH"});
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("after-flush")});
+    auto got = co_await waiting;
+    REQUIRE(got.got.has_value());
+    REQUIRE(got.got->jobs.size() == 1);
+    CHECK(got.got->jobs[0].id == "after-flush");
+    CHECK(f.store->held() == 1);
+    co_await f.down();
+  };
+  run_test(body());
+}
+
 TEST_CASE("unblock ends a fetch's wait at once; a lost lease still refuses it", "[store][wait]") {
   test::RedisServer server;
   auto body = [&]() -> async::Task<void> {
