@@ -97,12 +97,7 @@ async::Task<void> RedisSource::fetcher() {
       if (store_.waiting()) co_await store_.unblock();
       co_await fetch_.wait();  // cancellation is delivered once: this wait is not interrupted
       auto late = fetch_.take_result();
-      if (late.ok() && late.value().got) {
-        auto& jobs = late.value().got->jobs;
-        // Newest first onto the consuming end: the oldest is again the next one taken.
-        for (auto it = jobs.rbegin(); it != jobs.rend(); ++it)
-          give_back(it->token, it->id, nullptr);
-      }
+      if (late.ok() && late.value().got) give_back_all(*late.value().got);
       throw async::Cancelled{};
     }
     if (!error.empty()) {
@@ -140,11 +135,9 @@ async::Task<void> RedisSource::fetcher() {
     const std::size_t taken = batch.jobs.size() + static_cast<std::size_t>(batch.waiting);
     wait_first = taken < n;
     if (waits && (sink_.room() == 0 || !fetching_.is_set())) {
-      // The fetch ran when its wait ended, and the queue stopped wanting jobs meanwhile (paused,
-      // full, or no longer fed from Redis): they go back untouched, newest first.
-      for (auto it = batch.jobs.rbegin(); it != batch.jobs.rend(); ++it) {
-        give_back(it->token, it->id, nullptr);
-      }
+      // The fetch ran when its wait ended, and the queue stopped wanting jobs meanwhile (full,
+      // stopping, or no longer fed from Redis; a pause the fetch saw itself).
+      give_back_all(batch);
       continue;
     }
     if (!batch.jobs.empty()) fetch_sizes_.observe(static_cast<double>(batch.jobs.size()));
@@ -172,6 +165,14 @@ async::Task<store::QueueStore::Waited> RedisSource::plain_fetch(std::size_t n) {
   store::QueueStore::Waited w;
   w.got = co_await store_.fetch(n);
   co_return w;
+}
+
+void RedisSource::give_back_all(const store::FetchBatch& batch) {
+  // Newest first onto the consuming end: the oldest is again the next one taken. Their states
+  // go back to queued, the attempt not counted.
+  for (auto it = batch.jobs.rbegin(); it != batch.jobs.rend(); ++it) {
+    give_back(it->token, it->id, nullptr);
+  }
 }
 
 async::Task<void> RedisSource::hand_over(store::FetchBatch batch) {

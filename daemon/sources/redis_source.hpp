@@ -71,6 +71,8 @@ class RedisSource final : public Source, public Delivery {
   async::Task<store::QueueStore::Waited> fetch_next(std::size_t n, bool wait);
   async::Task<store::QueueStore::Waited> plain_fetch(std::size_t n);
   async::Task<void> hand_over(store::FetchBatch batch);
+  /// A fetched batch nobody will run: every job back to pending.
+  void give_back_all(const store::FetchBatch& batch);
   async::Task<async::Clock::time_point> take_lease();
   async::Task<void> lease_keeper();
   async::Task<void> fence(const std::string& why);
