@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 NODE = shutil.which("node") or "node"
 VERBOSE = os.environ.get("BENCH_VERBOSE") == "1"
 POLL = 0.01  # seconds between completion polls
-WARMUP = 10  # latency samples dropped at the start of every probe run
+PROBE_WARMUP = 5000  # samples every latency probe takes, idle, before it reports any (common.js)
 
 
 class RunFailed(Exception):
@@ -548,32 +548,54 @@ class Lines:
             self.read(max(0.0, min(0.1, deadline - time.monotonic())))
 
 
-def latency_run(env, system, samples, load_n=0):
-    """Submit-to-finish latency samples (ms) of queue q, one job at a time: idle, or while queue
-    `load` (concurrency 100, same worker process) drains load_n pre-filled jobs. Returns
-    (samples, jobs/s of `load` while the probe ran)."""
-    env.redis.reset()
-    queues = [("q", 10)]
-    if load_n:
-        system.fill(load_n, "load")
-        queues.append(("load", 100))
+def start_ready(system, queues):
+    """Starts the system's workers on `queues` and waits until they serve them."""
     if isinstance(system, Jobqd):
         system.started_queues = [q for q, _ in queues]
-    probe_log = system.logfile("probe")
-    with open(probe_log, "w") as err:
-        probe = spawn(system.probe_argv("q", samples + WARMUP), stdin=subprocess.PIPE,
-                      stdout=subprocess.PIPE, stderr=err)
-    procs = []
+    procs, logs = system.start(queues, events=True)
     try:
-        lines = Lines(probe.stdout)
-        lines.wait_line(b"ready", 30)
-        procs, logs = system.start(queues, events=True)
         wait_for(lambda: system.ready(procs, logs) or any(p.poll() is not None for p in procs),
                  30, f"{system.name} to be ready")
         if any(p.poll() is not None for p in procs):
             raise RunFailed(f"{system.name} exited:\n{tail(logs[0])}")
-        probe.stdin.write(b"go\n")
+    except BaseException:
+        for p in procs:
+            stop(p, grace=15.0)
+        raise
+    return procs
+
+
+def latency_run(env, system, samples, warm, load_n=0):
+    """Submit-to-finish latency samples (ms) of queue q, one job at a time: idle, or while queue
+    `load` (concurrency 100, same worker process) drains load_n pre-filled jobs. The probe first
+    takes `warm` samples that count for nothing (its own JIT warm-up, common.js) from a worker
+    serving q alone: idle, the same worker is then measured, warm too; under load it stops, the
+    load is pushed and a worker for both queues starts (the load warms it within its first
+    thousand jobs).
+    Returns (samples, jobs/s of `load` while the probe ran)."""
+    env.redis.reset()
+    probe_log = system.logfile("probe")
+    with open(probe_log, "w") as err:
+        probe = spawn(system.probe_argv("q", samples), stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, stderr=err)
+    procs = []
+
+    def say(line):
+        probe.stdin.write(line.encode() + b"\n")
         probe.stdin.flush()
+
+    try:
+        lines = Lines(probe.stdout)
+        lines.wait_line(b"ready", 30)
+        procs = start_ready(system, [("q", 10)])
+        say(f"warm {warm}")
+        lines.wait_line(b"warmed", 60 + warm * 0.05)
+        if load_n:
+            for p in procs:
+                stop(p, grace=15.0)
+            system.fill(load_n, "load")
+            procs = start_ready(system, [("q", 10), ("load", 100)])
+        say("go")
         end, load_rate = math.inf, None
         if load_n:
             poll = Poller(env.redis.port)
@@ -590,8 +612,7 @@ def latency_run(env, system, samples, load_n=0):
             load_rate = (load_n - left) / (time.monotonic() - t0)
             poll.close()
             if not lines.has(b"done"):
-                probe.stdin.write(b"stop\n")
-                probe.stdin.flush()
+                say("stop")
         lines.wait_line(b"done", 60 + samples * 0.1)
     except RunFailed as e:
         raise RunFailed(f"{e}\n{tail(probe_log)}")
@@ -605,7 +626,7 @@ def latency_run(env, system, samples, load_n=0):
             submitted, ms = line.split("\t")
             if float(submitted) < end:
                 out.append(float(ms))
-    return out[WARMUP:], load_rate
+    return out, load_rate
 
 
 def percentile(sorted_values, p):
@@ -724,6 +745,7 @@ def main():
     n = max(1000, int(100000 * scale))
     rq_n = max(1000, n // 10)
     samples = max(200, int(2000 * scale))
+    warm = max(500, int(PROBE_WARMUP * scale))
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
@@ -840,7 +862,7 @@ def main():
                 for i in range(runs):
                     for s in lat_systems:
                         try:
-                            got, rate = latency_run(env, s, samples, load_n)
+                            got, rate = latency_run(env, s, samples, warm, load_n)
                             lat[(s.name, load_n)] += got
                             if rate:
                                 load_rates[s.name].append(rate)
@@ -856,9 +878,11 @@ def main():
                                  {s.name: percentile(data[s.name], p) for s in peers}))
                 rows.append((f"{label} samples", len(data[jq.name]),
                              {s.name: len(data[s.name]) for s in peers}))
-            print(f"\n(latency: {samples:,} samples per run, first {WARMUP} dropped, {runs} runs "
-                  f"pooled; under load: queue `load`, concurrency 100, draining {n:,} jobs in the "
-                  "same worker process; only samples submitted before it was drained count)")
+            print(f"\n(latency: {samples:,} samples per run after {warm:,} the probe takes idle to warm "
+                  f"up its JIT, {runs} runs pooled; under load: queue `load`, concurrency 100, "
+                  f"draining {n:,} pre-filled jobs in the same worker process, started after the warm-up; "
+                  "only "
+                  "samples submitted before it was drained count)")
             table("submit-to-finish latency of one job at a time on queue q, ms (lower is better)",
                   [r for r in rows if not r[0].endswith("samples")], peer_names, False, fmt_ms,
                   base_label="best peer")

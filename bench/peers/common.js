@@ -31,9 +31,14 @@ function stdinLines() {
 }
 
 // The probe: one job at a time, submit -> finished. `submit(id)` sends the job; the system's
-// own completion signal calls `finished(id)`. Protocol with bench.py: prints "ready", waits
-// for "go" on stdin, then samples until `samples` are taken or "stop" (or EOF) arrives; prints
-// one line per sample, `<submit time, unix ms>\t<latency ms>`, then "done".
+// own completion signal calls `finished(id)`. Protocol with bench.py: prints "ready"; on
+// "warm N" takes N samples it does not report (ids w0, w1...) and prints "warmed"; on "go"
+// samples until `samples` are taken or "stop" (or EOF) arrives, prints one line per sample,
+// `<submit time, unix ms>\t<latency ms>`, then "done".
+// Why the warm-up: node compiles the probe's hot paths (its client's command and reply code,
+// the loop below) over its first few thousand samples, and those compilations stall the probe
+// for milliseconds at a time: measured on jobqd, p99 4.9 ms over the first 1,000 samples and
+// 0.7-1.0 ms from the 5,000th on. What the bench measures is the system, not the probe's JIT.
 async function probe({ submit, samples, setup }) {
   const waiters = new Map();
   const finished = (id) => {
@@ -44,22 +49,8 @@ async function probe({ submit, samples, setup }) {
     }
   };
   await setup(finished);
-  const lines = stdinLines();
-  let stop = false;
-  let go;
-  const started = new Promise((r) => (go = r));
-  lines.on((l) => {
-    if (l === 'go') go();
-    if (l === 'stop') {
-      stop = true;
-      go();
-    }
-  });
-  process.stdout.write('ready\n');
-  await started;
-  const out = [];
-  for (let i = 0; i < samples && !stop; ++i) {
-    const id = `p${i}`;
+  // One sample: resolves with [submit time (performance.now()), latency ms].
+  const sample = async (id) => {
     let timer;
     const done = new Promise((resolve, reject) => {
       waiters.set(id, resolve);
@@ -70,7 +61,36 @@ async function probe({ submit, samples, setup }) {
     await done;
     const t1 = performance.now();
     clearTimeout(timer);
-    out.push(`${(performance.timeOrigin + t0).toFixed(3)}\t${(t1 - t0).toFixed(4)}`);
+    return [t0, t1 - t0];
+  };
+  const lines = stdinLines();
+  let stop = false;
+  let next = null;  // resolves the wait for the next command line
+  const commands = [];
+  lines.on((l) => {
+    if (l === 'stop') stop = true;
+    commands.push(l);
+    if (next) next();
+  });
+  const command = async () => {
+    while (!commands.length) await new Promise((r) => (next = r));
+    next = null;
+    return commands.shift();
+  };
+  process.stdout.write('ready\n');
+  for (;;) {
+    const c = await command();
+    if (c === 'go' || c === 'stop') break;
+    const warm = /^warm (\d+)$/.exec(c);
+    if (warm) {
+      for (let i = 0; i < Number(warm[1]) && !stop; ++i) await sample(`w${i}`);
+      process.stdout.write('warmed\n');
+    }
+  }
+  const out = [];
+  for (let i = 0; i < samples && !stop; ++i) {
+    const [t0, ms] = await sample(`p${i}`);
+    out.push(`${(performance.timeOrigin + t0).toFixed(3)}\t${ms.toFixed(4)}`);
   }
   process.stdout.write(out.join('\n') + (out.length ? '\n' : '') + 'done\n');
 }
