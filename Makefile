@@ -98,6 +98,14 @@ Q := @
 say = @echo "  $(1) $(2)"
 endif
 
+# The version is compiled into the few files that print it: they rebuild when it changes (a new
+# commit, or the tree going dirty), or the banner would name whatever commit they were last
+# compiled at. $(BUILD)/version holds it and is rewritten only when it differs.
+VERSION_STAMP := $(BUILD)/version
+$(shell mkdir -p $(BUILD) && [ "$$(cat $(VERSION_STAMP) 2>/dev/null)" = "$(VERSION)" ] || \
+  echo "$(VERSION)" > $(VERSION_STAMP))
+$(call obj,$(shell grep -rl JOBQD_VERSION daemon --include='*.cpp')): $(VERSION_STAMP)
+
 $(BUILD)/obj/%.o: %.cpp | deps
 	@mkdir -p $(@D)
 	$(call say,CXX,$<)
