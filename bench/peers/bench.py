@@ -878,11 +878,10 @@ def main():
                                  {s.name: percentile(data[s.name], p) for s in peers}))
                 rows.append((f"{label} samples", len(data[jq.name]),
                              {s.name: len(data[s.name]) for s in peers}))
-            print(f"\n(latency: {samples:,} samples per run after {warm:,} the probe takes idle to warm "
-                  f"up its JIT, {runs} runs pooled; under load: queue `load`, concurrency 100, "
-                  f"draining {n:,} pre-filled jobs in the same worker process, started after the warm-up; "
-                  "only "
-                  "samples submitted before it was drained count)")
+            print(f"\n(latency: {samples:,} samples per run after {warm:,} the probe takes idle to "
+                  f"warm up its JIT, {runs} runs pooled; under load: queue `load`, concurrency 100, "
+                  f"draining {n:,} pre-filled jobs in the same worker process, started after the "
+                  "warm-up; only samples submitted before it was drained count)")
             table("submit-to-finish latency of one job at a time on queue q, ms (lower is better)",
                   [r for r in rows if not r[0].endswith("samples")], peer_names, False, fmt_ms,
                   base_label="best peer")

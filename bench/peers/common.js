@@ -85,6 +85,8 @@ async function probe({ submit, samples, setup }) {
     if (warm) {
       for (let i = 0; i < Number(warm[1]) && !stop; ++i) await sample(`w${i}`);
       process.stdout.write('warmed\n');
+    } else {
+      process.stderr.write(`probe: unknown command ${JSON.stringify(c)} (want warm N, go, stop)\n`);
     }
   }
   const out = [];
