@@ -13,7 +13,7 @@
 #include "fuzz/finding.hpp"
 #include "job/id.hpp"
 #include "redis/reply.hpp"
-#include "store/queue_store.hpp"
+#include "store/calls.hpp"
 
 using jq::fuzz::finding;
 using jq::redis::Reply;
@@ -89,29 +89,36 @@ void read_all(const Reply& c) {
   for (const auto& e : c.elements) read_all(e);
 }
 
-// The store's decoders, on a reply as if a script had sent it: each takes it or refuses it with
-// ReplyError; what fetch hands over stays inside the batch it asked for.
+// Every call's reader, on a reply as if its script had sent it: each takes it or refuses it as a
+// value (never a crash, never an exception); what fetch hands over stays inside the batch it
+// asked for, and no wait comes out negative.
 void decode_all(const Reply& c) {
   constexpr std::uint64_t kFirst = 1000, kAsked = 100;
-  try {
-    auto batch = jq::store::decode_fetch(c, kFirst, kAsked);
-    for (const auto& f : batch.jobs) {
+  auto batch = jq::store::decode_fetch(c, kFirst, kAsked);
+  if (batch.ok()) {
+    for (const auto& f : batch->jobs) {
       if (f.token < kFirst || f.token >= kFirst + kAsked) finding("decode_fetch: token outside");
-      if (f.attempt > 0 && !jq::job::valid_id(f.id)) finding("decode_fetch: started, no id");
-      if (f.attempt < 0) finding("decode_fetch: negative attempt");
     }
-  } catch (const ReplyError&) {
   }
-  try {
-    auto r = jq::store::decode_recovered(c);
-    if (r.next_expiry_in && r.next_expiry_in->count() < 0) finding("decode_recovered: negative");
-  } catch (const ReplyError&) {
+  const jq::store::Keys k("jobq", "q");
+  std::vector<jq::store::ClaimAsk> asks(3);
+  auto claimed = jq::store::claim(k, "w", asks).decode(c);
+  if (claimed.ok() && *claimed && (*claimed)->size() != asks.size()) finding("claim: count");
+  auto expired = jq::store::expired(k, "w", 10).decode(c);
+  if (expired.ok() && expired->next_in && expired->next_in->count() < 0) {
+    finding("expired: negative wait");
   }
-  try {
-    auto p = jq::store::decode_promoted(c);
-    if (p.next_in && p.next_in->count() < 0) finding("decode_promoted: negative wait");
-  } catch (const ReplyError&) {
-  }
+  auto due = jq::store::due(k, 10).decode(c);
+  if (due.ok() && due->next_in && due->next_in->count() < 0) finding("due: negative wait");
+  (void)jq::store::recover(k, "w", false, "q", "why", std::chrono::milliseconds(1), {}).decode(c);
+  (void)jq::store::control(k).decode(c);
+  (void)jq::store::depths(k).decode(c);
+  (void)jq::store::read_workers("jobq").decode(c);
+  (void)jq::store::redis_time().decode(c);
+  (void)jq::store::read_state(k, "x").decode(c);
+  (void)jq::store::cancel(k, "q", "x", "request", "", std::chrono::milliseconds(1), "").decode(c);
+  (void)jq::store::held_copies(k, "w").decode(c);
+  (void)jq::store::repair(k, "w", 1).decode(c);
 }
 
 // Feeds `data` in pieces of `step` bytes (0: all at once); returns the replies' renderings.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "async/event.hpp"
+#include "async/every.hpp"
 #include "async/future.hpp"
 #include "async/generator.hpp"
 #include "async/group.hpp"

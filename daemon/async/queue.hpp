@@ -204,6 +204,10 @@ class Queue {
   /// already, and a smaller maxsize may have come since).
   void restore(T item) { deliver(item); }
 
+  /// Puts back an item get() took out and could not use yet (a pause came first): first in line
+  /// again, past maxsize if need be.
+  void restore_front(T item) { give_back(std::move(item)); }
+
   /// Takes every queued item out at once (a stop returning what was buffered).
   std::vector<T> drain() {
     std::vector<T> out;

@@ -11,10 +11,7 @@
 #include <sstream>
 
 #include "handlers/handler.hpp"
-#include "sources/redis_source.hpp"
-#include "store/keys.hpp"
-#include "store/queue_store.hpp"
-#include "store/scripts.hpp"
+#include "store/calls.hpp"
 
 namespace jq::engine {
 namespace {
@@ -86,6 +83,7 @@ Engine::~Engine() {
   for (auto& l : lanes_) {
     if (l->starter.valid()) l->starter.abort();
     l->runner.reset();
+    l->store.reset();
   }
 }
 
@@ -96,8 +94,14 @@ std::unique_ptr<Engine::Lane> Engine::make_lane(const config::QueueConfig& q) {
   const bool warn = lanes_.empty();
   lane->main->on_connect = [warn](redis::Connection& c) { return check_server(c, warn); };
   lane->blocking = std::make_unique<redis::Client>(client_options("redis (wait " + q.name + ")"));
-  QueueRunner::Wiring w{*lane->main,          *lane->blocking,       handlers_, handler_names_,
-                        handlers_generation_, cfg_.redis.key_prefix, worker_};
+  job::Rules rules;
+  rules.default_handler = q.handler;
+  rules.handlers = &handler_names_;
+  rules.max_bytes = q.max_job_bytes;
+  lane->store = std::make_unique<store::QueueStore>(
+      *lane->main, *lane->blocking, settings_of(q, cfg_.daemon, cfg_.redis.key_prefix, worker_),
+      std::move(rules));
+  QueueRunner::Wiring w{*lane->store, handlers_, handlers_generation_, worker_};
   lane->runner = std::make_unique<QueueRunner>(q, cfg_.daemon, w);
   return lane;
 }
@@ -133,15 +137,19 @@ void Engine::start() {
 }
 
 namespace {
-constexpr auto kHeartbeatEvery = std::chrono::seconds(5);
-constexpr std::size_t kMinuteOfBeats = 12;
+constexpr std::size_t kMinuteOfBeats = 60 * 1000 / store::kHeartbeatEveryMs;
 }  // namespace
 
-std::string Engine::report() const {
-  using json = nlohmann::json;
+store::Heartbeat Engine::report() const {
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "?");
-  json queues = json::object();
+  store::Heartbeat h;
+  h.worker = worker_;
+  h.name = cfg_.daemon.name;
+  h.host = host;
+  h.pid = ::getpid();
+  h.version = JOBQD_VERSION;
+  h.started_at = started_ms_;
   for (const auto& l : lanes_) {
     const auto& r = *l->runner;
     const auto& st = r.stats();
@@ -150,39 +158,36 @@ std::string Engine::report() const {
       auto it = history_.front().find(r.name());
       if (it != history_.front().end()) minute_ago = &it->second;
     }
-    const auto& h = r.durations();
-    json buckets = json::array(), bounds = json::array();
-    for (std::size_t i = 0; i <= h.bounds().size(); ++i) {
-      const std::uint64_t before = minute_ago ? minute_ago->durations[i] : 0;
-      buckets.push_back(h.in_bucket(i) >= before ? h.in_bucket(i) - before : h.in_bucket(i));
-      if (i < h.bounds().size()) bounds.push_back(h.bounds()[i]);
-    }
     auto delta = [&](std::uint64_t now, std::uint64_t QueueStats::*m) {
       const std::uint64_t was = minute_ago ? minute_ago->stats.*m : 0;
       return now >= was ? now - was : now;
     };
-    queues[r.name()] = {
-        {"running", r.running()},
-        {"buffered", r.buffered()},
-        {"paused", r.paused()},
-        {"succeeded", st.succeeded},
-        {"retried", st.retried},
-        {"failed", st.dead},
-        {"invalid", st.invalid},
-        {"succeeded_1m", delta(st.succeeded, &QueueStats::succeeded)},
-        {"retried_1m", delta(st.retried, &QueueStats::retried)},
-        {"failed_1m", delta(st.dead, &QueueStats::dead) + delta(st.invalid, &QueueStats::invalid)},
-        {"durations_1m", {{"le", bounds}, {"counts", buckets}}}};
+    store::QueueReport q;
+    q.running = static_cast<long long>(r.running());
+    q.buffered = static_cast<long long>(r.buffered());
+    q.paused = r.paused();
+    q.succeeded = st.succeeded;
+    q.retried = st.retried;
+    q.failed = st.dead;
+    q.invalid = st.invalid;
+    q.succeeded_1m = delta(st.succeeded, &QueueStats::succeeded);
+    q.retried_1m = delta(st.retried, &QueueStats::retried);
+    q.failed_1m = delta(st.dead, &QueueStats::dead) + delta(st.invalid, &QueueStats::invalid);
+    const auto& d = r.durations();
+    for (std::size_t i = 0; i <= d.bounds().size(); ++i) {
+      const std::uint64_t before = minute_ago ? minute_ago->durations[i] : 0;
+      q.counts.push_back(d.in_bucket(i) >= before ? d.in_bucket(i) - before : d.in_bucket(i));
+      if (i < d.bounds().size()) q.le.push_back(d.bounds()[i]);
+    }
+    q.running_tokens = r.running_tickets(store::kMaxRunningTokens);
+    h.queues.emplace(r.name(), std::move(q));
   }
-  json j = {{"worker", worker_}, {"name", cfg_.daemon.name}, {"host", host},
-            {"pid", ::getpid()}, {"version", JOBQD_VERSION}, {"started_at", started_ms_},
-            {"queues", queues}};
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+  return h;
 }
 
 async::Task<void> Engine::heartbeat() {
-  const std::vector<std::string> keys{store::Keys::workers(cfg_.redis.key_prefix)};
-  auto last_error_log = async::Clock::now() - std::chrono::minutes(1);
+  const auto every = std::chrono::milliseconds(store::kHeartbeatEveryMs);
+  async::Every errors(std::chrono::minutes(1));
   for (;;) {
     std::map<std::string, Snapshot> now;
     for (const auto& l : lanes_) {
@@ -193,25 +198,21 @@ async::Task<void> Engine::heartbeat() {
       }
       now[l->runner->name()] = s;
     }
-    std::string text = report();
-    text.pop_back();  // the closing brace: the script adds seen_at, then closes it
-    const std::vector<std::string> args{worker_, text};
-    std::string error;
+    const auto call = store::heartbeat(cfg_.redis.key_prefix, report());
+    store::OpResult<redis::Done> r = redis::OpError{};
     try {
-      co_await async::wait_for(store::scripts::heartbeat().run(*control_, keys, args),
-                               kHeartbeatEvery);
-    } catch (const redis::ReplyError& e) {
-      error = e.what();  // garbage at the key: say so (jobqctl workers cannot see this daemon)
-    } catch (const std::exception&) {
-      // Redis away: the next beat tries again (the daemon's health says why elsewhere).
+      r = co_await async::wait_for(store::run(*control_, call), every);
+    } catch (const async::TimeoutError&) {
     }
-    if (!error.empty() && async::Clock::now() - last_error_log >= std::chrono::minutes(1)) {
-      last_error_log = async::Clock::now();
-      spdlog::error("heartbeat into {} failed: {}", keys[0], error);
+    // Garbage at the key: say so (jobqctl workers cannot see this daemon). Redis away: the next
+    // beat tries again (the daemon's health says why elsewhere).
+    if (!r.ok() && !r.error().connection() && !r.error().message.empty() && errors.due()) {
+      spdlog::error("heartbeat into {} failed: {}", store::Keys::workers(cfg_.redis.key_prefix),
+                    r.error().message);
     }
     history_.push_back(std::move(now));
     while (history_.size() > kMinuteOfBeats) history_.pop_front();
-    co_await async::sleep(kHeartbeatEvery);
+    co_await async::sleep(every);
   }
 }
 
@@ -291,7 +292,7 @@ std::vector<std::string> Engine::reload(const config::Config& given) {
   for (auto& l : lanes_) {
     const auto& name = l->runner->name();
     if (const auto* q = cfg_.queue(name)) {
-      l->runner->reconfigure(*q, cfg_.daemon);
+      l->runner->reconfigure(*q, cfg_.daemon, handler_names_);
       lanes.push_back(std::move(l));
       continue;
     }
@@ -378,14 +379,10 @@ async::Task<void> Engine::stop() {
     co_await l->blocking->stop();
     co_await l->main->stop();
   }
-  // Gone from jobqctl workers at once, not only once its last heartbeat is old.
-  try {
-    // While Redis is away this fails at once; a Redis that hangs, within command_timeout.
-    redis::Reply r =
-        co_await control_->command("HDEL", store::Keys::workers(cfg_.redis.key_prefix), worker_);
-    (void)r;
-  } catch (const std::exception&) {
-  }
+  // Gone from jobqctl workers at once, not only once its last heartbeat is old. While Redis is
+  // away this fails at once; a Redis that hangs, within command_timeout.
+  const auto gone = store::forget_worker(cfg_.redis.key_prefix, worker_);
+  (void)co_await store::run(*control_, gone);
   co_await control_->stop();
 }
 

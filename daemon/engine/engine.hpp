@@ -14,6 +14,8 @@
 #include "config/config.hpp"
 #include "engine/queue_runner.hpp"
 #include "redis/client.hpp"
+#include "store/heartbeat.hpp"
+#include "store/queue_store.hpp"
 
 namespace jq::engine {
 
@@ -49,9 +51,9 @@ class Engine {
   /// Keys that need a restart keep their running value and are returned, named. Throws
   /// std::runtime_error, changing nothing, when a new handler cannot be built.
   std::vector<std::string> reload(const config::Config& next);
-  /// The heartbeat's report (store::Keys::workers): host, pid, version, uptime and each queue's
-  /// counts, totals and over the last minute, as a JSON object. For jobqctl workers and stats.
-  std::string report() const;
+  /// The heartbeat's report: host, pid, version, uptime and each queue's counts, totals and over
+  /// the last minute. For jobqctl workers, stats and queues.
+  store::Heartbeat report() const;
 
   /// Reloads so far, for /metrics (main counts refused ones, reload() those applied).
   struct ReloadStats {
@@ -77,6 +79,7 @@ class Engine {
   /// another's batches (a fetch of 100 jobs holds Redis for milliseconds).
   struct Lane {
     std::unique_ptr<redis::Client> main, blocking;
+    std::unique_ptr<store::QueueStore> store;
     std::unique_ptr<QueueRunner> runner;
     bool started = false;
     // A queue a reload adds back while its former self still drains starts after it: the two
@@ -97,7 +100,8 @@ class Engine {
   async::Task<void> start_after(Lane& lane, Retired& before);
   async::Task<void> drain(Retired& r);
   async::Task<void> stop_retired(Retired& r);
-  /// Every 5 s, report() into the workers hash (one script call); at the stop, the entry goes.
+  /// Every second (and at once at the start), report() into the workers hash; at the stop, the
+  /// entry goes.
   async::Task<void> heartbeat();
 
   config::Config cfg_;

@@ -1,4 +1,4 @@
-// JobRun's phase machine: the moves a job may make, checked and logged in one setter.
+// JobRun's phase machine and its end: the moves a job may make, checked and logged in one setter.
 #include "engine/job_run.hpp"
 
 #include <spdlog/spdlog.h>
@@ -12,13 +12,13 @@ using P = JobRun::Phase;
 
 bool allowed(P from, P to) noexcept {
   switch (from) {
-    case P::arrived:  // an invalid job is recorded dead at once
-      return to == P::buffered || to == P::recording;
+    case P::arrived:  // an invalid job is settled failed at once
+      return to == P::buffered || to == P::settling;
     case P::buffered:  // dispatched; given back at a stop; forgotten when revoked
-      return to == P::running || to == P::recording || to == P::done;
-    case P::running:  // its end is written; or forgotten when revoked
-      return to == P::recording || to == P::done;
-    case P::recording:
+      return to == P::running || to == P::settling || to == P::done;
+    case P::running:  // its end is settled; or forgotten when revoked
+      return to == P::settling || to == P::done;
+    case P::settling:
       return to == P::done;
     case P::done:
       return false;
@@ -36,36 +36,42 @@ const char* to_string(JobRun::Phase p) noexcept {
       return "buffered";
     case P::running:
       return "running";
-    case P::recording:
-      return "recording";
+    case P::settling:
+      return "settling";
     case P::done:
       return "done";
   }
   return "?";
 }
 
-JobRun::JobRun(const std::string& queue, sources::Arrival from, job::Job job)
-    : queue_(queue), from_(std::move(from)), job_(std::move(job)) {}
-
-JobRun::JobRun(const std::string& queue, sources::Arrival from, std::string id, std::string error)
-    : queue_(queue), from_(std::move(from)), invalid_(std::move(error)) {
-  job_.id = std::move(id);
-}
+JobRun::JobRun(const std::string& queue, sources::Arrival from, std::string id, RunOwner& owner)
+    : queue_(queue), from_(std::move(from)), id_(std::move(id)), owner_(owner) {}
 
 void JobRun::set_phase(Phase next) {
   if (!allowed(phase_, next)) {
-    spdlog::error("queue {}: job {}: refused move {} -> {} (a bug: please report it)", queue_,
-                  job_.id, to_string(phase_), to_string(next));
+    spdlog::error("queue {}: job {}: refused move {} -> {} (a bug: please report it)", queue_, id_,
+                  to_string(phase_), to_string(next));
     assert(false && "JobRun: a move the walk does not allow");
     return;
   }
-  spdlog::debug("queue {}: job {}: {} -> {}", queue_, job_.id, to_string(phase_), to_string(next));
+  spdlog::debug("queue {}: job {}: {} -> {}", queue_, id_, to_string(phase_), to_string(next));
   phase_ = next;
 }
 
-void JobRun::recorded(store::Written how) noexcept {
-  written_ = how;
-  settled_.set();
+void JobRun::settle(sources::Outcome out) {
+  set_phase(Phase::settling);
+  delivery().settle(from_.ticket, std::move(out), this);
+}
+
+void JobRun::forget() {
+  delivery().forget(from_.ticket);
+  set_phase(Phase::done);
+  owner_.run_over(*this, store::Settled::not_held);  // `this` may be gone from here
+}
+
+void JobRun::settled(store::Settled how) noexcept {
+  set_phase(Phase::done);
+  owner_.run_over(*this, how);  // `this` may be gone from here
 }
 
 }  // namespace jq::engine

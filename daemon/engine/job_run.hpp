@@ -1,4 +1,5 @@
-// JobRun: one job in flight, from its arrival to its recorded end; its phase moves in one place.
+// JobRun: one job in flight, from its arrival to its settled end; its phase moves in one place,
+// and it ends in one place (settle).
 #pragma once
 
 #include <chrono>
@@ -10,38 +11,57 @@
 #include "handlers/handler.hpp"
 #include "job/job.hpp"
 #include "sources/delivery.hpp"
-#include "store/queue_store.hpp"
+#include "store/settler.hpp"
 
 namespace jq::engine {
 
 using Millis = std::chrono::milliseconds;
+class JobRun;
+
+/// Who keeps runs: told once a run is over (its end written, or forgotten), and lets go of it
+/// then (it may destroy it: nothing of the run is touched after).
+class RunOwner {
+ public:
+  virtual void run_over(JobRun& run, store::Settled how) noexcept = 0;
+
+ protected:
+  ~RunOwner() = default;
+};
 
 /// A job's walk through a queue: it arrives from a source (buffered), gets a permit and runs its
-/// handler (running), has its end written where it came from (recording), and is done. Every
+/// handler (running), has its end settled where it came from (settling), and is over. Every
 /// change of phase goes through set_phase(), which refuses a move the walk does not allow and
-/// logs each one at debug level, so one job's story can be read from the log.
-class JobRun final : public store::Recorded {
+/// logs each one at debug level, so one job's story can be read from the log. No coroutine waits
+/// for a run's end: the settlement's answer (settled()) ends it, so nothing can resume on a run
+/// its owner has let go of.
+class JobRun final : public store::OnSettled {
  public:
-  enum class Phase { arrived, buffered, running, recording, done };
+  enum class Phase { arrived, buffered, running, settling, done };
   /// Why a running job was stopped (a timeout is not a stop: the attempt failed).
   enum class Stop { none, shutdown, revoked, cancelled };
 
-  JobRun(const std::string& queue, sources::Arrival from, job::Job job);
-  /// An invalid job: it never runs; it goes straight to recording its death.
-  JobRun(const std::string& queue, sources::Arrival from, std::string id, std::string error);
+  /// `id` for an invalid job: the one it is recorded under.
+  JobRun(const std::string& queue, sources::Arrival from, std::string id, RunOwner& owner);
   JobRun(const JobRun&) = delete;
   JobRun& operator=(const JobRun&) = delete;
 
-  const std::string& id() const noexcept { return job_.id; }
-  const job::Job& job() const noexcept { return job_; }
+  const std::string& id() const noexcept { return id_; }
+  /// The job (valid runs only).
+  const job::Job& job() const noexcept { return *from_.job; }
   const sources::Arrival& from() const noexcept { return from_; }
   sources::Delivery& delivery() const noexcept { return *from_.from; }
   long long attempt() const noexcept { return from_.attempt; }
-  bool valid() const noexcept { return invalid_.empty(); }
-  const std::string& invalid_reason() const noexcept { return invalid_; }
+  bool valid() const noexcept { return from_.job.has_value(); }
+  const std::string& invalid_reason() const noexcept { return from_.invalid; }
 
   Phase phase() const noexcept { return phase_; }
   void set_phase(Phase next);
+
+  /// The run's end: settling, the settlement at its source, and once that is written the owner
+  /// is told (and the run is gone). The one way a run that reached its source ends.
+  void settle(sources::Outcome out);
+  /// The source lost its hold on the job (its lease): nothing is written; the run is over now.
+  void forget();
 
   /// The handler this attempt runs, owned for the attempt: a config reload can replace the
   /// queue's handlers while it runs.
@@ -50,27 +70,24 @@ class JobRun final : public store::Recorded {
   Millis timeout{0};
   long long max_attempts = 1;
   std::int64_t started_ms = 0;  // this host's clock, for the log's durations
+  async::Clock::time_point started{};
+  bool shown_active = false;
 
   /// While running: the task running it, so that it can be stopped.
   async::JoinHandle<void> task;
   Stop stop = Stop::none;
+  /// Held from dispatch until the end is written: bounds the jobs whose end is pending.
+  async::Permit unsettled;
 
-  /// Set once the end is written (or will never be: the job went back to its source's own
-  /// recovery).
-  async::Event& settled() noexcept { return settled_; }
-  store::Written written() const noexcept { return written_; }
-
-  // store::Recorded
-  void recorded(store::Written how) noexcept override;
+  // store::OnSettled
+  void settled(store::Settled how) noexcept override;
 
  private:
   const std::string& queue_;
   sources::Arrival from_;
-  job::Job job_;
-  std::string invalid_;
+  std::string id_;
+  RunOwner& owner_;
   Phase phase_ = Phase::arrived;
-  store::Written written_ = store::Written::written;
-  async::Event settled_;
 };
 
 const char* to_string(JobRun::Phase p) noexcept;

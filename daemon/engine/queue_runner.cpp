@@ -1,4 +1,4 @@
-// The queue runner: admission, dispatch, each job's attempt and end, and the graceful stop.
+// The queue runner: admission, dispatch, each job's attempt and end, control, and the stop.
 #include "engine/queue_runner.hpp"
 
 #include <spdlog/spdlog.h>
@@ -9,30 +9,36 @@
 #include "config/units.hpp"
 #include "job/id.hpp"
 #include "job/text.hpp"
-#include "sources/redis_source.hpp"
-#include "sources/spool_source.hpp"
-#include "store/scripts.hpp"
+#include "sources/factory.hpp"
 
 namespace jq::engine {
 namespace {
 
 using namespace std::chrono_literals;
 using Phase = JobRun::Phase;
+using End = sources::Outcome::End;
 
 // Jobs whose end waits to be written, at most (beyond the concurrency): enough to keep Redis
 // busy with large batches, little enough to hold in memory.
-constexpr std::size_t kMinUnrecorded = 1000;
+constexpr std::size_t kMinUnsettled = 1000;
 // How long writing out what is left may take at a stop, after the grace.
 constexpr auto kFlushLimit = 10s;
 // How often the pause flag is read: `jobqctl pause` takes effect within this.
-constexpr auto kPausePoll = 1s;
+constexpr auto kControlPoll = 1s;
+
+double jitter() {
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0.0, 0.25)(rng);
+}
+
+}  // namespace
 
 store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSection& d,
-                            const QueueRunner::Wiring& w) {
+                            const std::string& prefix, const std::string& worker) {
   store::Settings s;
-  s.prefix = w.prefix;
+  s.prefix = prefix;
   s.queue = q.name;
-  s.worker = w.worker;
+  s.worker = worker;
   s.default_handler = q.handler;
   s.max_job_bytes = q.max_job_bytes;
   s.lease = d.lease;
@@ -43,24 +49,16 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
   return s;
 }
 
-double jitter() {
-  thread_local std::minstd_rand rng{std::random_device{}()};
-  return std::uniform_real_distribution<double>(0.0, 0.25)(rng);
-}
-
-}  // namespace
-
 QueueRunner::QueueRunner(const config::QueueConfig& cfg, const config::DaemonSection& daemon,
                          Wiring w)
     : cfg_(cfg),
       daemon_(daemon),
       w_(std::move(w)),
+      store_(w_.store),
       buffer_(cfg_.buffer),
       slots_(cfg_.concurrency),
-      unrecorded_(std::max<std::size_t>(kMinUnrecorded, 2 * cfg_.concurrency)) {
-  rules_.default_handler = cfg_.handler;
-  rules_.handlers = &w_.handler_names;
-  rules_.max_bytes = cfg_.max_job_bytes;
+      unsettled_(std::max<std::size_t>(kMinUnsettled, 2 * cfg_.concurrency)),
+      settler_(w_.store) {
   idle_.set();
   for (const auto& src : cfg_.sources) sources_.push_back(make_source(src));
 }
@@ -68,118 +66,122 @@ QueueRunner::QueueRunner(const config::QueueConfig& cfg, const config::DaemonSec
 QueueRunner::SourceSlot QueueRunner::make_source(const config::SourceConfig& src) {
   SourceSlot slot;
   slot.cfg = src;
-  if (src.kind == config::SourceConfig::Kind::spool) {
-    sources::SpoolSource::Options o;
-    o.dir.dir = src.dir;
-    // Its own work folder and lock: one made by a reload may run beside the one it replaces.
-    o.dir.owner = spool_made_ == 0 ? w_.worker : w_.worker + "-" + std::to_string(spool_made_);
-    o.dir.pattern = src.pattern;
-    o.dir.ignore = src.ignore;
-    o.dir.keep_done = src.keep_done;
-    o.dir.recursive = src.recursive;
-    o.dir.max_job_bytes = cfg_.max_job_bytes;
-    o.quiet = src.quiet;
-    auto spool = std::make_unique<sources::SpoolSource>(w_.main, settings_of(cfg_, daemon_, w_),
-                                                        rules_, *this, std::move(o));
-    slot.delivery = spool.get();
-    slot.spool = spool.get();
-    slot.source = std::move(spool);
-    return slot;
-  }
-  sources::RedisSource::Options o;
-  o.fetch_batch = cfg_.fetch_batch;
-  o.delayed_poll = cfg_.delayed_poll;
-  auto redis = std::make_unique<sources::RedisSource>(w_.main, w_.blocking,
-                                                      settings_of(cfg_, daemon_, w_), *this, o);
-  redis_ = redis.get();
-  slot.delivery = redis.get();
-  slot.source = std::move(redis);
+  // Its own work folder and lock: one made by a reload may run beside the one it replaces.
+  std::string owner = spool_made_ == 0 ? w_.worker : w_.worker + "-" + std::to_string(spool_made_);
+  sources::SourceContext ctx{store_, settler_, store_.rules(), *this, std::move(owner)};
+  slot.source = sources::make_source(src, cfg_, ctx);
   return slot;
 }
 
 QueueRunner::~QueueRunner() {
   // Tasks refer to this object: stop them where they stand (stop() is the graceful way).
-  if (dispatch_task_.valid()) dispatch_task_.abort();
-  if (pause_task_.valid()) pause_task_.abort();
+  for (auto* t : {&dispatch_task_, &control_task_, &active_task_}) {
+    if (t->valid()) t->abort();
+  }
   for (auto& t : retiring_) {
     if (t.valid()) t.abort();
   }
   for (auto& [id, run] : runs_) {
     if (run->task.valid()) run->task.abort();
   }
-  sources_.clear();  // their tasks, before the runs they would tell
-  runs_.clear();
+  sources_.clear();  // their tasks, before the settler they push to
 }
 
 void QueueRunner::start() {
   started_ = true;
-  pause_task_ = async::spawn(watch_control(), "control " + cfg_.name);
+  control_task_ = async::spawn(watch_control(), "control " + cfg_.name);
+  active_task_ = async::spawn(show_active(), "active " + cfg_.name);
+  settler_.start();
   for (auto& s : sources_) s.source->start();
   dispatch_task_ = async::spawn(dispatcher(), "dispatch " + cfg_.name);
 }
 
+async::Task<store::OpResult<store::Depths>> QueueRunner::depths(redis::Client& on) const {
+  const auto call = store::depths(store_.keys());
+  co_return co_await store::run(on, call);
+}
+
+const store::BatchHistogram* QueueRunner::fetch_sizes() const noexcept {
+  for (const auto& slot : sources_) {
+    if (const auto* h = slot.source->fetch_sizes()) return h;
+  }
+  return nullptr;
+}
+
+std::vector<sources::SpoolView> QueueRunner::spools() const {
+  std::vector<sources::SpoolView> out;
+  for (const auto& slot : sources_) {
+    if (auto v = slot.source->spool()) out.push_back(std::move(*v));
+  }
+  return out;
+}
+
+std::vector<std::uint64_t> QueueRunner::running_tickets(std::size_t max) const {
+  std::vector<std::uint64_t> out;
+  for (const auto& [id, run] : runs_) {
+    if (out.size() >= max) break;
+    if (run->phase() == Phase::running) out.push_back(run->from().ticket);
+  }
+  return out;
+}
+
+// ---- control ----
+
 async::Task<void> QueueRunner::watch_control() {
-  const store::Keys keys(w_.prefix, cfg_.name);
-  const std::string registry = store::Keys::registry(w_.prefix);
-  const std::vector<std::string> control_keys{keys.paused, keys.cancels}, control_args{keys.base};
+  const store::Keys& keys = store_.keys();
   bool known = false, registered = false;
-  auto last_error_log = async::Clock::now() - 1min;
+  async::Every errors(1min);
   for (;;) {
-    std::optional<bool> now;
-    std::string error;
     if (!registered) {
       // Once per start: the queue is in the registry jobqctl lists queues from. Apart from the
       // flag: garbage at the registry's key must not keep the queue paused.
-      try {
-        redis::Reply added = co_await w_.main.command("SADD", registry, cfg_.name);
+      const auto add = store::register_queue(store_.settings().prefix, cfg_.name);
+      store::OpResult<redis::Done> r = co_await store::run(store_.client(), add);
+      if (r.ok()) {
         registered = true;
-        if (added.is_error()) {
-          spdlog::error("queue {}: cannot add it to {} (jobqctl queues lists queues from it): {}",
-                        cfg_.name, registry, added.str);
-        }
-      } catch (const std::exception&) {
-        // Redis away: again next time.
+      } else if (!r.error().connection()) {
+        registered = true;
+        spdlog::error("queue {}: cannot add it to {} (jobqctl queues lists queues from it): {}",
+                      cfg_.name, store::Keys::registry(store_.settings().prefix),
+                      r.error().message);
       }
     }
-    bool down = false;
-    std::vector<std::string> cancels;
-    try {
-      redis::Reply r = co_await store::scripts::control().run(w_.main, control_keys, control_args);
-      r.check();
-      if (!r.is_array() || r.elements.empty()) throw redis::ReplyError("control: " + r.describe());
-      now = r.elements[0].integer > 0;
-      for (std::size_t i = 1; i < r.elements.size(); ++i) cancels.push_back(r.elements[i].str);
-    } catch (const redis::ConnectionError&) {
-      // Redis away: the flag stays as it was (nothing is fetched meanwhile anyway).
-      down = true;
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    if (down) {
-      // Read again as soon as it is back, not a second later: at the start the queue counts as
-      // paused until this read, and a job pushed meanwhile would wait for it.
-      co_await w_.main.wait_connected();
+    store::OpResult<store::Control> r = co_await store_.control();
+    if (!r.ok() && r.error().connection()) {
+      // Read again as soon as Redis is back, not a second later: at the start the queue counts
+      // as paused until this read, and a job pushed meanwhile would wait for it.
+      co_await store_.client().wait_connected();
       co_await async::sleep(10ms);  // never a busy loop, whatever the connection does
       continue;
     }
-    if (!error.empty() && async::Clock::now() - last_error_log >= 1min) {
-      last_error_log = async::Clock::now();
-      spdlog::error("queue {}: cannot read the pause flag {} and cancel requests {}: {}", cfg_.name,
-                    keys.paused, keys.cancels, error);
-    }
-    if (!cancels.empty()) cancel_held(cancels);
-    if (now && (*now != paused_ || !known)) {
-      if (*now) {
-        spdlog::info("queue {}: paused (jobqctl resume {} to go on); running jobs finish",
-                     cfg_.name, cfg_.name);
-      } else if (known) {
-        spdlog::info("queue {}: resumed", cfg_.name);
+    if (!r.ok()) {
+      if (errors.due()) {
+        spdlog::error("queue {}: cannot read the pause flag {} and cancel requests {}: {}",
+                      cfg_.name, keys.paused, keys.cancels, r.error().message);
       }
-      paused_ = *now;
-      known = true;
-      room_.set();
+      if (r.error().wrong_type()) (void)co_await store_.repair();
+    } else {
+      if (!r->cancels.empty()) cancel_held(r->cancels);
+      if (r->paused != paused_ || !known) {
+        if (r->paused) {
+          spdlog::info(
+              "queue {}: paused (jobqctl resume {} to go on); running jobs finish, buffered "
+              "ones wait",
+              cfg_.name, cfg_.name);
+        } else if (known) {
+          spdlog::info("queue {}: resumed", cfg_.name);
+        }
+        paused_ = r->paused;
+        known = true;
+        if (paused_) {
+          resumed_.clear();
+        } else {
+          resumed_.set();
+        }
+        room_.set();
+      }
     }
-    co_await async::sleep(kPausePoll);
+    co_await async::sleep(kControlPoll);
   }
 }
 
@@ -194,7 +196,7 @@ void QueueRunner::cancel_held(const std::vector<std::string>& ids) {
     } else if (run.phase() == Phase::running && run.stop == JobRun::Stop::none) {
       spdlog::info("queue {}: job {}: cancelled while running; stopping it", cfg_.name, id);
       run.stop = JobRun::Stop::cancelled;
-      run.task.cancel();  // run_job records it as cancelled once its handler has stopped
+      run.task.cancel();  // run_job settles it as cancelled once its handler has stopped
     }
   }
   if (buffered.empty()) return;
@@ -206,41 +208,58 @@ void QueueRunner::cancel_held(const std::vector<std::string>& ids) {
   for (JobRun* run : buffered) {
     spdlog::info("queue {}: job {}: cancelled before it ran", cfg_.name, run->id());
     ++stats_.cancelled;
-    run->set_phase(Phase::recording);
-    run->delivery().cancel(run->from().ticket, run->id(),
-                           "cancelled by jobqctl cancel before it ran (attempt " +
-                               std::to_string(run->attempt()) + ")",
-                           run);
-    (void)async::spawn(until_settled(*run, async::Permit()), "cancel " + cfg_.name);
+    run->settle({End::cancelled,
+                 "cancelled by jobqctl cancel before it ran (attempt " +
+                     std::to_string(run->attempt()) + ")",
+                 job::ErrorKind::cancelled, Millis(0)});
   }
 }
 
-std::vector<QueueRunner::SpoolView> QueueRunner::spools() const {
-  std::vector<SpoolView> out;
-  for (const auto& slot : sources_) {
-    if (slot.spool)
-      out.push_back({slot.spool->dir(), slot.spool->waiting(), slot.spool->claimed()});
+async::Task<void> QueueRunner::show_active() {
+  for (;;) {
+    const Millis after = store_.settings().active_after;
+    if (after.count() == 0) {
+      // Written as each attempt starts (run_job): nothing to sweep.
+      co_await async::sleep(1s);
+      continue;
+    }
+    const auto now = async::Clock::now();
+    for (auto& [id, run] : runs_) {
+      if (run->phase() == Phase::running && !run->shown_active && now - run->started >= after) {
+        run->shown_active = true;
+        run->delivery().show_active(run->from().ticket);
+      }
+    }
+    co_await async::sleep(std::clamp<Millis>(after / 4, 5ms, 1s));
   }
-  return out;
 }
 
-void QueueRunner::forget_run(const std::string& id) {
-  runs_.erase(id);
+void QueueRunner::run_over(JobRun& run, store::Settled how) noexcept {
+  if (how == store::Settled::renamed) {
+    spdlog::warn(
+        "queue {}: invalid job {} is recorded under a fresh id: {} belongs to a job that is not "
+        "over",
+        cfg_.name, run.id(), run.id());
+  }
+  runs_.erase(run.id());  // `run` is gone from here
   run_gone_.set();
   run_gone_.clear();
 }
 
 // ---- reload ----
 
-void QueueRunner::reconfigure(const config::QueueConfig& next,
-                              const config::DaemonSection& daemon) {
+void QueueRunner::reconfigure(const config::QueueConfig& next, const config::DaemonSection& daemon,
+                              const std::set<std::string>& handler_names) {
   const config::QueueConfig was = cfg_;
   cfg_ = next;
   daemon_ = daemon;
-  rules_.default_handler = cfg_.handler;
-  rules_.max_bytes = cfg_.max_job_bytes;
+  store_.settings().retune(settings_of(cfg_, daemon_, store_.settings().prefix, w_.worker));
+  auto& rules = store_.rules();
+  rules.default_handler = cfg_.handler;
+  rules.handlers = &handler_names;
+  rules.max_bytes = cfg_.max_job_bytes;
   slots_.set_limit(cfg_.concurrency);
-  unrecorded_.set_limit(std::max<std::size_t>(kMinUnrecorded, 2 * cfg_.concurrency));
+  unsettled_.set_limit(std::max<std::size_t>(kMinUnsettled, 2 * cfg_.concurrency));
   buffer_.set_maxsize(cfg_.buffer);
   room_.set();
   if (was.concurrency != cfg_.concurrency || was.buffer != cfg_.buffer) {
@@ -289,22 +308,21 @@ void QueueRunner::reconfigure(const config::QueueConfig& next,
       spdlog::info("queue {}: spool dir {}: taking files", cfg_.name, src.dir);
     }
   }
-  const auto settings = settings_of(cfg_, daemon_, w_);
-  for (auto& slot : sources_) slot.source->retune(settings);
-  if (redis_) {
-    redis_->set_options({cfg_.fetch_batch, cfg_.delayed_poll});
-    redis_->set_fetching(want_redis);
+  for (auto& slot : sources_) {
+    sources::reconfigure(*slot.source, cfg_);
+    if (slot.cfg.kind == Kind::redis) slot.source->set_taking(want_redis);
   }
   // Done retirements leave their handles here; drop those.
   std::erase_if(retiring_, [](const async::JoinHandle<void>& t) { return t.done(); });
 }
 
 async::Task<void> QueueRunner::retire(SourceSlot slot) {
+  sources::Delivery* from = &slot.source->delivery();
   co_await slot.source->stop_taking();
   // Its buffered jobs go back newest first; the others keep their place.
   std::vector<JobRun*> mine;
   for (JobRun* run : buffer_.drain()) {
-    if (&run->delivery() == slot.delivery) {
+    if (&run->delivery() == from) {
       mine.push_back(run);
     } else {
       buffer_.restore(run);
@@ -315,7 +333,7 @@ async::Task<void> QueueRunner::retire(SourceSlot slot) {
   // Its running jobs finish (each within its timeout), and their ends are written.
   auto any_left = [&] {
     for (const auto& [id, run] : runs_) {
-      if (&run->delivery() == slot.delivery) return true;
+      if (&run->delivery() == from) return true;
     }
     return false;
   };
@@ -336,16 +354,14 @@ async::Task<void> QueueRunner::wait_room(std::size_t at_least) {
 }
 
 bool QueueRunner::offer(sources::Arrival& a) {
-  // A job the source could not read is invalid, so it never needs room: only check for others.
-  if (a.attempt > 0 && a.invalid.empty() && (stopping_ || buffer_.full())) return false;
+  // An invalid job never needs room: only check for others.
+  if (a.job && (stopping_ || buffer_.full())) return false;
   JobRun* run = admit(std::move(a));
   if (run && !buffer_.try_put(run)) {
     // Cannot happen (room was checked, and only the dispatcher takes): never lose it anyway.
     spdlog::error("queue {}: job {} found the buffer full after all; giving it back", cfg_.name,
                   run->id());
-    run->set_phase(Phase::recording);
-    run->delivery().give_back(run->from().ticket, run->id(), run);
-    (void)async::spawn(until_settled(*run, async::Permit()), "give back " + cfg_.name);
+    run->settle({End::back, "", job::ErrorKind::none, Millis(0)});
   }
   return true;
 }
@@ -355,62 +371,38 @@ async::Task<void> QueueRunner::accept(sources::Arrival a) {
     if (offer(a)) co_return;
     if (stopping_) {
       // Arrived too late to run: back to where it came from, untouched.
-      a.from->give_back(a.ticket, a.id, nullptr);
+      a.from->settle(a.ticket, {End::back, "", job::ErrorKind::none, Millis(0)}, nullptr);
       co_return;
     }
     co_await buffer_.wait_room();
   }
 }
 
-// Parses the job and takes it in: a valid one is returned (for the buffer); an invalid one is
-// recorded dead at once, and nullptr returned.
+// Takes a job in: a valid one is returned (for the buffer); an invalid one is settled failed at
+// once, and nullptr returned. The job was read by its source (the one parse).
 JobRun* QueueRunner::admit(sources::Arrival a) {
-  std::unique_ptr<JobRun> run;
-  if (a.invalid.empty()) {
-    std::variant<job::Job, job::Invalid> parsed;
-    try {
-      parsed = job::parse(a.raw, rules_);
-    } catch (const std::exception& e) {
-      // parse() returns what it finds wrong; anything it throws is a bug, which must cost this
-      // job (dead, with the reason), never the source that handed it over.
-      parsed = job::Invalid{std::string("jobqd could not read this job: ") + e.what(), ""};
-    }
-    if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
-      std::string id = a.id.empty() ? bad->id : a.id;
-      run = std::make_unique<JobRun>(cfg_.name, std::move(a), std::move(id), std::move(bad->error));
-    } else {
-      run =
-          std::make_unique<JobRun>(cfg_.name, std::move(a), std::get<job::Job>(std::move(parsed)));
-    }
-  } else {
-    std::string error = a.invalid;
-    std::string id = a.id;
-    run = std::make_unique<JobRun>(cfg_.name, std::move(a), std::move(id), std::move(error));
+  std::string id = a.id;
+  if (a.job && runs_.count(id)) {
+    // The source lets one job of an id be in flight at a time: two here means it lost track
+    // (Redis forgot writes in a restart). Leave it to the source's own recovery.
+    spdlog::error(
+        "queue {}: job {} arrived while another job with that id is in flight here; leaving it "
+        "to be returned to pending by reconciliation",
+        cfg_.name, id);
+    a.from->forget(a.ticket);
+    return nullptr;
   }
-  if (run->id().empty() || runs_.count(run->id())) {
-    if (run->valid() && !run->id().empty()) {
-      // The source lets one job of an id be in flight at a time: two here means it lost track
-      // (Redis forgot writes in a restart). Leave it to the source's own recovery.
-      spdlog::error(
-          "queue {}: job {} arrived while another job with that id is in flight here; leaving "
-          "it to be returned to pending by reconciliation",
-          cfg_.name, run->id());
-      run->delivery().forget(run->from().ticket);
-      return nullptr;
-    }
-    // An invalid job whose id (or none) is in use: it is recorded under a fresh one.
-    sources::Arrival from = run->from();
-    std::string error = run->invalid_reason();
-    run = std::make_unique<JobRun>(cfg_.name, std::move(from), job::new_id(), std::move(error));
-  }
-  JobRun& r = *run;
-  runs_.emplace(r.id(), std::move(run));
+  // An invalid job whose id (or none) is in use here: it is recorded under a fresh one.
+  if (!a.job && (id.empty() || runs_.count(id))) id = job::new_id();
+  auto owned = std::make_unique<JobRun>(cfg_.name, std::move(a), id, *this);
+  JobRun& r = *owned;
+  runs_.emplace(id, std::move(owned));
   if (r.valid()) {
     const auto& job = r.job();
-    r.handler = w_.handlers.at(job.handler);
+    auto h = w_.handlers.find(job.handler);
+    r.handler = h != w_.handlers.end() ? h->second : nullptr;
     r.handlers_generation = w_.handlers_generation;
-    r.max_attempts = static_cast<long long>(
-        std::min<std::uint64_t>(job.max_attempts.value_or(cfg_.max_attempts), cfg_.max_attempts));
+    r.max_attempts = r.from().max_attempts;
     // Capped while still unsigned: a huge timeout_ms must not wrap into a negative duration.
     r.timeout = job.timeout_ms
                     ? Millis(static_cast<Millis::rep>(std::min<std::uint64_t>(
@@ -421,10 +413,7 @@ JobRun* QueueRunner::admit(sources::Arrival a) {
   }
   ++stats_.invalid;
   spdlog::warn("queue {}: invalid job {} is dead: {}", cfg_.name, r.id(), r.invalid_reason());
-  r.set_phase(Phase::recording);
-  r.delivery().dead(r.from().ticket, r.id(), r.attempt() > 0, r.invalid_reason(),
-                    job::ErrorKind::invalid_job, &r);
-  (void)async::spawn(until_settled(r, async::Permit()), "invalid job " + cfg_.name);
+  r.settle({End::failed, r.invalid_reason(), job::ErrorKind::invalid_job, Millis(0)});
   return nullptr;
 }
 
@@ -432,10 +421,17 @@ JobRun* QueueRunner::admit(sources::Arrival a) {
 
 async::Task<void> QueueRunner::dispatcher() {
   for (;;) {
-    auto unrecorded = co_await unrecorded_.acquire();
+    auto unsettled = co_await unsettled_.acquire();
     auto slot = co_await slots_.acquire();
+    // A pause holds new starts too, not only fetching: buffered jobs wait, in order.
+    co_await resumed_.wait();
     auto item = co_await buffer_.get();
     if (!item) co_return;
+    if (paused_) {
+      // Paused while this one was on its way out of the buffer: back in front, in order.
+      buffer_.restore_front(*item);
+      continue;
+    }
     room_.set();
     JobRun& run = **item;
     // The handler its name has now, if a reload replaced the handlers while the job was
@@ -446,10 +442,10 @@ async::Task<void> QueueRunner::dispatcher() {
       }
     }
     run.set_phase(Phase::running);
+    run.unsettled = std::move(unsettled);
     ++running_;
     idle_.clear();
-    run.task =
-        async::spawn(run_job(run, std::move(slot), std::move(unrecorded)), "job " + cfg_.name);
+    run.task = async::spawn(run_job(run, std::move(slot)), "job " + cfg_.name);
   }
 }
 
@@ -474,11 +470,18 @@ async::Task<handlers::Outcome> QueueRunner::attempt(JobRun& run) {
   co_return out;
 }
 
-async::Task<void> QueueRunner::run_job(JobRun& run, async::Permit slot, async::Permit unrecorded) {
+async::Task<void> QueueRunner::run_job(JobRun& run, async::Permit slot) {
   run.started_ms = store::unix_ms();
+  run.started = async::Clock::now();
+  const bool show_now = store_.settings().active_after.count() == 0;
+  run.shown_active = show_now;
+  run.delivery().started(run.from().ticket, show_now);
   handlers::Outcome out;
   bool stopped = false;
-  if (run.attempt() > run.max_attempts) {
+  if (!run.handler) {
+    out = handlers::Outcome::failure(job::ErrorKind::exception,
+                                     "handler '" + run.job().handler + "' is gone", false);
+  } else if (run.attempt() > run.max_attempts) {
     // Only reachable if a previous attempt's worker died and nobody marked it: fail it now.
     out = handlers::Outcome::failure(
         job::ErrorKind::lost,
@@ -497,50 +500,38 @@ async::Task<void> QueueRunner::run_job(JobRun& run, async::Permit slot, async::P
   if (running_ == 0) idle_.set();
   run_ended_.set();
   run_ended_.clear();
+  const auto took = store::unix_ms() - run.started_ms;
   if (!stopped) {
-    settle(run, std::move(out));
+    durations_.observe(static_cast<double>(took) / 1000.0);
+    run.settle(outcome_of(run, std::move(out)));
   } else if (run.stop == JobRun::Stop::cancelled) {
     ++stats_.cancelled;
-    const auto took = store::unix_ms() - run.started_ms;
     durations_.observe(static_cast<double>(took) / 1000.0);
     spdlog::info("queue {}: job {} cancelled after {} ms (attempt {})", cfg_.name, run.id(), took,
                  run.attempt());
-    run.set_phase(Phase::recording);
-    run.delivery().cancel(run.from().ticket, run.id(),
-                          "cancelled by jobqctl cancel while running (attempt " +
-                              std::to_string(run.attempt()) + ", stopped after " +
-                              std::to_string(took) + " ms)",
-                          &run);
+    run.settle({End::cancelled,
+                "cancelled by jobqctl cancel while running (attempt " +
+                    std::to_string(run.attempt()) + ", stopped after " + std::to_string(took) +
+                    " ms)",
+                job::ErrorKind::cancelled, Millis(0)});
   } else if (run.stop == JobRun::Stop::revoked) {
     // The source lost its hold on the job (its lease): it is someone else's now.
-    run.delivery().forget(run.from().ticket);
-    run.set_phase(Phase::done);
-    forget_run(run.id());
-    co_return;
+    run.forget();
   } else {
     // A stop: back to where it came from, as it was.
     ++stats_.returned;
-    run.set_phase(Phase::recording);
-    run.delivery().give_back(run.from().ticket, run.id(), &run);
+    run.settle({End::back, "", job::ErrorKind::none, Millis(0)});
   }
-  co_await until_settled(run, std::move(unrecorded));
 }
 
-void QueueRunner::settle(JobRun& run, handlers::Outcome out) {
-  const auto took = store::unix_ms() - run.started_ms;
-  durations_.observe(static_cast<double>(took) / 1000.0);
+sources::Outcome QueueRunner::outcome_of(JobRun& run, handlers::Outcome out) {
   const auto& id = run.id();
-  auto& to = run.delivery();
-  const auto ticket = run.from().ticket;
-  run.set_phase(Phase::recording);
   if (out.ok) {
     ++stats_.succeeded;
-    spdlog::debug("queue {}: job {} succeeded in {} ms (attempt {})", cfg_.name, id, took,
-                  run.attempt());
+    spdlog::debug("queue {}: job {} succeeded (attempt {})", cfg_.name, id, run.attempt());
     // A program's output or a server's body may be any bytes: everything jobqd writes (and
     // logs) is valid UTF-8, so clients that decode it never break on a job's state.
-    to.succeed(ticket, id, run.attempt(), job::to_utf8(std::move(out.result)), &run);
-    return;
+    return {End::succeeded, job::to_utf8(std::move(out.result)), job::ErrorKind::none, Millis(0)};
   }
   out.error = job::to_utf8(std::move(out.error));
   const auto kind = job::to_string(out.kind);
@@ -550,26 +541,12 @@ void QueueRunner::settle(JobRun& run, handlers::Outcome out) {
     ++stats_.retried;
     spdlog::debug("queue {}: job {} failed (attempt {} of {}, {}): {}; retrying in {} ms",
                   cfg_.name, id, run.attempt(), run.max_attempts, kind, out.error, delay.count());
-    to.retry(ticket, id, delay, std::move(out.error), out.kind, &run);
-    return;
+    return {End::retry, std::move(out.error), out.kind, delay};
   }
   ++stats_.dead;
   spdlog::warn("queue {}: job {} failed for good (attempt {} of {}, {}): {}", cfg_.name, id,
                run.attempt(), run.max_attempts, kind, out.error);
-  to.dead(ticket, id, true, std::move(out.error), out.kind, &run);
-}
-
-async::Task<void> QueueRunner::until_settled(JobRun& run, async::Permit unrecorded) {
-  co_await run.settled().wait();
-  if (run.written() == store::Written::renamed) {
-    spdlog::warn(
-        "queue {}: invalid job {} is recorded under a fresh id: {} belongs to a job "
-        "that is not over",
-        cfg_.name, run.id(), run.id());
-  }
-  run.set_phase(Phase::done);
-  forget_run(run.id());  // `run` is gone from here
-  unrecorded.release();
+  return {End::failed, std::move(out.error), out.kind, Millis(0)};
 }
 
 Millis QueueRunner::backoff(long long attempt) const {
@@ -585,11 +562,8 @@ Millis QueueRunner::backoff(long long attempt) const {
 void QueueRunner::give_back(const std::vector<JobRun*>& buffered) {
   // Newest first, so that the oldest is again the next one taken.
   for (auto it = buffered.rbegin(); it != buffered.rend(); ++it) {
-    JobRun& run = **it;
     ++stats_.returned;
-    run.set_phase(Phase::recording);
-    run.delivery().give_back(run.from().ticket, run.id(), &run);
-    (void)async::spawn(until_settled(run, async::Permit()), "give back " + cfg_.name);
+    (*it)->settle({End::back, "", job::ErrorKind::none, Millis(0)});
   }
 }
 
@@ -607,14 +581,16 @@ void QueueRunner::stop_running(JobRun::Stop why, const sources::Delivery* only) 
 async::Task<void> QueueRunner::revoke(sources::Delivery& from) {
   // Buffered: out of the buffer and forgotten. The others go back in, in their order.
   std::size_t n = 0;
+  std::vector<JobRun*> lost;
   for (JobRun* run : buffer_.drain()) {
     if (&run->delivery() != &from) {
       buffer_.restore(run);
-      continue;
+    } else {
+      lost.push_back(run);
     }
-    from.forget(run->from().ticket);
-    run->set_phase(Phase::done);
-    forget_run(run->id());
+  }
+  for (JobRun* run : lost) {
+    run->forget();
     ++n;
   }
   room_.set();
@@ -637,7 +613,10 @@ void QueueRunner::hurry() {
 async::Task<void> QueueRunner::stop(Millis grace) {
   stopping_ = true;
   room_.set();
-  if (pause_task_.valid()) pause_task_.cancel();
+  resumed_.set();  // a paused dispatcher must see the stop
+  for (auto* t : {&control_task_, &active_task_}) {
+    if (t->valid()) t->cancel();
+  }
   for (auto& s : sources_) co_await s.source->stop_taking();
   if (dispatch_task_.valid()) {
     dispatch_task_.cancel();
@@ -660,10 +639,21 @@ async::Task<void> QueueRunner::stop(Millis grace) {
       co_await idle_.wait();
     }
   }
-  for (auto& s : sources_) co_await s.source->finish(kFlushLimit);
   // Sources a reload dropped: their jobs have ended too (or were stopped above).
   for (auto& t : retiring_) {
     if (t.valid()) co_await t.wait();
+  }
+  // Every end written (within a limit: Redis may be away), then the sources let go.
+  if (!co_await settler_.flush(kFlushLimit)) {
+    spdlog::error(
+        "queue {}: could not write {} job outcome(s) to Redis before exiting; the jobs stay held "
+        "and run again (another daemon takes them back after the lease)",
+        cfg_.name, settler_.backlog());
+  }
+  for (auto& s : sources_) co_await s.source->finish(2s);
+  co_await settler_.stop();
+  for (auto* t : {&control_task_, &active_task_}) {
+    if (t->valid()) co_await t->wait();
   }
 }
 

@@ -14,13 +14,9 @@
 #include "config/config.hpp"
 #include "engine/job_run.hpp"
 #include "handlers/handler.hpp"
-#include "redis/client.hpp"
 #include "sources/delivery.hpp"
-
-namespace jq::sources {
-class RedisSource;
-class SpoolSource;
-}  // namespace jq::sources
+#include "store/queue_store.hpp"
+#include "store/settler.hpp"
 
 namespace jq::engine {
 
@@ -28,7 +24,7 @@ using Millis = std::chrono::milliseconds;
 
 using HandlerMap = std::map<std::string, std::shared_ptr<handlers::Handler>>;
 
-/// Counters for logs and, later, metrics.
+/// Counters for logs and metrics.
 struct QueueStats {
   std::uint64_t succeeded = 0;
   std::uint64_t retried = 0;
@@ -38,26 +34,23 @@ struct QueueStats {
   std::uint64_t cancelled = 0;
 };
 
-/// The walk of every job: source -> buffer -> permit -> handler -> delivery. Sources offer jobs
+/// The walk of every job: source -> buffer -> permit -> handler -> settlement. Sources offer jobs
 /// into the buffer (Sink); the dispatcher takes a permit, then a job, and runs it in a task of
 /// its own as wait_for(handler, timeout); every way an attempt can end becomes data (attempt
-/// counted, result, error and error_kind) handed to the job's Delivery, and the daemon goes on
-/// whatever the job did. The permit covers the handler only: the next job starts while the end
-/// of the last is being written, and the job stays recoverable at its source until then. Jobs
-/// whose end is not written yet are bounded too.
+/// counted, result, error and error_kind) settled through the job's Delivery, and the daemon
+/// goes on whatever the job did. The permit covers the handler only: the next job starts while
+/// the end of the last is being written, and the job stays recoverable at its source until then.
+/// Jobs whose end is not written yet are bounded too.
 ///
 /// Every job in flight, whatever its phase, is in one place: runs_, by id.
-class QueueRunner final : public sources::Sink {
+class QueueRunner final : public sources::Sink, public RunOwner {
  public:
   struct Wiring {
-    redis::Client& main;
-    redis::Client& blocking;
+    store::QueueStore& store;  // the queue's protocol, on the queue's own connections
     const HandlerMap& handlers;
-    const std::set<std::string>& handler_names;
     /// Goes up whenever a reload replaces the handlers: a buffered job looks its handler up
     /// again at dispatch only then, not per job.
     const std::uint64_t& handlers_generation;
-    std::string prefix;
     std::string worker;
   };
 
@@ -69,19 +62,21 @@ class QueueRunner final : public sources::Sink {
   const std::string& name() const noexcept { return cfg_.name; }
   const config::QueueConfig& config() const noexcept { return cfg_; }
   const QueueStats& stats() const noexcept { return stats_; }
+  /// In a handler now.
   std::size_t running() const noexcept { return running_; }
+  /// Held here, waiting for a permit (or for a resume).
   std::size_t buffered() const noexcept { return buffer_.size(); }
   std::size_t in_flight() const noexcept { return runs_.size(); }
+  /// The tokens of the jobs running now, at most `max` (for the heartbeat).
+  std::vector<std::uint64_t> running_tickets(std::size_t max) const;
   /// How long attempts ran (every end: success, retry, failure).
   const store::DurationHistogram& durations() const noexcept { return durations_; }
-  /// The Redis source, if the queue has had one (fetch sizes; its store's keys).
-  const sources::RedisSource* redis_source() const noexcept { return redis_; }
-  /// Each spool source: its directory, files waiting to be claimed, files claimed.
-  struct SpoolView {
-    std::string dir;
-    std::size_t waiting = 0, claimed = 0;
-  };
-  std::vector<SpoolView> spools() const;
+  /// Jobs per fetch, if a source fetches in batches.
+  const store::BatchHistogram* fetch_sizes() const noexcept;
+  /// Each spool source's directory, files waiting to be claimed, files claimed.
+  std::vector<sources::SpoolView> spools() const;
+  /// The queue's depths in Redis, read on `on` (a reader's own connection).
+  async::Task<store::OpResult<store::Depths>> depths(redis::Client& on) const;
 
   void start();
 
@@ -93,7 +88,8 @@ class QueueRunner final : public sources::Sink {
   /// buffered, lets its running jobs finish and write their end, then lets go of its work folder,
   /// while the new one (under an owner name of its own) already takes new files. The Redis source
   /// stays: dropped from the list, it only stops fetching.
-  void reconfigure(const config::QueueConfig& next, const config::DaemonSection& daemon);
+  void reconfigure(const config::QueueConfig& next, const config::DaemonSection& daemon,
+                   const std::set<std::string>& handler_names);
 
   /// Graceful stop: stop taking jobs, give buffered ones back, let running jobs finish within
   /// `grace`, then stop them and give them back too, write everything out, let go of the
@@ -103,8 +99,8 @@ class QueueRunner final : public sources::Sink {
   /// A second stop request: running jobs are stopped now (and given back), not after the grace.
   void hurry();
 
-  /// Paused by `jobqctl pause` (P:{Q}:paused, read every second): no source takes jobs.
-  /// Requests of `jobqctl cancel` (P:{Q}:cancel) are read in the same call.
+  /// Paused by `jobqctl pause` (read every second): no source takes jobs, and no buffered job
+  /// starts. Requests of `jobqctl cancel` are read in the same call.
   bool paused() const noexcept { return paused_; }
 
   // sources::Sink
@@ -114,34 +110,33 @@ class QueueRunner final : public sources::Sink {
   async::Task<void> accept(sources::Arrival a) override;
   async::Task<void> revoke(sources::Delivery& from) override;
 
+  // RunOwner
+  void run_over(JobRun& run, store::Settled how) noexcept override;
+
  private:
   JobRun* admit(sources::Arrival a);
   async::Task<void> dispatcher();
   /// Reads the queue's pause flag and cancel requests every second; until the first answer, it
   /// counts as paused (a paused queue must not fetch in the first second after a restart).
   async::Task<void> watch_control();
+  /// Shows attempts that have run for active_after as active (their state is written then).
+  async::Task<void> show_active();
   /// Jobs `jobqctl cancel` asked to stop: each one held here, buffered or running, ends as
   /// cancelled (a running one stopped as at a timeout); the others are not this daemon's.
   void cancel_held(const std::vector<std::string>& ids);
-  async::Task<void> run_job(JobRun& run, async::Permit slot, async::Permit unrecorded);
+  async::Task<void> run_job(JobRun& run, async::Permit slot);
   async::Task<handlers::Outcome> attempt(JobRun& run);
-  void settle(JobRun& run, handlers::Outcome out);
-  /// Waits until the run's end is written, then it leaves runs_ (and is destroyed).
-  async::Task<void> until_settled(JobRun& run, async::Permit unrecorded);
+  /// The settlement of an attempt's outcome.
+  sources::Outcome outcome_of(JobRun& run, handlers::Outcome out);
   void stop_running(JobRun::Stop why, const sources::Delivery* only = nullptr);
   /// Buffered jobs (taken out of the buffer) back to where they came from, untouched.
   void give_back(const std::vector<JobRun*>& buffered);
   Millis backoff(long long attempt) const;
-  /// A run leaves runs_ (its end written, or forgotten): it is destroyed.
-  void forget_run(const std::string& id);
 
-  /// A source, with the config it was made from (a reload compares it) and its Delivery (the
-  /// runs it handed over point at it).
+  /// A source, with the config it was made from (a reload compares it).
   struct SourceSlot {
     config::SourceConfig cfg;
     std::unique_ptr<sources::Source> source;
-    const sources::Delivery* delivery = nullptr;
-    const sources::SpoolSource* spool = nullptr;
   };
   SourceSlot make_source(const config::SourceConfig& src);
   /// A source dropped by a reload, taken out of service without losing or repeating a job.
@@ -150,27 +145,35 @@ class QueueRunner final : public sources::Sink {
   config::QueueConfig cfg_;
   config::DaemonSection daemon_;
   Wiring w_;
-  job::Rules rules_;
-  std::unordered_map<std::string, std::unique_ptr<JobRun>> runs_;
+  store::QueueStore& store_;
+  // Before the runs: their permits go back to these when the runs are destroyed.
   async::Queue<JobRun*> buffer_;
-  async::Event room_;            // set whenever the buffer gains room
-  async::Semaphore slots_;       // handlers running at once: the queue's concurrency
-  async::Semaphore unrecorded_;  // jobs dispatched whose end is not written yet
-  async::Event idle_;            // set while no handler runs
-  async::Event run_ended_;       // set whenever a run leaves the running phase
+  async::Event room_;           // set whenever the buffer gains room
+  async::Event resumed_;        // set while not paused
+  async::Semaphore slots_;      // handlers running at once: the queue's concurrency
+  async::Semaphore unsettled_;  // jobs dispatched whose end is not written yet
+  async::Event idle_;           // set while no handler runs
+  async::Event run_ended_;      // set whenever a run leaves the running phase
+  async::Event run_gone_;       // set whenever a run leaves runs_
+  std::unordered_map<std::string, std::unique_ptr<JobRun>> runs_;
   std::size_t running_ = 0;
-  async::Event run_gone_;  // set whenever a run leaves runs_
+  // After the runs: destroyed first, so that no settlement answer reaches a run that is gone.
+  store::Settler settler_;
+  // After the settler: sources push to it.
   std::vector<SourceSlot> sources_;
-  sources::RedisSource* redis_ = nullptr;  // in sources_, if the queue ever had one
   std::vector<async::JoinHandle<void>> retiring_;
   std::size_t spool_made_ = 0;  // spool sources made since the start: each one's owner name
   bool started_ = false;
   bool stopping_ = false;
   bool paused_ = true;
-  async::JoinHandle<void> pause_task_;
+  async::JoinHandle<void> control_task_, active_task_;
   QueueStats stats_;
   store::DurationHistogram durations_ = store::duration_histogram();
   async::JoinHandle<void> dispatch_task_;
 };
+
+/// A queue's settings for its store, from the config.
+store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSection& d,
+                            const std::string& prefix, const std::string& worker);
 
 }  // namespace jq::engine

@@ -109,7 +109,8 @@ std::size_t assigned_id_bytes(std::string_view raw) {
   return n - 1;  // the closing brace was the submitter's
 }
 
-std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules) {
+std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
+                                 std::string_view assign) {
   // The limit is on the job as submitted: an id jobqd added to a job (a retry) does not count.
   if (raw.size() > rules.max_bytes && raw.size() - assigned_id_bytes(raw) > rules.max_bytes) {
     return Invalid{"job is " + std::to_string(raw.size()) + " bytes, over max_job_bytes (" +
@@ -169,15 +170,22 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules) {
     bad.error = *e;
     return bad;
   }
-  job.payload = std::move(doc["payload"]);
   if (bad.id.empty()) {
-    job.id = new_id();
+    job.id = assign.empty() ? new_id() : std::string(assign);
     job.id_assigned = true;
-    job.raw = with_id(raw, job.id);
+    if (id_it != doc.end()) {
+      // `"id": null` is no id: the assigned one takes its place (appended, it would be the same
+      // key twice, which no reader may be asked to settle).
+      *id_it = job.id;
+      job.raw = doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    } else {
+      job.raw = with_id(raw, job.id);
+    }
   } else {
     job.id = std::move(bad.id);
     job.raw = std::string(raw);
   }
+  job.payload = std::move(doc["payload"]);
   return job;
 }
 

@@ -38,8 +38,10 @@ struct Invalid {
   std::string id;  // the job's own id when it had a valid one, else empty
 };
 
-/// Parses and validates. Never throws for bad input: every problem becomes an Invalid.
-std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules);
+/// Parses and validates. Never throws for bad input: every problem becomes an Invalid. A job
+/// that brings no id gets `assign` (the id jobqd gave it before), or a new one.
+std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
+                                 std::string_view assign = {});
 
 /// The id of a job whose text may not parse, when it is the object's first key (only there is
 /// it surely the job's own, not a payload's); "" otherwise or when it is not a valid id.

@@ -1,6 +1,8 @@
 // UTF-8 validation and repair, and the JSON nesting scan that runs before any parse.
 #include "job/text.hpp"
 
+#include <vector>
+
 namespace jq::job {
 namespace {
 
@@ -61,6 +63,99 @@ std::optional<std::size_t> nesting_over(std::string_view text, std::size_t max) 
   return std::nullopt;
 }
 
+namespace {
+
+using nlohmann::json;
+
+// nlohmann's SAX events built into a document as its own DOM parser does, with one rule more: a
+// key given twice in one object is an error (nlohmann would keep the last, and another reader of
+// the same text, the first). Where it is wrong is said as a path: `payload.items[2]`.
+class StrictBuilder final : public nlohmann::json_sax<json> {
+ public:
+  json root;
+  std::string error;  // set when the text is refused
+  std::size_t at = 0;
+  bool syntax = true;  // the error is a syntax error (else: JSON nlohmann cannot hold)
+
+  bool null() override { return put(json(nullptr)); }
+  bool boolean(bool v) override { return put(json(v)); }
+  bool number_integer(number_integer_t v) override { return put(json(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return put(json(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return put(json(v)); }
+  bool string(string_t& v) override { return put(json(std::move(v))); }
+  bool binary(binary_t& v) override { return put(json::binary(std::move(v))); }
+  bool start_object(std::size_t) override { return open(json::object()); }
+  bool start_array(std::size_t) override { return open(json::array()); }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+  bool key(string_t& k) override {
+    Level& top = levels_.back();
+    if (top.value->contains(k)) {
+      error = "a key given twice: \"" + clip_utf8(k, 40) + "\" in " + path() +
+              " (readers disagree on which one counts)";
+      return false;
+    }
+    key_ = std::move(k);
+    return true;
+  }
+  bool parse_error(std::size_t position, const std::string&,
+                   const nlohmann::detail::exception& ex) override {
+    at = position;
+    syntax = ex.id >= 100 && ex.id < 200;
+    error = ex.what();
+    return false;
+  }
+
+ private:
+  struct Level {
+    json* value;
+    std::string name;  // how its parent names it: `.key` or `[i]`
+  };
+
+  std::string path() const {
+    std::string p;
+    for (std::size_t i = 1; i < levels_.size(); ++i) p += levels_[i].name;
+    if (p.empty()) return "the top-level object";
+    return p[0] == '.' ? p.substr(1) : p;
+  }
+  // Places a value where the parser is: the root, the next element, or under the last key.
+  json* place(json&& v, std::string& name) {
+    if (levels_.empty()) {
+      root = std::move(v);
+      return &root;
+    }
+    json* top = levels_.back().value;
+    if (top->is_array()) {
+      name = "[" + std::to_string(top->size()) + "]";
+      top->push_back(std::move(v));
+      return &top->back();
+    }
+    name = "." + key_;
+    auto [it, added] = top->emplace(std::move(key_), std::move(v));
+    return &it.value();
+  }
+  bool put(json&& v) {
+    std::string name;
+    place(std::move(v), name);
+    return true;
+  }
+  bool open(json&& v) {
+    std::string name;
+    json* at_ = place(std::move(v), name);
+    levels_.push_back({at_, std::move(name)});
+    return true;
+  }
+  bool close() {
+    levels_.pop_back();
+    return true;
+  }
+
+  std::vector<Level> levels_;
+  std::string key_;
+};
+
+}  // namespace
+
 std::variant<nlohmann::json, std::string> parse_json(std::string_view text, std::size_t max) {
   if (auto at = nesting_over(text, max)) {
     return "nested deeper than " + std::to_string(max) + " levels (at byte " + std::to_string(*at) +
@@ -73,21 +168,20 @@ std::variant<nlohmann::json, std::string> parse_json(std::string_view text, std:
     return "not JSON: a NUL byte (at byte " + std::to_string(nul) + " of " +
            std::to_string(text.size()) + ")";
   }
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    // e.byte is where the parser stopped; what() carries nlohmann's explanation, which quotes
-    // the bytes it last read: those may be anything, so they are repaired before going on.
-    std::string why = e.what();
-    if (auto p = why.find("syntax error"); p != std::string::npos) why = why.substr(p);
-    return "not JSON: " + to_utf8(clip_utf8(why, 300)) + " (at byte " + std::to_string(e.byte) +
-           " of " + std::to_string(text.size()) + ")";
-  } catch (const nlohmann::json::exception& e) {
+  StrictBuilder b;
+  if (json::sax_parse(text, &b)) return std::move(b.root);
+  if (b.error.rfind("a key given twice", 0) == 0) return "not usable JSON: " + b.error;
+  // nlohmann's explanation quotes the bytes it last read: those may be anything, so they are
+  // repaired before going on.
+  std::string why = b.error;
+  if (!b.syntax) {
     // Not a syntax error but as fatal: a number too large for any type (1e400).
-    std::string why = e.what();
     if (auto p = why.find("] "); p != std::string::npos) why = why.substr(p + 2);
     return "not usable JSON: " + to_utf8(clip_utf8(why, 300));
   }
+  if (auto p = why.find("syntax error"); p != std::string::npos) why = why.substr(p);
+  return "not JSON: " + to_utf8(clip_utf8(why, 300)) + " (at byte " + std::to_string(b.at) +
+         " of " + std::to_string(text.size()) + ")";
 }
 
 bool is_utf8(std::string_view s) noexcept {

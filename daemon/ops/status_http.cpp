@@ -10,10 +10,6 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "sources/redis_source.hpp"
-#include "sources/spool_source.hpp"
-#include "store/queue_store.hpp"
-
 namespace jq::ops {
 namespace {
 
@@ -113,24 +109,24 @@ async::Task<void> StatusHttp::stop() {
 
 async::Task<void> StatusHttp::refresh_depths() {
   for (;;) {
-    // Names and keys copied first: a reload may change the queues while a read is out.
-    std::vector<std::pair<std::string, store::Keys>> queues;
-    for (const auto* q : engine_.queues()) {
-      if (q->redis_source()) queues.emplace_back(q->name(), q->redis_source()->store().keys());
-    }
+    // Names first: a reload may change the queues while a read is out.
+    std::vector<std::string> names;
+    for (const auto* q : engine_.queues()) names.push_back(q->name());
     std::map<std::string, store::Depths> got;
-    for (const auto& [name, keys] : queues) {
-      bool ok = false;
-      store::Depths d;
-      try {
-        d = co_await async::wait_for(store::read_depths(*depth_client_, keys), kDepthsEvery);
-        ok = true;
-      } catch (const async::TimeoutError&) {
-      } catch (const std::exception&) {
-        // Redis away (redis_up says so) or a foreign value: the last figures stay.
+    for (const auto& name : names) {
+      const engine::QueueRunner* q = nullptr;
+      for (const auto* r : engine_.queues()) {
+        if (r->name() == name) q = r;
       }
-      if (ok) {
-        got[name] = d;
+      if (!q) continue;
+      store::OpResult<store::Depths> d = redis::OpError{};
+      try {
+        d = co_await async::wait_for(q->depths(*depth_client_), kDepthsEvery);
+      } catch (const async::TimeoutError&) {
+      }
+      // Redis away (redis_up says so) or a foreign value: the last figures stay.
+      if (d.ok()) {
+        got[name] = *d;
       } else if (auto was = depths_.find(name); was != depths_.end()) {
         got[name] = was->second;
       }
@@ -252,9 +248,7 @@ std::string StatusHttp::metrics() const {
     histogram(o, "jobqd_job_duration_seconds", q->name(), q->durations());
   family("jobqd_fetch_batch_jobs", "histogram", "Jobs taken from Redis per fetch, by queue.");
   for (const auto* q : engine_.queues()) {
-    if (q->redis_source()) {
-      histogram(o, "jobqd_fetch_batch_jobs", q->name(), q->redis_source()->fetch_sizes());
-    }
+    if (const auto* h = q->fetch_sizes()) histogram(o, "jobqd_fetch_batch_jobs", q->name(), *h);
   }
   family("jobqd_spool_files_waiting", "gauge",
          "Files seen in a spool directory and not claimed yet, by queue and directory.");

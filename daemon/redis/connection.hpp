@@ -8,9 +8,11 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "async/async.hpp"
+#include "redis/op_result.hpp"
 #include "redis/reply.hpp"
 #include "redis/url.hpp"
 
@@ -63,10 +65,14 @@ class [[nodiscard]] PendingReply {
 
   bool ready() const noexcept { return s_->done; }
 
-  class Awaiter : async::Waiter {
+  /// Throwing (`Reply r = co_await pending`: ConnectionError when none came) or, with
+  /// `co_await pending.result()`, the reply or the failure as an OpResult. Cancellation throws
+  /// either way.
+  template <bool AsResult>
+  class BasicAwaiter : async::Waiter {
    public:
-    explicit Awaiter(detail::ReplySlot* s) noexcept : s_(s) {}
-    ~Awaiter() {
+    explicit BasicAwaiter(detail::ReplySlot* s) noexcept : s_(s) {}
+    ~BasicAwaiter() {
       if (s_->waiter == this) s_->waiter = nullptr;
     }
     bool await_ready() const noexcept { return s_->done; }
@@ -74,25 +80,31 @@ class [[nodiscard]] PendingReply {
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
       if (!h.promise().ctx->park(*this, h)) return false;
       on_cancel = [](async::Waiter& w) noexcept {
-        auto& self = static_cast<Awaiter&>(w);
+        auto& self = static_cast<BasicAwaiter&>(w);
         self.s_->waiter = nullptr;
         return true;
       };
       s_->waiter = this;
       return true;
     }
-    Reply await_resume() {
+    std::conditional_t<AsResult, OpResult<Reply>, Reply> await_resume() {
       if (s_->waiter == this) s_->waiter = nullptr;
       if (!s_->done && cancelled) throw async::Cancelled{};
-      if (s_->failed) throw ConnectionError(s_->error);
-      return std::move(s_->reply);
+      if constexpr (AsResult) {
+        if (s_->failed) return OpError{OpError::Kind::connection, s_->error};
+        return std::move(s_->reply);
+      } else {
+        if (s_->failed) throw ConnectionError(s_->error);
+        return std::move(s_->reply);
+      }
     }
 
    private:
-    friend class Connection;
     detail::ReplySlot* s_;
   };
+  using Awaiter = BasicAwaiter<false>;
   Awaiter operator co_await() noexcept { return Awaiter(s_); }
+  BasicAwaiter<true> result() noexcept { return BasicAwaiter<true>(s_); }
 
  private:
   void release() noexcept;

@@ -22,46 +22,52 @@ std::string sha1_hex(std::string_view data) {
 Script::Script(std::string name, std::string source)
     : name_(std::move(name)), source_(std::move(source)), sha_(sha1_hex(source_)) {}
 
-namespace {
-
-std::vector<std::string_view> script_argv(std::string_view how, std::string_view script,
-                                          const std::string& nkeys,
-                                          const std::vector<std::string>& keys,
-                                          const std::vector<std::string>& args) {
-  std::vector<std::string_view> argv;
-  argv.reserve(3 + keys.size() + args.size());
-  argv.push_back(how);
-  argv.push_back(script);
-  argv.push_back(nkeys);
-  for (const auto& k : keys) argv.push_back(k);
-  for (const auto& a : args) argv.push_back(a);
-  return argv;
+std::vector<std::string_view> Script::argv(bool by_source, const std::string& nkeys,
+                                           const std::vector<std::string>& keys,
+                                           const std::vector<std::string>& args) const {
+  std::vector<std::string_view> out;
+  out.reserve(3 + keys.size() + args.size());
+  out.push_back(by_source ? "EVAL" : "EVALSHA");
+  out.push_back(by_source ? std::string_view(source_) : std::string_view(sha_));
+  out.push_back(nkeys);
+  for (const auto& k : keys) out.push_back(k);
+  for (const auto& a : args) out.push_back(a);
+  return out;
 }
-
-}  // namespace
 
 bool Script::not_cached(const Reply& r) noexcept {
   return r.is_error() && r.str.rfind("NOSCRIPT", 0) == 0;
 }
 
+OpResult<Reply> Script::answer(Reply r) const {
+  if (r.is_error()) return reply_error("script " + name_, r);
+  return r;
+}
+
 PendingReply Script::send(Client& client, const std::vector<std::string>& keys,
                           const std::vector<std::string>& args, Millis extra) const {
   const std::string nkeys = std::to_string(keys.size());
-  return client.send(script_argv("EVALSHA", sha_, nkeys, keys, args), extra);
+  return client.send(argv(false, nkeys, keys, args), extra);
+}
+
+async::Task<OpResult<Reply>> Script::call(Client& client, const std::vector<std::string>& keys,
+                                          const std::vector<std::string>& args,
+                                          Millis extra) const {
+  PendingReply sent = send(client, keys, args, extra);
+  OpResult<Reply> r = co_await sent.result();
+  if (r.ok() && not_cached(*r)) {
+    const std::string nkeys = std::to_string(keys.size());
+    PendingReply again = client.send(argv(true, nkeys, keys, args), extra);
+    r = co_await again.result();
+  }
+  if (!r.ok()) co_return r;
+  co_return answer(std::move(*r));
 }
 
 async::Task<Reply> Script::run(Client& client, const std::vector<std::string>& keys,
                                const std::vector<std::string>& args, Millis extra) const {
-  PendingReply sent = send(client, keys, args, extra);
-  Reply r = co_await sent;
-  if (not_cached(r)) {
-    const std::string nkeys = std::to_string(keys.size());
-    const auto argv = script_argv("EVAL", source_, nkeys, keys, args);
-    PendingReply again = client.send(argv, extra);
-    r = co_await again;
-  }
-  if (r.is_error()) throw ReplyError("script " + name_ + ": " + r.str);
-  co_return r;
+  OpResult<Reply> r = co_await call(client, keys, args, extra);
+  co_return std::move(r).value();
 }
 
 }  // namespace jq::redis

@@ -19,8 +19,12 @@ class Script {
   const std::string& sha() const noexcept { return sha_; }
   const std::string& source() const noexcept { return source_; }
 
-  /// Runs the script. A script error comes back as ReplyError naming the script; connection
-  /// failures as ConnectionError. `keys` and `args` must outlive the await (pass named locals).
+  /// Runs the script: its reply, or why there is none as a value (a lost connection, an error
+  /// reply naming the script). EVALSHA, then EVAL when Redis does not have it cached. `keys` and
+  /// `args` must outlive the await (pass named locals).
+  async::Task<OpResult<Reply>> call(Client& client, const std::vector<std::string>& keys,
+                                    const std::vector<std::string>& args, Millis extra = 0ms) const;
+  /// As call(), raising the error (ConnectionError, ReplyError): for cold paths.
   async::Task<Reply> run(Client& client, const std::vector<std::string>& keys,
                          const std::vector<std::string>& args, Millis extra = 0ms) const;
   /// Sends the script by EVALSHA and does not wait: for a caller that pipelines it behind
@@ -30,6 +34,13 @@ class Script {
                     const std::vector<std::string>& args, Millis extra = 0ms) const;
   /// True for the reply of a send() that did not run because Redis does not have the script.
   static bool not_cached(const Reply& r) noexcept;
+  /// A reply of this script as a result: an error reply becomes an OpError naming the script.
+  OpResult<Reply> answer(Reply r) const;
+  /// The command that runs it, for any client (the synchronous one too): EVALSHA, or EVAL with
+  /// `by_source`. The views point into `nkeys`, `keys`, `args` and this script.
+  std::vector<std::string_view> argv(bool by_source, const std::string& nkeys,
+                                     const std::vector<std::string>& keys,
+                                     const std::vector<std::string>& args) const;
 
  private:
   std::string name_;

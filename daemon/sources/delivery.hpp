@@ -1,56 +1,65 @@
 // The seam between where jobs come from and the engine that runs them: a source hands jobs over
-// (Arrival) into a Sink, and makes each one's end durable where it came from (Delivery).
+// (Arrival) into a Sink, and settles each one's end where it came from (Delivery). Sources are
+// made by the factory (sources/factory.hpp): the engine names none of them.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "async/async.hpp"
 #include "job/error_kind.hpp"
-#include "store/queue_store.hpp"
+#include "job/job.hpp"
+#include "store/settler.hpp"
+#include "store/stats.hpp"
 
 namespace jq::sources {
 
 using Millis = std::chrono::milliseconds;
 class Delivery;
 
-/// A job as a source hands it over.
+/// A job as a source hands it over: already read (the one parse of its text).
 struct Arrival {
   Delivery* from = nullptr;
-  std::uint64_t ticket = 0;  // the source's own name for it (a Redis fetch token, a file)
-  /// Which attempt this is, 1 for the first: the source has recorded the job as active. 0: the
-  /// source could not read it (it never started); the engine says why it is invalid.
-  long long attempt = 0;
-  /// The id the source keeps the job's state under, when it knows it (a job that started has
-  /// one; so may an invalid one). For a started job it is the job's own id.
+  std::uint64_t ticket = 0;     // the source's own name for it (a Redis token, a spool claim)
+  std::optional<job::Job> job;  // absent: invalid, and `invalid` says why
+  std::string invalid;
+  /// The id its state is kept under: the job's own for a valid one; for an invalid one, its id
+  /// when it can be known ("" otherwise: the engine records it under a new one).
   std::string id;
-  std::string raw;      // the job's JSON
-  std::string invalid;  // set when the source knows already that the job is invalid (too big)
-  std::string file;     // a spool file's path, for the handler (`{file}`)
+  long long attempt = 0;  // which attempt this is, 1 for the first (0: invalid, never runs)
+  long long max_attempts = 1;
+  std::string file;  // a spool file's path, for the handler (`{file}`)
 };
 
-/// How a job's end becomes durable at its source: the Redis lease now, a spool file next. Each
+/// How an attempt ended, as the engine hands it to the job's source.
+struct Outcome {
+  enum class End : std::uint8_t {
+    succeeded,
+    retry,      // runs again after `delay` (the attempt counted)
+    failed,     // for good: kept with the dead jobs (an invalid job too: it never ran)
+    cancelled,  // stopped on request (jobqctl cancel): final, not a dead job
+    back,       // back where it came from as it was, the attempt not counted (a stop)
+  };
+  End end = End::succeeded;
+  std::string text;  // the result, or the error
+  job::ErrorKind kind = job::ErrorKind::none;
+  Millis delay{0};
+};
+
+/// How a job's state and end become durable at its source (the Redis hold, a spool file). Each
 /// call queues the change and returns; `done` (which may be null) is told once it is written,
-/// and until then the job stays recoverable at its source (leased in Redis, a claimed file).
-/// `ticket` and `id` are the Arrival's and the parsed job's. Called on the loop only.
+/// and until then the job stays recoverable at its source. Called on the loop only.
 class Delivery {
  public:
-  virtual void succeed(std::uint64_t ticket, const std::string& id, long long attempt,
-                       std::string result, store::Recorded* done) = 0;
-  /// Runs again after `delay` (the attempt counted).
-  virtual void retry(std::uint64_t ticket, const std::string& id, Millis delay, std::string error,
-                     job::ErrorKind kind, store::Recorded* done) = 0;
-  /// Failed for good: kept with the dead jobs. `started` is false for a job that never ran
-  /// (invalid as it came): it has no state of its own yet.
-  virtual void dead(std::uint64_t ticket, const std::string& id, bool started, std::string error,
-                    job::ErrorKind kind, store::Recorded* done) = 0;
-  /// Stopped on request (jobqctl cancel): final, with status and error_kind `cancelled`; not a
-  /// dead job.
-  virtual void cancel(std::uint64_t ticket, const std::string& id, std::string error,
-                      store::Recorded* done) = 0;
-  /// Back to where it came from as it was, the attempt not counted (a graceful stop).
-  virtual void give_back(std::uint64_t ticket, const std::string& id, store::Recorded* done) = 0;
+  /// The attempt starts now (the job left the buffer for a handler); with `show_active` its
+  /// state says so at once (state.active_after 0), else only if show_active() follows.
+  virtual void started(std::uint64_t ticket, bool show_active) = 0;
+  /// The attempt has run for state.active_after: its state says active from now.
+  virtual void show_active(std::uint64_t ticket) = 0;
+  /// The attempt's end.
+  virtual void settle(std::uint64_t ticket, Outcome out, store::OnSettled* done) = 0;
   /// Nothing is written: the source's own recovery owns the job now (its lease was lost).
   virtual void forget(std::uint64_t ticket) noexcept = 0;
 
@@ -61,13 +70,13 @@ class Delivery {
 /// What the engine offers a source: a bounded buffer to fill, and a way to take jobs back.
 class Sink {
  public:
-  /// How many more jobs the buffer takes now (0: full). A source asks for no more than this.
+  /// How many more jobs the buffer takes now (0: full, paused or stopping).
   virtual std::size_t room() const noexcept = 0;
   /// Until room() reaches `at_least`, or half the buffer if that is less (so that a source
   /// takes jobs in batches rather than one at a time as room frees).
   virtual async::Task<void> wait_room(std::size_t at_least) = 0;
   /// Takes a job if the buffer has room; false (and `a` untouched) if not. An invalid job is
-  /// taken always: it is settled as dead through its Delivery at once.
+  /// taken always: it is settled as failed through its Delivery at once.
   virtual bool offer(Arrival& a) = 0;
   /// Takes a job, waiting for room.
   virtual async::Task<void> accept(Arrival a) = 0;
@@ -80,21 +89,29 @@ class Sink {
   ~Sink() = default;
 };
 
+/// A spool source's directory as /metrics shows it.
+struct SpoolView {
+  std::string dir;
+  std::size_t waiting = 0, claimed = 0;
+};
+
 /// A source's life, driven by the queue it feeds.
 class Source {
  public:
   virtual ~Source() = default;
+  virtual Delivery& delivery() noexcept = 0;
   virtual void start() = 0;
   /// Stops taking jobs. Jobs still arriving from a fetch in flight are given back.
   virtual async::Task<void> stop_taking() = 0;
-  /// After the queue's jobs have ended: writes out what is left (within `limit`), lets go of
-  /// what the source holds, and stops its tasks.
+  /// After the queue's jobs have ended and their settlements are written: lets go of what the
+  /// source holds (the lease, the directory) and stops its tasks.
   virtual async::Task<void> finish(Millis limit) = 0;
-  /// Settlements queued or being written.
-  virtual std::uint64_t backlog() const noexcept = 0;
-  /// A config reload: the queue's settings that may change live (default handler, sizes,
-  /// retention, attempts; never the prefix, queue, worker or lease) apply from the next job on.
-  virtual void retune(const store::Settings& s) = 0;
+  /// Whether it takes new jobs (a Redis source dropped from the list by a reload only stops
+  /// fetching; its lease and recovery go on).
+  virtual void set_taking(bool on) = 0;
+  /// For /metrics: jobs per fetch (a Redis source), the directory (a spool source).
+  virtual const store::BatchHistogram* fetch_sizes() const noexcept { return nullptr; }
+  virtual std::optional<SpoolView> spool() const { return std::nullopt; }
 };
 
 }  // namespace jq::sources

@@ -1,5 +1,5 @@
 // The Redis source: the fetch loop, the lease (upkeep, fence, reconcile), recovery, promotion,
-// and the Delivery calls that become batched settlements.
+// and the Delivery calls that become settlements.
 #include "sources/redis_source.hpp"
 
 #include <spdlog/spdlog.h>
@@ -7,34 +7,28 @@
 #include <algorithm>
 
 #include "config/units.hpp"
-#include "job/id.hpp"
+#include "store/held.hpp"
 
 namespace jq::sources {
 namespace {
 
 using namespace std::chrono_literals;
+using redis::OpResult;
 
 // How long one blocking wait lasts; short enough that a dead connection is noticed by its
 // command timeout (this plus the client's) without keepalives.
 constexpr auto kBlock = 2s;
-constexpr auto kLogEvery = 30s;
-
-bool wrong_type(const std::string& error) {
-  return error.find("WRONGTYPE") != std::string::npos;
-}
 
 }  // namespace
 
-RedisSource::RedisSource(redis::Client& main, redis::Client& blocking, store::Settings settings,
-                         Sink& sink, Options options)
-    : main_(main),
-      blocking_(blocking),
-      store_(main, blocking, std::move(settings)),
-      writer_(main, store_),
+RedisSource::RedisSource(store::QueueStore& store, store::Settler& settler, Sink& sink,
+                         Options options)
+    : store_(store),
+      settler_(settler),
       sink_(sink),
       options_(options),
       lease_(store_.settings().lease) {
-  fetching_.set();
+  taking_ev_.set();
 }
 
 RedisSource::~RedisSource() {
@@ -48,7 +42,6 @@ RedisSource::~RedisSource() {
 
 void RedisSource::start() {
   const std::string& q = store_.settings().queue;
-  writer_.start();
   lease_task_ = async::spawn(keep("the lease keeper", &RedisSource::lease_keeper), "lease " + q);
   recover_task_ = async::spawn(keep("lease recovery", &RedisSource::recoverer), "recover " + q);
   promote_task_ =
@@ -60,73 +53,64 @@ void RedisSource::start() {
 
 async::Task<void> RedisSource::fetcher() {
   const std::string& q = store_.settings().queue;
-  auto last_log = async::Clock::now() - kLogEvery;
   // Set when the last fetch found fewer jobs than it asked for: the next one waits for pending
   // first, on the blocking connection.
   bool wait_first = false;
   for (;;) {
     co_await lease_ok_.wait();
-    co_await fetching_.wait();
+    co_await taking_ev_.wait();
     // Fetch in batches, not a job at a time as room frees.
     co_await sink_.wait_room(options_.fetch_batch);
     if (!taking_) co_return;
     std::size_t n = std::min(sink_.room(), options_.fetch_batch);
     if (n == 0) continue;
     const bool waits = wait_first;
-    store::QueueStore::Waited got;
-    std::string error;
-    bool down = false;
-    bool stopped = false;
     // The fetch runs as a task of its own: if this source is stopped while the reply is on its
-    // way, the jobs it leased still arrive, and go back to pending instead of being held by
+    // way, the jobs it held still arrive, and go back to pending instead of being held by
     // nobody until the lease expires.
     fetch_ = async::spawn(fetch_next(n, waits), "fetch " + q);
+    bool stopped = false;
+    store::QueueStore::Waited got;
     try {
       got = co_await fetch_;
     } catch (const async::Cancelled&) {
       stopped = true;
-    } catch (const redis::ConnectionError&) {
-      down = true;
-    } catch (const std::exception& e) {
-      // A reply error, or a reply of an unexpected shape: the source keeps going (a queue that
-      // silently stops fetching is the worst failure there is).
-      error = e.what();
     }
     if (stopped) {
       // A fetch waiting for jobs runs as soon as the wait ends: end it now, not in kBlock.
       if (store_.waiting()) co_await store_.unblock();
       co_await fetch_.wait();  // cancellation is delivered once: this wait is not interrupted
       auto late = fetch_.take_result();
-      if (late.ok() && late.value().got) give_back_all(*late.value().got);
+      if (late.ok() && late.value().got.ok()) give_back_all(*late.value().got);
       throw async::Cancelled{};
     }
-    if (!error.empty()) {
-      auto now = async::Clock::now();
-      if (now - last_log >= kLogEvery) {
-        last_log = now;
-        spdlog::error("queue {}: fetching jobs failed: {}", q, error);
+    auto& result = got.got;
+    if (!result.ok()) {
+      const auto& e = result.error();
+      if (e.connection()) {
+        if (waits) {
+          co_await store_.blocking().wait_connected();
+        } else {
+          co_await store_.client().wait_connected();
+        }
+        co_await async::sleep(50ms);
+        continue;
       }
-      co_await repair_if_wrong_type(error);
+      // A reply error, or a reply of an unexpected shape: the source keeps going (a queue that
+      // silently stops fetching is the worst failure there is).
+      if (fetch_errors_.due()) spdlog::error("queue {}: fetching jobs failed: {}", q, e.message);
+      if (e.wrong_type()) (void)co_await store_.repair();
       co_await async::sleep(1s);
       continue;
     }
-    if (down) {
-      if (waits) {
-        co_await blocking_.wait_connected();
-      } else {
-        co_await main_.wait_connected();
-      }
-      co_await async::sleep(50ms);
-      continue;
-    }
-    if (!got.got) {
+    store::Fetched& batch = *result;
+    if (batch.lease_lost) {
       // The lease is gone or expired: the lease keeper takes a new one and sets lease_ok.
       lease_ok_.clear();
       continue;
     }
-    store::FetchBatch& batch = *got.got;
     if (batch.paused) {
-      // Paused in Redis, and the queue has not read it yet (it does within kPausePoll): look
+      // Paused in Redis, and the queue has not read it yet (it does within a second): look
       // again shortly, not in a loop.
       wait_first = false;
       co_await async::sleep(100ms);
@@ -134,9 +118,9 @@ async::Task<void> RedisSource::fetcher() {
     }
     const std::size_t taken = batch.jobs.size() + static_cast<std::size_t>(batch.waiting);
     wait_first = taken < n;
-    if (waits && (sink_.room() == 0 || !fetching_.is_set())) {
+    if (waits && (sink_.room() == 0 || !taking_ev_.is_set())) {
       // The fetch ran when its wait ended, and the queue stopped wanting jobs meanwhile (full,
-      // stopping, or no longer fed from Redis; a pause the fetch saw itself).
+      // stopping, paused, or no longer fed from Redis).
       give_back_all(batch);
       continue;
     }
@@ -144,12 +128,10 @@ async::Task<void> RedisSource::fetcher() {
     co_await hand_over(std::move(batch));
     if (!got.wait_error.empty()) {
       // CLIENT UNBLOCK ... ERROR, a failover (-UNBLOCKED), a wrong type: wait again shortly.
-      auto now = async::Clock::now();
-      if (now - last_log >= kLogEvery) {
-        last_log = now;
+      if (fetch_errors_.due()) {
         spdlog::warn("queue {}: waiting for jobs failed: {}", q, got.wait_error);
       }
-      co_await repair_if_wrong_type(got.wait_error);
+      if (got.wait_error.find("WRONGTYPE") != std::string::npos) (void)co_await store_.repair();
       co_await async::sleep(100ms);
     }
   }
@@ -167,31 +149,39 @@ async::Task<store::QueueStore::Waited> RedisSource::plain_fetch(std::size_t n) {
   co_return w;
 }
 
-void RedisSource::give_back_all(const store::FetchBatch& batch) {
-  // Newest first onto the consuming end: the oldest is again the next one taken. Their states
-  // go back to queued, the attempt not counted.
+void RedisSource::hold(store::Reading& r) {
+  Hold h;
+  h.read = std::move(r);
+  h.read.job.reset();
+  h.read.copy.body.clear();  // the held copy stays in Redis; its cut and marker are what count
+  holds_[h.read.token] = std::move(h);
+}
+
+void RedisSource::give_back_all(store::Fetched& batch) {
+  // Newest first onto the consuming end: the oldest is again the next one taken.
   for (auto it = batch.jobs.rbegin(); it != batch.jobs.rend(); ++it) {
-    give_back(it->token, it->id, nullptr);
+    const std::uint64_t token = it->token;
+    hold(*it);
+    Outcome back;
+    back.end = Outcome::End::back;
+    settle(token, std::move(back), nullptr);
   }
 }
 
-async::Task<void> RedisSource::hand_over(store::FetchBatch batch) {
-  const auto& s = store_.settings();
-  for (auto& f : batch.jobs) {
+async::Task<void> RedisSource::hand_over(store::Fetched batch) {
+  const std::string& q = store_.settings().queue;
+  for (auto& r : batch.jobs) {
     Arrival a;
     a.from = this;
-    a.ticket = f.token;
-    a.attempt = f.attempt;
-    a.id = std::move(f.id);
-    if (f.oversized) {
-      a.invalid = "job is " + std::to_string(f.oversized) + " bytes, over max_job_bytes (" +
-                  std::to_string(s.max_job_bytes) + ")";
-    } else {
-      a.raw = std::move(f.raw);
-    }
+    a.ticket = r.token;
+    a.attempt = r.job ? r.attempt : 0;
+    a.max_attempts = r.max_attempts;
+    a.id = r.id;
+    a.invalid = r.invalid;
+    a.job = std::move(r.job);
+    hold(r);
     const std::uint64_t ticket = a.ticket;
     const std::string id = a.id;
-    const bool started = a.attempt > 0;
     std::string failed;
     try {
       if (!sink_.offer(a)) co_await sink_.accept(std::move(a));
@@ -200,10 +190,13 @@ async::Task<void> RedisSource::hand_over(store::FetchBatch batch) {
     }
     if (!failed.empty()) {
       // A bug met on this job must cost the job (dead, with the reason), not the source.
-      spdlog::critical("queue {}: taking in job {} failed: {} (please report this)", s.queue,
+      spdlog::critical("queue {}: taking in job {} failed: {} (please report this)", q,
                        id.empty() ? std::to_string(ticket) : id, failed);
-      dead(ticket, id, started, "jobqd failed taking this job in: " + failed,
-           job::ErrorKind::invalid_job, nullptr);
+      Outcome dead;
+      dead.end = Outcome::End::failed;
+      dead.text = "jobqd failed taking this job in: " + failed;
+      dead.kind = job::ErrorKind::invalid_job;
+      settle(ticket, std::move(dead), nullptr);
     }
   }
 }
@@ -226,31 +219,17 @@ async::Task<void> RedisSource::keep(const char* what, async::Task<void> (RedisSo
   }
 }
 
-async::Task<void> RedisSource::repair_if_wrong_type(const std::string& error) {
-  if (!wrong_type(error)) co_return;
-  try {
-    co_await store_.repair();
-  } catch (const std::exception& e) {
-    spdlog::error("queue {}: cannot move foreign values off the queue's keys: {}",
-                  store_.settings().queue, e.what());
-  }
-}
-
-void RedisSource::retune(const store::Settings& s) {
-  store_.settings().retune(s);
-}
-
 void RedisSource::set_options(Options o) noexcept {
   options_ = o;
   wake_promoter_.set();  // a shorter poll applies now, not after the longer one ran out
 }
 
-void RedisSource::set_fetching(bool on) {
-  if (on == fetching_.is_set()) return;
+void RedisSource::set_taking(bool on) {
+  if (on == taking_ev_.is_set()) return;
   if (on) {
-    fetching_.set();
+    taking_ev_.set();
   } else {
-    fetching_.clear();
+    taking_ev_.clear();
   }
   spdlog::info("queue {}: {} jobs from Redis", store_.settings().queue,
                on ? "taking" : "no longer taking");
@@ -268,117 +247,93 @@ async::Task<void> RedisSource::stop_taking() {
 
 async::Task<void> RedisSource::finish(Millis limit) {
   const std::string& q = store_.settings().queue;
-  bool written = co_await writer_.flush(limit);
   if (lease_task_.valid()) {
     lease_task_.cancel();
     co_await lease_task_.wait();
   }
-  if (!written) {
+  if (!holds_.empty()) {
     spdlog::error(
-        "queue {}: could not write {} job outcome(s) to Redis before exiting; the jobs stay "
-        "leased and another daemon takes them back after {}",
-        q, writer_.backlog(), config::format_duration(lease_));
-  } else {
-    bool released = false;
-    try {
-      released = co_await async::wait_for(store_.release_lease(), 2s);
-    } catch (const std::exception&) {
-    }
-    if (!released) spdlog::debug("queue {}: lease left to expire", q);
+        "queue {}: {} job outcome(s) could not be written to Redis before exiting; the jobs "
+        "stay held and another daemon takes them back after {}",
+        q, holds_.size(), config::format_duration(lease_));
+    co_return;
   }
-  co_await writer_.stop();
+  OpResult<bool> released = redis::OpError{};
+  try {
+    released = co_await async::wait_for(store_.release_lease(), limit);
+  } catch (const async::TimeoutError&) {
+  }
+  if (!released.ok() || !*released) spdlog::debug("queue {}: lease left to expire", q);
 }
 
 // ---- Delivery ----
 
-void RedisSource::succeed(std::uint64_t ticket, const std::string& id, long long attempt,
-                          std::string result, store::Recorded* done) {
-  store::Settlement s;
-  s.op = store::Settlement::Op::ok;
-  s.attempt = attempt;
-  s.token = ticket;
-  s.id = id;
-  s.text = std::move(result);
-  s.notify = done;
-  writer_.push(std::move(s));
+void RedisSource::started(std::uint64_t ticket, bool show) {
+  auto it = holds_.find(ticket);
+  if (it == holds_.end()) return;
+  it->second.started_at = std::to_string(store_.redis_now());
+  if (show) show_active(ticket);
 }
 
-void RedisSource::retry(std::uint64_t ticket, const std::string& id, Millis delay,
-                        std::string error, job::ErrorKind kind, store::Recorded* done) {
-  store::Settlement s;
-  s.op = store::Settlement::Op::retry;
-  s.token = ticket;
-  s.id = id;
-  s.text = std::move(error);
-  s.kind = kind;
-  s.delay = delay;
-  s.notify = done;
-  writer_.push(std::move(s));
-  // Due before the promoter looks next: wake it then.
-  std::int64_t run_at = store::unix_ms() + delay.count();
-  if (run_at < promoter_due_) {
-    promoter_due_ = run_at;
-    wake_promoter_.set();
+void RedisSource::show_active(std::uint64_t ticket) {
+  auto it = holds_.find(ticket);
+  if (it == holds_.end() || it->second.shown) return;
+  it->second.shown = true;
+  settler_.push(store::held::start(it->second.read, it->second.started_at));
+}
+
+void RedisSource::settle(std::uint64_t ticket, Outcome out, store::OnSettled* done) {
+  auto it = holds_.find(ticket);
+  if (it == holds_.end()) {
+    if (done) done->settled(store::Settled::not_held);
+    return;
   }
+  const Hold h = std::move(it->second);
+  holds_.erase(it);
+  const store::Reading& r = h.read;
+  store::Settlement s;
+  switch (out.end) {
+    case Outcome::End::succeeded:
+      s = store::held::ok(r, h.started_at, std::move(out.text));
+      break;
+    case Outcome::End::retry: {
+      s = store::held::retry(r, h.started_at, std::move(out.text), out.kind, out.delay);
+      // Due before the promoter looks next: wake it then.
+      const std::int64_t run_at = store::unix_ms() + out.delay.count();
+      if (run_at < promoter_due_) {
+        promoter_due_ = run_at;
+        wake_promoter_.set();
+      }
+      break;
+    }
+    case Outcome::End::failed:
+      s = store::held::dead(r, h.started_at, std::move(out.text), out.kind);
+      break;
+    case Outcome::End::cancelled:
+      s = store::held::cancel(r, h.started_at, std::move(out.text));
+      break;
+    case Outcome::End::back:
+      s = store::held::back(r);
+      break;
+  }
+  s.notify = done;
+  settler_.push(std::move(s));
 }
 
-void RedisSource::dead(std::uint64_t ticket, const std::string& id, bool started, std::string error,
-                       job::ErrorKind kind, store::Recorded* done) {
-  store::Settlement s;
-  s.op = store::Settlement::Op::dead;
-  s.token = ticket;
-  s.id = id;
-  s.text = std::move(error);
-  s.kind = kind;
-  if (!started) s.fresh_id = job::new_id();
-  s.notify = done;
-  writer_.push(std::move(s));
-}
-
-void RedisSource::cancel(std::uint64_t ticket, const std::string& id, std::string error,
-                         store::Recorded* done) {
-  store::Settlement s;
-  s.op = store::Settlement::Op::cancel;
-  s.token = ticket;
-  s.id = id;
-  s.text = std::move(error);
-  s.kind = job::ErrorKind::cancelled;
-  s.notify = done;
-  writer_.push(std::move(s));
-}
-
-void RedisSource::give_back(std::uint64_t ticket, const std::string& id, store::Recorded* done) {
-  store::Settlement s;
-  s.op = store::Settlement::Op::back;
-  s.token = ticket;
-  s.id = id;
-  s.notify = done;
-  writer_.push(std::move(s));
+void RedisSource::forget(std::uint64_t ticket) noexcept {
+  holds_.erase(ticket);
+  store_.forget(ticket);
 }
 
 // ---- the lease ----
 
 async::Task<async::Clock::time_point> RedisSource::take_lease() {
-  auto last_log = async::Clock::now() - kLogEvery;
-  for (;;) {
-    std::string error;
-    // The lease runs from when Redis ran the script, which is no earlier than this.
-    const auto sent = async::Clock::now();
-    try {
-      co_await store_.register_lease();
-      co_return sent;
-    } catch (const redis::ConnectionError&) {
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    if (!error.empty() && async::Clock::now() - last_log >= kLogEvery) {
-      last_log = async::Clock::now();
-      spdlog::error("queue {}: cannot take a lease: {}", store_.settings().queue, error);
-    }
-    co_await repair_if_wrong_type(error);
-    co_await main_.wait_connected();
-    co_await async::sleep(200ms);
-  }
+  // The lease runs from when Redis ran the script, which is no earlier than this.
+  const auto sent = async::Clock::now();
+  const auto call =
+      store::acquire(store_.keys(), store_.settings().worker, store_.settings().lease);
+  (void)co_await store_.until_answered(call, "taking the lease");
+  co_return sent;
 }
 
 async::Task<void> RedisSource::lease_keeper() {
@@ -387,6 +342,7 @@ async::Task<void> RedisSource::lease_keeper() {
   lease_ok_.set();
   // Renew at a third of the lease: two renewals can fail before it runs out.
   const auto every = std::max<Millis>(lease_ / 3, 50ms);
+  async::Every errors(30s);
   for (;;) {
     co_await async::sleep(every);
     // Jobs stop once the lease could run out before another renewal lands: by this daemon's
@@ -396,19 +352,20 @@ async::Task<void> RedisSource::lease_keeper() {
     const auto sent = async::Clock::now();
     enum class Renewal { renewed, expired, unanswered } renewal = Renewal::unanswered;
     const auto left = lease_ok_.is_set() ? fence_at - sent : async::Duration(every);
-    std::string error;
     if (left > async::Duration::zero()) {
+      OpResult<bool> r = redis::OpError{};
       try {
-        bool ok = co_await async::wait_for(store_.renew_lease(), left);
-        renewal = ok ? Renewal::renewed : Renewal::expired;
-      } catch (const redis::ConnectionError&) {
+        r = co_await async::wait_for(store_.renew_lease(), left);
       } catch (const async::TimeoutError&) {
-      } catch (const std::exception& e) {
-        error = e.what();
-        spdlog::error("queue {}: cannot renew the lease: {}", q, error);
+      }
+      if (r.ok()) {
+        renewal = *r ? Renewal::renewed : Renewal::expired;
+      } else if (!r.error().connection() && !r.error().message.empty()) {
+        if (errors.due())
+          spdlog::error("queue {}: cannot renew the lease: {}", q, r.error().message);
+        if (r.error().wrong_type()) (void)co_await store_.repair();
       }
     }
-    co_await repair_if_wrong_type(error);
     if (renewal == Renewal::renewed) {
       valid_from = sent;
       lease_ok_.set();
@@ -450,81 +407,72 @@ async::Task<void> RedisSource::fence(const std::string& why) {
 }
 
 async::Task<void> RedisSource::reconcile(Millis limit) {
+  OpResult<store::Recovered> r = redis::OpError{};
   try {
-    auto r = co_await async::wait_for(store_.reconcile(), limit);
-    if (r.returned || r.dead) {
-      spdlog::warn(
-          "queue {}: {} job(s) held in Redis under this daemon were unknown to it (a fetch reply "
-          "lost with the connection, jobs stopped when the lease was in doubt, or writes Redis "
-          "forgot in a restart); returned them to pending ({} dead on their last attempt)",
-          store_.settings().queue, r.returned + r.dead, r.dead);
-    }
-  } catch (const std::exception& e) {
-    spdlog::debug("queue {}: reconcile skipped: {}", store_.settings().queue, e.what());
+    r = co_await async::wait_for(store_.reconcile(), limit);
+  } catch (const async::TimeoutError&) {
+  }
+  if (!r.ok()) {
+    spdlog::debug("queue {}: reconcile skipped: {}", store_.settings().queue, r.error().message);
+    co_return;
+  }
+  if (r->returned || r->dead) {
+    spdlog::warn(
+        "queue {}: {} job(s) held in Redis under this daemon were unknown to it (a fetch reply "
+        "lost with the connection, jobs stopped when the lease was in doubt, or writes Redis "
+        "forgot in a restart); returned them to pending ({} dead on their last attempt)",
+        store_.settings().queue, r->returned + r->dead, r->dead);
   }
 }
 
-// ---- recovery and promotion ----
+// ---- recovery, bounds and promotion ----
 
 async::Task<void> RedisSource::recoverer() {
   const std::string& q = store_.settings().queue;
   const auto every = std::clamp<Millis>(lease_ / 2, 50ms, 30s);
+  async::Every errors(30s);
   for (;;) {
-    bool down = false;
     Millis wait = every;
-    std::string error;
-    try {
-      auto r = co_await store_.recover();
-      if (r.returned || r.dead) {
-        std::string who;
-        for (const auto& w : r.workers) who += (who.empty() ? "" : ", ") + w;
-        spdlog::warn(
-            "queue {}: lease of {} expired; returned {} job(s) to pending, {} on their last "
-            "attempt are dead (error_kind lost)",
-            q, who, r.returned, r.dead);
-      }
+    OpResult<store::Expired> r = co_await store_.recover_expired();
+    if (r.ok()) {
       // Look again as soon as the next lease runs out, so that a dead worker's jobs run again
       // within the lease, not up to half a lease later.
-      if (r.next_expiry_in) wait = std::clamp<Millis>(*r.next_expiry_in, 10ms, every);
-    } catch (const redis::ConnectionError&) {
-      down = true;
-    } catch (const std::exception& e) {
-      error = e.what();
-      spdlog::error("queue {}: lease recovery failed: {}", q, error);
-    }
-    if (down) {
-      co_await main_.wait_connected();
+      if (r->next_in) wait = std::clamp<Millis>(*r->next_in, 10ms, every);
+    } else if (r.error().connection()) {
+      co_await store_.client().wait_connected();
       continue;
+    } else {
+      if (errors.due()) spdlog::error("queue {}: lease recovery failed: {}", q, r.error().message);
+      if (r.error().wrong_type()) (void)co_await store_.repair();
     }
-    co_await repair_if_wrong_type(error);
+    // The dead jobs' bounds: now and then, and soon after a batch that had deaths.
+    OpResult<long long> trimmed = co_await store_.trim_dead();
+    (void)trimmed;
+    if (settler_.take_deaths()) wait = std::min<Millis>(wait, 1s);
     co_await async::sleep(wait);
   }
 }
 
 async::Task<void> RedisSource::promoter() {
   const std::string& q = store_.settings().queue;
+  async::Every errors(30s);
   for (;;) {
-    store::Promoted p;
-    bool down = false;
-    std::string error;
-    try {
-      p = co_await store_.promote();
-    } catch (const redis::ConnectionError&) {
-      down = true;
-    } catch (const std::exception& e) {
-      error = e.what();
-      spdlog::error("queue {}: moving due delayed jobs failed: {}", q, error);
-    }
-    if (down) {
-      co_await main_.wait_connected();
-      continue;
-    }
-    co_await repair_if_wrong_type(error);
     Millis wait = options_.delayed_poll;
-    if (p.moved >= 1000) {
-      wait = 0ms;  // more are due
-    } else if (p.next_in) {
-      wait = std::clamp<Millis>(*p.next_in, 0ms, options_.delayed_poll);
+    OpResult<store::Due> p = co_await store_.promote();
+    if (p.ok()) {
+      if (p->jobs.size() >= 1000) {
+        wait = 0ms;  // more are due
+      } else if (p->next_in) {
+        wait = std::clamp<Millis>(*p->next_in, 0ms, options_.delayed_poll);
+      }
+    } else if (p.error().connection()) {
+      co_await store_.client().wait_connected();
+      continue;
+    } else {
+      if (errors.due()) {
+        spdlog::error("queue {}: moving due delayed jobs failed: {}", q, p.error().message);
+      }
+      if (p.error().wrong_type()) (void)co_await store_.repair();
     }
     promoter_due_ = store::unix_ms() + wait.count();
     wake_promoter_.clear();

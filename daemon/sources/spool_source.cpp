@@ -14,16 +14,14 @@
 
 #include "job/id.hpp"
 #include "job/text.hpp"
-#include "store/scripts.hpp"
 
 namespace jq::sources {
 namespace {
 
 using namespace std::chrono_literals;
 
-// Files claimed per trip to the thread pool, and state changes per Redis call.
+// Files claimed per trip to the thread pool.
 constexpr std::size_t kClaimBatch = 256;
-constexpr std::size_t kChangeBatch = 256;
 // Names from events waiting for room, at most; past it they are dropped and a scan finds them.
 constexpr std::size_t kMaxNames = 16384;
 // Names one scan returns at most (each costs its bytes in memory until claimed).
@@ -43,36 +41,48 @@ constexpr std::uint32_t kEvents = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_
 // removes the whole directory is not stopped by a new folder inside it.
 constexpr auto kWorkGoneWait = 1s;
 
-const char* code_name(std::uint8_t c) {
-  static const char* names[] = {"start", "ok", "retry", "dead", "back", "cancel"};
-  return names[c];
-}
-
-std::string num(long long v) {
-  return std::to_string(v);
-}
-
 }  // namespace
 
-SpoolSource::SpoolSource(redis::Client& main, store::Settings settings, const job::Rules& rules,
+struct SpoolSource::Hook final : store::OnSettled {
+  SpoolSource& source;
+  std::uint64_t ticket;
+  Then then;
+  store::OnSettled* done;
+  Millis delay;
+  std::string error_json;
+  std::list<Hook>::iterator self;
+  Hook(SpoolSource& s, std::uint64_t t, Then th, store::OnSettled* d, Millis dl, std::string e)
+      : source(s), ticket(t), then(th), done(d), delay(dl), error_json(std::move(e)) {}
+  void settled(store::Settled how) noexcept override {
+    SpoolSource& src = source;
+    const std::uint64_t t = ticket;
+    const Then th = then;
+    store::OnSettled* d = done;
+    const Millis dl = delay;
+    std::string e = std::move(error_json);
+    src.hooks_.erase(self);  // `this` is gone from here
+    src.on_settled(t, th, how, d, dl, std::move(e));
+  }
+};
+
+SpoolSource::SpoolSource(store::QueueStore& store, store::Settler& settler, const job::Rules& rules,
                          Sink& sink, Options options)
-    : main_(main),
-      s_(std::move(settings)),
-      keys_(s_.prefix, s_.queue),
+    : store_(store),
+      settler_(settler),
+      s_(store.settings()),
       rules_(rules),
       sink_(sink),
       o_(std::move(options)),
       dir_(std::make_shared<SpoolDir>(o_.dir)) {}
 
 SpoolSource::~SpoolSource() {
-  for (auto* t : {&watch_task_, &produce_task_, &feed_task_, &write_task_}) {
+  for (auto* t : {&watch_task_, &produce_task_, &feed_task_, &move_task_}) {
     if (t->valid()) t->abort();
   }
+  // Settlements still queued must not tell a source that is gone (a reload let go of it while
+  // Redis was away): their files stay claimed on disk, and run again.
+  for (auto& h : hooks_) settler_.disown(&h);
   if (inotify_ >= 0) ::close(inotify_);
-}
-
-void SpoolSource::retune(const store::Settings& s) {
-  s_.retune(s);
 }
 
 void SpoolSource::start() {
@@ -82,7 +92,7 @@ void SpoolSource::start() {
                   s_.queue, o_.dir.dir, std::strerror(errno),
                   std::chrono::duration_cast<std::chrono::seconds>(kHousekeeping).count());
   }
-  write_task_ = async::spawn(writer(), "spool writer " + s_.queue);
+  move_task_ = async::spawn(mover(), "spool mover " + s_.queue);
   feed_task_ = async::spawn(feeder(), "spool feeder " + s_.queue);
   produce_task_ = async::spawn(producer(), "spool " + s_.queue);
 }
@@ -443,65 +453,67 @@ async::Task<void> SpoolSource::claim_batch(std::size_t n) {
   }
 }
 
-// A claimed file becomes a job: what it is read, its state written as active (through the
-// writer), then it goes to the sink.
+// A claimed file becomes a job: it is read (the one parse), its id claimed (through the queue's
+// Settler), then it goes to the sink.
 void SpoolSource::adopt(SpoolDir::Claim claim) {
   const std::uint64_t ticket = next_ticket_++;
   File f;
   f.claimed_ms = store::unix_ms();
+  f.submitted_at = std::to_string(store_.redis_now());
   f.id = claim.jid;
+  f.handler = rules_.default_handler;
+  f.max_attempts = static_cast<long long>(s_.max_attempts);
   if (claim.invalid.empty()) {
+    std::string text;
     if (is_job_file(claim.name)) {
-      f.raw = std::move(claim.json);
-      std::variant<job::Job, job::Invalid> parsed;
-      try {
-        parsed = job::parse(f.raw, rules_);
-      } catch (const std::exception& e) {
-        parsed = job::Invalid{std::string("jobqd could not read this job: ") + e.what(), ""};
-      }
-      if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
-        claim.invalid = std::move(bad->error);
-      } else {
-        auto& j = std::get<job::Job>(parsed);
-        // A job file without an id is known by its claim's: the same after a crash.
-        if (j.id_assigned) {
-          f.raw = job::with_id(f.raw, claim.jid);
-        } else {
-          f.id = j.id;
-        }
-        f.handler = j.handler;
-      }
+      text = std::move(claim.json);
     } else {
       const std::string path = dir_->path_of(claim);
       nlohmann::json payload = {
           {"file", job::to_utf8(path)}, {"name", job::to_utf8(claim.name)}, {"size", claim.size}};
-      nlohmann::json j = {{"id", claim.jid}, {"payload", std::move(payload)}};
-      f.raw = j.dump();
-      f.handler = rules_.default_handler;
+      text = nlohmann::json({{"id", claim.jid}, {"payload", std::move(payload)}}).dump();
+    }
+    std::variant<job::Job, job::Invalid> parsed;
+    try {
+      parsed = job::parse(text, rules_, claim.jid);
+    } catch (const std::exception& e) {
+      parsed = job::Invalid{std::string("jobqd could not read this job: ") + e.what(), ""};
+    }
+    if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
+      claim.invalid = std::move(bad->error);
+    } else {
+      auto& j = std::get<job::Job>(parsed);
+      // A job file without an id is known by its claim's (parse gave it): the same after a crash.
+      f.id = j.id;
+      f.handler = j.handler;
+      if (j.max_attempts) {
+        f.max_attempts =
+            static_cast<long long>(std::min<std::uint64_t>(*j.max_attempts, s_.max_attempts));
+      }
+      f.job = std::move(j);
     }
   }
-  if (!claim.invalid.empty()) f.raw.clear();
   if (spdlog::should_log(spdlog::level::debug)) {  // no per-file copy of the name otherwise
     spdlog::debug("queue {}: spool file {} is job {} (attempt {})", s_.queue,
                   job::to_utf8(claim.name), f.id, claim.attempt);
   }
   f.claim = std::move(claim);
   const bool invalid = !f.claim.invalid.empty();
-  const std::string handler = f.handler;
-  const long long attempt = f.claim.attempt;
   files_.emplace(ticket, std::move(f));
   ++transit_;
   if (invalid) {
-    ready_.push_back(ticket);  // never runs: the engine records it dead
+    ready_.push_back(ticket);  // never runs: the engine settles it failed
     ready_ev_.set();
     return;
   }
-  Change c;
-  c.code = Change::Code::start;
-  c.ticket = ticket;
-  c.a = num(attempt);
-  c.b = handler;
-  push(std::move(c));
+  claim_id(ticket);
+}
+
+void SpoolSource::claim_id(std::uint64_t ticket) {
+  const File& f = files_.at(ticket);
+  store::Settlement s = settlement_of(f, store::Settlement::Op::claim);
+  s.claim = s.nonce;
+  push(ticket, std::move(s), Then::run, nullptr);
 }
 
 async::Task<void> SpoolSource::recover(bool own) {
@@ -562,15 +574,9 @@ async::Task<void> SpoolSource::run_due() {
     }
   }
   for (auto ticket : again) {
-    auto it = files_.find(ticket);
-    if (it == files_.end()) continue;
+    if (!files_.count(ticket)) continue;
     ++transit_;
-    Change c;
-    c.code = Change::Code::start;
-    c.ticket = ticket;
-    c.a = num(it->second.claim.attempt);
-    c.b = it->second.handler;
-    push(std::move(c));
+    claim_id(ticket);
   }
 }
 
@@ -596,15 +602,16 @@ async::Task<void> SpoolSource::feeder() {
     a.from = this;
     a.ticket = ticket;
     a.id = f.id;
-    a.raw = f.raw;
+    a.max_attempts = f.max_attempts;
     if (f.claim.invalid.empty()) {
+      a.job = f.job;  // a copy: a retry hands the same file over again
       a.attempt = f.claim.attempt;
       a.file = dir_->path_of(f.claim);
       f.ran = true;
     } else {
       a.invalid = "spool file " + job::to_utf8(f.claim.name) + ": " + f.claim.invalid;
     }
-    // At a stop the sink gives it back (give_back) rather than take it.
+    // At a stop the sink gives it back (settles it `back`) rather than take it.
     co_await sink_.accept(std::move(a));
     --transit_;
     wake();
@@ -613,47 +620,155 @@ async::Task<void> SpoolSource::feeder() {
 
 // ---- the Delivery ----
 
-void SpoolSource::push(Change c) {
-  changes_.push_back(std::move(c));
-  work_.set();
+store::Settlement SpoolSource::settlement_of(const File& f, store::Settlement::Op op) const {
+  store::Settlement s;
+  s.op = op;
+  s.id = f.id;
+  s.nonce = "spool:" + f.claim.jid;  // the same whoever runs the file, after a crash too
+  s.attempts = f.claim.attempt;
+  s.handler = f.handler;
+  s.submitted_at = f.submitted_at;
+  s.started_at = f.started_at;
+  return s;
 }
 
-void SpoolSource::push(Change::Code code, std::uint64_t ticket, std::string text,
-                       job::ErrorKind kind, store::Recorded* done, Millis delay) {
-  Change c;
-  c.code = code;
-  c.ticket = ticket;
-  c.a = std::move(text);
-  if (kind != job::ErrorKind::none) c.b = job::to_string(kind);
-  c.kind = kind;
-  c.delay = delay;
-  c.notify = done;
-  push(std::move(c));
+void SpoolSource::push(std::uint64_t ticket, store::Settlement s, Then then, store::OnSettled* done,
+                       Millis delay, std::string error_json) {
+  ++unsettled_;
+  Hook& h = hooks_.emplace_back(*this, ticket, then, done, delay, std::move(error_json));
+  h.self = std::prev(hooks_.end());
+  s.notify = &h;
+  settler_.push(std::move(s));
 }
 
-void SpoolSource::succeed(std::uint64_t ticket, const std::string&, long long, std::string result,
-                          store::Recorded* done) {
-  push(Change::Code::ok, ticket, std::move(result), job::ErrorKind::none, done);
+void SpoolSource::one_settled() {
+  --unsettled_;
+  progress_.set();
+  progress_.clear();
 }
 
-void SpoolSource::retry(std::uint64_t ticket, const std::string&, Millis delay, std::string error,
-                        job::ErrorKind kind, store::Recorded* done) {
-  push(Change::Code::retry, ticket, std::move(error), kind, done, delay);
+void SpoolSource::on_settled(std::uint64_t ticket, Then then, store::Settled how,
+                             store::OnSettled* done, Millis delay, std::string error_json) {
+  auto it = files_.find(ticket);
+  if (it == files_.end()) {
+    one_settled();
+    if (done) done->settled(how);
+    return;
+  }
+  if (how == store::Settled::refused && then != Then::nothing) {
+    // Redis refused the write (logged by the settler): the file stays claimed, and runs again
+    // from the next start or housekeeping; the engine lets go of it.
+    if (then == Then::run) {
+      --transit_;
+      later_.emplace(async::Clock::now() + kIdWait, std::make_pair(ticket, Later::wait));
+      wake();
+    }
+    one_settled();
+    if (done) done->settled(how);
+    return;
+  }
+  switch (then) {
+    case Then::run:
+      one_settled();
+      if (how == store::Settled::taken) {
+        // Another job owns the id: this file waits its turn.
+        --transit_;
+        later_.emplace(async::Clock::now() + kIdWait, std::make_pair(ticket, Later::wait));
+        wake();
+      } else if (!taking_) {
+        --transit_;
+        Outcome back;
+        back.end = Outcome::End::back;
+        settle(ticket, std::move(back), nullptr);
+      } else {
+        ready_.push_back(ticket);
+        ready_ev_.set();
+      }
+      return;
+    case Then::retry:
+      one_settled();
+      later_.emplace(async::Clock::now() + delay, std::make_pair(ticket, Later::retry));
+      wake();
+      if (done) done->settled(how);
+      return;
+    case Then::nothing:
+      one_settled();
+      if (done) done->settled(how);
+      return;
+    case Then::finish_done:
+    case Then::finish_failed:
+    case Then::renumber:
+      // Written in Redis: now the file's end on disk, then the engine is told.
+      moves_.push_back({ticket, then, it->second.claim, std::move(error_json), "", how, done});
+      moves_ev_.set();
+      return;
+  }
 }
 
-void SpoolSource::dead(std::uint64_t ticket, const std::string&, bool, std::string error,
-                       job::ErrorKind kind, store::Recorded* done) {
-  push(Change::Code::dead, ticket, std::move(error), kind, done);
+void SpoolSource::started(std::uint64_t ticket, bool show) {
+  auto it = files_.find(ticket);
+  if (it == files_.end()) return;
+  it->second.started_at = std::to_string(store_.redis_now());
+  if (show) show_active(ticket);
 }
 
-void SpoolSource::cancel(std::uint64_t ticket, const std::string&, std::string error,
-                         store::Recorded* done) {
-  // Its file goes to failed/, its error beside it saying it was cancelled.
-  push(Change::Code::cancel, ticket, std::move(error), job::ErrorKind::cancelled, done);
+void SpoolSource::show_active(std::uint64_t ticket) {
+  auto it = files_.find(ticket);
+  if (it == files_.end() || it->second.shown) return;
+  it->second.shown = true;
+  store::Settlement s = settlement_of(it->second, store::Settlement::Op::start);
+  s.fresh = it->second.claim.attempt <= 1;
+  push(ticket, std::move(s), Then::nothing, nullptr);
 }
 
-void SpoolSource::give_back(std::uint64_t ticket, const std::string&, store::Recorded* done) {
-  push(Change::Code::back, ticket, "", job::ErrorKind::none, done);
+void SpoolSource::settle(std::uint64_t ticket, Outcome out, store::OnSettled* done) {
+  auto it = files_.find(ticket);
+  if (it == files_.end()) {
+    if (done) done->settled(store::Settled::not_held);
+    return;
+  }
+  File& f = it->second;
+  using Op = store::Settlement::Op;
+  switch (out.end) {
+    case Outcome::End::succeeded: {
+      store::Settlement s = settlement_of(f, Op::ok);
+      s.text = std::move(out.text);
+      push(ticket, std::move(s), Then::finish_done, done);
+      return;
+    }
+    case Outcome::End::retry: {
+      store::Settlement s = settlement_of(f, Op::retry);
+      s.text = std::move(out.text);
+      s.kind = out.kind;
+      s.delay = out.delay;
+      f.shown = false;
+      push(ticket, std::move(s), Then::retry, done, out.delay);
+      return;
+    }
+    case Outcome::End::failed:
+    case Outcome::End::cancelled: {
+      const bool cancelled = out.end == Outcome::End::cancelled;
+      // Its file goes to failed/, its error beside it (saying so when it was cancelled).
+      const auto kind = cancelled ? job::ErrorKind::cancelled : out.kind;
+      std::string error_json = this->error_json(f, out.text, kind);
+      store::Settlement s = settlement_of(f, cancelled ? Op::cancel : Op::dead);
+      if (!f.ran) {
+        s.attempts = 0;
+        s.started_at.clear();
+      }
+      s.text = std::move(out.text);
+      s.kind = kind;
+      push(ticket, std::move(s), Then::finish_failed, done, Millis(0), std::move(error_json));
+      return;
+    }
+    case Outcome::End::back: {
+      // Not counted: the attempt it was at did not run to its end (0 if it was the first).
+      store::Settlement s = settlement_of(f, Op::back);
+      s.attempts = f.claim.attempt - 1;
+      push(ticket, std::move(s), Then::renumber, done);
+      return;
+    }
+  }
 }
 
 void SpoolSource::forget(std::uint64_t ticket) noexcept {
@@ -677,189 +792,46 @@ std::string SpoolSource::error_json(const File& f, const std::string& error,
   return j.dump(2) + "\n";
 }
 
-// ---- writing ----
+// ---- the files' ends on disk ----
 
-// Sends one batch until Redis has answered it: a lost connection is waited out, anything else
-// retried after a pause. Every change can be made twice.
-async::Task<redis::Reply> SpoolSource::send(const std::vector<std::string>& args) {
-  const std::vector<std::string> keys{keys_.live};
-  auto last_log = async::Clock::now() - kLogEvery;
+// Ends whose settlement is written: made on disk in batches on the thread pool (a rename or an
+// unlink never blocks the loop), then the engine is told.
+async::Task<void> SpoolSource::mover() {
   for (;;) {
-    std::string error;
-    bool down = false;
-    try {
-      co_return co_await store::scripts::spool_state().run(main_, keys, args);
-    } catch (const redis::ConnectionError& e) {
-      error = e.what();
-      down = true;
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    auto now = async::Clock::now();
-    if (now - last_log >= kLogEvery) {
-      last_log = now;
-      spdlog::error(
-          "queue {}: cannot write the state of spool jobs to Redis ({}); the files "
-          "wait, and the write is tried again",
-          s_.queue, error);
-    }
-    if (down) {
-      co_await main_.wait_connected();
-    } else {
-      co_await async::sleep(1s);
-    }
-  }
-}
-
-async::Task<void> SpoolSource::writer() {
-  const std::string keep_ok =
-      num(s_.keep_succeeded.count() == 0
-              ? 0
-              : std::max<long long>(1, static_cast<long long>(s_.keep_succeeded.count() / 1000)));
-  const std::string keep_dead =
-      num(std::max<long long>(1, static_cast<long long>(s_.dead_ttl.count() / 1000)));
-  auto last_log = async::Clock::now() - kLogEvery;
-  for (;;) {
-    if (changes_.empty()) {
-      work_.clear();
-      co_await work_.wait();
+    if (moves_.empty()) {
+      moves_ev_.clear();
+      co_await moves_ev_.wait();
       continue;
     }
-    const std::size_t take = std::min(changes_.size(), kChangeBatch);
-    std::vector<Change> batch(std::make_move_iterator(changes_.begin()),
-                              std::make_move_iterator(changes_.begin() + take));
-    changes_.erase(changes_.begin(), changes_.begin() + take);
-    sending_ = batch.size();
-    std::vector<std::string> args{keys_.base, s_.queue, s_.worker, keep_ok, keep_dead};
-    args.reserve(5 + 5 * batch.size());
-    // What the disk must do once Redis has it: the file's end, or a stop's renumbering.
-    struct Move {
-      std::size_t i;
-      SpoolDir::Claim claim;
-      std::string error_json;  // dead
-      std::string result;      // filled by the thread: an error, empty on success
+    std::vector<Move> batch = std::move(moves_);
+    moves_.clear();
+    auto d = dir_;
+    auto move = [d, batch = std::move(batch)]() mutable {
+      for (auto& m : batch) {
+        switch (m.then) {
+          case Then::finish_done:
+            m.result = d->finish_done(m.claim);
+            break;
+          case Then::finish_failed:
+            m.result = d->finish_failed(m.claim, m.error_json);
+            break;
+          default:
+            m.result = d->renumber(m.claim, m.claim.attempt - 1);
+            break;
+        }
+      }
+      return std::move(batch);
     };
-    std::vector<Move> moves;
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      auto& c = batch[i];
-      auto it = files_.find(c.ticket);
-      if (it == files_.end()) {
-        // Its file already ended (a change pushed twice at a stop): nothing to write, but the
-        // slot keeps the replies in step with the batch.
-        args.insert(args.end(), {"skip", "", "", "", ""});
-        continue;
+    batch = co_await async::to_thread(std::move(move));
+    for (auto& m : batch) {
+      if (!m.result.empty()) {
+        spdlog::error("queue {}: spool file {}: {}", s_.queue, job::to_utf8(m.claim.name),
+                      job::to_utf8(m.result));
       }
-      File& f = it->second;
-      args.emplace_back(code_name(static_cast<std::uint8_t>(c.code)));
-      args.push_back(f.id);
-      args.push_back("spool:" + f.claim.jid);
-      switch (c.code) {
-        case Change::Code::start:
-        case Change::Code::retry:
-          args.push_back(c.a);
-          args.push_back(c.b);
-          break;
-        case Change::Code::ok:
-          args.push_back(c.a);
-          args.emplace_back();
-          moves.push_back({i, f.claim, "", ""});
-          break;
-        case Change::Code::dead:
-        case Change::Code::cancel:
-          args.push_back(c.a);
-          args.push_back(c.b);
-          moves.push_back({i, f.claim, error_json(f, c.a, c.kind), ""});
-          break;
-        case Change::Code::back:
-          // Not counted: the attempt it was at did not run to its end (0 if it was the first).
-          args.push_back(num(f.claim.attempt - 1));
-          args.emplace_back();
-          moves.push_back({i, f.claim, "", ""});
-          break;
-      }
+      files_.erase(m.ticket);
+      one_settled();
+      if (m.done) m.done->settled(m.how);
     }
-    redis::Reply reply = co_await send(args);
-    if (!moves.empty()) {
-      auto d = dir_;
-      std::vector<Change::Code> codes;
-      for (auto& m : moves) codes.push_back(batch[m.i].code);
-      auto move = [d, moves = std::move(moves), codes]() mutable {
-        for (std::size_t k = 0; k < moves.size(); ++k) {
-          auto& m = moves[k];
-          switch (codes[k]) {
-            case Change::Code::ok:
-              m.result = d->finish_done(m.claim);
-              break;
-            case Change::Code::dead:
-            case Change::Code::cancel:
-              m.result = d->finish_failed(m.claim, m.error_json);
-              break;
-            default:
-              m.result = d->renumber(m.claim, m.claim.attempt - 1);
-              break;
-          }
-        }
-        return std::move(moves);
-      };
-      moves = co_await async::to_thread(std::move(move));
-      for (auto& m : moves) {
-        if (!m.result.empty()) {
-          spdlog::error("queue {}: spool file {}: {}", s_.queue, job::to_utf8(m.claim.name),
-                        job::to_utf8(m.result));
-        }
-      }
-    }
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      auto& c = batch[i];
-      const redis::Reply* r =
-          reply.is_array() && i < reply.elements.size() ? &reply.elements[i] : nullptr;
-      const bool refused = !r || r->type != redis::Reply::Type::integer;
-      auto it = files_.find(c.ticket);
-      if (refused) {
-        auto now = async::Clock::now();
-        if (now - last_log >= kLogEvery) {
-          last_log = now;
-          spdlog::error("queue {}: Redis refused to record '{}' for spool job {}: {}", s_.queue,
-                        code_name(static_cast<std::uint8_t>(c.code)),
-                        it != files_.end() ? it->second.id : "?", r ? r->str : "no reply for it");
-        }
-      }
-      if (it == files_.end()) {
-        if (c.code == Change::Code::start) --transit_;
-        if (c.notify) c.notify->recorded(store::Written::written);
-        continue;
-      }
-      switch (c.code) {
-        case Change::Code::start:
-          if (!refused && r->integer == 0) {
-            // Another job owns the id: this file waits its turn.
-            --transit_;
-            later_.emplace(async::Clock::now() + kIdWait, std::make_pair(c.ticket, Later::wait));
-            wake();
-          } else if (!taking_) {
-            --transit_;
-            give_back(c.ticket, it->second.id, nullptr);
-          } else {
-            ready_.push_back(c.ticket);
-            ready_ev_.set();
-          }
-          break;
-        case Change::Code::retry:
-          later_.emplace(async::Clock::now() + c.delay, std::make_pair(c.ticket, Later::retry));
-          wake();
-          break;
-        case Change::Code::ok:
-        case Change::Code::dead:
-        case Change::Code::back:
-        case Change::Code::cancel:
-          files_.erase(it);
-          break;
-      }
-      if (c.notify) c.notify->recorded(store::Written::written);
-    }
-    sending_ = 0;
-    progress_.set();
-    progress_.clear();
   }
 }
 
@@ -878,20 +850,22 @@ async::Task<void> SpoolSource::stop_taking() {
   if (feed_task_.valid()) co_await feed_task_.wait();
   // Claimed and not handed over: back, the attempt not counted. Files waiting for a retry keep
   // theirs (that attempt ran): a restart runs the next one.
+  Outcome back;
+  back.end = Outcome::End::back;
   for (auto t : ready_) {
     --transit_;
-    give_back(t, "", nullptr);
+    settle(t, back, nullptr);
   }
   ready_.clear();
   for (auto& [at, what] : later_) {
-    if (what.second == Later::wait) give_back(what.first, "", nullptr);
+    if (what.second == Later::wait) settle(what.first, back, nullptr);
   }
   later_.clear();
 }
 
 async::Task<void> SpoolSource::finish(Millis limit) {
   const auto deadline = async::Clock::now() + limit;
-  while (!changes_.empty() || sending_ > 0) {
+  while (unsettled_ > 0) {
     auto left = deadline - async::Clock::now();
     if (left <= async::Duration::zero()) break;
     try {
@@ -900,15 +874,15 @@ async::Task<void> SpoolSource::finish(Millis limit) {
       break;
     }
   }
-  if (!changes_.empty() || sending_ > 0) {
+  if (unsettled_ > 0) {
     spdlog::warn(
         "queue {}: {} spool job change(s) not written in time; their files stay claimed "
         "in {} and run again at the next start",
-        s_.queue, changes_.size() + sending_, o_.dir.dir);
+        s_.queue, unsettled_, o_.dir.dir);
   }
-  if (write_task_.valid()) {
-    write_task_.cancel();
-    co_await write_task_.wait();
+  if (move_task_.valid()) {
+    move_task_.cancel();
+    co_await move_task_.wait();
   }
   auto d = dir_;
   auto close = [d] { d->close(); };

@@ -5,8 +5,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -15,10 +17,10 @@
 
 #include "async/async.hpp"
 #include "job/job.hpp"
-#include "redis/client.hpp"
 #include "sources/delivery.hpp"
 #include "sources/spool_dir.hpp"
 #include "store/queue_store.hpp"
+#include "store/settler.hpp"
 
 struct inotify_event;
 
@@ -31,9 +33,10 @@ namespace jq::sources {
 /// - claims happen only while the queue's buffer has room (backpressure: names wait, and past a
 ///   bound they are dropped and found again by a scan), in batches on the thread pool, so a
 ///   rename or a read never blocks the loop;
-/// - a claimed file's state is written to Redis (status, wait) before it runs, and its end is
-///   written there before the file is deleted or moved: a file leaves the work folder only once
-///   its final state is recorded, and a crash anywhere before that runs it again;
+/// - a claimed file's id is claimed in Redis (through the queue's Settler, like every state
+///   change of its job) before it runs, and its end is written there before the file is deleted
+///   or moved: a file leaves the work folder only once its final state is settled, and a crash
+///   anywhere before that runs it again;
 /// - files other daemons claimed and left when they died are taken over (their lock is free).
 class SpoolSource final : public Source, public Delivery {
  public:
@@ -41,29 +44,26 @@ class SpoolSource final : public Source, public Delivery {
     SpoolDir::Options dir;
     Millis quiet{1000};
   };
-  SpoolSource(redis::Client& main, store::Settings settings, const job::Rules& rules, Sink& sink,
-              Options options);
+  SpoolSource(store::QueueStore& store, store::Settler& settler, const job::Rules& rules,
+              Sink& sink, Options options);
   SpoolSource(const SpoolSource&) = delete;
   SpoolSource& operator=(const SpoolSource&) = delete;
   ~SpoolSource() override;
 
   // Source
+  Delivery& delivery() noexcept override { return *this; }
   void start() override;
   async::Task<void> stop_taking() override;
   async::Task<void> finish(Millis limit) override;
-  std::uint64_t backlog() const noexcept override { return changes_.size() + sending_; }
-  void retune(const store::Settings& s) override;
+  void set_taking(bool) override {}
+  std::optional<SpoolView> spool() const override {
+    return SpoolView{o_.dir.dir, names_.size(), files_.size()};
+  }
 
   // Delivery
-  void succeed(std::uint64_t ticket, const std::string& id, long long attempt, std::string result,
-               store::Recorded* done) override;
-  void retry(std::uint64_t ticket, const std::string& id, Millis delay, std::string error,
-             job::ErrorKind kind, store::Recorded* done) override;
-  void dead(std::uint64_t ticket, const std::string& id, bool started, std::string error,
-            job::ErrorKind kind, store::Recorded* done) override;
-  void cancel(std::uint64_t ticket, const std::string& id, std::string error,
-              store::Recorded* done) override;
-  void give_back(std::uint64_t ticket, const std::string& id, store::Recorded* done) override;
+  void started(std::uint64_t ticket, bool show_active) override;
+  void show_active(std::uint64_t ticket) override;
+  void settle(std::uint64_t ticket, Outcome out, store::OnSettled* done) override;
   void forget(std::uint64_t ticket) noexcept override;
 
   /// Files claimed and not finished (for tests and metrics).
@@ -76,27 +76,35 @@ class SpoolSource final : public Source, public Delivery {
   /// A claimed file, from its claim to its end.
   struct File {
     SpoolDir::Claim claim;
-    std::string id;       // the job's (its JSON's own, else the claim's jid)
-    std::string handler;  // for the state
-    std::string raw;      // the job's JSON
+    std::string id;               // the job's (its JSON's own, else the claim's jid)
+    std::string handler;          // for the state
+    std::optional<job::Job> job;  // the one parse of it (absent: invalid)
+    long long max_attempts = 1;
     std::int64_t claimed_ms = 0;
+    std::string submitted_at, started_at;  // Redis' clock
     bool ran = false;  // an attempt of it started here (a stop leaves a waiting retry counted)
-  };
-  /// A change of state: written to Redis, then (for an end) made on disk.
-  struct Change {
-    enum class Code : std::uint8_t { start, ok, retry, dead, back, cancel } code = Code::start;
-    std::uint64_t ticket = 0;
-    std::string a, b;
-    job::ErrorKind kind = job::ErrorKind::none;  // retry, dead, cancel
-    Millis delay{0};                             // retry
-    store::Recorded* notify = nullptr;
+    bool shown = false;
   };
   enum class Later : std::uint8_t { retry, wait };
+  /// What a settlement of a file's job leads to once Redis has it.
+  enum class Then : std::uint8_t { run, retry, finish_done, finish_failed, renumber, nothing };
+  /// Told when a settlement is written, then does what follows from it (Then).
+  struct Hook;
+  /// A file's end made on disk once its settlement is written.
+  struct Move {
+    std::uint64_t ticket = 0;
+    Then then = Then::nothing;
+    SpoolDir::Claim claim;
+    std::string error_json;  // finish_failed
+    std::string result;      // filled by the thread: an error, empty on success
+    store::Settled how = store::Settled::done;
+    store::OnSettled* done = nullptr;
+  };
 
   async::Task<void> watcher();
   async::Task<void> producer();
   async::Task<void> feeder();
-  async::Task<void> writer();
+  async::Task<void> mover();
   async::Task<void> claim_batch(std::size_t n);
   /// The whole directory (""), or the subfolder `sub` (relative) and what is below it.
   async::Task<void> rescan(std::string sub);
@@ -105,11 +113,15 @@ class SpoolSource final : public Source, public Delivery {
   void record_watches(const std::vector<std::pair<int, std::string>>& watched);
   async::Task<void> recover(bool own);
   async::Task<void> run_due();
-  async::Task<redis::Reply> send(const std::vector<std::string>& args);
   void adopt(SpoolDir::Claim claim);
-  void push(Change c);
-  void push(Change::Code code, std::uint64_t ticket, std::string text, job::ErrorKind kind,
-            store::Recorded* done, Millis delay = Millis(0));
+  /// Its id claimed before it runs (again after a wait or a retry).
+  void claim_id(std::uint64_t ticket);
+  void push(std::uint64_t ticket, store::Settlement s, Then then, store::OnSettled* done,
+            Millis delay = Millis(0), std::string error_json = "");
+  void on_settled(std::uint64_t ticket, Then then, store::Settled how, store::OnSettled* done,
+                  Millis delay, std::string error_json);
+  store::Settlement settlement_of(const File& f, store::Settlement::Op op) const;
+  void one_settled();
   /// `created`: known only from IN_CREATE (a hard link, a symlink, or a file still being
   /// written): taken only if SpoolDir::settled says so.
   void add_name(std::string name, bool created = false);
@@ -117,9 +129,9 @@ class SpoolSource final : public Source, public Delivery {
   void wake() { wake_.set(); }
   std::string error_json(const File& f, const std::string& error, job::ErrorKind kind) const;
 
-  redis::Client& main_;
-  store::Settings s_;
-  store::Keys keys_;
+  store::QueueStore& store_;
+  store::Settler& settler_;
+  const store::Settings& s_;  // the queue's, retuned in place by a reload
   const job::Rules& rules_;
   Sink& sink_;
   Options o_;
@@ -145,12 +157,13 @@ class SpoolSource final : public Source, public Delivery {
   std::multimap<async::Clock::time_point, std::pair<std::uint64_t, Later>> later_;
   std::size_t transit_ = 0;  // claimed, not yet in the sink
   std::deque<std::uint64_t> ready_;
-  async::Event wake_, ready_ev_, work_, progress_;
-  std::vector<Change> changes_;
-  std::size_t sending_ = 0;
+  async::Event wake_, ready_ev_, moves_ev_, progress_;
+  std::vector<Move> moves_;
+  std::list<Hook> hooks_;      // one per settlement not answered yet
+  std::size_t unsettled_ = 0;  // settlements sent and not answered, or moves not made
   bool taking_ = true;
   bool opened_ = false;
-  async::JoinHandle<void> watch_task_, produce_task_, feed_task_, write_task_;
+  async::JoinHandle<void> watch_task_, produce_task_, feed_task_, move_task_;
 };
 
 }  // namespace jq::sources

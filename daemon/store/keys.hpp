@@ -1,5 +1,6 @@
 // The Redis key layout of one queue (docs/redis-keys.md), for jobqd and jobqctl alike. Every key
-// carries the {Q} hash tag, so a queue lives in one Redis Cluster slot.
+// of a queue carries the {Q} hash tag, so a queue lives in one Redis Cluster slot; every key a
+// script touches is built here and passed to it in KEYS.
 #pragma once
 
 #include <string>
@@ -23,22 +24,26 @@ struct Keys {
   std::string pending;      // list (contract): submitted jobs, consumed from the right
   std::string delayed;      // zset (contract): jobs to run later, retries, waiting duplicates
   std::string leases;       // zset: worker id -> lease expiry (unix ms, Redis' clock)
-  std::string live;         // hash: job id -> the instance that owns it until it is final
+  std::string live;         // hash: job id -> the claim that owns it until the job is final
   std::string dead;         // zset: dead job id -> when it died (unix ms)
   std::string dead_bodies;  // hash: dead job id -> its JSON, for `jobqctl dead retry`
-  std::string events;       // pub/sub channel (contract)
+  std::string events;       // pub/sub channel (contract); a channel, not a key
   std::string paused;       // string: set while the queue is paused (jobqctl pause), to when
-  std::string cancels;      // hash: job id -> its submitted_at, for a job to stop (jobqctl cancel)
+  std::string cancels;      // hash: job id -> the claim of the job to stop (jobqctl cancel)
 
   std::string job(const std::string& id) const { return base + ":job:" + id; }
+  /// hash: token -> the job's copy, for every job that worker holds
+  std::string inflight(const std::string& worker) const { return base + ":inflight:" + worker; }
+  /// Where repair moves a foreign value found at `key`.
+  static std::string aside(const std::string& key, long long now_ms) {
+    return key + ":foreign:" + std::to_string(now_ms);
+  }
   /// set (not of one queue: no hash tag): the names of the queues daemons have served, for
   /// `jobqctl queues` and the check that a queue is served before a submission.
   static std::string registry(const std::string& prefix) { return prefix + ":queues"; }
-  /// hash (no hash tag either): worker id -> its last heartbeat, a JSON report (host, pid,
-  /// version, queues with counts), for `jobqctl workers` and `stats`.
+  /// hash (no hash tag either): worker id -> its last heartbeat (store::Heartbeat as JSON), for
+  /// `jobqctl workers`, `stats` and `queues`.
   static std::string workers(const std::string& prefix) { return prefix + ":workers"; }
-  /// hash: fetch token -> the job's JSON, for every job that worker holds
-  std::string inflight(const std::string& worker) const { return base + ":inflight:" + worker; }
 };
 
 }  // namespace jq::store

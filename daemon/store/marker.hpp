@@ -1,33 +1,55 @@
-// The marker jobqd appends to the copies of a job it writes (scripts.cpp's prelude describes it).
+// The marker jobqd appends to the copies of a job it writes back (daemon/store/lua/prelude.lua
+// describes it): read and written here only, by the daemon and jobqctl; scripts just cut a copy
+// and append what they are given.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
 namespace jq::store {
 
-/// A job as jobqctl submits it: its JSON object's text with a marker of no attempts and the
-/// time of submission, so that the state written at submission (submitted_at) is the one the
-/// daemon keeps. `object` must end with the object's closing brace.
-inline std::string marked_submission(std::string_view object, const std::string& id,
-                                     std::int64_t submitted_at_ms) {
-  std::string out(object.substr(0, object.rfind('}')));
-  out += ",\"_jobq\":\"0|0|" + std::to_string(submitted_at_ms) + "||" + id + "\"}";
-  return out;
-}
+/// What a marked copy says of its job.
+struct Marker {
+  long long attempts = 0;    // attempts counted so far
+  long long max = 0;         // the effective max attempts
+  std::string submitted_at;  // unix ms by Redis' clock, as text ("" when unknown)
+  std::string nonce;         // the claim it owns its id under
+  std::string id;
+  /// The field's text as it goes after the job's other fields: `"_jobq":"a|m|s|n|id"`.
+  std::string field() const;
+};
 
-/// The attempts a copy's marker counts (0 for a job as submitted, or one without a marker).
-inline long long marker_attempts(std::string_view raw) {
-  const std::string_view tag = ",\"_jobq\":\"";
-  auto at = raw.rfind(tag);
-  if (at == std::string_view::npos) return 0;
-  long long a = 0;
-  for (std::size_t i = at + tag.size(); i < raw.size() && raw[i] >= '0' && raw[i] <= '9'; ++i) {
-    if (a > 1'000'000'000) break;
-    a = a * 10 + (raw[i] - '0');
-  }
-  return a;
-}
+/// A copy of a job as it is held: the job's own text, and jobqd's marker if it has one.
+struct Copy {
+  /// The job without the marker (a view into the copy when it has none; else the copy up to the
+  /// marker, closed again).
+  std::string body;
+  std::optional<Marker> marker;
+  /// Where a new end goes: copy[0, cut) + tail() is the copy with another marker.
+  std::size_t cut = 0;
+  bool empty_object = false;  // `{}` (plus a marker): the marker needs no comma
+  bool object_end = false;    // it ends like an object (a marker can be appended)
+
+  /// What follows copy[0, cut) for the copy to carry `m` (with the comma it needs).
+  std::string tail(const Marker& m) const;
+  /// cut and tail that give the job as submitted (its marker dropped): for the dead ones.
+  std::size_t body_cut() const noexcept { return marker ? cut : npos; }
+  std::string body_tail() const { return marker ? "}" : ""; }
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+};
+
+/// Splits a held copy. Never throws; a copy that does not end like an object gets
+/// object_end == false (it cannot carry a marker: it is invalid, and goes to the dead ones as
+/// it came).
+Copy split(std::string_view copy);
+
+/// A job as jobqctl submits it: its JSON object's text with a marker of no attempts, so that the
+/// submitted_at written at submission is the one the daemon keeps. `object` must end with the
+/// object's closing brace.
+std::string marked_submission(std::string_view object, const std::string& id,
+                              std::int64_t submitted_at_ms);
 
 }  // namespace jq::store

@@ -1,60 +1,24 @@
-// The queue store: script calls with their arguments, reply decoding, reconciliation, and the
-// batching writer.
+// The queue store: fetch and claim, the one parse of a held job, recovery, promotion, bounds.
 #include "store/queue_store.hpp"
-
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <charconv>
-#include <cmath>
 
 #include "job/id.hpp"
-#include "job/job.hpp"
 #include "store/scripts.hpp"
 
 namespace jq::store {
 namespace {
 
-// A settle holds Redis ~12 us per outcome, while no other client's command runs: 100 keep a
-// batch near a millisecond, and cost a round trip per 100 jobs at most.
-constexpr std::size_t kMaxOpsPerBatch = 100;
-// Well under Redis' 1 GB query buffer, and small enough not to hold Redis for long.
-constexpr std::size_t kMaxBatchBytes = 16 * 1024 * 1024;
-constexpr auto kErrorLogEvery = std::chrono::seconds(30);
-
-std::string num(std::int64_t v) {
-  return std::to_string(v);
-}
-
-std::optional<std::uint64_t> token_of(const std::string& s) {
-  std::uint64_t v = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
-  return v;
-}
-
-[[noreturn]] void bad_reply(const char* script, const redis::Reply& r) {
-  throw redis::ReplyError(std::string("script ") + script + ": unexpected reply " + r.describe());
-}
-
-const char* op_name(Settlement::Op op) {
-  switch (op) {
-    case Settlement::Op::ok:
-      return "ok";
-    case Settlement::Op::retry:
-      return "retry";
-    case Settlement::Op::dead:
-      return "dead";
-    case Settlement::Op::back:
-      return "back";
-    case Settlement::Op::cancel:
-      return "cancel";
-  }
-  return "?";
-}
-
-bool wrong_type(const std::string& error) {
-  return error.find("WRONGTYPE") != std::string::npos;
+// A claim's hold: the worker and the token after the last ':' of `worker:token`, and after the
+// '@' when a later hold took it over. Empty when the claim names none (a spool file's, garbage).
+std::pair<std::string, std::string> hold_of(std::string_view claim) {
+  if (auto at = claim.rfind('@'); at != std::string_view::npos) claim.remove_prefix(at + 1);
+  auto colon = claim.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == claim.size()) return {};
+  std::string_view token = claim.substr(colon + 1);
+  if (token.find_first_not_of("0123456789") != std::string_view::npos) return {};
+  return {std::string(claim.substr(0, colon)), std::string(token)};
 }
 
 }  // namespace
@@ -65,148 +29,97 @@ std::int64_t unix_ms() {
       .count();
 }
 
-FetchBatch decode_fetch(redis::Reply r, std::uint64_t first, std::size_t n) {
-  // {Redis' clock, waiting, then (index, attempt, id, text) per held job}.
-  if (!r.is_array() || r.elements.size() < 2 || (r.elements.size() - 2) % 4 != 0) {
-    bad_reply("fetch", r);
+Reading read_held(std::uint64_t token, std::string_view held, const job::Rules& rules,
+                  const Settings& s, std::int64_t now) {
+  Reading r;
+  r.token = token;
+  r.copy = split(held);
+  const auto& m = r.copy.marker;
+  r.attempt = (m ? m->attempts : 0) + 1;
+  r.submitted_at = m && !m->submitted_at.empty() ? m->submitted_at : std::to_string(now);
+  r.handler = s.default_handler;
+  r.max_attempts = static_cast<long long>(s.max_attempts);
+  if (m && !job::valid_id(m->id)) {
+    // Only jobqd writes markers; one that names no valid id was written by hand.
+    r.invalid = "jobqd's marker on this job names no valid id ('" + m->id + "')";
+    r.attempt = 0;
+    return r;
   }
-  FetchBatch out;
-  out.now = r.elements[0].as_int();
-  out.waiting = r.elements[1].as_int();
-  if (out.waiting == -1 && r.elements.size() == 2) {
-    out.paused = true;
-    out.waiting = 0;
-  } else if (out.waiting < 0) {
-    bad_reply("fetch", r);
+  auto parsed = job::parse(r.copy.body, rules, m ? std::string_view(m->id) : std::string_view());
+  if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
+    r.invalid = std::move(bad->error);
+    r.id = m ? m->id : bad->id;
+    r.attempt = 0;  // it never runs
+    return r;
   }
-  out.jobs.reserve((r.elements.size() - 2) / 4);
-  for (std::size_t i = 2; i + 3 < r.elements.size(); i += 4) {
-    const auto& idx = r.elements[i];
-    const auto& attempt = r.elements[i + 1];
-    auto& id = r.elements[i + 2];
-    auto& text = r.elements[i + 3];
-    if (idx.type != redis::Reply::Type::integer || idx.integer < 1 ||
-        static_cast<std::uint64_t>(idx.integer) > n ||
-        attempt.type != redis::Reply::Type::integer || id.type != redis::Reply::Type::string ||
-        text.type != redis::Reply::Type::string ||
-        (attempt.integer > 0 && !job::valid_id(id.str))) {
-      bad_reply("fetch", r);
+  job::Job j = std::get<job::Job>(std::move(parsed));
+  if (m) {
+    if (!j.id_assigned && j.id != m->id) {
+      r.invalid = "its id '" + j.id + "' is not the id jobqd recorded for it ('" + m->id + "')";
+      r.id = m->id;
+      r.attempt = 0;
+      return r;
     }
-    Fetched f;
-    f.token = first + static_cast<std::uint64_t>(idx.integer) - 1;
-    f.id = job::valid_id(id.str) ? std::move(id.str) : std::string();
-    if (attempt.integer < 0) {
-      // -size; written so that no value overflows while negating.
-      f.oversized = static_cast<std::uint64_t>(-(attempt.integer + 1)) + 1;
-    } else {
-      f.attempt = attempt.integer;
-      f.raw = std::move(text.str);
-    }
-    out.jobs.push_back(std::move(f));
+    // A job that brings no id has the one jobqd gave it when it first came (parse took it from
+    // the marker: its copies carry it there only).
+    r.nonce = m->nonce;
   }
-  return out;
-}
-
-Recovered decode_recovered(const redis::Reply& r) {
-  if (!r.is_array() || r.elements.size() < 3) bad_reply("recover", r);
-  Recovered out;
-  out.returned = r.elements[0].as_int();
-  out.dead = r.elements[1].as_int();
-  if (auto in = r.elements[2].as_int(); in >= 0) out.next_expiry_in = Millis(in);
-  for (std::size_t i = 3; i < r.elements.size(); ++i) out.workers.push_back(r.elements[i].str);
-  return out;
-}
-
-Promoted decode_promoted(const redis::Reply& r) {
-  Promoted out;
-  if (r.is_array() && r.elements.size() == 3) {
-    out.moved = r.elements[0].as_int();
-    if (!r.elements[1].is_nil()) {
-      // Scores are whatever a submitter wrote (even "+inf"): clamp while still a double.
-      double due = std::strtod(r.elements[1].str.c_str(), nullptr);
-      double now = std::strtod(r.elements[2].str.c_str(), nullptr);
-      double in =
-          std::isfinite(due) && std::isfinite(now) ? std::clamp(due - now, 0.0, 1e12) : 1e12;
-      out.next_in = Millis(static_cast<std::int64_t>(in));
-    }
+  r.id = j.id;
+  r.claims = !j.id_assigned || (m && !m->nonce.empty());
+  if (r.nonce.empty()) r.nonce = s.worker + ":" + std::to_string(token);
+  r.handler = j.handler;
+  if (j.max_attempts) {
+    r.max_attempts =
+        static_cast<long long>(std::min<std::uint64_t>(*j.max_attempts, s.max_attempts));
   }
-  return out;
+  r.job = std::move(j);
+  return r;
 }
 
-QueueStore::QueueStore(redis::Client& main, redis::Client& blocking, Settings settings)
-    : main_(main), blocking_(blocking), s_(std::move(settings)), keys_(s_.prefix, s_.queue) {}
+QueueStore::QueueStore(redis::Client& main, redis::Client& blocking, Settings settings,
+                       job::Rules rules)
+    : main_(main),
+      blocking_(blocking),
+      s_(std::move(settings)),
+      rules_(std::move(rules)),
+      keys_(s_.prefix, s_.queue) {}
 
-async::Task<void> QueueStore::register_lease() {
-  std::vector<std::string> keys{keys_.leases};
-  std::vector<std::string> args{s_.worker, num(s_.lease.count())};
-  redis::Reply r = co_await scripts::acquire().run(main_, keys, args);
-  (void)r;
+// ---- the lease ----
+
+async::Task<OpResult<redis::Done>> QueueStore::register_lease() {
+  const auto call = acquire(keys_, s_.worker, s_.lease);
+  co_return co_await run(main_, call);
 }
 
-async::Task<bool> QueueStore::renew_lease() {
-  std::vector<std::string> keys{keys_.leases};
-  std::vector<std::string> args{s_.worker, num(s_.lease.count())};
-  redis::Reply r = co_await scripts::renew().run(main_, keys, args);
-  co_return r.as_int() == 1;
+async::Task<OpResult<bool>> QueueStore::renew_lease() {
+  const auto call = renew(keys_, s_.worker, s_.lease);
+  co_return co_await run(main_, call);
 }
 
-async::Task<bool> QueueStore::release_lease() {
-  std::vector<std::string> keys{keys_.leases, keys_.inflight(s_.worker)};
-  std::vector<std::string> args{s_.worker};
-  redis::Reply r = co_await scripts::release().run(main_, keys, args);
-  co_return r.as_int() == 1;
+async::Task<OpResult<bool>> QueueStore::release_lease() {
+  const auto call = release(keys_, s_.worker);
+  co_return co_await run(main_, call);
 }
+
+// ---- fetching ----
 
 QueueStore::FetchCall QueueStore::begin_fetch(std::size_t n) {
   // The tokens are ours from now on, whatever becomes of the reply: a fetch sent again after a
-  // lost reply must never reuse them (it would overwrite the jobs the first one leased).
-  FetchCall c;
-  c.first = next_token_;
-  c.n = n;
+  // lost reply must never reuse them (it would overwrite the jobs the first one held).
+  FetchCall c{next_token_, n, {}};
   next_token_ += n;
   fetching_from_ = c.first;
   fetching_to_ = c.first + n;
-  c.keys = {keys_.pending, keys_.leases,  keys_.inflight(s_.worker),
-            keys_.live,    keys_.delayed, keys_.paused};
-  // Jobs a little over the limit still come: parse() has the exact rule (an id jobqd added to
-  // a job does not count against it).
-  auto& args = c.args;
-  args.reserve(8 + 2 * n);
-  args.push_back(s_.worker);
-  args.push_back(std::to_string(n));
-  args.push_back(std::to_string(c.first));
-  args.push_back(std::to_string(s_.max_job_bytes + job::kAssignedIdAllowance));
-  args.push_back(keys_.base);
-  args.push_back(s_.queue);
-  args.push_back(s_.default_handler);
-  args.push_back(std::to_string(s_.max_attempts));
-  // Ids for the jobs that bring none (the script takes them as it needs: time-ordered, made
-  // here because Redis cannot make a ULID without formatting in Lua).
-  for (std::size_t i = 0; i < n; ++i) args.push_back(job::new_id());
-  // The tokens as text, which Lua would format as doubles (a printf each).
-  for (std::size_t i = 0; i < n; ++i) args.push_back(std::to_string(c.first + i));
+  // A marked copy is longer than the job by its marker (a few hundred bytes at most): the exact
+  // limit is read_held's, on the job itself.
+  c.call = store::fetch(keys_, s_.worker, c.first, n, s_.max_job_bytes + 600);
   return c;
 }
 
-std::optional<FetchBatch> QueueStore::end_fetch(const FetchCall& call, redis::Reply r) {
-  fetching_from_ = fetching_to_ = 0;
-  if (r.is_nil()) return std::nullopt;
-  FetchBatch batch = decode_fetch(std::move(r), call.first, call.n);
-  // Every token handed over is held from here: a job is never dropped.
-  for (const auto& f : batch.jobs) held_.insert(f.token);
-  return batch;
-}
-
-async::Task<std::optional<FetchBatch>> QueueStore::fetch(std::size_t n) {
-  const FetchCall call = begin_fetch(n);
-  redis::Reply r;
-  try {
-    r = co_await scripts::fetch().run(main_, call.keys, call.args);
-  } catch (...) {
-    fetching_from_ = fetching_to_ = 0;  // lost or refused: reconcile may take these tokens back
-    throw;
-  }
-  co_return end_fetch(call, std::move(r));
+async::Task<OpResult<Fetched>> QueueStore::fetch(std::size_t n) {
+  const FetchCall fc = begin_fetch(n);
+  OpResult<FetchBatch> got = co_await run(main_, fc.call);
+  co_return co_await take(std::move(got));
 }
 
 async::Task<QueueStore::Waited> QueueStore::fetch_when_pending(std::size_t n, Millis block) {
@@ -216,7 +129,7 @@ async::Task<QueueStore::Waited> QueueStore::fetch_when_pending(std::size_t n, Mi
 }
 
 async::Task<QueueStore::Waited> QueueStore::wait_and_fetch(std::size_t n, Millis block) {
-  const FetchCall call = begin_fetch(n);
+  const FetchCall fc = begin_fetch(n);
   const std::string secs = std::to_string(block.count() / 1000.0);
   // The connection's id, for unblock(): asked once per connection, in the same write.
   const bool ask_id = blocking_generation_ != blocking_.generation() || blocking_id_.empty();
@@ -226,34 +139,146 @@ async::Task<QueueStore::Waited> QueueStore::wait_and_fetch(std::size_t n, Millis
   redis::PendingReply wait = blocking_.blocking_command(block, "BLMOVE", keys_.pending,
                                                         keys_.pending, "RIGHT", "RIGHT", secs);
   // Its reply comes after the wait's: the same allowance.
-  redis::PendingReply fetched = scripts::fetch().send(blocking_, call.keys, call.args, block);
+  redis::PendingReply fetched =
+      fc.call.req.script->send(blocking_, fc.call.req.keys, fc.call.req.args, block);
   Waited out;
-  redis::Reply r;
-  try {
-    if (id) {
-      redis::Reply got_id = co_await *id;
-      if (got_id.type == redis::Reply::Type::integer) {
-        blocking_id_ = std::to_string(got_id.integer);
-        blocking_generation_ = generation;
-      }
+  if (id) {
+    OpResult<redis::Reply> got_id = co_await id->result();
+    if (got_id.ok() && got_id->type == redis::Reply::Type::integer) {
+      blocking_id_ = std::to_string(got_id->integer);
+      blocking_generation_ = generation;
     }
-    redis::Reply waited = co_await wait;
-    if (waited.is_error()) out.wait_error = waited.str;
-    r = co_await fetched;
-    waiting_ = false;
-    if (redis::Script::not_cached(r)) {
-      // Redis lost its script cache (a restart, SCRIPT FLUSH): this one did not run.
-      r = co_await scripts::fetch().run(blocking_, call.keys, call.args);
-    } else if (r.is_error()) {
-      throw redis::ReplyError("script fetch: " + r.str);
-    }
-  } catch (...) {
-    waiting_ = false;
-    fetching_from_ = fetching_to_ = 0;  // lost or refused: reconcile may take these tokens back
-    throw;
   }
-  out.got = end_fetch(call, std::move(r));
+  OpResult<redis::Reply> waited = co_await wait.result();
+  if (waited.ok() && waited->is_error()) out.wait_error = waited->str;
+  OpResult<redis::Reply> r = co_await fetched.result();
+  waiting_ = false;
+  if (r.ok() && redis::Script::not_cached(*r)) {
+    // Redis lost its script cache (a restart, SCRIPT FLUSH): this one did not run.
+    r = co_await fc.call.req.script->call(blocking_, fc.call.req.keys, fc.call.req.args);
+  } else if (r.ok()) {
+    r = fc.call.req.script->answer(std::move(*r));
+  }
+  OpResult<FetchBatch> batch =
+      r.ok() ? fc.call.decode(std::move(*r)) : OpResult<FetchBatch>(r.error());
+  out.got = co_await take(std::move(batch));
   co_return out;
+}
+
+async::Task<OpResult<Fetched>> QueueStore::take(OpResult<FetchBatch> got) {
+  if (!got.ok()) {
+    fetching_from_ = fetching_to_ = 0;  // lost or refused: reconcile may take these tokens back
+    co_return got.error();
+  }
+  FetchBatch& batch = *got;
+  Fetched out;
+  out.lease_lost = batch.lease_lost;
+  out.paused = batch.paused;
+  if (batch.lease_lost || batch.paused || batch.jobs.empty()) {
+    fetching_from_ = fetching_to_ = 0;
+    co_return out;
+  }
+  clock_offset_ = batch.now - unix_ms();
+  // Every token handed over is held from here: a job is never dropped.
+  for (const auto& h : batch.jobs) held_.insert(h.token);
+  fetching_from_ = fetching_to_ = 0;
+  std::vector<Reading> read;
+  read.reserve(batch.jobs.size());
+  std::vector<ClaimAsk> asks;
+  std::vector<std::size_t> asked;  // index in `read` of each ask
+  for (auto& h : batch.jobs) {
+    if (h.oversized) {
+      Reading r;
+      r.token = h.token;
+      r.attempt = 0;
+      r.invalid = "job is " + std::to_string(h.oversized) + " bytes, over max_job_bytes (" +
+                  std::to_string(s_.max_job_bytes) + ")";
+      r.submitted_at = std::to_string(batch.now);
+      r.copy.cut = Copy::npos;
+      read.push_back(std::move(r));
+      continue;
+    }
+    Reading r = read_held(h.token, h.copy, rules_, s_, batch.now);
+    if (r.job && r.claims) {
+      Marker m;
+      m.attempts = r.attempt - 1;
+      m.max = r.max_attempts;
+      m.submitted_at = r.submitted_at;
+      m.nonce = r.nonce;
+      m.id = r.id;
+      const std::string holder = s_.worker + ":" + std::to_string(h.token);
+      asks.push_back({h.token, r.id, r.nonce, r.nonce == holder ? r.nonce : r.nonce + "@" + holder,
+                      r.copy.cut, r.copy.tail(m)});
+      asked.push_back(read.size());
+    }
+    read.push_back(std::move(r));
+  }
+  if (asks.empty()) {
+    out.jobs = std::move(read);
+    co_return out;
+  }
+  const auto call = store::claim(keys_, s_.worker, asks);
+  OpResult<std::optional<std::vector<ClaimAnswer>>> claimed = co_await run(main_, call);
+  if (!claimed.ok()) {
+    // Unknown whether it ran: the jobs stay held here without running; reconcile returns them
+    // (and a claim it made is this job's own, which it finds again).
+    for (std::size_t i : asked) held_.erase(read[i].token);
+    std::vector<Reading> rest;
+    for (std::size_t i = 0, a = 0; i < read.size(); ++i) {
+      if (a < asked.size() && asked[a] == i) {
+        ++a;
+        continue;
+      }
+      rest.push_back(std::move(read[i]));
+    }
+    out.jobs = std::move(rest);
+    if (out.jobs.empty()) co_return claimed.error();
+    co_return out;
+  }
+  if (!*claimed) {
+    out.lease_lost = true;
+    for (const auto& r : read) held_.erase(r.token);
+    co_return out;
+  }
+  const auto& answers = **claimed;
+  std::vector<bool> keep(read.size(), true);
+  for (std::size_t a = 0; a < asked.size(); ++a) {
+    const auto& ans = answers[a];
+    if (ans.kind == ClaimAnswer::Kind::claimed) continue;
+    Reading& r = read[asked[a]];
+    keep[asked[a]] = false;
+    held_.erase(r.token);
+    if (ans.kind == ClaimAnswer::Kind::waits) {
+      ++out.waiting;
+      co_await drop_if_stale(r.id, ans.owner);
+    }
+  }
+  for (std::size_t i = 0; i < read.size(); ++i) {
+    if (keep[i]) out.jobs.push_back(std::move(read[i]));
+  }
+  co_return out;
+}
+
+async::Task<void> QueueStore::drop_if_stale(const std::string& id, const std::string& owner) {
+  // A claim whose job is gone (deleted by hand, garbage) would make every job of its id wait for
+  // ever. Checked at most once a second per id: a job waiting for a busy id comes back each
+  // second.
+  const auto now = async::Clock::now();
+  if (auto it = stale_checked_.find(id); it != stale_checked_.end() && now - it->second < 1s) {
+    co_return;
+  }
+  if (stale_checked_.size() > 10000) stale_checked_.clear();
+  stale_checked_[id] = now;
+  auto [worker, token] = hold_of(owner);
+  const auto call = unclaim(keys_, id, owner, worker, token, s_.worker);
+  OpResult<bool> dropped = co_await run(main_, call);
+  if (dropped.ok() && *dropped) {
+    spdlog::warn(
+        "queue {}: job id {} was claimed by '{}', which no job holds any more (a job deleted by "
+        "hand, or garbage written to {}); dropped that claim, and the waiting job of that id "
+        "runs next",
+        s_.queue, id, owner, keys_.live);
+  }
 }
 
 async::Task<void> QueueStore::unblock() {
@@ -264,273 +289,182 @@ async::Task<void> QueueStore::unblock() {
       co_await async::sleep(5ms);
       continue;
     }
-    long long unblocked = 0;
-    try {
-      redis::Reply r = co_await main_.command("CLIENT", "UNBLOCK", blocking_id_);
-      if (r.is_error()) {
-        spdlog::debug("queue {}: cannot end the wait for jobs early: {}", s_.queue, r.str);
-        co_return;
-      }
-      unblocked = r.integer;
-    } catch (const std::exception&) {
-      co_return;  // Redis away: the wait fails with the connection, or ends by its timeout
+    redis::PendingReply sent = main_.command("CLIENT", "UNBLOCK", blocking_id_);
+    OpResult<redis::Reply> r = co_await sent.result();
+    if (!r.ok()) co_return;  // Redis away: the wait fails with the connection, or times out
+    if (r->is_error()) {
+      spdlog::debug("queue {}: cannot end the wait for jobs early: {}", s_.queue, r->str);
+      co_return;
     }
-    if (unblocked == 1) co_return;
+    if (r->integer == 1) co_return;
     co_await async::sleep(5ms);
   }
 }
 
-async::Task<Recovered> QueueStore::recover(std::size_t max_workers) {
-  std::vector<std::string> keys{keys_.leases, keys_.pending, keys_.dead, keys_.live,
-                                keys_.dead_bodies};
-  std::vector<std::string> args{keys_.base,
-                                s_.queue,
-                                std::to_string(max_workers),
-                                s_.worker,
-                                std::to_string(s_.dead_max),
-                                num(s_.dead_ttl.count())};
-  redis::Reply r = co_await scripts::recover().run(main_, keys, args);
-  co_return decode_recovered(r);
-}
+// ---- upkeep ----
 
-async::Task<Depths> read_depths(redis::Client& client, const Keys& keys) {
-  const std::vector<std::string> k{keys.pending, keys.delayed, keys.dead};
-  const std::vector<std::string> none;
-  redis::Reply r = co_await scripts::depths().run(client, k, none);
-  r.check();
-  if (!r.is_array() || r.elements.size() != 3) {
-    throw redis::ReplyError("depths: expected 3 numbers, got " + r.describe());
+RecoverItem QueueStore::take_back_item(const std::string& token, const std::string& copy,
+                                       const std::string& worker, std::int64_t now) const {
+  RecoverItem it;
+  it.token = token;
+  std::uint64_t t = 0;
+  std::from_chars(token.data(), token.data() + token.size(), t);
+  Reading r = read_held(t, copy, rules_, s_, now);
+  if (!r.job || !r.copy.object_end) {
+    // It never ran (invalid): back as it came, to be found invalid again and kept dead.
+    it.text = copy;
+    return it;
   }
-  Depths d;
-  d.pending = r.elements[0].integer;
-  d.delayed = r.elements[1].integer;
-  d.dead = r.elements[2].integer;
-  co_return d;
+  // An id jobqd made up at its fetch and never wrote anywhere (it would be in the marker): a
+  // new one now, that its copies keep.
+  if (!r.copy.marker && !r.claims) r.id = job::new_id();
+  it.id = r.id;
+  it.attempts = r.attempt;  // the attempt that was running counts: it was lost with its worker
+  it.max = r.max_attempts;
+  // Its claim's nonce: its marker's, else the one its first hold gave it (that worker's token;
+  // read_held names the reader's, which is not the hold being taken back).
+  if (r.claims) {
+    it.nonce = r.copy.marker && !r.copy.marker->nonce.empty() ? r.copy.marker->nonce
+                                                              : worker + ":" + token;
+  }
+  it.dead = it.attempts >= it.max;
+  if (it.dead) {
+    it.text = r.copy.body;  // kept as it was submitted, without jobqd's marker
+    return it;
+  }
+  Marker m;
+  m.attempts = it.attempts;
+  m.max = it.max;
+  m.submitted_at = r.submitted_at;
+  m.nonce = it.nonce;
+  m.id = it.id;
+  it.text = copy.substr(0, r.copy.cut) + r.copy.tail(m);
+  return it;
 }
 
-async::Task<Recovered> QueueStore::reconcile() {
-  redis::Reply fields = co_await main_.command("HKEYS", keys_.inflight(s_.worker));
-  fields.check();
+async::Task<OpResult<Recovered>> QueueStore::take_back(
+    const std::string& worker, bool own, std::vector<std::pair<std::string, std::string>> held,
+    const std::string& why) {
+  // Oldest first (tokens grow), each onto the consuming end after the one before: the oldest is
+  // taken first again.
+  std::sort(held.begin(), held.end(), [](const auto& a, const auto& b) {
+    return a.first.size() != b.first.size() ? a.first.size() > b.first.size() : a.first > b.first;
+  });
+  Recovered total;
+  const std::int64_t now = redis_now();
+  constexpr std::size_t kPerCall = 100;
+  for (std::size_t i = 0; i < held.size() || (i == 0 && held.empty()); i += kPerCall) {
+    std::vector<RecoverItem> items;
+    for (std::size_t j = i; j < std::min(held.size(), i + kPerCall); ++j) {
+      items.push_back(take_back_item(held[j].first, held[j].second, worker, now));
+    }
+    const auto call = recover(keys_, worker, own, s_.queue, why, s_.dead_ttl, items);
+    OpResult<Recovered> r = co_await run(main_, call);
+    if (!r.ok()) co_return r.error();
+    if (r->alive) {
+      total.alive = true;
+      break;
+    }
+    total.returned += r->returned;
+    total.dead += r->dead;
+    total.emptied = r->emptied;
+    if (held.empty()) break;
+  }
+  co_return total;
+}
+
+async::Task<OpResult<Expired>> QueueStore::recover_expired(std::size_t max_workers) {
+  const auto which = expired(keys_, s_.worker, max_workers);
+  OpResult<Expired> found = co_await run(main_, which);
+  if (!found.ok()) co_return found;
+  for (const auto& w : found->workers) {
+    const auto read = held_copies(keys_, w);
+    OpResult<std::vector<std::pair<std::string, std::string>>> copies = co_await run(main_, read);
+    if (!copies.ok()) co_return copies.error();
+    const std::string why = "lease expired: worker " + w +
+                            " stopped renewing it (it died or lost Redis) while the job ran";
+    OpResult<Recovered> r = co_await take_back(w, false, std::move(*copies), why);
+    if (!r.ok()) co_return r.error();
+    if (r->returned || r->dead) {
+      spdlog::warn(
+          "queue {}: lease of {} expired; returned {} job(s) to pending, {} on their last "
+          "attempt are dead (error_kind lost)",
+          s_.queue, w, r->returned, r->dead);
+    }
+  }
+  co_return found;
+}
+
+async::Task<OpResult<Recovered>> QueueStore::reconcile() {
+  const auto read = held_copies(keys_, s_.worker);
+  OpResult<std::vector<std::pair<std::string, std::string>>> copies = co_await run(main_, read);
+  if (!copies.ok()) co_return copies.error();
   // Tokens Redis holds for us that we do not know of, and fields that are no token at all
-  // (garbage: reclaim returns whatever they hold to pending).
-  std::vector<std::pair<std::uint64_t, std::string>> unknown;
-  for (auto& f : fields.elements) {
-    auto t = token_of(f.str);
-    if (t && held_.count(*t)) continue;
-    if (t && *t >= fetching_from_ && *t < fetching_to_) continue;  // its fetch reply is coming
-    unknown.emplace_back(t.value_or(0), std::move(f.str));
+  // (garbage: they go back as whatever they hold).
+  std::vector<std::pair<std::string, std::string>> unknown;
+  for (auto& [field, copy] : *copies) {
+    std::uint64_t t = 0;
+    auto [end, ec] = std::from_chars(field.data(), field.data() + field.size(), t);
+    const bool token = ec == std::errc() && end == field.data() + field.size();
+    if (token && held_.count(t)) continue;
+    if (token && t >= fetching_from_ && t < fetching_to_) continue;  // its fetch reply is coming
+    unknown.emplace_back(std::move(field), std::move(copy));
   }
   if (unknown.empty()) co_return Recovered{};
-  // Newest first onto the consuming end, so the oldest is taken first again.
-  std::sort(unknown.rbegin(), unknown.rend());
-  std::vector<std::string> keys{keys_.inflight(s_.worker), keys_.pending, keys_.dead, keys_.live,
-                                keys_.dead_bodies};
-  std::vector<std::string> args{keys_.base, s_.queue};
-  for (auto& [t, field] : unknown) args.push_back(std::move(field));
-  redis::Reply r = co_await scripts::reclaim().run(main_, keys, args);
-  co_return decode_recovered(r);
+  co_return co_await take_back(
+      s_.worker, true, std::move(unknown),
+      "this daemon lost track of the job (a reply lost with its Redis connection, or writes "
+      "Redis forgot in a restart)");
 }
 
-async::Task<Promoted> QueueStore::promote(std::size_t limit) {
-  std::vector<std::string> keys{keys_.delayed, keys_.pending};
-  std::vector<std::string> args{std::to_string(limit), keys_.base};
-  redis::Reply r = co_await scripts::promote().run(main_, keys, args);
-  co_return decode_promoted(r);
-}
-
-async::Task<std::vector<Repaired>> QueueStore::repair() {
-  std::vector<std::string> keys{keys_.pending,
-                                keys_.delayed,
-                                keys_.leases,
-                                keys_.live,
-                                keys_.dead,
-                                keys_.dead_bodies,
-                                keys_.inflight(s_.worker)};
-  std::vector<std::string> types{"list", "zset", "zset", "hash", "zset", "hash", "hash"};
-  redis::Reply r = co_await scripts::repair().run(main_, keys, types);
-  std::vector<Repaired> out;
-  for (std::size_t i = 0; r.is_array() && i + 2 < r.elements.size(); i += 3) {
-    Repaired x{r.elements[i].str, r.elements[i + 1].str, r.elements[i + 2].str};
-    spdlog::error(
-        "queue {}: {} held a {}, which is not what jobqd keeps there (garbage written by hand?); "
-        "moved it aside to {} so that the queue goes on: look at it, then delete it",
-        s_.queue, x.key, x.type, x.moved_to);
-    out.push_back(std::move(x));
+async::Task<OpResult<Due>> QueueStore::promote(std::size_t limit) {
+  const auto which = due(keys_, limit);
+  OpResult<Due> found = co_await run(main_, which);
+  if (!found.ok() || found->jobs.empty()) co_return found;
+  std::vector<PromoteItem> items;
+  items.reserve(found->jobs.size());
+  for (auto& j : found->jobs) {
+    Copy c = split(j);
+    // A retry (its marker counts an attempt) goes back to queued; a job submitted with a delay,
+    // or one that waits for its id, has no state of its own to change.
+    std::string retry_id =
+        c.marker && c.marker->attempts > 0 && job::valid_id(c.marker->id) ? c.marker->id : "";
+    items.push_back({std::move(j), std::move(retry_id)});
   }
-  co_return out;
+  const auto call = store::promote(keys_, items);
+  OpResult<long long> moved = co_await run(main_, call);
+  if (!moved.ok()) co_return moved.error();
+  found->jobs.clear();
+  found->jobs.resize(static_cast<std::size_t>(std::max<long long>(0, *moved)));
+  co_return found;
 }
 
-// ---- Writer ----
-
-Writer::Writer(redis::Client& client, QueueStore& store) : client_(client), store_(store) {}
-
-Writer::~Writer() {
-  if (task_.valid()) task_.abort();
+async::Task<OpResult<long long>> QueueStore::trim_dead() {
+  const auto which = dead_victims(keys_, s_.dead_max, s_.dead_ttl, 500);
+  OpResult<std::vector<std::string>> ids = co_await run(main_, which);
+  if (!ids.ok()) co_return ids.error();
+  if (ids->empty()) co_return 0LL;
+  const auto call = drop_dead(keys_, *ids);
+  co_return co_await run(main_, call);
 }
 
-void Writer::start() {
-  if (!task_.valid()) task_ = async::spawn(run(), "writer " + store_.settings().queue);
-}
-
-async::Task<void> Writer::stop() {
-  if (task_.valid()) {
-    task_.cancel();
-    co_await task_.wait();
-  }
-}
-
-void Writer::push(Settlement s) {
-  queued_.push_back(std::move(s));
-  ++enqueued_;
-  work_.set();
-}
-
-async::Task<bool> Writer::flush(Millis timeout) {
-  const std::uint64_t target = enqueued_;
-  const auto deadline = async::Clock::now() + timeout;
-  while (written_ < target) {
-    auto left = deadline - async::Clock::now();
-    if (left <= async::Duration::zero()) co_return false;
-    bool in_time = true;
-    try {
-      co_await async::wait_for(progress_.wait(), left);
-    } catch (const async::TimeoutError&) {
-      in_time = false;
-    }
-    if (!in_time) co_return written_ >= target;
-  }
-  co_return true;
-}
-
-// Sends one batch until Redis has answered it: a lost connection is waited out, a foreign value at
-// one of the queue's keys is moved aside, anything else (Redis out of memory) retried after a
-// pause. Every settlement is idempotent, so sending a batch twice changes nothing twice.
-async::Task<redis::Reply> Writer::send(const std::vector<std::string>& args, std::size_t count) {
-  const auto& k = store_.keys();
-  const std::vector<std::string> keys{
-      k.inflight(store_.settings().worker), k.delayed, k.dead, k.pending, k.live, k.dead_bodies};
-  auto last_error_log = async::Clock::now() - kErrorLogEvery;
-  for (;;) {
-    std::string error;
-    bool lost_connection = false;
-    try {
-      co_return co_await scripts::settle().run(client_, keys, args);
-    } catch (const redis::ConnectionError& e) {
-      error = e.what();
-      lost_connection = true;
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    auto t = async::Clock::now();
-    if (t - last_error_log >= kErrorLogEvery) {
-      last_error_log = t;
+async::Task<OpResult<std::vector<Repaired>>> QueueStore::repair() {
+  const auto call = store::repair(keys_, s_.worker, unix_ms());
+  OpResult<std::vector<Repaired>> r = co_await run(main_, call);
+  if (r.ok()) {
+    for (const auto& x : *r) {
       spdlog::error(
-          "queue {}: cannot write {} job outcome(s) to Redis ({}); keeping them and retrying",
-          store_.settings().queue, count, error);
+          "queue {}: {} held a {}, which is not what jobqd keeps there (garbage written by "
+          "hand?); moved it aside to {} so that the queue goes on: look at it, then delete it",
+          s_.queue, x.key, x.type, x.moved_to);
     }
-    bool repaired = false;
-    if (lost_connection) {
-      co_await client_.wait_connected();
-    } else if (wrong_type(error)) {
-      try {
-        repaired = !(co_await store_.repair()).empty();
-      } catch (const std::exception&) {
-      }
-    }
-    if (!lost_connection && !repaired) co_await async::sleep(1s);  // e.g. out of memory
   }
+  co_return r;
 }
 
-async::Task<void> Writer::run() {
-  const Settings& s = store_.settings();
-  auto last_op_error_log = async::Clock::now() - kErrorLogEvery;
-  for (;;) {
-    if (queued_.empty()) {
-      work_.clear();
-      co_await work_.wait();
-      continue;
-    }
-    // A batch: every queued settlement, up to a count and a size.
-    std::size_t take = 0, bytes = 0;
-    while (take < queued_.size() && take < kMaxOpsPerBatch) {
-      std::size_t b = queued_[take].text.size() + queued_[take].id.size() + 64;
-      if (take > 0 && bytes + b > kMaxBatchBytes) break;
-      bytes += b;
-      ++take;
-    }
-    std::vector<Settlement> batch(std::make_move_iterator(queued_.begin()),
-                                  std::make_move_iterator(queued_.begin() + take));
-    queued_.erase(queued_.begin(), queued_.begin() + take);
-    std::vector<std::string> args;
-    args.reserve(7 + 6 * batch.size());
-    args.push_back(store_.keys().base);
-    args.push_back(s.queue);
-    args.push_back(s.worker);
-    args.push_back(num(s.keep_succeeded.count() == 0
-                           ? 0
-                           : std::max<long long>(1, s.keep_succeeded.count() / 1000)));
-    args.push_back(std::to_string(s.dead_max));
-    args.push_back(num(s.dead_ttl.count()));
-    args.push_back(s.default_handler);
-    for (auto& op : batch) {
-      args.push_back(op_name(op.op));
-      args.push_back(std::to_string(op.token));
-      args.push_back(op.id);
-      switch (op.op) {
-        case Settlement::Op::ok:
-          args.push_back(std::to_string(op.attempt));
-          args.push_back(std::move(op.text));
-          args.emplace_back();
-          break;
-        case Settlement::Op::retry:
-          args.push_back(num(op.delay.count()));
-          args.push_back(std::move(op.text));
-          args.emplace_back(job::to_string(op.kind));
-          break;
-        case Settlement::Op::dead:
-          args.push_back(std::move(op.text));
-          args.emplace_back(job::to_string(op.kind));
-          args.push_back(op.fresh_id);
-          break;
-        case Settlement::Op::back:
-          args.emplace_back();
-          args.emplace_back();
-          args.emplace_back();
-          break;
-        case Settlement::Op::cancel:
-          args.push_back(std::move(op.text));
-          args.emplace_back();
-          args.emplace_back();
-          break;
-      }
-    }
-    redis::Reply reply = co_await send(args, batch.size());
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      auto& op = batch[i];
-      const redis::Reply* r =
-          reply.is_array() && i < reply.elements.size() ? &reply.elements[i] : nullptr;
-      Written how = Written::written;
-      if (!r || r->type != redis::Reply::Type::integer) {
-        how = Written::refused;
-        auto t = async::Clock::now();
-        if (t - last_op_error_log >= kErrorLogEvery) {
-          last_op_error_log = t;
-          spdlog::error("queue {}: Redis refused to record '{}' for job {}: {}", s.queue,
-                        op_name(op.op), op.id, r ? r->str : "no reply for it");
-        }
-      } else if (r->integer == 0) {
-        how = Written::not_held;
-      } else if (r->integer == 2) {
-        how = Written::renamed;
-      }
-      // A refused one stays held in Redis: reconcile returns it to pending.
-      store_.released(op.token);
-      if (op.notify) op.notify->recorded(how);
-    }
-    written_ += batch.size();
-    progress_.set();
-    progress_.clear();
-  }
+async::Task<OpResult<Control>> QueueStore::control() {
+  const auto call = store::control(keys_);
+  co_return co_await run(main_, call);
 }
 
 }  // namespace jq::store

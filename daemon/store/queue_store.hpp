@@ -1,27 +1,32 @@
-// One queue's Redis protocol: leasing jobs, renewing and recovering leases, batched outcomes.
+// One queue's Redis protocol for the daemon: its lease, fetching and claiming jobs, reading what
+// was fetched (the one parse of a job), recovery, promotion and dead-job bounds, control.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
 #include "async/async.hpp"
 #include "job/error_kind.hpp"
+#include "job/job.hpp"
 #include "redis/client.hpp"
+#include "store/calls.hpp"
 #include "store/keys.hpp"
+#include "store/marker.hpp"
 #include "store/stats.hpp"
 
 namespace jq::store {
 
-using Millis = std::chrono::milliseconds;
 using namespace std::chrono_literals;
 
-/// Unix time in milliseconds on this host (for values only this host compares; lease expiries
-/// and job times use Redis' clock).
+/// Unix time in milliseconds on this host.
 std::int64_t unix_ms();
 
 struct Settings {
@@ -35,6 +40,9 @@ struct Settings {
   std::uint64_t dead_max = 10000;
   Millis dead_ttl = 168h;
   std::uint64_t max_attempts = 5;
+  /// An attempt's state says `active` once it has run this long (0: before it runs); one that
+  /// ends sooner goes straight to its outcome (the contract's state.active_after).
+  Millis active_after = 100ms;
 
   /// A config reload: takes what may change on a running queue from `next` (never the prefix,
   /// queue, worker or lease).
@@ -45,210 +53,164 @@ struct Settings {
     dead_max = next.dead_max;
     dead_ttl = next.dead_ttl;
     max_attempts = next.max_attempts;
+    active_after = next.active_after;
   }
 };
 
-/// A job a fetch handed over: held by this worker (leased in Redis) until its outcome is written.
-struct Fetched {
+/// A held job as the daemon reads it: the one parse of its text (job::parse), and what jobqd's
+/// marker says of its past. Everything the job's end needs is here.
+struct Reading {
   std::uint64_t token = 0;
-  /// Which attempt this is (1 for the first): Redis recorded it as active already. 0 when Redis
-  /// could not read the job (not JSON, not an object, a bad id): it is invalid, never started.
-  long long attempt = 0;
-  /// The id its state is kept under (the one Redis assigned when it brought none); for a job
-  /// Redis could not read, empty; for an oversized one, its id when that is its first key.
+  std::optional<job::Job> job;  // when it is valid
+  std::string invalid;          // why it is not
+  /// The id its state is kept under: the job's own, the one jobqd gave it before (its marker),
+  /// or a new one; "" for an invalid job whose id cannot be known.
   std::string id;
-  std::string raw;              // its JSON (without jobqd's marker); empty when oversized
-  std::uint64_t oversized = 0;  // its size when over max_job_bytes (the body stayed in Redis)
+  bool claims = false;    // its id is to be claimed before it runs (not one jobqd made up)
+  long long attempt = 1;  // this attempt (1 for the first)
+  long long max_attempts = 1;
+  std::string submitted_at;  // unix ms, Redis' clock
+  std::string nonce;         // the claim it owns its id under
+  std::string handler;       // for its state
+  Copy copy;                 // where its marker goes (cut and tail)
 };
 
-struct FetchBatch {
-  std::int64_t now = 0;   // Redis' clock
-  long long waiting = 0;  // jobs whose id another job owns: back in delayed for a second
-  bool paused = false;    // the queue is paused: nothing taken
-  std::vector<Fetched> jobs;
+/// Reads a held copy (a fetch's, or one recovery found). `now` (Redis' clock) stands for
+/// submitted_at when the copy carries none.
+Reading read_held(std::uint64_t token, std::string_view copy, const job::Rules& rules,
+                  const Settings& s, std::int64_t now);
+
+/// What a fetch (and the claim after it) brought, ready to hand over.
+struct Fetched {
+  std::vector<Reading> jobs;  // held and claimed (or invalid: to be settled dead)
+  long long waiting = 0;      // jobs whose id another job owns: back in delayed for a second
+  bool lease_lost = false;
+  bool paused = false;
 };
 
-/// Decodes a fetch reply (docs on scripts::fetch) for a batch whose first token is `first` and
-/// that asked for `n` jobs. Pure, for tests and the fuzzer. Throws redis::ReplyError for a reply
-/// of any other shape.
-FetchBatch decode_fetch(redis::Reply r, std::uint64_t first, std::size_t n);
-
-struct Recovered {
-  long long returned = 0;                // jobs put back in pending
-  long long dead = 0;                    // jobs that were on their last attempt
-  std::optional<Millis> next_expiry_in;  // when another worker's lease runs out next, if any
-  std::vector<std::string> workers;
-};
-/// Decodes a recover or reclaim reply. Throws redis::ReplyError for any other shape.
-Recovered decode_recovered(const redis::Reply& r);
-
-struct Promoted {
-  long long moved = 0;
-  std::optional<Millis> next_in;  // how long until the next delayed job is due, if any
-};
-/// Decodes a promote reply (a score may be anything a submitter wrote, "+inf" included).
-Promoted decode_promoted(const redis::Reply& r);
-
-/// A queue's depths (scripts::depths) read on any client: for /metrics and jobqctl. Throws
-/// redis::ConnectionError, or redis::ReplyError for a reply of another shape.
-async::Task<Depths> read_depths(redis::Client& client, const Keys& keys);
-
-/// A foreign value found at one of the queue's keys and moved aside.
-struct Repaired {
-  std::string key, type, moved_to;
-};
-
-/// Reads and leases. Every call may throw redis::ConnectionError (Redis down); callers wait for
-/// the connection and try again: each operation is safe to repeat.
-///
-/// It also keeps the set of tokens this worker holds (fetched, and not yet confirmed settled by
-/// the Writer), so that reconcile() can find jobs Redis says we hold but we do not know of: the
-/// jobs of a fetch whose reply was lost with the connection, or state Redis forgot in a
-/// restart. Those go back to pending instead of staying leased until the daemon stops.
 class QueueStore {
  public:
-  QueueStore(redis::Client& main, redis::Client& blocking, Settings settings);
+  QueueStore(redis::Client& main, redis::Client& blocking, Settings settings, job::Rules rules);
 
   const Keys& keys() const noexcept { return keys_; }
   const Settings& settings() const noexcept { return s_; }
   Settings& settings() noexcept { return s_; }
+  /// How the queue's jobs are read (its handlers and size limit); a reload changes them.
+  const job::Rules& rules() const noexcept { return rules_; }
+  job::Rules& rules() noexcept { return rules_; }
+  redis::Client& client() noexcept { return main_; }
+  redis::Client& blocking() noexcept { return blocking_; }
+  /// Redis' clock as last seen (ms), carried forward on this host's clock: job times written
+  /// from the daemon (started_at) are on Redis' clock like the rest.
+  std::int64_t redis_now() const noexcept { return unix_ms() + clock_offset_; }
 
-  /// Takes (or renews) this worker's lease.
-  async::Task<void> register_lease();
-  /// Renews the lease; false when it is gone or expired (register again, after stopping the
-  /// jobs: another daemon may run them now).
-  async::Task<bool> renew_lease();
-  /// Drops the lease if no job is held any more (a clean stop); false otherwise.
-  async::Task<bool> release_lease();
+  /// Runs `call` until Redis answers: a lost connection is waited out, a foreign value at one of
+  /// the queue's keys moved aside (repair()), anything else logged (at most every 30 s, saying
+  /// `what` failed) and tried again a second later. For the loops that must not give up.
+  template <class T>
+  async::Task<T> until_answered(const Call<T>& call, const char* what);
 
-  /// Leases up to `n` jobs, oldest first, each recorded as active. nullopt: the lease is lost
-  /// (register again).
-  async::Task<std::optional<FetchBatch>> fetch(std::size_t n);
-  /// What fetch_when_pending() brought.
+  // ---- the lease ----
+  async::Task<OpResult<redis::Done>> register_lease();
+  async::Task<OpResult<bool>> renew_lease();
+  async::Task<OpResult<bool>> release_lease();
+
+  // ---- fetching ----
+  /// Holds up to `n` jobs, reads them, claims their ids: what may run now.
+  async::Task<OpResult<Fetched>> fetch(std::size_t n);
+  /// As fetch(), after waiting (on the blocking connection) until pending is not empty, at most
+  /// `block`: the fetch goes out pipelined behind a BLMOVE (from the list onto its own tail: it
+  /// moves nothing), so Redis runs it the moment the wait ends. It runs however the wait ends (a
+  /// job, the timeout, unblock(), an error); `wait_error` says why the wait failed.
   struct Waited {
-    std::optional<FetchBatch> got;  // as fetch(): nullopt when the lease is lost
-    /// Why the wait ended in an error (CLIENT UNBLOCK ... ERROR, a failover's -UNBLOCKED, a
-    /// wrong type): the fetch behind it ran all the same, and `got` is what it leased.
+    OpResult<Fetched> got = OpError{OpError::Kind::connection, "not sent"};
     std::string wait_error;
   };
-  /// Waits (on the blocking connection) until pending is not empty, for at most `block`, then
-  /// leases up to `n` jobs as fetch() does, in the same round trip: the fetch goes out pipelined
-  /// behind a BLMOVE (from the list onto its own tail: it moves nothing), so Redis runs it the
-  /// moment the wait ends, with no hop through this daemon in between. The fetch runs however
-  /// the wait ends (a job, the timeout, unblock(), an error), and what it leased comes back.
   async::Task<Waited> fetch_when_pending(std::size_t n, Millis block);
-  /// Ends a fetch_when_pending() wait now (CLIENT UNBLOCK on the main connection), so that its
-  /// fetch runs and its reply comes back at once: for a stop or a pause. Never throws; when
-  /// Redis refuses (an ACL without CLIENT) the wait ends by its own timeout.
+  /// Ends a fetch_when_pending() wait now (CLIENT UNBLOCK on the main connection), for a stop or
+  /// a pause. Never throws; when Redis refuses (an ACL without CLIENT) the wait ends by itself.
   async::Task<void> unblock();
-  /// True while a fetch_when_pending() is out.
   bool waiting() const noexcept { return waiting_; }
 
-  async::Task<Recovered> recover(std::size_t max_workers = 10);
-  async::Task<Promoted> promote(std::size_t limit = 1000);
+  // ---- upkeep ----
+  /// Takes back the jobs of workers whose lease ran out; returns when the next one runs out.
+  async::Task<OpResult<Expired>> recover_expired(std::size_t max_workers = 10);
   /// Returns to pending every job Redis holds for this worker that it does not know of.
-  async::Task<Recovered> reconcile();
-  /// Moves foreign values at the queue's keys aside (after Redis said WRONGTYPE). Each one moved
-  /// is logged at error level here, with where it went and what to do.
-  async::Task<std::vector<Repaired>> repair();
+  async::Task<OpResult<Recovered>> reconcile();
+  /// Moves due delayed jobs to pending; when the next one is due.
+  async::Task<OpResult<Due>> promote(std::size_t limit = 1000);
+  /// Drops dead jobs past dead_max and dead_ttl.
+  async::Task<OpResult<long long>> trim_dead();
+  /// Moves foreign values at the queue's keys aside (after Redis said WRONGTYPE), each logged.
+  async::Task<OpResult<std::vector<Repaired>>> repair();
+  /// The pause flag and the cancel requests.
+  async::Task<OpResult<Control>> control();
 
-  /// A job's outcome was written (or it is someone else's now): the token is no longer held.
+  // ---- jobs held ----
+  /// A job's end was written (or it is someone else's now): the token is no longer held.
   void released(std::uint64_t token) { held_.erase(token); }
   /// Forgets every held job (the lease was lost: those jobs are someone else's now).
   void forget_all() noexcept { held_.clear(); }
   std::size_t held() const noexcept { return held_.size(); }
+  /// Lets go of tokens a fetch handed over that will not run (given back, or gone).
+  void forget(std::uint64_t token) { held_.erase(token); }
 
  private:
-  redis::Client& main_;
-  redis::Client& blocking_;
-  Settings s_;
-  Keys keys_;
-  std::uint64_t next_token_ = 1;
-  std::unordered_set<std::uint64_t> held_;
   struct FetchCall {
     std::uint64_t first = 0;
     std::size_t n = 0;
-    std::vector<std::string> keys, args;
+    Call<FetchBatch> call;
   };
   FetchCall begin_fetch(std::size_t n);
   async::Task<Waited> wait_and_fetch(std::size_t n, Millis block);
-  std::optional<FetchBatch> end_fetch(const FetchCall& call, redis::Reply r);
+  /// After the fetch reply: read every job, claim the ids, keep the tokens.
+  async::Task<OpResult<Fetched>> take(OpResult<FetchBatch> got);
+  async::Task<void> drop_if_stale(const std::string& id, const std::string& owner);
+  /// What recovery does with one held copy.
+  RecoverItem take_back_item(const std::string& token, const std::string& copy,
+                             const std::string& worker, std::int64_t now) const;
+  async::Task<OpResult<Recovered>> take_back(const std::string& worker, bool own,
+                                             std::vector<std::pair<std::string, std::string>> held,
+                                             const std::string& why);
 
+  redis::Client& main_;
+  redis::Client& blocking_;
+  Settings s_;
+  job::Rules rules_;
+  Keys keys_;
+  std::uint64_t next_token_ = 1;
+  std::unordered_set<std::uint64_t> held_;
+  std::int64_t clock_offset_ = 0;
   // Tokens of a fetch whose reply has not come back yet: reconcile leaves them alone.
   std::uint64_t fetching_from_ = 0, fetching_to_ = 0;
   // The blocking connection's CLIENT ID, for unblock(), and the connection it belongs to.
   std::string blocking_id_;
   std::uint64_t blocking_generation_ = 0;
   bool waiting_ = false;
+  // Stale-claim checks already made, by id: at most one a second per id.
+  std::unordered_map<std::string, async::Clock::time_point> stale_checked_;
+  async::Every upkeep_errors_{std::chrono::seconds(30)};
 };
 
-/// What became of a settlement.
-enum class Written {
-  written,   // durable in Redis
-  not_held,  // the job was no longer held (recovered by another daemon): nothing written
-  refused,   // Redis refused this one (logged); the job stays held, reconcile returns it
-  renamed,   // (dead) the job's own id belongs to another job: recorded under the fresh one
-};
-
-/// Told once when a settlement has been sent and answered. Runs on the loop, inside the
-/// writer's task: it must not throw, and must not destroy the Writer.
-class Recorded {
- public:
-  virtual void recorded(Written how) noexcept = 0;
-
- protected:
-  ~Recorded() = default;
-};
-
-/// The end of one attempt, as the settle script takes it.
-struct Settlement {
-  enum class Op : std::uint8_t { ok, retry, dead, back, cancel };
-  Op op = Op::ok;
-  std::uint64_t token = 0;
-  std::string id;
-  std::string text;                            // ok: the result; retry, dead, cancel: the error
-  job::ErrorKind kind = job::ErrorKind::none;  // retry, dead
-  Millis delay{0};                             // retry: due this long from now (Redis' clock)
-  long long attempt = 1;                       // ok: which attempt succeeded
-  std::string fresh_id;                        // dead, for a job that never started
-  Recorded* notify = nullptr;                  // may be null
-};
-
-/// Batches settlements into one `settle` script call per round trip: while a batch is in flight,
-/// new ones gather for the next. A batch that meets a lost connection is sent again once Redis is
-/// back (every settlement is idempotent), so nothing is dropped while Redis is away. One that
-/// Redis refuses is logged with its job and does not hold up the others; a foreign value at one
-/// of the queue's keys (WRONGTYPE) is moved aside and the batch sent again.
-class Writer {
- public:
-  Writer(redis::Client& client, QueueStore& store);
-  Writer(const Writer&) = delete;
-  Writer& operator=(const Writer&) = delete;
-  ~Writer();
-
-  void start();
-  /// Stops the writing task (what is queued stays unwritten: flush first).
-  async::Task<void> stop();
-
-  void push(Settlement s);
-
-  /// Waits until everything queued so far is written; false if `timeout` passed first.
-  async::Task<bool> flush(Millis timeout);
-  /// Settlements queued or in flight.
-  std::uint64_t backlog() const noexcept { return enqueued_ - written_; }
-
- private:
-  async::Task<void> run();
-  async::Task<redis::Reply> send(const std::vector<std::string>& args, std::size_t count);
-
-  redis::Client& client_;
-  QueueStore& store_;
-  std::vector<Settlement> queued_;
-  async::Event work_;
-  async::Event progress_;
-  std::uint64_t enqueued_ = 0;
-  std::uint64_t written_ = 0;
-  async::JoinHandle<void> task_;
-};
+template <class T>
+async::Task<T> QueueStore::until_answered(const Call<T>& call, const char* what) {
+  for (;;) {
+    OpResult<T> r = co_await run(main_, call);
+    if (r.ok()) co_return std::move(*r);
+    const OpError& e = r.error();
+    if (e.connection()) {
+      co_await main_.wait_connected();
+      continue;
+    }
+    if (upkeep_errors_.due()) {
+      spdlog::error("queue {}: {} failed: {}; trying again", s_.queue, what, e.message);
+    }
+    if (e.wrong_type()) {
+      auto fixed = co_await repair();
+      if (fixed.ok() && !fixed->empty()) continue;
+    }
+    co_await async::sleep(1s);
+  }
+}
 
 }  // namespace jq::store

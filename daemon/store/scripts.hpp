@@ -1,5 +1,8 @@
-// The Lua scripts of the protocol, shared by jobqd and jobqctl (each documented where defined).
+// The protocol's scripts (daemon/store/lua/*.lua, each with the shared prelude in front), by name.
 #pragma once
+
+#include <string>
+#include <vector>
 
 #include "redis/script.hpp"
 
@@ -7,25 +10,34 @@ namespace jq::store::scripts {
 
 // The daemon's.
 const redis::Script& fetch();
+const redis::Script& claim();
+const redis::Script& unclaim();
 const redis::Script& settle();
 const redis::Script& acquire();
 const redis::Script& renew();
 const redis::Script& release();
+const redis::Script& expired();
 const redis::Script& recover();
-const redis::Script& reclaim();
+const redis::Script& due();
 const redis::Script& promote();
+const redis::Script& dead_victims();
 const redis::Script& repair();
-const redis::Script& spool_state();
 const redis::Script& control();
-
+const redis::Script& heartbeat();
 // Both's.
 const redis::Script& depths();
-const redis::Script& heartbeat();
-
+const redis::Script& drop_dead();
 // jobqctl's.
 const redis::Script& submit();
 const redis::Script& requeue_dead();
-const redis::Script& purge_dead();
 const redis::Script& cancel();
+
+/// Every script, for tests that run each one.
+std::vector<const redis::Script*> all();
+
+/// Tests only: every script is rebuilt with `chunk` in front of the prelude (empty: as built),
+/// `$NAME` in it replaced by the script's name. The key guard uses it to check that every key a
+/// script touches was given in KEYS.
+void set_guard(const std::string& chunk);
 
 }  // namespace jq::store::scripts

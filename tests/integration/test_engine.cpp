@@ -319,7 +319,7 @@ queues:
   auto waiting = ids("w", 6);
   push(r, "q", jobs_for(waiting, R"({"ms":10000})"));
   std::vector<std::string> running{"short1", "short2", "long1", "long2"};
-  REQUIRE(eventually([&] { return count_status(r, "q", running, "active") == 4; }, 10s));
+  REQUIRE(eventually([&] { return count_held(r, "q", running) == 4; }, 10s));
   auto t0 = std::chrono::steady_clock::now();
   CHECK(d.stop() == 0);
   auto took = std::chrono::steady_clock::now() - t0;
@@ -532,8 +532,8 @@ queues:
   }
   Daemon d(redis, yaml);  // lease 1s
   d.start();
-  // The fetch marks a job active in Redis, buffered or running: wait until all ten are fetched
-  // and five run (1.5 s each, so none ends before Redis goes), and note which five run.
+  // Wait until all ten are held, buffered or running, and five run (1.5 s each, so none ends
+  // before Redis goes), and note which five run.
   std::vector<std::string> running;
   {
     auto r = redis.client();
@@ -543,7 +543,7 @@ queues:
           for (const auto& id : all)
             if (d.log().find("job " + id + ": buffered -> running") != std::string::npos)
               running.push_back(id);
-          return running.size() == 5 && count_status(r, "q", all, "active") == all.size();
+          return running.size() == 5 && count_held(r, "q", all) == all.size();
         },
         10s, 5ms));
   }

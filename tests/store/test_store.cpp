@@ -1,25 +1,30 @@
-// The Redis protocol against a real Redis: fetch and settle, ids, recovery, promotion, repair.
+// The Redis protocol against a real Redis: fetch, claim and settle, ids, recovery, promotion,
+// repair, and what a job costs Redis.
 #include <catch2/catch.hpp>
 
 #include <limits>
 #include <map>
+#include <set>
 
+#include "store/held.hpp"
 #include "store/queue_store.hpp"
+#include "store/settler.hpp"
 #include "tests/support/redis_server.hpp"
 #include "tests/support/run.hpp"
 
 using namespace jq;
 using namespace std::chrono_literals;
-using jq::test::ms_since;
 using jq::test::run_test;
 
 namespace {
 
 // Remembers what became of a settlement.
-struct Note final : store::Recorded {
-  std::optional<store::Written> how;
-  void recorded(store::Written w) noexcept override { how = w; }
+struct Note final : store::OnSettled {
+  std::optional<store::Settled> how;
+  void settled(store::Settled s) noexcept override { how = s; }
 };
+
+const std::set<std::string> kHandlers{"h", "other"};
 
 // A store for queue "q" on `server`, with its own clients, started and connected.
 struct Fixture {
@@ -30,6 +35,8 @@ struct Fixture {
     base.worker = std::move(worker);
     base.default_handler = "h";
     settings = base;
+    rules.default_handler = "h";
+    rules.handlers = &kHandlers;
   }
   static redis::Client::Options options(const test::RedisServer& server) {
     redis::Client::Options o;
@@ -42,50 +49,44 @@ struct Fixture {
     blocking.start();
     co_await main.wait_connected();
     co_await blocking.wait_connected();
-    store.emplace(main, blocking, settings);
-    writer.emplace(main, *store);
-    writer->start();
+    store.emplace(main, blocking, settings, rules);
+    settler.emplace(*store);
+    settler->start();
   }
+  async::Task<void> lease() { (void)(co_await store->register_lease()).value(); }
   /// up(), a lease, and the first `n` pending jobs fetched.
-  async::Task<store::FetchBatch> up_and_fetch(std::size_t n) {
+  async::Task<store::Fetched> up_and_fetch(std::size_t n) {
     co_await up();
-    co_await store->register_lease();
+    co_await lease();
     co_return co_await fetch(n);
   }
-  async::Task<store::FetchBatch> fetch(std::size_t n) {
-    auto got = co_await store->fetch(n);
-    if (!got) throw std::runtime_error("fetch refused: no lease");
-    co_return std::move(*got);
+  async::Task<store::Fetched> fetch(std::size_t n) {
+    store::OpResult<store::Fetched> got = co_await store->fetch(n);
+    co_return std::move(got).value();
   }
   /// Pushes a settlement and waits until it is written; what became of it.
-  async::Task<store::Written> settle(store::Settlement s) {
+  async::Task<store::Settled> settle(store::Settlement s) {
     Note note;
     s.notify = &note;
-    writer->push(std::move(s));
-    bool flushed = co_await writer->flush(5s);
+    settler->push(std::move(s));
+    bool flushed = co_await settler->flush(5s);
     if (!flushed || !note.how) throw std::runtime_error("settlement not written");
     co_return *note.how;
   }
-  async::Task<store::Written> ok(const store::Fetched& f, const std::string& id,
-                                 std::string result = "done") {
-    store::Settlement s;
-    s.op = store::Settlement::Op::ok;
-    s.token = f.token;
-    s.id = id;
-    s.attempt = f.attempt;
-    s.text = std::move(result);
-    co_return co_await settle(std::move(s));
+  async::Task<store::Settled> ok(const store::Reading& r, std::string result = "done") {
+    co_return co_await settle(store::held::ok(r, "1000", std::move(result)));
   }
   async::Task<void> down() {
-    co_await writer->stop();
+    co_await settler->stop();
     co_await main.stop();
     co_await blocking.stop();
   }
   redis::Client main;
   redis::Client blocking;
   store::Settings settings;
+  job::Rules rules;
   std::optional<store::QueueStore> store;
-  std::optional<store::Writer> writer;
+  std::optional<store::Settler> settler;
 };
 
 std::string job_text(const std::string& id, const std::string& payload = R"({"n":1})") {
@@ -103,7 +104,7 @@ std::map<std::string, std::string> state(test::SyncRedis& r, const std::string& 
 
 }  // namespace
 
-TEST_CASE("fetch leases the oldest jobs first and records them active in the same step",
+TEST_CASE("fetch holds the oldest jobs first and claims their ids; a short job has no state",
           "[store]") {
   test::RedisServer server;
   auto r = server.client();
@@ -112,10 +113,11 @@ TEST_CASE("fetch leases the oldest jobs first and records them active in the sam
     Fixture f(server);
     auto got = co_await f.up_and_fetch(2);
     REQUIRE(got.jobs.size() == 2);
-    CHECK(got.jobs[0].raw == job_text("a"));
     CHECK(got.jobs[0].id == "a");
+    REQUIRE(got.jobs[0].job);
+    CHECK(got.jobs[0].job->raw == job_text("a"));
     CHECK(got.jobs[0].attempt == 1);
-    CHECK(got.jobs[1].raw == job_text("b"));
+    CHECK(got.jobs[1].id == "b");
     CHECK(got.jobs[1].token == got.jobs[0].token + 1);
     CHECK(f.store->held() == 2);
     co_await f.down();
@@ -123,21 +125,96 @@ TEST_CASE("fetch leases the oldest jobs first and records them active in the sam
   run_test(body());
   CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 1);
   CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 2);
+  // Held as pushed: nothing is written to a job until it runs long enough to be seen.
+  CHECK(r.cmd({"HGET", "jobq:{q}:inflight:w1", "1"}).str == job_text("a"));
+  CHECK(r.integer({"EXISTS", "jobq:{q}:job:a"}) == 0);
+  CHECK(r.cmd({"HGET", "jobq:{q}:live", "a"}).str == "w1:1");
+}
+
+TEST_CASE("a short job's end writes its whole state at once; a batch sent again changes nothing",
+          "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    auto got = co_await f.up_and_fetch(1);
+    auto first = co_await f.ok(got.jobs[0], "result 1");
+    CHECK(first == store::Settled::done);
+    auto again = co_await f.ok(got.jobs[0], "result 2");
+    CHECK(again == store::Settled::not_held);
+    CHECK(f.store->held() == 0);
+    co_await f.down();
+  };
+  run_test(body());
   auto a = state(r, "a");
-  CHECK(a["status"] == "active");
+  CHECK(a["status"] == "succeeded");
+  CHECK(a["result"] == "result 1");
   CHECK(a["attempts"] == "1");
   CHECK(a["queue"] == "q");
   CHECK(a["handler"] == "h");
   CHECK(a["worker"] == "w1");
-  CHECK(a["started_at"] == a["submitted_at"]);
-  CHECK(r.cmd({"HGET", "jobq:{q}:live", "a"}).str.rfind("w1:", 0) == 0);
-  // The held copy carries jobqd's marker: attempts, max, submitted_at, instance, id.
-  auto copy = r.cmd({"HGET", "jobq:{q}:inflight:w1", "1"}).str;
-  CHECK(copy.rfind(R"({"id":"a","payload":{"n":1},"_jobq":"1|5|)", 0) == 0);
-  CHECK(copy.size() > job_text("a").size());
+  CHECK(a["started_at"] == "1000");
+  CHECK(!a["submitted_at"].empty());
+  CHECK(!a["finished_at"].empty());
+  CHECK(a["error"].empty());
+  CHECK(r.integer({"TTL", "jobq:{q}:job:a"}) > 86000);
+  CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 0);
+  CHECK(r.integer({"HLEN", "jobq:{q}:live"}) == 0);
 }
 
-TEST_CASE("a job without an id gets one at fetch, which every later copy carries", "[store]") {
+TEST_CASE("an attempt shown active writes active, and its end the rest", "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  // A state an earlier job of the id left, with a TTL: a new job's fields start afresh.
+  r.cmd({"HSET", "jobq:{q}:job:a", "status", "failed", "error", "old", "result", "x"});
+  r.cmd({"EXPIRE", "jobq:{q}:job:a", "100"});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    auto got = co_await f.up_and_fetch(1);
+    auto w = co_await f.settle(store::held::start(got.jobs[0], "1000"));
+    CHECK(w == store::Settled::done);
+    auto a = state(r, "a");
+    CHECK(a["status"] == "active");
+    CHECK(a["attempts"] == "1");
+    CHECK(a["started_at"] == "1000");
+    CHECK(a["worker"] == "w1");
+    CHECK(a.count("error") == 0);
+    CHECK(r.integer({"TTL", "jobq:{q}:job:a"}) == -1);
+    auto w2 = co_await f.ok(got.jobs[0]);
+    CHECK(w2 == store::Settled::done);
+    co_await f.down();
+  };
+  run_test(body());
+  CHECK(state(r, "a")["status"] == "succeeded");
+}
+
+TEST_CASE("retain succeeded 0 leaves no state at success", "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("b")});
+  // jobqctl submit writes `queued` first: that goes too.
+  r.cmd({"HSET", "jobq:{q}:job:b", "status", "queued"});
+  auto body = [&]() -> async::Task<void> {
+    store::Settings s;
+    s.keep_succeeded = 0ms;
+    Fixture f(server, "w1", s);
+    auto got = co_await f.up_and_fetch(2);
+    for (const auto& j : got.jobs) {
+      auto w = co_await f.ok(j);
+      CHECK(w == store::Settled::done);
+    }
+    co_await f.down();
+  };
+  run_test(body());
+  CHECK(r.integer({"EXISTS", "jobq:{q}:job:a"}) == 0);
+  CHECK(r.integer({"EXISTS", "jobq:{q}:job:b"}) == 0);
+  CHECK(r.integer({"HLEN", "jobq:{q}:live"}) == 0);
+}
+
+TEST_CASE("a job without an id gets one from the daemon; a long one's copy keeps it", "[store]") {
   test::RedisServer server;
   auto r = server.client();
   r.cmd({"LPUSH", "jobq:{q}:pending", R"({"payload":1})"});
@@ -148,55 +225,24 @@ TEST_CASE("a job without an id gets one at fetch, which every later copy carries
     REQUIRE(got.jobs.size() == 2);
     for (const auto& j : got.jobs) {
       CHECK(j.id.size() == 26);
-      CHECK(j.raw.find(",\"id\":\"" + j.id + "\"}") != std::string::npos);
-      CHECK(j.attempt == 1);
+      REQUIRE(j.job);
+      // The handler's JSON carries it, once (a null id is replaced, not followed by another).
+      auto again = job::parse(j.job->raw, f.rules);
+      REQUIRE(std::holds_alternative<job::Job>(again));
+      CHECK(std::get<job::Job>(again).id == j.id);
+      CHECK(!j.claims);  // an id nobody else can have needs no claim
     }
     CHECK(got.jobs[0].id != got.jobs[1].id);
+    CHECK(r.integer({"HLEN", "jobq:{q}:live"}) == 0);
+    // Shown active: its state is under that id, and its held copy now says so.
+    auto w = co_await f.settle(store::held::start(got.jobs[0], "1000"));
+    CHECK(w == store::Settled::done);
     CHECK(state(r, got.jobs[0].id)["status"] == "active");
+    auto copy = r.cmd({"HGET", "jobq:{q}:inflight:w1", std::to_string(got.jobs[0].token)}).str;
+    CHECK(copy.find(got.jobs[0].id) != std::string::npos);
     co_await f.down();
   };
   run_test(body());
-}
-
-TEST_CASE("ok writes the result once: a batch sent again changes nothing", "[store]") {
-  test::RedisServer server;
-  auto r = server.client();
-  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
-  auto body = [&]() -> async::Task<void> {
-    Fixture f(server);
-    auto got = co_await f.up_and_fetch(1);
-    auto first = co_await f.ok(got.jobs[0], "a", "result 1");
-    CHECK(first == store::Written::written);
-    auto again = co_await f.ok(got.jobs[0], "a", "result 2");
-    CHECK(again == store::Written::not_held);
-    CHECK(f.store->held() == 0);
-    co_await f.down();
-  };
-  run_test(body());
-  auto a = state(r, "a");
-  CHECK(a["status"] == "succeeded");
-  CHECK(a["result"] == "result 1");
-  CHECK(r.integer({"TTL", "jobq:{q}:job:a"}) > 86000);
-  CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 0);
-  CHECK(r.integer({"HLEN", "jobq:{q}:live"}) == 0);
-}
-
-TEST_CASE("retain succeeded 0 deletes the state at success", "[store]") {
-  test::RedisServer server;
-  auto r = server.client();
-  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
-  auto body = [&]() -> async::Task<void> {
-    store::Settings s;
-    s.keep_succeeded = 0ms;
-    Fixture f(server, "w1", s);
-    auto got = co_await f.up_and_fetch(1);
-    auto w1 = co_await f.ok(got.jobs[0], "a");
-    CHECK(w1 == store::Written::written);
-    co_await f.down();
-  };
-  run_test(body());
-  CHECK(r.integer({"EXISTS", "jobq:{q}:job:a"}) == 0);
-  CHECK(r.integer({"HLEN", "jobq:{q}:live"}) == 0);
 }
 
 TEST_CASE("a retry waits in delayed, comes back queued, and runs as its next attempt", "[store]") {
@@ -206,41 +252,42 @@ TEST_CASE("a retry waits in delayed, comes back queued, and runs as its next att
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
     auto got = co_await f.up_and_fetch(1);
-    store::Settlement s;
-    s.op = store::Settlement::Op::retry;
-    s.token = got.jobs[0].token;
-    s.id = "a";
-    s.delay = 50ms;
-    s.text = "boom";
-    s.kind = job::ErrorKind::exit_status;
-    auto w2 = co_await f.settle(std::move(s));
-    CHECK(w2 == store::Written::written);
+    auto w2 = co_await f.settle(
+        store::held::retry(got.jobs[0], "1000", "boom", job::ErrorKind::exit_status, 50ms));
+    CHECK(w2 == store::Settled::done);
     auto a = state(r, "a");
     CHECK(a["status"] == "retrying");
     CHECK(a["error"] == "boom");
     CHECK(a["error_kind"] == "exit_status");
+    CHECK(a["attempts"] == "1");
     CHECK(r.integer({"ZCARD", "jobq:{q}:delayed"}) == 1);
-    auto early = co_await f.store->promote();
-    CHECK(early.moved == 0);
+    CHECK(r.cmd({"HGET", "jobq:{q}:live", "a"}).str == "w1:1");  // the claim stays
+    auto early = (co_await f.store->promote()).value();
+    CHECK(early.jobs.empty());
     REQUIRE(early.next_in);
     co_await async::sleep(80ms);
-    auto p = co_await f.store->promote();
-    CHECK(p.moved == 1);
+    auto p = (co_await f.store->promote()).value();
+    CHECK(p.jobs.size() == 1);
     CHECK(state(r, "a")["status"] == "queued");
     auto again = co_await f.fetch(1);
     REQUIRE(again.jobs.size() == 1);
     CHECK(again.jobs[0].attempt == 2);
-    CHECK(again.jobs[0].raw == job_text("a"));  // the handler sees the job, not the marker
+    REQUIRE(again.jobs[0].job);
+    CHECK(again.jobs[0].job->raw == job_text("a"));  // the handler sees the job, not the marker
+    CHECK(again.jobs[0].nonce == "w1:1");
+    // Held again under another token: the claim says so.
+    CHECK(r.cmd({"HGET", "jobq:{q}:live", "a"}).str ==
+          "w1:1@w1:" + std::to_string(again.jobs[0].token));
+    auto w3 = co_await f.ok(again.jobs[0]);
+    CHECK(w3 == store::Settled::done);
     a = state(r, "a");
-    CHECK(a["status"] == "active");
+    CHECK(a["status"] == "succeeded");
     CHECK(a["attempts"] == "2");
-    auto w3 = co_await f.ok(again.jobs[0], "a");
-    CHECK(w3 == store::Written::written);
-    a = state(r, "a");
     CHECK(a["error"].empty());  // the earlier attempt's error is gone with success
     co_await f.down();
   };
   run_test(body());
+  CHECK(r.integer({"HLEN", "jobq:{q}:live"}) == 0);
 }
 
 TEST_CASE("dead jobs keep their JSON beside the state, announce it, and are trimmed", "[store]") {
@@ -255,15 +302,13 @@ TEST_CASE("dead jobs keep their JSON beside the state, announce it, and are trim
     Fixture f(server, "w1", s);
     auto got = co_await f.up_and_fetch(3);
     for (std::size_t i = 0; i < 3; ++i) {
-      store::Settlement d;
-      d.op = store::Settlement::Op::dead;
-      d.token = got.jobs[i].token;
-      d.id = got.jobs[i].id;
-      d.text = "bad";
-      d.kind = job::ErrorKind::exception;
-      auto w4 = co_await f.settle(std::move(d));
-      CHECK(w4 == store::Written::written);
+      auto w4 = co_await f.settle(
+          store::held::dead(got.jobs[i], "1000", "bad", job::ErrorKind::exception));
+      CHECK(w4 == store::Settled::done);
     }
+    CHECK(f.settler->take_deaths());
+    auto trimmed = (co_await f.store->trim_dead()).value();
+    CHECK(trimmed == 1);
     co_await f.down();
   };
   run_test(body());
@@ -277,9 +322,8 @@ TEST_CASE("dead jobs keep their JSON beside the state, announce it, and are trim
   CHECK(r.integer({"HEXISTS", "jobq:{q}:dead:bodies", "a"}) == 0);
   auto b = state(r, "b");
   CHECK(b["status"] == "failed");
-  CHECK(b.count("body") == 0);  // the JSON is kept apart: the state is text for any client
-  CHECK(r.cmd({"HGET", "jobq:{q}:dead:bodies", "b"}).str.rfind(job_text("b").substr(0, 20), 0) ==
-        0);
+  CHECK(b["attempts"] == "1");
+  CHECK(r.cmd({"HGET", "jobq:{q}:dead:bodies", "b"}).str == job_text("b"));
   CHECK(r.integer({"HLEN", "jobq:{q}:live"}) == 0);
 }
 
@@ -292,28 +336,21 @@ TEST_CASE("give back returns jobs to the consuming end in order, the attempt not
     Fixture f(server);
     auto got = co_await f.up_and_fetch(2);
     // Newest first, as the engine does, so that the oldest is next again.
-    for (int i = 1; i >= 0; --i) {
-      store::Settlement s;
-      s.op = store::Settlement::Op::back;
-      s.token = got.jobs[i].token;
-      // b as a stopping fetcher gives back a batch it never read: without its id.
-      s.id = i == 1 ? "" : got.jobs[i].id;
-      f.writer->push(std::move(s));
-    }
-    auto w10 = co_await f.writer->flush(5s);
+    for (int i = 1; i >= 0; --i) f.settler->push(store::held::back(got.jobs[i]));
+    auto w10 = co_await f.settler->flush(5s);
     CHECK(w10);
     for (auto id : {"a", "b"}) {
       auto st = state(r, id);
       CHECK(st["status"] == "queued");
       CHECK(st["attempts"] == "0");
     }
-    CHECK(r.integer({"EXISTS", "jobq:{q}:job:"}) == 0);  // no state under an empty id
     auto again = co_await f.fetch(3);
     REQUIRE(again.jobs.size() == 3);
     CHECK(again.jobs[0].id == "a");
     CHECK(again.jobs[1].id == "b");
     CHECK(again.jobs[2].id == "c");
     CHECK(again.jobs[0].attempt == 1);
+    CHECK(again.jobs[0].nonce == "w1:1");  // its own claim, found again
     co_await f.down();
   };
   run_test(body());
@@ -326,36 +363,41 @@ TEST_CASE("a dead worker's jobs are recovered in order; a last attempt is dead a
   r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
   r.cmd({"LPUSH", "jobq:{q}:pending", R"({"id":"last","payload":1,"max_attempts":1})"});
   r.cmd({"LPUSH", "jobq:{q}:pending", job_text("b")});
+  r.cmd({"LPUSH", "jobq:{q}:pending", R"({"payload":"no id"})"});
   auto body = [&]() -> async::Task<void> {
     store::Settings s;
     s.lease = 100ms;
-    Fixture dying(server, "dying", s);
-    auto got = co_await dying.up_and_fetch(3);
-    REQUIRE(got.jobs.size() == 3);
-    co_await dying.down();
+    Fixture dead(server, "w1", s);
+    auto got = co_await dead.up_and_fetch(4);
+    REQUIRE(got.jobs.size() == 4);
+    co_await dead.down();  // never renewed: it "died"
     co_await async::sleep(150ms);
-    Fixture live(server, "live", s);
+    Fixture live(server, "w2", s);
     co_await live.up();
-    auto rec = co_await live.store->recover();
-    CHECK(rec.returned == 2);
-    CHECK(rec.dead == 1);
-    REQUIRE(rec.workers.size() == 1);
-    CHECK(rec.workers[0] == "dying");
-    co_await live.store->register_lease();
-    auto again = co_await live.fetch(3);
-    REQUIRE(again.jobs.size() == 2);
+    co_await live.lease();
+    auto found = (co_await live.store->recover_expired()).value();
+    CHECK(found.workers == std::vector<std::string>{"w1"});
+    auto again = co_await live.fetch(10);
+    INFO("waiting " << again.waiting);
+    for (const auto& j : again.jobs) INFO(j.id << " " << j.invalid << " " << j.attempt);
+    REQUIRE(again.jobs.size() == 3);
+    // Oldest first; the lost attempt counted; each still under its own claim.
     CHECK(again.jobs[0].id == "a");
-    CHECK(again.jobs[0].attempt == 2);  // the lost attempt counts
+    CHECK(again.jobs[0].attempt == 2);
+    CHECK(again.jobs[0].nonce == "w1:1");
     CHECK(again.jobs[1].id == "b");
+    CHECK(again.jobs[2].id.size() == 26);  // a new id for the one jobqd had made one up for
+    CHECK(again.jobs[2].attempt == 2);
     co_await live.down();
   };
   run_test(body());
   auto last = state(r, "last");
   CHECK(last["status"] == "failed");
   CHECK(last["error_kind"] == "lost");
-  CHECK(last["error"].find("that was attempt 1 of 1") != std::string::npos);
   CHECK(r.integer({"ZSCORE", "jobq:{q}:dead", "last"}) > 0);
-  CHECK(r.integer({"EXISTS", "jobq:{q}:inflight:dying"}) == 0);
+  CHECK(state(r, "a")["error_kind"] == "lost");
+  CHECK(r.cmd({"ZSCORE", "jobq:{q}:leases", "w1"}).is_nil());
+  CHECK(r.integer({"EXISTS", "jobq:{q}:inflight:w1"}) == 0);
   CHECK(r.integer({"HEXISTS", "jobq:{q}:live", "last"}) == 0);
 }
 
@@ -369,83 +411,59 @@ TEST_CASE("renew fails once the lease was recovered; fetch refuses until re-regi
     s.lease = 100ms;
     Fixture f(server, "w1", s);
     co_await f.up();
-    co_await f.store->register_lease();
-    auto w11 = co_await f.store->renew_lease();
-    CHECK(w11);
+    co_await f.lease();
     co_await async::sleep(150ms);
-    auto w12 = co_await f.store->renew_lease();
-    CHECK_FALSE(w12);
-    auto refused = co_await f.store->fetch(1);
-    CHECK_FALSE(refused.has_value());
-    CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 1);  // nothing taken
-    co_await f.store->register_lease();
+    auto renewed = (co_await f.store->renew_lease()).value();
+    CHECK_FALSE(renewed);
     auto got = co_await f.fetch(1);
-    CHECK(got.jobs.size() == 1);
+    CHECK(got.lease_lost);
+    CHECK(got.jobs.empty());
+    co_await f.lease();
+    auto after = co_await f.fetch(1);
+    CHECK(after.jobs.size() == 1);
     co_await f.down();
   };
   run_test(body());
 }
 
-TEST_CASE("a fetch that waits for jobs leases the first one pushed at once, oldest first",
+TEST_CASE("a fetch that waits for jobs holds the first one pushed at once, oldest first",
           "[store][wait]") {
   test::RedisServer server;
+  auto r = server.client();
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
     co_await f.up();
-    co_await f.store->register_lease();
-    // Nothing comes: the wait ends by its timeout, and the fetch behind it finds nothing.
-    auto t0 = async::Clock::now();
-    auto none = co_await f.store->fetch_when_pending(5, 200ms);
-    REQUIRE(none.got.has_value());
-    CHECK(none.got->jobs.empty());
-    CHECK(none.wait_error.empty());
-    CHECK(ms_since(t0) >= 190);
-    auto pusher = [&]() -> async::Task<void> {
-      co_await async::sleep(50ms);
-      auto r = server.client();
-      r.cmd({"LPUSH", "jobq:{q}:pending", job_text("first")});
-      r.cmd({"LPUSH", "jobq:{q}:pending", job_text("second")});
-    };
-    auto h = async::spawn(pusher());
-    t0 = async::Clock::now();
-    auto woke = co_await f.store->fetch_when_pending(1, 5s);
-    CHECK(ms_since(t0) < 1000);
-    REQUIRE(woke.got.has_value());
-    REQUIRE(woke.got->jobs.size() == 1);
-    CHECK(woke.got->jobs[0].id == "first");
-    CHECK(woke.got->jobs[0].attempt == 1);
-    CHECK(f.store->held() == 1);
-    CHECK_FALSE(f.store->waiting());
-    co_await h;
+    co_await f.lease();
+    const auto t0 = async::Clock::now();
+    auto waiting = async::spawn(f.store->fetch_when_pending(5, 5s));
+    co_await async::sleep(30ms);
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a"), job_text("b")});
+    auto got = co_await waiting;
+    CHECK(async::Clock::now() - t0 < 2s);
+    REQUIRE(got.got.ok());
+    REQUIRE(got.got->jobs.size() == 2);
+    CHECK(got.got->jobs[0].id == "a");
+    CHECK(got.got->jobs[1].id == "b");
     co_await f.down();
   };
   run_test(body());
-  auto r = server.client();
-  CHECK(r.cmd({"HGET", "jobq:{q}:job:first", "status"}).str == "active");
-  auto list = r.cmd({"LRANGE", "jobq:{q}:pending", "0", "-1"});
-  REQUIRE(list.elements.size() == 1);
-  CHECK(list.elements.back().str == job_text("second"));
 }
 
 TEST_CASE("a fetch waiting for jobs survives SCRIPT FLUSH meanwhile", "[store][wait]") {
   test::RedisServer server;
+  auto r = server.client();
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
     co_await f.up();
-    co_await f.store->register_lease();
-    auto first = co_await f.fetch(5);  // the script is in Redis' cache now
-    CHECK(first.jobs.empty());
+    co_await f.lease();
     auto waiting = async::spawn(f.store->fetch_when_pending(5, 5s));
     co_await async::sleep(50ms);
-    // The EVALSHA waiting behind the BLMOVE finds no script when it runs: it runs again by EVAL.
-    auto r = server.client();
     r.cmd({"SCRIPT", "FLUSH"});
-    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("after-flush")});
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
     auto got = co_await waiting;
-    REQUIRE(got.got.has_value());
+    REQUIRE(got.got.ok());
     REQUIRE(got.got->jobs.size() == 1);
-    CHECK(got.got->jobs[0].id == "after-flush");
-    CHECK(f.store->held() == 1);
+    CHECK(got.got->jobs[0].id == "a");
     co_await f.down();
   };
   run_test(body());
@@ -453,33 +471,27 @@ TEST_CASE("a fetch waiting for jobs survives SCRIPT FLUSH meanwhile", "[store][w
 
 TEST_CASE("unblock ends a fetch's wait at once; a lost lease still refuses it", "[store][wait]") {
   test::RedisServer server;
+  auto r = server.client();
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
     co_await f.up();
-    co_await f.store->register_lease();
+    co_await f.lease();
+    const auto t0 = async::Clock::now();
     auto waiting = async::spawn(f.store->fetch_when_pending(5, 10s));
-    CHECK(f.store->waiting());
-    // Right away, while the BLMOVE may not have reached Redis yet: unblock tries again.
-    auto t0 = async::Clock::now();
     co_await f.store->unblock();
     auto got = co_await waiting;
-    CHECK(ms_since(t0) < 2000);
-    REQUIRE(got.got.has_value());
+    CHECK(async::Clock::now() - t0 < 3s);
+    REQUIRE(got.got.ok());
     CHECK(got.got->jobs.empty());
-    // The lease gone while it waited: the fetch behind the wait refuses, as fetch() does.
-    auto r = server.client();
-    auto again = async::spawn(f.store->fetch_when_pending(5, 10s));
-    co_await async::sleep(50ms);
     r.cmd({"DEL", "jobq:{q}:leases"});
-    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("late")});
-    auto refused = co_await again;
-    CHECK_FALSE(refused.got.has_value());
-    CHECK(f.store->held() == 0);
+    auto refused = async::spawn(f.store->fetch_when_pending(5, 10s));
+    co_await f.store->unblock();
+    auto lost = co_await refused;
+    REQUIRE(lost.got.ok());
+    CHECK(lost.got->lease_lost);
     co_await f.down();
   };
   run_test(body());
-  auto r = server.client();
-  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 1);  // "late" untouched
 }
 
 TEST_CASE("reconcile returns jobs held in Redis that the worker does not know of", "[store]") {
@@ -489,221 +501,236 @@ TEST_CASE("reconcile returns jobs held in Redis that the worker does not know of
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
     auto got = co_await f.up_and_fetch(2);
-    f.store->released(got.jobs[1].token);  // as if its fetch reply had been lost
-    r.cmd({"HSET", "jobq:{q}:inflight:w1", "garbage", "not a job"});
-    auto rec = co_await f.store->reconcile();
-    CHECK(rec.returned == 2);
-    CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 1);
-    CHECK(state(r, "b")["status"] == "queued");
-    CHECK(state(r, "b")["error_kind"] == "lost");
+    REQUIRE(got.jobs.size() == 2);
+    f.store->forget(got.jobs[1].token);  // as a fetch whose reply was lost
+    auto rec = (co_await f.store->reconcile()).value();
+    CHECK(rec.returned == 1);
+    auto again = co_await f.fetch(1);
+    REQUIRE(again.jobs.size() == 1);
+    CHECK(again.jobs[0].id == "b");
+    CHECK(again.jobs[0].attempt == 2);  // the lost attempt counts
     co_await f.down();
   };
   run_test(body());
-  auto list = r.cmd({"LRANGE", "jobq:{q}:pending", "0", "-1"});
-  REQUIRE(list.elements.size() == 2);
 }
 
-TEST_CASE("an id names one job at a time: a second submission waits for the first", "[store]") {
+TEST_CASE("an id names one job at a time: a second one waits while the first runs, stateless",
+          "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("same", "1")});
-  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("same", "2")});  // in the same batch
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("x", "1")});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    auto got = co_await f.up_and_fetch(10);
-    REQUIRE(got.jobs.size() == 1);
-    CHECK(got.waiting == 1);
-    CHECK(got.jobs[0].raw == job_text("same", "1"));
-    // While the first runs, the second waits in delayed; its state stays the first's.
-    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("same", "3")});
-    auto none = co_await f.fetch(10);
-    CHECK(none.jobs.empty());
-    CHECK(none.waiting == 1);
-    CHECK(state(r, "same")["attempts"] == "1");
-    CHECK(r.integer({"ZCARD", "jobq:{q}:delayed"}) == 2);
-    auto w5 = co_await f.ok(got.jobs[0], "same", "first");
-    CHECK(w5 == store::Written::written);
+    auto first = co_await f.up_and_fetch(1);
+    REQUIRE(first.jobs.size() == 1);
+    // The first runs, with no state written yet: its claim alone keeps the id.
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("x", "2")});
+    auto second = co_await f.fetch(5);
+    CHECK(second.jobs.empty());
+    CHECK(second.waiting == 1);
+    CHECK(r.integer({"ZCARD", "jobq:{q}:delayed"}) == 1);
+    auto w = co_await f.ok(first.jobs[0], "one");
+    CHECK(w == store::Settled::done);
     co_await async::sleep(1100ms);
-    auto p = co_await f.store->promote();
-    CHECK(p.moved == 2);
-    // The next one runs as a new job (fresh attempts); the third still waits for it.
-    auto next = co_await f.fetch(10);
+    auto p = (co_await f.store->promote()).value();
+    CHECK(p.jobs.size() == 1);
+    auto next = co_await f.fetch(5);
     REQUIRE(next.jobs.size() == 1);
-    CHECK(next.waiting == 1);
-    CHECK(next.jobs[0].attempt == 1);
-    auto st = state(r, "same");
-    CHECK(st["status"] == "active");
-    CHECK(st["attempts"] == "1");
-    CHECK(st.count("result") == 0);                        // nothing of the first job's end is left
-    CHECK(r.integer({"TTL", "jobq:{q}:job:same"}) == -1);  // nor its expiry
+    CHECK(next.jobs[0].id == "x");
+    CHECK(next.jobs[0].attempt == 1);  // a new job: fresh attempts
+    REQUIRE(next.jobs[0].job);
+    CHECK(next.jobs[0].job->payload == 2);
     co_await f.down();
   };
   run_test(body());
 }
 
-TEST_CASE("a reused id whose job is over starts afresh, however often", "[store]") {
+TEST_CASE("a claim no job holds any more is dropped, and the job waiting for its id runs",
+          "[store]") {
   test::RedisServer server;
   auto r = server.client();
+  // Garbage at the claim of `g`; and `h`'s claim outlived its job (deleted by hand).
+  r.cmd({"HSET", "jobq:{q}:live", "g", "garbage", "h", "w9:5"});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("g"), job_text("h")});
   auto body = [&]() -> async::Task<void> {
-    store::Settings s;
-    s.max_attempts = 2;
-    Fixture f(server, "w1", s);
-    co_await f.up();
-    co_await f.store->register_lease();
-    for (int round = 0; round < 4; ++round) {
-      r.cmd({"LPUSH", "jobq:{q}:pending", job_text("same")});
-      auto got = co_await f.fetch(1);
-      REQUIRE(got.jobs.size() == 1);
-      CHECK(got.jobs[0].attempt == 1);
-      auto w6 = co_await f.ok(got.jobs[0], "same");
-      CHECK(w6 == store::Written::written);
-    }
+    Fixture f(server);
+    auto got = co_await f.up_and_fetch(5);
+    CHECK(got.jobs.empty());
+    CHECK(got.waiting == 2);
+    // The check ran: the stale claims are gone, and the waiting jobs come back in a second.
+    CHECK(r.integer({"HEXISTS", "jobq:{q}:live", "g"}) == 0);
+    CHECK(r.integer({"HEXISTS", "jobq:{q}:live", "h"}) == 0);
+    co_await async::sleep(1100ms);
+    (void)(co_await f.store->promote()).value();
+    auto next = co_await f.fetch(5);
+    CHECK(next.jobs.size() == 2);
     co_await f.down();
   };
   run_test(body());
+}
+
+TEST_CASE("a claim whose job is queued, retrying or held stands", "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"HSET", "jobq:{q}:live", "q1", "w9:5", "h1", "w1:1"});
+  r.cmd({"HSET", "jobq:{q}:job:q1", "status", "retrying"});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("h1")});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    auto first = co_await f.up_and_fetch(1);  // token 1: h1's own claim (w1:1) held here
+    REQUIRE(first.jobs.size() == 1);
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("q1"), job_text("h1")});
+    auto got = co_await f.fetch(5);
+    CHECK(got.jobs.empty());
+    CHECK(got.waiting == 2);
+    co_await f.down();
+  };
+  run_test(body());
+  CHECK(r.cmd({"HGET", "jobq:{q}:live", "q1"}).str == "w9:5");
+  CHECK(r.cmd({"HGET", "jobq:{q}:live", "h1"}).str == "w1:1");
+}
+
+TEST_CASE("a job with a key given twice is invalid, and never wedges its id", "[store]") {
+  test::RedisServer server;
+  auto r = server.client();
+  r.cmd({"LPUSH", "jobq:{q}:pending", R"({"id":"A","id":"A-2","payload":1})"});
+  r.cmd({"LPUSH", "jobq:{q}:pending", R"({"id":"B","payload":{"k":1,"k":2}})"});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    auto got = co_await f.up_and_fetch(5);
+    REQUIRE(got.jobs.size() == 2);
+    for (const auto& j : got.jobs) {
+      CHECK_FALSE(j.job);
+      CHECK(j.invalid.find("a key given twice") != std::string::npos);
+      auto w = co_await f.settle(store::held::dead(j, "", j.invalid, job::ErrorKind::invalid_job));
+      CHECK(w == store::Settled::done);
+    }
+    CHECK(got.jobs[0].id == "A");
+    CHECK(got.jobs[1].invalid.find("payload") != std::string::npos);
+    // A later job of that id runs.
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("A")});
+    auto next = co_await f.fetch(5);
+    REQUIRE(next.jobs.size() == 1);
+    CHECK(next.jobs[0].job);
+    co_await f.down();
+  };
+  run_test(body());
+  CHECK(state(r, "A")["error_kind"] == "invalid_job");
+  CHECK(r.integer({"HEXISTS", "jobq:{q}:live", "A-2"}) == 0);
 }
 
 TEST_CASE("corrupt or foreign state at a job's key is replaced and the job runs", "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  r.cmd({"HSET", "jobq:{q}:job:x", "attempts", "abc", "status", "weird"});
-  r.cmd({"SET", "jobq:{q}:job:y", "a string"});
-  r.cmd({"HSET", "jobq:{q}:live", "z", "someone:1"});  // a stale claim: z's job is over
-  r.cmd({"HSET", "jobq:{q}:job:z", "status", "succeeded"});
-  for (auto id : {"x", "y", "z"}) r.cmd({"LPUSH", "jobq:{q}:pending", job_text(id)});
+  r.cmd({"SET", "jobq:{q}:job:a", "garbage"});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
-    auto got = co_await f.up_and_fetch(10);
-    REQUIRE(got.jobs.size() == 3);
-    for (auto& j : got.jobs) {
-      CHECK(j.attempt == 1);
-      auto w7 = co_await f.ok(j, j.id);
-      CHECK(w7 == store::Written::written);
-    }
+    auto got = co_await f.up_and_fetch(1);
+    REQUIRE(got.jobs.size() == 1);
+    auto w = co_await f.ok(got.jobs[0]);
+    CHECK(w == store::Settled::done);
     co_await f.down();
   };
   run_test(body());
-  for (auto id : {"x", "y", "z"}) {
-    auto st = state(r, id);
-    INFO(id);
-    CHECK(st["status"] == "succeeded");
-    CHECK(st["attempts"] == "1");
-  }
+  CHECK(state(r, "a")["status"] == "succeeded");
 }
 
 TEST_CASE("a foreign value at one of the queue's keys is moved aside and the queue goes on",
           "[store]") {
   test::RedisServer server;
   auto r = server.client();
-  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
   r.cmd({"SET", "jobq:{q}:live", "garbage"});
-  r.cmd({"SET", "jobq:{q}:dead", "garbage"});
+  r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
     co_await f.up();
-    co_await f.store->register_lease();
-    std::string error;
-    try {
-      (void)co_await f.store->fetch(1);
-    } catch (const redis::ReplyError& e) {
-      error = e.what();
-    }
-    CHECK(error.find("WRONGTYPE") != std::string::npos);
-    CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 1);  // nothing popped and lost
-    auto moved = co_await f.store->repair();
-    REQUIRE(moved.size() == 2);
+    co_await f.lease();
+    store::OpResult<store::Fetched> first = co_await f.store->fetch(1);
+    CHECK_FALSE(first.ok());
+    CHECK(first.error().wrong_type());
+    auto moved = (co_await f.store->repair()).value();
+    REQUIRE(moved.size() == 1);
     CHECK(moved[0].key == "jobq:{q}:live");
-    CHECK(moved[0].type == "string");
-    CHECK(moved[0].moved_to.rfind("jobq:{q}:live:foreign:", 0) == 0);
-    auto got = co_await f.fetch(1);
-    REQUIRE(got.jobs.size() == 1);
-    auto w8 = co_await f.ok(got.jobs[0], "a");
-    CHECK(w8 == store::Written::written);
+    // Unknown whether the claim ran: the job stays held, and reconcile returns it.
+    auto rec = (co_await f.store->reconcile()).value();
+    CHECK(rec.returned == 1);
+    auto again = co_await f.fetch(1);
+    REQUIRE(again.jobs.size() == 1);
+    CHECK(again.jobs[0].id == "a");
     co_await f.down();
   };
   run_test(body());
-  auto aside = r.cmd({"KEYS", "jobq:{q}:live:foreign:*"});
-  REQUIRE(aside.elements.size() == 1);
-  CHECK(r.cmd({"GET", aside.elements[0].str}).str == "garbage");  // kept for an operator
+  auto keys = r.cmd({"KEYS", "jobq:{q}:live:foreign:*"});
+  CHECK(keys.elements.size() == 1);
 }
 
-TEST_CASE("jobs Redis cannot read, and oversized ones, are held as they came", "[store]") {
+TEST_CASE("jobs the daemon cannot read, and oversized ones, are held as they came", "[store]") {
   test::RedisServer server;
   auto r = server.client();
   r.cmd({"LPUSH", "jobq:{q}:pending", "not json"});
   r.cmd(
-      {"LPUSH", "jobq:{q}:pending", R"({"id":"big","payload":")" + std::string(300, 'x') + "\"}"});
-  r.cmd({"LPUSH", "jobq:{q}:pending", R"({"id":"a b","payload":1})"});
+      {"LPUSH", "jobq:{q}:pending", R"({"id":"big","payload":")" + std::string(3000, 'x') + "\"}"});
   auto body = [&]() -> async::Task<void> {
     store::Settings s;
-    s.max_job_bytes = 200;
+    s.max_job_bytes = 100;
     Fixture f(server, "w1", s);
-    auto got = co_await f.up_and_fetch(10);
-    REQUIRE(got.jobs.size() == 3);
-    CHECK(got.jobs[0].attempt == 0);
-    CHECK(got.jobs[0].raw == "not json");
-    CHECK(got.jobs[1].oversized > 300);
-    CHECK(got.jobs[1].id == "big");
-    CHECK(got.jobs[1].raw.empty());
-    CHECK(got.jobs[2].attempt == 0);
-    // Dead under its own id when no other job has it, else under the fresh one.
-    r.cmd({"HSET", "jobq:{q}:live", "big", "other:1"});
-    store::Settlement d;
-    d.op = store::Settlement::Op::dead;
-    d.token = got.jobs[1].token;
-    d.id = "big";
-    d.fresh_id = "fresh1";
-    d.text = "too big";
-    d.kind = job::ErrorKind::invalid_job;
-    auto w9 = co_await f.settle(std::move(d));
-    CHECK(w9 == store::Written::renamed);
+    auto got = co_await f.up_and_fetch(5);
+    REQUIRE(got.jobs.size() == 2);
+    CHECK(got.jobs[0].invalid.find("not JSON") != std::string::npos);
+    CHECK(got.jobs[1].invalid.find("over max_job_bytes") != std::string::npos);
+    for (const auto& j : got.jobs) {
+      auto w = co_await f.settle(store::held::dead(j, "", j.invalid, job::ErrorKind::invalid_job));
+      CHECK(w == store::Settled::done);
+    }
     co_await f.down();
   };
   run_test(body());
-  CHECK(state(r, "big").empty());
-  auto fresh = state(r, "fresh1");
-  CHECK(fresh["status"] == "failed");
-  CHECK(fresh["error_kind"] == "invalid_job");
-  CHECK(fresh["attempts"] == "0");
+  CHECK(r.integer({"ZCARD", "jobq:{q}:dead"}) == 2);
+  auto bodies = r.cmd({"HVALS", "jobq:{q}:dead:bodies"});
+  std::set<std::string> kept;
+  for (const auto& b : bodies.elements) kept.insert(b.str.substr(0, 8));
+  CHECK(kept.count("not json"));
+  CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 0);
 }
 
 TEST_CASE("a fetch reply of any other shape is an error, not a crash", "[store]") {
-  auto arr = [](std::vector<redis::Reply> e) {
-    redis::Reply r;
-    r.type = redis::Reply::Type::array;
-    r.elements = std::move(e);
-    return r;
-  };
-  auto num = [](long long v) {
-    redis::Reply r;
-    r.type = redis::Reply::Type::integer;
-    r.integer = v;
-    return r;
-  };
+  using redis::Reply;
   auto str = [](std::string s) {
-    redis::Reply r;
-    r.type = redis::Reply::Type::string;
+    Reply r;
+    r.type = Reply::Type::string;
     r.str = std::move(s);
     return r;
   };
-  CHECK_THROWS_AS(store::decode_fetch(redis::Reply{}, 1, 10), redis::ReplyError);
-  CHECK_THROWS_AS(store::decode_fetch(arr({num(1)}), 1, 10), redis::ReplyError);
-  CHECK_THROWS_AS(
-      store::decode_fetch(arr({num(1), num(0), num(11), num(1), str("a"), str("{}")}), 1, 10),
-      redis::ReplyError);  // an index past the batch
-  CHECK_THROWS_AS(
-      store::decode_fetch(arr({num(1), num(0), num(1), num(1), str(""), str("{}")}), 1, 10),
-      redis::ReplyError);  // a started job without an id
-  auto ok = store::decode_fetch(arr({str("5"), num(0), num(2), num(1), str("a"), str("{}"), num(3),
-                                     num(std::numeric_limits<long long>::min()), str(""), str("")}),
-                                100, 10);
-  REQUIRE(ok.jobs.size() == 2);
-  CHECK(ok.jobs[0].token == 101);
-  CHECK(ok.jobs[1].oversized > 0);
+  auto num = [](long long v) {
+    Reply r;
+    r.type = Reply::Type::integer;
+    r.integer = v;
+    return r;
+  };
+  auto arr = [](std::vector<Reply> e) {
+    Reply r;
+    r.type = Reply::Type::array;
+    r.elements = std::move(e);
+    return r;
+  };
+  CHECK_FALSE(store::decode_fetch(str("x"), 1, 10).ok());
+  CHECK_FALSE(store::decode_fetch(arr({str("5")}), 1, 10).ok());
+  CHECK_FALSE(store::decode_fetch(arr({str("5"), num(0), arr({})}), 1, 10).ok());
+  CHECK_FALSE(store::decode_fetch(arr({str("5"), num(0), str("a"), str("b")}), 1, 1).ok());
+  auto ok = store::decode_fetch(arr({str("5"), num(0), str("{}"), num(300)}), 101, 10);
+  REQUIRE(ok.ok());
+  REQUIRE(ok->jobs.size() == 2);
+  CHECK(ok->jobs[0].token == 101);
+  CHECK(ok->jobs[1].oversized == 300);
   auto paused = store::decode_fetch(arr({str("5"), num(-1)}), 1, 10);
-  CHECK(paused.paused);
-  CHECK(paused.jobs.empty());
-  CHECK_THROWS_AS(store::decode_fetch(arr({str("5"), num(-2)}), 1, 10), redis::ReplyError);
+  REQUIRE(paused.ok());
+  CHECK(paused->paused);
+  CHECK_FALSE(store::decode_fetch(arr({str("5"), num(-2)}), 1, 10).ok());
+  Reply nil;
+  auto lost = store::decode_fetch(nil, 1, 10);
+  REQUIRE(lost.ok());
+  CHECK(lost->lease_lost);
 }
 
 TEST_CASE("a fetch takes nothing while the queue is paused in Redis", "[store][pause]") {
@@ -714,7 +741,7 @@ TEST_CASE("a fetch takes nothing while the queue is paused in Redis", "[store][p
   auto body = [&]() -> async::Task<void> {
     Fixture f(server);
     co_await f.up();
-    co_await f.store->register_lease();
+    co_await f.lease();
     auto held = co_await f.fetch(5);
     CHECK(held.paused);
     CHECK(held.jobs.empty());
@@ -727,7 +754,7 @@ TEST_CASE("a fetch takes nothing while the queue is paused in Redis", "[store][p
     r.cmd({"SET", "jobq:{q}:paused", "1"});
     r.cmd({"LPUSH", "jobq:{q}:pending", job_text("b")});
     auto got = co_await waiting;
-    REQUIRE(got.got.has_value());
+    REQUIRE(got.got.ok());
     CHECK(got.got->paused);
     CHECK(got.got->jobs.empty());
     co_await f.down();
@@ -742,8 +769,6 @@ TEST_CASE("a no-op job costs few Redis commands, scripts' inner commands include
   test::RedisServer server;
   auto r = server.client();
   const int n = 200;
-  for (int i = 0; i < n; ++i)
-    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("j" + std::to_string(i))});
   auto count = [&] {
     auto info = r.cmd({"INFO", "commandstats"}).str;
     long long calls = 0;
@@ -754,36 +779,32 @@ TEST_CASE("a no-op job costs few Redis commands, scripts' inner commands include
     }
     return calls;
   };
-  auto drain = [&](store::Settings s) {
+  auto drain = [&](store::Settings s, const std::string& prefix) {
+    for (int i = 0; i < n; ++i)
+      r.cmd({"LPUSH", "jobq:{q}:pending", job_text(prefix + std::to_string(i))});
     auto body = [&]() -> async::Task<void> {
       Fixture f(server, "w1", s);
       co_await f.up();
-      co_await f.store->register_lease();
+      co_await f.lease();
       r.cmd({"CONFIG", "RESETSTAT"});
       auto got = co_await f.fetch(n);
-      for (auto& j : got.jobs) {
-        store::Settlement o;
-        o.op = store::Settlement::Op::ok;
-        o.token = j.token;
-        o.id = j.id;
-        o.attempt = j.attempt;
-        f.writer->push(std::move(o));
-      }
-      auto w13 = co_await f.writer->flush(5s);
-      CHECK(w13);
+      REQUIRE(got.jobs.size() == static_cast<std::size_t>(n));
+      for (auto& j : got.jobs) f.settler->push(store::held::ok(j, "1000", ""));
+      auto flushed = co_await f.settler->flush(5s);
+      CHECK(flushed);
       co_await f.down();
     };
     run_test(body());
     // INFO and RESETSTAT themselves are not the job's.
     return static_cast<double>(count() - 2) / n;
   };
-  double kept = drain({});
-  for (int i = 0; i < n; ++i)
-    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("k" + std::to_string(i))});
+  double kept = drain({}, "j");
   store::Settings gone;
   gone.keep_succeeded = 0ms;
-  double deleted = drain(gone);
+  double deleted = drain(gone, "k");
   INFO("commands per job: " << kept << " kept, " << deleted << " with succeeded: 0");
-  CHECK(kept <= 3.2);
-  CHECK(deleted <= 2.2);
+  // Per job: the state's one write and its expiry (none with succeeded: 0); the rest is per
+  // batch (make bench measures it at the real batch sizes).
+  CHECK(kept <= 2.2);
+  CHECK(deleted <= 0.3);
 }

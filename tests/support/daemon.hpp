@@ -204,4 +204,24 @@ inline std::size_t count_status(SyncRedis& r, const std::string& queue,
   return n;
 }
 
+/// The worker that holds job `id` now (fetched: running or buffered), "" if none. A short job's
+/// state may never say active (state.active_after): its claim names its hold, which is checked
+/// to be there (as jobqctl status does).
+inline std::string held_by(SyncRedis& r, const std::string& queue, const std::string& id) {
+  const std::string base = "jobq:{" + queue + "}";
+  std::string claim = r.str({"HGET", base + ":live", id});
+  if (auto at = claim.rfind('@'); at != std::string::npos) claim = claim.substr(at + 1);
+  auto colon = claim.rfind(':');
+  if (colon == std::string::npos) return "";
+  const std::string worker = claim.substr(0, colon), token = claim.substr(colon + 1);
+  return r.integer({"HEXISTS", base + ":inflight:" + worker, token}) == 1 ? worker : "";
+}
+
+inline std::size_t count_held(SyncRedis& r, const std::string& queue,
+                              const std::vector<std::string>& ids) {
+  std::size_t n = 0;
+  for (const auto& id : ids) n += !held_by(r, queue, id).empty();
+  return n;
+}
+
 }  // namespace jq::test

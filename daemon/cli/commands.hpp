@@ -1,0 +1,43 @@
+// jobqctl's commands, a group per file (submit.cpp, jobs.cpp, queues.cpp, dead.cpp), each
+// returning its exit code or throwing Exit.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "cli/context.hpp"
+
+namespace jq::cli {
+
+struct SubmitArgs {
+  std::string queue, payload, id, handler, timeout, delay, wait_timeout, from;
+  unsigned max_attempts = 0;
+  bool wait = false, force = false;
+};
+int cmd_submit(const Globals& g, const SubmitArgs& a);
+/// submit --from: a job per line.
+int cmd_submit_from(const Globals& g, const SubmitArgs& a);
+
+int cmd_status(const Globals& g, const std::string& id, const std::string& queue);
+int cmd_wait(const Globals& g, const std::string& id, const std::string& queue,
+             const std::string& wait_timeout);
+int cmd_cancel(const Globals& g, const std::string& id, const std::string& queue,
+               const std::string& wait_timeout);
+int cmd_jobs(const Globals& g, const std::string& queue, const std::string& state,
+             std::size_t limit);
+
+int cmd_queues(const Globals& g);
+int cmd_stats(const Globals& g, bool watch, const std::string& every);
+int cmd_workers(const Globals& g);
+int cmd_pause(const Globals& g, const std::string& queue, bool pause);
+
+int cmd_dead(const Globals& g, const std::string& action, const std::string& queue,
+             const std::string& id, bool all, std::size_t limit);
+
+/// Waits for a final state of job `id` (subscribed first, so no event can slip by), prints the
+/// result or the error, and returns the exit code (submit --wait and wait).
+int wait_for_job(const Target& t, const std::string& queue, const std::string& id,
+                 std::optional<config::Millis> timeout, bool as_json, redis::SyncClient sub,
+                 redis::SyncClient& c);
+
+}  // namespace jq::cli

@@ -1,0 +1,109 @@
+// What every jobqctl command shares: where Redis is (config, URL, environment), the connection,
+// errors with their exit codes, and how times and JSON are printed.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "config/config.hpp"
+#include "redis/sync_client.hpp"
+#include "store/call.hpp"
+#include "store/calls.hpp"
+#include "store/keys.hpp"
+
+namespace jq::cli {
+
+using json = nlohmann::json;
+
+inline constexpr int kOk = 0, kFailure = 1, kUsage = 2, kConfig = 78, kTimedOut = 124;
+
+/// An error that carries the exit code it maps to.
+struct Exit {
+  int code;
+  std::string message;
+};
+
+/// The options every command takes, from the command line or the environment (JOBQD_CONFIG,
+/// JOBQD_REDIS_URL), the command line winning.
+struct Globals {
+  std::string config_path = "/etc/jobqd/jobqd.yaml";
+  bool config_given = false;  // -c or JOBQD_CONFIG
+  std::string redis_url;      // --redis or JOBQD_REDIS_URL
+  bool json_out = false;
+};
+
+/// Where the commands go: the Redis, its key prefix, and the config when there is one.
+struct Target {
+  redis::Url url;
+  std::string prefix = "jobq";
+  std::optional<config::Config> cfg;
+  bool embedded = false;  // the config's embedded Redis: it runs only while jobqd does
+  std::string hint;       // what to say when it cannot be reached
+};
+
+Target resolve(const Globals& g);
+
+/// A connection to the target, or Exit saying where it tried and what to check.
+redis::SyncClient connect(const Target& t);
+
+/// The value of a call, or Exit (1) with its error.
+template <class T>
+T must(store::OpResult<T> r) {
+  if (!r.ok()) throw Exit{kFailure, r.error().message};
+  return std::move(*r);
+}
+
+/// Runs a call on `c`: its value, or Exit.
+template <class T>
+T call(redis::SyncClient& c, const store::Call<T>& call) {
+  return must(store::run(c, call));
+}
+
+store::Keys keys(const Target& t, const std::string& queue);
+/// A queue name from the command line, or Exit (2) saying what names may be.
+const std::string& queue_arg(const std::string& queue);
+/// A job id from the command line, or Exit (2).
+const std::string& id_arg(const std::string& id, const char* what = "job id");
+config::Millis duration_arg(const std::string& s, const char* what);
+
+std::int64_t now_ms();
+/// JSON text that never fails on a job's bytes (invalid UTF-8 is replaced).
+std::string dump(const json& j);
+/// `2026-12-02 06:09:12Z (3s ago)`; the text itself when it is not a time.
+std::string when(const std::string& ms, std::int64_t now);
+/// `3s ago`, `in 5m`, `now`.
+std::string relative(std::int64_t ms, std::int64_t now);
+std::optional<long long> whole_number(const std::string& s);
+/// A text as JSON when it is JSON (a result, a payload), else as a string.
+json json_or_text(const std::string& text);
+/// A job's state as JSON data: times and attempts as numbers (null when not set), a result that
+/// is JSON as JSON, the rest as text.
+json state_json(const std::string& id, const std::map<std::string, std::string>& state);
+
+/// Lines of a table: each column as wide as its widest cell (the last one is left as is).
+class Table {
+ public:
+  explicit Table(std::vector<std::string> head) { rows_.push_back(std::move(head)); }
+  void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  std::size_t size() const noexcept { return rows_.size() - 1; }
+  /// `right`: the columns (by index) aligned to the right (numbers).
+  void print(std::ostream& o, const std::vector<std::size_t>& right = {}) const;
+
+ private:
+  std::vector<std::vector<std::string>> rows_;
+};
+
+}  // namespace jq::cli
+
+namespace jq::cli {
+
+/// Every queue jobqctl knows of: the config's, then those daemons have served (the registry).
+/// A registry that cannot be read is an Exit: a listing must not look empty when it is not.
+std::vector<std::string> known_queues(redis::SyncClient& c, const Target& t);
+
+}  // namespace jq::cli

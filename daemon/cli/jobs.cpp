@@ -1,0 +1,473 @@
+// jobqctl status, wait, cancel and jobs: one job's state (its hold too: a short job's state may
+// not say active), waiting for its end, stopping it, and the jobs of a queue in one place.
+#include <algorithm>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "cli/commands.hpp"
+#include "config/units.hpp"
+#include "job/text.hpp"
+#include "store/marker.hpp"
+
+namespace jq::cli {
+namespace {
+
+const char* kFields[] = {"status",       "queue",      "handler",     "attempts",
+                         "submitted_at", "started_at", "finished_at", "worker",
+                         "result",       "error",      "error_kind"};
+
+bool time_field(const std::string& f) {
+  return f.size() > 3 && f.compare(f.size() - 3, 3, "_at") == 0;
+}
+
+bool final_status(const std::string& s) {
+  return s == "succeeded" || s == "failed" || s == "cancelled";
+}
+
+// The daemon holding a claimed job now ("" when none does): a claim names its hold
+// (`nonce` or `nonce@worker:token`), and the hold is checked to be there still.
+std::string holder(redis::SyncClient& c, const store::Keys& k, const std::string& claim) {
+  std::string_view v = claim;
+  if (auto at = v.rfind('@'); at != std::string_view::npos) v.remove_prefix(at + 1);
+  auto colon = v.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return "";
+  const std::string worker(v.substr(0, colon)), token(v.substr(colon + 1));
+  if (token.empty() || token.find_first_not_of("0123456789") != std::string::npos) return "";
+  auto held = store::run(c, store::holds(k, worker, token));
+  return held.ok() && *held ? worker : "";
+}
+
+void print_job(const std::string& id, const store::State& h, bool as_json, std::int64_t now) {
+  if (as_json) {
+    std::cout << dump(state_json(id, h)) << "\n";
+    return;
+  }
+  std::cout << "id: " << id << "\n";
+  for (const char* f : kFields) {
+    auto it = h.find(f);
+    if (it == h.end() || it->second.empty()) continue;
+    std::cout << f << ": " << (time_field(f) ? when(it->second, now) : it->second) << "\n";
+  }
+}
+
+// What `status` and `wait` see of a job: its state, and whether a daemon holds it now.
+struct Seen {
+  store::State state;
+  std::string status;  // the state's, or active when a daemon holds it and it says less
+  std::string held_by;
+};
+
+Seen look(redis::SyncClient& c, const store::Keys& k, const std::string& id) {
+  Seen s;
+  s.state = call(c, store::read_state(k, id));
+  s.status = s.state.count("status") ? s.state.at("status") : "";
+  const std::string claim = call(c, store::read_claim(k, id));
+  if (!claim.empty() && !final_status(s.status)) {
+    s.held_by = holder(c, k, claim);
+    // A short attempt's state is written only at its end: its hold says it runs.
+    if (!s.held_by.empty() && s.status != "active") s.status = "active";
+  }
+  return s;
+}
+
+// Finds which queue holds job `id`: the one given, else each queue jobqctl knows of.
+std::string find_queue(redis::SyncClient& c, const Target& t, const std::string& id,
+                       const std::string& queue) {
+  if (!queue.empty()) return queue_arg(queue);
+  id_arg(id);
+  const auto names = known_queues(c, t);
+  for (const auto& q : names) {
+    const auto k = keys(t, q);
+    if (!call(c, store::read_state(k, id)).empty()) return q;
+    if (!call(c, store::read_claim(k, id)).empty()) return q;
+  }
+  throw Exit{kFailure,
+             "no job " + id + " in any known queue (" +
+                 (names.empty() ? std::string("none known") : std::to_string(names.size())) +
+                 "; give -q QUEUE for a job that has no state yet)"};
+}
+
+// The result as it was, one newline at its end (results often end with one already).
+void print_result(const std::string& result) {
+  std::cout << result;
+  if (result.empty() || result.back() != '\n') std::cout << "\n";
+}
+
+}  // namespace
+
+int wait_for_job(const Target& t, const std::string& queue, const std::string& id,
+                 std::optional<config::Millis> timeout, bool as_json, redis::SyncClient sub,
+                 redis::SyncClient& c) {
+  const bool bounded = timeout.has_value();
+  const auto deadline = std::chrono::steady_clock::now() + timeout.value_or(config::Millis(0));
+  const auto k = keys(t, queue);
+  auto finish = [&](store::State h) {
+    const std::string status = h["status"];
+    if (as_json) {
+      print_job(id, h, true, 0);
+    } else if (status == "succeeded") {
+      auto r = h.find("result");
+      if (r != h.end() && !r->second.empty()) {
+        print_result(r->second);
+      } else {
+        // Nothing on stdout (a script reading the result gets ""), but the end is said.
+        std::cerr << "job " << id << " succeeded"
+                  << (r == h.end() ? " (its state is not kept: retain succeeded 0)"
+                                   : " (empty result)")
+                  << "\n";
+      }
+    } else {
+      std::cerr << "job " << id << " " << status << " (" << h["error_kind"] << "): " << h["error"]
+                << "\n";
+    }
+    return status == "succeeded" ? kOk : kFailure;
+  };
+  std::string announced;  // a final status an event told of, for a job whose state is gone
+  for (;;) {
+    const Seen seen = look(c, k, id);
+    if (final_status(seen.status)) return finish(seen.state);
+    if (seen.state.empty() && seen.held_by.empty() && !announced.empty()) {
+      return finish({{"status", announced}});
+    }
+    // Block for the next event, at most until the deadline (or 1 s, to read the state again).
+    auto slice = config::Millis(1000);
+    if (bounded) {
+      auto left =
+          std::chrono::duration_cast<config::Millis>(deadline - std::chrono::steady_clock::now());
+      if (left <= config::Millis(0)) {
+        throw Exit{kTimedOut, "job " + id + ": still " +
+                                  (seen.status.empty() ? "unknown" : seen.status) + " after " +
+                                  config::format_duration(*timeout)};
+      }
+      slice = std::min(slice, left);
+    }
+    auto next = must(sub.next_message(slice));
+    if (!next) continue;
+    const redis::Reply& msg = *next;
+    if (msg.is_array() && msg.elements.size() == 3 && msg.elements[0].str == "message") {
+      auto event = job::parse_json(msg.elements[2].str);
+      if (auto* j = std::get_if<json>(&event); j && j->is_object() && j->value("id", "") == id) {
+        std::string status = j->value("status", "");
+        if (final_status(status)) announced = status;
+      }
+    }
+  }
+}
+
+int cmd_status(const Globals& g, const std::string& id, const std::string& queue) {
+  Target t = resolve(g);
+  auto c = connect(t);
+  const std::string q = find_queue(c, t, id, queue);
+  const auto k = keys(t, q);
+  Seen seen = look(c, k, id);
+  if (seen.state.empty() && seen.held_by.empty()) {
+    throw Exit{kFailure, "no job " + id + " in queue " + q};
+  }
+  store::State shown = seen.state;
+  if (!seen.status.empty()) shown["status"] = seen.status;
+  if (!seen.held_by.empty()) {
+    shown["worker"] = seen.held_by;
+    shown["queue"] = q;
+  }
+  print_job(id, shown, g.json_out, call(c, store::redis_time()));
+  return kOk;
+}
+
+int cmd_wait(const Globals& g, const std::string& id, const std::string& queue,
+             const std::string& wait_timeout) {
+  Target t = resolve(g);
+  auto c = connect(t);
+  const std::string q = find_queue(c, t, id, queue);
+  auto sub = connect(t);
+  must(sub.subscribe(keys(t, q).events));
+  std::optional<config::Millis> limit;
+  if (!wait_timeout.empty()) limit = duration_arg(wait_timeout, "--wait-timeout");
+  return wait_for_job(t, q, id, limit, g.json_out, std::move(sub), c);
+}
+
+namespace {
+
+// A copy of job `id` waiting in pending or delayed, found by cancel.
+struct Copy {
+  std::string where;  // pending, delayed
+  std::string body;
+};
+
+// The id a copy names: its marker's, else its JSON's own.
+std::string id_of(const std::string& copy) {
+  store::Copy c = store::split(copy);
+  if (c.marker) return c.marker->id;
+  auto parsed = job::parse_json(c.body);
+  auto* j = std::get_if<json>(&parsed);
+  if (j && j->is_object() && j->contains("id") && (*j)["id"].is_string()) {
+    return (*j)["id"].get<std::string>();
+  }
+  return "";
+}
+
+// Every copy of job `id` in the queue's pending list and delayed set, in the order cancel tries
+// them: a retry waiting in delayed first, then the oldest in pending, then the rest. Read in
+// slices, so that a long list never holds Redis in one reply.
+std::vector<Copy> copies_of(redis::SyncClient& c, const store::Keys& k, const std::string& id) {
+  constexpr long long kSlice = 1000;
+  auto is_it = [&](const std::string& raw) {
+    return raw.find(id) != std::string::npos && id_of(raw) == id;
+  };
+  std::vector<Copy> pending, retries, delayed;
+  const long long n = call(c, store::pending_length(k));
+  for (long long from = 0; from < n; from += kSlice) {
+    for (auto& e : call(c, store::pending_slice(k, from, from + kSlice - 1))) {
+      if (is_it(e)) pending.push_back({"pending", std::move(e)});
+    }
+  }
+  std::reverse(pending.begin(), pending.end());  // consumed from the right: the oldest first
+  const long long m = call(c, store::delayed_count(k));
+  for (long long from = 0; from < m; from += kSlice) {
+    for (auto& [e, score] : call(c, store::delayed_slice(k, from, from + kSlice - 1))) {
+      if (!is_it(e)) continue;
+      store::Copy split = store::split(e);
+      auto& to = split.marker && split.marker->attempts > 0 ? retries : delayed;
+      to.push_back({"delayed", std::move(e)});
+    }
+  }
+  std::vector<Copy> out = std::move(retries);
+  for (auto* v : {&pending, &delayed}) {
+    out.insert(out.end(), std::make_move_iterator(v->begin()), std::make_move_iterator(v->end()));
+  }
+  return out;
+}
+
+}  // namespace
+
+// A job waiting in pending or delayed is taken out and cancelled here; one a daemon holds
+// (running, or in its buffer) gets a request that every jobqd reads within a second, and the one
+// holding it stops it as at a timeout. Waits (on the events channel) until the job is over, at
+// most `limit`.
+int cmd_cancel(const Globals& g, const std::string& id_given, const std::string& queue,
+               const std::string& limit_arg) {
+  const std::string& id = id_arg(id_given, "cancel: job id");
+  const config::Millis limit =
+      limit_arg.empty() ? config::Millis(30000) : duration_arg(limit_arg, "--wait-timeout");
+  Target t = resolve(g);
+  auto c = connect(t);
+  const std::string q = find_queue(c, t, id, queue);
+  const auto k = keys(t, q);
+  const config::QueueConfig* qc = t.cfg ? t.cfg->queue(q) : nullptr;
+  const config::Millis keep = qc ? qc->retain.failed : config::QueueConfig{}.retain.failed;
+  auto sub = connect(t);
+  must(sub.subscribe(k.events));
+  auto report = [&](const std::string& status, const std::string& was) {
+    const bool done = status == "cancelled";
+    if (g.json_out) {
+      std::cout << dump({{"id", id}, {"queue", q}, {"status", status}, {"was", was}}) << "\n";
+    } else if (done && was != "over") {
+      std::cout << "job " << id << " cancelled (it was " << was << ")\n";
+    } else if (done) {
+      std::cout << "job " << id << " was cancelled already\n";
+    } else if (was == "over") {
+      std::cout << "job " << id << " " << status << " already: nothing to cancel\n";
+    } else {
+      std::cout << "job " << id << " " << status << " before it could be stopped\n";
+    }
+    return done ? kOk : kFailure;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  std::string was;  // what the job was doing when it was asked to stop
+  std::string announced;
+  for (;;) {
+    const Seen seen = look(c, k, id);
+    if (!was.empty() && final_status(seen.status)) return report(seen.status, was);
+    if (!was.empty() && seen.state.empty() && seen.held_by.empty() && !announced.empty()) {
+      return report(announced, was);
+    }
+    bool request = !seen.held_by.empty();
+    bool raced = false;
+    if (!request && was.empty()) {
+      for (const auto& copy : copies_of(c, k, id)) {
+        const std::string why = copy.where == "pending" ? "queued" : "waiting in delayed";
+        auto r = call(c, store::cancel(k, q, id, copy.where, copy.body, keep,
+                                       "cancelled by jobqctl cancel while " + why));
+        if (r.what == "cancelled") return report("cancelled", why);
+        if (r.what == "gone") {
+          raced = true;  // a daemon took it meanwhile: look again
+          break;
+        }
+      }
+      if (!raced) {
+        if (final_status(seen.status)) return report(seen.status, "over");
+        if (seen.state.empty()) throw Exit{kFailure, "no job " + id + " in queue " + q};
+        request = true;  // queued or retrying, yet in neither place: a daemon holds it
+      }
+    } else if (!was.empty()) {
+      request = !final_status(seen.status);
+    }
+    if (request && !raced) {
+      auto r = call(c, store::cancel(k, q, id, "request", "", keep, ""));
+      if (r.what == "requested" && was.empty()) {
+        was = seen.held_by.empty() ? "held by a daemon" : "running";
+        if (!g.json_out) {
+          std::cerr << "job " << id << " is " << (seen.status.empty() ? "held" : seen.status)
+                    << ": asked the jobqd that holds it to stop it\n";
+        }
+      } else if (r.what == "final" && was.empty()) {
+        return report(r.status, "over");
+      }
+    }
+    if (raced) continue;
+    auto left =
+        std::chrono::duration_cast<config::Millis>(deadline - std::chrono::steady_clock::now());
+    if (left <= config::Millis(0)) {
+      throw Exit{kTimedOut, "job " + id + " still " + (seen.status.empty() ? "held" : seen.status) +
+                                " after " + config::format_duration(limit) +
+                                "; the request stands: the jobqd holding it stops it as soon as "
+                                "it reads it"};
+    }
+    // The next event of the queue, or 200 ms: then the state is read again.
+    auto next = must(sub.next_message(std::min(left, config::Millis(200))));
+    if (next && next->is_array() && next->elements.size() == 3) {
+      auto event = job::parse_json(next->elements[2].str);
+      if (auto* j = std::get_if<json>(&event); j && j->is_object() && j->value("id", "") == id) {
+        std::string status = j->value("status", "");
+        if (final_status(status)) announced = status;
+      }
+    }
+  }
+}
+
+// `jobs QUEUE --state S`: the jobs in one place of the queue, oldest first, each with its id (a
+// job pushed without one has none until a daemon fetches it) and its payload.
+int cmd_jobs(const Globals& g, const std::string& queue_given, const std::string& state,
+             std::size_t limit) {
+  const std::string& queue = queue_arg(queue_given);
+  Target t = resolve(g);
+  auto c = connect(t);
+  const auto k = keys(t, queue);
+  struct Row {
+    std::string id, where, when;
+    json payload;  // the job's payload (dead: its error)
+    bool readable = true;
+  };
+  std::vector<Row> rows;
+  std::size_t total = 0;
+  auto describe = [](const std::string& raw, Row& row) {
+    store::Copy copy = store::split(raw);
+    auto parsed = job::parse_json(copy.body);
+    auto* j = std::get_if<json>(&parsed);
+    if (!j || !j->is_object()) {
+      row.readable = false;
+      row.payload = "(not a job: " + job::to_utf8(job::clip_utf8(raw, 40)) + ")";
+      return;
+    }
+    if (copy.marker) {
+      row.id = copy.marker->id;
+    } else if (j->contains("id") && (*j)["id"].is_string()) {
+      row.id = (*j)["id"].get<std::string>();
+    }
+    row.payload = j->contains("payload") ? (*j)["payload"] : json();
+  };
+  const long long n = static_cast<long long>(limit);
+  if (state == "pending") {
+    total = static_cast<std::size_t>(call(c, store::pending_length(k)));
+    // Taken from the right: the oldest is the last element.
+    auto items = call(c, store::pending_slice(k, -n, -1));
+    for (auto it = items.rbegin(); it != items.rend(); ++it) {
+      Row row;
+      describe(*it, row);
+      rows.push_back(std::move(row));
+    }
+  } else if (state == "delayed") {
+    total = static_cast<std::size_t>(call(c, store::delayed_count(k)));
+    for (auto& [job, score] : call(c, store::delayed_slice(k, 0, n - 1))) {
+      Row row;
+      describe(job, row);
+      row.when = score;
+      rows.push_back(std::move(row));
+    }
+  } else if (state == "running" || state == "buffered") {
+    // Held jobs, told apart by what each daemon says it runs (its heartbeat).
+    auto workers = call(c, store::read_workers(t.prefix));
+    std::map<std::string, std::set<std::uint64_t>> running;
+    std::set<std::string> told;
+    for (const auto& h : workers.live) {
+      auto q = h.queues.find(queue);
+      if (q == h.queues.end()) continue;
+      told.insert(h.worker);
+      running[h.worker].insert(q->second.running_tokens.begin(), q->second.running_tokens.end());
+    }
+    for (const auto& w : call(c, store::lease_holders(k))) {
+      auto held = store::run(c, store::held_copies(k, w));
+      if (!held.ok()) continue;
+      for (const auto& [token, copy] : *held) {
+        const auto tok = whole_number(token);
+        // A daemon that does not say (gone, or another version): its jobs count as running.
+        const bool runs =
+            !told.count(w) || (tok && running[w].count(static_cast<std::uint64_t>(*tok)));
+        if (runs != (state == "running")) continue;
+        ++total;
+        if (rows.size() >= limit) continue;
+        Row row;
+        describe(copy, row);
+        row.where = w;
+        rows.push_back(std::move(row));
+      }
+    }
+  } else {  // dead
+    total = static_cast<std::size_t>(call(c, store::dead_count(k)));
+    for (auto& [id, score] : call(c, store::dead_slice(k, 0, n - 1))) {
+      Row row;
+      row.id = id;
+      row.when = score;
+      auto h = call(c, store::read_state(k, id));
+      row.payload = h["error_kind"] + ": " + h["error"];
+      rows.push_back(std::move(row));
+    }
+  }
+  if (g.json_out) {
+    json out = json::array();
+    for (const auto& r : rows) {
+      json j = {{"id", r.id.empty() ? json() : json(r.id)}};
+      j[state == "dead" ? "error" : "payload"] = r.payload;
+      if (!r.where.empty()) j["worker"] = r.where;
+      if (!r.when.empty()) {
+        auto at = whole_number(r.when);
+        j[state == "dead" ? "died_at" : "run_at"] = at ? json(*at) : json(r.when);
+      }
+      out.push_back(j);
+    }
+    std::cout << dump({{"queue", queue}, {"state", state}, {"total", total}, {"jobs", out}})
+              << "\n";
+    return kOk;
+  }
+  if (rows.empty()) {
+    std::cout << "no " << state << " jobs in queue " << queue << "\n";
+    return kOk;
+  }
+  const std::int64_t now = call(c, store::redis_time());
+  const std::string where = state == "running" || state == "buffered" ? "WORKER"
+                            : state == "dead"                         ? "DIED"
+                            : state == "delayed"                      ? "RUNS AT"
+                                                                      : "";
+  Table table = where.empty() ? Table({"ID", "PAYLOAD"})
+                              : Table({"ID", where, state == "dead" ? "ERROR" : "PAYLOAD"});
+  for (const auto& r : rows) {
+    // A payload as JSON (a string in quotes); a dead job's error, or what is not a job, as text.
+    const bool text_only = state == "dead" || !r.readable;
+    std::string text =
+        text_only && r.payload.is_string() ? r.payload.get<std::string>() : dump(r.payload);
+    text = job::to_utf8(job::clip_utf8(text, 80));
+    std::string id = r.id.empty() ? "(none yet)" : r.id;
+    if (where.empty()) {
+      table.add({id, text});
+    } else {
+      table.add({id, r.where.empty() ? when(r.when, now) : r.where, text});
+    }
+  }
+  table.print(std::cout);
+  if (total > rows.size()) {
+    std::cout << "(" << rows.size() << " of " << total << "; --limit N for more)\n";
+  }
+  return kOk;
+}
+
+}  // namespace jq::cli

@@ -1,0 +1,217 @@
+// jobqctl: submit jobs and follow them. The command line and its dispatch; each command group
+// lives in a file of its own (daemon/cli/commands.hpp), on one blocking client that shares the
+// protocol's calls with the daemon (store/calls.hpp).
+#include <charconv>
+#include <iostream>
+#include <string_view>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.hpp"
+#include "cli/help.hpp"
+
+namespace jq::cli {
+namespace {
+
+unsigned attempts_arg(const std::string& s) {
+  if (s.empty()) return 0;
+  unsigned v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v < 1 || v > 1000) {
+    throw Exit{kUsage, "submit: --max-attempts '" + s + "' is not a whole number from 1 to 1000"};
+  }
+  return v;
+}
+
+}  // namespace
+}  // namespace jq::cli
+
+int main(int argc, char** argv) {
+  using namespace jq::cli;
+  CLI::App app{"jobqctl: submit jobs to jobqd and follow them"};
+  app.require_subcommand(0, 1);
+  app.fallthrough();  // the global options after the command too: `jobqctl status ID --json`
+  app.set_version_flag("--version", std::string("jobqctl ") + JOBQD_VERSION);
+  Globals g;
+  app.add_option("-c,--config", g.config_path, "jobqd config (for the Redis URL and queues)")
+      ->capture_default_str()
+      ->envname("JOBQD_CONFIG")
+      ->each([&](const std::string&) { g.config_given = true; });
+  app.add_option("--redis", g.redis_url, "Redis URL (instead of the config's)")
+      ->envname("JOBQD_REDIS_URL");
+  app.add_flag("--json", g.json_out, "machine-readable output");
+  std::string completion;
+  app.add_option("--completion", completion, "print the shell completion (bash or zsh)")
+      ->check(CLI::IsMember({"bash", "zsh"}));
+
+  SubmitArgs sa;
+  std::string max_attempts_arg;
+  auto* submit =
+      app.add_subcommand("submit", "submit a job; prints its id (or, with --wait, its result)");
+  submit->add_option("QUEUE", sa.queue, "queue name")->required();
+  submit->add_option("PAYLOAD", sa.payload, "the payload as JSON, or - to read it from stdin");
+  submit->add_option("--id", sa.id, "the job's id (default: a new time-ordered one)");
+  submit->add_option("--handler", sa.handler, "a configured handler (default: the queue's)");
+  submit->add_option(
+      "--timeout", sa.timeout,
+      "job timeout, like 30s (capped by the queue's max_timeout: a warning says so)");
+  submit->add_option("--max-attempts", max_attempts_arg,
+                     "attempts before it is dead, 1 to 1000 (capped by the queue)");
+  submit->add_option("--delay", sa.delay, "run it this much later, like 5m");
+  submit->add_flag("--wait", sa.wait, "wait for the end: print the result, exit 1 if it failed");
+  submit->add_option("--wait-timeout", sa.wait_timeout,
+                     "give up waiting after this long (exit 124)");
+  submit->add_flag("--force", sa.force, "push even if no jobqd serves the queue");
+  submit->add_option("--from", sa.from,
+                     "submit a job per line of this JSON-lines file (- for stdin), pipelined");
+  submit->footer(R"(
+EXAMPLES
+  jobqctl submit default '{"n": 1}'
+  jobqctl submit default '{"n": 1}' --wait --wait-timeout 30s
+  echo '{"to": "a@example.com"}' | jobqctl submit mail - --id mail-42 --delay 5m
+  jobqctl submit mail --from jobs.jsonl     # a line is a job: {"payload": ..., "id": ...})");
+
+  std::string status_id, status_queue;
+  auto* status = app.add_subcommand("status", "show a job's state");
+  status->add_option("ID", status_id, "job id")->required();
+  status->add_option("-q,--queue", status_queue,
+                     "its queue (default: look in every configured queue)");
+
+  std::string wait_id, wait_queue, wait_limit;
+  auto* waitcmd = app.add_subcommand("wait", "wait until a job succeeded or failed");
+  waitcmd->add_option("ID", wait_id, "job id")->required();
+  waitcmd->add_option("-q,--queue", wait_queue, "its queue");
+  waitcmd->add_option("--wait-timeout", wait_limit, "give up after this long (exit 124)");
+
+  std::string cancel_id, cancel_queue, cancel_limit;
+  auto* cancelcmd =
+      app.add_subcommand("cancel", "cancel a job: remove it, or stop it where it runs");
+  cancelcmd->add_option("ID", cancel_id, "job id")->required();
+  cancelcmd->add_option("-q,--queue", cancel_queue,
+                        "its queue (default: look in every known queue)");
+  cancelcmd->add_option("--wait-timeout", cancel_limit,
+                        "how long to wait for a running job to stop (default 30s; exit 124)");
+  cancelcmd->footer(
+      "\nA queued or delayed job is taken out at once. A running one is stopped by the jobqd\n"
+      "running it within a second, as at a timeout (an exec job's process group gets SIGTERM,\n"
+      "then SIGKILL). Either way it ends with status and error_kind cancelled; exit 0 once it\n"
+      "did (or had been cancelled already), 1 if it ended otherwise (or had already).\n"
+      "EXAMPLE\n  jobqctl cancel mail-42 -q mail");
+
+  std::string dead_action, dead_queue, dead_id;
+  bool dead_all = false;
+  std::size_t dead_limit = 100;
+  auto* deadcmd = app.add_subcommand("dead", "list, requeue (retry) or delete (purge) dead jobs");
+  deadcmd->add_option("ACTION", dead_action, "list, retry or purge")
+      ->required()
+      ->check(CLI::IsMember(kDeadActions));
+  deadcmd->add_option("QUEUE", dead_queue, "queue name")->required();
+  deadcmd->add_option("ID", dead_id, "one dead job (retry, purge)");
+  deadcmd->add_flag("--all", dead_all, "every dead job of the queue (retry, purge)");
+  deadcmd->add_option("--limit", dead_limit, "list: at most this many, oldest first (default 100)")
+      ->check(CLI::Range(1, 100000));
+
+  std::string jobs_queue, jobs_state = "pending";
+  std::size_t jobs_limit = 100;
+  auto* jobscmd = app.add_subcommand("jobs", "list a queue's jobs in one state, oldest first");
+  jobscmd->add_option("QUEUE", jobs_queue, "queue name")->required();
+  jobscmd
+      ->add_option("--state", jobs_state,
+                   "pending (default), delayed, running (in a handler), buffered (held, waiting "
+                   "for a permit) or dead")
+      ->check(CLI::IsMember(kStates));
+  jobscmd->add_option("--limit", jobs_limit, "at most this many (default 100)")
+      ->check(CLI::Range(1, 100000));
+  jobscmd->footer(
+      "\nA job pushed without an id shows (none yet): it gets one when a daemon fetches it.\n"
+      "EXAMPLES\n  jobqctl jobs mail\n  jobqctl jobs mail --state running --json");
+  auto* workers = app.add_subcommand("workers", "list the live jobqd daemons");
+  workers->footer(
+      "\nEach: worker id, host, pid, version, uptime, jobs running (RUN) and buffered (BUF), last\n"
+      "heartbeat (every second), queues. EXAMPLE\n  jobqctl workers --json");
+  bool watch = false;
+  std::string every;
+  auto* stats = app.add_subcommand("stats", "a table per queue: depths, rates, run times");
+  stats->add_flag("--watch", watch, "redraw it in place, like top, until Ctrl-C");
+  stats->add_option("--every", every, "with --watch: how often (default 2s)");
+  stats->footer(
+      "\nPENDING, DELAYED, DEAD from Redis; RUNNING (in a handler now), BUFFERED (held, waiting\n"
+      "for a permit), OK/MIN, FAIL/MIN and the run times P50/P99 over the last minute from the\n"
+      "live daemons' heartbeats (every second).\nEXAMPLE\n  jobqctl stats --watch");
+  auto* queues =
+      app.add_subcommand("queues", "list the queues: pending, delayed, running, dead, paused");
+  queues->footer("\nEXAMPLE\n  jobqctl queues --json");
+
+  std::string pause_queue, resume_queue;
+  auto* pausecmd =
+      app.add_subcommand("pause", "stop every jobqd taking QUEUE's jobs (within a second)");
+  pausecmd->add_option("QUEUE", pause_queue, "queue name")->required();
+  pausecmd->footer(
+      "\nRunning jobs finish; buffered ones wait (and start again, in order, on resume); the\n"
+      "pause lasts (across daemon restarts) until resume.\n"
+      "EXAMPLE\n  jobqctl pause mail");
+  auto* resumecmd = app.add_subcommand("resume", "let every jobqd take QUEUE's jobs again");
+  resumecmd->add_option("QUEUE", resume_queue, "queue name")->required();
+  resumecmd->footer("\nEXAMPLE\n  jobqctl resume mail");
+  status->footer("\nEXAMPLE\n  jobqctl status 01M8XP9BS323B05SQ176K6X2ME --json");
+  waitcmd->footer("\nEXAMPLE\n  jobqctl wait mail-42 -q mail --wait-timeout 1m");
+  deadcmd->footer("\nEXAMPLES\n  jobqctl dead list mail\n  jobqctl dead retry mail --all");
+
+  // Every error on stderr: one line and, for a usage error, the usage line; with --json, one
+  // JSON object {"error", "exit", "usage"} instead, for scripts that parse what they get.
+  const bool json_errors = std::any_of(
+      argv + 1, argv + argc, [](const char* a) { return std::string_view(a) == "--json"; });
+  auto fail = [&](int code, const std::string& message, const std::string& usage) {
+    if (json_errors) {
+      json j = {{"error", message}, {"exit", code}};
+      if (!usage.empty()) j["usage"] = usage.substr(0, usage.find_last_not_of('\n') + 1);
+      std::cerr << dump(j) << "\n";
+    } else {
+      std::cerr << "jobqctl: " << message << "\n" << usage;
+    }
+    return code;
+  };
+  if (auto bad = unknown_command(app, argc, argv)) return fail(kUsage, *bad, usage_line(nullptr));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return fail(kUsage, explain(app, e), usage_line(parsed_command(app)));
+  }
+  if (!completion.empty()) {
+    std::cout << completion_script(app, completion);
+    return kOk;
+  }
+  if (!parsed_command(app)) return fail(kUsage, "a command is needed", usage_line(nullptr));
+  try {
+    if (submit->parsed()) {
+      sa.max_attempts = attempts_arg(max_attempts_arg);
+      if (!sa.from.empty()) {
+        if (!sa.payload.empty() || !sa.id.empty() || sa.wait) {
+          throw Exit{kUsage,
+                     "submit: --from takes the jobs from its lines: no PAYLOAD, --id or --wait"};
+        }
+        return cmd_submit_from(g, sa);
+      }
+      return cmd_submit(g, sa);
+    }
+    if (status->parsed()) return cmd_status(g, status_id, status_queue);
+    if (waitcmd->parsed()) return cmd_wait(g, wait_id, wait_queue, wait_limit);
+    if (cancelcmd->parsed()) return cmd_cancel(g, cancel_id, cancel_queue, cancel_limit);
+    if (deadcmd->parsed()) {
+      return cmd_dead(g, dead_action, dead_queue, dead_id, dead_all, dead_limit);
+    }
+    if (queues->parsed()) return cmd_queues(g);
+    if (workers->parsed()) return cmd_workers(g);
+    if (jobscmd->parsed()) return cmd_jobs(g, jobs_queue, jobs_state, jobs_limit);
+    if (stats->parsed()) return cmd_stats(g, watch, every);
+    if (pausecmd->parsed()) return cmd_pause(g, pause_queue, true);
+    if (resumecmd->parsed()) return cmd_pause(g, resume_queue, false);
+  } catch (const Exit& e) {
+    return fail(e.code, e.message, e.code == kUsage ? usage_line(parsed_command(app)) : "");
+  } catch (const std::exception& e) {
+    return fail(kFailure, e.what(), "");
+  }
+  return kUsage;
+}

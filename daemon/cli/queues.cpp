@@ -1,0 +1,252 @@
+// jobqctl queues, stats, workers, pause and resume: depths from Redis, and what the live daemons
+// say they run (store::activity: the one definition of running, fresh within a second).
+#include <chrono>
+#include <cmath>
+#include <iostream>
+#include <limits>
+#include <sstream>
+#include <thread>
+
+#include "cli/commands.hpp"
+#include "config/units.hpp"
+
+namespace jq::cli {
+namespace {
+
+std::string ago(std::int64_t ms) {
+  if (ms < 1000) return "now";
+  return config::format_duration(config::Millis(ms / 1000 * 1000)) + " ago";
+}
+
+// The live daemons. `strict`: garbage at the workers key is an error (jobqctl workers); else a
+// warning, and no daemon is known (queues and stats still show what Redis holds).
+store::Workers live_workers(redis::SyncClient& c, const Target& t, bool strict) {
+  auto w = store::run(c, store::read_workers(t.prefix));
+  if (!w.ok()) {
+    const std::string why = store::Keys::workers(t.prefix) +
+                            " is not the hash of workers jobqd keeps (" + w.error().message +
+                            "): delete it, and the daemons write it again within a second";
+    if (strict || w.error().connection()) throw Exit{kFailure, why};
+    std::cerr << "jobqctl: warning: " << why << "\n";
+    return {};
+  }
+  w->keep_live(call(c, store::redis_time()));
+  return std::move(*w);
+}
+
+// The run time below which a share `q` of the last minute's attempts ended (a bucket's upper
+// bound; infinity past the last), or nullopt when there were none.
+std::optional<double> quantile(const std::vector<double>& le, const std::vector<std::uint64_t>& n,
+                               double q) {
+  std::uint64_t total = 0;
+  for (auto v : n) total += v;
+  if (total == 0) return std::nullopt;
+  std::uint64_t seen = 0;
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    seen += n[i];
+    if (static_cast<double>(seen) >= q * static_cast<double>(total)) {
+      return i < le.size() ? le[i] : std::numeric_limits<double>::infinity();
+    }
+  }
+  return std::nullopt;
+}
+
+std::string seconds_text(std::optional<double> s) {
+  if (!s) return "-";
+  if (std::isinf(*s)) return ">5m";
+  char buf[32];
+  if (*s < 1) {
+    std::snprintf(buf, sizeof buf, "<%gms", *s * 1000);
+  } else {
+    std::snprintf(buf, sizeof buf, "<%gs", *s);
+  }
+  return buf;
+}
+
+// One row per queue: depths from Redis, the rest from the live daemons.
+json rows_of(redis::SyncClient& c, const Target& t) {
+  auto workers = live_workers(c, t, false);
+  auto active = store::activity(workers.live);
+  auto names = known_queues(c, t);
+  for (const auto& [name, a] : active) {
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  }
+  json out = json::array();
+  for (const auto& name : names) {
+    const auto k = keys(t, name);
+    const auto d = call(c, store::depths(k));
+    const bool paused = call(c, store::is_paused(k));
+    const store::Activity a = active.count(name) ? active.at(name) : store::Activity{};
+    auto p50 = quantile(a.le, a.counts, 0.5), p99 = quantile(a.le, a.counts, 0.99);
+    auto num = [](std::optional<double> v) { return v && !std::isinf(*v) ? json(*v) : json(); };
+    out.push_back({{"name", name},
+                   {"pending", d.pending},
+                   {"delayed", d.delayed},
+                   {"running", a.running},
+                   {"buffered", a.buffered},
+                   {"dead", d.dead},
+                   {"paused", paused},
+                   {"daemons", a.daemons},
+                   {"succeeded_per_min", a.succeeded_1m},
+                   {"failed_per_min", a.failed_1m},
+                   {"retried_per_min", a.retried_1m},
+                   {"p50_s", num(p50)},
+                   {"p99_s", num(p99)},
+                   {"p50", seconds_text(p50)},
+                   {"p99", seconds_text(p99)}});
+  }
+  return out;
+}
+
+std::string n(const json& v) {
+  return std::to_string(v.get<long long>());
+}
+
+}  // namespace
+
+int cmd_queues(const Globals& g) {
+  Target t = resolve(g);
+  auto c = connect(t);
+  const json rows = rows_of(c, t);
+  if (g.json_out) {
+    json out = json::array();
+    for (const auto& r : rows) {
+      out.push_back({{"name", r["name"]},
+                     {"pending", r["pending"]},
+                     {"delayed", r["delayed"]},
+                     {"running", r["running"]},
+                     {"buffered", r["buffered"]},
+                     {"dead", r["dead"]},
+                     {"paused", r["paused"]}});
+    }
+    std::cout << dump(out) << "\n";
+    return kOk;
+  }
+  if (rows.empty()) {
+    std::cout << "no queues: none in the config, and no jobqd has served one on " << t.url.display()
+              << "\n";
+    return kOk;
+  }
+  Table table({"QUEUE", "PENDING", "DELAYED", "RUNNING", "BUFFERED", "DEAD", "STATE"});
+  for (const auto& r : rows) {
+    table.add({r["name"].get<std::string>(), n(r["pending"]), n(r["delayed"]), n(r["running"]),
+               n(r["buffered"]), n(r["dead"]),
+               r["paused"].get<bool>()               ? "paused"
+               : r["daemons"].get<std::size_t>() > 0 ? "serving"
+                                                     : "no daemon"});
+  }
+  table.print(std::cout, {1, 2, 3, 4, 5});
+  return kOk;
+}
+
+int cmd_stats(const Globals& g, bool watch, const std::string& every_arg) {
+  Target t = resolve(g);
+  auto c = connect(t);
+  const auto every = every_arg.empty() ? config::Millis(2000) : duration_arg(every_arg, "--every");
+  for (;;) {
+    const json rows = rows_of(c, t);
+    std::ostringstream screen;
+    if (g.json_out) {
+      screen << dump(rows) << "\n";
+    } else {
+      if (watch) {
+        // Like top: the screen redrawn in place, with when and where.
+        const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+        char at[32];
+        std::strftime(at, sizeof at, "%Y-%m-%d %H:%M:%SZ", std::gmtime(&now));
+        screen << "\x1b[H\x1b[2Jjobqctl stats: " << t.url.display() << "  " << at << "  (every "
+               << config::format_duration(every) << "; Ctrl-C to stop)\n\n";
+      }
+      if (rows.empty()) {
+        screen << "no queues: none in the config, and no jobqd has served one\n";
+      } else {
+        Table table({"QUEUE", "PENDING", "DELAYED", "RUNNING", "BUFFERED", "DEAD", "OK/MIN",
+                     "FAIL/MIN", "P50", "P99"});
+        for (const auto& r : rows) {
+          table.add({r["name"].get<std::string>(), n(r["pending"]), n(r["delayed"]),
+                     n(r["running"]), n(r["buffered"]), n(r["dead"]), n(r["succeeded_per_min"]),
+                     n(r["failed_per_min"]), r["p50"].get<std::string>(),
+                     r["p99"].get<std::string>()});
+        }
+        table.print(screen, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+      }
+    }
+    std::cout << screen.str() << std::flush;
+    if (!watch) return kOk;
+    std::this_thread::sleep_for(every);
+  }
+}
+
+int cmd_workers(const Globals& g) {
+  Target t = resolve(g);
+  auto c = connect(t);
+  const auto workers = live_workers(c, t, true);
+  const std::int64_t now = call(c, store::redis_time());
+  json out = json::array();
+  Table table({"WORKER", "HOST", "PID", "VERSION", "UP", "RUN", "BUF", "SEEN", "QUEUES"});
+  for (const auto& w : workers.live) {
+    long long running = 0, buffered = 0;
+    std::string queues;
+    json names = json::array();
+    for (const auto& [name, q] : w.queues) {
+      running += q.running;
+      buffered += q.buffered;
+      queues += (queues.empty() ? "" : ",") + name;
+      names.push_back(name);
+    }
+    const std::int64_t up_ms = w.started_at > 0 ? now - w.started_at : 0;
+    if (g.json_out) {
+      out.push_back({{"worker", w.worker},
+                     {"host", w.host},
+                     {"pid", w.pid},
+                     {"version", w.version},
+                     {"started_at", w.started_at},
+                     {"uptime_s", up_ms / 1000},
+                     {"queues", names},
+                     {"running", running},
+                     {"buffered", buffered},
+                     {"last_heartbeat_s", (now - w.seen_at) / 1000}});
+    } else {
+      table.add(
+          {w.worker, w.host, std::to_string(w.pid), w.version,
+           config::format_duration(config::Millis(std::max<std::int64_t>(0, up_ms) / 1000 * 1000)),
+           std::to_string(running), std::to_string(buffered), ago(now - w.seen_at), queues});
+    }
+  }
+  if (g.json_out) {
+    std::cout << dump(out) << "\n";
+    return kOk;
+  }
+  if (workers.live.empty()) {
+    std::cout << "no live jobqd on " << t.url.display() << "\n";
+  } else {
+    table.print(std::cout, {2, 5, 6});
+  }
+  if (workers.gone) {
+    std::cout << "(" << workers.gone << " more not heard from for over "
+              << store::kLiveWithinMs / 1000 << "s: stopped or cut off)\n";
+  }
+  return kOk;
+}
+
+int cmd_pause(const Globals& g, const std::string& queue_given, bool pause) {
+  const std::string& queue = queue_arg(queue_given);
+  Target t = resolve(g);
+  auto c = connect(t);
+  const bool changed = call(c, store::set_paused(keys(t, queue), pause, now_ms()));
+  if (g.json_out) {
+    std::cout << json({{"queue", queue}, {"paused", pause}, {"changed", changed}}).dump() << "\n";
+  } else if (pause) {
+    std::cout << "queue " << queue
+              << (changed ? " paused: every jobqd stops starting its jobs within a second "
+                            "(running ones finish; buffered ones wait)\n"
+                          : " was paused already\n");
+  } else {
+    std::cout << "queue " << queue
+              << (changed ? " resumed: every jobqd starts its jobs again within a second\n"
+                          : " was not paused\n");
+  }
+  return kOk;
+}
+
+}  // namespace jq::cli

@@ -1,0 +1,252 @@
+// jobqctl submit: one job (its payload on the command line or stdin), or a job per line of a file,
+// checked as jobqd would read them and submitted through the protocol's submit call.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <set>
+
+#include "cli/commands.hpp"
+#include "config/units.hpp"
+#include "job/id.hpp"
+#include "job/job.hpp"
+#include "job/text.hpp"
+#include "store/marker.hpp"
+
+namespace jq::cli {
+namespace {
+
+// Why no jobqd would run a job of `queue`, or nullopt if one would: the queue is in the config,
+// in the registry of queues daemons have served, or a daemon holds a lease on it now.
+std::optional<std::string> unserved(redis::SyncClient& c, const Target& t,
+                                    const std::string& queue) {
+  if (t.cfg && t.cfg->queue(queue)) return std::nullopt;
+  if (auto served = store::run(c, store::registered_queues(t.prefix)); served.ok()) {
+    if (std::find(served->begin(), served->end(), queue) != served->end()) return std::nullopt;
+  }
+  if (call(c, store::leased(keys(t, queue)))) return std::nullopt;
+  return "queue " + queue + " is served by no jobqd (" +
+         (t.cfg ? "not in " + t.cfg->path + ", " : std::string()) +
+         "and no daemon has served it on this Redis)";
+}
+
+// The longest a job of `queue` may run, when the config says (a job's timeout_ms is capped by it).
+std::optional<config::Millis> timeout_cap(const Target& t, const std::string& queue) {
+  const config::QueueConfig* q = t.cfg ? t.cfg->queue(queue) : nullptr;
+  if (!q) return std::nullopt;
+  return q->max_timeout.count() > 0 ? q->max_timeout : q->timeout;
+}
+
+void warn_cap(const Target& t, const std::string& queue, std::uint64_t timeout_ms,
+              const std::string& where) {
+  auto cap = timeout_cap(t, queue);
+  if (!cap || timeout_ms <= static_cast<std::uint64_t>(cap->count())) return;
+  std::cerr << "jobqctl: warning: " << where << "timeout "
+            << config::format_duration(config::Millis(timeout_ms)) << " is over queue " << queue
+            << "'s cap of " << config::format_duration(*cap) << " (max_timeout in " << t.cfg->path
+            << "): the job is stopped after " << config::format_duration(*cap) << "\n";
+}
+
+}  // namespace
+
+int cmd_submit(const Globals& g, const SubmitArgs& a) {
+  const std::string& queue = queue_arg(a.queue);
+  Target t = resolve(g);
+  std::string text = a.payload;
+  if (a.payload == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  json payload;
+  if (text.empty()) {
+    payload = json::object();
+  } else {
+    auto parsed = job::parse_json(text);
+    if (auto* why = std::get_if<std::string>(&parsed)) {
+      throw Exit{kUsage, "PAYLOAD is " + *why + " (quote a string as '\"text\"')"};
+    }
+    payload = std::move(std::get<json>(parsed));
+  }
+  const std::string id = a.id.empty() ? job::new_id() : id_arg(a.id, "--id");
+  json job = {{"id", id}, {"payload", payload}};
+  if (!a.handler.empty()) job["handler"] = a.handler;
+  if (!a.timeout.empty()) {
+    const auto ms = duration_arg(a.timeout, "--timeout").count();
+    if (ms <= 0) throw Exit{kUsage, "--timeout: give a duration over 0"};
+    job["timeout_ms"] = ms;
+    warn_cap(t, queue, static_cast<std::uint64_t>(ms), "--");
+  }
+  if (a.max_attempts) job["max_attempts"] = a.max_attempts;
+  std::optional<std::int64_t> run_at;
+  const std::int64_t now = now_ms();
+  if (!a.delay.empty()) run_at = now + duration_arg(a.delay, "--delay").count();
+  std::optional<config::Millis> wait_for;
+  if (!a.wait_timeout.empty()) wait_for = duration_arg(a.wait_timeout, "--wait-timeout");
+
+  auto c = connect(t);
+  if (!a.force) {
+    if (auto why = unserved(c, t, queue)) {
+      throw Exit{kUsage, *why +
+                             "; --force pushes it anyway (it waits in pending until a jobqd "
+                             "serves the queue)"};
+    }
+  }
+  std::optional<redis::SyncClient> sub;
+  const auto k = keys(t, queue);
+  if (a.wait) {
+    sub.emplace(connect(t));
+    must(sub->subscribe(k.events));
+  }
+  const std::string copy = store::marked_submission(job.dump(), id, now);
+  if (!call(c, store::submit(k, id, queue, copy, now, run_at))) {
+    std::cerr << "jobqctl: job " << id
+              << " is not over yet; this submission runs after it ends, as a new job\n";
+  }
+  if (!a.wait) {
+    std::cout << (g.json_out ? json({{"id", id}, {"queue", queue}}).dump() : id) << "\n";
+    return kOk;
+  }
+  return wait_for_job(t, queue, id, wait_for, g.json_out, std::move(*sub), c);
+}
+
+// One job per line (a job object as LPUSH takes it; the submit options fill in what a line
+// leaves out), checked as the daemon would, pushed by the submit script in pipelined chunks.
+// Bad lines are reported by number and skipped; exit 1 if there were any.
+int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
+  const std::string& queue = queue_arg(a.queue);
+  std::ifstream file;
+  if (a.from != "-") {
+    file.open(a.from);
+    if (!file) throw Exit{kFailure, "--from " + a.from + ": " + std::strerror(errno)};
+  }
+  std::istream& in = a.from == "-" ? std::cin : file;
+  Target t = resolve(g);
+  auto c = connect(t);
+  if (!a.force) {
+    if (auto why = unserved(c, t, queue)) throw Exit{kUsage, *why + "; --force pushes them anyway"};
+  }
+  // The rules of the queue's config when there is one: its handlers and size limit.
+  job::Rules rules;
+  std::set<std::string> handler_names;
+  if (t.cfg) {
+    for (const auto& [name, h] : t.cfg->handlers) handler_names.insert(name);
+    if (const auto* q = t.cfg->queue(queue)) {
+      rules.default_handler = q->handler;
+      rules.handlers = &handler_names;
+      rules.max_bytes = q->max_job_bytes;
+    }
+  }
+  std::optional<long long> timeout_ms;
+  if (!a.timeout.empty()) {
+    timeout_ms = duration_arg(a.timeout, "--timeout").count();
+    warn_cap(t, queue, static_cast<std::uint64_t>(*timeout_ms), "--");
+  }
+  std::optional<config::Millis> delay;
+  if (!a.delay.empty()) delay = duration_arg(a.delay, "--delay");
+  const auto k = keys(t, queue);
+  must(c.load(*store::submit(k, "x", queue, "{}", 0, {}).req.script));
+
+  struct Bad {
+    std::size_t line;
+    std::string why;
+  };
+  std::vector<Bad> bad;
+  std::size_t submitted = 0, waiting = 0, lines = 0, over_cap = 0;
+  const bool progress = !g.json_out && isatty(STDERR_FILENO);
+  std::vector<std::vector<std::string>> chunk;
+  auto flush = [&] {
+    for (const auto& argv : chunk) c.append(argv);
+    for (std::size_t i = 0; i < chunk.size(); ++i) {
+      auto r = c.read();
+      if (!r.ok()) {
+        throw Exit{kFailure, r.error().message + " after " + std::to_string(submitted) +
+                                 " job(s) were submitted"};
+      }
+      ++submitted;
+      waiting += r->integer == 0;
+    }
+    chunk.clear();
+    if (progress) {
+      std::cerr << "\rsubmitted " << submitted << ", rejected " << bad.size() << std::flush;
+    }
+  };
+  const auto cap = timeout_cap(t, queue);
+  std::string line;
+  while (std::getline(in, line)) {
+    ++lines;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto parsed = job::parse_json(line);
+    if (auto* why = std::get_if<std::string>(&parsed)) {
+      bad.push_back({lines, *why});
+      continue;
+    }
+    json j = std::move(std::get<json>(parsed));
+    if (!j.is_object()) {
+      bad.push_back({lines, "not a job: a job is an object, {\"payload\": ...}"});
+      continue;
+    }
+    if (!a.handler.empty() && !j.contains("handler")) j["handler"] = a.handler;
+    if (timeout_ms && !j.contains("timeout_ms")) j["timeout_ms"] = *timeout_ms;
+    if (a.max_attempts && !j.contains("max_attempts")) j["max_attempts"] = a.max_attempts;
+    if (!j.contains("id") || j["id"].is_null()) j["id"] = job::new_id();
+    const std::string text = dump(j);
+    auto checked = job::parse(text, rules);
+    if (auto* why = std::get_if<job::Invalid>(&checked)) {
+      bad.push_back({lines, why->error});
+      continue;
+    }
+    const auto& parsed_job = std::get<job::Job>(checked);
+    if (cap && parsed_job.timeout_ms &&
+        *parsed_job.timeout_ms > static_cast<std::uint64_t>(cap->count())) {
+      ++over_cap;
+    }
+    const std::string& id = parsed_job.id;
+    const std::int64_t now = now_ms();
+    const std::optional<std::int64_t> run_at =
+        delay ? std::optional<std::int64_t>(now + delay->count()) : std::nullopt;
+    const auto submit =
+        store::submit(k, id, queue, store::marked_submission(text, id, now), now, run_at);
+    std::vector<std::string> argv{"EVALSHA", submit.req.script->sha(),
+                                  std::to_string(submit.req.keys.size())};
+    argv.insert(argv.end(), submit.req.keys.begin(), submit.req.keys.end());
+    argv.insert(argv.end(), submit.req.args.begin(), submit.req.args.end());
+    chunk.push_back(std::move(argv));
+    if (chunk.size() == 1000) flush();
+  }
+  flush();
+  if (progress) std::cerr << "\n";
+  if (over_cap) {
+    std::cerr << "jobqctl: warning: " << over_cap << " job(s) ask for a timeout over queue "
+              << queue << "'s cap of " << config::format_duration(*cap)
+              << ": they are stopped after it\n";
+  }
+  if (g.json_out) {
+    json rejected = json::array();
+    for (const auto& b : bad) rejected.push_back({{"line", b.line}, {"error", b.why}});
+    std::cout << dump({{"queue", queue},
+                       {"submitted", submitted},
+                       {"waiting", waiting},
+                       {"rejected", rejected}})
+              << "\n";
+  } else {
+    std::cout << "submitted " << submitted << " job(s) to " << queue << ", rejected " << bad.size()
+              << (waiting ? ", " + std::to_string(waiting) +
+                                " wait for an earlier job of their id to end"
+                          : std::string())
+              << "\n";
+    std::size_t shown = 0;
+    for (const auto& b : bad) {
+      if (++shown > 100) {
+        std::cerr << "... and " << bad.size() - 100 << " more\n";
+        break;
+      }
+      std::cerr << (a.from == "-" ? std::string("stdin") : a.from) << ":" << b.line << ": " << b.why
+                << "\n";
+    }
+  }
+  return bad.empty() ? kOk : kFailure;
+}
+
+}  // namespace jq::cli

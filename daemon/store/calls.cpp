@@ -1,0 +1,541 @@
+// The protocol's calls: each Request as its script takes it, and each reply read into its type.
+#include "store/calls.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+#include "store/marker.hpp"
+#include "store/scripts.hpp"
+
+namespace jq::store {
+namespace {
+
+using redis::Reply;
+using Type = redis::Reply::Type;
+
+std::string num(long long v) {
+  return std::to_string(v);
+}
+
+template <class T>
+Call<T> make(const redis::Script& s, std::vector<std::string> keys, std::vector<std::string> args,
+             std::function<OpResult<T>(Reply)> decode) {
+  return Call<T>{Request{&s, std::move(keys), std::move(args)}, std::move(decode)};
+}
+
+template <class T>
+Call<T> command(std::vector<std::string> argv, std::function<OpResult<T>(Reply)> decode) {
+  return Call<T>{Request{nullptr, {}, std::move(argv)}, std::move(decode)};
+}
+
+OpError bad(const char* what, const Reply& r) {
+  return redis::shape_error(what, r);
+}
+
+std::optional<long long> int_of(const Reply& r) {
+  if (r.type == Type::integer) return r.integer;
+  if (r.type == Type::string || r.type == Type::status) {
+    long long v = 0;
+    auto [end, ec] = std::from_chars(r.str.data(), r.str.data() + r.str.size(), v);
+    if (ec == std::errc() && end == r.str.data() + r.str.size()) return v;
+  }
+  return std::nullopt;
+}
+
+// Reads an integer reply.
+std::function<OpResult<long long>(Reply)> integer(const char* what) {
+  return [what](Reply r) -> OpResult<long long> {
+    if (auto v = int_of(r)) return *v;
+    return bad(what, r);
+  };
+}
+
+std::function<OpResult<bool>(Reply)> one(const char* what) {
+  return [what](Reply r) -> OpResult<bool> {
+    if (auto v = int_of(r)) return *v == 1;
+    return bad(what, r);
+  };
+}
+
+std::function<OpResult<redis::Done>(Reply)> done() {
+  return [](Reply) -> OpResult<redis::Done> { return redis::Done{}; };
+}
+
+std::function<OpResult<std::vector<std::string>>(Reply)> strings(const char* what) {
+  return [what](Reply r) -> OpResult<std::vector<std::string>> {
+    if (!r.is_array()) return bad(what, r);
+    std::vector<std::string> out;
+    out.reserve(r.elements.size());
+    for (auto& e : r.elements) {
+      if (e.type != Type::string && e.type != Type::status) return bad(what, r);
+      out.push_back(std::move(e.str));
+    }
+    return out;
+  };
+}
+
+std::function<OpResult<std::vector<std::pair<std::string, std::string>>>(Reply)> pairs(
+    const char* what) {
+  return [what](Reply r) -> OpResult<std::vector<std::pair<std::string, std::string>>> {
+    if (!r.is_array() || r.elements.size() % 2 != 0) return bad(what, r);
+    std::vector<std::pair<std::string, std::string>> out;
+    out.reserve(r.elements.size() / 2);
+    for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+      out.emplace_back(std::move(r.elements[i].str), std::move(r.elements[i + 1].str));
+    }
+    return out;
+  };
+}
+
+// Scores are whatever a submitter wrote (even "+inf"): the time until one, clamped.
+std::optional<Millis> until(const Reply& score, std::int64_t now) {
+  if (score.type != Type::string) return std::nullopt;
+  const double due = std::strtod(score.str.c_str(), nullptr);
+  const double in =
+      std::isfinite(due) ? std::clamp(due - static_cast<double>(now), 0.0, 1e12) : 1e12;
+  return Millis(static_cast<std::int64_t>(in));
+}
+
+}  // namespace
+
+async::Task<OpResult<Reply>> send(redis::Client& client, const Request& req) {
+  if (req.script) co_return co_await req.script->call(client, req.keys, req.args);
+  std::vector<std::string_view> argv(req.args.begin(), req.args.end());
+  redis::PendingReply sent = client.send(std::span<const std::string_view>(argv));
+  OpResult<Reply> r = co_await sent.result();
+  if (r.ok() && r->is_error()) co_return OpError{OpError::Kind::reply, (*r).str};
+  co_return r;
+}
+
+// ---- holding jobs ----
+
+Call<FetchBatch> fetch(const Keys& k, const std::string& worker, std::uint64_t first, std::size_t n,
+                       std::uint64_t max_bytes) {
+  std::vector<std::string> args;
+  args.reserve(3 + n);
+  args.push_back(worker);
+  args.push_back(std::to_string(n));
+  args.push_back(std::to_string(max_bytes));
+  // The tokens as text, which Lua would format as doubles (a printf each).
+  for (std::size_t i = 0; i < n; ++i) args.push_back(std::to_string(first + i));
+  return make<FetchBatch>(scripts::fetch(), {k.pending, k.leases, k.inflight(worker), k.paused},
+                          std::move(args),
+                          [first, n](Reply r) { return decode_fetch(std::move(r), first, n); });
+}
+
+OpResult<FetchBatch> decode_fetch(Reply r, std::uint64_t first, std::size_t n) {
+  FetchBatch out;
+  if (r.is_nil()) {
+    out.lease_lost = true;
+    return out;
+  }
+  if (!r.is_array() || r.elements.size() < 2 || r.elements.size() - 2 > n) return bad("fetch", r);
+  auto now = int_of(r.elements[0]);
+  auto flag = int_of(r.elements[1]);
+  if (!now || !flag || (*flag != 0 && *flag != -1)) return bad("fetch", r);
+  out.now = *now;
+  out.paused = *flag == -1;
+  out.jobs.reserve(r.elements.size() - 2);
+  for (std::size_t i = 2; i < r.elements.size(); ++i) {
+    Reply& e = r.elements[i];
+    Held h;
+    h.token = first + (i - 2);
+    if (e.type == Type::integer && e.integer > 0) {
+      h.oversized = static_cast<std::uint64_t>(e.integer);
+    } else if (e.type == Type::string) {
+      h.copy = std::move(e.str);
+    } else {
+      return bad("fetch", r);
+    }
+    out.jobs.push_back(std::move(h));
+  }
+  return out;
+}
+
+Call<std::optional<std::vector<ClaimAnswer>>> claim(const Keys& k, const std::string& worker,
+                                                    const std::vector<ClaimAsk>& jobs) {
+  std::vector<std::string> args;
+  args.reserve(1 + 6 * jobs.size());
+  args.push_back(worker);
+  for (const auto& j : jobs) {
+    args.push_back(std::to_string(j.token));
+    args.push_back(j.id);
+    args.push_back(j.nonce);
+    args.push_back(j.value);
+    args.push_back(std::to_string(j.cut));
+    args.push_back(j.tail);
+  }
+  const std::size_t n = jobs.size();
+  return make<std::optional<std::vector<ClaimAnswer>>>(
+      scripts::claim(), {k.leases, k.inflight(worker), k.live, k.delayed}, std::move(args),
+      [n](Reply r) -> OpResult<std::optional<std::vector<ClaimAnswer>>> {
+        if (r.is_nil()) return std::optional<std::vector<ClaimAnswer>>();
+        if (!r.is_array() || r.elements.size() != n) return bad("claim", r);
+        std::vector<ClaimAnswer> out(n);
+        for (std::size_t i = 0; i < n; ++i) {
+          const Reply& e = r.elements[i];
+          if (e.type == Type::integer && (e.integer == 0 || e.integer == 1)) {
+            out[i].kind = e.integer == 1 ? ClaimAnswer::Kind::claimed : ClaimAnswer::Kind::gone;
+          } else if (e.type == Type::string) {
+            out[i].kind = ClaimAnswer::Kind::waits;
+            out[i].owner = e.str;
+          } else {
+            return bad("claim", r);
+          }
+        }
+        return std::optional<std::vector<ClaimAnswer>>(std::move(out));
+      });
+}
+
+Call<bool> unclaim(const Keys& k, const std::string& id, const std::string& claim,
+                   const std::string& holder, const std::string& token, const std::string& self) {
+  return make<bool>(scripts::unclaim(),
+                    {k.live, k.job(id), k.inflight(holder.empty() ? self : holder)},
+                    {id, claim, holder.empty() ? std::string() : token}, one("unclaim"));
+}
+
+// ---- the lease ----
+
+Call<redis::Done> acquire(const Keys& k, const std::string& worker, Millis lease) {
+  return make<redis::Done>(scripts::acquire(), {k.leases}, {worker, num(lease.count())}, done());
+}
+
+Call<bool> renew(const Keys& k, const std::string& worker, Millis lease) {
+  return make<bool>(scripts::renew(), {k.leases}, {worker, num(lease.count())}, one("renew"));
+}
+
+Call<bool> release(const Keys& k, const std::string& worker) {
+  return make<bool>(scripts::release(), {k.leases, k.inflight(worker)}, {worker}, one("release"));
+}
+
+// ---- recovery ----
+
+Call<Expired> expired(const Keys& k, const std::string& self, std::size_t limit) {
+  return make<Expired>(scripts::expired(), {k.leases}, {self, std::to_string(limit)},
+                       [](Reply r) -> OpResult<Expired> {
+                         if (!r.is_array() || r.elements.empty()) return bad("expired", r);
+                         auto in = int_of(r.elements[0]);
+                         if (!in) return bad("expired", r);
+                         Expired out;
+                         if (*in >= 0) out.next_in = Millis(*in);
+                         for (std::size_t i = 1; i < r.elements.size(); ++i) {
+                           out.workers.push_back(std::move(r.elements[i].str));
+                         }
+                         return out;
+                       });
+}
+
+Call<std::vector<std::pair<std::string, std::string>>> held_copies(const Keys& k,
+                                                                   const std::string& worker) {
+  return command<std::vector<std::pair<std::string, std::string>>>({"HGETALL", k.inflight(worker)},
+                                                                   pairs("inflight"));
+}
+
+Call<Recovered> recover(const Keys& k, const std::string& worker, bool own,
+                        const std::string& queue, const std::string& why, Millis keep_failed,
+                        const std::vector<RecoverItem>& items) {
+  std::vector<std::string> keys{k.leases, k.inflight(worker), k.pending,
+                                k.dead,   k.dead_bodies,      k.live};
+  std::vector<std::string> args{worker, own ? "1" : "0",         queue, k.events,
+                                why,    num(keep_failed.count())};
+  for (const auto& it : items) {
+    std::string index = "0";
+    if (!it.id.empty()) {
+      keys.push_back(k.job(it.id));
+      index = std::to_string(keys.size());
+    }
+    args.push_back(it.token);
+    args.push_back(it.dead ? "dead" : "back");
+    args.push_back(index);
+    args.push_back(it.id);
+    args.push_back(it.nonce);
+    args.push_back(num(it.attempts));
+    args.push_back(num(it.max));
+    args.push_back(it.text);
+  }
+  return make<Recovered>(scripts::recover(), std::move(keys), std::move(args),
+                         [](Reply r) -> OpResult<Recovered> {
+                           Recovered out;
+                           if (!r.is_array() || r.elements.empty()) return bad("recover", r);
+                           auto first = int_of(r.elements[0]);
+                           if (!first) return bad("recover", r);
+                           if (*first == -1 && r.elements.size() == 1) {
+                             out.alive = true;
+                             return out;
+                           }
+                           if (r.elements.size() != 3) return bad("recover", r);
+                           out.returned = *first;
+                           out.dead = int_of(r.elements[1]).value_or(0);
+                           out.emptied = int_of(r.elements[2]).value_or(0) == 1;
+                           return out;
+                         });
+}
+
+// ---- delayed jobs ----
+
+Call<Due> due(const Keys& k, std::size_t limit) {
+  return make<Due>(scripts::due(), {k.delayed}, {std::to_string(limit)},
+                   [](Reply r) -> OpResult<Due> {
+                     if (!r.is_array() || r.elements.size() < 2) return bad("due", r);
+                     auto now = int_of(r.elements[0]);
+                     if (!now) return bad("due", r);
+                     Due out;
+                     out.now = *now;
+                     out.next_in = until(r.elements[1], *now);
+                     for (std::size_t i = 2; i < r.elements.size(); ++i) {
+                       out.jobs.push_back(std::move(r.elements[i].str));
+                     }
+                     return out;
+                   });
+}
+
+Call<long long> promote(const Keys& k, const std::vector<PromoteItem>& jobs) {
+  std::vector<std::string> keys{k.delayed, k.pending};
+  std::vector<std::string> args;
+  args.reserve(2 * jobs.size());
+  for (const auto& j : jobs) {
+    args.push_back(j.job);
+    if (j.retry_id.empty()) {
+      args.emplace_back("0");
+    } else {
+      keys.push_back(k.job(j.retry_id));
+      args.push_back(std::to_string(keys.size()));
+    }
+  }
+  return make<long long>(scripts::promote(), std::move(keys), std::move(args), integer("promote"));
+}
+
+// ---- dead jobs ----
+
+Call<std::vector<std::string>> dead_victims(const Keys& k, std::uint64_t dead_max, Millis ttl,
+                                            std::size_t limit) {
+  return make<std::vector<std::string>>(
+      scripts::dead_victims(), {k.dead},
+      {std::to_string(dead_max), num(ttl.count()), std::to_string(limit)}, strings("dead_victims"));
+}
+
+Call<long long> drop_dead(const Keys& k, const std::vector<std::string>& ids) {
+  std::vector<std::string> keys{k.dead, k.dead_bodies};
+  for (const auto& id : ids) keys.push_back(k.job(id));
+  return make<long long>(scripts::drop_dead(), std::move(keys), ids, integer("drop_dead"));
+}
+
+Call<long long> requeue_dead(const Keys& k, const std::vector<std::string>& ids) {
+  std::vector<std::string> keys{k.dead, k.pending, k.dead_bodies, k.live};
+  for (const auto& id : ids) keys.push_back(k.job(id));
+  return make<long long>(scripts::requeue_dead(), std::move(keys), ids, integer("requeue_dead"));
+}
+
+// ---- control ----
+
+Call<Control> control(const Keys& k) {
+  return make<Control>(scripts::control(), {k.paused, k.cancels, k.live}, {},
+                       [](Reply r) -> OpResult<Control> {
+                         if (!r.is_array() || r.elements.empty()) return bad("control", r);
+                         auto paused = int_of(r.elements[0]);
+                         if (!paused) return bad("control", r);
+                         Control out;
+                         out.paused = *paused > 0;
+                         for (std::size_t i = 1; i < r.elements.size(); ++i) {
+                           out.cancels.push_back(std::move(r.elements[i].str));
+                         }
+                         return out;
+                       });
+}
+
+Call<bool> set_paused(const Keys& k, bool paused, std::int64_t now_ms) {
+  if (paused) {
+    return command<bool>({"SET", k.paused, num(now_ms), "NX"},
+                         [](Reply r) -> OpResult<bool> { return !r.is_nil(); });
+  }
+  return command<bool>({"DEL", k.paused}, one("resume"));
+}
+
+Call<bool> is_paused(const Keys& k) {
+  return command<bool>({"EXISTS", k.paused}, one("paused"));
+}
+
+Call<std::vector<Repaired>> repair(const Keys& k, const std::string& worker, std::int64_t now_ms) {
+  std::vector<std::string> keys{k.pending, k.delayed,     k.leases,           k.live,
+                                k.dead,    k.dead_bodies, k.inflight(worker), k.cancels};
+  std::vector<std::string> types{"list", "zset", "zset", "hash", "zset", "hash", "hash", "hash"};
+  const std::size_t n = keys.size();
+  for (std::size_t i = 0; i < n; ++i) keys.push_back(Keys::aside(keys[i], now_ms));
+  return make<std::vector<Repaired>>(
+      scripts::repair(), std::move(keys), std::move(types),
+      [](Reply r) -> OpResult<std::vector<Repaired>> {
+        if (!r.is_array() || r.elements.size() % 3 != 0) {
+          return bad("repair", r);
+        }
+        std::vector<Repaired> out;
+        for (std::size_t i = 0; i + 2 < r.elements.size(); i += 3) {
+          out.push_back({r.elements[i].str, r.elements[i + 1].str, r.elements[i + 2].str});
+        }
+        return out;
+      });
+}
+
+// ---- daemons and queues ----
+
+Call<redis::Done> heartbeat(const std::string& prefix, const Heartbeat& h) {
+  return make<redis::Done>(scripts::heartbeat(), {Keys::workers(prefix)}, {h.worker, h.open_json()},
+                           done());
+}
+
+Call<redis::Done> forget_worker(const std::string& prefix, const std::string& worker) {
+  return command<redis::Done>({"HDEL", Keys::workers(prefix), worker}, done());
+}
+
+Call<Workers> read_workers(const std::string& prefix) {
+  return command<Workers>({"HGETALL", Keys::workers(prefix)}, [](Reply r) -> OpResult<Workers> {
+    if (!r.is_array() || r.elements.size() % 2 != 0) return bad("workers", r);
+    Workers out;
+    for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+      auto h = Heartbeat::from_json(r.elements[i + 1].str);
+      if (!h) {
+        ++out.gone;
+        continue;
+      }
+      out.live.push_back(std::move(*h));
+    }
+    return out;
+  });
+}
+
+void Workers::keep_live(std::int64_t now) {
+  const auto before = live.size();
+  std::erase_if(live, [now](const Heartbeat& h) { return now - h.seen_at > kLiveWithinMs; });
+  gone += before - live.size();
+  std::sort(live.begin(), live.end(),
+            [](const Heartbeat& a, const Heartbeat& b) { return a.started_at < b.started_at; });
+}
+
+Call<redis::Done> register_queue(const std::string& prefix, const std::string& queue) {
+  return command<redis::Done>({"SADD", Keys::registry(prefix), queue}, done());
+}
+
+Call<std::vector<std::string>> registered_queues(const std::string& prefix) {
+  auto read = strings("registry");
+  return command<std::vector<std::string>>({"SMEMBERS", Keys::registry(prefix)},
+                                           [read](Reply r) -> OpResult<std::vector<std::string>> {
+                                             auto out = read(std::move(r));
+                                             if (out.ok()) std::sort(out->begin(), out->end());
+                                             return out;
+                                           });
+}
+
+Call<Depths> depths(const Keys& k) {
+  return make<Depths>(scripts::depths(), {k.pending, k.delayed, k.dead}, {},
+                      [](Reply r) -> OpResult<Depths> {
+                        if (!r.is_array() || r.elements.size() != 3) return bad("depths", r);
+                        Depths d;
+                        d.pending = int_of(r.elements[0]).value_or(-1);
+                        d.delayed = int_of(r.elements[1]).value_or(-1);
+                        d.dead = int_of(r.elements[2]).value_or(-1);
+                        return d;
+                      });
+}
+
+Call<bool> leased(const Keys& k) {
+  return command<bool>({"ZCARD", k.leases}, [](Reply r) -> OpResult<bool> {
+    if (auto v = int_of(r)) return *v > 0;
+    return bad("leases", r);
+  });
+}
+
+Call<std::int64_t> redis_time() {
+  return command<std::int64_t>({"TIME"}, [](Reply r) -> OpResult<std::int64_t> {
+    if (!r.is_array() || r.elements.size() != 2) return bad("TIME", r);
+    auto s = int_of(r.elements[0]), us = int_of(r.elements[1]);
+    if (!s || !us) return bad("TIME", r);
+    return *s * 1000 + *us / 1000;
+  });
+}
+
+// ---- jobs ----
+
+Call<State> read_state(const Keys& k, const std::string& id) {
+  return command<State>({"HGETALL", k.job(id)}, [](Reply r) -> OpResult<State> {
+    if (!r.is_array() || r.elements.size() % 2 != 0) return bad("job state", r);
+    State out;
+    for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+      out[std::move(r.elements[i].str)] = std::move(r.elements[i + 1].str);
+    }
+    return out;
+  });
+}
+
+Call<std::string> read_claim(const Keys& k, const std::string& id) {
+  return command<std::string>({"HGET", k.live, id}, [](Reply r) -> OpResult<std::string> {
+    if (r.is_nil()) return std::string();
+    if (r.type != Type::string) return bad("claim", r);
+    return std::move(r.str);
+  });
+}
+
+Call<bool> holds(const Keys& k, const std::string& worker, const std::string& token) {
+  return command<bool>({"HEXISTS", k.inflight(worker), token}, one("holds"));
+}
+
+Call<bool> submit(const Keys& k, const std::string& id, const std::string& queue,
+                  const std::string& copy, std::int64_t submitted_at,
+                  std::optional<std::int64_t> run_at) {
+  return make<bool>(scripts::submit(), {k.job(id), k.live, k.pending, k.delayed},
+                    {copy, id, queue, num(submitted_at), run_at ? num(*run_at) : std::string()},
+                    one("submit"));
+}
+
+Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::string& id,
+                          const std::string& how, const std::string& copy, Millis keep,
+                          const std::string& why) {
+  Copy c = split(copy);
+  const std::string nonce = c.marker ? c.marker->nonce : "";
+  const std::string attempts = c.marker ? num(c.marker->attempts) : "0";
+  const std::string submitted = c.marker ? c.marker->submitted_at : "";
+  return make<CancelAnswer>(
+      scripts::cancel(), {k.job(id), k.pending, k.delayed, k.live, k.cancels},
+      {queue, k.events, id, how, copy, nonce, attempts, submitted, num(keep.count()), why},
+      [](Reply r) -> OpResult<CancelAnswer> {
+        if (!r.is_array() || r.elements.empty()) return bad("cancel", r);
+        CancelAnswer out;
+        out.what = r.elements[0].str;
+        if (r.elements.size() > 1) out.status = r.elements[1].str;
+        return out;
+      });
+}
+
+Call<long long> pending_length(const Keys& k) {
+  return command<long long>({"LLEN", k.pending}, integer("pending"));
+}
+
+Call<std::vector<std::string>> pending_slice(const Keys& k, long long from, long long to) {
+  return command<std::vector<std::string>>({"LRANGE", k.pending, num(from), num(to)},
+                                           strings("pending"));
+}
+
+Call<long long> delayed_count(const Keys& k) {
+  return command<long long>({"ZCARD", k.delayed}, integer("delayed"));
+}
+
+Call<std::vector<std::pair<std::string, std::string>>> delayed_slice(const Keys& k, long long from,
+                                                                     long long to) {
+  return command<std::vector<std::pair<std::string, std::string>>>(
+      {"ZRANGE", k.delayed, num(from), num(to), "WITHSCORES"}, pairs("delayed"));
+}
+
+Call<long long> dead_count(const Keys& k) {
+  return command<long long>({"ZCARD", k.dead}, integer("dead"));
+}
+
+Call<std::vector<std::pair<std::string, std::string>>> dead_slice(const Keys& k, long long from,
+                                                                  long long to) {
+  return command<std::vector<std::pair<std::string, std::string>>>(
+      {"ZRANGE", k.dead, num(from), num(to), "WITHSCORES"}, pairs("dead"));
+}
+
+Call<std::vector<std::string>> lease_holders(const Keys& k) {
+  return command<std::vector<std::string>>({"ZRANGE", k.leases, "0", "-1"}, strings("leases"));
+}
+
+}  // namespace jq::store

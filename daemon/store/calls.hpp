@@ -1,0 +1,197 @@
+// Every call of the protocol, typed: one builder and one reader each, for jobqd and jobqctl alike
+// (docs/redis-keys.md describes the keys; daemon/store/lua/ the scripts, each with its KEYS and
+// ARGV). Builders are pure: they only make the Request.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "store/call.hpp"
+#include "store/heartbeat.hpp"
+#include "store/keys.hpp"
+#include "store/stats.hpp"
+
+namespace jq::store {
+
+using Millis = std::chrono::milliseconds;
+
+// ---- holding jobs (the daemon) ----
+
+/// A job a fetch holds: its token in this worker's inflight hash, and its text as held (with
+/// jobqd's marker, if it has been written back before), or its size when over max_bytes.
+struct Held {
+  std::uint64_t token = 0;
+  std::string copy;
+  std::uint64_t oversized = 0;
+};
+struct FetchBatch {
+  std::int64_t now = 0;  // Redis' clock when it ran (ms)
+  bool lease_lost = false;
+  bool paused = false;
+  std::vector<Held> jobs;
+};
+/// Holds up to `n` jobs from pending, with tokens first, first + 1, ... (lua/fetch.lua).
+Call<FetchBatch> fetch(const Keys& k, const std::string& worker, std::uint64_t first, std::size_t n,
+                       std::uint64_t max_bytes);
+/// Reads a fetch reply (exposed for the fuzzer and tests).
+OpResult<FetchBatch> decode_fetch(redis::Reply r, std::uint64_t first, std::size_t n);
+
+/// A held job whose id is to be claimed (lua/claim.lua).
+struct ClaimAsk {
+  std::uint64_t token = 0;
+  std::string id;
+  std::string nonce;  // the claim it owns its id under (its marker's, or worker:token)
+  std::string value;  // what the claim is written as: nonce, or nonce@worker:token
+  std::size_t cut = 0;
+  std::string tail;  // its marked copy, should it have to wait
+};
+struct ClaimAnswer {
+  enum class Kind { claimed, gone, waits } kind = Kind::claimed;
+  std::string owner;  // waits: the claim that owns the id
+};
+/// nullopt: the lease is gone (nothing was claimed).
+Call<std::optional<std::vector<ClaimAnswer>>> claim(const Keys& k, const std::string& worker,
+                                                    const std::vector<ClaimAsk>& jobs);
+
+/// Drops `claim` on `id` if it is stale (lua/unclaim.lua); `holder`/`token`: the hold it names
+/// ("" when it names none). True when it was dropped.
+Call<bool> unclaim(const Keys& k, const std::string& id, const std::string& claim,
+                   const std::string& holder, const std::string& token, const std::string& self);
+
+// ---- the lease ----
+Call<redis::Done> acquire(const Keys& k, const std::string& worker, Millis lease);
+/// False when the lease is gone or expired already.
+Call<bool> renew(const Keys& k, const std::string& worker, Millis lease);
+/// False when jobs are still held (the lease is left to run out).
+Call<bool> release(const Keys& k, const std::string& worker);
+
+// ---- recovery ----
+struct Expired {
+  std::optional<Millis> next_in;  // until another worker's lease runs out next
+  std::vector<std::string> workers;
+};
+Call<Expired> expired(const Keys& k, const std::string& self, std::size_t limit);
+/// A worker's held copies: token -> copy.
+Call<std::vector<std::pair<std::string, std::string>>> held_copies(const Keys& k,
+                                                                   const std::string& worker);
+/// What recovery does with one held copy (lua/recover.lua).
+struct RecoverItem {
+  std::string token;
+  bool dead = false;  // its last attempt: kept with the dead ones; else back to pending
+  std::string id;     // "" when unknown (a copy nobody could read: back as it came)
+  std::string nonce;
+  long long attempts = 0, max = 0;
+  std::string text;  // the copy as it goes back, or the job as kept with the dead ones
+};
+struct Recovered {
+  bool alive = false;  // the worker's lease is valid again: nothing was done
+  long long returned = 0, dead = 0;
+  bool emptied = false;  // it holds nothing any more (its lease entry was dropped)
+};
+Call<Recovered> recover(const Keys& k, const std::string& worker, bool own,
+                        const std::string& queue, const std::string& why, Millis keep_failed,
+                        const std::vector<RecoverItem>& items);
+
+// ---- delayed jobs ----
+struct Due {
+  std::int64_t now = 0;
+  std::optional<Millis> next_in;  // until the next job not due yet
+  std::vector<std::string> jobs;  // due, oldest first
+};
+Call<Due> due(const Keys& k, std::size_t limit);
+/// A due job and, for a retry, its id (its state goes back to queued).
+struct PromoteItem {
+  std::string job;
+  std::string retry_id;
+};
+Call<long long> promote(const Keys& k, const std::vector<PromoteItem>& jobs);
+
+// ---- dead jobs ----
+Call<std::vector<std::string>> dead_victims(const Keys& k, std::uint64_t dead_max, Millis ttl,
+                                            std::size_t limit);
+/// Drops dead jobs (bounds, or jobqctl dead purge); how many were dropped.
+Call<long long> drop_dead(const Keys& k, const std::vector<std::string>& ids);
+/// jobqctl dead retry; how many were requeued.
+Call<long long> requeue_dead(const Keys& k, const std::vector<std::string>& ids);
+
+// ---- control ----
+struct Control {
+  bool paused = false;
+  std::vector<std::string> cancels;  // ids of held jobs to stop
+};
+Call<Control> control(const Keys& k);
+/// jobqctl pause/resume: true when it changed.
+Call<bool> set_paused(const Keys& k, bool paused, std::int64_t now_ms);
+Call<bool> is_paused(const Keys& k);
+
+/// A foreign value found at one of the queue's keys, moved aside (lua/repair.lua).
+struct Repaired {
+  std::string key, type, moved_to;
+};
+/// `worker`'s inflight hash is among the keys checked; `now_ms` names where values go.
+Call<std::vector<Repaired>> repair(const Keys& k, const std::string& worker, std::int64_t now_ms);
+
+// ---- daemons and queues ----
+Call<redis::Done> heartbeat(const std::string& prefix, const Heartbeat& h);
+Call<redis::Done> forget_worker(const std::string& prefix, const std::string& worker);
+/// The daemons' heartbeats; `gone` counts those that cannot be read (garbage, another version).
+struct Workers {
+  std::vector<Heartbeat> live;
+  std::size_t gone = 0;
+  /// Keeps the heartbeats no older than kLiveWithinMs at `now` (Redis' clock), oldest daemon
+  /// first; the others count as gone.
+  void keep_live(std::int64_t now);
+};
+Call<Workers> read_workers(const std::string& prefix);
+Call<redis::Done> register_queue(const std::string& prefix, const std::string& queue);
+/// The queues daemons have served (sorted); an error when the key holds something else.
+Call<std::vector<std::string>> registered_queues(const std::string& prefix);
+Call<Depths> depths(const Keys& k);
+/// Whether a daemon holds a live lease on the queue (it is served right now).
+Call<bool> leased(const Keys& k);
+/// Redis' clock (ms).
+Call<std::int64_t> redis_time();
+
+// ---- jobs (jobqctl) ----
+/// A job's state hash (empty: none).
+using State = std::map<std::string, std::string>;
+Call<State> read_state(const Keys& k, const std::string& id);
+/// The claim on an id ("" when none).
+Call<std::string> read_claim(const Keys& k, const std::string& id);
+/// Whether `worker` holds `token` (a claim's hold).
+Call<bool> holds(const Keys& k, const std::string& worker, const std::string& token);
+/// Submits a job (its copy marked by marked_submission): true when queued, false when it waits
+/// for the job of its id that is not over yet.
+Call<bool> submit(const Keys& k, const std::string& id, const std::string& queue,
+                  const std::string& copy, std::int64_t submitted_at,
+                  std::optional<std::int64_t> run_at);
+struct CancelAnswer {
+  std::string what;    // cancelled, waits, gone, requested, unheld, final
+  std::string status;  // final: the job's status
+};
+/// `how`: pending, delayed (`copy` found there) or request.
+Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::string& id,
+                          const std::string& how, const std::string& copy, Millis keep,
+                          const std::string& why);
+/// Slices of where jobs wait, for jobqctl jobs and cancel.
+Call<long long> pending_length(const Keys& k);
+Call<std::vector<std::string>> pending_slice(const Keys& k, long long from, long long to);
+Call<long long> delayed_count(const Keys& k);
+/// (job, score) pairs.
+Call<std::vector<std::pair<std::string, std::string>>> delayed_slice(const Keys& k, long long from,
+                                                                     long long to);
+Call<long long> dead_count(const Keys& k);
+Call<std::vector<std::pair<std::string, std::string>>> dead_slice(const Keys& k, long long from,
+                                                                  long long to);
+/// The workers holding a lease on the queue (expired ones too: their jobs are still held).
+Call<std::vector<std::string>> lease_holders(const Keys& k);
+
+/// "running" per queue as every view shows it (jobqctl queues, stats, /api): from the live
+/// daemons' heartbeats (store/heartbeat.hpp).
+using store::activity;
+
+}  // namespace jq::store

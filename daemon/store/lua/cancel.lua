@@ -1,0 +1,48 @@
+-- cancel: jobqctl cancel, in one of two ways:
+--   'pending' | 'delayed': `copy`, found there by jobqctl, is taken out and the job ends
+--     cancelled -> {'cancelled'}; {'waits'} (nothing done) when it is a submission waiting for
+--     another job of its id (that job owns the claim); {'gone'} when it is no longer there (a
+--     daemon took it).
+--   'request': the job is held by a daemon (running, or buffered): a request that every daemon
+--     reads within a second (control.lua), and the one holding it stops it as at a timeout ->
+--     {'requested'}; {'unheld'} when no claim stands but the state says it is not over (it is
+--     in pending or delayed, or being fetched: look again); {'final', status} when it is over.
+--
+-- KEYS: the job's state, pending, delayed, live, cancel
+-- ARGV: queue, events channel, id, how, copy, its nonce ('' if it carries none), its attempts,
+--       its submitted_at ('' if unknown), keep (ms), why
+local state, pending, delayed, live, cancel = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local queue, channel, id, how, copy = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local nonce, attempts, submitted, keep, why = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local status = status_of(state)
+local owner = redis.call('HGET', live, id)
+if how == 'request' then
+  if owner then
+    redis.call('HSET', cancel, id, string.match(owner, '^[^@]*'))
+    return {'requested'}
+  end
+  if busy[status] then return {'unheld'} end
+  return {'final', status or ''}
+end
+if owner and (nonce == '' or not claimed_by(owner, nonce)) and (busy[status] or not status) then
+  return {'waits'}
+end
+local n
+if how == 'pending' then
+  n = redis.call('LREM', pending, 1, copy)
+else
+  n = redis.call('ZREM', delayed, copy)
+end
+if n == 0 then return {'gone'} end
+local now = tostring(now_ms())
+if submitted == '' then
+  submitted = redis.pcall('HGET', state, 'submitted_at')
+  if type(submitted) ~= 'string' or submitted == '' then submitted = now end
+end
+if owner then redis.call('HDEL', live, id) end
+hset(state, 'status', 'cancelled', 'queue', queue, 'attempts', attempts, 'submitted_at', submitted,
+     'finished_at', now, 'error', why, 'error_kind', 'cancelled', 'result', '')
+redis.call('PEXPIRE', state, keep)
+redis.call('HDEL', cancel, id)
+event(channel, queue, id, 'cancelled')
+return {'cancelled'}

@@ -1,0 +1,70 @@
+-- The helpers every script of the protocol shares (the build puts this file in front of each).
+--
+-- Keys: a script touches only the keys it is given in KEYS, all of one queue's hash tag, so that
+-- Redis Cluster (and Dragonfly) run it where that slot lives. Job ids are read by the daemon's own
+-- parser, never here: a script is told which job key belongs to which job.
+--
+-- Times are Redis' own clock (TIME), never a daemon's: a lease written by one host and checked by
+-- another must agree even when the hosts' clocks do not.
+--
+-- The marker: a copy of a job that jobqd writes back (a retry in delayed, a job given back or
+-- recovered to pending, a submission waiting for its id) ends with one more field,
+--   ,"_jobq":"<attempts>|<max attempts>|<submitted_at>|<nonce>|<id>"}
+-- attempts counted so far, the effective max, when it was first seen, the claim it owns its id
+-- under, and the id. The daemon builds it; a script only cuts a copy and appends the new end the
+-- daemon sends (`rewrite`).
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A job whose state says it is not over.
+local busy = {active = true, queued = true, retrying = true, waiting = true}
+
+-- True while `worker` holds an unexpired lease.
+local function lease_valid(leases, worker, now)
+  local until_ms = redis.call('ZSCORE', leases, worker)
+  return until_ms and tonumber(until_ms) >= now
+end
+
+-- The job's state key is jobqd's (the contract says so): anything else found there (a stray SET)
+-- is replaced, and Redis' log says so, rather than letting every write to it fail for ever.
+local function hset(key, ...)
+  local r = redis.pcall('HSET', key, ...)
+  if type(r) == 'table' and r.err then
+    redis.log(redis.LOG_WARNING, 'jobqd: replacing ' .. key .. ', which is not a job state ' ..
+              'hash (' .. r.err .. ')')
+    redis.call('DEL', key)
+    r = redis.call('HSET', key, ...)
+  end
+  return r
+end
+
+-- The status of a job's state, false when there is none or it is not a hash.
+local function status_of(key)
+  local s = redis.pcall('HGET', key, 'status')
+  if type(s) == 'string' then return s end
+  return false
+end
+
+local function event(channel, queue, id, status)
+  redis.call('PUBLISH', channel,
+    '{"id":"' .. id .. '","queue":"' .. queue .. '","status":"' .. status .. '"}')
+end
+
+local function listened(channel)
+  return redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0
+end
+
+-- A copy's first `cut` bytes followed by `tail` (both computed by the daemon, which read the copy).
+local function rewrite(copy, cut, tail)
+  return string.sub(copy, 1, tonumber(cut)) .. tail
+end
+
+-- True when a claim value (`nonce`, or `nonce@holder` once another hold took it over) is the
+-- claim of `nonce`.
+local function claimed_by(owner, nonce)
+  if owner == nonce then return true end
+  return string.sub(owner, 1, #nonce + 1) == nonce .. '@'
+end
