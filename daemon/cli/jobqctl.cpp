@@ -38,6 +38,7 @@
 #include "store/keys.hpp"
 #include "store/marker.hpp"
 #include "store/scripts.hpp"
+#include "version.hpp"
 
 namespace {
 
@@ -1450,7 +1451,7 @@ int main(int argc, char** argv) {
   CLI::App app{"jobqctl: submit jobs to jobqd and follow them"};
   app.require_subcommand(1);
   app.fallthrough();  // the global options after the command too: `jobqctl status ID --json`
-  app.set_version_flag("--version", std::string("jobqctl ") + JOBQD_VERSION);
+  app.set_version_flag("--version", std::string("jobqctl ") + jq::version());
   Globals g;
   app.add_option("-c,--config", g.config_path, "jobqd config (for the Redis URL and queues)")
       ->capture_default_str()

@@ -15,6 +15,7 @@
 #include "store/keys.hpp"
 #include "store/queue_store.hpp"
 #include "store/scripts.hpp"
+#include "version.hpp"
 
 namespace jq::engine {
 namespace {
@@ -175,7 +176,7 @@ std::string Engine::report() const {
         {"durations_1m", {{"le", bounds}, {"counts", buckets}}}};
   }
   json j = {{"worker", worker_}, {"name", cfg_.daemon.name}, {"host", host},
-            {"pid", ::getpid()}, {"version", JOBQD_VERSION}, {"started_at", started_ms_},
+            {"pid", ::getpid()}, {"version", jq::version()}, {"started_at", started_ms_},
             {"queues", queues}};
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
