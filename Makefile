@@ -122,19 +122,48 @@ define version_cpp
 
 const char* jq::version() noexcept { return R"jobqd($(JOBQD_VERSION))jobqd"; }
 endef
+ifeq ($(JOBQD_PLAN),)
 ifneq ($(file <$(VERSION_CPP)),$(version_cpp))
 $(shell mkdir -p $(dir $(VERSION_CPP)))
 $(file >$(VERSION_CPP),$(version_cpp))
 endif
+endif
+
+# ---- progress --------------------------------------------------------------------------------
+# Each compile says `[n/N] CXX file`. N, the objects this run has to compile, comes from a dry run
+# of this Makefile over the files the goals make (JOBQD_PLAN=1: a compile's recipe is just a
+# marker); n from a counter file that each compile increments under flock as it finishes. At the
+# finish, not the start: --output-sync prints a job's output when it ends, so with -j the lines
+# come out in the order of n (but for two jobs ending in the same instant, which make may print
+# either way round).
+PROGRESS := $(BUILD)/.progress
+plan_targets = $(if $(filter all run install test,$(1)),$(JOBQD) $(JOBQCTL)) \
+  $(if $(filter test,$(1)),$(TESTS)) $(if $(filter bench,$(1)),$(BENCHES)) \
+  $(if $(filter fuzz $(addprefix fuzz-,$(FUZZ_TARGETS)),$(1)),$(FUZZ_BINS)) \
+  $(filter $(BUILD)/% $(FUZZ_BUILD)/%,$(1))
+ifeq ($(JOBQD_PLAN),)
+# Expanded once, at the end of this file, when every target it names is known.
+plan_total = $(shell $(MAKE) -n --no-print-directory -f $(firstword $(MAKEFILE_LIST)) \
+  JOBQD_PLAN=1 BUILD=$(BUILD) FUZZ_BUILD=$(FUZZ_BUILD) JOBQD_VERSION=plan \
+  $(if $(findstring B,$(filter-out -%,$(firstword $(MAKEFLAGS)))),-B) \
+  $(PLAN_TARGETS) 2>/dev/null | grep -c jobqd-plan-object)
+# $(call compile,COMMAND,LABEL): the compiler's messages follow the progress line.
+define compile
+@mkdir -p $(@D)
+$(Q)$(1) -c $< -o $@ 2>$@.log; rc=$$?; \
+  n=$$(flock $(PROGRESS) bash -c 'n=$$(($$(cat $(PROGRESS)) + 1)); echo $$n >$(PROGRESS); echo $$n'); \
+  t=$(PLAN_TOTAL); printf '[%*s/%s] %s %s\n' $${#t} $$n $$t $(2) $<; \
+  cat $@.log >&2; rm -f $@.log; exit $$rc
+endef
+else
+compile = @echo jobqd-plan-object
+endif
 
 $(BUILD)/obj/%.o: %.cpp | deps
-	@mkdir -p $(@D)
-	$(call say,CXX,$<)
-	$(Q)$(CXX) $(CXXFLAGS) -c $< -o $@
+	$(call compile,$(CXX) $(CXXFLAGS),CXX)
 
 $(VERSION_OBJ): $(VERSION_CPP) | deps
-	$(call say,CXX,$<)
-	$(Q)$(CXX) $(CXXFLAGS) -c $< -o $@
+	$(call compile,$(CXX) $(CXXFLAGS),CXX)
 
 $(LIB): $(LIB_OBJ) $(VERSION_OBJ)
 	@rm -f $@
@@ -182,19 +211,23 @@ lint:
 	       "destroyed twice by GCC 12; name it first and pass std::move(it)" >&2; \
 	  exit 1; fi
 
-# The test binary finds jobqd, jobqctl and redis-server itself; it prints `N passed, M failed` last.
+# `+` runs a line outside --output-sync, its output reaching the terminal as it is written, not
+# when it ends; but `+` lines run under `make -n` too: not then.
+live = $(if $(findstring n,$(filter-out -%,$(firstword $(MAKEFLAGS)))),,+)
+
+# The test binary finds jobqd, jobqctl and redis-server itself. It prints a line per test case as
+# it ends (live: the run takes minutes), the slowest cases, and `N passed, M failed` last.
 test: lint $(TESTS) $(JOBQD) $(JOBQCTL) test-tools
-	@$(TESTS) $(TEST_ARGS)
+	$(live)@$(TESTS) $(TEST_ARGS)
 
 # npm packages the tests run (a Dockerfile linter), into tests/tools/node_modules.
 test-tools:
 	@tests/tools/npm-ci tests/tools
 
-# `+` keeps this line out of --output-sync: jobqd's log reaches the terminal as it is written,
-# not when jobqd exits.
+# Live: jobqd's log reaches the terminal as it is written, not when jobqd exits.
 run: $(JOBQD) $(JOBQCTL)
 	@mkdir -p var/spool/files
-	+$(JOBQD) -c $(CONFIG)
+	$(live)$(JOBQD) -c $(CONFIG)
 
 bench: $(BENCHES)
 	@bench/run $(BUILD)
@@ -240,9 +273,7 @@ fuzz-deps: deps
 	$(call install_missing,$(FUZZ_PACKAGES))
 
 $(FUZZ_BUILD)/obj/%.o: %.cpp | fuzz-deps
-	@mkdir -p $(@D)
-	$(call say,FUZZ-CXX,$<)
-	$(Q)$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -c $< -o $@
+	$(call compile,$(FUZZ_CXX) $(FUZZ_CXXFLAGS),FUZZ-CXX)
 
 # Runs start once every binary is linked, so that none competes with the compiler for its time.
 define fuzz_target
@@ -288,6 +319,14 @@ format-check:
 
 clean:
 	rm -rf build build-*
+
+ifeq ($(JOBQD_PLAN),)
+PLAN_TARGETS := $(sort $(call plan_targets,$(or $(MAKECMDGOALS),all)))
+PLAN_TOTAL := $(if $(PLAN_TARGETS),$(plan_total),0)
+ifneq ($(PLAN_TOTAL),0)
+$(shell echo 0 >$(PROGRESS))
+endif
+endif
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null) $(wildcard $(BUILD)/gen/*.d)
 -include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)
