@@ -65,7 +65,8 @@ endef
 # ---- sources ---------------------------------------------------------------------------------
 LIB_SRC := $(shell find daemon -name '*.cpp' ! -path 'daemon/cli/*' ! -name main.cpp | sort)
 CLI_SRC := $(wildcard daemon/cli/*.cpp)
-TEST_SRC := $(shell find tests -name '*.cpp' | sort)
+# The image's build context has no tests/ (.dockerignore).
+TEST_SRC := $(shell find tests -name '*.cpp' 2>/dev/null | sort)
 BENCH_SRC := $(wildcard bench/*.cpp)
 
 obj = $(patsubst %.cpp,$(BUILD)/obj/%.o,$(1))
@@ -78,7 +79,7 @@ BENCHES := $(patsubst bench/%.cpp,$(BUILD)/%,$(BENCH_SRC))
 # Bench objects come through a pattern chain: keep them (not intermediate files to delete).
 .SECONDARY: $(call obj,$(BENCH_SRC))
 
-.PHONY: test-tools all deps lint test run bench install format format-check clean version
+.PHONY: test-tools all deps lint test run bench install format format-check clean version image
 
 all: $(JOBQD) $(JOBQCTL)
 
@@ -99,10 +100,10 @@ endif
 
 # ---- version ---------------------------------------------------------------------------------
 # What the binaries report (--version, the banner, /metrics, jobqctl workers). A build outside git
-# is given it: `make JOBQD_VERSION=...`. Otherwise `git describe`, `-dirty` only when what goes
-# into the binaries differs from the commit: daemon/ (changed or new files) and this Makefile (the
-# flags). `git describe --dirty` counted any tracked file, so that editing config/dev.yaml or a
-# doc changed the version and rebuilt what printed it.
+# is given it: `make JOBQD_VERSION=...` (the Dockerfile's build arg). Otherwise `git describe`,
+# `-dirty` only when what goes into the binaries differs from the commit: daemon/ (changed or new
+# files) and this Makefile (the flags). `git describe --dirty` counted any tracked file, so that
+# editing config/dev.yaml or a doc changed the version and rebuilt what printed it.
 VERSION_INPUTS := daemon Makefile
 ifndef JOBQD_VERSION
 JOBQD_VERSION := $(shell v=$$(git describe --tags --always 2>/dev/null) || { echo dev; exit; }; \
@@ -235,6 +236,13 @@ bench: $(BENCHES)
 # `make -s version`: what the binaries built now would report.
 version:
 	@echo "$(JOBQD_VERSION)"
+
+# The image's build stage has no .git (.dockerignore): it is given the version as a build arg.
+# No Docker daemon is reachable on the development machine; the tests lint the Dockerfile and
+# compute its build context instead (tests/integration/test_packaging.cpp).
+IMAGE ?= jobqd
+image:
+	docker build --build-arg JOBQD_VERSION="$(JOBQD_VERSION)" -t $(IMAGE) .
 
 # ---- fuzzing (fuzz/README.md) ----------------------------------------------------------------
 # libFuzzer targets built by clang 14 with ASan+UBSan into build-fuzz/, each linking only the
