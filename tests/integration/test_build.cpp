@@ -1,5 +1,5 @@
 // The build and the test run as a developer sees them: make's `[n/N]` progress, the version in
-// one tiny generated file and when it says -dirty, the test runner's lines.
+// one tiny generated file and when it says -dirty, the test runner's lines, make format-check.
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
@@ -42,6 +42,7 @@ std::size_t count_sources(const fs::path& dir) {
 }
 
 }  // namespace
+
 TEST_CASE("make: each compile says n/N with N counted before it starts and each n once with -j2",
           "[integration][build]") {
   TempDir build;
@@ -218,4 +219,35 @@ TEST_CASE(
   CHECK(std::regex_search(ran.out.substr(slowest + 1),
                           std::regex(R"(^slowest cases:\n( +\d+\.\ds  runner self-test: .+\n){2})"
                                      R"(1 passed, 1 failed\n$)")));
+}
+
+TEST_CASE("make format-check names the files that are not clean; make test runs it first",
+          "[integration][build]") {
+  TempDir dir;
+  const auto bad = (dir.path() / "bad.cpp").string();
+  const auto good = (dir.path() / "good.cpp").string();
+  write_file(bad, "int  main( ){return 0;}\n");
+  write_file(good, "int main() { return 0; }\n");
+  auto failed =
+      run_for(make_in(repo_root(), {"format-check", "FORMAT_FILES=" + bad + " " + good}), 60s);
+  INFO(failed.out);
+  CHECK(failed.code != 0);
+  CHECK(failed.out.find("format-check: not clang-format clean (make format fixes them):\n  " + bad +
+                        "\n") != std::string::npos);
+  CHECK(failed.out.find(good) == std::string::npos);
+  auto clean = run_for(make_in(repo_root(), {"format-check", "FORMAT_FILES=" + good}), 60s);
+  INFO(clean.out);
+  CHECK(clean.code == 0);
+  CHECK(clean.out.empty());
+
+  // make test checks the format (of the whole tree, through git ls-files) as it runs the tests.
+  TempDir build;
+  auto dry = run_for(
+      make_in(repo_root(), {"-n", "NO_DEPS=1", "BUILD=" + build.str(), "JOBQD_VERSION=x", "test"}),
+      60s);
+  INFO(dry.out.substr(0, 4000));
+  REQUIRE(dry.code == 0);
+  CHECK(std::regex_search(
+      dry.out, std::regex(R"(clang-format --dry-run --Werror [^\n]* daemon/main\.cpp )")));
+  CHECK(dry.out.find(build.str() + "/jobqd_tests") != std::string::npos);
 }

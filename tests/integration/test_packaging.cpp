@@ -1,6 +1,6 @@
 // The packaging as its consumers read it: the systemd unit verified and its sandbox rated, the
-// user and directories it names made by sysusers.d and tmpfiles.d in a scratch root; the
-// Dockerfile linted, its build context computed from .dockerignore.
+// user and directories it names made by sysusers.d and tmpfiles.d in a scratch root; make install
+// into a scratch root; the Dockerfile linted, its build context computed from .dockerignore.
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
@@ -211,6 +211,50 @@ TEST_CASE("Dockerfile: its HEALTHCHECK command says 0 while jobqd serves, not wh
   redis.kill();
   CHECK(eventually([&] { return check() != 0; }, 10s));
   CHECK(d.stop() == 0);
+}
+
+namespace {
+
+// The section names `readelf -S` lists for an ELF file.
+std::set<std::string> sections(const fs::path& elf) {
+  const auto ran = run_program({"readelf", "-S", "-W", elf.string()});
+  REQUIRE(ran.code == 0);
+  std::set<std::string> out;
+  const std::regex name(R"(\]\s+(\.\S+))");
+  for (std::sregex_iterator it(ran.out.begin(), ran.out.end(), name), end; it != end; ++it) {
+    out.insert((*it)[1].str());
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("make install: the binaries stripped; their debug info stays in the build directory",
+          "[integration][packaging]") {
+  TempDir root;
+  // -o: the binaries as this build has them, never rebuilt here.
+  const std::string b = build_dir().string();
+  auto ran =
+      run_for(make_in(repo_root(), {"install", "NO_DEPS=1", "BUILD=" + b, "DESTDIR=" + root.str(),
+                                    "PREFIX=/usr", "-o", b + "/jobqd", "-o", b + "/jobqctl"}),
+              120s);
+  INFO(ran.out);
+  REQUIRE(ran.code == 0);
+  for (const char* bin : {"jobqd", "jobqctl"}) {
+    INFO(bin);
+    const auto installed = root.path() / "usr/bin" / bin;
+    REQUIRE(fs::exists(installed));
+    const auto in = sections(installed);
+    CHECK(in.count(".debug_info") == 0);
+    CHECK(in.count(".symtab") == 0);
+    CHECK(in.count(".text") == 1);
+    CHECK(sections(build_dir() / bin).count(".debug_info") == 1);
+    CHECK(fs::file_size(installed) * 3 < fs::file_size(build_dir() / bin));
+    // Still the program it was.
+    const auto version = run_program({installed.string(), "--version"});
+    CHECK(version.code == 0);
+    CHECK(version.out.rfind(std::string(bin) + " ", 0) == 0);
+  }
 }
 
 TEST_CASE(
