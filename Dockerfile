@@ -1,9 +1,10 @@
 # jobqd in a container. Built on debian:12 with the Makefile's BUILD_PACKAGES; run on
 # debian:12-slim with only what the binaries link against, redis-server (for the built-in
 # config's embedded Redis), tini and CA certificates. tests/integration/test_packaging.cpp lints
-# this file and checks both package lists against the Makefile and the binaries.
+# this file and checks both package lists against the Makefile and the binaries, and computes
+# the build context .dockerignore leaves (the sources, a few hundred KB).
 #
-#   docker build -t jobqd .
+#   make image      # docker build --build-arg JOBQD_VERSION="$(make -s version)" -t jobqd .
 #   docker run -d --name jobqd -v jobqd-state:/var/lib/jobqd jobqd
 #   docker exec jobqd jobqctl submit default '{"n": 1}' --wait
 #   docker run -v $PWD/jobqd.yaml:/etc/jobqd/jobqd.yaml:ro jobqd    # your own config
@@ -17,8 +18,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# The context has no .git (.dockerignore), so `git describe` cannot say the version: the build
+# is given it (`make image` passes it).
+ARG JOBQD_VERSION=unknown
 # deps is satisfied already (NO_DEPS): the build stage has exactly BUILD_PACKAGES.
-RUN make -j"$(nproc)" NO_DEPS=1 build/jobqd build/jobqctl
+RUN make -j"$(nproc)" NO_DEPS=1 JOBQD_VERSION="$JOBQD_VERSION" build/jobqd build/jobqctl
 
 FROM debian:12-slim
 RUN apt-get update \

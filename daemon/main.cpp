@@ -19,6 +19,7 @@
 #include "ops/status_http.hpp"
 #include "ops/systemd.hpp"
 #include "redis/url.hpp"
+#include "version.hpp"
 
 namespace {
 
@@ -36,7 +37,7 @@ void banner(const config::Config& cfg) {
                                 : redis::parse_url(cfg.redis.url).display();
   std::error_code ec;
   const auto path = std::filesystem::absolute(cfg.path, ec);
-  spdlog::info("jobqd {} starting: config {}, redis {}, state {}", JOBQD_VERSION,
+  spdlog::info("jobqd {} starting: config {}, redis {}, state {}", jq::version(),
                ec ? cfg.path : path.string(), redis, cfg.daemon.state_dir);
   for (const auto& q : cfg.queues) {
     std::string from;
@@ -263,7 +264,7 @@ int main(int argc, char** argv) {
                "validate the config file and exit: 0 if valid, 78 with file:line:column if not");
   app.add_flag("--print-config", print_only,
                "print the effective config (every default filled in, secrets masked) and exit");
-  app.set_version_flag("--version", std::string("jobqd ") + JOBQD_VERSION);
+  app.set_version_flag("--version", std::string("jobqd ") + jq::version());
   app.footer(R"(
 Takes jobs from Redis (LPUSH to P:{QUEUE}:pending) and from watched spool directories, runs
 each through its queue's handler (a program, a webhook, a builtin) under a timeout, with

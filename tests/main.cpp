@@ -1,33 +1,94 @@
-// Test runner: Catch2's session plus the one-line summary the suite must end with.
+// Test runner: Catch2's session, a line per test case as it ends, the slowest cases, and the
+// one-line summary the suite must end with.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <chrono>
 #include <csignal>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 int passed = 0;
 int failed = 0;
+// Each finished case's seconds and name, for the slowest ones at the end.
+std::vector<std::pair<double, std::string>> durations;
+// Whether the lines go out: only beside the console reporter (a JUnit or XML report on stdout
+// must stay parseable).
+bool progress = false;
 
-// Counts test cases (not assertions) for the closing `N passed, M failed` line.
-struct Summary : Catch::TestEventListenerBase {
+// `[ 37/226]   1.2s  ok   name` as each case ends: the run is minutes long and Catch's console
+// reporter says nothing until the end unless something fails. It also counts cases (not
+// assertions) for the closing `N passed, M failed` line.
+struct Progress : Catch::TestEventListenerBase {
   using TestEventListenerBase::TestEventListenerBase;
-  void testCaseEnded(const Catch::TestCaseStats& stats) override {
-    if (stats.totals.assertions.failed > 0 || stats.totals.testCases.failed > 0) {
-      ++failed;
-    } else {
-      ++passed;
-    }
+
+  void testRunStarting(const Catch::TestRunInfo& info) override {
+    TestEventListenerBase::testRunStarting(info);
+    // The cases Catch will run: the same filter over the same list as its own run.
+    total_ =
+        Catch::filterTests(Catch::getAllTestCasesSorted(*m_config), m_config->testSpec(), *m_config)
+            .size();
+    width_ = static_cast<int>(std::to_string(total_).size());
+    const auto* config = dynamic_cast<const Catch::Config*>(m_config.get());
+    progress = config != nullptr &&
+               (config->getReporterName() == "console" || config->getReporterName() == "compact");
   }
+
+  void testCaseStarting(const Catch::TestCaseInfo& info) override {
+    TestEventListenerBase::testCaseStarting(info);
+    started_ = Clock::now();
+  }
+
+  void testCaseEnded(const Catch::TestCaseStats& stats) override {
+    const double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+    const bool ok = stats.totals.assertions.failed == 0 && stats.totals.testCases.failed == 0;
+    ++(ok ? passed : failed);
+    const std::string& name = stats.testInfo.name;
+    durations.emplace_back(seconds, name);
+    if (progress) {
+      char head[64];
+      std::snprintf(head, sizeof head, "[%*d/%zu] %5.1fs  %s  ", width_, ++done_, total_, seconds,
+                    ok ? "ok  " : "FAIL");
+      // Flushed: the line is for someone watching, and Catch's own report shares the stream.
+      stream << head << name << std::endl;
+    }
+    TestEventListenerBase::testCaseEnded(stats);
+  }
+
+ private:
+  Clock::time_point started_{};
+  std::size_t total_ = 0;
+  int width_ = 1;
+  int done_ = 0;
 };
+
+// The slowest five cases: where a long run's time went, and which tests to make faster.
+void print_slowest() {
+  if (!progress || durations.size() < 2) return;
+  const std::size_t n = std::min<std::size_t>(5, durations.size());
+  std::partial_sort(durations.begin(), durations.begin() + static_cast<std::ptrdiff_t>(n),
+                    durations.end(),
+                    [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::printf("slowest cases:\n");
+  for (std::size_t i = 0; i < n; ++i) {
+    std::printf("  %5.1fs  %s\n", durations[i].first, durations[i].second.c_str());
+  }
+}
 
 }  // namespace
 
-CATCH_REGISTER_LISTENER(Summary)
+CATCH_REGISTER_LISTENER(Progress)
 
 int main(int argc, char** argv) {
   // Tests write to pipes and sockets whose peer may be gone: fail the call, not the process.
@@ -39,6 +100,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::off);
   int rc = Catch::Session().run(argc, argv);
   std::fflush(stdout);
+  print_slowest();
   std::printf("%d passed, %d failed\n", passed, failed);
   return rc;
 }

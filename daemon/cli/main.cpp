@@ -9,6 +9,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/help.hpp"
+#include "version.hpp"
 
 namespace jq::cli {
 namespace {
@@ -31,7 +32,7 @@ int main(int argc, char** argv) {
   CLI::App app{"jobqctl: submit jobs to jobqd and follow them"};
   app.require_subcommand(0, 1);
   app.fallthrough();  // the global options after the command too: `jobqctl status ID --json`
-  app.set_version_flag("--version", std::string("jobqctl ") + JOBQD_VERSION);
+  app.set_version_flag("--version", std::string("jobqctl ") + jq::version());
   Globals g;
   app.add_option("-c,--config", g.config_path, "jobqd config (for the Redis URL and queues)")
       ->capture_default_str()

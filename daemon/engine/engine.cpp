@@ -12,6 +12,7 @@
 
 #include "handlers/handler.hpp"
 #include "store/calls.hpp"
+#include "version.hpp"
 
 namespace jq::engine {
 namespace {
@@ -148,7 +149,7 @@ store::Heartbeat Engine::report() const {
   h.name = cfg_.daemon.name;
   h.host = host;
   h.pid = ::getpid();
-  h.version = JOBQD_VERSION;
+  h.version = jq::version();
   h.started_at = started_ms_;
   for (const auto& l : lanes_) {
     const auto& r = *l->runner;
@@ -183,6 +184,7 @@ store::Heartbeat Engine::report() const {
     h.queues.emplace(r.name(), std::move(q));
   }
   return h;
+#include "version.hpp"
 }
 
 async::Task<void> Engine::heartbeat() {

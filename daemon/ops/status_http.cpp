@@ -10,6 +10,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "version.hpp"
+
 namespace jq::ops {
 namespace {
 
@@ -205,7 +207,7 @@ std::string StatusHttp::metrics() const {
     o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
   };
   family("jobqd_build_info", "gauge", "Always 1; the version in a label.");
-  o << "jobqd_build_info{version=\"" << label(JOBQD_VERSION) << "\"} 1\n";
+  o << "jobqd_build_info{version=\"" << label(jq::version()) << "\"} 1\n";
   family("jobqd_serving", "gauge", "1 once every queue serves and Redis answers.");
   const auto redis = engine_.redis_state();
   o << "jobqd_serving " << (serving_ && redis.up ? 1 : 0) << '\n';

@@ -1,16 +1,21 @@
-// The systemd packaging as systemd itself reads it: the unit verified and its sandbox rated, the
-// user and directories it names made by sysusers.d and tmpfiles.d in a scratch root.
+// The packaging as its consumers read it: the systemd unit verified and its sandbox rated, the
+// user and directories it names made by sysusers.d and tmpfiles.d in a scratch root; make install
+// into a scratch root; the Dockerfile linted, its build context computed from .dockerignore.
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
 
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
+#include <map>
 #include <regex>
 #include <set>
 #include <sstream>
 
 #include "tests/support/daemon.hpp"
 #include "tests/support/files.hpp"
+#include "tests/support/make.hpp"
 
 using namespace jq::test;
 using namespace std::chrono_literals;
@@ -206,4 +211,154 @@ TEST_CASE("Dockerfile: its HEALTHCHECK command says 0 while jobqd serves, not wh
   redis.kill();
   CHECK(eventually([&] { return check() != 0; }, 10s));
   CHECK(d.stop() == 0);
+}
+
+namespace {
+
+// The section names `readelf -S` lists for an ELF file.
+std::set<std::string> sections(const fs::path& elf) {
+  const auto ran = run_program({"readelf", "-S", "-W", elf.string()});
+  REQUIRE(ran.code == 0);
+  std::set<std::string> out;
+  const std::regex name(R"(\]\s+(\.\S+))");
+  for (std::sregex_iterator it(ran.out.begin(), ran.out.end(), name), end; it != end; ++it) {
+    out.insert((*it)[1].str());
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("make install: the binaries stripped; their debug info stays in the build directory",
+          "[integration][packaging]") {
+  TempDir root;
+  // -o: the binaries as this build has them, never rebuilt here.
+  const std::string b = build_dir().string();
+  auto ran =
+      run_for(make_in(repo_root(), {"install", "NO_DEPS=1", "BUILD=" + b, "DESTDIR=" + root.str(),
+                                    "PREFIX=/usr", "-o", b + "/jobqd", "-o", b + "/jobqctl"}),
+              120s);
+  INFO(ran.out);
+  REQUIRE(ran.code == 0);
+  for (const char* bin : {"jobqd", "jobqctl"}) {
+    INFO(bin);
+    const auto installed = root.path() / "usr/bin" / bin;
+    REQUIRE(fs::exists(installed));
+    const auto in = sections(installed);
+    CHECK(in.count(".debug_info") == 0);
+    CHECK(in.count(".symtab") == 0);
+    CHECK(in.count(".text") == 1);
+    CHECK(sections(build_dir() / bin).count(".debug_info") == 1);
+    CHECK(fs::file_size(installed) * 3 < fs::file_size(build_dir() / bin));
+    // Still the program it was.
+    const auto version = run_program({installed.string(), "--version"});
+    CHECK(version.code == 0);
+    CHECK(version.out.rfind(std::string(bin) + " ", 0) == 0);
+  }
+}
+
+TEST_CASE(
+    "Docker build context: .dockerignore keeps it to the sources with a big build/ var/ .git and "
+    "node_modules beside them",
+    "[integration][packaging][docker]") {
+  // What a working tree holds after make run, make test, a sanitizer run, make fuzz, make bench
+  // and an editor: laid over the real tree. Sizes are sparse files' (no disk used), as Docker
+  // would read and send them.
+  TempDir over;
+  const auto put = [&](const std::string& rel, std::uintmax_t size) {
+    const auto p = over.path() / rel;
+    fs::create_directories(p.parent_path());
+    write_file(p, "x");
+    fs::resize_file(p, size);
+  };
+  constexpr std::uintmax_t MB = 1 << 20;
+  put("build/jobqd", 300 * MB);
+  put("build/obj/daemon/main.o", 20 * MB);
+  put("build/gen/version.cpp", 200);
+  put("build-address-undefined/jobqd_tests", 200 * MB);
+  put("build-fuzz/fuzz_job", 50 * MB);
+  put("build-fuzz/artifacts/job/crash-0123abcd", 1000);
+  put("var/redis/appendonly.aof", 100 * MB);
+  put("var/redis.sock", 0);
+  put("var/spool/files/hello.txt", 6);
+  put(".git/objects/pack/pack-1.pack", 150 * MB);
+  put("node_modules/leftpad/index.js", 10 * MB);
+  put("tests/tools/node_modules/ioredis/built/index.js", 10 * MB);
+  put("bench/peers/node_modules/bullmq/dist/index.js", 10 * MB);
+  put("bench/__pycache__/asyncio_bench.cpython-311.pyc", 1 * MB);
+  put("daemon/engine/engine.o", 5 * MB);
+  put("daemon/.main.cpp.swp", 1 * MB);
+  put("daemon/main.cpp~", 1 * MB);
+  put(".vscode/settings.json", 100);
+  put("core", 100 * MB);
+  // A new source file: sent like the others.
+  put("daemon/new_module.cpp", 1000);
+
+  const auto ran = run_program({"node", (repo_root() / "tests/tools/docker_context.js").string(),
+                                repo_root().string(), over.str()});
+  INFO(ran.out.substr(0, 4000));
+  REQUIRE(ran.code == 0);
+  std::map<std::string, std::uintmax_t> sent;
+  std::istringstream lines(ran.out);
+  for (std::string l; std::getline(lines, l);) {
+    const auto tab = l.find('\t');
+    REQUIRE(tab != std::string::npos);
+    sent[l.substr(tab + 1)] = std::stoull(l.substr(0, tab));
+  }
+  std::uintmax_t total = 0;
+  for (const auto& [path, size] : sent) {
+    INFO(path);
+    total += size;
+    CHECK(path.rfind("build", 0) != 0);
+    CHECK(path.rfind("var/", 0) != 0);
+    CHECK(path.rfind(".git/", 0) != 0);
+    CHECK(path.find("node_modules/") == std::string::npos);
+    CHECK(path.find("__pycache__/") == std::string::npos);
+    for (const char* tail : {".o", "~", ".swp"}) {
+      CHECK((path.size() < std::strlen(tail) ||
+             path.compare(path.size() - std::strlen(tail), std::string::npos, tail) != 0));
+    }
+    CHECK(path != "core");
+  }
+  INFO("context: " << sent.size() << " files, " << total << " bytes");
+  CHECK(total < 3 * MB);
+  // Everything the image's build and its COPY lines need.
+  for (const char* needed : {"Makefile", "Dockerfile", "config/docker.yaml", "daemon/main.cpp",
+                             "daemon/version.hpp", "daemon/new_module.cpp"}) {
+    INFO(needed);
+    CHECK(sent.count(needed) == 1);
+  }
+  for (const char* dir : {"daemon", "docs"}) {
+    for (const auto& e : fs::recursive_directory_iterator(repo_root() / dir)) {
+      if (!e.is_regular_file()) continue;
+      const auto rel = fs::relative(e.path(), repo_root()).string();
+      if (rel.size() > 2 && rel.compare(rel.size() - 2, 2, ".o") == 0) continue;
+      INFO(rel);
+      CHECK(sent.count(rel) == 1);
+    }
+  }
+}
+
+TEST_CASE("Dockerfile: the build stage is given the version (the context has no .git)",
+          "[integration][packaging][docker]") {
+  const std::string docker = read_file(repo_root() / "Dockerfile");
+  const auto stage = docker.find("\nFROM debian:12 AS build\n");
+  const auto arg = docker.find("\nARG JOBQD_VERSION=", stage);
+  const auto run = docker.find("\nRUN make ", stage);
+  REQUIRE(arg != std::string::npos);
+  REQUIRE(run != std::string::npos);
+  CHECK(arg < run);
+  CHECK(docker.substr(run, docker.find('\n', run + 1) - run)
+            .find(" JOBQD_VERSION=\"$JOBQD_VERSION\" ") != std::string::npos);
+  // make image passes what make version says.
+  TempDir build;
+  const auto version =
+      run_for(make_in(repo_root(), {"-s", "version", "BUILD=" + build.str()}), 60s);
+  REQUIRE(version.code == 0);
+  REQUIRE(!version.out.empty());
+  const auto image = run_for(make_in(repo_root(), {"-n", "image", "BUILD=" + build.str()}), 60s);
+  INFO(image.out);
+  CHECK(image.code == 0);
+  CHECK(image.out == "docker build --build-arg JOBQD_VERSION=\"" +
+                         version.out.substr(0, version.out.size() - 1) + "\" -t jobqd .\n");
 }
