@@ -15,12 +15,35 @@ namespace jq::config {
 
 using namespace std::chrono_literals;
 
-/// A configuration error. what() reads `file:line:column: message` (line and column from 1)
-/// when the error has a place in the file, `file: message` otherwise.
+/// One problem found in a config file: where (line and column from 1; 0 when it has no place in
+/// the file, like a file that cannot be read) and what.
+struct Diagnostic {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string message;
+
+  /// `file:line:column: message`, or `file: message` without a place.
+  std::string text() const;
+};
+
+/// A config that cannot be used, with every problem the loader found in it (a compiler's way:
+/// fixing one should not reveal the next), in the order of their places in the file. what() is
+/// their texts, one a line.
 class ConfigError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit ConfigError(std::vector<Diagnostic> problems);
+  /// A single problem without a place: `file: message`.
+  ConfigError(const std::string& file, const std::string& message);
+
+  const std::vector<Diagnostic>& problems() const { return problems_; }
+
+ private:
+  std::vector<Diagnostic> problems_;
 };
+
+/// `file: N error(s)`, the line that closes a list of problems (--check-config, a start refused).
+std::string count_line(const std::string& file, std::size_t errors);
 
 struct DaemonSection {
   std::string state_dir = "/var/lib/jobqd";
