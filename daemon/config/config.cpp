@@ -4,6 +4,8 @@
 #include "config/command.hpp"
 #include "config/http_url.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -1203,14 +1205,14 @@ Config check(const std::string& text, const Ctx& c) {
   if (sections.count("http")) {
     const auto refused = apply(cfg.http, section("http"), c, kHttpKeys, "http");
     const auto& h = cfg.http;
-    const std::string host = h.listen.substr(0, h.listen.rfind(':'));
-    const bool loopback =
-        host == "localhost" || host == "[::1]" || host == "::1" || host.rfind("127.", 0) == 0;
-    if (!h.listen.empty() && !loopback && h.token_file.empty() && !refused.count("token_file")) {
+    if (!h.listen.empty() && h.token_file.empty() && !refused.count("token_file") &&
+        !is_loopback_host(listen_host(h.listen))) {
       report(c, key_in("http", "listen"),
              "http.listen: " + h.listen +
-                 " is not loopback: set http.token_file (requests then need "
-                 "'Authorization: Bearer <token>'), or listen on 127.0.0.1");
+                 " is not a loopback address (127.0.0.0/8 written as an address, ::1, or "
+                 "localhost), so anyone who can reach it could read /metrics without a token: "
+                 "set http.token_file (requests then need 'Authorization: Bearer <token>'), or "
+                 "listen on 127.0.0.1");
     }
   }
   if (sections.count("logging")) {
@@ -1356,6 +1358,24 @@ ConfigError::ConfigError(const std::string& file, const std::string& message)
 
 std::string count_line(const std::string& file, std::size_t errors) {
   return file + ": " + std::to_string(errors) + (errors == 1 ? " error" : " errors");
+}
+
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost") return true;
+  // Literal addresses only, as the kernel binds them: a name is whatever its DNS says.
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  std::string bare = host;
+  if (bare.size() >= 2 && bare.front() == '[' && bare.back() == ']') {
+    bare = bare.substr(1, bare.size() - 2);
+  }
+  in6_addr v6{};
+  return inet_pton(AF_INET6, bare.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+std::string listen_host(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  return colon == std::string::npos ? listen : listen.substr(0, colon);
 }
 
 bool valid_name(const std::string& s) {

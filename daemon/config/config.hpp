@@ -210,6 +210,16 @@ std::vector<std::string> restart_changes(const Config& a, const Config& b);
 bool same(const HandlerConfig& a, const HandlerConfig& b);
 bool same(const SourceConfig& a, const SourceConfig& b);
 
+/// Whether `host` (of `host:port`; an IPv6 address bare or in brackets) is this machine's
+/// loopback and nothing else: an IPv4 address in 127.0.0.0/8 as inet_pton reads one (four decimal
+/// parts: not `127.1`, not `0x7f.1`), ::1, or the name localhost. Every decision to serve without
+/// a token goes through it: a name merely starting with `127.` (127.attacker.example) resolves to
+/// wherever its owner wants.
+bool is_loopback_host(const std::string& host);
+
+/// The host part of `host:port` (the brackets of an IPv6 address kept).
+std::string listen_host(const std::string& listen);
+
 /// `[A-Za-z0-9_.-]{1,64}`: queue names (they appear inside Redis keys) and handler names.
 bool valid_name(const std::string& s);
 

@@ -181,8 +181,10 @@ queues:
         "test.yaml:1:1: unknown section 'queus' (did you mean 'queues'?)");
   CHECK(error_of("queues: [a\n").rfind("test.yaml:2:1: not valid YAML", 0) == 0);
   CHECK(error_of("http: {listen: 0.0.0.0:9464}\n" + h + "queues: {q: {handler: h}}\n") ==
-        "test.yaml:1:16: http.listen: 0.0.0.0:9464 is not loopback: set http.token_file "
-        "(requests then need 'Authorization: Bearer <token>'), or listen on 127.0.0.1");
+        "test.yaml:1:16: http.listen: 0.0.0.0:9464 is not a loopback address (127.0.0.0/8 "
+        "written as an address, ::1, or localhost), so anyone who can reach it could read "
+        "/metrics without a token: set http.token_file (requests then need 'Authorization: "
+        "Bearer <token>'), or listen on 127.0.0.1");
   CHECK(error_of("http: {listen: 9464}\n" + h + "queues: {q: {handler: h}}\n") ==
         "test.yaml:1:16: http.listen: '9464' is not host:port (or off)");
   CHECK(error_of("http: {dashboard: true}\n" + h + "queues: {q: {handler: h}}\n") ==
@@ -512,6 +514,50 @@ TEST_CASE("an empty config, or one that is not a map, is refused with a position
   CHECK(error_of("\n  hello\n") ==
         "test.yaml:2:3: the config must be a map with sections (redis, handlers, queues), not a "
         "single value");
+}
+
+TEST_CASE("http.listen without a token: only loopback written as an address, or localhost",
+          "[config][http]") {
+  // What a name starts with says nothing of where it resolves: 127.attacker.example is the
+  // attacker's to point anywhere.
+  const std::pair<const char*, bool> hosts[] = {
+      {"127.attacker.example", false},
+      {"127.0.0.1.nip.io", false},
+      {"localhost.evil", false},
+      {"0x7f.1", false},  // inet_aton would read it as 127.0.0.1; inet_pton does not
+      {"127.1", false},   // likewise: only four decimal parts are an address here
+      {"[127.0.0.1]", false},
+      {"0.0.0.0", false},
+      {"[::]", false},
+      {"::ffff:127.0.0.1", false},
+      {"[::1]", true},
+      {"::1", true},
+      {"127.0.0.5", true},
+      {"127.255.255.254", true},
+      {"127.0.0.1", true},
+      {"localhost", true},
+  };
+  const std::string rest =
+      "handlers: {h: {type: builtin, name: noop}}\nqueues: {q: {handler: h}}\n";
+  for (const auto& [host, loopback] : hosts) {
+    INFO(host);
+    CHECK(is_loopback_host(host) == loopback);
+    const std::string listen = std::string(host) + ":9";
+    CHECK(listen_host(listen) == host);
+    const std::string e = error_of("http: {listen: \"" + listen + "\"}\n" + rest);
+    if (loopback) {
+      CHECK(e.empty());
+    } else {
+      CHECK(e == "test.yaml:1:16: http.listen: " + listen +
+                     " is not a loopback address (127.0.0.0/8 written as an address, ::1, or "
+                     "localhost), so anyone who can reach it could read /metrics without a token: "
+                     "set http.token_file (requests then need 'Authorization: Bearer <token>'), "
+                     "or listen on 127.0.0.1");
+    }
+    // With a token, any address.
+    CHECK(error_of("http: {listen: \"" + listen + "\", token_file: /etc/jobqd/token}\n" + rest)
+              .empty());
+  }
 }
 
 TEST_CASE("load_file reports a missing file by name", "[config]") {
