@@ -143,7 +143,8 @@ async::Task<int> serve(const config::Config& cfg) {
   std::optional<ops::EmbeddedRedis> embedded;
   std::string url = cfg.redis.url;
   if (url == "embedded") {
-    embedded.emplace(cfg.redis.server_binary, cfg.daemon.state_dir);
+    embedded.emplace(cfg.redis.server_binary, cfg.daemon.state_dir,
+                     static_cast<int>(cfg.redis.embedded_port));
     std::string failed;
     try {
       co_await embedded->start();

@@ -538,6 +538,13 @@ const Key<RedisSection> kRedisKeys[] = {
     duration_key("connect_timeout", &RedisSection::connect_timeout, 10ms, restart),
     duration_key("command_timeout", &RedisSection::command_timeout, 100ms, restart),
     string_key("server_binary", &RedisSection::server_binary, restart),
+    {"embedded_port", "port", restart,
+     [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       if (auto v = as_count(n, c, k, 1, 65535)) s.embedded_port = *v;
+     },
+     [](const RedisSection& s) {
+       return s.embedded_port ? shown(s.embedded_port) : YAML::Node(YAML::NodeType::Null);
+     }},
     path_key("password_file", &RedisSection::password_file, restart),
     {"password_env", "string", restart,
      [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
@@ -1192,7 +1199,7 @@ Config check(const std::string& text, const Ctx& c) {
 
   if (sections.count("daemon")) apply(cfg.daemon, section("daemon"), c, kDaemonKeys, "daemon");
   if (sections.count("redis")) {
-    apply(cfg.redis, section("redis"), c, kRedisKeys, "redis");
+    const auto refused = apply(cfg.redis, section("redis"), c, kRedisKeys, "redis");
     const auto& r = cfg.redis;
     const bool inline_password = r.url.rfind("redis://", 0) == 0 &&
                                  r.url.find('@') != std::string::npos &&
@@ -1200,6 +1207,12 @@ Config check(const std::string& text, const Ctx& c) {
     if (!r.password_file.empty() + !r.password_env.empty() + inline_password > 1) {
       report(c, sections.at("redis").key,
              "redis: give the password one way: password_file, password_env or in the url");
+    }
+    if (r.embedded_port && r.url != "embedded" && !refused.count("url")) {
+      report(c, key_in("redis", "embedded_port"),
+             "redis.embedded_port: only for url: embedded (a port of jobqd's own redis-server); "
+             "this config's Redis is " +
+                 masked_url(r.url));
     }
   }
   if (sections.count("http")) {

@@ -60,6 +60,9 @@ struct RedisSection {
   Millis connect_timeout = 5s;
   Millis command_timeout = 10s;                // a reply slower than this marks the connection dead
   std::string server_binary = "redis-server";  // for `embedded`
+  // For `embedded`: a TCP port it also listens on, on loopback only, for clients that cannot use
+  // the socket (0: the socket only).
+  std::uint64_t embedded_port = 0;
   // The password kept out of the URL (and out of the config file): the first line of a file, or
   // an environment variable. redis_password() reads it.
   std::string password_file;
