@@ -39,6 +39,9 @@ struct Found {
   // Top-level sections written somewhere else (misspelled, or indented under another one):
   // what their absence would imply ("no queues", "handler 'x' is not defined") is not said too.
   std::set<std::string> sections_elsewhere;
+  // Keys reported as indented under the wrong parent, as {where, key}: the level they belong
+  // to is not also told it misses them.
+  std::vector<std::pair<std::string, std::string>> misplaced;
 };
 
 struct Ctx {
@@ -49,6 +52,16 @@ struct Ctx {
 
 std::size_t problem_count(const Ctx& c) {
   return c.found->problems.size();
+}
+
+// Whether `key` was reported misplaced in `where` or below it (a missing `handler` that is
+// there, one level too deep).
+bool misplaced_within(const Ctx& c, const std::string& where, const std::string& key) {
+  return std::any_of(c.found->misplaced.begin(), c.found->misplaced.end(), [&](const auto& m) {
+    return m.second == key && m.first.rfind(where, 0) == 0 &&
+           (m.first.size() == where.size() || m.first[where.size()] == '.' ||
+            m.first[where.size()] == '[');
+  });
 }
 
 void report_at(const Ctx& c, const YAML::Mark& m, const std::string& msg) {
@@ -776,9 +789,7 @@ HandlerConfig parse_handler(const std::string& name, const YAML::Node& n, const 
   // The type first: it says which keys apply. A key that does not is named as such, and its
   // value is not checked too (that would be a second error for one line).
   std::optional<HandlerType> type;
-  if (!n["type"]) {
-    report(c, n, where + ": missing 'type' (builtin, exec or http)");
-  } else {
+  if (n["type"]) {
     Found scratch;  // its problems are reported by apply below
     HandlerConfig typed;
     const Ctx quiet{c.origin, c.base_dir, &scratch};
@@ -793,6 +804,9 @@ HandlerConfig parse_handler(const std::string& name, const YAML::Node& n, const 
     allowed.insert({"type", "timeout"});
   }
   apply(h, n, c, kHandlerKeys, where, type ? &allowed : nullptr);
+  if (!n["type"] && !misplaced_within(c, where, "type")) {
+    report(c, n, where + ": missing 'type' (builtin, exec or http)");
+  }
   // Without a type, which keys apply and which are needed is unknown: saying more would be
   // guessing from the default type.
   if (!type) return h;
@@ -812,7 +826,7 @@ HandlerConfig parse_handler(const std::string& name, const YAML::Node& n, const 
   const char* needed = h.type == HandlerType::builtin ? "name"
                        : h.type == HandlerType::exec  ? "command"
                                                       : "url";
-  if (!n[needed]) {
+  if (!n[needed] && !misplaced_within(c, where, needed)) {
     report(c, n,
            where + ": " + (h.type == HandlerType::builtin ? "a " : "an ") + type_name(h.type) +
                " handler needs '" + needed + "'");
@@ -889,7 +903,7 @@ std::optional<SourceConfig> parse_source(const YAML::Node& n, const Ctx& c,
     const std::size_t before = problem_count(c);
     apply(s, kind.value, c, kSpoolKeys, where + ".spool");
     if (!kind.value.IsMap() || !kind.value["dir"]) {
-      if (kind.value.IsMap() || kind.value.IsNull()) {
+      if ((kind.value.IsMap() || kind.value.IsNull()) && !misplaced_within(c, where, "dir")) {
         report(c, kind.value, where + ": a spool source needs 'dir'");
       }
       return std::nullopt;
@@ -1009,6 +1023,7 @@ std::optional<std::string> misplaced(const std::string& name, const std::string&
                                      const Ctx& c) {
   const std::string place = where.empty() ? "at the top level" : "indented under '" + where + "'";
   auto say = [&](const std::string& what) {
+    c.found->misplaced.emplace_back(where, name);
     return "'" + name + "' is " + what + ", but it is " + place + " (check its indentation)";
   };
   if (!where.empty() && std::find(kSections.begin(), kSections.end(), name) != kSections.end()) {
@@ -1149,7 +1164,6 @@ Config check(const std::string& text, const Ctx& c) {
         "unknown section '" + e.name + "'" +
         (best.empty() ? " (sections: daemon, redis, http, logging, handlers, queues)"
                       : " (did you mean '" + best + "'?)");
-    if (!best.empty()) c.found->sections_elsewhere.insert(best);
     // Misspelled, and shaped like the section it is close to (`handler:` holding handlers): it
     // is checked as that section.
     if (!best.empty() && looks_like(best, e.value)) {
@@ -1173,6 +1187,7 @@ Config check(const std::string& text, const Ctx& c) {
       continue;
     }
     report(c, e.key, unknown);
+    if (!best.empty()) c.found->sections_elsewhere.insert(best);
   }
   // A section missing from its place but written elsewhere is checked as if it were there
   // (find_misplaced says why).
@@ -1275,7 +1290,9 @@ Config check(const std::string& text, const Ctx& c) {
       const auto refused = apply(q, e.value, c, kQueueKeys, where);
       if (!e.value.IsMap() && !e.value.IsNull()) continue;  // apply said so
       const YAML::Node handler = e.value.IsMap() ? e.value["handler"] : YAML::Node();
-      if (!handler) report(c, e.value, where + ": missing 'handler'");
+      if (!handler && !misplaced_within(c, where, "handler")) {
+        report(c, e.value, where + ": missing 'handler'");
+      }
       auto h = cfg.handlers.find(q.handler);
       const bool known = h != cfg.handlers.end() && !broken.count(q.handler);
       const bool handlers_elsewhere =

@@ -439,6 +439,13 @@ TEST_CASE("a section or key indented under the wrong parent is named as such",
   CHECK(error_of(std::string(kMinimal) + "url: embedded\n") ==
         "test.yaml:7:1: 'url' is a key of the redis section, but it is at the top level (check "
         "its indentation)");
+  // ... which does not hide what else is wrong (`handler` is close to `handlers`, but is a
+  // queue's key here, not the handlers section misspelled).
+  CHECK(error_of("handlers: {h: {type: builtin, name: noop}}\nqueues: {q: {handler: nope}}\n"
+                 "handler: h\n") ==
+        "test.yaml:2:23: queues.q: handler 'nope' is not defined (defined: h)\n"
+        "test.yaml:3:1: 'handler' is a queue key, but it is at the top level (check its "
+        "indentation)");
   CHECK(error_of(std::string(kMinimal) + "other:\n  handler: nothing\n") ==
         "test.yaml:7:1: 'other' looks like a queue (it has 'handler'), but it is at the top "
         "level (check its indentation: queues go under 'queues')");
@@ -447,6 +454,18 @@ TEST_CASE("a section or key indented under the wrong parent is named as such",
                  "      timeout: 5s\nqueues: {q: {handler: x}}\n") ==
         "test.yaml:6:7: 'timeout' is a handler key, but it is indented under "
         "'handlers.x.limits' (check its indentation)");
+  // A key that is there, one level too deep, is not also missing where it belongs.
+  CHECK(error_of("handlers: {h: {type: builtin, name: noop}}\nqueues:\n  q:\n    retain:\n"
+                 "      handler: h\n") ==
+        "test.yaml:5:7: 'handler' is a queue key, but it is indented under 'queues.q.retain' "
+        "(check its indentation)");
+  CHECK(error_of("handlers:\n  x:\n    type: exec\n    limits:\n      command: [/bin/true]\n"
+                 "queues: {q: {handler: x}}\n") ==
+        "test.yaml:5:7: 'command' is a handler key, but it is indented under 'handlers.x.limits' "
+        "(check its indentation)");
+  CHECK(error_of(std::string(kMinimal) + "    sources:\n      - spool:\n        dir: /tmp\n") ==
+        "test.yaml:9:9: 'dir' is a key of a spool source, but it is indented under "
+        "'queues.default.sources[0]' (check its indentation)");
   // Names of sections are fine names for handlers and queues when shaped like them.
   CHECK(error_of("handlers:\n  http: {type: http, url: \"http://x/\"}\n"
                  "queues:\n  redis: {handler: http}\n  retain: {handler: http}\n")
