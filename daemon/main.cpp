@@ -103,7 +103,7 @@ bool reload(const std::string& path, engine::Engine& e) {
     next = config::load_file(path);
     problems = ops::preflight(next);
   } catch (const config::ConfigError& err) {
-    problems.push_back(err.what());
+    for (const auto& p : err.problems()) problems.push_back(p.text());
   }
   std::vector<std::string> restart;
   if (problems.empty()) {
@@ -116,7 +116,8 @@ bool reload(const std::string& path, engine::Engine& e) {
   auto& stats = e.reload_stats();
   if (!problems.empty()) {
     for (const auto& p : problems) spdlog::error("reload refused: {}", p);
-    spdlog::error("reload refused: the running config stays (fix {} and send SIGHUP again)", path);
+    spdlog::error("reload refused: the running config stays ({}; fix and send SIGHUP again)",
+                  config::count_line(path, problems.size()));
     ++stats.failed;
     stats.last_ok = false;
   } else {
@@ -143,7 +144,8 @@ async::Task<int> serve(const config::Config& cfg) {
   std::optional<ops::EmbeddedRedis> embedded;
   std::string url = cfg.redis.url;
   if (url == "embedded") {
-    embedded.emplace(cfg.redis.server_binary, cfg.daemon.state_dir);
+    embedded.emplace(cfg.redis.server_binary, cfg.daemon.state_dir,
+                     static_cast<int>(cfg.redis.embedded_port));
     std::string failed;
     try {
       co_await embedded->start();
@@ -261,7 +263,8 @@ int main(int argc, char** argv) {
   bool print_only = false;
   app.add_option("-c,--config", config_path, "config file")->capture_default_str();
   app.add_flag("--check-config", check_only,
-               "validate the config file and exit: 0 if valid, 78 with file:line:column if not");
+               "validate the config file and exit: 0 if valid, else 78 and every error, one "
+               "file:line:column: message a line, then their count");
   app.add_flag("--print-config", print_only,
                "print the effective config (every default filled in, secrets masked) and exit");
   app.set_version_flag("--version", std::string("jobqd ") + jq::version());
@@ -280,7 +283,7 @@ SIGNALS
 
 EXIT STATUS
   0 stopped cleanly, 1 failed at run time, 2 bad arguments, 78 configuration error
-  (file:line:column: message on stderr)
+  (every error as file:line:column: message on stderr, then their count)
 
 HTTP (http.listen, default 127.0.0.1:9464)
   GET /healthz     200 once serving, 503 with the reason
@@ -305,12 +308,19 @@ SEE ALSO
     return kExitUsage;
   }
 
+  // Every problem, a compiler's way: one `file:line:column: message` a line, then the count.
+  const auto refuse = [&](const std::vector<std::string>& problems) {
+    for (const auto& p : problems) std::cerr << p << "\n";
+    std::cerr << config::count_line(config_path, problems.size()) << "\n";
+    return kExitConfig;
+  };
   config::Config cfg;
   try {
     cfg = config::load_file(config_path);
   } catch (const config::ConfigError& e) {
-    std::cerr << e.what() << "\n";
-    return kExitConfig;
+    std::vector<std::string> lines;
+    for (const auto& p : e.problems()) lines.push_back(p.text());
+    return refuse(lines);
   }
   if (print_only) {
     std::cout << config::print(cfg);
@@ -318,10 +328,7 @@ SEE ALSO
   }
   // Everything the daemon would refuse at start is refused here, --check-config or not.
   auto problems = ops::preflight(cfg);
-  if (!problems.empty()) {
-    for (const auto& p : problems) std::cerr << p << "\n";
-    return kExitConfig;
-  }
+  if (!problems.empty()) return refuse(problems);
   if (check_only) {
     std::cout << config_path << ": valid (" << cfg.queues.size() << " queue(s), "
               << cfg.handlers.size() << " handler(s))\n";

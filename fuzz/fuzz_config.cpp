@@ -1,4 +1,4 @@
-// Fuzzes the config loader (config::parse): only ConfigError may escape, naming the file.
+// Fuzzes the config loader (config::parse): only ConfigError may escape, each line naming the file.
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -37,8 +37,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     check(config::parse(text, "fuzz.yaml", "/tmp"));
   } catch (const config::ConfigError& e) {
-    if (!std::string_view(e.what()).starts_with("fuzz.yaml")) {
-      finding("a ConfigError that does not start with the file name", e.what());
+    if (e.problems().empty()) finding("a ConfigError without a problem in it");
+    // Every line names the file: what() is one line per problem.
+    for (const auto& p : e.problems()) {
+      if (!std::string_view(p.text()).starts_with("fuzz.yaml:")) {
+        finding("a ConfigError line that does not start with the file name", p.text());
+      }
     }
   } catch (const std::exception& e) {
     finding("an exception other than ConfigError escaped config::parse",

@@ -4,10 +4,13 @@
 #include "config/command.hpp"
 #include "config/http_url.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -17,26 +20,62 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <string_view>
+#include <tuple>
 
 namespace jq::config {
 namespace {
 
 namespace fs = std::filesystem;
 
+// What the loader found so far. Problems are values collected here, not thrown: a bad value is
+// reported, the member keeps what it had, and checking goes on with the next key, so that one
+// run reports every problem (a compiler's way).
+struct Found {
+  std::vector<Diagnostic> problems;
+  // Top-level sections written somewhere else (misspelled, or indented under another one):
+  // what their absence would imply ("no queues", "handler 'x' is not defined") is not said too.
+  std::set<std::string> sections_elsewhere;
+  // Keys reported as indented under the wrong parent, as {where, key}: the level they belong
+  // to is not also told it misses them.
+  std::vector<std::pair<std::string, std::string>> misplaced;
+};
+
 struct Ctx {
   std::string origin;
   std::string base_dir;
+  Found* found;  // shared by every copy
 };
 
-[[noreturn]] void fail_at(const Ctx& c, const YAML::Mark& m, const std::string& msg) {
-  if (m.is_null()) throw ConfigError(c.origin + ": " + msg);
-  throw ConfigError(c.origin + ":" + std::to_string(m.line + 1) + ":" +
-                    std::to_string(m.column + 1) + ": " + msg);
+std::size_t problem_count(const Ctx& c) {
+  return c.found->problems.size();
 }
-[[noreturn]] void fail(const Ctx& c, const YAML::Node& at, const std::string& msg) {
-  fail_at(c, at.Mark(), msg);
+
+// Whether `key` was reported misplaced in `where` or below it (a missing `handler` that is
+// there, one level too deep).
+bool misplaced_within(const Ctx& c, const std::string& where, const std::string& key) {
+  return std::any_of(c.found->misplaced.begin(), c.found->misplaced.end(), [&](const auto& m) {
+    return m.second == key && m.first.rfind(where, 0) == 0 &&
+           (m.first.size() == where.size() || m.first[where.size()] == '.' ||
+            m.first[where.size()] == '[');
+  });
+}
+
+void report_at(const Ctx& c, const YAML::Mark& m, const std::string& msg) {
+  Diagnostic d;
+  d.file = c.origin;
+  if (!m.is_null()) {
+    d.line = m.line + 1;
+    d.column = m.column + 1;
+  }
+  d.message = msg;
+  c.found->problems.push_back(std::move(d));
+}
+void report(const Ctx& c, const YAML::Node& at, const std::string& msg) {
+  report_at(c, at.Mark(), msg);
 }
 
 // Levenshtein distance, for "did you mean" on unknown keys.
@@ -53,39 +92,65 @@ std::size_t distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
-std::string scalar(const YAML::Node& n, const Ctx& c, const std::string& what) {
-  if (!n.IsScalar()) fail(c, n, what + ": must be a single value, not a list or map");
+// The value readers: nullopt (the problem reported) when the value is refused.
+std::optional<std::string> scalar(const YAML::Node& n, const Ctx& c, const std::string& what) {
+  if (!n.IsScalar()) {
+    report(c, n, what + ": must be a single value, not a list or map");
+    return std::nullopt;
+  }
   return n.Scalar();
 }
 
-// yaml-cpp keeps both entries of a key written twice and lookups see the first, so a repeated
-// key would silently mean something: it is an error, naming both places.
-void check_unique(const YAML::Node& map, const Ctx& c, const std::string& where) {
-  if (!map.IsMap()) return;
+// One entry of a map, its name read.
+struct Entry {
+  std::string name;
+  YAML::Node key;
+  YAML::Node value;
+};
+
+// The entries of `map`, each name once. yaml-cpp keeps both entries of a key written twice and
+// lookups see the first, so a repeated key would silently mean something: it is an error, naming
+// both places, and only the first is checked further (the second would only repeat its errors or
+// contradict it). A name that is not a single value is reported as `what` and left out.
+std::vector<Entry> entries(const YAML::Node& map, const Ctx& c, const std::string& where,
+                           const std::string& what) {
+  std::vector<Entry> out;
   std::map<std::string, YAML::Mark> seen;
   for (const auto& kv : map) {
-    if (!kv.first.IsScalar()) continue;
-    auto [it, fresh] = seen.emplace(kv.first.Scalar(), kv.first.Mark());
+    auto name = scalar(kv.first, c, what);
+    if (!name) continue;
+    auto [it, fresh] = seen.emplace(*name, kv.first.Mark());
     if (!fresh) {
-      fail(c, kv.first,
-           "duplicate key '" + kv.first.Scalar() + "' in " + where + " (first at line " +
-               std::to_string(it->second.line + 1) + ", column " +
-               std::to_string(it->second.column + 1) + ")");
+      report(c, kv.first,
+             "duplicate key '" + *name + "' in " + where + " (first at line " +
+                 std::to_string(it->second.line + 1) + ", column " +
+                 std::to_string(it->second.column + 1) + ")");
+      continue;
     }
+    out.push_back({*name, kv.first, kv.second});
   }
+  return out;
 }
 
-Millis as_duration(const YAML::Node& n, const Ctx& c, const std::string& key, Millis min = 0ms) {
-  std::string s = scalar(n, c, key);
-  auto d = parse_duration(s);
-  if (!d) fail(c, n, key + ": '" + s + "' is not a duration (write it like 250ms, 30s, 5m or 1h)");
-  if (*d < min) fail(c, n, key + ": must be at least " + format_duration(min));
-  return *d;
+std::optional<Millis> as_duration(const YAML::Node& n, const Ctx& c, const std::string& key,
+                                  Millis min = 0ms) {
+  auto s = scalar(n, c, key);
+  if (!s) return std::nullopt;
+  auto d = parse_duration(*s);
+  if (!d) {
+    report(c, n, key + ": '" + *s + "' is not a duration (write it like 250ms, 30s, 5m or 1h)");
+  } else if (*d < min) {
+    report(c, n, key + ": must be at least " + format_duration(min));
+    d.reset();
+  }
+  return d;
 }
 
-std::uint64_t as_count(const YAML::Node& n, const Ctx& c, const std::string& key, std::uint64_t min,
-                       std::uint64_t max) {
-  std::string s = scalar(n, c, key);
+std::optional<std::uint64_t> as_count(const YAML::Node& n, const Ctx& c, const std::string& key,
+                                      std::uint64_t min, std::uint64_t max) {
+  auto text = scalar(n, c, key);
+  if (!text) return std::nullopt;
+  const std::string& s = *text;
   const std::string allowed =
       "a whole number from " + std::to_string(min) + " to " + std::to_string(max);
   std::uint64_t v = 0;
@@ -93,60 +158,87 @@ std::uint64_t as_count(const YAML::Node& n, const Ctx& c, const std::string& key
   const bool digits =
       !s.empty() && s.find_first_not_of("0123456789", s[0] == '-') == s.npos && s != "-";
   if (digits && (s[0] == '-' || ec == std::errc::result_out_of_range)) {
-    fail(c, n, key + ": " + s + " is out of range (" + allowed + ")");
+    report(c, n, key + ": " + s + " is out of range (" + allowed + ")");
+  } else if (ec != std::errc() || end != s.data() + s.size()) {
+    report(c, n, key + ": '" + s + "' is not " + allowed);
+  } else if (v < min || v > max) {
+    report(c, n, key + ": " + s + " is out of range (" + allowed + ")");
+  } else {
+    return v;
   }
-  if (ec != std::errc() || end != s.data() + s.size()) {
-    fail(c, n, key + ": '" + s + "' is not " + allowed);
+  return std::nullopt;
+}
+
+std::optional<std::uint64_t> as_size(const YAML::Node& n, const Ctx& c, const std::string& key,
+                                     std::uint64_t min = 1) {
+  auto s = scalar(n, c, key);
+  if (!s) return std::nullopt;
+  auto v = parse_size(*s);
+  if (!v) {
+    report(c, n, key + ": '" + *s + "' is not a size (bytes, or with KB, MB, KiB, MiB...)");
+  } else if (*v < min) {
+    report(c, n, key + ": must be at least " + std::to_string(min) + " bytes");
+    v.reset();
   }
-  if (v < min || v > max) fail(c, n, key + ": " + s + " is out of range (" + allowed + ")");
   return v;
 }
 
-std::uint64_t as_size(const YAML::Node& n, const Ctx& c, const std::string& key,
-                      std::uint64_t min = 1) {
-  std::string s = scalar(n, c, key);
-  auto v = parse_size(s);
-  if (!v) fail(c, n, key + ": '" + s + "' is not a size (bytes, or with KB, MB, KiB, MiB...)");
-  if (*v < min) fail(c, n, key + ": must be at least " + std::to_string(min) + " bytes");
-  return *v;
+std::optional<bool> as_bool(const YAML::Node& n, const Ctx& c, const std::string& key) {
+  auto s = scalar(n, c, key);
+  if (!s) return std::nullopt;
+  if (*s == "true" || *s == "yes" || *s == "on") return true;
+  if (*s == "false" || *s == "no" || *s == "off") return false;
+  report(c, n, key + ": '" + *s + "' is not true or false");
+  return std::nullopt;
 }
 
-bool as_bool(const YAML::Node& n, const Ctx& c, const std::string& key) {
-  std::string s = scalar(n, c, key);
-  if (s == "true" || s == "yes" || s == "on") return true;
-  if (s == "false" || s == "no" || s == "off") return false;
-  fail(c, n, key + ": '" + s + "' is not true or false");
-}
-
-std::string as_string(const YAML::Node& n, const Ctx& c, const std::string& key,
-                      bool allow_empty = false) {
-  std::string s = scalar(n, c, key);
-  if (!allow_empty && s.empty()) fail(c, n, key + ": must not be empty");
+std::optional<std::string> as_string(const YAML::Node& n, const Ctx& c, const std::string& key,
+                                     bool allow_empty = false) {
+  auto s = scalar(n, c, key);
+  if (s && !allow_empty && s->empty()) {
+    report(c, n, key + ": must not be empty");
+    s.reset();
+  }
   return s;
 }
 
-std::string as_path(const YAML::Node& n, const Ctx& c, const std::string& key) {
-  fs::path p = as_string(n, c, key);
+std::optional<std::string> as_path(const YAML::Node& n, const Ctx& c, const std::string& key) {
+  auto s = as_string(n, c, key);
+  if (!s) return std::nullopt;
+  fs::path p = *s;
   if (p.is_relative()) p = fs::path(c.base_dir) / p;
   return p.lexically_normal().string();
 }
 
-std::vector<std::string> as_string_list(const YAML::Node& n, const Ctx& c, const std::string& key) {
-  if (!n.IsSequence()) fail(c, n, key + ": must be a list, like [\"/usr/bin/prog\", \"{file}\"]");
+std::optional<std::vector<std::string>> as_string_list(const YAML::Node& n, const Ctx& c,
+                                                       const std::string& key) {
+  if (!n.IsSequence()) {
+    report(c, n, key + ": must be a list, like [\"/usr/bin/prog\", \"{file}\"]");
+    return std::nullopt;
+  }
   std::vector<std::string> out;
-  for (const auto& item : n) out.push_back(scalar(item, c, key + " entries"));
+  bool ok = true;
+  for (const auto& item : n) {
+    auto s = scalar(item, c, key + " entries");
+    ok = ok && s;
+    if (s) out.push_back(*s);
+  }
+  if (!ok) return std::nullopt;
   return out;
 }
 
-std::map<std::string, std::string> as_string_map(const YAML::Node& n, const Ctx& c,
-                                                 const std::string& key) {
-  if (!n.IsMap()) fail(c, n, key + ": must be a map of names to values");
-  check_unique(n, c, key);
-  std::map<std::string, std::string> out;
-  for (const auto& kv : n) {
-    const std::string name = scalar(kv.first, c, key + " names");
-    out[name] = scalar(kv.second, c, key + "." + name);
+std::optional<std::map<std::string, std::string>> as_string_map(const YAML::Node& n, const Ctx& c,
+                                                                const std::string& key) {
+  if (!n.IsMap()) {
+    report(c, n, key + ": must be a map of names to values");
+    return std::nullopt;
   }
+  const std::size_t before = problem_count(c);
+  std::map<std::string, std::string> out;
+  for (const auto& e : entries(n, c, key, key + " names")) {
+    if (auto v = scalar(e.value, c, key + "." + e.name)) out[e.name] = *v;
+  }
+  if (problem_count(c) != before) return std::nullopt;
   return out;
 }
 
@@ -193,12 +285,13 @@ YAML::Node shown(const std::map<std::string, std::string>& m) {
   return n;
 }
 
-// Rows for the common types: one line each, the range beside the member.
+// Rows for the common types: one line each, the range beside the member. A refused value
+// leaves the member as it was.
 template <class S>
 Key<S> duration_key(const char* name, Millis S::*m, Millis min, Reload r) {
   return {name, "duration", r,
           [m, min](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-            s.*m = as_duration(n, c, k, min);
+            if (auto v = as_duration(n, c, k, min)) s.*m = *v;
           },
           [m](const S& s) { return shown(s.*m); }};
 }
@@ -207,7 +300,7 @@ Key<S> count_key(const char* name, std::uint64_t S::*m, std::uint64_t min, std::
                  Reload r) {
   return {name, "count", r,
           [m, min, max](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-            s.*m = as_count(n, c, k, min, max);
+            if (auto v = as_count(n, c, k, min, max)) s.*m = *v;
           },
           [m](const S& s) { return shown(s.*m); }};
 }
@@ -215,7 +308,7 @@ template <class S>
 Key<S> size_key(const char* name, std::uint64_t S::*m, std::uint64_t min, Reload r) {
   return {name, "size", r,
           [m, min](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-            s.*m = as_size(n, c, k, min);
+            if (auto v = as_size(n, c, k, min)) s.*m = *v;
           },
           [m](const S& s) { return shown(format_size(s.*m)); }};
 }
@@ -223,7 +316,7 @@ template <class S>
 Key<S> bool_key(const char* name, bool S::*m, Reload r) {
   return {name, "bool", r,
           [m](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-            s.*m = as_bool(n, c, k);
+            if (auto v = as_bool(n, c, k)) s.*m = *v;
           },
           [m](const S& s) { return shown(s.*m); }};
 }
@@ -231,7 +324,7 @@ template <class S>
 Key<S> string_key(const char* name, std::string S::*m, Reload r) {
   return {name, "string", r,
           [m](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-            s.*m = as_string(n, c, k);
+            if (auto v = as_string(n, c, k)) s.*m = *v;
           },
           [m](const S& s) { return shown(s.*m); }};
 }
@@ -239,7 +332,7 @@ template <class S>
 Key<S> path_key(const char* name, std::string S::*m, Reload r) {
   return {name, "path", r,
           [m](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-            s.*m = as_path(n, c, k);
+            if (auto v = as_path(n, c, k)) s.*m = *v;
           },
           [m](const S& s) { return shown(s.*m); }};
 }
@@ -247,7 +340,7 @@ template <class S>
 Key<S> map_key(const char* name, std::map<std::string, std::string> S::*m, Reload r) {
   return {name, "map", r,
           [m](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-            s.*m = as_string_map(n, c, k);
+            if (auto v = as_string_map(n, c, k)) s.*m = *v;
           },
           [m](const S& s) { return shown(s.*m); }};
 }
@@ -257,48 +350,70 @@ Key<S> choice_key(const char* name, const char* type, std::string S::*m,
                   std::vector<std::string> words, Reload r) {
   return {name, type, r,
           [m, words](S& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-            const std::string v = as_string(n, c, k);
-            if (std::find(words.begin(), words.end(), v) == words.end()) {
+            const auto v = as_string(n, c, k);
+            if (!v) return;
+            if (std::find(words.begin(), words.end(), *v) == words.end()) {
               std::string list = words.size() > 2 ? "one of " : "";
               for (std::size_t i = 0; i < words.size(); ++i) {
                 list += (i == 0 ? "" : words.size() > 2 ? ", " : " or ") + words[i];
               }
-              fail(c, n, k + ": '" + v + "' is not " + list);
+              report(c, n, k + ": '" + *v + "' is not " + list);
+              return;
             }
-            s.*m = v;
+            s.*m = *v;
           },
           [m](const S& s) { return shown(s.*m); }};
 }
 
-// Applies `table` to the map `n`: every key must be known; unknown ones get a suggestion.
+// For an unknown key `name` found in `where` ("" at the top level): when it is a key of another
+// level (a top-level section, a queue or handler key...), what it is and that it sits in the
+// wrong place, the usual cause being indentation. Defined with the tables, below.
+std::optional<std::string> misplaced(const std::string& name, const std::string& where,
+                                     const Ctx& c);
+
+// Applies `table` to the map `n`: every key must be known; an unknown one is named as misplaced
+// when it belongs elsewhere, else with a suggestion when one is close. Returns the keys that are
+// there but refused (callers skip checks that would only repeat them: a refused `timeout` is
+// not also "below max_timeout"). Known keys outside `only` (when given) are left to the caller.
 template <class S, std::size_t N>
-void apply(S& s, const YAML::Node& n, const Ctx& c, const Key<S> (&table)[N],
-           const std::string& where) {
-  if (n.IsNull()) return;
-  if (!n.IsMap()) fail(c, n, where + " must be a map of settings");
-  check_unique(n, c, where);
-  for (const auto& kv : n) {
-    std::string name = scalar(kv.first, c, "a key in " + where);
+std::set<std::string> apply(S& s, const YAML::Node& n, const Ctx& c, const Key<S> (&table)[N],
+                            const std::string& where, const std::set<std::string>* only = nullptr) {
+  std::set<std::string> refused;
+  if (n.IsNull()) return refused;
+  if (!n.IsMap()) {
+    report(c, n, where + " must be a map of settings");
+    return refused;
+  }
+  for (const auto& e : entries(n, c, where, "a key in " + where)) {
     const Key<S>* found = nullptr;
     for (const auto& k : table) {
-      if (name == k.name) found = &k;
+      if (e.name == k.name) found = &k;
     }
     if (!found) {
+      if (auto why = misplaced(e.name, where, c)) {
+        report(c, e.key, *why);
+        continue;
+      }
       std::string best;
       std::size_t best_d = 3;
       for (const auto& k : table) {
-        std::size_t d = distance(name, k.name);
+        std::size_t d = distance(e.name, k.name);
         if (d < best_d) {
           best_d = d;
           best = k.name;
         }
       }
-      fail(c, kv.first,
-           "unknown key '" + name + "' in " + where +
-               (best.empty() ? "" : " (did you mean '" + best + "'?)"));
+      report(c, e.key,
+             "unknown key '" + e.name + "' in " + where +
+                 (best.empty() ? "" : " (did you mean '" + best + "'?)"));
+      continue;
     }
-    found->parse(s, kv.second, c, where + "." + name);
+    if (only && !only->count(e.name)) continue;
+    const std::size_t before = problem_count(c);
+    found->parse(s, e.value, c, where + "." + e.name);
+    if (problem_count(c) != before) refused.insert(e.name);
   }
+  return refused;
 }
 
 // The table as YAML: every key, set or defaulted (`only` narrows it to some keys).
@@ -338,8 +453,13 @@ const Key<DaemonSection> kDaemonKeys[] = {
                {"trace", "debug", "info", "warn", "error"}, live),
     {"name", "string", restart,
      [](DaemonSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       s.name = as_string(n, c, k);
-       if (!valid_name(s.name)) fail(c, n, k + ": use 1-64 characters of A-Z a-z 0-9 _ . -");
+       const auto v = as_string(n, c, k);
+       if (!v) return;
+       if (!valid_name(*v)) {
+         report(c, n, k + ": use 1-64 characters of A-Z a-z 0-9 _ . -");
+         return;
+       }
+       s.name = *v;
      },
      [](const DaemonSection& s) { return shown(s.name); }},
 };
@@ -347,9 +467,13 @@ const Key<DaemonSection> kDaemonKeys[] = {
 const Key<LoggingSection> kLoggingKeys[] = {
     {"format", "text | json", restart,
      [](LoggingSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       const std::string v = as_string(n, c, k);
-       if (v != "text" && v != "json") fail(c, n, k + ": '" + v + "' is not text or json");
-       s.json = v == "json";
+       const auto v = as_string(n, c, k);
+       if (!v) return;
+       if (*v != "text" && *v != "json") {
+         report(c, n, k + ": '" + *v + "' is not text or json");
+         return;
+       }
+       s.json = *v == "json";
      },
      [](const LoggingSection& s) { return shown(std::string(s.json ? "json" : "text")); }},
 };
@@ -359,7 +483,7 @@ template <class S>
 Key<S> not_yet_key(const char* name, const char* why) {
   return {name, "bool", restart,
           [why](S&, const YAML::Node& n, const Ctx& c, const std::string& k) {
-            if (as_bool(n, c, k)) fail(c, n, k + ": " + why + "; set false");
+            if (as_bool(n, c, k).value_or(false)) report(c, n, k + ": " + why + "; set false");
           },
           [](const S&) { return shown(false); }};
 }
@@ -367,17 +491,20 @@ Key<S> not_yet_key(const char* name, const char* why) {
 const Key<HttpSection> kHttpKeys[] = {
     {"listen", "host:port | off", restart,
      [](HttpSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       s.listen = as_string(n, c, k);
-       if (s.listen == "off") {
+       const auto v = as_string(n, c, k);
+       if (!v) return;
+       if (*v == "off") {
          s.listen.clear();
          return;
        }
-       const auto colon = s.listen.rfind(':');
-       const std::string port = colon == std::string::npos ? "" : s.listen.substr(colon + 1);
+       const auto colon = v->rfind(':');
+       const std::string port = colon == std::string::npos ? "" : v->substr(colon + 1);
        if (colon == std::string::npos || colon == 0 || port.empty() || port.size() > 5 ||
            port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535) {
-         fail(c, n, k + ": '" + s.listen + "' is not host:port (or off)");
+         report(c, n, k + ": '" + *v + "' is not host:port (or off)");
+         return;
        }
+       s.listen = *v;
      },
      [](const HttpSection& s) { return shown(s.listen.empty() ? "off" : s.listen); }},
     path_key("token_file", &HttpSection::token_file, restart),
@@ -399,35 +526,50 @@ std::string masked_url(const std::string& url) {
 const Key<RedisSection> kRedisKeys[] = {
     {"url", "string", restart,
      [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       s.url = as_string(n, c, k);
-       if (s.url != "embedded" && s.url.rfind("redis://", 0) != 0 &&
-           s.url.rfind("unix://", 0) != 0) {
-         fail(c, n,
-              k + ": '" + masked_url(s.url) +
-                  "' is not redis://[user:password@]host:port/db, unix:///path or embedded");
+       const auto v = as_string(n, c, k);
+       if (!v) return;
+       if (*v != "embedded" && v->rfind("redis://", 0) != 0 && v->rfind("unix://", 0) != 0) {
+         report(c, n,
+                k + ": '" + masked_url(*v) +
+                    "' is not redis://[user:password@]host:port/db, unix:///path or embedded");
+         return;
        }
+       s.url = *v;
      },
      [](const RedisSection& s) { return shown(masked_url(s.url)); }},
     {"key_prefix", "string", restart,
      [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       s.key_prefix = as_string(n, c, k);
-       if (s.key_prefix.find_first_of("{}: \t") != std::string::npos) {
-         fail(c, n, k + ": must not contain braces, colons or spaces");
+       const auto v = as_string(n, c, k);
+       if (!v) return;
+       if (v->find_first_of("{}: \t") != std::string::npos) {
+         report(c, n, k + ": must not contain braces, colons or spaces");
+         return;
        }
+       s.key_prefix = *v;
      },
      [](const RedisSection& s) { return shown(s.key_prefix); }},
     duration_key("connect_timeout", &RedisSection::connect_timeout, 10ms, restart),
     duration_key("command_timeout", &RedisSection::command_timeout, 100ms, restart),
     string_key("server_binary", &RedisSection::server_binary, restart),
+    {"embedded_port", "port", restart,
+     [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       if (auto v = as_count(n, c, k, 1, 65535)) s.embedded_port = *v;
+     },
+     [](const RedisSection& s) {
+       return s.embedded_port ? shown(s.embedded_port) : YAML::Node(YAML::NodeType::Null);
+     }},
     path_key("password_file", &RedisSection::password_file, restart),
     {"password_env", "string", restart,
      [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       s.password_env = as_string(n, c, k);
-       if (s.password_env.find_first_not_of(
+       const auto v = as_string(n, c, k);
+       if (!v) return;
+       if (v->find_first_not_of(
                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
            std::string::npos) {
-         fail(c, n, k + ": '" + s.password_env + "' is not a variable name");
+         report(c, n, k + ": '" + *v + "' is not a variable name");
+         return;
        }
+       s.password_env = *v;
      },
      [](const RedisSection& s) { return shown(s.password_env); }},
 };
@@ -491,15 +633,16 @@ YAML::Node shown_env(const std::map<std::string, std::string>& env) {
 const Key<HandlerConfig> kHandlerKeys[] = {
     {"type", "builtin|exec|http", live,
      [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       std::string t = as_string(n, c, k);
-       if (t == "builtin") {
+       const auto t = as_string(n, c, k);
+       if (!t) return;
+       if (*t == "builtin") {
          h.type = HandlerType::builtin;
-       } else if (t == "exec") {
+       } else if (*t == "exec") {
          h.type = HandlerType::exec;
-       } else if (t == "http") {
+       } else if (*t == "http") {
          h.type = HandlerType::http;
        } else {
-         fail(c, n, k + ": '" + t + "' is not builtin, exec or http");
+         report(c, n, k + ": '" + *t + "' is not builtin, exec or http");
        }
      },
      [](const HandlerConfig& h) { return shown(std::string(type_name(h.type))); }},
@@ -512,26 +655,32 @@ const Key<HandlerConfig> kHandlerKeys[] = {
                {"noop", "echo", "sleep", "fail"}, live),
     {"command", "list", live,
      [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       h.command = as_string_list(n, c, k);
-       if (h.command.empty()) fail(c, n, k + ": must name a program");
-       if (h.command[0].empty() || h.command[0][0] != '/') {
-         fail(c, n, k + ": the program must be an absolute path, got '" + h.command[0] + "'");
+       const auto argv = as_string_list(n, c, k);
+       if (!argv) return;
+       if (argv->empty()) {
+         report(c, n, k + ": must name a program");
+         return;
        }
-       for (std::size_t i = 0; i < h.command.size(); ++i) {
-         auto parsed = parse_arg(h.command[i]);
+       const std::string& program = argv->front();
+       if (program.empty() || program[0] != '/') {
+         report(c, n, k + ": the program must be an absolute path, got '" + program + "'");
+       }
+       for (std::size_t i = 0; i < argv->size(); ++i) {
+         auto parsed = parse_arg((*argv)[i]);
          if (auto* error = std::get_if<std::string>(&parsed)) {
-           fail(c, n[i], k + "[" + std::to_string(i) + "]: " + *error);
+           report(c, n[i], k + "[" + std::to_string(i) + "]: " + *error);
          }
        }
-       if (parse_arg(h.command[0]).index() == 0 &&
-           std::get<ArgTemplate>(parse_arg(h.command[0])).size() != 1) {
-         fail(c, n[0], k + ": the program itself cannot contain placeholders");
+       const auto first = parse_arg(program);
+       if (first.index() == 0 && std::get<ArgTemplate>(first).size() != 1) {
+         report(c, n[0], k + ": the program itself cannot contain placeholders");
        }
+       h.command = *argv;
      },
      [](const HandlerConfig& h) { return shown(h.command); }},
     {"env", "map", live,
      [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       h.env = as_string_map(n, c, k);
+       if (auto v = as_string_map(n, c, k)) h.env = *v;
      },
      [](const HandlerConfig& h) { return shown_env(h.env); }},
     path_key("cwd", &HandlerConfig::cwd, live),
@@ -542,10 +691,15 @@ const Key<HandlerConfig> kHandlerKeys[] = {
     size_key("max_stderr", &HandlerConfig::max_stderr, 1, live),
     {"no_retry_exit_codes", "list", live,
      [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       if (!n.IsSequence()) fail(c, n, k + ": must be a list of exit codes");
+       if (!n.IsSequence()) {
+         report(c, n, k + ": must be a list of exit codes");
+         return;
+       }
        h.no_retry_exit_codes.clear();
        for (const auto& item : n) {
-         h.no_retry_exit_codes.push_back(static_cast<int>(as_count(item, c, k, 1, 255)));
+         if (auto code = as_count(item, c, k, 1, 255)) {
+           h.no_retry_exit_codes.push_back(static_cast<int>(*code));
+         }
        }
      },
      [](const HandlerConfig& h) {
@@ -561,36 +715,43 @@ const Key<HandlerConfig> kHandlerKeys[] = {
      [](const HandlerConfig& h) { return show_all(h.limits, kLimitKeys); }},
     {"url", "string", live,
      [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       h.url = as_string(n, c, k);
-       auto parsed = parse_http_url(h.url);
+       const auto url = as_string(n, c, k);
+       if (!url) return;
+       auto parsed = parse_http_url(*url);
        if (auto* why = std::get_if<std::string>(&parsed)) {
          // Not echoed when it holds credentials: config errors end up in logs.
-         std::string shown = h.url.find('@') == std::string::npos ? "'" + h.url + "' " : "";
-         fail(c, n, k + " " + shown + *why);
+         std::string shown = url->find('@') == std::string::npos ? "'" + *url + "' " : "";
+         report(c, n, k + " " + shown + *why);
+         return;
        }
+       h.url = *url;
      },
      [](const HandlerConfig& h) { return shown(masked_url(h.url)); }},
     {"headers", "map", live,
      [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       h.headers = as_string_map(n, c, k);
-       for (const auto& [name, v] : h.headers) {
+       const auto headers = as_string_map(n, c, k);
+       if (!headers) return;
+       for (const auto& [name, v] : *headers) {
          std::string lower;
          for (char ch : name) {
            lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
          }
          if (lower == "authorization" || lower == "proxy-authorization" || lower == "cookie") {
-           fail(c, n,
-                k + ": " + name +
-                    " carries a secret: give it with headers_from_env or headers_from_file, so "
-                    "that it stays out of the config file");
+           report(c, n,
+                  k + ": " + name +
+                      " carries a secret: give it with headers_from_env or headers_from_file, so "
+                      "that it stays out of the config file");
          }
        }
+       h.headers = *headers;
      },
      [](const HandlerConfig& h) { return shown(h.headers); }},
     map_key("headers_from_env", &HandlerConfig::headers_from_env, live),
     {"headers_from_file", "map", live,
      [](HandlerConfig& h, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       h.headers_from_file = as_string_map(n, c, k);
+       const auto files = as_string_map(n, c, k);
+       if (!files) return;
+       h.headers_from_file = *files;
        for (auto& [name, v] : h.headers_from_file) {
          fs::path p = v;
          if (p.is_relative()) v = (fs::path(c.base_dir) / p).lexically_normal().string();
@@ -616,32 +777,59 @@ const std::map<HandlerType, std::set<std::string>> kKeysOfType = {
       "ca_file", "verify_tls", "max_response", "pool_size"}},
 };
 
+// A handler's definition. Its problems are reported; the caller tells a broken handler by them.
 HandlerConfig parse_handler(const std::string& name, const YAML::Node& n, const Ctx& c) {
-  std::string where = "handlers." + name;
-  if (!n.IsMap()) fail(c, n, where + " must be a map with a type");
-  if (!n["type"]) fail(c, n, where + ": missing 'type' (builtin, exec or http)");
+  const std::string where = "handlers." + name;
   HandlerConfig h;
   h.name = name;
-  apply(h, n, c, kHandlerKeys, where);
-  const auto& allowed = kKeysOfType.at(h.type);
-  for (const auto& kv : n) {
-    std::string k = kv.first.Scalar();
-    if (k == "type" || k == "timeout") continue;
-    if (!allowed.count(k)) {
-      fail(c, kv.first,
-           where + ": '" + k + "' does not apply to a handler of type " + type_name(h.type));
-    }
+  if (!n.IsMap()) {
+    report(c, n, where + " must be a map with a type");
+    return h;
   }
-  switch (h.type) {
-    case HandlerType::builtin:
-      if (h.builtin.empty()) fail(c, n, where + ": a builtin handler needs 'name'");
-      break;
-    case HandlerType::exec:
-      if (h.command.empty()) fail(c, n, where + ": an exec handler needs 'command'");
-      break;
-    case HandlerType::http:
-      if (h.url.empty()) fail(c, n, where + ": an http handler needs 'url'");
-      break;
+  // The type first: it says which keys apply. A key that does not is named as such, and its
+  // value is not checked too (that would be a second error for one line).
+  std::optional<HandlerType> type;
+  if (n["type"]) {
+    Found scratch;  // its problems are reported by apply below
+    HandlerConfig typed;
+    const Ctx quiet{c.origin, c.base_dir, &scratch};
+    for (const auto& row : kHandlerKeys) {
+      if (row.name == std::string_view("type")) row.parse(typed, n["type"], quiet, where + ".type");
+    }
+    if (scratch.problems.empty()) type = typed.type;
+  }
+  std::set<std::string> allowed;
+  if (type) {
+    allowed = kKeysOfType.at(*type);
+    allowed.insert({"type", "timeout"});
+  }
+  apply(h, n, c, kHandlerKeys, where, type ? &allowed : nullptr);
+  if (!n["type"] && !misplaced_within(c, where, "type")) {
+    report(c, n, where + ": missing 'type' (builtin, exec or http)");
+  }
+  // Without a type, which keys apply and which are needed is unknown: saying more would be
+  // guessing from the default type.
+  if (!type) return h;
+  std::set<std::string> said;
+  for (const auto& kv : n) {
+    if (!kv.first.IsScalar()) continue;  // reported by apply
+    const std::string k = kv.first.Scalar();
+    if (allowed.count(k) || !said.insert(k).second) continue;
+    const bool known = std::any_of(std::begin(kHandlerKeys), std::end(kHandlerKeys),
+                                   [&](const auto& row) { return k == row.name; });
+    if (!known) continue;  // reported by apply as unknown
+    report(c, kv.first,
+           where + ": '" + k + "' does not apply to a handler of type " + type_name(h.type));
+  }
+  // By the key's presence, not the member: a value that was there but refused is reported
+  // already, and is not also missing.
+  const char* needed = h.type == HandlerType::builtin ? "name"
+                       : h.type == HandlerType::exec  ? "command"
+                                                      : "url";
+  if (!n[needed] && !misplaced_within(c, where, needed)) {
+    report(c, n,
+           where + ": " + (h.type == HandlerType::builtin ? "a " : "an ") + type_name(h.type) +
+               " handler needs '" + needed + "'");
   }
   return h;
 }
@@ -660,40 +848,70 @@ const Key<SourceConfig> kSpoolKeys[] = {
     string_key("pattern", &SourceConfig::pattern, live),
     {"ignore", "list of globs", live,
      [](SourceConfig& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       s.ignore = as_string_list(n, c, k);
+       if (auto v = as_string_list(n, c, k)) s.ignore = *v;
      },
      [](const SourceConfig& s) { return shown(s.ignore); }},
     {"on_success", "delete | move", live,
      [](SourceConfig& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       std::string v = as_string(n, c, k);
-       if (v != "delete" && v != "move") {
-         fail(c, n, k + ": '" + v + "' is not delete or move (to done/)");
+       const auto v = as_string(n, c, k);
+       if (!v) return;
+       if (*v != "delete" && *v != "move") {
+         report(c, n, k + ": '" + *v + "' is not delete or move (to done/)");
+         return;
        }
-       s.keep_done = v == "move";
+       s.keep_done = *v == "move";
      },
      [](const SourceConfig& s) { return shown(std::string(s.keep_done ? "move" : "delete")); }},
     duration_key("quiet", &SourceConfig::quiet, 0ms, live),
     bool_key("recursive", &SourceConfig::recursive, live),
 };
 
-SourceConfig parse_source(const YAML::Node& n, const Ctx& c, const std::string& where) {
-  if (!n.IsMap() || n.size() != 1) {
-    fail(c, n, where + ": each source is a map with one key, redis or spool");
+// One entry of `sources`, or nullopt when it is refused (its problems reported).
+std::optional<SourceConfig> parse_source(const YAML::Node& n, const Ctx& c,
+                                         const std::string& where) {
+  const std::string shape = where + ": each source is a map with one key, redis or spool";
+  if (!n.IsMap() || n.size() == 0) {
+    report(c, n, shape);
+    return std::nullopt;
   }
-  auto kv = *n.begin();
-  std::string kind = scalar(kv.first, c, where);
-  SourceConfig s;
-  if (kind == "redis") {
-    s.kind = SourceConfig::Kind::redis;
-    if (!kv.second.IsNull() && !(kv.second.IsMap() && kv.second.size() == 0)) {
-      fail(c, kv.second, where + ": the redis source takes no settings ({})");
+  // Beside the source, keys of another level indented one step too far (a queue's
+  // `concurrency` under `- redis: {}`): named as such, and the source itself still checked.
+  std::vector<Entry> kinds;
+  for (const auto& e : entries(n, c, where, where)) {
+    if (e.name == "redis" || e.name == "spool") {
+      kinds.push_back(e);
+    } else if (auto why = misplaced(e.name, where, c)) {
+      report(c, e.key, *why);
+    } else {
+      kinds.push_back(e);
     }
-  } else if (kind == "spool") {
+  }
+  if (kinds.size() != 1) {
+    if (!kinds.empty()) report(c, n, shape);
+    return std::nullopt;
+  }
+  const Entry& kind = kinds.front();
+  SourceConfig s;
+  if (kind.name == "redis") {
+    s.kind = SourceConfig::Kind::redis;
+    if (!kind.value.IsNull() && !(kind.value.IsMap() && kind.value.size() == 0)) {
+      report(c, kind.value, where + ": the redis source takes no settings ({})");
+      return std::nullopt;
+    }
+  } else if (kind.name == "spool") {
     s.kind = SourceConfig::Kind::spool;
-    apply(s, kv.second, c, kSpoolKeys, where + ".spool");
-    if (s.dir.empty()) fail(c, kv.second, where + ": a spool source needs 'dir'");
+    const std::size_t before = problem_count(c);
+    apply(s, kind.value, c, kSpoolKeys, where + ".spool");
+    if (!kind.value.IsMap() || !kind.value["dir"]) {
+      if ((kind.value.IsMap() || kind.value.IsNull()) && !misplaced_within(c, where, "dir")) {
+        report(c, kind.value, where + ": a spool source needs 'dir'");
+      }
+      return std::nullopt;
+    }
+    if (problem_count(c) != before) return std::nullopt;
   } else {
-    fail(c, kv.first, where + ": unknown source '" + kind + "' (redis or spool)");
+    report(c, kind.key, where + ": unknown source '" + kind.name + "' (redis or spool)");
+    return std::nullopt;
   }
   return s;
 }
@@ -701,10 +919,13 @@ SourceConfig parse_source(const YAML::Node& n, const Ctx& c, const std::string& 
 const Key<Retain> kRetainKeys[] = {
     {"succeeded", "duration", live,
      [](Retain& r, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       r.succeeded = as_duration(n, c, k);
-       if (r.succeeded != 0ms && r.succeeded < 1s) {
-         fail(c, n, k + ": must be 0 (delete at once) or at least 1s");
+       const auto v = as_duration(n, c, k);
+       if (!v) return;
+       if (*v != 0ms && *v < 1s) {
+         report(c, n, k + ": must be 0 (delete at once) or at least 1s");
+         return;
        }
+       r.succeeded = *v;
      },
      [](const Retain& r) { return shown(r.succeeded); }},
     duration_key("failed", &Retain::failed, 1s, live),
@@ -718,7 +939,7 @@ const Key<QueueConfig> kQueueKeys[] = {
     count_key("max_attempts", &QueueConfig::max_attempts, 1, 1000, live),
     {"timeout", "duration", live,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       q.timeout = as_duration(n, c, k, 1ms);
+       if (auto v = as_duration(n, c, k, 1ms)) q.timeout = *v;
        q.timeout_set = true;
      },
      [](const QueueConfig& q) { return shown(q.timeout); }},
@@ -735,10 +956,15 @@ const Key<QueueConfig> kQueueKeys[] = {
     duration_key("delayed_poll", &QueueConfig::delayed_poll, 10ms, live),
     {"sources", "list", live,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       if (!n.IsSequence()) fail(c, n, k + ": must be a list (- redis: {} / - spool: {dir: ...})");
+       if (!n.IsSequence()) {
+         report(c, n, k + ": must be a list (- redis: {} / - spool: {dir: ...})");
+         return;
+       }
        q.sources.clear();
        for (std::size_t i = 0; i < n.size(); ++i) {
-         q.sources.push_back(parse_source(n[i], c, k + "[" + std::to_string(i) + "]"));
+         if (auto s = parse_source(n[i], c, k + "[" + std::to_string(i) + "]")) {
+           q.sources.push_back(*s);
+         }
        }
      },
      [](const QueueConfig& q) {
@@ -762,6 +988,125 @@ const Key<QueueConfig> kQueueKeys[] = {
 };
 
 template <class S, std::size_t N>
+std::vector<std::string> names_of(const Key<S> (&table)[N]) {
+  std::vector<std::string> out;
+  for (const auto& k : table) out.push_back(k.name);
+  return out;
+}
+
+const std::vector<std::string> kSections = {"daemon",  "redis",    "http",
+                                            "logging", "handlers", "queues"};
+
+// A level of the config (a section, a queue, a handler...), for naming a key found at the wrong
+// one: what its keys are called in messages, and the keys.
+struct Level {
+  std::string what;
+  std::vector<std::string> keys;
+};
+
+const Level& section_level(const std::string& name) {
+  static const std::map<std::string, Level> levels = {
+      {"daemon", {"a key of the daemon section", names_of(kDaemonKeys)}},
+      {"redis", {"a key of the redis section", names_of(kRedisKeys)}},
+      {"http", {"a key of the http section", names_of(kHttpKeys)}},
+      {"logging", {"a key of the logging section", names_of(kLoggingKeys)}},
+      {"queue", {"a queue key", names_of(kQueueKeys)}},
+      {"handler", {"a handler key", names_of(kHandlerKeys)}},
+      {"retain", {"a key of a queue's retain", names_of(kRetainKeys)}},
+      {"spool", {"a key of a spool source", names_of(kSpoolKeys)}},
+      {"limits", {"a key of a handler's limits", names_of(kLimitKeys)}},
+  };
+  return levels.at(name);
+}
+
+std::optional<std::string> misplaced(const std::string& name, const std::string& where,
+                                     const Ctx& c) {
+  const std::string place = where.empty() ? "at the top level" : "indented under '" + where + "'";
+  auto say = [&](const std::string& what) {
+    c.found->misplaced.emplace_back(where, name);
+    return "'" + name + "' is " + what + ", but it is " + place + " (check its indentation)";
+  };
+  if (!where.empty() && std::find(kSections.begin(), kSections.end(), name) != kSections.end()) {
+    c.found->sections_elsewhere.insert(name);
+    return say("a top-level section");
+  }
+  // Nearest first: a key of the queue or handler it sits in, indented one step too far; then the
+  // sections' keys before the queues' and handlers' at the top level and in the sections, the
+  // other way round inside queues and handlers.
+  const bool in_queue = where.rfind("queues.", 0) == 0;
+  const bool in_handler = where.rfind("handlers.", 0) == 0;
+  std::vector<std::string> order;
+  if (in_queue) order.push_back("queue");
+  if (in_handler) order.push_back("handler");
+  const std::vector<std::string> sections = {"daemon", "redis", "http", "logging"};
+  const std::vector<std::string> named = {"queue", "handler", "retain", "spool", "limits"};
+  const bool nested = in_queue || in_handler || where == "queues" || where == "handlers";
+  for (const auto* group : nested ? std::array{&named, &sections} : std::array{&sections, &named}) {
+    order.insert(order.end(), group->begin(), group->end());
+  }
+  for (const auto& level : order) {
+    if (level == where) continue;
+    const Level& l = section_level(level);
+    if (std::find(l.keys.begin(), l.keys.end(), name) != l.keys.end()) return say(l.what);
+  }
+  return std::nullopt;
+}
+
+// Whether `value` reads as the top-level section `name` would: a map of queues (some with a
+// handler, none with a type), of handlers (the other way round), or of a section's own keys.
+// Names of sections are fine names for handlers and queues (a handler called `http`): only a
+// value shaped like the section makes one a misplaced section.
+bool looks_like(const std::string& name, const YAML::Node& value) {
+  if (!value.IsMap() || value.size() == 0) return false;
+  if (name == "queues" || name == "handlers") {
+    const char* mark = name == "queues" ? "handler" : "type";
+    const char* other = name == "queues" ? "type" : "handler";
+    bool marked = false;
+    for (const auto& kv : value) {
+      if (!kv.second.IsMap()) continue;
+      if (kv.second[other]) return false;
+      marked = marked || kv.second[mark];
+    }
+    return marked;
+  }
+  const auto& keys = section_level(name).keys;
+  for (const auto& kv : value) {
+    if (!kv.first.IsScalar() ||
+        std::find(keys.begin(), keys.end(), kv.first.Scalar()) == keys.end()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// A top-level section written inside another one by mistake (found up to three levels down, the
+// first in the file), to be checked as if it were in its place: its own problems are then
+// reported, and its absence does not cascade into "no queues configured" or "handler 'x' is not
+// defined" at every queue. Its being misplaced is reported where it is met.
+std::optional<Entry> find_misplaced(const YAML::Node& map, const std::string& name, int depth) {
+  if (depth > 3 || !map.IsMap()) return std::nullopt;
+  for (const auto& kv : map) {
+    if (depth > 0 && kv.first.IsScalar() && kv.first.Scalar() == name &&
+        looks_like(name, kv.second)) {
+      return Entry{name, kv.first, kv.second};
+    }
+    if (auto found = find_misplaced(kv.second, name, depth + 1)) return found;
+  }
+  return std::nullopt;
+}
+
+// For an entry of `handlers` or `queues` (`where`): a misplaced section, or a key of a handler or
+// queue one step too far out (`concurrency: 4` beside the queues). A map is taken as a handler or
+// queue of that name (`retain` is a fine queue name) unless it is shaped like a section.
+std::optional<std::string> misplaced_entry(const Entry& e, const std::string& where, const Ctx& c) {
+  const bool section = std::find(kSections.begin(), kSections.end(), e.name) != kSections.end();
+  if (section ? !looks_like(e.name, e.value) && e.value.IsMap() : e.value.IsMap()) {
+    return std::nullopt;
+  }
+  return misplaced(e.name, where, c);
+}
+
+template <class S, std::size_t N>
 void add_keys(std::vector<KeyInfo>& out, const std::string& section, const Key<S> (&table)[N],
               const S& defaults = S{}) {
   for (const auto& k : table) {
@@ -773,7 +1118,295 @@ void add_keys(std::vector<KeyInfo>& out, const std::string& section, const Key<S
   }
 }
 
+// Everything parse() checks, into `c.found`; the config as far as it could be read.
+Config check(const std::string& text, const Ctx& c) {
+  Config cfg;
+  cfg.path = c.origin;
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    // The parser stops at its first error: nothing after it can be checked.
+    report_at(c, e.mark, "not valid YAML: " + e.msg);
+    return cfg;
+  }
+  if (root.IsNull()) {
+    // 0 bytes or only comments: no place of its own, so its first line.
+    report_at(c, root.Mark().is_null() ? YAML::Mark() : root.Mark(),
+              "the config is empty: the least jobqd runs is \"handlers: {echo: {type: builtin, "
+              "name: echo}}\" and, on a line of its own, \"queues: {default: {handler: echo}}\" "
+              "(every key: config/jobqd.yaml in jobqd's source, and docs/config.md)");
+    return cfg;
+  }
+  if (!root.IsMap()) {
+    report(c, root,
+           std::string("the config must be a map with sections (redis, handlers, queues), not ") +
+               (root.IsSequence() ? "a list" : "a single value"));
+    return cfg;
+  }
+
+  std::map<std::string, Entry> sections;
+  std::map<std::string, Entry> misspelled;  // a section's name, to an unknown one close to it
+  for (const auto& e : entries(root, c, "the config", "a section name")) {
+    if (std::find(kSections.begin(), kSections.end(), e.name) != kSections.end()) {
+      sections.emplace(e.name, e);
+      continue;
+    }
+    if (e.name == "metrics") {
+      report(c, e.key, "metrics: the section is called http now (http.listen)");
+      continue;
+    }
+    std::string best;
+    for (const auto& k : kSections) {
+      if (distance(e.name, k) <= 2) best = k;
+    }
+    const std::string unknown =
+        "unknown section '" + e.name + "'" +
+        (best.empty() ? " (sections: daemon, redis, http, logging, handlers, queues)"
+                      : " (did you mean '" + best + "'?)");
+    // Misspelled, and shaped like the section it is close to (`handler:` holding handlers): it
+    // is checked as that section.
+    if (!best.empty() && looks_like(best, e.value)) {
+      report(c, e.key, unknown);
+      misspelled.emplace(best, e);
+      continue;
+    }
+    if (auto why = misplaced(e.name, "", c)) {
+      report(c, e.key, *why);
+      continue;
+    }
+    // A queue or a handler one level too far out.
+    if (e.value.IsMap() && (e.value["handler"] || e.value["type"])) {
+      const bool queue = e.value["handler"].IsDefined();
+      const std::string kind = queue ? "queue" : "handler";
+      report(c, e.key,
+             "'" + e.name + "' looks like a " + kind + " (it has '" + (queue ? "handler" : "type") +
+                 "'), but it is at the top level (check its indentation: " + kind + "s go under '" +
+                 kind + "s')");
+      c.found->sections_elsewhere.insert(kind + "s");
+      continue;
+    }
+    report(c, e.key, unknown);
+    if (!best.empty()) c.found->sections_elsewhere.insert(best);
+  }
+  // A section missing from its place but written elsewhere is checked as if it were there
+  // (find_misplaced says why).
+  std::set<std::string> adopted;
+  for (const auto& name : kSections) {
+    if (sections.count(name)) continue;
+    auto it = misspelled.find(name);
+    auto elsewhere =
+        it != misspelled.end() ? std::optional<Entry>(it->second) : find_misplaced(root, name, 0);
+    if (elsewhere) {
+      sections.emplace(name, *elsewhere);
+      adopted.insert(name);
+    }
+  }
+  const auto section = [&](const std::string& name) {
+    auto it = sections.find(name);
+    return it == sections.end() ? YAML::Node() : it->second.value;
+  };
+  // A key's node in a section, if the section is a map that has it.
+  const auto key_in = [&](const std::string& name, const char* key) {
+    const YAML::Node s = section(name);
+    return s.IsMap() && s[key] ? s[key] : sections.at(name).key;
+  };
+
+  if (sections.count("daemon")) apply(cfg.daemon, section("daemon"), c, kDaemonKeys, "daemon");
+  if (sections.count("redis")) {
+    const auto refused = apply(cfg.redis, section("redis"), c, kRedisKeys, "redis");
+    const auto& r = cfg.redis;
+    const bool inline_password = r.url.rfind("redis://", 0) == 0 &&
+                                 r.url.find('@') != std::string::npos &&
+                                 r.url.find(':', 8) < r.url.find('@');
+    if (!r.password_file.empty() + !r.password_env.empty() + inline_password > 1) {
+      report(c, sections.at("redis").key,
+             "redis: give the password one way: password_file, password_env or in the url");
+    }
+    if (r.embedded_port && r.url != "embedded" && !refused.count("url")) {
+      report(c, key_in("redis", "embedded_port"),
+             "redis.embedded_port: only for url: embedded (a port of jobqd's own redis-server); "
+             "this config's Redis is " +
+                 masked_url(r.url));
+    }
+  }
+  if (sections.count("http")) {
+    const auto refused = apply(cfg.http, section("http"), c, kHttpKeys, "http");
+    const auto& h = cfg.http;
+    if (!h.listen.empty() && h.token_file.empty() && !refused.count("token_file") &&
+        !is_loopback_host(listen_host(h.listen))) {
+      report(c, key_in("http", "listen"),
+             "http.listen: " + h.listen +
+                 " is not a loopback address (127.0.0.0/8 written as an address, ::1, or "
+                 "localhost), so anyone who can reach it could read /metrics without a token: "
+                 "set http.token_file (requests then need 'Authorization: Bearer <token>'), or "
+                 "listen on 127.0.0.1");
+    }
+  }
+  if (sections.count("logging")) {
+    apply(cfg.logging, section("logging"), c, kLoggingKeys, "logging");
+  }
+
+  // Handlers that are there but refused: queues naming them are not also told they are missing.
+  std::set<std::string> broken;
+  bool handlers_unread = false;  // the section is not a map: no name can be looked up in it
+  const YAML::Node handlers = section("handlers");
+  if (handlers.IsDefined() && !handlers.IsNull() && !handlers.IsMap()) {
+    report(c, handlers, "handlers must be a map of names to definitions");
+    handlers_unread = true;
+  } else if (handlers.IsMap()) {
+    for (const auto& e : entries(handlers, c, "handlers", "a handler name")) {
+      if (auto why = misplaced_entry(e, "handlers", c)) {
+        report(c, e.key, *why);
+        continue;
+      }
+      const std::size_t before = problem_count(c);
+      if (!valid_name(e.name)) {
+        report(c, e.key, "handler name '" + e.name + "': use 1-64 characters of A-Z a-z 0-9 _ . -");
+      }
+      HandlerConfig& h = cfg.handlers[e.name] = parse_handler(e.name, e.value, c);
+      const auto& m = e.key.Mark();
+      h.origin = c.origin + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+      if (problem_count(c) != before) broken.insert(e.name);
+    }
+  }
+
+  const YAML::Node queues = section("queues");
+  std::vector<YAML::Node> queue_nodes;  // beside cfg.queues, for errors found across queues
+  if (queues.IsDefined() && !queues.IsNull() && !queues.IsMap()) {
+    report(c, queues, "queues must be a map of queue names to settings");
+  } else if (queues.IsMap()) {
+    for (const auto& e : entries(queues, c, "queues", "a queue name")) {
+      if (auto why = misplaced_entry(e, "queues", c)) {
+        report(c, e.key, *why);
+        continue;
+      }
+      if (!valid_name(e.name)) {
+        report(c, e.key, "queue name '" + e.name + "': use 1-64 characters of A-Z a-z 0-9 _ . -");
+      }
+      QueueConfig q;
+      q.name = e.name;
+      const std::string where = "queues." + e.name;
+      const auto refused = apply(q, e.value, c, kQueueKeys, where);
+      if (!e.value.IsMap() && !e.value.IsNull()) continue;  // apply said so
+      const YAML::Node handler = e.value.IsMap() ? e.value["handler"] : YAML::Node();
+      if (!handler && !misplaced_within(c, where, "handler")) {
+        report(c, e.value, where + ": missing 'handler'");
+      }
+      auto h = cfg.handlers.find(q.handler);
+      const bool known = h != cfg.handlers.end() && !broken.count(q.handler);
+      const bool handlers_elsewhere =
+          c.found->sections_elsewhere.count("handlers") && !adopted.count("handlers");
+      if (handler && !refused.count("handler") && h == cfg.handlers.end() && !handlers_unread &&
+          !handlers_elsewhere) {
+        std::string names;
+        for (const auto& [hn, hc] : cfg.handlers) names += (names.empty() ? "" : ", ") + hn;
+        report(c, handler,
+               where + ": handler '" + q.handler + "' is not defined" +
+                   (names.empty() ? " (no handlers are)" : " (defined: " + names + ")"));
+      }
+      if (!q.timeout_set && known && h->second.timeout) q.timeout = *h->second.timeout;
+      if (q.max_timeout == 0ms) q.max_timeout = q.timeout;
+      // Against a timeout that was refused, or would come from a handler that was, the
+      // comparison would be with a default nobody wrote.
+      const bool timeout_read =
+          !refused.count("timeout") && !refused.count("max_timeout") && (q.timeout_set || known);
+      if (timeout_read && q.max_timeout < q.timeout) {
+        report(c, e.value,
+               where + ": max_timeout (" + format_duration(q.max_timeout) + ") is below timeout (" +
+                   format_duration(q.timeout) + ")");
+      }
+      if (!refused.count("retry_base") && !refused.count("retry_max") &&
+          q.retry_max < q.retry_base) {
+        report(c, e.value,
+               where + ": retry_max (" + format_duration(q.retry_max) + ") is below retry_base (" +
+                   format_duration(q.retry_base) + ")");
+      }
+      if (q.sources.empty() && !refused.count("sources")) q.sources.push_back(SourceConfig{});
+      std::set<std::string> dirs;
+      for (const auto& s : q.sources) {
+        if (s.kind == SourceConfig::Kind::spool && !dirs.insert(s.dir).second) {
+          report(c, e.value["sources"], where + ": spool dir " + s.dir + " is listed twice");
+        }
+      }
+      cfg.queues.push_back(std::move(q));
+      queue_nodes.push_back(e.value);
+    }
+  }
+  const bool queues_written =
+      queues.IsDefined() && !queues.IsNull() && !(queues.IsMap() && queues.size() == 0);
+  const bool queues_elsewhere =
+      c.found->sections_elsewhere.count("queues") && !adopted.count("queues");
+  if (!queues_written && !queues_elsewhere) {
+    report(c, root, "no queues configured: add a 'queues' section with at least one queue");
+  }
+  // A spool directory belongs to one queue: two would race for the same files.
+  std::map<std::string, std::string> owner;
+  for (std::size_t i = 0; i < cfg.queues.size(); ++i) {
+    const auto& q = cfg.queues[i];
+    std::set<std::string> mine;  // listed twice in one queue: said above
+    for (const auto& s : q.sources) {
+      if (s.kind != SourceConfig::Kind::spool || !mine.insert(s.dir).second) continue;
+      auto [it, fresh] = owner.emplace(s.dir, q.name);
+      if (!fresh) {
+        report(c, queue_nodes[i],
+               "queues." + q.name + ": spool dir " + s.dir + " is already the source of queue " +
+                   it->second);
+      }
+    }
+  }
+  if (cfg.daemon.name.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) != 0 || !valid_name(host)) {
+      std::snprintf(host, sizeof host, "jobqd");
+    }
+    cfg.daemon.name = host;
+  }
+  return cfg;
+}
+
 }  // namespace
+
+std::string Diagnostic::text() const {
+  if (line == 0) return file + ": " + message;
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + message;
+}
+
+namespace {
+std::string joined(const std::vector<Diagnostic>& problems) {
+  std::string out;
+  for (const auto& d : problems) out += (out.empty() ? "" : "\n") + d.text();
+  return out;
+}
+}  // namespace
+
+ConfigError::ConfigError(std::vector<Diagnostic> problems)
+    : std::runtime_error(joined(problems)), problems_(std::move(problems)) {}
+
+ConfigError::ConfigError(const std::string& file, const std::string& message)
+    : ConfigError(std::vector<Diagnostic>{{file, 0, 0, message}}) {}
+
+std::string count_line(const std::string& file, std::size_t errors) {
+  return file + ": " + std::to_string(errors) + (errors == 1 ? " error" : " errors");
+}
+
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost") return true;
+  // Literal addresses only, as the kernel binds them: a name is whatever its DNS says.
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  std::string bare = host;
+  if (bare.size() >= 2 && bare.front() == '[' && bare.back() == ']') {
+    bare = bare.substr(1, bare.size() - 2);
+  }
+  in6_addr v6{};
+  return inet_pton(AF_INET6, bare.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+std::string listen_host(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  return colon == std::string::npos ? listen : listen.substr(0, colon);
+}
 
 bool valid_name(const std::string& s) {
   if (s.empty() || s.size() > 64) return false;
@@ -881,156 +1514,30 @@ bool same(const SourceConfig& a, const SourceConfig& b) {
 }
 
 Config parse(const std::string& text, const std::string& origin, const std::string& base_dir) {
-  Ctx c{origin, base_dir};
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::ParserException& e) {
-    fail_at(c, e.mark, "not valid YAML: " + e.msg);
-  }
-  if (!root.IsMap())
-    fail(c, root, "the config must be a map with sections (redis, handlers, queues)");
-
-  check_unique(root, c, "the config");
-  Config cfg;
-  cfg.path = origin;
-  YAML::Node handlers, queues;
-  bool have_queues = false;
-  for (const auto& kv : root) {
-    std::string section = scalar(kv.first, c, "a section name");
-    if (section == "daemon") {
-      apply(cfg.daemon, kv.second, c, kDaemonKeys, "daemon");
-    } else if (section == "redis") {
-      apply(cfg.redis, kv.second, c, kRedisKeys, "redis");
-      const auto& r = cfg.redis;
-      const bool inline_password = r.url.rfind("redis://", 0) == 0 &&
-                                   r.url.find('@') != std::string::npos &&
-                                   r.url.find(':', 8) < r.url.find('@');
-      if (!r.password_file.empty() + !r.password_env.empty() + inline_password > 1) {
-        fail(c, kv.first,
-             "redis: give the password one way: password_file, password_env or in the url");
-      }
-    } else if (section == "http") {
-      apply(cfg.http, kv.second, c, kHttpKeys, "http");
-      const std::string host = cfg.http.listen.substr(0, cfg.http.listen.rfind(':'));
-      const bool loopback =
-          host == "localhost" || host == "[::1]" || host == "::1" || host.rfind("127.", 0) == 0;
-      if (!cfg.http.listen.empty() && !loopback && cfg.http.token_file.empty()) {
-        fail(c, kv.second["listen"].IsDefined() ? kv.second["listen"] : kv.first,
-             "http.listen: " + cfg.http.listen +
-                 " is not loopback: set http.token_file (requests then need "
-                 "'Authorization: Bearer <token>'), or listen on 127.0.0.1");
-      }
-    } else if (section == "logging") {
-      apply(cfg.logging, kv.second, c, kLoggingKeys, "logging");
-    } else if (section == "metrics") {
-      fail(c, kv.first, "metrics: the section is called http now (http.listen)");
-    } else if (section == "handlers") {
-      handlers = kv.second;
-    } else if (section == "queues") {
-      queues = kv.second;
-      have_queues = true;
-    } else {
-      static const char* known[] = {"daemon", "redis", "http", "logging", "handlers", "queues"};
-      std::string best;
-      for (const char* k : known) {
-        if (distance(section, k) <= 2) best = k;
-      }
-      fail(c, kv.first,
-           "unknown section '" + section + "'" +
-               (best.empty() ? " (sections: daemon, redis, http, logging, handlers, queues)"
-                             : " (did you mean '" + best + "'?)"));
-    }
-  }
-
-  if (handlers.IsDefined() && !handlers.IsNull()) {
-    if (!handlers.IsMap()) fail(c, handlers, "handlers must be a map of names to definitions");
-    check_unique(handlers, c, "handlers");
-    for (const auto& kv : handlers) {
-      std::string name = scalar(kv.first, c, "a handler name");
-      if (!valid_name(name)) {
-        fail(c, kv.first, "handler name '" + name + "': use 1-64 characters of A-Z a-z 0-9 _ . -");
-      }
-      HandlerConfig& h = cfg.handlers[name] = parse_handler(name, kv.second, c);
-      const auto& m = kv.first.Mark();
-      h.origin = c.origin + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
-    }
-  }
-
-  if (!have_queues || queues.IsNull() || (queues.IsMap() && queues.size() == 0)) {
-    fail(c, root, "no queues configured: add a 'queues' section with at least one queue");
-  }
-  if (!queues.IsMap()) fail(c, queues, "queues must be a map of queue names to settings");
-  check_unique(queues, c, "queues");
-  for (const auto& kv : queues) {
-    std::string name = scalar(kv.first, c, "a queue name");
-    if (!valid_name(name)) {
-      fail(c, kv.first, "queue name '" + name + "': use 1-64 characters of A-Z a-z 0-9 _ . -");
-    }
-    QueueConfig q;
-    q.name = name;
-    std::string where = "queues." + name;
-    apply(q, kv.second, c, kQueueKeys, where);
-    if (q.handler.empty()) fail(c, kv.second, where + ": missing 'handler'");
-    auto h = cfg.handlers.find(q.handler);
-    if (h == cfg.handlers.end()) {
-      std::string names;
-      for (const auto& [hn, hc] : cfg.handlers) names += (names.empty() ? "" : ", ") + hn;
-      fail(c, kv.second["handler"],
-           where + ": handler '" + q.handler + "' is not defined" +
-               (names.empty() ? " (no handlers are)" : " (defined: " + names + ")"));
-    }
-    if (!q.timeout_set && h->second.timeout) q.timeout = *h->second.timeout;
-    if (q.max_timeout == 0ms) q.max_timeout = q.timeout;
-    if (q.max_timeout < q.timeout) {
-      fail(c, kv.second,
-           where + ": max_timeout (" + format_duration(q.max_timeout) + ") is below timeout (" +
-               format_duration(q.timeout) + ")");
-    }
-    if (q.retry_max < q.retry_base) {
-      fail(c, kv.second,
-           where + ": retry_max (" + format_duration(q.retry_max) + ") is below retry_base (" +
-               format_duration(q.retry_base) + ")");
-    }
-    if (q.sources.empty()) q.sources.push_back(SourceConfig{});
-    std::set<std::string> dirs;
-    for (const auto& s : q.sources) {
-      if (s.kind == SourceConfig::Kind::spool && !dirs.insert(s.dir).second) {
-        fail(c, kv.second["sources"], where + ": spool dir " + s.dir + " is listed twice");
-      }
-    }
-    cfg.queues.push_back(std::move(q));
-  }
-  // A spool directory belongs to one queue: two would race for the same files.
-  std::map<std::string, std::string> owner;
-  for (const auto& q : cfg.queues) {
-    for (const auto& s : q.sources) {
-      if (s.kind != SourceConfig::Kind::spool) continue;
-      auto [it, fresh] = owner.emplace(s.dir, q.name);
-      if (!fresh) {
-        fail(c, queues[q.name],
-             "queues." + q.name + ": spool dir " + s.dir + " is already the source of queue " +
-                 it->second);
-      }
-    }
-  }
-  if (cfg.daemon.name.empty()) {
-    char host[256] = {};
-    if (gethostname(host, sizeof host - 1) != 0 || !valid_name(host)) {
-      std::snprintf(host, sizeof host, "jobqd");
-    }
-    cfg.daemon.name = host;
-  }
-  return cfg;
+  Found found;
+  Ctx c{origin, base_dir, &found};
+  Config cfg = check(text, c);
+  if (found.problems.empty()) return cfg;
+  auto& all = found.problems;
+  std::stable_sort(all.begin(), all.end(), [](const Diagnostic& a, const Diagnostic& b) {
+    return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+  });
+  all.erase(std::unique(all.begin(), all.end(),
+                        [](const Diagnostic& a, const Diagnostic& b) {
+                          return a.line == b.line && a.column == b.column && a.message == b.message;
+                        }),
+            all.end());
+  throw ConfigError(std::move(all));
 }
 
 Config load_file(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
-    throw ConfigError(path + ": is a directory, not a config file (give the YAML file itself)");
+    throw ConfigError(path, "is a directory, not a config file (give the YAML file itself)");
   }
   std::ifstream in(path);
-  if (!in) throw ConfigError(path + ": cannot read the config file: " + std::strerror(errno));
+  if (!in)
+    throw ConfigError(path, std::string("cannot read the config file: ") + std::strerror(errno));
   std::stringstream ss;
   ss << in.rdbuf();
   fs::path dir = fs::absolute(fs::path(path)).parent_path();

@@ -15,12 +15,35 @@ namespace jq::config {
 
 using namespace std::chrono_literals;
 
-/// A configuration error. what() reads `file:line:column: message` (line and column from 1)
-/// when the error has a place in the file, `file: message` otherwise.
+/// One problem found in a config file: where (line and column from 1; 0 when it has no place in
+/// the file, like a file that cannot be read) and what.
+struct Diagnostic {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string message;
+
+  /// `file:line:column: message`, or `file: message` without a place.
+  std::string text() const;
+};
+
+/// A config that cannot be used, with every problem the loader found in it (a compiler's way:
+/// fixing one should not reveal the next), in the order of their places in the file. what() is
+/// their texts, one a line.
 class ConfigError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit ConfigError(std::vector<Diagnostic> problems);
+  /// A single problem without a place: `file: message`.
+  ConfigError(const std::string& file, const std::string& message);
+
+  const std::vector<Diagnostic>& problems() const { return problems_; }
+
+ private:
+  std::vector<Diagnostic> problems_;
 };
+
+/// `file: N error(s)`, the line that closes a list of problems (--check-config, a start refused).
+std::string count_line(const std::string& file, std::size_t errors);
 
 struct DaemonSection {
   std::string state_dir = "/var/lib/jobqd";
@@ -37,6 +60,9 @@ struct RedisSection {
   Millis connect_timeout = 5s;
   Millis command_timeout = 10s;                // a reply slower than this marks the connection dead
   std::string server_binary = "redis-server";  // for `embedded`
+  // For `embedded`: a TCP port it also listens on, on loopback only, for clients that cannot use
+  // the socket (0: the socket only).
+  std::uint64_t embedded_port = 0;
   // The password kept out of the URL (and out of the config file): the first line of a file, or
   // an environment variable. redis_password() reads it.
   std::string password_file;
@@ -186,6 +212,16 @@ std::vector<std::string> restart_changes(const Config& a, const Config& b);
 /// Whether a reload leaves a handler or a spool source as it is (else it is built anew).
 bool same(const HandlerConfig& a, const HandlerConfig& b);
 bool same(const SourceConfig& a, const SourceConfig& b);
+
+/// Whether `host` (of `host:port`; an IPv6 address bare or in brackets) is this machine's
+/// loopback and nothing else: an IPv4 address in 127.0.0.0/8 as inet_pton reads one (four decimal
+/// parts: not `127.1`, not `0x7f.1`), ::1, or the name localhost. Every decision to serve without
+/// a token goes through it: a name merely starting with `127.` (127.attacker.example) resolves to
+/// wherever its owner wants.
+bool is_loopback_host(const std::string& host);
+
+/// The host part of `host:port` (the brackets of an IPv6 address kept).
+std::string listen_host(const std::string& listen);
 
 /// `[A-Za-z0-9_.-]{1,64}`: queue names (they appear inside Redis keys) and handler names.
 bool valid_name(const std::string& s);

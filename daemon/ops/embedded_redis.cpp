@@ -1,10 +1,13 @@
 // The embedded redis-server: launch, readiness, restart on death, clean stop.
 #include "ops/embedded_redis.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,8 +46,8 @@ std::string EmbeddedRedis::socket_in(const std::string& state_dir) {
   return (fs::path(state_dir) / "redis.sock").string();
 }
 
-EmbeddedRedis::EmbeddedRedis(std::string binary, std::string state_dir)
-    : binary_(std::move(binary)), dir_(std::move(state_dir)) {
+EmbeddedRedis::EmbeddedRedis(std::string binary, std::string state_dir, int port)
+    : binary_(std::move(binary)), dir_(std::move(state_dir)), port_(port) {
   socket_ = socket_in(dir_);
   log_ = (fs::path(dir_) / "redis.log").string();
 }
@@ -54,11 +57,15 @@ EmbeddedRedis::~EmbeddedRedis() {
   // ~Process kills and reaps a server still running (stop() is the clean way).
 }
 
+std::string EmbeddedRedis::tcp_url() const {
+  return port_ ? "redis://127.0.0.1:" + std::to_string(port_) : "";
+}
+
 async::Process EmbeddedRedis::launch() {
   async::SpawnOptions o;
   o.argv = {find_redis_server(binary_),
             "--port",
-            "0",
+            std::to_string(port_),
             "--unixsocket",
             socket_,
             "--unixsocketperm",
@@ -77,6 +84,9 @@ async::Process EmbeddedRedis::launch() {
             "no",
             "--logfile",
             log_};
+  // TCP (port 0: none) on loopback only, never on the machine's other addresses; `-` makes ::1
+  // optional where IPv6 is off.
+  o.argv.insert(o.argv.end(), {"--bind", "127.0.0.1", "-::1"});
   // SIGTERM: it still writes out its AOF, then exits.
   o.parent_death_signal = SIGTERM;
   o.out = async::SpawnOptions::Stdio::null;
@@ -177,6 +187,36 @@ async::Task<void> EmbeddedRedis::stop_leftover() {
   }
 }
 
+void EmbeddedRedis::check_port_free() const {
+  if (port_ == 0) return;
+  // Checked before the launch to say it plainly, with the key: redis-server would only write it
+  // in its own log and exit. Bound and let go at once, as redis-server binds (SO_REUSEADDR: a
+  // port in TIME_WAIT is free for it too). A listener there is most often another redis-server
+  // (Debian's starts on 6379 with the package).
+  const auto taken = [&](int family, const sockaddr* a, socklen_t len) {
+    async::Fd fd(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) return false;  // no IPv6 here: redis-server skips ::1 too
+    const int one = 1;
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    return ::bind(fd.get(), a, len) != 0 && errno == EADDRINUSE;
+  };
+  sockaddr_in v4{};
+  v4.sin_family = AF_INET;
+  v4.sin_port = htons(static_cast<std::uint16_t>(port_));
+  v4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sockaddr_in6 v6{};
+  v6.sin6_family = AF_INET6;
+  v6.sin6_port = v4.sin_port;
+  v6.sin6_addr = in6addr_loopback;
+  const bool on_v4 = taken(AF_INET, reinterpret_cast<const sockaddr*>(&v4), sizeof v4);
+  if (on_v4 || taken(AF_INET6, reinterpret_cast<const sockaddr*>(&v6), sizeof v6)) {
+    throw std::runtime_error(std::string("redis.embedded_port: ") +
+                             (on_v4 ? "127.0.0.1:" : "[::1]:") + std::to_string(port_) +
+                             " is already in use (another redis-server?): choose a free port for "
+                             "the embedded Redis, or remove the key to serve on its socket only");
+  }
+}
+
 async::Task<void> EmbeddedRedis::start() {
   std::error_code ec;
   fs::create_directories(dir_, ec);
@@ -184,6 +224,7 @@ async::Task<void> EmbeddedRedis::start() {
   ::chmod(dir_.c_str(), 0700);
   lock_state_dir();
   co_await stop_leftover();
+  check_port_free();
   proc_.emplace(launch());
   // A child that exits at once (bad option, port in use) is noticed while we wait.
   auto watch = async::spawn(
@@ -195,8 +236,8 @@ async::Task<void> EmbeddedRedis::start() {
     throw;
   }
   watch.abort();
-  spdlog::info("embedded redis-server running (pid {}, socket {}, AOF in {})", proc_->pid(),
-               socket_, dir_);
+  spdlog::info("embedded redis-server running (pid {}, AOF in {}); it answers on {}{}",
+               proc_->pid(), dir_, url(), port_ ? " and " + tcp_url() : std::string());
   supervisor_ = async::spawn(supervise(), "embedded redis supervisor");
 }
 

@@ -168,32 +168,36 @@ queues:
 )") == "test.yaml:3:34: handlers.h: 'command' does not apply to a handler of type builtin");
   CHECK(error_of("handlers:\n  h: {type: exec, command: [true]}\nqueues:\n  q: {handler: h}\n") ==
         "test.yaml:2:28: handlers.h.command: the program must be an absolute path, got 'true'");
-  CHECK(error_of("queues: {\"bad name\": {handler: h}}\n") ==
-        "test.yaml:1:10: queue name 'bad name': use 1-64 characters of A-Z a-z 0-9 _ . -");
-  CHECK(error_of("redis: {url: http://x}\nqueues: {q: {handler: h}}\n") ==
-        "test.yaml:1:14: redis.url: 'http://x' is not redis://[user:password@]host:port/db, "
+  // The lines below are each the only error in their file: `h` is defined.
+  const std::string h = "handlers: {h: {type: builtin, name: noop}}\n";
+  CHECK(error_of(h + "queues: {\"bad name\": {handler: h}}\n") ==
+        "test.yaml:2:10: queue name 'bad name': use 1-64 characters of A-Z a-z 0-9 _ . -");
+  CHECK(error_of(h + "redis: {url: http://x}\nqueues: {q: {handler: h}}\n") ==
+        "test.yaml:2:14: redis.url: 'http://x' is not redis://[user:password@]host:port/db, "
         "unix:///path or embedded");
   CHECK(error_of("handlers: {}\n") ==
         "test.yaml:1:1: no queues configured: add a 'queues' section with at least one queue");
   CHECK(error_of("queus: {}\n") ==
         "test.yaml:1:1: unknown section 'queus' (did you mean 'queues'?)");
   CHECK(error_of("queues: [a\n").rfind("test.yaml:2:1: not valid YAML", 0) == 0);
-  CHECK(error_of("http: {listen: 0.0.0.0:9464}\nqueues: {q: {handler: h}}\n") ==
-        "test.yaml:1:16: http.listen: 0.0.0.0:9464 is not loopback: set http.token_file "
-        "(requests then need 'Authorization: Bearer <token>'), or listen on 127.0.0.1");
-  CHECK(error_of("http: {listen: 9464}\nqueues: {q: {handler: h}}\n") ==
+  CHECK(error_of("http: {listen: 0.0.0.0:9464}\n" + h + "queues: {q: {handler: h}}\n") ==
+        "test.yaml:1:16: http.listen: 0.0.0.0:9464 is not a loopback address (127.0.0.0/8 "
+        "written as an address, ::1, or localhost), so anyone who can reach it could read "
+        "/metrics without a token: set http.token_file (requests then need 'Authorization: "
+        "Bearer <token>'), or listen on 127.0.0.1");
+  CHECK(error_of("http: {listen: 9464}\n" + h + "queues: {q: {handler: h}}\n") ==
         "test.yaml:1:16: http.listen: '9464' is not host:port (or off)");
-  CHECK(error_of("http: {dashboard: true}\nqueues: {q: {handler: h}}\n") ==
+  CHECK(error_of("http: {dashboard: true}\n" + h + "queues: {q: {handler: h}}\n") ==
         "test.yaml:1:19: http.dashboard: the dashboard is not in this version of jobqd yet; set "
         "false");
-  CHECK(error_of(
-            "redis: {url: \"redis://:pw@h:1/0\", password_env: PW}\nqueues: {q: {handler: h}}\n") ==
+  CHECK(error_of("redis: {url: \"redis://:pw@h:1/0\", password_env: PW}\n" + h +
+                 "queues: {q: {handler: h}}\n") ==
         "test.yaml:1:1: redis: give the password one way: password_file, password_env or in the "
         "url");
-  CHECK(error_of("redis: {password_env: \"A-B\"}\nqueues: {q: {handler: h}}\n") ==
+  CHECK(error_of("redis: {password_env: \"A-B\"}\n" + h + "queues: {q: {handler: h}}\n") ==
         "test.yaml:1:23: redis.password_env: 'A-B' is not a variable name");
-  CHECK(error_of("queues: {q: {handler: h}}\nmetrics: {listen: 127.0.0.1:9464}\n") ==
-        "test.yaml:2:1: metrics: the section is called http now (http.listen)");
+  CHECK(error_of(h + "queues: {q: {handler: h}}\nmetrics: {listen: 127.0.0.1:9464}\n") ==
+        "test.yaml:3:1: metrics: the section is called http now (http.listen)");
 }
 
 TEST_CASE("bad configs, a table: each refused with its position and what is wrong", "[config]") {
@@ -249,7 +253,7 @@ TEST_CASE("bad configs, a table: each refused with its position and what is wron
        "or headers_from_file, so that it stays out of the config file"},
       {"handlers: {h: {type: builtin, name: noop, pool_size: 3}}\n" + q,
        "1:43: handlers.h: 'pool_size' does not apply to a handler of type builtin"},
-      {"handlers: {\"a b\": {type: builtin, name: noop}}\n" + q,
+      {"handlers: {\"a b\": {type: builtin, name: noop}}\nqueues: {q: {handler: \"a b\"}}\n",
        "1:12: handler name 'a b': use 1-64 characters of A-Z a-z 0-9 _ . -"},
       {h + "queues: {q: {handler: h, max_timeout: 1s, timeout: 5s}}\n",
        "2:13: queues.q: max_timeout (1s) is below timeout (5s)"},
@@ -355,6 +359,224 @@ TEST_CASE("webhook URLs are checked when the config is read", "[config]") {
   REQUIRE(std::holds_alternative<HttpUrl>(bare));
   CHECK(std::get<HttpUrl>(bare).path == "/?q=1");
   CHECK(std::get<HttpUrl>(bare).port == 80);
+}
+
+TEST_CASE("every error in one run, in file order, each where it is", "[config][diagnostics]") {
+  // Five independent mistakes: fixing one must not be what reveals the next.
+  const std::string yaml = R"(daemon:
+  lease: 5ms
+handlers:
+  echo: {type: builtin, name: echo}
+  run: {type: exec, command: [relative]}
+queues:
+  default:
+    handler: echo
+    concurency: 3
+  other: {handler: run, timeout: 30}
+http: {listen: nowhere}
+)";
+  try {
+    load(yaml);
+    FAIL("accepted");
+  } catch (const ConfigError& e) {
+    const std::vector<std::string> want = {
+        "test.yaml:2:10: daemon.lease: must be at least 1s",
+        "test.yaml:5:30: handlers.run.command: the program must be an absolute path, got "
+        "'relative'",
+        "test.yaml:9:5: unknown key 'concurency' in queues.default (did you mean 'concurrency'?)",
+        "test.yaml:10:34: queues.other.timeout: '30' is not a duration (write it like 250ms, 30s, "
+        "5m or 1h)",
+        "test.yaml:11:16: http.listen: 'nowhere' is not host:port (or off)",
+    };
+    std::vector<std::string> got;
+    for (const auto& d : e.problems()) got.push_back(d.text());
+    CHECK(got == want);
+    std::string lines;
+    for (const auto& w : want) lines += (lines.empty() ? "" : "\n") + w;
+    CHECK(std::string(e.what()) == lines);
+    REQUIRE(e.problems().size() == 5);
+    CHECK(e.problems()[2].line == 9);
+    CHECK(e.problems()[2].column == 5);
+    CHECK(e.problems()[2].file == "test.yaml");
+  }
+  CHECK(count_line("e.yaml", 3) == "e.yaml: 3 errors");
+  CHECK(count_line("e.yaml", 1) == "e.yaml: 1 error");
+}
+
+TEST_CASE("a section or key indented under the wrong parent is named as such",
+          "[config][diagnostics]") {
+  // `queues:` under `handlers:`: said once, where it is, and checked as the queues it is (the
+  // typo inside is found; no "no queues configured", no "handler 'echo' is not defined").
+  CHECK(error_of(R"(handlers:
+  echo: {type: builtin, name: echo}
+  queues:
+    default: {handler: echo, buffer: 0}
+)") == "test.yaml:3:3: 'queues' is a top-level section, but it is indented under 'handlers' "
+       "(check its indentation)\n"
+       "test.yaml:4:38: queues.default.buffer: 0 is out of range (a whole number from 1 to "
+       "1000000)");
+  // `handlers:` under the last queue: its handlers are still defined for the queues.
+  CHECK(error_of(R"(queues:
+  a: {handler: echo}
+  b:
+    handler: echo
+    handlers:
+      echo: {type: builtin, name: echo}
+)") == "test.yaml:5:5: 'handlers' is a top-level section, but it is indented under 'queues.b' "
+       "(check its indentation)");
+  // A queue's key under its sources, as a spool setting or beside `- redis: {}`.
+  CHECK(error_of(std::string(kMinimal) +
+                 "    sources:\n      - spool:\n          dir: /tmp\n          concurrency: 4\n") ==
+        "test.yaml:10:11: 'concurrency' is a queue key, but it is indented under "
+        "'queues.default.sources[0].spool' (check its indentation)");
+  CHECK(error_of(std::string(kMinimal) + "    sources:\n      - redis: {}\n        buffer: 5\n") ==
+        "test.yaml:9:9: 'buffer' is a queue key, but it is indented under "
+        "'queues.default.sources[0]' (check its indentation)");
+  // One step too far out: a queue's key beside the queues, a section's key at the top.
+  CHECK(error_of(std::string(kMinimal) + "  concurrency: 4\n") ==
+        "test.yaml:7:3: 'concurrency' is a queue key, but it is indented under 'queues' (check "
+        "its indentation)");
+  CHECK(error_of(std::string(kMinimal) + "url: embedded\n") ==
+        "test.yaml:7:1: 'url' is a key of the redis section, but it is at the top level (check "
+        "its indentation)");
+  // ... which does not hide what else is wrong (`handler` is close to `handlers`, but is a
+  // queue's key here, not the handlers section misspelled).
+  CHECK(error_of("handlers: {h: {type: builtin, name: noop}}\nqueues: {q: {handler: nope}}\n"
+                 "handler: h\n") ==
+        "test.yaml:2:23: queues.q: handler 'nope' is not defined (defined: h)\n"
+        "test.yaml:3:1: 'handler' is a queue key, but it is at the top level (check its "
+        "indentation)");
+  CHECK(error_of(std::string(kMinimal) + "other:\n  handler: nothing\n") ==
+        "test.yaml:7:1: 'other' looks like a queue (it has 'handler'), but it is at the top "
+        "level (check its indentation: queues go under 'queues')");
+  // A handler's key under its limits.
+  CHECK(error_of("handlers:\n  x:\n    type: exec\n    command: [/bin/true]\n    limits:\n"
+                 "      timeout: 5s\nqueues: {q: {handler: x}}\n") ==
+        "test.yaml:6:7: 'timeout' is a handler key, but it is indented under "
+        "'handlers.x.limits' (check its indentation)");
+  // A key that is there, one level too deep, is not also missing where it belongs.
+  CHECK(error_of("handlers: {h: {type: builtin, name: noop}}\nqueues:\n  q:\n    retain:\n"
+                 "      handler: h\n") ==
+        "test.yaml:5:7: 'handler' is a queue key, but it is indented under 'queues.q.retain' "
+        "(check its indentation)");
+  CHECK(error_of("handlers:\n  x:\n    type: exec\n    limits:\n      command: [/bin/true]\n"
+                 "queues: {q: {handler: x}}\n") ==
+        "test.yaml:5:7: 'command' is a handler key, but it is indented under 'handlers.x.limits' "
+        "(check its indentation)");
+  CHECK(error_of(std::string(kMinimal) + "    sources:\n      - spool:\n        dir: /tmp\n") ==
+        "test.yaml:9:9: 'dir' is a key of a spool source, but it is indented under "
+        "'queues.default.sources[0]' (check its indentation)");
+  // Names of sections are fine names for handlers and queues when shaped like them.
+  CHECK(error_of("handlers:\n  http: {type: http, url: \"http://x/\"}\n"
+                 "queues:\n  redis: {handler: http}\n  retain: {handler: http}\n")
+            .empty());
+  // The "did you mean" suggestions stay, and a misspelled section is checked as that section.
+  CHECK(error_of("queus:\n  q: {handler: nothing}\nhandlers:\n  nothing: {type: builtin, name: "
+                 "noop}\n") == "test.yaml:1:1: unknown section 'queus' (did you mean 'queues'?)");
+  CHECK(error_of(std::string(kMinimal) + "    retain: {succeded: 1h}\n") ==
+        "test.yaml:7:14: unknown key 'succeded' in queues.default.retain (did you mean "
+        "'succeeded'?)");
+}
+
+TEST_CASE("an error inside one value does not cascade into others", "[config][diagnostics]") {
+  // A handler refused: the queues naming it are not also told it is not defined.
+  CHECK(error_of(R"(handlers:
+  run: {type: exec, command: "/bin/true"}
+queues:
+  a: {handler: run}
+  b: {handler: run}
+)") == "test.yaml:2:30: handlers.run.command: must be a list, like [\"/usr/bin/prog\", "
+       "\"{file}\"]");
+  // Its type refused: nothing said of which keys apply or are needed for some default type.
+  CHECK(error_of(
+            "handlers:\n  w: {type: webhook, url: \"http://x/\"}\nqueues: {q: {handler: w}}\n") ==
+        "test.yaml:2:13: handlers.w.type: 'webhook' is not builtin, exec or http");
+  // A key of another handler type: that, not also what is wrong with its value.
+  CHECK(error_of("handlers:\n  n: {type: builtin, name: noop, command: 3}\n"
+                 "queues: {q: {handler: n}}\n") ==
+        "test.yaml:2:34: handlers.n: 'command' does not apply to a handler of type builtin");
+  // A timeout refused is not also below max_timeout (nor is one from a refused handler).
+  CHECK(error_of(std::string(kMinimal) + "    timeout: soon\n    max_timeout: 1s\n") ==
+        "test.yaml:7:14: queues.default.timeout: 'soon' is not a duration (write it like 250ms, "
+        "30s, 5m or 1h)");
+  CHECK(error_of("handlers:\n  s: {type: builtin, name: sleep, timeout: 5}\n"
+                 "queues: {q: {handler: s, max_timeout: 1s}}\n") ==
+        "test.yaml:2:44: handlers.s.timeout: '5' is not a duration (write it like 250ms, 30s, 5m "
+        "or 1h)");
+  // A spool dir refused is not also missing.
+  CHECK(error_of(std::string(kMinimal) + "    sources: [{spool: {dir: [a]}}]\n") ==
+        "test.yaml:7:29: queues.default.sources[0].spool.dir: must be a single value, not a list "
+        "or map");
+  // The handlers section unreadable: no "not defined" at each queue.
+  CHECK(error_of("handlers: [a]\nqueues: {a: {handler: x}, b: {handler: y}}\n") ==
+        "test.yaml:1:11: handlers must be a map of names to definitions");
+  // A key written twice: said once; the second is not checked as well.
+  CHECK(error_of(std::string(kMinimal) + "    buffer: 5\n    buffer: zero\n") ==
+        "test.yaml:8:5: duplicate key 'buffer' in queues.default (first at line 7, column 5)");
+}
+
+TEST_CASE("an empty config, or one that is not a map, is refused with a position",
+          "[config][diagnostics]") {
+  for (const char* empty : {"", "# only a comment\n\n# and another\n"}) {
+    INFO("'" << empty << "'");
+    const std::string e = error_of(empty);
+    CHECK(e.rfind("test.yaml:1:1: the config is empty: the least jobqd runs is \"handlers: {echo: "
+                  "{type: builtin, name: echo}}\" and, on a line of its own, \"queues: {default: "
+                  "{handler: echo}}\"",
+                  0) == 0);
+    CHECK(e.find("config/jobqd.yaml") != std::string::npos);
+    CHECK(e.find('\n') == std::string::npos);
+  }
+  CHECK(error_of("# a list\n- a\n- b\n") ==
+        "test.yaml:2:1: the config must be a map with sections (redis, handlers, queues), not a "
+        "list");
+  CHECK(error_of("\n  hello\n") ==
+        "test.yaml:2:3: the config must be a map with sections (redis, handlers, queues), not a "
+        "single value");
+}
+
+TEST_CASE("http.listen without a token: only loopback written as an address, or localhost",
+          "[config][http]") {
+  // What a name starts with says nothing of where it resolves: 127.attacker.example is the
+  // attacker's to point anywhere.
+  const std::pair<const char*, bool> hosts[] = {
+      {"127.attacker.example", false},
+      {"127.0.0.1.nip.io", false},
+      {"localhost.evil", false},
+      {"0x7f.1", false},  // inet_aton would read it as 127.0.0.1; inet_pton does not
+      {"127.1", false},   // likewise: only four decimal parts are an address here
+      {"[127.0.0.1]", false},
+      {"0.0.0.0", false},
+      {"[::]", false},
+      {"::ffff:127.0.0.1", false},
+      {"[::1]", true},
+      {"::1", true},
+      {"127.0.0.5", true},
+      {"127.255.255.254", true},
+      {"127.0.0.1", true},
+      {"localhost", true},
+  };
+  const std::string rest =
+      "handlers: {h: {type: builtin, name: noop}}\nqueues: {q: {handler: h}}\n";
+  for (const auto& [host, loopback] : hosts) {
+    INFO(host);
+    CHECK(is_loopback_host(host) == loopback);
+    const std::string listen = std::string(host) + ":9";
+    CHECK(listen_host(listen) == host);
+    const std::string e = error_of("http: {listen: \"" + listen + "\"}\n" + rest);
+    if (loopback) {
+      CHECK(e.empty());
+    } else {
+      CHECK(e == "test.yaml:1:16: http.listen: " + listen +
+                     " is not a loopback address (127.0.0.0/8 written as an address, ::1, or "
+                     "localhost), so anyone who can reach it could read /metrics without a token: "
+                     "set http.token_file (requests then need 'Authorization: Bearer <token>'), "
+                     "or listen on 127.0.0.1");
+    }
+    // With a token, any address.
+    CHECK(error_of("http: {listen: \"" + listen + "\", token_file: /etc/jobqd/token}\n" + rest)
+              .empty());
+  }
 }
 
 TEST_CASE("load_file reports a missing file by name", "[config]") {

@@ -1,6 +1,10 @@
 // `redis.url: embedded`: jobqd's own redis-server lives and dies with it, one per state dir.
 #include <catch2/catch.hpp>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <optional>
 
@@ -73,4 +77,42 @@ TEST_CASE("embedded redis serves jobs, dies with a killed jobqd, and keeps its d
   CHECK(r->str({"HGET", "jobq:{q}:job:kept", "result"}) == R"({"n":1})");
   r.reset();
   CHECK(d.stop() == 0);
+}
+
+TEST_CASE(
+    "redis.embedded_port: served on loopback TCP too, as logged; a port in use stops the start",
+    "[integration][embedded]") {
+  const std::string port = std::to_string(free_port());
+  {
+    Daemon d("embedded", kYaml, "", "  embedded_port: " + port + "\n");
+    d.start();
+    REQUIRE(eventually(
+        [&] { return d.log().find(" and redis://127.0.0.1:" + port + "\n") != std::string::npos; },
+        15s));
+    SyncRedis r(std::stoi(port));
+    CHECK(r.str({"PING"}) == "PONG");
+    // Loopback only, whatever else the machine has.
+    const auto bind = r.cmd({"CONFIG", "GET", "bind"});
+    REQUIRE(bind.elements.size() == 2);
+    CHECK(bind.elements[1].str == "127.0.0.1 -::1");
+    CHECK(d.stop() == 0);
+  }
+  // Someone else on the port (a system redis-server, say): jobqd does not start, and says which
+  // port and which key, rather than leaving it to redis-server's own log.
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(std::stoi(port)));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(fd, 1) == 0);
+  Daemon taken("embedded", kYaml, "", "  embedded_port: " + port + "\n");
+  taken.start();
+  CHECK(taken.wait_exit(15s) == 1);
+  ::close(fd);
+  CHECK_THAT(taken.log(), Catch::Contains("redis.embedded_port: 127.0.0.1:" + port +
+                                          " is already in use (another redis-server?)"));
 }

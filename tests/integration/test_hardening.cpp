@@ -160,6 +160,31 @@ queues:
         out.find(path + ":4:19: duplicate key 'handler' in queues.q (first at line 4, column 7)") !=
         std::string::npos);
   }
+  SECTION("every error in one run, a compiler's way: one a line, in file order, then the count") {
+    auto path = write_file(dir, "e.yaml", R"(handlers:
+  n: {type: builtin, name: nope}
+  queues:
+    q: {handler: n, concurency: 2}
+daemon: {lease: soon}
+)");
+    auto [code, out] = run_capture({jobqd, "--check-config", "-c", path});
+    CHECK(code == 78);
+    CHECK(out ==
+          path + ":2:28: handlers.n.name: 'nope' is not one of noop, echo, sleep, fail\n" + path +
+              ":3:3: 'queues' is a top-level section, but it is indented under 'handlers' "
+              "(check its indentation)\n" +
+              path + ":4:21: unknown key 'concurency' in queues.q (did you mean 'concurrency'?)\n" +
+              path +
+              ":5:17: daemon.lease: 'soon' is not a duration (write it like 250ms, 30s, 5m "
+              "or 1h)\n" +
+              path + ": 4 errors\n");
+    // An empty file: where, and what a config needs.
+    auto empty = write_file(dir, "empty.yaml", "");
+    auto [code2, out2] = run_capture({jobqd, "--check-config", "-c", empty});
+    CHECK(code2 == 78);
+    CHECK(out2.rfind(empty + ":1:1: the config is empty: ", 0) == 0);
+    CHECK(out2.find("\n" + empty + ": 1 error\n") != std::string::npos);
+  }
   SECTION("a directory given as the config") {
     auto [code, out] = run_capture({jobqd, "--check-config", "-c", dir.str()});
     CHECK(code == 78);

@@ -241,6 +241,18 @@ TEST_CASE("An invalid config on reload is refused whole, with its errors; the ol
   INFO(d.log());
   CHECK(d.log().find("reload refused: " + d.config_path() + ":11:19: unknown key 'concurency'") !=
         std::string::npos);
+  // A file with several errors: every one logged, then their count; the old config kept.
+  d.write_config(
+      "handlers: {h: {type: builtin, name: loud}}\nqueues:\n  q: {handler: h, buffer: 0}\n");
+  CHECK_FALSE(d.reload());
+  const std::string at = "reload refused: " + d.config_path();
+  CHECK(d.log().find(at + ":9:37: handlers.h.name: 'loud' is not one of") != std::string::npos);
+  CHECK(d.log().find(at + ":11:27: queues.q.buffer: 0 is out of range") != std::string::npos);
+  CHECK(d.log().find("reload refused: the running config stays (" + d.config_path() +
+                     ": 2 errors; fix and send SIGHUP again)") != std::string::npos);
+  const auto kept = ids("kept-", 3);
+  push(r, "q", jobs_for(kept, "1"));
+  CHECK(eventually([&] { return count_status(r, "q", kept, "succeeded") == kept.size(); }, 5s));
   // Fixed: applied.
   d.write_config(
       "handlers: {h: {type: builtin, name: echo}}\nqueues:\n  q: {handler: h, "
