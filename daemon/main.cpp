@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -92,6 +93,20 @@ std::string monotonic_usec() {
   return std::to_string(static_cast<long long>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000);
 }
 
+// JOBQD_REDIS_URL, like jobqctl's: the Redis to use instead of the config's redis.url (rq and
+// asynq read theirs from the environment too). Problems in the config's way.
+std::vector<std::string> apply_env(config::Config& cfg) {
+  const char* url = std::getenv("JOBQD_REDIS_URL");
+  if (!url || !*url) return {};
+  try {
+    (void)redis::parse_url(url);
+  } catch (const std::invalid_argument& e) {
+    return {std::string("JOBQD_REDIS_URL: ") + e.what()};
+  }
+  cfg.redis.url = url;
+  return {};
+}
+
 // SIGHUP: the file read and checked again as at start; a valid one applied by the engine, an
 // invalid one logged with its errors while the running config stays. True if applied.
 bool reload(const std::string& path, engine::Engine& e) {
@@ -101,7 +116,8 @@ bool reload(const std::string& path, engine::Engine& e) {
   config::Config next;
   try {
     next = config::load_file(path);
-    problems = ops::preflight(next);
+    problems = apply_env(next);
+    if (problems.empty()) problems = ops::preflight(next);
   } catch (const config::ConfigError& err) {
     for (const auto& p : err.problems()) problems.push_back(p.text());
   }
@@ -261,7 +277,9 @@ int main(int argc, char** argv) {
   std::string config_path = "/etc/jobqd/jobqd.yaml";
   bool check_only = false;
   bool print_only = false;
-  app.add_option("-c,--config", config_path, "config file")->capture_default_str();
+  app.add_option("-c,--config", config_path, "config file")
+      ->capture_default_str()
+      ->envname("JOBQD_CONFIG");
   app.add_flag("--check-config", check_only,
                "validate the config file and exit: 0 if valid, else 78 and every error, one "
                "file:line:column: message a line, then their count");
@@ -293,6 +311,10 @@ SYSTEMD
   Type=notify: READY=1 once Redis answers, STATUS, STOPPING=1, WATCHDOG=1 from the loop,
   RELOADING=1 then READY=1 around a reload (ExecReload=kill -HUP $MAINPID)
 
+ENVIRONMENT
+  JOBQD_CONFIG            the config file, as -c gives it (-c wins)
+  JOBQD_REDIS_URL         the Redis to use instead of the config's redis.url
+
 FILES
   /etc/jobqd/jobqd.yaml   the config (every key: share/doc/jobqd/docs/config.md)
   /var/lib/jobqd          daemon.state_dir (the embedded Redis lives there)
@@ -322,6 +344,7 @@ SEE ALSO
     for (const auto& p : e.problems()) lines.push_back(p.text());
     return refuse(lines);
   }
+  if (auto env = apply_env(cfg); !env.empty()) return refuse(env);
   if (print_only) {
     std::cout << config::print(cfg);
     return kExitOk;

@@ -3,6 +3,7 @@
 
 #include "config/command.hpp"
 #include "config/http_url.hpp"
+#include "config/suggest.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -78,19 +79,6 @@ void report(const Ctx& c, const YAML::Node& at, const std::string& msg) {
   report_at(c, at.Mark(), msg);
 }
 
-// Levenshtein distance, for "did you mean" on unknown keys.
-std::size_t distance(const std::string& a, const std::string& b) {
-  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
-    }
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
 
 // The value readers: nullopt (the problem reported) when the value is refused.
 std::optional<std::string> scalar(const YAML::Node& n, const Ctx& c, const std::string& what) {
@@ -476,6 +464,10 @@ const Key<LoggingSection> kLoggingKeys[] = {
        s.json = *v == "json";
      },
      [](const LoggingSection& s) { return shown(std::string(s.json ? "json" : "text")); }},
+};
+
+const Key<StateSection> kStateKeys[] = {
+    duration_key("active_after", &StateSection::active_after, 0ms, live),
 };
 
 // A feature of a later version: only `false` is accepted.
@@ -994,8 +986,8 @@ std::vector<std::string> names_of(const Key<S> (&table)[N]) {
   return out;
 }
 
-const std::vector<std::string> kSections = {"daemon",  "redis",    "http",
-                                            "logging", "handlers", "queues"};
+const std::vector<std::string> kSections = {"daemon",   "redis",  "http", "logging",
+                                            "handlers", "queues", "state"};
 
 // A level of the config (a section, a queue, a handler...), for naming a key found at the wrong
 // one: what its keys are called in messages, and the keys.
@@ -1010,6 +1002,7 @@ const Level& section_level(const std::string& name) {
       {"redis", {"a key of the redis section", names_of(kRedisKeys)}},
       {"http", {"a key of the http section", names_of(kHttpKeys)}},
       {"logging", {"a key of the logging section", names_of(kLoggingKeys)}},
+      {"state", {"a key of the state section", names_of(kStateKeys)}},
       {"queue", {"a queue key", names_of(kQueueKeys)}},
       {"handler", {"a handler key", names_of(kHandlerKeys)}},
       {"retain", {"a key of a queue's retain", names_of(kRetainKeys)}},
@@ -1038,7 +1031,7 @@ std::optional<std::string> misplaced(const std::string& name, const std::string&
   std::vector<std::string> order;
   if (in_queue) order.push_back("queue");
   if (in_handler) order.push_back("handler");
-  const std::vector<std::string> sections = {"daemon", "redis", "http", "logging"};
+  const std::vector<std::string> sections = {"daemon", "redis", "http", "logging", "state"};
   const std::vector<std::string> named = {"queue", "handler", "retain", "spool", "limits"};
   const bool nested = in_queue || in_handler || where == "queues" || where == "handlers";
   for (const auto* group : nested ? std::array{&named, &sections} : std::array{&sections, &named}) {
@@ -1243,6 +1236,7 @@ Config check(const std::string& text, const Ctx& c) {
                  "listen on 127.0.0.1");
     }
   }
+  if (sections.count("state")) apply(cfg.state, section("state"), c, kStateKeys, "state");
   if (sections.count("logging")) {
     apply(cfg.logging, section("logging"), c, kLoggingKeys, "logging");
   }
@@ -1457,6 +1451,7 @@ std::vector<KeyInfo> schema() {
   add_keys(out, "redis", kRedisKeys, minimal.redis);
   add_keys(out, "http", kHttpKeys, minimal.http);
   add_keys(out, "logging", kLoggingKeys, minimal.logging);
+  add_keys(out, "state", kStateKeys, minimal.state);
   add_keys(out, "handlers.*", kHandlerKeys);
   add_keys(out, "handlers.*.limits", kLimitKeys);
   add_keys(out, "queues.*", kQueueKeys, minimal.queues[0]);
@@ -1477,6 +1472,7 @@ std::string print(const Config& cfg) {
   root["redis"] = show_all(cfg.redis, kRedisKeys);
   root["http"] = show_all(cfg.http, kHttpKeys);
   root["logging"] = show_all(cfg.logging, kLoggingKeys);
+  root["state"] = show_all(cfg.state, kStateKeys);
   YAML::Node handlers(YAML::NodeType::Map);
   for (const auto& [name, h] : cfg.handlers) handlers[name] = show_handler(h);
   root["handlers"] = handlers;

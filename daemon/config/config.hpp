@@ -77,6 +77,13 @@ std::string redis_password(const RedisSection& r);
 /// naming `key` and the file (and why) when it cannot be read or the line is empty.
 std::string read_secret(const std::string& path, const std::string& key);
 
+/// What a job's state hash shows (the contract's `state:`).
+struct StateSection {
+  /// An attempt's state says `active` once it has run this long (0: as it starts); one that ends
+  /// sooner goes straight to its outcome in one write, which is most of what Redis does per job.
+  Millis active_after = 100ms;
+};
+
 struct LoggingSection {
   bool json = false;  // format: json (one JSON object a line) or text
 };
@@ -175,6 +182,7 @@ struct Config {
   RedisSection redis;
   HttpSection http;
   LoggingSection logging;
+  StateSection state;
   std::map<std::string, HandlerConfig> handlers;
   std::vector<QueueConfig> queues;
 

@@ -100,7 +100,8 @@ std::unique_ptr<Engine::Lane> Engine::make_lane(const config::QueueConfig& q) {
   rules.handlers = &handler_names_;
   rules.max_bytes = q.max_job_bytes;
   lane->store = std::make_unique<store::QueueStore>(
-      *lane->main, *lane->blocking, settings_of(q, cfg_.daemon, cfg_.redis.key_prefix, worker_),
+      *lane->main, *lane->blocking,
+      settings_of(q, cfg_.daemon, cfg_.state, cfg_.redis.key_prefix, worker_),
       std::move(rules));
   QueueRunner::Wiring w{*lane->store, handlers_, handlers_generation_, worker_};
   lane->runner = std::make_unique<QueueRunner>(q, cfg_.daemon, w);
@@ -294,7 +295,7 @@ std::vector<std::string> Engine::reload(const config::Config& given) {
   for (auto& l : lanes_) {
     const auto& name = l->runner->name();
     if (const auto* q = cfg_.queue(name)) {
-      l->runner->reconfigure(*q, cfg_.daemon, handler_names_);
+      l->runner->reconfigure(*q, cfg_.daemon, cfg_.state, handler_names_);
       lanes.push_back(std::move(l));
       continue;
     }

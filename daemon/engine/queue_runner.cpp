@@ -34,7 +34,8 @@ double jitter() {
 }  // namespace
 
 store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSection& d,
-                            const std::string& prefix, const std::string& worker) {
+                            const config::StateSection& state, const std::string& prefix,
+                            const std::string& worker) {
   store::Settings s;
   s.prefix = prefix;
   s.queue = q.name;
@@ -46,6 +47,7 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
   s.dead_max = q.dead_max;
   s.dead_ttl = q.retain.failed;
   s.max_attempts = q.max_attempts;
+  s.active_after = state.active_after;
   return s;
 }
 
@@ -249,11 +251,13 @@ void QueueRunner::run_over(JobRun& run, store::Settled how) noexcept {
 // ---- reload ----
 
 void QueueRunner::reconfigure(const config::QueueConfig& next, const config::DaemonSection& daemon,
+                              const config::StateSection& state,
                               const std::set<std::string>& handler_names) {
   const config::QueueConfig was = cfg_;
   cfg_ = next;
   daemon_ = daemon;
-  store_.settings().retune(settings_of(cfg_, daemon_, store_.settings().prefix, w_.worker));
+  store_.settings().retune(
+      settings_of(cfg_, daemon_, state, store_.settings().prefix, w_.worker));
   auto& rules = store_.rules();
   rules.default_handler = cfg_.handler;
   rules.handlers = &handler_names;
@@ -404,10 +408,17 @@ JobRun* QueueRunner::admit(sources::Arrival a) {
     r.handlers_generation = w_.handlers_generation;
     r.max_attempts = r.from().max_attempts;
     // Capped while still unsigned: a huge timeout_ms must not wrap into a negative duration.
+    const auto cap = static_cast<std::uint64_t>(cfg_.max_timeout.count());
     r.timeout = job.timeout_ms
-                    ? Millis(static_cast<Millis::rep>(std::min<std::uint64_t>(
-                          *job.timeout_ms, static_cast<std::uint64_t>(cfg_.max_timeout.count()))))
+                    ? Millis(static_cast<Millis::rep>(std::min<std::uint64_t>(*job.timeout_ms, cap)))
                     : std::min(cfg_.timeout, cfg_.max_timeout);
+    if (job.timeout_ms && *job.timeout_ms > cap && over_cap_.due()) {
+      spdlog::warn(
+          "queue {}: job {} asks for a timeout of {} ms, over the queue's max_timeout {}: it is "
+          "stopped after {} (said at most every 30s)",
+          cfg_.name, id, *job.timeout_ms, config::format_duration(cfg_.max_timeout),
+          config::format_duration(cfg_.max_timeout));
+    }
     r.set_phase(Phase::buffered);
     return &r;
   }

@@ -89,6 +89,7 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   /// while the new one (under an owner name of its own) already takes new files. The Redis source
   /// stays: dropped from the list, it only stops fetching.
   void reconfigure(const config::QueueConfig& next, const config::DaemonSection& daemon,
+                   const config::StateSection& state,
                    const std::set<std::string>& handler_names);
 
   /// Graceful stop: stop taking jobs, give buffered ones back, let running jobs finish within
@@ -168,12 +169,14 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   bool paused_ = true;
   async::JoinHandle<void> control_task_, active_task_;
   QueueStats stats_;
+  async::Every over_cap_{std::chrono::seconds(30)};  // jobs asking for more than max_timeout
   store::DurationHistogram durations_ = store::duration_histogram();
   async::JoinHandle<void> dispatch_task_;
 };
 
 /// A queue's settings for its store, from the config.
 store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSection& d,
-                            const std::string& prefix, const std::string& worker);
+                            const config::StateSection& state, const std::string& prefix,
+                            const std::string& worker);
 
 }  // namespace jq::engine
