@@ -79,7 +79,6 @@ void report(const Ctx& c, const YAML::Node& at, const std::string& msg) {
   report_at(c, at.Mark(), msg);
 }
 
-
 // The value readers: nullopt (the problem reported) when the value is refused.
 std::optional<std::string> scalar(const YAML::Node& n, const Ctx& c, const std::string& what) {
   if (!n.IsScalar()) {

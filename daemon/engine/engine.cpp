@@ -101,8 +101,7 @@ std::unique_ptr<Engine::Lane> Engine::make_lane(const config::QueueConfig& q) {
   rules.max_bytes = q.max_job_bytes;
   lane->store = std::make_unique<store::QueueStore>(
       *lane->main, *lane->blocking,
-      settings_of(q, cfg_.daemon, cfg_.state, cfg_.redis.key_prefix, worker_),
-      std::move(rules));
+      settings_of(q, cfg_.daemon, cfg_.state, cfg_.redis.key_prefix, worker_), std::move(rules));
   QueueRunner::Wiring w{*lane->store, handlers_, handlers_generation_, worker_};
   lane->runner = std::make_unique<QueueRunner>(q, cfg_.daemon, w);
   return lane;
@@ -192,6 +191,14 @@ async::Task<void> Engine::heartbeat() {
   const auto every = std::chrono::milliseconds(store::kHeartbeatEveryMs);
   async::Every errors(std::chrono::minutes(1));
   for (;;) {
+    // A beat sent before the connection is up fails at once: the first one would then come a
+    // second late, and `jobqctl workers` would not see a daemon that is serving already.
+    if (!control_->connected()) {
+      try {
+        co_await async::wait_for(control_->wait_connected(), every);
+      } catch (const async::TimeoutError&) {
+      }
+    }
     std::map<std::string, Snapshot> now;
     for (const auto& l : lanes_) {
       Snapshot s;

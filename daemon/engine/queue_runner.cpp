@@ -21,8 +21,9 @@ using End = sources::Outcome::End;
 // Jobs whose end waits to be written, at most (beyond the concurrency): enough to keep Redis
 // busy with large batches, little enough to hold in memory.
 constexpr std::size_t kMinUnsettled = 1000;
-// How long writing out what is left may take at a stop, after the grace.
-constexpr auto kFlushLimit = 10s;
+// How long writing out what is left may take at a stop, after the grace, at most (as long as
+// the grace, at least a second).
+constexpr Millis kFlushLimit = 10s;
 // How often the pause flag is read: `jobqctl pause` takes effect within this.
 constexpr auto kControlPoll = 1s;
 
@@ -256,8 +257,7 @@ void QueueRunner::reconfigure(const config::QueueConfig& next, const config::Dae
   const config::QueueConfig was = cfg_;
   cfg_ = next;
   daemon_ = daemon;
-  store_.settings().retune(
-      settings_of(cfg_, daemon_, state, store_.settings().prefix, w_.worker));
+  store_.settings().retune(settings_of(cfg_, daemon_, state, store_.settings().prefix, w_.worker));
   auto& rules = store_.rules();
   rules.default_handler = cfg_.handler;
   rules.handlers = &handler_names;
@@ -409,9 +409,10 @@ JobRun* QueueRunner::admit(sources::Arrival a) {
     r.max_attempts = r.from().max_attempts;
     // Capped while still unsigned: a huge timeout_ms must not wrap into a negative duration.
     const auto cap = static_cast<std::uint64_t>(cfg_.max_timeout.count());
-    r.timeout = job.timeout_ms
-                    ? Millis(static_cast<Millis::rep>(std::min<std::uint64_t>(*job.timeout_ms, cap)))
-                    : std::min(cfg_.timeout, cfg_.max_timeout);
+    r.timeout =
+        job.timeout_ms
+            ? Millis(static_cast<Millis::rep>(std::min<std::uint64_t>(*job.timeout_ms, cap)))
+            : std::min(cfg_.timeout, cfg_.max_timeout);
     if (job.timeout_ms && *job.timeout_ms > cap && over_cap_.due()) {
       spdlog::warn(
           "queue {}: job {} asks for a timeout of {} ms, over the queue's max_timeout {}: it is "
@@ -654,8 +655,10 @@ async::Task<void> QueueRunner::stop(Millis grace) {
   for (auto& t : retiring_) {
     if (t.valid()) co_await t.wait();
   }
-  // Every end written (within a limit: Redis may be away), then the sources let go.
-  if (!co_await settler_.flush(kFlushLimit)) {
+  // Every end written (within a limit: Redis may be away; a short grace asks for a quick stop),
+  // then the sources let go.
+  const Millis flush_limit = std::clamp<Millis>(grace, 1s, kFlushLimit);
+  if (!co_await settler_.flush(flush_limit)) {
     spdlog::error(
         "queue {}: could not write {} job outcome(s) to Redis before exiting; the jobs stay held "
         "and run again (another daemon takes them back after the lease)",

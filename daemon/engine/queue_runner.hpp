@@ -89,8 +89,7 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   /// while the new one (under an owner name of its own) already takes new files. The Redis source
   /// stays: dropped from the list, it only stops fetching.
   void reconfigure(const config::QueueConfig& next, const config::DaemonSection& daemon,
-                   const config::StateSection& state,
-                   const std::set<std::string>& handler_names);
+                   const config::StateSection& state, const std::set<std::string>& handler_names);
 
   /// Graceful stop: stop taking jobs, give buffered ones back, let running jobs finish within
   /// `grace`, then stop them and give them back too, write everything out, let go of the

@@ -97,8 +97,8 @@ TEST_CASE("make: N is every object the goals need (make -n of all and of test fr
   const std::size_t daemon = count_sources(repo_root() / "daemon");
   const std::size_t tests = count_sources(repo_root() / "tests");
   // One more each: the generated version file and the protocol's Lua (lua_text.cpp).
-  for (const auto& [goal, want] : {std::pair<std::string, std::size_t>{"all", daemon + 2},
-                                   {"test", daemon + tests + 2}}) {
+  for (const auto& [goal, want] :
+       {std::pair<std::string, std::size_t>{"all", daemon + 2}, {"test", daemon + tests + 2}}) {
     INFO(goal);
     // Under -n nothing runs (the test binary's `+` line included); each compile's line says N.
     auto dry = run_for(
