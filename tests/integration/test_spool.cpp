@@ -523,11 +523,14 @@ TEST_CASE("Spool: Redis restarted mid-run: files wait, then all run; none lost",
   const auto done = spool.path() / "done";
   REQUIRE(eventually([&] { return count_files(done) >= 30; }, 10s, 2ms));
   redis.kill();
-  // Without Redis nothing ends on disk: an end is recorded in Redis before the file moves
-  // (moves whose write had landed finish first).
-  std::this_thread::sleep_for(300ms);
+  // Without Redis nothing ends on disk: an end is recorded in Redis before the file moves. The
+  // writer moves a batch's files before it sends the next batch, so once a send has failed the
+  // moves whose write had landed are done.
+  REQUIRE(eventually(
+      [&] { return d.log().find("cannot write the state of spool jobs") != std::string::npos; },
+      10s));
   const auto frozen = count_files(done);
-  std::this_thread::sleep_for(1200ms);
+  std::this_thread::sleep_for(1200ms);  // the stillness itself is what is measured
   CHECK(count_files(done) == frozen);
   CHECK(frozen < ids.size());
   CHECK(d.running());

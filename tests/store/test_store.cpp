@@ -101,6 +101,15 @@ std::map<std::string, std::string> state(test::SyncRedis& r, const std::string& 
   return out;
 }
 
+// Until a fetch's wait is in Redis (its BLMOVE blocked there), so that what the test does next
+// happens while it waits.
+async::Task<void> until_waiting(const test::RedisServer& server) {
+  auto r = server.client();
+  auto blocked = [&] { return test::blocked_clients(r) >= 1; };
+  const bool waiting = co_await test::poll_until(blocked, 5s);
+  REQUIRE(waiting);
+}
+
 }  // namespace
 
 TEST_CASE("fetch leases the oldest jobs first and records them active in the same step",
@@ -401,7 +410,7 @@ TEST_CASE("a fetch that waits for jobs leases the first one pushed at once, olde
     CHECK(none.wait_error.empty());
     CHECK(ms_since(t0) >= 190);
     auto pusher = [&]() -> async::Task<void> {
-      co_await async::sleep(50ms);
+      co_await until_waiting(server);
       auto r = server.client();
       r.cmd({"LPUSH", "jobq:{q}:pending", job_text("first")});
       r.cmd({"LPUSH", "jobq:{q}:pending", job_text("second")});
@@ -436,7 +445,7 @@ TEST_CASE("a fetch waiting for jobs survives SCRIPT FLUSH meanwhile", "[store][w
     auto first = co_await f.fetch(5);  // the script is in Redis' cache now
     CHECK(first.jobs.empty());
     auto waiting = async::spawn(f.store->fetch_when_pending(5, 5s));
-    co_await async::sleep(50ms);
+    co_await until_waiting(server);
     // The EVALSHA waiting behind the BLMOVE finds no script when it runs: it runs again by EVAL.
     auto r = server.client();
     r.cmd({"SCRIPT", "FLUSH"});
@@ -469,7 +478,7 @@ TEST_CASE("unblock ends a fetch's wait at once; a lost lease still refuses it", 
     // The lease gone while it waited: the fetch behind the wait refuses, as fetch() does.
     auto r = server.client();
     auto again = async::spawn(f.store->fetch_when_pending(5, 10s));
-    co_await async::sleep(50ms);
+    co_await until_waiting(server);
     r.cmd({"DEL", "jobq:{q}:leases"});
     r.cmd({"LPUSH", "jobq:{q}:pending", job_text("late")});
     auto refused = co_await again;
@@ -723,7 +732,7 @@ TEST_CASE("a fetch takes nothing while the queue is paused in Redis", "[store][p
     r.cmd({"DEL", "jobq:{q}:paused"});
     r.cmd({"RPOP", "jobq:{q}:pending"});
     auto waiting = async::spawn(f.store->fetch_when_pending(5, 5s));
-    co_await async::sleep(50ms);
+    co_await until_waiting(server);
     r.cmd({"SET", "jobq:{q}:paused", "1"});
     r.cmd({"LPUSH", "jobq:{q}:pending", job_text("b")});
     auto got = co_await waiting;
