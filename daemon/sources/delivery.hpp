@@ -30,9 +30,10 @@ struct Arrival {
   std::string file;     // a spool file's path, for the handler (`{file}`)
 };
 
-/// How a job's end becomes durable at its source: the Redis lease now, a spool file next. Each
-/// call queues the change and returns; `done` (which may be null) is told once it is written,
-/// and until then the job stays recoverable at its source (leased in Redis, a claimed file).
+/// How a job's end becomes durable at its source: its state and lease in Redis, or its spool file
+/// moved once its state is in Redis. Each call queues the change and returns; `done` (which may
+/// be null) is told once it is written, and until then the job stays recoverable at its source
+/// (leased in Redis, a claimed file).
 /// `ticket` and `id` are the Arrival's and the parsed job's. Called on the loop only.
 class Delivery {
  public:

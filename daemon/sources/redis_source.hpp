@@ -49,7 +49,8 @@ class RedisSource final : public Source, public Delivery {
   void set_options(Options o) noexcept;
   /// Whether it takes jobs from pending (true at start). Off, nothing new is fetched; the lease,
   /// recovery, promotion and the outcomes of jobs already taken go on. For a queue whose config
-  /// no longer lists the redis source (and, later, a paused queue).
+  /// no longer lists the redis source (a paused queue stops fetching otherwise: its buffer
+  /// reports no room).
   void set_fetching(bool on);
   bool fetching() const noexcept { return fetching_.is_set(); }
 
