@@ -28,6 +28,9 @@ struct Arrival {
   std::string raw;      // the job's JSON
   std::string invalid;  // set when the source knows already that the job is invalid (too big)
   std::string file;     // a spool file's path, for the handler (`{file}`)
+  /// The spool file's path as it was dropped (DIR/NAME): what the job's result, its error and
+  /// the log show wherever the handler's words name `file`, jobqd's own claimed path.
+  std::string dropped;
 };
 
 /// How a job's end becomes durable at its source: its state and lease in Redis, or its spool file

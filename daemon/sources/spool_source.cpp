@@ -604,6 +604,7 @@ async::Task<void> SpoolSource::feeder() {
     if (f.claim.invalid.empty()) {
       a.attempt = f.claim.attempt;
       a.file = dir_->path_of(f.claim);
+      a.dropped = dir_->dropped_path_of(f.claim);
       f.ran = true;
     } else {
       a.invalid = "spool file " + job::to_utf8(f.claim.name) + ": " + f.claim.invalid;
