@@ -80,8 +80,13 @@ std::variant<nlohmann::json, std::string> parse_json(std::string_view text, std:
     // the bytes it last read: those may be anything, so they are repaired before going on.
     std::string why = e.what();
     if (auto p = why.find("syntax error"); p != std::string::npos) why = why.substr(p);
-    return "not JSON: " + to_utf8(clip_utf8(why, 300)) + " (at byte " + std::to_string(e.byte) +
-           " of " + std::to_string(text.size()) + ")";
+    // e.byte counts from 1; text that ends too early puts it one past the last byte.
+    const std::string where =
+        e.byte <= text.size()
+            ? "at byte " + std::to_string(e.byte) + " of " + std::to_string(text.size())
+            : (text.empty() ? "the text is empty"
+                            : "at the end, after byte " + std::to_string(text.size()));
+    return "not JSON: " + to_utf8(clip_utf8(why, 300)) + " (" + where + ")";
   } catch (const nlohmann::json::exception& e) {
     // Not a syntax error but as fatal: a number too large for any type (1e400).
     std::string why = e.what();
