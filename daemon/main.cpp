@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -32,11 +33,11 @@ constexpr int kExitConfig = 78;
 // The start-up banner: what this jobqd is and what it will serve, before anything happens.
 void banner(const config::Config& cfg) {
   const std::string redis = cfg.redis.url == "embedded"
-                                ? "embedded redis in " + cfg.daemon.state_dir
-                                : redis::parse_url(cfg.redis.url).display();
+                                ? "Redis embedded in " + cfg.daemon.state_dir
+                                : "Redis at " + redis::parse_url(cfg.redis.url).display();
   std::error_code ec;
   const auto path = std::filesystem::absolute(cfg.path, ec);
-  spdlog::info("jobqd {} starting: config {}, redis {}, state {}", JOBQD_VERSION,
+  spdlog::info("jobqd {} starting: config {}, {}, state {}", JOBQD_VERSION,
                ec ? cfg.path : path.string(), redis, cfg.daemon.state_dir);
   for (const auto& q : cfg.queues) {
     std::string from;
@@ -195,7 +196,7 @@ async::Task<int> serve(const config::Config& cfg) {
   // meanwhile (a stop while Redis is away still stops).
   auto announce = [](const config::Config& cfg, engine::Engine& e, std::string where,
                      ops::StatusHttp* web) -> async::Task<void> {
-    ops::notify("STATUS=waiting for Redis at " + where);
+    ops::notify("STATUS=waiting for " + where);
     co_await e.wait_ready(std::chrono::seconds(5));
     std::string queues;
     for (const auto& q : cfg.queues) queues += (queues.empty() ? "" : ", ") + q.name;
@@ -210,11 +211,9 @@ async::Task<int> serve(const config::Config& cfg) {
     if (every.count() > 0) reports = async::spawn(summaries(*engine, every), "summaries");
   };
   report_every(cfg.daemon.log_summary);
-  auto ready = async::spawn(
-      announce(cfg, *engine,
-               url == cfg.redis.url ? redis::parse_url(url).display() : "embedded redis",
-               http ? &*http : nullptr),
-      "ready");
+  const std::string where =
+      url == cfg.redis.url ? "Redis at " + redis::parse_url(url).display() : "the embedded Redis";
+  auto ready = async::spawn(announce(cfg, *engine, where, http ? &*http : nullptr), "ready");
 
   int sig = 0;
   for (;;) {
@@ -249,6 +248,31 @@ async::Task<int> serve(const config::Config& cfg) {
   if (embedded) co_await embedded->stop();
   spdlog::info("jobqd stopped");
   co_return kExitOk;
+}
+
+// " (did you mean --check-config?)" for the first unknown --flag that is within two edits of a
+// known one, as the config checker does for keys; else "".
+std::string did_you_mean(const CLI::App& app, int argc, char** argv) {
+  std::vector<std::string> known;
+  for (const CLI::Option* o : app.get_options()) {
+    for (const auto& name : o->get_lnames()) known.push_back("--" + name);
+  }
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0) continue;
+    arg = arg.substr(0, arg.find('='));
+    if (std::find(known.begin(), known.end(), arg) != known.end()) continue;
+    std::string best;
+    std::size_t best_d = 3;
+    for (const auto& k : known) {
+      if (const std::size_t d = config::edit_distance(arg, k); d < best_d) {
+        best_d = d;
+        best = k;
+      }
+    }
+    return best.empty() ? "" : " (did you mean " + best + "?)";
+  }
+  return "";
 }
 
 }  // namespace
@@ -300,7 +324,9 @@ SEE ALSO
   } catch (const CLI::Success& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "jobqd: " << e.what() << "\n" << app.help();
+    // The error and one line of usage: the whole manual would push the error off the screen.
+    std::cerr << "jobqd: " << e.what() << did_you_mean(app, argc, argv) << "\n"
+              << "usage: jobqd [-c FILE] [--check-config | --print-config] (jobqd --help)\n";
     return kExitUsage;
   }
 

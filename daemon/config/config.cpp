@@ -39,8 +39,10 @@ struct Ctx {
   fail_at(c, at.Mark(), msg);
 }
 
-// Levenshtein distance, for "did you mean" on unknown keys.
-std::size_t distance(const std::string& a, const std::string& b) {
+}  // namespace
+
+// Levenshtein distance, for "did you mean" on unknown keys (and jobqd's unknown flags).
+std::size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
   for (std::size_t i = 1; i <= a.size(); ++i) {
@@ -52,6 +54,8 @@ std::size_t distance(const std::string& a, const std::string& b) {
   }
   return prev[b.size()];
 }
+
+namespace {
 
 std::string scalar(const YAML::Node& n, const Ctx& c, const std::string& what) {
   if (!n.IsScalar()) fail(c, n, what + ": must be a single value, not a list or map");
@@ -287,7 +291,7 @@ void apply(S& s, const YAML::Node& n, const Ctx& c, const Key<S> (&table)[N],
       std::string best;
       std::size_t best_d = 3;
       for (const auto& k : table) {
-        std::size_t d = distance(name, k.name);
+        std::size_t d = edit_distance(name, k.name);
         if (d < best_d) {
           best_d = d;
           best = k.name;
@@ -934,7 +938,7 @@ Config parse(const std::string& text, const std::string& origin, const std::stri
       static const char* known[] = {"daemon", "redis", "http", "logging", "handlers", "queues"};
       std::string best;
       for (const char* k : known) {
-        if (distance(section, k) <= 2) best = k;
+        if (edit_distance(section, k) <= 2) best = k;
       }
       fail(c, kv.first,
            "unknown section '" + section + "'" +

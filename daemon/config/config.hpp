@@ -187,6 +187,9 @@ std::vector<std::string> restart_changes(const Config& a, const Config& b);
 bool same(const HandlerConfig& a, const HandlerConfig& b);
 bool same(const SourceConfig& a, const SourceConfig& b);
 
+/// Levenshtein distance: how "did you mean" finds the known key (or flag) nearest a mistyped one.
+std::size_t edit_distance(const std::string& a, const std::string& b);
+
 /// `[A-Za-z0-9_.-]{1,64}`: queue names (they appear inside Redis keys) and handler names.
 bool valid_name(const std::string& s);
 

@@ -498,9 +498,17 @@ TEST_CASE("jobqd exit codes: usage 2, configuration 78 with file:line:column",
     INFO(part);
     CHECK(help.out.find(part) != std::string::npos);
   }
-  Child usage({jobqd, "--no-such-flag"});
-  CHECK(usage.wait(10s) >= 0);
-  CHECK(usage.exit_code() == 2);
+  // A bad argument: the error and one line of usage, not the whole manual.
+  auto usage = run_program({jobqd, "--no-such-flag"});
+  CHECK(usage.code == 2);
+  CHECK(usage.out ==
+        "jobqd: The following argument was not expected: --no-such-flag\n"
+        "usage: jobqd [-c FILE] [--check-config | --print-config] (jobqd --help)\n");
+  // A flag mistyped: the one meant, when it is close.
+  auto typo = run_program({jobqd, "--check-conifg", "-c", bad});
+  CHECK(typo.code == 2);
+  CHECK_THAT(typo.out, Catch::StartsWith("jobqd: The following argument was not expected: "
+                                         "--check-conifg (did you mean --check-config?)\n"));
   // A spool dir that is not there is named, not silently left unwatched.
   auto spool = (dir.path() / "spool.yaml").string();
   const auto missing = (dir.path() / "no-such-dir").string();
@@ -596,7 +604,7 @@ TEST_CASE("READY and 'serving' only once Redis answers; STOPPING at the stop",
   CHECK(notify.has("STATUS=serving 1 queue(s)"));
   // The banner came first: version, config, Redis, and each queue with what it takes from.
   const auto log = d.log();
-  CHECK(log.find(" starting: config " + d.config_path() + ", redis " + redis.url()) <
+  CHECK(log.find(" starting: config " + d.config_path() + ", Redis at " + redis.url()) <
         log.find("jobqd serving"));
   CHECK(log.find("queue q: handler h, concurrency 10, buffer 100, from redis") !=
         std::string::npos);
