@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +14,7 @@
 
 #include "async/async.hpp"
 #include "config/config.hpp"
+#include "config/suggest.hpp"
 #include "engine/engine.hpp"
 #include "ops/embedded_redis.hpp"
 #include "ops/log.hpp"
@@ -34,11 +36,11 @@ constexpr int kExitConfig = 78;
 // The start-up banner: what this jobqd is and what it will serve, before anything happens.
 void banner(const config::Config& cfg) {
   const std::string redis = cfg.redis.url == "embedded"
-                                ? "embedded redis in " + cfg.daemon.state_dir
-                                : redis::parse_url(cfg.redis.url).display();
+                                ? "Redis embedded in " + cfg.daemon.state_dir
+                                : "Redis at " + redis::parse_url(cfg.redis.url).display();
   std::error_code ec;
   const auto path = std::filesystem::absolute(cfg.path, ec);
-  spdlog::info("jobqd {} starting: config {}, redis {}, state {}", jq::version(),
+  spdlog::info("jobqd {} starting: config {}, {}, state {}", jq::version(),
                ec ? cfg.path : path.string(), redis, cfg.daemon.state_dir);
   for (const auto& q : cfg.queues) {
     std::string from;
@@ -214,7 +216,7 @@ async::Task<int> serve(const config::Config& cfg) {
   // meanwhile (a stop while Redis is away still stops).
   auto announce = [](const config::Config& cfg, engine::Engine& e, std::string where,
                      ops::StatusHttp* web) -> async::Task<void> {
-    ops::notify("STATUS=waiting for Redis at " + where);
+    ops::notify("STATUS=waiting for " + where);
     co_await e.wait_ready(std::chrono::seconds(5));
     std::string queues;
     for (const auto& q : cfg.queues) queues += (queues.empty() ? "" : ", ") + q.name;
@@ -229,11 +231,9 @@ async::Task<int> serve(const config::Config& cfg) {
     if (every.count() > 0) reports = async::spawn(summaries(*engine, every), "summaries");
   };
   report_every(cfg.daemon.log_summary);
-  auto ready = async::spawn(
-      announce(cfg, *engine,
-               url == cfg.redis.url ? redis::parse_url(url).display() : "embedded redis",
-               http ? &*http : nullptr),
-      "ready");
+  const std::string where =
+      url == cfg.redis.url ? "Redis at " + redis::parse_url(url).display() : "the embedded Redis";
+  auto ready = async::spawn(announce(cfg, *engine, where, http ? &*http : nullptr), "ready");
 
   int sig = 0;
   for (;;) {
@@ -268,6 +268,24 @@ async::Task<int> serve(const config::Config& cfg) {
   if (embedded) co_await embedded->stop();
   spdlog::info("jobqd stopped");
   co_return kExitOk;
+}
+
+// " (did you mean --check-config?)" for the first unknown --flag that is within two edits of a
+// known one, as the config checker does for keys; else "".
+std::string did_you_mean(const CLI::App& app, int argc, char** argv) {
+  std::vector<std::string> known;
+  for (const CLI::Option* o : app.get_options()) {
+    for (const auto& name : o->get_lnames()) known.push_back("--" + name);
+  }
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0) continue;
+    arg = arg.substr(0, arg.find('='));
+    if (std::find(known.begin(), known.end(), arg) != known.end()) continue;
+    const std::string best = config::closest(arg, known);
+    return best.empty() ? "" : " (did you mean " + best + "?)";
+  }
+  return "";
 }
 
 }  // namespace
@@ -326,7 +344,9 @@ SEE ALSO
   } catch (const CLI::Success& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "jobqd: " << e.what() << "\n" << app.help();
+    // The error and one line of usage: the whole manual would push the error off the screen.
+    std::cerr << "jobqd: " << e.what() << did_you_mean(app, argc, argv) << "\n"
+              << "usage: jobqd [-c FILE] [--check-config | --print-config] (jobqd --help)\n";
     return kExitUsage;
   }
 

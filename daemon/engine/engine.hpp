@@ -113,7 +113,8 @@ class Engine {
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::list<Retired> retired_;
   ReloadStats reload_stats_;
-  // The heartbeat's own connection (and, later, the control channel's).
+  // The heartbeat's own connection (also the one that takes this worker out of the workers hash
+  // at the stop): the queues' traffic never delays a report.
   std::unique_ptr<redis::Client> control_;
   async::JoinHandle<void> heartbeat_task_;
   std::int64_t started_ms_ = 0;

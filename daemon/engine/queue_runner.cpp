@@ -479,6 +479,8 @@ async::Task<handlers::Outcome> QueueRunner::attempt(JobRun& run) {
     out = handlers::Outcome::failure(job::ErrorKind::exception,
                                      "unknown exception (not a std::exception)");
   }
+  // The handler got the claimed file; the user knows the one they dropped.
+  out.show_path_as(r.file, run.from().dropped);
   co_return out;
 }
 

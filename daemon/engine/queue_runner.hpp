@@ -24,7 +24,7 @@ using Millis = std::chrono::milliseconds;
 
 using HandlerMap = std::map<std::string, std::shared_ptr<handlers::Handler>>;
 
-/// Counters for logs and metrics.
+/// Counters for the log's summary lines and /metrics (jobqd_jobs_total).
 struct QueueStats {
   std::uint64_t succeeded = 0;
   std::uint64_t retried = 0;

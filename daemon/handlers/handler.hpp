@@ -49,6 +49,9 @@ struct Outcome {
     o.retry = retry;
     return o;
   }
+  /// Every mention of `path` in the result and the error, written as `shown` instead: a spool
+  /// job's claimed file (`{file}`) as the path it was dropped at (docs/spool.md).
+  void show_path_as(const std::string& path, const std::string& shown);
 };
 
 class Handler {

@@ -33,6 +33,14 @@ constexpr ev_ssize_t kMaxResponseHeaders = 64 * 1024;
 struct SslCtxFree {
   void operator()(SSL_CTX* c) const noexcept { SSL_CTX_free(c); }
 };
+struct SslFree {
+  void operator()(SSL* s) const noexcept { SSL_free(s); }
+};
+using SslPtr = std::unique_ptr<SSL, SslFree>;
+struct BevFree {
+  void operator()(bufferevent* b) const noexcept { bufferevent_free(b); }
+};
+using BevPtr = std::unique_ptr<bufferevent, BevFree>;
 struct EvConnFree {
   void operator()(evhttp_connection* c) const noexcept { evhttp_connection_free(c); }
 };
@@ -268,7 +276,7 @@ class Http final : public Handler {
  private:
   struct Conn {
     EvConnPtr evcon;
-    SSL* ssl = nullptr;  // owned by the bufferevent, which the connection owns
+    SSL* ssl = nullptr;  // for https; owned by the bufferevent, which the connection owns
     bool closed = false;
   };
 
@@ -422,35 +430,40 @@ class Http final : public Handler {
     return !c.ssl || SSL_is_init_finished(c.ssl);
   }
 
+  // Each thing made is owned from the moment it exists until what is made next takes it over
+  // (the SSL by the bufferevent, the bufferevent by the connection): a step that fails frees
+  // what the steps before it made.
   std::unique_ptr<Conn> open(const std::string& ip) {
     auto c = std::make_unique<Conn>();
     event_base* base = async::Loop::current().base();
-    bufferevent* bev = nullptr;
+    BevPtr bev;  // null for http: evhttp makes a plain one itself
+    SSL* ssl_in_bev = nullptr;
     if (target_.tls) {
-      SSL* ssl = SSL_new(ctx_.get());
+      SslPtr ssl(SSL_new(ctx_.get()));
       if (!ssl) return nullptr;
-      SSL_set_tlsext_host_name(ssl, target_.host.c_str());
+      SSL_set_tlsext_host_name(ssl.get(), target_.host.c_str());
       if (cfg_.verify_tls) {
         if (async::is_ip_literal(target_.host)) {
-          X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), target_.host.c_str());
+          X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), target_.host.c_str());
         } else {
-          SSL_set1_host(ssl, target_.host.c_str());
+          SSL_set1_host(ssl.get(), target_.host.c_str());
         }
       }
-      bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                           BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-      if (!bev) {
-        SSL_free(ssl);
-        return nullptr;
-      }
+      // With BEV_OPT_CLOSE_ON_FREE the SSL is the bufferevent's from this call on, even when
+      // the call fails (libevent frees it then): released here, never freed here too.
+      ssl_in_bev = ssl.get();
+      bev.reset(bufferevent_openssl_socket_new(base, -1, ssl.release(), BUFFEREVENT_SSL_CONNECTING,
+                                               BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+      if (!bev) return nullptr;
       // A TLS stream cut without close_notify is an error, not an end: a truncated response
       // must not pass for a complete one.
-      bufferevent_openssl_set_allow_dirty_shutdown(bev, 0);
-      c->ssl = ssl;
+      bufferevent_openssl_set_allow_dirty_shutdown(bev.get(), 0);
     }
     c->evcon.reset(evhttp_connection_base_bufferevent_new(
-        base, nullptr, bev, ip.c_str(), static_cast<unsigned short>(target_.port)));
-    if (!c->evcon) return nullptr;
+        base, nullptr, bev.get(), ip.c_str(), static_cast<unsigned short>(target_.port)));
+    if (!c->evcon) return nullptr;  // the bufferevent (and its SSL) still ours: freed by bev
+    bev.release();                  // the connection's now: evhttp_connection_free frees it
+    c->ssl = ssl_in_bev;
     evhttp_connection_set_retries(c->evcon.get(), 0);
     evhttp_connection_set_max_headers_size(c->evcon.get(), kMaxResponseHeaders);
     evhttp_connection_set_closecb(

@@ -180,8 +180,13 @@ std::variant<nlohmann::json, std::string> parse_json(std::string_view text, std:
     return "not usable JSON: " + to_utf8(clip_utf8(why, 300));
   }
   if (auto p = why.find("syntax error"); p != std::string::npos) why = why.substr(p);
-  return "not JSON: " + to_utf8(clip_utf8(why, 300)) + " (at byte " + std::to_string(b.at) +
-         " of " + std::to_string(text.size()) + ")";
+  // Text that ends too early puts the position one past the last byte.
+  const std::string where =
+      b.at <= text.size()
+          ? "at byte " + std::to_string(b.at) + " of " + std::to_string(text.size())
+          : (text.empty() ? "the text is empty"
+                          : "at the end, after byte " + std::to_string(text.size()));
+  return "not JSON: " + to_utf8(clip_utf8(why, 300)) + " (" + where + ")";
 }
 
 bool is_utf8(std::string_view s) noexcept {

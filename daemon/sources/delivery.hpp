@@ -31,6 +31,9 @@ struct Arrival {
   long long attempt = 0;  // which attempt this is, 1 for the first (0: invalid, never runs)
   long long max_attempts = 1;
   std::string file;  // a spool file's path, for the handler (`{file}`)
+  /// The spool file's path as it was dropped (DIR/NAME): what the job's result, its error and
+  /// the log show wherever the handler's words name `file`, jobqd's own claimed path.
+  std::string dropped;
 };
 
 /// How an attempt ended, as the engine hands it to the job's source.

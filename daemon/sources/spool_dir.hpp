@@ -102,6 +102,8 @@ class SpoolDir {
 
   /// The path a handler gets (`{file}`).
   std::string path_of(const Claim& c) const;
+  /// Where the file was dropped (DIR/name): what results and the log show for path_of.
+  std::string dropped_path_of(const Claim& c) const { return o_.dir + "/" + c.name; }
 
   // The moves of a claimed file. Each returns an error message, empty on success.
   /// To attempt `to` (its entry in the work folder renamed): counted before the attempt runs.

@@ -82,14 +82,16 @@ SpoolSource::~SpoolSource() {
   // Settlements still queued must not tell a source that is gone (a reload let go of it while
   // Redis was away): their files stay claimed on disk, and run again.
   for (auto& h : hooks_) settler_.disown(&h);
-  if (inotify_ >= 0) ::close(inotify_);
 }
 
 void SpoolSource::start() {
-  inotify_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (inotify_ < 0) {
+  async::Fd fd(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  const int error = errno;
+  if (fd) {
+    inotify_ = std::make_shared<const async::Fd>(std::move(fd));
+  } else {
     spdlog::error("queue {}: cannot watch {}: inotify_init1: {}; scanning it every {} s instead",
-                  s_.queue, o_.dir.dir, std::strerror(errno),
+                  s_.queue, o_.dir.dir, std::strerror(error),
                   std::chrono::duration_cast<std::chrono::seconds>(kHousekeeping).count());
   }
   move_task_ = async::spawn(mover(), "spool mover " + s_.queue);
@@ -116,6 +118,7 @@ void SpoolSource::add_name(std::string name, bool created) {
 
 async::Task<void> SpoolSource::watcher() {
   const std::string& dir = o_.dir.dir;
+  const int inotify = inotify_->get();  // started only with one
   alignas(inotify_event) char buf[64 * 1024];
   auto last_overflow_log = async::Clock::now() - kLogEvery;
   for (;;) {
@@ -124,15 +127,15 @@ async::Task<void> SpoolSource::watcher() {
           "queue {}: spool dir {} is gone (removed or moved away); waiting for it to "
           "come back",
           s_.queue, dir);
-      if (wd_ >= 0) inotify_rm_watch(inotify_, wd_);
+      if (wd_ >= 0) inotify_rm_watch(inotify, wd_);
       for (const auto& [wd, rel] : wds_) {
-        if (wd != wd_) inotify_rm_watch(inotify_, wd);
+        if (wd != wd_) inotify_rm_watch(inotify, wd);
       }
       wds_.clear();
       wd_ = -1;
       for (;;) {
         co_await async::sleep(1s);
-        wd_ = inotify_add_watch(inotify_, dir.c_str(), kEvents);
+        wd_ = inotify_add_watch(inotify, dir.c_str(), kEvents);
         if (wd_ >= 0) break;
       }
       wds_[wd_] = "";
@@ -143,8 +146,8 @@ async::Task<void> SpoolSource::watcher() {
       scan_at_ = {};
       wake();
     }
-    co_await async::readable(inotify_);
-    ssize_t n = ::read(inotify_, buf, sizeof buf);
+    co_await async::readable(inotify);
+    ssize_t n = ::read(inotify, buf, sizeof buf);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
       spdlog::error("queue {}: reading inotify events for {} failed: {}", s_.queue, dir,
@@ -230,11 +233,11 @@ void SpoolSource::forget_watch(int wd) {
   auto it = wds_.find(wd);
   if (it == wds_.end()) return;
   const std::string below = it->second + "/";
-  inotify_rm_watch(inotify_, wd);
+  inotify_rm_watch(inotify_->get(), wd);
   wds_.erase(it);
   for (auto w = wds_.begin(); w != wds_.end();) {
     if (w->second.compare(0, below.size(), below) == 0) {
-      inotify_rm_watch(inotify_, w->first);
+      inotify_rm_watch(inotify_->get(), w->first);
       w = wds_.erase(w);
     } else {
       ++w;
@@ -278,8 +281,8 @@ async::Task<void> SpoolSource::producer() {
   }
   if (!taking_) co_return;
   // The watch before the first scan: a file that arrives in between is seen by one or the other.
-  if (inotify_ >= 0) {
-    wd_ = inotify_add_watch(inotify_, dir.c_str(), kEvents);
+  if (inotify_) {
+    wd_ = inotify_add_watch(inotify_->get(), dir.c_str(), kEvents);
     if (wd_ < 0) {
       spdlog::error("queue {}: cannot watch {}: {}", s_.queue, dir, std::strerror(errno));
       lost_dir_ = true;
@@ -379,9 +382,10 @@ async::Task<void> SpoolSource::rescan(std::string sub) {
   const auto quiet = o_.quiet.count();
   // With `recursive`, the scan watches each subfolder before it reads it: a file made after
   // the read is an event, one made before is in the read.
-  const int watch_fd = o_.dir.recursive ? inotify_ : -1;
-  auto scan = [d, quiet, sub = std::move(sub), watch_fd] {
-    return d->scan(kScanLimit, quiet, sub, watch_fd, kEvents);
+  std::shared_ptr<const async::Fd> watch;
+  if (o_.dir.recursive) watch = inotify_;
+  auto scan = [d, quiet, sub = std::move(sub), watch] {
+    return d->scan(kScanLimit, quiet, sub, watch ? watch->get() : -1, kEvents);
   };
   SpoolDir::Scan got = co_await async::to_thread(std::move(scan));
   record_watches(got.watched);
@@ -607,6 +611,7 @@ async::Task<void> SpoolSource::feeder() {
       a.job = f.job;  // a copy: a retry hands the same file over again
       a.attempt = f.claim.attempt;
       a.file = dir_->path_of(f.claim);
+      a.dropped = dir_->dropped_path_of(f.claim);
       f.ran = true;
     } else {
       a.invalid = "spool file " + job::to_utf8(f.claim.name) + ": " + f.claim.invalid;

@@ -136,7 +136,10 @@ class SpoolSource final : public Source, public Delivery {
   Sink& sink_;
   Options o_;
   std::shared_ptr<SpoolDir> dir_;  // shared with work on the thread pool
-  int inotify_ = -1;
+  /// The inotify descriptor (empty when inotify_init1 failed: scans only). Shared with a scan
+  /// on the thread pool, which adds watches with it: a scan still running when this source goes
+  /// keeps it open, so it never adds them to a number reused by another open meanwhile.
+  std::shared_ptr<const async::Fd> inotify_;
   int wd_ = -1;                               // the directory's own watch
   std::unordered_map<int, std::string> wds_;  // every watch: its folder, relative ("" DIR)
   std::deque<std::string> subscans_;          // new subfolders to scan (recursive)

@@ -198,12 +198,13 @@ async::Task<T> QueueStore::until_answered(const Call<T>& call, const char* what)
     OpResult<T> r = co_await run(main_, call);
     if (r.ok()) co_return std::move(*r);
     const OpError& e = r.error();
+    if (upkeep_errors_.due()) {
+      spdlog::error("queue {}: {} failed: {}; {}", s_.queue, what, e.message,
+                    e.connection() ? "trying again once Redis is back" : "trying again");
+    }
     if (e.connection()) {
       co_await main_.wait_connected();
       continue;
-    }
-    if (upkeep_errors_.due()) {
-      spdlog::error("queue {}: {} failed: {}; trying again", s_.queue, what, e.message);
     }
     if (e.wrong_type()) {
       auto fixed = co_await repair();

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "handlers/http.hpp"
+#include "tests/support/event_alloc.hpp"
 #include "tests/support/http_server.hpp"
 #include "tests/support/jobs.hpp"
 #include "tests/support/mute_server.hpp"
@@ -189,6 +190,48 @@ TEST_CASE("http: a TLS server that never answers the handshake hits the connect 
     CHECK(std::string(jq::job::to_string(out.kind)) == "connection");
     CHECK(out.error.find("no connection within 200ms") != std::string::npos);
     CHECK(ms_since(t0) < 1000);
+  };
+  run_test(body());
+}
+
+TEST_CASE("https: setting up a connection that fails midway frees its SSL and bufferevent",
+          "[http][tls]") {
+  // A TLS connection is an SSL, a bufferevent over it and an evhttp connection over that: the
+  // bufferevent, then the connection, cannot be made. (Not the other allocations on the way:
+  // libevent 2.1 itself crashes on those failures, freeing a bufferevent without its buffers or
+  // a connection without its bufferevent.) Nothing listens: every failure comes before a connect.
+  struct Step {
+    const char* what;
+    const char* caller;  // the libevent function whose allocation fails; null: the first at all
+    long nth;
+  };
+  const Step steps[] = {
+      {"the bufferevent (the SSL's owner)", nullptr, 0},
+      {"the evhttp connection", "evhttp_connection_base_bufferevent_new", 0},
+  };
+  auto cfg = http_config("https://127.0.0.1:" + std::to_string(test::free_port()) + "/x");
+  auto body = [&]() -> async::Task<void> {
+    auto h = handlers::make_http(cfg);
+    auto job = make_job("hook", "{}");
+    const std::string queue = "q";
+    handlers::Run run{job, queue, 1, 5s, "", ""};
+    for (const Step& step : steps) {
+      INFO(step.what << " not made");
+      test::EventAllocFaults faults(step.caller, step.nth);
+      auto attempt = h->run(run);
+      // Armed only now: the task has not started, and the first thing it allocates is the
+      // connection (the host is an IP literal, so nothing is resolved, and nothing is pooled).
+      faults.arm();
+      handlers::Outcome out = co_await std::move(attempt);
+      faults.disarm();
+      REQUIRE(faults.failed());
+      CHECK(std::string(jq::job::to_string(out.kind)) == "connection");
+      CHECK_THAT(out.error, Catch::EndsWith(": cannot set up the connection"));
+      // libevent frees a bufferevent on a later turn of the loop.
+      auto all_freed = [&] { return faults.live() == 0; };
+      co_await test::poll_until(all_freed, 5s);
+      CHECK(faults.live() == 0);
+    }
   };
   run_test(body());
 }

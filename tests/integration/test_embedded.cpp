@@ -44,6 +44,11 @@ TEST_CASE("embedded redis serves jobs, dies with a killed jobqd, and keeps its d
   };
   d.start();
   REQUIRE(serving());
+  // The banner and the ready line read as English for an embedded Redis too.
+  const std::string state = (d.dir().path() / "state").string();
+  CHECK(eventually(
+      [&] { return d.log().find("from the embedded Redis as worker") != std::string::npos; }, 5s));
+  CHECK(d.log().find(", Redis embedded in " + state + ", state " + state) != std::string::npos);
   r->cmd({"LPUSH", "jobq:{q}:pending", R"({"id":"kept","payload":{"n":1}})"});
   REQUIRE(eventually(
       [&] {

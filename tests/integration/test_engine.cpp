@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <optional>
 #include <set>
-#include <thread>
 
 #include "tests/support/daemon.hpp"
 #include "tests/support/notify_socket.hpp"
@@ -29,6 +28,24 @@ handlers:
 queues:
   q: {handler: nothing, concurrency: 50, buffer: 500, fetch_batch: 200}
 )";
+
+// The id of the client blocked in BLMOVE now (an idle daemon's fetch), or "".
+std::string blocked_in_blmove(SyncRedis& r) {
+  std::istringstream lines(r.cmd({"CLIENT", "LIST"}).str);
+  std::string line;
+  while (std::getline(lines, line)) {
+    // `cmd` is the last command; `flags` holds b while it still blocks.
+    const auto flags = line.find(" flags=");
+    if (line.rfind("id=", 0) != 0 || flags == std::string::npos ||
+        line.find(" cmd=blmove") == std::string::npos) {
+      continue;
+    }
+    const auto end = line.find(' ', flags + 1);
+    if (line.substr(flags + 7, end - flags - 7).find('b') == std::string::npos) continue;
+    return line.substr(3, line.find(' ') - 3);
+  }
+  return "";
+}
 
 const char* kSleep = R"(
 handlers:
@@ -201,20 +218,18 @@ queues:
 )";
   Daemon d(redis, yaml);
   d.start_and_wait(redis);
-  // Events, as `jobqctl --wait` would hear them.
-  std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>> events;
-  std::thread listener([&] {
-    auto sub = redis.client();
-    sub.cmd({"SUBSCRIBE", "jobq:{q}:events"});
-    for (int i = 0; i < 3; ++i) {
-      auto m = sub.next_reply();
-      events.emplace_back(m.elements[2].str, std::chrono::steady_clock::now());
-    }
-  });
-  std::this_thread::sleep_for(50ms);  // let the subscription register
+  // Events, as `jobqctl --wait` would hear them. Subscribed before the push: Redis has the
+  // subscription once it has answered SUBSCRIBE, so no event can go by unheard.
+  auto sub = redis.client();
+  sub.cmd({"SUBSCRIBE", "jobq:{q}:events"});
   auto r = redis.client();
   push(r, "q", {R"({"id":"f","payload":{"message":"it broke"}})"});
-  listener.join();
+  // Read as they come (each read waits at most the client's 5 s timeout, then throws).
+  std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>> events;
+  for (int i = 0; i < 3; ++i) {
+    auto m = sub.next_reply();
+    events.emplace_back(m.elements[2].str, std::chrono::steady_clock::now());
+  }
   REQUIRE(events.size() == 3);
   CHECK(events[0].first == R"({"id":"f","queue":"q","status":"retrying"})");
   CHECK(events[1].first == R"({"id":"f","queue":"q","status":"retrying"})");
@@ -344,7 +359,8 @@ TEST_CASE("a job pushed to an idle daemon starts within milliseconds", "[integra
   Daemon d(redis, kNoop);
   d.start_and_wait(redis);
   auto r = redis.client();
-  std::this_thread::sleep_for(100ms);  // idle: blocked in BLMOVE
+  // Idle: its fetch blocked in BLMOVE.
+  REQUIRE(eventually([&] { return !blocked_in_blmove(r).empty(); }, 5s));
   std::vector<long long> delays;
   for (int i = 0; i < 20; ++i) {
     std::string id = "lat" + std::to_string(i);
@@ -392,20 +408,7 @@ TEST_CASE("Redis breaking off the blocking wait with an error does not stop fetc
   auto r = redis.client();
   // Find the connection blocked in BLMOVE and break it off as a failover would (-UNBLOCKED).
   std::string blocked;
-  REQUIRE(eventually(
-      [&] {
-        auto list = r.cmd({"CLIENT", "LIST"}).str;
-        for (std::size_t at = 0; (at = list.find("id=", at)) != std::string::npos; ++at) {
-          auto end = list.find('\n', at);
-          auto line = list.substr(at, end - at);
-          if (line.find("cmd=blmove") != std::string::npos) {
-            blocked = line.substr(3, line.find(' ') - 3);
-            return true;
-          }
-        }
-        return false;
-      },
-      5s));
+  REQUIRE(eventually([&] { return !(blocked = blocked_in_blmove(r)).empty(); }, 5s));
   CHECK(r.integer({"CLIENT", "UNBLOCK", blocked, "ERROR"}) == 1);
   push(r, "q", jobs_for({"after"}, "{}"));
   CHECK(eventually([&] { return count_status(r, "q", {"after"}, "succeeded") == 1; }, 5s));
@@ -495,9 +498,17 @@ TEST_CASE("jobqd exit codes: usage 2, configuration 78 with file:line:column",
     INFO(part);
     CHECK(help.out.find(part) != std::string::npos);
   }
-  Child usage({jobqd, "--no-such-flag"});
-  CHECK(usage.wait(10s) >= 0);
-  CHECK(usage.exit_code() == 2);
+  // A bad argument: the error and one line of usage, not the whole manual.
+  auto usage = run_program({jobqd, "--no-such-flag"});
+  CHECK(usage.code == 2);
+  CHECK(usage.out ==
+        "jobqd: The following argument was not expected: --no-such-flag\n"
+        "usage: jobqd [-c FILE] [--check-config | --print-config] (jobqd --help)\n");
+  // A flag mistyped: the one meant, when it is close.
+  auto typo = run_program({jobqd, "--check-conifg", "-c", bad});
+  CHECK(typo.code == 2);
+  CHECK_THAT(typo.out, Catch::StartsWith("jobqd: The following argument was not expected: "
+                                         "--check-conifg (did you mean --check-config?)\n"));
   // A spool dir that is not there is named, not silently left unwatched.
   auto spool = (dir.path() / "spool.yaml").string();
   const auto missing = (dir.path() / "no-such-dir").string();
@@ -593,7 +604,7 @@ TEST_CASE("READY and 'serving' only once Redis answers; STOPPING at the stop",
   CHECK(notify.has("STATUS=serving 1 queue(s)"));
   // The banner came first: version, config, Redis, and each queue with what it takes from.
   const auto log = d.log();
-  CHECK(log.find(" starting: config " + d.config_path() + ", redis " + redis.url()) <
+  CHECK(log.find(" starting: config " + d.config_path() + ", Redis at " + redis.url()) <
         log.find("jobqd serving"));
   CHECK(log.find("queue q: handler h, concurrency 10, buffer 100, from redis") !=
         std::string::npos);

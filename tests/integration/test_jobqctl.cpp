@@ -69,6 +69,12 @@ TEST_CASE("jobqctl usage errors exit 2 and say what is wrong", "[integration][cl
   auto not_json = jobqctl(redis, {"submit", "q", "not json"});
   CHECK(not_json.code == 2);
   CHECK(not_json.out.find("PAYLOAD is not JSON") != std::string::npos);
+  // Cut short, it says so: the end of its 7 bytes, not a byte past them.
+  auto cut = jobqctl(redis, {"submit", "q", R"({"n": 1)"});
+  CHECK(cut.code == 2);
+  CHECK_THAT(cut.out, Catch::Contains("unexpected end of input") &&
+                          Catch::Contains("(at the end, after byte 7)") &&
+                          !Catch::Contains("of 7)"));
   auto bad_id = jobqctl(redis, {"submit", "q", "{}", "--id", "has space"});
   CHECK(bad_id.code == 2);
   auto bad_delay = jobqctl(redis, {"submit", "q", "{}", "--delay", "soon"});

@@ -311,8 +311,10 @@ TEST_CASE(
   };
   const auto p0 = pings();
   CHECK(eventually([&] { return pings() >= p0 + 3; }, 2s));
-  // A stopped loop sends none.
+  // A stopped loop sends none. Counted once it has stopped: kill() returns before the stop
+  // takes effect, and a ping sent meanwhile is no ping from a stopped loop.
   d.signal(SIGSTOP);
+  REQUIRE(eventually([&] { return process_stopped(d.pid()); }, 5s));
   const auto p1 = pings();
   std::this_thread::sleep_for(700ms);  // the silence itself is the thing measured
   CHECK(pings() == p1);

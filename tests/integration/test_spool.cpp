@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -359,6 +360,45 @@ TEST_CASE("Spool: other files reach the handler by path; vanishing files cost no
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("Spool: results, errors and the log name a file as it was dropped, not as claimed",
+          "[integration][spool]") {
+  RedisServer redis;
+  TempDir spool;
+  // The handler names the path it gets, on stdout and (for bad.txt) on stderr.
+  const std::string handlers =
+      "  h: {type: exec, command: [/bin/sh, -c, 'wc -c \"$0\"; case \"$0\" in *bad.txt) echo "
+      "\"cannot use $0\" >&2; exit 3;; esac', \"{file}\"]}\n";
+  Daemon d(redis, spool_yaml(spool.str(), "    max_attempts: 1\n", handlers));
+  start_watching(d);
+  write_file(spool.path() / "good.txt", "hello\n");
+  write_file(spool.path() / "bad.txt", "worse\n");
+  const auto good = (spool.path() / "good.txt").string();
+  const auto bad = (spool.path() / "bad.txt").string();
+  const auto why_file = spool.path() / "failed" / "bad.txt.error.json";
+  REQUIRE(eventually([&] { return fs::exists(spool.path() / "done" / "good.txt"); }, 10s));
+  REQUIRE(eventually([&] { return fs::exists(why_file); }, 10s));
+  // In Redis: each file's job by the id it was given at the claim.
+  auto r = redis.client();
+  std::map<std::string, std::map<std::string, std::string>> by_status;
+  for (const auto& key : r.cmd({"KEYS", "jobq:{q}:job:*"}).elements) {
+    const std::string id = key.str.substr(key.str.rfind(':') + 1);
+    auto st = job_states(r, "q", {id}, {"status", "result", "error"})[0];
+    by_status[st["status"]] = st;
+  }
+  REQUIRE(by_status.count("succeeded") == 1);
+  REQUIRE(by_status.count("failed") == 1);
+  CHECK(by_status["succeeded"]["result"] == "6 " + good + "\n");
+  const std::string error = by_status["failed"]["error"];
+  CHECK_THAT(error, Catch::Contains("cannot use " + bad));
+  CHECK(error.find(".jobqd") == std::string::npos);
+  const auto why = nlohmann::json::parse(read_file(why_file));
+  CHECK(why["error"] == error);
+  CHECK(d.log().find("failed for good") != std::string::npos);
+  CHECK(d.log().find("cannot use " + bad) != std::string::npos);
+  CHECK(d.log().find("cannot use " + spool.str() + "/.jobqd") == std::string::npos);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("Spool: the watched directory removed and made again is watched again",
           "[integration][spool]") {
   RedisServer redis;
@@ -523,11 +563,20 @@ TEST_CASE("Spool: Redis restarted mid-run: files wait, then all run; none lost",
   const auto done = spool.path() / "done";
   REQUIRE(eventually([&] { return count_files(done) >= 30; }, 10s, 2ms));
   redis.kill();
-  // Without Redis nothing ends on disk: an end is recorded in Redis before the file moves
-  // (moves whose write had landed finish first).
-  std::this_thread::sleep_for(300ms);
-  const auto frozen = count_files(done);
-  std::this_thread::sleep_for(1200ms);
+  // Without Redis nothing ends on disk: an end is written in Redis before the file moves. Once a
+  // write has failed, the moves of ends written before it finish, and then nothing moves.
+  REQUIRE(eventually(
+      [&] { return d.log().find("writing job outcomes failed") != std::string::npos; }, 10s));
+  std::size_t frozen = count_files(done);
+  REQUIRE(eventually(
+      [&] {
+        const auto before = count_files(done);
+        std::this_thread::sleep_for(300ms);  // a window with no move in it
+        frozen = count_files(done);
+        return frozen == before;
+      },
+      5s));
+  std::this_thread::sleep_for(1200ms);  // the stillness itself is what is measured
   CHECK(count_files(done) == frozen);
   CHECK(frozen < ids.size());
   CHECK(d.running());

@@ -67,6 +67,21 @@ TEST_CASE("invalid jobs say what is wrong", "[job]") {
              Catch::Contains("over max_job_bytes (1000)"));
 }
 
+TEST_CASE("JSON errors say where: a byte of the text, or its end when it stops short", "[job]") {
+  auto why = [](const std::string& text) {
+    auto parsed = job::parse_json(text);
+    return std::holds_alternative<std::string>(parsed) ? std::get<std::string>(parsed) : "";
+  };
+  // A byte inside the text: counted from 1, as nlohmann does (the x is the 4th byte).
+  CHECK_THAT(why("[1,x]"), Catch::EndsWith(" (at byte 4 of 5)"));
+  // Cut short: not "at byte 21 of 20", a byte that is not there.
+  const std::string cut = R"({"id":"x","payload":)";
+  CHECK_THAT(why(cut), Catch::Contains("unexpected end of input") &&
+                           Catch::EndsWith(" (at the end, after byte 20)"));
+  CHECK_THAT(why(""), Catch::EndsWith(" (the text is empty)"));
+  CHECK_THAT(error_of(cut), Catch::EndsWith(" (at the end, after byte 20)"));
+}
+
 TEST_CASE("an invalid job keeps its own id when it had a valid one", "[job]") {
   auto v = job::parse(R"({"id":"mine","handler":"nope","payload":1})", rules());
   REQUIRE(std::holds_alternative<job::Invalid>(v));

@@ -309,7 +309,10 @@ TEST_CASE("a client started while Redis is down connects when it comes up", "[re
     o.backoff_max = 50ms;
     Client client(o);
     client.start();
-    co_await async::sleep(100ms);
+    // Until it has tried (and failed) once.
+    auto tried = [&] { return !client.last_error().empty(); };
+    const bool failed = co_await test::poll_until(tried, 5s);
+    REQUIRE(failed);
     CHECK_FALSE(client.connected());
     CHECK(client.last_error().find("refused") != std::string::npos);
     // Start a server on exactly that port now.
@@ -364,7 +367,11 @@ TEST_CASE("a cancelled waiter's reply is discarded when it arrives", "[redis][ca
       (void)r;
     };
     auto h = async::spawn(waiter());
-    co_await async::sleep(20ms);
+    // Cancelled once the BLPOP blocks in Redis: its reply must then come for nobody.
+    auto r = server.client();
+    auto blocked = [&] { return test::blocked_clients(r) >= 1; };
+    const bool waiting = co_await test::poll_until(blocked, 5s);
+    REQUIRE(waiting);
     h.cancel();
     co_await h.wait();
     CHECK_THROWS_AS(h.take_result().value(), async::Cancelled);

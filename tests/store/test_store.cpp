@@ -102,6 +102,15 @@ std::map<std::string, std::string> state(test::SyncRedis& r, const std::string& 
   return out;
 }
 
+// Until a fetch's wait is in Redis (its BLMOVE blocked there), so that what the test does next
+// happens while it waits.
+async::Task<void> until_waiting(const test::RedisServer& server) {
+  auto r = server.client();
+  auto blocked = [&] { return test::blocked_clients(r) >= 1; };
+  const bool waiting = co_await test::poll_until(blocked, 5s);
+  REQUIRE(waiting);
+}
+
 }  // namespace
 
 TEST_CASE("fetch holds the oldest jobs first and claims their ids; a short job has no state",
@@ -436,7 +445,7 @@ TEST_CASE("a fetch that waits for jobs holds the first one pushed at once, oldes
     co_await f.lease();
     const auto t0 = async::Clock::now();
     auto waiting = async::spawn(f.store->fetch_when_pending(5, 5s));
-    co_await async::sleep(30ms);
+    co_await until_waiting(server);
     r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a"), job_text("b")});
     auto got = co_await waiting;
     CHECK(async::Clock::now() - t0 < 2s);
@@ -457,7 +466,8 @@ TEST_CASE("a fetch waiting for jobs survives SCRIPT FLUSH meanwhile", "[store][w
     co_await f.up();
     co_await f.lease();
     auto waiting = async::spawn(f.store->fetch_when_pending(5, 5s));
-    co_await async::sleep(50ms);
+    co_await until_waiting(server);
+    // The EVALSHA waiting behind the BLMOVE finds no script when it runs: it runs again by EVAL.
     r.cmd({"SCRIPT", "FLUSH"});
     r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
     auto got = co_await waiting;
@@ -531,9 +541,13 @@ TEST_CASE("an id names one job at a time: a second one waits while the first run
     CHECK(r.integer({"ZCARD", "jobq:{q}:delayed"}) == 1);
     auto w = co_await f.ok(first.jobs[0], "one");
     CHECK(w == store::Settled::done);
-    co_await async::sleep(1100ms);
-    auto p = (co_await f.store->promote()).value();
-    CHECK(p.jobs.size() == 1);
+    // Waiting in delayed for a second: due then.
+    std::size_t moved = 0;
+    for (auto until = async::Clock::now() + 5s; moved == 0 && async::Clock::now() < until;) {
+      co_await async::sleep(50ms);
+      moved = (co_await f.store->promote()).value().jobs.size();
+    }
+    CHECK(moved == 1);
     auto next = co_await f.fetch(5);
     REQUIRE(next.jobs.size() == 1);
     CHECK(next.jobs[0].id == "x");
@@ -560,8 +574,12 @@ TEST_CASE("a claim no job holds any more is dropped, and the job waiting for its
     // The check ran: the stale claims are gone, and the waiting jobs come back in a second.
     CHECK(r.integer({"HEXISTS", "jobq:{q}:live", "g"}) == 0);
     CHECK(r.integer({"HEXISTS", "jobq:{q}:live", "h"}) == 0);
-    co_await async::sleep(1100ms);
-    (void)(co_await f.store->promote()).value();
+    std::size_t moved = 0;
+    for (auto until = async::Clock::now() + 5s; moved < 2 && async::Clock::now() < until;) {
+      co_await async::sleep(50ms);
+      moved += (co_await f.store->promote()).value().jobs.size();
+    }
+    CHECK(moved == 2);
     auto next = co_await f.fetch(5);
     CHECK(next.jobs.size() == 2);
     co_await f.down();
@@ -750,7 +768,7 @@ TEST_CASE("a fetch takes nothing while the queue is paused in Redis", "[store][p
     r.cmd({"DEL", "jobq:{q}:paused"});
     r.cmd({"RPOP", "jobq:{q}:pending"});
     auto waiting = async::spawn(f.store->fetch_when_pending(5, 5s));
-    co_await async::sleep(50ms);
+    co_await until_waiting(server);
     r.cmd({"SET", "jobq:{q}:paused", "1"});
     r.cmd({"LPUSH", "jobq:{q}:pending", job_text("b")});
     auto got = co_await waiting;

@@ -116,6 +116,15 @@ inline bool process_gone(pid_t pid) {
   return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
 }
 
+/// True once `pid` is stopped (a SIGSTOP has taken effect on it: state T).
+inline bool process_stopped(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!stat || !std::getline(stat, line)) return false;
+  auto close = line.rfind(')');
+  return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'T';
+}
+
 /// True when no process of group `pgid` is alive (zombies waiting to be reaped do not count).
 inline bool group_gone(pid_t pgid) {
   for (const auto& e : std::filesystem::directory_iterator("/proc")) {

@@ -130,6 +130,13 @@ class SyncRedis {
   std::unique_ptr<redisContext, Free> c_;
 };
 
+/// Clients blocked in Redis now (a BLMOVE or BLPOP waiting there): INFO's blocked_clients.
+inline long long blocked_clients(SyncRedis& r) {
+  const std::string info = r.str({"INFO", "clients"});
+  const auto at = info.find("blocked_clients:");
+  return at == std::string::npos ? 0 : std::stoll(info.substr(at + 16));
+}
+
 class RedisServer {
  public:
   explicit RedisServer(bool aof = false) : aof_(aof), port_(free_port()) { start(); }

@@ -104,6 +104,18 @@ T run_test(async::Task<T> task, Duration watchdog = 10s) {
   }
 }
 
+/// For a test's coroutine: polls `pred` every `every` until it holds or `timeout` passes, while
+/// the loop turns (what the test waits for runs on it); true if it held.
+template <class Pred>
+async::Task<bool> poll_until(Pred pred, Duration timeout, Duration every = 2ms) {
+  const auto until = async::Clock::now() + timeout;
+  for (;;) {
+    if (pred()) co_return true;
+    if (async::Clock::now() > until) co_return false;
+    co_await async::sleep(every);
+  }
+}
+
 /// Milliseconds elapsed since `t0`.
 inline long long ms_since(async::Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(async::Clock::now() - t0).count();
