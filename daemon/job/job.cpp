@@ -143,6 +143,15 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
         "timeout_ms, max_attempts)";
     return bad;
   }
+  // The contract's dependencies (`after`) are not in this version: a job that asks for them must
+  // not run as if it had none.
+  for (const char* later : {"after", "on_dependency_failure"}) {
+    if (doc.contains(later)) {
+      bad.error = std::string("field ") + later +
+                  ": jobs that wait for other jobs are not in this version of jobqd yet";
+      return bad;
+    }
+  }
   Job job;
   auto h = doc.find("handler");
   if (h != doc.end() && !h->is_null()) {

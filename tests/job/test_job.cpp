@@ -82,6 +82,20 @@ TEST_CASE("JSON errors say where: a byte of the text, or its end when it stops s
   CHECK_THAT(error_of(cut), Catch::EndsWith(" (at the end, after byte 20)"));
 }
 
+TEST_CASE("a job that waits for others is refused, not run as if it had no dependencies", "[job]") {
+  // The contract's `after` is not in this version: running such a job at once would break the
+  // order its submitter asked for, so it is dead at once with a reason, under its own id.
+  auto v = job::parse(R"({"id":"b","after":["a"],"payload":1})", rules());
+  REQUIRE(std::holds_alternative<job::Invalid>(v));
+  CHECK(std::get<job::Invalid>(v).id == "b");
+  CHECK_THAT(std::get<job::Invalid>(v).error,
+             Catch::Contains("field after") && Catch::Contains("not in this version"));
+  CHECK_THAT(error_of(R"({"on_dependency_failure":"run","payload":1})"),
+             Catch::Contains("field on_dependency_failure"));
+  // A field that merely has a similar name, or sits inside the payload, is not refused.
+  CHECK(error_of(R"({"payload":{"after":["a"]},"afterwards":1})") == "(valid)");
+}
+
 TEST_CASE("an invalid job keeps its own id when it had a valid one", "[job]") {
   auto v = job::parse(R"({"id":"mine","handler":"nope","payload":1})", rules());
   REQUIRE(std::holds_alternative<job::Invalid>(v));
