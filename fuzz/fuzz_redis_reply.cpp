@@ -102,8 +102,8 @@ void decode_all(const Reply& c) {
   }
   const jq::store::Keys k("jobq", "q");
   std::vector<jq::store::ClaimAsk> asks(3);
-  auto claimed = jq::store::claim(k, "w", asks).decode(c);
-  if (claimed.ok() && *claimed && (*claimed)->size() != asks.size()) finding("claim: count");
+  auto claimed = jq::store::claim(k, asks).decode(c);
+  if (claimed.ok() && claimed->size() != asks.size()) finding("claim: count");
   auto expired = jq::store::expired(k, "w", 10).decode(c);
   if (expired.ok() && expired->next_in && expired->next_in->count() < 0) {
     finding("expired: negative wait");

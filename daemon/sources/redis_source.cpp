@@ -65,6 +65,7 @@ async::Task<void> RedisSource::fetcher() {
     std::size_t n = std::min(sink_.room(), options_.fetch_batch);
     if (n == 0) continue;
     const bool waits = wait_first;
+    const std::uint64_t epoch = lease_epoch_;
     // The fetch runs as a task of its own: if this source is stopped while the reply is on its
     // way, the jobs it held still arrive, and go back to pending instead of being held by
     // nobody until the lease expires.
@@ -116,7 +117,18 @@ async::Task<void> RedisSource::fetcher() {
       co_await async::sleep(100ms);
       continue;
     }
-    const std::size_t taken = batch.jobs.size() + static_cast<std::size_t>(batch.waiting);
+    if (epoch != lease_epoch_) {
+      // The lease was fenced while the fetch was out: what it brought may be another daemon's
+      // by now (recovery). Nothing of it runs here; reconcile returns what is still ours.
+      for (const auto& r : batch.jobs) store_.forget(r.token);
+      for (const auto& w : batch.waits) store_.forget(w.first.token);
+      continue;
+    }
+    // Jobs whose id another job owns wait in delayed for a second; a claim nobody holds any
+    // more is dropped (so that they do not wait for ever).
+    for (auto& [r, owner] : batch.waits) settler_.push(store::held::wait(r));
+    for (auto& [r, owner] : batch.waits) co_await store_.check_claim(r.id, owner);
+    const std::size_t taken = batch.jobs.size() + batch.waits.size();
     wait_first = taken < n;
     if (waits && (sink_.room() == 0 || !taking_ev_.is_set())) {
       // The fetch ran when its wait ended, and the queue stopped wanting jobs meanwhile (full,
@@ -399,6 +411,7 @@ async::Task<void> RedisSource::lease_keeper() {
 
 async::Task<void> RedisSource::fence(const std::string& why) {
   lease_ok_.clear();
+  ++lease_epoch_;
   spdlog::error(
       "queue {}: {}; stopping this daemon's jobs from Redis so that none runs twice (they go "
       "back to pending, here or through another daemon)",

@@ -82,6 +82,7 @@ class RedisSource final : public Source, public Delivery {
   Millis lease_;
   std::unordered_map<std::uint64_t, Hold> holds_;
   async::Event lease_ok_;
+  std::uint64_t lease_epoch_ = 0;  // fences so far: a fetch that spans one runs nothing
   async::Event taking_ev_;
   store::BatchHistogram fetch_sizes_ = store::batch_histogram();
   async::Event wake_promoter_;

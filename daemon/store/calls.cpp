@@ -153,38 +153,43 @@ OpResult<FetchBatch> decode_fetch(Reply r, std::uint64_t first, std::size_t n) {
   return out;
 }
 
-Call<std::optional<std::vector<ClaimAnswer>>> claim(const Keys& k, const std::string& worker,
-                                                    const std::vector<ClaimAsk>& jobs) {
+Call<std::vector<std::string>> claim(const Keys& k, const std::vector<ClaimAsk>& jobs) {
+  // First holds (the claim is the nonce) first: two arguments each instead of three. The
+  // answers come back by the index in that order, so they are put back in the caller's.
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    if (jobs[i].value.empty()) order.push_back(i);
+  }
+  const std::size_t firsts = order.size();
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    if (!jobs[i].value.empty()) order.push_back(i);
+  }
   std::vector<std::string> args;
-  args.reserve(1 + 6 * jobs.size());
-  args.push_back(worker);
-  for (const auto& j : jobs) {
-    args.push_back(std::to_string(j.token));
+  args.reserve(1 + 3 * jobs.size());
+  args.push_back(std::to_string(firsts));
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    const auto& j = jobs[order[k]];
     args.push_back(j.id);
     args.push_back(j.nonce);
-    args.push_back(j.value);
-    args.push_back(std::to_string(j.cut));
-    args.push_back(j.tail);
+    if (k >= firsts) args.push_back(j.value);
   }
   const std::size_t n = jobs.size();
-  return make<std::optional<std::vector<ClaimAnswer>>>(
-      scripts::claim(), {k.leases, k.inflight(worker), k.live, k.delayed}, std::move(args),
-      [n](Reply r) -> OpResult<std::optional<std::vector<ClaimAnswer>>> {
-        if (r.is_nil()) return std::optional<std::vector<ClaimAnswer>>();
-        if (!r.is_array() || r.elements.size() != n) return bad("claim", r);
-        std::vector<ClaimAnswer> out(n);
-        for (std::size_t i = 0; i < n; ++i) {
-          const Reply& e = r.elements[i];
-          if (e.type == Type::integer && (e.integer == 0 || e.integer == 1)) {
-            out[i].kind = e.integer == 1 ? ClaimAnswer::Kind::claimed : ClaimAnswer::Kind::gone;
-          } else if (e.type == Type::string) {
-            out[i].kind = ClaimAnswer::Kind::waits;
-            out[i].owner = e.str;
-          } else {
+  return make<std::vector<std::string>>(
+      scripts::claim(), {k.live}, std::move(args),
+      [n, order](Reply r) -> OpResult<std::vector<std::string>> {
+        // Only the jobs not claimed: (index from 1, the owner's claim) pairs.
+        if (!r.is_array() || r.elements.size() % 2 != 0) return bad("claim", r);
+        std::vector<std::string> out(n);
+        for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+          auto index = int_of(r.elements[i]);
+          const Reply& owner = r.elements[i + 1];
+          if (!index || *index < 1 || static_cast<std::size_t>(*index) > n ||
+              owner.type != Type::string || owner.str.empty()) {
             return bad("claim", r);
           }
+          out[order[static_cast<std::size_t>(*index) - 1]] = owner.str;
         }
-        return std::optional<std::vector<ClaimAnswer>>(std::move(out));
+        return out;
       });
 }
 

@@ -42,20 +42,12 @@ OpResult<FetchBatch> decode_fetch(redis::Reply r, std::uint64_t first, std::size
 
 /// A held job whose id is to be claimed (lua/claim.lua).
 struct ClaimAsk {
-  std::uint64_t token = 0;
   std::string id;
   std::string nonce;  // the claim it owns its id under (its marker's, or worker:token)
-  std::string value;  // what the claim is written as: nonce, or nonce@worker:token
-  std::size_t cut = 0;
-  std::string tail;  // its marked copy, should it have to wait
+  std::string value;  // what the claim is written as when not the nonce: nonce@worker:token
 };
-struct ClaimAnswer {
-  enum class Kind { claimed, gone, waits } kind = Kind::claimed;
-  std::string owner;  // waits: the claim that owns the id
-};
-/// nullopt: the lease is gone (nothing was claimed).
-Call<std::optional<std::vector<ClaimAnswer>>> claim(const Keys& k, const std::string& worker,
-                                                    const std::vector<ClaimAsk>& jobs);
+/// Per job asked: "" when claimed, else the claim that owns its id (the job waits).
+Call<std::vector<std::string>> claim(const Keys& k, const std::vector<ClaimAsk>& jobs);
 
 /// Drops `claim` on `id` if it is stale (lua/unclaim.lua); `holder`/`token`: the hold it names
 /// ("" when it names none). True when it was dropped.

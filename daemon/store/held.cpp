@@ -94,4 +94,11 @@ Settlement back(const Reading& r) {
   return s;
 }
 
+Settlement wait(const Reading& r) {
+  Settlement s = base(r, Settlement::Op::wait, "");
+  s.delay = std::chrono::seconds(1);
+  mark(s, r, r.attempt - 1);
+  return s;
+}
+
 }  // namespace jq::store::held

@@ -24,5 +24,8 @@ Settlement dead(const Reading& r, const std::string& started_at, std::string err
 Settlement cancel(const Reading& r, const std::string& started_at, std::string error);
 /// Back to pending as it came, the attempt not counted.
 Settlement back(const Reading& r);
+/// Another job owns its id: it waits in delayed for a second, marked with its own nonce (so
+/// that it is still the same job when it comes back), the attempt not counted.
+Settlement wait(const Reading& r);
 
 }  // namespace jq::store::held

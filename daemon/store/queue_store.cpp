@@ -200,15 +200,8 @@ async::Task<OpResult<Fetched>> QueueStore::take(OpResult<FetchBatch> got) {
     }
     Reading r = read_held(h.token, h.copy, rules_, s_, batch.now);
     if (r.job && r.claims) {
-      Marker m;
-      m.attempts = r.attempt - 1;
-      m.max = r.max_attempts;
-      m.submitted_at = r.submitted_at;
-      m.nonce = r.nonce;
-      m.id = r.id;
       const std::string holder = s_.worker + ":" + std::to_string(h.token);
-      asks.push_back({h.token, r.id, r.nonce, r.nonce == holder ? r.nonce : r.nonce + "@" + holder,
-                      r.copy.cut, r.copy.tail(m)});
+      asks.push_back({r.id, r.nonce, r.nonce == holder ? std::string() : r.nonce + "@" + holder});
       asked.push_back(read.size());
     }
     read.push_back(std::move(r));
@@ -217,41 +210,30 @@ async::Task<OpResult<Fetched>> QueueStore::take(OpResult<FetchBatch> got) {
     out.jobs = std::move(read);
     co_return out;
   }
-  const auto call = store::claim(keys_, s_.worker, asks);
-  OpResult<std::optional<std::vector<ClaimAnswer>>> claimed = co_await run(main_, call);
+  const auto call = store::claim(keys_, asks);
+  OpResult<std::vector<std::string>> claimed = co_await run(main_, call);
   if (!claimed.ok()) {
     // Unknown whether it ran: the jobs stay held here without running; reconcile returns them
-    // (and a claim it made is this job's own, which it finds again).
-    for (std::size_t i : asked) held_.erase(read[i].token);
-    std::vector<Reading> rest;
-    for (std::size_t i = 0, a = 0; i < read.size(); ++i) {
-      if (a < asked.size() && asked[a] == i) {
-        ++a;
-        continue;
-      }
-      rest.push_back(std::move(read[i]));
+    // (and a claim it made is this job's own, which it finds again). Garbage at `live` is moved
+    // aside first, or every claim would fail the same way.
+    if (claimed.error().wrong_type()) (void)co_await repair();
+    std::vector<bool> was_asked(read.size(), false);
+    for (std::size_t i : asked) {
+      was_asked[i] = true;
+      held_.erase(read[i].token);
     }
-    out.jobs = std::move(rest);
+    for (std::size_t i = 0; i < read.size(); ++i) {
+      if (!was_asked[i]) out.jobs.push_back(std::move(read[i]));
+    }
     if (out.jobs.empty()) co_return claimed.error();
     co_return out;
   }
-  if (!*claimed) {
-    out.lease_lost = true;
-    for (const auto& r : read) held_.erase(r.token);
-    co_return out;
-  }
-  const auto& answers = **claimed;
   std::vector<bool> keep(read.size(), true);
   for (std::size_t a = 0; a < asked.size(); ++a) {
-    const auto& ans = answers[a];
-    if (ans.kind == ClaimAnswer::Kind::claimed) continue;
-    Reading& r = read[asked[a]];
+    std::string& owner = (*claimed)[a];
+    if (owner.empty()) continue;
     keep[asked[a]] = false;
-    held_.erase(r.token);
-    if (ans.kind == ClaimAnswer::Kind::waits) {
-      ++out.waiting;
-      co_await drop_if_stale(r.id, ans.owner);
-    }
+    out.waits.emplace_back(std::move(read[asked[a]]), std::move(owner));
   }
   for (std::size_t i = 0; i < read.size(); ++i) {
     if (keep[i]) out.jobs.push_back(std::move(read[i]));
@@ -259,7 +241,7 @@ async::Task<OpResult<Fetched>> QueueStore::take(OpResult<FetchBatch> got) {
   co_return out;
 }
 
-async::Task<void> QueueStore::drop_if_stale(const std::string& id, const std::string& owner) {
+async::Task<void> QueueStore::check_claim(const std::string& id, const std::string& owner) {
   // A claim whose job is gone (deleted by hand, garbage) would make every job of its id wait for
   // ever. Checked at most once a second per id: a job waiting for a busy id comes back each
   // second.

@@ -83,7 +83,9 @@ Reading read_held(std::uint64_t token, std::string_view copy, const job::Rules& 
 /// What a fetch (and the claim after it) brought, ready to hand over.
 struct Fetched {
   std::vector<Reading> jobs;  // held and claimed (or invalid: to be settled dead)
-  long long waiting = 0;      // jobs whose id another job owns: back in delayed for a second
+  /// Held, but another job owns their id: each goes to wait in delayed for a second
+  /// (held::wait), and the claim that owns its id is named (check_claim may find it stale).
+  std::vector<std::pair<Reading, std::string>> waits;
   bool lease_lost = false;
   bool paused = false;
 };
@@ -132,6 +134,10 @@ class QueueStore {
   async::Task<void> unblock();
   bool waiting() const noexcept { return waiting_; }
 
+  /// Drops `owner`'s claim on `id` if no job holds it any more (garbage, a job deleted by hand),
+  /// so that the jobs waiting for that id do not wait for ever. At most once a second per id.
+  async::Task<void> check_claim(const std::string& id, const std::string& owner);
+
   // ---- upkeep ----
   /// Takes back the jobs of workers whose lease ran out; returns when the next one runs out.
   async::Task<OpResult<Expired>> recover_expired(std::size_t max_workers = 10);
@@ -165,7 +171,7 @@ class QueueStore {
   async::Task<Waited> wait_and_fetch(std::size_t n, Millis block);
   /// After the fetch reply: read every job, claim the ids, keep the tokens.
   async::Task<OpResult<Fetched>> take(OpResult<FetchBatch> got);
-  async::Task<void> drop_if_stale(const std::string& id, const std::string& owner);
+
   /// What recovery does with one held copy.
   RecoverItem take_back_item(const std::string& token, const std::string& copy,
                              const std::string& worker, std::int64_t now) const;

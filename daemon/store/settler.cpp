@@ -30,6 +30,8 @@ const char* op_name(Settlement::Op op) {
       return "back";
     case Settlement::Op::cancel:
       return "cancel";
+    case Settlement::Op::wait:
+      return "wait";
     case Settlement::Op::claim:
       return "claim";
   }
@@ -40,29 +42,46 @@ std::string num(long long v) {
   return std::to_string(v);
 }
 
-// One batch as the settle script takes it (its header is documented there).
-Request settle_request(const QueueStore& store, std::vector<Settlement>& batch) {
+std::string cut_of(std::size_t cut) {
+  return cut == Copy::npos ? std::string("-1") : std::to_string(cut);
+}
+
+// One batch as the settle script takes it (its header is documented there): the successes
+// first, then the others, each in the order pushed (the caller ordered `batch` so).
+Request settle_request(const QueueStore& store, std::vector<Settlement>& batch, std::size_t oks) {
   const Keys& k = store.keys();
   const Settings& s = store.settings();
+  const std::int64_t now = store.redis_now();
+  const bool keep = s.keep_succeeded.count() != 0;
   Request req;
   req.script = &scripts::settle();
   req.keys = {k.inflight(s.worker), k.delayed, k.dead, k.pending, k.live, k.dead_bodies};
-  auto key_of = [&](const std::string& id) {
-    req.keys.push_back(k.job(id));
-    return std::to_string(req.keys.size());
-  };
+  req.keys.reserve(6 + batch.size());
+  for (const auto& op : batch) req.keys.push_back(k.job(op.id));
   auto& a = req.args;
-  a.reserve(5 + 12 * batch.size());
+  a.reserve(7 + 8 * batch.size());
   a.push_back(s.worker);
   a.push_back(s.queue);
   a.push_back(k.events);
-  a.push_back(num(
-      s.keep_succeeded.count() == 0 ? 0 : std::max<long long>(1, s.keep_succeeded.count() / 1000)));
+  a.push_back(num(keep ? std::max<long long>(1, s.keep_succeeded.count() / 1000) : 0));
   a.push_back(num(s.dead_ttl.count()));
-  for (auto& op : batch) {
+  a.push_back(num(now));
+  a.push_back(std::to_string(oks));
+  for (std::size_t i = 0; i < oks; ++i) {
+    auto& op = batch[i];
+    a.push_back(op.token ? std::to_string(op.token) : std::string());
+    a.push_back(op.id);
+    if (!keep) continue;  // nothing of it is kept
+    a.push_back(num(op.attempts));
+    a.push_back(op.handler);
+    a.push_back(op.submitted_at);
+    a.push_back(op.started_at);
+    a.push_back(std::move(op.text));
+  }
+  for (std::size_t i = oks; i < batch.size(); ++i) {
+    auto& op = batch[i];
     a.emplace_back(op_name(op.op));
     a.push_back(op.token ? std::to_string(op.token) : std::string());
-    a.push_back(key_of(op.id));
     a.push_back(op.id);
     a.push_back(op.nonce);
     auto meta = [&] {
@@ -72,46 +91,50 @@ Request settle_request(const QueueStore& store, std::vector<Settlement>& batch) 
       a.push_back(op.started_at);
     };
     switch (op.op) {
-      case Settlement::Op::start:
-        meta();
-        a.emplace_back(op.fresh ? "1" : "0");
-        a.push_back(std::to_string(op.cut));
-        a.push_back(std::move(op.tail));
-        break;
       case Settlement::Op::ok:
-        meta();
-        a.push_back(std::move(op.text));
-        break;
+        break;  // among the successes above
       case Settlement::Op::retry:
         meta();
         a.push_back(std::move(op.text));
         a.emplace_back(job::to_string(op.kind));
-        a.push_back(num(op.delay.count()));
-        a.push_back(std::to_string(op.cut));
+        a.push_back(num(now + op.delay.count()));
+        a.push_back(cut_of(op.cut));
         a.push_back(std::move(op.tail));
         break;
       case Settlement::Op::dead:
         meta();
         a.push_back(std::move(op.text));
         a.emplace_back(job::to_string(op.kind));
-        a.push_back(op.cut == Copy::npos ? std::string("-1") : std::to_string(op.cut));
+        a.push_back(cut_of(op.cut));
         a.push_back(std::move(op.tail));
         if (op.fresh_id.empty()) {
           a.emplace_back();
           a.emplace_back();
         } else {
-          a.push_back(key_of(op.fresh_id));
+          req.keys.push_back(k.job(op.fresh_id));
+          a.push_back(std::to_string(req.keys.size()));
           a.push_back(op.fresh_id);
         }
-        break;
-      case Settlement::Op::back:
-        a.push_back(num(op.attempts));
-        a.push_back(std::to_string(op.cut));
-        a.push_back(std::move(op.tail));
         break;
       case Settlement::Op::cancel:
         meta();
         a.push_back(std::move(op.text));
+        break;
+      case Settlement::Op::back:
+        a.push_back(num(op.attempts));
+        a.push_back(cut_of(op.cut));
+        a.push_back(std::move(op.tail));
+        break;
+      case Settlement::Op::start:
+        meta();
+        a.emplace_back(op.fresh ? "1" : "0");
+        a.push_back(cut_of(op.cut));
+        a.push_back(std::move(op.tail));
+        break;
+      case Settlement::Op::wait:
+        a.push_back(num(now + op.delay.count()));
+        a.push_back(cut_of(op.cut));
+        a.push_back(std::move(op.tail));
         break;
       case Settlement::Op::claim:
         a.push_back(op.claim);
@@ -119,6 +142,35 @@ Request settle_request(const QueueStore& store, std::vector<Settlement>& batch) 
     }
   }
   return req;
+}
+
+// The batch in the order the script takes it: successes first, then the rest, each kept in the
+// order pushed. A `start` whose job's end is in the same batch is left out (its end says more,
+// and would otherwise be written first); it is answered done with the batch. Returns the number
+// of successes.
+std::size_t arrange(std::vector<Settlement>& batch, std::vector<Settlement>& superseded) {
+  auto ends = [](const Settlement& s) {
+    return s.op != Settlement::Op::start && s.op != Settlement::Op::claim;
+  };
+  std::vector<Settlement> oks, others;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto& op = batch[i];
+    if (op.op == Settlement::Op::start) {
+      bool later_end = false;
+      for (std::size_t j = i + 1; j < batch.size() && !later_end; ++j) {
+        later_end = ends(batch[j]) && batch[j].id == op.id && batch[j].token == op.token;
+      }
+      if (later_end) {
+        superseded.push_back(std::move(op));
+        continue;
+      }
+    }
+    (op.op == Settlement::Op::ok ? oks : others).push_back(std::move(op));
+  }
+  const std::size_t n = oks.size();
+  batch = std::move(oks);
+  for (auto& op : others) batch.push_back(std::move(op));
+  return n;
 }
 
 }  // namespace
@@ -192,27 +244,70 @@ async::Task<void> Settler::run() {
                     std::make_move_iterator(queued_.begin() + take));
     queued_.erase(queued_.begin(), queued_.begin() + take);
     auto& batch = sending_;
-    Call<redis::Reply> call{settle_request(store_, batch),
+    std::vector<Settlement> superseded;
+    const std::size_t oks = arrange(batch, superseded);
+    // Said at once (nothing waits on a start but to know it is through).
+    for (auto& op : superseded) {
+      if (op.notify) op.notify->settled(Settled::done);
+    }
+    Call<redis::Reply> call{settle_request(store_, batch, oks),
                             [](redis::Reply r) -> OpResult<redis::Reply> { return r; }};
     // Sent until Redis answers (every settlement can be made twice).
     redis::Reply reply = co_await store_.until_answered(call, "writing job outcomes");
+    // Only the changes whose answer is not plain done: (index from 1, answer) pairs.
+    std::vector<const redis::Reply*> answer(batch.size(), nullptr);
+    bool readable = reply.is_array() && reply.elements.size() % 2 == 0;
+    for (std::size_t i = 0; readable && i + 1 < reply.elements.size(); i += 2) {
+      const auto& index = reply.elements[i];
+      if (index.type != redis::Reply::Type::integer || index.integer < 1 ||
+          static_cast<std::size_t>(index.integer) > batch.size()) {
+        readable = false;
+        break;
+      }
+      answer[static_cast<std::size_t>(index.integer) - 1] = &reply.elements[i + 1];
+    }
+    if (!readable && refusals_.due()) {
+      spdlog::error("queue {}: a settle reply of another shape ({}): its jobs stay held", queue,
+                    reply.describe());
+    }
+    std::vector<Settled> hows(batch.size(), Settled::done);
+    bool foreign = false;  // a change failed on a key holding what jobqd does not keep there
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const redis::Reply* r = answer[i];
+      Settled& how = hows[i];
+      if (!readable) {
+        how = Settled::refused;
+      } else if (!r) {
+        how = Settled::done;
+      } else if (r->type == redis::Reply::Type::integer && r->integer == 0) {
+        how = Settled::not_held;
+      } else if (r->type == redis::Reply::Type::integer && r->integer == 2) {
+        how = Settled::renamed;
+      } else if (r->type == redis::Reply::Type::string && batch[i].op == Settlement::Op::claim) {
+        how = Settled::taken;
+      } else {
+        how = Settled::refused;
+        if (r->str.rfind("WRONGTYPE", 0) == 0) foreign = true;
+      }
+    }
+    // A change refused for garbage at one of the queue's keys goes again once the garbage is
+    // moved aside (a refused change did nothing that sending it again would do twice).
+    std::vector<Settlement> again;
+    if (foreign) {
+      auto fixed = co_await store_.repair();
+      if (fixed.ok() && !fixed->empty()) {
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+          if (hows[i] == Settled::refused) again.push_back(std::move(batch[i]));
+        }
+      }
+    }
     for (std::size_t i = 0; i < batch.size(); ++i) {
       auto& op = batch[i];
-      const redis::Reply* r =
-          reply.is_array() && i < reply.elements.size() ? &reply.elements[i] : nullptr;
-      Settled how = Settled::done;
-      if (r && r->type == redis::Reply::Type::string && op.op == Settlement::Op::claim) {
-        how = Settled::taken;
-      } else if (!r || r->type != redis::Reply::Type::integer) {
-        how = Settled::refused;
-        if (refusals_.due()) {
-          spdlog::error("queue {}: Redis refused to record '{}' for job {}: {}", queue,
-                        op_name(op.op), op.id, r ? r->str : "no reply for it");
-        }
-      } else if (r->integer == 0) {
-        how = Settled::not_held;
-      } else if (r->integer == 2) {
-        how = Settled::renamed;
+      const Settled how = hows[i];
+      if (how == Settled::refused && !again.empty()) continue;  // moved to `again`
+      if (how == Settled::refused && answer[i] && refusals_.due()) {
+        spdlog::error("queue {}: Redis refused to record '{}' for job {}: {}", queue,
+                      op_name(op.op), op.id, answer[i]->str);
       }
       if (op.op == Settlement::Op::dead && how != Settled::refused) deaths_ = true;
       // A refused one stays held in Redis: reconcile returns it to pending.
@@ -220,7 +315,9 @@ async::Task<void> Settler::run() {
       if (op.token && ends) store_.released(op.token);
       if (op.notify) op.notify->settled(how);
     }
-    written_ += batch.size();
+    queued_.insert(queued_.begin(), std::make_move_iterator(again.begin()),
+                   std::make_move_iterator(again.end()));
+    written_ += batch.size() + superseded.size() - again.size();
     batch.clear();
     progress_.set();
     progress_.clear();

@@ -34,7 +34,7 @@ class OnSettled {
 
 /// One change of a held job's state (lua/settle.lua says what each writes).
 struct Settlement {
-  enum class Op : std::uint8_t { start, ok, retry, dead, back, cancel, claim };
+  enum class Op : std::uint8_t { start, ok, retry, dead, back, cancel, wait, claim };
   Op op = Op::ok;
   std::uint64_t token = 0;  // its hold in Redis; 0 for a spool file
   std::string id, nonce;
@@ -44,9 +44,9 @@ struct Settlement {
   bool fresh = false;                    // start: the job's first attempt
   std::string text;                      // ok: the result; retry, dead, cancel: the error
   job::ErrorKind kind = job::ErrorKind::none;
-  Millis delay{0};  // retry: due this long from now (Redis' clock)
-  /// retry, back, start: the copy rewritten as copy[0, cut) + tail (start: tail empty for no
-  /// rewrite); dead: the job as kept with the dead ones.
+  Millis delay{0};  // retry, wait: due this long from now (Redis' clock)
+  /// retry, back, wait, start: the copy rewritten as copy[0, cut) + tail (start: tail empty for
+  /// no rewrite); dead: the job as kept with the dead ones.
   std::size_t cut = 0;
   std::string tail;
   std::string fresh_id;  // dead, for a job that never started: its id if its own is taken
@@ -58,7 +58,8 @@ struct Settlement {
 /// new ones gather for the next. A batch that meets a lost connection is sent again once Redis is
 /// back (every settlement can be made twice), so nothing is dropped while Redis is away. One that
 /// Redis refuses is logged with its job and does not hold up the others; a foreign value at one
-/// of the queue's keys (WRONGTYPE) is moved aside and the batch sent again. Retention and the
+/// of the queue's keys (WRONGTYPE, for the whole batch or one change) is moved aside and what it
+/// stopped is sent again. Retention and the
 /// other settings are read from the store at each batch, so a reload applies from the next one.
 class Settler {
  public:

@@ -126,7 +126,9 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
     // A waiting duplicate (claim, unclaim).
     r.cmd({"LPUSH", "jobq:{q}:pending", job_text("a")});
     auto dup = (co_await st.fetch(1)).value();
-    CHECK(dup.waiting == 1);
+    REQUIRE(dup.waits.size() == 1);
+    settler.push(store::held::wait(dup.waits[0].first));
+    co_await st.check_claim(dup.waits[0].first.id, dup.waits[0].second);
     // Every settlement.
     const auto& j = got.jobs;
     settler.push(store::held::start(j[0], "1"));
