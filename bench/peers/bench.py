@@ -188,6 +188,11 @@ class RedisServer:
         self.ctl.flushall(asynchronous=False)
         self.ctl.script_flush()
 
+    def cpu_seconds(self):
+        """Redis' own CPU so far (user + system, the main thread's and its helpers')."""
+        c = self.ctl.info("cpu")
+        return float(c["used_cpu_user"]) + float(c["used_cpu_sys"])
+
     def commandstats(self):
         stats = {}
         for key, value in self.ctl.info("commandstats").items():
@@ -241,10 +246,11 @@ class Jobqd(System):
     name = "jobqd"
     pending_key = "jobq:{{{q}}}:pending"
 
-    def __init__(self, env, label="jobqd", extra_queue_keys=""):
+    def __init__(self, env, label="jobqd", extra_queue_keys="", binary=None):
         super().__init__(env)
         self.name = label
         self.extra = extra_queue_keys
+        self.binary = binary or env.jobqd
 
     def yaml(self, state_dir, queues):
         """The one place the benchmark's jobqd config is written. `queues`: [(name, concurrency)];
@@ -274,7 +280,7 @@ class Jobqd(System):
 
     def config_accepted(self):
         path = self.write_config([("q", 10)])
-        r = subprocess.run([self.env.jobqd, "--check-config", "-c", path],
+        r = subprocess.run([self.binary, "--check-config", "-c", path],
                            capture_output=True, text=True, timeout=30)
         return r.returncode == 0, (r.stdout + r.stderr).strip()
 
@@ -294,7 +300,7 @@ class Jobqd(System):
         config = self.write_config(queues)
         logpath = config[:-5] + ".log"
         with open(logpath, "w") as out:
-            p = spawn([self.env.jobqd, "-c", config], stdout=out, stderr=subprocess.STDOUT)
+            p = spawn([self.binary, "-c", config], stdout=out, stderr=subprocess.STDOUT)
         return [p], [logpath]
 
     def ready(self, workers, logs):
@@ -472,6 +478,7 @@ def drain(env, system, n, concurrency, processes=1, rss=False):
         raise RunFailed(f"{system.name}: {system.pending()} jobs pending after filling {n}")
     poll = Poller(env.redis.port)
     env.redis.ctl.config_resetstat()
+    cpu0 = env.redis.cpu_seconds()
     queues = [("q", processes)] if isinstance(system, RQ) else [("q", concurrency)]
     if isinstance(system, Jobqd):
         system.started_queues = ["q"]
@@ -495,6 +502,7 @@ def drain(env, system, n, concurrency, processes=1, rss=False):
                 raise RunFailed(f"{system.name}: not drained within {timeout:.0f} s")
             time.sleep(POLL)
         elapsed = time.perf_counter() - t0
+        cpu = env.redis.cpu_seconds() - cpu0
         hwm = sum(vm_hwm_kib(descendants(p.pid)) for p in procs) if rss else None
         stats = env.redis.commandstats()
     finally:
@@ -514,7 +522,10 @@ def drain(env, system, n, concurrency, processes=1, rss=False):
         top = ", ".join(f"{k} {v / n:.2f}" for k, v in
                         sorted(stats.items(), key=lambda kv: -kv[1])[:12])
         log(f"  {system.name} c={concurrency}: {n / elapsed:,.0f} jobs/s; per job: {top}")
-    return {"rate": n / elapsed, "cmds": sum(stats.values()) / n, "rss": hwm}
+    # Redis' CPU per job: what bounds every Redis-backed queue (one core runs at most 1/cpu jobs
+    # a second). The harness's own polls (a few hundred cheap commands) are left in.
+    return {"rate": n / elapsed, "cmds": sum(stats.values()) / n, "rss": hwm,
+            "cpu_us": cpu * 1e6 / n}
 
 
 class Lines:
@@ -665,6 +676,10 @@ def fmt_cmds(v):
     return f"{v:.2f}"
 
 
+def fmt_us(v):
+    return f"{v:.1f} us"
+
+
 def table(title, rows, peers, higher_better, fmt, base_label="best peer"):
     """rows: [(figure, jobqd value, {peer: value})]. The baseline is the best peer of the row
     (fastest, or least when lower is better); ratio says how many times better jobqd is than it
@@ -778,6 +793,15 @@ def main():
                 print(f"  ({variant.name} skipped: this jobqd refuses `{keys}`: {why})")
             else:
                 print(f"  (no {variant.name} rows: this jobqd does not know `{keys}` yet)")
+        base = os.environ.get("BENCH_JOBQD_BASE", "")
+        if base:
+            # An earlier jobqd (e.g. the commit before a redesign) in the same runs, alternating,
+            # so that what the change costs or saves is measured on one machine's one mood.
+            base_copy = os.path.join(tmp, "jobqd-base")
+            stable_binary(base, base_copy)
+            base_version = subprocess.run([base_copy, "--version"], capture_output=True,
+                                          text=True).stdout.strip() or "base"
+            systems.insert(1, Jobqd(env, f"{base_version} (base)", binary=base_copy))
         jobqds = [s for s in systems if isinstance(s, Jobqd)]
         peers = [bee, bull]
         peer_names = [p.name for p in peers]
@@ -801,21 +825,24 @@ def main():
                     log(f"throughput c={c} run {i + 1}/{runs}: " + ", ".join(
                         f"{s.name} {human_rate(results[('tp', s.name, c)][-1]['rate'])}/s"
                         for s in systems if results[("tp", s.name, c)]))
-            rows = []
-            for s in jobqds:
-                suffix = "" if s is jq else f", {s.name}"
-                rows += [(f"concurrency {c}{suffix}", fig("tp", s.name, c, "rate"),
-                          {p.name: fig("tp", p.name, c, "rate") for p in peers}) for c in concs]
+            def tp_rows(field):
+                """A row per jobqd variant and concurrency: its figure and each peer's."""
+                rows = []
+                for s in jobqds:
+                    suffix = "" if s is jq else f", {s.name}"
+                    rows += [(f"concurrency {c}{suffix}", fig("tp", s.name, c, field),
+                              {p.name: fig("tp", p.name, c, field) for p in peers})
+                             for c in concs]
+                return rows
+
             table(f"throughput, jobs/s: {n:,} pre-filled no-op jobs, one worker process, from its "
-                  "start until all are finished", rows, peer_names, True, human_rate)
-            rows = []
-            for s in jobqds:
-                suffix = "" if s is jq else f", {s.name}"
-                rows += [(f"concurrency {c}{suffix}", fig("tp", s.name, c, "cmds"),
-                          {p.name: fig("tp", p.name, c, "cmds") for p in peers}) for c in concs]
+                  "start until all are finished", tp_rows("rate"), peer_names, True, human_rate)
             table("Redis commands per job (commandstats calls, scripts' inner commands included, "
-                  "the harness's polls taken out; lower is better)", rows, peer_names, False,
-                  fmt_cmds, base_label="fewest")
+                  "the harness's polls taken out; lower is better)", tp_rows("cmds"), peer_names,
+                  False, fmt_cmds, base_label="fewest")
+            table("Redis CPU per job (INFO cpu, used_cpu_user + used_cpu_sys over the drain, / "
+                  "jobs; what bounds a queue on one Redis core; lower is better)",
+                  tp_rows("cpu_us"), peer_names, False, fmt_us, base_label="least")
 
         if "rq" in sections:
             rq_simple, rq_fork = RQ(env, "rq.worker.SimpleWorker"), RQ(env)
