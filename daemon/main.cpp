@@ -155,6 +155,8 @@ bool reload(const std::string& path, engine::Engine& e) {
   return problems.empty();
 }
 
+// The daemon's life in order, from start to exit: kept as one function over 80 lines on purpose,
+// so that the whole server reads in one sitting (start, serve, reload, stop), each step a call.
 async::Task<int> serve(const config::Config& cfg) {
   async::SignalSet signals(async::Loop::current(), {SIGTERM, SIGINT, SIGHUP});
   banner(cfg);
@@ -290,6 +292,8 @@ std::string did_you_mean(const CLI::App& app, int argc, char** argv) {
 
 }  // namespace
 
+// The command line, the config, the embedded Redis and the loop: one function over 80 lines on
+// purpose, read top to bottom as the order things start in.
 int main(int argc, char** argv) {
   CLI::App app{"jobqd: an asynchronous job-processing daemon"};
   std::string config_path = "/etc/jobqd/jobqd.yaml";

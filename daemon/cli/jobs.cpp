@@ -238,6 +238,25 @@ std::vector<Copy> copies_of(redis::SyncClient& c, const store::Keys& k, const st
   return out;
 }
 
+// How a cancel ended: `status` the job's final one, `was` what it was doing when asked to stop
+// ("over": it had ended already). Exit 0 only when it ended cancelled.
+int report_cancel(const Globals& g, const std::string& id, const std::string& q,
+                  const std::string& status, const std::string& was) {
+  const bool done = status == "cancelled";
+  if (g.json_out) {
+    std::cout << dump({{"id", id}, {"queue", q}, {"status", status}, {"was", was}}) << "\n";
+  } else if (done && was != "over") {
+    std::cout << "job " << id << " cancelled (it was " << was << ")\n";
+  } else if (done) {
+    std::cout << "job " << id << " was cancelled already\n";
+  } else if (was == "over") {
+    std::cout << "job " << id << " " << status << " already: nothing to cancel\n";
+  } else {
+    std::cout << "job " << id << " " << status << " before it could be stopped\n";
+  }
+  return done ? kOk : kFailure;
+}
+
 }  // namespace
 
 // A job waiting in pending or delayed is taken out and cancelled here; one a daemon holds
@@ -258,19 +277,7 @@ int cmd_cancel(const Globals& g, const std::string& id_given, const std::string&
   auto sub = connect(t);
   must(sub.subscribe(k.events));
   auto report = [&](const std::string& status, const std::string& was) {
-    const bool done = status == "cancelled";
-    if (g.json_out) {
-      std::cout << dump({{"id", id}, {"queue", q}, {"status", status}, {"was", was}}) << "\n";
-    } else if (done && was != "over") {
-      std::cout << "job " << id << " cancelled (it was " << was << ")\n";
-    } else if (done) {
-      std::cout << "job " << id << " was cancelled already\n";
-    } else if (was == "over") {
-      std::cout << "job " << id << " " << status << " already: nothing to cancel\n";
-    } else {
-      std::cout << "job " << id << " " << status << " before it could be stopped\n";
-    }
-    return done ? kOk : kFailure;
+    return report_cancel(g, id, q, status, was);
   };
   const auto deadline = std::chrono::steady_clock::now() + limit;
   std::string was;  // what the job was doing when it was asked to stop
@@ -335,94 +342,73 @@ int cmd_cancel(const Globals& g, const std::string& id_given, const std::string&
   }
 }
 
-// `jobs QUEUE --state S`: the jobs in one place of the queue, oldest first, each with its id (a
-// job pushed without one has none until a daemon fetches it) and its payload.
-int cmd_jobs(const Globals& g, const std::string& queue_given, const std::string& state,
-             std::size_t limit) {
-  const std::string& queue = queue_arg(queue_given);
-  Target t = resolve(g);
-  auto c = connect(t);
-  const auto k = keys(t, queue);
-  struct Row {
-    std::string id, where, when;
-    json payload;  // the job's payload (dead: its error)
-    bool readable = true;
-  };
-  std::vector<Row> rows;
+namespace {
+
+// A job as `jobs` lists it.
+struct JobRow {
+  std::string id, where, when;
+  json payload;  // the job's payload (dead: its error)
+  bool readable = true;
+};
+
+// A held or waiting copy of a job as a row: its id (from its marker, else its own field) and its
+// payload; what is not a job is said so.
+JobRow describe(const std::string& raw) {
+  JobRow row;
+  store::Copy copy = store::split(raw);
+  auto parsed = job::parse_json(copy.body);
+  auto* j = std::get_if<json>(&parsed);
+  if (!j || !j->is_object()) {
+    row.readable = false;
+    row.payload = "(not a job: " + job::to_utf8(job::clip_utf8(raw, 40)) + ")";
+    return row;
+  }
+  if (copy.marker) {
+    row.id = copy.marker->id;
+  } else if (j->contains("id") && (*j)["id"].is_string()) {
+    row.id = (*j)["id"].get<std::string>();
+  }
+  row.payload = j->contains("payload") ? (*j)["payload"] : json();
+  return row;
+}
+
+// The jobs daemons hold, running or buffered, told apart by what each daemon says it runs (its
+// heartbeat); up to `limit` into `rows`. Returns how many there are.
+std::size_t held_rows(redis::SyncClient& c, const Target& t, const store::Keys& k,
+                      const std::string& queue, bool running_ones, std::size_t limit,
+                      std::vector<JobRow>& rows) {
+  auto workers = call(c, store::read_workers(t.prefix));
+  std::map<std::string, std::set<std::uint64_t>> running;
+  std::set<std::string> told;
+  for (const auto& h : workers.live) {
+    auto q = h.queues.find(queue);
+    if (q == h.queues.end()) continue;
+    told.insert(h.worker);
+    running[h.worker].insert(q->second.running_tokens.begin(), q->second.running_tokens.end());
+  }
   std::size_t total = 0;
-  auto describe = [](const std::string& raw, Row& row) {
-    store::Copy copy = store::split(raw);
-    auto parsed = job::parse_json(copy.body);
-    auto* j = std::get_if<json>(&parsed);
-    if (!j || !j->is_object()) {
-      row.readable = false;
-      row.payload = "(not a job: " + job::to_utf8(job::clip_utf8(raw, 40)) + ")";
-      return;
-    }
-    if (copy.marker) {
-      row.id = copy.marker->id;
-    } else if (j->contains("id") && (*j)["id"].is_string()) {
-      row.id = (*j)["id"].get<std::string>();
-    }
-    row.payload = j->contains("payload") ? (*j)["payload"] : json();
-  };
-  const long long n = static_cast<long long>(limit);
-  if (state == "pending") {
-    total = static_cast<std::size_t>(call(c, store::pending_length(k)));
-    // Taken from the right: the oldest is the last element.
-    auto items = call(c, store::pending_slice(k, -n, -1));
-    for (auto it = items.rbegin(); it != items.rend(); ++it) {
-      Row row;
-      describe(*it, row);
-      rows.push_back(std::move(row));
-    }
-  } else if (state == "delayed") {
-    total = static_cast<std::size_t>(call(c, store::delayed_count(k)));
-    for (auto& [job, score] : call(c, store::delayed_slice(k, 0, n - 1))) {
-      Row row;
-      describe(job, row);
-      row.when = score;
-      rows.push_back(std::move(row));
-    }
-  } else if (state == "running" || state == "buffered") {
-    // Held jobs, told apart by what each daemon says it runs (its heartbeat).
-    auto workers = call(c, store::read_workers(t.prefix));
-    std::map<std::string, std::set<std::uint64_t>> running;
-    std::set<std::string> told;
-    for (const auto& h : workers.live) {
-      auto q = h.queues.find(queue);
-      if (q == h.queues.end()) continue;
-      told.insert(h.worker);
-      running[h.worker].insert(q->second.running_tokens.begin(), q->second.running_tokens.end());
-    }
-    for (const auto& w : call(c, store::lease_holders(k))) {
-      auto held = store::run(c, store::held_copies(k, w));
-      if (!held.ok()) continue;
-      for (const auto& [token, copy] : *held) {
-        const auto tok = whole_number(token);
-        // A daemon that does not say (gone, or another version): its jobs count as running.
-        const bool runs =
-            !told.count(w) || (tok && running[w].count(static_cast<std::uint64_t>(*tok)));
-        if (runs != (state == "running")) continue;
-        ++total;
-        if (rows.size() >= limit) continue;
-        Row row;
-        describe(copy, row);
-        row.where = w;
-        rows.push_back(std::move(row));
-      }
-    }
-  } else {  // dead
-    total = static_cast<std::size_t>(call(c, store::dead_count(k)));
-    for (auto& [id, score] : call(c, store::dead_slice(k, 0, n - 1))) {
-      Row row;
-      row.id = id;
-      row.when = score;
-      auto h = call(c, store::read_state(k, id));
-      row.payload = h["error_kind"] + ": " + h["error"];
+  for (const auto& w : call(c, store::lease_holders(k))) {
+    auto held = store::run(c, store::held_copies(k, w));
+    if (!held.ok()) continue;
+    for (const auto& [token, copy] : *held) {
+      const auto tok = whole_number(token);
+      // A daemon that does not say (gone, or another version): its jobs count as running.
+      const bool runs =
+          !told.count(w) || (tok && running[w].count(static_cast<std::uint64_t>(*tok)));
+      if (runs != running_ones) continue;
+      ++total;
+      if (rows.size() >= limit) continue;
+      JobRow row = describe(copy);
+      row.where = w;
       rows.push_back(std::move(row));
     }
   }
+  return total;
+}
+
+// The rows as `jobs` prints them: JSON, or a table with a line saying what was left out.
+void print_jobs(const Globals& g, redis::SyncClient& c, const std::string& queue,
+                const std::string& state, std::size_t total, const std::vector<JobRow>& rows) {
   if (g.json_out) {
     json out = json::array();
     for (const auto& r : rows) {
@@ -437,11 +423,11 @@ int cmd_jobs(const Globals& g, const std::string& queue_given, const std::string
     }
     std::cout << dump({{"queue", queue}, {"state", state}, {"total", total}, {"jobs", out}})
               << "\n";
-    return kOk;
+    return;
   }
   if (rows.empty()) {
     std::cout << "no " << state << " jobs in queue " << queue << "\n";
-    return kOk;
+    return;
   }
   const std::int64_t now = call(c, store::redis_time());
   const std::string where = state == "running" || state == "buffered" ? "WORKER"
@@ -467,6 +453,47 @@ int cmd_jobs(const Globals& g, const std::string& queue_given, const std::string
   if (total > rows.size()) {
     std::cout << "(" << rows.size() << " of " << total << "; --limit N for more)\n";
   }
+}
+
+}  // namespace
+
+// `jobs QUEUE --state S`: the jobs in one place of the queue, oldest first, each with its id (a
+// job pushed without one has none until a daemon fetches it) and its payload.
+int cmd_jobs(const Globals& g, const std::string& queue_given, const std::string& state,
+             std::size_t limit) {
+  const std::string& queue = queue_arg(queue_given);
+  Target t = resolve(g);
+  auto c = connect(t);
+  const auto k = keys(t, queue);
+  std::vector<JobRow> rows;
+  std::size_t total = 0;
+  const long long n = static_cast<long long>(limit);
+  if (state == "pending") {
+    total = static_cast<std::size_t>(call(c, store::pending_length(k)));
+    // Taken from the right: the oldest is the last element.
+    auto items = call(c, store::pending_slice(k, -n, -1));
+    for (auto it = items.rbegin(); it != items.rend(); ++it) rows.push_back(describe(*it));
+  } else if (state == "delayed") {
+    total = static_cast<std::size_t>(call(c, store::delayed_count(k)));
+    for (auto& [job, score] : call(c, store::delayed_slice(k, 0, n - 1))) {
+      JobRow row = describe(job);
+      row.when = score;
+      rows.push_back(std::move(row));
+    }
+  } else if (state == "running" || state == "buffered") {
+    total = held_rows(c, t, k, queue, state == "running", limit, rows);
+  } else {  // dead
+    total = static_cast<std::size_t>(call(c, store::dead_count(k)));
+    for (auto& [id, score] : call(c, store::dead_slice(k, 0, n - 1))) {
+      JobRow row;
+      row.id = id;
+      row.when = score;
+      auto h = call(c, store::read_state(k, id));
+      row.payload = h["error_kind"] + ": " + h["error"];
+      rows.push_back(std::move(row));
+    }
+  }
+  print_jobs(g, c, queue, state, total, rows);
   return kOk;
 }
 

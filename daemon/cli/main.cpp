@@ -27,6 +27,8 @@ unsigned attempts_arg(const std::string& s) {
 }  // namespace
 }  // namespace jq::cli
 
+// Every command and option, declared in the order --help lists them, then the dispatch: a table
+// more than logic, and over 80 lines for that reason (each command's work is in its own file).
 int main(int argc, char** argv) {
   using namespace jq::cli;
   CLI::App app{"jobqctl: submit jobs to jobqd and follow them"};

@@ -7,7 +7,9 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <optional>
 #include <set>
+#include <variant>
 
 #include "cli/commands.hpp"
 #include "config/units.hpp"
@@ -111,6 +113,63 @@ int cmd_submit(const Globals& g, const SubmitArgs& a) {
   return wait_for_job(t, queue, id, wait_for, g.json_out, std::move(*sub), c);
 }
 
+namespace {
+
+// A line of a --from file that could not be submitted, and why.
+struct Bad {
+  std::size_t line;
+  std::string why;
+};
+
+// A line of a --from file as the job it submits (the options fill in what it leaves out, an id is
+// given when it has none), checked as jobqd would read it; or why it is not one.
+std::variant<job::Job, std::string> job_of_line(const std::string& line, const SubmitArgs& a,
+                                                std::optional<long long> timeout_ms,
+                                                const job::Rules& rules) {
+  auto parsed = job::parse_json(line);
+  if (auto* why = std::get_if<std::string>(&parsed)) return std::move(*why);
+  json j = std::move(std::get<json>(parsed));
+  if (!j.is_object()) return std::string("not a job: a job is an object, {\"payload\": ...}");
+  if (!a.handler.empty() && !j.contains("handler")) j["handler"] = a.handler;
+  if (timeout_ms && !j.contains("timeout_ms")) j["timeout_ms"] = *timeout_ms;
+  if (a.max_attempts && !j.contains("max_attempts")) j["max_attempts"] = a.max_attempts;
+  if (!j.contains("id") || j["id"].is_null()) j["id"] = job::new_id();
+  auto checked = job::parse(dump(j), rules);
+  if (auto* why = std::get_if<job::Invalid>(&checked)) return std::move(why->error);
+  return std::move(std::get<job::Job>(checked));
+}
+
+// What a --from submission did: counts on stdout, each bad line on stderr (or all as JSON).
+void report_from(const Globals& g, const SubmitArgs& a, const std::string& queue,
+                 std::size_t submitted, std::size_t waiting, const std::vector<Bad>& bad) {
+  if (g.json_out) {
+    json rejected = json::array();
+    for (const auto& b : bad) rejected.push_back({{"line", b.line}, {"error", b.why}});
+    std::cout << dump({{"queue", queue},
+                       {"submitted", submitted},
+                       {"waiting", waiting},
+                       {"rejected", rejected}})
+              << "\n";
+  } else {
+    std::cout << "submitted " << submitted << " job(s) to " << queue << ", rejected " << bad.size()
+              << (waiting ? ", " + std::to_string(waiting) +
+                                " wait for an earlier job of their id to end"
+                          : std::string())
+              << "\n";
+    std::size_t shown = 0;
+    for (const auto& b : bad) {
+      if (++shown > 100) {
+        std::cerr << "... and " << bad.size() - 100 << " more\n";
+        break;
+      }
+      std::cerr << (a.from == "-" ? std::string("stdin") : a.from) << ":" << b.line << ": " << b.why
+                << "\n";
+    }
+  }
+}
+
+}  // namespace
+
 // One job per line (a job object as LPUSH takes it; the submit options fill in what a line
 // leaves out), checked as the daemon would, pushed by the submit script in pipelined chunks.
 // Bad lines are reported by number and skipped; exit 1 if there were any.
@@ -148,24 +207,21 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
   const auto k = keys(t, queue);
   must(c.load(*store::submit(k, "x", queue, "{}", 0, {}).req.script));
 
-  struct Bad {
-    std::size_t line;
-    std::string why;
-  };
   std::vector<Bad> bad;
   std::size_t submitted = 0, waiting = 0, lines = 0, over_cap = 0;
   const bool progress = !g.json_out && isatty(STDERR_FILENO);
-  std::vector<std::vector<std::string>> chunk;
+  std::vector<store::Call<bool>> chunk;
   auto flush = [&] {
-    for (const auto& argv : chunk) c.append(argv);
-    for (std::size_t i = 0; i < chunk.size(); ++i) {
+    for (const auto& call : chunk) store::append(c, call.req);
+    for (const auto& call : chunk) {
       auto r = c.read();
-      if (!r.ok()) {
-        throw Exit{kFailure, r.error().message + " after " + std::to_string(submitted) +
+      auto queued = r.ok() ? call.decode(std::move(*r)) : store::OpResult<bool>(r.error());
+      if (!queued.ok()) {
+        throw Exit{kFailure, queued.error().message + " after " + std::to_string(submitted) +
                                  " job(s) were submitted"};
       }
       ++submitted;
-      waiting += r->integer == 0;
+      waiting += !*queued;
     }
     chunk.clear();
     if (progress) {
@@ -177,27 +233,13 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
   while (std::getline(in, line)) {
     ++lines;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    auto parsed = job::parse_json(line);
-    if (auto* why = std::get_if<std::string>(&parsed)) {
-      bad.push_back({lines, *why});
-      continue;
-    }
-    json j = std::move(std::get<json>(parsed));
-    if (!j.is_object()) {
-      bad.push_back({lines, "not a job: a job is an object, {\"payload\": ...}"});
-      continue;
-    }
-    if (!a.handler.empty() && !j.contains("handler")) j["handler"] = a.handler;
-    if (timeout_ms && !j.contains("timeout_ms")) j["timeout_ms"] = *timeout_ms;
-    if (a.max_attempts && !j.contains("max_attempts")) j["max_attempts"] = a.max_attempts;
-    if (!j.contains("id") || j["id"].is_null()) j["id"] = job::new_id();
-    const std::string text = dump(j);
-    auto checked = job::parse(text, rules);
-    if (auto* why = std::get_if<job::Invalid>(&checked)) {
-      bad.push_back({lines, why->error});
+    auto checked = job_of_line(line, a, timeout_ms, rules);
+    if (auto* why = std::get_if<std::string>(&checked)) {
+      bad.push_back({lines, std::move(*why)});
       continue;
     }
     const auto& parsed_job = std::get<job::Job>(checked);
+    const std::string& text = parsed_job.raw;
     if (cap && parsed_job.timeout_ms &&
         *parsed_job.timeout_ms > static_cast<std::uint64_t>(cap->count())) {
       ++over_cap;
@@ -206,13 +248,8 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
     const std::int64_t now = now_ms();
     const std::optional<std::int64_t> run_at =
         delay ? std::optional<std::int64_t>(now + delay->count()) : std::nullopt;
-    const auto submit =
-        store::submit(k, id, queue, store::marked_submission(text, id, now), now, run_at);
-    std::vector<std::string> argv{"EVALSHA", submit.req.script->sha(),
-                                  std::to_string(submit.req.keys.size())};
-    argv.insert(argv.end(), submit.req.keys.begin(), submit.req.keys.end());
-    argv.insert(argv.end(), submit.req.args.begin(), submit.req.args.end());
-    chunk.push_back(std::move(argv));
+    chunk.push_back(
+        store::submit(k, id, queue, store::marked_submission(text, id, now), now, run_at));
     if (chunk.size() == 1000) flush();
   }
   flush();
@@ -222,30 +259,7 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
               << queue << "'s cap of " << config::format_duration(*cap)
               << ": they are stopped after it\n";
   }
-  if (g.json_out) {
-    json rejected = json::array();
-    for (const auto& b : bad) rejected.push_back({{"line", b.line}, {"error", b.why}});
-    std::cout << dump({{"queue", queue},
-                       {"submitted", submitted},
-                       {"waiting", waiting},
-                       {"rejected", rejected}})
-              << "\n";
-  } else {
-    std::cout << "submitted " << submitted << " job(s) to " << queue << ", rejected " << bad.size()
-              << (waiting ? ", " + std::to_string(waiting) +
-                                " wait for an earlier job of their id to end"
-                          : std::string())
-              << "\n";
-    std::size_t shown = 0;
-    for (const auto& b : bad) {
-      if (++shown > 100) {
-        std::cerr << "... and " << bad.size() - 100 << " more\n";
-        break;
-      }
-      std::cerr << (a.from == "-" ? std::string("stdin") : a.from) << ":" << b.line << ": " << b.why
-                << "\n";
-    }
-  }
+  report_from(g, a, queue, submitted, waiting, bad);
   return bad.empty() ? kOk : kFailure;
 }
 

@@ -1110,252 +1110,292 @@ void add_keys(std::vector<KeyInfo>& out, const std::string& section, const Key<S
   }
 }
 
-// Everything parse() checks, into `c.found`; the config as far as it could be read.
-Config check(const std::string& text, const Ctx& c) {
-  Config cfg;
-  cfg.path = c.origin;
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    // The parser stops at its first error: nothing after it can be checked.
-    report_at(c, e.mark, "not valid YAML: " + e.msg);
-    return cfg;
-  }
-  if (root.IsNull()) {
-    // 0 bytes or only comments: no place of its own, so its first line.
-    report_at(c, root.Mark().is_null() ? YAML::Mark() : root.Mark(),
-              "the config is empty: the least jobqd runs is \"handlers: {echo: {type: builtin, "
-              "name: echo}}\" and, on a line of its own, \"queues: {default: {handler: echo}}\" "
-              "(every key: config/jobqd.yaml in jobqd's source, and docs/config.md)");
-    return cfg;
-  }
-  if (!root.IsMap()) {
-    report(c, root,
-           std::string("the config must be a map with sections (redis, handlers, queues), not ") +
-               (root.IsSequence() ? "a list" : "a single value"));
+// Everything parse() checks, part by part, into `c.found`: what each part finds that a later
+// one needs (the sections where they were found, the handlers refused) is kept here.
+class Checker {
+ public:
+  explicit Checker(const Ctx& c) : c(c) { cfg.path = c.origin; }
+
+  Config run(const std::string& text) {
+    if (!load(text)) return cfg;
+    find_sections();
+    plain_sections();
+    read_handlers();
+    read_queues();
+    spool_owners();
+    if (cfg.daemon.name.empty()) {
+      char host[256] = {};
+      if (gethostname(host, sizeof host - 1) != 0 || !valid_name(host)) {
+        std::snprintf(host, sizeof host, "jobqd");
+      }
+      cfg.daemon.name = host;
+    }
     return cfg;
   }
 
+ private:
+  const Ctx& c;
+  Config cfg;
+  YAML::Node root;
   std::map<std::string, Entry> sections;
-  std::map<std::string, Entry> misspelled;  // a section's name, to an unknown one close to it
-  for (const auto& e : entries(root, c, "the config", "a section name")) {
-    if (std::find(kSections.begin(), kSections.end(), e.name) != kSections.end()) {
-      sections.emplace(e.name, e);
-      continue;
-    }
-    if (e.name == "metrics") {
-      report(c, e.key, "metrics: the section is called http now (http.listen)");
-      continue;
-    }
-    std::string best;
-    for (const auto& k : kSections) {
-      if (distance(e.name, k) <= 2) best = k;
-    }
-    const std::string unknown =
-        "unknown section '" + e.name + "'" +
-        (best.empty() ? " (sections: daemon, redis, http, logging, handlers, queues)"
-                      : " (did you mean '" + best + "'?)");
-    // Misspelled, and shaped like the section it is close to (`handler:` holding handlers): it
-    // is checked as that section.
-    if (!best.empty() && looks_like(best, e.value)) {
-      report(c, e.key, unknown);
-      misspelled.emplace(best, e);
-      continue;
-    }
-    if (auto why = misplaced(e.name, "", c)) {
-      report(c, e.key, *why);
-      continue;
-    }
-    // A queue or a handler one level too far out.
-    if (e.value.IsMap() && (e.value["handler"] || e.value["type"])) {
-      const bool queue = e.value["handler"].IsDefined();
-      const std::string kind = queue ? "queue" : "handler";
-      report(c, e.key,
-             "'" + e.name + "' looks like a " + kind + " (it has '" + (queue ? "handler" : "type") +
-                 "'), but it is at the top level (check its indentation: " + kind + "s go under '" +
-                 kind + "s')");
-      c.found->sections_elsewhere.insert(kind + "s");
-      continue;
-    }
-    report(c, e.key, unknown);
-    if (!best.empty()) c.found->sections_elsewhere.insert(best);
-  }
-  // A section missing from its place but written elsewhere is checked as if it were there
-  // (find_misplaced says why).
-  std::set<std::string> adopted;
-  for (const auto& name : kSections) {
-    if (sections.count(name)) continue;
-    auto it = misspelled.find(name);
-    auto elsewhere =
-        it != misspelled.end() ? std::optional<Entry>(it->second) : find_misplaced(root, name, 0);
-    if (elsewhere) {
-      sections.emplace(name, *elsewhere);
-      adopted.insert(name);
-    }
-  }
-  const auto section = [&](const std::string& name) {
+  std::set<std::string> adopted;  // sections found elsewhere and checked as if in their place
+  std::set<std::string> broken;   // handlers there but refused: queues naming them say nothing
+  bool handlers_unread = false;   // the section is not a map: no name can be looked up in it
+  std::vector<YAML::Node> queue_nodes;  // beside cfg.queues, for errors found across queues
+
+  YAML::Node section(const std::string& name) const {
     auto it = sections.find(name);
     return it == sections.end() ? YAML::Node() : it->second.value;
-  };
+  }
+
   // A key's node in a section, if the section is a map that has it.
-  const auto key_in = [&](const std::string& name, const char* key) {
+  YAML::Node key_in(const std::string& name, const char* key) const {
     const YAML::Node s = section(name);
     return s.IsMap() && s[key] ? s[key] : sections.at(name).key;
-  };
-
-  if (sections.count("daemon")) apply(cfg.daemon, section("daemon"), c, kDaemonKeys, "daemon");
-  if (sections.count("redis")) {
-    const auto refused = apply(cfg.redis, section("redis"), c, kRedisKeys, "redis");
-    const auto& r = cfg.redis;
-    const bool inline_password = r.url.rfind("redis://", 0) == 0 &&
-                                 r.url.find('@') != std::string::npos &&
-                                 r.url.find(':', 8) < r.url.find('@');
-    if (!r.password_file.empty() + !r.password_env.empty() + inline_password > 1) {
-      report(c, sections.at("redis").key,
-             "redis: give the password one way: password_file, password_env or in the url");
-    }
-    if (r.embedded_port && r.url != "embedded" && !refused.count("url")) {
-      report(c, key_in("redis", "embedded_port"),
-             "redis.embedded_port: only for url: embedded (a port of jobqd's own redis-server); "
-             "this config's Redis is " +
-                 masked_url(r.url));
-    }
-  }
-  if (sections.count("http")) {
-    const auto refused = apply(cfg.http, section("http"), c, kHttpKeys, "http");
-    const auto& h = cfg.http;
-    if (!h.listen.empty() && h.token_file.empty() && !refused.count("token_file") &&
-        !is_loopback_host(listen_host(h.listen))) {
-      report(c, key_in("http", "listen"),
-             "http.listen: " + h.listen +
-                 " is not a loopback address (127.0.0.0/8 written as an address, ::1, or "
-                 "localhost), so anyone who can reach it could read /metrics without a token: "
-                 "set http.token_file (requests then need 'Authorization: Bearer <token>'), or "
-                 "listen on 127.0.0.1");
-    }
-  }
-  if (sections.count("state")) apply(cfg.state, section("state"), c, kStateKeys, "state");
-  if (sections.count("logging")) {
-    apply(cfg.logging, section("logging"), c, kLoggingKeys, "logging");
   }
 
-  // Handlers that are there but refused: queues naming them are not also told they are missing.
-  std::set<std::string> broken;
-  bool handlers_unread = false;  // the section is not a map: no name can be looked up in it
-  const YAML::Node handlers = section("handlers");
-  if (handlers.IsDefined() && !handlers.IsNull() && !handlers.IsMap()) {
-    report(c, handlers, "handlers must be a map of names to definitions");
-    handlers_unread = true;
-  } else if (handlers.IsMap()) {
-    for (const auto& e : entries(handlers, c, "handlers", "a handler name")) {
-      if (auto why = misplaced_entry(e, "handlers", c)) {
+  // The YAML parsed into `root`: false when there is nothing further to check.
+  bool load(const std::string& text) {
+    try {
+      root = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      // The parser stops at its first error: nothing after it can be checked.
+      report_at(c, e.mark, "not valid YAML: " + e.msg);
+      return false;
+    }
+    if (root.IsNull()) {
+      // 0 bytes or only comments: no place of its own, so its first line.
+      report_at(c, root.Mark().is_null() ? YAML::Mark() : root.Mark(),
+                "the config is empty: the least jobqd runs is \"handlers: {echo: {type: builtin, "
+                "name: echo}}\" and, on a line of its own, \"queues: {default: {handler: echo}}\" "
+                "(every key: config/jobqd.yaml in jobqd's source, and docs/config.md)");
+      return false;
+    }
+    if (!root.IsMap()) {
+      report(c, root,
+             std::string("the config must be a map with sections (redis, handlers, queues), not ") +
+                 (root.IsSequence() ? "a list" : "a single value"));
+      return false;
+    }
+
+    return true;
+  }
+
+  // The top-level sections, each in `sections`; a misspelled or misplaced one said so.
+  void find_sections() {
+    std::map<std::string, Entry> misspelled;  // a section's name, to an unknown one close to it
+    for (const auto& e : entries(root, c, "the config", "a section name")) {
+      if (std::find(kSections.begin(), kSections.end(), e.name) != kSections.end()) {
+        sections.emplace(e.name, e);
+        continue;
+      }
+      if (e.name == "metrics") {
+        report(c, e.key, "metrics: the section is called http now (http.listen)");
+        continue;
+      }
+      std::string best;
+      for (const auto& k : kSections) {
+        if (distance(e.name, k) <= 2) best = k;
+      }
+      const std::string unknown =
+          "unknown section '" + e.name + "'" +
+          (best.empty() ? " (sections: daemon, redis, http, logging, handlers, queues)"
+                        : " (did you mean '" + best + "'?)");
+      // Misspelled, and shaped like the section it is close to (`handler:` holding handlers): it
+      // is checked as that section.
+      if (!best.empty() && looks_like(best, e.value)) {
+        report(c, e.key, unknown);
+        misspelled.emplace(best, e);
+        continue;
+      }
+      if (auto why = misplaced(e.name, "", c)) {
         report(c, e.key, *why);
         continue;
       }
-      const std::size_t before = problem_count(c);
-      if (!valid_name(e.name)) {
-        report(c, e.key, "handler name '" + e.name + "': use 1-64 characters of A-Z a-z 0-9 _ . -");
+      // A queue or a handler one level too far out.
+      if (e.value.IsMap() && (e.value["handler"] || e.value["type"])) {
+        const bool queue = e.value["handler"].IsDefined();
+        const std::string kind = queue ? "queue" : "handler";
+        report(c, e.key,
+               "'" + e.name + "' looks like a " + kind + " (it has '" +
+                   (queue ? "handler" : "type") +
+                   "'), but it is at the top level (check its indentation: " + kind +
+                   "s go under '" + kind + "s')");
+        c.found->sections_elsewhere.insert(kind + "s");
+        continue;
       }
-      HandlerConfig& h = cfg.handlers[e.name] = parse_handler(e.name, e.value, c);
-      const auto& m = e.key.Mark();
-      h.origin = c.origin + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
-      if (problem_count(c) != before) broken.insert(e.name);
+      report(c, e.key, unknown);
+      if (!best.empty()) c.found->sections_elsewhere.insert(best);
+    }
+    // A section missing from its place but written elsewhere is checked as if it were there
+    // (find_misplaced says why).
+    for (const auto& name : kSections) {
+      if (sections.count(name)) continue;
+      auto it = misspelled.find(name);
+      auto elsewhere =
+          it != misspelled.end() ? std::optional<Entry>(it->second) : find_misplaced(root, name, 0);
+      if (elsewhere) {
+        sections.emplace(name, *elsewhere);
+        adopted.insert(name);
+      }
     }
   }
 
-  const YAML::Node queues = section("queues");
-  std::vector<YAML::Node> queue_nodes;  // beside cfg.queues, for errors found across queues
-  if (queues.IsDefined() && !queues.IsNull() && !queues.IsMap()) {
-    report(c, queues, "queues must be a map of queue names to settings");
-  } else if (queues.IsMap()) {
-    for (const auto& e : entries(queues, c, "queues", "a queue name")) {
-      if (auto why = misplaced_entry(e, "queues", c)) {
-        report(c, e.key, *why);
-        continue;
+  void plain_sections() {
+    if (sections.count("daemon")) apply(cfg.daemon, section("daemon"), c, kDaemonKeys, "daemon");
+    if (sections.count("redis")) {
+      const auto refused = apply(cfg.redis, section("redis"), c, kRedisKeys, "redis");
+      const auto& r = cfg.redis;
+      const bool inline_password = r.url.rfind("redis://", 0) == 0 &&
+                                   r.url.find('@') != std::string::npos &&
+                                   r.url.find(':', 8) < r.url.find('@');
+      if (!r.password_file.empty() + !r.password_env.empty() + inline_password > 1) {
+        report(c, sections.at("redis").key,
+               "redis: give the password one way: password_file, password_env or in the url");
       }
-      if (!valid_name(e.name)) {
-        report(c, e.key, "queue name '" + e.name + "': use 1-64 characters of A-Z a-z 0-9 _ . -");
+      if (r.embedded_port && r.url != "embedded" && !refused.count("url")) {
+        report(c, key_in("redis", "embedded_port"),
+               "redis.embedded_port: only for url: embedded (a port of jobqd's own redis-server); "
+               "this config's Redis is " +
+                   masked_url(r.url));
       }
-      QueueConfig q;
-      q.name = e.name;
-      const std::string where = "queues." + e.name;
-      const auto refused = apply(q, e.value, c, kQueueKeys, where);
-      if (!e.value.IsMap() && !e.value.IsNull()) continue;  // apply said so
-      const YAML::Node handler = e.value.IsMap() ? e.value["handler"] : YAML::Node();
-      if (!handler && !misplaced_within(c, where, "handler")) {
-        report(c, e.value, where + ": missing 'handler'");
+    }
+    if (sections.count("http")) {
+      const auto refused = apply(cfg.http, section("http"), c, kHttpKeys, "http");
+      const auto& h = cfg.http;
+      if (!h.listen.empty() && h.token_file.empty() && !refused.count("token_file") &&
+          !is_loopback_host(listen_host(h.listen))) {
+        report(c, key_in("http", "listen"),
+               "http.listen: " + h.listen +
+                   " is not a loopback address (127.0.0.0/8 written as an address, ::1, or "
+                   "localhost), so anyone who can reach it could read /metrics without a token: "
+                   "set http.token_file (requests then need 'Authorization: Bearer <token>'), or "
+                   "listen on 127.0.0.1");
       }
-      auto h = cfg.handlers.find(q.handler);
-      const bool known = h != cfg.handlers.end() && !broken.count(q.handler);
-      const bool handlers_elsewhere =
-          c.found->sections_elsewhere.count("handlers") && !adopted.count("handlers");
-      if (handler && !refused.count("handler") && h == cfg.handlers.end() && !handlers_unread &&
-          !handlers_elsewhere) {
-        std::string names;
-        for (const auto& [hn, hc] : cfg.handlers) names += (names.empty() ? "" : ", ") + hn;
-        report(c, handler,
-               where + ": handler '" + q.handler + "' is not defined" +
-                   (names.empty() ? " (no handlers are)" : " (defined: " + names + ")"));
+    }
+    if (sections.count("state")) apply(cfg.state, section("state"), c, kStateKeys, "state");
+    if (sections.count("logging")) {
+      apply(cfg.logging, section("logging"), c, kLoggingKeys, "logging");
+    }
+  }
+
+  void read_handlers() {
+    // Handlers that are there but refused: queues naming them are not also told they are missing.
+    const YAML::Node handlers = section("handlers");
+    if (handlers.IsDefined() && !handlers.IsNull() && !handlers.IsMap()) {
+      report(c, handlers, "handlers must be a map of names to definitions");
+      handlers_unread = true;
+    } else if (handlers.IsMap()) {
+      for (const auto& e : entries(handlers, c, "handlers", "a handler name")) {
+        if (auto why = misplaced_entry(e, "handlers", c)) {
+          report(c, e.key, *why);
+          continue;
+        }
+        const std::size_t before = problem_count(c);
+        if (!valid_name(e.name)) {
+          report(c, e.key,
+                 "handler name '" + e.name + "': use 1-64 characters of A-Z a-z 0-9 _ . -");
+        }
+        HandlerConfig& h = cfg.handlers[e.name] = parse_handler(e.name, e.value, c);
+        const auto& m = e.key.Mark();
+        h.origin = c.origin + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+        if (problem_count(c) != before) broken.insert(e.name);
       }
-      if (!q.timeout_set && known && h->second.timeout) q.timeout = *h->second.timeout;
-      if (q.max_timeout == 0ms) q.max_timeout = q.timeout;
-      // Against a timeout that was refused, or would come from a handler that was, the
-      // comparison would be with a default nobody wrote.
-      const bool timeout_read =
-          !refused.count("timeout") && !refused.count("max_timeout") && (q.timeout_set || known);
-      if (timeout_read && q.max_timeout < q.timeout) {
-        report(c, e.value,
-               where + ": max_timeout (" + format_duration(q.max_timeout) + ") is below timeout (" +
-                   format_duration(q.timeout) + ")");
+    }
+  }
+
+  void read_queues() {
+    const YAML::Node queues = section("queues");
+    if (queues.IsDefined() && !queues.IsNull() && !queues.IsMap()) {
+      report(c, queues, "queues must be a map of queue names to settings");
+    } else if (queues.IsMap()) {
+      for (const auto& e : entries(queues, c, "queues", "a queue name")) {
+        if (auto why = misplaced_entry(e, "queues", c)) {
+          report(c, e.key, *why);
+          continue;
+        }
+        if (!valid_name(e.name)) {
+          report(c, e.key, "queue name '" + e.name + "': use 1-64 characters of A-Z a-z 0-9 _ . -");
+        }
+        QueueConfig q;
+        q.name = e.name;
+        const std::string where = "queues." + e.name;
+        const auto refused = apply(q, e.value, c, kQueueKeys, where);
+        if (!e.value.IsMap() && !e.value.IsNull()) continue;  // apply said so
+        const YAML::Node handler = e.value.IsMap() ? e.value["handler"] : YAML::Node();
+        if (!handler && !misplaced_within(c, where, "handler")) {
+          report(c, e.value, where + ": missing 'handler'");
+        }
+        auto h = cfg.handlers.find(q.handler);
+        const bool known = h != cfg.handlers.end() && !broken.count(q.handler);
+        const bool handlers_elsewhere =
+            c.found->sections_elsewhere.count("handlers") && !adopted.count("handlers");
+        if (handler && !refused.count("handler") && h == cfg.handlers.end() && !handlers_unread &&
+            !handlers_elsewhere) {
+          std::string names;
+          for (const auto& [hn, hc] : cfg.handlers) names += (names.empty() ? "" : ", ") + hn;
+          report(c, handler,
+                 where + ": handler '" + q.handler + "' is not defined" +
+                     (names.empty() ? " (no handlers are)" : " (defined: " + names + ")"));
+        }
+        if (!q.timeout_set && known && h->second.timeout) q.timeout = *h->second.timeout;
+        if (q.max_timeout == 0ms) q.max_timeout = q.timeout;
+        // Against a timeout that was refused, or would come from a handler that was, the
+        // comparison would be with a default nobody wrote.
+        const bool timeout_read =
+            !refused.count("timeout") && !refused.count("max_timeout") && (q.timeout_set || known);
+        if (timeout_read && q.max_timeout < q.timeout) {
+          report(c, e.value,
+                 where + ": max_timeout (" + format_duration(q.max_timeout) +
+                     ") is below timeout (" + format_duration(q.timeout) + ")");
+        }
+        if (!refused.count("retry_base") && !refused.count("retry_max") &&
+            q.retry_max < q.retry_base) {
+          report(c, e.value,
+                 where + ": retry_max (" + format_duration(q.retry_max) +
+                     ") is below retry_base (" + format_duration(q.retry_base) + ")");
+        }
+        if (q.sources.empty() && !refused.count("sources")) q.sources.push_back(SourceConfig{});
+        std::set<std::string> dirs;
+        for (const auto& s : q.sources) {
+          if (s.kind == SourceConfig::Kind::spool && !dirs.insert(s.dir).second) {
+            report(c, e.value["sources"], where + ": spool dir " + s.dir + " is listed twice");
+          }
+        }
+        cfg.queues.push_back(std::move(q));
+        queue_nodes.push_back(e.value);
       }
-      if (!refused.count("retry_base") && !refused.count("retry_max") &&
-          q.retry_max < q.retry_base) {
-        report(c, e.value,
-               where + ": retry_max (" + format_duration(q.retry_max) + ") is below retry_base (" +
-                   format_duration(q.retry_base) + ")");
-      }
-      if (q.sources.empty() && !refused.count("sources")) q.sources.push_back(SourceConfig{});
-      std::set<std::string> dirs;
+    }
+    const bool queues_written =
+        queues.IsDefined() && !queues.IsNull() && !(queues.IsMap() && queues.size() == 0);
+    const bool queues_elsewhere =
+        c.found->sections_elsewhere.count("queues") && !adopted.count("queues");
+    if (!queues_written && !queues_elsewhere) {
+      report(c, root, "no queues configured: add a 'queues' section with at least one queue");
+    }
+  }
+
+  // A spool directory belongs to one queue: two would race for the same files.
+  void spool_owners() {
+    std::map<std::string, std::string> owner;
+    for (std::size_t i = 0; i < cfg.queues.size(); ++i) {
+      const auto& q = cfg.queues[i];
+      std::set<std::string> mine;  // listed twice in one queue: said above
       for (const auto& s : q.sources) {
-        if (s.kind == SourceConfig::Kind::spool && !dirs.insert(s.dir).second) {
-          report(c, e.value["sources"], where + ": spool dir " + s.dir + " is listed twice");
+        if (s.kind != SourceConfig::Kind::spool || !mine.insert(s.dir).second) continue;
+        auto [it, fresh] = owner.emplace(s.dir, q.name);
+        if (!fresh) {
+          report(c, queue_nodes[i],
+                 "queues." + q.name + ": spool dir " + s.dir + " is already the source of queue " +
+                     it->second);
         }
       }
-      cfg.queues.push_back(std::move(q));
-      queue_nodes.push_back(e.value);
     }
   }
-  const bool queues_written =
-      queues.IsDefined() && !queues.IsNull() && !(queues.IsMap() && queues.size() == 0);
-  const bool queues_elsewhere =
-      c.found->sections_elsewhere.count("queues") && !adopted.count("queues");
-  if (!queues_written && !queues_elsewhere) {
-    report(c, root, "no queues configured: add a 'queues' section with at least one queue");
-  }
-  // A spool directory belongs to one queue: two would race for the same files.
-  std::map<std::string, std::string> owner;
-  for (std::size_t i = 0; i < cfg.queues.size(); ++i) {
-    const auto& q = cfg.queues[i];
-    std::set<std::string> mine;  // listed twice in one queue: said above
-    for (const auto& s : q.sources) {
-      if (s.kind != SourceConfig::Kind::spool || !mine.insert(s.dir).second) continue;
-      auto [it, fresh] = owner.emplace(s.dir, q.name);
-      if (!fresh) {
-        report(c, queue_nodes[i],
-               "queues." + q.name + ": spool dir " + s.dir + " is already the source of queue " +
-                   it->second);
-      }
-    }
-  }
-  if (cfg.daemon.name.empty()) {
-    char host[256] = {};
-    if (gethostname(host, sizeof host - 1) != 0 || !valid_name(host)) {
-      std::snprintf(host, sizeof host, "jobqd");
-    }
-    cfg.daemon.name = host;
-  }
-  return cfg;
+};
+
+Config check(const std::string& text, const Ctx& c) {
+  return Checker(c).run(text);
 }
 
 }  // namespace

@@ -109,6 +109,30 @@ std::size_t assigned_id_bytes(std::string_view raw) {
   return n - 1;  // the closing brace was the submitter's
 }
 
+namespace {
+
+// The job's handler into `out`: the one it names, which the config must define, or the queue's.
+std::optional<std::string> handler_of(const nlohmann::json& doc, const Rules& rules,
+                                      std::string& out) {
+  auto h = doc.find("handler");
+  if (h == doc.end() || h->is_null()) {
+    out = rules.default_handler;
+    return std::nullopt;
+  }
+  if (!h->is_string()) return std::string("field handler must be a string, got ") + type_name(*h);
+  out = h->get<std::string>();
+  if (!rules.handlers || !rules.handlers->count(out)) {
+    std::string names;
+    if (rules.handlers) {
+      for (const auto& n : *rules.handlers) names += (names.empty() ? "" : ", ") + n;
+    }
+    return "unknown handler '" + clip(out) + "' (configured: " + names + ")";
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
                                  std::string_view assign) {
   // The limit is on the job as submitted: an id jobqd added to a job (a retry) does not count.
@@ -153,23 +177,9 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
     }
   }
   Job job;
-  auto h = doc.find("handler");
-  if (h != doc.end() && !h->is_null()) {
-    if (!h->is_string()) {
-      bad.error = std::string("field handler must be a string, got ") + type_name(*h);
-      return bad;
-    }
-    job.handler = h->get<std::string>();
-    if (!rules.handlers || !rules.handlers->count(job.handler)) {
-      std::string names;
-      if (rules.handlers) {
-        for (const auto& n : *rules.handlers) names += (names.empty() ? "" : ", ") + n;
-      }
-      bad.error = "unknown handler '" + clip(job.handler) + "' (configured: " + names + ")";
-      return bad;
-    }
-  } else {
-    job.handler = rules.default_handler;
+  if (auto e = handler_of(doc, rules, job.handler)) {
+    bad.error = *e;
+    return bad;
   }
   if (auto e = positive(doc, "timeout_ms", job.timeout_ms)) {
     bad.error = *e;

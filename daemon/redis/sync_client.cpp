@@ -106,7 +106,7 @@ OpResult<Done> SyncClient::load(const Script& script) {
   return Done{};
 }
 
-void SyncClient::append(const std::vector<std::string>& argv) {
+void SyncClient::append(std::span<const std::string_view> argv) {
   std::vector<const char*> p;
   std::vector<size_t> l;
   for (const auto& a : argv) {
@@ -114,6 +114,11 @@ void SyncClient::append(const std::vector<std::string>& argv) {
     l.push_back(a.size());
   }
   redisAppendCommandArgv(c_.get(), static_cast<int>(argv.size()), p.data(), l.data());
+}
+
+void SyncClient::append(const std::vector<std::string>& argv) {
+  std::vector<std::string_view> views(argv.begin(), argv.end());
+  append(std::span<const std::string_view>(views));
 }
 
 OpResult<Reply> SyncClient::read() {

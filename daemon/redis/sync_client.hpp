@@ -50,6 +50,7 @@ class SyncClient {
   OpResult<Done> load(const Script& script);
 
   /// Pipelining: queue commands with append(), then read() each reply in order.
+  void append(std::span<const std::string_view> argv);
   void append(const std::vector<std::string>& argv);
   OpResult<Reply> read();
 

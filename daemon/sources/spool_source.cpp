@@ -258,18 +258,22 @@ std::size_t SpoolSource::avail() const noexcept {
   return room > transit_ ? room - transit_ : 0;
 }
 
-async::Task<void> SpoolSource::producer() {
+async::Task<std::string> SpoolSource::open_dir() {
+  auto d = dir_;
+  try {
+    auto open = [d] { d->open(); };
+    co_await async::to_thread(std::move(open));
+  } catch (const std::exception& e) {
+    co_return std::string(e.what());
+  }
+  co_return std::string();
+}
+
+async::Task<void> SpoolSource::begin() {
   const std::string& dir = o_.dir.dir;
   while (taking_ && !opened_) {
-    std::string error;
-    auto d = dir_;
-    try {
-      auto open = [d] { d->open(); };
-      co_await async::to_thread(std::move(open));
-      opened_ = true;
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
+    std::string error = co_await open_dir();
+    opened_ = error.empty();
     if (opened_) break;
     spdlog::error("queue {}: cannot use spool dir {}: {}; trying again in 5 s", s_.queue, dir,
                   error);
@@ -294,6 +298,10 @@ async::Task<void> SpoolSource::producer() {
   co_await recover(true);
   spdlog::info("queue {}: taking files matching '{}' from spool dir {} (on success: {})", s_.queue,
                o_.dir.pattern, dir, o_.dir.keep_done ? "moved to done/" : "deleted");
+}
+
+async::Task<void> SpoolSource::producer() {
+  co_await begin();
   housekeeping_at_ = async::Clock::now() + kHousekeeping;
   while (taking_) {
     if (work_lost_) {
@@ -312,16 +320,9 @@ async::Task<void> SpoolSource::producer() {
     auto now = async::Clock::now();
     if (reopen_) {
       reopen_ = false;
-      auto d = dir_;
-      std::string error;
-      try {
-        auto open = [d] { d->open(); };
-        co_await async::to_thread(std::move(open));
-      } catch (const std::exception& e) {
-        error = e.what();
-      }
+      std::string error = co_await open_dir();
       if (!error.empty()) {
-        spdlog::error("queue {}: cannot use spool dir {}: {}", s_.queue, dir, error);
+        spdlog::error("queue {}: cannot use spool dir {}: {}", s_.queue, o_.dir.dir, error);
         reopen_ = true;
         co_await async::sleep(1s);
         continue;

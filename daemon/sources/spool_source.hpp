@@ -103,6 +103,10 @@ class SpoolSource final : public Source, public Delivery {
 
   async::Task<void> watcher();
   async::Task<void> producer();
+  /// The producer's start: the directory opened (retried every 5 s), watched, recovered.
+  async::Task<void> begin();
+  /// Opens the directory off the loop: the error, or "" once open.
+  async::Task<std::string> open_dir();
   async::Task<void> feeder();
   async::Task<void> mover();
   async::Task<void> claim_batch(std::size_t n);

@@ -46,6 +46,10 @@ async::Task<OpResult<T>> run(redis::Client& client, const Call<T>& call) {
   co_return call.decode(std::move(*r));
 }
 
+/// Pipelines a request on a blocking client (jobqctl): read its reply with client.read(), in
+/// order. A script goes by EVALSHA: load() it first.
+void append(redis::SyncClient& client, const Request& req);
+
 /// Runs a call on a blocking client (jobqctl).
 template <class T>
 OpResult<T> run(redis::SyncClient& client, const Call<T>& call) {

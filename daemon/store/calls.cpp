@@ -108,6 +108,16 @@ async::Task<OpResult<Reply>> send(redis::Client& client, const Request& req) {
   co_return r;
 }
 
+void append(redis::SyncClient& client, const Request& req) {
+  if (!req.script) {
+    client.append(req.args);
+    return;
+  }
+  const std::string nkeys = std::to_string(req.keys.size());
+  const auto argv = req.script->argv(false, nkeys, req.keys, req.args);
+  client.append(std::span<const std::string_view>(argv));
+}
+
 // ---- holding jobs ----
 
 Call<FetchBatch> fetch(const Keys& k, const std::string& worker, std::uint64_t first, std::size_t n,
