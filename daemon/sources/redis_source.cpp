@@ -59,17 +59,30 @@ async::Task<void> RedisSource::fetcher() {
   for (;;) {
     co_await lease_ok_.wait();
     co_await taking_ev_.wait();
-    // Fetch in batches, not a job at a time as room frees.
-    co_await sink_.wait_room(options_.fetch_batch);
+    // Fetch in batches, not a job at a time as room frees. Jobs read but not claimed yet count
+    // against the room; they never wait for room, nor for jobs to come: their claim then goes
+    // alone.
+    const std::size_t unclaimed = unclaimed_.jobs.size();
+    if (unclaimed == 0) co_await sink_.wait_room(options_.fetch_batch);
     if (!taking_) co_return;
-    std::size_t n = std::min(sink_.room(), options_.fetch_batch);
-    if (n == 0) continue;
-    const bool waits = wait_first;
+    const std::size_t room = sink_.room() > unclaimed ? sink_.room() - unclaimed : 0;
+    std::size_t n = std::min(room, options_.fetch_batch);
+    if (unclaimed > 0 && (wait_first || n < options_.fetch_batch)) n = 0;
+    if (n == 0 && unclaimed == 0) continue;
+    const bool waits = wait_first && n > 0;
     const std::uint64_t epoch = lease_epoch_;
+    store::Unclaimed claim = std::move(unclaimed_);
+    unclaimed_ = {};
+    if (unclaimed_epoch_ != epoch) {
+      // Read before a fence of the lease: they may be another daemon's by now.
+      for (const auto& r : claim.jobs) store_.forget(r.token);
+      claim = {};
+      if (n == 0) continue;
+    }
     // The fetch runs as a task of its own: if this source is stopped while the reply is on its
     // way, the jobs it held still arrive, and go back to pending instead of being held by
     // nobody until the lease expires.
-    fetch_ = async::spawn(fetch_next(n, waits), "fetch " + q);
+    fetch_ = async::spawn(fetch_next(n, waits, std::move(claim)), "fetch " + q);
     bool stopped = false;
     store::QueueStore::Waited got;
     try {
@@ -82,83 +95,88 @@ async::Task<void> RedisSource::fetcher() {
       if (store_.waiting()) co_await store_.unblock();
       co_await fetch_.wait();  // cancellation is delivered once: this wait is not interrupted
       auto late = fetch_.take_result();
-      if (late.ok() && late.value().got.ok()) give_back_all(*late.value().got);
+      if (late.ok()) give_back_all(late.value());
       throw async::Cancelled{};
     }
     auto& result = got.got;
     if (!result.ok()) {
-      const auto& e = result.error();
-      if (e.connection()) {
-        if (waits) {
-          co_await store_.blocking().wait_connected();
-        } else {
-          co_await store_.client().wait_connected();
-        }
-        co_await async::sleep(50ms);
-        continue;
-      }
-      // A reply error, or a reply of an unexpected shape: the source keeps going (a queue that
-      // silently stops fetching is the worst failure there is).
-      if (fetch_errors_.due()) spdlog::error("queue {}: fetching jobs failed: {}", q, e.message);
-      if (e.wrong_type()) (void)co_await store_.repair();
-      co_await async::sleep(1s);
+      co_await after_fetch_error(result.error(), waits);
       continue;
     }
     store::Fetched& batch = *result;
-    if (batch.lease_lost) {
-      // The lease is gone or expired: the lease keeper takes a new one and sets lease_ok.
-      lease_ok_.clear();
-      continue;
-    }
-    if (batch.paused) {
-      // Paused in Redis, and the queue has not read it yet (it does within a second): look
-      // again shortly, not in a loop.
-      wait_first = false;
-      co_await async::sleep(100ms);
-      continue;
-    }
-    if (epoch != lease_epoch_) {
-      // The lease was fenced while the fetch was out: what it brought may be another daemon's
-      // by now (recovery). Nothing of it runs here; reconcile returns what is still ours.
+    if (batch.lease_lost || epoch != lease_epoch_) {
+      // The lease is gone or expired (the lease keeper takes a new one and sets lease_ok), or it
+      // was fenced while the fetch was out: what it brought may be another daemon's by now
+      // (recovery). Nothing of it runs here; reconcile returns what is still ours.
+      if (batch.lease_lost) lease_ok_.clear();
       for (const auto& r : batch.jobs) store_.forget(r.token);
       for (const auto& w : batch.waits) store_.forget(w.first.token);
+      for (const auto& r : got.unclaimed.jobs) store_.forget(r.token);
       continue;
     }
     // Jobs whose id another job owns wait in delayed for a second; a claim nobody holds any
     // more is dropped (so that they do not wait for ever).
     for (auto& [r, owner] : batch.waits) settler_.push(store::held::wait(r));
     for (auto& [r, owner] : batch.waits) co_await store_.check_claim(r.id, owner);
-    const std::size_t taken = batch.jobs.size() + batch.waits.size();
-    wait_first = taken < n;
+    if (n > 0) wait_first = batch.popped < n;
+    if (batch.paused) {
+      // Paused in Redis, and the queue has not read it yet (it does within a second): look
+      // again shortly, not in a loop.
+      wait_first = false;
+      unclaimed_ = std::move(got.unclaimed);
+      unclaimed_epoch_ = epoch;
+      co_await hand_over(std::move(batch));
+      co_await async::sleep(100ms);
+      continue;
+    }
     if (waits && (sink_.room() == 0 || !taking_ev_.is_set())) {
       // The fetch ran when its wait ended, and the queue stopped wanting jobs meanwhile (full,
       // stopping, paused, or no longer fed from Redis).
-      give_back_all(batch);
+      give_back_all(got);
       continue;
     }
-    if (!batch.jobs.empty()) fetch_sizes_.observe(static_cast<double>(batch.jobs.size()));
+    if (batch.popped) fetch_sizes_.observe(static_cast<double>(batch.popped));
+    unclaimed_ = std::move(got.unclaimed);
+    unclaimed_epoch_ = epoch;
     co_await hand_over(std::move(batch));
-    if (!got.wait_error.empty()) {
-      // CLIENT UNBLOCK ... ERROR, a failover (-UNBLOCKED), a wrong type: wait again shortly.
-      if (fetch_errors_.due()) {
-        spdlog::warn("queue {}: waiting for jobs failed: {}", q, got.wait_error);
-      }
-      if (got.wait_error.find("WRONGTYPE") != std::string::npos) (void)co_await store_.repair();
-      co_await async::sleep(100ms);
-    }
+    if (!got.wait_error.empty()) co_await after_wait_error(got.wait_error);
   }
 }
 
-async::Task<store::QueueStore::Waited> RedisSource::fetch_next(std::size_t n, bool wait) {
-  // Not a coroutine itself: store_.waiting() is true from here on, for a stop right after.
-  if (wait) return store_.fetch_when_pending(n, kBlock);
-  return plain_fetch(n);
+async::Task<void> RedisSource::after_wait_error(const std::string& wait_error) {
+  // CLIENT UNBLOCK ... ERROR, a failover (-UNBLOCKED), a wrong type: wait again shortly.
+  if (fetch_errors_.due()) {
+    spdlog::warn("queue {}: waiting for jobs failed: {}", store_.settings().queue, wait_error);
+  }
+  if (wait_error.find("WRONGTYPE") != std::string::npos) (void)co_await store_.repair();
+  co_await async::sleep(100ms);
 }
 
-async::Task<store::QueueStore::Waited> RedisSource::plain_fetch(std::size_t n) {
-  store::QueueStore::Waited w;
-  w.got = co_await store_.fetch(n);
-  co_return w;
+async::Task<void> RedisSource::after_fetch_error(const redis::OpError& e, bool waited) {
+  if (e.connection()) {
+    if (waited) {
+      co_await store_.blocking().wait_connected();
+    } else {
+      co_await store_.client().wait_connected();
+    }
+    co_await async::sleep(50ms);
+    co_return;
+  }
+  // A reply error, or a reply of an unexpected shape: the source keeps going (a queue that
+  // silently stops fetching is the worst failure there is).
+  if (fetch_errors_.due()) {
+    spdlog::error("queue {}: fetching jobs failed: {}", store_.settings().queue, e.message);
+  }
+  if (e.wrong_type()) (void)co_await store_.repair();
+  co_await async::sleep(1s);
+}
+
+async::Task<store::QueueStore::Waited> RedisSource::fetch_next(std::size_t n, bool wait,
+                                                               store::Unclaimed claim) {
+  // Not a coroutine itself: store_.waiting() is true from here on, for a stop right after. A
+  // wait never carries a claim (the fetcher claims alone first).
+  if (wait) return store_.fetch_when_pending(n, kBlock);
+  return store_.fetch(n, std::move(claim));
 }
 
 void RedisSource::hold(store::Reading& r) {
@@ -169,8 +187,18 @@ void RedisSource::hold(store::Reading& r) {
   holds_[h.read.token] = std::move(h);
 }
 
-void RedisSource::give_back_all(store::Fetched& batch) {
-  // Newest first onto the consuming end: the oldest is again the next one taken.
+void RedisSource::give_back_all(store::QueueStore::Waited& fetched) {
+  // Newest first onto the consuming end: the oldest is again the next one taken. The jobs not
+  // claimed yet are the newest; their ids are not theirs yet, so their state is left alone.
+  auto& unclaimed = fetched.unclaimed.jobs;
+  for (auto it = unclaimed.rbegin(); it != unclaimed.rend(); ++it) {
+    settler_.push(store::held::back(*it, false));
+  }
+  unclaimed.clear();
+  if (!fetched.got.ok()) return;
+  auto& batch = *fetched.got;
+  for (auto& w : batch.waits) settler_.push(store::held::wait(w.first));
+  batch.waits.clear();
   for (auto it = batch.jobs.rbegin(); it != batch.jobs.rend(); ++it) {
     const std::uint64_t token = it->token;
     hold(*it);
@@ -178,6 +206,7 @@ void RedisSource::give_back_all(store::Fetched& batch) {
     back.end = Outcome::End::back;
     settle(token, std::move(back), nullptr);
   }
+  batch.jobs.clear();
 }
 
 async::Task<void> RedisSource::hand_over(store::Fetched batch) {
@@ -254,6 +283,16 @@ async::Task<void> RedisSource::stop_taking() {
   }
   for (auto* t : {&fetch_task_, &promote_task_, &recover_task_}) {
     if (t->valid()) co_await t->wait();
+  }
+  // Read, not claimed, and never to run here: back to pending.
+  store::QueueStore::Waited left;
+  left.got = store::Fetched{};
+  left.unclaimed = std::move(unclaimed_);
+  unclaimed_ = {};
+  if (unclaimed_epoch_ == lease_epoch_) {
+    give_back_all(left);
+  } else {
+    for (const auto& r : left.unclaimed.jobs) store_.forget(r.token);
   }
 }
 

@@ -62,11 +62,15 @@ class RedisSource final : public Source, public Delivery {
   };
   async::Task<void> keep(const char* what, async::Task<void> (RedisSource::*loop)());
   async::Task<void> fetcher();
-  async::Task<store::QueueStore::Waited> fetch_next(std::size_t n, bool wait);
-  async::Task<store::QueueStore::Waited> plain_fetch(std::size_t n);
+  /// After a fetch that failed: waits for Redis, or logs (rate-limited), repairs and pauses.
+  async::Task<void> after_fetch_error(const redis::OpError& e, bool waited);
+  /// After the wait for jobs ended in an error (its fetch may still have brought jobs).
+  async::Task<void> after_wait_error(const std::string& wait_error);
+  async::Task<store::QueueStore::Waited> fetch_next(std::size_t n, bool wait,
+                                                    store::Unclaimed claim);
   async::Task<void> hand_over(store::Fetched batch);
-  /// A fetched batch nobody will run: every job back to pending.
-  void give_back_all(store::Fetched& batch);
+  /// What a fetch brought that nobody will run: every job back to pending (waits to delayed).
+  void give_back_all(store::QueueStore::Waited& fetched);
   void hold(store::Reading& r);
   async::Task<async::Clock::time_point> take_lease();
   async::Task<void> lease_keeper();
@@ -83,6 +87,10 @@ class RedisSource final : public Source, public Delivery {
   std::unordered_map<std::uint64_t, Hold> holds_;
   async::Event lease_ok_;
   std::uint64_t lease_epoch_ = 0;  // fences so far: a fetch that spans one runs nothing
+  // The last fetch's jobs whose ids are still to be claimed (with the next fetch), and the
+  // epoch they were fetched in.
+  store::Unclaimed unclaimed_;
+  std::uint64_t unclaimed_epoch_ = 0;
   async::Event taking_ev_;
   store::BatchHistogram fetch_sizes_ = store::batch_histogram();
   async::Event wake_promoter_;

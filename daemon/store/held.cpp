@@ -87,8 +87,9 @@ Settlement cancel(const Reading& r, const std::string& started_at, std::string e
   return s;
 }
 
-Settlement back(const Reading& r) {
+Settlement back(const Reading& r, bool owns_id) {
   Settlement s = base(r, Settlement::Op::back, "");
+  s.state = owns_id;
   s.attempts = r.attempt - 1;
   mark(s, r, r.attempt - 1);
   return s;

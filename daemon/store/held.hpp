@@ -22,8 +22,9 @@ Settlement retry(const Reading& r, const std::string& started_at, std::string er
 Settlement dead(const Reading& r, const std::string& started_at, std::string error,
                 job::ErrorKind kind);
 Settlement cancel(const Reading& r, const std::string& started_at, std::string error);
-/// Back to pending as it came, the attempt not counted.
-Settlement back(const Reading& r);
+/// Back to pending as it came, the attempt not counted. `owns_id` false: its id was never
+/// claimed (the state at its key may be another job's), so the state is left alone.
+Settlement back(const Reading& r, bool owns_id = true);
 /// Another job owns its id: it waits in delayed for a second, marked with its own nonce (so
 /// that it is still the same job when it comes back), the attempt not counted.
 Settlement wait(const Reading& r);

@@ -116,10 +116,84 @@ QueueStore::FetchCall QueueStore::begin_fetch(std::size_t n) {
   return c;
 }
 
+namespace {
+
+// The answer of a request sent before (pipelined): a script Redis no longer had (a restart,
+// SCRIPT FLUSH) did not run, and runs again now, by its source.
+template <class T>
+async::Task<OpResult<T>> answer_of(redis::Client& client, redis::PendingReply sent,
+                                   const Call<T>& call) {
+  OpResult<redis::Reply> r = co_await sent.result();
+  if (r.ok() && redis::Script::not_cached(*r)) {
+    r = co_await call.req.script->call(client, call.req.keys, call.req.args);
+  } else if (r.ok()) {
+    r = call.req.script->answer(std::move(*r));
+  }
+  if (!r.ok()) co_return r.error();
+  co_return call.decode(std::move(*r));
+}
+
+}  // namespace
+
+async::Task<QueueStore::Waited> QueueStore::fetch(std::size_t n, Unclaimed claim_first) {
+  // Both leave in this step's write; Redis runs the claim first, so a job of the fetch whose id
+  // the claimed jobs take finds it taken.
+  std::optional<Call<std::vector<std::string>>> claim_call;
+  std::optional<redis::PendingReply> claim_sent;
+  if (!claim_first.asks.empty()) {
+    claim_call.emplace(store::claim(keys_, claim_first.asks));
+    claim_sent.emplace(
+        claim_call->req.script->send(main_, claim_call->req.keys, claim_call->req.args));
+  }
+  std::optional<FetchCall> fc;
+  std::optional<redis::PendingReply> fetch_sent;
+  if (n > 0) {
+    fc.emplace(begin_fetch(n));
+    fetch_sent.emplace(fc->call.req.script->send(main_, fc->call.req.keys, fc->call.req.args));
+  }
+  Waited out;
+  Fetched ready;
+  std::optional<OpError> claim_error;
+  if (claim_sent) {
+    auto answer = co_await answer_of(main_, std::move(*claim_sent), *claim_call);
+    claim_error = co_await claimed(std::move(claim_first), std::move(answer), ready);
+  } else {
+    ready.jobs = std::move(claim_first.jobs);
+  }
+  if (!fetch_sent) {
+    const bool none = ready.jobs.empty() && ready.waits.empty();
+    out.got = claim_error && none ? OpResult<Fetched>(*claim_error) : std::move(ready);
+    co_return out;
+  }
+  OpResult<Fetched> got =
+      take(co_await answer_of(main_, std::move(*fetch_sent), fc->call), out.unclaimed);
+  if (!got.ok()) {
+    // The claimed jobs run all the same; the fetch's error shows in the next one.
+    if (ready.jobs.empty() && ready.waits.empty()) {
+      out.got = got.error();
+    } else {
+      out.got = std::move(ready);
+    }
+    co_return out;
+  }
+  for (auto& r : got->jobs) ready.jobs.push_back(std::move(r));
+  ready.lease_lost = got->lease_lost;
+  ready.paused = got->paused;
+  ready.popped = got->popped;
+  out.got = std::move(ready);
+  co_return out;
+}
+
 async::Task<OpResult<Fetched>> QueueStore::fetch(std::size_t n) {
-  const FetchCall fc = begin_fetch(n);
-  OpResult<FetchBatch> got = co_await run(main_, fc.call);
-  co_return co_await take(std::move(got));
+  Unclaimed nothing;
+  Waited w = co_await fetch(n, std::move(nothing));
+  if (w.unclaimed.empty() || !w.got.ok()) co_return std::move(w.got);
+  Waited c = co_await fetch(0, std::move(w.unclaimed));
+  if (!c.got.ok()) co_return std::move(c.got);
+  Fetched& out = *w.got;
+  for (auto& r : c.got->jobs) out.jobs.push_back(std::move(r));
+  out.waits = std::move(c.got->waits);
+  co_return std::move(out);
 }
 
 async::Task<QueueStore::Waited> QueueStore::fetch_when_pending(std::size_t n, Millis block) {
@@ -151,41 +225,32 @@ async::Task<QueueStore::Waited> QueueStore::wait_and_fetch(std::size_t n, Millis
   }
   OpResult<redis::Reply> waited = co_await wait.result();
   if (waited.ok() && waited->is_error()) out.wait_error = waited->str;
-  OpResult<redis::Reply> r = co_await fetched.result();
+  OpResult<FetchBatch> batch = co_await answer_of(blocking_, std::move(fetched), fc.call);
   waiting_ = false;
-  if (r.ok() && redis::Script::not_cached(*r)) {
-    // Redis lost its script cache (a restart, SCRIPT FLUSH): this one did not run.
-    r = co_await fc.call.req.script->call(blocking_, fc.call.req.keys, fc.call.req.args);
-  } else if (r.ok()) {
-    r = fc.call.req.script->answer(std::move(*r));
-  }
-  OpResult<FetchBatch> batch =
-      r.ok() ? fc.call.decode(std::move(*r)) : OpResult<FetchBatch>(r.error());
-  out.got = co_await take(std::move(batch));
+  out.got = take(std::move(batch), out.unclaimed);
   co_return out;
 }
 
-async::Task<OpResult<Fetched>> QueueStore::take(OpResult<FetchBatch> got) {
+OpResult<Fetched> QueueStore::take(OpResult<FetchBatch> got, Unclaimed& unclaimed) {
   if (!got.ok()) {
     fetching_from_ = fetching_to_ = 0;  // lost or refused: reconcile may take these tokens back
-    co_return got.error();
+    return got.error();
   }
   FetchBatch& batch = *got;
   Fetched out;
   out.lease_lost = batch.lease_lost;
   out.paused = batch.paused;
+  out.popped = batch.jobs.size();
   if (batch.lease_lost || batch.paused || batch.jobs.empty()) {
     fetching_from_ = fetching_to_ = 0;
-    co_return out;
+    return out;
   }
   clock_offset_ = batch.now - unix_ms();
   // Every token handed over is held from here: a job is never dropped.
   for (const auto& h : batch.jobs) held_.insert(h.token);
   fetching_from_ = fetching_to_ = 0;
-  std::vector<Reading> read;
-  read.reserve(batch.jobs.size());
-  std::vector<ClaimAsk> asks;
-  std::vector<std::size_t> asked;  // index in `read` of each ask
+  Unclaimed read;
+  read.jobs.reserve(batch.jobs.size());
   for (auto& h : batch.jobs) {
     if (h.oversized) {
       Reading r;
@@ -195,50 +260,56 @@ async::Task<OpResult<Fetched>> QueueStore::take(OpResult<FetchBatch> got) {
                   std::to_string(s_.max_job_bytes) + ")";
       r.submitted_at = std::to_string(batch.now);
       r.copy.cut = Copy::npos;
-      read.push_back(std::move(r));
+      read.jobs.push_back(std::move(r));
       continue;
     }
     Reading r = read_held(h.token, h.copy, rules_, s_, batch.now);
     if (r.job && r.claims) {
       const std::string holder = s_.worker + ":" + std::to_string(h.token);
-      asks.push_back({r.id, r.nonce, r.nonce == holder ? std::string() : r.nonce + "@" + holder});
-      asked.push_back(read.size());
+      read.asks.push_back(
+          {r.id, r.nonce, r.nonce == holder ? std::string() : r.nonce + "@" + holder});
+      read.asked.push_back(read.jobs.size());
     }
-    read.push_back(std::move(r));
+    read.jobs.push_back(std::move(r));
   }
-  if (asks.empty()) {
-    out.jobs = std::move(read);
-    co_return out;
+  if (read.asks.empty()) {
+    out.jobs = std::move(read.jobs);
+  } else {
+    unclaimed = std::move(read);
   }
-  const auto call = store::claim(keys_, asks);
-  OpResult<std::vector<std::string>> claimed = co_await run(main_, call);
-  if (!claimed.ok()) {
+  return out;
+}
+
+async::Task<std::optional<OpError>> QueueStore::claimed(Unclaimed u,
+                                                        OpResult<std::vector<std::string>> answer,
+                                                        Fetched& out) {
+  std::vector<bool> asked(u.jobs.size(), false);
+  for (std::size_t i : u.asked) asked[i] = true;
+  if (!answer.ok()) {
     // Unknown whether it ran: the jobs stay held here without running; reconcile returns them
     // (and a claim it made is this job's own, which it finds again). Garbage at `live` is moved
     // aside first, or every claim would fail the same way.
-    if (claimed.error().wrong_type()) (void)co_await repair();
-    std::vector<bool> was_asked(read.size(), false);
-    for (std::size_t i : asked) {
-      was_asked[i] = true;
-      held_.erase(read[i].token);
+    if (answer.error().wrong_type()) (void)co_await repair();
+    for (std::size_t i = 0; i < u.jobs.size(); ++i) {
+      if (asked[i]) {
+        held_.erase(u.jobs[i].token);
+      } else {
+        out.jobs.push_back(std::move(u.jobs[i]));
+      }
     }
-    for (std::size_t i = 0; i < read.size(); ++i) {
-      if (!was_asked[i]) out.jobs.push_back(std::move(read[i]));
-    }
-    if (out.jobs.empty()) co_return claimed.error();
-    co_return out;
+    co_return answer.error();
   }
-  std::vector<bool> keep(read.size(), true);
-  for (std::size_t a = 0; a < asked.size(); ++a) {
-    std::string& owner = (*claimed)[a];
+  std::vector<bool> waits(u.jobs.size(), false);
+  for (std::size_t a = 0; a < u.asked.size() && a < answer->size(); ++a) {
+    std::string& owner = (*answer)[a];
     if (owner.empty()) continue;
-    keep[asked[a]] = false;
-    out.waits.emplace_back(std::move(read[asked[a]]), std::move(owner));
+    waits[u.asked[a]] = true;
+    out.waits.emplace_back(std::move(u.jobs[u.asked[a]]), std::move(owner));
   }
-  for (std::size_t i = 0; i < read.size(); ++i) {
-    if (keep[i]) out.jobs.push_back(std::move(read[i]));
+  for (std::size_t i = 0; i < u.jobs.size(); ++i) {
+    if (!waits[i]) out.jobs.push_back(std::move(u.jobs[i]));
   }
-  co_return out;
+  co_return std::nullopt;
 }
 
 async::Task<void> QueueStore::check_claim(const std::string& id, const std::string& owner) {

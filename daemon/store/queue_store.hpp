@@ -88,6 +88,17 @@ struct Fetched {
   std::vector<std::pair<Reading, std::string>> waits;
   bool lease_lost = false;
   bool paused = false;
+  std::size_t popped = 0;  // jobs this call's fetch took from pending
+};
+
+/// Jobs a fetch held and read whose ids are still to be claimed before they run: their claim
+/// goes out with the next fetch, in the same write (QueueStore::fetch(n, unclaimed)). Oldest
+/// first; `asks[i]` is the claim of `jobs[asked[i]]`.
+struct Unclaimed {
+  std::vector<Reading> jobs;
+  std::vector<ClaimAsk> asks;
+  std::vector<std::size_t> asked;
+  bool empty() const noexcept { return jobs.empty(); }
 };
 
 class QueueStore {
@@ -118,16 +129,24 @@ class QueueStore {
   async::Task<OpResult<bool>> release_lease();
 
   // ---- fetching ----
-  /// Holds up to `n` jobs, reads them, claims their ids: what may run now.
-  async::Task<OpResult<Fetched>> fetch(std::size_t n);
-  /// As fetch(), after waiting (on the blocking connection) until pending is not empty, at most
-  /// `block`: the fetch goes out pipelined behind a BLMOVE (from the list onto its own tail: it
-  /// moves nothing), so Redis runs it the moment the wait ends. It runs however the wait ends (a
-  /// job, the timeout, unblock(), an error); `wait_error` says why the wait failed.
+  /// What a fetch brought: `got`, what may run now (the jobs whose claim went with it, then its
+  /// own when none of them needs one); `unclaimed`, its own jobs that do (for the next fetch).
   struct Waited {
     OpResult<Fetched> got = OpError{OpError::Kind::connection, "not sent"};
-    std::string wait_error;
+    Unclaimed unclaimed;
+    std::string wait_error;  // fetch_when_pending: why the wait failed
   };
+  /// Claims `claim_first` (the last fetch's unclaimed jobs) and holds up to `n` more jobs, in one
+  /// write: a round trip a batch. `n` may be 0 (the claim alone).
+  async::Task<Waited> fetch(std::size_t n, Unclaimed claim_first);
+  /// Holds up to `n` jobs, reads them, claims their ids: what may run now (two round trips when
+  /// ids are to be claimed).
+  async::Task<OpResult<Fetched>> fetch(std::size_t n);
+  /// Holds up to `n` jobs after waiting (on the blocking connection) until pending is not empty,
+  /// at most `block`: the fetch goes out pipelined behind a BLMOVE (from the list onto its own
+  /// tail: it moves nothing), so Redis runs it the moment the wait ends. It runs however the wait
+  /// ends (a job, the timeout, unblock(), an error); `wait_error` says why the wait failed.
+  /// Nothing is claimed: what needs a claim comes back unclaimed.
   async::Task<Waited> fetch_when_pending(std::size_t n, Millis block);
   /// Ends a fetch_when_pending() wait now (CLIENT UNBLOCK on the main connection), for a stop or
   /// a pause. Never throws; when Redis refuses (an ACL without CLIENT) the wait ends by itself.
@@ -169,8 +188,16 @@ class QueueStore {
   };
   FetchCall begin_fetch(std::size_t n);
   async::Task<Waited> wait_and_fetch(std::size_t n, Millis block);
-  /// After the fetch reply: read every job, claim the ids, keep the tokens.
-  async::Task<OpResult<Fetched>> take(OpResult<FetchBatch> got);
+  /// After the fetch reply: reads every job and keeps the tokens; the jobs go to `unclaimed`
+  /// when any of them needs a claim (in order: none runs before an older one), else to the
+  /// result's jobs.
+  OpResult<Fetched> take(OpResult<FetchBatch> got, Unclaimed& unclaimed);
+  /// The claim of `u` answered: its jobs into `out.jobs` (claimed, or needing none) and
+  /// `out.waits` (another job owns the id). Not answered: they stay held without running, and
+  /// reconcile returns them (and the error is returned).
+  async::Task<std::optional<OpError>> claimed(Unclaimed u,
+                                              OpResult<std::vector<std::string>> answer,
+                                              Fetched& out);
 
   /// What recovery does with one held copy.
   RecoverItem take_back_item(const std::string& token, const std::string& copy,

@@ -46,6 +46,72 @@ std::string cut_of(std::size_t cut) {
   return cut == Copy::npos ? std::string("-1") : std::to_string(cut);
 }
 
+// One change other than a success, as the settle script takes it (by its code: see the script's
+// header). A `dead` change's fresh key goes after every change's own.
+void push_other(Request& req, const Keys& k, Settlement& op, std::int64_t now) {
+  auto& a = req.args;
+  a.emplace_back(op_name(op.op));
+  a.push_back(op.token ? std::to_string(op.token) : std::string());
+  a.push_back(op.id);
+  a.push_back(op.nonce);
+  auto meta = [&] {
+    a.push_back(num(op.attempts));
+    a.push_back(op.handler);
+    a.push_back(op.submitted_at);
+    a.push_back(op.started_at);
+  };
+  switch (op.op) {
+    case Settlement::Op::ok:
+      break;  // among the successes above
+    case Settlement::Op::retry:
+      meta();
+      a.push_back(std::move(op.text));
+      a.emplace_back(job::to_string(op.kind));
+      a.push_back(num(now + op.delay.count()));
+      a.push_back(cut_of(op.cut));
+      a.push_back(std::move(op.tail));
+      break;
+    case Settlement::Op::dead:
+      meta();
+      a.push_back(std::move(op.text));
+      a.emplace_back(job::to_string(op.kind));
+      a.push_back(cut_of(op.cut));
+      a.push_back(std::move(op.tail));
+      if (op.fresh_id.empty()) {
+        a.emplace_back();
+        a.emplace_back();
+      } else {
+        req.keys.push_back(k.job(op.fresh_id));
+        a.push_back(std::to_string(req.keys.size()));
+        a.push_back(op.fresh_id);
+      }
+      break;
+    case Settlement::Op::cancel:
+      meta();
+      a.push_back(std::move(op.text));
+      break;
+    case Settlement::Op::back:
+      a.push_back(op.state ? num(op.attempts) : std::string());
+      a.push_back(cut_of(op.cut));
+      a.push_back(std::move(op.tail));
+      break;
+    case Settlement::Op::start:
+      meta();
+      a.emplace_back(op.fresh ? "1" : "0");
+      a.push_back(cut_of(op.cut));
+      a.push_back(std::move(op.tail));
+      break;
+    case Settlement::Op::wait:
+      a.push_back(num(now + op.delay.count()));
+      a.push_back(cut_of(op.cut));
+      a.push_back(std::move(op.tail));
+      break;
+    case Settlement::Op::claim:
+      a.push_back(op.claim);
+      break;
+  }
+}
+
 // One batch as the settle script takes it (its header is documented there): the successes
 // first, then the others, each in the order pushed (the caller ordered `batch` so).
 Request settle_request(const QueueStore& store, std::vector<Settlement>& batch, std::size_t oks) {
@@ -78,69 +144,7 @@ Request settle_request(const QueueStore& store, std::vector<Settlement>& batch, 
     a.push_back(op.started_at);
     a.push_back(std::move(op.text));
   }
-  for (std::size_t i = oks; i < batch.size(); ++i) {
-    auto& op = batch[i];
-    a.emplace_back(op_name(op.op));
-    a.push_back(op.token ? std::to_string(op.token) : std::string());
-    a.push_back(op.id);
-    a.push_back(op.nonce);
-    auto meta = [&] {
-      a.push_back(num(op.attempts));
-      a.push_back(op.handler);
-      a.push_back(op.submitted_at);
-      a.push_back(op.started_at);
-    };
-    switch (op.op) {
-      case Settlement::Op::ok:
-        break;  // among the successes above
-      case Settlement::Op::retry:
-        meta();
-        a.push_back(std::move(op.text));
-        a.emplace_back(job::to_string(op.kind));
-        a.push_back(num(now + op.delay.count()));
-        a.push_back(cut_of(op.cut));
-        a.push_back(std::move(op.tail));
-        break;
-      case Settlement::Op::dead:
-        meta();
-        a.push_back(std::move(op.text));
-        a.emplace_back(job::to_string(op.kind));
-        a.push_back(cut_of(op.cut));
-        a.push_back(std::move(op.tail));
-        if (op.fresh_id.empty()) {
-          a.emplace_back();
-          a.emplace_back();
-        } else {
-          req.keys.push_back(k.job(op.fresh_id));
-          a.push_back(std::to_string(req.keys.size()));
-          a.push_back(op.fresh_id);
-        }
-        break;
-      case Settlement::Op::cancel:
-        meta();
-        a.push_back(std::move(op.text));
-        break;
-      case Settlement::Op::back:
-        a.push_back(num(op.attempts));
-        a.push_back(cut_of(op.cut));
-        a.push_back(std::move(op.tail));
-        break;
-      case Settlement::Op::start:
-        meta();
-        a.emplace_back(op.fresh ? "1" : "0");
-        a.push_back(cut_of(op.cut));
-        a.push_back(std::move(op.tail));
-        break;
-      case Settlement::Op::wait:
-        a.push_back(num(now + op.delay.count()));
-        a.push_back(cut_of(op.cut));
-        a.push_back(std::move(op.tail));
-        break;
-      case Settlement::Op::claim:
-        a.push_back(op.claim);
-        break;
-    }
-  }
+  for (std::size_t i = oks; i < batch.size(); ++i) push_other(req, k, batch[i], now);
   return req;
 }
 
@@ -171,6 +175,51 @@ std::size_t arrange(std::vector<Settlement>& batch, std::vector<Settlement>& sup
   batch = std::move(oks);
   for (auto& op : others) batch.push_back(std::move(op));
   return n;
+}
+
+// The settle reply, read: how each change went, and what Redis said of it when it said more
+// than done (an error message for a refused change).
+struct Answers {
+  std::vector<Settled> how;
+  std::vector<const redis::Reply*> said;
+  bool readable = true;  // false: a reply of another shape, every change refused
+  bool foreign = false;  // a change failed on a key holding what jobqd does not keep there
+};
+
+// The reply lists only the changes whose answer is not plain done, as (index from 1, answer).
+Answers read_answers(const redis::Reply& reply, const std::vector<Settlement>& batch) {
+  Answers a;
+  a.how.assign(batch.size(), Settled::done);
+  a.said.assign(batch.size(), nullptr);
+  a.readable = reply.is_array() && reply.elements.size() % 2 == 0;
+  for (std::size_t i = 0; a.readable && i + 1 < reply.elements.size(); i += 2) {
+    const auto& index = reply.elements[i];
+    if (index.type != redis::Reply::Type::integer || index.integer < 1 ||
+        static_cast<std::size_t>(index.integer) > batch.size()) {
+      a.readable = false;
+      break;
+    }
+    a.said[static_cast<std::size_t>(index.integer) - 1] = &reply.elements[i + 1];
+  }
+  using T = redis::Reply::Type;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const redis::Reply* r = a.said[i];
+    if (!a.readable) {
+      a.how[i] = Settled::refused;
+    } else if (!r) {
+      a.how[i] = Settled::done;
+    } else if (r->type == T::integer && r->integer == 0) {
+      a.how[i] = Settled::not_held;
+    } else if (r->type == T::integer && r->integer == 2) {
+      a.how[i] = Settled::renamed;
+    } else if (r->type == T::string && batch[i].op == Settlement::Op::claim) {
+      a.how[i] = Settled::taken;
+    } else {
+      a.how[i] = Settled::refused;
+      if (r->str.rfind("WRONGTYPE", 0) == 0) a.foreign = true;
+    }
+  }
+  return a;
 }
 
 }  // namespace
@@ -254,60 +303,29 @@ async::Task<void> Settler::run() {
                             [](redis::Reply r) -> OpResult<redis::Reply> { return r; }};
     // Sent until Redis answers (every settlement can be made twice).
     redis::Reply reply = co_await store_.until_answered(call, "writing job outcomes");
-    // Only the changes whose answer is not plain done: (index from 1, answer) pairs.
-    std::vector<const redis::Reply*> answer(batch.size(), nullptr);
-    bool readable = reply.is_array() && reply.elements.size() % 2 == 0;
-    for (std::size_t i = 0; readable && i + 1 < reply.elements.size(); i += 2) {
-      const auto& index = reply.elements[i];
-      if (index.type != redis::Reply::Type::integer || index.integer < 1 ||
-          static_cast<std::size_t>(index.integer) > batch.size()) {
-        readable = false;
-        break;
-      }
-      answer[static_cast<std::size_t>(index.integer) - 1] = &reply.elements[i + 1];
-    }
-    if (!readable && refusals_.due()) {
+    const Answers a = read_answers(reply, batch);
+    if (!a.readable && refusals_.due()) {
       spdlog::error("queue {}: a settle reply of another shape ({}): its jobs stay held", queue,
                     reply.describe());
-    }
-    std::vector<Settled> hows(batch.size(), Settled::done);
-    bool foreign = false;  // a change failed on a key holding what jobqd does not keep there
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      const redis::Reply* r = answer[i];
-      Settled& how = hows[i];
-      if (!readable) {
-        how = Settled::refused;
-      } else if (!r) {
-        how = Settled::done;
-      } else if (r->type == redis::Reply::Type::integer && r->integer == 0) {
-        how = Settled::not_held;
-      } else if (r->type == redis::Reply::Type::integer && r->integer == 2) {
-        how = Settled::renamed;
-      } else if (r->type == redis::Reply::Type::string && batch[i].op == Settlement::Op::claim) {
-        how = Settled::taken;
-      } else {
-        how = Settled::refused;
-        if (r->str.rfind("WRONGTYPE", 0) == 0) foreign = true;
-      }
     }
     // A change refused for garbage at one of the queue's keys goes again once the garbage is
     // moved aside (a refused change did nothing that sending it again would do twice).
     std::vector<Settlement> again;
-    if (foreign) {
+    if (a.foreign) {
       auto fixed = co_await store_.repair();
       if (fixed.ok() && !fixed->empty()) {
         for (std::size_t i = 0; i < batch.size(); ++i) {
-          if (hows[i] == Settled::refused) again.push_back(std::move(batch[i]));
+          if (a.how[i] == Settled::refused) again.push_back(std::move(batch[i]));
         }
       }
     }
     for (std::size_t i = 0; i < batch.size(); ++i) {
       auto& op = batch[i];
-      const Settled how = hows[i];
+      const Settled how = a.how[i];
       if (how == Settled::refused && !again.empty()) continue;  // moved to `again`
-      if (how == Settled::refused && answer[i] && refusals_.due()) {
+      if (how == Settled::refused && a.said[i] && refusals_.due()) {
         spdlog::error("queue {}: Redis refused to record '{}' for job {}: {}", queue,
-                      op_name(op.op), op.id, answer[i]->str);
+                      op_name(op.op), op.id, a.said[i]->str);
       }
       if (op.op == Settlement::Op::dead && how != Settled::refused) deaths_ = true;
       // A refused one stays held in Redis: reconcile returns it to pending.

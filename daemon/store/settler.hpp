@@ -42,6 +42,7 @@ struct Settlement {
   std::string handler;
   std::string submitted_at, started_at;  // unix ms, Redis' clock
   bool fresh = false;                    // start: the job's first attempt
+  bool state = true;                     // back: the job's state is its own to write
   std::string text;                      // ok: the result; retry, dead, cancel: the error
   job::ErrorKind kind = job::ErrorKind::none;
   Millis delay{0};  // retry, wait: due this long from now (Redis' clock)
@@ -59,8 +60,8 @@ struct Settlement {
 /// back (every settlement can be made twice), so nothing is dropped while Redis is away. One that
 /// Redis refuses is logged with its job and does not hold up the others; a foreign value at one
 /// of the queue's keys (WRONGTYPE, for the whole batch or one change) is moved aside and what it
-/// stopped is sent again. Retention and the
-/// other settings are read from the store at each batch, so a reload applies from the next one.
+/// stopped is sent again. Retention and the other settings are read from the store at each
+/// batch, so a reload applies from the next one.
 class Settler {
  public:
   explicit Settler(QueueStore& store);

@@ -3,7 +3,8 @@
 -- hash maps an id to the claim that owns it: the job's nonce (its first hold, `worker:token`,
 -- carried in its marker for ever after), followed by `@worker:token` while a later hold runs it.
 -- A job whose id another claim owns is not claimed: the daemon sends it to wait in delayed for a
--- second (settle's `wait`), and may check whether that claim is stale (unclaim.lua).
+-- second (settle's `wait`), and may check whether that claim is stale (unclaim.lua). The daemon
+-- sends a batch's claim with the next batch's fetch, in one write (this script first).
 --
 -- No lease check here: a claim written for a job that recovery took back meanwhile is that job's
 -- own (recovery marks its copy with the same nonce), and the daemon runs nothing fetched before a

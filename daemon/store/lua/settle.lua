@@ -27,7 +27,8 @@
 --           with the dead ones), the index in KEYS of a fresh state key and its id ('' '': none):
 --           a job that never started whose id another claim owns is recorded under the fresh id
 --   cancel: attempts, handler, submitted_at, started_at, error
---   back:   attempts (so far), cut, tail (the copy back to pending, the attempt not counted)
+--   back:   attempts (so far; '': the job's id was never claimed, its state is left alone), cut,
+--           tail (the copy back to pending, the attempt not counted)
 --   start:  attempts, handler, submitted_at, started_at, fresh (1: the job's first attempt:
 --           fields of an earlier job of its id go), cut, tail (tail not '': the held copy is
 --           rewritten, so that recovery finds the id the daemon gave it)
@@ -125,8 +126,10 @@ local function other(b, code, tok, key, id, nonce, copy)
     release(id)
     if loud then event(channel, queue, id, 'cancelled') end
   elseif code == 'back' then
-    hset(key, 'status', 'queued', 'attempts', ARGV[b + 4])
-    redis.call('PERSIST', key)
+    if ARGV[b + 4] ~= '' then
+      hset(key, 'status', 'queued', 'attempts', ARGV[b + 4])
+      redis.call('PERSIST', key)
+    end
     if copy then
       redis.call('RPUSH', pending, rewrite(copy, ARGV[b + 5], ARGV[b + 6]))
       redis.call('HDEL', inflight, tok)
