@@ -16,6 +16,8 @@ class Every {
     last_ = now;
     return true;
   }
+  /// The next due() is true again (a new episode: its first occurrence is said at once).
+  void reset() noexcept { fired_ = false; }
 
  private:
   Duration period_;

@@ -59,7 +59,7 @@ async::Task<void> Client::supervise() {
   Millis backoff = options_.backoff_min;
   unsigned failures = 0;
   auto down_since = async::Clock::now();
-  auto last_log = down_since - kRepeatLogEvery;
+  async::Every failing(kRepeatLogEvery);
   bool ever_up = false;
   // Connection errors already name the server ("redis URL: ..."); info lines add it.
   const std::string& who = options_.name;
@@ -92,7 +92,6 @@ async::Task<void> Client::supervise() {
       conn_.reset();
       last_error_ = error;
       down_since = async::Clock::now();
-      last_log = down_since;
       spdlog::warn("{}: {}; reconnecting", who, error);
       continue;  // the first reconnect goes at once: most drops are a server restart
     } catch (const std::exception& e) {
@@ -102,16 +101,17 @@ async::Task<void> Client::supervise() {
     conn_.reset();
     last_error_ = error;
     ++failures;
-    auto now = async::Clock::now();
-    if (failures == 1 || now - last_log >= kRepeatLogEvery) {
-      last_log = now;
+    if (failures == 1) failing.reset();
+    if (failing.due()) {
       if (failures == 1) {
         spdlog::error("{}: {}; retrying with backoff up to {} ms", who, error,
                       options_.backoff_max.count());
       } else {
-        spdlog::error("{}: still failing after {} attempts ({}s): {}", who, failures,
-                      std::chrono::duration_cast<std::chrono::seconds>(now - down_since).count(),
-                      error);
+        spdlog::error(
+            "{}: still failing after {} attempts ({}s): {}", who, failures,
+            std::chrono::duration_cast<std::chrono::seconds>(async::Clock::now() - down_since)
+                .count(),
+            error);
       }
     }
     co_await async::sleep(jittered(backoff));

@@ -120,7 +120,7 @@ async::Task<void> SpoolSource::watcher() {
   const std::string& dir = o_.dir.dir;
   const int inotify = inotify_->get();  // started only with one
   alignas(inotify_event) char buf[64 * 1024];
-  auto last_overflow_log = async::Clock::now() - kLogEvery;
+  async::Every overflows(kLogEvery);
   for (;;) {
     if (lost_dir_) {
       spdlog::warn(
@@ -162,9 +162,7 @@ async::Task<void> SpoolSource::watcher() {
         // Events were dropped: the directory itself says what is there.
         scan_wanted_ = true;
         scan_at_ = {};
-        auto now = async::Clock::now();
-        if (now - last_overflow_log >= kLogEvery) {
-          last_overflow_log = now;
+        if (overflows.due()) {
           spdlog::info(
               "queue {}: the kernel dropped file events for {} (its queue overflowed); "
               "scanning the directory instead",
@@ -390,8 +388,7 @@ async::Task<void> SpoolSource::rescan(std::string sub) {
   };
   SpoolDir::Scan got = co_await async::to_thread(std::move(scan));
   record_watches(got.watched);
-  if (got.watch_error && async::Clock::now() - last_watch_log_ >= kLogEvery) {
-    last_watch_log_ = async::Clock::now();
+  if (got.watch_error && watch_errors_.due()) {
     spdlog::error("queue {}: {}; files there are found by the scan every {} s instead", s_.queue,
                   *got.watch_error,
                   std::chrono::duration_cast<std::chrono::seconds>(kHousekeeping).count());

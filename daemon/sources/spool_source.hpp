@@ -147,7 +147,7 @@ class SpoolSource final : public Source, public Delivery {
   int wd_ = -1;                               // the directory's own watch
   std::unordered_map<int, std::string> wds_;  // every watch: its folder, relative ("" DIR)
   std::deque<std::string> subscans_;          // new subfolders to scan (recursive)
-  async::Clock::time_point last_watch_log_{};
+  async::Every watch_errors_{std::chrono::seconds(30)};  // the watch failing: said so this often
   bool lost_dir_ = false;   // the directory is gone: the watcher waits for it
   bool reopen_ = false;     // it came back: make the work folder again
   bool work_lost_ = false;  // the work folder was removed: let go of the lock, then see
