@@ -1,5 +1,5 @@
-// Test runner: Catch2's session, a line per test case as it ends, the slowest cases, and the
-// one-line summary the suite must end with.
+// Test runner: Catch2's session, a line per test case as it ends, the failed cases again, the
+// slowest cases, and the one-line summary the suite must end with.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -23,6 +23,9 @@ int passed = 0;
 int failed = 0;
 // Each finished case's seconds and name, for the slowest ones at the end.
 std::vector<std::pair<double, std::string>> durations;
+// Each failed case's name and where its first failure was, repeated at the end: a CI log is
+// often kept only by its tail, and Catch's full report of the failure is far above it.
+std::vector<std::pair<std::string, std::string>> failures;
 // Whether the lines go out: only beside the console reporter (a JUnit or XML report on stdout
 // must stay parseable).
 bool progress = false;
@@ -48,6 +51,22 @@ struct Progress : Catch::TestEventListenerBase {
   void testCaseStarting(const Catch::TestCaseInfo& info) override {
     TestEventListenerBase::testCaseStarting(info);
     started_ = Clock::now();
+    first_failure_.clear();
+  }
+
+  bool assertionEnded(const Catch::AssertionStats& stats) override {
+    const auto& result = stats.assertionResult;
+    if (!result.isOk() && first_failure_.empty()) {
+      const auto& where = result.getSourceInfo();
+      first_failure_ = std::string(where.file) + ":" + std::to_string(where.line) + ": ";
+      first_failure_ +=
+          result.hasExpression() ? result.getExpressionInMacro() : result.getMessage();
+      if (result.hasExpandedExpression() &&
+          result.getExpandedExpression() != result.getExpression()) {
+        first_failure_ += "  with  " + result.getExpandedExpression();
+      }
+    }
+    return TestEventListenerBase::assertionEnded(stats);
   }
 
   void testCaseEnded(const Catch::TestCaseStats& stats) override {
@@ -56,6 +75,7 @@ struct Progress : Catch::TestEventListenerBase {
     ++(ok ? passed : failed);
     const std::string& name = stats.testInfo.name;
     durations.emplace_back(seconds, name);
+    if (!ok) failures.emplace_back(name, first_failure_);
     if (progress) {
       char head[64];
       std::snprintf(head, sizeof head, "[%*d/%zu] %5.1fs  %s  ", width_, ++done_, total_, seconds,
@@ -71,7 +91,19 @@ struct Progress : Catch::TestEventListenerBase {
   std::size_t total_ = 0;
   int width_ = 1;
   int done_ = 0;
+  std::string first_failure_;
 };
+
+// The failed cases with their first failure, kept to one line each.
+void print_failures() {
+  if (!progress || failures.empty()) return;
+  std::printf("failed cases:\n");
+  for (const auto& [name, where] : failures) {
+    std::string first = where.substr(0, where.find('\n'));
+    if (first.size() > 300) first = first.substr(0, 300) + "...";
+    std::printf("  %s\n      %s\n", name.c_str(), first.c_str());
+  }
+}
 
 // The slowest five cases: where a long run's time went, and which tests to make faster.
 void print_slowest() {
@@ -100,6 +132,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::off);
   int rc = Catch::Session().run(argc, argv);
   std::fflush(stdout);
+  print_failures();
   print_slowest();
   std::printf("%d passed, %d failed\n", passed, failed);
   return rc;

@@ -192,7 +192,8 @@ TEST_CASE("runner self-test: fails when asked to", "[.runner-selftest]") {
 }
 
 TEST_CASE(
-    "test runner: a line per case with its time then the slowest cases and the count last; "
+    "test runner: a line per case with its time, the failed cases again with their first "
+    "failure, the slowest cases and the count last; "
     "Catch's failure report stays",
     "[integration][build]") {
   auto ran = run_program({"env", "JOBQD_RUNNER_SELFTEST=1", (build_dir() / "jobqd_tests").string(),
@@ -214,8 +215,14 @@ TEST_CASE(
   CHECK(report != std::string::npos);
   CHECK(report < ran.out.find("FAIL  runner self-test: fails when asked to"));
   CHECK(ran.out.find("with expansion:\n  3 == 2") != std::string::npos);
-  // The slowest cases, then the count as the very last line.
+  // The failed case again with its first failure's place, then the slowest cases, then the
+  // count as the very last line.
+  const auto failed = ran.out.find("\nfailed cases:\n  runner self-test: fails when asked to\n");
+  CHECK(failed != std::string::npos);
+  CHECK(ran.out.find("test_build.cpp:", failed) != std::string::npos);
+  CHECK(ran.out.find("CHECK( value == 2 )  with  3 == 2\n", failed) != std::string::npos);
   const auto slowest = ran.out.find("\nslowest cases:\n");
+  CHECK(failed < slowest);
   REQUIRE(slowest != std::string::npos);
   CHECK(std::regex_search(ran.out.substr(slowest + 1),
                           std::regex(R"(^slowest cases:\n( +\d+\.\ds  runner self-test: .+\n){2})"
