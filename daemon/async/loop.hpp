@@ -33,7 +33,7 @@ using EventPtr = std::unique_ptr<event, EventFree>;
 timeval to_timeval(Duration d) noexcept;
 
 /// Something holding output that should leave before the loop next polls: a Redis connection's
-/// pipelined commands. hiredis only writes at the loop's next turn, and a drain may run
+/// pipelined commands. A bufferevent only writes at the loop's next turn, and a drain may run
 /// kStepBudget steps of other tasks first (a whole batch of jobs), while Redis sits idle waiting
 /// for the command. Contract: flush() runs on the loop thread between two ready-queue steps (never
 /// inside one, never inside a libevent callback of the flusher's own), once per request however

@@ -514,15 +514,32 @@ std::string masked_url(const std::string& url) {
   return url.substr(0, colon + 1) + "***" + url.substr(at);
 }
 
+const Key<async::TlsOptions> kTlsKeys[] = {
+    path_key("ca_file", &async::TlsOptions::ca_file, restart),
+    path_key("cert_file", &async::TlsOptions::cert_file, restart),
+    path_key("key_file", &async::TlsOptions::key_file, restart),
+    string_key("server_name", &async::TlsOptions::server_name, restart),
+};
+
 const Key<RedisSection> kRedisKeys[] = {
     {"url", "string", restart,
      [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
        const auto v = as_string(n, c, k);
        if (!v) return;
-       if (*v != "embedded" && v->rfind("redis://", 0) != 0 && v->rfind("unix://", 0) != 0) {
+       for (const char* later : {"redis-cluster://", "redis-sentinel://"}) {
+         if (v->rfind(later, 0) == 0) {
+           report(c, n,
+                  k + ": " + later + " is not in this version of jobqd yet (redis://, rediss://, " +
+                      "unix:// and embedded are)");
+           return;
+         }
+       }
+       if (*v != "embedded" && v->rfind("redis://", 0) != 0 && v->rfind("rediss://", 0) != 0 &&
+           v->rfind("unix://", 0) != 0) {
          report(c, n,
                 k + ": '" + masked_url(*v) +
-                    "' is not redis://[user:password@]host:port/db, unix:///path or embedded");
+                    "' is not redis://[user:password@]host:port/db, rediss://... (TLS), " +
+                    "unix:///path or embedded");
          return;
        }
        s.url = *v;
@@ -550,6 +567,14 @@ const Key<RedisSection> kRedisKeys[] = {
        return s.embedded_port ? shown(s.embedded_port) : YAML::Node(YAML::NodeType::Null);
      }},
     path_key("password_file", &RedisSection::password_file, restart),
+    {"tls", "map", restart,
+     [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       apply(s.tls, n, c, kTlsKeys, k);
+     },
+     [](const RedisSection& s) {
+       return s.tls == async::TlsOptions{} ? YAML::Node(YAML::NodeType::Null)
+                                           : show_all(s.tls, kTlsKeys);
+     }},
     {"password_env", "string", restart,
      [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
        const auto v = as_string(n, c, k);
@@ -1007,6 +1032,7 @@ const Level& section_level(const std::string& name) {
       {"retain", {"a key of a queue's retain", names_of(kRetainKeys)}},
       {"spool", {"a key of a spool source", names_of(kSpoolKeys)}},
       {"limits", {"a key of a handler's limits", names_of(kLimitKeys)}},
+      {"tls", {"a key of redis.tls", names_of(kTlsKeys)}},
   };
   return levels.at(name);
 }
@@ -1030,6 +1056,7 @@ std::optional<std::string> misplaced(const std::string& name, const std::string&
   std::vector<std::string> order;
   if (in_queue) order.push_back("queue");
   if (in_handler) order.push_back("handler");
+  if (where == "redis") order.push_back("tls");  // ca_file under redis: is a key of redis.tls
   const std::vector<std::string> sections = {"daemon", "redis", "http", "logging", "state"};
   const std::vector<std::string> named = {"queue", "handler", "retain", "spool", "limits"};
   const bool nested = in_queue || in_handler || where == "queues" || where == "handlers";
@@ -1252,6 +1279,17 @@ class Checker {
       if (!r.password_file.empty() + !r.password_env.empty() + inline_password > 1) {
         report(c, sections.at("redis").key,
                "redis: give the password one way: password_file, password_env or in the url");
+      }
+      if (r.tls != async::TlsOptions{} && r.url.rfind("rediss://", 0) != 0 &&
+          !refused.count("url") && !refused.count("tls")) {
+        // Certificates for a plaintext URL: the user meant TLS, and must not get plaintext.
+        report(c, key_in("redis", "tls"),
+               "redis.tls: given, but redis.url " + masked_url(r.url) +
+                   " is not TLS (rediss://host:port)");
+      }
+      if (r.tls.cert_file.empty() != r.tls.key_file.empty() && !refused.count("tls")) {
+        report(c, key_in("redis", "tls"),
+               "redis.tls: a client certificate needs both cert_file and key_file");
       }
       if (r.embedded_port && r.url != "embedded" && !refused.count("url")) {
         report(c, key_in("redis", "embedded_port"),

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "async/tls.hpp"
 #include "config/units.hpp"
 
 namespace jq::config {
@@ -55,7 +56,7 @@ struct DaemonSection {
 };
 
 struct RedisSection {
-  std::string url = "redis://127.0.0.1:6379/0";  // or unix:///path, or `embedded`
+  std::string url = "redis://127.0.0.1:6379/0";  // or rediss://, unix:///path, or `embedded`
   std::string key_prefix = "jobq";
   Millis connect_timeout = 5s;
   Millis command_timeout = 10s;                // a reply slower than this marks the connection dead
@@ -67,6 +68,9 @@ struct RedisSection {
   // an environment variable. redis_password() reads it.
   std::string password_file;
   std::string password_env;
+  // For rediss://: the CAs, client certificate and name to check (redis.tls); by default the
+  // system's CAs and the URL's host. Always verified.
+  async::TlsOptions tls;
 };
 
 /// The Redis password from password_file or password_env, or "" when neither is set. Throws

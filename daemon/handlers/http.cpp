@@ -6,9 +6,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -19,6 +17,7 @@
 #include <stdexcept>
 
 #include "async/resolve.hpp"
+#include "async/tls.hpp"
 #include "config/http_url.hpp"
 #include "config/units.hpp"
 
@@ -30,13 +29,6 @@ using namespace std::chrono_literals;
 constexpr std::size_t kErrorBody = 200;  // bytes of a failed response's body in the error
 constexpr ev_ssize_t kMaxResponseHeaders = 64 * 1024;
 
-struct SslCtxFree {
-  void operator()(SSL_CTX* c) const noexcept { SSL_CTX_free(c); }
-};
-struct SslFree {
-  void operator()(SSL* s) const noexcept { SSL_free(s); }
-};
-using SslPtr = std::unique_ptr<SSL, SslFree>;
 struct BevFree {
   void operator()(bufferevent* b) const noexcept { bufferevent_free(b); }
 };
@@ -212,21 +204,12 @@ class Http final : public Handler {
       }
     }
     if (target_.tls) {
-      ctx_.reset(SSL_CTX_new(TLS_client_method()));
-      if (!ctx_) throw std::runtime_error("handler " + cfg.name + ": cannot create a TLS context");
-      SSL_CTX_set_min_proto_version(ctx_.get(), TLS1_2_VERSION);
-      if (cfg.verify_tls) {
-        SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
-        int ok = cfg.ca_file.empty()
-                     ? SSL_CTX_set_default_verify_paths(ctx_.get())
-                     : SSL_CTX_load_verify_locations(ctx_.get(), cfg.ca_file.c_str(), nullptr);
-        if (ok != 1) {
-          throw std::runtime_error("handler " + cfg.name + ": cannot load CA certificates" +
-                                   (cfg.ca_file.empty() ? "" : " from " + cfg.ca_file) + ": " +
-                                   ERR_error_string(ERR_get_error(), nullptr));
-        }
-      } else {
-        SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_NONE, nullptr);
+      tls_.ca_file = cfg.ca_file;
+      tls_.verify = cfg.verify_tls;
+      try {
+        ctx_ = async::client_context(tls_);
+      } catch (const std::runtime_error& e) {
+        throw std::runtime_error("handler " + cfg.name + ": " + e.what());
       }
     }
   }
@@ -398,14 +381,10 @@ class Http final : public Handler {
         why = "cannot connect to " + target_.authority + " (refused, unreachable or reset)";
       }
       if (conn.ssl) {
-        long verify = SSL_get_verify_result(conn.ssl);
-        unsigned long err =
-            bufferevent_get_openssl_error(evhttp_connection_get_bufferevent(conn.evcon.get()));
-        if (verify != X509_V_OK) {
-          why = std::string("TLS certificate rejected: ") + X509_verify_cert_error_string(verify);
-        } else if (err) {
-          why = std::string("TLS error: ") + ERR_reason_error_string(err);
-        }
+        std::string tls = async::tls_failure(
+            conn.ssl,
+            bufferevent_get_openssl_error(evhttp_connection_get_bufferevent(conn.evcon.get())));
+        if (!tls.empty()) why = std::move(tls);
       }
       return Outcome::failure(job::ErrorKind::connection, where() + ": " + why);
     }
@@ -439,16 +418,8 @@ class Http final : public Handler {
     BevPtr bev;  // null for http: evhttp makes a plain one itself
     SSL* ssl_in_bev = nullptr;
     if (target_.tls) {
-      SslPtr ssl(SSL_new(ctx_.get()));
+      async::SslPtr ssl = async::client_ssl(ctx_.get(), tls_, target_.host);
       if (!ssl) return nullptr;
-      SSL_set_tlsext_host_name(ssl.get(), target_.host.c_str());
-      if (cfg_.verify_tls) {
-        if (async::is_ip_literal(target_.host)) {
-          X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), target_.host.c_str());
-        } else {
-          SSL_set1_host(ssl.get(), target_.host.c_str());
-        }
-      }
       // With BEV_OPT_CLOSE_ON_FREE the SSL is the bufferevent's from this call on, even when
       // the call fails (libevent frees it then): released here, never freed here too.
       ssl_in_bev = ssl.get();
@@ -489,7 +460,8 @@ class Http final : public Handler {
   config::HandlerConfig cfg_;
   Target target_;
   std::map<std::string, std::string> headers_;
-  std::unique_ptr<SSL_CTX, SslCtxFree> ctx_;
+  async::TlsOptions tls_;  // the CA file and whether to verify; the name is the URL's host
+  async::SslCtxPtr ctx_;
   async::Semaphore slots_;
   std::vector<std::unique_ptr<Conn>> idle_;
 };

@@ -1,6 +1,7 @@
 // Start-up checks: build each handler once and throw it away, resolve what the config names.
 #include "ops/preflight.hpp"
 
+#include "async/tls.hpp"
 #include "handlers/handler.hpp"
 #include "ops/embedded_redis.hpp"
 #include "redis/url.hpp"
@@ -30,9 +31,13 @@ std::vector<std::string> preflight(const config::Config& cfg) {
     }
   } else {
     try {
-      (void)redis::parse_url(cfg.redis.url);
-    } catch (const std::exception& e) {
+      // For rediss://, the CA file, client certificate and key are loaded now: a missing or
+      // unreadable one stops the start naming it, not every connection attempt after it.
+      if (redis::parse_url(cfg.redis.url).tls) (void)async::client_context(cfg.redis.tls);
+    } catch (const std::invalid_argument& e) {
       problems.push_back(cfg.path + ": redis.url: " + e.what());
+    } catch (const std::exception& e) {
+      problems.push_back(cfg.path + ": redis.tls: " + e.what());
     }
     try {
       (void)config::redis_password(cfg.redis);

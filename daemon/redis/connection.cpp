@@ -1,13 +1,25 @@
-// One hiredis async connection: connect with a timeout, commands with deadlines, clean failure.
+// One Redis connection: a bufferevent (plain or OpenSSL) carries RESP both ways, hiredis' reader
+// parses the replies; commands with deadlines, clean failure.
 #include "redis/connection.hpp"
 
-#include "async/resolve.hpp"
-
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/util.h>
 #include <hiredis/hiredis.h>
+#include <hiredis/read.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
+
+#include "async/resolve.hpp"
+#include "async/tls.hpp"
 
 namespace jq::redis {
 namespace {
@@ -15,6 +27,37 @@ namespace {
 async::Duration check_interval(Millis command_timeout) {
   auto quarter = command_timeout / 4;
   return std::clamp<async::Duration>(quarter, 20ms, 1s);
+}
+
+struct ReplyFree {
+  void operator()(void* r) const noexcept { freeReplyObject(r); }
+};
+
+// The RESP form of a command, written straight into `out`: `*N\r\n` then `$len\r\narg\r\n` per
+// argument. hiredis' formatter would build a heap string to copy from; this is the same bytes
+// without it.
+void append_command(evbuffer* out, std::span<const std::string_view> argv) {
+  char head[32];
+  int n = std::snprintf(head, sizeof head, "*%zu\r\n", argv.size());
+  evbuffer_add(out, head, static_cast<std::size_t>(n));
+  for (const auto& a : argv) {
+    n = std::snprintf(head, sizeof head, "$%zu\r\n", a.size());
+    evbuffer_add(out, head, static_cast<std::size_t>(n));
+    evbuffer_add(out, a.data(), a.size());
+    evbuffer_add(out, "\r\n", 2);
+  }
+}
+
+// TCP options hiredis set on its connections: no Nagle delay (a pipelined batch must leave at
+// once) and keepalive probes that find a peer gone on an idle connection (a cut network).
+void tune_tcp(evutil_socket_t fd) noexcept {
+  int on = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  int idle = 15, interval = 5, count = 3;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
 
 }  // namespace
@@ -27,51 +70,40 @@ void PendingReply::release() noexcept {
   s_ = nullptr;
 }
 
+void Connection::BevFree::operator()(bufferevent* b) const noexcept {
+  bufferevent_free(b);
+}
+void Connection::ReaderFree::operator()(redisReader* r) const noexcept {
+  redisReaderFree(r);
+}
+
 Connection::Connection(ConnectOptions options) : options_(std::move(options)) {}
 
 Connection::~Connection() {
-  destroying_ = true;
   if (auto* loop = async::Loop::current_or_null()) loop->cancel_flush(*this);
   deadline_timer_.stop();
-  if (ac_) {
-    if (error_.empty()) error_ = describe("connection closed");
-    redisAsyncContext* ac = std::exchange(ac_, nullptr);
-    redisAsyncFree(ac);  // runs every pending reply callback with NULL, synchronously
-  }
+  if (error_.empty()) error_ = describe("connection closed");
+  bev_.reset();
+  fail_pending();
 }
 
-std::string Connection::describe(const char* what) const {
+std::string Connection::describe(const std::string& what) const {
   return "redis " + options_.url.display() + ": " + what;
 }
 
 async::Task<std::unique_ptr<Connection>> Connection::open(ConnectOptions options) {
-  const Url& url = options.url;
   std::string ip;
   std::string unresolved;
-  if (url.kind == Url::Kind::tcp) {
+  if (options.url.kind == Url::Kind::tcp) {
     try {
-      ip = co_await async::resolve_host(url.host);
+      ip = co_await async::resolve_host(options.url.host);
     } catch (const std::runtime_error& e) {
       unresolved = e.what();
     }
   }
   std::unique_ptr<Connection> conn(new Connection(std::move(options)));
-  if (!unresolved.empty()) throw ConnectionError(conn->describe(unresolved.c_str()));
-  redisAsyncContext* ac = conn->options_.url.kind == Url::Kind::tcp
-                              ? redisAsyncConnect(ip.c_str(), conn->options_.url.port)
-                              : redisAsyncConnectUnix(conn->options_.url.path.c_str());
-  if (!ac) throw ConnectionError(conn->describe("cannot allocate a connection"));
-  if (ac->err) {
-    std::string why = ac->errstr;
-    redisAsyncFree(ac);
-    throw ConnectionError(conn->describe(("cannot connect: " + why).c_str()));
-  }
-  cap_reader(ac->c.reader);
-  ac->data = conn.get();
-  conn->ac_ = ac;
-  redisLibeventAttach(ac, async::Loop::current().base());
-  redisAsyncSetConnectCallback(ac, &Connection::on_connect);
-  redisAsyncSetDisconnectCallback(ac, &Connection::on_disconnect);
+  if (!unresolved.empty()) throw ConnectionError(conn->describe(unresolved));
+  conn->start_connect(ip);
 
   bool in_time = true;
   try {
@@ -81,12 +113,10 @@ async::Task<std::unique_ptr<Connection>> Connection::open(ConnectOptions options
   }
   if (!in_time) {
     throw ConnectionError(conn->describe(
-        ("no connection within " + std::to_string(conn->options_.connect_timeout.count()) + " ms")
-            .c_str()));
+        "no connection within " + std::to_string(conn->options_.connect_timeout.count()) + " ms" +
+        (conn->tls_ ? " (TCP connect and TLS handshake)" : "")));
   }
   if (!conn->alive()) throw ConnectionError(conn->error_);
-  // Keepalive probes find a peer that vanished (a cut network) even on an idle connection.
-  if (conn->options_.url.kind == Url::Kind::tcp) redisEnableKeepAlive(&conn->ac_->c);
 
   conn->deadline_timer_.start(
       async::Loop::current(), check_interval(conn->options_.command_timeout),
@@ -103,13 +133,72 @@ async::Task<std::unique_ptr<Connection>> Connection::open(ConnectOptions options
   if (u.db != 0) select = conn->command("SELECT", db);
   if (!u.password.empty()) {
     Reply r = co_await auth;
-    if (r.is_error()) throw ConnectionError(conn->describe(("AUTH failed: " + r.str).c_str()));
+    if (r.is_error()) throw ConnectionError(conn->describe("AUTH failed: " + r.str));
   }
   if (u.db != 0) {
     Reply r = co_await select;
-    if (r.is_error()) throw ConnectionError(conn->describe(("SELECT failed: " + r.str).c_str()));
+    if (r.is_error()) throw ConnectionError(conn->describe("SELECT failed: " + r.str));
   }
   co_return conn;
+}
+
+// Makes the bufferevent (and for rediss:// its SSL) and starts the connect; on_event says how it
+// went. Throws ConnectionError for what fails before that (no memory, a bad CA file, a socket
+// path too long).
+void Connection::start_connect(const std::string& ip) {
+  reader_.reset(redisReaderCreate());
+  if (!reader_) throw ConnectionError(describe("cannot allocate a reply reader"));
+  cap_reader(reader_.get());
+  const Url& url = options_.url;
+  event_base* base = async::Loop::current().base();
+  // Callbacks deferred: a failure found inside a call (a write) never runs our callback from
+  // within it, and a callback may free the bufferevent.
+  const int flags = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+  if (url.tls) {
+    tls_ = true;
+    async::SslCtxPtr ctx;
+    try {
+      ctx = async::client_context(*url.tls);
+    } catch (const std::runtime_error& e) {
+      throw ConnectionError(describe(e.what()));
+    }
+    async::SslPtr ssl = async::client_ssl(ctx.get(), *url.tls, url.host);
+    if (!ssl) throw ConnectionError(describe("cannot allocate a TLS session"));
+    // The SSL is the bufferevent's from this call on, even when it fails (libevent frees it).
+    bev_.reset(
+        bufferevent_openssl_socket_new(base, -1, ssl.release(), BUFFEREVENT_SSL_CONNECTING, flags));
+    // A server that closes without TLS' close_notify (killed, restarted) ends the connection
+    // like a plain close: RESP's framing, not TLS', says whether a reply was whole.
+    if (bev_) bufferevent_openssl_set_allow_dirty_shutdown(bev_.get(), 1);
+  } else {
+    bev_.reset(bufferevent_socket_new(base, -1, flags));
+  }
+  if (!bev_) throw ConnectionError(describe("cannot allocate a connection"));
+  bufferevent_setcb(bev_.get(), &Connection::on_read, nullptr, &Connection::on_event, this);
+  bufferevent_enable(bev_.get(), EV_READ | EV_WRITE);
+
+  sockaddr_storage addr{};
+  int len = sizeof addr;
+  if (url.kind == Url::Kind::unix_socket) {
+    auto* un = reinterpret_cast<sockaddr_un*>(&addr);
+    if (url.path.size() >= sizeof un->sun_path) {
+      throw ConnectionError(describe("the socket path is longer than " +
+                                     std::to_string(sizeof un->sun_path - 1) + " bytes"));
+    }
+    un->sun_family = AF_UNIX;
+    std::memcpy(un->sun_path, url.path.c_str(), url.path.size() + 1);
+    len = sizeof(sockaddr_un);
+  } else {
+    const std::string where =
+        (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(url.port);
+    if (evutil_parse_sockaddr_port(where.c_str(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      throw ConnectionError(describe("cannot use the address " + where));
+    }
+  }
+  if (bufferevent_socket_connect(bev_.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    const int e = EVUTIL_SOCKET_ERROR();
+    throw ConnectionError(describe(std::string("cannot connect: ") + std::strerror(e)));
+  }
 }
 
 PendingReply Connection::send(std::span<const std::string_view> argv, Millis extra) {
@@ -120,43 +209,27 @@ PendingReply Connection::send(std::span<const std::string_view> argv, Millis ext
     s->error = error_.empty() ? describe("not connected") : error_;
     return handle;
   }
-  constexpr std::size_t kInline = 16;
-  const char* ptrs_inline[kInline];
-  std::size_t lens_inline[kInline];
-  std::vector<const char*> ptrs_heap;
-  std::vector<std::size_t> lens_heap;
-  const char** ptrs = ptrs_inline;
-  std::size_t* lens = lens_inline;
-  if (argv.size() > kInline) {
-    ptrs_heap.resize(argv.size());
-    lens_heap.resize(argv.size());
-    ptrs = ptrs_heap.data();
-    lens = lens_heap.data();
-  }
-  for (std::size_t i = 0; i < argv.size(); ++i) {
-    ptrs[i] = argv[i].data();
-    lens[i] = argv[i].size();
-  }
+  append_command(bufferevent_get_output(bev_.get()), argv);
   s->in_flight = true;
-  if (redisAsyncCommandArgv(ac_, &Connection::on_reply, s, static_cast<int>(argv.size()), ptrs,
-                            lens) != REDIS_OK) {
-    s->in_flight = false;
-    s->done = s->failed = true;
-    s->error = describe("cannot send a command on a closing connection");
-    return handle;
-  }
   s->deadline = async::Clock::now() + options_.command_timeout + extra;
   push(s);
   async::Loop::current().flush_after_step(*this);
   return handle;
 }
 
-// Writes what hiredis has buffered now, as its libevent adapter would at the next poll; what the
-// socket does not take at once is left to that adapter's write event, as before. A write error
-// closes the connection through on_disconnect, as from the adapter. Not before the connection is
-// up: hiredis' write handler would take over the connect.
+// On a plain socket, writes what the step queued now rather than at the loop's next poll (which
+// may come after many more steps while Redis sits idle); what the socket does not take is left
+// to the bufferevent. A TLS bufferevent writes when the loop polls next.
 void Connection::flush() noexcept {
-  if (ac_ && connected_) redisAsyncHandleWrite(ac_);
+  if (!alive() || tls_) return;
+  evbuffer* out = bufferevent_get_output(bev_.get());
+  if (evbuffer_get_length(out) == 0) return;
+  if (evbuffer_write(out, bufferevent_getfd(bev_.get())) < 0) {
+    const int e = EVUTIL_SOCKET_ERROR();
+    if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
+      fail(describe(std::string("connection lost: ") + evutil_socket_error_to_string(e)));
+    }
+  }
 }
 
 void Connection::push(detail::ReplySlot* s) noexcept {
@@ -171,28 +244,52 @@ void Connection::push(detail::ReplySlot* s) noexcept {
 }
 
 void Connection::pop(detail::ReplySlot* s) noexcept {
-  // Replies come in command order, so `s` is the head; be tolerant anyway.
-  detail::ReplySlot** link = &head_;
-  detail::ReplySlot* prev = nullptr;
-  while (*link && *link != s) {
-    prev = *link;
-    link = &(*link)->next;
-  }
-  if (!*link) return;
-  *link = s->next;
-  if (tail_ == s) tail_ = prev;
+  head_ = s->next;
+  if (tail_ == s) tail_ = nullptr;
   s->next = nullptr;
   --in_flight_;
 }
 
-void Connection::check_deadlines() noexcept {
-  if (head_ && async::Clock::now() > head_->deadline) {
-    fail(describe(("no reply within " + std::to_string(options_.command_timeout.count()) +
-                   " ms; dropping the connection")
-                      .c_str()));
+// A reply is the oldest command's; with none waiting it is a subscription's message.
+void Connection::deliver(Reply reply) noexcept {
+  detail::ReplySlot* s = head_;
+  if (!s) {
+    messages_.push_back(std::move(reply));
+    message_came_.set();
     return;
   }
-  if (ac_) {
+  s->reply = std::move(reply);
+  finish(s);
+}
+
+void Connection::fail_pending() noexcept {
+  while (detail::ReplySlot* s = head_) {
+    s->failed = true;
+    s->error = error_;
+    finish(s);
+  }
+}
+
+// The head command's end, its reply or failure already in its slot: off the FIFO, and to its
+// waiter (woken, never resumed here), or freed if nobody waits any more.
+void Connection::finish(detail::ReplySlot* s) noexcept {
+  pop(s);
+  s->in_flight = false;
+  s->done = true;
+  if (!s->owned) {
+    delete s;
+    return;
+  }
+  if (async::Waiter* w = std::exchange(s->waiter, nullptr)) w->ctx->wake(*w);
+}
+
+void Connection::check_deadlines() noexcept {
+  if (head_ && async::Clock::now() > head_->deadline) {
+    fail(describe("no reply within " + std::to_string(options_.command_timeout.count()) +
+                  " ms; dropping the connection"));
+    return;
+  }
+  if (bev_) {
     deadline_timer_.start(
         async::Loop::current(), check_interval(options_.command_timeout),
         [](void* self) noexcept { static_cast<Connection*>(self)->check_deadlines(); }, this);
@@ -200,76 +297,84 @@ void Connection::check_deadlines() noexcept {
 }
 
 void Connection::fail(const std::string& reason) noexcept {
-  if (!ac_) return;
-  if (error_.empty()) error_ = reason;
-  redisAsyncContext* ac = std::exchange(ac_, nullptr);
-  // Callbacks run now with NULL replies and read error_; on_disconnect marks us closed.
-  redisAsyncFree(ac);
+  if (!bev_) return;
   mark_closed(reason);
 }
 
+// The one way a connection ends: the bufferevent goes (libevent allows that inside its own
+// callbacks), every command in flight fails with the reason, and waiters learn it.
 void Connection::mark_closed(const std::string& reason) noexcept {
   connected_ = false;
-  ac_ = nullptr;
   if (error_.empty()) error_ = reason;
+  if (auto* loop = async::Loop::current_or_null()) loop->cancel_flush(*this);
+  bev_.reset();
   deadline_timer_.stop();
+  fail_pending();
   connect_done_.set();
   closed_.set();
+  message_came_.set();
 }
 
-void Connection::on_connect(const redisAsyncContext* ac, int status) noexcept {
-  auto* self = static_cast<Connection*>(ac->data);
-  if (!self) return;
-  if (status == REDIS_OK) {
+void Connection::on_read(bufferevent* bev, void* arg) noexcept {
+  auto* self = static_cast<Connection*>(arg);
+  evbuffer* in = bufferevent_get_input(bev);
+  while (evbuffer_get_length(in) > 0) {
+    evbuffer_iovec chunks[8];
+    const int n = evbuffer_peek(in, -1, nullptr, chunks, 8);
+    std::size_t fed = 0;
+    for (int i = 0; i < std::min(n, 8); ++i) {
+      if (redisReaderFeed(self->reader_.get(), static_cast<const char*>(chunks[i].iov_base),
+                          chunks[i].iov_len) != REDIS_OK) {
+        self->fail(self->describe("out of memory reading a reply"));
+        return;
+      }
+      fed += chunks[i].iov_len;
+    }
+    evbuffer_drain(in, fed);
+  }
+  for (;;) {
+    void* raw = nullptr;
+    if (redisReaderGetReply(self->reader_.get(), &raw) != REDIS_OK) {
+      const std::string why = reader_error(self->reader_->errstr);
+      (void)refused_array();  // said here: the next connection's errors are its own
+      self->fail(self->describe("not a Redis reply (" + why + "); dropping the connection"));
+      return;
+    }
+    if (!raw) return;
+    std::unique_ptr<void, ReplyFree> owned(raw);
+    Reply reply;
+    try {
+      reply = Reply::copy(*static_cast<redisReply*>(raw));
+    } catch (...) {
+      self->fail(self->describe("out of memory copying a reply"));
+      return;
+    }
+    self->deliver(std::move(reply));
+  }
+}
+
+void Connection::on_event(bufferevent* bev, short what, void* arg) noexcept {
+  auto* self = static_cast<Connection*>(arg);
+  if (what & BEV_EVENT_CONNECTED) {
+    if (self->options_.url.kind == Url::Kind::tcp) tune_tcp(bufferevent_getfd(bev));
     self->connected_ = true;
     self->connect_done_.set();
     return;
   }
-  // hiredis frees the context when this returns.
-  self->mark_closed(self->describe((std::string("cannot connect: ") + ac->errstr).c_str()));
-}
-
-void Connection::on_disconnect(const redisAsyncContext* ac, int status) noexcept {
-  auto* self = static_cast<Connection*>(ac->data);
-  if (!self || self->destroying_) {
-    (void)refused_array();
-    return;
+  std::string why;
+  const int e = EVUTIL_SOCKET_ERROR();
+  // A TLS alert (a client certificate required, a protocol error) may come as an end of stream:
+  // OpenSSL's reason is asked for either way.
+  if (self->tls_) {
+    why = async::tls_failure(bufferevent_openssl_get_ssl(bev), bufferevent_get_openssl_error(bev));
   }
-  // hiredis frees the context when this returns.
-  self->mark_closed(status == REDIS_OK
-                        ? self->describe("connection closed")
-                        : self->describe(("connection lost: " + reader_error(ac->errstr)).c_str()));
-  (void)refused_array();  // said: the next connection's errors are its own
-}
-
-void Connection::on_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept {
-  auto* s = static_cast<detail::ReplySlot*>(privdata);
-  auto* self = static_cast<Connection*>(ac->data);
-  if (self) self->pop(s);
-  s->in_flight = false;
-  if (reply) {
-    try {
-      s->reply = Reply::copy(*static_cast<redisReply*>(reply));
-    } catch (...) {
-      s->failed = true;
-      s->error = "out of memory copying a Redis reply";
-    }
+  if (why.empty() && (what & BEV_EVENT_ERROR)) why = e ? evutil_socket_error_to_string(e) : "error";
+  if (!self->connected_) {
+    self->mark_closed(self->describe("cannot connect: " + (why.empty() ? "closed" : why)));
   } else {
-    s->failed = true;
-    if (self && !self->error_.empty()) {
-      s->error = self->error_;
-    } else if (ac->err) {
-      s->error = "redis: connection lost: " + reader_error(ac->errstr);
-    } else {
-      s->error = "redis: connection closed before the reply came";
-    }
+    self->mark_closed(
+        self->describe(why.empty() ? "connection closed" : "connection lost: " + why));
   }
-  s->done = true;
-  if (!s->owned) {
-    delete s;
-    return;
-  }
-  if (async::Waiter* w = std::exchange(s->waiter, nullptr)) w->ctx->wake(*w);
 }
 
 }  // namespace jq::redis

@@ -1,4 +1,5 @@
-// One Redis connection on hiredis' async API and its libevent adapter, awaitable from coroutines.
+// One Redis connection on a libevent bufferevent (TCP, unix socket or TLS) with hiredis' reply
+// parser, awaitable from coroutines.
 #pragma once
 
 #include <chrono>
@@ -16,7 +17,8 @@
 #include "redis/reply.hpp"
 #include "redis/url.hpp"
 
-struct redisAsyncContext;
+struct bufferevent;
+struct redisReader;
 
 namespace jq::redis {
 
@@ -30,9 +32,9 @@ struct ConnectOptions {
 };
 
 namespace detail {
-/// Where a reply lands. Owned jointly by hiredis (until the reply callback ran: `in_flight`) and
+/// Where a reply lands. Owned jointly by the connection (until the reply came: `in_flight`) and
 /// by the PendingReply handle (`owned`); freed when both let go. So a cancelled or abandoned
-/// awaiter never leaves hiredis a pointer into a dead coroutine frame.
+/// awaiter never leaves the connection a pointer into a dead coroutine frame.
 struct ReplySlot {
   Reply reply;
   std::string error;
@@ -64,6 +66,12 @@ class [[nodiscard]] PendingReply {
   ~PendingReply() { release(); }
 
   bool ready() const noexcept { return s_->done; }
+  /// A ready reply, or why none came (ConnectionError's message as an OpError); for callers that
+  /// ran the loop until ready() themselves.
+  OpResult<Reply> take() {
+    if (s_->failed) return OpError{OpError::Kind::connection, s_->error};
+    return std::move(s_->reply);
+  }
 
   /// Throwing (`Reply r = co_await pending`: ConnectionError when none came) or, with
   /// `co_await pending.result()`, the reply or the failure as an OpResult. Cancellation throws
@@ -133,14 +141,16 @@ class CommandHelpers {
   Self& self() { return static_cast<Self&>(*this); }
 };
 
-/// One connection. hiredis owns the redisAsyncContext: it frees it after a failed connect and
-/// after the disconnect callback, so this object only borrows it and forgets it then. Many
-/// commands may be in flight at once (pipelining): those sent during one step of the loop go out
-/// together right after it (async::Flusher), and replies come back in order.
+/// One connection. The transport is ours (a bufferevent: a socket, or OpenSSL over one), hiredis
+/// only parses replies: Debian's hiredis 0.14 has no TLS. Many commands may be in flight at once
+/// (pipelining): those sent during one step of the loop go out together right after it
+/// (async::Flusher), and replies come back in order. A subscribed connection also takes the
+/// messages no command asked for (messages()).
 class Connection final : public CommandHelpers<Connection>, async::Flusher {
  public:
-  /// Connects (host names are resolved off the loop), authenticates and selects the database.
-  /// Throws ConnectionError saying which server and why.
+  /// Connects (host names are resolved off the loop; TLS handshake and certificate check for
+  /// rediss://), authenticates and selects the database. Throws ConnectionError saying which
+  /// server and why.
   static async::Task<std::unique_ptr<Connection>> open(ConnectOptions options);
 
   Connection(const Connection&) = delete;
@@ -148,7 +158,7 @@ class Connection final : public CommandHelpers<Connection>, async::Flusher {
   /// Closes at once: commands still in flight fail with ConnectionError.
   ~Connection();
 
-  bool alive() const noexcept { return ac_ != nullptr && connected_; }
+  bool alive() const noexcept { return bev_ != nullptr && connected_; }
   /// Why the connection died (empty while alive).
   const std::string& error() const noexcept { return error_; }
   const Url& url() const noexcept { return options_.url; }
@@ -159,33 +169,51 @@ class Connection final : public CommandHelpers<Connection>, async::Flusher {
   /// Set once the connection is gone (failed, closed by the server, or timed out).
   async::Event& closed() noexcept { return closed_; }
 
+  /// Replies no command waits for: a subscription's messages, in order. `message_came()` is set
+  /// while there are some.
+  std::vector<Reply>& messages() noexcept { return messages_; }
+  async::Event& message_came() noexcept { return message_came_; }
+
   /// Drops the connection (as on a timeout): in-flight commands fail with `reason`.
   void fail(const std::string& reason) noexcept;
 
  private:
+  struct BevFree {
+    void operator()(bufferevent* b) const noexcept;
+  };
+  struct ReaderFree {
+    void operator()(redisReader* r) const noexcept;
+  };
+
   explicit Connection(ConnectOptions options);
+  void start_connect(const std::string& ip);
   void push(detail::ReplySlot* s) noexcept;
   void pop(detail::ReplySlot* s) noexcept;
+  void deliver(Reply reply) noexcept;
+  void finish(detail::ReplySlot* s) noexcept;
+  void fail_pending() noexcept;
   void check_deadlines() noexcept;
   void flush() noexcept override;
   void mark_closed(const std::string& reason) noexcept;
-  std::string describe(const char* what) const;
+  std::string describe(const std::string& what) const;
 
-  // hiredis callbacks (C, on the loop thread, inside hiredis): they only record and wake.
-  static void on_connect(const redisAsyncContext* ac, int status) noexcept;
-  static void on_disconnect(const redisAsyncContext* ac, int status) noexcept;
-  static void on_reply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
+  // bufferevent callbacks (C, on the loop thread): they parse, record and wake, never resume.
+  static void on_read(bufferevent* bev, void* self) noexcept;
+  static void on_event(bufferevent* bev, short what, void* self) noexcept;
 
   ConnectOptions options_;
-  redisAsyncContext* ac_ = nullptr;  // borrowed, see the class comment
+  std::unique_ptr<bufferevent, BevFree> bev_;
+  std::unique_ptr<redisReader, ReaderFree> reader_;
+  bool tls_ = false;
   bool connected_ = false;
-  bool destroying_ = false;
   std::string error_;
   async::Event connect_done_;
   async::Event closed_;
   detail::ReplySlot* head_ = nullptr;
   detail::ReplySlot* tail_ = nullptr;
   std::size_t in_flight_ = 0;
+  std::vector<Reply> messages_;
+  async::Event message_came_;
   async::Timer deadline_timer_;
 };
 

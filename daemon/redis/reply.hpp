@@ -1,4 +1,4 @@
-// Reply: a Redis reply as a value type, copied out of hiredis before its callback returns.
+// Reply: a Redis reply as a value type, copied out of hiredis' reader as soon as it is parsed.
 #pragma once
 
 #include <cstdint>
@@ -60,10 +60,9 @@ void cap_reader(redisReader* reader) noexcept;
 /// The element count of the last array cap_reader's functions refused on this thread, and
 /// forgets it; 0 if none.
 long long refused_array() noexcept;
-/// What to say of a connection that failed with hiredis's `errstr`: the refused array if that was
-/// the cause, else errstr itself. Does not forget the refusal: hiredis fails every pending reply
-/// before it reports the disconnect, and each should say why; the disconnect then calls
-/// refused_array().
+/// What to say of a reader that failed with hiredis's `errstr`: the refused array if that was the
+/// cause, else errstr itself. Does not forget the refusal (the caller calls refused_array() once
+/// it has said so).
 std::string reader_error(const char* errstr);
 
 }  // namespace jq::redis

@@ -1,82 +1,79 @@
-// SyncClient on hiredis' blocking API: connect, commands, scripts, pipelining, a subscription.
+// SyncClient: a Connection and a loop run until each reply is in; commands, scripts,
+// pipelining, a subscription.
 #include "redis/sync_client.hpp"
 
-#include <hiredis/hiredis.h>
+#include <deque>
 
-#include <cerrno>
+#include "async/async.hpp"
 
 namespace jq::redis {
 namespace {
 
-timeval to_timeval(Millis d) {
-  return timeval{static_cast<time_t>(d.count() / 1000),
-                 static_cast<suseconds_t>(d.count() % 1000 * 1000)};
-}
+// The loop SyncClients of this thread share when the thread has none of its own.
+thread_local std::weak_ptr<async::Loop> shared_loop;
 
-// Owns a reply hiredis handed over until it is copied (Reply::copy may throw).
-struct ReplyFree {
-  void operator()(redisReply* r) const noexcept { freeReplyObject(r); }
-};
-
-}  // namespace
-
-void SyncClient::Free::operator()(redisContext* c) const noexcept {
-  redisFree(c);
-}
-
-SyncClient::SyncClient(std::unique_ptr<redisContext, Free> c, Url url, Millis timeout) noexcept
-    : c_(std::move(c)), url_(std::move(url)), timeout_(timeout) {}
-SyncClient::SyncClient(SyncClient&&) noexcept = default;
-SyncClient& SyncClient::operator=(SyncClient&&) noexcept = default;
-SyncClient::~SyncClient() = default;
-
-OpResult<SyncClient> SyncClient::connect(const Url& url, Millis timeout) {
-  const timeval tv = to_timeval(timeout);
-  std::unique_ptr<redisContext, Free> c(
-      url.kind == Url::Kind::unix_socket ? redisConnectUnixWithTimeout(url.path.c_str(), tv)
-                                         : redisConnectWithTimeout(url.host.c_str(), url.port, tv));
-  if (!c || c->err) {
-    return OpError{OpError::Kind::connection, "cannot connect to redis " + url.display() + ": " +
-                                                  (c ? c->errstr : "out of memory")};
+std::shared_ptr<async::Loop> loop_for_thread() {
+  if (auto loop = shared_loop.lock()) return loop;
+  if (async::Loop* current = async::Loop::current_or_null()) {
+    return std::shared_ptr<async::Loop>(current, [](async::Loop*) {});  // borrowed
   }
-  redisSetTimeout(c.get(), tv);
-  cap_reader(c->reader);
-  SyncClient client(std::move(c), url, timeout);
-  if (!url.password.empty()) {
-    auto r = url.user.empty() ? client.command("AUTH", url.password)
-                              : client.command("AUTH", url.user, url.password);
-    if (!r) return OpError{r.error().kind, "redis " + url.display() + ": " + r.error().message};
-  }
-  if (url.db) {
-    auto r = client.command("SELECT", std::to_string(url.db));
-    if (!r) return OpError{r.error().kind, "redis " + url.display() + ": " + r.error().message};
-  }
-  return client;
+  auto loop = std::make_shared<async::Loop>();
+  shared_loop = loop;
+  return loop;
 }
 
-OpError SyncClient::failure(const std::string& what) const {
-  return OpError{OpError::Kind::connection,
-                 "redis " + url_.display() + ": " + what + reader_error(c_->errstr)};
-}
-
-OpResult<Reply> SyncClient::take(void* raw) {
-  if (!raw) return failure("");
-  std::unique_ptr<redisReply, ReplyFree> owned(static_cast<redisReply*>(raw));
-  Reply r = Reply::copy(*owned);
+OpResult<Reply> as_result(Reply r) {
   if (r.is_error()) return OpError{OpError::Kind::reply, r.str};
   return r;
 }
 
-OpResult<Reply> SyncClient::call(std::span<const std::string_view> argv) {
-  std::vector<const char*> p;
-  std::vector<size_t> l;
-  p.reserve(argv.size());
-  l.reserve(argv.size());
-  for (const auto& a : argv) {
-    p.push_back(a.data());
-    l.push_back(a.size());
+}  // namespace
+
+struct SyncClient::State {
+  std::shared_ptr<async::Loop> loop;  // declared first: it outlives the connection
+  std::unique_ptr<Connection> conn;
+  std::deque<PendingReply> pipeline;  // append()ed, not read() yet
+  Url url;
+};
+
+SyncClient::SyncClient(std::unique_ptr<State> s) noexcept : s_(std::move(s)) {}
+SyncClient::SyncClient(SyncClient&&) noexcept = default;
+SyncClient& SyncClient::operator=(SyncClient&&) noexcept = default;
+SyncClient::~SyncClient() = default;
+
+const Url& SyncClient::url() const noexcept {
+  return s_->url;
+}
+
+OpResult<SyncClient> SyncClient::connect(const Url& url, Millis timeout) {
+  auto s = std::make_unique<State>();
+  s->loop = loop_for_thread();
+  s->url = url;
+  auto opening = async::spawn(Connection::open(ConnectOptions{url, timeout, timeout}), "connect");
+  s->loop->run_until([&] { return opening.done(); });
+  if (!opening.done()) {
+    opening.cancel();
+    s->loop->run_until([&] { return opening.done(); });
   }
-  return take(redisCommandArgv(c_.get(), static_cast<int>(argv.size()), p.data(), l.data()));
+  auto result = opening.take_result();
+  try {
+    s->conn = std::move(result.value());
+  } catch (const std::exception& e) {
+    return OpError{OpError::Kind::connection, e.what()};
+  }
+  return SyncClient(std::move(s));
+}
+
+OpResult<Reply> SyncClient::wait(PendingReply& pending) {
+  s_->loop->run_until([&] { return pending.ready(); });
+  return pending.take();
+}
+
+OpResult<Reply> SyncClient::call(std::span<const std::string_view> argv) {
+  PendingReply pending = s_->conn->send(argv);
+  auto r = wait(pending);
+  if (!r) return r.error();
+  return as_result(std::move(*r));
 }
 
 OpResult<Reply> SyncClient::call(const std::vector<std::string>& argv) {
@@ -107,13 +104,7 @@ OpResult<Done> SyncClient::load(const Script& script) {
 }
 
 void SyncClient::append(std::span<const std::string_view> argv) {
-  std::vector<const char*> p;
-  std::vector<size_t> l;
-  for (const auto& a : argv) {
-    p.push_back(a.data());
-    l.push_back(a.size());
-  }
-  redisAppendCommandArgv(c_.get(), static_cast<int>(argv.size()), p.data(), l.data());
+  s_->pipeline.push_back(s_->conn->send(argv));
 }
 
 void SyncClient::append(const std::vector<std::string>& argv) {
@@ -122,37 +113,40 @@ void SyncClient::append(const std::vector<std::string>& argv) {
 }
 
 OpResult<Reply> SyncClient::read() {
-  void* raw = nullptr;
-  if (redisGetReply(c_.get(), &raw) != REDIS_OK) return failure("");
-  return take(raw);
+  if (s_->pipeline.empty()) {
+    return OpError{OpError::Kind::connection, "redis " + s_->url.display() + ": nothing to read"};
+  }
+  PendingReply pending = std::move(s_->pipeline.front());
+  s_->pipeline.pop_front();
+  auto r = wait(pending);
+  if (!r) return r.error();
+  return as_result(std::move(*r));
 }
 
 OpResult<Done> SyncClient::subscribe(const std::string& channel) {
   auto r = command("SUBSCRIBE", channel);
   if (!r) return r.error();
-  channel_ = channel;
   return Done{};
 }
 
 OpResult<std::optional<Reply>> SyncClient::next_message(Millis slice) {
-  redisSetTimeout(c_.get(), to_timeval(slice));
-  void* raw = nullptr;
-  if (redisGetReply(c_.get(), &raw) != REDIS_OK) {
-    if (c_->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      // Nothing within the slice: hiredis has given up on this context; make a new one.
-      auto fresh = connect(url_, timeout_);
-      if (!fresh) return fresh.error();
-      const std::string channel = channel_;
-      *this = std::move(*fresh);
-      if (auto s = subscribe(channel); !s) return s.error();
-      return std::optional<Reply>();
-    }
-    return failure("");
+  Connection& conn = *s_->conn;
+  bool late = false;
+  async::Timer timer;
+  if (conn.messages().empty() && conn.alive()) {
+    timer.start(
+        *s_->loop, slice, [](void* flag) noexcept { *static_cast<bool*>(flag) = true; }, &late);
+    s_->loop->run_until([&] { return late || !conn.messages().empty() || !conn.alive(); });
+    timer.stop();
   }
-  redisSetTimeout(c_.get(), to_timeval(timeout_));
-  auto r = take(raw);
-  if (!r) return r.error();
-  return std::optional<Reply>(std::move(*r));
+  if (!conn.messages().empty()) {
+    Reply r = std::move(conn.messages().front());
+    conn.messages().erase(conn.messages().begin());
+    if (conn.messages().empty()) conn.message_came().clear();
+    return std::optional<Reply>(std::move(r));
+  }
+  if (!conn.alive()) return OpError{OpError::Kind::connection, conn.error()};
+  return std::optional<Reply>();
 }
 
 }  // namespace jq::redis

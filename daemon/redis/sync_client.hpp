@@ -1,4 +1,5 @@
-// SyncClient: one blocking Redis connection, for tools (jobqctl) that have no loop to share.
+// SyncClient: one blocking Redis connection, for tools (jobqctl) that have no loop to share: the
+// daemon's Connection (TLS included) driven by a loop until each reply is in.
 #pragma once
 
 #include <chrono>
@@ -9,19 +10,21 @@
 #include <string_view>
 #include <vector>
 
+#include "redis/connection.hpp"
 #include "redis/op_result.hpp"
 #include "redis/reply.hpp"
 #include "redis/script.hpp"
 #include "redis/url.hpp"
 
-struct redisContext;
-
 namespace jq::redis {
 
-/// A blocking connection on hiredis' synchronous API. Every call returns its reply or, as a value,
-/// why there is none (OpResult); a reply is copied out of hiredis before the call returns, so
-/// nothing of hiredis' outlives it. Scripts run through the same Script objects the daemon uses,
-/// EVALSHA first and EVAL when Redis does not have them.
+/// A blocking connection: each call runs the thread's loop until its reply is in (or the
+/// connection failed: a reply later than the timeout drops it), and returns the reply or, as a
+/// value, why there is none (OpResult). The transport is the daemon's Connection, so TLS and what
+/// comes later work here the same. The loop is the thread's own if it has one (a test's), else one
+/// made for the thread's SyncClients and shared by them; a SyncClient is not for use from a task
+/// running on that loop. Scripts run through the same Script objects the daemon uses, EVALSHA
+/// first and EVAL when Redis does not have them.
 class SyncClient {
  public:
   /// Connects (within `timeout`), authenticates and selects the URL's database.
@@ -31,7 +34,7 @@ class SyncClient {
   SyncClient& operator=(SyncClient&&) noexcept;
   ~SyncClient();
 
-  const Url& url() const noexcept { return url_; }
+  const Url& url() const noexcept;
 
   /// One command; error replies come back as OpError (kind reply).
   OpResult<Reply> call(std::span<const std::string_view> argv);
@@ -56,24 +59,15 @@ class SyncClient {
 
   /// Subscribes this connection to `channel` (it can do nothing else from then on).
   OpResult<Done> subscribe(const std::string& channel);
-  /// The next message of the subscription, or nullopt when none came within `slice`. A timed-out
-  /// read leaves hiredis' context unusable, so the connection is then made again and subscribed
-  /// anew: a message published in that gap is missed, which callers tolerate by reading the
-  /// state they wait for after each slice.
+  /// The next message of the subscription, or nullopt when none came within `slice`.
   OpResult<std::optional<Reply>> next_message(Millis slice);
 
  private:
-  struct Free {
-    void operator()(redisContext* c) const noexcept;
-  };
-  SyncClient(std::unique_ptr<redisContext, Free> c, Url url, Millis timeout) noexcept;
-  OpResult<Reply> take(void* raw);
-  OpError failure(const std::string& what) const;
+  struct State;
+  explicit SyncClient(std::unique_ptr<State> s) noexcept;
+  OpResult<Reply> wait(PendingReply& pending);
 
-  std::unique_ptr<redisContext, Free> c_;
-  Url url_;
-  Millis timeout_;
-  std::string channel_;  // subscribed to, if any
+  std::unique_ptr<State> s_;
 };
 
 }  // namespace jq::redis

@@ -41,7 +41,8 @@ std::string Url::display() const {
   if (kind == Kind::unix_socket) {
     return "unix://" + path + (db ? "?db=" + std::to_string(db) : "");
   }
-  return "redis://" + auth + host + ":" + std::to_string(port) + "/" + std::to_string(db);
+  return std::string(tls ? "rediss://" : "redis://") + auth + host + ":" + std::to_string(port) +
+         "/" + std::to_string(db);
 }
 
 Url parse_url(std::string_view text) {
@@ -66,11 +67,13 @@ Url parse_url(std::string_view text) {
     u.path = std::string(rest);
     return u;
   }
-  if (text.rfind("redis://", 0) != 0) {
+  const bool tls = text.rfind("rediss://", 0) == 0;
+  if (!tls && text.rfind("redis://", 0) != 0) {
     throw std::invalid_argument("redis URL '" + std::string(text) +
-                                "': must start with redis:// or unix://");
+                                "': must start with redis://, rediss:// or unix://");
   }
-  std::string_view rest = text.substr(8);
+  if (tls) u.tls.emplace();
+  std::string_view rest = text.substr(tls ? 9 : 8);
   if (auto at = rest.rfind('@'); at != std::string_view::npos) {
     std::string_view auth = rest.substr(0, at);
     rest = rest.substr(at + 1);

@@ -1,8 +1,11 @@
-// Redis URLs: redis://[user:password@]host:port/db and unix:///path[?db=N].
+// Redis URLs: redis://[user:password@]host:port/db, rediss:// (TLS) and unix:///path[?db=N].
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
+
+#include "async/tls.hpp"
 
 namespace jq::redis {
 
@@ -14,6 +17,9 @@ struct Url {
   std::string user;  // ACL user; empty with a password means the default user
   std::string password;
   int db = 0;
+  // Set for rediss://: TLS with these options (the config's redis.tls fills them; by default the
+  // system's CAs and the host's name).
+  std::optional<async::TlsOptions> tls;
 
   /// The URL without its password, for logs and errors.
   std::string display() const;

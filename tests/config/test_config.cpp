@@ -174,7 +174,7 @@ queues:
         "test.yaml:2:10: queue name 'bad name': use 1-64 characters of A-Z a-z 0-9 _ . -");
   CHECK(error_of(h + "redis: {url: http://x}\nqueues: {q: {handler: h}}\n") ==
         "test.yaml:2:14: redis.url: 'http://x' is not redis://[user:password@]host:port/db, "
-        "unix:///path or embedded");
+        "rediss://... (TLS), unix:///path or embedded");
   CHECK(error_of("handlers: {}\n") ==
         "test.yaml:1:1: no queues configured: add a 'queues' section with at least one queue");
   CHECK(error_of("queus: {}\n") ==
@@ -718,4 +718,41 @@ TEST_CASE("the shipped configs are valid", "[config]") {
     auto cfg = load_file((jq::test::repo_root() / name).string());
     CHECK_FALSE(cfg.queues.empty());
   }
+}
+
+TEST_CASE("redis.tls: rediss:// with a CA, a client certificate and a name; misuse is an error",
+          "[config][tls]") {
+  const std::string h = "handlers: {h: {type: builtin, name: noop}}\nqueues: {q: {handler: h}}\n";
+  auto cfg = load(R"(
+redis:
+  url: rediss://cache.example:6380/0
+  tls: {ca_file: /etc/jobqd/ca.pem, cert_file: client.pem, key_file: client.key, server_name: redis.internal}
+)" + h);
+  CHECK(cfg.redis.url == "rediss://cache.example:6380/0");
+  CHECK(cfg.redis.tls.ca_file == "/etc/jobqd/ca.pem");
+  // Relative paths are the config directory's, as elsewhere.
+  CHECK(cfg.redis.tls.cert_file == "/etc/jobqd/client.pem");
+  CHECK(cfg.redis.tls.key_file == "/etc/jobqd/client.key");
+  CHECK(cfg.redis.tls.server_name == "redis.internal");
+  // rediss:// alone: the system's CAs and the URL's host.
+  CHECK(load("redis: {url: \"rediss://h:1/0\"}\n" + h).redis.tls == jq::async::TlsOptions{});
+
+  // Certificates beside a plaintext URL: the user meant TLS and must not get plaintext.
+  CHECK(error_of("redis:\n  url: redis://h:1/0\n  tls: {ca_file: /ca.pem}\n" + h) ==
+        "test.yaml:3:8: redis.tls: given, but redis.url redis://h:1/0 is not TLS "
+        "(rediss://host:port)");
+  CHECK(error_of("redis:\n  url: rediss://h:1/0\n  tls: {cert_file: /c.pem}\n" + h) ==
+        "test.yaml:3:8: redis.tls: a client certificate needs both cert_file and key_file");
+  CHECK(error_of("redis:\n  url: rediss://h:1/0\n  tls: {ca_fle: /c.pem}\n" + h) ==
+        "test.yaml:3:9: unknown key 'ca_fle' in redis.tls (did you mean 'ca_file'?)");
+  // A key of redis.tls one level too high.
+  CHECK_THAT(error_of("redis:\n  url: rediss://h:1/0\n  ca_file: /c.pem\n" + h),
+             Catch::Contains("test.yaml:3:3:") && Catch::Contains("a key of redis.tls"));
+  // Cluster and Sentinel URLs: not yet, said so.
+  CHECK(error_of("redis: {url: \"redis-cluster://a:1,b:2\"}\n" + h) ==
+        "test.yaml:1:14: redis.url: redis-cluster:// is not in this version of jobqd yet "
+        "(redis://, rediss://, unix:// and embedded are)");
+  // --print-config shows what it was given, and nothing when there is no TLS.
+  CHECK(print(cfg).find("tls:") != std::string::npos);
+  CHECK(print(load(kMinimal)).find("tls:") == std::string::npos);
 }

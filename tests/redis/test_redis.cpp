@@ -69,7 +69,15 @@ TEST_CASE("redis URLs", "[redis][url]") {
   CHECK_THROWS_WITH(parse_url("redis://h:99999/0"),
                     "redis URL 'redis://h:99999/0': bad port '99999'");
   CHECK_THROWS_WITH(parse_url("unix://relative.sock"), Catch::Contains("needs an absolute path"));
-  CHECK_THROWS_WITH(parse_url("http://x"), Catch::Contains("must start with redis:// or unix://"));
+  CHECK_THROWS_WITH(parse_url("http://x"),
+                    Catch::Contains("must start with redis://, rediss:// or unix://"));
+  CHECK_FALSE(u.tls);
+  auto t = parse_url("rediss://bob:pw@cache.example:6380/1");
+  REQUIRE(t.tls);
+  CHECK(t.tls->ca_file.empty());  // the system's CAs unless redis.tls says otherwise
+  CHECK(t.host == "cache.example");
+  CHECK(t.port == 6380);
+  CHECK(t.display() == "rediss://bob:***@cache.example:6380/1");
 }
 
 TEST_CASE("commands, pipelining and replies copied into values", "[redis]") {

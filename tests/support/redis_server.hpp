@@ -8,11 +8,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "redis/reply.hpp"
+#include "tests/support/files.hpp"
 #include "tests/support/process.hpp"
 
 namespace jq::test {
@@ -139,11 +142,26 @@ inline long long blocked_clients(SyncRedis& r) {
 
 class RedisServer {
  public:
+  /// TLS on a port of its own, beside the plain one (which tests keep for SyncRedis): the server's
+  /// certificate and key, the CA it trusts for client certificates, and whether it demands one.
+  struct Tls {
+    std::string cert, key, ca;
+    bool auth_clients = false;
+  };
+
   explicit RedisServer(bool aof = false) : aof_(aof), port_(free_port()) { start(); }
+  explicit RedisServer(Tls tls, bool aof = false)
+      : aof_(aof), port_(free_port()), tls_(std::move(tls)), tls_port_(free_port()) {
+    while (tls_port_ == port_) tls_port_ = free_port();
+    start();
+  }
   ~RedisServer() { kill(); }
 
   int port() const { return port_; }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_) + "/0"; }
+  /// The TLS port (0 without TLS), and its URL by name, as a certificate for localhost matches.
+  int tls_port() const { return tls_port_; }
+  std::string tls_url() const { return "rediss://localhost:" + std::to_string(tls_port_) + "/0"; }
   std::string socket_path() const { return (dir_.path() / "redis.sock").string(); }
   const TempDir& dir() const { return dir_; }
   SyncRedis client() const { return SyncRedis(port_); }
@@ -168,6 +186,11 @@ class RedisServer {
                                      "no",
                                      "--logfile",
                                      (dir_.path() / "redis.log").string()};
+    if (tls_) {
+      argv.insert(argv.end(), {"--tls-port", std::to_string(tls_port_), "--tls-cert-file",
+                               tls_->cert, "--tls-key-file", tls_->key, "--tls-ca-cert-file",
+                               tls_->ca, "--tls-auth-clients", tls_->auth_clients ? "yes" : "no"});
+    }
     proc_ = Child(argv);
     bool up = eventually(
         [&] {
@@ -182,6 +205,11 @@ class RedisServer {
           return ok;
         },
         std::chrono::seconds(10));
+    if (!up && tls_) {
+      // Most likely the certificates: redis-server's log says what it made of them.
+      throw std::runtime_error("test redis-server with TLS did not start on port " +
+                               std::to_string(port_) + ": " + read_file(dir_.path() / "redis.log"));
+    }
     if (!up)
       throw std::runtime_error("test redis-server did not start on port " + std::to_string(port_));
   }
@@ -203,6 +231,8 @@ class RedisServer {
   TempDir dir_;
   bool aof_;
   int port_;
+  std::optional<Tls> tls_;
+  int tls_port_ = 0;
   Child proc_;
 };
 
