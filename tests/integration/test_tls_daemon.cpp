@@ -51,8 +51,8 @@ TEST_CASE("rediss://: jobqd runs jobs and jobqctl submits and waits over TLS; a 
   CHECK(status.out.find("succeeded") != std::string::npos);
 
   // Given the URL alone, jobqctl trusts the system's CAs, which do not know this one.
-  auto untrusted = run_program({(build_dir() / "jobqctl").string(), "--redis", redis.tls_url(),
-                                "queues"});
+  auto untrusted =
+      run_program({(build_dir() / "jobqctl").string(), "--redis", redis.tls_url(), "queues"});
   CHECK(untrusted.code == 1);
   CHECK(untrusted.out.find("TLS certificate rejected") != std::string::npos);
 

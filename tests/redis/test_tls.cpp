@@ -33,14 +33,16 @@ async::TlsOptions trust(const std::string& ca_file, const std::string& cert_file
   return o;
 }
 
-redis::Url url_of(const RedisServer& s, async::TlsOptions tls, const std::string& host = "localhost") {
+redis::Url url_of(const RedisServer& s, async::TlsOptions tls,
+                  const std::string& host = "localhost") {
   auto url = redis::parse_url("rediss://" + host + ":" + std::to_string(s.tls_port()) + "/0");
   *url.tls = std::move(tls);
   return url;
 }
 
 // PING over a new connection: "PONG", or why not.
-std::string ping(const redis::Url& url, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+std::string ping(const redis::Url& url,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
   auto c = redis::SyncClient::connect(url, timeout);
   if (!c) return c.error().message;
   auto r = c->command("PING");
@@ -80,16 +82,13 @@ TEST_CASE("rediss://: a certificate from an unknown CA, for another name, or exp
 
   auto elsewhere = issue_cert(pki.ca, pki.dir.path(), "elsewhere", "DNS:elsewhere.example");
   RedisServer wrong_name(RedisServer::Tls{elsewhere.cert, elsewhere.key, pki.ca.cert});
-  CHECK_THAT(ping(url_of(wrong_name, trust(pki.ca.cert))),
-             Catch::Contains("hostname mismatch"));
+  CHECK_THAT(ping(url_of(wrong_name, trust(pki.ca.cert))), Catch::Contains("hostname mismatch"));
   // Unless the config names the server as its certificate does (redis.tls.server_name).
-  CHECK(ping(url_of(wrong_name, trust(pki.ca.cert, "", "", "elsewhere.example"))) ==
-        "PONG");
+  CHECK(ping(url_of(wrong_name, trust(pki.ca.cert, "", "", "elsewhere.example"))) == "PONG");
 
   auto old = issue_cert(pki.ca, pki.dir.path(), "old", "DNS:localhost", true);
   RedisServer expired(RedisServer::Tls{old.cert, old.key, pki.ca.cert});
-  CHECK_THAT(ping(url_of(expired, trust(pki.ca.cert))),
-             Catch::Contains("certificate has expired"));
+  CHECK_THAT(ping(url_of(expired, trust(pki.ca.cert))), Catch::Contains("certificate has expired"));
 
   // Not a TLS server at all (the plain port): it waits for a line that never comes, and the
   // connect timeout ends the handshake.
@@ -108,8 +107,9 @@ TEST_CASE("rediss://: a server that requires a client certificate gets the confi
   RedisServer server(RedisServer::Tls{pki.server.cert, pki.server.key, pki.ca.cert, true});
   // Without one the server ends the connection (TLS 1.3: after the handshake, at the first
   // command).
-  CHECK_THAT(ping(url_of(server, trust(pki.ca.cert))),
-             Catch::Contains("connection lost: TLS error") && Catch::Contains("certificate required"));
+  CHECK_THAT(
+      ping(url_of(server, trust(pki.ca.cert))),
+      Catch::Contains("connection lost: TLS error") && Catch::Contains("certificate required"));
   CHECK(ping(url_of(server, trust(pki.ca.cert, pki.client.cert, pki.client.key))) == "PONG");
   // A key that is not the certificate's: refused before connecting, naming both.
   CHECK_THAT(ping(url_of(server, trust(pki.ca.cert, pki.client.cert, pki.server.key))),
