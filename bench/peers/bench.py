@@ -113,6 +113,36 @@ def descendants(pid):
     return out
 
 
+def cpu_seconds_of(pids):
+    """User + system CPU the processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def make_test_certs(directory):
+    """A CA and a certificate for localhost it signed, in `directory`; returns the CA's path."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=bench-ca", "-keyout", "ca.key",
+            "-out", "ca.crt")
+    openssl("req", "-new", *ec, "-subj", "/CN=localhost", "-keyout", "server.key",
+            "-out", "server.csr")
+    with open(os.path.join(directory, "san.cnf"), "w") as f:
+        f.write("subjectAltName = DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "server.crt")
+    return os.path.join(directory, "ca.crt")
+
+
 def vm_hwm_kib(pids):
     total = 0
     for pid in pids:
@@ -157,10 +187,18 @@ class RedisServer:
     def __init__(self, tmp):
         self.dir = os.path.join(tmp, "redis")
         os.makedirs(self.dir)
+        # A TLS port beside the plain one (the tls section): a CA and a server certificate for
+        # localhost, made here.
+        self.ca = make_test_certs(self.dir)
         for attempt in range(5):
             self.port = free_port()
+            self.tls_port = free_port()
             self.proc = spawn(
                 ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--tls-port", str(self.tls_port),
+                 "--tls-cert-file", os.path.join(self.dir, "server.crt"),
+                 "--tls-key-file", os.path.join(self.dir, "server.key"),
+                 "--tls-ca-cert-file", self.ca, "--tls-auth-clients", "no",
                  "--dir", self.dir, "--save", "", "--appendonly", "no",
                  "--daemonize", "no", "--logfile", os.path.join(self.dir, "redis.log")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -175,6 +213,7 @@ class RedisServer:
                                     tail(os.path.join(self.dir, "redis.log")))
         self.version = self.ctl.info("server")["redis_version"]
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.tls_url = f"rediss://localhost:{self.tls_port}/0"
 
     def _up(self):
         if self.proc.poll() is not None:
@@ -246,11 +285,12 @@ class Jobqd(System):
     name = "jobqd"
     pending_key = "jobq:{{{q}}}:pending"
 
-    def __init__(self, env, label="jobqd", extra_queue_keys="", binary=None):
+    def __init__(self, env, label="jobqd", extra_queue_keys="", binary=None, tls=False):
         super().__init__(env)
         self.name = label
         self.extra = extra_queue_keys
         self.binary = binary or env.jobqd
+        self.tls = tls
 
     def yaml(self, state_dir, queues):
         """The one place the benchmark's jobqd config is written. `queues`: [(name, concurrency)];
@@ -258,7 +298,8 @@ class Jobqd(System):
         queue."""
         lines = [
             f"daemon: {{state_dir: {state_dir}, log_level: warn}}",
-            f"redis: {{url: {self.env.redis.url}}}",
+            (f"redis: {{url: {self.env.redis.tls_url}, tls: {{ca_file: {self.env.redis.ca}}}}}"
+             if self.tls else f"redis: {{url: {self.env.redis.url}}}"),
             f"http: {{listen: 127.0.0.1:{free_port()}}}",
             "handlers: {nothing: {type: builtin, name: noop}}",
             "queues:",
@@ -503,6 +544,7 @@ def drain(env, system, n, concurrency, processes=1, rss=False):
             time.sleep(POLL)
         elapsed = time.perf_counter() - t0
         cpu = env.redis.cpu_seconds() - cpu0
+        worker_cpu = sum(cpu_seconds_of(descendants(p.pid)) for p in procs)
         hwm = sum(vm_hwm_kib(descendants(p.pid)) for p in procs) if rss else None
         stats = env.redis.commandstats()
     finally:
@@ -525,7 +567,7 @@ def drain(env, system, n, concurrency, processes=1, rss=False):
     # Redis' CPU per job: what bounds every Redis-backed queue (one core runs at most 1/cpu jobs
     # a second). The harness's own polls (a few hundred cheap commands) are left in.
     return {"rate": n / elapsed, "cmds": sum(stats.values()) / n, "rss": hwm,
-            "cpu_us": cpu * 1e6 / n}
+            "cpu_us": cpu * 1e6 / n, "worker_cpu_us": worker_cpu * 1e6 / n}
 
 
 class Lines:
@@ -756,7 +798,7 @@ def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
     scale = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
     runs = max(1, int(os.environ.get("BENCH_RUNS", "3")))
-    sections = os.environ.get("BENCH_PEERS", "throughput,rq,rss,latency,ceiling").split(",")
+    sections = os.environ.get("BENCH_PEERS", "throughput,rq,rss,latency,tls,ceiling").split(",")
     n = max(1000, int(100000 * scale))
     rq_n = max(1000, n // 10)
     samples = max(200, int(2000 * scale))
@@ -917,6 +959,29 @@ def main():
                 for r in rows if r[0].endswith("samples")))
             print("  queue `load` drained at, while the probe ran (median of the runs): " + ", ".join(
                 f"{s.name} {human_rate(median(load_rates[s.name]))} jobs/s" for s in lat_systems))
+
+        if "tls" in sections:
+            # The same drain over rediss:// and over the plain port of the same redis-server,
+            # alternating: what TLS costs jobqd (its CPU per job, from /proc) and throughput.
+            plain, tls = Jobqd(env, "jobqd plain"), Jobqd(env, "jobqd TLS", tls=True)
+            for i in range(runs):
+                for s in (plain, tls):
+                    attempt(("tls", s.name, 10), drain, env, s, n, 10)
+                log(f"tls c=10 run {i + 1}/{runs}: " + ", ".join(
+                    f"{s.name} {human_rate(results[('tls', s.name, 10)][-1]['rate'])}/s"
+                    for s in (plain, tls) if results[("tls", s.name, 10)]))
+            us = lambda v: f"{v:.1f} us"
+            table("TLS: jobqd over rediss:// against the same Redis's plain port, concurrency 10, "
+                  "median of the runs",
+                  [("jobs/s", fig("tls", tls.name, 10, "rate"),
+                    {"plain": fig("tls", plain.name, 10, "rate")})],
+                  [], True, human_rate, base_label="plain")
+            table("  CPU per job (lower is better; /proc for jobqd, INFO cpu for Redis)",
+                  [("jobqd CPU per job", fig("tls", tls.name, 10, "worker_cpu_us"),
+                    {"plain": fig("tls", plain.name, 10, "worker_cpu_us")}),
+                   ("Redis CPU per job", fig("tls", tls.name, 10, "cpu_us"),
+                    {"plain": fig("tls", plain.name, 10, "cpu_us")})],
+                  [], False, lambda v: f"{v:.1f} us", base_label="plain")
 
         if "ceiling" in sections:
             hset_n = max(50000, int(300000 * scale))
