@@ -70,17 +70,21 @@ async::Task<void> Client::supervise() {
       auto conn = co_await Connection::open(options_.connect);
       if (on_connect) co_await on_connect(*conn);
       conn_ = std::move(conn);
+      // Through sentinels: the primary they named, too.
+      const std::string at = conn_->url().display() == where
+                                 ? where
+                                 : conn_->url().display() + " (the primary of " + where + ")";
       ++generation_;
       last_error_.clear();
       auto down_for =
           std::chrono::duration_cast<std::chrono::seconds>(async::Clock::now() - down_since);
       if (failures > 0) {
-        spdlog::info("{}: connected to {} after {} failed attempts ({}s without Redis)", who, where,
+        spdlog::info("{}: connected to {} after {} failed attempts ({}s without Redis)", who, at,
                      failures, down_for.count());
       } else if (ever_up) {
-        spdlog::info("{}: reconnected to {}", who, where);
+        spdlog::info("{}: reconnected to {}", who, at);
       } else {
-        spdlog::debug("{}: connected to {}", who, where);
+        spdlog::debug("{}: connected to {}", who, at);
       }
       ever_up = true;
       failures = 0;

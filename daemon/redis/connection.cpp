@@ -60,6 +60,42 @@ void tune_tcp(evutil_socket_t fd) noexcept {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
 
+// The primary's address for a redis-sentinel:// URL, asked of each sentinel in turn (the first
+// that names it wins; a sentinel that is down or does not know the name is passed over).
+async::Task<Url> find_primary(const ConnectOptions& options) {
+  const Url& url = options.url;
+  std::string why;
+  for (const auto& [host, port] : url.sentinels) {
+    ConnectOptions ask;
+    ask.url.host = host;
+    ask.url.port = port;
+    ask.connect_timeout = options.connect_timeout;
+    ask.command_timeout = options.command_timeout;
+    const std::string where = host + ":" + std::to_string(port);
+    try {
+      auto sentinel = co_await Connection::open(ask);
+      Reply r = co_await sentinel->command("SENTINEL", "get-master-addr-by-name", url.service);
+      if (r.is_array() && r.elements.size() == 2) {
+        Url primary = url;
+        primary.kind = Url::Kind::tcp;
+        primary.host = r.elements[0].str;
+        try {
+          primary.port = std::stoi(r.elements[1].str);
+        } catch (const std::exception&) {
+          primary.port = 0;
+        }
+        if (!primary.host.empty() && primary.port > 0 && primary.port < 65536) co_return primary;
+      }
+      why += "; " + where + " answered " +
+             (r.is_nil() ? "that it monitors no '" + url.service + "'" : r.describe());
+    } catch (const ConnectionError& e) {
+      why += std::string("; ") + e.what();
+    }
+  }
+  throw ConnectionError("redis " + url.display() + ": no sentinel named the primary of '" +
+                        url.service + "'" + why);
+}
+
 }  // namespace
 
 void PendingReply::release() noexcept {
@@ -92,6 +128,8 @@ std::string Connection::describe(const std::string& what) const {
 }
 
 async::Task<std::unique_ptr<Connection>> Connection::open(ConnectOptions options) {
+  const bool via_sentinel = options.url.kind == Url::Kind::sentinel;
+  if (via_sentinel) options.url = co_await find_primary(options);
   std::string ip;
   std::string unresolved;
   if (options.url.kind == Url::Kind::tcp) {
@@ -102,6 +140,7 @@ async::Task<std::unique_ptr<Connection>> Connection::open(ConnectOptions options
     }
   }
   std::unique_ptr<Connection> conn(new Connection(std::move(options)));
+  conn->via_sentinel_ = via_sentinel;
   if (!unresolved.empty()) throw ConnectionError(conn->describe(unresolved));
   conn->start_connect(ip);
 
@@ -138,6 +177,16 @@ async::Task<std::unique_ptr<Connection>> Connection::open(ConnectOptions options
   if (u.db != 0) {
     Reply r = co_await select;
     if (r.is_error()) throw ConnectionError(conn->describe("SELECT failed: " + r.str));
+  }
+  if (via_sentinel) {
+    // Just after a failover a sentinel may still name the old primary, now a replica: jobqd
+    // never writes to one.
+    Reply role = co_await conn->command("ROLE");
+    if (!role.is_array() || role.elements.empty() || role.elements[0].str != "master") {
+      throw ConnectionError(conn->describe(
+          "named the primary of '" + u.service + "' by the sentinels, but its ROLE is " +
+          (role.is_array() && !role.elements.empty() ? role.elements[0].str : role.describe())));
+    }
   }
   co_return conn;
 }
@@ -349,7 +398,16 @@ void Connection::on_read(bufferevent* bev, void* arg) noexcept {
       self->fail(self->describe("out of memory copying a reply"));
       return;
     }
+    // A primary turned replica (a failover) refuses writes: the sentinels are asked again.
+    const bool demoted =
+        self->via_sentinel_ && reply.is_error() && reply.str.rfind("READONLY", 0) == 0;
     self->deliver(std::move(reply));
+    if (demoted) {
+      self->fail(
+          self->describe("the server is a replica now (READONLY); asking the sentinels "
+                         "for the primary"));
+      return;
+    }
   }
 }
 

@@ -205,6 +205,7 @@ class Connection final : public CommandHelpers<Connection>, async::Flusher {
   std::unique_ptr<bufferevent, BevFree> bev_;
   std::unique_ptr<redisReader, ReaderFree> reader_;
   bool tls_ = false;
+  bool via_sentinel_ = false;  // the address came from sentinels: READONLY means ask again
   bool connected_ = false;
   std::string error_;
   async::Event connect_done_;

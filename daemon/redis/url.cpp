@@ -34,12 +34,82 @@ std::string percent_decode(std::string_view s) {
   return out;
 }
 
+// user:password@ off the front of `rest`, into `u`.
+void take_auth(std::string_view& rest, Url& u) {
+  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view auth = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    if (auto colon = auth.find(':'); colon != std::string_view::npos) {
+      u.user = percent_decode(auth.substr(0, colon));
+      u.password = percent_decode(auth.substr(colon + 1));
+    } else {
+      u.password = percent_decode(auth);  // redis://secret@host: a password alone
+    }
+  }
+}
+
+// redis-sentinel://[user:password@]h1:p1,h2:p2/service[/db]: the password is the primary's.
+Url parse_sentinel_url(std::string_view text) {
+  Url u;
+  u.kind = Url::Kind::sentinel;
+  std::string_view rest = text.substr(17);
+  const auto bad = [&](const std::string& what) {
+    return std::invalid_argument("redis URL '" + std::string(text) + "': " + what);
+  };
+  const auto slash = rest.find('/');
+  if (slash == std::string_view::npos) {
+    throw bad("no service name (redis-sentinel://host:port,host:port/name)");
+  }
+  std::string_view path = rest.substr(slash + 1);
+  rest = rest.substr(0, slash);
+  take_auth(rest, u);
+  if (auto db = path.find('/'); db != std::string_view::npos) {
+    u.db = to_int(path.substr(db + 1), 0, 1 << 20, "db", text);
+    path = path.substr(0, db);
+  }
+  if (path.empty()) throw bad("no service name (redis-sentinel://host:port,host:port/name)");
+  u.service = std::string(path);
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    std::string_view one = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    std::string_view host = one;
+    std::string_view port;
+    if (!one.empty() && one[0] == '[') {  // [::1]:26379
+      const auto close = one.find(']');
+      if (close == std::string_view::npos) throw bad("unclosed [ in a sentinel address");
+      host = one.substr(1, close - 1);
+      if (close + 1 < one.size()) {
+        if (one[close + 1] != ':') throw bad("bad sentinel address '" + std::string(one) + "'");
+        port = one.substr(close + 2);
+      }
+    } else if (const auto colon = one.rfind(':'); colon != std::string_view::npos) {
+      host = one.substr(0, colon);
+      port = one.substr(colon + 1);
+    }
+    if (host.empty()) throw bad("an empty sentinel address");
+    u.sentinels.emplace_back(std::string(host),
+                             port.empty() ? 26379 : to_int(port, 1, 65535, "port", text));
+  }
+  if (u.sentinels.empty()) throw bad("no sentinel address");
+  return u;
+}
+
 }  // namespace
 
 std::string Url::display() const {
   std::string auth = user.empty() && password.empty() ? "" : (user.empty() ? "" : user) + ":***@";
   if (kind == Kind::unix_socket) {
     return "unix://" + path + (db ? "?db=" + std::to_string(db) : "");
+  }
+  if (kind == Kind::sentinel) {
+    std::string out = "redis-sentinel://" + auth;
+    for (std::size_t i = 0; i < sentinels.size(); ++i) {
+      const std::string& h = sentinels[i].first;
+      out += (i ? "," : "") + (h.find(':') != std::string::npos ? "[" + h + "]" : h) + ":" +
+             std::to_string(sentinels[i].second);
+    }
+    return out + "/" + service + (db ? "/" + std::to_string(db) : "");
   }
   return std::string(tls ? "rediss://" : "redis://") + auth + host + ":" + std::to_string(port) +
          "/" + std::to_string(db);
@@ -67,23 +137,16 @@ Url parse_url(std::string_view text) {
     u.path = std::string(rest);
     return u;
   }
+  if (text.rfind("redis-sentinel://", 0) == 0) return parse_sentinel_url(text);
   const bool tls = text.rfind("rediss://", 0) == 0;
   if (!tls && text.rfind("redis://", 0) != 0) {
     throw std::invalid_argument("redis URL '" + std::string(text) +
-                                "': must start with redis://, rediss:// or unix://");
+                                "': must start with redis://, rediss://, redis-sentinel:// or "
+                                "unix://");
   }
   if (tls) u.tls.emplace();
   std::string_view rest = text.substr(tls ? 9 : 8);
-  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
-    std::string_view auth = rest.substr(0, at);
-    rest = rest.substr(at + 1);
-    if (auto colon = auth.find(':'); colon != std::string_view::npos) {
-      u.user = percent_decode(auth.substr(0, colon));
-      u.password = percent_decode(auth.substr(colon + 1));
-    } else {
-      u.password = percent_decode(auth);  // redis://secret@host: a password alone
-    }
-  }
+  take_auth(rest, u);
   if (auto slash = rest.find('/'); slash != std::string_view::npos) {
     std::string_view db = rest.substr(slash + 1);
     rest = rest.substr(0, slash);

@@ -174,7 +174,8 @@ queues:
         "test.yaml:2:10: queue name 'bad name': use 1-64 characters of A-Z a-z 0-9 _ . -");
   CHECK(error_of(h + "redis: {url: http://x}\nqueues: {q: {handler: h}}\n") ==
         "test.yaml:2:14: redis.url: 'http://x' is not redis://[user:password@]host:port/db, "
-        "rediss://... (TLS), unix:///path or embedded");
+        "rediss://... (TLS), redis-sentinel://host:port,host:port/name, unix:///path or "
+        "embedded");
   CHECK(error_of("handlers: {}\n") ==
         "test.yaml:1:1: no queues configured: add a 'queues' section with at least one queue");
   CHECK(error_of("queus: {}\n") ==
@@ -751,7 +752,7 @@ redis:
   // Cluster and Sentinel URLs: not yet, said so.
   CHECK(error_of("redis: {url: \"redis-cluster://a:1,b:2\"}\n" + h) ==
         "test.yaml:1:14: redis.url: redis-cluster:// is not in this version of jobqd yet "
-        "(redis://, rediss://, unix:// and embedded are)");
+        "(redis://, rediss://, redis-sentinel://, unix:// and embedded are)");
   // --print-config shows what it was given, and nothing when there is no TLS.
   CHECK(print(cfg).find("tls:") != std::string::npos);
   CHECK(print(load(kMinimal)).find("tls:") == std::string::npos);

@@ -1,0 +1,135 @@
+// A Sentinel-managed Redis for tests: a primary, a replica and three redis-sentinel processes
+// (Debian's) on free loopback ports, with short failure detection so a failover takes seconds.
+#pragma once
+
+#include <csignal>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "tests/support/process.hpp"
+#include "tests/support/redis_server.hpp"
+
+namespace jq::test {
+
+class SentinelGroup {
+ public:
+  static constexpr const char* kService = "mymaster";
+
+  SentinelGroup() {
+    const int primary = free_port();
+    const int replica = free_port();
+    start_redis(primary, 0);
+    start_redis(replica, primary);
+    for (int i = 0; i < 3; ++i) start_sentinel(primary);
+    // Ready when the replica is in sync and every sentinel knows the replica and the other two.
+    const bool ready = eventually(
+        [&] {
+          try {
+            SyncRedis p(primary);
+            if (p.str({"INFO", "replication"}).find("state=online") == std::string::npos) {
+              return false;
+            }
+            for (int port : sentinel_ports_) {
+              SyncRedis s(port);
+              if (s.cmd({"SENTINEL", "replicas", kService}).elements.size() != 1 ||
+                  s.cmd({"SENTINEL", "sentinels", kService}).elements.size() != 2) {
+                return false;
+              }
+            }
+            return true;
+          } catch (const std::exception&) {
+            return false;
+          }
+        },
+        std::chrono::seconds(20));
+    if (!ready) throw std::runtime_error("the sentinel group did not come up in " + dir_.str());
+  }
+
+  /// redis-sentinel://127.0.0.1:S1,.../mymaster
+  std::string url(const std::string& service = kService) const {
+    std::string out = "redis-sentinel://";
+    for (std::size_t i = 0; i < sentinel_ports_.size(); ++i) {
+      out += (i ? "," : "") + std::string("127.0.0.1:") + std::to_string(sentinel_ports_[i]);
+    }
+    return out + "/" + service;
+  }
+
+  /// The primary's port as the first sentinel that answers says (0 if none does).
+  int primary_port() const {
+    for (int port : sentinel_ports_) {
+      try {
+        SyncRedis s(port);
+        auto r = s.cmd({"SENTINEL", "get-master-addr-by-name", kService});
+        if (r.is_array() && r.elements.size() == 2) return std::stoi(r.elements[1].str);
+      } catch (const std::exception&) {
+      }
+    }
+    return 0;
+  }
+
+  /// kill -9 of a Redis server of the group.
+  void kill_redis(int port) {
+    auto it = redis_.find(port);
+    if (it == redis_.end()) return;
+    it->second.signal(SIGKILL);
+    it->second.wait(std::chrono::seconds(5));
+  }
+
+  const TempDir& dir() const { return dir_; }
+
+ private:
+  void start_redis(int port, int primary) {
+    std::vector<std::string> argv = {"redis-server",
+                                     "--port",
+                                     std::to_string(port),
+                                     "--bind",
+                                     "127.0.0.1",
+                                     "--dir",
+                                     dir_.str(),
+                                     "--save",
+                                     "",
+                                     "--appendonly",
+                                     "no",
+                                     "--dbfilename",
+                                     "dump-" + std::to_string(port) + ".rdb"};
+    if (primary) argv.insert(argv.end(), {"--replicaof", "127.0.0.1", std::to_string(primary)});
+    redis_.emplace(
+        port, Child(argv, (dir_.path() / ("redis-" + std::to_string(port) + ".log")).string()));
+    const bool up = eventually(
+        [&] {
+          try {
+            return SyncRedis(port).str({"PING"}) == "PONG";
+          } catch (const std::exception&) {
+            return false;
+          }
+        },
+        std::chrono::seconds(10));
+    if (!up) throw std::runtime_error("redis-server did not start on port " + std::to_string(port));
+  }
+
+  void start_sentinel(int primary) {
+    const int port = free_port();
+    const auto conf = dir_.path() / ("sentinel-" + std::to_string(port) + ".conf");
+    {
+      // Sentinel rewrites its config as it learns: the file must be its own and writable.
+      std::ofstream out(conf);
+      out << "port " << port << "\nbind 127.0.0.1\ndir " << dir_.str() << "\n"
+          << "sentinel monitor " << kService << " 127.0.0.1 " << primary << " 2\n"
+          << "sentinel down-after-milliseconds " << kService << " 1000\n"
+          << "sentinel failover-timeout " << kService << " 3000\n"
+          << "sentinel parallel-syncs " << kService << " 1\n";
+    }
+    sentinels_.emplace_back(std::vector<std::string>{"redis-sentinel", conf.string()},
+                            (dir_.path() / ("sentinel-" + std::to_string(port) + ".log")).string());
+    sentinel_ports_.push_back(port);
+  }
+
+  TempDir dir_;
+  std::map<int, Child> redis_;
+  std::vector<Child> sentinels_;
+  std::vector<int> sentinel_ports_;
+};
+
+}  // namespace jq::test
