@@ -285,12 +285,14 @@ class Jobqd(System):
     name = "jobqd"
     pending_key = "jobq:{{{q}}}:pending"
 
-    def __init__(self, env, label="jobqd", extra_queue_keys="", binary=None, tls=False):
+    def __init__(self, env, label="jobqd", extra_queue_keys="", binary=None, tls=False,
+                 redis_keys=""):
         super().__init__(env)
         self.name = label
         self.extra = extra_queue_keys
         self.binary = binary or env.jobqd
         self.tls = tls
+        self.redis_keys = redis_keys  # more keys of the redis section ("wait_replicas: 1")
 
     def yaml(self, state_dir, queues):
         """The one place the benchmark's jobqd config is written. `queues`: [(name, concurrency)];
@@ -298,8 +300,9 @@ class Jobqd(System):
         queue."""
         lines = [
             f"daemon: {{state_dir: {state_dir}, log_level: warn}}",
-            (f"redis: {{url: {self.env.redis.tls_url}, tls: {{ca_file: {self.env.redis.ca}}}}}"
-             if self.tls else f"redis: {{url: {self.env.redis.url}}}"),
+            (f"redis: {{url: {self.env.redis.tls_url}, tls: {{ca_file: {self.env.redis.ca}}}"
+             if self.tls else f"redis: {{url: {self.env.redis.url}")
+            + (f", {self.redis_keys}}}" if self.redis_keys else "}"),
             f"http: {{listen: 127.0.0.1:{free_port()}}}",
             "handlers: {nothing: {type: builtin, name: noop}}",
             "queues:",
@@ -798,7 +801,7 @@ def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
     scale = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
     runs = max(1, int(os.environ.get("BENCH_RUNS", "3")))
-    sections = os.environ.get("BENCH_PEERS", "throughput,rq,rss,latency,tls,ceiling").split(",")
+    sections = os.environ.get("BENCH_PEERS", "throughput,rq,rss,latency,tls,replicas,ceiling").split(",")
     n = max(1000, int(100000 * scale))
     rq_n = max(1000, n // 10)
     samples = max(200, int(2000 * scale))
@@ -982,6 +985,43 @@ def main():
                    ("Redis CPU per job", fig("tls", tls.name, 10, "cpu_us"),
                     {"plain": fig("tls", plain.name, 10, "cpu_us")})],
                   [], False, lambda v: f"{v:.1f} us", base_label="plain")
+
+        if "replicas" in sections:
+            # A replica of the bench's Redis, and jobqd with redis.wait_replicas: 1 against 0:
+            # what waiting for a replica (WAIT after each batch of outcomes) costs.
+            replica_dir = os.path.join(tmp, "replica")
+            os.makedirs(replica_dir)
+            replica_port = free_port()
+            replica = spawn(["redis-server", "--port", str(replica_port), "--bind", "127.0.0.1",
+                             "--dir", replica_dir, "--save", "", "--appendonly", "no",
+                             "--replicaof", "127.0.0.1", str(server.port),
+                             "--logfile", os.path.join(replica_dir, "redis.log")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for(lambda: any(isinstance(v, dict) and v.get("state") == "online"
+                                     for v in server.ctl.info("replication").values()), 30,
+                         "the replica's sync")
+                async_ = Jobqd(env, "jobqd asynchronous")
+                waits = Jobqd(env, "jobqd wait_replicas 1", redis_keys="wait_replicas: 1")
+                for i in range(runs):
+                    for s in (async_, waits):
+                        attempt(("repl", s.name, 10), drain, env, s, n, 10)
+                    log(f"replicas c=10 run {i + 1}/{runs}: " + ", ".join(
+                        f"{s.name} {human_rate(results[('repl', s.name, 10)][-1]['rate'])}/s"
+                        for s in (async_, waits) if results[("repl", s.name, 10)]))
+            finally:
+                stop(replica)
+            table("replicas: redis.wait_replicas: 1 (WAIT after each batch of outcomes) against 0, "
+                  "one replica on this machine, concurrency 10, median of the runs",
+                  [("jobs/s", fig("repl", waits.name, 10, "rate"),
+                    {"wait 0": fig("repl", async_.name, 10, "rate")})],
+                  [], True, human_rate, base_label="wait 0")
+            table("  per job (lower is better)",
+                  [("jobqd CPU per job (us)", fig("repl", waits.name, 10, "worker_cpu_us"),
+                    {"wait 0": fig("repl", async_.name, 10, "worker_cpu_us")}),
+                   ("Redis commands per job", fig("repl", waits.name, 10, "cmds"),
+                    {"wait 0": fig("repl", async_.name, 10, "cmds")})],
+                  [], False, lambda v: f"{v:.2f}", base_label="wait 0")
 
         if "ceiling" in sections:
             hset_n = max(50000, int(300000 * scale))

@@ -110,11 +110,10 @@ std::string tls_failure(ssl_st* ssl, unsigned long err) {
       return std::string("TLS certificate rejected: ") + X509_verify_cert_error_string(verdict);
     }
   }
-  if (err) {
-    const char* reason = ERR_reason_error_string(err);
-    return std::string("TLS error: ") + (reason ? reason : "OpenSSL error " + std::to_string(err));
-  }
-  return "";
+  // libevent also records SSL_get_error()'s bare codes here (SSL_ERROR_SYSCALL: the socket
+  // failed): those have no reason, and the socket's own error says more.
+  const char* reason = err ? ERR_reason_error_string(err) : nullptr;
+  return reason ? std::string("TLS error: ") + reason : "";
 }
 
 }  // namespace jq::async

@@ -42,6 +42,30 @@ std::optional<config::Millis> timeout_cap(const Target& t, const std::string& qu
   return q->max_timeout.count() > 0 ? q->max_timeout : q->timeout;
 }
 
+// With the config's redis.wait_replicas: waits until that many replicas have what this
+// connection wrote (WAIT), and warns when fewer did in time. The job is queued either way: a
+// resubmission would make it wait behind itself and run twice, so this is a warning, not an
+// error.
+void wait_replicas(const Target& t, redis::SyncClient& c, const std::string& what) {
+  if (!t.cfg || t.cfg->redis.wait_replicas == 0) return;
+  const auto& r = t.cfg->redis;
+  auto acked =
+      c.command("WAIT", std::to_string(r.wait_replicas), std::to_string(r.wait_timeout.count()));
+  if (acked && acked->type == redis::Reply::Type::integer &&
+      acked->integer >= static_cast<long long>(r.wait_replicas)) {
+    return;
+  }
+  std::cerr << "jobqctl: warning: " << what << " queued, but "
+            << (acked ? (acked->type == redis::Reply::Type::integer
+                             ? std::to_string(acked->integer) + " of " +
+                                   std::to_string(r.wait_replicas) + " replicas (redis." +
+                                   "wait_replicas) acknowledged within " +
+                                   config::format_duration(r.wait_timeout)
+                             : "WAIT answered " + acked->describe())
+                      : acked.error().message)
+            << ": a failover now could lose it\n";
+}
+
 void warn_cap(const Target& t, const std::string& queue, std::uint64_t timeout_ms,
               const std::string& where) {
   auto cap = timeout_cap(t, queue);
@@ -106,6 +130,7 @@ int cmd_submit(const Globals& g, const SubmitArgs& a) {
     std::cerr << "jobqctl: job " << id
               << " is not over yet; this submission runs after it ends, as a new job\n";
   }
+  wait_replicas(t, c, "job " + id + " is");
   if (!a.wait) {
     std::cout << (g.json_out ? json({{"id", id}, {"queue", queue}}).dump() : id) << "\n";
     return kOk;
@@ -254,6 +279,7 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
   }
   flush();
   if (progress) std::cerr << "\n";
+  if (submitted + waiting > 0) wait_replicas(t, c, "the jobs are");
   if (over_cap) {
     std::cerr << "jobqctl: warning: " << over_cap << " job(s) ask for a timeout over queue "
               << queue << "'s cap of " << config::format_duration(*cap)

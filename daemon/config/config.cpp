@@ -565,6 +565,8 @@ const Key<RedisSection> kRedisKeys[] = {
        return s.embedded_port ? shown(s.embedded_port) : YAML::Node(YAML::NodeType::Null);
      }},
     path_key("password_file", &RedisSection::password_file, restart),
+    count_key("wait_replicas", &RedisSection::wait_replicas, 0, 100, restart),
+    duration_key("wait_timeout", &RedisSection::wait_timeout, 10ms, restart),
     {"tls", "map", restart,
      [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
        apply(s.tls, n, c, kTlsKeys, k);

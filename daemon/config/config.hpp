@@ -71,6 +71,10 @@ struct RedisSection {
   // For rediss://: the CAs, client certificate and name to check (redis.tls); by default the
   // system's CAs and the URL's host. Always verified.
   async::TlsOptions tls;
+  // Outcomes (and jobqctl's submissions) wait until this many replicas have them (WAIT), at most
+  // wait_timeout, so that a failover does not lose them; 0: Redis' asynchronous replication.
+  std::uint64_t wait_replicas = 0;
+  Millis wait_timeout = 1s;
 };
 
 /// The Redis password from password_file or password_env, or "" when neither is set. Throws

@@ -100,9 +100,11 @@ std::unique_ptr<Engine::Lane> Engine::make_lane(const config::QueueConfig& q) {
   rules.default_handler = q.handler;
   rules.handlers = &handler_names_;
   rules.max_bytes = q.max_job_bytes;
-  lane->store = std::make_unique<store::QueueStore>(
-      *lane->main, *lane->blocking,
-      settings_of(q, cfg_.daemon, cfg_.state, cfg_.redis.key_prefix, worker_), std::move(rules));
+  auto settings = settings_of(q, cfg_.daemon, cfg_.state, cfg_.redis.key_prefix, worker_);
+  settings.wait_replicas = cfg_.redis.wait_replicas;
+  settings.wait_timeout = cfg_.redis.wait_timeout;
+  lane->store = std::make_unique<store::QueueStore>(*lane->main, *lane->blocking,
+                                                    std::move(settings), std::move(rules));
   QueueRunner::Wiring w{*lane->store, handlers_, handlers_generation_, worker_};
   lane->runner = std::make_unique<QueueRunner>(q, cfg_.daemon, w);
   return lane;

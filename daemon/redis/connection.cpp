@@ -301,6 +301,7 @@ void Connection::pop(detail::ReplySlot* s) noexcept {
 
 // A reply is the oldest command's; with none waiting it is a subscription's message.
 void Connection::deliver(Reply reply) noexcept {
+  answered_ = true;
   detail::ReplySlot* s = head_;
   if (!s) {
     messages_.push_back(std::move(reply));
@@ -429,6 +430,17 @@ void Connection::on_event(bufferevent* bev, short what, void* arg) noexcept {
   if (why.empty() && (what & BEV_EVENT_ERROR)) why = e ? evutil_socket_error_to_string(e) : "error";
   if (!self->connected_) {
     self->mark_closed(self->describe("cannot connect: " + (why.empty() ? "closed" : why)));
+  } else if (self->tls_ && !self->answered_ && !self->options_.url.tls->cert_file.empty()) {
+    self->mark_closed(
+        self->describe((why.empty() ? "connection closed" : "connection lost: " + why) +
+                       " before any answer (was the client certificate refused?)"));
+  } else if (self->tls_ && !self->answered_) {
+    // TLS 1.3 ends the handshake before the server checks a client certificate: a server that
+    // requires one closes the connection at the first command.
+    self->mark_closed(
+        self->describe((why.empty() ? "connection closed" : "connection lost: " + why) +
+                       " before any answer (does the server require a client "
+                       "certificate? redis.tls: cert_file, key_file)"));
   } else {
     self->mark_closed(
         self->describe(why.empty() ? "connection closed" : "connection lost: " + why));

@@ -206,6 +206,7 @@ class Connection final : public CommandHelpers<Connection>, async::Flusher {
   std::unique_ptr<redisReader, ReaderFree> reader_;
   bool tls_ = false;
   bool via_sentinel_ = false;  // the address came from sentinels: READONLY means ask again
+  bool answered_ = false;      // a reply came: a close after it is not a refused handshake
   bool connected_ = false;
   std::string error_;
   async::Event connect_done_;

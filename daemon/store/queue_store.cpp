@@ -86,6 +86,28 @@ QueueStore::QueueStore(redis::Client& main, redis::Client& blocking, Settings se
 
 // ---- the lease ----
 
+async::Task<void> QueueStore::replicated(const char* what) {
+  if (s_.wait_replicas == 0) co_return;
+  const std::string n = std::to_string(s_.wait_replicas);
+  const std::string ms = std::to_string(s_.wait_timeout.count());
+  auto r =
+      co_await main_.send(std::array<std::string_view, 3>{"WAIT", n, ms}, s_.wait_timeout).result();
+  std::string why;
+  if (!r.ok()) {
+    why = r.error().message;
+  } else if (r->type != redis::Reply::Type::integer) {
+    why = "WAIT answered " + r->describe();
+  } else if (r->integer < static_cast<long long>(s_.wait_replicas)) {
+    why = std::to_string(r->integer) + " of " + n + " replicas acknowledged within " + ms + " ms";
+  }
+  if (!why.empty() && unreplicated_.due()) {
+    spdlog::warn(
+        "queue {}: {} not confirmed on redis.wait_replicas replicas: {} (a failover now "
+        "could lose them)",
+        s_.queue, what, why);
+  }
+}
+
 async::Task<OpResult<redis::Done>> QueueStore::register_lease() {
   const auto call = acquire(keys_, s_.worker, s_.lease);
   co_return co_await run(main_, call);

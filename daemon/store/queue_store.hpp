@@ -43,6 +43,10 @@ struct Settings {
   /// An attempt's state says `active` once it has run this long (0: before it runs); one that
   /// ends sooner goes straight to its outcome (the contract's state.active_after).
   Millis active_after = 100ms;
+  /// redis.wait_replicas: outcomes count as written once this many replicas have them (WAIT),
+  /// waiting at most wait_timeout; 0: at once (Redis' asynchronous replication).
+  std::uint64_t wait_replicas = 0;
+  Millis wait_timeout = 1s;
 
   /// A config reload: takes what may change on a running queue from `next` (never the prefix,
   /// queue, worker or lease).
@@ -122,6 +126,10 @@ class QueueStore {
   /// `what` failed) and tried again a second later. For the loops that must not give up.
   template <class T>
   async::Task<T> until_answered(const Call<T>& call, const char* what);
+  /// With wait_replicas: waits (WAIT) until that many replicas have what the main connection
+  /// wrote so far, at most wait_timeout, and says so (rate-limited) when fewer did. What was
+  /// written stays written either way: this narrows what a failover can lose, it undoes nothing.
+  async::Task<void> replicated(const char* what);
 
   // ---- the lease ----
   async::Task<OpResult<redis::Done>> register_lease();
@@ -223,6 +231,7 @@ class QueueStore {
   // Stale-claim checks already made, by id: at most one a second per id.
   std::unordered_map<std::string, async::Clock::time_point> stale_checked_;
   async::Every upkeep_errors_{std::chrono::seconds(30)};
+  async::Every unreplicated_{std::chrono::seconds(30)};
 };
 
 template <class T>

@@ -77,3 +77,46 @@ TEST_CASE(
   CHECK(unknown.out.find("no sentinel named the primary of 'nope'") != std::string::npos);
   CHECK(unknown.out.find("that it monitors no 'nope'") != std::string::npos);
 }
+
+TEST_CASE(
+    "redis.wait_replicas: outcomes and submissions wait for a replica, and say when none "
+    "confirmed",
+    "[integration][sentinel]") {
+  SentinelGroup group(0);  // a primary and a replica: no failover here
+  const int primary = group.first_primary();
+  Daemon d("redis://127.0.0.1:" + std::to_string(primary) + "/0", kYaml, "",
+           "  wait_replicas: 1\n  wait_timeout: 300ms\n");
+  d.start();
+  SyncRedis r(primary);
+  const auto first = ids("w", 50);
+  push(r, "q", jobs_for(first, "{}"));
+  CHECK(eventually([&] { return all_succeeded(primary, first); }, 15s));
+  // The outcomes went out with a WAIT, which the replica answered in time.
+  CHECK(r.str({"INFO", "commandstats"}).find("cmdstat_wait:calls=") != std::string::npos);
+  auto submit = [&](const std::string& id) {
+    return run_program({(build_dir() / "jobqctl").string(), "-c", d.config_path(), "submit", "q",
+                        "{}", "--id", id});
+  };
+  auto replicated = submit("kept");
+  INFO(replicated.out);
+  CHECK(replicated.code == 0);
+  CHECK(replicated.out.find("warning") == std::string::npos);
+  CHECK(d.log().find("not confirmed") == std::string::npos);
+
+  // No replica: the job is queued all the same, with a warning; the daemon says so too.
+  group.kill_redis(group.first_replica());
+  auto alone = submit("alone");
+  INFO(alone.out);
+  CHECK(alone.code == 0);
+  CHECK(alone.out.find("jobqctl: warning: job alone is queued, but 0 of 1 replicas "
+                       "(redis.wait_replicas) acknowledged within 300ms: a failover now could "
+                       "lose it") != std::string::npos);
+  CHECK(eventually([&] { return all_succeeded(primary, {"alone"}); }, 10s));
+  CHECK(eventually(
+      [&] {
+        return d.log().find(
+                   "queue q: job outcomes not confirmed on redis.wait_replicas "
+                   "replicas: 0 of 1 replicas acknowledged within 300 ms") != std::string::npos;
+      },
+      10s));
+}

@@ -106,10 +106,14 @@ TEST_CASE("rediss://: a server that requires a client certificate gets the confi
   Pki pki;
   RedisServer server(RedisServer::Tls{pki.server.cert, pki.server.key, pki.ca.cert, true});
   // Without one the server ends the connection (TLS 1.3: after the handshake, at the first
-  // command).
-  CHECK_THAT(
-      ping(url_of(server, trust(pki.ca.cert))),
-      Catch::Contains("connection lost: TLS error") && Catch::Contains("certificate required"));
+  // command). Which the client sees first, the server's alert (certificate required), its reset
+  // or its close, is a race; that the connection ends, and says so, is not.
+  const std::string refused = ping(url_of(server, trust(pki.ca.cert)));
+  INFO(refused);
+  CHECK_THAT(refused, Catch::StartsWith("redis rediss://localhost:"));
+  CHECK_THAT(refused, Catch::Contains("certificate required") ||
+                          Catch::EndsWith("before any answer (does the server require a client "
+                                          "certificate? redis.tls: cert_file, key_file)"));
   CHECK(ping(url_of(server, trust(pki.ca.cert, pki.client.cert, pki.client.key))) == "PONG");
   // A key that is not the certificate's: refused before connecting, naming both.
   CHECK_THAT(ping(url_of(server, trust(pki.ca.cert, pki.client.cert, pki.server.key))),

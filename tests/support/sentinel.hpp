@@ -17,12 +17,15 @@ class SentinelGroup {
  public:
   static constexpr const char* kService = "mymaster";
 
-  SentinelGroup() {
-    const int primary = free_port();
-    const int replica = free_port();
+  /// `sentinels` 0: the primary and its replica alone (for replication tests).
+  explicit SentinelGroup(int sentinels = 3) {
+    primary_ = free_port();
+    replica_ = free_port();
+    const int primary = primary_;
+    const int replica = replica_;
     start_redis(primary, 0);
     start_redis(replica, primary);
-    for (int i = 0; i < 3; ++i) start_sentinel(primary);
+    for (int i = 0; i < sentinels; ++i) start_sentinel(primary);
     // Ready when the replica is in sync and every sentinel knows the replica and the other two.
     const bool ready = eventually(
         [&] {
@@ -34,7 +37,8 @@ class SentinelGroup {
             for (int port : sentinel_ports_) {
               SyncRedis s(port);
               if (s.cmd({"SENTINEL", "replicas", kService}).elements.size() != 1 ||
-                  s.cmd({"SENTINEL", "sentinels", kService}).elements.size() != 2) {
+                  s.cmd({"SENTINEL", "sentinels", kService}).elements.size() !=
+                      sentinel_ports_.size() - 1) {
                 return false;
               }
             }
@@ -69,6 +73,10 @@ class SentinelGroup {
     return 0;
   }
 
+  /// The ports of the primary and the replica as started (before any failover).
+  int first_primary() const { return primary_; }
+  int first_replica() const { return replica_; }
+
   /// kill -9 of a Redis server of the group.
   void kill_redis(int port) {
     auto it = redis_.find(port);
@@ -81,19 +89,12 @@ class SentinelGroup {
 
  private:
   void start_redis(int port, int primary) {
-    std::vector<std::string> argv = {"redis-server",
-                                     "--port",
-                                     std::to_string(port),
-                                     "--bind",
-                                     "127.0.0.1",
-                                     "--dir",
-                                     dir_.str(),
-                                     "--save",
-                                     "",
-                                     "--appendonly",
-                                     "no",
-                                     "--dbfilename",
-                                     "dump-" + std::to_string(port) + ".rdb"};
+    std::vector<std::string> argv = {"redis-server", "--port", std::to_string(port), "--bind",
+                                     "127.0.0.1", "--dir", dir_.str(), "--save", "", "--appendonly",
+                                     "no", "--dbfilename", "dump-" + std::to_string(port) + ".rdb",
+                                     // A replica syncs at once, not after the 5 s that a
+                                     // diskless sync waits by default for more replicas.
+                                     "--repl-diskless-sync-delay", "0"};
     if (primary) argv.insert(argv.end(), {"--replicaof", "127.0.0.1", std::to_string(primary)});
     redis_.emplace(
         port, Child(argv, (dir_.path() / ("redis-" + std::to_string(port) + ".log")).string()));
@@ -127,6 +128,8 @@ class SentinelGroup {
   }
 
   TempDir dir_;
+  int primary_ = 0;
+  int replica_ = 0;
   std::map<int, Child> redis_;
   std::vector<Child> sentinels_;
   std::vector<int> sentinel_ports_;
