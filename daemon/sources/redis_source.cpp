@@ -379,6 +379,10 @@ void RedisSource::forget(std::uint64_t ticket) noexcept {
 // ---- the lease ----
 
 async::Task<async::Clock::time_point> RedisSource::take_lease() {
+  // Not before the connection is up: at start it usually is not yet (a sentinel to ask, a TLS
+  // handshake), and a first attempt would only fail and be logged as an error. While Redis is
+  // down the client logs why.
+  co_await store_.client().wait_connected();
   // The lease runs from when Redis ran the script, which is no earlier than this.
   const auto sent = async::Clock::now();
   const auto call =
