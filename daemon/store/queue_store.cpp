@@ -90,8 +90,9 @@ async::Task<void> QueueStore::replicated(const char* what) {
   if (s_.wait_replicas == 0) co_return;
   const std::string n = std::to_string(s_.wait_replicas);
   const std::string ms = std::to_string(s_.wait_timeout.count());
-  auto r =
-      co_await main_.send(std::array<std::string_view, 3>{"WAIT", n, ms}, s_.wait_timeout).result();
+  const std::array<std::string_view, 3> argv{"WAIT", n, ms};
+  redis::PendingReply waiting = main_.send(argv, s_.wait_timeout);
+  auto r = co_await waiting.result();
   std::string why;
   if (!r.ok()) {
     why = r.error().message;

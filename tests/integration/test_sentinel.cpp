@@ -99,6 +99,8 @@ TEST_CASE(
   };
   auto replicated = submit("kept");
   INFO(replicated.out);
+  INFO(r.str({"INFO", "replication"}));
+  INFO(SyncRedis(group.first_replica()).str({"INFO", "replication"}));
   CHECK(replicated.code == 0);
   CHECK(replicated.out.find("warning") == std::string::npos);
   CHECK(d.log().find("not confirmed") == std::string::npos);

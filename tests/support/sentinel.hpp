@@ -26,14 +26,26 @@ class SentinelGroup {
     start_redis(primary, 0);
     start_redis(replica, primary);
     for (int i = 0; i < sentinels; ++i) start_sentinel(primary);
-    // Ready when the replica is in sync and every sentinel knows the replica and the other two.
+    // Ready when the replica is in sync and every sentinel knows the replica and the others.
+    int written = 0;
+    int streamed = 0;
     const bool ready = eventually(
         [&] {
           try {
+            // In sync: two writes in a row read back on the replica. state=online comes before
+            // the replica applies the stream (Redis starts it at the replica's first ACK, up to
+            // a second later), and a first write may reach it inside the initial copy; a
+            // second, made once the replica had the first, only by the stream.
             SyncRedis p(primary);
-            if (p.str({"INFO", "replication"}).find("state=online") == std::string::npos) {
-              return false;
-            }
+            const std::string value = std::to_string(++written);
+            if (p.cmd({"SET", "fixture:ready", value}).is_error()) return false;
+            const bool seen = eventually(
+                [&] {
+                  return SyncRedis(replica).str({"GET", "fixture:ready"}) == value;
+                },
+                std::chrono::milliseconds(200));
+            streamed = seen ? streamed + 1 : 0;
+            if (streamed < 2) return false;
             for (int port : sentinel_ports_) {
               SyncRedis s(port);
               if (s.cmd({"SENTINEL", "replicas", kService}).elements.size() != 1 ||
