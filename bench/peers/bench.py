@@ -963,36 +963,39 @@ def main():
             print("  queue `load` drained at, while the probe ran (median of the runs): " + ", ".join(
                 f"{s.name} {human_rate(median(load_rates[s.name]))} jobs/s" for s in lat_systems))
 
-        if "tls" in sections:
-            # The same drain over rediss:// and over the plain port of the same redis-server,
-            # alternating: what TLS costs jobqd (its CPU per job, from /proc) and throughput.
-            plain, tls = Jobqd(env, "jobqd plain"), Jobqd(env, "jobqd TLS", tls=True)
+        def one_against_other(section, base, variant, base_label, title):
+            """`variant` against `base`, alternating drains at concurrency 10: jobs/s, then
+            jobqd's CPU (from /proc), Redis' CPU and commands per job."""
             for i in range(runs):
-                for s in (plain, tls):
-                    attempt(("tls", s.name, 10), drain, env, s, n, 10)
-                log(f"tls c=10 run {i + 1}/{runs}: " + ", ".join(
-                    f"{s.name} {human_rate(results[('tls', s.name, 10)][-1]['rate'])}/s"
-                    for s in (plain, tls) if results[("tls", s.name, 10)]))
-            us = lambda v: f"{v:.1f} us"
-            table("TLS: jobqd over rediss:// against the same Redis's plain port, concurrency 10, "
-                  "median of the runs",
-                  [("jobs/s", fig("tls", tls.name, 10, "rate"),
-                    {"plain": fig("tls", plain.name, 10, "rate")})],
-                  [], True, human_rate, base_label="plain")
-            table("  CPU per job (lower is better; /proc for jobqd, INFO cpu for Redis)",
-                  [("jobqd CPU per job", fig("tls", tls.name, 10, "worker_cpu_us"),
-                    {"plain": fig("tls", plain.name, 10, "worker_cpu_us")}),
-                   ("Redis CPU per job", fig("tls", tls.name, 10, "cpu_us"),
-                    {"plain": fig("tls", plain.name, 10, "cpu_us")})],
-                  [], False, lambda v: f"{v:.1f} us", base_label="plain")
+                for s in (base, variant):
+                    attempt((section, s.name, 10), drain, env, s, n, 10)
+                log(f"{section} c=10 run {i + 1}/{runs}: " + ", ".join(
+                    f"{s.name} {human_rate(results[(section, s.name, 10)][-1]['rate'])}/s"
+                    for s in (base, variant) if results[(section, s.name, 10)]))
+
+            def row(figure, field):
+                return (figure, fig(section, variant.name, 10, field),
+                        {base_label: fig(section, base.name, 10, field)})
+            table(title + ", concurrency 10, median of the runs", [row("jobs/s", "rate")], [],
+                  True, human_rate, base_label=base_label)
+            table("  per job (lower is better)",
+                  [row("jobqd CPU per job (us)", "worker_cpu_us"),
+                   row("Redis CPU per job (us)", "cpu_us"),
+                   row("Redis commands per job", "cmds")],
+                  [], False, lambda v: f"{v:.2f}", base_label=base_label)
+
+        if "tls" in sections:
+            # The same drain over rediss:// and over the plain port of the same redis-server.
+            one_against_other("tls", Jobqd(env, "jobqd plain"), Jobqd(env, "jobqd TLS", tls=True),
+                              "plain", "TLS: jobqd over rediss:// against the same Redis's "
+                              "plain port")
 
         if "replicas" in sections:
             # A replica of the bench's Redis, and jobqd with redis.wait_replicas: 1 against 0:
             # what waiting for a replica (WAIT after each batch of outcomes) costs.
             replica_dir = os.path.join(tmp, "replica")
             os.makedirs(replica_dir)
-            replica_port = free_port()
-            replica = spawn(["redis-server", "--port", str(replica_port), "--bind", "127.0.0.1",
+            replica = spawn(["redis-server", "--port", str(free_port()), "--bind", "127.0.0.1",
                              "--dir", replica_dir, "--save", "", "--appendonly", "no",
                              "--replicaof", "127.0.0.1", str(server.port),
                              "--logfile", os.path.join(replica_dir, "redis.log")],
@@ -1001,27 +1004,12 @@ def main():
                 wait_for(lambda: any(isinstance(v, dict) and v.get("state") == "online"
                                      for v in server.ctl.info("replication").values()), 30,
                          "the replica's sync")
-                async_ = Jobqd(env, "jobqd asynchronous")
-                waits = Jobqd(env, "jobqd wait_replicas 1", redis_keys="wait_replicas: 1")
-                for i in range(runs):
-                    for s in (async_, waits):
-                        attempt(("repl", s.name, 10), drain, env, s, n, 10)
-                    log(f"replicas c=10 run {i + 1}/{runs}: " + ", ".join(
-                        f"{s.name} {human_rate(results[('repl', s.name, 10)][-1]['rate'])}/s"
-                        for s in (async_, waits) if results[("repl", s.name, 10)]))
+                one_against_other("replicas", Jobqd(env, "jobqd asynchronous"),
+                                  Jobqd(env, "jobqd wait_replicas 1", redis_keys="wait_replicas: 1"),
+                                  "wait 0", "replicas: redis.wait_replicas: 1 (WAIT after each "
+                                  "batch of outcomes) against 0, one replica on this machine")
             finally:
                 stop(replica)
-            table("replicas: redis.wait_replicas: 1 (WAIT after each batch of outcomes) against 0, "
-                  "one replica on this machine, concurrency 10, median of the runs",
-                  [("jobs/s", fig("repl", waits.name, 10, "rate"),
-                    {"wait 0": fig("repl", async_.name, 10, "rate")})],
-                  [], True, human_rate, base_label="wait 0")
-            table("  per job (lower is better)",
-                  [("jobqd CPU per job (us)", fig("repl", waits.name, 10, "worker_cpu_us"),
-                    {"wait 0": fig("repl", async_.name, 10, "worker_cpu_us")}),
-                   ("Redis commands per job", fig("repl", waits.name, 10, "cmds"),
-                    {"wait 0": fig("repl", async_.name, 10, "cmds")})],
-                  [], False, lambda v: f"{v:.2f}", base_label="wait 0")
 
         if "ceiling" in sections:
             hset_n = max(50000, int(300000 * scale))

@@ -10,13 +10,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const char* kYaml = R"(
-handlers:
-  echo: {type: builtin, name: echo}
-queues:
-  q: {handler: echo, concurrency: 4}
-)";
-
 bool all_succeeded(int port, const std::vector<std::string>& ids) {
   try {
     SyncRedis r(port);
@@ -35,7 +28,7 @@ TEST_CASE(
   SentinelGroup group;
   const int first = group.primary_port();
   REQUIRE(first != 0);
-  Daemon d(group.url(), kYaml);
+  Daemon d(group.url(), kEchoQueue);
   d.start();
   const auto before = ids("b", 50);
   {
@@ -84,7 +77,7 @@ TEST_CASE(
     "[integration][sentinel]") {
   SentinelGroup group(0);  // a primary and a replica: no failover here
   const int primary = group.first_primary();
-  Daemon d("redis://127.0.0.1:" + std::to_string(primary) + "/0", kYaml, "",
+  Daemon d("redis://127.0.0.1:" + std::to_string(primary) + "/0", kEchoQueue, "",
            "  wait_replicas: 1\n  wait_timeout: 300ms\n");
   d.start();
   SyncRedis r(primary);

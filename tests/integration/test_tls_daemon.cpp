@@ -10,13 +10,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const char* kYaml = R"(
-handlers:
-  echo: {type: builtin, name: echo}
-queues:
-  q: {handler: echo, concurrency: 4}
-)";
-
 Ran jobqctl_with(const Daemon& d, std::vector<std::string> args) {
   std::vector<std::string> argv{(build_dir() / "jobqctl").string(), "-c", d.config_path()};
   argv.insert(argv.end(), args.begin(), args.end());
@@ -33,7 +26,7 @@ TEST_CASE("rediss://: jobqd runs jobs and jobqctl submits and waits over TLS; a 
   const auto cert = issue_cert(ca, pki.path(), "server", "DNS:localhost");
   RedisServer redis(RedisServer::Tls{cert.cert, cert.key, ca.cert});
 
-  Daemon d(redis.tls_url(), kYaml, "", "  tls: {ca_file: " + ca.cert + "}\n");
+  Daemon d(redis.tls_url(), kEchoQueue, "", "  tls: {ca_file: " + ca.cert + "}\n");
   d.start_and_wait(redis);
   auto r = redis.client();
   const auto all = ids("j", 200);
@@ -57,14 +50,14 @@ TEST_CASE("rediss://: jobqd runs jobs and jobqctl submits and waits over TLS; a 
   CHECK(untrusted.out.find("TLS certificate rejected") != std::string::npos);
 
   // A daemon that does not trust the server's CA says why, and keeps trying.
-  Daemon wrong(redis.tls_url(), kYaml, "", "  tls: {ca_file: " + other.cert + "}\n");
+  Daemon wrong(redis.tls_url(), kEchoQueue, "", "  tls: {ca_file: " + other.cert + "}\n");
   wrong.start();
   CHECK(eventually(
       [&] { return wrong.log().find("TLS certificate rejected") != std::string::npos; }, 10s));
   CHECK(wrong.running());
 
   // A CA file that is not there stops the start (and --check-config), naming it.
-  Daemon missing(redis.tls_url(), kYaml, "", "  tls: {ca_file: " + pki.str() + "/nope.pem}\n");
+  Daemon missing(redis.tls_url(), kEchoQueue, "", "  tls: {ca_file: " + pki.str() + "/nope.pem}\n");
   auto checked = run_program(
       {(build_dir() / "jobqd").string(), "--check-config", "-c", missing.config_path()});
   INFO(checked.out);

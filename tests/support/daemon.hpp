@@ -126,6 +126,15 @@ class Daemon {
   Child proc_;
 };
 
+/// Queue `q` running the echo built-in, four at a time: the handlers and queues of a daemon
+/// test about something else (a transport, a failover).
+inline const char* const kEchoQueue = R"(
+handlers:
+  echo: {type: builtin, name: echo}
+queues:
+  q: {handler: echo, concurrency: 4}
+)";
+
 struct Ran {
   int code;
   std::string out;
