@@ -303,7 +303,8 @@ async::Task<void> Settler::run() {
                             [](redis::Reply r) -> OpResult<redis::Reply> { return r; }};
     // Sent until Redis answers (every settlement can be made twice).
     redis::Reply reply = co_await store_.until_answered(call, "writing job outcomes");
-    co_await store_.replicated("job outcomes");
+    // Only when asked for: no coroutine frame per batch on the default path.
+    if (store_.settings().wait_replicas > 0) co_await store_.replicated("job outcomes");
     const Answers a = read_answers(reply, batch);
     if (!a.readable && refusals_.due()) {
       spdlog::error("queue {}: a settle reply of another shape ({}): its jobs stay held", queue,
