@@ -526,18 +526,14 @@ const Key<RedisSection> kRedisKeys[] = {
      [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
        const auto v = as_string(n, c, k);
        if (!v) return;
-       if (v->rfind("redis-cluster://", 0) == 0) {
-         report(c, n,
-                k + ": redis-cluster:// is not in this version of jobqd yet (redis://, " +
-                    "rediss://, redis-sentinel://, unix:// and embedded are)");
-         return;
-       }
        if (*v != "embedded" && v->rfind("redis://", 0) != 0 && v->rfind("rediss://", 0) != 0 &&
-           v->rfind("redis-sentinel://", 0) != 0 && v->rfind("unix://", 0) != 0) {
+           v->rfind("redis-sentinel://", 0) != 0 && v->rfind("redis-cluster://", 0) != 0 &&
+           v->rfind("unix://", 0) != 0) {
          report(c, n,
                 k + ": '" + masked_url(*v) +
                     "' is not redis://[user:password@]host:port/db, rediss://... (TLS), " +
-                    "redis-sentinel://host:port,host:port/name, unix:///path or embedded");
+                    "redis-sentinel://host:port,host:port/name, redis-cluster://host:port,..., " +
+                    "unix:///path or embedded");
          return;
        }
        s.url = *v;

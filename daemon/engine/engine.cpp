@@ -65,13 +65,17 @@ Engine::Engine(const config::Config& cfg, const std::string& redis_url) : cfg_(c
   }
   connect_.connect_timeout = cfg.redis.connect_timeout;
   connect_.command_timeout = cfg.redis.command_timeout;
+  // One slot map for every connection of the daemon.
+  if (connect_.url.kind == redis::Url::Kind::cluster) {
+    connect_.slots = std::make_shared<redis::SlotMap>();
+  }
   worker_ = make_worker_id(cfg.daemon.name);
   for (const auto& [name, hc] : cfg_.handlers) {
     handlers_[name] = handlers::make(hc);
     handler_names_.insert(name);
   }
+  control_ = make_router("redis (heartbeat)");  // before the lanes: they use it
   for (const auto& q : cfg_.queues) lanes_.push_back(make_lane(q));
-  control_ = std::make_unique<redis::Client>(client_options("redis (heartbeat)"));
   started_ms_ = store::unix_ms();
 }
 
@@ -91,11 +95,13 @@ Engine::~Engine() {
 
 std::unique_ptr<Engine::Lane> Engine::make_lane(const config::QueueConfig& q) {
   auto lane = std::make_unique<Lane>();
-  lane->main = std::make_unique<redis::Client>(client_options("redis (" + q.name + ")"));
+  const std::string route = store::Keys(cfg_.redis.key_prefix, q.name).base;
+  lane->main = std::make_unique<redis::Client>(client_options("redis (" + q.name + ")", route));
   // Every connection checks the version; only the first queue's warns about the policy.
   const bool warn = lanes_.empty();
   lane->main->on_connect = [warn](redis::Connection& c) { return check_server(c, warn); };
-  lane->blocking = std::make_unique<redis::Client>(client_options("redis (wait " + q.name + ")"));
+  lane->blocking =
+      std::make_unique<redis::Client>(client_options("redis (wait " + q.name + ")", route));
   job::Rules rules;
   rules.default_handler = q.handler;
   rules.handlers = &handler_names_;
@@ -105,7 +111,7 @@ std::unique_ptr<Engine::Lane> Engine::make_lane(const config::QueueConfig& q) {
   settings.wait_timeout = cfg_.redis.wait_timeout;
   lane->store = std::make_unique<store::QueueStore>(*lane->main, *lane->blocking,
                                                     std::move(settings), std::move(rules));
-  QueueRunner::Wiring w{*lane->store, handlers_, handlers_generation_, worker_};
+  QueueRunner::Wiring w{*lane->store, handlers_, handlers_generation_, worker_, *control_};
   lane->runner = std::make_unique<QueueRunner>(q, cfg_.daemon, w);
   return lane;
 }
@@ -116,15 +122,20 @@ std::vector<const QueueRunner*> Engine::queues() const {
   return out;
 }
 
-redis::Client::Options Engine::client_options(const std::string& name) const {
+redis::Client::Options Engine::client_options(const std::string& name,
+                                              const std::string& route) const {
   redis::Client::Options o;
   o.connect = connect_;
+  o.connect.route = route;
   o.name = name;
+  // On a cluster a node that refuses connections is failing over: the replica takes its slots
+  // within the cluster's node timeout, and the queue should follow within a second of that.
+  if (connect_.slots) o.backoff_max = std::chrono::seconds(1);
   return o;
 }
 
-std::unique_ptr<redis::Client> Engine::make_client(const std::string& name) const {
-  return std::make_unique<redis::Client>(client_options(name));
+std::unique_ptr<redis::Router> Engine::make_router(const std::string& name) const {
+  return std::make_unique<redis::Router>(client_options(name, {}));
 }
 
 void Engine::start_lane(Lane& lane) {
@@ -136,7 +147,6 @@ void Engine::start_lane(Lane& lane) {
 
 void Engine::start() {
   for (auto& l : lanes_) start_lane(*l);
-  control_->start();
   heartbeat_task_ = async::spawn(heartbeat(), "heartbeat");
 }
 
@@ -196,9 +206,10 @@ async::Task<void> Engine::heartbeat() {
   for (;;) {
     // A beat sent before the connection is up fails at once: the first one would then come a
     // second late, and `jobqctl workers` would not see a daemon that is serving already.
-    if (!control_->connected()) {
+    redis::Client& control = control_->client(store::Keys::workers(cfg_.redis.key_prefix));
+    if (!control.connected()) {
       try {
-        co_await async::wait_for(control_->wait_connected(), every);
+        co_await async::wait_for(control.wait_connected(), every);
       } catch (const async::TimeoutError&) {
       }
     }
@@ -214,7 +225,7 @@ async::Task<void> Engine::heartbeat() {
     const auto call = store::heartbeat(cfg_.redis.key_prefix, report());
     store::OpResult<redis::Done> r = redis::OpError{};
     try {
-      r = co_await async::wait_for(store::run(*control_, call), every);
+      r = co_await async::wait_for(store::run(control, call), every);
     } catch (const async::TimeoutError&) {
     }
     // Garbage at the key: say so (jobqctl workers cannot see this daemon). Redis away: the next
@@ -395,7 +406,7 @@ async::Task<void> Engine::stop() {
   // Gone from jobqctl workers at once, not only once its last heartbeat is old. While Redis is
   // away this fails at once; a Redis that hangs, within command_timeout.
   const auto gone = store::forget_worker(cfg_.redis.key_prefix, worker_);
-  (void)co_await store::run(*control_, gone);
+  (void)co_await store::run(control_->client(store::Keys::workers(cfg_.redis.key_prefix)), gone);
   co_await control_->stop();
 }
 

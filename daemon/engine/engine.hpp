@@ -14,6 +14,7 @@
 #include "config/config.hpp"
 #include "engine/queue_runner.hpp"
 #include "redis/client.hpp"
+#include "redis/router.hpp"
 #include "store/heartbeat.hpp"
 #include "store/queue_store.hpp"
 
@@ -41,8 +42,8 @@ class Engine {
   /// The queues, for reports (counts, running, buffered). A reload changes the list.
   std::vector<const QueueRunner*> queues() const;
   const config::Config& config() const noexcept { return cfg_; }
-  /// A client to this daemon's Redis (not started), for reads of its own (/metrics' depths).
-  std::unique_ptr<redis::Client> make_client(const std::string& name) const;
+  /// Clients to this daemon's Redis, for reads of its own (/metrics' depths).
+  std::unique_ptr<redis::Router> make_router(const std::string& name) const;
 
   /// SIGHUP (docs/config.md, "Reloading"): applies `next`, already validated, from now on.
   /// Handlers whose config changed are built anew (running jobs keep the one they started
@@ -94,7 +95,8 @@ class Engine {
     async::JoinHandle<void> task;
   };
 
-  redis::Client::Options client_options(const std::string& name) const;
+  /// A client's options; `route`: a key whose slot its connection serves on a cluster.
+  redis::Client::Options client_options(const std::string& name, const std::string& route) const;
   std::unique_ptr<Lane> make_lane(const config::QueueConfig& q);
   void start_lane(Lane& lane);
   async::Task<void> start_after(Lane& lane, Retired& before);
@@ -114,8 +116,9 @@ class Engine {
   std::list<Retired> retired_;
   ReloadStats reload_stats_;
   // The heartbeat's own connection (also the one that takes this worker out of the workers hash
-  // at the stop): the queues' traffic never delays a report.
-  std::unique_ptr<redis::Client> control_;
+  // at the stop, and adds the queues to the registry): the queues' traffic never delays a
+  // report. On a cluster, a connection per slot of those keys.
+  std::unique_ptr<redis::Router> control_;
   async::JoinHandle<void> heartbeat_task_;
   std::int64_t started_ms_ = 0;
   // Each queue's counts as of each of the last 12 heartbeats: the last minute's deltas.

@@ -99,9 +99,9 @@ void QueueRunner::start() {
   dispatch_task_ = async::spawn(dispatcher(), "dispatch " + cfg_.name);
 }
 
-async::Task<store::OpResult<store::Depths>> QueueRunner::depths(redis::Client& on) const {
+async::Task<store::OpResult<store::Depths>> QueueRunner::depths(redis::Router& via) const {
   const auto call = store::depths(store_.keys());
-  co_return co_await store::run(on, call);
+  co_return co_await store::run(via.client(store_.keys().base), call);
 }
 
 const store::BatchHistogram* QueueRunner::fetch_sizes() const noexcept {
@@ -139,7 +139,8 @@ async::Task<void> QueueRunner::watch_control() {
       // Once per start: the queue is in the registry jobqctl lists queues from. Apart from the
       // flag: garbage at the registry's key must not keep the queue paused.
       const auto add = store::register_queue(store_.settings().prefix, cfg_.name);
-      store::OpResult<redis::Done> r = co_await store::run(store_.client(), add);
+      redis::Client& registry = w_.control.client(store::Keys::registry(store_.settings().prefix));
+      store::OpResult<redis::Done> r = co_await store::run(registry, add);
       if (r.ok()) {
         registered = true;
       } else if (!r.error().connection()) {

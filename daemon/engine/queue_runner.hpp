@@ -14,6 +14,7 @@
 #include "config/config.hpp"
 #include "engine/job_run.hpp"
 #include "handlers/handler.hpp"
+#include "redis/router.hpp"
 #include "sources/delivery.hpp"
 #include "store/queue_store.hpp"
 #include "store/settler.hpp"
@@ -52,6 +53,8 @@ class QueueRunner final : public sources::Sink, public RunOwner {
     /// again at dispatch only then, not per job.
     const std::uint64_t& handlers_generation;
     std::string worker;
+    /// The daemon's clients for keys outside the queue's slot (the registry of queues).
+    redis::Router& control;
   };
 
   QueueRunner(const config::QueueConfig& cfg, const config::DaemonSection& daemon, Wiring w);
@@ -76,7 +79,7 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   /// Each spool source's directory, files waiting to be claimed, files claimed.
   std::vector<sources::SpoolView> spools() const;
   /// The queue's depths in Redis, read on `on` (a reader's own connection).
-  async::Task<store::OpResult<store::Depths>> depths(redis::Client& on) const;
+  async::Task<store::OpResult<store::Depths>> depths(redis::Router& via) const;
 
   void start();
 

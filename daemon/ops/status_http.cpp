@@ -95,8 +95,7 @@ StatusHttp::StatusHttp(const std::string& listen, std::string token, const engin
 void StatusHttp::start() {
   server_.start();
   lag_task_ = async::spawn(measure_lag(), "loop lag");
-  depth_client_ = engine_.make_client("redis (metrics)");
-  depth_client_->start();
+  depth_clients_ = engine_.make_router("redis (metrics)");
   depth_task_ = async::spawn(refresh_depths(), "queue depths");
 }
 
@@ -105,7 +104,7 @@ async::Task<void> StatusHttp::stop() {
     if (t->valid()) t->cancel();
   }
   if (depth_task_.valid()) co_await depth_task_.wait();
-  if (depth_client_) co_await depth_client_->stop();
+  if (depth_clients_) co_await depth_clients_->stop();
   co_await server_.stop();
 }
 
@@ -123,7 +122,7 @@ async::Task<void> StatusHttp::refresh_depths() {
       if (!q) continue;
       store::OpResult<store::Depths> d = redis::OpError{};
       try {
-        d = co_await async::wait_for(q->depths(*depth_client_), kDepthsEvery);
+        d = co_await async::wait_for(q->depths(*depth_clients_), kDepthsEvery);
       } catch (const async::TimeoutError&) {
       }
       // Redis away (redis_up says so) or a foreign value: the last figures stay.

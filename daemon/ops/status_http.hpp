@@ -12,6 +12,7 @@
 #include "engine/engine.hpp"
 #include "ops/http_server.hpp"
 #include "redis/client.hpp"
+#include "redis/router.hpp"
 #include "store/stats.hpp"
 
 namespace jq::ops {
@@ -43,7 +44,7 @@ class StatusHttp {
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   double lag_s_ = 0;  // the worst loop lag of the last second
   async::Clock::time_point last_tick_ = async::Clock::now();  // the lag timer's last turn
-  std::unique_ptr<redis::Client> depth_client_;
+  std::unique_ptr<redis::Router> depth_clients_;
   std::map<std::string, store::Depths> depths_;  // by queue, from the last refresh that worked
   HttpServer server_;
   async::JoinHandle<void> lag_task_, depth_task_;

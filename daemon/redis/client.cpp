@@ -9,6 +9,12 @@ namespace jq::redis {
 namespace {
 
 constexpr auto kRepeatLogEvery = std::chrono::seconds(30);
+constexpr auto kDetourLogEvery = std::chrono::seconds(5);
+// A slot that is migrating answers TRYAGAIN until its keys are all moved (milliseconds to
+// seconds): the pause starts short and doubles while it lasts.
+constexpr Millis kDetourPauseMin = 10ms;
+constexpr Millis kDetourPauseMax = 1s;
+constexpr auto kDetourSettled = std::chrono::seconds(2);
 
 Millis jittered(Millis d) {
   thread_local std::minstd_rand rng{std::random_device{}()};
@@ -60,7 +66,10 @@ async::Task<void> Client::supervise() {
   unsigned failures = 0;
   auto down_since = async::Clock::now();
   async::Every failing(kRepeatLogEvery);
+  async::Every detours(kDetourLogEvery);
+  Millis detour_pause = kDetourPauseMin;
   bool ever_up = false;
+  bool followed = false;  // the last connection ended by a redirect: the next is not news
   // Connection errors already name the server ("redis URL: ..."); info lines add it.
   const std::string& who = options_.name;
   const std::string where = options_.connect.url.display();
@@ -70,10 +79,15 @@ async::Task<void> Client::supervise() {
       auto conn = co_await Connection::open(options_.connect);
       if (on_connect) co_await on_connect(*conn);
       conn_ = std::move(conn);
-      // Through sentinels: the primary they named, too.
-      const std::string at = conn_->url().display() == where
-                                 ? where
-                                 : conn_->url().display() + " (the primary of " + where + ")";
+      // Through sentinels or a cluster: the primary they named, too.
+      const std::string at =
+          conn_->url().display() == where
+              ? where
+              : conn_->url().display() + " (the primary of " + where +
+                    (options_.connect.slots
+                         ? " serving slot " + std::to_string(slot_of(options_.connect.route))
+                         : std::string()) +
+                    ")";
       ++generation_;
       last_error_.clear();
       auto down_for =
@@ -81,21 +95,37 @@ async::Task<void> Client::supervise() {
       if (failures > 0) {
         spdlog::info("{}: connected to {} after {} failed attempts ({}s without Redis)", who, at,
                      failures, down_for.count());
-      } else if (ever_up) {
+      } else if (ever_up && !followed) {
         spdlog::info("{}: reconnected to {}", who, at);
       } else {
         spdlog::debug("{}: connected to {}", who, at);
       }
       ever_up = true;
+      followed = false;
       failures = 0;
       backoff = options_.backoff_min;
       up_.set();
+      const auto up_at = async::Clock::now();
       co_await conn_->closed().wait();
       up_.clear();
       error = conn_->error();
+      const Detour detour = conn_->detour();
       conn_.reset();
       last_error_ = error;
       down_since = async::Clock::now();
+      if (detour.kind != Detour::Kind::none) {
+        // A cluster redirect: followed at once (MOVED, a failover), or after a pause that grows
+        // while it lasts (a migration's TRYAGAIN, CLUSTERDOWN), said at most every few seconds.
+        if (async::Clock::now() - up_at > kDetourSettled) detour_pause = kDetourPauseMin;
+        if (detours.due()) spdlog::info("{}: {}", who, error);
+        followed = true;
+        if (detour.wait()) {
+          co_await async::sleep(jittered(detour_pause));
+          detour_pause = std::min(detour_pause * 2, kDetourPauseMax);
+        }
+        continue;
+      }
+      detour_pause = kDetourPauseMin;
       spdlog::warn("{}: {}; reconnecting", who, error);
       continue;  // the first reconnect goes at once: most drops are a server restart
     } catch (const std::exception& e) {

@@ -65,7 +65,7 @@ void tune_tcp(evutil_socket_t fd) noexcept {
 async::Task<Url> find_primary(const ConnectOptions& options) {
   const Url& url = options.url;
   std::string why;
-  for (const auto& [host, port] : url.sentinels) {
+  for (const auto& [host, port] : url.seeds) {
     ConnectOptions ask;
     ask.url.host = host;
     ask.url.port = port;
@@ -130,6 +130,23 @@ std::string Connection::describe(const std::string& what) const {
 async::Task<std::unique_ptr<Connection>> Connection::open(ConnectOptions options) {
   const bool via_sentinel = options.url.kind == Url::Kind::sentinel;
   if (via_sentinel) options.url = co_await find_primary(options);
+  int route_slot = -1;
+  std::shared_ptr<SlotMap> slots;
+  if (options.url.kind == Url::Kind::cluster) {
+    if (!options.slots) options.slots = std::make_shared<SlotMap>();
+    slots = options.slots;
+    const int slot = slot_of(options.route);
+    options.url = co_await slots->primary_for(options, slot);
+    if (!options.route.empty()) route_slot = slot;
+  }
+  // A node that cannot be reached may have failed over: the map is asked again next time.
+  struct Unreached {
+    SlotMap* map;
+    bool reached = false;
+    ~Unreached() {
+      if (map && !reached) map->stale();
+    }
+  } unreached{slots.get()};
   std::string ip;
   std::string unresolved;
   if (options.url.kind == Url::Kind::tcp) {
@@ -141,6 +158,7 @@ async::Task<std::unique_ptr<Connection>> Connection::open(ConnectOptions options
   }
   std::unique_ptr<Connection> conn(new Connection(std::move(options)));
   conn->via_sentinel_ = via_sentinel;
+  conn->route_slot_ = route_slot;
   if (!unresolved.empty()) throw ConnectionError(conn->describe(unresolved));
   conn->start_connect(ip);
 
@@ -188,6 +206,7 @@ async::Task<std::unique_ptr<Connection>> Connection::open(ConnectOptions options
           (role.is_array() && !role.elements.empty() ? role.elements[0].str : role.describe())));
     }
   }
+  unreached.reached = true;
   co_return conn;
 }
 
@@ -398,6 +417,20 @@ void Connection::on_read(bufferevent* bev, void* arg) noexcept {
     } catch (...) {
       self->fail(self->describe("out of memory copying a reply"));
       return;
+    }
+    // A routed cluster connection follows its slot: a redirect (none of which ran the command)
+    // fails it and everything behind it, as a lost connection would; its owner reconnects to
+    // where the slot is now. A MOVED for another slot is the caller's bug, shown as it is.
+    if (self->route_slot_ >= 0 && reply.is_error()) {
+      Detour d = detour_of(reply);
+      if (d.kind != Detour::Kind::none && (d.slot < 0 || d.slot == self->route_slot_)) {
+        if (d.kind == Detour::Kind::moved) self->options_.slots->moved(d.slot, d.host, d.port);
+        if (d.kind != Detour::Kind::moved && !d.wait()) self->options_.slots->stale();
+        self->detour_ = std::move(d);
+        self->fail(self->describe("slot " + std::to_string(self->route_slot_) + ": " + reply.str +
+                                  "; following it"));
+        return;
+      }
     }
     // A primary turned replica (a failover) refuses writes: the sentinels are asked again.
     const bool demoted =

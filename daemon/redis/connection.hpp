@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "async/async.hpp"
+#include "redis/cluster.hpp"
 #include "redis/op_result.hpp"
 #include "redis/reply.hpp"
 #include "redis/url.hpp"
@@ -25,10 +26,19 @@ namespace jq::redis {
 using Millis = std::chrono::milliseconds;
 using namespace std::chrono_literals;
 
+class SlotMap;
+
 struct ConnectOptions {
   Url url;
   Millis connect_timeout = 5s;
   Millis command_timeout = 10s;
+  // A redis-cluster:// URL: the process's slot map (shared), and the key whose slot picks the
+  // node (its primary). A connection with a route follows it: a MOVED, ASK, TRYAGAIN or
+  // CLUSTERDOWN for the route's slot drops the connection (the commands in flight fail as on a
+  // lost connection; none of them ran past the redirect) so that its owner reconnects to
+  // wherever the slot is now. One without a route leaves such replies to its caller.
+  std::shared_ptr<SlotMap> slots;
+  std::string route;
 };
 
 namespace detail {
@@ -176,6 +186,9 @@ class Connection final : public CommandHelpers<Connection>, async::Flusher {
 
   /// Drops the connection (as on a timeout): in-flight commands fail with `reason`.
   void fail(const std::string& reason) noexcept;
+  /// Why a routed cluster connection dropped itself: the redirect it followed (kind none when it
+  /// died otherwise).
+  const Detour& detour() const noexcept { return detour_; }
 
  private:
   struct BevFree {
@@ -206,7 +219,9 @@ class Connection final : public CommandHelpers<Connection>, async::Flusher {
   std::unique_ptr<redisReader, ReaderFree> reader_;
   bool tls_ = false;
   bool via_sentinel_ = false;  // the address came from sentinels: READONLY means ask again
-  bool answered_ = false;      // a reply came: a close after it is not a refused handshake
+  int route_slot_ = -1;        // a routed cluster connection: the slot it serves
+  Detour detour_;
+  bool answered_ = false;  // a reply came: a close after it is not a refused handshake
   bool connected_ = false;
   std::string error_;
   async::Event connect_done_;

@@ -65,7 +65,6 @@ class SyncClient {
  private:
   struct State;
   explicit SyncClient(std::unique_ptr<State> s) noexcept;
-  OpResult<Reply> wait(PendingReply& pending);
 
   std::unique_ptr<State> s_;
 };

@@ -48,27 +48,12 @@ void take_auth(std::string_view& rest, Url& u) {
   }
 }
 
-// redis-sentinel://[user:password@]h1:p1,h2:p2/service[/db]: the password is the primary's.
-Url parse_sentinel_url(std::string_view text) {
-  Url u;
-  u.kind = Url::Kind::sentinel;
-  std::string_view rest = text.substr(17);
-  const auto bad = [&](const std::string& what) {
-    return std::invalid_argument("redis URL '" + std::string(text) + "': " + what);
+// "h1:p1,h2:p2" (IPv6 in brackets; `port` when a port is left out) into `u.seeds`.
+void parse_seeds(std::string_view rest, int port_default, const char* what, std::string_view text,
+                 Url& u) {
+  const auto bad = [&](const std::string& why) {
+    return std::invalid_argument("redis URL '" + std::string(text) + "': " + why);
   };
-  const auto slash = rest.find('/');
-  if (slash == std::string_view::npos) {
-    throw bad("no service name (redis-sentinel://host:port,host:port/name)");
-  }
-  std::string_view path = rest.substr(slash + 1);
-  rest = rest.substr(0, slash);
-  take_auth(rest, u);
-  if (auto db = path.find('/'); db != std::string_view::npos) {
-    u.db = to_int(path.substr(db + 1), 0, 1 << 20, "db", text);
-    path = path.substr(0, db);
-  }
-  if (path.empty()) throw bad("no service name (redis-sentinel://host:port,host:port/name)");
-  u.service = std::string(path);
   while (!rest.empty()) {
     const auto comma = rest.find(',');
     std::string_view one = rest.substr(0, comma);
@@ -77,21 +62,64 @@ Url parse_sentinel_url(std::string_view text) {
     std::string_view port;
     if (!one.empty() && one[0] == '[') {  // [::1]:26379
       const auto close = one.find(']');
-      if (close == std::string_view::npos) throw bad("unclosed [ in a sentinel address");
+      if (close == std::string_view::npos) throw bad(std::string("unclosed [ in a ") + what);
       host = one.substr(1, close - 1);
       if (close + 1 < one.size()) {
-        if (one[close + 1] != ':') throw bad("bad sentinel address '" + std::string(one) + "'");
+        if (one[close + 1] != ':')
+          throw bad("bad " + std::string(what) + " '" + std::string(one) + "'");
         port = one.substr(close + 2);
       }
     } else if (const auto colon = one.rfind(':'); colon != std::string_view::npos) {
       host = one.substr(0, colon);
       port = one.substr(colon + 1);
     }
-    if (host.empty()) throw bad("an empty sentinel address");
-    u.sentinels.emplace_back(std::string(host),
-                             port.empty() ? 26379 : to_int(port, 1, 65535, "port", text));
+    if (host.empty()) throw bad(std::string("an empty ") + what);
+    u.seeds.emplace_back(std::string(host),
+                         port.empty() ? port_default : to_int(port, 1, 65535, "port", text));
   }
-  if (u.sentinels.empty()) throw bad("no sentinel address");
+  if (u.seeds.empty()) throw bad(std::string("no ") + what);
+}
+
+// redis-sentinel://[user:password@]h1:p1,h2:p2/service[/db]: the password is the primary's.
+Url parse_sentinel_url(std::string_view text) {
+  Url u;
+  u.kind = Url::Kind::sentinel;
+  std::string_view rest = text.substr(17);
+  const auto slash = rest.find('/');
+  const auto no_name = [&] {
+    return std::invalid_argument("redis URL '" + std::string(text) +
+                                 "': no service name (redis-sentinel://host:port,host:port/name)");
+  };
+  if (slash == std::string_view::npos) throw no_name();
+  std::string_view path = rest.substr(slash + 1);
+  rest = rest.substr(0, slash);
+  take_auth(rest, u);
+  if (auto db = path.find('/'); db != std::string_view::npos) {
+    u.db = to_int(path.substr(db + 1), 0, 1 << 20, "db", text);
+    path = path.substr(0, db);
+  }
+  if (path.empty()) throw no_name();
+  u.service = std::string(path);
+  parse_seeds(rest, 26379, "sentinel address", text, u);
+  return u;
+}
+
+// redis-cluster://[user:password@]h1:p1,h2:p2[/]: any nodes of the cluster (seeds); a cluster
+// has database 0 only.
+Url parse_cluster_url(std::string_view text) {
+  Url u;
+  u.kind = Url::Kind::cluster;
+  std::string_view rest = text.substr(16);
+  if (const auto slash = rest.find('/'); slash != std::string_view::npos) {
+    const std::string_view db = rest.substr(slash + 1);
+    if (!db.empty() && db != "0") {
+      throw std::invalid_argument("redis URL '" + std::string(text) +
+                                  "': a Redis Cluster has database 0 only");
+    }
+    rest = rest.substr(0, slash);
+  }
+  take_auth(rest, u);
+  parse_seeds(rest, 6379, "cluster node address", text, u);
   return u;
 }
 
@@ -102,13 +130,14 @@ std::string Url::display() const {
   if (kind == Kind::unix_socket) {
     return "unix://" + path + (db ? "?db=" + std::to_string(db) : "");
   }
-  if (kind == Kind::sentinel) {
-    std::string out = "redis-sentinel://" + auth;
-    for (std::size_t i = 0; i < sentinels.size(); ++i) {
-      const std::string& h = sentinels[i].first;
+  if (kind == Kind::sentinel || kind == Kind::cluster) {
+    std::string out = (kind == Kind::sentinel ? "redis-sentinel://" : "redis-cluster://") + auth;
+    for (std::size_t i = 0; i < seeds.size(); ++i) {
+      const std::string& h = seeds[i].first;
       out += (i ? "," : "") + (h.find(':') != std::string::npos ? "[" + h + "]" : h) + ":" +
-             std::to_string(sentinels[i].second);
+             std::to_string(seeds[i].second);
     }
+    if (kind == Kind::cluster) return out;
     return out + "/" + service + (db ? "/" + std::to_string(db) : "");
   }
   return std::string(tls ? "rediss://" : "redis://") + auth + host + ":" + std::to_string(port) +
@@ -138,11 +167,12 @@ Url parse_url(std::string_view text) {
     return u;
   }
   if (text.rfind("redis-sentinel://", 0) == 0) return parse_sentinel_url(text);
+  if (text.rfind("redis-cluster://", 0) == 0) return parse_cluster_url(text);
   const bool tls = text.rfind("rediss://", 0) == 0;
   if (!tls && text.rfind("redis://", 0) != 0) {
     throw std::invalid_argument("redis URL '" + std::string(text) +
-                                "': must start with redis://, rediss://, redis-sentinel:// or "
-                                "unix://");
+                                "': must start with redis://, rediss://, redis-sentinel://, "
+                                "redis-cluster:// or unix://");
   }
   if (tls) u.tls.emplace();
   std::string_view rest = text.substr(tls ? 9 : 8);

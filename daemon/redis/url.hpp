@@ -1,5 +1,6 @@
-// Redis URLs: redis://[user:password@]host:port/db, rediss:// (TLS), unix:///path[?db=N] and
-// redis-sentinel://[user:password@]s1:p1,s2:p2/name[/db].
+// Redis URLs: redis://[user:password@]host:port/db, rediss:// (TLS), unix:///path[?db=N],
+// redis-sentinel://[user:password@]s1:p1,s2:p2/name[/db] and
+// redis-cluster://[user:password@]h1:p1,h2:p2.
 #pragma once
 
 #include <optional>
@@ -14,15 +15,17 @@ namespace jq::redis {
 
 struct Url {
   // sentinel: the primary's address is asked of the sentinels at each connect (host and port
-  // are then the primary's).
-  enum class Kind { tcp, unix_socket, sentinel } kind = Kind::tcp;
+  // are then the primary's). cluster: the node is the one serving a connection's route, from
+  // the process's slot map (redis/cluster.hpp), which asks the seeds first.
+  enum class Kind { tcp, unix_socket, sentinel, cluster } kind = Kind::tcp;
   std::string host = "127.0.0.1";
   int port = 6379;
   std::string path;  // unix socket
   std::string user;  // ACL user; empty with a password means the default user
   std::string password;
   int db = 0;
-  std::vector<std::pair<std::string, int>> sentinels;  // Kind::sentinel: where to ask
+  // sentinel, cluster: the addresses asked where the server is (the sentinels, the seed nodes)
+  std::vector<std::pair<std::string, int>> seeds;
   std::string service;  // Kind::sentinel: the name the sentinels monitor the primary under
   // Set for rediss://: TLS with these options (the config's redis.tls fills them; by default the
   // system's CAs and the host's name).

@@ -174,8 +174,8 @@ queues:
         "test.yaml:2:10: queue name 'bad name': use 1-64 characters of A-Z a-z 0-9 _ . -");
   CHECK(error_of(h + "redis: {url: http://x}\nqueues: {q: {handler: h}}\n") ==
         "test.yaml:2:14: redis.url: 'http://x' is not redis://[user:password@]host:port/db, "
-        "rediss://... (TLS), redis-sentinel://host:port,host:port/name, unix:///path or "
-        "embedded");
+        "rediss://... (TLS), redis-sentinel://host:port,host:port/name, "
+        "redis-cluster://host:port,..., unix:///path or embedded");
   CHECK(error_of("handlers: {}\n") ==
         "test.yaml:1:1: no queues configured: add a 'queues' section with at least one queue");
   CHECK(error_of("queus: {}\n") ==
@@ -749,10 +749,11 @@ redis:
   // A key of redis.tls one level too high.
   CHECK_THAT(error_of("redis:\n  url: rediss://h:1/0\n  ca_file: /c.pem\n" + h),
              Catch::Contains("test.yaml:3:3:") && Catch::Contains("a key of redis.tls"));
-  // Cluster and Sentinel URLs: not yet, said so.
-  CHECK(error_of("redis: {url: \"redis-cluster://a:1,b:2\"}\n" + h) ==
-        "test.yaml:1:14: redis.url: redis-cluster:// is not in this version of jobqd yet "
-        "(redis://, rediss://, redis-sentinel://, unix:// and embedded are)");
+  // A cluster URL is taken; one that is not a URL at all is refused, naming the forms.
+  CHECK(load("redis: {url: \"redis-cluster://a:1,b:2\"}\n" + h).redis.url ==
+        "redis-cluster://a:1,b:2");
+  CHECK_THAT(error_of("redis: {url: \"cluster://a:1\"}\n" + h),
+             Catch::Contains("test.yaml:1:14:") && Catch::Contains("redis-cluster://host:port"));
   // --print-config shows what it was given, and nothing when there is no TLS.
   CHECK(print(cfg).find("tls:") != std::string::npos);
   CHECK(print(load(kMinimal)).find("tls:") == std::string::npos);

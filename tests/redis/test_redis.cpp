@@ -70,17 +70,17 @@ TEST_CASE("redis URLs", "[redis][url]") {
                     "redis URL 'redis://h:99999/0': bad port '99999'");
   CHECK_THROWS_WITH(parse_url("unix://relative.sock"), Catch::Contains("needs an absolute path"));
   CHECK_THROWS_WITH(parse_url("http://x"),
-                    Catch::Contains("must start with redis://, rediss://, redis-sentinel:// or "
-                                    "unix://"));
+                    Catch::Contains("must start with redis://, rediss://, redis-sentinel://, "
+                                    "redis-cluster:// or unix://"));
   auto sen = parse_url("redis-sentinel://:pw@10.0.0.1:26379,sentinel-b,[::1]:5000/mymaster/2");
   CHECK(sen.kind == Url::Kind::sentinel);
   CHECK(sen.service == "mymaster");
   CHECK(sen.db == 2);
   CHECK(sen.password == "pw");
-  REQUIRE(sen.sentinels.size() == 3);
-  CHECK(sen.sentinels[0] == std::pair<std::string, int>("10.0.0.1", 26379));
-  CHECK(sen.sentinels[1] == std::pair<std::string, int>("sentinel-b", 26379));
-  CHECK(sen.sentinels[2] == std::pair<std::string, int>("::1", 5000));
+  REQUIRE(sen.seeds.size() == 3);
+  CHECK(sen.seeds[0] == std::pair<std::string, int>("10.0.0.1", 26379));
+  CHECK(sen.seeds[1] == std::pair<std::string, int>("sentinel-b", 26379));
+  CHECK(sen.seeds[2] == std::pair<std::string, int>("::1", 5000));
   CHECK(sen.display() ==
         "redis-sentinel://:***@10.0.0.1:26379,sentinel-b:26379,[::1]:5000/mymaster/2");
   CHECK_THROWS_WITH(parse_url("redis-sentinel://h:1"), Catch::Contains("no service name"));

@@ -133,6 +133,19 @@ class SyncRedis {
   std::unique_ptr<redisContext, Free> c_;
 };
 
+/// Whether a redis-server answers PING on `port` within `within` (one just started).
+inline bool answers_ping(int port, std::chrono::milliseconds within = std::chrono::seconds(10)) {
+  return eventually(
+      [&] {
+        try {
+          return SyncRedis(port).str({"PING"}) == "PONG";
+        } catch (const std::exception&) {
+          return false;
+        }
+      },
+      within);
+}
+
 /// Clients blocked in Redis now (a BLMOVE or BLPOP waiting there): INFO's blocked_clients.
 inline long long blocked_clients(SyncRedis& r) {
   const std::string info = r.str({"INFO", "clients"});
@@ -192,19 +205,7 @@ class RedisServer {
                                tls_->ca, "--tls-auth-clients", tls_->auth_clients ? "yes" : "no"});
     }
     proc_ = Child(argv);
-    bool up = eventually(
-        [&] {
-          redisContext* c = redisConnect("127.0.0.1", port_);
-          bool ok = c && !c->err;
-          if (ok) {
-            auto* r = static_cast<redisReply*>(redisCommand(c, "PING"));
-            ok = r && r->type == REDIS_REPLY_STATUS;
-            if (r) freeReplyObject(r);
-          }
-          if (c) redisFree(c);
-          return ok;
-        },
-        std::chrono::seconds(10));
+    const bool up = answers_ping(port_);
     if (!up && tls_) {
       // Most likely the certificates: redis-server's log says what it made of them.
       throw std::runtime_error("test redis-server with TLS did not start on port " +

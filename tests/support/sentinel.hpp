@@ -110,16 +110,8 @@ class SentinelGroup {
     if (primary) argv.insert(argv.end(), {"--replicaof", "127.0.0.1", std::to_string(primary)});
     redis_.emplace(
         port, Child(argv, (dir_.path() / ("redis-" + std::to_string(port) + ".log")).string()));
-    const bool up = eventually(
-        [&] {
-          try {
-            return SyncRedis(port).str({"PING"}) == "PONG";
-          } catch (const std::exception&) {
-            return false;
-          }
-        },
-        std::chrono::seconds(10));
-    if (!up) throw std::runtime_error("redis-server did not start on port " + std::to_string(port));
+    if (!answers_ping(port))
+      throw std::runtime_error("redis-server did not start on port " + std::to_string(port));
   }
 
   void start_sentinel(int primary) {

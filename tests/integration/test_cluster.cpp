@@ -1,0 +1,203 @@
+// redis-cluster://: jobqd and jobqctl on a real Redis Cluster (3 primaries, 3 replicas): queues
+// spread over every primary, a primary killed -9 and its replica promoted, a queue's slot
+// migrated while 10,000 jobs flow.
+#include <catch2/catch.hpp>
+
+#include <mutex>
+
+#include "redis/cluster.hpp"
+#include "tests/support/cluster.hpp"
+#include "tests/support/daemon.hpp"
+#include "tests/support/http_server.hpp"
+
+using namespace jq::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool all_succeeded(int port, const std::string& queue, const std::vector<std::string>& ids) {
+  try {
+    SyncRedis r(port);
+    return count_status(r, queue, ids, "succeeded") == ids.size();
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+long long script_calls(int port) {
+  const std::string stats = SyncRedis(port).str({"INFO", "commandstats"});
+  const auto at = stats.find("cmdstat_evalsha:calls=");
+  return at == std::string::npos ? 0 : std::stoll(stats.substr(at + 22));
+}
+
+Ran jobqctl_on(const RedisCluster& c, std::vector<std::string> args) {
+  std::vector<std::string> argv{(build_dir() / "jobqctl").string(), "--redis", c.url()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_program(argv);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "redis-cluster://: twelve queues spread over every primary run, submitted by LPUSH to "
+    "the slot's node and by jobqctl",
+    "[integration][cluster]") {
+  RedisCluster cluster(3, 1);
+  std::string yaml = "handlers:\n  echo: {type: builtin, name: echo}\nqueues:\n";
+  std::vector<std::string> queues;
+  std::set<int> owners;
+  for (int i = 0; i < 12; ++i) {
+    queues.push_back("q" + std::to_string(i));
+    yaml += "  q" + std::to_string(i) + ": {handler: echo, concurrency: 4}\n";
+    owners.insert(cluster.owner_of_queue(queues.back()));
+  }
+  REQUIRE(owners.size() == 3);  // the names land on every primary
+  Daemon d(cluster.url(), yaml);
+  d.start();
+  std::map<std::string, std::vector<std::string>> pushed;
+  for (const auto& q : queues) {
+    pushed[q] = ids(q + "-", 30);
+    SyncRedis r(cluster.owner_of_queue(q));
+    push(r, q, jobs_for(pushed[q], "{}"));
+  }
+  for (const auto& q : queues) {
+    INFO(q);
+    CHECK(eventually([&] { return all_succeeded(cluster.owner_of_queue(q), q, pushed[q]); }, 20s));
+  }
+  for (int port : owners) {
+    INFO(port);
+    CHECK(script_calls(port) > 0);
+  }
+
+  // jobqctl routes each call to its queue's node: submit and wait, status, the list of queues.
+  auto sub = jobqctl_on(
+      cluster, {"submit", "q7", R"({"n":1})", "--id", "by-ctl", "--wait", "--wait-timeout", "10s"});
+  INFO(sub.out);
+  CHECK(sub.code == 0);
+  CHECK(SyncRedis(cluster.owner_of_queue("q7")).str({"HGET", "jobq:{q7}:job:by-ctl", "status"}) ==
+        "succeeded");
+  auto status = jobqctl_on(cluster, {"status", "q3-0", "--queue", "q3"});
+  INFO(status.out);
+  CHECK(status.code == 0);
+  CHECK(status.out.find("succeeded") != std::string::npos);
+  auto listed = jobqctl_on(cluster, {"queues"});
+  INFO(listed.out);
+  CHECK(listed.code == 0);
+  for (const auto& q : queues) CHECK(listed.out.find(q) != std::string::npos);
+  auto stats = jobqctl_on(cluster, {"stats"});
+  INFO(stats.out);
+  CHECK(stats.code == 0);
+  CHECK(d.running());
+  INFO(d.log());
+  CHECK(d.log().find("error") == std::string::npos);
+}
+
+TEST_CASE(
+    "redis-cluster://: a primary killed -9 and its replica promoted; the daemon carries on "
+    "and loses no job Redis kept",
+    "[integration][cluster]") {
+  RedisCluster cluster(3, 1);
+  Daemon d(cluster.url(), kEchoQueue);
+  d.start();
+  const int slot = jq::redis::slot_of("{q}");
+  const int first = cluster.owner(slot);
+  const auto before = ids("b", 50);
+  {
+    SyncRedis r(first);
+    push(r, "q", jobs_for(before, "{}"));
+  }
+  CHECK(eventually([&] { return all_succeeded(first, "q", before); }, 15s));
+
+  // Jobs on their way: pushed, replicated (WAIT), then the primary dies with them in flight.
+  const auto during = ids("d", 300);
+  {
+    SyncRedis r(first);
+    push(r, "q", jobs_for(during, R"({"ms":2})"));
+    CHECK(r.integer({"WAIT", "1", "2000"}) == 1);
+  }
+  cluster.kill(first);
+  int second = 0;
+  REQUIRE(eventually(
+      [&] {
+        second = cluster.owner(slot);
+        return second != 0 && second != first;
+      },
+      30s));
+  const auto failed_over = std::chrono::steady_clock::now();
+  const auto after = ids("a", 50);
+  {
+    SyncRedis r(second);
+    push(r, "q", jobs_for(after, "{}"));
+  }
+  // Within the cluster's settling plus a few seconds of a busy machine.
+  CHECK(eventually([&] { return all_succeeded(second, "q", after); }, 15s));
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - failed_over);
+  INFO("carried on " << took.count() << " ms after the failover");
+  CHECK(took < 10s);
+  // What Redis kept (replicated before the kill) all ends succeeded: run again where its end was
+  // lost with the old primary (at least once).
+  CHECK(eventually([&] { return all_succeeded(second, "q", during); }, 20s));
+  CHECK(d.running());
+  INFO(d.log());
+  CHECK(d.log().find("127.0.0.1:" + std::to_string(second)) != std::string::npos);
+}
+
+TEST_CASE(
+    "redis-cluster://: a queue's slot migrated to another primary while 10,000 jobs flow: "
+    "none lost, none run twice",
+    "[integration][cluster]") {
+  RedisCluster cluster(3, 0);
+  HttpServer hooks;
+  std::mutex m;
+  std::map<std::string, int> runs;
+  hooks.on_request([&](const HttpRequest& r, std::size_t) {
+    std::lock_guard<std::mutex> lock(m);
+    ++runs[r.headers.count("x-jobq-id") ? r.headers.at("x-jobq-id") : ""];
+    return HttpResponse{};
+  });
+  const std::string yaml = "handlers:\n  hook: {type: http, url: \"" + hooks.url("/hook") +
+                           "\"}\nqueues:\n  q: {handler: hook, concurrency: 16}\n";
+  const int slot = jq::redis::slot_of("{q}");
+  const int from = cluster.owner(slot);
+  int to = 0;
+  for (int p : cluster.primaries()) {
+    if (p != from) to = p;
+  }
+  const auto all = ids("j", 10000);
+  {
+    SyncRedis r(from);
+    push(r, "q", jobs_for(all, "{}"));
+  }
+  Daemon d(cluster.url(), yaml);
+  d.start();
+  REQUIRE(eventually([&] { return hooks.request_count() >= 1000; }, 30s));
+  std::size_t at_start = hooks.request_count();
+  // Small batches: the migration lasts while the daemon works, which meets ASK and TRYAGAIN.
+  cluster.migrate(slot, to, 20, [] {});
+  const std::size_t at_end = hooks.request_count();
+  INFO("jobs run during the migration: " << at_end - at_start);
+  CHECK(at_end < all.size());  // the migration ended before the jobs did
+  CHECK(eventually([&] { return all_succeeded(to, "q", all); }, 60s));
+  {
+    std::lock_guard<std::mutex> lock(m);
+    std::size_t twice = 0;
+    std::string example;
+    for (const auto& [id, n] : runs) {
+      if (n > 1) {
+        ++twice;
+        example = id;
+      }
+    }
+    INFO("run twice: " << twice << " (for example " << example << ")");
+    CHECK(twice == 0);
+    CHECK(runs.size() == all.size());
+  }
+  CHECK(SyncRedis(from).integer({"DBSIZE"}) == 0);  // nothing left behind on the old node
+  CHECK(d.running());
+  // It met the migration and followed the slot (a MOVED at least, once the slot was the
+  // target's), and its connections serve the new primary now.
+  INFO(d.log());
+  CHECK(d.log().find("MOVED " + std::to_string(slot) + " 127.0.0.1:" + std::to_string(to)) !=
+        std::string::npos);
+}
