@@ -5,7 +5,8 @@ bench/README.md.
 
 Environment:
   BENCH_RUNS=3              runs per figure (median of them; latency pools their samples)
-  BENCH_PEERS=throughput,rq,rss,latency,ceiling   the sections to run (all by default)
+  BENCH_PEERS=throughput,rq,rss,latency,tls,replicas,cluster,ceiling
+                            the sections to run (all by default)
   BENCH_JOBQD_VARIANT=auto  also measure "jobqd (succeeded: 0)", whose queues get
                             BENCH_JOBQD_VARIANT_KEYS (default `retain: {succeeded: 0}`): `auto`
                             (the default) does whenever build/jobqd accepts those keys
@@ -24,9 +25,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 
 import redis
+from redis.crc import key_slot
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE = shutil.which("node") or "node"
@@ -114,10 +117,21 @@ def descendants(pid):
 
 
 def cpu_seconds_of(pids):
-    """User + system CPU the processes have used so far."""
+    """CPU the processes have used so far: each thread's time on a CPU from
+    /proc/PID/task/TID/schedstat (nanoseconds; /proc/PID/stat counts 10 ms ticks, a third of a
+    microsecond per job over 30,000 jobs: the size of the differences measured), else stat's."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for pid in pids:
+        try:
+            ns = 0
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    ns += int(f.read().split()[0])
+            total += ns / 1e9
+            continue
+        except (OSError, IndexError, ValueError):
+            pass
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
@@ -180,27 +194,23 @@ def tail(path, n=15):
         return ""
 
 
-# ---- the private redis-server ----------------------------------------------------------------
-class RedisServer:
-    """One redis-server for every system: same binary, same config, flushed between runs."""
+# ---- the private redis-servers ---------------------------------------------------------------
+class RedisNode:
+    """A redis-server of the harness's on a free port of 127.0.0.1 (another if that one was taken
+    meanwhile), `--save "" --appendonly no` and the arguments `extra(port)` returns, its log in
+    `directory`. What drain() reads of a Redis: its nodes (this one), the node of a queue's keys
+    (this one), and each node's CPU and commandstats."""
 
-    def __init__(self, tmp):
-        self.dir = os.path.join(tmp, "redis")
-        os.makedirs(self.dir)
-        # A TLS port beside the plain one (the tls section): a CA and a server certificate for
-        # localhost, made here.
-        self.ca = make_test_certs(self.dir)
+    def __init__(self, directory, extra=lambda port: []):
+        self.dir = directory
+        log = os.path.join(directory, "redis.log")
         for attempt in range(5):
             self.port = free_port()
-            self.tls_port = free_port()
             self.proc = spawn(
                 ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--tls-port", str(self.tls_port),
-                 "--tls-cert-file", os.path.join(self.dir, "server.crt"),
-                 "--tls-key-file", os.path.join(self.dir, "server.key"),
-                 "--tls-ca-cert-file", self.ca, "--tls-auth-clients", "no",
-                 "--dir", self.dir, "--save", "", "--appendonly", "no",
-                 "--daemonize", "no", "--logfile", os.path.join(self.dir, "redis.log")],
+                 *extra(self.port),
+                 "--dir", directory, "--save", "", "--appendonly", "no",
+                 "--daemonize", "no", "--logfile", log],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.ctl = redis.Redis(port=self.port, decode_responses=True)
             try:
@@ -209,11 +219,9 @@ class RedisServer:
             except RunFailed:
                 stop(self.proc)
                 if attempt == 4:
-                    raise RunFailed("redis-server did not start:\n" +
-                                    tail(os.path.join(self.dir, "redis.log")))
+                    raise RunFailed("redis-server did not start:\n" + tail(log))
         self.version = self.ctl.info("server")["redis_version"]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.tls_url = f"rediss://localhost:{self.tls_port}/0"
+        self.nodes = [self]
 
     def _up(self):
         if self.proc.poll() is not None:
@@ -222,6 +230,9 @@ class RedisServer:
             return self.ctl.ping()
         except redis.exceptions.ConnectionError:
             return False
+
+    def node_of(self, queue):
+        return self
 
     def reset(self):
         self.ctl.flushall(asynchronous=False)
@@ -238,6 +249,97 @@ class RedisServer:
             if key.startswith("cmdstat_"):
                 stats[key[len("cmdstat_"):]] = int(value["calls"])
         return stats
+
+
+class RedisServer(RedisNode):
+    """One redis-server for every system: same binary, same config, flushed between runs."""
+
+    def __init__(self, tmp):
+        directory = os.path.join(tmp, "redis")
+        os.makedirs(directory)
+        # A TLS port beside the plain one (the tls section): a CA and a server certificate for
+        # localhost, made here.
+        self.ca = make_test_certs(directory)
+        super().__init__(directory, self._tls_args)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.tls_url = f"rediss://localhost:{self.tls_port}/0"
+
+    def _tls_args(self, port):
+        del port
+        self.tls_port = free_port()
+        return ["--tls-port", str(self.tls_port),
+                "--tls-cert-file", os.path.join(self.dir, "server.crt"),
+                "--tls-key-file", os.path.join(self.dir, "server.key"),
+                "--tls-ca-cert-file", self.ca, "--tls-auth-clients", "no"]
+
+
+class RedisCluster:
+    """The primaries of a Redis Cluster on this machine, no replicas (made as
+    tests/support/cluster.hpp makes one): the 16384 slots split evenly, a queue's keys
+    (jobq:{Q}:...) on the primary of its tag's slot. drain() measures it as it does one Redis,
+    summed over the nodes."""
+
+    SLOTS = 16384
+
+    def __init__(self, directory, primaries=3):
+        self.bus = {}  # port -> cluster bus port
+        self.nodes = []
+        for i in range(primaries):
+            node_dir = os.path.join(directory, f"node{i}")
+            os.makedirs(node_dir)
+            self.nodes.append(RedisNode(node_dir, self._cluster_args))
+        self.version = self.nodes[0].version
+        self.slots = [(i * self.SLOTS // primaries, (i + 1) * self.SLOTS // primaries - 1)
+                      for i in range(primaries)]
+        # Each primary its config epoch before it meets the others (what redis-cli --cluster
+        # create does), so none has to settle a collision.
+        for i, (node, (first, last)) in enumerate(zip(self.nodes, self.slots)):
+            node.ctl.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            node.ctl.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            node.ctl.execute_command("CLUSTER", "MEET", "127.0.0.1", first.port,
+                                     self.bus[first.port])
+        wait_for(self._formed, 30, "the cluster to form")
+        # Two seeds, as an operator would write it: jobqd asks either for the slot map.
+        self.url = "redis-cluster://" + ",".join(f"127.0.0.1:{node.port}"
+                                                 for node in self.nodes[:2])
+
+    def _cluster_args(self, port):
+        # A bus port of its own: the default, port + 10000, is past 65535 for a high free port.
+        self.bus[port] = free_port()
+        return ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                "--cluster-port", str(self.bus[port]), "--cluster-node-timeout", "5000"]
+
+    def _formed(self):
+        """Every node says the cluster is ok and knows every other, no handshake pending."""
+        try:
+            for node in self.nodes:
+                if node.proc.poll() is not None:
+                    raise RunFailed(f"cluster node {node.port} exited:\n"
+                                    + tail(os.path.join(node.dir, "redis.log")))
+                known = node.ctl.execute_command("CLUSTER", "NODES").strip().splitlines()
+                if ("cluster_state:ok" not in node.ctl.execute_command("CLUSTER", "INFO")
+                        or len(known) != len(self.nodes) or any("handshake" in k for k in known)):
+                    return False
+        except redis.exceptions.RedisError:
+            return False
+        return True
+
+    def node_of(self, queue):
+        """The primary holding queue's keys: its slot is in that node's range, and no slot
+        moves."""
+        slot = key_slot(f"jobq:{{{queue}}}:pending".encode())
+        return next(node for node, (first, last) in zip(self.nodes, self.slots)
+                    if first <= slot <= last)
+
+    def reset(self):
+        for node in self.nodes:
+            node.reset()
+
+    def stop(self):
+        for node in self.nodes:
+            stop(node.proc)
 
 
 class Poller:
@@ -264,10 +366,11 @@ class System:
     pending_key = "?"  # the list pre-filled jobs wait in
 
     def pending(self, queue="q"):
-        return self.env.redis.ctl.llen(self.pending_key.format(q=queue))
+        return self.server.node_of(queue).ctl.llen(self.pending_key.format(q=queue))
 
     def __init__(self, env):
         self.env = env
+        self.server = env.redis  # the Redis it runs on: what drain() fills, polls and measures
 
     def logfile(self, tag):
         self.env.runs += 1
@@ -286,8 +389,9 @@ class Jobqd(System):
     pending_key = "jobq:{{{q}}}:pending"
 
     def __init__(self, env, label="jobqd", extra_queue_keys="", binary=None, tls=False,
-                 redis_keys=""):
+                 redis_keys="", server=None):
         super().__init__(env)
+        self.server = server or env.redis  # or a RedisCluster (the cluster section)
         self.name = label
         self.extra = extra_queue_keys
         self.binary = binary or env.jobqd
@@ -298,10 +402,12 @@ class Jobqd(System):
         """The one place the benchmark's jobqd config is written. `queues`: [(name, concurrency)];
         buffer is max(100, 2 x concurrency); the variant's keys (`retain: ...`) go to every
         queue."""
+        # The URL quoted: a cluster's lists its seeds with commas, which end a plain scalar in a
+        # flow mapping.
         lines = [
             f"daemon: {{state_dir: {state_dir}, log_level: warn}}",
-            (f"redis: {{url: {self.env.redis.tls_url}, tls: {{ca_file: {self.env.redis.ca}}}"
-             if self.tls else f"redis: {{url: {self.env.redis.url}")
+            (f'redis: {{url: "{self.server.tls_url}", tls: {{ca_file: {self.server.ca}}}'
+             if self.tls else f'redis: {{url: "{self.server.url}"')
             + (f", {self.redis_keys}}}" if self.redis_keys else "}"),
             f"http: {{listen: 127.0.0.1:{free_port()}}}",
             "handlers: {nothing: {type: builtin, name: noop}}",
@@ -329,7 +435,7 @@ class Jobqd(System):
         return r.returncode == 0, (r.stdout + r.stderr).strip()
 
     def fill(self, n, queue="q"):
-        r = self.env.redis.ctl
+        r = self.server.node_of(queue).ctl
         key = f"jobq:{{{queue}}}:pending"
         pipe = r.pipeline(transaction=False)
         for start in range(0, n, 1000):
@@ -348,8 +454,8 @@ class Jobqd(System):
         return [p], [logpath]
 
     def ready(self, workers, logs):
-        r = self.env.redis.ctl
-        return all(r.zcard(f"jobq:{{{q}}}:leases") > 0 for q in self.started_queues)
+        return all(self.server.node_of(q).ctl.zcard(f"jobq:{{{q}}}:leases") > 0
+                   for q in self.started_queues)
 
     def remaining(self, poll, queue="q"):
         left = poll.call("LLEN", f"jobq:{{{queue}}}:pending")
@@ -362,7 +468,7 @@ class Jobqd(System):
     def check(self, queue, n):
         """Nothing left anywhere (the worker has stopped: a job it still held would be back in
         pending), nothing dead, and every job's state says succeeded where states are kept."""
-        r = self.env.redis.ctl
+        r = self.server.node_of(queue).ctl
         k = f"jobq:{{{queue}}}"
         left = (r.llen(f"{k}:pending"), r.zcard(f"{k}:delayed"), r.zcard(f"{k}:dead"))
         if any(left):
@@ -513,22 +619,31 @@ class Env:
         self.runs = 0
 
 
-def drain(env, system, n, concurrency, processes=1, rss=False):
-    """Pre-fill n jobs, start the worker(s), time from the start until all n are finished.
-    Returns {rate, cmds (per job), rss (KiB, VmHWM summed over the worker's processes)}."""
-    env.redis.reset()
-    system.fill(n)
-    if system.pending() != n:
-        raise RunFailed(f"{system.name}: {system.pending()} jobs pending after filling {n}")
-    poll = Poller(env.redis.port)
-    env.redis.ctl.config_resetstat()
-    cpu0 = env.redis.cpu_seconds()
-    queues = [("q", processes)] if isinstance(system, RQ) else [("q", concurrency)]
+def drain(env, system, n, concurrency, processes=1, rss=False, queues=("q",)):
+    """Pre-fill n jobs, spread evenly over `queues` (n rounded down to a multiple of them), start
+    the worker(s) serving them, time from the start until all n are finished. Redis is the
+    system's: one server, or each node of a cluster, its figures summed over the nodes.
+    Returns {rate, cmds (per job), rss (KiB, VmHWM summed over the worker's processes), cpu_us
+    (Redis' per job), node_cpu_us (each node's share of it), worker_cpu_us}."""
+    server = system.server
+    each = n // len(queues)
+    n = each * len(queues)
+    server.reset()
+    for q in queues:
+        system.fill(each, q)
+        if system.pending(q) != each:
+            raise RunFailed(f"{system.name}: {system.pending(q)} jobs pending in {q} after "
+                            f"filling {each}")
+    polls = {node.port: Poller(node.port) for node in server.nodes}
+    for node in server.nodes:
+        node.ctl.config_resetstat()
+    cpu0 = [node.cpu_seconds() for node in server.nodes]
+    workers = [(q, processes if isinstance(system, RQ) else concurrency) for q in queues]
     if isinstance(system, Jobqd):
-        system.started_queues = ["q"]
+        system.started_queues = list(queues)
     timeout = 120 + n / 200
     t0 = time.perf_counter()
-    procs, logs = system.start(queues)
+    procs, logs = system.start(workers)
     try:
         deadline = t0 + timeout
         while True:
@@ -536,7 +651,7 @@ def drain(env, system, n, concurrency, processes=1, rss=False):
                 if all(p.poll() is not None for p in procs):
                     break
             else:
-                if system.remaining(poll) == 0:
+                if not any(system.remaining(polls[server.node_of(q).port], q) for q in queues):
                     break
                 dead = [p for p in procs if p.poll() is not None]
                 if dead:
@@ -546,22 +661,26 @@ def drain(env, system, n, concurrency, processes=1, rss=False):
                 raise RunFailed(f"{system.name}: not drained within {timeout:.0f} s")
             time.sleep(POLL)
         elapsed = time.perf_counter() - t0
-        cpu = env.redis.cpu_seconds() - cpu0
+        node_cpu = [node.cpu_seconds() - c for node, c in zip(server.nodes, cpu0)]
         worker_cpu = sum(cpu_seconds_of(descendants(p.pid)) for p in procs)
         hwm = sum(vm_hwm_kib(descendants(p.pid)) for p in procs) if rss else None
-        stats = env.redis.commandstats()
+        stats = collections.Counter()
+        for node in server.nodes:
+            stats.update(node.commandstats())
     finally:
         for p in procs:
             stop(p, grace=15.0)
-        poll.close()
-    stats["config|resetstat"] = stats.get("config|resetstat", 0) - 1
-    for cmd, count in poll.counts.items():
-        stats[cmd] = stats.get(cmd, 0) - count
+        for poll in polls.values():
+            poll.close()
+    stats["config|resetstat"] -= len(server.nodes)
+    for poll in polls.values():
+        stats.subtract(poll.counts)
     if any(v < 0 for v in stats.values()):
-        raise RunFailed(f"commandstats do not add up: {stats}")
-    problem = system.check("q", n)
-    if problem:
-        raise RunFailed(f"{system.name}: {problem}")
+        raise RunFailed(f"commandstats do not add up: {dict(stats)}")
+    for q in queues:
+        problem = system.check(q, each)
+        if problem:
+            raise RunFailed(f"{system.name}: {q}: {problem}")
     stats = {k: v for k, v in stats.items() if v}
     if VERBOSE:
         top = ", ".join(f"{k} {v / n:.2f}" for k, v in
@@ -570,7 +689,8 @@ def drain(env, system, n, concurrency, processes=1, rss=False):
     # Redis' CPU per job: what bounds every Redis-backed queue (one core runs at most 1/cpu jobs
     # a second). The harness's own polls (a few hundred cheap commands) are left in.
     return {"rate": n / elapsed, "cmds": sum(stats.values()) / n, "rss": hwm,
-            "cpu_us": cpu * 1e6 / n, "worker_cpu_us": worker_cpu * 1e6 / n}
+            "cpu_us": sum(node_cpu) * 1e6 / n, "node_cpu_us": [c * 1e6 / n for c in node_cpu],
+            "worker_cpu_us": worker_cpu * 1e6 / n}
 
 
 class Lines:
@@ -749,6 +869,53 @@ def table(title, rows, peers, higher_better, fmt, base_label="best peer"):
     sys.stdout.flush()
 
 
+def cluster_report(on_cluster, on_one, cluster, queues, n):
+    """After the cluster section's tables (on_cluster, on_one: its drains' results, n jobs each):
+    jobqd's CPU overhead on the cluster, each node's share of Redis' CPU, and what the costs
+    measured give for more primaries than this machine has cores for."""
+    if not on_cluster or not on_one:
+        return
+    ours = median([r["worker_cpu_us"] for r in on_cluster])
+    base = median([r["worker_cpu_us"] for r in on_one])
+    print(f"  jobqd CPU per job, the routing's overhead: {ours:.2f} us on the cluster against "
+          f"{base:.2f} on one Redis, {100 * (ours - base) / base:+.1f}%\n  (the runs: "
+          + ", ".join(f"{r['worker_cpu_us']:.2f}" for r in on_cluster) + " against "
+          + ", ".join(f"{r['worker_cpu_us']:.2f}" for r in on_one) + " us)")
+    redis_us = median([r["cpu_us"] for r in on_cluster])
+    held = [[q for q in queues if cluster.node_of(q) is node] for node in cluster.nodes]
+    print("  Redis CPU by node (each a median of the runs, so the shares need not add up to "
+          "100%):")
+    for i, (node, (first, last)) in enumerate(zip(cluster.nodes, cluster.slots)):
+        us = median([r["node_cpu_us"][i] for r in on_cluster])
+        own = n * len(held[i]) // len(queues)
+        print(f"    127.0.0.1:{node.port}, slots {first}-{last}, {len(held[i])} queues "
+              f"({' '.join(held[i])}): {us:.1f} us per job of the {n:,} "
+              f"({100 * us / redis_us:.0f}%)"
+              + (f", {us * n / own:.1f} us per job of its own {own:,}" if own else ""))
+    # What this machine cannot show: every node and jobqd share its cores, so more primaries
+    # only split the same CPU. The costs per job measured stand in for a core per primary.
+    primaries = (3, 10, 30)
+    per_primary = 1 / (redis_us * 1e-6)
+    per_daemon = 1 / (ours * 1e-6)
+    redis_bound = [p * per_primary for p in primaries]
+    for paragraph in (
+            f"Estimate, not a measurement: the {len(cluster.nodes)} primaries, jobqd and the "
+            f"harness share this machine's {os.cpu_count()} cores, so the cluster's jobs/s above "
+            "gains at most the second core over one Redis and says nothing of more primaries. "
+            "With a core per primary and busy queues spread evenly, each primary runs at most "
+            f"1/(Redis CPU per job) = 1/{redis_us:.1f}us = {human_rate(per_primary)} jobs/s; "
+            "Redis-bound, " + ", ".join(f"{human_rate(r)} jobs/s on {p} primaries"
+                                        for p, r in zip(primaries, redis_bound)) + ".",
+            f"jobqd daemons scale out apart from that: a daemon's core runs 1/{ours:.2f}us = "
+            f"{human_rate(per_daemon)} jobs/s, so those rates need about "
+            + ", ".join(f"{r / per_daemon:.0f}" for r in redis_bound) + " daemon cores.",
+            "Assumed: the costs per job measured here hold there (here over loopback, and with "
+            "the nodes contending for cores); a queue lives on one primary, so P primaries need "
+            f"at least P busy queues, evenly hashed (these {len(queues)} hash "
+            f"{'/'.join(str(len(h)) for h in held)} over the {len(cluster.nodes)})."):
+        print(textwrap.fill(paragraph, 100, initial_indent="  ", subsequent_indent="  "))
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else math.nan
@@ -801,7 +968,8 @@ def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
     scale = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
     runs = max(1, int(os.environ.get("BENCH_RUNS", "3")))
-    sections = os.environ.get("BENCH_PEERS", "throughput,rq,rss,latency,tls,replicas,ceiling").split(",")
+    sections = os.environ.get("BENCH_PEERS",
+                              "throughput,rq,rss,latency,tls,replicas,cluster,ceiling").split(",")
     n = max(1000, int(100000 * scale))
     rq_n = max(1000, n // 10)
     samples = max(200, int(2000 * scale))
@@ -963,12 +1131,12 @@ def main():
             print("  queue `load` drained at, while the probe ran (median of the runs): " + ", ".join(
                 f"{s.name} {human_rate(median(load_rates[s.name]))} jobs/s" for s in lat_systems))
 
-        def one_against_other(section, base, variant, base_label, title):
-            """`variant` against `base`, alternating drains at concurrency 10: jobs/s, then
-            jobqd's CPU (from /proc), Redis' CPU and commands per job."""
+        def one_against_other(section, base, variant, base_label, title, queues=("q",)):
+            """`variant` against `base`, alternating drains at concurrency 10 (each of `queues`):
+            jobs/s, then jobqd's CPU (from /proc), Redis' CPU and commands per job."""
             for i in range(runs):
                 for s in (base, variant):
-                    attempt((section, s.name, 10), drain, env, s, n, 10)
+                    attempt((section, s.name, 10), drain, env, s, n, 10, queues=queues)
                 log(f"{section} c=10 run {i + 1}/{runs}: " + ", ".join(
                     f"{s.name} {human_rate(results[(section, s.name, 10)][-1]['rate'])}/s"
                     for s in (base, variant) if results[(section, s.name, 10)]))
@@ -1010,6 +1178,26 @@ def main():
                                   "batch of outcomes) against 0, one replica on this machine")
             finally:
                 stop(replica)
+
+        if "cluster" in sections:
+            # The same drain of 12 queues on the bench's Redis and on a 3-primary cluster (no
+            # replicas) on this machine: what routing each queue to its slot's primary costs
+            # jobqd, and the figures an estimate for more primaries needs.
+            cluster_dir = os.path.join(tmp, "cluster")
+            os.makedirs(cluster_dir)
+            cluster = RedisCluster(cluster_dir, 3)
+            try:
+                queues = [f"q{i}" for i in range(12)]
+                jobs = n - n % len(queues)  # what drain() spreads evenly over them
+                single = Jobqd(env, "jobqd on one Redis")
+                spread = Jobqd(env, "jobqd on a 3-primary cluster", server=cluster)
+                one_against_other("cluster", single, spread, "one Redis",
+                                  f"cluster: jobqd on a 3-primary cluster (no replicas) against "
+                                  f"one Redis, {jobs:,} jobs over {len(queues)} queues", queues)
+                cluster_report(results[("cluster", spread.name, 10)],
+                               results[("cluster", single.name, 10)], cluster, queues, jobs)
+            finally:
+                cluster.stop()
 
         if "ceiling" in sections:
             hset_n = max(50000, int(300000 * scale))
