@@ -436,6 +436,7 @@ const Key<DaemonSection> kDaemonKeys[] = {
     duration_key("lease", &DaemonSection::lease, 1s, restart),
     duration_key("shutdown_grace", &DaemonSection::shutdown_grace, 0ms, live),
     duration_key("log_summary", &DaemonSection::log_summary, 0ms, live),
+    duration_key("stall_after", &DaemonSection::stall_after, 0ms, live),
     choice_key("log_level", "string", &DaemonSection::log_level,
                {"trace", "debug", "info", "warn", "error"}, live),
     {"name", "string", restart,

@@ -53,6 +53,9 @@ struct DaemonSection {
   std::string log_level = "info";
   std::string name;           // this daemon's name in worker ids and logs; default: the host name
   Millis log_summary = 1min;  // each queue's counts logged this often (0: never)
+  // A queue with jobs pending and room for them that fetched none for this long is stalled:
+  // logged, shown by /healthz, its connections rebuilt (0: never).
+  Millis stall_after = 1min;
 };
 
 struct RedisSection {

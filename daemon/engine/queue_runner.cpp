@@ -78,7 +78,7 @@ QueueRunner::SourceSlot QueueRunner::make_source(const config::SourceConfig& src
 
 QueueRunner::~QueueRunner() {
   // Tasks refer to this object: stop them where they stand (stop() is the graceful way).
-  for (auto* t : {&dispatch_task_, &control_task_, &active_task_}) {
+  for (auto* t : {&dispatch_task_, &control_task_, &active_task_, &progress_task_}) {
     if (t->valid()) t->abort();
   }
   for (auto& t : retiring_) {
@@ -94,6 +94,7 @@ void QueueRunner::start() {
   started_ = true;
   control_task_ = async::spawn(watch_control(), "control " + cfg_.name);
   active_task_ = async::spawn(show_active(), "active " + cfg_.name);
+  progress_task_ = async::spawn(watch_progress(), "progress " + cfg_.name);
   settler_.start();
   for (auto& s : sources_) s.source->start();
   dispatch_task_ = async::spawn(dispatcher(), "dispatch " + cfg_.name);
@@ -109,6 +110,58 @@ const store::BatchHistogram* QueueRunner::fetch_sizes() const noexcept {
     if (const auto* h = slot.source->fetch_sizes()) return h;
   }
   return nullptr;
+}
+
+std::optional<double> QueueRunner::last_fetch_age() const {
+  std::optional<async::Clock::time_point> last;
+  for (const auto& slot : sources_) {
+    if (auto t = slot.source->last_fetch(); t && (!last || *t > *last)) last = t;
+  }
+  if (!last) return std::nullopt;
+  return std::chrono::duration<double>(async::Clock::now() - *last).count();
+}
+
+// The watchdog on progress, not on connections: a connection can look alive and bring nothing
+// (a blocked wait a failover forgot, a fetch refused on every try). A queue that could take jobs
+// (not paused, room in its buffer), has some pending in Redis, and fetched none for stall_after
+// is stalled: said once per episode, shown by /healthz, and its connections are rebuilt (again
+// every stall_after while it lasts).
+async::Task<void> QueueRunner::watch_progress() {
+  async::Clock::time_point rebuilt{};
+  for (;;) {
+    const Millis after = daemon_.stall_after;
+    const Millis every = after.count() == 0 ? Millis(1s) : std::clamp<Millis>(after / 4, 100ms, 5s);
+    co_await async::sleep(every);
+    const auto age = last_fetch_age();
+    // Paused by jobqctl is no stall; paused because the flag was never read (a queue counts as
+    // paused until then) is one.
+    const bool could_take =
+        !stopping_ && (!paused_ || !pause_known_) && buffer_.room() > 0 && after.count() > 0 && age;
+    if (!could_take || *age * 1000 < static_cast<double>(after.count())) {
+      if (!stalled_.empty()) {
+        spdlog::info("queue {}: fetching again", cfg_.name);
+        stalled_.clear();
+      }
+      continue;
+    }
+    const auto call = store::pending_length(store_.keys());
+    // A plain LLEN: it works where scripts may not (refused by an ACL, say).
+    store::OpResult<long long> pending = co_await store::run(store_.client(), call);
+    if (!pending.ok() || *pending <= 0) continue;  // Redis away is said elsewhere; none waiting
+    const auto secs = static_cast<long long>(*age);
+    const std::string why = std::to_string(*pending) + " job(s) pending in Redis and room for " +
+                            std::to_string(buffer_.room()) + ", but no job fetched for " +
+                            std::to_string(secs) + " s" +
+                            (pause_known_ ? "" : " (its pause flag could not be read yet)");
+    if (stalled_.empty()) {
+      spdlog::warn("queue {}: stalled: {}; rebuilding its Redis connections", cfg_.name, why);
+    }
+    stalled_ = why;
+    if (async::Clock::now() - rebuilt >= after) {
+      rebuilt = async::Clock::now();
+      for (auto& slot : sources_) slot.source->rebuild("queue " + cfg_.name + " stalled: " + why);
+    }
+  }
 }
 
 std::vector<sources::SpoolView> QueueRunner::spools() const {
@@ -132,7 +185,7 @@ std::vector<std::uint64_t> QueueRunner::running_tickets(std::size_t max) const {
 
 async::Task<void> QueueRunner::watch_control() {
   const store::Keys& keys = store_.keys();
-  bool known = false, registered = false;
+  bool registered = false;
   async::Every errors(1min);
   for (;;) {
     if (!registered) {
@@ -166,17 +219,17 @@ async::Task<void> QueueRunner::watch_control() {
       if (r.error().wrong_type()) (void)co_await store_.repair();
     } else {
       if (!r->cancels.empty()) cancel_held(r->cancels);
-      if (r->paused != paused_ || !known) {
+      if (r->paused != paused_ || !pause_known_) {
         if (r->paused) {
           spdlog::info(
               "queue {}: paused (jobqctl resume {} to go on); running jobs finish, buffered "
               "ones wait",
               cfg_.name, cfg_.name);
-        } else if (known) {
+        } else if (pause_known_) {
           spdlog::info("queue {}: resumed", cfg_.name);
         }
         paused_ = r->paused;
-        known = true;
+        pause_known_ = true;
         if (paused_) {
           resumed_.clear();
         } else {
@@ -629,7 +682,7 @@ async::Task<void> QueueRunner::stop(Millis grace) {
   stopping_ = true;
   room_.set();
   resumed_.set();  // a paused dispatcher must see the stop
-  for (auto* t : {&control_task_, &active_task_}) {
+  for (auto* t : {&control_task_, &active_task_, &progress_task_}) {
     if (t->valid()) t->cancel();
   }
   for (auto& s : sources_) co_await s.source->stop_taking();
@@ -669,7 +722,7 @@ async::Task<void> QueueRunner::stop(Millis grace) {
   }
   for (auto& s : sources_) co_await s.source->finish(2s);
   co_await settler_.stop();
-  for (auto* t : {&control_task_, &active_task_}) {
+  for (auto* t : {&control_task_, &active_task_, &progress_task_}) {
     if (t->valid()) co_await t->wait();
   }
 }

@@ -76,6 +76,11 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   const store::DurationHistogram& durations() const noexcept { return durations_; }
   /// Jobs per fetch, if a source fetches in batches.
   const store::BatchHistogram* fetch_sizes() const noexcept;
+  /// Seconds since a source last fetched a job from Redis (or started); none without a Redis
+  /// source.
+  std::optional<double> last_fetch_age() const;
+  /// Why the progress watchdog finds the queue stalled (daemon.stall_after); empty while not.
+  const std::string& stalled() const noexcept { return stalled_; }
   /// Each spool source's directory, files waiting to be claimed, files claimed.
   std::vector<sources::SpoolView> spools() const;
   /// The queue's depths in Redis, read on `on` (a reader's own connection).
@@ -124,6 +129,7 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   async::Task<void> watch_control();
   /// Shows attempts that have run for active_after as active (their state is written then).
   async::Task<void> show_active();
+  async::Task<void> watch_progress();
   /// Jobs `jobqctl cancel` asked to stop: each one held here, buffered or running, ends as
   /// cancelled (a running one stopped as at a timeout); the others are not this daemon's.
   void cancel_held(const std::vector<std::string>& ids);
@@ -169,7 +175,9 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   bool started_ = false;
   bool stopping_ = false;
   bool paused_ = true;
-  async::JoinHandle<void> control_task_, active_task_;
+  async::JoinHandle<void> control_task_, active_task_, progress_task_;
+  bool pause_known_ = false;  // the pause flag was read once: until then the queue counts paused
+  std::string stalled_;  // why the queue is stalled (the progress watchdog), empty while it is not
   QueueStats stats_;
   async::Every over_cap_{std::chrono::seconds(30)};  // jobs asking for more than max_timeout
   store::DurationHistogram durations_ = store::duration_histogram();

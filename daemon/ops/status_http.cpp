@@ -176,6 +176,13 @@ HttpResponse StatusHttp::handle(const HttpRequest& req) const {
   return r;
 }
 
+const engine::QueueRunner* StatusHttp::stalled_queue() const {
+  for (const auto* q : engine_.queues()) {
+    if (!q->stalled().empty()) return q;
+  }
+  return nullptr;
+}
+
 HttpResponse StatusHttp::healthz() const {
   HttpResponse r;
   const auto redis = engine_.redis_state();
@@ -194,6 +201,9 @@ HttpResponse StatusHttp::healthz() const {
     // wait meanwhile. Said until a second has passed without it.
     r.status = 503;
     r.body = "the event loop was stuck for " + std::to_string(stuck).substr(0, 4) + " s\n";
+  } else if (const auto* q = stalled_queue()) {
+    r.status = 503;
+    r.body = "queue " + q->name() + " stalled: " + q->stalled() + "\n";
   } else {
     r.body = "serving\n";
   }
@@ -252,6 +262,21 @@ std::string StatusHttp::metrics() const {
   family("jobqd_fetch_batch_jobs", "histogram", "Jobs taken from Redis per fetch, by queue.");
   for (const auto* q : engine_.queues()) {
     if (const auto* h = q->fetch_sizes()) histogram(o, "jobqd_fetch_batch_jobs", q->name(), *h);
+  }
+  family("jobqd_queue_last_fetch_age_seconds", "gauge",
+         "Seconds since a queue last fetched a job from Redis (or started); with jobs pending "
+         "and room, daemon.stall_after of it is a stall.");
+  for (const auto* q : engine_.queues()) {
+    if (auto age = q->last_fetch_age()) {
+      o << "jobqd_queue_last_fetch_age_seconds{queue=\"" << label(q->name()) << "\"} " << *age
+        << '\n';
+    }
+  }
+  family("jobqd_queue_stalled", "gauge",
+         "1 while the progress watchdog finds a queue stalled (daemon.stall_after).");
+  for (const auto* q : engine_.queues()) {
+    o << "jobqd_queue_stalled{queue=\"" << label(q->name()) << "\"} "
+      << (q->stalled().empty() ? 0 : 1) << '\n';
   }
   family("jobqd_spool_files_waiting", "gauge",
          "Files seen in a spool directory and not claimed yet, by queue and directory.");

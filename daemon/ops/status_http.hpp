@@ -32,6 +32,8 @@ class StatusHttp {
  private:
   HttpResponse handle(const HttpRequest& req) const;
   HttpResponse healthz() const;
+  /// A queue the progress watchdog finds stalled, if any.
+  const engine::QueueRunner* stalled_queue() const;
   std::string metrics() const;
   async::Task<void> measure_lag();
   /// Every few seconds, each queue's depths in Redis, on a connection of its own: a scrape

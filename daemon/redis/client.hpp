@@ -40,6 +40,11 @@ class Client : public CommandHelpers<Client> {
   const Url& url() const noexcept { return options_.connect.url; }
 
   PendingReply send(std::span<const std::string_view> argv, Millis extra = 0ms);
+  /// Drops the connection (commands in flight fail) so that the supervisor makes a new one at
+  /// once: for a caller that sees no progress on a connection that looks alive.
+  void rebuild(const std::string& why) noexcept {
+    if (conn_) conn_->fail("redis " + options_.connect.url.display() + ": " + why);
+  }
   /// Suspends until a connection is up (and alive: a connection that just died does not count,
   /// even before the supervisor has noticed).
   async::Task<void> wait_connected();

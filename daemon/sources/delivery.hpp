@@ -114,6 +114,12 @@ class Source {
   virtual void set_taking(bool on) = 0;
   /// For /metrics: jobs per fetch (a Redis source), the directory (a spool source).
   virtual const store::BatchHistogram* fetch_sizes() const noexcept { return nullptr; }
+  /// When it last fetched a job from Redis (or started), for a source that fetches.
+  virtual std::optional<async::Clock::time_point> last_fetch() const noexcept {
+    return std::nullopt;
+  }
+  /// Drops its Redis connections so that they are made again (the progress watchdog).
+  virtual void rebuild(const std::string& why) { (void)why; }
   virtual std::optional<SpoolView> spool() const { return std::nullopt; }
 };
 

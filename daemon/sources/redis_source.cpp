@@ -42,11 +42,17 @@ RedisSource::~RedisSource() {
 
 void RedisSource::start() {
   const std::string& q = store_.settings().queue;
+  last_fetch_ = async::Clock::now();
   lease_task_ = async::spawn(keep("the lease keeper", &RedisSource::lease_keeper), "lease " + q);
   recover_task_ = async::spawn(keep("lease recovery", &RedisSource::recoverer), "recover " + q);
   promote_task_ =
       async::spawn(keep("delayed job promotion", &RedisSource::promoter), "promote " + q);
   fetch_task_ = async::spawn(keep("fetching", &RedisSource::fetcher), "redis source " + q);
+}
+
+void RedisSource::rebuild(const std::string& why) {
+  store_.client().rebuild(why);
+  store_.blocking().rebuild(why);
 }
 
 // ---- fetching ----
@@ -136,6 +142,7 @@ async::Task<void> RedisSource::fetcher() {
       continue;
     }
     if (batch.popped) fetch_sizes_.observe(static_cast<double>(batch.popped));
+    if (batch.popped || !batch.jobs.empty()) last_fetch_ = async::Clock::now();
     unclaimed_ = std::move(got.unclaimed);
     unclaimed_epoch_ = epoch;
     co_await hand_over(std::move(batch));

@@ -43,6 +43,10 @@ class RedisSource final : public Source, public Delivery {
   async::Task<void> finish(Millis limit) override;
   void set_taking(bool on) override;
   const store::BatchHistogram* fetch_sizes() const noexcept override { return &fetch_sizes_; }
+  std::optional<async::Clock::time_point> last_fetch() const noexcept override {
+    return last_fetch_;
+  }
+  void rebuild(const std::string& why) override;
 
   /// A reload: batch size and delayed polling from the next round on.
   void set_options(Options o) noexcept;
@@ -93,6 +97,7 @@ class RedisSource final : public Source, public Delivery {
   std::uint64_t unclaimed_epoch_ = 0;
   async::Event taking_ev_;
   store::BatchHistogram fetch_sizes_ = store::batch_histogram();
+  async::Clock::time_point last_fetch_{};  // the last fetch that brought jobs (or the start)
   async::Event wake_promoter_;
   std::int64_t promoter_due_ = 0;
   bool taking_ = true;

@@ -353,3 +353,47 @@ TEST_CASE("/healthz says 503 right after the event loop was stuck, then 200 agai
   CHECK(eventually([&] { return get(addr, "/healthz").status == 200; }, 5s));
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE(
+    "the progress watchdog: a queue with jobs pending that fetches none is stalled (logged, "
+    "/healthz 503 naming it, its connections rebuilt) and recovers",
+    "[integration][http]") {
+  RedisServer redis;
+  Daemon d(redis, kYaml, "  stall_after: 2s\n");
+  const auto addr = start_serving(d, redis);
+  auto r = redis.client();
+  // Scripts refused (an ACL gone wrong): every fetch fails while the connections stay up, which
+  // no connection check sees.
+  REQUIRE(r.str({"ACL", "SETUSER", "default", "-@scripting"}) == "OK");
+  const auto jobs = ids("w", 3);
+  push(r, "q", jobs_for(jobs, "{}"));
+  bool stalled = eventually([&] { return get(addr, "/healthz").status == 503; }, 15s);
+  INFO(d.log());
+  INFO(get(addr, "/metrics").body);
+  REQUIRE(stalled);
+  const auto health = get(addr, "/healthz").body;
+  INFO(health);
+  CHECK(health.rfind("queue q stalled: 3 job(s) pending in Redis and room for ", 0) == 0);
+  CHECK(health.find("but no job fetched for ") != std::string::npos);
+  const auto m = get(addr, "/metrics").body;
+  CHECK(sample(m, R"(jobqd_queue_stalled{queue="q"})") == 1);
+  CHECK(sample(m, R"(jobqd_queue_last_fetch_age_seconds{queue="q"})") >= 2);
+  // Said once, and the queue's connections made again.
+  REQUIRE(eventually([&] { return d.log().find("stalled: 3 job(s)") != std::string::npos; }, 5s));
+  CHECK(eventually(
+      [&] {
+        const auto log = d.log();
+        return log.find("redis (q): redis " + redis.url() + ": queue q stalled: ") !=
+                   std::string::npos &&
+               log.find("redis (wait q): redis " + redis.url() + ": queue q stalled: ") !=
+                   std::string::npos;
+      },
+      5s));
+  // The ACL mended: the jobs run, the stall ends.
+  REQUIRE(r.str({"ACL", "SETUSER", "default", "+@all"}) == "OK");
+  CHECK(eventually([&] { return count_status(r, "q", jobs, "succeeded") == jobs.size(); }, 15s));
+  CHECK(eventually([&] { return get(addr, "/healthz").status == 200; }, 10s));
+  CHECK(sample(get(addr, "/metrics").body, R"(jobqd_queue_stalled{queue="q"})") == 0);
+  CHECK(d.log().find("queue q: fetching again") != std::string::npos);
+  CHECK(d.stop() == 0);
+}
