@@ -36,7 +36,7 @@ Target resolve(const Globals& g) {
   }
   try {
     t.url = redis::parse_url(url);
-    if (t.url.tls && t.cfg) *t.url.tls = t.cfg->redis.tls;
+    if (t.cfg) redis::apply_tls(t.url, t.cfg->redis.tls);
   } catch (const std::invalid_argument& e) {
     throw Exit{kUsage, e.what()};
   }

@@ -1277,12 +1277,16 @@ class Checker {
         report(c, sections.at("redis").key,
                "redis: give the password one way: password_file, password_env or in the url");
       }
-      if (r.tls != async::TlsOptions{} && r.url.rfind("rediss://", 0) != 0 &&
-          !refused.count("url") && !refused.count("tls")) {
+      const bool tls_url = r.url.rfind("rediss://", 0) == 0 ||
+                           r.url.rfind("redis-cluster://", 0) == 0 ||
+                           r.url.rfind("redis-sentinel://", 0) == 0;
+      if (r.tls != async::TlsOptions{} && !tls_url && !refused.count("url") &&
+          !refused.count("tls")) {
         // Certificates for a plaintext URL: the user meant TLS, and must not get plaintext.
         report(c, key_in("redis", "tls"),
                "redis.tls: given, but redis.url " + masked_url(r.url) +
-                   " is not TLS (rediss://host:port)");
+                   " is not TLS (rediss://host:port; a redis-cluster:// or redis-sentinel:// URL "
+                   "goes over TLS with redis.tls)");
       }
       if (r.tls.cert_file.empty() != r.tls.key_file.empty() && !refused.count("tls")) {
         report(c, key_in("redis", "tls"),

@@ -56,7 +56,7 @@ async::Task<void> check_server(redis::Connection& conn, bool warn) {
 
 Engine::Engine(const config::Config& cfg, const std::string& redis_url) : cfg_(cfg) {
   connect_.url = redis::parse_url(redis_url);
-  if (connect_.url.tls) *connect_.url.tls = cfg.redis.tls;
+  redis::apply_tls(connect_.url, cfg.redis.tls);
   // Kept out of the URL (and the file): read now, so that a missing secret stops the start.
   if (cfg.redis.url != "embedded") {
     if (auto password = config::redis_password(cfg.redis); !password.empty()) {

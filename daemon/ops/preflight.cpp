@@ -33,7 +33,9 @@ std::vector<std::string> preflight(const config::Config& cfg) {
     try {
       // For rediss://, the CA file, client certificate and key are loaded now: a missing or
       // unreadable one stops the start naming it, not every connection attempt after it.
-      if (redis::parse_url(cfg.redis.url).tls) (void)async::client_context(cfg.redis.tls);
+      redis::Url url = redis::parse_url(cfg.redis.url);
+      redis::apply_tls(url, cfg.redis.tls);
+      if (url.tls) (void)async::client_context(*url.tls);
     } catch (const std::invalid_argument& e) {
       problems.push_back(cfg.path + ": redis.url: " + e.what());
     } catch (const std::exception& e) {

@@ -144,6 +144,13 @@ std::string Url::display() const {
          "/" + std::to_string(db);
 }
 
+void apply_tls(Url& u, const async::TlsOptions& tls) {
+  const bool asked = tls != async::TlsOptions{};
+  if (u.tls || (asked && (u.kind == Url::Kind::cluster || u.kind == Url::Kind::sentinel))) {
+    u.tls = tls;
+  }
+}
+
 Url parse_url(std::string_view text) {
   Url u;
   if (text.rfind("unix://", 0) == 0) {

@@ -38,4 +38,8 @@ struct Url {
 /// Parses a URL; throws std::invalid_argument saying what is wrong with it.
 Url parse_url(std::string_view text);
 
+/// The config's TLS settings (redis.tls) onto a URL: a rediss:// URL takes them; a cluster or
+/// sentinel URL goes over TLS (every node, the sentinels too) when any is given.
+void apply_tls(Url& u, const async::TlsOptions& tls);
+
 }  // namespace jq::redis

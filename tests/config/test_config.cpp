@@ -741,7 +741,11 @@ redis:
   // Certificates beside a plaintext URL: the user meant TLS and must not get plaintext.
   CHECK(error_of("redis:\n  url: redis://h:1/0\n  tls: {ca_file: /ca.pem}\n" + h) ==
         "test.yaml:3:8: redis.tls: given, but redis.url redis://h:1/0 is not TLS "
-        "(rediss://host:port)");
+        "(rediss://host:port; a redis-cluster:// or redis-sentinel:// URL goes over TLS with "
+        "redis.tls)");
+  // A cluster or sentinel URL with redis.tls: over TLS.
+  CHECK(load("redis:\n  url: redis-cluster://h:1\n  tls: {ca_file: /ca.pem}\n" + h)
+            .redis.tls.ca_file == "/ca.pem");
   CHECK(error_of("redis:\n  url: rediss://h:1/0\n  tls: {cert_file: /c.pem}\n" + h) ==
         "test.yaml:3:8: redis.tls: a client certificate needs both cert_file and key_file");
   CHECK(error_of("redis:\n  url: rediss://h:1/0\n  tls: {ca_fle: /c.pem}\n" + h) ==

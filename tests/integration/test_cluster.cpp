@@ -9,6 +9,7 @@
 #include "tests/support/cluster.hpp"
 #include "tests/support/daemon.hpp"
 #include "tests/support/http_server.hpp"
+#include "tests/support/tls_certs.hpp"
 
 using namespace jq::test;
 using namespace std::chrono_literals;
@@ -200,4 +201,51 @@ TEST_CASE(
   INFO(d.log());
   CHECK(d.log().find("MOVED " + std::to_string(slot) + " 127.0.0.1:" + std::to_string(to)) !=
         std::string::npos);
+}
+
+TEST_CASE(
+    "redis-cluster:// over TLS (redis.tls): the nodes named by CLUSTER SLOTS are reached over "
+    "TLS, certificates checked; jobqctl the same",
+    "[integration][cluster][tls]") {
+  TempDir pki;
+  const auto ca = make_ca(pki.path(), "ca");
+  // Nodes are servers to each other and clients of each other (the bus, replication).
+  const auto cert = issue_cert(ca, pki.path(), "node", "DNS:localhost,IP:127.0.0.1", false,
+                               "serverAuth,clientAuth");
+  RedisCluster cluster(3, 0, RedisServer::Tls{cert.cert, cert.key, ca.cert});
+  // Two queues on two primaries.
+  std::string second;
+  for (int i = 0; second.empty(); ++i) {
+    const std::string q = "t" + std::to_string(i);
+    if (cluster.owner_of_queue(q) != cluster.owner_of_queue("q")) second = q;
+  }
+  const std::string yaml = std::string(kEchoQueue) + "  " + second + ": {handler: echo}\n";
+  Daemon d(cluster.tls_url(), yaml, "", "  tls: {ca_file: " + ca.cert + "}\n");
+  d.start();
+  for (const std::string& q : std::vector<std::string>{"q", second}) {
+    const auto jobs = ids(q + "-", 20);
+    SyncRedis r(cluster.owner_of_queue(q));
+    push(r, q, jobs_for(jobs, "{}"));
+    INFO(q);
+    CHECK(eventually([&] { return all_succeeded(cluster.owner_of_queue(q), q, jobs); }, 20s));
+  }
+  // (The nodes were reached on the TLS ports CLUSTER SLOTS named: a TLS handshake with a plain
+  // port never completes, and no job would have run.)
+  auto sub =
+      run_program({(build_dir() / "jobqctl").string(), "-c", d.config_path(), "submit", second,
+                   R"({"n":2})", "--id", "tls-ctl", "--wait", "--wait-timeout", "10s"});
+  INFO(sub.out);
+  CHECK(sub.code == 0);
+  CHECK(sub.out == "{\"n\":2}\n");
+  // A CA that did not sign the nodes: refused, saying why.
+  const auto other = make_ca(pki.path(), "other");
+  Daemon wrong(cluster.tls_url(), yaml, "", "  tls: {ca_file: " + other.cert + "}\n");
+  auto refused =
+      run_program({(build_dir() / "jobqctl").string(), "-c", wrong.config_path(), "queues"});
+  INFO(refused.out);
+  CHECK(refused.code == 1);
+  CHECK(refused.out.find("certificate") != std::string::npos);
+  CHECK(d.running());
+  INFO(d.log());
+  CHECK(d.log().find("error") == std::string::npos);
 }

@@ -93,6 +93,24 @@ TEST_CASE("redis URLs", "[redis][url]") {
   CHECK(t.host == "cache.example");
   CHECK(t.port == 6380);
   CHECK(t.display() == "rediss://bob:***@cache.example:6380/1");
+
+  // The config's redis.tls: a rediss:// URL takes it; cluster and sentinel URLs go over TLS
+  // when it says anything; redis:// never.
+  async::TlsOptions ca;
+  ca.ca_file = "/ca.pem";
+  apply_tls(t, ca);
+  CHECK(t.tls->ca_file == "/ca.pem");
+  for (const char* over : {"redis-cluster://h:1", "redis-sentinel://h:1/m"}) {
+    auto c = parse_url(over);
+    apply_tls(c, {});
+    CHECK_FALSE(c.tls);
+    apply_tls(c, ca);
+    REQUIRE(c.tls);
+    CHECK(c.tls->ca_file == "/ca.pem");
+  }
+  auto plain = parse_url("redis://h:1/0");
+  apply_tls(plain, ca);
+  CHECK_FALSE(plain.tls);
 }
 
 TEST_CASE("commands, pipelining and replies copied into values", "[redis]") {

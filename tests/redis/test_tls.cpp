@@ -20,7 +20,7 @@ struct Pki {
   CertFiles ca = make_ca(dir.path(), "ca");
   CertFiles other_ca = make_ca(dir.path(), "other-ca");
   CertFiles server = issue_cert(ca, dir.path(), "server", "DNS:localhost,IP:127.0.0.1");
-  CertFiles client = issue_cert(ca, dir.path(), "client", "DNS:jobqd", false, true);
+  CertFiles client = issue_cert(ca, dir.path(), "client", "DNS:jobqd", false, "clientAuth");
 };
 
 async::TlsOptions trust(const std::string& ca_file, const std::string& cert_file = "",

@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -18,7 +19,13 @@ namespace jq::test {
 
 class RedisCluster {
  public:
-  explicit RedisCluster(int primaries = 3, int replicas_each = 1) {
+  /// With `tls`, every node also listens for TLS on a port of its own (tls_port()) and the nodes
+  /// speak TLS to each other (tls-cluster, tls-replication); the plain ports stay for the
+  /// fixture's SyncRedis, and a TLS client is told the TLS ports (CLUSTER SLOTS answers each
+  /// client with the ports of its kind).
+  explicit RedisCluster(int primaries = 3, int replicas_each = 1,
+                        std::optional<RedisServer::Tls> tls = std::nullopt)
+      : tls_(std::move(tls)) {
     for (int i = 0; i < primaries * (1 + replicas_each); ++i) {
       const int port = free_port();
       ports_.push_back(port);
@@ -88,6 +95,12 @@ class RedisCluster {
            ",127.0.0.1:" + std::to_string(ports_[1]);
   }
   const std::vector<int>& ports() const { return ports_; }
+  /// redis-cluster://localhost:T0,localhost:T1: the TLS ports, by a name a certificate for
+  /// localhost matches (the nodes it is told of come as 127.0.0.1: the certificate names both).
+  std::string tls_url() const {
+    return "redis-cluster://localhost:" + std::to_string(tls_ports_.at(ports_[0])) +
+           ",localhost:" + std::to_string(tls_ports_.at(ports_[1]));
+  }
 
   /// The port of the primary serving `slot`, as the first live node says.
   int owner(int slot) const {
@@ -180,6 +193,12 @@ class RedisCluster {
         "--cluster-node-timeout", "1000",
         // Any replica may take over, however long it was away.
         "--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0"};
+    if (tls_) {
+      argv.insert(argv.end(),
+                  {"--tls-port", std::to_string(tls_ports_[port] = free_port()), "--tls-cert-file",
+                   tls_->cert, "--tls-key-file", tls_->key, "--tls-ca-cert-file", tls_->ca,
+                   "--tls-cluster", "yes", "--tls-replication", "yes", "--tls-auth-clients", "no"});
+    }
     servers_.emplace(port, Child(argv, (dir_.path() / ("redis-" + p + ".log")).string()));
     if (!answers_ping(port)) throw std::runtime_error("cluster node did not start on port " + p);
   }
@@ -214,6 +233,8 @@ class RedisCluster {
   std::vector<int> ports_;
   std::map<int, Child> servers_;
   std::map<int, int> bus_;  // port -> cluster bus port
+  std::optional<RedisServer::Tls> tls_;
+  std::map<int, int> tls_ports_;  // port -> TLS port
   std::set<int> dead_;
 };
 

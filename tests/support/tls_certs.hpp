@@ -80,14 +80,14 @@ inline CertFiles make_ca(const std::filesystem::path& dir, const std::string& na
 }
 
 /// A key and a certificate signed by `ca`, for `subject_alt_names` (e.g.
-/// "DNS:localhost,IP:127.0.0.1"), for a server (extendedKeyUsage serverAuth) or, if `client`, a
-/// client (clientAuth): dir/NAME.crt and dir/NAME.key. Valid from an hour ago for 3 days, or if
+/// "DNS:localhost,IP:127.0.0.1"), for `usage` (extendedKeyUsage: serverAuth, clientAuth, or both
+/// for a cluster node): dir/NAME.crt and dir/NAME.key. Valid from an hour ago for 3 days, or if
 /// `expired` from 2020-01-01 to 2020-01-02. openssl ca signs it, since x509 -req cannot date a
 /// certificate in the past; its request, config and database are dir/NAME.{csr,cnf,index.txt*}
 /// and its copy of the certificate dir/SERIAL.pem.
 inline CertFiles issue_cert(const CertFiles& ca, const std::filesystem::path& dir,
                             const std::string& name, const std::string& subject_alt_names,
-                            bool expired = false, bool client = false) {
+                            bool expired = false, const std::string& usage = "serverAuth") {
   const CertFiles out{(dir / (name + ".crt")).string(), (dir / (name + ".key")).string()};
   const std::string what = "issue_cert(" + name + ")";
   const auto cnf = dir / (name + ".cnf");
@@ -115,7 +115,7 @@ inline CertFiles issue_cert(const CertFiles& ca, const std::filesystem::path& di
                       "[ext]",
                       "basicConstraints = critical,CA:FALSE",
                       "keyUsage = critical,digitalSignature",
-                      std::string("extendedKeyUsage = ") + (client ? "clientAuth" : "serverAuth"),
+                      "extendedKeyUsage = " + usage,
                       "subjectAltName = " + subject_alt_names,
                       "subjectKeyIdentifier = hash",
                       "authorityKeyIdentifier = keyid",
