@@ -4,6 +4,7 @@
 
 #include "tests/support/daemon.hpp"
 #include "tests/support/sentinel.hpp"
+#include "tests/support/tls_certs.hpp"
 
 using namespace jq::test;
 using namespace std::chrono_literals;
@@ -114,4 +115,33 @@ TEST_CASE(
                    "replicas: 0 of 1 replicas acknowledged within 300 ms") != std::string::npos;
       },
       10s));
+}
+
+TEST_CASE(
+    "redis-sentinel:// over TLS (redis.tls): the sentinels and the primary they name are "
+    "reached over TLS; jobqctl the same",
+    "[integration][sentinel][tls]") {
+  TempDir pki;
+  const auto ca = make_ca(pki.path(), "ca");
+  // Servers to jobqd, and clients of each other (replication, the sentinels' links).
+  const auto cert = issue_cert(ca, pki.path(), "node", "DNS:localhost,IP:127.0.0.1", false,
+                               "serverAuth,clientAuth");
+  SentinelGroup group(3, RedisServer::Tls{cert.cert, cert.key, ca.cert});
+  Daemon d(group.url_tls(), kEchoQueue, "", "  tls: {ca_file: " + ca.cert + "}\n");
+  d.start();
+  const auto jobs = ids("t", 30);
+  {
+    SyncRedis r(group.first_primary());
+    push(r, "q", jobs_for(jobs, "{}"));
+  }
+  CHECK(eventually([&] { return all_succeeded(group.first_primary(), jobs); }, 15s));
+  INFO(d.log());
+  // The primary as the sentinels named it (its TLS port), reached over TLS.
+  CHECK(d.log().find("rediss://127.0.0.1:" + std::to_string(group.primary_port()) +
+                     "/0 (the primary of " + group.url_tls() + ")") != std::string::npos);
+  auto sub = run_program({(build_dir() / "jobqctl").string(), "-c", d.config_path(), "submit", "q",
+                          R"({"n":3})", "--wait", "--wait-timeout", "10s"});
+  INFO(sub.out);
+  CHECK(sub.code == 0);
+  CHECK(sub.out == "{\"n\":3}\n");
 }

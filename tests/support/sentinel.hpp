@@ -5,6 +5,7 @@
 #include <csignal>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,8 +18,12 @@ class SentinelGroup {
  public:
   static constexpr const char* kService = "mymaster";
 
-  /// `sentinels` 0: the primary and its replica alone (for replication tests).
-  explicit SentinelGroup(int sentinels = 3) {
+  /// `sentinels` 0: the primary and its replica alone (for replication tests). With `tls`, the
+  /// servers and the sentinels also listen for TLS on ports of their own and speak TLS to each
+  /// other: the sentinels monitor the primary's TLS port and name it (url_tls()); the plain ports
+  /// stay for the fixture's checks.
+  explicit SentinelGroup(int sentinels = 3, std::optional<RedisServer::Tls> tls = std::nullopt)
+      : tls_(std::move(tls)) {
     primary_ = free_port();
     replica_ = free_port();
     const int primary = primary_;
@@ -72,6 +77,16 @@ class SentinelGroup {
     return out + "/" + service;
   }
 
+  /// redis-sentinel://localhost:T1,.../mymaster: the sentinels' TLS ports.
+  std::string url_tls() const {
+    std::string out = "redis-sentinel://";
+    for (std::size_t i = 0; i < sentinel_ports_.size(); ++i) {
+      out += (i ? "," : "") + std::string("localhost:") +
+             std::to_string(tls_ports_.at(sentinel_ports_[i]));
+    }
+    return out + "/" + kService;
+  }
+
   /// The primary's port as the first sentinel that answers says (0 if none does).
   int primary_port() const {
     for (int port : sentinel_ports_) {
@@ -107,7 +122,17 @@ class SentinelGroup {
                                      // A replica syncs at once, not after the 5 s that a
                                      // diskless sync waits by default for more replicas.
                                      "--repl-diskless-sync-delay", "0"};
-    if (primary) argv.insert(argv.end(), {"--replicaof", "127.0.0.1", std::to_string(primary)});
+    if (tls_) {
+      // Replication over TLS, and a replica known to the sentinels by its TLS port.
+      const std::string t = std::to_string(tls_ports_[port] = free_port());
+      argv.insert(argv.end(), {"--tls-port", t, "--tls-cert-file", tls_->cert, "--tls-key-file",
+                               tls_->key, "--tls-ca-cert-file", tls_->ca, "--tls-auth-clients",
+                               "no", "--tls-replication", "yes", "--replica-announce-port", t});
+    }
+    if (primary) {
+      argv.insert(argv.end(), {"--replicaof", "127.0.0.1",
+                               std::to_string(tls_ ? tls_ports_.at(primary) : primary)});
+    }
     redis_.emplace(
         port, Child(argv, (dir_.path() / ("redis-" + std::to_string(port) + ".log")).string()));
     if (!answers_ping(port))
@@ -120,8 +145,14 @@ class SentinelGroup {
     {
       // Sentinel rewrites its config as it learns: the file must be its own and writable.
       std::ofstream out(conf);
-      out << "port " << port << "\nbind 127.0.0.1\ndir " << dir_.str() << "\n"
-          << "sentinel monitor " << kService << " 127.0.0.1 " << primary << " 2\n"
+      out << "port " << port << "\nbind 127.0.0.1\ndir " << dir_.str() << "\n";
+      if (tls_) {
+        out << "tls-port " << (tls_ports_[port] = free_port()) << "\ntls-cert-file " << tls_->cert
+            << "\ntls-key-file " << tls_->key << "\ntls-ca-cert-file " << tls_->ca
+            << "\ntls-auth-clients no\ntls-replication yes\n";
+      }
+      out << "sentinel monitor " << kService << " 127.0.0.1 "
+          << (tls_ ? tls_ports_.at(primary) : primary) << " 2\n"
           << "sentinel down-after-milliseconds " << kService << " 1000\n"
           << "sentinel failover-timeout " << kService << " 3000\n"
           << "sentinel parallel-syncs " << kService << " 1\n";
@@ -132,6 +163,8 @@ class SentinelGroup {
   }
 
   TempDir dir_;
+  std::optional<RedisServer::Tls> tls_;
+  std::map<int, int> tls_ports_;  // plain port -> TLS port (servers and sentinels)
   int primary_ = 0;
   int replica_ = 0;
   std::map<int, Child> redis_;
