@@ -55,6 +55,7 @@ Target resolve(const Globals& g) {
       if (auto password = config::redis_password(t.cfg->redis); !password.empty()) {
         t.url.password = std::move(password);
       }
+      t.url.sentinel_password = config::sentinel_password(t.cfg->redis);
     } catch (const std::runtime_error& e) {
       throw Exit{kConfig, e.what()};
     }

@@ -522,6 +522,23 @@ const Key<async::TlsOptions> kTlsKeys[] = {
     string_key("server_name", &async::TlsOptions::server_name, restart),
 };
 
+// The name of an environment variable a secret is read from.
+Key<RedisSection> env_key(const char* name, std::string RedisSection::*member) {
+  return {name, "string", restart,
+          [member](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+            const auto v = as_string(n, c, k);
+            if (!v) return;
+            if (v->find_first_not_of(
+                    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+                std::string::npos) {
+              report(c, n, k + ": '" + *v + "' is not a variable name");
+              return;
+            }
+            s.*member = *v;
+          },
+          [member](const RedisSection& s) { return shown(s.*member); }};
+}
+
 const Key<RedisSection> kRedisKeys[] = {
     {"url", "string", restart,
      [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
@@ -572,19 +589,9 @@ const Key<RedisSection> kRedisKeys[] = {
        return s.tls == async::TlsOptions{} ? YAML::Node(YAML::NodeType::Null)
                                            : show_all(s.tls, kTlsKeys);
      }},
-    {"password_env", "string", restart,
-     [](RedisSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       const auto v = as_string(n, c, k);
-       if (!v) return;
-       if (v->find_first_not_of(
-               "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
-           std::string::npos) {
-         report(c, n, k + ": '" + *v + "' is not a variable name");
-         return;
-       }
-       s.password_env = *v;
-     },
-     [](const RedisSection& s) { return shown(s.password_env); }},
+    env_key("password_env", &RedisSection::password_env),
+    path_key("sentinel_password_file", &RedisSection::sentinel_password_file, restart),
+    env_key("sentinel_password_env", &RedisSection::sentinel_password_env),
 };
 
 // An optional member: shown as null when unset.
@@ -1277,6 +1284,19 @@ class Checker {
         report(c, sections.at("redis").key,
                "redis: give the password one way: password_file, password_env or in the url");
       }
+      const int sentinel_ways =
+          !r.sentinel_password_file.empty() + !r.sentinel_password_env.empty();
+      if (sentinel_ways > 1) {
+        report(c, sections.at("redis").key,
+               "redis: give the sentinels' password one way: sentinel_password_file or "
+               "sentinel_password_env");
+      } else if (sentinel_ways == 1 && r.url.rfind("redis-sentinel://", 0) != 0 &&
+                 !refused.count("url")) {
+        report(
+            c, sections.at("redis").key,
+            "redis: a sentinel password is for a redis-sentinel:// URL; this config's Redis is " +
+                masked_url(r.url));
+      }
       const bool tls_url = r.url.rfind("rediss://", 0) == 0 ||
                            r.url.rfind("redis-cluster://", 0) == 0 ||
                            r.url.rfind("redis-sentinel://", 0) == 0;
@@ -1506,15 +1526,30 @@ std::string read_secret(const std::string& path, const std::string& key) {
   return v.substr(b, v.find_last_not_of(" \t\r") - b + 1);
 }
 
-std::string redis_password(const RedisSection& r) {
-  if (!r.password_file.empty()) return read_secret(r.password_file, "redis.password_file");
-  if (r.password_env.empty()) return "";
-  const char* e = std::getenv(r.password_env.c_str());
+namespace {
+
+// A secret from a file or a variable (one or neither is set): "" when neither.
+std::string secret(const std::string& file, const std::string& env, const char* file_key,
+                   const char* env_key) {
+  if (!file.empty()) return read_secret(file, file_key);
+  if (env.empty()) return "";
+  const char* e = std::getenv(env.c_str());
   if (!e || !*e) {
-    throw std::runtime_error("redis.password_env: the variable " + r.password_env +
+    throw std::runtime_error(std::string(env_key) + ": the variable " + env +
                              " is not set (or empty)");
   }
   return e;
+}
+
+}  // namespace
+
+std::string redis_password(const RedisSection& r) {
+  return secret(r.password_file, r.password_env, "redis.password_file", "redis.password_env");
+}
+
+std::string sentinel_password(const RedisSection& r) {
+  return secret(r.sentinel_password_file, r.sentinel_password_env, "redis.sentinel_password_file",
+                "redis.sentinel_password_env");
 }
 
 std::vector<KeyInfo> schema() {

@@ -71,6 +71,9 @@ struct RedisSection {
   // an environment variable. redis_password() reads it.
   std::string password_file;
   std::string password_env;
+  // The sentinels' own password (redis-sentinel://: what AUTH to them takes), kept likewise.
+  std::string sentinel_password_file;
+  std::string sentinel_password_env;
   // For rediss://: the CAs, client certificate and name to check (redis.tls); by default the
   // system's CAs and the URL's host. Always verified.
   async::TlsOptions tls;
@@ -83,6 +86,8 @@ struct RedisSection {
 /// The Redis password from password_file or password_env, or "" when neither is set. Throws
 /// std::runtime_error naming the file or variable when it cannot be read or is empty.
 std::string redis_password(const RedisSection& r);
+/// The sentinels' own password (sentinel_password_file or _env), "" when none; throws as above.
+std::string sentinel_password(const RedisSection& r);
 
 /// A secret kept in a file: its first line, blanks around it removed. Throws std::runtime_error
 /// naming `key` and the file (and why) when it cannot be read or the line is empty.

@@ -62,6 +62,7 @@ Engine::Engine(const config::Config& cfg, const std::string& redis_url) : cfg_(c
     if (auto password = config::redis_password(cfg.redis); !password.empty()) {
       connect_.url.password = std::move(password);
     }
+    connect_.url.sentinel_password = config::sentinel_password(cfg.redis);
   }
   connect_.connect_timeout = cfg.redis.connect_timeout;
   connect_.command_timeout = cfg.redis.command_timeout;

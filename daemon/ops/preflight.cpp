@@ -43,6 +43,7 @@ std::vector<std::string> preflight(const config::Config& cfg) {
     }
     try {
       (void)config::redis_password(cfg.redis);
+      (void)config::sentinel_password(cfg.redis);
     } catch (const std::exception& e) {
       problems.push_back(cfg.path + ": " + e.what());
     }

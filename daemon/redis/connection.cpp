@@ -70,6 +70,7 @@ async::Task<Url> find_primary(const ConnectOptions& options) {
     ask.url.host = host;
     ask.url.port = port;
     ask.url.tls = url.tls;  // TLS to the primary means TLS to its sentinels too
+    ask.url.password = url.sentinel_password;
     ask.connect_timeout = options.connect_timeout;
     ask.command_timeout = options.command_timeout;
     const std::string where = host + ":" + std::to_string(port);

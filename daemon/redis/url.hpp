@@ -27,6 +27,7 @@ struct Url {
   // sentinel, cluster: the addresses asked where the server is (the sentinels, the seed nodes)
   std::vector<std::pair<std::string, int>> seeds;
   std::string service;  // Kind::sentinel: the name the sentinels monitor the primary under
+  std::string sentinel_password;  // Kind::sentinel: AUTH to the sentinels (never in the text)
   // Set for rediss://: TLS with these options (the config's redis.tls fills them; by default the
   // system's CAs and the host's name).
   std::optional<async::TlsOptions> tls;

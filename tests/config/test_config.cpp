@@ -743,6 +743,17 @@ redis:
         "test.yaml:3:8: redis.tls: given, but redis.url redis://h:1/0 is not TLS "
         "(rediss://host:port; a redis-cluster:// or redis-sentinel:// URL goes over TLS with "
         "redis.tls)");
+  // The sentinels' own password: one way, and only for a sentinel URL.
+  CHECK(error_of("redis:\n  url: redis://h:1/0\n  sentinel_password_env: PW\n" + h) ==
+        "test.yaml:1:1: redis: a sentinel password is for a redis-sentinel:// URL; this config's "
+        "Redis is redis://h:1/0");
+  CHECK(error_of("redis:\n  url: redis-sentinel://h:1/m\n  sentinel_password_env: PW\n"
+                 "  sentinel_password_file: /pw\n" +
+                 h) ==
+        "test.yaml:1:1: redis: give the sentinels' password one way: sentinel_password_file or "
+        "sentinel_password_env");
+  CHECK(load("redis:\n  url: redis-sentinel://h:1/m\n  sentinel_password_env: PW\n" + h)
+            .redis.sentinel_password_env == "PW");
   // A cluster or sentinel URL with redis.tls: over TLS.
   CHECK(load("redis:\n  url: redis-cluster://h:1\n  tls: {ca_file: /ca.pem}\n" + h)
             .redis.tls.ca_file == "/ca.pem");

@@ -145,3 +145,28 @@ TEST_CASE(
   CHECK(sub.code == 0);
   CHECK(sub.out == "{\"n\":3}\n");
 }
+
+TEST_CASE(
+    "redis-sentinel:// whose sentinels require a password: asked with "
+    "redis.sentinel_password_env; without it, said so",
+    "[integration][sentinel]") {
+  SentinelGroup group(3, std::nullopt, "s3ntinel");
+  ::setenv("JOBQ_TEST_SENTINEL_PW", "s3ntinel", 1);
+  Daemon d(group.url(), kEchoQueue, "", "  sentinel_password_env: JOBQ_TEST_SENTINEL_PW\n");
+  d.start();
+  const auto jobs = ids("p", 20);
+  {
+    SyncRedis r(group.first_primary());
+    push(r, "q", jobs_for(jobs, "{}"));
+  }
+  CHECK(eventually([&] { return all_succeeded(group.first_primary(), jobs); }, 15s));
+  auto queues = run_program({(build_dir() / "jobqctl").string(), "-c", d.config_path(), "queues"});
+  INFO(queues.out);
+  CHECK(queues.code == 0);
+  // Without the password the sentinels refuse, and the error says so.
+  auto refused =
+      run_program({(build_dir() / "jobqctl").string(), "--redis", group.url(), "queues"});
+  INFO(refused.out);
+  CHECK(refused.code == 1);
+  CHECK(refused.out.find("NOAUTH") != std::string::npos);
+}

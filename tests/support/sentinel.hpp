@@ -22,8 +22,10 @@ class SentinelGroup {
   /// servers and the sentinels also listen for TLS on ports of their own and speak TLS to each
   /// other: the sentinels monitor the primary's TLS port and name it (url_tls()); the plain ports
   /// stay for the fixture's checks.
-  explicit SentinelGroup(int sentinels = 3, std::optional<RedisServer::Tls> tls = std::nullopt)
-      : tls_(std::move(tls)) {
+  /// With `sentinel_password`, the sentinels require it (requirepass; sentinel-pass among them).
+  explicit SentinelGroup(int sentinels = 3, std::optional<RedisServer::Tls> tls = std::nullopt,
+                         std::string sentinel_password = "")
+      : tls_(std::move(tls)), sentinel_password_(std::move(sentinel_password)) {
     primary_ = free_port();
     replica_ = free_port();
     const int primary = primary_;
@@ -52,7 +54,7 @@ class SentinelGroup {
             streamed = seen ? streamed + 1 : 0;
             if (streamed < 2) return false;
             for (int port : sentinel_ports_) {
-              SyncRedis s(port);
+              SyncRedis s = sentinel(port);
               if (s.cmd({"SENTINEL", "replicas", kService}).elements.size() != 1 ||
                   s.cmd({"SENTINEL", "sentinels", kService}).elements.size() !=
                       sentinel_ports_.size() - 1) {
@@ -91,7 +93,7 @@ class SentinelGroup {
   int primary_port() const {
     for (int port : sentinel_ports_) {
       try {
-        SyncRedis s(port);
+        SyncRedis s = sentinel(port);
         auto r = s.cmd({"SENTINEL", "get-master-addr-by-name", kService});
         if (r.is_array() && r.elements.size() == 2) return std::stoi(r.elements[1].str);
       } catch (const std::exception&) {
@@ -115,6 +117,13 @@ class SentinelGroup {
   const TempDir& dir() const { return dir_; }
 
  private:
+  // A connection to a sentinel, authenticated when the sentinels require it.
+  SyncRedis sentinel(int port) const {
+    SyncRedis s(port);
+    if (!sentinel_password_.empty()) s.cmd({"AUTH", sentinel_password_});
+    return s;
+  }
+
   void start_redis(int port, int primary) {
     std::vector<std::string> argv = {"redis-server", "--port", std::to_string(port), "--bind",
                                      "127.0.0.1", "--dir", dir_.str(), "--save", "", "--appendonly",
@@ -151,6 +160,10 @@ class SentinelGroup {
             << "\ntls-key-file " << tls_->key << "\ntls-ca-cert-file " << tls_->ca
             << "\ntls-auth-clients no\ntls-replication yes\n";
       }
+      if (!sentinel_password_.empty()) {
+        out << "requirepass " << sentinel_password_ << "\nsentinel sentinel-pass "
+            << sentinel_password_ << "\n";
+      }
       out << "sentinel monitor " << kService << " 127.0.0.1 "
           << (tls_ ? tls_ports_.at(primary) : primary) << " 2\n"
           << "sentinel down-after-milliseconds " << kService << " 1000\n"
@@ -164,6 +177,7 @@ class SentinelGroup {
 
   TempDir dir_;
   std::optional<RedisServer::Tls> tls_;
+  std::string sentinel_password_;
   std::map<int, int> tls_ports_;  // plain port -> TLS port (servers and sentinels)
   int primary_ = 0;
   int replica_ = 0;
