@@ -82,6 +82,7 @@ Engine::Engine(const config::Config& cfg, const std::string& redis_url) : cfg_(c
 
 Engine::~Engine() {
   if (heartbeat_task_.valid()) heartbeat_task_.abort();
+  sentinel_watch_.reset();
   // Runners before the clients they use; tasks before the lanes they refer to.
   for (auto& r : retired_) {
     if (r.task.valid()) r.task.abort();
@@ -149,6 +150,20 @@ void Engine::start_lane(Lane& lane) {
 void Engine::start() {
   for (auto& l : lanes_) start_lane(*l);
   heartbeat_task_ = async::spawn(heartbeat(), "heartbeat");
+  if (connect_.url.kind == redis::Url::Kind::sentinel) {
+    sentinel_watch_ =
+        std::make_unique<redis::SentinelWatch>(connect_, [this](const std::string& to) {
+          spdlog::info("the sentinels switched the primary of '{}' to {}: following it now",
+                       connect_.url.service, to);
+          const std::string why = "+switch-master to " + to;
+          for (auto& l : lanes_) {
+            l->main->rebuild(why);
+            l->blocking->rebuild(why);
+          }
+          for (auto& [slot, c] : control_->clients()) c->rebuild(why);
+        });
+    sentinel_watch_->start();
+  }
 }
 
 namespace {
@@ -388,6 +403,7 @@ async::Task<void> Engine::stop_retired(Retired& r) {
 
 async::Task<void> Engine::stop() {
   stopping_ = true;
+  if (sentinel_watch_) co_await sentinel_watch_->stop();
   if (heartbeat_task_.valid()) {
     heartbeat_task_.cancel();
     co_await heartbeat_task_.wait();

@@ -15,6 +15,7 @@
 #include "engine/queue_runner.hpp"
 #include "redis/client.hpp"
 #include "redis/router.hpp"
+#include "redis/sentinel_watch.hpp"
 #include "store/heartbeat.hpp"
 #include "store/queue_store.hpp"
 
@@ -120,6 +121,8 @@ class Engine {
   // report. On a cluster, a connection per slot of those keys.
   std::unique_ptr<redis::Router> control_;
   async::JoinHandle<void> heartbeat_task_;
+  // redis-sentinel://: +switch-master followed at once (every connection made again).
+  std::unique_ptr<redis::SentinelWatch> sentinel_watch_;
   std::int64_t started_ms_ = 0;
   // Each queue's counts as of each of the last 12 heartbeats: the last minute's deltas.
   struct Snapshot {

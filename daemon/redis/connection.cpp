@@ -60,19 +60,28 @@ void tune_tcp(evutil_socket_t fd) noexcept {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
 
+}  // namespace
+
+ConnectOptions sentinel_options(const ConnectOptions& options, const std::string& host, int port) {
+  ConnectOptions ask;
+  ask.url.host = host;
+  ask.url.port = port;
+  ask.url.tls = options.url.tls;  // TLS to the primary means TLS to its sentinels too
+  ask.url.password = options.url.sentinel_password;
+  ask.connect_timeout = options.connect_timeout;
+  ask.command_timeout = options.command_timeout;
+  return ask;
+}
+
+namespace {
+
 // The primary's address for a redis-sentinel:// URL, asked of each sentinel in turn (the first
 // that names it wins; a sentinel that is down or does not know the name is passed over).
 async::Task<Url> find_primary(const ConnectOptions& options) {
   const Url& url = options.url;
   std::string why;
   for (const auto& [host, port] : url.seeds) {
-    ConnectOptions ask;
-    ask.url.host = host;
-    ask.url.port = port;
-    ask.url.tls = url.tls;  // TLS to the primary means TLS to its sentinels too
-    ask.url.password = url.sentinel_password;
-    ask.connect_timeout = options.connect_timeout;
-    ask.command_timeout = options.command_timeout;
+    const ConnectOptions ask = sentinel_options(options, host, port);
     const std::string where = host + ":" + std::to_string(port);
     try {
       auto sentinel = co_await Connection::open(ask);

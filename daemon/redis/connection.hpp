@@ -41,6 +41,10 @@ struct ConnectOptions {
   std::string route;
 };
 
+/// How to reach the sentinel at host:port of a redis-sentinel:// connection's options (its TLS,
+/// the sentinels' own password, the same timeouts).
+ConnectOptions sentinel_options(const ConnectOptions& options, const std::string& host, int port);
+
 namespace detail {
 /// Where a reply lands. Owned jointly by the connection (until the reply came: `in_flight`) and
 /// by the PendingReply handle (`owned`); freed when both let go. So a cancelled or abandoned

@@ -20,23 +20,49 @@ bool all_succeeded(int port, const std::vector<std::string>& ids) {
   }
 }
 
+// Pushes `n` jobs (ids prefix0...) to the primary on `port`; true once all of them succeeded.
+bool ran_on(int port, const std::string& prefix, int n,
+            std::chrono::milliseconds within = std::chrono::seconds(15)) {
+  const auto jobs = ids(prefix, n);
+  {
+    SyncRedis r(port);
+    push(r, "q", jobs_for(jobs, "{}"));
+  }
+  return eventually([&] { return all_succeeded(port, jobs); }, within);
+}
+
+// The primary the sentinels name once it is no longer `old` (0 if none within 30 s).
+int next_primary(const SentinelGroup& group, int old) {
+  int now = 0;
+  eventually(
+      [&] {
+        now = group.primary_port();
+        return now != 0 && now != old;
+      },
+      std::chrono::seconds(30));
+  return now != old ? now : 0;
+}
+
+// A sentinel group, and a daemon serving queue q through it.
+struct Served {
+  SentinelGroup group;
+  const int first = group.primary_port();
+  Daemon d{group.url(), kEchoQueue};
+  Served() {
+    REQUIRE(first != 0);
+    d.start();
+  }
+};
+
 }  // namespace
 
 TEST_CASE(
     "redis-sentinel://: jobs run on the primary the sentinels name, and on the new one "
     "after a failover",
     "[integration][sentinel]") {
-  SentinelGroup group;
-  const int first = group.primary_port();
-  REQUIRE(first != 0);
-  Daemon d(group.url(), kEchoQueue);
-  d.start();
-  const auto before = ids("b", 50);
-  {
-    SyncRedis r(first);
-    push(r, "q", jobs_for(before, "{}"));
-  }
-  CHECK(eventually([&] { return all_succeeded(first, before); }, 15s));
+  Served served;
+  auto& [group, first, d] = served;
+  CHECK(ran_on(first, "b", 50));
   CHECK(d.log().find("(the primary of " + group.url() + ")") != std::string::npos);
 
   // jobqctl finds it the same way.
@@ -47,19 +73,9 @@ TEST_CASE(
 
   // The primary dies; the sentinels promote the replica; the daemon follows without a restart.
   group.kill_redis(first);
-  int second = 0;
-  REQUIRE(eventually(
-      [&] {
-        second = group.primary_port();
-        return second != 0 && second != first;
-      },
-      30s));
-  const auto after = ids("a", 50);
-  {
-    SyncRedis r(second);
-    push(r, "q", jobs_for(after, "{}"));
-  }
-  CHECK(eventually([&] { return all_succeeded(second, after); }, 20s));
+  const int second = next_primary(group, first);
+  REQUIRE(second != 0);
+  CHECK(ran_on(second, "a", 50, 20s));
   CHECK(d.running());
   INFO(d.log());
   CHECK(d.log().find("127.0.0.1:" + std::to_string(second)) != std::string::npos);
@@ -129,12 +145,7 @@ TEST_CASE(
   SentinelGroup group(3, RedisServer::Tls{cert.cert, cert.key, ca.cert});
   Daemon d(group.url_tls(), kEchoQueue, "", "  tls: {ca_file: " + ca.cert + "}\n");
   d.start();
-  const auto jobs = ids("t", 30);
-  {
-    SyncRedis r(group.first_primary());
-    push(r, "q", jobs_for(jobs, "{}"));
-  }
-  CHECK(eventually([&] { return all_succeeded(group.first_primary(), jobs); }, 15s));
+  CHECK(ran_on(group.first_primary(), "t", 30));
   INFO(d.log());
   // The primary as the sentinels named it (its TLS port), reached over TLS.
   CHECK(d.log().find("rediss://127.0.0.1:" + std::to_string(group.primary_port()) +
@@ -154,12 +165,7 @@ TEST_CASE(
   ::setenv("JOBQ_TEST_SENTINEL_PW", "s3ntinel", 1);
   Daemon d(group.url(), kEchoQueue, "", "  sentinel_password_env: JOBQ_TEST_SENTINEL_PW\n");
   d.start();
-  const auto jobs = ids("p", 20);
-  {
-    SyncRedis r(group.first_primary());
-    push(r, "q", jobs_for(jobs, "{}"));
-  }
-  CHECK(eventually([&] { return all_succeeded(group.first_primary(), jobs); }, 15s));
+  CHECK(ran_on(group.first_primary(), "p", 20));
   auto queues = run_program({(build_dir() / "jobqctl").string(), "-c", d.config_path(), "queues"});
   INFO(queues.out);
   CHECK(queues.code == 0);
@@ -169,4 +175,29 @@ TEST_CASE(
   INFO(refused.out);
   CHECK(refused.code == 1);
   CHECK(refused.out.find("NOAUTH") != std::string::npos);
+}
+
+TEST_CASE(
+    "redis-sentinel://: a failover the sentinels announce (+switch-master) is followed at once, "
+    "the old primary alive",
+    "[integration][sentinel]") {
+  Served served;
+  auto& [group, first, d] = served;
+  CHECK(ran_on(first, "b", 20));
+  // A failover by hand: the old primary stays up and turns replica.
+  {
+    SyncRedis s(group.sentinel_ports().front());
+    REQUIRE(s.str({"SENTINEL", "FAILOVER", SentinelGroup::kService}) == "OK");
+  }
+  const int second = next_primary(group, first);
+  REQUIRE(second != 0);
+  CHECK(eventually(
+      [&] {
+        return d.log().find("the sentinels switched the primary of 'mymaster' to 127.0.0.1:" +
+                            std::to_string(second) + ": following it now") != std::string::npos;
+      },
+      10s));
+  CHECK(ran_on(second, "a", 20));
+  INFO(d.log());
+  CHECK(d.running());
 }

@@ -115,6 +115,7 @@ class SentinelGroup {
   }
 
   const TempDir& dir() const { return dir_; }
+  const std::vector<int>& sentinel_ports() const { return sentinel_ports_; }
 
  private:
   // A connection to a sentinel, authenticated when the sentinels require it.
