@@ -249,3 +249,54 @@ TEST_CASE(
   INFO(d.log());
   CHECK(d.log().find("error") == std::string::npos);
 }
+
+TEST_CASE(
+    "redis-cluster://: three daemons on queues of three primaries, one killed -9 every second "
+    "and started again: every job runs, none is lost",
+    "[integration][cluster]") {
+  RedisCluster cluster(3, 0);
+  // A queue on each primary.
+  std::map<int, std::string> on;
+  for (int i = 0; on.size() < 3; ++i) {
+    const std::string q = "k" + std::to_string(i);
+    on.emplace(cluster.owner_of_queue(q), q);
+  }
+  std::string yaml = "handlers:\n  sleep: {type: builtin, name: sleep}\nqueues:\n";
+  for (const auto& [port, q] : on) yaml += "  " + q + ": {handler: sleep, concurrency: 4}\n";
+  std::vector<std::unique_ptr<Daemon>> daemons;
+  for (int i = 0; i < 3; ++i) {
+    daemons.push_back(std::make_unique<Daemon>(cluster.url(), yaml));
+    daemons.back()->start();
+  }
+  std::map<std::string, std::vector<std::string>> jobs;
+  for (const auto& [port, q] : on) {
+    jobs[q] = ids(q + "-", 800);
+    SyncRedis r(port);
+    push(r, q, jobs_for(jobs[q], R"({"ms":40})"));
+  }
+  auto done = [&] {
+    for (const auto& [port, q] : on) {
+      if (!all_succeeded(port, q, jobs[q])) return false;
+    }
+    return true;
+  };
+  int kills = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 90s;
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    auto& victim = daemons[kills % daemons.size()];
+    victim->kill9();
+    ++kills;
+    victim->start();
+    // A second between kills, polled: the suite's runs on a busy machine keep their pace.
+    eventually(done, 1s);
+  }
+  INFO("kills: " << kills);
+  CHECK(done());
+  CHECK(kills >= 3);  // the kills came while jobs ran
+  for (const auto& [port, q] : on) {
+    SyncRedis r(port);
+    INFO(q);
+    CHECK(r.integer({"ZCARD", "jobq:{" + q + "}:dead"}) == 0);
+    CHECK(r.integer({"LLEN", "jobq:{" + q + "}:pending"}) == 0);
+  }
+}
