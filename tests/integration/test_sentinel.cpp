@@ -4,6 +4,7 @@
 
 #include "tests/support/daemon.hpp"
 #include "tests/support/sentinel.hpp"
+#include "tests/support/tcp_proxy.hpp"
 #include "tests/support/tls_certs.hpp"
 
 using namespace jq::test;
@@ -92,7 +93,7 @@ TEST_CASE(
     "redis.wait_replicas: outcomes and submissions wait for a replica, and say when none "
     "confirmed",
     "[integration][sentinel]") {
-  SentinelGroup group(0);  // a primary and a replica: no failover here
+  SentinelGroup group({.sentinels = 0});  // a primary and a replica: no failover here
   const int primary = group.first_primary();
   Daemon d("redis://127.0.0.1:" + std::to_string(primary) + "/0", kEchoQueue, "",
            "  wait_replicas: 1\n  wait_timeout: 300ms\n");
@@ -142,7 +143,7 @@ TEST_CASE(
   // Servers to jobqd, and clients of each other (replication, the sentinels' links).
   const auto cert = issue_cert(ca, pki.path(), "node", "DNS:localhost,IP:127.0.0.1", false,
                                "serverAuth,clientAuth");
-  SentinelGroup group(3, RedisServer::Tls{cert.cert, cert.key, ca.cert});
+  SentinelGroup group({.tls = RedisServer::Tls{cert.cert, cert.key, ca.cert}});
   Daemon d(group.url_tls(), kEchoQueue, "", "  tls: {ca_file: " + ca.cert + "}\n");
   d.start();
   CHECK(ran_on(group.first_primary(), "t", 30));
@@ -161,7 +162,7 @@ TEST_CASE(
     "redis-sentinel:// whose sentinels require a password: asked with "
     "redis.sentinel_password_env; without it, said so",
     "[integration][sentinel]") {
-  SentinelGroup group(3, std::nullopt, "s3ntinel");
+  SentinelGroup group({.sentinel_password = "s3ntinel"});
   ::setenv("JOBQ_TEST_SENTINEL_PW", "s3ntinel", 1);
   Daemon d(group.url(), kEchoQueue, "", "  sentinel_password_env: JOBQ_TEST_SENTINEL_PW\n");
   d.start();
@@ -200,4 +201,63 @@ TEST_CASE(
   CHECK(ran_on(second, "a", 20));
   INFO(d.log());
   CHECK(d.running());
+}
+
+TEST_CASE(
+    "redis-sentinel://: what a failover loses of what Redis acknowledged, with and without "
+    "redis.wait_replicas: the same jobs, said only with it",
+    "[integration][sentinel]") {
+  const std::string wait = GENERATE("0", "1");
+  // The replica replicates through a proxy the test freezes: what the primary acknowledges from
+  // then on never reaches it, as when a primary dies with its last writes unsent.
+  std::unique_ptr<TcpProxy> link;
+  SentinelGroup group({.link = [&](int primary) {
+    link = std::make_unique<TcpProxy>(primary);
+    return link->port();
+  }});
+  const int first = group.primary_port();
+  REQUIRE(first != 0);
+  Daemon d(group.url(), kEchoQueue, "", "  wait_replicas: " + wait + "\n  wait_timeout: 300ms\n");
+  d.start();
+  auto submit = [&](const std::string& id) {
+    return run_program({(build_dir() / "jobqctl").string(), "-c", d.config_path(), "submit", "q",
+                        "{}", "--id", id});
+  };
+  // Before: replicated (and confirmed, with wait_replicas).
+  const auto kept = ids("kept", 5);
+  for (const auto& id : kept) {
+    auto r = submit(id);
+    INFO(r.out);
+    CHECK(r.code == 0);
+    CHECK(r.out.find("warning") == std::string::npos);
+  }
+  CHECK(eventually([&] { return all_succeeded(first, kept); }, 15s));
+
+  link->freeze();
+  const auto late = ids("late", 5);
+  std::size_t warned = 0;
+  for (const auto& id : late) {
+    auto r = submit(id);
+    INFO(r.out);
+    CHECK(r.code == 0);  // Redis acknowledged each one
+    warned +=
+        r.out.find("warning: job " + id + " is queued, but 0 of 1 replicas") != std::string::npos;
+  }
+  CHECK(eventually([&] { return all_succeeded(first, late); }, 15s));
+  group.kill_redis(first);
+  link.reset();  // what it held for the replica is gone with the primary
+  const int second = next_primary(group, first);
+  REQUIRE(second != 0);
+
+  // On the promoted replica: everything from before, nothing from after the cut. With
+  // wait_replicas every lost submission was said to be unconfirmed; without, none was.
+  SyncRedis r(second);
+  INFO("wait_replicas " << wait);
+  CHECK(count_status(r, "q", kept, "succeeded") == kept.size());
+  std::size_t lost = 0;
+  for (const auto& s : job_states(r, "q", late, {"status"})) lost += s.at("status").empty();
+  CHECK(lost == late.size());
+  CHECK(warned == (wait == "1" ? late.size() : 0));
+  // The daemon follows the new primary: jobs submitted now run there.
+  CHECK(ran_on(second, "after", 5));
 }

@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -18,14 +19,25 @@ class SentinelGroup {
  public:
   static constexpr const char* kService = "mymaster";
 
-  /// `sentinels` 0: the primary and its replica alone (for replication tests). With `tls`, the
-  /// servers and the sentinels also listen for TLS on ports of their own and speak TLS to each
-  /// other: the sentinels monitor the primary's TLS port and name it (url_tls()); the plain ports
-  /// stay for the fixture's checks.
-  /// With `sentinel_password`, the sentinels require it (requirepass; sentinel-pass among them).
-  explicit SentinelGroup(int sentinels = 3, std::optional<RedisServer::Tls> tls = std::nullopt,
-                         std::string sentinel_password = "")
-      : tls_(std::move(tls)), sentinel_password_(std::move(sentinel_password)) {
+  struct Options {
+    /// 0: the primary and its replica alone (for replication tests).
+    int sentinels = 3;
+    /// The servers and the sentinels also listen for TLS on ports of their own and speak TLS to
+    /// each other: the sentinels monitor the primary's TLS port and name it (url_tls()); the
+    /// plain ports stay for the fixture's checks.
+    std::optional<RedisServer::Tls> tls{};
+    /// The sentinels require it (requirepass; sentinel-pass among them).
+    std::string sentinel_password{};
+    /// The port the replica replicates from, given the primary's (a proxy in between, say).
+    std::function<int(int)> link{};
+  };
+
+  SentinelGroup() : SentinelGroup(Options()) {}
+  explicit SentinelGroup(Options o)
+      : tls_(std::move(o.tls)),
+        sentinel_password_(std::move(o.sentinel_password)),
+        link_(std::move(o.link)) {
+    const int sentinels = o.sentinels;
     primary_ = free_port();
     replica_ = free_port();
     const int primary = primary_;
@@ -140,8 +152,9 @@ class SentinelGroup {
                                "no", "--tls-replication", "yes", "--replica-announce-port", t});
     }
     if (primary) {
-      argv.insert(argv.end(), {"--replicaof", "127.0.0.1",
-                               std::to_string(tls_ ? tls_ports_.at(primary) : primary)});
+      const int from = tls_ ? tls_ports_.at(primary) : primary;
+      argv.insert(argv.end(),
+                  {"--replicaof", "127.0.0.1", std::to_string(link_ ? link_(from) : from)});
     }
     redis_.emplace(
         port, Child(argv, (dir_.path() / ("redis-" + std::to_string(port) + ".log")).string()));
@@ -179,6 +192,7 @@ class SentinelGroup {
   TempDir dir_;
   std::optional<RedisServer::Tls> tls_;
   std::string sentinel_password_;
+  std::function<int(int)> link_;
   std::map<int, int> tls_ports_;  // plain port -> TLS port (servers and sentinels)
   int primary_ = 0;
   int replica_ = 0;

@@ -52,14 +52,20 @@ class TcpProxy {
   int port() const { return port_; }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_) + "/0"; }
   /// From now on nothing passes either way, and new connections are accepted but carry nothing;
-  /// what was sent waits in the sockets' buffers.
-  void freeze() { frozen_ = true; }
+  /// what was sent waits in the sockets' buffers. Returns once the proxy's thread has seen it
+  /// (a round of its loop begun after the flag): nothing sent after this call gets through.
+  void freeze() {
+    frozen_ = true;
+    const auto seen = rounds_.load();
+    while (rounds_.load() < seen + 2) std::this_thread::yield();
+  }
   /// Everything waiting passes, late.
   void thaw() { frozen_ = false; }
 
  private:
   void run() {
     while (!stop_) {
+      ++rounds_;
       std::vector<pollfd> fds{{listen_, POLLIN, 0}};
       if (!frozen_) {
         for (auto& p : pairs_) {
@@ -69,7 +75,7 @@ class TcpProxy {
       }
       if (::poll(fds.data(), fds.size(), 20) <= 0) continue;
       if (fds[0].revents & POLLIN) accept_one();
-      for (std::size_t i = 1; i < fds.size(); ++i) {
+      for (std::size_t i = 1; i < fds.size() && !frozen_; ++i) {
         if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
         const std::size_t pair = (i - 1) / 2;
         if (pair >= pairs_.size()) continue;
@@ -117,6 +123,7 @@ class TcpProxy {
   int port_ = 0;
   std::atomic<bool> frozen_{false};
   std::atomic<bool> stop_{false};
+  std::atomic<unsigned long> rounds_{0};    // loops begun: freeze() waits for one after its flag
   std::vector<std::pair<int, int>> pairs_;  // (client, server), the proxy thread's only
   std::thread thread_;
 };
