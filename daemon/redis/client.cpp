@@ -68,6 +68,7 @@ async::Task<void> Client::supervise() {
   async::Every failing(kRepeatLogEvery);
   async::Every detours(kDetourLogEvery);
   Millis detour_pause = kDetourPauseMin;
+  unsigned bounces = 0;  // redirects in a row, each soon after its connection was made
   bool ever_up = false;
   bool followed = false;  // the last connection ended by a redirect: the next is not news
   // Connection errors already name the server ("redis URL: ..."); info lines add it.
@@ -116,10 +117,16 @@ async::Task<void> Client::supervise() {
       if (detour.kind != Detour::Kind::none) {
         // A cluster redirect: followed at once (MOVED, a failover), or after a pause that grows
         // while it lasts (a migration's TRYAGAIN, CLUSTERDOWN), said at most every few seconds.
-        if (async::Clock::now() - up_at > kDetourSettled) detour_pause = kDetourPauseMin;
+        // A slot that keeps bouncing (nodes that disagree on its owner for a while) gets the
+        // pause too from its second redirect on: never a busy loop of reconnects.
+        if (async::Clock::now() - up_at > kDetourSettled) {
+          detour_pause = kDetourPauseMin;
+          bounces = 0;
+        }
+        ++bounces;
         if (detours.due()) spdlog::info("{}: {}", who, error);
         followed = true;
-        if (detour.wait()) {
+        if (detour.wait() || bounces > 1) {
           co_await async::sleep(jittered(detour_pause));
           detour_pause = std::min(detour_pause * 2, kDetourPauseMax);
         }
