@@ -173,7 +173,10 @@ TEST_CASE(
     SyncRedis r(from);
     push(r, "q", jobs_for(all, "{}"));
   }
-  Daemon d(cluster.url(), yaml);
+  // A lease longer than the migration: while the slot moves the lease cannot be renewed (its key
+  // moves too), and a daemon that cannot renew stops its jobs, which then run again (at least
+  // once). The test's point is that the move itself neither loses nor doubles a job.
+  Daemon d(cluster.url(), yaml, "  lease: 15s\n");
   d.start();
   REQUIRE(eventually([&] { return hooks.request_count() >= 1000; }, 30s));
   std::size_t at_start = hooks.request_count();
