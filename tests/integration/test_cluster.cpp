@@ -219,10 +219,7 @@ TEST_CASE(
     "TLS, certificates checked; jobqctl the same",
     "[integration][cluster][tls]") {
   TempDir pki;
-  const auto ca = make_ca(pki.path(), "ca");
-  // Nodes are servers to each other and clients of each other (the bus, replication).
-  const auto cert = issue_cert(ca, pki.path(), "node", "DNS:localhost,IP:127.0.0.1", false,
-                               "serverAuth,clientAuth");
+  const auto [ca, cert] = group_certs(pki.path());
   RedisCluster cluster(3, 0, RedisServer::Tls{cert.cert, cert.key, ca.cert});
   // Two queues on two primaries.
   std::string second;

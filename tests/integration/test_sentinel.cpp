@@ -139,10 +139,7 @@ TEST_CASE(
     "reached over TLS; jobqctl the same",
     "[integration][sentinel][tls]") {
   TempDir pki;
-  const auto ca = make_ca(pki.path(), "ca");
-  // Servers to jobqd, and clients of each other (replication, the sentinels' links).
-  const auto cert = issue_cert(ca, pki.path(), "node", "DNS:localhost,IP:127.0.0.1", false,
-                               "serverAuth,clientAuth");
+  const auto [ca, cert] = group_certs(pki.path());
   SentinelGroup group({.tls = RedisServer::Tls{cert.cert, cert.key, ca.cert}});
   Daemon d(group.url_tls(), kEchoQueue, "", "  tls: {ca_file: " + ca.cert + "}\n");
   d.start();

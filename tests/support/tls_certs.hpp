@@ -137,4 +137,18 @@ inline CertFiles issue_cert(const CertFiles& ca, const std::filesystem::path& di
   return out;
 }
 
+/// A CA and one certificate for every server of a group (a cluster's nodes, a primary, its
+/// replica and its sentinels), for localhost and 127.0.0.1: they are servers to their clients
+/// and clients of each other (the cluster bus, replication, the sentinels' links).
+struct GroupCerts {
+  CertFiles ca, node;
+};
+inline GroupCerts group_certs(const std::filesystem::path& dir) {
+  GroupCerts g;
+  g.ca = make_ca(dir, "ca");
+  g.node =
+      issue_cert(g.ca, dir, "node", "DNS:localhost,IP:127.0.0.1", false, "serverAuth,clientAuth");
+  return g;
+}
+
 }  // namespace jq::test
