@@ -104,12 +104,14 @@ TEST_CASE(
   };
   Daemon a(proxy.url(), yaml("A"));  // the one the partition cuts off
   Daemon b(redis, yaml("B"));
+  // A alone first, so that the jobs are A's to run when the partition comes (with both up, B could
+  // take them all before A's fetch through the proxy wakes); B joins before the cut.
   a.start_and_wait(redis);
-  b.start_and_wait(redis);
   auto r = redis.client();
   const auto first = ids("j", 60);
   push(r, "q", jobs_for(first, "{}"));
   REQUIRE(eventually([&] { return started_by(runs_in(log), "A") >= 4; }, 15s));
+  b.start_and_wait(redis);
 
   proxy.freeze();
   // A can confirm its lease no more: it stops its jobs before the lease ends in Redis, and B
