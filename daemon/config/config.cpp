@@ -955,6 +955,8 @@ const Key<QueueConfig> kQueueKeys[] = {
     string_key("handler", &QueueConfig::handler, live),
     count_key("concurrency", &QueueConfig::concurrency, 1, 100000, live),
     count_key("buffer", &QueueConfig::buffer, 1, 1000000, live),
+    // Where ids live (their home shard) depends on it: a running queue keeps its count.
+    count_key("shards", &QueueConfig::shards, 1, kMaxShards, restart),
     count_key("fetch_batch", &QueueConfig::fetch_batch, 1, 1000, live),
     count_key("max_attempts", &QueueConfig::max_attempts, 1, 1000, live),
     {"timeout", "duration", live,
@@ -1608,6 +1610,11 @@ std::vector<std::string> restart_changes(const Config& a, const Config& b) {
   }
   restart_keys(a.http, b.http, kHttpKeys, "http", out);
   restart_keys(a.logging, b.logging, kLoggingKeys, "logging", out);
+  for (const auto& qa : a.queues) {
+    if (const auto* qb = b.queue(qa.name)) {
+      restart_keys(qa, *qb, kQueueKeys, "queues." + qa.name, out);
+    }
+  }
   // The password itself, where it comes from a file or the environment, is read at start only.
   return out;
 }

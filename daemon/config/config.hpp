@@ -171,11 +171,16 @@ struct SourceConfig {
   bool recursive = false;
 };
 
+/// The most shards a queue may be spread over (store::kMaxShards, checked where both are seen).
+inline constexpr std::uint64_t kMaxShards = 64;
+
 struct QueueConfig {
   std::string name;
   std::string handler;
   std::uint64_t concurrency = 10;
   std::uint64_t buffer = 100;
+  // Hash tags the queue is spread over (store/shards.hpp): on a cluster, that many primaries.
+  std::uint64_t shards = 1;
   // Jobs leased per Redis round trip at most. Each costs Redis ~25 us of a script no other
   // client's command can interleave with: 50 keeps a fetch near a millisecond (bench/README.md).
   std::uint64_t fetch_batch = 25;

@@ -7,6 +7,7 @@
 
 #include "store/marker.hpp"
 #include "store/scripts.hpp"
+#include "store/shards.hpp"
 
 namespace jq::store {
 namespace {
@@ -518,6 +519,38 @@ Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::st
         if (r.elements.size() > 1) out.status = r.elements[1].str;
         return out;
       });
+}
+
+Call<std::size_t> read_shards(const Keys& k) {
+  const std::string key = k.shards;
+  return command<std::size_t>({"GET", key}, [key](Reply r) -> OpResult<std::size_t> {
+    if (r.type == Type::nil) return std::size_t{1};
+    auto v = int_of(r);
+    if (!v || *v < 1 || *v > static_cast<long long>(kMaxShards)) {
+      return OpError{OpError::Kind::shape, key + " should hold the queue's shard count (1.." +
+                                               std::to_string(kMaxShards) + "), not " +
+                                               r.describe()};
+    }
+    return static_cast<std::size_t>(*v);
+  });
+}
+
+Call<redis::Done> write_shards(const Keys& k, std::size_t n) {
+  // A plain SET: it replaces garbage of any type.
+  return command<redis::Done>({"SET", k.shards, std::to_string(n)}, done());
+}
+
+Call<long long> push_pending(const Keys& home, const std::vector<std::string>& copies) {
+  std::vector<std::string> argv{"LPUSH", home.pending};
+  argv.insert(argv.end(), copies.begin(), copies.end());
+  return command<long long>(std::move(argv), integer("pending"));
+}
+
+Call<long long> drop_held(const Keys& k, const std::string& worker,
+                          const std::vector<std::uint64_t>& tokens) {
+  std::vector<std::string> argv{"HDEL", k.inflight(worker)};
+  for (auto t : tokens) argv.push_back(std::to_string(t));
+  return command<long long>(std::move(argv), integer("inflight"));
 }
 
 Call<long long> pending_length(const Keys& k) {

@@ -143,6 +143,16 @@ Call<redis::Done> register_queue(const std::string& prefix, const std::string& q
 /// The queues daemons have served (sorted); an error when the key holds something else.
 Call<std::vector<std::string>> registered_queues(const std::string& prefix);
 Call<Depths> depths(const Keys& k);
+/// The shard count the queue's daemons run it with (its `shards` key; 1 when there is none); a
+/// shape error naming the key when it holds anything but 1..kMaxShards.
+Call<std::size_t> read_shards(const Keys& k);
+/// Writes the shard count (over whatever was there).
+Call<redis::Done> write_shards(const Keys& k, std::size_t n);
+/// A sharded queue's jobs fetched from a shard that is not their id's home: pushed to the home
+/// shard's pending (one LPUSH, oldest first to be taken), then dropped from this worker's hold.
+Call<long long> push_pending(const Keys& home, const std::vector<std::string>& copies);
+Call<long long> drop_held(const Keys& k, const std::string& worker,
+                          const std::vector<std::uint64_t>& tokens);
 /// Whether a daemon holds a live lease on the queue (it is served right now).
 Call<bool> leased(const Keys& k);
 /// Redis' clock (ms).

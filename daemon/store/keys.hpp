@@ -1,6 +1,7 @@
 // The Redis key layout of one queue (docs/redis-keys.md), for jobqd and jobqctl alike. Every key
-// of a queue carries the {Q} hash tag, so a queue lives in one Redis Cluster slot; every key a
-// script touches is built here and passed to it in KEYS.
+// of a queue carries the {Q} hash tag, so a queue lives in one Redis Cluster slot (a queue with
+// `shards: N`: each shard's keys carry that shard's tag, store/shards.hpp); every key a script
+// touches is built here and passed to it in KEYS.
 #pragma once
 
 #include <string>
@@ -8,17 +9,21 @@
 namespace jq::store {
 
 struct Keys {
-  Keys(const std::string& prefix, const std::string& queue)
-      : base(prefix + ":{" + queue + "}"),
+  Keys(const std::string& prefix, const std::string& queue) : Keys(prefix, queue, queue) {}
+  /// The keys of one shard of a queue: `tag` is the shard's (shard_tags()); the events channel
+  /// and the shard count stay the queue's own, whatever the shard.
+  Keys(const std::string& prefix, const std::string& queue, const std::string& tag)
+      : base(prefix + ":{" + tag + "}"),
         pending(base + ":pending"),
         delayed(base + ":delayed"),
         leases(base + ":leases"),
         live(base + ":live"),
         dead(base + ":dead"),
         dead_bodies(base + ":dead:bodies"),
-        events(base + ":events"),
+        events(prefix + ":{" + queue + "}:events"),
         paused(base + ":paused"),
-        cancels(base + ":cancel") {}
+        cancels(base + ":cancel"),
+        shards(prefix + ":{" + queue + "}:shards") {}
 
   std::string base;         // P:{Q}
   std::string pending;      // list (contract): submitted jobs, consumed from the right
@@ -30,6 +35,7 @@ struct Keys {
   std::string events;       // pub/sub channel (contract); a channel, not a key
   std::string paused;       // string: set while the queue is paused (jobqctl pause), to when
   std::string cancels;      // hash: job id -> the claim of the job to stop (jobqctl cancel)
+  std::string shards;       // string: the queue's shard count, as its daemons were configured
 
   std::string job(const std::string& id) const { return base + ":job:" + id; }
   /// hash: token -> the job's copy, for every job that worker holds
