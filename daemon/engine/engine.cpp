@@ -12,6 +12,7 @@
 
 #include "handlers/handler.hpp"
 #include "store/calls.hpp"
+#include "store/shards.hpp"
 #include "version.hpp"
 
 namespace jq::engine {
@@ -91,29 +92,46 @@ Engine::~Engine() {
   for (auto& l : lanes_) {
     if (l->starter.valid()) l->starter.abort();
     l->runner.reset();
-    l->store.reset();
+    for (auto& shard : l->shards) shard.store.reset();
   }
+}
+
+std::vector<redis::Client*> Engine::Lane::clients() const {
+  std::vector<redis::Client*> out;
+  for (const auto& shard : shards) {
+    out.push_back(shard.main.get());
+    out.push_back(shard.blocking.get());
+  }
+  return out;
 }
 
 std::unique_ptr<Engine::Lane> Engine::make_lane(const config::QueueConfig& q) {
   auto lane = std::make_unique<Lane>();
-  const std::string route = store::Keys(cfg_.redis.key_prefix, q.name).base;
-  lane->main = std::make_unique<redis::Client>(client_options("redis (" + q.name + ")", route));
-  // Every connection checks the version; only the first queue's warns about the policy.
-  const bool warn = lanes_.empty();
-  lane->main->on_connect = [warn](redis::Connection& c) { return check_server(c, warn); };
-  lane->blocking =
-      std::make_unique<redis::Client>(client_options("redis (wait " + q.name + ")", route));
-  job::Rules rules;
-  rules.default_handler = q.handler;
-  rules.handlers = &handler_names_;
-  rules.max_bytes = q.max_job_bytes;
-  auto settings = settings_of(q, cfg_.daemon, cfg_.state, cfg_.redis.key_prefix, worker_);
-  settings.wait_replicas = cfg_.redis.wait_replicas;
-  settings.wait_timeout = cfg_.redis.wait_timeout;
-  lane->store = std::make_unique<store::QueueStore>(*lane->main, *lane->blocking,
-                                                    std::move(settings), std::move(rules));
-  QueueRunner::Wiring w{*lane->store, handlers_, handlers_generation_, worker_, *control_};
+  const auto tags = store::shard_tags(q.name, q.shards);
+  QueueRunner::Wiring w{{}, handlers_, handlers_generation_, worker_, *control_};
+  for (std::size_t k = 0; k < tags.size(); ++k) {
+    Lane::Shard& shard = lane->shards.emplace_back();
+    const std::string route = store::Keys(cfg_.redis.key_prefix, q.name, tags[k]).base;
+    // Named by the queue, and by the shard's tag when there are more.
+    const std::string name = tags.size() == 1 ? q.name : q.name + " " + tags[k];
+    shard.main = std::make_unique<redis::Client>(client_options("redis (" + name + ")", route));
+    // Every connection checks the version; only the first queue's warns about the policy.
+    const bool warn = lanes_.empty() && k == 0;
+    shard.main->on_connect = [warn](redis::Connection& c) { return check_server(c, warn); };
+    shard.blocking =
+        std::make_unique<redis::Client>(client_options("redis (wait " + name + ")", route));
+    job::Rules rules;
+    rules.default_handler = q.handler;
+    rules.handlers = &handler_names_;
+    rules.max_bytes = q.max_job_bytes;
+    auto settings = settings_of(q, cfg_.daemon, cfg_.state, cfg_.redis.key_prefix, worker_, k);
+    settings.wait_replicas = cfg_.redis.wait_replicas;
+    settings.wait_timeout = cfg_.redis.wait_timeout;
+    shard.store = std::make_unique<store::QueueStore>(*shard.main, *shard.blocking,
+                                                      std::move(settings), std::move(rules));
+    w.stores.push_back(shard.store.get());
+  }
+  for (auto& shard : lane->shards) shard.store->join(w.stores);
   lane->runner = std::make_unique<QueueRunner>(q, cfg_.daemon, w);
   return lane;
 }
@@ -141,8 +159,7 @@ std::unique_ptr<redis::Router> Engine::make_router(const std::string& name) cons
 }
 
 void Engine::start_lane(Lane& lane) {
-  lane.main->start();
-  lane.blocking->start();
+  for (auto* c : lane.clients()) c->start();
   lane.runner->start();
   lane.started = true;
 }
@@ -157,8 +174,7 @@ void Engine::start() {
                        connect_.url.service, to);
           const std::string why = "+switch-master to " + to;
           for (auto& l : lanes_) {
-            l->main->rebuild(why);
-            l->blocking->rebuild(why);
+            for (auto* c : l->clients()) c->rebuild(why);
           }
           for (auto& [slot, c] : control_->clients()) c->rebuild(why);
         });
@@ -259,7 +275,7 @@ async::Task<void> Engine::heartbeat() {
 Engine::RedisState Engine::redis_state() const {
   RedisState st;
   for (const auto& l : lanes_) {
-    for (const auto* c : {l->main.get(), l->blocking.get()}) {
+    for (const auto* c : l->clients()) {
       ++st.connections;
       st.reconnects += c->generation() > 1 ? c->generation() - 1 : 0;
       if (l->started && !c->connected()) {
@@ -273,10 +289,10 @@ Engine::RedisState Engine::redis_state() const {
 
 async::Task<void> Engine::wait_ready(Millis every) {
   for (std::size_t i = 0; i < lanes_.size(); ++i) {
-    for (int which = 0; which < 2; ++which) {
+    for (std::size_t which = 0; i < lanes_.size() && which < lanes_[i]->clients().size(); ++which) {
       // Looked up again after each wait: a reload may have changed the lanes meanwhile.
-      while (i < lanes_.size()) {
-        redis::Client& c = which == 0 ? *lanes_[i]->main : *lanes_[i]->blocking;
+      while (i < lanes_.size() && which < lanes_[i]->clients().size()) {
+        redis::Client& c = *lanes_[i]->clients()[which];
         if (c.connected() || !lanes_[i]->started) break;
         bool late = false;
         try {
@@ -383,8 +399,7 @@ async::Task<void> Engine::drain(Retired& r) {
   const Millis grace = r.lane.runner->config().max_timeout + std::chrono::minutes(1);
   co_await r.lane.runner->stop(grace);
   r.lane.runner.reset();
-  co_await r.lane.blocking->stop();
-  co_await r.lane.main->stop();
+  for (auto* c : r.lane.clients()) co_await c->stop();
   spdlog::info("queue {}: drained and let go", r.name);
   r.done.set();
 }
@@ -417,8 +432,7 @@ async::Task<void> Engine::stop() {
   co_await async::gather(async::collect, std::move(stops));
   for (auto& l : lanes_) {
     if (!l->started) continue;
-    co_await l->blocking->stop();
-    co_await l->main->stop();
+    for (auto* c : l->clients()) co_await c->stop();
   }
   // Gone from jobqctl workers at once, not only once its last heartbeat is old. While Redis is
   // away this fails at once; a Redis that hangs, within command_timeout.

@@ -79,10 +79,16 @@ class Engine {
   /// One queue with its two connections: one for its commands and scripts, one for its blocking
   /// wait. Connections of its own, so that one queue's jobs never wait in the pipeline behind
   /// another's batches (a fetch of 100 jobs holds Redis for milliseconds).
+  /// A sharded queue has one pair of connections and one store per shard.
   struct Lane {
-    std::unique_ptr<redis::Client> main, blocking;
-    std::unique_ptr<store::QueueStore> store;
+    struct Shard {
+      std::unique_ptr<redis::Client> main, blocking;
+      std::unique_ptr<store::QueueStore> store;
+    };
+    std::vector<Shard> shards;
     std::unique_ptr<QueueRunner> runner;
+    /// Every connection of the queue: each shard's main, then its blocking one.
+    std::vector<redis::Client*> clients() const;
     bool started = false;
     // A queue a reload adds back while its former self still drains starts after it: the two
     // would share this worker's lease and reconcile each other's jobs away.

@@ -10,6 +10,7 @@
 #include "job/id.hpp"
 #include "job/text.hpp"
 #include "sources/factory.hpp"
+#include "store/shards.hpp"
 
 namespace jq::engine {
 namespace {
@@ -36,8 +37,11 @@ double jitter() {
 
 store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSection& d,
                             const config::StateSection& state, const std::string& prefix,
-                            const std::string& worker) {
+                            const std::string& worker, std::size_t shard) {
+  static_assert(config::kMaxShards == store::kMaxShards);
   store::Settings s;
+  s.shard = shard;
+  s.shards = q.shards;
   s.prefix = prefix;
   s.queue = q.name;
   s.worker = worker;
@@ -45,7 +49,8 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
   s.max_job_bytes = q.max_job_bytes;
   s.lease = d.lease;
   s.keep_succeeded = q.retain.succeeded;
-  s.dead_max = q.dead_max;
+  // The bound is the queue's: each shard keeps its share.
+  s.dead_max = (q.dead_max + q.shards - 1) / q.shards;
   s.dead_ttl = q.retain.failed;
   s.max_attempts = q.max_attempts;
   s.active_after = state.active_after;
@@ -57,23 +62,38 @@ QueueRunner::QueueRunner(const config::QueueConfig& cfg, const config::DaemonSec
     : cfg_(cfg),
       daemon_(daemon),
       w_(std::move(w)),
-      store_(w_.store),
+      store_(*w_.stores.at(0)),
       buffer_(cfg_.buffer),
       slots_(cfg_.concurrency),
-      unsettled_(std::max<std::size_t>(kMinUnsettled, 2 * cfg_.concurrency)),
-      settler_(w_.store) {
+      unsettled_(std::max<std::size_t>(kMinUnsettled, 2 * cfg_.concurrency)) {
   idle_.set();
-  for (const auto& src : cfg_.sources) sources_.push_back(make_source(src));
+  for (auto* store : w_.stores) {
+    shards_.push_back({store, std::make_unique<store::Settler>(*store)});
+  }
+  for (const auto& src : cfg_.sources) {
+    for (auto& slot : make_sources(src)) sources_.push_back(std::move(slot));
+  }
 }
 
-QueueRunner::SourceSlot QueueRunner::make_source(const config::SourceConfig& src) {
-  SourceSlot slot;
-  slot.cfg = src;
-  // Its own work folder and lock: one made by a reload may run beside the one it replaces.
-  std::string owner = spool_made_ == 0 ? w_.worker : w_.worker + "-" + std::to_string(spool_made_);
-  sources::SourceContext ctx{store_, settler_, store_.rules(), *this, std::move(owner)};
-  slot.source = sources::make_source(src, cfg_, ctx);
-  return slot;
+std::vector<QueueRunner::SourceSlot> QueueRunner::make_sources(const config::SourceConfig& src) {
+  std::vector<SourceSlot> out;
+  // A spool source is one; a Redis source fetches from every shard, each on its own.
+  const std::size_t n = src.kind == config::SourceConfig::Kind::redis ? shards_.size() : 1;
+  for (std::size_t k = 0; k < n; ++k) {
+    SourceSlot slot;
+    slot.cfg = src;
+    slot.shard = k;
+    // Its own work folder and lock: one made by a reload may run beside the one it replaces.
+    std::string owner =
+        spool_made_ == 0 ? w_.worker : w_.worker + "-" + std::to_string(spool_made_);
+    Shard& shard = shards_[k];
+    sources::SourceContext ctx{*shard.store, *shard.settler,   shard.store->rules(),
+                               *this,        std::move(owner), {}};
+    for (auto& each : shards_) ctx.settlers.push_back(each.settler.get());
+    slot.source = sources::make_source(src, cfg_, ctx);
+    out.push_back(std::move(slot));
+  }
+  return out;
 }
 
 QueueRunner::~QueueRunner() {
@@ -95,14 +115,23 @@ void QueueRunner::start() {
   control_task_ = async::spawn(watch_control(), "control " + cfg_.name);
   active_task_ = async::spawn(show_active(), "active " + cfg_.name);
   progress_task_ = async::spawn(watch_progress(), "progress " + cfg_.name);
-  settler_.start();
+  for (auto& shard : shards_) shard.settler->start();
   for (auto& s : sources_) s.source->start();
   dispatch_task_ = async::spawn(dispatcher(), "dispatch " + cfg_.name);
 }
 
 async::Task<store::OpResult<store::Depths>> QueueRunner::depths(redis::Router& via) const {
-  const auto call = store::depths(store_.keys());
-  co_return co_await store::run(via.client(store_.keys().base), call);
+  store::Depths sum;
+  for (const auto& shard : shards_) {
+    const store::Keys& keys = shard.store->keys();
+    const auto call = store::depths(keys);
+    store::OpResult<store::Depths> d = co_await store::run(via.client(keys.base), call);
+    if (!d.ok()) co_return d;
+    sum.pending += d->pending;
+    sum.delayed += d->delayed;
+    sum.dead += d->dead;
+  }
+  co_return sum;
 }
 
 const store::BatchHistogram* QueueRunner::fetch_sizes() const noexcept {
@@ -125,41 +154,58 @@ std::optional<double> QueueRunner::last_fetch_age() const {
 // (a blocked wait a failover forgot, a fetch refused on every try). A queue that could take jobs
 // (not paused, room in its buffer), has some pending in Redis, and fetched none for stall_after
 // is stalled: said once per episode, shown by /healthz, and its connections are rebuilt (again
-// every stall_after while it lasts).
+// every stall_after while it lasts). Each shard on its own: one shard's fetches must not hide
+// another's stall.
 async::Task<void> QueueRunner::watch_progress() {
   async::Clock::time_point rebuilt{};
   for (;;) {
     const Millis after = daemon_.stall_after;
     const Millis every = after.count() == 0 ? Millis(1s) : std::clamp<Millis>(after / 4, 100ms, 5s);
     co_await async::sleep(every);
-    const auto age = last_fetch_age();
     // Paused by jobqctl is no stall; paused because the flag was never read (a queue counts as
     // paused until then) is one.
     const bool could_take =
-        !stopping_ && (!paused_ || !pause_known_) && buffer_.room() > 0 && after.count() > 0 && age;
-    if (!could_take || *age * 1000 < static_cast<double>(after.count())) {
+        !stopping_ && (!paused_ || !pause_known_) && buffer_.room() > 0 && after.count() > 0;
+    // The shards whose sources have fetched nothing for stall_after, with how long.
+    std::vector<std::pair<std::size_t, double>> quiet;
+    for (const auto& slot : sources_) {
+      const auto t = slot.source->last_fetch();
+      if (!could_take || !t) continue;
+      const double age = std::chrono::duration<double>(async::Clock::now() - *t).count();
+      if (age * 1000 >= static_cast<double>(after.count())) quiet.emplace_back(slot.shard, age);
+    }
+    std::string why;
+    std::vector<std::size_t> stuck;
+    for (const auto& [k, age] : quiet) {
+      const store::Keys& keys = shards_[k].store->keys();
+      const auto call = store::pending_length(keys);
+      // A plain LLEN: it works where scripts may not (refused by an ACL, say).
+      store::OpResult<long long> pending = co_await store::run(shards_[k].store->client(), call);
+      if (!pending.ok() || *pending <= 0) continue;  // Redis away is said elsewhere; none waiting
+      if (!why.empty()) why += "; ";
+      why += std::to_string(*pending) + " job(s) pending in " + keys.pending + " and room for " +
+             std::to_string(buffer_.room()) + ", but no job fetched for " +
+             std::to_string(static_cast<long long>(age)) + " s" +
+             (pause_known_ ? "" : " (its pause flag could not be read yet)");
+      stuck.push_back(k);
+    }
+    if (stuck.empty()) {
       if (!stalled_.empty()) {
         spdlog::info("queue {}: fetching again", cfg_.name);
         stalled_.clear();
       }
       continue;
     }
-    const auto call = store::pending_length(store_.keys());
-    // A plain LLEN: it works where scripts may not (refused by an ACL, say).
-    store::OpResult<long long> pending = co_await store::run(store_.client(), call);
-    if (!pending.ok() || *pending <= 0) continue;  // Redis away is said elsewhere; none waiting
-    const auto secs = static_cast<long long>(*age);
-    const std::string why = std::to_string(*pending) + " job(s) pending in Redis and room for " +
-                            std::to_string(buffer_.room()) + ", but no job fetched for " +
-                            std::to_string(secs) + " s" +
-                            (pause_known_ ? "" : " (its pause flag could not be read yet)");
     if (stalled_.empty()) {
       spdlog::warn("queue {}: stalled: {}; rebuilding its Redis connections", cfg_.name, why);
     }
     stalled_ = why;
     if (async::Clock::now() - rebuilt >= after) {
       rebuilt = async::Clock::now();
-      for (auto& slot : sources_) slot.source->rebuild("queue " + cfg_.name + " stalled: " + why);
+      for (auto& slot : sources_) {
+        if (std::find(stuck.begin(), stuck.end(), slot.shard) == stuck.end()) continue;
+        slot.source->rebuild("queue " + cfg_.name + " stalled: " + why);
+      }
     }
   }
 }
@@ -183,31 +229,67 @@ std::vector<std::uint64_t> QueueRunner::running_tickets(std::size_t max) const {
 
 // ---- control ----
 
+async::Task<bool> QueueRunner::register_queue() {
+  const std::string& prefix = store_.settings().prefix;
+  const auto add = store::register_queue(prefix, cfg_.name);
+  redis::Client& registry = w_.control.client(store::Keys::registry(prefix));
+  store::OpResult<redis::Done> r = co_await store::run(registry, add);
+  if (!r.ok() && r.error().connection()) co_return false;
+  // Apart from the flag: garbage at the registry's key must not keep the queue paused.
+  if (!r.ok()) {
+    spdlog::error("queue {}: cannot add it to {} (jobqctl queues lists queues from it): {}",
+                  cfg_.name, store::Keys::registry(prefix), r.error().message);
+  }
+  // The shard count, for jobqctl (it sends each job to its id's home shard). Daemons that
+  // disagree would send ids to different homes: said, and the last one to start wins.
+  const store::Keys& keys = store_.keys();
+  const auto read = store::read_shards(keys);
+  store::OpResult<std::size_t> was = co_await store::run(store_.client(), read);
+  if (!was.ok() && was.error().connection()) co_return false;
+  if (!was.ok()) {
+    spdlog::warn("queue {}: {}; writing {} over it", cfg_.name, was.error().message,
+                 shards_.size());
+  } else if (*was != 0 && *was != shards_.size()) {
+    spdlog::warn(
+        "queue {}: {} said {} shard(s), this daemon runs {}: jobs submitted to the shards it no "
+        "longer has wait there (give every daemon of the queue the same shards)",
+        cfg_.name, keys.shards, *was, shards_.size());
+  }
+  const auto write = store::write_shards(keys, shards_.size());
+  store::OpResult<redis::Done> w = co_await store::run(store_.client(), write);
+  if (!w.ok() && w.error().connection()) co_return false;
+  if (!w.ok()) {
+    spdlog::error("queue {}: cannot write its shard count to {}: {}", cfg_.name, keys.shards,
+                  w.error().message);
+  }
+  co_return true;
+}
+
+async::Task<store::OpResult<store::Control>> QueueRunner::read_control() {
+  store::Control all;
+  for (auto& shard : shards_) {
+    store::OpResult<store::Control> r = co_await shard.store->control();
+    if (!r.ok()) {
+      if (r.error().wrong_type()) (void)co_await shard.store->repair();
+      co_return r;
+    }
+    all.paused = all.paused || r->paused;
+    for (auto& id : r->cancels) all.cancels.push_back(std::move(id));
+  }
+  co_return all;
+}
+
 async::Task<void> QueueRunner::watch_control() {
   const store::Keys& keys = store_.keys();
   bool registered = false;
   async::Every errors(1min);
   for (;;) {
-    if (!registered) {
-      // Once per start: the queue is in the registry jobqctl lists queues from. Apart from the
-      // flag: garbage at the registry's key must not keep the queue paused.
-      const auto add = store::register_queue(store_.settings().prefix, cfg_.name);
-      redis::Client& registry = w_.control.client(store::Keys::registry(store_.settings().prefix));
-      store::OpResult<redis::Done> r = co_await store::run(registry, add);
-      if (r.ok()) {
-        registered = true;
-      } else if (!r.error().connection()) {
-        registered = true;
-        spdlog::error("queue {}: cannot add it to {} (jobqctl queues lists queues from it): {}",
-                      cfg_.name, store::Keys::registry(store_.settings().prefix),
-                      r.error().message);
-      }
-    }
-    store::OpResult<store::Control> r = co_await store_.control();
+    if (!registered) registered = co_await register_queue();
+    store::OpResult<store::Control> r = co_await read_control();
     if (!r.ok() && r.error().connection()) {
       // Read again as soon as Redis is back, not a second later: at the start the queue counts
       // as paused until this read, and a job pushed meanwhile would wait for it.
-      co_await store_.client().wait_connected();
+      for (auto& shard : shards_) co_await shard.store->client().wait_connected();
       co_await async::sleep(10ms);  // never a busy loop, whatever the connection does
       continue;
     }
@@ -216,7 +298,6 @@ async::Task<void> QueueRunner::watch_control() {
         spdlog::error("queue {}: cannot read the pause flag {} and cancel requests {}: {}",
                       cfg_.name, keys.paused, keys.cancels, r.error().message);
       }
-      if (r.error().wrong_type()) (void)co_await store_.repair();
     } else {
       if (!r->cancels.empty()) cancel_held(r->cancels);
       if (r->paused != paused_ || !pause_known_) {
@@ -311,11 +392,15 @@ void QueueRunner::reconfigure(const config::QueueConfig& next, const config::Dae
   const config::QueueConfig was = cfg_;
   cfg_ = next;
   daemon_ = daemon;
-  store_.settings().retune(settings_of(cfg_, daemon_, state, store_.settings().prefix, w_.worker));
-  auto& rules = store_.rules();
-  rules.default_handler = cfg_.handler;
-  rules.handlers = &handler_names;
-  rules.max_bytes = cfg_.max_job_bytes;
+  for (auto& shard : shards_) {
+    store::QueueStore& st = *shard.store;
+    st.settings().retune(
+        settings_of(cfg_, daemon_, state, st.settings().prefix, w_.worker, st.settings().shard));
+    auto& rules = st.rules();
+    rules.default_handler = cfg_.handler;
+    rules.handlers = &handler_names;
+    rules.max_bytes = cfg_.max_job_bytes;
+  }
   slots_.set_limit(cfg_.concurrency);
   unsettled_.set_limit(std::max<std::size_t>(kMinUnsettled, 2 * cfg_.concurrency));
   buffer_.set_maxsize(cfg_.buffer);
@@ -360,8 +445,10 @@ void QueueRunner::reconfigure(const config::QueueConfig& next, const config::Dae
     want_redis = want_redis || src.kind == Kind::redis;
     if (have) continue;
     if (src.kind == Kind::spool) ++spool_made_;
-    sources_.push_back(make_source(src));
-    if (started_) sources_.back().source->start();
+    for (auto& slot : make_sources(src)) {
+      sources_.push_back(std::move(slot));
+      if (started_) sources_.back().source->start();
+    }
     if (src.kind == Kind::spool) {
       spdlog::info("queue {}: spool dir {}: taking files", cfg_.name, src.dir);
     }
@@ -714,14 +801,19 @@ async::Task<void> QueueRunner::stop(Millis grace) {
   // Every end written (within a limit: Redis may be away; a short grace asks for a quick stop),
   // then the sources let go.
   const Millis flush_limit = std::clamp<Millis>(grace, 1s, kFlushLimit);
-  if (!co_await settler_.flush(flush_limit)) {
-    spdlog::error(
-        "queue {}: could not write {} job outcome(s) to Redis before exiting; the jobs stay held "
-        "and run again (another daemon takes them back after the lease)",
-        cfg_.name, settler_.backlog());
+  const auto flushed_by = async::Clock::now() + flush_limit;
+  for (auto& shard : shards_) {
+    const auto left = std::max<Millis>(
+        Millis(1), std::chrono::duration_cast<Millis>(flushed_by - async::Clock::now()));
+    if (!co_await shard.settler->flush(left)) {
+      spdlog::error(
+          "queue {}: could not write {} job outcome(s) to {} before exiting; the jobs stay "
+          "held and run again (another daemon takes them back after the lease)",
+          cfg_.name, shard.settler->backlog(), shard.store->keys().base);
+    }
   }
   for (auto& s : sources_) co_await s.source->finish(2s);
-  co_await settler_.stop();
+  for (auto& shard : shards_) co_await shard.settler->stop();
   for (auto* t : {&control_task_, &active_task_, &progress_task_}) {
     if (t->valid()) co_await t->wait();
   }

@@ -47,7 +47,8 @@ struct QueueStats {
 class QueueRunner final : public sources::Sink, public RunOwner {
  public:
   struct Wiring {
-    store::QueueStore& store;  // the queue's protocol, on the queue's own connections
+    /// The queue's protocol, one store per shard (shard 0 first), each on its own connections.
+    std::vector<store::QueueStore*> stores;
     const HandlerMap& handlers;
     /// Goes up whenever a reload replaces the handlers: a buffered job looks its handler up
     /// again at dispatch only then, not per job.
@@ -142,12 +143,24 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   void give_back(const std::vector<JobRun*>& buffered);
   Millis backoff(long long attempt) const;
 
-  /// A source, with the config it was made from (a reload compares it).
+  /// A source, with the config it was made from (a reload compares it), and the shard it
+  /// fetches from (a Redis source: one per shard).
   struct SourceSlot {
     config::SourceConfig cfg;
     std::unique_ptr<sources::Source> source;
+    std::size_t shard = 0;
   };
-  SourceSlot make_source(const config::SourceConfig& src);
+  /// The sources `src` describes: a spool source, or a Redis source per shard.
+  std::vector<SourceSlot> make_sources(const config::SourceConfig& src);
+  /// One shard of the queue: its store, and the one writer of the ends of the jobs held there.
+  struct Shard {
+    store::QueueStore* store = nullptr;
+    std::unique_ptr<store::Settler> settler;
+  };
+  /// The pause flag (set when any shard's is) and the cancel requests of every shard.
+  async::Task<store::OpResult<store::Control>> read_control();
+  /// Once per start: the queue in the registry, and its shard count written for jobqctl.
+  async::Task<bool> register_queue();
   /// A source dropped by a reload, taken out of service without losing or repeating a job.
   async::Task<void> retire(SourceSlot slot);
 
@@ -167,7 +180,7 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   std::unordered_map<std::string, std::unique_ptr<JobRun>> runs_;
   std::size_t running_ = 0;
   // After the runs: destroyed first, so that no settlement answer reaches a run that is gone.
-  store::Settler settler_;
+  std::vector<Shard> shards_;
   // After the settler: sources push to it.
   std::vector<SourceSlot> sources_;
   std::vector<async::JoinHandle<void>> retiring_;
@@ -184,9 +197,9 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   async::JoinHandle<void> dispatch_task_;
 };
 
-/// A queue's settings for its store, from the config.
+/// The settings of a queue's store for shard `shard`, from the config.
 store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSection& d,
                             const config::StateSection& state, const std::string& prefix,
-                            const std::string& worker);
+                            const std::string& worker, std::size_t shard = 0);
 
 }  // namespace jq::engine

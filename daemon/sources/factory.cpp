@@ -18,7 +18,10 @@ std::unique_ptr<Source> make_source(const config::SourceConfig& src, const confi
     o.dir.recursive = src.recursive;
     o.dir.max_job_bytes = q.max_job_bytes;
     o.quiet = src.quiet;
-    return std::make_unique<SpoolSource>(ctx.store, ctx.settler, ctx.rules, ctx.sink, std::move(o));
+    std::vector<store::Settler*> settlers = ctx.settlers;
+    if (settlers.empty()) settlers.push_back(&ctx.settler);
+    return std::make_unique<SpoolSource>(ctx.store, std::move(settlers), ctx.rules, ctx.sink,
+                                         std::move(o));
   }
   return std::make_unique<RedisSource>(ctx.store, ctx.settler, ctx.sink,
                                        RedisSource::Options{q.fetch_batch, q.delayed_poll});

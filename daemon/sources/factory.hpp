@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "config/config.hpp"
 #include "job/job.hpp"
@@ -14,13 +15,16 @@ namespace jq::sources {
 
 /// What a queue offers the sources that feed it.
 struct SourceContext {
-  store::QueueStore& store;  // the queue's protocol (one per queue, shared by its sources)
-  store::Settler& settler;   // the one writer of its jobs' state changes
+  store::QueueStore& store;  // the protocol of the shard it serves (a spool source: shard 0)
+  store::Settler& settler;   // the one writer of that shard's state changes
   const job::Rules& rules;   // how its jobs are read
   Sink& sink;                // its buffer
   /// This daemon's name for a spool directory's work folder and lock: unique per source made,
   /// so that one a reload makes can run beside the one it replaces.
   std::string owner;
+  /// A sharded queue: every shard's writer, shard 0 first (a spool job's state, claim and end
+  /// go to its id's home shard); the settler alone otherwise.
+  std::vector<store::Settler*> settlers;
 };
 
 /// The source `src` describes, for queue `q`.

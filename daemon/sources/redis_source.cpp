@@ -116,6 +116,7 @@ async::Task<void> RedisSource::fetcher() {
       // (recovery). Nothing of it runs here; reconcile returns what is still ours.
       if (batch.lease_lost) lease_ok_.clear();
       for (const auto& r : batch.jobs) store_.forget(r.token);
+      for (const auto& a : batch.away) store_.forget(a.token);
       for (const auto& w : batch.waits) store_.forget(w.first.token);
       for (const auto& r : got.unclaimed.jobs) store_.forget(r.token);
       continue;
@@ -206,6 +207,13 @@ void RedisSource::give_back_all(store::QueueStore::Waited& fetched) {
   auto& batch = *fetched.got;
   for (auto& w : batch.waits) settler_.push(store::held::wait(w.first));
   batch.waits.clear();
+  // Another shard's jobs, not read here: back exactly as they came (forwarded when next taken).
+  for (auto it = batch.away.rbegin(); it != batch.away.rend(); ++it) {
+    store::Reading r;
+    r.token = it->token;
+    settler_.push(store::held::back(r, false));
+  }
+  batch.away.clear();
   for (auto it = batch.jobs.rbegin(); it != batch.jobs.rend(); ++it) {
     const std::uint64_t token = it->token;
     hold(*it);
@@ -218,6 +226,7 @@ void RedisSource::give_back_all(store::QueueStore::Waited& fetched) {
 
 async::Task<void> RedisSource::hand_over(store::Fetched batch) {
   const std::string& q = store_.settings().queue;
+  if (!batch.away.empty()) co_await store_.forward(std::move(batch.away));
   for (auto& r : batch.jobs) {
     Arrival a;
     a.from = this;

@@ -14,6 +14,7 @@
 
 #include "job/id.hpp"
 #include "job/text.hpp"
+#include "store/shards.hpp"
 
 namespace jq::sources {
 namespace {
@@ -65,10 +66,10 @@ struct SpoolSource::Hook final : store::OnSettled {
   }
 };
 
-SpoolSource::SpoolSource(store::QueueStore& store, store::Settler& settler, const job::Rules& rules,
-                         Sink& sink, Options options)
+SpoolSource::SpoolSource(store::QueueStore& store, std::vector<store::Settler*> settlers,
+                         const job::Rules& rules, Sink& sink, Options options)
     : store_(store),
-      settler_(settler),
+      settlers_(std::move(settlers)),
       s_(store.settings()),
       rules_(rules),
       sink_(sink),
@@ -81,7 +82,9 @@ SpoolSource::~SpoolSource() {
   }
   // Settlements still queued must not tell a source that is gone (a reload let go of it while
   // Redis was away): their files stay claimed on disk, and run again.
-  for (auto& h : hooks_) settler_.disown(&h);
+  for (auto& h : hooks_) {
+    for (auto* settler : settlers_) settler->disown(&h);
+  }
 }
 
 void SpoolSource::start() {
@@ -641,7 +644,8 @@ void SpoolSource::push(std::uint64_t ticket, store::Settlement s, Then then, sto
   Hook& h = hooks_.emplace_back(*this, ticket, then, done, delay, std::move(error_json));
   h.self = std::prev(hooks_.end());
   s.notify = &h;
-  settler_.push(std::move(s));
+  // The id's home shard: where its claim and state live, whichever source runs it.
+  settlers_[store::home_shard(s.id, settlers_.size())]->push(std::move(s));
 }
 
 void SpoolSource::one_settled() {

@@ -44,8 +44,9 @@ class SpoolSource final : public Source, public Delivery {
     SpoolDir::Options dir;
     Millis quiet{1000};
   };
-  SpoolSource(store::QueueStore& store, store::Settler& settler, const job::Rules& rules,
-              Sink& sink, Options options);
+  /// `settlers`: the queue's, one per shard (shard 0 first); each job's go to its id's home.
+  SpoolSource(store::QueueStore& store, std::vector<store::Settler*> settlers,
+              const job::Rules& rules, Sink& sink, Options options);
   SpoolSource(const SpoolSource&) = delete;
   SpoolSource& operator=(const SpoolSource&) = delete;
   ~SpoolSource() override;
@@ -134,7 +135,7 @@ class SpoolSource final : public Source, public Delivery {
   std::string error_json(const File& f, const std::string& error, job::ErrorKind kind) const;
 
   store::QueueStore& store_;
-  store::Settler& settler_;
+  std::vector<store::Settler*> settlers_;
   const store::Settings& s_;  // the queue's, retuned in place by a reload
   const job::Rules& rules_;
   Sink& sink_;

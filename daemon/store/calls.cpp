@@ -524,7 +524,7 @@ Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::st
 Call<std::size_t> read_shards(const Keys& k) {
   const std::string key = k.shards;
   return command<std::size_t>({"GET", key}, [key](Reply r) -> OpResult<std::size_t> {
-    if (r.type == Type::nil) return std::size_t{1};
+    if (r.type == Type::nil) return std::size_t{0};
     auto v = int_of(r);
     if (!v || *v < 1 || *v > static_cast<long long>(kMaxShards)) {
       return OpError{OpError::Kind::shape, key + " should hold the queue's shard count (1.." +

@@ -143,8 +143,9 @@ Call<redis::Done> register_queue(const std::string& prefix, const std::string& q
 /// The queues daemons have served (sorted); an error when the key holds something else.
 Call<std::vector<std::string>> registered_queues(const std::string& prefix);
 Call<Depths> depths(const Keys& k);
-/// The shard count the queue's daemons run it with (its `shards` key; 1 when there is none); a
-/// shape error naming the key when it holds anything but 1..kMaxShards.
+/// The shard count the queue's daemons run it with (its `shards` key; 0 when none was written:
+/// a queue of one shard, or one no daemon has served yet); a shape error naming the key when it
+/// holds anything but 1..kMaxShards.
 Call<std::size_t> read_shards(const Keys& k);
 /// Writes the shard count (over whatever was there).
 Call<redis::Done> write_shards(const Keys& k, std::size_t n);

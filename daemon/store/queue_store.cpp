@@ -6,6 +6,7 @@
 
 #include "job/id.hpp"
 #include "store/scripts.hpp"
+#include "store/shards.hpp"
 
 namespace jq::store {
 namespace {
@@ -63,6 +64,9 @@ Reading read_held(std::uint64_t token, std::string_view held, const job::Rules& 
     // A job that brings no id has the one jobqd gave it when it first came (parse took it from
     // the marker: its copies carry it there only).
     r.nonce = m->nonce;
+  } else if (j.id_assigned && s.shards > 1) {
+    // A sharded queue: the id jobqd gives a job lives in the shard it was fetched from.
+    j.id = new_id_in(s.shard, s.shards);
   }
   r.id = j.id;
   r.claims = !j.id_assigned || (m && !m->nonce.empty());
@@ -82,7 +86,8 @@ QueueStore::QueueStore(redis::Client& main, redis::Client& blocking, Settings se
       blocking_(blocking),
       s_(std::move(settings)),
       rules_(std::move(rules)),
-      keys_(s_.prefix, s_.queue) {}
+      keys_(s_.prefix, s_.queue, shard_tags(s_.queue, s_.shards).at(s_.shard)),
+      next_token_((static_cast<std::uint64_t>(s_.shard) << 40) + 1) {}
 
 // ---- the lease ----
 
@@ -200,6 +205,7 @@ async::Task<QueueStore::Waited> QueueStore::fetch(std::size_t n, Unclaimed claim
     co_return out;
   }
   for (auto& r : got->jobs) ready.jobs.push_back(std::move(r));
+  ready.away = std::move(got->away);
   ready.lease_lost = got->lease_lost;
   ready.paused = got->paused;
   ready.popped = got->popped;
@@ -287,6 +293,12 @@ OpResult<Fetched> QueueStore::take(OpResult<FetchBatch> got, Unclaimed& unclaime
       continue;
     }
     Reading r = read_held(h.token, h.copy, rules_, s_, batch.now);
+    if (r.job && r.claims && s_.shards > 1) {
+      if (const std::size_t home = home_shard(r.id, s_.shards); home != s_.shard) {
+        out.away.push_back({h.token, home, std::move(h.copy)});
+        continue;
+      }
+    }
     if (r.job && r.claims) {
       const std::string holder = s_.worker + ":" + std::to_string(h.token);
       read.asks.push_back(
@@ -333,6 +345,45 @@ async::Task<std::optional<OpError>> QueueStore::claimed(Unclaimed u,
     if (!waits[i]) out.jobs.push_back(std::move(u.jobs[i]));
   }
   co_return std::nullopt;
+}
+
+async::Task<void> QueueStore::forward(std::vector<Away> away) {
+  // Per home shard, one LPUSH in fetch order (the oldest is taken first there too).
+  std::vector<std::uint64_t> pushed;
+  for (std::size_t home = 0; home < shards_.size(); ++home) {
+    std::vector<std::string> copies;
+    std::vector<std::uint64_t> tokens;
+    for (auto& a : away) {
+      if (a.home != home) continue;
+      copies.push_back(std::move(a.copy));
+      tokens.push_back(a.token);
+    }
+    if (copies.empty()) continue;
+    QueueStore& to = *shards_[home];
+    const auto push = push_pending(to.keys_, copies);
+    OpResult<long long> r = co_await run(to.main_, push);
+    if (!r.ok()) {
+      if (upkeep_errors_.due()) {
+        spdlog::warn(
+            "queue {}: cannot forward {} job(s) to their home shard {} ({}): {}; they go back to "
+            "{} and come again",
+            s_.queue, copies.size(), home, to.keys_.pending, r.error().message, keys_.pending);
+      }
+      continue;
+    }
+    pushed.insert(pushed.end(), tokens.begin(), tokens.end());
+  }
+  if (!pushed.empty()) {
+    const auto drop = drop_held(keys_, s_.worker, pushed);
+    OpResult<long long> r = co_await run(main_, drop);
+    if (!r.ok() && upkeep_errors_.due()) {
+      spdlog::warn(
+          "queue {}: {} job(s) forwarded to their home shard are still held in {}: {}; they come "
+          "again (at least once: their ids' claims keep them from running at once)",
+          s_.queue, pushed.size(), keys_.inflight(s_.worker), r.error().message);
+    }
+  }
+  for (const auto& a : away) held_.erase(a.token);
 }
 
 async::Task<void> QueueStore::check_claim(const std::string& id, const std::string& owner) {
@@ -393,7 +444,7 @@ RecoverItem QueueStore::take_back_item(const std::string& token, const std::stri
   }
   // An id jobqd made up at its fetch and never wrote anywhere (it would be in the marker): a
   // new one now, that its copies keep.
-  if (!r.copy.marker && !r.claims) r.id = job::new_id();
+  if (!r.copy.marker && !r.claims) r.id = new_id_in(s_.shard, s_.shards);
   it.id = r.id;
   it.attempts = r.attempt;  // the attempt that was running counts: it was lost with its worker
   it.max = r.max_attempts;

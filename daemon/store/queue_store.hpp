@@ -47,6 +47,9 @@ struct Settings {
   /// waiting at most wait_timeout; 0: at once (Redis' asynchronous replication).
   std::uint64_t wait_replicas = 0;
   Millis wait_timeout = 1s;
+  /// Which of the queue's shards this store serves, of how many (store/shards.hpp).
+  std::size_t shard = 0;
+  std::size_t shards = 1;
 
   /// A config reload: takes what may change on a running queue from `next` (never the prefix,
   /// queue, worker or lease).
@@ -84,12 +87,21 @@ struct Reading {
 Reading read_held(std::uint64_t token, std::string_view copy, const job::Rules& rules,
                   const Settings& s, std::int64_t now);
 
+/// A job fetched from one shard whose id lives in another (a sharded queue): it is not claimed
+/// here, but forwarded to its home shard (QueueStore::forward), as it was held.
+struct Away {
+  std::uint64_t token = 0;
+  std::size_t home = 0;
+  std::string copy;
+};
+
 /// What a fetch (and the claim after it) brought, ready to hand over.
 struct Fetched {
   std::vector<Reading> jobs;  // held and claimed (or invalid: to be settled dead)
   /// Held, but another job owns their id: each goes to wait in delayed for a second
   /// (held::wait), and the claim that owns its id is named (check_claim may find it stale).
   std::vector<std::pair<Reading, std::string>> waits;
+  std::vector<Away> away;  // to forward home before the others are handed over
   bool lease_lost = false;
   bool paused = false;
   std::size_t popped = 0;  // jobs this call's fetch took from pending
@@ -161,6 +173,16 @@ class QueueStore {
   async::Task<void> unblock();
   bool waiting() const noexcept { return waiting_; }
 
+  /// A sharded queue: the stores of all its shards, in order (this one among them), for
+  /// forward(). Set before the first fetch.
+  void join(std::vector<QueueStore*> shards) { shards_ = std::move(shards); }
+  /// Sends jobs of another shard home: pushed onto their home shard's pending, then dropped from
+  /// this worker's hold here; the tokens are let go either way. A job whose push failed stays
+  /// held in Redis and goes back to this shard's pending with the next reconcile (then comes
+  /// here again); one pushed whose drop failed is in both places, and its id's claim keeps the
+  /// two from running at once (at least once, as after any crash).
+  async::Task<void> forward(std::vector<Away> away);
+
   /// Drops `owner`'s claim on `id` if no job holds it any more (garbage, a job deleted by hand),
   /// so that the jobs waiting for that id do not wait for ever. At most once a second per id.
   async::Task<void> check_claim(const std::string& id, const std::string& owner);
@@ -219,6 +241,9 @@ class QueueStore {
   Settings s_;
   job::Rules rules_;
   Keys keys_;
+  std::vector<QueueStore*> shards_;
+  // Each shard's tokens in a range of their own: the heartbeat names the queue's running jobs by
+  // token, whatever shard holds them.
   std::uint64_t next_token_ = 1;
   std::unordered_set<std::uint64_t> held_;
   std::int64_t clock_offset_ = 0;

@@ -373,7 +373,8 @@ TEST_CASE(
   REQUIRE(stalled);
   const auto health = get(addr, "/healthz").body;
   INFO(health);
-  CHECK(health.rfind("queue q stalled: 3 job(s) pending in Redis and room for ", 0) == 0);
+  CHECK(health.rfind("queue q stalled: 3 job(s) pending in jobq:{q}:pending and room for ", 0) ==
+        0);
   CHECK(health.find("but no job fetched for ") != std::string::npos);
   const auto m = get(addr, "/metrics").body;
   CHECK(sample(m, R"(jobqd_queue_stalled{queue="q"})") == 1);
