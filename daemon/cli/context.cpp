@@ -1,7 +1,9 @@
 // jobqctl's shared ground: the target, the connection, argument checks, times, tables.
 #include "cli/context.hpp"
 
+#include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <ctime>
 #include <iostream>
 #include <ostream>
@@ -9,6 +11,7 @@
 #include "job/id.hpp"
 #include "job/text.hpp"
 #include "ops/embedded_redis.hpp"
+#include "store/shards.hpp"
 
 namespace jq::cli {
 
@@ -75,6 +78,87 @@ redis::SyncClient connect(const Target& t) {
 
 store::Keys keys(const Target& t, const std::string& queue) {
   return store::Keys(t.prefix, queue);
+}
+
+std::size_t shard_count(redis::SyncClient& c, const Target& t, const std::string& queue) {
+  if (auto known = t.shard_counts.find(queue); known != t.shard_counts.end()) {
+    return known->second;
+  }
+  // The reply itself, not read_shards' value: "no key" (nil) must be told from a written 1, so
+  // that the config's count fills in only for a queue no daemon has written one for yet.
+  const auto read = store::read_shards(keys(t, queue));
+  store::append(c, read.req);
+  auto reply = c.read();
+  if (!reply.ok()) throw Exit{kFailure, reply.error().message};
+  const config::QueueConfig* qc = t.cfg ? t.cfg->queue(queue) : nullptr;
+  std::size_t n = 1;
+  if (reply->is_nil() && qc) {
+    n = static_cast<std::size_t>(qc->shards);
+  } else if (auto value = read.decode(std::move(*reply)); value.ok()) {
+    n = *value;
+  } else {
+    throw Exit{kFailure, value.error().message +
+                             ": every jobqd serving the queue writes it at its start "
+                             "(queues." +
+                             queue +
+                             ".shards of its config); set it to that, or delete it and "
+                             "restart them"};
+  }
+  t.shard_counts.emplace(queue, n);
+  return n;
+}
+
+std::vector<store::Keys> shard_keys(redis::SyncClient& c, const Target& t,
+                                    const std::string& queue) {
+  std::vector<store::Keys> out;
+  for (const auto& tag : store::shard_tags(queue, shard_count(c, t, queue))) {
+    out.emplace_back(t.prefix, queue, tag);
+  }
+  return out;
+}
+
+store::Keys home_keys(redis::SyncClient& c, const Target& t, const std::string& queue,
+                      const std::string& id) {
+  const std::size_t n = shard_count(c, t, queue);
+  const std::size_t home = store::home_shard(id, n);
+  if (home == 0) return keys(t, queue);
+  // Only the home's tag is needed, but shard k's tag depends on the windows before it.
+  return store::Keys(t.prefix, queue, store::shard_tags(queue, n)[home]);
+}
+
+std::vector<std::size_t> search_order(std::size_t home, std::size_t shards) {
+  std::vector<std::size_t> out{home};
+  for (std::size_t i = 0; i < shards; ++i) {
+    if (i != home) out.push_back(i);
+  }
+  return out;
+}
+
+std::vector<Scored> lowest(redis::SyncClient& c, const std::vector<store::Keys>& shards,
+                           SliceCall slice, std::size_t limit) {
+  const auto last = static_cast<long long>(limit) - 1;
+  std::vector<Scored> out;
+  std::size_t shard = 0;
+  for (auto& entries :
+       call_each(c, shards, [&](const store::Keys& k) { return slice(k, 0, last); })) {
+    for (auto& [member, score] : entries) {
+      out.push_back({std::move(member), std::move(score), shard});
+    }
+    ++shard;
+  }
+  // Stable: one shard's own order (ties by member) stays. Scores are numbers Redis wrote.
+  std::stable_sort(out.begin(), out.end(), [](const Scored& a, const Scored& b) {
+    return std::strtod(a.score.c_str(), nullptr) < std::strtod(b.score.c_str(), nullptr);
+  });
+  if (out.size() > limit) out.resize(limit);
+  return out;
+}
+
+long long summed(redis::SyncClient& c, const std::vector<store::Keys>& shards,
+                 store::Call<long long> (*count)(const store::Keys&)) {
+  long long sum = 0;
+  for (const auto n : call_each(c, shards, count)) sum += n;
+  return sum;
 }
 
 const std::string& queue_arg(const std::string& queue) {

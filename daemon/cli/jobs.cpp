@@ -9,6 +9,7 @@
 #include "config/units.hpp"
 #include "job/text.hpp"
 #include "store/marker.hpp"
+#include "store/shards.hpp"
 
 namespace jq::cli {
 namespace {
@@ -71,6 +72,35 @@ Seen look(redis::SyncClient& c, const store::Keys& k, const std::string& id) {
   return s;
 }
 
+// What status and wait see of job `id` in queue `q`: at its home shard, else at the first other
+// shard (search_order) holding a state for it: an id jobqd gave a job it could not read may live
+// in the shard that job was fetched from.
+Seen look_anywhere(redis::SyncClient& c, const Target& t, const std::string& q,
+                   const std::string& id) {
+  const auto shards = shard_keys(c, t, q);
+  const auto order = search_order(store::home_shard(id, shards.size()), shards.size());
+  Seen home = look(c, shards[order.front()], id);
+  if (!home.state.empty() || !home.held_by.empty()) return home;
+  for (std::size_t i = 1; i < order.size(); ++i) {
+    if (!call(c, store::read_state(shards[order[i]], id)).empty()) {
+      return look(c, shards[order[i]], id);
+    }
+  }
+  return home;
+}
+
+// Whether queue `q` knows of job `id`: a state in any of its shards (its home first), or a
+// claim at its home.
+bool knows(redis::SyncClient& c, const Target& t, const std::string& q, const std::string& id) {
+  const auto shards = shard_keys(c, t, q);
+  const std::size_t home = store::home_shard(id, shards.size());
+  for (const auto i : search_order(home, shards.size())) {
+    if (!call(c, store::read_state(shards[i], id)).empty()) return true;
+    if (i == home && !call(c, store::read_claim(shards[i], id)).empty()) return true;
+  }
+  return false;
+}
+
 // Finds which queue holds job `id`: the one given, else each queue jobqctl knows of.
 std::string find_queue(redis::SyncClient& c, const Target& t, const std::string& id,
                        const std::string& queue) {
@@ -78,9 +108,7 @@ std::string find_queue(redis::SyncClient& c, const Target& t, const std::string&
   id_arg(id);
   const auto names = known_queues(c, t);
   for (const auto& q : names) {
-    const auto k = keys(t, q);
-    if (!call(c, store::read_state(k, id)).empty()) return q;
-    if (!call(c, store::read_claim(k, id)).empty()) return q;
+    if (knows(c, t, q, id)) return q;
   }
   throw Exit{kFailure,
              "no job " + id + " in any known queue (" +
@@ -101,7 +129,6 @@ int wait_for_job(const Target& t, const std::string& queue, const std::string& i
                  redis::SyncClient& c) {
   const bool bounded = timeout.has_value();
   const auto deadline = std::chrono::steady_clock::now() + timeout.value_or(config::Millis(0));
-  const auto k = keys(t, queue);
   auto finish = [&](store::State h) {
     const std::string status = h["status"];
     if (as_json) {
@@ -125,7 +152,7 @@ int wait_for_job(const Target& t, const std::string& queue, const std::string& i
   };
   std::string announced;  // a final status an event told of, for a job whose state is gone
   for (;;) {
-    const Seen seen = look(c, k, id);
+    const Seen seen = look_anywhere(c, t, queue, id);
     if (final_status(seen.status)) return finish(seen.state);
     if (seen.state.empty() && seen.held_by.empty() && !announced.empty()) {
       return finish({{"status", announced}});
@@ -159,8 +186,7 @@ int cmd_status(const Globals& g, const std::string& id, const std::string& queue
   Target t = resolve(g);
   auto c = connect(t);
   const std::string q = find_queue(c, t, id, queue);
-  const auto k = keys(t, q);
-  Seen seen = look(c, k, id);
+  Seen seen = look_anywhere(c, t, q, id);
   if (seen.state.empty() && seen.held_by.empty()) {
     throw Exit{kFailure, "no job " + id + " in queue " + q};
   }
@@ -192,6 +218,8 @@ namespace {
 struct Copy {
   std::string where;  // pending, delayed
   std::string body;
+  std::string score;  // delayed: when it is due
+  bool away = false;  // in shard 0, not in its id's home shard (not forwarded there yet)
 };
 
 // The id a copy names: its marker's, else its JSON's own.
@@ -218,7 +246,7 @@ std::vector<Copy> copies_of(redis::SyncClient& c, const store::Keys& k, const st
   const long long n = call(c, store::pending_length(k));
   for (long long from = 0; from < n; from += kSlice) {
     for (auto& e : call(c, store::pending_slice(k, from, from + kSlice - 1))) {
-      if (is_it(e)) pending.push_back({"pending", std::move(e)});
+      if (is_it(e)) pending.push_back({"pending", std::move(e), "", false});
     }
   }
   std::reverse(pending.begin(), pending.end());  // consumed from the right: the oldest first
@@ -228,7 +256,7 @@ std::vector<Copy> copies_of(redis::SyncClient& c, const store::Keys& k, const st
       if (!is_it(e)) continue;
       store::Copy split = store::split(e);
       auto& to = split.marker && split.marker->attempts > 0 ? retries : delayed;
-      to.push_back({"delayed", std::move(e)});
+      to.push_back({"delayed", std::move(e), std::move(score), false});
     }
   }
   std::vector<Copy> out = std::move(retries);
@@ -236,6 +264,22 @@ std::vector<Copy> copies_of(redis::SyncClient& c, const store::Keys& k, const st
     out.insert(out.end(), std::make_move_iterator(v->begin()), std::make_move_iterator(v->end()));
   }
   return out;
+}
+
+// Moves a copy found away from its id's home shard (in shard 0) home, as a daemon fetching it
+// would, so that the cancel script finds it there with the job's state and claim (one script
+// touches one shard). Taken out first: false when a daemon took it meanwhile (look again), and
+// never two copies of it. Were jobqctl to die between the two steps, the job being cancelled
+// would be lost, not run twice.
+bool bring_home(redis::SyncClient& c, const store::Keys& from, const store::Keys& home,
+                const Copy& copy) {
+  if (!call(c, store::take_copy(from, copy.where, copy.body))) return false;
+  if (copy.where == "pending") {
+    call(c, store::push_pending(home, {copy.body}));
+  } else {
+    call(c, store::put_delayed(home, copy.body, copy.score));
+  }
+  return true;
 }
 
 // How a cancel ended: `status` the job's final one, `was` what it was doing when asked to stop
@@ -271,7 +315,11 @@ int cmd_cancel(const Globals& g, const std::string& id_given, const std::string&
   Target t = resolve(g);
   auto c = connect(t);
   const std::string q = find_queue(c, t, id, queue);
-  const auto k = keys(t, q);
+  // The request and the state at the job's home; its copies there, and in shard 0, where a
+  // plain LPUSH lands before a daemon sends it home.
+  const auto shards = shard_keys(c, t, q);
+  const std::size_t home = store::home_shard(id, shards.size());
+  const store::Keys& k = shards[home];
   const config::QueueConfig* qc = t.cfg ? t.cfg->queue(q) : nullptr;
   const config::Millis keep = qc ? qc->retain.failed : config::QueueConfig{}.retain.failed;
   auto sub = connect(t);
@@ -291,7 +339,18 @@ int cmd_cancel(const Globals& g, const std::string& id_given, const std::string&
     bool request = !seen.held_by.empty();
     bool raced = false;
     if (!request && was.empty()) {
-      for (const auto& copy : copies_of(c, k, id)) {
+      std::vector<Copy> copies = copies_of(c, k, id);
+      if (home != 0) {
+        for (auto& copy : copies_of(c, shards.front(), id)) {
+          copy.away = true;
+          copies.push_back(std::move(copy));
+        }
+      }
+      for (const auto& copy : copies) {
+        if (copy.away && !bring_home(c, shards.front(), k, copy)) {
+          raced = true;
+          break;
+        }
         const std::string why = copy.where == "pending" ? "queued" : "waiting in delayed";
         auto r = call(c, store::cancel(k, q, id, copy.where, copy.body, keep,
                                        "cancelled by jobqctl cancel while " + why));
@@ -374,7 +433,7 @@ JobRow describe(const std::string& raw) {
 
 // The jobs daemons hold, running or buffered, told apart by what each daemon says it runs (its
 // heartbeat); up to `limit` into `rows`. Returns how many there are.
-std::size_t held_rows(redis::SyncClient& c, const Target& t, const store::Keys& k,
+std::size_t held_rows(redis::SyncClient& c, const Target& t, const std::vector<store::Keys>& shards,
                       const std::string& queue, bool running_ones, std::size_t limit,
                       std::vector<JobRow>& rows) {
   auto workers = call(c, store::read_workers(t.prefix));
@@ -387,23 +446,42 @@ std::size_t held_rows(redis::SyncClient& c, const Target& t, const store::Keys& 
     running[h.worker].insert(q->second.running_tokens.begin(), q->second.running_tokens.end());
   }
   std::size_t total = 0;
-  for (const auto& w : call(c, store::lease_holders(k))) {
-    auto held = store::run(c, store::held_copies(k, w));
-    if (!held.ok()) continue;
-    for (const auto& [token, copy] : *held) {
-      const auto tok = whole_number(token);
-      // A daemon that does not say (gone, or another version): its jobs count as running.
-      const bool runs =
-          !told.count(w) || (tok && running[w].count(static_cast<std::uint64_t>(*tok)));
-      if (runs != running_ones) continue;
-      ++total;
-      if (rows.size() >= limit) continue;
-      JobRow row = describe(copy);
-      row.where = w;
-      rows.push_back(std::move(row));
+  // Each shard has its leases and holds (a daemon holds a lease in every shard it fetches from).
+  for (const auto& k : shards) {
+    for (const auto& w : call(c, store::lease_holders(k))) {
+      auto held = store::run(c, store::held_copies(k, w));
+      if (!held.ok()) continue;
+      for (const auto& [token, copy] : *held) {
+        const auto tok = whole_number(token);
+        // A daemon that does not say (gone, or another version): its jobs count as running.
+        const bool runs =
+            !told.count(w) || (tok && running[w].count(static_cast<std::uint64_t>(*tok)));
+        if (runs != running_ones) continue;
+        ++total;
+        if (rows.size() >= limit) continue;
+        JobRow row = describe(copy);
+        row.where = w;
+        rows.push_back(std::move(row));
+      }
     }
   }
   return total;
+}
+
+// The pending jobs of every shard (each oldest first) as one list, `limit` at most. A pending job
+// carries no time to order them by: each shard's next oldest in turn.
+std::vector<JobRow> interleaved(std::vector<std::vector<JobRow>> shards, std::size_t limit) {
+  std::vector<JobRow> out;
+  for (std::size_t i = 0; out.size() < limit; ++i) {
+    bool more = false;
+    for (auto& rows : shards) {
+      if (i >= rows.size() || out.size() >= limit) continue;
+      out.push_back(std::move(rows[i]));
+      more = true;
+    }
+    if (!more) break;
+  }
+  return out;
 }
 
 // The rows as `jobs` prints them: JSON, or a table with a line saying what was left out.
@@ -464,31 +542,37 @@ int cmd_jobs(const Globals& g, const std::string& queue_given, const std::string
   const std::string& queue = queue_arg(queue_given);
   Target t = resolve(g);
   auto c = connect(t);
-  const auto k = keys(t, queue);
+  const auto shards = shard_keys(c, t, queue);
   std::vector<JobRow> rows;
   std::size_t total = 0;
   const long long n = static_cast<long long>(limit);
-  if (state == "pending") {
-    total = static_cast<std::size_t>(call(c, store::pending_length(k)));
-    // Taken from the right: the oldest is the last element.
-    auto items = call(c, store::pending_slice(k, -n, -1));
-    for (auto it = items.rbegin(); it != items.rend(); ++it) rows.push_back(describe(*it));
+  if (state == "running" || state == "buffered") {
+    total = held_rows(c, t, shards, queue, state == "running", limit, rows);
+  } else if (state == "pending") {
+    total = static_cast<std::size_t>(summed(c, shards, store::pending_length));
+    // The oldest `limit` of each shard. Taken from the right: the oldest is the last element.
+    std::vector<std::vector<JobRow>> found;
+    for (const auto& items : call_each(
+             c, shards, [&](const store::Keys& k) { return store::pending_slice(k, -n, -1); })) {
+      auto& into = found.emplace_back();
+      for (auto it = items.rbegin(); it != items.rend(); ++it) into.push_back(describe(*it));
+    }
+    rows = interleaved(std::move(found), limit);
   } else if (state == "delayed") {
-    total = static_cast<std::size_t>(call(c, store::delayed_count(k)));
-    for (auto& [job, score] : call(c, store::delayed_slice(k, 0, n - 1))) {
-      JobRow row = describe(job);
-      row.when = score;
+    total = static_cast<std::size_t>(summed(c, shards, store::delayed_count));
+    for (auto& e : lowest(c, shards, store::delayed_slice, limit)) {
+      JobRow row = describe(e.member);
+      row.when = std::move(e.score);
       rows.push_back(std::move(row));
     }
-  } else if (state == "running" || state == "buffered") {
-    total = held_rows(c, t, k, queue, state == "running", limit, rows);
   } else {  // dead
-    total = static_cast<std::size_t>(call(c, store::dead_count(k)));
-    for (auto& [id, score] : call(c, store::dead_slice(k, 0, n - 1))) {
+    total = static_cast<std::size_t>(summed(c, shards, store::dead_count));
+    for (auto& e : lowest(c, shards, store::dead_slice, limit)) {
       JobRow row;
-      row.id = id;
-      row.when = score;
-      auto h = call(c, store::read_state(k, id));
+      row.id = std::move(e.member);
+      row.when = std::move(e.score);
+      // Its state in the shard it died in.
+      auto h = call(c, store::read_state(shards[e.shard], row.id));
       row.payload = h["error_kind"] + ": " + h["error"];
       rows.push_back(std::move(row));
     }

@@ -73,9 +73,18 @@ json rows_of(redis::SyncClient& c, const Target& t) {
   }
   json out = json::array();
   for (const auto& name : names) {
-    const auto k = keys(t, name);
-    const auto d = call(c, store::depths(k));
-    const bool paused = call(c, store::is_paused(k));
+    // Summed over the queue's shards (a depth a shard cannot tell, -1, makes the sum -1 too); it
+    // is paused when any shard is (that shard's jobs wait).
+    const auto shards = shard_keys(c, t, name);
+    store::Depths d;
+    auto add = [](long long& sum, long long part) { sum = sum < 0 || part < 0 ? -1 : sum + part; };
+    for (const auto& s : call_each(c, shards, store::depths)) {
+      add(d.pending, s.pending);
+      add(d.delayed, s.delayed);
+      add(d.dead, s.dead);
+    }
+    bool paused = false;
+    for (const bool p : call_each(c, shards, store::is_paused)) paused = paused || p;
     const store::Activity a = active.count(name) ? active.at(name) : store::Activity{};
     auto p50 = quantile(a.le, a.counts, 0.5), p99 = quantile(a.le, a.counts, 0.99);
     auto num = [](std::optional<double> v) { return v && !std::isinf(*v) ? json(*v) : json(); };
@@ -86,6 +95,7 @@ json rows_of(redis::SyncClient& c, const Target& t) {
                    {"buffered", a.buffered},
                    {"dead", d.dead},
                    {"paused", paused},
+                   {"shards", shards.size()},
                    {"daemons", a.daemons},
                    {"succeeded_per_min", a.succeeded_1m},
                    {"failed_per_min", a.failed_1m},
@@ -117,7 +127,8 @@ int cmd_queues(const Globals& g) {
                      {"running", r["running"]},
                      {"buffered", r["buffered"]},
                      {"dead", r["dead"]},
-                     {"paused", r["paused"]}});
+                     {"paused", r["paused"]},
+                     {"shards", r["shards"]}});
     }
     std::cout << dump(out) << "\n";
     return kOk;
@@ -233,7 +244,14 @@ int cmd_pause(const Globals& g, const std::string& queue_given, bool pause) {
   const std::string& queue = queue_arg(queue_given);
   Target t = resolve(g);
   auto c = connect(t);
-  const bool changed = call(c, store::set_paused(keys(t, queue), pause, now_ms()));
+  // Every shard's flag (each shard's fetch checks its own): changed when any one did.
+  const std::int64_t now = now_ms();
+  bool changed = false;
+  for (const bool one : call_each(c, shard_keys(c, t, queue), [&](const store::Keys& k) {
+         return store::set_paused(k, pause, now);
+       })) {
+    changed = changed || one;
+  }
   if (g.json_out) {
     std::cout << json({{"queue", queue}, {"paused", pause}, {"changed", changed}}).dump() << "\n";
   } else if (pause) {

@@ -17,6 +17,7 @@
 #include "job/job.hpp"
 #include "job/text.hpp"
 #include "store/marker.hpp"
+#include "store/shards.hpp"
 
 namespace jq::cli {
 namespace {
@@ -120,13 +121,13 @@ int cmd_submit(const Globals& g, const SubmitArgs& a) {
     }
   }
   std::optional<redis::SyncClient> sub;
-  const auto k = keys(t, queue);
   if (a.wait) {
     sub.emplace(connect(t));
-    must(sub->subscribe(k.events));
+    must(sub->subscribe(keys(t, queue).events));
   }
   const std::string copy = store::marked_submission(job.dump(), id, now);
-  if (!call(c, store::submit(k, id, queue, copy, now, run_at))) {
+  // Into the id's home shard, where its state and claim are: no daemon needs to send it there.
+  if (!call(c, store::submit(home_keys(c, t, queue, id), id, queue, copy, now, run_at))) {
     std::cerr << "jobqctl: job " << id
               << " is not over yet; this submission runs after it ends, as a new job\n";
   }
@@ -229,18 +230,18 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
   }
   std::optional<config::Millis> delay;
   if (!a.delay.empty()) delay = duration_arg(a.delay, "--delay");
-  const auto k = keys(t, queue);
-  must(c.load(*store::submit(k, "x", queue, "{}", 0, {}).req.script));
+  const auto shards = shard_keys(c, t, queue);
+  must(c.load(*store::submit(shards.front(), "x", queue, "{}", 0, {}).req.script));
 
   std::vector<Bad> bad;
   std::size_t submitted = 0, waiting = 0, lines = 0, over_cap = 0;
   const bool progress = !g.json_out && isatty(STDERR_FILENO);
-  std::vector<store::Call<bool>> chunk;
-  auto flush = [&] {
-    for (const auto& call : chunk) store::append(c, call.req);
-    for (const auto& call : chunk) {
-      auto r = c.read();
-      auto queued = r.ok() ? call.decode(std::move(*r)) : store::OpResult<bool>(r.error());
+  // A chunk per shard, each job in its id's home: a chunk's calls all go to one slot, so that
+  // on a cluster a chunk is one write to one primary, and the jobs of one id keep their order.
+  std::vector<std::vector<store::Call<bool>>> chunks(shards.size());
+  auto flush = [&](std::vector<store::Call<bool>>& chunk) {
+    if (chunk.empty()) return;
+    for (auto& queued : pipelined(c, chunk)) {
       if (!queued.ok()) {
         throw Exit{kFailure, queued.error().message + " after " + std::to_string(submitted) +
                                  " job(s) were submitted"};
@@ -273,11 +274,13 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
     const std::int64_t now = now_ms();
     const std::optional<std::int64_t> run_at =
         delay ? std::optional<std::int64_t>(now + delay->count()) : std::nullopt;
-    chunk.push_back(
-        store::submit(k, id, queue, store::marked_submission(text, id, now), now, run_at));
-    if (chunk.size() == 1000) flush();
+    const std::size_t home = store::home_shard(id, shards.size());
+    auto& chunk = chunks[home];
+    chunk.push_back(store::submit(shards[home], id, queue, store::marked_submission(text, id, now),
+                                  now, run_at));
+    if (chunk.size() == 1000) flush(chunk);
   }
-  flush();
+  for (auto& chunk : chunks) flush(chunk);
   if (progress) std::cerr << "\n";
   if (submitted + waiting > 0) wait_replicas(t, c, "the jobs are");
   if (over_cap) {

@@ -553,6 +553,15 @@ Call<long long> drop_held(const Keys& k, const std::string& worker,
   return command<long long>(std::move(argv), integer("inflight"));
 }
 
+Call<bool> take_copy(const Keys& k, const std::string& where, const std::string& copy) {
+  if (where == "pending") return command<bool>({"LREM", k.pending, "1", copy}, one("pending"));
+  return command<bool>({"ZREM", k.delayed, copy}, one("delayed"));
+}
+
+Call<redis::Done> put_delayed(const Keys& k, const std::string& copy, const std::string& score) {
+  return command<redis::Done>({"ZADD", k.delayed, score, copy}, done());
+}
+
 Call<long long> pending_length(const Keys& k) {
   return command<long long>({"LLEN", k.pending}, integer("pending"));
 }

@@ -180,6 +180,12 @@ struct CancelAnswer {
 Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::string& id,
                           const std::string& how, const std::string& copy, Millis keep,
                           const std::string& why);
+/// Takes one exact copy out of `where` (pending or delayed): false when it is not there (a daemon
+/// took it). Then push_pending or put_delayed: how jobqctl cancel moves a copy waiting outside its
+/// id's home shard to that home, where the cancel script finds it with the job's state and claim.
+Call<bool> take_copy(const Keys& k, const std::string& where, const std::string& copy);
+/// Adds a copy to delayed, due at `score` (as delayed_slice read it).
+Call<redis::Done> put_delayed(const Keys& k, const std::string& copy, const std::string& score);
 /// Slices of where jobs wait, for jobqctl jobs and cancel.
 Call<long long> pending_length(const Keys& k);
 Call<std::vector<std::string>> pending_slice(const Keys& k, long long from, long long to);
