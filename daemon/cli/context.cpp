@@ -84,19 +84,12 @@ std::size_t shard_count(redis::SyncClient& c, const Target& t, const std::string
   if (auto known = t.shard_counts.find(queue); known != t.shard_counts.end()) {
     return known->second;
   }
-  // The reply itself, not read_shards' value: "no key" (nil) must be told from a written 1, so
-  // that the config's count fills in only for a queue no daemon has written one for yet.
   const auto read = store::read_shards(keys(t, queue));
-  store::append(c, read.req);
-  auto reply = c.read();
-  if (!reply.ok()) throw Exit{kFailure, reply.error().message};
-  const config::QueueConfig* qc = t.cfg ? t.cfg->queue(queue) : nullptr;
-  std::size_t n = 1;
-  if (reply->is_nil() && qc) {
-    n = static_cast<std::size_t>(qc->shards);
-  } else if (auto value = read.decode(std::move(*reply)); value.ok()) {
-    n = *value;
-  } else {
+  auto value = store::run(c, read);
+  if (!value.ok() && value.error().kind != redis::OpError::Kind::shape) {
+    throw Exit{kFailure, value.error().message};
+  }
+  if (!value.ok()) {
     throw Exit{kFailure, value.error().message +
                              ": every jobqd serving the queue writes it at its start "
                              "(queues." +
@@ -104,6 +97,10 @@ std::size_t shard_count(redis::SyncClient& c, const Target& t, const std::string
                              ".shards of its config); set it to that, or delete it and "
                              "restart them"};
   }
+  // None written yet (no daemon has served the queue): the config's count fills in.
+  const config::QueueConfig* qc = t.cfg ? t.cfg->queue(queue) : nullptr;
+  std::size_t n = *value;
+  if (n == 0) n = qc ? static_cast<std::size_t>(qc->shards) : 1;
   t.shard_counts.emplace(queue, n);
   return n;
 }

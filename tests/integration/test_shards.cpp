@@ -281,6 +281,66 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "shards: jobqctl with a daemon on a sharded queue: submit --wait from every shard, cancel a "
+    "running job of shard 2, pause and resume, stats sum the shards",
+    "[integration][shards][jobqctl]") {
+  RedisServer redis;
+  Daemon d(redis,
+           "handlers:\n  echo: {type: builtin, name: echo}\n  sleep: {type: builtin, name: "
+           "sleep}\nqueues:\n  q: {handler: echo, concurrency: 4, shards: 3}\n");
+  d.start();
+  auto r = redis.client();
+  REQUIRE(eventually([&] { return r.str({"GET", "jobq:{q}:shards"}) == "3"; }, 10s));
+  // One id at home in each shard, each waited for.
+  for (std::size_t k = 0; k < 3; ++k) {
+    std::string id;
+    for (int i = 0; id.empty(); ++i) {
+      if (home_shard("w" + std::to_string(i), 3) == k) id = "w" + std::to_string(i);
+    }
+    const auto ran = jobqctl(redis, {"submit", "q", R"({"n":1})", "--id", id, "--wait"});
+    INFO(ran.out);
+    CHECK(ran.code == 0);
+    CHECK(ran.out.find(R"({"n":1})") != std::string::npos);
+    CHECK(r.str({"HGET", "jobq:{" + kTags[k] + "}:job:" + id, "status"}) == "succeeded");
+  }
+  // A long job at home in shard 2, cancelled while it runs.
+  std::string id;
+  for (int i = 0; id.empty(); ++i) {
+    if (home_shard("long" + std::to_string(i), 3) == 2) id = "long" + std::to_string(i);
+  }
+  REQUIRE(
+      jobqctl(redis, {"submit", "q", R"({"ms":60000})", "--id", id, "--handler", "sleep"}).code ==
+      0);
+  REQUIRE(eventually([&] { return !held_by(r, kTags[2], id).empty(); }, 10s));
+  const auto cancel = jobqctl(redis, {"cancel", id, "-q", "q"});
+  INFO(cancel.out);
+  CHECK(cancel.code == 0);
+  CHECK(eventually(
+      [&] {
+        return r.str({"HGET", "jobq:{" + kTags[2] + "}:job:" + id, "status"}) == "cancelled";
+      },
+      10s));
+  // Paused by jobqctl: every shard's flag; the daemon holds jobs of every shard.
+  REQUIRE(jobqctl(redis, {"pause", "q"}).code == 0);
+  REQUIRE(eventually([&] { return d.log().find("queue q: paused") != std::string::npos; }, 10s));
+  const auto later = ids("later", 30);
+  for (const auto& j : later) {
+    REQUIRE(jobqctl(redis, {"submit", "q", "{}", "--id", j}).code == 0);
+  }
+  const auto stats = jobqctl(redis, {"queues", "--json"});
+  INFO(stats.out);
+  const auto rows = nlohmann::json::parse(stats.out);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0]["pending"] == 30);
+  CHECK(rows[0]["paused"] == true);
+  CHECK(rows[0]["shards"] == 3);
+  REQUIRE(jobqctl(redis, {"resume", "q"}).code == 0);
+  CHECK(eventually([&] { return succeeded_at_home(r, later) == later.size(); }, 15s));
+  check_drained(r, kTags);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE(
     "shards: 3 on a 3-primary cluster land on the three primaries; three daemons, one killed "
     "-9 again and again: every job runs, none is lost, every shard is served",
     "[integration][cluster][shards]") {
