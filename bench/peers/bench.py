@@ -5,7 +5,7 @@ bench/README.md.
 
 Environment:
   BENCH_RUNS=3              runs per figure (median of them; latency pools their samples)
-  BENCH_PEERS=throughput,rq,rss,latency,tls,replicas,cluster,ceiling
+  BENCH_PEERS=throughput,rq,rss,latency,tls,replicas,cluster,shards,ceiling
                             the sections to run (all by default)
   BENCH_JOBQD_VARIANT=auto  also measure "jobqd (succeeded: 0)", whose queues get
                             BENCH_JOBQD_VARIANT_KEYS (default `retain: {succeeded: 0}`): `auto`
@@ -383,6 +383,10 @@ class System:
         """After a run: a non-empty string if the run went wrong."""
         return ""
 
+    def remaining_in(self, polls, queue="q"):
+        """Jobs not finished yet, with a poller per Redis node (`polls`: port -> Poller)."""
+        return self.remaining(polls[self.server.node_of(queue).port], queue)
+
 
 class Jobqd(System):
     name = "jobqd"
@@ -486,6 +490,73 @@ class Jobqd(System):
     def probe_argv(self, queue, samples):
         return [NODE, os.path.join(HERE, "jobqd.js"), "probe", str(self.env.redis.port), queue,
                 str(samples)]
+
+
+def shard_tags(queue, n):
+    """What daemon/store/shards.cpp computes (the daemon is the reference: a job sent to a shard
+    other than its id's home is forwarded, which the sharded run's check counts): shard 0 is the
+    queue, shard k the first tag queue#s whose slot is in the k-th window of n not shard 0's."""
+    def window(tag):
+        return key_slot(("{" + tag + "}").encode()) * n // 16384
+    tags = [queue]
+    for w in range(n):
+        if w == window(queue):
+            continue
+        s = 0
+        while window(f"{queue}#{s}") != w:
+            s += 1
+        tags.append(f"{queue}#{s}")
+    return tags
+
+
+def home_shard(job_id, n):
+    """FNV-1a of the id modulo n, as daemon/store/shards.cpp."""
+    h = 14695981039346656037
+    for c in job_id.encode():
+        h = ((h ^ c) * 1099511628211) % (1 << 64)
+    return h % n
+
+
+class ShardedJobqd(Jobqd):
+    """jobqd with `shards: N` on every queue: each job filled into its id's home shard (as jobqctl
+    submit does), and every shard polled, checked and counted."""
+
+    def __init__(self, env, label, shards, server):
+        super().__init__(env, label, extra_queue_keys=f"shards: {shards}", server=server)
+        self.shards = shards
+
+    def fill(self, n, queue="q"):
+        tags = shard_tags(queue, self.shards)
+        by_tag = collections.defaultdict(list)
+        for i in range(n):
+            by_tag[tags[home_shard(f"b{i}", self.shards)]].append(
+                json.dumps({"id": f"b{i}", "payload": {}}, separators=(",", ":")))
+        for tag, jobs in by_tag.items():
+            pipe = self.server.node_of(tag).ctl.pipeline(transaction=False)
+            for start in range(0, len(jobs), 1000):
+                pipe.lpush(f"jobq:{{{tag}}}:pending", *jobs[start:start + 1000])
+            pipe.execute()
+
+    def pending(self, queue="q"):
+        return sum(self.server.node_of(t).ctl.llen(f"jobq:{{{t}}}:pending")
+                   for t in shard_tags(queue, self.shards))
+
+    def ready(self, workers, logs):
+        return all(self.server.node_of(t).ctl.zcard(f"jobq:{{{t}}}:leases") > 0
+                   for q in self.started_queues for t in shard_tags(q, self.shards))
+
+    def remaining_in(self, polls, queue="q"):
+        return sum(Jobqd.remaining(self, polls[self.server.node_of(t).port], t)
+                   for t in shard_tags(queue, self.shards))
+
+    def check(self, queue, n):
+        for t in shard_tags(queue, self.shards):
+            problem = Jobqd.check(self, t, 0)
+            if problem:
+                return f"shard {t}: {problem}"
+        # A job filled outside its home would have been forwarded (one LPUSH by the daemon).
+        forwarded = sum(node.commandstats().get("lpush", 0) for node in self.server.nodes)
+        return f"{forwarded} jobs forwarded to another shard" if forwarded else ""
 
 
 class NodePeer(System):
@@ -651,7 +722,7 @@ def drain(env, system, n, concurrency, processes=1, rss=False, queues=("q",)):
                 if all(p.poll() is not None for p in procs):
                     break
             else:
-                if not any(system.remaining(polls[server.node_of(q).port], q) for q in queues):
+                if not any(system.remaining_in(polls, q) for q in queues):
                     break
                 dead = [p for p in procs if p.poll() is not None]
                 if dead:
@@ -916,6 +987,37 @@ def cluster_report(on_cluster, on_one, cluster, queues, n):
         print(textwrap.fill(paragraph, 100, initial_indent="  ", subsequent_indent="  "))
 
 
+def shards_report(split, whole, cluster):
+    """After the shards section's tables: each node's Redis CPU per job of the queue, with the
+    queue on one primary and spread over three, and what that gives a busy queue."""
+    if not split or not whole:
+        return
+    print("  Redis CPU per job of the queue, by node (medians of the runs):")
+    for i, node in enumerate(cluster.nodes):
+        one = median([r["node_cpu_us"][i] for r in whole])
+        three = median([r["node_cpu_us"][i] for r in split])
+        tags = [t for t in shard_tags("q", 3) if cluster.node_of(t) is node]
+        print(f"    127.0.0.1:{node.port} (shards here: {' '.join(tags) or '-'}): "
+              f"{one:.1f} us with shards: 1, {three:.1f} us with shards: 3")
+    busiest_one = max(median([r["node_cpu_us"][i] for r in whole])
+                      for i in range(len(cluster.nodes)))
+    busiest_three = max(median([r["node_cpu_us"][i] for r in split])
+                        for i in range(len(cluster.nodes)))
+    total_three = median([r["cpu_us"] for r in split])
+    paragraph = (
+        f"The busiest node spends {busiest_one:.1f} us of Redis CPU per job of the queue with "
+        f"shards: 1 and {busiest_three:.1f} us with shards: 3 ({busiest_one / busiest_three:.2f}x "
+        f"less): one queue is no longer capped at one Redis core. Estimate, not a measurement "
+        f"(the nodes, jobqd and the harness share this machine's {os.cpu_count()} cores): with a "
+        f"core per primary, one queue runs at most 1/{busiest_one:.1f}us = "
+        f"{human_rate(1e6 / busiest_one)} jobs/s unsharded, and about "
+        f"{human_rate(1e6 / busiest_three)} jobs/s over 3 primaries; spread over P shards on P "
+        f"primaries, about P / {total_three:.1f}us: "
+        + ", ".join(f"{human_rate(p * 1e6 / total_three)} jobs/s on {p}" for p in (10, 30))
+        + " (Redis-bound; daemons added to match).")
+    print(textwrap.fill(paragraph, 100, initial_indent="  ", subsequent_indent="  "))
+
+
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else math.nan
@@ -969,7 +1071,7 @@ def main():
     scale = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
     runs = max(1, int(os.environ.get("BENCH_RUNS", "3")))
     sections = os.environ.get("BENCH_PEERS",
-                              "throughput,rq,rss,latency,tls,replicas,cluster,ceiling").split(",")
+                              "throughput,rq,rss,latency,tls,replicas,cluster,shards,ceiling").split(",")
     n = max(1000, int(100000 * scale))
     rq_n = max(1000, n // 10)
     samples = max(200, int(2000 * scale))
@@ -1196,6 +1298,23 @@ def main():
                                   f"one Redis, {jobs:,} jobs over {len(queues)} queues", queues)
                 cluster_report(results[("cluster", spread.name, 10)],
                                results[("cluster", single.name, 10)], cluster, queues, jobs)
+            finally:
+                cluster.stop()
+
+        if "shards" in sections:
+            # One busy queue on a 3-primary cluster, shards: 1 (all of it on one primary) against
+            # shards: 3 (a shard on each): Redis' CPU per job on each node, the work divided.
+            shards_dir = os.path.join(tmp, "shards")
+            os.makedirs(shards_dir)
+            cluster = RedisCluster(shards_dir, 3)
+            try:
+                whole = ShardedJobqd(env, "jobqd shards: 1", 1, cluster)
+                split = ShardedJobqd(env, "jobqd shards: 3", 3, cluster)
+                one_against_other("shards", whole, split, "shards: 1",
+                                  f"shards: one queue on a 3-primary cluster (no replicas), "
+                                  f"shards: 3 against shards: 1, {n:,} jobs")
+                shards_report(results[("shards", split.name, 10)],
+                              results[("shards", whole.name, 10)], cluster)
             finally:
                 cluster.stop()
 
