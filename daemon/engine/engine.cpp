@@ -321,6 +321,9 @@ std::vector<std::string> Engine::reload(const config::Config& given) {
   next.daemon.state_dir = cfg_.daemon.state_dir;
   next.daemon.lease = cfg_.daemon.lease;
   next.daemon.name = cfg_.daemon.name;
+  for (auto& q : next.queues) {
+    if (const auto* was = cfg_.queue(q.name)) q.shards = was->shards;
+  }
 
   // Handlers first, all of them, so that one that cannot be built changes nothing.
   HandlerMap built;

@@ -271,13 +271,15 @@ TEST_CASE("A reload names the keys that need a restart and applies the rest",
   Daemon d(redis, yaml);
   d.start_and_wait(redis);
   d.write_config(
-      "handlers: {h: {type: builtin, name: echo}}\nqueues:\n  q: {handler: h, concurrency: 2}\n",
+      "handlers: {h: {type: builtin, name: echo}}\nqueues:\n  q: {handler: h, concurrency: 2, "
+      "shards: 3}\n",
       "  lease: 7s\n  log_level: info\n", "  key_prefix: other\n");
   REQUIRE(d.reload());
   const auto log = d.log();
   CHECK(log.find("reload: daemon.lease changed in " + d.config_path() +
                  ", but it needs a restart: the running value stays") != std::string::npos);
   CHECK(log.find("reload: redis.key_prefix changed") != std::string::npos);
+  CHECK(log.find("reload: queues.q.shards changed") != std::string::npos);
   CHECK(log.find("queue q: concurrency 2 (was 10)") != std::string::npos);
   // Still on the old prefix (the running value), and the log level is info now: no debug lines.
   auto r = redis.client();
@@ -286,6 +288,9 @@ TEST_CASE("A reload names the keys that need a restart and applies the rest",
   push(r, "q", jobs_for(one, "1"));
   CHECK(eventually([&] { return count_status(r, "q", one, "succeeded") == one.size(); }, 5s));
   CHECK(d.log().substr(size_before).find(" debug ") == std::string::npos);
+  // Still one shard: every id's state where it was.
+  CHECK(r.integer({"EXISTS", "jobq:{q}:shards"}) == 1);
+  CHECK(r.str({"GET", "jobq:{q}:shards"}) == "1");
   CHECK(d.stop() == 0);
 }
 
