@@ -158,6 +158,9 @@ std::optional<double> QueueRunner::last_fetch_age() const {
 // another's stall.
 async::Task<void> QueueRunner::watch_progress() {
   async::Clock::time_point rebuilt{};
+  // Shards found quiet with jobs pending at the last look: a stall is two looks in a row, not a
+  // job pushed to an idle shard a millisecond before its fetcher wakes.
+  std::vector<std::size_t> suspected;
   for (;;) {
     const Millis after = daemon_.stall_after;
     const Millis every = after.count() == 0 ? Millis(1s) : std::clamp<Millis>(after / 4, 100ms, 5s);
@@ -175,20 +178,23 @@ async::Task<void> QueueRunner::watch_progress() {
       if (age * 1000 >= static_cast<double>(after.count())) quiet.emplace_back(slot.shard, age);
     }
     std::string why;
-    std::vector<std::size_t> stuck;
+    std::vector<std::size_t> seen, stuck;  // quiet with jobs pending: at this look, at both
     for (const auto& [k, age] : quiet) {
       const store::Keys& keys = shards_[k].store->keys();
       const auto call = store::pending_length(keys);
       // A plain LLEN: it works where scripts may not (refused by an ACL, say).
       store::OpResult<long long> pending = co_await store::run(shards_[k].store->client(), call);
       if (!pending.ok() || *pending <= 0) continue;  // Redis away is said elsewhere; none waiting
+      seen.push_back(k);
+      if (std::find(suspected.begin(), suspected.end(), k) == suspected.end()) continue;
+      stuck.push_back(k);
       if (!why.empty()) why += "; ";
       why += std::to_string(*pending) + " job(s) pending in " + keys.pending + " and room for " +
              std::to_string(buffer_.room()) + ", but no job fetched for " +
              std::to_string(static_cast<long long>(age)) + " s" +
              (pause_known_ ? "" : " (its pause flag could not be read yet)");
-      stuck.push_back(k);
     }
+    suspected = std::move(seen);
     if (stuck.empty()) {
       if (!stalled_.empty()) {
         spdlog::info("queue {}: fetching again", cfg_.name);
