@@ -307,6 +307,22 @@ async::Task<void> Engine::wait_ready(Millis every) {
       }
     }
   }
+  // Each queue has read its pause flag and written its shard count: a jobqctl run from then on
+  // knows every shard (a pause written to shard 0 alone would let the others' fetches go on).
+  for (std::size_t i = 0; i < lanes_.size(); ++i) {
+    while (i < lanes_.size() && lanes_[i]->started && !lanes_[i]->runner->known()) {
+      QueueRunner& q = *lanes_[i]->runner;
+      bool late = false;
+      try {
+        co_await async::wait_for(q.wait_known(), every);
+      } catch (const async::TimeoutError&) {
+        late = true;
+      }
+      if (late) {
+        spdlog::warn("not serving yet: queue {} cannot read its pause flag in Redis yet", q.name());
+      }
+    }
+  }
 }
 
 // ---- reload ----

@@ -317,6 +317,7 @@ async::Task<void> QueueRunner::watch_control() {
         }
         paused_ = r->paused;
         pause_known_ = true;
+        known_.set();
         if (paused_) {
           resumed_.clear();
         } else {

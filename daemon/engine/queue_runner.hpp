@@ -111,6 +111,10 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   /// Paused by `jobqctl pause` (read every second): no source takes jobs, and no buffered job
   /// starts. Requests of `jobqctl cancel` are read in the same call.
   bool paused() const noexcept { return paused_; }
+  /// Once the queue has read its pause flag (and written its shard count) for the first time:
+  /// until then it takes no job, and jobqctl may not know its shards yet.
+  bool known() const noexcept { return pause_known_; }
+  async::Task<void> wait_known() { co_await known_.wait(); }
 
   // sources::Sink
   std::size_t room() const noexcept override { return stopping_ || paused_ ? 0 : buffer_.room(); }
@@ -190,6 +194,7 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   bool paused_ = true;
   async::JoinHandle<void> control_task_, active_task_, progress_task_;
   bool pause_known_ = false;  // the pause flag was read once: until then the queue counts paused
+  async::Event known_;        // set with pause_known_
   std::string stalled_;  // why the queue is stalled (the progress watchdog), empty while it is not
   QueueStats stats_;
   async::Every over_cap_{std::chrono::seconds(30)};  // jobs asking for more than max_timeout
