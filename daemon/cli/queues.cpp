@@ -9,6 +9,7 @@
 
 #include "cli/commands.hpp"
 #include "config/units.hpp"
+#include "store/views.hpp"
 
 namespace jq::cli {
 namespace {
@@ -34,35 +35,6 @@ store::Workers live_workers(redis::SyncClient& c, const Target& t, bool strict) 
   return std::move(*w);
 }
 
-// The run time below which a share `q` of the last minute's attempts ended (a bucket's upper
-// bound; infinity past the last), or nullopt when there were none.
-std::optional<double> quantile(const std::vector<double>& le, const std::vector<std::uint64_t>& n,
-                               double q) {
-  std::uint64_t total = 0;
-  for (auto v : n) total += v;
-  if (total == 0) return std::nullopt;
-  std::uint64_t seen = 0;
-  for (std::size_t i = 0; i < n.size(); ++i) {
-    seen += n[i];
-    if (static_cast<double>(seen) >= q * static_cast<double>(total)) {
-      return i < le.size() ? le[i] : std::numeric_limits<double>::infinity();
-    }
-  }
-  return std::nullopt;
-}
-
-std::string seconds_text(std::optional<double> s) {
-  if (!s) return "-";
-  if (std::isinf(*s)) return ">5m";
-  char buf[32];
-  if (*s < 1) {
-    std::snprintf(buf, sizeof buf, "<%gms", *s * 1000);
-  } else {
-    std::snprintf(buf, sizeof buf, "<%gs", *s);
-  }
-  return buf;
-}
-
 // One row per queue: depths from Redis, the rest from the live daemons.
 json rows_of(redis::SyncClient& c, const Target& t) {
   auto workers = live_workers(c, t, false);
@@ -73,37 +45,15 @@ json rows_of(redis::SyncClient& c, const Target& t) {
   }
   json out = json::array();
   for (const auto& name : names) {
-    // Summed over the queue's shards (a depth a shard cannot tell, -1, makes the sum -1 too); it
-    // is paused when any shard is (that shard's jobs wait).
+    // Summed over the queue's shards; it is paused when any shard is (that shard's jobs wait).
+    store::QueueView v;
+    v.name = name;
     const auto shards = shard_keys(c, t, name);
-    store::Depths d;
-    auto add = [](long long& sum, long long part) { sum = sum < 0 || part < 0 ? -1 : sum + part; };
-    for (const auto& s : call_each(c, shards, store::depths)) {
-      add(d.pending, s.pending);
-      add(d.delayed, s.delayed);
-      add(d.dead, s.dead);
-    }
-    bool paused = false;
-    for (const bool p : call_each(c, shards, store::is_paused)) paused = paused || p;
-    const store::Activity a = active.count(name) ? active.at(name) : store::Activity{};
-    auto p50 = quantile(a.le, a.counts, 0.5), p99 = quantile(a.le, a.counts, 0.99);
-    auto num = [](std::optional<double> v) { return v && !std::isinf(*v) ? json(*v) : json(); };
-    out.push_back({{"name", name},
-                   {"pending", d.pending},
-                   {"delayed", d.delayed},
-                   {"running", a.running},
-                   {"buffered", a.buffered},
-                   {"dead", d.dead},
-                   {"paused", paused},
-                   {"shards", shards.size()},
-                   {"daemons", a.daemons},
-                   {"succeeded_per_min", a.succeeded_1m},
-                   {"failed_per_min", a.failed_1m},
-                   {"retried_per_min", a.retried_1m},
-                   {"p50_s", num(p50)},
-                   {"p99_s", num(p99)},
-                   {"p50", seconds_text(p50)},
-                   {"p99", seconds_text(p99)}});
+    v.shards = shards.size();
+    for (const auto& s : call_each(c, shards, store::depths)) store::add_depths(v.depths, s);
+    for (const bool p : call_each(c, shards, store::is_paused)) v.paused = v.paused || p;
+    if (active.count(name)) v.activity = active.at(name);
+    out.push_back(store::queue_row(v));
   }
   return out;
 }

@@ -155,15 +155,15 @@ async::Task<void> HttpServer::acceptor() {
   }
 }
 
-HttpResponse HttpServer::respond(const std::string& head) const {
+async::Task<HttpResponse> HttpServer::respond(std::string head) const {
   HttpRequest req;
   switch (parse_request(head, req)) {
     case 0:
-      return handler_(req);
+      co_return co_await handler_(req);
     case 405:
-      return plain(405, "GET or HEAD only\n");
+      co_return plain(405, "GET or HEAD only\n");
     default:
-      return plain(400, "a request line is GET PATH HTTP/1.1\n");
+      co_return plain(400, "a request line is GET PATH HTTP/1.1\n");
   }
 }
 
@@ -192,7 +192,7 @@ async::Task<void> HttpServer::serve(async::Fd fd) {
     const auto end = head.find("\r\n\r\n");
     if (end != std::string::npos && end + 4 <= limits_.max_request_bytes) {
       head.resize(end + 2);
-      res = respond(head);
+      res = co_await respond(head);
       answered = true;
       break;
     }

@@ -1,5 +1,5 @@
-// A small HTTP/1.1 server on the loop for /metrics and /healthz: GET and HEAD only, one request
-// per connection, bounded in every way a client could stretch it.
+// A small HTTP/1.1 server on the loop for /metrics, /healthz and /api/: GET and HEAD only, one
+// request per connection, bounded in every way a client could stretch it.
 #pragma once
 
 #include <chrono>
@@ -25,8 +25,9 @@ class HttpServer {
     std::chrono::milliseconds request_deadline{5000};  // to send the whole request
     std::chrono::milliseconds write_deadline{10000};   // to take the whole response
   };
-  /// Runs on the loop for each request; must not block (it builds the response from memory).
-  using Handler = std::function<HttpResponse(const HttpRequest&)>;
+  /// Runs on the loop for each request, as a task of the request's connection: it may wait (an
+  /// /api/ read of Redis), never block. The request lives until the task ends.
+  using Handler = std::function<async::Task<HttpResponse>(const HttpRequest&)>;
 
   /// Binds `listen` (host:port; port 0 picks one). Throws std::runtime_error naming the address
   /// and why (in use, not an address of this host).
@@ -44,7 +45,7 @@ class HttpServer {
  private:
   async::Task<void> acceptor();
   async::Task<void> serve(async::Fd fd);
-  HttpResponse respond(const std::string& head) const;
+  async::Task<HttpResponse> respond(std::string head) const;
 
   Handler handler_;
   Limits limits_;

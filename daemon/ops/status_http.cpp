@@ -5,11 +5,16 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
+#include "store/calls.hpp"
+#include "store/shards.hpp"
 #include "version.hpp"
 
 namespace jq::ops {
@@ -81,6 +86,9 @@ double seconds_since(async::Clock::time_point t) {
   return std::chrono::duration<double>(async::Clock::now() - t).count();
 }
 
+// How long an /api/ read of Redis may take before the request is answered 503.
+constexpr std::chrono::milliseconds kApiDeadline = 5s;
+
 // How often the queues' depths are read from Redis (3 keys per queue, one script call).
 constexpr auto kDepthsEvery = 5s;
 
@@ -91,6 +99,81 @@ StatusHttp::StatusHttp(const std::string& listen, std::string token, const engin
       token_(std::move(token)),
       server_(
           listen, [this](const HttpRequest& r) { return handle(r); }, HttpServer::Limits{}) {}
+
+async::Task<std::vector<store::QueueView>> StatusHttp::read_queues() const {
+  const std::string& prefix = engine_.config().redis.key_prefix;
+  redis::Router& via = *depth_clients_;
+  // This daemon's queues first, then those other daemons have served (the registry).
+  std::vector<store::QueueView> out;
+  for (const auto* q : engine_.queues()) {
+    store::QueueView v;
+    v.name = q->name();
+    v.shards = q->config().shards;
+    out.push_back(std::move(v));
+  }
+  const auto registry = store::registered_queues(prefix);
+  auto served = co_await store::run(via.client(store::Keys::registry(prefix)), registry);
+  if (!served.ok())
+    throw std::runtime_error(store::Keys::registry(prefix) + ": " + served.error().message);
+  for (const auto& name : *served) {
+    const bool known =
+        std::any_of(out.begin(), out.end(), [&](const auto& v) { return v.name == name; });
+    if (known || !config::valid_name(name)) continue;
+    store::QueueView v;
+    v.name = name;
+    const auto count = store::read_shards(store::Keys(prefix, name));
+    auto n = co_await store::run(via.client(store::Keys(prefix, name).base), count);
+    v.shards = n.ok() && *n > 0 ? *n : 1;
+    out.push_back(std::move(v));
+  }
+  // What the live daemons run.
+  redis::Client& control = via.client(store::Keys::workers(prefix));
+  const auto workers_call = store::read_workers(prefix);
+  auto workers = co_await store::run(control, workers_call);
+  const auto time_call = store::redis_time();
+  auto now = co_await store::run(control, time_call);
+  std::map<std::string, store::Activity> active;
+  if (workers.ok() && now.ok()) {
+    workers->keep_live(*now);
+    active = store::activity(workers->live);
+  }
+  for (auto& v : out) {
+    if (auto a = active.find(v.name); a != active.end()) v.activity = a->second;
+    for (const auto& tag : store::shard_tags(v.name, v.shards)) {
+      const store::Keys keys(prefix, v.name, tag);
+      redis::Client& c = via.client(keys.base);
+      const auto depths = store::depths(keys);
+      auto d = co_await store::run(c, depths);
+      if (!d.ok()) throw std::runtime_error(keys.base + ": " + d.error().message);
+      store::add_depths(v.depths, *d);
+      const auto paused = store::is_paused(keys);
+      auto p = co_await store::run(c, paused);
+      if (!p.ok()) throw std::runtime_error(keys.paused + ": " + p.error().message);
+      v.paused = v.paused || *p;
+    }
+  }
+  co_return out;
+}
+
+async::Task<HttpResponse> StatusHttp::api_queues() const {
+  HttpResponse r;
+  r.content_type = "application/json";
+  std::string error;
+  try {
+    auto views = co_await async::wait_for(read_queues(), kApiDeadline);
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& v : views) rows.push_back(store::queue_row(v));
+    r.body = rows.dump() + "\n";
+    co_return r;
+  } catch (const async::TimeoutError&) {
+    error = "Redis did not answer within " + std::to_string(kApiDeadline.count()) + " ms";
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  r.status = 503;
+  r.body = nlohmann::json{{"error", error}}.dump() + "\n";
+  co_return r;
+}
 
 void StatusHttp::start() {
   server_.start();
@@ -156,24 +239,29 @@ async::Task<void> StatusHttp::measure_lag() {
   }
 }
 
-HttpResponse StatusHttp::handle(const HttpRequest& req) const {
-  if (req.path == "/healthz") return healthz();
+async::Task<HttpResponse> StatusHttp::handle(const HttpRequest& req) const {
+  if (req.path == "/healthz") co_return healthz();
+  HttpResponse r;
   if (!token_.empty() && !same(req.authorization, "Bearer " + token_)) {
-    HttpResponse r;
     r.status = 401;
     r.body = "Authorization: Bearer <token> needed (http.token_file)\n";
-    return r;
+    co_return r;
   }
   if (req.path == "/metrics") {
-    HttpResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
     r.body = metrics();
-    return r;
+    co_return r;
   }
-  HttpResponse r;
+  if (req.path == "/api/queues") co_return co_await api_queues();
   r.status = 404;
-  r.body = "not found: " + req.path + " (this jobqd serves /metrics and /healthz)\n";
-  return r;
+  if (req.path.rfind("/api/", 0) == 0) {
+    r.content_type = "application/json";
+    r.body =
+        nlohmann::json{{"error", "no such API: " + req.path + " (GET /api/queues)"}}.dump() + "\n";
+    co_return r;
+  }
+  r.body = "not found: " + req.path + " (this jobqd serves /metrics, /healthz and /api/queues)\n";
+  co_return r;
 }
 
 const engine::QueueRunner* StatusHttp::stalled_queue() const {

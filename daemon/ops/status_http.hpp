@@ -1,5 +1,6 @@
 // What jobqd serves over HTTP: /healthz and /metrics (Prometheus text format), built from the
-// engine's own counters on the loop, without a Redis round trip per scrape.
+// engine's own counters on the loop, without a Redis round trip per scrape; and the JSON API
+// under /api/, read from Redis per request (docs/api.md).
 #pragma once
 
 #include <chrono>
@@ -14,6 +15,7 @@
 #include "redis/client.hpp"
 #include "redis/router.hpp"
 #include "store/stats.hpp"
+#include "store/views.hpp"
 
 namespace jq::ops {
 
@@ -30,7 +32,11 @@ class StatusHttp {
   void set_serving(bool on) noexcept { serving_ = on; }
 
  private:
-  HttpResponse handle(const HttpRequest& req) const;
+  async::Task<HttpResponse> handle(const HttpRequest& req) const;
+  /// GET /api/queues: every queue's row (store::queue_row, as jobqctl queues --json), read from
+  /// Redis now on the reader's own connections.
+  async::Task<HttpResponse> api_queues() const;
+  async::Task<std::vector<store::QueueView>> read_queues() const;
   HttpResponse healthz() const;
   /// A queue the progress watchdog finds stalled, if any.
   const engine::QueueRunner* stalled_queue() const;
