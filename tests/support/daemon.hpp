@@ -5,7 +5,9 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -158,6 +160,28 @@ inline Ran jobqctl(const RedisServer& redis, std::vector<std::string> args) {
   std::vector<std::string> argv{(build_dir() / "jobqctl").string(), "--redis", redis.url()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_program(argv);
+}
+
+/// Kills the daemons -9 in turn and starts each again, at most `most` times while `done()` is
+/// false: each kill once the one before serves again (`serving`) and a second later (polled),
+/// so that a slow machine slows the kills, not the jobs.
+struct Kills {
+  int kills = 0;
+  int not_serving = 0;  // restarted daemons that did not serve again
+};
+inline Kills kill_in_turn(std::vector<std::unique_ptr<Daemon>>& daemons,
+                          const std::function<bool()>& done,
+                          const std::function<bool(Daemon&)>& serving, int most = 6) {
+  Kills k;
+  while (!done() && k.kills < most) {
+    auto& victim = daemons[static_cast<std::size_t>(k.kills) % daemons.size()];
+    victim->kill9();
+    ++k.kills;
+    victim->start();
+    if (!serving(*victim)) ++k.not_serving;
+    eventually(done, std::chrono::seconds(1));
+  }
+  return k;
 }
 
 /// `<prefix>0` ... `<prefix><n-1>`.
