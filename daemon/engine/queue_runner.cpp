@@ -496,13 +496,14 @@ async::Task<void> QueueRunner::retire(SourceSlot slot) {
 
 // ---- arrival ----
 
-async::Task<void> QueueRunner::wait_room(std::size_t at_least) {
+async::Task<bool> QueueRunner::wait_room(std::size_t at_least) {
   const std::size_t want =
       std::max<std::size_t>(1, std::min(at_least, std::max<std::size_t>(1, cfg_.buffer / 2)));
   while (!stopping_ && (paused_ || buffer_.room() < want)) {
     room_.clear();
     co_await room_.wait();
   }
+  co_return !stopping_;
 }
 
 bool QueueRunner::offer(sources::Arrival& a) {

@@ -118,7 +118,7 @@ class QueueRunner final : public sources::Sink, public RunOwner {
 
   // sources::Sink
   std::size_t room() const noexcept override { return stopping_ || paused_ ? 0 : buffer_.room(); }
-  async::Task<void> wait_room(std::size_t at_least) override;
+  async::Task<bool> wait_room(std::size_t at_least) override;
   bool offer(sources::Arrival& a) override;
   async::Task<void> accept(sources::Arrival a) override;
   async::Task<void> revoke(sources::Delivery& from) override;

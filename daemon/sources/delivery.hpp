@@ -76,8 +76,10 @@ class Sink {
   /// How many more jobs the buffer takes now (0: full, paused or stopping).
   virtual std::size_t room() const noexcept = 0;
   /// Until room() reaches `at_least`, or half the buffer if that is less (so that a source
-  /// takes jobs in batches rather than one at a time as room frees).
-  virtual async::Task<void> wait_room(std::size_t at_least) = 0;
+  /// takes jobs in batches rather than one at a time as room frees): true. False once the queue
+  /// stops: no room comes again, and the source takes no more (a source that went round its
+  /// loop instead would be back at once, and, never yielding, keep the stop from going on).
+  virtual async::Task<bool> wait_room(std::size_t at_least) = 0;
   /// Takes a job if the buffer has room; false (and `a` untouched) if not. An invalid job is
   /// taken always: it is settled as failed through its Delivery at once.
   virtual bool offer(Arrival& a) = 0;

@@ -69,7 +69,8 @@ async::Task<void> RedisSource::fetcher() {
     // against the room; they never wait for room, nor for jobs to come: their claim then goes
     // alone.
     const std::size_t unclaimed = unclaimed_.jobs.size();
-    if (unclaimed == 0) co_await sink_.wait_room(options_.fetch_batch);
+    // The queue stopping: its stop gives back what is read and not claimed.
+    if (unclaimed == 0 && !co_await sink_.wait_room(options_.fetch_batch)) co_return;
     if (!taking_) co_return;
     const std::size_t room = sink_.room() > unclaimed ? sink_.room() - unclaimed : 0;
     std::size_t n = std::min(room, options_.fetch_batch);

@@ -357,8 +357,9 @@ async::Task<void> SpoolSource::producer() {
         continue;
       }
       if (transit_ == 0) {
-        // The buffer is full: claim again in batches once it has room.
-        co_await sink_.wait_room(kClaimBatch);
+        // The buffer is full: claim again in batches once it has room (none comes once the
+        // queue stops: the files wait on disk).
+        if (!co_await sink_.wait_room(kClaimBatch)) break;
         continue;
       }
     }

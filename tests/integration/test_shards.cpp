@@ -430,3 +430,53 @@ TEST_CASE(
     CHECK(d->log().find("CROSSSLOT") == std::string::npos);
   }
 }
+
+TEST_CASE(
+    "shards: a paused sharded queue stops at once on SIGTERM (its fetchers, woken by the stop, "
+    "wait for their own stop instead of going round without room)",
+    "[integration][shards]") {
+  RedisServer redis;
+  auto r = redis.client();
+  for (const auto& tag : kTags) r.cmd({"SET", "jobq:{" + tag + "}:paused", "1"});
+  Daemon d(redis,
+           "handlers:\n  echo: {type: builtin, name: echo}\n"
+           "queues:\n  q: {handler: echo, shards: 3}\n");
+  d.start();
+  REQUIRE(eventually([&] { return d.log().find("queue q: paused") != std::string::npos; }, 10s));
+  const auto before = std::chrono::steady_clock::now();
+  const int code = d.stop(std::chrono::seconds(10));
+  INFO(d.log());
+  CHECK(code == 0);
+  CHECK(std::chrono::steady_clock::now() - before < 5s);
+}
+
+TEST_CASE(
+    "a paused queue fed from Redis and a spool dir with files waiting stops at once on SIGTERM",
+    "[integration][shards][spool]") {
+  RedisServer redis;
+  TempDir spool;
+  auto r = redis.client();
+  r.cmd({"SET", "jobq:{q}:paused", "1"});
+  for (int i = 0; i < 5; ++i) {
+    std::ofstream(spool.path() / ("f" + std::to_string(i) + ".json")) << R"({"payload":1})";
+  }
+  Daemon d(redis,
+           "handlers:\n  echo: {type: builtin, name: echo}\n"
+           "queues:\n  q:\n    handler: echo\n    sources:\n      - redis: {}\n"
+           "      - spool: {dir: " +
+               spool.path().string() + ", pattern: \"*.json\", quiet: 10ms}\n");
+  d.start();
+  REQUIRE(eventually([&] { return d.log().find("queue q: paused") != std::string::npos; }, 10s));
+  REQUIRE(eventually([&] { return d.log().find("taking files") != std::string::npos; }, 10s));
+  const auto before = std::chrono::steady_clock::now();
+  const int code = d.stop(std::chrono::seconds(10));
+  INFO(d.log());
+  CHECK(code == 0);
+  CHECK(std::chrono::steady_clock::now() - before < 5s);
+  // The files wait on disk for the next start.
+  std::size_t left = 0;
+  for (const auto& e : std::filesystem::directory_iterator(spool.path())) {
+    left += e.path().extension() == ".json";
+  }
+  CHECK(left == 5);
+}
