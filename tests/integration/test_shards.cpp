@@ -352,9 +352,12 @@ TEST_CASE(
   std::set<int> owners;
   for (const auto& tag : kTags) owners.insert(cluster.owner_of_queue(tag));
   REQUIRE(owners.size() == 3);
+  // A small buffer: a daemon killed -9 costs every job it holds an attempt (recovery cannot tell
+  // a buffered job from a running one), and with the default 100 a job held by victim after
+  // victim was seen to use up its five and end dead as lost (15 of 1,800, under ASan beside TSan).
   const std::string yaml =
       "handlers:\n  sleep: {type: builtin, name: sleep}\n"
-      "queues:\n  q: {handler: sleep, concurrency: 4, shards: 3}\n";
+      "queues:\n  q: {handler: sleep, concurrency: 4, buffer: 8, shards: 3}\n";
   std::vector<std::unique_ptr<Daemon>> daemons;
   for (int i = 0; i < 3; ++i) {
     daemons.push_back(std::make_unique<Daemon>(cluster.url(), yaml));
@@ -418,8 +421,15 @@ TEST_CASE(
   for (const auto& tag : kTags) {
     SyncRedis r(cluster.owner_of_queue(tag));
     INFO(tag << ": succeeded " << done_in(tag) << " of " << jobs[tag].size());
+    const auto dead = r.cmd({"ZRANGE", "jobq:{" + tag + "}:dead", "0", "0"});
+    if (!dead.elements.empty()) {
+      const auto s = r.cmd({"HMGET", "jobq:{" + tag + "}:job:" + dead.elements[0].str, "error_kind",
+                            "attempts", "error"});
+      INFO("dead, for example " << dead.elements[0].str << ": " << s.elements[0].str << " after "
+                                << s.elements[1].str << " attempt(s): " << s.elements[2].str);
+      CHECK(dead.elements.empty());
+    }
     CHECK(done_in(tag) == jobs[tag].size());
-    CHECK(r.integer({"ZCARD", "jobq:{" + tag + "}:dead"}) == 0);
     CHECK(r.integer({"LLEN", "jobq:{" + tag + "}:pending"}) == 0);
     // Served by the daemons: its node ran the fetches.
     const std::string stats = r.str({"INFO", "commandstats"});
