@@ -395,24 +395,7 @@ TEST_CASE(
   };
   // Serving: the daemon holds a lease on every shard.
   auto serving = [&](Daemon& d) {
-    const std::string mine = "." + std::to_string(d.pid()) + ".";
-    return eventually(
-        [&] {
-          try {
-            for (const auto& tag : kTags) {
-              bool has = false;
-              SyncRedis r(cluster.owner_of_queue(tag));
-              for (auto& m : r.cmd({"ZRANGE", "jobq:{" + tag + "}:leases", "0", "-1"}).elements) {
-                has = has || m.str.find(mine) != std::string::npos;
-              }
-              if (!has) return false;
-            }
-            return true;
-          } catch (const std::exception&) {
-            return false;
-          }
-        },
-        20s);
+    return eventually([&] { return cluster.leases_held(d.pid(), kTags); }, 20s);
   };
   // Six kills at most; then every job must end.
   const auto [kills, not_serving] = kill_in_turn(daemons, done, serving);

@@ -121,6 +121,25 @@ class RedisCluster {
   /// The port of the primary serving queue `q`'s keys (jobq:{q}:...).
   int owner_of_queue(const std::string& q) const { return owner(redis::slot_of("{" + q + "}")); }
 
+  /// Whether the daemon of `pid` holds a lease on each of `tags` (queues, or a queue's shards),
+  /// each read on its slot's node; false while a node does not answer.
+  bool leases_held(int pid, const std::vector<std::string>& tags) const {
+    const std::string mine = "." + std::to_string(pid) + ".";
+    try {
+      for (const auto& tag : tags) {
+        bool has = false;
+        SyncRedis r(owner_of_queue(tag));
+        for (auto& m : r.cmd({"ZRANGE", "jobq:{" + tag + "}:leases", "0", "-1"}).elements) {
+          has = has || m.str.find(mine) != std::string::npos;
+        }
+        if (!has) return false;
+      }
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+
   /// The primaries as the first live node sees them now.
   std::set<int> primaries() const {
     std::set<int> out;
