@@ -287,6 +287,20 @@ Engine::RedisState Engine::redis_state() const {
   return st;
 }
 
+namespace {
+
+// Whether `wait` ended within `every` (else it is stopped there, for the caller to say so).
+async::Task<bool> within(async::Task<void> wait, Millis every) {
+  try {
+    co_await async::wait_for(std::move(wait), every);
+  } catch (const async::TimeoutError&) {
+    co_return false;
+  }
+  co_return true;
+}
+
+}  // namespace
+
 async::Task<void> Engine::wait_ready(Millis every) {
   for (std::size_t i = 0; i < lanes_.size(); ++i) {
     for (std::size_t which = 0; i < lanes_.size() && which < lanes_[i]->clients().size(); ++which) {
@@ -294,13 +308,7 @@ async::Task<void> Engine::wait_ready(Millis every) {
       while (i < lanes_.size() && which < lanes_[i]->clients().size()) {
         redis::Client& c = *lanes_[i]->clients()[which];
         if (c.connected() || !lanes_[i]->started) break;
-        bool late = false;
-        try {
-          co_await async::wait_for(c.wait_connected(), every);
-        } catch (const async::TimeoutError&) {
-          late = true;
-        }
-        if (late) {
+        if (!co_await within(c.wait_connected(), every)) {
           spdlog::warn("not serving yet: waiting for Redis ({})",
                        c.last_error().empty() ? "no answer" : c.last_error());
         }
@@ -312,13 +320,7 @@ async::Task<void> Engine::wait_ready(Millis every) {
   for (std::size_t i = 0; i < lanes_.size(); ++i) {
     while (i < lanes_.size() && lanes_[i]->started && !lanes_[i]->runner->known()) {
       QueueRunner& q = *lanes_[i]->runner;
-      bool late = false;
-      try {
-        co_await async::wait_for(q.wait_known(), every);
-      } catch (const async::TimeoutError&) {
-        late = true;
-      }
-      if (late) {
+      if (!co_await within(q.wait_known(), every)) {
         spdlog::warn("not serving yet: queue {} cannot read its pause flag in Redis yet", q.name());
       }
     }

@@ -11,6 +11,7 @@
 #include "job/text.hpp"
 #include "sources/factory.hpp"
 #include "store/shards.hpp"
+#include "store/views.hpp"
 
 namespace jq::engine {
 namespace {
@@ -127,9 +128,7 @@ async::Task<store::OpResult<store::Depths>> QueueRunner::depths(redis::Router& v
     const auto call = store::depths(keys);
     store::OpResult<store::Depths> d = co_await store::run(via.client(keys.base), call);
     if (!d.ok()) co_return d;
-    sum.pending += d->pending;
-    sum.delayed += d->delayed;
-    sum.dead += d->dead;
+    store::add_depths(sum, *d);
   }
   co_return sum;
 }
