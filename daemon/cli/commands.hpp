@@ -36,8 +36,7 @@ int cmd_dead(const Globals& g, const std::string& action, const std::string& que
 
 /// Waits for a final state of job `id` (subscribed first, so no event can slip by), prints the
 /// result or the error, and returns the exit code (submit --wait and wait).
-int wait_for_job(const Target& t, const std::string& queue, const std::string& id,
-                 std::optional<config::Millis> timeout, bool as_json, redis::SyncClient sub,
-                 redis::SyncClient& c);
+int wait_for_job(store::Admin& admin, const std::string& queue, const std::string& id,
+                 std::optional<config::Millis> timeout, bool as_json, redis::SyncClient sub);
 
 }  // namespace jq::cli

@@ -3,15 +3,12 @@
 
 #include <algorithm>
 #include <charconv>
-#include <cstdlib>
 #include <ctime>
 #include <iostream>
 #include <ostream>
 
-#include "job/id.hpp"
 #include "job/text.hpp"
 #include "ops/embedded_redis.hpp"
-#include "store/shards.hpp"
 
 namespace jq::cli {
 
@@ -80,98 +77,53 @@ store::Keys keys(const Target& t, const std::string& queue) {
   return store::Keys(t.prefix, queue);
 }
 
-std::size_t shard_count(redis::SyncClient& c, const Target& t, const std::string& queue) {
-  if (auto known = t.shard_counts.find(queue); known != t.shard_counts.end()) {
-    return known->second;
-  }
-  const auto read = store::read_shards(keys(t, queue));
-  auto value = store::run(c, read);
-  if (!value.ok() && value.error().kind != redis::OpError::Kind::shape) {
-    throw Exit{kFailure, value.error().message};
-  }
-  if (!value.ok()) {
-    throw Exit{kFailure, value.error().message +
-                             ": every jobqd serving the queue writes it at its start "
-                             "(queues." +
-                             queue +
-                             ".shards of its config); set it to that, or delete it and "
-                             "restart them"};
-  }
-  // None written yet (no daemon has served the queue): the config's count fills in.
-  const config::QueueConfig* qc = t.cfg ? t.cfg->queue(queue) : nullptr;
-  std::size_t n = *value;
-  if (n == 0) n = qc ? static_cast<std::size_t>(qc->shards) : 1;
-  t.shard_counts.emplace(queue, n);
-  return n;
-}
-
-std::vector<store::Keys> shard_keys(redis::SyncClient& c, const Target& t,
-                                    const std::string& queue) {
-  std::vector<store::Keys> out;
-  for (const auto& tag : store::shard_tags(queue, shard_count(c, t, queue))) {
-    out.emplace_back(t.prefix, queue, tag);
-  }
-  return out;
-}
-
-store::Keys home_keys(redis::SyncClient& c, const Target& t, const std::string& queue,
-                      const std::string& id) {
-  const std::size_t n = shard_count(c, t, queue);
-  const std::size_t home = store::home_shard(id, n);
-  if (home == 0) return keys(t, queue);
-  // Only the home's tag is needed, but shard k's tag depends on the windows before it.
-  return store::Keys(t.prefix, queue, store::shard_tags(queue, n)[home]);
-}
-
-std::vector<std::size_t> search_order(std::size_t home, std::size_t shards) {
-  std::vector<std::size_t> out{home};
-  for (std::size_t i = 0; i < shards; ++i) {
-    if (i != home) out.push_back(i);
-  }
-  return out;
-}
-
-std::vector<Scored> lowest(redis::SyncClient& c, const std::vector<store::Keys>& shards,
-                           SliceCall slice, std::size_t limit) {
-  const auto last = static_cast<long long>(limit) - 1;
-  std::vector<Scored> out;
-  std::size_t shard = 0;
-  for (auto& entries :
-       call_each(c, shards, [&](const store::Keys& k) { return slice(k, 0, last); })) {
-    for (auto& [member, score] : entries) {
-      out.push_back({std::move(member), std::move(score), shard});
+store::Layout layout(const Target& t) {
+  store::Layout l;
+  l.prefix = t.prefix;
+  // Copies of the config's figures: the layout holds nothing of the Target.
+  std::map<std::string, std::size_t> shards;
+  std::map<std::string, std::int64_t> keep;
+  if (t.cfg) {
+    for (const auto& q : t.cfg->queues) {
+      l.config_queues.push_back(q.name);
+      shards.emplace(q.name, static_cast<std::size_t>(q.shards));
+      keep.emplace(q.name, q.retain.failed.count());
     }
-    ++shard;
   }
-  // Stable: one shard's own order (ties by member) stays. Scores are numbers Redis wrote.
-  std::stable_sort(out.begin(), out.end(), [](const Scored& a, const Scored& b) {
-    return std::strtod(a.score.c_str(), nullptr) < std::strtod(b.score.c_str(), nullptr);
-  });
-  if (out.size() > limit) out.resize(limit);
-  return out;
+  l.config_shards = [shards = std::move(shards)](const std::string& queue) {
+    auto it = shards.find(queue);
+    return it == shards.end() ? std::size_t{0} : it->second;
+  };
+  l.keep_failed_ms = [keep = std::move(keep)](const std::string& queue) {
+    auto it = keep.find(queue);
+    return it == keep.end() ? std::int64_t{0} : it->second;
+  };
+  l.warn = [](const std::string& why) { std::cerr << "jobqctl: warning: " << why << "\n"; };
+  return l;
 }
 
-long long summed(redis::SyncClient& c, const std::vector<store::Keys>& shards,
-                 store::Call<long long> (*count)(const store::Keys&)) {
-  long long sum = 0;
-  for (const auto n : call_each(c, shards, count)) sum += n;
-  return sum;
+store::Admin admin_for(redis::SyncClient& c, const Target& t) {
+  return store::Admin(c, layout(t));
+}
+
+Exit exit_of(const store::AdminError& e) {
+  return Exit{e.kind == store::AdminError::Kind::bad_input ? kUsage : kFailure, e.what()};
 }
 
 const std::string& queue_arg(const std::string& queue) {
-  if (!config::valid_name(queue)) {
-    throw Exit{kUsage, "queue name '" + job::to_utf8(job::clip_utf8(queue, 80)) +
-                           "': use 1-64 characters of [A-Za-z0-9_.-]"};
+  try {
+    return store::check_queue(queue);
+  } catch (const store::AdminError& e) {
+    throw exit_of(e);
   }
-  return queue;
 }
 
 const std::string& id_arg(const std::string& id, const char* what) {
-  if (!job::valid_id(id)) {
-    throw Exit{kUsage, std::string(what) + " '" + job::to_utf8(job::clip_utf8(id, 80)) +
-                           "': use 1-128 characters of [A-Za-z0-9_.:-]"};
+  try {
+    return store::check_id(id, what);
+  } catch (const store::AdminError& e) {
+    throw exit_of(e);
   }
-  return id;
 }
 
 config::Millis duration_arg(const std::string& s, const char* what) {
@@ -281,34 +233,6 @@ void Table::print(std::ostream& o, const std::vector<std::size_t>& right) const 
     }
     o << line << "\n";
   }
-}
-
-}  // namespace jq::cli
-
-namespace jq::cli {
-
-std::vector<std::string> known_queues(redis::SyncClient& c, const Target& t) {
-  std::vector<std::string> out;
-  if (t.cfg) {
-    for (const auto& q : t.cfg->queues) out.push_back(q.name);
-  }
-  auto served = store::run(c, store::registered_queues(t.prefix));
-  if (!served.ok()) {
-    const std::string why = store::Keys::registry(t.prefix) +
-                            " is not the set of queues jobqd keeps (" + served.error().message +
-                            "): delete it, and the daemons write it again at their next start";
-    // Without the config's queues there is nothing to show: never an empty list that looks
-    // like the truth.
-    if (out.empty()) throw Exit{kFailure, why};
-    std::cerr << "jobqctl: warning: " << why << "; only the config's queues are known\n";
-    return out;
-  }
-  for (auto& name : *served) {
-    if (config::valid_name(name) && std::find(out.begin(), out.end(), name) == out.end()) {
-      out.push_back(std::move(name));
-    }
-  }
-  return out;
 }
 
 }  // namespace jq::cli

@@ -13,6 +13,7 @@
 
 #include "config/config.hpp"
 #include "redis/sync_client.hpp"
+#include "store/admin.hpp"
 #include "store/call.hpp"
 #include "store/calls.hpp"
 #include "store/keys.hpp"
@@ -45,9 +46,6 @@ struct Target {
   std::optional<config::Config> cfg;
   bool embedded = false;  // the config's embedded Redis: it runs only while jobqd does
   std::string hint;       // what to say when it cannot be reached
-  // Each queue's shard count once read (shard_count): one run sees one layout, however many
-  // commands it sends. Filled through a const Target: a cache, not a setting.
-  mutable std::map<std::string, std::size_t> shard_counts;
 };
 
 Target resolve(const Globals& g);
@@ -68,76 +66,16 @@ T call(redis::SyncClient& c, const store::Call<T>& call) {
   return must(store::run(c, call));
 }
 
-/// Sends `calls` in one write and reads their replies in order (one round trip however many
-/// shards they go to). A script among them must have been loaded (SyncClient::load) first:
-/// pipelined, it goes by EVALSHA alone.
-template <class T>
-std::vector<store::OpResult<T>> pipelined(redis::SyncClient& c,
-                                          const std::vector<store::Call<T>>& calls) {
-  for (const auto& x : calls) store::append(c, x.req);
-  std::vector<store::OpResult<T>> out;
-  out.reserve(calls.size());
-  // Every reply is read, an error or not: the connection stays in step.
-  for (const auto& x : calls) {
-    auto r = c.read();
-    out.push_back(r.ok() ? x.decode(std::move(*r)) : store::OpResult<T>(r.error()));
-  }
-  return out;
-}
-
-/// The values of `calls` (calls of one kind, one per shard), pipelined; or Exit with the first
-/// error. A single call runs as call() does: nothing to load.
-template <class T>
-std::vector<T> call_all(redis::SyncClient& c, const std::vector<store::Call<T>>& calls) {
-  std::vector<T> out;
-  if (calls.size() == 1) {
-    out.push_back(call(c, calls.front()));
-    return out;
-  }
-  if (!calls.empty() && calls.front().req.script) must(c.load(*calls.front().req.script));
-  for (auto& r : pipelined(c, calls)) out.push_back(must(std::move(r)));
-  return out;
-}
-
-/// `make(k)` for the keys `k` of each shard, run as call_all: the values in shard order.
-template <class F>
-auto call_each(redis::SyncClient& c, const std::vector<store::Keys>& shards, F make) {
-  std::vector<decltype(make(shards.front()))> calls;
-  calls.reserve(shards.size());
-  for (const auto& k : shards) calls.push_back(make(k));
-  return call_all(c, calls);
-}
-
 /// The queue's own keys (its shard 0; the events channel and the shard count of every shard).
 store::Keys keys(const Target& t, const std::string& queue);
-/// How many shards `queue` is spread over: what its daemons wrote to Redis (its `shards` key),
-/// else the config's `queues.<queue>.shards`, else 1. Read once per queue and run; garbage there
-/// is an Exit (1) naming the key.
-std::size_t shard_count(redis::SyncClient& c, const Target& t, const std::string& queue);
-/// The keys of each of the queue's shards, shard 0 (the queue's own tag) first.
-std::vector<store::Keys> shard_keys(redis::SyncClient& c, const Target& t,
-                                    const std::string& queue);
-/// The keys of job `id`'s home shard: where its state, its claim and a cancel request live.
-store::Keys home_keys(redis::SyncClient& c, const Target& t, const std::string& queue,
-                      const std::string& id);
-/// The shards in the order a job of `home` is looked for: its home, then the others from shard 0
-/// on (a job pushed without going through jobqctl lands in shard 0 before it is sent home).
-std::vector<std::size_t> search_order(std::size_t home, std::size_t shards);
-/// An entry of a sorted set each shard keeps (delayed, dead): its member, its score, its shard.
-struct Scored {
-  std::string member, score;
-  std::size_t shard = 0;
-};
-/// A slice of such a set by rank: store::delayed_slice or store::dead_slice.
-using SliceCall = store::Call<std::vector<std::pair<std::string, std::string>>> (*)(
-    const store::Keys&, long long, long long);
-/// The `limit` lowest-scored entries over every shard's set, lowest first (for one shard, as
-/// Redis orders them).
-std::vector<Scored> lowest(redis::SyncClient& c, const std::vector<store::Keys>& shards,
-                           SliceCall slice, std::size_t limit);
-/// The sum of a count every shard keeps (store::pending_length, delayed_count, dead_count).
-long long summed(redis::SyncClient& c, const std::vector<store::Keys>& shards,
-                 store::Call<long long> (*count)(const store::Keys&));
+/// Where the target's queues are, for store::Admin: its prefix, and its config's queue names,
+/// shard counts and retain.failed; the admin's warnings go to stderr.
+store::Layout layout(const Target& t);
+/// The operator's layer on `c` for the target (`c` must outlive it).
+store::Admin admin_for(redis::SyncClient& c, const Target& t);
+/// The exit an operator's error maps to: a request that cannot be (bad_input) is a usage error
+/// (2), the rest a failure (1); the message as it is.
+Exit exit_of(const store::AdminError& e);
 
 /// A queue name from the command line, or Exit (2) saying what names may be.
 const std::string& queue_arg(const std::string& queue);
@@ -171,13 +109,5 @@ class Table {
  private:
   std::vector<std::vector<std::string>> rows_;
 };
-
-}  // namespace jq::cli
-
-namespace jq::cli {
-
-/// Every queue jobqctl knows of: the config's, then those daemons have served (the registry).
-/// A registry that cannot be read is an Exit: a listing must not look empty when it is not.
-std::vector<std::string> known_queues(redis::SyncClient& c, const Target& t);
 
 }  // namespace jq::cli

@@ -1,14 +1,18 @@
 // jobqctl's usage lines, errors in its words, "did you mean", and the generated completion.
 #include "cli/help.hpp"
 
+#include <iterator>
 #include <set>
 #include <sstream>
 
 #include "config/suggest.hpp"
+#include "store/admin.hpp"
 
 namespace jq::cli {
 
-const std::vector<std::string> kStates{"pending", "delayed", "running", "buffered", "dead"};
+// The states store::Admin::list takes: one list for the check, the completion and the API.
+const std::vector<std::string> kStates(std::begin(store::kListStates),
+                                       std::end(store::kListStates));
 const std::vector<std::string> kDeadActions{"list", "retry", "purge"};
 
 namespace {

@@ -213,6 +213,9 @@ EXAMPLES
     if (resumecmd->parsed()) return cmd_pause(g, resume_queue, false);
   } catch (const Exit& e) {
     return fail(e.code, e.message, e.code == kUsage ? usage_line(parsed_command(app)) : "");
+  } catch (const jq::store::AdminError& e) {
+    const Exit x = exit_of(e);
+    return fail(x.code, x.message, x.code == kUsage ? usage_line(parsed_command(app)) : "");
   } catch (const std::exception& e) {
     return fail(kFailure, e.what(), "");
   }

@@ -19,42 +19,15 @@ std::string ago(std::int64_t ms) {
   return config::format_duration(config::Millis(ms / 1000 * 1000)) + " ago";
 }
 
-// The live daemons. `strict`: garbage at the workers key is an error (jobqctl workers); else a
-// warning, and no daemon is known (queues and stats still show what Redis holds).
-store::Workers live_workers(redis::SyncClient& c, const Target& t, bool strict) {
-  auto w = store::run(c, store::read_workers(t.prefix));
-  if (!w.ok()) {
-    const std::string why = store::Keys::workers(t.prefix) +
-                            " is not the hash of workers jobqd keeps (" + w.error().message +
-                            "): delete it, and the daemons write it again within a second";
-    if (strict || w.error().connection()) throw Exit{kFailure, why};
-    std::cerr << "jobqctl: warning: " << why << "\n";
-    return {};
-  }
-  w->keep_live(call(c, store::redis_time()));
-  return std::move(*w);
-}
-
-// One row per queue: depths from Redis, the rest from the live daemons.
-json rows_of(redis::SyncClient& c, const Target& t) {
-  auto workers = live_workers(c, t, false);
-  auto active = store::activity(workers.live);
-  auto names = known_queues(c, t);
+// One row per queue: depths from Redis, the rest from the live daemons (store::Admin).
+json rows_of(store::Admin& admin) {
+  const auto active = admin.activity();
+  auto names = admin.known_queues();
   for (const auto& [name, a] : active) {
     if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
   }
   json out = json::array();
-  for (const auto& name : names) {
-    // Summed over the queue's shards; it is paused when any shard is (that shard's jobs wait).
-    store::QueueView v;
-    v.name = name;
-    const auto shards = shard_keys(c, t, name);
-    v.shards = shards.size();
-    for (const auto& s : call_each(c, shards, store::depths)) store::add_depths(v.depths, s);
-    for (const bool p : call_each(c, shards, store::is_paused)) v.paused = v.paused || p;
-    if (active.count(name)) v.activity = active.at(name);
-    out.push_back(store::queue_row(v));
-  }
+  for (const auto& name : names) out.push_back(store::queue_row(admin.queue_view(name, active)));
   return out;
 }
 
@@ -67,7 +40,8 @@ std::string n(const json& v) {
 int cmd_queues(const Globals& g) {
   Target t = resolve(g);
   auto c = connect(t);
-  const json rows = rows_of(c, t);
+  auto admin = admin_for(c, t);
+  const json rows = rows_of(admin);
   if (g.json_out) {
     json out = json::array();
     for (const auto& r : rows) {
@@ -103,9 +77,10 @@ int cmd_queues(const Globals& g) {
 int cmd_stats(const Globals& g, bool watch, const std::string& every_arg) {
   Target t = resolve(g);
   auto c = connect(t);
+  auto admin = admin_for(c, t);
   const auto every = every_arg.empty() ? config::Millis(2000) : duration_arg(every_arg, "--every");
   for (;;) {
-    const json rows = rows_of(c, t);
+    const json rows = rows_of(admin);
     std::ostringstream screen;
     if (g.json_out) {
       screen << dump(rows) << "\n";
@@ -141,7 +116,7 @@ int cmd_stats(const Globals& g, bool watch, const std::string& every_arg) {
 int cmd_workers(const Globals& g) {
   Target t = resolve(g);
   auto c = connect(t);
-  const auto workers = live_workers(c, t, true);
+  const auto workers = admin_for(c, t).live_workers();
   const std::int64_t now = call(c, store::redis_time());
   json out = json::array();
   Table table({"WORKER", "HOST", "PID", "VERSION", "UP", "RUN", "BUF", "SEEN", "QUEUES"});
@@ -194,14 +169,7 @@ int cmd_pause(const Globals& g, const std::string& queue_given, bool pause) {
   const std::string& queue = queue_arg(queue_given);
   Target t = resolve(g);
   auto c = connect(t);
-  // Every shard's flag (each shard's fetch checks its own): changed when any one did.
-  const std::int64_t now = now_ms();
-  bool changed = false;
-  for (const bool one : call_each(c, shard_keys(c, t, queue), [&](const store::Keys& k) {
-         return store::set_paused(k, pause, now);
-       })) {
-    changed = changed || one;
-  }
+  const bool changed = admin_for(c, t).set_paused(queue, pause);
   if (g.json_out) {
     std::cout << json({{"queue", queue}, {"paused", pause}, {"changed", changed}}).dump() << "\n";
   } else if (pause) {

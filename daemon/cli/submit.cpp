@@ -126,8 +126,9 @@ int cmd_submit(const Globals& g, const SubmitArgs& a) {
     must(sub->subscribe(keys(t, queue).events));
   }
   const std::string copy = store::marked_submission(job.dump(), id, now);
+  auto admin = admin_for(c, t);
   // Into the id's home shard, where its state and claim are: no daemon needs to send it there.
-  if (!call(c, store::submit(home_keys(c, t, queue, id), id, queue, copy, now, run_at))) {
+  if (!call(c, store::submit(admin.home_keys(queue, id), id, queue, copy, now, run_at))) {
     std::cerr << "jobqctl: job " << id
               << " is not over yet; this submission runs after it ends, as a new job\n";
   }
@@ -136,7 +137,7 @@ int cmd_submit(const Globals& g, const SubmitArgs& a) {
     std::cout << (g.json_out ? json({{"id", id}, {"queue", queue}}).dump() : id) << "\n";
     return kOk;
   }
-  return wait_for_job(t, queue, id, wait_for, g.json_out, std::move(*sub), c);
+  return wait_for_job(admin, queue, id, wait_for, g.json_out, std::move(*sub));
 }
 
 namespace {
@@ -230,7 +231,7 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
   }
   std::optional<config::Millis> delay;
   if (!a.delay.empty()) delay = duration_arg(a.delay, "--delay");
-  const auto shards = shard_keys(c, t, queue);
+  const auto shards = admin_for(c, t).shard_keys(queue);
   must(c.load(*store::submit(shards.front(), "x", queue, "{}", 0, {}).req.script));
 
   std::vector<Bad> bad;
@@ -241,7 +242,7 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
   std::vector<std::vector<store::Call<bool>>> chunks(shards.size());
   auto flush = [&](std::vector<store::Call<bool>>& chunk) {
     if (chunk.empty()) return;
-    for (auto& queued : pipelined(c, chunk)) {
+    for (auto& queued : store::pipelined(c, chunk)) {
       if (!queued.ok()) {
         throw Exit{kFailure, queued.error().message + " after " + std::to_string(submitted) +
                                  " job(s) were submitted"};

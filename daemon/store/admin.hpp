@@ -44,7 +44,21 @@ struct Layout {
   std::vector<std::string> config_queues;
   /// queues.<q>.retain.failed in ms (how long a cancelled job's state is kept); 0: the default.
   std::function<std::int64_t(const std::string& queue)> keep_failed_ms;
+  /// Told of a key that holds garbage when the answer can do without it (the registry beside the
+  /// config's queues, the workers' heartbeats beside the depths): jobqctl warns on stderr, the
+  /// API logs it. Unset: said nowhere.
+  std::function<void(const std::string& why)> warn;
 };
+
+/// Whether a job's status is one it ends in.
+inline bool is_final(const std::string& status) {
+  return status == "succeeded" || status == "failed" || status == "cancelled";
+}
+
+/// A queue name as the config takes it, or AdminError bad_input saying what names may be.
+const std::string& check_queue(const std::string& queue);
+/// A job id as jobqd takes it, or AdminError bad_input naming `what` ("job id", "--id").
+const std::string& check_id(const std::string& id, const std::string& what = "job id");
 
 /// A job as an operator sees it: its state hash, the status to show (active when a daemon holds
 /// it and its state says less: a short attempt's state is written only at its end), the daemon
@@ -64,6 +78,8 @@ struct JobRow {
   std::string worker;    // running, buffered: the daemon holding it
   std::string when;      // delayed: run_at ms; dead: died_at ms (as Redis has it)
   bool readable = true;  // false: not a job (body says what it is)
+  State state;           // dead: its state in the shard it died in (a newer job's, when its
+                         // status is not failed: that id runs again)
 };
 struct JobPage {
   std::string queue, state;
@@ -75,10 +91,18 @@ struct JobPage {
 /// The states a listing can show.
 inline constexpr const char* kListStates[] = {"pending", "delayed", "running", "buffered", "dead"};
 
-/// What one cancel step did (cancel_step): `what` is cancelled (taken out of pending or delayed
-/// and cancelled there), requested (a daemon holds it: every jobqd reads the request within a
-/// second, the holder stops it), final (it had ended: `status` says how), raced (a daemon took it
-/// meanwhile: step again).
+/// What one cancel step did (cancel_step): `what` is
+/// - cancelled: taken out of pending or delayed and cancelled there (`was`: queued, or waiting
+///   in delayed);
+/// - requested: a daemon holds it (`was`: running, or held by a daemon): every jobqd reads the
+///   request within a second, the holder stops it; step again (`asked`) to see it end;
+/// - final: it had ended (`status` says how; `was` over);
+/// - raced: a daemon took it meanwhile: step again at once;
+/// - unheld: its state says it is not over, yet it is neither waiting nor held (between the
+///   two: being fetched or given back): step again a little later;
+/// - gone (`asked` only): it has no state and no daemon holds it (its state is not kept: the
+///   event said how it ended).
+/// `status` is the job's status as seen ("" when it has no state).
 struct CancelStep {
   std::string what, status, was;
 };
@@ -92,7 +116,8 @@ class Admin {
   const Layout& layout() const noexcept { return layout_; }
 
   /// Every queue known: the config's, then those daemons have served (the registry), sorted
-  /// after the config's. A registry that cannot be read throws (a listing must not look empty).
+  /// after the config's. A registry that cannot be read is warned of (Layout::warn) and the
+  /// config's are known; without any in the config it throws (a listing must not look empty).
   std::vector<std::string> known_queues();
   /// The queue's shard count: Redis' `shards` key, else the config's, else 1; read once per
   /// Admin. Garbage there: AdminError garbage naming the key and what to do.
@@ -104,18 +129,24 @@ class Admin {
   /// queue that has a state for it (or, at its home, a claim). not_found otherwise.
   std::string find_queue(const std::string& id, const std::string& queue);
   /// Job `id` of `queue` (its home shard first, then the others). A JobView that !exists() when
-  /// there is none.
+  /// there is none (an id that cannot be one is not checked: it is simply not found).
   JobView job(const std::string& queue, const std::string& id);
 
-  /// Up to `limit` jobs of `queue` in `state` (kListStates) from `offset` on: pending next to
-  /// run first, delayed soonest first, dead most recent first when `newest`, else oldest first;
-  /// running and buffered as the daemons hold them. bad_input for another state.
+  /// Up to `limit` jobs of `queue` in `state` (kListStates) from `offset` on, over every shard:
+  /// oldest first (pending: next to run first, each shard's in turn; delayed: soonest due first;
+  /// dead: longest dead first), or with `newest` the other way round (pending: last pushed
+  /// first; delayed: latest due first; dead: most recent first); running and buffered as the
+  /// daemons hold them (`newest` does not apply). bad_input for another state or queue name.
   JobPage list(const std::string& queue, const std::string& state, std::size_t offset,
                std::size_t limit, bool newest);
 
   /// One step of cancelling job `id` of `queue` (jobqctl cancel loops on it, waiting for the
-  /// job's end; the API answers after one). `why` goes into the job's error.
-  CancelStep cancel_step(const std::string& queue, const std::string& id, const std::string& why);
+  /// job's end; the API answers after one). `why` goes into the job's error, followed by
+  /// " while queued" or " while waiting in delayed". `asked`: an earlier step was answered
+  /// requested: this one only looks (final, when it has ended) and stands by the request.
+  /// not_found when the queue has no such job.
+  CancelStep cancel_step(const std::string& queue, const std::string& id, const std::string& why,
+                         bool asked = false);
 
   /// Dead jobs back to pending (retry) or dropped (purge): the ids given, or every one when
   /// `ids` is empty and `all`. Returns how many. In slices: a large set never holds Redis long.
@@ -128,9 +159,27 @@ class Admin {
   /// The queue's row figures from Redis (depths summed, paused when any shard is; activity from
   /// the live daemons' heartbeats).
   QueueView queue_view(const std::string& queue, const std::map<std::string, Activity>& active);
+  /// What the live daemons say they run, per queue (store::activity). Garbage at the workers
+  /// key is warned of (Layout::warn), and no daemon is known: the depths still show.
   std::map<std::string, Activity> activity();
+  /// The daemons' heartbeats, those no older than kLiveWithinMs kept (Redis' clock). Garbage at
+  /// the workers key: AdminError garbage naming it and what to do.
+  Workers live_workers();
 
  private:
+  bool knows(const std::string& queue, const std::string& id);
+  JobView look(const Keys& k, const std::string& queue, const std::string& id);
+  std::string holder(const Keys& k, const std::string& claim);
+  std::size_t held_rows(const std::vector<Keys>& shards, const std::string& queue,
+                        bool running_ones, std::size_t offset, std::size_t limit,
+                        std::vector<JobRow>& rows);
+  CancelStep request_cancel(const Keys& k, const std::string& queue, const std::string& id,
+                            const JobView& seen, bool asked);
+  long long dead_action(const std::string& queue, const std::vector<std::string>& ids, bool all,
+                        bool retry);
+  std::int64_t keep_failed_ms(const std::string& queue) const;
+  Workers read_live(bool strict);
+
   redis::SyncClient& c_;
   Layout layout_;
   std::map<std::string, std::size_t> shard_counts_;

@@ -60,4 +60,20 @@ OpResult<T> run(redis::SyncClient& client, const Call<T>& call) {
   return call.decode(std::move(*r));
 }
 
+/// Sends `calls` in one write on a blocking client and reads their replies in order (one round
+/// trip however many shards they go to). A script among them must have been loaded
+/// (SyncClient::load) first: pipelined, it goes by EVALSHA alone.
+template <class T>
+std::vector<OpResult<T>> pipelined(redis::SyncClient& client, const std::vector<Call<T>>& calls) {
+  for (const auto& x : calls) append(client, x.req);
+  std::vector<OpResult<T>> out;
+  out.reserve(calls.size());
+  // Every reply is read, an error or not: the connection stays in step.
+  for (const auto& x : calls) {
+    auto r = client.read();
+    out.push_back(r.ok() ? x.decode(std::move(*r)) : OpResult<T>(r.error()));
+  }
+  return out;
+}
+
 }  // namespace jq::store

@@ -1,0 +1,654 @@
+// The operator's reads and actions (store/admin.hpp) over a blocking client: where a job is, the
+// listings, cancel, dead jobs, pause and the queue rows, for jobqctl and the daemon's /api/ alike.
+#include "store/admin.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <iterator>
+#include <set>
+#include <string_view>
+#include <utility>
+#include <variant>
+
+#include "config/config.hpp"
+#include "job/id.hpp"
+#include "job/text.hpp"
+#include "store/marker.hpp"
+#include "store/queue_store.hpp"
+#include "store/shards.hpp"
+
+namespace jq::store {
+namespace {
+
+using json = nlohmann::json;
+using Kind = AdminError::Kind;
+
+// What a failed call means to the operator: Redis away or refusing, or a key of jobqd's holding
+// what jobqd never writes (a wrong type, or a value it cannot read).
+Kind kind_of(const OpError& e) {
+  if (e.kind == OpError::Kind::shape || e.wrong_type()) return Kind::garbage;
+  return Kind::redis;
+}
+
+// The value of a call, or AdminError with its error.
+template <class T>
+T must(OpResult<T> r) {
+  if (!r.ok()) throw AdminError(kind_of(r.error()), r.error().message);
+  return std::move(*r);
+}
+
+template <class T>
+T call(redis::SyncClient& c, const Call<T>& x) {
+  return must(run(c, x));
+}
+
+// The values of `calls` (calls of one kind, one per shard), in one round trip; or AdminError with
+// the first error. A single call runs alone: nothing to load.
+template <class T>
+std::vector<T> call_all(redis::SyncClient& c, const std::vector<Call<T>>& calls) {
+  std::vector<T> out;
+  if (calls.size() == 1) {
+    out.push_back(call(c, calls.front()));
+    return out;
+  }
+  if (!calls.empty() && calls.front().req.script) must(c.load(*calls.front().req.script));
+  for (auto& r : pipelined(c, calls)) out.push_back(must(std::move(r)));
+  return out;
+}
+
+// `make(k)` for the keys `k` of each shard, run as call_all: the values in shard order.
+template <class F>
+auto call_each(redis::SyncClient& c, const std::vector<Keys>& shards, F make) {
+  std::vector<decltype(make(shards.front()))> calls;
+  calls.reserve(shards.size());
+  for (const auto& k : shards) calls.push_back(make(k));
+  return call_all(c, calls);
+}
+
+// The sum of a count every shard keeps (pending_length, delayed_count, dead_count).
+std::size_t summed(redis::SyncClient& c, const std::vector<Keys>& shards,
+                   Call<long long> (*count)(const Keys&)) {
+  long long sum = 0;
+  for (const auto n : call_each(c, shards, count)) sum += n;
+  return static_cast<std::size_t>(std::max(0LL, sum));
+}
+
+// The shards in the order a job of `home` is looked for: its home, then the others from shard 0
+// on (a job pushed without going through jobqctl lands in shard 0 before it is sent home).
+std::vector<std::size_t> search_order(std::size_t home, std::size_t shards) {
+  std::vector<std::size_t> out{home};
+  for (std::size_t i = 0; i < shards; ++i) {
+    if (i != home) out.push_back(i);
+  }
+  return out;
+}
+
+// An entry of a sorted set each shard keeps (delayed, dead): its member, its score, its shard.
+struct Scored {
+  std::string member, score;
+  std::size_t shard = 0;
+};
+// A slice of such a set by rank: delayed_slice or dead_slice.
+using SliceCall = Call<std::vector<std::pair<std::string, std::string>>> (*)(const Keys&, long long,
+                                                                             long long);
+
+// The first `count` entries over every shard's set in score order, lowest first, or highest first
+// when `highest` (for one shard, as Redis orders them, or the reverse). Each shard gives its own
+// first `count`: the merged first `count` are among them.
+std::vector<Scored> ranked(redis::SyncClient& c, const std::vector<Keys>& shards, SliceCall slice,
+                           std::size_t count, bool highest) {
+  std::vector<Scored> out;
+  if (count == 0) return out;
+  const auto n = static_cast<long long>(count);
+  std::size_t shard = 0;
+  for (auto& entries : call_each(c, shards, [&](const Keys& k) {
+         return highest ? slice(k, -n, -1) : slice(k, 0, n - 1);
+       })) {
+    // A slice by rank comes lowest first: the highest ones read backwards.
+    if (highest) std::reverse(entries.begin(), entries.end());
+    for (auto& [member, score] : entries) {
+      out.push_back({std::move(member), std::move(score), shard});
+    }
+    ++shard;
+  }
+  // Stable: one shard's own order (ties by member) stays. Scores are numbers Redis wrote.
+  std::stable_sort(out.begin(), out.end(), [&](const Scored& a, const Scored& b) {
+    const double x = std::strtod(a.score.c_str(), nullptr);
+    const double y = std::strtod(b.score.c_str(), nullptr);
+    return highest ? y < x : x < y;
+  });
+  if (out.size() > count) out.resize(count);
+  return out;
+}
+
+// The rows of every shard (each in its own order) as one list, `limit` at most: each shard's next
+// in turn. Pending jobs carry no time to order them by.
+std::vector<JobRow> interleaved(std::vector<std::vector<JobRow>> shards, std::size_t limit) {
+  std::vector<JobRow> out;
+  for (std::size_t i = 0; out.size() < limit; ++i) {
+    bool more = false;
+    for (auto& rows : shards) {
+      if (i >= rows.size() || out.size() >= limit) continue;
+      out.push_back(std::move(rows[i]));
+      more = true;
+    }
+    if (!more) break;
+  }
+  return out;
+}
+
+// Rows [offset, offset + limit) of `rows`.
+std::vector<JobRow> page_of(std::vector<JobRow> rows, std::size_t offset) {
+  if (offset >= rows.size()) return {};
+  rows.erase(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(offset));
+  return rows;
+}
+
+// A held or waiting copy of a job as a row: its id (from its marker, else its own field) and its
+// payload; what is not a job is said so.
+JobRow describe(const std::string& raw) {
+  JobRow row;
+  Copy copy = split(raw);
+  auto parsed = job::parse_json(copy.body);
+  auto* j = std::get_if<json>(&parsed);
+  if (!j || !j->is_object()) {
+    row.readable = false;
+    row.body = "(not a job: " + job::to_utf8(job::clip_utf8(raw, 40)) + ")";
+    return row;
+  }
+  if (copy.marker) {
+    row.id = copy.marker->id;
+  } else if (j->contains("id") && (*j)["id"].is_string()) {
+    row.id = (*j)["id"].get<std::string>();
+  }
+  row.body = j->contains("payload") ? (*j)["payload"] : json();
+  return row;
+}
+
+std::optional<std::uint64_t> token_of(const std::string& s) {
+  std::uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+// A copy of job `id` waiting in pending or delayed, found by cancel.
+struct Waiting {
+  std::string where;  // pending, delayed
+  std::string body;
+  std::string score;  // delayed: when it is due
+  bool away = false;  // in shard 0, not in its id's home shard (not forwarded there yet)
+};
+
+// The id a copy names: its marker's, else its JSON's own.
+std::string id_of(const std::string& copy) {
+  Copy c = split(copy);
+  if (c.marker) return c.marker->id;
+  auto parsed = job::parse_json(c.body);
+  auto* j = std::get_if<json>(&parsed);
+  if (j && j->is_object() && j->contains("id") && (*j)["id"].is_string()) {
+    return (*j)["id"].get<std::string>();
+  }
+  return "";
+}
+
+// Every copy of job `id` in the queue's pending list and delayed set, in the order cancel tries
+// them: a retry waiting in delayed first, then the oldest in pending, then the rest. Read in
+// slices, so that a long list never holds Redis in one reply.
+std::vector<Waiting> copies_of(redis::SyncClient& c, const Keys& k, const std::string& id) {
+  constexpr long long kSlice = 1000;
+  auto is_it = [&](const std::string& raw) {
+    return raw.find(id) != std::string::npos && id_of(raw) == id;
+  };
+  std::vector<Waiting> pending, retries, delayed;
+  const long long n = call(c, pending_length(k));
+  for (long long from = 0; from < n; from += kSlice) {
+    for (auto& e : call(c, pending_slice(k, from, from + kSlice - 1))) {
+      if (is_it(e)) pending.push_back({"pending", std::move(e), "", false});
+    }
+  }
+  std::reverse(pending.begin(), pending.end());  // consumed from the right: the oldest first
+  const long long m = call(c, delayed_count(k));
+  for (long long from = 0; from < m; from += kSlice) {
+    for (auto& [e, score] : call(c, delayed_slice(k, from, from + kSlice - 1))) {
+      if (!is_it(e)) continue;
+      Copy cut = split(e);
+      auto& to = cut.marker && cut.marker->attempts > 0 ? retries : delayed;
+      to.push_back({"delayed", std::move(e), std::move(score), false});
+    }
+  }
+  std::vector<Waiting> out = std::move(retries);
+  for (auto* v : {&pending, &delayed}) {
+    out.insert(out.end(), std::make_move_iterator(v->begin()), std::make_move_iterator(v->end()));
+  }
+  return out;
+}
+
+// Moves a copy found away from its id's home shard (in shard 0) home, as a daemon fetching it
+// would, so that the cancel script finds it there with the job's state and claim (one script
+// touches one shard). Taken out first: false when a daemon took it meanwhile (look again), and
+// never two copies of it. Were the process to die between the two steps, the job being cancelled
+// would be lost, not run twice.
+bool bring_home(redis::SyncClient& c, const Keys& from, const Keys& home, const Waiting& copy) {
+  if (!call(c, take_copy(from, copy.where, copy.body))) return false;
+  if (copy.where == "pending") {
+    call(c, push_pending(home, {copy.body}));
+  } else {
+    call(c, put_delayed(home, copy.body, copy.score));
+  }
+  return true;
+}
+
+bool listable(const std::string& state) {
+  return std::find(std::begin(kListStates), std::end(kListStates), state) != std::end(kListStates);
+}
+
+}  // namespace
+
+const std::string& check_queue(const std::string& queue) {
+  if (!config::valid_name(queue)) {
+    throw AdminError(Kind::bad_input, "queue name '" + job::to_utf8(job::clip_utf8(queue, 80)) +
+                                          "': use 1-64 characters of [A-Za-z0-9_.-]");
+  }
+  return queue;
+}
+
+const std::string& check_id(const std::string& id, const std::string& what) {
+  if (!job::valid_id(id)) {
+    throw AdminError(Kind::bad_input, what + " '" + job::to_utf8(job::clip_utf8(id, 80)) +
+                                          "': use 1-128 characters of [A-Za-z0-9_.:-]");
+  }
+  return id;
+}
+
+Admin::Admin(redis::SyncClient& c, Layout layout) : c_(c), layout_(std::move(layout)) {}
+
+std::vector<std::string> Admin::known_queues() {
+  std::vector<std::string> out = layout_.config_queues;
+  auto served = run(c_, registered_queues(layout_.prefix));
+  if (!served.ok()) {
+    const std::string why = Keys::registry(layout_.prefix) +
+                            " is not the set of queues jobqd keeps (" + served.error().message +
+                            "): delete it, and the daemons write it again at their next start";
+    // Without the config's queues there is nothing to show: never an empty list that looks
+    // like the truth.
+    if (out.empty()) throw AdminError(kind_of(served.error()), why);
+    if (layout_.warn) layout_.warn(why + "; only the config's queues are known");
+    return out;
+  }
+  for (auto& name : *served) {
+    if (config::valid_name(name) && std::find(out.begin(), out.end(), name) == out.end()) {
+      out.push_back(std::move(name));
+    }
+  }
+  return out;
+}
+
+std::size_t Admin::shard_count(const std::string& queue) {
+  if (auto known = shard_counts_.find(queue); known != shard_counts_.end()) return known->second;
+  auto value = run(c_, read_shards(Keys(layout_.prefix, queue)));
+  if (!value.ok() && value.error().kind != OpError::Kind::shape) {
+    throw AdminError(kind_of(value.error()), value.error().message);
+  }
+  if (!value.ok()) {
+    throw AdminError(Kind::garbage, value.error().message +
+                                        ": every jobqd serving the queue writes it at its start "
+                                        "(queues." +
+                                        queue +
+                                        ".shards of its config); set it to that, or delete it "
+                                        "and restart them");
+  }
+  // None written yet (no daemon has served the queue): the config's count fills in.
+  std::size_t n = *value;
+  if (n == 0 && layout_.config_shards) n = layout_.config_shards(queue);
+  if (n == 0) n = 1;
+  shard_counts_.emplace(queue, n);
+  return n;
+}
+
+std::vector<Keys> Admin::shard_keys(const std::string& queue) {
+  std::vector<Keys> out;
+  for (const auto& tag : shard_tags(queue, shard_count(queue))) {
+    out.emplace_back(layout_.prefix, queue, tag);
+  }
+  return out;
+}
+
+Keys Admin::home_keys(const std::string& queue, const std::string& id) {
+  const std::size_t n = shard_count(queue);
+  const std::size_t home = home_shard(id, n);
+  if (home == 0) return Keys(layout_.prefix, queue);
+  // Only the home's tag is needed, but shard k's tag depends on the windows before it.
+  return Keys(layout_.prefix, queue, shard_tags(queue, n)[home]);
+}
+
+// The daemon holding a claimed job now ("" when none does): a claim names its hold
+// (`nonce` or `nonce@worker:token`), and the hold is checked to be there still.
+std::string Admin::holder(const Keys& k, const std::string& claim) {
+  std::string_view v = claim;
+  if (auto at = v.rfind('@'); at != std::string_view::npos) v.remove_prefix(at + 1);
+  auto colon = v.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return "";
+  const std::string worker(v.substr(0, colon)), token(v.substr(colon + 1));
+  if (token.empty() || token.find_first_not_of("0123456789") != std::string::npos) return "";
+  auto held = run(c_, holds(k, worker, token));
+  return held.ok() && *held ? worker : "";
+}
+
+// Job `id` in one shard: its state, and whether a daemon holds it now.
+JobView Admin::look(const Keys& k, const std::string& queue, const std::string& id) {
+  JobView s;
+  s.id = id;
+  s.queue = queue;
+  s.state = call(c_, read_state(k, id));
+  s.status = s.state.count("status") ? s.state.at("status") : "";
+  const std::string claim = call(c_, read_claim(k, id));
+  if (!claim.empty() && !is_final(s.status)) {
+    s.held_by = holder(k, claim);
+    // A short attempt's state is written only at its end: its hold says it runs.
+    if (!s.held_by.empty() && s.status != "active") s.status = "active";
+  }
+  return s;
+}
+
+// At its home shard, else at the first other shard (search_order) holding a state for it: an id
+// jobqd gave a job it could not read may live in the shard that job was fetched from.
+JobView Admin::job(const std::string& queue, const std::string& id) {
+  const auto shards = shard_keys(queue);
+  const auto order = search_order(home_shard(id, shards.size()), shards.size());
+  JobView home = look(shards[order.front()], queue, id);
+  if (home.exists()) return home;
+  for (std::size_t i = 1; i < order.size(); ++i) {
+    if (!call(c_, read_state(shards[order[i]], id)).empty()) {
+      return look(shards[order[i]], queue, id);
+    }
+  }
+  return home;
+}
+
+// Whether `queue` knows of job `id`: a state in any of its shards (its home first), or a claim at
+// its home.
+bool Admin::knows(const std::string& queue, const std::string& id) {
+  const auto shards = shard_keys(queue);
+  const std::size_t home = home_shard(id, shards.size());
+  for (const auto i : search_order(home, shards.size())) {
+    if (!call(c_, read_state(shards[i], id)).empty()) return true;
+    if (i == home && !call(c_, read_claim(shards[i], id)).empty()) return true;
+  }
+  return false;
+}
+
+std::string Admin::find_queue(const std::string& id, const std::string& queue) {
+  if (!queue.empty()) return check_queue(queue);
+  check_id(id);
+  const auto names = known_queues();
+  for (const auto& q : names) {
+    if (knows(q, id)) return q;
+  }
+  throw AdminError(Kind::not_found,
+                   "no job " + id + " in any known queue (" +
+                       (names.empty() ? std::string("none known") : std::to_string(names.size())) +
+                       "; give -q QUEUE for a job that has no state yet)");
+}
+
+// The jobs daemons hold, running or buffered, told apart by what each daemon says it runs (its
+// heartbeat); those from `offset` on, up to `limit`, into `rows`. Returns how many there are.
+std::size_t Admin::held_rows(const std::vector<Keys>& shards, const std::string& queue,
+                             bool running_ones, std::size_t offset, std::size_t limit,
+                             std::vector<JobRow>& rows) {
+  auto workers = call(c_, read_workers(layout_.prefix));
+  std::map<std::string, std::set<std::uint64_t>> running;
+  std::set<std::string> told;
+  for (const auto& h : workers.live) {
+    auto q = h.queues.find(queue);
+    if (q == h.queues.end()) continue;
+    told.insert(h.worker);
+    running[h.worker].insert(q->second.running_tokens.begin(), q->second.running_tokens.end());
+  }
+  std::size_t total = 0;
+  // Each shard has its leases and holds (a daemon holds a lease in every shard it fetches from).
+  for (const auto& k : shards) {
+    for (const auto& w : call(c_, lease_holders(k))) {
+      auto held = run(c_, held_copies(k, w));
+      if (!held.ok()) continue;
+      for (const auto& [token, copy] : *held) {
+        const auto tok = token_of(token);
+        // A daemon that does not say (gone, or another version): its jobs count as running.
+        const bool runs = !told.count(w) || (tok && running[w].count(*tok));
+        if (runs != running_ones) continue;
+        if (total++ < offset || rows.size() >= limit) continue;
+        JobRow row = describe(copy);
+        row.worker = w;
+        rows.push_back(std::move(row));
+      }
+    }
+  }
+  return total;
+}
+
+JobPage Admin::list(const std::string& queue, const std::string& state, std::size_t offset,
+                    std::size_t limit, bool newest) {
+  check_queue(queue);
+  if (!listable(state)) {
+    throw AdminError(Kind::bad_input, "state '" + job::to_utf8(job::clip_utf8(state, 40)) +
+                                          "': use pending, delayed, running, buffered or dead");
+  }
+  const auto shards = shard_keys(queue);
+  JobPage page;
+  page.queue = queue;
+  page.state = state;
+  page.offset = offset;
+  // The first offset + limit of the merged order come from the first offset + limit of each
+  // shard's own.
+  const std::size_t reach = limit == 0 ? 0 : offset + limit;
+  if (state == "running" || state == "buffered") {
+    page.total = held_rows(shards, queue, state == "running", offset, limit, page.jobs);
+  } else if (state == "pending") {
+    page.total = summed(c_, shards, pending_length);
+    if (reach == 0) return page;
+    // Pushed on the left, taken from the right: the oldest is the last element.
+    const auto n = static_cast<long long>(reach);
+    std::vector<std::vector<JobRow>> found;
+    for (const auto& items : call_each(c_, shards, [&](const Keys& k) {
+           return newest ? pending_slice(k, 0, n - 1) : pending_slice(k, -n, -1);
+         })) {
+      auto& into = found.emplace_back();
+      if (newest) {
+        for (const auto& item : items) into.push_back(describe(item));
+      } else {
+        for (auto it = items.rbegin(); it != items.rend(); ++it) into.push_back(describe(*it));
+      }
+    }
+    page.jobs = page_of(interleaved(std::move(found), reach), offset);
+  } else if (state == "delayed") {
+    page.total = summed(c_, shards, delayed_count);
+    auto entries = ranked(c_, shards, delayed_slice, reach, newest);
+    for (std::size_t i = offset; i < entries.size(); ++i) {
+      JobRow row = describe(entries[i].member);
+      row.when = std::move(entries[i].score);
+      page.jobs.push_back(std::move(row));
+    }
+  } else {  // dead
+    page.total = summed(c_, shards, dead_count);
+    auto entries = ranked(c_, shards, dead_slice, reach, newest);
+    for (std::size_t i = offset; i < entries.size(); ++i) {
+      JobRow row;
+      row.id = std::move(entries[i].member);
+      row.when = std::move(entries[i].score);
+      // Its state in the shard it died in.
+      row.state = call(c_, read_state(shards[entries[i].shard], row.id));
+      row.body = row.state["error_kind"] + ": " + row.state["error"];
+      page.jobs.push_back(std::move(row));
+    }
+  }
+  return page;
+}
+
+std::int64_t Admin::keep_failed_ms(const std::string& queue) const {
+  const std::int64_t keep = layout_.keep_failed_ms ? layout_.keep_failed_ms(queue) : 0;
+  return keep > 0 ? keep : config::QueueConfig{}.retain.failed.count();
+}
+
+// The request to the daemon holding the job (the cancel script's `request`): it stands until
+// that daemon reads it, or the claim it names is gone.
+CancelStep Admin::request_cancel(const Keys& k, const std::string& queue, const std::string& id,
+                                 const JobView& seen, bool asked) {
+  const Millis keep(keep_failed_ms(queue));
+  auto r = call(c_, cancel(k, queue, id, "request", "", keep, ""));
+  CancelStep step{"", seen.status, ""};
+  if (asked) {
+    // Asked before: what it answers now changes nothing; the job's state tells its end.
+    step.what = seen.exists() ? "requested" : "gone";
+  } else if (r.what == "requested") {
+    step.what = "requested";
+    step.was = seen.held_by.empty() ? "held by a daemon" : "running";
+  } else if (r.what == "final") {
+    step = {"final", r.status, "over"};
+  } else {
+    step.what = "unheld";  // no claim stands, yet its state is not over: look again
+  }
+  return step;
+}
+
+// A job waiting in pending or delayed is taken out and cancelled here; one a daemon holds
+// (running, or in its buffer) gets a request that every jobqd reads within a second, and the one
+// holding it stops it as at a timeout.
+CancelStep Admin::cancel_step(const std::string& queue, const std::string& id,
+                              const std::string& why, bool asked) {
+  check_queue(queue);
+  check_id(id);
+  // The request and the state at the job's home; its copies there, and in shard 0, where a
+  // plain LPUSH lands before a daemon sends it home.
+  const auto shards = shard_keys(queue);
+  const std::size_t home = home_shard(id, shards.size());
+  const Keys& k = shards[home];
+  const JobView seen = look(k, queue, id);
+  if (asked) {
+    if (is_final(seen.status)) return {"final", seen.status, ""};
+    return request_cancel(k, queue, id, seen, true);
+  }
+  if (!seen.held_by.empty()) return request_cancel(k, queue, id, seen, false);
+  std::vector<Waiting> copies = copies_of(c_, k, id);
+  if (home != 0) {
+    for (auto& copy : copies_of(c_, shards.front(), id)) {
+      copy.away = true;
+      copies.push_back(std::move(copy));
+    }
+  }
+  const Millis keep(keep_failed_ms(queue));
+  for (const auto& copy : copies) {
+    if (copy.away && !bring_home(c_, shards.front(), k, copy)) return {"raced", seen.status, ""};
+    const std::string was = copy.where == "pending" ? "queued" : "waiting in delayed";
+    auto r = call(c_, cancel(k, queue, id, copy.where, copy.body, keep, why + " while " + was));
+    if (r.what == "cancelled") return {"cancelled", "cancelled", was};
+    // A daemon took it meanwhile: look again.
+    if (r.what == "gone") return {"raced", seen.status, ""};
+  }
+  if (is_final(seen.status)) return {"final", seen.status, "over"};
+  if (seen.state.empty()) throw AdminError(Kind::not_found, "no job " + id + " in queue " + queue);
+  // Queued or retrying, yet in neither place: a daemon holds it.
+  return request_cancel(k, queue, id, seen, false);
+}
+
+// Dead jobs are kept per shard: retry and purge act in each.
+long long Admin::dead_action(const std::string& queue, const std::vector<std::string>& ids,
+                             bool all, bool retry) {
+  check_queue(queue);
+  const auto shards = shard_keys(queue);
+  if (ids.empty() != all) {
+    throw AdminError(Kind::bad_input, "give the ids of dead jobs, or all (not both)");
+  }
+  for (const auto& id : ids) check_id(id);
+  long long done = 0;
+  for (const auto& k : shards) {
+    // The ids given: in every shard (the scripts leave a shard where one is not dead alone); a
+    // dead job is usually at its id's home, but one jobqd could not read stays where it was
+    // fetched.
+    std::vector<std::string> in_shard;
+    if (all) {
+      const long long total = call(c_, dead_count(k));
+      for (long long from = 0; from < total; from += 10000) {
+        for (auto& [dead_id, score] : call(c_, dead_slice(k, from, from + 9999))) {
+          in_shard.push_back(std::move(dead_id));
+        }
+      }
+    }
+    const std::vector<std::string>& these = all ? in_shard : ids;
+    // In slices, so that a large dead set does not hold Redis in one long script.
+    for (std::size_t i = 0; i < these.size(); i += 500) {
+      const std::vector<std::string> slice(
+          these.begin() + static_cast<std::ptrdiff_t>(i),
+          these.begin() + static_cast<std::ptrdiff_t>(std::min(these.size(), i + 500)));
+      done += retry ? call(c_, requeue_dead(k, slice)) : call(c_, drop_dead(k, slice));
+    }
+  }
+  if (!all && done == 0) {
+    std::string named;
+    for (const auto& id : ids) named += (named.empty() ? "" : ", ") + id;
+    throw AdminError(Kind::not_found, "no dead job " + named + " in queue " + queue);
+  }
+  return done;
+}
+
+long long Admin::retry_dead(const std::string& queue, const std::vector<std::string>& ids,
+                            bool all) {
+  return dead_action(queue, ids, all, true);
+}
+
+long long Admin::purge_dead(const std::string& queue, const std::vector<std::string>& ids,
+                            bool all) {
+  return dead_action(queue, ids, all, false);
+}
+
+bool Admin::set_paused(const std::string& queue, bool paused) {
+  check_queue(queue);
+  // Every shard's flag (each shard's fetch checks its own): changed when any one did.
+  const std::int64_t now = unix_ms();
+  bool changed = false;
+  for (const bool one : call_each(c_, shard_keys(queue), [&](const Keys& k) {
+         return store::set_paused(k, paused, now);
+       })) {
+    changed = changed || one;
+  }
+  return changed;
+}
+
+// Summed over the queue's shards; it is paused when any shard is (that shard's jobs wait).
+QueueView Admin::queue_view(const std::string& queue,
+                            const std::map<std::string, Activity>& active) {
+  QueueView v;
+  v.name = queue;
+  const auto shards = shard_keys(queue);
+  v.shards = shards.size();
+  for (const auto& s : call_each(c_, shards, depths)) add_depths(v.depths, s);
+  for (const bool p : call_each(c_, shards, is_paused)) v.paused = v.paused || p;
+  if (auto a = active.find(queue); a != active.end()) v.activity = a->second;
+  return v;
+}
+
+// The live daemons. `strict`: garbage at the workers key is an error; else it is warned of, and
+// no daemon is known (the depths still show what Redis holds).
+Workers Admin::read_live(bool strict) {
+  auto w = run(c_, read_workers(layout_.prefix));
+  if (!w.ok()) {
+    const std::string why = Keys::workers(layout_.prefix) +
+                            " is not the hash of workers jobqd keeps (" + w.error().message +
+                            "): delete it, and the daemons write it again within a second";
+    if (strict || w.error().connection()) throw AdminError(kind_of(w.error()), why);
+    if (layout_.warn) layout_.warn(why);
+    return {};
+  }
+  w->keep_live(call(c_, redis_time()));
+  return std::move(*w);
+}
+
+Workers Admin::live_workers() {
+  return read_live(true);
+}
+
+std::map<std::string, Activity> Admin::activity() {
+  return store::activity(read_live(false).live);
+}
+
+}  // namespace jq::store
