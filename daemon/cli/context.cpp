@@ -144,13 +144,6 @@ std::string dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::optional<long long> whole_number(const std::string& s) {
-  long long v = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
-  return v;
-}
-
 namespace {
 
 // `2026-12-02 06:09:12Z`: a unix ms time as people read it (UTC, as in jobqd's log).
@@ -182,29 +175,6 @@ std::string when(const std::string& ms, std::int64_t now) {
   auto v = whole_number(ms);
   if (!v || *v <= 0) return ms;
   return clock_text(*v) + " (" + relative(*v, now) + ")";
-}
-
-json json_or_text(const std::string& text) {
-  if (text.empty()) return json(text);
-  auto parsed = job::parse_json(text);
-  if (auto* value = std::get_if<json>(&parsed)) return std::move(*value);
-  return json(text);
-}
-
-json state_json(const std::string& id, const std::map<std::string, std::string>& state) {
-  json j = {{"id", id}};
-  for (const auto& [k, v] : state) {
-    const bool time = k.size() > 3 && k.compare(k.size() - 3, 3, "_at") == 0;
-    if (k == "attempts" || time) {
-      auto n = whole_number(v);
-      j[k] = n ? json(*n) : json();
-    } else if (k == "result") {
-      j[k] = json_or_text(v);
-    } else {
-      j[k] = v;
-    }
-  }
-  return j;
 }
 
 void Table::print(std::ostream& o, const std::vector<std::size_t>& right) const {

@@ -17,6 +17,7 @@
 #include "store/call.hpp"
 #include "store/calls.hpp"
 #include "store/keys.hpp"
+#include "store/views.hpp"
 
 namespace jq::cli {
 
@@ -90,12 +91,12 @@ std::string dump(const json& j);
 std::string when(const std::string& ms, std::int64_t now);
 /// `3s ago`, `in 5m`, `now`.
 std::string relative(std::int64_t ms, std::int64_t now);
-std::optional<long long> whole_number(const std::string& s);
-/// A text as JSON when it is JSON (a result, a payload), else as a string.
-json json_or_text(const std::string& text);
-/// A job's state as JSON data: times and attempts as numbers (null when not set), a result that
-/// is JSON as JSON, the rest as text.
-json state_json(const std::string& id, const std::map<std::string, std::string>& state);
+
+/// The JSON shapes jobqctl and the API share (store/views.hpp).
+using store::json_or_text;
+using store::page_json;
+using store::state_json;
+using store::whole_number;
 
 /// Lines of a table: each column as wide as its widest cell (the last one is left as is).
 class Table {

@@ -214,23 +214,13 @@ int cmd_cancel(const Globals& g, const std::string& id_given, const std::string&
 namespace {
 
 // The rows as `jobs` prints them: JSON, or a table with a line saying what was left out.
-void print_jobs(const Globals& g, redis::SyncClient& c, const std::string& queue,
-                const std::string& state, std::size_t total,
-                const std::vector<store::JobRow>& rows) {
+void print_jobs(const Globals& g, redis::SyncClient& c, const store::JobPage& page) {
+  const std::string& queue = page.queue;
+  const std::string& state = page.state;
+  const std::size_t total = page.total;
+  const std::vector<store::JobRow>& rows = page.jobs;
   if (g.json_out) {
-    json out = json::array();
-    for (const auto& r : rows) {
-      json j = {{"id", r.id.empty() ? json() : json(r.id)}};
-      j[state == "dead" ? "error" : "payload"] = r.body;
-      if (!r.worker.empty()) j["worker"] = r.worker;
-      if (!r.when.empty()) {
-        auto at = whole_number(r.when);
-        j[state == "dead" ? "died_at" : "run_at"] = at ? json(*at) : json(r.when);
-      }
-      out.push_back(j);
-    }
-    std::cout << dump({{"queue", queue}, {"state", state}, {"total", total}, {"jobs", out}})
-              << "\n";
+    std::cout << dump(page_json(page)) << "\n";
     return;
   }
   if (rows.empty()) {
@@ -272,7 +262,7 @@ int cmd_jobs(const Globals& g, const std::string& queue_given, const std::string
   Target t = resolve(g);
   auto c = connect(t);
   const store::JobPage page = admin_for(c, t).list(queue, state, 0, limit, false);
-  print_jobs(g, c, queue, state, page.total, page.jobs);
+  print_jobs(g, c, page);
   return kOk;
 }
 

@@ -121,33 +121,19 @@ int cmd_workers(const Globals& g) {
   json out = json::array();
   Table table({"WORKER", "HOST", "PID", "VERSION", "UP", "RUN", "BUF", "SEEN", "QUEUES"});
   for (const auto& w : workers.live) {
-    long long running = 0, buffered = 0;
-    std::string queues;
-    json names = json::array();
-    for (const auto& [name, q] : w.queues) {
-      running += q.running;
-      buffered += q.buffered;
-      queues += (queues.empty() ? "" : ",") + name;
-      names.push_back(name);
-    }
-    const std::int64_t up_ms = w.started_at > 0 ? now - w.started_at : 0;
+    json row = store::worker_row(w, now);
     if (g.json_out) {
-      out.push_back({{"worker", w.worker},
-                     {"host", w.host},
-                     {"pid", w.pid},
-                     {"version", w.version},
-                     {"started_at", w.started_at},
-                     {"uptime_s", up_ms / 1000},
-                     {"queues", names},
-                     {"running", running},
-                     {"buffered", buffered},
-                     {"last_heartbeat_s", (now - w.seen_at) / 1000}});
-    } else {
-      table.add(
-          {w.worker, w.host, std::to_string(w.pid), w.version,
-           config::format_duration(config::Millis(std::max<std::int64_t>(0, up_ms) / 1000 * 1000)),
-           std::to_string(running), std::to_string(buffered), ago(now - w.seen_at), queues});
+      out.push_back(std::move(row));
+      continue;
     }
+    std::string queues;
+    for (const auto& name : row["queues"])
+      queues += (queues.empty() ? "" : ",") + name.get<std::string>();
+    const std::int64_t up_ms = w.started_at > 0 ? now - w.started_at : 0;
+    table.add(
+        {w.worker, w.host, std::to_string(w.pid), w.version,
+         config::format_duration(config::Millis(std::max<std::int64_t>(0, up_ms) / 1000 * 1000)),
+         n(row["running"]), n(row["buffered"]), ago(now - w.seen_at), queues});
   }
   if (g.json_out) {
     std::cout << dump(out) << "\n";

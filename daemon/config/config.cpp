@@ -470,16 +470,6 @@ const Key<StateSection> kStateKeys[] = {
     duration_key("active_after", &StateSection::active_after, 0ms, live),
 };
 
-// A feature of a later version: only `false` is accepted.
-template <class S>
-Key<S> not_yet_key(const char* name, const char* why) {
-  return {name, "bool", restart,
-          [why](S&, const YAML::Node& n, const Ctx& c, const std::string& k) {
-            if (as_bool(n, c, k).value_or(false)) report(c, n, k + ": " + why + "; set false");
-          },
-          [](const S&) { return shown(false); }};
-}
-
 const Key<HttpSection> kHttpKeys[] = {
     {"listen", "host:port | off", restart,
      [](HttpSection& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
@@ -500,9 +490,8 @@ const Key<HttpSection> kHttpKeys[] = {
      },
      [](const HttpSection& s) { return shown(s.listen.empty() ? "off" : s.listen); }},
     path_key("token_file", &HttpSection::token_file, restart),
-    not_yet_key<HttpSection>("dashboard", "the dashboard is not in this version of jobqd yet"),
-    not_yet_key<HttpSection>("read_only",
-                             "there is no dashboard to make read-only in this version"),
+    bool_key("dashboard", &HttpSection::dashboard, live),
+    bool_key("read_only", &HttpSection::read_only, live),
 };
 
 // A URL with its password replaced by ***, for --print-config and logs.

@@ -107,6 +107,8 @@ struct LoggingSection {
 struct HttpSection {
   std::string listen = "127.0.0.1:9464";  // host:port, or empty (`off`): no HTTP
   std::string token_file;                 // required off loopback: `Authorization: Bearer`
+  bool dashboard = true;                  // the page at / (the API under /api/ either way)
+  bool read_only = false;                 // every /api/ action answers 403
 };
 
 enum class HandlerType { builtin, exec, http };

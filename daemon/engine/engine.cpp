@@ -183,6 +183,13 @@ void Engine::start() {
 }
 
 namespace {
+// The wall clock's minute (unix ms / 60000): the history's unit, the same on every host.
+std::int64_t wall_minute() {
+  return std::chrono::duration_cast<std::chrono::minutes>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 constexpr std::size_t kMinuteOfBeats = 60 * 1000 / store::kHeartbeatEveryMs;
 }  // namespace
 
@@ -245,14 +252,15 @@ async::Task<void> Engine::heartbeat() {
       } catch (const async::TimeoutError&) {
       }
     }
-    std::map<std::string, Snapshot> now;
-    for (const auto& l : lanes_) {
-      Snapshot s;
-      s.stats = l->runner->stats();
-      for (std::size_t i = 0; i < s.durations.size(); ++i) {
-        s.durations[i] = l->runner->durations().in_bucket(i);
-      }
-      now[l->runner->name()] = s;
+    std::map<std::string, Snapshot> now = snapshot();
+    // Once a minute, what each queue did in it goes into its history (the dashboard's charts).
+    const std::int64_t minute = wall_minute();
+    if (written_minute_ < 0) {
+      written_ = now;
+      written_minute_ = minute;
+    } else if (minute != written_minute_) {
+      co_await write_history(now, written_minute_);
+      written_minute_ = minute;
     }
     const auto call = store::heartbeat(cfg_.redis.key_prefix, report());
     store::OpResult<redis::Done> r = redis::OpError{};
@@ -269,6 +277,53 @@ async::Task<void> Engine::heartbeat() {
     history_.push_back(std::move(now));
     while (history_.size() > kMinuteOfBeats) history_.pop_front();
     co_await async::sleep(every);
+  }
+}
+
+std::map<std::string, Engine::Snapshot> Engine::snapshot() const {
+  std::map<std::string, Snapshot> now;
+  for (const auto& l : lanes_) {
+    Snapshot s;
+    s.stats = l->runner->stats();
+    const auto& h = l->runner->durations();
+    for (std::size_t i = 0; i < s.durations.size(); ++i) s.durations[i] = h.in_bucket(i);
+    s.timed = h.count();
+    s.run_s = h.sum();
+    now[l->runner->name()] = s;
+  }
+  return now;
+}
+
+async::Task<void> Engine::write_history(const std::map<std::string, Snapshot>& now,
+                                        std::int64_t minute) {
+  // A count that went down (a queue built anew by a reload) starts again from 0.
+  const auto since = [](std::uint64_t a, std::uint64_t b) { return a >= b ? a - b : a; };
+  for (const auto& [name, s] : now) {
+    const Snapshot before = written_.count(name) ? written_.at(name) : Snapshot{};
+    store::MinuteCounts m;
+    m.succeeded = since(s.stats.succeeded, before.stats.succeeded);
+    m.failed = since(s.stats.dead, before.stats.dead);
+    m.retried = since(s.stats.retried, before.stats.retried);
+    m.timed = since(s.timed, before.timed);
+    const double run_s = s.run_s >= before.run_s ? s.run_s - before.run_s : s.run_s;
+    m.run_ms = static_cast<std::uint64_t>(run_s * 1000 + 0.5);
+    if (m.empty()) {
+      written_[name] = s;
+      continue;
+    }
+    const store::Keys keys(cfg_.redis.key_prefix, name);
+    const auto call = store::add_history(keys, minute, m);
+    store::OpResult<bool> r = redis::OpError{};
+    try {
+      r = co_await async::wait_for(store::run(control_->client(keys.minutes), call),
+                                   std::chrono::seconds(2));
+    } catch (const async::TimeoutError&) {
+    }
+    if (r.ok()) written_[name] = s;
+    if (r.ok() && !*r) {
+      spdlog::warn("history of queue {}: {} or {} holds another type: this minute is not kept",
+                   name, keys.minutes, keys.hours);
+    }
   }
 }
 
@@ -334,7 +389,8 @@ std::vector<std::string> Engine::reload(const config::Config& given) {
   auto restart = config::restart_changes(cfg_, next);
   // What needs a restart keeps its running value.
   next.redis = cfg_.redis;
-  next.http = cfg_.http;
+  next.http.listen = cfg_.http.listen;  // http.dashboard and read_only apply at once
+  next.http.token_file = cfg_.http.token_file;
   next.logging = cfg_.logging;
   next.daemon.state_dir = cfg_.daemon.state_dir;
   next.daemon.lease = cfg_.daemon.lease;
@@ -455,6 +511,8 @@ async::Task<void> Engine::stop() {
     if (!l->started) continue;
     for (auto* c : l->clients()) co_await c->stop();
   }
+  // The last minute's work into the history (every job has ended by now).
+  if (written_minute_ >= 0) co_await write_history(snapshot(), wall_minute());
   // Gone from jobqctl workers at once, not only once its last heartbeat is old. While Redis is
   // away this fails at once; a Redis that hangs, within command_timeout.
   const auto gone = store::forget_worker(cfg_.redis.key_prefix, worker_);

@@ -45,6 +45,9 @@ class Engine {
   const config::Config& config() const noexcept { return cfg_; }
   /// Clients to this daemon's Redis, for reads of its own (/metrics' depths).
   std::unique_ptr<redis::Router> make_router(const std::string& name) const;
+  /// How this daemon reaches Redis (its URL with password and TLS; on a cluster, the slot map):
+  /// for the API's blocking client and its subscription.
+  const redis::ConnectOptions& connect_options() const noexcept { return connect_; }
 
   /// SIGHUP (docs/config.md, "Reloading"): applies `next`, already validated, from now on.
   /// Handlers whose config changed are built anew (running jobs keep the one they started
@@ -134,8 +137,17 @@ class Engine {
   struct Snapshot {
     QueueStats stats;
     std::array<std::uint64_t, 15> durations{};
+    std::uint64_t timed = 0;  // attempts with a run time, and their run times summed
+    double run_s = 0;
   };
+  std::map<std::string, Snapshot> snapshot() const;
+  /// What each queue did since its last written minute, added to its history in Redis
+  /// (store::add_history) as minute `minute`; a queue whose write failed keeps its counts for
+  /// the next one.
+  async::Task<void> write_history(const std::map<std::string, Snapshot>& now, std::int64_t minute);
   std::deque<std::map<std::string, Snapshot>> history_;
+  std::map<std::string, Snapshot> written_;  // by queue: as of its last history write
+  std::int64_t written_minute_ = -1;         // the minute then (unix ms / 60000)
   bool hurried_ = false;
   bool stopping_ = false;
 };

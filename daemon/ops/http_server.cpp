@@ -1,5 +1,5 @@
-// The HTTP server for /metrics and /healthz: accept on the loop, read one bounded request under
-// a deadline, answer it, close.
+// The HTTP server for /metrics, /healthz, the dashboard and /api/: accept on the loop, read one
+// bounded request (its body too) under a deadline, answer it, close.
 #include "ops/http_server.hpp"
 
 #include <arpa/inet.h>
@@ -26,12 +26,24 @@ const char* reason(int status) {
       return "Bad Request";
     case 401:
       return "Unauthorized";
+    case 403:
+      return "Forbidden";
     case 404:
       return "Not Found";
     case 405:
       return "Method Not Allowed";
     case 408:
       return "Request Timeout";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
     case 431:
       return "Request Header Fields Too Large";
     case 503:
@@ -155,16 +167,43 @@ async::Task<void> HttpServer::acceptor() {
   }
 }
 
-async::Task<HttpResponse> HttpServer::respond(std::string head) const {
-  HttpRequest req;
-  switch (parse_request(head, req)) {
+async::Task<HttpResponse> HttpServer::respond(const HttpRequest& req, int parsed) const {
+  switch (parsed) {
     case 0:
       co_return co_await handler_(req);
-    case 405:
-      co_return plain(405, "GET or HEAD only\n");
+    case 405: {
+      HttpResponse r = plain(405, "GET, HEAD or POST only\n");
+      r.headers.push_back("Allow: GET, HEAD, POST");
+      co_return r;
+    }
+    case 411:
+      co_return plain(411, "a POST needs a Content-Length\n");
+    case 413:
+      co_return plain(413,
+                      "the body is over " + std::to_string(limits_.max_body_bytes) + " bytes\n");
+    case 501:
+      co_return plain(501, "no Transfer-Encoding: send the body with a Content-Length\n");
     default:
-      co_return plain(400, "a request line is GET PATH HTTP/1.1\n");
+      co_return plain(400, "a request is METHOD PATH HTTP/1.1, then header lines name: value\n");
   }
+}
+
+async::Task<bool> HttpStream::write(std::string text) {
+  const auto until = async::Clock::now() + deadline_;
+  std::size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t n = ::send(fd_, text.data() + off, text.size() - off, MSG_NOSIGNAL);
+    if (n > 0) {
+      off += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EINTR) co_return false;
+    const auto left = until - async::Clock::now();
+    bool ready = false;
+    if (left > async::Duration::zero()) ready = co_await async::writable(fd_, left);
+    if (!ready) co_return false;
+  }
+  co_return true;
 }
 
 async::Task<void> HttpServer::serve(async::Fd fd) {
@@ -173,56 +212,91 @@ async::Task<void> HttpServer::serve(async::Fd fd) {
     ~Open() { --n; }
   } open{open_};
   const auto deadline = async::Clock::now() + limits_.request_deadline;
-  std::string head;
-  HttpResponse res;
-  bool answered = false;
-  char buf[2048];
+  std::string in;
+  HttpRequest req;
+  int parsed = -1;  // -1: the head is not in yet
+  std::size_t head_end = 0;
+  char buf[4096];
   for (;;) {
+    if (parsed < 0) {
+      const auto end = in.find("\r\n\r\n");
+      if (end != std::string::npos && end + 4 <= limits_.max_request_bytes) {
+        parsed =
+            parse_request(std::string_view(in).substr(0, end + 2), req, limits_.max_body_bytes);
+        head_end = end + 4;
+      } else if (end != std::string::npos || in.size() > limits_.max_request_bytes) {
+        HttpResponse too_big =
+            plain(431, "the request head is over " + std::to_string(limits_.max_request_bytes) +
+                           " bytes\n");
+        co_await answer(fd.get(), std::move(too_big), false);
+        co_return;
+      }
+    }
+    // The head answers (an error), or the body is in whole.
+    if (parsed > 0 || (parsed == 0 && in.size() >= head_end + req.content_length)) break;
     const auto left = deadline - async::Clock::now();
     bool ready = false;
     if (left > async::Duration::zero()) ready = co_await async::readable(fd.get(), left);
     if (!ready) {
-      res = plain(408, "the request took too long\n");
-      break;
+      HttpResponse late = plain(408, "the request took too long\n");
+      co_await answer(fd.get(), std::move(late), false);
+      co_return;
     }
     const ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     if (n <= 0) co_return;  // gone before it asked anything
-    head.append(buf, static_cast<std::size_t>(n));
-    const auto end = head.find("\r\n\r\n");
-    if (end != std::string::npos && end + 4 <= limits_.max_request_bytes) {
-      head.resize(end + 2);
-      res = co_await respond(head);
-      answered = true;
-      break;
+    in.append(buf, static_cast<std::size_t>(n));
+  }
+  if (parsed == 0) req.body = in.substr(head_end, req.content_length);
+  HttpResponse res = co_await respond(req, parsed);
+  co_await answer(fd.get(), std::move(res), parsed == 0 && req.method == "HEAD");
+}
+
+async::Task<void> HttpServer::hangup(int fd) {
+  co_await async::readable(fd);
+}
+
+async::Task<void> HttpServer::answer(int fd, HttpResponse res, bool head_only) {
+  struct Stream {
+    std::size_t& n;
+    bool on = false;
+    ~Stream() {
+      if (on) --n;
     }
-    if (end != std::string::npos || head.size() > limits_.max_request_bytes) {
-      res = plain(431, "the request head is over " + std::to_string(limits_.max_request_bytes) +
-                           " bytes\n");
-      break;
+  } counted{streams_};
+  if (res.stream) {
+    if (streams_ >= limits_.max_streams) {
+      res = plain(503, "too many streams open (" + std::to_string(limits_.max_streams) + ")\n");
+    } else {
+      ++streams_;
+      counted.on = true;
     }
   }
-  const bool head_only = answered && head.rfind("HEAD ", 0) == 0;
+  // Said on every answer: no sniffing a JSON body as HTML, no framing, no referrer to leak a
+  // job's URL; the page's own policy allows its own files only.
   std::string out = "HTTP/1.1 " + std::to_string(res.status) + " " + reason(res.status) +
-                    "\r\nContent-Type: " + res.content_type +
-                    "\r\nContent-Length: " + std::to_string(res.body.size()) +
-                    "\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n";
+                    "\r\nContent-Type: " + res.content_type;
+  if (!res.stream) out += "\r\nContent-Length: " + std::to_string(res.body.size());
+  out +=
+      "\r\nConnection: close\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff"
+      "\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer"
+      "\r\nContent-Security-Policy: default-src 'self'; img-src 'self' data:; style-src 'self'; "
+      "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+      "form-action 'self'";
+  for (const auto& h : res.headers) out += "\r\n" + h;
+  out += "\r\n\r\n";
   if (!head_only) out += res.body;
-  const auto write_until = async::Clock::now() + limits_.write_deadline;
-  std::size_t off = 0;
-  while (off < out.size()) {
-    const ssize_t n = ::send(fd.get(), out.data() + off, out.size() - off, MSG_NOSIGNAL);
-    if (n > 0) {
-      off += static_cast<std::size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno != EAGAIN && errno != EINTR) co_return;
-    const auto left = write_until - async::Clock::now();
-    bool ready = false;
-    if (left > async::Duration::zero()) ready = co_await async::writable(fd.get(), left);
-    if (!ready) co_return;
+  HttpStream to(fd, limits_.write_deadline);
+  if (!co_await to.write(std::move(out))) co_return;
+  if (res.stream && !head_only) {
+    // The stream ends when its task does, or as soon as the client hangs up (the socket reads
+    // its end): a page closed does not keep its place until the next event.
+    std::vector<async::Task<void>> either;
+    either.push_back(res.stream(to));
+    either.push_back(hangup(fd));
+    co_await async::when_any(std::move(either));
   }
-  ::shutdown(fd.get(), SHUT_WR);
+  ::shutdown(fd, SHUT_WR);
 }
 
 }  // namespace jq::ops

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ops/assets.hpp"
 #include "store/calls.hpp"
 #include "store/shards.hpp"
 #include "version.hpp"
@@ -55,15 +56,6 @@ long long open_fds() {
   return n;
 }
 
-// Constant time in the length of the expected token: no early exit on the first difference.
-bool same(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (std::size_t i = 0; i < b.size(); ++i) {
-    diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ b[i]);
-  }
-  return diff == 0;
-}
-
 // A histogram's series for one queue, its buckets cumulative as Prometheus wants them.
 template <std::size_t N>
 void histogram(std::ostream& o, const char* name, const std::string& queue,
@@ -86,9 +78,6 @@ double seconds_since(async::Clock::time_point t) {
   return std::chrono::duration<double>(async::Clock::now() - t).count();
 }
 
-// How long an /api/ read of Redis may take before the request is answered 503.
-constexpr std::chrono::milliseconds kApiDeadline = 5s;
-
 // How often the queues' depths are read from Redis (3 keys per queue, one script call).
 constexpr auto kDepthsEvery = 5s;
 
@@ -96,87 +85,13 @@ constexpr auto kDepthsEvery = 5s;
 
 StatusHttp::StatusHttp(const std::string& listen, std::string token, const engine::Engine& engine)
     : engine_(engine),
-      token_(std::move(token)),
+      api_(engine, std::move(token)),
       server_(
           listen, [this](const HttpRequest& r) { return handle(r); }, HttpServer::Limits{}) {}
 
-async::Task<std::vector<store::QueueView>> StatusHttp::read_queues() const {
-  const std::string& prefix = engine_.config().redis.key_prefix;
-  redis::Router& via = *depth_clients_;
-  // This daemon's queues first, then those other daemons have served (the registry).
-  std::vector<store::QueueView> out;
-  for (const auto* q : engine_.queues()) {
-    store::QueueView v;
-    v.name = q->name();
-    v.shards = q->config().shards;
-    out.push_back(std::move(v));
-  }
-  const auto registry = store::registered_queues(prefix);
-  auto served = co_await store::run(via.client(store::Keys::registry(prefix)), registry);
-  if (!served.ok())
-    throw std::runtime_error(store::Keys::registry(prefix) + ": " + served.error().message);
-  for (const auto& name : *served) {
-    const bool known =
-        std::any_of(out.begin(), out.end(), [&](const auto& v) { return v.name == name; });
-    if (known || !config::valid_name(name)) continue;
-    store::QueueView v;
-    v.name = name;
-    const auto count = store::read_shards(store::Keys(prefix, name));
-    auto n = co_await store::run(via.client(store::Keys(prefix, name).base), count);
-    v.shards = n.ok() && *n > 0 ? *n : 1;
-    out.push_back(std::move(v));
-  }
-  // What the live daemons run.
-  redis::Client& control = via.client(store::Keys::workers(prefix));
-  const auto workers_call = store::read_workers(prefix);
-  auto workers = co_await store::run(control, workers_call);
-  const auto time_call = store::redis_time();
-  auto now = co_await store::run(control, time_call);
-  std::map<std::string, store::Activity> active;
-  if (workers.ok() && now.ok()) {
-    workers->keep_live(*now);
-    active = store::activity(workers->live);
-  }
-  for (auto& v : out) {
-    if (auto a = active.find(v.name); a != active.end()) v.activity = a->second;
-    for (const auto& tag : store::shard_tags(v.name, v.shards)) {
-      const store::Keys keys(prefix, v.name, tag);
-      redis::Client& c = via.client(keys.base);
-      const auto depths = store::depths(keys);
-      auto d = co_await store::run(c, depths);
-      if (!d.ok()) throw std::runtime_error(keys.base + ": " + d.error().message);
-      store::add_depths(v.depths, *d);
-      const auto paused = store::is_paused(keys);
-      auto p = co_await store::run(c, paused);
-      if (!p.ok()) throw std::runtime_error(keys.paused + ": " + p.error().message);
-      v.paused = v.paused || *p;
-    }
-  }
-  co_return out;
-}
-
-async::Task<HttpResponse> StatusHttp::api_queues() const {
-  HttpResponse r;
-  r.content_type = "application/json";
-  std::string error;
-  try {
-    auto views = co_await async::wait_for(read_queues(), kApiDeadline);
-    nlohmann::json rows = nlohmann::json::array();
-    for (const auto& v : views) rows.push_back(store::queue_row(v));
-    r.body = rows.dump() + "\n";
-    co_return r;
-  } catch (const async::TimeoutError&) {
-    error = "Redis did not answer within " + std::to_string(kApiDeadline.count()) + " ms";
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
-  r.status = 503;
-  r.body = nlohmann::json{{"error", error}}.dump() + "\n";
-  co_return r;
-}
-
 void StatusHttp::start() {
   server_.start();
+  api_.start();
   lag_task_ = async::spawn(measure_lag(), "loop lag");
   depth_clients_ = engine_.make_router("redis (metrics)");
   depth_task_ = async::spawn(refresh_depths(), "queue depths");
@@ -189,6 +104,7 @@ async::Task<void> StatusHttp::stop() {
   if (depth_task_.valid()) co_await depth_task_.wait();
   if (depth_clients_) co_await depth_clients_->stop();
   co_await server_.stop();
+  co_await api_.stop();
 }
 
 async::Task<void> StatusHttp::refresh_depths() {
@@ -239,12 +155,20 @@ async::Task<void> StatusHttp::measure_lag() {
   }
 }
 
-async::Task<HttpResponse> StatusHttp::handle(const HttpRequest& req) const {
+async::Task<HttpResponse> StatusHttp::handle(const HttpRequest& req) {
   if (req.path == "/healthz") co_return healthz();
+  const bool api = req.path.rfind("/api/", 0) == 0;
+  // The page's files hold no data: they load without the token, to show the login.
+  std::optional<HttpResponse> file = page(req.path);
+  const bool open = file || req.path == "/api/login";
+  if (auto refused = api_.admit(req, !open)) co_return std::move(*refused);
+  if (file) co_return std::move(*file);
+  if (api) co_return co_await api_.handle(req);
   HttpResponse r;
-  if (!token_.empty() && !same(req.authorization, "Bearer " + token_)) {
-    r.status = 401;
-    r.body = "Authorization: Bearer <token> needed (http.token_file)\n";
+  if (req.method == "POST") {
+    r.status = 405;
+    r.body = req.path + " takes GET\n";
+    r.headers.push_back("Allow: GET, HEAD");
     co_return r;
   }
   if (req.path == "/metrics") {
@@ -252,16 +176,20 @@ async::Task<HttpResponse> StatusHttp::handle(const HttpRequest& req) const {
     r.body = metrics();
     co_return r;
   }
-  if (req.path == "/api/queues") co_return co_await api_queues();
   r.status = 404;
-  if (req.path.rfind("/api/", 0) == 0) {
-    r.content_type = "application/json";
-    r.body =
-        nlohmann::json{{"error", "no such API: " + req.path + " (GET /api/queues)"}}.dump() + "\n";
-    co_return r;
-  }
-  r.body = "not found: " + req.path + " (this jobqd serves /metrics, /healthz and /api/queues)\n";
+  r.body = "not found: " + req.path + " (this jobqd serves /metrics, /healthz, /api/" +
+           (engine_.config().http.dashboard ? " and the dashboard at /" : "") + ")\n";
   co_return r;
+}
+
+std::optional<HttpResponse> StatusHttp::page(const std::string& path) const {
+  if (!engine_.config().http.dashboard) return std::nullopt;
+  const Asset* a = find_asset(path == "/index.html" ? "/" : path);
+  if (!a) return std::nullopt;
+  HttpResponse r;
+  r.content_type = std::string(a->content_type);
+  r.body = std::string(a->body);
+  return r;
 }
 
 const engine::QueueRunner* StatusHttp::stalled_queue() const {

@@ -1,16 +1,18 @@
 // What jobqd serves over HTTP: /healthz and /metrics (Prometheus text format), built from the
-// engine's own counters on the loop, without a Redis round trip per scrape; and the JSON API
-// under /api/, read from Redis per request (docs/api.md).
+// engine's own counters on the loop, without a Redis round trip per scrape; the dashboard's page
+// at / and its JSON API under /api/ (ops/api.hpp, docs/api.md).
 #pragma once
 
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "async/async.hpp"
 #include "config/config.hpp"
 #include "engine/engine.hpp"
+#include "ops/api.hpp"
 #include "ops/http_server.hpp"
 #include "redis/client.hpp"
 #include "redis/router.hpp"
@@ -32,11 +34,9 @@ class StatusHttp {
   void set_serving(bool on) noexcept { serving_ = on; }
 
  private:
-  async::Task<HttpResponse> handle(const HttpRequest& req) const;
-  /// GET /api/queues: every queue's row (store::queue_row, as jobqctl queues --json), read from
-  /// Redis now on the reader's own connections.
-  async::Task<HttpResponse> api_queues() const;
-  async::Task<std::vector<store::QueueView>> read_queues() const;
+  async::Task<HttpResponse> handle(const HttpRequest& req);
+  /// The page's files (http.dashboard), or nullopt when `path` is none of them.
+  std::optional<HttpResponse> page(const std::string& path) const;
   HttpResponse healthz() const;
   /// A queue the progress watchdog finds stalled, if any.
   const engine::QueueRunner* stalled_queue() const;
@@ -47,7 +47,7 @@ class StatusHttp {
   async::Task<void> refresh_depths();
 
   const engine::Engine& engine_;
-  std::string token_;
+  Api api_;
   bool serving_ = false;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   double lag_s_ = 0;  // the worst loop lag of the last second

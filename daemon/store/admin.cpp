@@ -389,7 +389,7 @@ std::string Admin::find_queue(const std::string& id, const std::string& queue) {
   throw AdminError(Kind::not_found,
                    "no job " + id + " in any known queue (" +
                        (names.empty() ? std::string("none known") : std::to_string(names.size())) +
-                       "; give -q QUEUE for a job that has no state yet)");
+                       "; " + layout_.name_the_queue + " for a job that has no state yet)");
 }
 
 // The jobs daemons hold, running or buffered, told apart by what each daemon says it runs (its

@@ -48,6 +48,8 @@ struct Layout {
   /// config's queues, the workers' heartbeats beside the depths): jobqctl warns on stderr, the
   /// API logs it. Unset: said nowhere.
   std::function<void(const std::string& why)> warn;
+  /// How the front end's user names a queue, for an error that asks for one.
+  std::string name_the_queue = "give -q QUEUE";
 };
 
 /// Whether a job's status is one it ends in.

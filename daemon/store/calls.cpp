@@ -453,6 +453,61 @@ Call<Depths> depths(const Keys& k) {
                       });
 }
 
+Call<bool> add_history(const Keys& k, std::int64_t minute, const MinuteCounts& m) {
+  return make<bool>(scripts::history(), {k.minutes, k.hours},
+                    {std::to_string(minute), std::to_string(m.succeeded), std::to_string(m.failed),
+                     std::to_string(m.retried), std::to_string(m.timed), std::to_string(m.run_ms),
+                     std::to_string(kMinutesKept), std::to_string(kHoursKept)},
+                    [](Reply r) -> OpResult<bool> {
+                      if (auto v = int_of(r)) return *v == 1;
+                      return bad("history", r);
+                    });
+}
+
+Call<std::map<std::int64_t, MinuteCounts>> read_history(const Keys& k, bool hours) {
+  using Out = std::map<std::int64_t, MinuteCounts>;
+  return command<Out>({"HGETALL", hours ? k.hours : k.minutes}, [](Reply r) -> OpResult<Out> {
+    if (!r.is_array() || r.elements.size() % 2 != 0) return bad("history", r);
+    Out out;
+    for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+      const std::string& field = r.elements[i].str;
+      const auto colon = field.find(':');
+      std::int64_t at = 0;
+      std::uint64_t v = 0;
+      const char* end = field.data() + colon;
+      if (colon == std::string::npos || colon + 2 != field.size() ||
+          std::from_chars(field.data(), end, at).ptr != end) {
+        continue;
+      }
+      const std::string& value = r.elements[i + 1].str;
+      if (std::from_chars(value.data(), value.data() + value.size(), v).ec != std::errc()) {
+        continue;
+      }
+      MinuteCounts& m = out[at];
+      switch (field.back()) {
+        case 's':
+          m.succeeded = v;
+          break;
+        case 'f':
+          m.failed = v;
+          break;
+        case 'r':
+          m.retried = v;
+          break;
+        case 'n':
+          m.timed = v;
+          break;
+        case 't':
+          m.run_ms = v;
+          break;
+        default:
+          break;
+      }
+    }
+    return out;
+  });
+}
+
 Call<bool> leased(const Keys& k) {
   return command<bool>({"ZCARD", k.leases}, [](Reply r) -> OpResult<bool> {
     if (auto v = int_of(r)) return *v > 0;

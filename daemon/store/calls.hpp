@@ -154,6 +154,22 @@ Call<redis::Done> write_shards(const Keys& k, std::size_t n);
 Call<long long> push_pending(const Keys& home, const std::vector<std::string>& copies);
 Call<long long> drop_held(const Keys& k, const std::string& worker,
                           const std::vector<std::uint64_t>& tokens);
+// ---- history (the dashboard's charts) ----
+/// A daemon's attempts of a queue in one minute (or, read back, everyone's in a minute or hour).
+struct MinuteCounts {
+  std::uint64_t succeeded = 0, failed = 0, retried = 0;
+  std::uint64_t timed = 0;   // attempts with a run time (succeeded, failed, retried)
+  std::uint64_t run_ms = 0;  // their run times summed
+  bool empty() const noexcept { return succeeded + failed + retried + timed == 0; }
+};
+/// How much history is kept: a day of minutes, a week of hours.
+inline constexpr std::int64_t kMinutesKept = 1440, kHoursKept = 168;
+/// Adds one minute's counts (`minute`: unix ms / 60000) to the queue's history (lua/history.lua;
+/// `k`: the queue's own keys, whatever its shards). False when its keys hold something else.
+Call<bool> add_history(const Keys& k, std::int64_t minute, const MinuteCounts& m);
+/// The queue's history by minute (or, `hours`, by hour) number; garbage fields are skipped.
+Call<std::map<std::int64_t, MinuteCounts>> read_history(const Keys& k, bool hours);
+
 /// Whether a daemon holds a live lease on the queue (it is served right now).
 Call<bool> leased(const Keys& k);
 /// Redis' clock (ms).

@@ -11,7 +11,7 @@ namespace jq::store {
 struct Keys {
   Keys(const std::string& prefix, const std::string& queue) : Keys(prefix, queue, queue) {}
   /// The keys of one shard of a queue: `tag` is the shard's (shard_tags()); the events channel
-  /// and the shard count stay the queue's own, whatever the shard.
+  /// the shard count and the history stay the queue's own, whatever the shard.
   Keys(const std::string& prefix, const std::string& queue, const std::string& tag)
       : base(prefix + ":{" + tag + "}"),
         pending(base + ":pending"),
@@ -23,7 +23,9 @@ struct Keys {
         events(prefix + ":{" + queue + "}:events"),
         paused(base + ":paused"),
         cancels(base + ":cancel"),
-        shards(prefix + ":{" + queue + "}:shards") {}
+        shards(prefix + ":{" + queue + "}:shards"),
+        minutes(prefix + ":{" + queue + "}:history:minutes"),
+        hours(prefix + ":{" + queue + "}:history:hours") {}
 
   std::string base;         // P:{Q}
   std::string pending;      // list (contract): submitted jobs, consumed from the right
@@ -36,6 +38,8 @@ struct Keys {
   std::string paused;       // string: set while the queue is paused (jobqctl pause), to when
   std::string cancels;      // hash: job id -> the claim of the job to stop (jobqctl cancel)
   std::string shards;       // string: the queue's shard count, as its daemons were configured
+  std::string minutes;      // hash: "<minute>:<s|f|r|n|t>" -> count, the last day (history.lua)
+  std::string hours;        // hash: "<hour>:<s|f|r|n|t>" -> count, the last week
 
   std::string job(const std::string& id) const { return base + ":job:" + id; }
   /// hash: token -> the job's copy, for every job that worker holds

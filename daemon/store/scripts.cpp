@@ -101,6 +101,11 @@ const redis::Script& control() {
 const redis::Script& heartbeat() {
   return named("heartbeat");
 }
+
+const redis::Script& history() {
+  return named("history");
+}
+
 const redis::Script& depths() {
   return named("depths");
 }

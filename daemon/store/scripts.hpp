@@ -24,6 +24,7 @@ const redis::Script& dead_victims();
 const redis::Script& repair();
 const redis::Script& control();
 const redis::Script& heartbeat();
+const redis::Script& history();
 // Both's.
 const redis::Script& depths();
 const redis::Script& drop_dead();

@@ -1,6 +1,12 @@
 // Queue rows for every view: the quantiles of the last minute's run times, and the row itself.
 #include "store/views.hpp"
 
+#include <charconv>
+#include <variant>
+
+#include "job/text.hpp"
+#include "store/admin.hpp"
+
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -70,6 +76,78 @@ nlohmann::json queue_row(const QueueView& v) {
           {"p99_s", num(p99)},
           {"p50", seconds_text(p50)},
           {"p99", seconds_text(p99)}};
+}
+
+nlohmann::json worker_row(const Heartbeat& w, std::int64_t now) {
+  long long running = 0, buffered = 0;
+  nlohmann::json names = nlohmann::json::array();
+  for (const auto& [name, q] : w.queues) {
+    running += q.running;
+    buffered += q.buffered;
+    names.push_back(name);
+  }
+  const std::int64_t up_ms = w.started_at > 0 ? now - w.started_at : 0;
+  return {{"worker", w.worker},
+          {"host", w.host},
+          {"pid", w.pid},
+          {"version", w.version},
+          {"started_at", w.started_at},
+          {"uptime_s", up_ms / 1000},
+          {"queues", names},
+          {"running", running},
+          {"buffered", buffered},
+          {"last_heartbeat_s", (now - w.seen_at) / 1000}};
+}
+
+std::optional<long long> whole_number(const std::string& s) {
+  long long v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+nlohmann::json json_or_text(const std::string& text) {
+  if (text.empty()) return nlohmann::json(text);
+  auto parsed = job::parse_json(text);
+  if (auto* value = std::get_if<nlohmann::json>(&parsed)) return std::move(*value);
+  return nlohmann::json(text);
+}
+
+nlohmann::json state_json(const std::string& id, const std::map<std::string, std::string>& state) {
+  nlohmann::json j = {{"id", id}};
+  for (const auto& [k, v] : state) {
+    const bool time = k.size() > 3 && k.compare(k.size() - 3, 3, "_at") == 0;
+    if (k == "attempts" || time) {
+      auto n = whole_number(v);
+      j[k] = n ? nlohmann::json(*n) : nlohmann::json();
+    } else if (k == "result") {
+      j[k] = json_or_text(v);
+    } else {
+      j[k] = v;
+    }
+  }
+  return j;
+}
+
+nlohmann::json page_json(const JobPage& p) {
+  using json = nlohmann::json;
+  const bool dead = p.state == "dead";
+  json jobs = json::array();
+  for (const auto& r : p.jobs) {
+    json j = {{"id", r.id.empty() ? json() : json(r.id)}};
+    j[dead ? "error" : "payload"] = r.body;
+    if (!r.worker.empty()) j["worker"] = r.worker;
+    if (!r.when.empty()) {
+      auto at = whole_number(r.when);
+      j[dead ? "died_at" : "run_at"] = at ? json(*at) : json(r.when);
+    }
+    jobs.push_back(std::move(j));
+  }
+  return {{"queue", p.queue},
+          {"state", p.state},
+          {"total", p.total},
+          {"offset", p.offset},
+          {"jobs", std::move(jobs)}};
 }
 
 }  // namespace jq::store

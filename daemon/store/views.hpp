@@ -3,6 +3,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -29,5 +32,25 @@ void add_depths(Depths& sum, const Depths& part);
 /// succeeded/failed/retried_per_min, p50_s and p99_s (seconds, null when none ran or over the
 /// last bucket) and p50, p99 (as text: "<250ms", ">5m", "-").
 nlohmann::json queue_row(const QueueView& v);
+
+/// A live daemon's row (jobqctl workers --json, GET /api/workers): worker, host, pid, version,
+/// started_at, uptime_s, queues, running, buffered (summed over its queues), last_heartbeat_s;
+/// `now` is Redis' clock (ms).
+nlohmann::json worker_row(const Heartbeat& w, std::int64_t now);
+
+/// A whole number as Redis keeps one in a string ("1796601360000"), or nullopt.
+std::optional<long long> whole_number(const std::string& s);
+/// A text as JSON when it is JSON (a result, a payload), else as a string.
+nlohmann::json json_or_text(const std::string& text);
+/// A job's state as data (jobqctl status --json, GET /api/jobs/ID): `id`, then each field,
+/// times and attempts as numbers (null when not set), a result that is JSON as JSON, the rest
+/// as text.
+nlohmann::json state_json(const std::string& id, const std::map<std::string, std::string>& state);
+
+struct JobPage;
+/// A listing (jobqctl jobs --json, GET /api/queues/Q/jobs): queue, state, total, offset, and
+/// each job's id (null when it has none yet), payload (dead: error), worker (running, buffered),
+/// run_at (delayed) or died_at (dead).
+nlohmann::json page_json(const JobPage& p);
 
 }  // namespace jq::store

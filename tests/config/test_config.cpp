@@ -188,9 +188,8 @@ queues:
         "Bearer <token>'), or listen on 127.0.0.1");
   CHECK(error_of("http: {listen: 9464}\n" + h + "queues: {q: {handler: h}}\n") ==
         "test.yaml:1:16: http.listen: '9464' is not host:port (or off)");
-  CHECK(error_of("http: {dashboard: true}\n" + h + "queues: {q: {handler: h}}\n") ==
-        "test.yaml:1:19: http.dashboard: the dashboard is not in this version of jobqd yet; set "
-        "false");
+  CHECK(error_of("http: {dashboard: yes please}\n" + h + "queues: {q: {handler: h}}\n")
+            .rfind("test.yaml:1:19: http.dashboard: ", 0) == 0);
   CHECK(error_of("redis: {url: \"redis://:pw@h:1/0\", password_env: PW}\n" + h +
                  "queues: {q: {handler: h}}\n") ==
         "test.yaml:1:1: redis: give the password one way: password_file, password_env or in the "

@@ -18,26 +18,12 @@
 
 #include "tests/support/daemon.hpp"
 #include "tests/support/files.hpp"
+#include "tests/support/http_client.hpp"
 
 using namespace jq::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-// A connected socket to host:port (IPv4), or -1.
-int dial(const std::string& addr) {
-  const auto colon = addr.rfind(':');
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(std::stoi(addr.substr(colon + 1))));
-  inet_pton(AF_INET, addr.substr(0, colon).c_str(), &a.sin_addr);
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 // Connections a process holds open on local port `port` (IPv4): in /proc/net/tcp, one still in
 // the listen backlog has no inode yet; the listening socket itself does not count.
@@ -58,76 +44,12 @@ std::size_t accepted(int port) {
   return n;
 }
 
-// Everything the server sends until it closes, or until `timeout`.
-std::string read_all(int fd, std::chrono::milliseconds timeout) {
-  std::string out;
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        until - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
-    char buf[4096];
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  return out;
-}
-
-struct Reply {
-  int status = 0;
-  std::string body;
-};
-
-Reply request(const std::string& addr, const std::string& raw) {
-  int fd = dial(addr);
-  if (fd < 0) return {};
-  (void)!::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL);
-  std::string all = read_all(fd, 5s);
-  ::close(fd);
-  Reply r;
-  if (all.rfind("HTTP/1.1 ", 0) == 0) r.status = std::stoi(all.substr(9, 3));
-  auto body = all.find("\r\n\r\n");
-  if (body != std::string::npos) r.body = all.substr(body + 4);
-  return r;
-}
-
-Reply get(const std::string& addr, const std::string& path, const std::string& extra = "") {
-  return request(addr, "GET " + path + " HTTP/1.1\r\nHost: x\r\n" + extra + "\r\n");
-}
-
-// The address jobqd said it serves HTTP on.
-std::string http_address(Daemon& d) {
-  std::smatch m;
-  std::string log;
-  bool found = eventually(
-      [&] {
-        log = d.log();
-        return std::regex_search(log, m, std::regex(R"(http: /metrics and /healthz on (\S+))"));
-      },
-      10s);
-  if (!found) throw std::runtime_error("no http address in the log:\n" + log);
-  return m[1].str();
-}
-
 // The value of one sample in a metrics text, or -1.
 double sample(const std::string& text, const std::string& name) {
   for (std::size_t at = 0; (at = text.find(name + " ", at)) != std::string::npos; ++at) {
     if (at == 0 || text[at - 1] == '\n') return std::stod(text.substr(at + name.size() + 1));
   }
   return -1;
-}
-
-// Starts `d`, waits until its /healthz says 200, returns its HTTP address.
-std::string start_serving(Daemon& d, const RedisServer& redis) {
-  d.start_and_wait(redis);
-  const auto addr = http_address(d);
-  if (!eventually([&] { return get(addr, "/healthz").status == 200; }, 10s)) {
-    throw std::runtime_error("/healthz never said 200:\n" + d.log());
-  }
-  return addr;
 }
 
 const char* kYaml = R"(
@@ -176,8 +98,10 @@ TEST_CASE("/healthz says whether jobqd serves, through a Redis outage; /metrics 
   redis.start();
   REQUIRE(eventually([&] { return get(addr, "/healthz").status == 200; }, 15s));
   CHECK(sample(get(addr, "/metrics").body, "jobqd_redis_reconnects_total") >= 1);
-  // Only GET and HEAD, only the two paths.
-  CHECK(request(addr, "POST /metrics HTTP/1.1\r\n\r\n").status == 405);
+  // GET and HEAD only here (POST is for the API's actions); a POST needs a length.
+  CHECK(request(addr, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").status == 405);
+  CHECK(request(addr, "POST /metrics HTTP/1.1\r\n\r\n").status == 411);
+  CHECK(request(addr, "PUT /metrics HTTP/1.1\r\n\r\n").status == 405);
   CHECK(get(addr, "/nothing").status == 404);
   auto head = request(addr, "HEAD /healthz HTTP/1.1\r\n\r\n");
   CHECK(head.status == 200);
@@ -464,7 +388,8 @@ TEST_CASE(
   }
   const auto none = get(addr, "/api/nothing", auth);
   CHECK(none.status == 404);
-  CHECK(nlohmann::json::parse(none.body)["error"] == "no such API: /api/nothing (GET /api/queues)");
+  CHECK(nlohmann::json::parse(none.body)["error"] ==
+        "no such API: /api/nothing (docs/api.md lists them)");
   // Redis gone: an answer that says so, not a hang.
   redis.stop();
   const auto away = get(addr, "/api/queues", auth);

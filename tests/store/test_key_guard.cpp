@@ -51,7 +51,7 @@ local __keys_of = {
   TIME = 'none', PUBLISH = 'none', PUBSUB = 'none',
   EXISTS = 'all', DEL = 'all', RENAME = 'two',
   HSET = 'first', HGET = 'first', HMGET = 'first', HDEL = 'first', HEXISTS = 'first',
-  HGETALL = 'first', HLEN = 'first', HKEYS = 'first', HVALS = 'first',
+  HGETALL = 'first', HLEN = 'first', HKEYS = 'first', HVALS = 'first', HINCRBY = 'first',
   ZADD = 'first', ZREM = 'first', ZSCORE = 'first', ZCARD = 'first', ZRANGE = 'first',
   ZRANGEBYSCORE = 'first', LPUSH = 'first', RPUSH = 'first', RPOP = 'first', LREM = 'first',
   LLEN = 'first', TYPE = 'first', EXPIRE = 'first', PEXPIRE = 'first', PERSIST = 'first',
@@ -162,6 +162,10 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
     h.worker = "w1";
     auto beat = store::heartbeat("jobq", h);
     (void)(co_await store::run(main, beat)).value();
+    store::MinuteCounts m;
+    m.succeeded = 1;
+    auto minute = store::add_history(st.keys(), 1000, m);
+    (void)(co_await store::run(main, minute)).value();
     co_await settler.stop();
     co_await main.stop();
     co_await blocking.stop();

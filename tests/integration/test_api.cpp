@@ -1,0 +1,382 @@
+// The dashboard's JSON API over HTTP against a running jobqd and a real redis-server: every
+// endpoint, bad parameters, the token (bearer and login cookie), CSRF, Host and Origin checks,
+// read-only mode, and the live feed of server-sent events.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+#include "tests/support/daemon.hpp"
+#include "tests/support/files.hpp"
+#include "tests/support/http_client.hpp"
+
+using namespace jq::test;
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+namespace {
+
+json body_of(const Reply& r) {
+  auto j = json::parse(r.body, nullptr, false);
+  if (j.is_discarded()) throw std::runtime_error("not JSON: " + r.body);
+  return j;
+}
+
+// The error text of a reply, "" when it has none.
+std::string error_of(const Reply& r) {
+  auto j = json::parse(r.body, nullptr, false);
+  return j.is_object() && j.contains("error") ? j["error"].get<std::string>() : "";
+}
+
+const char* kYaml = R"(
+http: {listen: 127.0.0.1:0}
+handlers:
+  ok: {type: builtin, name: noop}
+  bad: {type: exec, command: [/bin/false], timeout: 5s}
+queues:
+  q: {handler: ok}
+  fails: {handler: bad, max_attempts: 1}
+)";
+
+}  // namespace
+
+TEST_CASE("The API: the page, jobs by state, a job, cancel, pause, dead retry and purge, workers",
+          "[integration][http][api]") {
+  RedisServer redis;
+  Daemon d(redis, kYaml);
+  const auto addr = start_serving(d, redis);
+  auto r = redis.client();
+
+  // The page and its files, with a policy that allows its own files only.
+  const auto page = get(addr, "/");
+  CHECK(page.status == 200);
+  CHECK(page.header("Content-Type") == "text/html; charset=utf-8");
+  CHECK(page.header("Content-Security-Policy").find("script-src 'self'") != std::string::npos);
+  CHECK(page.body.find("<script src=\"/app.js\"") != std::string::npos);
+  CHECK(get(addr, "/app.js").header("Content-Type") == "text/javascript; charset=utf-8");
+  CHECK(get(addr, "/nothing.js").status == 404);
+
+  const json session = body_of(get(addr, "/api/session"));
+  const std::string csrf = session["csrf"];
+  CHECK(csrf.size() == 64);
+  CHECK(session["read_only"] == false);
+  CHECK(session["auth"] == "none");
+  const std::string with_csrf = "X-CSRF-Token: " + csrf + "\r\n";
+
+  // Pause: refused without the CSRF value, done with it; a second time changes nothing.
+  const auto no_csrf = post(addr, "/api/queues/q/pause", "{}");
+  CHECK(no_csrf.status == 403);
+  CHECK(error_of(no_csrf).find("X-CSRF-Token") != std::string::npos);
+  CHECK(post(addr, "/api/queues/q/pause", "{}", "X-CSRF-Token: " + std::string(64, '0') + "\r\n")
+            .status == 403);
+  auto paused = post(addr, "/api/queues/q/pause", "{}", with_csrf);
+  REQUIRE(paused.status == 200);
+  CHECK(body_of(paused) == json({{"queue", "q"}, {"paused", true}, {"changed", true}}));
+  CHECK(body_of(post(addr, "/api/queues/q/pause", "{}", with_csrf))["changed"] == false);
+
+  // Jobs wait while paused: listed oldest first by default, newest first when asked, paged.
+  push(r, "q", jobs_for(ids("p", 5), R"({"n":1})"));
+  auto pending = body_of(get(addr, "/api/queues/q/jobs?state=pending"));
+  CHECK(pending["total"] == 5);
+  REQUIRE(pending["jobs"].size() == 5);
+  CHECK(pending["jobs"][0]["id"] == "p0");
+  CHECK(pending["jobs"][0]["payload"] == json({{"n", 1}}));
+  auto newest =
+      body_of(get(addr, "/api/queues/q/jobs?state=pending&order=newest&offset=1&limit=2"));
+  REQUIRE(newest["jobs"].size() == 2);
+  CHECK(newest["jobs"][0]["id"] == "p3");
+  CHECK(newest["jobs"][1]["id"] == "p2");
+  CHECK(newest["offset"] == 1);
+
+  // A job submitted with jobqctl has a state: queued; cancelled from the API while it waits.
+  auto sub = jobqctl(redis, {"submit", "q", R"({"x":2})", "--id", "wait-me"});
+  REQUIRE(sub.code == 0);
+  auto job = get(addr, "/api/jobs/wait-me?queue=q");
+  REQUIRE(job.status == 200);
+  CHECK(body_of(job)["status"] == "queued");
+  CHECK(body_of(get(addr, "/api/jobs/wait-me"))["queue"] == "q");  // found without the queue
+  auto cancel = post(addr, "/api/jobs/wait-me/cancel?queue=q", "{}", with_csrf);
+  REQUIRE(cancel.status == 200);
+  CHECK(body_of(cancel)["result"] == "cancelled");
+  CHECK(body_of(get(addr, "/api/jobs/wait-me?queue=q"))["status"] == "cancelled");
+  auto again = body_of(post(addr, "/api/jobs/wait-me/cancel?queue=q", "{}", with_csrf));
+  CHECK(again["result"] == "final");
+  CHECK(again["status"] == "cancelled");
+
+  // Resumed: the jobs run; their states say so.
+  CHECK(body_of(post(addr, "/api/queues/q/resume", "{}", with_csrf))["paused"] == false);
+  REQUIRE(eventually([&] { return count_status(r, "q", ids("p", 5), "succeeded") == 5; }, 10s));
+  auto done = body_of(get(addr, "/api/jobs/p4?queue=q"));
+  CHECK(done["status"] == "succeeded");
+  CHECK(done["attempts"] == 1);
+  CHECK(done["finished_at"].is_number());
+
+  // Dead jobs: listed with their error, retried (they die again: the handler still fails),
+  // purged; a dead job that is not there is a 404.
+  push(r, "fails", jobs_for(ids("f", 3), "{}"));
+  REQUIRE(eventually([&] { return count_status(r, "fails", ids("f", 3), "failed") == 3; }, 10s));
+  auto dead = body_of(get(addr, "/api/queues/fails/jobs?state=dead&order=newest"));
+  CHECK(dead["total"] == 3);
+  REQUIRE(dead["jobs"].size() == 3);
+  CHECK(dead["jobs"][0]["died_at"].is_number());
+  CHECK(dead["jobs"][0]["error"].get<std::string>().find("exit") != std::string::npos);
+  auto retried = post(addr, "/api/queues/fails/dead/retry", R"({"ids":["f1"]})", with_csrf);
+  REQUIRE(retried.status == 200);
+  CHECK(body_of(retried) == json({{"queue", "fails"}, {"retried", 1}}));
+  REQUIRE(eventually(
+      [&] {
+        return body_of(get(addr, "/api/jobs/f1?queue=fails"))["attempts"] == 1 &&
+               body_of(get(addr, "/api/queues/fails/jobs?state=dead"))["total"] == 3;
+      },
+      10s));
+  CHECK(post(addr, "/api/queues/fails/dead/retry", R"({"ids":["nobody"]})", with_csrf).status ==
+        404);
+  auto purged = post(addr, "/api/queues/fails/dead/purge", R"({"all":true})", with_csrf);
+  REQUIRE(purged.status == 200);
+  CHECK(body_of(purged)["purged"] == 3);
+  CHECK(body_of(get(addr, "/api/queues/fails/jobs?state=dead"))["total"] == 0);
+
+  // The daemons.
+  auto workers = body_of(get(addr, "/api/workers"));
+  REQUIRE(workers.size() == 1);
+  CHECK(workers[0]["pid"] == d.pid());
+  CHECK(workers[0]["queues"] == json({"fails", "q"}));
+
+  // Bad parameters: 400 naming what is wrong; no such path: 404; the wrong method: 405.
+  const std::pair<std::string, std::string> bad[] = {
+      {"/api/queues/q/jobs?state=bogus", "state 'bogus'"},
+      {"/api/queues/q/jobs?limit=0", "limit"},
+      {"/api/queues/q/jobs?limit=501", "limit"},
+      {"/api/queues/q/jobs?offset=-1", "offset"},
+      {"/api/queues/q/jobs?offset=10001", "offset"},
+      {"/api/queues/q/jobs?order=sideways", "order"},
+      {"/api/queues/a%20b/jobs", "not a queue name"},
+      {"/api/queues/q%ZZ/jobs", "%-escape"},
+      {"/api/jobs/bad%20id", "job id 'bad id'"},
+      {"/api/jobs/x?queue=a%2Fb", "queue"},
+  };
+  for (const auto& [path, says] : bad) {
+    INFO(path);
+    auto got = get(addr, path);
+    CHECK(got.status == 400);
+    CHECK(error_of(got).find(says) != std::string::npos);
+  }
+  CHECK(get(addr, "/api/jobs/never-was?queue=q").status == 404);
+  CHECK(get(addr, "/api/nothing/here").status == 404);
+  CHECK(get(addr, "/api/queues/q/pause").status == 405);
+  CHECK(post(addr, "/api/queues", "{}", with_csrf).status == 405);
+  const std::pair<std::string, std::string> bad_bodies[] = {
+      {"not json", "a JSON object"},
+      {"{}", "\"ids\""},
+      {R"({"ids":["a b"]})", "ids"},
+      {R"({"ids":"x"})", "ids"},
+      {R"({"all":true,"ids":["a"]})", "\"ids\""}};
+  for (const auto& [text, says] : bad_bodies) {
+    INFO(text);
+    auto got = post(addr, "/api/queues/fails/dead/retry", text, with_csrf);
+    CHECK(got.status == 400);
+    CHECK(error_of(got).find(says) != std::string::npos);
+  }
+  CHECK(post(addr, "/api/queues/q/pause", std::string(70000, ' '), with_csrf).status == 413);
+
+  // A loopback listener answers loopback names only (DNS rebinding), and acts only for its own
+  // pages (Origin).
+  auto rebound = request(addr, "GET /api/queues HTTP/1.1\r\nHost: evil.example:" +
+                                   addr.substr(addr.rfind(':') + 1) + "\r\n\r\n");
+  CHECK(rebound.status == 403);
+  CHECK(error_of(rebound).find("not a loopback name") != std::string::npos);
+  CHECK(request(addr, "GET /api/queues HTTP/1.1\r\nHost: 127.0.0.1.evil.example\r\n\r\n").status ==
+        403);
+  CHECK(request(addr, "GET /api/queues HTTP/1.1\r\nHost: localhost:1\r\n\r\n").status == 200);
+  CHECK(post(addr, "/api/queues/q/pause", "{}", with_csrf + "Origin: http://evil.example\r\n")
+            .status == 403);
+  CHECK(post(addr, "/api/queues/q/pause", "{}", with_csrf + "Origin: null\r\n").status == 403);
+  CHECK(
+      post(addr, "/api/queues/q/pause", "{}", with_csrf + "Origin: http://127.0.0.1\r\n").status ==
+      200);
+
+  // read_only, by a reload: every action 403, reads go on.
+  std::string ro = kYaml;
+  ro.replace(ro.find("127.0.0.1:0}"), 12, "127.0.0.1:0, read_only: true}");
+  d.write_config(ro);
+  REQUIRE(d.reload());
+  CHECK(body_of(get(addr, "/api/session"))["read_only"] == true);
+  auto refused = post(addr, "/api/queues/q/resume", "{}", with_csrf);
+  CHECK(refused.status == 403);
+  CHECK(error_of(refused) == "read-only (http.read_only)");
+  CHECK(post(addr, "/api/queues/fails/dead/purge", R"({"all":true})", with_csrf).status == 403);
+  CHECK(get(addr, "/api/queues/q/jobs").status == 200);
+  // http.dashboard: false takes the page away, not the API.
+  std::string no_page = kYaml;
+  no_page.replace(no_page.find("127.0.0.1:0}"), 12, "127.0.0.1:0, dashboard: false}");
+  d.write_config(no_page);
+  REQUIRE(d.reload());
+  CHECK(get(addr, "/").status == 404);
+  CHECK(get(addr, "/api/queues").status == 200);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("The API with a token: bearer or login cookie, CSRF for the cookie, on any address",
+          "[integration][http][api]") {
+  RedisServer redis;
+  TempDir dir;
+  const auto token = (dir.path() / "token").string();
+  write_file(token, "tok-123\n");
+  std::string yaml = kYaml;
+  // Not loopback: allowed with a token, and then no Host check (the token is the check).
+  yaml.replace(yaml.find("127.0.0.1:0}"), 12, "0.0.0.0:0, token_file: " + token + "}");
+  Daemon d(redis, yaml);
+  const auto addr = start_serving(d, redis);
+  const std::string bearer = "Authorization: Bearer tok-123\r\n";
+
+  auto none = get(addr, "/api/queues");
+  CHECK(none.status == 401);
+  CHECK(none.header("WWW-Authenticate") == "Bearer realm=\"jobqd\"");
+  CHECK(get(addr, "/api/queues", "Authorization: Bearer tok-12\r\n").status == 401);
+  CHECK(get(addr, "/api/queues", bearer).status == 200);
+  CHECK(get(addr, "/metrics").status == 401);
+  CHECK(get(addr, "/healthz").status == 200);
+  CHECK(get(addr, "/").status == 200);  // the page holds no data: it shows the login
+  CHECK(request(addr, "GET /api/queues HTTP/1.1\r\nHost: jobs.example.org\r\n" + bearer + "\r\n")
+            .status == 200);
+
+  // The login: a wrong token is refused; the right one sets an HttpOnly, SameSite=Strict cookie.
+  CHECK(post(addr, "/api/login", R"({"token":"nope"})").status == 401);
+  Reply login;
+  REQUIRE(eventually(
+      [&] {
+        login = post(addr, "/api/login", R"({"token":"tok-123"})");
+        return login.status != 429;  // one attempt per 250 ms
+      },
+      5s));
+  REQUIRE(login.status == 200);
+  const std::string set = login.header("Set-Cookie");
+  CHECK(set.find("HttpOnly") != std::string::npos);
+  CHECK(set.find("SameSite=Strict") != std::string::npos);
+  const std::string cookie = "Cookie: theme=dark; " + set.substr(0, set.find(';')) + "\r\n";
+  CHECK(get(addr, "/api/queues", cookie).status == 200);
+  CHECK(get(addr, "/metrics", cookie).status == 200);
+  CHECK(get(addr, "/api/queues", "Cookie: jobqd_session=" + std::string(64, 'a') + "\r\n").status ==
+        401);
+  const json session = body_of(get(addr, "/api/session", cookie));
+  CHECK(session["auth"] == "token");
+  CHECK(session["login"] == true);
+  // An action by cookie needs the CSRF value; one by bearer does not.
+  CHECK(post(addr, "/api/queues/q/pause", "{}", cookie).status == 403);
+  CHECK(post(addr, "/api/queues/q/pause", "{}",
+             cookie + "X-CSRF-Token: " + session["csrf"].get<std::string>() + "\r\n")
+            .status == 200);
+  CHECK(post(addr, "/api/queues/q/resume", "{}", bearer).status == 200);
+  CHECK(post(addr, "/api/queues/q/resume", "{}").status == 401);
+  // Logging out clears the cookie.
+  CHECK(post(addr, "/api/logout", "{}", cookie).header("Set-Cookie").find("Max-Age=0") !=
+        std::string::npos);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("GET /api/events: the queues' rows at once and on change, each job's end, bounded",
+          "[integration][http][api]") {
+  RedisServer redis;
+  Daemon d(redis, kYaml);
+  const auto addr = start_serving(d, redis);
+  auto r = redis.client();
+  int fd = dial(addr);
+  REQUIRE(fd >= 0);
+  const std::string ask = "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  REQUIRE(::send(fd, ask.data(), ask.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(ask.size()));
+  std::string seen;
+  auto read_until = [&](const std::string& what) {
+    return eventually(
+        [&] {
+          seen += read_all(fd, 200ms);
+          return seen.find(what) != std::string::npos;
+        },
+        10s);
+  };
+  REQUIRE(read_until("event: queues\ndata: ["));
+  CHECK(seen.rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(seen.find("Content-Type: text/event-stream") != std::string::npos);
+  CHECK(seen.find("Content-Length") == std::string::npos);
+  // A job's end comes as it happens; the counts follow.
+  push(r, "q", jobs_for({"live-1"}, "{}"));
+  REQUIRE(read_until(R"(event: job
+data: {"id":"live-1","queue":"q","status":"succeeded"})"));
+  // Garbage on a channel is not passed on as it came.
+  r.cmd({"PUBLISH", "jobq:{q}:events", R"({"id":{"<b>":1},"status":"x"})"});
+  r.cmd({"PUBLISH", "jobq:{q}:events", "not json"});
+  push(r, "q", jobs_for({"live-2"}, "{}"));
+  REQUIRE(read_until(R"("id":"live-2")"));
+  CHECK(seen.find("<b>") == std::string::npos);
+  CHECK(seen.find("not json") == std::string::npos);
+  ::close(fd);
+  // At most 16 streams at once: the 17th is refused, and a closed one frees its place.
+  std::vector<int> streams;
+  for (int i = 0; i < 16; ++i) {
+    int s = dial(addr);
+    REQUIRE(s >= 0);
+    (void)!::send(s, ask.data(), ask.size(), MSG_NOSIGNAL);
+    streams.push_back(s);
+  }
+  for (int s : streams) CHECK(read_all(s, 300ms).rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(get(addr, "/api/events").status == 503);
+  ::close(streams.back());
+  streams.pop_back();
+  CHECK(eventually(
+      [&] {
+        int s = dial(addr);
+        (void)!::send(s, ask.data(), ask.size(), MSG_NOSIGNAL);
+        const bool ok = read_all(s, 300ms).rfind("HTTP/1.1 200", 0) == 0;
+        ::close(s);
+        return ok;
+      },
+      5s));
+  for (int s : streams) ::close(s);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("GET /api/queues/Q/history: what the daemons did, kept in Redis across a restart",
+          "[integration][http][api][history]") {
+  RedisServer redis;
+  auto r = redis.client();
+  const auto n_jobs = [](const json& h, const char* what) {
+    long long n = 0;
+    for (const auto& p : h["points"]) n += p[what].get<long long>();
+    return n;
+  };
+  {
+    Daemon d(redis, kYaml);
+    const auto addr = start_serving(d, redis);
+    push(r, "q", jobs_for(ids("h", 7), "{}"));
+    push(r, "fails", jobs_for(ids("x", 2), "{}"));
+    REQUIRE(eventually([&] { return count_status(r, "q", ids("h", 7), "succeeded") == 7; }, 10s));
+    REQUIRE(eventually([&] { return count_status(r, "fails", ids("x", 2), "failed") == 2; }, 10s));
+    CHECK(get(addr, "/api/queues/q/history?range=year").status == 400);
+    CHECK(d.stop() == 0);  // the minute so far is written at the stop, if not before
+  }
+  Daemon again(redis, kYaml);
+  const auto addr = start_serving(again, redis);
+  for (const char* range : {"hour", "day", "week"}) {
+    INFO(range);
+    const auto got = get(addr, std::string("/api/queues/q/history?range=") + range);
+    REQUIRE(got.status == 200);
+    const json h = json::parse(got.body);
+    CHECK(h["points"].size() == (std::string(range) == "hour" ? 60u
+                                 : range[0] == 'd'            ? 144u
+                                                              : 168u));
+    CHECK(n_jobs(h, "succeeded") == 7);
+    CHECK(n_jobs(h, "failed") == 0);
+    const json& last = h["points"].back();
+    CHECK(last["t"].get<long long>() <= std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::system_clock::now().time_since_epoch())
+                                            .count());
+  }
+  const json failing = json::parse(get(addr, "/api/queues/fails/history").body);
+  CHECK(n_jobs(failing, "failed") == 2);
+  // Garbage at a history key: a 500 naming it, not a crash or made-up numbers.
+  r.cmd({"DEL", "jobq:{q}:history:minutes"});
+  r.cmd({"SET", "jobq:{q}:history:minutes", "x"});
+  const auto bad = get(addr, "/api/queues/q/history");
+  CHECK(bad.status == 500);
+  CHECK(again.stop() == 0);
+}
