@@ -232,7 +232,8 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
     wants = "GET";
   } else if (n == 3 && p[0] == "jobs" && p[2] == "cancel") {
     wants = "POST";
-  } else if (n == 3 && p[0] == "queues" && (p[2] == "jobs" || p[2] == "history")) {
+  } else if (n == 3 && p[0] == "queues" &&
+             (p[2] == "jobs" || p[2] == "history" || p[2] == "search")) {
     wants = "GET";
   } else if (n == 3 && p[0] == "queues" && (p[2] == "pause" || p[2] == "resume")) {
     wants = "POST";
@@ -343,6 +344,27 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
     co_return co_await with_admin(std::move(work));
   }
   if (p[2] == "history") co_return co_await history(queue, req.param("range").value_or("hour"));
+  if (p[2] == "search") {
+    // One call's worth (store::kSearchBudget jobs); the caller goes on from `next`.
+    const auto text = req.param("q");
+    if (!text || text->empty()) co_return error(400, "q: the text to find, 1 to 200 bytes");
+    const std::string from = req.param("from").value_or("");
+    const std::string q = *text;
+    AdminFn work = [queue, q, from](store::Admin& a) {
+      const store::SearchStep step = a.search(queue, q, from);
+      json found = json::array();
+      for (const auto& f : step.found) {
+        found.push_back(
+            {{"id", f.id}, {"where", f.where}, {"field", f.field}, {"excerpt", f.excerpt}});
+      }
+      return json{{"queue", queue},
+                  {"q", q},
+                  {"found", std::move(found)},
+                  {"examined", step.examined},
+                  {"next", step.next.empty() ? json() : json(step.next)}};
+    };
+    co_return co_await with_admin(std::move(work));
+  }
   if (p[2] == "pause" || p[2] == "resume") {
     const bool pause = p[2] == "pause";
     AdminFn work = [queue, pause](store::Admin& a) {

@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cstdlib>
 #include <iterator>
 #include <set>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <variant>
 
@@ -649,6 +651,179 @@ Workers Admin::live_workers() {
 
 std::map<std::string, Activity> Admin::activity() {
   return store::activity(read_live(false).live);
+}
+
+// ---- search ----
+
+namespace {
+
+// Where `needle` (lower case) is in `hay`, ASCII letters in any case; npos when it is not.
+std::size_t find_folded(const std::string& hay, const std::string& needle) {
+  const auto fold = [](char a, char b) {
+    return std::tolower(static_cast<unsigned char>(a)) == static_cast<unsigned char>(b);
+  };
+  auto it = std::search(hay.begin(), hay.end(), needle.begin(), needle.end(), fold);
+  return it == hay.end() ? std::string::npos : static_cast<std::size_t>(it - hay.begin());
+}
+
+// The text around a match at `at` (as valid UTF-8: a cut through a character is replaced).
+std::string excerpt(const std::string& text, std::size_t at, std::size_t n) {
+  const std::size_t from = at > 40 ? at - 40 : 0;
+  return job::to_utf8(text.substr(from, at - from + n + 40));
+}
+
+// Where a search stands: the phase (0 pending, 1 delayed, 2 dead, 3 retained states), the
+// shard, and the position in it (an index, or phase 3's SCAN cursor), as "phase,shard,pos".
+struct Spot {
+  std::size_t phase = 0, shard = 0;
+  std::string pos = "0";
+};
+
+Spot spot_of(const std::string& from, std::size_t shards) {
+  Spot s;
+  if (from.empty()) return s;
+  const auto c1 = from.find(',');
+  const auto c2 = c1 == std::string::npos ? c1 : from.find(',', c1 + 1);
+  const auto digits = [](std::string_view v) {
+    return !v.empty() && v.size() <= 20 && v.find_first_not_of("0123456789") == v.npos;
+  };
+  if (c2 == std::string::npos || !digits(std::string_view(from).substr(0, c1)) ||
+      !digits(std::string_view(from).substr(c1 + 1, c2 - c1 - 1)) ||
+      !digits(std::string_view(from).substr(c2 + 1))) {
+    throw AdminError(Kind::bad_input, "from: '" + job::to_utf8(job::clip_utf8(from, 40)) +
+                                          "' is not where a search stopped (its `next`)");
+  }
+  s.phase = std::strtoull(from.c_str(), nullptr, 10);
+  s.shard = std::strtoull(from.c_str() + c1 + 1, nullptr, 10);
+  s.pos = from.substr(c2 + 1);
+  if (s.phase > 3 || s.shard >= shards) {
+    throw AdminError(Kind::bad_input, "from: '" + from + "' names no part of this queue");
+  }
+  return s;
+}
+
+}  // namespace
+
+SearchStep Admin::search(const std::string& queue, const std::string& text, const std::string& from,
+                         std::size_t budget) {
+  check_queue(queue);
+  if (text.empty() || text.size() > 200) {
+    throw AdminError(Kind::bad_input, "the text to find: 1 to 200 bytes");
+  }
+  std::string needle = text;
+  for (auto& ch : needle) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  const auto shards = shard_keys(queue);
+  Spot at = spot_of(from, shards.size());
+  SearchStep out;
+  const auto look = [&](const std::string& id, const std::string& where, const char* field,
+                        const std::string& hay) {
+    const auto hit = find_folded(hay, needle);
+    if (hit == std::string::npos) return false;
+    out.found.push_back({id, where, field, excerpt(hay, hit, needle.size())});
+    return true;
+  };
+  // What one answer carries at most.
+  constexpr std::size_t kMostFound = 100;
+  while (at.phase < 4 && out.examined < budget && out.found.size() < kMostFound) {
+    // Paced: each slice is followed by a pause as long as it took, so that a search keeps at
+    // most half of a core and leaves Redis gaps between its reads (the queues' own work goes
+    // first; a search is a person waiting, not a batch).
+    const auto slice_began = std::chrono::steady_clock::now();
+    // What one Redis command reads: 500 at most, and no more than the budget left.
+    const long long slice =
+        static_cast<long long>(std::min<std::size_t>(500, budget - out.examined));
+    const Keys& k = shards[at.shard];
+    const long long pos = at.phase < 3 ? std::strtoll(at.pos.c_str(), nullptr, 10) : 0;
+    bool through = false;  // this shard's part of the phase is searched
+    if (at.phase == 0 || at.phase == 1) {
+      // Waiting jobs, newest first in pending, soonest first in delayed: the whole copy (its id
+      // and payload, the rest of its JSON too).
+      std::vector<std::string> copies;
+      if (at.phase == 0) {
+        copies = call(c_, pending_slice(k, pos, pos + slice - 1));
+      } else {
+        for (auto& [copy, score] : call(c_, delayed_slice(k, pos, pos + slice - 1))) {
+          copies.push_back(std::move(copy));
+        }
+      }
+      for (const auto& raw : copies) {
+        look(describe(raw).id, at.phase == 0 ? "pending" : "delayed", "job", raw);
+      }
+      out.examined += copies.size();
+      at.pos = std::to_string(pos + static_cast<long long>(copies.size()));
+      through = copies.size() < static_cast<std::size_t>(slice);
+    } else if (at.phase == 2) {
+      // Dead jobs: the JSON kept for retry, and the error they died of.
+      std::vector<std::string> ids;
+      for (auto& [id, score] : call(c_, dead_slice(k, pos, pos + slice - 1))) {
+        ids.push_back(std::move(id));
+      }
+      if (!ids.empty()) {
+        const auto bodies = call(c_, dead_bodies(k, ids));
+        std::vector<Call<std::vector<std::string>>> errors;
+        for (const auto& id : ids) errors.push_back(state_fields(k, id, {"error"}));
+        const auto said = call_all(c_, errors);
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+          if (i < bodies.size() && look(ids[i], "dead", "job", bodies[i])) continue;
+          if (look(ids[i], "dead", "error", said[i].front())) continue;
+          look(ids[i], "dead", "id", ids[i]);
+        }
+      }
+      out.examined += ids.size();
+      at.pos = std::to_string(pos + static_cast<long long>(ids.size()));
+      through = ids.size() < static_cast<std::size_t>(slice);
+    } else {
+      // Every job state the shard keeps (those that ended, within their retention, and those
+      // running or waiting to again): its id, result and error.
+      ScanStep step = call(c_, scan_states(k, at.pos, slice));
+      if (!step.ids.empty()) {
+        std::vector<Call<std::vector<std::string>>> reads;
+        for (const auto& id : step.ids)
+          reads.push_back(state_fields(k, id, {"status", "result", "error"}));
+        const auto states = call_all(c_, reads);
+        const std::size_t before = out.found.size();
+        for (std::size_t i = 0; i < step.ids.size(); ++i) {
+          const auto& f = states[i];
+          if (f[0].empty()) continue;  // gone meanwhile
+          if (look(step.ids[i], f[0], "id", step.ids[i])) continue;
+          if (look(step.ids[i], f[0], "result", f[1])) continue;
+          look(step.ids[i], f[0], "error", f[2]);
+        }
+        // A dead job was searched with the dead ones (its JSON and error): not twice.
+        std::vector<Call<bool>> dead;
+        for (std::size_t i = before; i < out.found.size(); ++i) {
+          if (out.found[i].where == "failed") dead.push_back(is_dead(k, out.found[i].id));
+        }
+        if (!dead.empty()) {
+          const auto was_dead = call_all(c_, dead);
+          std::vector<Found> kept(
+              std::make_move_iterator(out.found.begin()),
+              std::make_move_iterator(out.found.begin() + static_cast<long>(before)));
+          std::size_t j = 0;
+          for (std::size_t i = before; i < out.found.size(); ++i) {
+            if (out.found[i].where == "failed" && was_dead[j++]) continue;
+            kept.push_back(std::move(out.found[i]));
+          }
+          out.found = std::move(kept);
+        }
+      }
+      out.examined += step.ids.size();
+      at.pos = step.next;
+      through = step.next == "0";
+    }
+    std::this_thread::sleep_for(std::chrono::steady_clock::now() - slice_began);
+    if (through) {
+      at.pos = "0";
+      if (++at.shard == shards.size()) {
+        at.shard = 0;
+        ++at.phase;
+      }
+    }
+  }
+  if (at.phase < 4) {
+    out.next = std::to_string(at.phase) + "," + std::to_string(at.shard) + "," + at.pos;
+  }
+  return out;
 }
 
 }  // namespace jq::store

@@ -109,6 +109,22 @@ struct CancelStep {
   std::string what, status, was;
 };
 
+/// A job a search found: where it is (pending, delayed, dead, or its state's status for a job
+/// that has ended or runs), which of its texts matched (payload, error, result, id), and the text
+/// around the match.
+struct Found {
+  std::string id, where, field, excerpt;
+};
+/// One call's worth of a search: what it found, and where the next call goes on ("" when the
+/// queue has been searched through).
+struct SearchStep {
+  std::vector<Found> found;
+  std::string next;
+  std::size_t examined = 0;  // jobs (and job states) looked at
+};
+/// Jobs one search call looks at, at most: every Redis command of it reads at most 500.
+inline constexpr std::size_t kSearchBudget = 5000;
+
 class Admin {
  public:
   /// `c` is borrowed: it must outlive the Admin.
@@ -154,6 +170,14 @@ class Admin {
   /// `ids` is empty and `all`. Returns how many. In slices: a large set never holds Redis long.
   long long retry_dead(const std::string& queue, const std::vector<std::string>& ids, bool all);
   long long purge_dead(const std::string& queue, const std::vector<std::string>& ids, bool all);
+
+  /// Looks for `text` (ASCII letters in any case; 1-200 bytes) in queue's jobs from `from` on
+  /// ("": the start; else a SearchStep::next), looking at `budget` jobs at most: the payloads of
+  /// pending, delayed and dead jobs, dead jobs' errors, then every retained state's result and
+  /// error (a SCAN of the shard's state keys: no index is kept, nothing is added per job). A job
+  /// that moves meanwhile may be seen twice or not at all. bad_input for a bad text or `from`.
+  SearchStep search(const std::string& queue, const std::string& text, const std::string& from,
+                    std::size_t budget = kSearchBudget);
 
   /// Every shard's pause flag set or cleared: true when any changed.
   bool set_paused(const std::string& queue, bool paused);

@@ -626,6 +626,69 @@ Call<std::vector<std::string>> pending_slice(const Keys& k, long long from, long
                                            strings("pending"));
 }
 
+namespace {
+
+// A key's text as a SCAN pattern matching it literally: glob characters escaped.
+std::string literal_glob(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  return out;
+}
+
+// Bulk replies as strings, a nil as "" (HMGET's missing fields).
+OpResult<std::vector<std::string>> bulk_or_empty(const char* what, Reply r) {
+  if (!r.is_array()) return bad(what, r);
+  std::vector<std::string> out;
+  out.reserve(r.elements.size());
+  for (auto& e : r.elements) out.push_back(std::move(e.str));
+  return out;
+}
+
+}  // namespace
+
+Call<ScanStep> scan_states(const Keys& k, const std::string& cursor, std::size_t count) {
+  const std::string stem = k.job("");
+  return make<ScanStep>(
+      scripts::scan_states(), {k.live}, {cursor, literal_glob(stem) + "*", std::to_string(count)},
+      [stem](Reply r) -> OpResult<ScanStep> {
+        if (!r.is_array() || r.elements.size() != 2 || !r.elements[1].is_array()) {
+          return bad("scan", r);
+        }
+        ScanStep out;
+        out.next = std::move(r.elements[0].str);
+        for (auto& e : r.elements[1].elements) {
+          if (e.str.size() > stem.size()) out.ids.push_back(e.str.substr(stem.size()));
+        }
+        return out;
+      });
+}
+
+Call<std::vector<std::string>> state_fields(const Keys& k, const std::string& id,
+                                            const std::vector<std::string>& fields) {
+  std::vector<std::string> argv{"HMGET", k.job(id)};
+  argv.insert(argv.end(), fields.begin(), fields.end());
+  return command<std::vector<std::string>>(
+      std::move(argv), [](Reply r) { return bulk_or_empty("job state", std::move(r)); });
+}
+
+Call<bool> is_dead(const Keys& k, const std::string& id) {
+  return command<bool>({"ZSCORE", k.dead, id}, [](Reply r) -> OpResult<bool> {
+    if (r.is_nil()) return false;
+    if (r.is_error()) return bad("dead", r);
+    return true;
+  });
+}
+
+Call<std::vector<std::string>> dead_bodies(const Keys& k, const std::vector<std::string>& ids) {
+  std::vector<std::string> argv{"HMGET", k.dead_bodies};
+  argv.insert(argv.end(), ids.begin(), ids.end());
+  return command<std::vector<std::string>>(
+      std::move(argv), [](Reply r) { return bulk_or_empty("dead bodies", std::move(r)); });
+}
+
 Call<long long> delayed_count(const Keys& k) {
   return command<long long>({"ZCARD", k.delayed}, integer("delayed"));
 }

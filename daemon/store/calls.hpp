@@ -212,6 +212,22 @@ Call<std::vector<std::pair<std::string, std::string>>> delayed_slice(const Keys&
 Call<long long> dead_count(const Keys& k);
 Call<std::vector<std::pair<std::string, std::string>>> dead_slice(const Keys& k, long long from,
                                                                   long long to);
+// ---- search (the dashboard) ----
+/// One step of a SCAN over the shard's job state keys (lua/scan_states.lua): the next cursor
+/// ("0" when done) and the ids found.
+struct ScanStep {
+  std::string next;
+  std::vector<std::string> ids;
+};
+Call<ScanStep> scan_states(const Keys& k, const std::string& cursor, std::size_t count);
+/// Fields of one job's state ("" for each one it lacks, or when it has none).
+Call<std::vector<std::string>> state_fields(const Keys& k, const std::string& id,
+                                            const std::vector<std::string>& fields);
+/// Whether job `id` is among the dead ones (kept for retry).
+Call<bool> is_dead(const Keys& k, const std::string& id);
+/// Dead jobs' JSON as kept for retry ("" for one there is none of).
+Call<std::vector<std::string>> dead_bodies(const Keys& k, const std::vector<std::string>& ids);
+
 /// The workers holding a lease on the queue (expired ones too: their jobs are still held).
 Call<std::vector<std::string>> lease_holders(const Keys& k);
 

@@ -122,6 +122,10 @@ const redis::Script& cancel() {
   return named("cancel");
 }
 
+const redis::Script& scan_states() {
+  return named("scan_states");
+}
+
 std::vector<const redis::Script*> all() {
   std::vector<const redis::Script*> out;
   for (const auto& [name, s] : registry().by_name) out.push_back(s.get());

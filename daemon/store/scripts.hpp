@@ -32,6 +32,7 @@ const redis::Script& drop_dead();
 const redis::Script& submit();
 const redis::Script& requeue_dead();
 const redis::Script& cancel();
+const redis::Script& scan_states();
 
 /// Every script, for tests that run each one.
 std::vector<const redis::Script*> all();

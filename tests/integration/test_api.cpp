@@ -3,9 +3,12 @@
 // read-only mode, and the live feed of server-sent events.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "tests/support/daemon.hpp"
 #include "tests/support/files.hpp"
@@ -379,4 +382,95 @@ TEST_CASE("GET /api/queues/Q/history: what the daemons did, kept in Redis across
   const auto bad = get(addr, "/api/queues/q/history");
   CHECK(bad.status == 500);
   CHECK(again.stop() == 0);
+}
+
+TEST_CASE(
+    "Search over 100,000 retained jobs: each step within its budget while a queue drains, "
+    "the drain no slower than twice its time without",
+    "[integration][http][api][search]") {
+  RedisServer redis;
+  Daemon d(redis, kYaml, "  lease: 15s\n");
+  const auto addr = start_serving(d, redis);
+  auto r = redis.client();
+  // 100,000 job states as the daemon retains them, one of them holding the text looked for.
+  for (int batch = 0; batch < 20; ++batch) {
+    std::vector<std::vector<std::string>> cmds;
+    for (int i = 0; i < 5000; ++i) {
+      const std::string id = "old-" + std::to_string(batch * 5000 + i);
+      cmds.push_back({"HSET", "jobq:{q}:job:" + id, "status", "succeeded", "result",
+                      id == "old-77777" ? R"({"report":"the Golden ticket"})" : R"({"ok":1})",
+                      "finished_at", "1700000000000"});
+    }
+    r.pipeline(cmds);
+  }
+  // How long 3,000 jobs take from their push to the last one's end (the median of three).
+  int round = 0;
+  const auto drain = [&] {
+    std::vector<std::chrono::milliseconds> took;
+    for (int k = 0; k < 3; ++k, ++round) {
+      const auto names = ids("r" + std::to_string(round) + "-", 3000);
+      const auto t0 = std::chrono::steady_clock::now();
+      push(r, "q", jobs_for(names, "{}"));
+      REQUIRE(eventually([&] { return count_status(r, "q", names, "succeeded") == 3000; }, 60s));
+      took.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - t0));
+    }
+    std::sort(took.begin(), took.end());
+    return took[1];
+  };
+  const auto alone = drain();
+  // A search running through the whole queue, step after step, beside the drain.
+  std::atomic<bool> stop{false};
+  std::atomic<int> steps{0};
+  std::atomic<long long> slowest_ms{0}, examined{0};
+  std::atomic<bool> found{false}, bad{false};
+  std::thread searcher([&] {
+    std::string from;
+    while (!stop) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto got = get(addr, "/api/queues/q/search?q=golden%20TICKET" +
+                                     (from.empty() ? std::string() : "&from=" + from));
+      const long long ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now() - t0)
+                               .count();
+      slowest_ms = std::max(slowest_ms.load(), ms);
+      auto j = json::parse(got.body, nullptr, false);
+      if (got.status != 200 || !j.is_object()) {
+        bad = true;
+        return;
+      }
+      ++steps;
+      examined += j["examined"].get<long long>();
+      for (const auto& f : j["found"]) found = found || f["id"] == "old-77777";
+      from = j["next"].is_null() ? "" : j["next"].get<std::string>();
+    }
+  });
+  const auto with_search = drain();
+  stop = true;
+  searcher.join();
+  INFO("drain alone " << alone.count() << " ms, with a search " << with_search.count() << " ms; "
+                      << steps << " search steps, the slowest " << slowest_ms << " ms, " << examined
+                      << " jobs examined");
+  CHECK_FALSE(bad);
+  CHECK(steps >= 5);
+  CHECK(slowest_ms < 2000);
+  // Twice the time alone; the 50 ms allow for a machine's scheduling where the drain alone takes
+  // a few tens of milliseconds (a stalled Redis would add seconds).
+  CHECK(with_search <= 2 * alone + std::chrono::milliseconds(50));
+  // And the search, run through, finds the job.
+  std::string from;
+  int calls = 0;
+  bool hit = found;
+  do {
+    auto j = json::parse(get(addr, "/api/queues/q/search?q=golden%20ticket" +
+                                       (from.empty() ? std::string() : "&from=" + from))
+                             .body);
+    for (const auto& f : j["found"]) hit = hit || f["id"] == "old-77777";
+    from = j["next"].is_null() ? "" : j["next"].get<std::string>();
+  } while (!from.empty() && ++calls < 200);
+  CHECK(from.empty());
+  CHECK(hit);
+  CHECK(get(addr, "/api/queues/q/search?q=").status == 400);
+  CHECK(get(addr, "/api/queues/q/search?q=x&from=nonsense").status == 400);
+  CHECK(d.stop() == 0);
 }

@@ -441,3 +441,77 @@ TEST_CASE(
   Fixture bare(server);
   CHECK(kind_thrown([&] { bare.admin->known_queues(); }) == store::AdminError::Kind::garbage);
 }
+
+TEST_CASE("Admin::search: every place a job's text is kept, step by step, over shards",
+          "[store][admin][search]") {
+  test::RedisServer server;
+  for (const std::size_t n : {std::size_t{1}, std::size_t{3}}) {
+    INFO(n << " shard(s)");
+    server.client().cmd({"FLUSHALL"});
+    Fixture f(server);
+    f.shards(n);
+    const std::size_t last = n - 1;
+    // The text in each place once, beside 1,200 jobs without it (more than a Redis read takes).
+    for (int i = 0; i < 1200; ++i) {
+      f.r.cmd({"LPUSH", f.key(i % n, "pending"), job_text("p" + std::to_string(i), R"("hay")")});
+      f.r.cmd({"HSET", f.key(i % n, "job:s" + std::to_string(i)), "status", "succeeded", "result",
+               "hay"});
+    }
+    f.r.cmd({"LPUSH", f.key(last, "pending"), job_text("in-pending", R"({"say":"NeedLE-1"})")});
+    f.r.cmd({"ZADD", f.key(0, "delayed"), "5", job_text("in-delayed", R"("a needle-2")")});
+    f.dead(last, "dead-body", 9, "boom");
+    f.r.cmd(
+        {"HSET", f.key(last, "dead:bodies"), "dead-body", job_text("dead-body", R"("needle-3")")});
+    f.dead(0, "dead-error", 8, "it said needle-4 and died");
+    f.r.cmd({"HSET", f.key(last, "job:done"), "status", "succeeded", "result",
+             std::string(300, 'x') + "nEEdle-5" + std::string(300, 'y')});
+    f.r.cmd({"HSET", f.key(0, "job:needle-6"), "status", "cancelled"});
+    // Small steps, each going on from the last one's `next`, until the queue is searched.
+    std::map<std::string, store::Found> found;
+    std::string from;
+    std::size_t steps = 0, examined = 0;
+    do {
+      const auto step = f.admin->search("q", "needle", from, 300);
+      CHECK(step.examined <= 300 + 500);
+      examined += step.examined;
+      for (const auto& x : step.found) {
+        CHECK(found.count(x.id) == 0);
+        found[x.id] = x;
+      }
+      from = step.next;
+    } while (!from.empty() && ++steps < 100);
+    CHECK(from.empty());
+    CHECK(steps > 4);
+    CHECK(examined >= 2400);
+    REQUIRE(found.size() == 6);
+    CHECK(found["in-pending"].where == "pending");
+    CHECK(found["in-pending"].excerpt.find("NeedLE-1") != std::string::npos);
+    CHECK(found["in-delayed"].where == "delayed");
+    CHECK(found["dead-body"].field == "job");
+    CHECK(found["dead-error"].field == "error");
+    CHECK(found["dead-error"].where == "dead");
+    CHECK(found["done"].where == "succeeded");
+    CHECK(found["done"].field == "result");
+    CHECK(found["done"].excerpt.size() < 120);
+    CHECK(found["done"].excerpt.find("nEEdle-5") != std::string::npos);
+    CHECK(found["needle-6"].field == "id");
+    CHECK(found["needle-6"].where == "cancelled");
+  }
+  Fixture f(server);
+  using Kind = store::AdminError::Kind;
+  const auto refused = [&](const std::string& text, const std::string& from) {
+    try {
+      f.admin->search("q", text, from);
+    } catch (const store::AdminError& e) {
+      return e.kind == Kind::bad_input;
+    }
+    return false;
+  };
+  CHECK(refused("", ""));
+  CHECK(refused(std::string(201, 'a'), ""));
+  CHECK(refused("x", "garbage"));
+  CHECK(refused("x", "9,0,0"));
+  CHECK(refused("x", "0,7,0"));
+  CHECK(refused("x", "0,0,-1"));
+  CHECK_FALSE(refused("x", "3,0,0"));
+}

@@ -48,7 +48,7 @@ end
 __real.call('SADD', 'guard:ran', '$NAME')
 -- Which arguments of each command are keys: 'first', 'two' (the first two), 'all', 'none'.
 local __keys_of = {
-  TIME = 'none', PUBLISH = 'none', PUBSUB = 'none',
+  TIME = 'none', PUBLISH = 'none', PUBSUB = 'none', SCAN = 'none',
   EXISTS = 'all', DEL = 'all', RENAME = 'two',
   HSET = 'first', HGET = 'first', HMGET = 'first', HDEL = 'first', HEXISTS = 'first',
   HGETALL = 'first', HLEN = 'first', HKEYS = 'first', HVALS = 'first', HINCRBY = 'first',
@@ -185,6 +185,7 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
   (void)store::run(c, store::requeue_dead(k, {"dd"})).value();
   r.cmd({"ZADD", "jobq:{q}:dead", "1", "dd"});
   (void)store::run(c, store::drop_dead(k, {"dd"})).value();
+  (void)store::run(c, store::scan_states(k, "0", 10)).value();
 
   auto violations = r.cmd({"LRANGE", "guard:violation", "0", "-1"});
   std::string said;
