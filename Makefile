@@ -46,7 +46,7 @@ BUILD_PACKAGES := g++ make pkg-config libevent-dev libhiredis-dev libyaml-cpp-de
   nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev libcli11-dev
 # make test checks the format (clang-format); tests/integration/test_build.cpp runs git.
 TEST_PACKAGES := catch2 redis-server redis-sentinel redis-tools python3 python3-redis openssl ca-certificates \
-  procps systemd zsh clang-format git lua-check
+  procps systemd zsh clang-format git lua-check chromium
 PACKAGES := $(BUILD_PACKAGES) $(TEST_PACKAGES)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -1,1 +1,954 @@
-// jobqd dashboard
+// jobqd dashboard: a client of jobqd's JSON API (docs/api.md), served by jobqd itself.
+// Plain JS, no framework and no build step. Every value from the API reaches the page as text
+// (textContent, createElement, setAttribute), never as HTML: a payload holding markup shows as
+// that markup's text. Routes live in the hash: #/ (overview), #/queue/Q/STATE, #/job/Q/ID,
+// #/find[/ID]. Memory stays bounded in a page left open for days: the views keep the last
+// answer only, the log of job ends keeps RECENT_MAX entries.
+'use strict';
+
+// ---- constants and state ---------------------------------------------------------------------
+
+const RECENT_MAX = 100; // job ends kept for the overview's and the find page's lists
+const RECENT_SHOWN = 15;
+const PAGE_SIZE = 50;
+const WORKERS_EVERY_MS = 5000; // the daemons table is polled: it has no event
+const JOB_POLL_MS = 2000; // a job page polls while its job is not final (a start has no event)
+const JOB_MISSING_POLL_MS = 5000; // and, slower, while there is no such job
+const RECONNECT_MS = 5000; // after the event stream closed for good (an HTTP error)
+const ID_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
+const STATES = ['pending', 'delayed', 'running', 'buffered', 'dead'];
+const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
+
+const S = {
+  session: null, // GET /api/session: {csrf, read_only, version, auth}
+  queues: null, // the last queue list (event `queues`, else GET /api/queues)
+  recent: [], // the last job ends, newest first, at most RECENT_MAX
+  seq: 0, // the render generation: an answer for a view already left is dropped
+  view: null, // the view in the page: {onQueues(list), onJob(event), stop()}
+  events: null, // the EventSource
+  reconnect: 0, // its reconnect timer
+  loginShown: false,
+};
+
+// ---- DOM helpers -----------------------------------------------------------------------------
+
+const $ = (sel) => document.querySelector(sel);
+
+// el('a', {href: '#/', class: 'x', onclick: f}, 'text', child): attributes through setAttribute,
+// children as nodes or text nodes. Never HTML.
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === 'class') node.className = value;
+    else if (key === 'text') node.textContent = String(value);
+    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function alive(seq) {
+  return seq === S.seq && !S.loginShown;
+}
+
+// ---- formatting ------------------------------------------------------------------------------
+
+const DATE_FMT = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+
+function num(v) {
+  const n = typeof v === 'number' ? v : Number(v);
+  return Number.isFinite(n) ? n : null;
+}
+
+// A count as the table shows it: -1 (a shard cannot tell) as '?'.
+function count(v) {
+  const n = num(v);
+  if (n === null) return '–';
+  return n < 0 ? '?' : n.toLocaleString();
+}
+
+function rate(v) {
+  const n = num(v);
+  if (n === null) return '–';
+  return Number.isInteger(n) ? n.toLocaleString() : n.toFixed(1);
+}
+
+function duration(seconds) {
+  let s = Math.max(0, Math.floor(num(seconds) || 0));
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  s %= 60;
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${m}m`;
+  if (m) return `${m}m ${s}s`;
+  return `${s}s`;
+}
+
+// Unix ms as a local date and time, with how long ago (or in how long).
+function localTime(ms) {
+  const n = num(ms);
+  if (n === null || n <= 0) return ms === undefined || ms === null ? '–' : String(ms);
+  const delta = (Date.now() - n) / 1000;
+  const span = duration(Math.abs(delta));
+  return `${DATE_FMT.format(new Date(n))} (${delta >= 0 ? span + ' ago' : 'in ' + span})`;
+}
+
+// A JSON value on one line, cut to `max` characters.
+function brief(value, max = 160) {
+  const text = typeof value === 'string' ? value : JSON.stringify(value);
+  if (text === undefined) return '';
+  return text.length > max ? text.slice(0, max - 1) + '…' : text;
+}
+
+// A JSON value for a <pre>: a string as it is, anything else indented.
+function pretty(value) {
+  return typeof value === 'string' ? value : JSON.stringify(value, null, 2);
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+// ---- links -----------------------------------------------------------------------------------
+
+const enc = encodeURIComponent;
+const queueHref = (q, state = 'pending', offset = 0) =>
+  `#/queue/${enc(q)}/${enc(state)}${offset ? '?offset=' + offset : ''}`;
+const jobHref = (q, id) => `#/job/${enc(q)}/${enc(id)}`;
+
+// ---- the error bar and the status line --------------------------------------------------------
+
+function showError(message) {
+  $('#error-text').textContent = message;
+  $('#error').hidden = false;
+}
+
+function clearError() {
+  $('#error').hidden = true;
+  $('#error-text').textContent = '';
+}
+
+// An API error in the bar; a 401 has shown the login form already.
+function reportError(e) {
+  if (e && e.status === 401) return;
+  showError(e && e.message ? e.message : String(e));
+}
+
+function setStatus(message) {
+  const line = $('#status');
+  line.textContent = '';
+  if (!message) return;
+  line.append(el('span', { class: 'status-time', text: new Date().toLocaleTimeString() }), ' ', message);
+}
+
+// ---- the API ---------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+// One request; resolves to the parsed JSON answer. A 401 shows the login form (but for the login
+// itself); a POST refused for its CSRF token fetches the session anew and is sent once more.
+async function api(method, path, body, again = false) {
+  const headers = { Accept: 'application/json' };
+  const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
+  if (method !== 'GET') {
+    headers['Content-Type'] = 'application/json';
+    if (S.session && S.session.csrf) headers['X-CSRF-Token'] = S.session.csrf;
+    init.body = JSON.stringify(body || {});
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, `cannot reach jobqd: ${e.message}`);
+  }
+  const data = await res.text().then(parseJson, () => null);
+  if (res.ok) return data;
+  const message = (data && typeof data.error === 'string' && data.error) || `${method} ${path}: HTTP ${res.status}`;
+  if (res.status === 401 && path !== '/api/login') showLogin();
+  if (res.status === 403 && method !== 'GET' && !again && /csrf/i.test(message)) {
+    await loadSession();
+    return api(method, path, body, true);
+  }
+  throw new ApiError(res.status, message);
+}
+
+function parseJson(text) {
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return null;
+  }
+}
+
+async function loadSession() {
+  S.session = await api('GET', '/api/session');
+  const ro = !!(S.session && S.session.read_only);
+  document.body.classList.toggle('read-only', ro);
+  $('#read-only').hidden = !ro;
+  $('#version').textContent = S.session && S.session.version ? `jobqd ${S.session.version}` : '';
+  renderSignOut();
+}
+
+const readOnly = () => !!(S.session && S.session.read_only);
+
+// ---- live updates: server-sent events --------------------------------------------------------
+
+function setLive(state, text) {
+  const live = $('#live');
+  live.className = `live live-${state}`;
+  live.textContent = text;
+}
+
+function openEvents() {
+  closeEvents();
+  const es = new EventSource('/api/events');
+  S.events = es;
+  es.addEventListener('open', () => setLive('on', 'live'));
+  es.addEventListener('queues', (ev) => {
+    const list = parseJson(ev.data);
+    if (Array.isArray(list)) setQueues(list);
+  });
+  es.addEventListener('job', (ev) => {
+    const job = parseJson(ev.data);
+    if (job && typeof job.id === 'string') onJobEnd(job);
+  });
+  es.addEventListener('error', () => {
+    if (es.readyState !== EventSource.CLOSED) return setLive('wait', 'reconnecting…');
+    // Closed for good (an HTTP error, a 401): ask the API why, then try again.
+    setLive('off', 'offline');
+    S.events = null;
+    scheduleReconnect();
+  });
+}
+
+function closeEvents() {
+  clearTimeout(S.reconnect);
+  if (S.events) S.events.close();
+  S.events = null;
+}
+
+function scheduleReconnect() {
+  clearTimeout(S.reconnect);
+  S.reconnect = setTimeout(async () => {
+    try {
+      await api('GET', '/api/session');
+      openEvents();
+    } catch (e) {
+      if (e.status !== 401) scheduleReconnect();
+    }
+  }, RECONNECT_MS);
+}
+
+function setQueues(list) {
+  S.queues = list;
+  if (S.view && S.view.onQueues) S.view.onQueues(list);
+}
+
+// A job ended: into the bounded log, and to the view in the page.
+function onJobEnd(job) {
+  S.recent.unshift({ id: job.id, queue: String(job.queue || ''), status: String(job.status || ''), at: Date.now() });
+  if (S.recent.length > RECENT_MAX) S.recent.length = RECENT_MAX;
+  if (S.view && S.view.onJob) S.view.onJob(job);
+}
+
+// ---- the confirm dialog ----------------------------------------------------------------------
+
+// Resolves true when the operator confirms. A <dialog>: Escape and the Keep button say no.
+function confirmDialog(title, text, okLabel) {
+  const dialog = $('#confirm');
+  $('#confirm-title').textContent = title;
+  $('#confirm-text').textContent = text;
+  $('#confirm-ok').textContent = okLabel;
+  dialog.returnValue = '';
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'yes'), { once: true });
+    dialog.showModal();
+    $('#confirm-no').focus();
+  });
+}
+
+// An action button: hidden in read-only mode (CSS), confirmed, then run with the button off;
+// `done` turns the answer into the status line's words. The dialog's words may be functions,
+// read at the click.
+function actionButton(label, { title, text, ok, klass, run, done, after }) {
+  const button = el('button', { type: 'button', class: `action ${klass || ''}`, disabled: readOnly() }, label);
+  const words = (v) => (typeof v === 'function' ? v() : v);
+  button.addEventListener('click', async () => {
+    if (readOnly()) return;
+    if (!(await confirmDialog(words(title), words(text), words(ok) || button.textContent))) return;
+    button.disabled = true;
+    clearError();
+    try {
+      const answer = await run();
+      setStatus(done(answer));
+      if (after) after(answer);
+    } catch (e) {
+      reportError(e);
+    } finally {
+      button.disabled = readOnly();
+    }
+  });
+  return button;
+}
+
+// ---- the actions -----------------------------------------------------------------------------
+
+function cancelButton(queue, id, after) {
+  return actionButton('Cancel job', {
+    klass: 'danger',
+    title: 'Cancel this job?',
+    text: `Job ${id} of queue ${queue} is cancelled: taken out if it waits, stopped if it runs.`,
+    run: () => api('POST', `/api/jobs/${enc(id)}/cancel?queue=${enc(queue)}`),
+    done: (r) => {
+      if (r.result === 'cancelled') return `cancelled: job ${id}`;
+      if (r.result === 'requested') return 'requested: the daemon stops it within a second';
+      if (r.result === 'final') return `job ${id} had ended already: ${r.status}`;
+      return `cancel of ${id}: ${r.result}`;
+    },
+    after,
+  });
+}
+
+function retryDeadButton(queue, ids, after) {
+  const all = ids === null;
+  return actionButton(all ? 'Retry all' : 'Retry', {
+    klass: all ? '' : 'small',
+    title: all ? `Retry every dead job of ${queue}?` : 'Retry this dead job?',
+    text: all
+      ? `Every dead job of queue ${queue} goes back to pending, with fresh attempts.`
+      : `Job ${ids[0]} goes back to pending in queue ${queue}, with fresh attempts.`,
+    ok: all ? 'Retry all' : 'Retry',
+    run: () => api('POST', `/api/queues/${enc(queue)}/dead/retry`, all ? { all: true } : { ids }),
+    done: (r) => `retried ${plural(num(r.retried) || 0, 'job')}`,
+    after,
+  });
+}
+
+function purgeDeadButton(queue, after) {
+  return actionButton('Purge all', {
+    klass: 'danger',
+    title: `Purge every dead job of ${queue}?`,
+    text: `Every dead job of queue ${queue} is dropped, its state with it. This cannot be undone.`,
+    run: () => api('POST', `/api/queues/${enc(queue)}/dead/purge`, { all: true }),
+    done: (r) => `purged ${plural(num(r.purged) || 0, 'job')}`,
+    after,
+  });
+}
+
+// Pause or resume, by the queue's state at the click (the button's label follows it).
+function pauseButton(queue, isPaused, after) {
+  const button = actionButton('', {
+    klass: 'small',
+    title: () => `${isPaused() ? 'Resume' : 'Pause'} queue ${queue}?`,
+    text: () =>
+      isPaused()
+        ? `Every daemon fetches jobs of ${queue} again.`
+        : `Every daemon stops fetching jobs of ${queue}; jobs running now finish. Jobs can still be submitted.`,
+    run: () => api('POST', `/api/queues/${enc(queue)}/${isPaused() ? 'resume' : 'pause'}`),
+    done: (r) =>
+      r.changed === false
+        ? `${queue} was ${r.paused ? 'paused' : 'running'} already`
+        : `${r.paused ? 'paused' : 'resumed'}: ${queue}`,
+    after,
+  });
+  const label = () => {
+    button.textContent = isPaused() ? 'Resume' : 'Pause';
+    button.setAttribute('aria-label', `${isPaused() ? 'Resume' : 'Pause'} queue ${queue}`);
+  };
+  label();
+  button.refresh = label;
+  return button;
+}
+
+// ---- shared pieces of the views --------------------------------------------------------------
+
+function section(title, ...content) {
+  return el('section', { class: 'card' }, el('h2', { text: title }), ...content);
+}
+
+function tableBox(table) {
+  return el('div', { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-label': table.getAttribute('aria-label') }, table);
+}
+
+function headRow(names) {
+  return el('thead', {}, el('tr', {}, names.map((n) => el('th', { scope: 'col', class: n.cls || '' }, n.label || n))));
+}
+
+function emptyRow(tbody, columns, text) {
+  tbody.replaceChildren(el('tr', { class: 'empty' }, el('td', { colspan: columns, text })));
+}
+
+function statusBadge(status) {
+  return el('span', { class: `badge status-${String(status).replace(/[^a-z]/g, '')}` }, status || '–');
+}
+
+// The log of job ends, newest first (overview and find pages); drawn at most 4 times a second
+// however many jobs end.
+function recentList() {
+  const list = el('ol', { class: 'recent' });
+  let pending = 0;
+  const later = () => {
+    if (!pending) pending = setTimeout(update, 250);
+  };
+  const update = () => {
+    pending = 0;
+    if (!S.recent.length) {
+      list.replaceChildren(el('li', { class: 'muted', text: 'No job has ended since this page opened.' }));
+      return;
+    }
+    list.replaceChildren(
+      ...S.recent.slice(0, RECENT_SHOWN).map((j) =>
+        el(
+          'li',
+          {},
+          el('time', { class: 'muted', text: new Date(j.at).toLocaleTimeString() }),
+          statusBadge(j.status),
+          el('a', { href: jobHref(j.queue, j.id), class: 'mono' }, j.id),
+          el('span', { class: 'muted', text: j.queue }),
+        ),
+      ),
+    );
+  };
+  update();
+  return { list, update: later, stop: () => clearTimeout(pending) };
+}
+
+// ---- view: overview --------------------------------------------------------------------------
+
+const QUEUE_COLUMNS = [
+  { key: 'name', label: 'Queue' },
+  { key: 'pending', label: 'Pending', cls: 'num', state: 'pending' },
+  { key: 'delayed', label: 'Delayed', cls: 'num', state: 'delayed' },
+  { key: 'running', label: 'Running', cls: 'num', state: 'running' },
+  { key: 'buffered', label: 'Buffered', cls: 'num', state: 'buffered' },
+  { key: 'dead', label: 'Dead', cls: 'num', state: 'dead' },
+  { key: 'paused', label: 'State' },
+  { key: 'succeeded_per_min', label: 'OK/min', cls: 'num' },
+  { key: 'failed_per_min', label: 'Failed/min', cls: 'num' },
+  { key: 'p50', label: 'p50', cls: 'num' },
+  { key: 'p99', label: 'p99', cls: 'num' },
+  { key: 'action', label: 'Action', cls: 'action' },
+];
+
+// The queues table: one row per queue, kept across updates (a focused button stays focused).
+function queueTable() {
+  const tbody = el('tbody');
+  const table = el('table', { class: 'data', id: 'queues', 'aria-label': 'Queues' }, headRow(QUEUE_COLUMNS), tbody);
+  const rows = new Map();
+  const update = (list) => {
+    if (!list) return emptyRow(tbody, QUEUE_COLUMNS.length, 'Loading…');
+    tbody.querySelectorAll('tr.empty').forEach((tr) => tr.remove());
+    const seen = new Set();
+    list.forEach((q, i) => {
+      const name = String(q.name);
+      seen.add(name);
+      if (!rows.has(name)) rows.set(name, queueRow(name));
+      const row = rows.get(name);
+      row.fill(q);
+      if (tbody.children[i] !== row.tr) tbody.insertBefore(row.tr, tbody.children[i] || null);
+    });
+    for (const [name, row] of rows) {
+      if (!seen.has(name)) {
+        row.tr.remove();
+        rows.delete(name);
+      }
+    }
+    if (!list.length) emptyRow(tbody, QUEUE_COLUMNS.length, 'No queues yet.');
+  };
+  update(S.queues);
+  return { box: tableBox(table), update };
+}
+
+function queueRow(name) {
+  let current = {};
+  const cells = {};
+  const tr = el('tr', { 'data-queue': name });
+  const pause = pauseButton(name, () => !!current.paused, (r) => fill({ ...current, paused: !!r.paused }));
+  for (const col of QUEUE_COLUMNS) {
+    const td = el('td', { 'data-col': col.key, class: col.cls || '' });
+    if (col.key === 'name') td.append(el('a', { href: queueHref(name), class: 'mono' }, name));
+    else if (col.state) td.append((cells[col.key] = el('a', { href: queueHref(name, col.state), class: 'count' })));
+    else if (col.key === 'action') td.append(pause);
+    if (!cells[col.key]) cells[col.key] = td;
+    tr.append(td);
+  }
+  function fill(q) {
+    current = q;
+    for (const col of QUEUE_COLUMNS) {
+      const c = cells[col.key];
+      if (col.state) c.textContent = count(q[col.key]);
+      else if (col.key === 'paused') c.replaceChildren(q.paused ? statusBadge('paused') : el('span', { class: 'muted', text: 'active' }));
+      else if (col.key.endsWith('_per_min')) c.textContent = rate(q[col.key]);
+      else if (col.key === 'p50' || col.key === 'p99') c.textContent = q[col.key] || '–';
+    }
+    for (const col of QUEUE_COLUMNS) if (col.state) cells[col.key].classList.toggle('zero', num(q[col.key]) === 0);
+    cells.dead.classList.toggle('alert', num(q.dead) > 0);
+    pause.refresh();
+  }
+  return { tr, fill };
+}
+
+const WORKER_COLUMNS = [
+  'Host',
+  'Worker',
+  'Version',
+  { label: 'Uptime', cls: 'num' },
+  { label: 'Running', cls: 'num' },
+  { label: 'Buffered', cls: 'num' },
+  'Queues',
+  { label: 'Heartbeat', cls: 'num' },
+];
+
+function workersTable() {
+  const tbody = el('tbody');
+  const table = el('table', { class: 'data', id: 'workers', 'aria-label': 'Daemons' }, headRow(WORKER_COLUMNS), tbody);
+  emptyRow(tbody, WORKER_COLUMNS.length, 'Loading…');
+  const update = (list) => {
+    if (!Array.isArray(list) || !list.length) return emptyRow(tbody, WORKER_COLUMNS.length, 'No live daemon.');
+    tbody.replaceChildren(
+      ...list.map((w) =>
+        el(
+          'tr',
+          {},
+          el('td', { text: w.host ?? '–' }),
+          el('td', { class: 'mono', text: w.worker ?? '–' }),
+          el('td', { class: 'mono', text: w.version ?? '–' }),
+          el('td', { class: 'num', text: duration(w.uptime_s) }),
+          el('td', { class: 'num', text: count(w.running) }),
+          el('td', { class: 'num', text: count(w.buffered) }),
+          el('td', { text: Array.isArray(w.queues) ? w.queues.join(', ') : '–' }),
+          el('td', { class: 'num', text: w.last_heartbeat_s === undefined ? '–' : `${rate(w.last_heartbeat_s)} s ago` }),
+        ),
+      ),
+    );
+  };
+  return { box: tableBox(table), update };
+}
+
+function viewOverview(main, route, seq) {
+  const queues = queueTable();
+  const workers = workersTable();
+  const recent = recentList();
+  main.append(
+    el('div', { class: 'page-head' }, el('h1', { text: 'Overview' })),
+    section('Queues', queues.box),
+    section('Daemons', workers.box),
+    section('Recent job ends', recent.list),
+  );
+  const loadWorkers = async () => {
+    try {
+      const list = await api('GET', '/api/workers');
+      if (alive(seq)) workers.update(list);
+    } catch (e) {
+      if (alive(seq)) reportError(e);
+    }
+  };
+  loadWorkers();
+  const timer = setInterval(loadWorkers, WORKERS_EVERY_MS);
+  const stop = () => {
+    clearInterval(timer);
+    recent.stop();
+  };
+  return { onQueues: queues.update, onJob: recent.update, stop };
+}
+
+// ---- view: a queue's jobs in one state -------------------------------------------------------
+
+function queueOf(name) {
+  return (S.queues || []).find((q) => String(q.name) === name) || null;
+}
+
+function stateTabs(queue, active) {
+  const links = {};
+  const nav = el(
+    'nav',
+    { class: 'tabs', 'aria-label': 'Job states' },
+    STATES.map((s) => {
+      links[s] = el('span', { class: 'tab-count' });
+      return el('a', { href: queueHref(queue, s), 'aria-current': s === active ? 'page' : null, 'data-state': s }, s, ' ', links[s]);
+    }),
+  );
+  const update = (q) => {
+    for (const s of STATES) links[s].textContent = q ? count(q[s]) : '';
+  };
+  update(queueOf(queue));
+  return { nav, update };
+}
+
+function jobColumns(state) {
+  const cols = [{ label: 'Job' }, { label: state === 'dead' ? 'Error' : 'Payload' }];
+  if (state === 'running' || state === 'buffered') cols.push({ label: 'Worker' });
+  if (state === 'delayed') cols.push({ label: 'Runs at' });
+  if (state === 'dead') cols.push({ label: 'Died at' }, { label: 'Action', cls: 'action' });
+  return cols;
+}
+
+function jobRow(queue, state, job, reload) {
+  const id = typeof job.id === 'string' ? job.id : null;
+  const tr = el('tr', { 'data-id': id || '' });
+  tr.append(el('td', { class: 'mono' }, id ? el('a', { href: jobHref(queue, id) }, id) : el('span', { class: 'muted', text: '(no id yet)' })));
+  const body = state === 'dead' ? (job.error ?? job.payload) : job.payload;
+  tr.append(el('td', {}, el('code', { class: 'payload', title: brief(body, 2000) }, brief(body))));
+  if (state === 'running' || state === 'buffered') tr.append(el('td', { class: 'mono', text: job.worker || '–' }));
+  if (state === 'delayed') tr.append(el('td', { text: localTime(job.run_at) }));
+  if (state === 'dead') {
+    tr.append(el('td', { text: localTime(job.died_at) }));
+    tr.append(el('td', { class: 'action' }, id ? retryDeadButton(queue, [id], reload) : ''));
+  }
+  return tr;
+}
+
+function viewQueue(main, route, seq) {
+  const { queue, state, offset } = route;
+  const tabs = stateTabs(queue, state);
+  const pausedBadge = el('span', { class: 'badge status-paused', hidden: true }, 'paused');
+  const cols = jobColumns(state);
+  const tbody = el('tbody');
+  const table = el('table', { class: 'data', id: 'jobs', 'aria-label': `${state} jobs of ${queue}` }, headRow(cols), tbody);
+  const summary = el('p', { class: 'muted', id: 'jobs-summary' });
+  const pager = el('nav', { class: 'pager', 'aria-label': 'Pages' });
+  const tools = el('div', { class: 'toolbar' });
+  const isPaused = () => !!(queueOf(queue) || {}).paused;
+  const pause = pauseButton(queue, isPaused, (r) => {
+    const q = queueOf(queue);
+    if (q) q.paused = !!r.paused; // until the next event says it
+    onQueues();
+  });
+  emptyRow(tbody, cols.length, 'Loading…');
+
+  let lastCount = null, loading = false, dirty = false, timer = 0;
+  const load = async () => {
+    loading = true;
+    dirty = false;
+    const order = state === 'dead' ? 'newest' : 'oldest';
+    const path = `/api/queues/${enc(queue)}/jobs?state=${enc(state)}&offset=${offset}&limit=${PAGE_SIZE}&order=${order}`;
+    try {
+      const page = await api('GET', path);
+      if (alive(seq)) showPage(page);
+    } catch (e) {
+      if (alive(seq)) {
+        emptyRow(tbody, cols.length, 'Could not load the jobs.');
+        reportError(e);
+      }
+    } finally {
+      loading = false;
+      if (dirty && alive(seq)) reloadSoon();
+    }
+  };
+  // Live: at most one reload in flight and one waiting.
+  const reloadSoon = () => {
+    if (loading) return void (dirty = true);
+    clearTimeout(timer);
+    timer = setTimeout(load, 300);
+  };
+  const showPage = (page) => {
+    const jobs = Array.isArray(page.jobs) ? page.jobs : [];
+    const total = num(page.total) || 0;
+    if (!jobs.length) emptyRow(tbody, cols.length, offset ? 'No jobs on this page.' : `No ${state} jobs.`);
+    else tbody.replaceChildren(...jobs.map((j) => jobRow(queue, state, j, reloadSoon)));
+    summary.textContent = jobs.length ? `${offset + 1}–${offset + jobs.length} of ${total.toLocaleString()}` : `${total.toLocaleString()} ${state}`;
+    pager.replaceChildren(
+      offset > 0 ? el('a', { href: queueHref(queue, state, Math.max(0, offset - PAGE_SIZE)), class: 'button' }, '← Previous') : '',
+      offset + jobs.length < total ? el('a', { href: queueHref(queue, state, offset + PAGE_SIZE), class: 'button' }, 'Next →') : '',
+    );
+  };
+  const onQueues = () => {
+    const q = queueOf(queue);
+    tabs.update(q);
+    pausedBadge.hidden = !isPaused();
+    pause.refresh();
+    const n = q ? q[state] : null;
+    if (lastCount !== null && n !== lastCount) reloadSoon();
+    lastCount = n;
+  };
+
+  if (state === 'dead') tools.append(retryDeadButton(queue, null, reloadSoon), purgeDeadButton(queue, reloadSoon));
+  main.append(
+    el('div', { class: 'page-head' },
+      el('h1', {}, 'Queue ', el('span', { class: 'mono' }, queue)), pausedBadge, el('div', { class: 'head-actions' }, pause)),
+    tabs.nav,
+    el('section', { class: 'card' }, el('div', { class: 'card-head' }, summary, tools), tableBox(table), pager),
+  );
+  onQueues();
+  load();
+  return { onQueues, onJob: (j) => j.queue === queue && reloadSoon(), stop: () => clearTimeout(timer) };
+}
+
+// ---- view: one job ---------------------------------------------------------------------------
+
+// The fields in this order, then any other; status goes in the page's head, the blocks below.
+const JOB_FIELDS = ['queue', 'attempts', 'handler', 'worker', 'submitted_at', 'started_at', 'finished_at', 'error_kind', 'file'];
+const JOB_BLOCKS = { error: 'Error', result: 'Result', payload: 'Payload' };
+const fieldLabel = (key) => key.charAt(0).toUpperCase() + key.slice(1).replace(/_/g, ' ');
+
+function fieldValue(key, value) {
+  if (key === 'queue') return el('a', { href: queueHref(String(value)), class: 'mono' }, String(value));
+  if (key.endsWith('_at')) return localTime(value);
+  if (key === 'file' || key === 'worker') return el('span', { class: 'mono' }, pretty(value));
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+// The job's fields as a definition list: the known ones in their order, then any other.
+function jobFields(job) {
+  const dl = el('dl', { class: 'fields', id: 'job-fields' });
+  const skip = (k) => k === 'id' || k === 'status' || JOB_FIELDS.includes(k) || k in JOB_BLOCKS;
+  const keys = JOB_FIELDS.filter((k) => k in job).concat(Object.keys(job).filter((k) => !skip(k)));
+  for (const k of keys) {
+    if (job[k] === '' || job[k] === null) continue;
+    dl.append(el('dt', { text: fieldLabel(k) }), el('dd', { 'data-field': k }, fieldValue(k, job[k])));
+  }
+  return dl;
+}
+
+function jobBlocks(job) {
+  return Object.entries(JOB_BLOCKS)
+    .filter(([k]) => k in job && job[k] !== '' && job[k] !== null)
+    .map(([k, title]) => section(title, el('pre', { class: `block block-${k}`, id: `job-${k}` }, pretty(job[k]))));
+}
+
+function viewJob(main, route, seq) {
+  const { queue, id } = route;
+  const status = el('span', { id: 'job-status', class: 'badge' }, '…');
+  const actions = el('div', { class: 'toolbar head-actions' });
+  const head = el('div', { class: 'page-head' }, el('h1', {}, 'Job ', el('span', { class: 'mono', id: 'job-id' }, id)), status, actions);
+  const body = el('div', { id: 'job' }, el('p', { class: 'muted', text: 'Loading…' }));
+  main.append(head, body);
+  let timer = 0;
+  const load = async () => {
+    clearTimeout(timer);
+    try {
+      const job = await api('GET', `/api/jobs/${enc(id)}?queue=${enc(queue)}`);
+      if (!alive(seq)) return;
+      showJob(job);
+      if (!FINAL.has(job.status)) timer = setTimeout(load, JOB_POLL_MS);
+    } catch (e) {
+      if (!alive(seq)) return;
+      if (e.status !== 404) return reportError(e);
+      // Not there (yet: a job pushed without a state has none until a daemon takes it).
+      body.replaceChildren(section('Not found', el('p', { text: `${e.message}. This page looks again every few seconds.` })));
+      timer = setTimeout(load, JOB_MISSING_POLL_MS);
+    }
+  };
+  const showJob = (job) => {
+    const q = String(job.queue || queue);
+    status.className = `badge status-${String(job.status).replace(/[^a-z]/g, '')}`;
+    status.textContent = job.status || '–';
+    actions.replaceChildren();
+    if (!FINAL.has(job.status)) actions.append(cancelButton(q, id, load));
+    if (job.status === 'failed') actions.append(retryDeadButton(q, [id], load));
+    body.replaceChildren(
+      section('Details', jobFields(job)),
+      ...jobBlocks(job),
+      el('details', { class: 'card raw' }, el('summary', { text: 'Raw JSON' }), el('pre', { class: 'block' }, JSON.stringify(job, null, 2))),
+    );
+  };
+  load();
+  return { onJob: (j) => j.id === id && load(), stop: () => clearTimeout(timer) };
+}
+
+// ---- view: find a job by id ------------------------------------------------------------------
+
+function findForm(value) {
+  const input = el('input', { id: 'find-id', type: 'search', name: 'id', value, spellcheck: 'false', maxlength: 128, placeholder: 'job id', autocomplete: 'off' });
+  const form = el('form', { class: 'find-form', role: 'search' }, el('label', { for: 'find-id', text: 'Job id' }), el('div', { class: 'inline' }, input, el('button', { type: 'submit', class: 'primary' }, 'Find')));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    goFind(input.value);
+  });
+  return { form, input };
+}
+
+function goFind(text) {
+  const id = text.trim();
+  if (!ID_RE.test(id)) {
+    showError(`not a job id: ${id ? brief(id, 80) : '(empty)'} (1-128 of A-Z a-z 0-9 _ . : -)`);
+    return;
+  }
+  const target = `#/find/${enc(id)}`;
+  if (location.hash === target) route();
+  else location.hash = target;
+}
+
+function viewFind(main, route, seq) {
+  const { form, input } = findForm(route.id);
+  const result = el('div', { id: 'find-result' });
+  const recent = recentList();
+  main.append(
+    el('div', { class: 'page-head' }, el('h1', { text: 'Jobs' })),
+    section('Find a job', el('p', { class: 'muted', text: 'Its id, as the submitter gave it or jobqd made it. Every queue is searched.' }), form, result),
+    section('Recent job ends', recent.list),
+  );
+  if (!route.id) {
+    input.focus();
+  } else if (ID_RE.test(route.id)) {
+    result.append(el('p', { class: 'muted', text: 'Looking…' }));
+    api('GET', `/api/jobs/${enc(route.id)}`)
+      .then((job) => {
+        if (alive(seq)) location.replace(jobHref(String(job.queue), String(job.id || route.id)));
+      })
+      .catch((e) => {
+        if (!alive(seq)) return;
+        if (e.status === 404) result.replaceChildren(el('p', { class: 'notice', id: 'find-none' }, 'No job ', el('span', { class: 'mono' }, route.id), ' in any queue.'));
+        else {
+          result.replaceChildren();
+          reportError(e);
+        }
+      });
+  }
+  return { onJob: recent.update, stop: recent.stop };
+}
+
+function viewNotFound(main, route) {
+  main.append(section('No such page', el('p', {}, 'Nothing here: ', el('span', { class: 'mono' }, route.path), '. '), el('a', { href: '#/' }, 'Back to the overview')));
+  return null;
+}
+
+// ---- login -----------------------------------------------------------------------------------
+
+// A 401 from any call: the page asks for the token, signs in, then starts again where it was.
+function showLogin() {
+  if (S.loginShown) return;
+  S.loginShown = true;
+  stopView();
+  closeEvents();
+  setLive('off', 'signed out');
+  const input = el('input', { id: 'token', name: 'token', type: 'password', autocomplete: 'current-password', required: true });
+  const form = el('form', { class: 'card login', id: 'login' },
+    el('h1', { text: 'Sign in' }),
+    el('p', { class: 'muted', text: 'This jobqd asks for its API token (http.token_file).' }),
+    el('label', { for: 'token', text: 'Token' }), input,
+    el('div', { class: 'toolbar' }, el('button', { type: 'submit', class: 'primary' }, 'Sign in')));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    try {
+      await api('POST', '/api/login', { token: input.value });
+      S.loginShown = false;
+      clearError();
+      await start();
+    } catch (e) {
+      showError(e.status === 401 ? 'wrong token' : e.message);
+      input.select();
+    }
+  });
+  $('#main').replaceChildren(form);
+  input.focus();
+}
+
+function renderSignOut() {
+  const box = $('.indicators');
+  box.querySelector('.sign-out')?.remove();
+  if (!S.session || S.session.auth !== 'token') return;
+  box.append(el('button', { type: 'button', class: 'sign-out link-button', onclick: signOut }, 'Sign out'));
+}
+
+async function signOut() {
+  try {
+    await api('POST', '/api/logout');
+  } catch (e) {
+    reportError(e);
+  }
+  S.session = null;
+  showLogin();
+}
+
+// ---- routing ---------------------------------------------------------------------------------
+
+function decode(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
+function parseRoute() {
+  const raw = location.hash.replace(/^#\/?/, '');
+  const [path, query = ''] = raw.split('?');
+  const parts = path.split('/').map(decode);
+  const params = new URLSearchParams(query);
+  switch (parts[0]) {
+    case '':
+      return { name: 'overview' };
+    case 'queue':
+      if (!parts[1]) break;
+      return {
+        name: 'queue',
+        queue: parts[1],
+        state: STATES.includes(parts[2]) ? parts[2] : 'pending',
+        offset: Math.max(0, parseInt(params.get('offset'), 10) || 0),
+      };
+    case 'job':
+      if (!parts[2]) break;
+      return { name: 'job', queue: parts[1], id: parts[2] };
+    case 'find':
+      return { name: 'find', id: parts[1] || '' };
+  }
+  return { name: 'notfound', path: raw };
+}
+
+const VIEWS = { overview: viewOverview, queue: viewQueue, job: viewJob, find: viewFind, notfound: viewNotFound };
+
+function stopView() {
+  if (S.view && S.view.stop) S.view.stop();
+  S.view = null;
+  S.seq++;
+}
+
+function route() {
+  if (S.loginShown) return;
+  stopView();
+  const r = parseRoute();
+  const nav = r.name === 'overview' || r.name === 'queue' ? 'overview' : 'find';
+  document.querySelectorAll('.nav a').forEach((a) => (a.dataset.nav === nav ? a.setAttribute('aria-current', 'page') : a.removeAttribute('aria-current')));
+  const main = $('#main');
+  main.replaceChildren();
+  S.view = VIEWS[r.name](main, r, S.seq) || null;
+  document.title = `${r.name === 'job' ? r.id : r.name === 'queue' ? `${r.queue} (${r.state})` : r.name === 'find' ? 'Jobs' : 'Overview'} · jobqd`;
+}
+
+// ---- start -----------------------------------------------------------------------------------
+
+// The session (CSRF token, read-only), the queues once (the event stream then keeps them), the
+// event stream, and the view the hash names.
+async function start() {
+  try {
+    await loadSession();
+  } catch (e) {
+    if (e.status === 401) return;
+    reportError(e);
+  }
+  route();
+  api('GET', '/api/queues')
+    .then((list) => {
+      if (Array.isArray(list) && S.queues === null) setQueues(list);
+    })
+    .catch(reportError);
+  openEvents();
+}
+
+function wireHeader() {
+  $('#search').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const input = $('#search-id');
+    goFind(input.value);
+    if (ID_RE.test(input.value.trim())) input.value = '';
+  });
+  $('#error-close').addEventListener('click', clearError);
+  window.addEventListener('hashchange', () => {
+    clearError();
+    route();
+    $('#main').focus({ preventScroll: true });
+  });
+}
+
+wireHeader();
+start();

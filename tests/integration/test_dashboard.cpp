@@ -1,0 +1,91 @@
+// The dashboard in a real browser: jobqd serving its page and /api/ on a free port, Debian's
+// headless chromium driven by puppeteer-core through tests/browser/dashboard.js, which prints a
+// line per check (`ok NAME`, `not ok NAME: why`) and exits 0 only when every one passed. Its
+// screenshots go to build/screenshots/ (the build directory of this test binary).
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include "tests/support/daemon.hpp"
+#include "tests/support/files.hpp"
+
+using namespace jq::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// True when something accepts connections on 127.0.0.1:port.
+bool accepts(int port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// The queues the script expects: `echo` (its result is its payload), `slow` (sleeps payload.ms,
+// to be cancelled while it runs), `flaky` (fails while `marker` exists, once: dead at once).
+std::string dashboard_yaml(int port, const fs::path& marker) {
+  return "\nhttp: {listen: 127.0.0.1:" + std::to_string(port) +
+         "}\n"
+         "handlers:\n"
+         "  echo: {type: builtin, name: echo}\n"
+         "  sleep: {type: builtin, name: sleep}\n"
+         "  flaky: {type: exec, command: [/usr/bin/test, '!', '-e', '" +
+         marker.string() +
+         "']}\n"
+         "queues:\n"
+         "  echo: {handler: echo}\n"
+         "  slow: {handler: sleep, timeout: 2m}\n"
+         "  flaky: {handler: flaky, max_attempts: 1}\n";
+}
+
+}  // namespace
+
+TEST_CASE("Dashboard: headless chromium sees the queues live, finds, cancels and retries jobs",
+          "[integration][dashboard][browser]") {
+  const fs::path modules = repo_root() / "tests/tools/node_modules";
+  INFO("make deps installs chromium, make test-tools puppeteer-core and ioredis");
+  REQUIRE(fs::exists("/usr/bin/chromium"));
+  REQUIRE(fs::exists(modules / "puppeteer-core"));
+  REQUIRE(run_program({"/bin/sh", "-c", "command -v node"}).code == 0);
+
+  RedisServer redis;
+  TempDir dir;
+  const fs::path marker = dir.path() / "fail";
+  const int port = free_port();
+  Daemon d(redis, dashboard_yaml(port, marker));
+  d.start_and_wait(redis, "echo");
+  REQUIRE(eventually([&] { return accepts(port); }, 10s));
+
+  const fs::path shots = build_dir() / "screenshots";
+  fs::create_directories(shots);
+  const std::string log = (dir.path() / "browser.log").string();
+  Child node({"node", (repo_root() / "tests/browser/dashboard.js").string(),
+              "http://127.0.0.1:" + std::to_string(port), redis.url(), shots.string(),
+              marker.string()},
+             log, {"NODE_PATH=" + modules.string()});
+  // The script stops itself at 240 s; past 300 its process group (chromium with it) is killed.
+  const int status = node.wait(300s);
+  if (status < 0) ::kill(-node.pid(), SIGKILL);
+  const std::string said = read_file(log);
+  INFO("dashboard.js said:\n" << said << "\njobqd's log ends:\n"
+                              << d.log().substr(d.log().size() > 4000 ? d.log().size() - 4000 : 0));
+  REQUIRE(status >= 0);
+  CHECK(said.find("not ok") == std::string::npos);
+  REQUIRE(node.exit_code() == 0);
+  CHECK(said.find("all checks passed") != std::string::npos);
+  CHECK(d.stop() == 0);
+}
