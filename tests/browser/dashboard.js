@@ -38,14 +38,17 @@ const problems = []; // page errors and CSP violations seen, for the last check
 
 // ---- reporting ---------------------------------------------------------------------------------
 
+// Runs one check; true if it passed.
 async function check(name, body) {
   try {
     await body();
     console.log(`ok ${name}`);
+    return true;
   } catch (e) {
     failures++;
     const why = String((e && e.message) || e).split('\n')[0];
     console.log(`not ok ${name}: ${why}`);
+    return false;
   }
 }
 
@@ -58,20 +61,27 @@ function expect(cond, message) {
 // Polls `fn(...args)` in the page until it returns something truthy; `what` names it in a failure.
 async function until(page, what, fn, ...args) {
   try {
-    return await (await page.waitForFunction(fn, { timeout: WAIT_MS, polling: 100 }, ...args)).jsonValue();
+    return await (
+      await page.waitForFunction(fn, { timeout: WAIT_MS, polling: 100 }, ...args)
+    ).jsonValue();
   } catch (e) {
-    const seen = await page.evaluate(() => ({
-      hash: location.hash,
-      status: document.querySelector('#status')?.textContent,
-      error: document.querySelector('#error')?.hidden ? '' : document.querySelector('#error-text')?.textContent,
-    })).catch(() => ({}));
-    throw new Error(`${what}: not within ${WAIT_MS} ms (page at ${seen.hash || '#/'}, status "${seen.status || ''}"` +
-      `${seen.error ? `, error "${seen.error}"` : ''})`);
+    const seen = await page
+      .evaluate(() => ({
+        hash: location.hash,
+        status: document.querySelector('#status')?.textContent,
+        error: document.querySelector('#error')?.hidden
+          ? ''
+          : document.querySelector('#error-text')?.textContent,
+      }))
+      .catch(() => ({}));
+    throw new Error(
+      `${what}: not within ${WAIT_MS} ms (page at ${seen.hash || '#/'}, status "${seen.status || ''}"` +
+        `${seen.error ? `, error "${seen.error}"` : ''})`,
+    );
   }
 }
 
 const text = (page, sel) => page.$eval(sel, (n) => n.textContent).catch(() => null);
-
 
 async function go(page, hash) {
   await page.evaluate((h) => {
@@ -85,7 +95,12 @@ async function confirmAction(page, selector, said) {
   await page.click(selector);
   await until(page, 'the confirm dialog', () => document.querySelector('#confirm')?.open);
   await page.click('#confirm-ok');
-  await until(page, `status "${said}"`, (s) => document.querySelector('#status').textContent.includes(s), said);
+  await until(
+    page,
+    `status "${said}"`,
+    (s) => document.querySelector('#status').textContent.includes(s),
+    said,
+  );
 }
 
 async function screenshot(page, name) {
@@ -94,7 +109,10 @@ async function screenshot(page, name) {
 
 async function noSideScroll(page, width) {
   await page.setViewport({ width, height: 900 });
-  const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  const [scroll, inner] = await page.evaluate(() => [
+    document.documentElement.scrollWidth,
+    window.innerWidth,
+  ]);
   expect(scroll <= inner, `${width} px wide: the page scrolls sideways (${scroll} > ${inner})`);
 }
 
@@ -107,19 +125,39 @@ function push(redis, queue, job) {
 // ---- the checks --------------------------------------------------------------------------------
 
 async function run(page, redis) {
-  await check('the page loads under its CSP with the queues and their counts', async () => {
-    await page.goto(`${BASE}/`, { waitUntil: 'load', timeout: WAIT_MS });
-    for (const q of ['echo', 'slow', 'flaky']) {
-      await until(page, `queue ${q} in the table`, (name) => __cell(name, 'pending'), q);
-    }
-    const pending = await page.evaluate(() => __cell('echo', 'pending'));
-    expect(pending === '0', `echo's pending count is "${pending}", not 0`);
-    await until(page, 'the live indicator', () => document.querySelector('#live').textContent === 'live');
-    await until(page, 'a daemon in the daemons table', () => document.querySelectorAll('#workers tbody tr:not(.empty)').length > 0);
-  });
+  // Without the page the other checks would only wait out their deadlines.
+  const loaded = await check(
+    'the page loads, under its CSP, with the queues and their counts',
+    async () => {
+      const res = await page.goto(`${BASE}/`, { waitUntil: 'load', timeout: WAIT_MS });
+      expect(res.status() === 200, `GET / answered ${res.status()}`);
+      const csp = res.headers()['content-security-policy'] || '';
+      expect(csp.includes("script-src 'self'"), `GET / sent no script-src 'self' CSP: "${csp}"`);
+      for (const q of ['echo', 'slow', 'flaky']) {
+        await until(page, `queue ${q} in the table`, (name) => __cell(name, 'pending'), q);
+      }
+      const pending = await page.evaluate(() => __cell('echo', 'pending'));
+      expect(pending === '0', `echo's pending count is "${pending}", not 0`);
+      await until(
+        page,
+        'the live indicator',
+        () => document.querySelector('#live').textContent === 'live',
+      );
+      await until(
+        page,
+        'a daemon in the daemons table',
+        () => document.querySelectorAll('#workers tbody tr:not(.empty)').length > 0,
+      );
+    },
+  );
+  if (!loaded) return;
 
   await check('pausing a queue from the overview', async () => {
-    await confirmAction(page, '#queues tr[data-queue="echo"] td[data-col="action"] button', 'paused: echo');
+    await confirmAction(
+      page,
+      '#queues tr[data-queue="echo"] td[data-col="action"] button',
+      'paused: echo',
+    );
     await until(page, 'echo shown paused', () => __cell('echo', 'paused') === 'paused');
   });
 
@@ -136,42 +174,75 @@ async function run(page, redis) {
 
   await screenshot(page, 'overview');
 
-  await check('a queue\'s pending list shows payloads as text', async () => {
+  await check("a queue's pending list shows payloads as text", async () => {
     await go(page, '#/queue/echo/pending');
-    await until(page, 'xss-1 in the list', () => document.querySelector('#jobs tr[data-id="xss-1"]'));
+    await until(page, 'xss-1 in the list', () =>
+      document.querySelector('#jobs tr[data-id="xss-1"]'),
+    );
     const row = await text(page, '#jobs tr[data-id="xss-1"]');
     expect(row.includes(XSS.note), `the row does not show the payload's text: ${row}`);
-    expect(await page.evaluate(() => document.querySelectorAll('#main img, #main script').length === 0), 'an element from the payload is in the page');
+    expect(
+      await page.evaluate(() => document.querySelectorAll('#main img, #main script').length === 0),
+      'an element from the payload is in the page',
+    );
     expect(await page.evaluate(() => window.__pwned === undefined), 'the payload ran');
-    await until(page, 'the tab counts', () => document.querySelector('.tabs a[data-state="pending"] .tab-count').textContent === '3');
+    await until(
+      page,
+      'the tab counts',
+      () => document.querySelector('.tabs a[data-state="pending"] .tab-count').textContent === '3',
+    );
   });
   await screenshot(page, 'queue');
 
-  await check('resuming from the queue page runs the jobs, and the list in view empties live', async () => {
-    await confirmAction(page, '.head-actions button', 'resumed: echo');
-    await until(page, 'the list empty', () => document.querySelector('#jobs tbody tr.empty') && !document.querySelector('#jobs tr[data-id]'));
-    await until(page, 'the pending tab at 0', () => document.querySelector('.tabs a[data-state="pending"] .tab-count').textContent === '0');
-  });
+  await check(
+    'resuming from the queue page runs the jobs, and the list in view empties live',
+    async () => {
+      await confirmAction(page, '.head-actions button', 'resumed: echo');
+      await until(
+        page,
+        'the list empty',
+        () =>
+          document.querySelector('#jobs tbody tr.empty') &&
+          !document.querySelector('#jobs tr[data-id]'),
+      );
+      await until(
+        page,
+        'the pending tab at 0',
+        () =>
+          document.querySelector('.tabs a[data-state="pending"] .tab-count').textContent === '0',
+      );
+    },
+  );
 
   await check('find a job by id from the header search', async () => {
     await page.$eval('#search-id', (n) => (n.value = ''));
     await page.type('#search-id', 'xss-1');
     await page.keyboard.press('Enter');
     await until(page, 'the job page', () => location.hash === '#/job/echo/xss-1');
-    await until(page, 'xss-1 succeeded', () => document.querySelector('#job-status')?.textContent === 'succeeded');
+    await until(
+      page,
+      'xss-1 succeeded',
+      () => document.querySelector('#job-status')?.textContent === 'succeeded',
+    );
   });
 
   await check('a payload holding markup shows as text on the job page', async () => {
     const result = await text(page, '#job-result');
     expect(result && result.includes(XSS.note), `the result does not show ${XSS.note}: ${result}`);
-    expect(result.includes('<img src=x onerror='), `the result does not show the img text: ${result}`);
+    expect(
+      result.includes('<img src=x onerror='),
+      `the result does not show the img text: ${result}`,
+    );
     const found = await page.evaluate(() => ({
       pwned: window.__pwned,
       img: document.querySelectorAll('#main img').length,
       script: document.querySelectorAll('#main script').length,
     }));
     expect(found.pwned === undefined, 'window.__pwned is set: the payload ran');
-    expect(found.img === 0 && found.script === 0, `the job view holds ${found.img} img and ${found.script} script elements`);
+    expect(
+      found.img === 0 && found.script === 0,
+      `the job view holds ${found.img} img and ${found.script} script elements`,
+    );
   });
   await screenshot(page, 'job');
 
@@ -179,11 +250,19 @@ async function run(page, redis) {
     await go(page, '#/find');
     await page.type('#find-id', 'no-such-job');
     await page.keyboard.press('Enter');
-    await until(page, 'the not-found notice', () => document.querySelector('#find-none')?.textContent.includes('no-such-job'));
+    await until(page, 'the not-found notice', () =>
+      document.querySelector('#find-none')?.textContent.includes('no-such-job'),
+    );
     await page.$eval('#search-id', (n) => (n.value = ''));
     await page.type('#search-id', 'bad id!');
     await page.keyboard.press('Enter');
-    await until(page, 'the error bar', () => !document.querySelector('#error').hidden && document.querySelector('#error-text').textContent.includes('not a job id'));
+    await until(
+      page,
+      'the error bar',
+      () =>
+        !document.querySelector('#error').hidden &&
+        document.querySelector('#error-text').textContent.includes('not a job id'),
+    );
   });
   await screenshot(page, 'find');
 
@@ -192,37 +271,82 @@ async function run(page, redis) {
     await push(redis, 'slow', { id: 'sleepy', payload: { ms: 30000 } });
     await until(page, 'slow running 1 on the overview', () => __cell('slow', 'running') === '1');
     await go(page, '#/job/slow/sleepy');
-    await until(page, 'sleepy active', () => document.querySelector('#job-status')?.textContent === 'active');
-    await confirmAction(page, '#main .head-actions button.danger', 'requested: the daemon stops it within a second');
-    await until(page, 'sleepy cancelled', () => document.querySelector('#job-status')?.textContent === 'cancelled');
+    await until(
+      page,
+      'sleepy active',
+      () => document.querySelector('#job-status')?.textContent === 'active',
+    );
+    await confirmAction(
+      page,
+      '#main .head-actions button.danger',
+      'requested: the daemon stops it within a second',
+    );
+    await until(
+      page,
+      'sleepy cancelled',
+      () => document.querySelector('#job-status')?.textContent === 'cancelled',
+    );
     const buttons = await page.$$eval('#main .head-actions button', (b) => b.length);
     expect(buttons === 0, 'a cancelled job still offers an action');
   });
 
-  await check('dead jobs are listed, and retried from the list and from the job page they succeed', async () => {
-    fs.writeFileSync(FAIL_MARKER, 'fail\n');
-    await push(redis, 'flaky', { id: 'flaky-1', payload: {} });
-    await push(redis, 'flaky', { id: 'flaky-2', payload: {} });
-    await go(page, '#/queue/flaky/dead');
-    await until(page, 'two dead jobs listed', () => document.querySelectorAll('#jobs tr[data-id^="flaky-"]').length === 2);
-    fs.rmSync(FAIL_MARKER);
-    await screenshot(page, 'dead');
-    await confirmAction(page, '#jobs tr[data-id="flaky-1"] button', 'retried 1 job');
-    await until(page, 'flaky-1 off the dead list', () => !document.querySelector('#jobs tr[data-id="flaky-1"]'));
-    await go(page, '#/job/flaky/flaky-1');
-    await until(page, 'flaky-1 succeeded', () => document.querySelector('#job-status')?.textContent === 'succeeded');
-    await go(page, '#/job/flaky/flaky-2');
-    await until(page, 'flaky-2 failed', () => document.querySelector('#job-status')?.textContent === 'failed');
-    await confirmAction(page, '#main .head-actions button', 'retried 1 job');
-    await until(page, 'flaky-2 succeeded', () => document.querySelector('#job-status')?.textContent === 'succeeded');
-  });
+  await check(
+    'dead jobs are listed, and retried from the list and from the job page they succeed',
+    async () => {
+      fs.writeFileSync(FAIL_MARKER, 'fail\n');
+      await push(redis, 'flaky', { id: 'flaky-1', payload: {} });
+      await push(redis, 'flaky', { id: 'flaky-2', payload: {} });
+      await go(page, '#/queue/flaky/dead');
+      await until(
+        page,
+        'two dead jobs listed',
+        () => document.querySelectorAll('#jobs tr[data-id^="flaky-"]').length === 2,
+      );
+      fs.rmSync(FAIL_MARKER);
+      await screenshot(page, 'dead');
+      await confirmAction(page, '#jobs tr[data-id="flaky-1"] button', 'retried 1 job');
+      await until(
+        page,
+        'flaky-1 off the dead list',
+        () => !document.querySelector('#jobs tr[data-id="flaky-1"]'),
+      );
+      await go(page, '#/job/flaky/flaky-1');
+      await until(
+        page,
+        'flaky-1 succeeded',
+        () => document.querySelector('#job-status')?.textContent === 'succeeded',
+      );
+      await go(page, '#/job/flaky/flaky-2');
+      await until(
+        page,
+        'flaky-2 failed',
+        () => document.querySelector('#job-status')?.textContent === 'failed',
+      );
+      await confirmAction(page, '#main .head-actions button', 'retried 1 job');
+      await until(
+        page,
+        'flaky-2 succeeded',
+        () => document.querySelector('#job-status')?.textContent === 'succeeded',
+      );
+    },
+  );
 
   await check(`no sideways page scroll at ${NARROW} and ${WIDE} px`, async () => {
-    const pages = [['overview', '#/'], ['queue', '#/queue/echo/pending'], ['job', '#/job/echo/xss-1'], ['find', '#/find/no-such-job']];
+    const pages = [
+      ['overview', '#/'],
+      ['queue', '#/queue/echo/pending'],
+      ['job', '#/job/echo/xss-1'],
+      ['find', '#/find/no-such-job'],
+    ];
     for (const [name, hash] of pages) {
       await go(page, hash);
-      await until(page, `${name} drawn`, () => !document.querySelector('#main').textContent.includes('Loading…') &&
-        !document.querySelector('#main').textContent.includes('Looking…'));
+      await until(
+        page,
+        `${name} drawn`,
+        () =>
+          !document.querySelector('#main').textContent.includes('Loading…') &&
+          !document.querySelector('#main').textContent.includes('Looking…'),
+      );
       await noSideScroll(page, WIDE);
       await noSideScroll(page, NARROW);
       await screenshot(page, `${name}-${NARROW}`);
@@ -261,9 +385,17 @@ async function main() {
       executablePath: '/usr/bin/chromium',
       headless: true,
       timeout: 60000,
-      args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        `--user-data-dir=${profile}`],
+      args: [
+        '--headless=new',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        `--user-data-dir=${profile}`,
+      ],
     });
     const page = await browser.newPage();
     await page.setViewport({ width: WIDE, height: 900 });
@@ -271,15 +403,20 @@ async function main() {
     await page.evaluateOnNewDocument(() => {
       // The text of a cell of the queues table (`__cell('echo', 'pending')`), null when absent.
       window.__cell = (queue, col) => {
-        const cell = document.querySelector(`#queues tr[data-queue="${queue}"] td[data-col="${col}"]`);
+        const cell = document.querySelector(
+          `#queues tr[data-queue="${queue}"] td[data-col="${col}"]`,
+        );
         return cell ? cell.textContent.trim() : null;
       };
-      document.addEventListener('securitypolicyviolation', (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
+      document.addEventListener('securitypolicyviolation', (e) =>
+        console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`),
+      );
     });
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
     page.on('console', (m) => {
       // A 404 or 401 the page asked for logs "Failed to load resource": not a problem.
-      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
+      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource'))
+        problems.push(m.text());
     });
     await run(page, redis);
   } catch (e) {

@@ -73,16 +73,17 @@ TEST_CASE("Dashboard: headless chromium sees the queues live, finds, cancels and
   const fs::path shots = build_dir() / "screenshots";
   fs::create_directories(shots);
   const std::string log = (dir.path() / "browser.log").string();
-  Child node({"node", (repo_root() / "tests/browser/dashboard.js").string(),
-              "http://127.0.0.1:" + std::to_string(port), redis.url(), shots.string(),
-              marker.string()},
-             log, {"NODE_PATH=" + modules.string()});
+  Child node(
+      {"node", (repo_root() / "tests/browser/dashboard.js").string(),
+       "http://127.0.0.1:" + std::to_string(port), redis.url(), shots.string(), marker.string()},
+      log, {"NODE_PATH=" + modules.string()});
   // The script stops itself at 240 s; past 300 its process group (chromium with it) is killed.
   const int status = node.wait(300s);
   if (status < 0) ::kill(-node.pid(), SIGKILL);
   const std::string said = read_file(log);
-  INFO("dashboard.js said:\n" << said << "\njobqd's log ends:\n"
-                              << d.log().substr(d.log().size() > 4000 ? d.log().size() - 4000 : 0));
+  INFO("dashboard.js said:\n"
+       << said << "\njobqd's log ends:\n"
+       << d.log().substr(d.log().size() > 4000 ? d.log().size() - 4000 : 0));
   REQUIRE(status >= 0);
   CHECK(said.find("not ok") == std::string::npos);
   REQUIRE(node.exit_code() == 0);

@@ -80,7 +80,9 @@ function rate(v) {
 
 function duration(seconds) {
   let s = Math.max(0, Math.floor(num(seconds) || 0));
-  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  const d = Math.floor(s / 86400),
+    h = Math.floor((s % 86400) / 3600),
+    m = Math.floor((s % 3600) / 60);
   s %= 60;
   if (d) return `${d}d ${h}h`;
   if (h) return `${h}h ${m}m`;
@@ -142,7 +144,11 @@ function setStatus(message) {
   const line = $('#status');
   line.textContent = '';
   if (!message) return;
-  line.append(el('span', { class: 'status-time', text: new Date().toLocaleTimeString() }), ' ', message);
+  line.append(
+    el('span', { class: 'status-time', text: new Date().toLocaleTimeString() }),
+    ' ',
+    message,
+  );
 }
 
 // ---- the API ---------------------------------------------------------------------------------
@@ -172,7 +178,9 @@ async function api(method, path, body, again = false) {
   }
   const data = await res.text().then(parseJson, () => null);
   if (res.ok) return data;
-  const message = (data && typeof data.error === 'string' && data.error) || `${method} ${path}: HTTP ${res.status}`;
+  const message =
+    (data && typeof data.error === 'string' && data.error) ||
+    `${method} ${path}: HTTP ${res.status}`;
   if (res.status === 401 && path !== '/api/login') showLogin();
   if (res.status === 403 && method !== 'GET' && !again && /csrf/i.test(message)) {
     await loadSession();
@@ -255,7 +263,12 @@ function setQueues(list) {
 
 // A job ended: into the bounded log, and to the view in the page.
 function onJobEnd(job) {
-  S.recent.unshift({ id: job.id, queue: String(job.queue || ''), status: String(job.status || ''), at: Date.now() });
+  S.recent.unshift({
+    id: job.id,
+    queue: String(job.queue || ''),
+    status: String(job.status || ''),
+    at: Date.now(),
+  });
   if (S.recent.length > RECENT_MAX) S.recent.length = RECENT_MAX;
   if (S.view && S.view.onJob) S.view.onJob(job);
 }
@@ -280,7 +293,11 @@ function confirmDialog(title, text, okLabel) {
 // `done` turns the answer into the status line's words. The dialog's words may be functions,
 // read at the click.
 function actionButton(label, { title, text, ok, klass, run, done, after }) {
-  const button = el('button', { type: 'button', class: `action ${klass || ''}`, disabled: readOnly() }, label);
+  const button = el(
+    'button',
+    { type: 'button', class: `action ${klass || ''}`, disabled: readOnly() },
+    label,
+  );
   const words = (v) => (typeof v === 'function' ? v() : v);
   button.addEventListener('click', async () => {
     if (readOnly()) return;
@@ -352,7 +369,8 @@ function pauseButton(queue, isPaused, after) {
     text: () =>
       isPaused()
         ? `Every daemon fetches jobs of ${queue} again.`
-        : `Every daemon stops fetching jobs of ${queue}; jobs running now finish. Jobs can still be submitted.`,
+        : `Every daemon stops fetching jobs of ${queue}; jobs running now finish. ` +
+          'Jobs can still be submitted.',
     run: () => api('POST', `/api/queues/${enc(queue)}/${isPaused() ? 'resume' : 'pause'}`),
     done: (r) =>
       r.changed === false
@@ -376,11 +394,28 @@ function section(title, ...content) {
 }
 
 function tableBox(table) {
-  return el('div', { class: 'table-wrap', tabindex: 0, role: 'region', 'aria-label': table.getAttribute('aria-label') }, table);
+  return el(
+    'div',
+    {
+      class: 'table-wrap',
+      tabindex: 0,
+      role: 'region',
+      'aria-label': table.getAttribute('aria-label'),
+    },
+    table,
+  );
 }
 
 function headRow(names) {
-  return el('thead', {}, el('tr', {}, names.map((n) => el('th', { scope: 'col', class: n.cls || '' }, n.label || n))));
+  return el(
+    'thead',
+    {},
+    el(
+      'tr',
+      {},
+      names.map((n) => el('th', { scope: 'col', class: n.cls || '' }, n.label || n)),
+    ),
+  );
 }
 
 function emptyRow(tbody, columns, text) {
@@ -388,7 +423,11 @@ function emptyRow(tbody, columns, text) {
 }
 
 function statusBadge(status) {
-  return el('span', { class: `badge status-${String(status).replace(/[^a-z]/g, '')}` }, status || '–');
+  return el(
+    'span',
+    { class: `badge status-${String(status).replace(/[^a-z]/g, '')}` },
+    status || '–',
+  );
 }
 
 // The log of job ends, newest first (overview and find pages); drawn at most 4 times a second
@@ -402,20 +441,24 @@ function recentList() {
   const update = () => {
     pending = 0;
     if (!S.recent.length) {
-      list.replaceChildren(el('li', { class: 'muted', text: 'No job has ended since this page opened.' }));
+      list.replaceChildren(
+        el('li', { class: 'muted', text: 'No job has ended since this page opened.' }),
+      );
       return;
     }
     list.replaceChildren(
-      ...S.recent.slice(0, RECENT_SHOWN).map((j) =>
-        el(
-          'li',
-          {},
-          el('time', { class: 'muted', text: new Date(j.at).toLocaleTimeString() }),
-          statusBadge(j.status),
-          el('a', { href: jobHref(j.queue, j.id), class: 'mono' }, j.id),
-          el('span', { class: 'muted', text: j.queue }),
+      ...S.recent
+        .slice(0, RECENT_SHOWN)
+        .map((j) =>
+          el(
+            'li',
+            {},
+            el('time', { class: 'muted', text: new Date(j.at).toLocaleTimeString() }),
+            statusBadge(j.status),
+            el('a', { href: jobHref(j.queue, j.id), class: 'mono' }, j.id),
+            el('span', { class: 'muted', text: j.queue }),
+          ),
         ),
-      ),
     );
   };
   update();
@@ -442,7 +485,12 @@ const QUEUE_COLUMNS = [
 // The queues table: one row per queue, kept across updates (a focused button stays focused).
 function queueTable() {
   const tbody = el('tbody');
-  const table = el('table', { class: 'data', id: 'queues', 'aria-label': 'Queues' }, headRow(QUEUE_COLUMNS), tbody);
+  const table = el(
+    'table',
+    { class: 'data', id: 'queues', 'aria-label': 'Queues' },
+    headRow(QUEUE_COLUMNS),
+    tbody,
+  );
   const rows = new Map();
   const update = (list) => {
     if (!list) return emptyRow(tbody, QUEUE_COLUMNS.length, 'Loading…');
@@ -472,11 +520,16 @@ function queueRow(name) {
   let current = {};
   const cells = {};
   const tr = el('tr', { 'data-queue': name });
-  const pause = pauseButton(name, () => !!current.paused, (r) => fill({ ...current, paused: !!r.paused }));
+  const pause = pauseButton(
+    name,
+    () => !!current.paused,
+    (r) => fill({ ...current, paused: !!r.paused }),
+  );
   for (const col of QUEUE_COLUMNS) {
     const td = el('td', { 'data-col': col.key, class: col.cls || '' });
     if (col.key === 'name') td.append(el('a', { href: queueHref(name), class: 'mono' }, name));
-    else if (col.state) td.append((cells[col.key] = el('a', { href: queueHref(name, col.state), class: 'count' })));
+    else if (col.state)
+      td.append((cells[col.key] = el('a', { href: queueHref(name, col.state), class: 'count' })));
     else if (col.key === 'action') td.append(pause);
     if (!cells[col.key]) cells[col.key] = td;
     tr.append(td);
@@ -486,11 +539,15 @@ function queueRow(name) {
     for (const col of QUEUE_COLUMNS) {
       const c = cells[col.key];
       if (col.state) c.textContent = count(q[col.key]);
-      else if (col.key === 'paused') c.replaceChildren(q.paused ? statusBadge('paused') : el('span', { class: 'muted', text: 'active' }));
+      else if (col.key === 'paused')
+        c.replaceChildren(
+          q.paused ? statusBadge('paused') : el('span', { class: 'muted', text: 'active' }),
+        );
       else if (col.key.endsWith('_per_min')) c.textContent = rate(q[col.key]);
       else if (col.key === 'p50' || col.key === 'p99') c.textContent = q[col.key] || '–';
     }
-    for (const col of QUEUE_COLUMNS) if (col.state) cells[col.key].classList.toggle('zero', num(q[col.key]) === 0);
+    for (const col of QUEUE_COLUMNS)
+      if (col.state) cells[col.key].classList.toggle('zero', num(q[col.key]) === 0);
     cells.dead.classList.toggle('alert', num(q.dead) > 0);
     pause.refresh();
   }
@@ -510,10 +567,16 @@ const WORKER_COLUMNS = [
 
 function workersTable() {
   const tbody = el('tbody');
-  const table = el('table', { class: 'data', id: 'workers', 'aria-label': 'Daemons' }, headRow(WORKER_COLUMNS), tbody);
+  const table = el(
+    'table',
+    { class: 'data', id: 'workers', 'aria-label': 'Daemons' },
+    headRow(WORKER_COLUMNS),
+    tbody,
+  );
   emptyRow(tbody, WORKER_COLUMNS.length, 'Loading…');
   const update = (list) => {
-    if (!Array.isArray(list) || !list.length) return emptyRow(tbody, WORKER_COLUMNS.length, 'No live daemon.');
+    if (!Array.isArray(list) || !list.length)
+      return emptyRow(tbody, WORKER_COLUMNS.length, 'No live daemon.');
     tbody.replaceChildren(
       ...list.map((w) =>
         el(
@@ -526,7 +589,10 @@ function workersTable() {
           el('td', { class: 'num', text: count(w.running) }),
           el('td', { class: 'num', text: count(w.buffered) }),
           el('td', { text: Array.isArray(w.queues) ? w.queues.join(', ') : '–' }),
-          el('td', { class: 'num', text: w.last_heartbeat_s === undefined ? '–' : `${rate(w.last_heartbeat_s)} s ago` }),
+          el('td', {
+            class: 'num',
+            text: w.last_heartbeat_s === undefined ? '–' : `${rate(w.last_heartbeat_s)} s ago`,
+          }),
         ),
       ),
     );
@@ -574,7 +640,17 @@ function stateTabs(queue, active) {
     { class: 'tabs', 'aria-label': 'Job states' },
     STATES.map((s) => {
       links[s] = el('span', { class: 'tab-count' });
-      return el('a', { href: queueHref(queue, s), 'aria-current': s === active ? 'page' : null, 'data-state': s }, s, ' ', links[s]);
+      return el(
+        'a',
+        {
+          href: queueHref(queue, s),
+          'aria-current': s === active ? 'page' : null,
+          'data-state': s,
+        },
+        s,
+        ' ',
+        links[s],
+      );
     }),
   );
   const update = (q) => {
@@ -595,10 +671,19 @@ function jobColumns(state) {
 function jobRow(queue, state, job, reload) {
   const id = typeof job.id === 'string' ? job.id : null;
   const tr = el('tr', { 'data-id': id || '' });
-  tr.append(el('td', { class: 'mono' }, id ? el('a', { href: jobHref(queue, id) }, id) : el('span', { class: 'muted', text: '(no id yet)' })));
+  tr.append(
+    el(
+      'td',
+      { class: 'mono' },
+      id
+        ? el('a', { href: jobHref(queue, id) }, id)
+        : el('span', { class: 'muted', text: '(no id yet)' }),
+    ),
+  );
   const body = state === 'dead' ? (job.error ?? job.payload) : job.payload;
   tr.append(el('td', {}, el('code', { class: 'payload', title: brief(body, 2000) }, brief(body))));
-  if (state === 'running' || state === 'buffered') tr.append(el('td', { class: 'mono', text: job.worker || '–' }));
+  if (state === 'running' || state === 'buffered')
+    tr.append(el('td', { class: 'mono', text: job.worker || '–' }));
   if (state === 'delayed') tr.append(el('td', { text: localTime(job.run_at) }));
   if (state === 'dead') {
     tr.append(el('td', { text: localTime(job.died_at) }));
@@ -613,7 +698,12 @@ function viewQueue(main, route, seq) {
   const pausedBadge = el('span', { class: 'badge status-paused', hidden: true }, 'paused');
   const cols = jobColumns(state);
   const tbody = el('tbody');
-  const table = el('table', { class: 'data', id: 'jobs', 'aria-label': `${state} jobs of ${queue}` }, headRow(cols), tbody);
+  const table = el(
+    'table',
+    { class: 'data', id: 'jobs', 'aria-label': `${state} jobs of ${queue}` },
+    headRow(cols),
+    tbody,
+  );
   const summary = el('p', { class: 'muted', id: 'jobs-summary' });
   const pager = el('nav', { class: 'pager', 'aria-label': 'Pages' });
   const tools = el('div', { class: 'toolbar' });
@@ -625,12 +715,16 @@ function viewQueue(main, route, seq) {
   });
   emptyRow(tbody, cols.length, 'Loading…');
 
-  let lastCount = null, loading = false, dirty = false, timer = 0;
+  let lastCount = null,
+    loading = false,
+    dirty = false,
+    timer = 0;
   const load = async () => {
     loading = true;
     dirty = false;
     const order = state === 'dead' ? 'newest' : 'oldest';
-    const path = `/api/queues/${enc(queue)}/jobs?state=${enc(state)}&offset=${offset}&limit=${PAGE_SIZE}&order=${order}`;
+    const query = `state=${enc(state)}&offset=${offset}&limit=${PAGE_SIZE}&order=${order}`;
+    const path = `/api/queues/${enc(queue)}/jobs?${query}`;
     try {
       const page = await api('GET', path);
       if (alive(seq)) showPage(page);
@@ -653,12 +747,23 @@ function viewQueue(main, route, seq) {
   const showPage = (page) => {
     const jobs = Array.isArray(page.jobs) ? page.jobs : [];
     const total = num(page.total) || 0;
-    if (!jobs.length) emptyRow(tbody, cols.length, offset ? 'No jobs on this page.' : `No ${state} jobs.`);
+    if (!jobs.length)
+      emptyRow(tbody, cols.length, offset ? 'No jobs on this page.' : `No ${state} jobs.`);
     else tbody.replaceChildren(...jobs.map((j) => jobRow(queue, state, j, reloadSoon)));
-    summary.textContent = jobs.length ? `${offset + 1}–${offset + jobs.length} of ${total.toLocaleString()}` : `${total.toLocaleString()} ${state}`;
+    summary.textContent = jobs.length
+      ? `${offset + 1}–${offset + jobs.length} of ${total.toLocaleString()}`
+      : `${total.toLocaleString()} ${state}`;
     pager.replaceChildren(
-      offset > 0 ? el('a', { href: queueHref(queue, state, Math.max(0, offset - PAGE_SIZE)), class: 'button' }, '← Previous') : '',
-      offset + jobs.length < total ? el('a', { href: queueHref(queue, state, offset + PAGE_SIZE), class: 'button' }, 'Next →') : '',
+      offset > 0
+        ? el(
+            'a',
+            { href: queueHref(queue, state, Math.max(0, offset - PAGE_SIZE)), class: 'button' },
+            '← Previous',
+          )
+        : '',
+      offset + jobs.length < total
+        ? el('a', { href: queueHref(queue, state, offset + PAGE_SIZE), class: 'button' }, 'Next →')
+        : '',
     );
   };
   const onQueues = () => {
@@ -671,27 +776,54 @@ function viewQueue(main, route, seq) {
     lastCount = n;
   };
 
-  if (state === 'dead') tools.append(retryDeadButton(queue, null, reloadSoon), purgeDeadButton(queue, reloadSoon));
+  if (state === 'dead')
+    tools.append(retryDeadButton(queue, null, reloadSoon), purgeDeadButton(queue, reloadSoon));
   main.append(
-    el('div', { class: 'page-head' },
-      el('h1', {}, 'Queue ', el('span', { class: 'mono' }, queue)), pausedBadge, el('div', { class: 'head-actions' }, pause)),
+    el(
+      'div',
+      { class: 'page-head' },
+      el('h1', {}, 'Queue ', el('span', { class: 'mono' }, queue)),
+      pausedBadge,
+      el('div', { class: 'head-actions' }, pause),
+    ),
     tabs.nav,
-    el('section', { class: 'card' }, el('div', { class: 'card-head' }, summary, tools), tableBox(table), pager),
+    el(
+      'section',
+      { class: 'card' },
+      el('div', { class: 'card-head' }, summary, tools),
+      tableBox(table),
+      pager,
+    ),
   );
   onQueues();
   load();
-  return { onQueues, onJob: (j) => j.queue === queue && reloadSoon(), stop: () => clearTimeout(timer) };
+  return {
+    onQueues,
+    onJob: (j) => j.queue === queue && reloadSoon(),
+    stop: () => clearTimeout(timer),
+  };
 }
 
 // ---- view: one job ---------------------------------------------------------------------------
 
 // The fields in this order, then any other; status goes in the page's head, the blocks below.
-const JOB_FIELDS = ['queue', 'attempts', 'handler', 'worker', 'submitted_at', 'started_at', 'finished_at', 'error_kind', 'file'];
+const JOB_FIELDS = [
+  'queue',
+  'attempts',
+  'handler',
+  'worker',
+  'submitted_at',
+  'started_at',
+  'finished_at',
+  'error_kind',
+  'file',
+];
 const JOB_BLOCKS = { error: 'Error', result: 'Result', payload: 'Payload' };
 const fieldLabel = (key) => key.charAt(0).toUpperCase() + key.slice(1).replace(/_/g, ' ');
 
 function fieldValue(key, value) {
-  if (key === 'queue') return el('a', { href: queueHref(String(value)), class: 'mono' }, String(value));
+  if (key === 'queue')
+    return el('a', { href: queueHref(String(value)), class: 'mono' }, String(value));
   if (key.endsWith('_at')) return localTime(value);
   if (key === 'file' || key === 'worker') return el('span', { class: 'mono' }, pretty(value));
   return typeof value === 'string' ? value : JSON.stringify(value);
@@ -704,7 +836,10 @@ function jobFields(job) {
   const keys = JOB_FIELDS.filter((k) => k in job).concat(Object.keys(job).filter((k) => !skip(k)));
   for (const k of keys) {
     if (job[k] === '' || job[k] === null) continue;
-    dl.append(el('dt', { text: fieldLabel(k) }), el('dd', { 'data-field': k }, fieldValue(k, job[k])));
+    dl.append(
+      el('dt', { text: fieldLabel(k) }),
+      el('dd', { 'data-field': k }, fieldValue(k, job[k])),
+    );
   }
   return dl;
 }
@@ -712,14 +847,22 @@ function jobFields(job) {
 function jobBlocks(job) {
   return Object.entries(JOB_BLOCKS)
     .filter(([k]) => k in job && job[k] !== '' && job[k] !== null)
-    .map(([k, title]) => section(title, el('pre', { class: `block block-${k}`, id: `job-${k}` }, pretty(job[k]))));
+    .map(([k, title]) =>
+      section(title, el('pre', { class: `block block-${k}`, id: `job-${k}` }, pretty(job[k]))),
+    );
 }
 
 function viewJob(main, route, seq) {
   const { queue, id } = route;
   const status = el('span', { id: 'job-status', class: 'badge' }, '…');
   const actions = el('div', { class: 'toolbar head-actions' });
-  const head = el('div', { class: 'page-head' }, el('h1', {}, 'Job ', el('span', { class: 'mono', id: 'job-id' }, id)), status, actions);
+  const head = el(
+    'div',
+    { class: 'page-head' },
+    el('h1', {}, 'Job ', el('span', { class: 'mono', id: 'job-id' }, id)),
+    status,
+    actions,
+  );
   const body = el('div', { id: 'job' }, el('p', { class: 'muted', text: 'Loading…' }));
   main.append(head, body);
   let timer = 0;
@@ -734,7 +877,12 @@ function viewJob(main, route, seq) {
       if (!alive(seq)) return;
       if (e.status !== 404) return reportError(e);
       // Not there (yet: a job pushed without a state has none until a daemon takes it).
-      body.replaceChildren(section('Not found', el('p', { text: `${e.message}. This page looks again every few seconds.` })));
+      body.replaceChildren(
+        section(
+          'Not found',
+          el('p', { text: `${e.message}. This page looks again every few seconds.` }),
+        ),
+      );
       timer = setTimeout(load, JOB_MISSING_POLL_MS);
     }
   };
@@ -748,7 +896,12 @@ function viewJob(main, route, seq) {
     body.replaceChildren(
       section('Details', jobFields(job)),
       ...jobBlocks(job),
-      el('details', { class: 'card raw' }, el('summary', { text: 'Raw JSON' }), el('pre', { class: 'block' }, JSON.stringify(job, null, 2))),
+      el(
+        'details',
+        { class: 'card raw' },
+        el('summary', { text: 'Raw JSON' }),
+        el('pre', { class: 'block' }, JSON.stringify(job, null, 2)),
+      ),
     );
   };
   load();
@@ -758,8 +911,27 @@ function viewJob(main, route, seq) {
 // ---- view: find a job by id ------------------------------------------------------------------
 
 function findForm(value) {
-  const input = el('input', { id: 'find-id', type: 'search', name: 'id', value, spellcheck: 'false', maxlength: 128, placeholder: 'job id', autocomplete: 'off' });
-  const form = el('form', { class: 'find-form', role: 'search' }, el('label', { for: 'find-id', text: 'Job id' }), el('div', { class: 'inline' }, input, el('button', { type: 'submit', class: 'primary' }, 'Find')));
+  const input = el('input', {
+    id: 'find-id',
+    type: 'search',
+    name: 'id',
+    value,
+    spellcheck: 'false',
+    maxlength: 128,
+    placeholder: 'job id',
+    autocomplete: 'off',
+  });
+  const form = el(
+    'form',
+    { class: 'find-form', role: 'search' },
+    el('label', { for: 'find-id', text: 'Job id' }),
+    el(
+      'div',
+      { class: 'inline' },
+      input,
+      el('button', { type: 'submit', class: 'primary' }, 'Find'),
+    ),
+  );
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     goFind(input.value);
@@ -784,7 +956,15 @@ function viewFind(main, route, seq) {
   const recent = recentList();
   main.append(
     el('div', { class: 'page-head' }, el('h1', { text: 'Jobs' })),
-    section('Find a job', el('p', { class: 'muted', text: 'Its id, as the submitter gave it or jobqd made it. Every queue is searched.' }), form, result),
+    section(
+      'Find a job',
+      el('p', {
+        class: 'muted',
+        text: 'Its id, as the submitter gave it or jobqd made it. Every queue is searched.',
+      }),
+      form,
+      result,
+    ),
     section('Recent job ends', recent.list),
   );
   if (!route.id) {
@@ -797,7 +977,16 @@ function viewFind(main, route, seq) {
       })
       .catch((e) => {
         if (!alive(seq)) return;
-        if (e.status === 404) result.replaceChildren(el('p', { class: 'notice', id: 'find-none' }, 'No job ', el('span', { class: 'mono' }, route.id), ' in any queue.'));
+        if (e.status === 404)
+          result.replaceChildren(
+            el(
+              'p',
+              { class: 'notice', id: 'find-none' },
+              'No job ',
+              el('span', { class: 'mono' }, route.id),
+              ' in any queue.',
+            ),
+          );
         else {
           result.replaceChildren();
           reportError(e);
@@ -808,7 +997,13 @@ function viewFind(main, route, seq) {
 }
 
 function viewNotFound(main, route) {
-  main.append(section('No such page', el('p', {}, 'Nothing here: ', el('span', { class: 'mono' }, route.path), '. '), el('a', { href: '#/' }, 'Back to the overview')));
+  main.append(
+    section(
+      'No such page',
+      el('p', {}, 'Nothing here: ', el('span', { class: 'mono' }, route.path), '. '),
+      el('a', { href: '#/' }, 'Back to the overview'),
+    ),
+  );
   return null;
 }
 
@@ -821,12 +1016,22 @@ function showLogin() {
   stopView();
   closeEvents();
   setLive('off', 'signed out');
-  const input = el('input', { id: 'token', name: 'token', type: 'password', autocomplete: 'current-password', required: true });
-  const form = el('form', { class: 'card login', id: 'login' },
+  const input = el('input', {
+    id: 'token',
+    name: 'token',
+    type: 'password',
+    autocomplete: 'current-password',
+    required: true,
+  });
+  const form = el(
+    'form',
+    { class: 'card login', id: 'login' },
     el('h1', { text: 'Sign in' }),
     el('p', { class: 'muted', text: 'This jobqd asks for its API token (http.token_file).' }),
-    el('label', { for: 'token', text: 'Token' }), input,
-    el('div', { class: 'toolbar' }, el('button', { type: 'submit', class: 'primary' }, 'Sign in')));
+    el('label', { for: 'token', text: 'Token' }),
+    input,
+    el('div', { class: 'toolbar' }, el('button', { type: 'submit', class: 'primary' }, 'Sign in')),
+  );
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     try {
@@ -847,7 +1052,9 @@ function renderSignOut() {
   const box = $('.indicators');
   box.querySelector('.sign-out')?.remove();
   if (!S.session || S.session.auth !== 'token') return;
-  box.append(el('button', { type: 'button', class: 'sign-out link-button', onclick: signOut }, 'Sign out'));
+  box.append(
+    el('button', { type: 'button', class: 'sign-out link-button', onclick: signOut }, 'Sign out'),
+  );
 }
 
 async function signOut() {
@@ -895,7 +1102,13 @@ function parseRoute() {
   return { name: 'notfound', path: raw };
 }
 
-const VIEWS = { overview: viewOverview, queue: viewQueue, job: viewJob, find: viewFind, notfound: viewNotFound };
+const VIEWS = {
+  overview: viewOverview,
+  queue: viewQueue,
+  job: viewJob,
+  find: viewFind,
+  notfound: viewNotFound,
+};
 
 function stopView() {
   if (S.view && S.view.stop) S.view.stop();
@@ -903,16 +1116,28 @@ function stopView() {
   S.seq++;
 }
 
+function routeTitle(r) {
+  if (r.name === 'job') return r.id;
+  if (r.name === 'queue') return `${r.queue} (${r.state})`;
+  return r.name === 'find' ? 'Jobs' : 'Overview';
+}
+
 function route() {
   if (S.loginShown) return;
   stopView();
   const r = parseRoute();
   const nav = r.name === 'overview' || r.name === 'queue' ? 'overview' : 'find';
-  document.querySelectorAll('.nav a').forEach((a) => (a.dataset.nav === nav ? a.setAttribute('aria-current', 'page') : a.removeAttribute('aria-current')));
+  document
+    .querySelectorAll('.nav a')
+    .forEach((a) =>
+      a.dataset.nav === nav
+        ? a.setAttribute('aria-current', 'page')
+        : a.removeAttribute('aria-current'),
+    );
   const main = $('#main');
   main.replaceChildren();
   S.view = VIEWS[r.name](main, r, S.seq) || null;
-  document.title = `${r.name === 'job' ? r.id : r.name === 'queue' ? `${r.queue} (${r.state})` : r.name === 'find' ? 'Jobs' : 'Overview'} · jobqd`;
+  document.title = `${routeTitle(r)} · jobqd`;
 }
 
 // ---- start -----------------------------------------------------------------------------------
