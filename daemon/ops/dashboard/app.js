@@ -24,7 +24,7 @@ const S = {
   queues: null, // the last queue list (event `queues`, else GET /api/queues)
   recent: [], // the last job ends, newest first, at most RECENT_MAX
   seq: 0, // the render generation: an answer for a view already left is dropped
-  view: null, // the view in the page: {onQueues(list), onJob(event), stop()}
+  view: null, // the view in the page: {onQueues(list), onJob(event), refresh(), stop()}
   events: null, // the EventSource
   reconnect: 0, // its reconnect timer
   loginShown: false,
@@ -228,6 +228,10 @@ function openEvents() {
   es.addEventListener('job', (ev) => {
     const job = parseJson(ev.data);
     if (job && typeof job.id === 'string') onJobEnd(job);
+  });
+  // Job ends this page missed (it fell behind): the view reads its data again.
+  es.addEventListener('resync', () => {
+    if (S.view && S.view.refresh) S.view.refresh();
   });
   es.addEventListener('error', () => {
     if (es.readyState !== EventSource.CLOSED) return setLive('wait', 'reconnecting…');
@@ -800,6 +804,7 @@ function viewQueue(main, route, seq) {
   return {
     onQueues,
     onJob: (j) => j.queue === queue && reloadSoon(),
+    refresh: reloadSoon,
     stop: () => clearTimeout(timer),
   };
 }
@@ -905,7 +910,7 @@ function viewJob(main, route, seq) {
     );
   };
   load();
-  return { onJob: (j) => j.id === id && load(), stop: () => clearTimeout(timer) };
+  return { onJob: (j) => j.id === id && load(), refresh: load, stop: () => clearTimeout(timer) };
 }
 
 // ---- view: find a job by id ------------------------------------------------------------------
