@@ -1056,7 +1056,8 @@ function showLogin() {
 function renderSignOut() {
   const box = $('.indicators');
   box.querySelector('.sign-out')?.remove();
-  if (!S.session || S.session.auth !== 'token') return;
+  // Only a session signed in with the cookie has something to sign out of.
+  if (!S.session || S.session.auth !== 'token' || S.session.login === false) return;
   box.append(
     el('button', { type: 'button', class: 'sign-out link-button', onclick: signOut }, 'Sign out'),
   );
