@@ -11,6 +11,7 @@
 const RECENT_MAX = 100; // job ends kept for the overview's and the find page's lists
 const RECENT_SHOWN = 15;
 const PAGE_SIZE = 50;
+const MAX_OFFSET = 10000; // the API's largest offset
 const WORKERS_EVERY_MS = 5000; // the daemons table is polled: it has no event
 const JOB_POLL_MS = 2000; // a job page polls while its job is not final (a start has no event)
 const JOB_MISSING_POLL_MS = 5000; // and, slower, while there is no such job
@@ -765,7 +766,7 @@ function viewQueue(main, route, seq) {
             '← Previous',
           )
         : '',
-      offset + jobs.length < total
+      offset + jobs.length < total && offset + PAGE_SIZE <= MAX_OFFSET
         ? el('a', { href: queueHref(queue, state, offset + PAGE_SIZE), class: 'button' }, 'Next →')
         : '',
     );
