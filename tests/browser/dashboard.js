@@ -2,13 +2,14 @@
 // The dashboard in a real browser: Debian's chromium, headless, driven by puppeteer-core (which
 // downloads no browser). Run by tests/integration/test_dashboard.cpp against a jobqd it started:
 //
-//   node tests/browser/dashboard.js BASE_URL REDIS_URL OUT_DIR FAIL_MARKER
+//   node tests/browser/dashboard.js BASE_URL REDIS_URL OUT_DIR FAIL_MARKER [TOKEN]
 //
 // BASE_URL is jobqd's HTTP address (http://127.0.0.1:PORT), REDIS_URL its Redis, OUT_DIR where
 // the screenshots go, FAIL_MARKER a file whose presence makes queue `flaky`'s jobs fail (this
 // script makes and removes it). jobqd serves queues `echo` (the echo built-in), `slow` (the sleep
 // built-in) and `flaky` (an exec handler that fails while the marker exists, max_attempts 1).
-// Prints `ok NAME` or `not ok NAME: why` per check and exits 1 when any failed. Every wait is a
+// With TOKEN, jobqd asks for that token (http.token_file) and is read-only (http.read_only): the
+// sign-in and read-only checks run instead of the others. Prints `ok NAME` or `not ok NAME: why` per check and exits 1 when any failed. Every wait is a
 // poll with a deadline; a run past RUN_DEADLINE_MS stops with a `not ok`.
 'use strict';
 
@@ -18,7 +19,7 @@ const path = require('path');
 const puppeteer = require('puppeteer-core');
 const Redis = require('ioredis');
 
-const [BASE, REDIS_URL, OUT_DIR, FAIL_MARKER] = process.argv.slice(2);
+const [BASE, REDIS_URL, OUT_DIR, FAIL_MARKER, TOKEN] = process.argv.slice(2);
 if (!BASE || !REDIS_URL || !OUT_DIR || !FAIL_MARKER) {
   console.error('usage: dashboard.js BASE_URL REDIS_URL OUT_DIR FAIL_MARKER');
   process.exit(2);
@@ -288,6 +289,8 @@ async function run(page, redis) {
     );
     const buttons = await page.$$eval('#main .head-actions button', (b) => b.length);
     expect(buttons === 0, 'a cancelled job still offers an action');
+    await go(page, '#/');
+    await until(page, 'slow running 0 on the overview', () => __cell('slow', 'running') === '0');
   });
 
   await check(
@@ -368,6 +371,63 @@ async function run(page, redis) {
   });
 }
 
+// ---- the checks of a jobqd with a token, read-only --------------------------------------------
+
+async function runSignedIn(page) {
+  const asked = await check('the page asks for the token', async () => {
+    await page.goto(`${BASE}/#/queue/echo/pending`, { waitUntil: 'load', timeout: WAIT_MS });
+    await until(page, 'the sign-in form', () => document.querySelector('#login #token'));
+  });
+  if (!asked) return;
+  await screenshot(page, 'login');
+
+  await check('a wrong token is refused, the right one signs in where the page was', async () => {
+    await page.type('#token', 'not-the-token');
+    await page.keyboard.press('Enter');
+    await until(page, 'the error bar', () => !document.querySelector('#error').hidden);
+    // One attempt per 250 ms is allowed (429 past it): submitted until an answer lets it in.
+    await page.$eval('#token', (n) => (n.value = ''));
+    await page.type('#token', TOKEN);
+    const deadline = Date.now() + WAIT_MS;
+    for (;;) {
+      await page.evaluate(() => {
+        document.querySelector('#error-text').textContent = '';
+        document.querySelector('#login button[type="submit"]').click();
+      });
+      const said = await until(page, 'an answer to the sign-in', () =>
+        !document.querySelector('#login')
+          ? 'in'
+          : document.querySelector('#error-text').textContent,
+      );
+      if (said === 'in') break;
+      expect(Date.now() < deadline, `not signed in: ${said}`);
+    }
+    await until(page, 'the queue page', () => document.querySelector('#jobs tbody tr'));
+    expect(
+      (await page.evaluate(() => location.hash)) === '#/queue/echo/pending',
+      'not back at the page',
+    );
+  });
+
+  await check('read-only: said, and no action offered', async () => {
+    await go(page, '#/');
+    await until(page, 'the queues', () => __cell('echo', 'pending') !== null);
+    const seen = await page.evaluate(() => ({
+      badge: !document.querySelector('#read-only').hidden,
+      text: document.querySelector('#read-only').textContent,
+      actions: [...document.querySelectorAll('#main button')].filter((b) => b.offsetParent).length,
+    }));
+    expect(seen.badge && seen.text === 'read-only', 'no read-only badge');
+    expect(seen.actions === 0, `${seen.actions} action buttons shown`);
+    await screenshot(page, 'read-only');
+  });
+
+  await check('sign out asks for the token again', async () => {
+    await page.click('.sign-out');
+    await until(page, 'the sign-in form', () => document.querySelector('#login #token'));
+  });
+}
+
 // ---- main --------------------------------------------------------------------------------------
 
 async function main() {
@@ -418,7 +478,7 @@ async function main() {
       if (m.type() === 'error' && !m.text().startsWith('Failed to load resource'))
         problems.push(m.text());
     });
-    await run(page, redis);
+    await (TOKEN ? runSignedIn(page) : run(page, redis));
   } catch (e) {
     failures++;
     console.log(`not ok the run: ${String((e && e.message) || e).split('\n')[0]}`);

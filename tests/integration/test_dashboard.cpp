@@ -37,8 +37,9 @@ bool accepts(int port) {
 
 // The queues the script expects: `echo` (its result is its payload), `slow` (sleeps payload.ms,
 // to be cancelled while it runs), `flaky` (fails while `marker` exists, once: dead at once).
-std::string dashboard_yaml(int port, const fs::path& marker) {
-  return "\nhttp: {listen: 127.0.0.1:" + std::to_string(port) +
+// `http` adds keys to the http section.
+std::string dashboard_yaml(int port, const fs::path& marker, const std::string& http = "") {
+  return "\nhttp: {listen: 127.0.0.1:" + std::to_string(port) + http +
          "}\n"
          "handlers:\n"
          "  echo: {type: builtin, name: echo}\n"
@@ -52,16 +53,52 @@ std::string dashboard_yaml(int port, const fs::path& marker) {
          "  flaky: {handler: flaky, max_attempts: 1}\n";
 }
 
+// What tests/browser/dashboard.js printed, and how it ended.
+struct Browsed {
+  int status;  // the wait status, -1 when it ran past its deadline
+  int code;    // its exit code
+  std::string said;
+};
+
+// Runs the script against jobqd on `port` (`more`: its arguments after FAIL_MARKER), screenshots
+// into build/screenshots/; the script stops itself at 240 s, past 300 its process group (chromium
+// with it) is killed.
+Browsed browse(int port, const RedisServer& redis, const fs::path& marker,
+               const std::vector<std::string>& more, const TempDir& dir) {
+  const fs::path modules = repo_root() / "tests/tools/node_modules";
+  const fs::path shots = build_dir() / "screenshots";
+  fs::create_directories(shots);
+  const std::string log = (dir.path() / "browser.log").string();
+  std::vector<std::string> argv{"node",
+                                (repo_root() / "tests/browser/dashboard.js").string(),
+                                "http://127.0.0.1:" + std::to_string(port),
+                                redis.url(),
+                                shots.string(),
+                                marker.string()};
+  argv.insert(argv.end(), more.begin(), more.end());
+  Child node(argv, log, {"NODE_PATH=" + modules.string()});
+  const int status = node.wait(300s);
+  if (status < 0) ::kill(-node.pid(), SIGKILL);
+  return {status, status < 0 ? -1 : node.exit_code(), read_file(log)};
+}
+
+// The tools the script needs, installed by make deps (chromium) and make test-tools.
+void require_tools() {
+  INFO("make deps installs chromium, make test-tools puppeteer-core and ioredis");
+  REQUIRE(fs::exists("/usr/bin/chromium"));
+  REQUIRE(fs::exists(repo_root() / "tests/tools/node_modules/puppeteer-core"));
+  REQUIRE(run_program({"/bin/sh", "-c", "command -v node"}).code == 0);
+}
+
+std::string tail(const std::string& text, std::size_t n = 4000) {
+  return text.size() > n ? text.substr(text.size() - n) : text;
+}
+
 }  // namespace
 
 TEST_CASE("Dashboard: headless chromium sees the queues live, finds, cancels and retries jobs",
           "[integration][dashboard][browser]") {
-  const fs::path modules = repo_root() / "tests/tools/node_modules";
-  INFO("make deps installs chromium, make test-tools puppeteer-core and ioredis");
-  REQUIRE(fs::exists("/usr/bin/chromium"));
-  REQUIRE(fs::exists(modules / "puppeteer-core"));
-  REQUIRE(run_program({"/bin/sh", "-c", "command -v node"}).code == 0);
-
+  require_tools();
   RedisServer redis;
   TempDir dir;
   const fs::path marker = dir.path() / "fail";
@@ -70,23 +107,35 @@ TEST_CASE("Dashboard: headless chromium sees the queues live, finds, cancels and
   d.start_and_wait(redis, "echo");
   REQUIRE(eventually([&] { return accepts(port); }, 10s));
 
-  const fs::path shots = build_dir() / "screenshots";
-  fs::create_directories(shots);
-  const std::string log = (dir.path() / "browser.log").string();
-  Child node(
-      {"node", (repo_root() / "tests/browser/dashboard.js").string(),
-       "http://127.0.0.1:" + std::to_string(port), redis.url(), shots.string(), marker.string()},
-      log, {"NODE_PATH=" + modules.string()});
-  // The script stops itself at 240 s; past 300 its process group (chromium with it) is killed.
-  const int status = node.wait(300s);
-  if (status < 0) ::kill(-node.pid(), SIGKILL);
-  const std::string said = read_file(log);
-  INFO("dashboard.js said:\n"
-       << said << "\njobqd's log ends:\n"
-       << d.log().substr(d.log().size() > 4000 ? d.log().size() - 4000 : 0));
-  REQUIRE(status >= 0);
-  CHECK(said.find("not ok") == std::string::npos);
-  REQUIRE(node.exit_code() == 0);
-  CHECK(said.find("all checks passed") != std::string::npos);
+  const Browsed b = browse(port, redis, marker, {}, dir);
+  INFO("dashboard.js said:\n" << b.said << "\njobqd's log ends:\n" << tail(d.log()));
+  REQUIRE(b.status >= 0);
+  CHECK(b.said.find("not ok") == std::string::npos);
+  REQUIRE(b.code == 0);
+  CHECK(b.said.find("all checks passed") != std::string::npos);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE(
+    "Dashboard: with http.token_file the page asks for the token; read-only, it offers no action",
+    "[integration][dashboard][browser]") {
+  require_tools();
+  RedisServer redis;
+  TempDir dir;
+  const fs::path marker = dir.path() / "fail";
+  const fs::path token = dir.path() / "token";
+  write_file(token, "open-sesame-4711\n");
+  fs::permissions(token, fs::perms::owner_read | fs::perms::owner_write);
+  const int port = free_port();
+  Daemon d(redis,
+           dashboard_yaml(port, marker, ", token_file: " + token.string() + ", read_only: true"));
+  d.start_and_wait(redis, "echo");
+  REQUIRE(eventually([&] { return accepts(port); }, 10s));
+
+  const Browsed b = browse(port, redis, marker, {"open-sesame-4711"}, dir);
+  INFO("dashboard.js said:\n" << b.said << "\njobqd's log ends:\n" << tail(d.log()));
+  REQUIRE(b.status >= 0);
+  CHECK(b.said.find("not ok") == std::string::npos);
+  REQUIRE(b.code == 0);
   CHECK(d.stop() == 0);
 }

@@ -1177,6 +1177,7 @@ function wireHeader() {
   $('#error-close').addEventListener('click', clearError);
   window.addEventListener('hashchange', () => {
     clearError();
+    setStatus('');
     route();
     $('#main').focus({ preventScroll: true });
   });
