@@ -224,7 +224,8 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
   // Which method a path takes ("" when no such path).
   std::string wants;
   const std::size_t n = p.size();
-  if (n == 1 && (p[0] == "session" || p[0] == "queues" || p[0] == "workers" || p[0] == "events")) {
+  if (n == 1 && (p[0] == "session" || p[0] == "queues" || p[0] == "workers" || p[0] == "events" ||
+                 p[0] == "redis")) {
     wants = "GET";
   } else if (n == 1 && (p[0] == "login" || p[0] == "logout")) {
     wants = "POST";
@@ -268,6 +269,7 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
   }
   if (n == 1 && p[0] == "queues") co_return co_await queues();
   if (n == 1 && p[0] == "workers") co_return co_await workers();
+  if (n == 1 && p[0] == "redis") co_return co_await redis_view();
   if (n == 1 && p[0] == "events") co_return events();
 
   if (p[0] == "jobs") {
@@ -657,6 +659,65 @@ async::Task<HttpResponse> Api::history(std::string queue, std::string range) {
   co_return answer(
       200,
       json{{"queue", queue}, {"range", range}, {"step_s", step * 60}, {"points", std::move(rows)}});
+}
+
+async::Task<HttpResponse> Api::redis_view() {
+  const config::Config& cfg = engine_.config();
+  const std::string prefix = cfg.redis.key_prefix;
+  std::vector<std::string> names;
+  for (const auto& q : cfg.queues) names.push_back(q.name);
+  std::string why;
+  try {
+    // Redis as the node holding the workers hash sees itself (on a cluster: that one node).
+    redis::Client& c = *co_await async::wait_for(client(store::Keys::workers(prefix)), kDeadline);
+    const auto memory_call = store::info("memory");
+    auto memory = co_await async::wait_for(store::run(c, memory_call), kDeadline);
+    const auto server_call = store::info("server");
+    auto server = co_await async::wait_for(store::run(c, server_call), kDeadline);
+    if (!memory.ok() || !server.ok()) {
+      why = memory.ok() ? server.error().message : memory.error().message;
+    } else {
+      const auto number = [](const std::map<std::string, std::string>& m, const char* k) {
+        auto it = m.find(k);
+        auto v = it == m.end() ? std::nullopt : store::whole_number(it->second);
+        return v ? json(*v) : json();
+      };
+      const auto text = [](const std::map<std::string, std::string>& m, const char* k) {
+        auto it = m.find(k);
+        return it == m.end() ? json() : json(it->second);
+      };
+      // What each of this daemon's queues holds in Redis: its keys' bytes, summed over shards.
+      json queues = json::array();
+      for (const auto* q : engine_.queues()) {
+        json bytes = json::object();
+        for (const auto& tag : store::shard_tags(q->name(), q->config().shards)) {
+          const store::Keys k(prefix, q->name(), tag);
+          const std::pair<const char*, std::string> keys[] = {{"pending", k.pending},
+                                                              {"delayed", k.delayed},
+                                                              {"dead", k.dead_bodies},
+                                                              {"history", k.minutes}};
+          for (const auto& [what, key] : keys) {
+            redis::Client& at = *co_await async::wait_for(client(key), kDeadline);
+            const auto usage = store::memory_usage(key);
+            auto b = co_await async::wait_for(store::run(at, usage), kDeadline);
+            const long long was = bytes.value(what, 0LL);
+            if (b.ok()) bytes[what] = was + *b;
+          }
+        }
+        queues.push_back({{"name", q->name()}, {"bytes", std::move(bytes)}});
+      }
+      co_return answer(200, json{{"version", text(*server, "redis_version")},
+                                 {"mode", text(*server, "redis_mode")},
+                                 {"used_memory", number(*memory, "used_memory")},
+                                 {"used_memory_peak", number(*memory, "used_memory_peak")},
+                                 {"maxmemory", number(*memory, "maxmemory")},
+                                 {"maxmemory_policy", text(*memory, "maxmemory_policy")},
+                                 {"queues", std::move(queues)}});
+    }
+  } catch (const async::TimeoutError&) {
+    why = "Redis did not answer within 5 s";
+  }
+  co_return error(503, why);
 }
 
 // ---- the live feed ----

@@ -53,6 +53,8 @@ class Api {
   async::Task<HttpResponse> route(const HttpRequest& req, const std::vector<std::string>& parts);
   async::Task<HttpResponse> queues();
   async::Task<HttpResponse> workers();
+  /// GET /api/redis: Redis' version, mode and memory, and the bytes each queue's keys take.
+  async::Task<HttpResponse> redis_view();
   /// GET /api/queues/Q/history?range=hour|day|week: the queue's attempts per minute (an hour),
   /// per 10 minutes (a day) or per hour (a week), as every daemon wrote them.
   async::Task<HttpResponse> history(std::string queue, std::string range);

@@ -508,6 +508,35 @@ Call<std::map<std::int64_t, MinuteCounts>> read_history(const Keys& k, bool hour
   });
 }
 
+Call<std::map<std::string, std::string>> info(const std::string& section) {
+  using Out = std::map<std::string, std::string>;
+  return command<Out>({"INFO", section}, [](Reply r) -> OpResult<Out> {
+    if (r.is_error() || r.is_array()) return bad("INFO", r);
+    Out out;
+    std::size_t at = 0;
+    while (at < r.str.size()) {
+      auto end = r.str.find('\n', at);
+      if (end == std::string::npos) end = r.str.size();
+      std::string line = r.str.substr(at, end - at);
+      at = end + 1;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      const auto colon = line.find(':');
+      if (line.empty() || line[0] == '#' || colon == std::string::npos) continue;
+      out[line.substr(0, colon)] = line.substr(colon + 1);
+    }
+    return out;
+  });
+}
+
+Call<long long> memory_usage(const std::string& key) {
+  return command<long long>({"MEMORY", "USAGE", key, "SAMPLES", "5"},
+                            [](Reply r) -> OpResult<long long> {
+                              if (r.is_nil()) return 0LL;
+                              if (auto v = int_of(r)) return *v;
+                              return bad("MEMORY USAGE", r);
+                            });
+}
+
 Call<bool> leased(const Keys& k) {
   return command<bool>({"ZCARD", k.leases}, [](Reply r) -> OpResult<bool> {
     if (auto v = int_of(r)) return *v > 0;

@@ -170,6 +170,12 @@ Call<bool> add_history(const Keys& k, std::int64_t minute, const MinuteCounts& m
 /// The queue's history by minute (or, `hours`, by hour) number; garbage fields are skipped.
 Call<std::map<std::int64_t, MinuteCounts>> read_history(const Keys& k, bool hours);
 
+// ---- Redis itself (the dashboard's overview) ----
+/// `INFO section` as name -> value (its comment and empty lines dropped).
+Call<std::map<std::string, std::string>> info(const std::string& section);
+/// The bytes `key` takes in Redis (MEMORY USAGE, sampled); 0 when it does not exist.
+Call<long long> memory_usage(const std::string& key);
+
 /// Whether a daemon holds a live lease on the queue (it is served right now).
 Call<bool> leased(const Keys& k);
 /// Redis' clock (ms).

@@ -91,6 +91,17 @@ TEST_CASE("The API: the page, jobs by state, a job, cancel, pause, dead retry an
   CHECK(newest["jobs"][0]["id"] == "p3");
   CHECK(newest["jobs"][1]["id"] == "p2");
   CHECK(newest["offset"] == 1);
+  // Redis itself, and what each queue's keys take there.
+  const json rv = body_of(get(addr, "/api/redis"));
+  CHECK(rv["version"].get<std::string>().rfind("7.", 0) == 0);
+  CHECK(rv["used_memory"].get<long long>() > 0);
+  CHECK(rv["maxmemory_policy"] == "noeviction");
+  REQUIRE(rv["queues"].size() == 2);
+  for (const auto& row : rv["queues"]) {
+    if (row["name"] != "q") continue;
+    CHECK(row["bytes"]["pending"].get<long long>() > 100);
+    CHECK(row["bytes"]["dead"] == 0);
+  }
 
   // A job submitted with jobqctl has a state: queued; cancelled from the API while it waits.
   auto sub = jobqctl(redis, {"submit", "q", R"({"x":2})", "--id", "wait-me"});
