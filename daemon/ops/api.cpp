@@ -349,11 +349,14 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
   if (p[2] == "search") {
     // One call's worth (store::kSearchBudget jobs); the caller goes on from `next`.
     const auto text = req.param("q");
-    if (!text || text->empty()) co_return error(400, "q: the text to find, 1 to 200 bytes");
+    const std::string status = req.param("status").value_or("");
+    if ((!text || text->empty()) && status.empty()) {
+      co_return error(400, "q: the text to find, 1 to 200 bytes (or a status)");
+    }
     const std::string from = req.param("from").value_or("");
-    const std::string q = *text;
-    AdminFn work = [queue, q, from](store::Admin& a) {
-      const store::SearchStep step = a.search(queue, q, from);
+    const std::string q = text.value_or("");
+    AdminFn work = [queue, q, from, status](store::Admin& a) {
+      const store::SearchStep step = a.search(queue, q, from, store::kSearchBudget, status);
       json found = json::array();
       for (const auto& f : step.found) {
         found.push_back(

@@ -705,18 +705,32 @@ Spot spot_of(const std::string& from, std::size_t shards) {
 }  // namespace
 
 SearchStep Admin::search(const std::string& queue, const std::string& text, const std::string& from,
-                         std::size_t budget) {
+                         std::size_t budget, const std::string& status) {
   check_queue(queue);
-  if (text.empty() || text.size() > 200) {
+  static const std::set<std::string> kStatuses = {"queued",    "active", "retrying", "waiting",
+                                                  "succeeded", "failed", "cancelled"};
+  if (!status.empty() && !kStatuses.count(status)) {
+    throw AdminError(Kind::bad_input,
+                     "status '" + job::to_utf8(job::clip_utf8(status, 40)) +
+                         "': one of queued, active, retrying, waiting, succeeded, failed, "
+                         "cancelled");
+  }
+  if ((text.empty() && status.empty()) || text.size() > 200) {
     throw AdminError(Kind::bad_input, "the text to find: 1 to 200 bytes");
   }
   std::string needle = text;
   for (auto& ch : needle) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   const auto shards = shard_keys(queue);
   Spot at = spot_of(from, shards.size());
+  // A status is in the job states alone: the waiting copies are not looked at.
+  if (!status.empty() && at.phase < 3) at = Spot{3, 0, "0"};
   SearchStep out;
   const auto look = [&](const std::string& id, const std::string& where, const char* field,
                         const std::string& hay) {
+    if (needle.empty()) {
+      out.found.push_back({id, where, "status", ""});
+      return true;
+    }
     const auto hit = find_folded(hay, needle);
     if (hit == std::string::npos) return false;
     out.found.push_back({id, where, field, excerpt(hay, hit, needle.size())});
@@ -785,13 +799,15 @@ SearchStep Admin::search(const std::string& queue, const std::string& text, cons
         for (std::size_t i = 0; i < step.ids.size(); ++i) {
           const auto& f = states[i];
           if (f[0].empty()) continue;  // gone meanwhile
+          if (!status.empty() && f[0] != status) continue;
           if (look(step.ids[i], f[0], "id", step.ids[i])) continue;
           if (look(step.ids[i], f[0], "result", f[1])) continue;
           look(step.ids[i], f[0], "error", f[2]);
         }
-        // A dead job was searched with the dead ones (its JSON and error): not twice.
+        // A dead job was searched with the dead ones (its JSON and error): not twice (unless
+        // the dead ones were not searched: a status asked for).
         std::vector<Call<bool>> dead;
-        for (std::size_t i = before; i < out.found.size(); ++i) {
+        for (std::size_t i = before; i < out.found.size() && status.empty(); ++i) {
           if (out.found[i].where == "failed") dead.push_back(is_dead(k, out.found[i].id));
         }
         if (!dead.empty()) {

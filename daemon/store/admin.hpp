@@ -176,8 +176,11 @@ class Admin {
   /// pending, delayed and dead jobs, dead jobs' errors, then every retained state's result and
   /// error (a SCAN of the shard's state keys: no index is kept, nothing is added per job). A job
   /// that moves meanwhile may be seen twice or not at all. bad_input for a bad text or `from`.
+  /// `status` (queued, active, retrying, waiting, succeeded, failed, cancelled): only job states
+  /// with that status are looked at, and `text` may then be empty (every one of them is found):
+  /// the recently finished, the cancelled, those retrying.
   SearchStep search(const std::string& queue, const std::string& text, const std::string& from,
-                    std::size_t budget = kSearchBudget);
+                    std::size_t budget = kSearchBudget, const std::string& status = "");
 
   /// Every shard's pause flag set or cleared: true when any changed.
   bool set_paused(const std::string& queue, bool paused);

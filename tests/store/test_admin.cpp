@@ -5,6 +5,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -514,4 +515,34 @@ TEST_CASE("Admin::search: every place a job's text is kept, step by step, over s
   CHECK(refused("x", "0,7,0"));
   CHECK(refused("x", "0,0,-1"));
   CHECK_FALSE(refused("x", "3,0,0"));
+}
+
+TEST_CASE("Admin::search by status: the cancelled (or any status) among the retained states",
+          "[store][admin][search]") {
+  test::RedisServer server;
+  Fixture f(server);
+  for (int i = 0; i < 700; ++i) {
+    const std::string status = i % 100 == 7 ? "cancelled" : "succeeded";
+    f.r.cmd({"HSET", "jobq:{q}:job:j" + std::to_string(i), "status", status, "result",
+             i == 307 ? "blue" : "red"});
+  }
+  f.r.cmd({"LPUSH", "jobq:{q}:pending", job_text("waiting-cancelled", R"("cancelled")")});
+  std::set<std::string> all, blue;
+  for (const auto& [text, into] :
+       {std::pair<std::string, std::set<std::string>*>{"", &all}, {"BLUE", &blue}}) {
+    std::string from;
+    int steps = 0;
+    do {
+      auto step = f.admin->search("q", text, from, 250, "cancelled");
+      for (const auto& x : step.found) {
+        CHECK(x.where == "cancelled");
+        into->insert(x.id);
+      }
+      from = step.next;
+    } while (!from.empty() && ++steps < 50);
+  }
+  CHECK(all == std::set<std::string>{"j7", "j107", "j207", "j307", "j407", "j507", "j607"});
+  CHECK(blue == std::set<std::string>{"j307"});
+  CHECK_THROWS_AS(f.admin->search("q", "", "", 10, "bogus"), store::AdminError);
+  CHECK_THROWS_AS(f.admin->search("q", "", "", 10, ""), store::AdminError);
 }
