@@ -334,10 +334,137 @@ async function run(page, redis) {
     },
   );
 
+  await check('search finds a job by a word in its payload', async () => {
+    await go(page, '#/queue/echo/pending');
+    await until(page, 'echo active', () => document.querySelector('.head-actions button'));
+    await confirmAction(page, '.head-actions button', 'paused: echo');
+    await push(redis, 'echo', { id: 'needle-1', payload: { note: 'a Quokkafish in the hay' } });
+    await push(redis, 'echo', { id: 'hay-1', payload: { note: 'only hay' } });
+    await until(
+      page,
+      'echo pending 2',
+      () =>
+        document.querySelector('.tabs a[data-state="pending"] .tab-count').textContent === '2',
+    );
+    await until(page, 'needle-1 in the list', () =>
+      document.querySelector('#jobs tr[data-id="needle-1"]'),
+    );
+    await page.$eval('#content-q', (n) => (n.value = ''));
+    await page.type('#content-q', 'qUOKKAFISH');
+    await page.keyboard.press('Enter');
+    await until(page, 'the search done', () =>
+      document.querySelector('#content-progress').textContent.startsWith('Searched all'),
+    );
+    const found = await page.evaluate(() => ({
+      rows: [...document.querySelectorAll('#content-results tbody tr')].map((tr) => tr.dataset.id),
+      mark: document.querySelector('#content-results tr[data-id="needle-1"] mark')?.textContent,
+      href: document
+        .querySelector('#content-results tr[data-id="needle-1"] a')
+        ?.getAttribute('href'),
+      where: document.querySelector('#content-results tr[data-id="needle-1"] td:nth-child(2)')
+        ?.textContent,
+      hash: location.hash,
+    }));
+    expect(found.rows.join() === 'needle-1', `found rows: ${found.rows.join() || '(none)'}`);
+    expect(found.mark === 'Quokkafish', `the match marked: ${found.mark}`);
+    expect(found.href === '#/job/echo/needle-1', `the row links to ${found.href}`);
+    expect(found.where === 'pending', `where: ${found.where}`);
+    expect(found.hash === '#/search/echo/qUOKKAFISH', `the address: ${found.hash}`);
+    await screenshot(page, 'search');
+    // The address opens the same search; a word in no job finds nothing.
+    await go(page, '#/search/echo/nosuchwordhere');
+    await until(page, 'the empty search done', () =>
+      document.querySelector('#content-progress')?.textContent.includes('nothing found'),
+    );
+    await confirmAction(page, '.head-actions button', 'resumed: echo');
+    await until(
+      page,
+      'the pending tab at 0',
+      () => document.querySelector('.tabs a[data-state="pending"] .tab-count').textContent === '0',
+    );
+  });
+
+  await check('the chart shows what ran', async () => {
+    // The daemon writes a minute's counts when the minute is over (or at its stop): the last
+    // minute's are added here, as a daemon would have (history.lua's fields).
+    const minute = Math.floor(Date.now() / 60000) - 1;
+    const key = 'jobq:{flaky}:history:minutes';
+    await redis.hincrby(key, `${minute}:s`, 6);
+    await redis.hincrby(key, `${minute}:f`, 2);
+    await redis.hincrby(key, `${minute}:n`, 8);
+    await redis.hincrby(key, `${minute}:t`, 800);
+    await go(page, '#/queue/flaky/pending');
+    await until(
+      page,
+      'the chart drawn',
+      () => document.querySelectorAll('#chart svg .chart-point').length === 60,
+    );
+    // The chart against the API's answer read after it, minute by minute (but the current one):
+    // drawn again and compared anew while a minute's end moved the two apart.
+    const compare = async () => {
+      const answer = await page.evaluate(() =>
+        fetch('/api/queues/flaky/history?range=hour').then((r) => r.json()),
+      );
+      const drawn = await page.evaluate(() =>
+        [...document.querySelectorAll('#chart svg .chart-point')].map((g) => ({
+          t: Number(g.dataset.t),
+          ok: Number(g.dataset.succeeded),
+          bad: Number(g.dataset.failed),
+          okH: Number(g.querySelector('.chart-ok')?.getAttribute('height') || 0),
+          badH: Number(g.querySelector('.chart-fail')?.getAttribute('height') || 0),
+        })),
+      );
+      const injected = answer.points.find((p) => p.t === minute * 60000);
+      if (!injected || injected.succeeded < 6 || injected.failed < 2)
+        return `the API's minute ${minute}: ${JSON.stringify(injected)}`;
+      const now = drawn[drawn.length - 1].t;
+      let compared = 0;
+      for (const p of answer.points.filter((q) => q.t < now)) {
+        const d = drawn.find((q) => q.t === p.t);
+        if (!d) return `no point drawn at ${p.t}`;
+        if (d.ok !== p.succeeded || d.bad !== p.failed)
+          return `at ${p.t} drawn ${d.ok}/${d.bad}, the API ${p.succeeded}/${p.failed}`;
+        if ((d.okH > 0) !== (p.succeeded > 0) || (d.badH > 0) !== (p.failed > 0))
+          return `the bars at ${p.t}: ${JSON.stringify(d)}`;
+        compared++;
+      }
+      const at = drawn.find((d) => d.t === minute * 60000);
+      if (!at || !(at.okH > at.badH && at.badH > 0))
+        return `the bars of 6+ succeeded and 2+ failed: ${JSON.stringify(at)}`;
+      return compared >= 58 ? '' : `only ${compared} points compared`;
+    };
+    const deadline = Date.now() + WAIT_MS;
+    for (let why = await compare(); why; why = await compare()) {
+      expect(Date.now() < deadline, why);
+      await page.click('#activity button[data-range="hour"]');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const axis = await page.$$eval('#chart svg .chart-axis text', (t) =>
+      t.map((n) => n.textContent),
+    );
+    expect(axis.length >= 7 && axis.some((a) => /\d:\d\d/.test(a)), `axis labels: ${axis}`);
+    const summary = await text(page, '#chart-summary');
+    expect(/average run time \d+ ms/.test(summary), `the summary: ${summary}`);
+    const chart = await page.$('#activity');
+    await chart.screenshot({ path: path.join(OUT_DIR, 'chart.png') });
+    await page.click('#activity button[data-range="day"]');
+    await until(
+      page,
+      'the day chart',
+      () =>
+        document.querySelector('#chart').dataset.range === 'day' &&
+        document.querySelectorAll('#chart svg .chart-point').length === 144,
+    );
+    await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'dark' }]);
+    await chart.screenshot({ path: path.join(OUT_DIR, 'chart-dark.png') });
+    await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'light' }]);
+  });
+
   await check(`no sideways page scroll at ${NARROW} and ${WIDE} px`, async () => {
     const pages = [
       ['overview', '#/'],
       ['queue', '#/queue/echo/pending'],
+      ['search', '#/search/echo/quokkafish'],
       ['job', '#/job/echo/xss-1'],
       ['find', '#/find/no-such-job'],
     ];

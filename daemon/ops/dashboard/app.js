@@ -1,9 +1,10 @@
 // jobqd dashboard: a client of jobqd's JSON API (docs/api.md), served by jobqd itself.
 // Plain JS, no framework and no build step. Every value from the API reaches the page as text
 // (textContent, createElement, setAttribute), never as HTML: a payload holding markup shows as
-// that markup's text. Routes live in the hash: #/ (overview), #/queue/Q/STATE, #/job/Q/ID,
-// #/find[/ID]. Memory stays bounded in a page left open for days: the views keep the last
-// answer only, the log of job ends keeps RECENT_MAX entries.
+// that markup's text. Routes live in the hash: #/ (overview), #/queue/Q/STATE, #/search/Q/TEXT
+// (a queue's page searching its jobs for TEXT), #/job/Q/ID, #/find[/ID]. Memory stays bounded
+// in a page left open for days: the views keep the last answer only, the log of job ends keeps
+// RECENT_MAX entries, a search shows SEARCH_MAX results at most.
 'use strict';
 
 // ---- constants and state ---------------------------------------------------------------------
@@ -163,9 +164,10 @@ class ApiError extends Error {
 
 // One request; resolves to the parsed JSON answer. A 401 shows the login form (but for the login
 // itself); a POST refused for its CSRF token fetches the session anew and is sent once more.
-async function api(method, path, body, again = false) {
+// `signal` (an AbortController's) stops the request: it then rejects with status -1.
+async function api(method, path, body, { again = false, signal } = {}) {
   const headers = { Accept: 'application/json' };
-  const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
+  const init = { method, headers, credentials: 'same-origin', cache: 'no-store', signal };
   if (method !== 'GET') {
     headers['Content-Type'] = 'application/json';
     if (S.session && S.session.csrf) headers['X-CSRF-Token'] = S.session.csrf;
@@ -175,9 +177,11 @@ async function api(method, path, body, again = false) {
   try {
     res = await fetch(path, init);
   } catch (e) {
+    if (signal && signal.aborted) throw new ApiError(-1, 'stopped');
     throw new ApiError(0, `cannot reach jobqd: ${e.message}`);
   }
   const data = await res.text().then(parseJson, () => null);
+  if (signal && signal.aborted) throw new ApiError(-1, 'stopped');
   if (res.ok) return data;
   const message =
     (data && typeof data.error === 'string' && data.error) ||
@@ -185,7 +189,7 @@ async function api(method, path, body, again = false) {
   if (res.status === 401 && path !== '/api/login') showLogin();
   if (res.status === 403 && method !== 'GET' && !again && /csrf/i.test(message)) {
     await loadSession();
-    return api(method, path, body, true);
+    return api(method, path, body, { again: true, signal });
   }
   throw new ApiError(res.status, message);
 }
@@ -697,6 +701,373 @@ function jobRow(queue, state, job, reload) {
   return tr;
 }
 
+// ---- a queue's search by content -------------------------------------------------------------
+
+const SEARCH_MAX = 50; // results shown; the loop stops there
+const SEARCH_MAX_BYTES = 200;
+
+// ASCII letters to lower case, nothing else (the length stays): the API's way of matching.
+const asciiLower = (s) => s.replace(/[A-Z]/g, (c) => String.fromCharCode(c.charCodeAt(0) + 32));
+
+// The excerpt as text nodes, each match of `needle` (ASCII letters in any case) in a <mark>.
+function marked(excerpt, needle) {
+  const text = String(excerpt ?? '');
+  const hay = asciiLower(text);
+  const low = asciiLower(needle);
+  const out = [];
+  let at = 0;
+  for (let hit = hay.indexOf(low); low && hit >= 0; hit = hay.indexOf(low, at)) {
+    if (hit > at) out.push(document.createTextNode(text.slice(at, hit)));
+    out.push(el('mark', {}, text.slice(hit, hit + low.length)));
+    at = hit + low.length;
+  }
+  if (at < text.length) out.push(document.createTextNode(text.slice(at)));
+  return out;
+}
+
+const searchHref = (q, text) => `#/search/${enc(q)}/${enc(text)}`;
+
+// The search box of a queue's page: GET .../search step after step (each `from` the last
+// answer's `next`) until the queue is searched through or SEARCH_MAX are shown. A new search,
+// Stop or leaving the view ends the loop: its requests are aborted and its answers dropped.
+function searchCard(queue, initial, seq) {
+  const input = el('input', {
+    id: 'content-q',
+    type: 'search',
+    name: 'q',
+    value: initial || '',
+    spellcheck: 'false',
+    maxlength: SEARCH_MAX_BYTES,
+    placeholder: 'Find jobs containing…',
+    autocomplete: 'off',
+  });
+  const stopButton = el('button', { type: 'button', id: 'content-stop', hidden: true }, 'Stop');
+  const progress = el('p', { class: 'muted search-progress', id: 'content-progress' });
+  const tbody = el('tbody');
+  const table = el(
+    'table',
+    { class: 'data', id: 'content-results', 'aria-label': `Jobs of ${queue} found by content` },
+    headRow(['Job', 'Where', 'Field', 'Excerpt']),
+    tbody,
+  );
+  const box = tableBox(table);
+  box.hidden = true;
+  const form = el(
+    'form',
+    { class: 'find-form', role: 'search' },
+    el('label', { for: 'content-q', text: 'Text in a job (letters in any case)' }),
+    el(
+      'div',
+      { class: 'inline' },
+      input,
+      el('button', { type: 'submit', class: 'primary' }, 'Search'),
+      stopButton,
+    ),
+  );
+  let gen = 0,
+    ctl = null;
+  const stop = () => {
+    gen++;
+    if (ctl) ctl.abort();
+    ctl = null;
+    stopButton.hidden = true;
+  };
+  const run = async (text) => {
+    stop();
+    const mine = gen;
+    ctl = new AbortController();
+    const signal = ctl.signal;
+    const live = () => mine === gen && alive(seq);
+    let examined = 0,
+      shown = 0,
+      from = null,
+      ended = 'through';
+    tbody.replaceChildren();
+    box.hidden = true;
+    stopButton.hidden = false;
+    const say = (more) =>
+      `searched ${examined.toLocaleString()} jobs, ${shown.toLocaleString()} found${more}`;
+    progress.textContent = say('…');
+    stopButton.onclick = () => {
+      stop();
+      progress.textContent = `Stopped: ${say('.')}`;
+    };
+    try {
+      do {
+        const path =
+          `/api/queues/${enc(queue)}/search?q=${enc(text)}` + (from ? `&from=${enc(from)}` : '');
+        const step = await api('GET', path, null, { signal });
+        if (!live()) return;
+        examined += num(step.examined) || 0;
+        for (const f of Array.isArray(step.found) ? step.found : []) {
+          if (shown >= SEARCH_MAX) break;
+          shown++;
+          const id = String(f.id ?? '');
+          tbody.append(
+            el(
+              'tr',
+              { 'data-id': id },
+              el('td', {}, el('a', { href: jobHref(queue, id), class: 'mono' }, id)),
+              el('td', {}, statusBadge(String(f.where ?? ''))),
+              el('td', { text: f.field ?? '–' }),
+              el('td', { class: 'excerpt' }, marked(f.excerpt, text)),
+            ),
+          );
+          box.hidden = false;
+        }
+        from = typeof step.next === 'string' && step.next ? step.next : null;
+        if (from && shown >= SEARCH_MAX) ended = 'full';
+        progress.textContent = say('…');
+      } while (from && shown < SEARCH_MAX);
+      const all = `Searched all ${examined.toLocaleString()} jobs: `;
+      progress.textContent =
+        ended === 'full'
+          ? `The first ${SEARCH_MAX} found (${examined.toLocaleString()} jobs searched); ` +
+            'a longer text finds fewer.'
+          : all + (shown ? `${plural(shown, 'match')}.` : 'nothing found.');
+    } catch (e) {
+      if (!live() || e.status === -1) return;
+      progress.textContent = `The search stopped: ${say('.')}`;
+      reportError(e);
+    } finally {
+      if (mine === gen) stopButton.hidden = true;
+    }
+  };
+  const start = (raw) => {
+    const text = raw.trim();
+    const bytes = new TextEncoder().encode(text).length;
+    if (!bytes || bytes > SEARCH_MAX_BYTES) {
+      showError(`search for 1-${SEARCH_MAX_BYTES} bytes of text, not ${bytes}`);
+      return;
+    }
+    clearError();
+    // The address names the search (a link to it, Back); no new view for it.
+    if (decode(location.hash) !== decode(searchHref(queue, text)))
+      history.replaceState(null, '', searchHref(queue, text));
+    run(text);
+  };
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    start(input.value);
+  });
+  const card = section('Find jobs by content', form, progress, box);
+  card.id = 'content-search';
+  if (initial) start(initial);
+  return { card, stop };
+}
+
+// ---- a queue's chart of attempts over time ---------------------------------------------------
+
+const CHART_EVERY_MS = 60000;
+const RANGES = { hour: 'Hour', day: 'Day', week: 'Week' };
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const CHART = { h: 180, left: 44, right: 8, top: 10, bottom: 24 }; // px; the width is the box's
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+  for (const child of children) node.append(child);
+  return node;
+}
+
+// A scale's top: 1, 2 or 5 times a power of ten, at least `max`.
+function niceTop(max) {
+  if (max <= 0) return 1;
+  const p = 10 ** Math.floor(Math.log10(max));
+  return [1, 2, 5, 10].map((f) => f * p).find((v) => v >= max);
+}
+
+function msText(ms) {
+  if (ms === null) return '–';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  return ms < 60000 ? `${(ms / 1000).toFixed(1)} s` : duration(ms / 1000);
+}
+
+// Succeeded and failed per point as stacked bars, `w` px wide, a y axis (0, its middle when a
+// whole number, its top) and times below.
+function drawChart(answer, range, w) {
+  const points = Array.isArray(answer.points) ? answer.points : [];
+  const { h, left, right, top, bottom } = CHART;
+  const plotW = w - left - right,
+    plotH = h - top - bottom;
+  const stepMs = (num(answer.step_s) || 60) * 1000;
+  const total = (p) => (num(p.succeeded) || 0) + (num(p.failed) || 0);
+  const max = niceTop(Math.max(0, ...points.map(total)));
+  const y = (v) => top + plotH - (v / max) * plotH;
+  const slot = plotW / Math.max(1, points.length);
+  const bar = Math.max(1, slot * 0.7);
+  const chart = svg('svg', {
+    class: 'chart',
+    viewBox: `0 0 ${w} ${h}`,
+    role: 'img',
+    'aria-label': `Succeeded and failed attempts per ${duration(stepMs / 1000)}, the last ${range}`,
+  });
+  const axis = svg('g', { class: 'chart-axis' });
+  for (const v of Number.isInteger(max / 2) ? [0, max / 2, max] : [0, max]) {
+    axis.append(
+      svg('line', { class: 'chart-grid', x1: left, x2: w - right, y1: y(v), y2: y(v) }),
+      svg('text', { x: left - 6, y: y(v) + 4, 'text-anchor': 'end' }, rate(v)),
+    );
+  }
+  const fmt =
+    range === 'week'
+      ? new Intl.DateTimeFormat(undefined, { weekday: 'short', hour: '2-digit', minute: '2-digit' })
+      : new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+  const last = points.length - 1;
+  const at = w < 600 ? [0, 0.5, 1] : [0, 0.25, 0.5, 0.75, 1]; // labels some 120 px apart at least
+  const ticks = last < 0 ? [] : at.map((f) => Math.round(f * last));
+  for (const i of new Set(ticks)) {
+    const x = left + slot * (i + 0.5);
+    // The first and last labels stay inside the chart.
+    const anchor = i === 0 ? 'start' : i === last ? 'end' : 'middle';
+    const tx = anchor === 'start' ? left : anchor === 'end' ? w - right : x;
+    axis.append(
+      svg('line', { class: 'chart-tick', x1: x, x2: x, y1: top + plotH, y2: top + plotH + 4 }),
+      svg(
+        'text',
+        { x: tx, y: h - 6, 'text-anchor': anchor },
+        fmt.format(new Date(num(points[i].t) || 0)),
+      ),
+    );
+  }
+  const bars = svg('g', { class: 'chart-bars' });
+  points.forEach((p, i) => {
+    const ok = num(p.succeeded) || 0,
+      bad = num(p.failed) || 0;
+    const x = left + slot * i + (slot - bar) / 2;
+    const avg = num(p.avg_ms);
+    const g = svg(
+      'g',
+      { class: 'chart-point', 'data-succeeded': ok, 'data-failed': bad, 'data-t': num(p.t) || 0 },
+      svg(
+        'title',
+        {},
+        `${DATE_FMT.format(new Date(num(p.t) || 0))}: ${ok} succeeded, ${bad} failed` +
+          (num(p.retried) ? `, ${p.retried} retried` : '') +
+          (avg === null ? '' : `, run time ${msText(avg)} on average`),
+      ),
+      svg('rect', { class: 'chart-hit', x: left + slot * i, y: top, width: slot, height: plotH }),
+    );
+    if (ok)
+      g.append(svg('rect', { class: 'chart-ok', x, y: y(ok), width: bar, height: y(0) - y(ok) }));
+    if (bad) {
+      const height = y(ok) - y(ok + bad);
+      g.append(svg('rect', { class: 'chart-fail', x, y: y(ok + bad), width: bar, height }));
+    }
+    bars.append(g);
+  });
+  axis.append(svg('line', { class: 'chart-base', x1: left, x2: w - right, y1: y(0), y2: y(0) }));
+  chart.append(axis, bars);
+  return chart;
+}
+
+// The totals of the range and the run time averaged over every attempt that had one.
+function chartSummary(points) {
+  let ok = 0,
+    bad = 0,
+    runs = 0,
+    sum = 0;
+  for (const p of points) {
+    ok += num(p.succeeded) || 0;
+    bad += num(p.failed) || 0;
+    const avg = num(p.avg_ms);
+    const n = (num(p.succeeded) || 0) + (num(p.failed) || 0) + (num(p.retried) || 0);
+    if (avg !== null && n) {
+      runs += n;
+      sum += avg * n;
+    }
+  }
+  return el(
+    'p',
+    { class: 'chart-legend', id: 'chart-summary' },
+    el('span', { class: 'key key-ok' }),
+    `${ok.toLocaleString()} succeeded`,
+    el('span', { class: 'key key-fail' }),
+    `${bad.toLocaleString()} failed`,
+    el('span', { class: 'chart-avg' }, `average run time ${runs ? msText(sum / runs) : '–'}`),
+  );
+}
+
+function chartCard(queue, seq) {
+  let range = 'hour',
+    timer = 0,
+    gen = 0;
+  const body = el(
+    'div',
+    { class: 'chart-box', id: 'chart' },
+    el('p', { class: 'muted', text: 'Loading…' }),
+  );
+  const buttons = Object.entries(RANGES).map(([r, label]) =>
+    el(
+      'button',
+      {
+        type: 'button',
+        class: 'small',
+        'data-range': r,
+        'aria-pressed': String(r === range),
+        onclick: () => pick(r),
+      },
+      label,
+    ),
+  );
+  const load = async () => {
+    clearTimeout(timer);
+    const mine = ++gen;
+    try {
+      const answer = await api('GET', `/api/queues/${enc(queue)}/history?range=${range}`);
+      if (mine !== gen || !alive(seq)) return;
+      shown = answer;
+      draw();
+    } catch (e) {
+      if (mine !== gen || !alive(seq)) return;
+      body.replaceChildren(el('p', { class: 'muted', text: 'Could not load the history.' }));
+      reportError(e);
+    }
+    if (mine === gen && alive(seq)) timer = setTimeout(load, CHART_EVERY_MS);
+  };
+  let shown = null;
+  const draw = () => {
+    if (!shown) return;
+    const points = Array.isArray(shown.points) ? shown.points : [];
+    const w = Math.max(300, Math.round(body.clientWidth) || 720);
+    body.replaceChildren(drawChart(shown, range, w), chartSummary(points));
+    body.dataset.range = range;
+  };
+  // Drawn again to the box's new width (its text stays the same size).
+  let resizing = 0;
+  const onResize = () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(draw, 150);
+  };
+  window.addEventListener('resize', onResize);
+  const pick = (r) => {
+    range = r;
+    buttons.forEach((b) => b.setAttribute('aria-pressed', String(b.dataset.range === r)));
+    load();
+  };
+  const card = el(
+    'section',
+    { class: 'card', id: 'activity' },
+    el(
+      'div',
+      { class: 'card-head' },
+      el('h2', { text: 'Attempts' }),
+      el('div', { class: 'segmented', role: 'group', 'aria-label': 'Time range' }, buttons),
+    ),
+    body,
+  );
+  load();
+  return {
+    card,
+    stop: () => {
+      gen++;
+      clearTimeout(timer);
+      clearTimeout(resizing);
+      window.removeEventListener('resize', onResize);
+    },
+  };
+}
+
 function viewQueue(main, route, seq) {
   const { queue, state, offset } = route;
   const tabs = stateTabs(queue, state);
@@ -783,6 +1154,8 @@ function viewQueue(main, route, seq) {
 
   if (state === 'dead')
     tools.append(retryDeadButton(queue, null, reloadSoon), purgeDeadButton(queue, reloadSoon));
+  const chart = chartCard(queue, seq);
+  const search = searchCard(queue, route.search, seq);
   main.append(
     el(
       'div',
@@ -799,14 +1172,21 @@ function viewQueue(main, route, seq) {
       tableBox(table),
       pager,
     ),
+    search.card,
+    chart.card,
   );
+  if (route.search) search.card.scrollIntoView();
   onQueues();
   load();
   return {
     onQueues,
     onJob: (j) => j.queue === queue && reloadSoon(),
     refresh: reloadSoon,
-    stop: () => clearTimeout(timer),
+    stop: () => {
+      clearTimeout(timer);
+      search.stop();
+      chart.stop();
+    },
   };
 }
 
@@ -1100,6 +1480,15 @@ function parseRoute() {
         state: STATES.includes(parts[2]) ? parts[2] : 'pending',
         offset: Math.max(0, parseInt(params.get('offset'), 10) || 0),
       };
+    case 'search':
+      if (!parts[1]) break;
+      return {
+        name: 'queue',
+        queue: parts[1],
+        state: 'pending',
+        offset: 0,
+        search: parts[2] || '',
+      };
     case 'job':
       if (!parts[2]) break;
       return { name: 'job', queue: parts[1], id: parts[2] };
@@ -1125,7 +1514,7 @@ function stopView() {
 
 function routeTitle(r) {
   if (r.name === 'job') return r.id;
-  if (r.name === 'queue') return `${r.queue} (${r.state})`;
+  if (r.name === 'queue') return r.search ? `${r.search} in ${r.queue}` : `${r.queue} (${r.state})`;
   return r.name === 'find' ? 'Jobs' : 'Overview';
 }
 
