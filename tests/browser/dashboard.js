@@ -149,6 +149,14 @@ async function run(page, redis) {
         'a daemon in the daemons table',
         () => document.querySelectorAll('#workers tbody tr:not(.empty)').length > 0,
       );
+      await until(
+        page,
+        "Redis' memory and a row per queue",
+        () =>
+          /^Redis 7\.\S* \(standalone\): .* used/.test(
+            document.querySelector('#redis-summary').textContent,
+          ) && document.querySelectorAll('#redis tbody tr:not(.empty)').length === 3,
+      );
     },
   );
   if (!loaded) return;

@@ -609,20 +609,78 @@ function workersTable() {
   return { box: tableBox(table), update };
 }
 
+// ---- Redis: its memory, and what each queue's keys take ----------------------------------------
+
+function bytes(n) {
+  if (typeof n !== 'number' || !Number.isFinite(n)) return '–';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+const REDIS_COLUMNS = [
+  'Queue',
+  { label: 'Pending', cls: 'num' },
+  { label: 'Delayed', cls: 'num' },
+  { label: 'Dead', cls: 'num' },
+  { label: 'History', cls: 'num' },
+];
+
+function redisCard() {
+  const summary = el('p', { class: 'muted', id: 'redis-summary', text: 'Loading…' });
+  const tbody = el('tbody');
+  const table = el(
+    'table',
+    { class: 'data', id: 'redis', 'aria-label': 'What the queues take in Redis' },
+    headRow(REDIS_COLUMNS),
+    tbody,
+  );
+  const update = (r) => {
+    const limit = r.maxmemory ? ` of ${bytes(r.maxmemory)}` : ' (no maxmemory)';
+    summary.textContent =
+      `Redis ${r.version ?? '?'} (${r.mode ?? '?'}): ${bytes(r.used_memory)} used${limit}, ` +
+      `peak ${bytes(r.used_memory_peak)}, eviction ${r.maxmemory_policy ?? '?'}`;
+    const rows = Array.isArray(r.queues) ? r.queues : [];
+    if (!rows.length) return emptyRow(tbody, REDIS_COLUMNS.length, 'No queue.');
+    tbody.replaceChildren(
+      ...rows.map((q) =>
+        el(
+          'tr',
+          {},
+          el('td', {}, el('a', { href: `#/queue/${encodeURIComponent(q.name)}/pending`, class: 'mono', text: q.name })),
+          ...['pending', 'delayed', 'dead', 'history'].map((k) =>
+            el('td', { class: 'num', text: bytes(q.bytes?.[k]) }),
+          ),
+        ),
+      ),
+    );
+  };
+  return { box: el('div', {}, summary, tableBox(table)), update };
+}
+
 function viewOverview(main, route, seq) {
   const queues = queueTable();
   const workers = workersTable();
+  const redis = redisCard();
   const recent = recentList();
   main.append(
     el('div', { class: 'page-head' }, el('h1', { text: 'Overview' })),
     section('Queues', queues.box),
     section('Daemons', workers.box),
+    section('Redis', redis.box),
     section('Recent job ends', recent.list),
   );
   const loadWorkers = async () => {
     try {
-      const list = await api('GET', '/api/workers');
-      if (alive(seq)) workers.update(list);
+      const [list, r] = await Promise.all([api('GET', '/api/workers'), api('GET', '/api/redis')]);
+      if (alive(seq)) {
+        workers.update(list);
+        redis.update(r);
+      }
     } catch (e) {
       if (alive(seq)) reportError(e);
     }
