@@ -739,9 +739,9 @@ SearchStep Admin::search(const std::string& queue, const std::string& text, cons
   // What one answer carries at most.
   constexpr std::size_t kMostFound = 100;
   while (at.phase < 4 && out.examined < budget && out.found.size() < kMostFound) {
-    // Paced: each slice is followed by a pause as long as it took, so that a search keeps at
-    // most half of a core and leaves Redis gaps between its reads (the queues' own work goes
-    // first; a search is a person waiting, not a batch).
+    // Paced: each slice is followed by a pause twice as long as it took, so that a search keeps
+    // a third of a core at most and leaves Redis gaps between its reads (the queues' own work
+    // goes first; a search is a person waiting, not a batch).
     const auto slice_began = std::chrono::steady_clock::now();
     // What one Redis command reads: 500 at most, and no more than the budget left.
     const long long slice =
@@ -827,7 +827,7 @@ SearchStep Admin::search(const std::string& queue, const std::string& text, cons
       at.pos = step.next;
       through = step.next == "0";
     }
-    std::this_thread::sleep_for(std::chrono::steady_clock::now() - slice_began);
+    std::this_thread::sleep_for(2 * (std::chrono::steady_clock::now() - slice_began));
     if (through) {
       at.pos = "0";
       if (++at.shard == shards.size()) {

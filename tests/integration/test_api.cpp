@@ -414,30 +414,28 @@ TEST_CASE(
     }
     r.pipeline(cmds);
   }
-  // How long 3,000 jobs take from their push to the last one's end (the median of three).
+  // How long 3,000 jobs take from their push to the last one's end.
   int round = 0;
   const auto drain = [&] {
-    std::vector<std::chrono::milliseconds> took;
-    for (int k = 0; k < 3; ++k, ++round) {
-      const auto names = ids("r" + std::to_string(round) + "-", 3000);
-      const auto t0 = std::chrono::steady_clock::now();
-      push(r, "q", jobs_for(names, "{}"));
-      REQUIRE(eventually([&] { return count_status(r, "q", names, "succeeded") == 3000; }, 60s));
-      took.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::steady_clock::now() - t0));
-    }
-    std::sort(took.begin(), took.end());
-    return took[1];
+    const auto names = ids("r" + std::to_string(round++) + "-", 3000);
+    const auto t0 = std::chrono::steady_clock::now();
+    push(r, "q", jobs_for(names, "{}"));
+    REQUIRE(eventually([&] { return count_status(r, "q", names, "succeeded") == 3000; }, 60s));
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 t0);
   };
-  const auto alone = drain();
-  // A search running through the whole queue, step after step, beside the drain.
-  std::atomic<bool> stop{false};
+  // A search running through the whole queue, step after step, while `searching` is set.
+  std::atomic<bool> searching{false}, done{false};
   std::atomic<int> steps{0};
   std::atomic<long long> slowest_ms{0}, examined{0};
   std::atomic<bool> found{false}, bad{false};
   std::thread searcher([&] {
     std::string from;
-    while (!stop) {
+    while (!done) {
+      if (!searching) {
+        std::this_thread::sleep_for(1ms);
+        continue;
+      }
       const auto t0 = std::chrono::steady_clock::now();
       const auto got = get(addr, "/api/queues/q/search?q=golden%20TICKET" +
                                      (from.empty() ? std::string() : "&from=" + from));
@@ -456,18 +454,28 @@ TEST_CASE(
       from = j["next"].is_null() ? "" : j["next"].get<std::string>();
     }
   });
-  const auto with_search = drain();
-  stop = true;
+  // Rounds alone and beside the search in turn, so that what else the machine does weighs on
+  // both alike; the medians compared.
+  std::vector<std::chrono::milliseconds> alone, beside;
+  for (int k = 0; k < 3; ++k) {
+    alone.push_back(drain());
+    searching = true;
+    beside.push_back(drain());
+    searching = false;
+  }
+  done = true;
   searcher.join();
-  INFO("drain alone " << alone.count() << " ms, with a search " << with_search.count() << " ms; "
+  std::sort(alone.begin(), alone.end());
+  std::sort(beside.begin(), beside.end());
+  INFO("drain alone " << alone[1].count() << " ms, beside a search " << beside[1].count() << " ms; "
                       << steps << " search steps, the slowest " << slowest_ms << " ms, " << examined
                       << " jobs examined");
   CHECK_FALSE(bad);
-  CHECK(steps >= 5);
+  CHECK(steps >= 3);
   CHECK(slowest_ms < 2000);
   // Twice the time alone; the 50 ms allow for a machine's scheduling where the drain alone takes
   // a few tens of milliseconds (a stalled Redis would add seconds).
-  CHECK(with_search <= 2 * alone + std::chrono::milliseconds(50));
+  CHECK(beside[1] <= 2 * alone[1] + std::chrono::milliseconds(50));
   // And the search, run through, finds the job.
   std::string from;
   int calls = 0;
