@@ -4,6 +4,7 @@
 // two front ends only print or serialise what it returns.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -122,8 +123,10 @@ struct SearchStep {
   std::string next;
   std::size_t examined = 0;  // jobs (and job states) looked at
 };
-/// Jobs one search call looks at, at most: every Redis command of it reads at most 500.
+/// Jobs one search call looks at, at most: every Redis command of it reads at most 500. And the
+/// time it goes on for at most, its pauses included (it stops after the slice that passes it).
 inline constexpr std::size_t kSearchBudget = 5000;
+inline constexpr std::chrono::milliseconds kSearchTime{1000};
 
 class Admin {
  public:

@@ -472,7 +472,8 @@ TEST_CASE(
                       << " jobs examined");
   CHECK_FALSE(bad);
   CHECK(steps >= 3);
-  CHECK(slowest_ms < 2000);
+  // A step goes on for 1 s at most (then the slice it is in): well within the API's 5 s.
+  CHECK(slowest_ms < 4000);
   // Twice the time alone; the 50 ms allow for a machine's scheduling where the drain alone takes
   // a few tens of milliseconds (a stalled Redis would add seconds).
   CHECK(beside[1] <= 2 * alone[1] + std::chrono::milliseconds(50));
