@@ -183,11 +183,9 @@ void Engine::start() {
 }
 
 namespace {
-// The wall clock's minute (unix ms / 60000): the history's unit, the same on every host.
+// The wall clock's minute: the history's unit, the same on every host.
 std::int64_t wall_minute() {
-  return std::chrono::duration_cast<std::chrono::minutes>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return store::unix_ms() / 60000;
 }
 
 constexpr std::size_t kMinuteOfBeats = 60 * 1000 / store::kHeartbeatEveryMs;

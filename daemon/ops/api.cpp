@@ -19,6 +19,7 @@
 #include "job/text.hpp"
 #include "redis/connection.hpp"
 #include "store/calls.hpp"
+#include "store/queue_store.hpp"
 #include "store/shards.hpp"
 #include "version.hpp"
 
@@ -74,8 +75,20 @@ bool same(const std::string& given, const std::string& expected) {
          CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0;
 }
 
+// JSON text that never fails on a job's bytes (invalid UTF-8 is replaced).
+std::string compact(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 std::string text_of(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  return compact(j) + "\n";
+}
+
+// GET /api/queues' list, as the feed sends it too.
+json queue_rows(const std::vector<store::QueueView>& views) {
+  json rows = json::array();
+  for (const auto& v : views) rows.push_back(store::queue_row(v));
+  return rows;
 }
 
 HttpResponse answer(int status, const json& body) {
@@ -120,12 +133,9 @@ bool lower_equal(const std::string& a, const std::string& b) {
          });
 }
 
-std::optional<std::int64_t> number(const std::optional<std::string>& s) {
-  if (!s || s->empty() || s->size() > 18) return std::nullopt;
-  std::int64_t v = 0;
-  auto [p, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
-  if (ec != std::errc() || p != s->data() + s->size()) return std::nullopt;
-  return v;
+// A query parameter as a whole number (store::whole_number), nullopt when absent or not one.
+std::optional<long long> number(const std::optional<std::string>& s) {
+  return s ? store::whole_number(*s) : std::nullopt;
 }
 
 // A job as GET /api/jobs/ID shows it: its state, where it was found, and who holds it.
@@ -578,9 +588,7 @@ async::Task<HttpResponse> Api::queues() {
   std::string why;
   try {
     auto views = co_await async::wait_for(read_queues(), kDeadline);
-    json rows = json::array();
-    for (const auto& v : views) rows.push_back(store::queue_row(v));
-    co_return answer(200, rows);
+    co_return answer(200, queue_rows(views));
   } catch (const async::TimeoutError&) {
     why = "Redis did not answer within 5 s";
   } catch (const std::exception& e) {
@@ -634,9 +642,7 @@ async::Task<HttpResponse> Api::history(std::string queue, std::string range) {
     co_return error(503, "Redis did not answer within 5 s");
   }
   if (!got.ok()) co_return error(got.error().connection() ? 503 : 500, got.error().message);
-  const std::int64_t now_minute = std::chrono::duration_cast<std::chrono::minutes>(
-                                      std::chrono::system_clock::now().time_since_epoch())
-                                      .count();
+  const std::int64_t now_minute = store::unix_ms() / 60000;
   // In the hash's unit (minutes, or hours for the week), aligned to whole steps.
   const std::int64_t unit_now = hours ? now_minute / 60 : now_minute;
   const std::int64_t per_point = hours ? 1 : step;
@@ -680,7 +686,7 @@ async::Task<HttpResponse> Api::redis_view() {
     if (!memory.ok() || !server.ok()) {
       why = memory.ok() ? server.error().message : memory.error().message;
     } else {
-      const auto number = [](const std::map<std::string, std::string>& m, const char* k) {
+      const auto whole = [](const std::map<std::string, std::string>& m, const char* k) {
         auto it = m.find(k);
         auto v = it == m.end() ? std::nullopt : store::whole_number(it->second);
         return v ? json(*v) : json();
@@ -711,9 +717,9 @@ async::Task<HttpResponse> Api::redis_view() {
       }
       co_return answer(200, json{{"version", text(*server, "redis_version")},
                                  {"mode", text(*server, "redis_mode")},
-                                 {"used_memory", number(*memory, "used_memory")},
-                                 {"used_memory_peak", number(*memory, "used_memory_peak")},
-                                 {"maxmemory", number(*memory, "maxmemory")},
+                                 {"used_memory", whole(*memory, "used_memory")},
+                                 {"used_memory_peak", whole(*memory, "used_memory_peak")},
+                                 {"maxmemory", whole(*memory, "maxmemory")},
                                  {"maxmemory_policy", text(*memory, "maxmemory_policy")},
                                  {"queues", std::move(queues)}});
     }
@@ -788,9 +794,7 @@ async::Task<void> Api::feed_queues() {
     if (listeners_ == 0) co_await listening_.wait();
     try {
       auto views = co_await async::wait_for(read_queues(), kDeadline);
-      json rows = json::array();
-      for (const auto& v : views) rows.push_back(store::queue_row(v));
-      std::string text = rows.dump(-1, ' ', false, json::error_handler_t::replace);
+      std::string text = compact(queue_rows(views));
       if (text != queues_json_ && listeners_ > 0) {
         queues_json_ = std::move(text);
         ++queues_version_;
@@ -842,8 +846,7 @@ async::Task<void> Api::feed_jobs() {
           const json end = {{"id", field(*e, "id")},
                             {"queue", field(*e, "queue")},
                             {"status", field(*e, "status")}};
-          job_ends_.emplace_back(++job_seq_,
-                                 end.dump(-1, ' ', false, json::error_handler_t::replace));
+          job_ends_.emplace_back(++job_seq_, compact(end));
           if (job_ends_.size() > kKeptEnds) job_ends_.pop_front();
           any = true;
         }
