@@ -3,6 +3,10 @@
 # config's embedded Redis), tini and CA certificates. tests/integration/test_packaging.cpp lints
 # this file and checks both package lists against the Makefile and the binaries, and computes
 # the build context .dockerignore leaves (the sources, a few hundred KB).
+# Cron schedules' time zones are read from tzdata's /usr/share/zoneinfo: tzdata is in
+# debian:12-slim already (priority required in Debian 12), and libdate-tz3 depends on it.
+# libdate-tz3 joins the run stage's list once a binary calls into it: the linker drops a
+# library nothing uses (--as-needed), and the test asks for it exactly when it is linked.
 #
 #   make image      # docker build --build-arg JOBQD_VERSION="$(make -s version)" -t jobqd .
 #   docker run -d --name jobqd -v jobqd-state:/var/lib/jobqd jobqd
@@ -15,6 +19,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       g++ make pkg-config libevent-dev libhiredis-dev libyaml-cpp-dev libssl-dev \
       nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev libcli11-dev \
+      libhowardhinnant-date-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

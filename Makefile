@@ -26,11 +26,19 @@ PKGS := libevent libevent_openssl hiredis yaml-cpp libsystemd spdlog fmt openssl
 # pkg-config only once the packages exist (deps runs first on a fresh machine).
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Howard Hinnant's date/tz (libhowardhinnant-date-dev: the time zones of cron schedules, the
+# library C++20's std::chrono::tzdb came from, which GCC 12's libstdc++ lacks) has no pkg-config
+# file. Debian builds libdate-tz with these defines (its CMake package exports them): USE_OS_TZDB
+# reads /usr/share/zoneinfo (tzdata) and never downloads anything. Every file that includes
+# date/tz.h must see the same ones, or its time_zone has another layout than the library's.
+DATE_CFLAGS := -DUSE_OS_TZDB=1 -DONLY_C_LOCALE=1 -DHAS_STRING_VIEW=1
+DATE_LIBS := -ldate-tz
 
 OPT ?= -O2
 CXXFLAGS ?= $(OPT) -g
-override CXXFLAGS += -std=c++20 -Wall -Wextra -Werror -MMD -MP -Idaemon -I. $(PKG_CFLAGS)
-LDLIBS = $(PKG_LIBS) -pthread
+override CXXFLAGS += -std=c++20 -Wall -Wextra -Werror -MMD -MP -Idaemon -I. $(PKG_CFLAGS) \
+  $(DATE_CFLAGS)
+LDLIBS = $(PKG_LIBS) $(DATE_LIBS) -pthread
 ifneq ($(SANITIZE),)
 # GCC 12's -Wmaybe-uninitialized misfires on sanitizer-instrumented libstdc++ (<regex> in Catch's
 # runner); the plain build keeps the warning.
@@ -43,7 +51,8 @@ endif
 # Exactly what building, testing and running need (Debian 12 package names). The Dockerfile's
 # build stage installs BUILD_PACKAGES (tests/integration/test_packaging.cpp compares them).
 BUILD_PACKAGES := g++ make pkg-config libevent-dev libhiredis-dev libyaml-cpp-dev libssl-dev \
-  nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev libcli11-dev
+  nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev libcli11-dev \
+  libhowardhinnant-date-dev
 # make test checks the format (clang-format); tests/integration/test_build.cpp runs git.
 TEST_PACKAGES := catch2 redis-server redis-sentinel redis-tools python3 python3-redis openssl ca-certificates \
   procps systemd zsh clang-format git lua-check chromium
@@ -312,14 +321,14 @@ FUZZ_BUILD := build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_CXX ?= clang++-14
 FUZZ_PACKAGES := clang-14 libclang-rt-14-dev llvm-14
-FUZZ_TARGETS := job config redis_reply http_response http_request
+FUZZ_TARGETS := job config redis_reply http_response http_request cron
 # -fno-sanitize=function: clang 14 cannot emit that check's prologue data for coroutines' split
 # functions (the assembler stops with "Cannot represent a difference across sections").
 # fuzz/compat/source_location.hpp supplies std::source_location, which libstdc++ 12 leaves out
 # for clang 14 (daemon/async/ uses it).
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize=function -fno-sanitize-recover=all
 FUZZ_CXXFLAGS = -std=c++20 -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Werror -MMD -MP \
-  -Idaemon -I. $(PKG_CFLAGS) -include fuzz/compat/source_location.hpp $(FUZZ_SAN) \
+  -Idaemon -I. $(PKG_CFLAGS) $(DATE_CFLAGS) -include fuzz/compat/source_location.hpp $(FUZZ_SAN) \
   -fsanitize=fuzzer-no-link
 FUZZ_SRC_job := daemon/job/job.cpp daemon/job/text.cpp daemon/job/id.cpp
 FUZZ_SRC_config := $(wildcard daemon/config/*.cpp)
@@ -329,6 +338,7 @@ FUZZ_SRC_redis_reply := $(filter-out daemon/store/admin.cpp,$(wildcard daemon/re
 FUZZ_SRC_http_response := $(wildcard daemon/async/*.cpp daemon/handlers/*.cpp) \
   $(FUZZ_SRC_config) $(FUZZ_SRC_job)
 FUZZ_SRC_http_request := daemon/ops/http_request.cpp
+FUZZ_SRC_cron := daemon/config/cron.cpp daemon/config/units.cpp daemon/config/suggest.cpp
 fuzz_obj = $(patsubst %.cpp,$(FUZZ_BUILD)/obj/%.o,$(1))
 FUZZ_BINS := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_TARGETS))
 
@@ -348,7 +358,7 @@ $(FUZZ_BUILD)/obj/%.o: %.cpp | fuzz-deps
 define fuzz_target
 $(FUZZ_BUILD)/fuzz_$(1): $(call fuzz_obj,fuzz/fuzz_$(1).cpp $(FUZZ_SRC_$(1)))
 	$$(call say,FUZZ-LINK,$$@)
-	$$(Q)$$(FUZZ_CXX) -fsanitize=fuzzer $$(FUZZ_SAN) $$^ $$(PKG_LIBS) -pthread -o $$@
+	$$(Q)$$(FUZZ_CXX) -fsanitize=fuzzer $$(FUZZ_SAN) $$^ $$(PKG_LIBS) $$(DATE_LIBS) -pthread -o $$@
 fuzz-$(1): $(FUZZ_BINS)
 	@fuzz/run $(FUZZ_BUILD) $(1) $(FUZZ_SECONDS)
 endef
