@@ -3,10 +3,8 @@
 # config's embedded Redis), tini and CA certificates. tests/integration/test_packaging.cpp lints
 # this file and checks both package lists against the Makefile and the binaries, and computes
 # the build context .dockerignore leaves (the sources, a few hundred KB).
-# Cron schedules' time zones are read from tzdata's /usr/share/zoneinfo: tzdata is in
-# debian:12-slim already (priority required in Debian 12), and libdate-tz3 depends on it.
-# libdate-tz3 joins the run stage's list once a binary calls into it: the linker drops a
-# library nothing uses (--as-needed), and the test asks for it exactly when it is linked.
+# Cron schedules' time zones are read from tzdata's /usr/share/zoneinfo by libdate-tz3: tzdata
+# is in debian:12-slim already (priority required in Debian 12), and libdate-tz3 depends on it.
 #
 #   make image      # docker build --build-arg JOBQD_VERSION="$(make -s version)" -t jobqd .
 #   docker run -d --name jobqd -v jobqd-state:/var/lib/jobqd jobqd
@@ -33,7 +31,7 @@ FROM debian:12-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libevent-2.1-7 libevent-openssl-2.1-7 libfmt9 libhiredis0.14 libspdlog1.10 libssl3 \
-      libstdc++6 libsystemd0 libyaml-cpp0.7 redis-server tini ca-certificates \
+      libstdc++6 libsystemd0 libyaml-cpp0.7 libdate-tz3 redis-server tini ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --user-group --home-dir /var/lib/jobqd --shell /usr/sbin/nologin jobqd \
  && install -d -o jobqd -g jobqd -m 0700 /var/lib/jobqd \

@@ -34,6 +34,14 @@ int cmd_pause(const Globals& g, const std::string& queue, bool pause);
 int cmd_dead(const Globals& g, const std::string& action, const std::string& queue,
              const std::string& id, bool all, std::size_t limit);
 
+struct ScheduleArgs {
+  std::string action, name, queue, cron, timezone, job, payload, catch_up = "one", jitter;
+};
+/// jobqctl schedules: every schedule with its last run, that job's outcome and the next tick.
+int cmd_schedules(const Globals& g);
+/// jobqctl schedule add|rm|pause|resume NAME.
+int cmd_schedule(const Globals& g, const ScheduleArgs& a);
+
 /// Waits for a final state of job `id` (subscribed first, so no event can slip by), prints the
 /// result or the error, and returns the exit code (submit --wait and wait).
 int wait_for_job(store::Admin& admin, const std::string& queue, const std::string& id,

@@ -144,9 +144,6 @@ std::string dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-namespace {
-
-// `2026-12-02 06:09:12Z`: a unix ms time as people read it (UTC, as in jobqd's log).
 std::string clock_text(std::int64_t ms) {
   const std::time_t secs = static_cast<std::time_t>(ms / 1000);
   std::tm tm{};
@@ -155,8 +152,6 @@ std::string clock_text(std::int64_t ms) {
   std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
   return buf;
 }
-
-}  // namespace
 
 std::string relative(std::int64_t ms, std::int64_t now) {
   const std::int64_t d = now - ms;

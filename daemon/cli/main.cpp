@@ -114,6 +114,32 @@ EXAMPLES
   deadcmd->add_option("--limit", dead_limit, "list: at most this many, oldest first (default 100)")
       ->check(CLI::Range(1, 100000));
 
+  auto* schedulescmd = app.add_subcommand(
+      "schedules", "list the schedules: cron, zone, queue, last run and its outcome, next run");
+  schedulescmd->footer("\nEXAMPLE\n  jobqctl schedules --json");
+  ScheduleArgs sch;
+  auto* schedulecmd = app.add_subcommand(
+      "schedule", "add, remove (rm), pause or resume a schedule stored in Redis");
+  schedulecmd->add_option("ACTION", sch.action, "add, rm, pause or resume")
+      ->required()
+      ->check(CLI::IsMember({"add", "rm", "pause", "resume"}));
+  schedulecmd->add_option("NAME", sch.name, "schedule name")->required();
+  schedulecmd->add_option("--cron", sch.cron,
+                          "add: 5 fields (\"0 3 * * *\"), @hourly-style, or @every DURATION");
+  schedulecmd->add_option("--queue,-q", sch.queue, "add: the queue its jobs go to (else: found)");
+  schedulecmd->add_option("--timezone", sch.timezone, "add: an IANA zone (default UTC)");
+  schedulecmd->add_option("--job", sch.job, "add: the job each tick enqueues, as JSON (no id)");
+  schedulecmd->add_option("--payload", sch.payload, "add: just its payload, as JSON");
+  schedulecmd->add_option("--catch-up", sch.catch_up, "add: missed ticks: skip, one or all")
+      ->check(CLI::IsMember({"skip", "one", "all"}));
+  schedulecmd->add_option("--jitter", sch.jitter, "add: each job runs up to this much later");
+  schedulecmd->footer(
+      "\nA schedule added here is stored in Redis beside the config's (which are changed in\n"
+      "their file; pause and resume work on both). Every jobqd serving the queue picks a change\n"
+      "up within 2s; each tick enqueues one job, whatever the number of daemons.\n"
+      "EXAMPLES\n  jobqctl schedule add report --cron \"0 6 * * 1-5\" --timezone Europe/Berlin "
+      "-q mail --payload '{\"to\":\"ops\"}'\n  jobqctl schedule pause report");
+
   std::string jobs_queue, jobs_state = "pending";
   std::size_t jobs_limit = 100;
   auto* jobscmd = app.add_subcommand("jobs", "list a queue's jobs in one state, oldest first");
@@ -209,6 +235,8 @@ EXAMPLES
     if (workers->parsed()) return cmd_workers(g);
     if (jobscmd->parsed()) return cmd_jobs(g, jobs_queue, jobs_state, jobs_limit);
     if (stats->parsed()) return cmd_stats(g, watch, every);
+    if (schedulescmd->parsed()) return cmd_schedules(g);
+    if (schedulecmd->parsed()) return cmd_schedule(g, sch);
     if (pausecmd->parsed()) return cmd_pause(g, pause_queue, true);
     if (resumecmd->parsed()) return cmd_pause(g, resume_queue, false);
   } catch (const Exit& e) {

@@ -2,6 +2,7 @@
 #include "config/config.hpp"
 
 #include "config/command.hpp"
+#include "config/cron.hpp"
 #include "config/http_url.hpp"
 #include "config/suggest.hpp"
 
@@ -10,11 +11,14 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -998,6 +1002,99 @@ const Key<QueueConfig> kQueueKeys[] = {
      }},
 };
 
+constexpr const char* kStrTag = "tag:yaml.org,2002:str";
+
+// A plain (unquoted) YAML scalar as JSON: YAML 1.2's core schema (null, true/false, numbers).
+nlohmann::json plain_json(const std::string& t) {
+  using nlohmann::json;
+  if (t == "true" || t == "false") return json(t == "true");
+  if (t == "~" || t == "null" || t.empty()) return json(nullptr);
+  const char* end = t.data() + t.size();
+  long long i = 0;
+  if (std::from_chars(t.data(), end, i).ptr == end) return json(i);
+  double d = 0;
+  if (std::from_chars(t.data(), end, d).ptr == end && std::isfinite(d)) return json(d);
+  return json(t);
+}
+
+// A YAML value as JSON (a schedule's job): YAML 1.2's core schema for plain scalars (null,
+// true/false, numbers), a quoted scalar always a string. Nullopt (reported) for what JSON cannot
+// hold: a map key that is not a scalar.
+std::optional<nlohmann::json> yaml_json(const YAML::Node& n, const Ctx& c, const std::string& k) {
+  using nlohmann::json;
+  if (!n.IsDefined() || n.IsNull()) return json(nullptr);
+  if (n.IsSequence()) {
+    json out = json::array();
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      auto v = yaml_json(n[i], c, k + "[" + std::to_string(i) + "]");
+      if (!v) return std::nullopt;
+      out.push_back(std::move(*v));
+    }
+    return out;
+  }
+  if (n.IsMap()) {
+    json out = json::object();
+    for (const auto& e : entries(n, c, k, "a key in " + k)) {
+      auto v = yaml_json(e.value, c, k + "." + e.name);
+      if (!v) return std::nullopt;
+      out[e.name] = std::move(*v);
+    }
+    return out;
+  }
+  const std::string& t = n.Scalar();
+  if (n.Tag() == "!" || n.Tag() == kStrTag) return json(t);  // quoted, or tagged !!str
+  return plain_json(t);
+}
+
+// A JSON value as YAML (--print-config), reading back as the same JSON: a string that a plain
+// scalar would read as another type is tagged !!str (yaml-cpp's emitter has no per-scalar quote).
+YAML::Node json_yaml(const nlohmann::json& v) {
+  if (v.is_object()) {
+    YAML::Node out(YAML::NodeType::Map);
+    for (const auto& [k, e] : v.items()) out[k] = json_yaml(e);
+    out.SetStyle(YAML::EmitterStyle::Flow);
+    return out;
+  }
+  if (v.is_array()) {
+    YAML::Node out(YAML::NodeType::Sequence);
+    for (const auto& e : v) out.push_back(json_yaml(e));
+    out.SetStyle(YAML::EmitterStyle::Flow);
+    return out;
+  }
+  if (v.is_null()) return YAML::Node(YAML::NodeType::Null);
+  if (v.is_string()) {
+    YAML::Node out(v.get<std::string>());
+    if (!plain_json(v.get<std::string>()).is_string()) out.SetTag(kStrTag);
+    return out;
+  }
+  return YAML::Node(v.dump());
+}
+
+const Key<ScheduleConfig> kScheduleKeys[] = {
+    string_key("cron", &ScheduleConfig::cron, live),
+    string_key("timezone", &ScheduleConfig::timezone, live),
+    string_key("queue", &ScheduleConfig::queue, live),
+    {"job", "map", live,
+     [](ScheduleConfig& s, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       if (!n.IsMap()) {
+         report(c, n, k + ": must be a map (the job each tick enqueues: {payload: ...})");
+         return;
+       }
+       auto v = yaml_json(n, c, k);
+       if (!v) return;
+       if (v->contains("id")) {
+         report(c, n["id"], k + ".id: each tick's job gets its own id (NAME:TIME); leave it out");
+         return;
+       }
+       if (!v->contains("payload")) (*v)["payload"] = nlohmann::json::object();
+       s.job = v->dump();
+     },
+     [](const ScheduleConfig& s) { return json_yaml(nlohmann::json::parse(s.job)); }},
+    choice_key("catch_up", "skip | one | all", &ScheduleConfig::catch_up, {"skip", "one", "all"},
+               live),
+    duration_key("jitter", &ScheduleConfig::jitter, 0ms, live),
+};
+
 template <class S, std::size_t N>
 std::vector<std::string> names_of(const Key<S> (&table)[N]) {
   std::vector<std::string> out;
@@ -1005,8 +1102,8 @@ std::vector<std::string> names_of(const Key<S> (&table)[N]) {
   return out;
 }
 
-const std::vector<std::string> kSections = {"daemon",   "redis",  "http", "logging",
-                                            "handlers", "queues", "state"};
+const std::vector<std::string> kSections = {"daemon",   "redis",  "http",  "logging",
+                                            "handlers", "queues", "state", "schedules"};
 
 // A level of the config (a section, a queue, a handler...), for naming a key found at the wrong
 // one: what its keys are called in messages, and the keys.
@@ -1028,6 +1125,7 @@ const Level& section_level(const std::string& name) {
       {"spool", {"a key of a spool source", names_of(kSpoolKeys)}},
       {"limits", {"a key of a handler's limits", names_of(kLimitKeys)}},
       {"tls", {"a key of redis.tls", names_of(kTlsKeys)}},
+      {"schedule", {"a schedule key", names_of(kScheduleKeys)}},
   };
   return levels.at(name);
 }
@@ -1145,6 +1243,7 @@ class Checker {
     read_handlers();
     read_queues();
     spool_owners();
+    read_schedules();
     if (cfg.daemon.name.empty()) {
       char host[256] = {};
       if (gethostname(host, sizeof host - 1) != 0 || !valid_name(host)) {
@@ -1425,6 +1524,67 @@ class Checker {
     }
   }
 
+  void read_schedules() {
+    const YAML::Node schedules = section("schedules");
+    if (schedules.IsDefined() && !schedules.IsNull() && !schedules.IsMap()) {
+      report(c, schedules, "schedules must be a map of schedule names to settings");
+      return;
+    }
+    if (!schedules.IsMap()) return;
+    for (const auto& e : entries(schedules, c, "schedules", "a schedule name")) {
+      if (!valid_name(e.name)) {
+        report(c, e.key,
+               "schedule name '" + e.name + "': use 1-64 characters of A-Z a-z 0-9 _ . -");
+      }
+      ScheduleConfig s;
+      s.name = e.name;
+      const auto& m = e.key.Mark();
+      s.origin = c.origin + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+      const std::string where = "schedules." + e.name;
+      const auto refused = apply(s, e.value, c, kScheduleKeys, where);
+      if (!e.value.IsMap()) {
+        if (e.value.IsNull()) report(c, e.key, where + ": needs cron and queue");
+        continue;
+      }
+      if (!e.value["cron"] && !refused.count("cron")) {
+        report(c, e.key, where + ": cron is missing (\"0 3 * * *\", @hourly, @every 30s)");
+      }
+      if (!e.value["queue"] && !refused.count("queue")) {
+        report(c, e.key, where + ": queue is missing (the queue its jobs go to)");
+      }
+      if (const YAML::Node zone = e.value["timezone"]; zone && !refused.count("timezone")) {
+        if (auto why = zone_problem(s.timezone); !why.empty()) {
+          report(c, zone, where + ".timezone: " + why);
+        }
+      }
+      if (const YAML::Node cron = e.value["cron"]; cron && !refused.count("cron")) {
+        auto parsed = Cron::parse(s.cron, "");
+        if (auto* p = std::get_if<CronProblem>(&parsed)) {
+          // The column of the problem inside the expression, past a quote.
+          YAML::Mark at = cron.Mark();
+          const bool quoted = cron.Tag() == "!";
+          if (!at.is_null()) at.column += static_cast<int>(p->column - 1) + (quoted ? 1 : 0);
+          report_at(c, at, where + ".cron: " + p->message);
+        }
+      }
+      if (!s.queue.empty() && !cfg.queue(s.queue) && e.value["queue"]) {
+        std::string names;
+        for (const auto& q : cfg.queues) names += (names.empty() ? "" : ", ") + q.name;
+        report(c, e.value["queue"],
+               where + ": queue '" + s.queue + "' is not configured" +
+                   (names.empty() ? "" : " (queues: " + names + ")"));
+      }
+      if (const YAML::Node job = e.value["job"]; job && job.IsMap() && job["handler"]) {
+        const auto handler = job["handler"].IsScalar() ? job["handler"].Scalar() : "";
+        if (!cfg.handlers.count(handler) && !handlers_unread) {
+          report(c, job["handler"],
+                 where + ".job.handler: handler '" + handler + "' is not defined");
+        }
+      }
+      cfg.schedules.push_back(std::move(s));
+    }
+  }
+
   // A spool directory belongs to one queue: two would race for the same files.
   void spool_owners() {
     std::map<std::string, std::string> owner;
@@ -1561,6 +1721,7 @@ std::vector<KeyInfo> schema() {
   add_keys(out, "queues.*", kQueueKeys, minimal.queues[0]);
   add_keys(out, "queues.*.retain", kRetainKeys, minimal.queues[0].retain);
   add_keys(out, "queues.*.sources.spool", kSpoolKeys);
+  add_keys(out, "schedules.*", kScheduleKeys, ScheduleConfig{});
   return out;
 }
 
@@ -1583,6 +1744,11 @@ std::string print(const Config& cfg) {
   YAML::Node queues(YAML::NodeType::Map);
   for (const auto& q : cfg.queues) queues[q.name] = show_all(q, kQueueKeys);
   root["queues"] = queues;
+  if (!cfg.schedules.empty()) {
+    YAML::Node schedules(YAML::NodeType::Map);
+    for (const auto& sc : cfg.schedules) schedules[sc.name] = show_all(sc, kScheduleKeys);
+    root["schedules"] = schedules;
+  }
   YAML::Emitter out;
   out << root;
   return "# " + cfg.path + ": the effective config, every default filled in, secrets masked\n" +

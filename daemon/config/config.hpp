@@ -199,6 +199,21 @@ struct QueueConfig {
   bool timeout_set = false;  // set explicitly (else inherited from the handler)
 };
 
+/// A periodic job (`schedules:`, docs/schedules.md): each tick of `cron` in `timezone` enqueues
+/// `job` into `queue`, once across every daemon. jobqctl's schedules (stored in Redis) take the
+/// same form.
+struct ScheduleConfig {
+  std::string name;
+  std::string origin;    // `file:line:column` of its definition
+  std::string cron;      // as written: 5 fields, @hourly-style, or @every DURATION (cron.hpp)
+  std::string timezone;  // an IANA zone; "": UTC
+  std::string queue;
+  std::string job =
+      R"({"payload":{}})";       // the job each tick enqueues, as JSON (no id: each tick's)
+  std::string catch_up = "one";  // ticks missed while no daemon ran: skip, one or all
+  Millis jitter = 0ms;           // each tick's job runs up to this much later, at random
+};
+
 struct Config {
   std::string path;  // the file it came from
   DaemonSection daemon;
@@ -208,6 +223,7 @@ struct Config {
   StateSection state;
   std::map<std::string, HandlerConfig> handlers;
   std::vector<QueueConfig> queues;
+  std::vector<ScheduleConfig> schedules;
 
   const QueueConfig* queue(const std::string& name) const;
 };

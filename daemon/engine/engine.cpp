@@ -77,12 +77,14 @@ Engine::Engine(const config::Config& cfg, const std::string& redis_url) : cfg_(c
     handler_names_.insert(name);
   }
   control_ = make_router("redis (heartbeat)");  // before the lanes: they use it
+  scheduler_ = std::make_unique<Scheduler>(cfg_, *control_);
   for (const auto& q : cfg_.queues) lanes_.push_back(make_lane(q));
   started_ms_ = store::unix_ms();
 }
 
 Engine::~Engine() {
   if (heartbeat_task_.valid()) heartbeat_task_.abort();
+  if (scheduler_task_.valid()) scheduler_task_.abort();
   sentinel_watch_.reset();
   // Runners before the clients they use; tasks before the lanes they refer to.
   for (auto& r : retired_) {
@@ -167,6 +169,7 @@ void Engine::start_lane(Lane& lane) {
 void Engine::start() {
   for (auto& l : lanes_) start_lane(*l);
   heartbeat_task_ = async::spawn(heartbeat(), "heartbeat");
+  scheduler_task_ = async::spawn(scheduler_->run(), "scheduler");
   if (connect_.url.kind == redis::Url::Kind::sentinel) {
     sentinel_watch_ =
         std::make_unique<redis::SentinelWatch>(connect_, [this](const std::string& to) {
@@ -460,6 +463,7 @@ std::vector<std::string> Engine::reload(const config::Config& given) {
     }
   }
   lanes_ = std::move(lanes);
+  scheduler_->reload(cfg_);
   return restart;
 }
 
@@ -497,6 +501,10 @@ async::Task<void> Engine::stop() {
   if (heartbeat_task_.valid()) {
     heartbeat_task_.cancel();
     co_await heartbeat_task_.wait();
+  }
+  if (scheduler_task_.valid()) {
+    scheduler_task_.cancel();
+    co_await scheduler_task_.wait();
   }
   std::vector<async::Task<void>> stops;
   for (auto& l : lanes_) {

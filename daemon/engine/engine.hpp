@@ -13,6 +13,7 @@
 #include "async/async.hpp"
 #include "config/config.hpp"
 #include "engine/queue_runner.hpp"
+#include "engine/scheduler.hpp"
 #include "redis/client.hpp"
 #include "redis/router.hpp"
 #include "redis/sentinel_watch.hpp"
@@ -59,6 +60,8 @@ class Engine {
   /// The heartbeat's report: host, pid, version, uptime and each queue's counts, totals and over
   /// the last minute. For jobqctl workers, stats and queues.
   store::Heartbeat report() const;
+  /// The scheduler's counts (/metrics).
+  const Scheduler& scheduler() const noexcept { return *scheduler_; }
 
   /// Reloads so far, for /metrics (main counts refused ones, reload() those applied).
   struct ReloadStats {
@@ -130,6 +133,9 @@ class Engine {
   // report. On a cluster, a connection per slot of those keys.
   std::unique_ptr<redis::Router> control_;
   async::JoinHandle<void> heartbeat_task_;
+  // The schedules' ticks, on control_ too (a tick is one call in the queue's slot).
+  std::unique_ptr<Scheduler> scheduler_;
+  async::JoinHandle<void> scheduler_task_;
   // redis-sentinel://: +switch-master followed at once (every connection made again).
   std::unique_ptr<redis::SentinelWatch> sentinel_watch_;
   std::int64_t started_ms_ = 0;

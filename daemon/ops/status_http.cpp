@@ -328,6 +328,18 @@ std::string StatusHttp::metrics() const {
   family("jobqd_config_restart_needed", "gauge",
          "1 when the last reload changed keys that only a restart applies.");
   o << "jobqd_config_restart_needed " << (reloads.restart_needed.empty() ? 0 : 1) << '\n';
+  const auto& sched = engine_.scheduler().stats();
+  family("jobqd_schedules", "gauge", "Schedules of this daemon's queues, as last read from Redis.");
+  o << "jobqd_schedules " << engine_.scheduler().size() << '\n';
+  family("jobqd_schedule_jobs_total", "counter",
+         "Jobs this daemon enqueued for schedules' ticks (each tick by one daemon only).");
+  o << "jobqd_schedule_jobs_total " << sched.fired << '\n';
+  family("jobqd_schedule_skipped_total", "counter",
+         "Ticks this daemon moved on from without a job (paused, or missed with catch_up: skip).");
+  o << "jobqd_schedule_skipped_total " << sched.skipped << '\n';
+  family("jobqd_schedule_errors_total", "counter",
+         "Schedule calls that failed (Redis away, another type at a schedule's key).");
+  o << "jobqd_schedule_errors_total " << sched.errors << '\n';
   family("process_resident_memory_bytes", "gauge", "Resident memory.");
   o << "process_resident_memory_bytes " << rss_bytes() << '\n';
   family("process_open_fds", "gauge", "Open file descriptors.");

@@ -14,10 +14,12 @@
 #include <variant>
 
 #include "config/config.hpp"
+#include "config/cron.hpp"
 #include "job/id.hpp"
 #include "job/text.hpp"
 #include "store/marker.hpp"
 #include "store/queue_store.hpp"
+#include "store/schedules.hpp"
 #include "store/shards.hpp"
 
 namespace jq::store {
@@ -601,6 +603,102 @@ long long Admin::retry_dead(const std::string& queue, const std::vector<std::str
 long long Admin::purge_dead(const std::string& queue, const std::vector<std::string>& ids,
                             bool all) {
   return dead_action(queue, ids, all, false);
+}
+
+std::vector<ScheduleView> Admin::schedules() {
+  std::vector<ScheduleView> out;
+  for (const auto& queue : known_queues()) {
+    const Keys k(layout_.prefix, queue);
+    auto defs = run(c_, schedule_defs(k));
+    if (!defs.ok()) {
+      throw AdminError(kind_of(defs.error()), k.schedules + ": " + defs.error().message);
+    }
+    for (const auto& [name, text] : *defs) {
+      ScheduleView v;
+      auto decoded = decode_schedule(name, queue, text);
+      if (auto* why = std::get_if<std::string>(&decoded)) {
+        v.def.name = name;
+        v.def.queue = queue;
+        v.problem = *why;
+      } else {
+        v.def = std::move(std::get<config::ScheduleConfig>(decoded));
+      }
+      auto st = run(c_, schedule_state(k, name));
+      if (st.ok()) v.state = std::move(*st);
+      v.def.origin = v.state.origin.empty() ? "runtime" : v.state.origin;
+      if (!v.state.last_id.empty()) {
+        const JobView j = job(queue, v.state.last_id);
+        if (j.exists()) v.last_status = j.status;
+      }
+      out.push_back(std::move(v));
+    }
+  }
+  return out;
+}
+
+ScheduleView Admin::add_schedule(const config::ScheduleConfig& given) {
+  check_queue(given.queue);
+  if (!config::valid_name(given.name)) {
+    throw AdminError(Kind::bad_input, "schedule name '" + given.name +
+                                          "': use 1-64 characters of A-Z a-z 0-9 _ . -");
+  }
+  // Read back as the daemons will read it: one check for both.
+  auto decoded = decode_schedule(given.name, given.queue, encode_schedule(given));
+  if (auto* why = std::get_if<std::string>(&decoded)) {
+    throw AdminError(Kind::bad_input, "schedule " + given.name + ": " + *why);
+  }
+  const auto& s = std::get<config::ScheduleConfig>(decoded);
+  const auto cron = std::get<config::Cron>(config::Cron::parse(s.cron, s.timezone));
+  const std::int64_t now = must(run(c_, redis_time()));
+  const Keys k(layout_.prefix, s.queue);
+  const Defined d = must(run(c_, define_schedule(k, s.name, encode_schedule(s), schedule_timing(s),
+                                                 cron.next_after(now), true)));
+  if (d.kind == Defined::Kind::config) {
+    throw AdminError(Kind::bad_input, "schedule " + s.name + " of queue " + s.queue +
+                                          " is defined in a daemon's config file: change it there");
+  }
+  if (d.kind == Defined::Kind::garbage) {
+    throw AdminError(Kind::garbage, d.key + " holds what jobqd never writes there: delete it");
+  }
+  ScheduleView v;
+  v.def = s;
+  v.def.origin = "runtime";
+  v.state = must(run(c_, schedule_state(k, s.name)));
+  return v;
+}
+
+std::string Admin::control_schedule(const std::string& name, const std::string& queue,
+                                    const std::string& op) {
+  std::vector<std::string> where;
+  if (!queue.empty()) {
+    check_queue(queue);
+    where.push_back(queue);
+  } else {
+    for (const auto& q : known_queues()) {
+      const Keys k(layout_.prefix, q);
+      if (must(run(c_, schedule_exists(k, name)))) where.push_back(q);
+    }
+    if (where.empty()) throw AdminError(Kind::not_found, "no schedule " + name);
+    if (where.size() > 1) {
+      throw AdminError(Kind::bad_input, "schedule " + name + " is in queues " + where[0] + " and " +
+                                            where[1] + ": name one with -q QUEUE");
+    }
+  }
+  const Keys k(layout_.prefix, where[0]);
+  const std::string r = must(run(c_, store::control_schedule(k, op, name)));
+  if (r == "missing") {
+    throw AdminError(Kind::not_found, "no schedule " + name + " in queue " + where[0]);
+  }
+  if (r == "config") {
+    throw AdminError(Kind::bad_input, "schedule " + name +
+                                          " is defined in a daemon's config file: remove it there "
+                                          "(pause and resume work here)");
+  }
+  if (r == "garbage") {
+    throw AdminError(Kind::garbage, k.schedules + " or " + k.schedule(name) +
+                                        " holds what jobqd never writes there: delete it");
+  }
+  return where[0];
 }
 
 bool Admin::set_paused(const std::string& queue, bool paused) {

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "config/config.hpp"
 #include "redis/sync_client.hpp"
 #include "store/calls.hpp"
 #include "store/keys.hpp"
@@ -128,6 +129,15 @@ struct SearchStep {
 inline constexpr std::size_t kSearchBudget = 5000;
 inline constexpr std::chrono::milliseconds kSearchTime{1000};
 
+/// A schedule as an operator sees it (jobqctl schedules, the dashboard): its definition, its
+/// state, and the status of the last job it enqueued ("" when it has none or that job is gone).
+struct ScheduleView {
+  config::ScheduleConfig def;  // def.origin: "config" or "runtime"
+  ScheduleState state;
+  std::string last_status;
+  std::string problem;  // a stored definition that cannot be read: why (the daemons skip it)
+};
+
 class Admin {
  public:
   /// `c` is borrowed: it must outlive the Admin.
@@ -184,6 +194,18 @@ class Admin {
   /// the recently finished, the cancelled, those retrying.
   SearchStep search(const std::string& queue, const std::string& text, const std::string& from,
                     std::size_t budget = kSearchBudget, const std::string& status = "");
+
+  /// Every schedule of every known queue, by queue then name.
+  std::vector<ScheduleView> schedules();
+  /// Adds (or replaces) a runtime schedule: `s` checked as the config checks one (bad_input
+  /// naming the field), its first tick the next after Redis' clock. bad_input when a daemon's
+  /// config defines one of that name (it is changed in that file).
+  ScheduleView add_schedule(const config::ScheduleConfig& s);
+  /// pause, resume or rm of schedule `name` (of `queue`, or of the one known queue that has it).
+  /// not_found without one; bad_input when two queues have one of that name and no queue is
+  /// given, or for rm of a config schedule.
+  std::string control_schedule(const std::string& name, const std::string& queue,
+                               const std::string& op);
 
   /// Every shard's pause flag set or cleared: true when any changed.
   bool set_paused(const std::string& queue, bool paused);

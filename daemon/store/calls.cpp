@@ -544,6 +544,115 @@ Call<bool> leased(const Keys& k) {
   });
 }
 
+// ---- schedules ----
+
+Call<Defined> define_schedule(const Keys& k, const std::string& name, const std::string& def,
+                              const std::string& timing, std::int64_t next, bool runtime) {
+  return make<Defined>(scripts::schedule_define(), {k.schedules, k.schedule(name)},
+                       {name, def, timing, num(next), runtime ? "runtime" : "config"},
+                       [](Reply r) -> OpResult<Defined> {
+                         if (!r.is_array() || r.elements.empty()) return bad("schedule_define", r);
+                         const std::string& what = r.elements[0].str;
+                         Defined d;
+                         if (what == "config") {
+                           d.kind = Defined::Kind::config;
+                         } else if (what == "garbage" && r.elements.size() == 2) {
+                           d.kind = Defined::Kind::garbage;
+                           d.key = r.elements[1].str;
+                         } else if (what == "ok" && r.elements.size() == 3) {
+                           auto next = int_of(r.elements[1]), restarted = int_of(r.elements[2]);
+                           if (!next || !restarted) return bad("schedule_define", r);
+                           d.next = *next;
+                           d.restarted = *restarted == 1;
+                         } else {
+                           return bad("schedule_define", r);
+                         }
+                         return d;
+                       });
+}
+
+Call<Fired> fire_schedule(const Keys& k, const std::string& name, const std::string& timing,
+                          std::int64_t tick, std::int64_t after, const std::vector<TickJob>& jobs) {
+  std::vector<std::string> args{name, timing, num(tick), num(after)};
+  for (const auto& j : jobs) {
+    args.push_back(j.id);
+    args.push_back(num(j.run_at));
+    args.push_back(j.json);
+  }
+  return make<Fired>(scripts::schedule_fire(),
+                     {k.schedules, k.schedule(name), k.pending, k.delayed}, std::move(args),
+                     [](Reply r) -> OpResult<Fired> {
+                       if (!r.is_array() || r.elements.empty()) return bad("schedule_fire", r);
+                       static const std::map<std::string, Fired::Kind> kinds = {
+                           {"fired", Fired::Kind::fired},     {"paused", Fired::Kind::paused},
+                           {"early", Fired::Kind::early},     {"moved", Fired::Kind::moved},
+                           {"changed", Fired::Kind::changed}, {"gone", Fired::Kind::gone},
+                           {"garbage", Fired::Kind::garbage}};
+                       auto it = kinds.find(r.elements[0].str);
+                       if (it == kinds.end()) return bad("schedule_fire", r);
+                       Fired f;
+                       f.kind = it->second;
+                       if (r.elements.size() > 1) {
+                         if (f.kind == Fired::Kind::garbage) {
+                           f.key = r.elements[1].str;
+                         } else if (auto v = int_of(r.elements[1])) {
+                           f.value = *v;
+                         }
+                       }
+                       return f;
+                     });
+}
+
+Call<std::vector<std::pair<std::string, std::string>>> schedule_defs(const Keys& k) {
+  using Out = std::vector<std::pair<std::string, std::string>>;
+  return command<Out>({"HGETALL", k.schedules}, [](Reply r) -> OpResult<Out> {
+    if (!r.is_array() || r.elements.size() % 2 != 0) return bad("schedules", r);
+    Out out;
+    for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+      out.emplace_back(std::move(r.elements[i].str), std::move(r.elements[i + 1].str));
+    }
+    return out;
+  });
+}
+
+Call<bool> schedule_exists(const Keys& k, const std::string& name) {
+  return command<bool>({"HEXISTS", k.schedules, name}, one("HEXISTS"));
+}
+
+Call<ScheduleState> schedule_state(const Keys& k, const std::string& name) {
+  return command<ScheduleState>(
+      {"HGETALL", k.schedule(name)}, [](Reply r) -> OpResult<ScheduleState> {
+        if (!r.is_array() || r.elements.size() % 2 != 0) return bad("schedule state", r);
+        ScheduleState s;
+        const auto whole = [](const Reply& v) { return int_of(v).value_or(0); };
+        for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+          const std::string& f = r.elements[i].str;
+          const Reply& v = r.elements[i + 1];
+          if (f == "next") s.next = whole(v);
+          if (f == "last") s.last = whole(v);
+          if (f == "last_at") s.last_at = whole(v);
+          if (f == "paused") s.paused_at = std::max<std::int64_t>(1, whole(v));
+          if (f == "last_id") s.last_id = v.str;
+          if (f == "origin") s.origin = v.str;
+          if (f == "timing") s.timing = v.str;
+          if (f == "fired") s.fired = static_cast<std::uint64_t>(std::max<long long>(0, whole(v)));
+          if (f == "skipped")
+            s.skipped = static_cast<std::uint64_t>(std::max<long long>(0, whole(v)));
+        }
+        return s;
+      });
+}
+
+Call<std::string> control_schedule(const Keys& k, const std::string& op, const std::string& name) {
+  return make<std::string>(scripts::schedule_control(), {k.schedules, k.schedule(name)}, {op, name},
+                           [](Reply r) -> OpResult<std::string> {
+                             if (r.type != Type::string && r.type != Type::status) {
+                               return bad("schedule_control", r);
+                             }
+                             return std::move(r.str);
+                           });
+}
+
 Call<std::int64_t> redis_time() {
   return command<std::int64_t>({"TIME"}, [](Reply r) -> OpResult<std::int64_t> {
     if (!r.is_array() || r.elements.size() != 2) return bad("TIME", r);

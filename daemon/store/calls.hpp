@@ -176,6 +176,56 @@ Call<std::map<std::string, std::string>> info(const std::string& section);
 /// The bytes `key` takes in Redis (MEMORY USAGE, sampled); 0 when it does not exist.
 Call<long long> memory_usage(const std::string& key);
 
+// ---- schedules (lua/schedule_*.lua; docs/schedules.md) ----
+/// A schedule's state hash as read: the tick it waits for, its last run, whether it is paused.
+struct ScheduleState {
+  std::int64_t next = 0;       // the tick it waits for (unix ms); 0: none yet
+  std::int64_t last = 0;       // the last tick that enqueued a job
+  std::int64_t last_at = 0;    // when that happened (Redis' clock)
+  std::int64_t paused_at = 0;  // 0: not paused
+  std::string last_id;         // the last job it enqueued
+  std::string origin;          // config | runtime
+  std::string timing;          // the cron expression and zone `next` was computed with
+  std::uint64_t fired = 0;     // jobs enqueued so far
+  std::uint64_t skipped = 0;   // ticks that enqueued none (paused, or missed with catch_up: skip)
+};
+/// What defining a schedule did (lua/schedule_define.lua).
+struct Defined {
+  enum class Kind { ok, config, garbage } kind = Kind::ok;
+  std::int64_t next = 0;   // the tick it now waits for
+  bool restarted = false;  // new, or its timing changed: `next` is the one sent
+  std::string key;         // garbage: the key holding another type
+};
+/// Puts `def` (its stored JSON) in the queue's index and starts its state if it is new or its
+/// `timing` changed, at `next`. `runtime`: jobqctl's (refused over a config one).
+Call<Defined> define_schedule(const Keys& k, const std::string& name, const std::string& def,
+                              const std::string& timing, std::int64_t next, bool runtime);
+/// One job a tick enqueues.
+struct TickJob {
+  std::string id;
+  std::int64_t run_at = 0;  // 0: now (pending); else the delayed set
+  std::string json;
+};
+/// What firing a tick did (lua/schedule_fire.lua).
+struct Fired {
+  enum class Kind { fired, paused, early, moved, changed, gone, garbage } kind = Kind::fired;
+  std::int64_t value = 0;  // fired/paused: jobs; early: ms to wait; moved: the next tick stored
+  std::string key;         // garbage: the key holding another type
+};
+/// Enqueues `jobs` for the tick `tick` if it is still the one the schedule waits for and is due
+/// by Redis' clock, and moves it on to `after`; `jobs` empty: the tick is skipped.
+Call<Fired> fire_schedule(const Keys& k, const std::string& name, const std::string& timing,
+                          std::int64_t tick, std::int64_t after, const std::vector<TickJob>& jobs);
+/// The queue's schedules: name -> stored definition.
+Call<std::vector<std::pair<std::string, std::string>>> schedule_defs(const Keys& k);
+/// Whether the queue has a schedule of that name.
+Call<bool> schedule_exists(const Keys& k, const std::string& name);
+/// One schedule's state (garbage fields read as 0 or empty; another type is an error).
+Call<ScheduleState> schedule_state(const Keys& k, const std::string& name);
+/// pause | resume | rm | forget (lua/schedule_control.lua): "ok", "missing", "config" (rm of a
+/// config schedule) or "garbage".
+Call<std::string> control_schedule(const Keys& k, const std::string& op, const std::string& name);
+
 /// Whether a daemon holds a live lease on the queue (it is served right now).
 Call<bool> leased(const Keys& k);
 /// Redis' clock (ms).

@@ -25,7 +25,9 @@ struct Keys {
         cancels(base + ":cancel"),
         shards(prefix + ":{" + queue + "}:shards"),
         minutes(prefix + ":{" + queue + "}:history:minutes"),
-        hours(prefix + ":{" + queue + "}:history:hours") {}
+        hours(prefix + ":{" + queue + "}:history:hours"),
+        schedules(prefix + ":{" + queue + "}:schedules"),
+        schedule_base(prefix + ":{" + queue + "}:schedule:") {}
 
   std::string base;         // P:{Q}
   std::string pending;      // list (contract): submitted jobs, consumed from the right
@@ -40,6 +42,12 @@ struct Keys {
   std::string shards;       // string: the queue's shard count, as its daemons were configured
   std::string minutes;      // hash: "<minute>:<s|f|r|n|t>" -> count, the last day (history.lua)
   std::string hours;        // hash: "<hour>:<s|f|r|n|t>" -> count, the last week
+  std::string schedules;    // hash: schedule name -> its definition (JSON), those of this queue
+
+  /// hash: one schedule's state (the tick it waits for, its last run, paused), in the queue's
+  /// own slot (shard 0's on a sharded queue), beside the pending list its ticks go to.
+  std::string schedule(const std::string& name) const { return schedule_base + name; }
+  std::string schedule_base;  // P:{Q}:schedule:
 
   std::string job(const std::string& id) const { return base + ":job:" + id; }
   /// hash: token -> the job's copy, for every job that worker holds

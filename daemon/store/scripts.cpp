@@ -106,6 +106,16 @@ const redis::Script& history() {
   return named("history");
 }
 
+const redis::Script& schedule_define() {
+  return named("schedule_define");
+}
+const redis::Script& schedule_fire() {
+  return named("schedule_fire");
+}
+const redis::Script& schedule_control() {
+  return named("schedule_control");
+}
+
 const redis::Script& depths() {
   return named("depths");
 }

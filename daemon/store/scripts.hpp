@@ -25,6 +25,8 @@ const redis::Script& repair();
 const redis::Script& control();
 const redis::Script& heartbeat();
 const redis::Script& history();
+const redis::Script& schedule_define();
+const redis::Script& schedule_fire();
 // Both's.
 const redis::Script& depths();
 const redis::Script& drop_dead();
@@ -33,6 +35,7 @@ const redis::Script& submit();
 const redis::Script& requeue_dead();
 const redis::Script& cancel();
 const redis::Script& scan_states();
+const redis::Script& schedule_control();
 
 /// Every script, for tests that run each one.
 std::vector<const redis::Script*> all();

@@ -150,4 +150,24 @@ nlohmann::json page_json(const JobPage& p) {
           {"jobs", std::move(jobs)}};
 }
 
+nlohmann::json schedule_json(const ScheduleView& v) {
+  nlohmann::json j = {{"name", v.def.name},
+                      {"queue", v.def.queue},
+                      {"cron", v.def.cron},
+                      {"timezone", v.def.timezone.empty() ? "UTC" : v.def.timezone},
+                      {"catch_up", v.def.catch_up},
+                      {"jitter_ms", v.def.jitter.count()},
+                      {"job", json_or_text(v.def.job)},
+                      {"origin", v.def.origin},
+                      {"paused", v.state.paused_at != 0},
+                      {"next", v.state.next},
+                      {"last", v.state.last},
+                      {"last_id", v.state.last_id},
+                      {"last_status", v.last_status},
+                      {"fired", v.state.fired},
+                      {"skipped", v.state.skipped}};
+  if (!v.problem.empty()) j["problem"] = v.problem;
+  return j;
+}
+
 }  // namespace jq::store

@@ -53,4 +53,11 @@ struct JobPage;
 /// run_at (delayed) or died_at (dead).
 nlohmann::json page_json(const JobPage& p);
 
+struct ScheduleView;
+/// A schedule as jobqctl schedules --json and GET /api/schedules give it (docs/schedules.md):
+/// name, queue, cron, timezone, catch_up, jitter_ms, job, origin, paused, next, last, last_id,
+/// last_status, fired, skipped (times in unix ms, 0 for none) and, when it cannot be read,
+/// problem.
+nlohmann::json schedule_json(const ScheduleView& v);
+
 }  // namespace jq::store

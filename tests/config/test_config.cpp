@@ -6,6 +6,8 @@
 #include <regex>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "config/config.hpp"
 #include "config/http_url.hpp"
 #include "tests/support/paths.hpp"
@@ -621,7 +623,8 @@ TEST_CASE("docs/config.md gives each key the schema's default and reloadability"
       continue;
     }
     if (!std::regex_search(line, m, row)) continue;
-    std::string key = section == "queues" || section == "handlers" ? section + ".*" : section;
+    const bool named = section == "queues" || section == "handlers" || section == "schedules";
+    std::string key = named ? section + ".*" : section;
     key += "." + m[1].str() + (m[2].matched ? "." + m[2].str() : "");
     auto it = keys.find(key);
     if (it == keys.end()) continue;
@@ -771,4 +774,74 @@ redis:
   // --print-config shows what it was given, and nothing when there is no TLS.
   CHECK(print(cfg).find("tls:") != std::string::npos);
   CHECK(print(load(kMinimal)).find("tls:") == std::string::npos);
+}
+
+TEST_CASE("schedules: parsed with their defaults; the job as JSON, YAML's types kept",
+          "[config][schedules]") {
+  const auto cfg = load(std::string(kMinimal) + R"(schedules:
+  nightly: {cron: "0 3 * * *", timezone: Europe/Berlin, queue: default, job: {payload: {}}}
+  ping:
+    cron: "@every 30s"
+    queue: default
+    catch_up: all
+    jitter: 2s
+    job: {handler: nothing, payload: {n: 1, f: 1.5, yes: true, none: null, s: "1", list: [a, 2]}}
+  bare: {cron: "@hourly", queue: default}
+)");
+  REQUIRE(cfg.schedules.size() == 3);
+  const auto& n = cfg.schedules[0];
+  CHECK(n.name == "nightly");
+  CHECK(n.cron == "0 3 * * *");
+  CHECK(n.timezone == "Europe/Berlin");
+  CHECK(n.catch_up == "one");
+  CHECK(n.jitter == 0ms);
+  CHECK(n.origin == "test.yaml:8:3");
+  const auto& p = cfg.schedules[1];
+  CHECK(p.catch_up == "all");
+  CHECK(p.jitter == 2s);
+  CHECK(nlohmann::json::parse(p.job) ==
+        nlohmann::json::parse(R"({"handler":"nothing","payload":{"n":1,"f":1.5,"yes":true,)"
+                              R"("none":null,"s":"1","list":["a",2]}})"));
+  CHECK(nlohmann::json::parse(cfg.schedules[2].job) == nlohmann::json::parse(R"({"payload":{}})"));
+  // --print-config writes them back as a config that reads the same.
+  const auto again = load(print(cfg).substr(print(cfg).find('\n') + 1));
+  REQUIRE(again.schedules.size() == 3);
+  CHECK(again.schedules[1].job == p.job);
+  CHECK(again.schedules[1].jitter == 2s);
+}
+
+TEST_CASE("schedules: a bad expression, zone, queue or job is an error at its place",
+          "[config][schedules]") {
+  const std::string h = std::string(kMinimal) + "schedules:\n";
+  // The column of the field in the expression (past the quote).
+  CHECK_THAT(error_of(h + "  a: {cron: \"0 61 * * *\", queue: default}\n"),
+             Catch::Contains("test.yaml:8:16: schedules.a.cron: hour"));
+  CHECK_THAT(error_of(h + "  a: {cron: 0 3 * *, queue: default}\n"),
+             Catch::Contains("test.yaml:8:") && Catch::Contains("schedules.a.cron:") &&
+                 Catch::Contains("5 fields"));
+  CHECK_THAT(error_of(h + "  a: {cron: \"@every 0s\", queue: default}\n"),
+             Catch::Contains("schedules.a.cron:"));
+  CHECK_THAT(
+      error_of(h + "  a: {cron: \"@daily\", timezone: Europe/Berln, queue: default}\n"),
+      Catch::Contains("test.yaml:8:33: schedules.a.timezone:") && Catch::Contains("Europe/Berln"));
+  CHECK_THAT(error_of(h + "  a: {cron: \"@daily\", queue: nope}\n"),
+             Catch::Contains("test.yaml:8:30: schedules.a: queue 'nope' is not configured"));
+  CHECK_THAT(error_of(h + "  a: {cron: \"@daily\"}\n"),
+             Catch::Contains("test.yaml:8:3: schedules.a: queue is missing"));
+  CHECK_THAT(error_of(h + "  a: {queue: default}\n"),
+             Catch::Contains("test.yaml:8:3: schedules.a: cron is missing"));
+  CHECK_THAT(error_of(h + "  a: {cron: \"@daily\", queue: default, job: {id: x, payload: 1}}\n"),
+             Catch::Contains("schedules.a.job.id: each tick's job gets its own id"));
+  CHECK_THAT(error_of(h + "  a: {cron: \"@daily\", queue: default, job: {handler: nope}}\n"),
+             Catch::Contains("schedules.a.job.handler: handler 'nope' is not defined"));
+  CHECK_THAT(error_of(h + "  a: {cron: \"@daily\", queue: default, job: [1]}\n"),
+             Catch::Contains("schedules.a.job: must be a map"));
+  CHECK_THAT(error_of(h + "  a: {cron: \"@daily\", queue: default, catch_up: some}\n"),
+             Catch::Contains("schedules.a.catch_up: 'some' is not one of skip, one, all"));
+  CHECK_THAT(error_of(h + "  a: {cron: \"@daily\", queue: default, cronn: x}\n"),
+             Catch::Contains("unknown key 'cronn' in schedules.a (did you mean 'cron'?)"));
+  CHECK_THAT(error_of(h + "  a b: {cron: \"@daily\", queue: default}\n"),
+             Catch::Contains("schedule name 'a b'"));
+  CHECK_THAT(error_of(std::string(kMinimal) + "schedules: [a]\n"),
+             Catch::Contains("schedules must be a map"));
 }

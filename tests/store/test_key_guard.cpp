@@ -186,6 +186,15 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
   r.cmd({"ZADD", "jobq:{q}:dead", "1", "dd"});
   (void)store::run(c, store::drop_dead(k, {"dd"})).value();
   (void)store::run(c, store::scan_states(k, "0", 10)).value();
+  // Schedules: defined, fired (twice: the second finds it moved), paused, removed.
+  (void)store::run(c, store::define_schedule(k, "s", "{}", "@every 1s|", 1000, true)).value();
+  (void)store::run(
+      c, store::fire_schedule(k, "s", "@every 1s|", 1000, 2000,
+                              {{"s:1", 0, job_text("s:1")}, {"s:2", now + 5000, job_text("s:2")}}))
+      .value();
+  (void)store::run(c, store::fire_schedule(k, "s", "@every 1s|", 1000, 2000, {})).value();
+  (void)store::run(c, store::control_schedule(k, "pause", "s")).value();
+  (void)store::run(c, store::control_schedule(k, "rm", "s")).value();
 
   auto violations = r.cmd({"LRANGE", "guard:violation", "0", "-1"});
   std::string said;

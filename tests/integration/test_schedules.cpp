@@ -1,0 +1,215 @@
+// Schedules as users see them (docs/schedules.md): real daemons and a real redis-server, each
+// tick's job counted in Redis by its id (NAME:TIME) and by the schedule's own count.
+#include <catch2/catch.hpp>
+
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "tests/support/daemon.hpp"
+
+using namespace jq::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+const char* kQueue = R"(
+handlers:
+  echo: {type: builtin, name: echo}
+queues:
+  q: {handler: echo, concurrency: 4}
+)";
+
+// The tick (unix seconds) of every job state of schedule `name` in queue q, from its id.
+std::multiset<long long> ticks_of(SyncRedis& r, const std::string& name) {
+  std::multiset<long long> out;
+  std::string cursor = "0";
+  const std::string head = "jobq:{q}:job:" + name + ":";
+  do {
+    auto reply = r.cmd({"SCAN", cursor, "MATCH", head + "*", "COUNT", "1000"});
+    cursor = reply.elements[0].str;
+    for (const auto& k : reply.elements[1].elements) {
+      std::tm tm{};
+      const std::string iso = k.str.substr(head.size());
+      if (!strptime(iso.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm)) continue;
+      out.insert(static_cast<long long>(timegm(&tm)));
+    }
+  } while (cursor != "0");
+  return out;
+}
+
+long long redis_seconds(SyncRedis& r) {
+  return std::stoll(r.cmd({"TIME"}).elements[0].str);
+}
+
+long long field(SyncRedis& r, const std::string& key, const std::string& f) {
+  const std::string v = r.str({"HGET", key, f});
+  return v.empty() ? 0 : std::stoll(v);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a schedule every second enqueues exactly one job per tick across three daemons, one "
+    "killed -9 midway",
+    "[integration][schedules]") {
+  RedisServer redis;
+  const std::string yaml = std::string(kQueue) +
+                           "schedules:\n  tick: {cron: \"@every 1s\", queue: q, job: {payload: "
+                           "{n: 1}}}\n";
+  std::vector<std::unique_ptr<Daemon>> daemons;
+  for (int i = 0; i < 3; ++i) daemons.push_back(std::make_unique<Daemon>(redis, yaml));
+  for (auto& d : daemons) d->start();
+  auto r = redis.client();
+  REQUIRE(eventually([&] { return !ticks_of(r, "tick").empty(); }, 15s));
+  const long long first = *ticks_of(r, "tick").begin();
+  // Five ticks with three daemons, one killed, then five more with two.
+  REQUIRE(eventually([&] { return redis_seconds(r) >= first + 5; }, 15s));
+  daemons[0]->kill9();
+  REQUIRE(eventually([&] { return redis_seconds(r) >= first + 10; }, 15s));
+  for (std::size_t i = 1; i < daemons.size(); ++i) CHECK(daemons[i]->stop() == 0);
+
+  const auto ticks = ticks_of(r, "tick");
+  INFO(daemons[1]->log().substr(0, 3000));
+  const long long last = *ticks.rbegin();
+  CHECK(last - first >= 9);
+  // Every second from the first to the last, each once, each job run once and never before its
+  // tick.
+  CHECK(ticks.size() == static_cast<std::size_t>(last - first + 1));
+  CHECK(std::set<long long>(ticks.begin(), ticks.end()).size() == ticks.size());
+  CHECK(field(r, "jobq:{q}:schedule:tick", "fired") == static_cast<long long>(ticks.size()));
+  for (const long long t : ticks) {
+    std::tm tm{};
+    const std::time_t secs = t;
+    gmtime_r(&secs, &tm);
+    char iso[32];
+    std::strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    const std::string key = std::string("jobq:{q}:job:tick:") + iso;
+    CHECK(r.str({"HGET", key, "status"}) == "succeeded");
+    CHECK(r.str({"HGET", key, "attempts"}) == "1");
+    CHECK(field(r, key, "started_at") >= t * 1000);
+  }
+}
+
+TEST_CASE("ticks missed while no daemon runs: catch_up skip enqueues none, one one, all each",
+          "[integration][schedules]") {
+  RedisServer redis;
+  const std::string yaml = std::string(kQueue) +
+                           "schedules:\n"
+                           "  s: {cron: \"@every 1s\", queue: q, catch_up: skip}\n"
+                           "  o: {cron: \"@every 1s\", queue: q, catch_up: one}\n"
+                           "  a: {cron: \"@every 1s\", queue: q, catch_up: all}\n";
+  Daemon d(redis, yaml);
+  d.start();
+  auto r = redis.client();
+  REQUIRE(eventually(
+      [&] {
+        return !ticks_of(r, "s").empty() && !ticks_of(r, "o").empty() && !ticks_of(r, "a").empty();
+      },
+      15s));
+  REQUIRE(d.stop() == 0);
+  const long long stopped = redis_seconds(r);
+  // Four ticks pass with no daemon.
+  REQUIRE(eventually([&] { return redis_seconds(r) >= stopped + 5; }, 10s));
+  const long long restarted = redis_seconds(r);
+  d.start();
+  REQUIRE(eventually([&] { return field(r, "jobq:{q}:schedule:a", "next") / 1000 > restarted + 1; },
+                     10s));
+  REQUIRE(d.stop() == 0);
+  INFO(d.log().substr(0, 4000));
+
+  // The ticks of the down time that were due over a second before a daemon came back.
+  const auto missed = [&](const std::string& name) {
+    std::vector<long long> in;
+    for (const long long t : ticks_of(r, name)) {
+      if (t > stopped && t < restarted - 1) in.push_back(t);
+    }
+    return in;
+  };
+  const auto around_restart = [&](const std::string& name) {
+    const auto all = ticks_of(r, name);
+    return std::count_if(all.begin(), all.end(),
+                         [&](long long t) { return t >= restarted - 1 && t <= restarted + 1; });
+  };
+  // skip: none of them.
+  CHECK(missed("s").empty());
+  // one: none of them but the latest, due as the daemon came back.
+  CHECK(missed("o").empty());
+  CHECK(around_restart("o") >= 1);
+  // all: each of them.
+  const auto all = missed("a");
+  REQUIRE(all.size() >= 3);
+  CHECK(static_cast<long long>(all.size()) == all.back() - all.front() + 1);
+  CHECK(all.front() <= stopped + 1);
+}
+
+TEST_CASE(
+    "jobqctl adds, pauses, resumes and removes a schedule the daemons pick up; config "
+    "schedules cannot be removed or replaced",
+    "[integration][schedules]") {
+  RedisServer redis;
+  const std::string yaml =
+      std::string(kQueue) + "schedules:\n  nightly: {cron: \"0 3 * * *\", queue: q}\n";
+  Daemon d(redis, yaml);
+  d.start();
+  auto r = redis.client();
+  // The config's schedule is listed once the daemon defined it.
+  REQUIRE(eventually(
+      [&] { return jobqctl(redis, {"schedules"}).out.find("nightly") != std::string::npos; }, 10s));
+
+  auto bad = jobqctl(redis, {"schedule", "add", "x", "--cron", "0 3 * * * *", "-q", "q"});
+  CHECK(bad.code == 2);
+  CHECK_THAT(bad.out, Catch::Contains("cron:"));
+  bad = jobqctl(
+      redis, {"schedule", "add", "x", "--cron", "@daily", "-q", "q", "--timezone", "Mars/Olympus"});
+  CHECK(bad.code == 2);
+  CHECK_THAT(bad.out, Catch::Contains("Mars/Olympus"));
+  bad = jobqctl(redis, {"schedule", "add", "nightly", "--cron", "@daily", "-q", "q"});
+  CHECK(bad.code == 2);
+  CHECK_THAT(bad.out, Catch::Contains("config file"));
+  bad = jobqctl(redis, {"schedule", "rm", "nightly"});
+  CHECK(bad.code == 2);
+  CHECK(jobqctl(redis, {"schedule", "rm", "nothere"}).code == 1);
+
+  auto added = jobqctl(redis, {"schedule", "add", "beat", "--cron", "@every 1s", "-q", "q",
+                               "--payload", R"({"k":"v"})", "--json"});
+  REQUIRE(added.code == 0);
+  CHECK(nlohmann::json::parse(added.out)["origin"] == "runtime");
+  REQUIRE(eventually([&] { return ticks_of(r, "beat").size() >= 2; }, 10s));
+
+  REQUIRE(jobqctl(redis, {"schedule", "pause", "beat"}).code == 0);
+  const long long paused = redis_seconds(r);
+  const std::size_t before = ticks_of(r, "beat").size();
+  // Paused: the ticks move on, counted as skipped, and enqueue nothing.
+  REQUIRE(eventually([&] { return field(r, "jobq:{q}:schedule:beat", "skipped") >= 2; }, 10s));
+  for (const long long t : ticks_of(r, "beat")) CHECK(t <= paused);
+  CHECK(ticks_of(r, "beat").size() <= before + 1);
+  const auto listed = nlohmann::json::parse(jobqctl(redis, {"schedules", "--json"}).out);
+  REQUIRE(listed.size() == 2);
+  for (const auto& s : listed) {
+    if (s["name"] == "beat") {
+      CHECK(s["paused"] == true);
+      CHECK(s["last_status"] == "succeeded");
+      CHECK(s["job"]["payload"]["k"] == "v");
+    } else {
+      CHECK(s["origin"] == "config");
+      CHECK(s["cron"] == "0 3 * * *");
+    }
+  }
+
+  REQUIRE(jobqctl(redis, {"schedule", "resume", "beat"}).code == 0);
+  const long long resumed = redis_seconds(r);
+  REQUIRE(eventually([&] { return *ticks_of(r, "beat").rbegin() > resumed; }, 10s));
+
+  REQUIRE(jobqctl(redis, {"schedule", "rm", "beat"}).code == 0);
+  const long long removed = redis_seconds(r);
+  // No tick after it (the daemon's next call finds it gone), and nothing of it left.
+  REQUIRE(eventually([&] { return redis_seconds(r) >= removed + 3; }, 10s));
+  for (const long long t : ticks_of(r, "beat")) CHECK(t <= removed + 1);
+  CHECK(r.integer({"EXISTS", "jobq:{q}:schedule:beat"}) == 0);
+  CHECK(r.integer({"HEXISTS", "jobq:{q}:schedules", "beat"}) == 0);
+  CHECK(d.stop() == 0);
+}
