@@ -951,6 +951,34 @@ const Key<QueueConfig> kQueueKeys[] = {
     // Where ids live (their home shard) depends on it: a running queue keeps its count.
     count_key("shards", &QueueConfig::shards, 1, kMaxShards, restart),
     count_key("fetch_batch", &QueueConfig::fetch_batch, 1, 1000, live),
+    {"rate", "N/s | N/m | N/h | off", live,
+     [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       const auto v = as_string(n, c, k);
+       if (!v) return;
+       if (*v == "off" || *v == "0") {
+         q.rate.clear();
+         q.rate_per_s = 0;
+         return;
+       }
+       const auto slash = v->find('/');
+       double count = 0;
+       const char* end = v->data() + (slash == std::string::npos ? v->size() : slash);
+       const auto [ptr, ec] = std::from_chars(v->data(), end, count);
+       const std::string unit = slash == std::string::npos ? "" : v->substr(slash + 1);
+       const double per = unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : 0;
+       if (ec != std::errc() || ptr != end || !(count > 0) || per == 0 || count / per > 1e6 ||
+           count / per < 1.0 / (24 * 3600)) {
+         report(c, n,
+                k + ": '" + *v +
+                    "' is not a rate: a number of jobs per s, m or h (100/s, 30/m, 1/h; at most "
+                    "1000000/s, at least 1/d), or off");
+         return;
+       }
+       q.rate = *v;
+       q.rate_per_s = count / per;
+     },
+     [](const QueueConfig& q) { return shown(q.rate.empty() ? std::string("off") : q.rate); }},
+    count_key("rate_burst", &QueueConfig::rate_burst, 0, 100000000, live),
     count_key("max_attempts", &QueueConfig::max_attempts, 1, 1000, live),
     {"timeout", "duration", live,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {

@@ -195,6 +195,11 @@ struct QueueConfig {
   std::uint64_t dead_max = 10000;  // dead jobs kept per queue (oldest dropped first)
   std::uint64_t max_job_bytes = 1024 * 1024;
   Millis delayed_poll = 500ms;  // how often due delayed jobs are looked for
+  // `rate: 100/s` (also /m, /h): jobs started per second across every daemon, a token bucket in
+  // Redis (0: no limit); rate_burst tokens at most (0: a second's worth, at least 1).
+  std::string rate;  // as written; "": none
+  double rate_per_s = 0;
+  std::uint64_t rate_burst = 0;
   std::vector<SourceConfig> sources;
   bool timeout_set = false;  // set explicitly (else inherited from the handler)
 };

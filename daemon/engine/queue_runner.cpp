@@ -55,6 +55,13 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
   s.dead_ttl = q.retain.failed;
   s.max_attempts = q.max_attempts;
   s.active_after = state.active_after;
+  // Each shard's bucket takes its share of the queue's rate and burst.
+  if (q.rate_per_s > 0) {
+    const double shards = static_cast<double>(q.shards);
+    const double burst = q.rate_burst ? static_cast<double>(q.rate_burst) : std::ceil(q.rate_per_s);
+    s.rate.per_ms = q.rate_per_s / 1000.0 / shards;
+    s.rate.burst = static_cast<std::uint64_t>(std::max(1.0, std::ceil(burst / shards)));
+  }
   return s;
 }
 
@@ -699,7 +706,11 @@ sources::Outcome QueueRunner::outcome_of(JobRun& run, handlers::Outcome out) {
   const auto kind = job::to_string(out.kind);
   if (out.retry && run.attempt() < run.max_attempts) {
     Millis delay = backoff(run.attempt());
-    if (out.retry_after) delay = std::max(delay, std::min(*out.retry_after, cfg_.retry_max));
+    if (out.retry_after) {
+      delay = std::max(delay, std::min(*out.retry_after, cfg_.retry_max));
+      // Told to come back later: the whole queue slows down (with a rate), not only this job.
+      run.delivery().slow_down(std::min(*out.retry_after, cfg_.retry_max));
+    }
     ++stats_.retried;
     spdlog::debug("queue {}: job {} failed (attempt {} of {}, {}): {}; retrying in {} ms",
                   cfg_.name, id, run.attempt(), run.max_attempts, kind, out.error, delay.count());

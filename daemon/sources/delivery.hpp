@@ -65,6 +65,9 @@ class Delivery {
   virtual void settle(std::uint64_t ticket, Outcome out, store::OnSettled* done) = 0;
   /// Nothing is written: the source's own recovery owns the job now (its lease was lost).
   virtual void forget(std::uint64_t ticket) noexcept = 0;
+  /// A handler was told to come back in `d` (HTTP 429 with Retry-After): a source with a rate
+  /// starts no job of its queue before then, on any daemon. Others ignore it.
+  virtual void slow_down(Millis d) { (void)d; }
 
  protected:
   ~Delivery() = default;

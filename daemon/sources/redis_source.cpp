@@ -65,6 +65,11 @@ async::Task<void> RedisSource::fetcher() {
   for (;;) {
     co_await lease_ok_.wait();
     co_await taking_ev_.wait();
+    if (slow_until_ > 0) {
+      // Into the bucket, for every daemon; the fetch below then finds no token until then.
+      const auto slow = store::slow_down(store_.keys(), std::exchange(slow_until_, 0));
+      (void)co_await store::run(store_.client(), slow);
+    }
     // Fetch in batches, not a job at a time as room frees. Jobs read but not claimed yet count
     // against the room; they never wait for room, nor for jobs to come: their claim then goes
     // alone.
@@ -127,6 +132,19 @@ async::Task<void> RedisSource::fetcher() {
     for (auto& [r, owner] : batch.waits) settler_.push(store::held::wait(r));
     for (auto& [r, owner] : batch.waits) co_await store_.check_claim(r.id, owner);
     if (n > 0) wait_first = batch.popped < n;
+    if (batch.limited_ms > 0) {
+      // The rate held jobs back (they stay in Redis): hand over what came, and fetch again when
+      // the next token is due (a second at most: a reload may change the rate meanwhile).
+      wait_first = false;
+      unclaimed_ = std::move(got.unclaimed);
+      unclaimed_epoch_ = epoch;
+      // It did fetch: a queue held back by its rate is not stalled.
+      last_fetch_ = async::Clock::now();
+      const std::int64_t wait = std::min<std::int64_t>(1000, batch.limited_ms);
+      co_await hand_over(std::move(batch));
+      co_await async::sleep(Millis(wait));
+      continue;
+    }
     if (batch.paused) {
       // Paused in Redis, and the queue has not read it yet (it does within a second): look
       // again shortly, not in a loop.
@@ -223,6 +241,11 @@ void RedisSource::give_back_all(store::QueueStore::Waited& fetched) {
     settle(token, std::move(back), nullptr);
   }
   batch.jobs.clear();
+}
+
+void RedisSource::slow_down(Millis d) {
+  if (store_.settings().rate.per_ms <= 0 || d <= Millis(0)) return;
+  slow_until_ = std::max(slow_until_, store_.redis_now() + d.count());
 }
 
 async::Task<void> RedisSource::hand_over(store::Fetched batch) {

@@ -56,6 +56,7 @@ class RedisSource final : public Source, public Delivery {
   void show_active(std::uint64_t ticket) override;
   void settle(std::uint64_t ticket, Outcome out, store::OnSettled* done) override;
   void forget(std::uint64_t ticket) noexcept override;
+  void slow_down(Millis d) override;
 
  private:
   /// A job held here, from its fetch to its settlement: what its state writes need.
@@ -97,6 +98,7 @@ class RedisSource final : public Source, public Delivery {
   std::uint64_t unclaimed_epoch_ = 0;
   async::Event taking_ev_;
   store::BatchHistogram fetch_sizes_ = store::batch_histogram();
+  std::int64_t slow_until_ = 0;  // slow_down() asked for (Redis' clock, ms), not yet written
   async::Clock::time_point last_fetch_{};  // the last fetch that brought jobs (or the start)
   async::Event wake_promoter_;
   std::int64_t promoter_due_ = 0;

@@ -122,17 +122,26 @@ void append(redis::SyncClient& client, const Request& req) {
 // ---- holding jobs ----
 
 Call<FetchBatch> fetch(const Keys& k, const std::string& worker, std::uint64_t first, std::size_t n,
-                       std::uint64_t max_bytes) {
+                       std::uint64_t max_bytes, const Rate& rate) {
   std::vector<std::string> args;
-  args.reserve(3 + n);
+  args.reserve(5 + n);
   args.push_back(worker);
   args.push_back(std::to_string(n));
   args.push_back(std::to_string(max_bytes));
+  if (rate.per_ms > 0) {
+    char per_ms[32];
+    std::snprintf(per_ms, sizeof per_ms, "%.9g", rate.per_ms);
+    args.push_back(per_ms);
+    args.push_back(std::to_string(std::max<std::uint64_t>(1, rate.burst)));
+  } else {
+    args.push_back("0");
+    args.push_back("0");
+  }
   // The tokens as text, which Lua would format as doubles (a printf each).
   for (std::size_t i = 0; i < n; ++i) args.push_back(std::to_string(first + i));
-  return make<FetchBatch>(scripts::fetch(), {k.pending, k.leases, k.inflight(worker), k.paused},
-                          std::move(args),
-                          [first, n](Reply r) { return decode_fetch(std::move(r), first, n); });
+  return make<FetchBatch>(
+      scripts::fetch(), {k.pending, k.leases, k.inflight(worker), k.paused, k.rate},
+      std::move(args), [first, n](Reply r) { return decode_fetch(std::move(r), first, n); });
 }
 
 OpResult<FetchBatch> decode_fetch(Reply r, std::uint64_t first, std::size_t n) {
@@ -141,17 +150,25 @@ OpResult<FetchBatch> decode_fetch(Reply r, std::uint64_t first, std::size_t n) {
     out.lease_lost = true;
     return out;
   }
-  if (!r.is_array() || r.elements.size() < 2 || r.elements.size() - 2 > n) return bad("fetch", r);
+  if (!r.is_array() || r.elements.size() < 2) return bad("fetch", r);
   auto now = int_of(r.elements[0]);
   auto flag = int_of(r.elements[1]);
-  if (!now || !flag || (*flag != 0 && *flag != -1)) return bad("fetch", r);
+  if (!now || !flag || *flag < -2 || *flag > 1) return bad("fetch", r);
   out.now = *now;
   out.paused = *flag == -1;
-  out.jobs.reserve(r.elements.size() - 2);
-  for (std::size_t i = 2; i < r.elements.size(); ++i) {
+  // Limited by the rate (-2: nothing taken; 1: fewer than asked): the wait for the next token.
+  const std::size_t head = *flag == -2 || *flag == 1 ? 3 : 2;
+  if (r.elements.size() < head || r.elements.size() - head > n) return bad("fetch", r);
+  if (head == 3) {
+    auto wait = int_of(r.elements[2]);
+    if (!wait || *wait < 0) return bad("fetch", r);
+    out.limited_ms = std::max<long long>(1, *wait);
+  }
+  out.jobs.reserve(r.elements.size() - head);
+  for (std::size_t i = head; i < r.elements.size(); ++i) {
     Reply& e = r.elements[i];
     Held h;
-    h.token = first + (i - 2);
+    h.token = first + (i - head);
     if (e.type == Type::integer && e.integer > 0) {
       h.oversized = static_cast<std::uint64_t>(e.integer);
     } else if (e.type == Type::string) {
@@ -215,6 +232,10 @@ Call<bool> unclaim(const Keys& k, const std::string& id, const std::string& clai
 
 Call<redis::Done> acquire(const Keys& k, const std::string& worker, Millis lease) {
   return make<redis::Done>(scripts::acquire(), {k.leases}, {worker, num(lease.count())}, done());
+}
+
+Call<redis::Done> slow_down(const Keys& k, std::int64_t until) {
+  return make<redis::Done>(scripts::slow_down(), {k.rate}, {num(until)}, done());
 }
 
 Call<bool> renew(const Keys& k, const std::string& worker, Millis lease) {
@@ -373,9 +394,10 @@ Call<bool> is_paused(const Keys& k) {
 }
 
 Call<std::vector<Repaired>> repair(const Keys& k, const std::string& worker, std::int64_t now_ms) {
-  std::vector<std::string> keys{k.pending, k.delayed,     k.leases,           k.live,
-                                k.dead,    k.dead_bodies, k.inflight(worker), k.cancels};
-  std::vector<std::string> types{"list", "zset", "zset", "hash", "zset", "hash", "hash", "hash"};
+  std::vector<std::string> keys{k.pending,     k.delayed,          k.leases,  k.live, k.dead,
+                                k.dead_bodies, k.inflight(worker), k.cancels, k.rate};
+  std::vector<std::string> types{"list", "zset", "zset", "hash", "zset",
+                                 "hash", "hash", "hash", "hash"};
   const std::size_t n = keys.size();
   for (std::size_t i = 0; i < n; ++i) keys.push_back(Keys::aside(keys[i], now_ms));
   return make<std::vector<Repaired>>(

@@ -32,11 +32,21 @@ struct FetchBatch {
   std::int64_t now = 0;  // Redis' clock when it ran (ms)
   bool lease_lost = false;
   bool paused = false;
+  std::int64_t limited_ms = 0;  // >0: the rate held jobs back; the next token comes in this long
   std::vector<Held> jobs;
 };
-/// Holds up to `n` jobs from pending, with tokens first, first + 1, ... (lua/fetch.lua).
+/// A queue's (shard's) token bucket: jobs per ms (0: none) and the most tokens kept.
+struct Rate {
+  double per_ms = 0;
+  std::uint64_t burst = 0;
+};
+/// Holds up to `n` jobs from pending, with tokens first, first + 1, ... (lua/fetch.lua); with a
+/// rate, no more than its bucket has tokens for.
 Call<FetchBatch> fetch(const Keys& k, const std::string& worker, std::uint64_t first, std::size_t n,
-                       std::uint64_t max_bytes);
+                       std::uint64_t max_bytes, const Rate& rate = {});
+/// The bucket gives no token before `until` (Redis' clock, ms; a later one already set stays):
+/// a handler was told to come back then (HTTP 429 with Retry-After).
+Call<redis::Done> slow_down(const Keys& k, std::int64_t until);
 /// Reads a fetch reply (exposed for the fuzzer and tests).
 OpResult<FetchBatch> decode_fetch(redis::Reply r, std::uint64_t first, std::size_t n);
 

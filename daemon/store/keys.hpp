@@ -23,6 +23,7 @@ struct Keys {
         events(prefix + ":{" + queue + "}:events"),
         paused(base + ":paused"),
         cancels(base + ":cancel"),
+        rate(base + ":rate"),
         shards(prefix + ":{" + queue + "}:shards"),
         minutes(prefix + ":{" + queue + "}:history:minutes"),
         hours(prefix + ":{" + queue + "}:history:hours"),
@@ -39,6 +40,7 @@ struct Keys {
   std::string events;       // pub/sub channel (contract); a channel, not a key
   std::string paused;       // string: set while the queue is paused (jobqctl pause), to when
   std::string cancels;      // hash: job id -> the claim of the job to stop (jobqctl cancel)
+  std::string rate;         // hash: the queue's token bucket (`rate:`): tokens, at, until
   std::string shards;       // string: the queue's shard count, as its daemons were configured
   std::string minutes;      // hash: "<minute>:<s|f|r|n|t>" -> count, the last day (history.lua)
   std::string hours;        // hash: "<hour>:<s|f|r|n|t>" -> count, the last week

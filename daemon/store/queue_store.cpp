@@ -140,7 +140,7 @@ QueueStore::FetchCall QueueStore::begin_fetch(std::size_t n) {
   fetching_to_ = c.first + n;
   // A marked copy is longer than the job by its marker (a few hundred bytes at most): the exact
   // limit is read_held's, on the job itself.
-  c.call = store::fetch(keys_, s_.worker, c.first, n, s_.max_job_bytes + 600);
+  c.call = store::fetch(keys_, s_.worker, c.first, n, s_.max_job_bytes + 600, s_.rate);
   return c;
 }
 
@@ -208,6 +208,7 @@ async::Task<QueueStore::Waited> QueueStore::fetch(std::size_t n, Unclaimed claim
   ready.away = std::move(got->away);
   ready.lease_lost = got->lease_lost;
   ready.paused = got->paused;
+  ready.limited_ms = got->limited_ms;
   ready.popped = got->popped;
   out.got = std::move(ready);
   co_return out;
@@ -269,6 +270,7 @@ OpResult<Fetched> QueueStore::take(OpResult<FetchBatch> got, Unclaimed& unclaime
   Fetched out;
   out.lease_lost = batch.lease_lost;
   out.paused = batch.paused;
+  out.limited_ms = batch.limited_ms;
   out.popped = batch.jobs.size();
   if (batch.lease_lost || batch.paused || batch.jobs.empty()) {
     fetching_from_ = fetching_to_ = 0;

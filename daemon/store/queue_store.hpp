@@ -50,6 +50,8 @@ struct Settings {
   /// Which of the queue's shards this store serves, of how many (store/shards.hpp).
   std::size_t shard = 0;
   std::size_t shards = 1;
+  /// This shard's share of the queue's `rate:` (per_ms 0: none).
+  Rate rate;
 
   /// A config reload: takes what may change on a running queue from `next` (never the prefix,
   /// queue, worker or lease).
@@ -61,6 +63,7 @@ struct Settings {
     dead_ttl = next.dead_ttl;
     max_attempts = next.max_attempts;
     active_after = next.active_after;
+    rate = next.rate;
   }
 };
 
@@ -104,7 +107,8 @@ struct Fetched {
   std::vector<Away> away;  // to forward home before the others are handed over
   bool lease_lost = false;
   bool paused = false;
-  std::size_t popped = 0;  // jobs this call's fetch took from pending
+  std::int64_t limited_ms = 0;  // >0: the rate held jobs back; a token comes in this long
+  std::size_t popped = 0;       // jobs this call's fetch took from pending
 };
 
 /// Jobs a fetch held and read whose ids are still to be claimed before they run: their claim

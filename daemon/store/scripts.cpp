@@ -106,6 +106,9 @@ const redis::Script& history() {
   return named("history");
 }
 
+const redis::Script& slow_down() {
+  return named("slow_down");
+}
 const redis::Script& schedule_define() {
   return named("schedule_define");
 }

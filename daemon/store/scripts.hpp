@@ -25,6 +25,7 @@ const redis::Script& repair();
 const redis::Script& control();
 const redis::Script& heartbeat();
 const redis::Script& history();
+const redis::Script& slow_down();
 const redis::Script& schedule_define();
 const redis::Script& schedule_fire();
 // Both's.

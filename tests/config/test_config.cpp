@@ -845,3 +845,21 @@ TEST_CASE("schedules: a bad expression, zone, queue or job is an error at its pl
   CHECK_THAT(error_of(std::string(kMinimal) + "schedules: [a]\n"),
              Catch::Contains("schedules must be a map"));
 }
+
+TEST_CASE("queues: rate is a number of jobs per s, m or h, or off", "[config][rate]") {
+  const auto rate_of = [](const std::string& v) {
+    return load(std::string(kMinimal) + "    rate: " + v + "\n").queues[0].rate_per_s;
+  };
+  CHECK(rate_of("100/s") == 100);
+  CHECK(rate_of("30/m") == Approx(0.5));
+  CHECK(rate_of("1/h") == Approx(1.0 / 3600));
+  CHECK(rate_of("2.5/s") == 2.5);
+  CHECK(rate_of("off") == 0);
+  CHECK(load(kMinimal).queues[0].rate_per_s == 0);
+  for (const char* bad : {"100", "100/d", "/s", "-1/s", "0/s", "1e9/s", "nan/s", "100/s/s", "x"}) {
+    INFO(bad);
+    CHECK_THAT(error_of(std::string(kMinimal) + "    rate: " + bad + "\n"),
+               Catch::Contains("test.yaml:7:11: queues.default.rate: '") &&
+                   Catch::Contains("is not a rate"));
+  }
+}

@@ -195,6 +195,11 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
   (void)store::run(c, store::fire_schedule(k, "s", "@every 1s|", 1000, 2000, {})).value();
   (void)store::run(c, store::control_schedule(k, "pause", "s")).value();
   (void)store::run(c, store::control_schedule(k, "rm", "s")).value();
+  // A fetch through a rate's bucket (and one the bucket holds back).
+  (void)store::run(c, store::acquire(k, "wr", 5s)).value();
+  (void)store::run(c, store::fetch(k, "wr", 900, 2, 100000, {0.05, 5})).value();
+  (void)store::run(c, store::slow_down(k, now + 60000)).value();
+  (void)store::run(c, store::fetch(k, "wr", 902, 2, 100000, {0.05, 5})).value();
 
   auto violations = r.cmd({"LRANGE", "guard:violation", "0", "-1"});
   std::string said;

@@ -3,26 +3,60 @@
 -- ids (claim.lua) before any of them runs. A fetch can run long after it was sent (pipelined behind
 -- a blocking wait): the lease and the pause are checked here, by Redis' clock, when it runs.
 --
--- KEYS: pending, leases, inflight (this worker's), paused
--- ARGV: worker, n, max_bytes, then the n tokens as text (the first, first + 1, ...)
+-- A queue with a rate (`rate: 100/s`) takes no more jobs than its token bucket holds: tokens
+-- refill at the rate up to the burst, one per job taken; `until` (slow_down.lua) holds every
+-- token back until then. A queue without one never reads the bucket.
+--
+-- KEYS: pending, leases, inflight (this worker's), paused, rate (the bucket)
+-- ARGV: worker, n, max_bytes, rate (tokens per ms; 0: none), burst, then the n tokens as text
+--       (the first, first + 1, ...)
 -- Returns false when the worker's lease is gone or expired (it must register again);
 --   {Redis' clock (ms), -1} while the queue is paused (nothing taken);
+--   {Redis' clock (ms), -2, ms until a token} when the bucket is empty (nothing taken);
 --   {Redis' clock (ms), 0, then each job held, in order: its text, or its size as a number when
---    it is over max_bytes (the text stays in Redis, held, for the dead jobs)}.
+--    it is over max_bytes (the text stays in Redis, held, for the dead jobs)}, or with 1 and the
+--    ms until the next token in place of 0 when the bucket allowed fewer than n.
 -- The i-th job held has the i-th token.
-local pending, leases, inflight, paused = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pending, leases, inflight, paused, bucket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms()
 if not lease_valid(leases, ARGV[1], now) then return false end
 local nows = tostring(now)
 if redis.call('EXISTS', paused) == 1 then return {nows, -1} end
-local items = redis.call('RPOP', pending, tonumber(ARGV[2]))
+local n = tonumber(ARGV[2])
+local rate, tokens = tonumber(ARGV[4]), nil
+local limited = false
+if rate > 0 then
+  -- A foreign value at the bucket fails here (WRONGTYPE): the daemon moves it aside (repair).
+  local b = redis.call('HMGET', bucket, 'tokens', 'at', 'until')
+  local burst = tonumber(ARGV[5])
+  local until_ms = tonumber(b[3]) or 0
+  if until_ms > now then return {nows, -2, until_ms - now} end
+  local t, at = tonumber(b[1]), tonumber(b[2])
+  if not t or not at or at > now or t ~= t then
+    tokens = burst
+  else
+    tokens = math.min(burst, t + (now - at) * rate)
+  end
+  if tokens < 1 then return {nows, -2, math.ceil((1 - tokens) / rate)} end
+  if math.floor(tokens) < n then
+    n = math.floor(tokens)
+    limited = true
+  end
+end
+local items = redis.call('RPOP', pending, n)
 if not items then return {nows, 0} end
+if tokens then
+  tokens = tokens - #items
+  redis.call('HSET', bucket, 'tokens', tostring(tokens), 'at', nows)
+end
 local max = tonumber(ARGV[3])
 local held, out = {}, {nows, 0}
+if limited and #items == n then out = {nows, 1, math.ceil(math.max(0, 1 - tokens) / rate)} end
+local head = #out
 for i = 1, #items do
   local raw = items[i]
-  held[2 * i - 1], held[2 * i] = ARGV[3 + i], raw
-  if #raw > max then out[2 + i] = #raw else out[2 + i] = raw end
+  held[2 * i - 1], held[2 * i] = ARGV[5 + i], raw
+  if #raw > max then out[head + i] = #raw else out[head + i] = raw end
 end
 -- A foreign value at inflight fails the HSET: every job popped goes back where it was.
 local ok, err = pcall(redis.call, 'HSET', inflight, unpack(held))
