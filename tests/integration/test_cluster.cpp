@@ -5,6 +5,8 @@
 
 #include <mutex>
 
+#include <nlohmann/json.hpp>
+
 #include "redis/cluster.hpp"
 #include "tests/support/cluster.hpp"
 #include "tests/support/daemon.hpp"
@@ -312,5 +314,70 @@ TEST_CASE(
     INFO(q);
     CHECK(r.integer({"ZCARD", "jobq:{" + q + "}:dead"}) == 0);
     CHECK(r.integer({"LLEN", "jobq:{" + q + "}:pending"}) == 0);
+  }
+}
+
+TEST_CASE(
+    "redis-cluster://: schedules of queues on every primary tick once each across two "
+    "daemons; a rate holds there too; jobqctl lists and pauses them",
+    "[integration][cluster][schedules]") {
+  RedisCluster cluster(3, 0);
+  std::string yaml = "handlers:\n  echo: {type: builtin, name: echo}\nqueues:\n";
+  std::vector<std::string> queues;
+  std::set<int> owners;
+  for (int i = 0; queues.size() < 3; ++i) {
+    const std::string q = "s" + std::to_string(i);
+    if (owners.count(cluster.owner_of_queue(q))) continue;
+    owners.insert(cluster.owner_of_queue(q));
+    queues.push_back(q);
+    yaml += "  " + q + ": {handler: echo, rate: 20/s, rate_burst: 1}\n";
+  }
+  yaml += "schedules:\n";
+  for (const auto& q : queues) yaml += "  t" + q + ": {cron: \"@every 1s\", queue: " + q + "}\n";
+  Daemon a(cluster.url(), yaml), b(cluster.url(), yaml);
+  a.start();
+  b.start();
+  const auto ticks = [&](const std::string& q) {
+    SyncRedis r(cluster.owner_of_queue(q));
+    return std::stoll("0" + r.str({"HGET", "jobq:{" + q + "}:schedule:t" + q, "fired"}));
+  };
+  for (const auto& q : queues) {
+    INFO(q);
+    REQUIRE(eventually([&] { return ticks(q) >= 4; }, 20s));
+  }
+  // The rate, on each queue's own node: 100 jobs at 20/s take about 5 s; after 2 s at most ~41.
+  SyncRedis r0(cluster.owner_of_queue(queues[0]));
+  const auto burst = ids("burst", 100);
+  push(r0, queues[0], jobs_for(burst, "{}"));
+  const auto pushed_at = std::chrono::steady_clock::now();
+  REQUIRE(eventually([&] { return std::chrono::steady_clock::now() - pushed_at >= 2s; }, 5s));
+  CHECK(count_status(r0, queues[0], burst, "succeeded") <= 45);
+  CHECK(count_status(r0, queues[0], burst, "succeeded") >= 20);
+
+  auto listed = jobqctl_on(cluster, {"schedules", "--json"});
+  INFO(listed.out);
+  REQUIRE(listed.code == 0);
+  CHECK(nlohmann::json::parse(listed.out).size() == 3);
+  REQUIRE(jobqctl_on(cluster, {"schedule", "pause", "t" + queues[1]}).code == 0);
+  check_routed(a);
+  check_routed(b);
+  CHECK(a.stop() == 0);
+  CHECK(b.stop() == 0);
+  // Each tick once: the jobs enqueued (run, or still pending at the stop) are the distinct ids.
+  for (const auto& q : queues) {
+    SyncRedis r(cluster.owner_of_queue(q));
+    std::size_t states = 0;
+    for (const auto& e : r.cmd({"LRANGE", "jobq:{" + q + "}:pending", "0", "-1"}).elements) {
+      if (e.str.find("\"id\":\"t" + q + ":") != std::string::npos) ++states;
+    }
+    std::string cursor = "0";
+    do {
+      auto reply =
+          r.cmd({"SCAN", cursor, "MATCH", "jobq:{" + q + "}:job:t" + q + ":*", "COUNT", "1000"});
+      cursor = reply.elements[0].str;
+      states += reply.elements[1].elements.size();
+    } while (cursor != "0");
+    INFO(q);
+    CHECK(static_cast<long long>(states) == ticks(q));
   }
 }
