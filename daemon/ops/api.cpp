@@ -40,6 +40,13 @@ constexpr auto kKeepAlive = 15s;
 // One login attempt per this long, whoever asks: a token cannot be guessed at speed.
 constexpr auto kLoginEvery = 250ms;
 constexpr const char* kCookie = "jobqd_session";
+// Ids one call may name: a bulk cancel (a few round trips a job), dead jobs to retry or purge
+// (one script slice per 500). The body's 64 KiB bound comes first for long ids.
+constexpr std::size_t kMostCancels = 1000;
+constexpr std::size_t kMostDeadIds = 10000;
+// A bulk cancel begins no new job's cancel past this (the rest answer "send it again"), so that
+// it answers within the request's 5 s.
+constexpr auto kCancelTime = 3s;
 
 std::string hex(const unsigned char* p, std::size_t n) {
   static const char digits[] = "0123456789abcdef";
@@ -147,6 +154,38 @@ json job_json(const store::JobView& v) {
   return j;
 }
 
+// What a bulk cancel did: how many were cancelled while they waited, how many were asked of the
+// daemon running them, and each one not done with why.
+json cancel_answer(const std::string& queue, const std::vector<store::CancelDone>& steps) {
+  long long cancelled = 0, requested = 0;
+  json left = json::array();
+  for (const auto& d : steps) {
+    const std::string& what = d.step.what;
+    if (what == "cancelled") {
+      ++cancelled;
+      continue;
+    }
+    if (what == "requested") {
+      ++requested;
+      continue;
+    }
+    std::string why;
+    if (what == "final") {
+      why = "ended already (" + d.step.status + ")";
+    } else if (what == "missing") {
+      why = "no such job in queue " + queue;
+    } else if (what == "late") {
+      why = "not tried: the call's time was up; send it again";
+    } else {  // raced, unheld: between waiting and running
+      why = "moving between waiting and running; try again";
+    }
+    left.push_back({{"id", d.id}, {"why", std::move(why)}});
+  }
+  const auto not_done = static_cast<long long>(left.size());
+  return json{{"queue", queue},         {"done", cancelled + requested}, {"cancelled", cancelled},
+              {"requested", requested}, {"not_done", not_done},          {"not", std::move(left)}};
+}
+
 // A string field of an event, "" when absent or of another type (garbage on the channel).
 std::string field(const json& j, const char* name) {
   auto it = j.find(name);
@@ -246,7 +285,8 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
   } else if (n == 3 && p[0] == "queues" &&
              (p[2] == "jobs" || p[2] == "history" || p[2] == "search")) {
     wants = "GET";
-  } else if (n == 3 && p[0] == "queues" && (p[2] == "pause" || p[2] == "resume")) {
+  } else if (n == 3 && p[0] == "queues" &&
+             (p[2] == "pause" || p[2] == "resume" || p[2] == "cancel")) {
     wants = "POST";
   } else if (n == 4 && p[0] == "queues" && p[2] == "dead" && (p[3] == "retry" || p[3] == "purge")) {
     wants = "POST";
@@ -369,8 +409,12 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
       const store::SearchStep step = a.search(queue, q, from, store::kSearchBudget, status);
       json found = json::array();
       for (const auto& f : step.found) {
-        found.push_back(
-            {{"id", f.id}, {"where", f.where}, {"field", f.field}, {"excerpt", f.excerpt}});
+        const auto at = store::whole_number(f.at);
+        found.push_back({{"id", f.id},
+                         {"where", f.where},
+                         {"field", f.field},
+                         {"excerpt", f.excerpt},
+                         {"at", at ? json(*at) : json()}});
       }
       return json{{"queue", queue},
                   {"q", q},
@@ -388,18 +432,23 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
     };
     co_return co_await with_admin(std::move(work));
   }
-  // queues/Q/dead/retry|purge {"ids": [...]} or {"all": true}
+  // queues/Q/cancel {"ids": [...]}, queues/Q/dead/retry|purge {"ids": [...]} or {"all": true}
+  const bool cancelling = p[2] == "cancel";
   auto parsed = job::parse_json(req.body);
   auto* body = std::get_if<json>(&parsed);
   if (!body || !body->is_object()) {
-    co_return error(400, "the body: a JSON object, {\"ids\": [...]} or {\"all\": true}");
+    const std::string wanted =
+        cancelling ? R"({"ids": [...]})" : R"({"ids": [...]} or {"all": true})";
+    co_return error(400, "the body: a JSON object, " + wanted);
   }
+  // A cancel is a few round trips per job: fewer per call than a dead job's one script slice.
+  const std::size_t most = cancelling ? kMostCancels : kMostDeadIds;
   std::vector<std::string> ids;
-  const bool all = body->contains("all") && (*body)["all"] == true;
+  const bool all = !cancelling && body->contains("all") && (*body)["all"] == true;
   if (body->contains("ids")) {
     const json& list = (*body)["ids"];
-    if (!list.is_array() || list.size() > 10000) {
-      co_return error(400, "ids: a list of at most 10000 job ids");
+    if (!list.is_array() || list.size() > most) {
+      co_return error(400, "ids: a list of at most " + std::to_string(most) + " job ids");
     }
     for (const auto& v : list) {
       if (!v.is_string() || !job::valid_id(v.get<std::string>())) {
@@ -408,15 +457,31 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
       ids.push_back(v.get<std::string>());
     }
   }
+  if (cancelling) {
+    if (ids.empty()) co_return error(400, "give \"ids\": [...], 1 to 1000 job ids");
+    AdminFn work = [queue, ids](store::Admin& a) {
+      const auto until = std::chrono::steady_clock::now() + kCancelTime;
+      return cancel_answer(queue, a.cancel_many(queue, ids, "cancelled from the dashboard", until));
+    };
+    co_return co_await with_admin(std::move(work));
+  }
   if (ids.empty() == !all) co_return error(400, "give \"ids\": [...] or \"all\": true");
   const bool retry = p[3] == "retry";
   AdminFn work = [queue, ids, all, retry](store::Admin& a) {
+    // Throws not_found when none of the ids given is dead.
     const long long done = retry ? a.retry_dead(queue, ids, all) : a.purge_dead(queue, ids, all);
-    if (!all && done == 0) {
-      throw store::AdminError(store::AdminError::Kind::not_found,
-                              "no such dead job in queue " + queue);
+    json answer = {{"queue", queue}, {retry ? "retried" : "purged", done}};
+    if (!all) {
+      // Each dead job is in one shard's dead set: those of the ids not done were not dead there.
+      const auto given =
+          static_cast<long long>(std::set<std::string>(ids.begin(), ids.end()).size());
+      answer["not_done"] = std::max(0LL, given - done);
+      if (given > done) {
+        answer["why"] =
+            "not dead in queue " + queue + " (retried or purged already, or never dead)";
+      }
     }
-    return json{{"queue", queue}, {retry ? "retried" : "purged", done}};
+    return answer;
   };
   co_return co_await with_admin(std::move(work));
 }

@@ -177,13 +177,19 @@ std::optional<std::uint64_t> token_of(const std::string& s) {
   return v;
 }
 
-// A copy of job `id` waiting in pending or delayed, found by cancel.
-struct Waiting {
+}  // namespace
+
+// A copy of a job waiting in pending or delayed, found by cancel.
+struct detail::Waiting {
   std::string where;  // pending, delayed
   std::string body;
   std::string score;  // delayed: when it is due
   bool away = false;  // in shard 0, not in its id's home shard (not forwarded there yet)
 };
+
+namespace {
+
+using detail::Waiting;
 
 // The id a copy names: its marker's, else its JSON's own.
 std::string id_of(const std::string& copy) {
@@ -197,34 +203,49 @@ std::string id_of(const std::string& copy) {
   return "";
 }
 
-// Every copy of job `id` in the queue's pending list and delayed set, in the order cancel tries
-// them: a retry waiting in delayed first, then the oldest in pending, then the rest. Read in
-// slices, so that a long list never holds Redis in one reply.
-std::vector<Waiting> copies_of(redis::SyncClient& c, const Keys& k, const std::string& id) {
+// Every copy of the jobs `ids` in the queue's pending list and delayed set, by id, each id's in
+// the order cancel tries them: a retry waiting in delayed first, then the oldest in pending, then
+// the rest. Read in slices, so that a long list never holds Redis in one reply; once for all the
+// ids (a bulk cancel reads the list once, not once per job).
+std::map<std::string, std::vector<Waiting>> copies_of(redis::SyncClient& c, const Keys& k,
+                                                      const std::set<std::string>& ids) {
   constexpr long long kSlice = 1000;
-  auto is_it = [&](const std::string& raw) {
-    return raw.find(id) != std::string::npos && id_of(raw) == id;
+  // One id: a plain substring test first, cheaper than reading each copy's JSON.
+  const std::string* only = ids.size() == 1 ? &*ids.begin() : nullptr;
+  auto which = [&](const std::string& raw) -> const std::string* {
+    if (ids.empty() || (only && raw.find(*only) == std::string::npos)) return nullptr;
+    auto it = ids.find(id_of(raw));
+    return it == ids.end() ? nullptr : &*it;
   };
-  std::vector<Waiting> pending, retries, delayed;
-  const long long n = call(c, pending_length(k));
+  struct Seen {
+    std::vector<Waiting> pending, retries, delayed;
+  };
+  std::map<std::string, Seen> seen;
+  const long long n = ids.empty() ? 0 : call(c, pending_length(k));
   for (long long from = 0; from < n; from += kSlice) {
     for (auto& e : call(c, pending_slice(k, from, from + kSlice - 1))) {
-      if (is_it(e)) pending.push_back({"pending", std::move(e), "", false});
+      if (const auto* id = which(e))
+        seen[*id].pending.push_back({"pending", std::move(e), "", false});
     }
   }
-  std::reverse(pending.begin(), pending.end());  // consumed from the right: the oldest first
-  const long long m = call(c, delayed_count(k));
+  const long long m = ids.empty() ? 0 : call(c, delayed_count(k));
   for (long long from = 0; from < m; from += kSlice) {
     for (auto& [e, score] : call(c, delayed_slice(k, from, from + kSlice - 1))) {
-      if (!is_it(e)) continue;
+      const auto* id = which(e);
+      if (!id) continue;
       Copy cut = split(e);
-      auto& to = cut.marker && cut.marker->attempts > 0 ? retries : delayed;
+      auto& to = cut.marker && cut.marker->attempts > 0 ? seen[*id].retries : seen[*id].delayed;
       to.push_back({"delayed", std::move(e), std::move(score), false});
     }
   }
-  std::vector<Waiting> out = std::move(retries);
-  for (auto* v : {&pending, &delayed}) {
-    out.insert(out.end(), std::make_move_iterator(v->begin()), std::make_move_iterator(v->end()));
+  std::map<std::string, std::vector<Waiting>> out;
+  for (auto& [id, s] : seen) {
+    std::vector<Waiting>& v = out[id] = std::move(s.retries);
+    std::reverse(s.pending.begin(), s.pending.end());  // consumed from the right: oldest first
+    for (auto* from : {&s.pending, &s.delayed}) {
+      v.insert(v.end(), std::make_move_iterator(from->begin()),
+               std::make_move_iterator(from->end()));
+    }
   }
   return out;
 }
@@ -522,26 +543,41 @@ CancelStep Admin::cancel_step(const std::string& queue, const std::string& id,
                               const std::string& why, bool asked) {
   check_queue(queue);
   check_id(id);
-  // The request and the state at the job's home; its copies there, and in shard 0, where a
-  // plain LPUSH lands before a daemon sends it home.
   const auto shards = shard_keys(queue);
-  const std::size_t home = home_shard(id, shards.size());
-  const Keys& k = shards[home];
-  const JobView seen = look(k, queue, id);
   if (asked) {
+    const Keys& k = shards[home_shard(id, shards.size())];
+    const JobView seen = look(k, queue, id);
     if (is_final(seen.status)) return {"final", seen.status, ""};
     return request_cancel(k, queue, id, seen, true);
   }
-  if (!seen.held_by.empty()) return request_cancel(k, queue, id, seen, false);
-  std::vector<Waiting> copies = copies_of(c_, k, id);
-  if (home != 0) {
-    for (auto& copy : copies_of(c_, shards.front(), id)) {
-      copy.away = true;
-      copies.push_back(std::move(copy));
+  // Its copies at its home, and in shard 0, where a plain LPUSH lands before a daemon sends it
+  // home.
+  const auto copies = [&] {
+    const std::size_t home = home_shard(id, shards.size());
+    const std::set<std::string> one{id};
+    auto at_home = copies_of(c_, shards[home], one);
+    std::vector<Waiting> out = std::move(at_home[id]);
+    if (home != 0) {
+      auto away = copies_of(c_, shards.front(), one);
+      for (auto& copy : away[id]) {
+        copy.away = true;
+        out.push_back(std::move(copy));
+      }
     }
-  }
+    return out;
+  };
+  return cancel_found(shards, queue, id, why, copies);
+}
+
+// The request and the state at the job's home; its copies only when no daemon holds it.
+CancelStep Admin::cancel_found(const std::vector<Keys>& shards, const std::string& queue,
+                               const std::string& id, const std::string& why,
+                               const std::function<std::vector<Waiting>()>& copies_now) {
+  const Keys& k = shards[home_shard(id, shards.size())];
+  const JobView seen = look(k, queue, id);
+  if (!seen.held_by.empty()) return request_cancel(k, queue, id, seen, false);
   const Millis keep(keep_failed_ms(queue));
-  for (const auto& copy : copies) {
+  for (const auto& copy : copies_now()) {
     if (copy.away && !bring_home(c_, shards.front(), k, copy)) return {"raced", seen.status, ""};
     const std::string was = copy.where == "pending" ? "queued" : "waiting in delayed";
     auto r = call(c_, cancel(k, queue, id, copy.where, copy.body, keep, why + " while " + was));
@@ -553,6 +589,62 @@ CancelStep Admin::cancel_step(const std::string& queue, const std::string& id,
   if (seen.state.empty()) throw AdminError(Kind::not_found, "no job " + id + " in queue " + queue);
   // Queued or retrying, yet in neither place: a daemon holds it.
   return request_cancel(k, queue, id, seen, false);
+}
+
+std::vector<CancelDone> Admin::cancel_many(const std::string& queue,
+                                           const std::vector<std::string>& ids,
+                                           const std::string& why,
+                                           std::chrono::steady_clock::time_point until) {
+  check_queue(queue);
+  for (const auto& id : ids) check_id(id);
+  const auto shards = shard_keys(queue);
+  // Each id once, in the order given; what each shard is read for: the ids whose home it is,
+  // and in shard 0 every id (a plain LPUSH lands there before a daemon sends a job home).
+  std::vector<std::string> order;
+  std::map<std::size_t, std::set<std::string>> reads;
+  for (const auto& id : ids) {
+    const std::size_t home = home_shard(id, shards.size());
+    if (!reads[home].insert(id).second) continue;
+    order.push_back(id);
+    if (home != 0) reads[0].insert(id);
+  }
+  // The waiting copies, each shard read once for all of its ids: those at the id's home first,
+  // then those away from it (as cancel_step orders them).
+  std::map<std::string, std::vector<Waiting>> copies, away;
+  for (const auto& [shard, these] : reads) {
+    for (auto& [id, found] : copies_of(c_, shards[shard], these)) {
+      const bool at_home = home_shard(id, shards.size()) == shard;
+      for (auto& copy : found) {
+        copy.away = !at_home;
+        (at_home ? copies : away)[id].push_back(std::move(copy));
+      }
+    }
+  }
+  for (auto& [id, found] : away) {
+    auto& to = copies[id];
+    to.insert(to.end(), std::make_move_iterator(found.begin()),
+              std::make_move_iterator(found.end()));
+  }
+  std::vector<CancelDone> out;
+  out.reserve(order.size());
+  for (const auto& id : order) {
+    if (std::chrono::steady_clock::now() >= until) {
+      out.push_back({id, {"late", "", ""}});
+      continue;
+    }
+    CancelStep step;
+    try {
+      const auto known = [&] { return std::move(copies[id]); };
+      step = cancel_found(shards, queue, id, why, known);
+      // A daemon took it between the read and the cancel: once more, as jobqctl cancel would.
+      if (step.what == "raced") step = cancel_step(queue, id, why);
+    } catch (const AdminError& e) {
+      if (e.kind != Kind::not_found) throw;
+      step = {"missing", "", ""};
+    }
+    out.push_back({id, std::move(step)});
+  }
+  return out;
 }
 
 // Dead jobs are kept per shard: retry and purge act in each.
@@ -588,8 +680,10 @@ long long Admin::dead_action(const std::string& queue, const std::vector<std::st
     }
   }
   if (!all && done == 0) {
+    // Five named at most: a list from a page's bulk action may hold thousands.
     std::string named;
-    for (const auto& id : ids) named += (named.empty() ? "" : ", ") + id;
+    for (std::size_t i = 0; i < ids.size() && i < 5; ++i) named += (i ? ", " : "") + ids[i];
+    if (ids.size() > 5) named += " and " + std::to_string(ids.size() - 5) + " more";
     throw AdminError(Kind::not_found, "no dead job " + named + " in queue " + queue);
   }
   return done;
@@ -824,14 +918,10 @@ SearchStep Admin::search(const std::string& queue, const std::string& text, cons
   if (!status.empty() && at.phase < 3) at = Spot{3, 0, "0"};
   SearchStep out;
   const auto look = [&](const std::string& id, const std::string& where, const char* field,
-                        const std::string& hay) {
-    if (needle.empty()) {
-      out.found.push_back({id, where, "status", ""});
-      return true;
-    }
+                        const std::string& hay, const std::string& at = "") {
     const auto hit = find_folded(hay, needle);
     if (hit == std::string::npos) return false;
-    out.found.push_back({id, where, field, excerpt(hay, hit, needle.size())});
+    out.found.push_back({id, where, field, excerpt(hay, hit, needle.size()), at});
     return true;
   };
   // What one answer carries at most, and how long a call goes on (its pauses included): it
@@ -869,9 +959,10 @@ SearchStep Admin::search(const std::string& queue, const std::string& text, cons
       through = copies.size() < static_cast<std::size_t>(slice);
     } else if (at.phase == 2) {
       // Dead jobs: the JSON kept for retry, and the error they died of.
-      std::vector<std::string> ids;
+      std::vector<std::string> ids, died;
       for (auto& [id, score] : call(c_, dead_slice(k, pos, pos + slice - 1))) {
         ids.push_back(std::move(id));
+        died.push_back(std::move(score));
       }
       if (!ids.empty()) {
         const auto bodies = call(c_, dead_bodies(k, ids));
@@ -879,9 +970,9 @@ SearchStep Admin::search(const std::string& queue, const std::string& text, cons
         for (const auto& id : ids) errors.push_back(state_fields(k, id, {"error"}));
         const auto said = call_all(c_, errors);
         for (std::size_t i = 0; i < ids.size(); ++i) {
-          if (i < bodies.size() && look(ids[i], "dead", "job", bodies[i])) continue;
-          if (look(ids[i], "dead", "error", said[i].front())) continue;
-          look(ids[i], "dead", "id", ids[i]);
+          if (i < bodies.size() && look(ids[i], "dead", "job", bodies[i], died[i])) continue;
+          if (look(ids[i], "dead", "error", said[i].front(), died[i])) continue;
+          look(ids[i], "dead", "id", ids[i], died[i]);
         }
       }
       out.examined += ids.size();
@@ -895,16 +986,25 @@ SearchStep Admin::search(const std::string& queue, const std::string& text, cons
       if (!step.ids.empty()) {
         std::vector<Call<std::vector<std::string>>> reads;
         for (const auto& id : step.ids)
-          reads.push_back(state_fields(k, id, {"status", "result", "error"}));
+          reads.push_back(state_fields(k, id, {"status", "result", "error", "finished_at"}));
         const auto states = call_all(c_, reads);
         const std::size_t before = out.found.size();
         for (std::size_t i = 0; i < step.ids.size(); ++i) {
           const auto& f = states[i];
           if (f[0].empty()) continue;  // gone meanwhile
           if (!status.empty() && f[0] != status) continue;
-          if (look(step.ids[i], f[0], "id", step.ids[i])) continue;
-          if (look(step.ids[i], f[0], "result", f[1])) continue;
-          look(step.ids[i], f[0], "error", f[2]);
+          if (needle.empty()) {
+            // Every one of that status: the text it says most (its error, else its result).
+            const bool error = !f[2].empty();
+            const std::string& text = error ? f[2] : f[1];
+            out.found.push_back({step.ids[i], f[0],
+                                 text.empty() ? "" : (error ? "error" : "result"),
+                                 job::to_utf8(job::clip_utf8(text, 160)), f[3]});
+            continue;
+          }
+          if (look(step.ids[i], f[0], "id", step.ids[i], f[3])) continue;
+          if (look(step.ids[i], f[0], "result", f[1], f[3])) continue;
+          look(step.ids[i], f[0], "error", f[2], f[3]);
         }
         // A dead job was searched with the dead ones (its JSON and error): not twice (unless
         // the dead ones were not searched: a status asked for).
@@ -937,6 +1037,13 @@ SearchStep Admin::search(const std::string& queue, const std::string& text, cons
         ++at.phase;
       }
     }
+  }
+  // Job states come in the order of Redis' SCAN, which is no order in time: a search by status
+  // gives each answer's newest first (by when they ended; those without a time last).
+  if (!status.empty()) {
+    const auto when = [](const Found& f) { return whole_number(f.at).value_or(-1); };
+    std::stable_sort(out.found.begin(), out.found.end(),
+                     [&](const Found& a, const Found& b) { return when(a) > when(b); });
   }
   if (at.phase < 4) {
     out.next = std::to_string(at.phase) + "," + std::to_string(at.shard) + "," + at.pos;

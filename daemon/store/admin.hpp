@@ -110,12 +110,26 @@ inline constexpr const char* kListStates[] = {"pending", "delayed", "running", "
 struct CancelStep {
   std::string what, status, was;
 };
+/// One job of cancel_many: its id and its step, whose `what` may also be
+/// - missing: the queue has no such job;
+/// - late: not tried, the call's time was up (send it again).
+struct CancelDone {
+  std::string id;
+  CancelStep step;
+};
+
+namespace detail {
+struct Waiting;  // a copy of a job waiting in pending or delayed (store/admin.cpp)
+}
 
 /// A job a search found: where it is (pending, delayed, dead, or its state's status for a job
 /// that has ended or runs), which of its texts matched (payload, error, result, id), and the text
-/// around the match.
+/// around the match; `at` is when it died (dead) or its last attempt ended (a state's
+/// finished_at), unix ms as Redis has it, "" when there is none. A search by status alone
+/// matches no text: its `field` is the text it shows (error, else result, "" when neither),
+/// `excerpt` that text's start.
 struct Found {
-  std::string id, where, field, excerpt;
+  std::string id, where, field, excerpt, at;
 };
 /// One call's worth of a search: what it found, and where the next call goes on ("" when the
 /// queue has been searched through).
@@ -178,6 +192,13 @@ class Admin {
   /// not_found when the queue has no such job.
   CancelStep cancel_step(const std::string& queue, const std::string& id, const std::string& why,
                          bool asked = false);
+  /// A cancel step (as cancel_step, not `asked`) for each of `ids`, each id once, in the order
+  /// given: the queue's waiting jobs are read once per shard for all of them, not once per id.
+  /// A step that raced a daemon is made once more. No new one is begun past `until` (`late`).
+  /// bad_input for a bad name or id (before anything is done); a job not found is `missing`.
+  std::vector<CancelDone> cancel_many(const std::string& queue, const std::vector<std::string>& ids,
+                                      const std::string& why,
+                                      std::chrono::steady_clock::time_point until);
 
   /// Dead jobs back to pending (retry) or dropped (purge): the ids given, or every one when
   /// `ids` is empty and `all`. Returns how many. In slices: a large set never holds Redis long.
@@ -191,7 +212,8 @@ class Admin {
   /// that moves meanwhile may be seen twice or not at all. bad_input for a bad text or `from`.
   /// `status` (queued, active, retrying, waiting, succeeded, failed, cancelled): only job states
   /// with that status are looked at, and `text` may then be empty (every one of them is found):
-  /// the recently finished, the cancelled, those retrying.
+  /// the recently finished, the cancelled, those retrying. The states come in SCAN order (none
+  /// in time): with a status, each step's found are sorted newest first (by Found::at).
   SearchStep search(const std::string& queue, const std::string& text, const std::string& from,
                     std::size_t budget = kSearchBudget, const std::string& status = "");
 
@@ -229,6 +251,11 @@ class Admin {
                         std::vector<JobRow>& rows);
   CancelStep request_cancel(const Keys& k, const std::string& queue, const std::string& id,
                             const JobView& seen, bool asked);
+  /// A first cancel step of `id`, its waiting copies (at its home, then in shard 0) read by
+  /// `copies` only when no daemon holds it.
+  CancelStep cancel_found(const std::vector<Keys>& shards, const std::string& queue,
+                          const std::string& id, const std::string& why,
+                          const std::function<std::vector<detail::Waiting>()>& copies);
   long long dead_action(const std::string& queue, const std::vector<std::string>& ids, bool all,
                         bool retry);
   std::int64_t keep_failed_ms(const std::string& queue) const;

@@ -135,9 +135,26 @@ TEST_CASE("The API: the page, jobs by state, a job, cancel, pause, dead retry an
   REQUIRE(dead["jobs"].size() == 3);
   CHECK(dead["jobs"][0]["died_at"].is_number());
   CHECK(dead["jobs"][0]["error"].get<std::string>().find("exit") != std::string::npos);
-  auto retried = post(addr, "/api/queues/fails/dead/retry", R"({"ids":["f1"]})", with_csrf);
+  // Listed by status from their retained states: when each ended, its error.
+  auto failed = body_of(get(addr, "/api/queues/fails/search?status=failed"));
+  CHECK(failed["next"].is_null());
+  REQUIRE(failed["found"].size() == 3);
+  for (const auto& f : failed["found"]) {
+    CHECK(f["where"] == "failed");
+    CHECK(f["field"] == "error");
+    CHECK(f["excerpt"].get<std::string>().find("exit") != std::string::npos);
+    CHECK(f["at"].is_number());
+  }
+  CHECK(failed["found"][0]["at"].get<long long>() >= failed["found"][2]["at"].get<long long>());
+  // Retried by id: how many were, and how many were not and why.
+  auto retried =
+      post(addr, "/api/queues/fails/dead/retry", R"({"ids":["f1","nobody","f1"]})", with_csrf);
   REQUIRE(retried.status == 200);
-  CHECK(body_of(retried) == json({{"queue", "fails"}, {"retried", 1}}));
+  CHECK(body_of(retried) ==
+        json({{"queue", "fails"},
+              {"retried", 1},
+              {"not_done", 1},
+              {"why", "not dead in queue fails (retried or purged already, or never dead)"}}));
   REQUIRE(eventually(
       [&] {
         return body_of(get(addr, "/api/jobs/f1?queue=fails"))["attempts"] == 1 &&
@@ -220,6 +237,7 @@ TEST_CASE("The API: the page, jobs by state, a job, cancel, pause, dead retry an
   CHECK(refused.status == 403);
   CHECK(error_of(refused) == "read-only (http.read_only)");
   CHECK(post(addr, "/api/queues/fails/dead/purge", R"({"all":true})", with_csrf).status == 403);
+  CHECK(post(addr, "/api/queues/q/cancel", R"({"ids":["p1"]})", with_csrf).status == 403);
   CHECK(get(addr, "/api/queues/q/jobs").status == 200);
   // http.dashboard: false takes the page away, not the API.
   std::string no_page = kYaml;
@@ -492,5 +510,72 @@ TEST_CASE(
   CHECK(hit);
   CHECK(get(addr, "/api/queues/q/search?q=").status == 400);
   CHECK(get(addr, "/api/queues/q/search?q=x&from=nonsense").status == 400);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("POST /api/queues/Q/cancel: the jobs named, each answered done or not and why; limits",
+          "[integration][http][api]") {
+  RedisServer redis;
+  Daemon d(redis, kYaml);
+  const auto addr = start_serving(d, redis);
+  auto r = redis.client();
+  const std::string csrf = body_of(get(addr, "/api/session"))["csrf"];
+  const std::string with_csrf = "X-CSRF-Token: " + csrf + "\r\n";
+  REQUIRE(post(addr, "/api/queues/q/pause", "{}", with_csrf).status == 200);
+  push(r, "q", jobs_for(ids("b", 6), "{}"));
+  REQUIRE(jobqctl(redis, {"submit", "q", "{}", "--id", "sub-1"}).code == 0);
+
+  // Three waiting (one given twice, once done), one submitted, one unknown.
+  auto got = post(addr, "/api/queues/q/cancel", R"({"ids":["b0","b1","b2","b0","sub-1","nobody"]})",
+                  with_csrf);
+  REQUIRE(got.status == 200);
+  json a = body_of(got);
+  CHECK(a["queue"] == "q");
+  CHECK(a["done"] == 4);
+  CHECK(a["cancelled"] == 4);
+  CHECK(a["requested"] == 0);
+  CHECK(a["not_done"] == 1);
+  CHECK(a["not"] == json::array({{{"id", "nobody"}, {"why", "no such job in queue q"}}}));
+  CHECK(body_of(get(addr, "/api/queues/q/jobs?state=pending"))["total"] == 3);
+  const auto b1 = body_of(get(addr, "/api/jobs/b1?queue=q"));
+  CHECK(b1["status"] == "cancelled");
+  CHECK(b1["error"] == "cancelled from the dashboard while queued");
+  // Again: over already.
+  a = body_of(post(addr, "/api/queues/q/cancel", R"({"ids":["b1"]})", with_csrf));
+  CHECK(a["done"] == 0);
+  CHECK(a["not"][0]["why"] == "ended already (cancelled)");
+
+  // Bad bodies, the method, CSRF.
+  std::string many = R"({"ids":[)";
+  for (int i = 0; i <= 1000; ++i) many += (i ? ",\"x" : "\"x") + std::to_string(i) + "\"";
+  many += "]}";
+  const std::pair<std::string, std::string> bad[] = {{"{}", "\"ids\""},
+                                                     {R"({"ids":[]})", "\"ids\""},
+                                                     {R"({"all":true})", "\"ids\""},
+                                                     {R"({"ids":["a b"]})", "ids"},
+                                                     {many, "at most 1000"}};
+  for (const auto& [text, says] : bad) {
+    INFO(text.substr(0, 80));
+    auto refused = post(addr, "/api/queues/q/cancel", text, with_csrf);
+    CHECK(refused.status == 400);
+    CHECK(error_of(refused).find(says) != std::string::npos);
+  }
+  CHECK(get(addr, "/api/queues/q/cancel").status == 405);
+  CHECK(post(addr, "/api/queues/q/cancel", R"({"ids":["b3"]})").status == 403);
+
+  // The body's 64 KiB: some 2,000 ids of 26 characters fit (none of them dead: a 404 naming
+  // five), 2,300 do not.
+  const auto ids_body = [](int n) {
+    std::string b = R"({"ids":[)";
+    for (int i = 0; i < n; ++i) {
+      std::string id = std::to_string(i);
+      b += (i ? ",\"" : "\"") + std::string(26 - id.size(), 'Z') + id + "\"";
+    }
+    return b + "]}";
+  };
+  auto fits = post(addr, "/api/queues/q/dead/purge", ids_body(2000), with_csrf);
+  CHECK(fits.status == 404);
+  CHECK(error_of(fits).find("and 1995 more") != std::string::npos);
+  CHECK(post(addr, "/api/queues/q/dead/purge", ids_body(2300), with_csrf).status == 413);
   CHECK(d.stop() == 0);
 }

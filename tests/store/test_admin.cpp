@@ -353,6 +353,70 @@ TEST_CASE(
   CHECK(step.status == "cancelled");
 }
 
+// How often Redis has run `command` since its stats were reset (INFO commandstats).
+long long calls_of(test::SyncRedis& r, const std::string& command) {
+  const std::string info = r.str({"INFO", "commandstats"});
+  const std::string tag = "cmdstat_" + command + ":calls=";
+  const auto at = info.find(tag);
+  return at == std::string::npos ? 0 : std::stoll(info.substr(at + tag.size()));
+}
+
+TEST_CASE(
+    "Admin::cancel_many: waiting, away from home, delayed, held, ended and unknown jobs, the "
+    "waiting ones read once per shard for all of them; none begun past its time",
+    "[store][admin]") {
+  test::RedisServer server;
+  Fixture f(server, {}, 60000);
+  f.shards(3);
+  const std::string a1 = homed("a", 1), a2 = homed("aa", 1), away = homed("b", 2),
+                    later = homed("c", 0), held = homed("d", 0), over = homed("e", 2);
+  // 2,500 others before them in shard 1 (three slices of a read), then the two to cancel.
+  std::vector<std::string> cmd = {"LPUSH", f.key(1, "pending")};
+  for (int i = 0; i < 2500; ++i) cmd.push_back(job_text("other-" + std::to_string(i)));
+  f.r.cmd(cmd);
+  f.push(1, {a1, a2});
+  f.push(0, {away});  // a plain LPUSH: in shard 0, not yet at its home
+  f.delay(0, later, 99999999999999);
+  f.r.cmd({"HSET", f.key(0, "live"), held, "n9@w3:5"});
+  f.r.cmd({"HSET", f.key(0, "inflight:w3"), "5", job_text(held)});
+  f.r.cmd({"HSET", f.key(2, "job:" + over), "status", "succeeded"});
+  f.r.cmd({"CONFIG", "RESETSTAT"});
+  const auto done =
+      f.admin->cancel_many("q", {a1, away, later, held, over, "nobody", a2, a1}, "bulk",
+                           std::chrono::steady_clock::now() + std::chrono::seconds(10));
+  std::map<std::string, std::string> what;
+  std::vector<std::string> order;
+  for (const auto& d : done) {
+    what[d.id] = d.step.what;
+    order.push_back(d.id);
+  }
+  CHECK(order == Ids{a1, away, later, held, over, "nobody", a2});  // each once, as given
+  CHECK(what[a1] == "cancelled");
+  CHECK(what[a2] == "cancelled");
+  CHECK(what[away] == "cancelled");
+  CHECK(what[later] == "cancelled");
+  CHECK(what[held] == "requested");
+  CHECK(what[over] == "final");
+  CHECK(what["nobody"] == "missing");
+  CHECK(f.r.str({"HGET", f.key(1, "job:" + a1), "error"}) == "bulk while queued");
+  CHECK(f.r.str({"HGET", f.key(2, "job:" + away), "status"}) == "cancelled");
+  CHECK(f.r.str({"HGET", f.key(0, "cancel"), held}) == "n9");
+  // Shard 1's 2,502 in three reads, shard 0's one: not three reads per job of shard 1.
+  CHECK(calls_of(f.r, "lrange") == 4);
+  CHECK(f.admin->list("q", "pending", 0, 1, false).total == 2500);
+  CHECK(f.admin->list("q", "delayed", 0, 1, false).total == 0);
+
+  // Past its time, none is begun.
+  f.push(1, {"late-1"});
+  const auto late = f.admin->cancel_many("q", {"late-1"}, "bulk", std::chrono::steady_clock::now());
+  REQUIRE(late.size() == 1);
+  CHECK(late[0].step.what == "late");
+  CHECK(f.admin->list("q", "pending", 0, 1, false).total == 2501);
+  CHECK(kind_thrown([&] {
+          f.admin->cancel_many("q", {"ok", "not ok"}, "x", std::chrono::steady_clock::now());
+        }) == store::AdminError::Kind::bad_input);
+}
+
 TEST_CASE("Admin::retry_dead and purge_dead: the ids given in every shard, or all of them",
           "[store][admin]") {
   test::RedisServer server;
@@ -543,6 +607,25 @@ TEST_CASE("Admin::search by status: the cancelled (or any status) among the reta
   }
   CHECK(all == std::set<std::string>{"j7", "j107", "j207", "j307", "j407", "j507", "j607"});
   CHECK(blue == std::set<std::string>{"j307"});
+  // What a list by status shows: each answer newest first (by finished_at, none last), the
+  // error (else the result) as its text.
+  f.r.cmd({"HSET", "jobq:{q}:job:f1", "status", "failed", "error", "first", "finished_at", "1000"});
+  f.r.cmd({"HSET", "jobq:{q}:job:f3", "status", "failed", "error", "third", "finished_at", "3000"});
+  f.r.cmd({"HSET", "jobq:{q}:job:f2", "status", "failed", "result", "{}", "finished_at", "2000"});
+  f.r.cmd({"HSET", "jobq:{q}:job:f0", "status", "failed"});
+  const auto failed = f.admin->search("q", "", "", 5000, "failed");
+  CHECK(failed.next.empty());
+  REQUIRE(failed.found.size() == 4);
+  CHECK(failed.found[0].id == "f3");
+  CHECK(failed.found[0].at == "3000");
+  CHECK(failed.found[0].field == "error");
+  CHECK(failed.found[0].excerpt == "third");
+  CHECK(failed.found[1].id == "f2");
+  CHECK(failed.found[1].field == "result");
+  CHECK(failed.found[2].id == "f1");
+  CHECK(failed.found[3].id == "f0");
+  CHECK(failed.found[3].at.empty());
+  CHECK(failed.found[3].field.empty());
   CHECK_THROWS_AS(f.admin->search("q", "", "", 10, "bogus"), store::AdminError);
   CHECK_THROWS_AS(f.admin->search("q", "", "", 10, ""), store::AdminError);
 }
