@@ -117,10 +117,52 @@ async function noSideScroll(page, width) {
   expect(scroll <= inner, `${width} px wide: the page scrolls sideways (${scroll} > ${inner})`);
 }
 
+// Polls `fn()` (in this process) until it returns something truthy, within WAIT_MS.
+async function waitFor(what, fn) {
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const got = await fn();
+    if (got) return got;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${WAIT_MS} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+// The status line says `said` after the dialog, whose text says `count` (the jobs to act on).
+async function confirmBulk(page, selector, count, said) {
+  await page.click(selector);
+  await until(page, 'the confirm dialog', () => document.querySelector('#confirm')?.open);
+  const asked = await text(page, '#confirm-title');
+  expect(asked.includes(count), `the dialog asks "${asked}", not about ${count}`);
+  await page.click('#confirm-ok');
+  await until(
+    page,
+    `status "${said}"`,
+    (s) => document.querySelector('#status').textContent.includes(s),
+    said,
+  );
+}
+
+// The `data-at` of a status tab's rows (when each job ended), in the order shown.
+const rowTimes = (page) =>
+  page.$$eval('#jobs tbody tr[data-id]', (rows) => rows.map((r) => Number(r.dataset.at || -1)));
+
 // ---- Redis -------------------------------------------------------------------------------------
 
 function push(redis, queue, job) {
   return redis.lpush(`jobq:{${queue}}:pending`, JSON.stringify(job));
+}
+
+const statusOf = (redis, queue, id) => redis.hget(`jobq:{${queue}}:job:${id}`, 'status');
+
+// Jobs pushed at once; resolves when every one's state says `status`.
+async function pushAll(redis, queue, ids, payload, status) {
+  await redis.lpush(`jobq:{${queue}}:pending`, ...ids.map((id) => JSON.stringify({ id, payload })));
+  await waitFor(`${ids.length} jobs of ${queue} ${status}`, async () => {
+    const pipe = redis.pipeline();
+    for (const id of ids) pipe.hget(`jobq:{${queue}}:job:${id}`, 'status');
+    return (await pipe.exec()).every(([, s]) => s === status);
+  });
 }
 
 // ---- the checks --------------------------------------------------------------------------------
@@ -351,8 +393,7 @@ async function run(page, redis) {
     await until(
       page,
       'echo pending 2',
-      () =>
-        document.querySelector('.tabs a[data-state="pending"] .tab-count').textContent === '2',
+      () => document.querySelector('.tabs a[data-state="pending"] .tab-count').textContent === '2',
     );
     await until(page, 'needle-1 in the list', () =>
       document.querySelector('#jobs tr[data-id="needle-1"]'),
@@ -391,6 +432,144 @@ async function run(page, redis) {
       () => document.querySelector('.tabs a[data-state="pending"] .tab-count').textContent === '0',
     );
   });
+
+  await check(
+    'status tabs list the jobs retained by status, newest first, More, by keyboard',
+    async () => {
+      // 1,500 more ends in echo: a step of the status scan answers 100 found at most, so that the
+      // first batch leaves more for More.
+      const names = Array.from({ length: 1500 }, (_, i) => `done-${i}`);
+      await pushAll(redis, 'echo', names, { batch: 1 }, 'succeeded');
+      await go(page, '#/queue/echo/pending');
+      await page.focus('.tabs a[data-state="succeeded"]');
+      await page.keyboard.press('Enter');
+      await until(page, 'the succeeded tab', () => location.hash === '#/queue/echo/succeeded');
+      await until(
+        page,
+        'a first batch, and More',
+        () =>
+          document.querySelectorAll('#jobs tbody tr[data-id]').length >= 50 &&
+          !document.querySelector('#jobs-more').hidden,
+      );
+      const first = await page.$$eval('#jobs tbody tr[data-id]', (r) => r.length);
+      const head = await page.$$eval('#jobs th', (t) => t.map((n) => n.textContent).join());
+      expect(head === 'Job,Result,Ended at', `the columns: ${head}`);
+      await page.focus('#jobs-more');
+      await page.keyboard.press('Enter');
+      await until(
+        page,
+        'more rows',
+        (n) =>
+          document.querySelectorAll('#jobs tbody tr[data-id]').length > n &&
+          document.querySelector('#jobs-stop').hidden,
+        first,
+      );
+      const times = await rowTimes(page);
+      expect(
+        times.every((t, i) => t > 0 && (i === 0 || times[i - 1] >= t)),
+        'not newest first',
+      );
+      const row = await text(page, '#jobs tbody tr[data-id^="done-"]');
+      expect(row && row.includes('"batch":1'), `a row shows no result: ${row}`);
+      await screenshot(page, 'succeeded');
+      await go(page, '#/queue/flaky/retrying');
+      await until(page, 'no retrying job', () =>
+        document.querySelector('#jobs tbody tr.empty')?.textContent.includes('No retrying job'),
+      );
+    },
+  );
+
+  await check(
+    'cancel every job a search matches, waiting and running: confirmed with the count',
+    async () => {
+      await push(redis, 'slow', { id: 'zebrafinch-run', payload: { ms: 120000 } });
+      await waitFor(
+        'zebrafinch-run active',
+        async () => (await statusOf(redis, 'slow', 'zebrafinch-run')) === 'active',
+      );
+      for (const id of ['zebrafinch-1', 'zebrafinch-2'])
+        await redis.zadd(
+          'jobq:{slow}:delayed',
+          99999999999999,
+          JSON.stringify({ id, payload: {} }),
+        );
+      await go(page, '#/queue/slow/pending');
+      await page.$eval('#content-q', (n) => (n.value = ''));
+      await page.type('#content-q', 'zebrafinch');
+      await page.keyboard.press('Enter');
+      await until(page, 'the search done', () =>
+        document.querySelector('#content-progress').textContent.startsWith('Searched all'),
+      );
+      await confirmBulk(
+        page,
+        '#content-search [data-bulk="cancel"]',
+        '3 jobs',
+        'cancelled 3 of 3 jobs (2 taken out while waiting, 1 stopped while running)',
+      );
+      for (const id of ['zebrafinch-run', 'zebrafinch-1', 'zebrafinch-2'])
+        await waitFor(
+          `${id} cancelled`,
+          async () => (await statusOf(redis, 'slow', id)) === 'cancelled',
+        );
+      // Listed as cancelled, with why (sleepy too, cancelled before).
+      await go(page, '#/queue/slow/cancelled');
+      await until(
+        page,
+        'the cancelled tab',
+        () =>
+          document.querySelector('#jobs-summary').textContent.includes('(all kept)') &&
+          document.querySelectorAll('#jobs tbody tr[data-id]').length === 4,
+      );
+      const row = await text(page, '#jobs tbody tr[data-id="zebrafinch-1"]');
+      expect(row.includes('cancelled from the dashboard while waiting in delayed'), `row: ${row}`);
+      const cancel = await page.$$eval('#status-list [data-bulk]', (b) => b.length);
+      expect(cancel === 0, 'the cancelled tab offers a bulk action');
+    },
+  );
+
+  await check(
+    'retry every dead job a search matches; purge the failed ones from their tab',
+    async () => {
+      fs.writeFileSync(FAIL_MARKER, 'fail\n');
+      await pushAll(redis, 'flaky', ['kiwi-1', 'kiwi-2'], { note: 'Kiwiberry' }, 'failed');
+      await pushAll(redis, 'flaky', ['gone-1', 'gone-2'], { note: 'other' }, 'failed');
+      fs.rmSync(FAIL_MARKER);
+      await go(page, '#/search/flaky/kiwiberry');
+      await until(page, 'the search done', () =>
+        document.querySelector('#content-progress')?.textContent.startsWith('Searched all'),
+      );
+      await confirmBulk(
+        page,
+        '#content-search [data-bulk="retry"]',
+        '2 dead jobs',
+        'retried 2 of 2 jobs',
+      );
+      for (const id of ['kiwi-1', 'kiwi-2'])
+        await waitFor(
+          `${id} succeeded`,
+          async () => (await statusOf(redis, 'flaky', id)) === 'succeeded',
+        );
+      await go(page, '#/queue/flaky/failed');
+      await until(
+        page,
+        'the two failed listed',
+        () => document.querySelectorAll('#jobs tbody tr[data-id^="gone-"]').length === 2,
+      );
+      const row = await text(page, '#jobs tbody tr[data-id="gone-1"]');
+      expect(row.includes('exit'), `gone-1 shows no error: ${row}`);
+      await screenshot(page, 'failed');
+      await confirmBulk(
+        page,
+        '#status-list [data-bulk="purge"]',
+        '2 dead jobs',
+        'purged 2 of 2 jobs',
+      );
+      await until(page, 'the tab empty', () =>
+        document.querySelector('#jobs tbody tr.empty')?.textContent.includes('No failed job'),
+      );
+      expect((await redis.zcard('jobq:{flaky}:dead')) === 0, 'dead jobs left in Redis');
+    },
+  );
 
   await check('the chart shows what ran', async () => {
     // The daemon writes a minute's counts when the minute is over (or at its stop): the last
@@ -473,6 +652,7 @@ async function run(page, redis) {
       ['overview', '#/'],
       ['queue', '#/queue/echo/pending'],
       ['search', '#/search/echo/quokkafish'],
+      ['status', '#/queue/echo/succeeded'],
       ['job', '#/job/echo/xss-1'],
       ['find', '#/find/no-such-job'],
     ];
@@ -508,7 +688,7 @@ async function run(page, redis) {
 
 // ---- the checks of a jobqd with a token, read-only --------------------------------------------
 
-async function runSignedIn(page) {
+async function runSignedIn(page, redis) {
   const asked = await check('the page asks for the token', async () => {
     await page.goto(`${BASE}/#/queue/echo/pending`, { waitUntil: 'load', timeout: WAIT_MS });
     await until(page, 'the sign-in form', () => document.querySelector('#login #token'));
@@ -555,6 +735,37 @@ async function runSignedIn(page) {
     expect(seen.badge && seen.text === 'read-only', 'no read-only badge');
     expect(seen.actions === 0, `${seen.actions} action buttons shown`);
     await screenshot(page, 'read-only');
+  });
+
+  await check('read-only: no bulk action on a search or a status tab', async () => {
+    await redis.zadd(
+      'jobq:{echo}:delayed',
+      99999999999999,
+      JSON.stringify({ id: 'ro-1', payload: { note: 'a Lynx' } }),
+    );
+    await go(page, '#/search/echo/lynx');
+    await until(
+      page,
+      'the search found ro-1',
+      () =>
+        document.querySelector('#content-progress')?.textContent.startsWith('Searched all') &&
+        document.querySelector('#content-results tr[data-id="ro-1"]'),
+    );
+    const bulk = await page.$$eval('#content-search [data-bulk]', (b) =>
+      b.map((x) => ({ kind: x.dataset.bulk, shown: !!x.offsetParent })),
+    );
+    expect(
+      bulk.some((b) => b.kind === 'cancel'),
+      'no cancel button made at all',
+    );
+    expect(
+      bulk.every((b) => !b.shown),
+      `shown: ${JSON.stringify(bulk)}`,
+    );
+    await go(page, '#/queue/echo/failed');
+    await until(page, 'the failed tab', () => document.querySelector('#jobs tbody tr.empty'));
+    const shown = await page.$$eval('[data-bulk]', (b) => b.filter((x) => x.offsetParent).length);
+    expect(shown === 0, `${shown} bulk buttons shown`);
   });
 
   await check('sign out asks for the token again', async () => {
@@ -613,7 +824,7 @@ async function main() {
       if (m.type() === 'error' && !m.text().startsWith('Failed to load resource'))
         problems.push(m.text());
     });
-    await (TOKEN ? runSignedIn(page) : run(page, redis));
+    await (TOKEN ? runSignedIn(page, redis) : run(page, redis));
   } catch (e) {
     failures++;
     console.log(`not ok the run: ${String((e && e.message) || e).split('\n')[0]}`);

@@ -1,10 +1,12 @@
 // jobqd dashboard: a client of jobqd's JSON API (docs/api.md), served by jobqd itself.
 // Plain JS, no framework and no build step. Every value from the API reaches the page as text
 // (textContent, createElement, setAttribute), never as HTML: a payload holding markup shows as
-// that markup's text. Routes live in the hash: #/ (overview), #/queue/Q/STATE, #/search/Q/TEXT
-// (a queue's page searching its jobs for TEXT), #/job/Q/ID, #/find[/ID]. Memory stays bounded
-// in a page left open for days: the views keep the last answer only, the log of job ends keeps
-// RECENT_MAX entries, a search shows SEARCH_MAX results at most.
+// that markup's text. Routes live in the hash: #/ (overview), #/queue/Q/STATE (STATE one of TABS:
+// a state a job is in now, or the status of kept job states), #/search/Q/TEXT (a queue's page
+// searching its jobs for TEXT), #/job/Q/ID, #/find[/ID]. Memory stays bounded in a page left open
+// for days: the views keep the last answer only, the log of job ends keeps RECENT_MAX entries, a
+// search shows SEARCH_MAX results at most, a status tab STATUS_MAX, and a search keeps BULK_MAX
+// ids for a bulk action (tests/browser/dashboard.js measures the heap).
 'use strict';
 
 // ---- constants and state ---------------------------------------------------------------------
@@ -19,6 +21,10 @@ const JOB_MISSING_POLL_MS = 5000; // and, slower, while there is no such job
 const RECONNECT_MS = 5000; // after the event stream closed for good (an HTTP error)
 const ID_RE = /^[A-Za-z0-9_.:-]{1,128}$/;
 const STATES = ['pending', 'delayed', 'running', 'buffered', 'dead'];
+// Tabs of the jobs whose retained state has a status, found by GET .../search?status=S (a scan
+// with a cursor, not a count).
+const STATUSES = ['retrying', 'succeeded', 'failed', 'cancelled'];
+const TABS = STATES.concat(STATUSES);
 const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
 const S = {
@@ -396,6 +402,228 @@ function pauseButton(queue, isPaused, after) {
   return button;
 }
 
+// ---- a search step after step, and bulk actions on what it matches -----------------------------
+
+const BULK_MAX = 10000; // ids a bulk action collects at most
+const BULK_BODY_BYTES = 60000; // a call's JSON body, under the API's 64 KiB
+const CANCEL_CHUNK = 250; // ids per cancel call (the API takes 1000, and begins none past 3 s)
+const DEAD_CHUNK = 2000; // ids per dead retry or purge call (the API takes 10000)
+// Where a search finds a job (docs/api.md) that cancel or the dead actions apply to.
+const CANCELLABLE = new Set(['pending', 'delayed', 'queued', 'active', 'retrying', 'waiting']);
+const DEAD = new Set(['dead', 'failed']);
+
+// A search of a queue (`query`: q=TEXT or status=S, escaped) going on from where its last step
+// stopped. It keeps where each job it found is (BULK_MAX at most): what a bulk action acts on.
+class Scan {
+  constructor(queue, query) {
+    this.queue = queue;
+    this.query = query;
+    this.next = null; // the last answer's `next`
+    this.started = false;
+    this.examined = 0;
+    this.found = new Map(); // id -> where
+  }
+  get through() {
+    return this.started && this.next === null;
+  }
+  // One step; the state moves only when its answer came (an aborted step changes nothing).
+  async step(signal) {
+    const from = this.next ? `&from=${enc(this.next)}` : '';
+    const path = `/api/queues/${enc(this.queue)}/search?${this.query}${from}`;
+    const answer = await api('GET', path, null, { signal });
+    const found = Array.isArray(answer.found) ? answer.found : [];
+    this.started = true;
+    this.examined += num(answer.examined) || 0;
+    this.next = typeof answer.next === 'string' && answer.next ? answer.next : null;
+    for (const f of found) {
+      const id = String(f.id ?? '');
+      if (id && !this.found.has(id) && this.found.size < BULK_MAX)
+        this.found.set(id, String(f.where ?? ''));
+    }
+    return found;
+  }
+  has(kinds) {
+    for (const where of this.found.values()) if (kinds.has(where)) return true;
+    return false;
+  }
+  ids(kinds) {
+    return [...this.found].filter(([, where]) => kinds.has(where)).map(([id]) => id);
+  }
+}
+
+// `ids` cut into the calls' bodies: `most` at most each, each body under BULK_BODY_BYTES.
+function chunks(ids, most) {
+  const out = [];
+  let part = [],
+    size = 10;
+  for (const id of ids) {
+    const more = id.length + 3;
+    if (part.length && (part.length >= most || size + more > BULK_BODY_BYTES)) {
+      out.push(part);
+      part = [];
+      size = 10;
+    }
+    part.push(id);
+    size += more;
+  }
+  if (part.length) out.push(part);
+  return out;
+}
+
+// "2 ended already (succeeded), 1 no such job in queue q"
+function reasons(counts) {
+  return [...counts].map(([why, n]) => `${n} ${why}`).join(', ');
+}
+
+const BULK = {
+  cancel: {
+    label: 'Cancel matching',
+    kinds: CANCELLABLE,
+    title: (n, q) => `Cancel ${plural(n, 'job')} of ${q}?`,
+    text: (n, what) =>
+      `${plural(n, 'job')} ${what}, waiting or running, are cancelled: taken out if they ` +
+      'wait, stopped if they run.',
+    ok: 'Cancel them',
+    none: 'no matching job waits or runs',
+    klass: 'danger',
+  },
+  retry: {
+    label: 'Retry matching dead',
+    kinds: DEAD,
+    title: (n, q) => `Retry ${plural(n, 'dead job')} of ${q}?`,
+    text: (n, what) =>
+      `${plural(n, 'job')} ${what} go back to pending, with fresh attempts (those still dead).`,
+    ok: 'Retry them',
+    none: 'no matching dead job',
+    klass: '',
+  },
+  purge: {
+    label: 'Purge matching dead',
+    kinds: DEAD,
+    title: (n, q) => `Purge ${plural(n, 'dead job')} of ${q}?`,
+    text: (n, what) =>
+      `${plural(n, 'job')} ${what} are dropped with their state (those still dead). ` +
+      'This cannot be undone.',
+    ok: 'Purge them',
+    none: 'no matching dead job',
+    klass: 'danger',
+  },
+};
+
+// Sends the ids in chunks; the status line's words: how many were done, how many not and why.
+async function bulkSend(queue, kind, ids) {
+  const base = `/api/queues/${enc(queue)}`;
+  const why = new Map();
+  const add = (reason, n) => why.set(reason, (why.get(reason) || 0) + n);
+  let done = 0,
+    cancelled = 0,
+    requested = 0;
+  const parts = chunks(ids, kind === 'cancel' ? CANCEL_CHUNK : DEAD_CHUNK);
+  for (const part of parts) {
+    if (kind === 'cancel') {
+      const r = await api('POST', `${base}/cancel`, { ids: part });
+      cancelled += num(r.cancelled) || 0;
+      requested += num(r.requested) || 0;
+      done += num(r.done) || 0;
+      for (const n of Array.isArray(r.not) ? r.not : []) add(String(n.why), 1);
+      continue;
+    }
+    try {
+      const r = await api('POST', `${base}/dead/${kind}`, { ids: part });
+      done += num(kind === 'retry' ? r.retried : r.purged) || 0;
+      if (num(r.not_done)) add(String(r.why || 'not done'), num(r.not_done));
+    } catch (e) {
+      // None of this part was dead: a 404.
+      if (e.status !== 404) throw e;
+      add(`not dead in queue ${queue} (retried or purged already, or never dead)`, part.length);
+    }
+  }
+  const verb = { cancel: 'cancelled', retry: 'retried', purge: 'purged' }[kind];
+  const not = [...why.values()].reduce((a, b) => a + b, 0);
+  let said = `${verb} ${done} of ${plural(ids.length, 'job')}`;
+  if (kind === 'cancel' && done)
+    said += ` (${cancelled} taken out while waiting, ${requested} stopped while running)`;
+  if (not) said += `; ${not} not: ${reasons(why)}`;
+  return said;
+}
+
+// The bulk action buttons of a search (`scan()`: its Scan now; `what`: how the dialog names the
+// matching jobs). A click stops the search's own loop (`pause`), goes on with the search to its
+// end (BULK_MAX ids at most, the button then stops it), confirms with the count, and acts in
+// chunks; `after` then shows the queue anew. Hidden in read-only mode (.action).
+function bulkBar(queue, kinds, { scan, what, pause, after, live }) {
+  const bar = el('div', { class: 'toolbar bulk', role: 'group', 'aria-label': 'Act on matches' });
+  const buttons = {};
+  let busy = null; // the AbortController of a collection under way
+  for (const kind of kinds) {
+    const b = BULK[kind];
+    const button = el(
+      'button',
+      { type: 'button', class: `action small ${b.klass}`, 'data-bulk': kind },
+      `${b.label}…`,
+    );
+    buttons[kind] = button;
+    button.addEventListener('click', async () => {
+      if (readOnly()) return;
+      if (busy) return busy.abort(); // the button says Stop while it collects
+      const s = scan();
+      if (!s) return;
+      if (pause) pause();
+      clearError();
+      busy = new AbortController();
+      const signal = busy.signal;
+      Object.values(buttons).forEach((x) => (x.disabled = x !== button));
+      button.textContent = 'Stop';
+      try {
+        while (!s.through && s.found.size < BULK_MAX) {
+          setStatus(
+            `finding every matching job: ${s.examined.toLocaleString()} examined, ` +
+              `${s.ids(b.kinds).length.toLocaleString()} to act on…`,
+          );
+          await s.step(signal);
+        }
+      } catch (e) {
+        if (!live()) return;
+        if (e.status === -1) setStatus('stopped: nothing was done');
+        else reportError(e);
+        return;
+      } finally {
+        busy = null;
+        button.textContent = `${b.label}…`;
+        Object.values(buttons).forEach((x) => (x.disabled = readOnly()));
+      }
+      const ids = s.ids(b.kinds);
+      if (!ids.length) return setStatus(b.none);
+      const capped = !s.through ? ` (the first ${BULK_MAX.toLocaleString()} found)` : '';
+      const text = b.text(ids.length, what() + capped);
+      if (!live() || !(await confirmDialog(b.title(ids.length, queue), text, b.ok))) {
+        if (live()) setStatus('');
+        return;
+      }
+      Object.values(buttons).forEach((x) => (x.disabled = true));
+      try {
+        const said = await bulkSend(queue, kind, ids);
+        setStatus(said);
+        if (after && live()) after();
+      } catch (e) {
+        reportError(e);
+      } finally {
+        Object.values(buttons).forEach((x) => (x.disabled = readOnly()));
+      }
+    });
+    bar.append(button);
+  }
+  // Offered when what it acts on was found, or may be found further on.
+  const update = () => {
+    const s = scan();
+    for (const kind of kinds)
+      buttons[kind].hidden = !s || !s.started || (s.through && !s.has(BULK[kind].kinds));
+    bar.hidden = Object.values(buttons).every((x) => x.hidden);
+  };
+  update();
+  return { bar, update, stop: () => busy && busy.abort() };
+}
+
 // ---- shared pieces of the views --------------------------------------------------------------
 
 function section(title, ...content) {
@@ -651,7 +879,15 @@ function redisCard() {
         el(
           'tr',
           {},
-          el('td', {}, el('a', { href: `#/queue/${encodeURIComponent(q.name)}/pending`, class: 'mono', text: q.name })),
+          el(
+            'td',
+            {},
+            el('a', {
+              href: `#/queue/${encodeURIComponent(q.name)}/pending`,
+              class: 'mono',
+              text: q.name,
+            }),
+          ),
           ...['pending', 'delayed', 'dead', 'history'].map((k) =>
             el('td', { class: 'num', text: bytes(q.bytes?.[k]) }),
           ),
@@ -700,23 +936,28 @@ function queueOf(name) {
   return (S.queues || []).find((q) => String(q.name) === name) || null;
 }
 
+// The states a queue's jobs are in now (with their counts), then the statuses of the retained
+// job states (no count: they are found by a scan).
 function stateTabs(queue, active) {
   const links = {};
   const nav = el(
     'nav',
     { class: 'tabs', 'aria-label': 'Job states' },
-    STATES.map((s) => {
-      links[s] = el('span', { class: 'tab-count' });
+    TABS.map((s) => {
+      const now = STATES.includes(s);
+      if (now) links[s] = el('span', { class: 'tab-count' });
       return el(
         'a',
         {
           href: queueHref(queue, s),
           'aria-current': s === active ? 'page' : null,
           'data-state': s,
+          class: s === STATUSES[0] ? 'tab-retained tab-first' : now ? null : 'tab-retained',
+          title: now ? null : `Jobs whose state says ${s}, as long as it is kept`,
         },
         s,
-        ' ',
-        links[s],
+        now ? ' ' : null,
+        now ? links[s] : null,
       );
     }),
   );
@@ -823,28 +1064,42 @@ function searchCard(queue, initial, seq) {
     ),
   );
   let gen = 0,
-    ctl = null;
+    ctl = null,
+    scan = null, // the search shown, and what it found
+    text = '';
   const stop = () => {
     gen++;
     if (ctl) ctl.abort();
     ctl = null;
     stopButton.hidden = true;
   };
-  const run = async (text) => {
+  const bulk = bulkBar(queue, ['cancel', 'retry', 'purge'], {
+    scan: () => scan,
+    what: () => `of queue ${queue} matching "${text}"`,
+    pause: () => {
+      if (!stopButton.hidden) stopButton.onclick();
+    },
+    after: () => run(text),
+    live: () => alive(seq),
+  });
+  const run = async (wanted) => {
     stop();
+    bulk.stop(); // a bulk action collecting for the search before
     const mine = gen;
     ctl = new AbortController();
     const signal = ctl.signal;
     const live = () => mine === gen && alive(seq);
-    let examined = 0,
-      shown = 0,
-      from = null,
+    text = wanted;
+    scan = new Scan(queue, `q=${enc(wanted)}`);
+    const mineScan = scan;
+    let shown = 0,
       ended = 'through';
     tbody.replaceChildren();
     box.hidden = true;
     stopButton.hidden = false;
+    bulk.update();
     const say = (more) =>
-      `searched ${examined.toLocaleString()} jobs, ${shown.toLocaleString()} found${more}`;
+      `searched ${mineScan.examined.toLocaleString()} jobs, ${shown.toLocaleString()} found${more}`;
     progress.textContent = say('…');
     stopButton.onclick = () => {
       stop();
@@ -852,12 +1107,9 @@ function searchCard(queue, initial, seq) {
     };
     try {
       do {
-        const path =
-          `/api/queues/${enc(queue)}/search?q=${enc(text)}` + (from ? `&from=${enc(from)}` : '');
-        const step = await api('GET', path, null, { signal });
+        const found = await mineScan.step(signal);
         if (!live()) return;
-        examined += num(step.examined) || 0;
-        for (const f of Array.isArray(step.found) ? step.found : []) {
+        for (const f of found) {
           if (shown >= SEARCH_MAX) break;
           shown++;
           const id = String(f.id ?? '');
@@ -868,20 +1120,20 @@ function searchCard(queue, initial, seq) {
               el('td', {}, el('a', { href: jobHref(queue, id), class: 'mono' }, id)),
               el('td', {}, statusBadge(String(f.where ?? ''))),
               el('td', { text: f.field ?? '–' }),
-              el('td', { class: 'excerpt' }, marked(f.excerpt, text)),
+              el('td', { class: 'excerpt' }, marked(f.excerpt, wanted)),
             ),
           );
           box.hidden = false;
         }
-        from = typeof step.next === 'string' && step.next ? step.next : null;
-        if (from && shown >= SEARCH_MAX) ended = 'full';
+        bulk.update();
+        if (!mineScan.through && shown >= SEARCH_MAX) ended = 'full';
         progress.textContent = say('…');
-      } while (from && shown < SEARCH_MAX);
-      const all = `Searched all ${examined.toLocaleString()} jobs: `;
+      } while (!mineScan.through && shown < SEARCH_MAX);
+      const all = `Searched all ${mineScan.examined.toLocaleString()} jobs: `;
       progress.textContent =
         ended === 'full'
-          ? `The first ${SEARCH_MAX} found (${examined.toLocaleString()} jobs searched); ` +
-            'a longer text finds fewer.'
+          ? `The first ${SEARCH_MAX} found (${mineScan.examined.toLocaleString()} jobs ` +
+            'searched); a longer text finds fewer.'
           : all + (shown ? `${plural(shown, 'match')}.` : 'nothing found.');
     } catch (e) {
       if (!live() || e.status === -1) return;
@@ -889,6 +1141,7 @@ function searchCard(queue, initial, seq) {
       reportError(e);
     } finally {
       if (mine === gen) stopButton.hidden = true;
+      bulk.update();
     }
   };
   const start = (raw) => {
@@ -908,10 +1161,16 @@ function searchCard(queue, initial, seq) {
     ev.preventDefault();
     start(input.value);
   });
-  const card = section('Find jobs by content', form, progress, box);
+  const card = section('Find jobs by content', form, progress, bulk.bar, box);
   card.id = 'content-search';
   if (initial) start(initial);
-  return { card, stop };
+  return {
+    card,
+    stop: () => {
+      stop();
+      bulk.stop();
+    },
+  };
 }
 
 // ---- a queue's chart of attempts over time ---------------------------------------------------
@@ -1126,10 +1385,9 @@ function chartCard(queue, seq) {
   };
 }
 
-function viewQueue(main, route, seq) {
-  const { queue, state, offset } = route;
-  const tabs = stateTabs(queue, state);
-  const pausedBadge = el('span', { class: 'badge status-paused', hidden: true }, 'paused');
+// A queue's jobs in one of STATES, a page of them, read again when the count of that state
+// changes or one of its jobs ends.
+function stateList(queue, state, offset, seq) {
   const cols = jobColumns(state);
   const tbody = el('tbody');
   const table = el(
@@ -1141,12 +1399,6 @@ function viewQueue(main, route, seq) {
   const summary = el('p', { class: 'muted', id: 'jobs-summary' });
   const pager = el('nav', { class: 'pager', 'aria-label': 'Pages' });
   const tools = el('div', { class: 'toolbar' });
-  const isPaused = () => !!(queueOf(queue) || {}).paused;
-  const pause = pauseButton(queue, isPaused, (r) => {
-    const q = queueOf(queue);
-    if (q) q.paused = !!r.paused; // until the next event says it
-    onQueues();
-  });
   emptyRow(tbody, cols.length, 'Loading…');
 
   let lastCount = null,
@@ -1200,18 +1452,194 @@ function viewQueue(main, route, seq) {
         : '',
     );
   };
+  if (state === 'dead')
+    tools.append(retryDeadButton(queue, null, reloadSoon), purgeDeadButton(queue, reloadSoon));
+  load();
+  return {
+    card: el(
+      'section',
+      { class: 'card' },
+      el('div', { class: 'card-head' }, summary, tools),
+      tableBox(table),
+      pager,
+    ),
+    onQueues: (q) => {
+      const n = q ? q[state] : null;
+      if (lastCount !== null && n !== lastCount) reloadSoon();
+      lastCount = n;
+    },
+    onJob: reloadSoon,
+    refresh: reloadSoon,
+    stop: () => clearTimeout(timer),
+  };
+}
+
+const STATUS_BATCH = 50; // rows one load (and each More) adds
+const STATUS_MAX = 500; // rows a status tab shows at most
+
+// A queue's jobs whose retained state has `status` (STATUSES): GET .../search?status=S step after
+// step until STATUS_BATCH more are found or the scan is through; More goes on from there. The
+// scan has no order in time (Redis' SCAN): the rows shown are sorted newest first by when each
+// ended. Not read again on each job end (a scan is not cheap): Reload starts it anew.
+function statusList(queue, status, seq) {
+  const isError = status !== 'succeeded';
+  const cols = [
+    { label: 'Job' },
+    { label: isError ? 'Error' : 'Result' },
+    { label: status === 'retrying' ? 'Last attempt ended' : 'Ended at' },
+  ];
+  const tbody = el('tbody');
+  const table = el(
+    'table',
+    { class: 'data', id: 'jobs', 'aria-label': `${status} jobs of ${queue}` },
+    headRow(cols),
+    tbody,
+  );
+  const summary = el('p', { class: 'muted', id: 'jobs-summary', 'aria-live': 'polite' });
+  const more = el('button', { type: 'button', id: 'jobs-more', hidden: true }, 'More');
+  const halt = el('button', { type: 'button', id: 'jobs-stop', hidden: true }, 'Stop');
+  const reload = el('button', { type: 'button', id: 'jobs-reload', class: 'small' }, 'Reload');
+  const pager = el('div', { class: 'pager' }, more, halt);
+  let scan = null,
+    rows = [], // {id, field, excerpt, at}, newest first
+    gen = 0,
+    ctl = null;
+  const stop = () => {
+    gen++;
+    if (ctl) ctl.abort();
+    ctl = null;
+    halt.hidden = true;
+  };
+  const kinds = status === 'failed' ? ['retry', 'purge'] : status === 'retrying' ? ['cancel'] : [];
+  const bulk = bulkBar(queue, kinds, {
+    scan: () => scan,
+    what: () => `of queue ${queue} whose state says ${status}`,
+    pause: () => {
+      stop();
+      draw(false);
+    },
+    after: () => start(),
+    live: () => alive(seq),
+  });
+  const draw = (going) => {
+    rows.sort((a, b) => (num(b.at) ?? -1) - (num(a.at) ?? -1));
+    if (!rows.length)
+      emptyRow(tbody, cols.length, going ? 'Looking…' : `No ${status} job states kept.`);
+    else
+      tbody.replaceChildren(
+        ...rows.map((f) =>
+          el(
+            'tr',
+            { 'data-id': f.id, 'data-at': f.at ?? '' },
+            el('td', { class: 'mono' }, el('a', { href: jobHref(queue, f.id) }, f.id)),
+            el('td', {}, el('code', { class: 'payload', title: f.excerpt }, brief(f.excerpt))),
+            el('td', { text: f.at === null ? '–' : localTime(f.at) }),
+          ),
+        ),
+      );
+    const through = scan && scan.through;
+    const n = rows.length.toLocaleString();
+    summary.textContent =
+      `${n} found, ${scan ? scan.examined.toLocaleString() : 0} job states examined` +
+      (going ? '…' : through ? ' (all kept)' : '') +
+      (rows.length >= STATUS_MAX && !through ? `; the first ${STATUS_MAX} shown` : '');
+    more.hidden = going || through || !scan || rows.length >= STATUS_MAX;
+    halt.hidden = !going;
+    bulk.update();
+  };
+  // Steps until `want` more rows are shown or the scan is through.
+  const go = async (want) => {
+    stop();
+    const mine = gen;
+    ctl = new AbortController();
+    const signal = ctl.signal;
+    const live = () => mine === gen && alive(seq);
+    const target = Math.min(STATUS_MAX, rows.length + want);
+    draw(true);
+    try {
+      while (!scan.through && rows.length < target) {
+        const found = await scan.step(signal);
+        if (!live()) return;
+        for (const f of found) {
+          // A scan may give a key twice (one that moved while it ran): shown once.
+          if (rows.length >= STATUS_MAX || rows.some((r) => r.id === String(f.id))) continue;
+          rows.push({
+            id: String(f.id ?? ''),
+            excerpt: String(f.excerpt ?? ''),
+            at: num(f.at),
+          });
+        }
+        draw(true);
+      }
+    } catch (e) {
+      if (!live() || e.status === -1) return;
+      reportError(e);
+    } finally {
+      if (mine === gen) {
+        ctl = null;
+        draw(false);
+      }
+    }
+  };
+  const start = () => {
+    stop();
+    bulk.stop();
+    scan = new Scan(queue, `status=${enc(status)}`);
+    rows = [];
+    go(STATUS_BATCH);
+  };
+  more.addEventListener('click', () => go(STATUS_BATCH));
+  halt.addEventListener('click', () => {
+    stop();
+    draw(false);
+  });
+  reload.addEventListener('click', start);
+  start();
+  return {
+    card: el(
+      'section',
+      { class: 'card', id: 'status-list' },
+      el('div', { class: 'card-head' }, summary, el('div', { class: 'toolbar' }, reload)),
+      el(
+        'p',
+        { class: 'muted hint' },
+        `Jobs whose state says ${status}, as long as their state is kept (the queue's retain ` +
+          'settings), found by a scan: newest first among those found so far.',
+      ),
+      bulk.bar,
+      tableBox(table),
+      pager,
+    ),
+    onQueues: () => {},
+    onJob: () => {},
+    refresh: () => {},
+    stop: () => {
+      stop();
+      bulk.stop();
+    },
+  };
+}
+
+function viewQueue(main, route, seq) {
+  const { queue, state, offset } = route;
+  const tabs = stateTabs(queue, state);
+  const pausedBadge = el('span', { class: 'badge status-paused', hidden: true }, 'paused');
+  const isPaused = () => !!(queueOf(queue) || {}).paused;
+  const pause = pauseButton(queue, isPaused, (r) => {
+    const q = queueOf(queue);
+    if (q) q.paused = !!r.paused; // until the next event says it
+    onQueues();
+  });
+  const list = STATUSES.includes(state)
+    ? statusList(queue, state, seq)
+    : stateList(queue, state, offset, seq);
   const onQueues = () => {
     const q = queueOf(queue);
     tabs.update(q);
     pausedBadge.hidden = !isPaused();
     pause.refresh();
-    const n = q ? q[state] : null;
-    if (lastCount !== null && n !== lastCount) reloadSoon();
-    lastCount = n;
+    list.onQueues(q);
   };
-
-  if (state === 'dead')
-    tools.append(retryDeadButton(queue, null, reloadSoon), purgeDeadButton(queue, reloadSoon));
   const chart = chartCard(queue, seq);
   const search = searchCard(queue, route.search, seq);
   main.append(
@@ -1223,25 +1651,18 @@ function viewQueue(main, route, seq) {
       el('div', { class: 'head-actions' }, pause),
     ),
     tabs.nav,
-    el(
-      'section',
-      { class: 'card' },
-      el('div', { class: 'card-head' }, summary, tools),
-      tableBox(table),
-      pager,
-    ),
+    list.card,
     search.card,
     chart.card,
   );
   if (route.search) search.card.scrollIntoView();
   onQueues();
-  load();
   return {
     onQueues,
-    onJob: (j) => j.queue === queue && reloadSoon(),
-    refresh: reloadSoon,
+    onJob: (j) => j.queue === queue && list.onJob(j),
+    refresh: list.refresh,
     stop: () => {
-      clearTimeout(timer);
+      list.stop();
       search.stop();
       chart.stop();
     },
@@ -1535,7 +1956,7 @@ function parseRoute() {
       return {
         name: 'queue',
         queue: parts[1],
-        state: STATES.includes(parts[2]) ? parts[2] : 'pending',
+        state: TABS.includes(parts[2]) ? parts[2] : 'pending',
         offset: Math.max(0, parseInt(params.get('offset'), 10) || 0),
       };
     case 'search':
