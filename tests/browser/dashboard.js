@@ -9,8 +9,10 @@
 // script makes and removes it). jobqd serves queues `echo` (the echo built-in), `slow` (the sleep
 // built-in) and `flaky` (an exec handler that fails while the marker exists, max_attempts 1).
 // With TOKEN, jobqd asks for that token (http.token_file) and is read-only (http.read_only): the
-// sign-in and read-only checks run instead of the others. Prints `ok NAME` or `not ok NAME: why` per check and exits 1 when any failed. Every wait is a
-// poll with a deadline; a run past RUN_DEADLINE_MS stops with a `not ok`.
+// sign-in and read-only checks run instead of the others. Prints `ok NAME` or `not ok NAME: why`
+// per check (and `# memory: ...`, the page's heap and DOM through thousands of job ends) and
+// exits 1 when any failed. Every wait is a poll with a deadline; a run past RUN_DEADLINE_MS stops
+// with a `not ok`.
 'use strict';
 
 const fs = require('fs');
@@ -681,6 +683,76 @@ async function run(page, redis) {
     await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'light' }]);
   });
 
+  await check(
+    'a page left open: bounded heap and DOM through 5,000 job ends and refreshes',
+    async () => {
+      await go(page, '#/');
+      await until(page, 'the overview', () => __cell('echo', 'pending') !== null);
+      const cdp = await page.createCDPSession();
+      const measure = async () => {
+        await cdp.send('HeapProfiler.collectGarbage');
+        await page.evaluate(() => window.gc && window.gc());
+        const m = await page.metrics();
+        return { heap: m.JSHeapUsedSize, nodes: m.Nodes, listeners: m.JSEventListeners };
+      };
+      let sent = 0;
+      const start = await page.evaluate(() => window.__jobEvents);
+      // `n` job ends published as a daemon publishes them, 200 at a time (the feed keeps 256 for a
+      // listener behind), each batch waited for in the page; and as many refreshes of the
+      // overview's queues (a queue coming and going among them).
+      const feed = async (n) => {
+        for (let done = 0; done < n; done += 200) {
+          const pipe = redis.pipeline();
+          for (let i = 0; i < 200; i++, sent++)
+            pipe.publish(
+              'jobq:{echo}:events',
+              JSON.stringify({ id: `mem-${sent}`, queue: 'echo', status: 'succeeded' }),
+            );
+          await pipe.exec();
+          await until(
+            page,
+            `${sent} job ends in the page`,
+            (want) => window.__jobEvents >= want,
+            start + sent,
+          );
+          await page.evaluate(() => {
+            const base = S.queues;
+            for (let i = 0; i < 200; i++) {
+              const list = base.map((q) => ({ ...q, pending: i }));
+              if (i % 2) list.push({ ...base[0], name: `mem-${i % 7}` });
+              setQueues(list);
+            }
+            setQueues(base);
+          });
+        }
+      };
+      await feed(1000);
+      const at1k = await measure();
+      await feed(4000);
+      const at5k = await measure();
+      const ends = (await page.evaluate(() => window.__jobEvents)) - start;
+      const mb = (b) => (b / 1048576).toFixed(2);
+      const grew = at5k.heap - at1k.heap;
+      console.log(
+        `# memory: after 1,000 job ends ${mb(at1k.heap)} MB heap, ${at1k.nodes} nodes, ` +
+          `${at1k.listeners} listeners; after 5,000 ${mb(at5k.heap)} MB, ${at5k.nodes} nodes, ` +
+          `${at5k.listeners} listeners (${ends} ends seen; the heap grew ${grew} bytes)`,
+      );
+      expect(ends === 5000, `${ends} job ends reached the page, not 5000`);
+      // After a forced GC the heap moves by some hundreds of bytes here; keeping the 4,000 ends
+      // (one object each) would add some 250 KB.
+      expect(grew < 128 * 1024, `the heap grew ${grew} bytes from 1,000 to 5,000 job ends`);
+      expect(at5k.nodes <= at1k.nodes + 100, `DOM nodes ${at1k.nodes} -> ${at5k.nodes}`);
+      expect(
+        at5k.listeners <= at1k.listeners + 50,
+        `listeners ${at1k.listeners} -> ${at5k.listeners}`,
+      );
+      const shown = await page.$$eval('.recent li', (l) => l.length);
+      expect(shown === 15, `${shown} recent job ends listed, not 15`);
+      await cdp.detach();
+    },
+  );
+
   await check('no script error and no CSP violation', async () => {
     expect(problems.length === 0, problems.slice(0, 3).join(' | '));
   });
@@ -800,6 +872,7 @@ async function main() {
         '--disable-background-networking',
         '--disable-component-update',
         '--disable-sync',
+        '--js-flags=--expose-gc',
         `--user-data-dir=${profile}`,
       ],
     });
@@ -813,6 +886,15 @@ async function main() {
           `#queues tr[data-queue="${queue}"] td[data-col="${col}"]`,
         );
         return cell ? cell.textContent.trim() : null;
+      };
+      // Job ends the page was sent (the memory check waits for them).
+      window.__jobEvents = 0;
+      const Native = window.EventSource;
+      window.EventSource = class extends Native {
+        constructor(...args) {
+          super(...args);
+          this.addEventListener('job', () => window.__jobEvents++);
+        }
       };
       document.addEventListener('securitypolicyviolation', (e) =>
         console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`),
