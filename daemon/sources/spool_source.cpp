@@ -636,6 +636,11 @@ store::Settlement SpoolSource::settlement_of(const File& f, store::Settlement::O
   s.handler = f.handler;
   s.submitted_at = f.submitted_at;
   s.started_at = f.started_at;
+  // Its file as dropped, in the state beside the rest (the job's page shows it); valid UTF-8,
+  // as the state's other texts. A claim or a give-back writes no state.
+  if (op != store::Settlement::Op::claim && op != store::Settlement::Op::back) {
+    s.file = job::to_utf8(dir_->dropped_path_of(f.claim));
+  }
   return s;
 }
 

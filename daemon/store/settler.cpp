@@ -70,6 +70,7 @@ void push_other(Request& req, const Keys& k, Settlement& op, std::int64_t now) {
       a.push_back(num(now + op.delay.count()));
       a.push_back(cut_of(op.cut));
       a.push_back(std::move(op.tail));
+      a.push_back(std::move(op.file));
       break;
     case Settlement::Op::dead:
       meta();
@@ -85,10 +86,12 @@ void push_other(Request& req, const Keys& k, Settlement& op, std::int64_t now) {
         a.push_back(std::to_string(req.keys.size()));
         a.push_back(op.fresh_id);
       }
+      a.push_back(std::move(op.file));
       break;
     case Settlement::Op::cancel:
       meta();
       a.push_back(std::move(op.text));
+      a.push_back(std::move(op.file));
       break;
     case Settlement::Op::back:
       a.push_back(op.state ? num(op.attempts) : std::string());
@@ -100,6 +103,7 @@ void push_other(Request& req, const Keys& k, Settlement& op, std::int64_t now) {
       a.emplace_back(op.fresh ? "1" : "0");
       a.push_back(cut_of(op.cut));
       a.push_back(std::move(op.tail));
+      a.push_back(std::move(op.file));
       break;
     case Settlement::Op::wait:
       a.push_back(num(now + op.delay.count()));
@@ -125,7 +129,7 @@ Request settle_request(const QueueStore& store, std::vector<Settlement>& batch, 
   req.keys.reserve(6 + batch.size());
   for (const auto& op : batch) req.keys.push_back(k.job(op.id));
   auto& a = req.args;
-  a.reserve(7 + 8 * batch.size());
+  a.reserve(7 + 9 * batch.size());
   a.push_back(s.worker);
   a.push_back(s.queue);
   a.push_back(k.events);
@@ -143,6 +147,7 @@ Request settle_request(const QueueStore& store, std::vector<Settlement>& batch, 
     a.push_back(op.submitted_at);
     a.push_back(op.started_at);
     a.push_back(std::move(op.text));
+    a.push_back(std::move(op.file));
   }
   for (std::size_t i = oks; i < batch.size(); ++i) push_other(req, k, batch[i], now);
   return req;

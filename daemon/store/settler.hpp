@@ -52,6 +52,7 @@ struct Settlement {
   std::string tail;
   std::string fresh_id;  // dead, for a job that never started: its id if its own is taken
   std::string claim;     // claim: the value (a spool file's `spool:<jid>`)
+  std::string file;      // a spool job: its file as dropped (DIR/name), kept in its state
   OnSettled* notify = nullptr;
 };
 

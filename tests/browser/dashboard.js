@@ -7,7 +7,8 @@
 // BASE_URL is jobqd's HTTP address (http://127.0.0.1:PORT), REDIS_URL its Redis, OUT_DIR where
 // the screenshots go, FAIL_MARKER a file whose presence makes queue `flaky`'s jobs fail (this
 // script makes and removes it). jobqd serves queues `echo` (the echo built-in), `slow` (the sleep
-// built-in) and `flaky` (an exec handler that fails while the marker exists, max_attempts 1).
+// built-in), `flaky` (an exec handler that fails while the marker exists, max_attempts 1) and
+// `files` (echo, taking the files dropped in the folder `spool` beside FAIL_MARKER).
 // With TOKEN, jobqd asks for that token (http.token_file) and is read-only (http.read_only): the
 // sign-in and read-only checks run instead of the others. Prints `ok NAME` or `not ok NAME: why`
 // per check (and `# memory: ...`, the page's heap and DOM through thousands of job ends) and
@@ -199,7 +200,7 @@ async function run(page, redis) {
         () =>
           /^Redis 7\.\S* \(standalone\): .* used/.test(
             document.querySelector('#redis-summary').textContent,
-          ) && document.querySelectorAll('#redis tbody tr:not(.empty)').length === 3,
+          ) && document.querySelectorAll('#redis tbody tr:not(.empty)').length === 4,
       );
     },
   );
@@ -572,6 +573,35 @@ async function run(page, redis) {
       expect((await redis.zcard('jobq:{flaky}:dead')) === 0, 'dead jobs left in Redis');
     },
   );
+
+  await check("a spool job's page names its file (as text), not its content", async () => {
+    const name = 'Q3 <img src=x onerror=window.__pwned=1>.txt';
+    const dir = path.join(path.dirname(FAIL_MARKER), 'spool');
+    fs.writeFileSync(path.join(dir, name), 'the secret content\n');
+    await go(page, '#/queue/files/succeeded');
+    await until(page, 'the file done', () => {
+      if (document.querySelector('#jobs tbody tr[data-id]')) return true;
+      // Not found yet: looked for again.
+      if (document.querySelector('#jobs-stop').hidden)
+        document.querySelector('#jobs-reload').click();
+      return false;
+    });
+    await page.click('#jobs tbody tr[data-id] a');
+    await until(page, 'the file named', () =>
+      document.querySelector('#job-fields [data-field="file"]'),
+    );
+    const shown = await page.evaluate(() => ({
+      name: document.querySelector('[data-field="file"] .file-name')?.textContent,
+      path: document.querySelector('[data-field="file"] .file-path')?.textContent,
+      page: document.querySelector('#main').textContent,
+      img: document.querySelectorAll('#main img').length,
+    }));
+    expect(shown.name === name, `the name shown: ${shown.name}`);
+    expect(shown.path === path.join(dir, name), `the path shown: ${shown.path}`);
+    expect(!shown.page.includes('the secret content'), "the file's content is shown");
+    expect(shown.img === 0, 'an element from the file name is in the page');
+    await screenshot(page, 'spool-job');
+  });
 
   await check('the chart shows what ran', async () => {
     // The daemon writes a minute's counts when the minute is over (or at its stop): the last

@@ -579,3 +579,48 @@ TEST_CASE("POST /api/queues/Q/cancel: the jobs named, each answered done or not 
   CHECK(post(addr, "/api/queues/q/dead/purge", ids_body(2300), with_csrf).status == 413);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("GET /api/jobs/ID: a spool job names its file as it was dropped, not its content",
+          "[integration][http][api][spool]") {
+  RedisServer redis;
+  TempDir spool;
+  Daemon d(redis, R"(
+http: {listen: 127.0.0.1:0}
+handlers:
+  ok: {type: builtin, name: noop}
+queues:
+  q: {handler: ok}
+  files:
+    handler: ok
+    sources: [{spool: {dir: ')" +
+                      spool.str() + R"('}}]
+)");
+  const auto addr = start_serving(d, redis);
+  // A job file with its own id, and a file of another kind (given an id at its claim).
+  write_file(spool.path() / "f-1.json", R"({"id":"f-1","payload":{}})");
+  write_file(spool.path() / "report 7.txt", "content\n");
+  json one;
+  REQUIRE(eventually(
+      [&] {
+        one = body_of(get(addr, "/api/jobs/f-1?queue=files"));
+        return one.value("status", "") == "succeeded";
+      },
+      10s));
+  CHECK(one["file"] == (spool.path() / "f-1.json").string());
+  json found;
+  REQUIRE(eventually(
+      [&] {
+        found = body_of(get(addr, "/api/queues/files/search?status=succeeded"));
+        return found["found"].size() == 2;
+      },
+      10s));
+  std::set<std::string> files;
+  for (const auto& f : found["found"]) {
+    const json job = body_of(get(addr, "/api/jobs/" + f["id"].get<std::string>() + "?queue=files"));
+    files.insert(job["file"].get<std::string>());
+    CHECK(job.dump().find("content") == std::string::npos);
+  }
+  CHECK(files == std::set<std::string>{(spool.path() / "f-1.json").string(),
+                                       (spool.path() / "report 7.txt").string()});
+  CHECK(d.stop() == 0);
+}

@@ -36,9 +36,12 @@ bool accepts(int port) {
 }
 
 // The queues the script expects: `echo` (its result is its payload), `slow` (sleeps payload.ms,
-// to be cancelled while it runs), `flaky` (fails while `marker` exists, once: dead at once).
+// to be cancelled while it runs), `flaky` (fails while `marker` exists, once: dead at once),
+// `files` (echo, of the files dropped in the folder `spool` beside `marker`, made here).
 // `http` adds keys to the http section.
 std::string dashboard_yaml(int port, const fs::path& marker, const std::string& http = "") {
+  const fs::path spool = marker.parent_path() / "spool";
+  fs::create_directories(spool);
   return "\nhttp: {listen: 127.0.0.1:" + std::to_string(port) + http +
          "}\n"
          "handlers:\n"
@@ -50,7 +53,9 @@ std::string dashboard_yaml(int port, const fs::path& marker, const std::string& 
          "queues:\n"
          "  echo: {handler: echo}\n"
          "  slow: {handler: sleep, timeout: 2m}\n"
-         "  flaky: {handler: flaky, max_attempts: 1}\n";
+         "  flaky: {handler: flaky, max_attempts: 1}\n"
+         "  files: {handler: echo, sources: [{spool: {dir: '" +
+         spool.string() + "'}}]}\n";
 }
 
 // What tests/browser/dashboard.js printed, and how it ended.

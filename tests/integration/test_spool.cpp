@@ -382,11 +382,14 @@ TEST_CASE("Spool: results, errors and the log name a file as it was dropped, not
   std::map<std::string, std::map<std::string, std::string>> by_status;
   for (const auto& key : r.cmd({"KEYS", "jobq:{q}:job:*"}).elements) {
     const std::string id = key.str.substr(key.str.rfind(':') + 1);
-    auto st = job_states(r, "q", {id}, {"status", "result", "error"})[0];
+    auto st = job_states(r, "q", {id}, {"status", "result", "error", "file"})[0];
     by_status[st["status"]] = st;
   }
   REQUIRE(by_status.count("succeeded") == 1);
   REQUIRE(by_status.count("failed") == 1);
+  // Its state names its file as dropped (what the dashboard's job page shows).
+  CHECK(by_status["succeeded"]["file"] == good);
+  CHECK(by_status["failed"]["file"] == bad);
   CHECK(by_status["succeeded"]["result"] == "6 " + good + "\n");
   const std::string error = by_status["failed"]["error"];
   CHECK_THAT(error, Catch::Contains("cannot use " + bad));

@@ -208,6 +208,69 @@ TEST_CASE("an attempt shown active writes active, and its end the rest", "[store
   CHECK(state(r, "a")["status"] == "succeeded");
 }
 
+TEST_CASE("a spool job's state names its file, written with the rest; a later job drops it",
+          "[store][spool]") {
+  test::RedisServer server;
+  auto r = server.client();
+  const auto hsets = [&] {
+    const std::string info = r.str({"INFO", "commandstats"});
+    const auto at = info.find("cmdstat_hset:calls=");
+    return at == std::string::npos ? 0LL : std::stoll(info.substr(at + 19));
+  };
+  // As the spool source settles a file (no token: the file is its store).
+  const auto spool = [](store::Settlement::Op op, const std::string& file) {
+    store::Settlement s;
+    s.op = op;
+    s.id = "s";
+    s.nonce = "spool:j1";
+    s.attempts = 1;
+    s.handler = "h";
+    s.submitted_at = "900";
+    s.started_at = "1000";
+    s.fresh = true;
+    s.file = file;
+    return s;
+  };
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    co_await f.up();
+    co_await f.lease();
+    auto w = co_await f.settle(spool(store::Settlement::Op::start, "/in/a b.txt"));
+    CHECK(w == store::Settled::done);
+    CHECK(state(r, "s")["file"] == "/in/a b.txt");
+    CHECK(state(r, "s")["status"] == "active");
+    r.cmd({"CONFIG", "RESETSTAT"});
+    auto ok = spool(store::Settlement::Op::ok, "/in/a b.txt");
+    ok.text = "fine";
+    w = co_await f.settle(std::move(ok));
+    CHECK(w == store::Settled::done);
+    // In the one HSET of its end (the file adds no command).
+    CHECK(hsets() == 1);
+    auto s = state(r, "s");
+    CHECK(s["status"] == "succeeded");
+    CHECK(s["file"] == "/in/a b.txt");
+    CHECK(s["result"] == "fine");
+    // A failure of another file of that id names that one.
+    auto dead = spool(store::Settlement::Op::dead, "/in/c.txt");
+    dead.text = "boom";
+    w = co_await f.settle(std::move(dead));
+    CHECK(state(r, "s")["file"] == "/in/c.txt");
+    CHECK(state(r, "s")["status"] == "failed");
+    // A Redis job of the same id: its end leaves no file of the earlier one.
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("s")});
+    auto got = co_await f.fetch(1);
+    REQUIRE(got.jobs.size() == 1);
+    w = co_await f.ok(got.jobs[0]);
+    CHECK(w == store::Settled::done);
+    co_await f.down();
+  };
+  run_test(body());
+  auto s = state(r, "s");
+  CHECK(s["status"] == "succeeded");
+  CHECK(s.count("file") == 0);
+  CHECK(s.count("error") == 0);
+}
+
 TEST_CASE("retain succeeded 0 leaves no state at success", "[store]") {
   test::RedisServer server;
   auto r = server.client();

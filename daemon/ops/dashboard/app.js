@@ -1690,7 +1690,17 @@ function fieldValue(key, value) {
   if (key === 'queue')
     return el('a', { href: queueHref(String(value)), class: 'mono' }, String(value));
   if (key.endsWith('_at')) return localTime(value);
-  if (key === 'file' || key === 'worker') return el('span', { class: 'mono' }, pretty(value));
+  if (key === 'file') {
+    // A spool job's file as it was dropped: its name, and its path (never its content).
+    const path = String(value);
+    return el(
+      'span',
+      { class: 'file' },
+      el('span', { class: 'mono file-name' }, path.slice(path.lastIndexOf('/') + 1)),
+      el('span', { class: 'mono muted file-path' }, path),
+    );
+  }
+  if (key === 'worker') return el('span', { class: 'mono' }, pretty(value));
   return typeof value === 'string' ? value : JSON.stringify(value);
 }
 

@@ -19,19 +19,22 @@
 -- ARGV: worker, queue, events channel, keep succeeded (s; 0: delete at once), keep failed and
 --       cancelled (ms), now (ms, Redis' clock as the daemon carries it), the number of successes,
 --       then the successes, each: token ('' for a spool job), id, and (unless keep succeeded is
---       0: nothing of it is kept) attempts, handler, submitted_at, started_at, result;
+--       0: nothing of it is kept) attempts, handler, submitted_at, started_at, result, file;
 --       then per other change: code, token, id, nonce, and by code:
 --   retry:  attempts, handler, submitted_at, started_at, error, kind, due (ms), cut, tail (the
---           copy that waits in delayed: its first `cut` bytes, then `tail`)
+--           copy that waits in delayed: its first `cut` bytes, then `tail`), file
 --   dead:   attempts, handler, submitted_at, started_at, error, kind, cut, tail (the job as kept
 --           with the dead ones), the index in KEYS of a fresh state key and its id ('' '': none):
---           a job that never started whose id another claim owns is recorded under the fresh id
---   cancel: attempts, handler, submitted_at, started_at, error
+--           a job that never started whose id another claim owns is recorded under the fresh id;
+--           file
+--   cancel: attempts, handler, submitted_at, started_at, error, file
 --   back:   attempts (so far; '': the job's id was never claimed, its state is left alone), cut,
 --           tail (the copy back to pending, the attempt not counted)
 --   start:  attempts, handler, submitted_at, started_at, fresh (1: the job's first attempt:
 --           fields of an earlier job of its id go), cut, tail (tail not '': the held copy is
---           rewritten, so that recovery finds the id the daemon gave it)
+--           rewritten, so that recovery finds the id the daemon gave it), file
+--   `file`: a spool job's file as it was dropped (DIR/name), kept in its state as `file` by the
+--           HSET that writes the rest (no command of its own); '' for a Redis job.
 --   wait:   due (ms), cut, tail (the copy waits in delayed: another job owns its id)
 --   claim:  the claim value (spool: `spool:<jid>`)
 -- Returns, for the changes whose answer is not plain `done`, their index and answer: 0 (not held:
@@ -43,9 +46,9 @@ local worker, queue, channel, keep_s, keep_failed, nows =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local now = tonumber(nows)
 local oks = tonumber(ARGV[7])
-local ok_width = 7
+local ok_width = 8
 if keep_s == '0' then ok_width = 2 end
-local widths = {retry = 13, dead = 14, cancel = 9, back = 7, start = 11, wait = 7, claim = 5}
+local widths = {retry = 14, dead = 15, cancel = 10, back = 7, start = 12, wait = 7, claim = 5}
 
 -- One pass to find the changes and their held copies.
 local at, toks, t = {}, {}, 0
@@ -74,14 +77,33 @@ if t > 0 then
 end
 local loud = listened(channel)
 
+-- A spool job's `file` field and its value, for the end of an HSET's arguments (unpack); none
+-- for a Redis job.
+local none = {}
+local function file_field(file)
+  if file == '' then return none end
+  return {'file', file}
+end
+
+-- Fields an earlier job of the id may have left when the hash was there already (HSET counts
+-- only the fields it added: fewer than `fields` means so): `stale`, and `file` unless this job
+-- has one.
+local function drop_stale(key, added, fields, file, ...)
+  if file ~= '' then
+    if added < fields + 1 then redis.call('HDEL', key, ...) end
+  elseif added < fields then
+    redis.call('HDEL', key, 'file', ...)
+  end
+end
+
 -- The fields of an end (attempts, handler, submitted_at and started_at from ARGV[m...]), and
--- those an earlier job of the id may have left (HSET counts only the fields it added: fewer
--- means the hash was there).
-local function final(key, status, m, v1, v2)
+-- those an earlier job of the id may have left.
+local function final(key, status, m, v1, v2, file)
   local added = hset(key, 'status', status, 'queue', queue, 'handler', ARGV[m + 1],
     'attempts', ARGV[m], 'submitted_at', ARGV[m + 2], 'started_at', ARGV[m + 3],
-    'finished_at', nows, 'worker', worker, 'error', v1, 'error_kind', v2)
-  if added < 10 then redis.call('HDEL', key, 'result') end
+    'finished_at', nows, 'worker', worker, 'error', v1, 'error_kind', v2,
+    unpack(file_field(file)))
+  drop_stale(key, added, 10, file, 'result')
 end
 
 -- A claim goes with its job's end (a claim is only ever its holder's while the job runs).
@@ -92,7 +114,7 @@ end
 local out, done, d, frees, f, dels = {}, {}, 0, {}, 0, {}
 local function other(b, code, tok, key, id, nonce, copy)
   if code == 'retry' then
-    final(key, 'retrying', b + 4, ARGV[b + 8], ARGV[b + 9])
+    final(key, 'retrying', b + 4, ARGV[b + 8], ARGV[b + 9], ARGV[b + 13])
     redis.call('PERSIST', key)
     if copy then
       redis.call('ZADD', delayed, ARGV[b + 10], rewrite(copy, ARGV[b + 11], ARGV[b + 12]))
@@ -108,7 +130,7 @@ local function other(b, code, tok, key, id, nonce, copy)
         redis.call('DEL', key)
       end
     end
-    final(key, 'failed', b + 4, ARGV[b + 8], ARGV[b + 9])
+    final(key, 'failed', b + 4, ARGV[b + 8], ARGV[b + 9], ARGV[b + 14])
     redis.call('PEXPIRE', key, keep_failed)
     if copy then
       -- A Redis job is kept with the dead ones (a spool file is kept in its failed/ folder).
@@ -120,7 +142,7 @@ local function other(b, code, tok, key, id, nonce, copy)
     if loud then event(channel, queue, id, 'failed') end
     return r
   elseif code == 'cancel' then
-    final(key, 'cancelled', b + 4, ARGV[b + 8], 'cancelled')
+    final(key, 'cancelled', b + 4, ARGV[b + 8], 'cancelled', ARGV[b + 9])
     redis.call('PEXPIRE', key, keep_failed)
     if copy then redis.call('HDEL', inflight, tok) end
     release(id)
@@ -135,10 +157,16 @@ local function other(b, code, tok, key, id, nonce, copy)
       redis.call('HDEL', inflight, tok)
     end
   elseif code == 'start' then
+    local file = ARGV[b + 11]
     hset(key, 'status', 'active', 'queue', queue, 'handler', ARGV[b + 5], 'attempts', ARGV[b + 4],
-         'submitted_at', ARGV[b + 6], 'started_at', ARGV[b + 7], 'worker', worker)
+         'submitted_at', ARGV[b + 6], 'started_at', ARGV[b + 7], 'worker', worker,
+         unpack(file_field(file)))
     if ARGV[b + 8] == '1' then
-      redis.call('HDEL', key, 'finished_at', 'result', 'error', 'error_kind')
+      if file == '' then
+        redis.call('HDEL', key, 'finished_at', 'result', 'error', 'error_kind', 'file')
+      else
+        redis.call('HDEL', key, 'finished_at', 'result', 'error', 'error_kind')
+      end
       redis.call('PERSIST', key)
     end
     if copy and ARGV[b + 10] ~= '' then
@@ -170,10 +198,11 @@ for k = 1, oks do
     if keep_s == '0' then
       dels[#dels + 1] = key
     else
+      local file = ARGV[b + 7]
       local added = hset(key, 'status', 'succeeded', 'queue', queue, 'handler', ARGV[b + 3],
         'attempts', ARGV[b + 2], 'submitted_at', ARGV[b + 4], 'started_at', ARGV[b + 5],
-        'finished_at', nows, 'worker', worker, 'result', ARGV[b + 6])
-      if added < 9 then redis.call('HDEL', key, 'error', 'error_kind') end
+        'finished_at', nows, 'worker', worker, 'result', ARGV[b + 6], unpack(file_field(file)))
+      drop_stale(key, added, 9, file, 'error', 'error_kind')
       redis.call('EXPIRE', key, keep_s)
     end
     f = f + 1
