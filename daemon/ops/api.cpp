@@ -91,10 +91,18 @@ std::string text_of(const json& j) {
   return compact(j) + "\n";
 }
 
-// GET /api/queues' list, as the feed sends it too.
-json queue_rows(const std::vector<store::QueueView>& views) {
+// GET /api/queues' list, as the feed sends it too. Each row's `rate` is this daemon's config's
+// text for the queue (null when it has none or does not know the queue): added here, so that
+// store::views (shared with jobqctl, which may run without a config) knows nothing of configs.
+json queue_rows(const std::vector<store::QueueView>& views, const config::Config& cfg) {
   json rows = json::array();
-  for (const auto& v : views) rows.push_back(store::queue_row(v));
+  for (const auto& v : views) {
+    json row = store::queue_row(v);
+    const auto q = std::find_if(cfg.queues.begin(), cfg.queues.end(),
+                                [&](const config::QueueConfig& c) { return c.name == v.name; });
+    row["rate"] = q != cfg.queues.end() && !q->rate.empty() ? json(q->rate) : json();
+    rows.push_back(std::move(row));
+  }
   return rows;
 }
 
@@ -274,7 +282,7 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
   std::string wants;
   const std::size_t n = p.size();
   if (n == 1 && (p[0] == "session" || p[0] == "queues" || p[0] == "workers" || p[0] == "events" ||
-                 p[0] == "redis")) {
+                 p[0] == "redis" || p[0] == "schedules")) {
     wants = "GET";
   } else if (n == 1 && (p[0] == "login" || p[0] == "logout")) {
     wants = "POST";
@@ -289,6 +297,8 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
              (p[2] == "pause" || p[2] == "resume" || p[2] == "cancel")) {
     wants = "POST";
   } else if (n == 4 && p[0] == "queues" && p[2] == "dead" && (p[3] == "retry" || p[3] == "purge")) {
+    wants = "POST";
+  } else if (n == 3 && p[0] == "schedules" && (p[2] == "pause" || p[2] == "resume")) {
     wants = "POST";
   }
   if (wants.empty()) {
@@ -321,6 +331,7 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
   if (n == 1 && p[0] == "workers") co_return co_await workers();
   if (n == 1 && p[0] == "redis") co_return co_await redis_view();
   if (n == 1 && p[0] == "events") co_return events();
+  if (p[0] == "schedules") co_return co_await schedules(req, p);
 
   if (p[0] == "jobs") {
     const std::string id = p[1];
@@ -482,6 +493,38 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
       }
     }
     return answer;
+  };
+  co_return co_await with_admin(std::move(work));
+}
+
+async::Task<HttpResponse> Api::schedules(const HttpRequest& req,
+                                         const std::vector<std::string>& p) {
+  if (p.size() == 1) {
+    // As jobqctl schedules --json: one definition of the shape (store::schedule_json).
+    AdminFn work = [](store::Admin& a) {
+      json rows = json::array();
+      for (const auto& v : a.schedules()) rows.push_back(store::schedule_json(v));
+      return rows;
+    };
+    co_return co_await with_admin(std::move(work));
+  }
+  // schedules/NAME/pause|resume[?queue=Q]: Q only when two queues have a schedule of that name.
+  const std::string name = p[1];
+  if (!config::valid_name(name)) {
+    co_return error(400, "'" + name + "' is not a schedule name ([A-Za-z0-9_.-], 1-64)");
+  }
+  std::string queue;
+  if (req.has_param("queue")) {
+    auto q = req.param("queue");
+    if (!q || !config::valid_name(*q)) {
+      co_return error(400, "queue: not a queue name ([A-Za-z0-9_.-], 1-64)");
+    }
+    queue = *q;
+  }
+  const std::string op = p[2];
+  AdminFn work = [name, queue, op](store::Admin& a) {
+    const std::string q = a.control_schedule(name, queue, op);
+    return json{{"name", name}, {"queue", q}, {"paused", op == "pause"}};
   };
   co_return co_await with_admin(std::move(work));
 }
@@ -653,7 +696,7 @@ async::Task<HttpResponse> Api::queues() {
   std::string why;
   try {
     auto views = co_await async::wait_for(read_queues(), kDeadline);
-    co_return answer(200, queue_rows(views));
+    co_return answer(200, queue_rows(views, engine_.config()));
   } catch (const async::TimeoutError&) {
     why = "Redis did not answer within 5 s";
   } catch (const std::exception& e) {
@@ -859,7 +902,7 @@ async::Task<void> Api::feed_queues() {
     if (listeners_ == 0) co_await listening_.wait();
     try {
       auto views = co_await async::wait_for(read_queues(), kDeadline);
-      std::string text = compact(queue_rows(views));
+      std::string text = compact(queue_rows(views, engine_.config()));
       if (text != queues_json_ && listeners_ > 0) {
         queues_json_ = std::move(text);
         ++queues_version_;

@@ -58,6 +58,9 @@ class Api {
   /// GET /api/queues/Q/history?range=hour|day|week: the queue's attempts per minute (an hour),
   /// per 10 minutes (a day) or per hour (a week), as every daemon wrote them.
   async::Task<HttpResponse> history(std::string queue, std::string range);
+  /// GET /api/schedules, POST /api/schedules/NAME/pause|resume (`parts` as route's).
+  async::Task<HttpResponse> schedules(const HttpRequest& req,
+                                      const std::vector<std::string>& parts);
   HttpResponse session(const HttpRequest& req) const;
   async::Task<HttpResponse> login(const HttpRequest& req);
   HttpResponse events();

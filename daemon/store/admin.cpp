@@ -775,7 +775,7 @@ std::string Admin::control_schedule(const std::string& name, const std::string& 
     if (where.empty()) throw AdminError(Kind::not_found, "no schedule " + name);
     if (where.size() > 1) {
       throw AdminError(Kind::bad_input, "schedule " + name + " is in queues " + where[0] + " and " +
-                                            where[1] + ": name one with -q QUEUE");
+                                            where[1] + ": " + layout_.name_the_queue);
     }
   }
   const Keys k(layout_.prefix, where[0]);

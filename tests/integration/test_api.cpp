@@ -624,3 +624,120 @@ queues:
                                        (spool.path() / "report 7.txt").string()});
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE(
+    "GET /api/schedules lists config and runtime schedules as jobqctl does; POST pause and resume "
+    "them; a queue's rate in its row",
+    "[integration][http][api][schedules]") {
+  RedisServer redis;
+  const std::string yaml = R"(
+http: {listen: 127.0.0.1:0}
+handlers:
+  ok: {type: builtin, name: noop}
+queues:
+  q: {handler: ok, rate: 50/s}
+  other: {handler: ok}
+schedules:
+  nightly: {cron: "0 3 * * *", timezone: Europe/Berlin, queue: q, job: {payload: {n: 1}}}
+)";
+  Daemon d(redis, yaml);
+  const auto addr = start_serving(d, redis);
+  const std::string csrf = body_of(get(addr, "/api/session"))["csrf"];
+  const std::string with_csrf = "X-CSRF-Token: " + csrf + "\r\n";
+
+  // The queues' rows: the config's rate as written, null for a queue without one.
+  const json queues = body_of(get(addr, "/api/queues"));
+  REQUIRE(queues.size() == 2);
+  for (const auto& row : queues) {
+    INFO(row.dump());
+    if (row["name"] == "q") CHECK(row["rate"] == "50/s");
+    if (row["name"] == "other") CHECK(row["rate"].is_null());
+  }
+
+  // The config's schedule, once the daemon has written it; then a runtime one beside it.
+  REQUIRE(eventually([&] { return body_of(get(addr, "/api/schedules")).size() == 1; }, 10s));
+  REQUIRE(jobqctl(redis, {"schedule", "add", "beat", "--cron", "@every 1h", "-q", "q", "--payload",
+                          R"({"k":"v"})"})
+              .code == 0);
+  // The same list as jobqctl's, field for field (read until two reads agree: a tick between them
+  // would move `next`).
+  json listed, cli;
+  REQUIRE(eventually(
+      [&] {
+        listed = body_of(get(addr, "/api/schedules"));
+        cli = json::parse(jobqctl(redis, {"schedules", "--json"}).out, nullptr, false);
+        return listed == cli;
+      },
+      10s));
+  REQUIRE(listed.size() == 2);
+  const json& beat = listed[0];
+  const json& nightly = listed[1];
+  CHECK(beat["name"] == "beat");
+  CHECK(beat["origin"] == "runtime");
+  CHECK(beat["job"]["payload"] == json({{"k", "v"}}));
+  CHECK(beat["paused"] == false);
+  CHECK(nightly["name"] == "nightly");
+  CHECK(nightly["queue"] == "q");
+  CHECK(nightly["origin"] == "config");
+  CHECK(nightly["cron"] == "0 3 * * *");
+  CHECK(nightly["timezone"] == "Europe/Berlin");
+  CHECK(nightly["next"].get<long long>() > 0);
+  CHECK(nightly["last_id"] == "");
+
+  // Pause: the CSRF value needed; answered with where it was done; jobqctl sees it paused.
+  CHECK(post(addr, "/api/schedules/beat/pause", "{}").status == 403);
+  auto paused = post(addr, "/api/schedules/beat/pause", "{}", with_csrf);
+  REQUIRE(paused.status == 200);
+  CHECK(body_of(paused) == json({{"name", "beat"}, {"queue", "q"}, {"paused", true}}));
+  const auto paused_of = [&](const std::string& name) {
+    for (const auto& s : json::parse(jobqctl(redis, {"schedules", "--json"}).out)) {
+      if (s["name"] == name) return s["paused"].get<bool>();
+    }
+    throw std::runtime_error("no schedule " + name + " listed");
+  };
+  CHECK(paused_of("beat"));
+  CHECK_FALSE(paused_of("nightly"));
+  // A config schedule pauses too; resume, with the queue named.
+  CHECK(body_of(post(addr, "/api/schedules/nightly/pause", "{}", with_csrf))["paused"] == true);
+  CHECK(paused_of("nightly"));
+  auto resumed = post(addr, "/api/schedules/beat/resume?queue=q", "{}", with_csrf);
+  REQUIRE(resumed.status == 200);
+  CHECK(body_of(resumed) == json({{"name", "beat"}, {"queue", "q"}, {"paused", false}}));
+  CHECK_FALSE(paused_of("beat"));
+  for (const auto& s : body_of(get(addr, "/api/schedules"))) {
+    CHECK(s["paused"] == (s["name"] == "nightly"));
+  }
+
+  // Two queues with a schedule of that name: the queue must be named.
+  REQUIRE(jobqctl(redis, {"schedule", "add", "beat", "--cron", "@every 1h", "-q", "other"}).code ==
+          0);
+  auto ambiguous = post(addr, "/api/schedules/beat/pause", "{}", with_csrf);
+  CHECK(ambiguous.status == 400);
+  CHECK(error_of(ambiguous) == "schedule beat is in queues q and other: add ?queue=Q");
+  auto named = post(addr, "/api/schedules/beat/pause?queue=other", "{}", with_csrf);
+  REQUIRE(named.status == 200);
+  CHECK(body_of(named)["queue"] == "other");
+
+  // Unknown, bad, the wrong method.
+  auto unknown = post(addr, "/api/schedules/nothere/pause", "{}", with_csrf);
+  CHECK(unknown.status == 404);
+  CHECK(error_of(unknown) == "no schedule nothere");
+  CHECK(post(addr, "/api/schedules/beat/pause?queue=nosuch", "{}", with_csrf).status == 404);
+  CHECK(post(addr, "/api/schedules/a%20b/pause", "{}", with_csrf).status == 400);
+  CHECK(post(addr, "/api/schedules/beat/pause?queue=a%2Fb", "{}", with_csrf).status == 400);
+  CHECK(post(addr, "/api/schedules/beat/run", "{}", with_csrf).status == 404);
+  CHECK(get(addr, "/api/schedules/beat/pause").status == 405);
+  CHECK(post(addr, "/api/schedules", "{}", with_csrf).status == 405);
+
+  // read_only: refused, the list still read.
+  std::string ro = yaml;
+  ro.replace(ro.find("127.0.0.1:0}"), 12, "127.0.0.1:0, read_only: true}");
+  d.write_config(ro);
+  REQUIRE(d.reload());
+  auto refused = post(addr, "/api/schedules/beat/resume?queue=q", "{}", with_csrf);
+  CHECK(refused.status == 403);
+  CHECK(error_of(refused) == "read-only (http.read_only)");
+  CHECK(get(addr, "/api/schedules").status == 200);
+  CHECK(paused_of("nightly"));
+  CHECK(d.stop() == 0);
+}
