@@ -8,7 +8,8 @@
 // the screenshots go, FAIL_MARKER a file whose presence makes queue `flaky`'s jobs fail (this
 // script makes and removes it). jobqd serves queues `echo` (the echo built-in), `slow` (the sleep
 // built-in), `flaky` (an exec handler that fails while the marker exists, max_attempts 1) and
-// `files` (echo, taking the files dropped in the folder `spool` beside FAIL_MARKER).
+// `files` (echo, taking the files dropped in the folder `spool` beside FAIL_MARKER, rate 100/s),
+// and a config schedule `nightly` of echo; $JOBQCTL is jobqctl's path (runtime schedules).
 // With TOKEN, jobqd asks for that token (http.token_file) and is read-only (http.read_only): the
 // sign-in and read-only checks run instead of the others. Prints `ok NAME` or `not ok NAME: why`
 // per check (and `# memory: ...`, the page's heap and DOM through thousands of job ends) and
@@ -16,6 +17,7 @@
 // with a `not ok`.
 'use strict';
 
+const { execFileSync } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -149,6 +151,30 @@ async function confirmBulk(page, selector, count, said) {
 // The `data-at` of a status tab's rows (when each job ended), in the order shown.
 const rowTimes = (page) =>
   page.$$eval('#jobs tbody tr[data-id]', (rows) => rows.map((r) => Number(r.dataset.at || -1)));
+
+// A schedule's row of the schedules view: each cell's text, and its outcome's link.
+function scheduleRow(page, name) {
+  return page.$eval(`#schedules tr[data-schedule="${name}"]`, (tr) => {
+    const row = {};
+    for (const td of tr.querySelectorAll('td[data-col]'))
+      row[td.dataset.col] = td.textContent.trim();
+    const a = tr.querySelector('td[data-col="outcome"] a');
+    row.href = a ? a.getAttribute('href') : null;
+    row.lastId = a ? a.title : null;
+    row.jobTitle = tr.querySelector('td[data-col="job"] span')?.title ?? null;
+    row.nextAt = tr.querySelector('td[data-col="next"] time')?.getAttribute('datetime') ?? null;
+    return row;
+  });
+}
+
+// jobqctl (its path in $JOBQCTL) against this Redis: what it printed.
+function jobqctl(args) {
+  if (!process.env.JOBQCTL) throw new Error('JOBQCTL is not set');
+  return execFileSync(process.env.JOBQCTL, ['--redis', REDIS_URL, ...args], {
+    encoding: 'utf8',
+    timeout: 10000,
+  });
+}
 
 // ---- Redis -------------------------------------------------------------------------------------
 
@@ -603,6 +629,109 @@ async function run(page, redis) {
     await screenshot(page, 'spool-job');
   });
 
+  await check("a queue's rate in the queues table, from the config", async () => {
+    await go(page, '#/');
+    await until(page, "files' rate", () => __cell('files', 'rate') === '100/s');
+    const none = await page.evaluate(() => __cell('echo', 'rate'));
+    expect(none === '–', `echo, without a rate, shows "${none}"`);
+  });
+
+  const shown = await check(
+    'the schedules view, from the header by keyboard, lists a config schedule and its next run',
+    async () => {
+      await page.focus('.nav a[data-nav="schedules"]');
+      await page.keyboard.press('Enter');
+      await until(page, 'the schedules view', () => location.hash === '#/schedules');
+      await until(page, 'nightly listed', () =>
+        document.querySelector('#schedules tr[data-schedule="nightly"]'),
+      );
+      const [api] = await page.evaluate(() => fetch('/api/schedules').then((r) => r.json()));
+      expect(
+        api && api.name === 'nightly' && api.next > Date.now(),
+        `the API: ${JSON.stringify(api)}`,
+      );
+      const row = await scheduleRow(page, 'nightly');
+      const when = await page.evaluate(
+        (ms) =>
+          new Intl.DateTimeFormat(undefined, {
+            month: 'short',
+            day: 'numeric',
+            hour: '2-digit',
+            minute: '2-digit',
+            second: '2-digit',
+          }).format(new Date(ms)),
+        api.next,
+      );
+      expect(row.queue === 'echo' && row.cron === '0 3 * * *', `the row: ${JSON.stringify(row)}`);
+      expect(row.timezone === 'Europe/Berlin' && row.origin === 'config', `the row: ${row.origin}`);
+      // The local time, and how long until it.
+      expect(
+        row.next.startsWith(when) && /in (\d+[dhm] )?\d+[hms]$/.test(row.next),
+        `next run "${row.next}", not ${when} in ...`,
+      );
+      expect(row.nextAt === new Date(api.next).toISOString(), `next at ${row.nextAt}`);
+      expect(row.last === 'never' && row.outcome === '–', `last run: ${row.last} ${row.outcome}`);
+      expect(row.paused === 'active', `state: ${row.paused}`);
+    },
+  );
+
+  if (shown)
+    await check(
+      "a runtime schedule's last run and outcome after it fired, its payload as text; paused " +
+        'from the page',
+      async () => {
+        const payload = JSON.stringify(XSS);
+        const add = ['schedule', 'add', 'tick', '--cron', '@every 1s', '-q', 'echo'];
+        jobqctl([...add, '--payload', payload]);
+        // The daemons read the index every 2 s; a tick's job end reads the list again.
+        await until(page, "tick's outcome", () =>
+          document
+            .querySelector('#schedules tr[data-schedule="tick"] td[data-col="outcome"] a')
+            ?.textContent.includes('succeeded'),
+        );
+        const row = await scheduleRow(page, 'tick');
+        expect(row.origin === 'runtime', `from: ${row.origin}`);
+        expect(/^tick:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/.test(row.lastId), `the link: ${row.href}`);
+        expect(row.href === `#/job/echo/${encodeURIComponent(row.lastId)}`, `href ${row.href}`);
+        expect(/\d+s ago$/.test(row.last), `last run: ${row.last}`);
+        // Shown as its JSON, cut to a line; the whole of it in the cell's title.
+        expect(row.job.includes('<img src=x onerror='), `the job: ${row.job}`);
+        const whole = JSON.parse(row.jobTitle || 'null');
+        expect(
+          whole && whole.payload.html === XSS.html && whole.payload.note === XSS.note,
+          `the job's title: ${row.jobTitle}`,
+        );
+        const found = await page.evaluate(() => ({
+          pwned: window.__pwned,
+          img: document.querySelectorAll('#main img, #main script').length,
+        }));
+        expect(
+          found.pwned === undefined && found.img === 0,
+          `the payload ran: ${JSON.stringify(found)}`,
+        );
+
+        await confirmAction(
+          page,
+          '#schedules tr[data-schedule="tick"] td[data-col="action"] button',
+          'paused: schedule tick of echo',
+        );
+        await waitFor('jobqctl says tick paused', () =>
+          JSON.parse(jobqctl(['schedules', '--json'])).some((x) => x.name === 'tick' && x.paused),
+        );
+        await until(page, 'tick shown paused', () =>
+          document
+            .querySelector('#schedules tr[data-schedule="tick"] td[data-col="paused"]')
+            .textContent.includes('paused'),
+        );
+        const label = await text(
+          page,
+          '#schedules tr[data-schedule="tick"] td[data-col="action"] button',
+        );
+        expect(label === 'Resume', `the button says ${label}`);
+        await screenshot(page, 'schedules');
+      },
+    );
+
   await check('the chart shows what ran', async () => {
     // The daemon writes a minute's counts when the minute is over (or at its stop): the last
     // minute's are added here, as a daemon would have (history.lua's fields).
@@ -687,6 +816,7 @@ async function run(page, redis) {
       ['status', '#/queue/echo/succeeded'],
       ['job', '#/job/echo/xss-1'],
       ['find', '#/find/no-such-job'],
+      ['schedules', '#/schedules'],
     ];
     for (const [name, hash] of pages) {
       await go(page, hash);
@@ -710,6 +840,11 @@ async function run(page, redis) {
     const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
     expect(bg !== 'rgb(244, 246, 249)', `the background stays light: ${bg}`);
     await screenshot(page, 'overview-dark');
+    await go(page, '#/schedules');
+    await until(page, 'the schedules', () =>
+      document.querySelector('#schedules tr[data-schedule]'),
+    );
+    await screenshot(page, 'schedules-dark');
     await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'light' }]);
   });
 
@@ -848,6 +983,15 @@ async function runSignedIn(page, redis) {
     expect(seen.badge && seen.text === 'read-only', 'no read-only badge');
     expect(seen.actions === 0, `${seen.actions} action buttons shown`);
     await screenshot(page, 'read-only');
+    await go(page, '#/schedules');
+    await until(page, 'the schedules', () =>
+      document.querySelector('#schedules tr[data-schedule="nightly"]'),
+    );
+    const buttons = await page.$$eval(
+      '#main button',
+      (b) => b.filter((x) => x.offsetParent).length,
+    );
+    expect(buttons === 0, `${buttons} action buttons shown on the schedules view`);
   });
 
   await check('read-only: no bulk action on a search or a status tab', async () => {

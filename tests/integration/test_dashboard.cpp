@@ -37,7 +37,8 @@ bool accepts(int port) {
 
 // The queues the script expects: `echo` (its result is its payload), `slow` (sleeps payload.ms,
 // to be cancelled while it runs), `flaky` (fails while `marker` exists, once: dead at once),
-// `files` (echo, of the files dropped in the folder `spool` beside `marker`, made here).
+// `files` (echo, of the files dropped in the folder `spool` beside `marker`, made here, at
+// most 100 a second), and a schedule `nightly` of echo (at 03:00 Berlin time).
 // `http` adds keys to the http section.
 std::string dashboard_yaml(int port, const fs::path& marker, const std::string& http = "") {
   const fs::path spool = marker.parent_path() / "spool";
@@ -54,8 +55,11 @@ std::string dashboard_yaml(int port, const fs::path& marker, const std::string& 
          "  echo: {handler: echo}\n"
          "  slow: {handler: sleep, timeout: 2m}\n"
          "  flaky: {handler: flaky, max_attempts: 1}\n"
-         "  files: {handler: echo, sources: [{spool: {dir: '" +
-         spool.string() + "'}}]}\n";
+         "  files: {handler: echo, rate: 100/s, sources: [{spool: {dir: '" +
+         spool.string() +
+         "'}}]}\n"
+         "schedules:\n"
+         "  nightly: {cron: '0 3 * * *', timezone: Europe/Berlin, queue: echo}\n";
 }
 
 // What tests/browser/dashboard.js printed, and how it ended.
@@ -81,7 +85,8 @@ Browsed browse(int port, const RedisServer& redis, const fs::path& marker,
                                 shots.string(),
                                 marker.string()};
   argv.insert(argv.end(), more.begin(), more.end());
-  Child node(argv, log, {"NODE_PATH=" + modules.string()});
+  Child node(argv, log,
+             {"NODE_PATH=" + modules.string(), "JOBQCTL=" + (build_dir() / "jobqctl").string()});
   const int status = node.wait(300s);
   if (status < 0) ::kill(-node.pid(), SIGKILL);
   return {status, status < 0 ? -1 : node.exit_code(), read_file(log)};

@@ -3,10 +3,10 @@
 // (textContent, createElement, setAttribute), never as HTML: a payload holding markup shows as
 // that markup's text. Routes live in the hash: #/ (overview), #/queue/Q/STATE (STATE one of TABS:
 // a state a job is in now, or the status of kept job states), #/search/Q/TEXT (a queue's page
-// searching its jobs for TEXT), #/job/Q/ID, #/find[/ID]. Memory stays bounded in a page left open
-// for days: the views keep the last answer only, the log of job ends keeps RECENT_MAX entries, a
-// search shows SEARCH_MAX results at most, a status tab STATUS_MAX, and a search keeps BULK_MAX
-// ids for a bulk action (tests/browser/dashboard.js measures the heap).
+// searching its jobs for TEXT), #/job/Q/ID, #/find[/ID], #/schedules. Memory stays bounded in a
+// page left open for days: the views keep the last answer only, the log of job ends keeps
+// RECENT_MAX entries, a search shows SEARCH_MAX results at most, a status tab STATUS_MAX, and a
+// search keeps BULK_MAX ids for a bulk action (tests/browser/dashboard.js measures the heap).
 'use strict';
 
 // ---- constants and state ---------------------------------------------------------------------
@@ -712,6 +712,7 @@ const QUEUE_COLUMNS = [
   { key: 'buffered', label: 'Buffered', cls: 'num', state: 'buffered' },
   { key: 'dead', label: 'Dead', cls: 'num', state: 'dead' },
   { key: 'paused', label: 'State' },
+  { key: 'rate', label: 'Rate', cls: 'num' },
   { key: 'succeeded_per_min', label: 'OK/min', cls: 'num' },
   { key: 'failed_per_min', label: 'Failed/min', cls: 'num' },
   { key: 'p50', label: 'p50', cls: 'num' },
@@ -781,7 +782,8 @@ function queueRow(name) {
           q.paused ? statusBadge('paused') : el('span', { class: 'muted', text: 'active' }),
         );
       else if (col.key.endsWith('_per_min')) c.textContent = rate(q[col.key]);
-      else if (col.key === 'p50' || col.key === 'p99') c.textContent = q[col.key] || '–';
+      else if (col.key === 'p50' || col.key === 'p99' || col.key === 'rate')
+        c.textContent = typeof q[col.key] === 'string' && q[col.key] ? q[col.key] : '–';
     }
     for (const col of QUEUE_COLUMNS)
       if (col.state) cells[col.key].classList.toggle('zero', num(q[col.key]) === 0);
@@ -928,6 +930,206 @@ function viewOverview(main, route, seq) {
     recent.stop();
   };
   return { onQueues: queues.update, onJob: recent.update, stop };
+}
+
+// ---- view: schedules -------------------------------------------------------------------------
+
+// GET /api/schedules is read this often while the view is open (schedules have no event); a job
+// end of a schedule's tick (its id NAME:TIME) reads it sooner, once per SCHEDULES_SOON_MS.
+const SCHEDULES_EVERY_MS = 5000;
+const SCHEDULES_SOON_MS = 500;
+
+const SCHEDULE_COLUMNS = [
+  { key: 'name', label: 'Schedule' },
+  { key: 'queue', label: 'Queue' },
+  { key: 'cron', label: 'Cron' },
+  { key: 'timezone', label: 'Zone' },
+  { key: 'origin', label: 'From' },
+  { key: 'job', label: 'Job' },
+  { key: 'last', label: 'Last run', cls: 'when' },
+  { key: 'outcome', label: 'Outcome' },
+  { key: 'next', label: 'Next run', cls: 'when' },
+  { key: 'paused', label: 'State' },
+  { key: 'action', label: 'Action', cls: 'action' },
+];
+
+// A tick's time in a schedules cell: the local date and time, short (the whole in its title),
+// and below it how long ago or in how long; "never" for none.
+const TICK_FMT = new Intl.DateTimeFormat(undefined, {
+  month: 'short',
+  day: 'numeric',
+  hour: '2-digit',
+  minute: '2-digit',
+  second: '2-digit',
+});
+function tickTime(ms, none) {
+  const n = num(ms);
+  if (n === null || n <= 0) return [el('span', { class: 'muted', text: none })];
+  const delta = (Date.now() - n) / 1000;
+  const span = duration(Math.abs(delta));
+  const at = new Date(n);
+  return [
+    el('time', { datetime: at.toISOString(), title: DATE_FMT.format(at) }, TICK_FMT.format(at)),
+    el('span', { class: 'muted rel', text: delta >= 0 ? `${span} ago` : `in ${span}` }),
+  ];
+}
+
+// A schedule's row, kept across reads (a focused button stays focused); `reload` reads the list
+// again after an action.
+function scheduleRow(queue, name, reload) {
+  let current = {};
+  const cells = {};
+  const tr = el('tr', { 'data-schedule': name, 'data-queue': queue });
+  const isPaused = () => !!current.paused;
+  const pause = actionButton('', {
+    klass: 'small',
+    title: () => `${isPaused() ? 'Resume' : 'Pause'} schedule ${name}?`,
+    text: () =>
+      isPaused()
+        ? `Schedule ${name} of queue ${queue} enqueues a job at its next tick again.`
+        : `The ticks of schedule ${name} of queue ${queue} pass, enqueueing nothing, until it ` +
+          'is resumed. Jobs it enqueued already still run.',
+    run: () => {
+      const op = isPaused() ? 'resume' : 'pause';
+      return api('POST', `/api/schedules/${enc(name)}/${op}?queue=${enc(queue)}`);
+    },
+    done: (r) => `${r.paused ? 'paused' : 'resumed'}: schedule ${name} of ${r.queue}`,
+    after: (r) => {
+      fill({ ...current, paused: !!r.paused }); // until the next read says it
+      reload();
+    },
+  });
+  const label = () => {
+    pause.textContent = isPaused() ? 'Resume' : 'Pause';
+    pause.setAttribute('aria-label', `${isPaused() ? 'Resume' : 'Pause'} schedule ${name}`);
+  };
+  for (const col of SCHEDULE_COLUMNS) {
+    const td = el('td', { 'data-col': col.key, class: col.cls || '' });
+    if (col.key === 'name') td.append(el('span', { class: 'mono', text: name }));
+    else if (col.key === 'queue')
+      td.append(el('a', { href: queueHref(queue), class: 'mono' }, queue));
+    else if (col.key === 'action') td.append(pause);
+    cells[col.key] = td;
+    tr.append(td);
+  }
+  function fill(s) {
+    current = s;
+    const problem = typeof s.problem === 'string' && s.problem;
+    cells.cron.replaceChildren(
+      el('span', { class: 'mono', text: problem ? '–' : (s.cron ?? '–') }),
+    );
+    cells.timezone.textContent = problem ? '–' : s.timezone ?? '–';
+    cells.origin.textContent = s.origin ?? '–';
+    // The job each tick enqueues, on one line, as text (a payload holding markup shows as such).
+    cells.job.replaceChildren(
+      s.job === undefined || s.job === null
+        ? '–'
+        : el('span', { class: 'mono payload', title: brief(s.job, 2000), text: brief(s.job, 80) }),
+    );
+    cells.last.replaceChildren(...tickTime(s.last, 'never'));
+    // The last tick's job: its status, linked to its page; "gone" when its state has expired.
+    const lastId = typeof s.last_id === 'string' ? s.last_id : '';
+    cells.outcome.replaceChildren(
+      lastId
+        ? el(
+            'a',
+            {
+              href: jobHref(queue, lastId),
+              class: 'outcome',
+              title: lastId,
+              'aria-label': `job ${lastId}: ${s.last_status || 'gone'}`,
+            },
+            statusBadge(s.last_status || 'gone'),
+          )
+        : el('span', { class: 'muted', text: '–' }),
+    );
+    if (problem) cells.next.textContent = `unreadable: ${problem}`;
+    else cells.next.replaceChildren(...tickTime(s.next, '–'));
+    cells.paused.replaceChildren(
+      s.paused ? statusBadge('paused') : el('span', { class: 'muted', text: 'active' }),
+    );
+    label();
+  }
+  return { tr, fill };
+}
+
+function scheduleTable(reload) {
+  const tbody = el('tbody');
+  const table = el(
+    'table',
+    { class: 'data', id: 'schedules', 'aria-label': 'Schedules' },
+    headRow(SCHEDULE_COLUMNS),
+    tbody,
+  );
+  emptyRow(tbody, SCHEDULE_COLUMNS.length, 'Loading…');
+  const rows = new Map();
+  const update = (list) => {
+    tbody.querySelectorAll('tr.empty').forEach((tr) => tr.remove());
+    const seen = new Set();
+    list.forEach((s, i) => {
+      const queue = String(s.queue ?? ''),
+        name = String(s.name ?? '');
+      const key = `${queue}\n${name}`;
+      seen.add(key);
+      if (!rows.has(key)) rows.set(key, scheduleRow(queue, name, reload));
+      const row = rows.get(key);
+      row.fill(s);
+      if (tbody.children[i] !== row.tr) tbody.insertBefore(row.tr, tbody.children[i] || null);
+    });
+    for (const [key, row] of rows) {
+      if (!seen.has(key)) {
+        row.tr.remove();
+        rows.delete(key);
+      }
+    }
+    if (!list.length)
+      emptyRow(
+        tbody,
+        SCHEDULE_COLUMNS.length,
+        'No schedules: add one under schedules: in the config, or with jobqctl schedule add.',
+      );
+  };
+  return { box: tableBox(table), update };
+}
+
+function viewSchedules(main, route, seq) {
+  let names = new Set(); // NAME: of every schedule shown, to know its ticks' job ends
+  let soon = 0;
+  const load = async () => {
+    clearTimeout(soon);
+    soon = 0;
+    try {
+      const list = await api('GET', '/api/schedules');
+      if (!alive(seq) || !Array.isArray(list)) return;
+      names = new Set(list.map((s) => `${s.name}:`));
+      table.update(list);
+      updated.textContent = `Read at ${new Date().toLocaleTimeString()}; times are local.`;
+    } catch (e) {
+      if (alive(seq)) reportError(e);
+    }
+  };
+  const table = scheduleTable(load);
+  const updated = el('p', { class: 'muted', id: 'schedules-read' });
+  main.append(
+    el('div', { class: 'page-head' }, el('h1', { text: 'Schedules' })),
+    section('Schedules', updated, table.box),
+  );
+  load();
+  const timer = setInterval(load, SCHEDULES_EVERY_MS);
+  const onJob = (j) => {
+    const id = String(j.id || '');
+    const colon = id.indexOf(':');
+    if (colon > 0 && names.has(id.slice(0, colon + 1)) && !soon)
+      soon = setTimeout(load, SCHEDULES_SOON_MS);
+  };
+  return {
+    onJob,
+    refresh: load,
+    stop: () => {
+      clearInterval(timer);
+      clearTimeout(soon);
+    },
+  };
 }
 
 // ---- view: a queue's jobs in one state -------------------------------------------------------
@@ -1983,6 +2185,8 @@ function parseRoute() {
       return { name: 'job', queue: parts[1], id: parts[2] };
     case 'find':
       return { name: 'find', id: parts[1] || '' };
+    case 'schedules':
+      return { name: 'schedules' };
   }
   return { name: 'notfound', path: raw };
 }
@@ -1992,6 +2196,7 @@ const VIEWS = {
   queue: viewQueue,
   job: viewJob,
   find: viewFind,
+  schedules: viewSchedules,
   notfound: viewNotFound,
 };
 
@@ -2004,6 +2209,7 @@ function stopView() {
 function routeTitle(r) {
   if (r.name === 'job') return r.id;
   if (r.name === 'queue') return r.search ? `${r.search} in ${r.queue}` : `${r.queue} (${r.state})`;
+  if (r.name === 'schedules') return 'Schedules';
   return r.name === 'find' ? 'Jobs' : 'Overview';
 }
 
@@ -2011,7 +2217,12 @@ function route() {
   if (S.loginShown) return;
   stopView();
   const r = parseRoute();
-  const nav = r.name === 'overview' || r.name === 'queue' ? 'overview' : 'find';
+  const nav =
+    r.name === 'overview' || r.name === 'queue'
+      ? 'overview'
+      : r.name === 'schedules'
+        ? 'schedules'
+        : 'find';
   document
     .querySelectorAll('.nav a')
     .forEach((a) =>
