@@ -707,6 +707,9 @@ std::vector<ScheduleView> Admin::schedules() {
     if (!defs.ok()) {
       throw AdminError(kind_of(defs.error()), k.schedules + ": " + defs.error().message);
     }
+    // HGETALL's order is the hash's (it moves as definitions are written again): by name, as
+    // promised, so that jobqctl's table and the dashboard's rows keep their places.
+    std::sort(defs->begin(), defs->end());
     for (const auto& [name, text] : *defs) {
       ScheduleView v;
       auto decoded = decode_schedule(name, queue, text);

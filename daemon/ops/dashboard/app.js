@@ -934,10 +934,13 @@ function viewOverview(main, route, seq) {
 
 // ---- view: schedules -------------------------------------------------------------------------
 
-// GET /api/schedules is read this often while the view is open (schedules have no event); a job
-// end of a schedule's tick (its id NAME:TIME) reads it sooner, once per SCHEDULES_SOON_MS.
+// GET /api/schedules is read this often while the view is open (schedules have no event); the end
+// of a tick's job (its id NAME:TIME, docs/schedules.md) reads it sooner, at most once per
+// SCHEDULES_SOON_MS: by its id's form, not by the names shown, so that a schedule added since the
+// last read shows at its first tick.
 const SCHEDULES_EVERY_MS = 5000;
-const SCHEDULES_SOON_MS = 500;
+const SCHEDULES_SOON_MS = 1000;
+const TICK_ID_RE = /^[A-Za-z0-9_.-]{1,64}:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
 
 const SCHEDULE_COLUMNS = [
   { key: 'name', label: 'Schedule' },
@@ -1093,7 +1096,6 @@ function scheduleTable(reload) {
 }
 
 function viewSchedules(main, route, seq) {
-  let names = new Set(); // NAME: of every schedule shown, to know its ticks' job ends
   let soon = 0;
   const load = async () => {
     clearTimeout(soon);
@@ -1101,7 +1103,6 @@ function viewSchedules(main, route, seq) {
     try {
       const list = await api('GET', '/api/schedules');
       if (!alive(seq) || !Array.isArray(list)) return;
-      names = new Set(list.map((s) => `${s.name}:`));
       table.update(list);
       updated.textContent = `Read at ${new Date().toLocaleTimeString()}; times are local.`;
     } catch (e) {
@@ -1117,10 +1118,7 @@ function viewSchedules(main, route, seq) {
   load();
   const timer = setInterval(load, SCHEDULES_EVERY_MS);
   const onJob = (j) => {
-    const id = String(j.id || '');
-    const colon = id.indexOf(':');
-    if (colon > 0 && names.has(id.slice(0, colon + 1)) && !soon)
-      soon = setTimeout(load, SCHEDULES_SOON_MS);
+    if (!soon && TICK_ID_RE.test(String(j.id || ''))) soon = setTimeout(load, SCHEDULES_SOON_MS);
   };
   return {
     onJob,
