@@ -185,13 +185,13 @@ TEST_CASE(
                                "--payload", R"({"k":"v"})", "--json"});
   REQUIRE(added.code == 0);
   CHECK(nlohmann::json::parse(added.out)["origin"] == "runtime");
-  REQUIRE(eventually([&] { return ticks_of(r, "beat").size() >= 2; }, 10s));
+  REQUIRE(eventually([&] { return !ticks_of(r, "beat").empty(); }, 10s));
 
   REQUIRE(jobqctl(redis, {"schedule", "pause", "beat"}).code == 0);
   const long long paused = redis_seconds(r);
   const std::size_t before = ticks_of(r, "beat").size();
   // Paused: the ticks move on, counted as skipped, and enqueue nothing.
-  REQUIRE(eventually([&] { return field(r, "jobq:{q}:schedule:beat", "skipped") >= 2; }, 10s));
+  REQUIRE(eventually([&] { return field(r, "jobq:{q}:schedule:beat", "skipped") >= 1; }, 10s));
   for (const long long t : ticks_of(r, "beat")) CHECK(t <= paused);
   CHECK(ticks_of(r, "beat").size() <= before + 1);
   const auto listed = nlohmann::json::parse(jobqctl(redis, {"schedules", "--json"}).out);
@@ -214,7 +214,7 @@ TEST_CASE(
   REQUIRE(jobqctl(redis, {"schedule", "rm", "beat"}).code == 0);
   const long long removed = redis_seconds(r);
   // No tick after it (the daemon's next call finds it gone), and nothing of it left.
-  REQUIRE(eventually([&] { return redis_seconds(r) >= removed + 3; }, 10s));
+  REQUIRE(eventually([&] { return redis_seconds(r) >= removed + 2; }, 10s));
   for (const long long t : ticks_of(r, "beat")) CHECK(t <= removed + 1);
   CHECK(r.integer({"EXISTS", "jobq:{q}:schedule:beat"}) == 0);
   CHECK(r.integer({"HEXISTS", "jobq:{q}:schedules", "beat"}) == 0);
