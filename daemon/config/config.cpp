@@ -1115,7 +1115,12 @@ const Key<ScheduleConfig> kScheduleKeys[] = {
          return;
        }
        if (!v->contains("payload")) (*v)["payload"] = nlohmann::json::object();
-       s.job = v->dump();
+       try {
+         s.job = v->dump();
+       } catch (const nlohmann::json::type_error&) {
+         // YAML takes any bytes; a job is JSON, whose text is UTF-8.
+         report(c, n, k + ": holds text that is not UTF-8 (a job is JSON, whose strings are)");
+       }
      },
      [](const ScheduleConfig& s) { return json_yaml(nlohmann::json::parse(s.job)); }},
     choice_key("catch_up", "skip | one | all", &ScheduleConfig::catch_up, {"skip", "one", "all"},
@@ -1198,6 +1203,13 @@ std::optional<std::string> misplaced(const std::string& name, const std::string&
 // value shaped like the section makes one a misplaced section.
 bool looks_like(const std::string& name, const YAML::Node& value) {
   if (!value.IsMap() || value.size() == 0) return false;
+  if (name == "schedules") {
+    // A map of schedules: each one a map with a cron expression.
+    for (const auto& kv : value) {
+      if (!kv.second.IsMap() || !kv.second["cron"]) return false;
+    }
+    return true;
+  }
   if (name == "queues" || name == "handlers") {
     const char* mark = name == "queues" ? "handler" : "type";
     const char* other = name == "queues" ? "type" : "handler";
@@ -1348,7 +1360,8 @@ class Checker {
       }
       const std::string unknown =
           "unknown section '" + e.name + "'" +
-          (best.empty() ? " (sections: daemon, redis, http, logging, handlers, queues)"
+          (best.empty() ? " (sections: daemon, redis, http, logging, state, handlers, queues, "
+                          "schedules)"
                         : " (did you mean '" + best + "'?)");
       // Misspelled, and shaped like the section it is close to (`handler:` holding handlers): it
       // is checked as that section.

@@ -863,3 +863,27 @@ TEST_CASE("queues: rate is a number of jobs per s, m or h, or off", "[config][ra
                    Catch::Contains("is not a rate"));
   }
 }
+
+TEST_CASE("schedules: a misspelled or misplaced schedules section is said so, never thrown",
+          "[config][schedules]") {
+  // Found by fuzz_config (fuzz/regress/config/misspelled_schedules_section): map::at escaped.
+  CHECK_THAT(error_of("schedule:\n  h: {type: builtin, name: noop}\n" + std::string(kMinimal)),
+             Catch::Contains("test.yaml:1:1: unknown section 'schedule' (did you mean "
+                             "'schedules'?)"));
+  CHECK_THAT(
+      error_of("schedule:\n  a: {cron: \"@daily\", queue: default}\n" + std::string(kMinimal)),
+      Catch::Contains("unknown section 'schedule'"));
+  // Indented under a queue: a top-level section in the wrong place.
+  CHECK_THAT(error_of(std::string(kMinimal) + "    schedules:\n      a: {cron: \"@daily\", queue: "
+                                              "default}\n"),
+             Catch::Contains("'schedules' is a top-level section, but it is indented under"));
+}
+
+TEST_CASE("schedules: a job whose text is not UTF-8 is an error at the job, never thrown",
+          "[config][schedules]") {
+  // Found by fuzz_config (fuzz/regress/config/job_not_utf8): nlohmann's dump threw.
+  CHECK_THAT(error_of(std::string(kMinimal) +
+                      "schedules:\n  a: {cron: \"@daily\", queue: default, job: {payload: "
+                      "\"\xff\xfe\"}}\n"),
+             Catch::Contains("test.yaml:8:44: schedules.a.job: holds text that is not UTF-8"));
+}
