@@ -114,6 +114,15 @@ HttpResponse answer(int status, const json& body) {
   return r;
 }
 
+// The `queue` parameter a job's or a schedule's path may name: "" when absent, nullopt when it
+// is not a queue name (a 400).
+std::optional<std::string> queue_param(const HttpRequest& req) {
+  if (!req.has_param("queue")) return std::string();
+  auto q = req.param("queue");
+  if (!q || !config::valid_name(*q)) return std::nullopt;
+  return *q;
+}
+
 HttpResponse error(int status, const std::string& why) {
   return answer(status, json{{"error", why}});
 }
@@ -338,14 +347,9 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
     if (!job::valid_id(id)) {
       co_return error(400, "job id '" + id + "': 1-128 characters of A-Z a-z 0-9 _ . : -");
     }
-    std::string queue;
-    if (req.has_param("queue")) {
-      auto q = req.param("queue");
-      if (!q || !config::valid_name(*q)) {
-        co_return error(400, "queue: not a queue name ([A-Za-z0-9_.-], 1-64)");
-      }
-      queue = *q;
-    }
+    const auto given = queue_param(req);
+    if (!given) co_return error(400, "queue: not a queue name ([A-Za-z0-9_.-], 1-64)");
+    const std::string queue = *given;
     if (n == 2) {
       AdminFn work = [id, queue](store::Admin& a) {
         const std::string q = a.find_queue(id, queue);
@@ -513,14 +517,9 @@ async::Task<HttpResponse> Api::schedules(const HttpRequest& req,
   if (!config::valid_name(name)) {
     co_return error(400, "'" + name + "' is not a schedule name ([A-Za-z0-9_.-], 1-64)");
   }
-  std::string queue;
-  if (req.has_param("queue")) {
-    auto q = req.param("queue");
-    if (!q || !config::valid_name(*q)) {
-      co_return error(400, "queue: not a queue name ([A-Za-z0-9_.-], 1-64)");
-    }
-    queue = *q;
-  }
+  const auto given = queue_param(req);
+  if (!given) co_return error(400, "queue: not a queue name ([A-Za-z0-9_.-], 1-64)");
+  const std::string queue = *given;
   const std::string op = p[2];
   AdminFn work = [name, queue, op](store::Admin& a) {
     const std::string q = a.control_schedule(name, queue, op);
