@@ -710,7 +710,12 @@ std::vector<ScheduleView> Admin::schedules() {
     // HGETALL's order is the hash's (it moves as definitions are written again): by name, as
     // promised, so that jobqctl's table and the dashboard's rows keep their places.
     std::sort(defs->begin(), defs->end());
-    for (const auto& [name, text] : *defs) {
+    // Every state of the queue's schedules in one round trip.
+    std::vector<Call<ScheduleState>> reads;
+    for (const auto& d : *defs) reads.push_back(schedule_state(k, d.first));
+    auto states = pipelined(c_, reads);
+    for (std::size_t i = 0; i < defs->size(); ++i) {
+      const auto& [name, text] = (*defs)[i];
       ScheduleView v;
       auto decoded = decode_schedule(name, queue, text);
       if (auto* why = std::get_if<std::string>(&decoded)) {
@@ -720,8 +725,12 @@ std::vector<ScheduleView> Admin::schedules() {
       } else {
         v.def = std::move(std::get<config::ScheduleConfig>(decoded));
       }
-      auto st = run(c_, schedule_state(k, name));
-      if (st.ok()) v.state = std::move(*st);
+      if (states[i].ok()) {
+        v.state = std::move(*states[i]);
+      } else if (v.problem.empty()) {
+        // Another type at the state key: said, not shown as a schedule that never ran.
+        v.problem = k.schedule(name) + ": " + states[i].error().message;
+      }
       v.def.origin = v.state.origin.empty() ? "runtime" : v.state.origin;
       if (!v.state.last_id.empty()) {
         const JobView j = job(queue, v.state.last_id);
@@ -771,9 +780,13 @@ std::string Admin::control_schedule(const std::string& name, const std::string& 
     check_queue(queue);
     where.push_back(queue);
   } else {
-    for (const auto& q : known_queues()) {
-      const Keys k(layout_.prefix, q);
-      if (must(run(c_, schedule_exists(k, name)))) where.push_back(q);
+    // Every known queue asked in one round trip.
+    const auto queues = known_queues();
+    std::vector<Call<bool>> asks;
+    for (const auto& q : queues) asks.push_back(schedule_exists(Keys(layout_.prefix, q), name));
+    const auto found = call_all(c_, asks);
+    for (std::size_t i = 0; i < queues.size(); ++i) {
+      if (found[i]) where.push_back(queues[i]);
     }
     if (where.empty()) throw AdminError(Kind::not_found, "no schedule " + name);
     if (where.size() > 1) {

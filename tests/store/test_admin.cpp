@@ -629,3 +629,40 @@ TEST_CASE("Admin::search by status: the cancelled (or any status) among the reta
   CHECK_THROWS_AS(f.admin->search("q", "", "", 10, "bogus"), store::AdminError);
   CHECK_THROWS_AS(f.admin->search("q", "", "", 10, ""), store::AdminError);
 }
+
+TEST_CASE(
+    "schedules as operators see them: states read together, garbage said, a name found in "
+    "its queue",
+    "[admin][schedules]") {
+  test::RedisServer server;
+  Fixture f(server, {"q", "p"});
+  config::ScheduleConfig s;
+  s.name = "a";
+  s.queue = "q";
+  s.cron = "@every 1m";
+  f.admin->add_schedule(s);
+  s.name = "b";
+  f.admin->add_schedule(s);
+  s.queue = "p";
+  f.admin->add_schedule(s);
+  // Another type at a's state: said as a's problem, not shown as a schedule that never ran.
+  f.r.cmd({"DEL", "jobq:{q}:schedule:a"});
+  f.r.cmd({"SET", "jobq:{q}:schedule:a", "junk"});
+  const auto list = f.admin->schedules();
+  REQUIRE(list.size() == 3);
+  CHECK(list[0].def.queue == "q");
+  CHECK(list[0].def.name == "a");
+  CHECK_THAT(list[0].problem,
+             Catch::Contains("jobq:{q}:schedule:a: ") && Catch::Contains("WRONGTYPE"));
+  CHECK(list[1].def.name == "b");
+  CHECK(list[1].problem.empty());
+  CHECK(list[1].state.next % 60000 == 0);
+  CHECK(list[2].def.queue == "p");
+  // A name in one queue is found there (a's garbage then said, naming its key); in two, the
+  // queue must be named; in none, not found.
+  CHECK_THROWS_WITH(f.admin->control_schedule("a", "", "pause"),
+                    Catch::Contains("jobq:{q}:schedule:a holds what jobqd never writes"));
+  CHECK_THROWS_AS(f.admin->control_schedule("b", "", "pause"), store::AdminError);
+  CHECK(f.admin->control_schedule("b", "p", "pause") == "p");
+  CHECK_THROWS_AS(f.admin->control_schedule("c", "", "pause"), store::AdminError);
+}
