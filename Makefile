@@ -285,8 +285,10 @@ lint: $(LUA_RUN)
 # when it ends; but `+` lines run under `make -n` too: not then.
 live = $(if $(findstring n,$(filter-out -%,$(firstword $(MAKEFLAGS)))),,+)
 
-# The test binary finds jobqd, jobqctl and redis-server itself. It prints a line per test case as
-# it ends (live: the run takes minutes), the slowest cases, and `N passed, M failed` last.
+# The test binary finds jobqd, jobqctl and redis-server itself. It runs the cases two at a time,
+# a process each (tests/support/parallel.hpp; TEST_ARGS='-j N' or JOBQD_TEST_JOBS), and prints a
+# line per test case as it ends (live: the run takes minutes), the slowest cases, and
+# `N passed, M failed` last.
 test: format-check lint $(TESTS) $(JOBQD) $(JOBQCTL) test-tools $(LUA_RUN)
 	$(live)@$(TESTS) $(TEST_ARGS)
 

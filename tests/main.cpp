@@ -1,5 +1,6 @@
-// Test runner: Catch2's session, a line per test case as it ends, the failed cases again, the
-// slowest cases, and the one-line summary the suite must end with.
+// Test runner: the cases side by side, a process each (support/parallel.hpp), or in this process
+// with `-j 1`, a reporter of Catch's own or a listing; a line per test case as it ends, the failed
+// cases again, the slowest cases, and the one-line summary the suite must end with.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -11,14 +12,20 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "tests/support/parallel.hpp"
+#include "tests/support/paths.hpp"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Set with --one-case: this process runs one case of a parallel run (support/parallel.hpp).
+bool one_case = false;
 int passed = 0;
 int failed = 0;
 // Each finished case's seconds and name, for the slowest ones at the end.
@@ -44,7 +51,8 @@ struct Progress : Catch::TestEventListenerBase {
             .size();
     width_ = static_cast<int>(std::to_string(total_).size());
     const auto* config = dynamic_cast<const Catch::Config*>(m_config.get());
-    progress = config != nullptr &&
+    // A case run alone by the parallel runner prints no progress: the runner does.
+    progress = config != nullptr && !one_case &&
                (config->getReporterName() == "console" || config->getReporterName() == "compact");
   }
 
@@ -122,6 +130,35 @@ void print_slowest() {
 
 CATCH_REGISTER_LISTENER(Progress)
 
+// How many cases at once: `-j N` / `--jobs N` (taken out before Catch reads the rest), else
+// JOBQD_TEST_JOBS, else 2: most cases wait rather than compute, and two cores is the smallest
+// machine the suite runs on. A case tagged [alone] still runs with nothing beside it.
+int take_jobs(std::vector<char*>& args) {
+  int jobs = 2;
+  if (const char* env = std::getenv("JOBQD_TEST_JOBS")) jobs = std::atoi(env);
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    const std::string a = args[i];
+    std::string value;
+    std::size_t used = 0;
+    if ((a == "-j" || a == "--jobs") && i + 1 < args.size()) {
+      value = args[i + 1];
+      used = 2;
+    } else if (a.rfind("-j", 0) == 0 && a.size() > 2 && a[2] != '-') {
+      value = a.substr(2);
+      used = 1;
+    } else if (a.rfind("--jobs=", 0) == 0) {
+      value = a.substr(7);
+      used = 1;
+    }
+    if (used == 0) continue;
+    jobs = std::atoi(value.c_str());
+    args.erase(args.begin() + static_cast<std::ptrdiff_t>(i),
+               args.begin() + static_cast<std::ptrdiff_t>(i + used));
+    --i;
+  }
+  return std::max(1, jobs);
+}
+
 int main(int argc, char** argv) {
   // Tests write to pipes and sockets whose peer may be gone: fail the call, not the process.
   std::signal(SIGPIPE, SIG_IGN);
@@ -130,10 +167,41 @@ int main(int argc, char** argv) {
   // The daemon's own log lines would drown the report; JOBQD_TEST_LOG=debug shows them.
   const char* level = std::getenv("JOBQD_TEST_LOG");
   spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::off);
-  int rc = Catch::Session().run(argc, argv);
+  std::vector<char*> args(argv, argv + argc);
+  const int jobs = take_jobs(args);
+  if (args.size() > 1 && std::string(args[1]) == jq::test::kOneCase) {
+    one_case = true;
+    args.erase(args.begin() + 1);
+  }
+  Catch::Session session;
+  if (int rc = session.applyCommandLine(static_cast<int>(args.size()), args.data()); rc != 0) {
+    return rc;
+  }
+  const Catch::Config& config = session.config();
+  if (!one_case && jobs > 1 && config.getReporterName() == "console" && !config.listTests() &&
+      !config.listTestNamesOnly() && !config.listTags() && !config.listReporters() &&
+      !config.showHelp()) {
+    std::vector<jq::test::CaseToRun> cases;
+    for (const Catch::TestCase& tc :
+         Catch::filterTests(Catch::getAllTestCasesSorted(config), config.testSpec(), config)) {
+      const bool alone = std::find(tc.tags.begin(), tc.tags.end(), "alone") != tc.tags.end();
+      cases.push_back({tc.name, alone});
+    }
+    if (cases.size() > 1) {
+      const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+      return jq::test::run_parallel(self, std::move(cases), jobs,
+                                    (jq::test::build_dir() / "test-durations").string());
+    }
+  }
+  // One case of a parallel run, or the whole run in this process.
+  int rc = session.run();
   std::fflush(stdout);
   print_failures();
   print_slowest();
+  if (one_case && !failures.empty()) {
+    const std::string& where = failures[0].second;
+    std::printf("first failure: %s\n", where.substr(0, where.find('\n')).c_str());
+  }
   std::printf("%d passed, %d failed\n", passed, failed);
   return rc;
 }

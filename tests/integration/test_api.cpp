@@ -416,7 +416,7 @@ TEST_CASE("GET /api/queues/Q/history: what the daemons did, kept in Redis across
 TEST_CASE(
     "Search over 100,000 retained jobs: each step within its budget while a queue drains, "
     "the drain no slower than twice its time without",
-    "[integration][http][api][search]") {
+    "[integration][http][api][search][alone]") {
   RedisServer redis;
   Daemon d(redis, kYaml, "  lease: 15s\n");
   const auto addr = start_serving(d, redis);

@@ -192,6 +192,37 @@ TEST_CASE("runner self-test: fails when asked to", "[.runner-selftest]") {
   CHECK(value == 2);
 }
 
+// Run only by name, by the runner test below: ends the process, as a crash would.
+TEST_CASE("runner self-test: dies when asked to", "[.runner-crash]") {
+  if (std::getenv("JOBQD_RUNNER_SELFTEST") != nullptr) std::abort();
+  CHECK(true);
+}
+
+TEST_CASE(
+    "test runner: a case that crashes is a failed case naming its signal, in one process of "
+    "many; the cases beside it run and count",
+    "[integration][build]") {
+  auto ran = run_program({"env", "JOBQD_RUNNER_SELFTEST=1", (build_dir() / "jobqd_tests").string(),
+                          "-j", "2", "[runner-selftest],[runner-crash]"});
+  INFO(ran.out);
+  CHECK(ran.code != 0);
+  CHECK(ran.out.find("FAIL  runner self-test: dies when asked to\n") != std::string::npos);
+  CHECK(ran.out.find("ok    runner self-test: passes\n") != std::string::npos);
+  CHECK(ran.out.find("\n  runner self-test: dies when asked to\n      killed by signal 6") !=
+        std::string::npos);
+  const std::string last = "\n1 passed, 2 failed\n";
+  CHECK(ran.out.size() > last.size());
+  CHECK(ran.out.substr(ran.out.size() - last.size()) == last);
+  // In one process (-j 1) the same cases but the crash: the same lines, numbered in order.
+  auto serial =
+      run_program({"env", "JOBQD_RUNNER_SELFTEST=1", (build_dir() / "jobqd_tests").string(), "-j",
+                   "1", "[runner-selftest]"});
+  INFO(serial.out);
+  CHECK(serial.out.find("[1/2]") != std::string::npos);
+  CHECK(serial.out.find("[2/2]") != std::string::npos);
+  CHECK(serial.out.find("\n1 passed, 1 failed\n") != std::string::npos);
+}
+
 TEST_CASE(
     "test runner: a line per case with its time, the failed cases again with their first "
     "failure, the slowest cases and the count last; "
