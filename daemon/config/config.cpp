@@ -979,6 +979,7 @@ const Key<QueueConfig> kQueueKeys[] = {
      },
      [](const QueueConfig& q) { return shown(q.rate.empty() ? std::string("off") : q.rate); }},
     count_key("rate_burst", &QueueConfig::rate_burst, 0, 100000000, live),
+    count_key("global_concurrency", &QueueConfig::global_concurrency, 0, 1000000, live),
     count_key("max_attempts", &QueueConfig::max_attempts, 1, 1000, live),
     {"timeout", "duration", live,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {

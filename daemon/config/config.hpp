@@ -200,6 +200,9 @@ struct QueueConfig {
   std::string rate;  // as written; "": none
   double rate_per_s = 0;
   std::uint64_t rate_burst = 0;
+  // Jobs held at once by every daemon together (running, or buffered to run next), counted in
+  // Redis at each fetch (0: no limit beside each daemon's concurrency).
+  std::uint64_t global_concurrency = 0;
   std::vector<SourceConfig> sources;
   bool timeout_set = false;  // set explicitly (else inherited from the handler)
 };

@@ -62,6 +62,10 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
     s.rate.per_ms = q.rate_per_s / 1000.0 / shards;
     s.rate.burst = static_cast<std::uint64_t>(std::max(1.0, std::ceil(burst / shards)));
   }
+  // And of the global concurrency (each shard at least one slot).
+  if (q.global_concurrency > 0) {
+    s.global_slots = std::max<std::uint64_t>(1, q.global_concurrency / q.shards);
+  }
   return s;
 }
 
@@ -395,6 +399,7 @@ void QueueRunner::run_over(JobRun& run, store::Settled how) noexcept {
   runs_.erase(run.id());  // `run` is gone from here
   run_gone_.set();
   run_gone_.clear();
+  if (cfg_.global_concurrency > 0) room_.set();  // its slot is free in Redis now (free_room)
 }
 
 // ---- reload ----
@@ -502,10 +507,21 @@ async::Task<void> QueueRunner::retire(SourceSlot slot) {
 
 // ---- arrival ----
 
+std::size_t QueueRunner::free_room() const noexcept {
+  const std::size_t room = buffer_.room();
+  if (cfg_.global_concurrency == 0) return room;
+  // Every job this queue knows of, buffered, running, or ended with its end not written yet:
+  // each still holds its slot in Redis.
+  const std::size_t busy = runs_.size();
+  return std::min<std::size_t>(room, cfg_.concurrency > busy ? cfg_.concurrency - busy : 0);
+}
+
 async::Task<bool> QueueRunner::wait_room(std::size_t at_least) {
+  std::size_t most = cfg_.buffer;
+  if (cfg_.global_concurrency > 0) most = std::min<std::size_t>(most, cfg_.concurrency);
   const std::size_t want =
-      std::max<std::size_t>(1, std::min(at_least, std::max<std::size_t>(1, cfg_.buffer / 2)));
-  while (!stopping_ && (paused_ || buffer_.room() < want)) {
+      std::max<std::size_t>(1, std::min(at_least, std::max<std::size_t>(1, most / 2)));
+  while (!stopping_ && (paused_ || free_room() < want)) {
     room_.clear();
     co_await room_.wait();
   }

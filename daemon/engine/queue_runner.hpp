@@ -117,7 +117,7 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   async::Task<void> wait_known() { co_await known_.wait(); }
 
   // sources::Sink
-  std::size_t room() const noexcept override { return stopping_ || paused_ ? 0 : buffer_.room(); }
+  std::size_t room() const noexcept override { return stopping_ || paused_ ? 0 : free_room(); }
   async::Task<bool> wait_room(std::size_t at_least) override;
   bool offer(sources::Arrival& a) override;
   async::Task<void> accept(sources::Arrival a) override;
@@ -183,6 +183,10 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   async::Event run_gone_;       // set whenever a run leaves runs_
   std::unordered_map<std::string, std::unique_ptr<JobRun>> runs_;
   std::size_t running_ = 0;
+  /// Room in the buffer; with a global concurrency, no more than can start here now: each job
+  /// taken holds one of the queue's slots across every daemon until its end is written, and one
+  /// daemon's buffer must not sit on slots another daemon could run.
+  std::size_t free_room() const noexcept;
   // After the runs: destroyed first, so that no settlement answer reaches a run that is gone.
   std::vector<Shard> shards_;
   // After the settler: sources push to it.

@@ -122,9 +122,9 @@ void append(redis::SyncClient& client, const Request& req) {
 // ---- holding jobs ----
 
 Call<FetchBatch> fetch(const Keys& k, const std::string& worker, std::uint64_t first, std::size_t n,
-                       std::uint64_t max_bytes, const Rate& rate) {
+                       std::uint64_t max_bytes, const Rate& rate, const Cap& cap) {
   std::vector<std::string> args;
-  args.reserve(5 + n);
+  args.reserve(6 + n + cap.others.size());
   args.push_back(worker);
   args.push_back(std::to_string(n));
   args.push_back(std::to_string(max_bytes));
@@ -137,11 +137,18 @@ Call<FetchBatch> fetch(const Keys& k, const std::string& worker, std::uint64_t f
     args.push_back("0");
     args.push_back("0");
   }
+  args.push_back(std::to_string(cap.slots));
   // The tokens as text, which Lua would format as doubles (a printf each).
   for (std::size_t i = 0; i < n; ++i) args.push_back(std::to_string(first + i));
-  return make<FetchBatch>(
-      scripts::fetch(), {k.pending, k.leases, k.inflight(worker), k.paused, k.rate},
-      std::move(args), [first, n](Reply r) { return decode_fetch(std::move(r), first, n); });
+  std::vector<std::string> keys{k.pending, k.leases, k.inflight(worker), k.paused, k.rate};
+  if (cap.slots > 0) {
+    for (const auto& w : cap.others) {
+      keys.push_back(k.inflight(w));
+      args.push_back(w);
+    }
+  }
+  return make<FetchBatch>(scripts::fetch(), std::move(keys), std::move(args),
+                          [first, n](Reply r) { return decode_fetch(std::move(r), first, n); });
 }
 
 OpResult<FetchBatch> decode_fetch(Reply r, std::uint64_t first, std::size_t n) {
@@ -153,8 +160,19 @@ OpResult<FetchBatch> decode_fetch(Reply r, std::uint64_t first, std::size_t n) {
   if (!r.is_array() || r.elements.size() < 2) return bad("fetch", r);
   auto now = int_of(r.elements[0]);
   auto flag = int_of(r.elements[1]);
-  if (!now || !flag || *flag < -2 || *flag > 1) return bad("fetch", r);
+  if (!now || !flag || *flag < -3 || *flag > 1) return bad("fetch", r);
   out.now = *now;
+  if (*flag == -3) {
+    // Global concurrency: a live worker was not named; these are the live ones.
+    std::vector<std::string> live;
+    for (std::size_t i = 2; i < r.elements.size(); ++i) {
+      if (r.elements[i].type != Type::string) return bad("fetch", r);
+      live.push_back(std::move(r.elements[i].str));
+    }
+    out.live_workers = std::move(live);
+    out.limited_ms = 1;  // ask again at once, naming them
+    return out;
+  }
   out.paused = *flag == -1;
   // Limited by the rate (-2: nothing taken; 1: fewer than asked): the wait for the next token.
   const std::size_t head = *flag == -2 || *flag == 1 ? 3 : 2;

@@ -32,7 +32,10 @@ struct FetchBatch {
   std::int64_t now = 0;  // Redis' clock when it ran (ms)
   bool lease_lost = false;
   bool paused = false;
-  std::int64_t limited_ms = 0;  // >0: the rate held jobs back; the next token comes in this long
+  std::int64_t limited_ms = 0;  // >0: a limit held jobs back; look again in this long
+  /// Set when a worker the fetch was not told of holds a lease (global concurrency): the live
+  /// workers, to name in the next fetch. Nothing was taken.
+  std::optional<std::vector<std::string>> live_workers;
   std::vector<Held> jobs;
 };
 /// A queue's (shard's) token bucket: jobs per ms (0: none) and the most tokens kept.
@@ -40,10 +43,16 @@ struct Rate {
   double per_ms = 0;
   std::uint64_t burst = 0;
 };
+/// A queue's (shard's) global concurrency: the most jobs all live workers together hold (0:
+/// none), and the other workers the daemon knows of (their inflight hashes are read).
+struct Cap {
+  std::size_t slots = 0;
+  std::vector<std::string> others;
+};
 /// Holds up to `n` jobs from pending, with tokens first, first + 1, ... (lua/fetch.lua); with a
-/// rate, no more than its bucket has tokens for.
+/// rate, no more than its bucket has tokens for; with a cap, no more than its free slots.
 Call<FetchBatch> fetch(const Keys& k, const std::string& worker, std::uint64_t first, std::size_t n,
-                       std::uint64_t max_bytes, const Rate& rate = {});
+                       std::uint64_t max_bytes, const Rate& rate = {}, const Cap& cap = {});
 /// The bucket gives no token before `until` (Redis' clock, ms; a later one already set stays):
 /// a handler was told to come back then (HTTP 429 with Retry-After).
 Call<redis::Done> slow_down(const Keys& k, std::int64_t until);

@@ -140,7 +140,8 @@ QueueStore::FetchCall QueueStore::begin_fetch(std::size_t n) {
   fetching_to_ = c.first + n;
   // A marked copy is longer than the job by its marker (a few hundred bytes at most): the exact
   // limit is read_held's, on the job itself.
-  c.call = store::fetch(keys_, s_.worker, c.first, n, s_.max_job_bytes + 600, s_.rate);
+  c.call = store::fetch(keys_, s_.worker, c.first, n, s_.max_job_bytes + 600, s_.rate,
+                        Cap{s_.global_slots, others_});
   return c;
 }
 
@@ -267,6 +268,13 @@ OpResult<Fetched> QueueStore::take(OpResult<FetchBatch> got, Unclaimed& unclaime
     return got.error();
   }
   FetchBatch& batch = *got;
+  if (batch.live_workers) {
+    // The workers whose holds count against the global concurrency, from now on.
+    others_.clear();
+    for (auto& w : *batch.live_workers) {
+      if (w != s_.worker) others_.push_back(std::move(w));
+    }
+  }
   Fetched out;
   out.lease_lost = batch.lease_lost;
   out.paused = batch.paused;

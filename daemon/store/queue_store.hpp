@@ -52,6 +52,8 @@ struct Settings {
   std::size_t shards = 1;
   /// This shard's share of the queue's `rate:` (per_ms 0: none).
   Rate rate;
+  /// This shard's share of the queue's `global_concurrency:` (0: none).
+  std::size_t global_slots = 0;
 
   /// A config reload: takes what may change on a running queue from `next` (never the prefix,
   /// queue, worker or lease).
@@ -64,6 +66,7 @@ struct Settings {
     max_attempts = next.max_attempts;
     active_after = next.active_after;
     rate = next.rate;
+    global_slots = next.global_slots;
   }
 };
 
@@ -251,6 +254,9 @@ class QueueStore {
   std::uint64_t next_token_ = 1;
   std::unordered_set<std::uint64_t> held_;
   std::int64_t clock_offset_ = 0;
+  /// The other workers holding a lease on this queue, as the last fetch that found one it was
+  /// not told of said (global concurrency counts what each holds).
+  std::vector<std::string> others_;
   // Tokens of a fetch whose reply has not come back yet: reconcile leaves them alone.
   std::uint64_t fetching_from_ = 0, fetching_to_ = 0;
   // The blocking connection's CLIENT ID, for unblock(), and the connection it belongs to.

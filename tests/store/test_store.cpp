@@ -952,3 +952,73 @@ TEST_CASE("a no-op job costs few Redis commands, scripts' inner commands include
   CHECK(kept <= 2.2);
   CHECK(deleted <= 0.3);
 }
+
+TEST_CASE(
+    "global concurrency: the jobs all live workers hold stay within the cap; a worker the fetch "
+    "was not told of is named back; a slot freed is taken again",
+    "[store][global_concurrency]") {
+  test::RedisServer server;
+  auto r = server.client();
+  for (int i = 0; i < 10; ++i)
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("j" + std::to_string(i))});
+  store::Settings capped;
+  capped.global_slots = 3;
+  auto body = [&]() -> async::Task<void> {
+    Fixture a(server, "wa", capped), b(server, "wb", capped);
+    auto first = co_await a.up_and_fetch(2);
+    CHECK(first.jobs.size() == 2);
+    co_await b.up();
+    co_await b.lease();
+    // b does not know of a yet: told the live workers, it takes nothing and asks again.
+    auto told = co_await b.fetch(5);
+    CHECK(told.jobs.empty());
+    CHECK(told.limited_ms == 1);
+    auto one = co_await b.fetch(5);
+    CHECK(one.jobs.size() == 1);
+    // Three held of three: nothing more for either, each told to look again shortly.
+    auto none = co_await b.fetch(5);
+    CHECK(none.jobs.empty());
+    CHECK(none.limited_ms == 50);
+    auto told_a = co_await a.fetch(5);
+    CHECK(told_a.jobs.empty());
+    auto none_a = co_await a.fetch(5);
+    CHECK(none_a.jobs.empty());
+    CHECK(none_a.limited_ms == 50);
+    // A job's end frees its slot for whichever worker asks next.
+    const store::Settled ended = co_await a.ok(first.jobs[0]);
+    CHECK(ended == store::Settled::done);
+    auto freed = co_await b.fetch(5);
+    CHECK(freed.jobs.size() == 1);
+    // A worker whose lease ran out holds nothing that counts (its jobs are recovery's).
+    r.cmd({"ZADD", "jobq:{q}:leases", "1", "wa"});
+    auto after = co_await b.fetch(5);
+    CHECK(after.jobs.size() == 1);
+    co_await a.down();
+    co_await b.down();
+  };
+  test::run_test(body());
+  CHECK(r.integer({"HLEN", "jobq:{q}:inflight:wb"}) == 3);
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 10 - 1 - 1 - 3);
+}
+
+TEST_CASE("without a global concurrency a fetch reads no other worker's hold",
+          "[store][global_concurrency]") {
+  test::RedisServer server;
+  auto r = server.client();
+  for (int i = 0; i < 4; ++i)
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text("j" + std::to_string(i))});
+  auto body = [&]() -> async::Task<void> {
+    Fixture a(server, "wa"), b(server, "wb");
+    auto first = co_await a.up_and_fetch(2);
+    CHECK(first.jobs.size() == 2);
+    r.cmd({"CONFIG", "RESETSTAT"});
+    auto got = co_await b.up_and_fetch(2);
+    CHECK(got.jobs.size() == 2);
+    co_await a.down();
+    co_await b.down();
+  };
+  test::run_test(body());
+  const std::string stats = r.cmd({"INFO", "commandstats"}).str;
+  CHECK(stats.find("cmdstat_hlen") == std::string::npos);
+  CHECK(stats.find("cmdstat_zrangebyscore") == std::string::npos);
+}
