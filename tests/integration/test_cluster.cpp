@@ -56,7 +56,9 @@ TEST_CASE(
     "the slot's node and by jobqctl",
     "[integration][cluster]") {
   RedisCluster cluster(3, 1);
-  std::string yaml = "handlers:\n  echo: {type: builtin, name: echo}\nqueues:\n";
+  std::string yaml =
+      "handlers:\n  echo: {type: builtin, name: echo}\n  nap: {type: builtin, name: sleep}\n"
+      "queues:\n";
   std::vector<std::string> queues;
   std::set<int> owners;
   for (int i = 0; i < 12; ++i) {
@@ -319,10 +321,12 @@ TEST_CASE(
 
 TEST_CASE(
     "redis-cluster://: schedules of queues on every primary tick once each across two "
-    "daemons; a rate holds there too; jobqctl lists and pauses them",
+    "daemons; a rate and a global concurrency hold there too; jobqctl lists and pauses them",
     "[integration][cluster][schedules]") {
   RedisCluster cluster(3, 0);
-  std::string yaml = "handlers:\n  echo: {type: builtin, name: echo}\nqueues:\n";
+  std::string yaml =
+      "handlers:\n  echo: {type: builtin, name: echo}\n  nap: {type: builtin, name: sleep}\n"
+      "queues:\n";
   std::vector<std::string> queues;
   std::set<int> owners;
   for (int i = 0; queues.size() < 3; ++i) {
@@ -332,12 +336,17 @@ TEST_CASE(
     queues.push_back(q);
     yaml += "  " + q + ": {handler: echo, rate: 20/s, rate_burst: 1}\n";
   }
+  // A global concurrency of 2 over two daemons of concurrency 2, on another queue.
+  yaml += "  capped: {handler: nap, concurrency: 2, global_concurrency: 2}\n";
   yaml += "schedules:\n";
   for (const auto& q : queues) yaml += "  t" + q + ": {cron: \"@every 1s\", queue: " + q + "}\n";
   // The rate, on its queue's node: 100 jobs at 20/s (burst 1) take five seconds.
   SyncRedis r0(cluster.owner_of_queue(queues[0]));
   const auto burst = ids("burst", 100);
   push(r0, queues[0], jobs_for(burst, "{}"));
+  SyncRedis rc(cluster.owner_of_queue("capped"));
+  const auto capped = ids("c", 16);
+  push(rc, "capped", jobs_for(capped, R"({"ms": 100})"));
   Daemon a(cluster.url(), yaml), b(cluster.url(), yaml);
   a.start();
   b.start();
@@ -366,6 +375,10 @@ TEST_CASE(
   REQUIRE(listed.code == 0);
   CHECK(nlohmann::json::parse(listed.out).size() == 3);
   REQUIRE(jobqctl_on(cluster, {"schedule", "pause", "t" + queues[1]}).code == 0);
+  REQUIRE(eventually([&] { return count_status(rc, "capped", capped, "succeeded") == 16; }, 20s));
+  const int most = most_at_once(rc, "capped", capped);
+  INFO("capped: most at once " << most);
+  CHECK(most <= 2);
   check_routed(a);
   check_routed(b);
   CHECK(a.stop() == 0);

@@ -136,23 +136,8 @@ queues:
   REQUIRE(eventually([&] { return count_status(r, "q", all, "succeeded") == 36; }, 30s));
   CHECK(a.stop() == 0);
   CHECK(b.stop() == 0);
-  // Each attempt's span by Redis' clock, as the daemons wrote it: the most that overlap. A
-  // start follows the end that freed its slot, both read from Redis' clock a round trip apart:
-  // the spans are narrowed by a few ms so that a start and the end before it do not touch.
-  std::vector<std::pair<long long, int>> edges;
-  std::map<std::string, int> by;
-  for (auto& s : job_states(r, "q", all, {"started_at", "finished_at", "worker"})) {
-    ++by[s["worker"]];
-    edges.emplace_back(std::stoll(s["started_at"]) + 5, 1);
-    edges.emplace_back(std::stoll(s["finished_at"]) - 5, -1);
-  }
-  std::sort(edges.begin(), edges.end());
-  int now = 0, most = 0;
-  for (const auto& [t, d] : edges) most = std::max(most, now += d);
+  const int most = most_at_once(r, "q", all);
   INFO("most at once: " << most);
-  std::string who;
-  for (auto& [w, n] : by) who += w + ": " + std::to_string(n) + " ";
-  INFO(who);
   CHECK(most <= 3);
   // Each daemon runs 2 at most: 3 at once is both daemons at once, within the one cap.
   CHECK(most == 3);

@@ -3,6 +3,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -235,6 +236,24 @@ inline std::size_t count_status(SyncRedis& r, const std::string& queue,
   std::size_t n = 0;
   for (auto& s : job_states(r, queue, ids, {"status"})) n += s["status"] == status;
   return n;
+}
+
+/// The most attempts of `ids` that ran at once, from their states' started_at and finished_at
+/// (Redis' clock as the daemons read it). A start that follows the end that freed its slot is
+/// read a round trip after it, on another daemon's estimate of that clock: each span is narrowed
+/// by `slack_ms` at both ends so that the two do not touch.
+inline int most_at_once(SyncRedis& r, const std::string& queue, const std::vector<std::string>& ids,
+                        long long slack_ms = 5) {
+  std::vector<std::pair<long long, int>> edges;
+  for (auto& s : job_states(r, queue, ids, {"started_at", "finished_at"})) {
+    if (s["started_at"].empty() || s["finished_at"].empty()) continue;
+    edges.emplace_back(std::stoll(s["started_at"]) + slack_ms, 1);
+    edges.emplace_back(std::stoll(s["finished_at"]) - slack_ms, -1);
+  }
+  std::sort(edges.begin(), edges.end());
+  int now = 0, most = 0;
+  for (const auto& [t, d] : edges) most = std::max(most, now += d);
+  return most;
 }
 
 /// The worker that holds job `id` now (fetched: running or buffered), "" if none. A short job's
