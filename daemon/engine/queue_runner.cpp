@@ -136,7 +136,7 @@ async::Task<store::OpResult<store::Depths>> QueueRunner::depths(redis::Router& v
   store::Depths sum;
   for (const auto& shard : shards_) {
     const store::Keys& keys = shard.store->keys();
-    const auto call = store::depths(keys);
+    const auto call = store::depths(keys, shard.store->settings().rate);
     store::OpResult<store::Depths> d = co_await store::run(via.client(keys.base), call);
     if (!d.ok()) co_return d;
     store::add_depths(sum, *d);
@@ -149,6 +149,16 @@ const store::BatchHistogram* QueueRunner::fetch_sizes() const noexcept {
     if (const auto* h = slot.source->fetch_sizes()) return h;
   }
   return nullptr;
+}
+
+sources::HeldBack QueueRunner::held_back() const noexcept {
+  sources::HeldBack sum;
+  for (const auto& slot : sources_) {
+    const sources::HeldBack h = slot.source->held_back();
+    sum.rate += h.rate;
+    sum.cap += h.cap;
+  }
+  return sum;
 }
 
 std::optional<double> QueueRunner::last_fetch_age() const {

@@ -77,6 +77,8 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   const store::DurationHistogram& durations() const noexcept { return durations_; }
   /// Jobs per fetch, if a source fetches in batches.
   const store::BatchHistogram* fetch_sizes() const noexcept;
+  /// Fetches its limits held back, over its Redis sources.
+  sources::HeldBack held_back() const noexcept;
   /// Seconds since a source last fetched a job from Redis (or started); none without a Redis
   /// source.
   std::optional<double> last_fetch_age() const;

@@ -271,6 +271,24 @@ std::string StatusHttp::metrics() const {
       }
     }
   }
+  family("jobqd_queue_rate_tokens", "gauge",
+         "Tokens in a queue's rate bucket (jobs that may start now), by queue with a rate, read "
+         "every 5s.");
+  for (const auto& [name, d] : depths_) {
+    if (d.tokens && *d.tokens >= 0) {
+      o << "jobqd_queue_rate_tokens{queue=\"" << label(name) << "\"} " << *d.tokens << '\n';
+    }
+  }
+  family("jobqd_fetch_held_back_total", "counter",
+         "Fetches that took fewer jobs than asked, or none, because of a queue's rate or its "
+         "global_concurrency, by queue and limit.");
+  for (const auto* q : engine_.queues()) {
+    const sources::HeldBack h = q->held_back();
+    o << "jobqd_fetch_held_back_total{queue=\"" << label(q->name()) << "\",limit=\"rate\"} "
+      << h.rate << '\n';
+    o << "jobqd_fetch_held_back_total{queue=\"" << label(q->name())
+      << "\",limit=\"global_concurrency\"} " << h.cap << '\n';
+  }
   family("jobqd_job_duration_seconds", "histogram",
          "How long attempts ran (succeeded, retried or failed), by queue.");
   for (const auto* q : engine_.queues())

@@ -98,6 +98,13 @@ class Sink {
 };
 
 /// A spool source's directory as /metrics shows it.
+/// Fetches that took fewer jobs than asked, or none, because of a limit: the queue's rate, its
+/// global concurrency.
+struct HeldBack {
+  std::uint64_t rate = 0;
+  std::uint64_t cap = 0;
+};
+
 struct SpoolView {
   std::string dir;
   std::size_t waiting = 0, claimed = 0;
@@ -119,6 +126,8 @@ class Source {
   virtual void set_taking(bool on) = 0;
   /// For /metrics: jobs per fetch (a Redis source), the directory (a spool source).
   virtual const store::BatchHistogram* fetch_sizes() const noexcept { return nullptr; }
+  /// For /metrics: fetches a queue's limits held back (a Redis source).
+  virtual HeldBack held_back() const noexcept { return {}; }
   /// When it last fetched a job from Redis (or started), for a source that fetches.
   virtual std::optional<async::Clock::time_point> last_fetch() const noexcept {
     return std::nullopt;

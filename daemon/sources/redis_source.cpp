@@ -132,9 +132,12 @@ async::Task<void> RedisSource::fetcher() {
     for (auto& [r, owner] : batch.waits) settler_.push(store::held::wait(r));
     for (auto& [r, owner] : batch.waits) co_await store_.check_claim(r.id, owner);
     if (n > 0) wait_first = batch.popped < n;
+    if (batch.limited_by == store::Limit::rate) ++held_back_.rate;
+    if (batch.limited_by == store::Limit::cap) ++held_back_.cap;
     if (batch.limited_ms > 0) {
-      // The rate held jobs back (they stay in Redis): hand over what came, and fetch again when
-      // the next token is due (a second at most: a reload may change the rate meanwhile).
+      // A limit held jobs back (they stay in Redis): hand over what came, and fetch again when
+      // the next token is due or a slot may be free (a second at most: a reload may change the
+      // limit meanwhile).
       wait_first = false;
       unclaimed_ = std::move(got.unclaimed);
       unclaimed_epoch_ = epoch;

@@ -43,6 +43,7 @@ class RedisSource final : public Source, public Delivery {
   async::Task<void> finish(Millis limit) override;
   void set_taking(bool on) override;
   const store::BatchHistogram* fetch_sizes() const noexcept override { return &fetch_sizes_; }
+  HeldBack held_back() const noexcept override { return held_back_; }
   std::optional<async::Clock::time_point> last_fetch() const noexcept override {
     return last_fetch_;
   }
@@ -98,6 +99,7 @@ class RedisSource final : public Source, public Delivery {
   std::uint64_t unclaimed_epoch_ = 0;
   async::Event taking_ev_;
   store::BatchHistogram fetch_sizes_ = store::batch_histogram();
+  HeldBack held_back_;
   std::int64_t slow_until_ = 0;  // slow_down() asked for (Redis' clock, ms), not yet written
   async::Clock::time_point last_fetch_{};  // the last fetch that brought jobs (or the start)
   async::Event wake_promoter_;

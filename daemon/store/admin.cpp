@@ -831,7 +831,8 @@ QueueView Admin::queue_view(const std::string& queue,
   v.name = queue;
   const auto shards = shard_keys(queue);
   v.shards = shards.size();
-  for (const auto& s : call_each(c_, shards, depths)) add_depths(v.depths, s);
+  const auto depths_of = [](const Keys& k) { return depths(k); };
+  for (const auto& s : call_each(c_, shards, depths_of)) add_depths(v.depths, s);
   for (const bool p : call_each(c_, shards, is_paused)) v.paused = v.paused || p;
   if (auto a = active.find(queue); a != active.end()) v.activity = a->second;
   return v;

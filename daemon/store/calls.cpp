@@ -160,7 +160,7 @@ OpResult<FetchBatch> decode_fetch(Reply r, std::uint64_t first, std::size_t n) {
   if (!r.is_array() || r.elements.size() < 2) return bad("fetch", r);
   auto now = int_of(r.elements[0]);
   auto flag = int_of(r.elements[1]);
-  if (!now || !flag || *flag < -3 || *flag > 1) return bad("fetch", r);
+  if (!now || !flag || *flag < -4 || *flag > 1) return bad("fetch", r);
   out.now = *now;
   if (*flag == -3) {
     // Global concurrency: a live worker was not named; these are the live ones.
@@ -174,8 +174,10 @@ OpResult<FetchBatch> decode_fetch(Reply r, std::uint64_t first, std::size_t n) {
     return out;
   }
   out.paused = *flag == -1;
-  // Limited by the rate (-2: nothing taken; 1: fewer than asked): the wait for the next token.
-  const std::size_t head = *flag == -2 || *flag == 1 ? 3 : 2;
+  // Limited by the rate (-2: nothing taken; 1: fewer than asked) or the global concurrency (-4:
+  // nothing taken): the wait for the next token, or before looking for a free slot again.
+  const std::size_t head = *flag == -2 || *flag == -4 || *flag == 1 ? 3 : 2;
+  if (head == 3) out.limited_by = *flag == -4 ? Limit::cap : Limit::rate;
   if (r.elements.size() < head || r.elements.size() - head > n) return bad("fetch", r);
   if (head == 3) {
     auto wait = int_of(r.elements[2]);
@@ -481,14 +483,24 @@ Call<std::vector<std::string>> registered_queues(const std::string& prefix) {
                                            });
 }
 
-Call<Depths> depths(const Keys& k) {
-  return make<Depths>(scripts::depths(), {k.pending, k.delayed, k.dead}, {},
-                      [](Reply r) -> OpResult<Depths> {
-                        if (!r.is_array() || r.elements.size() != 3) return bad("depths", r);
+Call<Depths> depths(const Keys& k, const Rate& rate) {
+  std::vector<std::string> keys{k.pending, k.delayed, k.dead};
+  std::vector<std::string> args;
+  if (rate.per_ms > 0) {
+    keys.push_back(k.rate);
+    char per_ms[32];
+    std::snprintf(per_ms, sizeof per_ms, "%.9g", rate.per_ms);
+    args = {per_ms, std::to_string(std::max<std::uint64_t>(1, rate.burst))};
+  }
+  const std::size_t want = keys.size();
+  return make<Depths>(scripts::depths(), std::move(keys), std::move(args),
+                      [want](Reply r) -> OpResult<Depths> {
+                        if (!r.is_array() || r.elements.size() != want) return bad("depths", r);
                         Depths d;
                         d.pending = int_of(r.elements[0]).value_or(-1);
                         d.delayed = int_of(r.elements[1]).value_or(-1);
                         d.dead = int_of(r.elements[2]).value_or(-1);
+                        if (want == 4) d.tokens = int_of(r.elements[3]).value_or(-1);
                         return d;
                       });
 }

@@ -28,11 +28,14 @@ struct Held {
   std::string copy;
   std::uint64_t oversized = 0;
 };
+/// What held a fetch back: nothing, the queue's rate (its bucket), its global concurrency.
+enum class Limit : std::uint8_t { none, rate, cap };
 struct FetchBatch {
   std::int64_t now = 0;  // Redis' clock when it ran (ms)
   bool lease_lost = false;
   bool paused = false;
   std::int64_t limited_ms = 0;  // >0: a limit held jobs back; look again in this long
+  Limit limited_by = Limit::none;
   /// Set when a worker the fetch was not told of holds a lease (global concurrency): the live
   /// workers, to name in the next fetch. Nothing was taken.
   std::optional<std::vector<std::string>> live_workers;
@@ -161,7 +164,7 @@ Call<Workers> read_workers(const std::string& prefix);
 Call<redis::Done> register_queue(const std::string& prefix, const std::string& queue);
 /// The queues daemons have served (sorted); an error when the key holds something else.
 Call<std::vector<std::string>> registered_queues(const std::string& prefix);
-Call<Depths> depths(const Keys& k);
+Call<Depths> depths(const Keys& k, const Rate& rate = {});
 /// The shard count the queue's daemons run it with (its `shards` key; 0 when none was written:
 /// a queue of one shard, or one no daemon has served yet); a shape error naming the key when it
 /// holds anything but 1..kMaxShards.

@@ -210,6 +210,7 @@ async::Task<QueueStore::Waited> QueueStore::fetch(std::size_t n, Unclaimed claim
   ready.lease_lost = got->lease_lost;
   ready.paused = got->paused;
   ready.limited_ms = got->limited_ms;
+  ready.limited_by = got->limited_by;
   ready.popped = got->popped;
   out.got = std::move(ready);
   co_return out;
@@ -279,6 +280,7 @@ OpResult<Fetched> QueueStore::take(OpResult<FetchBatch> got, Unclaimed& unclaime
   out.lease_lost = batch.lease_lost;
   out.paused = batch.paused;
   out.limited_ms = batch.limited_ms;
+  out.limited_by = batch.limited_by;
   out.popped = batch.jobs.size();
   if (batch.lease_lost || batch.paused || batch.jobs.empty()) {
     fetching_from_ = fetching_to_ = 0;

@@ -110,8 +110,9 @@ struct Fetched {
   std::vector<Away> away;  // to forward home before the others are handed over
   bool lease_lost = false;
   bool paused = false;
-  std::int64_t limited_ms = 0;  // >0: the rate held jobs back; a token comes in this long
-  std::size_t popped = 0;       // jobs this call's fetch took from pending
+  std::int64_t limited_ms = 0;  // >0: a limit held jobs back; look again in this long
+  Limit limited_by = Limit::none;
+  std::size_t popped = 0;  // jobs this call's fetch took from pending
 };
 
 /// Jobs a fetch held and read whose ids are still to be claimed before they run: their claim

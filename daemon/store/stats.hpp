@@ -5,6 +5,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 namespace jq::store {
 
@@ -51,6 +52,8 @@ struct Depths {
   long long pending = 0;
   long long delayed = 0;
   long long dead = 0;
+  /// With a rate: the tokens its bucket(s) hold now (-1: garbage at the bucket).
+  std::optional<long long> tokens;
 };
 
 }  // namespace jq::store

@@ -52,6 +52,10 @@ void add_depths(Depths& sum, const Depths& part) {
   add(sum.pending, part.pending);
   add(sum.delayed, part.delayed);
   add(sum.dead, part.dead);
+  if (part.tokens) {
+    if (!sum.tokens) sum.tokens = 0;
+    add(*sum.tokens, *part.tokens);
+  }
 }
 
 nlohmann::json queue_row(const QueueView& v) {

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "tests/support/daemon.hpp"
+#include "tests/support/http_client.hpp"
 #include "tests/support/http_server.hpp"
 
 using namespace jq::test;
@@ -118,6 +119,7 @@ TEST_CASE(
     "[integration][global_concurrency]") {
   RedisServer redis;
   const std::string yaml = R"(
+http: {listen: 127.0.0.1:0}
 handlers:
   nap: {type: builtin, name: sleep}
 queues:
@@ -134,6 +136,18 @@ queues:
   CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) >= 36 - 3 - 3 - 3);
   CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) <= 36 - 3);
   REQUIRE(eventually([&] { return count_status(r, "q", all, "succeeded") == 36; }, 30s));
+  // Each daemon counts the fetches the cap held back (it ran at the cap most of the time).
+  const std::string held = "jobqd_fetch_held_back_total{queue=\"q\",limit=\"global_concurrency\"} ";
+  const auto held_back = [&](Daemon& d) {
+    const std::string m = get(http_address(d), "/metrics").body;
+    const auto at = m.find(held);
+    return at == std::string::npos ? -1.0 : std::stod(m.substr(at + held.size()));
+  };
+  const double held_a = held_back(a), held_b = held_back(b);
+  INFO("held back: " << held_a << " and " << held_b);
+  CHECK(held_a >= 0);
+  CHECK(held_b >= 0);
+  CHECK(held_a + held_b >= 1);
   CHECK(a.stop() == 0);
   CHECK(b.stop() == 0);
   const int most = most_at_once(r, "q", all);

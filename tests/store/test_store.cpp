@@ -1022,3 +1022,32 @@ TEST_CASE("without a global concurrency a fetch reads no other worker's hold",
   CHECK(stats.find("cmdstat_hlen") == std::string::npos);
   CHECK(stats.find("cmdstat_zrangebyscore") == std::string::npos);
 }
+
+TEST_CASE("depths: with a rate, the tokens its bucket holds now; none without", "[store][rate]") {
+  test::RedisServer server;
+  auto r = server.client();
+  const store::Keys k("jobq", "q");
+  redis::Client c(Fixture::options(server));
+  auto body = [&]() -> async::Task<void> {
+    c.start();
+    co_await c.wait_connected();
+    // An untouched bucket is full; one a fetch took from refills at the rate.
+    auto full = co_await store::run(c, store::depths(k, {0.001, 7}));
+    CHECK(full.value().tokens == 7);
+    r.cmd({"HSET", "jobq:{q}:rate", "tokens", "2", "at", "1"});
+    auto refilled = co_await store::run(c, store::depths(k, {0.001, 7}));
+    CHECK(refilled.value().tokens == 7);
+    auto plain = co_await store::run(c, store::depths(k));
+    CHECK(!plain.value().tokens);
+    // Held back by a 429 until later: none.
+    r.cmd({"HSET", "jobq:{q}:rate", "until", "99999999999999"});
+    auto held = co_await store::run(c, store::depths(k, {0.001, 7}));
+    CHECK(held.value().tokens == 0);
+    r.cmd({"DEL", "jobq:{q}:rate"});
+    r.cmd({"SET", "jobq:{q}:rate", "garbage"});
+    auto foreign = co_await store::run(c, store::depths(k, {0.001, 7}));
+    CHECK(foreign.value().tokens == -1);
+    co_await c.stop();
+  };
+  test::run_test(body());
+}

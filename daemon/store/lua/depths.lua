@@ -1,13 +1,35 @@
--- depths: a queue's jobs waiting in Redis, for /metrics and jobqctl (read only, O(1) per key).
+-- depths: a queue's jobs waiting in Redis, for /metrics and jobqctl (read only, O(1) per key);
+-- with the queue's rate, also the tokens its bucket holds now (what fetch.lua would find).
 --
--- KEYS: pending, delayed, dead
--- Returns {pending, delayed, dead}: each key's length, 0 when it does not exist, -1 when it
--- holds a value of another type (garbage written there: the daemon's repair moves it aside).
+-- KEYS: pending, delayed, dead[, rate (the bucket)]
+-- ARGV: with the bucket: rate (tokens per ms), burst
+-- Returns {pending, delayed, dead[, tokens (whole, 0 while a 429's hold lasts)]}: each key's
+-- length, 0 when it does not exist, -1 when it holds a value of another type (garbage written
+-- there: the daemon's repair moves it aside).
 local function size(key, kind, cmd)
   local t = redis.call('TYPE', key).ok
   if t == 'none' then return 0 end
   if t ~= kind then return -1 end
   return redis.call(cmd, key)
 end
-return {size(KEYS[1], 'list', 'LLEN'), size(KEYS[2], 'zset', 'ZCARD'),
-        size(KEYS[3], 'zset', 'ZCARD')}
+local out = {size(KEYS[1], 'list', 'LLEN'), size(KEYS[2], 'zset', 'ZCARD'),
+             size(KEYS[3], 'zset', 'ZCARD')}
+if KEYS[4] then
+  local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+  local kind = redis.call('TYPE', KEYS[4]).ok
+  if kind ~= 'none' and kind ~= 'hash' then
+    out[4] = -1
+    return out
+  end
+  local b = redis.call('HMGET', KEYS[4], 'tokens', 'at', 'until')
+  local now = now_ms()
+  local t, at = tonumber(b[1]), tonumber(b[2])
+  local tokens = burst
+  if (tonumber(b[3]) or 0) > now then
+    tokens = 0
+  elseif t and at and at <= now and t == t then
+    tokens = math.min(burst, t + (now - at) * rate)
+  end
+  out[4] = math.floor(tokens)
+end
+return out

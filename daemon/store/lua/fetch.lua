@@ -22,8 +22,9 @@
 --       inflight hashes are KEYS[6...], in that order
 -- Returns false when the worker's lease is gone or expired (it must register again);
 --   {Redis' clock (ms), -1} while the queue is paused (nothing taken);
---   {Redis' clock (ms), -2, ms until a token} when the bucket is empty, or every slot of the
---    global concurrency is taken (nothing taken; then the ms to look again);
+--   {Redis' clock (ms), -2, ms until a token} when the bucket is empty (nothing taken);
+--   {Redis' clock (ms), -4, ms} when every slot of the global concurrency is taken (nothing
+--    taken: look again then);
 --   {Redis' clock (ms), -3, the live workers...} when a live worker was not named (nothing
 --    taken);
 --   {Redis' clock (ms), 0, then each job held, in order: its text, or its size as a number when
@@ -51,7 +52,7 @@ if cap > 0 then
     used = used + redis.call('HLEN', key)
   end
   -- A slot a job of another daemon frees is looked for again this soon.
-  if used >= cap then return {nows, -2, 50} end
+  if used >= cap then return {nows, -4, 50} end
   if cap - used < n then n = cap - used end
 end
 if rate > 0 then
