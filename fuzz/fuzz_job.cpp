@@ -1,4 +1,5 @@
-// Fuzzes the job format (job::parse) and the text helpers it relies on (parse_json, to_utf8).
+// Fuzzes the job format (job::parse, payload_text) and the text helpers it relies on (parse_json,
+// to_utf8).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -47,6 +48,14 @@ void check_parse(std::string_view text) {
       k.payload.dump() != payload) {
     finding("parse: job.raw parses to a different job", j.raw);
   }
+  // What a state keeps of it (retain.payload): where the scan finds a payload, it is the job's.
+  if (const auto text = job::payload_text(j.raw)) {
+    auto back = job::parse_json(*text);
+    if (!std::holds_alternative<nlohmann::json>(back) ||
+        std::get<nlohmann::json>(back) != j.payload) {
+      finding("payload_text: not the job's payload", std::string(*text) + "\nraw: " + j.raw);
+    }
+  }
 }
 
 void check_text(std::string_view text) {
@@ -66,6 +75,12 @@ void check_text(std::string_view text) {
   std::string fixed = job::to_utf8(std::string(text));
   if (!job::is_utf8(fixed)) finding("to_utf8: the result is not UTF-8", fixed);
   if (job::is_utf8(text) && fixed != text) finding("to_utf8: changed valid UTF-8");
+
+  // Any text at all (a copy in Redis may be garbage): a part of it, or none.
+  if (const auto p = job::payload_text(text)) {
+    if (p->data() < text.data() || p->data() + p->size() > text.data() + text.size())
+      finding("payload_text: a view outside its text");
+  }
 
   const std::size_t n = text.empty() ? 0 : static_cast<unsigned char>(text[0]);
   std::string clipped = job::clip_utf8(text, n);

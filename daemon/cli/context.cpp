@@ -6,6 +6,7 @@
 #include <ctime>
 #include <iostream>
 #include <ostream>
+#include <set>
 
 #include "job/text.hpp"
 #include "ops/embedded_redis.hpp"
@@ -83,11 +84,13 @@ store::Layout layout(const Target& t) {
   // Copies of the config's figures: the layout holds nothing of the Target.
   std::map<std::string, std::size_t> shards;
   std::map<std::string, std::int64_t> keep;
+  std::set<std::string> payloads;
   if (t.cfg) {
     for (const auto& q : t.cfg->queues) {
       l.config_queues.push_back(q.name);
       shards.emplace(q.name, static_cast<std::size_t>(q.shards));
       keep.emplace(q.name, q.retain.failed.count());
+      if (q.retain.payload) payloads.insert(q.name);
     }
   }
   l.config_shards = [shards = std::move(shards)](const std::string& queue) {
@@ -97,6 +100,9 @@ store::Layout layout(const Target& t) {
   l.keep_failed_ms = [keep = std::move(keep)](const std::string& queue) {
     auto it = keep.find(queue);
     return it == keep.end() ? std::int64_t{0} : it->second;
+  };
+  l.retain_payload = [payloads = std::move(payloads)](const std::string& queue) {
+    return payloads.count(queue) > 0;
   };
   l.warn = [](const std::string& why) { std::cerr << "jobqctl: warning: " << why << "\n"; };
   return l;

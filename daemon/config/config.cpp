@@ -942,6 +942,7 @@ const Key<Retain> kRetainKeys[] = {
      },
      [](const Retain& r) { return shown(r.succeeded); }},
     duration_key("failed", &Retain::failed, 1s, live),
+    bool_key("payload", &Retain::payload, live),
 };
 
 const Key<QueueConfig> kQueueKeys[] = {

@@ -154,6 +154,9 @@ struct HandlerConfig {
 struct Retain {
   Millis succeeded = 24h;   // 0: deleted at once, as the job succeeds
   Millis failed = 7 * 24h;  // dead jobs, with their JSON for `jobqctl dead retry`
+  // A final state keeps the job's payload (its first 4 KiB), so that a search finds it by that
+  // once the job's JSON has left Redis. Off: no byte more per job.
+  bool payload = false;
 };
 
 struct SourceConfig {

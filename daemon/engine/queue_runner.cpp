@@ -50,6 +50,7 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
   s.max_job_bytes = q.max_job_bytes;
   s.lease = d.lease;
   s.keep_succeeded = q.retain.succeeded;
+  s.retain_payload = q.retain.payload;
   // The bound is the queue's: each shard keeps its share.
   s.dead_max = (q.dead_max + q.shards - 1) / q.shards;
   s.dead_ttl = q.retain.failed;

@@ -111,6 +111,88 @@ std::size_t assigned_id_bytes(std::string_view raw) {
 
 namespace {
 
+bool json_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+// One past the closing quote of the string that opens at raw[i]; npos when it is not closed.
+std::size_t string_end(std::string_view raw, std::size_t i) {
+  for (++i; i < raw.size(); ++i) {
+    if (raw[i] == '\\') {
+      ++i;
+    } else if (raw[i] == '"') {
+      return i + 1;
+    }
+  }
+  return std::string_view::npos;
+}
+
+// One past the value that starts at raw[i] (a string, an object or array whatever it holds, or
+// a scalar up to the next delimiter); npos when it runs off the end.
+std::size_t value_end(std::string_view raw, std::size_t i) {
+  constexpr auto npos = std::string_view::npos;
+  if (raw[i] == '"') return string_end(raw, i);
+  if (raw[i] == '{' || raw[i] == '[') {
+    std::size_t depth = 0;
+    for (; i < raw.size(); ++i) {
+      const char c = raw[i];
+      if (c == '"') {
+        const std::size_t end = string_end(raw, i);
+        if (end == npos) return npos;
+        i = end - 1;
+      } else if (c == '{' || c == '[') {
+        ++depth;
+      } else if ((c == '}' || c == ']') && --depth == 0) {
+        return i + 1;
+      }
+    }
+    return npos;
+  }
+  while (i < raw.size() && raw[i] != ',' && raw[i] != '}' && raw[i] != ']' && !json_space(raw[i]))
+    ++i;
+  return i;
+}
+
+}  // namespace
+
+std::optional<std::string_view> payload_text(std::string_view raw) {
+  std::size_t i = 0;
+  const auto skip_space = [&] {
+    while (i < raw.size() && json_space(raw[i])) ++i;
+  };
+  skip_space();
+  if (i == raw.size() || raw[i] != '{') return std::nullopt;
+  ++i;
+  for (;;) {
+    skip_space();
+    if (i == raw.size() || raw[i] != '"') return std::nullopt;
+    const std::size_t key_end = string_end(raw, i);
+    if (key_end == std::string_view::npos) return std::nullopt;
+    const std::string_view key = raw.substr(i + 1, key_end - i - 2);
+    bool payload = key == "payload";
+    if (!payload && key.find('\\') != std::string_view::npos) {
+      // "p\u0061yload" is payload too (the parser read it so): decoded, rarely.
+      const auto decoded = nlohmann::json::parse(raw.substr(i, key_end - i), nullptr, false);
+      payload = decoded.is_string() && decoded.get_ref<const std::string&>() == "payload";
+    }
+    i = key_end;
+    skip_space();
+    if (i == raw.size() || raw[i] != ':') return std::nullopt;
+    ++i;
+    skip_space();
+    if (i == raw.size()) return std::nullopt;
+    const std::size_t end = value_end(raw, i);
+    if (end == std::string_view::npos || end == i) return std::nullopt;
+    if (payload) return raw.substr(i, end - i);
+    i = end;
+    skip_space();
+    if (i == raw.size() || raw[i] != ',') return std::nullopt;
+    ++i;
+  }
+}
+
+namespace {
+
 // The job's handler into `out`: the one it names, which the config must define, or the queue's.
 std::optional<std::string> handler_of(const nlohmann::json& doc, const Rules& rules,
                                       std::string& out) {

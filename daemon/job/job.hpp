@@ -54,6 +54,12 @@ std::string with_id(std::string_view raw, const std::string& id);
 /// does not count.
 std::size_t assigned_id_bytes(std::string_view raw);
 
+/// The payload's value in a job's text, exactly as written there (the text of the top-level
+/// `payload` key's value, whatever its spacing and key order), or nullopt when `raw` is not an
+/// object with one (or not JSON enough to tell). Linear and allocation-free but for a key
+/// written with escapes; never throws, whatever `raw` holds.
+std::optional<std::string_view> payload_text(std::string_view raw);
+
 /// How much larger than max_job_bytes a job may be when fetched (the id with_id adds); the exact
 /// limit is parse()'s.
 inline constexpr std::size_t kAssignedIdAllowance = 40;

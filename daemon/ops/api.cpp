@@ -565,10 +565,12 @@ store::Layout Api::layout() const {
   l.warn = [](const std::string& why) { spdlog::warn("api: {}", why); };
   std::map<std::string, std::size_t> shards;
   std::map<std::string, std::int64_t> keep;
+  std::set<std::string> payloads;
   for (const auto& q : cfg.queues) {
     l.config_queues.push_back(q.name);
     shards[q.name] = static_cast<std::size_t>(q.shards);
     keep[q.name] = static_cast<std::int64_t>(q.retain.failed.count());
+    if (q.retain.payload) payloads.insert(q.name);
   }
   // Copies: the Admin runs on a worker thread, and a reload may replace the config meanwhile.
   l.config_shards = [shards](const std::string& q) {
@@ -579,6 +581,7 @@ store::Layout Api::layout() const {
     auto it = keep.find(q);
     return it == keep.end() ? std::int64_t{0} : it->second;
   };
+  l.retain_payload = [payloads](const std::string& q) { return payloads.count(q) > 0; };
   return l;
 }
 

@@ -641,6 +641,13 @@ store::Settlement SpoolSource::settlement_of(const File& f, store::Settlement::O
   if (op != store::Settlement::Op::claim && op != store::Settlement::Op::back) {
     s.file = job::to_utf8(dir_->dropped_path_of(f.claim));
   }
+  // With retain.payload, a job file's final state keeps its payload as a Redis job's does. Any
+  // other file's payload is jobqd's own (its claimed path, name and size): `file` says it.
+  const bool ends = op == store::Settlement::Op::ok || op == store::Settlement::Op::dead ||
+                    op == store::Settlement::Op::cancel;
+  if (ends && s_.retain_payload && f.job && is_job_file(f.claim.name)) {
+    s.payload = store::retained_payload(*f.job);
+  }
   return s;
 }
 

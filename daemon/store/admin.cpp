@@ -577,10 +577,12 @@ CancelStep Admin::cancel_found(const std::vector<Keys>& shards, const std::strin
   const JobView seen = look(k, queue, id);
   if (!seen.held_by.empty()) return request_cancel(k, queue, id, seen, false);
   const Millis keep(keep_failed_ms(queue));
+  const bool payload = layout_.retain_payload && layout_.retain_payload(queue);
   for (const auto& copy : copies_now()) {
     if (copy.away && !bring_home(c_, shards.front(), k, copy)) return {"raced", seen.status, ""};
     const std::string was = copy.where == "pending" ? "queued" : "waiting in delayed";
-    auto r = call(c_, cancel(k, queue, id, copy.where, copy.body, keep, why + " while " + was));
+    auto r = call(c_, cancel(k, queue, id, copy.where, copy.body, keep, why + " while " + was,
+                             payload ? retained_payload(copy.body) : std::string()));
     if (r.what == "cancelled") return {"cancelled", "cancelled", was};
     // A daemon took it meanwhile: look again.
     if (r.what == "gone") return {"raced", seen.status, ""};
@@ -997,13 +999,15 @@ SearchStep Admin::search(const std::string& queue, const std::string& text, cons
       through = ids.size() < static_cast<std::size_t>(slice);
     } else {
       // Every job state the shard keeps (those that ended, within their retention, and those
-      // running or waiting to again): its id, result and error.
+      // running or waiting to again): its id, result, error and, where its queue retains it,
+      // payload (the waiting and the dead were found by theirs above).
       // COUNT 250: a SCAN of 250 took ~0.4 ms at 1M keys, one of 500 0.7-1.6 ms (docs/search.md).
       ScanStep step = call(c_, scan_states(k, at.pos, std::min<long long>(slice, 250)));
       if (!step.ids.empty()) {
         std::vector<Call<std::vector<std::string>>> reads;
         for (const auto& id : step.ids)
-          reads.push_back(state_fields(k, id, {"status", "result", "error", "finished_at"}));
+          reads.push_back(
+              state_fields(k, id, {"status", "result", "error", "finished_at", "payload"}));
         const auto states = call_all(c_, reads);
         const std::size_t before = out.found.size();
         for (std::size_t i = 0; i < step.ids.size(); ++i) {
@@ -1021,7 +1025,8 @@ SearchStep Admin::search(const std::string& queue, const std::string& text, cons
           }
           if (look(step.ids[i], f[0], "id", step.ids[i], f[3])) continue;
           if (look(step.ids[i], f[0], "result", f[1], f[3])) continue;
-          look(step.ids[i], f[0], "error", f[2], f[3]);
+          if (look(step.ids[i], f[0], "error", f[2], f[3])) continue;
+          look(step.ids[i], f[0], "payload", f[4], f[3]);
         }
         // A dead job was searched with the dead ones (its JSON and error): not twice (unless
         // the dead ones were not searched: a status asked for).

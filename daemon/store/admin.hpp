@@ -46,6 +46,9 @@ struct Layout {
   std::vector<std::string> config_queues;
   /// queues.<q>.retain.failed in ms (how long a cancelled job's state is kept); 0: the default.
   std::function<std::int64_t(const std::string& queue)> keep_failed_ms;
+  /// queues.<q>.retain.payload: a job cancelled while it waits keeps its payload in its state, as
+  /// a daemon's end of it would. Unset: false.
+  std::function<bool(const std::string& queue)> retain_payload;
   /// Told of a key that holds garbage when the answer can do without it (the registry beside the
   /// config's queues, the workers' heartbeats beside the depths): jobqctl warns on stderr, the
   /// API logs it. Unset: said nowhere.
@@ -123,9 +126,10 @@ struct Waiting;  // a copy of a job waiting in pending or delayed (store/admin.c
 }
 
 /// A job a search found: where it is (pending, delayed, dead, or its state's status for a job
-/// that has ended or runs), which of its texts matched (payload, error, result, id), and the text
-/// around the match; `at` is when it died (dead) or its last attempt ended (a state's
-/// finished_at), unix ms as Redis has it, "" when there is none. A search by status alone
+/// that has ended or runs), which of its texts matched (job: the JSON of a waiting or dead one;
+/// a state's payload, where it is retained; error, result, id), and the text around the match;
+/// `at` is when it died (dead) or its last attempt ended (a state's finished_at), unix ms as
+/// Redis has it, "" when there is none. A search by status alone
 /// matches no text: its `field` is the text it shows (error, else result, "" when neither),
 /// `excerpt` that text's start.
 struct Found {
@@ -207,9 +211,10 @@ class Admin {
 
   /// Looks for `text` (ASCII letters in any case; 1-200 bytes) in queue's jobs from `from` on
   /// ("": the start; else a SearchStep::next), looking at `budget` jobs at most: the payloads of
-  /// pending, delayed and dead jobs, dead jobs' errors, then every retained state's result and
-  /// error (a SCAN of the shard's state keys: no index is kept, nothing is added per job). A job
-  /// that moves meanwhile may be seen twice or not at all. bad_input for a bad text or `from`.
+  /// pending, delayed and dead jobs, dead jobs' errors, then every retained state's result,
+  /// error and payload (kept where the queue has retain.payload; a SCAN of the shard's state
+  /// keys: no index is kept, nothing is added per job). A job that moves meanwhile may be seen
+  /// twice or not at all. bad_input for a bad text or `from`.
   /// `status` (queued, active, retrying, waiting, succeeded, failed, cancelled): only job states
   /// with that status are looked at, and `text` may then be empty (every one of them is found):
   /// the recently finished, the cancelled, those retrying. The states come in SCAN order (none

@@ -749,14 +749,14 @@ Call<bool> submit(const Keys& k, const std::string& id, const std::string& queue
 
 Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::string& id,
                           const std::string& how, const std::string& copy, Millis keep,
-                          const std::string& why) {
+                          const std::string& why, const std::string& payload) {
   Copy c = split(copy);
   const std::string nonce = c.marker ? c.marker->nonce : "";
   const std::string attempts = c.marker ? num(c.marker->attempts) : "0";
   const std::string submitted = c.marker ? c.marker->submitted_at : "";
   return make<CancelAnswer>(
       scripts::cancel(), {k.job(id), k.pending, k.delayed, k.live, k.cancels},
-      {queue, k.events, id, how, copy, nonce, attempts, submitted, num(keep.count()), why},
+      {queue, k.events, id, how, copy, nonce, attempts, submitted, num(keep.count()), why, payload},
       [](Reply r) -> OpResult<CancelAnswer> {
         if (!r.is_array() || r.elements.empty()) return bad("cancel", r);
         CancelAnswer out;

@@ -270,10 +270,11 @@ struct CancelAnswer {
   std::string what;    // cancelled, waits, gone, requested, unheld, final
   std::string status;  // final: the job's status
 };
-/// `how`: pending, delayed (`copy` found there) or request.
+/// `how`: pending, delayed (`copy` found there) or request. `payload`: what the cancelled
+/// state keeps of it (retain.payload: retained_payload(copy)); "" for none.
 Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::string& id,
                           const std::string& how, const std::string& copy, Millis keep,
-                          const std::string& why);
+                          const std::string& why, const std::string& payload = "");
 /// Takes one exact copy out of `where` (pending or delayed): false when it is not there (a daemon
 /// took it). Then push_pending or put_delayed: how jobqctl cancel moves a copy waiting outside its
 /// id's home shard to that home, where the cancel script finds it with the job's state and claim.

@@ -49,6 +49,7 @@ Settlement start(const Reading& r, const std::string& started_at) {
 Settlement ok(const Reading& r, const std::string& started_at, std::string result) {
   Settlement s = base(r, Settlement::Op::ok, started_at);
   s.text = std::move(result);
+  s.payload = r.payload;
   return s;
 }
 
@@ -67,6 +68,7 @@ Settlement dead(const Reading& r, const std::string& started_at, std::string err
   Settlement s = base(r, Settlement::Op::dead, started_at);
   s.text = std::move(error);
   s.kind = kind;
+  s.payload = r.payload;
   // Kept as the job was submitted, without jobqd's marker.
   s.cut = r.copy.body_cut();
   s.tail = r.copy.body_tail();
@@ -83,6 +85,7 @@ Settlement dead(const Reading& r, const std::string& started_at, std::string err
 Settlement cancel(const Reading& r, const std::string& started_at, std::string error) {
   Settlement s = base(r, Settlement::Op::cancel, started_at);
   s.text = std::move(error);
+  s.payload = r.payload;
   s.kind = job::ErrorKind::cancelled;
   return s;
 }

@@ -5,6 +5,7 @@
 #include <charconv>
 
 #include "job/id.hpp"
+#include "job/text.hpp"
 #include "store/scripts.hpp"
 #include "store/shards.hpp"
 
@@ -28,6 +29,21 @@ std::int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+std::string retained_payload(std::string_view job_text) {
+  const auto text = job::payload_text(job_text);
+  if (!text) return "";
+  return job::to_utf8(job::clip_utf8(*text, kRetainedPayloadBytes));
+}
+
+std::string retained_payload(const job::Job& j) {
+  const auto text = job::payload_text(j.raw);
+  // Text the scan cannot read where the parser could (a byte order mark before it): as parsed.
+  const std::string parsed =
+      text ? std::string()
+           : j.payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return job::to_utf8(job::clip_utf8(text ? *text : parsed, kRetainedPayloadBytes));
 }
 
 Reading read_held(std::uint64_t token, std::string_view held, const job::Rules& rules,
@@ -76,6 +92,8 @@ Reading read_held(std::uint64_t token, std::string_view held, const job::Rules& 
     r.max_attempts =
         static_cast<long long>(std::min<std::uint64_t>(*j.max_attempts, s.max_attempts));
   }
+  // Taken now, while the job's text is here (the hold keeps only what the job's end writes).
+  if (s.retain_payload) r.payload = retained_payload(j);
   r.job = std::move(j);
   return r;
 }

@@ -37,6 +37,8 @@ struct Settings {
   std::uint64_t max_job_bytes = 1024 * 1024;
   Millis lease = 30s;
   Millis keep_succeeded = 24h;  // 0: a succeeded job's state is deleted at once
+  /// retain.payload: a job's final state keeps its payload (bounded: retained_payload).
+  bool retain_payload = false;
   std::uint64_t dead_max = 10000;
   Millis dead_ttl = 168h;
   std::uint64_t max_attempts = 5;
@@ -61,6 +63,7 @@ struct Settings {
     default_handler = next.default_handler;
     max_job_bytes = next.max_job_bytes;
     keep_succeeded = next.keep_succeeded;
+    retain_payload = next.retain_payload;
     dead_max = next.dead_max;
     dead_ttl = next.dead_ttl;
     max_attempts = next.max_attempts;
@@ -69,6 +72,16 @@ struct Settings {
     global_slots = next.global_slots;
   }
 };
+
+/// The most of a job's payload its state keeps (retain.payload): a longer one is cut there (on a
+/// character boundary) and marked with "..." after it, which no JSON text ends with.
+inline constexpr std::size_t kRetainedPayloadBytes = 4096;
+
+/// A job's payload as its final state keeps it: its text as in the job (job::payload_text),
+/// else as parsed, cut to kRetainedPayloadBytes; valid UTF-8.
+std::string retained_payload(const job::Job& j);
+/// The same from a job's text alone (a copy jobqctl cancels): "" when it has no payload to find.
+std::string retained_payload(std::string_view job_text);
 
 /// A held job as the daemon reads it: the one parse of its text (job::parse), and what jobqd's
 /// marker says of its past. Everything the job's end needs is here.
@@ -86,6 +99,8 @@ struct Reading {
   std::string nonce;         // the claim it owns its id under
   std::string handler;       // for its state
   Copy copy;                 // where its marker goes (cut and tail)
+  /// With retain.payload, its payload as its final state keeps it (retained_payload); else "".
+  std::string payload;
 };
 
 /// Reads a held copy (a fetch's, or one recovery found). `now` (Redis' clock) stands for

@@ -47,8 +47,9 @@ std::string cut_of(std::size_t cut) {
 }
 
 // One change other than a success, as the settle script takes it (by its code: see the script's
-// header). A `dead` change's fresh key goes after every change's own.
-void push_other(Request& req, const Keys& k, Settlement& op, std::int64_t now) {
+// header). A `dead` change's fresh key goes after every change's own. `payloads`: the batch
+// says it carries them (retain.payload), and a dead or cancel change ends with its own.
+void push_other(Request& req, const Keys& k, Settlement& op, std::int64_t now, bool payloads) {
   auto& a = req.args;
   a.emplace_back(op_name(op.op));
   a.push_back(op.token ? std::to_string(op.token) : std::string());
@@ -87,11 +88,13 @@ void push_other(Request& req, const Keys& k, Settlement& op, std::int64_t now) {
         a.push_back(op.fresh_id);
       }
       a.push_back(std::move(op.file));
+      if (payloads) a.push_back(std::move(op.payload));
       break;
     case Settlement::Op::cancel:
       meta();
       a.push_back(std::move(op.text));
       a.push_back(std::move(op.file));
+      if (payloads) a.push_back(std::move(op.payload));
       break;
     case Settlement::Op::back:
       a.push_back(op.state ? num(op.attempts) : std::string());
@@ -123,13 +126,15 @@ Request settle_request(const QueueStore& store, std::vector<Settlement>& batch, 
   const Settings& s = store.settings();
   const std::int64_t now = store.redis_now();
   const bool keep = s.keep_succeeded.count() != 0;
+  // Only a queue that retains payloads sends them: one without pays an empty argument a batch.
+  const bool payloads = s.retain_payload;
   Request req;
   req.script = &scripts::settle();
   req.keys = {k.inflight(s.worker), k.delayed, k.dead, k.pending, k.live, k.dead_bodies};
   req.keys.reserve(6 + batch.size());
   for (const auto& op : batch) req.keys.push_back(k.job(op.id));
   auto& a = req.args;
-  a.reserve(7 + 9 * batch.size());
+  a.reserve(8 + (payloads ? 10 : 9) * batch.size());
   a.push_back(s.worker);
   a.push_back(s.queue);
   a.push_back(k.events);
@@ -137,6 +142,7 @@ Request settle_request(const QueueStore& store, std::vector<Settlement>& batch, 
   a.push_back(num(s.dead_ttl.count()));
   a.push_back(num(now));
   a.push_back(std::to_string(oks));
+  a.emplace_back(payloads ? "1" : "");
   for (std::size_t i = 0; i < oks; ++i) {
     auto& op = batch[i];
     a.push_back(op.token ? std::to_string(op.token) : std::string());
@@ -148,8 +154,9 @@ Request settle_request(const QueueStore& store, std::vector<Settlement>& batch, 
     a.push_back(op.started_at);
     a.push_back(std::move(op.text));
     a.push_back(std::move(op.file));
+    if (payloads) a.push_back(std::move(op.payload));
   }
-  for (std::size_t i = oks; i < batch.size(); ++i) push_other(req, k, batch[i], now);
+  for (std::size_t i = oks; i < batch.size(); ++i) push_other(req, k, batch[i], now, payloads);
   return req;
 }
 
@@ -289,7 +296,8 @@ async::Task<void> Settler::run() {
     std::size_t take = 0, bytes = 0;
     while (take < queued_.size() && take < kMaxPerBatch) {
       const auto& q = queued_[take];
-      std::size_t b = q.text.size() + q.tail.size() + q.id.size() + 128;
+      std::size_t b =
+          q.text.size() + q.tail.size() + q.id.size() + q.file.size() + q.payload.size() + 128;
       if (take > 0 && bytes + b > kMaxBatchBytes) break;
       bytes += b;
       ++take;

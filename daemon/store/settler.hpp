@@ -53,6 +53,9 @@ struct Settlement {
   std::string fresh_id;  // dead, for a job that never started: its id if its own is taken
   std::string claim;     // claim: the value (a spool file's `spool:<jid>`)
   std::string file;      // a spool job: its file as dropped (DIR/name), kept in its state
+  /// ok, dead, cancel with retain.payload: the job's payload as its state keeps it
+  /// (retained_payload); "" keeps none.
+  std::string payload;
   OnSettled* notify = nullptr;
 };
 

@@ -126,6 +126,16 @@ nlohmann::json state_json(const std::string& id, const std::map<std::string, std
       j[k] = n ? nlohmann::json(*n) : nlohmann::json();
     } else if (k == "result") {
       j[k] = json_or_text(v);
+    } else if (k == "payload") {
+      // Kept as JSON text; one cut at kRetainedPayloadBytes ends "..." (no JSON does): then its
+      // text, and the cut said.
+      auto parsed = job::parse_json(v);
+      if (auto* value = std::get_if<nlohmann::json>(&parsed)) {
+        j[k] = std::move(*value);
+      } else {
+        j[k] = v;
+        j["payload_truncated"] = true;
+      }
     } else {
       j[k] = v;
     }

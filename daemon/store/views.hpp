@@ -43,8 +43,9 @@ std::optional<long long> whole_number(const std::string& s);
 /// A text as JSON when it is JSON (a result, a payload), else as a string.
 nlohmann::json json_or_text(const std::string& text);
 /// A job's state as data (jobqctl status --json, GET /api/jobs/ID): `id`, then each field,
-/// times and attempts as numbers (null when not set), a result that is JSON as JSON, the rest
-/// as text.
+/// times and attempts as numbers (null when not set), a result that is JSON as JSON, a retained
+/// payload as JSON (one cut at its bound as text, with `payload_truncated: true`), the rest as
+/// text.
 nlohmann::json state_json(const std::string& id, const std::map<std::string, std::string>& state);
 
 struct JobPage;

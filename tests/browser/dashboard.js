@@ -7,9 +7,10 @@
 // BASE_URL is jobqd's HTTP address (http://127.0.0.1:PORT), REDIS_URL its Redis, OUT_DIR where
 // the screenshots go, FAIL_MARKER a file whose presence makes queue `flaky`'s jobs fail (this
 // script makes and removes it). jobqd serves queues `echo` (the echo built-in), `slow` (the sleep
-// built-in), `flaky` (an exec handler that fails while the marker exists, max_attempts 1) and
-// `files` (echo, taking the files dropped in the folder `spool` beside FAIL_MARKER, rate 100/s),
-// and a config schedule `nightly` of echo; $JOBQCTL is jobqctl's path (runtime schedules).
+// built-in; retain.payload), `flaky` (an exec handler that fails while the marker exists,
+// max_attempts 1) and `files` (echo, taking the files dropped in the folder `spool` beside
+// FAIL_MARKER, rate 100/s), and a config schedule `nightly` of echo; $JOBQCTL is jobqctl's path
+// (runtime schedules).
 // With TOKEN, jobqd asks for that token (http.token_file) and is read-only (http.read_only): the
 // sign-in and read-only checks run instead of the others. Prints `ok NAME` or `not ok NAME: why`
 // per check (and `# memory: ...`, the page's heap and DOM through thousands of job ends) and
@@ -370,6 +371,36 @@ async function run(page, redis) {
     expect(buttons === 0, 'a cancelled job still offers an action');
     await go(page, '#/');
     await until(page, 'slow running 0 on the overview', () => __cell('slow', 'running') === '0');
+  });
+
+  await check("a finished job's retained payload shows on its page as text, cut", async () => {
+    const note = '<img src=x onerror=window.__pwned=3>' + 'w'.repeat(5000);
+    await push(redis, 'slow', { id: 'kept-1', payload: { ms: 1, note } });
+    await go(page, '#/job/slow/kept-1');
+    await until(
+      page,
+      'kept-1 succeeded, its payload shown',
+      () =>
+        document.querySelector('#job-status')?.textContent === 'succeeded' &&
+        document.querySelector('#job-payload'),
+    );
+    const shown = await page.evaluate(() => ({
+      text: document.querySelector('#job-payload').textContent,
+      title: document.querySelector('#job-payload').parentElement.querySelector('h2').textContent,
+      img: document.querySelectorAll('#main img').length,
+      pwned: window.__pwned,
+    }));
+    expect(
+      shown.text.startsWith('{"ms":1,"note":"<img src=x onerror=window.__pwned=3>www'),
+      `the payload shown: ${shown.text.slice(0, 80)}`,
+    );
+    expect(
+      shown.text.length === 4099 && shown.text.endsWith('w...'),
+      `its length: ${shown.text.length}, its end: ${shown.text.slice(-10)}`,
+    );
+    expect(shown.title === 'Payload (its first 4 KiB)', `its title: ${shown.title}`);
+    expect(shown.img === 0 && shown.pwned === undefined, 'the payload became markup');
+    await screenshot(page, 'job-payload');
   });
 
   await check(

@@ -308,6 +308,19 @@ TEST_CASE("retention: durations, 0 to delete at once, days", "[config]") {
         "'succeeded'?)");
 }
 
+TEST_CASE("retain.payload: off unless asked for, a bool, reloadable", "[config][payload]") {
+  CHECK_FALSE(load(kMinimal).queues[0].retain.payload);
+  const auto cfg = load(std::string(kMinimal) + "    retain: {payload: true}\n");
+  CHECK(cfg.queues[0].retain.payload);
+  // The other keys of retain keep their defaults.
+  CHECK(cfg.queues[0].retain.succeeded == 24h);
+  CHECK(error_of(std::string(kMinimal) + "    retain: {payload: sometimes}\n") ==
+        "test.yaml:7:23: queues.default.retain.payload: 'sometimes' is not true or false");
+  CHECK(error_of(std::string(kMinimal) + "    retain: {payload: [true]}\n")
+            .rfind("test.yaml:7:23: ", 0) == 0);
+  CHECK_THAT(print(cfg), Catch::Contains("payload: true"));
+}
+
 TEST_CASE("a key written twice is an error naming both places", "[config]") {
   CHECK(error_of(std::string(kMinimal) + "    handler: nothing\n") ==
         "test.yaml:7:5: duplicate key 'handler' in queues.default (first at line 6, column 5)");

@@ -741,3 +741,141 @@ schedules:
   CHECK(paused_of("nightly"));
   CHECK(d.stop() == 0);
 }
+
+namespace {
+
+// Every job a whole search of `queue` for `q` (and `status`) finds, by id: its steps run through.
+std::map<std::string, json> search_all(const std::string& addr, const std::string& queue,
+                                       const std::string& q, const std::string& status = "") {
+  std::map<std::string, json> found;
+  std::string from;
+  int steps = 0;
+  do {
+    const json step = body_of(get(addr, "/api/queues/" + queue + "/search?q=" + q +
+                                            (status.empty() ? "" : "&status=" + status) +
+                                            (from.empty() ? "" : "&from=" + from)));
+    for (const auto& f : step["found"]) found[f["id"].get<std::string>()] = f;
+    from = step["next"].is_null() ? "" : step["next"].get<std::string>();
+  } while (!from.empty() && ++steps < 50);
+  return found;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "retain.payload: a succeeded, a dead, a cancelled (running or waiting) and a spool job found "
+    "by a word of their payload, shown on their page, cut at 4 KiB; a queue without keeps none",
+    "[integration][http][api][search][payload]") {
+  RedisServer redis;
+  TempDir spool;
+  Daemon d(redis, R"(
+http: {listen: 127.0.0.1:0}
+handlers:
+  ok: {type: builtin, name: noop}
+  fail: {type: builtin, name: fail}
+  sleep: {type: builtin, name: sleep}
+queues:
+  q: {handler: ok, max_attempts: 1}
+  kept:
+    handler: ok
+    max_attempts: 1
+    retain: {payload: true}
+    sources: [{redis: {}}, {spool: {dir: ')" +
+                      spool.str() + R"('}}]
+)");
+  const auto addr = start_serving(d, redis);
+  auto r = redis.client();
+  const std::string with_csrf =
+      "X-CSRF-Token: " + body_of(get(addr, "/api/session"))["csrf"].get<std::string>() + "\r\n";
+  const std::string big = R"({"animal":"elephant","blob":")" + std::string(5000, 'x') + R"("})";
+  for (const std::string q : {"q", "kept"}) {
+    // A job cancelled while it waits (the queue paused): cancel.lua writes its state.
+    REQUIRE(post(addr, "/api/queues/" + q + "/pause", "{}", with_csrf).status == 200);
+    push(r, q, {R"({"id":"w","payload":{"animal":"wombat"}})"});
+    const json waiting = body_of(post(addr, "/api/jobs/w/cancel?queue=" + q, "{}", with_csrf));
+    CHECK(waiting["result"] == "cancelled");
+    REQUIRE(post(addr, "/api/queues/" + q + "/resume", "{}", with_csrf).status == 200);
+    push(r, q,
+         {R"({"id":"s","payload":{"animal":"aardvark"}})",
+          R"({"id":"f","handler":"fail","payload":{"animal":"bandicoot"}})",
+          R"({"id":"c","handler":"sleep","payload":{"ms":20000,"animal":"capybara"}})",
+          R"({"id":"big","payload":)" + big + "}"});
+    // Cancelled as it runs: the daemon's settle writes its state.
+    REQUIRE(eventually(
+        [&] {
+          return body_of(get(addr, "/api/jobs/c?queue=" + q)).value("status", "") == "active";
+        },
+        10s));
+    CHECK(body_of(post(addr, "/api/jobs/c/cancel?queue=" + q, "{}", with_csrf))["result"] ==
+          "requested");
+  }
+  // A job file that fails: its store is failed/ in the directory, not Redis' dead jobs.
+  write_file(spool.path() / "d.json",
+             R"({"id":"d","handler":"fail","payload":{"animal":"dingo"}})");
+  const std::vector<std::string> ends = {"s", "f", "c", "big", "w"};
+  REQUIRE(eventually(
+      [&] {
+        std::size_t ended = 0;
+        for (const std::string q : {"q", "kept"}) {
+          for (auto& st : job_states(r, q, ends, {"status"})) {
+            ended += st["status"] == "succeeded" || st["status"] == "failed" ||
+                     st["status"] == "cancelled";
+          }
+        }
+        return ended == 2 * ends.size() && count_status(r, "kept", {"d"}, "failed") == 1;
+      },
+      15s));
+
+  // Found by their payload, where the queue keeps it.
+  auto found = search_all(addr, "kept", "aardvark");
+  REQUIRE(found.count("s"));
+  CHECK(found["s"]["where"] == "succeeded");
+  CHECK(found["s"]["field"] == "payload");
+  CHECK(found["s"]["excerpt"] == R"({"animal":"aardvark"})");
+  found = search_all(addr, "kept", "CAPYBARA");
+  REQUIRE(found.count("c"));
+  CHECK(found["c"]["where"] == "cancelled");
+  CHECK(found["c"]["field"] == "payload");
+  found = search_all(addr, "kept", "wombat");
+  REQUIRE(found.count("w"));
+  CHECK(found["w"]["where"] == "cancelled");
+  found = search_all(addr, "kept", "dingo");
+  REQUIRE(found.count("d"));
+  CHECK(found["d"]["where"] == "failed");
+  CHECK(found["d"]["field"] == "payload");
+  found = search_all(addr, "kept", "elephant");
+  CHECK(found.count("big"));
+  // A dead job: found with the dead ones (its JSON), once; among the failed states by its own.
+  found = search_all(addr, "kept", "bandicoot");
+  REQUIRE(found.size() == 1);
+  CHECK(found["f"]["where"] == "dead");
+  found = search_all(addr, "kept", "bandicoot", "failed");
+  REQUIRE(found.count("f"));
+  CHECK(found["f"]["field"] == "payload");
+
+  // On its page (and jobqctl status) as JSON; a long one as its first 4 KiB, said so.
+  const json s = body_of(get(addr, "/api/jobs/s?queue=kept"));
+  CHECK(s["payload"] == json({{"animal", "aardvark"}}));
+  CHECK_FALSE(s.contains("payload_truncated"));
+  const json cut = body_of(get(addr, "/api/jobs/big?queue=kept"));
+  CHECK(cut["payload_truncated"] == true);
+  REQUIRE(cut["payload"].is_string());
+  CHECK(cut["payload"].get<std::string>() == big.substr(0, 4096) + "...");
+  CHECK(r.integer({"HSTRLEN", "jobq:{kept}:job:big", "payload"}) == 4099);
+  const auto status = jobqctl(redis, {"status", "s", "-q", "kept"});
+  CHECK(status.code == 0);
+  CHECK_THAT(status.out, Catch::Contains("payload: {\"animal\":\"aardvark\"}\n"));
+  CHECK(body_of(get(addr, "/api/jobs/d?queue=kept"))["payload"] == json({{"animal", "dingo"}}));
+
+  // A queue without it: no field, and no finished job found by its payload.
+  for (const auto& id : ends) {
+    INFO(id);
+    CHECK(r.integer({"HEXISTS", "jobq:{q}:job:" + id, "payload"}) == 0);
+    CHECK_FALSE(body_of(get(addr, "/api/jobs/" + id + "?queue=q")).contains("payload"));
+  }
+  CHECK(search_all(addr, "q", "aardvark").empty());
+  CHECK(search_all(addr, "q", "capybara").empty());
+  CHECK(search_all(addr, "q", "wombat").empty());
+  CHECK(search_all(addr, "q", "bandicoot", "failed").empty());
+  CHECK(d.stop() == 0);
+}

@@ -36,10 +36,10 @@ bool accepts(int port) {
 }
 
 // The queues the script expects: `echo` (its result is its payload), `slow` (sleeps payload.ms,
-// to be cancelled while it runs), `flaky` (fails while `marker` exists, once: dead at once),
-// `files` (echo, of the files dropped in the folder `spool` beside `marker`, made here, at
-// most 100 a second), and a schedule `nightly` of echo (at 03:00 Berlin time).
-// `http` adds keys to the http section.
+// to be cancelled while it runs; its finished jobs keep their payload: retain.payload), `flaky`
+// (fails while `marker` exists, once: dead at once), `files` (echo, of the files dropped in the
+// folder `spool` beside `marker`, made here, at most 100 a second), and a schedule `nightly` of
+// echo (at 03:00 Berlin time). `http` adds keys to the http section.
 std::string dashboard_yaml(int port, const fs::path& marker, const std::string& http = "") {
   const fs::path spool = marker.parent_path() / "spool";
   fs::create_directories(spool);
@@ -53,7 +53,7 @@ std::string dashboard_yaml(int port, const fs::path& marker, const std::string& 
          "']}\n"
          "queues:\n"
          "  echo: {handler: echo}\n"
-         "  slow: {handler: sleep, timeout: 2m}\n"
+         "  slow: {handler: sleep, timeout: 2m, retain: {payload: true}}\n"
          "  flaky: {handler: flaky, max_attempts: 1}\n"
          "  files: {handler: echo, rate: 100/s, sources: [{spool: {dir: '" +
          spool.string() +

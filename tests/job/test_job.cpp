@@ -130,6 +130,40 @@ TEST_CASE("the size limit is on the job as submitted, not on the id jobqd added"
   CHECK_THAT(error_of(over, 1000), Catch::Contains("over max_job_bytes"));
 }
 
+TEST_CASE("payload_text: the payload's value as written in the job, whatever comes around it",
+          "[job][payload]") {
+  using Sv = std::optional<std::string_view>;
+  CHECK(job::payload_text(R"({"payload":1})") == Sv("1"));
+  CHECK(job::payload_text(R"( { "id" : "a", "payload" :  {"b": [1, "}]\"{" ] } , "x":2 })") ==
+        Sv(R"({"b": [1, "}]\"{" ] })"));
+  // Not a top-level key: one inside another value, or a string that says payload.
+  CHECK(job::payload_text(R"({"meta":{"payload":1},"note":"\"payload\":2","payload":"three"})") ==
+        Sv(R"("three")"));
+  CHECK(job::payload_text(R"({"payload":null,"id":"x"})") == Sv("null"));
+  CHECK(job::payload_text(R"({"payload":-1.5e3})") == Sv("-1.5e3"));
+  // A key written with escapes is the same key.
+  CHECK(job::payload_text(R"({"p\u0061yload":[true]})") == Sv("[true]"));
+  // jobqd's marker after it changes nothing.
+  CHECK(job::payload_text(R"({"payload":{"a":1},"_jobq":"1|5|9|n|id"})") == Sv(R"({"a":1})"));
+  // Anything else: none, never a throw or a read past the end.
+  for (const char* bad : {"", "[]", "1", "{", R"({"payload")", R"({"payload":)", R"({"payload":"x)",
+                          R"({"payload":{"a":1)", R"({"id":"a" "payload":1})", R"({"id":1})",
+                          R"({"p\u00)", "{\"pay"}) {
+    INFO(bad);
+    CHECK_FALSE(job::payload_text(bad));
+  }
+  // Every parsed job's payload is found, and reads back as what the parser made of it.
+  for (const char* raw : {R"({"payload":{"z":1,"a":[1,2]},"id":"k"})",
+                          "{\n  \"handler\": \"echo\",\n  \"payload\": \"caf\u00e9\"\n}\n"}) {
+    auto v = job::parse(raw, rules());
+    REQUIRE(std::holds_alternative<job::Job>(v));
+    const auto& j = std::get<job::Job>(v);
+    const auto text = job::payload_text(j.raw);
+    REQUIRE(text);
+    CHECK(nlohmann::json::parse(*text) == j.payload);
+  }
+}
+
 TEST_CASE("JSON nesting is bounded before anything is built", "[job][text]") {
   auto nested = [](std::size_t n) { return std::string(n, '[') + std::string(n, ']'); };
   CHECK_FALSE(job::nesting_over(nested(128)).has_value());

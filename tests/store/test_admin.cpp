@@ -353,6 +353,35 @@ TEST_CASE(
   CHECK(step.status == "cancelled");
 }
 
+TEST_CASE(
+    "Admin::cancel_step with retain.payload: the cancelled state keeps the waiting job's payload; "
+    "without it, none, and an earlier job's goes",
+    "[store][admin][payload]") {
+  test::RedisServer server;
+  Fixture f(server, {}, 60000);
+  store::Layout keeps;
+  keeps.retain_payload = [](const std::string& queue) { return queue == "q"; };
+  store::Admin with(f.c, std::move(keeps));
+  f.r.cmd({"LPUSH", f.key(0, "pending"), job_text("a", R"( {"say": "pelican"} )")});
+  auto step = with.cancel_step("q", "a", "cancelled by a test");
+  CHECK(step.what == "cancelled");
+  CHECK(f.r.str({"HGET", f.key(0, "job:a"), "payload"}) == R"({"say": "pelican"})");
+  const auto seen = store::state_json("a", with.job("q", "a").state);
+  CHECK(seen["payload"] == nlohmann::json{{"say", "pelican"}});
+  CHECK_FALSE(seen.contains("payload_truncated"));
+  // Another job of the id, cancelled where the queue keeps no payloads.
+  f.delay(0, "a", 99999999999999);
+  step = f.admin->cancel_step("q", "a", "cancelled by a test");
+  CHECK(step.what == "cancelled");
+  CHECK(f.r.str({"HGET", f.key(0, "job:a"), "status"}) == "cancelled");
+  CHECK(f.r.integer({"HEXISTS", f.key(0, "job:a"), "payload"}) == 0);
+  // A payload kept cut shows as its text, the cut said.
+  f.r.cmd({"HSET", f.key(0, "job:a"), "payload", R"({"long":"abc...)"});
+  const auto cut = store::state_json("a", with.job("q", "a").state);
+  CHECK(cut["payload"] == R"({"long":"abc...)");
+  CHECK(cut["payload_truncated"] == true);
+}
+
 // How often Redis has run `command` since its stats were reset (INFO commandstats).
 long long calls_of(test::SyncRedis& r, const std::string& command) {
   const std::string info = r.str({"INFO", "commandstats"});
@@ -531,6 +560,9 @@ TEST_CASE("Admin::search: every place a job's text is kept, step by step, over s
     f.r.cmd({"HSET", f.key(last, "job:done"), "status", "succeeded", "result",
              std::string(300, 'x') + "nEEdle-5" + std::string(300, 'y')});
     f.r.cmd({"HSET", f.key(0, "job:needle-6"), "status", "cancelled"});
+    // A finished job's payload, where its queue retains it (retain.payload).
+    f.r.cmd({"HSET", f.key(last, "job:kept"), "status", "succeeded", "result", "hay", "payload",
+             R"({"note":"a needle-7"})"});
     // Small steps, each going on from the last one's `next`, until the queue is searched.
     std::map<std::string, store::Found> found;
     std::string from;
@@ -548,7 +580,7 @@ TEST_CASE("Admin::search: every place a job's text is kept, step by step, over s
     CHECK(from.empty());
     CHECK(steps > 4);
     CHECK(examined >= 2400);
-    REQUIRE(found.size() == 6);
+    REQUIRE(found.size() == 7);
     CHECK(found["in-pending"].where == "pending");
     CHECK(found["in-pending"].excerpt.find("NeedLE-1") != std::string::npos);
     CHECK(found["in-delayed"].where == "delayed");
@@ -561,6 +593,9 @@ TEST_CASE("Admin::search: every place a job's text is kept, step by step, over s
     CHECK(found["done"].excerpt.find("nEEdle-5") != std::string::npos);
     CHECK(found["needle-6"].field == "id");
     CHECK(found["needle-6"].where == "cancelled");
+    CHECK(found["kept"].where == "succeeded");
+    CHECK(found["kept"].field == "payload");
+    CHECK(found["kept"].excerpt == R"({"note":"a needle-7"})");
   }
   Fixture f(server);
   using Kind = store::AdminError::Kind;

@@ -271,6 +271,89 @@ TEST_CASE("a spool job's state names its file, written with the rest; a later jo
   CHECK(s.count("error") == 0);
 }
 
+TEST_CASE(
+    "retain payload: a final state keeps the payload as written, cut at 4 KiB, in the HSET of "
+    "its end; without it no field, and an earlier job's goes",
+    "[store][payload]") {
+  test::RedisServer server;
+  auto r = server.client();
+  const auto calls = [&](const std::string& command) {
+    const std::string info = r.str({"INFO", "commandstats"});
+    const std::string tag = "cmdstat_" + command + ":calls=";
+    const auto at = info.find(tag);
+    return at == std::string::npos ? 0LL : std::stoll(info.substr(at + tag.size()));
+  };
+  // 5,000 bytes of payload, a two-byte character across the cut.
+  const std::string big =
+      R"({"blob":")" + std::string(4086, 'x') + "\xC3\xA9" + std::string(900, 'y') + R"("})";
+  const std::map<std::string, std::string> payloads = {
+      {"ok", R"({"word": "albatross", "n": [1,2]})"},
+      {"dead", R"("bison")"},
+      {"cancel", R"([{"c":"cormorant"}])"},
+      {"big", big}};
+  for (const auto& [id, payload] : payloads)
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text(id, payload)});
+  auto body = [&]() -> async::Task<void> {
+    store::Settings on;
+    on.retain_payload = true;
+    Fixture f(server, "w1", on);
+    auto got = co_await f.up_and_fetch(4);
+    REQUIRE(got.jobs.size() == 4);
+    std::map<std::string, const store::Reading*> by_id;
+    for (const auto& j : got.jobs) by_id[j.id] = &j;
+    CHECK(by_id.at("ok")->payload == payloads.at("ok"));
+    r.cmd({"CONFIG", "RESETSTAT"});
+    auto w = co_await f.ok(*by_id.at("ok"));
+    CHECK(w == store::Settled::done);
+    // In the one HSET of its end: no command of its own.
+    CHECK(calls("hset") == 1);
+    w = co_await f.settle(
+        store::held::dead(*by_id.at("dead"), "1000", "boom", job::ErrorKind::exception));
+    CHECK(w == store::Settled::done);
+    w = co_await f.settle(store::held::cancel(*by_id.at("cancel"), "1000", "stopped"));
+    CHECK(w == store::Settled::done);
+    w = co_await f.ok(*by_id.at("big"));
+    CHECK(w == store::Settled::done);
+    co_await f.down();
+  };
+  run_test(body());
+  CHECK(state(r, "ok")["payload"] == payloads.at("ok"));
+  CHECK(state(r, "ok")["status"] == "succeeded");
+  CHECK(state(r, "dead")["payload"] == R"("bison")");
+  CHECK(state(r, "dead")["status"] == "failed");
+  CHECK(state(r, "cancel")["payload"] == payloads.at("cancel"));
+  CHECK(state(r, "cancel")["status"] == "cancelled");
+  // Its first 4,096 bytes, short of the character the cut would split, then "...".
+  const std::string cut = state(r, "big")["payload"];
+  CHECK(cut == big.substr(0, 4095) + "...");
+  CHECK(cut.size() <= store::kRetainedPayloadBytes + 3);
+
+  // The same ids again on a queue that keeps no payloads: none written, the earlier ones gone.
+  for (const auto& [id, payload] : payloads)
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_text(id, payload)});
+  auto off = [&]() -> async::Task<void> {
+    Fixture f(server, "w2");
+    auto got = co_await f.up_and_fetch(4);
+    REQUIRE(got.jobs.size() == 4);
+    for (const auto& j : got.jobs) {
+      CHECK(j.payload.empty());
+      store::Settlement s = j.id == "dead"
+                                ? store::held::dead(j, "1000", "boom", job::ErrorKind::exception)
+                            : j.id == "cancel" ? store::held::cancel(j, "1000", "stopped")
+                                               : store::held::ok(j, "1000", "done");
+      const auto w = co_await f.settle(std::move(s));
+      CHECK(w == store::Settled::done);
+    }
+    co_await f.down();
+  };
+  run_test(off());
+  for (const auto& [id, payload] : payloads) {
+    INFO(id);
+    CHECK(state(r, id).count("payload") == 0);
+    CHECK(state(r, id).count("finished_at") == 1);
+  }
+}
+
 TEST_CASE("retain succeeded 0 leaves no state at success", "[store]") {
   test::RedisServer server;
   auto r = server.client();

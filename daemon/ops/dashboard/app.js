@@ -1883,6 +1883,7 @@ const JOB_FIELDS = [
   'error_kind',
   'file',
 ];
+// A finished job's payload is there when its queue retains it (retain.payload), as text.
 const JOB_BLOCKS = { error: 'Error', result: 'Result', payload: 'Payload' };
 const fieldLabel = (key) => key.charAt(0).toUpperCase() + key.slice(1).replace(/_/g, ' ');
 
@@ -1907,7 +1908,12 @@ function fieldValue(key, value) {
 // The job's fields as a definition list: the known ones in their order, then any other.
 function jobFields(job) {
   const dl = el('dl', { class: 'fields', id: 'job-fields' });
-  const skip = (k) => k === 'id' || k === 'status' || JOB_FIELDS.includes(k) || k in JOB_BLOCKS;
+  const skip = (k) =>
+    k === 'id' ||
+    k === 'status' ||
+    k === 'payload_truncated' ||
+    JOB_FIELDS.includes(k) ||
+    k in JOB_BLOCKS;
   const keys = JOB_FIELDS.filter((k) => k in job).concat(Object.keys(job).filter((k) => !skip(k)));
   for (const k of keys) {
     if (job[k] === '' || job[k] === null) continue;
@@ -1920,10 +1926,16 @@ function jobFields(job) {
 }
 
 function jobBlocks(job) {
+  // A payload kept cut (over 4 KiB) says so in its title; its text ends with "...".
+  const titled = (k, title) =>
+    k === 'payload' && job.payload_truncated ? `${title} (its first 4 KiB)` : title;
   return Object.entries(JOB_BLOCKS)
     .filter(([k]) => k in job && job[k] !== '' && job[k] !== null)
     .map(([k, title]) =>
-      section(title, el('pre', { class: `block block-${k}`, id: `job-${k}` }, pretty(job[k]))),
+      section(
+        titled(k, title),
+        el('pre', { class: `block block-${k}`, id: `job-${k}` }, pretty(job[k])),
+      ),
     );
 }
 

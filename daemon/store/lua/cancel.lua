@@ -10,10 +10,12 @@
 --
 -- KEYS: the job's state, pending, delayed, live, cancel
 -- ARGV: queue, events channel, id, how, copy, its nonce ('' if it carries none), its attempts,
---       its submitted_at ('' if unknown), keep (ms), why
+--       its submitted_at ('' if unknown), keep (ms), why, its payload as its state keeps it
+--       (retain.payload; '': none, and none an earlier job of the id left stays)
 local state, pending, delayed, live, cancel = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local queue, channel, id, how, copy = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local nonce, attempts, submitted, keep, why = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local payload = ARGV[11]
 local status = status_of(state)
 local owner = redis.call('HGET', live, id)
 if how == 'request' then
@@ -40,8 +42,15 @@ if submitted == '' then
   if type(submitted) ~= 'string' or submitted == '' then submitted = now end
 end
 if owner then redis.call('HDEL', live, id) end
-hset(state, 'status', 'cancelled', 'queue', queue, 'attempts', attempts, 'submitted_at', submitted,
-     'finished_at', now, 'error', why, 'error_kind', 'cancelled', 'result', '')
+local fields = {'status', 'cancelled', 'queue', queue, 'attempts', attempts,
+  'submitted_at', submitted, 'finished_at', now, 'error', why, 'error_kind', 'cancelled',
+  'result', ''}
+if payload ~= '' then
+  fields[#fields + 1] = 'payload'
+  fields[#fields + 1] = payload
+end
+-- Fewer added than written: the hash was there, and a payload an earlier job of the id left goes.
+if hset(state, unpack(fields)) < 8 and payload == '' then redis.call('HDEL', state, 'payload') end
 redis.call('PEXPIRE', state, keep)
 redis.call('HDEL', cancel, id)
 event(channel, queue, id, 'cancelled')

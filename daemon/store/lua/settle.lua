@@ -18,16 +18,18 @@
 --       order (the successes' first, then the others'; a `dead` change's fresh key after all)
 -- ARGV: worker, queue, events channel, keep succeeded (s; 0: delete at once), keep failed and
 --       cancelled (ms), now (ms, Redis' clock as the daemon carries it), the number of successes,
---       then the successes, each: token ('' for a spool job), id, and (unless keep succeeded is
---       0: nothing of it is kept) attempts, handler, submitted_at, started_at, result, file;
---       then per other change: code, token, id, nonce, and by code:
+--       payloads ('1': the queue retains payloads, and each success, dead and cancel carries
+--       one last, maybe ''; '': none does, not even an empty one: a queue without pays nothing
+--       per job), then the successes, each: token ('' for a spool job), id, and (unless keep
+--       succeeded is 0: nothing of it is kept) attempts, handler, submitted_at, started_at,
+--       result, file, [payload]; then per other change: code, token, id, nonce, and by code:
 --   retry:  attempts, handler, submitted_at, started_at, error, kind, due (ms), cut, tail (the
 --           copy that waits in delayed: its first `cut` bytes, then `tail`), file
 --   dead:   attempts, handler, submitted_at, started_at, error, kind, cut, tail (the job as kept
 --           with the dead ones), the index in KEYS of a fresh state key and its id ('' '': none):
 --           a job that never started whose id another claim owns is recorded under the fresh id;
---           file
---   cancel: attempts, handler, submitted_at, started_at, error, file
+--           file, [payload]
+--   cancel: attempts, handler, submitted_at, started_at, error, file, [payload]
 --   back:   attempts (so far; '': the job's id was never claimed, its state is left alone), cut,
 --           tail (the copy back to pending, the attempt not counted)
 --   start:  attempts, handler, submitted_at, started_at, fresh (1: the job's first attempt:
@@ -35,6 +37,8 @@
 --           rewritten, so that recovery finds the id the daemon gave it), file
 --   `file`: a spool job's file as it was dropped (DIR/name), kept in its state as `file` by the
 --           HSET that writes the rest (no command of its own); '' for a Redis job.
+--   `payload`: the job's payload as its final state keeps it (retain.payload: its JSON text,
+--           bounded by the daemon), written as `file` is; '' for none.
 --   wait:   due (ms), cut, tail (the copy waits in delayed: another job owns its id)
 --   claim:  the claim value (spool: `spool:<jid>`)
 -- Returns, for the changes whose answer is not plain `done`, their index and answer: 0 (not held:
@@ -46,20 +50,31 @@ local worker, queue, channel, keep_s, keep_failed, nows =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local now = tonumber(nows)
 local oks = tonumber(ARGV[7])
+local payloads = ARGV[8] == '1'
 local ok_width = 8
-if keep_s == '0' then ok_width = 2 end
+if keep_s == '0' then
+  ok_width = 2
+elseif payloads then
+  ok_width = 9
+end
 local widths = {retry = 14, dead = 15, cancel = 10, back = 7, start = 12, wait = 7, claim = 5}
+if payloads then widths.dead, widths.cancel = 16, 11 end
+-- A change's payload, '' when the batch carries none.
+local function payload_at(i)
+  if payloads then return ARGV[i] end
+  return ''
+end
 
 -- One pass to find the changes and their held copies.
 local at, toks, t = {}, {}, 0
 for k = 1, oks do
-  local tok = ARGV[8 + (k - 1) * ok_width]
+  local tok = ARGV[9 + (k - 1) * ok_width]
   if tok ~= '' then
     t = t + 1
     toks[t] = tok
   end
 end
-local i = 8 + oks * ok_width
+local i = 9 + oks * ok_width
 while i <= #ARGV do
   local w = widths[ARGV[i]]
   if not w then return redis.error_reply('settle: unknown change ' .. tostring(ARGV[i])) end
@@ -77,33 +92,44 @@ if t > 0 then
 end
 local loud = listened(channel)
 
--- A spool job's `file` field and its value, for the end of an HSET's arguments (unpack); none
--- for a Redis job.
+-- A spool job's `file` and a retained `payload`, fields and values for the end of an HSET's
+-- arguments (unpack); none (no table made) for a Redis job of a queue that keeps no payloads.
 local none = {}
-local function file_field(file)
-  if file == '' then return none end
-  return {'file', file}
+local function extra_fields(file, payload)
+  if payload == '' then
+    if file == '' then return none end
+    return {'file', file}
+  end
+  if file == '' then return {'payload', payload} end
+  return {'file', file, 'payload', payload}
 end
 
 -- Fields an earlier job of the id may have left when the hash was there already (HSET counts
--- only the fields it added: fewer than `fields` means so): `stale`, and `file` unless this job
--- has one.
-local function drop_stale(key, added, fields, file, ...)
-  if file ~= '' then
-    if added < fields + 1 then redis.call('HDEL', key, ...) end
-  elseif added < fields then
+-- only the fields it added: fewer than it wrote means so): `...`, and `file` and `payload`
+-- unless this job has them: in the one HDEL that ran there before payloads were kept.
+local function drop_stale(key, added, fields, file, payload, ...)
+  if file ~= '' then fields = fields + 1 end
+  if payload ~= '' then fields = fields + 1 end
+  if added >= fields then return end
+  if file == '' and payload == '' then
+    redis.call('HDEL', key, 'file', 'payload', ...)
+  elseif file == '' then
     redis.call('HDEL', key, 'file', ...)
+  elseif payload == '' then
+    redis.call('HDEL', key, 'payload', ...)
+  else
+    redis.call('HDEL', key, ...)
   end
 end
 
 -- The fields of an end (attempts, handler, submitted_at and started_at from ARGV[m...]), and
 -- those an earlier job of the id may have left.
-local function final(key, status, m, v1, v2, file)
+local function final(key, status, m, v1, v2, file, payload)
   local added = hset(key, 'status', status, 'queue', queue, 'handler', ARGV[m + 1],
     'attempts', ARGV[m], 'submitted_at', ARGV[m + 2], 'started_at', ARGV[m + 3],
     'finished_at', nows, 'worker', worker, 'error', v1, 'error_kind', v2,
-    unpack(file_field(file)))
-  drop_stale(key, added, 10, file, 'result')
+    unpack(extra_fields(file, payload)))
+  drop_stale(key, added, 10, file, payload, 'result')
 end
 
 -- A claim goes with its job's end (a claim is only ever its holder's while the job runs).
@@ -114,7 +140,7 @@ end
 local out, done, d, frees, f, dels = {}, {}, 0, {}, 0, {}
 local function other(b, code, tok, key, id, nonce, copy)
   if code == 'retry' then
-    final(key, 'retrying', b + 4, ARGV[b + 8], ARGV[b + 9], ARGV[b + 13])
+    final(key, 'retrying', b + 4, ARGV[b + 8], ARGV[b + 9], ARGV[b + 13], '')
     redis.call('PERSIST', key)
     if copy then
       redis.call('ZADD', delayed, ARGV[b + 10], rewrite(copy, ARGV[b + 11], ARGV[b + 12]))
@@ -130,7 +156,7 @@ local function other(b, code, tok, key, id, nonce, copy)
         redis.call('DEL', key)
       end
     end
-    final(key, 'failed', b + 4, ARGV[b + 8], ARGV[b + 9], ARGV[b + 14])
+    final(key, 'failed', b + 4, ARGV[b + 8], ARGV[b + 9], ARGV[b + 14], payload_at(b + 15))
     redis.call('PEXPIRE', key, keep_failed)
     if copy then
       -- A Redis job is kept with the dead ones (a spool file is kept in its failed/ folder).
@@ -142,7 +168,7 @@ local function other(b, code, tok, key, id, nonce, copy)
     if loud then event(channel, queue, id, 'failed') end
     return r
   elseif code == 'cancel' then
-    final(key, 'cancelled', b + 4, ARGV[b + 8], 'cancelled', ARGV[b + 9])
+    final(key, 'cancelled', b + 4, ARGV[b + 8], 'cancelled', ARGV[b + 9], payload_at(b + 10))
     redis.call('PEXPIRE', key, keep_failed)
     if copy then redis.call('HDEL', inflight, tok) end
     release(id)
@@ -160,12 +186,12 @@ local function other(b, code, tok, key, id, nonce, copy)
     local file = ARGV[b + 11]
     hset(key, 'status', 'active', 'queue', queue, 'handler', ARGV[b + 5], 'attempts', ARGV[b + 4],
          'submitted_at', ARGV[b + 6], 'started_at', ARGV[b + 7], 'worker', worker,
-         unpack(file_field(file)))
+         unpack(extra_fields(file, '')))
     if ARGV[b + 8] == '1' then
       if file == '' then
-        redis.call('HDEL', key, 'finished_at', 'result', 'error', 'error_kind', 'file')
+        redis.call('HDEL', key, 'finished_at', 'result', 'error', 'error_kind', 'file', 'payload')
       else
-        redis.call('HDEL', key, 'finished_at', 'result', 'error', 'error_kind')
+        redis.call('HDEL', key, 'finished_at', 'result', 'error', 'error_kind', 'payload')
       end
       redis.call('PERSIST', key)
     end
@@ -187,7 +213,7 @@ end
 
 -- The successes: the short way (their writes are idempotent).
 for k = 1, oks do
-  local b = 8 + (k - 1) * ok_width
+  local b = 9 + (k - 1) * ok_width
   local tok, id = ARGV[b], ARGV[b + 1]
   local copy = tok == '' or copies[tok]
   local key = KEYS[6 + k]
@@ -198,11 +224,13 @@ for k = 1, oks do
     if keep_s == '0' then
       dels[#dels + 1] = key
     else
-      local file = ARGV[b + 7]
+      local file, payload = ARGV[b + 7], ''
+      if payloads then payload = ARGV[b + 8] end
       local added = hset(key, 'status', 'succeeded', 'queue', queue, 'handler', ARGV[b + 3],
         'attempts', ARGV[b + 2], 'submitted_at', ARGV[b + 4], 'started_at', ARGV[b + 5],
-        'finished_at', nows, 'worker', worker, 'result', ARGV[b + 6], unpack(file_field(file)))
-      drop_stale(key, added, 9, file, 'error', 'error_kind')
+        'finished_at', nows, 'worker', worker, 'result', ARGV[b + 6],
+        unpack(extra_fields(file, payload)))
+      drop_stale(key, added, 9, file, payload, 'error', 'error_kind')
       redis.call('EXPIRE', key, keep_s)
     end
     f = f + 1
