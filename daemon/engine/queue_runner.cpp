@@ -522,14 +522,23 @@ std::size_t QueueRunner::free_room() const noexcept {
   const std::size_t room = buffer_.room();
   if (cfg_.global_concurrency == 0) return room;
   // Every job this queue knows of, buffered, running, or ended with its end not written yet:
-  // each still holds its slot in Redis.
+  // each still holds its slot in Redis. Beyond what can start here at once, only this daemon's
+  // share of the slots the last fetch left free: a cap far above what the daemons can hold
+  // buffers as a queue without one does, a cap they fill keeps nothing waiting here.
   const std::size_t busy = runs_.size();
-  return std::min<std::size_t>(room, cfg_.concurrency > busy ? cfg_.concurrency - busy : 0);
+  const std::size_t most = cfg_.concurrency + slack();
+  return std::min<std::size_t>(room, most > busy ? most - busy : 0);
+}
+
+std::size_t QueueRunner::slack() const noexcept {
+  std::size_t sum = 0;
+  for (const auto& shard : shards_) sum += shard.store->cap_share();
+  return sum;
 }
 
 async::Task<bool> QueueRunner::wait_room(std::size_t at_least) {
   std::size_t most = cfg_.buffer;
-  if (cfg_.global_concurrency > 0) most = std::min<std::size_t>(most, cfg_.concurrency);
+  if (cfg_.global_concurrency > 0) most = std::min<std::size_t>(most, cfg_.concurrency + slack());
   const std::size_t want =
       std::max<std::size_t>(1, std::min(at_least, std::max<std::size_t>(1, most / 2)));
   while (!stopping_ && (paused_ || free_room() < want)) {

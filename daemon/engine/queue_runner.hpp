@@ -189,6 +189,8 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   /// taken holds one of the queue's slots across every daemon until its end is written, and one
   /// daemon's buffer must not sit on slots another daemon could run.
   std::size_t free_room() const noexcept;
+  /// With a global concurrency: this daemon's share of the slots free at the last fetch.
+  std::size_t slack() const noexcept;
   // After the runs: destroyed first, so that no settlement answer reaches a run that is gone.
   std::vector<Shard> shards_;
   // After the settler: sources push to it.

@@ -160,7 +160,7 @@ OpResult<FetchBatch> decode_fetch(Reply r, std::uint64_t first, std::size_t n) {
   if (!r.is_array() || r.elements.size() < 2) return bad("fetch", r);
   auto now = int_of(r.elements[0]);
   auto flag = int_of(r.elements[1]);
-  if (!now || !flag || *flag < -4 || *flag > 1) return bad("fetch", r);
+  if (!now || !flag || *flag < -4 || *flag > 2) return bad("fetch", r);
   out.now = *now;
   if (*flag == -3) {
     // Global concurrency: a live worker was not named; these are the live ones.
@@ -176,10 +176,18 @@ OpResult<FetchBatch> decode_fetch(Reply r, std::uint64_t first, std::size_t n) {
   out.paused = *flag == -1;
   // Limited by the rate (-2: nothing taken; 1: fewer than asked) or the global concurrency (-4:
   // nothing taken): the wait for the next token, or before looking for a free slot again.
-  const std::size_t head = *flag == -2 || *flag == -4 || *flag == 1 ? 3 : 2;
-  if (head == 3) out.limited_by = *flag == -4 ? Limit::cap : Limit::rate;
+  // With a global concurrency (2): the slots left per live worker.
+  const std::size_t head = *flag == -2 || *flag == -4 || *flag == 1 || *flag == 2 ? 3 : 2;
+  if (*flag == 2) {
+    if (r.elements.size() < head) return bad("fetch", r);
+    auto share = int_of(r.elements[2]);
+    if (!share) return bad("fetch", r);
+    out.cap_share = std::max<long long>(0, *share);
+  } else if (head == 3) {
+    out.limited_by = *flag == -4 ? Limit::cap : Limit::rate;
+  }
   if (r.elements.size() < head || r.elements.size() - head > n) return bad("fetch", r);
-  if (head == 3) {
+  if (head == 3 && !out.cap_share) {
     auto wait = int_of(r.elements[2]);
     if (!wait || *wait < 0) return bad("fetch", r);
     out.limited_ms = std::max<long long>(1, *wait);

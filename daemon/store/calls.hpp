@@ -36,6 +36,8 @@ struct FetchBatch {
   bool paused = false;
   std::int64_t limited_ms = 0;  // >0: a limit held jobs back; look again in this long
   Limit limited_by = Limit::none;
+  /// With a global concurrency: the slots left free after this fetch per live worker.
+  std::optional<long long> cap_share;
   /// Set when a worker the fetch was not told of holds a lease (global concurrency): the live
   /// workers, to name in the next fetch. Nothing was taken.
   std::optional<std::vector<std::string>> live_workers;

@@ -294,6 +294,7 @@ OpResult<Fetched> QueueStore::take(OpResult<FetchBatch> got, Unclaimed& unclaime
       if (w != s_.worker) others_.push_back(std::move(w));
     }
   }
+  if (batch.cap_share) cap_share_ = static_cast<std::size_t>(*batch.cap_share);
   Fetched out;
   out.lease_lost = batch.lease_lost;
   out.paused = batch.paused;

@@ -155,6 +155,9 @@ class QueueStore {
   /// Redis' clock as last seen (ms), carried forward on this host's clock: job times written
   /// from the daemon (started_at) are on Redis' clock like the rest.
   std::int64_t redis_now() const noexcept { return unix_ms() + clock_offset_; }
+  /// With a global concurrency: the slots its last fetch left free, per live worker (what this
+  /// one may hold beyond what it can start at once; 0 under a cap the daemons fill).
+  std::size_t cap_share() const noexcept { return cap_share_; }
 
   /// Runs `call` until Redis answers: a lost connection is waited out, a foreign value at one of
   /// the queue's keys moved aside (repair()), anything else logged (at most every 30 s, saying
@@ -273,6 +276,8 @@ class QueueStore {
   /// The other workers holding a lease on this queue, as the last fetch that found one it was
   /// not told of said (global concurrency counts what each holds).
   std::vector<std::string> others_;
+  /// The global concurrency's slots left per live worker at the last fetch (cap_share()).
+  std::size_t cap_share_ = 0;
   // Tokens of a fetch whose reply has not come back yet: reconcile leaves them alone.
   std::uint64_t fetching_from_ = 0, fetching_to_ = 0;
   // The blocking connection's CLIENT ID, for unblock(), and the connection it belongs to.

@@ -29,7 +29,9 @@
 --    taken);
 --   {Redis' clock (ms), 0, then each job held, in order: its text, or its size as a number when
 --    it is over max_bytes (the text stays in Redis, held, for the dead jobs)}, or with 1 and the
---    ms until the next token in place of 0 when the bucket allowed fewer than n.
+--    ms until the next token in place of 0 when the bucket allowed fewer than n, or with a global
+--    concurrency, 2 and the slots left after it per live worker (what a worker may hold beyond
+--    what it can start at once).
 -- The i-th job held has the i-th token.
 local pending, leases, inflight, paused, bucket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = now_ms()
@@ -41,11 +43,12 @@ local n = asked
 local rate, tokens = tonumber(ARGV[4]), nil
 local limited = false
 local cap = tonumber(ARGV[6])
+local used, workers = 0, 0
 if cap > 0 then
   local named = {[ARGV[1]] = inflight}
   for j = 6, #KEYS do named[ARGV[6 + asked + j - 5]] = KEYS[j] end
   local live = redis.call('ZRANGEBYSCORE', leases, now, '+inf')
-  local used = 0
+  workers = #live
   for _, w in ipairs(live) do
     local key = named[w]
     if not key then return {nows, -3, unpack(live)} end
@@ -81,7 +84,13 @@ if tokens then
 end
 local max = tonumber(ARGV[3])
 local held, out = {}, {nows, 0}
-if limited and #items == n then out = {nows, 1, math.ceil(math.max(0, 1 - tokens) / rate)} end
+if limited and #items == n then
+  out = {nows, 1, math.ceil(math.max(0, 1 - tokens) / rate)}
+elseif cap > 0 then
+  -- The slots still free after this fetch, shared among the live workers: what each may hold
+  -- beyond what it can start at once (none under a cap the daemons can fill).
+  out = {nows, 2, math.floor((cap - used - #items) / math.max(1, workers))}
+end
 local head = #out
 for i = 1, #items do
   local raw = items[i]
