@@ -53,9 +53,10 @@ endif
 BUILD_PACKAGES := g++ make pkg-config libevent-dev libhiredis-dev libyaml-cpp-dev libssl-dev \
   nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev libcli11-dev \
   libhowardhinnant-date-dev
-# make test checks the format (clang-format); tests/integration/test_build.cpp runs git.
+# make test checks the format (clang-format); tests/integration/test_build.cpp runs git;
+# libfaketime moves a daemon's clock away from Redis' (tests/integration/test_schedules.cpp).
 TEST_PACKAGES := catch2 redis-server redis-sentinel redis-tools python3 python3-redis openssl ca-certificates \
-  procps systemd zsh clang-format git lua-check chromium
+  procps systemd zsh clang-format git lua-check chromium libfaketime
 PACKAGES := $(BUILD_PACKAGES) $(TEST_PACKAGES)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -63,8 +63,29 @@ std::vector<std::int64_t> Scheduler::due_ticks(const Known& k, std::int64_t now)
   return ticks;
 }
 
+std::int64_t Scheduler::now() const noexcept {
+  return store::unix_ms() + offset_;
+}
+
+async::Task<void> Scheduler::read_clock(redis::Client& client) {
+  const std::int64_t sent = store::unix_ms();
+  const auto call = store::redis_time();
+  store::OpResult<std::int64_t> t = redis::OpError{};
+  try {
+    t = co_await async::wait_for(store::run(client, call), kCallTimeout);
+  } catch (const async::TimeoutError&) {
+  }
+  if (!t.ok()) co_return;  // the last offset stands
+  // Redis read its clock about halfway through the round trip.
+  offset_ = *t - (sent + store::unix_ms()) / 2;
+}
+
 async::Task<bool> Scheduler::refresh() {
-  const std::int64_t now = store::unix_ms();
+  if (!cfg_.queues.empty()) {
+    const store::Keys first(cfg_.redis.key_prefix, cfg_.queues.front().name);
+    co_await read_clock(control_.client(first.schedules));
+  }
+  const std::int64_t now = this->now();
   const bool forget = std::exchange(define_, false);
   // Copies: a reload may replace cfg_ while this waits for Redis.
   const std::vector<config::QueueConfig> queues = cfg_.queues;
@@ -200,7 +221,7 @@ async::Task<bool> Scheduler::refresh() {
 }
 
 async::Task<void> Scheduler::fire(Known& k) {
-  const std::int64_t now = store::unix_ms();
+  const std::int64_t now = this->now();
   const store::Keys keys(cfg_.redis.key_prefix, k.def.queue);
   std::vector<store::TickJob> jobs;
   for (auto t : due_ticks(k, now)) {
@@ -276,18 +297,18 @@ async::Task<void> Scheduler::fire(Known& k) {
 async::Task<void> Scheduler::run() {
   std::int64_t refresh_at = 0;
   for (;;) {
-    std::int64_t now = store::unix_ms();
+    std::int64_t now = this->now();
     if (now >= refresh_at || wake_.is_set()) {
       wake_.clear();
       const bool read = co_await refresh();
-      now = store::unix_ms();
+      now = this->now();
       // Redis away (or not yet reached at the start): read again soon, not a refresh later.
       refresh_at = now + (read ? kRefresh.count() : kRetryMs);
     }
     for (auto& [name, k] : known_) {
       if (k.next != 0 && k.next <= now && k.not_before <= now) co_await fire(k);
     }
-    now = store::unix_ms();
+    now = this->now();
     std::int64_t wake = refresh_at;
     for (const auto& [key, k] : known_) {
       if (k.next != 0) wake = std::min(wake, std::max(k.next, k.not_before));

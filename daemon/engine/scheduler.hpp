@@ -57,6 +57,11 @@ class Scheduler {
   async::Task<void> fire(Known& k);
   /// The ticks to enqueue for a schedule waiting since `next`, at `now` (catch_up).
   std::vector<std::int64_t> due_ticks(const Known& k, std::int64_t now) const;
+  /// Now by Redis' clock, as the last refresh read it (this host's until one did): a tick is
+  /// due when Redis says so, whatever this host's clock says, so that every daemon agrees.
+  std::int64_t now() const noexcept;
+  /// Reads Redis' clock (TIME) on `client`, for now().
+  async::Task<void> read_clock(redis::Client& client);
 
   config::Config cfg_;
   redis::Router& control_;
@@ -65,6 +70,7 @@ class Scheduler {
   async::Event wake_;
   std::mt19937_64 rng_{std::random_device{}()};
   async::Every errors_{std::chrono::minutes(1)};
+  std::int64_t offset_ = 0;  // Redis' clock less this host's (ms)
   Stats stats_;
 };
 

@@ -269,3 +269,38 @@ TEST_CASE("a reload adds, changes and removes config schedules; a bad one keeps 
   CHECK(std::stoll(r.str({"HGET", "jobq:{q}:schedule:a", "next"})) % 3600000 == 0);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE(
+    "a schedule ticks by Redis' clock, not by its daemon's host: a host two hours ahead enqueues "
+    "the ticks Redis is at",
+    "[integration][schedules]") {
+  // libfaketime moves the daemon's wall clock (not its monotonic one, which timers use).
+  std::string lib;
+  for (const char* arch : {"x86_64-linux-gnu", "aarch64-linux-gnu"}) {
+    const std::string p = std::string("/usr/lib/") + arch + "/faketime/libfaketimeMT.so.1";
+    if (std::filesystem::exists(p)) lib = p;
+  }
+  REQUIRE(!lib.empty());  // the Makefile installs libfaketime with the test packages
+  RedisServer redis;
+  Daemon d(redis, std::string(kQueue) + R"(
+schedules:
+  beat: {cron: "@every 1s", queue: q, job: {payload: {}}}
+)");
+  d.start_with_env({"LD_PRELOAD=" + lib, "FAKETIME=+2h", "FAKETIME_DONT_FAKE_MONOTONIC=1"});
+  auto r = redis.client();
+  REQUIRE(eventually([&] { return ticks_of(r, "beat").size() >= 2; }, 15s));
+  CHECK(d.stop() == 0);
+  const auto redis_now = std::stoll(r.cmd({"TIME"}).elements[0].str);
+  const auto ticks = ticks_of(r, "beat");
+  INFO("first tick " << *ticks.begin() << ", last " << *ticks.rbegin() << ", Redis at "
+                     << redis_now);
+  CHECK(*ticks.rbegin() <= redis_now + 2);
+  CHECK(*ticks.begin() >= redis_now - 30);
+  // The daemon's clock was two hours ahead: its log's times say so.
+  const std::time_t ahead = std::time(nullptr) + 2 * 3600;
+  char hour[32];
+  std::strftime(hour, sizeof hour, "%Y-%m-%dT%H", std::gmtime(&ahead));
+  const std::string log = d.log();
+  INFO(log.substr(0, 200));
+  CHECK(log.find(hour) != std::string::npos);
+}

@@ -80,6 +80,10 @@ class Daemon {
   ~Daemon() { kill9(); }
 
   void start() { proc_ = Child({(build_dir() / "jobqd").string(), "-c", config_}, log_); }
+  /// Starts with more in its environment (NAME=value each), e.g. a preloaded library.
+  void start_with_env(const std::vector<std::string>& env) {
+    proc_ = Child({(build_dir() / "jobqd").string(), "-c", config_}, log_, env);
+  }
   /// Starts and waits until this daemon (not another one on the same Redis) holds a lease on
   /// `queue`: it is fetching. Worker ids are `<name>.<pid>.<suffix>`.
   void start_and_wait(const RedisServer& redis, const std::string& queue = "q") {
