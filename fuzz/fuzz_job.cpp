@@ -21,7 +21,7 @@ namespace {
 const std::set<std::string> kHandlers = {"default", "hook"};
 
 void check_parse(std::string_view text) {
-  const job::Rules rules{"default", &kHandlers, 1024 * 1024};
+  const job::Rules rules{"default", &kHandlers, 1024 * 1024, {}};
   auto parsed = job::parse(text, rules);
   if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
     // The error goes into Redis and into JSON events: never empty, always valid UTF-8.

@@ -945,6 +945,61 @@ const Key<Retain> kRetainKeys[] = {
     bool_key("payload", &Retain::payload, live),
 };
 
+const Key<UniqueConfig> kUniqueKeys[] = {
+    {"key", "id | payload.FIELD", live,
+     [](UniqueConfig& u, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       const auto v = as_string(n, c, k);
+       if (!v) return;
+       std::vector<std::string> path;
+       std::size_t at = 0;
+       for (;;) {
+         const auto dot = v->find('.', at);
+         path.push_back(v->substr(at, dot == std::string::npos ? std::string::npos : dot - at));
+         if (dot == std::string::npos) break;
+         at = dot + 1;
+       }
+       const bool empty_step =
+           std::any_of(path.begin(), path.end(), [](const std::string& p) { return p.empty(); });
+       if (!(*v == "id" || (path.size() >= 2 && path.front() == "payload" && !empty_step))) {
+         report(c, n,
+                k + ": '" + *v +
+                    "' is not where a job's unique key can come from: id, or a payload field "
+                    "(payload.user, payload.order.id)");
+         return;
+       }
+       u.key = *v;
+       u.path = std::move(path);
+     },
+     [](const UniqueConfig& u) { return shown(u.key); }},
+    duration_key("for", &UniqueConfig::hold, 1ms, live),
+    {"while", "list of queued, running", live,
+     [](UniqueConfig& u, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       if (!n.IsSequence()) {
+         report(c, n, k + ": must be a list, like [queued, running]");
+         return;
+       }
+       const auto v = as_string_list(n, c, k);
+       if (!v) return;
+       std::set<std::string> seen;
+       for (const auto& w : *v) {
+         if ((w != "queued" && w != "running") || !seen.insert(w).second) {
+           report(c, n,
+                  k + ": '" + w + "' " +
+                      (seen.count(w) ? "is listed twice" : "is not queued or running"));
+           return;
+         }
+       }
+       if (v->empty()) {
+         report(c, n, k + ": name at least one of queued, running (a lock held in no state)");
+         return;
+       }
+       u.during = *v;
+     },
+     [](const UniqueConfig& u) { return shown(u.during); }},
+    choice_key("mode", "lock | debounce | throttle", &UniqueConfig::mode,
+               {"lock", "debounce", "throttle"}, live),
+};
+
 const Key<QueueConfig> kQueueKeys[] = {
     string_key("handler", &QueueConfig::handler, live),
     count_key("concurrency", &QueueConfig::concurrency, 1, 100000, live),
@@ -981,6 +1036,18 @@ const Key<QueueConfig> kQueueKeys[] = {
      [](const QueueConfig& q) { return shown(q.rate.empty() ? std::string("off") : q.rate); }},
     count_key("rate_burst", &QueueConfig::rate_burst, 0, 100000000, live),
     count_key("global_concurrency", &QueueConfig::global_concurrency, 0, 1000000, live),
+    {"unique", "map", live,
+     [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       apply(q.unique, n, c, kUniqueKeys, k);
+       q.unique_set = true;
+       const YAML::Node during = n.IsMap() ? n["while"] : YAML::Node();
+       if (during && q.unique.mode != "lock") {
+         report(c, during,
+                k + ".while: only for mode lock (debounce holds a key while its job waits or "
+                    "runs, throttle for its whole window)");
+       }
+     },
+     [](const QueueConfig& q) { return show_all(q.unique, kUniqueKeys); }},
     count_key("max_attempts", &QueueConfig::max_attempts, 1, 1000, live),
     {"timeout", "duration", live,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
@@ -1157,6 +1224,7 @@ const Level& section_level(const std::string& name) {
       {"queue", {"a queue key", names_of(kQueueKeys)}},
       {"handler", {"a handler key", names_of(kHandlerKeys)}},
       {"retain", {"a key of a queue's retain", names_of(kRetainKeys)}},
+      {"unique", {"a key of a queue's unique", names_of(kUniqueKeys)}},
       {"spool", {"a key of a spool source", names_of(kSpoolKeys)}},
       {"limits", {"a key of a handler's limits", names_of(kLimitKeys)}},
       {"tls", {"a key of redis.tls", names_of(kTlsKeys)}},
@@ -1186,7 +1254,8 @@ std::optional<std::string> misplaced(const std::string& name, const std::string&
   if (in_handler) order.push_back("handler");
   if (where == "redis") order.push_back("tls");  // ca_file under redis: is a key of redis.tls
   const std::vector<std::string> sections = {"daemon", "redis", "http", "logging", "state"};
-  const std::vector<std::string> named = {"queue", "handler", "retain", "spool", "limits"};
+  const std::vector<std::string> named = {"queue",  "handler", "retain",
+                                          "unique", "spool",   "limits"};
   const bool nested = in_queue || in_handler || where == "queues" || where == "handlers";
   for (const auto* group : nested ? std::array{&named, &sections} : std::array{&sections, &named}) {
     order.insert(order.end(), group->begin(), group->end());
@@ -1547,6 +1616,13 @@ class Checker {
                  where + ": retry_max (" + format_duration(q.retry_max) +
                      ") is below retry_base (" + format_duration(q.retry_base) + ")");
         }
+        if (q.unique_set && q.shards > 1 && !refused.count("shards")) {
+          report(c, e.value["unique"],
+                 where + ".unique: needs a queue of one shard (this one has shards: " +
+                     std::to_string(q.shards) +
+                     "): a key's lock and its jobs' ids must be in "
+                     "one slot");
+        }
         if (q.sources.empty() && !refused.count("sources")) q.sources.push_back(SourceConfig{});
         std::set<std::string> dirs;
         for (const auto& s : q.sources) {
@@ -1763,6 +1839,7 @@ std::vector<KeyInfo> schema() {
   add_keys(out, "handlers.*.limits", kLimitKeys);
   add_keys(out, "queues.*", kQueueKeys, minimal.queues[0]);
   add_keys(out, "queues.*.retain", kRetainKeys, minimal.queues[0].retain);
+  add_keys(out, "queues.*.unique", kUniqueKeys, minimal.queues[0].unique);
   add_keys(out, "queues.*.sources.spool", kSpoolKeys);
   add_keys(out, "schedules.*", kScheduleKeys, ScheduleConfig{});
   return out;

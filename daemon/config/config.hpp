@@ -179,6 +179,17 @@ struct SourceConfig {
 /// The most shards a queue may be spread over (store::kMaxShards, checked where both are seen).
 inline constexpr std::uint64_t kMaxShards = 64;
 
+/// `unique:` in a queue (docs/unique.md): while a job holds its unique key's lock, another
+/// submission of the key is answered with its id and not enqueued (lock), replaces it while it
+/// waits (debounce), or is refused for the lock's whole window (throttle).
+struct UniqueConfig {
+  std::string key;                // where a job's key comes from: `id` or `payload.a.b`; "": none
+  std::vector<std::string> path;  // `key` at its dots ({"id"}, {"payload", "a", "b"})
+  Millis hold = 1h;               // `for`: the longest a lock lasts, whatever its job does
+  std::vector<std::string> during = {"queued", "running"};  // `while` (mode lock only)
+  std::string mode = "lock";                                // lock | debounce | throttle
+};
+
 struct QueueConfig {
   std::string name;
   std::string handler;
@@ -206,6 +217,8 @@ struct QueueConfig {
   // Jobs held at once by every daemon together (running, or buffered to run next), counted in
   // Redis at each fetch (0: no limit beside each daemon's concurrency).
   std::uint64_t global_concurrency = 0;
+  UniqueConfig unique;
+  bool unique_set = false;  // a `unique:` map was written
   std::vector<SourceConfig> sources;
   bool timeout_set = false;  // set explicitly (else inherited from the handler)
 };

@@ -213,7 +213,50 @@ std::optional<std::string> handler_of(const nlohmann::json& doc, const Rules& ru
   return std::nullopt;
 }
 
+// The rule's path as written in the config: `payload.a.b`, or `id`.
+std::string path_text(const std::vector<std::string>& path) {
+  std::string out;
+  for (const auto& p : path) out += (out.empty() ? "" : ".") + p;
+  return out;
+}
+
 }  // namespace
+
+std::string unique_key_of(const nlohmann::json& doc, const std::string& id, const Rules& rules,
+                          std::string& error) {
+  const auto bounded = [&error](std::string key, const std::string& what) -> std::string {
+    if (key.empty() || key.size() > kMaxUniqueKey) {
+      error = what + " must be 1-" + std::to_string(kMaxUniqueKey) + " bytes, got " +
+              std::to_string(key.size());
+      return "";
+    }
+    return key;
+  };
+  if (auto own = doc.find("unique_key"); own != doc.end() && !own->is_null()) {
+    if (!own->is_string()) {
+      error = std::string("field unique_key must be a string, got ") + type_name(*own);
+      return "";
+    }
+    return bounded(own->get<std::string>(), "field unique_key");
+  }
+  const auto& from = rules.unique_from;
+  if (from.empty()) return "";
+  if (from.front() == "id") return id;
+  // payload.a.b: each step into an object; missing (or null) anywhere: the job has no key.
+  const nlohmann::json* at = &doc;
+  for (const auto& step : from) {
+    if (!at->is_object()) return "";
+    auto it = at->find(step);
+    if (it == at->end()) return "";
+    at = &*it;
+  }
+  const std::string what = "the unique key " + path_text(from) + " (the queue's unique.key)";
+  if (at->is_null()) return "";
+  if (at->is_string()) return bounded(at->get<std::string>(), what);
+  if (at->is_number() || at->is_boolean()) return bounded(at->dump(), what);
+  error = what + " must be a string or a number, got " + type_name(*at);
+  return "";
+}
 
 std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
                                  std::string_view assign) {
@@ -270,6 +313,15 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
   if (auto e = positive(doc, "max_attempts", job.max_attempts)) {
     bad.error = *e;
     return bad;
+  }
+  {
+    // Derived from the job's own id only: an id jobqd gives is unique already.
+    std::string error;
+    job.unique_key = unique_key_of(doc, bad.id, rules, error);
+    if (!error.empty()) {
+      bad.error = std::move(error);
+      return bad;
+    }
   }
   if (bad.id.empty()) {
     job.id = assign.empty() ? new_id() : std::string(assign);

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -17,7 +18,13 @@ struct Rules {
   std::string default_handler;
   const std::set<std::string>* handlers = nullptr;  // configured handler names
   std::uint64_t max_bytes = 1024 * 1024;
+  /// Where a job's unique key comes from when it brings none of its own (the queue's
+  /// `unique: {key: ...}`): {"id"}, or {"payload", "a", "b"} for payload.a.b; empty: nowhere.
+  std::vector<std::string> unique_from;
 };
+
+/// A unique key's length bounds, in bytes (it becomes part of a Redis key).
+inline constexpr std::size_t kMaxUniqueKey = 256;
 
 struct Job {
   std::string id;
@@ -26,6 +33,8 @@ struct Job {
   std::optional<std::uint64_t> timeout_ms;
   std::optional<std::uint64_t> max_attempts;
   nlohmann::json payload;
+  /// Its unique key (its own `unique_key`, else the one the queue derives from it); "" for none.
+  std::string unique_key;
   /// The job's JSON exactly as submitted; with an assigned id, the same text with `,"id":"..."`
   /// added last (so that it wins over an `"id": null` before it, for nlohmann and Lua's cjson
   /// alike), and every later copy (a retry, a recovered job) carries the id.
@@ -42,6 +51,13 @@ struct Invalid {
 /// that brings no id gets `assign` (the id jobqd gave it before), or a new one.
 std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
                                  std::string_view assign = {});
+
+/// The unique key of a job object `doc` whose id is `id`: its own `unique_key` (a string of 1 to
+/// kMaxUniqueKey bytes), else the one `rules.unique_from` derives (a string as it is, a number or
+/// boolean as its JSON text; "" when the field is missing or null). Sets `error` (and returns "")
+/// when either is not a key.
+std::string unique_key_of(const nlohmann::json& doc, const std::string& id, const Rules& rules,
+                          std::string& error);
 
 /// The id of a job whose text may not parse, when it is the object's first key (only there is
 /// it surely the job's own, not a payload's); "" otherwise or when it is not a valid id.

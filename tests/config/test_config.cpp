@@ -900,3 +900,58 @@ TEST_CASE("schedules: a job whose text is not UTF-8 is an error at the job, neve
                       "\"\xff\xfe\"}}\n"),
              Catch::Contains("test.yaml:8:44: schedules.a.job: holds text that is not UTF-8"));
 }
+
+TEST_CASE("queues: unique takes a key (id or a payload field), for, while and a mode",
+          "[config][unique]") {
+  const auto unique_of = [](const std::string& v) {
+    return load(std::string(kMinimal) + "    unique: " + v + "\n").queues[0];
+  };
+  const auto q = unique_of("{key: payload.user.id, for: 10m, while: [queued], mode: lock}");
+  CHECK(q.unique_set);
+  CHECK(q.unique.key == "payload.user.id");
+  CHECK(q.unique.path == std::vector<std::string>{"payload", "user", "id"});
+  CHECK(q.unique.hold == std::chrono::minutes(10));
+  CHECK(q.unique.during == std::vector<std::string>{"queued"});
+  CHECK(q.unique.mode == "lock");
+  // Defaults: locked while queued and running, for an hour at most; no key of the queue's own
+  // (only jobs that bring one).
+  const auto d = unique_of("{}");
+  CHECK(d.unique.key.empty());
+  CHECK(d.unique.path.empty());
+  CHECK(d.unique.hold == std::chrono::hours(1));
+  CHECK(d.unique.during == std::vector<std::string>{"queued", "running"});
+  CHECK(d.unique.mode == "lock");
+  CHECK(unique_of("{key: id, mode: throttle}").unique.path == std::vector<std::string>{"id"});
+  CHECK(unique_of("{mode: debounce}").unique.mode == "debounce");
+  CHECK_FALSE(load(kMinimal).queues[0].unique_set);
+
+  const auto error = [](const std::string& v) {
+    return error_of(std::string(kMinimal) + "    unique: " + v + "\n");
+  };
+  for (const char* bad : {"user", "payload", "payload.", "payload..a", "ids", "payload.a."}) {
+    INFO(bad);
+    CHECK_THAT(error(std::string("{key: ") + bad + "}"),
+               Catch::Contains("test.yaml:7:19: queues.default.unique.key: '") &&
+                   Catch::Contains("is not where a job's unique key can come from"));
+  }
+  // The lock always ends: `for` is at least a millisecond.
+  CHECK_THAT(error("{for: 0s}"),
+             Catch::Contains("test.yaml:7:19: queues.default.unique.for: must be at least 1ms"));
+  CHECK_THAT(error("{for: soon}"), Catch::Contains("'soon' is not a duration"));
+  CHECK_THAT(error("{while: [waiting]}"),
+             Catch::Contains("queues.default.unique.while: 'waiting' is not queued or running"));
+  CHECK_THAT(error("{while: [queued, queued]}"), Catch::Contains("'queued' is listed twice"));
+  CHECK_THAT(error("{while: []}"), Catch::Contains("name at least one of queued, running"));
+  CHECK_THAT(error("{while: queued}"), Catch::Contains("must be a list, like [queued, running]"));
+  CHECK_THAT(error("{mode: unique}"),
+             Catch::Contains("queues.default.unique.mode: 'unique' is not one of lock, debounce, "
+                             "throttle"));
+  CHECK_THAT(error("{mode: throttle, while: [queued]}"),
+             Catch::Contains("queues.default.unique.while: only for mode lock"));
+  CHECK_THAT(error("{fo: 1s}"), Catch::Contains("queues.default.unique"));
+  CHECK_THAT(error("5m"), Catch::Contains("queues.default.unique"));
+  // A sharded queue: a key's lock and its jobs' ids must share one slot.
+  CHECK_THAT(error_of(std::string(kMinimal) + "    shards: 4\n    unique: {key: id}\n"),
+             Catch::Contains("queues.default.unique: needs a queue of one shard (this one has "
+                             "shards: 4)"));
+}

@@ -206,3 +206,46 @@ TEST_CASE("errors about bad input are valid UTF-8", "[job][text]") {
     CHECK(job::is_utf8(std::get<job::Invalid>(v).error));
   }
 }
+
+TEST_CASE("a job's unique key: its own unique_key, else the queue's payload field or id",
+          "[job][unique]") {
+  auto key_of = [](const std::string& raw, std::vector<std::string> from = {}) {
+    job::Rules r = rules();
+    r.unique_from = std::move(from);
+    auto v = job::parse(raw, r);
+    if (auto* bad = std::get_if<job::Invalid>(&v)) return "invalid: " + bad->error;
+    return std::get<job::Job>(v).unique_key;
+  };
+  // Its own wins; none without a rule.
+  CHECK(key_of(R"({"payload":{"u":1},"unique_key":"k1"})") == "k1");
+  CHECK(key_of(R"({"payload":{"u":1},"unique_key":"k1"})", {"payload", "u"}) == "k1");
+  CHECK(key_of(R"({"payload":{"u":1}})").empty());
+  CHECK(key_of(R"({"payload":{"u":1},"unique_key":null})").empty());
+  // From the payload: a string as it is, a number or boolean as JSON text, nested fields.
+  CHECK(key_of(R"({"payload":{"u":"ann"}})", {"payload", "u"}) == "ann");
+  CHECK(key_of(R"({"payload":{"u":42}})", {"payload", "u"}) == "42");
+  CHECK(key_of(R"({"payload":{"u":true}})", {"payload", "u"}) == "true");
+  CHECK(key_of(R"({"payload":{"o":{"id":"x7"}}})", {"payload", "o", "id"}) == "x7");
+  // Missing or null anywhere on the way: no key (the job runs as any other).
+  CHECK(key_of(R"({"payload":{}})", {"payload", "u"}).empty());
+  CHECK(key_of(R"({"payload":{"u":null}})", {"payload", "u"}).empty());
+  CHECK(key_of(R"({"payload":7})", {"payload", "u"}).empty());
+  CHECK(key_of(R"({"payload":{"o":[1]}})", {"payload", "o", "id"}).empty());
+  // From the id: the job's own only (an id jobqd gives is unique already).
+  CHECK(key_of(R"({"id":"j1","payload":1})", {"id"}) == "j1");
+  CHECK(key_of(R"({"payload":1})", {"id"}).empty());
+  // Not a key: invalid_job, saying why.
+  CHECK(key_of(R"({"payload":1,"unique_key":5})") ==
+        "invalid: field unique_key must be a string, got an integer");
+  CHECK(key_of(R"({"payload":1,"unique_key":""})") ==
+        "invalid: field unique_key must be 1-256 bytes, got 0");
+  CHECK(key_of(R"({"payload":1,"unique_key":")" + std::string(257, 'k') + R"("})") ==
+        "invalid: field unique_key must be 1-256 bytes, got 257");
+  CHECK(key_of(R"({"payload":1,"unique_key":")" + std::string(256, 'k') + R"("})") ==
+        std::string(256, 'k'));
+  CHECK(key_of(R"({"payload":{"u":{"a":1}}})", {"payload", "u"}) ==
+        "invalid: the unique key payload.u (the queue's unique.key) must be a string or a "
+        "number, got an object");
+  CHECK(key_of(R"({"payload":{"u":""}})", {"payload", "u"}) ==
+        "invalid: the unique key payload.u (the queue's unique.key) must be 1-256 bytes, got 0");
+}
