@@ -10,6 +10,7 @@
 #include "job/id.hpp"
 #include "job/text.hpp"
 #include "sources/factory.hpp"
+#include "store/admin.hpp"
 #include "store/shards.hpp"
 #include "store/views.hpp"
 
@@ -67,6 +68,7 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
   if (q.global_concurrency > 0) {
     s.global_slots = std::max<std::uint64_t>(1, q.global_concurrency / q.shards);
   }
+  s.unique = store::unique_rule(q.unique);
   return s;
 }
 
@@ -160,6 +162,12 @@ sources::HeldBack QueueRunner::held_back() const noexcept {
     sum.cap += h.cap;
   }
   return sum;
+}
+
+std::uint64_t QueueRunner::duplicates() const noexcept {
+  std::uint64_t n = refused_;
+  for (const auto& slot : sources_) n += slot.source->duplicates();
+  return n;
 }
 
 std::optional<double> QueueRunner::last_fetch_age() const {
@@ -429,6 +437,7 @@ void QueueRunner::reconfigure(const config::QueueConfig& next, const config::Dae
     rules.default_handler = cfg_.handler;
     rules.handlers = &handler_names;
     rules.max_bytes = cfg_.max_job_bytes;
+    rules.unique_from = cfg_.unique.path;
   }
   slots_.set_limit(cfg_.concurrency);
   unsettled_.set_limit(std::max<std::size_t>(kMinUnsettled, 2 * cfg_.concurrency));

@@ -82,6 +82,12 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   /// Seconds since a source last fetched a job from Redis (or started); none without a Redis
   /// source.
   std::optional<double> last_fetch_age() const;
+  /// Jobs cancelled at their claim, and submissions refused by this daemon's API, because
+  /// another job held their unique key (docs/unique.md).
+  std::uint64_t duplicates() const noexcept;
+  /// The API refused a submission of this queue: another job holds its unique key. Const: the
+  /// API sees the queues through the engine's read-only view, and this is only a count.
+  void count_duplicate() const noexcept { ++refused_; }
   /// Why the progress watchdog finds the queue stalled (daemon.stall_after); empty while not.
   const std::string& stalled() const noexcept { return stalled_; }
   /// Each spool source's directory, files waiting to be claimed, files claimed.
@@ -205,6 +211,7 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   async::Event known_;        // set with pause_known_
   std::string stalled_;  // why the queue is stalled (the progress watchdog), empty while it is not
   QueueStats stats_;
+  mutable std::uint64_t refused_ = 0;                // submissions the API refused as duplicates
   async::Every over_cap_{std::chrono::seconds(30)};  // jobs asking for more than max_timeout
   store::DurationHistogram durations_ = store::duration_histogram();
   async::JoinHandle<void> dispatch_task_;

@@ -297,6 +297,13 @@ std::string StatusHttp::metrics() const {
   for (const auto* q : engine_.queues()) {
     if (const auto* h = q->fetch_sizes()) histogram(o, "jobqd_fetch_batch_jobs", q->name(), *h);
   }
+  family("jobqd_unique_duplicates_total", "counter",
+         "Jobs this daemon did not run, or submissions its API refused, because another job "
+         "held their unique key, by queue.");
+  for (const auto* q : engine_.queues()) {
+    o << "jobqd_unique_duplicates_total{queue=\"" << label(q->name()) << "\"} " << q->duplicates()
+      << '\n';
+  }
   family("jobqd_queue_last_fetch_age_seconds", "gauge",
          "Seconds since a queue last fetched a job from Redis (or started); with jobs pending "
          "and room, daemon.stall_after of it is a stall.");

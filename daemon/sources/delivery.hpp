@@ -132,6 +132,8 @@ class Source {
   virtual std::optional<async::Clock::time_point> last_fetch() const noexcept {
     return std::nullopt;
   }
+  /// Jobs it cancelled because another job held their unique key (docs/unique.md).
+  virtual std::uint64_t duplicates() const noexcept { return 0; }
   /// Drops its Redis connections so that they are made again (the progress watchdog).
   virtual void rebuild(const std::string& why) { (void)why; }
   virtual std::optional<SpoolView> spool() const { return std::nullopt; }

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "config/units.hpp"
+#include "job/text.hpp"
 #include "store/held.hpp"
 
 namespace jq::sources {
@@ -124,13 +125,19 @@ async::Task<void> RedisSource::fetcher() {
       for (const auto& r : batch.jobs) store_.forget(r.token);
       for (const auto& a : batch.away) store_.forget(a.token);
       for (const auto& w : batch.waits) store_.forget(w.first.token);
+      for (const auto& d : batch.duplicates) store_.forget(d.first.token);
       for (const auto& r : got.unclaimed.jobs) store_.forget(r.token);
       continue;
     }
     // Jobs whose id another job owns wait in delayed for a second; a claim nobody holds any
     // more is dropped (so that they do not wait for ever).
     for (auto& [r, owner] : batch.waits) settler_.push(store::held::wait(r));
-    for (auto& [r, owner] : batch.waits) co_await store_.check_claim(r.id, owner);
+    for (auto& [r, owner] : batch.waits) {
+      if (!owner.empty()) co_await store_.check_claim(r.id, owner);
+    }
+    // Another job holds their unique key: each ends cancelled, naming it.
+    for (auto& [r, holder] : batch.duplicates) cancel_duplicate(r, holder);
+    batch.duplicates.clear();
     if (n > 0) wait_first = batch.popped < n;
     if (batch.limited_by == store::Limit::rate) ++held_back_.rate;
     if (batch.limited_by == store::Limit::cap) ++held_back_.cap;
@@ -229,6 +236,11 @@ void RedisSource::give_back_all(store::QueueStore::Waited& fetched) {
   auto& batch = *fetched.got;
   for (auto& w : batch.waits) settler_.push(store::held::wait(w.first));
   batch.waits.clear();
+  // Duplicates back too: taken again, they are found duplicates again, or run if the lock went.
+  for (auto it = batch.duplicates.rbegin(); it != batch.duplicates.rend(); ++it) {
+    settler_.push(store::held::back(it->first));
+  }
+  batch.duplicates.clear();
   // Another shard's jobs, not read here: back exactly as they came (forwarded when next taken).
   for (auto it = batch.away.rbegin(); it != batch.away.rend(); ++it) {
     store::Reading r;
@@ -244,6 +256,24 @@ void RedisSource::give_back_all(store::QueueStore::Waited& fetched) {
     settle(token, std::move(back), nullptr);
   }
   batch.jobs.clear();
+}
+
+void RedisSource::cancel_duplicate(store::Reading& r, const std::string& holder) {
+  ++duplicates_;
+  Outcome out;
+  out.end = Outcome::End::cancelled;
+  out.kind = job::ErrorKind::cancelled;
+  const char* mode =
+      store_.settings().unique.mode == store::UniqueRule::Mode::throttle ? "throttle" : "lock";
+  out.text = "duplicate: job " + holder + " holds unique key '" +
+             job::to_utf8(job::clip_utf8(r.unique_key, 80)) + "' (unique " + mode +
+             "); this one was not run";
+  spdlog::info("queue {}: job {} cancelled: {}", store_.settings().queue, r.id, out.text);
+  r.unique_key.clear();  // the lock is the holder's: this job's end leaves it alone
+  r.attempt -= 1;        // it never ran: its state counts the attempts before
+  const std::uint64_t ticket = r.token;
+  hold(r);
+  settle(ticket, std::move(out), nullptr);
 }
 
 void RedisSource::slow_down(Millis d) {
@@ -367,6 +397,12 @@ void RedisSource::started(std::uint64_t ticket, bool show) {
   if (it == holds_.end()) return;
   it->second.started_at = std::to_string(store_.redis_now());
   if (show) show_active(ticket);
+  // A lock held only while the job waits goes as it starts (`while: [queued]`).
+  store::Reading& r = it->second.read;
+  if (!r.unique_key.empty() && store_.settings().unique.ends_at_start()) {
+    settler_.push(store::held::unlock(r));
+    r.unique_key.clear();
+  }
 }
 
 void RedisSource::show_active(std::uint64_t ticket) {
@@ -412,6 +448,13 @@ void RedisSource::settle(std::uint64_t ticket, Outcome out, store::OnSettled* do
   }
   s.notify = done;
   settler_.push(std::move(s));
+  // A final end lets go of the job's lock (right behind it: one batch), unless the queue keeps
+  // locks for their window (throttle). A retry, or a job given back, keeps it.
+  const bool final_end = out.end == Outcome::End::succeeded || out.end == Outcome::End::failed ||
+                         out.end == Outcome::End::cancelled;
+  if (final_end && !r.unique_key.empty() && store_.settings().unique.ends_with_job()) {
+    settler_.push(store::held::unlock(r));
+  }
 }
 
 void RedisSource::forget(std::uint64_t ticket) noexcept {

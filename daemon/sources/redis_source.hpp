@@ -48,6 +48,7 @@ class RedisSource final : public Source, public Delivery {
     return last_fetch_;
   }
   void rebuild(const std::string& why) override;
+  std::uint64_t duplicates() const noexcept override { return duplicates_; }
 
   /// A reload: batch size and delayed polling from the next round on.
   void set_options(Options o) noexcept;
@@ -77,6 +78,8 @@ class RedisSource final : public Source, public Delivery {
   async::Task<void> hand_over(store::Fetched batch);
   /// What a fetch brought that nobody will run: every job back to pending (waits to delayed).
   void give_back_all(store::QueueStore::Waited& fetched);
+  /// Ends a job whose unique key another job holds: cancelled, naming it.
+  void cancel_duplicate(store::Reading& r, const std::string& holder);
   void hold(store::Reading& r);
   async::Task<async::Clock::time_point> take_lease();
   async::Task<void> lease_keeper();
@@ -100,7 +103,8 @@ class RedisSource final : public Source, public Delivery {
   async::Event taking_ev_;
   store::BatchHistogram fetch_sizes_ = store::batch_histogram();
   HeldBack held_back_;
-  std::int64_t slow_until_ = 0;  // slow_down() asked for (Redis' clock, ms), not yet written
+  std::uint64_t duplicates_ = 0;  // jobs cancelled: another job held their unique key
+  std::int64_t slow_until_ = 0;   // slow_down() asked for (Redis' clock, ms), not yet written
   async::Clock::time_point last_fetch_{};  // the last fetch that brought jobs (or the start)
   async::Event wake_promoter_;
   std::int64_t promoter_due_ = 0;

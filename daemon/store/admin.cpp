@@ -570,6 +570,73 @@ CancelStep Admin::cancel_step(const std::string& queue, const std::string& id,
 }
 
 // The request and the state at the job's home; its copies only when no daemon holds it.
+UniqueRule unique_rule(const config::UniqueConfig& u) {
+  UniqueRule r;
+  r.mode = u.mode == "debounce"   ? UniqueRule::Mode::debounce
+           : u.mode == "throttle" ? UniqueRule::Mode::throttle
+                                  : UniqueRule::Mode::lock;
+  r.hold = u.hold;
+  r.queued = std::find(u.during.begin(), u.during.end(), "queued") != u.during.end();
+  r.running = std::find(u.during.begin(), u.during.end(), "running") != u.during.end();
+  return r;
+}
+
+SubmitResult Admin::submit(const std::string& queue, const job::Job& job, std::int64_t now,
+                           std::optional<std::int64_t> run_at) {
+  check_queue(queue);
+  SubmitResult out{"queued", job.id, job.unique_key, ""};
+  // Into the id's home shard, where its state and claim are: no daemon needs to send it there.
+  const Keys k = home_keys(queue, job.id);
+  const std::string copy = marked_submission(job.raw, job.id, now);
+  if (job.unique_key.empty()) {
+    if (!call(c_, store::submit(k, job.id, queue, copy, now, run_at))) out.what = "waits";
+    return out;
+  }
+  if (const std::size_t n = shard_count(queue); n > 1) {
+    throw AdminError(Kind::bad_input, "unique_key: queue " + queue + " has " + std::to_string(n) +
+                                          " shards; unique jobs need a queue of one shard");
+  }
+  UniqueAsk ask;
+  ask.key = job.unique_key;
+  if (layout_.unique_rule) ask.rule = layout_.unique_rule(queue);
+  ask.keep_failed = Millis(keep_failed_ms(queue));
+  // Debounce names the holder it may replace: the script says who holds it when that is not the
+  // one named (none at first), and the submission goes again naming it.
+  for (int tries = 0; tries < 20; ++tries) {
+    const Submitted s = call(c_, store::submit(k, job.id, queue, copy, now, run_at, ask));
+    switch (s.what) {
+      case Submitted::What::queued:
+        out.replaced = s.other;
+        return out;
+      case Submitted::What::waits:
+        out.what = "waits";
+        return out;
+      case Submitted::What::duplicate:
+        out.what = "duplicate";
+        out.id = s.other;
+        return out;
+      case Submitted::What::again:
+        ask.expected = s.other;
+        break;
+      case Submitted::What::garbage: {
+        auto moved = call(c_, repair_lock(k, job.unique_key, unix_ms()));
+        for (const auto& m : moved) {
+          if (layout_.warn) {
+            layout_.warn(m.key + ", the lock of unique key '" + job::clip_utf8(job.unique_key, 80) +
+                         "', held a " + m.type +
+                         ", which is not what jobqd keeps there; moved it aside to " + m.moved_to);
+          }
+        }
+        if (moved.empty())
+          throw AdminError(Kind::garbage, k.unique(job.unique_key) + ": " + s.other);
+        break;
+      }
+    }
+  }
+  throw AdminError(Kind::redis, "the holder of unique key '" + job::clip_utf8(job.unique_key, 80) +
+                                    "' kept changing while submitting; try again");
+}
+
 CancelStep Admin::cancel_found(const std::vector<Keys>& shards, const std::string& queue,
                                const std::string& id, const std::string& why,
                                const std::function<std::vector<Waiting>()>& copies_now) {
@@ -581,8 +648,16 @@ CancelStep Admin::cancel_found(const std::vector<Keys>& shards, const std::strin
   for (const auto& copy : copies_now()) {
     if (copy.away && !bring_home(c_, shards.front(), k, copy)) return {"raced", seen.status, ""};
     const std::string was = copy.where == "pending" ? "queued" : "waiting in delayed";
+    // Its lock goes with it (the key its submission or claim recorded in its state), unless
+    // the queue keeps locks for their window.
+    std::string unique_key;
+    const bool throttled =
+        layout_.unique_rule && layout_.unique_rule(queue).mode == UniqueRule::Mode::throttle;
+    if (auto it = seen.state.find("unique_key"); it != seen.state.end() && !throttled) {
+      unique_key = it->second;
+    }
     auto r = call(c_, cancel(k, queue, id, copy.where, copy.body, keep, why + " while " + was,
-                             payload ? retained_payload(copy.body) : std::string()));
+                             payload ? retained_payload(copy.body) : std::string(), unique_key));
     if (r.what == "cancelled") return {"cancelled", "cancelled", was};
     // A daemon took it meanwhile: look again.
     if (r.what == "gone") return {"raced", seen.status, ""};

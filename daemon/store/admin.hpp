@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/config.hpp"
+#include "job/job.hpp"
 #include "redis/sync_client.hpp"
 #include "store/calls.hpp"
 #include "store/keys.hpp"
@@ -55,6 +56,22 @@ struct Layout {
   std::function<void(const std::string& why)> warn;
   /// How the front end's user names a queue, for an error that asks for one.
   std::string name_the_queue = "give -q QUEUE";
+  /// queues.<q>.unique of the config as its locks behave; unset, or a queue not in the config:
+  /// the defaults (a job may bring a unique_key on any queue).
+  std::function<UniqueRule(const std::string& queue)> unique_rule;
+};
+
+/// How a queue's `unique:` config locks.
+UniqueRule unique_rule(const config::UniqueConfig& u);
+
+/// What a submission did (Admin::submit): `what` is queued, waits (another job of its id is not
+/// over: it runs after it, as a new job) or duplicate (another job holds its unique key: `id` is
+/// that job's, and nothing was enqueued).
+struct SubmitResult {
+  std::string what;
+  std::string id;
+  std::string unique_key;  // "" when it has none
+  std::string replaced;    // debounce: the waiting job it replaced ("" none)
 };
 
 /// Whether a job's status is one it ends in.
@@ -233,6 +250,14 @@ class Admin {
   /// given, or for rm of a config schedule.
   std::string control_schedule(const std::string& name, const std::string& queue,
                                const std::string& op);
+
+  /// Submits `job` (read as jobqd reads one: job::parse with the queue's rules) to `queue`,
+  /// first seen at `now` (unix ms), to run at `run_at` (none: now), into its id's home shard. A
+  /// job with a unique key is refused while another job holds it (lock, throttle), or replaces
+  /// the holder while it waits (debounce), in the same step (docs/unique.md). bad_input for a
+  /// unique key on a sharded queue; garbage at the key's lock is moved aside (warned of) first.
+  SubmitResult submit(const std::string& queue, const job::Job& job, std::int64_t now,
+                      std::optional<std::int64_t> run_at);
 
   /// Every shard's pause flag set or cleared: true when any changed.
   bool set_paused(const std::string& queue, bool paused);

@@ -209,41 +209,69 @@ OpResult<FetchBatch> decode_fetch(Reply r, std::uint64_t first, std::size_t n) {
   return out;
 }
 
-Call<std::vector<std::string>> claim(const Keys& k, const std::vector<ClaimAsk>& jobs) {
+Call<std::vector<ClaimAnswer>> claim(const Keys& k, const std::vector<ClaimAsk>& jobs) {
   // First holds (the claim is the nonce) first: two arguments each instead of three. The
   // answers come back by the index in that order, so they are put back in the caller's.
   std::vector<std::size_t> order;
   for (std::size_t i = 0; i < jobs.size(); ++i) {
-    if (jobs[i].value.empty()) order.push_back(i);
+    if (jobs[i].claim_id && jobs[i].value.empty()) order.push_back(i);
   }
   const std::size_t firsts = order.size();
   for (std::size_t i = 0; i < jobs.size(); ++i) {
-    if (!jobs[i].value.empty()) order.push_back(i);
+    if (jobs[i].claim_id && !jobs[i].value.empty()) order.push_back(i);
   }
+  const std::size_t n = order.size();
+  std::vector<std::string> keys{k.live};
   std::vector<std::string> args;
-  args.reserve(1 + 3 * jobs.size());
+  args.reserve(2 + 3 * jobs.size());
   args.push_back(std::to_string(firsts));
-  for (std::size_t k = 0; k < order.size(); ++k) {
-    const auto& j = jobs[order[k]];
+  args.push_back(std::to_string(n));
+  std::vector<std::size_t> at(jobs.size(), 0);  // each job's index among the ids (from 1)
+  for (std::size_t x = 0; x < n; ++x) {
+    const auto& j = jobs[order[x]];
+    at[order[x]] = x + 1;
     args.push_back(j.id);
     args.push_back(j.nonce);
-    if (k >= firsts) args.push_back(j.value);
+    if (x >= firsts) args.push_back(j.value);
   }
-  const std::size_t n = jobs.size();
-  return make<std::vector<std::string>>(
-      scripts::claim(), {k.live}, std::move(args),
-      [n, order](Reply r) -> OpResult<std::vector<std::string>> {
-        // Only the jobs not claimed: (index from 1, the owner's claim) pairs.
+  // The locks, in the caller's order, after the ids.
+  std::vector<std::size_t> locks;
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    const auto& j = jobs[i];
+    if (j.unique_key.empty()) continue;
+    locks.push_back(i);
+    keys.push_back(k.unique(j.unique_key));
+    keys.push_back(k.job(j.id));
+    args.push_back(std::to_string(at[i]));
+    args.push_back(j.id);
+    args.push_back(j.nonce);
+    args.emplace_back(j.rule.code());
+    args.push_back(num(std::max<long long>(1, j.rule.hold.count())));
+    args.push_back(j.unique_key);
+  }
+  const std::size_t total = jobs.size();
+  return make<std::vector<ClaimAnswer>>(
+      scripts::claim(), std::move(keys), std::move(args),
+      [total, n, order, locks](Reply r) -> OpResult<std::vector<ClaimAnswer>> {
+        // Only the jobs not claimed: (index from 1, the owner's claim) pairs; past the ids,
+        // the locks not taken: (ids + index, the holder's id or Redis' error).
         if (!r.is_array() || r.elements.size() % 2 != 0) return bad("claim", r);
-        std::vector<std::string> out(n);
+        std::vector<ClaimAnswer> out(total);
         for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
           auto index = int_of(r.elements[i]);
-          const Reply& owner = r.elements[i + 1];
-          if (!index || *index < 1 || static_cast<std::size_t>(*index) > n ||
-              owner.type != Type::string || owner.str.empty()) {
+          const Reply& said = r.elements[i + 1];
+          if (!index || *index < 1 || static_cast<std::size_t>(*index) > n + locks.size() ||
+              said.type != Type::string || said.str.empty()) {
             return bad("claim", r);
           }
-          out[order[static_cast<std::size_t>(*index) - 1]] = owner.str;
+          const auto x = static_cast<std::size_t>(*index) - 1;
+          if (x < n) {
+            out[order[x]].owner = said.str;
+          } else if (said.str.find(' ') != std::string::npos) {
+            out[locks[x - n]].garbage = said.str;
+          } else {
+            out[locks[x - n]].holder = said.str;
+          }
         }
         return out;
       });
@@ -318,6 +346,12 @@ Call<Recovered> recover(const Keys& k, const std::string& worker, bool own,
     args.push_back(num(it.attempts));
     args.push_back(num(it.max));
     args.push_back(it.text);
+    if (it.unique_key.empty() || !it.dead) {
+      args.emplace_back("0");
+    } else {
+      keys.push_back(k.unique(it.unique_key));
+      args.push_back(std::to_string(keys.size()));
+    }
   }
   return make<Recovered>(scripts::recover(), std::move(keys), std::move(args),
                          [](Reply r) -> OpResult<Recovered> {
@@ -755,15 +789,59 @@ Call<bool> submit(const Keys& k, const std::string& id, const std::string& queue
                     one("submit"));
 }
 
+Call<Submitted> submit(const Keys& k, const std::string& id, const std::string& queue,
+                       const std::string& copy, std::int64_t submitted_at,
+                       std::optional<std::int64_t> run_at, const UniqueAsk& unique) {
+  std::vector<std::string> keys{k.job(id), k.live, k.pending, k.delayed, k.unique(unique.key)};
+  // Debounce replaces the holder it names: its state is written, so it is declared.
+  if (!unique.expected.empty()) keys.push_back(k.job(unique.expected));
+  const bool take = unique.rule.queued || unique.rule.mode != UniqueRule::Mode::lock;
+  return make<Submitted>(
+      scripts::submit(), std::move(keys),
+      {copy, id, queue, num(submitted_at), run_at ? num(*run_at) : std::string(),
+       unique.rule.code(), num(std::max<long long>(1, unique.rule.hold.count())), take ? "1" : "0",
+       unique.key, unique.expected, k.events, num(unique.keep_failed.count())},
+      [](Reply r) -> OpResult<Submitted> {
+        if (!r.is_array() || r.elements.size() != 2) return bad("submit", r);
+        static const std::map<std::string, Submitted::What> whats = {
+            {"queued", Submitted::What::queued},
+            {"waits", Submitted::What::waits},
+            {"duplicate", Submitted::What::duplicate},
+            {"again", Submitted::What::again},
+            {"garbage", Submitted::What::garbage}};
+        auto it = whats.find(r.elements[0].str);
+        if (it == whats.end()) return bad("submit", r);
+        return Submitted{it->second, std::move(r.elements[1].str)};
+      });
+}
+
+Call<std::vector<Repaired>> repair_lock(const Keys& k, const std::string& unique_key,
+                                        std::int64_t now_ms) {
+  const std::string key = k.unique(unique_key);
+  return make<std::vector<Repaired>>(
+      scripts::repair(), {key, Keys::aside(key, now_ms)}, {"string"},
+      [](Reply r) -> OpResult<std::vector<Repaired>> {
+        if (!r.is_array() || r.elements.size() % 3 != 0) return bad("repair", r);
+        std::vector<Repaired> out;
+        for (std::size_t i = 0; i + 2 < r.elements.size(); i += 3) {
+          out.push_back({r.elements[i].str, r.elements[i + 1].str, r.elements[i + 2].str});
+        }
+        return out;
+      });
+}
+
 Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::string& id,
                           const std::string& how, const std::string& copy, Millis keep,
-                          const std::string& why, const std::string& payload) {
+                          const std::string& why, const std::string& payload,
+                          const std::string& unique_key) {
   Copy c = split(copy);
   const std::string nonce = c.marker ? c.marker->nonce : "";
   const std::string attempts = c.marker ? num(c.marker->attempts) : "0";
   const std::string submitted = c.marker ? c.marker->submitted_at : "";
+  std::vector<std::string> keys{k.job(id), k.pending, k.delayed, k.live, k.cancels};
+  if (!unique_key.empty()) keys.push_back(k.unique(unique_key));
   return make<CancelAnswer>(
-      scripts::cancel(), {k.job(id), k.pending, k.delayed, k.live, k.cancels},
+      scripts::cancel(), std::move(keys),
       {queue, k.events, id, how, copy, nonce, attempts, submitted, num(keep.count()), why, payload},
       [](Reply r) -> OpResult<CancelAnswer> {
         if (!r.is_array() || r.elements.empty()) return bad("cancel", r);

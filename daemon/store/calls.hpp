@@ -64,14 +64,45 @@ Call<redis::Done> slow_down(const Keys& k, std::int64_t until);
 /// Reads a fetch reply (exposed for the fuzzer and tests).
 OpResult<FetchBatch> decode_fetch(redis::Reply r, std::uint64_t first, std::size_t n);
 
-/// A held job whose id is to be claimed (lua/claim.lua).
+/// How a queue's unique keys lock (its `unique:` config; docs/unique.md). A job that brings a
+/// `unique_key` on a queue without one gets these defaults.
+struct UniqueRule {
+  enum class Mode : std::uint8_t { lock, debounce, throttle };
+  Mode mode = Mode::lock;
+  Millis hold = std::chrono::hours(1);  // `for`: the longest a lock lasts, whatever its job does
+  bool queued = true;                   // `while` queued: taken at submission
+  bool running = true;                  // `while` running: kept until the job's end
+  /// Let go of as the job ends (throttle's is kept for its window; one held only while queued
+  /// was let go of as the job started).
+  bool ends_with_job() const noexcept { return mode != Mode::throttle && running; }
+  /// Let go of as the job starts (`while: [queued]`).
+  bool ends_at_start() const noexcept { return mode != Mode::throttle && !running; }
+  /// As the scripts take it.
+  const char* code() const noexcept {
+    return mode == Mode::debounce ? "d" : mode == Mode::throttle ? "t" : "l";
+  }
+};
+
+/// A held job whose id is to be claimed (lua/claim.lua), or whose unique key is to be locked, or
+/// both.
 struct ClaimAsk {
   std::string id;
-  std::string nonce;  // the claim it owns its id under (its marker's, or worker:token)
-  std::string value;  // what the claim is written as when not the nonce: nonce@worker:token
+  std::string nonce;       // the claim it owns its id under (its marker's, or worker:token)
+  std::string value;       // what the claim is written as when not the nonce: nonce@worker:token
+  bool claim_id = true;    // false: an id jobqd made up (nobody else has it): only its lock
+  std::string unique_key;  // "" when it has none
+  UniqueRule rule;
 };
-/// Per job asked: "" when claimed, else the claim that owns its id (the job waits).
-Call<std::vector<std::string>> claim(const Keys& k, const std::vector<ClaimAsk>& jobs);
+/// What claiming one job found.
+struct ClaimAnswer {
+  std::string owner;    // "" when its id is claimed (or needs none), else the claim owning it
+  std::string holder;   // the job whose lock holds its unique key ("" when it took it, has none)
+  std::string garbage;  // its lock's key holds another type: Redis' error ("" when not)
+};
+/// Claims ids and takes unique keys' locks, each job's lock only once its id is claimed. A lock
+/// the job holds already (its id, or its claim's nonce after recovery gave it a new id) is its
+/// own; debounce's newest takes a lock over (docs/unique.md).
+Call<std::vector<ClaimAnswer>> claim(const Keys& k, const std::vector<ClaimAsk>& jobs);
 
 /// Drops `claim` on `id` if it is stale (lua/unclaim.lua); `holder`/`token`: the hold it names
 /// ("" when it names none). True when it was dropped.
@@ -101,7 +132,8 @@ struct RecoverItem {
   std::string id;     // "" when unknown (a copy nobody could read: back as it came)
   std::string nonce;
   long long attempts = 0, max = 0;
-  std::string text;  // the copy as it goes back, or the job as kept with the dead ones
+  std::string text;        // the copy as it goes back, or the job as kept with the dead ones
+  std::string unique_key;  // dead: its lock goes with it ("" none, or one its end keeps)
 };
 struct Recovered {
   bool alive = false;  // the worker's lease is valid again: nothing was done
@@ -268,15 +300,40 @@ Call<bool> holds(const Keys& k, const std::string& worker, const std::string& to
 Call<bool> submit(const Keys& k, const std::string& id, const std::string& queue,
                   const std::string& copy, std::int64_t submitted_at,
                   std::optional<std::int64_t> run_at);
+/// A submission's unique key, and how its queue locks it.
+struct UniqueAsk {
+  std::string key;
+  UniqueRule rule;
+  std::string expected;  // debounce: the holder it may replace (as submit said), "" for none
+  Millis keep_failed{7 * 24 * 3600 * 1000LL};  // a replaced job's state is kept this long
+};
+/// What a submission with a unique key did (lua/submit.lua).
+struct Submitted {
+  enum class What { queued, waits, duplicate, again, garbage } what = What::queued;
+  /// duplicate: the job holding the key; queued: the job it replaced (debounce; "" none);
+  /// again: the holder now (debounce: not the one expected); garbage: Redis' error.
+  std::string other;
+};
+/// Submits a job with a unique key: refused while another job holds the key (lock, throttle),
+/// or replacing the holder that still waits (debounce, whose holder must be read first).
+Call<Submitted> submit(const Keys& k, const std::string& id, const std::string& queue,
+                       const std::string& copy, std::int64_t submitted_at,
+                       std::optional<std::int64_t> run_at, const UniqueAsk& unique);
+/// Moves a lock's foreign value aside (repair.lua), as the queue's other keys' are.
+Call<std::vector<Repaired>> repair_lock(const Keys& k, const std::string& unique_key,
+                                        std::int64_t now_ms);
 struct CancelAnswer {
   std::string what;    // cancelled, waits, gone, requested, unheld, final
   std::string status;  // final: the job's status
 };
 /// `how`: pending, delayed (`copy` found there) or request. `payload`: what the cancelled
-/// state keeps of it (retain.payload: retained_payload(copy)); "" for none.
+/// state keeps of it (retain.payload: retained_payload(copy)); "" for none. `unique_key`: the
+/// job's, whose lock goes with it when it is cancelled while waiting ("" none, or a lock its end
+/// keeps).
 Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::string& id,
                           const std::string& how, const std::string& copy, Millis keep,
-                          const std::string& why, const std::string& payload = "");
+                          const std::string& why, const std::string& payload = "",
+                          const std::string& unique_key = "");
 /// Takes one exact copy out of `where` (pending or delayed): false when it is not there (a daemon
 /// took it). Then push_pending or put_delayed: how jobqctl cancel moves a copy waiting outside its
 /// id's home shard to that home, where the cancel script finds it with the job's state and claim.

@@ -31,7 +31,8 @@ void mark(Settlement& s, const Reading& r, long long attempts) {
   m.attempts = attempts;
   m.max = r.max_attempts;
   m.submitted_at = r.submitted_at;
-  m.nonce = r.claims ? r.nonce : std::string();
+  // A job with a unique key keeps its nonce even without a claim: its lock names it.
+  m.nonce = r.claims || !r.unique_key.empty() ? r.nonce : std::string();
   m.id = r.id;
   s.cut = r.copy.cut;
   s.tail = r.copy.tail(m);
@@ -102,6 +103,12 @@ Settlement wait(const Reading& r) {
   Settlement s = base(r, Settlement::Op::wait, "");
   s.delay = std::chrono::seconds(1);
   mark(s, r, r.attempt - 1);
+  return s;
+}
+
+Settlement unlock(const Reading& r) {
+  Settlement s = base(r, Settlement::Op::unlock, "");
+  s.unique_key = r.unique_key;
   return s;
 }
 

@@ -28,5 +28,8 @@ Settlement back(const Reading& r, bool owns_id = true);
 /// Another job owns its id: it waits in delayed for a second, marked with its own nonce (so
 /// that it is still the same job when it comes back), the attempt not counted.
 Settlement wait(const Reading& r);
+/// Its unique key's lock goes if it names the job: pushed right after its end (or as it starts,
+/// for a queue whose locks hold only while jobs wait).
+Settlement unlock(const Reading& r);
 
 }  // namespace jq::store::held

@@ -52,6 +52,10 @@ struct Keys {
   std::string schedule_base;  // P:{Q}:schedule:
 
   std::string job(const std::string& id) const { return base + ":job:" + id; }
+  /// string: the lock of a unique key (docs/unique.md): the id of the job holding it (and, by
+  /// how it was taken, that job's claim, or its copy for debounce), expiring at the queue's
+  /// `unique.for`.
+  std::string unique(const std::string& key) const { return base + ":unique:" + key; }
   /// hash: token -> the job's copy, for every job that worker holds
   std::string inflight(const std::string& worker) const { return base + ":inflight:" + worker; }
   /// Where repair moves a foreign value found at `key`.

@@ -84,7 +84,17 @@ Reading read_held(std::uint64_t token, std::string_view held, const job::Rules& 
     // A sharded queue: the id jobqd gives a job lives in the shard it was fetched from.
     j.id = new_id_in(s.shard, s.shards);
   }
+  if (!j.unique_key.empty() && s.shards > 1) {
+    // Its lock would be in one shard's slot, its id's claim maybe in another's: no one step
+    // could take both.
+    r.invalid = "unique_key: queue " + s.queue + " has " + std::to_string(s.shards) +
+                " shards; unique jobs need a queue of one shard";
+    r.id = m ? m->id : j.id_assigned ? "" : j.id;
+    r.attempt = 0;
+    return r;
+  }
   r.id = j.id;
+  r.unique_key = j.unique_key;
   r.claims = !j.id_assigned || (m && !m->nonce.empty());
   if (r.nonce.empty()) r.nonce = s.worker + ":" + std::to_string(token);
   r.handler = j.handler;
@@ -185,7 +195,7 @@ async::Task<OpResult<T>> answer_of(redis::Client& client, redis::PendingReply se
 async::Task<QueueStore::Waited> QueueStore::fetch(std::size_t n, Unclaimed claim_first) {
   // Both leave in this step's write; Redis runs the claim first, so a job of the fetch whose id
   // the claimed jobs take finds it taken.
-  std::optional<Call<std::vector<std::string>>> claim_call;
+  std::optional<Call<std::vector<ClaimAnswer>>> claim_call;
   std::optional<redis::PendingReply> claim_sent;
   if (!claim_first.asks.empty()) {
     claim_call.emplace(store::claim(keys_, claim_first.asks));
@@ -208,7 +218,7 @@ async::Task<QueueStore::Waited> QueueStore::fetch(std::size_t n, Unclaimed claim
     ready.jobs = std::move(claim_first.jobs);
   }
   if (!fetch_sent) {
-    const bool none = ready.jobs.empty() && ready.waits.empty();
+    const bool none = ready.jobs.empty() && ready.waits.empty() && ready.duplicates.empty();
     out.got = claim_error && none ? OpResult<Fetched>(*claim_error) : std::move(ready);
     co_return out;
   }
@@ -216,7 +226,7 @@ async::Task<QueueStore::Waited> QueueStore::fetch(std::size_t n, Unclaimed claim
       take(co_await answer_of(main_, std::move(*fetch_sent), fc->call), out.unclaimed);
   if (!got.ok()) {
     // The claimed jobs run all the same; the fetch's error shows in the next one.
-    if (ready.jobs.empty() && ready.waits.empty()) {
+    if (ready.jobs.empty() && ready.waits.empty() && ready.duplicates.empty()) {
       out.got = got.error();
     } else {
       out.got = std::move(ready);
@@ -243,6 +253,7 @@ async::Task<OpResult<Fetched>> QueueStore::fetch(std::size_t n) {
   Fetched& out = *w.got;
   for (auto& r : c.got->jobs) out.jobs.push_back(std::move(r));
   out.waits = std::move(c.got->waits);
+  out.duplicates = std::move(c.got->duplicates);
   co_return std::move(out);
 }
 
@@ -330,10 +341,17 @@ OpResult<Fetched> QueueStore::take(OpResult<FetchBatch> got, Unclaimed& unclaime
         continue;
       }
     }
-    if (r.job && r.claims) {
+    if (r.job && (r.claims || !r.unique_key.empty())) {
+      // Its id to claim, its unique key to lock, or both.
       const std::string holder = s_.worker + ":" + std::to_string(h.token);
-      read.asks.push_back(
-          {r.id, r.nonce, r.nonce == holder ? std::string() : r.nonce + "@" + holder});
+      ClaimAsk ask;
+      ask.id = r.id;
+      ask.nonce = r.nonce;
+      if (r.nonce != holder) ask.value = r.nonce + "@" + holder;
+      ask.claim_id = r.claims;
+      ask.unique_key = r.unique_key;
+      ask.rule = s_.unique;
+      read.asks.push_back(std::move(ask));
       read.asked.push_back(read.jobs.size());
     }
     read.jobs.push_back(std::move(r));
@@ -347,7 +365,7 @@ OpResult<Fetched> QueueStore::take(OpResult<FetchBatch> got, Unclaimed& unclaime
 }
 
 async::Task<std::optional<OpError>> QueueStore::claimed(Unclaimed u,
-                                                        OpResult<std::vector<std::string>> answer,
+                                                        OpResult<std::vector<ClaimAnswer>> answer,
                                                         Fetched& out) {
   std::vector<bool> asked(u.jobs.size(), false);
   for (std::size_t i : u.asked) asked[i] = true;
@@ -365,15 +383,40 @@ async::Task<std::optional<OpError>> QueueStore::claimed(Unclaimed u,
     }
     co_return answer.error();
   }
-  std::vector<bool> waits(u.jobs.size(), false);
+  std::vector<bool> set_aside(u.jobs.size(), false);
   for (std::size_t a = 0; a < u.asked.size() && a < answer->size(); ++a) {
-    std::string& owner = (*answer)[a];
-    if (owner.empty()) continue;
-    waits[u.asked[a]] = true;
-    out.waits.emplace_back(std::move(u.jobs[u.asked[a]]), std::move(owner));
+    ClaimAnswer& said = (*answer)[a];
+    Reading& r = u.jobs[u.asked[a]];
+    if (!said.owner.empty()) {
+      out.waits.emplace_back(std::move(r), std::move(said.owner));
+    } else if (!said.garbage.empty()) {
+      // Its lock's key holds what jobqd never writes there: moved aside (the error names it),
+      // and the job waits a second, then takes the lock.
+      const auto fix = repair_lock(keys_, r.unique_key, unix_ms());
+      OpResult<std::vector<Repaired>> fixed = co_await run(main_, fix);
+      if (fixed.ok()) {
+        for (const auto& x : *fixed) {
+          spdlog::error(
+              "queue {}: {}, the lock of unique key '{}', held a {}, which is not what jobqd "
+              "keeps there (garbage written by hand?); moved it aside to {} so that job {} goes "
+              "on: look at it, then delete it",
+              s_.queue, x.key, r.unique_key, x.type, x.moved_to, r.id);
+        }
+      } else if (upkeep_errors_.due()) {
+        spdlog::error(
+            "queue {}: the lock {} holds another type ({}), and moving it aside failed: {}",
+            s_.queue, keys_.unique(r.unique_key), said.garbage, fixed.error().message);
+      }
+      out.waits.emplace_back(std::move(r), std::string());
+    } else if (!said.holder.empty()) {
+      out.duplicates.emplace_back(std::move(r), std::move(said.holder));
+    } else {
+      continue;
+    }
+    set_aside[u.asked[a]] = true;
   }
   for (std::size_t i = 0; i < u.jobs.size(); ++i) {
-    if (!waits[i]) out.jobs.push_back(std::move(u.jobs[i]));
+    if (!set_aside[i]) out.jobs.push_back(std::move(u.jobs[i]));
   }
   co_return std::nullopt;
 }
@@ -480,12 +523,14 @@ RecoverItem QueueStore::take_back_item(const std::string& token, const std::stri
   it.attempts = r.attempt;  // the attempt that was running counts: it was lost with its worker
   it.max = r.max_attempts;
   // Its claim's nonce: its marker's, else the one its first hold gave it (that worker's token;
-  // read_held names the reader's, which is not the hold being taken back).
-  if (r.claims) {
+  // read_held names the reader's, which is not the hold being taken back). A job with a unique
+  // key keeps it too: its lock names that nonce, whatever id it is given now.
+  if (r.claims || !r.unique_key.empty()) {
     it.nonce = r.copy.marker && !r.copy.marker->nonce.empty() ? r.copy.marker->nonce
                                                               : worker + ":" + token;
   }
   it.dead = it.attempts >= it.max;
+  if (s_.unique.mode != UniqueRule::Mode::throttle) it.unique_key = r.unique_key;
   if (it.dead) {
     it.text = r.copy.body;  // kept as it was submitted, without jobqd's marker
     return it;

@@ -56,6 +56,9 @@ struct Settings {
   Rate rate;
   /// This shard's share of the queue's `global_concurrency:` (0: none).
   std::size_t global_slots = 0;
+  /// How the queue's unique keys lock (`unique:`; its defaults for a queue without one, whose
+  /// jobs may still bring a unique_key).
+  UniqueRule unique;
 
   /// A config reload: takes what may change on a running queue from `next` (never the prefix,
   /// queue, worker or lease).
@@ -70,6 +73,7 @@ struct Settings {
     active_after = next.active_after;
     rate = next.rate;
     global_slots = next.global_slots;
+    unique = next.unique;
   }
 };
 
@@ -101,6 +105,8 @@ struct Reading {
   Copy copy;                 // where its marker goes (cut and tail)
   /// With retain.payload, its payload as its final state keeps it (retained_payload); else "".
   std::string payload;
+  /// Its unique key ("" none): the job's lock is taken with its claim and let go of with it.
+  std::string unique_key;
 };
 
 /// Reads a held copy (a fetch's, or one recovery found). `now` (Redis' clock) stands for
@@ -120,8 +126,12 @@ struct Away {
 struct Fetched {
   std::vector<Reading> jobs;  // held and claimed (or invalid: to be settled dead)
   /// Held, but another job owns their id: each goes to wait in delayed for a second
-  /// (held::wait), and the claim that owns its id is named (check_claim may find it stale).
+  /// (held::wait), and the claim that owns its id is named (check_claim may find it stale). A
+  /// job whose lock's key held garbage (moved aside now) waits so too, naming no claim.
   std::vector<std::pair<Reading, std::string>> waits;
+  /// Held, but another job holds their unique key (lock, throttle): each ends cancelled naming
+  /// that job (its id here).
+  std::vector<std::pair<Reading, std::string>> duplicates;
   std::vector<Away> away;  // to forward home before the others are handed over
   bool lease_lost = false;
   bool paused = false;
@@ -252,7 +262,7 @@ class QueueStore {
   /// `out.waits` (another job owns the id). Not answered: they stay held without running, and
   /// reconcile returns them (and the error is returned).
   async::Task<std::optional<OpError>> claimed(Unclaimed u,
-                                              OpResult<std::vector<std::string>> answer,
+                                              OpResult<std::vector<ClaimAnswer>> answer,
                                               Fetched& out);
 
   /// What recovery does with one held copy.

@@ -34,6 +34,8 @@ const char* op_name(Settlement::Op op) {
       return "wait";
     case Settlement::Op::claim:
       return "claim";
+    case Settlement::Op::unlock:
+      return "unlock";
   }
   return "?";
 }
@@ -116,6 +118,8 @@ void push_other(Request& req, const Keys& k, Settlement& op, std::int64_t now, b
     case Settlement::Op::claim:
       a.push_back(op.claim);
       break;
+    case Settlement::Op::unlock:
+      break;  // its key (the lock) is all it needs
   }
 }
 
@@ -132,7 +136,9 @@ Request settle_request(const QueueStore& store, std::vector<Settlement>& batch, 
   req.script = &scripts::settle();
   req.keys = {k.inflight(s.worker), k.delayed, k.dead, k.pending, k.live, k.dead_bodies};
   req.keys.reserve(6 + batch.size());
-  for (const auto& op : batch) req.keys.push_back(k.job(op.id));
+  for (const auto& op : batch) {
+    req.keys.push_back(op.op == Settlement::Op::unlock ? k.unique(op.unique_key) : k.job(op.id));
+  }
   auto& a = req.args;
   a.reserve(8 + (payloads ? 10 : 9) * batch.size());
   a.push_back(s.worker);
@@ -166,7 +172,8 @@ Request settle_request(const QueueStore& store, std::vector<Settlement>& batch, 
 // of successes.
 std::size_t arrange(std::vector<Settlement>& batch, std::vector<Settlement>& superseded) {
   auto ends = [](const Settlement& s) {
-    return s.op != Settlement::Op::start && s.op != Settlement::Op::claim;
+    return s.op != Settlement::Op::start && s.op != Settlement::Op::claim &&
+           s.op != Settlement::Op::unlock;
   };
   std::vector<Settlement> oks, others;
   for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -302,6 +309,9 @@ async::Task<void> Settler::run() {
       bytes += b;
       ++take;
     }
+    // An unlock goes with the end before it: its guard (the job still held) is read as the
+    // batch begins, so in a later batch it would find its job gone and leave the lock.
+    while (take < queued_.size() && queued_[take].op == Settlement::Op::unlock) ++take;
     sending_.assign(std::make_move_iterator(queued_.begin()),
                     std::make_move_iterator(queued_.begin() + take));
     queued_.erase(queued_.begin(), queued_.begin() + take);
@@ -344,7 +354,8 @@ async::Task<void> Settler::run() {
       }
       if (op.op == Settlement::Op::dead && how != Settled::refused) deaths_ = true;
       // A refused one stays held in Redis: reconcile returns it to pending.
-      const bool ends = op.op != Settlement::Op::start && op.op != Settlement::Op::claim;
+      const bool ends = op.op != Settlement::Op::start && op.op != Settlement::Op::claim &&
+                        op.op != Settlement::Op::unlock;
       if (op.token && ends) store_.released(op.token);
       if (op.notify) op.notify->settled(how);
     }

@@ -34,7 +34,9 @@ class OnSettled {
 
 /// One change of a held job's state (lua/settle.lua says what each writes).
 struct Settlement {
-  enum class Op : std::uint8_t { start, ok, retry, dead, back, cancel, wait, claim };
+  /// unlock: the job's unique key's lock goes if it names the job (pushed right after its end,
+  /// which it never leaves: they go in one batch; or as it starts, `while: [queued]`).
+  enum class Op : std::uint8_t { start, ok, retry, dead, back, cancel, wait, claim, unlock };
   Op op = Op::ok;
   std::uint64_t token = 0;  // its hold in Redis; 0 for a spool file
   std::string id, nonce;
@@ -56,6 +58,7 @@ struct Settlement {
   /// ok, dead, cancel with retain.payload: the job's payload as its state keeps it
   /// (retained_payload); "" keeps none.
   std::string payload;
+  std::string unique_key;  // unlock: the key whose lock goes
   OnSettled* notify = nullptr;
 };
 

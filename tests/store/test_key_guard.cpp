@@ -55,7 +55,7 @@ local __keys_of = {
   ZADD = 'first', ZREM = 'first', ZSCORE = 'first', ZCARD = 'first', ZRANGE = 'first',
   ZRANGEBYSCORE = 'first', LPUSH = 'first', RPUSH = 'first', RPOP = 'first', LREM = 'first',
   LLEN = 'first', TYPE = 'first', EXPIRE = 'first', PEXPIRE = 'first', PERSIST = 'first',
-  SET = 'first', GET = 'first', SADD = 'first',
+  SET = 'first', GET = 'first', SADD = 'first', PTTL = 'first',
 }
 local function __check(cmd, ...)
   local name = string.upper(cmd)
@@ -129,6 +129,13 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
     REQUIRE(dup.waits.size() == 1);
     settler.push(store::held::wait(dup.waits[0].first));
     co_await st.check_claim(dup.waits[0].first.id, dup.waits[0].second);
+    // Jobs with a unique key: a lock taken, a duplicate, the lock let go of.
+    r.cmd({"LPUSH", "jobq:{q}:pending", R"({"id":"u1","payload":1,"unique_key":"k"})",
+           R"({"id":"u2","payload":1,"unique_key":"k"})"});
+    auto locked = (co_await st.fetch(2)).value();
+    REQUIRE(locked.jobs.size() == 1);
+    REQUIRE(locked.duplicates.size() == 1);
+    settler.push(store::held::unlock(locked.jobs[0]));
     // Every settlement.
     const auto& j = got.jobs;
     settler.push(store::held::start(j[0], "1"));
@@ -153,7 +160,8 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
     (void)(co_await st.reconcile()).value();
     // Another worker's expired lease, recovered.
     r.cmd({"ZADD", "jobq:{q}:leases", "1", "w9"});
-    r.cmd({"HSET", "jobq:{q}:inflight:w9", "1", job_text("z")});
+    r.cmd({"HSET", "jobq:{q}:inflight:w9", "1", job_text("z"), "2",
+           R"({"id":"y","payload":1,"unique_key":"k2","max_attempts":1})"});
     (void)(co_await st.recover_expired()).value();
     (void)(co_await st.release_lease()).value();
     auto depth_call = store::depths(st.keys());
@@ -180,6 +188,24 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
   (void)store::run(c, store::cancel(k, "q", "m", "pending", copy, 1s, "test")).value();
   (void)store::run(c, store::cancel(k, "q", "m", "request", "", 1s, "test")).value();
   (void)store::run(c, store::submit(k, "n", "q", copy, now, now + 100000)).value();
+  // Unique keys: debounce queued, then replacing it (its state declared), a lock refusing, a
+  // cancel letting go of it, garbage moved aside.
+  store::UniqueAsk ask;
+  ask.key = "k9";
+  ask.rule.mode = store::UniqueRule::Mode::debounce;
+  auto u9 = store::run(c, store::submit(k, "u9", "q", copy, now, std::nullopt, ask)).value();
+  CHECK(u9.what == store::Submitted::What::queued);
+  ask.expected = "u9";
+  auto u7 = store::run(c, store::submit(k, "u7", "q", copy, now, std::nullopt, ask)).value();
+  CHECK(u7.other == "u9");
+  ask.rule.mode = store::UniqueRule::Mode::lock;
+  ask.expected.clear();
+  r.cmd({"PERSIST", "jobq:{q}:unique:k9"});  // as if written by hand: given an expiry
+  auto u8 = store::run(c, store::submit(k, "u8", "q", copy, now, std::nullopt, ask)).value();
+  CHECK(u8.what == store::Submitted::What::duplicate);
+  (void)store::run(c, store::cancel(k, "q", "u7", "pending", copy, 1s, "test", "k9")).value();
+  r.cmd({"HSET", "jobq:{q}:unique:k9", "x", "1"});
+  (void)store::run(c, store::repair_lock(k, "k9", now)).value();
   r.cmd({"ZADD", "jobq:{q}:dead", "1", "dd"});
   r.cmd({"HSET", "jobq:{q}:dead:bodies", "dd", job_text("dd")});
   (void)store::run(c, store::requeue_dead(k, {"dd"})).value();

@@ -8,7 +8,10 @@
 --     {'requested'}; {'unheld'} when no claim stands but the state says it is not over (it is
 --     in pending or delayed, or being fetched: look again); {'final', status} when it is over.
 --
--- KEYS: the job's state, pending, delayed, live, cancel
+-- A job cancelled while waiting lets go of its unique key's lock if it names it (the daemon lets
+-- go of a held one as it settles the cancel).
+--
+-- KEYS: the job's state, pending, delayed, live, cancel, and its unique key's lock if it has one
 -- ARGV: queue, events channel, id, how, copy, its nonce ('' if it carries none), its attempts,
 --       its submitted_at ('' if unknown), keep (ms), why, its payload as its state keeps it
 --       (retain.payload; '': none, and none an earlier job of the id left stays)
@@ -53,5 +56,11 @@ end
 if hset(state, unpack(fields)) < 8 and payload == '' then redis.call('HDEL', state, 'payload') end
 redis.call('PEXPIRE', state, keep)
 redis.call('HDEL', cancel, id)
+if KEYS[6] then
+  local v = redis.pcall('GET', KEYS[6])
+  if locked_by(v, id) then
+    redis.call('DEL', KEYS[6])
+  end
+end
 event(channel, queue, id, 'cancelled')
 return {'cancelled'}

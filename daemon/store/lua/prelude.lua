@@ -68,3 +68,19 @@ local function claimed_by(owner, nonce)
   if owner == nonce then return true end
   return string.sub(owner, 1, #nonce + 1) == nonce .. '@'
 end
+
+-- True when a unique key's lock value (GET's answer: false when there is none, an error table for
+-- another type) names job `id` as its holder: the id, then nothing or a newline (docs/unique.md).
+local function locked_by(v, id)
+  return v == id or (type(v) == 'string' and string.sub(v, 1, #id + 1) == id .. '\n')
+end
+
+-- A lock found held by another job: jobqd always writes one with an expiry, so one without (a
+-- value written by hand) is given the queue's `for`, and Redis' log says so: every lock ends.
+local function bounded(lock, ms)
+  if redis.call('PTTL', lock) == -1 then
+    redis.log(redis.LOG_WARNING, 'jobqd: ' .. lock .. ' had no expiry (not written by jobqd?); ' ..
+              'it expires in ' .. ms .. ' ms')
+    redis.call('PEXPIRE', lock, ms)
+  end
+end

@@ -11,7 +11,8 @@
 --       keys
 -- ARGV: the worker, own (1: this worker's own: no lease check), queue, events channel, why, keep
 --       failed (ms), then per copy: token, action, the index in KEYS of its state key (0: none),
---       id, nonce, attempts (counted, this one included), max attempts, text
+--       id, nonce, attempts (counted, this one included), max attempts, text, the index in KEYS
+--       of its unique key's lock, which a dead job lets go of if it names it (0: none)
 --   action `back`: text is the copy as it goes back (marked with the attempt counted; or as it
 --   came, for a copy that could not be read); `dead`: text is the job as kept with the dead ones.
 -- Returns {jobs returned, jobs dead, 1 if the worker holds nothing more (its lease was dropped)}
@@ -24,7 +25,7 @@ local now = now_ms()
 local nows = tostring(now)
 if own ~= '1' and lease_valid(leases, worker, now) then return {-1} end
 local returned, died = 0, 0
-for b = 7, #ARGV, 8 do
+for b = 7, #ARGV, 9 do
   local tok, action, k, id, nonce = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3],
                                     ARGV[b + 4]
   local attempts, max, text = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
@@ -41,6 +42,13 @@ for b = 7, #ARGV, 8 do
       redis.call('HSET', bodies, id, text)
       local owner = redis.call('HGET', live, id)
       if owner and claimed_by(owner, nonce) then redis.call('HDEL', live, id) end
+      local lock = tonumber(ARGV[b + 8])
+      if lock > 0 then
+        local v = redis.pcall('GET', KEYS[lock])
+        if locked_by(v, id) then
+          redis.call('DEL', KEYS[lock])
+        end
+      end
       event(channel, queue, id, 'failed')
       died = died + 1
     else

@@ -41,6 +41,8 @@
 --           bounded by the daemon), written as `file` is; '' for none.
 --   wait:   due (ms), cut, tail (the copy waits in delayed: another job owns its id)
 --   claim:  the claim value (spool: `spool:<jid>`)
+--   unlock: nothing more: its key in KEYS is the lock of the job's unique key, deleted if it
+--           names the job (docs/unique.md; sent right after the job's end, or as it starts)
 -- Returns, for the changes whose answer is not plain `done`, their index and answer: 0 (not held:
 -- nothing done), 2 (dead, recorded under the fresh id), a claim (claim: it belongs to another
 -- job), or an error message (that change failed).
@@ -64,6 +66,7 @@ local function payload_at(i)
   if payloads then return ARGV[i] end
   return ''
 end
+widths.unlock = 4
 
 -- One pass to find the changes and their held copies.
 local at, toks, t = {}, {}, 0
@@ -203,6 +206,8 @@ local function other(b, code, tok, key, id, nonce, copy)
       redis.call('ZADD', delayed, ARGV[b + 4], rewrite(copy, ARGV[b + 5], ARGV[b + 6]))
       redis.call('HDEL', inflight, tok)
     end
+  elseif code == 'unlock' then
+    if locked_by(redis.pcall('GET', key), id) then redis.call('DEL', key) end
   elseif code == 'claim' then
     local owner, value = redis.call('HGET', live, id), ARGV[b + 4]
     if owner and not claimed_by(owner, nonce) then return owner end
