@@ -10,7 +10,7 @@
 namespace jq::cli {
 
 struct SubmitArgs {
-  std::string queue, payload, id, handler, timeout, delay, wait_timeout, from;
+  std::string queue, payload, id, handler, timeout, delay, wait_timeout, from, unique_key;
   unsigned max_attempts = 0;
   bool wait = false, force = false;
 };

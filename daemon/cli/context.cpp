@@ -85,14 +85,20 @@ store::Layout layout(const Target& t) {
   std::map<std::string, std::size_t> shards;
   std::map<std::string, std::int64_t> keep;
   std::set<std::string> payloads;
+  std::map<std::string, store::UniqueRule> unique;
   if (t.cfg) {
     for (const auto& q : t.cfg->queues) {
       l.config_queues.push_back(q.name);
       shards.emplace(q.name, static_cast<std::size_t>(q.shards));
       keep.emplace(q.name, q.retain.failed.count());
       if (q.retain.payload) payloads.insert(q.name);
+      unique.emplace(q.name, store::unique_rule(q.unique));
     }
   }
+  l.unique_rule = [unique = std::move(unique)](const std::string& queue) {
+    auto it = unique.find(queue);
+    return it == unique.end() ? store::UniqueRule{} : it->second;
+  };
   l.config_shards = [shards = std::move(shards)](const std::string& queue) {
     auto it = shards.find(queue);
     return it == shards.end() ? std::size_t{0} : it->second;

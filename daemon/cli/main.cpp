@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
   submit->add_option("--max-attempts", max_attempts_arg,
                      "attempts before it is dead, 1 to 1000 (capped by the queue)");
   submit->add_option("--delay", sa.delay, "run it this much later, like 5m");
+  submit->add_option("--unique-key", sa.unique_key,
+                     "while a job with this key is queued or running, print its id instead of "
+                     "submitting (the queue's unique: says how; docs/unique.md)");
   submit->add_flag("--wait", sa.wait, "wait for the end: print the result, exit 1 if it failed");
   submit->add_option("--wait-timeout", sa.wait_timeout,
                      "give up waiting after this long (exit 124)");
@@ -72,7 +75,8 @@ EXAMPLES
   jobqctl submit default '{"n": 1}'
   jobqctl submit default '{"n": 1}' --wait --wait-timeout 30s
   echo '{"to": "a@example.com"}' | jobqctl submit mail - --id mail-42 --delay 5m
-  jobqctl submit mail --from jobs.jsonl     # a line is a job: {"payload": ..., "id": ...})");
+  jobqctl submit mail --from jobs.jsonl     # a line is a job: {"payload": ..., "id": ...}
+  jobqctl submit report '{"user": 7}' --unique-key user-7   # prints the holder's id if taken)");
 
   std::string status_id, status_queue;
   auto* status = app.add_subcommand("status", "show a job's state");
@@ -217,9 +221,10 @@ EXAMPLES
     if (submit->parsed()) {
       sa.max_attempts = attempts_arg(max_attempts_arg);
       if (!sa.from.empty()) {
-        if (!sa.payload.empty() || !sa.id.empty() || sa.wait) {
+        if (!sa.payload.empty() || !sa.id.empty() || sa.wait || !sa.unique_key.empty()) {
           throw Exit{kUsage,
-                     "submit: --from takes the jobs from its lines: no PAYLOAD, --id or --wait"};
+                     "submit: --from takes the jobs from its lines: no PAYLOAD, --id, "
+                     "--unique-key or --wait"};
         }
         return cmd_submit_from(g, sa);
       }

@@ -106,6 +106,22 @@ int cmd_submit(const Globals& g, const SubmitArgs& a) {
     warn_cap(t, queue, static_cast<std::uint64_t>(ms), "--");
   }
   if (a.max_attempts) job["max_attempts"] = a.max_attempts;
+  if (!a.unique_key.empty()) job["unique_key"] = a.unique_key;
+  // The job as jobqd reads it: its text, and its unique key (its own, or the queue's `unique:`
+  // key from the config's payload field or id).
+  job::Job j;
+  j.id = id;
+  j.raw = dump(job);
+  {
+    job::Rules rules;
+    const config::QueueConfig* q = t.cfg ? t.cfg->queue(queue) : nullptr;
+    if (q) rules.unique_from = q->unique.path;
+    std::string error;
+    j.unique_key = job::unique_key_of(job, id, rules, error);
+    if (!error.empty()) {
+      throw Exit{kUsage, (a.unique_key.empty() ? error : "--unique-key: " + error)};
+    }
+  }
   std::optional<std::int64_t> run_at;
   const std::int64_t now = now_ms();
   if (!a.delay.empty()) run_at = now + duration_arg(a.delay, "--delay").count();
@@ -125,19 +141,37 @@ int cmd_submit(const Globals& g, const SubmitArgs& a) {
     sub.emplace(connect(t));
     must(sub->subscribe(keys(t, queue).events));
   }
-  const std::string copy = store::marked_submission(job.dump(), id, now);
   auto admin = admin_for(c, t);
-  // Into the id's home shard, where its state and claim are: no daemon needs to send it there.
-  if (!call(c, store::submit(admin.home_keys(queue, id), id, queue, copy, now, run_at))) {
+  const store::SubmitResult r = admin.submit(queue, j, now, run_at);
+  // A duplicate: the job holding the key is the answer (printed, and waited for with --wait).
+  const bool duplicate = r.what == "duplicate";
+  const std::string key = job::to_utf8(job::clip_utf8(r.unique_key, 80));
+  if (r.what == "waits") {
     std::cerr << "jobqctl: job " << id
               << " is not over yet; this submission runs after it ends, as a new job\n";
+  } else if (duplicate) {
+    std::cerr << "jobqctl: not submitted: job " << r.id << " holds unique key '" << key
+              << "' (it is queued or running, or the queue's unique.for has not passed)\n";
+  } else if (!r.replaced.empty()) {
+    std::cerr << "jobqctl: job " << r.replaced << " (unique key '" << key
+              << "') was still waiting: replaced by this one (debounce)\n";
   }
-  wait_replicas(t, c, "job " + id + " is");
+  if (!duplicate) wait_replicas(t, c, "job " + id + " is");
   if (!a.wait) {
-    std::cout << (g.json_out ? json({{"id", id}, {"queue", queue}}).dump() : id) << "\n";
+    if (g.json_out) {
+      json out = {{"id", r.id}, {"queue", queue}};
+      if (!r.unique_key.empty()) {
+        out["unique_key"] = r.unique_key;
+        out["duplicate"] = duplicate;
+        if (!r.replaced.empty()) out["replaced"] = r.replaced;
+      }
+      std::cout << dump(out) << "\n";
+    } else {
+      std::cout << r.id << "\n";
+    }
     return kOk;
   }
-  return wait_for_job(admin, queue, id, wait_for, g.json_out, std::move(*sub));
+  return wait_for_job(admin, queue, r.id, wait_for, g.json_out, std::move(*sub));
 }
 
 namespace {
@@ -168,13 +202,15 @@ std::variant<job::Job, std::string> job_of_line(const std::string& line, const S
 
 // What a --from submission did: counts on stdout, each bad line on stderr (or all as JSON).
 void report_from(const Globals& g, const SubmitArgs& a, const std::string& queue,
-                 std::size_t submitted, std::size_t waiting, const std::vector<Bad>& bad) {
+                 std::size_t submitted, std::size_t waiting, std::size_t duplicates,
+                 const std::vector<Bad>& bad) {
   if (g.json_out) {
     json rejected = json::array();
     for (const auto& b : bad) rejected.push_back({{"line", b.line}, {"error", b.why}});
     std::cout << dump({{"queue", queue},
                        {"submitted", submitted},
                        {"waiting", waiting},
+                       {"duplicates", duplicates},
                        {"rejected", rejected}})
               << "\n";
   } else {
@@ -182,6 +218,9 @@ void report_from(const Globals& g, const SubmitArgs& a, const std::string& queue
               << (waiting ? ", " + std::to_string(waiting) +
                                 " wait for an earlier job of their id to end"
                           : std::string())
+              << (duplicates ? ", " + std::to_string(duplicates) +
+                                   " not submitted: another job holds their unique key"
+                             : std::string())
               << "\n";
     std::size_t shown = 0;
     for (const auto& b : bad) {
@@ -234,8 +273,11 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
   const auto shards = admin_for(c, t).shard_keys(queue);
   must(c.load(*store::submit(shards.front(), "x", queue, "{}", 0, {}).req.script));
 
+  rules.unique_from =
+      t.cfg && t.cfg->queue(queue) ? t.cfg->queue(queue)->unique.path : std::vector<std::string>{};
+  auto admin = admin_for(c, t);
   std::vector<Bad> bad;
-  std::size_t submitted = 0, waiting = 0, lines = 0, over_cap = 0;
+  std::size_t submitted = 0, waiting = 0, lines = 0, over_cap = 0, duplicates = 0;
   const bool progress = !g.json_out && isatty(STDERR_FILENO);
   // A chunk per shard, each job in its id's home: a chunk's calls all go to one slot, so that
   // on a cluster a chunk is one write to one primary, and the jobs of one id keep their order.
@@ -254,6 +296,62 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
     if (progress) {
       std::cerr << "\rsubmitted " << submitted << ", rejected " << bad.size() << std::flush;
     }
+  };
+  // Jobs with a unique key, pipelined too where no submission needs a second step (lock and
+  // throttle: each is queued, waits or is a duplicate in one); a job one of them could not
+  // submit (garbage at its lock) goes again alone. Debounce's go one at a time, in order.
+  const store::UniqueRule rule =
+      admin.layout().unique_rule ? admin.layout().unique_rule(queue) : store::UniqueRule{};
+  const bool pipeline_keyed = rule.mode != store::UniqueRule::Mode::debounce && shards.size() == 1;
+  std::vector<store::Call<store::Submitted>> keyed;
+  struct Keyed {
+    std::size_t line;
+    job::Job job;
+    std::int64_t now;
+    std::optional<std::int64_t> run_at;
+  };
+  std::vector<Keyed> keyed_jobs;  // for going again alone
+  // One job with a unique key, alone (Admin::submit): counted, or a bad line.
+  auto submit_alone = [&](std::size_t line_no, const job::Job& j, std::int64_t at,
+                          std::optional<std::int64_t> run_at) {
+    store::SubmitResult r;
+    try {
+      r = admin.submit(queue, j, at, run_at);
+    } catch (const store::AdminError& e) {
+      if (e.kind != store::AdminError::Kind::bad_input) throw;
+      bad.push_back({line_no, e.what()});
+      return;
+    }
+    if (r.what == "duplicate") {
+      ++duplicates;
+    } else {
+      ++submitted;
+      waiting += r.what == "waits";
+    }
+  };
+  auto flush_keyed = [&] {
+    if (keyed.empty()) return;
+    auto results = store::pipelined(c, keyed);
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      auto& got = results[i];
+      if (!got.ok()) {
+        throw Exit{kFailure, got.error().message + " after " + std::to_string(submitted) +
+                                 " job(s) were submitted"};
+      }
+      using What = store::Submitted::What;
+      if (got->what == What::duplicate) {
+        ++duplicates;
+      } else if (got->what == What::queued || got->what == What::waits) {
+        ++submitted;
+        waiting += got->what == What::waits;
+      } else {
+        // Nothing was done: alone now.
+        const Keyed& k = keyed_jobs[i];
+        submit_alone(k.line, k.job, k.now, k.run_at);
+      }
+    }
+    keyed.clear();
+    keyed_jobs.clear();
   };
   const auto cap = timeout_cap(t, queue);
   std::string line;
@@ -277,10 +375,28 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
         delay ? std::optional<std::int64_t>(now + delay->count()) : std::nullopt;
     const std::size_t home = store::home_shard(id, shards.size());
     auto& chunk = chunks[home];
+    if (!parsed_job.unique_key.empty()) {
+      // After the jobs before it in its shard.
+      flush(chunk);
+      if (!pipeline_keyed) {
+        submit_alone(lines, parsed_job, now, run_at);
+        continue;
+      }
+      store::UniqueAsk ask;
+      ask.key = parsed_job.unique_key;
+      ask.rule = rule;
+      keyed.push_back(store::submit(shards[home], id, queue,
+                                    store::marked_submission(text, id, now), now, run_at, ask));
+      keyed_jobs.push_back({lines, parsed_job, now, run_at});
+      if (keyed.size() == 1000) flush_keyed();
+      continue;
+    }
+    flush_keyed();
     chunk.push_back(store::submit(shards[home], id, queue, store::marked_submission(text, id, now),
                                   now, run_at));
     if (chunk.size() == 1000) flush(chunk);
   }
+  flush_keyed();
   for (auto& chunk : chunks) flush(chunk);
   if (progress) std::cerr << "\n";
   if (submitted + waiting > 0) wait_replicas(t, c, "the jobs are");
@@ -289,7 +405,7 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
               << queue << "'s cap of " << config::format_duration(*cap)
               << ": they are stopped after it\n";
   }
-  report_from(g, a, queue, submitted, waiting, bad);
+  report_from(g, a, queue, submitted, waiting, duplicates, bad);
   return bad.empty() ? kOk : kFailure;
 }
 

@@ -14,6 +14,7 @@
 #include <stdexcept>
 
 #include "config/config.hpp"
+#include "config/units.hpp"
 #include "job/id.hpp"
 #include "job/job.hpp"
 #include "job/text.hpp"
@@ -299,8 +300,9 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
     wants = "GET";
   } else if (n == 3 && p[0] == "jobs" && p[2] == "cancel") {
     wants = "POST";
-  } else if (n == 3 && p[0] == "queues" &&
-             (p[2] == "jobs" || p[2] == "history" || p[2] == "search")) {
+  } else if (n == 3 && p[0] == "queues" && p[2] == "jobs") {
+    wants = post ? "POST" : "GET";  // a listing, or a submission
+  } else if (n == 3 && p[0] == "queues" && (p[2] == "history" || p[2] == "search")) {
     wants = "GET";
   } else if (n == 3 && p[0] == "queues" &&
              (p[2] == "pause" || p[2] == "resume" || p[2] == "cancel")) {
@@ -314,8 +316,11 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
     co_return error(404, "no such API: " + req.path + " (docs/api.md lists them)");
   }
   if ((wants == "GET" && !get) || (wants == "POST" && !post)) {
-    HttpResponse r = error(405, req.path + " takes " + wants);
-    r.headers.push_back("Allow: " + std::string(wants == "GET" ? "GET, HEAD" : "POST"));
+    const bool either = n == 3 && p[0] == "queues" && p[2] == "jobs";
+    HttpResponse r = error(405, req.path + " takes " + (either ? "GET or POST" : wants));
+    r.headers.push_back("Allow: " + std::string(either           ? "GET, HEAD, POST"
+                                                : wants == "GET" ? "GET, HEAD"
+                                                                 : "POST"));
     co_return r;
   }
   if (p[0] == "session") co_return session(req);
@@ -379,6 +384,7 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
   if (!config::valid_name(queue)) {
     co_return error(400, "'" + queue + "' is not a queue name ([A-Za-z0-9_.-], 1-64)");
   }
+  if (p[2] == "jobs" && post) co_return co_await submit(req, queue);
   if (p[2] == "jobs") {
     const auto state = req.param("state").value_or("pending");
     if (std::none_of(std::begin(store::kListStates), std::end(store::kListStates),
@@ -501,6 +507,59 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
   co_return co_await with_admin(std::move(work));
 }
 
+async::Task<HttpResponse> Api::submit(const HttpRequest& req, const std::string& queue) {
+  const config::Config& cfg = engine_.config();
+  const config::QueueConfig* q = cfg.queue(queue);
+  if (!q) co_return error(404, "queue " + queue + " is not in this jobqd's config");
+  // Read as a daemon reads a job: the queue's handlers, size limit and unique key.
+  std::set<std::string> handler_names;
+  for (const auto& [name, h] : cfg.handlers) handler_names.insert(name);
+  job::Rules rules;
+  rules.default_handler = q->handler;
+  rules.handlers = &handler_names;
+  rules.max_bytes = q->max_job_bytes;
+  rules.unique_from = q->unique.path;
+  auto parsed = job::parse(req.body, rules);
+  if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
+    co_return error(400, "not a job: " + bad->error);
+  }
+  std::optional<std::int64_t> run_at;
+  const std::int64_t now = store::unix_ms();
+  if (auto d = req.param("delay")) {
+    const auto delay = config::parse_duration(*d);
+    if (!delay) co_return error(400, "delay '" + *d + "': a duration, like 30s or 5m");
+    run_at = now + delay->count();
+  }
+  job::Job job = std::get<job::Job>(std::move(parsed));
+  int status = 200;
+  json body;
+  AdminFn work = [queue, job = std::move(job), now, run_at](store::Admin& a) {
+    const store::SubmitResult r = a.submit(queue, job, now, run_at);
+    json out = {{"id", r.id}, {"queue", queue}, {"result", r.what}};
+    if (!r.unique_key.empty()) out["unique_key"] = r.unique_key;
+    if (!r.replaced.empty()) out["replaced"] = r.replaced;
+    return out;
+  };
+  try {
+    body = co_await async::wait_for(run_admin(std::move(work)), kDeadline);
+  } catch (const store::AdminError& e) {
+    status = status_of(e.kind);
+    body = json{{"error", e.what()}};
+  } catch (const async::TimeoutError&) {
+    status = 503;
+    body = json{{"error", "Redis did not answer within 5 s"}};
+  } catch (const std::exception& e) {
+    status = 503;
+    body = json{{"error", e.what()}};
+  }
+  if (status == 200 && body.value("result", "") == "duplicate") {
+    for (const auto* runner : engine_.queues()) {
+      if (runner->name() == queue) runner->count_duplicate();
+    }
+  }
+  co_return answer(status, body);
+}
+
 async::Task<HttpResponse> Api::schedules(const HttpRequest& req,
                                          const std::vector<std::string>& p) {
   if (p.size() == 1) {
@@ -566,12 +625,18 @@ store::Layout Api::layout() const {
   std::map<std::string, std::size_t> shards;
   std::map<std::string, std::int64_t> keep;
   std::set<std::string> payloads;
+  std::map<std::string, store::UniqueRule> unique;
   for (const auto& q : cfg.queues) {
     l.config_queues.push_back(q.name);
     shards[q.name] = static_cast<std::size_t>(q.shards);
     keep[q.name] = static_cast<std::int64_t>(q.retain.failed.count());
     if (q.retain.payload) payloads.insert(q.name);
+    unique[q.name] = store::unique_rule(q.unique);
   }
+  l.unique_rule = [unique](const std::string& q) {
+    auto it = unique.find(q);
+    return it == unique.end() ? store::UniqueRule{} : it->second;
+  };
   // Copies: the Admin runs on a worker thread, and a reload may replace the config meanwhile.
   l.config_shards = [shards](const std::string& q) {
     auto it = shards.find(q);

@@ -61,6 +61,8 @@ class Api {
   /// GET /api/schedules, POST /api/schedules/NAME/pause|resume (`parts` as route's).
   async::Task<HttpResponse> schedules(const HttpRequest& req,
                                       const std::vector<std::string>& parts);
+  /// POST /api/queues/Q/jobs: a job (its JSON as the body), through store::Admin::submit.
+  async::Task<HttpResponse> submit(const HttpRequest& req, const std::string& queue);
   HttpResponse session(const HttpRequest& req) const;
   async::Task<HttpResponse> login(const HttpRequest& req);
   HttpResponse events();

@@ -3,7 +3,10 @@
 // migrated while 10,000 jobs flow.
 #include <catch2/catch.hpp>
 
+#include <map>
 #include <mutex>
+#include <set>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -400,4 +403,75 @@ TEST_CASE(
     INFO(q);
     CHECK(static_cast<long long>(states) == ticks(q));
   }
+}
+
+TEST_CASE(
+    "redis-cluster://: unique keys on queues of every primary: racing jobqctl submissions "
+    "queue one job, LPUSHed duplicates are cancelled naming the first",
+    "[integration][cluster][unique]") {
+  RedisCluster cluster(3, 0);
+  std::string yaml = "handlers:\n  slow: {type: builtin, name: sleep}\nqueues:\n";
+  std::vector<std::string> queues;
+  std::set<int> owners;
+  for (int i = 0; queues.size() < 3; ++i) {
+    const std::string q = "u" + std::to_string(i);
+    if (owners.count(cluster.owner_of_queue(q))) continue;
+    owners.insert(cluster.owner_of_queue(q));
+    queues.push_back(q);
+    yaml += "  " + q + ": {handler: slow, unique: {key: payload.user}}\n";
+  }
+  Daemon d(cluster.url(), yaml);
+  // Five submitters per queue at once, each its own jobqctl (the config's unique.key applies),
+  // before the daemon starts: on a slow machine the last may start after the first job ran and
+  // let go of its key (and rightly queue a job then).
+  std::map<std::string, std::vector<Ran>> got;
+  for (const auto& q : queues) got[q].resize(5);
+  std::vector<std::thread> clients;
+  for (const auto& q : queues) {
+    for (std::size_t i = 0; i < 5; ++i) {
+      Ran* slot = &got[q][i];
+      clients.emplace_back([&d, slot, q] {
+        *slot = run_program({(build_dir() / "jobqctl").string(), "-c", d.config_path(), "submit", q,
+                             R"({"user":"ann","ms":200})", "--json"});
+      });
+    }
+  }
+  for (auto& t : clients) t.join();
+  d.start();
+  for (const auto& q : queues) {
+    INFO(q);
+    SyncRedis r(cluster.owner_of_queue(q));
+    std::set<std::string> answered;
+    int duplicates = 0;
+    for (const auto& g : got[q]) {
+      INFO(g.out);
+      REQUIRE(g.code == 0);
+      const auto at = g.out.find('{');
+      const auto j = nlohmann::json::parse(g.out.substr(at, g.out.find('\n', at) - at));
+      answered.insert(j["id"].get<std::string>());
+      duplicates += j["duplicate"].get<bool>();
+    }
+    REQUIRE(answered.size() == 1);
+    CHECK(duplicates == 4);
+    const std::string id = *answered.begin();
+    CHECK(eventually([&] { return count_status(r, q, {id}, "succeeded") == 1; }, 20s));
+  }
+  // Plain LPUSHes to the slot's node: checked as they are taken.
+  for (const auto& q : queues) {
+    SyncRedis r(cluster.owner_of_queue(q));
+    push(r, q,
+         {R"({"id":"p1","payload":{"user":"bob","ms":1500}})",
+          R"({"id":"p2","payload":{"user":"bob","ms":1}})"});
+  }
+  for (const auto& q : queues) {
+    INFO(q);
+    SyncRedis r(cluster.owner_of_queue(q));
+    CHECK(eventually([&] { return count_status(r, q, {"p2"}, "cancelled") == 1; }, 20s));
+    CHECK(eventually([&] { return count_status(r, q, {"p1"}, "succeeded") == 1; }, 20s));
+    CHECK(r.str({"HGET", "jobq:{" + q + "}:job:p2", "error"}).find("job p1 holds unique key") !=
+          std::string::npos);
+    CHECK(r.integer({"EXISTS", "jobq:{" + q + "}:unique:bob"}) == 0);
+  }
+  check_routed(d);
+  CHECK(d.stop() == 0);
 }
