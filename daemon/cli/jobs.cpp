@@ -11,10 +11,9 @@
 namespace jq::cli {
 namespace {
 
-const char* kFields[] = {"status",       "queue",      "handler",     "attempts",
-                         "submitted_at", "started_at", "finished_at", "worker",
-                         "unique_key",   "result",     "error",       "error_kind",
-                         "payload"};
+const char* kFields[] = {"status",     "queue",       "handler", "attempts",   "submitted_at",
+                         "started_at", "finished_at", "worker",  "unique_key", "result",
+                         "error",      "error_kind",  "payload"};
 
 bool time_field(const std::string& f) {
   return f.size() > 3 && f.compare(f.size() - 3, 3, "_at") == 0;

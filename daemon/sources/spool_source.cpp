@@ -136,10 +136,17 @@ async::Task<void> SpoolSource::watcher() {
       }
       wds_.clear();
       wd_ = -1;
+      async::Every refused(kLogEvery);
       for (;;) {
         co_await async::sleep(1s);
         wd_ = inotify_add_watch(inotify, dir.c_str(), kEvents);
         if (wd_ >= 0) break;
+        // Not there yet is what is waited for; anything else (out of inotify watches, no
+        // permission) is said, or the queue would wait for it silently for ever.
+        if (errno != ENOENT && errno != ENOTDIR && refused.due()) {
+          spdlog::error("queue {}: spool dir {} is there but cannot be watched again: {}", s_.queue,
+                        dir, std::strerror(errno));
+        }
       }
       wds_[wd_] = "";
       spdlog::info("queue {}: spool dir {} is back; watching it again", s_.queue, dir);

@@ -425,7 +425,9 @@ TEST_CASE("Spool: the watched directory removed and made again is watched again"
   fs::create_directory(dir);
   // Dropped before the watch is back: found by the scan that follows it.
   write_file(dir / "b.json", job_file("b"));
-  REQUIRE(eventually([&] { return d.log().find("is back") != std::string::npos; }, 5s));
+  const bool back = eventually([&] { return d.log().find("is back") != std::string::npos; }, 5s);
+  INFO(d.log());
+  REQUIRE(back);
   REQUIRE(succeeds(r, "b", 10s));
   write_file(dir / "c.json", job_file("c"));
   REQUIRE(succeeds(r, "c", 10s));
