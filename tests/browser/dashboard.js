@@ -9,7 +9,7 @@
 // script makes and removes it). jobqd serves queues `echo` (the echo built-in), `slow` (the sleep
 // built-in; retain.payload), `flaky` (an exec handler that fails while the marker exists,
 // max_attempts 1) and `files` (echo, taking the files dropped in the folder `spool` beside
-// FAIL_MARKER, rate 100/s), and a config schedule `nightly` of echo; $JOBQCTL is jobqctl's path
+// FAIL_MARKER, rate 100/s, global_concurrency 50), and a config schedule `nightly` of echo; $JOBQCTL is jobqctl's path
 // (runtime schedules).
 // With TOKEN, jobqd asks for that token (http.token_file) and is read-only (http.read_only): the
 // sign-in and read-only checks run instead of the others. Prints `ok NAME` or `not ok NAME: why`
@@ -660,9 +660,9 @@ async function run(page, redis) {
     await screenshot(page, 'spool-job');
   });
 
-  await check("a queue's rate in the queues table, from the config", async () => {
+  await check("a queue's limits in the queues table, from the config", async () => {
     await go(page, '#/');
-    await until(page, "files' rate", () => __cell('files', 'rate') === '100/s');
+    await until(page, "files' limits", () => __cell('files', 'rate') === '100/s · 50 at once');
     const none = await page.evaluate(() => __cell('echo', 'rate'));
     expect(none === '–', `echo, without a rate, shows "${none}"`);
   });

@@ -55,7 +55,7 @@ std::string dashboard_yaml(int port, const fs::path& marker, const std::string& 
          "  echo: {handler: echo}\n"
          "  slow: {handler: sleep, timeout: 2m, retain: {payload: true}}\n"
          "  flaky: {handler: flaky, max_attempts: 1}\n"
-         "  files: {handler: echo, rate: 100/s, sources: [{spool: {dir: '" +
+         "  files: {handler: echo, rate: 100/s, global_concurrency: 50, sources: [{spool: {dir: '" +
          spool.string() +
          "'}}]}\n"
          "schedules:\n"

@@ -80,6 +80,16 @@ function count(v) {
   return n < 0 ? '?' : n.toLocaleString();
 }
 
+// A queue's limits across every daemon, as its row gives them: its rate (`100/s`) and its global
+// concurrency (`20 at once`), '–' for none.
+function limits(q) {
+  const parts = [];
+  if (typeof q.rate === 'string' && q.rate) parts.push(q.rate);
+  if (Number.isInteger(q.global_concurrency) && q.global_concurrency > 0)
+    parts.push(`${q.global_concurrency} at once`);
+  return parts.length ? parts.join(' · ') : '–';
+}
+
 function rate(v) {
   const n = num(v);
   if (n === null) return '–';
@@ -712,7 +722,7 @@ const QUEUE_COLUMNS = [
   { key: 'buffered', label: 'Buffered', cls: 'num', state: 'buffered' },
   { key: 'dead', label: 'Dead', cls: 'num', state: 'dead' },
   { key: 'paused', label: 'State' },
-  { key: 'rate', label: 'Rate', cls: 'num' },
+  { key: 'rate', label: 'Limits', cls: 'num' },
   { key: 'succeeded_per_min', label: 'OK/min', cls: 'num' },
   { key: 'failed_per_min', label: 'Failed/min', cls: 'num' },
   { key: 'p50', label: 'p50', cls: 'num' },
@@ -782,7 +792,8 @@ function queueRow(name) {
           q.paused ? statusBadge('paused') : el('span', { class: 'muted', text: 'active' }),
         );
       else if (col.key.endsWith('_per_min')) c.textContent = rate(q[col.key]);
-      else if (col.key === 'p50' || col.key === 'p99' || col.key === 'rate')
+      else if (col.key === 'rate') c.textContent = limits(q);
+      else if (col.key === 'p50' || col.key === 'p99')
         c.textContent = typeof q[col.key] === 'string' && q[col.key] ? q[col.key] : '–';
     }
     for (const col of QUEUE_COLUMNS)
