@@ -59,17 +59,17 @@ VARIANTS = [
     # A rate that never holds a job back: the bucket's cost alone (every fetch refills it and
     # takes its tokens).
     ("rate: 1000000/s", "rate: 1000000/s", lambda i: {"payload": {}}),
-    # A cap equal to the concurrency: the count's cost, and the smaller fetches it makes (a
-    # daemon then takes no more than it can start at once, never a buffer's worth).
+    # A cap the daemon fills (its own concurrency): the count's cost, and the smaller fetches it
+    # makes (a daemon then buffers nothing past what it can start).
     ("global_concurrency: 10", "global_concurrency: 10", lambda i: {"payload": {}}),
-    # A cap far above the concurrency: the count's cost without the smaller fetches.
+    # A cap far above what the daemon holds: the count's cost alone (it buffers as usual).
     ("global_concurrency: 1000", "global_concurrency: 1000", lambda i: {"payload": {}}),
-    # Not a feature, a control: fetches of at most 10 jobs (the size a global_concurrency's
-    # fetches have whatever the cap, as a daemon then takes no more than its concurrency) without
-    # the count, so that the two rows above can be read as smaller fetches + the count.
+    # Not a feature, a control: fetches of at most 10 jobs without the count, to read the row of
+    # a filled cap as smaller fetches + the rest.
     ("fetch_batch: 10 (control)", "fetch_batch: 10", lambda i: {"payload": {}}),
-    # Unique jobs, once there: one row, e.g.
-    # ("unique", "unique: {...}", lambda i: {"payload": {}, "unique_key": f"k{i}"}),
+    # Unique jobs: a key per job from the payload (every job takes and lets go of its lock).
+    ("unique: {key: payload.user}", "unique: {key: payload.user}",
+     lambda i: {"payload": {"user": f"u{i}"}}),
 ]
 
 assert len({v[0] for v in VARIANTS}) == len(VARIANTS), "each row needs a label of its own"
