@@ -100,8 +100,10 @@ TEST_CASE(
   auto yaml = [&](const std::string& name) {
     return "handlers:\n  job: {type: exec, command: [\"" + script.string() + "\", \"" + name +
            "\", \"{id}\", \"" + log.string() +
-           "\"]}\nqueues:\n  q: {handler: job, concurrency: 4}\n";
+           "\"]}\nqueues:\n  q: {handler: job, concurrency: 4, buffer: 4}\n";
   };
+  // A buffer of 4: neither daemon holds more than 8 jobs, so that after the partition B cannot
+  // take every new job before A's first fetch (with the default 100 it could, and sometimes did).
   Daemon a(proxy.url(), yaml("A"));  // the one the partition cuts off
   Daemon b(redis, yaml("B"));
   // A alone first, so that the jobs are A's to run when the partition comes (with both up, B could
