@@ -534,8 +534,6 @@ async::Task<HttpResponse> Api::submit(const HttpRequest& req, const std::string&
     run_at = now + delay->count();
   }
   job::Job job = std::get<job::Job>(std::move(parsed));
-  int status = 200;
-  json body;
   AdminFn work = [queue, job = std::move(job), now, run_at](store::Admin& a) {
     const store::SubmitResult r = a.submit(queue, job, now, run_at);
     json out = {{"id", r.id}, {"queue", queue}, {"result", r.what}};
@@ -543,18 +541,9 @@ async::Task<HttpResponse> Api::submit(const HttpRequest& req, const std::string&
     if (!r.replaced.empty()) out["replaced"] = r.replaced;
     return out;
   };
-  try {
-    body = co_await async::wait_for(run_admin(std::move(work)), kDeadline);
-  } catch (const store::AdminError& e) {
-    status = status_of(e.kind);
-    body = json{{"error", e.what()}};
-  } catch (const async::TimeoutError&) {
-    status = 503;
-    body = json{{"error", "Redis did not answer within 5 s"}};
-  } catch (const std::exception& e) {
-    status = 503;
-    body = json{{"error", e.what()}};
-  }
+  std::pair<int, json> got = co_await admin_result(std::move(work));
+  const int status = got.first;
+  const json& body = got.second;
   if (status == 200 && body.value("result", "") == "duplicate") {
     for (const auto* runner : engine_.queues()) {
       if (runner->name() == queue) runner->count_duplicate();
@@ -680,7 +669,7 @@ async::Task<json> Api::run_admin(AdminFn fn) {
   co_return co_await async::to_thread(std::move(work));
 }
 
-async::Task<HttpResponse> Api::with_admin(AdminFn fn) {
+async::Task<std::pair<int, json>> Api::admin_result(AdminFn fn) {
   int status = 200;
   json body;
   try {
@@ -695,7 +684,12 @@ async::Task<HttpResponse> Api::with_admin(AdminFn fn) {
     status = 503;
     body = json{{"error", e.what()}};
   }
-  co_return answer(status, body);
+  co_return std::make_pair(status, std::move(body));
+}
+
+async::Task<HttpResponse> Api::with_admin(AdminFn fn) {
+  std::pair<int, json> got = co_await admin_result(std::move(fn));
+  co_return answer(got.first, got.second);
 }
 
 async::Task<redis::Client*> Api::client(const std::string& key) const {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -72,6 +73,9 @@ class Api {
   /// its JSON as the answer, or the error mapped to a status.
   using AdminFn = std::function<nlohmann::json(store::Admin&)>;
   async::Task<HttpResponse> with_admin(AdminFn fn);
+  /// What an Admin call answered: 200 and its JSON, or the status and error an AdminError, a
+  /// timeout or another failure maps to (with_admin's answer before it is sent).
+  async::Task<std::pair<int, nlohmann::json>> admin_result(AdminFn fn);
   async::Task<nlohmann::json> run_admin(AdminFn fn);
   store::Layout layout() const;
 
