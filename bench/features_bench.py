@@ -70,7 +70,17 @@ VARIANTS = [
     # Unique jobs: a key per job from the payload (every job takes and lets go of its lock).
     ("unique: {key: payload.user}", "unique: {key: payload.user}",
      lambda i: {"payload": {"user": f"u{i}"}}),
+    # Priorities, every job normal: the order's own cost (three lists looked at per fetch, the
+    # passes written) and the smaller fetches (a daemon holds no more than it can start).
+    ("priorities: weighted (all normal)", "priorities: weighted", lambda i: {"payload": {}}),
+    # Jobs spread over the three levels (pushed to their lists, as LPUSH submitters of a
+    # priority do).
+    ("priorities: weighted (3 levels)", "priorities: weighted",
+     lambda i: {"payload": {}, "priority": ("high", "normal", "low")[i % 3]}),
 ]
+
+# The list a job of each priority is pushed to (docs/priorities.md).
+LISTS = {"high": ":pending:high", "normal": ":pending", "low": ":pending:low"}
 
 assert len({v[0] for v in VARIANTS}) == len(VARIANTS), "each row needs a label of its own"
 
@@ -239,17 +249,23 @@ def fill(ctl, variant):
     make = variant[2]
     pipe = ctl.pipeline(transaction=False)
     for start in range(0, N, 1000):
-        pipe.lpush(f"{K}:pending", *(json.dumps(make(i), separators=(",", ":"))
-                                     for i in range(start, min(N, start + 1000))))
+        by_list = {}
+        for i in range(start, min(N, start + 1000)):
+            job = make(i)
+            by_list.setdefault(LISTS[job.get("priority", "normal")], []).append(
+                json.dumps(job, separators=(",", ":")))
+        for suffix, jobs in by_list.items():
+            pipe.lpush(f"{K}{suffix}", *jobs)
         if len(pipe) >= 20:
             pipe.execute()
     pipe.execute()
-    if ctl.llen(f"{K}:pending") != N:
-        raise RunFailed(f"{ctl.llen(f'{K}:pending')} jobs pending after filling {N}")
+    filled = sum(ctl.llen(f"{K}{suffix}") for suffix in LISTS.values())
+    if filled != N:
+        raise RunFailed(f"{filled} jobs pending after filling {N}")
 
 
 def remaining(c):
-    left = c.call("LLEN", f"{K}:pending")
+    left = sum(c.call("LLEN", f"{K}{suffix}") for suffix in LISTS.values())
     if left:
         return left
     for worker in c.call("ZRANGE", f"{K}:leases", 0, -1):

@@ -11,6 +11,7 @@ namespace jq::cli {
 
 struct SubmitArgs {
   std::string queue, payload, id, handler, timeout, delay, wait_timeout, from, unique_key;
+  std::string priority;  // high, normal, low; "": the job's own (normal)
   unsigned max_attempts = 0;
   bool wait = false, force = false;
 };

@@ -64,6 +64,11 @@ int main(int argc, char** argv) {
   submit->add_option("--unique-key", sa.unique_key,
                      "while a job with this key is queued or running, print its id instead of "
                      "submitting (the queue's unique: says how; docs/unique.md)");
+  submit
+      ->add_option("--priority", sa.priority,
+                   "high, normal or low: the order within the queue, when it has priorities: "
+                   "(docs/priorities.md)")
+      ->check(CLI::IsMember({"high", "normal", "low"}));
   submit->add_flag("--wait", sa.wait, "wait for the end: print the result, exit 1 if it failed");
   submit->add_option("--wait-timeout", sa.wait_timeout,
                      "give up waiting after this long (exit 124)");

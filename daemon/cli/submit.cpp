@@ -107,11 +107,13 @@ int cmd_submit(const Globals& g, const SubmitArgs& a) {
   }
   if (a.max_attempts) job["max_attempts"] = a.max_attempts;
   if (!a.unique_key.empty()) job["unique_key"] = a.unique_key;
+  if (!a.priority.empty()) job["priority"] = a.priority;
   // The job as jobqd reads it: its text, and its unique key (its own, or the queue's `unique:`
   // key from the config's payload field or id).
   job::Job j;
   j.id = id;
   j.raw = dump(job);
+  if (!a.priority.empty()) j.priority = job::priority_named(a.priority).value_or(j.priority);
   {
     job::Rules rules;
     const config::QueueConfig* q = t.cfg ? t.cfg->queue(queue) : nullptr;
@@ -194,6 +196,7 @@ std::variant<job::Job, std::string> job_of_line(const std::string& line, const S
   if (!a.handler.empty() && !j.contains("handler")) j["handler"] = a.handler;
   if (timeout_ms && !j.contains("timeout_ms")) j["timeout_ms"] = *timeout_ms;
   if (a.max_attempts && !j.contains("max_attempts")) j["max_attempts"] = a.max_attempts;
+  if (!a.priority.empty() && !j.contains("priority")) j["priority"] = a.priority;
   if (!j.contains("id") || j["id"].is_null()) j["id"] = job::new_id();
   auto checked = job::parse(dump(j), rules);
   if (auto* why = std::get_if<job::Invalid>(&checked)) return std::move(why->error);
@@ -386,14 +389,15 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
       ask.key = parsed_job.unique_key;
       ask.rule = rule;
       keyed.push_back(store::submit(shards[home], id, queue,
-                                    store::marked_submission(text, id, now), now, run_at, ask));
+                                    store::marked_submission(text, id, now), now, run_at, ask,
+                                    parsed_job.priority));
       keyed_jobs.push_back({lines, parsed_job, now, run_at});
       if (keyed.size() == 1000) flush_keyed();
       continue;
     }
     flush_keyed();
     chunk.push_back(store::submit(shards[home], id, queue, store::marked_submission(text, id, now),
-                                  now, run_at));
+                                  now, run_at, parsed_job.priority));
     if (chunk.size() == 1000) flush(chunk);
   }
   flush_keyed();

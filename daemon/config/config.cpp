@@ -1000,6 +1000,15 @@ const Key<UniqueConfig> kUniqueKeys[] = {
                {"lock", "debounce", "throttle"}, live),
 };
 
+const Key<PrioritiesConfig> kPrioritiesKeys[] = {
+    choice_key("order", "strict | weighted", &PrioritiesConfig::order, {"strict", "weighted"},
+               live),
+    count_key("high", &PrioritiesConfig::high, 1, 1000, live),
+    count_key("normal", &PrioritiesConfig::normal, 1, 1000, live),
+    count_key("low", &PrioritiesConfig::low, 1, 1000, live),
+    duration_key("aging", &PrioritiesConfig::aging, 0ms, live),
+};
+
 const Key<QueueConfig> kQueueKeys[] = {
     string_key("handler", &QueueConfig::handler, live),
     count_key("concurrency", &QueueConfig::concurrency, 1, 100000, live),
@@ -1048,6 +1057,23 @@ const Key<QueueConfig> kQueueKeys[] = {
        }
      },
      [](const QueueConfig& q) { return show_all(q.unique, kUniqueKeys); }},
+    {"priorities", "strict | weighted | map", live,
+     [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       if (n.IsScalar()) {
+         // The short form names the order alone.
+         const auto v = as_string(n, c, k);
+         if (!v) return;
+         if (*v != "strict" && *v != "weighted") {
+           report(c, n, k + ": '" + *v + "' is not an order: strict or weighted (or a map)");
+           return;
+         }
+         q.priorities.order = *v;
+       } else {
+         apply(q.priorities, n, c, kPrioritiesKeys, k);
+       }
+       q.priorities_set = true;
+     },
+     [](const QueueConfig& q) { return show_all(q.priorities, kPrioritiesKeys); }},
     count_key("max_attempts", &QueueConfig::max_attempts, 1, 1000, live),
     {"timeout", "duration", live,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {

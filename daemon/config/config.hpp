@@ -190,6 +190,16 @@ struct UniqueConfig {
   std::string mode = "lock";                                // lock | debounce | throttle
 };
 
+/// A queue's order across its jobs' priority levels (`priorities:`, docs/priorities.md).
+struct PrioritiesConfig {
+  std::string order = "weighted";  // strict | weighted
+  // Weights (shares of the jobs taken while levels compete; strict: ignored).
+  std::uint64_t high = 6;
+  std::uint64_t normal = 3;
+  std::uint64_t low = 1;
+  Millis aging = 1min;  // a level waiting untaken this long goes first (0: never)
+};
+
 struct QueueConfig {
   std::string name;
   std::string handler;
@@ -219,6 +229,8 @@ struct QueueConfig {
   std::uint64_t global_concurrency = 0;
   UniqueConfig unique;
   bool unique_set = false;  // a `unique:` map was written
+  PrioritiesConfig priorities;
+  bool priorities_set = false;  // `priorities:` written: the queue orders its levels
   std::vector<SourceConfig> sources;
   bool timeout_set = false;  // set explicitly (else inherited from the handler)
 };

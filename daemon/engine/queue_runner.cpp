@@ -69,6 +69,13 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
     s.global_slots = std::max<std::uint64_t>(1, q.global_concurrency / q.shards);
   }
   s.unique = store::unique_rule(q.unique);
+  if (q.priorities_set) {
+    const auto& p = q.priorities;
+    s.order.mode = p.order == "strict" ? store::Order::Mode::strict : store::Order::Mode::weighted;
+    s.order.weights = {static_cast<std::uint32_t>(p.high), static_cast<std::uint32_t>(p.normal),
+                       static_cast<std::uint32_t>(p.low)};
+    s.order.aging = p.aging;
+  }
   return s;
 }
 
@@ -418,7 +425,8 @@ void QueueRunner::run_over(JobRun& run, store::Settled how) noexcept {
   runs_.erase(run.id());  // `run` is gone from here
   run_gone_.set();
   run_gone_.clear();
-  if (cfg_.global_concurrency > 0) room_.set();  // its slot is free in Redis now (free_room)
+  // Its slot is free (free_room counts runs with a global concurrency or priorities).
+  if (cfg_.global_concurrency > 0 || cfg_.priorities_set) room_.set();
 }
 
 // ---- reload ----
@@ -529,6 +537,12 @@ async::Task<void> QueueRunner::retire(SourceSlot slot) {
 
 std::size_t QueueRunner::free_room() const noexcept {
   const std::size_t room = buffer_.room();
+  if (cfg_.priorities_set) {
+    // Ordered by priority in Redis: a job taken early would wait here in the order it came, and
+    // a high one fetched later behind it. Only what can start at once.
+    const std::size_t busy = runs_.size();
+    return std::min<std::size_t>(room, cfg_.concurrency > busy ? cfg_.concurrency - busy : 0);
+  }
   if (cfg_.global_concurrency == 0) return room;
   // Every job this queue knows of, buffered, running, or ended with its end not written yet:
   // each still holds its slot in Redis. Beyond what can start here at once, only this daemon's
@@ -547,6 +561,7 @@ std::size_t QueueRunner::slack() const noexcept {
 
 async::Task<bool> QueueRunner::wait_room(std::size_t at_least) {
   std::size_t most = cfg_.buffer;
+  if (cfg_.priorities_set) most = std::min<std::size_t>(most, cfg_.concurrency);
   if (cfg_.global_concurrency > 0) most = std::min<std::size_t>(most, cfg_.concurrency + slack());
   const std::size_t want =
       std::max<std::size_t>(1, std::min(at_least, std::max<std::size_t>(1, most / 2)));

@@ -235,8 +235,8 @@ async::Task<void> Scheduler::fire(Known& k) {
     jobs.push_back(std::move(j));
   }
   const std::int64_t after = k.cron.next_after(now);
-  const auto call =
-      store::fire_schedule(keys, k.def.name, store::schedule_timing(k.def), k.next, after, jobs);
+  const auto call = store::fire_schedule(keys, k.def.name, store::schedule_timing(k.def), k.next,
+                                         after, jobs, job::priority_of_text(k.def.job));
   store::OpResult<store::Fired> r = redis::OpError{};
   try {
     r = co_await async::wait_for(store::run(control_.client(keys.schedules), call), kCallTimeout);

@@ -156,6 +156,16 @@ std::size_t value_end(std::string_view raw, std::size_t i) {
 }  // namespace
 
 std::optional<std::string_view> payload_text(std::string_view raw) {
+  return field_text(raw, "payload");
+}
+
+Priority priority_of_text(std::string_view raw) {
+  const auto v = field_text(raw, "priority");
+  if (!v || v->size() < 2 || v->front() != '"' || v->back() != '"') return Priority::normal;
+  return priority_named(v->substr(1, v->size() - 2)).value_or(Priority::normal);
+}
+
+std::optional<std::string_view> field_text(std::string_view raw, std::string_view name) {
   std::size_t i = 0;
   const auto skip_space = [&] {
     while (i < raw.size() && json_space(raw[i])) ++i;
@@ -169,11 +179,11 @@ std::optional<std::string_view> payload_text(std::string_view raw) {
     const std::size_t key_end = string_end(raw, i);
     if (key_end == std::string_view::npos) return std::nullopt;
     const std::string_view key = raw.substr(i + 1, key_end - i - 2);
-    bool payload = key == "payload";
+    bool payload = key == name;
     if (!payload && key.find('\\') != std::string_view::npos) {
       // "p\u0061yload" is payload too (the parser read it so): decoded, rarely.
       const auto decoded = nlohmann::json::parse(raw.substr(i, key_end - i), nullptr, false);
-      payload = decoded.is_string() && decoded.get_ref<const std::string&>() == "payload";
+      payload = decoded.is_string() && decoded.get_ref<const std::string&>() == name;
     }
     i = key_end;
     skip_space();
@@ -258,6 +268,25 @@ std::string unique_key_of(const nlohmann::json& doc, const std::string& id, cons
   return "";
 }
 
+const char* priority_name(Priority p) noexcept {
+  switch (p) {
+    case Priority::high:
+      return "high";
+    case Priority::low:
+      return "low";
+    case Priority::normal:
+      break;
+  }
+  return "normal";
+}
+
+std::optional<Priority> priority_named(std::string_view name) noexcept {
+  for (Priority p : {Priority::high, Priority::normal, Priority::low}) {
+    if (name == priority_name(p)) return p;
+  }
+  return std::nullopt;
+}
+
 std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
                                  std::string_view assign) {
   // The limit is on the job as submitted: an id jobqd added to a job (a retry) does not count.
@@ -313,6 +342,17 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
   if (auto e = positive(doc, "max_attempts", job.max_attempts)) {
     bad.error = *e;
     return bad;
+  }
+  if (auto it = doc.find("priority"); it != doc.end() && !it->is_null()) {
+    const auto level =
+        it->is_string() ? priority_named(it->get_ref<const std::string&>()) : std::nullopt;
+    if (!level) {
+      bad.error = "field priority must be \"high\", \"normal\" or \"low\", got " +
+                  (it->is_string() ? "'" + clip(it->get_ref<const std::string&>()) + "'"
+                                   : std::string(type_name(*it)));
+      return bad;
+    }
+    job.priority = *level;
   }
   {
     // Derived from the job's own id only: an id jobqd gives is unique already.

@@ -23,6 +23,15 @@ struct Rules {
   std::vector<std::string> unique_from;
 };
 
+/// A job's priority within its queue (`"priority"`; docs/priorities.md): each level waits in a
+/// list of its own, and a queue that orders them takes from them by its `priorities:` config.
+enum class Priority : std::uint8_t { high, normal, low };
+inline constexpr std::size_t kPriorities = 3;
+/// As the job and the config write it.
+const char* priority_name(Priority p) noexcept;
+/// `high`, `normal` or `low`; nullopt for anything else.
+std::optional<Priority> priority_named(std::string_view name) noexcept;
+
 /// A unique key's length bounds, in bytes (it becomes part of a Redis key).
 inline constexpr std::size_t kMaxUniqueKey = 256;
 
@@ -35,6 +44,7 @@ struct Job {
   nlohmann::json payload;
   /// Its unique key (its own `unique_key`, else the one the queue derives from it); "" for none.
   std::string unique_key;
+  Priority priority = Priority::normal;
   /// The job's JSON exactly as submitted; with an assigned id, the same text with `,"id":"..."`
   /// added last (so that it wins over an `"id": null` before it, for nlohmann and Lua's cjson
   /// alike), and every later copy (a retry, a recovered job) carries the id.
@@ -75,6 +85,11 @@ std::size_t assigned_id_bytes(std::string_view raw);
 /// object with one (or not JSON enough to tell). Linear and allocation-free but for a key
 /// written with escapes; never throws, whatever `raw` holds.
 std::optional<std::string_view> payload_text(std::string_view raw);
+/// The same for any top-level key `name` (its first occurrence).
+std::optional<std::string_view> field_text(std::string_view raw, std::string_view name);
+/// A job text's priority as field_text reads it: normal unless it says "high" or "low" (a job
+/// whose field is wrong is found invalid when it is parsed, at whatever level it waits).
+Priority priority_of_text(std::string_view raw);
 
 /// How much larger than max_job_bytes a job may be when fetched (the id with_id adds); the exact
 /// limit is parse()'s.

@@ -38,6 +38,8 @@ class Client : public CommandHelpers<Client> {
   std::uint64_t generation() const noexcept { return generation_; }
   const std::string& last_error() const noexcept { return last_error_; }
   const Url& url() const noexcept { return options_.connect.url; }
+  /// How it connects: for a connection of one's own to the same place (a subscription).
+  const ConnectOptions& connect_options() const noexcept { return options_.connect; }
 
   PendingReply send(std::span<const std::string_view> argv, Millis extra = 0ms);
   /// Drops the connection (commands in flight fail) so that the supervisor makes a new one at

@@ -35,7 +35,7 @@ RedisSource::RedisSource(store::QueueStore& store, store::Settler& settler, Sink
 RedisSource::~RedisSource() {
   // Tasks refer to this object: stop them where they stand (stop_taking/finish are the graceful
   // way).
-  for (auto* t : {&fetch_task_, &promote_task_, &recover_task_, &lease_task_}) {
+  for (auto* t : {&fetch_task_, &promote_task_, &recover_task_, &lease_task_, &wake_task_}) {
     if (t->valid()) t->abort();
   }
   if (fetch_.valid()) fetch_.abort();
@@ -49,6 +49,7 @@ void RedisSource::start() {
   promote_task_ =
       async::spawn(keep("delayed job promotion", &RedisSource::promoter), "promote " + q);
   fetch_task_ = async::spawn(keep("fetching", &RedisSource::fetcher), "redis source " + q);
+  wake_task_ = async::spawn(keep("listening for priority jobs", &RedisSource::waker), "wake " + q);
 }
 
 void RedisSource::rebuild(const std::string& why) {
@@ -82,7 +83,8 @@ async::Task<void> RedisSource::fetcher() {
     std::size_t n = std::min(room, options_.fetch_batch);
     if (unclaimed > 0 && (wait_first || n < options_.fetch_batch)) n = 0;
     if (n == 0 && unclaimed == 0) continue;
-    const bool waits = wait_first && n > 0;
+    // A wake (a job in a priority's list) since the last fetch: look again rather than wait.
+    const bool waits = wait_first && n > 0 && !std::exchange(woken_, false);
     const std::uint64_t epoch = lease_epoch_;
     store::Unclaimed claim = std::move(unclaimed_);
     unclaimed_ = {};
@@ -351,10 +353,10 @@ void RedisSource::set_taking(bool on) {
 
 async::Task<void> RedisSource::stop_taking() {
   taking_ = false;
-  for (auto* t : {&fetch_task_, &promote_task_, &recover_task_}) {
+  for (auto* t : {&fetch_task_, &promote_task_, &recover_task_, &wake_task_}) {
     if (t->valid()) t->cancel();
   }
-  for (auto* t : {&fetch_task_, &promote_task_, &recover_task_}) {
+  for (auto* t : {&fetch_task_, &promote_task_, &recover_task_, &wake_task_}) {
     if (t->valid()) co_await t->wait();
   }
   // Read, not claimed, and never to run here: back to pending.
@@ -601,6 +603,22 @@ async::Task<void> RedisSource::promoter() {
   for (;;) {
     Millis wait = options_.delayed_poll;
     OpResult<store::Due> p = co_await store_.promote();
+    if (p.ok() && p->levels > 0) {
+      if (store_.settings().order.on()) {
+        // The wait for jobs watches pending alone: jobs in a priority list end it (submitters
+        // that push there directly are seen within this poll; jobqctl's wake at once).
+        woken_ = true;
+        if (store_.waiting()) co_await store_.unblock();
+      } else {
+        // No priorities here: such jobs run in pending's order instead of waiting for ever.
+        const auto fold = store::fold(store_.keys(), 1000);
+        OpResult<long long> moved = co_await store::run(store_.client(), fold);
+        if (!moved.ok() && errors.due()) {
+          spdlog::error("queue {}: moving jobs of the priority lists into pending failed: {}", q,
+                        moved.error().message);
+        }
+      }
+    }
     if (p.ok()) {
       if (p->jobs.size() >= 1000) {
         wait = 0ms;  // more are due
@@ -622,6 +640,40 @@ async::Task<void> RedisSource::promoter() {
       co_await async::wait_for(wake_promoter_.wait(), wait);
     } catch (const async::TimeoutError&) {
     }
+  }
+}
+
+async::Task<void> RedisSource::waker() {
+  // A queue with priorities waits for jobs on pending alone (Redis has no wait on several lists
+  // that leaves the job where it is): a submission to a priority's list publishes a wake, and a
+  // wait going on ends at once. A wake lost with its connection is made up for by the delayed
+  // poll, which also looks at the lists (promoter). Only such a queue keeps this connection.
+  for (;;) {
+    while (!store_.settings().order.on()) co_await async::sleep(1s);  // a reload may turn it on
+    try {
+      redis::ConnectOptions options = store_.blocking().connect_options();
+      // On a cluster: the node of the queue's slot, where submit.lua asks who listens.
+      options.route = store_.keys().pending;
+      auto conn = co_await redis::Connection::open(options);
+      const redis::Reply ok = co_await conn->command("SUBSCRIBE", store_.keys().wake);
+      if (ok.is_error()) throw redis::ConnectionError("SUBSCRIBE answered " + ok.str);
+      while (conn->alive() && store_.settings().order.on()) {
+        try {
+          co_await async::wait_for(conn->message_came().wait(), 1s);
+        } catch (const async::TimeoutError&) {
+        }
+        const bool woken = !conn->messages().empty();
+        conn->messages().clear();
+        conn->message_came().clear();
+        if (!woken) continue;
+        // Before the fetch loop's next wait, it skips it; during it, the wait ends.
+        woken_ = true;
+        if (store_.waiting()) co_await store_.unblock();
+      }
+    } catch (const redis::ConnectionError&) {
+      // Redis away: the fetch loop says so; the poll covers the wakes meanwhile.
+    }
+    co_await async::sleep(1s);
   }
 }
 

@@ -87,6 +87,7 @@ class RedisSource final : public Source, public Delivery {
   async::Task<void> reconcile(Millis limit);
   async::Task<void> recoverer();
   async::Task<void> promoter();
+  async::Task<void> waker();
 
   store::QueueStore& store_;
   store::Settler& settler_;
@@ -111,7 +112,8 @@ class RedisSource final : public Source, public Delivery {
   bool taking_ = true;
   async::Every fetch_errors_{std::chrono::seconds(30)};
   async::JoinHandle<store::QueueStore::Waited> fetch_;
-  async::JoinHandle<void> fetch_task_, lease_task_, recover_task_, promote_task_;
+  async::JoinHandle<void> fetch_task_, lease_task_, recover_task_, promote_task_, wake_task_;
+  bool woken_ = false;  // a priority job's wake came since the fetch loop last waited (waker)
 };
 
 }  // namespace jq::sources

@@ -71,8 +71,8 @@ auto call_each(redis::SyncClient& c, const std::vector<Keys>& shards, F make) {
 }
 
 // The sum of a count every shard keeps (pending_length, delayed_count, dead_count).
-std::size_t summed(redis::SyncClient& c, const std::vector<Keys>& shards,
-                   Call<long long> (*count)(const Keys&)) {
+template <class F>
+std::size_t summed(redis::SyncClient& c, const std::vector<Keys>& shards, F count) {
   long long sum = 0;
   for (const auto n : call_each(c, shards, count)) sum += n;
   return static_cast<std::size_t>(std::max(0LL, sum));
@@ -203,6 +203,14 @@ std::string id_of(const std::string& copy) {
   return "";
 }
 
+// The place of a list in kWaitingLists (high, normal, low).
+std::size_t level_of(const std::string& where) {
+  for (std::size_t i = 0; i < std::size(kWaitingLists); ++i) {
+    if (where == kWaitingLists[i]) return i;
+  }
+  return std::size(kWaitingLists);
+}
+
 // Every copy of the jobs `ids` in the queue's pending list and delayed set, by id, each id's in
 // the order cancel tries them: a retry waiting in delayed first, then the oldest in pending, then
 // the rest. Read in slices, so that a long list never holds Redis in one reply; once for all the
@@ -221,11 +229,13 @@ std::map<std::string, std::vector<Waiting>> copies_of(redis::SyncClient& c, cons
     std::vector<Waiting> pending, retries, delayed;
   };
   std::map<std::string, Seen> seen;
-  const long long n = ids.empty() ? 0 : call(c, pending_length(k));
-  for (long long from = 0; from < n; from += kSlice) {
-    for (auto& e : call(c, pending_slice(k, from, from + kSlice - 1))) {
-      if (const auto* id = which(e))
-        seen[*id].pending.push_back({"pending", std::move(e), "", false});
+  // The lists of priorities too (docs/priorities.md); each list's oldest first, below.
+  for (const char* list : kWaitingLists) {
+    const long long n = ids.empty() ? 0 : call(c, pending_length(k, list));
+    for (long long from = 0; from < n; from += kSlice) {
+      for (auto& e : call(c, pending_slice(k, from, from + kSlice - 1, list))) {
+        if (const auto* id = which(e)) seen[*id].pending.push_back({list, std::move(e), "", false});
+      }
     }
   }
   const long long m = ids.empty() ? 0 : call(c, delayed_count(k));
@@ -241,7 +251,16 @@ std::map<std::string, std::vector<Waiting>> copies_of(redis::SyncClient& c, cons
   std::map<std::string, std::vector<Waiting>> out;
   for (auto& [id, s] : seen) {
     std::vector<Waiting>& v = out[id] = std::move(s.retries);
-    std::reverse(s.pending.begin(), s.pending.end());  // consumed from the right: oldest first
+    // Consumed from the right: oldest first within each list (the lists in kWaitingLists' order).
+    std::stable_sort(s.pending.begin(), s.pending.end(), [](const Waiting& a, const Waiting& b) {
+      return level_of(a.where) < level_of(b.where);
+    });
+    for (auto at = s.pending.begin(); at != s.pending.end();) {
+      auto end =
+          std::find_if(at, s.pending.end(), [&](const Waiting& w) { return w.where != at->where; });
+      std::reverse(at, end);
+      at = end;
+    }
     for (auto* from : {&s.pending, &s.delayed}) {
       v.insert(v.end(), std::make_move_iterator(from->begin()),
                std::make_move_iterator(from->end()));
@@ -257,8 +276,8 @@ std::map<std::string, std::vector<Waiting>> copies_of(redis::SyncClient& c, cons
 // would be lost, not run twice.
 bool bring_home(redis::SyncClient& c, const Keys& from, const Keys& home, const Waiting& copy) {
   if (!call(c, take_copy(from, copy.where, copy.body))) return false;
-  if (copy.where == "pending") {
-    call(c, push_pending(home, {copy.body}));
+  if (from.waiting_list(copy.where)) {
+    call(c, push_pending(home, {copy.body}, copy.where));
   } else {
     call(c, put_delayed(home, copy.body, copy.score));
   }
@@ -470,19 +489,29 @@ JobPage Admin::list(const std::string& queue, const std::string& state, std::siz
   if (state == "running" || state == "buffered") {
     page.total = held_rows(shards, queue, state == "running", offset, limit, page.jobs);
   } else if (state == "pending") {
-    page.total = summed(c_, shards, pending_length);
+    // Every list jobs wait in (docs/priorities.md), in the order a queue with priorities
+    // takes them: high, normal, low (newest first: the other way round).
+    page.total = 0;
+    for (const char* list : kWaitingLists) {
+      page.total += summed(c_, shards, [list](const Keys& k) { return pending_length(k, list); });
+    }
     if (reach == 0) return page;
     // Pushed on the left, taken from the right: the oldest is the last element.
     const auto n = static_cast<long long>(reach);
-    std::vector<std::vector<JobRow>> found;
-    for (const auto& items : call_each(c_, shards, [&](const Keys& k) {
-           return newest ? pending_slice(k, 0, n - 1) : pending_slice(k, -n, -1);
-         })) {
-      auto& into = found.emplace_back();
-      if (newest) {
-        for (const auto& item : items) into.push_back(describe(item));
-      } else {
-        for (auto it = items.rbegin(); it != items.rend(); ++it) into.push_back(describe(*it));
+    std::vector<std::vector<JobRow>> found(shards.size());
+    std::vector<const char*> lists(std::begin(kWaitingLists), std::end(kWaitingLists));
+    if (newest) std::reverse(lists.begin(), lists.end());
+    for (const char* list : lists) {
+      std::size_t shard = 0;
+      for (const auto& items : call_each(c_, shards, [&](const Keys& k) {
+             return newest ? pending_slice(k, 0, n - 1, list) : pending_slice(k, -n, -1, list);
+           })) {
+        auto& into = found[shard++];
+        if (newest) {
+          for (const auto& item : items) into.push_back(describe(item));
+        } else {
+          for (auto it = items.rbegin(); it != items.rend(); ++it) into.push_back(describe(*it));
+        }
       }
     }
     page.jobs = page_of(interleaved(std::move(found), reach), offset);
@@ -589,7 +618,9 @@ SubmitResult Admin::submit(const std::string& queue, const job::Job& job, std::i
   const Keys k = home_keys(queue, job.id);
   const std::string copy = marked_submission(job.raw, job.id, now);
   if (job.unique_key.empty()) {
-    if (!call(c_, store::submit(k, job.id, queue, copy, now, run_at))) out.what = "waits";
+    if (!call(c_, store::submit(k, job.id, queue, copy, now, run_at, job.priority))) {
+      out.what = "waits";
+    }
     return out;
   }
   if (const std::size_t n = shard_count(queue); n > 1) {
@@ -603,7 +634,8 @@ SubmitResult Admin::submit(const std::string& queue, const job::Job& job, std::i
   // Debounce names the holder it may replace: the script says who holds it when that is not the
   // one named (none at first), and the submission goes again naming it.
   for (int tries = 0; tries < 20; ++tries) {
-    const Submitted s = call(c_, store::submit(k, job.id, queue, copy, now, run_at, ask));
+    const Submitted s =
+        call(c_, store::submit(k, job.id, queue, copy, now, run_at, ask, job.priority));
     switch (s.what) {
       case Submitted::What::queued:
         out.replaced = s.other;
@@ -647,7 +679,7 @@ CancelStep Admin::cancel_found(const std::vector<Keys>& shards, const std::strin
   const bool payload = layout_.retain_payload && layout_.retain_payload(queue);
   for (const auto& copy : copies_now()) {
     if (copy.away && !bring_home(c_, shards.front(), k, copy)) return {"raced", seen.status, ""};
-    const std::string was = copy.where == "pending" ? "queued" : "waiting in delayed";
+    const std::string was = k.waiting_list(copy.where) ? "queued" : "waiting in delayed";
     // Its lock goes with it (the key its submission or claim recorded in its state), unless
     // the queue keeps locks for their window.
     std::string unique_key;
@@ -973,9 +1005,13 @@ Spot spot_of(const std::string& from, std::size_t shards) {
   const auto digits = [](std::string_view v) {
     return !v.empty() && v.size() <= 20 && v.find_first_not_of("0123456789") == v.npos;
   };
+  // The position: digits, or in phase 0 a priority's list before them (h, l).
+  std::string_view pos = std::string_view(from).substr(c2 == std::string::npos ? 0 : c2 + 1);
+  if (from.starts_with("0,") && (pos.starts_with('h') || pos.starts_with('l'))) {
+    pos.remove_prefix(1);
+  }
   if (c2 == std::string::npos || !digits(std::string_view(from).substr(0, c1)) ||
-      !digits(std::string_view(from).substr(c1 + 1, c2 - c1 - 1)) ||
-      !digits(std::string_view(from).substr(c2 + 1))) {
+      !digits(std::string_view(from).substr(c1 + 1, c2 - c1 - 1)) || !digits(pos)) {
     throw AdminError(Kind::bad_input, "from: '" + job::to_utf8(job::clip_utf8(from, 40)) +
                                           "' is not where a search stopped (its `next`)");
   }
@@ -1038,8 +1074,15 @@ SearchStep Admin::search(const std::string& queue, const std::string& text, cons
       // Waiting jobs, newest first in pending, soonest first in delayed: the whole copy (its id
       // and payload, the rest of its JSON too).
       std::vector<std::string> copies;
+      // Phase 0 reads pending, then the lists of priorities: "h<pos>" and "l<pos>" say which.
+      const char* list = "pending";
+      long long from = pos;
+      if (at.phase == 0 && (at.pos.starts_with('h') || at.pos.starts_with('l'))) {
+        list = at.pos.front() == 'h' ? "pending:high" : "pending:low";
+        from = std::strtoll(at.pos.c_str() + 1, nullptr, 10);
+      }
       if (at.phase == 0) {
-        copies = call(c_, pending_slice(k, pos, pos + slice - 1));
+        copies = call(c_, pending_slice(k, from, from + slice - 1, list));
       } else {
         for (auto& [copy, score] : call(c_, delayed_slice(k, pos, pos + slice - 1))) {
           copies.push_back(std::move(copy));
@@ -1049,8 +1092,16 @@ SearchStep Admin::search(const std::string& queue, const std::string& text, cons
         look(describe(raw).id, at.phase == 0 ? "pending" : "delayed", "job", raw);
       }
       out.examined += copies.size();
-      at.pos = std::to_string(pos + static_cast<long long>(copies.size()));
+      const std::string prefix = list == std::string_view("pending:high")  ? "h"
+                                 : list == std::string_view("pending:low") ? "l"
+                                                                           : "";
+      at.pos = prefix + std::to_string(from + static_cast<long long>(copies.size()));
       through = copies.size() < static_cast<std::size_t>(slice);
+      if (through && at.phase == 0 && prefix != "l") {
+        // On to the next list of the phase.
+        at.pos = prefix.empty() ? "h0" : "l0";
+        through = false;
+      }
     } else if (at.phase == 2) {
       // Dead jobs: the JSON kept for retry, and the error they died of.
       std::vector<std::string> ids, died;

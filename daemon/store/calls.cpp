@@ -121,10 +121,18 @@ void append(redis::SyncClient& client, const Request& req) {
 
 // ---- holding jobs ----
 
+std::string Order::spec() const {
+  if (mode == Mode::none) return "";
+  return std::string(mode == Mode::strict ? "s" : "w") + "," + std::to_string(weights[0]) + "," +
+         std::to_string(weights[1]) + "," + std::to_string(weights[2]) + "," +
+         std::to_string(aging.count());
+}
+
 Call<FetchBatch> fetch(const Keys& k, const std::string& worker, std::uint64_t first, std::size_t n,
-                       std::uint64_t max_bytes, const Rate& rate, const Cap& cap) {
+                       std::uint64_t max_bytes, const Rate& rate, const Cap& cap,
+                       const Order& order) {
   std::vector<std::string> args;
-  args.reserve(6 + n + cap.others.size());
+  args.reserve(7 + n + cap.others.size());
   args.push_back(worker);
   args.push_back(std::to_string(n));
   args.push_back(std::to_string(max_bytes));
@@ -138,9 +146,15 @@ Call<FetchBatch> fetch(const Keys& k, const std::string& worker, std::uint64_t f
     args.push_back("0");
   }
   args.push_back(std::to_string(cap.slots));
+  args.push_back(order.spec());
   // The tokens as text, which Lua would format as doubles (a printf each).
   for (std::size_t i = 0; i < n; ++i) args.push_back(std::to_string(first + i));
   std::vector<std::string> keys{k.pending, k.leases, k.inflight(worker), k.paused, k.rate};
+  if (order.on()) {
+    keys.push_back(k.pending_high);
+    keys.push_back(k.pending_low);
+    keys.push_back(k.order);
+  }
   if (cap.slots > 0) {
     for (const auto& w : cap.others) {
       keys.push_back(k.inflight(w));
@@ -374,25 +388,32 @@ Call<Recovered> recover(const Keys& k, const std::string& worker, bool own,
 // ---- delayed jobs ----
 
 Call<Due> due(const Keys& k, std::size_t limit) {
-  return make<Due>(scripts::due(), {k.delayed}, {std::to_string(limit)},
-                   [](Reply r) -> OpResult<Due> {
-                     if (!r.is_array() || r.elements.size() < 2) return bad("due", r);
+  return make<Due>(scripts::due(), {k.delayed, k.pending_high, k.pending_low},
+                   {std::to_string(limit)}, [](Reply r) -> OpResult<Due> {
+                     if (!r.is_array() || r.elements.size() < 3) return bad("due", r);
                      auto now = int_of(r.elements[0]);
-                     if (!now) return bad("due", r);
+                     auto levels = int_of(r.elements[2]);
+                     if (!now || !levels) return bad("due", r);
                      Due out;
                      out.now = *now;
                      out.next_in = until(r.elements[1], *now);
-                     for (std::size_t i = 2; i < r.elements.size(); ++i) {
+                     out.levels = *levels;
+                     for (std::size_t i = 3; i < r.elements.size(); ++i) {
                        out.jobs.push_back(std::move(r.elements[i].str));
                      }
                      return out;
                    });
 }
 
+Call<long long> fold(const Keys& k, std::size_t limit) {
+  return make<long long>(scripts::fold(), {k.pending_high, k.pending, k.pending_low},
+                         {std::to_string(limit)}, integer("fold"));
+}
+
 Call<long long> promote(const Keys& k, const std::vector<PromoteItem>& jobs) {
-  std::vector<std::string> keys{k.delayed, k.pending};
+  std::vector<std::string> keys{k.delayed, k.pending, k.pending_high, k.pending_low};
   std::vector<std::string> args;
-  args.reserve(2 * jobs.size());
+  args.reserve(3 * jobs.size());
   for (const auto& j : jobs) {
     args.push_back(j.job);
     if (j.retry_id.empty()) {
@@ -401,6 +422,7 @@ Call<long long> promote(const Keys& k, const std::vector<PromoteItem>& jobs) {
       keys.push_back(k.job(j.retry_id));
       args.push_back(std::to_string(keys.size()));
     }
+    args.push_back(std::to_string(static_cast<int>(j.level)));
   }
   return make<long long>(scripts::promote(), std::move(keys), std::move(args), integer("promote"));
 }
@@ -456,10 +478,11 @@ Call<bool> is_paused(const Keys& k) {
 }
 
 Call<std::vector<Repaired>> repair(const Keys& k, const std::string& worker, std::int64_t now_ms) {
-  std::vector<std::string> keys{k.pending,     k.delayed,          k.leases,  k.live, k.dead,
-                                k.dead_bodies, k.inflight(worker), k.cancels, k.rate};
-  std::vector<std::string> types{"list", "zset", "zset", "hash", "zset",
-                                 "hash", "hash", "hash", "hash"};
+  std::vector<std::string> keys{k.pending, k.delayed,      k.leases,           k.live,
+                                k.dead,    k.dead_bodies,  k.inflight(worker), k.cancels,
+                                k.rate,    k.pending_high, k.pending_low,      k.order};
+  std::vector<std::string> types{"list", "zset", "zset", "hash", "zset", "hash",
+                                 "hash", "hash", "hash", "list", "list", "hash"};
   const std::size_t n = keys.size();
   for (std::size_t i = 0; i < n; ++i) keys.push_back(Keys::aside(keys[i], now_ms));
   return make<std::vector<Repaired>>(
@@ -526,7 +549,7 @@ Call<std::vector<std::string>> registered_queues(const std::string& prefix) {
 }
 
 Call<Depths> depths(const Keys& k, const Rate& rate) {
-  std::vector<std::string> keys{k.pending, k.delayed, k.dead};
+  std::vector<std::string> keys{k.pending, k.delayed, k.dead, k.pending_high, k.pending_low};
   std::vector<std::string> args;
   if (rate.per_ms > 0) {
     keys.push_back(k.rate);
@@ -534,7 +557,7 @@ Call<Depths> depths(const Keys& k, const Rate& rate) {
     std::snprintf(per_ms, sizeof per_ms, "%.9g", rate.per_ms);
     args = {per_ms, std::to_string(std::max<std::uint64_t>(1, rate.burst))};
   }
-  const std::size_t want = keys.size();
+  const std::size_t want = keys.size() - 2;  // the lists of priorities count into pending
   return make<Depths>(scripts::depths(), std::move(keys), std::move(args),
                       [want](Reply r) -> OpResult<Depths> {
                         if (!r.is_array() || r.elements.size() != want) return bad("depths", r);
@@ -666,35 +689,37 @@ Call<Defined> define_schedule(const Keys& k, const std::string& name, const std:
 }
 
 Call<Fired> fire_schedule(const Keys& k, const std::string& name, const std::string& timing,
-                          std::int64_t tick, std::int64_t after, const std::vector<TickJob>& jobs) {
+                          std::int64_t tick, std::int64_t after, const std::vector<TickJob>& jobs,
+                          job::Priority level) {
   std::vector<std::string> args{name, timing, num(tick), num(after)};
   for (const auto& j : jobs) {
     args.push_back(j.id);
     args.push_back(num(j.run_at));
     args.push_back(j.json);
   }
-  return make<Fired>(scripts::schedule_fire(),
-                     {k.schedules, k.schedule(name), k.pending, k.delayed}, std::move(args),
-                     [](Reply r) -> OpResult<Fired> {
-                       if (!r.is_array() || r.elements.empty()) return bad("schedule_fire", r);
-                       static const std::map<std::string, Fired::Kind> kinds = {
-                           {"fired", Fired::Kind::fired},     {"paused", Fired::Kind::paused},
-                           {"early", Fired::Kind::early},     {"moved", Fired::Kind::moved},
-                           {"changed", Fired::Kind::changed}, {"gone", Fired::Kind::gone},
-                           {"garbage", Fired::Kind::garbage}};
-                       auto it = kinds.find(r.elements[0].str);
-                       if (it == kinds.end()) return bad("schedule_fire", r);
-                       Fired f;
-                       f.kind = it->second;
-                       if (r.elements.size() > 1) {
-                         if (f.kind == Fired::Kind::garbage) {
-                           f.key = r.elements[1].str;
-                         } else if (auto v = int_of(r.elements[1])) {
-                           f.value = *v;
-                         }
-                       }
-                       return f;
-                     });
+  return make<Fired>(
+      scripts::schedule_fire(),
+      {k.schedules, k.schedule(name), k.pending_at(static_cast<std::size_t>(level)), k.delayed},
+      std::move(args), [](Reply r) -> OpResult<Fired> {
+        if (!r.is_array() || r.elements.empty()) return bad("schedule_fire", r);
+        static const std::map<std::string, Fired::Kind> kinds = {
+            {"fired", Fired::Kind::fired},     {"paused", Fired::Kind::paused},
+            {"early", Fired::Kind::early},     {"moved", Fired::Kind::moved},
+            {"changed", Fired::Kind::changed}, {"gone", Fired::Kind::gone},
+            {"garbage", Fired::Kind::garbage}};
+        auto it = kinds.find(r.elements[0].str);
+        if (it == kinds.end()) return bad("schedule_fire", r);
+        Fired f;
+        f.kind = it->second;
+        if (r.elements.size() > 1) {
+          if (f.kind == Fired::Kind::garbage) {
+            f.key = r.elements[1].str;
+          } else if (auto v = int_of(r.elements[1])) {
+            f.value = *v;
+          }
+        }
+        return f;
+      });
 }
 
 Call<std::vector<std::pair<std::string, std::string>>> schedule_defs(const Keys& k) {
@@ -783,16 +808,26 @@ Call<bool> holds(const Keys& k, const std::string& worker, const std::string& to
 
 Call<bool> submit(const Keys& k, const std::string& id, const std::string& queue,
                   const std::string& copy, std::int64_t submitted_at,
-                  std::optional<std::int64_t> run_at) {
-  return make<bool>(scripts::submit(), {k.job(id), k.live, k.pending, k.delayed},
-                    {copy, id, queue, num(submitted_at), run_at ? num(*run_at) : std::string()},
-                    one("submit"));
+                  std::optional<std::int64_t> run_at, job::Priority level) {
+  // A job of another priority goes to its level's list (submit.lua pushes to the one it is given)
+  // and wakes the daemons of a queue with priorities (their wait watches pending alone).
+  std::vector<std::string> args{copy, id, queue, num(submitted_at),
+                                run_at ? num(*run_at) : std::string()};
+  if (level != job::Priority::normal) {
+    args.resize(12);
+    args.push_back(k.wake);
+  }
+  return make<bool>(scripts::submit(),
+                    {k.job(id), k.live, k.pending_at(static_cast<std::size_t>(level)), k.delayed},
+                    std::move(args), one("submit"));
 }
 
 Call<Submitted> submit(const Keys& k, const std::string& id, const std::string& queue,
                        const std::string& copy, std::int64_t submitted_at,
-                       std::optional<std::int64_t> run_at, const UniqueAsk& unique) {
-  std::vector<std::string> keys{k.job(id), k.live, k.pending, k.delayed, k.unique(unique.key)};
+                       std::optional<std::int64_t> run_at, const UniqueAsk& unique,
+                       job::Priority level) {
+  std::vector<std::string> keys{k.job(id), k.live, k.pending_at(static_cast<std::size_t>(level)),
+                                k.delayed, k.unique(unique.key)};
   // Debounce replaces the holder it names: its state is written, so it is declared.
   if (!unique.expected.empty()) keys.push_back(k.job(unique.expected));
   const bool take = unique.rule.queued || unique.rule.mode != UniqueRule::Mode::lock;
@@ -800,7 +835,8 @@ Call<Submitted> submit(const Keys& k, const std::string& id, const std::string& 
       scripts::submit(), std::move(keys),
       {copy, id, queue, num(submitted_at), run_at ? num(*run_at) : std::string(),
        unique.rule.code(), num(std::max<long long>(1, unique.rule.hold.count())), take ? "1" : "0",
-       unique.key, unique.expected, k.events, num(unique.keep_failed.count())},
+       unique.key, unique.expected, k.events, num(unique.keep_failed.count()),
+       level != job::Priority::normal ? k.wake : std::string()},
       [](Reply r) -> OpResult<Submitted> {
         if (!r.is_array() || r.elements.size() != 2) return bad("submit", r);
         static const std::map<std::string, Submitted::What> whats = {
@@ -838,18 +874,20 @@ Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::st
   const std::string nonce = c.marker ? c.marker->nonce : "";
   const std::string attempts = c.marker ? num(c.marker->attempts) : "0";
   const std::string submitted = c.marker ? c.marker->submitted_at : "";
-  std::vector<std::string> keys{k.job(id), k.pending, k.delayed, k.live, k.cancels};
+  // A copy waiting in a priority's list is taken from there (the script knows one pending list).
+  const std::string* list = k.waiting_list(how);
+  std::vector<std::string> keys{k.job(id), list ? *list : k.pending, k.delayed, k.live, k.cancels};
   if (!unique_key.empty()) keys.push_back(k.unique(unique_key));
-  return make<CancelAnswer>(
-      scripts::cancel(), std::move(keys),
-      {queue, k.events, id, how, copy, nonce, attempts, submitted, num(keep.count()), why, payload},
-      [](Reply r) -> OpResult<CancelAnswer> {
-        if (!r.is_array() || r.elements.empty()) return bad("cancel", r);
-        CancelAnswer out;
-        out.what = r.elements[0].str;
-        if (r.elements.size() > 1) out.status = r.elements[1].str;
-        return out;
-      });
+  return make<CancelAnswer>(scripts::cancel(), std::move(keys),
+                            {queue, k.events, id, list ? "pending" : how, copy, nonce, attempts,
+                             submitted, num(keep.count()), why, payload},
+                            [](Reply r) -> OpResult<CancelAnswer> {
+                              if (!r.is_array() || r.elements.empty()) return bad("cancel", r);
+                              CancelAnswer out;
+                              out.what = r.elements[0].str;
+                              if (r.elements.size() > 1) out.status = r.elements[1].str;
+                              return out;
+                            });
 }
 
 Call<std::size_t> read_shards(const Keys& k) {
@@ -871,8 +909,10 @@ Call<redis::Done> write_shards(const Keys& k, std::size_t n) {
   return command<redis::Done>({"SET", k.shards, std::to_string(n)}, done());
 }
 
-Call<long long> push_pending(const Keys& home, const std::vector<std::string>& copies) {
-  std::vector<std::string> argv{"LPUSH", home.pending};
+Call<long long> push_pending(const Keys& home, const std::vector<std::string>& copies,
+                             const std::string& where) {
+  const std::string* list = home.waiting_list(where);
+  std::vector<std::string> argv{"LPUSH", list ? *list : home.pending};
   argv.insert(argv.end(), copies.begin(), copies.end());
   return command<long long>(std::move(argv), integer("pending"));
 }
@@ -885,7 +925,9 @@ Call<long long> drop_held(const Keys& k, const std::string& worker,
 }
 
 Call<bool> take_copy(const Keys& k, const std::string& where, const std::string& copy) {
-  if (where == "pending") return command<bool>({"LREM", k.pending, "1", copy}, one("pending"));
+  if (const std::string* list = k.waiting_list(where)) {
+    return command<bool>({"LREM", *list, "1", copy}, one("pending"));
+  }
   return command<bool>({"ZREM", k.delayed, copy}, one("delayed"));
 }
 
@@ -893,12 +935,15 @@ Call<redis::Done> put_delayed(const Keys& k, const std::string& copy, const std:
   return command<redis::Done>({"ZADD", k.delayed, score, copy}, done());
 }
 
-Call<long long> pending_length(const Keys& k) {
-  return command<long long>({"LLEN", k.pending}, integer("pending"));
+Call<long long> pending_length(const Keys& k, const std::string& where) {
+  const std::string* list = k.waiting_list(where);
+  return command<long long>({"LLEN", list ? *list : k.pending}, integer("pending"));
 }
 
-Call<std::vector<std::string>> pending_slice(const Keys& k, long long from, long long to) {
-  return command<std::vector<std::string>>({"LRANGE", k.pending, num(from), num(to)},
+Call<std::vector<std::string>> pending_slice(const Keys& k, long long from, long long to,
+                                             const std::string& where) {
+  const std::string* list = k.waiting_list(where);
+  return command<std::vector<std::string>>({"LRANGE", list ? *list : k.pending, num(from), num(to)},
                                            strings("pending"));
 }
 

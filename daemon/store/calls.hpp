@@ -3,6 +3,7 @@
 // ARGV). Builders are pure: they only make the Request.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "job/job.hpp"
 #include "store/call.hpp"
 #include "store/heartbeat.hpp"
 #include "store/keys.hpp"
@@ -54,10 +56,23 @@ struct Cap {
   std::size_t slots = 0;
   std::vector<std::string> others;
 };
+/// How a queue takes from its priority levels (its `priorities:` config; docs/priorities.md):
+/// not at all (only pending), strictly high first, or by weight; a level waiting untaken for
+/// `aging` goes first either way.
+struct Order {
+  enum class Mode : std::uint8_t { none, strict, weighted };
+  Mode mode = Mode::none;
+  std::array<std::uint32_t, 3> weights{6, 3, 1};  // high, normal, low
+  Millis aging = std::chrono::minutes(1);
+  bool on() const noexcept { return mode != Mode::none; }
+  /// As fetch.lua takes it: "" for none, else "s|w,<weights>,<aging ms>".
+  std::string spec() const;
+};
 /// Holds up to `n` jobs from pending, with tokens first, first + 1, ... (lua/fetch.lua); with a
 /// rate, no more than its bucket has tokens for; with a cap, no more than its free slots.
 Call<FetchBatch> fetch(const Keys& k, const std::string& worker, std::uint64_t first, std::size_t n,
-                       std::uint64_t max_bytes, const Rate& rate = {}, const Cap& cap = {});
+                       std::uint64_t max_bytes, const Rate& rate = {}, const Cap& cap = {},
+                       const Order& order = {});
 /// The bucket gives no token before `until` (Redis' clock, ms; a later one already set stays):
 /// a handler was told to come back then (HTTP 429 with Retry-After).
 Call<redis::Done> slow_down(const Keys& k, std::int64_t until);
@@ -149,12 +164,18 @@ struct Due {
   std::int64_t now = 0;
   std::optional<Millis> next_in;  // until the next job not due yet
   std::vector<std::string> jobs;  // due, oldest first
+  /// Jobs wait in a priority list (pending:high or pending:low): how many of the two hold some.
+  long long levels = 0;
 };
 Call<Due> due(const Keys& k, std::size_t limit);
+/// A queue without priorities: the jobs of its priority lists into pending, at most `limit` of
+/// each (lua/fold.lua); how many were moved.
+Call<long long> fold(const Keys& k, std::size_t limit);
 /// A due job and, for a retry, its id (its state goes back to queued).
 struct PromoteItem {
   std::string job;
   std::string retry_id;
+  job::Priority level = job::Priority::normal;  // the pending list it goes to
 };
 Call<long long> promote(const Keys& k, const std::vector<PromoteItem>& jobs);
 
@@ -207,7 +228,8 @@ Call<std::size_t> read_shards(const Keys& k);
 Call<redis::Done> write_shards(const Keys& k, std::size_t n);
 /// A sharded queue's jobs fetched from a shard that is not their id's home: pushed to the home
 /// shard's pending (one LPUSH, oldest first to be taken), then dropped from this worker's hold.
-Call<long long> push_pending(const Keys& home, const std::vector<std::string>& copies);
+Call<long long> push_pending(const Keys& home, const std::vector<std::string>& copies,
+                             const std::string& where = "pending");
 Call<long long> drop_held(const Keys& k, const std::string& worker,
                           const std::vector<std::uint64_t>& tokens);
 // ---- history (the dashboard's charts) ----
@@ -271,7 +293,8 @@ struct Fired {
 /// Enqueues `jobs` for the tick `tick` if it is still the one the schedule waits for and is due
 /// by Redis' clock, and moves it on to `after`; `jobs` empty: the tick is skipped.
 Call<Fired> fire_schedule(const Keys& k, const std::string& name, const std::string& timing,
-                          std::int64_t tick, std::int64_t after, const std::vector<TickJob>& jobs);
+                          std::int64_t tick, std::int64_t after, const std::vector<TickJob>& jobs,
+                          job::Priority level = job::Priority::normal);
 /// The queue's schedules: name -> stored definition.
 Call<std::vector<std::pair<std::string, std::string>>> schedule_defs(const Keys& k);
 /// Whether the queue has a schedule of that name.
@@ -299,7 +322,7 @@ Call<bool> holds(const Keys& k, const std::string& worker, const std::string& to
 /// for the job of its id that is not over yet.
 Call<bool> submit(const Keys& k, const std::string& id, const std::string& queue,
                   const std::string& copy, std::int64_t submitted_at,
-                  std::optional<std::int64_t> run_at);
+                  std::optional<std::int64_t> run_at, job::Priority level = job::Priority::normal);
 /// A submission's unique key, and how its queue locks it.
 struct UniqueAsk {
   std::string key;
@@ -318,7 +341,8 @@ struct Submitted {
 /// or replacing the holder that still waits (debounce, whose holder must be read first).
 Call<Submitted> submit(const Keys& k, const std::string& id, const std::string& queue,
                        const std::string& copy, std::int64_t submitted_at,
-                       std::optional<std::int64_t> run_at, const UniqueAsk& unique);
+                       std::optional<std::int64_t> run_at, const UniqueAsk& unique,
+                       job::Priority level = job::Priority::normal);
 /// Moves a lock's foreign value aside (repair.lua), as the queue's other keys' are.
 Call<std::vector<Repaired>> repair_lock(const Keys& k, const std::string& unique_key,
                                         std::int64_t now_ms);
@@ -334,15 +358,20 @@ Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::st
                           const std::string& how, const std::string& copy, Millis keep,
                           const std::string& why, const std::string& payload = "",
                           const std::string& unique_key = "");
-/// Takes one exact copy out of `where` (pending or delayed): false when it is not there (a daemon
+/// Takes one exact copy out of `where` (pending, pending:high, pending:low or delayed: the list of
+/// its priority, Keys::waiting_list): false when it is not there (a daemon
 /// took it). Then push_pending or put_delayed: how jobqctl cancel moves a copy waiting outside its
 /// id's home shard to that home, where the cancel script finds it with the job's state and claim.
 Call<bool> take_copy(const Keys& k, const std::string& where, const std::string& copy);
 /// Adds a copy to delayed, due at `score` (as delayed_slice read it).
 Call<redis::Done> put_delayed(const Keys& k, const std::string& copy, const std::string& score);
 /// Slices of where jobs wait, for jobqctl jobs and cancel.
-Call<long long> pending_length(const Keys& k);
-Call<std::vector<std::string>> pending_slice(const Keys& k, long long from, long long to);
+/// `where`: pending, or the list of a priority (pending:high, pending:low).
+Call<long long> pending_length(const Keys& k, const std::string& where = "pending");
+Call<std::vector<std::string>> pending_slice(const Keys& k, long long from, long long to,
+                                             const std::string& where = "pending");
+/// The lists jobs wait in, in the order jobqctl reads them: high, normal, low.
+inline constexpr const char* kWaitingLists[] = {"pending:high", "pending", "pending:low"};
 Call<long long> delayed_count(const Keys& k);
 /// (job, score) pairs.
 Call<std::vector<std::pair<std::string, std::string>>> delayed_slice(const Keys& k, long long from,

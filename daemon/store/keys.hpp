@@ -15,6 +15,10 @@ struct Keys {
   Keys(const std::string& prefix, const std::string& queue, const std::string& tag)
       : base(prefix + ":{" + tag + "}"),
         pending(base + ":pending"),
+        pending_high(base + ":pending:high"),
+        pending_low(base + ":pending:low"),
+        order(base + ":order"),
+        wake(base + ":wake"),
         delayed(base + ":delayed"),
         leases(base + ":leases"),
         live(base + ":live"),
@@ -30,8 +34,24 @@ struct Keys {
         schedules(prefix + ":{" + queue + "}:schedules"),
         schedule_base(prefix + ":{" + queue + "}:schedule:") {}
 
-  std::string base;         // P:{Q}
-  std::string pending;      // list (contract): submitted jobs, consumed from the right
+  std::string base;          // P:{Q}
+  std::string pending;       // list (contract): submitted jobs, consumed from the right
+  std::string pending_high;  // list: jobs of priority high (docs/priorities.md), as pending
+  std::string pending_low;   // list: jobs of priority low
+  std::string order;         // hash: how a queue with `priorities:` last took from the levels
+  std::string wake;          // pub/sub channel: a job went to a priority list (a channel)
+  /// The list jobs of priority `level` (0 high, 1 normal, 2 low: job::Priority) wait in.
+  const std::string& pending_at(std::size_t level) const {
+    return level == 0 ? pending_high : level == 2 ? pending_low : pending;
+  }
+  /// Where a waiting copy was found, as jobqctl's calls name it ("pending", "pending:high",
+  /// "pending:low"; anything else: delayed): the list's key, or nullptr for delayed.
+  const std::string* waiting_list(const std::string& where) const {
+    if (where == "pending") return &pending;
+    if (where == "pending:high") return &pending_high;
+    if (where == "pending:low") return &pending_low;
+    return nullptr;
+  }
   std::string delayed;      // zset (contract): jobs to run later, retries, waiting duplicates
   std::string leases;       // zset: worker id -> lease expiry (unix ms, Redis' clock)
   std::string live;         // hash: job id -> the claim that owns it until the job is final

@@ -169,7 +169,7 @@ QueueStore::FetchCall QueueStore::begin_fetch(std::size_t n) {
   // A marked copy is longer than the job by its marker (a few hundred bytes at most): the exact
   // limit is read_held's, on the job itself.
   c.call = store::fetch(keys_, s_.worker, c.first, n, s_.max_job_bytes + 600, s_.rate,
-                        Cap{s_.global_slots, others_});
+                        Cap{s_.global_slots, others_}, s_.order);
   return c;
 }
 
@@ -632,11 +632,14 @@ async::Task<OpResult<Due>> QueueStore::promote(std::size_t limit) {
     // or one that waits for its id, has no state of its own to change.
     std::string retry_id =
         c.marker && c.marker->attempts > 0 && job::valid_id(c.marker->id) ? c.marker->id : "";
-    items.push_back({std::move(j), std::move(retry_id)});
+    const job::Priority level = job::priority_of_text(c.body);
+    items.push_back({std::move(j), std::move(retry_id), level});
   }
   const auto call = store::promote(keys_, items);
   OpResult<long long> moved = co_await run(main_, call);
   if (!moved.ok()) co_return moved.error();
+  // Moved into a priority list: a queue with priorities looks there now, not at its next wait.
+  for (const auto& it : items) found->levels += it.level != job::Priority::normal;
   found->jobs.clear();
   found->jobs.resize(static_cast<std::size_t>(std::max<long long>(0, *moved)));
   co_return found;

@@ -56,6 +56,8 @@ struct Settings {
   Rate rate;
   /// This shard's share of the queue's `global_concurrency:` (0: none).
   std::size_t global_slots = 0;
+  /// How the queue takes from its priority levels (`priorities:`; none: only from pending).
+  Order order;
   /// How the queue's unique keys lock (`unique:`; its defaults for a queue without one, whose
   /// jobs may still bring a unique_key).
   UniqueRule unique;
@@ -73,6 +75,7 @@ struct Settings {
     active_after = next.active_after;
     rate = next.rate;
     global_slots = next.global_slots;
+    order = next.order;
     unique = next.unique;
   }
 };

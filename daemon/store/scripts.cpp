@@ -89,6 +89,10 @@ const redis::Script& due() {
 const redis::Script& promote() {
   return named("promote");
 }
+
+const redis::Script& fold() {
+  return named("fold");
+}
 const redis::Script& dead_victims() {
   return named("dead_victims");
 }

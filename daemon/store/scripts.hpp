@@ -20,6 +20,7 @@ const redis::Script& expired();
 const redis::Script& recover();
 const redis::Script& due();
 const redis::Script& promote();
+const redis::Script& fold();
 const redis::Script& dead_victims();
 const redis::Script& repair();
 const redis::Script& control();

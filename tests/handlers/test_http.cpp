@@ -130,7 +130,10 @@ TEST_CASE("http: a slow server is cut off by the job timeout; the request is aba
       timed_out = true;
     }
     CHECK(timed_out);
-    CHECK(ms_since(t0) < 600);
+    // Cut off, not waited for: well before the server's 3 s answer. (How soon after the 300 ms
+    // depends on the machine's load: 648 ms was seen with both cores busy; the timer itself is
+    // the loop's, tested in tests/async.)
+    CHECK(ms_since(t0) < 1500);
     // The handler still works afterwards (the abandoned connection is not reused).
     server.on_request([](const HttpRequest&, std::size_t) { return HttpResponse{200, "fine"}; });
     auto out = co_await attempt(*h, job);

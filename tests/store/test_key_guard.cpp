@@ -54,7 +54,8 @@ local __keys_of = {
   HGETALL = 'first', HLEN = 'first', HKEYS = 'first', HVALS = 'first', HINCRBY = 'first',
   ZADD = 'first', ZREM = 'first', ZSCORE = 'first', ZCARD = 'first', ZRANGE = 'first',
   ZRANGEBYSCORE = 'first', LPUSH = 'first', RPUSH = 'first', RPOP = 'first', LREM = 'first',
-  LLEN = 'first', TYPE = 'first', EXPIRE = 'first', PEXPIRE = 'first', PERSIST = 'first',
+  LLEN = 'first', LRANGE = 'first', LTRIM = 'first', TYPE = 'first', EXPIRE = 'first',
+  PEXPIRE = 'first', PERSIST = 'first',
   SET = 'first', GET = 'first', SADD = 'first', PTTL = 'first',
 }
 local function __check(cmd, ...)
@@ -226,6 +227,18 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
   (void)store::run(c, store::fetch(k, "wr", 900, 2, 100000, {0.05, 5})).value();
   (void)store::run(c, store::slow_down(k, now + 60000)).value();
   (void)store::run(c, store::fetch(k, "wr", 902, 2, 100000, {0.05, 5})).value();
+  // Priorities: a submission to a level's list (with its wake), a fetch by weight and one
+  // strict, a queue without them folding the lists into pending.
+  (void)store::run(c, store::submit(k, "ph", "q", copy, now, std::nullopt, job::Priority::high))
+      .value();
+  r.cmd({"LPUSH", "jobq:{q}:pending:low", job_text("pl")});
+  store::Order order;
+  order.mode = store::Order::Mode::weighted;
+  (void)store::run(c, store::fetch(k, "wr", 904, 1, 100000, {}, {}, order)).value();
+  order.mode = store::Order::Mode::strict;
+  (void)store::run(c, store::fetch(k, "wr", 905, 1, 100000, {}, {}, order)).value();
+  r.cmd({"LPUSH", "jobq:{q}:pending:high", job_text("ph2")});
+  (void)store::run(c, store::fold(k, 10)).value();
 
   auto violations = r.cmd({"LRANGE", "guard:violation", "0", "-1"});
   std::string said;

@@ -14,6 +14,7 @@
 #include "store/settler.hpp"
 #include "tests/support/redis_server.hpp"
 #include "tests/support/run.hpp"
+#include "tests/support/store_fixture.hpp"
 
 using namespace jq;
 using namespace std::chrono_literals;
@@ -71,51 +72,25 @@ store::UniqueRule rule(store::UniqueRule::Mode mode, bool queued = true, bool ru
   return r;
 }
 
-// A daemon's store for queue q, as test_store.cpp's Fixture.
-struct Daemon {
+// A daemon's store for queue q whose unique keys lock by `unique`, registered as it comes up.
+struct Daemon : test::Fixture {
   explicit Daemon(const test::RedisServer& server, std::string worker = "w1",
                   store::UniqueRule unique = {})
-      : main(options(server)), blocking(options(server)) {
-    settings.queue = "q";
-    settings.worker = std::move(worker);
-    settings.default_handler = "h";
-    settings.lease = 30s;
-    settings.unique = unique;
-  }
-  static redis::Client::Options options(const test::RedisServer& server) {
-    redis::Client::Options o;
-    o.connect.url = redis::parse_url(server.url());
-    o.connect.command_timeout = 5s;
-    return o;
+      : Fixture(server, std::move(worker), with_rule(unique)) {}
+  static store::Settings with_rule(store::UniqueRule unique) {
+    store::Settings s;
+    s.unique = unique;
+    return s;
   }
   async::Task<void> up() {
-    main.start();
-    blocking.start();
-    co_await main.wait_connected();
-    co_await blocking.wait_connected();
-    store.emplace(main, blocking, settings, rules_of());
-    settler.emplace(*store);
-    settler->start();
-    (void)(co_await store->register_lease()).value();
-  }
-  async::Task<store::Fetched> fetch(std::size_t n) {
-    store::OpResult<store::Fetched> got = co_await store->fetch(n);
-    co_return std::move(got).value();
+    co_await Fixture::up();
+    co_await lease();
   }
   async::Task<void> write(std::vector<store::Settlement> ops) {
     for (auto& s : ops) settler->push(std::move(s));
     const bool flushed = co_await settler->flush(5s);
     if (!flushed) throw std::runtime_error("settlements not written");
   }
-  async::Task<void> down() {
-    co_await settler->stop();
-    co_await main.stop();
-    co_await blocking.stop();
-  }
-  redis::Client main, blocking;
-  store::Settings settings;
-  std::optional<store::QueueStore> store;
-  std::optional<store::Settler> settler;
 };
 
 }  // namespace

@@ -1,7 +1,9 @@
 -- depths: a queue's jobs waiting in Redis, for /metrics and jobqctl (read only, O(1) per key);
 -- with the queue's rate, also the tokens its bucket holds now (what fetch.lua would find).
 --
--- KEYS: pending, delayed, dead[, rate (the bucket)]
+-- Pending counts the priority lists too (pending:high, pending:low: docs/priorities.md).
+--
+-- KEYS: pending, delayed, dead, pending:high, pending:low[, rate (the bucket)]
 -- ARGV: with the bucket: rate (tokens per ms), burst
 -- Returns {pending, delayed, dead[, tokens (whole, 0 while a 429's hold lasts)]}: each key's
 -- length, 0 when it does not exist, -1 when it holds a value of another type (garbage written
@@ -12,16 +14,20 @@ local function size(key, kind, cmd)
   if t ~= kind then return -1 end
   return redis.call(cmd, key)
 end
-local out = {size(KEYS[1], 'list', 'LLEN'), size(KEYS[2], 'zset', 'ZCARD'),
-             size(KEYS[3], 'zset', 'ZCARD')}
-if KEYS[4] then
+local pending = 0
+for _, key in ipairs({KEYS[1], KEYS[4], KEYS[5]}) do
+  local n = size(key, 'list', 'LLEN')
+  if n < 0 or pending < 0 then pending = -1 else pending = pending + n end
+end
+local out = {pending, size(KEYS[2], 'zset', 'ZCARD'), size(KEYS[3], 'zset', 'ZCARD')}
+if KEYS[6] then
   local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-  local kind = redis.call('TYPE', KEYS[4]).ok
+  local kind = redis.call('TYPE', KEYS[6]).ok
   if kind ~= 'none' and kind ~= 'hash' then
     out[4] = -1
     return out
   end
-  local b = redis.call('HMGET', KEYS[4], 'tokens', 'at', 'until')
+  local b = redis.call('HMGET', KEYS[6], 'tokens', 'at', 'until')
   local now = now_ms()
   local t, at = tonumber(b[1]), tonumber(b[2])
   local tokens = burst

@@ -15,11 +15,20 @@
 -- name is answered with the live workers, and the daemon asks again with them. A queue without
 -- one never reads the leases beyond its own.
 --
--- KEYS: pending, leases, inflight (this worker's), paused, rate (the bucket), then the inflight
---       hashes of other workers
+-- A queue with `priorities:` (docs/priorities.md) takes from three lists, pending:high, pending
+-- (normal) and pending:low: strictly in that order, or by weight (stride scheduling: each level's
+-- pass grows by 1/weight per job taken from it, the level with the least pass goes next, and a
+-- level that had no jobs rejoins at the last pass taken, so idling earns no credit). A level
+-- with jobs that no fetch took from for `aging` ms goes first. The passes and since when each
+-- level waits are kept in the order hash. A queue without never reads the other lists.
+--
+-- KEYS: pending, leases, inflight (this worker's), paused, rate (the bucket), with priorities
+--       pending:high, pending:low, order, then the inflight hashes of other workers
 -- ARGV: worker, n, max_bytes, rate (tokens per ms; 0: none), burst, global concurrency (0:
---       none), then the n tokens as text (the first, first + 1, ...), then the workers whose
---       inflight hashes are KEYS[6...], in that order
+--       none), the order ('' none; else 's' strict or 'w' weighted, the weights of high, normal
+--       and low, and the aging in ms, comma-separated: "w,6,3,1,60000"), then the n tokens as
+--       text (the first, first + 1, ...), then the workers whose inflight hashes are the last
+--       KEYS, in that order
 -- Returns false when the worker's lease is gone or expired (it must register again);
 --   {Redis' clock (ms), -1} while the queue is paused (nothing taken);
 --   {Redis' clock (ms), -2, ms until a token} when the bucket is empty (nothing taken);
@@ -34,6 +43,87 @@
 --    what it can start at once).
 -- The i-th job held has the i-th token.
 local pending, leases, inflight, paused, bucket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local spec = ARGV[7]
+local lists, others = nil, 6
+if spec ~= '' then
+  lists, others = {KEYS[6], pending, KEYS[7]}, 9
+end
+
+-- Takes up to n jobs from the levels by the queue's order: the jobs, and each one's level.
+local function take_by_order(order, n, now)
+  local mode, w1, w2, w3, aging = string.match(spec, '^(%a),(%d+),(%d+),(%d+),(%d+)$')
+  local weight, age = {tonumber(w1), tonumber(w2), tonumber(w3)}, tonumber(aging)
+  -- A foreign value at order fails here (WRONGTYPE): the daemon moves it aside (repair).
+  local st = redis.call('HMGET', order, 'p1', 'p2', 'p3', 's1', 's2', 's3', 'v')
+  local len, left, pass, since = {}, {}, {}, {}
+  for l = 1, 3 do
+    len[l] = redis.call('LLEN', lists[l])
+    left[l], pass[l], since[l] = len[l], tonumber(st[l]), tonumber(st[l + 3])
+  end
+  local v = tonumber(st[7]) or 0
+  local seq, take = {}, {0, 0, 0}
+  local function pick(l)
+    take[l], left[l] = take[l] + 1, left[l] - 1
+    seq[#seq + 1] = l
+  end
+  -- Aged levels first, the longest waiting first.
+  while age > 0 and #seq < n do
+    local aged
+    for l = 1, 3 do
+      if left[l] > 0 and take[l] == 0 and since[l] and now - since[l] >= age and
+          (not aged or since[l] < since[aged]) then
+        aged = l
+      end
+    end
+    if not aged then break end
+    while left[aged] > 0 and #seq < n do pick(aged) end
+  end
+  if mode == 's' then
+    for l = 1, 3 do
+      while left[l] > 0 and #seq < n do pick(l) end
+    end
+  else
+    for l = 1, 3 do
+      if left[l] > 0 and (not pass[l] or pass[l] < v) then pass[l] = v end
+    end
+    while #seq < n do
+      local best
+      for l = 1, 3 do
+        if left[l] > 0 and (not best or pass[l] < pass[best]) then best = l end
+      end
+      if not best then break end
+      v = pass[best]
+      pass[best] = pass[best] + 1 / weight[best]
+      pick(best)
+    end
+  end
+  -- Since when each level waits untaken: kept while it does, dropped once taken from or empty.
+  local set, drop = {}, {}
+  for l = 1, 3 do
+    if take[l] > 0 or len[l] == 0 then
+      if since[l] then drop[#drop + 1] = 's' .. l end
+    elseif not since[l] then
+      set[#set + 1], set[#set + 2] = 's' .. l, tostring(now)
+    end
+  end
+  if mode ~= 's' and #seq > 0 then
+    for l = 1, 3 do
+      if pass[l] then set[#set + 1], set[#set + 2] = 'p' .. l, tostring(pass[l]) end
+    end
+    set[#set + 1], set[#set + 2] = 'v', tostring(v)
+  end
+  if #set > 0 then redis.call('HSET', order, unpack(set)) end
+  if #drop > 0 then redis.call('HDEL', order, unpack(drop)) end
+  local got, at, items, from = {}, {0, 0, 0}, {}, {}
+  for l = 1, 3 do
+    if take[l] > 0 then got[l] = redis.call('RPOP', lists[l], take[l]) end
+  end
+  for i, l in ipairs(seq) do
+    at[l] = at[l] + 1
+    items[i], from[i] = got[l][at[l]], l
+  end
+  return items, from
+end
 local now = now_ms()
 if not lease_valid(leases, ARGV[1], now) then return false end
 local nows = tostring(now)
@@ -46,7 +136,7 @@ local cap = tonumber(ARGV[6])
 local used, workers = 0, 0
 if cap > 0 then
   local named = {[ARGV[1]] = inflight}
-  for j = 6, #KEYS do named[ARGV[6 + asked + j - 5]] = KEYS[j] end
+  for j = others, #KEYS do named[ARGV[8 + asked + j - others]] = KEYS[j] end
   local live = redis.call('ZRANGEBYSCORE', leases, now, '+inf')
   workers = #live
   for _, w in ipairs(live) do
@@ -76,8 +166,14 @@ if rate > 0 then
     limited = true
   end
 end
-local items = redis.call('RPOP', pending, n)
-if not items then return {nows, 0} end
+local items, from
+if lists then
+  items, from = take_by_order(KEYS[8], n, now)
+  if #items == 0 then return {nows, 0} end
+else
+  items = redis.call('RPOP', pending, n)
+  if not items then return {nows, 0} end
+end
 if tokens then
   tokens = tokens - #items
   redis.call('HSET', bucket, 'tokens', tostring(tokens), 'at', nows)
@@ -94,15 +190,19 @@ end
 local head = #out
 for i = 1, #items do
   local raw = items[i]
-  held[2 * i - 1], held[2 * i] = ARGV[6 + i], raw
+  held[2 * i - 1], held[2 * i] = ARGV[7 + i], raw
   if #raw > max then out[head + i] = #raw else out[head + i] = raw end
 end
 -- A foreign value at inflight fails the HSET: every job popped goes back where it was.
 local ok, err = pcall(redis.call, 'HSET', inflight, unpack(held))
 if not ok then
-  local back = {}
-  for i = #items, 1, -1 do back[#back + 1] = items[i] end
-  redis.call('RPUSH', pending, unpack(back))
+  if lists then
+    for i = #items, 1, -1 do redis.call('RPUSH', lists[from[i]], items[i]) end
+  else
+    local back = {}
+    for i = #items, 1, -1 do back[#back + 1] = items[i] end
+    redis.call('RPUSH', pending, unpack(back))
+  end
   if type(err) == 'table' then err = err.err end
   return redis.error_reply(tostring(err))
 end

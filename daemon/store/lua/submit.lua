@@ -15,7 +15,8 @@
 -- ARGV: the job's JSON (with a marker of 0 attempts), its id, queue, submitted_at, run_at (''
 --       = now); with a unique key: mode (l, d, t), for (ms), take (1: the lock is taken now; 0:
 --       only checked, a daemon takes it when it takes the job), the key, the holder expected
---       (debounce; '' none), the events channel, keep failed (ms)
+--       (debounce; '' none), the events channel, keep failed (ms); then (13th) the wake channel
+--       when KEYS[3] is a priority's list ('' or none otherwise: empty 6th to 12th without a key)
 -- Returns 1 when queued, 0 when it waits for the job before it; with a unique key {what, other}:
 --   queued (other: the job it replaced, or ''), waits, duplicate (other: the holder), again
 --   (debounce: the holder is not the one expected; other: who is), garbage (other: Redis' error).
@@ -81,6 +82,9 @@ if not waits then
 end
 if ARGV[5] == '' then
   redis.call('LPUSH', pending, ARGV[1])
+  -- A daemon of a queue with priorities waits on pending alone: told here, it looks now.
+  local wake = ARGV[13]
+  if wake and wake ~= '' and listened(wake) then redis.call('PUBLISH', wake, '1') end
 else
   redis.call('ZADD', delayed, ARGV[5], ARGV[1])
 end

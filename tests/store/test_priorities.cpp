@@ -1,0 +1,278 @@
+// Priorities (docs/priorities.md) against a real Redis: the levels' lists, strict and weighted
+// order, aging, idling earns no credit, what reaches a list (jobqctl's submission, a due delayed
+// job), a queue without priorities folding the lists into pending, garbage at the order hash.
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "store/admin.hpp"
+#include "store/calls.hpp"
+#include "tests/support/run.hpp"
+#include "tests/support/store_fixture.hpp"
+
+using namespace jq;
+using namespace std::chrono_literals;
+using jq::test::Fixture;
+using jq::test::run_test;
+
+namespace {
+
+const char* kHigh = "jobq:{q}:pending:high";
+const char* kNormal = "jobq:{q}:pending";
+const char* kLow = "jobq:{q}:pending:low";
+
+std::string job_text(const std::string& id) {
+  return R"({"id":")" + id + R"(","payload":1})";
+}
+
+// `n` jobs id<prefix>0.. pushed to `list` as LPUSH submitters do (oldest first out).
+void push(test::SyncRedis& r, const char* list, const std::string& prefix, int n) {
+  for (int i = 0; i < n; ++i) r.cmd({"LPUSH", list, job_text(prefix + std::to_string(i))});
+}
+
+store::Settings ordered(store::Order::Mode mode, std::array<std::uint32_t, 3> weights = {6, 3, 1},
+                        std::chrono::milliseconds aging = 0ms) {
+  store::Settings s;
+  s.order.mode = mode;
+  s.order.weights = weights;
+  s.order.aging = aging;
+  return s;
+}
+
+std::string state_status(test::SyncRedis& r, const std::string& id) {
+  return r.cmd({"HGET", "jobq:{q}:job:" + id, "status"}).str;
+}
+
+// jobqctl's view of the test Redis.
+struct Front {
+  explicit Front(const test::RedisServer& server)
+      : c(redis::SyncClient::connect(redis::parse_url(server.url())).value()) {
+    store::Layout l;
+    l.config_shards = [](const std::string&) { return std::size_t{0}; };
+    l.keep_failed_ms = [](const std::string&) { return std::int64_t{60000}; };
+    admin.emplace(c, std::move(l));
+  }
+  redis::SyncClient c;
+  std::optional<store::Admin> admin;
+};
+
+// The ids of a fetch, in the order it handed them over.
+std::vector<std::string> ids(const store::Fetched& got) {
+  std::vector<std::string> out;
+  for (const auto& r : got.jobs) out.push_back(r.id);
+  return out;
+}
+
+// The level of each id (its first letter), counted.
+std::map<char, int> levels(const std::vector<std::string>& got) {
+  std::map<char, int> out;
+  for (const auto& id : got) ++out[id.front()];
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("strict order takes high, then normal, then low, each oldest first",
+          "[store][priority]") {
+  test::RedisServer server;
+  auto r = server.client();
+  push(r, kLow, "l", 2);
+  push(r, kNormal, "n", 2);
+  push(r, kHigh, "h", 2);
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server, "w1", ordered(store::Order::Mode::strict));
+    auto got = co_await f.up_and_fetch(3);
+    CHECK(ids(got) == std::vector<std::string>{"h0", "h1", "n0"});
+    auto rest = co_await f.fetch(10);
+    CHECK(ids(rest) == std::vector<std::string>{"n1", "l0", "l1"});
+    co_await f.down();
+  };
+  run_test(body());
+}
+
+TEST_CASE("weighted order shares by weight, one fetch or many, and idling earns no credit",
+          "[store][priority]") {
+  test::RedisServer server;
+  auto r = server.client();
+  push(r, kLow, "l", 40);
+  push(r, kNormal, "n", 40);
+  push(r, kHigh, "h", 40);
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server, "w1", ordered(store::Order::Mode::weighted, {2, 1, 1}));
+    // One at a time: the shares hold across fetches (the passes are kept in Redis).
+    auto first = co_await f.up_and_fetch(1);
+    std::vector<std::string> order = ids(first);
+    for (int i = 0; i < 7; ++i) {
+      auto one = co_await f.fetch(1);
+      for (auto& id : ids(one)) order.push_back(id);
+    }
+    CHECK(levels(order) == std::map<char, int>{{'h', 4}, {'l', 2}, {'n', 2}});
+    // In one fetch: the same shares, interleaved in the order they were picked.
+    auto batch = co_await f.fetch(8);
+    CHECK(levels(ids(batch)) == std::map<char, int>{{'h', 4}, {'l', 2}, {'n', 2}});
+    CHECK(ids(batch).front().front() == 'h');
+    // Low runs dry and idles while high and normal go on; back, it gets its share again, not
+    // the picks it missed.
+    r.cmd({"DEL", kLow});
+    auto without = co_await f.fetch(12);
+    CHECK(levels(ids(without)) == std::map<char, int>{{'h', 8}, {'n', 4}});
+    push(r, kLow, "L", 20);
+    auto back = co_await f.fetch(8);
+    CHECK(levels(ids(back))['L'] == 2);
+    co_await f.down();
+  };
+  run_test(body());
+}
+
+TEST_CASE("aging: a level left waiting goes first once it waited that long", "[store][priority]") {
+  test::RedisServer server;
+  auto r = server.client();
+  push(r, kHigh, "h", 30);
+  push(r, kLow, "l", 2);
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server, "w1", ordered(store::Order::Mode::strict, {6, 3, 1}, 300ms));
+    auto got = co_await f.up_and_fetch(2);
+    CHECK(ids(got) == std::vector<std::string>{"h0", "h1"});
+    // Low waits untaken from here: not yet aged.
+    auto again = co_await f.fetch(1);
+    CHECK(ids(again) == std::vector<std::string>{"h2"});
+    CHECK(r.cmd({"HGET", "jobq:{q}:order", "s3"}).type == redis::Reply::Type::string);
+    co_await async::sleep(350ms);
+    auto aged = co_await f.fetch(3);
+    CHECK(ids(aged) == std::vector<std::string>{"l0", "l1", "h3"});
+    // Taken from (and empty): it waits no more.
+    CHECK(r.cmd({"HGET", "jobq:{q}:order", "s3"}).type == redis::Reply::Type::nil);
+    co_await f.down();
+  };
+  run_test(body());
+}
+
+TEST_CASE("a submission and a due delayed job go to their priority's list", "[store][priority]") {
+  test::RedisServer server;
+  auto r = server.client();
+  Front front(server);
+  store::Admin& admin = *front.admin;
+  const std::set<std::string> handlers{"h"};
+  job::Rules rules;
+  rules.default_handler = "h";
+  rules.handlers = &handlers;
+  const auto parsed = [&](const std::string& text) {
+    return std::get<job::Job>(job::parse(text, rules));
+  };
+  admin.submit("q", parsed(R"({"id":"a","payload":1,"priority":"high"})"), store::unix_ms(), {});
+  admin.submit("q", parsed(R"({"id":"b","payload":1,"priority":"low"})"), store::unix_ms(), {});
+  admin.submit("q", parsed(R"({"id":"c","payload":1,"priority":"normal"})"), store::unix_ms(), {});
+  admin.submit("q", parsed(R"({"id":"d","payload":1,"priority":"high"})"), store::unix_ms(),
+               store::unix_ms() - 1);
+  CHECK(r.integer({"LLEN", kHigh}) == 1);
+  CHECK(r.integer({"LLEN", kLow}) == 1);
+  CHECK(r.integer({"LLEN", kNormal}) == 1);
+  CHECK(r.integer({"ZCARD", "jobq:{q}:delayed"}) == 1);
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server, "w1", ordered(store::Order::Mode::strict));
+    co_await f.up();
+    auto p = (co_await f.store->promote()).value();
+    CHECK(p.jobs.size() == 1);
+    CHECK(p.levels > 0);  // a queue with priorities ends its wait for jobs
+    CHECK(r.integer({"LLEN", kHigh}) == 2);
+    co_await f.lease();
+    auto got = co_await f.fetch(10);
+    CHECK(ids(got) == std::vector<std::string>{"a", "d", "c", "b"});
+    co_await f.down();
+  };
+  run_test(body());
+  // A job whose priority is not a level is invalid, and says why.
+  auto bad = job::parse(R"({"payload":1,"priority":"urgent"})", rules);
+  REQUIRE(std::holds_alternative<job::Invalid>(bad));
+  CHECK(std::get<job::Invalid>(bad).error ==
+        R"(field priority must be "high", "normal" or "low", got 'urgent')");
+}
+
+TEST_CASE("a queue without priorities folds the lists into pending: high next, low last",
+          "[store][priority]") {
+  test::RedisServer server;
+  auto r = server.client();
+  push(r, kNormal, "n", 2);
+  push(r, kHigh, "h", 2);
+  push(r, kLow, "l", 2);
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server);
+    co_await f.up();
+    auto p = (co_await f.store->promote()).value();
+    CHECK(p.levels == 2);
+    const auto fold = store::fold(f.store->keys(), 1000);
+    store::OpResult<long long> moved = co_await store::run(f.main, fold);
+    CHECK(moved.value() == 4);
+    CHECK(r.integer({"EXISTS", kHigh, kLow}) == 0);
+    co_await f.lease();
+    auto got = co_await f.fetch(10);
+    CHECK(ids(got) == std::vector<std::string>{"h0", "h1", "n0", "n1", "l0", "l1"});
+    // A queue without priorities never reads the lists in its fetch.
+    r.cmd({"LPUSH", kHigh, job_text("x")});
+    auto none = co_await f.fetch(10);
+    CHECK(none.jobs.empty());
+    co_await f.down();
+  };
+  run_test(body());
+}
+
+TEST_CASE("garbage at the order hash is moved aside, and fetching goes on", "[store][priority]") {
+  test::RedisServer server;
+  auto r = server.client();
+  push(r, kHigh, "h", 1);
+  r.cmd({"SET", "jobq:{q}:order", "garbage"});
+  auto body = [&]() -> async::Task<void> {
+    Fixture f(server, "w1", ordered(store::Order::Mode::weighted));
+    co_await f.up();
+    co_await f.lease();
+    store::OpResult<store::Fetched> first = co_await f.store->fetch(1);
+    CHECK(!first.ok());
+    CHECK(first.error().wrong_type());
+    (void)co_await f.store->repair();
+    auto got = co_await f.fetch(1);
+    CHECK(ids(got) == std::vector<std::string>{"h0"});
+    co_await f.down();
+  };
+  run_test(body());
+}
+
+TEST_CASE("jobqctl's views see the priority lists: counts, lists, search, cancel",
+          "[store][priority][admin]") {
+  test::RedisServer server;
+  auto r = server.client();
+  Front front(server);
+  store::Admin& admin = *front.admin;
+  r.cmd({"SADD", "jobq:queues", "q"});
+  r.cmd({"LPUSH", kLow, R"({"id":"l0","payload":"needle"})"});
+  push(r, kNormal, "n", 2);
+  push(r, kHigh, "h", 2);
+  // Listed in the order a queue with priorities takes them, and the other way round.
+  auto page = admin.list("q", "pending", 0, 10, false);
+  CHECK(page.total == 5);
+  std::vector<std::string> listed;
+  for (const auto& row : page.jobs) listed.push_back(row.id);
+  CHECK(listed == std::vector<std::string>{"h0", "h1", "n0", "n1", "l0"});
+  auto newest = admin.list("q", "pending", 0, 2, true);
+  REQUIRE(newest.jobs.size() == 2);
+  CHECK(newest.jobs[0].id == "l0");
+  CHECK(newest.jobs[1].id == "n1");
+  // Found by its payload in the low list, across steps of one job each.
+  std::vector<std::string> found;
+  std::string from;
+  for (int i = 0; i < 20; ++i) {
+    auto step = admin.search("q", "needle", from, 1);
+    for (const auto& f : step.found) found.push_back(f.id);
+    if (step.next.empty()) break;
+    from = step.next;
+  }
+  CHECK(found == std::vector<std::string>{"l0"});
+  // Cancelled where it waits, in its list.
+  auto cancelled = admin.cancel_step("q", "h1", "cancelled by test");
+  CHECK(cancelled.what == "cancelled");
+  CHECK(cancelled.was == "queued");
+  CHECK(r.integer({"LLEN", kHigh}) == 1);
+  CHECK(state_status(r, "h1") == "cancelled");
+}
