@@ -49,6 +49,10 @@ void check_parse(std::string_view text) {
     finding("parse: job.raw parses to a different job", j.raw);
   }
   // What a state keeps of it (retain.payload): where the scan finds a payload, it is the job's.
+  // The priority a due retry is promoted by is read from the text alone: the same as the parse.
+  if (job::priority_of_text(j.raw) != j.priority) {
+    finding("priority_of_text: not the job's priority", j.raw);
+  }
   if (const auto text = job::payload_text(j.raw)) {
     auto back = job::parse_json(*text);
     if (!std::holds_alternative<nlohmann::json>(back) ||

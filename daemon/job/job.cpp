@@ -162,6 +162,12 @@ std::optional<std::string_view> payload_text(std::string_view raw) {
 Priority priority_of_text(std::string_view raw) {
   const auto v = field_text(raw, "priority");
   if (!v || v->size() < 2 || v->front() != '"' || v->back() != '"') return Priority::normal;
+  if (v->find('\\') != std::string_view::npos) {
+    // "h\u0069gh" is high too (the parser reads it so): decoded, rarely.
+    const auto decoded = nlohmann::json::parse(*v, nullptr, false);
+    if (!decoded.is_string()) return Priority::normal;
+    return priority_named(decoded.get_ref<const std::string&>()).value_or(Priority::normal);
+  }
   return priority_named(v->substr(1, v->size() - 2)).value_or(Priority::normal);
 }
 

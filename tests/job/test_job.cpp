@@ -249,3 +249,28 @@ TEST_CASE("a job's unique key: its own unique_key, else the queue's payload fiel
   CHECK(key_of(R"({"payload":{"u":""}})", {"payload", "u"}) ==
         "invalid: the unique key payload.u (the queue's unique.key) must be 1-256 bytes, got 0");
 }
+
+TEST_CASE("priority: a level or invalid; read from the text alone the same way",
+          "[job][priority]") {
+  job::Rules rules;
+  rules.default_handler = "h";
+  const auto level = [&](const std::string& text) {
+    auto parsed = job::parse(text, rules);
+    REQUIRE(std::holds_alternative<job::Job>(parsed));
+    const auto p = std::get<job::Job>(parsed).priority;
+    // A due retry is sent to its list by the text alone (priority_of_text): it must agree.
+    CHECK(job::priority_of_text(text) == p);
+    return p;
+  };
+  CHECK(level(R"({"payload":1})") == job::Priority::normal);
+  CHECK(level(R"({"payload":1,"priority":null})") == job::Priority::normal);
+  CHECK(level(R"({"payload":{"priority":"low"},"priority":"high"})") == job::Priority::high);
+  CHECK(level(R"({"pr\u0069ority":"l\u006fw","payload":1})") == job::Priority::low);
+  CHECK(level(R"({"payload":1, "priority" : "normal"})") == job::Priority::normal);
+  for (const char* bad : {R"({"payload":1,"priority":"urgent"})", R"({"payload":1,"priority":1})",
+                          R"({"payload":1,"priority":"HIGH"})"}) {
+    auto parsed = job::parse(bad, rules);
+    REQUIRE(std::holds_alternative<job::Invalid>(parsed));
+    CHECK(std::get<job::Invalid>(parsed).error.find("field priority must be") == 0);
+  }
+}
