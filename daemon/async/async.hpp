@@ -15,3 +15,4 @@
 #include "async/task.hpp"
 #include "async/thread_pool.hpp"
 #include "async/time.hpp"
+#include "async/weighted_permits.hpp"

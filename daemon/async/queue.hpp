@@ -182,6 +182,36 @@ class Queue {
   };
   RoomAwaiter wait_room() noexcept { return RoomAwaiter(*this); }
 
+  /// `co_await wait_item()`: suspends until the queue holds an item (true) or is closed and
+  /// empty (false), without taking it: for a consumer that needs something else before it may
+  /// take one, and leaves it in place (in order, visible to drain()) meanwhile.
+  class [[nodiscard]] ItemAwaiter : Waiter {
+   public:
+    explicit ItemAwaiter(Queue& q) noexcept : q_(q) {}
+    ~ItemAwaiter() {
+      if (linked) q_.item_waiters_.remove(*this);
+    }
+    bool await_ready() const noexcept { return q_.closed_ || !q_.items_.empty(); }
+    template <HasContext P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+      if (!h.promise().ctx->park(*this, h)) return false;
+      on_cancel = [](Waiter& w) noexcept {
+        static_cast<ItemAwaiter&>(w).q_.item_waiters_.remove(w);
+        return true;
+      };
+      q_.item_waiters_.push_back(*this);
+      return true;
+    }
+    bool await_resume() const {
+      if (cancelled) throw Cancelled{};
+      return !q_.items_.empty();
+    }
+
+   private:
+    Queue& q_;
+  };
+  ItemAwaiter wait_item() noexcept { return ItemAwaiter(*this); }
+
   /// Changes maxsize (0: unbounded). Items past a smaller maxsize stay queued (nothing is
   /// dropped); puts wait until the queue is below it. A larger one lets waiting putters in and
   /// wakes producers waiting for room.
@@ -226,9 +256,14 @@ class Queue {
     }
     while (Waiter* w = putters_.pop_front()) w->ctx->wake(*w);
     while (Waiter* w = room_waiters_.pop_front()) w->ctx->wake(*w);
+    wake_item_waiters();
   }
 
  private:
+  void wake_item_waiters() noexcept {
+    while (Waiter* w = item_waiters_.pop_front()) w->ctx->wake(*w);
+  }
+
   // Hands `item` to the first waiting getter, or appends it.
   void deliver(T& item) {
     if (Waiter* w = getters_.pop_front()) {
@@ -239,6 +274,7 @@ class Queue {
       return;
     }
     items_.push_back(std::move(item));
+    wake_item_waiters();
   }
 
   // An item handed to a getter that never took it: first in line again (to the next waiting
@@ -251,6 +287,7 @@ class Queue {
       return;
     }
     items_.push_front(std::move(item));
+    wake_item_waiters();
   }
 
   // Takes the head item; a waiting putter's item moves into the freed slot, else producers
@@ -273,6 +310,7 @@ class Queue {
   WaitList getters_;
   WaitList putters_;
   WaitList room_waiters_;
+  WaitList item_waiters_;
   std::size_t getters_count_ = 0;
   bool closed_ = false;
 };

@@ -306,3 +306,43 @@ TEST_CASE("an Event wakes all its waiters", "[async][event]") {
   };
   run_test(body());
 }
+
+TEST_CASE("Queue wait_item: waits for an item without taking it; false once closed and empty",
+          "[async][queue]") {
+  auto body = []() -> Task<void> {
+    Queue<int> q(2);
+    int woken = 0;
+    bool there = false;
+    auto waiter = [&]() -> Task<void> {
+      there = co_await q.wait_item();
+      ++woken;
+    };
+    auto h = spawn(waiter());
+    co_await sleep(1ms);
+    CHECK(woken == 0);
+    co_await q.put(7);
+    co_await h;
+    CHECK(there);
+    CHECK(q.size() == 1);                       // still there, for a get
+    const bool ready = co_await q.wait_item();  // an item: passes at once
+    CHECK(ready);
+    auto got = co_await q.get();
+    CHECK(got == std::optional<int>(7));
+    // Cancelled while it waits: gone from the queue's waiters (a put wakes nobody).
+    auto c = spawn(waiter());
+    co_await sleep(1ms);
+    c.cancel();
+    co_await c.wait();
+    CHECK(woken == 1);
+    co_await q.put(8);
+    CHECK(q.size() == 1);
+    // Closed: true while items are left, then false.
+    q.close();
+    const bool left = co_await q.wait_item();
+    CHECK(left);
+    (void)co_await q.get();
+    const bool none = co_await q.wait_item();
+    CHECK_FALSE(none);
+  };
+  run_test(body());
+}
