@@ -441,6 +441,9 @@ const Key<DaemonSection> kDaemonKeys[] = {
     duration_key("shutdown_grace", &DaemonSection::shutdown_grace, 0ms, live),
     duration_key("log_summary", &DaemonSection::log_summary, 0ms, live),
     duration_key("stall_after", &DaemonSection::stall_after, 0ms, live),
+    count_key("concurrency", &DaemonSection::concurrency, 0, 100000, live),
+    choice_key("queue_order", "weighted | strict", &DaemonSection::queue_order,
+               {"weighted", "strict"}, live),
     choice_key("log_level", "string", &DaemonSection::log_level,
                {"trace", "debug", "info", "warn", "error"}, live),
     {"name", "string", restart,
@@ -1012,6 +1015,7 @@ const Key<PrioritiesConfig> kPrioritiesKeys[] = {
 const Key<QueueConfig> kQueueKeys[] = {
     string_key("handler", &QueueConfig::handler, live),
     count_key("concurrency", &QueueConfig::concurrency, 1, 100000, live),
+    count_key("weight", &QueueConfig::weight, 1, 1000, live),
     count_key("buffer", &QueueConfig::buffer, 1, 1000000, live),
     // Where ids live (their home shard) depends on it: a running queue keeps its count.
     count_key("shards", &QueueConfig::shards, 1, kMaxShards, restart),

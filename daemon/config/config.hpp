@@ -56,6 +56,11 @@ struct DaemonSection {
   // A queue with jobs pending and room for them that fetched none for this long is stalled:
   // logged, shown by /healthz, its connections rebuilt (0: never).
   Millis stall_after = 1min;
+  // Jobs running at once over every queue of this daemon (0: no limit beside each queue's own
+  // concurrency). When queues wait for one of these permits, queue_order says who gets it:
+  // weighted (shares in proportion to each queue's weight) or strict (the highest weight first).
+  std::uint64_t concurrency = 0;
+  std::string queue_order = "weighted";
 };
 
 struct RedisSection {
@@ -204,6 +209,8 @@ struct QueueConfig {
   std::string name;
   std::string handler;
   std::uint64_t concurrency = 10;
+  // Its claim on the daemon's permits (daemon.concurrency) when queues compete for them.
+  std::uint64_t weight = 1;
   std::uint64_t buffer = 100;
   // Hash tags the queue is spread over (store/shards.hpp): on a cluster, that many primaries.
   std::uint64_t shards = 1;

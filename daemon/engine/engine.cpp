@@ -18,6 +18,11 @@
 namespace jq::engine {
 namespace {
 
+async::WeightedPermits::Order order_of(const config::DaemonSection& d) {
+  return d.queue_order == "strict" ? async::WeightedPermits::Order::strict
+                                   : async::WeightedPermits::Order::weighted;
+}
+
 std::string make_worker_id(const std::string& name) {
   std::random_device rd;
   char suffix[8];
@@ -55,7 +60,8 @@ async::Task<void> check_server(redis::Connection& conn, bool warn) {
   // CONFIG may be disabled (managed Redis): then we cannot tell, and say nothing.
 }
 
-Engine::Engine(const config::Config& cfg, const std::string& redis_url) : cfg_(cfg) {
+Engine::Engine(const config::Config& cfg, const std::string& redis_url)
+    : cfg_(cfg), daemon_permits_(cfg.daemon.concurrency, order_of(cfg.daemon)) {
   connect_.url = redis::parse_url(redis_url);
   redis::apply_tls(connect_.url, cfg.redis.tls);
   // Kept out of the URL (and the file): read now, so that a missing secret stops the start.
@@ -110,7 +116,7 @@ std::vector<redis::Client*> Engine::Lane::clients() const {
 std::unique_ptr<Engine::Lane> Engine::make_lane(const config::QueueConfig& q) {
   auto lane = std::make_unique<Lane>();
   const auto tags = store::shard_tags(q.name, q.shards);
-  QueueRunner::Wiring w{{}, handlers_, handlers_generation_, worker_, *control_};
+  QueueRunner::Wiring w{{}, handlers_, handlers_generation_, worker_, *control_, daemon_permits_};
   for (std::size_t k = 0; k < tags.size(); ++k) {
     Lane::Shard& shard = lane->shards.emplace_back();
     const std::string route = store::Keys(cfg_.redis.key_prefix, q.name, tags[k]).base;
@@ -419,7 +425,19 @@ std::vector<std::string> Engine::reload(const config::Config& given) {
   handler_names_.clear();
   for (const auto& [name, h] : handlers_) handler_names_.insert(name);
   ++handlers_generation_;
+  const config::DaemonSection was = cfg_.daemon;
   cfg_ = std::move(next);
+
+  // The daemon's permits: a raised limit starts waiting jobs at once, a cut takes effect as
+  // running jobs end. Jobs that started while there was no limit hold no permit: they run
+  // beside a limit set now, which counts from the next start on.
+  if (was.concurrency != cfg_.daemon.concurrency || was.queue_order != cfg_.daemon.queue_order) {
+    spdlog::info("daemon: concurrency {} (was {}), queue_order {} (was {})",
+                 cfg_.daemon.concurrency, was.concurrency, cfg_.daemon.queue_order,
+                 was.queue_order);
+  }
+  daemon_permits_.set_order(order_of(cfg_.daemon));
+  daemon_permits_.set_limit(cfg_.daemon.concurrency);
 
   // Queues: removed ones drain in the background; the others are reconfigured or added.
   std::erase_if(retired_, [](const Retired& r) { return r.done.is_set(); });

@@ -62,6 +62,8 @@ class Engine {
   store::Heartbeat report() const;
   /// The scheduler's counts (/metrics).
   const Scheduler& scheduler() const noexcept { return *scheduler_; }
+  /// The permits every queue of the daemon shares (daemon.concurrency; no limit: 0).
+  const async::WeightedPermits& daemon_permits() const noexcept { return daemon_permits_; }
 
   /// Reloads so far, for /metrics (main counts refused ones, reload() those applied).
   struct ReloadStats {
@@ -125,6 +127,9 @@ class Engine {
   HandlerMap handlers_;
   std::set<std::string> handler_names_;
   std::uint64_t handlers_generation_ = 0;  // reloads that replaced handlers_
+  // daemon.concurrency, shared by the queues: before the lanes, whose runners hold its permits
+  // and Shares, so that it is destroyed after them.
+  async::WeightedPermits daemon_permits_;
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::list<Retired> retired_;
   ReloadStats reload_stats_;

@@ -87,6 +87,7 @@ QueueRunner::QueueRunner(const config::QueueConfig& cfg, const config::DaemonSec
       store_(*w_.stores.at(0)),
       buffer_(cfg_.buffer),
       slots_(cfg_.concurrency),
+      share_(w_.daemon_permits, static_cast<unsigned>(cfg_.weight)),
       unsettled_(std::max<std::size_t>(kMinUnsettled, 2 * cfg_.concurrency)) {
   idle_.set();
   for (auto* store : w_.stores) {
@@ -448,12 +449,16 @@ void QueueRunner::reconfigure(const config::QueueConfig& next, const config::Dae
     rules.unique_from = cfg_.unique.path;
   }
   slots_.set_limit(cfg_.concurrency);
+  share_.set_weight(static_cast<unsigned>(cfg_.weight));
   unsettled_.set_limit(std::max<std::size_t>(kMinUnsettled, 2 * cfg_.concurrency));
   buffer_.set_maxsize(cfg_.buffer);
   room_.set();
   if (was.concurrency != cfg_.concurrency || was.buffer != cfg_.buffer) {
     spdlog::info("queue {}: concurrency {} (was {}), buffer {} (was {})", cfg_.name,
                  cfg_.concurrency, was.concurrency, cfg_.buffer, was.buffer);
+  }
+  if (was.weight != cfg_.weight) {
+    spdlog::info("queue {}: weight {} (was {})", cfg_.name, cfg_.weight, was.weight);
   }
   if (was.handler != cfg_.handler) {
     spdlog::info("queue {}: jobs without a handler of their own now run on {} (was {})", cfg_.name,
@@ -652,6 +657,11 @@ async::Task<void> QueueRunner::dispatcher() {
     auto slot = co_await slots_.acquire();
     // A pause holds new starts too, not only fetching: buffered jobs wait, in order.
     co_await resumed_.wait();
+    if (w_.daemon_permits.limited()) {
+      const bool open = co_await dispatch_shared(unsettled, slot);
+      if (!open) co_return;
+      continue;
+    }
     auto item = co_await buffer_.get();
     if (!item) co_return;
     if (paused_) {
@@ -659,21 +669,60 @@ async::Task<void> QueueRunner::dispatcher() {
       buffer_.restore_front(*item);
       continue;
     }
-    room_.set();
-    JobRun& run = **item;
-    // The handler its name has now, if a reload replaced the handlers while the job was
-    // buffered (one a reload removed: the one it was taken in with).
-    if (run.handlers_generation != w_.handlers_generation) {
-      if (auto h = w_.handlers.find(run.job().handler); h != w_.handlers.end()) {
-        run.handler = h->second;
-      }
-    }
-    run.set_phase(Phase::running);
-    run.unsettled = std::move(unsettled);
-    ++running_;
-    idle_.clear();
-    run.task = async::spawn(run_job(run, std::move(slot)), "job " + cfg_.name);
+    start(**item, std::move(unsettled), std::move(slot), {});
   }
+}
+
+// The queue's permit first, then the daemon's. The other way round, a queue at its own
+// concurrency would sit on daemon permits it cannot use while other queues wait for them; this
+// way a queue holds one permit of its own while it waits (its jobs could not start without it
+// anyway) and a daemon permit only from the moment it starts a job to that job's end. The job
+// stays in the buffer until both are there: a pause, a cancel, a revoke or a stop finds it in
+// its place meanwhile, and the daemon's pool sees only jobs that could start at once.
+async::Task<bool> QueueRunner::dispatch_shared(async::Permit& unsettled, async::Permit& slot) {
+  const bool any = co_await buffer_.wait_item();
+  if (!any) co_return false;
+  if (paused_) co_return true;  // paused meanwhile: the next turn waits for the resume
+  // As many as could start now: two permits freed in one turn of the loop can then both come
+  // here when the order says so.
+  const std::size_t could = std::min(
+      {buffer_.size(), slots_.available() + 1, unsettled_.available() + 1, std::size_t{1000}});
+  auto grant = co_await share_.acquire(could);
+  while (grant.size() > 0 && !paused_ && !buffer_.empty()) {
+    if (!slot) {
+      auto more = slots_.try_acquire();
+      if (!more) break;
+      slot = std::move(*more);
+    }
+    if (!unsettled) {
+      auto more = unsettled_.try_acquire();
+      if (!more) break;
+      unsettled = std::move(*more);
+    }
+    auto item = buffer_.try_get();
+    start(**item, std::move(unsettled), std::move(slot), grant.take());
+  }
+  // Permits granted and not used (a pause, a cut of the concurrency, jobs taken out of the
+  // buffer meanwhile) go back to the pool with `grant`, to the next queue waiting.
+  co_return true;
+}
+
+void QueueRunner::start(JobRun& run, async::Permit unsettled, async::Permit slot,
+                        async::WeightedPermits::Permit daemon_slot) {
+  room_.set();
+  // The handler its name has now, if a reload replaced the handlers while the job was
+  // buffered (one a reload removed: the one it was taken in with).
+  if (run.handlers_generation != w_.handlers_generation) {
+    if (auto h = w_.handlers.find(run.job().handler); h != w_.handlers.end()) {
+      run.handler = h->second;
+    }
+  }
+  run.set_phase(Phase::running);
+  run.unsettled = std::move(unsettled);
+  ++running_;
+  idle_.clear();
+  run.task =
+      async::spawn(run_job(run, std::move(slot), std::move(daemon_slot)), "job " + cfg_.name);
 }
 
 async::Task<handlers::Outcome> QueueRunner::attempt(JobRun& run) {
@@ -699,7 +748,8 @@ async::Task<handlers::Outcome> QueueRunner::attempt(JobRun& run) {
   co_return out;
 }
 
-async::Task<void> QueueRunner::run_job(JobRun& run, async::Permit slot) {
+async::Task<void> QueueRunner::run_job(JobRun& run, async::Permit slot,
+                                       async::WeightedPermits::Permit daemon_slot) {
   run.started_ms = store::unix_ms();
   run.started = async::Clock::now();
   const bool show_now = store_.settings().active_after.count() == 0;
@@ -725,6 +775,7 @@ async::Task<void> QueueRunner::run_job(JobRun& run, async::Permit slot) {
     }
   }
   slot.release();  // the next job may start while this one's end is written
+  daemon_slot.release();
   --running_;
   if (running_ == 0) idle_.set();
   run_ended_.set();

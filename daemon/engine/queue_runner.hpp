@@ -56,6 +56,8 @@ class QueueRunner final : public sources::Sink, public RunOwner {
     std::string worker;
     /// The daemon's clients for keys outside the queue's slot (the registry of queues).
     redis::Router& control;
+    /// The daemon's permits (daemon.concurrency), shared by its queues; no limit: not used.
+    async::WeightedPermits& daemon_permits;
   };
 
   QueueRunner(const config::QueueConfig& cfg, const config::DaemonSection& daemon, Wiring w);
@@ -70,6 +72,9 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   std::size_t running() const noexcept { return running_; }
   /// Held here, waiting for a permit (or for a resume).
   std::size_t buffered() const noexcept { return buffer_.size(); }
+  /// Jobs that could start now (buffered, within the queue's concurrency) but for a daemon
+  /// permit (daemon.concurrency): what this queue asks of the daemon's pool.
+  std::size_t waiting_for_daemon() const noexcept { return share_.waiting(); }
   std::size_t in_flight() const noexcept { return runs_.size(); }
   /// The tokens of the jobs running now, at most `max` (for the heartbeat).
   std::vector<std::uint64_t> running_tickets(std::size_t max) const;
@@ -146,7 +151,14 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   /// Jobs `jobqctl cancel` asked to stop: each one held here, buffered or running, ends as
   /// cancelled (a running one stopped as at a timeout); the others are not this daemon's.
   void cancel_held(const std::vector<std::string>& ids);
-  async::Task<void> run_job(JobRun& run, async::Permit slot);
+  /// Takes buffered jobs as the daemon's permits come (daemon.concurrency), as many at once as
+  /// the queue could start; false once the buffer is closed.
+  async::Task<bool> dispatch_shared(async::Permit& unsettled, async::Permit& slot);
+  /// The job out of the buffer, into its run with the permits it holds.
+  void start(JobRun& run, async::Permit unsettled, async::Permit slot,
+             async::WeightedPermits::Permit daemon_slot);
+  async::Task<void> run_job(JobRun& run, async::Permit slot,
+                            async::WeightedPermits::Permit daemon_slot);
   async::Task<handlers::Outcome> attempt(JobRun& run);
   /// The settlement of an attempt's outcome.
   sources::Outcome outcome_of(JobRun& run, handlers::Outcome out);
@@ -182,13 +194,14 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   store::QueueStore& store_;
   // Before the runs: their permits go back to these when the runs are destroyed.
   async::Queue<JobRun*> buffer_;
-  async::Event room_;           // set whenever the buffer gains room
-  async::Event resumed_;        // set while not paused
-  async::Semaphore slots_;      // handlers running at once: the queue's concurrency
-  async::Semaphore unsettled_;  // jobs dispatched whose end is not written yet
-  async::Event idle_;           // set while no handler runs
-  async::Event run_ended_;      // set whenever a run leaves the running phase
-  async::Event run_gone_;       // set whenever a run leaves runs_
+  async::Event room_;                    // set whenever the buffer gains room
+  async::Event resumed_;                 // set while not paused
+  async::Semaphore slots_;               // handlers running at once: the queue's concurrency
+  async::WeightedPermits::Share share_;  // this queue's claim on the daemon's permits
+  async::Semaphore unsettled_;           // jobs dispatched whose end is not written yet
+  async::Event idle_;                    // set while no handler runs
+  async::Event run_ended_;               // set whenever a run leaves the running phase
+  async::Event run_gone_;                // set whenever a run leaves runs_
   std::unordered_map<std::string, std::unique_ptr<JobRun>> runs_;
   std::size_t running_ = 0;
   /// Room in the buffer; with a global concurrency, no more than can start here now: each job

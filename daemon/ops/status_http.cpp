@@ -259,6 +259,19 @@ std::string StatusHttp::metrics() const {
   for (const auto& q : engine_.queues()) {
     o << "jobqd_jobs_buffered{queue=\"" << label(q->name()) << "\"} " << q->buffered() << '\n';
   }
+  const auto& permits = engine_.daemon_permits();
+  family("jobqd_daemon_permits_limit", "gauge",
+         "daemon.concurrency: jobs running at once over every queue (0: no limit).");
+  o << "jobqd_daemon_permits_limit " << permits.limit() << '\n';
+  family("jobqd_daemon_permits_in_use", "gauge",
+         "Daemon permits held by running jobs (0 without daemon.concurrency).");
+  o << "jobqd_daemon_permits_in_use " << permits.in_use() << '\n';
+  family("jobqd_queue_waiting_for_daemon_permit", "gauge",
+         "Jobs of a queue that could start now but for a daemon permit, by queue.");
+  for (const auto* q : engine_.queues()) {
+    o << "jobqd_queue_waiting_for_daemon_permit{queue=\"" << label(q->name()) << "\"} "
+      << q->waiting_for_daemon() << '\n';
+  }
   family("jobqd_queue_jobs", "gauge",
          "Jobs in Redis by queue and state (pending, delayed, dead), read every 5s.");
   for (const auto& [name, d] : depths_) {

@@ -955,3 +955,40 @@ TEST_CASE("queues: unique takes a key (id or a payload field), for, while and a 
              Catch::Contains("queues.default.unique: needs a queue of one shard (this one has "
                              "shards: 4)"));
 }
+
+TEST_CASE("daemon.concurrency, queue_order and a queue's weight: defaults, ranges, reloadable",
+          "[config][queue_order]") {
+  const auto defaults = load(kMinimal);
+  CHECK(defaults.daemon.concurrency == 0);
+  CHECK(defaults.daemon.queue_order == "weighted");
+  CHECK(defaults.queues[0].weight == 1);
+  const auto cfg = load("daemon: {concurrency: 8, queue_order: strict}\n" + std::string(kMinimal) +
+                        "    weight: 1000\n");
+  CHECK(cfg.daemon.concurrency == 8);
+  CHECK(cfg.daemon.queue_order == "strict");
+  CHECK(cfg.queues[0].weight == 1000);
+  // All three apply on a reload.
+  CHECK(restart_changes(defaults, cfg).empty());
+  CHECK_THAT(print(cfg), Catch::Contains("concurrency: 8") && Catch::Contains("weight: 1000") &&
+                             Catch::Contains("queue_order: strict"));
+  CHECK(error_of(std::string(kMinimal) + "    weight: 0\n") ==
+        "test.yaml:7:13: queues.default.weight: 0 is out of range (a whole number from 1 to "
+        "1000)");
+  CHECK(error_of(std::string(kMinimal) + "    weight: 1001\n") ==
+        "test.yaml:7:13: queues.default.weight: 1001 is out of range (a whole number from 1 to "
+        "1000)");
+  CHECK(error_of(std::string(kMinimal) + "    weight: high\n") ==
+        "test.yaml:7:13: queues.default.weight: 'high' is not a whole number from 1 to 1000");
+  CHECK(error_of("daemon:\n  concurrency: -1\n" + std::string(kMinimal)) ==
+        "test.yaml:2:16: daemon.concurrency: -1 is out of range (a whole number from 0 to "
+        "100000)");
+  CHECK(error_of("daemon:\n  queue_order: fair\n" + std::string(kMinimal)) ==
+        "test.yaml:2:16: daemon.queue_order: 'fair' is not weighted or strict");
+  // A queue's weight in the daemon section, and the daemon's order in a queue: misplaced.
+  CHECK(error_of("daemon:\n  weight: 3\n" + std::string(kMinimal)) ==
+        "test.yaml:2:3: 'weight' is a queue key, but it is indented under 'daemon' (check its "
+        "indentation)");
+  CHECK(error_of(std::string(kMinimal) + "    queue_order: strict\n") ==
+        "test.yaml:7:5: 'queue_order' is a key of the daemon section, but it is indented under "
+        "'queues.default' (check its indentation)");
+}

@@ -627,7 +627,7 @@ queues:
 
 TEST_CASE(
     "GET /api/schedules lists config and runtime schedules as jobqctl does; POST pause and resume "
-    "them; a queue's rate and global concurrency in its row",
+    "them; a queue's rate, global concurrency and weight in its row",
     "[integration][http][api][schedules]") {
   RedisServer redis;
   const std::string yaml = R"(
@@ -635,7 +635,7 @@ http: {listen: 127.0.0.1:0}
 handlers:
   ok: {type: builtin, name: noop}
 queues:
-  q: {handler: ok, rate: 50/s, global_concurrency: 7}
+  q: {handler: ok, rate: 50/s, global_concurrency: 7, weight: 5}
   other: {handler: ok}
 schedules:
   nightly: {cron: "0 3 * * *", timezone: Europe/Berlin, queue: q, job: {payload: {n: 1}}}
@@ -654,6 +654,8 @@ schedules:
     if (row["name"] == "q") CHECK(row["global_concurrency"] == 7);
     if (row["name"] == "other") CHECK(row["rate"].is_null());
     if (row["name"] == "other") CHECK(row["global_concurrency"].is_null());
+    if (row["name"] == "q") CHECK(row["weight"] == 5);
+    if (row["name"] == "other") CHECK(row["weight"] == 1);
   }
 
   // The config's schedule, once the daemon has written it; then a runtime one beside it.
