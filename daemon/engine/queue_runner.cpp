@@ -657,6 +657,10 @@ async::Task<void> QueueRunner::dispatcher() {
     auto slot = co_await slots_.acquire();
     // A pause holds new starts too, not only fetching: buffered jobs wait, in order.
     co_await resumed_.wait();
+    // Woken by a stop while paused (stop() sets resumed_ so that it is seen): nothing starts
+    // any more, and going round again would find the same buffered job without waiting for
+    // anything, holding the loop for good.
+    if (paused_ && stopping_) co_return;
     if (w_.daemon_permits.limited()) {
       const bool open = co_await dispatch_shared(unsettled, slot);
       if (!open) co_return;

@@ -207,6 +207,40 @@ TEST_CASE(
   CHECK(eventually([&] { return count_status(r, "q", second, "succeeded") == second.size(); }, 3s));
 }
 
+TEST_CASE(
+    "a paused queue with buffered jobs and a free slot stops at once at SIGTERM, giving them "
+    "back (with and without daemon.concurrency)",
+    "[integration][cli][pause]") {
+  for (const char* daemon_extra : {"", "  concurrency: 4\n"}) {
+    INFO("daemon section adds: " << daemon_extra);
+    RedisServer redis;
+    Daemon d(redis, R"(
+handlers:
+  nap: {type: builtin, name: sleep}
+queues:
+  q: {handler: nap, concurrency: 1}
+)",
+             daemon_extra);
+    auto r = redis.client();
+    // The long one runs first (oldest), the others are buffered behind it (concurrency 1).
+    push(r, "q", {R"({"id": "long", "payload": {"ms": 3000}})"});
+    push(r, "q", jobs_for(ids("b", 5), R"({"ms": 10})"));
+    d.start_and_wait(redis);
+    // Running (its state says so after state.active_after), then paused: a pause read before
+    // the queue's first would hold the long one too.
+    REQUIRE(eventually([&] { return count_status(r, "q", {"long"}, "active") == 1; }, 10s));
+    REQUIRE(jobqctl(redis, {"pause", "q"}).code == 0);
+    REQUIRE(eventually([&] { return d.log().find("queue q: paused") != std::string::npos; }, 3s));
+    // It ends while paused: its slot is free, and the five wait in the buffer for a resume.
+    REQUIRE(eventually([&] { return count_status(r, "q", {"long"}, "succeeded") == 1; }, 10s));
+    CHECK(count_status(r, "q", ids("b", 5), "succeeded") == 0);
+    // The stop wakes the paused dispatcher so that it sees the stop: it must not go round and
+    // round taking the first of them and putting it back.
+    CHECK(d.stop(5s) == 0);
+    CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 5);
+  }
+}
+
 TEST_CASE("jobqctl queues: each queue with pending, delayed, running, dead and paused (--json too)",
           "[integration][cli]") {
   RedisServer redis;
