@@ -77,6 +77,15 @@ VARIANTS = [
     # priority do).
     ("priorities: weighted (3 levels)", "priorities: weighted",
      lambda i: {"payload": {}, "priority": ("high", "normal", "low")[i % 3]}),
+    # Groups (docs/groups.md): each job sorted into its tenant's list, then taken round robin; a
+    # daemon then holds no more than it can start at once (compare the filled cap's row).
+    ("group_by, 10 tenants", "group_by: payload.tenant",
+     lambda i: {"payload": {"tenant": f"t{i % 10}"}}),
+    ("group_by, 1000 tenants", "group_by: payload.tenant",
+     lambda i: {"payload": {"tenant": f"t{i % 1000}"}}),
+    # A per-group concurrency the daemon never reaches with 10 tenants: the count's cost alone.
+    ("group_by concurrency: 5, 10 tenants", "group_by: {key: payload.tenant, concurrency: 5}",
+     lambda i: {"payload": {"tenant": f"t{i % 10}"}}),
 ]
 
 # The list a job of each priority is pushed to (docs/priorities.md).
@@ -266,6 +275,10 @@ def fill(ctl, variant):
 
 def remaining(c):
     left = sum(c.call("LLEN", f"{K}{suffix}") for suffix in LISTS.values())
+    if left:
+        return left
+    # A queue with group_by: jobs waiting in their groups (the ring names every group with any).
+    left = c.call("ZCARD", f"{K}:groups")
     if left:
         return left
     for worker in c.call("ZRANGE", f"{K}:leases", 0, -1):

@@ -233,6 +233,45 @@ std::optional<std::map<std::string, std::string>> as_string_map(const YAML::Node
   return out;
 }
 
+// A rate (`100/s`, `30/m`, `1/h`): its text and jobs per second; {"", 0} for `off` (or 0).
+std::optional<std::pair<std::string, double>> as_rate(const YAML::Node& n, const Ctx& c,
+                                                      const std::string& key) {
+  const auto v = as_string(n, c, key);
+  if (!v) return std::nullopt;
+  if (*v == "off" || *v == "0") return std::pair<std::string, double>{"", 0};
+  const auto slash = v->find('/');
+  double count = 0;
+  const char* end = v->data() + (slash == std::string::npos ? v->size() : slash);
+  const auto [ptr, ec] = std::from_chars(v->data(), end, count);
+  const std::string unit = slash == std::string::npos ? "" : v->substr(slash + 1);
+  const double per = unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : 0;
+  if (ec != std::errc() || ptr != end || !(count > 0) || per == 0 || count / per > 1e6 ||
+      count / per < 1.0 / (24 * 3600)) {
+    report(c, n,
+           key + ": '" + *v +
+               "' is not a rate: a number of jobs per s, m or h (100/s, 30/m, 1/h; at most "
+               "1000000/s, at least 1/d), or off");
+    return std::nullopt;
+  }
+  return std::pair<std::string, double>{*v, count / per};
+}
+
+// `payload.a.b` at its dots ({"payload", "a", "b"}); nullopt for anything else (a step empty).
+std::optional<std::vector<std::string>> payload_path(const std::string& v) {
+  std::vector<std::string> path;
+  std::size_t at = 0;
+  for (;;) {
+    const auto dot = v.find('.', at);
+    path.push_back(v.substr(at, dot == std::string::npos ? std::string::npos : dot - at));
+    if (dot == std::string::npos) break;
+    at = dot + 1;
+  }
+  const bool empty_step =
+      std::any_of(path.begin(), path.end(), [](const std::string& p) { return p.empty(); });
+  if (path.size() < 2 || path.front() != "payload" || empty_step) return std::nullopt;
+  return path;
+}
+
 // Whether a SIGHUP may change a key on a running daemon, or it needs a restart.
 enum class Reload { live, restart };
 constexpr Reload live = Reload::live;
@@ -953,17 +992,9 @@ const Key<UniqueConfig> kUniqueKeys[] = {
      [](UniqueConfig& u, const YAML::Node& n, const Ctx& c, const std::string& k) {
        const auto v = as_string(n, c, k);
        if (!v) return;
-       std::vector<std::string> path;
-       std::size_t at = 0;
-       for (;;) {
-         const auto dot = v->find('.', at);
-         path.push_back(v->substr(at, dot == std::string::npos ? std::string::npos : dot - at));
-         if (dot == std::string::npos) break;
-         at = dot + 1;
-       }
-       const bool empty_step =
-           std::any_of(path.begin(), path.end(), [](const std::string& p) { return p.empty(); });
-       if (!(*v == "id" || (path.size() >= 2 && path.front() == "payload" && !empty_step))) {
+       auto path = payload_path(*v);
+       if (*v == "id") path = std::vector<std::string>{"id"};
+       if (!path) {
          report(c, n,
                 k + ": '" + *v +
                     "' is not where a job's unique key can come from: id, or a payload field "
@@ -971,7 +1002,7 @@ const Key<UniqueConfig> kUniqueKeys[] = {
          return;
        }
        u.key = *v;
-       u.path = std::move(path);
+       u.path = std::move(*path);
      },
      [](const UniqueConfig& u) { return shown(u.key); }},
     duration_key("for", &UniqueConfig::hold, 1ms, live),
@@ -1012,6 +1043,32 @@ const Key<PrioritiesConfig> kPrioritiesKeys[] = {
     duration_key("aging", &PrioritiesConfig::aging, 0ms, live),
 };
 
+const Key<GroupByConfig> kGroupByKeys[] = {
+    {"key", "payload.FIELD", restart,
+     [](GroupByConfig& g, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       const auto v = as_string(n, c, k);
+       if (!v) return;
+       auto path = payload_path(*v);
+       if (!path) {
+         report(c, n,
+                k + ": '" + *v +
+                    "' is not where a job's group can come from: a payload field (payload.tenant, "
+                    "payload.account.id)");
+         return;
+       }
+       g.key = *v;
+       g.path = std::move(*path);
+     },
+     [](const GroupByConfig& g) { return shown(g.key); }},
+    {"rate", "N/s | N/m | N/h | off", restart,
+     [](GroupByConfig& g, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       if (auto v = as_rate(n, c, k)) std::tie(g.rate, g.rate_per_s) = *v;
+     },
+     [](const GroupByConfig& g) { return shown(g.rate.empty() ? std::string("off") : g.rate); }},
+    count_key("rate_burst", &GroupByConfig::rate_burst, 0, 100000000, restart),
+    count_key("concurrency", &GroupByConfig::concurrency, 0, 1000000, restart),
+};
+
 const Key<QueueConfig> kQueueKeys[] = {
     string_key("handler", &QueueConfig::handler, live),
     count_key("concurrency", &QueueConfig::concurrency, 1, 100000, live),
@@ -1022,33 +1079,28 @@ const Key<QueueConfig> kQueueKeys[] = {
     count_key("fetch_batch", &QueueConfig::fetch_batch, 1, 1000, live),
     {"rate", "N/s | N/m | N/h | off", live,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
-       const auto v = as_string(n, c, k);
-       if (!v) return;
-       if (*v == "off" || *v == "0") {
-         q.rate.clear();
-         q.rate_per_s = 0;
-         return;
-       }
-       const auto slash = v->find('/');
-       double count = 0;
-       const char* end = v->data() + (slash == std::string::npos ? v->size() : slash);
-       const auto [ptr, ec] = std::from_chars(v->data(), end, count);
-       const std::string unit = slash == std::string::npos ? "" : v->substr(slash + 1);
-       const double per = unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : 0;
-       if (ec != std::errc() || ptr != end || !(count > 0) || per == 0 || count / per > 1e6 ||
-           count / per < 1.0 / (24 * 3600)) {
-         report(c, n,
-                k + ": '" + *v +
-                    "' is not a rate: a number of jobs per s, m or h (100/s, 30/m, 1/h; at most "
-                    "1000000/s, at least 1/d), or off");
-         return;
-       }
-       q.rate = *v;
-       q.rate_per_s = count / per;
+       if (auto v = as_rate(n, c, k)) std::tie(q.rate, q.rate_per_s) = *v;
      },
      [](const QueueConfig& q) { return shown(q.rate.empty() ? std::string("off") : q.rate); }},
     count_key("rate_burst", &QueueConfig::rate_burst, 0, 100000000, live),
     count_key("global_concurrency", &QueueConfig::global_concurrency, 0, 1000000, live),
+    {"group_by", "payload.FIELD | map", restart,
+     [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
+       // The short form names the field alone: `group_by: payload.tenant`.
+       if (n.IsScalar()) {
+         kGroupByKeys[0].parse(q.group_by, n, c, k);
+         return;
+       }
+       const std::size_t before = problem_count(c);
+       apply(q.group_by, n, c, kGroupByKeys, k);
+       if (problem_count(c) == before && n.IsMap() && !n["key"]) {
+         report(c, n, k + ": needs 'key', the payload field of a job's group (payload.tenant)");
+       }
+     },
+     [](const QueueConfig& q) {
+       // A queue without groups shows none (a map without a key would not read back).
+       return q.group_by.key.empty() ? YAML::Node() : show_all(q.group_by, kGroupByKeys);
+     }},
     {"unique", "map", live,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
        apply(q.unique, n, c, kUniqueKeys, k);
@@ -1255,6 +1307,7 @@ const Level& section_level(const std::string& name) {
       {"handler", {"a handler key", names_of(kHandlerKeys)}},
       {"retain", {"a key of a queue's retain", names_of(kRetainKeys)}},
       {"unique", {"a key of a queue's unique", names_of(kUniqueKeys)}},
+      {"group_by", {"a key of a queue's group_by", names_of(kGroupByKeys)}},
       {"spool", {"a key of a spool source", names_of(kSpoolKeys)}},
       {"limits", {"a key of a handler's limits", names_of(kLimitKeys)}},
       {"tls", {"a key of redis.tls", names_of(kTlsKeys)}},
@@ -1653,6 +1706,24 @@ class Checker {
                      "): a key's lock and its jobs' ids must be in "
                      "one slot");
         }
+        if (!q.group_by.key.empty() && q.shards > 1 && !refused.count("shards")) {
+          report(c, e.value["group_by"],
+                 where + ".group_by: needs a queue of one shard (this one has shards: " +
+                     std::to_string(q.shards) + "): the ring of groups lives in one slot");
+        }
+        if (!q.group_by.key.empty() && q.global_concurrency > 0 &&
+            !refused.count("global_concurrency")) {
+          report(c, e.value["group_by"],
+                 where +
+                     ".group_by: not with global_concurrency (not implemented yet); a group's "
+                     "concurrency (group_by.concurrency) and the daemons' own concurrency are");
+        }
+        if (!q.group_by.key.empty() && q.priorities_set && !refused.count("priorities")) {
+          report(c, e.value["group_by"],
+                 where +
+                     ".group_by: not with priorities (not implemented yet: a group's jobs are "
+                     "taken first in first out)");
+        }
         if (q.sources.empty() && !refused.count("sources")) q.sources.push_back(SourceConfig{});
         std::set<std::string> dirs;
         for (const auto& s : q.sources) {
@@ -1870,6 +1941,7 @@ std::vector<KeyInfo> schema() {
   add_keys(out, "queues.*", kQueueKeys, minimal.queues[0]);
   add_keys(out, "queues.*.retain", kRetainKeys, minimal.queues[0].retain);
   add_keys(out, "queues.*.unique", kUniqueKeys, minimal.queues[0].unique);
+  add_keys(out, "queues.*.group_by", kGroupByKeys, minimal.queues[0].group_by);
   add_keys(out, "queues.*.sources.spool", kSpoolKeys);
   add_keys(out, "schedules.*", kScheduleKeys, ScheduleConfig{});
   return out;

@@ -205,6 +205,18 @@ struct PrioritiesConfig {
   Millis aging = 1min;  // a level waiting untaken this long goes first (0: never)
 };
 
+/// `group_by` in a queue (docs/groups.md): jobs sorted into groups by a payload field, taken
+/// round robin across groups (first in, first out within one), each group within a rate and a
+/// concurrency of its own, across every daemon.
+struct GroupByConfig {
+  std::string key;                // `payload.FIELD`; "": the queue has no groups
+  std::vector<std::string> path;  // `key` at its dots
+  std::string rate;               // per group, as written; "": none
+  double rate_per_s = 0;
+  std::uint64_t rate_burst = 0;   // 0: a second's worth, at least 1
+  std::uint64_t concurrency = 0;  // a group's jobs held at once by all daemons; 0: no limit
+};
+
 struct QueueConfig {
   std::string name;
   std::string handler;
@@ -238,6 +250,7 @@ struct QueueConfig {
   bool unique_set = false;  // a `unique:` map was written
   PrioritiesConfig priorities;
   bool priorities_set = false;  // `priorities:` written: the queue orders its levels
+  GroupByConfig group_by;
   std::vector<SourceConfig> sources;
   bool timeout_set = false;  // set explicitly (else inherited from the handler)
 };

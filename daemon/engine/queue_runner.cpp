@@ -76,6 +76,16 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
                        static_cast<std::uint32_t>(p.low)};
     s.order.aging = p.aging;
   }
+  // group_by: every group within its own rate and concurrency (a queue of one shard).
+  s.groups.path = q.group_by.path;
+  if (q.group_by.rate_per_s > 0) {
+    const double per_s = q.group_by.rate_per_s;
+    const double burst =
+        q.group_by.rate_burst ? static_cast<double>(q.group_by.rate_burst) : std::ceil(per_s);
+    s.groups.rate.per_ms = per_s / 1000.0;
+    s.groups.rate.burst = static_cast<std::uint64_t>(std::max(1.0, burst));
+  }
+  s.groups.slots = q.group_by.concurrency;
   return s;
 }
 
@@ -168,8 +178,14 @@ sources::HeldBack QueueRunner::held_back() const noexcept {
     const sources::HeldBack h = slot.source->held_back();
     sum.rate += h.rate;
     sum.cap += h.cap;
+    sum.group += h.group;
   }
   return sum;
+}
+
+std::optional<store::QueueStore::GroupView> QueueRunner::group_view() const {
+  if (cfg_.group_by.key.empty() || shards_.empty()) return std::nullopt;
+  return shards_.front().store->group_view();
 }
 
 std::uint64_t QueueRunner::duplicates() const noexcept {
@@ -426,8 +442,10 @@ void QueueRunner::run_over(JobRun& run, store::Settled how) noexcept {
   runs_.erase(run.id());  // `run` is gone from here
   run_gone_.set();
   run_gone_.clear();
-  // Its slot is free (free_room counts runs with a global concurrency or priorities).
-  if (cfg_.global_concurrency > 0 || cfg_.priorities_set) room_.set();
+  // Its slot is free in Redis now, or (priorities, group_by) here: free_room counts it.
+  if (cfg_.global_concurrency > 0 || cfg_.priorities_set || !cfg_.group_by.key.empty()) {
+    room_.set();
+  }
 }
 
 // ---- reload ----
@@ -542,9 +560,10 @@ async::Task<void> QueueRunner::retire(SourceSlot slot) {
 
 std::size_t QueueRunner::free_room() const noexcept {
   const std::size_t room = buffer_.room();
-  if (cfg_.priorities_set) {
-    // Ordered by priority in Redis: a job taken early would wait here in the order it came, and
-    // a high one fetched later behind it. Only what can start at once.
+  if (cfg_.priorities_set || !cfg_.group_by.key.empty()) {
+    // Ordered in Redis (by priority, or round robin across groups): a job taken early would wait
+    // here in the order it came, and one that comes first by that order behind it. Only what can
+    // start at once.
     const std::size_t busy = runs_.size();
     return std::min<std::size_t>(room, cfg_.concurrency > busy ? cfg_.concurrency - busy : 0);
   }
@@ -566,7 +585,9 @@ std::size_t QueueRunner::slack() const noexcept {
 
 async::Task<bool> QueueRunner::wait_room(std::size_t at_least) {
   std::size_t most = cfg_.buffer;
-  if (cfg_.priorities_set) most = std::min<std::size_t>(most, cfg_.concurrency);
+  if (cfg_.priorities_set || !cfg_.group_by.key.empty()) {
+    most = std::min<std::size_t>(most, cfg_.concurrency);
+  }
   if (cfg_.global_concurrency > 0) most = std::min<std::size_t>(most, cfg_.concurrency + slack());
   const std::size_t want =
       std::max<std::size_t>(1, std::min(at_least, std::max<std::size_t>(1, most / 2)));

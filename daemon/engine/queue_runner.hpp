@@ -84,6 +84,8 @@ class QueueRunner final : public sources::Sink, public RunOwner {
   const store::BatchHistogram* fetch_sizes() const noexcept;
   /// Fetches its limits held back, over its Redis sources.
   sources::HeldBack held_back() const noexcept;
+  /// With group_by: its groups as this daemon's last fetch saw them; nullopt without.
+  std::optional<store::QueueStore::GroupView> group_view() const;
   /// Seconds since a source last fetched a job from Redis (or started); none without a Redis
   /// source.
   std::optional<double> last_fetch_age() const;

@@ -229,6 +229,18 @@ std::optional<std::string> handler_of(const nlohmann::json& doc, const Rules& ru
   return std::nullopt;
 }
 
+// The value at payload.a.b: each step into an object; nullptr when one is missing anywhere.
+const nlohmann::json* field_at(const nlohmann::json& doc, const std::vector<std::string>& path) {
+  const nlohmann::json* at = &doc;
+  for (const auto& step : path) {
+    if (!at->is_object()) return nullptr;
+    auto it = at->find(step);
+    if (it == at->end()) return nullptr;
+    at = &*it;
+  }
+  return at;
+}
+
 // The rule's path as written in the config: `payload.a.b`, or `id`.
 std::string path_text(const std::vector<std::string>& path) {
   std::string out;
@@ -258,14 +270,8 @@ std::string unique_key_of(const nlohmann::json& doc, const std::string& id, cons
   const auto& from = rules.unique_from;
   if (from.empty()) return "";
   if (from.front() == "id") return id;
-  // payload.a.b: each step into an object; missing (or null) anywhere: the job has no key.
-  const nlohmann::json* at = &doc;
-  for (const auto& step : from) {
-    if (!at->is_object()) return "";
-    auto it = at->find(step);
-    if (it == at->end()) return "";
-    at = &*it;
-  }
+  const nlohmann::json* at = field_at(doc, from);
+  if (!at) return "";
   const std::string what = "the unique key " + path_text(from) + " (the queue's unique.key)";
   if (at->is_null()) return "";
   if (at->is_string()) return bounded(at->get<std::string>(), what);
@@ -291,6 +297,19 @@ std::optional<Priority> priority_named(std::string_view name) noexcept {
     if (name == priority_name(p)) return p;
   }
   return std::nullopt;
+}
+
+std::string group_of(std::string_view raw, const std::vector<std::string>& path) {
+  // Not parse(): a job is sorted before it is read, and any text gets a group (an invalid job
+  // goes dead when its group's turn comes).
+  const auto doc = nlohmann::json::parse(raw.begin(), raw.end(), nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return kDefaultGroup;
+  const nlohmann::json* at = field_at(doc, path);
+  std::string g;
+  if (at && at->is_string()) g = at->get<std::string>();
+  if (at && (at->is_number() || at->is_boolean())) g = at->dump();
+  if (g.empty() || g.size() > kMaxUniqueKey) return kDefaultGroup;
+  return g;
 }
 
 std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,

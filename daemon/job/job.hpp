@@ -69,6 +69,13 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
 std::string unique_key_of(const nlohmann::json& doc, const std::string& id, const Rules& rules,
                           std::string& error);
 
+/// The group of a job's text (a queue's `group_by`, docs/groups.md): the value at `path`
+/// ({"payload", "tenant"}) as unique_key_of reads a key (a string as it is, a number or boolean as
+/// its JSON text), or kDefaultGroup when the text is no JSON object, the field is missing, null,
+/// of another type, empty or longer than kMaxUniqueKey bytes: every job has a group.
+std::string group_of(std::string_view raw, const std::vector<std::string>& path);
+inline constexpr const char* kDefaultGroup = "_";
+
 /// The id of a job whose text may not parse, when it is the object's first key (only there is
 /// it surely the job's own, not a payload's); "" otherwise or when it is not a valid id.
 std::string leading_id(std::string_view raw);

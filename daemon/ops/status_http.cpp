@@ -301,6 +301,28 @@ std::string StatusHttp::metrics() const {
       << h.rate << '\n';
     o << "jobqd_fetch_held_back_total{queue=\"" << label(q->name())
       << "\",limit=\"global_concurrency\"} " << h.cap << '\n';
+    if (q->group_view()) {
+      o << "jobqd_fetch_held_back_total{queue=\"" << label(q->name()) << "\",limit=\"group\"} "
+        << h.group << '\n';
+    }
+  }
+  family("jobqd_groups_with_work", "gauge",
+         "Groups with jobs waiting, by queue with group_by, as this daemon's last fetch saw.");
+  for (const auto* q : engine_.queues()) {
+    if (const auto g = q->group_view()) {
+      o << "jobqd_groups_with_work{queue=\"" << label(q->name()) << "\"} " << g->with_work << '\n';
+    }
+  }
+  family("jobqd_group_held_back", "gauge",
+         "Jobs waiting in a group its rate or concurrency held back at its last turn, by queue "
+         "and group: the 10 groups with the most per queue, each shown for 5 s after.");
+  for (const auto* q : engine_.queues()) {
+    const auto g = q->group_view();
+    if (!g) continue;
+    for (const auto& [group, waiting] : g->held_back) {
+      o << "jobqd_group_held_back{queue=\"" << label(q->name()) << "\",group=\"" << label(group)
+        << "\"} " << waiting << '\n';
+    }
   }
   family("jobqd_job_duration_seconds", "histogram",
          "How long attempts ran (succeeded, retried or failed), by queue.");

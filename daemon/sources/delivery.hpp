@@ -103,6 +103,7 @@ class Sink {
 struct HeldBack {
   std::uint64_t rate = 0;
   std::uint64_t cap = 0;
+  std::uint64_t group = 0;  // a group's rate or concurrency (group_by)
 };
 
 struct SpoolView {

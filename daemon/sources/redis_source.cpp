@@ -143,6 +143,7 @@ async::Task<void> RedisSource::fetcher() {
     if (n > 0) wait_first = batch.popped < n;
     if (batch.limited_by == store::Limit::rate) ++held_back_.rate;
     if (batch.limited_by == store::Limit::cap) ++held_back_.cap;
+    if (batch.limited_by == store::Limit::group) ++held_back_.group;
     if (batch.limited_ms > 0) {
       // A limit held jobs back (they stay in Redis): hand over what came, and fetch again when
       // the next token is due or a slot may be free (a second at most: a reload may change the

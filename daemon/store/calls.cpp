@@ -478,25 +478,14 @@ Call<bool> is_paused(const Keys& k) {
 }
 
 Call<std::vector<Repaired>> repair(const Keys& k, const std::string& worker, std::int64_t now_ms) {
-  std::vector<std::string> keys{k.pending, k.delayed,      k.leases,           k.live,
-                                k.dead,    k.dead_bodies,  k.inflight(worker), k.cancels,
-                                k.rate,    k.pending_high, k.pending_low,      k.order};
-  std::vector<std::string> types{"list", "zset", "zset", "hash", "zset", "hash",
-                                 "hash", "hash", "hash", "list", "list", "hash"};
-  const std::size_t n = keys.size();
-  for (std::size_t i = 0; i < n; ++i) keys.push_back(Keys::aside(keys[i], now_ms));
-  return make<std::vector<Repaired>>(
-      scripts::repair(), std::move(keys), std::move(types),
-      [](Reply r) -> OpResult<std::vector<Repaired>> {
-        if (!r.is_array() || r.elements.size() % 3 != 0) {
-          return bad("repair", r);
-        }
-        std::vector<Repaired> out;
-        for (std::size_t i = 0; i + 2 < r.elements.size(); i += 3) {
-          out.push_back({r.elements[i].str, r.elements[i + 1].str, r.elements[i + 2].str});
-        }
-        return out;
-      });
+  // The ring of groups (group_by) and the lists and order of priorities too: a TYPE more each,
+  // only ever after a WRONGTYPE.
+  return repair_keys({k.pending, k.delayed, k.leases, k.live, k.dead, k.dead_bodies,
+                      k.inflight(worker), k.cancels, k.rate, k.groups, k.pending_high,
+                      k.pending_low, k.order},
+                     {"list", "zset", "zset", "hash", "zset", "hash", "hash", "hash", "hash", "zset",
+                      "list", "list", "hash"},
+                     now_ms);
 }
 
 // ---- daemons and queues ----
@@ -853,9 +842,15 @@ Call<Submitted> submit(const Keys& k, const std::string& id, const std::string& 
 
 Call<std::vector<Repaired>> repair_lock(const Keys& k, const std::string& unique_key,
                                         std::int64_t now_ms) {
-  const std::string key = k.unique(unique_key);
+  return repair_keys({k.unique(unique_key)}, {"string"}, now_ms);
+}
+
+Call<std::vector<Repaired>> repair_keys(std::vector<std::string> keys,
+                                        std::vector<std::string> types, std::int64_t now_ms) {
+  const std::size_t n = keys.size();
+  for (std::size_t i = 0; i < n; ++i) keys.push_back(Keys::aside(keys[i], now_ms));
   return make<std::vector<Repaired>>(
-      scripts::repair(), {key, Keys::aside(key, now_ms)}, {"string"},
+      scripts::repair(), std::move(keys), std::move(types),
       [](Reply r) -> OpResult<std::vector<Repaired>> {
         if (!r.is_array() || r.elements.size() % 3 != 0) return bad("repair", r);
         std::vector<Repaired> out;

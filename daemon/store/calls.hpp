@@ -30,8 +30,9 @@ struct Held {
   std::string copy;
   std::uint64_t oversized = 0;
 };
-/// What held a fetch back: nothing, the queue's rate (its bucket), its global concurrency.
-enum class Limit : std::uint8_t { none, rate, cap };
+/// What held a fetch back: nothing, the queue's rate (its bucket), its global concurrency, a
+/// group's rate or concurrency (group_by).
+enum class Limit : std::uint8_t { none, rate, cap, group };
 struct FetchBatch {
   std::int64_t now = 0;  // Redis' clock when it ran (ms)
   bool lease_lost = false;
@@ -346,6 +347,10 @@ Call<Submitted> submit(const Keys& k, const std::string& id, const std::string& 
 /// Moves a lock's foreign value aside (repair.lua), as the queue's other keys' are.
 Call<std::vector<Repaired>> repair_lock(const Keys& k, const std::string& unique_key,
                                         std::int64_t now_ms);
+/// Moves foreign values at `keys` (each not of its type in `types`: list, hash, zset, string...)
+/// aside, each to Keys::aside(key, now_ms).
+Call<std::vector<Repaired>> repair_keys(std::vector<std::string> keys,
+                                        std::vector<std::string> types, std::int64_t now_ms);
 struct CancelAnswer {
   std::string what;    // cancelled, waits, gone, requested, unheld, final
   std::string status;  // final: the job's status

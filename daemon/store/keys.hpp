@@ -28,6 +28,7 @@ struct Keys {
         paused(base + ":paused"),
         cancels(base + ":cancel"),
         rate(base + ":rate"),
+        groups(base + ":groups"),
         shards(prefix + ":{" + queue + "}:shards"),
         minutes(prefix + ":{" + queue + "}:history:minutes"),
         hours(prefix + ":{" + queue + "}:history:hours"),
@@ -61,6 +62,7 @@ struct Keys {
   std::string paused;       // string: set while the queue is paused (jobqctl pause), to when
   std::string cancels;      // hash: job id -> the claim of the job to stop (jobqctl cancel)
   std::string rate;         // hash: the queue's token bucket (`rate:`): tokens, at, until
+  std::string groups;       // zset (group_by): the ring, each group with work -> its turn
   std::string shards;       // string: the queue's shard count, as its daemons were configured
   std::string minutes;      // hash: "<minute>:<s|f|r|n|t>" -> count, the last day (history.lua)
   std::string hours;        // hash: "<hour>:<s|f|r|n|t>" -> count, the last week
@@ -76,6 +78,13 @@ struct Keys {
   /// how it was taken, that job's claim, or its copy for debounce), expiring at the queue's
   /// `unique.for`.
   std::string unique(const std::string& key) const { return base + ":unique:" + key; }
+  /// list (group_by, docs/groups.md): a group's jobs, sorted there from pending, consumed from
+  /// the right.
+  std::string group(const std::string& g) const { return base + ":group:" + g; }
+  /// hash: a group's token bucket (group_by's rate): tokens, at; gone when it would be full.
+  std::string group_rate(const std::string& g) const { return base + ":grate:" + g; }
+  /// zset: the holds of a group's jobs (group_by's concurrency), `<token>:<worker>` -> when.
+  std::string group_holds(const std::string& g) const { return base + ":gheld:" + g; }
   /// hash: token -> the job's copy, for every job that worker holds
   std::string inflight(const std::string& worker) const { return base + ":inflight:" + worker; }
   /// Where repair moves a foreign value found at `key`.

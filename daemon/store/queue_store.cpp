@@ -193,6 +193,7 @@ async::Task<OpResult<T>> answer_of(redis::Client& client, redis::PendingReply se
 }  // namespace
 
 async::Task<QueueStore::Waited> QueueStore::fetch(std::size_t n, Unclaimed claim_first) {
+  if (s_.groups.on() && n > 0) co_return co_await fetch_grouped(n, std::move(claim_first));
   // Both leave in this step's write; Redis runs the claim first, so a job of the fetch whose id
   // the claimed jobs take finds it taken.
   std::optional<Call<std::vector<ClaimAnswer>>> claim_call;
@@ -233,13 +234,7 @@ async::Task<QueueStore::Waited> QueueStore::fetch(std::size_t n, Unclaimed claim
     }
     co_return out;
   }
-  for (auto& r : got->jobs) ready.jobs.push_back(std::move(r));
-  ready.away = std::move(got->away);
-  ready.lease_lost = got->lease_lost;
-  ready.paused = got->paused;
-  ready.limited_ms = got->limited_ms;
-  ready.limited_by = got->limited_by;
-  ready.popped = got->popped;
+  ready.append(std::move(*got));
   out.got = std::move(ready);
   co_return out;
 }
@@ -260,32 +255,44 @@ async::Task<OpResult<Fetched>> QueueStore::fetch(std::size_t n) {
 async::Task<QueueStore::Waited> QueueStore::fetch_when_pending(std::size_t n, Millis block) {
   // From the call on, not from when the task first runs: unblock() right after must know.
   waiting_ = true;
+  if (s_.groups.on()) return wait_grouped(n, block);
   return wait_and_fetch(n, block);
+}
+
+QueueStore::Wait QueueStore::begin_wait(Millis block) {
+  Wait w;
+  const std::string secs = std::to_string(block.count() / 1000.0);
+  // The connection's id, for unblock(): asked once per connection, in the same write.
+  const bool ask_id = blocking_generation_ != blocking_.generation() || blocking_id_.empty();
+  w.generation = blocking_.generation();
+  if (ask_id) w.id.emplace(blocking_.command("CLIENT", "ID"));
+  w.reply = blocking_.blocking_command(block, "BLMOVE", keys_.pending, keys_.pending, "RIGHT",
+                                       "RIGHT", secs);
+  return w;
+}
+
+async::Task<std::string> QueueStore::end_wait(Wait& w, bool* woke) {
+  if (w.id) {
+    OpResult<redis::Reply> got_id = co_await w.id->result();
+    if (got_id.ok() && got_id->type == redis::Reply::Type::integer) {
+      blocking_id_ = std::to_string(got_id->integer);
+      blocking_generation_ = w.generation;
+    }
+  }
+  OpResult<redis::Reply> waited = co_await w.reply.result();
+  if (woke) *woke = waited.ok() && waited->type == redis::Reply::Type::string;
+  if (waited.ok() && waited->is_error()) co_return waited->str;
+  co_return std::string();
 }
 
 async::Task<QueueStore::Waited> QueueStore::wait_and_fetch(std::size_t n, Millis block) {
   const FetchCall fc = begin_fetch(n);
-  const std::string secs = std::to_string(block.count() / 1000.0);
-  // The connection's id, for unblock(): asked once per connection, in the same write.
-  const bool ask_id = blocking_generation_ != blocking_.generation() || blocking_id_.empty();
-  const std::uint64_t generation = blocking_.generation();
-  std::optional<redis::PendingReply> id;
-  if (ask_id) id.emplace(blocking_.command("CLIENT", "ID"));
-  redis::PendingReply wait = blocking_.blocking_command(block, "BLMOVE", keys_.pending,
-                                                        keys_.pending, "RIGHT", "RIGHT", secs);
+  Wait wait = begin_wait(block);
   // Its reply comes after the wait's: the same allowance.
   redis::PendingReply fetched =
       fc.call.req.script->send(blocking_, fc.call.req.keys, fc.call.req.args, block);
   Waited out;
-  if (id) {
-    OpResult<redis::Reply> got_id = co_await id->result();
-    if (got_id.ok() && got_id->type == redis::Reply::Type::integer) {
-      blocking_id_ = std::to_string(got_id->integer);
-      blocking_generation_ = generation;
-    }
-  }
-  OpResult<redis::Reply> waited = co_await wait.result();
-  if (waited.ok() && waited->is_error()) out.wait_error = waited->str;
+  out.wait_error = co_await end_wait(wait);
   OpResult<FetchBatch> batch = co_await answer_of(blocking_, std::move(fetched), fc.call);
   waiting_ = false;
   out.got = take(std::move(batch), out.unclaimed);

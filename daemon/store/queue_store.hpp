@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,6 +19,7 @@
 #include "job/job.hpp"
 #include "redis/client.hpp"
 #include "store/calls.hpp"
+#include "store/groups.hpp"
 #include "store/keys.hpp"
 #include "store/marker.hpp"
 #include "store/stats.hpp"
@@ -61,6 +63,8 @@ struct Settings {
   /// How the queue's unique keys lock (`unique:`; its defaults for a queue without one, whose
   /// jobs may still bring a unique_key).
   UniqueRule unique;
+  /// `group_by` (docs/groups.md): jobs sorted into groups, taken round robin (off: path empty).
+  GroupRule groups;
 
   /// A config reload: takes what may change on a running queue from `next` (never the prefix,
   /// queue, worker or lease).
@@ -77,6 +81,11 @@ struct Settings {
     global_slots = next.global_slots;
     order = next.order;
     unique = next.unique;
+    // Its limits; whether the queue has groups, and by what, only changes with a restart.
+    if (groups.on() && next.groups.on()) {
+      groups.rate = next.groups.rate;
+      groups.slots = next.groups.slots;
+    }
   }
 };
 
@@ -141,6 +150,17 @@ struct Fetched {
   std::int64_t limited_ms = 0;  // >0: a limit held jobs back; look again in this long
   Limit limited_by = Limit::none;
   std::size_t popped = 0;  // jobs this call's fetch took from pending
+  /// A fetch's outcome after jobs already ready here (a claim's): its jobs after them, its
+  /// jobs for other shards, and what it said of the queue.
+  void append(Fetched&& later) {
+    for (auto& r : later.jobs) jobs.push_back(std::move(r));
+    for (auto& a : later.away) away.push_back(std::move(a));
+    lease_lost = later.lease_lost;
+    paused = later.paused;
+    limited_ms = later.limited_ms;
+    limited_by = later.limited_by;
+    popped = later.popped;
+  }
 };
 
 /// Jobs a fetch held and read whose ids are still to be claimed before they run: their claim
@@ -171,6 +191,15 @@ class QueueStore {
   /// With a global concurrency: the slots its last fetch left free, per live worker (what this
   /// one may hold beyond what it can start at once; 0 under a cap the daemons fill).
   std::size_t cap_share() const noexcept { return cap_share_; }
+  /// With group_by: what the last group fetch saw (for /metrics, the dashboard and jobqctl).
+  struct GroupView {
+    long long with_work = 0;  // groups in the ring
+    /// Groups a limit held back at their last turn, and the jobs waiting in each then: at most
+    /// kGroupsShown, the most waiting first.
+    std::vector<std::pair<std::string, long long>> held_back;
+  };
+  static constexpr std::size_t kGroupsShown = 10;
+  const GroupView& group_view() const noexcept { return group_view_; }
 
   /// Runs `call` until Redis answers: a lost connection is waited out, a foreign value at one of
   /// the queue's keys moved aside (repair()), anything else logged (at most every 30 s, saying
@@ -226,6 +255,11 @@ class QueueStore {
   /// so that the jobs waiting for that id do not wait for ever. At most once a second per id.
   async::Task<void> check_claim(const std::string& id, const std::string& owner);
 
+  // ---- group_by (queue_groups.cpp) ----
+  /// How many jobs a sort holds from pending at most: big batches, so that one group's backlog
+  /// in pending never stands long in front of another's.
+  static constexpr std::size_t kSortBatch = 500;
+
   // ---- upkeep ----
   /// Takes back the jobs of workers whose lease ran out; returns when the next one runs out.
   async::Task<OpResult<Expired>> recover_expired(std::size_t max_workers = 10);
@@ -257,6 +291,16 @@ class QueueStore {
   };
   FetchCall begin_fetch(std::size_t n);
   async::Task<Waited> wait_and_fetch(std::size_t n, Millis block);
+  /// A wait for pending on the blocking connection (BLMOVE from the list onto its own tail: it
+  /// moves nothing), with the connection's id asked in the same write when not known yet.
+  struct Wait {
+    std::optional<redis::PendingReply> id;
+    std::uint64_t generation = 0;
+    redis::PendingReply reply;
+  };
+  Wait begin_wait(Millis block);
+  /// Why the wait failed ("" when it did not); `woke`: it ended on a job in pending.
+  async::Task<std::string> end_wait(Wait& w, bool* woke = nullptr);
   /// After the fetch reply: reads every job and keeps the tokens; the jobs go to `unclaimed`
   /// when any of them needs a claim (in order: none runs before an older one), else to the
   /// result's jobs.
@@ -267,6 +311,23 @@ class QueueStore {
   async::Task<std::optional<OpError>> claimed(Unclaimed u,
                                               OpResult<std::vector<ClaimAnswer>> answer,
                                               Fetched& out);
+
+  /// group_by's fetch: the claim of `claim` first, then a sort of pending if it may hold jobs,
+  /// then up to `n` jobs round robin from the groups.
+  async::Task<Waited> fetch_grouped(std::size_t n, Unclaimed claim);
+  /// group_by's wait: for pending, then the same (a group's jobs sorted by another daemon are
+  /// seen within the shorter wait: nothing wakes a wait on pending for them).
+  async::Task<Waited> wait_grouped(std::size_t n, Millis block);
+  /// Holds up to kSortBatch jobs from pending, reads each one's group, moves them to their groups'
+  /// lists. A failure leaves them held, unknown to this daemon: reconcile returns them to pending.
+  async::Task<std::optional<OpError>> sort_pending();
+  /// Up to `n` jobs from the groups (asking again, a few times at most, when the ring's head had
+  /// groups the call did not name, or pending jobs to sort first unless `sorted_now`).
+  async::Task<OpResult<FetchBatch>> take_from_groups(std::size_t n, bool sorted_now);
+  /// Notes the groups a group fetch found held back (group_view()).
+  void note_held_back(const std::vector<std::pair<std::string, long long>>& waiting);
+  /// Moves foreign values at a group's keys aside, saying so.
+  async::Task<void> repair_group(const std::string& group);
 
   /// What recovery does with one held copy.
   RecoverItem take_back_item(const std::string& token, const std::string& copy,
@@ -291,6 +352,12 @@ class QueueStore {
   std::vector<std::string> others_;
   /// The global concurrency's slots left per live worker at the last fetch (cap_share()).
   std::size_t cap_share_ = 0;
+  // group_by: the ring's head as the last group fetch left it (the groups the next one names),
+  // whether pending may hold jobs to sort, and what the last fetch saw.
+  std::vector<std::string> group_head_;
+  bool sort_due_ = true;
+  GroupView group_view_;
+  std::map<std::string, std::pair<long long, async::Clock::time_point>> held_back_seen_;
   // Tokens of a fetch whose reply has not come back yet: reconcile leaves them alone.
   std::uint64_t fetching_from_ = 0, fetching_to_ = 0;
   // The blocking connection's CLIENT ID, for unblock(), and the connection it belongs to.

@@ -139,6 +139,13 @@ const redis::Script& cancel() {
   return named("cancel");
 }
 
+const redis::Script& group_sort() {
+  return named("group_sort");
+}
+const redis::Script& group_fetch() {
+  return named("group_fetch");
+}
+
 const redis::Script& scan_states() {
   return named("scan_states");
 }

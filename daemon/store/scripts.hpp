@@ -29,6 +29,8 @@ const redis::Script& history();
 const redis::Script& slow_down();
 const redis::Script& schedule_define();
 const redis::Script& schedule_fire();
+const redis::Script& group_sort();   // group_by (docs/groups.md)
+const redis::Script& group_fetch();  // group_by
 // Both's.
 const redis::Script& depths();
 const redis::Script& drop_dead();

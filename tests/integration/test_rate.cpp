@@ -10,6 +10,7 @@
 #include "tests/support/daemon.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/http_server.hpp"
+#include "tests/support/starts.hpp"
 
 using namespace jq::test;
 using namespace std::chrono_literals;
@@ -38,27 +39,16 @@ queues:
   CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) >= 600 - 330 - 2 * 100);
   CHECK(a.stop() == 0);
   CHECK(b.stop() == 0);
-  std::vector<long long> started;
   std::set<std::string> workers;
-  for (auto& s : job_states(r, "q", all, {"status", "started_at", "worker"})) {
-    if (s["status"] != "succeeded") continue;
-    started.push_back(std::stoll(s["started_at"]));
-    workers.insert(s["worker"]);
-  }
-  std::sort(started.begin(), started.end());
+  const std::vector<long long> started = starts(r, "q", all, &workers);
   REQUIRE(started.size() >= 330);
-  const long long t0 = started.front();
   // After the burst (10 tokens) and its first second: 5 s at 50/s.
-  const auto in = [&](long long from, long long to) {
-    return std::count_if(started.begin(), started.end(),
-                         [&](long long t) { return t >= t0 + from && t < t0 + to; });
-  };
-  const auto five = in(1000, 6000);
+  const auto five = started_in(started, 1000, 6000);
   INFO("started in 5 s: " << five);
   CHECK(five >= 225);
   CHECK(five <= 275);
   // The first second: the burst and that second's tokens, not the 200 the buffers could take.
-  CHECK(in(0, 1000) <= 10 + 50 + 5);
+  CHECK(started_in(started, 0, 1000) <= 10 + 50 + 5);
   // Both daemons took part: the limit is the queue's, not each daemon's.
   CHECK(workers.size() == 2);
 }

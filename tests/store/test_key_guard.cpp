@@ -3,6 +3,7 @@
 // Dragonfly refuse undeclared keys; a key built inside Lua would break there).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <set>
 
 #include "redis/sync_client.hpp"
@@ -164,6 +165,26 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
     r.cmd({"HSET", "jobq:{q}:inflight:w9", "1", job_text("z"), "2",
            R"({"id":"y","payload":1,"unique_key":"k2","max_attempts":1})"});
     (void)(co_await st.recover_expired()).value();
+    // group_by: jobs sorted into a group, taken within its rate and concurrency (the second
+    // fetch finds the group full: its holds checked against the inflight hashes).
+    store::Settings gs = s;
+    gs.worker = "w2";
+    gs.groups.path = {"payload", "tenant"};
+    gs.groups.slots = 1;
+    gs.groups.rate = {0.05, 5};
+    store::QueueStore grouped(main, blocking, gs, rules);
+    (void)(co_await grouped.register_lease()).value();
+    r.cmd({"LPUSH", "jobq:{q}:pending", R"({"id":"g1","payload":{"tenant":"t"}})",
+           R"({"id":"g2","payload":{"tenant":"t"}})"});
+    // (Jobs given back and recovered above are in the default group: taken too.)
+    const auto of_t = [](const store::Fetched& f) {
+      return std::count_if(f.jobs.begin(), f.jobs.end(),
+                           [](const store::Reading& j) { return j.id[0] == 'g'; });
+    };
+    auto in_group = (co_await grouped.fetch(10)).value();
+    CHECK(of_t(in_group) == 1);
+    auto full = (co_await grouped.fetch(10)).value();
+    CHECK(of_t(full) == 0);
     (void)(co_await st.release_lease()).value();
     auto depth_call = store::depths(st.keys());
     (void)(co_await store::run(main, depth_call)).value();

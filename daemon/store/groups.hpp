@@ -1,0 +1,66 @@
+// A queue's `group_by` (docs/groups.md) in Redis: sorting held jobs into their groups' lists, and
+// fetching round robin across groups with per-group rate and concurrency.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "store/call.hpp"
+#include "store/calls.hpp"
+#include "store/keys.hpp"
+
+namespace jq::store {
+
+/// A queue's groups: where a job's group comes from (empty: the queue has none), and the limits
+/// every group of it has (per_ms 0: no rate; slots 0: no concurrency).
+struct GroupRule {
+  std::vector<std::string> path;  // {"payload", "tenant"}
+  Rate rate;
+  std::size_t slots = 0;  // jobs of one group held by all live workers at once
+  bool on() const noexcept { return !path.empty(); }
+};
+
+/// What sorting found: jobs moved, and the indices (into the call's groups) of the groups whose
+/// list holds another type (their jobs stay held: repair_group, then sort them again).
+struct GroupSorted {
+  long long moved = 0;
+  std::vector<std::size_t> bad;
+};
+/// Moves held jobs (token, index into `groups`) to their groups' lists and rings the groups
+/// (lua/group_sort.lua).
+Call<GroupSorted> group_sort(const Keys& k, const std::string& worker,
+                             const std::vector<std::string>& groups,
+                             const std::vector<std::pair<std::uint64_t, std::size_t>>& jobs);
+
+/// What a group fetch brought beside its jobs (batch: tokens first, first + 1, ...).
+struct GroupFetched {
+  FetchBatch batch;
+  bool sort_first = false;        // asked to: pending holds jobs, nothing was taken
+  long long pending = 0;          // pending's length after it (>0: sort again)
+  long long groups = 0;           // groups with work in the ring
+  std::vector<std::string> head;  // the ring's head now: the groups to name next
+  std::vector<std::size_t> bad;   // named groups (indices) whose keys hold another type
+  std::vector<std::string> live;  // live workers holding a group's slot that were not named
+  /// Groups a limit held back, with the jobs waiting in each.
+  std::vector<std::pair<std::string, long long>> waiting;
+};
+/// Holds up to `n` jobs round robin across the groups named in `head` (lua/group_fetch.lua),
+/// looking at `want` groups of the ring's head; `rate` is the queue's own bucket; `others` the
+/// other workers whose inflight hashes count against a group's concurrency. `sort_first`: take
+/// nothing when pending holds jobs (sort them, then ask again).
+Call<GroupFetched> group_fetch(const Keys& k, const std::string& worker, std::uint64_t first,
+                               std::size_t n, std::uint64_t max_bytes, const Rate& rate,
+                               const GroupRule& rule, const std::vector<std::string>& head,
+                               std::size_t want, const std::vector<std::string>& others,
+                               bool sort_first);
+/// Reads a group fetch's reply (exposed for the tests).
+OpResult<GroupFetched> decode_group_fetch(redis::Reply r, std::uint64_t first, std::size_t n,
+                                          std::size_t named);
+
+/// Moves foreign values at a group's keys (its list, bucket, holds) aside (lua/repair.lua).
+Call<std::vector<Repaired>> repair_group(const Keys& k, const std::string& group,
+                                         std::int64_t now_ms);
+
+}  // namespace jq::store
