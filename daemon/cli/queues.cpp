@@ -53,6 +53,11 @@ int cmd_queues(const Globals& g) {
                      {"dead", r["dead"]},
                      {"paused", r["paused"]},
                      {"shards", r["shards"]}});
+      // group_by: the groups with work and the jobs waiting in them (docs/groups.md).
+      if (r.contains("groups")) {
+        out.back()["groups"] = r["groups"];
+        out.back()["in_groups"] = r["in_groups"];
+      }
     }
     std::cout << dump(out) << "\n";
     return kOk;
@@ -71,6 +76,14 @@ int cmd_queues(const Globals& g) {
                                                      : "no daemon"});
   }
   table.print(std::cout, {1, 2, 3, 4, 5});
+  // Queues with group_by: their jobs wait in their groups, not pending.
+  for (const auto& r : rows) {
+    if (!r.contains("groups")) continue;
+    std::cout << r["name"].get<std::string>() << ": " << n(r["groups"]) << " group(s) with work, "
+              << n(r["in_groups"]) << (r["in_groups_all"].get<bool>() ? "" : "+")
+              << " job(s) waiting in them (group_by; what a group's limit holds back: "
+                 "jobqd_group_held_back in /metrics)\n";
+  }
   return kOk;
 }
 

@@ -944,6 +944,8 @@ QueueView Admin::queue_view(const std::string& queue,
   for (const auto& s : call_each(c_, shards, depths_of)) add_depths(v.depths, s);
   for (const bool p : call_each(c_, shards, is_paused)) v.paused = v.paused || p;
   if (auto a = active.find(queue); a != active.end()) v.activity = a->second;
+  // group_by lives in one shard's slot (a sharded queue has none): a ZCARD when it has no groups.
+  if (shards.size() == 1) v.groups = group_depths(c_, shards.front());
   return v;
 }
 

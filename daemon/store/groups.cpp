@@ -189,6 +189,33 @@ OpResult<GroupFetched> decode_group_fetch(Reply r, std::uint64_t first, std::siz
   return out;
 }
 
+GroupDepths group_depths(redis::SyncClient& c, const Keys& k, std::size_t most) {
+  GroupDepths out;
+  const auto count = [](Reply r) -> OpResult<long long> {
+    if (r.type != Type::integer) return redis::shape_error("group depths", r);
+    return r.integer;
+  };
+  const Call<long long> card{Request{nullptr, {}, {"ZCARD", k.groups}}, count};
+  const OpResult<long long> groups = run(c, card);
+  if (!groups.ok() || *groups <= 0) return out;
+  out.groups = *groups;
+  const Call<std::vector<std::string>> first{
+      Request{nullptr, {}, {"ZRANGE", k.groups, "0", std::to_string(most - 1)}},
+      [](Reply r) -> OpResult<std::vector<std::string>> {
+        std::vector<std::string> names;
+        for (auto& e : r.elements) names.push_back(std::move(e.str));
+        return names;
+      }};
+  const OpResult<std::vector<std::string>> names = run(c, first);
+  if (!names.ok()) return out;
+  std::vector<Call<long long>> lengths;
+  for (const auto& g : *names)
+    lengths.push_back({Request{nullptr, {}, {"LLEN", k.group(g)}}, count});
+  for (const auto& n : pipelined(c, lengths)) out.waiting += n.ok() ? *n : 0;
+  out.all = static_cast<long long>(names->size()) >= out.groups;
+  return out;
+}
+
 Call<std::vector<Repaired>> repair_group(const Keys& k, const std::string& group,
                                          std::int64_t now_ms) {
   return repair_keys({k.group(group), k.group_rate(group), k.group_holds(group)},

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "redis/sync_client.hpp"
 #include "store/call.hpp"
 #include "store/calls.hpp"
 #include "store/keys.hpp"
@@ -58,6 +59,17 @@ Call<GroupFetched> group_fetch(const Keys& k, const std::string& worker, std::ui
 /// Reads a group fetch's reply (exposed for the tests).
 OpResult<GroupFetched> decode_group_fetch(redis::Reply r, std::uint64_t first, std::size_t n,
                                           std::size_t named);
+
+/// A group_by queue's groups as Redis holds them (jobqctl queues, the API): groups with work, and
+/// the jobs waiting in the first `most` of them (`all`: there were no more).
+struct GroupDepths {
+  long long groups = 0;
+  long long waiting = 0;
+  bool all = true;
+};
+/// Reads them (ZCARD and ZRANGE of the ring, an LLEN per group, pipelined): nothing but the
+/// ZCARD for a queue without groups. An error (garbage at the ring) reads as none.
+GroupDepths group_depths(redis::SyncClient& c, const Keys& k, std::size_t most = 100);
 
 /// Moves foreign values at a group's keys (its list, bucket, holds) aside (lua/repair.lua).
 Call<std::vector<Repaired>> repair_group(const Keys& k, const std::string& group,

@@ -64,22 +64,30 @@ nlohmann::json queue_row(const QueueView& v) {
   auto num = [](std::optional<double> x) {
     return x && !std::isinf(*x) ? nlohmann::json(*x) : nlohmann::json();
   };
-  return {{"name", v.name},
-          {"pending", v.depths.pending},
-          {"delayed", v.depths.delayed},
-          {"running", a.running},
-          {"buffered", a.buffered},
-          {"dead", v.depths.dead},
-          {"paused", v.paused},
-          {"shards", v.shards},
-          {"daemons", a.daemons},
-          {"succeeded_per_min", a.succeeded_1m},
-          {"failed_per_min", a.failed_1m},
-          {"retried_per_min", a.retried_1m},
-          {"p50_s", num(p50)},
-          {"p99_s", num(p99)},
-          {"p50", seconds_text(p50)},
-          {"p99", seconds_text(p99)}};
+  nlohmann::json row = {{"name", v.name},
+                        {"pending", v.depths.pending},
+                        {"delayed", v.depths.delayed},
+                        {"running", a.running},
+                        {"buffered", a.buffered},
+                        {"dead", v.depths.dead},
+                        {"paused", v.paused},
+                        {"shards", v.shards},
+                        {"daemons", a.daemons},
+                        {"succeeded_per_min", a.succeeded_1m},
+                        {"failed_per_min", a.failed_1m},
+                        {"retried_per_min", a.retried_1m},
+                        {"p50_s", num(p50)},
+                        {"p99_s", num(p99)},
+                        {"p50", seconds_text(p50)},
+                        {"p99", seconds_text(p99)}};
+  // A queue with group_by (docs/groups.md), only: its groups with work, and the jobs waiting in
+  // them (in the first 100 groups when `in_groups_all` is false).
+  if (v.groups.groups > 0) {
+    row["groups"] = v.groups.groups;
+    row["in_groups"] = v.groups.waiting;
+    row["in_groups_all"] = v.groups.all;
+  }
+  return row;
 }
 
 nlohmann::json worker_row(const Heartbeat& w, std::int64_t now) {

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "store/groups.hpp"
 #include "store/heartbeat.hpp"
 #include "store/stats.hpp"
 
@@ -23,6 +24,7 @@ struct QueueView {
   bool paused = false;
   std::size_t shards = 1;
   Activity activity;
+  GroupDepths groups;  // group_by: its groups with work, and the jobs waiting in them
 };
 
 /// Adds one shard's depths to a queue's: a depth a shard cannot tell (-1) makes the sum -1.

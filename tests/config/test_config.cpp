@@ -877,6 +877,49 @@ TEST_CASE("queues: rate is a number of jobs per s, m or h, or off", "[config][ra
   }
 }
 
+TEST_CASE("queues: group_by takes a payload field, alone or with a per-group rate and concurrency",
+          "[config][groups]") {
+  const auto group_of = [](const std::string& v) {
+    return load(std::string(kMinimal) + "    group_by: " + v + "\n").queues[0].group_by;
+  };
+  const auto short_form = group_of("payload.tenant");
+  CHECK(short_form.key == "payload.tenant");
+  CHECK(short_form.path == std::vector<std::string>{"payload", "tenant"});
+  CHECK(short_form.rate_per_s == 0);
+  CHECK(short_form.concurrency == 0);
+  const auto g = group_of("{key: payload.account.id, rate: 30/m, rate_burst: 3, concurrency: 2}");
+  CHECK(g.path == std::vector<std::string>{"payload", "account", "id"});
+  CHECK(g.rate == "30/m");
+  CHECK(g.rate_per_s == Approx(0.5));
+  CHECK(g.rate_burst == 3);
+  CHECK(g.concurrency == 2);
+  CHECK(load(kMinimal).queues[0].group_by.key.empty());
+
+  const auto error = [](const std::string& v) {
+    return error_of(std::string(kMinimal) + "    group_by: " + v + "\n");
+  };
+  for (const char* bad : {"tenant", "id", "payload", "payload.", "payload..a"}) {
+    INFO(bad);
+    CHECK_THAT(error(bad), Catch::Contains("queues.default.group_by: '") &&
+                               Catch::Contains("is not where a job's group can come from"));
+  }
+  CHECK_THAT(error("{rate: 10/s}"),
+             Catch::Contains("queues.default.group_by: needs 'key', the payload field"));
+  CHECK_THAT(error("{key: payload.t, rate: 10}"),
+             Catch::Contains("queues.default.group_by.rate: '10' is not a rate"));
+  CHECK_THAT(error("{key: payload.t, concurency: 2}"),
+             Catch::Contains("did you mean 'concurrency'"));
+  CHECK_THAT(error_of(std::string(kMinimal) + "    shards: 2\n    group_by: payload.t\n"),
+             Catch::Contains("queues.default.group_by: needs a queue of one shard"));
+  CHECK_THAT(
+      error_of(std::string(kMinimal) + "    global_concurrency: 5\n    group_by: payload.t\n"),
+      Catch::Contains("queues.default.group_by: not with global_concurrency"));
+  // Shown only when set, and read back the same (a restart-only key).
+  const Config c = load(std::string(kMinimal) + "    group_by: {key: payload.t, concurrency: 2}\n");
+  CHECK_THAT(print(c), Catch::Contains("group_by:"));
+  CHECK_THAT(print(load(kMinimal)), !Catch::Contains("group_by"));
+}
+
 TEST_CASE("schedules: a misspelled or misplaced schedules section is said so, never thrown",
           "[config][schedules]") {
   // Found by fuzz_config (fuzz/regress/config/misspelled_schedules_section): map::at escaped.

@@ -114,7 +114,7 @@ queues:
   Daemon one(redis, yaml), two(redis, yaml);
   auto r = redis.client();
   const auto a = ids("a", 24), b = ids("b", 4);
-  push(r, "q", jobs_of(a, "a", 100));
+  push(r, "q", jobs_of(a, "a", 200));
   push(r, "q", jobs_of(b, "b", 100));
   one.start();
   two.start();
@@ -130,9 +130,14 @@ queues:
       },
       20s));
   CHECK(seen);
-  // b's 4 jobs took the slot a's limit left: done long before a's 24 (0.8 s at 3 at once).
+  // b's 4 jobs took the slot a's limit left: done long before a's 24 (1.6 s at 3 at once).
   CHECK(count_status(r, "q", a, "succeeded") < a.size());
   CHECK(r.integer({"LLEN", "jobq:{q}:group:a"}) >= 1);
+  // jobqctl queues says where they wait: a's group, the only one with work left.
+  const Ran queues = jobqctl(redis, {"queues"});
+  CHECK_THAT(queues.out, Catch::Contains("q: 1 group(s) with work, "));
+  const Ran as_json = jobqctl(redis, {"queues", "--json"});
+  CHECK_THAT(as_json.out, Catch::Contains("\"groups\":1") && Catch::Contains("\"in_groups\":"));
   REQUIRE(eventually([&] { return count_status(r, "q", a, "succeeded") == a.size(); }, 30s));
   CHECK(one.stop() == 0);
   CHECK(two.stop() == 0);
