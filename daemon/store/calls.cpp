@@ -480,12 +480,12 @@ Call<bool> is_paused(const Keys& k) {
 Call<std::vector<Repaired>> repair(const Keys& k, const std::string& worker, std::int64_t now_ms) {
   // The ring of groups (group_by) and the lists and order of priorities too: a TYPE more each,
   // only ever after a WRONGTYPE.
-  return repair_keys({k.pending, k.delayed, k.leases, k.live, k.dead, k.dead_bodies,
-                      k.inflight(worker), k.cancels, k.rate, k.groups, k.pending_high,
-                      k.pending_low, k.order},
-                     {"list", "zset", "zset", "hash", "zset", "hash", "hash", "hash", "hash", "zset",
-                      "list", "list", "hash"},
-                     now_ms);
+  return repair_keys(
+      {k.pending, k.delayed, k.leases, k.live, k.dead, k.dead_bodies, k.inflight(worker), k.cancels,
+       k.rate, k.groups, k.pending_high, k.pending_low, k.order},
+      {"list", "zset", "zset", "hash", "zset", "hash", "hash", "hash", "hash", "zset", "list",
+       "list", "hash"},
+      now_ms);
 }
 
 // ---- daemons and queues ----
