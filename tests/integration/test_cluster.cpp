@@ -475,3 +475,79 @@ TEST_CASE(
   check_routed(d);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE(
+    "redis-cluster://: priorities and groups on queues of two primaries: strict order, a wake "
+    "on the slot's node, one tenant's backlog not in front of another's",
+    "[integration][cluster][priority][groups]") {
+  RedisCluster cluster(3, 0);
+  // Two queues whose slots live on different primaries.
+  std::string ordered, grouped;
+  for (int i = 0; grouped.empty(); ++i) {
+    const std::string q = "p" + std::to_string(i);
+    if (ordered.empty()) {
+      ordered = q;
+    } else if (cluster.owner_of_queue(q) != cluster.owner_of_queue(ordered)) {
+      grouped = q;
+    }
+  }
+  const std::string yaml = "handlers:\n  nap: {type: builtin, name: sleep}\nqueues:\n  " + ordered +
+                           ": {handler: nap, concurrency: 1, priorities: strict, delayed_poll: "
+                           "5s}\n  " +
+                           grouped + ": {handler: nap, concurrency: 2, group_by: payload.tenant}\n";
+  SyncRedis ro(cluster.owner_of_queue(ordered));
+  const auto high = ids("h", 5), normal = ids("n", 5), low = ids("l", 5);
+  const std::string base = "jobq:{" + ordered + "}:pending";
+  for (const auto& [list, which] : {std::pair{base + ":low", &low}, std::pair{base, &normal},
+                                    std::pair{base + ":high", &high}}) {
+    for (const auto& j : jobs_for(*which, R"({"ms":5})")) ro.cmd({"LPUSH", list, j});
+  }
+  SyncRedis rg(cluster.owner_of_queue(grouped));
+  std::vector<std::string> busy = ids("a", 200), quiet = ids("b", 4);
+  std::vector<std::string> jobs;
+  for (const auto& id : busy)
+    jobs.push_back(R"({"id":")" + id + R"(","payload":{"tenant":"A","ms":5}})");
+  for (const auto& id : quiet)
+    jobs.push_back(R"({"id":")" + id + R"(","payload":{"tenant":"B","ms":5}})");
+  push(rg, grouped, jobs);  // B's 4 behind A's 200 in pending
+  Daemon d(cluster.url(), yaml);
+  d.start();
+  std::vector<std::string> all = high;
+  all.insert(all.end(), normal.begin(), normal.end());
+  all.insert(all.end(), low.begin(), low.end());
+  REQUIRE(
+      eventually([&] { return count_status(ro, ordered, all, "succeeded") == all.size(); }, 20s));
+  std::vector<std::pair<long long, std::string>> started;
+  const auto states = job_states(ro, ordered, all, {"started_at"});
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    started.emplace_back(std::stoll(states[i].at("started_at")), all[i]);
+  }
+  std::stable_sort(started.begin(), started.end());
+  for (std::size_t i = 0; i < all.size(); ++i) CHECK(started[i].second == all[i]);
+  // jobqctl's high job wakes the idle daemon through the slot's node at once.
+  const Ran sub = jobqctl_on(cluster, {"submit", ordered, R"({"ms":1})", "--id", "late",
+                                       "--priority", "high", "--wait", "--wait-timeout", "10s"});
+  INFO(sub.out);
+  CHECK(sub.code == 0);
+  const auto st = job_states(ro, ordered, {"late"}, {"submitted_at", "started_at"}).front();
+  CHECK(std::stoll(st.at("started_at")) - std::stoll(st.at("submitted_at")) < 500);
+  // Tenant B's jobs ran while most of A's still waited: B's last end before A's 100th.
+  const auto done = [&] {
+    return count_status(rg, grouped, quiet, "succeeded") == quiet.size() &&
+           count_status(rg, grouped, busy, "succeeded") == busy.size();
+  };
+  REQUIRE(eventually(done, 20s));
+  std::vector<long long> a_ends, b_ends;
+  for (auto& s : job_states(rg, grouped, busy, {"finished_at"})) {
+    a_ends.push_back(std::stoll(s["finished_at"]));
+  }
+  for (auto& s : job_states(rg, grouped, quiet, {"finished_at"})) {
+    b_ends.push_back(std::stoll(s["finished_at"]));
+  }
+  std::sort(a_ends.begin(), a_ends.end());
+  const long long b_last = *std::max_element(b_ends.begin(), b_ends.end());
+  INFO("B's last end " << b_last - a_ends.front() << " ms after A's first; A's 100th "
+                       << a_ends[99] - a_ends.front() << " ms");
+  CHECK(b_last < a_ends[99]);
+  CHECK(d.stop() == 0);
+}
