@@ -29,13 +29,8 @@ if KEYS[6] then
   end
   local b = redis.call('HMGET', KEYS[6], 'tokens', 'at', 'until')
   local now = now_ms()
-  local t, at = tonumber(b[1]), tonumber(b[2])
-  local tokens = burst
-  if (tonumber(b[3]) or 0) > now then
-    tokens = 0
-  elseif t and at and at <= now and t == t then
-    tokens = math.min(burst, t + (now - at) * rate)
-  end
+  local tokens = 0
+  if (tonumber(b[3]) or 0) <= now then tokens = bucket_level(b, rate, burst, now) end
   out[4] = math.floor(tokens)
 end
 return out

@@ -154,12 +154,7 @@ if rate > 0 then
   local burst = tonumber(ARGV[5])
   local until_ms = tonumber(b[3]) or 0
   if until_ms > now then return {nows, -2, until_ms - now} end
-  local t, at = tonumber(b[1]), tonumber(b[2])
-  if not t or not at or at > now or t ~= t then
-    tokens = burst
-  else
-    tokens = math.min(burst, t + (now - at) * rate)
-  end
+  tokens = bucket_level(b, rate, burst, now)
   if tokens < 1 then return {nows, -2, math.ceil((1 - tokens) / rate)} end
   if math.floor(tokens) < n then
     n = math.floor(tokens)

@@ -20,8 +20,8 @@
 --   and the answer names it.
 -- - rate: a token bucket per group, the shape of the queue's (tokens, at), dropped once it would
 --   be full again (a group idle that long needs no key).
--- The queue's own `rate` bucket applies to all groups together. (This script does not use
--- fetch.lua's bucket code: that file is being changed for priorities; the shape is the same.)
+-- The queue's own `rate` bucket applies to all groups together (prelude's bucket_level reads
+-- every bucket).
 --
 -- KEYS: leases, inflight (this worker's), paused, ring, pending, the queue's bucket, then per named
 --       group: its list, its bucket, its set of holds; then the inflight hashes of other workers
@@ -64,9 +64,7 @@ for j = 7 + 3 * c, #KEYS do named[ARGV[11 + c + asked + j - 6 - 3 * c]] = KEYS[j
 
 -- A bucket's tokens now (its HMGET tokens, at), refilled at `r` per ms up to `most`.
 local function level(b, r, most)
-  local t, at = tonumber(b[1]), tonumber(b[2])
-  if not t or not at or at > now or t ~= t then return most end
-  return math.min(most, t + (now - at) * r)
+  return bucket_level(b, r, most, now)
 end
 
 local flag, wait = 0, 0

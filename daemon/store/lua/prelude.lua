@@ -84,3 +84,12 @@ local function bounded(lock, ms)
     redis.call('PEXPIRE', lock, ms)
   end
 end
+
+-- A token bucket's tokens at `now` (its HMGET tokens, at): refilled at `rate` per ms up to
+-- `most`; full when it has none, or holds what no clock could have written (a time ahead, NaN).
+-- fetch.lua, group_fetch.lua and depths.lua read the queue's and the groups' buckets alike.
+local function bucket_level(b, rate, most, now)
+  local t, at = tonumber(b[1]), tonumber(b[2])
+  if not t or not at or at > now or t ~= t then return most end
+  return math.min(most, t + (now - at) * rate)
+end
