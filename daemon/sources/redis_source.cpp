@@ -618,6 +618,8 @@ async::Task<void> RedisSource::promoter() {
           spdlog::error("queue {}: moving jobs of the priority lists into pending failed: {}", q,
                         moved.error().message);
         }
+        // Garbage at a priority list (a stray SET): moved aside, as at any other key of the queue.
+        if (!moved.ok() && moved.error().wrong_type()) (void)co_await store_.repair();
       }
     }
     if (p.ok()) {

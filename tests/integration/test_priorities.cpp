@@ -131,3 +131,23 @@ queues:
   CHECK(r.integer({"EXISTS", "jobq:{q}:pending:high", "jobq:{q}:pending:low"}) == 0);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("garbage at a priority list of a queue without priorities is moved aside; jobs run on",
+          "[integration][priority]") {
+  RedisServer redis;
+  Daemon d(redis, R"(
+handlers:
+  nothing: {type: builtin, name: noop}
+queues:
+  q: {handler: nothing, delayed_poll: 50ms}
+)");
+  auto r = redis.client();
+  r.cmd({"SET", "jobq:{q}:pending:high", "not a list"});
+  d.start_and_wait(redis);
+  // Moved aside (its key gone, a copy kept beside it), said in the log.
+  REQUIRE(eventually([&] { return r.integer({"EXISTS", "jobq:{q}:pending:high"}) == 0; }, 10s));
+  CHECK(d.log().find("pending:high") != std::string::npos);
+  push_to(r, "jobq:{q}:pending:high", jobs_for({"after"}, "{}"));
+  CHECK(eventually([&] { return count_status(r, "q", {"after"}, "succeeded") == 1; }, 10s));
+  CHECK(d.stop() == 0);
+}
