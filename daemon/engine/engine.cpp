@@ -244,7 +244,6 @@ store::Heartbeat Engine::report() const {
     h.queues.emplace(r.name(), std::move(q));
   }
   return h;
-#include "version.hpp"
 }
 
 async::Task<void> Engine::heartbeat() {
