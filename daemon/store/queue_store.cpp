@@ -429,19 +429,24 @@ async::Task<std::optional<OpError>> QueueStore::claimed(Unclaimed u,
 }
 
 async::Task<void> QueueStore::forward(std::vector<Away> away) {
-  // Per home shard, one LPUSH in fetch order (the oldest is taken first there too).
+  // Per home shard and priority (its list there, docs/priorities.md), one LPUSH in fetch order
+  // (the oldest is taken first there too).
   std::vector<std::uint64_t> pushed;
-  for (std::size_t home = 0; home < shards_.size(); ++home) {
+  std::vector<job::Priority> levels;
+  for (const auto& a : away) levels.push_back(job::priority_of_text(a.copy));
+  for (std::size_t slot = 0; slot < shards_.size() * job::kPriorities; ++slot) {
+    const std::size_t home = slot / job::kPriorities;
+    const auto level = static_cast<job::Priority>(slot % job::kPriorities);
     std::vector<std::string> copies;
     std::vector<std::uint64_t> tokens;
-    for (auto& a : away) {
-      if (a.home != home) continue;
-      copies.push_back(std::move(a.copy));
-      tokens.push_back(a.token);
+    for (std::size_t i = 0; i < away.size(); ++i) {
+      if (away[i].home != home || levels[i] != level) continue;
+      copies.push_back(std::move(away[i].copy));
+      tokens.push_back(away[i].token);
     }
     if (copies.empty()) continue;
     QueueStore& to = *shards_[home];
-    const auto push = push_pending(to.keys_, copies);
+    const auto push = push_pending(to.keys_, copies, kWaitingLists[slot % job::kPriorities]);
     OpResult<long long> r = co_await run(to.main_, push);
     if (!r.ok()) {
       if (upkeep_errors_.due()) {

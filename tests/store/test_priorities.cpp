@@ -10,6 +10,7 @@
 
 #include "store/admin.hpp"
 #include "store/calls.hpp"
+#include "store/shards.hpp"
 #include "tests/support/run.hpp"
 #include "tests/support/store_fixture.hpp"
 
@@ -275,4 +276,44 @@ TEST_CASE("jobqctl's views see the priority lists: counts, lists, search, cancel
   CHECK(cancelled.was == "queued");
   CHECK(r.integer({"LLEN", kHigh}) == 1);
   CHECK(state_status(r, "h1") == "cancelled");
+}
+
+TEST_CASE("a sharded queue forwards a job taken away from its home to its priority's list there",
+          "[store][priority][shards]") {
+  test::RedisServer server;
+  auto r = server.client();
+  const auto tags = store::shard_tags("q", 2);
+  const std::string high_id = store::new_id_in(1, 2), normal_id = store::new_id_in(1, 2);
+  // Both pushed the plain way, to the queue's own tag (shard 0): their homes are shard 1. A job
+  // is forwarded by its field (the list it was taken from is not kept with it).
+  r.cmd({"LPUSH", kHigh, R"({"id":")" + high_id + R"(","payload":1,"priority":"high"})"});
+  r.cmd({"LPUSH", kNormal, job_text(normal_id)});
+  auto body = [&]() -> async::Task<void> {
+    store::Settings s0 = ordered(store::Order::Mode::strict), s1 = s0;
+    s0.shards = s1.shards = 2;
+    s1.shard = 1;
+    Fixture zero(server, "w1", s0), one(server, "w1", s1);
+    co_await zero.up();
+    co_await one.up();
+    zero.store->join({&*zero.store, &*one.store});
+    one.store->join({&*zero.store, &*one.store});
+    co_await zero.lease();
+    auto got = co_await zero.fetch(2);
+    CHECK(got.jobs.empty());
+    REQUIRE(got.away.size() == 2);
+    co_await zero.store->forward(std::move(got.away));
+    co_await zero.down();
+    co_await one.down();
+  };
+  run_test(body());
+  // At home, each in its own list: the high one still goes first there.
+  const std::string home = "jobq:{" + tags[1] + "}:pending";
+  std::string keys;
+  for (const auto& k : r.cmd({"KEYS", "*"}).elements) keys += k.str + " ";
+  INFO("keys: " << keys);
+  const auto at_home = r.cmd({"LRANGE", home + ":high", "0", "-1"});
+  REQUIRE(at_home.elements.size() == 1);
+  CHECK(at_home.elements[0].str.find(high_id) != std::string::npos);
+  CHECK(r.integer({"LLEN", home}) == 1);
+  CHECK(r.integer({"LLEN", kHigh}) + r.integer({"LLEN", kNormal}) == 0);
 }
