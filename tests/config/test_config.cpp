@@ -914,6 +914,8 @@ TEST_CASE("queues: group_by takes a payload field, alone or with a per-group rat
   CHECK_THAT(
       error_of(std::string(kMinimal) + "    global_concurrency: 5\n    group_by: payload.t\n"),
       Catch::Contains("queues.default.group_by: not with global_concurrency"));
+  CHECK_THAT(error_of(std::string(kMinimal) + "    priorities: strict\n    group_by: payload.t\n"),
+             Catch::Contains("queues.default.group_by: not with priorities"));
   // Shown only when set, and read back the same (a restart-only key).
   const Config c = load(std::string(kMinimal) + "    group_by: {key: payload.t, concurrency: 2}\n");
   CHECK_THAT(print(c), Catch::Contains("group_by:"));
@@ -1034,4 +1036,32 @@ TEST_CASE("daemon.concurrency, queue_order and a queue's weight: defaults, range
   CHECK(error_of(std::string(kMinimal) + "    queue_order: strict\n") ==
         "test.yaml:7:5: 'queue_order' is a key of the daemon section, but it is indented under "
         "'queues.default' (check its indentation)");
+}
+
+TEST_CASE("queues: priorities as an order alone or a map of weights and aging; bad values said",
+          "[config][priority]") {
+  const auto with = [](const std::string& v) {
+    return load(std::string(kMinimal) + "    priorities: " + v + "\n").queues[0];
+  };
+  const auto strict = with("strict");
+  CHECK(strict.priorities_set);
+  CHECK(strict.priorities.order == "strict");
+  CHECK(strict.priorities.high == 6);
+  const auto q = with("{order: weighted, high: 10, normal: 2, low: 1, aging: 30s}");
+  CHECK(q.priorities.order == "weighted");
+  CHECK(q.priorities.high == 10);
+  CHECK(q.priorities.normal == 2);
+  CHECK(q.priorities.aging == std::chrono::seconds(30));
+  CHECK(with("{}").priorities.order == "weighted");  // the defaults
+  CHECK_FALSE(load(kMinimal).queues[0].priorities_set);
+  const auto error = [](const std::string& v) {
+    return error_of(std::string(kMinimal) + "    priorities: " + v + "\n");
+  };
+  CHECK_THAT(error("fifo"),
+             Catch::Contains("queues.default.priorities: 'fifo' is not an order: strict or "
+                             "weighted"));
+  CHECK_THAT(error("{order: random}"), Catch::Contains("queues.default.priorities.order"));
+  CHECK_THAT(error("{high: 0}"), Catch::Contains("queues.default.priorities.high"));
+  CHECK_THAT(error("{aging: 5}"), Catch::Contains("queues.default.priorities.aging"));
+  CHECK_THAT(error("{hihg: 3}"), Catch::Contains("did you mean 'high'"));
 }
