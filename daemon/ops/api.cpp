@@ -94,8 +94,8 @@ std::string text_of(const json& j) {
 
 // GET /api/queues' list, as the feed sends it too. Each row's `rate` is this daemon's config's
 // text for the queue, `global_concurrency` its cap (null when it has none or does not know the
-// queue) and `weight` its claim on the daemon's permits (null for a queue it does not serve):
-// added here, so that
+// queue), `weight` its claim on the daemon's permits (null for a queue it does not serve),
+// `priorities` its order and `group_by` its group's field (null for none): added here, so that
 // store::views (shared with jobqctl, which may run without a config) knows nothing of configs.
 json queue_rows(const std::vector<store::QueueView>& views, const config::Config& cfg) {
   json rows = json::array();
@@ -107,6 +107,10 @@ json queue_rows(const std::vector<store::QueueView>& views, const config::Config
     row["global_concurrency"] =
         q != cfg.queues.end() && q->global_concurrency > 0 ? json(q->global_concurrency) : json();
     row["weight"] = q != cfg.queues.end() ? json(q->weight) : json();
+    row["priorities"] =
+        q != cfg.queues.end() && q->priorities_set ? json(q->priorities.order) : json();
+    row["group_by"] =
+        q != cfg.queues.end() && !q->group_by.key.empty() ? json(q->group_by.key) : json();
     rows.push_back(std::move(row));
   }
   return rows;

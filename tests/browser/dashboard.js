@@ -8,7 +8,7 @@
 // the screenshots go, FAIL_MARKER a file whose presence makes queue `flaky`'s jobs fail (this
 // script makes and removes it). jobqd serves queues `echo` (the echo built-in), `slow` (the sleep
 // built-in; retain.payload), `flaky` (an exec handler that fails while the marker exists,
-// max_attempts 1) and `files` (echo, taking the files dropped in the folder `spool` beside
+// max_attempts 1; strict priorities, weight 3) and `files` (echo, taking the files dropped in the folder `spool` beside
 // FAIL_MARKER, rate 100/s, global_concurrency 50), and a config schedule `nightly` of echo; $JOBQCTL is jobqctl's path
 // (runtime schedules).
 // With TOKEN, jobqd asks for that token (http.token_file) and is read-only (http.read_only): the
@@ -665,6 +665,9 @@ async function run(page, redis) {
     await until(page, "files' limits", () => __cell('files', 'rate') === '100/s · 50 at once');
     const none = await page.evaluate(() => __cell('echo', 'rate'));
     expect(none === '–', `echo, without a rate, shows "${none}"`);
+    const ordered = await page.evaluate(() => __cell('flaky', 'rate'));
+    expect(ordered === 'strict priorities · weight 3',
+           `flaky, with priorities and a weight, shows "${ordered}"`);
   });
 
   const shown = await check(

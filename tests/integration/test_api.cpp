@@ -635,8 +635,8 @@ http: {listen: 127.0.0.1:0}
 handlers:
   ok: {type: builtin, name: noop}
 queues:
-  q: {handler: ok, rate: 50/s, global_concurrency: 7, weight: 5}
-  other: {handler: ok}
+  q: {handler: ok, rate: 50/s, global_concurrency: 7, weight: 5, priorities: strict}
+  other: {handler: ok, group_by: payload.tenant}
 schedules:
   nightly: {cron: "0 3 * * *", timezone: Europe/Berlin, queue: q, job: {payload: {n: 1}}}
 )";
@@ -656,6 +656,10 @@ schedules:
     if (row["name"] == "other") CHECK(row["global_concurrency"].is_null());
     if (row["name"] == "q") CHECK(row["weight"] == 5);
     if (row["name"] == "other") CHECK(row["weight"] == 1);
+    if (row["name"] == "q") CHECK(row["priorities"] == "strict");
+    if (row["name"] == "other") CHECK(row["priorities"].is_null());
+    if (row["name"] == "q") CHECK(row["group_by"].is_null());
+    if (row["name"] == "other") CHECK(row["group_by"] == "payload.tenant");
   }
 
   // The config's schedule, once the daemon has written it; then a runtime one beside it.

@@ -54,7 +54,7 @@ std::string dashboard_yaml(int port, const fs::path& marker, const std::string& 
          "queues:\n"
          "  echo: {handler: echo}\n"
          "  slow: {handler: sleep, timeout: 2m, retain: {payload: true}}\n"
-         "  flaky: {handler: flaky, max_attempts: 1}\n"
+         "  flaky: {handler: flaky, max_attempts: 1, priorities: strict, weight: 3}\n"
          "  files: {handler: echo, rate: 100/s, global_concurrency: 50, sources: [{spool: {dir: '" +
          spool.string() +
          "'}}]}\n"

@@ -384,14 +384,16 @@ TEST_CASE(
     std::set<std::string> cli_fields, api_fields;
     for (const auto& [k, v] : c.items()) cli_fields.insert(k);
     for (const auto& [k, v] : a.items()) api_fields.insert(k);
-    // The API adds the queue's limits and weight from its daemon's config (jobqctl may run
-    // without one).
-    cli_fields.insert("rate");
-    cli_fields.insert("global_concurrency");
-    cli_fields.insert("weight");
+    // The API adds the queue's limits, order and weight from its daemon's config (jobqctl may
+    // run without one).
+    for (const char* added : {"rate", "global_concurrency", "weight", "priorities", "group_by"}) {
+      cli_fields.insert(added);
+    }
     CHECK(cli_fields == api_fields);
     CHECK(a["rate"].is_null());
     CHECK(a["global_concurrency"].is_null());
+    CHECK(a["priorities"].is_null());
+    CHECK(a["group_by"].is_null());
   }
   const auto none = get(addr, "/api/nothing", auth);
   CHECK(none.status == 404);

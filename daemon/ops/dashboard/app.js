@@ -80,13 +80,17 @@ function count(v) {
   return n < 0 ? '?' : n.toLocaleString();
 }
 
-// A queue's limits across every daemon, as its row gives them: its rate (`100/s`) and its global
-// concurrency (`20 at once`), '–' for none.
+// A queue's limits and order across every daemon, as its row gives them: its rate (`100/s`), its
+// global concurrency (`20 at once`), its priorities (`strict priorities`), its groups
+// (`per payload.tenant`) and a weight other than 1 (`weight 3`); '–' for none.
 function limits(q) {
   const parts = [];
   if (typeof q.rate === 'string' && q.rate) parts.push(q.rate);
   if (Number.isInteger(q.global_concurrency) && q.global_concurrency > 0)
     parts.push(`${q.global_concurrency} at once`);
+  if (typeof q.priorities === 'string' && q.priorities) parts.push(`${q.priorities} priorities`);
+  if (typeof q.group_by === 'string' && q.group_by) parts.push(`per ${q.group_by}`);
+  if (Number.isInteger(q.weight) && q.weight !== 1) parts.push(`weight ${q.weight}`);
   return parts.length ? parts.join(' · ') : '–';
 }
 
