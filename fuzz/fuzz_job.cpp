@@ -21,7 +21,7 @@ namespace {
 const std::set<std::string> kHandlers = {"default", "hook"};
 
 void check_parse(std::string_view text) {
-  const job::Rules rules{"default", &kHandlers, 1024 * 1024, {}};
+  const job::Rules rules{"default", &kHandlers, 1024 * 1024, {}, "q"};
   auto parsed = job::parse(text, rules);
   if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
     // The error goes into Redis and into JSON events: never empty, always valid UTF-8.
@@ -62,6 +62,31 @@ void check_parse(std::string_view text) {
   }
 }
 
+// `after` as the job parser reads it (a job that has one is refused until the protocol lands:
+// docs/workflows.md): an error is UTF-8; what it accepts is a list of distinct, valid references
+// that name neither the job itself nor its own queue by name.
+void check_dependencies(std::string_view text) {
+  auto parsed = job::parse_json(text);
+  auto* doc = std::get_if<nlohmann::json>(&parsed);
+  if (!doc || !doc->is_object()) return;
+  const job::Rules rules{"default", &kHandlers, 1024 * 1024, {}, "q"};
+  job::Job j;
+  if (auto e = job::read_dependencies(*doc, rules, "me", j)) {
+    if (e->empty() || !job::is_utf8(*e)) finding("read_dependencies: a bad error", *e);
+    return;
+  }
+  if (j.after.size() > job::kMaxDependencies) finding("read_dependencies: over the bound");
+  std::set<std::string> refs;
+  for (const auto& d : j.after) {
+    std::string error;
+    auto back = job::dependency_of(d.ref(), error);
+    if (!back || !(*back == d))
+      finding("read_dependencies: a reference that reads otherwise", d.ref());
+    if (d.queue == "q" || (d.queue.empty() && d.id == "me")) finding("read_dependencies", d.ref());
+    if (!refs.insert(d.ref()).second) finding("read_dependencies: twice", d.ref());
+  }
+}
+
 void check_text(std::string_view text) {
   auto parsed = job::parse_json(text);
   if (auto* why = std::get_if<std::string>(&parsed)) {
@@ -96,7 +121,7 @@ void check_text(std::string_view text) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);
-  for (auto check : {check_parse, check_text}) {
+  for (auto check : {check_parse, check_text, check_dependencies}) {
     try {
       check(text);
     } catch (const std::exception& e) {

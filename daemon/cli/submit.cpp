@@ -257,6 +257,7 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
   }
   // The rules of the queue's config when there is one: its handlers and size limit.
   job::Rules rules;
+  rules.queue = queue;
   std::set<std::string> handler_names;
   if (t.cfg) {
     for (const auto& [name, h] : t.cfg->handlers) handler_names.insert(name);

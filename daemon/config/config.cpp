@@ -1871,13 +1871,6 @@ std::string listen_host(const std::string& listen) {
   return colon == std::string::npos ? listen : listen.substr(0, colon);
 }
 
-bool valid_name(const std::string& s) {
-  if (s.empty() || s.size() > 64) return false;
-  return std::all_of(s.begin(), s.end(), [](char ch) {
-    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' || ch == '-';
-  });
-}
-
 const QueueConfig* Config::queue(const std::string& name) const {
   for (const auto& q : queues) {
     if (q.name == name) return &q;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "async/tls.hpp"
+#include "config/names.hpp"
 #include "config/units.hpp"
 
 namespace jq::config {
@@ -325,8 +326,5 @@ bool is_loopback_host(const std::string& host);
 
 /// The host part of `host:port` (the brackets of an IPv6 address kept).
 std::string listen_host(const std::string& listen);
-
-/// `[A-Za-z0-9_.-]{1,64}`: queue names (they appear inside Redis keys) and handler names.
-bool valid_name(const std::string& s);
 
 }  // namespace jq::config

@@ -465,6 +465,7 @@ void QueueRunner::reconfigure(const config::QueueConfig& next, const config::Dae
     rules.handlers = &handler_names;
     rules.max_bytes = cfg_.max_job_bytes;
     rules.unique_from = cfg_.unique.path;
+    rules.queue = cfg_.name;
   }
   slots_.set_limit(cfg_.concurrency);
   share_.set_weight(static_cast<unsigned>(cfg_.weight));

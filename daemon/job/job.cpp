@@ -1,6 +1,7 @@
 // Job parsing: nlohmann-json for the syntax, then each contract field with a precise message.
 #include "job/job.hpp"
 
+#include "config/names.hpp"
 #include "job/id.hpp"
 #include "job/text.hpp"
 
@@ -54,6 +55,94 @@ std::string clip(std::string_view s, std::size_t n = 40) {
 }
 
 }  // namespace
+
+const char* dependency_policy_name(DependencyPolicy p) noexcept {
+  switch (p) {
+    case DependencyPolicy::run:
+      return "run";
+    case DependencyPolicy::skip:
+      return "skip";
+    case DependencyPolicy::fail:
+      break;
+  }
+  return "fail";
+}
+
+std::optional<Dependency> dependency_of(std::string_view ref, std::string& error) {
+  Dependency d;
+  const auto slash = ref.find('/');
+  std::string_view id = ref;
+  if (slash != std::string_view::npos) {
+    const auto queue = ref.substr(0, slash);
+    id = ref.substr(slash + 1);
+    if (!config::valid_name(queue)) {
+      error = "queue '" + clip(queue) + "' in '" + clip(ref) +
+              "' must be 1-64 characters of A-Z a-z 0-9 _ . -";
+      return std::nullopt;
+    }
+    d.queue = std::string(queue);
+  }
+  if (!valid_id(id)) {
+    error = "'" + clip(ref) + "' is not a job id (ID or QUEUE/ID; an id is 1-128 characters of " +
+            "[A-Za-z0-9_.:-])";
+    return std::nullopt;
+  }
+  d.id = std::string(id);
+  return d;
+}
+
+std::optional<std::string> read_dependencies(const nlohmann::json& doc, const Rules& rules,
+                                             const std::string& own_id, Job& job) {
+  if (auto it = doc.find("on_dependency_failure"); it != doc.end() && !it->is_null()) {
+    bool known = false;
+    if (it->is_string()) {
+      for (auto p : {DependencyPolicy::fail, DependencyPolicy::run, DependencyPolicy::skip}) {
+        if (it->get_ref<const std::string&>() == dependency_policy_name(p)) {
+          job.on_dependency_failure = p;
+          known = true;
+        }
+      }
+    }
+    if (!known) {
+      return "field on_dependency_failure must be \"fail\", \"run\" or \"skip\", got " +
+             (it->is_string() ? "'" + clip(it->get_ref<const std::string&>()) + "'"
+                              : std::string(type_name(*it)));
+    }
+  }
+  auto it = doc.find("after");
+  if (it == doc.end() || it->is_null()) return std::nullopt;
+  if (!it->is_array()) {
+    return std::string("field after must be a list of job ids (ID or QUEUE/ID), got ") +
+           type_name(*it);
+  }
+  if (it->size() > kMaxDependencies) {
+    return "field after names " + std::to_string(it->size()) + " jobs, over the most a job may " +
+           "wait for (" + std::to_string(kMaxDependencies) + ")";
+  }
+  std::set<std::string> seen;
+  job.after.reserve(it->size());
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    const auto& v = (*it)[i];
+    const std::string at = "field after[" + std::to_string(i) + "]";
+    if (!v.is_string()) return at + " must be a job id (ID or QUEUE/ID), got " + type_name(v);
+    std::string error;
+    auto d = dependency_of(v.get_ref<const std::string&>(), error);
+    if (!d) return at + ": " + error;
+    if (!rules.queue.empty() && d->queue == rules.queue) d->queue.clear();
+    if (d->queue.empty() && !own_id.empty() && d->id == own_id) {
+      return at + ": a job cannot wait for itself ('" + clip(d->id) + "')";
+    }
+    if (!seen.insert(d->ref()).second) return at + ": '" + clip(d->ref()) + "' is named twice";
+    job.after.push_back(std::move(*d));
+  }
+  // jobqd adds the dependencies' outcomes under this name as the job reaches its handler.
+  if (!job.after.empty() && doc.contains("dependencies")) {
+    return std::string(
+        "field dependencies: jobqd writes it for a job with after (the outcomes of what it waited "
+        "for); a job that waits cannot bring its own");
+  }
+  return std::nullopt;
+}
 
 std::string leading_id(std::string_view raw) {
   // Only the object's first key is surely the job's own "id" without parsing: a later one could
@@ -346,16 +435,19 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
         "timeout_ms, max_attempts)";
     return bad;
   }
-  // The contract's dependencies (`after`) are not in this version: a job that asks for them must
-  // not run as if it had none.
-  for (const char* later : {"after", "on_dependency_failure"}) {
-    if (doc.contains(later)) {
-      bad.error = std::string("field ") + later +
-                  ": jobs that wait for other jobs are not in this version of jobqd yet";
-      return bad;
-    }
-  }
   Job job;
+  if (auto e = read_dependencies(doc, rules, bad.id, job)) {
+    bad.error = *e;
+    return bad;
+  }
+  // The protocol that holds a job until its dependencies are final is not in this version
+  // (docs/workflows.md): a job that asks for it must not run as if it had none.
+  if (!job.after.empty()) {
+    bad.error =
+        "field after: jobs that wait for other jobs are not in this version of jobqd yet "
+        "(docs/workflows.md)";
+    return bad;
+  }
   if (auto e = handler_of(doc, rules, job.handler)) {
     bad.error = *e;
     return bad;

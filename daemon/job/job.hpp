@@ -21,6 +21,8 @@ struct Rules {
   /// Where a job's unique key comes from when it brings none of its own (the queue's
   /// `unique: {key: ...}`): {"id"}, or {"payload", "a", "b"} for payload.a.b; empty: nowhere.
   std::vector<std::string> unique_from;
+  /// The queue the job is for: `after` entries naming it (`QUEUE/ID`) are read as its own ids.
+  std::string queue;
 };
 
 /// A job's priority within its queue (`"priority"`; docs/priorities.md): each level waits in a
@@ -31,6 +33,25 @@ inline constexpr std::size_t kPriorities = 3;
 const char* priority_name(Priority p) noexcept;
 /// `high`, `normal` or `low`; nullopt for anything else.
 std::optional<Priority> priority_named(std::string_view name) noexcept;
+
+/// What a job that waits for others does when one of them ended `failed` or `cancelled`
+/// (`"on_dependency_failure"`, docs/workflows.md): end failed, run anyway, or end cancelled.
+enum class DependencyPolicy : std::uint8_t { fail, run, skip };
+const char* dependency_policy_name(DependencyPolicy p) noexcept;
+
+/// One job a job waits for (`"after"`): an id in the job's own queue (`queue` empty) or another's
+/// (`QUEUE/ID`).
+struct Dependency {
+  std::string queue;
+  std::string id;
+  /// As `after` writes it: `ID` or `QUEUE/ID`.
+  std::string ref() const { return queue.empty() ? id : queue + "/" + id; }
+  bool operator==(const Dependency&) const = default;
+};
+/// The most jobs one job may wait for (a fan-in of this many reads all their outcomes).
+inline constexpr std::size_t kMaxDependencies = 10000;
+/// `ID` or `QUEUE/ID` as one entry of `after` reads; nullopt (and `error` set) when it is neither.
+std::optional<Dependency> dependency_of(std::string_view ref, std::string& error);
 
 /// A unique key's length bounds, in bytes (it becomes part of a Redis key).
 inline constexpr std::size_t kMaxUniqueKey = 256;
@@ -45,6 +66,9 @@ struct Job {
   /// Its unique key (its own `unique_key`, else the one the queue derives from it); "" for none.
   std::string unique_key;
   Priority priority = Priority::normal;
+  /// The jobs it waits for (`after`), in the order given; empty: it runs when its turn comes.
+  std::vector<Dependency> after;
+  DependencyPolicy on_dependency_failure = DependencyPolicy::fail;
   /// The job's JSON exactly as submitted; with an assigned id, the same text with `,"id":"..."`
   /// added last (so that it wins over an `"id": null` before it, for nlohmann and Lua's cjson
   /// alike), and every later copy (a retry, a recovered job) carries the id.
@@ -61,6 +85,13 @@ struct Invalid {
 /// that brings no id gets `assign` (the id jobqd gave it before), or a new one.
 std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
                                  std::string_view assign = {});
+
+/// A job object's `after` and `on_dependency_failure` into `job` (entries naming `rules.queue`
+/// read as its own ids), or an error naming the field and the entry: not a list, an entry that is
+/// no `ID` or `QUEUE/ID`, one named twice, the job itself (`own_id`), over kMaxDependencies, a
+/// `dependencies` field beside `after` (jobqd writes it), an unknown policy.
+std::optional<std::string> read_dependencies(const nlohmann::json& doc, const Rules& rules,
+                                             const std::string& own_id, Job& job);
 
 /// The unique key of a job object `doc` whose id is `id`: its own `unique_key` (a string of 1 to
 /// kMaxUniqueKey bytes), else the one `rules.unique_from` derives (a string as it is, a number or

@@ -528,6 +528,7 @@ async::Task<HttpResponse> Api::submit(const HttpRequest& req, const std::string&
   rules.handlers = &handler_names;
   rules.max_bytes = q->max_job_bytes;
   rules.unique_from = q->unique.path;
+  rules.queue = q->name;
   auto parsed = job::parse(req.body, rules);
   if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
     co_return error(400, "not a job: " + bad->error);

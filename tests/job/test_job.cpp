@@ -83,17 +83,81 @@ TEST_CASE("JSON errors say where: a byte of the text, or its end when it stops s
 }
 
 TEST_CASE("a job that waits for others is refused, not run as if it had no dependencies", "[job]") {
-  // The contract's `after` is not in this version: running such a job at once would break the
+  // The protocol that holds such a job is not in this version: running it at once would break the
   // order its submitter asked for, so it is dead at once with a reason, under its own id.
   auto v = job::parse(R"({"id":"b","after":["a"],"payload":1})", rules());
   REQUIRE(std::holds_alternative<job::Invalid>(v));
   CHECK(std::get<job::Invalid>(v).id == "b");
   CHECK_THAT(std::get<job::Invalid>(v).error,
              Catch::Contains("field after") && Catch::Contains("not in this version"));
-  CHECK_THAT(error_of(R"({"on_dependency_failure":"run","payload":1})"),
-             Catch::Contains("field on_dependency_failure"));
+  // A wrong `after` is named as such first.
+  CHECK_THAT(error_of(R"({"after":"a","payload":1})"),
+             Catch::StartsWith("field after must be a list of job ids"));
+  // A policy alone asks for nothing to wait for; a wrong one is named.
+  CHECK(error_of(R"({"on_dependency_failure":"run","payload":1})") == "(valid)");
+  CHECK_THAT(error_of(R"({"on_dependency_failure":"retry","payload":1})"),
+             Catch::StartsWith("field on_dependency_failure must be \"fail\", \"run\" or "
+                               "\"skip\", got 'retry'"));
   // A field that merely has a similar name, or sits inside the payload, is not refused.
   CHECK(error_of(R"({"payload":{"after":["a"]},"afterwards":1})") == "(valid)");
+}
+
+namespace {
+
+// What read_dependencies makes of a job object, as the queue `q` would read it: its error, or
+// the references it read and its policy.
+std::string deps_of(const std::string& text, const std::string& own_id = "me") {
+  job::Rules r = rules();
+  r.queue = "q";
+  job::Job j;
+  auto e = job::read_dependencies(nlohmann::json::parse(text), r, own_id, j);
+  if (e) return *e;
+  std::string out;
+  for (const auto& d : j.after) out += "[" + d.queue + "|" + d.id + "]";
+  return out + " " + job::dependency_policy_name(j.on_dependency_failure);
+}
+
+}  // namespace
+
+TEST_CASE("after names jobs of the queue or of others; each mistake is named at its entry",
+          "[job]") {
+  CHECK(deps_of(R"({"after":["a","images/b","q/c"]})") == "[|a][images|b][|c] fail");
+  CHECK(deps_of(R"({"after":[],"on_dependency_failure":"skip"})") == " skip");
+  CHECK(deps_of(R"({"after":null,"on_dependency_failure":"run"})") == " run");
+  CHECK(deps_of(R"({"after":["a",1]})") ==
+        "field after[1] must be a job id (ID or QUEUE/ID), got an integer");
+  CHECK_THAT(deps_of(R"({"after":["a/b/c"]})"),
+             Catch::StartsWith("field after[0]: 'a/b/c' is not a job id"));
+  CHECK_THAT(deps_of(R"({"after":["bad queue/x"]})"),
+             Catch::StartsWith("field after[0]: queue 'bad queue' in 'bad queue/x' must be"));
+  CHECK_THAT(deps_of(R"({"after":["/x"]})"), Catch::StartsWith("field after[0]: queue ''"));
+  CHECK_THAT(deps_of(R"({"after":["x/"]})"), Catch::StartsWith("field after[0]: 'x/' is not"));
+  CHECK_THAT(deps_of(R"({"after":[""]})"), Catch::StartsWith("field after[0]: '' is not"));
+  // The same job twice, however it is written; the job itself.
+  CHECK(deps_of(R"({"after":["a","q/a"]})") == "field after[1]: 'a' is named twice");
+  CHECK(deps_of(R"({"after":["images/a","images/a"]})") ==
+        "field after[1]: 'images/a' is named twice");
+  CHECK(deps_of(R"({"after":["a","a"]})") == "field after[1]: 'a' is named twice");
+  CHECK(deps_of(R"({"after":["q/me"]})") == "field after[0]: a job cannot wait for itself ('me')");
+  // The same id in another queue is another job.
+  CHECK(deps_of(R"({"after":["images/me"]})") == "[images|me] fail");
+  // jobqd writes `dependencies` for a job that waits; without `after` it is any unknown field.
+  CHECK_THAT(deps_of(R"({"after":["a"],"dependencies":[]})"),
+             Catch::StartsWith("field dependencies: jobqd writes it"));
+  CHECK(deps_of(R"({"dependencies":[]})") == " fail");
+  // A bounded fan-in.
+  nlohmann::json many = {{"after", nlohmann::json::array()}};
+  for (std::size_t i = 0; i <= job::kMaxDependencies; ++i)
+    many["after"].push_back(std::to_string(i));
+  CHECK(deps_of(many.dump()) ==
+        "field after names 10001 jobs, over the most a job may wait for (10000)");
+  many["after"].erase(many["after"].begin());
+  CHECK_THAT(deps_of(many.dump()), Catch::EndsWith("] fail"));
+  // An entry quoted in an error stays short and valid UTF-8 whatever it held.
+  const std::string junk = std::string(300, 'x') + "\xff/";
+  CHECK(deps_of(nlohmann::json{{"after", {junk}}}.dump(-1, ' ', false,
+                                                       nlohmann::json::error_handler_t::replace))
+            .size() < 200);
 }
 
 TEST_CASE("an invalid job keeps its own id when it had a valid one", "[job]") {
