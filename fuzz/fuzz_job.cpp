@@ -21,7 +21,7 @@ namespace {
 const std::set<std::string> kHandlers = {"default", "hook"};
 
 void check_parse(std::string_view text) {
-  const job::Rules rules{"default", &kHandlers, 1024 * 1024, {}, "q"};
+  const job::Rules rules{"default", &kHandlers, 1024 * 1024, {}, "q", false};
   auto parsed = job::parse(text, rules);
   if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
     // The error goes into Redis and into JSON events: never empty, always valid UTF-8.
@@ -69,7 +69,7 @@ void check_dependencies(std::string_view text) {
   auto parsed = job::parse_json(text);
   auto* doc = std::get_if<nlohmann::json>(&parsed);
   if (!doc || !doc->is_object()) return;
-  const job::Rules rules{"default", &kHandlers, 1024 * 1024, {}, "q"};
+  const job::Rules rules{"default", &kHandlers, 1024 * 1024, {}, "q", false};
   job::Job j;
   if (auto e = job::read_dependencies(*doc, rules, "me", j)) {
     if (e->empty() || !job::is_utf8(*e)) finding("read_dependencies: a bad error", *e);

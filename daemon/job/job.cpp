@@ -442,7 +442,7 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
   }
   // The protocol that holds a job until its dependencies are final is not in this version
   // (docs/workflows.md): a job that asks for it must not run as if it had none.
-  if (!job.after.empty()) {
+  if (!job.after.empty() && !rules.holds_dependencies) {
     bad.error =
         "field after: jobs that wait for other jobs are not in this version of jobqd yet "
         "(docs/workflows.md)";

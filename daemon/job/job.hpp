@@ -23,6 +23,9 @@ struct Rules {
   std::vector<std::string> unique_from;
   /// The queue the job is for: `after` entries naming it (`QUEUE/ID`) are read as its own ids.
   std::string queue;
+  /// Whoever reads the job holds it until what it waits for is final (a flow file's reader):
+  /// otherwise a job with `after` is refused, never run as if it had none (docs/workflows.md).
+  bool holds_dependencies = false;
 };
 
 /// A job's priority within its queue (`"priority"`; docs/priorities.md): each level waits in a

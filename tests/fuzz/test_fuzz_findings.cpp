@@ -44,7 +44,7 @@ TEST_CASE("fuzz: a NUL byte in a job is invalid JSON, not the end of the documen
   // fuzz/regress/job/id_after_nul.json: nlohmann stopped reading at the NUL and ignored the
   // rest, where with_id had put the assigned id: the job got a new id on every parse.
   const std::set<std::string> handlers{"h"};
-  const job::Rules rules{"h", &handlers, 1 << 20, {}, ""};
+  const job::Rules rules{"h", &handlers, 1 << 20, {}, "", false};
   using namespace std::string_literals;
   for (std::string text :
        {"{\"payload\":1}\0}"s, "{\"id\":\"a\",\"payload\":1}\0{\"id\":\"b\"}"s, "\0{}"s}) {
@@ -63,7 +63,7 @@ TEST_CASE("fuzz: a number too large for a double makes the job invalid, not an e
           "[job][fuzz]") {
   // fuzz/regress/job/number_overflow.json: nlohmann's out_of_range 406 escaped job::parse.
   const std::set<std::string> handlers{"h"};
-  const job::Rules rules{"h", &handlers, 1 << 20, {}, ""};
+  const job::Rules rules{"h", &handlers, 1 << 20, {}, "", false};
   for (const char* text : {R"({"payload":1e999})", R"({"payload":[-1e400]})"}) {
     INFO(text);
     auto parsed = job::parse(text, rules);
