@@ -86,6 +86,7 @@ store::Layout layout(const Target& t) {
   std::map<std::string, std::int64_t> keep;
   std::set<std::string> payloads;
   std::map<std::string, store::UniqueRule> unique;
+  std::map<std::string, store::QueueLimits> limits;
   if (t.cfg) {
     for (const auto& q : t.cfg->queues) {
       l.config_queues.push_back(q.name);
@@ -93,8 +94,13 @@ store::Layout layout(const Target& t) {
       keep.emplace(q.name, q.retain.failed.count());
       if (q.retain.payload) payloads.insert(q.name);
       unique.emplace(q.name, store::unique_rule(q.unique));
+      limits.emplace(q.name, store::queue_limits(q));
     }
   }
+  l.config_limits = [limits = std::move(limits)](const std::string& queue) {
+    auto it = limits.find(queue);
+    return it == limits.end() ? std::nullopt : std::optional<store::QueueLimits>(it->second);
+  };
   l.unique_rule = [unique = std::move(unique)](const std::string& queue) {
     auto it = unique.find(queue);
     return it == unique.end() ? store::UniqueRule{} : it->second;

@@ -175,10 +175,15 @@ EXAMPLES
   stats->footer(
       "\nPENDING, DELAYED, DEAD from Redis; RUNNING (in a handler now), BUFFERED (held, waiting\n"
       "for a permit), OK/MIN, FAIL/MIN and the run times P50/P99 over the last minute from the\n"
-      "live daemons' heartbeats (every second).\nEXAMPLE\n  jobqctl stats --watch");
+      "live daemons' heartbeats (every second); LIMITS as for jobqctl queues.\nEXAMPLE\n"
+      "  jobqctl stats --watch");
   auto* queues =
       app.add_subcommand("queues", "list the queues: pending, delayed, running, dead, paused");
-  queues->footer("\nEXAMPLE\n  jobqctl queues --json");
+  queues->footer(
+      "\nLIMITS (when a queue has any): its rate and the tokens its bucket holds now, its\n"
+      "global_concurrency, priorities, a weight other than 1 and group_by, as the live daemons\n"
+      "serving it run by (else as -c FILE has them); then the groups a group's limit holds back.\n"
+      "EXAMPLE\n  jobqctl queues --json");
 
   std::string pause_queue, resume_queue;
   auto* pausecmd =

@@ -1,5 +1,6 @@
 // jobqctl queues, stats, workers, pause and resume: depths from Redis, and what the live daemons
 // say they run (store::activity: the one definition of running, fresh within a second).
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <iostream>
@@ -35,6 +36,34 @@ std::string n(const json& v) {
   return std::to_string(v.get<long long>());
 }
 
+// The LIMITS column is there when some queue has a limit known: a table of plain queues stays
+// as it was.
+bool any_limits(const json& rows) {
+  return std::any_of(rows.begin(), rows.end(),
+                     [](const json& r) { return !store::limits_text(r).empty(); });
+}
+
+std::string limits_cell(const json& r) {
+  const std::string text = store::limits_text(r);
+  return text.empty() ? "-" : text;
+}
+
+// Under the table: each group_by queue's groups its daemons saw a group's limit hold back, with
+// the jobs waiting in each (the most first, as jobqd_group_held_back in /metrics).
+void print_held_back(std::ostream& o, const json& rows) {
+  for (const auto& r : rows) {
+    const auto held = r.find("groups_held_back");
+    if (held == r.end() || held->empty()) continue;
+    o << r["name"].get<std::string>() << ": held back by a group's limit:";
+    const char* sep = " ";
+    for (const auto& g : *held) {
+      o << sep << g["group"].get<std::string>() << " (" << n(g["waiting"]) << " waiting)";
+      sep = ", ";
+    }
+    o << "\n";
+  }
+}
+
 }  // namespace
 
 int cmd_queues(const Globals& g) {
@@ -58,6 +87,10 @@ int cmd_queues(const Globals& g) {
         out.back()["groups"] = r["groups"];
         out.back()["in_groups"] = r["in_groups"];
       }
+      // Its limits, those it has (store::queue_row).
+      for (const char* field : store::kLimitFields) {
+        if (auto f = r.find(field); f != r.end()) out.back()[field] = *f;
+      }
     }
     std::cout << dump(out) << "\n";
     return kOk;
@@ -67,13 +100,23 @@ int cmd_queues(const Globals& g) {
               << "\n";
     return kOk;
   }
-  Table table({"QUEUE", "PENDING", "DELAYED", "RUNNING", "BUFFERED", "DEAD", "STATE"});
+  const bool limits = any_limits(rows);
+  std::vector<std::string> head{"QUEUE",    "PENDING", "DELAYED", "RUNNING",
+                                "BUFFERED", "DEAD",    "STATE"};
+  if (limits) head.push_back("LIMITS");
+  Table table(head);
   for (const auto& r : rows) {
-    table.add({r["name"].get<std::string>(), n(r["pending"]), n(r["delayed"]), n(r["running"]),
-               n(r["buffered"]), n(r["dead"]),
-               r["paused"].get<bool>()               ? "paused"
-               : r["daemons"].get<std::size_t>() > 0 ? "serving"
-                                                     : "no daemon"});
+    std::vector<std::string> cells{r["name"].get<std::string>(),
+                                   n(r["pending"]),
+                                   n(r["delayed"]),
+                                   n(r["running"]),
+                                   n(r["buffered"]),
+                                   n(r["dead"]),
+                                   r["paused"].get<bool>()               ? "paused"
+                                   : r["daemons"].get<std::size_t>() > 0 ? "serving"
+                                                                         : "no daemon"};
+    if (limits) cells.push_back(limits_cell(r));
+    table.add(std::move(cells));
   }
   table.print(std::cout, {1, 2, 3, 4, 5});
   // Queues with group_by: their jobs wait in their groups, not pending.
@@ -81,9 +124,9 @@ int cmd_queues(const Globals& g) {
     if (!r.contains("groups")) continue;
     std::cout << r["name"].get<std::string>() << ": " << n(r["groups"]) << " group(s) with work, "
               << n(r["in_groups"]) << (r["in_groups_all"].get<bool>() ? "" : "+")
-              << " job(s) waiting in them (group_by; what a group's limit holds back: "
-                 "jobqd_group_held_back in /metrics)\n";
+              << " job(s) waiting in them (group_by)\n";
   }
+  print_held_back(std::cout, rows);
   return kOk;
 }
 
@@ -109,15 +152,27 @@ int cmd_stats(const Globals& g, bool watch, const std::string& every_arg) {
       if (rows.empty()) {
         screen << "no queues: none in the config, and no jobqd has served one\n";
       } else {
-        Table table({"QUEUE", "PENDING", "DELAYED", "RUNNING", "BUFFERED", "DEAD", "OK/MIN",
-                     "FAIL/MIN", "P50", "P99"});
+        const bool limits = any_limits(rows);
+        std::vector<std::string> head{"QUEUE", "PENDING", "DELAYED",  "RUNNING", "BUFFERED",
+                                      "DEAD",  "OK/MIN",  "FAIL/MIN", "P50",     "P99"};
+        if (limits) head.push_back("LIMITS");
+        Table table(head);
         for (const auto& r : rows) {
-          table.add({r["name"].get<std::string>(), n(r["pending"]), n(r["delayed"]),
-                     n(r["running"]), n(r["buffered"]), n(r["dead"]), n(r["succeeded_per_min"]),
-                     n(r["failed_per_min"]), r["p50"].get<std::string>(),
-                     r["p99"].get<std::string>()});
+          std::vector<std::string> cells{r["name"].get<std::string>(),
+                                         n(r["pending"]),
+                                         n(r["delayed"]),
+                                         n(r["running"]),
+                                         n(r["buffered"]),
+                                         n(r["dead"]),
+                                         n(r["succeeded_per_min"]),
+                                         n(r["failed_per_min"]),
+                                         r["p50"].get<std::string>(),
+                                         r["p99"].get<std::string>()};
+          if (limits) cells.push_back(limits_cell(r));
+          table.add(std::move(cells));
         }
         table.print(screen, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+        print_held_back(screen, rows);
       }
     }
     std::cout << screen.str() << std::flush;

@@ -13,6 +13,7 @@
 #include "handlers/handler.hpp"
 #include "store/calls.hpp"
 #include "store/shards.hpp"
+#include "store/views.hpp"
 #include "version.hpp"
 
 namespace jq::engine {
@@ -242,6 +243,9 @@ store::Heartbeat Engine::report() const {
       if (i < d.bounds().size()) q.le.push_back(d.bounds()[i]);
     }
     q.running_tokens = r.running_tickets(store::kMaxRunningTokens);
+    // What jobqctl shows of the queue's limits without a config (a few fields a beat).
+    q.limits = store::queue_limits(r.config());
+    if (const auto g = r.group_view()) q.held_back = g->held_back;
     h.queues.emplace(r.name(), std::move(q));
   }
   return h;

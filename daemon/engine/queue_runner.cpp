@@ -58,12 +58,7 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
   s.max_attempts = q.max_attempts;
   s.active_after = state.active_after;
   // Each shard's bucket takes its share of the queue's rate and burst.
-  if (q.rate_per_s > 0) {
-    const double shards = static_cast<double>(q.shards);
-    const double burst = q.rate_burst ? static_cast<double>(q.rate_burst) : std::ceil(q.rate_per_s);
-    s.rate.per_ms = q.rate_per_s / 1000.0 / shards;
-    s.rate.burst = static_cast<std::uint64_t>(std::max(1.0, std::ceil(burst / shards)));
-  }
+  s.rate = store::rate_share(q.rate_per_s, q.rate_burst, q.shards);
   // And of the global concurrency (each shard at least one slot).
   if (q.global_concurrency > 0) {
     s.global_slots = std::max<std::uint64_t>(1, q.global_concurrency / q.shards);
@@ -78,13 +73,7 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
   }
   // group_by: every group within its own rate and concurrency (a queue of one shard).
   s.groups.path = q.group_by.path;
-  if (q.group_by.rate_per_s > 0) {
-    const double per_s = q.group_by.rate_per_s;
-    const double burst =
-        q.group_by.rate_burst ? static_cast<double>(q.group_by.rate_burst) : std::ceil(per_s);
-    s.groups.rate.per_ms = per_s / 1000.0;
-    s.groups.rate.burst = static_cast<std::uint64_t>(std::max(1.0, burst));
-  }
+  s.groups.rate = store::rate_share(q.group_by.rate_per_s, q.group_by.rate_burst);
   s.groups.slots = q.group_by.concurrency;
   return s;
 }

@@ -940,10 +940,17 @@ QueueView Admin::queue_view(const std::string& queue,
   v.name = queue;
   const auto shards = shard_keys(queue);
   v.shards = shards.size();
-  const auto depths_of = [](const Keys& k) { return depths(k); };
+  if (auto a = active.find(queue); a != active.end()) v.activity = a->second;
+  // What the daemons serving it run by, else what the config given says (a queue no daemon
+  // serves now).
+  v.limits = v.activity.limits;
+  if (!v.limits && layout_.config_limits) v.limits = layout_.config_limits(queue);
+  // With a rate, depths.lua reads each shard's bucket as a fetch would find it.
+  const Rate rate =
+      v.limits ? rate_share(v.limits->rate_per_s, v.limits->rate_burst, shards.size()) : Rate{};
+  const auto depths_of = [&rate](const Keys& k) { return depths(k, rate); };
   for (const auto& s : call_each(c_, shards, depths_of)) add_depths(v.depths, s);
   for (const bool p : call_each(c_, shards, is_paused)) v.paused = v.paused || p;
-  if (auto a = active.find(queue); a != active.end()) v.activity = a->second;
   // group_by lives in one shard's slot (a sharded queue has none): a ZCARD when it has no groups.
   if (shards.size() == 1) v.groups = group_depths(c_, shards.front());
   return v;

@@ -59,6 +59,9 @@ struct Layout {
   /// queues.<q>.unique of the config as its locks behave; unset, or a queue not in the config:
   /// the defaults (a job may bring a unique_key on any queue).
   std::function<UniqueRule(const std::string& queue)> unique_rule;
+  /// queues.<q> of the config as store::queue_limits has them: shown for a queue no live daemon
+  /// reports its own for. Unset, or nullopt (no such queue): none known.
+  std::function<std::optional<QueueLimits>(const std::string& queue)> config_limits;
 };
 
 /// How a queue's `unique:` config locks.
@@ -263,7 +266,8 @@ class Admin {
   bool set_paused(const std::string& queue, bool paused);
 
   /// The queue's row figures from Redis (depths summed, paused when any shard is; activity from
-  /// the live daemons' heartbeats).
+  /// the live daemons' heartbeats), its limits (the daemons', else the config's) and with a rate
+  /// the tokens its buckets hold.
   QueueView queue_view(const std::string& queue, const std::map<std::string, Activity>& active);
   /// What the live daemons say they run, per queue (store::activity). Garbage at the workers
   /// key is warned of (Layout::warn), and no daemon is known: the depths still show.

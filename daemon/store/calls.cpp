@@ -121,6 +121,16 @@ void append(redis::SyncClient& client, const Request& req) {
 
 // ---- holding jobs ----
 
+Rate rate_share(double per_s, std::uint64_t burst, std::size_t shards) {
+  Rate r;
+  if (per_s <= 0) return r;
+  const double n = static_cast<double>(std::max<std::size_t>(1, shards));
+  const double most = burst ? static_cast<double>(burst) : std::ceil(per_s);
+  r.per_ms = per_s / 1000.0 / n;
+  r.burst = static_cast<std::uint64_t>(std::max(1.0, std::ceil(most / n)));
+  return r;
+}
+
 std::string Order::spec() const {
   if (mode == Mode::none) return "";
   return std::string(mode == Mode::strict ? "s" : "w") + "," + std::to_string(weights[0]) + "," +

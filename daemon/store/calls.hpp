@@ -51,6 +51,10 @@ struct Rate {
   double per_ms = 0;
   std::uint64_t burst = 0;
 };
+/// One shard's share of a `rate:` of `per_s` jobs a second (0: none) with `burst` tokens at most
+/// (0: a second's worth, at least 1) over `shards` buckets: what its bucket is filled at, and
+/// holds at most. The daemon fetches by it, jobqctl reads the bucket by it.
+Rate rate_share(double per_s, std::uint64_t burst, std::size_t shards = 1);
 /// A queue's (shard's) global concurrency: the most jobs all live workers together hold (0:
 /// none), and the other workers the daemon knows of (their inflight hashes are read).
 struct Cap {

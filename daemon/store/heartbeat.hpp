@@ -2,14 +2,39 @@
 // dashboard), and the one definition of what "running" means across daemons.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace jq::store {
+
+/// A queue's limits and order as the config of a daemon serving it sets them (docs/config.md):
+/// published in its heartbeat, so that jobqctl shows them with no config of its own (and the
+/// queue's bucket can be read: its rate is needed for that). Written once a beat, never per job.
+struct QueueLimits {
+  std::string rate;              // `rate:` as written ("100/s"); "": none
+  double rate_per_s = 0;         // over all its shards
+  std::uint64_t rate_burst = 0;  // 0: a second's worth (at least 1)
+  std::uint64_t global_concurrency = 0;
+  std::string priorities;                         // "strict", "weighted"; "": none
+  std::array<std::uint64_t, 3> weights{6, 3, 1};  // high, normal, low (weighted)
+  std::int64_t aging_ms = 60000;
+  std::uint64_t weight = 1;  // its claim on a daemon's permits
+  std::string group_by;      // the group's field ("payload.tenant"); "": none
+  std::string group_rate;    // per group, as written; "": none
+  std::uint64_t group_concurrency = 0;
+  bool operator==(const QueueLimits&) const = default;
+};
+
+/// Groups a limit held back, with the jobs waiting in each (as /metrics' jobqd_group_held_back):
+/// a daemon reports at most kHeldBackGroups, the most waiting first.
+using GroupsHeldBack = std::vector<std::pair<std::string, long long>>;
+inline constexpr std::size_t kHeldBackGroups = 10;
 
 /// One queue as a daemon reports it.
 struct QueueReport {
@@ -23,6 +48,10 @@ struct QueueReport {
   /// The tokens of the jobs in a handler now (at most kMaxRunningTokens), so that jobqctl can tell
   /// running jobs from buffered ones among those the daemon holds.
   std::vector<std::uint64_t> running_tokens;
+  /// Its config's limits (none in a heartbeat of a version before them).
+  std::optional<QueueLimits> limits;
+  /// group_by: the groups this daemon's fetches saw held back lately.
+  GroupsHeldBack held_back;
 };
 
 struct Heartbeat {
@@ -53,6 +82,13 @@ struct Activity {
   std::vector<std::uint64_t> counts;
   std::size_t daemons = 0;  // live daemons serving it
   bool paused = false;      // as some daemon last read it
+  /// The limits of the daemon started last (its config is the newest), and whether another live
+  /// daemon reports other ones (a config not rolled out everywhere yet).
+  std::optional<QueueLimits> limits;
+  bool limits_differ = false;
+  /// Every daemon's held-back groups, each with the most any saw waiting in it, the most first
+  /// (at most kHeldBackGroups).
+  GroupsHeldBack held_back;
 };
 std::map<std::string, Activity> activity(const std::vector<Heartbeat>& live);
 

@@ -198,7 +198,7 @@ class QueueStore {
     /// kGroupsShown, the most waiting first.
     std::vector<std::pair<std::string, long long>> held_back;
   };
-  static constexpr std::size_t kGroupsShown = 10;
+  static constexpr std::size_t kGroupsShown = kHeldBackGroups;  // as the heartbeat carries
   const GroupView& group_view() const noexcept { return group_view_; }
 
   /// Runs `call` until Redis answers: a lost connection is waited out, a foreign value at one of

@@ -58,6 +58,100 @@ void add_depths(Depths& sum, const Depths& part) {
   }
 }
 
+QueueLimits queue_limits(const config::QueueConfig& q) {
+  QueueLimits l;
+  l.rate = q.rate;
+  l.rate_per_s = q.rate_per_s;
+  l.rate_burst = q.rate_burst;
+  l.global_concurrency = q.global_concurrency;
+  if (q.priorities_set) {
+    l.priorities = q.priorities.order;
+    l.weights = {q.priorities.high, q.priorities.normal, q.priorities.low};
+    l.aging_ms = q.priorities.aging.count();
+  }
+  l.weight = q.weight;
+  l.group_by = q.group_by.key;
+  l.group_rate = q.group_by.rate;
+  l.group_concurrency = q.group_by.concurrency;
+  return l;
+}
+
+namespace {
+
+// The limits' fields of a queue's row: only those it has (a plain queue gets none).
+void add_limits(nlohmann::json& row, const QueueView& v) {
+  using json = nlohmann::json;
+  const QueueLimits& l = *v.limits;
+  if (!l.rate.empty() && l.rate_per_s > 0) {
+    row["rate"] = l.rate;
+    // The whole queue's: each shard's bucket holds its share (rate_share), their tokens summed.
+    row["rate_burst"] = rate_share(l.rate_per_s, l.rate_burst).burst;
+    row["rate_tokens"] = v.depths.tokens && *v.depths.tokens >= 0 ? json(*v.depths.tokens) : json();
+  }
+  if (l.global_concurrency > 0) row["global_concurrency"] = l.global_concurrency;
+  if (!l.priorities.empty()) {
+    json p = {{"order", l.priorities}};
+    if (l.priorities == "weighted") {
+      p["high"] = l.weights[0];
+      p["normal"] = l.weights[1];
+      p["low"] = l.weights[2];
+    }
+    p["aging_ms"] = l.aging_ms;
+    row["priorities"] = std::move(p);
+  }
+  if (l.weight != 1) row["weight"] = l.weight;
+  if (!l.group_by.empty()) {
+    row["group_by"] = l.group_by;
+    if (!l.group_rate.empty()) row["group_rate"] = l.group_rate;
+    if (l.group_concurrency > 0) row["group_concurrency"] = l.group_concurrency;
+    json held = json::array();
+    for (const auto& [group, waiting] : v.activity.held_back) {
+      held.push_back({{"group", group}, {"waiting", waiting}});
+    }
+    row["groups_held_back"] = std::move(held);
+  }
+  if (v.activity.limits_differ) row["limits_differ"] = true;
+}
+
+}  // namespace
+
+std::string limits_text(const nlohmann::json& row) {
+  std::vector<std::string> parts;
+  if (auto r = row.find("rate"); r != row.end() && r->is_string()) {
+    const auto& t = row["rate_tokens"];
+    parts.push_back(r->get<std::string>() + " (" +
+                    (t.is_number() ? std::to_string(t.get<long long>()) : std::string("?")) +
+                    " left)");
+  }
+  if (auto g = row.find("global_concurrency"); g != row.end() && g->is_number()) {
+    parts.push_back(std::to_string(g->get<long long>()) + " at once");
+  }
+  if (auto p = row.find("priorities"); p != row.end() && p->is_object()) {
+    std::string text = p->value("order", "") + " priorities";
+    if (p->contains("high")) {
+      text += " " + std::to_string((*p)["high"].get<long long>()) + "/" +
+              std::to_string((*p)["normal"].get<long long>()) + "/" +
+              std::to_string((*p)["low"].get<long long>());
+    }
+    parts.push_back(std::move(text));
+  }
+  if (auto w = row.find("weight"); w != row.end() && w->is_number()) {
+    parts.push_back("weight " + std::to_string(w->get<long long>()));
+  }
+  if (auto g = row.find("group_by"); g != row.end() && g->is_string()) {
+    std::string each;
+    if (auto r = row.find("group_rate"); r != row.end()) each = r->get<std::string>();
+    if (auto c = row.find("group_concurrency"); c != row.end()) {
+      each += (each.empty() ? "" : ", ") + std::to_string(c->get<long long>()) + " at once";
+    }
+    parts.push_back("per " + g->get<std::string>() + (each.empty() ? "" : " (" + each + " each)"));
+  }
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : " · ") + p;
+  if (!out.empty() && row.value("limits_differ", false)) out += " (daemons differ)";
+  return out;
+}
+
 nlohmann::json queue_row(const QueueView& v) {
   const Activity& a = v.activity;
   const auto p50 = quantile(a.le, a.counts, 0.5), p99 = quantile(a.le, a.counts, 0.99);
@@ -87,6 +181,7 @@ nlohmann::json queue_row(const QueueView& v) {
     row["in_groups"] = v.groups.waiting;
     row["in_groups_all"] = v.groups.all;
   }
+  if (v.limits) add_limits(row, v);
   return row;
 }
 

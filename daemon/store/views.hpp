@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "config/config.hpp"
 #include "store/groups.hpp"
 #include "store/heartbeat.hpp"
 #include "store/stats.hpp"
@@ -25,15 +26,35 @@ struct QueueView {
   std::size_t shards = 1;
   Activity activity;
   GroupDepths groups;  // group_by: its groups with work, and the jobs waiting in them
+  /// Its limits as the live daemons report them, else as the caller's config has them; none when
+  /// neither knows (depths.tokens is then not read).
+  std::optional<QueueLimits> limits;
 };
+
+/// A queue's limits as its config sets them (what a daemon publishes in its heartbeat).
+QueueLimits queue_limits(const config::QueueConfig& q);
 
 /// Adds one shard's depths to a queue's: a depth a shard cannot tell (-1) makes the sum -1.
 void add_depths(Depths& sum, const Depths& part);
 
 /// The queue's row: name, pending, delayed, running, buffered, dead, paused, shards, daemons,
 /// succeeded/failed/retried_per_min, p50_s and p99_s (seconds, null when none ran or over the
-/// last bucket) and p50, p99 (as text: "<250ms", ">5m", "-").
+/// last bucket) and p50, p99 (as text: "<250ms", ">5m", "-"). With its limits known, only those
+/// it has: rate (as written), rate_burst and rate_tokens (its buckets' tokens now, null when one
+/// holds garbage), global_concurrency, priorities ({order, and for weighted: high, normal, low},
+/// aging_ms), weight (other than 1), group_by (its field), group_rate, group_concurrency and
+/// groups_held_back ([{group, waiting}], the most waiting first), limits_differ (true when the
+/// live daemons report different ones: the newest daemon's are shown).
 nlohmann::json queue_row(const QueueView& v);
+/// The limits' fields queue_row may add (jobqctl queues --json passes them on).
+inline constexpr const char* kLimitFields[] = {
+    "rate",     "rate_burst", "rate_tokens",       "global_concurrency", "priorities",   "weight",
+    "group_by", "group_rate", "group_concurrency", "groups_held_back",   "limits_differ"};
+
+/// A row's limits in a few words, as the dashboard's Limits column has them, with the tokens
+/// left and each priority's weight: "100/s (37 left) · 20 at once · weighted priorities 6/3/1 ·
+/// weight 3 · per payload.tenant (2 at once each)"; "" for a queue with none (or none known).
+std::string limits_text(const nlohmann::json& row);
 
 /// A live daemon's row (jobqctl workers --json, GET /api/workers): worker, host, pid, version,
 /// started_at, uptime_s, queues, running, buffered (summed over its queues), last_heartbeat_s;
