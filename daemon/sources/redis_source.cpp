@@ -608,8 +608,7 @@ async::Task<void> RedisSource::promoter() {
       if (store_.settings().order.on()) {
         // The wait for jobs watches pending alone: jobs in a priority list end it (submitters
         // that push there directly are seen within this poll; jobqctl's wake at once).
-        woken_ = true;
-        if (store_.waiting()) co_await store_.unblock();
+        co_await wake();
       } else {
         // No priorities here: such jobs run in pending's order instead of waiting for ever.
         const auto fold = store::fold(store_.keys(), 1000);
@@ -646,6 +645,17 @@ async::Task<void> RedisSource::promoter() {
   }
 }
 
+async::Task<void> RedisSource::wake() {
+  // During a wait, the wait ends (and the fetch behind it looks at every list); before the fetch
+  // loop's next wait, it skips that one. Not both: a flag left set after a wait it ended would
+  // cost a fetch for nothing before the next wait.
+  if (store_.waiting()) {
+    co_await store_.unblock();
+  } else {
+    woken_ = true;
+  }
+}
+
 async::Task<void> RedisSource::waker() {
   // A queue with priorities waits for jobs on pending alone (Redis has no wait on several lists
   // that leaves the job where it is): a submission to a priority's list publishes a wake, and a
@@ -669,9 +679,7 @@ async::Task<void> RedisSource::waker() {
         conn->messages().clear();
         conn->message_came().clear();
         if (!woken) continue;
-        // Before the fetch loop's next wait, it skips it; during it, the wait ends.
-        woken_ = true;
-        if (store_.waiting()) co_await store_.unblock();
+        co_await wake();
       }
     } catch (const redis::ConnectionError&) {
       // Redis away: the fetch loop says so; the poll covers the wakes meanwhile.

@@ -87,6 +87,7 @@ class RedisSource final : public Source, public Delivery {
   async::Task<void> reconcile(Millis limit);
   async::Task<void> recoverer();
   async::Task<void> promoter();
+  async::Task<void> wake();  // a job went to a priority list: the fetch loop looks now
   async::Task<void> waker();
 
   store::QueueStore& store_;
