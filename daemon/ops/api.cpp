@@ -97,10 +97,12 @@ std::string text_of(const json& j) {
 // queue), `weight` its claim on the daemon's permits (null for a queue it does not serve),
 // `priorities` its order and `group_by` its group's field (null for none): added here, so that
 // store::views (shared with jobqctl, which may run without a config) knows nothing of configs.
+// What changes as jobs run (rate_tokens, groups_held_back) comes from store::queue_row, as
+// jobqctl's rows have it.
 json queue_rows(const std::vector<store::QueueView>& views, const config::Config& cfg) {
   json rows = json::array();
   for (const auto& v : views) {
-    json row = store::queue_row(v);
+    json row = store::queue_row(v, store::LimitFields::now);
     const auto q = std::find_if(cfg.queues.begin(), cfg.queues.end(),
                                 [&](const config::QueueConfig& c) { return c.name == v.name; });
     row["rate"] = q != cfg.queues.end() && !q->rate.empty() ? json(q->rate) : json();
@@ -745,12 +747,20 @@ async::Task<std::vector<store::QueueView>> Api::read_queues() const {
     live->keep_live(*now);
     active = store::activity(live->live);
   }
+  const config::Config& cfg = engine_.config();
   for (auto& v : out) {
     if (auto a = active.find(v.name); a != active.end()) v.activity = a->second;
+    // The limits as jobqctl takes them (the live daemons', else this daemon's config's): with a
+    // rate, depths.lua reads each shard's bucket at its share.
+    const auto q = std::find_if(cfg.queues.begin(), cfg.queues.end(),
+                                [&](const config::QueueConfig& c) { return c.name == v.name; });
+    std::optional<store::QueueLimits> configured;
+    if (q != cfg.queues.end()) configured = store::queue_limits(*q);
+    const store::Rate rate = store::take_limits(v, std::move(configured));
     for (const auto& tag : store::shard_tags(v.name, v.shards)) {
       const store::Keys keys(prefix, v.name, tag);
       redis::Client& c = *co_await client(keys.base);
-      const auto depths = store::depths(keys);
+      const auto depths = store::depths(keys, rate);
       auto d = co_await store::run(c, depths);
       if (!d.ok()) throw std::runtime_error(keys.base + ": " + d.error().message);
       store::add_depths(v.depths, *d);

@@ -942,12 +942,9 @@ QueueView Admin::queue_view(const std::string& queue,
   v.shards = shards.size();
   if (auto a = active.find(queue); a != active.end()) v.activity = a->second;
   // What the daemons serving it run by, else what the config given says (a queue no daemon
-  // serves now).
-  v.limits = v.activity.limits;
-  if (!v.limits && layout_.config_limits) v.limits = layout_.config_limits(queue);
-  // With a rate, depths.lua reads each shard's bucket as a fetch would find it.
-  const Rate rate =
-      v.limits ? rate_share(v.limits->rate_per_s, v.limits->rate_burst, shards.size()) : Rate{};
+  // serves now). With a rate, depths.lua reads each shard's bucket as a fetch would find it.
+  const Rate rate = take_limits(
+      v, layout_.config_limits ? layout_.config_limits(queue) : std::optional<QueueLimits>());
   const auto depths_of = [&rate](const Keys& k) { return depths(k, rate); };
   for (const auto& s : call_each(c_, shards, depths_of)) add_depths(v.depths, s);
   for (const bool p : call_each(c_, shards, is_paused)) v.paused = v.paused || p;

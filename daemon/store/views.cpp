@@ -76,17 +76,41 @@ QueueLimits queue_limits(const config::QueueConfig& q) {
   return l;
 }
 
+Rate take_limits(QueueView& v, std::optional<QueueLimits> fallback) {
+  v.limits = v.activity.limits ? v.activity.limits : std::move(fallback);
+  return v.limits ? rate_share(v.limits->rate_per_s, v.limits->rate_burst, v.shards) : Rate{};
+}
+
 namespace {
+
+bool has_rate(const QueueLimits& l) {
+  return !l.rate.empty() && l.rate_per_s > 0;
+}
+
+// The limits' fields that change as jobs run: the tokens left, the groups held back.
+void add_limits_now(nlohmann::json& row, const QueueView& v) {
+  using json = nlohmann::json;
+  const QueueLimits& l = *v.limits;
+  if (has_rate(l)) {
+    row["rate_tokens"] = v.depths.tokens && *v.depths.tokens >= 0 ? json(*v.depths.tokens) : json();
+  }
+  if (!l.group_by.empty()) {
+    json held = json::array();
+    for (const auto& [group, waiting] : v.activity.held_back) {
+      held.push_back({{"group", group}, {"waiting", waiting}});
+    }
+    row["groups_held_back"] = std::move(held);
+  }
+}
 
 // The limits' fields of a queue's row: only those it has (a plain queue gets none).
 void add_limits(nlohmann::json& row, const QueueView& v) {
   using json = nlohmann::json;
   const QueueLimits& l = *v.limits;
-  if (!l.rate.empty() && l.rate_per_s > 0) {
+  if (has_rate(l)) {
     row["rate"] = l.rate;
     // The whole queue's: each shard's bucket holds its share (rate_share), their tokens summed.
     row["rate_burst"] = rate_share(l.rate_per_s, l.rate_burst).burst;
-    row["rate_tokens"] = v.depths.tokens && *v.depths.tokens >= 0 ? json(*v.depths.tokens) : json();
   }
   if (l.global_concurrency > 0) row["global_concurrency"] = l.global_concurrency;
   if (!l.priorities.empty()) {
@@ -104,13 +128,9 @@ void add_limits(nlohmann::json& row, const QueueView& v) {
     row["group_by"] = l.group_by;
     if (!l.group_rate.empty()) row["group_rate"] = l.group_rate;
     if (l.group_concurrency > 0) row["group_concurrency"] = l.group_concurrency;
-    json held = json::array();
-    for (const auto& [group, waiting] : v.activity.held_back) {
-      held.push_back({{"group", group}, {"waiting", waiting}});
-    }
-    row["groups_held_back"] = std::move(held);
   }
   if (v.activity.limits_differ) row["limits_differ"] = true;
+  add_limits_now(row, v);
 }
 
 }  // namespace
@@ -152,7 +172,7 @@ std::string limits_text(const nlohmann::json& row) {
   return out;
 }
 
-nlohmann::json queue_row(const QueueView& v) {
+nlohmann::json queue_row(const QueueView& v, LimitFields fields) {
   const Activity& a = v.activity;
   const auto p50 = quantile(a.le, a.counts, 0.5), p99 = quantile(a.le, a.counts, 0.99);
   auto num = [](std::optional<double> x) {
@@ -181,7 +201,8 @@ nlohmann::json queue_row(const QueueView& v) {
     row["in_groups"] = v.groups.waiting;
     row["in_groups_all"] = v.groups.all;
   }
-  if (v.limits) add_limits(row, v);
+  if (v.limits && fields == LimitFields::all) add_limits(row, v);
+  if (v.limits && fields == LimitFields::now) add_limits_now(row, v);
   return row;
 }
 

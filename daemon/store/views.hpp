@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/config.hpp"
+#include "store/calls.hpp"
 #include "store/groups.hpp"
 #include "store/heartbeat.hpp"
 #include "store/stats.hpp"
@@ -34,6 +35,12 @@ struct QueueView {
 /// A queue's limits as its config sets them (what a daemon publishes in its heartbeat).
 QueueLimits queue_limits(const config::QueueConfig& q);
 
+/// Sets `v.limits`: those of the live daemons serving it (`v.activity`, taken first), else
+/// `fallback` (a config's: jobqctl -c, the daemon serving GET /api/queues). Answers the rate each
+/// of its `v.shards` buckets is read at (store::depths: the tokens left), none without a rate.
+/// Admin::queue_view and Api::read_queues both take a queue's limits through it.
+Rate take_limits(QueueView& v, std::optional<QueueLimits> fallback);
+
 /// Adds one shard's depths to a queue's: a depth a shard cannot tell (-1) makes the sum -1.
 void add_depths(Depths& sum, const Depths& part);
 
@@ -45,7 +52,12 @@ void add_depths(Depths& sum, const Depths& part);
 /// aging_ms), weight (other than 1), group_by (its field), group_rate, group_concurrency and
 /// groups_held_back ([{group, waiting}], the most waiting first), limits_differ (true when the
 /// live daemons report different ones: the newest daemon's are shown).
-nlohmann::json queue_row(const QueueView& v);
+///
+/// `LimitFields::now` adds of the limits only those that change as jobs run (rate_tokens,
+/// groups_held_back), in the same shapes: GET /api/queues, whose rows have the daemon's config's
+/// own rate, global_concurrency, weight, priorities and group_by in other shapes.
+enum class LimitFields { all, now };
+nlohmann::json queue_row(const QueueView& v, LimitFields fields = LimitFields::all);
 /// The limits' fields queue_row may add (jobqctl queues --json passes them on).
 inline constexpr const char* kLimitFields[] = {
     "rate",     "rate_burst", "rate_tokens",       "global_concurrency", "priorities",   "weight",

@@ -660,14 +660,50 @@ async function run(page, redis) {
     await screenshot(page, 'spool-job');
   });
 
-  await check("a queue's limits in the queues table, from the config", async () => {
+  await check("a queue's limits in the queues table, with the tokens left", async () => {
     await go(page, '#/');
-    await until(page, "files' limits", () => __cell('files', 'rate') === '100/s · 50 at once');
+    // The bucket's tokens as the API read them (refilled at 100/s: any count up to 100).
+    await until(page, "files' limits", () =>
+      /^100\/s \((\d+) left\) · 50 at once$/.test(__cell('files', 'rate')),
+    );
+    const [api] = await page.evaluate(() =>
+      fetch('/api/queues').then((r) => r.json()).then((l) => l.filter((q) => q.name === 'files')),
+    );
+    expect(
+      Number.isInteger(api?.rate_tokens) && api.rate_tokens >= 0 && api.rate_tokens <= 100,
+      `files' row: ${JSON.stringify(api)}`,
+    );
     const none = await page.evaluate(() => __cell('echo', 'rate'));
     expect(none === '–', `echo, without a rate, shows "${none}"`);
     const ordered = await page.evaluate(() => __cell('flaky', 'rate'));
     expect(ordered === 'strict priorities · weight 3',
            `flaky, with priorities and a weight, shows "${ordered}"`);
+    // A group_by queue's row with groups held back (the API's shape, tests/integration/
+    // test_api.cpp): the first three named, the rest counted, every one on hover.
+    const held = await page.evaluate(() => {
+      const row = {
+        name: 'tenants',
+        group_by: 'payload.tenant',
+        weight: 1,
+        groups_held_back: [
+          { group: 'acme', waiting: 4 },
+          { group: 'globex', waiting: 2 },
+          { group: 'initech', waiting: 1 },
+          { group: 'umbrella', waiting: 1 },
+        ],
+      };
+      return {
+        text: limits(row),
+        all: heldBack(row, true),
+        none: limits({ ...row, groups_held_back: [] }),
+      };
+    });
+    expect(
+      held.text === 'per payload.tenant · held back: acme 4, globex 2, initech 1 +1 more',
+      `a group_by queue with groups held back shows "${held.text}"`,
+    );
+    expect(held.all.endsWith('initech 1, umbrella 1'), `on hover: "${held.all}"`);
+    expect(held.none === 'per payload.tenant', `none held back shows "${held.none}"`);
   });
 
   const shown = await check(

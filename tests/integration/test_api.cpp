@@ -887,3 +887,91 @@ queues:
   CHECK(search_all(addr, "q", "bandicoot", "failed").empty());
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE(
+    "GET /api/queues: a rate queue's tokens left and a group_by queue's groups held back, as "
+    "jobqctl queues --json has them; a plain queue has neither; the config's fields unchanged",
+    "[integration][http][api]") {
+  RedisServer redis;
+  // 1/m refills a token a minute: the tokens three jobs took stay gone while the test looks.
+  // Tenant a's jobs sleep 30 s, one at a time: the one running holds the others back throughout.
+  const std::string yaml = R"(
+http: {listen: 127.0.0.1:0}
+handlers:
+  echo: {type: builtin, name: echo}
+  nap: {type: builtin, name: sleep}
+queues:
+  limited: {handler: echo, rate: 1/m, rate_burst: 5, global_concurrency: 20}
+  tenants: {handler: nap, concurrency: 4, group_by: {key: payload.tenant, concurrency: 1}}
+  q: {handler: echo}  # plain: none of the limits
+)";
+  Daemon d(redis, yaml);
+  const auto addr = start_serving(d, redis);
+  auto r = redis.client();
+  const auto rows = [&] {
+    std::map<std::string, json> by;
+    for (const auto& row : body_of(get(addr, "/api/queues")))
+      by[row["name"].get<std::string>()] = row;
+    return by;
+  };
+  const auto cli_rows = [&] {
+    std::map<std::string, json> by;
+    for (const auto& row : json::parse(jobqctl(redis, {"--json", "queues"}).out)) {
+      by[row["name"].get<std::string>()] = row;
+    }
+    return by;
+  };
+
+  // A full bucket before any job took a token: a reading, not the burst written down.
+  std::map<std::string, json> by;
+  REQUIRE(eventually(
+      [&] {
+        by = rows();
+        return by["limited"].value("rate_tokens", json()) == 5;
+      },
+      10s));
+  push(r, "limited", jobs_for(ids("l", 3), "1"));
+  REQUIRE(
+      eventually([&] { return count_status(r, "limited", ids("l", 3), "succeeded") == 3; }, 10s));
+  push(r, "tenants", jobs_for(ids("a", 4), R"({"tenant":"a","ms":30000})"));
+  REQUIRE(eventually(
+      [&] {
+        by = rows();
+        return by["limited"].value("rate_tokens", json()) == 2 &&
+               by["tenants"].value("groups_held_back", json()) ==
+                   json::parse(R"([{"group":"a","waiting":3}])");
+      },
+      10s));
+  INFO(json(by).dump());
+  const json& limited = by["limited"];
+  const json& tenants = by["tenants"];
+  const json& plain = by["q"];
+  // The same fields jobqctl gives, of the same shapes.
+  const auto cli = cli_rows();
+  INFO(json(cli).dump());
+  CHECK(limited["rate_tokens"] == cli.at("limited")["rate_tokens"]);
+  CHECK(tenants["groups_held_back"] == cli.at("tenants")["groups_held_back"]);
+  // Only where a queue has the feature: nothing new on the others.
+  CHECK_FALSE(limited.contains("groups_held_back"));
+  CHECK_FALSE(tenants.contains("rate_tokens"));
+  CHECK_FALSE(plain.contains("rate_tokens"));
+  CHECK_FALSE(plain.contains("groups_held_back"));
+  // The API's own fields of the config as they were (not jobqctl's shapes), and none of
+  // jobqctl's other limits' fields.
+  CHECK(limited["rate"] == "1/m");
+  CHECK(limited["global_concurrency"] == 20);
+  CHECK(limited["weight"] == 1);
+  CHECK(limited["priorities"].is_null());
+  CHECK(limited["group_by"].is_null());
+  CHECK(tenants["group_by"] == "payload.tenant");
+  CHECK(tenants["rate"].is_null());
+  CHECK(plain["rate"].is_null());
+  CHECK(plain["weight"] == 1);
+  for (const auto& [name, row] : by) {
+    for (const char* field : {"rate_burst", "group_rate", "group_concurrency", "limits_differ"}) {
+      INFO(name << " " << field);
+      CHECK_FALSE(row.contains(field));
+    }
+  }
+  CHECK(by.size() == 3);
+}

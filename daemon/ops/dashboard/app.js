@@ -80,17 +80,39 @@ function count(v) {
   return n < 0 ? '?' : n.toLocaleString();
 }
 
-// A queue's limits and order across every daemon, as its row gives them: its rate (`100/s`), its
-// global concurrency (`20 at once`), its priorities (`strict priorities`), its groups
-// (`per payload.tenant`) and a weight other than 1 (`weight 3`); '–' for none.
+// Held-back groups the Limits column names; the rest are counted (the cell does not wrap).
+const HELD_SHOWN = 3;
+
+// The groups of a group_by queue held back by their limit, as its row gives them (the most
+// waiting first): `held back: acme 4, globex 2` (and `+N more`), '' for none.
+function heldBack(q, all) {
+  const held = Array.isArray(q.groups_held_back)
+    ? q.groups_held_back.filter((g) => g && typeof g.group === 'string')
+    : [];
+  if (!held.length) return '';
+  const shown = all ? held : held.slice(0, HELD_SHOWN);
+  const text = shown.map((g) => `${g.group} ${count(g.waiting)}`).join(', ');
+  const more = held.length - shown.length;
+  return `held back: ${text}${more > 0 ? ` +${more} more` : ''}`;
+}
+
+// A queue's limits and order across every daemon, as its row gives them: its rate with the tokens
+// its bucket holds now (`100/s (37 left)`), its global concurrency (`20 at once`), its priorities
+// (`strict priorities`), its groups (`per payload.tenant`), a weight other than 1 (`weight 3`)
+// and the groups held back now (heldBack); '–' for none.
 function limits(q) {
   const parts = [];
-  if (typeof q.rate === 'string' && q.rate) parts.push(q.rate);
+  if (typeof q.rate === 'string' && q.rate)
+    parts.push(
+      Number.isInteger(q.rate_tokens) ? `${q.rate} (${count(q.rate_tokens)} left)` : q.rate,
+    );
   if (Number.isInteger(q.global_concurrency) && q.global_concurrency > 0)
     parts.push(`${q.global_concurrency} at once`);
   if (typeof q.priorities === 'string' && q.priorities) parts.push(`${q.priorities} priorities`);
   if (typeof q.group_by === 'string' && q.group_by) parts.push(`per ${q.group_by}`);
   if (Number.isInteger(q.weight) && q.weight !== 1) parts.push(`weight ${q.weight}`);
+  const held = heldBack(q);
+  if (held) parts.push(held);
   return parts.length ? parts.join(' · ') : '–';
 }
 
@@ -796,7 +818,13 @@ function queueRow(name) {
           q.paused ? statusBadge('paused') : el('span', { class: 'muted', text: 'active' }),
         );
       else if (col.key.endsWith('_per_min')) c.textContent = rate(q[col.key]);
-      else if (col.key === 'rate') c.textContent = limits(q);
+      else if (col.key === 'rate') {
+        c.textContent = limits(q);
+        // Every held-back group on hover, when the cell names only the first.
+        const all = heldBack(q, true);
+        if (all !== heldBack(q)) c.title = all;
+        else c.removeAttribute('title');
+      }
       else if (col.key === 'p50' || col.key === 'p99')
         c.textContent = typeof q[col.key] === 'string' && q[col.key] ? q[col.key] : '–';
     }
