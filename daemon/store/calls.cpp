@@ -376,6 +376,12 @@ Call<Recovered> recover(const Keys& k, const std::string& worker, bool own,
       keys.push_back(k.unique(it.unique_key));
       args.push_back(std::to_string(keys.size()));
     }
+    if (it.dead || it.level == job::Priority::normal) {
+      args.emplace_back("0");  // pending
+    } else {
+      keys.push_back(k.pending_at(static_cast<std::size_t>(it.level)));
+      args.push_back(std::to_string(keys.size()));
+    }
   }
   return make<Recovered>(scripts::recover(), std::move(keys), std::move(args),
                          [](Reply r) -> OpResult<Recovered> {

@@ -154,6 +154,8 @@ struct RecoverItem {
   long long attempts = 0, max = 0;
   std::string text;        // the copy as it goes back, or the job as kept with the dead ones
   std::string unique_key;  // dead: its lock goes with it ("" none, or one its end keeps)
+  /// back: the list it returns to (a queue with priorities: its level's; else pending).
+  job::Priority level = job::Priority::normal;
 };
 struct Recovered {
   bool alive = false;  // the worker's lease is valid again: nothing was done

@@ -94,6 +94,7 @@ Settlement cancel(const Reading& r, const std::string& started_at, std::string e
 Settlement back(const Reading& r, bool owns_id) {
   Settlement s = base(r, Settlement::Op::back, "");
   s.state = owns_id;
+  s.level = r.level;
   s.attempts = r.attempt - 1;
   mark(s, r, r.attempt - 1);
   return s;

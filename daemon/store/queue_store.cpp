@@ -95,6 +95,7 @@ Reading read_held(std::uint64_t token, std::string_view held, const job::Rules& 
   }
   r.id = j.id;
   r.unique_key = j.unique_key;
+  r.level = j.priority;
   r.claims = !j.id_assigned || (m && !m->nonce.empty());
   if (r.nonce.empty()) r.nonce = s.worker + ":" + std::to_string(token);
   r.handler = j.handler;
@@ -547,6 +548,8 @@ RecoverItem QueueStore::take_back_item(const std::string& token, const std::stri
     it.text = r.copy.body;  // kept as it was submitted, without jobqd's marker
     return it;
   }
+  // A queue with priorities: back to its level's list (one without: to pending, as ever).
+  if (s_.order.on()) it.level = r.level;
   Marker m;
   m.attempts = it.attempts;
   m.max = it.max;

@@ -119,6 +119,9 @@ struct Reading {
   std::string payload;
   /// Its unique key ("" none): the job's lock is taken with its claim and let go of with it.
   std::string unique_key;
+  /// Its priority (its `priority` field, as parsed): the level's list it goes back to when it
+  /// is given back or taken back, on a queue with priorities (docs/priorities.md).
+  job::Priority level = job::Priority::normal;
 };
 
 /// Reads a held copy (a fetch's, or one recovery found). `now` (Redis' clock) stands for

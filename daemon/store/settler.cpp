@@ -49,9 +49,12 @@ std::string cut_of(std::size_t cut) {
 }
 
 // One change other than a success, as the settle script takes it (by its code: see the script's
-// header). A `dead` change's fresh key goes after every change's own. `payloads`: the batch
-// says it carries them (retain.payload), and a dead or cancel change ends with its own.
-void push_other(Request& req, const Keys& k, Settlement& op, std::int64_t now, bool payloads) {
+// header). A `dead` change's fresh key, and the priority list a `back` change goes to, go after
+// every change's own. `payloads`: the batch says it carries them (retain.payload), and a dead or
+// cancel change ends with its own. `levels`: the queue has priorities (a job given back returns
+// to its level's list; without, to pending: the fold moves it there anyway).
+void push_other(Request& req, const Keys& k, Settlement& op, std::int64_t now, bool payloads,
+                bool levels) {
   auto& a = req.args;
   a.emplace_back(op_name(op.op));
   a.push_back(op.token ? std::to_string(op.token) : std::string());
@@ -102,6 +105,12 @@ void push_other(Request& req, const Keys& k, Settlement& op, std::int64_t now, b
       a.push_back(op.state ? num(op.attempts) : std::string());
       a.push_back(cut_of(op.cut));
       a.push_back(std::move(op.tail));
+      if (levels && op.level != job::Priority::normal) {
+        req.keys.push_back(k.pending_at(static_cast<std::size_t>(op.level)));
+        a.push_back(std::to_string(req.keys.size()));
+      } else {
+        a.emplace_back();  // pending
+      }
       break;
     case Settlement::Op::start:
       meta();
@@ -162,7 +171,10 @@ Request settle_request(const QueueStore& store, std::vector<Settlement>& batch, 
     a.push_back(std::move(op.file));
     if (payloads) a.push_back(std::move(op.payload));
   }
-  for (std::size_t i = oks; i < batch.size(); ++i) push_other(req, k, batch[i], now, payloads);
+  const bool levels = s.order.on();
+  for (std::size_t i = oks; i < batch.size(); ++i) {
+    push_other(req, k, batch[i], now, payloads, levels);
+  }
   return req;
 }
 

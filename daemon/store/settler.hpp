@@ -59,6 +59,8 @@ struct Settlement {
   /// (retained_payload); "" keeps none.
   std::string payload;
   std::string unique_key;  // unlock: the key whose lock goes
+  /// back: the job's priority; on a queue with priorities it goes back to that level's list.
+  job::Priority level = job::Priority::normal;
   OnSettled* notify = nullptr;
 };
 

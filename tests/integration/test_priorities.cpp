@@ -108,6 +108,34 @@ queues:
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE(
+    "SIGTERM past the grace: the high jobs stopped go back to pending:high, not among the normal "
+    "jobs",
+    "[integration][priority][shutdown]") {
+  RedisServer redis;
+  const std::string yaml = R"(
+handlers:
+  nap: {type: builtin, name: sleep}
+queues:
+  q: {handler: nap, concurrency: 2, priorities: strict}
+)";
+  Daemon d(redis, yaml, "  shutdown_grace: 200ms\n");
+  auto r = redis.client();
+  const auto high = ids("h", 2), normal = ids("n", 3);
+  push_to(r, "jobq:{q}:pending:high", jobs_for(high, R"({"ms":10000},"priority":"high")"));
+  push(r, "q", jobs_for(normal, R"({"ms":1})"));
+  d.start();
+  REQUIRE(eventually([&] { return count_held(r, "q", high) == 2; }, 10s));
+  CHECK(d.stop() == 0);
+  // Each back where it waited, at the end taken next: not among the normal jobs in pending.
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending:high"}) == 2);
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 3);
+  for (auto& s : job_states(r, "q", high, {"status", "attempts"})) {
+    CHECK(s["status"] == "queued");
+    CHECK(s["attempts"] == "0");
+  }
+}
+
 TEST_CASE("jobs submitted with a priority to a queue without priorities still run",
           "[integration][priority]") {
   RedisServer redis;

@@ -185,6 +185,15 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
     CHECK(of_t(in_group) == 1);
     auto full = (co_await grouped.fetch(10)).value();
     CHECK(of_t(full) == 0);
+    // A queue with priorities takes a dead worker's high job back to pending:high.
+    store::Settings ps = s;
+    ps.worker = "w3";
+    ps.order.mode = store::Order::Mode::strict;
+    store::QueueStore ordered(main, blocking, ps, rules);
+    r.cmd({"ZADD", "jobq:{q}:leases", "1", "w8"});
+    r.cmd({"HSET", "jobq:{q}:inflight:w8", "1", R"({"id":"hi","payload":1,"priority":"high"})"});
+    (void)(co_await ordered.recover_expired()).value();
+    CHECK(r.integer({"LLEN", "jobq:{q}:pending:high"}) == 1);
     (void)(co_await st.release_lease()).value();
     auto depth_call = store::depths(st.keys());
     (void)(co_await store::run(main, depth_call)).value();

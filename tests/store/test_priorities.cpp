@@ -1,6 +1,7 @@
 // Priorities (docs/priorities.md) against a real Redis: the levels' lists, strict and weighted
 // order, aging, idling earns no credit, what reaches a list (jobqctl's submission, a due delayed
-// job), a queue without priorities folding the lists into pending, garbage at the order hash.
+// job, a job given back or taken back), a queue without priorities folding the lists into
+// pending, garbage at the order hash.
 #include <catch2/catch.hpp>
 
 #include <map>
@@ -218,6 +219,75 @@ TEST_CASE("a queue without priorities folds the lists into pending: high next, l
     co_await f.down();
   };
   run_test(body());
+}
+
+TEST_CASE(
+    "a job taken back from a dead worker, or given back, returns to the consuming end of its "
+    "level's list; a queue without priorities returns it to pending",
+    "[store][priority]") {
+  test::RedisServer server;
+  auto r = server.client();
+  const auto with = [](const std::string& id, const char* level) {
+    return R"({"id":")" + id + R"(","payload":1,"priority":")" + level + R"("})";
+  };
+  r.cmd({"LPUSH", kHigh, with("h0", "high")});
+  r.cmd({"LPUSH", kLow, with("l0", "low")});
+  push(r, kNormal, "n", 2);
+  auto body = [&]() -> async::Task<void> {
+    store::Settings short_lease = ordered(store::Order::Mode::strict);
+    short_lease.lease = 200ms;
+    Fixture dead(server, "w1", short_lease);
+    Fixture live(server, "w2", ordered(store::Order::Mode::strict));
+    auto held = co_await dead.up_and_fetch(10);
+    CHECK(ids(held) == std::vector<std::string>{"h0", "n0", "n1", "l0"});
+    co_await live.up();
+    co_await live.lease();
+    // w1 renews nothing: once its lease ran out, w2 takes its jobs back, each to its level's
+    // list (a lost attempt each: they are marked, but keep their priority field).
+    long long returned = 0;
+    for (int i = 0; i < 100 && returned == 0; ++i) {
+      store::OpResult<store::Expired> e = co_await live.store->recover_expired();
+      REQUIRE(e.ok());
+      returned = r.integer({"LLEN", kHigh}) + r.integer({"LLEN", kNormal});
+      if (returned == 0) co_await async::sleep(20ms);
+    }
+    CHECK(r.integer({"LLEN", kHigh}) == 1);
+    CHECK(r.integer({"LLEN", kNormal}) == 2);
+    CHECK(r.integer({"LLEN", kLow}) == 1);
+    CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 0);
+    // A newer high job, submitted meanwhile, waits behind the one taken back.
+    r.cmd({"LPUSH", kHigh, with("h1", "high")});
+    auto first = co_await live.fetch(1);
+    REQUIRE(ids(first) == std::vector<std::string>{"h0"});
+    CHECK(first.jobs[0].attempt == 2);  // the attempt w1 lost counts
+    // Given back at a stop: again at the consuming end of pending:high, before h1.
+    const auto back = co_await live.settle(store::held::back(first.jobs[0]));
+    CHECK(back == store::Settled::done);
+    CHECK(r.integer({"LLEN", kHigh}) == 2);
+    auto rest = co_await live.fetch(10);
+    CHECK(ids(rest) == std::vector<std::string>{"h0", "h1", "n0", "n1", "l0"});
+    for (const auto& j : rest.jobs) (void)co_await live.ok(j);
+    co_await dead.down();
+    co_await live.down();
+  };
+  run_test(body());
+  CHECK(state_status(r, "h0") == "succeeded");
+  CHECK(r.cmd({"HGET", "jobq:{q}:job:h0", "attempts"}).str == "2");
+
+  // A queue without priorities gives a high job back to pending (its fetch reads pending alone,
+  // and a job found in pending:high would wait for the fold).
+  r.cmd({"LPUSH", kNormal, with("h2", "high")});
+  auto plain = [&]() -> async::Task<void> {
+    Fixture f(server, "w3");
+    auto got = co_await f.up_and_fetch(1);
+    REQUIRE(ids(got) == std::vector<std::string>{"h2"});
+    const auto back = co_await f.settle(store::held::back(got.jobs[0]));
+    CHECK(back == store::Settled::done);
+    CHECK(r.integer({"LLEN", kNormal}) == 1);
+    CHECK(r.integer({"EXISTS", kHigh}) == 0);
+    co_await f.down();
+  };
+  run_test(plain());
 }
 
 TEST_CASE("garbage at the order hash is moved aside, and fetching goes on", "[store][priority]") {

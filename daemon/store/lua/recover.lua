@@ -4,15 +4,17 @@
 -- forgot in a restart). The daemon read the held copies (HGETALL) and decided for each, with its
 -- own parser, what becomes of it; here each is done only if it is still held, and for another
 -- worker only while its lease is still expired. The attempt that was running is lost (error_kind
--- lost) and counted: the job goes back to the consuming end of pending, or is dead if that was
--- its last attempt. A copy the daemon could not read goes back as it was.
+-- lost) and counted: the job goes back to the consuming end of pending (on a queue with
+-- priorities, of its level's list), or is dead if that was its last attempt. A copy the daemon
+-- could not read goes back as it was.
 --
 -- KEYS: leases, inflight (the worker's), pending, dead, dead_bodies, live, then the jobs' state
---       keys
+--       keys, unique keys' locks and priority lists, as ARGV names them
 -- ARGV: the worker, own (1: this worker's own: no lease check), queue, events channel, why, keep
 --       failed (ms), then per copy: token, action, the index in KEYS of its state key (0: none),
 --       id, nonce, attempts (counted, this one included), max attempts, text, the index in KEYS
---       of its unique key's lock, which a dead job lets go of if it names it (0: none)
+--       of its unique key's lock, which a dead job lets go of if it names it (0: none), the
+--       index in KEYS of the list a job going back returns to (0: pending)
 --   action `back`: text is the copy as it goes back (marked with the attempt counted; or as it
 --   came, for a copy that could not be read); `dead`: text is the job as kept with the dead ones.
 -- Returns {jobs returned, jobs dead, 1 if the worker holds nothing more (its lease was dropped)}
@@ -25,7 +27,7 @@ local now = now_ms()
 local nows = tostring(now)
 if own ~= '1' and lease_valid(leases, worker, now) then return {-1} end
 local returned, died = 0, 0
-for b = 7, #ARGV, 9 do
+for b = 7, #ARGV, 10 do
   local tok, action, k, id, nonce = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3],
                                     ARGV[b + 4]
   local attempts, max, text = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
@@ -58,7 +60,9 @@ for b = 7, #ARGV, 9 do
         redis.call('PERSIST', key)
         event(channel, queue, id, 'retrying')
       end
-      redis.call('RPUSH', pending, text)
+      local at, list = tonumber(ARGV[b + 9]), pending
+      if at > 0 then list = KEYS[at] end
+      redis.call('RPUSH', list, text)
       returned = returned + 1
     end
     redis.call('HDEL', inflight, tok)

@@ -15,7 +15,8 @@
 -- never lost or doubled, and its error comes back in place of its answer.
 --
 -- KEYS: inflight, delayed, dead, pending, live, dead_bodies, then each change's state key, in
---       order (the successes' first, then the others'; a `dead` change's fresh key after all)
+--       order (the successes' first, then the others'; a `dead` change's fresh key and a `back`
+--       change's priority list after all)
 -- ARGV: worker, queue, events channel, keep succeeded (s; 0: delete at once), keep failed and
 --       cancelled (ms), now (ms, Redis' clock as the daemon carries it), the number of successes,
 --       payloads ('1': the queue retains payloads, and each success, dead and cancel carries
@@ -31,7 +32,8 @@
 --           file, [payload]
 --   cancel: attempts, handler, submitted_at, started_at, error, file, [payload]
 --   back:   attempts (so far; '': the job's id was never claimed, its state is left alone), cut,
---           tail (the copy back to pending, the attempt not counted)
+--           tail (the copy back to pending, the attempt not counted), the index in KEYS of the
+--           list it goes back to ('': pending; a queue with priorities: its level's list)
 --   start:  attempts, handler, submitted_at, started_at, fresh (1: the job's first attempt:
 --           fields of an earlier job of its id go), cut, tail (tail not '': the held copy is
 --           rewritten, so that recovery finds the id the daemon gave it), file
@@ -59,7 +61,7 @@ if keep_s == '0' then
 elseif payloads then
   ok_width = 9
 end
-local widths = {retry = 14, dead = 15, cancel = 10, back = 7, start = 12, wait = 7, claim = 5}
+local widths = {retry = 14, dead = 15, cancel = 10, back = 8, start = 12, wait = 7, claim = 5}
 if payloads then widths.dead, widths.cancel = 16, 11 end
 -- A change's payload, '' when the batch carries none.
 local function payload_at(i)
@@ -182,7 +184,10 @@ local function other(b, code, tok, key, id, nonce, copy)
       redis.call('PERSIST', key)
     end
     if copy then
-      redis.call('RPUSH', pending, rewrite(copy, ARGV[b + 5], ARGV[b + 6]))
+      -- At the consuming end of its list: taken next, as it was before it was fetched.
+      local list = pending
+      if ARGV[b + 7] ~= '' then list = KEYS[tonumber(ARGV[b + 7])] end
+      redis.call('RPUSH', list, rewrite(copy, ARGV[b + 5], ARGV[b + 6]))
       redis.call('HDEL', inflight, tok)
     end
   elseif code == 'start' then
