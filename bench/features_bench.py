@@ -86,6 +86,10 @@ VARIANTS = [
     # A per-group concurrency the daemon never reaches with 10 tenants: the count's cost alone.
     ("group_by concurrency: 5, 10 tenants", "group_by: {key: payload.tenant, concurrency: 5}",
      lambda i: {"payload": {"tenant": f"t{i % 10}"}}),
+    # The queue-wide cap with groups, one the daemon fills (compare the filled cap's row and
+    # group_by's alone): the count's cost in the group fetch.
+    ("group_by + global_concurrency: 10", "group_by: payload.tenant, global_concurrency: 10",
+     lambda i: {"payload": {"tenant": f"t{i % 10}"}}),
 ]
 
 # The list a job of each priority is pushed to (docs/priorities.md).

@@ -1711,13 +1711,6 @@ class Checker {
                  where + ".group_by: needs a queue of one shard (this one has shards: " +
                      std::to_string(q.shards) + "): the ring of groups lives in one slot");
         }
-        if (!q.group_by.key.empty() && q.global_concurrency > 0 &&
-            !refused.count("global_concurrency")) {
-          report(c, e.value["group_by"],
-                 where +
-                     ".group_by: not with global_concurrency (not implemented yet); a group's "
-                     "concurrency (group_by.concurrency) and the daemons' own concurrency are");
-        }
         if (!q.group_by.key.empty() && q.priorities_set && !refused.count("priorities")) {
           report(c, e.value["group_by"],
                  where +

@@ -97,18 +97,19 @@ Call<GroupSorted> group_sort(const Keys& k, const std::string& worker,
 
 Call<GroupFetched> group_fetch(const Keys& k, const std::string& worker, std::uint64_t first,
                                std::size_t n, std::uint64_t max_bytes, const Rate& rate,
-                               const GroupRule& rule, const std::vector<std::string>& head,
-                               std::size_t want, const std::vector<std::string>& others,
-                               bool sort_first) {
+                               std::size_t cap, const GroupRule& rule,
+                               const std::vector<std::string>& head, std::size_t want,
+                               const std::vector<std::string>& others, bool sort_first) {
   std::vector<std::string> keys{k.leases, k.inflight(worker), k.paused,
                                 k.groups, k.pending,          k.rate};
   std::vector<std::string> args{worker, std::to_string(n), std::to_string(max_bytes)};
-  args.reserve(10 + head.size() + n + others.size());
+  args.reserve(12 + head.size() + n + others.size());
   push_rate(args, rate);
   push_rate(args, rule.rate);
   args.push_back(std::to_string(rule.slots));
   args.push_back(std::to_string(want));
   args.push_back(sort_first ? "1" : "0");
+  args.push_back(std::to_string(cap));
   args.push_back(std::to_string(head.size()));
   for (const auto& g : head) {
     keys.push_back(k.group(g));
@@ -117,8 +118,8 @@ Call<GroupFetched> group_fetch(const Keys& k, const std::string& worker, std::ui
     args.push_back(g);
   }
   for (std::size_t i = 0; i < n; ++i) args.push_back(std::to_string(first + i));
-  // Other workers' holds matter only to a group's concurrency.
-  if (rule.slots > 0) {
+  // Other workers' holds matter only to a group's concurrency and the global one.
+  if (rule.slots > 0 || cap > 0) {
     for (const auto& w : others) {
       keys.push_back(k.inflight(w));
       args.push_back(w);
@@ -166,12 +167,13 @@ OpResult<GroupFetched> decode_group_fetch(Reply r, std::uint64_t first, std::siz
     std::string g = in.text();
     out.waiting.emplace_back(std::move(g), in.integer());
   }
-  if (!in.ok() || (flag != 0 && flag != 1 && flag != 3) || wait < 0 || in.left() > n) {
+  if (!in.ok() || flag < 0 || flag > 3 || wait < 0 || in.left() > n) {
     return redis::shape_error("group_fetch", r);
   }
   if (flag != 0) {
     out.batch.limited_ms = std::max<long long>(1, wait);
-    out.batch.limited_by = flag == 1 ? Limit::rate : Limit::group;
+    constexpr Limit kBy[] = {Limit::none, Limit::rate, Limit::cap, Limit::group};
+    out.batch.limited_by = kBy[flag];
   }
   for (std::uint64_t token = first; in.more(); ++token) {
     Reply& e = in.next();

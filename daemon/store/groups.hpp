@@ -43,19 +43,22 @@ struct GroupFetched {
   long long groups = 0;           // groups with work in the ring
   std::vector<std::string> head;  // the ring's head now: the groups to name next
   std::vector<std::size_t> bad;   // named groups (indices) whose keys hold another type
-  std::vector<std::string> live;  // live workers holding a group's slot that were not named
+  /// Live workers holding a group's slot (with a global concurrency: any live worker) that were
+  /// not named.
+  std::vector<std::string> live;
   /// Groups a limit held back, with the jobs waiting in each.
   std::vector<std::pair<std::string, long long>> waiting;
 };
 /// Holds up to `n` jobs round robin across the groups named in `head` (lua/group_fetch.lua),
-/// looking at `want` groups of the ring's head; `rate` is the queue's own bucket; `others` the
-/// other workers whose inflight hashes count against a group's concurrency. `sort_first`: take
-/// nothing when pending holds jobs (sort them, then ask again).
+/// looking at `want` groups of the ring's head; `rate` is the queue's own bucket, `cap` its
+/// global concurrency (0: none); `others` the other workers whose inflight hashes count against
+/// a group's concurrency and the global one. `sort_first`: take nothing when pending holds jobs
+/// (sort them, then ask again).
 Call<GroupFetched> group_fetch(const Keys& k, const std::string& worker, std::uint64_t first,
                                std::size_t n, std::uint64_t max_bytes, const Rate& rate,
-                               const GroupRule& rule, const std::vector<std::string>& head,
-                               std::size_t want, const std::vector<std::string>& others,
-                               bool sort_first);
+                               std::size_t cap, const GroupRule& rule,
+                               const std::vector<std::string>& head, std::size_t want,
+                               const std::vector<std::string>& others, bool sort_first);
 /// Reads a group fetch's reply (exposed for the tests).
 OpResult<GroupFetched> decode_group_fetch(redis::Reply r, std::uint64_t first, std::size_t n,
                                           std::size_t named);

@@ -151,8 +151,9 @@ async::Task<OpResult<FetchBatch>> QueueStore::take_from_groups(std::size_t n, bo
     const std::vector<std::string> named = group_head_;
     // Jobs that came to pending since the last sort first (their groups may be due before the
     // ones known), unless this fetch just sorted.
-    const auto call = group_fetch(keys_, s_.worker, first, n, s_.max_job_bytes + 600, s_.rate,
-                                  s_.groups, named, head_size(n), others_, !sorted);
+    const auto call =
+        group_fetch(keys_, s_.worker, first, n, s_.max_job_bytes + 600, s_.rate, s_.global_slots,
+                    s_.groups, named, head_size(n), others_, !sorted);
     OpResult<GroupFetched> got = co_await run(main_, call);
     if (!got.ok()) {
       if (attempt == 0) co_return got.error();
@@ -178,7 +179,8 @@ async::Task<OpResult<FetchBatch>> QueueStore::take_from_groups(std::size_t n, bo
     note_held_back(got->waiting);
     for (auto& h : b.jobs) all.jobs.push_back(std::move(h));
     n -= std::min(n, b.jobs.size());
-    // Workers holding a group's slots that were not named: named from now on.
+    // Workers holding a group's slots (or, with a global concurrency, any live worker) that
+    // were not named: named from now on.
     for (auto& w : got->live) {
       if (w != s_.worker && std::find(others_.begin(), others_.end(), w) == others_.end()) {
         others_.push_back(std::move(w));

@@ -911,9 +911,11 @@ TEST_CASE("queues: group_by takes a payload field, alone or with a per-group rat
              Catch::Contains("did you mean 'concurrency'"));
   CHECK_THAT(error_of(std::string(kMinimal) + "    shards: 2\n    group_by: payload.t\n"),
              Catch::Contains("queues.default.group_by: needs a queue of one shard"));
-  CHECK_THAT(
-      error_of(std::string(kMinimal) + "    global_concurrency: 5\n    group_by: payload.t\n"),
-      Catch::Contains("queues.default.group_by: not with global_concurrency"));
+  // With global_concurrency: the cap holds across all groups together (docs/groups.md).
+  const Config capped =
+      load(std::string(kMinimal) + "    global_concurrency: 5\n    group_by: payload.t\n");
+  CHECK(capped.queues[0].global_concurrency == 5);
+  CHECK(capped.queues[0].group_by.key == "payload.t");
   CHECK_THAT(error_of(std::string(kMinimal) + "    priorities: strict\n    group_by: payload.t\n"),
              Catch::Contains("queues.default.group_by: not with priorities"));
   // Shown only when set, and read back the same (a restart-only key).

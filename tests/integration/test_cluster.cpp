@@ -478,7 +478,8 @@ TEST_CASE(
 
 TEST_CASE(
     "redis-cluster://: priorities and groups on queues of two primaries: strict order, a wake "
-    "on the slot's node, one tenant's backlog not in front of another's",
+    "on the slot's node, one tenant's backlog not in front of another's (within a global "
+    "concurrency: its count reads the slot's own keys)",
     "[integration][cluster][priority][groups]") {
   RedisCluster cluster(3, 0);
   // Two queues whose slots live on different primaries.
@@ -494,7 +495,9 @@ TEST_CASE(
   const std::string yaml = "handlers:\n  nap: {type: builtin, name: sleep}\nqueues:\n  " + ordered +
                            ": {handler: nap, concurrency: 1, priorities: strict, delayed_poll: "
                            "5s}\n  " +
-                           grouped + ": {handler: nap, concurrency: 2, group_by: payload.tenant}\n";
+                           grouped +
+                           ": {handler: nap, concurrency: 2, global_concurrency: 2, group_by: "
+                           "payload.tenant}\n";
   SyncRedis ro(cluster.owner_of_queue(ordered));
   const auto high = ids("h", 5), normal = ids("n", 5), low = ids("l", 5);
   const std::string base = "jobq:{" + ordered + "}:pending";

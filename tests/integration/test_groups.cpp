@@ -1,6 +1,7 @@
 // group_by end to end (docs/groups.md): a tenant at 100x another's load leaves the other's
 // latency near what it is alone; a group's concurrency across two daemons; a group's rate over
-// seconds. Real daemons, a real redis-server, the times the jobs' states record.
+// seconds; the queue's global_concurrency with groups. Real daemons, a real redis-server, the
+// times the jobs' states record.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -179,4 +180,47 @@ queues:
     CHECK(four <= 88);
     CHECK(started_in(started, 0, 1000) <= 5 + 20 + 2);
   }
+}
+
+TEST_CASE(
+    "group_by with global_concurrency: 3 across two daemons of concurrency 2: never more than 3 "
+    "jobs at once, 3 do (so on both daemons), every group's jobs run",
+    "[integration][groups][global_concurrency]") {
+  RedisServer redis;
+  const std::string yaml = R"(
+http: {listen: 127.0.0.1:0}
+handlers:
+  nap: {type: builtin, name: sleep}
+queues:
+  q: {handler: nap, concurrency: 2, global_concurrency: 3, group_by: payload.tenant}
+)";
+  Daemon one(redis, yaml), two(redis, yaml);
+  auto r = redis.client();
+  std::vector<std::string> all;
+  for (const char* tenant : {"a", "b", "c"}) {
+    const auto these = ids(std::string(tenant), 8);
+    push(r, "q", jobs_of(these, tenant, 150));
+    all.insert(all.end(), these.begin(), these.end());
+  }
+  one.start();
+  two.start();
+  REQUIRE(eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 30s));
+  // Each daemon counts the fetches the cap held back (together they ran at the cap).
+  const std::string held = "jobqd_fetch_held_back_total{queue=\"q\",limit=\"global_concurrency\"} ";
+  double held_back = 0;
+  for (Daemon* d : {&one, &two}) {
+    const std::string m = get(http_address(*d), "/metrics").body;
+    const auto at = m.find(held);
+    if (at != std::string::npos) held_back += std::stod(m.substr(at + held.size()));
+  }
+  CHECK(held_back >= 1);
+  CHECK(one.stop() == 0);
+  CHECK(two.stop() == 0);
+  const int most = most_at_once(r, "q", all);
+  INFO("most at once: " << most);
+  CHECK(most <= 3);
+  CHECK(most == 3);  // each daemon runs 2 at most: both at once, within the one cap
+  std::set<std::string> workers;
+  for (auto& s : job_states(r, "q", all, {"worker"})) workers.insert(s["worker"]);
+  CHECK(workers.size() == 2);
 }

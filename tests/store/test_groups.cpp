@@ -1,6 +1,6 @@
 // group_by in Redis (docs/groups.md) against a real Redis: sorting pending into groups, round
 // robin across them, a group's concurrency across two workers, a group's rate, a dead worker's
-// holds, garbage at a group's keys.
+// holds, garbage at a group's keys, the queue's global concurrency across two workers.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -217,4 +217,43 @@ TEST_CASE("group_by: garbage at a group's keys is moved aside, the group goes on
   CHECK(aside.elements.size() == 2);
   CHECK(r.integer({"EXISTS", "jobq:{q}:groups"}) == 0);
   CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 0);
+}
+
+TEST_CASE("group_by with global_concurrency: the queue-wide cap holds across two workers",
+          "[store][groups]") {
+  test::RedisServer server;
+  auto r = server.client();
+  push(r, {{"a1", "a"}, {"a2", "a"}, {"a3", "a"}, {"b1", "b"}, {"b2", "b"}, {"b3", "b"}});
+  const auto held = [&] {
+    return r.integer({"HLEN", "jobq:{q}:inflight:w1"}) +
+           r.integer({"HLEN", "jobq:{q}:inflight:w2"});
+  };
+  auto body = [&]() -> async::Task<void> {
+    store::Settings s = grouped();
+    s.global_slots = 3;
+    Grouped one(server, "w1", s), two(server, "w2", s);
+    co_await one.start();
+    co_await two.start();
+    // Each learns of the other (a live worker it did not name is answered back) and asks again.
+    auto first = co_await one.fetch(2);
+    CHECK(ids_of(first) == std::vector<std::string>{"a1", "b1"});
+    auto second = co_await two.fetch(10);
+    CHECK(ids_of(second) == std::vector<std::string>{"a2"});
+    CHECK(second.limited_by == store::Limit::cap);
+    CHECK(second.limited_ms > 0);
+    CHECK(held() == 3);
+    // Every slot taken: nothing, whatever the groups hold.
+    auto none = co_await two.fetch(10);
+    CHECK(none.jobs.empty());
+    CHECK(none.limited_by == store::Limit::cap);
+    // a1 ends: its slot is w2's to take, one job.
+    (void)co_await one.ok(first.jobs[0]);
+    auto later = co_await two.fetch(10);
+    CHECK(ids_of(later) == std::vector<std::string>{"b2"});
+    CHECK(held() == 3);
+    co_await one.down();
+    co_await two.down();
+  };
+  run_test(body());
+  CHECK(r.integer({"LLEN", "jobq:{q}:group:a"}) + r.integer({"LLEN", "jobq:{q}:group:b"}) == 2);
 }

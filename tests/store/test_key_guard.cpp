@@ -172,6 +172,7 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
     gs.groups.path = {"payload", "tenant"};
     gs.groups.slots = 1;
     gs.groups.rate = {0.05, 5};
+    gs.global_slots = 5;  // the queue-wide count too: the live workers' inflight hashes
     store::QueueStore grouped(main, blocking, gs, rules);
     (void)(co_await grouped.register_lease()).value();
     r.cmd({"LPUSH", "jobq:{q}:pending", R"({"id":"g1","payload":{"tenant":"t"}})",

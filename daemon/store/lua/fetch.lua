@@ -8,9 +8,10 @@
 -- token back until then. A queue without one never reads the bucket.
 --
 -- A queue with a global concurrency (`global_concurrency: N`) takes no more jobs than N less
--- those every live worker holds: the sum of their inflight hashes' lengths, read here, so that
--- nothing has to be counted up and down elsewhere (a worker whose lease ran out holds nothing
--- that runs: it fenced itself, and recovery takes its jobs back). The daemon names the other
+-- those every live worker holds: the sum of their inflight hashes' lengths, read here (prelude's
+-- held_by_live, which group_fetch.lua shares), so that nothing has to be counted up and down
+-- elsewhere (a worker whose lease ran out holds nothing that runs: it fenced itself, and
+-- recovery takes its jobs back). The daemon names the other
 -- workers' inflight keys (a script touches only the keys it is given); a live worker it did not
 -- name is answered with the live workers, and the daemon asks again with them. A queue without
 -- one never reads the leases beyond its own.
@@ -137,13 +138,9 @@ local used, workers = 0, 0
 if cap > 0 then
   local named = {[ARGV[1]] = inflight}
   for j = others, #KEYS do named[ARGV[8 + asked + j - others]] = KEYS[j] end
-  local live = redis.call('ZRANGEBYSCORE', leases, now, '+inf')
-  workers = #live
-  for _, w in ipairs(live) do
-    local key = named[w]
-    if not key then return {nows, -3, unpack(live)} end
-    used = used + redis.call('HLEN', key)
-  end
+  local held, live = held_by_live(leases, named, now)
+  if not held then return {nows, -3, unpack(live)} end
+  used, workers = held, live
   -- A slot a job of another daemon frees is looked for again this soon.
   if used >= cap then return {nows, -4, 50} end
   if cap - used < n then n = cap - used end

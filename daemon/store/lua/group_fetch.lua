@@ -21,24 +21,29 @@
 -- - rate: a token bucket per group, the shape of the queue's (tokens, at), dropped once it would
 --   be full again (a group idle that long needs no key).
 -- The queue's own `rate` bucket applies to all groups together (prelude's bucket_level reads
--- every bucket).
+-- every bucket), and so does its global concurrency (`global_concurrency: N`): no more jobs than
+-- N less those every live worker holds, counted as fetch.lua counts them (prelude's
+-- held_by_live: their inflight hashes' lengths; a live worker not named takes nothing now, and
+-- the answer names it among the workers to name).
 --
 -- KEYS: leases, inflight (this worker's), paused, ring, pending, the queue's bucket, then per named
 --       group: its list, its bucket, its set of holds; then the inflight hashes of other workers
 -- ARGV: worker, n, max_bytes, rate (tokens per ms; 0: none), burst, group rate (per ms; 0: none),
 --       group burst, group concurrency (0: none), head size (how many groups of the head to look
---       at), sort first (1: return at once when pending holds jobs), c (groups named), the c
---       names, then the n tokens as text, then the other workers whose inflight hashes are
---       KEYS[7 + 3c ...], in that order
+--       at), sort first (1: return at once when pending holds jobs), the queue's global
+--       concurrency (0: none), c (groups named), the c names, then the n tokens as text, then the
+--       other workers whose inflight hashes are KEYS[7 + 3c ...], in that order
 -- Returns false when the worker's lease is gone or expired; {Redis' clock, -1} while the queue is
 --   paused; {Redis' clock, 4} when asked to sort first and pending holds jobs (nothing taken:
 --   the daemon sorts them, so that their groups take their turns in this fetch); else {Redis'
 --   clock, flag, ms, pending's length, groups in the ring, h, the ring's head now (h names), b,
 --   the indices (1..c) of named groups whose keys hold another type (not served), w, live
---   workers holding a group slot that were not named, l, then per group held back by a limit
---   its name and jobs left waiting, then each job held, in order: its text, or its size when it
---   is over max_bytes}. flag 0: nothing held back jobs the daemon asked for; 1: the queue's rate
---   did (ms until its next token); 3: a group's limit did (ms until one may let a job go).
+--   workers holding a group slot (or, with a global concurrency, any live worker) that were not
+--   named, l, then per group held back by a limit its name and jobs left waiting, then each job
+--   held, in order: its text, or its size when it is over max_bytes}. flag 0: nothing held back
+--   jobs the daemon asked for; 1: the queue's rate did (ms until its next token); 2: the global
+--   concurrency did (ms before looking for a free slot again); 3: a group's limit did (ms until
+--   one may let a job go).
 -- The i-th job held has the i-th token.
 local leases, inflight, paused, ring, pending, bucket =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -52,15 +57,15 @@ local n = asked
 local max = tonumber(ARGV[3])
 local rate, burst = tonumber(ARGV[4]), tonumber(ARGV[5])
 local grate, gburst, gcap = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local want, c = tonumber(ARGV[9]), tonumber(ARGV[11])
+local want, cap, c = tonumber(ARGV[9]), tonumber(ARGV[11]), tonumber(ARGV[12])
 if ARGV[10] == '1' and redis.call('LLEN', pending) > 0 then return {nows, 4} end
 local names, at_name = {}, {}
 for i = 1, c do
-  names[i] = ARGV[11 + i]
+  names[i] = ARGV[12 + i]
   at_name[names[i]] = i
 end
 local named = {[worker] = inflight}
-for j = 7 + 3 * c, #KEYS do named[ARGV[11 + c + asked + j - 6 - 3 * c]] = KEYS[j] end
+for j = 7 + 3 * c, #KEYS do named[ARGV[12 + c + asked + j - 6 - 3 * c]] = KEYS[j] end
 
 -- A bucket's tokens now (its HMGET tokens, at), refilled at `r` per ms up to `most`.
 local function level(b, r, most)
@@ -71,6 +76,24 @@ local flag, wait = 0, 0
 local function held_back(f, ms)
   if flag == 0 or ms < wait then wait = ms end
   if flag == 0 then flag = f end
+end
+
+local live_unnamed = {}
+if cap > 0 then
+  local used, live = held_by_live(leases, named, now)
+  if not used then
+    -- Nothing taken: the daemon names them and asks again at once.
+    n = 0
+    for _, w in ipairs(live) do
+      if not named[w] then live_unnamed[w] = true end
+    end
+  elseif used >= cap then
+    n = 0
+    held_back(2, 50)  -- a slot a job of any daemon frees is looked for again this soon
+  elseif cap - used < n then
+    n = cap - used
+    held_back(2, 50)
+  end
 end
 
 local tokens
@@ -105,7 +128,7 @@ for _, g in ipairs(head) do
   order[#order + 1] = at_name[g]
 end
 
-local bad, live_unnamed, limited = {}, {}, {}
+local bad, limited = {}, {}
 local quota, level_of, len_of, turned, drop, cut = {}, {}, {}, {}, {}, {}
 for _, i in ipairs(order) do
   local list, gbucket, holds = KEYS[4 + 3 * i], KEYS[5 + 3 * i], KEYS[6 + 3 * i]
@@ -208,7 +231,7 @@ local held, jobs, by_group = {}, {}, {}
 for s, i in ipairs(seq) do
   local raw = got[i][next_of[i]]
   next_of[i] = next_of[i] + 1
-  local tok = ARGV[11 + c + s]
+  local tok = ARGV[12 + c + s]
   held[2 * s - 1], held[2 * s] = tok, raw
   if #raw > max then jobs[s] = #raw else jobs[s] = raw end
   if gcap > 0 then

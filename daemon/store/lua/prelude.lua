@@ -93,3 +93,20 @@ local function bucket_level(b, rate, most, now)
   if not t or not at or at > now or t ~= t then return most end
   return math.min(most, t + (now - at) * rate)
 end
+
+-- A queue's global concurrency (fetch.lua, group_fetch.lua): the jobs every live worker holds,
+-- the sum of their inflight hashes' lengths (the truth: nothing is counted up and down
+-- elsewhere; a worker whose lease ran out holds nothing that runs), and how many live workers
+-- there are. `named` maps each worker the caller was told of to its inflight hash (a script
+-- touches only the keys it is given): a live worker not named gives nil and the live workers, for
+-- the daemon to name them and ask again.
+local function held_by_live(leases, named, now)
+  local live = redis.call('ZRANGEBYSCORE', leases, now, '+inf')
+  local used = 0
+  for _, w in ipairs(live) do
+    local key = named[w]
+    if not key then return nil, live end
+    used = used + redis.call('HLEN', key)
+  end
+  return used, #live
+end
