@@ -621,6 +621,23 @@ async::Task<void> RedisSource::promoter() {
         if (!moved.ok() && moved.error().wrong_type()) (void)co_await store_.repair();
       }
     }
+    if (p.ok() && p->grouped) {
+      // Jobs left in groups' lists (group_by was removed from this queue): this daemon reads
+      // pending alone; they go back there instead of waiting for ever.
+      OpResult<long long> moved = co_await store_.ungroup();
+      if (moved.ok() && *moved > 0) {
+        spdlog::warn(
+            "queue {}: moved {} job(s) left in the lists of groups back to pending (the queue "
+            "has no group_by now; every daemon of a queue should have the same)",
+            q, *moved);
+      } else if (!moved.ok()) {
+        if (errors.due()) {
+          spdlog::error("queue {}: moving jobs left in groups back to pending failed: {}", q,
+                        moved.error().message);
+        }
+        if (moved.error().wrong_type()) (void)co_await store_.repair();
+      }
+    }
     if (p.ok()) {
       if (p->jobs.size() >= 1000) {
         wait = 0ms;  // more are due

@@ -403,18 +403,22 @@ Call<Recovered> recover(const Keys& k, const std::string& worker, bool own,
 
 // ---- delayed jobs ----
 
-Call<Due> due(const Keys& k, std::size_t limit) {
-  return make<Due>(scripts::due(), {k.delayed, k.pending_high, k.pending_low},
-                   {std::to_string(limit)}, [](Reply r) -> OpResult<Due> {
-                     if (!r.is_array() || r.elements.size() < 3) return bad("due", r);
+Call<Due> due(const Keys& k, std::size_t limit, bool ring) {
+  std::vector<std::string> keys{k.delayed, k.pending_high, k.pending_low};
+  if (ring) keys.push_back(k.groups);
+  return make<Due>(scripts::due(), std::move(keys), {std::to_string(limit)},
+                   [](Reply r) -> OpResult<Due> {
+                     if (!r.is_array() || r.elements.size() < 4) return bad("due", r);
                      auto now = int_of(r.elements[0]);
                      auto levels = int_of(r.elements[2]);
-                     if (!now || !levels) return bad("due", r);
+                     auto grouped = int_of(r.elements[3]);
+                     if (!now || !levels || !grouped) return bad("due", r);
                      Due out;
                      out.now = *now;
                      out.next_in = until(r.elements[1], *now);
                      out.levels = *levels;
-                     for (std::size_t i = 3; i < r.elements.size(); ++i) {
+                     out.grouped = *grouped > 0;
+                     for (std::size_t i = 4; i < r.elements.size(); ++i) {
                        out.jobs.push_back(std::move(r.elements[i].str));
                      }
                      return out;

@@ -173,8 +173,12 @@ struct Due {
   std::vector<std::string> jobs;  // due, oldest first
   /// Jobs wait in a priority list (pending:high or pending:low): how many of the two hold some.
   long long levels = 0;
+  /// The ring of groups holds some (asked only of a queue without group_by, whose jobs left in
+  /// groups' lists go back to pending: QueueStore::ungroup).
+  bool grouped = false;
 };
-Call<Due> due(const Keys& k, std::size_t limit);
+/// `ring`: look at the ring of groups too (a queue without group_by).
+Call<Due> due(const Keys& k, std::size_t limit, bool ring = false);
 /// A queue without priorities: the jobs of its priority lists into pending, at most `limit` of
 /// each (lua/fold.lua); how many were moved.
 Call<long long> fold(const Keys& k, std::size_t limit);

@@ -218,6 +218,49 @@ GroupDepths group_depths(redis::SyncClient& c, const Keys& k, std::size_t most) 
   return out;
 }
 
+Call<std::vector<std::string>> ring_head(const Keys& k, std::size_t most) {
+  return {Request{nullptr, {}, {"ZRANGE", k.groups, "0", std::to_string(most - 1)}},
+          [](Reply r) -> OpResult<std::vector<std::string>> {
+            if (!r.is_array()) return redis::shape_error("ZRANGE of the ring", r);
+            std::vector<std::string> names;
+            for (auto& e : r.elements) {
+              if (e.type != Type::string) return redis::shape_error("ZRANGE of the ring", r);
+              names.push_back(std::move(e.str));
+            }
+            return names;
+          }};
+}
+
+Call<Ungrouped> ungroup(const Keys& k, const std::vector<std::string>& groups, std::size_t most) {
+  std::vector<std::string> keys{k.groups, k.pending};
+  std::vector<std::string> args{std::to_string(most)};
+  keys.reserve(2 + 3 * groups.size());
+  args.reserve(1 + groups.size());
+  for (const auto& g : groups) {
+    keys.push_back(k.group(g));
+    keys.push_back(k.group_rate(g));
+    keys.push_back(k.group_holds(g));
+    args.push_back(g);
+  }
+  const std::size_t count = groups.size();
+  return Call<Ungrouped>{Request{&scripts::ungroup(), std::move(keys), std::move(args)},
+                         [count](Reply r) -> OpResult<Ungrouped> {
+                           if (!r.is_array() || r.elements.size() < 2)
+                             return redis::shape_error("ungroup", r);
+                           Reader in(r);
+                           Ungrouped out;
+                           out.moved = in.integer();
+                           out.left = in.integer();
+                           while (in.ok() && in.more()) {
+                             const long long i = in.integer();
+                             if (i < 1 || static_cast<std::size_t>(i) > count) break;
+                             out.bad.push_back(static_cast<std::size_t>(i - 1));
+                           }
+                           if (!in.ok() || in.more()) return redis::shape_error("ungroup", r);
+                           return out;
+                         }};
+}
+
 Call<std::vector<Repaired>> repair_group(const Keys& k, const std::string& group,
                                          std::int64_t now_ms) {
   return repair_keys({k.group(group), k.group_rate(group), k.group_holds(group)},

@@ -74,6 +74,19 @@ struct GroupDepths {
 /// ZCARD for a queue without groups. An error (garbage at the ring) reads as none.
 GroupDepths group_depths(redis::SyncClient& c, const Keys& k, std::size_t most = 100);
 
+/// The first `most` groups of the ring (the next turns first).
+Call<std::vector<std::string>> ring_head(const Keys& k, std::size_t most);
+/// What moving jobs out of groups did: jobs moved, groups left in the ring, and the indices
+/// (into the call's groups) of those whose list holds another type (repair_group, then again).
+struct Ungrouped {
+  long long moved = 0;
+  long long left = 0;
+  std::vector<std::size_t> bad;
+};
+/// A queue without group_by: up to `most` jobs of `groups` back to pending, round robin, each
+/// group's oldest first; emptied groups leave the ring (lua/ungroup.lua).
+Call<Ungrouped> ungroup(const Keys& k, const std::vector<std::string>& groups, std::size_t most);
+
 /// Moves foreign values at a group's keys (its list, bucket, holds) aside (lua/repair.lua).
 Call<std::vector<Repaired>> repair_group(const Keys& k, const std::string& group,
                                          std::int64_t now_ms);

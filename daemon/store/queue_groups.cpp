@@ -233,6 +233,30 @@ void QueueStore::note_held_back(const std::vector<std::pair<std::string, long lo
   group_view_.held_back = std::move(shown);
 }
 
+async::Task<OpResult<long long>> QueueStore::ungroup() {
+  // Named as the ring's head reads now (a script touches only the keys it is given), a bounded
+  // call at a time: Redis is never held long, whatever the groups hold. Bounded per poll too:
+  // a daemon of the queue that still has group_by (every daemon should have the same) sorts
+  // pending into groups again meanwhile.
+  constexpr std::size_t kGroupsPerCall = 100, kJobsPerCall = 1000;
+  long long moved = 0, left = -1;
+  for (int call = 0; call < 100; ++call) {
+    const auto read = ring_head(keys_, kGroupsPerCall);
+    OpResult<std::vector<std::string>> head = co_await run(main_, read);
+    if (!head.ok()) co_return head.error();
+    if (head->empty()) break;
+    const auto move = store::ungroup(keys_, *head, kJobsPerCall);
+    OpResult<Ungrouped> done = co_await run(main_, move);
+    if (!done.ok()) co_return done.error();
+    moved += done->moved;
+    for (std::size_t b : done->bad) co_await repair_group((*head)[b]);
+    // Done, or no progress (a foreign value moving aside failed: said by repair_group).
+    if (done->left == 0 || (done->moved == 0 && left >= 0 && done->left >= left)) break;
+    left = done->left;
+  }
+  co_return moved;
+}
+
 async::Task<void> QueueStore::repair_group(const std::string& group) {
   const auto fix = store::repair_group(keys_, group, unix_ms());
   OpResult<std::vector<Repaired>> fixed = co_await run(main_, fix);

@@ -636,7 +636,8 @@ async::Task<OpResult<Recovered>> QueueStore::reconcile() {
 }
 
 async::Task<OpResult<Due>> QueueStore::promote(std::size_t limit) {
-  const auto which = due(keys_, limit);
+  // A queue without group_by also asks whether jobs were left in groups (ungroup()).
+  const auto which = due(keys_, limit, !s_.groups.on());
   OpResult<Due> found = co_await run(main_, which);
   if (!found.ok() || found->jobs.empty()) co_return found;
   std::vector<PromoteItem> items;

@@ -262,6 +262,10 @@ class QueueStore {
   /// How many jobs a sort holds from pending at most: big batches, so that one group's backlog
   /// in pending never stands long in front of another's.
   static constexpr std::size_t kSortBatch = 500;
+  /// A queue without group_by: moves the jobs left in groups' lists (group_by was removed from
+  /// its config) back to pending, round robin, each group's oldest first; how many it moved.
+  /// Called when promote() says the ring holds groups.
+  async::Task<OpResult<long long>> ungroup();
 
   // ---- upkeep ----
   /// Takes back the jobs of workers whose lease ran out; returns when the next one runs out.

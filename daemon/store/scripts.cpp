@@ -145,6 +145,9 @@ const redis::Script& group_sort() {
 const redis::Script& group_fetch() {
   return named("group_fetch");
 }
+const redis::Script& ungroup() {
+  return named("ungroup");
+}
 
 const redis::Script& scan_states() {
   return named("scan_states");

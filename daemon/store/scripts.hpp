@@ -31,6 +31,7 @@ const redis::Script& schedule_define();
 const redis::Script& schedule_fire();
 const redis::Script& group_sort();   // group_by (docs/groups.md)
 const redis::Script& group_fetch();  // group_by
+const redis::Script& ungroup();      // a queue without group_by
 // Both's.
 const redis::Script& depths();
 const redis::Script& drop_dead();

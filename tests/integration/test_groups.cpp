@@ -1,10 +1,14 @@
 // group_by end to end (docs/groups.md): a tenant at 100x another's load leaves the other's
 // latency near what it is alone; a group's concurrency across two daemons; a group's rate over
-// seconds; the queue's global_concurrency with groups. Real daemons, a real redis-server, the
-// times the jobs' states record.
+// seconds; the queue's global_concurrency with groups; group_by removed and turned on again
+// across restarts. Real daemons, a real redis-server, the times the jobs' states record.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <fstream>
+#include <map>
 #include <set>
 
 #include "tests/support/daemon.hpp"
@@ -223,4 +227,98 @@ queues:
   std::set<std::string> workers;
   for (auto& s : job_states(r, "q", all, {"worker"})) workers.insert(s["worker"]);
   CHECK(workers.size() == 2);
+}
+
+TEST_CASE(
+    "group_by removed, the daemon restarted: the jobs left in the groups' lists run, each once, "
+    "in order within a group; turned on again, pending is sorted into groups",
+    "[integration][groups]") {
+  RedisServer redis;
+  TempDir dir;
+  // Each run appends its id to one file: a job run twice shows twice.
+  const std::string runs = (dir.path() / "runs").string();
+  const std::string script = (dir.path() / "run.sh").string();
+  {
+    std::ofstream out(script);
+    out << "#!/bin/sh\necho \"$JOBQ_ID\" >> '" << runs << "'\nsleep 0.1\n";
+  }
+  ::chmod(script.c_str(), 0755);
+  const auto config = [&](const std::string& queue) {
+    return "handlers:\n  x: {type: exec, command: [\"" + script +
+           "\"]}\nqueues:\n  q: {handler: x, " + queue + "}\n";
+  };
+  const std::string with_groups = config("concurrency: 2, group_by: payload.tenant");
+  const std::string without = config("concurrency: 4");
+  const auto ran = [&] {
+    std::map<std::string, int> n;
+    std::ifstream in(runs);
+    for (std::string id; std::getline(in, id);) ++n[id];
+    return n;
+  };
+  auto r = redis.client();
+  // 4 tenants, 10 jobs each, pushed in turn (a0 b0 c0 d0 a1 ...): each tenant's oldest first.
+  std::vector<std::string> all;
+  std::map<std::string, std::vector<std::string>> of;
+  for (int i = 0; i < 10; ++i) {
+    for (const char* t : {"a", "b", "c", "d"}) {
+      const std::string id = t + std::to_string(i);
+      push(r, "q", {R"({"id":")" + id + R"(","payload":{"tenant":")" + t + R"("}})"});
+      all.push_back(id);
+      of[t].push_back(id);
+    }
+  }
+  Daemon d(redis, with_groups);
+  d.start();
+  REQUIRE(eventually([&] { return count_status(r, "q", all, "succeeded") >= 4; }, 20s));
+  CHECK(d.stop() == 0);
+  // Stopped with jobs sorted into groups, which a queue without group_by never reads.
+  long long in_groups = 0;
+  for (const char* t : {"a", "b", "c", "d"}) {
+    in_groups += r.integer({"LLEN", std::string("jobq:{q}:group:") + t});
+  }
+  INFO("left in groups: " << in_groups
+                          << ", in pending: " << r.integer({"LLEN", "jobq:{q}:pending"}));
+  REQUIRE(in_groups > 0);
+  REQUIRE(r.integer({"ZCARD", "jobq:{q}:groups"}) > 0);
+  d.write_config(without);
+  d.start();
+  REQUIRE(eventually([&] { return count_status(r, "q", all, "succeeded") == all.size(); }, 30s));
+  CHECK(d.log().find("left in the lists of groups back to pending") != std::string::npos);
+  CHECK(r.integer({"EXISTS", "jobq:{q}:groups", "jobq:{q}:group:a", "jobq:{q}:group:b",
+                   "jobq:{q}:group:c", "jobq:{q}:group:d"}) == 0);
+  CHECK(d.stop() == 0);
+  auto counts = ran();
+  for (const auto& id : all) {
+    INFO(id);
+    CHECK(counts[id] == 1);
+  }
+  CHECK(counts.size() == all.size());
+  // Within a group, first in first out, across the two daemons' lives.
+  for (const auto& [t, group] : of) {
+    std::vector<long long> started;
+    for (auto& s : job_states(r, "q", group, {"started_at"})) {
+      started.push_back(std::stoll(s["started_at"]));
+    }
+    INFO("tenant " << t);
+    CHECK(std::is_sorted(started.begin(), started.end()));
+  }
+  // The other way: group_by on again, jobs waiting in pending are sorted: a tenant's backlog
+  // pushed first does not hold the other's jobs back (round robin).
+  const auto e = ids("e", 12), f = ids("f", 2);
+  for (const auto& id : e) push(r, "q", {R"({"id":")" + id + R"(","payload":{"tenant":"e"}})"});
+  for (const auto& id : f) push(r, "q", {R"({"id":")" + id + R"(","payload":{"tenant":"f"}})"});
+  d.write_config(with_groups);
+  d.start();
+  std::vector<std::string> later = e;
+  later.insert(later.end(), f.begin(), f.end());
+  REQUIRE(
+      eventually([&] { return count_status(r, "q", later, "succeeded") == later.size(); }, 30s));
+  CHECK(d.stop() == 0);
+  counts = ran();
+  for (const auto& id : later) CHECK(counts[id] == 1);
+  const auto last_f = starts(r, "q", f).back();
+  const auto e_starts = starts(r, "q", e);
+  // f's two jobs started among e's first ones, not after all twelve.
+  CHECK(last_f < e_starts[6]);
+  CHECK(r.integer({"EXISTS", "jobq:{q}:groups"}) == 0);
 }

@@ -1,6 +1,7 @@
 // group_by in Redis (docs/groups.md) against a real Redis: sorting pending into groups, round
 // robin across them, a group's concurrency across two workers, a group's rate, a dead worker's
-// holds, garbage at a group's keys, the queue's global concurrency across two workers.
+// holds, garbage at a group's keys, the queue's global concurrency across two workers, and a
+// queue without group_by moving the jobs left in groups back to pending.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -217,6 +218,49 @@ TEST_CASE("group_by: garbage at a group's keys is moved aside, the group goes on
   CHECK(aside.elements.size() == 2);
   CHECK(r.integer({"EXISTS", "jobq:{q}:groups"}) == 0);
   CHECK(r.integer({"HLEN", "jobq:{q}:inflight:w1"}) == 0);
+}
+
+TEST_CASE(
+    "group_by removed: a queue without it moves the jobs left in groups back to pending, round "
+    "robin, each group's oldest first, behind what waits there",
+    "[store][groups]") {
+  test::RedisServer server;
+  auto r = server.client();
+  push(r, {{"a1", "a"}, {"a2", "a"}, {"a3", "a"}, {"b1", "b"}, {"b2", "b"}, {"c1", "c"}});
+  auto body = [&]() -> async::Task<void> {
+    store::GroupRule rule;
+    rule.slots = 5;  // holds are noted: they go with their group
+    Grouped g(server, "w1", grouped(rule));
+    co_await g.start();
+    auto got = co_await g.fetch(1);
+    REQUIRE(ids_of(got) == std::vector<std::string>{"a1"});
+    (void)co_await g.ok(got.jobs[0]);
+    // A queue with group_by does not ask about its own ring.
+    auto own = (co_await g.store->promote()).value();
+    CHECK(!own.grouped);
+    co_await g.down();
+    CHECK(r.integer({"ZCARD", "jobq:{q}:groups"}) == 3);
+    CHECK(r.integer({"EXISTS", "jobq:{q}:gheld:a"}) == 1);
+    // Restarted without group_by, a job waiting in pending meanwhile.
+    r.cmd({"LPUSH", "jobq:{q}:pending", job_of("p1", "")});
+    test::Fixture plain(server, "w2");
+    co_await plain.up();
+    co_await plain.lease();
+    auto due = (co_await plain.store->promote()).value();
+    CHECK(due.grouped);
+    CHECK(due.levels == 0);
+    store::OpResult<long long> moved = co_await plain.store->ungroup();
+    CHECK(moved.value() == 5);
+    CHECK(r.integer({"EXISTS", "jobq:{q}:groups", "jobq:{q}:group:a", "jobq:{q}:group:b",
+                     "jobq:{q}:group:c", "jobq:{q}:gheld:a"}) == 0);
+    auto after = (co_await plain.store->promote()).value();
+    CHECK(!after.grouped);
+    // The ring's order was b, c, a (a had its turn): one of each per turn, oldest first.
+    auto all = co_await plain.fetch(10);
+    CHECK(ids_of(all) == std::vector<std::string>{"p1", "b1", "c1", "a2", "b2", "a3"});
+    co_await plain.down();
+  };
+  run_test(body());
 }
 
 TEST_CASE("group_by with global_concurrency: the queue-wide cap holds across two workers",

@@ -186,6 +186,10 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
     CHECK(of_t(in_group) == 1);
     auto full = (co_await grouped.fetch(10)).value();
     CHECK(of_t(full) == 0);
+    // A queue without group_by moves what the groups still hold back to pending.
+    auto grouped_due = (co_await st.promote()).value();
+    CHECK(grouped_due.grouped);
+    (void)(co_await st.ungroup()).value();
     // A queue with priorities takes a dead worker's high job back to pending:high.
     store::Settings ps = s;
     ps.worker = "w3";
