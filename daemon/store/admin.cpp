@@ -3,6 +3,7 @@
 #include "store/admin.hpp"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include "config/config.hpp"
 #include "config/cron.hpp"
 #include "job/id.hpp"
+#include "job/job.hpp"
 #include "job/text.hpp"
 #include "store/marker.hpp"
 #include "store/queue_store.hpp"
@@ -785,7 +787,21 @@ long long Admin::dead_action(const std::string& queue, const std::vector<std::st
       const std::vector<std::string> slice(
           these.begin() + static_cast<std::ptrdiff_t>(i),
           these.begin() + static_cast<std::ptrdiff_t>(std::min(these.size(), i + 500)));
-      done += retry ? call(c_, requeue_dead(k, slice)) : call(c_, drop_dead(k, slice));
+      if (!retry) {
+        done += call(c_, drop_dead(k, slice));
+        continue;
+      }
+      // Each back to its priority's list, as a submission of it would go (the script reads no
+      // job: the one parse is ours). One read of the copies, one call per level present.
+      const auto copies = call(c_, dead_bodies(k, slice));
+      std::array<std::vector<std::string>, job::kPriorities> by_level;
+      for (std::size_t j = 0; j < slice.size(); ++j) {
+        const std::string_view copy = j < copies.size() ? copies[j] : std::string_view();
+        by_level[static_cast<std::size_t>(job::priority_of_text(copy))].push_back(slice[j]);
+      }
+      for (std::size_t level = 0; level < by_level.size(); ++level) {
+        if (!by_level[level].empty()) done += call(c_, requeue_dead(k, by_level[level], level));
+      }
     }
   }
   if (!all && done == 0) {

@@ -224,8 +224,9 @@ class Admin {
                                       const std::string& why,
                                       std::chrono::steady_clock::time_point until);
 
-  /// Dead jobs back to pending (retry) or dropped (purge): the ids given, or every one when
-  /// `ids` is empty and `all`. Returns how many. In slices: a large set never holds Redis long.
+  /// Dead jobs back to pending (retry: each to its priority's list) or dropped (purge): the ids
+  /// given, or every one when `ids` is empty and `all`. Returns how many. In slices: a large set
+  /// never holds Redis long.
   long long retry_dead(const std::string& queue, const std::vector<std::string>& ids, bool all);
   long long purge_dead(const std::string& queue, const std::vector<std::string>& ids, bool all);
 

@@ -462,8 +462,9 @@ Call<long long> drop_dead(const Keys& k, const std::vector<std::string>& ids) {
   return make<long long>(scripts::drop_dead(), std::move(keys), ids, integer("drop_dead"));
 }
 
-Call<long long> requeue_dead(const Keys& k, const std::vector<std::string>& ids) {
-  std::vector<std::string> keys{k.dead, k.pending, k.dead_bodies, k.live};
+Call<long long> requeue_dead(const Keys& k, const std::vector<std::string>& ids,
+                             std::size_t level) {
+  std::vector<std::string> keys{k.dead, k.pending_at(level), k.dead_bodies, k.live};
   for (const auto& id : ids) keys.push_back(k.job(id));
   return make<long long>(scripts::requeue_dead(), std::move(keys), ids, integer("requeue_dead"));
 }

@@ -195,8 +195,10 @@ Call<std::vector<std::string>> dead_victims(const Keys& k, std::uint64_t dead_ma
                                             std::size_t limit);
 /// Drops dead jobs (bounds, or jobqctl dead purge); how many were dropped.
 Call<long long> drop_dead(const Keys& k, const std::vector<std::string>& ids);
-/// jobqctl dead retry; how many were requeued.
-Call<long long> requeue_dead(const Keys& k, const std::vector<std::string>& ids);
+/// jobqctl dead retry, into the list of priority `level` (job::Priority: the jobs' own, read from
+/// their kept copies by the caller); how many were requeued.
+Call<long long> requeue_dead(const Keys& k, const std::vector<std::string>& ids,
+                             std::size_t level = 1);
 
 // ---- control ----
 struct Control {

@@ -348,6 +348,32 @@ TEST_CASE("jobqctl's views see the priority lists: counts, lists, search, cancel
   CHECK(state_status(r, "h1") == "cancelled");
 }
 
+TEST_CASE("a dead job retried goes back to its priority's list", "[store][priority][admin]") {
+  test::RedisServer server;
+  auto r = server.client();
+  Front front(server);
+  r.cmd({"SADD", "jobq:queues", "q"});
+  // Three dead jobs as the daemon keeps them (their JSON as submitted), and one whose kept copy
+  // is not a job at all.
+  const std::vector<std::pair<std::string, std::string>> dead = {
+      {"dh", R"({"id":"dh","priority":"high","payload":1})"},
+      {"dn", R"({"id":"dn","payload":1})"},
+      {"dl", R"({"id":"dl","priority":"low","payload":1})"},
+      {"dx", "not json"}};
+  for (const auto& [id, copy] : dead) {
+    r.cmd({"ZADD", "jobq:{q}:dead", "1", id});
+    r.cmd({"HSET", "jobq:{q}:dead:bodies", id, copy});
+  }
+  CHECK(front.admin->retry_dead("q", {"dh", "dn", "dl", "dx"}, false) == 4);
+  CHECK(r.cmd({"LRANGE", kHigh, "0", "-1"}).elements.size() == 1);
+  CHECK(r.cmd({"LINDEX", kHigh, "0"}).str == dead[0].second);
+  CHECK(r.cmd({"LRANGE", kLow, "0", "-1"}).elements.size() == 1);
+  CHECK(r.cmd({"LINDEX", kLow, "0"}).str == dead[2].second);
+  CHECK(r.integer({"LLEN", kNormal}) == 2);  // dn, and the garbage (found invalid when fetched)
+  CHECK(r.integer({"ZCARD", "jobq:{q}:dead"}) == 0);
+  CHECK(state_status(r, "dh") == "queued");
+}
+
 TEST_CASE("a sharded queue forwards a job taken away from its home to its priority's list there",
           "[store][priority][shards]") {
   test::RedisServer server;

@@ -2,7 +2,8 @@
 -- attempts: its kept JSON has no marker), leaves the dead set, and its state says queued (unless
 -- a newer job of its id owns that state now).
 --
--- KEYS: dead, pending, dead_bodies, live, then the jobs' state keys, in the order of ARGV
+-- KEYS: dead, pending (or the priority's list of these jobs: the caller read their copies),
+--       dead_bodies, live, then the jobs' state keys, in the order of ARGV
 -- ARGV: the ids
 -- Returns how many were requeued.
 local dead, pending, bodies, live = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
