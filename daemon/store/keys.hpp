@@ -29,6 +29,10 @@ struct Keys {
         cancels(base + ":cancel"),
         rate(base + ":rate"),
         groups(base + ":groups"),
+        waiting(base + ":waiting"),
+        dependents(base + ":dependents"),
+        outbox(base + ":outbox"),
+        after_until(base + ":after_until"),
         shards(prefix + ":{" + queue + "}:shards"),
         minutes(prefix + ":{" + queue + "}:history:minutes"),
         hours(prefix + ":{" + queue + "}:history:hours"),
@@ -63,6 +67,11 @@ struct Keys {
   std::string cancels;      // hash: job id -> the claim of the job to stop (jobqctl cancel)
   std::string rate;         // hash: the queue's token bucket (`rate:`): tokens, at, until
   std::string groups;       // zset (group_by): the ring, each group with work -> its turn
+  // Jobs that wait for other jobs (docs/workflows.md):
+  std::string waiting;      // hash: id -> the copy of a job waiting for its dependencies
+  std::string dependents;   // hash: id -> the jobs waiting on it (QUEUE/ID, one per line)
+  std::string outbox;       // list: outcomes for waiting jobs in other slots, to deliver
+  std::string after_until;  // zset: waiting id -> when its after_timeout ends
   std::string shards;       // string: the queue's shard count, as its daemons were configured
   std::string minutes;      // hash: "<minute>:<s|f|r|n|t>" -> count, the last day (history.lua)
   std::string hours;        // hash: "<hour>:<s|f|r|n|t>" -> count, the last week
@@ -74,6 +83,9 @@ struct Keys {
   std::string schedule_base;  // P:{Q}:schedule:
 
   std::string job(const std::string& id) const { return base + ":job:" + id; }
+  /// hash: a waiting job's dependencies, reference -> '' (not final yet) or its outcome, and its
+  /// `#left`, `#policy`, `#level`, `#cut`, `#order` (docs/workflows.md).
+  std::string after(const std::string& id) const { return base + ":after:" + id; }
   /// string: the lock of a unique key (docs/unique.md): the id of the job holding it (and, by
   /// how it was taken, that job's claim, or its copy for debounce), expiring at the queue's
   /// `unique.for`.

@@ -148,6 +148,15 @@ const redis::Script& group_fetch() {
 const redis::Script& ungroup() {
   return named("ungroup");
 }
+const redis::Script& after_wait() {
+  return named("after_wait");
+}
+const redis::Script& after_register() {
+  return named("after_register");
+}
+const redis::Script& after_resolve() {
+  return named("after_resolve");
+}
 
 const redis::Script& scan_states() {
   return named("scan_states");

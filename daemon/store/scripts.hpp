@@ -29,9 +29,12 @@ const redis::Script& history();
 const redis::Script& slow_down();
 const redis::Script& schedule_define();
 const redis::Script& schedule_fire();
-const redis::Script& group_sort();   // group_by (docs/groups.md)
-const redis::Script& group_fetch();  // group_by
-const redis::Script& ungroup();      // a queue without group_by
+const redis::Script& group_sort();      // group_by (docs/groups.md)
+const redis::Script& group_fetch();     // group_by
+const redis::Script& ungroup();         // a queue without group_by
+const redis::Script& after_wait();      // jobs that wait for others (docs/workflows.md)
+const redis::Script& after_register();  // after
+const redis::Script& after_resolve();   // after
 // Both's.
 const redis::Script& depths();
 const redis::Script& drop_dead();

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "redis/sync_client.hpp"
+#include "store/after.hpp"
 #include "store/calls.hpp"
 #include "store/held.hpp"
 #include "store/marker.hpp"
@@ -274,6 +275,37 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
   (void)store::run(c, store::fetch(k, "wr", 905, 1, 100000, {}, {}, order)).value();
   r.cmd({"LPUSH", "jobq:{q}:pending:high", job_text("ph2")});
   (void)store::run(c, store::fold(k, 10)).value();
+  // Jobs that wait for others: one waits for two, one of them final already (the outbox), the
+  // other noted as its dependent; told of both, it is released; one decided by its policy tells
+  // its own dependents.
+  store::Waiting w;
+  w.id = "wt";
+  w.queue = "q";
+  w.copy = job_text("wt");
+  w.cut = w.copy.size() - 1;
+  w.submitted_at = std::to_string(now);
+  w.deadline = now + 60000;
+  w.refs = {"q/d1", "q/d2"};
+  (void)store::run(c, store::after_wait(k, w)).value();
+  r.cmd({"HSET", "jobq:{q}:job:d1", "status", "succeeded", "result", "1"});
+  (void)store::run(c, store::after_register(k, "q", "q/wt", {"d1", "d2"})).value();
+  const auto outbox = store::run(c, store::outbox_head(k, 10)).value();
+  for (const auto& text : outbox) {
+    const auto entry = store::outbox_entry(text);
+    REQUIRE(entry);
+    (void)store::run(c, store::after_resolve(k, "q", "wt", entry->outcome, 1000, 1 << 20)).value();
+    (void)store::run(c, store::outbox_done(k, text)).value();
+  }
+  store::Outcome d2;
+  d2.queue = "q";
+  d2.job = "d2";
+  d2.status = "succeeded";
+  (void)store::run(c, store::after_resolve(k, "q", "wt", d2, 1000, 1 << 20)).value();
+  w.id = "wf";
+  (void)store::run(c, store::after_wait(k, w)).value();
+  (void)store::run(c, store::after_register(k, "q", "q/wg", {"wf"})).value();
+  d2.status = "failed";
+  (void)store::run(c, store::after_resolve(k, "q", "wf", d2, 1000, 1 << 20)).value();
 
   auto violations = r.cmd({"LRANGE", "guard:violation", "0", "-1"});
   std::string said;

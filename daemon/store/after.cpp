@@ -1,0 +1,127 @@
+// The `after` calls: their arguments as the scripts take them, and their replies read.
+#include "store/after.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "store/calls.hpp"
+#include "store/scripts.hpp"
+
+namespace jq::store {
+
+Call<bool> after_wait(const Keys& k, const Waiting& w) {
+  std::vector<std::string> args{w.copy,
+                                w.id,
+                                w.queue,
+                                w.submitted_at,
+                                std::to_string(w.deadline),
+                                job::dependency_policy_name(w.policy),
+                                std::to_string(static_cast<int>(w.level)),
+                                std::to_string(w.cut)};
+  args.insert(args.end(), w.refs.begin(), w.refs.end());
+  return Call<bool>{Request{&scripts::after_wait(),
+                            {k.job(w.id), k.waiting, k.after(w.id), k.after_until, k.live},
+                            std::move(args)},
+                    [](redis::Reply r) -> OpResult<bool> {
+                      if (r.type != redis::Reply::Type::integer)
+                        return redis::shape_error("after_wait", r);
+                      return r.integer == 1;
+                    }};
+}
+
+Call<long long> after_register(const Keys& k, const std::string& queue, const std::string& waiter,
+                               const std::vector<std::string>& ids) {
+  std::vector<std::string> keys{k.dependents, k.outbox};
+  std::vector<std::string> args{waiter, queue};
+  for (const auto& id : ids) {
+    keys.push_back(k.job(id));
+    args.push_back(id);
+  }
+  return Call<long long>{Request{&scripts::after_register(), std::move(keys), std::move(args)},
+                         [](redis::Reply r) -> OpResult<long long> {
+                           if (r.type != redis::Reply::Type::integer)
+                             return redis::shape_error("after_register", r);
+                           return r.integer;
+                         }};
+}
+
+std::string Outcome::json() const {
+  nlohmann::json o = {{"job", job}, {"queue", queue}, {"status", status}};
+  if (status == "succeeded") {
+    o["result"] = result;
+  } else {
+    o["error"] = error;
+    o["error_kind"] = error_kind;
+  }
+  return o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Call<Resolved> after_resolve(const Keys& k, const std::string& queue, const std::string& id,
+                             const Outcome& o, std::int64_t keep_failed_ms,
+                             std::uint64_t max_job_bytes) {
+  // The line the job's error quotes when this ends it ("dependency images/r2 failed: exit 3").
+  const std::string how = o.error.empty() ? o.status : o.status + ": " + o.error;
+  return Call<Resolved>{
+      Request{&scripts::after_resolve(),
+              {k.waiting, k.after(id), k.job(id), k.pending_high, k.pending, k.pending_low,
+               k.after_until, k.dependents, k.outbox},
+              {id, o.ref(), o.json(), o.status, how, queue, std::to_string(keep_failed_ms),
+               std::to_string(max_job_bytes), k.events}},
+      [](redis::Reply r) -> OpResult<Resolved> {
+        if (r.type != redis::Reply::Type::integer || r.integer < 0 || r.integer > 3) {
+          return redis::shape_error("after_resolve", r);
+        }
+        return static_cast<Resolved>(r.integer);
+      }};
+}
+
+std::optional<OutboxEntry> outbox_entry(std::string_view text) {
+  const auto doc = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return std::nullopt;
+  auto text_at = [&](const char* key, std::string& out) {
+    auto it = doc.find(key);
+    if (it == doc.end() || !it->is_string()) return false;
+    out = it->get<std::string>();
+    return true;
+  };
+  OutboxEntry e;
+  std::string to;
+  Outcome& o = e.outcome;
+  if (!text_at("to", to) || !text_at("job", o.job) || !text_at("queue", o.queue) ||
+      !text_at("status", o.status)) {
+    return std::nullopt;
+  }
+  text_at("result", o.result);
+  text_at("error", o.error);
+  text_at("error_kind", o.error_kind);
+  std::string error;
+  auto ref = job::dependency_of(to, error);
+  if (!ref || ref->queue.empty()) return std::nullopt;
+  e.to_queue = std::move(ref->queue);
+  e.to_id = std::move(ref->id);
+  return e;
+}
+
+Call<std::vector<std::string>> outbox_head(const Keys& k, std::size_t n) {
+  return Call<std::vector<std::string>>{
+      Request{nullptr, {}, {"LRANGE", k.outbox, "0", std::to_string(n == 0 ? 0 : n - 1)}},
+      [](redis::Reply r) -> OpResult<std::vector<std::string>> {
+        if (!r.is_array()) return redis::shape_error("LRANGE of the outbox", r);
+        std::vector<std::string> out;
+        for (auto& e : r.elements) {
+          if (e.type != redis::Reply::Type::string) return redis::shape_error("the outbox", r);
+          out.push_back(std::move(e.str));
+        }
+        return out;
+      }};
+}
+
+Call<long long> outbox_done(const Keys& k, const std::string& text) {
+  return Call<long long>{Request{nullptr, {}, {"LREM", k.outbox, "1", text}},
+                         [](redis::Reply r) -> OpResult<long long> {
+                           if (r.type != redis::Reply::Type::integer)
+                             return redis::shape_error("LREM of the outbox", r);
+                           return r.integer;
+                         }};
+}
+
+}  // namespace jq::store

@@ -1,0 +1,77 @@
+// Jobs that wait for other jobs (`after`, docs/workflows.md) in Redis: a job entering `waiting`
+// in its slot, its dependencies' slots learning of it, and each dependency's outcome told to it
+// (at most once in effect), which releases it or ends it by its policy.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "job/job.hpp"
+#include "store/call.hpp"
+#include "store/keys.hpp"
+
+namespace jq::store {
+
+/// A job about to wait, as the daemon or jobqctl read it.
+struct Waiting {
+  std::string id;
+  std::string queue;
+  std::string copy;  // the copy that goes to pending once released (marker and all)
+  /// Where in `copy` the outcomes go once released (before its marker or its closing brace).
+  std::size_t cut = 0;
+  std::string submitted_at;   // unix ms
+  std::int64_t deadline = 0;  // unix ms: after_timeout from its arrival
+  job::DependencyPolicy policy = job::DependencyPolicy::fail;
+  job::Priority level = job::Priority::normal;
+  std::vector<std::string> refs;  // QUEUE/ID each, in the job's order
+};
+/// Into `waiting` (lua/after_wait.lua): true when it waits, false when another job of its id is
+/// not over (nothing written).
+Call<bool> after_wait(const Keys& k, const Waiting& w);
+
+/// In a dependency's slot (lua/after_register.lua): `waiter` (QUEUE/ID) waits for these jobs of
+/// queue `queue` (`k`'s): those final already go to the outbox; the others note it as their
+/// dependent. How many were final.
+Call<long long> after_register(const Keys& k, const std::string& queue, const std::string& waiter,
+                               const std::vector<std::string>& ids);
+
+/// How a dependency ended, as a waiting job is told it.
+struct Outcome {
+  std::string job;     // its id
+  std::string queue;   // its queue
+  std::string status;  // succeeded, failed, cancelled
+  std::string result, error, error_kind;
+  /// QUEUE/ID, as `after` names it.
+  std::string ref() const { return queue + "/" + job; }
+  /// The JSON object the job's handler gets among its `dependencies`.
+  std::string json() const;
+};
+
+enum class Resolved : std::uint8_t {
+  none,      // not waiting, not one of its dependencies, or told before
+  noted,     // others are left
+  ended,     // it ended by its policy (or over max_job_bytes); its dependents are in the outbox
+  released,  // it went to its priority's list
+};
+/// Tells waiting job `id` of queue `queue` (`k`'s) how `o` ended (lua/after_resolve.lua).
+Call<Resolved> after_resolve(const Keys& k, const std::string& queue, const std::string& id,
+                             const Outcome& o, std::int64_t keep_failed_ms,
+                             std::uint64_t max_job_bytes);
+
+/// One entry of a queue's outbox (lua/after_register.lua, after_resolve.lua write them): the
+/// waiting job it is for (QUEUE/ID) and the outcome to tell it; nullopt for an entry that is not
+/// one (garbage: the drain drops it, and says so).
+struct OutboxEntry {
+  std::string to_queue, to_id;
+  Outcome outcome;
+};
+std::optional<OutboxEntry> outbox_entry(std::string_view text);
+/// The first `n` entries of the outbox, oldest first (their texts, for outbox_done).
+Call<std::vector<std::string>> outbox_head(const Keys& k, std::size_t n);
+/// An entry delivered (or dropped): out of the outbox, once.
+Call<long long> outbox_done(const Keys& k, const std::string& text);
+
+}  // namespace jq::store

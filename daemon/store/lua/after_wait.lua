@@ -1,0 +1,34 @@
+-- after_wait: a job that waits for others (docs/workflows.md) enters `waiting` in its own slot: its copy
+-- kept in `waiting`, one field per dependency in its `after` hash ('' until that one is final),
+-- how many are left, its deadline (after_timeout) and its state. The dependencies learn of it
+-- afterwards (after_register.lua, in their slots): in that order, an end that comes between the two
+-- finds it there to be told.
+--
+-- KEYS: the job's state, waiting, its after hash, after_until, live
+-- ARGV: the copy, id, queue, submitted_at, deadline (unix ms), policy (fail, run, skip), level
+--       (0 high, 1 normal, 2 low: the list it goes to once released), cut (where in the copy the
+--       outcomes go once released: the daemon read it, before its marker or its closing brace),
+--       then the references (QUEUE/ID), in the job's order
+-- Returns 1 when it waits, 0 when another job of its id is not over (nothing written).
+local state, waiting, after, until_key, live = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id = ARGV[2]
+if redis.call('HEXISTS', live, id) == 1 and busy[status_of(state)] then return 0 end
+if redis.call('HEXISTS', waiting, id) == 1 then return 0 end
+redis.call('DEL', after)
+local n = #ARGV - 8
+local fields = {'#left', tostring(n), '#policy', ARGV[6], '#level', ARGV[7], '#cut', ARGV[8]}
+local order = {}
+for k = 9, #ARGV do
+  fields[#fields + 1] = ARGV[k]
+  fields[#fields + 1] = ''
+  order[#order + 1] = ARGV[k]
+end
+fields[#fields + 1] = '#order'
+fields[#fields + 1] = table.concat(order, '\n')
+redis.call('HSET', after, unpack(fields))
+redis.call('HSET', waiting, id, ARGV[1])
+redis.call('ZADD', until_key, ARGV[5], id)
+redis.call('DEL', state)
+hset(state, 'status', 'waiting', 'queue', ARGV[3], 'submitted_at', ARGV[4], 'attempts', '0',
+     'after', table.concat(order, ' '), 'waiting_for', tostring(n))
+return 1
