@@ -170,3 +170,30 @@ TEST_CASE("after: outcomes over max_job_bytes end the job saying so; its level's
   CHECK_FALSE(store::outbox_entry(R"({"to":"nobody","job":"a","queue":"q","status":"x"})"));
   CHECK_FALSE(store::outbox_entry(R"({"to":"q/a","job":1,"queue":"q","status":"x"})"));
 }
+
+TEST_CASE("after: a job waits for as many jobs as it may name, and is released after the last",
+          "[store][after]") {
+  test::RedisServer server;
+  auto r = server.client();
+  Client c(server);
+  // 10,000 references: more than Lua's unpack takes at once.
+  std::vector<std::string> refs;
+  for (std::size_t i = 0; i < job::kMaxDependencies; ++i) refs.push_back("q/d" + std::to_string(i));
+  REQUIRE(c.run(store::after_wait(kQ, waiting("all", refs))));
+  CHECK(r.integer({"HLEN", "jobq:{q}:after:all"}) ==
+        static_cast<long long>(job::kMaxDependencies) + 5);
+  CHECK(r.str({"HGET", "jobq:{q}:job:all", "waiting_for"}) == "10000");
+  // Told of each in one pipelined write.
+  std::vector<store::Call<store::Resolved>> told;
+  for (std::size_t i = 0; i < job::kMaxDependencies; ++i) {
+    told.push_back(store::after_resolve(kQ, "q", "all", outcome("q", "d" + std::to_string(i)),
+                                        60000, 1 << 20));
+  }
+  REQUIRE(c.c.load(*told.front().req.script));
+  auto answers = store::pipelined(c.c, told);
+  REQUIRE(answers.back().ok());
+  CHECK(*answers.back() == store::Resolved::released);
+  const auto doc = nlohmann::json::parse(r.str({"LINDEX", "jobq:{q}:pending", "0"}));
+  REQUIRE(doc["dependencies"].size() == job::kMaxDependencies);
+  CHECK(doc["dependencies"][9999]["job"] == "d9999");
+}

@@ -16,16 +16,20 @@ if redis.call('HEXISTS', live, id) == 1 and busy[status_of(state)] then return 0
 if redis.call('HEXISTS', waiting, id) == 1 then return 0 end
 redis.call('DEL', after)
 local n = #ARGV - 8
-local fields = {'#left', tostring(n), '#policy', ARGV[6], '#level', ARGV[7], '#cut', ARGV[8]}
 local order = {}
-for k = 9, #ARGV do
-  fields[#fields + 1] = ARGV[k]
-  fields[#fields + 1] = ''
-  order[#order + 1] = ARGV[k]
+for k = 9, #ARGV do order[#order + 1] = ARGV[k] end
+redis.call('HSET', after, '#left', tostring(n), '#policy', ARGV[6], '#level', ARGV[7], '#cut',
+           ARGV[8], '#order', table.concat(order, '\n'))
+-- A field per dependency, '' until told, in HSETs of at most 1,000 (unpack has a bound well
+-- below the 10,000 dependencies a job may have).
+for from = 1, n, 1000 do
+  local fields = {}
+  for k = from, math.min(n, from + 999) do
+    fields[#fields + 1] = order[k]
+    fields[#fields + 1] = ''
+  end
+  redis.call('HSET', after, unpack(fields))
 end
-fields[#fields + 1] = '#order'
-fields[#fields + 1] = table.concat(order, '\n')
-redis.call('HSET', after, unpack(fields))
 redis.call('HSET', waiting, id, ARGV[1])
 redis.call('ZADD', until_key, ARGV[5], id)
 redis.call('DEL', state)
