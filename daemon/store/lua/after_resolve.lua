@@ -33,14 +33,7 @@ local function finish(final, error)
        'error_kind', 'dependency', 'waiting_for', '0')
   redis.call('PEXPIRE', state, keep_failed)
   event(channel, queue, id, final)
-  local waiters = redis.call('HGET', dependents, id)
-  if waiters then
-    for w in string.gmatch(waiters, '[^\n]+') do
-      redis.call('RPUSH', outbox, cjson.encode({to = w, job = id, queue = queue, status = final,
-        result = '', error = error, error_kind = 'dependency'}))
-    end
-    redis.call('HDEL', dependents, id)
-  end
+  tell_dependents(dependents, outbox, queue, id, final, '', error, 'dependency')
   return 2
 end
 
