@@ -18,14 +18,14 @@ Call<bool> after_wait(const Keys& k, const Waiting& w) {
                                 std::to_string(static_cast<int>(w.level)),
                                 std::to_string(w.cut)};
   args.insert(args.end(), w.refs.begin(), w.refs.end());
-  return Call<bool>{Request{&scripts::after_wait(),
-                            {k.job(w.id), k.waiting, k.after(w.id), k.after_until, k.live},
-                            std::move(args)},
-                    [](redis::Reply r) -> OpResult<bool> {
-                      if (r.type != redis::Reply::Type::integer)
-                        return redis::shape_error("after_wait", r);
-                      return r.integer == 1;
-                    }};
+  return Call<bool>{
+      Request{&scripts::after_wait(),
+              {k.job(w.id), k.waiting, k.after(w.id), k.after_until, k.live, k.registering},
+              std::move(args)},
+      [](redis::Reply r) -> OpResult<bool> {
+        if (r.type != redis::Reply::Type::integer) return redis::shape_error("after_wait", r);
+        return r.integer == 1;
+      }};
 }
 
 Call<long long> after_register(const Keys& k, const std::string& queue, const std::string& waiter,
@@ -40,6 +40,15 @@ Call<long long> after_register(const Keys& k, const std::string& queue, const st
                          [](redis::Reply r) -> OpResult<long long> {
                            if (r.type != redis::Reply::Type::integer)
                              return redis::shape_error("after_register", r);
+                           return r.integer;
+                         }};
+}
+
+Call<long long> after_registered(const Keys& k, const std::string& id) {
+  return Call<long long>{Request{nullptr, {}, {"ZREM", k.registering, id}},
+                         [](redis::Reply r) -> OpResult<long long> {
+                           if (r.type != redis::Reply::Type::integer)
+                             return redis::shape_error("ZREM of registering", r);
                            return r.integer;
                          }};
 }

@@ -38,6 +38,10 @@ Call<bool> after_wait(const Keys& k, const Waiting& w);
 Call<long long> after_register(const Keys& k, const std::string& queue, const std::string& waiter,
                                const std::vector<std::string>& ids);
 
+/// Every dependency's slot has noted waiting job `id` (after_register for each): it leaves the
+/// queue's `registering` set, which the due poll sweeps for what a crash left half told.
+Call<long long> after_registered(const Keys& k, const std::string& id);
+
 /// How a dependency ended, as a waiting job is told it.
 struct Outcome {
   std::string job;     // its id

@@ -33,6 +33,7 @@ struct Keys {
         dependents(base + ":dependents"),
         outbox(base + ":outbox"),
         after_until(base + ":after_until"),
+        registering(base + ":registering"),
         shards(prefix + ":{" + queue + "}:shards"),
         minutes(prefix + ":{" + queue + "}:history:minutes"),
         hours(prefix + ":{" + queue + "}:history:hours"),
@@ -72,10 +73,13 @@ struct Keys {
   std::string dependents;   // hash: id -> the jobs waiting on it (QUEUE/ID, one per line)
   std::string outbox;       // list: outcomes for waiting jobs in other slots, to deliver
   std::string after_until;  // zset: waiting id -> when its after_timeout ends
-  std::string shards;       // string: the queue's shard count, as its daemons were configured
-  std::string minutes;      // hash: "<minute>:<s|f|r|n|t>" -> count, the last day (history.lua)
-  std::string hours;        // hash: "<hour>:<s|f|r|n|t>" -> count, the last week
-  std::string schedules;    // hash: schedule name -> its definition (JSON), those of this queue
+  /// zset: waiting id -> when it began to wait, until every dependency's slot has noted it
+  /// (after_register.lua): the due poll registers again what a crash left half told.
+  std::string registering;
+  std::string shards;     // string: the queue's shard count, as its daemons were configured
+  std::string minutes;    // hash: "<minute>:<s|f|r|n|t>" -> count, the last day (history.lua)
+  std::string hours;      // hash: "<hour>:<s|f|r|n|t>" -> count, the last week
+  std::string schedules;  // hash: schedule name -> its definition (JSON), those of this queue
 
   /// hash: one schedule's state (the tick it waits for, its last run, paused), in the queue's
   /// own slot (shard 0's on a sharded queue), beside the pending list its ticks go to.

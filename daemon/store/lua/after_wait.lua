@@ -4,13 +4,14 @@
 -- afterwards (after_register.lua, in their slots): in that order, an end that comes between the two
 -- finds it there to be told.
 --
--- KEYS: the job's state, waiting, its after hash, after_until, live
+-- KEYS: the job's state, waiting, its after hash, after_until, live, registering
 -- ARGV: the copy, id, queue, submitted_at, deadline (unix ms), policy (fail, run, skip), level
 --       (0 high, 1 normal, 2 low: the list it goes to once released), cut (where in the copy the
 --       outcomes go once released: the daemon read it, before its marker or its closing brace),
 --       then the references (QUEUE/ID), in the job's order
 -- Returns 1 when it waits, 0 when another job of its id is not over (nothing written).
-local state, waiting, after, until_key, live = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local state, waiting, after, until_key, live, registering =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id = ARGV[2]
 if redis.call('HEXISTS', live, id) == 1 and busy[status_of(state)] then return 0 end
 if redis.call('HEXISTS', waiting, id) == 1 then return 0 end
@@ -32,6 +33,8 @@ for from = 1, n, 1000 do
 end
 redis.call('HSET', waiting, id, ARGV[1])
 redis.call('ZADD', until_key, ARGV[5], id)
+-- Until its dependencies' slots have all noted it (the caller's next step, after_register.lua).
+redis.call('ZADD', registering, now_ms(), id)
 redis.call('DEL', state)
 hset(state, 'status', 'waiting', 'queue', ARGV[3], 'submitted_at', ARGV[4], 'attempts', '0',
      'after', table.concat(order, ' '), 'waiting_for', tostring(n))
