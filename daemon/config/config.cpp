@@ -1148,6 +1148,7 @@ const Key<QueueConfig> kQueueKeys[] = {
     count_key("dead_max", &QueueConfig::dead_max, 1, 100000000, live),
     size_key("max_job_bytes", &QueueConfig::max_job_bytes, 64, live),
     duration_key("delayed_poll", &QueueConfig::delayed_poll, 10ms, live),
+    duration_key("after_timeout", &QueueConfig::after_timeout, 1s, live),
     {"sources", "list", live,
      [](QueueConfig& q, const YAML::Node& n, const Ctx& c, const std::string& k) {
        if (!n.IsSequence()) {

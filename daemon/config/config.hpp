@@ -239,6 +239,9 @@ struct QueueConfig {
   std::uint64_t dead_max = 10000;  // dead jobs kept per queue (oldest dropped first)
   std::uint64_t max_job_bytes = 1024 * 1024;
   Millis delayed_poll = 500ms;  // how often due delayed jobs are looked for
+  // How long a job that waits for others (`after`, docs/workflows.md) waits for a dependency
+  // nobody has submitted, from its arrival; then that dependency counts as failed.
+  Millis after_timeout = 24h;
   // `rate: 100/s` (also /m, /h): jobs started per second across every daemon, a token bucket in
   // Redis (0: no limit); rate_burst tokens at most (0: a second's worth, at least 1).
   std::string rate;  // as written; "": none

@@ -135,6 +135,7 @@ std::unique_ptr<Engine::Lane> Engine::make_lane(const config::QueueConfig& q) {
     rules.max_bytes = q.max_job_bytes;
     rules.unique_from = q.unique.path;
     rules.queue = q.name;
+    rules.holds_dependencies = true;  // a job with `after` waits (store::QueueStore::enter_waiting)
     auto settings = settings_of(q, cfg_.daemon, cfg_.state, cfg_.redis.key_prefix, worker_, k);
     settings.wait_replicas = cfg_.redis.wait_replicas;
     settings.wait_timeout = cfg_.redis.wait_timeout;

@@ -75,6 +75,7 @@ store::Settings settings_of(const config::QueueConfig& q, const config::DaemonSe
   s.groups.path = q.group_by.path;
   s.groups.rate = store::rate_share(q.group_by.rate_per_s, q.group_by.rate_burst);
   s.groups.slots = q.group_by.concurrency;
+  s.after_timeout = q.after_timeout;
   return s;
 }
 

@@ -216,7 +216,7 @@ class Http final : public Handler {
 
   async::Task<Outcome> run(const Run& r) override {
     auto permit = co_await slots_.acquire();
-    const std::string body = cfg_.body == "job" ? r.job.raw : r.job.payload.dump();
+    const std::string body = body_of(r.job);
     // A kept-alive connection the server closed as we reused it fails before any response
     // byte: that one is tried again, once, on a new connection.
     for (int round = 0;; ++round) {
@@ -268,6 +268,15 @@ class Http final : public Handler {
 
   // One request on `conn`, until its response or failure is in `x`. On cancellation the
   // request is abandoned (the connection is then not reused) and Cancelled propagates.
+  // What is posted: the job as submitted (`body: job`), else its payload; a job released from
+  // waiting (docs/workflows.md) posts its payload beside its dependencies' outcomes, which the
+  // X-Jobq-Body header says, so that a receiver serving both kinds can tell them apart.
+  std::string body_of(const job::Job& j) const {
+    if (cfg_.body == "job") return j.raw;
+    if (j.dependencies.empty()) return j.payload.dump();
+    return "{\"payload\":" + j.payload.dump() + ",\"dependencies\":" + j.dependencies + "}";
+  }
+
   async::Task<void> send(const Run& r, const std::string& body, Conn& conn, Exchange& x) {
     x.cap = cfg_.max_response;
     evhttp_request* req = evhttp_request_new(&Exchange::on_done, &x);
@@ -286,6 +295,9 @@ class Http final : public Handler {
     evhttp_add_header(out, "X-Jobq-Queue", r.queue.c_str());
     std::string attempt = std::to_string(r.attempt);
     evhttp_add_header(out, "X-Jobq-Attempt", attempt.c_str());
+    if (!r.job.dependencies.empty() && cfg_.body != "job") {
+      evhttp_add_header(out, "X-Jobq-Body", "dependencies");
+    }
     for (const auto& [k, v] : headers_) evhttp_add_header(out, k.c_str(), v.c_str());
     evbuffer_add(evhttp_request_get_output_buffer(req), body.data(), body.size());
     // evhttp's own timeout must not cut a slow reply short: the job timeout bounds the request

@@ -92,7 +92,7 @@ std::optional<Dependency> dependency_of(std::string_view ref, std::string& error
 }
 
 std::optional<std::string> read_dependencies(const nlohmann::json& doc, const Rules& rules,
-                                             const std::string& own_id, Job& job) {
+                                             const std::string& own_id, Job& job, bool marked) {
   if (auto it = doc.find("on_dependency_failure"); it != doc.end() && !it->is_null()) {
     bool known = false;
     if (it->is_string()) {
@@ -135,8 +135,13 @@ std::optional<std::string> read_dependencies(const nlohmann::json& doc, const Ru
     if (!seen.insert(d->ref()).second) return at + ": '" + clip(d->ref()) + "' is named twice";
     job.after.push_back(std::move(*d));
   }
-  // jobqd adds the dependencies' outcomes under this name as the job reaches its handler.
-  if (!job.after.empty() && doc.contains("dependencies")) {
+  // jobqd adds the dependencies' outcomes under this name when it releases the job (its copy then
+  // carries jobqd's marker); a submitter cannot bring them.
+  if (auto d = doc.find("dependencies"); !job.after.empty() && d != doc.end()) {
+    if (marked && d->is_array()) {
+      job.dependencies = d->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      return std::nullopt;
+    }
     return std::string(
         "field dependencies: jobqd writes it for a job with after (the outcomes of what it waited "
         "for); a job that waits cannot bring its own");
@@ -436,7 +441,7 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
     return bad;
   }
   Job job;
-  if (auto e = read_dependencies(doc, rules, bad.id, job)) {
+  if (auto e = read_dependencies(doc, rules, bad.id, job, !assign.empty())) {
     bad.error = *e;
     return bad;
   }

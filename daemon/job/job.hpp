@@ -72,6 +72,9 @@ struct Job {
   /// The jobs it waits for (`after`), in the order given; empty: it runs when its turn comes.
   std::vector<Dependency> after;
   DependencyPolicy on_dependency_failure = DependencyPolicy::fail;
+  /// Once what it waited for is final: their outcomes as jobqd added them to its copy (the JSON
+  /// text of the `dependencies` list, in `after`'s order); empty until then.
+  std::string dependencies;
   /// The job's JSON exactly as submitted; with an assigned id, the same text with `,"id":"..."`
   /// added last (so that it wins over an `"id": null` before it, for nlohmann and Lua's cjson
   /// alike), and every later copy (a retry, a recovered job) carries the id.
@@ -92,9 +95,12 @@ std::variant<Job, Invalid> parse(std::string_view raw, const Rules& rules,
 /// A job object's `after` and `on_dependency_failure` into `job` (entries naming `rules.queue`
 /// read as its own ids), or an error naming the field and the entry: not a list, an entry that is
 /// no `ID` or `QUEUE/ID`, one named twice, the job itself (`own_id`), over kMaxDependencies, a
-/// `dependencies` field beside `after` (jobqd writes it), an unknown policy.
+/// `dependencies` field beside `after` (jobqd writes it), an unknown policy. `marked`: the copy
+/// carries jobqd's marker (a job released from waiting): its `dependencies` are jobqd's own, kept
+/// in job.dependencies.
 std::optional<std::string> read_dependencies(const nlohmann::json& doc, const Rules& rules,
-                                             const std::string& own_id, Job& job);
+                                             const std::string& own_id, Job& job,
+                                             bool marked = false);
 
 /// The unique key of a job object `doc` whose id is `id`: its own `unique_key` (a string of 1 to
 /// kMaxUniqueKey bytes), else the one `rules.unique_from` derives (a string as it is, a number or

@@ -8,6 +8,7 @@
 
 #include "config/units.hpp"
 #include "job/text.hpp"
+#include "store/after.hpp"
 #include "store/held.hpp"
 
 namespace jq::sources {
@@ -35,10 +36,12 @@ RedisSource::RedisSource(store::QueueStore& store, store::Settler& settler, Sink
 RedisSource::~RedisSource() {
   // Tasks refer to this object: stop them where they stand (stop_taking/finish are the graceful
   // way).
-  for (auto* t : {&fetch_task_, &promote_task_, &recover_task_, &lease_task_, &wake_task_}) {
+  for (auto* t :
+       {&fetch_task_, &promote_task_, &recover_task_, &lease_task_, &wake_task_, &after_task_}) {
     if (t->valid()) t->abort();
   }
   if (fetch_.valid()) fetch_.abort();
+  settler_.on_told(nullptr);
 }
 
 void RedisSource::start() {
@@ -50,6 +53,9 @@ void RedisSource::start() {
       async::spawn(keep("delayed job promotion", &RedisSource::promoter), "promote " + q);
   fetch_task_ = async::spawn(keep("fetching", &RedisSource::fetcher), "redis source " + q);
   wake_task_ = async::spawn(keep("listening for priority jobs", &RedisSource::waker), "wake " + q);
+  settler_.on_told(&after_work_);
+  after_task_ =
+      async::spawn(keep("jobs that wait for others", &RedisSource::after_keeper), "after " + q);
 }
 
 void RedisSource::rebuild(const std::string& why) {
@@ -128,6 +134,7 @@ async::Task<void> RedisSource::fetcher() {
       for (const auto& a : batch.away) store_.forget(a.token);
       for (const auto& w : batch.waits) store_.forget(w.first.token);
       for (const auto& d : batch.duplicates) store_.forget(d.first.token);
+      for (const auto& r : batch.afters) store_.forget(r.token);
       for (const auto& r : got.unclaimed.jobs) store_.forget(r.token);
       continue;
     }
@@ -140,6 +147,10 @@ async::Task<void> RedisSource::fetcher() {
     // Another job holds their unique key: each ends cancelled, naming it.
     for (auto& [r, holder] : batch.duplicates) cancel_duplicate(r, holder);
     batch.duplicates.clear();
+    // Jobs pushed with `after`: into waiting (or, while another job of their id is not over,
+    // to wait for it a second like any such job).
+    for (auto& r : batch.afters) co_await enter_waiting(r);
+    batch.afters.clear();
     if (n > 0) wait_first = batch.popped < n;
     if (batch.limited_by == store::Limit::rate) ++held_back_.rate;
     if (batch.limited_by == store::Limit::cap) ++held_back_.cap;
@@ -239,6 +250,11 @@ void RedisSource::give_back_all(store::QueueStore::Waited& fetched) {
   auto& batch = *fetched.got;
   for (auto& w : batch.waits) settler_.push(store::held::wait(w.first));
   batch.waits.clear();
+  // Jobs to wait for others: back to pending as they came (they enter waiting when next taken).
+  for (auto it = batch.afters.rbegin(); it != batch.afters.rend(); ++it) {
+    settler_.push(store::held::back(*it, false));
+  }
+  batch.afters.clear();
   // Duplicates back too: taken again, they are found duplicates again, or run if the lock went.
   for (auto it = batch.duplicates.rbegin(); it != batch.duplicates.rend(); ++it) {
     settler_.push(store::held::back(it->first));
@@ -354,10 +370,10 @@ void RedisSource::set_taking(bool on) {
 
 async::Task<void> RedisSource::stop_taking() {
   taking_ = false;
-  for (auto* t : {&fetch_task_, &promote_task_, &recover_task_, &wake_task_}) {
+  for (auto* t : {&fetch_task_, &promote_task_, &recover_task_, &wake_task_, &after_task_}) {
     if (t->valid()) t->cancel();
   }
-  for (auto* t : {&fetch_task_, &promote_task_, &recover_task_, &wake_task_}) {
+  for (auto* t : {&fetch_task_, &promote_task_, &recover_task_, &wake_task_, &after_task_}) {
     if (t->valid()) co_await t->wait();
   }
   // Read, not claimed, and never to run here: back to pending.
@@ -621,6 +637,7 @@ async::Task<void> RedisSource::promoter() {
         if (!moved.ok() && moved.error().wrong_type()) (void)co_await store_.repair();
       }
     }
+    if (p.ok() && p->after_work) after_work_.set();
     if (p.ok() && p->grouped) {
       // Jobs left in groups' lists (group_by was removed from this queue): this daemon reads
       // pending alone; they go back there instead of waiting for ever.
@@ -658,6 +675,50 @@ async::Task<void> RedisSource::promoter() {
     try {
       co_await async::wait_for(wake_promoter_.wait(), wait);
     } catch (const async::TimeoutError&) {
+    }
+  }
+}
+
+// ---- jobs that wait for others (docs/workflows.md) ----
+
+async::Task<void> RedisSource::enter_waiting(store::Reading& r) {
+  OpResult<store::WaitAnswer> said = co_await store_.enter_waiting(r);
+  if (said.ok() && *said == store::WaitAnswer::taken) {
+    settler_.push(store::held::wait(r));
+  } else if (!said.ok()) {
+    // Unknown whether it moved: it stays held here without running; reconcile returns it to
+    // pending if it did not, and it is read again.
+    store_.forget(r.token);
+    if (fetch_errors_.due()) {
+      spdlog::error("queue {}: job {} could not begin to wait for what it names: {}",
+                    store_.settings().queue, r.id, said.error().message);
+    }
+  }
+}
+
+async::Task<void> RedisSource::after_keeper() {
+  // Woken by a settle that told waiting jobs through the outbox, and by the due poll when there
+  // is work (outcomes left by a daemon that died, a passed after_timeout, a half registration).
+  const std::string& q = store_.settings().queue;
+  async::Every errors(30s);
+  for (;;) {
+    after_work_.clear();
+    co_await after_work_.wait();
+    for (;;) {
+      OpResult<std::size_t> n = co_await store_.deliver_outcomes(kOutcomesPerDrain);
+      if (n.ok() && *n >= kOutcomesPerDrain) continue;
+      if (!n.ok()) {
+        if (n.error().connection()) {
+          co_await store_.client().wait_connected();
+          continue;
+        }
+        if (errors.due()) {
+          spdlog::error("queue {}: telling waiting jobs how their dependencies ended failed: {}", q,
+                        n.error().message);
+        }
+        if (n.error().wrong_type()) (void)co_await store_.repair();
+      }
+      break;
     }
   }
 }

@@ -89,6 +89,11 @@ class RedisSource final : public Source, public Delivery {
   async::Task<void> promoter();
   async::Task<void> wake();  // a job went to a priority list: the fetch loop looks now
   async::Task<void> waker();
+  /// A fetched job with `after` enters waiting (or waits for its id a second).
+  async::Task<void> enter_waiting(store::Reading& r);
+  /// Delivers the outbox's outcomes to the jobs that wait for them.
+  async::Task<void> after_keeper();
+  static constexpr std::size_t kOutcomesPerDrain = 100;
 
   store::QueueStore& store_;
   store::Settler& settler_;
@@ -113,8 +118,10 @@ class RedisSource final : public Source, public Delivery {
   bool taking_ = true;
   async::Every fetch_errors_{std::chrono::seconds(30)};
   async::JoinHandle<store::QueueStore::Waited> fetch_;
-  async::JoinHandle<void> fetch_task_, lease_task_, recover_task_, promote_task_, wake_task_;
-  bool woken_ = false;  // a priority job's wake came since the fetch loop last waited (waker)
+  async::JoinHandle<void> fetch_task_, lease_task_, recover_task_, promote_task_, wake_task_,
+      after_task_;
+  async::Event after_work_;  // the outbox or the due poll has work for after_keeper
+  bool woken_ = false;       // a priority job's wake came since the fetch loop last waited (waker)
 };
 
 }  // namespace jq::sources

@@ -1,14 +1,26 @@
 // The `after` calls: their arguments as the scripts take them, and their replies read.
 #include "store/after.hpp"
 
+#include <algorithm>
+#include <map>
+#include <utility>
+
 #include <nlohmann/json.hpp>
 
 #include "store/calls.hpp"
 #include "store/scripts.hpp"
+#include "store/shards.hpp"
 
 namespace jq::store {
 
-Call<bool> after_wait(const Keys& k, const Waiting& w) {
+namespace {
+
+// after_wait.lua's request: a submission's (no token), or a fetched job's from its worker's
+// inflight hash.
+Request wait_request(const Keys& k, const Waiting& w) {
+  std::vector<std::string> keys{k.job(w.id),   k.waiting, k.after(w.id),
+                                k.after_until, k.live,    k.registering};
+  if (w.token != 0) keys.push_back(k.inflight(w.worker));
   std::vector<std::string> args{w.copy,
                                 w.id,
                                 w.queue,
@@ -16,15 +28,30 @@ Call<bool> after_wait(const Keys& k, const Waiting& w) {
                                 std::to_string(w.deadline),
                                 job::dependency_policy_name(w.policy),
                                 std::to_string(static_cast<int>(w.level)),
-                                std::to_string(w.cut)};
+                                std::to_string(w.cut),
+                                w.token != 0 ? std::to_string(w.token) : std::string()};
   args.insert(args.end(), w.refs.begin(), w.refs.end());
-  return Call<bool>{
-      Request{&scripts::after_wait(),
-              {k.job(w.id), k.waiting, k.after(w.id), k.after_until, k.live, k.registering},
-              std::move(args)},
-      [](redis::Reply r) -> OpResult<bool> {
-        if (r.type != redis::Reply::Type::integer) return redis::shape_error("after_wait", r);
-        return r.integer == 1;
+  return Request{&scripts::after_wait(), std::move(keys), std::move(args)};
+}
+
+}  // namespace
+
+Call<bool> after_wait(const Keys& k, const Waiting& w) {
+  return Call<bool>{wait_request(k, w), [](redis::Reply r) -> OpResult<bool> {
+                      if (r.type != redis::Reply::Type::integer)
+                        return redis::shape_error("after_wait", r);
+                      return r.integer == 1;
+                    }};
+}
+
+Call<WaitAnswer> after_wait_held(const Keys& k, const Waiting& w) {
+  return Call<WaitAnswer>{
+      wait_request(k, w), [](redis::Reply r) -> OpResult<WaitAnswer> {
+        if (r.type != redis::Reply::Type::integer || r.integer < 0 || r.integer > 2)
+          return redis::shape_error("after_wait", r);
+        return r.integer == 1   ? WaitAnswer::waits
+               : r.integer == 0 ? WaitAnswer::taken
+                                : WaitAnswer::not_held;
       }};
 }
 
@@ -51,6 +78,59 @@ Call<long long> after_registered(const Keys& k, const std::string& id) {
                              return redis::shape_error("ZREM of registering", r);
                            return r.integer;
                          }};
+}
+
+namespace {
+
+// The keys of shard `shard` of queue `queue`'s `n`.
+Keys shard_keys(const std::string& prefix, const std::string& queue, std::size_t shard,
+                std::size_t n) {
+  return Keys(prefix, queue, shard_tags(queue, n).at(shard));
+}
+
+// After_register's ids per call: a script holds Redis while it runs.
+constexpr std::size_t kRegisterChunk = 1000;
+
+}  // namespace
+
+async::Task<OpResult<long long>> register_waiter(redis::Client& c, const std::string& prefix,
+                                                 const std::string& queue, std::size_t shards,
+                                                 const std::string& id,
+                                                 const std::vector<std::string>& refs) {
+  std::map<std::string, std::size_t> counts{{queue, std::max<std::size_t>(1, shards)}};
+  std::map<std::pair<std::string, std::size_t>, std::vector<std::string>> by_slot;
+  for (const auto& ref : refs) {
+    std::string error;
+    auto d = job::dependency_of(ref, error);
+    if (!d || d->queue.empty()) continue;  // jobqd writes QUEUE/ID, always
+    auto it = counts.find(d->queue);
+    if (it == counts.end()) {
+      const auto ask = read_shards(Keys(prefix, d->queue));
+      OpResult<std::size_t> n = co_await run(c, ask);
+      if (!n.ok()) co_return n.error();
+      it = counts.emplace(d->queue, std::max<std::size_t>(1, *n)).first;
+    }
+    by_slot[{d->queue, home_shard(d->id, it->second)}].push_back(std::move(d->id));
+  }
+  const std::string waiter = queue + "/" + id;
+  long long final = 0;
+  for (const auto& [slot, ids] : by_slot) {
+    const Keys k = shard_keys(prefix, slot.first, slot.second, counts[slot.first]);
+    for (std::size_t from = 0; from < ids.size(); from += kRegisterChunk) {
+      const std::vector<std::string> part(
+          ids.begin() + static_cast<std::ptrdiff_t>(from),
+          ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), from + kRegisterChunk)));
+      const auto call = after_register(k, slot.first, waiter, part);
+      OpResult<long long> told = co_await run(c, call);
+      if (!told.ok()) co_return told.error();
+      final += *told;
+    }
+  }
+  const std::size_t n = counts[queue];
+  const auto done = after_registered(shard_keys(prefix, queue, home_shard(id, n), n), id);
+  OpResult<long long> left = co_await run(c, done);
+  if (!left.ok()) co_return left.error();
+  co_return final;
 }
 
 std::string Outcome::json() const {

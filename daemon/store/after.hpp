@@ -3,17 +3,24 @@
 // (at most once in effect), which releases it or ends it by its policy.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "async/async.hpp"
 #include "job/job.hpp"
+#include "redis/client.hpp"
 #include "store/call.hpp"
 #include "store/keys.hpp"
 
 namespace jq::store {
+
+/// How long a waiting job waits for a dependency nobody has submitted, when its queue's config
+/// says nothing (`after_timeout`, docs/workflows.md).
+inline constexpr std::chrono::milliseconds kDefaultAfterTimeout = std::chrono::hours(24);
 
 /// A job about to wait, as the daemon or jobqctl read it.
 struct Waiting {
@@ -27,10 +34,17 @@ struct Waiting {
   job::DependencyPolicy policy = job::DependencyPolicy::fail;
   job::Priority level = job::Priority::normal;
   std::vector<std::string> refs;  // QUEUE/ID each, in the job's order
+  /// A job a daemon fetched (pushed with `after`): its token in `worker`'s inflight hash, whence
+  /// it moves; 0 for a submission.
+  std::uint64_t token = 0;
+  std::string worker;
 };
 /// Into `waiting` (lua/after_wait.lua): true when it waits, false when another job of its id is
 /// not over (nothing written).
 Call<bool> after_wait(const Keys& k, const Waiting& w);
+/// The same for a job a daemon fetched (w.token set): from its inflight hash, if still held.
+enum class WaitAnswer : std::uint8_t { waits, taken, not_held };
+Call<WaitAnswer> after_wait_held(const Keys& k, const Waiting& w);
 
 /// In a dependency's slot (lua/after_register.lua): `waiter` (QUEUE/ID) waits for these jobs of
 /// queue `queue` (`k`'s): those final already go to the outbox; the others note it as their
@@ -41,6 +55,17 @@ Call<long long> after_register(const Keys& k, const std::string& queue, const st
 /// Every dependency's slot has noted waiting job `id` (after_register for each): it leaves the
 /// queue's `registering` set, which the due poll sweeps for what a crash left half told.
 Call<long long> after_registered(const Keys& k, const std::string& id);
+
+/// The second step of waiting, after after_wait: every dependency's slot notes waiting job `id`
+/// of `queue` (a queue of `shards` shards), one after_register per queue and shard (the shard
+/// counts of other queues read from Redis, in chunks of 1,000 ids), then after_registered. `refs`
+/// are `QUEUE/ID` each. How many were final already (their outcomes are in their queues'
+/// outboxes). Idempotent: a failure part way leaves the job in `registering`, and sending it
+/// again is harmless.
+async::Task<OpResult<long long>> register_waiter(redis::Client& c, const std::string& prefix,
+                                                 const std::string& queue, std::size_t shards,
+                                                 const std::string& id,
+                                                 const std::vector<std::string>& refs);
 
 /// How a dependency ended, as a waiting job is told it.
 struct Outcome {

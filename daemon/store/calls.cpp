@@ -404,21 +404,25 @@ Call<Recovered> recover(const Keys& k, const std::string& worker, bool own,
 // ---- delayed jobs ----
 
 Call<Due> due(const Keys& k, std::size_t limit, bool ring) {
-  std::vector<std::string> keys{k.delayed, k.pending_high, k.pending_low};
+  std::vector<std::string> keys{k.delayed, k.pending_high, k.pending_low,
+                                k.outbox,  k.after_until,  k.registering};
   if (ring) keys.push_back(k.groups);
-  return make<Due>(scripts::due(), std::move(keys), {std::to_string(limit)},
+  return make<Due>(scripts::due(), std::move(keys),
+                   {std::to_string(limit), std::to_string(kRegisterAgainAfter.count())},
                    [](Reply r) -> OpResult<Due> {
-                     if (!r.is_array() || r.elements.size() < 4) return bad("due", r);
+                     if (!r.is_array() || r.elements.size() < 5) return bad("due", r);
                      auto now = int_of(r.elements[0]);
                      auto levels = int_of(r.elements[2]);
                      auto grouped = int_of(r.elements[3]);
-                     if (!now || !levels || !grouped) return bad("due", r);
+                     auto after = int_of(r.elements[4]);
+                     if (!now || !levels || !grouped || !after) return bad("due", r);
                      Due out;
                      out.now = *now;
                      out.next_in = until(r.elements[1], *now);
                      out.levels = *levels;
                      out.grouped = *grouped > 0;
-                     for (std::size_t i = 4; i < r.elements.size(); ++i) {
+                     out.after_work = *after > 0;
+                     for (std::size_t i = 5; i < r.elements.size(); ++i) {
                        out.jobs.push_back(std::move(r.elements[i].str));
                      }
                      return out;
@@ -499,13 +503,14 @@ Call<bool> is_paused(const Keys& k) {
 }
 
 Call<std::vector<Repaired>> repair(const Keys& k, const std::string& worker, std::int64_t now_ms) {
-  // The ring of groups (group_by) and the lists and order of priorities too: a TYPE more each,
-  // only ever after a WRONGTYPE.
+  // The ring of groups (group_by), the lists and order of priorities and the keys of jobs that
+  // wait for others too: a TYPE more each, only ever after a WRONGTYPE.
   return repair_keys(
       {k.pending, k.delayed, k.leases, k.live, k.dead, k.dead_bodies, k.inflight(worker), k.cancels,
-       k.rate, k.groups, k.pending_high, k.pending_low, k.order},
+       k.rate, k.groups, k.pending_high, k.pending_low, k.order, k.waiting, k.dependents, k.outbox,
+       k.after_until, k.registering},
       {"list", "zset", "zset", "hash", "zset", "hash", "hash", "hash", "hash", "zset", "list",
-       "list", "hash"},
+       "list", "hash", "hash", "hash", "list", "zset", "zset"},
       now_ms);
 }
 

@@ -176,7 +176,14 @@ struct Due {
   /// The ring of groups holds some (asked only of a queue without group_by, whose jobs left in
   /// groups' lists go back to pending: QueueStore::ungroup).
   bool grouped = false;
+  /// Jobs that wait for others have work for the daemon (docs/workflows.md): outcomes in the
+  /// outbox, a waiting job past its after_timeout, or one whose registration a crash may have
+  /// cut short (kRegisterAgainAfter).
+  bool after_work = false;
 };
+/// A waiting job still in `registering` this long after it began to wait was left half told by a
+/// crash (its caller registers in milliseconds): the due poll registers it again.
+inline constexpr Millis kRegisterAgainAfter{5000};
 /// `ring`: look at the ring of groups too (a queue without group_by).
 Call<Due> due(const Keys& k, std::size_t limit, bool ring = false);
 /// A queue without priorities: the jobs of its priority lists into pending, at most `limit` of

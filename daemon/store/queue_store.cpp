@@ -96,6 +96,9 @@ Reading read_held(std::uint64_t token, std::string_view held, const job::Rules& 
   r.id = j.id;
   r.unique_key = j.unique_key;
   r.level = j.priority;
+  // A job released from waiting carries its dependencies' outcomes (parse took them from the
+  // copy, marker and all); one pushed with `after` has not waited yet.
+  r.waits = !j.after.empty() && j.dependencies.empty();
   r.claims = !j.id_assigned || (m && !m->nonce.empty());
   if (r.nonce.empty()) r.nonce = s.worker + ":" + std::to_string(token);
   r.handler = j.handler;
@@ -348,6 +351,11 @@ OpResult<Fetched> QueueStore::take(OpResult<FetchBatch> got, Unclaimed& unclaime
         out.away.push_back({h.token, home, std::move(h.copy)});
         continue;
       }
+    }
+    if (r.job && r.waits) {
+      // Into waiting, not claimed: its claim is taken when it is released and fetched again.
+      out.afters.push_back(std::move(r));
+      continue;
     }
     if (r.job && (r.claims || !r.unique_key.empty())) {
       // Its id to claim, its unique key to lock, or both.

@@ -28,6 +28,8 @@ namespace jq::store {
 
 using namespace std::chrono_literals;
 
+enum class WaitAnswer : std::uint8_t;  // store/after.hpp
+
 /// Unix time in milliseconds on this host.
 std::int64_t unix_ms();
 
@@ -65,6 +67,8 @@ struct Settings {
   UniqueRule unique;
   /// `group_by` (docs/groups.md): jobs sorted into groups, taken round robin (off: path empty).
   GroupRule groups;
+  /// How long a job waits for a dependency nobody has submitted (docs/workflows.md).
+  Millis after_timeout = std::chrono::hours(24);
 
   /// A config reload: takes what may change on a running queue from `next` (never the prefix,
   /// queue, worker or lease).
@@ -81,6 +85,7 @@ struct Settings {
     global_slots = next.global_slots;
     order = next.order;
     unique = next.unique;
+    after_timeout = next.after_timeout;
     // Its limits; whether the queue has groups, and by what, only changes with a restart.
     if (groups.on() && next.groups.on()) {
       groups.rate = next.groups.rate;
@@ -122,6 +127,9 @@ struct Reading {
   /// Its priority (its `priority` field, as parsed): the level's list it goes back to when it
   /// is given back or taken back, on a queue with priorities (docs/priorities.md).
   job::Priority level = job::Priority::normal;
+  /// It names jobs it waits for (`after`) and has not waited yet (a job pushed with LPUSH): it
+  /// enters `waiting` (QueueStore::enter_waiting) instead of running.
+  bool waits = false;
 };
 
 /// Reads a held copy (a fetch's, or one recovery found). `now` (Redis' clock) stands for
@@ -148,6 +156,8 @@ struct Fetched {
   /// that job (its id here).
   std::vector<std::pair<Reading, std::string>> duplicates;
   std::vector<Away> away;  // to forward home before the others are handed over
+  /// Held, valid, and to wait for the jobs they name (Reading::waits): not claimed, not run.
+  std::vector<Reading> afters;
   bool lease_lost = false;
   bool paused = false;
   std::int64_t limited_ms = 0;  // >0: a limit held jobs back; look again in this long
@@ -158,6 +168,7 @@ struct Fetched {
   void append(Fetched&& later) {
     for (auto& r : later.jobs) jobs.push_back(std::move(r));
     for (auto& a : later.away) away.push_back(std::move(a));
+    for (auto& r : later.afters) afters.push_back(std::move(r));
     lease_lost = later.lease_lost;
     paused = later.paused;
     limited_ms = later.limited_ms;
@@ -257,6 +268,18 @@ class QueueStore {
   /// Drops `owner`'s claim on `id` if no job holds it any more (garbage, a job deleted by hand),
   /// so that the jobs waiting for that id do not wait for ever. At most once a second per id.
   async::Task<void> check_claim(const std::string& id, const std::string& owner);
+
+  // ---- jobs that wait for others (docs/workflows.md; store/queue_after.cpp) ----
+  /// A fetched job with `after` (Reading::waits) moves from this worker's hold into `waiting`,
+  /// then its dependencies' slots learn of it. `taken`: another job of its id is not over (it is
+  /// still held: the caller has it wait as any such job); `not_held`: recovered by another
+  /// daemon meanwhile (forgotten here). An error leaves it held (reconcile returns it) or, after
+  /// the first step, in `registering` (the due poll registers it again).
+  async::Task<OpResult<WaitAnswer>> enter_waiting(const Reading& r);
+  /// Delivers up to `n` outcomes of the queue's outbox, oldest first, each to its waiting job's
+  /// slot (after_resolve), then out of the outbox. How many were taken; an error stops there (the
+  /// rest stay for the next drain: telling one twice is harmless).
+  async::Task<OpResult<std::size_t>> deliver_outcomes(std::size_t n);
 
   // ---- group_by (queue_groups.cpp) ----
   /// How many jobs a sort holds from pending at most: big batches, so that one group's backlog

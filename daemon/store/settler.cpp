@@ -175,6 +175,9 @@ Request settle_request(const QueueStore& store, std::vector<Settlement>& batch, 
   for (std::size_t i = oks; i < batch.size(); ++i) {
     push_other(req, k, batch[i], now, payloads, levels);
   }
+  // Last, after the keys push_other added: where the jobs waiting on these are noted and told.
+  req.keys.push_back(k.dependents);
+  req.keys.push_back(k.outbox);
   return req;
 }
 
@@ -215,9 +218,11 @@ struct Answers {
   std::vector<const redis::Reply*> said;
   bool readable = true;  // false: a reply of another shape, every change refused
   bool foreign = false;  // a change failed on a key holding what jobqd does not keep there
+  long long told = 0;    // outcomes put in the outbox for jobs that wait on these
 };
 
-// The reply lists only the changes whose answer is not plain done, as (index from 1, answer).
+// The reply lists only the changes whose answer is not plain done, as (index from 1, answer),
+// then (0, outcomes put in the outbox) when there were any.
 Answers read_answers(const redis::Reply& reply, const std::vector<Settlement>& batch) {
   Answers a;
   a.how.assign(batch.size(), Settled::done);
@@ -225,6 +230,11 @@ Answers read_answers(const redis::Reply& reply, const std::vector<Settlement>& b
   a.readable = reply.is_array() && reply.elements.size() % 2 == 0;
   for (std::size_t i = 0; a.readable && i + 1 < reply.elements.size(); i += 2) {
     const auto& index = reply.elements[i];
+    if (index.type == redis::Reply::Type::integer && index.integer == 0 &&
+        reply.elements[i + 1].type == redis::Reply::Type::integer) {
+      a.told = reply.elements[i + 1].integer;
+      continue;
+    }
     if (index.type != redis::Reply::Type::integer || index.integer < 1 ||
         static_cast<std::size_t>(index.integer) > batch.size()) {
       a.readable = false;
@@ -341,6 +351,7 @@ async::Task<void> Settler::run() {
     // Only when asked for: no coroutine frame per batch on the default path.
     if (store_.settings().wait_replicas > 0) co_await store_.replicated("job outcomes");
     const Answers a = read_answers(reply, batch);
+    if (a.told > 0 && told_) told_->set();
     if (!a.readable && refusals_.due()) {
       spdlog::error("queue {}: a settle reply of another shape ({}): its jobs stay held", queue,
                     reply.describe());

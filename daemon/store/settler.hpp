@@ -90,6 +90,9 @@ class Settler {
   std::uint64_t backlog() const noexcept { return enqueued_ - written_; }
   /// Deaths written since the last call (dead jobs to trim to the queue's bounds).
   bool take_deaths() noexcept { return std::exchange(deaths_, false); }
+  /// Set whenever a batch put outcomes in the queue's outbox for jobs that wait on its jobs
+  /// (docs/workflows.md): whoever drains the outbox waits on it. Must outlive the Settler's task.
+  void on_told(async::Event* e) noexcept { told_ = e; }
   /// `n` is going away: settlements that would tell it are still written, but tell nobody.
   void disown(const OnSettled* n) noexcept;
 
@@ -104,6 +107,7 @@ class Settler {
   std::uint64_t enqueued_ = 0;
   std::uint64_t written_ = 0;
   bool deaths_ = false;
+  async::Event* told_ = nullptr;
   async::Every refusals_{std::chrono::seconds(30)};
   async::JoinHandle<void> task_;
 };

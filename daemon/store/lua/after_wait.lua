@@ -4,21 +4,28 @@
 -- afterwards (after_register.lua, in their slots): in that order, an end that comes between the two
 -- finds it there to be told.
 --
--- KEYS: the job's state, waiting, its after hash, after_until, live, registering
+-- A job a daemon fetched (pushed with LPUSH, `after` and all) comes from its inflight hash, under
+-- the guard every settle change has: its token still held there.
+--
+-- KEYS: the job's state, waiting, its after hash, after_until, live, registering, and for a
+--       fetched job the worker's inflight hash
 -- ARGV: the copy, id, queue, submitted_at, deadline (unix ms), policy (fail, run, skip), level
 --       (0 high, 1 normal, 2 low: the list it goes to once released), cut (where in the copy the
 --       outcomes go once released: the daemon read it, before its marker or its closing brace),
---       then the references (QUEUE/ID), in the job's order
--- Returns 1 when it waits, 0 when another job of its id is not over (nothing written).
-local state, waiting, after, until_key, live, registering =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local id = ARGV[2]
+--       the fetched job's token ('' for a submission), then the references (QUEUE/ID), in the
+--       job's order
+-- Returns 1 when it waits, 0 when another job of its id is not over (nothing written), 2 when
+-- the fetched job is no longer held here (recovered by another daemon: nothing written).
+local state, waiting, after, until_key, live, registering, inflight =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local id, token = ARGV[2], ARGV[9]
+if token ~= '' and redis.call('HEXISTS', inflight, token) == 0 then return 2 end
 if redis.call('HEXISTS', live, id) == 1 and busy[status_of(state)] then return 0 end
 if redis.call('HEXISTS', waiting, id) == 1 then return 0 end
 redis.call('DEL', after)
-local n = #ARGV - 8
+local n = #ARGV - 9
 local order = {}
-for k = 9, #ARGV do order[#order + 1] = ARGV[k] end
+for k = 10, #ARGV do order[#order + 1] = ARGV[k] end
 redis.call('HSET', after, '#left', tostring(n), '#policy', ARGV[6], '#level', ARGV[7], '#cut',
            ARGV[8], '#order', table.concat(order, '\n'))
 -- A field per dependency, '' until told, in HSETs of at most 1,000 (unpack has a bound well
@@ -32,6 +39,7 @@ for from = 1, n, 1000 do
   redis.call('HSET', after, unpack(fields))
 end
 redis.call('HSET', waiting, id, ARGV[1])
+if token ~= '' then redis.call('HDEL', inflight, token) end
 redis.call('ZADD', until_key, ARGV[5], id)
 -- Until its dependencies' slots have all noted it (the caller's next step, after_register.lua).
 redis.call('ZADD', registering, now_ms(), id)

@@ -111,20 +111,27 @@ local function held_by_live(leases, named, now)
   return used, #live
 end
 
--- A job that waits for others (docs/workflows.md) is told when one of them is final: the jobs
--- `dependents` notes for job `id` of `queue` each get its outcome through the queue's `outbox`
--- (a daemon drains it: after_resolve.lua in each waiting job's slot), and the note goes, so that
--- a later job of the same id tells nobody. Every script that makes a job final calls this.
--- `result` is a success's, `error` and `kind` a failure's or a cancel's. How many were told.
-local function tell_dependents(dependents, outbox, queue, id, status, result, error, kind)
-  local waiters = redis.call('HGET', dependents, id)
-  if not waiters then return 0 end
+-- A job that waits for others (docs/workflows.md) is told when one of them is final: each job
+-- `waiters` names (QUEUE/ID, one per line: what `dependents` noted for job `id` of `queue`) gets
+-- its outcome through the queue's `outbox` (a daemon drains it: after_resolve.lua in each waiting
+-- job's slot). `result` is a success's, `error` and `kind` a failure's or a cancel's. How many
+-- were told.
+local function tell_waiters(waiters, outbox, queue, id, status, result, error, kind)
   local n = 0
   for w in string.gmatch(waiters, '[^\n]+') do
     redis.call('RPUSH', outbox, cjson.encode({to = w, job = id, queue = queue, status = status,
       result = result or '', error = error or '', error_kind = kind or ''}))
     n = n + 1
   end
-  redis.call('HDEL', dependents, id)
   return n
+end
+
+-- The same for one job, its note in `dependents` read and removed (so that a later job of the same
+-- id tells nobody). Every script that makes a job final calls this (settle.lua, many at once, its
+-- own way); how many were told.
+local function tell_dependents(dependents, outbox, queue, id, status, result, error, kind)
+  local waiters = redis.call('HGET', dependents, id)
+  if not waiters then return 0 end
+  redis.call('HDEL', dependents, id)
+  return tell_waiters(waiters, outbox, queue, id, status, result, error, kind)
 end

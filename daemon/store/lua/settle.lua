@@ -14,9 +14,13 @@
 -- that moves its copy and lets go of its token in one go: one that fails leaves its job held,
 -- never lost or doubled, and its error comes back in place of its answer.
 --
+-- A job made final here (a success, a dead one under its own id, a cancel) tells the jobs that
+-- wait for it (docs/workflows.md) through the outbox: one EXISTS of `dependents` per batch, and
+-- only when that finds it, one HMGET of the batch's final ids.
+--
 -- KEYS: inflight, delayed, dead, pending, live, dead_bodies, then each change's state key, in
 --       order (the successes' first, then the others'; a `dead` change's fresh key and a `back`
---       change's priority list after all)
+--       change's priority list after all), then dependents and outbox, last
 -- ARGV: worker, queue, events channel, keep succeeded (s; 0: delete at once), keep failed and
 --       cancelled (ms), now (ms, Redis' clock as the daemon carries it), the number of successes,
 --       payloads ('1': the queue retains payloads, and each success, dead and cancel carries
@@ -47,9 +51,11 @@
 --           names the job (docs/unique.md; sent right after the job's end, or as it starts)
 -- Returns, for the changes whose answer is not plain `done`, their index and answer: 0 (not held:
 -- nothing done), 2 (dead, recorded under the fresh id), a claim (claim: it belongs to another
--- job), or an error message (that change failed).
+-- job), or an error message (that change failed); then, when jobs waiting for these were told
+-- through the outbox, index 0 and how many (the daemon drains it at once).
 local inflight, delayed, dead, pending, live, bodies =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local dependents, outbox = KEYS[#KEYS - 1], KEYS[#KEYS]
 local worker, queue, channel, keep_s, keep_failed, nows =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local now = tonumber(nows)
@@ -137,6 +143,15 @@ local function final(key, status, m, v1, v2, file, payload)
   drop_stale(key, added, 10, file, payload, 'result')
 end
 
+-- The jobs made final in this batch, for those that wait on them: id, status, result, error,
+-- error_kind, five entries each.
+local finals, nf = {}, 0
+local function ended(id, status, result, error, kind)
+  finals[nf + 1], finals[nf + 2], finals[nf + 3], finals[nf + 4], finals[nf + 5] =
+    id, status, result, error, kind
+  nf = nf + 5
+end
+
 -- A claim goes with its job's end (a claim is only ever its holder's while the job runs).
 local function release(id)
   redis.call('HDEL', live, id)
@@ -169,7 +184,10 @@ local function other(b, code, tok, key, id, nonce, copy)
       redis.call('ZADD', dead, now, id)
       redis.call('HDEL', inflight, tok)
     end
-    if r == 1 then release(id) end
+    if r == 1 then
+      release(id)
+      ended(id, 'failed', '', ARGV[b + 8], ARGV[b + 9])
+    end
     if loud then event(channel, queue, id, 'failed') end
     return r
   elseif code == 'cancel' then
@@ -177,6 +195,7 @@ local function other(b, code, tok, key, id, nonce, copy)
     redis.call('PEXPIRE', key, keep_failed)
     if copy then redis.call('HDEL', inflight, tok) end
     release(id)
+    ended(id, 'cancelled', '', ARGV[b + 8], 'cancelled')
     if loud then event(channel, queue, id, 'cancelled') end
   elseif code == 'back' then
     if ARGV[b + 4] ~= '' then
@@ -233,7 +252,9 @@ for k = 1, oks do
   else
     if keep_s == '0' then
       dels[#dels + 1] = key
+      ended(id, 'succeeded', '', '', '')
     else
+      ended(id, 'succeeded', ARGV[b + 6], '', '')
       local file, payload = ARGV[b + 7], ''
       if payloads then payload = ARGV[b + 8] end
       local added = hset(key, 'status', 'succeeded', 'queue', queue, 'handler', ARGV[b + 3],
@@ -277,4 +298,23 @@ end
 if #dels > 0 then redis.call('DEL', unpack(dels)) end
 if f > 0 then redis.call('HDEL', live, unpack(frees)) end
 if d > 0 then redis.call('HDEL', inflight, unpack(done)) end
+if nf > 0 and redis.call('EXISTS', dependents) == 1 then
+  local ids, n = {}, nf / 5
+  for k = 1, n do ids[k] = finals[k * 5 - 4] end
+  local waiters = redis.call('HMGET', dependents, unpack(ids))
+  local told, gone = 0, {}
+  for k = 1, n do
+    if waiters[k] then
+      local e = k * 5 - 4
+      told = told + tell_waiters(waiters[k], outbox, queue, ids[k], finals[e + 1],
+        finals[e + 2], finals[e + 3], finals[e + 4])
+      gone[#gone + 1] = ids[k]
+    end
+  end
+  if #gone > 0 then redis.call('HDEL', dependents, unpack(gone)) end
+  if told > 0 then
+    out[#out + 1] = 0
+    out[#out + 1] = told
+  end
+end
 return out

@@ -1,0 +1,94 @@
+// The queue store's side of jobs that wait for others (docs/workflows.md): a fetched job with
+// `after` moved into `waiting`, and the queue's outbox delivered to the waiting jobs it tells.
+#include <map>
+
+#include <spdlog/spdlog.h>
+
+#include "store/after.hpp"
+#include "store/queue_store.hpp"
+#include "store/shards.hpp"
+
+namespace jq::store {
+
+async::Task<OpResult<WaitAnswer>> QueueStore::enter_waiting(const Reading& r) {
+  const job::Job& j = *r.job;
+  Waiting w;
+  w.id = r.id;
+  w.queue = s_.queue;
+  // Its copy as pending would hold it once released: the job's text (with the id jobqd gave it,
+  // if any) and a marker of no attempts, so that it keeps its id and submitted_at.
+  Marker m;
+  m.submitted_at = r.submitted_at;
+  m.id = r.id;
+  m.max = r.max_attempts;
+  const Copy c = split(j.raw);
+  w.copy = j.raw.substr(0, c.cut) + c.tail(m);
+  w.cut = c.cut;
+  w.submitted_at = r.submitted_at;
+  w.deadline = redis_now() + s_.after_timeout.count();
+  w.policy = j.on_dependency_failure;
+  w.level = j.priority;
+  w.refs.reserve(j.after.size());
+  for (const auto& d : j.after)
+    w.refs.push_back((d.queue.empty() ? s_.queue : d.queue) + "/" + d.id);
+  w.token = r.token;
+  w.worker = s_.worker;
+  const auto call = after_wait_held(keys_, w);
+  OpResult<WaitAnswer> said = co_await run(main_, call);
+  if (!said.ok() || *said == WaitAnswer::taken) co_return said;
+  held_.erase(r.token);  // out of this worker's hold (or someone else's already)
+  if (*said == WaitAnswer::not_held) co_return said;
+  OpResult<long long> told =
+      co_await register_waiter(main_, s_.prefix, s_.queue, s_.shards, w.id, w.refs);
+  if (!told.ok()) {
+    if (upkeep_errors_.due()) {
+      spdlog::error(
+          "queue {}: job {} waits, but telling what it waits for failed ({}); the due poll "
+          "tries again",
+          s_.queue, w.id, told.error().message);
+    }
+  }
+  co_return said;
+}
+
+async::Task<OpResult<std::size_t>> QueueStore::deliver_outcomes(std::size_t n) {
+  const auto head = outbox_head(keys_, n);
+  OpResult<std::vector<std::string>> entries = co_await run(main_, head);
+  if (!entries.ok()) co_return entries.error();
+  // The waiting jobs' queues' shard counts, read once a drain.
+  std::map<std::string, std::size_t> counts{{s_.queue, s_.shards}};
+  for (const auto& text : *entries) {
+    auto e = outbox_entry(text);
+    if (!e) {
+      spdlog::error(
+          "queue {}: dropped an entry of {} that is no outcome jobqd wrote (garbage written by "
+          "hand?): {}",
+          s_.queue, keys_.outbox, text.substr(0, 200));
+    } else {
+      auto it = counts.find(e->to_queue);
+      if (it == counts.end()) {
+        const auto ask = read_shards(Keys(s_.prefix, e->to_queue));
+        OpResult<std::size_t> got = co_await run(main_, ask);
+        if (!got.ok()) co_return got.error();
+        it = counts.emplace(e->to_queue, std::max<std::size_t>(1, *got)).first;
+      }
+      const std::size_t shards = it->second;
+      const Keys to(s_.prefix, e->to_queue,
+                    shard_tags(e->to_queue, shards).at(home_shard(e->to_id, shards)));
+      // The waiting job's queue's bounds are this daemon's when it serves it; otherwise the
+      // defaults (the job was checked against its own when it began to wait).
+      const bool own = e->to_queue == s_.queue;
+      const auto tell = after_resolve(to, e->to_queue, e->to_id, e->outcome,
+                                      own ? s_.dead_ttl.count() : Settings{}.dead_ttl.count(),
+                                      own ? s_.max_job_bytes : Settings{}.max_job_bytes);
+      OpResult<Resolved> told = co_await run(main_, tell);
+      if (!told.ok()) co_return told.error();
+    }
+    const auto gone = outbox_done(keys_, text);
+    OpResult<long long> removed = co_await run(main_, gone);
+    if (!removed.ok()) co_return removed.error();
+  }
+  co_return entries->size();
+}
+
+}  // namespace jq::store

@@ -1,0 +1,215 @@
+// Jobs that wait for other jobs (docs/workflows.md) with real daemons: chains across queues pushed
+// in any order with LPUSH, a fan-out and a fan-in that reads every result, the failure policies,
+// and what the handlers get (an exec handler's job JSON, an http handler's body).
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/support/daemon.hpp"
+#include "tests/support/fixtures.hpp"
+#include "tests/support/http_server.hpp"
+
+using namespace jq::test;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+std::string state_of(SyncRedis& r, const std::string& queue, const std::string& id,
+                     const std::string& field = "status") {
+  return job_states(r, queue, {id}, {field}).front()[field];
+}
+
+long long time_of(SyncRedis& r, const std::string& queue, const std::string& id,
+                  const std::string& field) {
+  const std::string t = state_of(r, queue, id, field);
+  return t.empty() ? -1 : std::stoll(t);
+}
+
+}  // namespace
+
+TEST_CASE("workflows: a chain of three across two queues, pushed last first, runs in order",
+          "[integration][workflows]") {
+  RedisServer redis;
+  Daemon d(redis, R"(
+handlers:
+  echo: {type: builtin, name: echo}
+  cat: {type: exec, command: [")" +
+                      fixture("cat_stdin") + R"("]}
+queues:
+  a: {handler: echo}
+  b: {handler: cat}
+)");
+  d.start_and_wait(redis, "a");
+  auto r = redis.client();
+  // c (queue b) waits for b1 (queue a), which waits for a1 (queue a): pushed c first, a1 last,
+  // so that the daemon meets each before what it waits for exists.
+  push(r, "b", {R"({"id":"c","payload":{"step":3},"after":["a/b1"]})"});
+  REQUIRE(eventually([&] { return state_of(r, "b", "c") == "waiting"; }, 10s));
+  CHECK(state_of(r, "b", "c", "after") == "a/b1");
+  CHECK(state_of(r, "b", "c", "waiting_for") == "1");
+  push(r, "a", {R"({"id":"b1","payload":{"step":2},"after":["a1"]})"});
+  REQUIRE(eventually([&] { return state_of(r, "a", "b1") == "waiting"; }, 10s));
+  // Nothing runs while it waits.
+  CHECK(state_of(r, "b", "c") == "waiting");
+  push(r, "a", {R"({"id":"a1","payload":{"step":1}})"});
+  REQUIRE(eventually([&] { return state_of(r, "b", "c") == "succeeded"; }, 10s));
+  CHECK(state_of(r, "a", "a1") == "succeeded");
+  CHECK(state_of(r, "a", "b1") == "succeeded");
+  // In order: each started after what it waited for finished.
+  CHECK(time_of(r, "a", "b1", "started_at") >= time_of(r, "a", "a1", "finished_at"));
+  CHECK(time_of(r, "b", "c", "started_at") >= time_of(r, "a", "b1", "finished_at"));
+  // c's handler (cat: its result is the job JSON it got on stdin) saw b1's outcome, whose result
+  // is b1's payload (echo); its own payload where it always is.
+  const json got = json::parse(state_of(r, "b", "c", "result"));
+  CHECK(got["payload"] == json{{"step", 3}});
+  REQUIRE(got["dependencies"].size() == 1);
+  const json& dep = got["dependencies"][0];
+  CHECK(dep["job"] == "b1");
+  CHECK(dep["queue"] == "a");
+  CHECK(dep["status"] == "succeeded");
+  CHECK(json::parse(dep["result"].get<std::string>()) == json{{"step", 2}});
+  // Nothing left behind: no waiting copies, no notes, an empty outbox.
+  for (const char* q : {"a", "b"}) {
+    const std::string base = std::string("jobq:{") + q + "}:";
+    for (const char* key : {"waiting", "dependents", "outbox", "after_until", "registering"}) {
+      INFO(base + key);
+      CHECK(r.integer({"EXISTS", base + key}) == 0);
+    }
+  }
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("workflows: a fan-out of 1,000 and a fan-in that reads every result",
+          "[integration][workflows]") {
+  RedisServer redis;
+  Daemon d(redis, R"(
+handlers:
+  echo: {type: builtin, name: echo}
+  cat: {type: exec, command: [")" +
+                      fixture("cat_stdin") + R"("]}
+queues:
+  parts: {handler: echo, concurrency: 50, buffer: 200}
+  sum: {handler: cat, max_job_bytes: 4MB}
+)");
+  d.start_and_wait(redis, "parts");
+  auto r = redis.client();
+  const auto parts = ids("p", 1000);
+  json after = json::array();
+  for (const auto& id : parts) after.push_back("parts/" + id);
+  // The fan-in first: it waits for 1,000 jobs nobody has pushed yet.
+  push(r, "sum", {json{{"id", "all"}, {"payload", "sum"}, {"after", after}}.dump()});
+  REQUIRE(eventually([&] { return state_of(r, "sum", "all") == "waiting"; }, 10s));
+  CHECK(state_of(r, "sum", "all", "waiting_for") == "1000");
+  std::vector<std::string> jobs;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    jobs.push_back(json{{"id", parts[i]}, {"payload", {{"n", i}}}}.dump());
+  }
+  push(r, "parts", jobs);
+  REQUIRE(eventually([&] { return state_of(r, "sum", "all") == "succeeded"; }, 60s));
+  CHECK(count_status(r, "parts", parts, "succeeded") == parts.size());
+  const json got = json::parse(state_of(r, "sum", "all", "result"));
+  REQUIRE(got["dependencies"].size() == parts.size());
+  // In after's order, each with its own result.
+  long long sum = 0;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const json& dep = got["dependencies"][i];
+    CHECK(dep["job"] == parts[i]);
+    sum += json::parse(dep["result"].get<std::string>())["n"].get<long long>();
+  }
+  CHECK(sum == 999 * 1000 / 2);
+  // Ran once.
+  CHECK(state_of(r, "sum", "all", "attempts") == "1");
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("workflows: each failure policy, and a failure told down a chain",
+          "[integration][workflows]") {
+  RedisServer redis;
+  Daemon d(redis, R"(
+handlers:
+  echo: {type: builtin, name: echo}
+  fail: {type: builtin, name: fail}
+  cat: {type: exec, command: [")" +
+                      fixture("cat_stdin") + R"("]}
+queues:
+  q: {handler: echo, max_attempts: 1}
+  w: {handler: cat}
+)");
+  d.start_and_wait(redis, "q");
+  auto r = redis.client();
+  push(r, "w",
+       {R"({"id":"f","payload":1,"after":["q/ok","q/bad"]})",
+        R"({"id":"s","payload":2,"after":["q/bad"],"on_dependency_failure":"skip"})",
+        R"({"id":"run","payload":3,"after":["q/ok","q/bad"],"on_dependency_failure":"run"})",
+        // Down a chain: it waits for f, which fails by its policy.
+        R"({"id":"g","payload":4,"after":["f"]})"});
+  REQUIRE(eventually(
+      [&] {
+        return count_status(r, "w", {"f", "s", "run", "g"}, "waiting") == 4;
+      },
+      10s));
+  push(r, "q",
+       {R"({"id":"ok","payload":"fine"})",
+        R"({"id":"bad","handler":"fail","payload":{"message":"broke"}})"});
+  REQUIRE(eventually(
+      [&] {
+        return state_of(r, "w", "f") == "failed" && state_of(r, "w", "s") == "cancelled" &&
+               state_of(r, "w", "run") == "succeeded" && state_of(r, "w", "g") == "failed";
+      },
+      15s));
+  CHECK(state_of(r, "w", "f", "error_kind") == "dependency");
+  CHECK(state_of(r, "w", "f", "error").find("dependency q/bad failed") != std::string::npos);
+  CHECK(state_of(r, "w", "s", "error_kind") == "dependency");
+  CHECK(state_of(r, "w", "g", "error").find("dependency w/f failed") != std::string::npos);
+  // `run` ran, and saw the failure.
+  const json got = json::parse(state_of(r, "w", "run", "result"));
+  REQUIRE(got["dependencies"].size() == 2);
+  CHECK(got["dependencies"][0]["status"] == "succeeded");
+  CHECK(got["dependencies"][1]["status"] == "failed");
+  CHECK(got["dependencies"][1]["error"] == "broke");
+  // The ones that never ran have no start.
+  CHECK(state_of(r, "w", "f", "started_at").empty());
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("workflows: an http handler gets the payload beside the dependencies' outcomes",
+          "[integration][workflows]") {
+  RedisServer redis;
+  HttpServer server;
+  Daemon d(redis, R"(
+handlers:
+  echo: {type: builtin, name: echo}
+  hook: {type: http, url: ")" +
+                      server.url("/hook") + R"("}
+queues:
+  a: {handler: echo}
+  h: {handler: hook}
+)");
+  d.start_and_wait(redis, "a");
+  auto r = redis.client();
+  push(r, "h",
+       {R"({"id":"plain","payload":{"x":1}})", R"({"id":"w","payload":{"x":2},"after":["a/d"]})"});
+  push(r, "a", {R"({"id":"d","payload":"done"})"});
+  REQUIRE(eventually([&] { return count_status(r, "h", {"plain", "w"}, "succeeded") == 2; }, 10s));
+  const auto got = server.requests();
+  REQUIRE(got.size() == 2);
+  for (const auto& req : got) {
+    const json body = json::parse(req.body);
+    const auto header = [&](const std::string& name) {
+      auto it = req.headers.find(name);
+      return it == req.headers.end() ? std::string() : it->second;
+    };
+    if (header("x-jobq-id") == "plain") {
+      CHECK(body == json{{"x", 1}});  // as today
+      CHECK(header("x-jobq-body").empty());
+    } else {
+      CHECK(header("x-jobq-body") == "dependencies");
+      CHECK(body["payload"] == json{{"x", 2}});
+      REQUIRE(body["dependencies"].size() == 1);
+      CHECK(body["dependencies"][0]["job"] == "d");
+      CHECK(body["dependencies"][0]["result"] == "\"done\"");
+    }
+  }
+  CHECK(d.stop() == 0);
+}
