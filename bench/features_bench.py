@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""make bench, features section (issue #24): what a queue feature costs, as a ratio against the
+"""make bench, features section (issues #24, #25): what a queue feature costs, as a ratio against the
 same queue without it, measured in the same run.
 
 Each run: a redis-server of this script's own (Debian's, a free port of 127.0.0.1, its own
@@ -32,7 +32,7 @@ commands, CPU and reads per job: above 1 is costlier). About a minute at scale 1
 Usage: features_bench.py BUILD_DIR [SCALE]   (SCALE: default $BENCH_SCALE, else 1; N = 60,000 x
 SCALE, at least 1,000). Python: Debian's python3 with python3-redis.
 Environment: BENCH_VERBOSE=1: each run's figures (CPU's system share too) and its commands per
-job by name, on stderr.
+job by name, on stderr. BENCH_ONLY=TEXT: only the rows whose label holds TEXT (and plain).
 """
 import atexit
 import collections
@@ -90,6 +90,18 @@ VARIANTS = [
     # group_by's alone): the count's cost in the group fetch.
     ("group_by + global_concurrency: 10", "group_by: payload.tenant, global_concurrency: 10",
      lambda i: {"payload": {"tenant": f"t{i % 10}"}}),
+    # Jobs that wait for others (docs/workflows.md) need ids to name: their own cost first, then
+    # the dependencies' on top of it (read each against this row as well as against plain's).
+    ("ids (control)", "", lambda i: {"id": f"j{i}", "payload": {}}),
+    # Chains of 10: each job waits for the one before (pushed in order: the daemon meets most
+    # while what they wait for is queued or running). 9 of 10 jobs wait.
+    ("after: chains of 10", "", lambda i: dict({"id": f"j{i}", "payload": {}},
+                                               **({"after": [f"j{i - 1}"]} if i % 10 else {}))),
+    # Fan-out and fan-in: of each 100 jobs, the last waits for the 99 before it and gets their
+    # 99 outcomes.
+    ("after: fan-in of 99", "", lambda i: dict(
+        {"id": f"j{i}", "payload": {}},
+        **({"after": [f"j{k}" for k in range(i - 99, i)]} if i % 100 == 99 else {}))),
 ]
 
 # The list a job of each priority is pushed to (docs/priorities.md).
@@ -285,6 +297,10 @@ def remaining(c):
     left = c.call("ZCARD", f"{K}:groups")
     if left:
         return left
+    # Jobs that wait for others, and outcomes not yet told to them.
+    left = c.call("HLEN", f"{K}:waiting") + c.call("LLEN", f"{K}:outbox")
+    if left:
+        return left
     for worker in c.call("ZRANGE", f"{K}:leases", 0, -1):
         left += c.call("HLEN", f"{K}:inflight:{worker}")
     return left
@@ -403,7 +419,10 @@ def main():
         srv, port, ctl = start_redis(tmp)
         try:
             variants = [VARIANTS[0]]
+            only = os.environ.get("BENCH_ONLY", "")
             for i, v in enumerate(VARIANTS[1:]):
+                if only and only not in v[0]:
+                    continue
                 ok, why = accepted(write_config(tmp, f"check-{i}", port, v[1]))
                 if ok:
                     variants.append(v)

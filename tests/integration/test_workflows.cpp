@@ -3,6 +3,9 @@
 // and what the handlers get (an exec handler's job JSON, an http handler's body).
 #include <catch2/catch.hpp>
 
+#include <fstream>
+#include <map>
+
 #include <nlohmann/json.hpp>
 
 #include "tests/support/daemon.hpp"
@@ -212,4 +215,141 @@ queues:
     }
   }
   CHECK(d.stop() == 0);
+}
+
+TEST_CASE("workflows: 100 flows of 20 while daemons are killed -9 in turn",
+          "[integration][workflows][kill]") {
+  // Each flow: a root, 18 jobs that wait for it (across two queues), and a fan-in that waits for
+  // the 18 and appends its id to a file each time it runs. Pushed last first, so that every job
+  // meets a daemon before what it waits for exists.
+  RedisServer redis;
+  TempDir dir;
+  const std::string ran = (dir.path() / "fan_ins").string();
+  const std::string yaml = R"(
+handlers:
+  nap: {type: builtin, name: sleep}
+  note: {type: exec, command: ["/bin/sh", "-c", "echo \"$0\" >> )" +
+                           ran + R"(", "{id}"]}
+queues:
+  x: {handler: nap, concurrency: 8, max_attempts: 20}
+  y: {handler: nap, concurrency: 8, max_attempts: 20}
+)";
+  std::vector<std::unique_ptr<Daemon>> daemons;
+  for (int i = 0; i < 2; ++i) {
+    daemons.push_back(std::make_unique<Daemon>(redis, yaml));
+    daemons.back()->start();
+  }
+  auto r = redis.client();
+  struct Job {
+    std::string queue, id;
+    std::vector<std::string> after;  // QUEUE/ID
+  };
+  std::vector<Job> all;
+  for (int f = 0; f < 100; ++f) {
+    const std::string p = "f" + std::to_string(f) + "-";
+    all.push_back({"x", p + "root", {}});
+    std::vector<std::string> mids;
+    for (int m = 0; m < 18; ++m) {
+      const std::string q = m % 2 == 0 ? "x" : "y";
+      all.push_back({q, p + "m" + std::to_string(m), {"x/" + p + "root"}});
+      mids.push_back(q + "/" + all.back().id);
+    }
+    all.push_back({"y", p + "end", mids});
+  }
+  std::vector<std::vector<std::string>> cmds;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    json j = {{"id", it->id}, {"payload", {{"ms", 20}}}};
+    if (!it->after.empty()) j["after"] = it->after;
+    if (it->id.ends_with("end")) j["handler"] = "note";
+    cmds.push_back({"LPUSH", "jobq:{" + it->queue + "}:pending", j.dump()});
+  }
+  r.pipeline(cmds);
+  auto succeeded = [&] {
+    std::size_t n = 0;
+    for (const char* q : {"x", "y"}) {
+      std::vector<std::string> mine;
+      for (const auto& j : all) {
+        if (j.queue == q) mine.push_back(j.id);
+      }
+      n += count_status(r, q, mine, "succeeded");
+    }
+    return n;
+  };
+  auto done = [&] { return succeeded() == all.size(); };
+  auto serving = [&](Daemon& d) {
+    const std::string mine = "." + std::to_string(d.pid()) + ".";
+    return eventually(
+        [&] {
+          for (const char* q : {"x", "y"}) {
+            bool held = false;
+            for (auto& m :
+                 r.cmd({"ZRANGE", std::string("jobq:{") + q + "}:leases", "0", "-1"}).elements) {
+              held = held || m.str.find(mine) != std::string::npos;
+            }
+            if (!held) return false;
+          }
+          return true;
+        },
+        20s);
+  };
+  const auto [kills, not_serving] = kill_in_turn(daemons, done, serving, 8);
+  CHECK(not_serving == 0);
+  const bool finished = eventually(done, 60s);
+  if (!finished) {
+    for (const auto& j : all) {
+      const auto st = job_states(r, j.queue, {j.id}, {"status", "waiting_for"}).front();
+      if (st.at("status") == "succeeded") continue;
+      const std::string base = "jobq:{" + j.queue + "}:";
+      UNSCOPED_INFO(j.queue << "/" << j.id << ": " << st.at("status") << ", waiting for "
+                            << st.at("waiting_for") << ", registering "
+                            << r.cmd({"ZSCORE", base + "registering", j.id}).str);
+    }
+  }
+  CHECK(finished);
+  INFO("kills: " << kills << ", succeeded " << succeeded() << " of " << all.size());
+  CHECK(kills >= 3);
+  CHECK(r.integer({"ZCARD", "jobq:{x}:dead"}) + r.integer({"ZCARD", "jobq:{y}:dead"}) == 0);
+  // None ran before what it waited for was final (its last start after their ends; a few ms for
+  // the daemons' estimates of Redis' clock).
+  std::map<std::string, std::pair<long long, long long>> times;  // QUEUE/ID -> start, end
+  for (const char* q : {"x", "y"}) {
+    std::vector<std::string> mine;
+    for (const auto& j : all) {
+      if (j.queue == q) mine.push_back(j.id);
+    }
+    const auto st = job_states(r, q, mine, {"started_at", "finished_at"});
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+      if (st[i].at("started_at").empty() || st[i].at("finished_at").empty()) continue;
+      times[std::string(q) + "/" + mine[i]] = {std::stoll(st[i].at("started_at")),
+                                               std::stoll(st[i].at("finished_at"))};
+    }
+  }
+  std::size_t early = 0;
+  for (const auto& j : all) {
+    for (const auto& d : j.after) {
+      early += times[j.queue + "/" + j.id].first + 5 < times[d].second;
+    }
+  }
+  CHECK(early == 0);
+  // Each fan-in ran, and no more often than its attempts say (an attempt a kill cut short may
+  // not have written its line): released once. A second release would run as a job of its own
+  // after the first, its attempts counted from 1 again.
+  std::map<std::string, int> runs;
+  std::ifstream in(ran);
+  for (std::string line; std::getline(in, line);) ++runs[line];
+  for (const auto& j : all) {
+    if (!j.id.ends_with("end")) continue;
+    const auto attempts = job_states(r, "y", {j.id}, {"attempts"}).front().at("attempts");
+    INFO(j.id << " ran " << runs[j.id] << " time(s) in " << attempts << " attempt(s)");
+    CHECK(runs[j.id] >= 1);
+    CHECK(runs[j.id] <= std::stoi(attempts));
+  }
+  for (auto& d : daemons) CHECK(d->stop() == 0);
+  for (const char* q : {"x", "y"}) {
+    const std::string base = std::string("jobq:{") + q + "}:";
+    for (const char* key : {"waiting", "dependents", "outbox", "after_until", "registering"}) {
+      INFO(base + key);
+      CHECK(r.integer({"EXISTS", base + key}) == 0);
+    }
+  }
 }
