@@ -567,9 +567,9 @@ CancelStep Admin::request_cancel(const Keys& k, const std::string& queue, const 
   return step;
 }
 
-// A job waiting in pending or delayed is taken out and cancelled here; one a daemon holds
-// (running, or in its buffer) gets a request that every jobqd reads within a second, and the one
-// holding it stops it as at a timeout.
+// A job waiting in pending, delayed or for its dependencies is taken out and cancelled here; one
+// a daemon holds (running, or in its buffer) gets a request that every jobqd reads within a
+// second, and the one holding it stops it as at a timeout.
 CancelStep Admin::cancel_step(const std::string& queue, const std::string& id,
                               const std::string& why, bool asked) {
   check_queue(queue);
@@ -679,6 +679,18 @@ CancelStep Admin::cancel_found(const std::vector<Keys>& shards, const std::strin
   if (!seen.held_by.empty()) return request_cancel(k, queue, id, seen, false);
   const Millis keep(keep_failed_ms(queue));
   const bool payload = layout_.retain_payload && layout_.retain_payload(queue);
+  // Waiting for its dependencies: taken out of `waiting` and cancelled there; its dependents are
+  // told. One released meanwhile is looked for again (it is in pending now, or held).
+  if (seen.status == "waiting") {
+    const std::string copy = call(c_, waiting_copy(k, id));
+    if (!copy.empty()) {
+      const std::string was = "waiting for its dependencies";
+      auto r = call(c_, cancel(k, queue, id, "waiting", copy, keep, why + " while " + was,
+                               payload ? retained_payload(copy) : std::string()));
+      if (r.what == "cancelled") return {"cancelled", "cancelled", was};
+      return {"raced", seen.status, ""};
+    }
+  }
   for (const auto& copy : copies_now()) {
     if (copy.away && !bring_home(c_, shards.front(), k, copy)) return {"raced", seen.status, ""};
     const std::string was = k.waiting_list(copy.where) ? "queued" : "waiting in delayed";

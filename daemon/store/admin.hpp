@@ -119,8 +119,9 @@ struct JobPage {
 inline constexpr const char* kListStates[] = {"pending", "delayed", "running", "buffered", "dead"};
 
 /// What one cancel step did (cancel_step): `what` is
-/// - cancelled: taken out of pending or delayed and cancelled there (`was`: queued, or waiting
-///   in delayed);
+/// - cancelled: taken out of pending, delayed or waiting (for its dependencies) and cancelled
+///   there, the jobs waiting on it told (`was`: queued, waiting in delayed, or waiting for its
+///   dependencies);
 /// - requested: a daemon holds it (`was`: running, or held by a daemon): every jobqd reads the
 ///   request within a second, the holder stops it; step again (`asked`) to see it end;
 /// - final: it had ended (`status` says how; `was` over);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <map>
 #include <utility>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -144,22 +145,103 @@ std::string Outcome::json() const {
   return o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+namespace {
+
+// What after_resolve.lua and after_expire.lua both take first (prelude's after_keys): the
+// waiting job's keys, and its id, queue, keep failed, max_job_bytes, events channel.
+Request waiter(const redis::Script& script, const Keys& k, const std::string& queue,
+               const std::string& id, std::int64_t keep_failed_ms, std::uint64_t max_job_bytes) {
+  return Request{
+      &script,
+      {k.waiting, k.after(id), k.job(id), k.pending_high, k.pending, k.pending_low, k.after_until,
+       k.registering, k.dependents, k.outbox},
+      {id, queue, std::to_string(keep_failed_ms), std::to_string(max_job_bytes), k.events}};
+}
+
+OpResult<Resolved> resolved(const char* what, redis::Reply r) {
+  if (r.type != redis::Reply::Type::integer || r.integer < 0 || r.integer > 3) {
+    return redis::shape_error(what, r);
+  }
+  return static_cast<Resolved>(r.integer);
+}
+
+OpResult<std::vector<std::string>> strings(const char* what, redis::Reply r) {
+  if (!r.is_array()) return redis::shape_error(what, r);
+  std::vector<std::string> out;
+  for (auto& e : r.elements) {
+    if (e.type != redis::Reply::Type::string) return redis::shape_error(what, r);
+    out.push_back(std::move(e.str));
+  }
+  return out;
+}
+
+}  // namespace
+
 Call<Resolved> after_resolve(const Keys& k, const std::string& queue, const std::string& id,
                              const Outcome& o, std::int64_t keep_failed_ms,
                              std::uint64_t max_job_bytes) {
   // The line the job's error quotes when this ends it ("dependency images/r2 failed: exit 3").
   const std::string how = o.error.empty() ? o.status : o.status + ": " + o.error;
-  return Call<Resolved>{
-      Request{&scripts::after_resolve(),
-              {k.waiting, k.after(id), k.job(id), k.pending_high, k.pending, k.pending_low,
-               k.after_until, k.dependents, k.outbox},
-              {id, o.ref(), o.json(), o.status, how, queue, std::to_string(keep_failed_ms),
-               std::to_string(max_job_bytes), k.events}},
-      [](redis::Reply r) -> OpResult<Resolved> {
-        if (r.type != redis::Reply::Type::integer || r.integer < 0 || r.integer > 3) {
-          return redis::shape_error("after_resolve", r);
+  Request req = waiter(scripts::after_resolve(), k, queue, id, keep_failed_ms, max_job_bytes);
+  req.args.insert(req.args.end(), {o.ref(), o.json(), o.status, how});
+  return Call<Resolved>{std::move(req),
+                        [](redis::Reply r) { return resolved("after_resolve", std::move(r)); }};
+}
+
+Call<Resolved> after_expire(const Keys& k, const std::string& queue, const std::string& id,
+                            std::int64_t now, const std::string& within,
+                            std::int64_t keep_failed_ms, std::uint64_t max_job_bytes) {
+  Request req = waiter(scripts::after_expire(), k, queue, id, keep_failed_ms, max_job_bytes);
+  req.args.insert(req.args.end(), {std::to_string(now), within});
+  return Call<Resolved>{std::move(req),
+                        [](redis::Reply r) { return resolved("after_expire", std::move(r)); }};
+}
+
+Call<std::vector<std::string>> after_overdue(const Keys& k, std::int64_t now, std::size_t n) {
+  return Call<std::vector<std::string>>{
+      Request{nullptr,
+              {},
+              {"ZRANGEBYSCORE", k.after_until, "-inf", std::to_string(now), "LIMIT", "0",
+               std::to_string(n)}},
+      [](redis::Reply r) { return strings("ZRANGEBYSCORE of after_until", std::move(r)); }};
+}
+
+Call<std::vector<std::string>> after_registering(const Keys& k, std::int64_t now,
+                                                 std::int64_t older_than_ms, std::size_t n) {
+  return Call<std::vector<std::string>>{
+      Request{nullptr,
+              {},
+              {"ZRANGEBYSCORE", k.registering, "-inf", std::to_string(now - older_than_ms), "LIMIT",
+               "0", std::to_string(n)}},
+      [](redis::Reply r) { return strings("ZRANGEBYSCORE of registering", std::move(r)); }};
+}
+
+Call<Untold> after_untold(const Keys& k, const std::string& id) {
+  // One HGETALL: the fields not told are '' (small), and #order puts them in the job's order.
+  return Call<Untold>{
+      Request{nullptr, {}, {"HGETALL", k.after(id)}}, [](redis::Reply r) -> OpResult<Untold> {
+        if (!r.is_array() || r.elements.size() % 2 != 0) {
+          return redis::shape_error("HGETALL of an after hash", r);
         }
-        return static_cast<Resolved>(r.integer);
+        Untold out;
+        std::set<std::string_view> empty;
+        const std::string* order = nullptr;
+        for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+          const auto& field = r.elements[i].str;
+          const auto& value = r.elements[i + 1].str;
+          if (field == "#order") order = &value;
+          if (value.empty() && !field.starts_with("#")) empty.insert(field);
+        }
+        if (!order) return out;  // no after hash (or one without its order): not waiting
+        out.waiting = true;
+        std::string_view rest = *order;
+        while (!rest.empty()) {
+          const auto nl = rest.find('\n');
+          const auto ref = rest.substr(0, nl);
+          if (empty.count(ref)) out.refs.emplace_back(ref);
+          rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+        }
+        return out;
       }};
 }
 
@@ -193,15 +275,7 @@ std::optional<OutboxEntry> outbox_entry(std::string_view text) {
 Call<std::vector<std::string>> outbox_head(const Keys& k, std::size_t n) {
   return Call<std::vector<std::string>>{
       Request{nullptr, {}, {"LRANGE", k.outbox, "0", std::to_string(n == 0 ? 0 : n - 1)}},
-      [](redis::Reply r) -> OpResult<std::vector<std::string>> {
-        if (!r.is_array()) return redis::shape_error("LRANGE of the outbox", r);
-        std::vector<std::string> out;
-        for (auto& e : r.elements) {
-          if (e.type != redis::Reply::Type::string) return redis::shape_error("the outbox", r);
-          out.push_back(std::move(e.str));
-        }
-        return out;
-      }};
+      [](redis::Reply r) { return strings("LRANGE of the outbox", std::move(r)); }};
 }
 
 Call<long long> outbox_done(const Keys& k, const std::string& text) {

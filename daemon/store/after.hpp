@@ -40,7 +40,7 @@ struct Waiting {
   std::string worker;
 };
 /// Into `waiting` (lua/after_wait.lua): true when it waits, false when another job of its id is
-/// not over (nothing written).
+/// not over (nothing written). It is noted in `registering` until after_registered.
 Call<bool> after_wait(const Keys& k, const Waiting& w);
 /// The same for a job a daemon fetched (w.token set): from its inflight hash, if still held.
 enum class WaitAnswer : std::uint8_t { waits, taken, not_held };
@@ -89,6 +89,32 @@ enum class Resolved : std::uint8_t {
 Call<Resolved> after_resolve(const Keys& k, const std::string& queue, const std::string& id,
                              const Outcome& o, std::int64_t keep_failed_ms,
                              std::uint64_t max_job_bytes);
+
+/// Waiting job `id`'s after_timeout (`within`, as its error says it: "24h") ended by `now` (the
+/// clock its deadline was written by; after_overdue's): every dependency not final yet counts as
+/// failed, "not seen within 24h", as an outcome told would (lua/after_expire.lua): policy fail or
+/// skip ends it, run releases it. `none` when it no longer waits (then it only leaves
+/// after_until) or waits with a later deadline.
+Call<Resolved> after_expire(const Keys& k, const std::string& queue, const std::string& id,
+                            std::int64_t now, const std::string& within,
+                            std::int64_t keep_failed_ms, std::uint64_t max_job_bytes);
+/// The waiting ids whose after_timeout ended by `now` (unix ms), at most `n`, the earliest first:
+/// each for after_expire.
+Call<std::vector<std::string>> after_overdue(const Keys& k, std::int64_t now, std::size_t n);
+
+/// The re-registration sweep (docs/workflows.md): waiting ids still noted in `registering`
+/// `older_than_ms` before `now` (Redis' clock: redis_time(); after_wait notes them by it), at
+/// most `n`: their caller died before every dependency knew of them.
+Call<std::vector<std::string>> after_registering(const Keys& k, std::int64_t now,
+                                                 std::int64_t older_than_ms, std::size_t n);
+/// A waiting job's references no outcome was told for yet, in its `after` order: each to be sent
+/// after_register again (it is idempotent), then after_registered. `waiting` false when it has no
+/// after hash: it no longer waits (after_registered then only lets go of its note).
+struct Untold {
+  bool waiting = false;
+  std::vector<std::string> refs;  // QUEUE/ID each
+};
+Call<Untold> after_untold(const Keys& k, const std::string& id);
 
 /// One entry of a queue's outbox (lua/after_register.lua, after_resolve.lua write them): the
 /// waiting job it is for (QUEUE/ID) and the outcome to tell it; nullopt for an entry that is not

@@ -352,8 +352,9 @@ Call<std::vector<std::pair<std::string, std::string>>> held_copies(const Keys& k
 Call<Recovered> recover(const Keys& k, const std::string& worker, bool own,
                         const std::string& queue, const std::string& why, Millis keep_failed,
                         const std::vector<RecoverItem>& items) {
-  std::vector<std::string> keys{k.leases, k.inflight(worker), k.pending,
-                                k.dead,   k.dead_bodies,      k.live};
+  // dependents and outbox: a job dead here tells the jobs waiting on it.
+  std::vector<std::string> keys{k.leases, k.inflight(worker), k.pending, k.dead, k.dead_bodies,
+                                k.live,   k.dependents,       k.outbox};
   std::vector<std::string> args{worker, own ? "1" : "0",         queue, k.events,
                                 why,    num(keep_failed.count())};
   for (const auto& it : items) {
@@ -841,9 +842,15 @@ Call<Submitted> submit(const Keys& k, const std::string& id, const std::string& 
                        const std::string& copy, std::int64_t submitted_at,
                        std::optional<std::int64_t> run_at, const UniqueAsk& unique,
                        job::Priority level) {
-  std::vector<std::string> keys{k.job(id), k.live, k.pending_at(static_cast<std::size_t>(level)),
-                                k.delayed, k.unique(unique.key)};
-  // Debounce replaces the holder it names: its state is written, so it is declared.
+  std::vector<std::string> keys{k.job(id),
+                                k.live,
+                                k.pending_at(static_cast<std::size_t>(level)),
+                                k.delayed,
+                                k.unique(unique.key),
+                                k.dependents,
+                                k.outbox};
+  // Debounce replaces the holder it names: its state is written, so it is declared (and the
+  // jobs waiting on it are told, through dependents and the outbox).
   if (!unique.expected.empty()) keys.push_back(k.job(unique.expected));
   const bool take = unique.rule.queued || unique.rule.mode != UniqueRule::Mode::lock;
   return make<Submitted>(
@@ -897,7 +904,14 @@ Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::st
   const std::string submitted = c.marker ? c.marker->submitted_at : "";
   // A copy waiting in a priority's list is taken from there (the script knows one pending list).
   const std::string* list = k.waiting_list(how);
-  std::vector<std::string> keys{k.job(id), list ? *list : k.pending, k.delayed, k.live, k.cancels};
+  // dependents and outbox: the jobs waiting on it are told; waiting to after, registering: where
+  // a job waiting for its dependencies is (how `waiting`).
+  std::vector<std::string> keys{k.job(id),    list ? *list : k.pending,
+                                k.delayed,    k.live,
+                                k.cancels,    k.dependents,
+                                k.outbox,     k.waiting,
+                                k.after(id),  k.after_until,
+                                k.registering};
   if (!unique_key.empty()) keys.push_back(k.unique(unique_key));
   return make<CancelAnswer>(scripts::cancel(), std::move(keys),
                             {queue, k.events, id, list ? "pending" : how, copy, nonce, attempts,
@@ -909,6 +923,14 @@ Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::st
                               if (r.elements.size() > 1) out.status = r.elements[1].str;
                               return out;
                             });
+}
+
+Call<std::string> waiting_copy(const Keys& k, const std::string& id) {
+  return command<std::string>({"HGET", k.waiting, id}, [](Reply r) -> OpResult<std::string> {
+    if (r.is_nil()) return std::string();
+    if (r.type != Type::string) return bad("HGET of waiting", r);
+    return std::move(r.str);
+  });
 }
 
 Call<std::size_t> read_shards(const Keys& k) {

@@ -374,7 +374,8 @@ struct CancelAnswer {
   std::string what;    // cancelled, waits, gone, requested, unheld, final
   std::string status;  // final: the job's status
 };
-/// `how`: pending, delayed (`copy` found there) or request. `payload`: what the cancelled
+/// `how`: pending, delayed, waiting (`copy` found there; waiting: a job waiting for its
+/// dependencies, waiting_copy()) or request. `payload`: what the cancelled
 /// state keeps of it (retain.payload: retained_payload(copy)); "" for none. `unique_key`: the
 /// job's, whose lock goes with it when it is cancelled while waiting ("" none, or a lock its end
 /// keeps).
@@ -382,6 +383,9 @@ Call<CancelAnswer> cancel(const Keys& k, const std::string& queue, const std::st
                           const std::string& how, const std::string& copy, Millis keep,
                           const std::string& why, const std::string& payload = "",
                           const std::string& unique_key = "");
+/// The copy of job `id` in `waiting` (docs/workflows.md; "" when none waits there): what cancel's
+/// `waiting` takes out.
+Call<std::string> waiting_copy(const Keys& k, const std::string& id);
 /// Takes one exact copy out of `where` (pending, pending:high, pending:low or delayed: the list of
 /// its priority, Keys::waiting_list): false when it is not there (a daemon
 /// took it). Then push_pending or put_delayed: how jobqctl cancel moves a copy waiting outside its

@@ -157,6 +157,9 @@ const redis::Script& after_register() {
 const redis::Script& after_resolve() {
   return named("after_resolve");
 }
+const redis::Script& after_expire() {
+  return named("after_expire");
+}
 
 const redis::Script& scan_states() {
   return named("scan_states");

@@ -35,6 +35,7 @@ const redis::Script& ungroup();         // a queue without group_by
 const redis::Script& after_wait();      // jobs that wait for others (docs/workflows.md)
 const redis::Script& after_register();  // after
 const redis::Script& after_resolve();   // after
+const redis::Script& after_expire();    // after
 // Both's.
 const redis::Script& depths();
 const redis::Script& drop_dead();

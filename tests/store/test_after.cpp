@@ -1,9 +1,16 @@
 // Jobs that wait for other jobs, at the protocol's level (docs/workflows.md): entering waiting,
 // dependencies learning of a waiter, outcomes told once, release with the outcomes in order,
-// the policies, the bound, a decided job's dependents told in turn, the outbox.
+// the policies, the bound, a decided job's dependents told in turn, the outbox; every end outside
+// settle telling its dependents (cancel, waiting or queued; recovery; debounce), the deadline,
+// the re-registration sweep.
 #include <catch2/catch.hpp>
 
+#include <map>
+
 #include "store/after.hpp"
+#include "store/marker.hpp"
+#include "store/queue_store.hpp"
+#include "tests/support/admin_front.hpp"
 #include "tests/support/redis_server.hpp"
 
 using namespace jq;
@@ -196,4 +203,261 @@ TEST_CASE("after: a job waits for as many jobs as it may name, and is released a
   const auto doc = nlohmann::json::parse(r.str({"LINDEX", "jobq:{q}:pending", "0"}));
   REQUIRE(doc["dependencies"].size() == job::kMaxDependencies);
   CHECK(doc["dependencies"][9999]["job"] == "d9999");
+}
+
+namespace {
+
+// The outbox's entries, each read (and removed) as a drain would; every one must be one.
+std::vector<store::OutboxEntry> drained(Client& c, const store::Keys& k) {
+  std::vector<store::OutboxEntry> out;
+  for (const auto& text : c.run(store::outbox_head(k, 100))) {
+    auto entry = store::outbox_entry(text);
+    REQUIRE(entry);
+    out.push_back(std::move(*entry));
+    CHECK(c.run(store::outbox_done(k, text)) == 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "after: a job cancelled while it waits leaves waiting; what waits on it decides by policy",
+    "[store][after]") {
+  test::RedisServer server;
+  auto r = server.client();
+  Client c(server);
+  test::AdminFront f(server);
+  // b waits for a; c waits for b (and x, so that `run` has one more to wait for).
+  auto policy = job::DependencyPolicy::fail;
+  SECTION("fail") {}
+  SECTION("skip") {
+    policy = job::DependencyPolicy::skip;
+  }
+  SECTION("run") {
+    policy = job::DependencyPolicy::run;
+  }
+  REQUIRE(c.run(store::after_wait(kQ, waiting("b", {"q/a"}))));
+  REQUIRE(c.run(store::after_wait(kQ, waiting("c", {"q/b", "q/x"}, policy))));
+  CHECK(c.run(store::after_register(kQ, "q", "q/b", {"a"})) == 0);
+  CHECK(c.run(store::after_register(kQ, "q", "q/c", {"b", "x"})) == 0);
+  const auto step = f.admin->cancel_step("q", "b", "cancelled by test", false);
+  CHECK(step.what == "cancelled");
+  CHECK(step.was == "waiting for its dependencies");
+  CHECK(r.str({"HGET", "jobq:{q}:job:b", "status"}) == "cancelled");
+  CHECK(r.str({"HGET", "jobq:{q}:job:b", "error_kind"}) == "cancelled");
+  CHECK(r.str({"HGET", "jobq:{q}:job:b", "error"}) ==
+        "cancelled by test while waiting for its dependencies");
+  CHECK(r.str({"HGET", "jobq:{q}:job:b", "waiting_for"}) == "0");
+  CHECK_FALSE(r.str({"HGET", "jobq:{q}:job:b", "finished_at"}).empty());
+  CHECK(r.integer({"PTTL", "jobq:{q}:job:b"}) > 0);
+  // Nothing of its wait is left.
+  CHECK(r.integer({"HEXISTS", "jobq:{q}:waiting", "b"}) == 0);
+  CHECK(r.integer({"EXISTS", "jobq:{q}:after:b"}) == 0);
+  CHECK(r.cmd({"ZSCORE", "jobq:{q}:after_until", "b"}).is_nil());
+  CHECK(r.cmd({"ZSCORE", "jobq:{q}:registering", "b"}).is_nil());
+  CHECK(r.integer({"HEXISTS", "jobq:{q}:dependents", "b"}) == 0);
+  // Cancelled again: it is over.
+  CHECK(f.admin->cancel_step("q", "b", "again", false).what == "final");
+  // c is told through the outbox, once.
+  auto told = drained(c, kQ);
+  REQUIRE(told.size() == 1);
+  CHECK(told[0].to_id == "c");
+  CHECK(told[0].outcome.status == "cancelled");
+  CHECK(told[0].outcome.error_kind == "cancelled");
+  const auto answer = c.run(store::after_resolve(kQ, "q", "c", told[0].outcome, 60000, 1 << 20));
+  const std::string error =
+      "dependency q/b cancelled: cancelled by test while waiting for its dependencies";
+  if (policy == job::DependencyPolicy::run) {
+    CHECK(answer == store::Resolved::noted);
+    CHECK(r.str({"HGET", "jobq:{q}:job:c", "status"}) == "waiting");
+    CHECK(c.run(store::after_resolve(kQ, "q", "c", outcome("q", "x"), 60000, 1 << 20)) ==
+          store::Resolved::released);
+    const auto doc = nlohmann::json::parse(r.str({"LINDEX", "jobq:{q}:pending", "0"}));
+    CHECK(doc["dependencies"][0]["status"] == "cancelled");
+    CHECK(doc["dependencies"][1]["status"] == "succeeded");
+  } else {
+    CHECK(answer == store::Resolved::ended);
+    CHECK(r.str({"HGET", "jobq:{q}:job:c", "status"}) ==
+          (policy == job::DependencyPolicy::fail ? "failed" : "cancelled"));
+    CHECK(r.str({"HGET", "jobq:{q}:job:c", "error_kind"}) == "dependency");
+    CHECK(r.str({"HGET", "jobq:{q}:job:c", "error"}) == error);
+    CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 0);
+  }
+  // a's end reaches b no more: b is over.
+  CHECK(c.run(store::after_resolve(kQ, "q", "b", outcome("q", "a"), 60000, 1 << 20)) ==
+        store::Resolved::none);
+}
+
+TEST_CASE(
+    "after: a job cancelled in pending, dead at recovery or replaced by debounce tells its "
+    "dependents",
+    "[store][after]") {
+  test::RedisServer server;
+  auto r = server.client();
+  Client c(server);
+  test::AdminFront f(server);
+  // w waits for three jobs (run: it sees every outcome); each is noted as its dependency.
+  REQUIRE(c.run(
+      store::after_wait(kQ, waiting("w", {"q/p", "q/l", "q/u"}, job::DependencyPolicy::run))));
+  CHECK(c.run(store::after_register(kQ, "q", "q/w", {"p", "l", "u"})) == 0);
+  // p: queued, cancelled by jobqctl.
+  const auto now = store::unix_ms();
+  const std::string p = store::marked_submission(R"({"id":"p","payload":1})", "p", now);
+  REQUIRE(c.run(store::submit(kQ, "p", "q", p, now, std::nullopt)));
+  CHECK(f.admin->cancel_step("q", "p", "cancelled by test", false).what == "cancelled");
+  // l: its daemon died during its last attempt; another recovers it dead.
+  r.cmd({"ZADD", "jobq:{q}:leases", "1", "w9"});
+  r.cmd({"HSET", "jobq:{q}:inflight:w9", "1", R"({"id":"l","payload":1})"});
+  store::RecoverItem lost;
+  lost.token = "1";
+  lost.dead = true;
+  lost.id = "l";
+  lost.attempts = lost.max = 3;
+  lost.text = R"({"id":"l","payload":1})";
+  const auto recovered = c.run(
+      store::recover(kQ, "w9", false, "q", "its worker died", std::chrono::minutes(1), {lost}));
+  CHECK(recovered.dead == 1);
+  // u: waiting under a debounce key, replaced by v.
+  store::UniqueAsk ask;
+  ask.key = "k";
+  ask.rule.mode = store::UniqueRule::Mode::debounce;
+  ask.keep_failed = std::chrono::minutes(1);
+  const std::string u = store::marked_submission(R"({"id":"u","payload":1})", "u", now);
+  CHECK(c.run(store::submit(kQ, "u", "q", u, now, std::nullopt, ask)).what ==
+        store::Submitted::What::queued);
+  ask.expected = "u";
+  const std::string v = store::marked_submission(R"({"id":"v","payload":1})", "v", now);
+  CHECK(c.run(store::submit(kQ, "v", "q", v, now, std::nullopt, ask)).other == "u");
+  // Each end is in the outbox for w, said as its state says it.
+  auto told = drained(c, kQ);
+  REQUIRE(told.size() == 3);
+  std::map<std::string, store::Outcome> by_job;
+  for (auto& e : told) {
+    CHECK(e.to_id == "w");
+    by_job[e.outcome.job] = e.outcome;
+  }
+  CHECK(by_job["p"].status == "cancelled");
+  CHECK(by_job["p"].error == r.str({"HGET", "jobq:{q}:job:p", "error"}));
+  CHECK(by_job["l"].status == "failed");
+  CHECK(by_job["l"].error_kind == "lost");
+  CHECK(by_job["l"].error == "its worker died; that was attempt 3 of 3");
+  CHECK(by_job["u"].status == "cancelled");
+  CHECK(by_job["u"].error == "replaced by job v (unique key, debounce)");
+  // Nobody is told twice: the notes went with the ends.
+  CHECK(r.integer({"EXISTS", "jobq:{q}:dependents"}) == 0);
+  for (const auto& e : told) {
+    (void)c.run(store::after_resolve(kQ, "q", "w", e.outcome, 60000, 1 << 20));
+  }
+  CHECK(r.str({"HGET", "jobq:{q}:job:w", "status"}) == "queued");
+  const auto doc = nlohmann::json::parse(r.str({"LINDEX", "jobq:{q}:pending", "0"}));
+  REQUIRE(doc["dependencies"].size() == 3);
+  CHECK(doc["dependencies"][1]["error_kind"] == "lost");
+}
+
+TEST_CASE("after: a dependency not seen by the deadline counts as failed; the policy decides",
+          "[store][after]") {
+  test::RedisServer server;
+  auto r = server.client();
+  Client c(server);
+  const auto past = [](store::Waiting w) {
+    w.deadline = 1000;
+    return w;
+  };
+  // f (fail), s (skip) and u (run) wait for x, never seen, and y, told; later waits for x with a
+  // deadline not reached; e waits on f.
+  REQUIRE(c.run(store::after_wait(kQ, past(waiting("f", {"q/x", "q/y"})))));
+  REQUIRE(c.run(
+      store::after_wait(kQ, past(waiting("s", {"q/x", "q/y"}, job::DependencyPolicy::skip)))));
+  REQUIRE(
+      c.run(store::after_wait(kQ, past(waiting("u", {"q/x", "q/y"}, job::DependencyPolicy::run)))));
+  REQUIRE(c.run(store::after_wait(kQ, waiting("later", {"q/x"}))));
+  REQUIRE(c.run(store::after_wait(kQ, waiting("e", {"q/f"}))));
+  CHECK(c.run(store::after_register(kQ, "q", "q/e", {"f"})) == 0);
+  for (const char* id : {"f", "s", "u"}) {
+    CHECK(c.run(store::after_resolve(kQ, "q", id, outcome("q", "y", "succeeded", "Y"), 60000,
+                                     1 << 20)) == store::Resolved::noted);
+  }
+  // One no longer waiting is only let go of.
+  r.cmd({"ZADD", "jobq:{q}:after_until", "500", "gone"});
+  const auto now = store::unix_ms();
+  const auto overdue = c.run(store::after_overdue(kQ, now, 10));
+  CHECK(overdue == std::vector<std::string>{"gone", "f", "s", "u"});
+  CHECK(c.run(store::after_overdue(kQ, now, 2)).size() == 2);
+  CHECK(c.run(store::after_expire(kQ, "q", "gone", now, "24h", 60000, 1 << 20)) ==
+        store::Resolved::none);
+  CHECK(r.cmd({"ZSCORE", "jobq:{q}:after_until", "gone"}).is_nil());
+  // Not due yet: untouched.
+  CHECK(c.run(store::after_expire(kQ, "q", "later", now, "24h", 60000, 1 << 20)) ==
+        store::Resolved::none);
+  CHECK(r.str({"HGET", "jobq:{q}:job:later", "status"}) == "waiting");
+  CHECK(c.run(store::after_expire(kQ, "q", "f", now, "24h", 60000, 1 << 20)) ==
+        store::Resolved::ended);
+  CHECK(r.str({"HGET", "jobq:{q}:job:f", "status"}) == "failed");
+  CHECK(r.str({"HGET", "jobq:{q}:job:f", "error_kind"}) == "dependency");
+  CHECK(r.str({"HGET", "jobq:{q}:job:f", "error"}) == "dependency q/x not seen within 24h");
+  CHECK(r.integer({"EXISTS", "jobq:{q}:after:f"}) == 0);
+  CHECK(r.cmd({"ZSCORE", "jobq:{q}:registering", "f"}).is_nil());
+  CHECK(c.run(store::after_expire(kQ, "q", "s", now, "24h", 60000, 1 << 20)) ==
+        store::Resolved::ended);
+  CHECK(r.str({"HGET", "jobq:{q}:job:s", "status"}) == "cancelled");
+  CHECK(r.str({"HGET", "jobq:{q}:job:s", "error"}) == "dependency q/x not seen within 24h");
+  CHECK(c.run(store::after_expire(kQ, "q", "u", now, "24h", 60000, 1 << 20)) ==
+        store::Resolved::released);
+  const auto doc = nlohmann::json::parse(r.str({"LINDEX", "jobq:{q}:pending", "0"}));
+  CHECK(doc["id"] == "u");
+  REQUIRE(doc["dependencies"].size() == 2);
+  CHECK(doc["dependencies"][0] == nlohmann::json{{"job", "x"},
+                                                 {"queue", "q"},
+                                                 {"status", "failed"},
+                                                 {"error", "not seen within 24h"},
+                                                 {"error_kind", "dependency"}});
+  CHECK(doc["dependencies"][1]["result"] == "Y");
+  // Sent again (a daemon that lost the reply): nothing more.
+  CHECK(c.run(store::after_expire(kQ, "q", "u", now, "24h", 60000, 1 << 20)) ==
+        store::Resolved::none);
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 1);
+  CHECK(c.run(store::after_overdue(kQ, now, 10)).empty());
+  // f's end went to e, which waits on it.
+  auto told = drained(c, kQ);
+  REQUIRE(told.size() == 1);
+  CHECK(told[0].to_id == "e");
+  CHECK(told[0].outcome.error == "dependency q/x not seen within 24h");
+}
+
+TEST_CASE("after: a job left registering is registered again by the sweep, then told of its end",
+          "[store][after]") {
+  test::RedisServer server;
+  auto r = server.client();
+  Client c(server);
+  // Its caller wrote it waiting and died before telling its dependencies.
+  REQUIRE(c.run(store::after_wait(kQ, waiting("s", {"q/a", "images/b"}))));
+  const auto now = c.run(store::redis_time());
+  // Not old enough yet.
+  CHECK(c.run(store::after_registering(kQ, now, 60000, 10)).empty());
+  const auto found = c.run(store::after_registering(kQ, now + 60000, 60000, 10));
+  REQUIRE(found == std::vector<std::string>{"s"});
+  // b was told meanwhile: only a is left to register.
+  CHECK(c.run(store::after_resolve(kQ, "q", "s", outcome("images", "b"), 60000, 1 << 20)) ==
+        store::Resolved::noted);
+  const auto untold = c.run(store::after_untold(kQ, "s"));
+  CHECK(untold.waiting);
+  CHECK(untold.refs == std::vector<std::string>{"q/a"});
+  CHECK(c.run(store::after_register(kQ, "q", "q/s", {"a"})) == 0);
+  CHECK(c.run(store::after_registered(kQ, "s")) == 1);
+  CHECK(c.run(store::after_registering(kQ, now + 60000, 60000, 10)).empty());
+  // a ends (cancelled in pending): s hears of it.
+  const std::string a = store::marked_submission(R"({"id":"a","payload":1})", "a", now);
+  REQUIRE(c.run(store::submit(kQ, "a", "q", a, now, std::nullopt)));
+  CHECK(c.run(store::cancel(kQ, "q", "a", "pending", a, std::chrono::minutes(1), "stop")).what ==
+        "cancelled");
+  auto told = drained(c, kQ);
+  REQUIRE(told.size() == 1);
+  CHECK(c.run(store::after_resolve(kQ, "q", "s", told[0].outcome, 60000, 1 << 20)) ==
+        store::Resolved::ended);
+  CHECK(r.str({"HGET", "jobq:{q}:job:s", "error"}) == "dependency q/a cancelled: stop");
+  // Once it waits no more, the sweep finds no after hash: it only lets go of its note.
+  r.cmd({"ZADD", "jobq:{q}:registering", "1", "s"});
+  CHECK_FALSE(c.run(store::after_untold(kQ, "s")).waiting);
+  CHECK(c.run(store::after_registered(kQ, "s")) == 1);
 }

@@ -163,6 +163,7 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
     (void)(co_await st.reconcile()).value();
     // Another worker's expired lease, recovered.
     r.cmd({"ZADD", "jobq:{q}:leases", "1", "w9"});
+    r.cmd({"HSET", "jobq:{q}:dependents", "y", "q/wt"});  // y, dead, tells it
     r.cmd({"HSET", "jobq:{q}:inflight:w9", "1", job_text("z"), "2",
            R"({"id":"y","payload":1,"unique_key":"k2","max_attempts":1})"});
     (void)(co_await st.recover_expired()).value();
@@ -222,6 +223,7 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
   const auto now = store::unix_ms();
   const std::string copy = store::marked_submission(job_text("m"), "m", now);
   (void)store::run(c, store::submit(k, "m", "q", copy, now, std::nullopt)).value();
+  r.cmd({"HSET", "jobq:{q}:dependents", "m", "q/wt"});  // cancelled, it tells the job on it
   (void)store::run(c, store::cancel(k, "q", "m", "pending", copy, 1s, "test")).value();
   (void)store::run(c, store::cancel(k, "q", "m", "request", "", 1s, "test")).value();
   (void)store::run(c, store::submit(k, "n", "q", copy, now, now + 100000)).value();
@@ -233,6 +235,7 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
   auto u9 = store::run(c, store::submit(k, "u9", "q", copy, now, std::nullopt, ask)).value();
   CHECK(u9.what == store::Submitted::What::queued);
   ask.expected = "u9";
+  r.cmd({"HSET", "jobq:{q}:dependents", "u9", "q/wt"});  // replaced, it tells the job on it
   auto u7 = store::run(c, store::submit(k, "u7", "q", copy, now, std::nullopt, ask)).value();
   CHECK(u7.other == "u9");
   ask.rule.mode = store::UniqueRule::Mode::lock;
@@ -306,6 +309,17 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
   (void)store::run(c, store::after_register(k, "q", "q/wg", {"wf"})).value();
   d2.status = "failed";
   (void)store::run(c, store::after_resolve(k, "q", "wf", d2, 1000, 1 << 20)).value();
+  // One cancelled while it waits tells its own dependent; one past its deadline ends by it.
+  w.id = "wc";
+  (void)store::run(c, store::after_wait(k, w)).value();
+  (void)store::run(c, store::after_register(k, "q", "q/wh", {"wc"})).value();
+  const std::string waiting_copy = store::run(c, store::waiting_copy(k, "wc")).value();
+  (void)store::run(c, store::cancel(k, "q", "wc", "waiting", waiting_copy, 1s, "test")).value();
+  w.id = "we";
+  w.deadline = 1000;
+  (void)store::run(c, store::after_wait(k, w)).value();
+  (void)store::run(c, store::after_register(k, "q", "q/wh", {"we"})).value();
+  (void)store::run(c, store::after_expire(k, "q", "we", now, "24h", 1000, 1 << 20)).value();
 
   auto violations = r.cmd({"LRANGE", "guard:violation", "0", "-1"});
   std::string said;

@@ -12,6 +12,7 @@
 #include "store/admin.hpp"
 #include "store/calls.hpp"
 #include "store/shards.hpp"
+#include "tests/support/admin_front.hpp"
 #include "tests/support/run.hpp"
 #include "tests/support/store_fixture.hpp"
 
@@ -47,19 +48,6 @@ store::Settings ordered(store::Order::Mode mode, std::array<std::uint32_t, 3> we
 std::string state_status(test::SyncRedis& r, const std::string& id) {
   return r.cmd({"HGET", "jobq:{q}:job:" + id, "status"}).str;
 }
-
-// jobqctl's view of the test Redis.
-struct Front {
-  explicit Front(const test::RedisServer& server)
-      : c(redis::SyncClient::connect(redis::parse_url(server.url())).value()) {
-    store::Layout l;
-    l.config_shards = [](const std::string&) { return std::size_t{0}; };
-    l.keep_failed_ms = [](const std::string&) { return std::int64_t{60000}; };
-    admin.emplace(c, std::move(l));
-  }
-  redis::SyncClient c;
-  std::optional<store::Admin> admin;
-};
 
 // The ids of a fetch, in the order it handed them over.
 std::vector<std::string> ids(const store::Fetched& got) {
@@ -155,7 +143,7 @@ TEST_CASE("aging: a level left waiting goes first once it waited that long", "[s
 TEST_CASE("a submission and a due delayed job go to their priority's list", "[store][priority]") {
   test::RedisServer server;
   auto r = server.client();
-  Front front(server);
+  test::AdminFront front(server);
   store::Admin& admin = *front.admin;
   const std::set<std::string> handlers{"h"};
   job::Rules rules;
@@ -314,7 +302,7 @@ TEST_CASE("jobqctl's views see the priority lists: counts, lists, search, cancel
           "[store][priority][admin]") {
   test::RedisServer server;
   auto r = server.client();
-  Front front(server);
+  test::AdminFront front(server);
   store::Admin& admin = *front.admin;
   r.cmd({"SADD", "jobq:queues", "q"});
   r.cmd({"LPUSH", kLow, R"({"id":"l0","payload":"needle"})"});
@@ -351,7 +339,7 @@ TEST_CASE("jobqctl's views see the priority lists: counts, lists, search, cancel
 TEST_CASE("a dead job retried goes back to its priority's list", "[store][priority][admin]") {
   test::RedisServer server;
   auto r = server.client();
-  Front front(server);
+  test::AdminFront front(server);
   r.cmd({"SADD", "jobq:queues", "q"});
   // Three dead jobs as the daemon keeps them (their JSON as submitted), and one whose kept copy
   // is not a job at all.

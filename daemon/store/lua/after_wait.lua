@@ -2,7 +2,9 @@
 -- kept in `waiting`, one field per dependency in its `after` hash ('' until that one is final),
 -- how many are left, its deadline (after_timeout) and its state. The dependencies learn of it
 -- afterwards (after_register.lua, in their slots): in that order, an end that comes between the two
--- finds it there to be told.
+-- finds it there to be told. It is noted in `registering` (id -> when, Redis' clock) until the
+-- caller has registered it with every dependency (store::after_registered): one left there (its
+-- caller died in between) is registered again by a daemon's sweep (store::after_registering).
 --
 -- A job a daemon fetched (pushed with LPUSH, `after` and all) comes from its inflight hash, under
 -- the guard every settle change has: its token still held there.

@@ -135,3 +135,84 @@ local function tell_dependents(dependents, outbox, queue, id, status, result, er
   redis.call('HDEL', dependents, id)
   return tell_waiters(waiters, outbox, queue, id, status, result, error, kind)
 end
+
+-- A waiting job told how some of its dependencies ended: after_resolve.lua (one outcome from the
+-- outbox) and after_expire.lua (every one not seen by its after_timeout) share it. `w` holds the
+-- job's keys as both scripts take them (waiting, after, state, the three priority lists by level,
+-- until, registering, dependents, outbox) and `id`, `queue`, `keep` (keep failed, ms), `max`
+-- (max_job_bytes), `channel`; `told` a list of {ref, outcome JSON, status, how it ended (the line
+-- the job's error quotes)}. Each outcome counts once, however often it is told (its field is set
+-- only while it is ''). A failed or cancelled one decides the job at once unless its policy is
+-- `run`: it ends `failed` (fail) or `cancelled` (skip), `error_kind` `dependency`, and its own
+-- dependents are told. Once none is left, the job goes to its priority's list with the outcomes
+-- added to its copy, in its `after` order, as `"dependencies":[...]`.
+-- Returns 0 (nothing counted: not waiting, not its dependencies, told before), 1 (noted, others
+-- left), 2 (ended by its policy or the bound), 3 (released).
+local function after_tell(w, told)
+  local copy = redis.call('HGET', w.waiting, w.id)
+  if not copy then return 0 end
+  -- The job leaves waiting, whichever way: every key that kept it there lets go of it.
+  local function leave()
+    redis.call('HDEL', w.waiting, w.id)
+    redis.call('DEL', w.after)
+    redis.call('ZREM', w.until_key, w.id)
+    redis.call('ZREM', w.registering, w.id)
+  end
+  local function finish(final, error)
+    leave()
+    hset(w.state, 'status', final, 'queue', w.queue, 'finished_at', tostring(now_ms()), 'error',
+         error, 'error_kind', 'dependency', 'waiting_for', '0')
+    redis.call('PEXPIRE', w.state, w.keep)
+    event(w.channel, w.queue, w.id, final)
+    tell_dependents(w.dependents, w.outbox, w.queue, w.id, final, '', error, 'dependency')
+    return 2
+  end
+  local policy = redis.call('HGET', w.after, '#policy')
+  local counted, left = 0, 0
+  for _, t in ipairs(told) do
+    local ref, outcome, status, how = t[1], t[2], t[3], t[4]
+    if redis.call('HGET', w.after, ref) == '' then
+      redis.call('HSET', w.after, ref, outcome)
+      left = redis.call('HINCRBY', w.after, '#left', -1)
+      counted = counted + 1
+      if status ~= 'succeeded' and policy ~= 'run' then
+        local final = 'failed'
+        if policy == 'skip' then final = 'cancelled' end
+        return finish(final, 'dependency ' .. ref .. ' ' .. how)
+      end
+    end
+  end
+  if counted == 0 then return 0 end
+  if left > 0 then
+    hset(w.state, 'waiting_for', tostring(left))
+    return 1
+  end
+  local f = redis.call('HMGET', w.after, '#order', '#cut', '#level')
+  local outs, n = {}, 0
+  for r in string.gmatch(f[1], '[^\n]+') do
+    n = n + 1
+    outs[n] = redis.call('HGET', w.after, r)
+  end
+  local list = '[' .. table.concat(outs, ',') .. ']'
+  local cut = tonumber(f[2])
+  local text = string.sub(copy, 1, cut) .. ',"dependencies":' .. list .. string.sub(copy, cut + 1)
+  if #text > w.max then
+    return finish('failed', 'the outcomes of ' .. n .. ' dependencies make the job ' .. #text ..
+      ' bytes, over max_job_bytes (' .. w.max .. ')')
+  end
+  redis.call('LPUSH', w.lists[tonumber(f[3]) + 1], text)
+  leave()
+  hset(w.state, 'status', 'queued', 'waiting_for', '0')
+  return 3
+end
+
+-- The keys and settings of after_tell, as after_resolve.lua and after_expire.lua take them:
+-- KEYS: waiting, the job's after hash, its state, pending:high, pending, pending:low, after_until,
+--       registering, dependents, outbox
+-- ARGV (the first five): id, this queue, keep failed (ms), max_job_bytes, the events channel
+local function after_keys()
+  return {waiting = KEYS[1], after = KEYS[2], state = KEYS[3], lists = {KEYS[4], KEYS[5], KEYS[6]},
+          until_key = KEYS[7], registering = KEYS[8], dependents = KEYS[9], outbox = KEYS[10],
+          id = ARGV[1], queue = ARGV[2], keep = ARGV[3], max = tonumber(ARGV[4]),
+          channel = ARGV[5]}
+end

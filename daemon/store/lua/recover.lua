@@ -6,9 +6,11 @@
 -- worker only while its lease is still expired. The attempt that was running is lost (error_kind
 -- lost) and counted: the job goes back to the consuming end of pending (on a queue with
 -- priorities, of its level's list), or is dead if that was its last attempt. A copy the daemon
--- could not read goes back as it was.
+-- could not read goes back as it was. A job dead here tells the jobs waiting on it (prelude's
+-- tell_dependents, through the outbox).
 --
--- KEYS: leases, inflight (the worker's), pending, dead, dead_bodies, live, then the jobs' state
+-- KEYS: leases, inflight (the worker's), pending, dead, dead_bodies, live, dependents, outbox,
+--       then the jobs' state
 --       keys, unique keys' locks and priority lists, as ARGV names them
 -- ARGV: the worker, own (1: this worker's own: no lease check), queue, events channel, why, keep
 --       failed (ms), then per copy: token, action, the index in KEYS of its state key (0: none),
@@ -19,8 +21,8 @@
 --   came, for a copy that could not be read); `dead`: text is the job as kept with the dead ones.
 -- Returns {jobs returned, jobs dead, 1 if the worker holds nothing more (its lease was dropped)}
 -- or {-1} when the worker's lease is valid again (nothing done).
-local leases, inflight, pending, dead, bodies, live =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local leases, inflight, pending, dead, bodies, live, dependents, outbox =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local worker, own, queue, channel, why, keep_failed =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local now = now_ms()
@@ -36,9 +38,9 @@ for b = 7, #ARGV, 10 do
   if redis.call('HEXISTS', inflight, tok) == 1 then
     local key = k > 0 and KEYS[k] or nil
     if action == 'dead' then
+      local error = why .. '; that was attempt ' .. attempts .. ' of ' .. max
       hset(key, 'status', 'failed', 'finished_at', nows, 'error_kind', 'lost', 'attempts',
-           attempts, 'error', why .. '; that was attempt ' .. attempts .. ' of ' .. max,
-           'result', '')
+           attempts, 'error', error, 'result', '')
       redis.call('PEXPIRE', key, keep_failed)
       redis.call('ZADD', dead, now, id)
       redis.call('HSET', bodies, id, text)
@@ -52,6 +54,7 @@ for b = 7, #ARGV, 10 do
         end
       end
       event(channel, queue, id, 'failed')
+      tell_dependents(dependents, outbox, queue, id, 'failed', '', error, 'lost')
       died = died + 1
     else
       if key then

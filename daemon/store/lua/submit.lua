@@ -8,10 +8,11 @@
 -- (its copy is in the lock), ends it cancelled "replaced by" this job, and takes the lock over
 -- (the caller names the holder it expects, whose state is then declared; when the lock names
 -- another, the answer says who, and the caller sends it again naming that one). A submission that
--- waits for its id takes no lock: its claim does, later.
+-- waits for its id takes no lock: its claim does, later. A holder so replaced tells the jobs
+-- waiting on it (prelude's tell_dependents, through the outbox).
 --
--- KEYS: the job's state, live, pending, delayed; with a unique key: its lock, and (debounce) the
---       state of the holder read before
+-- KEYS: the job's state, live, pending, delayed; with a unique key: its lock, dependents, outbox,
+--       and (debounce) the state of the holder read before
 -- ARGV: the job's JSON (with a marker of 0 attempts), its id, queue, submitted_at, run_at (''
 --       = now); with a unique key: mode (l, d, t), for (ms), take (1: the lock is taken now; 0:
 --       only checked, a daemon takes it when it takes the job), the key, the holder expected
@@ -58,14 +59,15 @@ if lock then
       n = redis.call('ZREM', delayed, copy)
     end
     if n > 0 then
-      local key, now = KEYS[6], tostring(now_ms())
+      local key, now = KEYS[8], tostring(now_ms())
       local submitted = redis.pcall('HGET', key, 'submitted_at')
       if type(submitted) ~= 'string' or submitted == '' then submitted = now end
+      local error = 'replaced by job ' .. ARGV[2] .. ' (unique key, debounce)'
       hset(key, 'status', 'cancelled', 'queue', ARGV[3], 'submitted_at', submitted, 'finished_at',
-           now, 'error', 'replaced by job ' .. ARGV[2] .. ' (unique key, debounce)', 'error_kind',
-           'cancelled', 'result', '')
+           now, 'error', error, 'error_kind', 'cancelled', 'result', '')
       redis.call('PEXPIRE', key, ARGV[12])
       event(ARGV[11], ARGV[3], holder, 'cancelled')
+      tell_dependents(KEYS[6], KEYS[7], ARGV[3], holder, 'cancelled', '', error, 'cancelled')
       replaced = holder
     end
   end
