@@ -1,6 +1,7 @@
 // The queue store's side of jobs that wait for others (docs/workflows.md): a fetched job with
 // `after` moved into `waiting`, and the queue's outbox delivered to the waiting jobs it tells.
 #include <map>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -57,6 +58,11 @@ async::Task<OpResult<std::size_t>> QueueStore::deliver_outcomes(std::size_t n) {
   if (!entries.ok()) co_return entries.error();
   // The waiting jobs' queues' shard counts, read once a drain.
   std::map<std::string, std::size_t> counts{{s_.queue, s_.shards}};
+  // Each outcome to its waiting job's slot, all at once (pipelined where they share a node; each
+  // step is atomic, and telling one twice is harmless), then the entries told out of the outbox.
+  std::vector<Call<Resolved>> tells;
+  std::vector<const std::string*> told;  // the entry of each tell
+  std::vector<Call<long long>> removals;
   for (const auto& text : *entries) {
     auto e = outbox_entry(text);
     if (!e) {
@@ -64,30 +70,47 @@ async::Task<OpResult<std::size_t>> QueueStore::deliver_outcomes(std::size_t n) {
           "queue {}: dropped an entry of {} that is no outcome jobqd wrote (garbage written by "
           "hand?): {}",
           s_.queue, keys_.outbox, text.substr(0, 200));
-    } else {
-      auto it = counts.find(e->to_queue);
-      if (it == counts.end()) {
-        const auto ask = read_shards(Keys(s_.prefix, e->to_queue));
-        OpResult<std::size_t> got = co_await run(main_, ask);
-        if (!got.ok()) co_return got.error();
-        it = counts.emplace(e->to_queue, std::max<std::size_t>(1, *got)).first;
-      }
-      const std::size_t shards = it->second;
-      const Keys to(s_.prefix, e->to_queue,
-                    shard_tags(e->to_queue, shards).at(home_shard(e->to_id, shards)));
-      // The waiting job's queue's bounds are this daemon's when it serves it; otherwise the
-      // defaults (the job was checked against its own when it began to wait).
-      const bool own = e->to_queue == s_.queue;
-      const auto tell = after_resolve(to, e->to_queue, e->to_id, e->outcome,
-                                      own ? s_.dead_ttl.count() : Settings{}.dead_ttl.count(),
-                                      own ? s_.max_job_bytes : Settings{}.max_job_bytes);
-      OpResult<Resolved> told = co_await run(main_, tell);
-      if (!told.ok()) co_return told.error();
+      removals.push_back(outbox_done(keys_, text));
+      continue;
     }
-    const auto gone = outbox_done(keys_, text);
-    OpResult<long long> removed = co_await run(main_, gone);
-    if (!removed.ok()) co_return removed.error();
+    auto it = counts.find(e->to_queue);
+    if (it == counts.end()) {
+      const auto ask = read_shards(Keys(s_.prefix, e->to_queue));
+      OpResult<std::size_t> got = co_await run(main_, ask);
+      if (!got.ok()) co_return got.error();
+      it = counts.emplace(e->to_queue, std::max<std::size_t>(1, *got)).first;
+    }
+    const std::size_t shards = it->second;
+    const Keys to(s_.prefix, e->to_queue,
+                  shard_tags(e->to_queue, shards).at(home_shard(e->to_id, shards)));
+    // The waiting job's queue's bounds are this daemon's when it serves it; otherwise the
+    // defaults (the job was checked against its own when it began to wait).
+    const bool own = e->to_queue == s_.queue;
+    tells.push_back(after_resolve(to, e->to_queue, e->to_id, e->outcome,
+                                  own ? s_.dead_ttl.count() : Settings{}.dead_ttl.count(),
+                                  own ? s_.max_job_bytes : Settings{}.max_job_bytes));
+    told.push_back(&text);
   }
+  std::vector<async::Task<OpResult<Resolved>>> sending;
+  sending.reserve(tells.size());
+  for (const auto& call : tells) sending.push_back(run(main_, call));
+  std::vector<OpResult<Resolved>> said = co_await async::gather(std::move(sending));
+  std::optional<OpError> failed;
+  for (std::size_t i = 0; i < said.size(); ++i) {
+    if (said[i].ok()) {
+      removals.push_back(outbox_done(keys_, *told[i]));
+    } else if (!failed) {
+      failed = said[i].error();  // left in the outbox for the next drain
+    }
+  }
+  std::vector<async::Task<OpResult<long long>>> removing;
+  removing.reserve(removals.size());
+  for (const auto& call : removals) removing.push_back(run(main_, call));
+  std::vector<OpResult<long long>> removed = co_await async::gather(std::move(removing));
+  for (auto& r : removed) {
+    if (!r.ok() && !failed) failed = r.error();
+  }
+  if (failed) co_return *failed;
   co_return entries->size();
 }
 
