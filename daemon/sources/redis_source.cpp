@@ -707,6 +707,10 @@ async::Task<void> RedisSource::after_keeper() {
     for (;;) {
       OpResult<std::size_t> n = co_await store_.deliver_outcomes(kOutcomesPerDrain);
       if (n.ok() && *n >= kOutcomesPerDrain) continue;
+      if (n.ok()) {
+        n = co_await store_.after_upkeep(kOutcomesPerDrain);
+        if (n.ok() && *n >= kOutcomesPerDrain) continue;
+      }
       if (!n.ok()) {
         if (n.error().connection()) {
           co_await store_.client().wait_connected();

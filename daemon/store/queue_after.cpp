@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "config/units.hpp"
 #include "store/after.hpp"
 #include "store/queue_store.hpp"
 #include "store/shards.hpp"
@@ -112,6 +113,46 @@ async::Task<OpResult<std::size_t>> QueueStore::deliver_outcomes(std::size_t n) {
   }
   if (failed) co_return *failed;
   co_return entries->size();
+}
+
+async::Task<OpResult<std::size_t>> QueueStore::after_upkeep(std::size_t n) {
+  std::size_t done = 0;
+  const std::int64_t now = redis_now();
+  // Waiting jobs past their after_timeout: what they still wait for counts as failed.
+  const auto overdue = after_overdue(keys_, now, n);
+  OpResult<std::vector<std::string>> late = co_await run(main_, overdue);
+  if (!late.ok()) co_return late.error();
+  const std::string within = config::format_duration(s_.after_timeout);
+  for (const auto& id : *late) {
+    const auto expire =
+        after_expire(keys_, s_.queue, id, now, within, s_.dead_ttl.count(), s_.max_job_bytes);
+    OpResult<Resolved> r = co_await run(main_, expire);
+    if (!r.ok()) co_return r.error();
+    ++done;
+  }
+  // Waiting jobs whose caller died before every dependency knew of them: told again.
+  const auto stale = after_registering(keys_, now, kRegisterAgainAfter.count(), n);
+  OpResult<std::vector<std::string>> half = co_await run(main_, stale);
+  if (!half.ok()) co_return half.error();
+  for (const auto& id : *half) {
+    const auto untold = after_untold(keys_, id);
+    OpResult<Untold> u = co_await run(main_, untold);
+    if (!u.ok()) co_return u.error();
+    if (u->waiting) {
+      OpResult<long long> told =
+          co_await register_waiter(main_, s_.prefix, s_.queue, s_.shards, id, u->refs);
+      if (!told.ok()) co_return told.error();
+      spdlog::info("queue {}: job {} waited without every job it names knowing of it (a daemon "
+                   "stopped in between); told them now",
+                   s_.queue, id);
+    } else {
+      const auto forget = after_registered(keys_, id);
+      OpResult<long long> gone = co_await run(main_, forget);
+      if (!gone.ok()) co_return gone.error();
+    }
+    ++done;
+  }
+  co_return done;
 }
 
 }  // namespace jq::store

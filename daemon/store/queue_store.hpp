@@ -280,6 +280,9 @@ class QueueStore {
   /// slot (after_resolve), then out of the outbox. How many were taken; an error stops there (the
   /// rest stay for the next drain: telling one twice is harmless).
   async::Task<OpResult<std::size_t>> deliver_outcomes(std::size_t n);
+  /// Up to `n` waiting jobs past their after_timeout ended or released by their policy, and up to
+  /// `n` whose registration a crash cut short told to their dependencies again. How many.
+  async::Task<OpResult<std::size_t>> after_upkeep(std::size_t n);
 
   // ---- group_by (queue_groups.cpp) ----
   /// How many jobs a sort holds from pending at most: big batches, so that one group's backlog

@@ -353,3 +353,33 @@ queues:
     }
   }
 }
+
+TEST_CASE("workflows: a dependency nobody pushes is waited for after_timeout, then the policy",
+          "[integration][workflows]") {
+  RedisServer redis;
+  Daemon d(redis, R"(
+handlers:
+  cat: {type: exec, command: [")" + fixture("cat_stdin") + R"("]}
+queues:
+  q: {handler: cat, after_timeout: 1s, delayed_poll: 100ms}
+)");
+  d.start_and_wait(redis);
+  auto r = redis.client();
+  push(r, "q",
+       {R"({"id":"f","payload":1,"after":["ghost"]})",
+        R"({"id":"run","payload":2,"after":["ghost"],"on_dependency_failure":"run"})"});
+  REQUIRE(eventually([&] { return count_status(r, "q", {"f", "run"}, "waiting") == 2; }, 10s));
+  const auto waited_from = std::chrono::steady_clock::now();
+  REQUIRE(eventually(
+      [&] { return state_of(r, "q", "f") == "failed" && state_of(r, "q", "run") == "succeeded"; },
+      10s));
+  // Not before its second (give or take the poll).
+  CHECK(std::chrono::steady_clock::now() - waited_from > 800ms);
+  CHECK(state_of(r, "q", "f", "error_kind") == "dependency");
+  CHECK(state_of(r, "q", "f", "error") == "dependency q/ghost not seen within 1s");
+  const json got = json::parse(state_of(r, "q", "run", "result"));
+  REQUIRE(got["dependencies"].size() == 1);
+  CHECK(got["dependencies"][0]["status"] == "failed");
+  CHECK(got["dependencies"][0]["error"] == "not seen within 1s");
+  CHECK(d.stop() == 0);
+}
