@@ -19,6 +19,7 @@
 #include "job/id.hpp"
 #include "job/job.hpp"
 #include "job/text.hpp"
+#include "store/admin_calls.hpp"
 #include "store/marker.hpp"
 #include "store/queue_store.hpp"
 #include "store/schedules.hpp"
@@ -30,38 +31,10 @@ namespace {
 using json = nlohmann::json;
 using Kind = AdminError::Kind;
 
-// What a failed call means to the operator: Redis away or refusing, or a key of jobqd's holding
-// what jobqd never writes (a wrong type, or a value it cannot read).
-Kind kind_of(const OpError& e) {
-  if (e.kind == OpError::Kind::shape || e.wrong_type()) return Kind::garbage;
-  return Kind::redis;
-}
-
-// The value of a call, or AdminError with its error.
-template <class T>
-T must(OpResult<T> r) {
-  if (!r.ok()) throw AdminError(kind_of(r.error()), r.error().message);
-  return std::move(*r);
-}
-
-template <class T>
-T call(redis::SyncClient& c, const Call<T>& x) {
-  return must(run(c, x));
-}
-
-// The values of `calls` (calls of one kind, one per shard), in one round trip; or AdminError with
-// the first error. A single call runs alone: nothing to load.
-template <class T>
-std::vector<T> call_all(redis::SyncClient& c, const std::vector<Call<T>>& calls) {
-  std::vector<T> out;
-  if (calls.size() == 1) {
-    out.push_back(call(c, calls.front()));
-    return out;
-  }
-  if (!calls.empty() && calls.front().req.script) must(c.load(*calls.front().req.script));
-  for (auto& r : pipelined(c, calls)) out.push_back(must(std::move(r)));
-  return out;
-}
+using admin_calls::call;
+using admin_calls::call_all;
+using admin_calls::kind_of;
+using admin_calls::must;
 
 // `make(k)` for the keys `k` of each shard, run as call_all: the values in shard order.
 template <class F>
@@ -615,6 +588,7 @@ UniqueRule unique_rule(const config::UniqueConfig& u) {
 SubmitResult Admin::submit(const std::string& queue, const job::Job& job, std::int64_t now,
                            std::optional<std::int64_t> run_at) {
   check_queue(queue);
+  if (!job.after.empty()) return submit_waiting(queue, job, now, run_at);
   SubmitResult out{"queued", job.id, job.unique_key, ""};
   // Into the id's home shard, where its state and claim are: no daemon needs to send it there.
   const Keys k = home_keys(queue, job.id);

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/config.hpp"
+#include "job/flow.hpp"
 #include "job/job.hpp"
 #include "redis/sync_client.hpp"
 #include "store/calls.hpp"
@@ -69,13 +70,33 @@ UniqueRule unique_rule(const config::UniqueConfig& u);
 
 /// What a submission did (Admin::submit): `what` is queued, waits (another job of its id is not
 /// over: it runs after it, as a new job) or duplicate (another job holds its unique key: `id` is
-/// that job's, and nothing was enqueued).
+/// that job's, and nothing was enqueued); for a job with `after`: waiting (it waits for its
+/// dependencies) or taken (another job of its id is not over, and nothing was written: a job
+/// that waits for others does not also wait for its id).
 struct SubmitResult {
   std::string what;
   std::string id;
-  std::string unique_key;  // "" when it has none
-  std::string replaced;    // debounce: the waiting job it replaced ("" none)
+  std::string unique_key;         // "" when it has none
+  std::string replaced;           // debounce: the waiting job it replaced ("" none)
+  std::size_t waits_for = 0;      // waiting: the jobs it waits for
+  std::size_t final_already = 0;  // waiting: of those, the ones final already (in an outbox)
 };
+
+struct AfterLeft;  // store/after.hpp (not included here: admin.cpp has a Waiting of its own)
+
+/// What Admin::submit_flow did. Nothing was written when `unknown` or `taken` is not empty.
+struct FlowResult {
+  std::size_t jobs = 0;           // written
+  std::size_t waiting = 0;        // of those, the ones that wait for others
+  std::size_t final_already = 0;  // outcomes they were told at once (final already)
+  /// What the flow waits for outside it that is not known (no state, no claim), and the jobs of
+  /// the flow whose id is another job's that is not over, each as the flow names it (ID in the
+  /// flow's queue, QUEUE/ID in another).
+  std::vector<std::string> unknown, taken;
+};
+/// Why a flow is not written on a Redis Cluster (yet): its slots' steps would not be one.
+inline constexpr const char* kFlowsOnCluster =
+    "flows on a Redis Cluster are not in this version yet (docs/workflows.md)";
 
 /// Whether a job's status is one it ends in.
 inline bool is_final(const std::string& status) {
@@ -261,8 +282,24 @@ class Admin {
   /// job with a unique key is refused while another job holds it (lock, throttle), or replaces
   /// the holder while it waits (debounce), in the same step (docs/unique.md). bad_input for a
   /// unique key on a sharded queue; garbage at the key's lock is moved aside (warned of) first.
+  /// A job with `after` enters waiting in its slot, each dependency's slot is told of it (those
+  /// final already answer through their queue's outbox), then it leaves `registering`
+  /// (docs/workflows.md); bad_input with a unique key or a `run_at` (not in this version).
   SubmitResult submit(const std::string& queue, const job::Job& job, std::int64_t now,
                       std::optional<std::int64_t> run_at);
+
+  /// Writes a flow read by job::read_flow for `queue` (its jobs in their order: each job after
+  /// those of the flow it waits for) as one MULTI/EXEC: all of it or nothing, first seen at `now`.
+  /// A job without `after` is submitted as submit() does, one with it enters waiting and its
+  /// dependencies are told. Before that, under WATCH of the jobs' states and waiting hashes: the
+  /// references outside the flow must be known, and no job of the flow may have an id whose job
+  /// is not over (else nothing is written: FlowResult says which). bad_input on a Redis Cluster
+  /// (kFlowsOnCluster) and for a job with a unique key.
+  FlowResult submit_flow(const std::string& queue, const job::Flow& flow, std::int64_t now);
+
+  /// What job `id` of `queue` still waits for (its after hash, at its home); nullopt when it
+  /// waits for nothing.
+  std::optional<AfterLeft> waiting_for(const std::string& queue, const std::string& id);
 
   /// Every shard's pause flag set or cleared: true when any changed.
   bool set_paused(const std::string& queue, bool paused);
@@ -280,6 +317,9 @@ class Admin {
 
  private:
   bool knows(const std::string& queue, const std::string& id);
+  /// submit() of a job with `after` (store/admin_after.cpp).
+  SubmitResult submit_waiting(const std::string& queue, const job::Job& job, std::int64_t now,
+                              std::optional<std::int64_t> run_at);
   JobView look(const Keys& k, const std::string& queue, const std::string& id);
   std::string holder(const Keys& k, const std::string& claim);
   std::size_t held_rows(const std::vector<Keys>& shards, const std::string& queue,

@@ -9,10 +9,30 @@
 #include <nlohmann/json.hpp>
 
 #include "store/calls.hpp"
+#include "store/marker.hpp"
 #include "store/scripts.hpp"
 #include "store/shards.hpp"
 
 namespace jq::store {
+
+Waiting waiting_of(const job::Job& job, const std::string& queue, std::int64_t now,
+                   std::chrono::milliseconds timeout) {
+  Waiting w;
+  w.id = job.id;
+  w.queue = queue;
+  w.copy = marked_submission(job.raw, job.id, now);
+  // Before the marker's field (its comma included): `,"dependencies":[...]` goes in there and
+  // the copy stays one object, the marker still last where split() finds it.
+  w.cut = split(w.copy).cut;
+  w.submitted_at = std::to_string(now);
+  w.deadline = now + timeout.count();
+  w.policy = job.on_dependency_failure;
+  w.level = job.priority;
+  w.refs.reserve(job.after.size());
+  for (const auto& d : job.after)
+    w.refs.push_back((d.queue.empty() ? queue : d.queue) + "/" + d.id);
+  return w;
+}
 
 namespace {
 
@@ -70,6 +90,37 @@ Call<long long> after_register(const Keys& k, const std::string& queue, const st
                              return redis::shape_error("after_register", r);
                            return r.integer;
                          }};
+}
+
+std::vector<Call<long long>> after_registers(const Waiting& w, const HomeOf& home) {
+  // Each slot's queue and ids, by the slot's key base (P:{tag}), slots in first-seen order.
+  struct Slot {
+    Keys keys;
+    std::string queue;
+    std::vector<std::string> ids;
+  };
+  std::vector<Slot> slots;
+  std::map<std::string, std::size_t> at;
+  const std::string waiter = w.queue + "/" + w.id;
+  for (const auto& ref : w.refs) {
+    std::string error;
+    auto d = job::dependency_of(ref, error);
+    if (!d || d->queue.empty()) continue;  // waiting_of writes QUEUE/ID only
+    Keys k = home(d->queue, d->id);
+    auto [it, fresh] = at.emplace(k.base, slots.size());
+    if (fresh) slots.push_back({std::move(k), d->queue, {}});
+    slots[it->second].ids.push_back(std::move(d->id));
+  }
+  std::vector<Call<long long>> out;
+  for (const auto& s : slots) {
+    for (std::size_t from = 0; from < s.ids.size(); from += kRegisterBatch) {
+      const auto first = s.ids.begin() + static_cast<std::ptrdiff_t>(from);
+      const auto last = s.ids.begin() +
+                        static_cast<std::ptrdiff_t>(std::min(s.ids.size(), from + kRegisterBatch));
+      out.push_back(after_register(s.keys, s.queue, waiter, std::vector<std::string>(first, last)));
+    }
+  }
+  return out;
 }
 
 Call<long long> after_registered(const Keys& k, const std::string& id) {
@@ -132,6 +183,52 @@ async::Task<OpResult<long long>> register_waiter(redis::Client& c, const std::st
   OpResult<long long> left = co_await run(c, done);
   if (!left.ok()) co_return left.error();
   co_return final;
+}
+
+Call<std::optional<AfterLeft>> after_left(const Keys& k, const std::string& id) {
+  return Call<std::optional<AfterLeft>>{
+      Request{nullptr, {}, {"HGETALL", k.after(id)}},
+      [](redis::Reply r) -> OpResult<std::optional<AfterLeft>> {
+        if (!r.is_array() || r.elements.size() % 2 != 0) return redis::shape_error("after hash", r);
+        if (r.elements.empty()) return std::optional<AfterLeft>();
+        std::map<std::string, bool> told;  // reference -> final (its outcome is in)
+        std::string order;
+        for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+          const auto& field = r.elements[i].str;
+          if (field == "#order") order = r.elements[i + 1].str;
+          if (!field.empty() && field[0] != '#') told[field] = !r.elements[i + 1].str.empty();
+        }
+        AfterLeft out;
+        out.total = told.size();
+        // In the job's order (#order, one reference a line), as `after` gave them.
+        for (std::size_t from = 0; from < order.size();) {
+          std::size_t end = order.find('\n', from);
+          if (end == std::string::npos) end = order.size();
+          const std::string ref = order.substr(from, end - from);
+          if (auto it = told.find(ref); it != told.end() && !it->second) out.refs.push_back(ref);
+          from = end + 1;
+        }
+        return std::optional<AfterLeft>(std::move(out));
+      }};
+}
+
+Call<bool> is_waiting(const Keys& k, const std::string& id) {
+  return Call<bool>{Request{nullptr, {}, {"HEXISTS", k.waiting, id}},
+                    [](redis::Reply r) -> OpResult<bool> {
+                      if (r.type != redis::Reply::Type::integer)
+                        return redis::shape_error("HEXISTS of waiting", r);
+                      return r.integer == 1;
+                    }};
+}
+
+Call<std::string> job_status(const Keys& k, const std::string& id) {
+  return Call<std::string>{Request{nullptr, {}, {"HGET", k.job(id), "status"}},
+                           [](redis::Reply r) -> OpResult<std::string> {
+                             if (r.is_nil()) return std::string();
+                             if (r.type != redis::Reply::Type::string)
+                               return redis::shape_error("a job's status", r);
+                             return std::move(r.str);
+                           }};
 }
 
 std::string Outcome::json() const {

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -39,6 +40,14 @@ struct Waiting {
   std::uint64_t token = 0;
   std::string worker;
 };
+/// Job `job` of `queue` (read with its `after`: job::parse with Rules::holds_dependencies) as it
+/// waits, first seen at `now` (unix ms): its copy as pending would hold it (marked_submission),
+/// the outcomes' place before the marker (the released copy stays one JSON object), every
+/// reference QUEUE/ID (one without a queue is of `queue`), its deadline `now + timeout`, its
+/// policy and its priority's list.
+Waiting waiting_of(const job::Job& job, const std::string& queue, std::int64_t now,
+                   std::chrono::milliseconds timeout = kDefaultAfterTimeout);
+
 /// Into `waiting` (lua/after_wait.lua): true when it waits, false when another job of its id is
 /// not over (nothing written). It is noted in `registering` until after_registered.
 Call<bool> after_wait(const Keys& k, const Waiting& w);
@@ -51,6 +60,14 @@ Call<WaitAnswer> after_wait_held(const Keys& k, const Waiting& w);
 /// dependent. How many were final.
 Call<long long> after_register(const Keys& k, const std::string& queue, const std::string& waiter,
                                const std::vector<std::string>& ids);
+
+/// A dependency's keys: its queue's, or its home shard's on a sharded queue (store::Admin knows).
+using HomeOf = std::function<Keys(const std::string& queue, const std::string& id)>;
+/// The after_register calls that tell every dependency of `w` of it: its references grouped by
+/// slot (by `home`), at most kRegisterBatch ids a call, slots in the order their first
+/// reference comes in `w.refs`. What each answers adds up to how many were final already.
+std::vector<Call<long long>> after_registers(const Waiting& w, const HomeOf& home);
+inline constexpr std::size_t kRegisterBatch = 1000;
 
 /// Every dependency's slot has noted waiting job `id` (after_register for each): it leaves the
 /// queue's `registering` set, which the due poll sweeps for what a crash left half told.
@@ -66,6 +83,19 @@ async::Task<OpResult<long long>> register_waiter(redis::Client& c, const std::st
                                                  const std::string& queue, std::size_t shards,
                                                  const std::string& id,
                                                  const std::vector<std::string>& refs);
+/// What a waiting job still waits for, read from its after hash (jobqctl status).
+struct AfterLeft {
+  std::size_t total = 0;          // the references it waits for, final or not
+  std::vector<std::string> refs;  // those not final yet (QUEUE/ID), in its after order
+};
+/// Job `id`'s after hash read; nullopt when it has none (it waits for nothing now).
+Call<std::optional<AfterLeft>> after_left(const Keys& k, const std::string& id);
+
+/// Whether job `id` waits in the queue's `waiting` hash (it is not over: its id is taken).
+Call<bool> is_waiting(const Keys& k, const std::string& id);
+/// The status job `id`'s state says ("" when it has no state): whether it was seen, whether it is
+/// over.
+Call<std::string> job_status(const Keys& k, const std::string& id);
 
 /// How a dependency ended, as a waiting job is told it.
 struct Outcome {

@@ -9,6 +9,7 @@
 
 #include "store/after.hpp"
 #include "store/marker.hpp"
+#include "store/shards.hpp"
 #include "store/queue_store.hpp"
 #include "tests/support/admin_front.hpp"
 #include "tests/support/redis_server.hpp"
@@ -460,4 +461,100 @@ TEST_CASE("after: a job left registering is registered again by the sweep, then 
   r.cmd({"ZADD", "jobq:{q}:registering", "1", "s"});
   CHECK_FALSE(c.run(store::after_untold(kQ, "s")).waiting);
   CHECK(c.run(store::after_registered(kQ, "s")) == 1);
+}
+
+TEST_CASE("after: a job as jobqctl makes it wait; released, its copy is one object, marker last",
+          "[store][after]") {
+  test::RedisServer server;
+  auto r = server.client();
+  Client c(server);
+  job::Job j;
+  j.id = "j";
+  j.raw = R"({"id": "j", "payload": {"p": 1}, "after": ["a", "images/b"]} )";
+  j.after = {{"", "a"}, {"images", "b"}};
+  j.on_dependency_failure = job::DependencyPolicy::run;
+  j.priority = job::Priority::low;
+  const auto w = store::waiting_of(j, "q", 5000);
+  CHECK(w.refs == std::vector<std::string>{"q/a", "images/b"});
+  CHECK(w.deadline == 5000 + store::kDefaultAfterTimeout.count());
+  CHECK(w.submitted_at == "5000");
+  CHECK(w.copy == store::marked_submission(j.raw, "j", 5000));
+  CHECK(w.copy.substr(w.cut, 8) == R"(,"_jobq")");
+  REQUIRE(c.run(store::after_wait(kQ, w)));
+  CHECK(r.str({"HGET", "jobq:{q}:after:j", "#policy"}) == "run");
+  CHECK(c.run(store::after_resolve(kQ, "q", "j", outcome("q", "a"), 60000, 1 << 20)) ==
+        store::Resolved::noted);
+  CHECK(c.run(store::after_resolve(kQ, "q", "j", outcome("images", "b", "failed"), 60000,
+                                   1 << 20)) == store::Resolved::released);
+  const std::string copy = r.str({"LINDEX", "jobq:{q}:pending:low", "0"});
+  const auto doc = nlohmann::json::parse(copy);
+  CHECK(doc["payload"]["p"] == 1);
+  REQUIRE(doc["dependencies"].size() == 2);
+  CHECK(doc["dependencies"][1]["status"] == "failed");
+  // The marker is still where the daemon reads it, and says what it said.
+  const auto held = store::split(copy);
+  REQUIRE(held.marker);
+  CHECK(held.marker->id == "j");
+  CHECK(held.marker->submitted_at == "5000");
+}
+
+TEST_CASE("after: registrations go to each dependency's slot, a call per 1,000 ids of one slot",
+          "[store][after]") {
+  store::Waiting w;
+  w.id = "w";
+  w.queue = "q";
+  w.refs = {"images/a", "q/b", "images/c"};
+  for (int i = 0; i < 1500; ++i) w.refs.push_back("many/m" + std::to_string(i));
+  // images over 2 shards; the others one.
+  const auto tags = store::shard_tags("images", 2);
+  const store::HomeOf home = [&](const std::string& q, const std::string& id) {
+    if (q != "images") return store::Keys("jobq", q);
+    return store::Keys("jobq", q, tags[store::home_shard(id, 2)]);
+  };
+  const auto calls = store::after_registers(w, home);
+  // Slots in the order first named; ids of one slot together.
+  std::vector<std::pair<std::string, std::vector<std::string>>> seen;
+  for (const auto& call : calls) {
+    REQUIRE(call.req.args.size() >= 3);
+    CHECK(call.req.args[0] == "q/w");
+    seen.emplace_back(call.req.keys[0],
+                      std::vector<std::string>(call.req.args.begin() + 2, call.req.args.end()));
+  }
+  const bool same_home = store::home_shard("a", 2) == store::home_shard("c", 2);
+  REQUIRE(seen.size() == (same_home ? 4u : 5u));
+  CHECK(seen[0].first == store::Keys("jobq", "images", tags[store::home_shard("a", 2)]).dependents);
+  CHECK(seen[0].second.front() == "a");
+  std::size_t many = 0;
+  for (const auto& [key, ids] : seen) {
+    if (key == "jobq:{many}:dependents") {
+      CHECK(ids.size() <= store::kRegisterBatch);
+      many += ids.size();
+    }
+  }
+  CHECK(many == 1500);
+}
+
+TEST_CASE("after: what a waiting job still waits for, in its order", "[store][after]") {
+  test::RedisServer server;
+  auto r = server.client();
+  Client c(server);
+  CHECK_FALSE(c.run(store::after_left(kQ, "none")));
+  CHECK(c.run(store::job_status(kQ, "none")).empty());
+  CHECK_FALSE(c.run(store::is_waiting(kQ, "w")));
+  REQUIRE(c.run(store::after_wait(kQ, waiting("w", {"q/z", "images/b", "q/a"}))));
+  CHECK(c.run(store::is_waiting(kQ, "w")));
+  CHECK(c.run(store::job_status(kQ, "w")) == "waiting");
+  auto left = c.run(store::after_left(kQ, "w"));
+  REQUIRE(left);
+  CHECK(left->total == 3);
+  CHECK(left->refs == std::vector<std::string>{"q/z", "images/b", "q/a"});
+  CHECK(c.run(store::after_resolve(kQ, "q", "w", outcome("images", "b"), 60000, 1 << 20)) ==
+        store::Resolved::noted);
+  left = c.run(store::after_left(kQ, "w"));
+  REQUIRE(left);
+  CHECK(left->total == 3);
+  CHECK(left->refs == std::vector<std::string>{"q/z", "q/a"});
+  // Garbage there is said, not read as a job's.
+  r.cmd({"SET", "jobq:{q}:after:x", "text"});
+  CHECK_FALSE(store::run(c.c, store::after_left(kQ, "x")).ok());
 }

@@ -1,0 +1,199 @@
+// store::Admin's side of jobs that wait for other jobs (docs/workflows.md): a job with `after`
+// submitted through the protocol's three steps, a flow written whole in one transaction, and what
+// a waiting job still waits for.
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "store/admin.hpp"
+#include "store/admin_calls.hpp"
+#include "store/after.hpp"
+#include "store/marker.hpp"
+#include "store/transaction.hpp"
+
+namespace jq::store {
+namespace {
+
+using admin_calls::call;
+using admin_calls::call_all;
+using admin_calls::must;
+using Kind = AdminError::Kind;
+
+// How often a flow is tried again when a key it watched changed before its EXEC: the keys are
+// its own jobs' states and its queues' waiting hashes, which few writes touch.
+constexpr int kFlowTries = 10;
+
+// Whether the job of an id is not over, from its state's status, whether it is in its queue's
+// waiting hash and whether a daemon's claim names it: a flow's job may not take that id (stricter
+// than after_wait.lua, which looks at the claim only with a busy status: a flow is all or
+// nothing, so a refusal inside its transaction must not be possible).
+bool not_over(const std::string& status, bool waits, bool claimed) {
+  if (waits || status == "active" || status == "queued" || status == "retrying" ||
+      status == "waiting") {
+    return true;
+  }
+  return claimed && !is_final(status);
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+}  // namespace
+
+SubmitResult Admin::submit_waiting(const std::string& queue, const job::Job& job, std::int64_t now,
+                                   std::optional<std::int64_t> run_at) {
+  if (!job.unique_key.empty()) {
+    throw AdminError(Kind::bad_input,
+                     "unique_key: a job that waits for others (after) takes no unique key in "
+                     "this version");
+  }
+  if (run_at) {
+    throw AdminError(Kind::bad_input,
+                     "a job that waits for others (after) is not delayed in this version: it "
+                     "runs once they are final");
+  }
+  SubmitResult out{"waiting", job.id, "", ""};
+  const Waiting w = waiting_of(job, queue, now);
+  const Keys k = home_keys(queue, job.id);
+  // The job first, then its dependencies' slots: an end between the two finds it to be told.
+  if (!call(c_, after_wait(k, w))) {
+    out.what = "taken";
+    return out;
+  }
+  out.waits_for = w.refs.size();
+  const HomeOf home = [this](const std::string& q, const std::string& id) {
+    return home_keys(q, id);
+  };
+  for (const long long told : call_all(c_, after_registers(w, home))) {
+    out.final_already += static_cast<std::size_t>(told);
+  }
+  call(c_, after_registered(k, job.id));
+  return out;
+}
+
+FlowResult Admin::submit_flow(const std::string& queue, const job::Flow& flow, std::int64_t now) {
+  if (c_.url().kind == redis::Url::Kind::cluster)
+    throw AdminError(Kind::bad_input, kFlowsOnCluster);
+  auto name = [&](const std::string& q, const std::string& id) {
+    return q == queue ? id : q + "/" + id;
+  };
+  std::vector<std::string> keyed;
+  for (const auto& f : flow.jobs) {
+    check_queue(f.queue);
+    if (!f.job.unique_key.empty()) keyed.push_back(name(f.queue, f.job.id));
+  }
+  if (!keyed.empty()) {
+    throw AdminError(
+        Kind::bad_input,
+        "unique_key: a flow's jobs take no unique key in this version: " + joined(keyed));
+  }
+  FlowResult out;
+  // What it waits for outside it: a job of that queue seen (a state) or held (a claim) now.
+  for (const auto& d : flow.outside) {
+    if (!knows(d.queue, d.id)) out.unknown.push_back(name(d.queue, d.id));
+  }
+  if (!out.unknown.empty()) return out;
+
+  // The transaction, built once: each job in the flow's order (what it waits for in the flow
+  // before it), a plain submission or the three steps of a job that waits.
+  const HomeOf home = [this](const std::string& q, const std::string& id) {
+    return home_keys(q, id);
+  };
+  Transaction t;
+  std::vector<std::pair<std::size_t, Call<bool>>> submits, waits;
+  std::vector<std::pair<std::size_t, Call<long long>>> registers, registered;
+  std::vector<Call<std::string>> statuses, claims;
+  std::vector<Call<bool>> waiting_now;
+  std::vector<std::string> watched;
+  std::set<std::string> waiting_hashes;
+  for (const auto& f : flow.jobs) {
+    const job::Job& j = f.job;
+    const Keys k = home(f.queue, j.id);
+    statuses.push_back(job_status(k, j.id));
+    claims.push_back(read_claim(k, j.id));
+    waiting_now.push_back(is_waiting(k, j.id));
+    watched.push_back(k.job(j.id));
+    if (waiting_hashes.insert(k.waiting).second) watched.push_back(k.waiting);
+    if (j.after.empty()) {
+      auto c = store::submit(k, j.id, f.queue, marked_submission(j.raw, j.id, now), now,
+                             std::nullopt, j.priority);
+      const std::size_t at = t.add(c);
+      submits.emplace_back(at, std::move(c));
+      continue;
+    }
+    const Waiting w = waiting_of(j, f.queue, now);
+    auto c = after_wait(k, w);
+    const std::size_t at = t.add(c);
+    waits.emplace_back(at, std::move(c));
+    for (auto& r : after_registers(w, home)) {
+      const std::size_t r_at = t.add(r);
+      registers.emplace_back(r_at, std::move(r));
+    }
+    auto done = after_registered(k, j.id);
+    const std::size_t done_at = t.add(done);
+    registered.emplace_back(done_at, std::move(done));
+  }
+
+  for (int attempt = 0; attempt < kFlowTries; ++attempt) {
+    // Read under WATCH: a job of one of these ids that begins meanwhile (its state written, or
+    // it enters waiting) voids the EXEC, and the reading is done again.
+    must(watch(c_, watched));
+    const auto status = call_all(c_, statuses);
+    const auto claim = call_all(c_, claims);
+    const auto waits_now = call_all(c_, waiting_now);
+    for (std::size_t i = 0; i < flow.jobs.size(); ++i) {
+      if (not_over(status[i], waits_now[i], !claim[i].empty())) {
+        out.taken.push_back(name(flow.jobs[i].queue, flow.jobs[i].job.id));
+      }
+    }
+    if (!out.taken.empty()) {
+      must(unwatch(c_));
+      return out;
+    }
+    const Executed ran = must(exec(c_, t));
+    if (ran.aborted) continue;
+    // Redis does not roll a transaction back: a step that failed as it ran is said, with what
+    // the rest did.
+    auto failed = [&](const OpError& e) {
+      return AdminError(admin_calls::kind_of(e),
+                        "the flow was written but one of its steps failed: " + e.message);
+    };
+    for (const auto& [at, c] : submits) {
+      if (auto r = ran.get(at, c); !r.ok()) throw failed(r.error());
+    }
+    for (const auto& [at, c] : waits) {
+      auto r = ran.get(at, c);
+      if (!r.ok()) throw failed(r.error());
+      if (!*r) {
+        throw AdminError(Kind::redis,
+                         "the flow was written but a job of it did not enter "
+                         "waiting: another job of its id began meanwhile");
+      }
+    }
+    for (const auto& [at, c] : registers) {
+      auto r = ran.get(at, c);
+      if (!r.ok()) throw failed(r.error());
+      out.final_already += static_cast<std::size_t>(*r);
+    }
+    for (const auto& [at, c] : registered) {
+      if (auto r = ran.get(at, c); !r.ok()) throw failed(r.error());
+    }
+    out.jobs = flow.jobs.size();
+    out.waiting = waits.size();
+    return out;
+  }
+  throw AdminError(Kind::redis,
+                   "the flow's jobs or their queues' waiting jobs changed at each of " +
+                       std::to_string(kFlowTries) +
+                       " tries to write it; nothing was written: try again");
+}
+
+std::optional<AfterLeft> Admin::waiting_for(const std::string& queue, const std::string& id) {
+  return call(c_, after_left(home_keys(queue, id), id));
+}
+
+}  // namespace jq::store
