@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "cli/context.hpp"
 
@@ -14,10 +15,15 @@ struct SubmitArgs {
   std::string priority;  // high, normal, low; "": the job's own (normal)
   unsigned max_attempts = 0;
   bool wait = false, force = false;
+  std::vector<std::string> after;     // --after: the jobs it waits for (ID or QUEUE/ID)
+  std::string on_dependency_failure;  // fail, run, skip; "": the job's own (fail)
+  std::string flow;                   // --flow FILE (- for stdin)
 };
 int cmd_submit(const Globals& g, const SubmitArgs& a);
 /// submit --from: a job per line.
 int cmd_submit_from(const Globals& g, const SubmitArgs& a);
+/// submit --flow: a flow file's jobs, written whole or not at all.
+int cmd_submit_flow(const Globals& g, const SubmitArgs& a);
 
 int cmd_status(const Globals& g, const std::string& id, const std::string& queue);
 int cmd_wait(const Globals& g, const std::string& id, const std::string& queue,

@@ -120,7 +120,7 @@ _jobqctl() {
       -c|--config|--redis) conn+=("$w" "${COMP_WORDS[i+1]}"); ((i++)) ;;
 )sh";
   // Options that take a value, of every command: their value is not a positional.
-  std::set<std::string> valued, file_valued{"-c", "--config", "--from"};
+  std::set<std::string> valued, file_valued{"-c", "--config", "--from", "--flow"};
   std::vector<const CLI::App*> cmds = app.get_subcommands({});
   auto collect = [&](const CLI::App& a) {
     for (const auto* opt : a.get_options()) {

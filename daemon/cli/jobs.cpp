@@ -7,6 +7,7 @@
 #include "cli/commands.hpp"
 #include "config/units.hpp"
 #include "job/text.hpp"
+#include "store/after.hpp"
 
 namespace jq::cli {
 namespace {
@@ -30,6 +31,20 @@ void print_job(const std::string& id, const store::State& h, bool as_json, std::
     if (it == h.end() || it->second.empty()) continue;
     std::cout << f << ": " << (time_field(f) ? when(it->second, now) : it->second) << "\n";
   }
+}
+
+// "waits for 2 of 3: images/r2, thumbs/r3" (a long list cut after its first 20).
+std::string waits_for_text(const store::AfterLeft& left) {
+  constexpr std::size_t kShown = 20;
+  std::string text =
+      "waits for " + std::to_string(left.refs.size()) + " of " + std::to_string(left.total) + ":";
+  for (std::size_t i = 0; i < left.refs.size() && i < kShown; ++i) {
+    text += (i ? ", " : " ") + left.refs[i];
+  }
+  if (left.refs.size() > kShown) {
+    text += " and " + std::to_string(left.refs.size() - kShown) + " more (--json lists them all)";
+  }
+  return text;
 }
 
 // The result as it was, one newline at its end (results often end with one already).
@@ -110,7 +125,17 @@ int cmd_status(const Globals& g, const std::string& id, const std::string& queue
     shown["worker"] = seen.held_by;
     shown["queue"] = q;
   }
-  print_job(id, shown, g.json_out, call(c, store::redis_time()));
+  // A waiting job: what it still waits for, from its after hash.
+  std::optional<store::AfterLeft> left;
+  if (shown["status"] == "waiting") left = admin.waiting_for(q, id);
+  if (g.json_out) {
+    json j = state_json(id, shown);
+    if (left) j["waiting_for_jobs"] = left->refs;
+    std::cout << dump(j) << "\n";
+    return kOk;
+  }
+  print_job(id, shown, false, call(c, store::redis_time()));
+  if (left) std::cout << waits_for_text(*left) << "\n";
   return kOk;
 }
 

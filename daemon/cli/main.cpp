@@ -75,13 +75,28 @@ int main(int argc, char** argv) {
   submit->add_flag("--force", sa.force, "push even if no jobqd serves the queue");
   submit->add_option("--from", sa.from,
                      "submit a job per line of this JSON-lines file (- for stdin), pipelined");
+  submit
+      ->add_option("--after", sa.after,
+                   "wait for this job (ID in QUEUE, or OTHER_QUEUE/ID) to be final first; "
+                   "repeat it or separate with commas (docs/workflows.md)")
+      ->delimiter(',');
+  submit
+      ->add_option("--on-dependency-failure", sa.on_dependency_failure,
+                   "with --after, when one of them failed or was cancelled: fail (default), run "
+                   "or skip")
+      ->check(CLI::IsMember({"fail", "run", "skip"}));
+  submit->add_option("--flow", sa.flow,
+                     "submit a flow: a JSON list of jobs with their own ids that wait for one "
+                     "another (after), written whole or not at all (- for stdin)");
   submit->footer(R"(
 EXAMPLES
   jobqctl submit default '{"n": 1}'
   jobqctl submit default '{"n": 1}' --wait --wait-timeout 30s
   echo '{"to": "a@example.com"}' | jobqctl submit mail - --id mail-42 --delay 5m
   jobqctl submit mail --from jobs.jsonl     # a line is a job: {"payload": ..., "id": ...}
-  jobqctl submit report '{"user": 7}' --unique-key user-7   # prints the holder's id if taken)");
+  jobqctl submit report '{"user": 7}' --unique-key user-7   # prints the holder's id if taken
+  jobqctl submit thumbs '{"set": 7}' --after resize-1 --after images/resize-2
+  jobqctl submit images --flow flow.json    # [{"id": "a", "payload": 1}, {"id": "b", ...)");
 
   std::string status_id, status_queue;
   auto* status = app.add_subcommand("status", "show a job's state");
@@ -230,11 +245,26 @@ EXAMPLES
   try {
     if (submit->parsed()) {
       sa.max_attempts = attempts_arg(max_attempts_arg);
+      if (!sa.on_dependency_failure.empty() && sa.after.empty() && sa.from.empty()) {
+        throw Exit{kUsage, "submit: --on-dependency-failure goes with --after"};
+      }
+      if (!sa.flow.empty()) {
+        if (!sa.payload.empty() || !sa.id.empty() || sa.wait || !sa.unique_key.empty() ||
+            !sa.from.empty() || !sa.after.empty() || !sa.on_dependency_failure.empty() ||
+            !sa.handler.empty() || !sa.timeout.empty() || sa.max_attempts || !sa.delay.empty() ||
+            !sa.priority.empty() || !sa.wait_timeout.empty()) {
+          throw Exit{kUsage,
+                     "submit: --flow takes its jobs whole from the file: no PAYLOAD, --from "
+                     "or other job options (only QUEUE, the jobs' default queue, and --force)"};
+        }
+        return cmd_submit_flow(g, sa);
+      }
       if (!sa.from.empty()) {
-        if (!sa.payload.empty() || !sa.id.empty() || sa.wait || !sa.unique_key.empty()) {
+        if (!sa.payload.empty() || !sa.id.empty() || sa.wait || !sa.unique_key.empty() ||
+            !sa.after.empty() || !sa.on_dependency_failure.empty()) {
           throw Exit{kUsage,
                      "submit: --from takes the jobs from its lines: no PAYLOAD, --id, "
-                     "--unique-key or --wait"};
+                     "--unique-key, --after, --on-dependency-failure or --wait"};
         }
         return cmd_submit_from(g, sa);
       }

@@ -1,5 +1,6 @@
-// jobqctl submit: one job (its payload on the command line or stdin), or a job per line of a file,
-// checked as jobqd would read them and submitted through the protocol's submit call.
+// jobqctl submit: one job (its payload on the command line or stdin), a job per line of a file, or
+// a flow file, checked as jobqd would read them and submitted through the protocol's calls (a job
+// with `after` enters waiting and its dependencies are told of it; a flow in one transaction).
 #include <unistd.h>
 
 #include <cerrno>
@@ -7,12 +8,14 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <optional>
 #include <set>
 #include <variant>
 
 #include "cli/commands.hpp"
 #include "config/units.hpp"
+#include "job/flow.hpp"
 #include "job/id.hpp"
 #include "job/job.hpp"
 #include "job/text.hpp"
@@ -77,6 +80,44 @@ void warn_cap(const Target& t, const std::string& queue, std::uint64_t timeout_m
             << "): the job is stopped after " << config::format_duration(*cap) << "\n";
 }
 
+// The names of the config's handlers (a job may name only those).
+std::set<std::string> handler_names(const Target& t) {
+  std::set<std::string> out;
+  if (t.cfg) {
+    for (const auto& [name, h] : t.cfg->handlers) out.insert(name);
+  }
+  return out;
+}
+
+// The rules jobqd reads a job of `queue` by, as far as jobqctl knows them: with the queue in the
+// config, its handlers (`names`, which must outlive the rules), default handler, size limit and
+// unique key. A job's `after` is held (it enters waiting), as jobqd's own submission would.
+job::Rules rules_of(const Target& t, const std::string& queue, const std::set<std::string>& names) {
+  job::Rules rules;
+  rules.queue = queue;
+  rules.holds_dependencies = true;
+  if (const config::QueueConfig* q = t.cfg ? t.cfg->queue(queue) : nullptr) {
+    rules.default_handler = q->handler;
+    rules.handlers = &names;
+    rules.max_bytes = q->max_job_bytes;
+    rules.unique_from = q->unique.path;
+  }
+  return rules;
+}
+
+// "waits for 2 jobs (1 final already)": what a job that waits was told as it was submitted.
+std::string waits_line(std::size_t jobs, std::size_t final_already) {
+  return "waits for " + std::to_string(jobs) + (jobs == 1 ? " job" : " jobs") + " (" +
+         std::to_string(final_already) + " final already)";
+}
+
+// Why a job with `after` was not submitted: another job of its id is not over.
+std::string taken_text(const std::string& id) {
+  return "not submitted: job " + id +
+         " is not over yet (queued, running or waiting); a job that waits for others does not "
+         "also wait for its id: submit it again once that one has ended";
+}
+
 }  // namespace
 
 int cmd_submit(const Globals& g, const SubmitArgs& a) {
@@ -108,21 +149,24 @@ int cmd_submit(const Globals& g, const SubmitArgs& a) {
   if (a.max_attempts) job["max_attempts"] = a.max_attempts;
   if (!a.unique_key.empty()) job["unique_key"] = a.unique_key;
   if (!a.priority.empty()) job["priority"] = a.priority;
-  // The job as jobqd reads it: its text, and its unique key (its own, or the queue's `unique:`
-  // key from the config's payload field or id).
+  if (!a.after.empty()) job["after"] = a.after;
+  if (!a.on_dependency_failure.empty()) job["on_dependency_failure"] = a.on_dependency_failure;
+  // The job as jobqd reads it: its text, its unique key (its own, or the queue's `unique:` key
+  // from the config's payload field or id), and what it waits for.
   job::Job j;
   j.id = id;
   j.raw = dump(job);
   if (!a.priority.empty()) j.priority = job::priority_named(a.priority).value_or(j.priority);
   {
-    job::Rules rules;
-    const config::QueueConfig* q = t.cfg ? t.cfg->queue(queue) : nullptr;
-    if (q) rules.unique_from = q->unique.path;
+    const auto names = handler_names(t);
+    const job::Rules rules = rules_of(t, queue, names);
     std::string error;
     j.unique_key = job::unique_key_of(job, id, rules, error);
     if (!error.empty()) {
       throw Exit{kUsage, (a.unique_key.empty() ? error : "--unique-key: " + error)};
     }
+    if (auto bad = job::read_dependencies(job, rules, id, j))
+      throw Exit{kUsage, "--after: " + *bad};
   }
   std::optional<std::int64_t> run_at;
   const std::int64_t now = now_ms();
@@ -145,6 +189,9 @@ int cmd_submit(const Globals& g, const SubmitArgs& a) {
   }
   auto admin = admin_for(c, t);
   const store::SubmitResult r = admin.submit(queue, j, now, run_at);
+  // Nothing was written: exit 1, as for a job that could not be submitted.
+  if (r.what == "taken") throw Exit{kFailure, taken_text(id)};
+  const bool waiting = r.what == "waiting";
   // A duplicate: the job holding the key is the answer (printed, and waited for with --wait).
   const bool duplicate = r.what == "duplicate";
   const std::string key = job::to_utf8(job::clip_utf8(r.unique_key, 80));
@@ -159,6 +206,8 @@ int cmd_submit(const Globals& g, const SubmitArgs& a) {
               << "') was still waiting: replaced by this one (debounce)\n";
   }
   if (!duplicate) wait_replicas(t, c, "job " + id + " is");
+  // On stderr: stdout stays the id alone, for scripts that read it.
+  if (waiting && !g.json_out) std::cerr << waits_line(r.waits_for, r.final_already) << "\n";
   if (!a.wait) {
     if (g.json_out) {
       json out = {{"id", r.id}, {"queue", queue}};
@@ -166,6 +215,10 @@ int cmd_submit(const Globals& g, const SubmitArgs& a) {
         out["unique_key"] = r.unique_key;
         out["duplicate"] = duplicate;
         if (!r.replaced.empty()) out["replaced"] = r.replaced;
+      }
+      if (waiting) {
+        out["waits_for"] = r.waits_for;
+        out["final_already"] = r.final_already;
       }
       std::cout << dump(out) << "\n";
     } else {
@@ -203,16 +256,24 @@ std::variant<job::Job, std::string> job_of_line(const std::string& line, const S
   return std::move(std::get<job::Job>(checked));
 }
 
+// Jobs of a --from file that wait for others (`after`), and how many of the jobs they wait for
+// were final already.
+struct AfterCounts {
+  std::size_t jobs = 0, final_already = 0;
+};
+
 // What a --from submission did: counts on stdout, each bad line on stderr (or all as JSON).
 void report_from(const Globals& g, const SubmitArgs& a, const std::string& queue,
                  std::size_t submitted, std::size_t waiting, std::size_t duplicates,
-                 const std::vector<Bad>& bad) {
+                 const AfterCounts& after, const std::vector<Bad>& bad) {
   if (g.json_out) {
     json rejected = json::array();
     for (const auto& b : bad) rejected.push_back({{"line", b.line}, {"error", b.why}});
     std::cout << dump({{"queue", queue},
                        {"submitted", submitted},
                        {"waiting", waiting},
+                       {"waiting_for_jobs", after.jobs},
+                       {"final_already", after.final_already},
                        {"duplicates", duplicates},
                        {"rejected", rejected}})
               << "\n";
@@ -221,6 +282,9 @@ void report_from(const Globals& g, const SubmitArgs& a, const std::string& queue
               << (waiting ? ", " + std::to_string(waiting) +
                                 " wait for an earlier job of their id to end"
                           : std::string())
+              << (after.jobs ? ", " + std::to_string(after.jobs) + " wait for other jobs (" +
+                                   std::to_string(after.final_already) + " final already)"
+                             : std::string())
               << (duplicates ? ", " + std::to_string(duplicates) +
                                    " not submitted: another job holds their unique key"
                              : std::string())
@@ -256,17 +320,8 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
     if (auto why = unserved(c, t, queue)) throw Exit{kUsage, *why + "; --force pushes them anyway"};
   }
   // The rules of the queue's config when there is one: its handlers and size limit.
-  job::Rules rules;
-  rules.queue = queue;
-  std::set<std::string> handler_names;
-  if (t.cfg) {
-    for (const auto& [name, h] : t.cfg->handlers) handler_names.insert(name);
-    if (const auto* q = t.cfg->queue(queue)) {
-      rules.default_handler = q->handler;
-      rules.handlers = &handler_names;
-      rules.max_bytes = q->max_job_bytes;
-    }
-  }
+  const auto names = handler_names(t);
+  const job::Rules rules = rules_of(t, queue, names);
   std::optional<long long> timeout_ms;
   if (!a.timeout.empty()) {
     timeout_ms = duration_arg(a.timeout, "--timeout").count();
@@ -277,11 +332,10 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
   const auto shards = admin_for(c, t).shard_keys(queue);
   must(c.load(*store::submit(shards.front(), "x", queue, "{}", 0, {}).req.script));
 
-  rules.unique_from =
-      t.cfg && t.cfg->queue(queue) ? t.cfg->queue(queue)->unique.path : std::vector<std::string>{};
   auto admin = admin_for(c, t);
   std::vector<Bad> bad;
   std::size_t submitted = 0, waiting = 0, lines = 0, over_cap = 0, duplicates = 0;
+  AfterCounts after;
   const bool progress = !g.json_out && isatty(STDERR_FILENO);
   // A chunk per shard, each job in its id's home: a chunk's calls all go to one slot, so that
   // on a cluster a chunk is one write to one primary, and the jobs of one id keep their order.
@@ -379,6 +433,28 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
         delay ? std::optional<std::int64_t>(now + delay->count()) : std::nullopt;
     const std::size_t home = store::home_shard(id, shards.size());
     auto& chunk = chunks[home];
+    if (!parsed_job.after.empty()) {
+      // After the jobs before it (one it waits for may be among them), alone: its three steps
+      // each need the one before.
+      flush_keyed();
+      for (auto& each : chunks) flush(each);
+      store::SubmitResult r;
+      try {
+        r = admin.submit(queue, parsed_job, now, run_at);
+      } catch (const store::AdminError& e) {
+        if (e.kind != store::AdminError::Kind::bad_input) throw;
+        bad.push_back({lines, e.what()});
+        continue;
+      }
+      if (r.what == "taken") {
+        bad.push_back({lines, taken_text(id)});
+        continue;
+      }
+      ++submitted;
+      ++after.jobs;
+      after.final_already += r.final_already;
+      continue;
+    }
     if (!parsed_job.unique_key.empty()) {
       // After the jobs before it in its shard.
       flush(chunk);
@@ -410,8 +486,94 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
               << queue << "'s cap of " << config::format_duration(*cap)
               << ": they are stopped after it\n";
   }
-  report_from(g, a, queue, submitted, waiting, duplicates, bad);
+  report_from(g, a, queue, submitted, waiting, duplicates, after, bad);
   return bad.empty() ? kOk : kFailure;
+}
+
+namespace {
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+}  // namespace
+
+// A flow file's jobs (job::read_flow: each by its queue's rules, the graph checked and ordered),
+// written as one transaction (store::Admin::submit_flow): every job or none. What refuses it is
+// said before anything is written: exit 2 for the file's mistakes and what it names that is not
+// known, 1 for an id whose job is not over.
+int cmd_submit_flow(const Globals& g, const SubmitArgs& a) {
+  const std::string& queue = queue_arg(a.queue);
+  Target t = resolve(g);
+  // A cluster's slots would each be a step of their own (docs/workflows.md, "Flows across
+  // slots"): not built yet.
+  if (t.url.kind == redis::Url::Kind::cluster) throw Exit{kUsage, store::kFlowsOnCluster};
+  std::string text;
+  if (a.flow == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  } else {
+    std::ifstream file(a.flow, std::ios::binary);
+    if (!file) throw Exit{kFailure, "--flow " + a.flow + ": " + std::strerror(errno)};
+    text.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  }
+  auto c = connect(t);
+  const auto names = handler_names(t);
+  // Each queue the flow names: its rules, or none when no jobqd serves it (unless --force).
+  std::map<std::string, std::optional<job::Rules>> known;
+  std::string unserved_why;
+  const job::RulesFor rules_for = [&](const std::string& q) -> const job::Rules* {
+    auto it = known.find(q);
+    if (it == known.end()) {
+      std::optional<job::Rules> rules;
+      auto why = a.force ? std::nullopt : unserved(c, t, q);
+      if (why) {
+        unserved_why = *why;
+      } else {
+        rules = rules_of(t, q, names);
+      }
+      it = known.emplace(q, std::move(rules)).first;
+    }
+    return it->second ? &*it->second : nullptr;
+  };
+  auto read = job::read_flow(text, queue, rules_for);
+  if (auto* why = std::get_if<std::string>(&read)) {
+    throw Exit{kUsage,
+               "--flow " + a.flow + ": not written: " + *why +
+                   (unserved_why.empty() ? std::string()
+                                         : " (" + unserved_why + "; --force writes it anyway)")};
+  }
+  const job::Flow& flow = std::get<job::Flow>(read);
+  auto admin = admin_for(c, t);
+  const store::FlowResult r = admin.submit_flow(queue, flow, now_ms());
+  if (!r.unknown.empty()) {
+    throw Exit{kUsage, "--flow " + a.flow +
+                           ": not written: it waits for jobs neither in the file nor known: " +
+                           joined(r.unknown)};
+  }
+  if (!r.taken.empty()) {
+    throw Exit{kFailure, "--flow " + a.flow +
+                             ": not written: these ids name jobs that are not over yet (queued, "
+                             "running or waiting): " +
+                             joined(r.taken)};
+  }
+  wait_replicas(t, c, "the flow is");
+  if (g.json_out) {
+    json ids = json::array();
+    for (const auto& f : flow.jobs) ids.push_back(f.queue + "/" + f.job.id);
+    std::cout << dump({{"queue", queue},
+                       {"submitted", r.jobs},
+                       {"waiting", r.waiting},
+                       {"final_already", r.final_already},
+                       {"jobs", ids}})
+              << "\n";
+  } else {
+    std::cout << "submitted a flow of " << r.jobs << " job(s): " << r.jobs - r.waiting
+              << " queued, " << r.waiting << " waiting for others (" << r.final_already
+              << " of what they wait for final already)\n";
+  }
+  return kOk;
 }
 
 }  // namespace jq::cli
