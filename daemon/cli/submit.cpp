@@ -369,7 +369,7 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
     std::optional<std::int64_t> run_at;
   };
   std::vector<Keyed> keyed_jobs;  // for going again alone
-  // One job with a unique key, alone (Admin::submit): counted, or a bad line.
+  // One job with a unique key or with `after`, alone (Admin::submit): counted, or a bad line.
   auto submit_alone = [&](std::size_t line_no, const job::Job& j, std::int64_t at,
                           std::optional<std::int64_t> run_at) {
     store::SubmitResult r;
@@ -382,9 +382,15 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
     }
     if (r.what == "duplicate") {
       ++duplicates;
+    } else if (r.what == "taken") {
+      bad.push_back({line_no, taken_text(j.id)});
     } else {
       ++submitted;
       waiting += r.what == "waits";
+      if (r.what == "waiting") {
+        ++after.jobs;
+        after.final_already += r.final_already;
+      }
     }
   };
   auto flush_keyed = [&] {
@@ -438,21 +444,7 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
       // each need the one before.
       flush_keyed();
       for (auto& each : chunks) flush(each);
-      store::SubmitResult r;
-      try {
-        r = admin.submit(queue, parsed_job, now, run_at);
-      } catch (const store::AdminError& e) {
-        if (e.kind != store::AdminError::Kind::bad_input) throw;
-        bad.push_back({lines, e.what()});
-        continue;
-      }
-      if (r.what == "taken") {
-        bad.push_back({lines, taken_text(id)});
-        continue;
-      }
-      ++submitted;
-      ++after.jobs;
-      after.final_already += r.final_already;
+      submit_alone(lines, parsed_job, now, run_at);
       continue;
     }
     if (!parsed_job.unique_key.empty()) {
