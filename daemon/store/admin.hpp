@@ -291,7 +291,8 @@ class Admin {
   /// Writes a flow read by job::read_flow for `queue` (its jobs in their order: each job after
   /// those of the flow it waits for) as one MULTI/EXEC: all of it or nothing, first seen at `now`.
   /// A job without `after` is submitted as submit() does, one with it enters waiting and its
-  /// dependencies are told. Before that, under WATCH of the jobs' states and waiting hashes: the
+  /// dependencies are told. Before that, under WATCH of the jobs' states and waiting hashes (of a
+  /// large flow: its queues' waiting and live hashes): the
   /// references outside the flow must be known, and no job of the flow may have an id whose job
   /// is not over (else nothing is written: FlowResult says which). bad_input on a Redis Cluster
   /// (kFlowsOnCluster) and for a job with a unique key.

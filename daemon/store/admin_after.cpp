@@ -1,6 +1,7 @@
 // store::Admin's side of jobs that wait for other jobs (docs/workflows.md): a job with `after`
 // submitted through the protocol's three steps, a flow written whole in one transaction, and what
 // a waiting job still waits for.
+#include <algorithm>
 #include <set>
 #include <string>
 #include <utility>
@@ -21,8 +22,13 @@ using admin_calls::must;
 using Kind = AdminError::Kind;
 
 // How often a flow is tried again when a key it watched changed before its EXEC: the keys are
-// its own jobs' states and its queues' waiting hashes, which few writes touch.
+// its own jobs' states and its queues' waiting hashes, which few writes touch (a larger flow's:
+// its queues' waiting and live hashes, which a busy queue's claims write).
 constexpr int kFlowTries = 10;
+// The most jobs whose states a flow watches one by one: Redis looks through a client's watched
+// keys at each WATCH (50,000 took 13 s), so a larger flow watches its queues' waiting and live
+// hashes instead, which is what after_wait.lua refuses by.
+constexpr std::size_t kWatchEach = 2000;
 
 // Whether the job of an id is not over, from its state's status, whether it is in its queue's
 // waiting hash and whether a daemon's claim names it: a flow's job may not take that id (stricter
@@ -34,6 +40,23 @@ bool not_over(const std::string& status, bool waits, bool claimed) {
     return true;
   }
   return claimed && !is_final(status);
+}
+
+// call_all in slices of 1,000 calls (a flow's reads are one call per job): one pipelined write
+// of tens of thousands failed on the client's connection where slices of a thousand do not.
+template <class T>
+std::vector<T> call_sliced(redis::SyncClient& c, const std::vector<Call<T>>& calls) {
+  constexpr std::size_t kSlice = 1000;
+  std::vector<T> out;
+  out.reserve(calls.size());
+  for (std::size_t from = 0; from < calls.size(); from += kSlice) {
+    const auto first = calls.begin() + static_cast<std::ptrdiff_t>(from);
+    const auto last =
+        calls.begin() + static_cast<std::ptrdiff_t>(std::min(calls.size(), from + kSlice));
+    auto slice = call_all(c, std::vector<Call<T>>(first, last));
+    out.insert(out.end(), slice.begin(), slice.end());
+  }
+  return out;
 }
 
 std::string joined(const std::vector<std::string>& names) {
@@ -109,15 +132,17 @@ FlowResult Admin::submit_flow(const std::string& queue, const job::Flow& flow, s
   std::vector<Call<std::string>> statuses, claims;
   std::vector<Call<bool>> waiting_now;
   std::vector<std::string> watched;
-  std::set<std::string> waiting_hashes;
+  std::set<std::string> hashes;  // the waiting (and live) hashes watched
+  const bool each = flow.jobs.size() <= kWatchEach;
   for (const auto& f : flow.jobs) {
     const job::Job& j = f.job;
     const Keys k = home(f.queue, j.id);
     statuses.push_back(job_status(k, j.id));
     claims.push_back(read_claim(k, j.id));
     waiting_now.push_back(is_waiting(k, j.id));
-    watched.push_back(k.job(j.id));
-    if (waiting_hashes.insert(k.waiting).second) watched.push_back(k.waiting);
+    if (each) watched.push_back(k.job(j.id));
+    if (hashes.insert(k.waiting).second) watched.push_back(k.waiting);
+    if (!each && hashes.insert(k.live).second) watched.push_back(k.live);
     if (j.after.empty()) {
       auto c = store::submit(k, j.id, f.queue, marked_submission(j.raw, j.id, now), now,
                              std::nullopt, j.priority);
@@ -142,9 +167,9 @@ FlowResult Admin::submit_flow(const std::string& queue, const job::Flow& flow, s
     // Read under WATCH: a job of one of these ids that begins meanwhile (its state written, or
     // it enters waiting) voids the EXEC, and the reading is done again.
     must(watch(c_, watched));
-    const auto status = call_all(c_, statuses);
-    const auto claim = call_all(c_, claims);
-    const auto waits_now = call_all(c_, waiting_now);
+    const auto status = call_sliced(c_, statuses);
+    const auto claim = call_sliced(c_, claims);
+    const auto waits_now = call_sliced(c_, waiting_now);
     for (std::size_t i = 0; i < flow.jobs.size(); ++i) {
       if (not_over(status[i], waits_now[i], !claim[i].empty())) {
         out.taken.push_back(name(flow.jobs[i].queue, flow.jobs[i].job.id));

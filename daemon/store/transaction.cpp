@@ -39,18 +39,26 @@ OpResult<Executed> exec(redis::SyncClient& c, const Transaction& t) {
       if (auto loaded = c.load(*r.script); !loaded.ok()) return loaded.error();
     }
   }
-  c.append(std::vector<std::string>{"MULTI"});
-  for (const auto& r : t.requests()) append(c, r);
-  c.append(std::vector<std::string>{"EXEC"});
   // Every reply is read, whatever came before: the connection stays in step. A call refused as
-  // it was queued makes EXEC answer EXECABORT, which is the error returned.
+  // it was queued makes EXEC answer EXECABORT; the refusal is the error returned.
   std::optional<OpError> failed;
-  auto multi = c.read();
-  if (!multi.ok()) failed = multi.error();
-  for (std::size_t i = 0; i < t.size(); ++i) {
-    auto queued = c.read();
-    if (!queued.ok() && !failed) failed = queued.error();
+  auto read_one = [&] {
+    auto r = c.read();
+    if (!r.ok() && !failed) failed = r.error();
+  };
+  // The calls go in writes of kPerWrite, each one's QUEUED replies read before the next (the
+  // transaction stays open between them): one write of tens of thousands of commands failed on
+  // the client's connection ("connection lost: Success") where writes of a thousand do not.
+  constexpr std::size_t kPerWrite = 1000;
+  c.append(std::vector<std::string>{"MULTI"});
+  read_one();
+  const auto& requests = t.requests();
+  for (std::size_t from = 0; from < requests.size(); from += kPerWrite) {
+    const std::size_t to = std::min(requests.size(), from + kPerWrite);
+    for (std::size_t i = from; i < to; ++i) append(c, requests[i]);
+    for (std::size_t i = from; i < to; ++i) read_one();
   }
+  c.append(std::vector<std::string>{"EXEC"});
   auto done = c.read();
   if (failed) return *failed;
   if (!done.ok()) return done.error();

@@ -327,3 +327,31 @@ TEST_CASE("jobqctl submit --after and --flow on sharded queues: each step in its
   const auto status = jobqctl(redis, {"status", waiter, "-q", "images"});
   CHECK(status.out.find("waits for 1 of 1: q/p") != std::string::npos);
 }
+
+TEST_CASE("jobqctl submit --flow: 3,000 jobs and a fan-in of all of them, in one EXEC",
+          "[integration][cli][after][flow]") {
+  RedisServer redis;
+  auto r = redis.client();
+  served(r, {"q"});
+  // More jobs than a flow watches one by one, more calls than one write sends.
+  nlohmann::json jobs = nlohmann::json::array();
+  nlohmann::json all = nlohmann::json::array();
+  for (int i = 0; i < 3000; ++i) {
+    const std::string id = "s" + std::to_string(i);
+    jobs.push_back({{"id", id}, {"payload", i}});
+    all.push_back(id);
+  }
+  jobs.push_back({{"id", "end"}, {"payload", 0}, {"after", all}});
+  TempDir dir;
+  const auto file = flow_file(dir, "big.json", jobs.dump());
+  r.cmd({"CONFIG", "RESETSTAT"});
+  const auto ran = jobqctl(redis, {"--json", "submit", "q", "--flow", file});
+  INFO(ran.out.substr(0, 2000));
+  REQUIRE(ran.code == 0);
+  CHECK(nlohmann::json::parse(ran.out)["submitted"] == 3001);
+  CHECK(calls_of(r, "exec") == 1);
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 3000);
+  CHECK(r.integer({"HLEN", "jobq:{q}:dependents"}) == 3000);
+  CHECK(field(r, "q", "end", "waiting_for") == "3000");
+  CHECK(r.integer({"ZCARD", "jobq:{q}:registering"}) == 0);
+}
