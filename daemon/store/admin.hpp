@@ -292,10 +292,10 @@ class Admin {
   /// those of the flow it waits for) as one MULTI/EXEC: all of it or nothing, first seen at `now`.
   /// A job without `after` is submitted as submit() does, one with it enters waiting and its
   /// dependencies are told. Before that, under WATCH of the jobs' states and waiting hashes (of a
-  /// large flow: its queues' waiting and live hashes): the
-  /// references outside the flow must be known, and no job of the flow may have an id whose job
-  /// is not over (else nothing is written: FlowResult says which). bad_input on a Redis Cluster
-  /// (kFlowsOnCluster) and for a job with a unique key.
+  /// large flow: its queues' waiting and live hashes): the references outside the flow must be
+  /// known, and no job of the flow may have an id whose job is not over (else nothing is written:
+  /// FlowResult says which). bad_input on a Redis Cluster (kFlowsOnCluster) and for a job with a
+  /// unique key.
   FlowResult submit_flow(const std::string& queue, const job::Flow& flow, std::int64_t now);
 
   /// What job `id` of `queue` still waits for (its after hash, at its home); nullopt when it
