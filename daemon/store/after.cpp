@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <map>
-#include <utility>
 #include <set>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 

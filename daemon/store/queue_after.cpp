@@ -142,9 +142,10 @@ async::Task<OpResult<std::size_t>> QueueStore::after_upkeep(std::size_t n) {
       OpResult<long long> told =
           co_await register_waiter(main_, s_.prefix, s_.queue, s_.shards, id, u->refs);
       if (!told.ok()) co_return told.error();
-      spdlog::info("queue {}: job {} waited without every job it names knowing of it (a daemon "
-                   "stopped in between); told them now",
-                   s_.queue, id);
+      spdlog::info(
+          "queue {}: job {} waited without every job it names knowing of it (a daemon "
+          "stopped in between); told them now",
+          s_.queue, id);
     } else {
       const auto forget = after_registered(keys_, id);
       OpResult<long long> gone = co_await run(main_, forget);

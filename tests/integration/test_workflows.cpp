@@ -359,7 +359,8 @@ TEST_CASE("workflows: a dependency nobody pushes is waited for after_timeout, th
   RedisServer redis;
   Daemon d(redis, R"(
 handlers:
-  cat: {type: exec, command: [")" + fixture("cat_stdin") + R"("]}
+  cat: {type: exec, command: [")" +
+                      fixture("cat_stdin") + R"("]}
 queues:
   q: {handler: cat, after_timeout: 1s, delayed_poll: 100ms}
 )");

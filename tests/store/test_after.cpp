@@ -9,8 +9,8 @@
 
 #include "store/after.hpp"
 #include "store/marker.hpp"
-#include "store/shards.hpp"
 #include "store/queue_store.hpp"
+#include "store/shards.hpp"
 #include "tests/support/admin_front.hpp"
 #include "tests/support/redis_server.hpp"
 
