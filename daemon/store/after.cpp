@@ -140,46 +140,34 @@ Keys shard_keys(const std::string& prefix, const std::string& queue, std::size_t
   return Keys(prefix, queue, shard_tags(queue, n).at(shard));
 }
 
-// After_register's ids per call: a script holds Redis while it runs.
-constexpr std::size_t kRegisterChunk = 1000;
-
 }  // namespace
 
 async::Task<OpResult<long long>> register_waiter(redis::Client& c, const std::string& prefix,
-                                                 const std::string& queue, std::size_t shards,
-                                                 const std::string& id,
-                                                 const std::vector<std::string>& refs) {
-  std::map<std::string, std::size_t> counts{{queue, std::max<std::size_t>(1, shards)}};
-  std::map<std::pair<std::string, std::size_t>, std::vector<std::string>> by_slot;
-  for (const auto& ref : refs) {
+                                                 const Waiting& w, std::size_t shards) {
+  // The shard counts of the queues it names (one read each but its own), then after_registers'
+  // grouping by slot.
+  std::map<std::string, std::size_t> counts{{w.queue, std::max<std::size_t>(1, shards)}};
+  for (const auto& ref : w.refs) {
     std::string error;
     auto d = job::dependency_of(ref, error);
-    if (!d || d->queue.empty()) continue;  // jobqd writes QUEUE/ID, always
-    auto it = counts.find(d->queue);
-    if (it == counts.end()) {
-      const auto ask = read_shards(Keys(prefix, d->queue));
-      OpResult<std::size_t> n = co_await run(c, ask);
-      if (!n.ok()) co_return n.error();
-      it = counts.emplace(d->queue, std::max<std::size_t>(1, *n)).first;
-    }
-    by_slot[{d->queue, home_shard(d->id, it->second)}].push_back(std::move(d->id));
+    if (!d || d->queue.empty() || counts.count(d->queue)) continue;
+    const auto ask = read_shards(Keys(prefix, d->queue));
+    OpResult<std::size_t> n = co_await run(c, ask);
+    if (!n.ok()) co_return n.error();
+    counts.emplace(d->queue, std::max<std::size_t>(1, *n));
   }
-  const std::string waiter = queue + "/" + id;
+  const HomeOf home = [&](const std::string& queue, const std::string& id) {
+    const std::size_t n = counts.at(queue);
+    return shard_keys(prefix, queue, home_shard(id, n), n);
+  };
   long long final = 0;
-  for (const auto& [slot, ids] : by_slot) {
-    const Keys k = shard_keys(prefix, slot.first, slot.second, counts[slot.first]);
-    for (std::size_t from = 0; from < ids.size(); from += kRegisterChunk) {
-      const std::vector<std::string> part(
-          ids.begin() + static_cast<std::ptrdiff_t>(from),
-          ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), from + kRegisterChunk)));
-      const auto call = after_register(k, slot.first, waiter, part);
-      OpResult<long long> told = co_await run(c, call);
-      if (!told.ok()) co_return told.error();
-      final += *told;
-    }
+  const std::vector<Call<long long>> calls = after_registers(w, home);
+  for (const auto& call : calls) {
+    OpResult<long long> told = co_await run(c, call);
+    if (!told.ok()) co_return told.error();
+    final += *told;
   }
-  const std::size_t n = counts[queue];
-  const auto done = after_registered(shard_keys(prefix, queue, home_shard(id, n), n), id);
+  const auto done = after_registered(home(w.queue, w.id), w.id);
   OpResult<long long> left = co_await run(c, done);
   if (!left.ok()) co_return left.error();
   co_return final;

@@ -73,16 +73,13 @@ inline constexpr std::size_t kRegisterBatch = 1000;
 /// queue's `registering` set, which the due poll sweeps for what a crash left half told.
 Call<long long> after_registered(const Keys& k, const std::string& id);
 
-/// The second step of waiting, after after_wait: every dependency's slot notes waiting job `id`
-/// of `queue` (a queue of `shards` shards), one after_register per queue and shard (the shard
-/// counts of other queues read from Redis, in chunks of 1,000 ids), then after_registered. `refs`
-/// are `QUEUE/ID` each. How many were final already (their outcomes are in their queues'
-/// outboxes). Idempotent: a failure part way leaves the job in `registering`, and sending it
-/// again is harmless.
+/// The second step of waiting, after after_wait, on the daemon's client: every dependency's slot
+/// notes waiting job `w` (of a queue of `shards` shards): after_registers, the shard counts of
+/// other queues read from Redis, then after_registered. How many were final already (their
+/// outcomes are in their queues' outboxes). Idempotent: a failure part way leaves the job in
+/// `registering`, and sending it again is harmless.
 async::Task<OpResult<long long>> register_waiter(redis::Client& c, const std::string& prefix,
-                                                 const std::string& queue, std::size_t shards,
-                                                 const std::string& id,
-                                                 const std::vector<std::string>& refs);
+                                                 const Waiting& w, std::size_t shards);
 /// What a waiting job still waits for, read from its after hash (jobqctl status).
 struct AfterLeft {
   std::size_t total = 0;          // the references it waits for, final or not

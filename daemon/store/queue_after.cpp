@@ -1,5 +1,6 @@
 // The queue store's side of jobs that wait for others (docs/workflows.md): a fetched job with
 // `after` moved into `waiting`, and the queue's outbox delivered to the waiting jobs it tells.
+#include <charconv>
 #include <map>
 #include <optional>
 
@@ -13,26 +14,14 @@
 namespace jq::store {
 
 async::Task<OpResult<WaitAnswer>> QueueStore::enter_waiting(const Reading& r) {
-  const job::Job& j = *r.job;
-  Waiting w;
-  w.id = r.id;
-  w.queue = s_.queue;
   // Its copy as pending would hold it once released: the job's text (with the id jobqd gave it,
   // if any) and a marker of no attempts, so that it keeps its id and submitted_at.
-  Marker m;
-  m.submitted_at = r.submitted_at;
-  m.id = r.id;
-  m.max = r.max_attempts;
-  const Copy c = split(j.raw);
-  w.copy = j.raw.substr(0, c.cut) + c.tail(m);
-  w.cut = c.cut;
-  w.submitted_at = r.submitted_at;
-  w.deadline = redis_now() + s_.after_timeout.count();
-  w.policy = j.on_dependency_failure;
-  w.level = j.priority;
-  w.refs.reserve(j.after.size());
-  for (const auto& d : j.after)
-    w.refs.push_back((d.queue.empty() ? s_.queue : d.queue) + "/" + d.id);
+  std::int64_t arrived = redis_now();
+  (void)std::from_chars(r.submitted_at.data(), r.submitted_at.data() + r.submitted_at.size(),
+                        arrived);
+  job::Job j = *r.job;
+  j.id = r.id;
+  Waiting w = waiting_of(j, s_.queue, arrived, s_.after_timeout);
   w.token = r.token;
   w.worker = s_.worker;
   const auto call = after_wait_held(keys_, w);
@@ -40,15 +29,12 @@ async::Task<OpResult<WaitAnswer>> QueueStore::enter_waiting(const Reading& r) {
   if (!said.ok() || *said == WaitAnswer::taken) co_return said;
   held_.erase(r.token);  // out of this worker's hold (or someone else's already)
   if (*said == WaitAnswer::not_held) co_return said;
-  OpResult<long long> told =
-      co_await register_waiter(main_, s_.prefix, s_.queue, s_.shards, w.id, w.refs);
-  if (!told.ok()) {
-    if (upkeep_errors_.due()) {
-      spdlog::error(
-          "queue {}: job {} waits, but telling what it waits for failed ({}); the due poll "
-          "tries again",
-          s_.queue, w.id, told.error().message);
-    }
+  OpResult<long long> told = co_await register_waiter(main_, s_.prefix, w, s_.shards);
+  if (!told.ok() && upkeep_errors_.due()) {
+    spdlog::error(
+        "queue {}: job {} waits, but telling what it waits for failed ({}); the due poll tries "
+        "again",
+        s_.queue, w.id, told.error().message);
   }
   co_return said;
 }
@@ -139,8 +125,11 @@ async::Task<OpResult<std::size_t>> QueueStore::after_upkeep(std::size_t n) {
     OpResult<Untold> u = co_await run(main_, untold);
     if (!u.ok()) co_return u.error();
     if (u->waiting) {
-      OpResult<long long> told =
-          co_await register_waiter(main_, s_.prefix, s_.queue, s_.shards, id, u->refs);
+      Waiting w;
+      w.id = id;
+      w.queue = s_.queue;
+      w.refs = std::move(u->refs);
+      OpResult<long long> told = co_await register_waiter(main_, s_.prefix, w, s_.shards);
       if (!told.ok()) co_return told.error();
       spdlog::info(
           "queue {}: job {} waited without every job it names knowing of it (a daemon "
