@@ -492,6 +492,13 @@ void SpoolSource::adopt(SpoolDir::Claim claim) {
     } catch (const std::exception& e) {
       parsed = job::Invalid{std::string("jobqd could not read this job: ") + e.what(), ""};
     }
+    if (auto* j = std::get_if<job::Job>(&parsed); j && !j->after.empty()) {
+      // Its file is its store: nothing would hold it while it waits (docs/workflows.md).
+      parsed = job::Invalid{
+          "field after: a spool file's job cannot wait for other jobs in this version (push it "
+          "to Redis, or submit it with jobqctl submit --after)",
+          j->id};
+    }
     if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
       claim.invalid = std::move(bad->error);
     } else {

@@ -280,12 +280,16 @@ TEST_CASE("Spool: bad files go to failed/ with the reason; failures retry, then 
   write_file(spool.path() / "bad.json", R"({"id":"bad","payload":)");
   write_file(spool.path() / "who.json", R"({"id":"who","handler":"nope","payload":{}})");
   write_file(spool.path() / "fails.json", R"({"id":"fails","handler":"boom","payload":{}})");
+  // A job that waits for others: nothing would hold a file while it waits; it must not run as if
+  // it had no dependencies (nor as if it had been released, with outcomes of its own).
+  write_file(spool.path() / "waits.json",
+             R"({"id":"waits","payload":{},"after":["x"],"dependencies":[]})");
   write_file(outside.path() / "secret", "secret");
   fs::create_symlink(outside.path() / "secret", spool.path() / "link.json");
   const auto failed = spool.path() / "failed";
   // The link makes no close event, only its creation: taken at once all the same (well before
   // the 10 s rescan).
-  REQUIRE(eventually([&] { return count_files(failed) == 8; }, 4s, 20ms));
+  REQUIRE(eventually([&] { return count_files(failed) == 10; }, 4s, 20ms));
   auto why = [&](const std::string& name) {
     return nlohmann::json::parse(read_file(failed / (name + ".error.json")));
   };
@@ -295,6 +299,9 @@ TEST_CASE("Spool: bad files go to failed/ with the reason; failures retry, then 
   CHECK(bad["attempts"] == 0);
   CHECK(bad["error"].get<std::string>().find("bad.json") != std::string::npos);
   CHECK(why("who.json")["error"].get<std::string>().find("nope") != std::string::npos);
+  CHECK(why("waits.json")["error_kind"] == "invalid_job");
+  CHECK(why("waits.json")["error"].get<std::string>().find("cannot wait for other jobs") !=
+        std::string::npos);
   auto fails = why("fails.json");
   CHECK(fails["error_kind"] == "exception");
   CHECK(fails["attempts"] == 2);
