@@ -83,7 +83,7 @@ store::Layout layout(const Target& t) {
   l.prefix = t.prefix;
   // Copies of the config's figures: the layout holds nothing of the Target.
   std::map<std::string, std::size_t> shards;
-  std::map<std::string, std::int64_t> keep;
+  std::map<std::string, std::int64_t> keep, waits;
   std::set<std::string> payloads;
   std::map<std::string, store::UniqueRule> unique;
   std::map<std::string, store::QueueLimits> limits;
@@ -92,6 +92,7 @@ store::Layout layout(const Target& t) {
       l.config_queues.push_back(q.name);
       shards.emplace(q.name, static_cast<std::size_t>(q.shards));
       keep.emplace(q.name, q.retain.failed.count());
+      waits.emplace(q.name, q.after_timeout.count());
       if (q.retain.payload) payloads.insert(q.name);
       unique.emplace(q.name, store::unique_rule(q.unique));
       limits.emplace(q.name, store::queue_limits(q));
@@ -112,6 +113,10 @@ store::Layout layout(const Target& t) {
   l.keep_failed_ms = [keep = std::move(keep)](const std::string& queue) {
     auto it = keep.find(queue);
     return it == keep.end() ? std::int64_t{0} : it->second;
+  };
+  l.after_timeout_ms = [waits = std::move(waits)](const std::string& queue) {
+    auto it = waits.find(queue);
+    return it == waits.end() ? std::int64_t{0} : it->second;
   };
   l.retain_payload = [payloads = std::move(payloads)](const std::string& queue) {
     return payloads.count(queue) > 0;

@@ -531,6 +531,7 @@ async::Task<HttpResponse> Api::submit(const HttpRequest& req, const std::string&
   rules.max_bytes = q->max_job_bytes;
   rules.unique_from = q->unique.path;
   rules.queue = q->name;
+  rules.holds_dependencies = true;  // Admin::submit makes a job with `after` wait
   auto parsed = job::parse(req.body, rules);
   if (auto* bad = std::get_if<job::Invalid>(&parsed)) {
     co_return error(400, "not a job: " + bad->error);
@@ -624,13 +625,14 @@ store::Layout Api::layout() const {
   l.name_the_queue = "add ?queue=Q";
   l.warn = [](const std::string& why) { spdlog::warn("api: {}", why); };
   std::map<std::string, std::size_t> shards;
-  std::map<std::string, std::int64_t> keep;
+  std::map<std::string, std::int64_t> keep, waits;
   std::set<std::string> payloads;
   std::map<std::string, store::UniqueRule> unique;
   for (const auto& q : cfg.queues) {
     l.config_queues.push_back(q.name);
     shards[q.name] = static_cast<std::size_t>(q.shards);
     keep[q.name] = static_cast<std::int64_t>(q.retain.failed.count());
+    waits[q.name] = static_cast<std::int64_t>(q.after_timeout.count());
     if (q.retain.payload) payloads.insert(q.name);
     unique[q.name] = store::unique_rule(q.unique);
   }
@@ -646,6 +648,10 @@ store::Layout Api::layout() const {
   l.keep_failed_ms = [keep](const std::string& q) {
     auto it = keep.find(q);
     return it == keep.end() ? std::int64_t{0} : it->second;
+  };
+  l.after_timeout_ms = [waits](const std::string& q) {
+    auto it = waits.find(q);
+    return it == waits.end() ? std::int64_t{0} : it->second;
   };
   l.retain_payload = [payloads](const std::string& q) { return payloads.count(q) > 0; };
   return l;

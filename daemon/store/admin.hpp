@@ -48,6 +48,9 @@ struct Layout {
   std::vector<std::string> config_queues;
   /// queues.<q>.retain.failed in ms (how long a cancelled job's state is kept); 0: the default.
   std::function<std::int64_t(const std::string& queue)> keep_failed_ms;
+  /// queues.<q>.after_timeout in ms (how long a job waits for a dependency nobody submitted);
+  /// 0: the default (kDefaultAfterTimeout).
+  std::function<std::int64_t(const std::string& queue)> after_timeout_ms;
   /// queues.<q>.retain.payload: a job cancelled while it waits keeps its payload in its state, as
   /// a daemon's end of it would. Unset: false.
   std::function<bool(const std::string& queue)> retain_payload;
@@ -336,6 +339,8 @@ class Admin {
   long long dead_action(const std::string& queue, const std::vector<std::string>& ids, bool all,
                         bool retry);
   std::int64_t keep_failed_ms(const std::string& queue) const;
+  /// The after_timeout of a job of `queue` that waits (its config's, else the default).
+  Millis after_timeout(const std::string& queue) const;
   Workers read_live(bool strict);
 
   redis::SyncClient& c_;

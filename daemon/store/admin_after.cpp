@@ -67,6 +67,11 @@ std::string joined(const std::vector<std::string>& names) {
 
 }  // namespace
 
+Millis Admin::after_timeout(const std::string& queue) const {
+  const std::int64_t ms = layout_.after_timeout_ms ? layout_.after_timeout_ms(queue) : 0;
+  return ms > 0 ? Millis(ms) : kDefaultAfterTimeout;
+}
+
 SubmitResult Admin::submit_waiting(const std::string& queue, const job::Job& job, std::int64_t now,
                                    std::optional<std::int64_t> run_at) {
   if (!job.unique_key.empty()) {
@@ -80,7 +85,7 @@ SubmitResult Admin::submit_waiting(const std::string& queue, const job::Job& job
                      "runs once they are final");
   }
   SubmitResult out{"waiting", job.id, "", ""};
-  const Waiting w = waiting_of(job, queue, now);
+  const Waiting w = waiting_of(job, queue, now, after_timeout(queue));
   const Keys k = home_keys(queue, job.id);
   // The job first, then its dependencies' slots: an end between the two finds it to be told.
   if (!call(c_, after_wait(k, w))) {
@@ -150,7 +155,7 @@ FlowResult Admin::submit_flow(const std::string& queue, const job::Flow& flow, s
       submits.emplace_back(at, std::move(c));
       continue;
     }
-    const Waiting w = waiting_of(j, f.queue, now);
+    const Waiting w = waiting_of(j, f.queue, now, after_timeout(f.queue));
     auto c = after_wait(k, w);
     const std::size_t at = t.add(c);
     waits.emplace_back(at, std::move(c));

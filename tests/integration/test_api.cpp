@@ -975,3 +975,30 @@ queues:
   }
   CHECK(by.size() == 3);
 }
+
+TEST_CASE("The API: a job submitted with after waits, then runs once what it names is final",
+          "[integration][http][api][workflows]") {
+  RedisServer redis;
+  Daemon d(redis, kYaml);
+  const auto addr = start_serving(d, redis);
+  auto r = redis.client();
+  const std::string csrf = body_of(get(addr, "/api/session"))["csrf"];
+  const std::string with_csrf = "X-CSRF-Token: " + csrf + "\r\n";
+  auto sub = post(addr, "/api/queues/q/jobs", R"({"id":"w","payload":1,"after":["d"]})", with_csrf);
+  INFO(sub.body);
+  CHECK(sub.status == 200);
+  CHECK(body_of(sub)["result"] == "waiting");
+  CHECK(r.str({"HGET", "jobq:{q}:job:w", "status"}) == "waiting");
+  // A well-formed after that the API refuses would say what is wrong.
+  auto self =
+      post(addr, "/api/queues/q/jobs", R"({"id":"s","payload":1,"after":["s"]})", with_csrf);
+  CHECK(self.status == 400);
+  CHECK(error_of(self).find("cannot wait for itself") != std::string::npos);
+  r.cmd({"LPUSH", "jobq:{q}:pending", R"({"id":"d","payload":0})"});
+  CHECK(eventually(
+      [&] {
+        return r.str({"HGET", "jobq:{q}:job:w", "status"}) == "succeeded";
+      },
+      10s));
+  CHECK(d.stop() == 0);
+}
