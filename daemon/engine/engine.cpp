@@ -141,6 +141,7 @@ std::unique_ptr<Engine::Lane> Engine::make_lane(const config::QueueConfig& q) {
     settings.wait_timeout = cfg_.redis.wait_timeout;
     shard.store = std::make_unique<store::QueueStore>(*shard.main, *shard.blocking,
                                                       std::move(settings), std::move(rules));
+    shard.store->set_router(control_.get());  // jobs that wait: other queues' slots
     w.stores.push_back(shard.store.get());
   }
   for (auto& shard : lane->shards) shard.store->join(w.stores);

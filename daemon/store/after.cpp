@@ -142,7 +142,7 @@ Keys shard_keys(const std::string& prefix, const std::string& queue, std::size_t
 
 }  // namespace
 
-async::Task<OpResult<long long>> register_waiter(redis::Client& c, const std::string& prefix,
+async::Task<OpResult<long long>> register_waiter(const Route& route, const std::string& prefix,
                                                  const Waiting& w, std::size_t shards) {
   // The shard counts of the queues it names (one read each but its own), then after_registers'
   // grouping by slot.
@@ -151,8 +151,9 @@ async::Task<OpResult<long long>> register_waiter(redis::Client& c, const std::st
     std::string error;
     auto d = job::dependency_of(ref, error);
     if (!d || d->queue.empty() || counts.count(d->queue)) continue;
-    const auto ask = read_shards(Keys(prefix, d->queue));
-    OpResult<std::size_t> n = co_await run(c, ask);
+    const Keys of(prefix, d->queue);
+    const auto ask = read_shards(of);
+    OpResult<std::size_t> n = co_await run(route(of.shards), ask);
     if (!n.ok()) co_return n.error();
     counts.emplace(d->queue, std::max<std::size_t>(1, *n));
   }
@@ -163,12 +164,14 @@ async::Task<OpResult<long long>> register_waiter(redis::Client& c, const std::st
   long long final = 0;
   const std::vector<Call<long long>> calls = after_registers(w, home);
   for (const auto& call : calls) {
-    OpResult<long long> told = co_await run(c, call);
+    // after_register's first key is in the dependencies' slot.
+    OpResult<long long> told = co_await run(route(call.req.keys.front()), call);
     if (!told.ok()) co_return told.error();
     final += *told;
   }
-  const auto done = after_registered(home(w.queue, w.id), w.id);
-  OpResult<long long> left = co_await run(c, done);
+  const Keys mine = home(w.queue, w.id);
+  const auto done = after_registered(mine, w.id);
+  OpResult<long long> left = co_await run(route(mine.registering), done);
   if (!left.ok()) co_return left.error();
   co_return final;
 }

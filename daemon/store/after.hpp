@@ -78,7 +78,10 @@ Call<long long> after_registered(const Keys& k, const std::string& id);
 /// other queues read from Redis, then after_registered. How many were final already (their
 /// outcomes are in their queues' outboxes). Idempotent: a failure part way leaves the job in
 /// `registering`, and sending it again is harmless.
-async::Task<OpResult<long long>> register_waiter(redis::Client& c, const std::string& prefix,
+/// `route(key)`: the client whose connection serves `key` (on a cluster, the dependencies'
+/// slots may be on other nodes).
+using Route = std::function<redis::Client&(const std::string& key)>;
+async::Task<OpResult<long long>> register_waiter(const Route& route, const std::string& prefix,
                                                  const Waiting& w, std::size_t shards);
 /// What a waiting job still waits for, read from its after hash (jobqctl status).
 struct AfterLeft {

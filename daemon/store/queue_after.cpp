@@ -7,11 +7,20 @@
 #include <spdlog/spdlog.h>
 
 #include "config/units.hpp"
+#include "redis/cluster.hpp"
 #include "store/after.hpp"
 #include "store/queue_store.hpp"
 #include "store/shards.hpp"
 
 namespace jq::store {
+
+redis::Client& QueueStore::route(const std::string& key) {
+  if (!router_ || main_.connect_options().url.kind != redis::Url::Kind::cluster ||
+      redis::slot_of(key) == redis::slot_of(keys_.pending)) {
+    return main_;
+  }
+  return router_->client(key);
+}
 
 async::Task<OpResult<WaitAnswer>> QueueStore::enter_waiting(const Reading& r) {
   // Its copy as pending would hold it once released: the job's text (with the id jobqd gave it,
@@ -29,7 +38,8 @@ async::Task<OpResult<WaitAnswer>> QueueStore::enter_waiting(const Reading& r) {
   if (!said.ok() || *said == WaitAnswer::taken) co_return said;
   held_.erase(r.token);  // out of this worker's hold (or someone else's already)
   if (*said == WaitAnswer::not_held) co_return said;
-  OpResult<long long> told = co_await register_waiter(main_, s_.prefix, w, s_.shards);
+  const Route via = [this](const std::string& key) -> redis::Client& { return route(key); };
+  OpResult<long long> told = co_await register_waiter(via, s_.prefix, w, s_.shards);
   if (!told.ok() && upkeep_errors_.due()) {
     spdlog::error(
         "queue {}: job {} waits, but telling what it waits for failed ({}); the due poll tries "
@@ -62,8 +72,9 @@ async::Task<OpResult<std::size_t>> QueueStore::deliver_outcomes(std::size_t n) {
     }
     auto it = counts.find(e->to_queue);
     if (it == counts.end()) {
-      const auto ask = read_shards(Keys(s_.prefix, e->to_queue));
-      OpResult<std::size_t> got = co_await run(main_, ask);
+      const Keys of(s_.prefix, e->to_queue);
+      const auto ask = read_shards(of);
+      OpResult<std::size_t> got = co_await run(route(of.shards), ask);
       if (!got.ok()) co_return got.error();
       it = counts.emplace(e->to_queue, std::max<std::size_t>(1, *got)).first;
     }
@@ -80,7 +91,8 @@ async::Task<OpResult<std::size_t>> QueueStore::deliver_outcomes(std::size_t n) {
   }
   std::vector<async::Task<OpResult<Resolved>>> sending;
   sending.reserve(tells.size());
-  for (const auto& call : tells) sending.push_back(run(main_, call));
+  // after_resolve's first key (waiting) is in the waiting job's slot.
+  for (const auto& call : tells) sending.push_back(run(route(call.req.keys.front()), call));
   std::vector<OpResult<Resolved>> said = co_await async::gather(std::move(sending));
   std::optional<OpError> failed;
   for (std::size_t i = 0; i < said.size(); ++i) {
@@ -129,7 +141,8 @@ async::Task<OpResult<std::size_t>> QueueStore::after_upkeep(std::size_t n) {
       w.id = id;
       w.queue = s_.queue;
       w.refs = std::move(u->refs);
-      OpResult<long long> told = co_await register_waiter(main_, s_.prefix, w, s_.shards);
+      const Route via = [this](const std::string& key) -> redis::Client& { return route(key); };
+      OpResult<long long> told = co_await register_waiter(via, s_.prefix, w, s_.shards);
       if (!told.ok()) co_return told.error();
       spdlog::info(
           "queue {}: job {} waited without every job it names knowing of it (a daemon "

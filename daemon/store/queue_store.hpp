@@ -18,6 +18,7 @@
 #include "job/error_kind.hpp"
 #include "job/job.hpp"
 #include "redis/client.hpp"
+#include "redis/router.hpp"
 #include "store/calls.hpp"
 #include "store/groups.hpp"
 #include "store/keys.hpp"
@@ -198,6 +199,12 @@ class QueueStore {
   const job::Rules& rules() const noexcept { return rules_; }
   job::Rules& rules() noexcept { return rules_; }
   redis::Client& client() noexcept { return main_; }
+  /// Clients for other slots' keys (jobs that wait for others: their dependencies may be in other
+  /// queues, on other nodes of a cluster). Without, everything goes to the queue's own client.
+  void set_router(redis::Router* r) noexcept { router_ = r; }
+  /// The client whose connection serves `key`: the queue's own for its slot (and on a single
+  /// Redis), else the router's.
+  redis::Client& route(const std::string& key);
   redis::Client& blocking() noexcept { return blocking_; }
   /// Redis' clock as last seen (ms), carried forward on this host's clock: job times written
   /// from the daemon (started_at) are on Redis' clock like the rest.
@@ -370,6 +377,7 @@ class QueueStore {
                                              const std::string& why);
 
   redis::Client& main_;
+  redis::Router* router_ = nullptr;
   redis::Client& blocking_;
   Settings s_;
   job::Rules rules_;

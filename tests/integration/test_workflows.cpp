@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support/cluster.hpp"
 #include "tests/support/daemon.hpp"
 #include "tests/support/fixtures.hpp"
 #include "tests/support/http_server.hpp"
@@ -383,4 +384,105 @@ queues:
   CHECK(got["dependencies"][0]["status"] == "failed");
   CHECK(got["dependencies"][0]["error"] == "not seen within 1s");
   CHECK(d.stop() == 0);
+}
+
+TEST_CASE("workflows on a cluster: flows across queues of three primaries, a daemon killed -9",
+          "[integration][workflows][cluster]") {
+  // Each flow: a root on one primary, 6 jobs on the other two waiting for it, a fan-in on the
+  // root's waiting for the 6. Every outcome crosses slots (and nodes) through an outbox.
+  RedisCluster cluster(3, 0);
+  std::vector<std::string> qs;  // a queue on each primary
+  {
+    std::map<int, std::string> on;
+    for (int i = 0; on.size() < 3; ++i) {
+      const std::string q = "w" + std::to_string(i);
+      on.emplace(cluster.owner_of_queue(q), q);
+    }
+    for (const auto& [port, q] : on) qs.push_back(q);
+  }
+  std::string yaml = "handlers:\n  nap: {type: builtin, name: sleep}\nqueues:\n";
+  for (const auto& q : qs) {
+    yaml += "  " + q + ": {handler: nap, concurrency: 8, max_attempts: 20}\n";
+  }
+  std::vector<std::unique_ptr<Daemon>> daemons;
+  for (int i = 0; i < 2; ++i) {
+    daemons.push_back(std::make_unique<Daemon>(cluster.url(), yaml));
+    daemons.back()->start();
+  }
+  std::map<std::string, std::vector<std::string>> ids_in;  // queue -> its jobs' ids
+  std::map<std::string, std::vector<std::string>> pushes;  // queue -> jobs, pushed last first
+  for (int f = 0; f < 40; ++f) {
+    const std::string p = "f" + std::to_string(f) + "-";
+    const std::string& home = qs[static_cast<std::size_t>(f) % 3];
+    std::vector<std::string> mids;
+    for (int m = 0; m < 6; ++m) {
+      const std::string& q =
+          qs[(static_cast<std::size_t>(f) + 1 + static_cast<std::size_t>(m) % 2) % 3];
+      const std::string id = p + "m" + std::to_string(m);
+      pushes[q].push_back(
+          json{{"id", id}, {"payload", {{"ms", 10}}}, {"after", {home + "/" + p + "root"}}}.dump());
+      ids_in[q].push_back(id);
+      mids.push_back(q + "/" + id);
+    }
+    pushes[home].push_back(
+        json{{"id", p + "end"}, {"payload", {{"ms", 1}}}, {"after", mids}}.dump());
+    pushes[home].push_back(json{{"id", p + "root"}, {"payload", {{"ms", 10}}}}.dump());
+    ids_in[home].push_back(p + "end");
+    ids_in[home].push_back(p + "root");
+  }
+  for (const auto& q : qs) {
+    SyncRedis r(cluster.owner_of_queue(q));
+    push(r, q, pushes[q]);
+  }
+  auto done_in = [&](const std::string& q) {
+    try {
+      SyncRedis r(cluster.owner_of_queue(q));
+      return count_status(r, q, ids_in[q], "succeeded");
+    } catch (const std::exception&) {
+      return std::size_t{0};
+    }
+  };
+  auto done = [&] {
+    for (const auto& q : qs) {
+      if (done_in(q) != ids_in[q].size()) return false;
+    }
+    return true;
+  };
+  auto serving = [&](Daemon& d) {
+    return eventually([&] { return cluster.leases_held(d.pid(), qs); }, 20s);
+  };
+  const auto [kills, not_serving] = kill_in_turn(daemons, done, serving, 4);
+  CHECK(not_serving == 0);
+  CHECK(eventually(done, 60s));
+  INFO("kills: " << kills);
+  for (const auto& q : qs) {
+    INFO(q << ": succeeded " << done_in(q) << " of " << ids_in[q].size());
+    CHECK(done_in(q) == ids_in[q].size());
+    SyncRedis r(cluster.owner_of_queue(q));
+    CHECK(r.integer({"ZCARD", "jobq:{" + q + "}:dead"}) == 0);
+  }
+  // Each fan-in started after the last of its 6 ended (Redis' clocks: one machine here).
+  std::map<std::string, long long> ended;  // QUEUE/ID -> finished_at
+  for (const auto& q : qs) {
+    SyncRedis r(cluster.owner_of_queue(q));
+    const auto st = job_states(r, q, ids_in[q], {"finished_at"});
+    for (std::size_t i = 0; i < ids_in[q].size(); ++i) {
+      ended[q + "/" + ids_in[q][i]] = std::stoll(st[i].at("finished_at"));
+    }
+  }
+  std::size_t early = 0;
+  for (int f = 0; f < 40; ++f) {
+    const std::string p = "f" + std::to_string(f) + "-";
+    const std::string& home = qs[static_cast<std::size_t>(f) % 3];
+    SyncRedis r(cluster.owner_of_queue(home));
+    const long long started =
+        std::stoll(job_states(r, home, {p + "end"}, {"started_at"}).front().at("started_at"));
+    for (int m = 0; m < 6; ++m) {
+      const std::string& q =
+          qs[(static_cast<std::size_t>(f) + 1 + static_cast<std::size_t>(m) % 2) % 3];
+      early += started + 5 < ended[q + "/" + p + "m" + std::to_string(m)];
+    }
+  }
+  CHECK(early == 0);
+  for (auto& d : daemons) CHECK(d->stop() == 0);
 }
