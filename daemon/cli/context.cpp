@@ -84,6 +84,7 @@ store::Layout layout(const Target& t) {
   // Copies of the config's figures: the layout holds nothing of the Target.
   std::map<std::string, std::size_t> shards;
   std::map<std::string, std::int64_t> keep, waits;
+  std::map<std::string, std::uint64_t> bytes;
   std::set<std::string> payloads;
   std::map<std::string, store::UniqueRule> unique;
   std::map<std::string, store::QueueLimits> limits;
@@ -93,6 +94,7 @@ store::Layout layout(const Target& t) {
       shards.emplace(q.name, static_cast<std::size_t>(q.shards));
       keep.emplace(q.name, q.retain.failed.count());
       waits.emplace(q.name, q.after_timeout.count());
+      bytes.emplace(q.name, q.max_job_bytes);
       if (q.retain.payload) payloads.insert(q.name);
       unique.emplace(q.name, store::unique_rule(q.unique));
       limits.emplace(q.name, store::queue_limits(q));
@@ -113,6 +115,10 @@ store::Layout layout(const Target& t) {
   l.keep_failed_ms = [keep = std::move(keep)](const std::string& queue) {
     auto it = keep.find(queue);
     return it == keep.end() ? std::int64_t{0} : it->second;
+  };
+  l.max_job_bytes = [bytes = std::move(bytes)](const std::string& queue) {
+    auto it = bytes.find(queue);
+    return it == bytes.end() ? std::uint64_t{0} : it->second;
   };
   l.after_timeout_ms = [waits = std::move(waits)](const std::string& queue) {
     auto it = waits.find(queue);

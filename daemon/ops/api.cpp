@@ -626,6 +626,7 @@ store::Layout Api::layout() const {
   l.warn = [](const std::string& why) { spdlog::warn("api: {}", why); };
   std::map<std::string, std::size_t> shards;
   std::map<std::string, std::int64_t> keep, waits;
+  std::map<std::string, std::uint64_t> bytes;
   std::set<std::string> payloads;
   std::map<std::string, store::UniqueRule> unique;
   for (const auto& q : cfg.queues) {
@@ -633,6 +634,7 @@ store::Layout Api::layout() const {
     shards[q.name] = static_cast<std::size_t>(q.shards);
     keep[q.name] = static_cast<std::int64_t>(q.retain.failed.count());
     waits[q.name] = static_cast<std::int64_t>(q.after_timeout.count());
+    bytes[q.name] = q.max_job_bytes;
     if (q.retain.payload) payloads.insert(q.name);
     unique[q.name] = store::unique_rule(q.unique);
   }
@@ -648,6 +650,10 @@ store::Layout Api::layout() const {
   l.keep_failed_ms = [keep](const std::string& q) {
     auto it = keep.find(q);
     return it == keep.end() ? std::int64_t{0} : it->second;
+  };
+  l.max_job_bytes = [bytes](const std::string& q) {
+    auto it = bytes.find(q);
+    return it == bytes.end() ? std::uint64_t{0} : it->second;
   };
   l.after_timeout_ms = [waits](const std::string& q) {
     auto it = waits.find(q);

@@ -51,6 +51,8 @@ struct Layout {
   /// queues.<q>.after_timeout in ms (how long a job waits for a dependency nobody submitted);
   /// 0: the default (kDefaultAfterTimeout).
   std::function<std::int64_t(const std::string& queue)> after_timeout_ms;
+  /// queues.<q>.max_job_bytes; 0 when the config has no such queue (or there is none).
+  std::function<std::uint64_t(const std::string& queue)> max_job_bytes;
   /// queues.<q>.retain.payload: a job cancelled while it waits keeps its payload in its state, as
   /// a daemon's end of it would. Unset: false.
   std::function<bool(const std::string& queue)> retain_payload;

@@ -59,6 +59,14 @@ std::vector<T> call_sliced(redis::SyncClient& c, const std::vector<Call<T>>& cal
   return out;
 }
 
+// `w` with its queue's bounds from the config, when it has them: whoever delivers its outcomes
+// releases or ends it by them (store::Waiting).
+Waiting bounded(const Layout& layout, Waiting w) {
+  if (layout.keep_failed_ms) w.keep_failed_ms = layout.keep_failed_ms(w.queue);
+  if (layout.max_job_bytes) w.max_job_bytes = layout.max_job_bytes(w.queue);
+  return w;
+}
+
 std::string joined(const std::vector<std::string>& names) {
   std::string out;
   for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
@@ -85,7 +93,7 @@ SubmitResult Admin::submit_waiting(const std::string& queue, const job::Job& job
                      "runs once they are final");
   }
   SubmitResult out{"waiting", job.id, "", ""};
-  const Waiting w = waiting_of(job, queue, now, after_timeout(queue));
+  const Waiting w = bounded(layout_, waiting_of(job, queue, now, after_timeout(queue)));
   const Keys k = home_keys(queue, job.id);
   // The job first, then its dependencies' slots: an end between the two finds it to be told.
   if (!call(c_, after_wait(k, w))) {
@@ -155,7 +163,7 @@ FlowResult Admin::submit_flow(const std::string& queue, const job::Flow& flow, s
       submits.emplace_back(at, std::move(c));
       continue;
     }
-    const Waiting w = waiting_of(j, f.queue, now, after_timeout(f.queue));
+    const Waiting w = bounded(layout_, waiting_of(j, f.queue, now, after_timeout(f.queue)));
     auto c = after_wait(k, w);
     const std::size_t at = t.add(c);
     waits.emplace_back(at, std::move(c));

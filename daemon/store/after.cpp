@@ -50,7 +50,9 @@ Request wait_request(const Keys& k, const Waiting& w) {
                                 job::dependency_policy_name(w.policy),
                                 std::to_string(static_cast<int>(w.level)),
                                 std::to_string(w.cut),
-                                w.token != 0 ? std::to_string(w.token) : std::string()};
+                                w.token != 0 ? std::to_string(w.token) : std::string(),
+                                w.keep_failed_ms > 0 ? std::to_string(w.keep_failed_ms) : "",
+                                w.max_job_bytes > 0 ? std::to_string(w.max_job_bytes) : ""};
   args.insert(args.end(), w.refs.begin(), w.refs.end());
   return Request{&scripts::after_wait(), std::move(keys), std::move(args)};
 }

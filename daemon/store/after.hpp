@@ -39,6 +39,10 @@ struct Waiting {
   /// it moves; 0 for a submission.
   std::uint64_t token = 0;
   std::string worker;
+  /// Its queue's bounds, kept with it for whoever releases or ends it (a daemon of another queue
+  /// delivers outcomes from its own outbox); 0: not known here (whoever delivers uses its own).
+  std::int64_t keep_failed_ms = 0;
+  std::uint64_t max_job_bytes = 0;
 };
 /// Job `job` of `queue` (read with its `after`: job::parse with Rules::holds_dependencies) as it
 /// waits, first seen at `now` (unix ms): its copy as pending would hold it (marked_submission),

@@ -33,6 +33,8 @@ async::Task<OpResult<WaitAnswer>> QueueStore::enter_waiting(const Reading& r) {
   Waiting w = waiting_of(j, s_.queue, arrived, s_.after_timeout);
   w.token = r.token;
   w.worker = s_.worker;
+  w.keep_failed_ms = s_.dead_ttl.count();
+  w.max_job_bytes = s_.max_job_bytes;
   const auto call = after_wait_held(keys_, w);
   OpResult<WaitAnswer> said = co_await run(main_, call);
   if (!said.ok() || *said == WaitAnswer::taken) co_return said;

@@ -91,7 +91,7 @@ TEST_CASE("workflows: a fan-out of 1,000 and a fan-in that reads every result",
 handlers:
   echo: {type: builtin, name: echo}
   cat: {type: exec, command: [")" +
-                      fixture("cat_stdin") + R"("]}
+                      fixture("cat_stdin") + R"("], max_output: 8MB}
 queues:
   parts: {handler: echo, concurrency: 50, buffer: 200}
   sum: {handler: cat, max_job_bytes: 4MB}
@@ -107,7 +107,10 @@ queues:
   CHECK(state_of(r, "sum", "all", "waiting_for") == "1000");
   std::vector<std::string> jobs;
   for (std::size_t i = 0; i < parts.size(); ++i) {
-    jobs.push_back(json{{"id", parts[i]}, {"payload", {{"n", i}}}}.dump());
+    // 2 KB a result: 2 MB of outcomes, over the 1 MiB default, within sum's own 4 MB (which
+    // parts' daemon, delivering from parts' outbox, must apply).
+    jobs.push_back(
+        json{{"id", parts[i]}, {"payload", {{"n", i}, {"pad", std::string(2000, 'x')}}}}.dump());
   }
   push(r, "parts", jobs);
   REQUIRE(eventually([&] { return state_of(r, "sum", "all") == "succeeded"; }, 60s));

@@ -14,8 +14,10 @@
 -- ARGV: the copy, id, queue, submitted_at, deadline (unix ms), policy (fail, run, skip), level
 --       (0 high, 1 normal, 2 low: the list it goes to once released), cut (where in the copy the
 --       outcomes go once released: the daemon read it, before its marker or its closing brace),
---       the fetched job's token ('' for a submission), then the references (QUEUE/ID), in the
---       job's order
+--       the fetched job's token ('' for a submission), its queue's keep failed (ms) and
+--       max_job_bytes ('' each: whoever delivers an outcome uses its own; kept as #keep and #max,
+--       so that a daemon of another queue releases or ends it by its own queue's bounds), then the
+--       references (QUEUE/ID), in the job's order
 -- Returns 1 when it waits, 0 when another job of its id is not over (nothing written), 2 when
 -- the fetched job is no longer held here (recovered by another daemon: nothing written).
 local state, waiting, after, until_key, live, registering, inflight =
@@ -25,11 +27,13 @@ if token ~= '' and redis.call('HEXISTS', inflight, token) == 0 then return 2 end
 if redis.call('HEXISTS', live, id) == 1 and busy[status_of(state)] then return 0 end
 if redis.call('HEXISTS', waiting, id) == 1 then return 0 end
 redis.call('DEL', after)
-local n = #ARGV - 9
+local n = #ARGV - 11
 local order = {}
-for k = 10, #ARGV do order[#order + 1] = ARGV[k] end
+for k = 12, #ARGV do order[#order + 1] = ARGV[k] end
 redis.call('HSET', after, '#left', tostring(n), '#policy', ARGV[6], '#level', ARGV[7], '#cut',
            ARGV[8], '#order', table.concat(order, '\n'))
+if ARGV[10] ~= '' then redis.call('HSET', after, '#keep', ARGV[10]) end
+if ARGV[11] ~= '' then redis.call('HSET', after, '#max', ARGV[11]) end
 -- A field per dependency, '' until told, in HSETs of at most 1,000 (unpack has a bound well
 -- below the 10,000 dependencies a job may have).
 for from = 1, n, 1000 do

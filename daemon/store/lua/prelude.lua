@@ -167,7 +167,11 @@ local function after_tell(w, told)
     tell_dependents(w.dependents, w.outbox, w.queue, w.id, final, '', error, 'dependency')
     return 2
   end
-  local policy = redis.call('HGET', w.after, '#policy')
+  local own = redis.call('HMGET', w.after, '#policy', '#keep', '#max')
+  local policy = own[1]
+  -- Its own queue's bounds, as it began to wait (the caller's are another queue's, maybe).
+  if own[2] then w.keep = own[2] end
+  if own[3] then w.max = tonumber(own[3]) end
   local counted, left = 0, 0
   for _, t in ipairs(told) do
     local ref, outcome, status, how = t[1], t[2], t[3], t[4]
