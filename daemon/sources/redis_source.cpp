@@ -687,8 +687,10 @@ async::Task<void> RedisSource::enter_waiting(store::Reading& r) {
     settler_.push(store::held::wait(r));
   } else if (!said.ok()) {
     // Unknown whether it moved: it stays held here without running; reconcile returns it to
-    // pending if it did not, and it is read again.
+    // pending if it did not, and it is read again. Garbage at one of the keys it needs is moved
+    // aside first, or it would fail the same way each time.
     store_.forget(r.token);
+    if (said.error().wrong_type()) (void)co_await store_.repair();
     if (fetch_errors_.due()) {
       spdlog::error("queue {}: job {} could not begin to wait for what it names: {}",
                     store_.settings().queue, r.id, said.error().message);

@@ -489,3 +489,26 @@ TEST_CASE("workflows on a cluster: flows across queues of three primaries, a dae
   CHECK(early == 0);
   for (auto& d : daemons) CHECK(d->stop() == 0);
 }
+
+TEST_CASE("workflows: garbage at jobqd's own keys of waiting jobs is moved aside, nothing lost",
+          "[integration][workflows]") {
+  RedisServer redis;
+  Daemon d(redis, R"(
+handlers:
+  echo: {type: builtin, name: echo}
+queues:
+  q: {handler: echo}
+)");
+  auto r = redis.client();
+  // Strings where jobqd keeps a hash, a list and a sorted set.
+  r.cmd({"SET", "jobq:{q}:waiting", "garbage"});
+  r.cmd({"SET", "jobq:{q}:outbox", "garbage"});
+  r.cmd({"SET", "jobq:{q}:registering", "garbage"});
+  d.start_and_wait(redis);
+  push(r, "q", {R"({"id":"w","payload":1,"after":["d"]})"});
+  REQUIRE(eventually([&] { return state_of(r, "q", "w") == "waiting"; }, 15s));
+  push(r, "q", {R"({"id":"d","payload":0})"});
+  CHECK(eventually([&] { return state_of(r, "q", "w") == "succeeded"; }, 15s));
+  CHECK(d.log().find("moved it aside") != std::string::npos);
+  CHECK(d.stop() == 0);
+}
