@@ -32,6 +32,8 @@ int cmd_cancel(const Globals& g, const std::string& id, const std::string& queue
                const std::string& wait_timeout);
 int cmd_jobs(const Globals& g, const std::string& queue, const std::string& state,
              std::size_t limit);
+/// jobqctl flow ID: what the job waits for and what waits on it, as trees (cli/flow.cpp).
+int cmd_flow(const Globals& g, const std::string& id, const std::string& queue);
 
 int cmd_queues(const Globals& g);
 int cmd_stats(const Globals& g, bool watch, const std::string& every);

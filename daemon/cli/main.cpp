@@ -104,6 +104,20 @@ EXAMPLES
   status->add_option("-q,--queue", status_queue,
                      "its queue (default: look in every configured queue)");
 
+  std::string flow_id, flow_queue;
+  auto* flowcmd = app.add_subcommand(
+      "flow", "show the graph around a job: what it waits for and what waits on it, as trees");
+  flowcmd->add_option("ID", flow_id, "job id")->required();
+  flowcmd->add_option("-q,--queue", flow_queue,
+                      "its queue (default: look in every configured queue)");
+  flowcmd->footer(
+      "\nUpward, what it waits for (each job's after, recursively); downward, the jobs waiting on\n"
+      "it while it is not final (recursively). Each job with its status and times, an error for\n"
+      "a failed or cancelled one, \"waits for N of M\" for a waiting one; a job reached twice is\n"
+      "shown once, then as (above); one with no state yet as not seen yet. At most 1000 jobs and\n"
+      "50 levels each way (it says when it stopped there).\n"
+      "EXAMPLES\n  jobqctl flow thumbs-all -q images\n  jobqctl flow thumbs-all --json");
+
   std::string wait_id, wait_queue, wait_limit;
   auto* waitcmd = app.add_subcommand("wait", "wait until a job succeeded or failed");
   waitcmd->add_option("ID", wait_id, "job id")->required();
@@ -271,6 +285,7 @@ EXAMPLES
       return cmd_submit(g, sa);
     }
     if (status->parsed()) return cmd_status(g, status_id, status_queue);
+    if (flowcmd->parsed()) return cmd_flow(g, flow_id, flow_queue);
     if (waitcmd->parsed()) return cmd_wait(g, wait_id, wait_queue, wait_limit);
     if (cancelcmd->parsed()) return cmd_cancel(g, cancel_id, cancel_queue, cancel_limit);
     if (deadcmd->parsed()) {

@@ -362,13 +362,17 @@ JobView Admin::look(const Keys& k, const std::string& queue, const std::string& 
   s.queue = queue;
   s.state = call(c_, read_state(k, id));
   s.status = s.state.count("status") ? s.state.at("status") : "";
-  const std::string claim = call(c_, read_claim(k, id));
-  if (!claim.empty() && !is_final(s.status)) {
-    s.held_by = holder(k, claim);
-    // A short attempt's state is written only at its end: its hold says it runs.
-    if (!s.held_by.empty() && s.status != "active") s.status = "active";
-  }
+  s.status = shown_status(k, s.status, call(c_, read_claim(k, id)), &s.held_by);
   return s;
+}
+
+std::string Admin::shown_status(const Keys& k, const std::string& status, const std::string& claim,
+                                std::string* held_by) {
+  if (claim.empty() || is_final(status)) return status;
+  const std::string by = holder(k, claim);
+  if (held_by) *held_by = by;
+  // A short attempt's state is written only at its end: its hold says it runs.
+  return by.empty() ? status : "active";
 }
 
 // At its home shard, else at the first other shard (search_order) holding a state for it: an id

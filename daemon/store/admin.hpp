@@ -203,6 +203,29 @@ struct ScheduleView {
   std::string problem;  // a stored definition that cannot be read: why (the daemons skip it)
 };
 
+/// One job of the graph around a job (Admin::flow), read at its home: its state ({} when it has
+/// none: not seen yet), the status to show (as JobView's: active when a daemon holds it; "" when
+/// not seen), what it waits for (its state's `after`, kept after it ran) and what waits on it
+/// (its queue's dependents note, which is gone once it is final), each as QUEUE/ID.
+struct FlowNode {
+  std::string queue, id;
+  State state;
+  std::string status;
+  std::vector<std::string> after, dependents;
+  std::string ref() const { return queue + "/" + id; }
+};
+/// The graph around a job: `root` (QUEUE/ID) and every job read, by QUEUE/ID, each once (a
+/// diamond's shared job too). Upward each job's `after`, downward each job's dependents, level by
+/// level, at most kFlowJobs jobs and kFlowDepth levels each way: a reference not in `nodes` was
+/// not read (`cut` says there is one).
+struct FlowGraph {
+  std::string root;
+  std::map<std::string, FlowNode> nodes;
+  bool cut = false;
+  std::size_t max_jobs = 0, max_depth = 0;  // the bounds it was read with
+};
+inline constexpr std::size_t kFlowJobs = 1000, kFlowDepth = 50;
+
 class Admin {
  public:
   /// `c` is borrowed: it must outlive the Admin.
@@ -307,6 +330,13 @@ class Admin {
   /// waits for nothing.
   std::optional<AfterLeft> waiting_for(const std::string& queue, const std::string& id);
 
+  /// The graph around job `id` of `queue` (store/admin_flow.cpp): what it waits for, recursively,
+  /// and what waits on it that is still noted, recursively; a level of the walk is read in one
+  /// round trip per kind of read. The job itself is read too (a FlowNode with no status when it
+  /// has no state: the caller says it is not found, as for job()).
+  FlowGraph flow(const std::string& queue, const std::string& id, std::size_t max_jobs = kFlowJobs,
+                 std::size_t max_depth = kFlowDepth);
+
   /// Every shard's pause flag set or cleared: true when any changed.
   bool set_paused(const std::string& queue, bool paused);
 
@@ -327,6 +357,11 @@ class Admin {
   SubmitResult submit_waiting(const std::string& queue, const job::Job& job, std::int64_t now,
                               std::optional<std::int64_t> run_at);
   JobView look(const Keys& k, const std::string& queue, const std::string& id);
+  /// The status to show for a job whose state says `status` and whose claim is `claim` ("" none):
+  /// active when a daemon holds it (a short attempt's state is written only at its end).
+  std::string shown_status(const Keys& k, const std::string& status, const std::string& claim,
+                           std::string* held_by = nullptr);
+
   std::string holder(const Keys& k, const std::string& claim);
   std::size_t held_rows(const std::vector<Keys>& shards, const std::string& queue,
                         bool running_ones, std::size_t offset, std::size_t limit,
