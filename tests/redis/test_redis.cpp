@@ -3,6 +3,7 @@
 
 #include "redis/client.hpp"
 #include "redis/script.hpp"
+#include "redis/sync_client.hpp"
 #include "redis/url.hpp"
 #include "tests/support/mute_server.hpp"
 #include "tests/support/redis_server.hpp"
@@ -425,4 +426,26 @@ TEST_CASE("a cancelled waiter's reply is discarded when it arrives", "[redis][ca
     CHECK(a.as_string() == "1");
   };
   run_test(body());
+}
+
+TEST_CASE("SyncClient: 50,000 commands appended in one go are all sent and answered",
+          "[redis][sync]") {
+  // jobqctl pipelines large batches (a flow of many jobs, --from): one write of more than the
+  // socket takes at once must wait for room, not fail the connection.
+  test::RedisServer server;
+  auto c = redis::SyncClient::connect(redis::parse_url(server.url())).value();
+  const std::string value(100, 'v');
+  constexpr int n = 50000;
+  for (int i = 0; i < n; ++i) c.append({"SET", "k" + std::to_string(i), value});
+  int ok = 0;
+  for (int i = 0; i < n; ++i) {
+    auto r = c.read();
+    if (!r.ok()) {
+      INFO("reply " << i << ": " << r.error().message);
+      REQUIRE(r.ok());
+    }
+    ok += r->str == "OK";
+  }
+  CHECK(ok == n);
+  CHECK(server.client().integer({"DBSIZE"}) == n);
 }
