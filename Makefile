@@ -337,8 +337,9 @@ FUZZ_SRC_job := daemon/job/job.cpp daemon/job/text.cpp daemon/job/id.cpp
 FUZZ_SRC_config := $(wildcard daemon/config/*.cpp)
 # store/admin.cpp (the operator's layer, which checks names as the config does) and
 # store/schedules.cpp (stored schedules, checked with config's cron) are no part of it.
-FUZZ_SRC_redis_reply := $(filter-out daemon/store/admin.cpp daemon/store/schedules.cpp,$(wildcard daemon/redis/*.cpp \
-  daemon/store/*.cpp daemon/async/*.cpp)) $(FUZZ_BUILD)/gen/store/lua_text.cpp $(FUZZ_SRC_job)
+FUZZ_SRC_redis_reply := $(filter-out daemon/store/admin%.cpp daemon/store/schedules.cpp,$(wildcard daemon/redis/*.cpp \
+  daemon/store/*.cpp daemon/async/*.cpp)) $(FUZZ_BUILD)/gen/store/lua_text.cpp $(FUZZ_SRC_job) \
+  daemon/config/units.cpp
 FUZZ_SRC_http_response := $(wildcard daemon/async/*.cpp daemon/handlers/*.cpp) \
   $(FUZZ_SRC_config) $(FUZZ_SRC_job)
 FUZZ_SRC_http_request := daemon/ops/http_request.cpp
