@@ -87,15 +87,19 @@ queues:
 TEST_CASE("workflows: a fan-out of 1,000 and a fan-in that reads every result",
           "[integration][workflows]") {
   RedisServer redis;
-  Daemon d(redis, R"(
+  Daemon d(redis,
+           R"(
 handlers:
   echo: {type: builtin, name: echo}
   cat: {type: exec, command: [")" +
-                      fixture("cat_stdin") + R"("], max_output: 8MB}
+               fixture("cat_stdin") + R"("], max_output: 8MB}
 queues:
   parts: {handler: echo, concurrency: 50, buffer: 200}
   sum: {handler: cat, max_job_bytes: 4MB}
-)");
+)",
+           // The fan-in is a 2 MB job, read in one go on the daemon's loop: tens of ms, but
+           // seconds under the thread sanitizer, longer than the tests' usual 1 s lease.
+           "  lease: 10s\n");
   d.start_and_wait(redis, "parts");
   auto r = redis.client();
   const auto parts = ids("p", 1000);
@@ -113,7 +117,16 @@ queues:
         json{{"id", parts[i]}, {"payload", {{"n", i}, {"pad", std::string(2000, 'x')}}}}.dump());
   }
   push(r, "parts", jobs);
-  REQUIRE(eventually([&] { return state_of(r, "sum", "all") == "succeeded"; }, 60s));
+  const bool ran = eventually([&] { return state_of(r, "sum", "all") == "succeeded"; }, 60s);
+  if (!ran) {
+    const auto st = job_states(r, "sum", {"all"}).front();
+    const std::string log = d.log();
+    INFO("all: " << st.at("status") << " after " << st.at("attempts") << " attempt(s): "
+                 << st.at("error_kind") << " " << st.at("error") << "; parts succeeded "
+                 << count_status(r, "parts", parts, "succeeded") << "; log's end:\n"
+                 << log.substr(log.size() > 3000 ? log.size() - 3000 : 0));
+    REQUIRE(ran);
+  }
   CHECK(count_status(r, "parts", parts, "succeeded") == parts.size());
   const json got = json::parse(state_of(r, "sum", "all", "result"));
   REQUIRE(got["dependencies"].size() == parts.size());
