@@ -306,35 +306,6 @@ Call<std::vector<std::string>> after_registering(const Keys& k, std::int64_t now
       [](redis::Reply r) { return strings("ZRANGEBYSCORE of registering", std::move(r)); }};
 }
 
-Call<Untold> after_untold(const Keys& k, const std::string& id) {
-  // One HGETALL: the fields not told are '' (small), and #order puts them in the job's order.
-  return Call<Untold>{
-      Request{nullptr, {}, {"HGETALL", k.after(id)}}, [](redis::Reply r) -> OpResult<Untold> {
-        if (!r.is_array() || r.elements.size() % 2 != 0) {
-          return redis::shape_error("HGETALL of an after hash", r);
-        }
-        Untold out;
-        std::set<std::string_view> empty;
-        const std::string* order = nullptr;
-        for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
-          const auto& field = r.elements[i].str;
-          const auto& value = r.elements[i + 1].str;
-          if (field == "#order") order = &value;
-          if (value.empty() && !field.starts_with("#")) empty.insert(field);
-        }
-        if (!order) return out;  // no after hash (or one without its order): not waiting
-        out.waiting = true;
-        std::string_view rest = *order;
-        while (!rest.empty()) {
-          const auto nl = rest.find('\n');
-          const auto ref = rest.substr(0, nl);
-          if (empty.count(ref)) out.refs.emplace_back(ref);
-          rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
-        }
-        return out;
-      }};
-}
-
 std::optional<OutboxEntry> outbox_entry(std::string_view text) {
   const auto doc = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
   if (doc.is_discarded() || !doc.is_object()) return std::nullopt;

@@ -138,17 +138,10 @@ Call<std::vector<std::string>> after_overdue(const Keys& k, std::int64_t now, st
 
 /// The re-registration sweep (docs/workflows.md): waiting ids still noted in `registering`
 /// `older_than_ms` before `now` (Redis' clock: redis_time(); after_wait notes them by it), at
-/// most `n`: their caller died before every dependency knew of them.
+/// most `n`: their caller died before every dependency knew of them. What each still waits for is
+/// after_left's (sent after_register again: it is idempotent), then after_registered.
 Call<std::vector<std::string>> after_registering(const Keys& k, std::int64_t now,
                                                  std::int64_t older_than_ms, std::size_t n);
-/// A waiting job's references no outcome was told for yet, in its `after` order: each to be sent
-/// after_register again (it is idempotent), then after_registered. `waiting` false when it has no
-/// after hash: it no longer waits (after_registered then only lets go of its note).
-struct Untold {
-  bool waiting = false;
-  std::vector<std::string> refs;  // QUEUE/ID each
-};
-Call<Untold> after_untold(const Keys& k, const std::string& id);
 
 /// One entry of a queue's outbox (lua/after_register.lua, after_resolve.lua write them): the
 /// waiting job it is for (QUEUE/ID) and the outcome to tell it; nullopt for an entry that is not

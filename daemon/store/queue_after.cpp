@@ -28,9 +28,8 @@ async::Task<OpResult<WaitAnswer>> QueueStore::enter_waiting(const Reading& r) {
   std::int64_t arrived = redis_now();
   (void)std::from_chars(r.submitted_at.data(), r.submitted_at.data() + r.submitted_at.size(),
                         arrived);
-  job::Job j = *r.job;
-  j.id = r.id;
-  Waiting w = waiting_of(j, s_.queue, arrived, s_.after_timeout);
+  // read_held gave the job its id (r.id is the job's own or the one jobqd gave it).
+  Waiting w = waiting_of(*r.job, s_.queue, arrived, s_.after_timeout);
   w.token = r.token;
   w.worker = s_.worker;
   w.keep_failed_ms = s_.dead_ttl.count();
@@ -135,14 +134,16 @@ async::Task<OpResult<std::size_t>> QueueStore::after_upkeep(std::size_t n) {
   OpResult<std::vector<std::string>> half = co_await run(main_, stale);
   if (!half.ok()) co_return half.error();
   for (const auto& id : *half) {
-    const auto untold = after_untold(keys_, id);
-    OpResult<Untold> u = co_await run(main_, untold);
+    // What it still waits for (after_left: the same read jobqctl status makes); none: it no
+    // longer waits.
+    const auto untold = after_left(keys_, id);
+    OpResult<std::optional<AfterLeft>> u = co_await run(main_, untold);
     if (!u.ok()) co_return u.error();
-    if (u->waiting) {
+    if (*u) {
       Waiting w;
       w.id = id;
       w.queue = s_.queue;
-      w.refs = std::move(u->refs);
+      w.refs = std::move((*u)->refs);
       const Route via = [this](const std::string& key) -> redis::Client& { return route(key); };
       OpResult<long long> told = co_await register_waiter(via, s_.prefix, w, s_.shards);
       if (!told.ok()) co_return told.error();

@@ -26,6 +26,11 @@ json body_of(const Reply& r) {
   return j;
 }
 
+// The header a POST from the page carries: this session's CSRF value.
+std::string csrf_header(const std::string& addr) {
+  return "X-CSRF-Token: " + body_of(get(addr, "/api/session"))["csrf"].get<std::string>() + "\r\n";
+}
+
 // The error text of a reply, "" when it has none.
 std::string error_of(const Reply& r) {
   auto j = json::parse(r.body, nullptr, false);
@@ -519,8 +524,7 @@ TEST_CASE("POST /api/queues/Q/cancel: the jobs named, each answered done or not 
   Daemon d(redis, kYaml);
   const auto addr = start_serving(d, redis);
   auto r = redis.client();
-  const std::string csrf = body_of(get(addr, "/api/session"))["csrf"];
-  const std::string with_csrf = "X-CSRF-Token: " + csrf + "\r\n";
+  const std::string with_csrf = csrf_header(addr);
   REQUIRE(post(addr, "/api/queues/q/pause", "{}", with_csrf).status == 200);
   push(r, "q", jobs_for(ids("b", 6), "{}"));
   REQUIRE(jobqctl(redis, {"submit", "q", "{}", "--id", "sub-1"}).code == 0);
@@ -642,8 +646,7 @@ schedules:
 )";
   Daemon d(redis, yaml);
   const auto addr = start_serving(d, redis);
-  const std::string csrf = body_of(get(addr, "/api/session"))["csrf"];
-  const std::string with_csrf = "X-CSRF-Token: " + csrf + "\r\n";
+  const std::string with_csrf = csrf_header(addr);
 
   // The queues' rows: the config's rate as written, null for a queue without one.
   const json queues = body_of(get(addr, "/api/queues"));
@@ -793,8 +796,7 @@ queues:
 )");
   const auto addr = start_serving(d, redis);
   auto r = redis.client();
-  const std::string with_csrf =
-      "X-CSRF-Token: " + body_of(get(addr, "/api/session"))["csrf"].get<std::string>() + "\r\n";
+  const std::string with_csrf = csrf_header(addr);
   const std::string big = R"({"animal":"elephant","blob":")" + std::string(5000, 'x') + R"("})";
   for (const std::string q : {"q", "kept"}) {
     // A job cancelled while it waits (the queue paused): cancel.lua writes its state.
@@ -982,8 +984,7 @@ TEST_CASE("The API: a job submitted with after waits, then runs once what it nam
   Daemon d(redis, kYaml);
   const auto addr = start_serving(d, redis);
   auto r = redis.client();
-  const std::string csrf = body_of(get(addr, "/api/session"))["csrf"];
-  const std::string with_csrf = "X-CSRF-Token: " + csrf + "\r\n";
+  const std::string with_csrf = csrf_header(addr);
   auto sub = post(addr, "/api/queues/q/jobs", R"({"id":"w","payload":1,"after":["d"]})", with_csrf);
   INFO(sub.body);
   CHECK(sub.status == 200);

@@ -441,9 +441,9 @@ TEST_CASE("after: a job left registering is registered again by the sweep, then 
   // b was told meanwhile: only a is left to register.
   CHECK(c.run(store::after_resolve(kQ, "q", "s", outcome("images", "b"), 60000, 1 << 20)) ==
         store::Resolved::noted);
-  const auto untold = c.run(store::after_untold(kQ, "s"));
-  CHECK(untold.waiting);
-  CHECK(untold.refs == std::vector<std::string>{"q/a"});
+  const auto untold = c.run(store::after_left(kQ, "s"));
+  REQUIRE(untold);
+  CHECK(untold->refs == std::vector<std::string>{"q/a"});
   CHECK(c.run(store::after_register(kQ, "q", "q/s", {"a"})) == 0);
   CHECK(c.run(store::after_registered(kQ, "s")) == 1);
   CHECK(c.run(store::after_registering(kQ, now + 60000, 60000, 10)).empty());
@@ -459,7 +459,7 @@ TEST_CASE("after: a job left registering is registered again by the sweep, then 
   CHECK(r.str({"HGET", "jobq:{q}:job:s", "error"}) == "dependency q/a cancelled: stop");
   // Once it waits no more, the sweep finds no after hash: it only lets go of its note.
   r.cmd({"ZADD", "jobq:{q}:registering", "1", "s"});
-  CHECK_FALSE(c.run(store::after_untold(kQ, "s")).waiting);
+  CHECK_FALSE(c.run(store::after_left(kQ, "s")));
   CHECK(c.run(store::after_registered(kQ, "s")) == 1);
 }
 
