@@ -44,6 +44,9 @@ std::string waits_for_text(const store::AfterLeft& left) {
   if (left.refs.size() > kShown) {
     text += " and " + std::to_string(left.refs.size() - kShown) + " more (--json lists them all)";
   }
+  // A job of a flow being written on a cluster waits for the rest of the flow too.
+  const std::string flow = "its flow " + left.flow + " to be written whole";
+  if (!left.flow.empty()) return left.total == 0 ? "waits for " + flow : text + "; and for " + flow;
   return text;
 }
 

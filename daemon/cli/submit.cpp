@@ -493,15 +493,13 @@ std::string joined(const std::vector<std::string>& names) {
 }  // namespace
 
 // A flow file's jobs (job::read_flow: each by its queue's rules, the graph checked and ordered),
-// written as one transaction (store::Admin::submit_flow): every job or none. What refuses it is
+// written as one transaction, or on a cluster in steps none of which runs a job before the last
+// (store::Admin::submit_flow): every job or none. What refuses it is
 // said before anything is written: exit 2 for the file's mistakes and what it names that is not
 // known, 1 for an id whose job is not over.
 int cmd_submit_flow(const Globals& g, const SubmitArgs& a) {
   const std::string& queue = queue_arg(a.queue);
   Target t = resolve(g);
-  // A cluster's slots would each be a step of their own (docs/workflows.md, "Flows across
-  // slots"): not built yet.
-  if (t.url.kind == redis::Url::Kind::cluster) throw Exit{kUsage, store::kFlowsOnCluster};
   std::string text;
   if (a.flow == "-") {
     text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
@@ -545,9 +543,12 @@ int cmd_submit_flow(const Globals& g, const SubmitArgs& a) {
                            joined(r.unknown)};
   }
   if (!r.taken.empty()) {
-    throw Exit{kFailure, "--flow " + a.flow +
-                             ": not written: these ids name jobs that are not over yet (queued, "
-                             "running or waiting): " +
+    throw Exit{kFailure, "--flow " + a.flow + ": " +
+                             (r.given_up ? "given up (flow " + r.flow +
+                                               "; the jobs of it written end cancelled, none runs)"
+                                         : std::string("not written")) +
+                             ": these ids name jobs that are not over yet (queued, running or "
+                             "waiting): " +
                              joined(r.taken)};
   }
   wait_replicas(t, c, "the flow is");

@@ -89,7 +89,8 @@ struct SubmitResult {
 
 struct AfterLeft;  // store/after.hpp (not included here: admin.cpp has a Waiting of its own)
 
-/// What Admin::submit_flow did. Nothing was written when `unknown` or `taken` is not empty.
+/// What Admin::submit_flow did. Nothing runs when `unknown` or `taken` is not empty: nothing was
+/// written, or (`given_up`, on a cluster) the jobs written end cancelled.
 struct FlowResult {
   std::size_t jobs = 0;           // written
   std::size_t waiting = 0;        // of those, the ones that wait for others
@@ -98,10 +99,11 @@ struct FlowResult {
   /// the flow whose id is another job's that is not over, each as the flow names it (ID in the
   /// flow's queue, QUEUE/ID in another).
   std::vector<std::string> unknown, taken;
+  /// On a cluster: the flow's id (its record, lua/flow.lua), and whether it was given up while
+  /// written (an id of it began as another job meanwhile: `taken`).
+  std::string flow;
+  bool given_up = false;
 };
-/// Why a flow is not written on a Redis Cluster (yet): its slots' steps would not be one.
-inline constexpr const char* kFlowsOnCluster =
-    "flows on a Redis Cluster are not in this version yet (docs/workflows.md)";
 
 /// Whether a job's status is one it ends in.
 inline bool is_final(const std::string& status) {
@@ -322,8 +324,11 @@ class Admin {
   /// dependencies are told. Before that, under WATCH of the jobs' states and waiting hashes (of a
   /// large flow: its queues' waiting and live hashes): the references outside the flow must be
   /// known, and no job of the flow may have an id whose job is not over (else nothing is written:
-  /// FlowResult says which). bad_input on a Redis Cluster (kFlowsOnCluster) and for a job with a
-  /// unique key.
+  /// FlowResult says which). bad_input for a job with a unique key. On a Redis Cluster, whose
+  /// slots take no transaction together, in steps (write_flow_in_steps): a record in `queue`'s
+  /// slot, every job waiting for the flow's gate besides what it names, their registrations, then
+  /// the gate opened; a writer that stops in between leaves a flow a daemon gives up (its jobs
+  /// end cancelled, none ran). An AdminError then says the flow was given up.
   FlowResult submit_flow(const std::string& queue, const job::Flow& flow, std::int64_t now);
 
   /// What job `id` of `queue` still waits for (its after hash, at its home); nullopt when it
@@ -356,6 +361,8 @@ class Admin {
   /// submit() of a job with `after` (store/admin_after.cpp).
   SubmitResult submit_waiting(const std::string& queue, const job::Job& job, std::int64_t now,
                               std::optional<std::int64_t> run_at);
+  /// submit_flow on a cluster, in steps (docs/workflows.md, "Flows across slots").
+  FlowResult write_flow_in_steps(const std::string& queue, const job::Flow& flow, std::int64_t now);
   JobView look(const Keys& k, const std::string& queue, const std::string& id);
   /// The status to show for a job whose state says `status` and whose claim is `claim` ("" none):
   /// active when a daemon holds it (a short attempt's state is written only at its end).

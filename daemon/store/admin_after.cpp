@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "config/units.hpp"
+#include "job/id.hpp"
 #include "store/admin.hpp"
 #include "store/admin_calls.hpp"
 #include "store/after.hpp"
@@ -58,6 +60,32 @@ std::vector<T> call_sliced(redis::SyncClient& c, const std::vector<Call<T>>& cal
   }
   return out;
 }
+
+// What says whether each job of a flow may take its id: its state's status, whether it waits,
+// whether a daemon's claim names it (not_over), read for every job in slices.
+class IdReads {
+ public:
+  void add(const Keys& k, const std::string& id) {
+    statuses_.push_back(job_status(k, id));
+    claims_.push_back(read_claim(k, id));
+    waiting_.push_back(is_waiting(k, id));
+  }
+  /// The positions of the jobs whose id names a job not over.
+  std::vector<std::size_t> taken(redis::SyncClient& c) const {
+    const auto status = call_sliced(c, statuses_);
+    const auto claim = call_sliced(c, claims_);
+    const auto waits = call_sliced(c, waiting_);
+    std::vector<std::size_t> out;
+    for (std::size_t i = 0; i < status.size(); ++i) {
+      if (not_over(status[i], waits[i], !claim[i].empty())) out.push_back(i);
+    }
+    return out;
+  }
+
+ private:
+  std::vector<Call<std::string>> statuses_, claims_;
+  std::vector<Call<bool>> waiting_;
+};
 
 // `w` with its queue's bounds from the config, when it has them: whoever delivers its outcomes
 // releases or ends it by them (store::Waiting).
@@ -112,8 +140,6 @@ SubmitResult Admin::submit_waiting(const std::string& queue, const job::Job& job
 }
 
 FlowResult Admin::submit_flow(const std::string& queue, const job::Flow& flow, std::int64_t now) {
-  if (c_.url().kind == redis::Url::Kind::cluster)
-    throw AdminError(Kind::bad_input, kFlowsOnCluster);
   auto name = [&](const std::string& q, const std::string& id) {
     return q == queue ? id : q + "/" + id;
   };
@@ -133,6 +159,8 @@ FlowResult Admin::submit_flow(const std::string& queue, const job::Flow& flow, s
     if (!knows(d.queue, d.id)) out.unknown.push_back(name(d.queue, d.id));
   }
   if (!out.unknown.empty()) return out;
+  // A cluster's slots take no transaction together: the flow is written in steps, gated.
+  if (c_.url().kind == redis::Url::Kind::cluster) return write_flow_in_steps(queue, flow, now);
 
   // The transaction, built once: each job in the flow's order (what it waits for in the flow
   // before it), a plain submission or the three steps of a job that waits.
@@ -142,17 +170,14 @@ FlowResult Admin::submit_flow(const std::string& queue, const job::Flow& flow, s
   Transaction t;
   std::vector<std::pair<std::size_t, Call<bool>>> submits, waits;
   std::vector<std::pair<std::size_t, Call<long long>>> registers, registered;
-  std::vector<Call<std::string>> statuses, claims;
-  std::vector<Call<bool>> waiting_now;
+  IdReads reads;
   std::vector<std::string> watched;
   std::set<std::string> hashes;  // the waiting (and live) hashes watched
   const bool each = flow.jobs.size() <= kWatchEach;
   for (const auto& f : flow.jobs) {
     const job::Job& j = f.job;
     const Keys k = home(f.queue, j.id);
-    statuses.push_back(job_status(k, j.id));
-    claims.push_back(read_claim(k, j.id));
-    waiting_now.push_back(is_waiting(k, j.id));
+    reads.add(k, j.id);
     if (each) watched.push_back(k.job(j.id));
     if (hashes.insert(k.waiting).second) watched.push_back(k.waiting);
     if (!each && hashes.insert(k.live).second) watched.push_back(k.live);
@@ -180,13 +205,8 @@ FlowResult Admin::submit_flow(const std::string& queue, const job::Flow& flow, s
     // Read under WATCH: a job of one of these ids that begins meanwhile (its state written, or
     // it enters waiting) voids the EXEC, and the reading is done again.
     must(watch(c_, watched));
-    const auto status = call_sliced(c_, statuses);
-    const auto claim = call_sliced(c_, claims);
-    const auto waits_now = call_sliced(c_, waiting_now);
-    for (std::size_t i = 0; i < flow.jobs.size(); ++i) {
-      if (not_over(status[i], waits_now[i], !claim[i].empty())) {
-        out.taken.push_back(name(flow.jobs[i].queue, flow.jobs[i].job.id));
-      }
+    for (const std::size_t i : reads.taken(c_)) {
+      out.taken.push_back(name(flow.jobs[i].queue, flow.jobs[i].job.id));
     }
     if (!out.taken.empty()) {
       must(unwatch(c_));
@@ -228,6 +248,109 @@ FlowResult Admin::submit_flow(const std::string& queue, const job::Flow& flow, s
                    "the flow's jobs or their queues' waiting jobs changed at each of " +
                        std::to_string(kFlowTries) +
                        " tries to write it; nothing was written: try again");
+}
+
+FlowResult Admin::write_flow_in_steps(const std::string& queue, const job::Flow& flow,
+                                      std::int64_t now) {
+  auto name = [&](const std::string& q, const std::string& id) {
+    return q == queue ? id : q + "/" + id;
+  };
+  FlowResult out;
+  // Ids whose job is not over, read first (no WATCH spans a cluster's slots: a job of such an id
+  // that begins meanwhile is caught by its own step, after_wait.lua, and the flow is given up).
+  IdReads reads;
+  std::vector<Keys> homes;
+  std::string members;
+  for (const auto& f : flow.jobs) {
+    homes.push_back(home_keys(f.queue, f.job.id));
+    reads.add(homes.back(), f.job.id);
+    members += f.queue + "/" + f.job.id + "\n";
+  }
+  for (const std::size_t i : reads.taken(c_)) {
+    out.taken.push_back(name(flow.jobs[i].queue, flow.jobs[i].job.id));
+  }
+  if (!out.taken.empty()) return out;
+
+  // 1. The record, in the queue's own slot (shard 0's): a daemon of the queue gives the flow up
+  // if a step does not come within kFlowLease.
+  out.flow = job::new_id();
+  const Keys record(layout_.prefix, queue);
+  if (call(c_, flow_step(record, FlowStep::begin, out.flow, members)) != 1) {
+    throw AdminError(Kind::redis, "flow " + out.flow + ": its record exists already");
+  }
+  auto touch = [&] {
+    if (call(c_, flow_step(record, FlowStep::touch, out.flow)) != 1) {
+      throw AdminError(Kind::redis, "it took over " + config::format_duration(kFlowLease) +
+                                        " between two steps, and a daemon of queue " + queue +
+                                        " gave it up");
+    }
+  };
+  try {
+    // 2. Every job waits for the flow's gate (and what it names), a slice at a time.
+    constexpr std::size_t kSlice = 1000;
+    std::vector<Waiting> waits;
+    waits.reserve(flow.jobs.size());
+    for (const auto& f : flow.jobs) {
+      waits.push_back(bounded(layout_, waiting_of(f.job, f.queue, now, after_timeout(f.queue))));
+      waits.back().flow = out.flow;
+    }
+    for (std::size_t from = 0; from < waits.size(); from += kSlice) {
+      std::vector<Call<bool>> calls;
+      const std::size_t to = std::min(waits.size(), from + kSlice);
+      for (std::size_t i = from; i < to; ++i) calls.push_back(after_wait(homes[i], waits[i]));
+      const auto began = call_all(c_, calls);
+      for (std::size_t i = from; i < to; ++i) {
+        if (!began[i - from]) out.taken.push_back(name(flow.jobs[i].queue, flow.jobs[i].job.id));
+      }
+      touch();
+    }
+    if (!out.taken.empty()) {
+      // Another job of such an id began after the first reading: nothing of the flow runs.
+      call(c_, flow_step(record, FlowStep::abort, out.flow,
+                         "given up: " + std::to_string(out.taken.size()) +
+                             " of its ids began as other jobs while it was written: " +
+                             joined(out.taken)));
+      out.given_up = true;
+      return out;
+    }
+    // 3. What each job waits for learns of it, then it leaves `registering`.
+    const HomeOf home = [this](const std::string& q, const std::string& id) {
+      return home_keys(q, id);
+    };
+    std::vector<Call<long long>> registers, registered;
+    for (std::size_t i = 0; i < waits.size(); ++i) {
+      for (auto& r : after_registers(waits[i], home)) registers.push_back(std::move(r));
+      registered.push_back(after_registered(homes[i], waits[i].id));
+      if (!flow.jobs[i].job.after.empty()) ++out.waiting;
+    }
+    for (std::size_t from = 0; from < registers.size(); from += kSlice) {
+      const auto last = registers.begin() +
+                        static_cast<std::ptrdiff_t>(std::min(registers.size(), from + kSlice));
+      const std::vector<Call<long long>> slice(
+          registers.begin() + static_cast<std::ptrdiff_t>(from), last);
+      for (const long long told : call_all(c_, slice)) {
+        out.final_already += static_cast<std::size_t>(told);
+      }
+      touch();
+    }
+    call_sliced(c_, registered);
+    // 4. The gate opens: each job is told through the queue's outbox (a daemon drains it).
+    if (call(c_, flow_step(record, FlowStep::done, out.flow)) != 1) {
+      throw AdminError(Kind::redis, "a daemon of queue " + queue +
+                                        " gave it up before its last step (it took over " +
+                                        config::format_duration(kFlowLease) + " between two)");
+    }
+  } catch (const AdminError& e) {
+    // Given up now rather than at the lease's end (when Redis can be told at all).
+    try {
+      call(c_, flow_step(record, FlowStep::abort, out.flow, std::string("given up: ") + e.what()));
+    } catch (const AdminError&) {
+    }
+    throw AdminError(e.kind, "flow " + out.flow + " not written whole: " + e.what() +
+                                 "; none of its jobs runs (those written end cancelled)");
+  }
+  out.jobs = flow.jobs.size();
+  return out;
 }
 
 std::optional<AfterLeft> Admin::waiting_for(const std::string& queue, const std::string& id) {

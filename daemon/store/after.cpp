@@ -52,7 +52,8 @@ Request wait_request(const Keys& k, const Waiting& w) {
                                 std::to_string(w.cut),
                                 w.token != 0 ? std::to_string(w.token) : std::string(),
                                 w.keep_failed_ms > 0 ? std::to_string(w.keep_failed_ms) : "",
-                                w.max_job_bytes > 0 ? std::to_string(w.max_job_bytes) : ""};
+                                w.max_job_bytes > 0 ? std::to_string(w.max_job_bytes) : "",
+                                w.flow.empty() ? std::string() : "#flow/" + w.flow};
   args.insert(args.end(), w.refs.begin(), w.refs.end());
   return Request{&scripts::after_wait(), std::move(keys), std::move(args)};
 }
@@ -185,13 +186,18 @@ Call<std::optional<AfterLeft>> after_left(const Keys& k, const std::string& id) 
         if (!r.is_array() || r.elements.size() % 2 != 0) return redis::shape_error("after hash", r);
         if (r.elements.empty()) return std::optional<AfterLeft>();
         std::map<std::string, bool> told;  // reference -> final (its outcome is in)
-        std::string order;
+        std::map<std::string, bool> shut;  // its gate's field, `#flow/<fid>`: '' while shut
+        std::string order, gate;
         for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
           const auto& field = r.elements[i].str;
-          if (field == "#order") order = r.elements[i + 1].str;
-          if (!field.empty() && field[0] != '#') told[field] = !r.elements[i + 1].str.empty();
+          const auto& value = r.elements[i + 1].str;
+          if (field == "#order") order = value;
+          if (field == "#gate") gate = value;
+          if (field.starts_with("#flow/")) shut[field] = value.empty();
+          if (!field.empty() && field[0] != '#') told[field] = !value.empty();
         }
         AfterLeft out;
+        if (auto it = shut.find(gate); it != shut.end() && it->second) out.flow = gate.substr(6);
         out.total = told.size();
         // In the job's order (#order, one reference a line), as `after` gave them.
         for (std::size_t from = 0; from < order.size();) {
@@ -304,6 +310,30 @@ Call<std::vector<std::string>> after_registering(const Keys& k, std::int64_t now
               {"ZRANGEBYSCORE", k.registering, "-inf", std::to_string(now - older_than_ms), "LIMIT",
                "0", std::to_string(n)}},
       [](redis::Reply r) { return strings("ZRANGEBYSCORE of registering", std::move(r)); }};
+}
+
+Call<long long> flow_step(const Keys& k, FlowStep step, const std::string& fid,
+                          const std::string& text, std::chrono::milliseconds lease) {
+  static constexpr const char* kSteps[] = {"begin", "touch", "done", "abort"};
+  std::vector<std::string> args{kSteps[static_cast<int>(step)], fid, std::to_string(lease.count()),
+                                std::to_string(kFlowKept.count())};
+  if (step == FlowStep::begin || step == FlowStep::abort) args.push_back(text);
+  return Call<long long>{
+      Request{&scripts::flow(), {k.flow(fid), k.flows, k.outbox}, std::move(args)},
+      [](redis::Reply r) -> OpResult<long long> {
+        if (r.type != redis::Reply::Type::integer || r.integer < -1 || r.integer > 1)
+          return redis::shape_error("flow", r);
+        return r.integer;
+      }};
+}
+
+Call<std::vector<std::string>> flows_overdue(const Keys& k, std::int64_t now, std::size_t n) {
+  return Call<std::vector<std::string>>{
+      Request{
+          nullptr,
+          {},
+          {"ZRANGEBYSCORE", k.flows, "-inf", std::to_string(now), "LIMIT", "0", std::to_string(n)}},
+      [](redis::Reply r) { return strings("ZRANGEBYSCORE of flows", std::move(r)); }};
 }
 
 std::optional<OutboxEntry> outbox_entry(std::string_view text) {

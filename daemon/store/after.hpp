@@ -43,6 +43,9 @@ struct Waiting {
   /// delivers outcomes from its own outbox); 0: not known here (whoever delivers uses its own).
   std::int64_t keep_failed_ms = 0;
   std::uint64_t max_job_bytes = 0;
+  /// A job of a flow written on a cluster: the flow's id, whose gate (`#flow/<fid>`) it waits
+  /// for too, until the whole flow is written (lua/flow.lua); "" for any other.
+  std::string flow;
 };
 /// Job `job` of `queue` (read with its `after`: job::parse with Rules::holds_dependencies) as it
 /// waits, first seen at `now` (unix ms): its copy as pending would hold it (marked_submission),
@@ -91,6 +94,9 @@ async::Task<OpResult<long long>> register_waiter(const Route& route, const std::
 struct AfterLeft {
   std::size_t total = 0;          // the references it waits for, final or not
   std::vector<std::string> refs;  // those not final yet (QUEUE/ID), in its after order
+  /// A job of a flow written on a cluster: the flow's id while it is not written whole (its
+  /// gate still shut), else "".
+  std::string flow;
 };
 /// Job `id`'s after hash read; nullopt when it has none (it waits for nothing now).
 Call<std::optional<AfterLeft>> after_left(const Keys& k, const std::string& id);
@@ -142,6 +148,24 @@ Call<std::vector<std::string>> after_overdue(const Keys& k, std::int64_t now, st
 /// after_left's (sent after_register again: it is idempotent), then after_registered.
 Call<std::vector<std::string>> after_registering(const Keys& k, std::int64_t now,
                                                  std::int64_t older_than_ms, std::size_t n);
+
+/// A flow written on a cluster (docs/workflows.md, "Flows across slots"; lua/flow.lua): its
+/// record in the slot of `k`'s queue, stepped by jobqctl (begin, touch as it goes, done, or abort
+/// when a job of it could not be written) and given up (abort) by a daemon of that queue once
+/// its lease ran out.
+enum class FlowStep : std::uint8_t { begin, touch, done, abort };
+/// How long a flow being written may go without a step before a daemon gives it up.
+inline constexpr std::chrono::milliseconds kFlowLease = std::chrono::seconds(30);
+/// How long an ended flow's record stays (a given up one tells a late `done` so).
+inline constexpr std::chrono::milliseconds kFlowKept = std::chrono::hours(1);
+/// One step; `text` is `begin`'s members (QUEUE/ID, one per line) and `abort`'s why. 1: done,
+/// begun, touched, or given up now; 0: given up before (done, touch) or ended before (abort);
+/// -1: no such record.
+Call<long long> flow_step(const Keys& k, FlowStep step, const std::string& fid,
+                          const std::string& text = {},
+                          std::chrono::milliseconds lease = kFlowLease);
+/// The flows of `k`'s queue whose lease ran out by `now` (Redis' clock), at most `n`.
+Call<std::vector<std::string>> flows_overdue(const Keys& k, std::int64_t now, std::size_t n);
 
 /// One entry of a queue's outbox (lua/after_register.lua, after_resolve.lua write them): the
 /// waiting job it is for (QUEUE/ID) and the outcome to tell it; nullopt for an entry that is not

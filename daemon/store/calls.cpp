@@ -405,8 +405,8 @@ Call<Recovered> recover(const Keys& k, const std::string& worker, bool own,
 // ---- delayed jobs ----
 
 Call<Due> due(const Keys& k, std::size_t limit, bool ring) {
-  std::vector<std::string> keys{k.delayed, k.pending_high, k.pending_low,
-                                k.outbox,  k.after_until,  k.registering};
+  std::vector<std::string> keys{k.delayed,     k.pending_high, k.pending_low, k.outbox,
+                                k.after_until, k.registering,  k.flows};
   if (ring) keys.push_back(k.groups);
   return make<Due>(scripts::due(), std::move(keys),
                    {std::to_string(limit), std::to_string(kRegisterAgainAfter.count())},
@@ -509,9 +509,9 @@ Call<std::vector<Repaired>> repair(const Keys& k, const std::string& worker, std
   return repair_keys(
       {k.pending, k.delayed, k.leases, k.live, k.dead, k.dead_bodies, k.inflight(worker), k.cancels,
        k.rate, k.groups, k.pending_high, k.pending_low, k.order, k.waiting, k.dependents, k.outbox,
-       k.after_until, k.registering},
+       k.after_until, k.registering, k.flows},
       {"list", "zset", "zset", "hash", "zset", "hash", "hash", "hash", "hash", "zset", "list",
-       "list", "hash", "hash", "hash", "list", "zset", "zset"},
+       "list", "hash", "hash", "hash", "list", "zset", "zset", "zset"},
       now_ms);
 }
 

@@ -34,6 +34,7 @@ struct Keys {
         outbox(base + ":outbox"),
         after_until(base + ":after_until"),
         registering(base + ":registering"),
+        flows(base + ":flows"),
         shards(prefix + ":{" + queue + "}:shards"),
         minutes(prefix + ":{" + queue + "}:history:minutes"),
         hours(prefix + ":{" + queue + "}:history:hours"),
@@ -76,6 +77,9 @@ struct Keys {
   /// zset: waiting id -> when it began to wait, until every dependency's slot has noted it
   /// (after_register.lua): the due poll registers again what a crash left half told.
   std::string registering;
+  /// zset (docs/workflows.md, "Flows across slots"): a flow being written on a cluster, its fid ->
+  /// when it is given up unless jobqctl touches it again (lua/flow.lua).
+  std::string flows;
   std::string shards;     // string: the queue's shard count, as its daemons were configured
   std::string minutes;    // hash: "<minute>:<s|f|r|n|t>" -> count, the last day (history.lua)
   std::string hours;      // hash: "<hour>:<s|f|r|n|t>" -> count, the last week
@@ -90,6 +94,8 @@ struct Keys {
   /// hash: a waiting job's dependencies, reference -> '' (not final yet) or its outcome, and its
   /// `#left`, `#policy`, `#level`, `#cut`, `#order` (docs/workflows.md).
   std::string after(const std::string& id) const { return base + ":after:" + id; }
+  /// hash: a flow being written on a cluster (lua/flow.lua): `state`, `since`, `members`.
+  std::string flow(const std::string& fid) const { return base + ":flow:" + fid; }
   /// string: the lock of a unique key (docs/unique.md): the id of the job holding it (and, by
   /// how it was taken, that job's claim, or its copy for debounce), expiring at the queue's
   /// `unique.for`.

@@ -129,6 +129,26 @@ async::Task<OpResult<std::size_t>> QueueStore::after_upkeep(std::size_t n) {
     if (!r.ok()) co_return r.error();
     ++done;
   }
+  // Flows whose writer (jobqctl, on a cluster) stopped between two steps: given up, their jobs
+  // told through the outbox that they end cancelled (none of them has run: each waited for the
+  // whole flow).
+  const auto stopped = flows_overdue(keys_, now, n);
+  OpResult<std::vector<std::string>> flows = co_await run(main_, stopped);
+  if (!flows.ok()) co_return flows.error();
+  for (const auto& fid : *flows) {
+    const auto abort = flow_step(keys_, FlowStep::abort, fid,
+                                 "not written whole: its writer stopped (or lost Redis) for " +
+                                     config::format_duration(kFlowLease) + " before its last step");
+    OpResult<long long> r = co_await run(main_, abort);
+    if (!r.ok()) co_return r.error();
+    if (*r == 1) {
+      spdlog::warn(
+          "queue {}: flow {} was not written whole (its writer stopped for {} between two "
+          "steps): given up, its jobs end cancelled",
+          s_.queue, fid, config::format_duration(kFlowLease));
+    }
+    ++done;
+  }
   // Waiting jobs whose caller died before every dependency knew of them: told again.
   const auto stale = after_registering(keys_, now, kRegisterAgainAfter.count(), n);
   OpResult<std::vector<std::string>> half = co_await run(main_, stale);

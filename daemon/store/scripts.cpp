@@ -160,6 +160,9 @@ const redis::Script& after_resolve() {
 const redis::Script& after_expire() {
   return named("after_expire");
 }
+const redis::Script& flow() {
+  return named("flow");
+}
 
 const redis::Script& scan_states() {
   return named("scan_states");

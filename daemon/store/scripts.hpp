@@ -36,6 +36,7 @@ const redis::Script& after_wait();      // jobs that wait for others (docs/workf
 const redis::Script& after_register();  // after
 const redis::Script& after_resolve();   // after
 const redis::Script& after_expire();    // after
+const redis::Script& flow();            // a flow on a cluster: its record (daemon and jobqctl)
 // Both's.
 const redis::Script& depths();
 const redis::Script& drop_dead();

@@ -278,13 +278,6 @@ TEST_CASE(
   // Options that a flow's file gives itself are usage errors.
   CHECK(jobqctl(redis, {"submit", "q", "1", "--flow", "x.json"}).code == 2);
   CHECK(jobqctl(redis, {"submit", "q", "--flow", "x.json", "--after", "a"}).code == 2);
-  // On a Redis Cluster: not yet, said before anything is tried.
-  const auto cluster =
-      run_program({(build_dir() / "jobqctl").string(), "--redis", "redis-cluster://127.0.0.1:1",
-                   "submit", "q", "--flow", (dir.path() / "twice.json").string()});
-  CHECK(cluster.code == 2);
-  CHECK(cluster.out.find("flows on a Redis Cluster are not in this version yet") !=
-        std::string::npos);
 }
 
 TEST_CASE("jobqctl submit --after and --flow on sharded queues: each step in its id's home shard",

@@ -8,6 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "store/after.hpp"
+#include "store/call.hpp"
+#include "store/calls.hpp"
 #include "tests/support/cluster.hpp"
 #include "tests/support/daemon.hpp"
 #include "tests/support/fixtures.hpp"
@@ -503,6 +506,174 @@ TEST_CASE("workflows on a cluster: flows across queues of three primaries, a dae
   for (auto& d : daemons) CHECK(d->stop() == 0);
 }
 
+TEST_CASE(
+    "workflows on a cluster: jobqctl submit --flow across primaries runs in order; a flow whose "
+    "writer stopped is given up, none of it run",
+    "[integration][workflows][cluster][flow]") {
+  RedisCluster cluster(3, 0);
+  std::vector<std::string> qs;  // a queue on each primary
+  {
+    std::map<int, std::string> on;
+    for (int i = 0; on.size() < 3; ++i) {
+      const std::string q = "v" + std::to_string(i);
+      on.emplace(cluster.owner_of_queue(q), q);
+    }
+    for (const auto& [port, q] : on) qs.push_back(q);
+  }
+  // Each job's result is the JSON its handler got.
+  std::string yaml =
+      "handlers:\n  cat: {type: exec, command: [\"" + fixture("cat_stdin") + "\"]}\nqueues:\n";
+  for (const auto& q : qs) yaml += "  " + q + ": {handler: cat, concurrency: 4}\n";
+  Daemon d(cluster.url(), yaml);
+  d.start();
+  REQUIRE(eventually([&] { return cluster.leases_held(d.pid(), qs); }, 20s));
+  auto state = [&](const std::string& q, const std::string& id, const std::string& field) {
+    SyncRedis r(cluster.owner_of_queue(q));
+    return state_of(r, q, id, field);
+  };
+  auto jobqctl_on = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv{(build_dir() / "jobqctl").string(), "--redis", cluster.url()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_program(argv);
+  };
+  TempDir dir;
+  // A root on the first primary, one job on each of the others after it, a fan-in after both.
+  const std::string a = qs[0], b = qs[1], c = qs[2];
+  write_file(dir.path() / "flow.json", R"([
+    {"id": "end", "payload": "end", "after": [")" +
+                                           b + R"(/m1", ")" + c + R"(/m2"]},
+    {"id": "m1", "queue": ")" + b + R"(", "payload": 1, "after": [")" +
+                                           a + R"(/root"]},
+    {"id": "m2", "queue": ")" + c + R"(", "payload": 2, "after": [")" +
+                                           a + R"(/root"]},
+    {"id": "root", "payload": 0}
+  ])");
+  const auto ran = jobqctl_on({"submit", a, "--flow", (dir.path() / "flow.json").string()});
+  INFO(ran.out);
+  REQUIRE(ran.code == 0);
+  CHECK(ran.out.find("submitted a flow of 4 job(s): 1 queued, 3 waiting for others") !=
+        std::string::npos);
+  const std::vector<std::pair<std::string, std::string>> jobs{
+      {a, "root"}, {b, "m1"}, {c, "m2"}, {a, "end"}};
+  auto all_succeeded = [&] {
+    for (const auto& [q, id] : jobs) {
+      if (state(q, id, "status") != "succeeded") return false;
+    }
+    return true;
+  };
+  if (!eventually(all_succeeded, 30s)) {
+    for (const auto& [q, id] : jobs) {
+      INFO(q << "/" << id << ": " << state(q, id, "status") << " " << state(q, id, "error"));
+    }
+    INFO("log: " << d.log());
+    REQUIRE(all_succeeded());
+  }
+  // The root ran as it was given (its flow's gate is no dependency); the fan-in saw both.
+  CHECK_FALSE(json::parse(state(a, "root", "result")).contains("dependencies"));
+  const json end = json::parse(state(a, "end", "result"));
+  REQUIRE(end["dependencies"].size() == 2);
+  CHECK(end["dependencies"][0]["job"] == "m1");
+  CHECK(end["dependencies"][1]["job"] == "m2");
+  // In order: each started once what it waits for had ended (Redis' clocks, one machine).
+  auto at = [&](const std::string& q, const std::string& id, const std::string& f) {
+    return std::stoll(state(q, id, f));
+  };
+  CHECK(at(b, "m1", "started_at") + 5 >= at(a, "root", "finished_at"));
+  CHECK(at(c, "m2", "started_at") + 5 >= at(a, "root", "finished_at"));
+  CHECK(at(a, "end", "started_at") + 5 >= at(b, "m1", "finished_at"));
+  CHECK(at(a, "end", "started_at") + 5 >= at(c, "m2", "finished_at"));
+  {
+    SyncRedis r(cluster.owner_of_queue(a));
+    CHECK(r.integer({"EXISTS", "jobq:{" + a + "}:flows"}) == 0);
+  }
+
+  // An id of a job not over (one waiting for a job nobody pushed): refused before anything is
+  // written.
+  {
+    SyncRedis r(cluster.owner_of_queue(b));
+    push(r, b, {json{{"id", "busy"}, {"payload", 0}, {"after", {"ghost"}}}.dump()});
+  }
+  REQUIRE(eventually([&] { return state(b, "busy", "status") == "waiting"; }, 10s));
+  write_file(dir.path() / "taken.json",
+             R"([{"id": "n1", "payload": 1}, {"id": "busy", "queue": ")" + b +
+                 R"(", "payload": 2, "after": [")" + a + R"(/n1"]}])");
+  const auto taken = jobqctl_on({"submit", a, "--flow", (dir.path() / "taken.json").string()});
+  INFO(taken.out);
+  CHECK(taken.code == 1);
+  CHECK(taken.out.find("not written") != std::string::npos);
+  CHECK(taken.out.find(b + "/busy") != std::string::npos);
+  CHECK(state(a, "n1", "status").empty());
+
+  // A writer that stopped between two steps (as jobqctl killed would): the record and two jobs
+  // written, waiting for its gate, never the last step. The daemon of the record's queue gives it
+  // up once its lease runs out: both end cancelled, neither ran.
+  {
+    auto w = jq::redis::SyncClient::connect(jq::redis::parse_url(cluster.url())).value();
+    const jq::store::Keys record("jobq", a);
+    REQUIRE(jq::store::run(w, jq::store::flow_step(record, jq::store::FlowStep::begin, "F1",
+                                                   b + "/x\n" + c + "/y\n", 300ms))
+                .value() == 1);
+    jq::job::Job x;
+    x.id = "x";
+    x.raw = R"({"id": "x", "payload": 1})";
+    jq::job::Job y;
+    y.id = "y";
+    y.raw = R"({"id": "y", "payload": 2, "after": [")" + b + R"(/x"]})";
+    y.after = {{b, "x"}};
+    y.on_dependency_failure = jq::job::DependencyPolicy::run;
+    const auto now = jq::store::run(w, jq::store::redis_time()).value();
+    auto wx = jq::store::waiting_of(x, b, now);
+    auto wy = jq::store::waiting_of(y, c, now);
+    wx.flow = wy.flow = "F1";
+    REQUIRE(jq::store::run(w, jq::store::after_wait(jq::store::Keys("jobq", b), wx)).value());
+    REQUIRE(jq::store::run(w, jq::store::after_wait(jq::store::Keys("jobq", c), wy)).value());
+  }
+  auto given_up = [&] {
+    return state(b, "x", "status") == "cancelled" && state(c, "y", "status") == "cancelled";
+  };
+  REQUIRE(eventually(given_up, 20s));
+  const std::string why = "flow F1 cancelled: not written whole: its writer stopped";
+  CHECK(state(b, "x", "error").starts_with(why));
+  CHECK(state(c, "y", "error").starts_with(why));
+  {
+    SyncRedis r(cluster.owner_of_queue(a));
+    CHECK(eventually([&] { return r.integer({"EXISTS", "jobq:{" + a + "}:outbox"}) == 0; }, 10s));
+  }
+  CHECK(state(b, "x", "started_at").empty());
+  CHECK(state(c, "y", "started_at").empty());
+  CHECK(d.log().find("flow F1 was not written whole") != std::string::npos);
+  CHECK(d.stop() == 0);
+
+  // A larger flow, with no daemon: written in slices (1,000 jobs a pipelined write, the lease
+  // renewed between), every job waiting for the gate, which the last step opened: an outcome
+  // for each in the queue's outbox.
+  json big = json::array();
+  json all = json::array();
+  for (int i = 0; i < 2500; ++i) {
+    const std::string& q = qs[static_cast<std::size_t>(i) % 3];
+    const std::string id = "p" + std::to_string(i);
+    big.push_back({{"id", id}, {"queue", q}, {"payload", i}});
+    all.push_back(q + "/" + id);
+  }
+  big.push_back({{"id", "sum"}, {"payload", 0}, {"after", all}});
+  write_file(dir.path() / "big.json", big.dump());
+  const auto wrote = jobqctl_on({"submit", a, "--flow", (dir.path() / "big.json").string()});
+  INFO(wrote.out);
+  REQUIRE(wrote.code == 0);
+  CHECK(wrote.out.find("submitted a flow of 2501 job(s): 2500 queued, 1 waiting") !=
+        std::string::npos);
+  std::size_t waiting = 0;
+  for (const auto& q : qs) {
+    SyncRedis r(cluster.owner_of_queue(q));
+    waiting += static_cast<std::size_t>(r.integer({"HLEN", "jobq:{" + q + "}:waiting"}));
+    CHECK(r.integer({"ZCARD", "jobq:{" + q + "}:registering"}) == 0);
+  }
+  CHECK(waiting == 2501 + 1);  // and busy, still waiting for its ghost
+  SyncRedis home(cluster.owner_of_queue(a));
+  CHECK(home.integer({"LLEN", "jobq:{" + a + "}:outbox"}) == 2501);
+  CHECK(home.integer({"EXISTS", "jobq:{" + a + "}:flows"}) == 0);
+}
+
 TEST_CASE("workflows: garbage at jobqd's own keys of waiting jobs is moved aside, nothing lost",
           "[integration][workflows]") {
   RedisServer redis;
@@ -517,11 +688,19 @@ queues:
   r.cmd({"SET", "jobq:{q}:waiting", "garbage"});
   r.cmd({"SET", "jobq:{q}:outbox", "garbage"});
   r.cmd({"SET", "jobq:{q}:registering", "garbage"});
+  r.cmd({"SET", "jobq:{q}:flows", "garbage"});
   d.start_and_wait(redis);
   push(r, "q", {R"({"id":"w","payload":1,"after":["d"]})"});
   REQUIRE(eventually([&] { return state_of(r, "q", "w") == "waiting"; }, 15s));
   push(r, "q", {R"({"id":"d","payload":0})"});
   CHECK(eventually([&] { return state_of(r, "q", "w") == "succeeded"; }, 15s));
   CHECK(d.log().find("moved it aside") != std::string::npos);
+  CHECK(r.integer({"EXISTS", "jobq:{q}:flows"}) == 0);
+  // A flow's lease over a record that is no hash: dropped from the leases, the rest goes on.
+  r.cmd({"ZADD", "jobq:{q}:flows", "1", "bad"});
+  r.cmd({"SET", "jobq:{q}:flow:bad", "garbage"});
+  push(r, "q", {R"({"id":"w2","payload":1,"after":["d2"]})", R"({"id":"d2","payload":0})"});
+  CHECK(eventually([&] { return state_of(r, "q", "w2") == "succeeded"; }, 15s));
+  CHECK(eventually([&] { return r.integer({"EXISTS", "jobq:{q}:flows"}) == 0; }, 15s));
   CHECK(d.stop() == 0);
 }

@@ -12,6 +12,7 @@
 #include "store/queue_store.hpp"
 #include "store/shards.hpp"
 #include "tests/support/admin_front.hpp"
+#include "tests/support/process.hpp"
 #include "tests/support/redis_server.hpp"
 
 using namespace jq;
@@ -557,4 +558,106 @@ TEST_CASE("after: what a waiting job still waits for, in its order", "[store][af
   // Garbage there is said, not read as a job's.
   r.cmd({"SET", "jobq:{q}:after:x", "text"});
   CHECK_FALSE(store::run(c.c, store::after_left(kQ, "x")).ok());
+}
+
+TEST_CASE(
+    "after: a flow's gate holds its jobs until done; given up, they end cancelled whatever "
+    "their policy",
+    "[store][after][flow]") {
+  test::RedisServer server;
+  auto r = server.client();
+  Client c(server);
+  // Flow F: a (names nothing) and b (after q/a, policy run), each waiting for the gate too.
+  REQUIRE(c.run(store::flow_step(kQ, store::FlowStep::begin, "F", "q/a\nq/b\n")) == 1);
+  CHECK(c.run(store::flow_step(kQ, store::FlowStep::begin, "F", "q/a\n")) == 0);
+  auto a = waiting("a", {});
+  a.flow = "F";
+  auto b = waiting("b", {"q/a"}, job::DependencyPolicy::run);
+  b.flow = "F";
+  REQUIRE(c.run(store::after_wait(kQ, a)));
+  REQUIRE(c.run(store::after_wait(kQ, b)));
+  CHECK(r.str({"HGET", "jobq:{q}:job:a", "waiting_for"}) == "0");
+  CHECK(r.str({"HGET", "jobq:{q}:job:a", "flow"}) == "F");
+  CHECK(r.str({"HGET", "jobq:{q}:job:b", "waiting_for"}) == "1");
+  const auto left = c.run(store::after_left(kQ, "a"));
+  REQUIRE(left);
+  CHECK(left->total == 0);
+  CHECK(left->flow == "F");
+  // Nothing is released before the flow is done: a's end would tell b, but a never ran; b told
+  // of a by hand stays waiting for the gate.
+  CHECK(c.run(store::after_resolve(kQ, "q", "b", outcome("q", "a"), 60000, 1 << 20)) ==
+        store::Resolved::noted);
+  CHECK(r.str({"HGET", "jobq:{q}:job:b", "waiting_for"}) == "0");
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 0);
+  CHECK(c.run(store::flow_step(kQ, store::FlowStep::touch, "F")) == 1);
+  // Done: the gate opens through the outbox; a goes as it was given (no dependencies), b with
+  // a's outcome only (the gate is no dependency of it).
+  CHECK(c.run(store::flow_step(kQ, store::FlowStep::done, "F")) == 1);
+  CHECK(c.run(store::flow_step(kQ, store::FlowStep::done, "F")) == 1);  // said again: the same
+  CHECK(r.integer({"ZCARD", "jobq:{q}:flows"}) == 0);
+  CHECK(r.str({"HGET", "jobq:{q}:flow:F", "state"}) == "done");
+  CHECK(r.integer({"PTTL", "jobq:{q}:flow:F"}) > 0);
+  auto told = drained(c, kQ);
+  REQUIRE(told.size() == 2);
+  for (const auto& e : told) {
+    CHECK(e.outcome.ref() == "#flow/F");
+    c.run(store::after_resolve(kQ, e.to_queue, e.to_id, e.outcome, 60000, 1 << 20));
+  }
+  const auto pending = r.cmd({"LRANGE", "jobq:{q}:pending", "0", "-1"});
+  REQUIRE(pending.elements.size() == 2);
+  CHECK(pending.elements[1].str == a.copy);
+  const auto doc = nlohmann::json::parse(pending.elements[0].str);
+  REQUIRE(doc["dependencies"].size() == 1);
+  CHECK(doc["dependencies"][0]["job"] == "a");
+  CHECK(r.str({"HGET", "jobq:{q}:job:b", "status"}) == "queued");
+  CHECK(r.integer({"HEXISTS", "jobq:{q}:job:b", "flow"}) == 0);
+
+  // Flow G, given up while c waits (policy run: the gate decides anyway); d written after it
+  // was given up hears of it at the writer's late `done`.
+  REQUIRE(c.run(store::flow_step(kQ, store::FlowStep::begin, "G", "q/c\nq/d\n",
+                                 std::chrono::milliseconds(1))) == 1);
+  auto cj = waiting("c", {}, job::DependencyPolicy::run);
+  cj.flow = "G";
+  REQUIRE(c.run(store::after_wait(kQ, cj)));
+  // Its lease ran out: a daemon finds it, and gives it up.
+  const auto now = c.run(store::redis_time());
+  CHECK(test::eventually(
+      [&] {
+        return c.run(store::flows_overdue(kQ, c.run(store::redis_time()), 10)) ==
+               std::vector<std::string>{"G"};
+      },
+      std::chrono::seconds(5)));
+  CHECK(c.run(store::flows_overdue(kQ, now - 60000, 10)).empty());
+  CHECK(c.run(store::flow_step(kQ, store::FlowStep::abort, "G", "not written whole")) == 1);
+  CHECK(c.run(store::flow_step(kQ, store::FlowStep::abort, "G", "again")) == 0);
+  CHECK(c.run(store::flow_step(kQ, store::FlowStep::touch, "G")) == 0);
+  auto dj = waiting("d", {"q/c"});
+  dj.flow = "G";
+  REQUIRE(c.run(store::after_wait(kQ, dj)));
+  CHECK(c.run(store::flow_step(kQ, store::FlowStep::done, "G")) == 0);
+  told = drained(c, kQ);
+  REQUIRE(told.size() == 4);  // c and d at the abort (d not there yet), then again at `done`
+  for (const auto& e : told) {
+    CHECK(e.outcome.status == "cancelled");
+    c.run(store::after_resolve(kQ, e.to_queue, e.to_id, e.outcome, 60000, 1 << 20));
+  }
+  for (const std::string id : {"c", "d"}) {
+    INFO(id);
+    CHECK(r.str({"HGET", "jobq:{q}:job:" + id, "status"}) == "cancelled");
+    CHECK(r.str({"HGET", "jobq:{q}:job:" + id, "error"}) == "flow G cancelled: not written whole");
+    CHECK(r.integer({"HEXISTS", "jobq:{q}:waiting", id}) == 0);
+  }
+  CHECK(r.integer({"LLEN", "jobq:{q}:pending"}) == 2);
+  CHECK(c.run(store::flow_step(kQ, store::FlowStep::done, "nothing")) == -1);
+
+  // A gate still shut at after_timeout: the job ends cancelled, even with policy run.
+  auto e = waiting("e", {}, job::DependencyPolicy::run);
+  e.flow = "H";
+  e.deadline = 10;
+  REQUIRE(c.run(store::after_wait(kQ, e)));
+  CHECK(c.run(store::after_expire(kQ, "q", "e", 20, "1s", 60000, 1 << 20)) ==
+        store::Resolved::ended);
+  CHECK(r.str({"HGET", "jobq:{q}:job:e", "status"}) == "cancelled");
+  CHECK(r.str({"HGET", "jobq:{q}:job:e", "error"}) ==
+        "flow H cancelled: not written whole within 1s");
 }

@@ -320,6 +320,32 @@ TEST_CASE("every script touches only the keys it is given, all of the queue's sl
   (void)store::run(c, store::after_wait(k, w)).value();
   (void)store::run(c, store::after_register(k, "q", "q/wh", {"we"})).value();
   (void)store::run(c, store::after_expire(k, "q", "we", now, "24h", 1000, 1 << 20)).value();
+  // A flow on a cluster: a job held by its gate, the flow done (the gate told through the
+  // outbox); another given up, its job ended by the gate at its deadline.
+  w.id = "wflow";
+  w.refs.clear();
+  w.flow = "F";
+  w.deadline = now + 60000;
+  (void)store::run(c, store::flow_step(k, store::FlowStep::begin, "F", "q/wflow\n")).value();
+  (void)store::run(c, store::after_wait(k, w)).value();
+  (void)store::run(c, store::flow_step(k, store::FlowStep::touch, "F")).value();
+  (void)store::run(c, store::flow_step(k, store::FlowStep::done, "F")).value();
+  const auto gates = store::run(c, store::outbox_head(k, 10)).value();
+  for (const auto& text : gates) {
+    const auto entry = store::outbox_entry(text);
+    REQUIRE(entry);
+    (void)store::run(
+        c, store::after_resolve(k, entry->to_queue, entry->to_id, entry->outcome, 1000, 1 << 20))
+        .value();
+    (void)store::run(c, store::outbox_done(k, text)).value();
+  }
+  w.id = "wgiven";
+  w.flow = "G";
+  w.deadline = 1000;
+  (void)store::run(c, store::flow_step(k, store::FlowStep::begin, "G", "q/wgiven\n")).value();
+  (void)store::run(c, store::after_wait(k, w)).value();
+  (void)store::run(c, store::flow_step(k, store::FlowStep::abort, "G", "test")).value();
+  (void)store::run(c, store::after_expire(k, "q", "wgiven", now, "24h", 1000, 1 << 20)).value();
 
   auto violations = r.cmd({"LRANGE", "guard:violation", "0", "-1"});
   std::string said;

@@ -3,7 +3,8 @@
 -- outcome told (prelude's after_tell): policy fail or skip ends the job at the first of them, run
 -- gives each a failed outcome and releases the job. The daemon read the ids whose deadline passed
 -- (store::after_overdue); one no longer waiting, or waiting again with a later deadline (a new job
--- of its id), is only let go of from after_until.
+-- of its id), is only let go of from after_until. A job whose flow's gate (after_wait.lua) is
+-- still shut by then ends cancelled: its flow was never written whole.
 --
 -- KEYS: as after_resolve.lua's: waiting, the job's after hash, its state, pending:high, pending,
 --       pending:low, after_until, registering, dependents, outbox
@@ -21,6 +22,15 @@ if not deadline or deadline > now then return 0 end
 local order = redis.call('HGET', w.after, '#order') or ''
 local error = 'not seen within ' .. within
 local told = {}
+-- Its flow's gate first (a flow on a cluster still not wholly written by then is given up: the
+-- job ends cancelled whatever its policy).
+local gate = redis.call('HGET', w.after, '#gate')
+if gate and redis.call('HGET', w.after, gate) == '' then
+  local why = 'not written whole within ' .. within
+  told[1] = {gate, '{"job":' .. cjson.encode(string.sub(gate, 7)) .. ',"queue":"#flow",' ..
+    '"status":"cancelled","error":' .. cjson.encode(why) .. ',"error_kind":"dependency"}',
+    'cancelled', 'cancelled: ' .. why}
+end
 for ref in string.gmatch(order, '[^\n]+') do
   if redis.call('HGET', w.after, ref) == '' then
     -- QUEUE/ID (after_wait's references always name the queue).

@@ -8,16 +8,19 @@
 -- looked at in one EXISTS; the ring alone only when that finds any.
 --
 -- Jobs that wait for others (docs/workflows.md) have work when the outbox holds outcomes, a
--- waiting job's after_timeout has passed, or one has been registering for longer than a caller
--- takes (a crash cut it short): one EXISTS of the three, and only when that finds any, a look.
+-- waiting job's after_timeout has passed, one has been registering for longer than a caller
+-- takes (a crash cut it short), or a flow being written on a cluster ran out of its lease (its
+-- writer stopped: flow.lua gives it up): one EXISTS of the four, and only when that finds any, a
+-- look.
 --
--- KEYS: delayed, pending:high, pending:low, outbox, after_until, registering, and (a queue without
---       group_by) the ring of groups
+-- KEYS: delayed, pending:high, pending:low, outbox, after_until, registering, flows, and (a queue
+--       without group_by) the ring of groups
 -- ARGV: at most this many, how long registering may take (ms)
 -- Returns {Redis' clock (ms), score of the next job not due yet or false, how many of the two
 --   priority lists hold jobs, 1 if the ring of groups holds any (else 0), 1 if jobs that wait for
 --   others have work (else 0), then each due job}.
-local delayed, outbox, until_key, registering, ring = KEYS[1], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local delayed, outbox, until_key, registering, flows, ring =
+  KEYS[1], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local nxt = redis.call('ZRANGEBYSCORE', delayed, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
@@ -33,11 +36,12 @@ else
   levels, grouped = redis.call('EXISTS', KEYS[2], KEYS[3]), 0
 end
 local after = 0
-if redis.call('EXISTS', outbox, until_key, registering) > 0 then
+if redis.call('EXISTS', outbox, until_key, registering, flows) > 0 then
   if redis.call('EXISTS', outbox) == 1
       or #redis.call('ZRANGEBYSCORE', until_key, '-inf', now, 'LIMIT', 0, 1) > 0
       or #redis.call('ZRANGEBYSCORE', registering, '-inf', now - tonumber(ARGV[2]), 'LIMIT', 0, 1)
-        > 0 then
+        > 0
+      or #redis.call('ZRANGEBYSCORE', flows, '-inf', now, 'LIMIT', 0, 1) > 0 then
     after = 1
   end
 end

@@ -145,7 +145,10 @@ end
 -- only while it is ''). A failed or cancelled one decides the job at once unless its policy is
 -- `run`: it ends `failed` (fail) or `cancelled` (skip), `error_kind` `dependency`, and its own
 -- dependents are told. Once none is left, the job goes to its priority's list with the outcomes
--- added to its copy, in its `after` order, as `"dependencies":[...]`.
+-- added to its copy, in its `after` order, as `"dependencies":[...]`. A job of a flow written on
+-- a cluster also waits for its flow's gate (`#gate` names its field, `#flow/<fid>`: flow.lua tells
+-- it): the gate told failed or cancelled (the flow given up) ends it `cancelled`, whatever its
+-- policy.
 -- Returns 0 (nothing counted: not waiting, not its dependencies, told before), 1 (noted, others
 -- left), 2 (ended by its policy or the bound), 3 (released).
 local function after_tell(w, told)
@@ -167,8 +170,8 @@ local function after_tell(w, told)
     tell_dependents(w.dependents, w.outbox, w.queue, w.id, final, '', error, 'dependency')
     return 2
   end
-  local own = redis.call('HMGET', w.after, '#policy', '#keep', '#max')
-  local policy = own[1]
+  local own = redis.call('HMGET', w.after, '#policy', '#keep', '#max', '#gate')
+  local policy, gate = own[1], own[4]
   -- Its own queue's bounds, as it began to wait (the caller's are another queue's, maybe).
   if own[2] then w.keep = own[2] end
   if own[3] then w.max = tonumber(own[3]) end
@@ -179,6 +182,15 @@ local function after_tell(w, told)
       redis.call('HSET', w.after, ref, outcome)
       left = redis.call('HINCRBY', w.after, '#left', -1)
       counted = counted + 1
+      -- Its flow given up (flow.lua): nothing of a flow runs unless all of it was written,
+      -- whatever its policy says of its dependencies.
+      if ref == gate then
+        if status ~= 'succeeded' then
+          return finish('cancelled', 'flow ' .. string.sub(ref, 7) .. ' ' .. how)
+        end
+        redis.call('HDEL', w.state, 'flow')
+        gate = nil
+      end
       if status ~= 'succeeded' and policy ~= 'run' then
         local final = 'failed'
         if policy == 'skip' then final = 'cancelled' end
@@ -188,6 +200,8 @@ local function after_tell(w, told)
   end
   if counted == 0 then return 0 end
   if left > 0 then
+    -- `waiting_for` counts what it names: its flow's gate, still shut, is not one of them.
+    if gate and redis.call('HGET', w.after, gate) == '' then left = left - 1 end
     hset(w.state, 'waiting_for', tostring(left))
     return 1
   end
@@ -197,9 +211,13 @@ local function after_tell(w, told)
     n = n + 1
     outs[n] = redis.call('HGET', w.after, r)
   end
-  local list = '[' .. table.concat(outs, ',') .. ']'
-  local cut = tonumber(f[2])
-  local text = string.sub(copy, 1, cut) .. ',"dependencies":' .. list .. string.sub(copy, cut + 1)
+  -- A job that waited for its flow's gate alone runs as it was given: it has no dependencies.
+  local text = copy
+  if n > 0 then
+    local cut = tonumber(f[2])
+    text = string.sub(copy, 1, cut) .. ',"dependencies":[' .. table.concat(outs, ',') .. ']' ..
+      string.sub(copy, cut + 1)
+  end
   if #text > w.max then
     return finish('failed', 'the outcomes of ' .. n .. ' dependencies make the job ' .. #text ..
       ' bytes, over max_job_bytes (' .. w.max .. ')')
