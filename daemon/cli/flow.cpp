@@ -1,6 +1,7 @@
 // jobqctl flow ID: the graph around a job (docs/workflows.md, "Flows") as two trees, what it waits
 // for (recursively) and what waits on it that is still known, each job with its status and times.
-// What it reads is store::Admin::flow; here it is printed, or given as data (--json).
+// What it reads is store::Admin::flow; here it is printed, or given as data (--json:
+// store::flow_json, which GET /api/jobs/ID/flow answers too).
 #include <iostream>
 #include <set>
 
@@ -119,65 +120,6 @@ class TextTree {
   std::set<std::string> shown_;
 };
 
-// A job as data: job, queue, status (null: not seen yet), times as numbers (those it has), error
-// and error_kind (failed, cancelled), waiting_for and waits_for_total (waiting), and its tree
-// along `edges` under `key`; a job shown before is {job, queue, status, "above": true}, one not
-// read (the bounds) {job, queue, "cut": true}.
-class JsonTree {
- public:
-  explicit JsonTree(const store::FlowGraph& g) : g_(g) {}
-
-  json node(const std::string& ref, Edges edges, const char* key) {
-    const auto it = g_.nodes.find(ref);
-    if (it == g_.nodes.end()) {
-      const auto slash = ref.rfind('/');
-      return {{"job", ref.substr(slash + 1)},
-              {"queue", slash == std::string::npos ? "" : ref.substr(0, slash)},
-              {"cut", true}};
-    }
-    const store::FlowNode& n = it->second;
-    json j = {{"job", n.id}, {"queue", n.queue}};
-    j["status"] = n.status.empty() ? json(nullptr) : json(n.status);
-    if (n.status.empty()) return j;
-    if (!shown_.insert(ref).second) {
-      j["above"] = true;
-      return j;
-    }
-    for (const char* t : {"submitted_at", "started_at", "finished_at"}) {
-      if (const auto v = whole_number(field(n, t))) j[t] = *v;
-    }
-    if (ended_badly(n.status)) {
-      j["error"] = field(n, "error");
-      j["error_kind"] = field(n, "error_kind");
-    }
-    if (n.status == "waiting") {
-      j["waiting_for"] = whole_number(field(n, "waiting_for")).value_or(0);
-      j["waits_for_total"] = n.after.size();
-    }
-    if (key) j[key] = children(n.*edges, edges, key);
-    return j;
-  }
-  json children(const std::vector<std::string>& refs, Edges edges, const char* key) {
-    json out = json::array();
-    for (const auto& r : refs) out.push_back(node(r, edges, key));
-    return out;
-  }
-  json root() {
-    json j = node(g_.root, &store::FlowNode::after, nullptr);
-    const store::FlowNode& n = g_.nodes.at(g_.root);
-    j["after"] = children(n.after, &store::FlowNode::after, "after");
-    j["dependents"] = children(n.dependents, &store::FlowNode::dependents, "dependents");
-    j["dependents_known"] = !store::is_final(n.status);
-    j["cut"] = g_.cut;
-    j["limits"] = {{"jobs", g_.max_jobs}, {"depth", g_.max_depth}};
-    return j;
-  }
-
- private:
-  const store::FlowGraph& g_;
-  std::set<std::string> shown_;
-};
-
 }  // namespace
 
 int cmd_flow(const Globals& g, const std::string& id, const std::string& queue) {
@@ -192,7 +134,7 @@ int cmd_flow(const Globals& g, const std::string& id, const std::string& queue) 
     throw Exit{kFailure, "no job " + id + " in queue " + q};
   }
   if (g.json_out) {
-    std::cout << dump(JsonTree(graph).root()) << "\n";
+    std::cout << dump(store::flow_json(graph)) << "\n";
     return kOk;
   }
   TextTree(graph, call(c, store::redis_time())).root();

@@ -228,6 +228,15 @@ struct FlowGraph {
 };
 inline constexpr std::size_t kFlowJobs = 1000, kFlowDepth = 50;
 
+/// The graph as data, the one encoding of it (jobqctl flow --json, GET /api/jobs/ID/flow): the root
+/// job as an object {job, queue, status, submitted_at, started_at, finished_at (unix ms, those it
+/// has), error and error_kind (failed, cancelled), waiting_for and waits_for_total (waiting),
+/// after, dependents (each a tree of such objects along its own direction), dependents_known
+/// (false once it is final), cut, limits {jobs, depth}}. A job shown before is {job, queue,
+/// status, "above": true}, one not seen yet has "status": null, one the bounds left unread {job,
+/// queue, "cut": true} (docs/workflows.md, "jobqctl").
+nlohmann::json flow_json(const FlowGraph& g);
+
 class Admin {
  public:
   /// `c` is borrowed: it must outlive the Admin.

@@ -1,6 +1,7 @@
-// store::Admin::flow: the graph around a job (jobqctl flow), read from what the protocol keeps
-// (docs/workflows.md): each job's state `after` (what it waited for, kept after it ran) upward, and
-// its queue's dependents note (what waits on it, until it is final) downward, a level at a time.
+// store::Admin::flow: the graph around a job (jobqctl flow, GET /api/jobs/ID/flow), read from what
+// the protocol keeps (docs/workflows.md): each job's state `after` (what it waited for, kept after
+// it ran) upward, and its queue's dependents note (what waits on it, until it is final) downward,
+// a level at a time. And flow_json, the graph as data for both of them.
 #include <set>
 #include <string>
 #include <string_view>
@@ -40,7 +41,78 @@ std::vector<std::string> split(std::string_view text, char sep) {
   return out;
 }
 
+using json = nlohmann::json;
+using Edges = std::vector<std::string> FlowNode::*;
+
+std::string field(const FlowNode& n, const char* name) {
+  const auto it = n.state.find(name);
+  return it == n.state.end() ? "" : it->second;
+}
+
+// A job as data (flow_json): job, queue, status (null: not seen yet), times as numbers (those it
+// has), error and error_kind (failed, cancelled), waiting_for and waits_for_total (waiting), and
+// its tree along `edges` under `key`; a job shown before is {job, queue, status, "above": true},
+// one not read (the bounds) {job, queue, "cut": true}.
+class JsonTree {
+ public:
+  explicit JsonTree(const FlowGraph& g) : g_(g) {}
+
+  json node(const std::string& ref, Edges edges, const char* key) {
+    const auto it = g_.nodes.find(ref);
+    if (it == g_.nodes.end()) {
+      const auto slash = ref.rfind('/');
+      return {{"job", ref.substr(slash + 1)},
+              {"queue", slash == std::string::npos ? "" : ref.substr(0, slash)},
+              {"cut", true}};
+    }
+    const FlowNode& n = it->second;
+    json j = {{"job", n.id}, {"queue", n.queue}};
+    j["status"] = n.status.empty() ? json(nullptr) : json(n.status);
+    if (n.status.empty()) return j;
+    if (!shown_.insert(ref).second) {
+      j["above"] = true;
+      return j;
+    }
+    for (const char* t : {"submitted_at", "started_at", "finished_at"}) {
+      if (const auto v = whole_number(field(n, t))) j[t] = *v;
+    }
+    if (n.status == "failed" || n.status == "cancelled") {
+      j["error"] = field(n, "error");
+      j["error_kind"] = field(n, "error_kind");
+    }
+    if (n.status == "waiting") {
+      j["waiting_for"] = whole_number(field(n, "waiting_for")).value_or(0);
+      j["waits_for_total"] = n.after.size();
+    }
+    if (key) j[key] = children(n.*edges, edges, key);
+    return j;
+  }
+  json children(const std::vector<std::string>& refs, Edges edges, const char* key) {
+    json out = json::array();
+    for (const auto& r : refs) out.push_back(node(r, edges, key));
+    return out;
+  }
+  json root() {
+    json j = node(g_.root, &FlowNode::after, nullptr);
+    const FlowNode& n = g_.nodes.at(g_.root);
+    j["after"] = children(n.after, &FlowNode::after, "after");
+    j["dependents"] = children(n.dependents, &FlowNode::dependents, "dependents");
+    j["dependents_known"] = !is_final(n.status);
+    j["cut"] = g_.cut;
+    j["limits"] = {{"jobs", g_.max_jobs}, {"depth", g_.max_depth}};
+    return j;
+  }
+
+ private:
+  const FlowGraph& g_;
+  std::set<std::string> shown_;
+};
+
 }  // namespace
+
+json flow_json(const FlowGraph& g) {
+  return JsonTree(g).root();
+}
 
 FlowGraph Admin::flow(const std::string& queue, const std::string& id, std::size_t max_jobs,
                       std::size_t max_depth) {
