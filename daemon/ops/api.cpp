@@ -309,6 +309,8 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
     wants = "POST";
   } else if (n == 2 && p[0] == "jobs") {
     wants = "GET";
+  } else if (n == 3 && p[0] == "jobs" && p[2] == "flow") {
+    wants = "GET";
   } else if (n == 3 && p[0] == "jobs" && p[2] == "cancel") {
     wants = "POST";
   } else if (n == 3 && p[0] == "queues" && p[2] == "jobs") {
@@ -375,6 +377,22 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
                                   "no job " + id + " in queue " + q);
         }
         return job_json(v);
+      };
+      co_return co_await with_admin(std::move(work));
+    }
+    if (p[2] == "flow") {
+      // The graph around the job as jobqctl flow --json gives it (one encoder: store::flow_json);
+      // not found as for jobs/ID (its state at any shard), then read at each job's home.
+      AdminFn work = [id, queue](store::Admin& a) {
+        const std::string q = a.find_queue(id, queue);
+        const auto missing = [&] {
+          return store::AdminError(store::AdminError::Kind::not_found,
+                                   "no job " + id + " in queue " + q);
+        };
+        if (!a.job(q, id).exists()) throw missing();
+        const store::FlowGraph graph = a.flow(q, id);
+        if (graph.nodes.at(graph.root).status.empty()) throw missing();
+        return store::flow_json(graph);
       };
       co_return co_await with_admin(std::move(work));
     }

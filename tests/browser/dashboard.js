@@ -373,6 +373,128 @@ async function run(page, redis) {
     await until(page, 'slow running 0 on the overview', () => __cell('slow', 'running') === '0');
   });
 
+  await check(
+    "a waiting job's flow: its dependencies' states, each a link to its page, the rest behind " +
+      '+N more; the dependency shows what waits on it, and its failure shows there',
+    async () => {
+      await go(page, '#/');
+      await push(redis, 'slow', { id: 'flow-dep', payload: { ms: 30000 } });
+      await until(page, 'slow running 1 on the overview', () => __cell('slow', 'running') === '1');
+      // 26 dependencies: the one running, and 25 nobody submitted (not seen yet).
+      const ghosts = Array.from({ length: 25 }, (_, i) => `flow-ghost-${i}`);
+      await push(redis, 'echo', {
+        id: 'flow-wait',
+        payload: {},
+        after: ['slow/flow-dep', ...ghosts],
+      });
+      await waitFor(
+        'flow-wait waiting',
+        async () => (await statusOf(redis, 'echo', 'flow-wait')) === 'waiting',
+      );
+      await go(page, '#/job/echo/flow-wait');
+      await until(
+        page,
+        'flow-dep active in the flow',
+        () =>
+          document.querySelector('#flow-after li[data-ref="slow/flow-dep"]')?.dataset.status ===
+          'active',
+      );
+      const seen = await page.evaluate(() => {
+        const dep = document.querySelector('#flow-after li[data-ref="slow/flow-dep"]');
+        return {
+          shown: document.querySelectorAll('#flow-after .flow-node').length,
+          more: document.querySelector('#flow-after .flow-more')?.textContent,
+          badge: dep.querySelector('.badge').textContent,
+          colour: getComputedStyle(dep.querySelector('.badge')).backgroundColor,
+          // The colour a running job has elsewhere in the dashboard (a badge of the page's own).
+          running: (() => {
+            const probe = document.body.appendChild(statusBadge('running'));
+            const colour = getComputedStyle(probe).backgroundColor;
+            probe.remove();
+            return colour;
+          })(),
+          href: dep.querySelector('a').getAttribute('href'),
+          ghost: document.querySelector('#flow-after li[data-ref="echo/flow-ghost-0"]')
+            ?.textContent,
+          summary: document.querySelector('#flow-after .flow-summary')?.textContent,
+          dependents: document.querySelector('#flow-dependents')?.textContent,
+          after: document.querySelector('#job-fields [data-field="after"]')?.textContent,
+        };
+      });
+      expect(seen.shown === 20, `${seen.shown} dependencies shown before +N more, not 20`);
+      expect(seen.more === '+6 more', `the rest: "${seen.more}"`);
+      expect(seen.badge === 'active', `flow-dep's badge says "${seen.badge}"`);
+      expect(
+        seen.colour === seen.running,
+        `its badge's colour ${seen.colour}, not ${seen.running}`,
+      );
+      expect(seen.href === '#/job/slow/flow-dep', `its link: ${seen.href}`);
+      expect(seen.ghost && seen.ghost.includes('not seen yet'), `a ghost: ${seen.ghost}`);
+      expect(seen.summary === '1 active · 25 not seen yet', `the summary: ${seen.summary}`);
+      expect(seen.dependents.includes('Nothing waits on it'), `dependents: ${seen.dependents}`);
+      // Its details name the first 10 it waits for, and leave the rest to the Flow card.
+      expect(
+        seen.after.startsWith('slow/flow-dep echo/flow-ghost-0 ') &&
+          seen.after.endsWith('echo/flow-ghost-8 +16 more (in Flow, below)'),
+        `its After field: ${seen.after}`,
+      );
+      await page.click('#flow-after .flow-more');
+      await until(
+        page,
+        'all 26 shown',
+        () =>
+          document.querySelectorAll('#flow-after .flow-node').length === 26 &&
+          !document.querySelector('#flow-after .flow-more'),
+      );
+      await noSideScroll(page, NARROW);
+      await page.setViewport({ width: WIDE, height: 900 });
+      await screenshot(page, 'job-flow');
+
+      // Its link: the dependency's page, whose flow shows the job waiting on it.
+      await page.click('#flow-after li[data-ref="slow/flow-dep"] a');
+      await until(page, "flow-dep's page", () => location.hash === '#/job/slow/flow-dep');
+      await until(
+        page,
+        'flow-dep active, flow-wait waiting on it',
+        () =>
+          document.querySelector('#job-status')?.textContent === 'active' &&
+          document.querySelector('#flow-dependents li[data-ref="echo/flow-wait"]')?.dataset
+            .status === 'waiting',
+      );
+      // Cancelled, it ends what waits on it failed (the policy's default), and says why there.
+      await confirmAction(
+        page,
+        '#main .head-actions button.danger',
+        'requested: the daemon stops it within a second',
+      );
+      await until(
+        page,
+        'flow-dep cancelled',
+        () => document.querySelector('#job-status')?.textContent === 'cancelled',
+      );
+      await go(page, '#/job/echo/flow-wait');
+      await until(
+        page,
+        'flow-wait failed, flow-dep cancelled in its flow',
+        () =>
+          document.querySelector('#job-status')?.textContent === 'failed' &&
+          document.querySelector('#flow-after li[data-ref="slow/flow-dep"]')?.dataset.status ===
+            'cancelled',
+      );
+      const ended = await page.evaluate(() => {
+        const dep = document.querySelector('#flow-after li[data-ref="slow/flow-dep"]');
+        return {
+          error: dep.querySelector('.flow-error')?.textContent,
+          times: dep.querySelector('.flow-times')?.textContent,
+        };
+      });
+      expect(ended.error && ended.error.includes('cancel'), `flow-dep's error: ${ended.error}`);
+      expect(/^submitted .+ ago, .*finished .+ ago$/.test(ended.times), `times: ${ended.times}`);
+      await go(page, '#/');
+      await until(page, 'slow running 0 on the overview', () => __cell('slow', 'running') === '0');
+    },
+  );
+
   await check("a finished job's retained payload shows on its page as text, cut", async () => {
     const note = '<img src=x onerror=window.__pwned=3>' + 'w'.repeat(5000);
     await push(redis, 'slow', { id: 'kept-1', payload: { ms: 1, note } });
@@ -571,14 +693,14 @@ async function run(page, redis) {
           `${id} cancelled`,
           async () => (await statusOf(redis, 'slow', id)) === 'cancelled',
         );
-      // Listed as cancelled, with why (sleepy too, cancelled before).
+      // Listed as cancelled, with why (sleepy and flow-dep too, cancelled before).
       await go(page, '#/queue/slow/cancelled');
       await until(
         page,
         'the cancelled tab',
         () =>
           document.querySelector('#jobs-summary').textContent.includes('(all kept)') &&
-          document.querySelectorAll('#jobs tbody tr[data-id]').length === 4,
+          document.querySelectorAll('#jobs tbody tr[data-id]').length === 5,
       );
       const row = await text(page, '#jobs tbody tr[data-id="zebrafinch-1"]');
       expect(row.includes('cancelled from the dashboard while waiting in delayed'), `row: ${row}`);

@@ -306,6 +306,10 @@ TEST_CASE("The API with a token: bearer or login cookie, CSRF for the cookie, on
             .status == 200);
   CHECK(post(addr, "/api/queues/q/resume", "{}", bearer).status == 200);
   CHECK(post(addr, "/api/queues/q/resume", "{}").status == 401);
+  // A job's flow is a read as the others: the token, no CSRF value.
+  CHECK(get(addr, "/api/jobs/x/flow?queue=q").status == 401);
+  CHECK(get(addr, "/api/jobs/x/flow?queue=q", bearer).status == 404);
+  CHECK(get(addr, "/api/jobs/x/flow?queue=q", cookie).status == 404);
   // Logging out clears the cookie.
   CHECK(post(addr, "/api/logout", "{}", cookie).header("Set-Cookie").find("Max-Age=0") !=
         std::string::npos);
@@ -1001,5 +1005,86 @@ TEST_CASE("The API: a job submitted with after waits, then runs once what it nam
         return r.str({"HGET", "jobq:{q}:job:w", "status"}) == "succeeded";
       },
       10s));
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("GET /api/jobs/ID/flow: the graph around a job, the bytes jobqctl flow --json prints",
+          "[integration][http][api][workflows][flow]") {
+  RedisServer redis;
+  Daemon d(redis, kYaml);
+  const auto addr = start_serving(d, redis);
+  const std::string with_csrf = csrf_header(addr);
+  // A chain a <- b <- c across two queues; q paused, so that a stays queued while it is read.
+  REQUIRE(post(addr, "/api/queues/q/pause", "{}", with_csrf).status == 200);
+  const std::vector<std::vector<std::string>> chain = {
+      {"submit", "q", "{}", "--id", "a"},
+      {"submit", "fails", "{}", "--id", "b", "--after", "q/a"},
+      {"submit", "q", "{}", "--id", "c", "--after", "fails/b"}};
+  for (const auto& args : chain) {
+    const auto ran = jobqctl(redis, args);
+    INFO(ran.out);
+    REQUIRE(ran.code == 0);
+  }
+
+  // b's graph: what it waits for (a) and what waits on it (c), each with its state.
+  const auto flow = get(addr, "/api/jobs/b/flow?queue=fails");
+  INFO(flow.body);
+  REQUIRE(flow.status == 200);
+  CHECK(flow.header("Content-Type") == "application/json");
+  const json b = body_of(flow);
+  CHECK(b["job"] == "b");
+  CHECK(b["queue"] == "fails");
+  CHECK(b["status"] == "waiting");
+  CHECK(b["waiting_for"] == 1);
+  CHECK(b["submitted_at"].is_number_integer());
+  REQUIRE(b["after"].size() == 1);
+  CHECK(b["after"][0]["job"] == "a");
+  CHECK(b["after"][0]["queue"] == "q");
+  CHECK(b["after"][0]["status"] == "queued");
+  REQUIRE(b["dependents"].size() == 1);
+  CHECK(b["dependents"][0]["job"] == "c");
+  CHECK(b["dependents"][0]["queue"] == "q");
+  CHECK(b["dependents"][0]["status"] == "waiting");
+  CHECK(b["dependents_known"] == true);
+  CHECK(b["cut"] == false);
+  // jobqctl's --json, byte for byte (one encoder); found without the queue as jobs/ID finds it.
+  const auto cli = jobqctl(redis, {"--json", "flow", "b", "-q", "fails"});
+  REQUIRE(cli.code == 0);
+  CHECK(flow.body == cli.out);
+  CHECK(get(addr, "/api/jobs/b/flow").body == cli.out);
+
+  // Not found, a bad id, the wrong method, and a page of another site (DNS rebinding): as for the
+  // other reads.
+  const auto none = get(addr, "/api/jobs/nobody/flow?queue=q");
+  CHECK(none.status == 404);
+  CHECK(error_of(none) == "no job nobody in queue q");
+  CHECK(get(addr, "/api/jobs/nobody/flow").status == 404);
+  CHECK(get(addr, "/api/jobs/bad%20id/flow").status == 400);
+  CHECK(get(addr, "/api/jobs/b/flow?queue=a%2Fb").status == 400);
+  const auto posted = post(addr, "/api/jobs/b/flow?queue=fails", "{}", with_csrf);
+  CHECK(posted.status == 405);
+  CHECK(posted.header("Allow") == "GET, HEAD");
+  CHECK(request(addr, "GET /api/jobs/b/flow?queue=fails HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+            .status == 403);
+
+  // Run: a succeeds, b fails (its handler exits 1), c ends failed by its policy. c's graph shows
+  // the failure's error two levels up the same way, and that its dependents are no longer known.
+  REQUIRE(post(addr, "/api/queues/q/resume", "{}", with_csrf).status == 200);
+  auto r = redis.client();
+  REQUIRE(eventually([&] { return r.str({"HGET", "jobq:{q}:job:c", "status"}) == "failed"; }, 10s));
+  const auto ended = get(addr, "/api/jobs/c/flow?queue=q");
+  INFO(ended.body);
+  REQUIRE(ended.status == 200);
+  const json c = body_of(ended);
+  CHECK(c["status"] == "failed");
+  CHECK(c["error_kind"] == "dependency");
+  CHECK(c["dependents_known"] == false);
+  REQUIRE(c["after"].size() == 1);
+  CHECK(c["after"][0]["status"] == "failed");
+  CHECK(c["after"][0]["error"].get<std::string>().find("exit") != std::string::npos);
+  CHECK(c["after"][0]["finished_at"].is_number_integer());
+  REQUIRE(c["after"][0]["after"].size() == 1);
+  CHECK(c["after"][0]["after"][0]["status"] == "succeeded");
+  CHECK(ended.body == jobqctl(redis, {"--json", "flow", "c", "-q", "q"}).out);
   CHECK(d.stop() == 0);
 }

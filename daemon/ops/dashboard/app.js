@@ -1912,6 +1912,181 @@ function viewQueue(main, route, seq) {
   };
 }
 
+// ---- a job's flow: what it waits for, what waits on it ---------------------------------------
+
+const FLOW_SHOWN = 20; // a job's first dependencies (or dependents) shown; the rest behind "+N more"
+const FLOW_MORE = 200; // how many more each "+N more" shows (a fan-in may hold 10,000)
+const FLOW_POLL_MS = 10000; // the flow of a job not final is read again at most this often
+const FLOW_SOON_MS = 1000; // and this long after a job of it ended (one read for many ends)
+
+// How long ago unix ms `ms` was, short ('5s ago', 'in 2m 3s'); '' when it is no time.
+function ago(ms) {
+  const n = num(ms);
+  if (n === null || n <= 0) return '';
+  const delta = (Date.now() - n) / 1000;
+  return delta >= 0 ? `${duration(delta)} ago` : `in ${duration(-delta)}`;
+}
+
+// A job of the graph (GET /api/jobs/ID/flow): `status` null when it was never seen (no state), a
+// job shown before has `above`, one past the walk's bounds `cut` (and no status).
+const flowRef = (n) => `${n.queue}/${n.job}`;
+const flowStatus = (n) => (n.cut ? 'not read' : n.status === null ? 'not seen yet' : n.status);
+
+// Its line: state, QUEUE/ID as a link to its page, its times; under it its error (failed,
+// cancelled) or what it still waits for (waiting).
+function flowLine(n) {
+  const status = flowStatus(n);
+  const badge =
+    n.cut || n.status === null
+      ? el('span', { class: 'badge status-unseen' }, status)
+      : statusBadge(status);
+  const name = flowRef(n);
+  const link = n.queue
+    ? el('a', { href: jobHref(n.queue, n.job), class: 'mono flow-link' }, name)
+    : el('span', { class: 'mono' }, name);
+  const line = el('div', { class: 'flow-line' }, badge, link);
+  if (n.cut) line.append(el('span', { class: 'muted', text: "past the walk's bounds" }));
+  else if (n.above) line.append(el('span', { class: 'muted', text: '(shown above)' }));
+  const times = [
+    ['submitted', n.submitted_at],
+    ['started', n.started_at],
+    ['finished', n.finished_at],
+  ].filter(([, ms]) => ago(ms));
+  if (times.length)
+    line.append(
+      el(
+        'span',
+        {
+          class: 'muted flow-times',
+          title: times.map(([what, ms]) => `${what} ${localTime(ms)}`).join('\n'),
+        },
+        times.map(([what, ms]) => `${what} ${ago(ms)}`).join(', '),
+      ),
+    );
+  const out = [line];
+  if (n.status === 'failed' || n.status === 'cancelled') {
+    const error = typeof n.error === 'string' ? n.error : '';
+    const kind = n.error_kind ? `${n.error_kind}: ` : '';
+    out.push(el('div', { class: 'flow-error', title: error }, kind + brief(error, 200)));
+  }
+  if (n.status === 'waiting')
+    out.push(
+      el('div', {
+        class: 'muted flow-waits',
+        text: `waits for ${count(n.waiting_for)} of ${count(n.waits_for_total)}`,
+      }),
+    );
+  return out;
+}
+
+// The tree of `list` along `key` ('after' or 'dependents'): each job, then its own list below it.
+// A list shows its first FLOW_SHOWN, then "+N more" shows FLOW_MORE more at a time; `shown` keeps
+// how many each list (by its path in the tree) shows, so that a redraw keeps what was opened.
+function flowTree(list, key, path, shown) {
+  const limit = shown.get(path) || FLOW_SHOWN;
+  const ul = el('ul', { class: 'flow-tree' });
+  list.slice(0, limit).forEach((n, i) => {
+    const li = el(
+      'li',
+      { class: 'flow-node', 'data-ref': flowRef(n), 'data-status': flowStatus(n) },
+      flowLine(n),
+    );
+    const next = Array.isArray(n[key]) ? n[key] : [];
+    if (next.length) li.append(flowTree(next, key, `${path}.${i}`, shown));
+    ul.append(li);
+  });
+  const rest = list.length - limit;
+  if (rest > 0) {
+    const more = Math.min(rest, FLOW_MORE);
+    const button = el(
+      'button',
+      {
+        type: 'button',
+        class: 'link-button flow-more',
+        title: `Show ${more.toLocaleString()} more of the ${rest.toLocaleString()} not shown`,
+        onclick: () => {
+          shown.set(path, limit + more);
+          const again = flowTree(list, key, path, shown);
+          ul.replaceWith(again);
+          // The keyboard goes on at the first job it added.
+          const first = again.children[limit]?.querySelector('a');
+          if (first) first.focus();
+        },
+      },
+      `+${rest.toLocaleString()} more`,
+    );
+    ul.append(el('li', { class: 'flow-rest' }, button));
+  }
+  return ul;
+}
+
+// How the jobs of a list stand: '3 succeeded · 1 failed · 2 not seen yet'.
+function flowSummary(list) {
+  const by = new Map();
+  for (const n of list) by.set(flowStatus(n), (by.get(flowStatus(n)) || 0) + 1);
+  return [...by].map(([status, n]) => `${n.toLocaleString()} ${status}`).join(' · ');
+}
+
+// The Flow card of a job's page: its two trees, and the walk's bounds when they cut it.
+function flowCard(graph, shown) {
+  const side = (title, list, key, none) => {
+    const box = el(
+      'div',
+      { class: 'flow-side', id: `flow-${key}` },
+      el(
+        'h3',
+        {},
+        title,
+        list.length ? el('span', { class: 'muted' }, ` (${count(list.length)})`) : '',
+      ),
+    );
+    if (!list.length) box.append(el('p', { class: 'muted', text: none }));
+    else
+      box.append(
+        el('p', { class: 'muted flow-summary', text: flowSummary(list) }),
+        el(
+          'div',
+          { class: 'flow-wrap', tabindex: 0, role: 'region', 'aria-label': title },
+          flowTree(list, key, key, shown),
+        ),
+      );
+    return box;
+  };
+  const limits = graph.limits || {};
+  const card = section(
+    'Flow',
+    graph.cut
+      ? el('p', {
+          class: 'flow-cut',
+          text:
+            `Cut: the walk stops at ${count(limits.jobs)} jobs and ${count(limits.depth)} ` +
+            'levels each way; the jobs past it show as "not read".',
+        })
+      : null,
+    side('What it waits for', graph.after || [], 'after', 'Nothing: it waits for no job.'),
+    side(
+      'What waits on it',
+      graph.dependents || [],
+      'dependents',
+      graph.dependents_known === false
+        ? 'Not known once it is final (the note is gone).'
+        : 'Nothing waits on it.',
+    ),
+  );
+  card.id = 'job-flow';
+  return card;
+}
+
+// Every QUEUE/ID of the graph: a job end among them reads the flow again.
+function flowRefs(graph, into = new Set()) {
+  for (const key of ['after', 'dependents'])
+    for (const n of Array.isArray(graph[key]) ? graph[key] : []) {
+      into.add(flowRef(n));
+      flowRefs(n, into);
+    }
+  return into;
+}
+
 // ---- view: one job ---------------------------------------------------------------------------
 
 // The fields in this order, then any other; status goes in the page's head, the blocks below.
@@ -1929,8 +2104,21 @@ const JOB_FIELDS = [
 // A finished job's payload is there when its queue retains it (retain.payload), as text.
 const JOB_BLOCKS = { error: 'Error', result: 'Result', payload: 'Payload' };
 const fieldLabel = (key) => key.charAt(0).toUpperCase() + key.slice(1).replace(/_/g, ' ');
+// The jobs a job waits for its Details name; the Flow card has every one, with its state.
+const AFTER_NAMED = 10;
 
 function fieldValue(key, value) {
+  if (key === 'after') {
+    // As its state keeps them, QUEUE/ID space-separated: a fan-in's 1,000 would fill the page.
+    const refs = String(value).split(' ').filter(Boolean);
+    const more = refs.length - AFTER_NAMED;
+    return el(
+      'span',
+      { class: 'mono' },
+      refs.slice(0, AFTER_NAMED).join(' ') +
+        (more > 0 ? ` +${more.toLocaleString()} more (in Flow, below)` : ''),
+    );
+  }
   if (key === 'queue')
     return el('a', { href: queueHref(String(value)), class: 'mono' }, String(value));
   if (key.endsWith('_at')) return localTime(value);
@@ -1995,13 +2183,53 @@ function viewJob(main, route, seq) {
   );
   const body = el('div', { id: 'job' }, el('p', { class: 'muted', text: 'Loading…' }));
   main.append(head, body);
+  // The Flow card's place: kept across the job's redraws, drawn anew only when the graph changed
+  // (what was opened in it stays open).
+  const flow = el('div', { id: 'job-flow-box' });
+  const flowShown = new Map();
+  let flowText = '';
+  let flowAt = 0; // when the flow was last read
+  let flowSeen = '';
+  let refs = new Set();
   let timer = 0;
+  let flowTimer = 0;
+  const loadFlow = async () => {
+    clearTimeout(flowTimer);
+    flowTimer = 0;
+    flowAt = Date.now();
+    let graph;
+    try {
+      graph = await api('GET', `/api/jobs/${enc(id)}/flow?queue=${enc(queue)}`);
+    } catch (e) {
+      if (!alive(seq) || e.status === 401) return;
+      flowText = '';
+      if (e.status === 404) return flow.replaceChildren();
+      flow.replaceChildren(
+        section('Flow', el('p', { class: 'muted', text: `Not read: ${e.message}` })),
+      );
+      return;
+    }
+    if (!alive(seq)) return;
+    const text = JSON.stringify(graph);
+    if (text === flowText) return;
+    flowText = text;
+    refs = flowRefs(graph);
+    // Only a job with something on either side has a flow to show.
+    flow.replaceChildren(...(refs.size ? [flowCard(graph, flowShown)] : []));
+  };
   const load = async () => {
     clearTimeout(timer);
     try {
       const job = await api('GET', `/api/jobs/${enc(id)}?queue=${enc(queue)}`);
       if (!alive(seq)) return;
       showJob(job);
+      // Read at once when the job's status moved, else now and then (the jobs of a flow have no
+      // start event; their ends come as events, below).
+      if (job.status !== flowSeen || Date.now() - flowAt >= FLOW_POLL_MS) {
+        flowSeen = job.status;
+        await loadFlow();
+        if (!alive(seq)) return;
+      }
       if (!FINAL.has(job.status)) timer = setTimeout(load, JOB_POLL_MS);
     } catch (e) {
       if (!alive(seq)) return;
@@ -2026,6 +2254,7 @@ function viewJob(main, route, seq) {
     body.replaceChildren(
       section('Details', jobFields(job)),
       ...jobBlocks(job),
+      flow,
       el(
         'details',
         { class: 'card raw' },
@@ -2035,7 +2264,16 @@ function viewJob(main, route, seq) {
     );
   };
   load();
-  return { onJob: (j) => j.id === id && load(), refresh: load, stop: () => clearTimeout(timer) };
+  const onJob = (j) => {
+    if (j.id === id) return load();
+    if (refs.has(`${j.queue}/${j.id}`) && !flowTimer)
+      flowTimer = setTimeout(loadFlow, FLOW_SOON_MS);
+  };
+  const stop = () => {
+    clearTimeout(timer);
+    clearTimeout(flowTimer);
+  };
+  return { onJob, refresh: load, stop };
 }
 
 // ---- view: find a job by id ------------------------------------------------------------------
