@@ -41,7 +41,7 @@ int cmd_workers(const Globals& g);
 int cmd_pause(const Globals& g, const std::string& queue, bool pause);
 
 int cmd_dead(const Globals& g, const std::string& action, const std::string& queue,
-             const std::string& id, bool all, std::size_t limit);
+             const std::string& id, bool all, std::size_t limit, bool with_dependents);
 
 struct ScheduleArgs {
   std::string action, name, queue, cron, timezone, job, payload, catch_up = "one", jitter;

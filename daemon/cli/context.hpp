@@ -87,6 +87,8 @@ config::Millis duration_arg(const std::string& s, const char* what);
 std::int64_t now_ms();
 /// JSON text that never fails on a job's bytes (invalid UTF-8 is replaced).
 std::string dump(const json& j);
+/// `a, b, c`: names as a sentence lists them.
+std::string joined(const std::vector<std::string>& names);
 /// `2026-12-02 06:09:12Z`: a unix ms time as people read it (UTC, as in jobqd's log).
 std::string clock_text(std::int64_t ms);
 /// `2026-12-02 06:09:12Z (3s ago)`; the text itself when it is not a time.

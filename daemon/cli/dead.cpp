@@ -8,7 +8,7 @@
 namespace jq::cli {
 
 int cmd_dead(const Globals& g, const std::string& action, const std::string& queue_given,
-             const std::string& id, bool all, std::size_t limit) {
+             const std::string& id, bool all, std::size_t limit, bool with_dependents) {
   const std::string& queue = queue_arg(queue_given);
   Target t = resolve(g);
   auto c = connect(t);
@@ -47,6 +47,20 @@ int cmd_dead(const Globals& g, const std::string& action, const std::string& que
   }
   if (id.empty() == !all) throw Exit{kUsage, "dead " + action + ": give one ID or --all"};
   if (!all) id_arg(id);
+  if (with_dependents) {
+    if (action != "retry" || all) {
+      throw Exit{kUsage, "--with-dependents goes with dead retry QUEUE ID (one job)"};
+    }
+    // The job, then what failed because of it, down the graph (docs/workflows.md).
+    const store::RetryFlow r = admin.retry_with_dependents(queue, id);
+    if (g.json_out) {
+      std::cout << json({{"requeued", r.retried}, {"left", r.left}}).dump() << "\n";
+      return kOk;
+    }
+    std::cout << "requeued " << r.retried.size() << " job(s): " << joined(r.retried) << "\n";
+    for (const auto& l : r.left) std::cout << "not requeued: " << l << "\n";
+    return r.left.empty() ? kOk : kFailure;
+  }
   std::vector<std::string> ids;
   if (!all) ids.push_back(id);
   const long long done =

@@ -140,7 +140,7 @@ EXAMPLES
       "EXAMPLE\n  jobqctl cancel mail-42 -q mail");
 
   std::string dead_action, dead_queue, dead_id;
-  bool dead_all = false;
+  bool dead_all = false, dead_dependents = false;
   std::size_t dead_limit = 100;
   auto* deadcmd = app.add_subcommand("dead", "list, requeue (retry) or delete (purge) dead jobs");
   deadcmd->add_option("ACTION", dead_action, "list, retry or purge")
@@ -149,6 +149,9 @@ EXAMPLES
   deadcmd->add_option("QUEUE", dead_queue, "queue name")->required();
   deadcmd->add_option("ID", dead_id, "one dead job (retry, purge)");
   deadcmd->add_flag("--all", dead_all, "every dead job of the queue (retry, purge)");
+  deadcmd->add_flag("--with-dependents", dead_dependents,
+                    "retry ID: and each job that failed because of it, transitively, so that "
+                    "they run once it succeeds (docs/workflows.md)");
   deadcmd->add_option("--limit", dead_limit, "list: at most this many, oldest first (default 100)")
       ->check(CLI::Range(1, 100000));
 
@@ -227,7 +230,9 @@ EXAMPLES
   resumecmd->footer("\nEXAMPLE\n  jobqctl resume mail");
   status->footer("\nEXAMPLE\n  jobqctl status 01M8XP9BS323B05SQ176K6X2ME --json");
   waitcmd->footer("\nEXAMPLE\n  jobqctl wait mail-42 -q mail --wait-timeout 1m");
-  deadcmd->footer("\nEXAMPLES\n  jobqctl dead list mail\n  jobqctl dead retry mail --all");
+  deadcmd->footer(
+      "\nEXAMPLES\n  jobqctl dead list mail\n  jobqctl dead retry mail --all\n  jobqctl dead "
+      "retry images resize-7 --with-dependents");
 
   // Every error on stderr: one line and, for a usage error, the usage line; with --json, one
   // JSON object {"error", "exit", "usage"} instead, for scripts that parse what they get.
@@ -289,7 +294,7 @@ EXAMPLES
     if (waitcmd->parsed()) return cmd_wait(g, wait_id, wait_queue, wait_limit);
     if (cancelcmd->parsed()) return cmd_cancel(g, cancel_id, cancel_queue, cancel_limit);
     if (deadcmd->parsed()) {
-      return cmd_dead(g, dead_action, dead_queue, dead_id, dead_all, dead_limit);
+      return cmd_dead(g, dead_action, dead_queue, dead_id, dead_all, dead_limit, dead_dependents);
     }
     if (queues->parsed()) return cmd_queues(g);
     if (workers->parsed()) return cmd_workers(g);

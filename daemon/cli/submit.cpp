@@ -482,16 +482,6 @@ int cmd_submit_from(const Globals& g, const SubmitArgs& a) {
   return bad.empty() ? kOk : kFailure;
 }
 
-namespace {
-
-std::string joined(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
-  return out;
-}
-
-}  // namespace
-
 // A flow file's jobs (job::read_flow: each by its queue's rules, the graph checked and ordered),
 // written as one transaction, or on a cluster in steps none of which runs a job before the last
 // (store::Admin::submit_flow): every job or none. What refuses it is

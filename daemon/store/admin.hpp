@@ -237,6 +237,13 @@ inline constexpr std::size_t kFlowJobs = 1000, kFlowDepth = 50;
 /// queue, "cut": true} (docs/workflows.md, "jobqctl").
 nlohmann::json flow_json(const FlowGraph& g);
 
+/// What Admin::retry_with_dependents did: the jobs sent back (QUEUE/ID, the one asked for first,
+/// then down what waits on it), and those that failed because of one of them but were not sent
+/// back, each with why ("QUEUE/ID: why").
+struct RetryFlow {
+  std::vector<std::string> retried, left;
+};
+
 class Admin {
  public:
   /// `c` is borrowed: it must outlive the Admin.
@@ -348,6 +355,14 @@ class Admin {
   /// and what waits on it that is still noted, recursively; a level of the walk is read in one
   /// round trip per kind of read. The job itself is read too (a FlowNode with no status when it
   /// has no state: the caller says it is not found, as for job()).
+  /// Retries failed job `id` of `queue` from its dead ones (retry_dead: not_found when it is not
+  /// there) and, transitively, each job that failed because of a job so retried (`error_kind`
+  /// `dependency`, its error naming it; docs/workflows.md): each goes back from its queue's dead
+  /// ones and waits again for what it names, so it runs once they are final again. At most
+  /// `max_jobs` in all (store/admin_flow.cpp).
+  RetryFlow retry_with_dependents(const std::string& queue, const std::string& id,
+                                  std::size_t max_jobs = kFlowJobs);
+
   FlowGraph flow(const std::string& queue, const std::string& id, std::size_t max_jobs = kFlowJobs,
                  std::size_t max_depth = kFlowDepth);
 

@@ -15,6 +15,7 @@
 namespace jq::store {
 namespace {
 
+using admin_calls::call;
 using admin_calls::call_all;
 
 // The jobs waiting on job `id` as its slot notes them (QUEUE/ID, one a line; "" when none).
@@ -97,7 +98,8 @@ class JsonTree {
     const FlowNode& n = g_.nodes.at(g_.root);
     j["after"] = children(n.after, &FlowNode::after, "after");
     j["dependents"] = children(n.dependents, &FlowNode::dependents, "dependents");
-    j["dependents_known"] = !is_final(n.status);
+    // A failed job kept with the dead ones keeps its note (what failed because of it).
+    j["dependents_known"] = !is_final(n.status) || !n.dependents.empty();
     j["cut"] = g_.cut;
     j["limits"] = {{"jobs", g_.max_jobs}, {"depth", g_.max_depth}};
     return j;
@@ -185,6 +187,68 @@ FlowGraph Admin::flow(const std::string& queue, const std::string& id, std::size
   walk(&FlowNode::after);
   walk(&FlowNode::dependents);
   return g;
+}
+
+}  // namespace jq::store
+
+namespace jq::store {
+
+RetryFlow Admin::retry_with_dependents(const std::string& queue, const std::string& id,
+                                       std::size_t max_jobs) {
+  RetryFlow out;
+  retry_dead(queue, {id}, false);  // not_found when it is not among the dead
+  out.retried.push_back(queue + "/" + id);
+  // Down the notes a level at a time: each job noted as waiting on one retried that failed
+  // because of it (its error names it) goes back too, from its own queue's dead ones, once.
+  std::set<std::string> seen{queue + "/" + id};
+  std::vector<std::string> level{queue + "/" + id};
+  while (!level.empty()) {
+    std::vector<std::string> next;
+    std::vector<Call<std::string>> notes;
+    for (const auto& ref : level) {
+      const auto slash = ref.rfind('/');
+      notes.push_back(dependents_note(home_keys(ref.substr(0, slash), ref.substr(slash + 1)),
+                                      ref.substr(slash + 1)));
+    }
+    const auto noted = call_all(c_, notes);
+    for (std::size_t i = 0; i < level.size(); ++i) {
+      for (const auto& d : split(noted[i], '\n')) {
+        const auto slash = d.rfind('/');
+        if (slash == std::string::npos || !seen.insert(d).second) continue;
+        const std::string dq = d.substr(0, slash), did = d.substr(slash + 1);
+        try {
+          check_queue(dq);
+          check_id(did);
+        } catch (const AdminError&) {
+          continue;  // not a reference jobqd writes
+        }
+        const State st = call(c_, read_state(home_keys(dq, did), did));
+        auto field = [&](const char* f) {
+          const auto it = st.find(f);
+          return it == st.end() ? std::string() : it->second;
+        };
+        if (field("status") != "failed" || field("error_kind") != "dependency" ||
+            !field("error").starts_with("dependency " + level[i] + " ")) {
+          continue;  // not failed because of it (ran, waits, or another dependency failed it)
+        }
+        if (out.retried.size() >= max_jobs) {
+          out.left.push_back(d + ": past the bound of " + std::to_string(max_jobs) + " jobs");
+          continue;
+        }
+        try {
+          retry_dead(dq, {did}, false);
+        } catch (const AdminError& e) {
+          if (e.kind != AdminError::Kind::not_found) throw;
+          out.left.push_back(d + ": no longer kept among the dead (keep_failed)");
+          continue;
+        }
+        out.retried.push_back(d);
+        next.push_back(d);
+      }
+    }
+    level = std::move(next);
+  }
+  return out;
 }
 
 }  // namespace jq::store

@@ -250,7 +250,7 @@ Request waiter(const redis::Script& script, const Keys& k, const std::string& qu
   return Request{
       &script,
       {k.waiting, k.after(id), k.job(id), k.pending_high, k.pending, k.pending_low, k.after_until,
-       k.registering, k.dependents, k.outbox},
+       k.registering, k.dependents, k.outbox, k.dead, k.dead_bodies},
       {id, queue, std::to_string(keep_failed_ms), std::to_string(max_job_bytes), k.events}};
 }
 

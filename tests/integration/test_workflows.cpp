@@ -196,6 +196,91 @@ queues:
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE(
+    "workflows: a failed step retried with what failed because of it; they run once it succeeds",
+    "[integration][workflows][retry]") {
+  RedisServer redis;
+  TempDir dir;
+  const std::string flag = (dir.path() / "fixed").string();
+  // x fails until the flag file exists (a bug fixed between the run and the retry).
+  Daemon d(redis, R"(
+handlers:
+  echo: {type: builtin, name: echo}
+  fragile: {type: exec, command: ["/bin/sh", "-c", "test -e )" +
+                      flag + R"("]}
+queues:
+  a: {handler: fragile, max_attempts: 1}
+  b: {handler: echo}
+)");
+  d.start_and_wait(redis, "a");
+  auto r = redis.client();
+  // b/d waits for a/x, b/e for d (a chain across queues); b/s skips on a failure; b/o waits for
+  // x and for a/y, which fails too and is named first: o failed because of y, not of x.
+  push(r, "b",
+       {R"({"id":"d","payload":1,"after":["a/x"]})", R"({"id":"e","payload":2,"after":["d"]})",
+        R"({"id":"s","payload":3,"after":["a/x"],"on_dependency_failure":"skip"})",
+        R"({"id":"o","payload":4,"after":["a/y","a/x"]})"});
+  REQUIRE(eventually(
+      [&] {
+        return count_status(r, "b", {"d", "e", "s", "o"}, "waiting") == 4;
+      },
+      10s));
+  push(r, "a", {R"({"id":"y","payload":0})"});
+  REQUIRE(eventually([&] { return state_of(r, "b", "o") == "failed"; }, 10s));
+  push(r, "a", {R"({"id":"x","payload":0})"});
+  REQUIRE(eventually(
+      [&] {
+        return state_of(r, "b", "d") == "failed" && state_of(r, "b", "e") == "failed" &&
+               state_of(r, "b", "s") == "cancelled";
+      },
+      15s));
+  // The failed ones are kept with the dead ones, as submitted: d and e beside x.
+  CHECK_FALSE(r.cmd({"ZSCORE", "jobq:{b}:dead", "d"}).is_nil());
+  CHECK_FALSE(r.cmd({"ZSCORE", "jobq:{b}:dead", "e"}).is_nil());
+  CHECK(json::parse(r.str({"HGET", "jobq:{b}:dead:bodies", "e"})) ==
+        json::parse(R"({"id":"e","payload":2,"after":["d"]})"));
+  CHECK(r.cmd({"ZSCORE", "jobq:{b}:dead", "s"}).is_nil());
+  // The graph from x still shows what failed because of it.
+  const auto graph = jobqctl(redis, {"--json", "flow", "x", "-q", "a"});
+  REQUIRE(graph.code == 0);
+  const json g = json::parse(graph.out);
+  CHECK(g["dependents_known"] == true);
+  CHECK(g["dependents"].size() == 3);
+
+  // Fixed: x retried with its dependents. d and e go back (and wait again); s was skipped, o
+  // failed because of y: both stay as they ended.
+  write_file(flag, "");
+  const auto retried = jobqctl(redis, {"dead", "retry", "a", "x", "--with-dependents"});
+  INFO(retried.out);
+  CHECK(retried.code == 0);
+  CHECK(retried.out.find("requeued 3 job(s): a/x, b/d, b/e") != std::string::npos);
+  const bool ran = eventually(
+      [&] {
+        return state_of(r, "a", "x") == "succeeded" && state_of(r, "b", "d") == "succeeded" &&
+               state_of(r, "b", "e") == "succeeded";
+      },
+      15s);
+  if (!ran) {
+    for (const auto& [q, id] :
+         std::vector<std::pair<std::string, std::string>>{{"a", "x"}, {"b", "d"}, {"b", "e"}}) {
+      INFO(q << "/" << id << ": " << state_of(r, q, id) << " " << state_of(r, q, id, "error"));
+    }
+    REQUIRE(ran);
+  }
+  // In order: e ran after d, d after x, each once more.
+  CHECK(time_of(r, "b", "d", "started_at") + 5 >= time_of(r, "a", "x", "finished_at"));
+  CHECK(time_of(r, "b", "e", "started_at") + 5 >= time_of(r, "b", "d", "finished_at"));
+  CHECK(state_of(r, "b", "s") == "cancelled");
+  CHECK(state_of(r, "b", "o") == "failed");
+  CHECK(r.integer({"ZCARD", "jobq:{b}:dead"}) == 1);  // o
+  // Asked of a job not among the dead: said, exit 1.
+  const auto none = jobqctl(redis, {"dead", "retry", "a", "x", "--with-dependents"});
+  CHECK(none.code == 1);
+  CHECK(none.out.find("no dead job x in queue a") != std::string::npos);
+  CHECK(jobqctl(redis, {"dead", "retry", "a", "--all", "--with-dependents"}).code == 2);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("workflows: an http handler gets the payload beside the dependencies' outcomes",
           "[integration][workflows]") {
   RedisServer redis;

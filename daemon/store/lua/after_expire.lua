@@ -7,7 +7,7 @@
 -- still shut by then ends cancelled: its flow was never written whole.
 --
 -- KEYS: as after_resolve.lua's: waiting, the job's after hash, its state, pending:high, pending,
---       pending:low, after_until, registering, dependents, outbox
+--       pending:low, after_until, registering, dependents, outbox, dead, dead_bodies
 -- ARGV: id, this queue, keep failed (ms), max_job_bytes, the events channel, then now (unix ms,
 --       the clock after_until was read by), the after_timeout as the error says it ("24h")
 -- Returns as after_resolve.lua: 0 (nothing done), 2 (ended by its policy), 3 (released).

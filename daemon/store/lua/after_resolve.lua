@@ -3,7 +3,7 @@
 -- after_expire.lua): counted once, decided by its policy at a failure, released after the last.
 --
 -- KEYS: waiting, the job's after hash, its state, pending:high, pending, pending:low,
---       after_until, registering, dependents, outbox
+--       after_until, registering, dependents, outbox, dead, dead_bodies
 -- ARGV: id, this queue, keep failed (ms), max_job_bytes, the events channel, then the reference
 --       told (QUEUE/ID), its outcome (the JSON object the handler gets), its status, a line
 --       naming how it ended (for the job's error)

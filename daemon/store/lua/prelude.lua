@@ -127,12 +127,14 @@ local function tell_waiters(waiters, outbox, queue, id, status, result, error, k
 end
 
 -- The same for one job, its note in `dependents` read and removed (so that a later job of the same
--- id tells nobody). Every script that makes a job final calls this (settle.lua, many at once, its
--- own way); how many were told.
-local function tell_dependents(dependents, outbox, queue, id, status, result, error, kind)
+-- id tells nobody), but for a job that goes to the dead ones (`dead`: its note stays while it is
+-- kept there, so that retrying it finds, and tells again, what failed because of it; drop_dead.lua
+-- removes it with the job). Every script that makes a job final calls this (settle.lua, many at
+-- once, its own way); how many were told.
+local function tell_dependents(dependents, outbox, queue, id, status, result, error, kind, dead)
   local waiters = redis.call('HGET', dependents, id)
   if not waiters then return 0 end
-  redis.call('HDEL', dependents, id)
+  if not dead then redis.call('HDEL', dependents, id) end
   return tell_waiters(waiters, outbox, queue, id, status, result, error, kind)
 end
 
@@ -162,12 +164,23 @@ local function after_tell(w, told)
     redis.call('ZREM', w.registering, w.id)
   end
   local function finish(final, error)
+    -- Failed, it is kept with the dead ones as it was submitted (its copy before the marker):
+    -- retried, it waits again for what it names.
+    local dead = final == 'failed'
+    if dead then
+      local cut = tonumber(redis.call('HGET', w.after, '#cut'))
+      if cut then
+        local now = now_ms()
+        redis.call('HSET', w.bodies, w.id, string.sub(copy, 1, cut) .. '}')
+        redis.call('ZADD', w.dead, now, w.id)
+      end
+    end
     leave()
     hset(w.state, 'status', final, 'queue', w.queue, 'finished_at', tostring(now_ms()), 'error',
          error, 'error_kind', 'dependency', 'waiting_for', '0')
     redis.call('PEXPIRE', w.state, w.keep)
     event(w.channel, w.queue, w.id, final)
-    tell_dependents(w.dependents, w.outbox, w.queue, w.id, final, '', error, 'dependency')
+    tell_dependents(w.dependents, w.outbox, w.queue, w.id, final, '', error, 'dependency', dead)
     return 2
   end
   local own = redis.call('HMGET', w.after, '#policy', '#keep', '#max', '#gate')
@@ -230,11 +243,12 @@ end
 
 -- The keys and settings of after_tell, as after_resolve.lua and after_expire.lua take them:
 -- KEYS: waiting, the job's after hash, its state, pending:high, pending, pending:low, after_until,
---       registering, dependents, outbox
+--       registering, dependents, outbox, dead, dead_bodies
 -- ARGV (the first five): id, this queue, keep failed (ms), max_job_bytes, the events channel
 local function after_keys()
   return {waiting = KEYS[1], after = KEYS[2], state = KEYS[3], lists = {KEYS[4], KEYS[5], KEYS[6]},
           until_key = KEYS[7], registering = KEYS[8], dependents = KEYS[9], outbox = KEYS[10],
+          dead = KEYS[11], bodies = KEYS[12],
           id = ARGV[1], queue = ARGV[2], keep = ARGV[3], max = tonumber(ARGV[4]),
           channel = ARGV[5]}
 end

@@ -54,7 +54,7 @@ for b = 7, #ARGV, 10 do
         end
       end
       event(channel, queue, id, 'failed')
-      tell_dependents(dependents, outbox, queue, id, 'failed', '', error, 'lost')
+      tell_dependents(dependents, outbox, queue, id, 'failed', '', error, 'lost', true)
       died = died + 1
     else
       if key then

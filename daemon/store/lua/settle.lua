@@ -308,7 +308,9 @@ if nf > 0 and redis.call('EXISTS', dependents) == 1 then
       local e = k * 5 - 4
       told = told + tell_waiters(waiters[k], outbox, queue, ids[k], finals[e + 1],
         finals[e + 2], finals[e + 3], finals[e + 4])
-      gone[#gone + 1] = ids[k]
+      -- A failed job's note stays while it is kept with the dead ones (prelude's
+      -- tell_dependents).
+      if finals[e + 1] ~= 'failed' then gone[#gone + 1] = ids[k] end
     end
   end
   if #gone > 0 then redis.call('HDEL', dependents, unpack(gone)) end
