@@ -53,6 +53,10 @@ std::vector<std::string> details(const store::FlowNode& n) {
   if (ended_badly(n.status)) out.push_back(error_line(n));
   if (n.status == "waiting") {
     out.push_back("waits for " + field(n, "waiting_for") + " of " + std::to_string(n.after.size()));
+    // A job of a flow being written on a cluster: held until the whole flow is.
+    if (const std::string flow = field(n, "flow"); !flow.empty()) {
+      out.back() += ", and for its flow " + flow + " to be written whole";
+    }
   }
   return out;
 }
