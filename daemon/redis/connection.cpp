@@ -2,6 +2,8 @@
 // parses the replies; commands with deadlines, clean failure.
 #include "redis/connection.hpp"
 
+#include <cerrno>
+
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -303,9 +305,14 @@ void Connection::flush() noexcept {
   if (!alive() || tls_) return;
   evbuffer* out = bufferevent_get_output(bev_.get());
   if (evbuffer_get_length(out) == 0) return;
+  // evbuffer_write refuses a buffer whose front is frozen (libevent freezes a bufferevent's output
+  // at times) with -1 and errno untouched: errno is cleared first, so that a stale one is never
+  // read as the write's error (it once took down sound connections: "connection lost: Operation
+  // now in progress", "... Success"). What is not written here, the bufferevent writes.
+  errno = 0;
   if (evbuffer_write(out, bufferevent_getfd(bev_.get())) < 0) {
     const int e = EVUTIL_SOCKET_ERROR();
-    if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
+    if (e != 0 && e != EAGAIN && e != EWOULDBLOCK && e != EINTR) {
       fail(describe(std::string("connection lost: ") + evutil_socket_error_to_string(e)));
     }
   }

@@ -276,10 +276,20 @@ OpResult<std::vector<std::string>> strings(const char* what, redis::Reply r) {
 Call<Resolved> after_resolve(const Keys& k, const std::string& queue, const std::string& id,
                              const Outcome& o, std::int64_t keep_failed_ms,
                              std::uint64_t max_job_bytes) {
-  // The line the job's error quotes when this ends it ("dependency images/r2 failed: exit 3").
-  const std::string how = o.error.empty() ? o.status : o.status + ": " + o.error;
+  return after_resolve(k, queue, id, std::vector<const Outcome*>{&o}, keep_failed_ms,
+                       max_job_bytes);
+}
+
+Call<Resolved> after_resolve(const Keys& k, const std::string& queue, const std::string& id,
+                             const std::vector<const Outcome*>& told, std::int64_t keep_failed_ms,
+                             std::uint64_t max_job_bytes) {
   Request req = waiter(scripts::after_resolve(), k, queue, id, keep_failed_ms, max_job_bytes);
-  req.args.insert(req.args.end(), {o.ref(), o.json(), o.status, how});
+  req.args.reserve(req.args.size() + 4 * told.size());
+  for (const Outcome* o : told) {
+    // The line the job's error quotes when this ends it ("dependency images/r2 failed: exit 3").
+    std::string how = o->error.empty() ? o->status : o->status + ": " + o->error;
+    req.args.insert(req.args.end(), {o->ref(), o->json(), o->status, std::move(how)});
+  }
   return Call<Resolved>{std::move(req),
                         [](redis::Reply r) { return resolved("after_resolve", std::move(r)); }};
 }

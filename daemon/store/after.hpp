@@ -129,6 +129,11 @@ enum class Resolved : std::uint8_t {
 Call<Resolved> after_resolve(const Keys& k, const std::string& queue, const std::string& id,
                              const Outcome& o, std::int64_t keep_failed_ms,
                              std::uint64_t max_job_bytes);
+/// The same for several outcomes in one call (one drain's for one job), in their order: what
+/// the last one counted says, or what decided the job.
+Call<Resolved> after_resolve(const Keys& k, const std::string& queue, const std::string& id,
+                             const std::vector<const Outcome*>& told, std::int64_t keep_failed_ms,
+                             std::uint64_t max_job_bytes);
 
 /// Waiting job `id`'s after_timeout (`within`, as its error says it: "24h") ended by `now` (the
 /// clock its deadline was written by; after_overdue's): every dependency not final yet counts as

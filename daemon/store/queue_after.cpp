@@ -56,10 +56,17 @@ async::Task<OpResult<std::size_t>> QueueStore::deliver_outcomes(std::size_t n) {
   if (!entries.ok()) co_return entries.error();
   // The waiting jobs' queues' shard counts, read once a drain.
   std::map<std::string, std::size_t> counts{{s_.queue, s_.shards}};
-  // Each outcome to its waiting job's slot, all at once (pipelined where they share a node; each
-  // step is atomic, and telling one twice is harmless), then the entries told out of the outbox.
-  std::vector<Call<Resolved>> tells;
-  std::vector<const std::string*> told;  // the entry of each tell
+  // The outcomes for each waiting job (QUEUE/ID), in the outbox's order, each job once in the
+  // order first named: one after_resolve a job and drain. Each to its job's slot, all at once
+  // (pipelined where they share a node; each step is atomic, and telling one twice is
+  // harmless), then the entries told out of the outbox.
+  struct ForJob {
+    std::string to_queue, to_id;
+    std::vector<Outcome> outcomes;
+    std::vector<const std::string*> entries;  // whence each came
+  };
+  std::vector<ForJob> jobs;
+  std::map<std::string, std::size_t> job_at;
   std::vector<Call<long long>> removals;
   for (const auto& text : *entries) {
     auto e = outbox_entry(text);
@@ -71,24 +78,32 @@ async::Task<OpResult<std::size_t>> QueueStore::deliver_outcomes(std::size_t n) {
       removals.push_back(outbox_done(keys_, text));
       continue;
     }
-    auto it = counts.find(e->to_queue);
+    auto [at, fresh] = job_at.emplace(e->to_queue + "/" + e->to_id, jobs.size());
+    if (fresh) jobs.push_back(ForJob{e->to_queue, e->to_id, {}, {}});
+    jobs[at->second].outcomes.push_back(std::move(e->outcome));
+    jobs[at->second].entries.push_back(&text);
+  }
+  std::vector<Call<Resolved>> tells;
+  for (const auto& j : jobs) {
+    auto it = counts.find(j.to_queue);
     if (it == counts.end()) {
-      const Keys of(s_.prefix, e->to_queue);
+      const Keys of(s_.prefix, j.to_queue);
       const auto ask = read_shards(of);
       OpResult<std::size_t> got = co_await run(route(of.shards), ask);
       if (!got.ok()) co_return got.error();
-      it = counts.emplace(e->to_queue, std::max<std::size_t>(1, *got)).first;
+      it = counts.emplace(j.to_queue, std::max<std::size_t>(1, *got)).first;
     }
     const std::size_t shards = it->second;
-    const Keys to(s_.prefix, e->to_queue,
-                  shard_tags(e->to_queue, shards).at(home_shard(e->to_id, shards)));
+    const Keys to(s_.prefix, j.to_queue,
+                  shard_tags(j.to_queue, shards).at(home_shard(j.to_id, shards)));
     // The waiting job's queue's bounds are this daemon's when it serves it; otherwise the
     // defaults (the job was checked against its own when it began to wait).
-    const bool own = e->to_queue == s_.queue;
-    tells.push_back(after_resolve(to, e->to_queue, e->to_id, e->outcome,
+    const bool own = j.to_queue == s_.queue;
+    std::vector<const Outcome*> told;
+    for (const auto& o : j.outcomes) told.push_back(&o);
+    tells.push_back(after_resolve(to, j.to_queue, j.to_id, told,
                                   own ? s_.dead_ttl.count() : Settings{}.dead_ttl.count(),
                                   own ? s_.max_job_bytes : Settings{}.max_job_bytes));
-    told.push_back(&text);
   }
   std::vector<async::Task<OpResult<Resolved>>> sending;
   sending.reserve(tells.size());
@@ -98,7 +113,7 @@ async::Task<OpResult<std::size_t>> QueueStore::deliver_outcomes(std::size_t n) {
   std::optional<OpError> failed;
   for (std::size_t i = 0; i < said.size(); ++i) {
     if (said[i].ok()) {
-      removals.push_back(outbox_done(keys_, *told[i]));
+      for (const std::string* text : jobs[i].entries) removals.push_back(outbox_done(keys_, *text));
     } else if (!failed) {
       failed = said[i].error();  // left in the outbox for the next drain
     }
