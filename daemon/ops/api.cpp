@@ -311,7 +311,7 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
     wants = "GET";
   } else if (n == 3 && p[0] == "jobs" && p[2] == "flow") {
     wants = "GET";
-  } else if (n == 3 && p[0] == "jobs" && p[2] == "cancel") {
+  } else if (n == 3 && p[0] == "jobs" && (p[2] == "cancel" || p[2] == "retry")) {
     wants = "POST";
   } else if (n == 3 && p[0] == "queues" && p[2] == "jobs") {
     wants = post ? "POST" : "GET";  // a listing, or a submission
@@ -393,6 +393,17 @@ async::Task<HttpResponse> Api::route(const HttpRequest& req, const std::vector<s
         const store::FlowGraph graph = a.flow(q, id);
         if (graph.nodes.at(graph.root).status.empty()) throw missing();
         return store::flow_json(graph);
+      };
+      co_return co_await with_admin(std::move(work));
+    }
+    if (p[2] == "retry") {
+      // A failed step from the dead ones, with what failed because of it down the graph
+      // (docs/workflows.md, "Retrying a failed step"): as jobqctl dead retry ID --with-dependents.
+      // Not among the dead: not_found, "no dead job ID in queue Q".
+      AdminFn work = [id, queue](store::Admin& a) {
+        const std::string q = a.find_queue(id, queue);
+        const store::RetryFlow r = a.retry_with_dependents(q, id);
+        return json{{"id", id}, {"queue", q}, {"retried", r.retried}, {"left", r.left}};
       };
       co_return co_await with_admin(std::move(work));
     }

@@ -1088,3 +1088,97 @@ TEST_CASE("GET /api/jobs/ID/flow: the graph around a job, the bytes jobqctl flow
   CHECK(ended.body == jobqctl(redis, {"--json", "flow", "c", "-q", "q"}).out);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE(
+    "POST /api/jobs/ID/retry: a failed step with what failed because of it; they run in order",
+    "[integration][http][api][workflows][retry]") {
+  RedisServer redis;
+  TempDir dir;
+  const std::string flag = (dir.path() / "fixed").string();
+  // x fails until the flag file exists (a bug fixed between the run and the retry), at once.
+  const std::string yaml = R"(
+http: {listen: 127.0.0.1:0}
+handlers:
+  echo: {type: builtin, name: echo}
+  fragile: {type: exec, command: ["/bin/sh", "-c", "test -e )" +
+                           flag + R"("]}
+queues:
+  a: {handler: fragile, max_attempts: 1}
+  b: {handler: echo}
+)";
+  Daemon d(redis, yaml);
+  d.start_and_wait(redis, "a");
+  const auto addr = http_address(d);
+  REQUIRE(eventually([&] { return get(addr, "/healthz").status == 200; }, 10s));
+  auto r = redis.client();
+  const auto status = [&](const std::string& q, const std::string& id) {
+    return r.str({"HGET", "jobq:{" + q + "}:job:" + id, "status"});
+  };
+  // A chain across two queues: b/d waits for a/x, b/e for d. x fails: d and e fail because of it.
+  push(r, "b",
+       {R"({"id":"d","payload":1,"after":["a/x"]})", R"({"id":"e","payload":2,"after":["d"]})"});
+  REQUIRE(eventually([&] { return count_status(r, "b", {"d", "e"}, "waiting") == 2; }, 10s));
+  push(r, "a", {R"({"id":"x","payload":0})"});
+  REQUIRE(eventually(
+      [&] {
+        return status("a", "x") == "failed" && count_status(r, "b", {"d", "e"}, "failed") == 2;
+      },
+      15s));
+
+  // An action as any other: refused without the CSRF value, and with a bad id or queue; GET is
+  // not it. Nothing was retried by those.
+  const auto no_csrf = post(addr, "/api/jobs/x/retry?queue=a", "{}");
+  CHECK(no_csrf.status == 403);
+  CHECK(error_of(no_csrf).find("X-CSRF-Token") != std::string::npos);
+  const std::string with_csrf = csrf_header(addr);
+  CHECK(post(addr, "/api/jobs/bad%20id/retry?queue=a", "{}", with_csrf).status == 400);
+  CHECK(post(addr, "/api/jobs/x/retry?queue=a%2Fb", "{}", with_csrf).status == 400);
+  const auto got = get(addr, "/api/jobs/x/retry?queue=a");
+  CHECK(got.status == 405);
+  CHECK(got.header("Allow") == "POST");
+  CHECK(status("a", "x") == "failed");
+  CHECK(r.integer({"ZCARD", "jobq:{a}:dead"}) == 1);
+
+  // Fixed, then retried: x and what failed because of it, down the chain, in that order.
+  write_file(flag, "");
+  const auto retried = post(addr, "/api/jobs/x/retry?queue=a", "{}", with_csrf);
+  INFO(retried.body);
+  REQUIRE(retried.status == 200);
+  CHECK(body_of(retried) == json({{"id", "x"},
+                                  {"queue", "a"},
+                                  {"retried", {"a/x", "b/d", "b/e"}},
+                                  {"left", json::array()}}));
+  const bool ran = eventually(
+      [&] {
+        return status("a", "x") == "succeeded" && status("b", "d") == "succeeded" &&
+               status("b", "e") == "succeeded";
+      },
+      15s);
+  if (!ran) {
+    for (const auto& [q, id] :
+         std::vector<std::pair<std::string, std::string>>{{"a", "x"}, {"b", "d"}, {"b", "e"}}) {
+      INFO(q << "/" << id << ": " << status(q, id) << " "
+             << r.str({"HGET", "jobq:{" + q + "}:job:" + id, "error"}));
+    }
+    REQUIRE(ran);
+  }
+  CHECK(r.integer({"ZCARD", "jobq:{a}:dead"}) == 0);
+  CHECK(r.integer({"ZCARD", "jobq:{b}:dead"}) == 0);
+
+  // Asked again: x is no longer among the dead (found without the queue too, by its state).
+  const auto again = post(addr, "/api/jobs/x/retry?queue=a", "{}", with_csrf);
+  CHECK(again.status == 404);
+  CHECK(error_of(again) == "no dead job x in queue a");
+  CHECK(post(addr, "/api/jobs/x/retry", "{}", with_csrf).status == 404);
+
+  // read_only, by a reload: refused as cancel is, before anything is looked at.
+  std::string ro = yaml;
+  ro.replace(ro.find("127.0.0.1:0}"), 12, "127.0.0.1:0, read_only: true}");
+  d.write_config(ro);
+  REQUIRE(d.reload());
+  const auto refused = post(addr, "/api/jobs/x/retry?queue=a", "{}", with_csrf);
+  CHECK(refused.status == 403);
+  CHECK(error_of(refused) == "read-only (http.read_only)");
+  CHECK(post(addr, "/api/jobs/x/cancel?queue=a", "{}", with_csrf).status == 403);
+  CHECK(d.stop() == 0);
+}
