@@ -566,6 +566,79 @@ async function run(page, redis) {
     },
   );
 
+  await check(
+    "a failed step's page retries it with what failed because of it: they run, its flow shows it",
+    async () => {
+      // echo/rw-d waits for flaky/rw-x, which fails while the marker is there: rw-d fails
+      // because of it, and both are kept with their queues' dead jobs.
+      fs.writeFileSync(FAIL_MARKER, 'fail\n');
+      await push(redis, 'echo', { id: 'rw-d', payload: { n: 1 }, after: ['flaky/rw-x'] });
+      await waitFor(
+        'rw-d waiting',
+        async () => (await statusOf(redis, 'echo', 'rw-d')) === 'waiting',
+      );
+      await push(redis, 'flaky', { id: 'rw-x', payload: {} });
+      await waitFor(
+        'rw-x and rw-d failed',
+        async () =>
+          (await statusOf(redis, 'flaky', 'rw-x')) === 'failed' &&
+          (await statusOf(redis, 'echo', 'rw-d')) === 'failed',
+      );
+      fs.rmSync(FAIL_MARKER);
+      await go(page, '#/job/flaky/rw-x');
+      await until(
+        page,
+        'rw-x failed, rw-d failed in its flow',
+        () =>
+          document.querySelector('#job-status')?.textContent === 'failed' &&
+          document.querySelector('#flow-dependents li[data-ref="echo/rw-d"]')?.dataset.status ===
+            'failed',
+      );
+      const offered = await page.$$eval('#main .head-actions button', (b) =>
+        b.map((x) => x.textContent),
+      );
+      expect(
+        offered.join() === 'Retry,Retry with what failed because of it',
+        `the actions offered: ${offered.join() || '(none)'}`,
+      );
+      await noSideScroll(page, NARROW);
+      await screenshot(page, `job-failed-flow-${NARROW}`);
+      await page.setViewport({ width: WIDE, height: 900 });
+      await screenshot(page, 'job-failed-flow');
+      await confirmAction(
+        page,
+        '#main .head-actions button.retry-flow',
+        'retried 2 jobs: flaky/rw-x, echo/rw-d',
+      );
+      // The page follows: the job runs; its flow no longer shows rw-d failed (once rw-x is
+      // final the note of what waits on it is gone: the Flow card goes with it).
+      await until(
+        page,
+        'rw-x succeeded, rw-d no longer failed in its flow',
+        () =>
+          document.querySelector('#job-status')?.textContent === 'succeeded' &&
+          !document.querySelector(
+            '#flow-dependents li[data-ref="echo/rw-d"][data-status="failed"]',
+          ),
+      );
+      const buttons = await page.$$eval('#main .head-actions button', (b) => b.length);
+      expect(buttons === 0, 'a succeeded job still offers an action');
+      // rw-d ran after it: its page, and its flow, say so.
+      await go(page, '#/job/echo/rw-d');
+      await until(
+        page,
+        'rw-d succeeded, rw-x succeeded in its flow',
+        () =>
+          document.querySelector('#job-status')?.textContent === 'succeeded' &&
+          document.querySelector('#flow-after li[data-ref="flaky/rw-x"]')?.dataset.status ===
+            'succeeded',
+      );
+      const d = await statusOf(redis, 'echo', 'rw-d');
+      expect(d === 'succeeded', `rw-d is ${d}`);
+      await screenshot(page, 'job-retried-flow');
+    },
+  );
+
   await check('search finds a job by a word in its payload', async () => {
     await go(page, '#/queue/echo/pending');
     await until(page, 'echo active', () => document.querySelector('.head-actions button'));
@@ -1184,6 +1257,33 @@ async function runSignedIn(page, redis) {
       (b) => b.filter((x) => x.offsetParent).length,
     );
     expect(buttons === 0, `${buttons} action buttons shown on the schedules view`);
+  });
+
+  await check("read-only: a failed job's page offers no retry", async () => {
+    fs.writeFileSync(FAIL_MARKER, 'fail\n');
+    await push(redis, 'flaky', { id: 'ro-failed', payload: {} });
+    await waitFor(
+      'ro-failed failed',
+      async () => (await statusOf(redis, 'flaky', 'ro-failed')) === 'failed',
+    );
+    fs.rmSync(FAIL_MARKER);
+    await go(page, '#/job/flaky/ro-failed');
+    await until(
+      page,
+      'ro-failed failed',
+      () => document.querySelector('#job-status')?.textContent === 'failed',
+    );
+    const made = await page.$$eval('#main .head-actions button', (b) =>
+      b.map((x) => ({ label: x.textContent, shown: !!x.offsetParent })),
+    );
+    expect(
+      made.some((b) => b.label === 'Retry with what failed because of it'),
+      `no retry-with-dependents button made at all: ${JSON.stringify(made)}`,
+    );
+    expect(
+      made.every((b) => !b.shown),
+      `shown: ${JSON.stringify(made)}`,
+    );
   });
 
   await check('read-only: no bulk action on a search or a status tab', async () => {

@@ -401,6 +401,38 @@ function retryDeadButton(queue, ids, after) {
   });
 }
 
+// Items of a list of up to 1,000 (QUEUE/ID, or 'QUEUE/ID: why'): the first `most` named, then
+// how many more, so that the status line stays a line.
+function namedRefs(list, most = 10, sep = ', ') {
+  const more = list.length - most;
+  return list.slice(0, most).join(sep) + (more > 0 ? ` +${more.toLocaleString()} more` : '');
+}
+
+// A failed step back from its queue's dead jobs with what failed because of it, down the graph
+// (POST /api/jobs/ID/retry; docs/workflows.md, "Retrying a failed step"): each waits again for
+// what it names. The status line names what went back, and what did not with why.
+function retryFlowButton(queue, id, after) {
+  return actionButton('Retry with what failed because of it', {
+    klass: 'small retry-flow',
+    title: 'Retry this job and what failed because of it?',
+    text:
+      `Job ${id} goes back to pending in queue ${queue}, with fresh attempts; each job that ` +
+      'failed because of it (and so on down its flow) leaves its dead jobs and waits again for ' +
+      'what it names: it runs once that has ended again.',
+    ok: 'Retry them',
+    run: () => api('POST', `/api/jobs/${enc(id)}/retry?queue=${enc(queue)}`),
+    done: (r) => {
+      const retried = Array.isArray(r.retried) ? r.retried.map(String) : [];
+      const left = Array.isArray(r.left) ? r.left.map(String) : [];
+      let said = `retried ${plural(retried.length, 'job')}: ${namedRefs(retried)}`;
+      if (left.length)
+        said += ` · not retried: ${plural(left.length, 'job')} (${namedRefs(left, 5, '; ')})`;
+      return said;
+    },
+    after,
+  });
+}
+
 function purgeDeadButton(queue, after) {
   return actionButton('Purge all', {
     klass: 'danger',
@@ -2250,7 +2282,17 @@ function viewJob(main, route, seq) {
     status.textContent = job.status || '–';
     actions.replaceChildren();
     if (!FINAL.has(job.status)) actions.append(cancelButton(q, id, load));
-    if (job.status === 'failed') actions.append(retryDeadButton(q, [id], load));
+    if (job.status === 'failed') {
+      actions.append(retryDeadButton(q, [id], load));
+      // After it, the flow is read again even when the job's status reads as before (retried,
+      // it may have failed again already): what went back waits again, and the card shows it.
+      actions.append(
+        retryFlowButton(q, id, () => {
+          flowSeen = '';
+          load();
+        }),
+      );
+    }
     body.replaceChildren(
       section('Details', jobFields(job)),
       ...jobBlocks(job),
