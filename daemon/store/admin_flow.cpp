@@ -195,13 +195,15 @@ namespace jq::store {
 
 RetryFlow Admin::retry_with_dependents(const std::string& queue, const std::string& id,
                                        std::size_t max_jobs) {
+  // What goes back is read first, then sent back, the job first: a job sent back may run and end
+  // at once, and its end takes the note of what waited on it.
+  const std::string root = queue + "/" + id;
+  std::vector<std::string> plan{root};
   RetryFlow out;
-  retry_dead(queue, {id}, false);  // not_found when it is not among the dead
-  out.retried.push_back(queue + "/" + id);
-  // Down the notes a level at a time: each job noted as waiting on one retried that failed
+  // Down the notes a level at a time: each job noted as waiting on one in the plan that failed
   // because of it (its error names it) goes back too, from its own queue's dead ones, once.
-  std::set<std::string> seen{queue + "/" + id};
-  std::vector<std::string> level{queue + "/" + id};
+  std::set<std::string> seen{root};
+  std::vector<std::string> level{root};
   while (!level.empty()) {
     std::vector<std::string> next;
     std::vector<Call<std::string>> notes;
@@ -231,22 +233,28 @@ RetryFlow Admin::retry_with_dependents(const std::string& queue, const std::stri
             !field("error").starts_with("dependency " + level[i] + " ")) {
           continue;  // not failed because of it (ran, waits, or another dependency failed it)
         }
-        if (out.retried.size() >= max_jobs) {
+        if (plan.size() >= max_jobs) {
           out.left.push_back(d + ": past the bound of " + std::to_string(max_jobs) + " jobs");
           continue;
         }
-        try {
-          retry_dead(dq, {did}, false);
-        } catch (const AdminError& e) {
-          if (e.kind != AdminError::Kind::not_found) throw;
-          out.left.push_back(d + ": no longer kept among the dead (keep_failed)");
-          continue;
-        }
-        out.retried.push_back(d);
+        plan.push_back(d);
         next.push_back(d);
       }
     }
     level = std::move(next);
+  }
+  retry_dead(queue, {id}, false);  // not_found when it is not among the dead
+  out.retried.push_back(root);
+  for (std::size_t k = 1; k < plan.size(); ++k) {
+    const auto slash = plan[k].rfind('/');
+    try {
+      retry_dead(plan[k].substr(0, slash), {plan[k].substr(slash + 1)}, false);
+    } catch (const AdminError& e) {
+      if (e.kind != AdminError::Kind::not_found) throw;
+      out.left.push_back(plan[k] + ": no longer kept among the dead (keep_failed)");
+      continue;
+    }
+    out.retried.push_back(plan[k]);
   }
   return out;
 }

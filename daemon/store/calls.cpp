@@ -462,7 +462,7 @@ Call<std::vector<std::string>> dead_victims(const Keys& k, std::uint64_t dead_ma
 }
 
 Call<long long> drop_dead(const Keys& k, const std::vector<std::string>& ids) {
-  std::vector<std::string> keys{k.dead, k.dead_bodies, k.dependents};
+  std::vector<std::string> keys{k.dead, k.dead_bodies, k.dependents, k.live, k.waiting};
   for (const auto& id : ids) keys.push_back(k.job(id));
   return make<long long>(scripts::drop_dead(), std::move(keys), ids, integer("drop_dead"));
 }

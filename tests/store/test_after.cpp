@@ -675,3 +675,24 @@ TEST_CASE(
   CHECK(r.str({"HGET", "jobq:{q}:job:e", "error"}) ==
         "flow H cancelled: not written whole within 1s");
 }
+
+TEST_CASE("after: a dead job's note of what failed because of it goes with the job, not before",
+          "[store][after][dead]") {
+  test::RedisServer server;
+  auto r = server.client();
+  Client c(server);
+  // Three failed jobs kept dead, each with a job that waited on it noted.
+  for (const std::string id : {"x", "y", "z"}) {
+    r.cmd({"ZADD", "jobq:{q}:dead", "1", id});
+    r.cmd({"HSET", "jobq:{q}:dead:bodies", id, R"({"payload":1})"});
+    r.cmd({"HSET", "jobq:{q}:dependents", id, "q/after-" + id});
+  }
+  r.cmd({"HSET", "jobq:{q}:job:x", "status", "failed"});
+  // y's state expired first (both are kept keep_failed); z's id is a new job's now, claimed.
+  r.cmd({"HSET", "jobq:{q}:live", "z", "claim"});
+  CHECK(c.run(store::drop_dead(kQ, {"x", "y", "z"})) == 3);
+  CHECK(r.integer({"HEXISTS", "jobq:{q}:dependents", "x"}) == 0);
+  CHECK(r.integer({"EXISTS", "jobq:{q}:job:x"}) == 0);
+  CHECK(r.integer({"HEXISTS", "jobq:{q}:dependents", "y"}) == 0);
+  CHECK(r.str({"HGET", "jobq:{q}:dependents", "z"}) == "q/after-z");
+}
