@@ -84,6 +84,8 @@ class JsonTree {
     if (n.status == "waiting") {
       j["waiting_for"] = whole_number(field(n, "waiting_for")).value_or(0);
       j["waits_for_total"] = n.after.size();
+      // A job of a flow being written on a cluster: held until the whole flow is.
+      if (const std::string flow = field(n, "flow"); !flow.empty()) j["flow"] = flow;
     }
     if (key) j[key] = children(n.*edges, edges, key);
     return j;

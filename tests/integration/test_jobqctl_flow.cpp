@@ -706,6 +706,10 @@ TEST_CASE(
     INFO(sx.out);
     CHECK(sx.code == 0);
     CHECK(sx.out.find("\nwaits for its flow F2 to be written whole\n") != std::string::npos);
+    // As data (the API's and the dashboard's too): the flow it waits for.
+    const auto jx = jobqctl_on({"--json", "flow", "x", "-q", b});
+    REQUIRE(jx.code == 0);
+    CHECK(nlohmann::json::parse(jx.out)["flow"] == "F2");
     const auto sy = jobqctl_on({"status", "y", "-q", c});
     INFO(sy.out);
     CHECK(sy.out.find("\nwaits for 1 of 1: " + b + "/x; and for its flow F2 to be written whole") !=
