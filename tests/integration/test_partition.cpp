@@ -110,11 +110,25 @@ TEST_CASE(
   // take them all before A's fetch through the proxy wakes); B joins before the cut.
   a.start_and_wait(redis);
   auto r = redis.client();
-  const auto first = ids("j", 60);
+  auto first = ids("j", 60);
   push(r, "q", jobs_for(first, "{}"));
   REQUIRE(eventually([&] { return started_by(runs_in(log), "A") >= 4; }, 15s));
   b.start_and_wait(redis);
-
+  // The cut must catch A running jobs (what is checked is that A stops them): B's start can be
+  // slow (a sanitizer, a busy machine), long enough for A to run all 60 alone. More are pushed,
+  // and the cut comes once A is seen running one (its 4 slots stay busy while jobs wait).
+  const auto more = ids("m", 40);
+  push(r, "q", jobs_for(more, "{}"));
+  first.insert(first.end(), more.begin(), more.end());
+  auto a_running = [&] {
+    for (const auto& [id, v] : runs_in(log)) {
+      for (const auto& run : v) {
+        if (run.daemon == "A" && run.end == 0) return true;
+      }
+    }
+    return false;
+  };
+  REQUIRE(eventually(a_running, 15s));
   proxy.freeze();
   // A can confirm its lease no more: it stops its jobs before the lease ends in Redis, and B
   // takes them back after it and runs everything.
