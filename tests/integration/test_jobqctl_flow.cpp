@@ -510,15 +510,7 @@ TEST_CASE(
     "it ran; a job held by its flow's gate says so",
     "[integration][cli][flow][cluster]") {
   RedisCluster cluster(3, 0);
-  std::vector<std::string> qs;  // a queue on each primary
-  {
-    std::map<int, std::string> on;
-    for (int i = 0; on.size() < 3; ++i) {
-      const std::string q = "fl" + std::to_string(i);
-      on.emplace(cluster.owner_of_queue(q), q);
-    }
-    for (const auto& [port, q] : on) qs.push_back(q);
-  }
+  const std::vector<std::string> qs = cluster.queues_on_primaries("fl", 3);
   const std::string a = qs[0], b = qs[1], c = qs[2];
   TempDir dir;
   const std::string flag = (dir.path() / "go").string();

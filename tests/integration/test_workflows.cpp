@@ -495,15 +495,7 @@ TEST_CASE("workflows on a cluster: flows across queues of three primaries, a dae
   // Each flow: a root on one primary, 6 jobs on the other two waiting for it, a fan-in on the
   // root's waiting for the 6. Every outcome crosses slots (and nodes) through an outbox.
   RedisCluster cluster(3, 0);
-  std::vector<std::string> qs;  // a queue on each primary
-  {
-    std::map<int, std::string> on;
-    for (int i = 0; on.size() < 3; ++i) {
-      const std::string q = "w" + std::to_string(i);
-      on.emplace(cluster.owner_of_queue(q), q);
-    }
-    for (const auto& [port, q] : on) qs.push_back(q);
-  }
+  const std::vector<std::string> qs = cluster.queues_on_primaries("w", 3);
   std::string yaml = "handlers:\n  nap: {type: builtin, name: sleep}\nqueues:\n";
   for (const auto& q : qs) {
     yaml += "  " + q + ": {handler: nap, concurrency: 8, max_attempts: 20}\n";
@@ -596,15 +588,7 @@ TEST_CASE(
     "writer stopped is given up, none of it run",
     "[integration][workflows][cluster][flow]") {
   RedisCluster cluster(3, 0);
-  std::vector<std::string> qs;  // a queue on each primary
-  {
-    std::map<int, std::string> on;
-    for (int i = 0; on.size() < 3; ++i) {
-      const std::string q = "v" + std::to_string(i);
-      on.emplace(cluster.owner_of_queue(q), q);
-    }
-    for (const auto& [port, q] : on) qs.push_back(q);
-  }
+  const std::vector<std::string> qs = cluster.queues_on_primaries("v", 3);
   // Each job's result is the JSON its handler got.
   std::string yaml =
       "handlers:\n  cat: {type: exec, command: [\"" + fixture("cat_stdin") + "\"]}\nqueues:\n";

@@ -129,6 +129,18 @@ class RedisCluster {
   }
   /// The port of the primary serving queue `q`'s keys (jobq:{q}:...).
   int owner_of_queue(const std::string& q) const { return owner(redis::slot_of("{" + q + "}")); }
+  /// `n` queue names `<prefix>0`, `<prefix>1`, ..., each served by another primary (n at most the
+  /// primaries), in the order of their primaries' ports.
+  std::vector<std::string> queues_on_primaries(const std::string& prefix, std::size_t n) const {
+    std::map<int, std::string> on;
+    for (int i = 0; on.size() < n; ++i) {
+      const std::string q = prefix + std::to_string(i);
+      on.emplace(owner_of_queue(q), q);
+    }
+    std::vector<std::string> out;
+    for (const auto& [port, q] : on) out.push_back(q);
+    return out;
+  }
 
   /// Whether the daemon of `pid` holds a lease on each of `tags` (queues, or a queue's shards),
   /// each read on its slot's node; false while a node does not answer.
