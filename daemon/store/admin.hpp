@@ -351,10 +351,6 @@ class Admin {
   /// waits for nothing.
   std::optional<AfterLeft> waiting_for(const std::string& queue, const std::string& id);
 
-  /// The graph around job `id` of `queue` (store/admin_flow.cpp): what it waits for, recursively,
-  /// and what waits on it that is still noted, recursively; a level of the walk is read in one
-  /// round trip per kind of read. The job itself is read too (a FlowNode with no status when it
-  /// has no state: the caller says it is not found, as for job()).
   /// Retries failed job `id` of `queue` from its dead ones (retry_dead: not_found when it is not
   /// there) and, transitively, each job that failed because of a job so retried (`error_kind`
   /// `dependency`, its error naming it; docs/workflows.md): each goes back from its queue's dead
@@ -363,6 +359,10 @@ class Admin {
   RetryFlow retry_with_dependents(const std::string& queue, const std::string& id,
                                   std::size_t max_jobs = kFlowJobs);
 
+  /// The graph around job `id` of `queue` (store/admin_flow.cpp): what it waits for, recursively,
+  /// and what waits on it that is still noted, recursively; a level of the walk is read in one
+  /// round trip per kind of read. The job itself is read too (a FlowNode with no status when it
+  /// has no state: the caller says it is not found, as for job()).
   FlowGraph flow(const std::string& queue, const std::string& id, std::size_t max_jobs = kFlowJobs,
                  std::size_t max_depth = kFlowDepth);
 

@@ -2,6 +2,7 @@
 // submitted through the protocol's three steps, a flow written whole in one transaction, and what
 // a waiting job still waits for.
 #include <algorithm>
+#include <functional>
 #include <set>
 #include <string>
 #include <utility>
@@ -44,10 +45,12 @@ bool not_over(const std::string& status, bool waits, bool claimed) {
   return claimed && !is_final(status);
 }
 
-// call_all in slices of 1,000 calls (a flow's reads are one call per job): one pipelined write
-// of tens of thousands failed on the client's connection where slices of a thousand do not.
+// call_all in slices of 1,000 calls (a flow's reads and writes are one call per job): what one
+// write holds stays bounded, and `between` runs after each slice (a flow written on a cluster
+// renews its lease there).
 template <class T>
-std::vector<T> call_sliced(redis::SyncClient& c, const std::vector<Call<T>>& calls) {
+std::vector<T> call_sliced(redis::SyncClient& c, const std::vector<Call<T>>& calls,
+                           const std::function<void()>& between = {}) {
   constexpr std::size_t kSlice = 1000;
   std::vector<T> out;
   out.reserve(calls.size());
@@ -57,6 +60,7 @@ std::vector<T> call_sliced(redis::SyncClient& c, const std::vector<Call<T>>& cal
         calls.begin() + static_cast<std::ptrdiff_t>(std::min(calls.size(), from + kSlice));
     auto slice = call_all(c, std::vector<Call<T>>(first, last));
     out.insert(out.end(), slice.begin(), slice.end());
+    if (between) between();
   }
   return out;
 }
@@ -287,22 +291,18 @@ FlowResult Admin::write_flow_in_steps(const std::string& queue, const job::Flow&
   };
   try {
     // 2. Every job waits for the flow's gate (and what it names), a slice at a time.
-    constexpr std::size_t kSlice = 1000;
     std::vector<Waiting> waits;
+    std::vector<Call<bool>> enter;
     waits.reserve(flow.jobs.size());
-    for (const auto& f : flow.jobs) {
+    for (std::size_t i = 0; i < flow.jobs.size(); ++i) {
+      const auto& f = flow.jobs[i];
       waits.push_back(bounded(layout_, waiting_of(f.job, f.queue, now, after_timeout(f.queue))));
       waits.back().flow = out.flow;
+      enter.push_back(after_wait(homes[i], waits.back()));
     }
-    for (std::size_t from = 0; from < waits.size(); from += kSlice) {
-      std::vector<Call<bool>> calls;
-      const std::size_t to = std::min(waits.size(), from + kSlice);
-      for (std::size_t i = from; i < to; ++i) calls.push_back(after_wait(homes[i], waits[i]));
-      const auto began = call_all(c_, calls);
-      for (std::size_t i = from; i < to; ++i) {
-        if (!began[i - from]) out.taken.push_back(name(flow.jobs[i].queue, flow.jobs[i].job.id));
-      }
-      touch();
+    const auto began = call_sliced(c_, enter, touch);
+    for (std::size_t i = 0; i < began.size(); ++i) {
+      if (!began[i]) out.taken.push_back(name(flow.jobs[i].queue, flow.jobs[i].job.id));
     }
     if (!out.taken.empty()) {
       // Another job of such an id began after the first reading: nothing of the flow runs.
@@ -323,15 +323,8 @@ FlowResult Admin::write_flow_in_steps(const std::string& queue, const job::Flow&
       registered.push_back(after_registered(homes[i], waits[i].id));
       if (!flow.jobs[i].job.after.empty()) ++out.waiting;
     }
-    for (std::size_t from = 0; from < registers.size(); from += kSlice) {
-      const auto last = registers.begin() +
-                        static_cast<std::ptrdiff_t>(std::min(registers.size(), from + kSlice));
-      const std::vector<Call<long long>> slice(
-          registers.begin() + static_cast<std::ptrdiff_t>(from), last);
-      for (const long long told : call_all(c_, slice)) {
-        out.final_already += static_cast<std::size_t>(told);
-      }
-      touch();
+    for (const long long told : call_sliced(c_, registers, touch)) {
+      out.final_already += static_cast<std::size_t>(told);
     }
     call_sliced(c_, registered);
     // 4. The gate opens: each job is told through the queue's outbox (a daemon drains it).

@@ -15,7 +15,6 @@
 namespace jq::store {
 namespace {
 
-using admin_calls::call;
 using admin_calls::call_all;
 
 // The jobs waiting on job `id` as its slot notes them (QUEUE/ID, one a line; "" when none).
@@ -191,10 +190,6 @@ FlowGraph Admin::flow(const std::string& queue, const std::string& id, std::size
   return g;
 }
 
-}  // namespace jq::store
-
-namespace jq::store {
-
 RetryFlow Admin::retry_with_dependents(const std::string& queue, const std::string& id,
                                        std::size_t max_jobs) {
   // What goes back is read first, then sent back, the job first: a job sent back may run and end
@@ -207,7 +202,6 @@ RetryFlow Admin::retry_with_dependents(const std::string& queue, const std::stri
   std::set<std::string> seen{root};
   std::vector<std::string> level{root};
   while (!level.empty()) {
-    std::vector<std::string> next;
     std::vector<Call<std::string>> notes;
     for (const auto& ref : level) {
       const auto slash = ref.rfind('/');
@@ -215,8 +209,11 @@ RetryFlow Admin::retry_with_dependents(const std::string& queue, const std::stri
                                       ref.substr(slash + 1)));
     }
     const auto noted = call_all(c_, notes);
+    // The jobs they note, each once, with the one it waited on; their states in one round trip.
+    std::vector<std::pair<std::string, const std::string*>> named;  // QUEUE/ID, waited on
+    std::vector<Call<State>> states;
     for (std::size_t i = 0; i < level.size(); ++i) {
-      for (const auto& d : split(noted[i], '\n')) {
+      for (auto& d : split(noted[i], '\n')) {
         const auto slash = d.rfind('/');
         if (slash == std::string::npos || !seen.insert(d).second) continue;
         const std::string dq = d.substr(0, slash), did = d.substr(slash + 1);
@@ -226,22 +223,28 @@ RetryFlow Admin::retry_with_dependents(const std::string& queue, const std::stri
         } catch (const AdminError&) {
           continue;  // not a reference jobqd writes
         }
-        const State st = call(c_, read_state(home_keys(dq, did), did));
-        auto field = [&](const char* f) {
-          const auto it = st.find(f);
-          return it == st.end() ? std::string() : it->second;
-        };
-        if (field("status") != "failed" || field("error_kind") != "dependency" ||
-            !field("error").starts_with("dependency " + level[i] + " ")) {
-          continue;  // not failed because of it (ran, waits, or another dependency failed it)
-        }
-        if (plan.size() >= max_jobs) {
-          out.left.push_back(d + ": past the bound of " + std::to_string(max_jobs) + " jobs");
-          continue;
-        }
-        plan.push_back(d);
-        next.push_back(d);
+        states.push_back(read_state(home_keys(dq, did), did));
+        named.emplace_back(std::move(d), &level[i]);
       }
+    }
+    const auto state = call_all(c_, states);
+    std::vector<std::string> next;
+    for (std::size_t k = 0; k < named.size(); ++k) {
+      const auto& [d, on] = named[k];
+      auto field = [&](const char* f) {
+        const auto it = state[k].find(f);
+        return it == state[k].end() ? std::string() : it->second;
+      };
+      if (field("status") != "failed" || field("error_kind") != "dependency" ||
+          !field("error").starts_with("dependency " + *on + " ")) {
+        continue;  // not failed because of it (ran, waits, or another dependency failed it)
+      }
+      if (plan.size() >= max_jobs) {
+        out.left.push_back(d + ": past the bound of " + std::to_string(max_jobs) + " jobs");
+        continue;
+      }
+      plan.push_back(d);
+      next.push_back(d);
     }
     level = std::move(next);
   }

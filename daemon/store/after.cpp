@@ -303,23 +303,31 @@ Call<Resolved> after_expire(const Keys& k, const std::string& queue, const std::
                         [](redis::Reply r) { return resolved("after_expire", std::move(r)); }};
 }
 
-Call<std::vector<std::string>> after_overdue(const Keys& k, std::int64_t now, std::size_t n) {
+namespace {
+
+// The first `n` members of sorted set `key` scored at most `upto` (`name` says which in an
+// error): the due poll's upkeep reads its deadlines so.
+Call<std::vector<std::string>> scored_upto(const std::string& key, const char* name,
+                                           std::int64_t upto, std::size_t n) {
   return Call<std::vector<std::string>>{
-      Request{nullptr,
-              {},
-              {"ZRANGEBYSCORE", k.after_until, "-inf", std::to_string(now), "LIMIT", "0",
-               std::to_string(n)}},
-      [](redis::Reply r) { return strings("ZRANGEBYSCORE of after_until", std::move(r)); }};
+      Request{
+          nullptr,
+          {},
+          {"ZRANGEBYSCORE", key, "-inf", std::to_string(upto), "LIMIT", "0", std::to_string(n)}},
+      [name](redis::Reply r) {
+        return strings((std::string("ZRANGEBYSCORE of ") + name).c_str(), std::move(r));
+      }};
+}
+
+}  // namespace
+
+Call<std::vector<std::string>> after_overdue(const Keys& k, std::int64_t now, std::size_t n) {
+  return scored_upto(k.after_until, "after_until", now, n);
 }
 
 Call<std::vector<std::string>> after_registering(const Keys& k, std::int64_t now,
                                                  std::int64_t older_than_ms, std::size_t n) {
-  return Call<std::vector<std::string>>{
-      Request{nullptr,
-              {},
-              {"ZRANGEBYSCORE", k.registering, "-inf", std::to_string(now - older_than_ms), "LIMIT",
-               "0", std::to_string(n)}},
-      [](redis::Reply r) { return strings("ZRANGEBYSCORE of registering", std::move(r)); }};
+  return scored_upto(k.registering, "registering", now - older_than_ms, n);
 }
 
 Call<long long> flow_step(const Keys& k, FlowStep step, const std::string& fid,
@@ -338,12 +346,7 @@ Call<long long> flow_step(const Keys& k, FlowStep step, const std::string& fid,
 }
 
 Call<std::vector<std::string>> flows_overdue(const Keys& k, std::int64_t now, std::size_t n) {
-  return Call<std::vector<std::string>>{
-      Request{
-          nullptr,
-          {},
-          {"ZRANGEBYSCORE", k.flows, "-inf", std::to_string(now), "LIMIT", "0", std::to_string(n)}},
-      [](redis::Reply r) { return strings("ZRANGEBYSCORE of flows", std::move(r)); }};
+  return scored_upto(k.flows, "flows", now, n);
 }
 
 std::optional<OutboxEntry> outbox_entry(std::string_view text) {

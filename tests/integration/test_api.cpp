@@ -12,6 +12,7 @@
 
 #include "tests/support/daemon.hpp"
 #include "tests/support/files.hpp"
+#include "tests/support/fixtures.hpp"
 #include "tests/support/http_client.hpp"
 
 using namespace jq::test;
@@ -1096,17 +1097,8 @@ TEST_CASE(
   TempDir dir;
   const std::string flag = (dir.path() / "fixed").string();
   // x fails until the flag file exists (a bug fixed between the run and the retry), at once.
-  const std::string yaml = R"(
-http: {listen: 127.0.0.1:0}
-handlers:
-  echo: {type: builtin, name: echo}
-  fragile: {type: exec, command: ["/bin/sh", "-c", "test -e )" +
-                           flag + R"("]}
-queues:
-  a: {handler: fragile, max_attempts: 1}
-  b: {handler: echo}
-)";
-  Daemon d(redis, yaml);
+  const std::string queues = fixed_later_queues(flag);
+  Daemon d(redis, "http: {listen: 127.0.0.1:0}\n" + queues);
   d.start_and_wait(redis, "a");
   const auto addr = http_address(d);
   REQUIRE(eventually([&] { return get(addr, "/healthz").status == 200; }, 10s));
@@ -1172,9 +1164,7 @@ queues:
   CHECK(post(addr, "/api/jobs/x/retry", "{}", with_csrf).status == 404);
 
   // read_only, by a reload: refused as cancel is, before anything is looked at.
-  std::string ro = yaml;
-  ro.replace(ro.find("127.0.0.1:0}"), 12, "127.0.0.1:0, read_only: true}");
-  d.write_config(ro);
+  d.write_config("http: {listen: 127.0.0.1:0, read_only: true}\n" + queues);
   REQUIRE(d.reload());
   const auto refused = post(addr, "/api/jobs/x/retry?queue=a", "{}", with_csrf);
   CHECK(refused.status == 403);

@@ -17,6 +17,7 @@
 #include "tests/support/cluster.hpp"
 #include "tests/support/daemon.hpp"
 #include "tests/support/files.hpp"
+#include "tests/support/half_flow.hpp"
 
 using namespace jq::test;
 using namespace std::chrono_literals;
@@ -654,30 +655,7 @@ TEST_CASE(
   // A flow being written (as jobqctl leaves it between its steps): its record begun on a, x
   // written on b waiting for nothing but the gate, y on c waiting for b/x and the gate, x told
   // of y. Its lease is long enough that the daemon does not give it up meanwhile.
-  {
-    auto w = jq::redis::SyncClient::connect(jq::redis::parse_url(cluster.url())).value();
-    REQUIRE(jq::store::run(
-                w, jq::store::flow_step(jq::store::Keys("jobq", a), jq::store::FlowStep::begin,
-                                        "F2", b + "/x\n" + c + "/y\n", 120s))
-                .value() == 1);
-    jq::job::Job x;
-    x.id = "x";
-    x.raw = R"({"id": "x", "payload": 1})";
-    jq::job::Job y;
-    y.id = "y";
-    y.raw = R"({"id": "y", "payload": 2, "after": [")" + b + R"(/x"]})";
-    y.after = {{b, "x"}};
-    const auto now = jq::store::run(w, jq::store::redis_time()).value();
-    auto wx = jq::store::waiting_of(x, b, now);
-    auto wy = jq::store::waiting_of(y, c, now);
-    wx.flow = wy.flow = "F2";
-    REQUIRE(jq::store::run(w, jq::store::after_wait(jq::store::Keys("jobq", b), wx)).value());
-    REQUIRE(jq::store::run(w, jq::store::after_wait(jq::store::Keys("jobq", c), wy)).value());
-    REQUIRE(
-        jq::store::run(w, jq::store::after_register(jq::store::Keys("jobq", b), b, c + "/y", {"x"}))
-            .value() == 0);
-    REQUIRE(jq::store::run(w, jq::store::after_registered(jq::store::Keys("jobq", c), "y")).ok());
-  }
+  write_half_flow(cluster.url(), "F2", a, b, c, 120s, jq::job::DependencyPolicy::fail, true);
   const std::string gated = ", and for its flow F2 to be written whole";
   {
     const auto fx = jobqctl_on({"flow", "x", "-q", b});

@@ -14,6 +14,7 @@
 #include "tests/support/cluster.hpp"
 #include "tests/support/daemon.hpp"
 #include "tests/support/fixtures.hpp"
+#include "tests/support/half_flow.hpp"
 #include "tests/support/http_server.hpp"
 
 using namespace jq::test;
@@ -203,15 +204,7 @@ TEST_CASE(
   TempDir dir;
   const std::string flag = (dir.path() / "fixed").string();
   // x fails until the flag file exists (a bug fixed between the run and the retry).
-  Daemon d(redis, R"(
-handlers:
-  echo: {type: builtin, name: echo}
-  fragile: {type: exec, command: ["/bin/sh", "-c", "test -e )" +
-                      flag + R"("]}
-queues:
-  a: {handler: fragile, max_attempts: 1}
-  b: {handler: echo}
-)");
+  Daemon d(redis, fixed_later_queues(flag));
   d.start_and_wait(redis, "a");
   auto r = redis.client();
   // b/d waits for a/x, b/e for d (a chain across queues); b/s skips on a failure; b/o waits for
@@ -676,27 +669,7 @@ TEST_CASE(
   // A writer that stopped between two steps (as jobqctl killed would): the record and two jobs
   // written, waiting for its gate, never the last step. The daemon of the record's queue gives it
   // up once its lease runs out: both end cancelled, neither ran.
-  {
-    auto w = jq::redis::SyncClient::connect(jq::redis::parse_url(cluster.url())).value();
-    const jq::store::Keys record("jobq", a);
-    REQUIRE(jq::store::run(w, jq::store::flow_step(record, jq::store::FlowStep::begin, "F1",
-                                                   b + "/x\n" + c + "/y\n", 300ms))
-                .value() == 1);
-    jq::job::Job x;
-    x.id = "x";
-    x.raw = R"({"id": "x", "payload": 1})";
-    jq::job::Job y;
-    y.id = "y";
-    y.raw = R"({"id": "y", "payload": 2, "after": [")" + b + R"(/x"]})";
-    y.after = {{b, "x"}};
-    y.on_dependency_failure = jq::job::DependencyPolicy::run;
-    const auto now = jq::store::run(w, jq::store::redis_time()).value();
-    auto wx = jq::store::waiting_of(x, b, now);
-    auto wy = jq::store::waiting_of(y, c, now);
-    wx.flow = wy.flow = "F1";
-    REQUIRE(jq::store::run(w, jq::store::after_wait(jq::store::Keys("jobq", b), wx)).value());
-    REQUIRE(jq::store::run(w, jq::store::after_wait(jq::store::Keys("jobq", c), wy)).value());
-  }
+  write_half_flow(cluster.url(), "F1", a, b, c, 300ms, jq::job::DependencyPolicy::run, false);
   auto given_up = [&] {
     return state(b, "x", "status") == "cancelled" && state(c, "y", "status") == "cancelled";
   };

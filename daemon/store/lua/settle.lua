@@ -146,6 +146,9 @@ end
 -- The jobs made final in this batch, for those that wait on them: id, status, result, error,
 -- error_kind, five entries each.
 local finals, nf = {}, 0
+-- The ids of this batch kept with the dead ones: their notes of what waits on them stay
+-- (prelude's tell_dependents).
+local kept_dead = {}
 local function ended(id, status, result, error, kind)
   finals[nf + 1], finals[nf + 2], finals[nf + 3], finals[nf + 4], finals[nf + 5] =
     id, status, result, error, kind
@@ -182,6 +185,7 @@ local function other(b, code, tok, key, id, nonce, copy)
       -- A Redis job is kept with the dead ones (a spool file is kept in its failed/ folder).
       redis.call('HSET', bodies, id, rewrite(copy, ARGV[b + 10], ARGV[b + 11]))
       redis.call('ZADD', dead, now, id)
+      kept_dead[id] = true
       redis.call('HDEL', inflight, tok)
     end
     if r == 1 then
@@ -308,9 +312,7 @@ if nf > 0 and redis.call('EXISTS', dependents) == 1 then
       local e = k * 5 - 4
       told = told + tell_waiters(waiters[k], outbox, queue, ids[k], finals[e + 1],
         finals[e + 2], finals[e + 3], finals[e + 4])
-      -- A failed job's note stays while it is kept with the dead ones (prelude's
-      -- tell_dependents).
-      if finals[e + 1] ~= 'failed' then gone[#gone + 1] = ids[k] end
+      if not kept_dead[ids[k]] then gone[#gone + 1] = ids[k] end
     end
   end
   if #gone > 0 then redis.call('HDEL', dependents, unpack(gone)) end
