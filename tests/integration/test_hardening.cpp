@@ -199,9 +199,11 @@ TEST_CASE("make run shows jobqd's log while jobqd runs", "[integration][hardenin
       dir, "run.yaml",
       "daemon: {state_dir: " + dir.str() + "/state}\nredis: {url: " + redis.url() + "}\n" + kEcho);
   std::string log = (dir.path() / "make.log").string();
-  // The build this test binary belongs to, so nothing is rebuilt.
+  // The build this test binary belongs to, its binaries never remade (-o): other cases run them
+  // meanwhile, and a relink here once left one without its jobqctl for a moment (exit 127).
+  const std::string b = build_dir().string();
   Child make({"/usr/bin/env", "make", "--no-print-directory", "-C", repo_root().string(), "run",
-              "BUILD=" + build_dir().string(), "CONFIG=" + path},
+              "BUILD=" + b, "CONFIG=" + path, "-o", b + "/jobqd", "-o", b + "/jobqctl"},
              log);
   auto log_text = [&] {
     std::ifstream in(log);
